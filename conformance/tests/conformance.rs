@@ -1,0 +1,31 @@
+//! Runs every shared conformance case (and any under `$DOTMAC_CONFORMANCE_DIR`) through the
+//! public API. One test per family; a failure names the case id.
+#![allow(missing_docs, unreachable_pub)]
+
+mod families {
+    pub mod periods;
+}
+
+use dotmac_conformance::{run_family, unknown_families, verdict};
+
+fn check<C, F>(family: &str, runner: F)
+where
+    C: serde::de::DeserializeOwned,
+    F: Fn(C) -> Result<(), String>,
+{
+    let report = run_family(family, runner).unwrap_or_else(|e| panic!("{e}"));
+    if let Err(message) = verdict(family, &report) {
+        panic!("{message}");
+    }
+}
+
+#[test]
+fn no_unknown_families() {
+    let unknown = unknown_families().unwrap_or_else(|e| panic!("{e}"));
+    assert!(unknown.is_empty(), "unknown conformance families: {unknown:?}");
+}
+
+#[test]
+fn periods() {
+    check("periods", families::periods::run);
+}

@@ -1,0 +1,7 @@
+//! # dotmac-billing
+//!
+//! (crate docs: written by the billing work)
+
+mod error;
+
+pub use error::BillingError;

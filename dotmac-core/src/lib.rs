@@ -1,0 +1,65 @@
+//! # dotmac-core
+//!
+//! The shared vocabulary of [DotMac](https://github.com/dotmac-sdk/dotmac), the Rust SDK for the
+//! business side of an internet service provider: exact [`Money`] in ISO [`Currency`]s, typed
+//! ids ([`TenantId`], [`InvoiceId`], …), a [`Clock`] so that time is always an input, drift-free
+//! [`BillingInterval`] and [`Period`] arithmetic, and the [`DomainEvent`] envelope that every
+//! service returns.
+//!
+//! This crate does no I/O and never reads the system time except through [`SystemClock`].
+//! Nothing here panics on caller input: fallible operations return [`CoreError`].
+//!
+//! ## Example
+//!
+//! ```
+//! use chrono::NaiveDate;
+//! use dotmac_core::{BillingInterval, Currency, Money, RoundingMode};
+//! use rust_decimal::Decimal;
+//!
+//! // A 29.99/month plan started on the 15th, billed on the 1st: prorate the first part.
+//! let price = Money::parse("29.99", Currency::USD)?;
+//! let anchor = NaiveDate::from_ymd_opt(2026, 1, 1).unwrap();
+//! let start = NaiveDate::from_ymd_opt(2026, 3, 15).unwrap();
+//! let (_, march) = BillingInterval::MONTHLY.period_containing(anchor, start)?;
+//! let used = march.from_date(start).map_or(0, |p| p.days());
+//! let charge = price.mul_ratio(used, march.days())?.round(RoundingMode::HalfUp);
+//! assert_eq!(charge.amount(), Decimal::new(1645, 2)); // 29.99 × 17/31
+//! # Ok::<(), dotmac_core::CoreError>(())
+//! ```
+//!
+//! ## Features
+//!
+//! None: everything is always on. Serde is part of the vocabulary.
+
+mod clock;
+mod currency;
+mod error;
+mod event;
+mod id;
+mod money;
+mod period;
+
+pub use clock::{Clock, FixedClock, ManualClock, SystemClock};
+pub use currency::Currency;
+pub use error::{CoreError, Result};
+pub use event::{DomainEvent, EventPayload};
+pub use id::{
+    CreditNoteId, CustomerId, EventId, InvoiceId, PaymentId, PlanId, ProductId, SubscriptionId,
+    TenantId,
+};
+pub use money::{Money, RoundingMode};
+pub use period::{BillingInterval, IntervalUnit, Period, days_in_month};
+
+/// Re-exports of the crates that DotMac's public API is built from, so that embedders use the
+/// same versions.
+pub mod reexports {
+    pub use chrono;
+    pub use chrono_tz;
+    pub use rust_decimal;
+}
+
+#[doc(hidden)]
+pub mod __private {
+    pub use serde;
+    pub use uuid;
+}
