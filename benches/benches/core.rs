@@ -35,7 +35,9 @@ fn money(c: &mut Criterion) {
     let a = Money::new(Decimal::new(2999, 2), Currency::USD);
     let b2 = Money::new(Decimal::new(1501, 2), Currency::USD);
     let mut group = c.benchmark_group("money");
-    group.bench_function("add", |b| b.iter(|| black_box(a).checked_add(black_box(b2))));
+    group.bench_function("add", |b| {
+        b.iter(|| black_box(a).checked_add(black_box(b2)))
+    });
     let prorated = a.mul_ratio(17, 31).unwrap_or(a);
     group.bench_function("round_half_up", |b| {
         b.iter(|| black_box(prorated).round(RoundingMode::HalfUp))
@@ -51,7 +53,9 @@ fn money(c: &mut Criterion) {
         })
     });
     let total = Money::new(Decimal::new(119_999, 2), Currency::USD);
-    group.bench_function("split_12", |b| b.iter(|| black_box(total).split(black_box(12))));
+    group.bench_function("split_12", |b| {
+        b.iter(|| black_box(total).split(black_box(12)))
+    });
     let ratios: Vec<Decimal> = (1..=12).map(Decimal::from).collect();
     group.bench_function("allocate_12_ratios", |b| {
         b.iter(|| black_box(total).allocate(black_box(&ratios)))

@@ -19,7 +19,14 @@ use serde::de::DeserializeOwned;
 
 /// Every family the shared README defines. A folder with any other name under a conformance
 /// root is an error: a case nobody runs must not pass silently.
-pub const KNOWN_FAMILIES: &[&str] = &["pricing", "periods", "billing", "sla", "commission", "dunning"];
+pub const KNOWN_FAMILIES: &[&str] = &[
+    "pricing",
+    "periods",
+    "billing",
+    "sla",
+    "commission",
+    "dunning",
+];
 
 /// The environment variable naming an extra conformance root.
 pub const EXTRA_DIR_VAR: &str = "DOTMAC_CONFORMANCE_DIR";
@@ -46,7 +53,10 @@ pub fn roots() -> Result<Vec<PathBuf>, String> {
     if let Some(extra) = std::env::var_os(EXTRA_DIR_VAR).filter(|v| !v.is_empty()) {
         let extra = PathBuf::from(extra);
         if !extra.is_dir() {
-            return Err(format!("{EXTRA_DIR_VAR}={} is not a directory", extra.display()));
+            return Err(format!(
+                "{EXTRA_DIR_VAR}={} is not a directory",
+                extra.display()
+            ));
         }
         roots.push(extra);
     }
@@ -172,7 +182,11 @@ where
     {
         Ok(cases) => cases,
         Err(e) => {
-            fail(failures, "<file>".into(), format!("not a JSON array of cases: {e}"));
+            fail(
+                failures,
+                "<file>".into(),
+                format!("not a JSON array of cases: {e}"),
+            );
             return 0;
         }
     };
@@ -303,7 +317,11 @@ mod tests {
         assert_eq!(report.cases(), 3);
         let ids: Vec<&str> = report.failures.iter().map(|f| f.id.as_str()).collect();
         assert_eq!(ids, ["wrong", "extra-field"]);
-        assert!(report.failures[1].message.contains("unknown field `surprise`"));
+        assert!(
+            report.failures[1]
+                .message
+                .contains("unknown field `surprise`")
+        );
         let verdict = verdict("toy", &report).unwrap_err();
         assert!(verdict.contains("2 of 3 toy case(s) failed"), "{verdict}");
         std::fs::remove_dir_all(root).unwrap();

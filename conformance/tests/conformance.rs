@@ -3,6 +3,7 @@
 #![allow(missing_docs, unreachable_pub)]
 
 mod families {
+    pub mod dunning;
     pub mod periods;
 }
 
@@ -22,10 +23,18 @@ where
 #[test]
 fn no_unknown_families() {
     let unknown = unknown_families().unwrap_or_else(|e| panic!("{e}"));
-    assert!(unknown.is_empty(), "unknown conformance families: {unknown:?}");
+    assert!(
+        unknown.is_empty(),
+        "unknown conformance families: {unknown:?}"
+    );
 }
 
 #[test]
 fn periods() {
     check("periods", families::periods::run);
+}
+
+#[test]
+fn dunning() {
+    check("dunning", families::dunning::run);
 }

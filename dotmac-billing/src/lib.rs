@@ -4,4 +4,7 @@
 
 mod error;
 
+pub mod dunning;
+pub mod usage;
+
 pub use error::BillingError;

@@ -220,12 +220,12 @@ impl Money {
                 operation: "mul_ratio",
             });
         }
-        let product = self
-            .amount
-            .checked_mul(Decimal::from(numerator))
-            .ok_or(CoreError::Overflow {
-                operation: "mul_ratio",
-            })?;
+        let product =
+            self.amount
+                .checked_mul(Decimal::from(numerator))
+                .ok_or(CoreError::Overflow {
+                    operation: "mul_ratio",
+                })?;
         product
             .checked_div(Decimal::from(denominator))
             .map(|a| Money::new(a, self.currency))
@@ -362,12 +362,18 @@ impl Money {
         let total = self.minor_units_i128()?;
         // Bring every ratio to a common scale so the arithmetic is exact integer arithmetic.
         let scale = ratios.iter().map(|r| r.scale()).max().unwrap_or(0);
-        let mut weights = Vec::with_capacity(ratios.len());
-        for r in ratios {
-            let mut r = *r;
-            r.rescale(scale);
-            weights.push(r.mantissa());
-        }
+        let weights: Vec<i128> = ratios
+            .iter()
+            .map(|r| {
+                if r.scale() == scale {
+                    r.mantissa()
+                } else {
+                    let mut r = *r;
+                    r.rescale(scale);
+                    r.mantissa()
+                }
+            })
+            .collect();
         allocate_minor(total, &weights)
             .map(|parts| parts.into_iter().map(|m| self.with_minor(m)).collect())
     }
@@ -386,9 +392,7 @@ impl Money {
             });
         }
         let total = self.minor_units_i128()?;
-        let n = i128::try_from(parts).map_err(|_| CoreError::Overflow {
-            operation: "split",
-        })?;
+        let n = i128::try_from(parts).map_err(|_| CoreError::Overflow { operation: "split" })?;
         let base = total / n;
         let extra = (total % n).unsigned_abs();
         let unit = if total < 0 { -1 } else { 1 };
@@ -434,16 +438,19 @@ fn allocate_minor(total: i128, weights: &[i128]) -> Result<Vec<i128>, CoreError>
         allocated += share;
         parts.push(share);
     }
-    let mut left = magnitude - allocated;
+    let left = magnitude - allocated;
     if left > 0 {
-        // Largest remainder first; equal remainders go to the earliest part.
-        remainders.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-        for (_, i) in remainders {
-            if left == 0 {
-                break;
+        // Largest remainder first; equal remainders go to the earliest part. `left` is below the
+        // number of parts, so only the first `left` places need to be in order.
+        let by_remainder = |a: &(i128, usize), b: &(i128, usize)| b.0.cmp(&a.0).then(a.1.cmp(&b.1));
+        let take = usize::try_from(left).unwrap_or(remainders.len()).min(remainders.len());
+        if take < remainders.len() {
+            remainders.select_nth_unstable_by(take, by_remainder);
+        }
+        for &(_, i) in remainders.get(..take).unwrap_or(&[]) {
+            if let Some(part) = parts.get_mut(i) {
+                *part += 1;
             }
-            parts[i] += 1;
-            left -= 1;
         }
     }
     Ok(parts.into_iter().map(|p| p * sign).collect())
@@ -513,7 +520,10 @@ mod tests {
                 currency: "USD"
             })
         );
-        assert_eq!(Money::new(dec!(1.234), Currency::KWD).to_minor().unwrap(), 1234);
+        assert_eq!(
+            Money::new(dec!(1.234), Currency::KWD).to_minor().unwrap(),
+            1234
+        );
     }
 
     #[test]

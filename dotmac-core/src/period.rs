@@ -151,7 +151,9 @@ impl BillingInterval {
                     .and_then(|w| w.checked_mul(7))
                     .ok_or(out_of_range)?,
             ),
-            IntervalUnit::Month => add_months_clamped(anchor, k.checked_mul(count).ok_or(out_of_range)?),
+            IntervalUnit::Month => {
+                add_months_clamped(anchor, k.checked_mul(count).ok_or(out_of_range)?)
+            }
             IntervalUnit::Year => add_months_clamped(
                 anchor,
                 k.checked_mul(count)
@@ -167,11 +169,29 @@ impl BillingInterval {
     ///
     /// [`CoreError::DateOutOfRange`] when a boundary is outside chrono's range.
     pub fn period(&self, anchor: NaiveDate, k: i64) -> Result<Period, CoreError> {
-        let start = self.period_start(anchor, k)?;
         let next = k
             .checked_add(1)
             .ok_or(CoreError::DateOutOfRange("period index"))?;
-        let end = self.period_start(anchor, next)?;
+        let (start, end) = match self.unit {
+            // Decompose the anchor once for both boundaries: this is the bill run's hot path.
+            IntervalUnit::Month | IntervalUnit::Year => {
+                let months_per = i64::from(self.count)
+                    * if self.unit == IntervalUnit::Year { 12 } else { 1 };
+                let base = month_index(anchor);
+                let day = anchor.day();
+                let out_of_range = CoreError::DateOutOfRange("period start");
+                let at = |i: i64| {
+                    i.checked_mul(months_per)
+                        .and_then(|m| m.checked_add(base))
+                        .ok_or(out_of_range.clone())
+                        .and_then(|total| date_from_month_index(total, day))
+                };
+                (at(k)?, at(next)?)
+            }
+            IntervalUnit::Day | IntervalUnit::Week => {
+                (self.period_start(anchor, k)?, self.period_start(anchor, next)?)
+            }
+        };
         Period::new(start, end)
     }
 
@@ -244,14 +264,19 @@ fn add_days(date: NaiveDate, days: i64) -> Result<NaiveDate, CoreError> {
 /// `date` moved by `months`, keeping its day of month but clamping it to the target month's
 /// last day.
 pub(crate) fn add_months_clamped(date: NaiveDate, months: i64) -> Result<NaiveDate, CoreError> {
-    let out_of_range = CoreError::DateOutOfRange("period start");
     let total = month_index(date)
         .checked_add(months)
-        .ok_or(out_of_range.clone())?;
+        .ok_or(CoreError::DateOutOfRange("period start"))?;
+    date_from_month_index(total, date.day())
+}
+
+/// The date in month `total` (years × 12 + month0) with `day` clamped to that month's end.
+fn date_from_month_index(total: i64, day: u32) -> Result<NaiveDate, CoreError> {
+    let out_of_range = CoreError::DateOutOfRange("period start");
     let year = i32::try_from(total.div_euclid(12)).map_err(|_| out_of_range.clone())?;
     // rem_euclid(12) is in 0..12, so the cast is lossless.
     let month = total.rem_euclid(12) as u32 + 1;
-    let day = date.day().min(days_in_month(year, month));
+    let day = day.min(days_in_month(year, month));
     NaiveDate::from_ymd_opt(year, month, day).ok_or(out_of_range)
 }
 
@@ -363,10 +388,18 @@ mod tests {
     #[test]
     fn month_end_anchor_clamps_without_drift() {
         let i = BillingInterval::MONTHLY;
-        let starts: Vec<_> = (0..5).map(|k| i.period_start(d(2021, 1, 31), k).unwrap()).collect();
+        let starts: Vec<_> = (0..5)
+            .map(|k| i.period_start(d(2021, 1, 31), k).unwrap())
+            .collect();
         assert_eq!(
             starts,
-            [d(2021, 1, 31), d(2021, 2, 28), d(2021, 3, 31), d(2021, 4, 30), d(2021, 5, 31)]
+            [
+                d(2021, 1, 31),
+                d(2021, 2, 28),
+                d(2021, 3, 31),
+                d(2021, 4, 30),
+                d(2021, 5, 31)
+            ]
         );
         assert_eq!(i.period_start(d(2021, 1, 31), -2).unwrap(), d(2020, 11, 30));
     }
@@ -387,9 +420,14 @@ mod tests {
         let (k, p) = i.period_containing(anchor, d(2021, 3, 31)).unwrap();
         assert_eq!((k, p.start()), (2, d(2021, 3, 31)));
         let (k, p) = i.period_containing(anchor, d(2020, 12, 31)).unwrap();
-        assert_eq!((k, p.start(), p.end()), (-1, d(2020, 12, 31), d(2021, 1, 31)));
+        assert_eq!(
+            (k, p.start(), p.end()),
+            (-1, d(2020, 12, 31), d(2021, 1, 31))
+        );
         let weekly = BillingInterval::WEEKLY;
-        let (k, p) = weekly.period_containing(d(2022, 6, 27), d(2022, 6, 22)).unwrap();
+        let (k, p) = weekly
+            .period_containing(d(2022, 6, 27), d(2022, 6, 22))
+            .unwrap();
         assert_eq!((k, p.start(), p.days()), (-1, d(2022, 6, 20), 7));
     }
 
@@ -408,8 +446,7 @@ mod tests {
             })
         );
         assert!(
-            serde_json::from_str::<Period>(r#"{"start":"2021-01-02","end":"2021-01-02"}"#)
-                .is_err()
+            serde_json::from_str::<Period>(r#"{"start":"2021-01-02","end":"2021-01-02"}"#).is_err()
         );
     }
 
@@ -418,10 +455,12 @@ mod tests {
         let i = BillingInterval::YEARLY;
         assert!(i.period_start(d(2021, 1, 1), i64::MAX).is_err());
         assert!(i.period_start(d(2021, 1, 1), 1_000_000).is_err());
-        assert!(BillingInterval::new(IntervalUnit::Day, u32::MAX)
-            .unwrap()
-            .period_start(d(2021, 1, 1), i64::MAX / 2)
-            .is_err());
+        assert!(
+            BillingInterval::new(IntervalUnit::Day, u32::MAX)
+                .unwrap()
+                .period_start(d(2021, 1, 1), i64::MAX / 2)
+                .is_err()
+        );
     }
 
     #[test]

@@ -26,19 +26,31 @@ pub fn run(case: Case) -> Result<(), String> {
         let want = date(want)?;
         let period = interval.period(anchor, k).map_err(|e| e.to_string())?;
         if period.start() != want {
-            return Err(format!("period {k}: expected start {want}, got {}", period.start()));
+            return Err(format!(
+                "period {k}: expected start {want}, got {}",
+                period.start()
+            ));
         }
         // Tiling: each period ends exactly where the next one starts, and the lookup of any
         // day in it comes back to the same period.
-        let next = interval.period_start(anchor, k + 1).map_err(|e| e.to_string())?;
+        let next = interval
+            .period_start(anchor, k + 1)
+            .map_err(|e| e.to_string())?;
         if period.end() != next {
-            return Err(format!("period {k} ends {} but period {} starts {next}", period.end(), k + 1));
+            return Err(format!(
+                "period {k} ends {} but period {} starts {next}",
+                period.end(),
+                k + 1
+            ));
         }
         let (found, _) = interval
             .period_containing(anchor, period.last_day())
             .map_err(|e| e.to_string())?;
         if found != k {
-            return Err(format!("day {} maps to period {found}, not {k}", period.last_day()));
+            return Err(format!(
+                "day {} maps to period {found}, not {k}",
+                period.last_day()
+            ));
         }
     }
     Ok(())

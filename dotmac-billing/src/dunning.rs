@@ -1,0 +1,708 @@
+//! Collections (dunning): a schedule of steps relative to an invoice's due date that escalates an
+//! unpaid invoice from a reminder to suspension and write-off, and restores service on payment.
+//!
+//! # How an evaluation works
+//!
+//! [`evaluate`] is a pure function of the policy, the invoice, the payments applied to it, the
+//! day and the [`DunningState`] recorded so far. It replays the whole schedule up to `today` from
+//! scratch (a step fires on its day when the open balance after that day's payments is above the
+//! policy's minimum) and emits only the actions the state has not recorded yet. This makes it
+//! idempotent (evaluating the same day twice fires nothing twice) and self-healing (a day the
+//! scheduler missed is caught up at the next run, with the action dated on its scheduled day).
+//!
+//! * A step fires on its day or never: a step whose day passed while the balance was at or
+//!   below the minimum does not fire later when the balance grows again.
+//! * The grace period moves every step scheduled after the due date (`days_after_due > 0`) later
+//!   by `grace_days`; reminders before or on the due date stay where they are.
+//! * A suspension that falls on a blocked weekday or date moves to the next allowed day (and is
+//!   checked against the balance of that day).
+//! * With [`RestoreOnPayment::Restore`], a payment that settles the invoice after a suspension
+//!   fires [`CollectionAction::Restore`] that day, carrying the optional reconnection fee.
+//! * Fees (on any step, and the reconnection fee) are amounts in the invoice's currency; they
+//!   come out on the action for the embedding service to add to the customer's next invoice.
+
+use chrono::{Datelike, Days, NaiveDate, Weekday};
+use dotmac_core::{CustomerId, EventPayload, InvoiceId, Money};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::error::BillingError;
+
+/// The most steps a policy may have (the state keeps one bit per step and one per restore).
+pub const MAX_DUNNING_STEPS: usize = 32;
+
+/// What a collections step (or a payment after suspension) does.
+///
+/// Serialized in snake case (`"overdue_notice"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum CollectionAction {
+    /// A friendly reminder, usually before the due date.
+    Reminder,
+    /// The invoice is overdue.
+    OverdueNotice,
+    /// A late fee is charged (the step's fee).
+    LateFee,
+    /// Service is suspended.
+    Suspend,
+    /// The debt is written off as uncollectible.
+    WriteOff,
+    /// Service is restored after a payment settled a suspended invoice. Never a policy step.
+    Restore,
+}
+
+impl CollectionAction {
+    /// The stable event name of this action.
+    pub fn event_type(self) -> &'static str {
+        match self {
+            CollectionAction::Reminder => "collections.reminder",
+            CollectionAction::OverdueNotice => "collections.overdue_notice",
+            CollectionAction::LateFee => "collections.late_fee",
+            CollectionAction::Suspend => "collections.suspend_service",
+            CollectionAction::WriteOff => "collections.write_off",
+            CollectionAction::Restore => "collections.restore_service",
+        }
+    }
+}
+
+impl std::str::FromStr for CollectionAction {
+    type Err = BillingError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "reminder" => Ok(CollectionAction::Reminder),
+            "overdue_notice" => Ok(CollectionAction::OverdueNotice),
+            "late_fee" => Ok(CollectionAction::LateFee),
+            "suspend" => Ok(CollectionAction::Suspend),
+            "write_off" => Ok(CollectionAction::WriteOff),
+            "restore" => Ok(CollectionAction::Restore),
+            _ => Err(BillingError::InvalidConfiguration {
+                what: "collection action",
+                reason: "expected reminder, overdue_notice, late_fee, suspend, write_off or restore",
+            }),
+        }
+    }
+}
+
+/// One step of a policy: an action on `due + days_after_due` (plus grace), optionally with a fee.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DunningStep {
+    /// Days relative to the due date (negative: before it).
+    pub days_after_due: i32,
+    /// What the step does.
+    pub action: CollectionAction,
+    /// A fee charged when the step fires, in the invoice's currency.
+    pub fee: Option<Decimal>,
+}
+
+/// What a payment that settles a suspended invoice does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RestoreOnPayment {
+    /// Nothing: restoring is left to an operator.
+    Manual,
+    /// Fire [`CollectionAction::Restore`] on the day of the settling payment.
+    Restore {
+        /// A reconnection fee for the next invoice, in the invoice's currency.
+        reconnection_fee: Option<Decimal>,
+    },
+}
+
+/// A collections policy. Build one with [`DunningPolicy::builder`].
+///
+/// ```
+/// use chrono::Weekday;
+/// use dotmac_billing::dunning::{CollectionAction, DunningPolicy, RestoreOnPayment};
+/// use rust_decimal::Decimal;
+///
+/// let policy = DunningPolicy::builder()
+///     .step(-3, CollectionAction::Reminder)
+///     .step(1, CollectionAction::OverdueNotice)
+///     .step_with_fee(3, CollectionAction::LateFee, Decimal::new(500, 2))
+///     .step(5, CollectionAction::Suspend)
+///     .grace_days(2)
+///     .min_balance(Decimal::new(100, 2))
+///     .no_suspension_on(Weekday::Fri)
+///     .restore_on_payment(RestoreOnPayment::Restore { reconnection_fee: Some(Decimal::TEN) })
+///     .build()?;
+/// assert_eq!(policy.steps().len(), 4);
+/// # Ok::<(), dotmac_billing::BillingError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DunningPolicy {
+    steps: Vec<DunningStep>,
+    grace_days: u32,
+    min_balance: Decimal,
+    restore: RestoreOnPayment,
+    /// Bit `n` set: no suspension on weekday `n` (Monday = 0).
+    blocked_weekdays: u8,
+    /// Sorted, no duplicates.
+    blocked_dates: Vec<NaiveDate>,
+}
+
+/// Builder of a [`DunningPolicy`].
+#[derive(Debug, Clone)]
+pub struct DunningPolicyBuilder {
+    policy: DunningPolicy,
+}
+
+impl DunningPolicy {
+    /// A builder with no steps, no grace, a minimum balance of zero and manual restore.
+    pub fn builder() -> DunningPolicyBuilder {
+        DunningPolicyBuilder {
+            policy: DunningPolicy {
+                steps: Vec::new(),
+                grace_days: 0,
+                min_balance: Decimal::ZERO,
+                restore: RestoreOnPayment::Manual,
+                blocked_weekdays: 0,
+                blocked_dates: Vec::new(),
+            },
+        }
+    }
+
+    /// The steps, in the order they were given.
+    pub fn steps(&self) -> &[DunningStep] {
+        &self.steps
+    }
+
+    /// The grace period in days.
+    pub fn grace_days(&self) -> u32 {
+        self.grace_days
+    }
+
+    /// The open balance at or below which nothing escalates.
+    pub fn min_balance(&self) -> Decimal {
+        self.min_balance
+    }
+
+    /// What a settling payment after suspension does.
+    pub fn restore_on_payment(&self) -> RestoreOnPayment {
+        self.restore
+    }
+
+    /// True when suspension is not allowed on `date`.
+    pub fn suspension_blocked_on(&self, date: NaiveDate) -> bool {
+        self.blocked_weekdays & weekday_bit(date.weekday()) != 0
+            || self.blocked_dates.binary_search(&date).is_ok()
+    }
+
+    /// The day step `index` is due for an invoice due on `due`, after grace and blocked days;
+    /// `None` for an unknown index or a date out of range.
+    pub fn step_day(&self, index: usize, due: NaiveDate) -> Option<NaiveDate> {
+        let step = self.steps.get(index)?;
+        let grace = if step.days_after_due > 0 {
+            i64::from(self.grace_days)
+        } else {
+            0
+        };
+        let offset = i64::from(step.days_after_due) + grace;
+        let mut day = if offset >= 0 {
+            due.checked_add_days(Days::new(offset.unsigned_abs()))?
+        } else {
+            due.checked_sub_days(Days::new(offset.unsigned_abs()))?
+        };
+        if step.action == CollectionAction::Suspend {
+            // The builder guarantees an allowed weekday exists; blocked dates are finite, so
+            // this ends within 7 + blocked_dates.len() days.
+            while self.suspension_blocked_on(day) {
+                day = day.succ_opt()?;
+            }
+        }
+        Some(day)
+    }
+}
+
+fn weekday_bit(day: Weekday) -> u8 {
+    1u8 << day.num_days_from_monday()
+}
+
+impl DunningPolicyBuilder {
+    /// Adds a step without a fee.
+    pub fn step(self, days_after_due: i32, action: CollectionAction) -> Self {
+        self.push(days_after_due, action, None)
+    }
+
+    /// Adds a step that charges `fee` (in the invoice's currency) when it fires.
+    pub fn step_with_fee(self, days_after_due: i32, action: CollectionAction, fee: Decimal) -> Self {
+        self.push(days_after_due, action, Some(fee))
+    }
+
+    fn push(mut self, days_after_due: i32, action: CollectionAction, fee: Option<Decimal>) -> Self {
+        self.policy.steps.push(DunningStep {
+            days_after_due,
+            action,
+            fee,
+        });
+        self
+    }
+
+    /// Days after the due date before overdue steps start counting.
+    pub fn grace_days(mut self, days: u32) -> Self {
+        self.policy.grace_days = days;
+        self
+    }
+
+    /// The open balance at or below which nothing escalates (default 0: any debt escalates).
+    pub fn min_balance(mut self, amount: Decimal) -> Self {
+        self.policy.min_balance = amount;
+        self
+    }
+
+    /// What a settling payment after suspension does (default [`RestoreOnPayment::Manual`]).
+    pub fn restore_on_payment(mut self, restore: RestoreOnPayment) -> Self {
+        self.policy.restore = restore;
+        self
+    }
+
+    /// No suspension on this weekday (the next allowed day is used).
+    pub fn no_suspension_on(mut self, day: Weekday) -> Self {
+        self.policy.blocked_weekdays |= weekday_bit(day);
+        self
+    }
+
+    /// No suspension on this date, e.g. a public holiday (the next allowed day is used).
+    pub fn no_suspension_date(mut self, date: NaiveDate) -> Self {
+        self.policy.blocked_dates.push(date);
+        self
+    }
+
+    /// The policy.
+    ///
+    /// # Errors
+    ///
+    /// [`BillingError::InvalidConfiguration`] for more than [`MAX_DUNNING_STEPS`] steps, a
+    /// `restore` step, a negative fee or minimum balance, or every weekday blocked.
+    pub fn build(mut self) -> Result<DunningPolicy, BillingError> {
+        let invalid = |reason| BillingError::InvalidConfiguration {
+            what: "dunning policy",
+            reason,
+        };
+        let policy = &mut self.policy;
+        if policy.steps.len() > MAX_DUNNING_STEPS {
+            return Err(invalid("at most 32 steps"));
+        }
+        if policy
+            .steps
+            .iter()
+            .any(|s| s.action == CollectionAction::Restore)
+        {
+            return Err(invalid(
+                "restore is not a step; use restore_on_payment instead",
+            ));
+        }
+        let negative_fee = policy
+            .steps
+            .iter()
+            .filter_map(|s| s.fee)
+            .chain(match policy.restore {
+                RestoreOnPayment::Restore { reconnection_fee } => reconnection_fee,
+                RestoreOnPayment::Manual => None,
+            })
+            .any(|f| f.is_sign_negative() && !f.is_zero());
+        if negative_fee {
+            return Err(invalid("fees must not be negative"));
+        }
+        if policy.min_balance.is_sign_negative() && !policy.min_balance.is_zero() {
+            return Err(invalid("the minimum balance must not be negative"));
+        }
+        if policy.blocked_weekdays == 0x7f {
+            return Err(invalid("suspension cannot be blocked on every weekday"));
+        }
+        policy.blocked_dates.sort_unstable();
+        policy.blocked_dates.dedup();
+        Ok(self.policy)
+    }
+}
+
+/// The invoice as dunning sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DunningInvoice {
+    /// The invoice.
+    pub id: InvoiceId,
+    /// Its customer.
+    pub customer: CustomerId,
+    /// The invoice total.
+    pub total: Money,
+    /// The due date that the steps are relative to.
+    pub due: NaiveDate,
+}
+
+/// An amount applied to the invoice on a day: a payment or credit allocation (positive) or its
+/// reversal by a refund (negative), in the invoice's currency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settlement {
+    /// The day it was applied.
+    pub on: NaiveDate,
+    /// The amount applied.
+    pub amount: Decimal,
+}
+
+/// What dunning has already done for one invoice: one bit per fired step and one per restore
+/// after a suspension step. Store it with the invoice and pass it to the next [`evaluate`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash, Serialize, Deserialize)]
+pub struct DunningState {
+    fired: u64,
+}
+
+impl DunningState {
+    /// True when step `index` has fired.
+    pub fn step_fired(&self, index: usize) -> bool {
+        index < MAX_DUNNING_STEPS && self.fired & (1 << index) != 0
+    }
+
+    /// True when a suspension step of `policy` fired and no restore followed it.
+    pub fn is_suspended(&self, policy: &DunningPolicy) -> bool {
+        policy
+            .steps
+            .iter()
+            .enumerate()
+            .take(MAX_DUNNING_STEPS)
+            .any(|(index, step)| {
+                step.action == CollectionAction::Suspend
+                    && self.step_fired(index)
+                    && self.fired & (1u64 << (32 + index)) == 0
+            })
+    }
+}
+
+/// An action fired by [`evaluate`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FiredAction {
+    /// The invoice.
+    pub invoice: InvoiceId,
+    /// Its customer (whose service is suspended or restored).
+    pub customer: CustomerId,
+    /// What to do.
+    pub action: CollectionAction,
+    /// The policy step that fired (for a restore: the suspension step it ends).
+    pub step: u8,
+    /// The day the action was due (a catch-up run dates it on its scheduled day).
+    pub on: NaiveDate,
+    /// The invoice's open balance on that day.
+    pub open_balance: Money,
+    /// A fee to add to the customer's next invoice.
+    pub fee: Option<Money>,
+}
+
+impl EventPayload for FiredAction {
+    fn event_type(&self) -> &'static str {
+        self.action.event_type()
+    }
+}
+
+fn balance_on(total: Decimal, settlements: &[Settlement], day: NaiveDate) -> Decimal {
+    settlements
+        .iter()
+        .filter(|s| s.on <= day)
+        .fold(total, |acc, s| acc - s.amount)
+}
+
+/// Evaluates `policy` for `invoice` on `today`, appends the actions not fired before to `out`
+/// (in date order) and records them in `state`. Returns how many were appended.
+///
+/// `settlements` are the amounts applied to the invoice so far, in any order; only those dated
+/// on or before `today` count. Evaluating the same day again appends nothing.
+///
+/// ```
+/// use chrono::NaiveDate;
+/// use dotmac_billing::dunning::*;
+/// use dotmac_core::{Currency, CustomerId, InvoiceId, Money};
+///
+/// let policy = DunningPolicy::builder().step(5, CollectionAction::Suspend).build()?;
+/// let invoice = DunningInvoice {
+///     id: InvoiceId::from_u128(1),
+///     customer: CustomerId::from_u128(2),
+///     total: Money::from_minor(5000, Currency::USD),
+///     due: NaiveDate::from_ymd_opt(2026, 3, 15).unwrap(),
+/// };
+/// let mut state = DunningState::default();
+/// let mut out = Vec::new();
+/// let day = NaiveDate::from_ymd_opt(2026, 3, 20).unwrap();
+/// assert_eq!(evaluate(&policy, &invoice, &[], &mut state, day, &mut out), 1);
+/// assert_eq!(out[0].action, CollectionAction::Suspend);
+/// assert_eq!(evaluate(&policy, &invoice, &[], &mut state, day, &mut out), 0); // idempotent
+/// # Ok::<(), dotmac_billing::BillingError>(())
+/// ```
+pub fn evaluate(
+    policy: &DunningPolicy,
+    invoice: &DunningInvoice,
+    settlements: &[Settlement],
+    state: &mut DunningState,
+    today: NaiveDate,
+    out: &mut Vec<FiredAction>,
+) -> usize {
+    let before = out.len();
+    let total = invoice.total.amount();
+    let currency = invoice.total.currency();
+    let restore_fee = match policy.restore {
+        RestoreOnPayment::Restore { reconnection_fee } => Some(reconnection_fee),
+        RestoreOnPayment::Manual => None,
+    };
+
+    // The schedule: (day, step) in day order, only steps due by today.
+    let mut schedule = [(NaiveDate::MIN, 0u8); MAX_DUNNING_STEPS];
+    let mut len = 0;
+    for index in 0..policy.steps.len().min(MAX_DUNNING_STEPS) {
+        if let Some(day) = policy.step_day(index, invoice.due)
+            && day <= today
+            && let Some(slot) = schedule.get_mut(len)
+        {
+            // `index` < 32 by the bound above.
+            *slot = (day, index as u8);
+            len += 1;
+        }
+    }
+    let schedule = schedule.get_mut(..len).unwrap_or_default();
+    schedule.sort_unstable();
+
+    let mut emit = |state: &mut DunningState,
+                    bit: u32,
+                    action: CollectionAction,
+                    step: u8,
+                    on: NaiveDate,
+                    balance: Decimal,
+                    fee: Option<Decimal>| {
+        let mask = 1u64 << bit;
+        if state.fired & mask == 0 {
+            state.fired |= mask;
+            out.push(FiredAction {
+                invoice: invoice.id,
+                customer: invoice.customer,
+                action,
+                step,
+                on,
+                open_balance: Money::new(balance, currency),
+                fee: fee.map(|f| Money::new(f, currency)),
+            });
+        }
+    };
+
+    // The first day in (after, until] on which a settlement brings the balance to zero or less.
+    let settled_between = |after: NaiveDate, until: NaiveDate| -> Option<(NaiveDate, Decimal)> {
+        settlements
+            .iter()
+            .filter(|s| s.on > after && s.on <= until)
+            .map(|s| (s.on, balance_on(total, settlements, s.on)))
+            .filter(|(_, balance)| *balance <= Decimal::ZERO)
+            .min_by_key(|(day, _)| *day)
+    };
+
+    let mut suspended: Option<(u8, NaiveDate)> = None;
+    let mut simulated_suspends = 0u64;
+    for &(day, index) in schedule.iter() {
+        if let (Some((step, since)), Some(fee)) = (suspended, restore_fee)
+            && let Some((paid_on, balance)) = settled_between(since, day)
+        {
+            emit(
+                state,
+                32 + u32::from(step),
+                CollectionAction::Restore,
+                step,
+                paid_on,
+                balance,
+                fee,
+            );
+            suspended = None;
+        }
+        let balance = balance_on(total, settlements, day);
+        if balance <= policy.min_balance {
+            continue;
+        }
+        let Some(step) = policy.steps.get(usize::from(index)) else {
+            continue;
+        };
+        emit(
+            state,
+            u32::from(index),
+            step.action,
+            index,
+            day,
+            balance,
+            step.fee,
+        );
+        if step.action == CollectionAction::Suspend && suspended.is_none() {
+            suspended = Some((index, day));
+            simulated_suspends |= 1 << index;
+        }
+    }
+    if let (Some((step, since)), Some(fee)) = (suspended, restore_fee)
+        && let Some((paid_on, balance)) = settled_between(since, today)
+    {
+        emit(
+            state,
+            32 + u32::from(step),
+            CollectionAction::Restore,
+            step,
+            paid_on,
+            balance,
+            fee,
+        );
+    }
+
+    // A payment back-dated before a suspension that already happened: the replay no longer
+    // suspends, but the service is down. Restore it today once the invoice is settled.
+    if let Some(fee) = restore_fee {
+        for (index, step) in policy.steps.iter().enumerate().take(MAX_DUNNING_STEPS) {
+            let suspended_really = step.action == CollectionAction::Suspend
+                && state.step_fired(index)
+                && state.fired & (1u64 << (32 + index)) == 0
+                && simulated_suspends & (1 << index) == 0;
+            if suspended_really {
+                let balance = balance_on(total, settlements, today);
+                if balance <= Decimal::ZERO {
+                    emit(
+                        state,
+                        32 + index as u32,
+                        CollectionAction::Restore,
+                        index as u8,
+                        today,
+                        balance,
+                        fee,
+                    );
+                }
+            }
+        }
+    }
+    out.len() - before
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dotmac_core::Currency;
+    use rust_decimal_macros::dec;
+
+    fn d(s: &str) -> NaiveDate {
+        s.parse().unwrap()
+    }
+
+    fn invoice(total: Decimal) -> DunningInvoice {
+        DunningInvoice {
+            id: InvoiceId::from_u128(1),
+            customer: CustomerId::from_u128(2),
+            total: Money::new(total, Currency::USD),
+            due: d("2026-03-15"),
+        }
+    }
+
+    fn run_daily(
+        policy: &DunningPolicy,
+        inv: &DunningInvoice,
+        settlements: &[Settlement],
+        from: NaiveDate,
+        until: NaiveDate,
+    ) -> Vec<(NaiveDate, CollectionAction)> {
+        let mut state = DunningState::default();
+        let mut out = Vec::new();
+        let mut day = from;
+        while day <= until {
+            evaluate(policy, inv, settlements, &mut state, day, &mut out);
+            assert_eq!(
+                evaluate(policy, inv, settlements, &mut state, day, &mut out),
+                0
+            );
+            day = day.succ_opt().unwrap();
+        }
+        out.iter().map(|a| (a.on, a.action)).collect()
+    }
+
+    #[test]
+    fn suspension_moves_off_blocked_days_and_grace_shifts_overdue_steps() {
+        // 2026-03-20 is a Friday; 2026-03-21/22 the weekend; 2026-03-23 a blocked holiday.
+        let policy = DunningPolicy::builder()
+            .step(-3, CollectionAction::Reminder)
+            .step(3, CollectionAction::Suspend)
+            .grace_days(2)
+            .no_suspension_on(Weekday::Fri)
+            .no_suspension_on(Weekday::Sat)
+            .no_suspension_on(Weekday::Sun)
+            .no_suspension_date(d("2026-03-23"))
+            .build()
+            .unwrap();
+        let got = run_daily(&policy, &invoice(dec!(50)), &[], d("2026-03-01"), d("2026-04-30"));
+        assert_eq!(
+            got,
+            vec![
+                (d("2026-03-12"), CollectionAction::Reminder),
+                (d("2026-03-24"), CollectionAction::Suspend)
+            ]
+        );
+    }
+
+    #[test]
+    fn min_balance_stops_escalation_and_fees_come_out_in_invoice_currency() {
+        let policy = DunningPolicy::builder()
+            .step_with_fee(1, CollectionAction::LateFee, dec!(5))
+            .step(5, CollectionAction::Suspend)
+            .min_balance(dec!(10))
+            .build()
+            .unwrap();
+        let paid = [Settlement {
+            on: d("2026-03-18"),
+            amount: dec!(45),
+        }];
+        let mut state = DunningState::default();
+        let mut out = Vec::new();
+        evaluate(&policy, &invoice(dec!(50)), &paid, &mut state, d("2026-04-01"), &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].action, CollectionAction::LateFee);
+        assert_eq!(out[0].fee, Some(Money::new(dec!(5), Currency::USD)));
+        assert_eq!(out[0].open_balance.amount(), dec!(50));
+    }
+
+    #[test]
+    fn restore_carries_the_reconnection_fee_and_back_dated_payment_restores_today() {
+        let policy = DunningPolicy::builder()
+            .step(5, CollectionAction::Suspend)
+            .restore_on_payment(RestoreOnPayment::Restore {
+                reconnection_fee: Some(dec!(15)),
+            })
+            .build()
+            .unwrap();
+        let inv = invoice(dec!(50));
+        let mut state = DunningState::default();
+        let mut out = Vec::new();
+        evaluate(&policy, &inv, &[], &mut state, d("2026-03-20"), &mut out);
+        assert!(state.is_suspended(&policy));
+        // The payment arrives late but is dated before the suspension day.
+        let paid = [Settlement {
+            on: d("2026-03-19"),
+            amount: dec!(50),
+        }];
+        evaluate(&policy, &inv, &paid, &mut state, d("2026-03-22"), &mut out);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[1].action, CollectionAction::Restore);
+        assert_eq!(out[1].on, d("2026-03-22"));
+        assert_eq!(out[1].fee, Some(Money::new(dec!(15), Currency::USD)));
+        assert!(!state.is_suspended(&policy));
+    }
+
+    #[test]
+    fn bad_policies_are_refused() {
+        let err = DunningPolicy::builder()
+            .step(1, CollectionAction::Restore)
+            .build()
+            .unwrap_err();
+        assert!(matches!(err, BillingError::InvalidConfiguration { .. }));
+        let mut all = DunningPolicy::builder();
+        for day in [
+            Weekday::Mon,
+            Weekday::Tue,
+            Weekday::Wed,
+            Weekday::Thu,
+            Weekday::Fri,
+            Weekday::Sat,
+            Weekday::Sun,
+        ] {
+            all = all.no_suspension_on(day);
+        }
+        assert!(all.build().is_err());
+        assert!(
+            DunningPolicy::builder()
+                .step_with_fee(1, CollectionAction::LateFee, dec!(-1))
+                .build()
+                .is_err()
+        );
+    }
+}

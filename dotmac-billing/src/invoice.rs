@@ -1,0 +1,689 @@
+//! Invoices, their lines and states, pending one-off charges, and credit notes.
+//!
+//! # The rounding point
+//!
+//! Everything before a line is put on a document is exact. [`DocumentBuilder::push`] rounds,
+//! with the tenant's [`RoundingMode`], exactly three things per line, once each: the line's
+//! amount, its discount, and each tax rate's amount. Document totals are sums of those rounded
+//! figures, so `total = Σ amounts − Σ discounts + Σ exclusive taxes` holds to the cent.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use chrono::{Days, NaiveDate};
+use dotmac_core::{
+    CreditNoteId, Currency, CustomerId, InvoiceId, Money, Period, PlanId, RoundingMode,
+    SubscriptionId,
+};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::discount::DiscountCursor;
+use crate::error::BillingError;
+use crate::tax::{TaxExemption, TaxMode, TaxRate, TaxSummary, apply_taxes};
+
+dotmac_core::define_id! {
+    /// A one-off charge waiting for a customer's next invoice.
+    PendingChargeId
+}
+
+/// What a line bills. Descriptions are derived from it, so a bill run formats no strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum LineKind {
+    /// A recurring charge for a whole or partial period.
+    Recurring,
+    /// A one-time setup fee.
+    SetupFee,
+    /// A charge for the rest of a period after a plan or quantity change, or a resume.
+    ProrationCharge,
+    /// A credit for the unused part of a period, at the price originally billed.
+    ProrationCredit,
+    /// Rated usage.
+    Usage,
+    /// A correction of usage billed earlier (late or corrected usage records).
+    UsageAdjustment,
+    /// A late-payment fee.
+    LateFee,
+    /// A reconnection fee after a suspension.
+    ReconnectionFee,
+    /// Any other one-off charge or credit.
+    OneOff,
+}
+
+impl LineKind {
+    /// The default description of a line of this kind.
+    pub fn label(self) -> &'static str {
+        match self {
+            LineKind::Recurring => "Subscription",
+            LineKind::SetupFee => "Setup fee",
+            LineKind::ProrationCharge => "Remaining time after change",
+            LineKind::ProrationCredit => "Unused time before change",
+            LineKind::Usage => "Usage",
+            LineKind::UsageAdjustment => "Usage adjustment",
+            LineKind::LateFee => "Late payment fee",
+            LineKind::ReconnectionFee => "Reconnection fee",
+            LineKind::OneOff => "Charge",
+        }
+    }
+}
+
+/// Where a line's price came from: the plan, its price version and the charge on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PriceRef {
+    /// The plan.
+    pub plan: PlanId,
+    /// The price version billed.
+    pub version: u32,
+    /// The charge's position in that version.
+    pub charge: u32,
+}
+
+/// One line of an invoice, explainable on its own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvoiceLine {
+    /// What it bills.
+    pub kind: LineKind,
+    /// Free text; `None` means "derived from the kind" (see [`InvoiceLine::description`]).
+    pub text: Option<String>,
+    /// The service period it covers, if any.
+    pub period: Option<Period>,
+    /// Units billed (seats, GB, 1 for a flat charge).
+    pub quantity: Decimal,
+    /// Exact price per unit, prorations included (not rounded).
+    pub unit_price: Money,
+    /// `quantity × unit_price`, rounded once.
+    pub amount: Money,
+    /// Discount on the line, rounded once; between zero and `amount` (negative on a credit
+    /// line reduced by a percentage discount).
+    pub discount: Money,
+    /// All taxes on the line (inclusive ones included), each rate rounded once.
+    pub tax: Money,
+    /// The part of `tax` added on top of the line (exclusive rates).
+    pub tax_exclusive: Money,
+    /// The price it came from.
+    pub price: Option<PriceRef>,
+}
+
+impl InvoiceLine {
+    /// The line's description: its free text, or its kind's label.
+    pub fn description(&self) -> Cow<'_, str> {
+        match &self.text {
+            Some(text) => Cow::Borrowed(text.as_str()),
+            None => Cow::Borrowed(self.kind.label()),
+        }
+    }
+
+    /// What the customer pays for the line: amount − discount + exclusive taxes.
+    ///
+    /// # Errors
+    ///
+    /// Overflow only.
+    pub fn total(&self) -> Result<Money, BillingError> {
+        Ok(self
+            .amount
+            .checked_sub(self.discount)?
+            .checked_add(self.tax_exclusive)?)
+    }
+}
+
+/// A sequential, per-tenant, gapless document number (assigned when a document is issued).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct DocumentNumber(pub u64);
+
+impl fmt::Display for DocumentNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:06}", self.0)
+    }
+}
+
+/// The lifecycle of an invoice: draft → open → paid / void / uncollectible.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InvoiceStatus {
+    /// Being prepared; no number yet; may still change.
+    Draft,
+    /// Issued and awaiting payment.
+    Open,
+    /// Settled.
+    Paid,
+    /// Cancelled after issue (the number stays used).
+    Void,
+    /// Written off; may still be paid later.
+    Uncollectible,
+}
+
+impl InvoiceStatus {
+    /// True when `self → to` is allowed.
+    pub fn can_become(self, to: InvoiceStatus) -> bool {
+        use InvoiceStatus::*;
+        matches!(
+            (self, to),
+            (Draft, Open)
+                | (Draft, Void)
+                | (Open, Paid)
+                | (Open, Void)
+                | (Open, Uncollectible)
+                | (Uncollectible, Paid)
+                | (Uncollectible, Void)
+        )
+    }
+
+    /// `self → to`, or a typed error.
+    ///
+    /// # Errors
+    ///
+    /// [`BillingError::IllegalInvoiceTransition`] when the move is not allowed.
+    pub fn transition(self, to: InvoiceStatus) -> Result<InvoiceStatus, BillingError> {
+        if self.can_become(to) {
+            Ok(to)
+        } else {
+            Err(BillingError::IllegalInvoiceTransition { from: self, to })
+        }
+    }
+}
+
+/// Why a document exists; the idempotency key of the bill run. The same key always yields the
+/// same document, so a re-run or a retry after a crash writes nothing new.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "type")]
+pub enum DocumentKey {
+    /// The regular document of a subscription's period `index` (periods numbered from the
+    /// billing anchor).
+    Period {
+        /// The subscription.
+        subscription: SubscriptionId,
+        /// The period index.
+        index: i64,
+    },
+    /// The prorations of a subscription's change number `seq`, invoiced at once.
+    Change {
+        /// The subscription.
+        subscription: SubscriptionId,
+        /// The change's sequence number on the subscription.
+        seq: u32,
+    },
+    /// A customer's pending charges invoiced on their own on a date.
+    Charges {
+        /// The customer.
+        customer: CustomerId,
+        /// The invoice date.
+        on: NaiveDate,
+    },
+}
+
+impl DocumentKey {
+    /// The invoice id this key always produces (so a preview and the issued invoice share it).
+    pub fn invoice_id(&self) -> InvoiceId {
+        let (base, tag, n) = match *self {
+            DocumentKey::Period {
+                subscription,
+                index,
+            } => (subscription.as_uuid().as_u128(), 1u128, index as u128),
+            DocumentKey::Change { subscription, seq } => {
+                (subscription.as_uuid().as_u128(), 2, u128::from(seq))
+            }
+            DocumentKey::Charges { customer, on } => (
+                customer.as_uuid().as_u128(),
+                3,
+                on.to_epoch_days() as u128,
+            ),
+        };
+        InvoiceId::from_u128(mix(base ^ mix(tag << 64 | (n & u128::from(u64::MAX)))))
+    }
+}
+
+/// A 128-bit mixer (two rounds of a multiply-xorshift): deterministic, well spread ids from keys.
+fn mix(mut x: u128) -> u128 {
+    const K: u128 = 0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835;
+    for _ in 0..2 {
+        x ^= x >> 67;
+        x = x.wrapping_mul(K);
+        x ^= x >> 61;
+    }
+    x
+}
+
+/// An invoice (or, with a negative total, a credit the customer is owed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Invoice {
+    /// The invoice's id (derived from its key).
+    pub id: InvoiceId,
+    /// Why it exists; unique per tenant.
+    pub key: DocumentKey,
+    /// Its number, from the tenant's gapless sequence; `None` while a draft or a preview.
+    pub number: Option<DocumentNumber>,
+    /// Who pays it.
+    pub customer: CustomerId,
+    /// The subscription it bills, if any.
+    pub subscription: Option<SubscriptionId>,
+    /// Its currency; every amount on it is in this currency.
+    pub currency: Currency,
+    /// Its state.
+    pub status: InvoiceStatus,
+    /// The date it is issued (its document date).
+    pub issue_date: NaiveDate,
+    /// The date payment is due (issue date + payment terms).
+    pub due_date: NaiveDate,
+    /// The lines.
+    pub lines: Vec<InvoiceLine>,
+    /// Per-rate tax totals.
+    pub taxes: Vec<TaxSummary>,
+    /// Σ line amounts.
+    pub subtotal: Money,
+    /// Σ line discounts.
+    pub discount_total: Money,
+    /// Σ line taxes (inclusive ones included).
+    pub tax_total: Money,
+    /// What the customer owes: subtotal − discounts + exclusive taxes.
+    pub total: Money,
+}
+
+impl Invoice {
+    /// Σ exclusive taxes (the taxes added on top of the lines).
+    ///
+    /// # Errors
+    ///
+    /// Overflow only.
+    pub fn exclusive_tax_total(&self) -> Result<Money, BillingError> {
+        Ok(Money::sum(
+            self.currency,
+            self.lines.iter().map(|l| l.tax_exclusive),
+        )?)
+    }
+
+    /// Moves the invoice to `to`.
+    ///
+    /// # Errors
+    ///
+    /// [`BillingError::IllegalInvoiceTransition`] when the move is not allowed.
+    pub fn transition(&mut self, to: InvoiceStatus) -> Result<(), BillingError> {
+        self.status = self.status.transition(to)?;
+        Ok(())
+    }
+}
+
+/// Tenant- and customer-level settings a document is built with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DocumentSettings {
+    /// The tenant's rounding mode (the one rounding point).
+    pub rounding: RoundingMode,
+    /// Tax rates applied to every line, in order.
+    pub taxes: Vec<TaxRate>,
+    /// The customer's exemption.
+    pub exemption: TaxExemption,
+    /// Days from issue to due date.
+    pub payment_terms_days: u32,
+}
+
+impl Default for DocumentSettings {
+    fn default() -> Self {
+        DocumentSettings {
+            rounding: RoundingMode::HalfUp,
+            taxes: Vec::new(),
+            exemption: TaxExemption::None,
+            payment_terms_days: 0,
+        }
+    }
+}
+
+/// An exact line before it is put on a document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DraftLine {
+    /// What it bills.
+    pub kind: LineKind,
+    /// Free text, if any.
+    pub text: Option<String>,
+    /// The period it covers.
+    pub period: Option<Period>,
+    /// Units.
+    pub quantity: Decimal,
+    /// Exact price per unit.
+    pub unit_price: Money,
+    /// The price it came from.
+    pub price: Option<PriceRef>,
+    /// True when the subscription's discounts apply to it.
+    pub discountable: bool,
+}
+
+/// Assembles an invoice line by line, rounding at the one documented point.
+pub struct DocumentBuilder<'a> {
+    settings: &'a DocumentSettings,
+    discounts: Vec<DiscountCursor>,
+    invoice: Invoice,
+}
+
+impl<'a> DocumentBuilder<'a> {
+    /// Starts a document for `key`, as a draft with no lines.
+    ///
+    /// # Errors
+    ///
+    /// [`BillingError::Core`] when the due date is out of range.
+    pub fn new(
+        key: DocumentKey,
+        customer: CustomerId,
+        subscription: Option<SubscriptionId>,
+        currency: Currency,
+        issue_date: NaiveDate,
+        settings: &'a DocumentSettings,
+    ) -> Result<Self, BillingError> {
+        let due_date = issue_date
+            .checked_add_days(Days::new(u64::from(settings.payment_terms_days)))
+            .ok_or(dotmac_core::CoreError::DateOutOfRange("due date"))?;
+        let zero = Money::zero(currency);
+        Ok(DocumentBuilder {
+            settings,
+            discounts: Vec::new(),
+            invoice: Invoice {
+                id: key.invoice_id(),
+                key,
+                number: None,
+                customer,
+                subscription,
+                currency,
+                status: InvoiceStatus::Draft,
+                issue_date,
+                due_date,
+                lines: Vec::with_capacity(2),
+                taxes: Vec::new(),
+                subtotal: zero,
+                discount_total: zero,
+                tax_total: zero,
+                total: zero,
+            },
+        })
+    }
+
+    /// Applies `discount` to the discountable lines pushed after this call.
+    pub fn with_discount(mut self, discount: &crate::discount::Discount) -> Self {
+        self.discounts.push(DiscountCursor::new(discount));
+        self
+    }
+
+    /// Adds a line: rounds its amount, its discount and its taxes once each.
+    ///
+    /// # Errors
+    ///
+    /// [`BillingError::Core`] with a currency mismatch when the line's currency is not the
+    /// document's; overflow.
+    pub fn push(&mut self, line: DraftLine) -> Result<(), BillingError> {
+        let rounding = self.settings.rounding;
+        let currency = self.invoice.currency;
+        if line.unit_price.currency() != currency {
+            return Err(dotmac_core::CoreError::CurrencyMismatch {
+                left: currency.code(),
+                right: line.unit_price.currency().code(),
+            }
+            .into());
+        }
+        let amount = line.unit_price.checked_mul(line.quantity)?.round(rounding);
+        let mut discount = Money::zero(currency);
+        if line.discountable {
+            let fixed_allowed = line.kind == LineKind::Recurring;
+            for cursor in &mut self.discounts {
+                let left = amount.checked_sub(discount)?;
+                discount = discount.checked_add(cursor.take(left, rounding, fixed_allowed)?)?;
+            }
+        }
+        let net = amount.checked_sub(discount)?;
+        let tax = apply_taxes(
+            net,
+            &self.settings.taxes,
+            &self.settings.exemption,
+            rounding,
+            &mut self.invoice.taxes,
+        )?;
+        let inv = &mut self.invoice;
+        inv.subtotal = inv.subtotal.checked_add(amount)?;
+        inv.discount_total = inv.discount_total.checked_add(discount)?;
+        inv.tax_total = inv.tax_total.checked_add(tax.total)?;
+        inv.total = inv
+            .total
+            .checked_add(net)?
+            .checked_add(tax.exclusive)?;
+        inv.lines.push(InvoiceLine {
+            kind: line.kind,
+            text: line.text,
+            period: line.period,
+            quantity: line.quantity,
+            unit_price: line.unit_price,
+            amount,
+            discount,
+            tax: tax.total,
+            tax_exclusive: tax.exclusive,
+            price: line.price,
+        });
+        Ok(())
+    }
+
+    /// True when no line has been added.
+    pub fn is_empty(&self) -> bool {
+        self.invoice.lines.is_empty()
+    }
+
+    /// The finished draft.
+    pub fn finish(self) -> Invoice {
+        self.invoice
+    }
+}
+
+/// A one-off charge (or credit, with a negative unit price) waiting for a customer's next
+/// invoice: usage, usage adjustments, late fees, reconnection fees, prorations billed on the
+/// next invoice.
+///
+/// Add them with [`InvoiceStore::add_pending_charge`](crate::store::InvoiceStore::add_pending_charge);
+/// the bill run puts every pending charge of the subscription (or, for charges without one, of
+/// the customer) on the next regular invoice and consumes them in the same atomic write.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingCharge {
+    /// The charge's id (also its idempotency key: adding the same id twice is a no-op).
+    pub id: PendingChargeId,
+    /// Who pays it.
+    pub customer: CustomerId,
+    /// The subscription whose invoice it must go on; `None` for the customer's next invoice.
+    pub subscription: Option<SubscriptionId>,
+    /// What it is.
+    pub kind: LineKind,
+    /// Free text for the line; `None` to use the kind's label.
+    pub text: Option<String>,
+    /// The service period it covers, if any.
+    pub period: Option<Period>,
+    /// Units.
+    pub quantity: Decimal,
+    /// Exact price per unit (negative for a credit).
+    pub unit_price: Money,
+    /// The price it came from, if any.
+    pub price: Option<PriceRef>,
+    /// The date it was created; charges go on invoices dated on or after it.
+    pub created_on: NaiveDate,
+}
+
+impl PendingCharge {
+    /// The charge as an exact invoice line (discounts do not apply to one-off charges).
+    pub fn to_line(&self) -> DraftLine {
+        DraftLine {
+            kind: self.kind,
+            text: self.text.clone(),
+            period: self.period,
+            quantity: self.quantity,
+            unit_price: self.unit_price,
+            price: self.price,
+            discountable: false,
+        }
+    }
+}
+
+/// Builds a standalone invoice of pending charges (for fees that cannot wait for the next
+/// bill, such as a reconnection fee).
+///
+/// # Errors
+///
+/// [`BillingError::Core`] for charges in another currency than `currency`.
+pub fn invoice_pending_charges(
+    customer: CustomerId,
+    currency: Currency,
+    on: NaiveDate,
+    charges: &[PendingCharge],
+    settings: &DocumentSettings,
+) -> Result<Invoice, BillingError> {
+    let key = DocumentKey::Charges { customer, on };
+    let mut builder = DocumentBuilder::new(key, customer, None, currency, on, settings)?;
+    for charge in charges {
+        builder.push(charge.to_line())?;
+    }
+    Ok(builder.finish())
+}
+
+/// One credited line of a credit note.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreditNoteLine {
+    /// The line's position on the invoice.
+    pub line: usize,
+    /// What is credited, taxes included (at most what the line still has to credit).
+    pub amount: Money,
+}
+
+/// What to credit on an invoice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CreditRequest {
+    /// Everything not credited yet.
+    Full,
+    /// Given amounts (taxes included) of given lines.
+    Lines(Vec<CreditNoteLine>),
+}
+
+/// A credit note against an invoice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreditNote {
+    /// The note's id.
+    pub id: CreditNoteId,
+    /// Its number, from the tenant's credit-note sequence, once issued.
+    pub number: Option<DocumentNumber>,
+    /// The invoice credited.
+    pub invoice: InvoiceId,
+    /// The customer credited.
+    pub customer: CustomerId,
+    /// The currency.
+    pub currency: Currency,
+    /// Its date.
+    pub issue_date: NaiveDate,
+    /// Why it was issued.
+    pub reason: Option<String>,
+    /// The credited lines.
+    pub lines: Vec<CreditNoteLine>,
+    /// Σ credited amounts.
+    pub total: Money,
+}
+
+/// Builds a credit note against `invoice`, given the notes already issued against it.
+///
+/// # Errors
+///
+/// [`BillingError::NotCreditable`] for an invoice that is not open, paid or uncollectible,
+/// [`BillingError::CreditExceedsLine`] when a line would be credited beyond its total, a
+/// currency mismatch, or an unknown line index.
+pub fn credit_note(
+    id: CreditNoteId,
+    invoice: &Invoice,
+    earlier: &[CreditNote],
+    request: &CreditRequest,
+    on: NaiveDate,
+    reason: Option<String>,
+) -> Result<CreditNote, BillingError> {
+    if !matches!(
+        invoice.status,
+        InvoiceStatus::Open | InvoiceStatus::Paid | InvoiceStatus::Uncollectible
+    ) {
+        return Err(BillingError::NotCreditable {
+            invoice: invoice.id,
+            status: invoice.status,
+        });
+    }
+    let currency = invoice.currency;
+    let remaining = |index: usize| -> Result<Money, BillingError> {
+        let line = invoice
+            .lines
+            .get(index)
+            .ok_or(BillingError::UnknownInvoiceLine {
+                invoice: invoice.id,
+                line: index,
+            })?;
+        let mut left = line.total()?;
+        for note in earlier.iter().filter(|n| n.invoice == invoice.id) {
+            for credited in note.lines.iter().filter(|l| l.line == index) {
+                left = left.checked_sub(credited.amount)?;
+            }
+        }
+        Ok(left)
+    };
+    let lines = match request {
+        CreditRequest::Full => {
+            let mut lines = Vec::new();
+            for index in 0..invoice.lines.len() {
+                let left = remaining(index)?;
+                if left.is_positive() {
+                    lines.push(CreditNoteLine {
+                        line: index,
+                        amount: left,
+                    });
+                }
+            }
+            lines
+        }
+        CreditRequest::Lines(asked) => {
+            for (i, want) in asked.iter().enumerate() {
+                if want.amount.currency() != currency {
+                    return Err(dotmac_core::CoreError::CurrencyMismatch {
+                        left: currency.code(),
+                        right: want.amount.currency().code(),
+                    }
+                    .into());
+                }
+                // Two requests for the same line count together.
+                let mut asked_here = want.amount;
+                for other in asked.iter().take(i).filter(|o| o.line == want.line) {
+                    asked_here = asked_here.checked_add(other.amount)?;
+                }
+                let left = remaining(want.line)?;
+                if !want.amount.is_positive() || asked_here.amount() > left.amount() {
+                    return Err(BillingError::CreditExceedsLine {
+                        line: want.line,
+                        requested: want.amount.amount(),
+                        creditable: left.amount(),
+                    });
+                }
+            }
+            asked.clone()
+        }
+    };
+    if lines.is_empty() {
+        return Err(BillingError::NothingToCredit(invoice.id));
+    }
+    let total = Money::sum(currency, lines.iter().map(|l| l.amount))?;
+    Ok(CreditNote {
+        id,
+        number: None,
+        invoice: invoice.id,
+        customer: invoice.customer,
+        currency,
+        issue_date: on,
+        reason,
+        lines,
+        total,
+    })
+}
+
+/// Σ amounts of inclusive-mode taxes on a document (informational: already in the lines).
+pub fn inclusive_tax_total(invoice: &Invoice) -> Result<Money, BillingError> {
+    Ok(Money::sum(
+        invoice.currency,
+        invoice
+            .taxes
+            .iter()
+            .filter(|t| t.mode == TaxMode::Inclusive)
+            .map(|t| t.amount),
+    )?)
+}

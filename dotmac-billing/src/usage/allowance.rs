@@ -1,0 +1,416 @@
+//! ISP data allowances: an included quantity per period, top-up packs that raise it (optionally
+//! rolling over to the next period), overage rating and threshold notifications.
+//!
+//! Usage consumes the allowance in this order: the plan's included quantity, then what rolled
+//! over from the previous period, then top-ups in the order they were bought. What is left of
+//! top-ups bought with rollover carries into the next period once (rolled-over quantity does
+//! not roll again).
+
+use chrono::NaiveDate;
+use dotmac_core::{Currency, CustomerId, EventPayload, Money};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use super::MeterId;
+use crate::error::BillingError;
+
+/// One tier of graduated overage pricing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OverageTier {
+    /// Inclusive upper bound of overage units in this tier (`None`: no bound).
+    pub up_to: Option<Decimal>,
+    /// Price per unit in this tier.
+    pub unit_amount: Decimal,
+}
+
+/// How usage above the allowance is priced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "model")]
+#[non_exhaustive]
+pub enum OverageRate {
+    /// Every unit above the allowance at one price.
+    PerUnit {
+        /// The price of one unit.
+        unit_amount: Decimal,
+    },
+    /// Graduated tiers over the overage quantity (the first `up_to` units at the first price…).
+    Tiered {
+        /// The tiers, ascending; the last should be unbounded.
+        tiers: Vec<OverageTier>,
+    },
+    /// No overage charge (speed is throttled instead, by provisioning).
+    Free,
+}
+
+/// An allowance policy for one meter of a plan. Build with [`AllowancePolicy::new`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AllowancePolicy {
+    meter: MeterId,
+    included: Decimal,
+    currency: Currency,
+    overage: OverageRate,
+    /// Percentages of the allowance, ascending, deduplicated, at most 64.
+    thresholds: Vec<u32>,
+}
+
+impl AllowancePolicy {
+    /// A policy: `included` units of `meter` per period, overage priced by `overage` in
+    /// `currency`, notifications at `thresholds` percent of the allowance (e.g. `[80, 100]`).
+    ///
+    /// # Errors
+    ///
+    /// [`BillingError::InvalidConfiguration`] for a negative included quantity or unit price,
+    /// more than 64 thresholds, a zero threshold, or tiers that are not ascending.
+    pub fn new(
+        meter: MeterId,
+        included: Decimal,
+        currency: Currency,
+        overage: OverageRate,
+        thresholds: &[u32],
+    ) -> Result<Self, BillingError> {
+        let invalid = |reason| BillingError::InvalidConfiguration {
+            what: "allowance policy",
+            reason,
+        };
+        if included.is_sign_negative() && !included.is_zero() {
+            return Err(invalid("the included quantity must not be negative"));
+        }
+        match &overage {
+            OverageRate::PerUnit { unit_amount } if unit_amount.is_sign_negative() => {
+                return Err(invalid("overage prices must not be negative"));
+            }
+            OverageRate::Tiered { tiers } => {
+                if tiers.iter().any(|t| t.unit_amount.is_sign_negative()) {
+                    return Err(invalid("overage prices must not be negative"));
+                }
+                let bounds: Vec<Decimal> = tiers.iter().filter_map(|t| t.up_to).collect();
+                if bounds.windows(2).any(|w| w.first() >= w.get(1))
+                    || tiers
+                        .iter()
+                        .take(tiers.len().saturating_sub(1))
+                        .any(|t| t.up_to.is_none())
+                {
+                    return Err(invalid(
+                        "tiers must have ascending bounds and only the last may be unbounded",
+                    ));
+                }
+            }
+            _ => {}
+        }
+        let mut thresholds = thresholds.to_vec();
+        thresholds.sort_unstable();
+        thresholds.dedup();
+        if thresholds.len() > 64 {
+            return Err(invalid("at most 64 thresholds"));
+        }
+        if thresholds.first() == Some(&0) {
+            return Err(invalid("thresholds are percentages above zero"));
+        }
+        Ok(AllowancePolicy {
+            meter,
+            included,
+            currency,
+            overage,
+            thresholds,
+        })
+    }
+
+    /// The meter the allowance applies to.
+    pub fn meter(&self) -> MeterId {
+        self.meter
+    }
+
+    /// The quantity included per period.
+    pub fn included(&self) -> Decimal {
+        self.included
+    }
+
+    /// The overage charge (exact, unrounded) for `overage` units above the allowance.
+    pub fn price_overage(&self, overage: Decimal) -> Money {
+        let units = overage.max(Decimal::ZERO);
+        let amount = match &self.overage {
+            OverageRate::Free => Decimal::ZERO,
+            OverageRate::PerUnit { unit_amount } => units * unit_amount,
+            OverageRate::Tiered { tiers } => {
+                let mut lower = Decimal::ZERO;
+                let mut amount = Decimal::ZERO;
+                for tier in tiers {
+                    if units <= lower {
+                        break;
+                    }
+                    let upper = tier.up_to.map_or(units, |b| b.min(units));
+                    amount += (upper - lower) * tier.unit_amount;
+                    lower = upper;
+                }
+                amount
+            }
+        };
+        Money::new(amount, self.currency)
+    }
+}
+
+/// A top-up pack bought during a period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopUp {
+    /// Units it adds to this period's allowance.
+    pub quantity: Decimal,
+    /// Whether what is left of it at the end of the period carries into the next one.
+    pub rollover: Rollover,
+}
+
+/// Whether an unused top-up carries into the next period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rollover {
+    /// Unused units expire at the end of the period.
+    Expire,
+    /// Unused units carry into the next period (once).
+    NextPeriod,
+}
+
+/// A threshold reached: emitted once per threshold and period.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThresholdReached {
+    /// The customer.
+    pub customer: CustomerId,
+    /// The meter.
+    pub meter: MeterId,
+    /// The period's start.
+    pub period_start: NaiveDate,
+    /// The threshold, in percent of the allowance.
+    pub percent: u32,
+    /// Usage so far.
+    pub used: Decimal,
+    /// The allowance at that moment (included + rolled over + top-ups).
+    pub allowance: Decimal,
+}
+
+impl EventPayload for ThresholdReached {
+    fn event_type(&self) -> &'static str {
+        "usage.allowance_threshold_reached"
+    }
+}
+
+/// One customer's allowance for one period.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AllowancePeriod {
+    /// The customer.
+    pub customer: CustomerId,
+    /// The period's start.
+    pub period_start: NaiveDate,
+    included: Decimal,
+    carried_in: Decimal,
+    top_ups: Vec<TopUp>,
+    notified: u64,
+}
+
+impl AllowancePeriod {
+    /// Opens a period with the policy's included quantity and `carried_in` units rolled over
+    /// (from [`AllowancePeriod::rollover_out`] of the previous period).
+    pub fn open(
+        policy: &AllowancePolicy,
+        customer: CustomerId,
+        period_start: NaiveDate,
+        carried_in: Decimal,
+    ) -> Self {
+        AllowancePeriod {
+            customer,
+            period_start,
+            included: policy.included,
+            carried_in: carried_in.max(Decimal::ZERO),
+            top_ups: Vec::new(),
+            notified: 0,
+        }
+    }
+
+    /// Adds a top-up pack.
+    ///
+    /// # Errors
+    ///
+    /// [`BillingError::NonPositiveAmount`] for a quantity of zero or less.
+    pub fn add_top_up(&mut self, top_up: TopUp) -> Result<(), BillingError> {
+        if top_up.quantity <= Decimal::ZERO {
+            return Err(BillingError::NonPositiveAmount {
+                what: "top-up quantity",
+                amount: top_up.quantity,
+            });
+        }
+        self.top_ups.push(top_up);
+        Ok(())
+    }
+
+    /// The allowance: included + rolled over + top-ups.
+    pub fn allowance(&self) -> Decimal {
+        self.top_ups
+            .iter()
+            .fold(self.included + self.carried_in, |acc, t| acc + t.quantity)
+    }
+
+    /// Units used above the allowance.
+    pub fn overage(&self, used: Decimal) -> Decimal {
+        (used - self.allowance()).max(Decimal::ZERO)
+    }
+
+    /// The overage charge for `used` units in this period.
+    pub fn overage_charge(&self, policy: &AllowancePolicy, used: Decimal) -> Money {
+        policy.price_overage(self.overage(used))
+    }
+
+    /// Units that carry into the next period when `used` units were used in this one.
+    pub fn rollover_out(&self, used: Decimal) -> Decimal {
+        let mut left = (used - self.included - self.carried_in).max(Decimal::ZERO);
+        let mut carried = Decimal::ZERO;
+        for top_up in &self.top_ups {
+            let consumed = left.min(top_up.quantity);
+            left -= consumed;
+            if top_up.rollover == Rollover::NextPeriod {
+                carried += top_up.quantity - consumed;
+            }
+        }
+        carried
+    }
+
+    /// The thresholds newly reached at `used` units, each only once per period (a top-up that
+    /// raises the allowance does not re-arm a threshold already notified).
+    pub fn check_thresholds(
+        &mut self,
+        policy: &AllowancePolicy,
+        used: Decimal,
+    ) -> Vec<ThresholdReached> {
+        let allowance = self.allowance();
+        let mut reached = Vec::new();
+        for (index, percent) in policy.thresholds.iter().enumerate().take(64) {
+            let bit = 1u64 << index;
+            if self.notified & bit != 0 {
+                continue;
+            }
+            // used / allowance ≥ percent / 100, without dividing (allowance may be zero).
+            if used * Decimal::ONE_HUNDRED >= allowance * Decimal::from(*percent) {
+                self.notified |= bit;
+                reached.push(ThresholdReached {
+                    customer: self.customer,
+                    meter: policy.meter,
+                    period_start: self.period_start,
+                    percent: *percent,
+                    used,
+                    allowance,
+                });
+            }
+        }
+        reached
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rust_decimal_macros::dec;
+
+    fn policy(overage: OverageRate) -> AllowancePolicy {
+        AllowancePolicy::new(
+            MeterId::from_u128(1),
+            dec!(100),
+            Currency::USD,
+            overage,
+            &[80, 100],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn top_ups_raise_the_allowance_and_roll_over_once() {
+        let policy = policy(OverageRate::PerUnit {
+            unit_amount: dec!(2),
+        });
+        let start = NaiveDate::from_ymd_opt(2026, 3, 1).unwrap();
+        let mut march = AllowancePeriod::open(&policy, CustomerId::from_u128(1), start, dec!(0));
+        march
+            .add_top_up(TopUp {
+                quantity: dec!(20),
+                rollover: Rollover::NextPeriod,
+            })
+            .unwrap();
+        march
+            .add_top_up(TopUp {
+                quantity: dec!(10),
+                rollover: Rollover::Expire,
+            })
+            .unwrap();
+        assert_eq!(march.allowance(), dec!(130));
+        // 105 used: 5 of the rollover top-up consumed, 15 of it carries over; the other expires.
+        assert_eq!(march.rollover_out(dec!(105)), dec!(15));
+        assert_eq!(march.overage(dec!(135)), dec!(5));
+        assert_eq!(
+            march.overage_charge(&policy, dec!(135)),
+            Money::new(dec!(10), Currency::USD)
+        );
+        let april_start = NaiveDate::from_ymd_opt(2026, 4, 1).unwrap();
+        let april =
+            AllowancePeriod::open(&policy, CustomerId::from_u128(1), april_start, dec!(15));
+        assert_eq!(april.allowance(), dec!(115));
+        // Carried-in units are used before top-ups and never roll again.
+        assert_eq!(april.rollover_out(dec!(0)), dec!(0));
+    }
+
+    #[test]
+    fn thresholds_fire_once_per_period() {
+        let policy = policy(OverageRate::Free);
+        let start = NaiveDate::from_ymd_opt(2026, 3, 1).unwrap();
+        let mut period = AllowancePeriod::open(&policy, CustomerId::from_u128(1), start, dec!(0));
+        assert!(period.check_thresholds(&policy, dec!(79.9)).is_empty());
+        let first = period.check_thresholds(&policy, dec!(80));
+        assert_eq!(first.iter().map(|t| t.percent).collect::<Vec<_>>(), [80]);
+        assert!(period.check_thresholds(&policy, dec!(85)).is_empty());
+        let second = period.check_thresholds(&policy, dec!(150));
+        assert_eq!(second.iter().map(|t| t.percent).collect::<Vec<_>>(), [100]);
+        assert!(period.check_thresholds(&policy, dec!(500)).is_empty());
+    }
+
+    #[test]
+    fn tiered_overage_is_graduated() {
+        let policy = policy(OverageRate::Tiered {
+            tiers: vec![
+                OverageTier {
+                    up_to: Some(dec!(10)),
+                    unit_amount: dec!(1),
+                },
+                OverageTier {
+                    up_to: None,
+                    unit_amount: dec!(0.5),
+                },
+            ],
+        });
+        assert_eq!(policy.price_overage(dec!(14)).amount(), dec!(12));
+        assert_eq!(policy.price_overage(dec!(-3)).amount(), dec!(0));
+    }
+
+    #[test]
+    fn bad_policies_and_top_ups_are_refused() {
+        let err = AllowancePolicy::new(
+            MeterId::from_u128(1),
+            dec!(-1),
+            Currency::USD,
+            OverageRate::Free,
+            &[],
+        )
+        .unwrap_err();
+        assert!(matches!(err, BillingError::InvalidConfiguration { .. }));
+        let policy = policy(OverageRate::Free);
+        let start = NaiveDate::from_ymd_opt(2026, 3, 1).unwrap();
+        let mut period = AllowancePeriod::open(&policy, CustomerId::from_u128(1), start, dec!(0));
+        let err = period
+            .add_top_up(TopUp {
+                quantity: dec!(0),
+                rollover: Rollover::Expire,
+            })
+            .unwrap_err();
+        assert_eq!(
+            err,
+            BillingError::NonPositiveAmount {
+                what: "top-up quantity",
+                amount: dec!(0)
+            }
+        );
+        assert_eq!(period.allowance(), dec!(100));
+    }
+}

@@ -1,0 +1,361 @@
+//! Connecting, migrating and the backend switch.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::{Result, SqlError, redact};
+
+#[cfg(not(any(feature = "sqlite", feature = "postgres")))]
+compile_error!("dotmac-sqlx needs at least one backend feature: `sqlite` or `postgres`");
+
+/// Runs `$body` with `$pool` bound to the backend's pool and `$d` naming the backend's dialect
+/// module (see `crate::dialect`). The body is type-checked once per backend, so the same text
+/// works with `Transaction<Sqlite>` and `Transaction<Postgres>`.
+macro_rules! dispatch {
+    ($db:expr, $pool:ident, $d:ident => $body:expr) => {
+        match $db.backend_pool() {
+            #[cfg(feature = "sqlite")]
+            $crate::db::Backend::Sqlite($pool) => {
+                #[allow(unused_imports)]
+                use $crate::dialect::sqlite as $d;
+                $body
+            }
+            #[cfg(feature = "postgres")]
+            $crate::db::Backend::Postgres($pool) => {
+                #[allow(unused_imports)]
+                use $crate::dialect::postgres as $d;
+                $body
+            }
+        }
+    };
+}
+pub(crate) use dispatch;
+
+/// Expands the items once per enabled backend, as modules `sqlite` and `postgres` that see the
+/// backend's dialect (`Tx`, `dec`, `get_dec`, `IS_POSTGRES`, …) by glob import: helpers that
+/// work inside an open transaction are written once this way (`shared`), with the parts whose
+/// SQL or bound types differ written per backend (`sqlite`, `postgres`).
+macro_rules! for_each_dialect {
+    (shared { $($shared:item)* } sqlite { $($lite:item)* } postgres { $($pg:item)* }) => {
+        #[cfg(feature = "sqlite")]
+        pub(crate) mod sqlite {
+            #[allow(unused_imports)]
+            use super::*;
+            #[allow(unused_imports)]
+            use $crate::dialect::sqlite::*;
+            $($shared)*
+            $($lite)*
+        }
+        #[cfg(feature = "postgres")]
+        pub(crate) mod postgres {
+            #[allow(unused_imports)]
+            use super::*;
+            #[allow(unused_imports)]
+            use $crate::dialect::postgres::*;
+            $($shared)*
+            $($pg)*
+        }
+    };
+    ($($item:item)*) => {
+        $crate::db::for_each_dialect!(shared { $($item)* } sqlite {} postgres {});
+    };
+}
+pub(crate) use for_each_dialect;
+
+#[cfg(feature = "postgres")]
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+#[cfg(feature = "sqlite")]
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// Which database a [`Database`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum BackendKind {
+    /// SQLite: a file or memory, in-process.
+    Sqlite,
+    /// PostgreSQL.
+    Postgres,
+}
+
+#[derive(Debug)]
+pub(crate) enum Backend {
+    #[cfg(feature = "sqlite")]
+    Sqlite(sqlx::SqlitePool),
+    #[cfg(feature = "postgres")]
+    Postgres(sqlx::PgPool),
+}
+
+/// How to connect: a URL and a few knobs. Built with [`DatabaseOptions::new`] and the setters.
+///
+/// ```
+/// use dotmac_sqlx::DatabaseOptions;
+/// let options = DatabaseOptions::new("postgres://app@127.0.0.1/isp")
+///     .max_connections(8)
+///     .schema("dotmac");
+/// assert_eq!(options.url(), "postgres://app@127.0.0.1/isp");
+/// ```
+#[derive(Debug, Clone)]
+pub struct DatabaseOptions {
+    url: String,
+    max_connections: Option<u32>,
+    schema: Option<String>,
+    acquire_timeout: Duration,
+}
+
+impl DatabaseOptions {
+    /// Options for a URL: `sqlite::memory:`, `sqlite:<path>` / `sqlite://<path>` (created if
+    /// missing), or `postgres://user@host:port/db`.
+    pub fn new(url: impl Into<String>) -> Self {
+        DatabaseOptions {
+            url: url.into(),
+            max_connections: None,
+            schema: None,
+            acquire_timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// The URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The pool size (default: 10 on PostgreSQL, 4 for a SQLite file; always 1 for
+    /// `sqlite::memory:`, whose database lives and dies with its one connection).
+    pub fn max_connections(mut self, max: u32) -> Self {
+        self.max_connections = Some(max);
+        self
+    }
+
+    /// PostgreSQL only: keep DotMac's tables in this schema (created if missing), so that one
+    /// database can hold several independent DotMac installations (or test runs). A plain
+    /// lower-case identifier: letters, digits and `_`.
+    pub fn schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = Some(schema.into());
+        self
+    }
+
+    /// How long to wait for a pooled connection before failing (default 30 s).
+    pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
+        self.acquire_timeout = timeout;
+        self
+    }
+}
+
+/// A connection pool to DotMac's tables, migrated on connect.
+///
+/// Cheap to clone (the pool is shared). Every tenant operation runs in a transaction scoped to
+/// that tenant: on PostgreSQL under row-level security (see the crate docs).
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// use dotmac_sqlx::{BackendKind, Database};
+/// let db = Database::connect("sqlite::memory:").await?;
+/// assert_eq!(db.kind(), BackendKind::Sqlite);
+/// # Ok::<(), dotmac_sqlx::SqlError>(())
+/// # }).unwrap();
+/// ```
+#[derive(Debug, Clone)]
+pub struct Database {
+    inner: Arc<Backend>,
+}
+
+impl Database {
+    /// Connects to `url` with default options and applies the embedded migrations.
+    ///
+    /// # Errors
+    ///
+    /// [`SqlError::UnsupportedUrl`] or [`SqlError::BackendNotEnabled`] for a URL this build
+    /// cannot serve, [`SqlError::Connect`] if the database cannot be reached,
+    /// [`SqlError::Migrate`] if the migrations fail.
+    pub async fn connect(url: &str) -> Result<Self> {
+        Self::connect_with(DatabaseOptions::new(url)).await
+    }
+
+    /// Connects with `options` and applies the embedded migrations.
+    ///
+    /// # Errors
+    ///
+    /// As [`Database::connect`], plus [`SqlError::InvalidOption`] for a bad schema name or a
+    /// pool size of zero.
+    pub async fn connect_with(options: DatabaseOptions) -> Result<Self> {
+        if options.max_connections == Some(0) {
+            return Err(SqlError::InvalidOption {
+                option: "max_connections",
+                reason: "must be at least 1".into(),
+            });
+        }
+        let url = options.url.as_str();
+        if url.starts_with("sqlite:") {
+            if options.schema.is_some() {
+                return Err(SqlError::InvalidOption {
+                    option: "schema",
+                    reason: "schemas are a PostgreSQL feature; use another SQLite file".into(),
+                });
+            }
+            return connect_sqlite(&options).await;
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return connect_postgres(&options).await;
+        }
+        Err(SqlError::UnsupportedUrl { url: redact(url) })
+    }
+
+    /// The backend in use.
+    pub fn kind(&self) -> BackendKind {
+        match *self.inner {
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite(_) => BackendKind::Sqlite,
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(_) => BackendKind::Postgres,
+        }
+    }
+
+    /// Closes every pooled connection, waiting for those in use to come back.
+    pub async fn close(&self) {
+        dispatch!(self, pool, _d => pool.close().await)
+    }
+
+    pub(crate) fn backend_pool(&self) -> &Backend {
+        &self.inner
+    }
+}
+
+#[cfg(feature = "sqlite")]
+async fn connect_sqlite(options: &DatabaseOptions) -> Result<Database> {
+    use std::str::FromStr;
+
+    use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+
+    let url = options.url.as_str();
+    let connect_error = |source: sqlx::Error| SqlError::Connect {
+        url: redact(url),
+        source: Box::new(source),
+    };
+    let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+    let mut connect = SqliteConnectOptions::from_str(url)
+        .map_err(connect_error)?
+        .foreign_keys(true)
+        .busy_timeout(Duration::from_secs(30));
+    let pool_options = if in_memory {
+        // Each connection to :memory: is a separate database: keep exactly one, forever.
+        SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+    } else {
+        connect = connect
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal);
+        SqlitePoolOptions::new().max_connections(options.max_connections.unwrap_or(4))
+    };
+    let pool = pool_options
+        .acquire_timeout(options.acquire_timeout)
+        .connect_with(connect)
+        .await
+        .map_err(connect_error)?;
+    SQLITE_MIGRATIONS
+        .run(&pool)
+        .await
+        .map_err(|source| SqlError::Migrate {
+            source: Box::new(source),
+        })?;
+    Ok(Database {
+        inner: Arc::new(Backend::Sqlite(pool)),
+    })
+}
+
+#[cfg(not(feature = "sqlite"))]
+async fn connect_sqlite(_options: &DatabaseOptions) -> Result<Database> {
+    Err(SqlError::BackendNotEnabled { backend: "sqlite" })
+}
+
+/// A schema name that is safe to splice into SQL.
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+fn valid_schema(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && name.len() <= 63
+}
+
+#[cfg(feature = "postgres")]
+async fn connect_postgres(options: &DatabaseOptions) -> Result<Database> {
+    use std::str::FromStr;
+
+    use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+    let url = options.url.as_str();
+    let connect_error = |source: sqlx::Error| SqlError::Connect {
+        url: redact(url),
+        source: Box::new(source),
+    };
+    let mut connect = PgConnectOptions::from_str(url).map_err(connect_error)?;
+    if let Some(schema) = &options.schema {
+        if !valid_schema(schema) {
+            return Err(SqlError::InvalidOption {
+                option: "schema",
+                reason: format!("{schema:?} is not a plain lower-case identifier"),
+            });
+        }
+        create_schema(&connect, schema).await.map_err(connect_error)?;
+        connect = connect.options([("search_path", schema.as_str())]);
+    }
+    let pool = PgPoolOptions::new()
+        .max_connections(options.max_connections.unwrap_or(10))
+        .acquire_timeout(options.acquire_timeout)
+        .connect_with(connect)
+        .await
+        .map_err(connect_error)?;
+    POSTGRES_MIGRATIONS
+        .run(&pool)
+        .await
+        .map_err(|source| SqlError::Migrate {
+            source: Box::new(source),
+        })?;
+    Ok(Database {
+        inner: Arc::new(Backend::Postgres(pool)),
+    })
+}
+
+#[cfg(feature = "postgres")]
+async fn create_schema(
+    connect: &sqlx::postgres::PgConnectOptions,
+    schema: &str,
+) -> Result<(), sqlx::Error> {
+    use sqlx::{AssertSqlSafe, Connection, Executor};
+
+    let mut conn = sqlx::PgConnection::connect_with(connect).await?;
+    // Concurrent first connections race on the catalogue: the loser sees a unique violation
+    // although the schema now exists, so serialise on an advisory lock.
+    conn.execute("SELECT pg_advisory_lock(727274)").await?;
+    let created = conn
+        .execute(AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS {schema}")))
+        .await;
+    conn.execute("SELECT pg_advisory_unlock(727274)").await?;
+    created?;
+    conn.close().await
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn connect_postgres(_options: &DatabaseOptions) -> Result<Database> {
+    Err(SqlError::BackendNotEnabled {
+        backend: "postgres",
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_names_are_plain_identifiers() {
+        assert!(valid_schema("dotmac"));
+        assert!(valid_schema("_t_1"));
+        assert!(!valid_schema("Dotmac"));
+        assert!(!valid_schema("1abc"));
+        assert!(!valid_schema("a;drop table x"));
+        assert!(!valid_schema(""));
+    }
+}

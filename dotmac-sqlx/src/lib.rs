@@ -1,0 +1,64 @@
+//! # dotmac-sqlx
+//!
+//! SQL storage for [DotMac](https://github.com/dotmac-sdk/dotmac): SQLite as the embedded
+//! default (a file or `sqlite::memory:`, no server), PostgreSQL when one machine is not enough.
+//! One [`Database`] type connects by URL, applies the embedded migrations (one set per
+//! backend) and offers the storage the domain crates need.
+//!
+//! ```
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! use chrono::Utc;
+//! use dotmac_core::TenantId;
+//! use dotmac_sqlx::Database;
+//!
+//! let db = Database::connect("sqlite::memory:").await?;
+//! let tenant = TenantId::new();
+//! db.create_tenant(tenant, "Acme Fibre", Utc::now()).await?;
+//! assert_eq!(db.reserve_numbers(tenant, "INV", 3).await?, 1); // 1, 2, 3
+//! assert_eq!(db.reserve_numbers(tenant, "INV", 1).await?, 4);
+//! # Ok::<(), dotmac_sqlx::SqlError>(())
+//! # }).unwrap();
+//! ```
+//!
+//! ## Guarantees
+//!
+//! - **Tenant isolation.** Every table is keyed by `tenant_id` and every call takes a
+//!   [`TenantId`](dotmac_core::TenantId). On PostgreSQL each tenant transaction also runs under
+//!   row-level security: the migrations create the non-login role `dotmac_app`, FORCE row-level
+//!   security on every table with policies on the transaction-local setting
+//!   `dotmac.tenant_id`, and each transaction does `set_config('role', 'dotmac_app', true)` and
+//!   `set_config('dotmac.tenant_id', …, true)` — never a session `SET`, so a pooled connection
+//!   cannot carry a tenant over. A query that forgets its `WHERE tenant_id` still sees one
+//!   tenant. The connecting user must own the tables (it runs the migrations) and be allowed to
+//!   `SET ROLE dotmac_app` (the migrations grant it).
+//! - **Exact money.** `NUMERIC` on PostgreSQL, decimal `TEXT` on SQLite; never a float.
+//! - **Transactions.** A change, its gapless document numbers ([`Database::reserve_numbers`])
+//!   and its domain events (the [outbox](Database::claim_outbox)) commit together.
+//!   Aggregates carry a version; a stale write is [`SqlError::Conflict`].
+//! - **Scale-out bill runs.** [`Database::plan_bill_run`] splits a run into chunks that workers
+//!   [claim](Database::claim_chunk) under a lease (`FOR UPDATE SKIP LOCKED` on PostgreSQL) and
+//!   [complete](Database::complete_chunk) in one transaction; a dead worker's chunk is claimed
+//!   again and nothing is billed twice.
+//!
+//! ## Features
+//!
+//! - `sqlite` (default): the embedded backend, bundling libsqlite3.
+//! - `postgres`: the PostgreSQL backend (no TLS: connect over a trusted network or a socket).
+//!
+//! sqlx's types do not appear in the API: errors carry the driver's error as an opaque source.
+
+mod billrun;
+mod db;
+mod dialect;
+mod error;
+mod numbers;
+mod outbox;
+mod tenants;
+
+pub use billrun::{
+    BillRunId, BillRunProgress, ChunkClaim, InvoiceLineRecord, InvoiceRecord, StoredInvoice,
+};
+pub use db::{BackendKind, Database, DatabaseOptions};
+pub use error::{BoxedSource, Result, SqlError};
+pub use outbox::{OutboxEvent, OutboxMessage};
+pub use tenants::IdempotencyClaim;

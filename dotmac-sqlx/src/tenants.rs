@@ -1,0 +1,121 @@
+//! Tenants and idempotency keys.
+
+use chrono::{DateTime, Utc};
+use dotmac_core::TenantId;
+
+use crate::db::{Database, dispatch};
+use crate::error::{Context, Result, SqlError, is_unique_violation};
+
+/// What [`Database::claim_idempotency_key`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum IdempotencyClaim {
+    /// The key was new and is now recorded with the caller's reference: do the work.
+    Claimed,
+    /// The key was used before, with this reference: return the earlier result, do nothing.
+    Replayed(String),
+}
+
+impl Database {
+    /// Registers a tenant. Every other call for the tenant needs this first: all tables
+    /// reference the tenants table.
+    ///
+    /// # Errors
+    ///
+    /// [`SqlError::Duplicate`] if the tenant exists, [`SqlError::Database`].
+    pub async fn create_tenant(
+        &self,
+        tenant: TenantId,
+        name: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        dispatch!(self, pool, d => {
+            let mut tx = d::begin_tenant(pool, tenant).await?;
+            let inserted = sqlx::query(
+                "INSERT INTO tenants (tenant_id, name, created_at) VALUES ($1, $2, $3)",
+            )
+            .bind(tenant.as_uuid())
+            .bind(name)
+            .bind(now)
+            .execute(&mut *tx)
+            .await;
+            match inserted {
+                Err(e) if is_unique_violation(&e) => Err(SqlError::Duplicate {
+                    what: "tenant",
+                    key: tenant.to_string(),
+                }),
+                other => other.map(|_| ()).during("create tenant"),
+            }?;
+            tx.commit().await.during("commit tenant")
+        })
+    }
+
+    /// The tenant's name, or `None` if it does not exist.
+    ///
+    /// # Errors
+    ///
+    /// [`SqlError::Database`].
+    pub async fn tenant_name(&self, tenant: TenantId) -> Result<Option<String>> {
+        dispatch!(self, pool, d => {
+            let mut tx = d::begin_read(pool, tenant).await?;
+            let name: Option<String> =
+                sqlx::query_scalar("SELECT name FROM tenants WHERE tenant_id = $1")
+                    .bind(tenant.as_uuid())
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .during("read tenant")?;
+            tx.commit().await.during("end read")?;
+            Ok(name)
+        })
+    }
+
+    /// Records an idempotency key of a tenant (unique per `scope`), or finds the reference that
+    /// an earlier request with the same key recorded. Concurrent requests with one key: exactly
+    /// one gets [`IdempotencyClaim::Claimed`].
+    ///
+    /// # Errors
+    ///
+    /// [`SqlError::Database`].
+    pub async fn claim_idempotency_key(
+        &self,
+        tenant: TenantId,
+        scope: &str,
+        key: &str,
+        reference: &str,
+        now: DateTime<Utc>,
+    ) -> Result<IdempotencyClaim> {
+        dispatch!(self, pool, d => {
+            let mut tx = d::begin_tenant(pool, tenant).await?;
+            let inserted = sqlx::query(
+                "INSERT INTO idempotency_keys (tenant_id, scope, key, reference, created_at) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id, scope, key) DO NOTHING",
+            )
+            .bind(tenant.as_uuid())
+            .bind(scope)
+            .bind(key)
+            .bind(reference)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .during("record idempotency key")?
+            .rows_affected();
+            let claim = if inserted == 1 {
+                IdempotencyClaim::Claimed
+            } else {
+                let earlier: String = sqlx::query_scalar(
+                    "SELECT reference FROM idempotency_keys \
+                     WHERE tenant_id = $1 AND scope = $2 AND key = $3",
+                )
+                .bind(tenant.as_uuid())
+                .bind(scope)
+                .bind(key)
+                .fetch_one(&mut *tx)
+                .await
+                .during("read idempotency key")?;
+                IdempotencyClaim::Replayed(earlier)
+            };
+            tx.commit().await.during("commit idempotency key")?;
+            Ok(claim)
+        })
+    }
+}

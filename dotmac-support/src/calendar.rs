@@ -1,0 +1,858 @@
+//! Business calendars and working-time arithmetic.
+//!
+//! A [`BusinessCalendar`] is a weekly pattern of local working intervals (several per day), an
+//! IANA time zone and a set of local holiday dates. It answers two questions exactly, to the
+//! second: what instant is N working minutes after `t` ([`BusinessCalendar::add_working_minutes`]),
+//! and how many working minutes lie between two instants
+//! ([`BusinessCalendar::working_minutes_between`]).
+//!
+//! Daylight-saving changes are handled by converting every interval boundary of a day whose
+//! length is not 24 hours through the time-zone database: a working interval that spans the
+//! spring-forward gap is an hour shorter in real time, one that spans the autumn fold an hour
+//! longer. A boundary that falls inside a gap opens (or closes) at the first instant after the
+//! gap; a boundary in a fold opens at its first occurrence and closes at its second.
+//!
+//! Days without a transition (nearly all) take a fast path: one time-zone lookup per local
+//! midnight, and whole weeks without holidays or transitions are skipped in one step.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Datelike, Days, LocalResult, NaiveDate, NaiveDateTime, TimeZone, Utc, Weekday};
+use chrono_tz::{GapInfo, Tz};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, SupportError};
+
+const DAY_SECS: i64 = 86_400;
+const WEEK_SECS: i64 = 7 * DAY_SECS;
+const MINUTES_PER_DAY: u16 = 24 * 60;
+
+/// A local time of day to the minute, `00:00` to `24:00` inclusive (`24:00` closes a day).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct TimeOfDay(u16);
+
+impl TimeOfDay {
+    /// Midnight at the start of a day.
+    pub const MIDNIGHT: TimeOfDay = TimeOfDay(0);
+    /// Midnight at the end of a day (`24:00`).
+    pub const END_OF_DAY: TimeOfDay = TimeOfDay(MINUTES_PER_DAY);
+
+    /// A time from hours and minutes.
+    ///
+    /// # Errors
+    ///
+    /// [`SupportError::InvalidTimeOfDay`] past 24:00 or with minutes ≥ 60.
+    pub fn new(hours: u16, minutes: u16) -> Result<Self> {
+        let total = hours.saturating_mul(60).saturating_add(minutes);
+        if minutes >= 60 || total > MINUTES_PER_DAY {
+            return Err(SupportError::InvalidTimeOfDay(format!("{hours:02}:{minutes:02}")));
+        }
+        Ok(TimeOfDay(total))
+    }
+
+    /// Minutes since the day's start.
+    pub fn minutes(self) -> u16 {
+        self.0
+    }
+}
+
+impl FromStr for TimeOfDay {
+    type Err = SupportError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = || SupportError::InvalidTimeOfDay(s.to_owned());
+        let (h, m) = s.split_once(':').ok_or_else(bad)?;
+        if h.is_empty() || h.len() > 2 || m.len() != 2 {
+            return Err(bad());
+        }
+        let hours: u16 = h.parse().map_err(|_| bad())?;
+        let minutes: u16 = m.parse().map_err(|_| bad())?;
+        TimeOfDay::new(hours, minutes).map_err(|_| bad())
+    }
+}
+
+impl TryFrom<String> for TimeOfDay {
+    type Error = SupportError;
+    fn try_from(s: String) -> Result<Self> {
+        s.parse()
+    }
+}
+
+impl From<TimeOfDay> for String {
+    fn from(t: TimeOfDay) -> String {
+        t.to_string()
+    }
+}
+
+impl fmt::Display for TimeOfDay {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:02}:{:02}", self.0 / 60, self.0 % 60)
+    }
+}
+
+/// One local working interval `[start, end)` of a weekday.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct WorkingInterval {
+    /// Opening time.
+    pub start: TimeOfDay,
+    /// Closing time (exclusive).
+    pub end: TimeOfDay,
+}
+
+impl fmt::Display for WorkingInterval {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.start, self.end)
+    }
+}
+
+/// The serialized form of a calendar: what [`BusinessCalendar`] reads and writes with serde.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CalendarSpec {
+    /// IANA time-zone name.
+    pub timezone: String,
+    /// Working intervals per weekday; absent weekdays are closed.
+    pub hours: Vec<DayHours>,
+    /// Local dates on which nothing counts.
+    #[serde(default)]
+    pub holidays: Vec<NaiveDate>,
+}
+
+/// The working intervals of one weekday, in [`CalendarSpec`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DayHours {
+    /// The weekday.
+    pub weekday: Weekday,
+    /// Its intervals.
+    pub intervals: Vec<WorkingInterval>,
+}
+
+/// Builds a [`BusinessCalendar`]; every check happens in [`CalendarBuilder::build`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct CalendarBuilder {
+    timezone: String,
+    hours: Vec<(Weekday, String, String)>,
+    holidays: Vec<NaiveDate>,
+}
+
+impl CalendarBuilder {
+    /// Adds a working interval `start`-`end` (`"HH:MM"`, end up to `"24:00"`) on a weekday.
+    pub fn hours(mut self, weekday: Weekday, start: &str, end: &str) -> Self {
+        self.hours.push((weekday, start.to_owned(), end.to_owned()));
+        self
+    }
+
+    /// Adds the same working interval on Monday to Friday.
+    pub fn weekdays(mut self, start: &str, end: &str) -> Self {
+        for day in [Weekday::Mon, Weekday::Tue, Weekday::Wed, Weekday::Thu, Weekday::Fri] {
+            self = self.hours(day, start, end);
+        }
+        self
+    }
+
+    /// Adds a holiday (a local date on which nothing counts).
+    pub fn holiday(mut self, date: NaiveDate) -> Self {
+        self.holidays.push(date);
+        self
+    }
+
+    /// Adds several holidays, for example from [`ical_holidays`].
+    pub fn holidays(mut self, dates: impl IntoIterator<Item = NaiveDate>) -> Self {
+        self.holidays.extend(dates);
+        self
+    }
+
+    /// Checks everything and builds the calendar.
+    ///
+    /// # Errors
+    ///
+    /// [`SupportError::UnknownTimeZone`], [`SupportError::InvalidTimeOfDay`],
+    /// [`SupportError::InvertedInterval`], [`SupportError::OverlappingIntervals`], or
+    /// [`SupportError::NoWorkingTime`] when no weekday has working hours.
+    pub fn build(self) -> Result<BusinessCalendar> {
+        let mut hours = Vec::with_capacity(self.hours.len());
+        for (weekday, start, end) in &self.hours {
+            hours.push((
+                *weekday,
+                WorkingInterval {
+                    start: start.parse()?,
+                    end: end.parse()?,
+                },
+            ));
+        }
+        BusinessCalendar::from_parts(&self.timezone, hours, self.holidays)
+    }
+}
+
+/// A weekly pattern of working intervals in an IANA time zone, with holidays.
+///
+/// ```
+/// use chrono::{NaiveDate, TimeZone, Utc, Weekday};
+/// use dotmac_support::BusinessCalendar;
+///
+/// let calendar = BusinessCalendar::builder("Europe/Berlin")
+///     .weekdays("09:00", "12:00")
+///     .weekdays("13:00", "17:00")
+///     .holiday(NaiveDate::from_ymd_opt(2026, 12, 25).unwrap())
+///     .build()?;
+/// // Thursday 24 Dec 2026, 16:00 Berlin (15:00 UTC): one working hour left that day, then the
+/// // holiday and the weekend; the remaining 60 minutes run on Monday from 09:00 (08:00 UTC).
+/// let from = Utc.with_ymd_and_hms(2026, 12, 24, 15, 0, 0).unwrap();
+/// let due = calendar.add_working_minutes(from, 120)?;
+/// assert_eq!(due, Utc.with_ymd_and_hms(2026, 12, 28, 9, 0, 0).unwrap());
+/// assert_eq!(calendar.working_minutes_between(from, due)?, 120);
+/// # Ok::<(), dotmac_support::SupportError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "CalendarSpec", into = "CalendarSpec")]
+pub struct BusinessCalendar {
+    zone: Tz,
+    /// Monday first; each day's intervals sorted and disjoint, in minutes.
+    week: [Vec<(u16, u16)>; 7],
+    day_secs: [i64; 7],
+    week_secs: i64,
+    /// Sorted, without duplicates: binary-searched.
+    holidays: Vec<NaiveDate>,
+}
+
+#[derive(Clone, Copy)]
+enum Edge {
+    Start,
+    End,
+}
+
+impl BusinessCalendar {
+    /// Starts a calendar in the IANA zone `timezone` (checked in `build`).
+    pub fn builder(timezone: &str) -> CalendarBuilder {
+        CalendarBuilder {
+            timezone: timezone.to_owned(),
+            hours: Vec::new(),
+            holidays: Vec::new(),
+        }
+    }
+
+    /// A calendar open around the clock, every day, in UTC: working time equals calendar time.
+    pub fn always_open() -> Self {
+        let day = vec![(0, MINUTES_PER_DAY)];
+        BusinessCalendar {
+            zone: chrono_tz::UTC,
+            week: [day.clone(), day.clone(), day.clone(), day.clone(), day.clone(), day.clone(), day],
+            day_secs: [DAY_SECS; 7],
+            week_secs: WEEK_SECS,
+            holidays: Vec::new(),
+        }
+    }
+
+    fn from_parts(
+        timezone: &str,
+        hours: Vec<(Weekday, WorkingInterval)>,
+        mut holidays: Vec<NaiveDate>,
+    ) -> Result<Self> {
+        let zone: Tz = timezone
+            .parse()
+            .map_err(|_| SupportError::UnknownTimeZone(timezone.to_owned()))?;
+        let mut week: [Vec<(u16, u16)>; 7] = Default::default();
+        for (weekday, interval) in hours {
+            if interval.end <= interval.start {
+                return Err(SupportError::InvertedInterval {
+                    weekday: weekday.to_string(),
+                    start: interval.start.to_string(),
+                    end: interval.end.to_string(),
+                });
+            }
+            if let Some(day) = week.get_mut(weekday.num_days_from_monday() as usize) {
+                day.push((interval.start.0, interval.end.0));
+            }
+        }
+        let mut day_secs = [0_i64; 7];
+        for (index, day) in week.iter_mut().enumerate() {
+            day.sort_unstable();
+            for pair in day.windows(2) {
+                if let [(s1, e1), (s2, e2)] = pair
+                    && s2 < e1
+                {
+                    return Err(SupportError::OverlappingIntervals {
+                        weekday: weekday_name(index),
+                        first: format!("{}-{}", TimeOfDay(*s1), TimeOfDay(*e1)),
+                        second: format!("{}-{}", TimeOfDay(*s2), TimeOfDay(*e2)),
+                    });
+                }
+            }
+            if let Some(slot) = day_secs.get_mut(index) {
+                *slot = day.iter().map(|&(s, e)| i64::from(e - s) * 60).sum();
+            }
+        }
+        let week_secs = day_secs.iter().sum();
+        if week_secs == 0 {
+            return Err(SupportError::NoWorkingTime);
+        }
+        holidays.sort_unstable();
+        holidays.dedup();
+        Ok(BusinessCalendar {
+            zone,
+            week,
+            day_secs,
+            week_secs,
+            holidays,
+        })
+    }
+
+    /// The calendar's time zone.
+    pub fn zone(&self) -> Tz {
+        self.zone
+    }
+
+    /// The holidays, sorted.
+    pub fn holiday_dates(&self) -> &[NaiveDate] {
+        &self.holidays
+    }
+
+    /// The working intervals of a weekday, sorted.
+    pub fn intervals(&self, weekday: Weekday) -> Vec<WorkingInterval> {
+        self.week
+            .get(weekday.num_days_from_monday() as usize)
+            .map(|day| {
+                day.iter()
+                    .map(|&(s, e)| WorkingInterval {
+                        start: TimeOfDay(s),
+                        end: TimeOfDay(e),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Working minutes in a week without holidays.
+    pub fn weekly_minutes(&self) -> u32 {
+        u32::try_from(self.week_secs / 60).unwrap_or(u32::MAX)
+    }
+
+    /// Whether `date` is a holiday.
+    pub fn is_holiday(&self, date: NaiveDate) -> bool {
+        self.holidays.binary_search(&date).is_ok()
+    }
+
+    /// The same calendar with a different set of holidays (the weekly pattern and zone stay).
+    pub fn with_holidays(&self, holidays: impl IntoIterator<Item = NaiveDate>) -> Self {
+        let mut holidays: Vec<NaiveDate> = holidays.into_iter().collect();
+        holidays.sort_unstable();
+        holidays.dedup();
+        BusinessCalendar {
+            holidays,
+            ..self.clone()
+        }
+    }
+
+    /// The instant `minutes` working minutes after `from`. A `from` outside working hours
+    /// counts from the next opening; with `minutes == 0` the result is that opening (or `from`
+    /// itself when it is inside working hours). Sub-second parts of `from` are dropped.
+    ///
+    /// The result is always the end of a working minute: the minute just before it is working
+    /// time, so a due time never lies inside closed hours or a holiday.
+    ///
+    /// # Errors
+    ///
+    /// [`SupportError::OutOfRange`] when the result is past the dates `chrono` can represent.
+    pub fn add_working_minutes(&self, from: DateTime<Utc>, minutes: u32) -> Result<DateTime<Utc>> {
+        let secs = self.add_working_seconds(from.timestamp(), i64::from(minutes) * 60)?;
+        DateTime::from_timestamp(secs, 0).ok_or(SupportError::OutOfRange)
+    }
+
+    /// Whole working minutes in `[from, to)`; zero when `to` is not after `from`.
+    ///
+    /// # Errors
+    ///
+    /// [`SupportError::OutOfRange`] near the ends of `chrono`'s date range.
+    pub fn working_minutes_between(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<u64> {
+        let secs = self.working_seconds_between(from.timestamp(), to.timestamp())?;
+        Ok(u64::try_from(secs / 60).unwrap_or(0))
+    }
+
+    /// Whether `at` is inside a working interval of a non-holiday.
+    ///
+    /// # Errors
+    ///
+    /// [`SupportError::OutOfRange`] near the ends of `chrono`'s date range.
+    pub fn is_working_at(&self, at: DateTime<Utc>) -> Result<bool> {
+        let t = at.timestamp();
+        Ok(self.working_seconds_between(t, t.saturating_add(1))? == 1)
+    }
+
+    /// The first working instant at or after `at`.
+    ///
+    /// # Errors
+    ///
+    /// [`SupportError::OutOfRange`] when there is none before the end of `chrono`'s range.
+    pub fn next_opening(&self, at: DateTime<Utc>) -> Result<DateTime<Utc>> {
+        self.add_working_minutes(at, 0)
+    }
+
+    fn local_date_of(&self, secs: i64) -> Result<NaiveDate> {
+        let utc = DateTime::from_timestamp(secs, 0).ok_or(SupportError::OutOfRange)?;
+        Ok(utc.with_timezone(&self.zone).date_naive())
+    }
+
+    fn local_to_utc(&self, local: NaiveDateTime, edge: Edge) -> Result<i64> {
+        match self.zone.from_local_datetime(&local) {
+            LocalResult::Single(t) => Ok(t.timestamp()),
+            LocalResult::Ambiguous(first, second) => Ok(match edge {
+                Edge::Start => first.timestamp(),
+                Edge::End => second.timestamp(),
+            }),
+            LocalResult::None => GapInfo::new(&local, &self.zone)
+                .and_then(|gap| gap.end)
+                .map(|t| t.timestamp())
+                .ok_or(SupportError::OutOfRange),
+        }
+    }
+
+    fn midnight(&self, date: NaiveDate) -> Result<i64> {
+        self.local_to_utc(date.and_time(chrono::NaiveTime::MIN), Edge::Start)
+    }
+
+    fn day_index(date: NaiveDate) -> usize {
+        date.weekday().num_days_from_monday() as usize
+    }
+
+    fn day_intervals(&self, date: NaiveDate) -> &[(u16, u16)] {
+        if self.is_holiday(date) {
+            return &[];
+        }
+        self.week.get(Self::day_index(date)).map_or(&[], Vec::as_slice)
+    }
+
+    /// One interval of `date` in UTC seconds; `midnight`/`next_midnight` bound the local day.
+    fn interval_utc(
+        &self,
+        date: NaiveDate,
+        (start, end): (u16, u16),
+        midnight: i64,
+        next_midnight: i64,
+    ) -> Result<(i64, i64)> {
+        if next_midnight - midnight == DAY_SECS {
+            return Ok((midnight + i64::from(start) * 60, midnight + i64::from(end) * 60));
+        }
+        let at = |minute: u16| date.and_time(chrono::NaiveTime::MIN) + chrono::Duration::minutes(i64::from(minute));
+        let s = if start == 0 {
+            midnight
+        } else {
+            self.local_to_utc(at(start), Edge::Start)?
+        };
+        let e = if end >= MINUTES_PER_DAY {
+            next_midnight
+        } else {
+            self.local_to_utc(at(end), Edge::End)?
+        };
+        Ok((s, e.max(s)))
+    }
+
+    /// Working seconds of the 7 local days from `date`, valid only for a week without a
+    /// time-zone transition.
+    fn plain_week_secs(&self, date: NaiveDate, week_end: NaiveDate) -> i64 {
+        let from = self.holidays.partition_point(|h| *h < date);
+        let to = self.holidays.partition_point(|h| *h < week_end);
+        let off: i64 = self
+            .holidays
+            .get(from..to)
+            .unwrap_or(&[])
+            .iter()
+            .map(|h| self.day_secs.get(Self::day_index(*h)).copied().unwrap_or(0))
+            .sum();
+        self.week_secs - off
+    }
+
+    pub(crate) fn add_working_seconds(&self, from: i64, mut remaining: i64) -> Result<i64> {
+        let mut date = self.local_date_of(from)?;
+        let mut midnight = self.midnight(date)?;
+        let mut t = from;
+        loop {
+            if remaining > 0 && t <= midnight {
+                // Whole weeks without a transition: subtract them in one step.
+                while let Some(week_end) = date.checked_add_days(Days::new(7)) {
+                    let week_end_midnight = self.midnight(week_end)?;
+                    if week_end_midnight - midnight != WEEK_SECS {
+                        break;
+                    }
+                    let secs = self.plain_week_secs(date, week_end);
+                    if remaining <= secs {
+                        break;
+                    }
+                    remaining -= secs;
+                    date = week_end;
+                    midnight = week_end_midnight;
+                    t = midnight;
+                }
+            }
+            let next_date = date.succ_opt().ok_or(SupportError::OutOfRange)?;
+            let next_midnight = self.midnight(next_date)?;
+            for &interval in self.day_intervals(date) {
+                let (start, end) = self.interval_utc(date, interval, midnight, next_midnight)?;
+                if end <= t {
+                    continue;
+                }
+                let start = start.max(t);
+                let available = end - start;
+                if remaining <= available && (remaining > 0 || available > 0) {
+                    return Ok(start + remaining);
+                }
+                remaining -= available;
+                t = end;
+            }
+            date = next_date;
+            midnight = next_midnight;
+        }
+    }
+
+    pub(crate) fn working_seconds_between(&self, from: i64, to: i64) -> Result<i64> {
+        if to <= from {
+            return Ok(0);
+        }
+        let mut date = self.local_date_of(from)?;
+        let mut midnight = self.midnight(date)?;
+        let mut t = from;
+        let mut total = 0;
+        while t < to {
+            if t <= midnight {
+                while let Some(week_end) = date.checked_add_days(Days::new(7)) {
+                    let week_end_midnight = self.midnight(week_end)?;
+                    if week_end_midnight - midnight != WEEK_SECS || week_end_midnight > to {
+                        break;
+                    }
+                    total += self.plain_week_secs(date, week_end);
+                    date = week_end;
+                    midnight = week_end_midnight;
+                    t = midnight;
+                }
+            }
+            let next_date = date.succ_opt().ok_or(SupportError::OutOfRange)?;
+            let next_midnight = self.midnight(next_date)?;
+            for &interval in self.day_intervals(date) {
+                let (start, end) = self.interval_utc(date, interval, midnight, next_midnight)?;
+                let start = start.max(t);
+                let end = end.min(to);
+                if end > start {
+                    total += end - start;
+                }
+            }
+            date = next_date;
+            midnight = next_midnight;
+            t = t.max(midnight);
+        }
+        Ok(total)
+    }
+}
+
+fn weekday_name(index: usize) -> String {
+    ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
+        .get(index)
+        .copied()
+        .unwrap_or("?")
+        .to_owned()
+}
+
+impl TryFrom<CalendarSpec> for BusinessCalendar {
+    type Error = SupportError;
+
+    fn try_from(spec: CalendarSpec) -> Result<Self> {
+        let hours = spec
+            .hours
+            .into_iter()
+            .flat_map(|day| day.intervals.into_iter().map(move |i| (day.weekday, i)))
+            .collect();
+        BusinessCalendar::from_parts(&spec.timezone, hours, spec.holidays)
+    }
+}
+
+impl From<BusinessCalendar> for CalendarSpec {
+    fn from(calendar: BusinessCalendar) -> CalendarSpec {
+        let hours = [
+            Weekday::Mon,
+            Weekday::Tue,
+            Weekday::Wed,
+            Weekday::Thu,
+            Weekday::Fri,
+            Weekday::Sat,
+            Weekday::Sun,
+        ]
+        .into_iter()
+        .map(|weekday| DayHours {
+            weekday,
+            intervals: calendar.intervals(weekday),
+        })
+        .filter(|day| !day.intervals.is_empty())
+        .collect();
+        CalendarSpec {
+            timezone: calendar.zone.name().to_owned(),
+            hours,
+            holidays: calendar.holidays,
+        }
+    }
+}
+
+/// Reads the holiday dates of an iCalendar (RFC 5545) feed such as a public-holiday calendar.
+///
+/// Every `VEVENT` contributes the local dates from its `DTSTART` up to (excluding) its `DTEND`
+/// (one day when `DTEND` is absent). All-day events (`VALUE=DATE`) give their dates as written;
+/// a timed event gives its start's date (a UTC time is converted to `zone` first). A yearly
+/// recurrence (`RRULE:FREQ=YEARLY`, optionally with `COUNT`, `UNTIL` or `INTERVAL`) is expanded
+/// up to and including `through`; any other recurrence rule is refused rather than silently
+/// ignored.
+///
+/// Parsing uses the `icalendar` crate, which unfolds long lines and reads real-world feeds.
+///
+/// ```
+/// use chrono::NaiveDate;
+/// use dotmac_support::ical_holidays;
+///
+/// let feed = "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//test//EN\r\n\
+///             BEGIN:VEVENT\r\nUID:1\r\nSUMMARY:Christmas\r\n\
+///             DTSTART;VALUE=DATE:20261225\r\nDTEND;VALUE=DATE:20261227\r\nEND:VEVENT\r\n\
+///             END:VCALENDAR\r\n";
+/// let through = NaiveDate::from_ymd_opt(2030, 1, 1).unwrap();
+/// let days = ical_holidays(feed, chrono_tz::Europe::Berlin, through)?;
+/// assert_eq!(days, [NaiveDate::from_ymd_opt(2026, 12, 25).unwrap(),
+///                   NaiveDate::from_ymd_opt(2026, 12, 26).unwrap()]);
+/// # Ok::<(), dotmac_support::SupportError>(())
+/// ```
+///
+/// # Errors
+///
+/// [`SupportError::Ical`] when the feed does not parse, an event has no usable `DTSTART`, or
+/// it uses a recurrence other than a plain yearly one.
+pub fn ical_holidays(feed: &str, zone: Tz, through: NaiveDate) -> Result<Vec<NaiveDate>> {
+    use icalendar::{CalendarComponent, Component, DatePerhapsTime};
+
+    let calendar: icalendar::Calendar = feed.parse().map_err(SupportError::Ical)?;
+    let to_date = |value: DatePerhapsTime| -> Option<NaiveDate> {
+        match value {
+            DatePerhapsTime::Date(date) => Some(date),
+            DatePerhapsTime::DateTime(icalendar::CalendarDateTime::Floating(local)) => Some(local.date()),
+            DatePerhapsTime::DateTime(icalendar::CalendarDateTime::Utc(utc)) => {
+                Some(utc.with_timezone(&zone).date_naive())
+            }
+            DatePerhapsTime::DateTime(icalendar::CalendarDateTime::WithTimezone { date_time, .. }) => {
+                Some(date_time.date())
+            }
+        }
+    };
+    let mut dates = Vec::new();
+    for component in &calendar.components {
+        let CalendarComponent::Event(event) = component else {
+            continue;
+        };
+        let summary = event.get_summary().unwrap_or("?").to_owned();
+        let start = event
+            .get_start()
+            .and_then(to_date)
+            .ok_or_else(|| SupportError::Ical(format!("event {summary:?} has no DTSTART")))?;
+        let end = event.get_end().and_then(to_date).filter(|end| *end > start);
+        let length = end.map_or(1, |end| (end - start).num_days().max(1));
+        let mut starts = vec![start];
+        if let Some(rule) = event.property_value("RRULE") {
+            starts = yearly_starts(&summary, rule, start, through)?;
+        }
+        for first in starts {
+            for offset in 0..length {
+                let day = u64::try_from(offset).unwrap_or(0);
+                if let Some(date) = first.checked_add_days(Days::new(day)) {
+                    dates.push(date);
+                }
+            }
+        }
+    }
+    dates.sort_unstable();
+    dates.dedup();
+    Ok(dates)
+}
+
+fn yearly_starts(summary: &str, rule: &str, start: NaiveDate, through: NaiveDate) -> Result<Vec<NaiveDate>> {
+    let refuse = || SupportError::Ical(format!("event {summary:?}: only plain yearly RRULEs are expanded, got {rule:?}"));
+    let mut yearly = false;
+    let mut count: Option<u32> = None;
+    let mut until: Option<NaiveDate> = None;
+    let mut interval: i32 = 1;
+    for part in rule.split(';') {
+        let (key, value) = part.split_once('=').ok_or_else(refuse)?;
+        match key.to_ascii_uppercase().as_str() {
+            "FREQ" => yearly = value.eq_ignore_ascii_case("YEARLY"),
+            "COUNT" => count = Some(value.parse().map_err(|_| refuse())?),
+            "INTERVAL" => interval = value.parse().map_err(|_| refuse())?,
+            "UNTIL" => {
+                let digits = value.get(..8).ok_or_else(refuse)?;
+                until = Some(NaiveDate::parse_from_str(digits, "%Y%m%d").map_err(|_| refuse())?);
+            }
+            "WKST" => {}
+            _ => return Err(refuse()),
+        }
+    }
+    if !yearly || interval < 1 {
+        return Err(refuse());
+    }
+    let last = until.map_or(through, |u| u.min(through));
+    let mut starts = Vec::new();
+    let mut k: i32 = 0;
+    loop {
+        if count.is_some_and(|c| u32::try_from(k).unwrap_or(u32::MAX) >= c) {
+            break;
+        }
+        let year = start.year().saturating_add(k.saturating_mul(interval));
+        // A 29 February holiday recurs only in leap years (RFC 5545 skips invalid dates).
+        if let Some(date) = NaiveDate::from_ymd_opt(year, start.month(), start.day()) {
+            if date > last {
+                break;
+            }
+            starts.push(date);
+        } else if year > last.year() {
+            break;
+        }
+        k += 1;
+    }
+    Ok(starts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn utc(y: i32, m: u32, d: u32, h: u32, min: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(y, m, d, h, min, 0).unwrap()
+    }
+
+    fn berlin_office() -> BusinessCalendar {
+        BusinessCalendar::builder("Europe/Berlin")
+            .weekdays("09:00", "12:00")
+            .weekdays("13:00", "17:00")
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn time_of_day_parses_and_refuses() {
+        assert_eq!("09:30".parse::<TimeOfDay>().unwrap().minutes(), 570);
+        assert_eq!("24:00".parse::<TimeOfDay>().unwrap(), TimeOfDay::END_OF_DAY);
+        for bad in ["24:01", "9", "09:60", "aa:bb", "-1:00", "09:5"] {
+            assert_eq!(
+                bad.parse::<TimeOfDay>(),
+                Err(SupportError::InvalidTimeOfDay(bad.into()))
+            );
+        }
+    }
+
+    #[test]
+    fn bad_calendars_are_typed_errors() {
+        assert_eq!(
+            BusinessCalendar::builder("Mars/Olympus").weekdays("09:00", "17:00").build(),
+            Err(SupportError::UnknownTimeZone("Mars/Olympus".into()))
+        );
+        assert_eq!(
+            BusinessCalendar::builder("UTC").hours(Weekday::Mon, "17:00", "09:00").build(),
+            Err(SupportError::InvertedInterval {
+                weekday: "Mon".into(),
+                start: "17:00".into(),
+                end: "09:00".into()
+            })
+        );
+        assert_eq!(
+            BusinessCalendar::builder("UTC")
+                .hours(Weekday::Tue, "09:00", "13:00")
+                .hours(Weekday::Tue, "12:00", "17:00")
+                .build(),
+            Err(SupportError::OverlappingIntervals {
+                weekday: "Tue".into(),
+                first: "09:00-13:00".into(),
+                second: "12:00-17:00".into()
+            })
+        );
+        assert_eq!(BusinessCalendar::builder("UTC").build(), Err(SupportError::NoWorkingTime));
+    }
+
+    #[test]
+    fn lunch_break_and_weekend_are_skipped() {
+        let cal = berlin_office();
+        // Friday 2026-03-06 11:30 Berlin (10:30 UTC, winter time): 30 min before lunch, 4 h after,
+        // then Monday.
+        let from = utc(2026, 3, 6, 10, 30);
+        assert_eq!(cal.add_working_minutes(from, 30).unwrap(), utc(2026, 3, 6, 11, 0));
+        assert_eq!(cal.add_working_minutes(from, 31).unwrap(), utc(2026, 3, 6, 12, 1));
+        assert_eq!(cal.add_working_minutes(from, 270).unwrap(), utc(2026, 3, 6, 16, 0));
+        assert_eq!(cal.add_working_minutes(from, 271).unwrap(), utc(2026, 3, 9, 8, 1));
+        assert_eq!(cal.working_minutes_between(from, utc(2026, 3, 9, 8, 1)).unwrap(), 271);
+    }
+
+    #[test]
+    fn whole_weeks_are_skipped_exactly() {
+        let cal = berlin_office();
+        let from = utc(2026, 1, 5, 8, 0); // Monday 09:00 Berlin
+        // Five weeks of 35 hours, ending Friday 17:00 of the fifth week.
+        let due = cal.add_working_minutes(from, 5 * 35 * 60).unwrap();
+        assert_eq!(due, utc(2026, 2, 6, 16, 0));
+        assert_eq!(cal.working_minutes_between(from, due).unwrap(), 5 * 35 * 60);
+    }
+
+    #[test]
+    fn daylight_saving_days_have_real_lengths() {
+        // Open around the clock in Berlin: 29 March 2026 has 23 hours, 25 October 2026 has 25.
+        let cal = BusinessCalendar::builder("Europe/Berlin")
+            .hours(Weekday::Sun, "00:00", "24:00")
+            .build()
+            .unwrap();
+        let spring = utc(2026, 3, 28, 23, 0); // Sunday 00:00 CET
+        assert_eq!(cal.working_minutes_between(spring, utc(2026, 4, 1, 0, 0)).unwrap(), 23 * 60);
+        let autumn = utc(2026, 10, 24, 22, 0); // Sunday 00:00 CEST
+        assert_eq!(cal.working_minutes_between(autumn, utc(2026, 10, 28, 0, 0)).unwrap(), 25 * 60);
+        assert_eq!(cal.add_working_minutes(autumn, 25 * 60).unwrap(), utc(2026, 10, 25, 23, 0));
+        // An interval across the gap: 01:00-04:00 local is two real hours on the spring day.
+        let cal = BusinessCalendar::builder("Europe/Berlin")
+            .hours(Weekday::Sun, "01:00", "04:00")
+            .build()
+            .unwrap();
+        assert_eq!(cal.working_minutes_between(spring, utc(2026, 4, 1, 0, 0)).unwrap(), 120);
+        // Opening inside the gap opens when the clocks jump to 03:00 CEST (01:00 UTC).
+        let cal = BusinessCalendar::builder("Europe/Berlin")
+            .hours(Weekday::Sun, "02:30", "05:00")
+            .build()
+            .unwrap();
+        assert_eq!(cal.next_opening(spring).unwrap(), utc(2026, 3, 29, 1, 0));
+    }
+
+    #[test]
+    fn holidays_do_not_count() {
+        let cal = berlin_office().with_holidays([NaiveDate::from_ymd_opt(2026, 3, 9).unwrap()]);
+        let from = utc(2026, 3, 6, 15, 0); // Friday 16:00 Berlin
+        assert_eq!(cal.add_working_minutes(from, 61).unwrap(), utc(2026, 3, 10, 8, 1));
+        assert!(!cal.is_working_at(utc(2026, 3, 9, 9, 0)).unwrap());
+        assert!(cal.is_working_at(utc(2026, 3, 10, 9, 0)).unwrap());
+    }
+
+    #[test]
+    fn serde_round_trip_validates() {
+        let cal = berlin_office().with_holidays([NaiveDate::from_ymd_opt(2026, 12, 25).unwrap()]);
+        let json = serde_json::to_string(&cal).unwrap();
+        let back: BusinessCalendar = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, cal);
+        let bad = json.replace("Europe/Berlin", "Nowhere/Land");
+        assert!(serde_json::from_str::<BusinessCalendar>(&bad).is_err());
+    }
+
+    #[test]
+    fn ical_feed_with_yearly_rule() {
+        let feed = "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//x//EN\r\n\
+                    BEGIN:VEVENT\r\nUID:a\r\nSUMMARY:New Year\r\nDTSTART;VALUE=DATE:20250101\r\n\
+                    RRULE:FREQ=YEARLY\r\nEND:VEVENT\r\n\
+                    BEGIN:VEVENT\r\nUID:b\r\nSUMMARY:Easter Monday\r\nDTSTART;VALUE=DATE:20260406\r\n\
+                    DTEND;VALUE=DATE:20260407\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n";
+        let through = NaiveDate::from_ymd_opt(2027, 6, 1).unwrap();
+        let days = ical_holidays(feed, chrono_tz::Europe::Berlin, through).unwrap();
+        let d = |y, m, dd| NaiveDate::from_ymd_opt(y, m, dd).unwrap();
+        assert_eq!(days, [d(2025, 1, 1), d(2026, 1, 1), d(2026, 4, 6), d(2027, 1, 1)]);
+        let monthly = feed.replace("FREQ=YEARLY", "FREQ=MONTHLY");
+        assert!(matches!(
+            ical_holidays(&monthly, chrono_tz::UTC, through),
+            Err(SupportError::Ical(_))
+        ));
+    }
+}
