@@ -3,12 +3,18 @@
 #![allow(missing_docs, unreachable_pub)]
 
 mod families {
+    pub mod commission;
+    pub mod billing;
     pub mod dunning;
     pub mod periods;
+    pub mod pricing;
+    pub mod sla;
 }
 
 use dotmac_conformance::{run_family, unknown_families, verdict};
 
+// A failing case must fail the test, with every failure listed: panicking is the point here.
+#[allow(clippy::panic)]
 fn check<C, F>(family: &str, runner: F)
 where
     C: serde::de::DeserializeOwned,
@@ -37,4 +43,24 @@ fn periods() {
 #[test]
 fn dunning() {
     check("dunning", families::dunning::run);
+}
+
+#[test]
+fn sla() {
+    check("sla", families::sla::run);
+}
+
+#[test]
+fn pricing() {
+    check("pricing", families::pricing::run);
+}
+
+#[test]
+fn billing() {
+    check("billing", families::billing::run);
+}
+
+#[test]
+fn commission() {
+    check("commission", families::commission::run);
 }

@@ -289,12 +289,11 @@ impl Plan {
                 reason: "a new price version cannot take effect before the current one",
             });
         }
-        let version = u32::try_from(self.versions.len() + 1).map_err(|_| {
-            BillingError::InvalidPlan {
+        let version =
+            u32::try_from(self.versions.len() + 1).map_err(|_| BillingError::InvalidPlan {
                 plan: self.id,
                 reason: "too many versions",
-            }
-        })?;
+            })?;
         let v = PlanVersion {
             version,
             effective_from,

@@ -52,15 +52,19 @@ impl Discount {
     ///
     /// [`BillingError::InvalidDiscount`] for a percentage outside 0..=100 or a negative amount.
     pub fn validate(&self) -> Result<(), BillingError> {
-        let bad = |reason| Err(BillingError::InvalidDiscount {
-            discount: self.id,
-            reason,
-        });
+        let bad = |reason| {
+            Err(BillingError::InvalidDiscount {
+                discount: self.id,
+                reason,
+            })
+        };
         match self.amount {
             DiscountAmount::Percentage(p) if p < Decimal::ZERO || p > Decimal::ONE_HUNDRED => {
                 bad("a percentage discount must be between 0 and 100")
             }
-            DiscountAmount::Fixed(m) if m.is_negative() => bad("a fixed discount must not be negative"),
+            DiscountAmount::Fixed(m) if m.is_negative() => {
+                bad("a fixed discount must not be negative")
+            }
             _ => Ok(()),
         }
     }
@@ -138,7 +142,9 @@ impl DiscountCursor {
             Some(left) => left.round(rounding),
             None => zero,
         };
-        let taken = wanted.min(remaining)?.max(Money::zero(remaining.currency()))?;
+        let taken = wanted
+            .min(remaining)?
+            .max(Money::zero(remaining.currency()))?;
         if let Some(left) = self.left {
             self.left = Some(left.checked_sub(taken)?);
         }

@@ -224,7 +224,12 @@ impl DunningPolicyBuilder {
     }
 
     /// Adds a step that charges `fee` (in the invoice's currency) when it fires.
-    pub fn step_with_fee(self, days_after_due: i32, action: CollectionAction, fee: Decimal) -> Self {
+    pub fn step_with_fee(
+        self,
+        days_after_due: i32,
+        action: CollectionAction,
+        fee: Decimal,
+    ) -> Self {
         self.push(days_after_due, action, Some(fee))
     }
 
@@ -620,7 +625,13 @@ mod tests {
             .no_suspension_date(d("2026-03-23"))
             .build()
             .unwrap();
-        let got = run_daily(&policy, &invoice(dec!(50)), &[], d("2026-03-01"), d("2026-04-30"));
+        let got = run_daily(
+            &policy,
+            &invoice(dec!(50)),
+            &[],
+            d("2026-03-01"),
+            d("2026-04-30"),
+        );
         assert_eq!(
             got,
             vec![
@@ -644,7 +655,14 @@ mod tests {
         }];
         let mut state = DunningState::default();
         let mut out = Vec::new();
-        evaluate(&policy, &invoice(dec!(50)), &paid, &mut state, d("2026-04-01"), &mut out);
+        evaluate(
+            &policy,
+            &invoice(dec!(50)),
+            &paid,
+            &mut state,
+            d("2026-04-01"),
+            &mut out,
+        );
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].action, CollectionAction::LateFee);
         assert_eq!(out[0].fee, Some(Money::new(dec!(5), Currency::USD)));

@@ -9,9 +9,196 @@ pub enum BillingError {
     /// An error from the core vocabulary (money, periods, ids).
     #[error(transparent)]
     Core(#[from] CoreError),
+    // --- catalogue, pricing, subscriptions, invoicing ---
+    /// A price model that cannot work.
+    #[error("invalid price: {reason}")]
+    InvalidPrice {
+        /// Why it was refused.
+        reason: &'static str,
+    },
+    /// A quantity that cannot be priced or subscribed.
+    #[error("invalid quantity {quantity}: {reason}")]
+    InvalidQuantity {
+        /// The quantity given (0 when it was not a finite number).
+        quantity: rust_decimal::Decimal,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+    /// A plan definition that cannot work.
+    #[error("invalid plan {plan}: {reason}")]
+    InvalidPlan {
+        /// The plan.
+        plan: dotmac_core::PlanId,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+    /// A plan id the catalogue does not know.
+    #[error("unknown plan {0}; add it to the catalogue first")]
+    UnknownPlan(dotmac_core::PlanId),
+    /// A product id the catalogue does not know.
+    #[error("unknown product {0}; add it to the catalogue first")]
+    UnknownProduct(dotmac_core::ProductId),
+    /// A plan version that does not exist.
+    #[error("plan {plan} has no price version {version}")]
+    UnknownPlanVersion {
+        /// The plan.
+        plan: dotmac_core::PlanId,
+        /// The version asked for.
+        version: u32,
+    },
+    /// A plan was given that is not the one the request names.
+    #[error("the request names plan {expected} but plan {got} was given")]
+    PlanMismatch {
+        /// The plan named.
+        expected: dotmac_core::PlanId,
+        /// The plan given.
+        got: dotmac_core::PlanId,
+    },
+    /// A plan has no price in the currency asked for.
+    #[error(
+        "plan {plan} has no price in {currency}; add a price in that currency or use another plan"
+    )]
+    CurrencyNotOffered {
+        /// The plan.
+        plan: dotmac_core::PlanId,
+        /// The currency asked for.
+        currency: &'static str,
+    },
+    /// A subscription in a currency the customer does not use.
+    #[error("customer {customer} is billed in {customer_currency}, not {currency}")]
+    CurrencyNotUsed {
+        /// The customer.
+        customer: dotmac_core::CustomerId,
+        /// The currency asked for.
+        currency: &'static str,
+        /// The customer's currency.
+        customer_currency: &'static str,
+    },
+    /// A plan change between plans with different intervals or billing timing.
+    #[error(
+        "cannot change from plan {from} to plan {to}: their billing intervals or timing differ; cancel and subscribe instead"
+    )]
+    IntervalMismatch {
+        /// The current plan.
+        from: dotmac_core::PlanId,
+        /// The plan asked for.
+        to: dotmac_core::PlanId,
+    },
+    /// A change dated before the subscription started.
+    #[error("subscription {subscription} starts on {start}; a change on {on} is before that")]
+    ChangeBeforeStart {
+        /// The subscription.
+        subscription: dotmac_core::SubscriptionId,
+        /// The change date.
+        on: chrono::NaiveDate,
+        /// The start date.
+        start: chrono::NaiveDate,
+    },
+    /// A change to a subscription that is cancelled, ended, or past its end date.
+    #[error("subscription {subscription} is {status:?} and cannot be changed")]
+    SubscriptionNotActive {
+        /// The subscription.
+        subscription: dotmac_core::SubscriptionId,
+        /// Its status.
+        status: crate::subscription::SubscriptionStatus,
+    },
+    /// An illegal subscription state transition.
+    #[error("a subscription cannot go from {from:?} to {to:?}")]
+    IllegalTransition {
+        /// The current state.
+        from: crate::subscription::SubscriptionStatus,
+        /// The state asked for.
+        to: crate::subscription::SubscriptionStatus,
+    },
+    /// An illegal invoice state transition.
+    #[error("an invoice cannot go from {from:?} to {to:?}")]
+    IllegalInvoiceTransition {
+        /// The current state.
+        from: crate::invoice::InvoiceStatus,
+        /// The state asked for.
+        to: crate::invoice::InvoiceStatus,
+    },
+    /// A tax rate that cannot work.
+    #[error("invalid tax rate {rate}: {reason}")]
+    InvalidTaxRate {
+        /// The rate.
+        rate: crate::tax::TaxRateId,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+    /// A discount that cannot work.
+    #[error("invalid discount {discount}: {reason}")]
+    InvalidDiscount {
+        /// The discount.
+        discount: crate::discount::DiscountId,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+    /// A credit note against an invoice in a state that cannot be credited.
+    #[error(
+        "invoice {invoice} is {status:?}; only open, paid or uncollectible invoices can be credited"
+    )]
+    NotCreditable {
+        /// The invoice.
+        invoice: dotmac_core::InvoiceId,
+        /// Its status.
+        status: crate::invoice::InvoiceStatus,
+    },
+    /// A credit note line beyond what the invoice line has left to credit.
+    #[error("cannot credit {requested} on line {line}: only {creditable} is left to credit")]
+    CreditExceedsLine {
+        /// The line index.
+        line: usize,
+        /// The amount asked for.
+        requested: rust_decimal::Decimal,
+        /// What is left.
+        creditable: rust_decimal::Decimal,
+    },
+    /// A line index that the invoice does not have.
+    #[error("invoice {invoice} has no line {line}")]
+    UnknownInvoiceLine {
+        /// The invoice.
+        invoice: dotmac_core::InvoiceId,
+        /// The line index.
+        line: usize,
+    },
+    /// A credit note with nothing left to credit.
+    #[error("invoice {0} has nothing left to credit")]
+    NothingToCredit(dotmac_core::InvoiceId),
+    /// A subscription id the store does not know.
+    #[error("unknown subscription {0}")]
+    UnknownSubscription(dotmac_core::SubscriptionId),
+    /// An invoice id the invoice store does not know.
+    #[error("unknown invoice {0}")]
+    InvoiceNotFound(dotmac_core::InvoiceId),
+    /// A customer without a billing account.
+    #[error("customer {0} has no billing account; create one with its currency first")]
+    UnknownAccount(dotmac_core::CustomerId),
+    /// An id used twice where ids must be unique.
+    #[error("{what} {id} already exists")]
+    AlreadyExists {
+        /// What kind of record.
+        what: &'static str,
+        /// Its id.
+        id: String,
+    },
+    /// Someone else updated the record since it was read; re-read and retry.
+    #[error(
+        "subscription {subscription} was updated concurrently (expected revision {expected}, found {found}); re-read and retry"
+    )]
+    ConcurrentUpdate {
+        /// The subscription.
+        subscription: dotmac_core::SubscriptionId,
+        /// The revision the writer read.
+        expected: u64,
+        /// The revision in the store.
+        found: u64,
+    },
     // --- usage, RADIUS, payments, dunning, analytics ---
     /// A usage event names a meter that is not defined for the tenant.
-    #[error("usage event {event}: unknown meter {meter}; define the meter before sending events to it")]
+    #[error(
+        "usage event {event}: unknown meter {meter}; define the meter before sending events to it"
+    )]
     UnknownMeter {
         /// The event refused.
         event: crate::usage::UsageEventId,
@@ -35,7 +222,9 @@ pub enum BillingError {
         quantity: rust_decimal::Decimal,
     },
     /// A usage event stamped further in the future than the ingestor tolerates (clock skew).
-    #[error("usage event {event}: timestamp {timestamp} is after the latest accepted {latest}; check the sender's clock")]
+    #[error(
+        "usage event {event}: timestamp {timestamp} is after the latest accepted {latest}; check the sender's clock"
+    )]
     TimestampInFuture {
         /// The event refused.
         event: crate::usage::UsageEventId,
@@ -49,6 +238,14 @@ pub enum BillingError {
     MalformedRadiusRecord {
         /// What is wrong with it.
         reason: &'static str,
+    },
+    /// A RADIUS session whose User-Name the account resolver does not know.
+    #[error("RADIUS session {session:?}: no customer for User-Name {user_name:?}")]
+    UnknownRadiusUser {
+        /// The Acct-Unique-Session-Id.
+        session: String,
+        /// The User-Name.
+        user_name: String,
     },
     /// A meter, allowance or dunning policy definition that cannot work.
     #[error("invalid {what}: {reason}")]

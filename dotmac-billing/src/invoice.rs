@@ -225,18 +225,16 @@ impl DocumentKey {
             DocumentKey::Change { subscription, seq } => {
                 (subscription.as_uuid().as_u128(), 2, u128::from(seq))
             }
-            DocumentKey::Charges { customer, on } => (
-                customer.as_uuid().as_u128(),
-                3,
-                on.to_epoch_days() as u128,
-            ),
+            DocumentKey::Charges { customer, on } => {
+                (customer.as_uuid().as_u128(), 3, on.to_epoch_days() as u128)
+            }
         };
         InvoiceId::from_u128(mix(base ^ mix(tag << 64 | (n & u128::from(u64::MAX)))))
     }
 }
 
 /// A 128-bit mixer (two rounds of a multiply-xorshift): deterministic, well spread ids from keys.
-fn mix(mut x: u128) -> u128 {
+pub(crate) fn mix(mut x: u128) -> u128 {
     const K: u128 = 0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835;
     for _ in 0..2 {
         x ^= x >> 67;
@@ -439,10 +437,7 @@ impl<'a> DocumentBuilder<'a> {
         inv.subtotal = inv.subtotal.checked_add(amount)?;
         inv.discount_total = inv.discount_total.checked_add(discount)?;
         inv.tax_total = inv.tax_total.checked_add(tax.total)?;
-        inv.total = inv
-            .total
-            .checked_add(net)?
-            .checked_add(tax.exclusive)?;
+        inv.total = inv.total.checked_add(net)?.checked_add(tax.exclusive)?;
         inv.lines.push(InvoiceLine {
             kind: line.kind,
             text: line.text,
@@ -501,7 +496,7 @@ pub struct PendingCharge {
 }
 
 impl PendingCharge {
-    /// The charge as an exact invoice line (discounts do not apply to one-off charges).
+    /// The charge as an exact invoice line (discounts apply only to deferred prorations).
     pub fn to_line(&self) -> DraftLine {
         DraftLine {
             kind: self.kind,
@@ -510,7 +505,12 @@ impl PendingCharge {
             quantity: self.quantity,
             unit_price: self.unit_price,
             price: self.price,
-            discountable: false,
+            // Deferred prorations get the subscription's percentage discounts, as they would
+            // have on a document of their own.
+            discountable: matches!(
+                self.kind,
+                LineKind::ProrationCharge | LineKind::ProrationCredit
+            ),
         }
     }
 }

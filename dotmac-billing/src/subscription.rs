@@ -79,7 +79,10 @@ impl SubscriptionStatus {
 
     /// True for cancelled and ended subscriptions.
     pub fn is_terminal(self) -> bool {
-        matches!(self, SubscriptionStatus::Cancelled | SubscriptionStatus::Ended)
+        matches!(
+            self,
+            SubscriptionStatus::Cancelled | SubscriptionStatus::Ended
+        )
     }
 }
 
@@ -222,12 +225,7 @@ pub struct NewSubscription {
 
 impl NewSubscription {
     /// A subscription of one seat, billed on its anniversary, prorated by actual days.
-    pub fn new(
-        customer: CustomerId,
-        plan: PlanId,
-        currency: Currency,
-        start: NaiveDate,
-    ) -> Self {
+    pub fn new(customer: CustomerId, plan: PlanId, currency: Currency, start: NaiveDate) -> Self {
         NewSubscription {
             id: SubscriptionId::new(),
             customer,

@@ -53,6 +53,8 @@ mod dialect;
 mod error;
 mod numbers;
 mod outbox;
+#[cfg(all(test, feature = "postgres"))]
+mod rls_tests;
 mod tenants;
 
 pub use billrun::{

@@ -104,7 +104,11 @@ pub fn run(case: Case) -> Result<(), String> {
     let mut fired = Vec::new();
     let mut day = date(&case.invoice.issued)?;
     while day <= until {
-        let known: Vec<Settlement> = settlements.iter().copied().filter(|s| s.on <= day).collect();
+        let known: Vec<Settlement> = settlements
+            .iter()
+            .copied()
+            .filter(|s| s.on <= day)
+            .collect();
         evaluate(&policy, &invoice, &known, &mut state, day, &mut fired);
         let again = evaluate(&policy, &invoice, &known, &mut state, day, &mut fired);
         if again != 0 {
@@ -114,15 +118,26 @@ pub fn run(case: Case) -> Result<(), String> {
     }
     let daily: Vec<_> = fired.iter().map(|a| (a.on, a.action)).collect();
     if daily != expected {
-        return Err(format!("daily evaluation: expected {expected:?}, got {daily:?}"));
+        return Err(format!(
+            "daily evaluation: expected {expected:?}, got {daily:?}"
+        ));
     }
 
     // One catch-up run on `until` must reach the same history.
     let mut caught_up = Vec::new();
-    evaluate(&policy, &invoice, &settlements, &mut DunningState::default(), until, &mut caught_up);
+    evaluate(
+        &policy,
+        &invoice,
+        &settlements,
+        &mut DunningState::default(),
+        until,
+        &mut caught_up,
+    );
     let caught_up: Vec<_> = caught_up.iter().map(|a| (a.on, a.action)).collect();
     if caught_up != expected {
-        return Err(format!("catch-up evaluation: expected {expected:?}, got {caught_up:?}"));
+        return Err(format!(
+            "catch-up evaluation: expected {expected:?}, got {caught_up:?}"
+        ));
     }
     Ok(())
 }

@@ -345,8 +345,7 @@ mod tests {
             Money::new(dec!(10), Currency::USD)
         );
         let april_start = NaiveDate::from_ymd_opt(2026, 4, 1).unwrap();
-        let april =
-            AllowancePeriod::open(&policy, CustomerId::from_u128(1), april_start, dec!(15));
+        let april = AllowancePeriod::open(&policy, CustomerId::from_u128(1), april_start, dec!(15));
         assert_eq!(april.allowance(), dec!(115));
         // Carried-in units are used before top-ups and never roll again.
         assert_eq!(april.rollover_out(dec!(0)), dec!(0));

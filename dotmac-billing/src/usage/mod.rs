@@ -386,13 +386,14 @@ impl UsageAggregator {
                 event: event.id,
                 meter: event.meter,
             })?;
-        let customer = *self
-            .customers
-            .get(&event.customer)
-            .ok_or(BillingError::UnknownCustomer {
-                event: event.id,
-                customer: event.customer,
-            })?;
+        let customer =
+            *self
+                .customers
+                .get(&event.customer)
+                .ok_or(BillingError::UnknownCustomer {
+                    event: event.id,
+                    customer: event.customer,
+                })?;
         let window = self.window_for(event.timestamp)?;
         if !self.seen.insert(event.id) {
             return Ok(Ingested::Duplicate);
@@ -437,7 +438,11 @@ impl UsageAggregator {
     }
 
     /// Ingests a batch: every good event is counted, every bad one reported with its position.
-    pub fn ingest_batch(&mut self, events: &[UsageEvent], received_at: DateTime<Utc>) -> BatchReport {
+    pub fn ingest_batch(
+        &mut self,
+        events: &[UsageEvent],
+        received_at: DateTime<Utc>,
+    ) -> BatchReport {
         let mut report = BatchReport::default();
         for (index, event) in events.iter().enumerate() {
             match self.ingest(event, received_at) {
@@ -593,7 +598,10 @@ impl UsageAggregator {
     ///
     /// Whatever `price` returns, and [`BillingError::Core`] when the two prices cannot be
     /// subtracted; adjustments computed before the error are kept for the next call.
-    pub fn late_adjustments<F>(&mut self, mut price: F) -> Result<Vec<UsageAdjustment>, BillingError>
+    pub fn late_adjustments<F>(
+        &mut self,
+        mut price: F,
+    ) -> Result<Vec<UsageAdjustment>, BillingError>
     where
         F: FnMut(CustomerId, MeterId, Decimal) -> Result<Money, BillingError>,
     {
@@ -615,7 +623,8 @@ impl UsageAggregator {
             ) else {
                 continue;
             };
-            let amount = price(customer, meter, actual)?.checked_sub(price(customer, meter, billed)?)?;
+            let amount =
+                price(customer, meter, actual)?.checked_sub(price(customer, meter, billed)?)?;
             let window = self.calendar.window(key.period)?;
             if let Some(bucket) = self.buckets.get_mut(&key) {
                 bucket.billed = Some(actual);
@@ -679,13 +688,18 @@ mod tests {
         agg.register_customer(CustomerId::from_u128(1));
         let now = Utc.with_ymd_and_hms(2026, 5, 1, 0, 0, 0).unwrap();
         // 100 from the start of March 16 (half of the 31-day month minus a half day) on.
-        agg.ingest(&event(1, 1, dec!(100), at(16, 12)), now).unwrap();
+        agg.ingest(&event(1, 1, dec!(100), at(16, 12)), now)
+            .unwrap();
         let march = NaiveDate::from_ymd_opt(2026, 3, 1).unwrap();
-        let value = agg.aggregate(CustomerId::from_u128(1), MeterId::from_u128(1), march).unwrap();
+        let value = agg
+            .aggregate(CustomerId::from_u128(1), MeterId::from_u128(1), march)
+            .unwrap();
         assert_eq!(value, dec!(100) * dec!(15.5) / dec!(31));
         // April carries the level of 100 over the whole month.
         let april = NaiveDate::from_ymd_opt(2026, 4, 1).unwrap();
-        let value = agg.aggregate(CustomerId::from_u128(1), MeterId::from_u128(1), april).unwrap();
+        let value = agg
+            .aggregate(CustomerId::from_u128(1), MeterId::from_u128(1), april)
+            .unwrap();
         assert_eq!(value, dec!(100));
     }
 
@@ -702,10 +716,16 @@ mod tests {
         let now = Utc.with_ymd_and_hms(2026, 5, 1, 0, 0, 0).unwrap();
         agg.ingest(&event(1, 1, dec!(10), at(3, 0)), now).unwrap();
         let march = NaiveDate::from_ymd_opt(2026, 3, 1).unwrap();
-        assert_eq!(agg.close_period(customer, MeterId::from_u128(1), march).unwrap(), dec!(10));
+        assert_eq!(
+            agg.close_period(customer, MeterId::from_u128(1), march)
+                .unwrap(),
+            dec!(10)
+        );
         assert_eq!(
             agg.ingest(&event(2, 1, dec!(4), at(30, 0)), now).unwrap(),
-            Ingested::Late { period_start: march }
+            Ingested::Late {
+                period_start: march
+            }
         );
         let price = |_, _, q: Decimal| Ok(Money::new(q * dec!(0.5), Currency::USD));
         let adjustments = agg.late_adjustments(price).unwrap();

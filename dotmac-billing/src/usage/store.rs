@@ -59,7 +59,11 @@ impl InMemoryUsageStore {
 }
 
 impl UsageStore for InMemoryUsageStore {
-    async fn append(&self, tenant: TenantId, events: &[UsageEvent]) -> Result<Vec<bool>, BillingError> {
+    async fn append(
+        &self,
+        tenant: TenantId,
+        events: &[UsageEvent],
+    ) -> Result<Vec<bool>, BillingError> {
         // A panic while holding the lock cannot leave a half-written event: keep going.
         let mut tenants = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
         let usage = tenants.entry(tenant).or_default();

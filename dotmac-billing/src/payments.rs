@@ -1,0 +1,866 @@
+//! Payments and balances: an append-only ledger per customer from which every invoice balance
+//! and the customer's credit are derived.
+//!
+//! * A payment is allocated oldest invoice first (by due date, then issue date, then the order
+//!   invoices were recorded), or first to a named invoice and then oldest first.
+//! * What no invoice needs stays on the payment as customer credit; the next invoice recorded
+//!   consumes it (oldest payment first).
+//! * A refund takes the payment's unallocated part first, then reverses its allocations newest
+//!   first, which reopens those invoices.
+//! * Nothing is ever edited: every movement is a [`LedgerEntry`], and
+//!   [`CustomerLedger::from_entries`] rebuilds the same balances from the entries alone.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Mutex;
+
+use chrono::NaiveDate;
+use dotmac_core::{Currency, CustomerId, EventPayload, InvoiceId, Money, PaymentId, TenantId};
+use serde::{Deserialize, Serialize};
+
+use crate::dunning::Settlement;
+use crate::error::BillingError;
+
+/// One movement in a customer's ledger.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "type")]
+#[non_exhaustive]
+pub enum LedgerEntryKind {
+    /// An invoice was issued.
+    InvoiceIssued {
+        /// The invoice.
+        invoice: InvoiceId,
+        /// Its total.
+        total: Money,
+        /// Its issue date.
+        issued: NaiveDate,
+        /// Its due date.
+        due: NaiveDate,
+    },
+    /// A payment was received.
+    PaymentReceived {
+        /// The payment.
+        payment: PaymentId,
+        /// Its amount.
+        amount: Money,
+    },
+    /// Part of a payment was applied to an invoice (negative: an allocation reversed by a
+    /// refund).
+    Allocated {
+        /// The payment the money came from.
+        payment: PaymentId,
+        /// The invoice it went to.
+        invoice: InvoiceId,
+        /// The amount.
+        amount: Money,
+    },
+    /// Part of a payment was returned to the customer.
+    Refunded {
+        /// The payment refunded.
+        payment: PaymentId,
+        /// The amount returned.
+        amount: Money,
+    },
+}
+
+/// A ledger entry: what moved, for whom, on which day, in which order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerEntry {
+    /// Position in the customer's ledger, from 0.
+    pub sequence: u64,
+    /// The customer.
+    pub customer: CustomerId,
+    /// The day it took effect.
+    pub on: NaiveDate,
+    /// What moved.
+    pub kind: LedgerEntryKind,
+}
+
+impl EventPayload for LedgerEntry {
+    fn event_type(&self) -> &'static str {
+        match self.kind {
+            LedgerEntryKind::InvoiceIssued { .. } => "payments.invoice_recorded",
+            LedgerEntryKind::PaymentReceived { .. } => "payments.payment_received",
+            LedgerEntryKind::Allocated { .. } => "payments.payment_allocated",
+            LedgerEntryKind::Refunded { .. } => "payments.payment_refunded",
+        }
+    }
+}
+
+/// Where a payment goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AllocationTarget {
+    /// Oldest open invoice first.
+    OldestFirst,
+    /// This invoice first, then oldest first.
+    Invoice(InvoiceId),
+}
+
+/// An invoice's position, derived from the ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvoiceBalance {
+    /// The invoice.
+    pub invoice: InvoiceId,
+    /// Its total.
+    pub total: Money,
+    /// What has been allocated to it.
+    pub paid: Money,
+    /// Its issue date.
+    pub issued: NaiveDate,
+    /// Its due date.
+    pub due: NaiveDate,
+}
+
+impl InvoiceBalance {
+    /// What is still owed (never below zero: allocations stop at the total).
+    pub fn open(&self) -> Money {
+        Money::new(
+            self.total.amount() - self.paid.amount(),
+            self.total.currency(),
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PaymentBalance {
+    payment: PaymentId,
+    amount: Money,
+    allocated: Money,
+    refunded: Money,
+}
+
+impl PaymentBalance {
+    fn unallocated(&self) -> Money {
+        Money::new(
+            self.amount.amount() - self.allocated.amount() - self.refunded.amount(),
+            self.amount.currency(),
+        )
+    }
+}
+
+/// The result of recording a payment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentOutcome {
+    /// The entries appended (the receipt and its allocations).
+    pub entries: Vec<LedgerEntry>,
+    /// What went to which invoice, in allocation order.
+    pub allocations: Vec<(InvoiceId, Money)>,
+    /// What was left over and became customer credit.
+    pub credit: Money,
+}
+
+/// One customer's ledger in one currency.
+///
+/// ```
+/// use chrono::NaiveDate;
+/// use dotmac_billing::payments::{AllocationTarget, CustomerLedger};
+/// use dotmac_core::{Currency, CustomerId, InvoiceId, Money, PaymentId};
+///
+/// let day = |d| NaiveDate::from_ymd_opt(2026, 3, d).unwrap();
+/// let mut ledger = CustomerLedger::new(CustomerId::from_u128(1), Currency::USD);
+/// ledger.record_invoice(InvoiceId::from_u128(1), Money::from_minor(3000, Currency::USD), day(1), day(15))?;
+/// ledger.record_invoice(InvoiceId::from_u128(2), Money::from_minor(2000, Currency::USD), day(5), day(20))?;
+/// let paid = ledger.record_payment(
+///     PaymentId::from_u128(9), Money::from_minor(6000, Currency::USD), day(10), AllocationTarget::OldestFirst)?;
+/// assert_eq!(paid.allocations.len(), 2);
+/// assert_eq!(paid.credit, Money::from_minor(1000, Currency::USD)); // overpaid: credit
+/// assert!(ledger.invoice(InvoiceId::from_u128(1)).unwrap().open().is_zero());
+/// # Ok::<(), dotmac_billing::BillingError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CustomerLedger {
+    customer: CustomerId,
+    currency: Currency,
+    entries: Vec<LedgerEntry>,
+    invoices: Vec<InvoiceBalance>,
+    payments: Vec<PaymentBalance>,
+}
+
+impl CustomerLedger {
+    /// An empty ledger.
+    pub fn new(customer: CustomerId, currency: Currency) -> Self {
+        CustomerLedger {
+            customer,
+            currency,
+            entries: Vec::new(),
+            invoices: Vec::new(),
+            payments: Vec::new(),
+        }
+    }
+
+    /// Rebuilds a ledger from its entries (as stored).
+    ///
+    /// # Errors
+    ///
+    /// [`BillingError::WrongCurrency`] for an entry in another currency, and the errors of the
+    /// operations that would have refused the entries (unknown invoice or payment).
+    pub fn from_entries(
+        customer: CustomerId,
+        currency: Currency,
+        entries: impl IntoIterator<Item = LedgerEntry>,
+    ) -> Result<Self, BillingError> {
+        let mut ledger = CustomerLedger::new(customer, currency);
+        for entry in entries {
+            ledger.apply(&entry)?;
+            ledger.entries.push(entry);
+        }
+        Ok(ledger)
+    }
+
+    /// The customer.
+    pub fn customer(&self) -> CustomerId {
+        self.customer
+    }
+
+    /// The account currency.
+    pub fn currency(&self) -> Currency {
+        self.currency
+    }
+
+    /// Every entry, in order.
+    pub fn entries(&self) -> &[LedgerEntry] {
+        &self.entries
+    }
+
+    /// An invoice's balance.
+    pub fn invoice(&self, invoice: InvoiceId) -> Option<InvoiceBalance> {
+        self.invoices.iter().copied().find(|i| i.invoice == invoice)
+    }
+
+    /// Every invoice's balance, in the order they were recorded.
+    pub fn invoices(&self) -> &[InvoiceBalance] {
+        &self.invoices
+    }
+
+    /// The customer's unallocated credit.
+    pub fn credit(&self) -> Money {
+        Money::new(
+            self.payments.iter().map(|p| p.unallocated().amount()).sum(),
+            self.currency,
+        )
+    }
+
+    /// What has been allocated to `invoice` on each day (negative for reversals), for
+    /// [`crate::dunning::evaluate`].
+    pub fn settlements(&self, invoice: InvoiceId) -> Vec<Settlement> {
+        self.entries
+            .iter()
+            .filter_map(|e| match &e.kind {
+                LedgerEntryKind::Allocated {
+                    invoice: i, amount, ..
+                } if *i == invoice => Some(Settlement {
+                    on: e.on,
+                    amount: amount.amount(),
+                }),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn check(&self, what: &'static str, amount: Money) -> Result<(), BillingError> {
+        if amount.currency() != self.currency {
+            return Err(BillingError::WrongCurrency {
+                what,
+                expected: self.currency.code(),
+                got: amount.currency().code(),
+            });
+        }
+        if !amount.is_positive() {
+            return Err(BillingError::NonPositiveAmount {
+                what,
+                amount: amount.amount(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Applies an entry to the derived balances: the one place balances change.
+    fn apply(&mut self, entry: &LedgerEntry) -> Result<(), BillingError> {
+        let same = |m: &Money| {
+            if m.currency() == self.currency {
+                Ok(())
+            } else {
+                Err(BillingError::WrongCurrency {
+                    what: "ledger entry",
+                    expected: self.currency.code(),
+                    got: m.currency().code(),
+                })
+            }
+        };
+        match &entry.kind {
+            LedgerEntryKind::InvoiceIssued {
+                invoice,
+                total,
+                issued,
+                due,
+            } => {
+                same(total)?;
+                if self.invoice(*invoice).is_some() {
+                    return Err(BillingError::DuplicateInvoice(*invoice));
+                }
+                self.invoices.push(InvoiceBalance {
+                    invoice: *invoice,
+                    total: *total,
+                    paid: Money::zero(self.currency),
+                    issued: *issued,
+                    due: *due,
+                });
+            }
+            LedgerEntryKind::PaymentReceived { payment, amount } => {
+                same(amount)?;
+                if self.payments.iter().any(|p| p.payment == *payment) {
+                    return Err(BillingError::DuplicatePayment(*payment));
+                }
+                self.payments.push(PaymentBalance {
+                    payment: *payment,
+                    amount: *amount,
+                    allocated: Money::zero(self.currency),
+                    refunded: Money::zero(self.currency),
+                });
+            }
+            LedgerEntryKind::Allocated {
+                payment,
+                invoice,
+                amount,
+            } => {
+                same(amount)?;
+                let inv = self
+                    .invoices
+                    .iter_mut()
+                    .find(|i| i.invoice == *invoice)
+                    .ok_or(BillingError::UnknownInvoice(*invoice))?;
+                inv.paid = inv.paid.checked_add(*amount)?;
+                let pay = self
+                    .payments
+                    .iter_mut()
+                    .find(|p| p.payment == *payment)
+                    .ok_or(BillingError::UnknownPayment(*payment))?;
+                pay.allocated = pay.allocated.checked_add(*amount)?;
+            }
+            LedgerEntryKind::Refunded { payment, amount } => {
+                same(amount)?;
+                let pay = self
+                    .payments
+                    .iter_mut()
+                    .find(|p| p.payment == *payment)
+                    .ok_or(BillingError::UnknownPayment(*payment))?;
+                pay.refunded = pay.refunded.checked_add(*amount)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn push(&mut self, on: NaiveDate, kind: LedgerEntryKind) -> Result<LedgerEntry, BillingError> {
+        let entry = LedgerEntry {
+            sequence: self.entries.len() as u64,
+            customer: self.customer,
+            on,
+            kind,
+        };
+        self.apply(&entry)?;
+        self.entries.push(entry.clone());
+        Ok(entry)
+    }
+
+    /// Runs `operation`; on error, drops the entries it appended and rebuilds the balances, so
+    /// a refused operation leaves the ledger as it was.
+    fn transact<T>(
+        &mut self,
+        operation: impl FnOnce(&mut Self) -> Result<T, BillingError>,
+    ) -> Result<T, BillingError> {
+        let mark = self.entries.len();
+        let result = operation(self);
+        if result.is_err() && self.entries.len() != mark {
+            self.entries.truncate(mark);
+            let entries = std::mem::take(&mut self.entries);
+            self.invoices.clear();
+            self.payments.clear();
+            for entry in entries {
+                // These entries were all applied once already: replaying them cannot fail.
+                let _ = self.apply(&entry);
+                self.entries.push(entry);
+            }
+        }
+        result
+    }
+
+    /// Open invoices in allocation order: due date, issue date, then recording order.
+    fn oldest_open(&self) -> Vec<usize> {
+        let mut open: Vec<usize> = (0..self.invoices.len())
+            .filter(|&i| self.invoices.get(i).is_some_and(|b| b.open().is_positive()))
+            .collect();
+        open.sort_by_key(|&i| self.invoices.get(i).map(|b| (b.due, b.issued, i)));
+        open
+    }
+
+    /// Allocates up to `available` of `payment` to invoice index `index`.
+    fn allocate_to(
+        &mut self,
+        payment: PaymentId,
+        index: usize,
+        available: Money,
+        on: NaiveDate,
+        entries: &mut Vec<LedgerEntry>,
+        allocations: &mut Vec<(InvoiceId, Money)>,
+    ) -> Result<Money, BillingError> {
+        let Some(balance) = self.invoices.get(index).copied() else {
+            return Ok(available);
+        };
+        let amount = balance.open().min(available)?;
+        if !amount.is_positive() {
+            return Ok(available);
+        }
+        entries.push(self.push(
+            on,
+            LedgerEntryKind::Allocated {
+                payment,
+                invoice: balance.invoice,
+                amount,
+            },
+        )?);
+        allocations.push((balance.invoice, amount));
+        Ok(available.checked_sub(amount)?)
+    }
+
+    /// Records an invoice and applies the customer's credit to it. Returns the entries added.
+    ///
+    /// # Errors
+    ///
+    /// [`BillingError::WrongCurrency`], [`BillingError::NonPositiveAmount`] for a total of zero
+    /// or less (a credit note is not an invoice), [`BillingError::DuplicateInvoice`]. Nothing is
+    /// recorded on error.
+    pub fn record_invoice(
+        &mut self,
+        invoice: InvoiceId,
+        total: Money,
+        issued: NaiveDate,
+        due: NaiveDate,
+    ) -> Result<Vec<LedgerEntry>, BillingError> {
+        self.check("invoice total", total)?;
+        if self.invoice(invoice).is_some() {
+            return Err(BillingError::DuplicateInvoice(invoice));
+        }
+        self.transact(|ledger| ledger.record_invoice_inner(invoice, total, issued, due))
+    }
+
+    fn record_invoice_inner(
+        &mut self,
+        invoice: InvoiceId,
+        total: Money,
+        issued: NaiveDate,
+        due: NaiveDate,
+    ) -> Result<Vec<LedgerEntry>, BillingError> {
+        let mut entries = vec![self.push(
+            issued,
+            LedgerEntryKind::InvoiceIssued {
+                invoice,
+                total,
+                issued,
+                due,
+            },
+        )?];
+        let index = self.invoices.len().saturating_sub(1);
+        let mut allocations = Vec::new();
+        for p in 0..self.payments.len() {
+            let Some(pay) = self.payments.get(p).copied() else {
+                continue;
+            };
+            let available = pay.unallocated();
+            if available.is_positive() {
+                self.allocate_to(
+                    pay.payment,
+                    index,
+                    available,
+                    issued,
+                    &mut entries,
+                    &mut allocations,
+                )?;
+            }
+        }
+        Ok(entries)
+    }
+
+    /// Records a payment and allocates it.
+    ///
+    /// # Errors
+    ///
+    /// [`BillingError::WrongCurrency`], [`BillingError::NonPositiveAmount`],
+    /// [`BillingError::DuplicatePayment`], [`BillingError::UnknownInvoice`] and
+    /// [`BillingError::InvoiceSettled`] for a named invoice that is unknown or has nothing
+    /// open. Nothing is recorded on error.
+    pub fn record_payment(
+        &mut self,
+        payment: PaymentId,
+        amount: Money,
+        on: NaiveDate,
+        target: AllocationTarget,
+    ) -> Result<PaymentOutcome, BillingError> {
+        self.check("payment", amount)?;
+        if self.payments.iter().any(|p| p.payment == payment) {
+            return Err(BillingError::DuplicatePayment(payment));
+        }
+        let named = match target {
+            AllocationTarget::OldestFirst => None,
+            AllocationTarget::Invoice(id) => {
+                let index = self
+                    .invoices
+                    .iter()
+                    .position(|i| i.invoice == id)
+                    .ok_or(BillingError::UnknownInvoice(id))?;
+                if self
+                    .invoices
+                    .get(index)
+                    .is_none_or(|b| !b.open().is_positive())
+                {
+                    return Err(BillingError::InvoiceSettled(id));
+                }
+                Some(index)
+            }
+        };
+        self.transact(|ledger| ledger.record_payment_inner(payment, amount, on, named))
+    }
+
+    fn record_payment_inner(
+        &mut self,
+        payment: PaymentId,
+        amount: Money,
+        on: NaiveDate,
+        named: Option<usize>,
+    ) -> Result<PaymentOutcome, BillingError> {
+        let mut entries =
+            vec![self.push(on, LedgerEntryKind::PaymentReceived { payment, amount })?];
+        let mut allocations = Vec::new();
+        let mut left = amount;
+        if let Some(index) = named {
+            left = self.allocate_to(payment, index, left, on, &mut entries, &mut allocations)?;
+        }
+        for index in self.oldest_open() {
+            if !left.is_positive() {
+                break;
+            }
+            left = self.allocate_to(payment, index, left, on, &mut entries, &mut allocations)?;
+        }
+        Ok(PaymentOutcome {
+            entries,
+            allocations,
+            credit: left,
+        })
+    }
+
+    /// Refunds part or all of a payment: its credit first, then its allocations newest first
+    /// (those invoices open again). Returns the entries added.
+    ///
+    /// # Errors
+    ///
+    /// [`BillingError::WrongCurrency`], [`BillingError::NonPositiveAmount`],
+    /// [`BillingError::UnknownPayment`], [`BillingError::RefundExceedsPayment`]. Nothing is
+    /// recorded on error.
+    pub fn refund(
+        &mut self,
+        payment: PaymentId,
+        amount: Money,
+        on: NaiveDate,
+    ) -> Result<Vec<LedgerEntry>, BillingError> {
+        self.check("refund", amount)?;
+        let pay = self
+            .payments
+            .iter()
+            .copied()
+            .find(|p| p.payment == payment)
+            .ok_or(BillingError::UnknownPayment(payment))?;
+        let refundable = pay.amount.checked_sub(pay.refunded)?;
+        if amount.amount() > refundable.amount() {
+            return Err(BillingError::RefundExceedsPayment {
+                payment,
+                requested: amount.amount(),
+                refundable: refundable.amount(),
+            });
+        }
+        self.transact(|ledger| ledger.refund_inner(pay, amount, on))
+    }
+
+    fn refund_inner(
+        &mut self,
+        pay: PaymentBalance,
+        amount: Money,
+        on: NaiveDate,
+    ) -> Result<Vec<LedgerEntry>, BillingError> {
+        let payment = pay.payment;
+        let mut to_reverse = amount.checked_sub(pay.unallocated().min(amount)?)?;
+        // Net allocation per invoice of this payment, newest allocation first.
+        let mut net: Vec<(InvoiceId, Money)> = Vec::new();
+        for entry in &self.entries {
+            if let LedgerEntryKind::Allocated {
+                payment: p,
+                invoice,
+                amount,
+            } = &entry.kind
+                && *p == payment
+            {
+                match net.iter_mut().find(|(i, _)| i == invoice) {
+                    Some((_, total)) => *total = total.checked_add(*amount)?,
+                    None => net.push((*invoice, *amount)),
+                }
+            }
+        }
+        let mut entries = Vec::new();
+        for (invoice, allocated) in net.into_iter().rev() {
+            if !to_reverse.is_positive() {
+                break;
+            }
+            let reverse = allocated.min(to_reverse)?;
+            if reverse.is_positive() {
+                entries.push(self.push(
+                    on,
+                    LedgerEntryKind::Allocated {
+                        payment,
+                        invoice,
+                        amount: reverse.negate(),
+                    },
+                )?);
+                to_reverse = to_reverse.checked_sub(reverse)?;
+            }
+        }
+        entries.push(self.push(on, LedgerEntryKind::Refunded { payment, amount })?);
+        Ok(entries)
+    }
+}
+
+/// Where ledgers are kept. Every call is scoped to a tenant; entries are only ever appended.
+pub trait PaymentStore: Send + Sync {
+    /// Appends entries to a customer's ledger.
+    ///
+    /// # Errors
+    ///
+    /// Storage failures, as the implementation reports them.
+    fn append(
+        &self,
+        tenant: TenantId,
+        customer: CustomerId,
+        entries: &[LedgerEntry],
+    ) -> impl Future<Output = Result<(), BillingError>> + Send;
+
+    /// A customer's entries in order.
+    ///
+    /// # Errors
+    ///
+    /// Storage failures, as the implementation reports them.
+    fn entries(
+        &self,
+        tenant: TenantId,
+        customer: CustomerId,
+    ) -> impl Future<Output = Result<Vec<LedgerEntry>, BillingError>> + Send;
+}
+
+/// A [`PaymentStore`] in memory, for tests and examples.
+#[derive(Debug, Default)]
+pub struct InMemoryPaymentStore {
+    ledgers: Mutex<HashMap<(TenantId, CustomerId), Vec<LedgerEntry>>>,
+}
+
+impl InMemoryPaymentStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl PaymentStore for InMemoryPaymentStore {
+    async fn append(
+        &self,
+        tenant: TenantId,
+        customer: CustomerId,
+        entries: &[LedgerEntry],
+    ) -> Result<(), BillingError> {
+        let mut ledgers = self.ledgers.lock().unwrap_or_else(|e| e.into_inner());
+        ledgers
+            .entry((tenant, customer))
+            .or_default()
+            .extend_from_slice(entries);
+        Ok(())
+    }
+
+    async fn entries(
+        &self,
+        tenant: TenantId,
+        customer: CustomerId,
+    ) -> Result<Vec<LedgerEntry>, BillingError> {
+        let ledgers = self.ledgers.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(ledgers
+            .get(&(tenant, customer))
+            .cloned()
+            .unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn usd(minor: i64) -> Money {
+        Money::from_minor(minor, Currency::USD)
+    }
+
+    fn day(d: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(2026, 3, d).unwrap()
+    }
+
+    fn ledger_with_two_invoices() -> CustomerLedger {
+        let mut ledger = CustomerLedger::new(CustomerId::from_u128(1), Currency::USD);
+        ledger
+            .record_invoice(InvoiceId::from_u128(1), usd(3000), day(1), day(15))
+            .unwrap();
+        ledger
+            .record_invoice(InvoiceId::from_u128(2), usd(2000), day(5), day(20))
+            .unwrap();
+        ledger
+    }
+
+    #[test]
+    fn named_invoice_first_then_oldest_and_credit_feeds_the_next_invoice() {
+        let mut ledger = ledger_with_two_invoices();
+        let out = ledger
+            .record_payment(
+                PaymentId::from_u128(1),
+                usd(2500),
+                day(6),
+                AllocationTarget::Invoice(InvoiceId::from_u128(2)),
+            )
+            .unwrap();
+        assert_eq!(
+            out.allocations,
+            vec![
+                (InvoiceId::from_u128(2), usd(2000)),
+                (InvoiceId::from_u128(1), usd(500))
+            ]
+        );
+        assert_eq!(out.credit, usd(0));
+        ledger
+            .record_payment(
+                PaymentId::from_u128(2),
+                usd(3000),
+                day(7),
+                AllocationTarget::OldestFirst,
+            )
+            .unwrap();
+        assert_eq!(ledger.credit(), usd(500));
+        ledger
+            .record_invoice(InvoiceId::from_u128(3), usd(1200), day(8), day(22))
+            .unwrap();
+        assert_eq!(ledger.credit(), usd(0));
+        assert_eq!(
+            ledger.invoice(InvoiceId::from_u128(3)).unwrap().open(),
+            usd(700)
+        );
+        let rebuilt = CustomerLedger::from_entries(
+            ledger.customer(),
+            Currency::USD,
+            ledger.entries().to_vec(),
+        )
+        .unwrap();
+        assert_eq!(rebuilt, ledger);
+    }
+
+    #[test]
+    fn refund_takes_credit_first_then_reopens_newest_allocation() {
+        let mut ledger = ledger_with_two_invoices();
+        ledger
+            .record_payment(
+                PaymentId::from_u128(1),
+                usd(6000),
+                day(6),
+                AllocationTarget::OldestFirst,
+            )
+            .unwrap();
+        ledger
+            .refund(PaymentId::from_u128(1), usd(1500), day(9))
+            .unwrap();
+        assert_eq!(ledger.credit(), usd(0));
+        assert_eq!(
+            ledger.invoice(InvoiceId::from_u128(2)).unwrap().open(),
+            usd(500)
+        );
+        assert_eq!(
+            ledger.invoice(InvoiceId::from_u128(1)).unwrap().open(),
+            usd(0)
+        );
+        assert_eq!(
+            ledger.settlements(InvoiceId::from_u128(2)),
+            vec![
+                Settlement {
+                    on: day(6),
+                    amount: usd(2000).amount()
+                },
+                Settlement {
+                    on: day(9),
+                    amount: usd(-500).amount()
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_payments_are_refused_and_change_nothing() {
+        let mut ledger = ledger_with_two_invoices();
+        let before = ledger.clone();
+        let eur = Money::from_minor(100, Currency::EUR);
+        assert_eq!(
+            ledger.record_payment(
+                PaymentId::from_u128(1),
+                eur,
+                day(6),
+                AllocationTarget::OldestFirst
+            ),
+            Err(BillingError::WrongCurrency {
+                what: "payment",
+                expected: "USD",
+                got: "EUR"
+            })
+        );
+        assert_eq!(
+            ledger.record_payment(
+                PaymentId::from_u128(1),
+                usd(0),
+                day(6),
+                AllocationTarget::OldestFirst
+            ),
+            Err(BillingError::NonPositiveAmount {
+                what: "payment",
+                amount: usd(0).amount()
+            })
+        );
+        assert_eq!(
+            ledger.record_payment(
+                PaymentId::from_u128(1),
+                usd(10),
+                day(6),
+                AllocationTarget::Invoice(InvoiceId::from_u128(9))
+            ),
+            Err(BillingError::UnknownInvoice(InvoiceId::from_u128(9)))
+        );
+        assert_eq!(
+            ledger.refund(PaymentId::from_u128(1), usd(10), day(6)),
+            Err(BillingError::UnknownPayment(PaymentId::from_u128(1)))
+        );
+        assert_eq!(ledger, before);
+        ledger
+            .record_payment(
+                PaymentId::from_u128(1),
+                usd(100),
+                day(6),
+                AllocationTarget::OldestFirst,
+            )
+            .unwrap();
+        let before = ledger.clone();
+        assert_eq!(
+            ledger.refund(PaymentId::from_u128(1), usd(101), day(7)),
+            Err(BillingError::RefundExceedsPayment {
+                payment: PaymentId::from_u128(1),
+                requested: usd(101).amount(),
+                refundable: usd(100).amount()
+            })
+        );
+        assert_eq!(ledger, before);
+    }
+}

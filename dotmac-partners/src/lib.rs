@@ -1,0 +1,50 @@
+//! # dotmac-partners
+//!
+//! Commission arithmetic for an ISP's resellers and referral partners, as pure functions over
+//! values (no I/O, no clock):
+//!
+//! - [`CommissionTiers`]: tiered rates on an amount, [`TierMode::Marginal`] (each part at its
+//!   tier's rate) or [`TierMode::Retroactive`] (the highest tier reached prices everything).
+//! - [`ReferralLedger`]: a partner's append-only ledger for one referred customer. Commission is
+//!   earned on payments collected (not invoices issued) for a number of months or for life,
+//!   clawed back on refunds (most recent payment first, at that payment's rate, possibly taking
+//!   the balance negative), held for a number of days before it is payable, and paid out above
+//!   a minimum. Every movement is an entry; totals are derived, never edited.
+//! - [`split_commission`]: a master agent's and sub-agents' shares that sum exactly.
+//!
+//! Every commission amount is rounded half-up to the minor unit when it is recorded, through
+//! `dotmac_core::Money::round`.
+//!
+//! ## Example
+//!
+//! ```
+//! use dotmac_partners::{CommissionTier, CommissionTiers, TierMode};
+//! use rust_decimal::Decimal;
+//!
+//! let tiers = CommissionTiers::new(TierMode::Retroactive, vec![
+//!     CommissionTier { from: Decimal::ZERO, rate_percent: Decimal::from(5) },
+//!     CommissionTier { from: Decimal::from(1_000_000), rate_percent: Decimal::from(7) },
+//! ])?;
+//! assert_eq!(tiers.commission(Decimal::from(1_000_000))?, Decimal::from(70_000));
+//! # Ok::<(), dotmac_partners::PartnersError>(())
+//! ```
+//!
+//! ## Features
+//!
+//! None.
+
+mod error;
+mod ledger;
+mod tiers;
+
+pub use error::PartnersError;
+pub use ledger::{
+    CommissionDuration, CommissionPlan, EntryKind, LedgerEntry, LedgerSummary, ReferralLedger,
+    split_commission,
+};
+pub use tiers::{CommissionTier, CommissionTiers, TierMode};
+
+dotmac_core::define_id! {
+    /// A reseller or referral partner.
+    PartnerId
+}

@@ -1,0 +1,208 @@
+//! Tiered commission rates on one amount.
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::error::PartnersError;
+
+/// How a tier table prices an amount.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TierMode {
+    /// Each part of the amount at its own tier's rate (like income-tax brackets).
+    Marginal,
+    /// The highest tier reached prices the whole amount.
+    Retroactive,
+}
+
+/// One tier: from `from` (inclusive) up to the next tier's `from`, at `rate_percent`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommissionTier {
+    /// Inclusive lower bound.
+    pub from: Decimal,
+    /// Rate in percent (5 means 5 %).
+    pub rate_percent: Decimal,
+}
+
+/// A validated tier table.
+///
+/// ```
+/// use dotmac_partners::{CommissionTier, CommissionTiers, TierMode};
+/// use rust_decimal::Decimal;
+///
+/// let tier = |from: i64, rate: i64| CommissionTier { from: from.into(), rate_percent: rate.into() };
+/// let table = CommissionTiers::new(TierMode::Marginal, vec![tier(0, 3), tier(300_000, 5), tier(500_000, 7)])?;
+/// // 3 % of 300k + 5 % of 200k + 7 % of 100k
+/// assert_eq!(table.commission(Decimal::from(600_000))?, Decimal::from(26_000));
+/// # Ok::<(), dotmac_partners::PartnersError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RawTiers")]
+pub struct CommissionTiers {
+    mode: TierMode,
+    tiers: Vec<CommissionTier>,
+}
+
+#[derive(Deserialize)]
+struct RawTiers {
+    mode: TierMode,
+    tiers: Vec<CommissionTier>,
+}
+
+impl TryFrom<RawTiers> for CommissionTiers {
+    type Error = PartnersError;
+    fn try_from(raw: RawTiers) -> Result<Self, Self::Error> {
+        CommissionTiers::new(raw.mode, raw.tiers)
+    }
+}
+
+impl CommissionTiers {
+    /// A table of tiers in ascending `from` order.
+    ///
+    /// # Errors
+    ///
+    /// [`PartnersError::InvalidTiers`] for an empty table, a negative bound or bounds that do not
+    /// strictly ascend; [`PartnersError::InvalidRate`] for a rate outside 0–100 %.
+    pub fn new(mode: TierMode, tiers: Vec<CommissionTier>) -> Result<Self, PartnersError> {
+        if tiers.is_empty() {
+            return Err(PartnersError::InvalidTiers { reason: "no tiers" });
+        }
+        let mut previous: Option<Decimal> = None;
+        for tier in &tiers {
+            check_rate(tier.rate_percent)?;
+            if tier.from < Decimal::ZERO {
+                return Err(PartnersError::InvalidTiers {
+                    reason: "a tier starts below zero",
+                });
+            }
+            if previous.is_some_and(|p| tier.from <= p) {
+                return Err(PartnersError::InvalidTiers {
+                    reason: "tier bounds must strictly ascend",
+                });
+            }
+            previous = Some(tier.from);
+        }
+        Ok(CommissionTiers { mode, tiers })
+    }
+
+    /// The mode.
+    pub fn mode(&self) -> TierMode {
+        self.mode
+    }
+
+    /// The tiers, ascending.
+    pub fn tiers(&self) -> &[CommissionTier] {
+        &self.tiers
+    }
+
+    /// The exact (unrounded) commission on `amount`. Amounts below the first tier earn nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`PartnersError::NegativeBase`] for a negative amount; [`PartnersError::Core`] on
+    /// overflow.
+    pub fn commission(&self, amount: Decimal) -> Result<Decimal, PartnersError> {
+        if amount < Decimal::ZERO {
+            return Err(PartnersError::NegativeBase(amount));
+        }
+        match self.mode {
+            TierMode::Retroactive => {
+                let reached = self.tiers.iter().rev().find(|t| t.from <= amount);
+                reached.map_or(Ok(Decimal::ZERO), |t| percent_of(amount, t.rate_percent))
+            }
+            TierMode::Marginal => {
+                let mut total = Decimal::ZERO;
+                for (i, tier) in self.tiers.iter().enumerate() {
+                    if amount <= tier.from {
+                        break;
+                    }
+                    let upper = self
+                        .tiers
+                        .get(i + 1)
+                        .map_or(amount, |next| next.from.min(amount));
+                    let part = percent_of(upper - tier.from, tier.rate_percent)?;
+                    total = total.checked_add(part).ok_or(overflow())?;
+                }
+                Ok(total)
+            }
+        }
+    }
+}
+
+pub(crate) fn check_rate(rate: Decimal) -> Result<(), PartnersError> {
+    if rate < Decimal::ZERO || rate > Decimal::ONE_HUNDRED {
+        Err(PartnersError::InvalidRate(rate))
+    } else {
+        Ok(())
+    }
+}
+
+pub(crate) fn percent_of(amount: Decimal, rate_percent: Decimal) -> Result<Decimal, PartnersError> {
+    amount
+        .checked_mul(rate_percent)
+        .and_then(|p| p.checked_div(Decimal::ONE_HUNDRED))
+        .ok_or_else(overflow)
+}
+
+fn overflow() -> PartnersError {
+    PartnersError::Core(dotmac_core::CoreError::Overflow {
+        operation: "commission",
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rust_decimal_macros::dec;
+
+    fn tier(from: Decimal, rate: Decimal) -> CommissionTier {
+        CommissionTier {
+            from,
+            rate_percent: rate,
+        }
+    }
+
+    #[test]
+    fn retroactive_switches_at_the_bound() {
+        let t = CommissionTiers::new(
+            TierMode::Retroactive,
+            vec![tier(dec!(0), dec!(5)), tier(dec!(1000000), dec!(7))],
+        )
+        .unwrap();
+        assert_eq!(t.commission(dec!(999999)).unwrap(), dec!(49999.95));
+        assert_eq!(t.commission(dec!(1000000)).unwrap(), dec!(70000));
+    }
+
+    #[test]
+    fn below_first_tier_earns_nothing() {
+        let t = CommissionTiers::new(TierMode::Marginal, vec![tier(dec!(100), dec!(10))]).unwrap();
+        assert_eq!(t.commission(dec!(50)).unwrap(), dec!(0));
+        assert_eq!(t.commission(dec!(150)).unwrap(), dec!(5));
+    }
+
+    #[test]
+    fn bad_tables_and_amounts_are_refused() {
+        assert_eq!(
+            CommissionTiers::new(TierMode::Marginal, vec![]),
+            Err(PartnersError::InvalidTiers { reason: "no tiers" })
+        );
+        assert_eq!(
+            CommissionTiers::new(
+                TierMode::Marginal,
+                vec![tier(dec!(10), dec!(1)), tier(dec!(10), dec!(2))]
+            ),
+            Err(PartnersError::InvalidTiers {
+                reason: "tier bounds must strictly ascend"
+            })
+        );
+        assert_eq!(
+            CommissionTiers::new(TierMode::Marginal, vec![tier(dec!(0), dec!(101))]),
+            Err(PartnersError::InvalidRate(dec!(101)))
+        );
+        let t = CommissionTiers::new(TierMode::Marginal, vec![tier(dec!(0), dec!(1))]).unwrap();
+        assert_eq!(
+            t.commission(dec!(-1)),
+            Err(PartnersError::NegativeBase(dec!(-1)))
+        );
+    }
+}

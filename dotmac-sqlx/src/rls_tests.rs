@@ -1,0 +1,166 @@
+//! Row-level security on PostgreSQL: a transaction scoped to tenant A cannot see or touch
+//! tenant B's rows even with SQL that forgets its `WHERE tenant_id`. Runs when DATABASE_URL is
+//! set, and fails (does not skip) if that server cannot be used.
+
+use chrono::{NaiveDate, TimeZone, Utc};
+use dotmac_core::{Currency, CustomerId, EventId, InvoiceId, Money, TenantId};
+use sqlx::Row;
+
+use crate::dialect::postgres as d;
+use crate::{Database, DatabaseOptions, InvoiceRecord, OutboxEvent};
+
+async fn postgres() -> Option<Database> {
+    let url = std::env::var("DATABASE_URL").ok()?;
+    let options = DatabaseOptions::new(url)
+        .schema("dotmac_test_rls_unit")
+        .max_connections(1);
+    Some(
+        Database::connect_with(options)
+            .await
+            .unwrap_or_else(|e| panic!("DATABASE_URL is set but PostgreSQL is unusable: {e}")),
+    )
+}
+
+fn pool(db: &Database) -> &sqlx::PgPool {
+    match db.backend_pool() {
+        crate::db::Backend::Postgres(pool) => pool,
+        #[allow(unreachable_patterns)]
+        _ => panic!("not a PostgreSQL database"),
+    }
+}
+
+async fn tenant_with_data(db: &Database, invoices: usize) -> TenantId {
+    let tenant = TenantId::new();
+    let now = Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).unwrap();
+    db.create_tenant(tenant, "isp", now).await.unwrap();
+    let records: Vec<InvoiceRecord> = (0..invoices)
+        .map(|_| InvoiceRecord {
+            id: InvoiceId::new(),
+            customer: CustomerId::new(),
+            subscription: None,
+            issued_on: NaiveDate::from_ymd_opt(2026, 3, 1).unwrap(),
+            total: Money::new(rust_decimal::Decimal::ONE, Currency::USD),
+            status: "open".into(),
+            lines: Vec::new(),
+            body: serde_json::json!({}),
+        })
+        .collect();
+    let events = vec![OutboxEvent {
+        id: EventId::new(),
+        tenant,
+        event_type: "test.happened".into(),
+        occurred_at: now,
+        payload: serde_json::json!({}),
+    }];
+    db.insert_invoices(tenant, "INV", &records, &events).await.unwrap();
+    tenant
+}
+
+async fn count(tx: &mut d::Tx, sql: &'static str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(&mut **tx).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_query_without_a_tenant_filter_sees_only_its_tenant() {
+    let Some(db) = postgres().await else { return };
+    let a = tenant_with_data(&db, 2).await;
+    let b = tenant_with_data(&db, 3).await;
+
+    let mut tx = d::begin_tenant(pool(&db), a).await.unwrap();
+    // The buggy queries: no WHERE tenant_id at all.
+    assert_eq!(count(&mut tx, "SELECT COUNT(*) FROM invoices").await, 2);
+    assert_eq!(count(&mut tx, "SELECT COUNT(*) FROM outbox").await, 1);
+    assert_eq!(count(&mut tx, "SELECT COUNT(*) FROM invoice_counters").await, 1);
+    let tenants: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT tenant_id FROM tenants")
+        .fetch_all(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(tenants, vec![a.as_uuid()]);
+    // Even naming B explicitly finds nothing.
+    let b_rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM invoices WHERE tenant_id = $1")
+        .bind(b.as_uuid())
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(b_rows, 0);
+    // A blanket UPDATE touches A's rows only.
+    let touched = sqlx::query("UPDATE invoices SET status = 'void'")
+        .execute(&mut *tx)
+        .await
+        .unwrap()
+        .rows_affected();
+    assert_eq!(touched, 2);
+    tx.rollback().await.unwrap();
+
+    // B's invoices are untouched and still B's.
+    let mut tx = d::begin_tenant(pool(&db), b).await.unwrap();
+    assert_eq!(
+        count(&mut tx, "SELECT COUNT(*) FROM invoices WHERE status = 'open'").await,
+        3
+    );
+    tx.rollback().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_tenant_transaction_cannot_write_another_tenants_rows() {
+    let Some(db) = postgres().await else { return };
+    let a = tenant_with_data(&db, 0).await;
+    let b = tenant_with_data(&db, 0).await;
+    let mut tx = d::begin_tenant(pool(&db), a).await.unwrap();
+    let smuggled = sqlx::query(
+        "INSERT INTO idempotency_keys (tenant_id, scope, key, reference, created_at) \
+         VALUES ($1, 's', 'k', 'r', now())",
+    )
+    .bind(b.as_uuid())
+    .execute(&mut *tx)
+    .await;
+    let error = smuggled.unwrap_err().to_string();
+    assert!(error.contains("row-level security"), "{error}");
+    tx.rollback().await.unwrap();
+}
+
+#[tokio::test]
+async fn nothing_leaks_to_the_next_user_of_a_pooled_connection() {
+    let Some(db) = postgres().await else { return };
+    let a = tenant_with_data(&db, 1).await;
+    let mut tx = d::begin_tenant(pool(&db), a).await.unwrap();
+    let role: String = sqlx::query_scalar("SELECT current_user::text").fetch_one(&mut *tx).await.unwrap();
+    assert_eq!(role, "dotmac_app");
+    tx.commit().await.unwrap();
+
+    // The pool has one connection: this is the same session, back to the owner, no tenant.
+    let row = sqlx::query(
+        "SELECT current_user::text AS role, \
+                COALESCE(current_setting('dotmac.tenant_id', true), '') AS tenant",
+    )
+    .fetch_one(pool(&db))
+    .await
+    .unwrap();
+    assert_ne!(row.get::<String, _>("role"), "dotmac_app");
+    assert_eq!(row.get::<String, _>("tenant"), "");
+
+    // The application role without a tenant sees no rows at all.
+    let mut tx = pool(&db).begin().await.unwrap();
+    sqlx::query("SELECT set_config('role', 'dotmac_app', true)")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(count(&mut tx, "SELECT COUNT(*) FROM invoices").await, 0);
+    assert_eq!(count(&mut tx, "SELECT COUNT(*) FROM tenants").await, 0);
+    tx.rollback().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_relay_role_reads_the_outbox_and_nothing_else() {
+    let Some(db) = postgres().await else { return };
+    tenant_with_data(&db, 1).await;
+    let mut tx = d::begin_relay(pool(&db)).await.unwrap();
+    assert!(count(&mut tx, "SELECT COUNT(*) FROM outbox").await >= 1);
+    let denied = sqlx::query("SELECT COUNT(*) FROM invoices")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(denied.contains("permission denied"), "{denied}");
+    tx.rollback().await.unwrap();
+}
