@@ -9,7 +9,7 @@
 
 use std::fmt;
 
-use chrono::{Datelike, Duration, NaiveDate};
+use chrono::{Datelike, Days, NaiveDate};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
@@ -141,25 +141,17 @@ impl BillingInterval {
     ///
     /// [`CoreError::DateOutOfRange`] when the date is outside chrono's range.
     pub fn period_start(&self, anchor: NaiveDate, k: i64) -> Result<NaiveDate, CoreError> {
-        let count = i64::from(self.count);
-        let out_of_range = CoreError::DateOutOfRange("period start");
+        let steps = match self.unit {
+            IntervalUnit::Day | IntervalUnit::Month => i64::from(self.count),
+            IntervalUnit::Week => i64::from(self.count) * 7,
+            IntervalUnit::Year => i64::from(self.count) * 12,
+        };
+        let offset = k
+            .checked_mul(steps)
+            .ok_or(CoreError::DateOutOfRange("period start"))?;
         match self.unit {
-            IntervalUnit::Day => add_days(anchor, k.checked_mul(count).ok_or(out_of_range)?),
-            IntervalUnit::Week => add_days(
-                anchor,
-                k.checked_mul(count)
-                    .and_then(|w| w.checked_mul(7))
-                    .ok_or(out_of_range)?,
-            ),
-            IntervalUnit::Month => {
-                add_months_clamped(anchor, k.checked_mul(count).ok_or(out_of_range)?)
-            }
-            IntervalUnit::Year => add_months_clamped(
-                anchor,
-                k.checked_mul(count)
-                    .and_then(|y| y.checked_mul(12))
-                    .ok_or(out_of_range)?,
-            ),
+            IntervalUnit::Day | IntervalUnit::Week => add_days(anchor, offset),
+            IntervalUnit::Month | IntervalUnit::Year => add_months_clamped(anchor, offset),
         }
     }
 
@@ -179,11 +171,10 @@ impl BillingInterval {
                     * if self.unit == IntervalUnit::Year { 12 } else { 1 };
                 let base = month_index(anchor);
                 let day = anchor.day();
-                let out_of_range = CoreError::DateOutOfRange("period start");
                 let at = |i: i64| {
                     i.checked_mul(months_per)
                         .and_then(|m| m.checked_add(base))
-                        .ok_or(out_of_range.clone())
+                        .ok_or(CoreError::DateOutOfRange("period start"))
                         .and_then(|total| date_from_month_index(total, day))
                 };
                 (at(k)?, at(next)?)
@@ -220,18 +211,16 @@ impl BillingInterval {
             }
         };
         // The estimate is exact for days and weeks and off by at most one for clamped months.
-        while self.period_start(anchor, k)? > date {
-            k -= 1;
-        }
         loop {
-            let next = k + 1;
-            if self.period_start(anchor, next)? <= date {
-                k = next;
+            let period = self.period(anchor, k)?;
+            if date < period.start() {
+                k -= 1;
+            } else if date >= period.end() {
+                k += 1;
             } else {
-                break;
+                return Ok((k, period));
             }
         }
-        Ok((k, self.period(anchor, k)?))
     }
 }
 
@@ -256,9 +245,12 @@ fn month_index(date: NaiveDate) -> i64 {
 }
 
 fn add_days(date: NaiveDate, days: i64) -> Result<NaiveDate, CoreError> {
-    Duration::try_days(days)
-        .and_then(|d| date.checked_add_signed(d))
-        .ok_or(CoreError::DateOutOfRange("period start"))
+    let moved = if days >= 0 {
+        date.checked_add_days(Days::new(days.unsigned_abs()))
+    } else {
+        date.checked_sub_days(Days::new(days.unsigned_abs()))
+    };
+    moved.ok_or(CoreError::DateOutOfRange("period start"))
 }
 
 /// `date` moved by `months`, keeping its day of month but clamping it to the target month's
@@ -272,12 +264,12 @@ pub(crate) fn add_months_clamped(date: NaiveDate, months: i64) -> Result<NaiveDa
 
 /// The date in month `total` (years × 12 + month0) with `day` clamped to that month's end.
 fn date_from_month_index(total: i64, day: u32) -> Result<NaiveDate, CoreError> {
-    let out_of_range = CoreError::DateOutOfRange("period start");
-    let year = i32::try_from(total.div_euclid(12)).map_err(|_| out_of_range.clone())?;
+    let out_of_range = || CoreError::DateOutOfRange("period start");
+    let year = i32::try_from(total.div_euclid(12)).map_err(|_| out_of_range())?;
     // rem_euclid(12) is in 0..12, so the cast is lossless.
     let month = total.rem_euclid(12) as u32 + 1;
     let day = day.min(days_in_month(year, month));
-    NaiveDate::from_ymd_opt(year, month, day).ok_or(out_of_range)
+    NaiveDate::from_ymd_opt(year, month, day).ok_or_else(out_of_range)
 }
 
 /// Days in a month of the proleptic Gregorian calendar.
