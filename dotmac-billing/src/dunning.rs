@@ -21,12 +21,22 @@
 //! * Fees (on any step, and the reconnection fee) are amounts in the invoice's currency; they
 //!   come out on the action for the embedding service to add to the customer's next invoice.
 
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Mutex;
+
 use chrono::{Datelike, Days, NaiveDate, Weekday};
-use dotmac_core::{CustomerId, EventPayload, InvoiceId, Money};
+use chrono_tz::Tz;
+use dotmac_core::{
+    Clock, Currency, CustomerId, DomainEvent, EventPayload, InvoiceId, Money, PaymentId, TenantId,
+};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::error::BillingError;
+use crate::invoice::{LineKind, PendingCharge, PendingChargeId};
+use crate::payments::{AllocationTarget, CustomerLedger, LedgerEntry, PaymentStore};
+use crate::usage::stable_id;
 
 /// The most steps a policy may have (the state keeps one bit per step and one per restore).
 pub const MAX_DUNNING_STEPS: usize = 32;
@@ -390,6 +400,37 @@ pub struct FiredAction {
     pub fee: Option<Money>,
 }
 
+impl FiredAction {
+    /// The action's fee as a one-off charge for the customer's next invoice: a late fee for a
+    /// step's fee, a reconnection fee for a restore. Its id is derived from the invoice, the
+    /// step and the action, so adding it twice is a no-op.
+    pub fn pending_charge(&self) -> Option<PendingCharge> {
+        let fee = self.fee.filter(|f| f.is_positive())?;
+        let kind = match self.action {
+            CollectionAction::Restore => LineKind::ReconnectionFee,
+            _ => LineKind::LateFee,
+        };
+        let id = stable_id(&[
+            b"dunning-fee",
+            self.invoice.as_uuid().as_bytes(),
+            &[self.step],
+            self.action.event_type().as_bytes(),
+        ]);
+        Some(PendingCharge {
+            id: PendingChargeId::from_u128(id),
+            customer: self.customer,
+            subscription: None,
+            kind,
+            text: None,
+            period: None,
+            quantity: Decimal::ONE,
+            unit_price: fee,
+            price: None,
+            created_on: self.on,
+        })
+    }
+}
+
 impl EventPayload for FiredAction {
     fn event_type(&self) -> &'static str {
         self.action.event_type()
@@ -572,6 +613,243 @@ pub fn evaluate(
     out.len() - before
 }
 
+/// Where each invoice's [`DunningState`] is kept. Every call is scoped to a tenant.
+pub trait DunningStore: Send + Sync {
+    /// The state of an invoice (the default state when none was saved).
+    ///
+    /// # Errors
+    ///
+    /// Storage failures, as the implementation reports them.
+    fn state(
+        &self,
+        tenant: TenantId,
+        invoice: InvoiceId,
+    ) -> impl Future<Output = Result<DunningState, BillingError>> + Send;
+
+    /// Saves the state of an invoice.
+    ///
+    /// # Errors
+    ///
+    /// Storage failures, as the implementation reports them.
+    fn save_state(
+        &self,
+        tenant: TenantId,
+        invoice: InvoiceId,
+        state: DunningState,
+    ) -> impl Future<Output = Result<(), BillingError>> + Send;
+}
+
+/// A [`DunningStore`] in memory, for tests and examples.
+#[derive(Debug, Default)]
+pub struct InMemoryDunningStore {
+    states: Mutex<HashMap<(TenantId, InvoiceId), DunningState>>,
+}
+
+impl InMemoryDunningStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl DunningStore for InMemoryDunningStore {
+    async fn state(
+        &self,
+        tenant: TenantId,
+        invoice: InvoiceId,
+    ) -> Result<DunningState, BillingError> {
+        let states = self.states.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(states.get(&(tenant, invoice)).copied().unwrap_or_default())
+    }
+
+    async fn save_state(
+        &self,
+        tenant: TenantId,
+        invoice: InvoiceId,
+        state: DunningState,
+    ) -> Result<(), BillingError> {
+        let mut states = self.states.lock().unwrap_or_else(|e| e.into_inner());
+        states.insert((tenant, invoice), state);
+        Ok(())
+    }
+}
+
+/// What the collections service reports: ledger movements and collection actions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum CollectionEvent {
+    /// An entry appended to a customer's ledger.
+    Ledger(LedgerEntry),
+    /// A collection action to carry out (notify, charge a fee, suspend or restore service).
+    Action(FiredAction),
+}
+
+impl EventPayload for CollectionEvent {
+    fn event_type(&self) -> &'static str {
+        match self {
+            CollectionEvent::Ledger(entry) => entry.event_type(),
+            CollectionEvent::Action(action) => action.event_type(),
+        }
+    }
+}
+
+/// Payments and collections for a tenant: records payments in the ledger, runs the dunning
+/// policy over a customer's invoices and returns what happened as domain events. Today is the
+/// clock's date in the tenant's time zone.
+#[derive(Debug)]
+pub struct CollectionsService<P, D, C> {
+    payments: P,
+    dunning: D,
+    clock: C,
+    zone: Tz,
+    policy: DunningPolicy,
+}
+
+impl<P: PaymentStore, D: DunningStore, C: Clock> CollectionsService<P, D, C> {
+    /// A service over the two stores, with the tenant's policy and time zone.
+    pub fn new(payments: P, dunning: D, clock: C, zone: Tz, policy: DunningPolicy) -> Self {
+        CollectionsService {
+            payments,
+            dunning,
+            clock,
+            zone,
+            policy,
+        }
+    }
+
+    /// The payment store.
+    pub fn payment_store(&self) -> &P {
+        &self.payments
+    }
+
+    fn today(&self) -> NaiveDate {
+        self.clock.today_in(self.zone)
+    }
+
+    fn wrap(
+        &self,
+        tenant: TenantId,
+        events: Vec<CollectionEvent>,
+    ) -> Vec<DomainEvent<CollectionEvent>> {
+        events
+            .into_iter()
+            .map(|e| DomainEvent::new(tenant, &self.clock, e))
+            .collect()
+    }
+
+    async fn ledger(
+        &self,
+        tenant: TenantId,
+        customer: CustomerId,
+        currency: Currency,
+    ) -> Result<CustomerLedger, BillingError> {
+        let entries = self.payments.entries(tenant, customer).await?;
+        CustomerLedger::from_entries(customer, currency, entries)
+    }
+
+    /// Records an issued invoice in the customer's ledger (the customer's credit pays what it
+    /// can of it at once).
+    ///
+    /// # Errors
+    ///
+    /// As [`CustomerLedger::record_invoice`], and storage failures.
+    pub async fn record_invoice(
+        &self,
+        tenant: TenantId,
+        customer: CustomerId,
+        invoice: InvoiceId,
+        total: Money,
+        issued: NaiveDate,
+        due: NaiveDate,
+    ) -> Result<Vec<DomainEvent<CollectionEvent>>, BillingError> {
+        let mut ledger = self.ledger(tenant, customer, total.currency()).await?;
+        let entries = ledger.record_invoice(invoice, total, issued, due)?;
+        self.payments.append(tenant, customer, &entries).await?;
+        Ok(self.wrap(
+            tenant,
+            entries.into_iter().map(CollectionEvent::Ledger).collect(),
+        ))
+    }
+
+    /// Records a payment dated today, allocates it, then re-evaluates the customer's invoices
+    /// so that a payment settling a suspended invoice restores service in the same call.
+    ///
+    /// # Errors
+    ///
+    /// As [`CustomerLedger::record_payment`] (nothing is stored then), and storage failures.
+    pub async fn record_payment(
+        &self,
+        tenant: TenantId,
+        customer: CustomerId,
+        payment: PaymentId,
+        amount: Money,
+        target: AllocationTarget,
+    ) -> Result<Vec<DomainEvent<CollectionEvent>>, BillingError> {
+        let mut ledger = self.ledger(tenant, customer, amount.currency()).await?;
+        let outcome = ledger.record_payment(payment, amount, self.today(), target)?;
+        self.payments
+            .append(tenant, customer, &outcome.entries)
+            .await?;
+        let mut events: Vec<CollectionEvent> = outcome
+            .entries
+            .into_iter()
+            .map(CollectionEvent::Ledger)
+            .collect();
+        events.extend(self.evaluate_ledger(tenant, &ledger).await?);
+        Ok(self.wrap(tenant, events))
+    }
+
+    /// Runs the dunning policy over the customer's invoices for today. Running it twice on
+    /// the same day returns nothing the second time.
+    ///
+    /// # Errors
+    ///
+    /// Storage failures.
+    pub async fn evaluate(
+        &self,
+        tenant: TenantId,
+        customer: CustomerId,
+        currency: Currency,
+    ) -> Result<Vec<DomainEvent<CollectionEvent>>, BillingError> {
+        let ledger = self.ledger(tenant, customer, currency).await?;
+        let events = self.evaluate_ledger(tenant, &ledger).await?;
+        Ok(self.wrap(tenant, events))
+    }
+
+    async fn evaluate_ledger(
+        &self,
+        tenant: TenantId,
+        ledger: &CustomerLedger,
+    ) -> Result<Vec<CollectionEvent>, BillingError> {
+        let today = self.today();
+        let mut fired = Vec::new();
+        for balance in ledger.invoices() {
+            let invoice = DunningInvoice {
+                id: balance.invoice,
+                customer: ledger.customer(),
+                total: balance.total,
+                due: balance.due,
+            };
+            let mut state = self.dunning.state(tenant, balance.invoice).await?;
+            let settlements = ledger.settlements(balance.invoice);
+            if evaluate(
+                &self.policy,
+                &invoice,
+                &settlements,
+                &mut state,
+                today,
+                &mut fired,
+            ) > 0
+            {
+                self.dunning
+                    .save_state(tenant, balance.invoice, state)
+                    .await?;
+            }
+        }
+        Ok(fired.into_iter().map(CollectionEvent::Action).collect())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -693,6 +971,10 @@ mod tests {
         assert_eq!(out[1].action, CollectionAction::Restore);
         assert_eq!(out[1].on, d("2026-03-22"));
         assert_eq!(out[1].fee, Some(Money::new(dec!(15), Currency::USD)));
+        let charge = out[1].pending_charge().unwrap();
+        assert_eq!(charge.kind, LineKind::ReconnectionFee);
+        assert_eq!(charge.unit_price, Money::new(dec!(15), Currency::USD));
+        assert_eq!(out[0].pending_charge(), None);
         assert!(!state.is_suspended(&policy));
     }
 

@@ -7,11 +7,15 @@ mod catalog;
 mod discount;
 mod error;
 mod invoice;
+mod memory;
 mod pricing;
 mod proration;
+mod service;
+mod store;
 mod subscription;
 mod tax;
 
+pub mod analytics;
 pub mod dunning;
 pub mod payments;
 pub mod radius;
@@ -34,7 +38,13 @@ pub use invoice::{
 pub use pricing::{
     BlockTier, PercentTier, PercentTiers, PriceModel, Tier, Tiers, quantity_from_f64,
 };
+pub use memory::MemoryStore;
 pub use proration::{ProrationMode, fraction, prorate};
+pub use service::{BillRunSummary, BillingEvent, BillingService, BillingSettings, Events};
+pub use store::{
+    BillingCommit, BillingStore, CatalogStore, CommitResult, CustomerAccount, InvoiceStore,
+    SubscriptionStore,
+};
 pub use subscription::{
     FirstPeriod, NewSubscription, Segment, SegmentState, Subscription, SubscriptionStatus,
 };

@@ -541,7 +541,11 @@ impl Database {
     /// # Errors
     ///
     /// [`SqlError::NotFound`] for an unknown run, [`SqlError::Database`].
-    pub async fn bill_run_progress(&self, tenant: TenantId, run: BillRunId) -> Result<BillRunProgress> {
+    pub async fn bill_run_progress(
+        &self,
+        tenant: TenantId,
+        run: BillRunId,
+    ) -> Result<BillRunProgress> {
         dispatch!(self, pool, d => {
             let mut tx = d::begin_read(pool, tenant).await?;
             let chunks: Option<i32> = sqlx::query_scalar(
@@ -733,4 +737,3 @@ mod tests {
         assert!(BillRunProgress { chunks: 0, done: 0 }.is_complete());
     }
 }
-

@@ -224,7 +224,9 @@ impl Database {
 async fn connect_sqlite(options: &DatabaseOptions) -> Result<Database> {
     use std::str::FromStr;
 
-    use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+    use sqlx::sqlite::{
+        SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
+    };
 
     let url = options.url.as_str();
     let connect_error = |source: sqlx::Error| SqlError::Connect {
@@ -299,7 +301,9 @@ async fn connect_postgres(options: &DatabaseOptions) -> Result<Database> {
                 reason: format!("{schema:?} is not a plain lower-case identifier"),
             });
         }
-        create_schema(&connect, schema).await.map_err(connect_error)?;
+        create_schema(&connect, schema)
+            .await
+            .map_err(connect_error)?;
         connect = connect.options([("search_path", schema.as_str())]);
     }
     let pool = PgPoolOptions::new()
@@ -331,7 +335,9 @@ async fn create_schema(
     // although the schema now exists, so serialise on an advisory lock.
     conn.execute("SELECT pg_advisory_lock(727274)").await?;
     let created = conn
-        .execute(AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS {schema}")))
+        .execute(AssertSqlSafe(format!(
+            "CREATE SCHEMA IF NOT EXISTS {schema}"
+        )))
         .await;
     conn.execute("SELECT pg_advisory_unlock(727274)").await?;
     created?;

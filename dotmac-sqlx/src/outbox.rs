@@ -184,7 +184,10 @@ impl Database {
         if let Some(other) = events.iter().find(|e| e.tenant != tenant) {
             return Err(SqlError::InvalidOption {
                 option: "events",
-                reason: format!("event {} belongs to tenant {}, not {tenant}", other.id, other.tenant),
+                reason: format!(
+                    "event {} belongs to tenant {}, not {tenant}",
+                    other.id, other.tenant
+                ),
             });
         }
         dispatch!(self, pool, d => {

@@ -71,7 +71,10 @@ async fn connecting_twice_to_one_file_reapplies_nothing() {
         db.close().await;
     }
     let db = Database::connect(&url).await.unwrap();
-    assert_eq!(db.tenant_name(tenant).await.unwrap().as_deref(), Some("Acme"));
+    assert_eq!(
+        db.tenant_name(tenant).await.unwrap().as_deref(),
+        Some("Acme")
+    );
 }
 
 #[tokio::test]
@@ -83,12 +86,18 @@ async fn unsupported_urls_and_options_are_refused() {
     let schema_on_sqlite = dotmac_sqlx::DatabaseOptions::new("sqlite::memory:").schema("x");
     assert!(matches!(
         Database::connect_with(schema_on_sqlite).await,
-        Err(SqlError::InvalidOption { option: "schema", .. })
+        Err(SqlError::InvalidOption {
+            option: "schema",
+            ..
+        })
     ));
     let bad_schema = dotmac_sqlx::DatabaseOptions::new("postgres://u@127.0.0.1:1/x").schema("A;B");
     assert!(matches!(
         Database::connect_with(bad_schema).await,
-        Err(SqlError::InvalidOption { option: "schema", .. })
+        Err(SqlError::InvalidOption {
+            option: "schema",
+            ..
+        })
     ));
 }
 
@@ -97,9 +106,20 @@ async fn tenants_are_created_once() {
     for (name, db) in backends().await {
         let tenant = new_tenant(&db).await;
         let again = db.create_tenant(tenant, "Other", at(1, 0)).await;
-        assert!(matches!(again, Err(SqlError::Duplicate { what: "tenant", .. })), "{name}");
-        assert_eq!(db.tenant_name(tenant).await.unwrap().as_deref(), Some("Test ISP"), "{name}");
-        assert_eq!(db.tenant_name(TenantId::new()).await.unwrap(), None, "{name}");
+        assert!(
+            matches!(again, Err(SqlError::Duplicate { what: "tenant", .. })),
+            "{name}"
+        );
+        assert_eq!(
+            db.tenant_name(tenant).await.unwrap().as_deref(),
+            Some("Test ISP"),
+            "{name}"
+        );
+        assert_eq!(
+            db.tenant_name(TenantId::new()).await.unwrap(),
+            None,
+            "{name}"
+        );
     }
 }
 
@@ -128,13 +148,28 @@ async fn concurrent_number_reservations_are_gapless_and_unique() {
         numbers.sort_unstable();
         let expected: Vec<i64> = (1..=numbers.len() as i64).collect();
         assert_eq!(numbers, expected, "{name}");
-        assert_eq!(db.last_number(tenant, "INV").await.unwrap(), numbers.len() as i64, "{name}");
+        assert_eq!(
+            db.last_number(tenant, "INV").await.unwrap(),
+            numbers.len() as i64,
+            "{name}"
+        );
         // Series and tenants count separately.
-        assert_eq!(db.reserve_numbers(tenant, "CN", 1).await.unwrap(), 1, "{name}");
-        assert_eq!(db.reserve_numbers(other, "INV", 1).await.unwrap(), 1, "{name}");
+        assert_eq!(
+            db.reserve_numbers(tenant, "CN", 1).await.unwrap(),
+            1,
+            "{name}"
+        );
+        assert_eq!(
+            db.reserve_numbers(other, "INV", 1).await.unwrap(),
+            1,
+            "{name}"
+        );
         assert!(matches!(
             db.reserve_numbers(tenant, "INV", 0).await,
-            Err(SqlError::InvalidOption { option: "count", .. })
+            Err(SqlError::InvalidOption {
+                option: "count",
+                ..
+            })
         ));
     }
 }
@@ -164,16 +199,24 @@ async fn an_idempotency_key_is_claimed_exactly_once() {
             }
         }
         assert_eq!(claimed, 1, "{name}");
-        assert_eq!(replays.len(), 1, "{name}: every replay sees the winner's reference");
+        assert_eq!(
+            replays.len(),
+            1,
+            "{name}: every replay sees the winner's reference"
+        );
         // The same key in another scope or tenant is independent.
         let other = new_tenant(&db).await;
         assert_eq!(
-            db.claim_idempotency_key(other, "payment", "pay-42", "x", at(2, 0)).await.unwrap(),
+            db.claim_idempotency_key(other, "payment", "pay-42", "x", at(2, 0))
+                .await
+                .unwrap(),
             IdempotencyClaim::Claimed,
             "{name}"
         );
         assert_eq!(
-            db.claim_idempotency_key(tenant, "refund", "pay-42", "x", at(2, 0)).await.unwrap(),
+            db.claim_idempotency_key(tenant, "refund", "pay-42", "x", at(2, 0))
+                .await
+                .unwrap(),
             IdempotencyClaim::Claimed,
             "{name}"
         );
@@ -195,32 +238,87 @@ async fn outbox_events_are_stored_once_claimed_and_delivered() {
             events,
             "{name}: round trip in order"
         );
-        assert_eq!(stored[0].event.payload, serde_json::json!({ "account": "A-0" }));
+        assert_eq!(
+            stored[0].event.payload,
+            serde_json::json!({ "account": "A-0" })
+        );
 
         // Only this tenant's events, so that parallel tests in one schema do not interfere.
         let ours = |messages: Vec<dotmac_sqlx::OutboxMessage>| -> Vec<i64> {
-            messages.into_iter().filter(|m| m.event.tenant == tenant).map(|m| m.seq).collect()
+            messages
+                .into_iter()
+                .filter(|m| m.event.tenant == tenant)
+                .map(|m| m.seq)
+                .collect()
         };
         let lease = chrono::Duration::minutes(5);
-        let first = ours(db.claim_outbox("relay-1", 10_000, at(3, 0), lease).await.unwrap());
+        let first = ours(
+            db.claim_outbox("relay-1", 10_000, at(3, 0), lease)
+                .await
+                .unwrap(),
+        );
         assert_eq!(first.len(), 5, "{name}");
-        let second = ours(db.claim_outbox("relay-2", 10_000, at(3, 0), lease).await.unwrap());
-        assert!(second.is_empty(), "{name}: leased events are not claimed twice");
+        let second = ours(
+            db.claim_outbox("relay-2", 10_000, at(3, 0), lease)
+                .await
+                .unwrap(),
+        );
+        assert!(
+            second.is_empty(),
+            "{name}: leased events are not claimed twice"
+        );
 
         // A relay that does not hold the claim marks nothing.
-        assert_eq!(db.mark_delivered("relay-2", &first, at(3, 0)).await.unwrap(), 0, "{name}");
-        assert_eq!(db.mark_delivered("relay-1", &first[..3], at(3, 0)).await.unwrap(), 3);
+        assert_eq!(
+            db.mark_delivered("relay-2", &first, at(3, 0))
+                .await
+                .unwrap(),
+            0,
+            "{name}"
+        );
+        assert_eq!(
+            db.mark_delivered("relay-1", &first[..3], at(3, 0))
+                .await
+                .unwrap(),
+            3
+        );
 
         // relay-1 dies; after the lease the two undelivered events go to relay-2.
-        let retried = db.claim_outbox("relay-2", 10_000, at(3, 1), lease).await.unwrap();
-        let retried: Vec<_> = retried.into_iter().filter(|m| m.event.tenant == tenant).collect();
-        assert_eq!(retried.iter().map(|m| m.seq).collect::<Vec<_>>(), first[3..].to_vec());
+        let retried = db
+            .claim_outbox("relay-2", 10_000, at(3, 1), lease)
+            .await
+            .unwrap();
+        let retried: Vec<_> = retried
+            .into_iter()
+            .filter(|m| m.event.tenant == tenant)
+            .collect();
+        assert_eq!(
+            retried.iter().map(|m| m.seq).collect::<Vec<_>>(),
+            first[3..].to_vec()
+        );
         assert!(retried.iter().all(|m| m.attempts == 2), "{name}");
         // The late relay-1 can no longer mark them; relay-2 can.
-        assert_eq!(db.mark_delivered("relay-1", &first[3..], at(3, 1)).await.unwrap(), 0);
-        assert_eq!(db.mark_delivered("relay-2", &first[3..], at(3, 1)).await.unwrap(), 2);
-        let later = ours(db.claim_outbox("relay-3", 10_000, at(4, 0), lease).await.unwrap());
-        assert!(later.is_empty(), "{name}: delivered events are never claimed again");
+        assert_eq!(
+            db.mark_delivered("relay-1", &first[3..], at(3, 1))
+                .await
+                .unwrap(),
+            0
+        );
+        assert_eq!(
+            db.mark_delivered("relay-2", &first[3..], at(3, 1))
+                .await
+                .unwrap(),
+            2
+        );
+        let later = ours(
+            db.claim_outbox("relay-3", 10_000, at(4, 0), lease)
+                .await
+                .unwrap(),
+        );
+        assert!(
+            later.is_empty(),
+            "{name}: delivered events are never claimed again"
+        );
     }
 }
 
@@ -231,7 +329,13 @@ async fn appending_another_tenants_event_is_refused_and_writes_nothing() {
         let other = new_tenant(&db).await;
         let events = vec![event(tenant, "A"), event(other, "B")];
         let refused = db.append_events(tenant, &events).await;
-        assert!(matches!(refused, Err(SqlError::InvalidOption { option: "events", .. })));
+        assert!(matches!(
+            refused,
+            Err(SqlError::InvalidOption {
+                option: "events",
+                ..
+            })
+        ));
         assert!(db.outbox_events(tenant).await.unwrap().is_empty(), "{name}");
         assert!(db.outbox_events(other).await.unwrap().is_empty(), "{name}");
     }
@@ -253,9 +357,19 @@ async fn money_round_trips_exactly() {
         let tenant = new_tenant(&db).await;
         let records: Vec<InvoiceRecord> = amounts
             .iter()
-            .map(|&a| invoice(a, &[(dec!(1.5), a, a * dec!(1.5)), (dec!(3), dec!(0.333), dec!(0.999))]))
+            .map(|&a| {
+                invoice(
+                    a,
+                    &[
+                        (dec!(1.5), a, a * dec!(1.5)),
+                        (dec!(3), dec!(0.333), dec!(0.999)),
+                    ],
+                )
+            })
             .collect();
-        db.insert_invoices(tenant, "INV", &records, &[]).await.unwrap();
+        db.insert_invoices(tenant, "INV", &records, &[])
+            .await
+            .unwrap();
         let stored = db.invoices(tenant).await.unwrap();
         assert_eq!(stored.len(), records.len(), "{name}");
         for (stored, record) in stored.iter().zip(&records) {
@@ -279,24 +393,41 @@ async fn a_stale_invoice_update_is_a_typed_conflict_and_changes_nothing() {
     for (name, db) in backends().await {
         let tenant = new_tenant(&db).await;
         let record = invoice(dec!(10), &[]);
-        db.insert_invoices(tenant, "INV", std::slice::from_ref(&record), &[]).await.unwrap();
+        db.insert_invoices(tenant, "INV", std::slice::from_ref(&record), &[])
+            .await
+            .unwrap();
         let paid = serde_json::json!({ "paid": true });
-        let v2 = db.update_invoice(tenant, record.id, 1, "paid", &paid).await.unwrap();
+        let v2 = db
+            .update_invoice(tenant, record.id, 1, "paid", &paid)
+            .await
+            .unwrap();
         assert_eq!(v2, 2, "{name}");
         let stale = db
             .update_invoice(tenant, record.id, 1, "void", &serde_json::json!({}))
             .await;
         match stale {
-            Err(SqlError::Conflict { entity: "invoice", expected: 1, actual: Some(2), .. }) => {}
+            Err(SqlError::Conflict {
+                entity: "invoice",
+                expected: 1,
+                actual: Some(2),
+                ..
+            }) => {}
             other => panic!("{name}: {other:?}"),
         }
         let stored = db.invoice(tenant, record.id).await.unwrap().unwrap();
-        assert_eq!((stored.record.status.as_str(), stored.version), ("paid", 2), "{name}");
+        assert_eq!(
+            (stored.record.status.as_str(), stored.version),
+            ("paid", 2),
+            "{name}"
+        );
         assert_eq!(stored.record.body, paid, "{name}");
         // Another tenant cannot update it: to them it does not exist.
         let other = new_tenant(&db).await;
         let foreign = db.update_invoice(other, record.id, 2, "void", &paid).await;
-        assert!(matches!(foreign, Err(SqlError::Conflict { actual: None, .. })), "{name}");
+        assert!(
+            matches!(foreign, Err(SqlError::Conflict { actual: None, .. })),
+            "{name}"
+        );
         assert_eq!(db.invoice(other, record.id).await.unwrap(), None, "{name}");
     }
 }
@@ -309,10 +440,19 @@ async fn a_failed_invoice_write_leaves_nothing_behind() {
         let mut duplicate = invoice(dec!(2), &[(dec!(1), dec!(2), dec!(2))]);
         duplicate.id = first.id;
         let events = vec![event(tenant, "X")];
-        let result = db.insert_invoices(tenant, "INV", &[first, duplicate], &events).await;
-        assert!(matches!(result, Err(SqlError::Duplicate { .. })), "{name}: {result:?}");
+        let result = db
+            .insert_invoices(tenant, "INV", &[first, duplicate], &events)
+            .await;
+        assert!(
+            matches!(result, Err(SqlError::Duplicate { .. })),
+            "{name}: {result:?}"
+        );
         assert!(db.invoices(tenant).await.unwrap().is_empty(), "{name}");
         assert!(db.outbox_events(tenant).await.unwrap().is_empty(), "{name}");
-        assert_eq!(db.last_number(tenant, "INV").await.unwrap(), 0, "{name}: number given back");
+        assert_eq!(
+            db.last_number(tenant, "INV").await.unwrap(),
+            0,
+            "{name}: number given back"
+        );
     }
 }

@@ -120,6 +120,12 @@ pub enum SupportError {
         /// Its id.
         id: String,
     },
+    /// A manual assignment to an agent who is not online or is at capacity.
+    #[error("agent {agent} is not available (offline, away or at capacity); the ticket stays in its queue")]
+    AgentUnavailable {
+        /// The agent.
+        agent: crate::ticket::AgentId,
+    },
     /// The tenant has no support configuration yet.
     #[error("no support configuration for this tenant; call SupportService::configure first")]
     NotConfigured,

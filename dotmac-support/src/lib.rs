@@ -1,18 +1,83 @@
 //! # dotmac-support
 //!
-//! (crate docs below)
+//! The support desk of [DotMac](https://github.com/dotmac-sdk/dotmac): tickets whose every change
+//! is kept in an append-only history, business calendars with IANA time zones and holidays,
+//! SLA clocks rebuilt from that history (so they pause while waiting on the customer and
+//! recompute exactly when a past status or the calendar changes), routing rules and
+//! assignment strategies that never hand work to an offline agent, escalation rules, and CSAT.
+//!
+//! - [`Ticket`]: statuses as a state machine with typed errors, priorities, categories,
+//!   channels, comments, tags, merges and parent incidents.
+//! - [`BusinessCalendar`]: working intervals per weekday, holidays ([`ical_holidays`] imports
+//!   iCalendar feeds), `add_working_minutes` / `working_minutes_between`, DST-correct.
+//! - [`SlaPolicy`]: targets per priority in business or calendar minutes, chosen by ordered
+//!   conditions ([`SlaPolicySet`]); [`SlaPolicy::isp_default`] is the common ISP table.
+//! - [`Router`] and [`pick_agent`]: round robin, least-loaded with a cap, skills-based with
+//!   relaxation.
+//! - [`EscalationRule`]: notify, reassign or raise priority, once per ticket per clock.
+//! - [`CsatSummary`]: CSAT per agent, queue and period.
+//! - [`store`] traits with [`InMemorySupportStore`]; [`SupportService`] orchestrates store,
+//!   domain and a [`dotmac_core::Clock`] and returns [`dotmac_core::DomainEvent`]s.
+//!
+//! Nothing here does I/O or reads the system time.
+//!
+//! ## Example
+//!
+//! ```
+//! use chrono::{TimeZone, Utc};
+//! use dotmac_support::{BusinessCalendar, Priority, SlaPolicy, SlaPolicyId, SlaTimeline, Status};
+//!
+//! let calendar = BusinessCalendar::builder("America/New_York").weekdays("08:00", "17:00").build()?;
+//! let policy = SlaPolicy::isp_default(SlaPolicyId::new());
+//! // A high-priority ticket at Friday 15:00 New York (19:00 UTC) waits on the customer for an hour.
+//! let created = Utc.with_ymd_and_hms(2026, 3, 6, 20, 0, 0).unwrap();
+//! let mut timeline = SlaTimeline::new(created);
+//! timeline.statuses.push((Utc.with_ymd_and_hms(2026, 3, 6, 20, 30, 0).unwrap(), Status::Pending));
+//! timeline.statuses.push((Utc.with_ymd_and_hms(2026, 3, 6, 21, 30, 0).unwrap(), Status::Open));
+//! let clocks = policy.evaluate(&calendar, &timeline, Priority::High, created)?;
+//! // 4 business hours: 30 min, then 30 min after the pause, then 3 h on Monday from 08:00
+//! // (daylight saving starts on Sunday 8 March: Monday 08:00 is 12:00 UTC).
+//! assert_eq!(clocks[0].due_at, Some(Utc.with_ymd_and_hms(2026, 3, 9, 15, 0, 0).unwrap()));
+//! # Ok::<(), dotmac_support::SupportError>(())
+//! ```
+//!
+//! ## Features
+//!
+//! - `testkit`: [`testkit::run_store_suite`], the behaviour suite every store must pass.
 
 mod calendar;
+mod csat;
 mod error;
+mod escalation;
+mod memory;
+mod routing;
+mod service;
 mod sla;
+pub mod store;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 mod ticket;
 
-pub use calendar::{BusinessCalendar, CalendarBuilder, CalendarSpec, DayHours, TimeOfDay, WorkingInterval, ical_holidays};
+pub use calendar::{
+    BusinessCalendar, CalendarBuilder, CalendarSpec, DayHours, TimeOfDay, WorkingInterval, ical_holidays,
+};
+pub use csat::{CsatResponse, CsatResponseId, CsatScore, CsatSummary};
 pub use error::{Result, SupportError};
+pub use escalation::{
+    EscalationAction, EscalationRule, EscalationRuleId, EscalationTrigger, MarkKind, SlaMark, SlaMarks,
+    due_escalations,
+};
+pub use memory::InMemorySupportStore;
+pub use routing::{
+    Agent, AgentLoad, AssignmentStrategy, Presence, Queue, QueueCursor, Roster, Router, RoutingRule, RuleCondition,
+    pick_agent,
+};
+pub use service::{SupportEvent, SupportEvents, SupportService};
 pub use sla::{
     ClockState, ClockStatus, PolicyCondition, SlaMetric, SlaPolicy, SlaPolicyBuilder, SlaPolicyId, SlaPolicySet,
     SlaRecord, SlaStats, SlaTarget, SlaTargets, SlaTimeline, TimeBasis,
 };
+pub use store::SupportConfig;
 pub use ticket::{
     Actor, AgentId, Category, Change, Channel, Comment, CommentId, CustomerTier, HistoryEntry, NewTicket, Priority,
     QueueId, Status, Ticket, TicketId, Visibility,

@@ -13,34 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::MeterId;
 use crate::error::BillingError;
-
-/// One tier of graduated overage pricing.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OverageTier {
-    /// Inclusive upper bound of overage units in this tier (`None`: no bound).
-    pub up_to: Option<Decimal>,
-    /// Price per unit in this tier.
-    pub unit_amount: Decimal,
-}
-
-/// How usage above the allowance is priced.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "model")]
-#[non_exhaustive]
-pub enum OverageRate {
-    /// Every unit above the allowance at one price.
-    PerUnit {
-        /// The price of one unit.
-        unit_amount: Decimal,
-    },
-    /// Graduated tiers over the overage quantity (the first `up_to` units at the first price…).
-    Tiered {
-        /// The tiers, ascending; the last should be unbounded.
-        tiers: Vec<OverageTier>,
-    },
-    /// No overage charge (speed is throttled instead, by provisioning).
-    Free,
-}
+use crate::pricing::PriceModel;
 
 /// An allowance policy for one meter of a plan. Build with [`AllowancePolicy::new`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,24 +21,27 @@ pub struct AllowancePolicy {
     meter: MeterId,
     included: Decimal,
     currency: Currency,
-    overage: OverageRate,
+    /// `None`: no charge (speed is throttled instead, by provisioning).
+    overage: Option<PriceModel>,
     /// Percentages of the allowance, ascending, deduplicated, at most 64.
     thresholds: Vec<u32>,
 }
 
 impl AllowancePolicy {
-    /// A policy: `included` units of `meter` per period, overage priced by `overage` in
-    /// `currency`, notifications at `thresholds` percent of the allowance (e.g. `[80, 100]`).
+    /// A policy: `included` units of `meter` per period, the units above it priced by
+    /// `overage` (any pricing model: per unit, graduated tiers, packages…; `None` for no
+    /// charge) in `currency`, notifications at `thresholds` percent of the allowance (e.g.
+    /// `[80, 100]`).
     ///
     /// # Errors
     ///
-    /// [`BillingError::InvalidConfiguration`] for a negative included quantity or unit price,
-    /// more than 64 thresholds, a zero threshold, or tiers that are not ascending.
+    /// [`BillingError::InvalidConfiguration`] for a negative included quantity, more than 64
+    /// thresholds or a zero threshold; the price model's own validation error.
     pub fn new(
         meter: MeterId,
         included: Decimal,
         currency: Currency,
-        overage: OverageRate,
+        overage: Option<PriceModel>,
         thresholds: &[u32],
     ) -> Result<Self, BillingError> {
         let invalid = |reason| BillingError::InvalidConfiguration {
@@ -75,27 +51,8 @@ impl AllowancePolicy {
         if included.is_sign_negative() && !included.is_zero() {
             return Err(invalid("the included quantity must not be negative"));
         }
-        match &overage {
-            OverageRate::PerUnit { unit_amount } if unit_amount.is_sign_negative() => {
-                return Err(invalid("overage prices must not be negative"));
-            }
-            OverageRate::Tiered { tiers } => {
-                if tiers.iter().any(|t| t.unit_amount.is_sign_negative()) {
-                    return Err(invalid("overage prices must not be negative"));
-                }
-                let bounds: Vec<Decimal> = tiers.iter().filter_map(|t| t.up_to).collect();
-                if bounds.windows(2).any(|w| w.first() >= w.get(1))
-                    || tiers
-                        .iter()
-                        .take(tiers.len().saturating_sub(1))
-                        .any(|t| t.up_to.is_none())
-                {
-                    return Err(invalid(
-                        "tiers must have ascending bounds and only the last may be unbounded",
-                    ));
-                }
-            }
-            _ => {}
+        if let Some(model) = &overage {
+            model.validate()?;
         }
         let mut thresholds = thresholds.to_vec();
         thresholds.sort_unstable();
@@ -126,26 +83,17 @@ impl AllowancePolicy {
     }
 
     /// The overage charge (exact, unrounded) for `overage` units above the allowance.
-    pub fn price_overage(&self, overage: Decimal) -> Money {
+    ///
+    /// # Errors
+    ///
+    /// The price model's errors (overflow).
+    pub fn price_overage(&self, overage: Decimal) -> Result<Money, BillingError> {
         let units = overage.max(Decimal::ZERO);
         let amount = match &self.overage {
-            OverageRate::Free => Decimal::ZERO,
-            OverageRate::PerUnit { unit_amount } => units * unit_amount,
-            OverageRate::Tiered { tiers } => {
-                let mut lower = Decimal::ZERO;
-                let mut amount = Decimal::ZERO;
-                for tier in tiers {
-                    if units <= lower {
-                        break;
-                    }
-                    let upper = tier.up_to.map_or(units, |b| b.min(units));
-                    amount += (upper - lower) * tier.unit_amount;
-                    lower = upper;
-                }
-                amount
-            }
+            None => Decimal::ZERO,
+            Some(model) => model.amount(units)?,
         };
-        Money::new(amount, self.currency)
+        Ok(Money::new(amount, self.currency))
     }
 }
 
@@ -252,7 +200,15 @@ impl AllowancePeriod {
     }
 
     /// The overage charge for `used` units in this period.
-    pub fn overage_charge(&self, policy: &AllowancePolicy, used: Decimal) -> Money {
+    ///
+    /// # Errors
+    ///
+    /// The price model's errors (overflow).
+    pub fn overage_charge(
+        &self,
+        policy: &AllowancePolicy,
+        used: Decimal,
+    ) -> Result<Money, BillingError> {
         policy.price_overage(self.overage(used))
     }
 
@@ -304,9 +260,10 @@ impl AllowancePeriod {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pricing::{Tier, Tiers};
     use rust_decimal_macros::dec;
 
-    fn policy(overage: OverageRate) -> AllowancePolicy {
+    fn policy(overage: Option<PriceModel>) -> AllowancePolicy {
         AllowancePolicy::new(
             MeterId::from_u128(1),
             dec!(100),
@@ -319,9 +276,9 @@ mod tests {
 
     #[test]
     fn top_ups_raise_the_allowance_and_roll_over_once() {
-        let policy = policy(OverageRate::PerUnit {
+        let policy = policy(Some(PriceModel::PerUnit {
             unit_amount: dec!(2),
-        });
+        }));
         let start = NaiveDate::from_ymd_opt(2026, 3, 1).unwrap();
         let mut march = AllowancePeriod::open(&policy, CustomerId::from_u128(1), start, dec!(0));
         march
@@ -341,7 +298,7 @@ mod tests {
         assert_eq!(march.rollover_out(dec!(105)), dec!(15));
         assert_eq!(march.overage(dec!(135)), dec!(5));
         assert_eq!(
-            march.overage_charge(&policy, dec!(135)),
+            march.overage_charge(&policy, dec!(135)).unwrap(),
             Money::new(dec!(10), Currency::USD)
         );
         let april_start = NaiveDate::from_ymd_opt(2026, 4, 1).unwrap();
@@ -353,7 +310,7 @@ mod tests {
 
     #[test]
     fn thresholds_fire_once_per_period() {
-        let policy = policy(OverageRate::Free);
+        let policy = policy(None);
         let start = NaiveDate::from_ymd_opt(2026, 3, 1).unwrap();
         let mut period = AllowancePeriod::open(&policy, CustomerId::from_u128(1), start, dec!(0));
         assert!(period.check_thresholds(&policy, dec!(79.9)).is_empty());
@@ -367,34 +324,30 @@ mod tests {
 
     #[test]
     fn tiered_overage_is_graduated() {
-        let policy = policy(OverageRate::Tiered {
-            tiers: vec![
-                OverageTier {
-                    up_to: Some(dec!(10)),
-                    unit_amount: dec!(1),
-                },
-                OverageTier {
-                    up_to: None,
-                    unit_amount: dec!(0.5),
-                },
-            ],
-        });
-        assert_eq!(policy.price_overage(dec!(14)).amount(), dec!(12));
-        assert_eq!(policy.price_overage(dec!(-3)).amount(), dec!(0));
+        let tiers = Tiers::new(vec![
+            Tier {
+                up_to: Some(dec!(10)),
+                unit_amount: dec!(1),
+                flat_amount: dec!(0),
+            },
+            Tier {
+                up_to: None,
+                unit_amount: dec!(0.5),
+                flat_amount: dec!(0),
+            },
+        ])
+        .unwrap();
+        let policy = policy(Some(PriceModel::Graduated { tiers }));
+        assert_eq!(policy.price_overage(dec!(14)).unwrap().amount(), dec!(12));
+        assert_eq!(policy.price_overage(dec!(-3)).unwrap().amount(), dec!(0));
     }
 
     #[test]
     fn bad_policies_and_top_ups_are_refused() {
-        let err = AllowancePolicy::new(
-            MeterId::from_u128(1),
-            dec!(-1),
-            Currency::USD,
-            OverageRate::Free,
-            &[],
-        )
-        .unwrap_err();
+        let err = AllowancePolicy::new(MeterId::from_u128(1), dec!(-1), Currency::USD, None, &[])
+            .unwrap_err();
         assert!(matches!(err, BillingError::InvalidConfiguration { .. }));
-        let policy = policy(OverageRate::Free);
+        let policy = policy(None);
         let start = NaiveDate::from_ymd_opt(2026, 3, 1).unwrap();
         let mut period = AllowancePeriod::open(&policy, CustomerId::from_u128(1), start, dec!(0));
         let err = period

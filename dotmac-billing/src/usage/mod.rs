@@ -28,11 +28,13 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
-use dotmac_core::{BillingInterval, CustomerId, Money, SubscriptionId};
+use dotmac_core::{BillingInterval, Currency, CustomerId, Money, SubscriptionId};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::error::BillingError;
+use crate::invoice::{LineKind, PendingCharge, PendingChargeId};
+use crate::pricing::PriceModel;
 
 pub use store::{InMemoryUsageStore, UsageStore};
 
@@ -45,6 +47,20 @@ dotmac_core::define_id! {
     /// A usage event's id: the idempotency key, so a replayed event is counted once. Derive it
     /// from the sender's own key with [`UsageEventId::from_u128`] when the sender has one.
     UsageEventId
+}
+
+/// A stable 128-bit digest (two FNV-1a lanes): ids derived from it are the same in every
+/// process and version, so they can serve as idempotency keys.
+pub(crate) fn stable_id(parts: &[&[u8]]) -> u128 {
+    let mut a = 0xcbf2_9ce4_8422_2325u64;
+    let mut b = 0x6c62_272e_07bb_0142u64;
+    for part in parts {
+        for byte in part.iter().chain(&[0xff]) {
+            a = (a ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
+            b = (b ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3 ^ 0x1000);
+        }
+    }
+    (u128::from(a) << 64) | u128::from(b)
 }
 
 pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
@@ -248,6 +264,51 @@ pub struct UsageAdjustment {
     pub actual_quantity: Decimal,
     /// price(actual) − price(billed).
     pub amount: Money,
+}
+
+impl UsageAdjustment {
+    /// The adjustment as a one-off charge for the customer's next invoice. Its id is derived
+    /// from the customer, meter, period and quantities, so adding it twice is a no-op.
+    pub fn pending_charge(
+        &self,
+        subscription: Option<SubscriptionId>,
+        created_on: NaiveDate,
+    ) -> PendingCharge {
+        let id = stable_id(&[
+            b"usage-adjustment",
+            self.customer.as_uuid().as_bytes(),
+            self.meter.as_uuid().as_bytes(),
+            self.period_start.to_string().as_bytes(),
+            self.billed_quantity.to_string().as_bytes(),
+            self.actual_quantity.to_string().as_bytes(),
+        ]);
+        PendingCharge {
+            id: PendingChargeId::from_u128(id),
+            customer: self.customer,
+            subscription,
+            kind: LineKind::UsageAdjustment,
+            text: None,
+            period: None,
+            quantity: Decimal::ONE,
+            unit_price: self.amount,
+            price: None,
+            created_on,
+        }
+    }
+}
+
+/// Prices a usage quantity with a plan's pricing model (exact, unrounded): the rating step for
+/// usage charges, and the `price` argument of [`UsageAggregator::late_adjustments`].
+///
+/// # Errors
+///
+/// The model's errors (a negative quantity, overflow).
+pub fn rate(
+    model: &PriceModel,
+    quantity: Decimal,
+    currency: Currency,
+) -> Result<Money, BillingError> {
+    Ok(Money::new(model.amount(quantity)?, currency))
 }
 
 /// The in-memory ingest + aggregation engine for one tenant.
@@ -727,12 +788,25 @@ mod tests {
                 period_start: march
             }
         );
-        let price = |_, _, q: Decimal| Ok(Money::new(q * dec!(0.5), Currency::USD));
+        let model = PriceModel::PerUnit {
+            unit_amount: dec!(0.5),
+        };
+        let price = |_, _, q: Decimal| rate(&model, q, Currency::USD);
         let adjustments = agg.late_adjustments(price).unwrap();
         assert_eq!(adjustments.len(), 1);
         assert_eq!(adjustments[0].amount, Money::new(dec!(2), Currency::USD));
         assert_eq!(adjustments[0].billed_quantity, dec!(10));
         assert_eq!(adjustments[0].actual_quantity, dec!(14));
+        let charge =
+            adjustments[0].pending_charge(None, NaiveDate::from_ymd_opt(2026, 4, 2).unwrap());
+        assert_eq!(charge.kind, LineKind::UsageAdjustment);
+        assert_eq!(charge.unit_price, Money::new(dec!(2), Currency::USD));
+        assert_eq!(
+            charge.id,
+            adjustments[0]
+                .pending_charge(None, NaiveDate::from_ymd_opt(2026, 4, 2).unwrap())
+                .id
+        );
         assert!(agg.late_adjustments(price).unwrap().is_empty());
     }
 }

@@ -59,6 +59,8 @@ pub async fn backends() -> Vec<(&'static str, Database)> {
 
 pub async fn new_tenant(db: &Database) -> TenantId {
     let tenant = TenantId::new();
-    db.create_tenant(tenant, "Test ISP", at(1, 0)).await.unwrap();
+    db.create_tenant(tenant, "Test ISP", at(1, 0))
+        .await
+        .unwrap();
     tenant
 }

@@ -1,0 +1,460 @@
+//! Revenue analytics: MRR and ARR by tenant and plan, monthly MRR movements that reconcile
+//! exactly, receivables ageing, churn rate and ARPU.
+//!
+//! MRR normalises each recurring price to a month with the interval's conventional
+//! [`BillingInterval::periods_per_year`] (365 days, 52 weeks, 12 months) divided by 12, and is
+//! kept exact: nothing here rounds, so movements reconcile to the last decimal. Round for
+//! display with [`Money::round`].
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::NaiveDate;
+use dotmac_core::{BillingInterval, Currency, CustomerId, Money, PlanId, TenantId};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::error::BillingError;
+use crate::payments::{CustomerLedger, LedgerEntryKind};
+
+/// A recurring charge as analytics sees it: one per subscription (or subscription item).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecurringItem {
+    /// The tenant.
+    pub tenant: TenantId,
+    /// The customer.
+    pub customer: CustomerId,
+    /// The plan.
+    pub plan: PlanId,
+    /// The recurring price per billing period (after recurring discounts, before tax).
+    pub amount: Money,
+    /// The billing interval.
+    pub interval: BillingInterval,
+    /// The first day it is billed.
+    pub active_from: NaiveDate,
+    /// The first day it is no longer billed (`None`: still active).
+    pub active_until: Option<NaiveDate>,
+}
+
+impl RecurringItem {
+    /// True when it is billed on `date`.
+    pub fn active_on(&self, date: NaiveDate) -> bool {
+        self.active_from <= date && self.active_until.is_none_or(|until| date < until)
+    }
+
+    /// Its monthly recurring revenue.
+    pub fn mrr(&self) -> Decimal {
+        self.amount.amount() * self.interval.periods_per_year() / Decimal::from(12)
+    }
+}
+
+/// MRR at a date, with its breakdowns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MrrReport {
+    /// The date.
+    pub on: NaiveDate,
+    /// Total MRR.
+    pub total: Money,
+    /// MRR per tenant.
+    pub by_tenant: BTreeMap<TenantId, Money>,
+    /// MRR per tenant and plan.
+    pub by_plan: BTreeMap<(TenantId, PlanId), Money>,
+    /// Customers with MRR above zero.
+    pub paying_customers: usize,
+}
+
+impl MrrReport {
+    /// Annual recurring revenue: MRR × 12.
+    pub fn arr(&self) -> Money {
+        Money::new(
+            self.total.amount() * Decimal::from(12),
+            self.total.currency(),
+        )
+    }
+
+    /// Average revenue per paying customer (MRR / paying customers); `None` without any.
+    pub fn arpu(&self) -> Option<Money> {
+        let customers = Decimal::from(self.paying_customers);
+        (!customers.is_zero())
+            .then(|| Money::new(self.total.amount() / customers, self.total.currency()))
+    }
+}
+
+fn same_currency(item: &RecurringItem, currency: Currency) -> Result<(), BillingError> {
+    if item.amount.currency() == currency {
+        Ok(())
+    } else {
+        Err(BillingError::WrongCurrency {
+            what: "recurring item",
+            expected: currency.code(),
+            got: item.amount.currency().code(),
+        })
+    }
+}
+
+fn mrr_by_customer(
+    items: &[RecurringItem],
+    on: NaiveDate,
+    currency: Currency,
+) -> Result<BTreeMap<(TenantId, CustomerId), Decimal>, BillingError> {
+    let mut by_customer = BTreeMap::new();
+    for item in items {
+        same_currency(item, currency)?;
+        if item.active_on(on) {
+            *by_customer
+                .entry((item.tenant, item.customer))
+                .or_insert(Decimal::ZERO) += item.mrr();
+        }
+    }
+    Ok(by_customer)
+}
+
+/// MRR on `on` of every item in `currency`.
+///
+/// # Errors
+///
+/// [`BillingError::WrongCurrency`] for an item in another currency (report each currency
+/// separately).
+pub fn mrr_at(
+    items: &[RecurringItem],
+    on: NaiveDate,
+    currency: Currency,
+) -> Result<MrrReport, BillingError> {
+    let mut total = Decimal::ZERO;
+    let mut by_tenant: BTreeMap<TenantId, Decimal> = BTreeMap::new();
+    let mut by_plan: BTreeMap<(TenantId, PlanId), Decimal> = BTreeMap::new();
+    for item in items {
+        same_currency(item, currency)?;
+        if item.active_on(on) {
+            let mrr = item.mrr();
+            total += mrr;
+            *by_tenant.entry(item.tenant).or_default() += mrr;
+            *by_plan.entry((item.tenant, item.plan)).or_default() += mrr;
+        }
+    }
+    let paying_customers = mrr_by_customer(items, on, currency)?
+        .values()
+        .filter(|m| m.is_sign_positive() && !m.is_zero())
+        .count();
+    let money = |d: Decimal| Money::new(d, currency);
+    Ok(MrrReport {
+        on,
+        total: money(total),
+        by_tenant: by_tenant.into_iter().map(|(k, v)| (k, money(v))).collect(),
+        by_plan: by_plan.into_iter().map(|(k, v)| (k, money(v))).collect(),
+        paying_customers,
+    })
+}
+
+/// How MRR moved between two dates, per customer, classified.
+///
+/// `end − start = new + reactivation + expansion − contraction − churn`, exactly.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MrrMovements {
+    /// MRR at the start.
+    pub start: Money,
+    /// MRR at the end.
+    pub end: Money,
+    /// From customers that never had MRR before the start.
+    pub new: Money,
+    /// From customers that had MRR before but none at the start.
+    pub reactivation: Money,
+    /// Growth of customers paying at both dates.
+    pub expansion: Money,
+    /// Shrinkage of customers paying at both dates (a positive amount).
+    pub contraction: Money,
+    /// MRR of customers paying at the start and not at the end (a positive amount).
+    pub churn: Money,
+    /// Customers paying at the start.
+    pub customers_at_start: usize,
+    /// Of those, customers not paying at the end.
+    pub churned_customers: usize,
+}
+
+impl MrrMovements {
+    /// Logo churn rate: churned customers / customers at the start; `None` without any.
+    pub fn churn_rate(&self) -> Option<Decimal> {
+        (self.customers_at_start > 0)
+            .then(|| Decimal::from(self.churned_customers) / Decimal::from(self.customers_at_start))
+    }
+
+    /// True when the movements add up to the MRR difference.
+    pub fn reconciles(&self) -> bool {
+        self.end.amount() - self.start.amount()
+            == self.new.amount() + self.reactivation.amount() + self.expansion.amount()
+                - self.contraction.amount()
+                - self.churn.amount()
+    }
+}
+
+/// MRR movements from `start` to `end` (for a month: its first day and the next month's).
+///
+/// # Errors
+///
+/// [`BillingError::WrongCurrency`] for an item in another currency;
+/// [`BillingError::InvalidConfiguration`] when `end` is before `start`.
+pub fn mrr_movements(
+    items: &[RecurringItem],
+    start: NaiveDate,
+    end: NaiveDate,
+    currency: Currency,
+) -> Result<MrrMovements, BillingError> {
+    if end < start {
+        return Err(BillingError::InvalidConfiguration {
+            what: "MRR movement window",
+            reason: "the end is before the start",
+        });
+    }
+    let before = mrr_by_customer(items, start, currency)?;
+    let after = mrr_by_customer(items, end, currency)?;
+    let paid_before_start: BTreeSet<(TenantId, CustomerId)> = items
+        .iter()
+        .filter(|i| i.active_from < start && i.mrr() > Decimal::ZERO)
+        .map(|i| (i.tenant, i.customer))
+        .collect();
+    let customers: BTreeSet<_> = before.keys().chain(after.keys()).copied().collect();
+    let mut m = [Decimal::ZERO; 5]; // new, reactivation, expansion, contraction, churn
+    let (mut at_start, mut churned) = (0, 0);
+    for customer in customers {
+        let was = before.get(&customer).copied().unwrap_or_default();
+        let now = after.get(&customer).copied().unwrap_or_default();
+        let (was_paying, is_paying) = (was > Decimal::ZERO, now > Decimal::ZERO);
+        if was_paying {
+            at_start += 1;
+        }
+        let slot = match (was_paying, is_paying) {
+            (false, true) if paid_before_start.contains(&customer) => 1,
+            (false, true) => 0,
+            (true, false) => {
+                churned += 1;
+                4
+            }
+            (true, true) if now > was => 2,
+            (true, true) if now < was => 3,
+            _ => continue,
+        };
+        if let Some(bucket) = m.get_mut(slot) {
+            *bucket += (now - was).abs();
+        }
+    }
+    let money = |d: Decimal| Money::new(d, currency);
+    let total = |map: &BTreeMap<_, Decimal>| money(map.values().copied().sum());
+    let [new, reactivation, expansion, contraction, churn] = m;
+    Ok(MrrMovements {
+        start: total(&before),
+        end: total(&after),
+        new: money(new),
+        reactivation: money(reactivation),
+        expansion: money(expansion),
+        contraction: money(contraction),
+        churn: money(churn),
+        customers_at_start: at_start,
+        churned_customers: churned,
+    })
+}
+
+/// Open receivables by days past due.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ageing {
+    /// The date the ageing is for.
+    pub as_of: NaiveDate,
+    /// Not yet due.
+    pub current: Money,
+    /// 1–30 days past due.
+    pub days_1_30: Money,
+    /// 31–60 days past due.
+    pub days_31_60: Money,
+    /// 61–90 days past due.
+    pub days_61_90: Money,
+    /// More than 90 days past due.
+    pub over_90: Money,
+}
+
+impl Ageing {
+    /// All open receivables.
+    pub fn total(&self) -> Money {
+        Money::new(
+            self.current.amount()
+                + self.days_1_30.amount()
+                + self.days_31_60.amount()
+                + self.days_61_90.amount()
+                + self.over_90.amount(),
+            self.current.currency(),
+        )
+    }
+}
+
+/// Receivables ageing on `as_of`, from the customers' ledgers as they stood that day (invoices
+/// issued and allocations made after it do not count).
+///
+/// # Errors
+///
+/// [`BillingError::WrongCurrency`] for a ledger in another currency.
+pub fn receivables_ageing(
+    ledgers: &[CustomerLedger],
+    as_of: NaiveDate,
+    currency: Currency,
+) -> Result<Ageing, BillingError> {
+    let mut buckets = [Decimal::ZERO; 5];
+    for ledger in ledgers {
+        if ledger.currency() != currency {
+            return Err(BillingError::WrongCurrency {
+                what: "ledger",
+                expected: currency.code(),
+                got: ledger.currency().code(),
+            });
+        }
+        for invoice in ledger.invoices().iter().filter(|i| i.issued <= as_of) {
+            let paid: Decimal = ledger
+                .entries()
+                .iter()
+                .filter(|e| e.on <= as_of)
+                .filter_map(|e| match &e.kind {
+                    LedgerEntryKind::Allocated {
+                        invoice: id,
+                        amount,
+                        ..
+                    } if *id == invoice.invoice => Some(amount.amount()),
+                    _ => None,
+                })
+                .sum();
+            let open = invoice.total.amount() - paid;
+            if open <= Decimal::ZERO {
+                continue;
+            }
+            let late = (as_of - invoice.due).num_days();
+            let slot = match late {
+                i64::MIN..=0 => 0,
+                1..=30 => 1,
+                31..=60 => 2,
+                61..=90 => 3,
+                _ => 4,
+            };
+            if let Some(bucket) = buckets.get_mut(slot) {
+                *bucket += open;
+            }
+        }
+    }
+    let money = |d: Decimal| Money::new(d, currency);
+    let [current, days_1_30, days_31_60, days_61_90, over_90] = buckets;
+    Ok(Ageing {
+        as_of,
+        current: money(current),
+        days_1_30: money(days_1_30),
+        days_31_60: money(days_31_60),
+        days_61_90: money(days_61_90),
+        over_90: money(over_90),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::payments::AllocationTarget;
+    use dotmac_core::{InvoiceId, PaymentId};
+    use rust_decimal_macros::dec;
+
+    fn d(s: &str) -> NaiveDate {
+        s.parse().unwrap()
+    }
+
+    fn item(customer: u128, amount: Decimal, from: &str, until: Option<&str>) -> RecurringItem {
+        RecurringItem {
+            tenant: TenantId::from_u128(1),
+            customer: CustomerId::from_u128(customer),
+            plan: PlanId::from_u128(1),
+            amount: Money::new(amount, Currency::USD),
+            interval: BillingInterval::MONTHLY,
+            active_from: d(from),
+            active_until: until.map(d),
+        }
+    }
+
+    #[test]
+    fn movements_classify_and_reconcile() {
+        let mut yearly = item(5, dec!(120), "2026-01-01", None);
+        yearly.interval = BillingInterval::YEARLY;
+        let items = vec![
+            item(1, dec!(30), "2026-01-01", Some("2026-03-10")), // churns in March
+            item(2, dec!(40), "2026-01-01", Some("2026-03-15")), // upgrades in March
+            item(2, dec!(60), "2026-03-15", None),
+            item(3, dec!(50), "2026-03-05", None), // new
+            item(4, dec!(20), "2026-01-01", Some("2026-02-01")), // gone before March…
+            item(4, dec!(25), "2026-03-20", None), // …and back: reactivation
+            yearly,                                // 10 a month, unchanged
+        ];
+        let m = mrr_movements(&items, d("2026-03-01"), d("2026-04-01"), Currency::USD).unwrap();
+        assert_eq!(m.start.amount(), dec!(80));
+        assert_eq!(m.end.amount(), dec!(145));
+        assert_eq!(m.new.amount(), dec!(50));
+        assert_eq!(m.reactivation.amount(), dec!(25));
+        assert_eq!(m.expansion.amount(), dec!(20));
+        assert_eq!(m.churn.amount(), dec!(30));
+        assert!(m.reconciles());
+        assert_eq!(m.churn_rate(), Some(dec!(1) / dec!(3)));
+        let report = mrr_at(&items, d("2026-04-01"), Currency::USD).unwrap();
+        assert_eq!(report.total.amount(), dec!(145));
+        assert_eq!(report.arr().amount(), dec!(1740));
+        assert_eq!(report.arpu().unwrap().amount(), dec!(145) / dec!(4));
+    }
+
+    #[test]
+    fn ageing_uses_the_ledger_as_it_stood() {
+        let mut ledger = CustomerLedger::new(CustomerId::from_u128(1), Currency::USD);
+        let usd = |m| Money::from_minor(m, Currency::USD);
+        ledger
+            .record_invoice(
+                InvoiceId::from_u128(1),
+                usd(1000),
+                d("2026-01-01"),
+                d("2026-01-15"),
+            )
+            .unwrap();
+        ledger
+            .record_invoice(
+                InvoiceId::from_u128(2),
+                usd(2000),
+                d("2026-03-01"),
+                d("2026-03-15"),
+            )
+            .unwrap();
+        ledger
+            .record_invoice(
+                InvoiceId::from_u128(3),
+                usd(4000),
+                d("2026-04-01"),
+                d("2026-04-20"),
+            )
+            .unwrap();
+        ledger
+            .record_payment(
+                PaymentId::from_u128(1),
+                usd(500),
+                d("2026-04-25"),
+                AllocationTarget::OldestFirst,
+            )
+            .unwrap();
+        let ageing = receivables_ageing(&[ledger.clone()], d("2026-04-16"), Currency::USD).unwrap();
+        assert_eq!(ageing.current, usd(4000));
+        assert_eq!(ageing.days_31_60, usd(2000));
+        assert_eq!(ageing.over_90, usd(1000)); // 91 days after 15 January
+        let later = receivables_ageing(&[ledger], d("2026-04-30"), Currency::USD).unwrap();
+        assert_eq!(later.days_1_30, usd(4000));
+        assert_eq!(later.days_31_60, usd(2000));
+        assert_eq!(later.over_90, usd(500));
+        assert_eq!(later.total(), usd(6500));
+    }
+
+    #[test]
+    fn wrong_currency_is_refused() {
+        let mut euro = item(1, dec!(10), "2026-01-01", None);
+        euro.amount = Money::new(dec!(10), Currency::EUR);
+        assert_eq!(
+            mrr_at(&[euro], d("2026-02-01"), Currency::USD),
+            Err(BillingError::WrongCurrency {
+                what: "recurring item",
+                expected: "USD",
+                got: "EUR"
+            })
+        );
+    }
+}

@@ -1,0 +1,364 @@
+//! The in-memory store: every billing trait over maps behind one mutex, for tests, examples
+//! and benchmarks.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Mutex, MutexGuard};
+
+use dotmac_core::{CustomerId, InvoiceId, PlanId, ProductId, SubscriptionId, TenantId};
+
+use crate::catalog::{Plan, Product};
+use crate::error::BillingError;
+use crate::invoice::{
+    CreditNote, CreditRequest, DocumentKey, DocumentNumber, Invoice, InvoiceStatus,
+    PendingCharge, PendingChargeId, credit_note,
+};
+use crate::store::{
+    BillingCommit, CatalogStore, CommitResult, CustomerAccount, InvoiceStore, SubscriptionStore,
+};
+use crate::subscription::Subscription;
+
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+type FastSet<K> = HashSet<K, foldhash::fast::RandomState>;
+
+#[derive(Default)]
+struct TenantData {
+    products: FastMap<ProductId, Product>,
+    plans: FastMap<PlanId, Plan>,
+    accounts: FastMap<CustomerId, CustomerAccount>,
+    subscriptions: BTreeMap<SubscriptionId, Subscription>,
+    invoices: FastMap<InvoiceId, Invoice>,
+    keys: FastSet<DocumentKey>,
+    invoices_by_customer: FastMap<CustomerId, Vec<InvoiceId>>,
+    pending: FastMap<CustomerId, Vec<PendingCharge>>,
+    /// Every pending charge id ever added, so that a retried add of an invoiced charge is a
+    /// no-op too.
+    pending_seen: FastSet<PendingChargeId>,
+    credit_notes: FastMap<InvoiceId, Vec<CreditNote>>,
+    last_invoice_number: u64,
+    last_credit_note_number: u64,
+}
+
+/// Everything in memory, per tenant, behind one mutex (so every call is atomic).
+#[derive(Default)]
+pub struct MemoryStore {
+    tenants: Mutex<HashMap<TenantId, TenantData>>,
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore").finish_non_exhaustive()
+    }
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        MemoryStore::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<TenantId, TenantData>> {
+        // A poisoned lock only means another thread panicked mid-call; every call validates
+        // before it writes, so the data is still consistent.
+        self.tenants.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn with<R>(&self, tenant: TenantId, f: impl FnOnce(&mut TenantData) -> R) -> R {
+        let mut guard = self.lock();
+        f(guard.entry(tenant).or_default())
+    }
+}
+
+impl CatalogStore for MemoryStore {
+    async fn put_product(&self, tenant: TenantId, product: Product) -> Result<(), BillingError> {
+        self.with(tenant, |t| {
+            t.products.insert(product.id, product);
+            Ok(())
+        })
+    }
+
+    async fn put_plan(&self, tenant: TenantId, plan: Plan) -> Result<(), BillingError> {
+        plan.validate()?;
+        self.with(tenant, |t| {
+            if !t.products.contains_key(&plan.product) {
+                return Err(BillingError::UnknownProduct(plan.product));
+            }
+            if let Some(old) = t.plans.get(&plan.id) {
+                let kept = old.versions().len() <= plan.versions().len()
+                    && old
+                        .versions()
+                        .iter()
+                        .zip(plan.versions())
+                        .all(|(a, b)| a == b);
+                if !kept || old.interval != plan.interval || old.timing != plan.timing {
+                    return Err(BillingError::InvalidPlan {
+                        plan: plan.id,
+                        reason: "stored price versions and the billing shape are immutable; add a version instead",
+                    });
+                }
+            }
+            t.plans.insert(plan.id, plan);
+            Ok(())
+        })
+    }
+
+    async fn plan(&self, tenant: TenantId, id: PlanId) -> Result<Option<Plan>, BillingError> {
+        Ok(self.with(tenant, |t| t.plans.get(&id).cloned()))
+    }
+
+    async fn plans(&self, tenant: TenantId) -> Result<Vec<Plan>, BillingError> {
+        Ok(self.with(tenant, |t| t.plans.values().cloned().collect()))
+    }
+}
+
+impl SubscriptionStore for MemoryStore {
+    async fn put_account(
+        &self,
+        tenant: TenantId,
+        account: CustomerAccount,
+    ) -> Result<(), BillingError> {
+        self.with(tenant, |t| {
+            t.accounts.insert(account.customer, account);
+            Ok(())
+        })
+    }
+
+    async fn account(
+        &self,
+        tenant: TenantId,
+        customer: CustomerId,
+    ) -> Result<Option<CustomerAccount>, BillingError> {
+        Ok(self.with(tenant, |t| t.accounts.get(&customer).cloned()))
+    }
+
+    async fn insert_subscription(
+        &self,
+        tenant: TenantId,
+        subscription: Subscription,
+    ) -> Result<(), BillingError> {
+        self.with(tenant, |t| {
+            if t.subscriptions.contains_key(&subscription.id) {
+                return Err(BillingError::AlreadyExists {
+                    what: "subscription",
+                    id: subscription.id.to_string(),
+                });
+            }
+            t.subscriptions.insert(subscription.id, subscription);
+            Ok(())
+        })
+    }
+
+    async fn subscription(
+        &self,
+        tenant: TenantId,
+        id: SubscriptionId,
+    ) -> Result<Option<Subscription>, BillingError> {
+        Ok(self.with(tenant, |t| t.subscriptions.get(&id).cloned()))
+    }
+
+    async fn subscriptions_page(
+        &self,
+        tenant: TenantId,
+        after: Option<SubscriptionId>,
+        limit: usize,
+    ) -> Result<Vec<Subscription>, BillingError> {
+        use std::ops::Bound;
+        Ok(self.with(tenant, |t| {
+            let lower = match after {
+                Some(id) => Bound::Excluded(id),
+                None => Bound::Unbounded,
+            };
+            t.subscriptions
+                .range((lower, Bound::Unbounded))
+                .take(limit)
+                .map(|(_, s)| s.clone())
+                .collect()
+        }))
+    }
+
+    async fn subscriptions_of(
+        &self,
+        tenant: TenantId,
+        customer: CustomerId,
+    ) -> Result<Vec<Subscription>, BillingError> {
+        Ok(self.with(tenant, |t| {
+            t.subscriptions
+                .values()
+                .filter(|s| s.customer == customer)
+                .cloned()
+                .collect()
+        }))
+    }
+}
+
+impl InvoiceStore for MemoryStore {
+    async fn add_pending_charge(
+        &self,
+        tenant: TenantId,
+        charge: PendingCharge,
+    ) -> Result<bool, BillingError> {
+        Ok(self.with(tenant, |t| {
+            if !t.pending_seen.insert(charge.id) {
+                return false;
+            }
+            t.pending.entry(charge.customer).or_default().push(charge);
+            true
+        }))
+    }
+
+    async fn pending_charges(
+        &self,
+        tenant: TenantId,
+        customer: CustomerId,
+    ) -> Result<Vec<PendingCharge>, BillingError> {
+        Ok(self.with(tenant, |t| {
+            t.pending.get(&customer).cloned().unwrap_or_default()
+        }))
+    }
+
+    async fn commit(
+        &self,
+        tenant: TenantId,
+        commit: BillingCommit,
+    ) -> Result<CommitResult, BillingError> {
+        self.with(tenant, |t| {
+            // Check everything first, so that a refused commit writes nothing.
+            if let Some(sub) = &commit.subscription {
+                let stored = t
+                    .subscriptions
+                    .get(&sub.id)
+                    .ok_or(BillingError::UnknownSubscription(sub.id))?;
+                if stored.revision != sub.revision {
+                    return Err(BillingError::ConcurrentUpdate {
+                        subscription: sub.id,
+                        expected: sub.revision,
+                        found: stored.revision,
+                    });
+                }
+            }
+            if let Some(mut sub) = commit.subscription {
+                sub.revision += 1;
+                t.subscriptions.insert(sub.id, sub);
+            }
+            let mut result = CommitResult::default();
+            for mut invoice in commit.invoices {
+                if !t.keys.insert(invoice.key) {
+                    result.duplicates += 1;
+                    continue;
+                }
+                t.last_invoice_number += 1;
+                invoice.number = Some(DocumentNumber(t.last_invoice_number));
+                invoice.status = InvoiceStatus::Open;
+                t.invoices_by_customer
+                    .entry(invoice.customer)
+                    .or_default()
+                    .push(invoice.id);
+                result.issued.push(invoice.clone());
+                t.invoices.insert(invoice.id, invoice);
+            }
+            if !commit.consumed_pending.is_empty() {
+                for list in t.pending.values_mut() {
+                    list.retain(|c| !commit.consumed_pending.contains(&c.id));
+                }
+            }
+            for charge in commit.new_pending {
+                if t.pending_seen.insert(charge.id) {
+                    t.pending.entry(charge.customer).or_default().push(charge);
+                }
+            }
+            Ok(result)
+        })
+    }
+
+    async fn invoice(
+        &self,
+        tenant: TenantId,
+        id: InvoiceId,
+    ) -> Result<Option<Invoice>, BillingError> {
+        Ok(self.with(tenant, |t| t.invoices.get(&id).cloned()))
+    }
+
+    async fn invoices_of(
+        &self,
+        tenant: TenantId,
+        customer: CustomerId,
+    ) -> Result<Vec<Invoice>, BillingError> {
+        Ok(self.with(tenant, |t| {
+            let mut list: Vec<Invoice> = t
+                .invoices_by_customer
+                .get(&customer)
+                .into_iter()
+                .flatten()
+                .filter_map(|id| t.invoices.get(id).cloned())
+                .collect();
+            list.sort_by_key(|i| (i.issue_date, i.number));
+            list
+        }))
+    }
+
+    async fn set_invoice_status(
+        &self,
+        tenant: TenantId,
+        id: InvoiceId,
+        to: InvoiceStatus,
+    ) -> Result<Invoice, BillingError> {
+        self.with(tenant, |t| {
+            let invoice = t
+                .invoices
+                .get_mut(&id)
+                .ok_or(BillingError::InvoiceNotFound(id))?;
+            let was = invoice.status;
+            invoice.transition(to)?;
+            if was == InvoiceStatus::Draft && to == InvoiceStatus::Open {
+                t.last_invoice_number += 1;
+                invoice.number = Some(DocumentNumber(t.last_invoice_number));
+            }
+            Ok(invoice.clone())
+        })
+    }
+
+    async fn insert_credit_note(
+        &self,
+        tenant: TenantId,
+        mut note: CreditNote,
+    ) -> Result<CreditNote, BillingError> {
+        self.with(tenant, |t| {
+            let invoice = t
+                .invoices
+                .get(&note.invoice)
+                .ok_or(BillingError::InvoiceNotFound(note.invoice))?;
+            let earlier = t.credit_notes.get(&note.invoice).cloned().unwrap_or_default();
+            if earlier.iter().any(|n| n.id == note.id) {
+                return Err(BillingError::AlreadyExists {
+                    what: "credit note",
+                    id: note.id.to_string(),
+                });
+            }
+            // Re-check under the lock: two notes built concurrently must not over-credit.
+            credit_note(
+                note.id,
+                invoice,
+                &earlier,
+                &CreditRequest::Lines(note.lines.clone()),
+                note.issue_date,
+                note.reason.clone(),
+            )?;
+            t.last_credit_note_number += 1;
+            note.number = Some(DocumentNumber(t.last_credit_note_number));
+            t.credit_notes
+                .entry(note.invoice)
+                .or_default()
+                .push(note.clone());
+            Ok(note)
+        })
+    }
+
+    async fn credit_notes_of(
+        &self,
+        tenant: TenantId,
+        invoice: InvoiceId,
+    ) -> Result<Vec<CreditNote>, BillingError> {
+        Ok(self.with(tenant, |t| {
+            t.credit_notes.get(&invoice).cloned().unwrap_or_default()
+        }))
+    }
+}

@@ -1,0 +1,683 @@
+//! `BillingService`: store + pure domain + clock, returning domain events.
+
+use std::collections::HashMap;
+
+use chrono::NaiveDate;
+use dotmac_core::{
+    Clock, CreditNoteId, CustomerId, DomainEvent, EventPayload, InvoiceId, Money, PlanId,
+    RoundingMode, SubscriptionId, TenantId,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::billrun::{
+    CancelTiming, ChangeOutcome, ChangeTiming, ProrationBehavior, SubscriptionChange, bill_due,
+    cancel, change,
+};
+use crate::catalog::{Plan, Product};
+use crate::error::BillingError;
+use crate::invoice::{
+    CreditNote, CreditRequest, DocumentSettings, Invoice, InvoiceStatus, PendingCharge,
+    credit_note, invoice_pending_charges,
+};
+use crate::store::{BillingCommit, BillingStore, CustomerAccount};
+use crate::subscription::{NewSubscription, Subscription, SubscriptionStatus};
+use crate::tax::TaxRate;
+
+/// A tenant's billing settings (passed in by the application, for example from
+/// `dotmac-tenancy`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BillingSettings {
+    /// The rounding mode of every line (the one rounding point).
+    pub rounding: RoundingMode,
+    /// Tax rates applied to every line, in order.
+    pub taxes: Vec<TaxRate>,
+    /// Default days from issue to due date.
+    pub payment_terms_days: u32,
+    /// Subscriptions processed per store page in a bill run.
+    pub chunk_size: usize,
+}
+
+impl Default for BillingSettings {
+    fn default() -> Self {
+        BillingSettings {
+            rounding: RoundingMode::HalfUp,
+            taxes: Vec::new(),
+            payment_terms_days: 14,
+            chunk_size: 1000,
+        }
+    }
+}
+
+impl BillingSettings {
+    /// The document settings for one customer.
+    pub fn for_account(&self, account: Option<&CustomerAccount>) -> DocumentSettings {
+        DocumentSettings {
+            rounding: self.rounding,
+            taxes: self.taxes.clone(),
+            exemption: account.map(|a| a.exemption.clone()).unwrap_or_default(),
+            payment_terms_days: account
+                .and_then(|a| a.payment_terms_days)
+                .unwrap_or(self.payment_terms_days),
+        }
+    }
+}
+
+/// What happened in billing. Event names are stable (`billing.invoice_issued`, …).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "type")]
+#[non_exhaustive]
+pub enum BillingEvent {
+    /// A plan was added or got a new price version.
+    PlanSaved {
+        /// The plan.
+        plan: PlanId,
+        /// Its newest version.
+        version: u32,
+    },
+    /// A subscription was created.
+    SubscriptionCreated {
+        /// The subscription.
+        subscription: SubscriptionId,
+        /// Its customer.
+        customer: CustomerId,
+        /// Its plan.
+        plan: PlanId,
+    },
+    /// A subscription's plan, quantity, pause state or end date changed.
+    SubscriptionChanged {
+        /// The subscription.
+        subscription: SubscriptionId,
+        /// Its status after the change.
+        status: SubscriptionStatus,
+        /// The date the change takes effect.
+        effective: NaiveDate,
+    },
+    /// A subscription's status changed (trial ended, past due, cancelled, ended, …).
+    SubscriptionStatusChanged {
+        /// The subscription.
+        subscription: SubscriptionId,
+        /// The status before.
+        from: SubscriptionStatus,
+        /// The status after.
+        to: SubscriptionStatus,
+    },
+    /// An invoice was issued (numbered, open).
+    InvoiceIssued {
+        /// The invoice.
+        invoice: InvoiceId,
+        /// Its customer.
+        customer: CustomerId,
+        /// Its total (negative for a credit owed to the customer).
+        total: Money,
+        /// Its due date.
+        due_date: NaiveDate,
+    },
+    /// An invoice changed state (paid, void, uncollectible).
+    InvoiceStatusChanged {
+        /// The invoice.
+        invoice: InvoiceId,
+        /// The state before.
+        from: InvoiceStatus,
+        /// The state after.
+        to: InvoiceStatus,
+    },
+    /// A credit note was issued.
+    CreditNoteIssued {
+        /// The note.
+        credit_note: CreditNoteId,
+        /// The invoice it credits.
+        invoice: InvoiceId,
+        /// Its total.
+        total: Money,
+    },
+}
+
+impl EventPayload for BillingEvent {
+    fn event_type(&self) -> &'static str {
+        match self {
+            BillingEvent::PlanSaved { .. } => "billing.plan_saved",
+            BillingEvent::SubscriptionCreated { .. } => "billing.subscription_created",
+            BillingEvent::SubscriptionChanged { .. } => "billing.subscription_changed",
+            BillingEvent::SubscriptionStatusChanged { .. } => {
+                "billing.subscription_status_changed"
+            }
+            BillingEvent::InvoiceIssued { .. } => "billing.invoice_issued",
+            BillingEvent::InvoiceStatusChanged { .. } => "billing.invoice_status_changed",
+            BillingEvent::CreditNoteIssued { .. } => "billing.credit_note_issued",
+        }
+    }
+}
+
+/// Events returned by a service call.
+pub type Events = Vec<DomainEvent<BillingEvent>>;
+
+/// What a bill run did.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct BillRunSummary {
+    /// Subscriptions looked at.
+    pub subscriptions: usize,
+    /// Invoices issued.
+    pub invoices: usize,
+    /// Documents skipped because they had already been issued.
+    pub duplicates: usize,
+    /// Subscriptions skipped because someone else updated them during the run (the next run
+    /// picks them up).
+    pub conflicts: usize,
+    /// The last subscription processed: the cursor for the next chunk.
+    pub cursor: Option<SubscriptionId>,
+    /// What happened.
+    pub events: Events,
+}
+
+/// Billing orchestration: reads from the store, runs the pure domain functions, writes the
+/// result atomically and returns domain events. Time comes only from the clock.
+pub struct BillingService<S, C> {
+    store: S,
+    clock: C,
+    settings: BillingSettings,
+}
+
+impl<S: BillingStore, C: Clock> BillingService<S, C> {
+    /// A service over `store` and `clock` with `settings`.
+    pub fn new(store: S, clock: C, settings: BillingSettings) -> Self {
+        BillingService {
+            store,
+            clock,
+            settings,
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &BillingSettings {
+        &self.settings
+    }
+
+    fn event(&self, tenant: TenantId, payload: BillingEvent) -> DomainEvent<BillingEvent> {
+        DomainEvent::new(tenant, &self.clock, payload)
+    }
+
+    /// Adds a product.
+    ///
+    /// # Errors
+    ///
+    /// Store errors.
+    pub async fn add_product(&self, tenant: TenantId, product: Product) -> Result<(), BillingError> {
+        self.store.put_product(tenant, product).await
+    }
+
+    /// Adds a plan or a new price version of it.
+    ///
+    /// # Errors
+    ///
+    /// [`BillingError::UnknownProduct`], [`BillingError::InvalidPlan`].
+    pub async fn save_plan(&self, tenant: TenantId, plan: Plan) -> Result<Events, BillingError> {
+        let payload = BillingEvent::PlanSaved {
+            plan: plan.id,
+            version: plan.current_version().version,
+        };
+        self.store.put_plan(tenant, plan).await?;
+        Ok(vec![self.event(tenant, payload)])
+    }
+
+    /// Opens or updates a customer's billing account.
+    ///
+    /// # Errors
+    ///
+    /// Store errors.
+    pub async fn save_account(
+        &self,
+        tenant: TenantId,
+        account: CustomerAccount,
+    ) -> Result<(), BillingError> {
+        self.store.put_account(tenant, account).await
+    }
+
+    /// Creates a subscription. Nothing is billed until the next bill run.
+    ///
+    /// # Errors
+    ///
+    /// [`BillingError::UnknownPlan`], [`BillingError::UnknownAccount`], and the validation
+    /// errors of [`NewSubscription::create`]. On error nothing is stored.
+    pub async fn subscribe(
+        &self,
+        tenant: TenantId,
+        request: NewSubscription,
+    ) -> Result<(Subscription, Events), BillingError> {
+        let plan = self
+            .store
+            .plan(tenant, request.plan)
+            .await?
+            .ok_or(BillingError::UnknownPlan(request.plan))?;
+        let account = self
+            .store
+            .account(tenant, request.customer)
+            .await?
+            .ok_or(BillingError::UnknownAccount(request.customer))?;
+        let sub = request.create(&plan, account.currency)?;
+        self.store.insert_subscription(tenant, sub.clone()).await?;
+        let event = self.event(
+            tenant,
+            BillingEvent::SubscriptionCreated {
+                subscription: sub.id,
+                customer: sub.customer,
+                plan: plan.id,
+            },
+        );
+        Ok((sub, vec![event]))
+    }
+
+    async fn load(
+        &self,
+        tenant: TenantId,
+        id: SubscriptionId,
+    ) -> Result<(Subscription, HashMap<PlanId, Plan>, DocumentSettings), BillingError> {
+        let sub = self
+            .store
+            .subscription(tenant, id)
+            .await?
+            .ok_or(BillingError::UnknownSubscription(id))?;
+        let plans = self.plan_map(tenant).await?;
+        let account = self.store.account(tenant, sub.customer).await?;
+        let settings = self.settings.for_account(account.as_ref());
+        Ok((sub, plans, settings))
+    }
+
+    async fn plan_map(&self, tenant: TenantId) -> Result<HashMap<PlanId, Plan>, BillingError> {
+        Ok(self
+            .store
+            .plans(tenant)
+            .await?
+            .into_iter()
+            .map(|p| (p.id, p))
+            .collect())
+    }
+
+    async fn commit_change(
+        &self,
+        tenant: TenantId,
+        before: &Subscription,
+        outcome: ChangeOutcome,
+        effective: NaiveDate,
+    ) -> Result<(ChangeOutcome, Events), BillingError> {
+        let commit = BillingCommit {
+            subscription: Some(outcome.subscription.clone()),
+            invoices: outcome.invoice.iter().cloned().collect(),
+            consumed_pending: Vec::new(),
+            new_pending: outcome.pending.clone(),
+        };
+        let result = self.store.commit(tenant, commit).await?;
+        let mut events = vec![self.event(
+            tenant,
+            BillingEvent::SubscriptionChanged {
+                subscription: before.id,
+                status: outcome.subscription.status,
+                effective,
+            },
+        )];
+        if before.status != outcome.subscription.status {
+            events.push(self.event(
+                tenant,
+                BillingEvent::SubscriptionStatusChanged {
+                    subscription: before.id,
+                    from: before.status,
+                    to: outcome.subscription.status,
+                },
+            ));
+        }
+        self.issued_events(tenant, &result.issued, &mut events);
+        let mut outcome = outcome;
+        outcome.subscription.revision += 1;
+        outcome.invoice = result.issued.into_iter().next();
+        Ok((outcome, events))
+    }
+
+    fn issued_events(&self, tenant: TenantId, issued: &[Invoice], events: &mut Events) {
+        for invoice in issued {
+            events.push(self.event(
+                tenant,
+                BillingEvent::InvoiceIssued {
+                    invoice: invoice.id,
+                    customer: invoice.customer,
+                    total: invoice.total,
+                    due_date: invoice.due_date,
+                },
+            ));
+        }
+    }
+
+    /// Changes a subscription's plan, quantity or pause state on `on`.
+    ///
+    /// # Errors
+    ///
+    /// [`BillingError::UnknownSubscription`] and the errors of [`change`]; on error nothing
+    /// changes.
+    pub async fn change_subscription(
+        &self,
+        tenant: TenantId,
+        id: SubscriptionId,
+        what: SubscriptionChange,
+        on: NaiveDate,
+        timing: ChangeTiming,
+        behavior: ProrationBehavior,
+    ) -> Result<(ChangeOutcome, Events), BillingError> {
+        let (sub, plans, settings) = self.load(tenant, id).await?;
+        let outcome = change(&sub, &plans, &what, on, timing, behavior, &settings)?;
+        self.commit_change(tenant, &sub, outcome, on).await
+    }
+
+    /// Cancels a subscription on `on` (immediately, or at the end of that period).
+    ///
+    /// # Errors
+    ///
+    /// [`BillingError::UnknownSubscription`] and the errors of [`cancel`]; on error nothing
+    /// changes.
+    pub async fn cancel_subscription(
+        &self,
+        tenant: TenantId,
+        id: SubscriptionId,
+        on: NaiveDate,
+        timing: CancelTiming,
+        behavior: ProrationBehavior,
+    ) -> Result<(ChangeOutcome, Events), BillingError> {
+        let (sub, plans, settings) = self.load(tenant, id).await?;
+        let outcome = cancel(&sub, &plans, on, timing, behavior, &settings)?;
+        self.commit_change(tenant, &sub, outcome, on).await
+    }
+
+    /// Moves a subscription to `to` (for collections: `past_due` and back to `active`).
+    ///
+    /// # Errors
+    ///
+    /// [`BillingError::UnknownSubscription`], [`BillingError::IllegalTransition`].
+    pub async fn set_subscription_status(
+        &self,
+        tenant: TenantId,
+        id: SubscriptionId,
+        to: SubscriptionStatus,
+    ) -> Result<Events, BillingError> {
+        let mut sub = self
+            .store
+            .subscription(tenant, id)
+            .await?
+            .ok_or(BillingError::UnknownSubscription(id))?;
+        let from = sub.status;
+        sub.status = from.transition(to)?;
+        self.store
+            .commit(
+                tenant,
+                BillingCommit {
+                    subscription: Some(sub),
+                    ..BillingCommit::default()
+                },
+            )
+            .await?;
+        Ok(vec![self.event(
+            tenant,
+            BillingEvent::SubscriptionStatusChanged {
+                subscription: id,
+                from,
+                to,
+            },
+        )])
+    }
+
+    /// The documents a bill run on `as_of` would issue for one subscription, without writing
+    /// anything. They are identical to the issued ones except for status and number.
+    ///
+    /// # Errors
+    ///
+    /// As [`bill_due`].
+    pub async fn preview(
+        &self,
+        tenant: TenantId,
+        id: SubscriptionId,
+        as_of: NaiveDate,
+    ) -> Result<Vec<Invoice>, BillingError> {
+        let (sub, plans, settings) = self.load(tenant, id).await?;
+        let pending = self.store.pending_charges(tenant, sub.customer).await?;
+        Ok(bill_due(&sub, &plans, &pending, as_of, &settings)?.invoices)
+    }
+
+    /// Bills every subscription of the tenant up to `as_of`, chunk by chunk. Idempotent: a
+    /// second run on the same date issues nothing.
+    ///
+    /// # Errors
+    ///
+    /// The first domain or store error; the chunks committed before it stay committed, and a
+    /// re-run continues where it stopped.
+    pub async fn run_bill(
+        &self,
+        tenant: TenantId,
+        as_of: NaiveDate,
+    ) -> Result<BillRunSummary, BillingError> {
+        let plans = self.plan_map(tenant).await?;
+        let mut total = BillRunSummary::default();
+        loop {
+            let chunk = self.run_chunk(tenant, as_of, &plans, total.cursor).await?;
+            let done = chunk.subscriptions == 0;
+            total.subscriptions += chunk.subscriptions;
+            total.invoices += chunk.invoices;
+            total.duplicates += chunk.duplicates;
+            total.conflicts += chunk.conflicts;
+            total.events.extend(chunk.events);
+            if done {
+                break;
+            }
+            total.cursor = chunk.cursor;
+        }
+        Ok(total)
+    }
+
+    /// Bills one chunk of subscriptions after `cursor` (see [`BillingSettings::chunk_size`]):
+    /// the unit of work a scheduler can spread over workers or resume after a crash.
+    ///
+    /// # Errors
+    ///
+    /// The first domain or store error.
+    pub async fn run_chunk(
+        &self,
+        tenant: TenantId,
+        as_of: NaiveDate,
+        plans: &HashMap<PlanId, Plan>,
+        cursor: Option<SubscriptionId>,
+    ) -> Result<BillRunSummary, BillingError> {
+        let page = self
+            .store
+            .subscriptions_page(tenant, cursor, self.settings.chunk_size.max(1))
+            .await?;
+        let mut summary = BillRunSummary {
+            subscriptions: page.len(),
+            cursor: page.last().map(|s| s.id).or(cursor),
+            ..BillRunSummary::default()
+        };
+        let mut settings_cache: Option<DocumentSettings> = None;
+        for sub in page {
+            if sub.status == SubscriptionStatus::Ended {
+                continue;
+            }
+            let account = self.store.account(tenant, sub.customer).await?;
+            let settings = match (&account, &settings_cache) {
+                (None, Some(cached)) => cached.clone(),
+                _ => {
+                    let s = self.settings.for_account(account.as_ref());
+                    if account.is_none() {
+                        settings_cache = Some(s.clone());
+                    }
+                    s
+                }
+            };
+            let pending = self.store.pending_charges(tenant, sub.customer).await?;
+            let out = bill_due(&sub, plans, &pending, as_of, &settings)?;
+            if out.invoices.is_empty() && out.subscription == sub {
+                continue;
+            }
+            let status_change = (sub.status != out.subscription.status)
+                .then_some((sub.status, out.subscription.status));
+            let commit = BillingCommit {
+                subscription: Some(out.subscription),
+                invoices: out.invoices,
+                consumed_pending: out.consumed,
+                new_pending: Vec::new(),
+            };
+            match self.store.commit(tenant, commit).await {
+                Ok(result) => {
+                    summary.invoices += result.issued.len();
+                    summary.duplicates += result.duplicates;
+                    self.issued_events(tenant, &result.issued, &mut summary.events);
+                    if let Some((from, to)) = status_change {
+                        summary.events.push(self.event(
+                            tenant,
+                            BillingEvent::SubscriptionStatusChanged {
+                                subscription: sub.id,
+                                from,
+                                to,
+                            },
+                        ));
+                    }
+                }
+                Err(BillingError::ConcurrentUpdate { .. }) => summary.conflicts += 1,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(summary)
+    }
+
+    /// Adds a one-off charge for a customer's next invoice (usage, fees, adjustments).
+    /// Returns `false` when the charge id was already added.
+    ///
+    /// # Errors
+    ///
+    /// [`BillingError::UnknownAccount`], [`BillingError::CurrencyNotUsed`] for a charge in a
+    /// currency the customer does not use.
+    pub async fn add_pending_charge(
+        &self,
+        tenant: TenantId,
+        charge: PendingCharge,
+    ) -> Result<bool, BillingError> {
+        let account = self
+            .store
+            .account(tenant, charge.customer)
+            .await?
+            .ok_or(BillingError::UnknownAccount(charge.customer))?;
+        if charge.unit_price.currency() != account.currency {
+            return Err(BillingError::CurrencyNotUsed {
+                customer: charge.customer,
+                currency: charge.unit_price.currency().code(),
+                customer_currency: account.currency.code(),
+            });
+        }
+        self.store.add_pending_charge(tenant, charge).await
+    }
+
+    /// Invoices a customer's pending charges now, on their own (for a fee that cannot wait for
+    /// the next bill). `None` when nothing is pending.
+    ///
+    /// # Errors
+    ///
+    /// [`BillingError::UnknownAccount`], store errors.
+    pub async fn invoice_pending_now(
+        &self,
+        tenant: TenantId,
+        customer: CustomerId,
+    ) -> Result<(Option<Invoice>, Events), BillingError> {
+        let account = self
+            .store
+            .account(tenant, customer)
+            .await?
+            .ok_or(BillingError::UnknownAccount(customer))?;
+        let today = self.clock.now().date_naive();
+        let pending: Vec<PendingCharge> = self
+            .store
+            .pending_charges(tenant, customer)
+            .await?
+            .into_iter()
+            .filter(|c| c.created_on <= today)
+            .collect();
+        if pending.is_empty() {
+            return Ok((None, Vec::new()));
+        }
+        let settings = self.settings.for_account(Some(&account));
+        let invoice =
+            invoice_pending_charges(customer, account.currency, today, &pending, &settings)?;
+        let result = self
+            .store
+            .commit(
+                tenant,
+                BillingCommit {
+                    subscription: None,
+                    invoices: vec![invoice],
+                    consumed_pending: pending.iter().map(|c| c.id).collect(),
+                    new_pending: Vec::new(),
+                },
+            )
+            .await?;
+        let mut events = Vec::new();
+        self.issued_events(tenant, &result.issued, &mut events);
+        Ok((result.issued.into_iter().next(), events))
+    }
+
+    /// Moves an invoice to `to` (paid, void, uncollectible).
+    ///
+    /// # Errors
+    ///
+    /// [`BillingError::InvoiceNotFound`], [`BillingError::IllegalInvoiceTransition`].
+    pub async fn set_invoice_status(
+        &self,
+        tenant: TenantId,
+        id: InvoiceId,
+        to: InvoiceStatus,
+    ) -> Result<(Invoice, Events), BillingError> {
+        let before = self
+            .store
+            .invoice(tenant, id)
+            .await?
+            .ok_or(BillingError::InvoiceNotFound(id))?;
+        let after = self.store.set_invoice_status(tenant, id, to).await?;
+        let event = self.event(
+            tenant,
+            BillingEvent::InvoiceStatusChanged {
+                invoice: id,
+                from: before.status,
+                to,
+            },
+        );
+        Ok((after, vec![event]))
+    }
+
+    /// Issues a credit note against an invoice, full or for given lines.
+    ///
+    /// # Errors
+    ///
+    /// [`BillingError::InvoiceNotFound`] and the errors of [`credit_note`].
+    pub async fn credit(
+        &self,
+        tenant: TenantId,
+        invoice: InvoiceId,
+        request: CreditRequest,
+        reason: Option<String>,
+    ) -> Result<(CreditNote, Events), BillingError> {
+        let inv = self
+            .store
+            .invoice(tenant, invoice)
+            .await?
+            .ok_or(BillingError::InvoiceNotFound(invoice))?;
+        let earlier = self.store.credit_notes_of(tenant, invoice).await?;
+        let today = self.clock.now().date_naive();
+        let note = credit_note(CreditNoteId::new(), &inv, &earlier, &request, today, reason)?;
+        let note = self.store.insert_credit_note(tenant, note).await?;
+        let event = self.event(
+            tenant,
+            BillingEvent::CreditNoteIssued {
+                credit_note: note.id,
+                invoice,
+                total: note.total,
+            },
+        );
+        Ok((note, vec![event]))
+    }
+}

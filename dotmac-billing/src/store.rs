@@ -1,0 +1,215 @@
+//! Storage traits for the catalogue, subscriptions and invoices.
+//!
+//! Every method takes the [`TenantId`] it works in; nothing is shared between tenants. The
+//! traits use native `async fn` (returning `impl Future + Send`), so they are not object safe:
+//! services are generic over the store. [`MemoryStore`](crate::MemoryStore) implements them for
+//! tests and examples; `dotmac-sqlx` for SQLite and PostgreSQL. The same behaviour suite
+//! (`testkit`, behind the `testkit` feature) runs against every implementation.
+
+use std::future::Future;
+
+use dotmac_core::{Currency, CustomerId, InvoiceId, PlanId, SubscriptionId, TenantId};
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::{Plan, Product};
+use crate::error::BillingError;
+use crate::invoice::{CreditNote, Invoice, InvoiceStatus, PendingCharge, PendingChargeId};
+use crate::subscription::Subscription;
+use crate::tax::TaxExemption;
+
+/// A customer's billing account: the currency they are billed in, their tax exemption and
+/// payment terms.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CustomerAccount {
+    /// The customer.
+    pub customer: CustomerId,
+    /// The one currency every subscription and document of the customer uses.
+    pub currency: Currency,
+    /// Taxes the customer does not pay.
+    pub exemption: TaxExemption,
+    /// Days from issue to due date; `None` for the tenant's default.
+    pub payment_terms_days: Option<u32>,
+}
+
+impl CustomerAccount {
+    /// An account in `currency`, paying every tax, on the tenant's payment terms.
+    pub fn new(customer: CustomerId, currency: Currency) -> Self {
+        CustomerAccount {
+            customer,
+            currency,
+            exemption: TaxExemption::None,
+            payment_terms_days: None,
+        }
+    }
+}
+
+/// Everything one step of a bill run (or one change) writes, applied atomically: all of it or
+/// none of it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BillingCommit {
+    /// The subscription's new state. Its `revision` must be the stored revision (the one that
+    /// was read); the store bumps it. Otherwise [`BillingError::ConcurrentUpdate`].
+    pub subscription: Option<Subscription>,
+    /// Documents to issue: each gets status `open` and the tenant's next number. A document
+    /// whose key is already stored is skipped (counted in [`CommitResult::duplicates`]).
+    pub invoices: Vec<Invoice>,
+    /// Pending charges put on those documents, to remove.
+    pub consumed_pending: Vec<PendingChargeId>,
+    /// Pending charges to add (deferred prorations).
+    pub new_pending: Vec<PendingCharge>,
+}
+
+/// What a commit did.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CommitResult {
+    /// The documents issued, with their numbers.
+    pub issued: Vec<Invoice>,
+    /// Documents skipped because their key was already stored.
+    pub duplicates: usize,
+}
+
+/// Products and plans.
+pub trait CatalogStore: Send + Sync {
+    /// Inserts or replaces a product.
+    fn put_product(
+        &self,
+        tenant: TenantId,
+        product: Product,
+    ) -> impl Future<Output = Result<(), BillingError>> + Send;
+
+    /// Inserts a plan, or replaces it with a version list that extends the stored one (stored
+    /// versions are immutable).
+    ///
+    /// Errors: [`BillingError::UnknownProduct`], [`BillingError::InvalidPlan`] when a stored
+    /// version would change or disappear.
+    fn put_plan(
+        &self,
+        tenant: TenantId,
+        plan: Plan,
+    ) -> impl Future<Output = Result<(), BillingError>> + Send;
+
+    /// A plan by id.
+    fn plan(
+        &self,
+        tenant: TenantId,
+        id: PlanId,
+    ) -> impl Future<Output = Result<Option<Plan>, BillingError>> + Send;
+
+    /// Every plan of the tenant.
+    fn plans(&self, tenant: TenantId)
+    -> impl Future<Output = Result<Vec<Plan>, BillingError>> + Send;
+}
+
+/// Customer accounts and subscriptions.
+pub trait SubscriptionStore: Send + Sync {
+    /// Inserts or replaces a customer's billing account.
+    fn put_account(
+        &self,
+        tenant: TenantId,
+        account: CustomerAccount,
+    ) -> impl Future<Output = Result<(), BillingError>> + Send;
+
+    /// A customer's billing account.
+    fn account(
+        &self,
+        tenant: TenantId,
+        customer: CustomerId,
+    ) -> impl Future<Output = Result<Option<CustomerAccount>, BillingError>> + Send;
+
+    /// Inserts a new subscription. Errors: [`BillingError::AlreadyExists`].
+    fn insert_subscription(
+        &self,
+        tenant: TenantId,
+        subscription: Subscription,
+    ) -> impl Future<Output = Result<(), BillingError>> + Send;
+
+    /// A subscription by id.
+    fn subscription(
+        &self,
+        tenant: TenantId,
+        id: SubscriptionId,
+    ) -> impl Future<Output = Result<Option<Subscription>, BillingError>> + Send;
+
+    /// Up to `limit` subscriptions with ids after `after`, in id order: the bill run's chunks.
+    fn subscriptions_page(
+        &self,
+        tenant: TenantId,
+        after: Option<SubscriptionId>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Subscription>, BillingError>> + Send;
+
+    /// A customer's subscriptions.
+    fn subscriptions_of(
+        &self,
+        tenant: TenantId,
+        customer: CustomerId,
+    ) -> impl Future<Output = Result<Vec<Subscription>, BillingError>> + Send;
+}
+
+/// Invoices, credit notes and pending charges.
+pub trait InvoiceStore: Send + Sync {
+    /// Adds a pending charge for the customer's next invoice. Returns `false` (and changes
+    /// nothing) when a charge with the same id is already pending or was already invoiced.
+    fn add_pending_charge(
+        &self,
+        tenant: TenantId,
+        charge: PendingCharge,
+    ) -> impl Future<Output = Result<bool, BillingError>> + Send;
+
+    /// A customer's pending charges, oldest first.
+    fn pending_charges(
+        &self,
+        tenant: TenantId,
+        customer: CustomerId,
+    ) -> impl Future<Output = Result<Vec<PendingCharge>, BillingError>> + Send;
+
+    /// Applies a [`BillingCommit`] atomically.
+    fn commit(
+        &self,
+        tenant: TenantId,
+        commit: BillingCommit,
+    ) -> impl Future<Output = Result<CommitResult, BillingError>> + Send;
+
+    /// An invoice by id.
+    fn invoice(
+        &self,
+        tenant: TenantId,
+        id: InvoiceId,
+    ) -> impl Future<Output = Result<Option<Invoice>, BillingError>> + Send;
+
+    /// A customer's invoices, by issue date then number.
+    fn invoices_of(
+        &self,
+        tenant: TenantId,
+        customer: CustomerId,
+    ) -> impl Future<Output = Result<Vec<Invoice>, BillingError>> + Send;
+
+    /// Moves an invoice to `to` (a draft moving to open gets the next number).
+    /// Errors: [`BillingError::InvoiceNotFound`], [`BillingError::IllegalInvoiceTransition`].
+    fn set_invoice_status(
+        &self,
+        tenant: TenantId,
+        id: InvoiceId,
+        to: InvoiceStatus,
+    ) -> impl Future<Output = Result<Invoice, BillingError>> + Send;
+
+    /// Stores a credit note, numbering it from the tenant's credit-note sequence. The store
+    /// re-checks it against the notes already stored for the invoice.
+    fn insert_credit_note(
+        &self,
+        tenant: TenantId,
+        note: CreditNote,
+    ) -> impl Future<Output = Result<CreditNote, BillingError>> + Send;
+
+    /// The credit notes against an invoice.
+    fn credit_notes_of(
+        &self,
+        tenant: TenantId,
+        invoice: InvoiceId,
+    ) -> impl Future<Output = Result<Vec<CreditNote>, BillingError>> + Send;
+}
+
+/// A store that holds everything billing needs.
+pub trait BillingStore: CatalogStore + SubscriptionStore + InvoiceStore {}
+
+impl<T: CatalogStore + SubscriptionStore + InvoiceStore> BillingStore for T {}

@@ -1,0 +1,749 @@
+//! `SupportService`: store + pure domain + clock, returning domain events.
+
+use chrono::{DateTime, Utc};
+use dotmac_core::{Clock, DomainEvent, EventPayload, TenantId};
+use serde::{Deserialize, Serialize};
+
+use crate::csat::{CsatResponse, CsatResponseId, CsatScore, CsatSummary};
+use crate::error::{Result, SupportError};
+use crate::escalation::{EscalationAction, EscalationRuleId, MarkKind, due_escalations};
+use crate::routing::{Agent, Presence, Queue, Roster, pick_agent};
+use crate::sla::{ClockState, ClockStatus, SlaMetric, SlaPolicyId, SlaRecord, SlaStats};
+use crate::store::{SupportConfig, SupportStore};
+use crate::ticket::{
+    Actor, AgentId, Change, CommentId, NewTicket, Priority, QueueId, Status, Ticket, TicketId, Visibility,
+};
+
+/// What happened in the support desk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "type")]
+#[non_exhaustive]
+pub enum SupportEvent {
+    /// A ticket was created and routed.
+    TicketCreated {
+        /// The ticket.
+        ticket: TicketId,
+        /// The queue it was routed to.
+        queue: QueueId,
+        /// Its priority.
+        priority: Priority,
+        /// The SLA policy that applies.
+        policy: Option<SlaPolicyId>,
+        /// First-response due time.
+        first_response_due: Option<DateTime<Utc>>,
+        /// Resolution due time.
+        resolution_due: Option<DateTime<Utc>>,
+    },
+    /// A ticket was assigned to an agent.
+    TicketAssigned {
+        /// The ticket.
+        ticket: TicketId,
+        /// The agent.
+        agent: AgentId,
+    },
+    /// Nobody could take the ticket: it waits in its queue.
+    TicketWaiting {
+        /// The ticket.
+        ticket: TicketId,
+        /// The queue.
+        queue: QueueId,
+    },
+    /// A status change.
+    StatusChanged {
+        /// The ticket.
+        ticket: TicketId,
+        /// Before.
+        from: Status,
+        /// After.
+        to: Status,
+        /// Who.
+        actor: Actor,
+    },
+    /// A comment.
+    CommentAdded {
+        /// The ticket.
+        ticket: TicketId,
+        /// The comment.
+        comment: CommentId,
+        /// Visibility.
+        visibility: Visibility,
+        /// Author.
+        actor: Actor,
+    },
+    /// A priority change.
+    PriorityChanged {
+        /// The ticket.
+        ticket: TicketId,
+        /// Before.
+        from: Priority,
+        /// After.
+        to: Priority,
+    },
+    /// A ticket was merged into another.
+    TicketMerged {
+        /// The merged (now closed) ticket.
+        source: TicketId,
+        /// The surviving ticket.
+        target: TicketId,
+    },
+    /// A ticket was linked to a parent incident.
+    TicketLinked {
+        /// The child.
+        child: TicketId,
+        /// The parent.
+        parent: TicketId,
+    },
+    /// An SLA clock entered its warning window.
+    SlaWarning {
+        /// The ticket.
+        ticket: TicketId,
+        /// Which clock.
+        metric: SlaMetric,
+        /// When it is due.
+        due_at: Option<DateTime<Utc>>,
+    },
+    /// An SLA clock passed its due time.
+    SlaBreached {
+        /// The ticket.
+        ticket: TicketId,
+        /// Which clock.
+        metric: SlaMetric,
+        /// When it was due.
+        due_at: Option<DateTime<Utc>>,
+    },
+    /// An SLA clock stopped; its outcome was stored.
+    SlaClockStopped {
+        /// The outcome.
+        record: SlaRecord,
+    },
+    /// An escalation rule fired.
+    Escalated {
+        /// The ticket.
+        ticket: TicketId,
+        /// The rule.
+        rule: EscalationRuleId,
+        /// What it did.
+        action: EscalationAction,
+    },
+    /// A CSAT response was recorded.
+    CsatRecorded {
+        /// The ticket.
+        ticket: TicketId,
+        /// The score.
+        score: CsatScore,
+    },
+    /// An agent's presence changed.
+    PresenceChanged {
+        /// The agent.
+        agent: AgentId,
+        /// Now.
+        presence: Presence,
+    },
+}
+
+impl EventPayload for SupportEvent {
+    fn event_type(&self) -> &'static str {
+        match self {
+            SupportEvent::TicketCreated { .. } => "support.ticket_created",
+            SupportEvent::TicketAssigned { .. } => "support.ticket_assigned",
+            SupportEvent::TicketWaiting { .. } => "support.ticket_waiting",
+            SupportEvent::StatusChanged { .. } => "support.status_changed",
+            SupportEvent::CommentAdded { .. } => "support.comment_added",
+            SupportEvent::PriorityChanged { .. } => "support.priority_changed",
+            SupportEvent::TicketMerged { .. } => "support.ticket_merged",
+            SupportEvent::TicketLinked { .. } => "support.ticket_linked",
+            SupportEvent::SlaWarning { .. } => "support.sla_warning",
+            SupportEvent::SlaBreached { .. } => "support.sla_breached",
+            SupportEvent::SlaClockStopped { .. } => "support.sla_clock_stopped",
+            SupportEvent::Escalated { .. } => "support.escalated",
+            SupportEvent::CsatRecorded { .. } => "support.csat_recorded",
+            SupportEvent::PresenceChanged { .. } => "support.presence_changed",
+        }
+    }
+}
+
+/// Events returned by a service call.
+pub type SupportEvents = Vec<DomainEvent<SupportEvent>>;
+
+/// The support desk: every call loads what it needs from the store, applies the pure domain
+/// with the clock's instant, saves, and returns what happened.
+///
+/// ```
+/// use chrono::{TimeZone, Utc};
+/// use dotmac_core::{ManualClock, TenantId};
+/// use dotmac_support::*;
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let clock = ManualClock::new(Utc.with_ymd_and_hms(2026, 3, 2, 9, 0, 0).unwrap());
+/// let service = SupportService::new(InMemorySupportStore::new(), clock);
+/// let tenant = TenantId::new();
+/// let queue = Queue { id: QueueId::new(), name: "L1".into(), members: vec![], strategy: AssignmentStrategy::RoundRobin };
+/// service.put_queue(tenant, &queue).await?;
+/// service.configure(tenant, SupportConfig {
+///     calendar: BusinessCalendar::builder("UTC").weekdays("08:00", "18:00").build()?,
+///     policy_calendars: Default::default(),
+///     policies: SlaPolicySet { policies: vec![SlaPolicy::isp_default(SlaPolicyId::new())] },
+///     router: Router::new(queue.id),
+///     escalations: vec![],
+/// }).await?;
+/// let (ticket, events) = service.create_ticket(tenant, NewTicket::new("No sync").priority(Priority::High)).await?;
+/// // High: 4 business hours to respond; nobody is online, so it waits in L1.
+/// assert_eq!(events.len(), 2);
+/// let clocks = service.sla_clocks(tenant, ticket.id()).await?;
+/// assert_eq!(clocks[0].due_at, Some(Utc.with_ymd_and_hms(2026, 3, 2, 13, 0, 0).unwrap()));
+/// # Ok::<(), SupportError>(()) }).unwrap();
+/// ```
+#[derive(Debug)]
+pub struct SupportService<S, C> {
+    store: S,
+    clock: C,
+}
+
+impl<S: SupportStore, C: Clock> SupportService<S, C> {
+    /// A service over a store and a clock.
+    pub fn new(store: S, clock: C) -> Self {
+        SupportService { store, clock }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    fn event(&self, tenant: TenantId, payload: SupportEvent) -> DomainEvent<SupportEvent> {
+        DomainEvent::new(tenant, &self.clock, payload)
+    }
+
+    async fn config(&self, tenant: TenantId) -> Result<SupportConfig> {
+        self.store.get_config(tenant).await?.ok_or(SupportError::NotConfigured)
+    }
+
+    async fn ticket(&self, tenant: TenantId, id: TicketId) -> Result<Ticket> {
+        self.store.get_ticket(tenant, id).await?.ok_or_else(|| SupportError::NotFound {
+            kind: "ticket",
+            id: id.to_string(),
+        })
+    }
+
+    async fn queue(&self, tenant: TenantId, id: QueueId) -> Result<Queue> {
+        self.store.get_queue(tenant, id).await?.ok_or_else(|| SupportError::NotFound {
+            kind: "queue",
+            id: id.to_string(),
+        })
+    }
+
+    /// Saves the tenant's configuration after checking that every queue it names exists.
+    ///
+    /// # Errors
+    ///
+    /// [`SupportError::Config`] naming a missing queue; storage errors.
+    pub async fn configure(&self, tenant: TenantId, config: SupportConfig) -> Result<()> {
+        let mut named: Vec<QueueId> = vec![config.router.fallback()];
+        named.extend(config.router.rules().iter().map(|r| r.queue));
+        named.extend(config.escalations.iter().filter_map(|r| match r.action {
+            EscalationAction::Reassign { queue } => Some(queue),
+            _ => None,
+        }));
+        for queue in named {
+            if self.store.get_queue(tenant, queue).await?.is_none() {
+                return Err(SupportError::Config(format!("queue {queue} is named but does not exist; put_queue it first")));
+            }
+        }
+        self.store.put_config(tenant, &config).await
+    }
+
+    /// Adds or replaces a queue.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors.
+    pub async fn put_queue(&self, tenant: TenantId, queue: &Queue) -> Result<()> {
+        self.store.put_queue(tenant, queue).await
+    }
+
+    /// Adds or replaces an agent; an online agent immediately takes waiting tickets.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors.
+    pub async fn put_agent(&self, tenant: TenantId, agent: &Agent) -> Result<SupportEvents> {
+        self.store.put_agent(tenant, agent).await?;
+        if agent.presence == Presence::Online {
+            return self.drain_queues_of(tenant, agent.id).await;
+        }
+        Ok(Vec::new())
+    }
+
+    /// Changes an agent's presence. Coming online assigns the waiting tickets of the agent's
+    /// queues; going offline leaves assigned tickets where they are (reassign them explicitly).
+    ///
+    /// # Errors
+    ///
+    /// [`SupportError::NotFound`] for an unknown agent; storage errors.
+    pub async fn set_presence(&self, tenant: TenantId, agent: AgentId, presence: Presence) -> Result<SupportEvents> {
+        let mut stored = self.store.get_agent(tenant, agent).await?.ok_or_else(|| SupportError::NotFound {
+            kind: "agent",
+            id: agent.to_string(),
+        })?;
+        stored.presence = presence;
+        self.store.put_agent(tenant, &stored).await?;
+        let mut events = vec![self.event(tenant, SupportEvent::PresenceChanged { agent, presence })];
+        if presence == Presence::Online {
+            events.extend(self.drain_queues_of(tenant, agent).await?);
+        }
+        Ok(events)
+    }
+
+    /// Agents with their SLA-active loads: assigned tickets that are not done and not paused
+    /// by their policy.
+    async fn roster(&self, tenant: TenantId, config: &SupportConfig) -> Result<Roster> {
+        let mut roster = Roster::new();
+        for agent in self.store.list_agents(tenant).await? {
+            let tickets = self.store.assigned_to(tenant, agent.id).await?;
+            let active = tickets.iter().filter(|t| is_sla_active(config, t)).count();
+            roster.upsert(agent, u32::try_from(active).unwrap_or(u32::MAX));
+        }
+        Ok(roster)
+    }
+
+    /// Tries to assign a ticket from its queue; saves the cursor when it moves.
+    async fn try_assign(
+        &self,
+        tenant: TenantId,
+        queue: &Queue,
+        roster: &mut Roster,
+        ticket: &mut Ticket,
+        now: DateTime<Utc>,
+    ) -> Result<Option<AgentId>> {
+        let mut cursor = self.store.get_cursor(tenant, queue.id).await?;
+        let queued_at = ticket
+            .history()
+            .iter()
+            .rev()
+            .find(|e| matches!(e.change, Change::Queued { .. }))
+            .map_or(ticket.created_at(), |e| e.at);
+        let waited = u32::try_from((now - queued_at).num_minutes().max(0)).unwrap_or(u32::MAX);
+        let Some(agent) = pick_agent(queue, &mut cursor, roster, waited) else {
+            return Ok(None);
+        };
+        ticket.assign(Some(agent), Actor::System, now)?;
+        roster.add_load(agent);
+        self.store.put_cursor(tenant, queue.id, cursor).await?;
+        Ok(Some(agent))
+    }
+
+    async fn drain_queues_of(&self, tenant: TenantId, agent: AgentId) -> Result<SupportEvents> {
+        let mut events = Vec::new();
+        for queue in self.store.list_queues(tenant).await? {
+            if queue.members.contains(&agent) {
+                events.extend(self.drain_queue(tenant, queue.id).await?);
+            }
+        }
+        Ok(events)
+    }
+
+    /// Assigns the waiting tickets of a queue, oldest first, as far as agents are available.
+    ///
+    /// # Errors
+    ///
+    /// [`SupportError::NotConfigured`], [`SupportError::NotFound`] for the queue; storage errors.
+    pub async fn drain_queue(&self, tenant: TenantId, queue: QueueId) -> Result<SupportEvents> {
+        let config = self.config(tenant).await?;
+        let queue = self.queue(tenant, queue).await?;
+        let mut roster = self.roster(tenant, &config).await?;
+        let now = self.clock.now();
+        let mut events = Vec::new();
+        for mut ticket in self.store.waiting_in_queue(tenant, queue.id).await? {
+            if let Some(agent) = self.try_assign(tenant, &queue, &mut roster, &mut ticket, now).await? {
+                self.store.update_ticket(tenant, &ticket).await?;
+                events.push(self.event(tenant, SupportEvent::TicketAssigned { ticket: ticket.id(), agent }));
+            }
+        }
+        Ok(events)
+    }
+
+    /// Creates a ticket: routes it, tries to assign it, and reports its SLA due times.
+    ///
+    /// # Errors
+    ///
+    /// [`SupportError::NotConfigured`]; [`SupportError::NotFound`] when the routed queue
+    /// vanished; storage errors.
+    pub async fn create_ticket(&self, tenant: TenantId, new: NewTicket) -> Result<(Ticket, SupportEvents)> {
+        let config = self.config(tenant).await?;
+        let now = self.clock.now();
+        let mut ticket = Ticket::open(TicketId::new(), tenant, new, now);
+        let queue = self.queue(tenant, config.router.route(&ticket)).await?;
+        ticket.set_queue(queue.id, Actor::System, now)?;
+        let mut roster = self.roster(tenant, &config).await?;
+        let assigned = self.try_assign(tenant, &queue, &mut roster, &mut ticket, now).await?;
+        self.store.insert_ticket(tenant, &ticket).await?;
+
+        let policy = config.policies.select(&ticket);
+        let clocks = match policy {
+            Some(p) => p.evaluate(config.calendar_for(p.id()), &ticket.sla_timeline(), ticket.priority(), now)?,
+            None => Vec::new(),
+        };
+        let due = |m: SlaMetric| clocks.iter().find(|c| c.metric == m).and_then(|c| c.due_at);
+        let mut events = vec![self.event(
+            tenant,
+            SupportEvent::TicketCreated {
+                ticket: ticket.id(),
+                queue: queue.id,
+                priority: ticket.priority(),
+                policy: policy.map(|p| p.id()),
+                first_response_due: due(SlaMetric::FirstResponse),
+                resolution_due: due(SlaMetric::Resolution),
+            },
+        )];
+        events.push(self.event(
+            tenant,
+            match assigned {
+                Some(agent) => SupportEvent::TicketAssigned { ticket: ticket.id(), agent },
+                None => SupportEvent::TicketWaiting {
+                    ticket: ticket.id(),
+                    queue: queue.id,
+                },
+            },
+        ));
+        Ok((ticket, events))
+    }
+
+    /// Adds a comment. A public agent comment stops the response clocks; their outcome is
+    /// recorded at once.
+    ///
+    /// # Errors
+    ///
+    /// [`SupportError::NotFound`], the ticket's own errors; storage errors.
+    pub async fn comment(
+        &self,
+        tenant: TenantId,
+        id: TicketId,
+        author: Actor,
+        visibility: Visibility,
+        body: &str,
+    ) -> Result<SupportEvents> {
+        let mut ticket = self.ticket(tenant, id).await?;
+        let now = self.clock.now();
+        let comment = CommentId::new();
+        ticket.comment(comment, author, visibility, body, now)?;
+        self.store.update_ticket(tenant, &ticket).await?;
+        let mut events = vec![self.event(
+            tenant,
+            SupportEvent::CommentAdded {
+                ticket: id,
+                comment,
+                visibility,
+                actor: author,
+            },
+        )];
+        events.extend(self.process(tenant, id).await?);
+        Ok(events)
+    }
+
+    /// Changes a ticket's status. Resolving or closing a parent incident does the same to its
+    /// children; a change that frees an agent's capacity lets the queue assign waiting tickets.
+    ///
+    /// # Errors
+    ///
+    /// [`SupportError::IllegalTransition`], [`SupportError::Merged`], [`SupportError::NotFound`];
+    /// storage errors. Nothing is changed on error.
+    pub async fn change_status(&self, tenant: TenantId, id: TicketId, to: Status, actor: Actor) -> Result<SupportEvents> {
+        let mut ticket = self.ticket(tenant, id).await?;
+        let now = self.clock.now();
+        let from = ticket.status();
+        ticket.change_status(to, actor, now)?;
+        self.store.update_ticket(tenant, &ticket).await?;
+        let mut events = vec![self.event(tenant, SupportEvent::StatusChanged { ticket: id, from, to, actor })];
+        if to.is_done() {
+            for mut child in self.store.children_of(tenant, id).await? {
+                let child_from = child.status();
+                if child.merged_into().is_none() && child_from.can_move_to(to) {
+                    child.change_status(to, Actor::System, now)?;
+                    self.store.update_ticket(tenant, &child).await?;
+                    events.push(self.event(
+                        tenant,
+                        SupportEvent::StatusChanged {
+                            ticket: child.id(),
+                            from: child_from,
+                            to,
+                            actor: Actor::System,
+                        },
+                    ));
+                    events.extend(self.process(tenant, child.id()).await?);
+                }
+            }
+        }
+        events.extend(self.process(tenant, id).await?);
+        if let Some(queue) = ticket.queue() {
+            events.extend(self.drain_queue(tenant, queue).await?);
+        }
+        Ok(events)
+    }
+
+    /// Changes a ticket's status given by name.
+    ///
+    /// # Errors
+    ///
+    /// [`SupportError::UnknownStatus`] (nothing changed), then as [`Self::change_status`].
+    pub async fn change_status_named(&self, tenant: TenantId, id: TicketId, to: &str, actor: Actor) -> Result<SupportEvents> {
+        let to: Status = to.parse()?;
+        self.change_status(tenant, id, to, actor).await
+    }
+
+    /// Assigns a ticket to an agent by hand.
+    ///
+    /// # Errors
+    ///
+    /// [`SupportError::AgentUnavailable`] for an agent who is not online or is at capacity (the
+    /// ticket is unchanged), [`SupportError::NotFound`]; storage errors.
+    pub async fn assign(&self, tenant: TenantId, id: TicketId, agent: AgentId, actor: Actor) -> Result<SupportEvents> {
+        let config = self.config(tenant).await?;
+        let mut ticket = self.ticket(tenant, id).await?;
+        let roster = self.roster(tenant, &config).await?;
+        let entry = roster.get(agent).ok_or_else(|| SupportError::NotFound {
+            kind: "agent",
+            id: agent.to_string(),
+        })?;
+        if entry.agent.presence != Presence::Online || entry.active >= entry.agent.capacity {
+            return Err(SupportError::AgentUnavailable { agent });
+        }
+        ticket.assign(Some(agent), actor, self.clock.now())?;
+        self.store.update_ticket(tenant, &ticket).await?;
+        Ok(vec![self.event(tenant, SupportEvent::TicketAssigned { ticket: id, agent })])
+    }
+
+    /// Changes the priority (clocks are recomputed with the new priority's targets).
+    ///
+    /// # Errors
+    ///
+    /// [`SupportError::NotFound`], [`SupportError::Merged`]; storage errors.
+    pub async fn set_priority(&self, tenant: TenantId, id: TicketId, to: Priority, actor: Actor) -> Result<SupportEvents> {
+        let mut ticket = self.ticket(tenant, id).await?;
+        let from = ticket.priority();
+        ticket.set_priority(to, actor, self.clock.now())?;
+        if from == to {
+            return Ok(Vec::new());
+        }
+        self.store.update_ticket(tenant, &ticket).await?;
+        let mut events = vec![self.event(tenant, SupportEvent::PriorityChanged { ticket: id, from, to })];
+        events.extend(self.process(tenant, id).await?);
+        Ok(events)
+    }
+
+    /// Adds a tag.
+    ///
+    /// # Errors
+    ///
+    /// [`SupportError::NotFound`], [`SupportError::Merged`]; storage errors.
+    pub async fn tag(&self, tenant: TenantId, id: TicketId, tag: &str, actor: Actor) -> Result<()> {
+        let mut ticket = self.ticket(tenant, id).await?;
+        ticket.tag(tag, actor, self.clock.now())?;
+        self.store.update_ticket(tenant, &ticket).await
+    }
+
+    /// Merges `source` into `target`.
+    ///
+    /// # Errors
+    ///
+    /// [`SupportError::SelfReference`], [`SupportError::Merged`], [`SupportError::NotFound`];
+    /// storage errors.
+    pub async fn merge(&self, tenant: TenantId, source: TicketId, target: TicketId, actor: Actor) -> Result<SupportEvents> {
+        let mut from = self.ticket(tenant, source).await?;
+        let mut into = self.ticket(tenant, target).await?;
+        from.merge_into(&mut into, actor, self.clock.now())?;
+        self.store.update_ticket(tenant, &into).await?;
+        self.store.update_ticket(tenant, &from).await?;
+        Ok(vec![self.event(tenant, SupportEvent::TicketMerged { source, target })])
+    }
+
+    /// Links a ticket to a parent incident.
+    ///
+    /// # Errors
+    ///
+    /// [`SupportError::SelfReference`], [`SupportError::Merged`], [`SupportError::NotFound`];
+    /// storage errors.
+    pub async fn link_to_parent(&self, tenant: TenantId, child: TicketId, parent: TicketId, actor: Actor) -> Result<SupportEvents> {
+        let mut ticket = self.ticket(tenant, child).await?;
+        let parent_ticket = self.ticket(tenant, parent).await?;
+        ticket.link_to_parent(&parent_ticket, actor, self.clock.now())?;
+        self.store.update_ticket(tenant, &ticket).await?;
+        Ok(vec![self.event(tenant, SupportEvent::TicketLinked { child, parent })])
+    }
+
+    /// A ticket's clocks now.
+    ///
+    /// # Errors
+    ///
+    /// [`SupportError::NotConfigured`], [`SupportError::NotFound`]; storage errors.
+    pub async fn sla_clocks(&self, tenant: TenantId, id: TicketId) -> Result<Vec<ClockState>> {
+        let config = self.config(tenant).await?;
+        let ticket = self.ticket(tenant, id).await?;
+        match config.policies.select(&ticket) {
+            Some(p) => p.evaluate(config.calendar_for(p.id()), &ticket.sla_timeline(), ticket.priority(), self.clock.now()),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Checks every unclosed ticket's clocks: warnings, breaches, stopped clocks and
+    /// escalations, each once per clock; then lets every queue assign waiting tickets (skills
+    /// relax with waiting time). Run it every minute or so.
+    ///
+    /// # Errors
+    ///
+    /// [`SupportError::NotConfigured`]; storage errors.
+    pub async fn sweep(&self, tenant: TenantId) -> Result<SupportEvents> {
+        let mut events = Vec::new();
+        for ticket in self.store.unclosed_tickets(tenant).await? {
+            if ticket.merged_into().is_none() {
+                events.extend(self.process(tenant, ticket.id()).await?);
+            }
+        }
+        for queue in self.store.list_queues(tenant).await? {
+            events.extend(self.drain_queue(tenant, queue.id).await?);
+        }
+        Ok(events)
+    }
+
+    /// Evaluates one ticket's clocks and fires what has not fired yet.
+    async fn process(&self, tenant: TenantId, id: TicketId) -> Result<SupportEvents> {
+        let config = self.config(tenant).await?;
+        let mut ticket = self.ticket(tenant, id).await?;
+        let Some(policy) = config.policies.select(&ticket) else {
+            return Ok(Vec::new());
+        };
+        let now = self.clock.now();
+        let clocks = policy.evaluate(config.calendar_for(policy.id()), &ticket.sla_timeline(), ticket.priority(), now)?;
+        let mut marks = self.store.get_marks(tenant, id).await?;
+        let before = marks.clone();
+        let mut events = Vec::new();
+        for clock in &clocks {
+            match clock.status {
+                ClockStatus::Warning if marks.mark(MarkKind::Warned, clock) => events.push(self.event(
+                    tenant,
+                    SupportEvent::SlaWarning {
+                        ticket: id,
+                        metric: clock.metric,
+                        due_at: clock.due_at,
+                    },
+                )),
+                ClockStatus::Breached if marks.mark(MarkKind::Breached, clock) => events.push(self.event(
+                    tenant,
+                    SupportEvent::SlaBreached {
+                        ticket: id,
+                        metric: clock.metric,
+                        due_at: clock.due_at,
+                    },
+                )),
+                ClockStatus::Met | ClockStatus::Missed if marks.mark(MarkKind::Recorded, clock) => {
+                    let record = SlaRecord {
+                        ticket: id,
+                        policy: policy.id(),
+                        priority: ticket.priority(),
+                        metric: clock.metric,
+                        started_at: clock.started_at,
+                        stopped_at: clock.stopped_at.unwrap_or(now),
+                        target_minutes: clock.target.minutes(),
+                        elapsed_minutes: clock.elapsed_minutes,
+                        margin_minutes: clock.margin_minutes(),
+                        met: clock.status == ClockStatus::Met,
+                    };
+                    self.store.add_record(tenant, &record).await?;
+                    events.push(self.event(tenant, SupportEvent::SlaClockStopped { record }));
+                }
+                _ => {}
+            }
+        }
+        let fired: Vec<_> = due_escalations(&config.escalations, &clocks, &mut marks)
+            .into_iter()
+            .cloned()
+            .collect();
+        let mut changed = false;
+        for rule in fired {
+            match &rule.action {
+                EscalationAction::Notify { .. } => {}
+                EscalationAction::Reassign { queue } => {
+                    ticket.set_queue(*queue, Actor::System, now)?;
+                    ticket.assign(None, Actor::System, now)?;
+                    changed = true;
+                }
+                EscalationAction::RaisePriority => {
+                    if let Some(raised) = ticket.priority().raised() {
+                        let from = ticket.priority();
+                        ticket.set_priority(raised, Actor::System, now)?;
+                        events.push(self.event(tenant, SupportEvent::PriorityChanged { ticket: id, from, to: raised }));
+                        changed = true;
+                    }
+                }
+            }
+            events.push(self.event(
+                tenant,
+                SupportEvent::Escalated {
+                    ticket: id,
+                    rule: rule.id,
+                    action: rule.action.clone(),
+                },
+            ));
+        }
+        if changed {
+            self.store.update_ticket(tenant, &ticket).await?;
+        }
+        if marks != before {
+            self.store.put_marks(tenant, id, &marks).await?;
+        }
+        Ok(events)
+    }
+
+    /// Records the customer's rating of a ticket (one per ticket).
+    ///
+    /// # Errors
+    ///
+    /// [`SupportError::InvalidScore`] (nothing stored), [`SupportError::NotFound`],
+    /// [`SupportError::AlreadyExists`]; storage errors.
+    pub async fn record_csat(&self, tenant: TenantId, id: TicketId, score: i64, comment: Option<String>) -> Result<SupportEvents> {
+        let score = CsatScore::new(score)?;
+        let ticket = self.ticket(tenant, id).await?;
+        let response = CsatResponse {
+            id: CsatResponseId::new(),
+            ticket: id,
+            agent: ticket.assignee(),
+            queue: ticket.queue(),
+            score,
+            comment,
+            at: self.clock.now(),
+        };
+        self.store.add_csat(tenant, &response).await?;
+        Ok(vec![self.event(tenant, SupportEvent::CsatRecorded { ticket: id, score })])
+    }
+
+    /// CSAT over `[from, to)`.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors.
+    pub async fn csat_summary(&self, tenant: TenantId, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<CsatSummary> {
+        let responses = self.store.csat_responses(tenant, from, to).await?;
+        Ok(CsatSummary::of(&responses, from, to))
+    }
+
+    /// SLA statistics of one clock over `[from, to)`.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors.
+    pub async fn sla_stats(&self, tenant: TenantId, metric: SlaMetric, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<SlaStats> {
+        let records = self.store.records(tenant, from, to).await?;
+        Ok(SlaStats::from_records(records.iter().filter(|r| r.metric == metric)))
+    }
+}
+
+/// Counts toward an agent's load: not resolved or closed, and not in a status the ticket's
+/// policy pauses in (a ticket waiting on the customer takes no capacity).
+fn is_sla_active(config: &SupportConfig, ticket: &Ticket) -> bool {
+    if ticket.status().is_done() {
+        return false;
+    }
+    !config
+        .policies
+        .select(ticket)
+        .is_some_and(|p| p.pause_statuses().contains(&ticket.status()))
+}
