@@ -2,18 +2,23 @@
 //! exactly, receivables ageing, churn rate and ARPU.
 //!
 //! MRR normalises each recurring price to a month with the interval's conventional
-//! [`BillingInterval::periods_per_year`] (365 days, 52 weeks, 12 months) divided by 12, and is
-//! kept exact: nothing here rounds, so movements reconcile to the last decimal. Round for
-//! display with [`Money::round`].
+//! [`BillingInterval::periods_per_year`] (365 days, 52 weeks, 12 months) divided by 12. That
+//! division is not exact for weekly or daily prices, so each item's MRR is rounded once, half
+//! up, to [`MRR_SCALE`] decimal places (the one rounding point here); every total and movement
+//! is then an exact sum, and movements reconcile to the last decimal. Round for display with
+//! [`Money::round`].
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::NaiveDate;
-use dotmac_core::{BillingInterval, Currency, CustomerId, Money, PlanId, TenantId};
+use dotmac_core::{BillingInterval, Currency, CustomerId, Money, PlanId, RoundingMode, TenantId};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::error::BillingError;
+
+/// Decimal places each item's MRR is kept to (far below any currency's minor unit).
+pub const MRR_SCALE: u32 = 10;
 use crate::payments::{CustomerLedger, LedgerEntryKind};
 
 /// A recurring charge as analytics sees it: one per subscription (or subscription item).
@@ -43,7 +48,8 @@ impl RecurringItem {
 
     /// Its monthly recurring revenue.
     pub fn mrr(&self) -> Decimal {
-        self.amount.amount() * self.interval.periods_per_year() / Decimal::from(12)
+        let monthly = self.amount.amount() * self.interval.periods_per_year() / Decimal::from(12);
+        RoundingMode::HalfUp.round_decimal(monthly, MRR_SCALE)
     }
 }
 

@@ -737,13 +737,16 @@ impl<P: PaymentStore, D: DunningStore, C: Clock> CollectionsService<P, D, C> {
             .collect()
     }
 
+    /// The customer's ledger; its currency is that of its first entry (`fallback` for a
+    /// customer without entries yet).
     async fn ledger(
         &self,
         tenant: TenantId,
         customer: CustomerId,
-        currency: Currency,
+        fallback: Currency,
     ) -> Result<CustomerLedger, BillingError> {
         let entries = self.payments.entries(tenant, customer).await?;
+        let currency = entries.first().map_or(fallback, |e| e.kind.currency());
         CustomerLedger::from_entries(customer, currency, entries)
     }
 
@@ -809,9 +812,9 @@ impl<P: PaymentStore, D: DunningStore, C: Clock> CollectionsService<P, D, C> {
         &self,
         tenant: TenantId,
         customer: CustomerId,
-        currency: Currency,
     ) -> Result<Vec<DomainEvent<CollectionEvent>>, BillingError> {
-        let ledger = self.ledger(tenant, customer, currency).await?;
+        // Without entries there is nothing to collect, whatever the currency.
+        let ledger = self.ledger(tenant, customer, Currency::USD).await?;
         let events = self.evaluate_ledger(tenant, &ledger).await?;
         Ok(self.wrap(tenant, events))
     }

@@ -1,6 +1,74 @@
 //! # dotmac-billing
 //!
-//! (crate docs: written by the billing work)
+//! The billing core of DotMac: a catalogue of plans with versioned, multi-currency prices;
+//! pricing models; subscriptions with an explicit lifecycle; proration; and a deterministic,
+//! idempotent bill run that produces invoices and credit notes exact to the cent and
+//! explainable line by line. (Usage rating, RADIUS, payments, dunning and analytics live in
+//! their own modules of this crate.)
+//!
+//! The domain is pure and synchronous: [`bill_due`], [`change`], [`cancel`],
+//! [`PriceModel::amount`], [`credit_note`] take state and dates and return results; they never
+//! read the clock or do I/O. [`BillingService`] orchestrates a store ([`BillingStore`]: the
+//! [`CatalogStore`], [`SubscriptionStore`] and [`InvoiceStore`] traits, every call
+//! tenant-scoped; [`MemoryStore`] in memory) with the domain and a
+//! [`Clock`](dotmac_core::Clock), and returns [`DomainEvent`](dotmac_core::DomainEvent)s of
+//! [`BillingEvent`].
+//!
+//! ## Example
+//!
+//! ```
+//! use chrono::NaiveDate;
+//! use dotmac_billing::{
+//!     Charge, DocumentSettings, FirstPeriod, NewSubscription, Plan, bill_due,
+//! };
+//! use dotmac_core::{BillingInterval, Currency, CustomerId, Money, PlanId, ProductId};
+//! use rust_decimal::Decimal;
+//!
+//! let day = |m, d| NaiveDate::from_ymd_opt(2026, m, d).unwrap();
+//! let plan = Plan::builder(PlanId::new(), ProductId::new(), "Fibre 100")
+//!     .interval(BillingInterval::MONTHLY)
+//!     .charge(Charge::recurring_flat([Money::parse("30.00", Currency::USD)?]))
+//!     .build(day(1, 1))?;
+//! // Started on March 15th, billed on the 1st of each month, first part prorated.
+//! let sub = NewSubscription::new(CustomerId::new(), plan.id, Currency::USD, day(3, 15))
+//!     .anchor(day(1, 1))
+//!     .first_period(FirstPeriod::Prorate)
+//!     .create(&plan, Currency::USD)?;
+//! let run = bill_due(&sub, &plan, &[], day(4, 1), &DocumentSettings::default())?;
+//! let totals: Vec<Decimal> = run.invoices.iter().map(|i| i.total.amount()).collect();
+//! assert_eq!(totals, [Decimal::new(1645, 2), Decimal::new(3000, 2)]); // 30 × 17/31, then 30
+//!
+//! // Re-running on the new state finds nothing due: the bill run is idempotent.
+//! let again = bill_due(&run.subscription, &plan, &[], day(4, 1), &DocumentSettings::default())?;
+//! assert!(again.invoices.is_empty());
+//! # Ok::<(), dotmac_billing::BillingError>(())
+//! ```
+//!
+//! ## Types other modules build on
+//!
+//! - [`Invoice`], [`InvoiceLine`], [`InvoiceStatus`]: an invoice has a `customer`, a
+//!   `currency`, an `issue_date`, a `due_date`, a `total` and explainable lines.
+//! - [`PendingCharge`]: a one-off charge or credit (usage, usage adjustment, late fee,
+//!   reconnection fee, deferred proration) with description, unit price, quantity and period.
+//!   Add it with [`InvoiceStore::add_pending_charge`] (or
+//!   [`BillingService::add_pending_charge`]); the next regular invoice of the subscription (or,
+//!   for a charge without subscription, the customer's next invoice) carries it, and the bill
+//!   run consumes it in the same atomic [`BillingCommit`].
+//!   [`BillingService::invoice_pending_now`] invoices pending charges on their own.
+//! - [`Subscription`] (status, segments with plan / version / quantity, currency) and
+//!   [`Plan`] (interval, timing, [`PlanVersion`]s with [`Charge`]s):
+//!   `plan.version(v)?.recurring_amount(plan.id, currency, quantity)` is one period's price,
+//!   and `plan.interval.periods_per_year()` normalises it for MRR.
+//!
+//! ## The rounding point
+//!
+//! Nothing is rounded until a line is put on a document by [`DocumentBuilder::push`], which
+//! rounds the line amount, its discount and each tax once, with the tenant's
+//! [`RoundingMode`](dotmac_core::RoundingMode). Totals are sums of rounded figures.
+//!
+//! ## Features
+//!
+//! - `testkit`: [`testkit::run_store_suite`], the store behaviour suite, for storage crates.
 
 mod billrun;
 mod catalog;
@@ -14,6 +82,8 @@ mod service;
 mod store;
 mod subscription;
 mod tax;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 
 pub mod analytics;
 pub mod dunning;

@@ -63,6 +63,18 @@ pub enum LedgerEntryKind {
     },
 }
 
+impl LedgerEntryKind {
+    /// The currency of the amount that moved.
+    pub fn currency(&self) -> Currency {
+        match self {
+            LedgerEntryKind::InvoiceIssued { total, .. } => total.currency(),
+            LedgerEntryKind::PaymentReceived { amount, .. }
+            | LedgerEntryKind::Allocated { amount, .. }
+            | LedgerEntryKind::Refunded { amount, .. } => amount.currency(),
+        }
+    }
+}
+
 /// A ledger entry: what moved, for whom, on which day, in which order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LedgerEntry {

@@ -259,7 +259,7 @@ mod tests {
         assert_eq!(line.exclusive, usd("0"));
         let exempt = apply_taxes(
             usd("12"),
-            &[vat.clone()],
+            std::slice::from_ref(&vat),
             &TaxExemption::Rates(vec![vat.id]),
             RoundingMode::HalfUp,
             &mut summaries,

@@ -18,7 +18,9 @@ pub(crate) mod sqlite {
     pub(crate) type Tx = Transaction<'static, Sqlite>;
     pub(crate) type DbRow = SqliteRow;
     pub(crate) const IS_POSTGRES: bool = false;
+    pub(crate) type Db = Sqlite;
     pub(crate) use crate::billrun::sqlite as billrun;
+    pub(crate) use crate::docs::sqlite as docs;
     pub(crate) use crate::numbers::sqlite as numbers;
     pub(crate) use crate::outbox::sqlite as outbox;
 
@@ -71,7 +73,9 @@ pub(crate) mod postgres {
     pub(crate) type Tx = Transaction<'static, Postgres>;
     pub(crate) type DbRow = PgRow;
     pub(crate) const IS_POSTGRES: bool = true;
+    pub(crate) type Db = Postgres;
     pub(crate) use crate::billrun::postgres as billrun;
+    pub(crate) use crate::docs::postgres as docs;
     pub(crate) use crate::numbers::postgres as numbers;
     pub(crate) use crate::outbox::postgres as outbox;
 

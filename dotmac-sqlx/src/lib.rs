@@ -50,9 +50,12 @@
 mod billrun;
 mod db;
 mod dialect;
+mod docs;
 mod error;
 mod numbers;
 mod outbox;
+mod store;
+mod support;
 #[cfg(all(test, feature = "postgres"))]
 mod rls_tests;
 mod tenants;
@@ -63,4 +66,5 @@ pub use billrun::{
 pub use db::{BackendKind, Database, DatabaseOptions};
 pub use error::{BoxedSource, Result, SqlError};
 pub use outbox::{OutboxEvent, OutboxMessage};
+pub use store::SqlStore;
 pub use tenants::IdempotencyClaim;

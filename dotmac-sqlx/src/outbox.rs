@@ -6,7 +6,6 @@ use dotmac_core::{DomainEvent, EventId, EventPayload, TenantId};
 use serde::Serialize;
 use sqlx::Row;
 use sqlx::types::Json;
-use uuid::Uuid;
 
 use crate::db::{Database, dispatch, for_each_dialect};
 use crate::error::{Context, Result, SqlError};
@@ -125,6 +124,8 @@ for_each_dialect! {
         }
     }
     postgres {
+        use uuid::Uuid;
+
         /// Writes events inside an open transaction with one UNNEST insert; an event id
         /// already present is skipped, so retrying a transaction never duplicates an event.
         pub(crate) async fn insert(tx: &mut Tx, events: &[OutboxEvent]) -> Result<()> {

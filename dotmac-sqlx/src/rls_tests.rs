@@ -2,6 +2,9 @@
 //! tenant B's rows even with SQL that forgets its `WHERE tenant_id`. Runs when DATABASE_URL is
 //! set, and fails (does not skip) if that server cannot be used.
 
+// Helpers outside #[test] functions unwrap too: a failing unwrap is a failing test.
+#![allow(clippy::unwrap_used, clippy::panic)]
+
 use chrono::{NaiveDate, TimeZone, Utc};
 use dotmac_core::{Currency, CustomerId, EventId, InvoiceId, Money, TenantId};
 use sqlx::Row;

@@ -1,6 +1,9 @@
 //! Scale-out bill runs: chunk claiming, crash-resume and all-or-nothing chunk writes, on
 //! SQLite and (with DATABASE_URL) PostgreSQL.
 
+// Helpers outside #[test] functions unwrap too: a failing unwrap is a failing test.
+#![allow(clippy::unwrap_used, clippy::panic)]
+
 mod common;
 
 use std::collections::BTreeMap;

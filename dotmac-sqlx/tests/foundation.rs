@@ -1,6 +1,9 @@
 //! Behaviour of the storage foundation, run on SQLite (memory and file) and, when
 //! `DATABASE_URL` is set, PostgreSQL.
 
+// Helpers outside #[test] functions unwrap too: a failing unwrap is a failing test.
+#![allow(clippy::unwrap_used, clippy::panic)]
+
 mod common;
 
 use std::collections::BTreeSet;

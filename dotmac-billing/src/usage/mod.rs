@@ -229,12 +229,39 @@ pub struct BatchReport {
     pub rejected: Vec<Rejected>,
 }
 
-#[derive(Debug, Clone, Default)]
-struct Bucket {
+/// The per-event state of one customer × meter × period, kept in a dense slab per period so
+/// that counting an event is an index, not a hash lookup.
+#[derive(Debug, Clone, Copy)]
+struct Hot {
     count: u64,
     sum: Decimal,
-    max: Option<Decimal>,
-    latest: Option<(DateTime<Utc>, UsageEventId, Decimal)>,
+    max: Decimal,
+    latest: Decimal,
+    latest_at: DateTime<Utc>,
+    latest_id: UsageEventId,
+    /// The period was invoiced: events now are late.
+    closed: bool,
+}
+
+const EMPTY_HOT: Hot = Hot {
+    count: 0,
+    sum: Decimal::ZERO,
+    max: Decimal::ZERO,
+    latest: Decimal::ZERO,
+    latest_at: DateTime::<Utc>::MIN_UTC,
+    latest_id: UsageEventId::from_u128(0),
+    closed: false,
+};
+
+#[derive(Debug, Clone)]
+struct PeriodSlab {
+    /// Indexed by customer index × meters + meter index.
+    hot: Vec<Hot>,
+}
+
+/// What only some meters need (distinct values, gauge readings) and the billed snapshot.
+#[derive(Debug, Clone, Default)]
+struct Bucket {
     unique: Option<FastSet<String>>,
     readings: Vec<(DateTime<Utc>, UsageEventId, Decimal)>,
     /// The quantity billed when the period was closed; `None` while open.
@@ -353,8 +380,10 @@ pub struct UsageAggregator {
     customer_ids: Vec<CustomerId>,
     seen: FastSet<UsageEventId>,
     buckets: FastMap<BucketKey, Bucket>,
-    /// The window of the last event: most events of a batch fall in the same period.
-    cached: Option<Window>,
+    periods: Vec<PeriodSlab>,
+    period_slots: FastMap<i64, usize>,
+    /// The window of the last event and its slab: most events of a batch fall in one period.
+    cached: Option<(Window, usize)>,
 }
 
 impl UsageAggregator {
@@ -369,6 +398,8 @@ impl UsageAggregator {
             customer_ids: Vec::new(),
             seen: FastSet::default(),
             buckets: FastMap::default(),
+            periods: Vec::new(),
+            period_slots: FastMap::default(),
             cached: None,
         }
     }
@@ -402,16 +433,43 @@ impl UsageAggregator {
         self.meters.iter().position(|m| m.id == meter)
     }
 
-    fn window_for(&mut self, at: DateTime<Utc>) -> Result<Window, BillingError> {
-        if let Some(w) = self.cached
+    fn slot_for(&mut self, period: i64) -> usize {
+        if let Some(slot) = self.period_slots.get(&period) {
+            return *slot;
+        }
+        let slot = self.periods.len();
+        self.periods.push(PeriodSlab { hot: Vec::new() });
+        self.period_slots.insert(period, slot);
+        slot
+    }
+
+    fn window_for(&mut self, at: DateTime<Utc>) -> Result<(Window, usize), BillingError> {
+        if let Some((w, slot)) = self.cached
             && w.start <= at
             && at < w.end
         {
-            return Ok(w);
+            return Ok((w, slot));
         }
         let window = self.calendar.window_of(at)?;
-        self.cached = Some(window);
-        Ok(window)
+        let slot = self.slot_for(window.index);
+        self.cached = Some((window, slot));
+        Ok((window, slot))
+    }
+
+    fn hot_mut(&mut self, slot: usize, customer: u32, meter: usize) -> Option<&mut Hot> {
+        let index = customer as usize * self.meters.len() + meter;
+        let wanted = self.customer_ids.len() * self.meters.len();
+        let slab = self.periods.get_mut(slot)?;
+        if index >= slab.hot.len() {
+            slab.hot.resize(wanted.max(index + 1), EMPTY_HOT);
+        }
+        slab.hot.get_mut(index)
+    }
+
+    fn hot(&self, key: BucketKey) -> Option<&Hot> {
+        let slot = *self.period_slots.get(&key.period)?;
+        let index = key.customer as usize * self.meters.len() + key.meter as usize;
+        self.periods.get(slot)?.hot.get(index)
     }
 
     /// Counts one event, unless it was seen before.
@@ -427,13 +485,21 @@ impl UsageAggregator {
         event: &UsageEvent,
         received_at: DateTime<Utc>,
     ) -> Result<Ingested, BillingError> {
+        let latest = received_at + self.max_future_skew;
+        self.ingest_until(event, latest)
+    }
+
+    fn ingest_until(
+        &mut self,
+        event: &UsageEvent,
+        latest: DateTime<Utc>,
+    ) -> Result<Ingested, BillingError> {
         if event.quantity.is_sign_negative() && !event.quantity.is_zero() {
             return Err(BillingError::NegativeQuantity {
                 event: event.id,
                 quantity: event.quantity,
             });
         }
-        let latest = received_at + self.max_future_skew;
         if event.timestamp > latest {
             return Err(BillingError::TimestampInFuture {
                 event: event.id,
@@ -455,46 +521,62 @@ impl UsageAggregator {
                     event: event.id,
                     customer: event.customer,
                 })?;
-        let window = self.window_for(event.timestamp)?;
+        let (window, slot) = self.window_for(event.timestamp)?;
         if !self.seen.insert(event.id) {
             return Ok(Ingested::Duplicate);
         }
-        let key = BucketKey {
-            customer,
-            meter: meter as u32,
-            period: window.index,
+        let closed = match self.hot_mut(slot, customer, meter) {
+            Some(hot) => {
+                if hot.count == 0 || event.quantity > hot.max {
+                    hot.max = event.quantity;
+                }
+                if hot.count == 0 || (event.timestamp, event.id) > (hot.latest_at, hot.latest_id) {
+                    hot.latest = event.quantity;
+                    hot.latest_at = event.timestamp;
+                    hot.latest_id = event.id;
+                }
+                hot.count += 1;
+                hot.sum += event.quantity;
+                hot.closed
+            }
+            None => false,
         };
-        let bucket = self.buckets.entry(key).or_default();
-        bucket.count += 1;
-        bucket.sum += event.quantity;
-        if bucket.max.is_none_or(|m| event.quantity > m) {
-            bucket.max = Some(event.quantity);
-        }
-        let stamp = (event.timestamp, event.id);
-        if bucket.latest.is_none_or(|(t, id, _)| stamp > (t, id)) {
-            bucket.latest = Some((event.timestamp, event.id, event.quantity));
-        }
         match self.meters.get(meter).map(|m| &m.aggregation) {
             Some(Aggregation::UniqueCount { property }) => {
                 if let Some(value) = event.properties.get(property) {
-                    bucket
+                    let key = BucketKey {
+                        customer,
+                        meter: meter as u32,
+                        period: window.index,
+                    };
+                    self.buckets
+                        .entry(key)
+                        .or_default()
                         .unique
                         .get_or_insert_with(FastSet::default)
                         .insert(value.clone());
                 }
             }
             Some(Aggregation::WeightedSum) => {
-                bucket
-                    .readings
-                    .push((event.timestamp, event.id, event.quantity));
+                let key = BucketKey {
+                    customer,
+                    meter: meter as u32,
+                    period: window.index,
+                };
+                self.buckets.entry(key).or_default().readings.push((
+                    event.timestamp,
+                    event.id,
+                    event.quantity,
+                ));
             }
             _ => {}
         }
-        Ok(match bucket.billed {
-            Some(_) => Ingested::Late {
+        Ok(if closed {
+            Ingested::Late {
                 period_start: window.start_date,
-            },
-            None => Ingested::Counted,
+            }
+        } else {
+            Ingested::Counted
         })
     }
 
@@ -505,8 +587,9 @@ impl UsageAggregator {
         received_at: DateTime<Utc>,
     ) -> BatchReport {
         let mut report = BatchReport::default();
+        let latest = received_at + self.max_future_skew;
         for (index, event) in events.iter().enumerate() {
-            match self.ingest(event, received_at) {
+            match self.ingest_until(event, latest) {
                 Ok(Ingested::Counted) => report.counted += 1,
                 Ok(Ingested::Late { .. }) => report.late += 1,
                 Ok(Ingested::Duplicate) => report.duplicates += 1,
@@ -576,18 +659,23 @@ impl UsageAggregator {
         if meter.aggregation == Aggregation::WeightedSum {
             return self.weighted_sum(key);
         }
-        let Some(bucket) = self.buckets.get(&key) else {
+        if let Aggregation::UniqueCount { .. } = meter.aggregation {
+            return Ok(Decimal::from(
+                self.buckets
+                    .get(&key)
+                    .and_then(|b| b.unique.as_ref())
+                    .map_or(0, |u| u.len()),
+            ));
+        }
+        let Some(hot) = self.hot(key).filter(|h| h.count > 0) else {
             return Ok(Decimal::ZERO);
         };
         Ok(match &meter.aggregation {
-            Aggregation::Count => Decimal::from(bucket.count),
-            Aggregation::Sum => bucket.sum,
-            Aggregation::Max => bucket.max.unwrap_or_default(),
-            Aggregation::UniqueCount { .. } => {
-                Decimal::from(bucket.unique.as_ref().map_or(0, |u| u.len()))
-            }
-            Aggregation::Latest => bucket.latest.map_or(Decimal::ZERO, |(_, _, q)| q),
-            Aggregation::WeightedSum => Decimal::ZERO,
+            Aggregation::Count => Decimal::from(hot.count),
+            Aggregation::Sum => hot.sum,
+            Aggregation::Max => hot.max,
+            Aggregation::Latest => hot.latest,
+            Aggregation::UniqueCount { .. } | Aggregation::WeightedSum => Decimal::ZERO,
         })
     }
 
@@ -648,6 +736,10 @@ impl UsageAggregator {
         let (key, meter_index) = self.key_for(customer, meter, period_start)?;
         let billed = self.value_of(key, meter_index)?;
         self.buckets.entry(key).or_default().billed = Some(billed);
+        let slot = self.slot_for(key.period);
+        if let Some(hot) = self.hot_mut(slot, key.customer, meter_index) {
+            hot.closed = true;
+        }
         Ok(billed)
     }
 

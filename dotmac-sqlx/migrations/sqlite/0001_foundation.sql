@@ -12,7 +12,7 @@ CREATE TABLE tenants (
 
 CREATE TABLE outbox (
     seq               INTEGER PRIMARY KEY AUTOINCREMENT,
-    tenant_id         BLOB NOT NULL REFERENCES tenants (tenant_id),
+    tenant_id         BLOB NOT NULL,
     event_id          BLOB NOT NULL UNIQUE,
     event_type        TEXT NOT NULL,
     occurred_at       TEXT NOT NULL,
@@ -26,14 +26,14 @@ CREATE INDEX outbox_undelivered ON outbox (seq) WHERE delivered_at IS NULL;
 CREATE INDEX outbox_tenant ON outbox (tenant_id, seq);
 
 CREATE TABLE invoice_counters (
-    tenant_id    BLOB NOT NULL REFERENCES tenants (tenant_id),
+    tenant_id    BLOB NOT NULL,
     series       TEXT NOT NULL,
     last_number  INTEGER NOT NULL CHECK (last_number >= 0),
     PRIMARY KEY (tenant_id, series)
 );
 
 CREATE TABLE idempotency_keys (
-    tenant_id   BLOB NOT NULL REFERENCES tenants (tenant_id),
+    tenant_id   BLOB NOT NULL,
     scope       TEXT NOT NULL,
     key         TEXT NOT NULL,
     reference   TEXT NOT NULL,
@@ -42,7 +42,7 @@ CREATE TABLE idempotency_keys (
 );
 
 CREATE TABLE bill_runs (
-    tenant_id    BLOB NOT NULL REFERENCES tenants (tenant_id),
+    tenant_id    BLOB NOT NULL,
     run_id       BLOB PRIMARY KEY,
     as_of        TEXT NOT NULL,
     chunk_count  INTEGER NOT NULL CHECK (chunk_count >= 0),
@@ -50,7 +50,7 @@ CREATE TABLE bill_runs (
 );
 
 CREATE TABLE bill_run_chunks (
-    tenant_id         BLOB NOT NULL REFERENCES tenants (tenant_id),
+    tenant_id         BLOB NOT NULL,
     run_id            BLOB NOT NULL REFERENCES bill_runs (run_id),
     chunk_no          INTEGER NOT NULL CHECK (chunk_no >= 0),
     items             TEXT NOT NULL,
@@ -64,7 +64,7 @@ CREATE TABLE bill_run_chunks (
 CREATE INDEX bill_run_chunks_pending ON bill_run_chunks (run_id, chunk_no) WHERE status = 'pending';
 
 CREATE TABLE invoices (
-    tenant_id        BLOB NOT NULL REFERENCES tenants (tenant_id),
+    tenant_id        BLOB NOT NULL,
     invoice_id       BLOB PRIMARY KEY,
     series           TEXT NOT NULL,
     number           INTEGER NOT NULL,

@@ -1,6 +1,6 @@
 //! Test databases: SQLite always (memory and a temp file); PostgreSQL when `DATABASE_URL` is
 //! set, in which case an unreachable server fails the test instead of skipping it.
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::panic)]
 
 use std::hash::{Hash, Hasher};
 

@@ -1,0 +1,215 @@
+//! dotmac-billing: pricing and the bill run.
+//!
+//! Targets (issue 3): a graduated 5-tier price under 100 ns; an in-memory bill run of 100,000
+//! subscriptions (one recurring charge, one discount, one tax each) at 500,000 invoices/s or
+//! more on one core. Peak memory (VmHWM) is printed after the bill-run benchmarks.
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use std::future::Future;
+use std::hint::black_box;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use chrono::{NaiveDate, TimeZone, Utc};
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use dotmac_billing::{
+    AppliedDiscount, BillingService, BillingSettings, Charge, Discount, DiscountAmount,
+    DiscountDuration, DiscountId, DocumentSettings, MemoryStore, NewSubscription, Plan,
+    PriceModel, Product, Subscription, SubscriptionStore, TaxRate, TaxRateId, Tier, Tiers,
+    bill_due,
+};
+use dotmac_core::{
+    Currency, CustomerId, FixedClock, Money, PlanId, ProductId, SubscriptionId, TenantId,
+};
+use rust_decimal::Decimal;
+
+const SUBSCRIPTIONS: usize = 100_000;
+
+/// Drives a future that never waits (the in-memory store's futures complete at once).
+fn block_on<F: Future>(future: F) -> F::Output {
+    let mut future = pin!(future);
+    let mut cx = Context::from_waker(Waker::noop());
+    loop {
+        if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+            return out;
+        }
+    }
+}
+
+fn d(y: i32, m: u32, day: u32) -> NaiveDate {
+    NaiveDate::from_ymd_opt(y, m, day).unwrap()
+}
+
+fn graduated_5() -> PriceModel {
+    let tier = |up: Option<i64>, unit: i64, flat: i64| Tier {
+        up_to: up.map(Decimal::from),
+        unit_amount: Decimal::new(unit, 2),
+        flat_amount: Decimal::from(flat),
+    };
+    PriceModel::Graduated {
+        tiers: Tiers::new(vec![
+            tier(Some(10), 1000, 2),
+            tier(Some(50), 800, 0),
+            tier(Some(100), 650, 0),
+            tier(Some(500), 500, 3),
+            tier(None, 400, 0),
+        ])
+        .unwrap(),
+    }
+}
+
+fn pricing(c: &mut Criterion) {
+    let model = graduated_5();
+    let volume = match &model {
+        PriceModel::Graduated { tiers } => PriceModel::Volume {
+            tiers: tiers.clone(),
+        },
+        _ => unreachable!(),
+    };
+    let mut group = c.benchmark_group("pricing");
+    group.bench_function("graduated_5_tiers_q737", |b| {
+        b.iter(|| model.amount(black_box(Decimal::from(737))))
+    });
+    group.bench_function("graduated_5_tiers_q7", |b| {
+        b.iter(|| model.amount(black_box(Decimal::from(7))))
+    });
+    group.bench_function("volume_5_tiers_q737", |b| {
+        b.iter(|| volume.amount(black_box(Decimal::from(737))))
+    });
+    group.finish();
+}
+
+fn plan() -> Plan {
+    Plan::builder(PlanId::from_u128(1), ProductId::from_u128(1), "Fibre 100")
+        .charge(Charge::recurring_flat([Money::from_minor(2999, Currency::USD)]))
+        .build(d(2026, 1, 1))
+        .unwrap()
+}
+
+fn discount() -> Discount {
+    Discount {
+        id: DiscountId::from_u128(1),
+        amount: DiscountAmount::Percentage(Decimal::from(10)),
+        duration: DiscountDuration::Forever,
+    }
+}
+
+fn vat() -> TaxRate {
+    TaxRate::exclusive(TaxRateId::from_u128(1), "VAT", Decimal::new(75, 1))
+}
+
+fn subscriptions(plan: &Plan) -> Vec<Subscription> {
+    (0..SUBSCRIPTIONS)
+        .map(|i| {
+            let mut sub = NewSubscription::new(
+                CustomerId::from_u128(i as u128 + 1),
+                plan.id,
+                Currency::USD,
+                d(2026, 3, 1),
+            )
+            .id(SubscriptionId::from_u128(i as u128 + 1))
+            .anchor(d(2026, 1, 1))
+            .create(plan, Currency::USD)
+            .unwrap();
+            // Already billed through March: the run bills April only.
+            sub.next_period = 3;
+            sub.setup_billed = true;
+            sub.discounts.push(AppliedDiscount::new(discount()));
+            sub
+        })
+        .collect()
+}
+
+fn peak_memory_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn bill_run(c: &mut Criterion) {
+    let plan = plan();
+    let subs = subscriptions(&plan);
+    let settings = DocumentSettings {
+        taxes: vec![vat()],
+        ..DocumentSettings::default()
+    };
+    let as_of = d(2026, 4, 1);
+    let mut group = c.benchmark_group("bill_run");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(SUBSCRIPTIONS as u64));
+    // The pure domain: every subscription's documents and new state, nothing stored.
+    group.bench_function("domain_100k", |b| {
+        b.iter(|| {
+            let mut invoices = 0usize;
+            for sub in &subs {
+                let out = bill_due(sub, &plan, &[], as_of, &settings).unwrap();
+                invoices += out.invoices.len();
+                black_box(out);
+            }
+            assert_eq!(invoices, SUBSCRIPTIONS);
+        })
+    });
+    // The whole service over the in-memory store: pages of 1,000, one atomic commit per
+    // subscription (invoice numbered and stored, subscription updated), events returned.
+    group.bench_function("service_memory_100k", |b| {
+        b.iter_batched(
+            || {
+                let store = MemoryStore::new();
+                let tenant = TenantId::from_u128(1);
+                let clock = FixedClock::new(Utc.with_ymd_and_hms(2026, 4, 1, 2, 0, 0).unwrap());
+                let service = BillingService::new(
+                    store,
+                    clock,
+                    BillingSettings {
+                        taxes: vec![vat()],
+                        ..BillingSettings::default()
+                    },
+                );
+                block_on(async {
+                    service
+                        .add_product(
+                            tenant,
+                            Product {
+                                id: ProductId::from_u128(1),
+                                name: "Broadband".into(),
+                            },
+                        )
+                        .await
+                        .unwrap();
+                    service.save_plan(tenant, plan.clone()).await.unwrap();
+                    for sub in &subs {
+                        service
+                            .store()
+                            .insert_subscription(tenant, sub.clone())
+                            .await
+                            .unwrap();
+                    }
+                });
+                (service, tenant)
+            },
+            |(service, tenant)| {
+                let summary = block_on(service.run_bill(tenant, as_of)).unwrap();
+                assert_eq!(summary.invoices, SUBSCRIPTIONS);
+                (service, summary)
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    group.finish();
+    // One timed run outside criterion, for the invoices/s figure and peak memory.
+    let start = Instant::now();
+    let mut n = 0;
+    for sub in &subs {
+        n += bill_due(sub, &plan, &[], as_of, &settings).unwrap().invoices.len();
+    }
+    let took = start.elapsed().max(Duration::from_nanos(1));
+    let per_second = (n as u128 * 1_000_000_000) / took.as_nanos().max(1);
+    println!("bill_run/domain_100k single pass: {n} invoices in {took:?} = {per_second} invoices/s");
+    if let Some(kib) = peak_memory_kib() {
+        println!("peak memory (VmHWM) after bill-run benchmarks: {kib} KiB");
+    }
+}
+
+criterion_group!(benches, pricing, bill_run);
+criterion_main!(benches);

@@ -1,0 +1,477 @@
+//! The store behaviour suite: one set of checks, run against every store implementation (the
+//! in-memory store here, SQLite and PostgreSQL in `dotmac-sqlx`), so that stores cannot drift
+//! apart.
+//!
+//! ```
+//! # async fn demo() -> Result<(), String> {
+//! dotmac_billing::testkit::run_store_suite(dotmac_billing::MemoryStore::new).await
+//! # }
+//! ```
+//!
+//! Every check uses fresh tenant ids, so the suite may share one database with other tests.
+
+use chrono::{NaiveDate, TimeZone, Utc};
+use dotmac_core::{
+    Currency, CustomerId, FixedClock, Money, PlanId, ProductId, SubscriptionId, TenantId,
+};
+use rust_decimal::Decimal;
+
+use crate::{
+    BillingCommit, BillingError, BillingService, BillingSettings, BillingStore, CancelTiming,
+    Charge, CreditNoteLine, CreditRequest, CustomerAccount, DocumentKey, DocumentNumber,
+    FirstPeriod, InvoiceStatus, LineKind, NewSubscription, PendingCharge, PendingChargeId, Plan,
+    Product, ProrationBehavior,
+};
+
+macro_rules! ensure {
+    ($cond:expr, $($msg:tt)+) => {
+        if !$cond {
+            return Err(format!($($msg)+));
+        }
+    };
+}
+
+fn day(y: i32, m: u32, d: u32) -> Result<NaiveDate, String> {
+    NaiveDate::from_ymd_opt(y, m, d).ok_or_else(|| format!("bad date {y}-{m}-{d}"))
+}
+
+fn err(e: BillingError) -> String {
+    e.to_string()
+}
+
+/// A monthly in-advance plan of `amount` USD with id `id`.
+fn monthly_plan(id: PlanId, product: ProductId, amount: i64) -> Result<Plan, String> {
+    Plan::builder(id, product, "Fibre")
+        .charge(Charge::recurring_flat([Money::from_minor(amount, Currency::USD)]))
+        .build(day(2026, 1, 1)?)
+        .map_err(err)
+}
+
+/// Runs every check against stores made by `make` (one fresh store per check).
+///
+/// # Errors
+///
+/// A message naming the first check that failed.
+pub async fn run_store_suite<S, F>(make: F) -> Result<(), String>
+where
+    S: BillingStore,
+    F: Fn() -> S,
+{
+    catalog_round_trip(make()).await.map_err(|e| format!("catalog_round_trip: {e}"))?;
+    subscriptions_page_in_id_order(make())
+        .await
+        .map_err(|e| format!("subscriptions_page_in_id_order: {e}"))?;
+    commit_is_atomic_and_numbers_are_gapless(make())
+        .await
+        .map_err(|e| format!("commit_is_atomic_and_numbers_are_gapless: {e}"))?;
+    pending_charges_are_idempotent_and_consumed(make())
+        .await
+        .map_err(|e| format!("pending_charges_are_idempotent_and_consumed: {e}"))?;
+    bill_run_is_idempotent_and_matches_preview(make())
+        .await
+        .map_err(|e| format!("bill_run_is_idempotent_and_matches_preview: {e}"))?;
+    credit_notes_never_over_credit(make())
+        .await
+        .map_err(|e| format!("credit_notes_never_over_credit: {e}"))?;
+    Ok(())
+}
+
+async fn catalog_round_trip<S: BillingStore>(store: S) -> Result<(), String> {
+    let tenant = TenantId::new();
+    let other = TenantId::new();
+    let product = Product {
+        id: ProductId::new(),
+        name: "Broadband".into(),
+    };
+    let mut plan = monthly_plan(PlanId::new(), product.id, 1000)?;
+    let refused = store.put_plan(tenant, plan.clone()).await;
+    ensure!(
+        refused == Err(BillingError::UnknownProduct(product.id)),
+        "a plan of an unknown product was accepted: {refused:?}"
+    );
+    store.put_product(tenant, product.clone()).await.map_err(err)?;
+    store.put_plan(tenant, plan.clone()).await.map_err(err)?;
+    let back = store.plan(tenant, plan.id).await.map_err(err)?;
+    ensure!(back.as_ref() == Some(&plan), "plan did not round-trip: {back:?}");
+    ensure!(
+        store.plan(other, plan.id).await.map_err(err)?.is_none(),
+        "a plan leaked to another tenant"
+    );
+    plan.add_version(
+        day(2026, 6, 1)?,
+        vec![Charge::recurring_flat([Money::from_minor(1200, Currency::USD)])],
+        vec![],
+    )
+    .map_err(err)?;
+    store.put_plan(tenant, plan.clone()).await.map_err(err)?;
+    let stored = store.plan(tenant, plan.id).await.map_err(err)?;
+    ensure!(
+        stored.map(|p| p.versions().len()) == Some(2),
+        "the new version was not stored"
+    );
+    // Rewriting a stored version is refused and leaves the plan as it was.
+    let rewritten = monthly_plan(plan.id, product.id, 1)?;
+    ensure!(
+        store.put_plan(tenant, rewritten).await.is_err(),
+        "a stored price version was rewritten"
+    );
+    ensure!(
+        store.plan(tenant, plan.id).await.map_err(err)?.as_ref() == Some(&plan),
+        "a refused rewrite changed the plan"
+    );
+    Ok(())
+}
+
+async fn subscriptions_page_in_id_order<S: BillingStore>(store: S) -> Result<(), String> {
+    let tenant = TenantId::new();
+    let plan = monthly_plan(PlanId::new(), ProductId::new(), 1000)?;
+    let customer = CustomerId::new();
+    let mut ids = Vec::new();
+    for n in (1..=5u128).rev() {
+        let sub = NewSubscription::new(customer, plan.id, Currency::USD, day(2026, 1, 1)?)
+            .id(SubscriptionId::from_u128(n))
+            .create(&plan, Currency::USD)
+            .map_err(err)?;
+        ids.push(sub.id);
+        store.insert_subscription(tenant, sub).await.map_err(err)?;
+    }
+    ids.sort();
+    let first = store.subscriptions_page(tenant, None, 2).await.map_err(err)?;
+    let second = store
+        .subscriptions_page(tenant, first.last().map(|s| s.id), 10)
+        .await
+        .map_err(err)?;
+    let seen: Vec<_> = first.iter().chain(&second).map(|s| s.id).collect();
+    ensure!(seen == ids, "pages {seen:?} are not the ids in order {ids:?}");
+    let dup = NewSubscription::new(customer, plan.id, Currency::USD, day(2026, 1, 1)?)
+        .id(SubscriptionId::from_u128(1))
+        .create(&plan, Currency::USD)
+        .map_err(err)?;
+    ensure!(
+        matches!(
+            store.insert_subscription(tenant, dup).await,
+            Err(BillingError::AlreadyExists { .. })
+        ),
+        "a duplicate subscription id was accepted"
+    );
+    ensure!(
+        store.subscriptions_of(tenant, customer).await.map_err(err)?.len() == 5,
+        "subscriptions_of lost subscriptions"
+    );
+    Ok(())
+}
+
+async fn commit_is_atomic_and_numbers_are_gapless<S: BillingStore>(store: S) -> Result<(), String> {
+    let tenant = TenantId::new();
+    let plan = monthly_plan(PlanId::new(), ProductId::new(), 1000)?;
+    let customer = CustomerId::new();
+    let sub = NewSubscription::new(customer, plan.id, Currency::USD, day(2026, 1, 1)?)
+        .create(&plan, Currency::USD)
+        .map_err(err)?;
+    store.insert_subscription(tenant, sub.clone()).await.map_err(err)?;
+    let out = crate::bill_due(&sub, &plan, &[], day(2026, 3, 1)?, &Default::default())
+        .map_err(err)?;
+    ensure!(out.invoices.len() == 3, "expected 3 invoices, got {}", out.invoices.len());
+    // A stale revision is refused and writes nothing.
+    let mut stale = out.subscription.clone();
+    stale.revision += 7;
+    let refused = store
+        .commit(
+            tenant,
+            BillingCommit {
+                subscription: Some(stale),
+                invoices: out.invoices.clone(),
+                ..BillingCommit::default()
+            },
+        )
+        .await;
+    ensure!(
+        matches!(refused, Err(BillingError::ConcurrentUpdate { .. })),
+        "a stale revision was accepted: {refused:?}"
+    );
+    ensure!(
+        store.invoices_of(tenant, customer).await.map_err(err)?.is_empty(),
+        "a refused commit wrote invoices"
+    );
+    let result = store
+        .commit(
+            tenant,
+            BillingCommit {
+                subscription: Some(out.subscription.clone()),
+                invoices: out.invoices.clone(),
+                ..BillingCommit::default()
+            },
+        )
+        .await
+        .map_err(err)?;
+    let numbers: Vec<_> = result.issued.iter().map(|i| i.number).collect();
+    ensure!(
+        numbers == [Some(DocumentNumber(1)), Some(DocumentNumber(2)), Some(DocumentNumber(3))],
+        "numbers are not 1, 2, 3: {numbers:?}"
+    );
+    ensure!(
+        result.issued.iter().all(|i| i.status == InvoiceStatus::Open),
+        "issued invoices are not open"
+    );
+    let stored = store.subscription(tenant, sub.id).await.map_err(err)?;
+    ensure!(
+        stored.as_ref().map(|s| s.revision) == Some(sub.revision + 1),
+        "the revision was not bumped"
+    );
+    // The same documents again are duplicates, not new numbers.
+    let again = store
+        .commit(
+            tenant,
+            BillingCommit {
+                invoices: out.invoices.clone(),
+                ..BillingCommit::default()
+            },
+        )
+        .await
+        .map_err(err)?;
+    ensure!(
+        again.issued.is_empty() && again.duplicates == 3,
+        "re-committed documents were issued again: {again:?}"
+    );
+    // Another tenant numbers from 1 on its own.
+    let other = TenantId::new();
+    let elsewhere = store
+        .commit(
+            other,
+            BillingCommit {
+                invoices: out.invoices.iter().take(1).cloned().collect(),
+                ..BillingCommit::default()
+            },
+        )
+        .await
+        .map_err(err)?;
+    ensure!(
+        elsewhere.issued.first().and_then(|i| i.number) == Some(DocumentNumber(1)),
+        "numbering is not per tenant"
+    );
+    Ok(())
+}
+
+fn charge(customer: CustomerId, id: u128, cents: i64, on: NaiveDate) -> PendingCharge {
+    PendingCharge {
+        id: PendingChargeId::from_u128(id),
+        customer,
+        subscription: None,
+        kind: LineKind::LateFee,
+        text: Some("Late fee".into()),
+        period: None,
+        quantity: Decimal::ONE,
+        unit_price: Money::from_minor(cents, Currency::USD),
+        price: None,
+        created_on: on,
+    }
+}
+
+async fn pending_charges_are_idempotent_and_consumed<S: BillingStore>(
+    store: S,
+) -> Result<(), String> {
+    let tenant = TenantId::new();
+    let customer = CustomerId::new();
+    let fee = charge(customer, 1, 500, day(2026, 1, 10)?);
+    ensure!(store.add_pending_charge(tenant, fee.clone()).await.map_err(err)?, "first add refused");
+    ensure!(
+        !store.add_pending_charge(tenant, fee.clone()).await.map_err(err)?,
+        "second add of the same id was accepted"
+    );
+    ensure!(
+        store.pending_charges(tenant, customer).await.map_err(err)?.len() == 1,
+        "a duplicate charge is pending"
+    );
+    store
+        .commit(
+            tenant,
+            BillingCommit {
+                consumed_pending: vec![fee.id],
+                ..BillingCommit::default()
+            },
+        )
+        .await
+        .map_err(err)?;
+    ensure!(
+        store.pending_charges(tenant, customer).await.map_err(err)?.is_empty(),
+        "a consumed charge is still pending"
+    );
+    ensure!(
+        !store.add_pending_charge(tenant, fee).await.map_err(err)?,
+        "an invoiced charge could be added again"
+    );
+    Ok(())
+}
+
+fn clock() -> FixedClock {
+    FixedClock::new(Utc.with_ymd_and_hms(2026, 4, 1, 6, 0, 0).single().unwrap_or_default())
+}
+
+async fn setup<S: BillingStore>(
+    store: S,
+) -> Result<(BillingService<S, FixedClock>, TenantId, CustomerId, Plan), String> {
+    let service = BillingService::new(store, clock(), BillingSettings::default());
+    let tenant = TenantId::new();
+    let product = Product {
+        id: ProductId::new(),
+        name: "Broadband".into(),
+    };
+    let plan = monthly_plan(PlanId::new(), product.id, 3000)?;
+    service.add_product(tenant, product).await.map_err(err)?;
+    service.save_plan(tenant, plan.clone()).await.map_err(err)?;
+    let customer = CustomerId::new();
+    service
+        .save_account(tenant, CustomerAccount::new(customer, Currency::USD))
+        .await
+        .map_err(err)?;
+    Ok((service, tenant, customer, plan))
+}
+
+async fn bill_run_is_idempotent_and_matches_preview<S: BillingStore>(
+    store: S,
+) -> Result<(), String> {
+    let (service, tenant, customer, plan) = setup(store).await?;
+    let (sub, _) = service
+        .subscribe(
+            tenant,
+            NewSubscription::new(customer, plan.id, Currency::USD, day(2026, 3, 15)?)
+                .anchor(day(2026, 1, 1)?)
+                .first_period(FirstPeriod::Prorate),
+        )
+        .await
+        .map_err(err)?;
+    service
+        .add_pending_charge(tenant, charge(customer, 77, 250, day(2026, 3, 20)?))
+        .await
+        .map_err(err)?;
+    let as_of = day(2026, 4, 1)?;
+    let preview = service.preview(tenant, sub.id, as_of).await.map_err(err)?;
+    let run = service.run_bill(tenant, as_of).await.map_err(err)?;
+    ensure!(run.invoices == 2, "expected 2 invoices (March part, April), got {}", run.invoices);
+    let issued = store_invoices(&service, tenant, customer).await?;
+    ensure!(preview.len() == issued.len(), "preview and issue differ in count");
+    for (p, i) in preview.iter().zip(&issued) {
+        ensure!(
+            p.id == i.id && p.lines == i.lines && p.total == i.total && p.key == i.key,
+            "preview {p:?} differs from issued {i:?}"
+        );
+    }
+    ensure!(
+        issued.iter().any(|i| i.lines.iter().any(|l| l.kind == LineKind::LateFee)),
+        "the pending charge was not invoiced"
+    );
+    let again = service.run_bill(tenant, as_of).await.map_err(err)?;
+    ensure!(
+        again.invoices == 0 && again.events.is_empty(),
+        "a re-run issued {} invoice(s)",
+        again.invoices
+    );
+    ensure!(
+        store_invoices(&service, tenant, customer).await?.len() == issued.len(),
+        "a re-run added documents"
+    );
+    // Bad input changes nothing: a change dated before the start.
+    let before = service.store().subscription(tenant, sub.id).await.map_err(err)?;
+    let refused = service
+        .cancel_subscription(
+            tenant,
+            sub.id,
+            day(2026, 3, 1)?,
+            CancelTiming::Immediate,
+            ProrationBehavior::InvoiceNow,
+        )
+        .await;
+    ensure!(
+        matches!(refused, Err(BillingError::ChangeBeforeStart { .. })),
+        "a change before the start was not refused: {refused:?}"
+    );
+    ensure!(
+        service.store().subscription(tenant, sub.id).await.map_err(err)? == before,
+        "a refused change modified the subscription"
+    );
+    Ok(())
+}
+
+async fn store_invoices<S: BillingStore>(
+    service: &BillingService<S, FixedClock>,
+    tenant: TenantId,
+    customer: CustomerId,
+) -> Result<Vec<crate::Invoice>, String> {
+    service.store().invoices_of(tenant, customer).await.map_err(err)
+}
+
+async fn credit_notes_never_over_credit<S: BillingStore>(store: S) -> Result<(), String> {
+    let (service, tenant, customer, plan) = setup(store).await?;
+    service
+        .subscribe(
+            tenant,
+            NewSubscription::new(customer, plan.id, Currency::USD, day(2026, 4, 1)?),
+        )
+        .await
+        .map_err(err)?;
+    service.run_bill(tenant, day(2026, 4, 1)?).await.map_err(err)?;
+    let invoices = store_invoices(&service, tenant, customer).await?;
+    let invoice = invoices.first().ok_or("no invoice issued")?;
+    ensure!(
+        invoice.key
+            == DocumentKey::Period {
+                subscription: invoice.subscription.ok_or("no subscription on invoice")?,
+                index: 0
+            },
+        "unexpected key {:?}",
+        invoice.key
+    );
+    let part = Money::from_minor(1000, Currency::USD);
+    let (note, _) = service
+        .credit(
+            tenant,
+            invoice.id,
+            CreditRequest::Lines(vec![CreditNoteLine { line: 0, amount: part }]),
+            None,
+        )
+        .await
+        .map_err(err)?;
+    ensure!(note.total == part, "partial credit total {:?}", note.total);
+    let too_much = service
+        .credit(
+            tenant,
+            invoice.id,
+            CreditRequest::Lines(vec![CreditNoteLine {
+                line: 0,
+                amount: Money::from_minor(2001, Currency::USD),
+            }]),
+            None,
+        )
+        .await;
+    ensure!(
+        matches!(too_much, Err(BillingError::CreditExceedsLine { .. })),
+        "over-credit was not refused: {too_much:?}"
+    );
+    let (rest, _) = service
+        .credit(tenant, invoice.id, CreditRequest::Full, None)
+        .await
+        .map_err(err)?;
+    ensure!(
+        rest.total == Money::from_minor(2000, Currency::USD),
+        "full credit of the rest was {:?}",
+        rest.total
+    );
+    ensure!(
+        service.credit(tenant, invoice.id, CreditRequest::Full, None).await
+            == Err(BillingError::NothingToCredit(invoice.id)),
+        "a fully credited invoice was credited again"
+    );
+    let (paid, _) = service
+        .set_invoice_status(tenant, invoice.id, InvoiceStatus::Paid)
+        .await
+        .map_err(err)?;
+    ensure!(paid.status == InvoiceStatus::Paid, "not paid");
+    let illegal = service
+        .set_invoice_status(tenant, invoice.id, InvoiceStatus::Open)
+        .await;
+    ensure!(
+        matches!(illegal, Err(BillingError::IllegalInvoiceTransition { .. })),
+        "paid → open was allowed"
+    );
+    Ok(())
+}

@@ -1,0 +1,181 @@
+//! Dunning: properties of the evaluation and the collections service end to end.
+
+// Test helpers may unwrap: a failing unwrap is a failing test.
+#![allow(clippy::unwrap_used)]
+
+use chrono::{Days, NaiveDate, TimeZone, Utc, Weekday};
+use dotmac_billing::dunning::{
+    CollectionAction, CollectionEvent, CollectionsService, DunningInvoice, DunningPolicy,
+    DunningState, InMemoryDunningStore, RestoreOnPayment, Settlement, evaluate,
+};
+use dotmac_billing::payments::{AllocationTarget, InMemoryPaymentStore};
+use dotmac_billing::{BillingError, LineKind};
+use dotmac_core::{Currency, CustomerId, InvoiceId, ManualClock, Money, PaymentId, TenantId};
+use proptest::prelude::*;
+use rust_decimal::Decimal;
+
+fn policy() -> DunningPolicy {
+    DunningPolicy::builder()
+        .step(-3, CollectionAction::Reminder)
+        .step(1, CollectionAction::OverdueNotice)
+        .step_with_fee(3, CollectionAction::LateFee, Decimal::new(500, 2))
+        .step(5, CollectionAction::Suspend)
+        .step(75, CollectionAction::WriteOff)
+        .grace_days(2)
+        .min_balance(Decimal::new(100, 2))
+        .no_suspension_on(Weekday::Sat)
+        .no_suspension_on(Weekday::Sun)
+        .restore_on_payment(RestoreOnPayment::Restore {
+            reconnection_fee: Some(Decimal::TEN),
+        })
+        .build()
+        .unwrap()
+}
+
+fn due() -> NaiveDate {
+    NaiveDate::from_ymd_opt(2026, 3, 13).unwrap()
+}
+
+proptest! {
+    /// No step fires for an invoice settled before that step's day, whatever the payments and
+    /// however often the evaluation runs; a second run on the same day fires nothing.
+    #[test]
+    fn settled_invoices_never_escalate(
+        payments in prop::collection::vec((0u64..120, 1i64..6_000), 0..5),
+        run_days in prop::collection::btree_set(0u64..120, 1..30),
+    ) {
+        let policy = policy();
+        let start = NaiveDate::from_ymd_opt(2026, 3, 1).unwrap();
+        let invoice = DunningInvoice {
+            id: InvoiceId::from_u128(1),
+            customer: CustomerId::from_u128(1),
+            total: Money::from_minor(5000, Currency::USD),
+            due: due(),
+        };
+        let settlements: Vec<Settlement> = payments
+            .iter()
+            .map(|(day, minor)| Settlement { on: start + Days::new(*day), amount: Decimal::new(*minor, 2) })
+            .collect();
+        let mut state = DunningState::default();
+        let mut fired = Vec::new();
+        for day in &run_days {
+            let today = start + Days::new(*day);
+            let known: Vec<_> = settlements.iter().copied().filter(|s| s.on <= today).collect();
+            evaluate(&policy, &invoice, &known, &mut state, today, &mut fired);
+            prop_assert_eq!(evaluate(&policy, &invoice, &known, &mut state, today, &mut fired), 0);
+        }
+        for action in &fired {
+            let paid: Decimal = settlements.iter().filter(|s| s.on <= action.on).map(|s| s.amount).sum();
+            let open = invoice.total.amount() - paid;
+            if action.action == CollectionAction::Restore {
+                prop_assert!(open <= Decimal::ZERO);
+            } else {
+                prop_assert!(open > policy.min_balance(), "{action:?} fired with {open} open");
+                prop_assert!(!(action.action == CollectionAction::Suspend && policy.suspension_blocked_on(action.on)));
+            }
+        }
+        // Each step at most once.
+        let mut steps: Vec<_> = fired.iter().filter(|a| a.action != CollectionAction::Restore).map(|a| a.step).collect();
+        let count = steps.len();
+        steps.sort_unstable();
+        steps.dedup();
+        prop_assert_eq!(steps.len(), count);
+    }
+}
+
+#[tokio::test]
+async fn service_suspends_then_restores_on_payment_with_a_reconnection_fee() {
+    let tenant = TenantId::from_u128(1);
+    let customer = CustomerId::from_u128(2);
+    let clock = ManualClock::new(Utc.with_ymd_and_hms(2026, 3, 1, 8, 0, 0).unwrap());
+    let service = CollectionsService::new(
+        InMemoryPaymentStore::new(),
+        InMemoryDunningStore::new(),
+        &clock,
+        chrono_tz::Africa::Lagos,
+        policy(),
+    );
+    let usd = |m| Money::from_minor(m, Currency::USD);
+    service
+        .record_invoice(
+            tenant,
+            customer,
+            InvoiceId::from_u128(1),
+            usd(5000),
+            NaiveDate::from_ymd_opt(2026, 3, 1).unwrap(),
+            due(),
+        )
+        .await
+        .unwrap();
+    // Due Friday 13 March; suspension day 13 + 5 + 2 grace = Friday 20 March.
+    clock.set(Utc.with_ymd_and_hms(2026, 3, 20, 6, 0, 0).unwrap());
+    let events = service.evaluate(tenant, customer).await.unwrap();
+    let actions: Vec<_> = events
+        .iter()
+        .filter_map(|e| match &e.payload {
+            CollectionEvent::Action(a) => Some((a.on.to_string(), a.action)),
+            CollectionEvent::Ledger(_) => None,
+        })
+        .collect();
+    assert_eq!(
+        actions,
+        vec![
+            ("2026-03-10".to_owned(), CollectionAction::Reminder),
+            ("2026-03-16".to_owned(), CollectionAction::OverdueNotice),
+            ("2026-03-18".to_owned(), CollectionAction::LateFee),
+            ("2026-03-20".to_owned(), CollectionAction::Suspend),
+        ]
+    );
+    assert_eq!(
+        events.last().unwrap().event_type(),
+        "collections.suspend_service"
+    );
+    assert!(service.evaluate(tenant, customer).await.unwrap().is_empty());
+
+    // A payment in the wrong currency is refused and changes nothing.
+    clock.set(Utc.with_ymd_and_hms(2026, 3, 23, 9, 0, 0).unwrap());
+    let err = service
+        .record_payment(
+            tenant,
+            customer,
+            PaymentId::from_u128(1),
+            Money::from_minor(5000, Currency::EUR),
+            AllocationTarget::OldestFirst,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        BillingError::WrongCurrency {
+            what: "payment",
+            expected: "USD",
+            got: "EUR"
+        }
+    );
+    assert!(service.evaluate(tenant, customer).await.unwrap().is_empty());
+
+    let events = service
+        .record_payment(
+            tenant,
+            customer,
+            PaymentId::from_u128(1),
+            usd(5000),
+            AllocationTarget::OldestFirst,
+        )
+        .await
+        .unwrap();
+    let restore = events
+        .iter()
+        .find_map(|e| match &e.payload {
+            CollectionEvent::Action(a) if a.action == CollectionAction::Restore => Some(*a),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(restore.on, NaiveDate::from_ymd_opt(2026, 3, 23).unwrap());
+    let fee = restore.pending_charge().unwrap();
+    assert_eq!(fee.kind, LineKind::ReconnectionFee);
+    assert_eq!(fee.unit_price, usd(1000));
+    // Settled: the write-off day passes without action.
+    clock.set(Utc.with_ymd_and_hms(2026, 6, 30, 9, 0, 0).unwrap());
+    assert!(service.evaluate(tenant, customer).await.unwrap().is_empty());
+}

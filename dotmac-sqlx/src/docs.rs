@@ -1,0 +1,132 @@
+//! Document helpers for the domain stores: domain records are stored whole as JSON (written
+//! and read by the domain's own serde, so storage never re-derives domain rules), next to the
+//! columns that queries filter, order and constrain on.
+
+use chrono::{DateTime, Utc};
+use dotmac_core::TenantId;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sqlx::Row;
+use sqlx::types::Json;
+use uuid::Uuid;
+
+use crate::db::{Database, dispatch, for_each_dialect};
+use crate::error::{Context, Result, SqlError, is_unique_violation};
+
+/// A value bound to a query parameter; every variant encodes on both backends.
+#[derive(Debug, Clone)]
+pub(crate) enum Bind {
+    Uuid(Uuid),
+    OptUuid(Option<Uuid>),
+    Text(String),
+    Time(DateTime<Utc>),
+    Bool(bool),
+    I64(i64),
+    Json(serde_json::Value),
+}
+
+pub(crate) fn json<T: Serialize>(what: &'static str, value: &T) -> Result<Bind> {
+    serde_json::to_value(value)
+        .map(Bind::Json)
+        .map_err(|source| SqlError::Json { what, source })
+}
+
+pub(crate) fn from_json<T: DeserializeOwned>(what: &'static str, value: serde_json::Value) -> Result<T> {
+    serde_json::from_value(value).map_err(|source| SqlError::Json { what, source })
+}
+
+/// What a write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Written {
+    /// This many rows.
+    Rows(u64),
+    /// A unique constraint refused it.
+    UniqueViolation,
+}
+
+for_each_dialect! {
+    pub(crate) fn bind_all<'q>(
+        mut query: sqlx::query::Query<'q, Db, <Db as sqlx::Database>::Arguments>,
+        binds: &[Bind],
+    ) -> sqlx::query::Query<'q, Db, <Db as sqlx::Database>::Arguments> {
+        for bind in binds {
+            query = match bind.clone() {
+                Bind::Uuid(v) => query.bind(v),
+                Bind::OptUuid(v) => query.bind(v),
+                Bind::Text(v) => query.bind(v),
+                Bind::Time(v) => query.bind(v),
+                Bind::Bool(v) => query.bind(v),
+                Bind::I64(v) => query.bind(v),
+                Bind::Json(v) => query.bind(Json(v)),
+            };
+        }
+        query
+    }
+
+    pub(crate) async fn execute(tx: &mut Tx, sql: &'static str, binds: &[Bind]) -> Result<Written> {
+        match bind_all(sqlx::query(sql), binds).execute(&mut **tx).await {
+            Ok(done) => Ok(Written::Rows(done.rows_affected())),
+            Err(e) if is_unique_violation(&e) => Ok(Written::UniqueViolation),
+            Err(e) => Err(e).during("write record"),
+        }
+    }
+
+    /// The `body` column of every row.
+    pub(crate) async fn bodies(tx: &mut Tx, sql: &'static str, binds: &[Bind]) -> Result<Vec<serde_json::Value>> {
+        let rows = bind_all(sqlx::query(sql), binds)
+            .fetch_all(&mut **tx)
+            .await
+            .during("read records")?;
+        rows.iter()
+            .map(|row| {
+                row.try_get::<Json<serde_json::Value>, _>("body")
+                    .map(|b| b.0)
+                    .during("read record body")
+            })
+            .collect()
+    }
+}
+
+impl Database {
+    /// Runs one write in a tenant transaction.
+    pub(crate) async fn write(&self, tenant: TenantId, sql: &'static str, binds: &[Bind]) -> Result<Written> {
+        dispatch!(self, pool, d => {
+            let mut tx = d::begin_tenant(pool, tenant).await?;
+            let written = d::docs::execute(&mut tx, sql, binds).await?;
+            if written == Written::UniqueViolation {
+                tx.rollback().await.during("roll back")?;
+            } else {
+                tx.commit().await.during("commit")?;
+            }
+            Ok(written)
+        })
+    }
+
+    /// Reads the `body` column of the rows a query selects, deserialised.
+    pub(crate) async fn read_all<T: DeserializeOwned>(
+        &self,
+        tenant: TenantId,
+        what: &'static str,
+        sql: &'static str,
+        binds: &[Bind],
+    ) -> Result<Vec<T>> {
+        let bodies = dispatch!(self, pool, d => {
+            let mut tx = d::begin_read(pool, tenant).await?;
+            let bodies = d::docs::bodies(&mut tx, sql, binds).await?;
+            tx.commit().await.during("end read")?;
+            bodies
+        });
+        bodies.into_iter().map(|b| from_json(what, b)).collect()
+    }
+
+    /// Reads at most one row's `body`.
+    pub(crate) async fn read_one<T: DeserializeOwned>(
+        &self,
+        tenant: TenantId,
+        what: &'static str,
+        sql: &'static str,
+        binds: &[Bind],
+    ) -> Result<Option<T>> {
+        Ok(self.read_all(tenant, what, sql, binds).await?.into_iter().next())
+    }
+}
