@@ -10,9 +10,9 @@ use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use dotmac_core::TenantId;
 use dotmac_support::{
-    Agent, AgentId, AssignmentStrategy, BusinessCalendar, Category, Channel, CustomerTier, NewTicket, Presence,
-    Priority, Queue, QueueCursor, QueueId, Roster, Router, RoutingRule, RuleCondition, SlaPolicy, SlaPolicyId,
-    SlaTimeline, Ticket, TicketId, pick_agent,
+    Agent, AgentId, AssignmentStrategy, BusinessCalendar, Category, Channel, CustomerTier,
+    NewTicket, Presence, Priority, Queue, QueueCursor, QueueId, Roster, Router, RoutingRule,
+    RuleCondition, SlaPolicy, SlaPolicyId, SlaTimeline, Ticket, TicketId, pick_agent,
 };
 
 const BATCH: usize = 1024;
@@ -36,8 +36,13 @@ fn calendar() -> Option<BusinessCalendar> {
 
 /// Ticket creation instants spread over 2026 (every 8 h 33 min 7 s: all hours, all weekdays).
 fn starts() -> Vec<DateTime<Utc>> {
-    let base = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).single().unwrap_or_default();
-    (0..BATCH).map(|i| base + Duration::seconds(i as i64 * 30_787)).collect()
+    let base = Utc
+        .with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
+        .single()
+        .unwrap_or_default();
+    (0..BATCH)
+        .map(|i| base + Duration::seconds(i as i64 * 30_787))
+        .collect()
 }
 
 fn due_times(c: &mut Criterion) {
@@ -61,15 +66,22 @@ fn due_times(c: &mut Criterion) {
         .iter()
         .map(|s| {
             let mut t = SlaTimeline::new(*s);
-            t.statuses.push((*s + Duration::minutes(20), dotmac_support::Status::Pending));
-            t.statuses.push((*s + Duration::minutes(200), dotmac_support::Status::Open));
+            t.statuses
+                .push((*s + Duration::minutes(20), dotmac_support::Status::Pending));
+            t.statuses
+                .push((*s + Duration::minutes(200), dotmac_support::Status::Open));
             t
         })
         .collect();
     group.bench_function("evaluate_policy_3_clocks_high", |b| {
         b.iter(|| {
             for t in &timelines {
-                let _ = black_box(policy.evaluate(&calendar, black_box(t), Priority::High, t.created_at));
+                let _ = black_box(policy.evaluate(
+                    &calendar,
+                    black_box(t),
+                    Priority::High,
+                    t.created_at,
+                ));
             }
         })
     });
@@ -91,7 +103,11 @@ fn router(queues: &[QueueId]) -> Router {
         })
         .rule(RoutingRule {
             name: "billing words".into(),
-            conditions: vec![RuleCondition::Keywords(vec!["invoice".into(), "refund".into(), "charge".into()])],
+            conditions: vec![RuleCondition::Keywords(vec![
+                "invoice".into(),
+                "refund".into(),
+                "charge".into(),
+            ])],
             queue: q(3),
         })
         .rule(RoutingRule {
@@ -108,31 +124,77 @@ fn routing(c: &mut Criterion) {
     let queues: Vec<QueueId> = (0..4).map(|i| QueueId::from_u128(100 + i)).collect();
     let router = router(&queues);
     let agents: Vec<AgentId> = (0..1000).map(|i| AgentId::from_u128(i + 1)).collect();
-    let mut roster = Roster::new();
-    for (i, id) in agents.iter().enumerate() {
-        // One in ten offline, one in ten at capacity.
-        let presence = if i % 10 == 3 { Presence::Offline } else { Presence::Online };
-        let Ok(agent) = Agent::new(*id, "agent", 5) else { return };
-        roster.upsert(agent.with_presence(presence), if i % 10 == 7 { 5 } else { (i % 4) as u32 });
-    }
+    // One in ten offline, one in ten at capacity; `busy`: nobody idle, so least-loaded scans
+    // every member.
+    let make_roster = |busy: bool| {
+        let mut roster = Roster::new();
+        for (i, id) in agents.iter().enumerate() {
+            let presence = if i % 10 == 3 {
+                Presence::Offline
+            } else {
+                Presence::Online
+            };
+            let load = if i % 10 == 7 {
+                5
+            } else {
+                (i % 4) as u32 + u32::from(busy)
+            };
+            if let Ok(agent) = Agent::new(*id, "agent", 5) {
+                roster.upsert(agent.with_presence(presence), load);
+            }
+        }
+        roster
+    };
+    let (roster, busy_roster) = (make_roster(false), make_roster(true));
     let tenant = TenantId::from_u128(1);
-    let at = Utc.with_ymd_and_hms(2026, 3, 2, 9, 0, 0).single().unwrap_or_default();
-    let subjects = ["No internet since morning", "Wrong invoice amount", "Slow speeds in the evening", "Router keeps rebooting"];
+    let at = Utc
+        .with_ymd_and_hms(2026, 3, 2, 9, 0, 0)
+        .single()
+        .unwrap_or_default();
+    let subjects = [
+        "No internet since morning",
+        "Wrong invoice amount",
+        "Slow speeds in the evening",
+        "Router keeps rebooting",
+    ];
     let tickets: Vec<Ticket> = (0..64)
         .map(|i| {
             let new = NewTicket::new(subjects[i % 4])
-                .category(if i % 7 == 0 { Category::Outage } else { Category::Technical })
-                .tier(if i % 5 == 0 { CustomerTier::Business } else { CustomerTier::Residential })
+                .category(if i % 7 == 0 {
+                    Category::Outage
+                } else {
+                    Category::Technical
+                })
+                .tier(if i % 5 == 0 {
+                    CustomerTier::Business
+                } else {
+                    CustomerTier::Residential
+                })
                 .priority(Priority::ALL[i % 5]);
             Ticket::open(TicketId::from_u128(i as u128), tenant, new, at)
         })
         .collect();
-    let round_robin = |id| Queue { id, name: "q".into(), members: agents.clone(), strategy: AssignmentStrategy::RoundRobin };
-    let least_loaded = |id| Queue { id, name: "q".into(), members: agents.clone(), strategy: AssignmentStrategy::LeastLoaded { cap: Some(4) } };
+    let round_robin = |id| Queue {
+        id,
+        name: "q".into(),
+        members: agents.clone(),
+        strategy: AssignmentStrategy::RoundRobin,
+    };
+    let least_loaded = |id| Queue {
+        id,
+        name: "q".into(),
+        members: agents.clone(),
+        strategy: AssignmentStrategy::LeastLoaded { cap: Some(4) },
+    };
 
     let mut group = c.benchmark_group("routing_1000_agents");
     group.throughput(Throughput::Elements(tickets.len() as u64));
-    for (name, make) in [("round_robin", &round_robin as &dyn Fn(QueueId) -> Queue), ("least_loaded", &least_loaded)] {
+    let cases: [(&str, &dyn Fn(QueueId) -> Queue, &Roster); 3] = [
+        ("round_robin", &round_robin, &roster),
+        ("least_loaded", &least_loaded, &roster),
+        ("least_loaded_busy", &least_loaded, &busy_roster),
+    ];
+    for (name, make, roster) in cases {
         let by_queue: Vec<Queue> = queues.iter().map(|id| make(*id)).collect();
         let mut cursors = vec![QueueCursor::default(); by_queue.len()];
         group.bench_function(format!("route_and_assign_{name}"), |b| {
@@ -140,8 +202,9 @@ fn routing(c: &mut Criterion) {
                 for ticket in &tickets {
                     let queue_id = router.route(black_box(ticket));
                     let slot = queues.iter().position(|q| *q == queue_id).unwrap_or(0);
-                    if let (Some(queue), Some(cursor)) = (by_queue.get(slot), cursors.get_mut(slot)) {
-                        black_box(pick_agent(queue, cursor, &roster, 0));
+                    if let (Some(queue), Some(cursor)) = (by_queue.get(slot), cursors.get_mut(slot))
+                    {
+                        black_box(pick_agent(queue, cursor, roster, 0));
                     }
                 }
             })

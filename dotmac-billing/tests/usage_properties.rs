@@ -102,7 +102,14 @@ fn events_strategy() -> impl Strategy<Value = Vec<UsageEvent>> {
     .prop_map(|raw| {
         raw.into_iter()
             .enumerate()
-            .map(|(i, (c, m, q, minute, ip))| event(i as u128 + 1, c, m, q, minute, ip))
+            .map(|(i, (c, m, q, minute, ip))| {
+                let mut e = event(i as u128 + 1, c, m, q, minute, ip);
+                // Mix whole quantities (the integer fast path) with decimal ones.
+                if minute % 2 == 0 {
+                    e.quantity = Decimal::from(q);
+                }
+                e
+            })
             .collect()
     })
 }

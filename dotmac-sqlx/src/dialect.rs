@@ -23,6 +23,7 @@ pub(crate) mod sqlite {
     pub(crate) use crate::docs::sqlite as docs;
     pub(crate) use crate::numbers::sqlite as numbers;
     pub(crate) use crate::outbox::sqlite as outbox;
+    pub(crate) use crate::usage::sqlite as usage;
 
     /// `BEGIN IMMEDIATE` takes the write lock up front: a deferred transaction that reads and
     /// then writes fails with SQLITE_BUSY (not waited on) when another writer got in between.
@@ -78,6 +79,7 @@ pub(crate) mod postgres {
     pub(crate) use crate::docs::postgres as docs;
     pub(crate) use crate::numbers::postgres as numbers;
     pub(crate) use crate::outbox::postgres as outbox;
+    pub(crate) use crate::usage::postgres as usage;
 
     pub(crate) async fn begin_write(pool: &PgPool) -> Result<Tx> {
         pool.begin().await.during("begin transaction")

@@ -22,6 +22,10 @@ pub(crate) enum Bind {
     Time(DateTime<Utc>),
     Bool(bool),
     I64(i64),
+    OptI64(Option<i64>),
+    Date(chrono::NaiveDate),
+    /// An exact amount: NUMERIC on PostgreSQL, decimal TEXT on SQLite.
+    Dec(rust_decimal::Decimal),
     Json(serde_json::Value),
 }
 
@@ -31,7 +35,10 @@ pub(crate) fn json<T: Serialize>(what: &'static str, value: &T) -> Result<Bind> 
         .map_err(|source| SqlError::Json { what, source })
 }
 
-pub(crate) fn from_json<T: DeserializeOwned>(what: &'static str, value: serde_json::Value) -> Result<T> {
+pub(crate) fn from_json<T: DeserializeOwned>(
+    what: &'static str,
+    value: serde_json::Value,
+) -> Result<T> {
     serde_json::from_value(value).map_err(|source| SqlError::Json { what, source })
 }
 
@@ -57,6 +64,9 @@ for_each_dialect! {
                 Bind::Time(v) => query.bind(v),
                 Bind::Bool(v) => query.bind(v),
                 Bind::I64(v) => query.bind(v),
+                Bind::OptI64(v) => query.bind(v),
+                Bind::Date(v) => query.bind(v),
+                Bind::Dec(v) => query.bind(dec(v)),
                 Bind::Json(v) => query.bind(Json(v)),
             };
         }
@@ -85,11 +95,26 @@ for_each_dialect! {
             })
             .collect()
     }
+
+    /// One row's integer column, if the row exists.
+    pub(crate) async fn scalar_i64(tx: &mut Tx, sql: &'static str, binds: &[Bind]) -> Result<Option<i64>> {
+        bind_all(sqlx::query(sql), binds)
+            .fetch_optional(&mut **tx)
+            .await
+            .during("read record")?
+            .map(|row| row.try_get::<i64, _>(0).during("read record"))
+            .transpose()
+    }
 }
 
 impl Database {
     /// Runs one write in a tenant transaction.
-    pub(crate) async fn write(&self, tenant: TenantId, sql: &'static str, binds: &[Bind]) -> Result<Written> {
+    pub(crate) async fn write(
+        &self,
+        tenant: TenantId,
+        sql: &'static str,
+        binds: &[Bind],
+    ) -> Result<Written> {
         dispatch!(self, pool, d => {
             let mut tx = d::begin_tenant(pool, tenant).await?;
             let written = d::docs::execute(&mut tx, sql, binds).await?;
@@ -127,6 +152,10 @@ impl Database {
         sql: &'static str,
         binds: &[Bind],
     ) -> Result<Option<T>> {
-        Ok(self.read_all(tenant, what, sql, binds).await?.into_iter().next())
+        Ok(self
+            .read_all(tenant, what, sql, binds)
+            .await?
+            .into_iter()
+            .next())
     }
 }

@@ -47,6 +47,7 @@
 //!
 //! sqlx's types do not appear in the API: errors carry the driver's error as an opaque source.
 
+mod billing;
 mod billrun;
 mod db;
 mod dialect;
@@ -54,11 +55,12 @@ mod docs;
 mod error;
 mod numbers;
 mod outbox;
-mod store;
-mod support;
 #[cfg(all(test, feature = "postgres"))]
 mod rls_tests;
+mod store;
+mod support;
 mod tenants;
+mod usage;
 
 pub use billrun::{
     BillRunId, BillRunProgress, ChunkClaim, InvoiceLineRecord, InvoiceRecord, StoredInvoice,

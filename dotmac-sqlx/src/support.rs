@@ -153,7 +153,11 @@ impl AgentStore for SqlStore {
                 tenant,
                 "INSERT INTO support_agents (tenant_id, agent_id, body) VALUES ($1, $2, $3) \
                  ON CONFLICT (tenant_id, agent_id) DO UPDATE SET body = excluded.body",
-                &[id(tenant), Bind::Uuid(agent.id.as_uuid()), json("agent", agent).map_err(storage)?],
+                &[
+                    id(tenant),
+                    Bind::Uuid(agent.id.as_uuid()),
+                    json("agent", agent).map_err(storage)?,
+                ],
             )
             .await
             .map_err(storage)
@@ -190,7 +194,11 @@ impl AgentStore for SqlStore {
                 tenant,
                 "INSERT INTO support_queues (tenant_id, queue_id, body) VALUES ($1, $2, $3) \
                  ON CONFLICT (tenant_id, queue_id) DO UPDATE SET body = excluded.body",
-                &[id(tenant), Bind::Uuid(queue.id.as_uuid()), json("queue", queue).map_err(storage)?],
+                &[
+                    id(tenant),
+                    Bind::Uuid(queue.id.as_uuid()),
+                    json("queue", queue).map_err(storage)?,
+                ],
             )
             .await
             .map_err(storage)
@@ -235,13 +243,22 @@ impl AgentStore for SqlStore {
         Ok(cursor.unwrap_or_default())
     }
 
-    async fn put_cursor(&self, tenant: TenantId, queue: QueueId, cursor: QueueCursor) -> Result<()> {
+    async fn put_cursor(
+        &self,
+        tenant: TenantId,
+        queue: QueueId,
+        cursor: QueueCursor,
+    ) -> Result<()> {
         self.db
             .write(
                 tenant,
                 "INSERT INTO support_cursors (tenant_id, queue_id, body) VALUES ($1, $2, $3) \
                  ON CONFLICT (tenant_id, queue_id) DO UPDATE SET body = excluded.body",
-                &[id(tenant), Bind::Uuid(queue.as_uuid()), json("queue cursor", &cursor).map_err(storage)?],
+                &[
+                    id(tenant),
+                    Bind::Uuid(queue.as_uuid()),
+                    json("queue cursor", &cursor).map_err(storage)?,
+                ],
             )
             .await
             .map_err(storage)
@@ -297,7 +314,11 @@ impl SlaStore for SqlStore {
                 tenant,
                 "INSERT INTO support_marks (tenant_id, ticket_id, body) VALUES ($1, $2, $3) \
                  ON CONFLICT (tenant_id, ticket_id) DO UPDATE SET body = excluded.body",
-                &[id(tenant), Bind::Uuid(ticket.as_uuid()), json("SLA marks", marks).map_err(storage)?],
+                &[
+                    id(tenant),
+                    Bind::Uuid(ticket.as_uuid()),
+                    json("SLA marks", marks).map_err(storage)?,
+                ],
             )
             .await
             .map_err(storage)
@@ -309,14 +330,23 @@ impl SlaStore for SqlStore {
             .write(
                 tenant,
                 "INSERT INTO support_sla_records (tenant_id, stopped_at, body) VALUES ($1, $2, $3)",
-                &[id(tenant), Bind::Time(record.stopped_at), json("SLA record", record).map_err(storage)?],
+                &[
+                    id(tenant),
+                    Bind::Time(record.stopped_at),
+                    json("SLA record", record).map_err(storage)?,
+                ],
             )
             .await
             .map_err(storage)
             .map(|_| ())
     }
 
-    async fn records(&self, tenant: TenantId, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<Vec<SlaRecord>> {
+    async fn records(
+        &self,
+        tenant: TenantId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<SlaRecord>> {
         self.db
             .read_all(
                 tenant,
@@ -358,7 +388,12 @@ impl CsatStore for SqlStore {
         }
     }
 
-    async fn csat_responses(&self, tenant: TenantId, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<Vec<CsatResponse>> {
+    async fn csat_responses(
+        &self,
+        tenant: TenantId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<CsatResponse>> {
         self.db
             .read_all(
                 tenant,

@@ -15,10 +15,14 @@
 //! Days without a transition (nearly all) take a fast path: one time-zone lookup per local
 //! midnight, and whole weeks without holidays or transitions are skipped in one step.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::{Arc, Mutex, OnceLock};
 
-use chrono::{DateTime, Datelike, Days, LocalResult, NaiveDate, NaiveDateTime, TimeZone, Utc, Weekday};
+use chrono::{
+    DateTime, Datelike, Days, LocalResult, NaiveDate, NaiveDateTime, Offset, TimeZone, Utc, Weekday,
+};
 use chrono_tz::{GapInfo, Tz};
 use serde::{Deserialize, Serialize};
 
@@ -47,7 +51,9 @@ impl TimeOfDay {
     pub fn new(hours: u16, minutes: u16) -> Result<Self> {
         let total = hours.saturating_mul(60).saturating_add(minutes);
         if minutes >= 60 || total > MINUTES_PER_DAY {
-            return Err(SupportError::InvalidTimeOfDay(format!("{hours:02}:{minutes:02}")));
+            return Err(SupportError::InvalidTimeOfDay(format!(
+                "{hours:02}:{minutes:02}"
+            )));
         }
         Ok(TimeOfDay(total))
     }
@@ -148,7 +154,13 @@ impl CalendarBuilder {
 
     /// Adds the same working interval on Monday to Friday.
     pub fn weekdays(mut self, start: &str, end: &str) -> Self {
-        for day in [Weekday::Mon, Weekday::Tue, Weekday::Wed, Weekday::Thu, Weekday::Fri] {
+        for day in [
+            Weekday::Mon,
+            Weekday::Tue,
+            Weekday::Wed,
+            Weekday::Thu,
+            Weekday::Fri,
+        ] {
             self = self.hours(day, start, end);
         }
         self
@@ -217,6 +229,10 @@ pub struct BusinessCalendar {
     week_secs: i64,
     /// Sorted, without duplicates: binary-searched.
     holidays: Vec<NaiveDate>,
+    /// The same holidays as local day numbers (days since 1970-01-01).
+    holiday_days: Vec<i64>,
+    /// The zone's UTC offsets, precomputed once per zone.
+    table: Arc<ZoneTable>,
 }
 
 #[derive(Clone, Copy)]
@@ -240,10 +256,20 @@ impl BusinessCalendar {
         let day = vec![(0, MINUTES_PER_DAY)];
         BusinessCalendar {
             zone: chrono_tz::UTC,
-            week: [day.clone(), day.clone(), day.clone(), day.clone(), day.clone(), day.clone(), day],
+            week: [
+                day.clone(),
+                day.clone(),
+                day.clone(),
+                day.clone(),
+                day.clone(),
+                day.clone(),
+                day,
+            ],
             day_secs: [DAY_SECS; 7],
             week_secs: WEEK_SECS,
             holidays: Vec::new(),
+            holiday_days: Vec::new(),
+            table: zone_table(chrono_tz::UTC),
         }
     }
 
@@ -297,7 +323,9 @@ impl BusinessCalendar {
             week,
             day_secs,
             week_secs,
+            holiday_days: holidays.iter().map(|d| day_number(*d)).collect(),
             holidays,
+            table: zone_table(zone),
         })
     }
 
@@ -342,6 +370,7 @@ impl BusinessCalendar {
         holidays.sort_unstable();
         holidays.dedup();
         BusinessCalendar {
+            holiday_days: holidays.iter().map(|d| day_number(*d)).collect(),
             holidays,
             ..self.clone()
         }
@@ -391,11 +420,6 @@ impl BusinessCalendar {
         self.add_working_minutes(at, 0)
     }
 
-    fn local_date_of(&self, secs: i64) -> Result<NaiveDate> {
-        let utc = DateTime::from_timestamp(secs, 0).ok_or(SupportError::OutOfRange)?;
-        Ok(utc.with_timezone(&self.zone).date_naive())
-    }
-
     fn local_to_utc(&self, local: NaiveDateTime, edge: Edge) -> Result<i64> {
         match self.zone.from_local_datetime(&local) {
             LocalResult::Single(t) => Ok(t.timestamp()),
@@ -410,100 +434,143 @@ impl BusinessCalendar {
         }
     }
 
-    fn midnight(&self, date: NaiveDate) -> Result<i64> {
-        self.local_to_utc(date.and_time(chrono::NaiveTime::MIN), Edge::Start)
+    /// The UTC instant of a local date's midnight, through the time-zone database.
+    fn midnight_slow(&self, day: i64) -> Result<i64> {
+        self.local_to_utc(
+            date_of_day(day)?.and_time(chrono::NaiveTime::MIN),
+            Edge::Start,
+        )
     }
 
-    fn day_index(date: NaiveDate) -> usize {
-        date.weekday().num_days_from_monday() as usize
+    fn local_day_of(&self, secs: i64) -> Result<i64> {
+        let offset = match self.table.span(secs) {
+            Some(span) => self.table.offset(span),
+            None => {
+                let utc = DateTime::from_timestamp(secs, 0).ok_or(SupportError::OutOfRange)?;
+                i64::from(
+                    self.zone
+                        .offset_from_utc_datetime(&utc.naive_utc())
+                        .fix()
+                        .local_minus_utc(),
+                )
+            }
+        };
+        Ok((secs + offset).div_euclid(DAY_SECS))
     }
 
-    fn day_intervals(&self, date: NaiveDate) -> &[(u16, u16)] {
-        if self.is_holiday(date) {
+    fn day_intervals(&self, day: i64) -> &[(u16, u16)] {
+        if self.holiday_days.binary_search(&day).is_ok() {
             return &[];
         }
-        self.week.get(Self::day_index(date)).map_or(&[], Vec::as_slice)
+        self.week.get(weekday_index(day)).map_or(&[], Vec::as_slice)
     }
 
-    /// One interval of `date` in UTC seconds; `midnight`/`next_midnight` bound the local day.
-    fn interval_utc(
+    /// The UTC pieces of one working interval of local day `day`: exactly the instants whose
+    /// local wall time lies in the interval (one piece on an ordinary day; a transition can cut
+    /// it in two, and a fold can make the same wall minutes count twice).
+    fn interval_pieces(
         &self,
-        date: NaiveDate,
+        day: i64,
         (start, end): (u16, u16),
-        midnight: i64,
-        next_midnight: i64,
-    ) -> Result<(i64, i64)> {
-        if next_midnight - midnight == DAY_SECS {
-            return Ok((midnight + i64::from(start) * 60, midnight + i64::from(end) * 60));
+        bounds: &DayBounds,
+        out: &mut Pieces,
+    ) -> Result<()> {
+        out.len = 0;
+        let (s, e) = (i64::from(start) * 60, i64::from(end) * 60);
+        if bounds.fast {
+            out.push(bounds.midnight + s, bounds.midnight + e);
+            return Ok(());
         }
-        let at = |minute: u16| date.and_time(chrono::NaiveTime::MIN) + chrono::Duration::minutes(i64::from(minute));
+        let local = day * DAY_SECS;
+        let table = &self.table;
+        if let (Some(first), Some(last)) = (
+            table.span(local - 2 * DAY_SECS),
+            table.span(local + 3 * DAY_SECS),
+        ) {
+            for span in first..=last {
+                let (span_start, span_end) = table.bounds(span);
+                let offset = table.offset(span);
+                out.push(
+                    (local + s - offset).max(span_start),
+                    (local + e - offset).min(span_end),
+                );
+            }
+            return Ok(());
+        }
+        // Outside the precomputed years: one interval through the time-zone database.
+        let date = date_of_day(day)?;
+        let at = |minute: u16| {
+            date.and_time(chrono::NaiveTime::MIN) + chrono::Duration::minutes(i64::from(minute))
+        };
         let s = if start == 0 {
-            midnight
+            bounds.midnight
         } else {
             self.local_to_utc(at(start), Edge::Start)?
         };
         let e = if end >= MINUTES_PER_DAY {
-            next_midnight
+            bounds.next_midnight
         } else {
             self.local_to_utc(at(end), Edge::End)?
         };
-        Ok((s, e.max(s)))
+        out.push(s, e);
+        Ok(())
     }
 
-    /// Working seconds of the 7 local days from `date`, valid only for a week without a
+    /// Working seconds of the 7 local days from `day`, valid only for a week without a
     /// time-zone transition.
-    fn plain_week_secs(&self, date: NaiveDate, week_end: NaiveDate) -> i64 {
-        let from = self.holidays.partition_point(|h| *h < date);
-        let to = self.holidays.partition_point(|h| *h < week_end);
+    fn plain_week_secs(&self, day: i64) -> i64 {
+        let from = self.holiday_days.partition_point(|h| *h < day);
+        let to = self.holiday_days.partition_point(|h| *h < day + 7);
         let off: i64 = self
-            .holidays
+            .holiday_days
             .get(from..to)
             .unwrap_or(&[])
             .iter()
-            .map(|h| self.day_secs.get(Self::day_index(*h)).copied().unwrap_or(0))
+            .map(|h| self.day_secs.get(weekday_index(*h)).copied().unwrap_or(0))
             .sum();
         self.week_secs - off
     }
 
     pub(crate) fn add_working_seconds(&self, from: i64, mut remaining: i64) -> Result<i64> {
-        let mut date = self.local_date_of(from)?;
-        let mut midnight = self.midnight(date)?;
+        let mut walker = Walker::new(self, from);
+        let mut pieces = Pieces::default();
+        let mut day = self.local_day_of(from)?;
         let mut t = from;
         loop {
-            if remaining > 0 && t <= midnight {
-                // Whole weeks without a transition: subtract them in one step.
-                while let Some(week_end) = date.checked_add_days(Days::new(7)) {
-                    let week_end_midnight = self.midnight(week_end)?;
-                    if week_end_midnight - midnight != WEEK_SECS {
-                        break;
-                    }
-                    let secs = self.plain_week_secs(date, week_end);
+            let bounds = walker.bounds(day)?;
+            if remaining > 0 && t <= bounds.midnight {
+                // Whole weeks inside one offset span: subtract them in one step.
+                let mut midnight = bounds.midnight;
+                while midnight + WEEK_SECS < bounds.clear_until {
+                    let secs = self.plain_week_secs(day);
                     if remaining <= secs {
                         break;
                     }
                     remaining -= secs;
-                    date = week_end;
-                    midnight = week_end_midnight;
-                    t = midnight;
+                    day += 7;
+                    midnight += WEEK_SECS;
                 }
-            }
-            let next_date = date.succ_opt().ok_or(SupportError::OutOfRange)?;
-            let next_midnight = self.midnight(next_date)?;
-            for &interval in self.day_intervals(date) {
-                let (start, end) = self.interval_utc(date, interval, midnight, next_midnight)?;
-                if end <= t {
+                if midnight != bounds.midnight {
+                    t = midnight;
                     continue;
                 }
-                let start = start.max(t);
-                let available = end - start;
-                if remaining <= available && (remaining > 0 || available > 0) {
-                    return Ok(start + remaining);
-                }
-                remaining -= available;
-                t = end;
             }
-            date = next_date;
-            midnight = next_midnight;
+            for &interval in self.day_intervals(day) {
+                self.interval_pieces(day, interval, &bounds, &mut pieces)?;
+                for &(start, end) in pieces.as_slice() {
+                    if end <= t {
+                        continue;
+                    }
+                    let start = start.max(t);
+                    let available = end - start;
+                    if remaining <= available && (remaining > 0 || available > 0) {
+                        return Ok(start + remaining);
+                    }
+                    remaining -= available;
+                    t = end;
+                }
+            }
+            day += 1;
         }
     }
 
@@ -511,39 +578,234 @@ impl BusinessCalendar {
         if to <= from {
             return Ok(0);
         }
-        let mut date = self.local_date_of(from)?;
-        let mut midnight = self.midnight(date)?;
+        let mut walker = Walker::new(self, from);
+        let mut pieces = Pieces::default();
+        let mut day = self.local_day_of(from)?;
         let mut t = from;
         let mut total = 0;
         while t < to {
-            if t <= midnight {
-                while let Some(week_end) = date.checked_add_days(Days::new(7)) {
-                    let week_end_midnight = self.midnight(week_end)?;
-                    if week_end_midnight - midnight != WEEK_SECS || week_end_midnight > to {
-                        break;
-                    }
-                    total += self.plain_week_secs(date, week_end);
-                    date = week_end;
-                    midnight = week_end_midnight;
+            let bounds = walker.bounds(day)?;
+            if t <= bounds.midnight {
+                let mut midnight = bounds.midnight;
+                while midnight + WEEK_SECS < bounds.clear_until && midnight + WEEK_SECS <= to {
+                    total += self.plain_week_secs(day);
+                    day += 7;
+                    midnight += WEEK_SECS;
+                }
+                if midnight != bounds.midnight {
                     t = midnight;
+                    continue;
                 }
             }
-            let next_date = date.succ_opt().ok_or(SupportError::OutOfRange)?;
-            let next_midnight = self.midnight(next_date)?;
-            for &interval in self.day_intervals(date) {
-                let (start, end) = self.interval_utc(date, interval, midnight, next_midnight)?;
-                let start = start.max(t);
-                let end = end.min(to);
-                if end > start {
-                    total += end - start;
+            for &interval in self.day_intervals(day) {
+                self.interval_pieces(day, interval, &bounds, &mut pieces)?;
+                for &(start, end) in pieces.as_slice() {
+                    let start = start.max(t);
+                    let end = end.min(to);
+                    if end > start {
+                        total += end - start;
+                    }
                 }
             }
-            date = next_date;
-            midnight = next_midnight;
-            t = t.max(midnight);
+            day += 1;
+            t = t.max(bounds.next_midnight);
         }
         Ok(total)
     }
+}
+
+/// Days since 1970-01-01 of a date.
+fn day_number(date: NaiveDate) -> i64 {
+    i64::from(date.num_days_from_ce()) - 719_163
+}
+
+fn date_of_day(day: i64) -> Result<NaiveDate> {
+    i32::try_from(day + 719_163)
+        .ok()
+        .and_then(NaiveDate::from_num_days_from_ce_opt)
+        .ok_or(SupportError::OutOfRange)
+}
+
+/// Monday = 0; 1970-01-01 was a Thursday.
+fn weekday_index(day: i64) -> usize {
+    usize::try_from((day + 3).rem_euclid(7)).unwrap_or(0)
+}
+
+/// Up to four UTC pieces of one working interval (an ordinary day has one).
+#[derive(Default)]
+struct Pieces {
+    items: [(i64, i64); 4],
+    len: usize,
+}
+
+impl Pieces {
+    fn push(&mut self, start: i64, end: i64) {
+        if end > start
+            && let Some(slot) = self.items.get_mut(self.len)
+        {
+            *slot = (start, end);
+            self.len += 1;
+        }
+    }
+
+    fn as_slice(&self) -> &[(i64, i64)] {
+        self.items.get(..self.len).unwrap_or(&[])
+    }
+}
+
+/// The UTC bounds of one local day.
+struct DayBounds {
+    midnight: i64,
+    next_midnight: i64,
+    /// No transition inside the day: intervals are plain offsets from midnight.
+    fast: bool,
+    /// No offset change before this instant (`i64::MIN` when unknown): weeks that end before it
+    /// can be skipped whole.
+    clear_until: i64,
+}
+
+/// Walks local days forward, keeping its place in the zone's offset table.
+struct Walker<'a> {
+    calendar: &'a BusinessCalendar,
+    span: usize,
+}
+
+impl<'a> Walker<'a> {
+    fn new(calendar: &'a BusinessCalendar, from: i64) -> Self {
+        let span = calendar.table.span(from).unwrap_or(0);
+        Walker { calendar, span }
+    }
+
+    fn bounds(&mut self, day: i64) -> Result<DayBounds> {
+        let table = &self.calendar.table;
+        let local = day * DAY_SECS;
+        while self.span < table.offsets.len() {
+            let (start, end) = table.bounds(self.span);
+            let midnight = local - table.offset(self.span);
+            if midnight >= end && self.span + 1 < table.offsets.len() {
+                self.span += 1;
+                continue;
+            }
+            // A day strictly inside one span has no transition: 24 hours from midnight.
+            if midnight >= start && midnight + DAY_SECS < end {
+                return Ok(DayBounds {
+                    midnight,
+                    next_midnight: midnight + DAY_SECS,
+                    fast: true,
+                    clear_until: end,
+                });
+            }
+            break;
+        }
+        Ok(DayBounds {
+            midnight: self.calendar.midnight_slow(day)?,
+            next_midnight: self.calendar.midnight_slow(day + 1)?,
+            fast: false,
+            clear_until: i64::MIN,
+        })
+    }
+}
+
+/// A zone's UTC offsets from 1970 to 2100 as spans: `offsets[i]` holds from `starts[i]` until
+/// `starts[i + 1]` (or `end`). Built once per zone from chrono-tz and shared, so that working-time
+/// arithmetic needs no time-zone lookup on ordinary days.
+#[derive(PartialEq, Eq)]
+struct ZoneTable {
+    starts: Vec<i64>,
+    offsets: Vec<i64>,
+    end: i64,
+}
+
+impl fmt::Debug for ZoneTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ZoneTable({} spans)", self.offsets.len())
+    }
+}
+
+impl ZoneTable {
+    const FIRST: i64 = 0;
+    /// 2100-01-01T00:00:00Z.
+    const LAST: i64 = 4_102_444_800;
+
+    fn build(zone: Tz) -> ZoneTable {
+        let offset_at = |t: i64| -> Option<i64> {
+            let utc = DateTime::from_timestamp(t, 0)?;
+            Some(i64::from(
+                zone.offset_from_utc_datetime(&utc.naive_utc())
+                    .fix()
+                    .local_minus_utc(),
+            ))
+        };
+        let mut table = ZoneTable {
+            starts: Vec::new(),
+            offsets: Vec::new(),
+            end: Self::LAST,
+        };
+        let Some(first) = offset_at(Self::FIRST) else {
+            table.end = Self::FIRST;
+            return table;
+        };
+        table.starts.push(Self::FIRST);
+        table.offsets.push(first);
+        let (mut t, mut current) = (Self::FIRST, first);
+        // Sample daily (no zone changes its offset twice within a day), then bisect each change
+        // to the second.
+        while t < Self::LAST {
+            let next = (t + DAY_SECS).min(Self::LAST);
+            if offset_at(next) == Some(current) {
+                t = next;
+                continue;
+            }
+            let (mut same, mut changed) = (t, next);
+            while changed - same > 1 {
+                let mid = same + (changed - same) / 2;
+                if offset_at(mid) == Some(current) {
+                    same = mid;
+                } else {
+                    changed = mid;
+                }
+            }
+            let Some(offset) = offset_at(changed) else {
+                break;
+            };
+            table.starts.push(changed);
+            table.offsets.push(offset);
+            current = offset;
+            t = changed;
+        }
+        table
+    }
+
+    /// The span holding `t`, if `t` is inside the table.
+    fn span(&self, t: i64) -> Option<usize> {
+        if t < self.starts.first().copied()? || t >= self.end {
+            return None;
+        }
+        self.starts.partition_point(|s| *s <= t).checked_sub(1)
+    }
+
+    fn offset(&self, span: usize) -> i64 {
+        self.offsets.get(span).copied().unwrap_or(0)
+    }
+
+    fn bounds(&self, span: usize) -> (i64, i64) {
+        let start = self.starts.get(span).copied().unwrap_or(i64::MAX);
+        let end = self.starts.get(span + 1).copied().unwrap_or(self.end);
+        (start, end)
+    }
+}
+
+/// The shared table of a zone (built on first use, then reused by every calendar in the zone).
+fn zone_table(zone: Tz) -> Arc<ZoneTable> {
+    static TABLES: OnceLock<Mutex<HashMap<Tz, Arc<ZoneTable>>>> = OnceLock::new();
+    let tables = TABLES.get_or_init(Mutex::default);
+    // The map only ever gains complete entries: a poisoned lock still holds valid tables.
+    let mut guard = tables.lock().unwrap_or_else(|e| e.into_inner());
+    Arc::clone(
+        guard
+            .entry(zone)
+            .or_insert_with(|| Arc::new(ZoneTable::build(zone))),
+    )
 }
 
 fn weekday_name(index: usize) -> String {
@@ -630,13 +892,16 @@ pub fn ical_holidays(feed: &str, zone: Tz, through: NaiveDate) -> Result<Vec<Nai
     let to_date = |value: DatePerhapsTime| -> Option<NaiveDate> {
         match value {
             DatePerhapsTime::Date(date) => Some(date),
-            DatePerhapsTime::DateTime(icalendar::CalendarDateTime::Floating(local)) => Some(local.date()),
+            DatePerhapsTime::DateTime(icalendar::CalendarDateTime::Floating(local)) => {
+                Some(local.date())
+            }
             DatePerhapsTime::DateTime(icalendar::CalendarDateTime::Utc(utc)) => {
                 Some(utc.with_timezone(&zone).date_naive())
             }
-            DatePerhapsTime::DateTime(icalendar::CalendarDateTime::WithTimezone { date_time, .. }) => {
-                Some(date_time.date())
-            }
+            DatePerhapsTime::DateTime(icalendar::CalendarDateTime::WithTimezone {
+                date_time,
+                ..
+            }) => Some(date_time.date()),
         }
     };
     let mut dates = Vec::new();
@@ -669,8 +934,17 @@ pub fn ical_holidays(feed: &str, zone: Tz, through: NaiveDate) -> Result<Vec<Nai
     Ok(dates)
 }
 
-fn yearly_starts(summary: &str, rule: &str, start: NaiveDate, through: NaiveDate) -> Result<Vec<NaiveDate>> {
-    let refuse = || SupportError::Ical(format!("event {summary:?}: only plain yearly RRULEs are expanded, got {rule:?}"));
+fn yearly_starts(
+    summary: &str,
+    rule: &str,
+    start: NaiveDate,
+    through: NaiveDate,
+) -> Result<Vec<NaiveDate>> {
+    let refuse = || {
+        SupportError::Ical(format!(
+            "event {summary:?}: only plain yearly RRULEs are expanded, got {rule:?}"
+        ))
+    };
     let mut yearly = false;
     let mut count: Option<u32> = None;
     let mut until: Option<NaiveDate> = None;
@@ -745,11 +1019,15 @@ mod tests {
     #[test]
     fn bad_calendars_are_typed_errors() {
         assert_eq!(
-            BusinessCalendar::builder("Mars/Olympus").weekdays("09:00", "17:00").build(),
+            BusinessCalendar::builder("Mars/Olympus")
+                .weekdays("09:00", "17:00")
+                .build(),
             Err(SupportError::UnknownTimeZone("Mars/Olympus".into()))
         );
         assert_eq!(
-            BusinessCalendar::builder("UTC").hours(Weekday::Mon, "17:00", "09:00").build(),
+            BusinessCalendar::builder("UTC")
+                .hours(Weekday::Mon, "17:00", "09:00")
+                .build(),
             Err(SupportError::InvertedInterval {
                 weekday: "Mon".into(),
                 start: "17:00".into(),
@@ -767,7 +1045,10 @@ mod tests {
                 second: "12:00-17:00".into()
             })
         );
-        assert_eq!(BusinessCalendar::builder("UTC").build(), Err(SupportError::NoWorkingTime));
+        assert_eq!(
+            BusinessCalendar::builder("UTC").build(),
+            Err(SupportError::NoWorkingTime)
+        );
     }
 
     #[test]
@@ -776,11 +1057,27 @@ mod tests {
         // Friday 2026-03-06 11:30 Berlin (10:30 UTC, winter time): 30 min before lunch, 4 h after,
         // then Monday.
         let from = utc(2026, 3, 6, 10, 30);
-        assert_eq!(cal.add_working_minutes(from, 30).unwrap(), utc(2026, 3, 6, 11, 0));
-        assert_eq!(cal.add_working_minutes(from, 31).unwrap(), utc(2026, 3, 6, 12, 1));
-        assert_eq!(cal.add_working_minutes(from, 270).unwrap(), utc(2026, 3, 6, 16, 0));
-        assert_eq!(cal.add_working_minutes(from, 271).unwrap(), utc(2026, 3, 9, 8, 1));
-        assert_eq!(cal.working_minutes_between(from, utc(2026, 3, 9, 8, 1)).unwrap(), 271);
+        assert_eq!(
+            cal.add_working_minutes(from, 30).unwrap(),
+            utc(2026, 3, 6, 11, 0)
+        );
+        assert_eq!(
+            cal.add_working_minutes(from, 31).unwrap(),
+            utc(2026, 3, 6, 12, 1)
+        );
+        assert_eq!(
+            cal.add_working_minutes(from, 270).unwrap(),
+            utc(2026, 3, 6, 16, 0)
+        );
+        assert_eq!(
+            cal.add_working_minutes(from, 271).unwrap(),
+            utc(2026, 3, 9, 8, 1)
+        );
+        assert_eq!(
+            cal.working_minutes_between(from, utc(2026, 3, 9, 8, 1))
+                .unwrap(),
+            271
+        );
     }
 
     #[test]
@@ -801,16 +1098,31 @@ mod tests {
             .build()
             .unwrap();
         let spring = utc(2026, 3, 28, 23, 0); // Sunday 00:00 CET
-        assert_eq!(cal.working_minutes_between(spring, utc(2026, 4, 1, 0, 0)).unwrap(), 23 * 60);
+        assert_eq!(
+            cal.working_minutes_between(spring, utc(2026, 4, 1, 0, 0))
+                .unwrap(),
+            23 * 60
+        );
         let autumn = utc(2026, 10, 24, 22, 0); // Sunday 00:00 CEST
-        assert_eq!(cal.working_minutes_between(autumn, utc(2026, 10, 28, 0, 0)).unwrap(), 25 * 60);
-        assert_eq!(cal.add_working_minutes(autumn, 25 * 60).unwrap(), utc(2026, 10, 25, 23, 0));
+        assert_eq!(
+            cal.working_minutes_between(autumn, utc(2026, 10, 28, 0, 0))
+                .unwrap(),
+            25 * 60
+        );
+        assert_eq!(
+            cal.add_working_minutes(autumn, 25 * 60).unwrap(),
+            utc(2026, 10, 25, 23, 0)
+        );
         // An interval across the gap: 01:00-04:00 local is two real hours on the spring day.
         let cal = BusinessCalendar::builder("Europe/Berlin")
             .hours(Weekday::Sun, "01:00", "04:00")
             .build()
             .unwrap();
-        assert_eq!(cal.working_minutes_between(spring, utc(2026, 4, 1, 0, 0)).unwrap(), 120);
+        assert_eq!(
+            cal.working_minutes_between(spring, utc(2026, 4, 1, 0, 0))
+                .unwrap(),
+            120
+        );
         // Opening inside the gap opens when the clocks jump to 03:00 CEST (01:00 UTC).
         let cal = BusinessCalendar::builder("Europe/Berlin")
             .hours(Weekday::Sun, "02:30", "05:00")
@@ -823,7 +1135,10 @@ mod tests {
     fn holidays_do_not_count() {
         let cal = berlin_office().with_holidays([NaiveDate::from_ymd_opt(2026, 3, 9).unwrap()]);
         let from = utc(2026, 3, 6, 15, 0); // Friday 16:00 Berlin
-        assert_eq!(cal.add_working_minutes(from, 61).unwrap(), utc(2026, 3, 10, 8, 1));
+        assert_eq!(
+            cal.add_working_minutes(from, 61).unwrap(),
+            utc(2026, 3, 10, 8, 1)
+        );
         assert!(!cal.is_working_at(utc(2026, 3, 9, 9, 0)).unwrap());
         assert!(cal.is_working_at(utc(2026, 3, 10, 9, 0)).unwrap());
     }
@@ -848,7 +1163,10 @@ mod tests {
         let through = NaiveDate::from_ymd_opt(2027, 6, 1).unwrap();
         let days = ical_holidays(feed, chrono_tz::Europe::Berlin, through).unwrap();
         let d = |y, m, dd| NaiveDate::from_ymd_opt(y, m, dd).unwrap();
-        assert_eq!(days, [d(2025, 1, 1), d(2026, 1, 1), d(2026, 4, 6), d(2027, 1, 1)]);
+        assert_eq!(
+            days,
+            [d(2025, 1, 1), d(2026, 1, 1), d(2026, 4, 6), d(2027, 1, 1)]
+        );
         let monthly = feed.replace("FREQ=YEARLY", "FREQ=MONTHLY");
         assert!(matches!(
             ical_holidays(&monthly, chrono_tz::UTC, through),

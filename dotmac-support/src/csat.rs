@@ -91,7 +91,11 @@ pub struct CsatSummary {
 
 impl CsatSummary {
     /// Aggregates the responses dated in `[from, to)`.
-    pub fn of<'a>(responses: impl IntoIterator<Item = &'a CsatResponse>, from: DateTime<Utc>, to: DateTime<Utc>) -> Self {
+    pub fn of<'a>(
+        responses: impl IntoIterator<Item = &'a CsatResponse>,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Self {
         let mut summary = CsatSummary::default();
         let mut total: u64 = 0;
         for r in responses.into_iter().filter(|r| r.at >= from && r.at < to) {
@@ -103,20 +107,30 @@ impl CsatSummary {
         }
         if summary.responses > 0 {
             let n = Decimal::from(summary.responses);
-            let round = |d: Decimal| d.round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero);
-            summary.csat_percent = round(Decimal::from(summary.satisfied) * Decimal::ONE_HUNDRED / n);
+            let round =
+                |d: Decimal| d.round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero);
+            summary.csat_percent =
+                round(Decimal::from(summary.satisfied) * Decimal::ONE_HUNDRED / n);
             summary.average_score = round(Decimal::from(total) / n);
         }
         summary
     }
 
     /// One summary per agent (responses without an agent are left out).
-    pub fn by_agent(responses: &[CsatResponse], from: DateTime<Utc>, to: DateTime<Utc>) -> BTreeMap<AgentId, CsatSummary> {
+    pub fn by_agent(
+        responses: &[CsatResponse],
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> BTreeMap<AgentId, CsatSummary> {
         group(responses, |r| r.agent, from, to)
     }
 
     /// One summary per queue (responses without a queue are left out).
-    pub fn by_queue(responses: &[CsatResponse], from: DateTime<Utc>, to: DateTime<Utc>) -> BTreeMap<QueueId, CsatSummary> {
+    pub fn by_queue(
+        responses: &[CsatResponse],
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> BTreeMap<QueueId, CsatSummary> {
         group(responses, |r| r.queue, from, to)
     }
 }

@@ -22,7 +22,9 @@ pub enum SupportError {
     #[error("invalid time of day {0:?}: expected HH:MM between 00:00 and 24:00")]
     InvalidTimeOfDay(String),
     /// A working interval whose end is not after its start.
-    #[error("working interval {start}-{end} on {weekday} is empty or inverted: the end must be after the start")]
+    #[error(
+        "working interval {start}-{end} on {weekday} is empty or inverted: the end must be after the start"
+    )]
     InvertedInterval {
         /// The weekday (`Mon` … `Sun`).
         weekday: String,
@@ -54,7 +56,9 @@ pub enum SupportError {
     #[error("SLA target must be a positive number of minutes, got {0}")]
     InvalidTarget(i64),
     /// A warning lead time that is not shorter than the target it warns about.
-    #[error("SLA warning of {warn} minutes must be shorter than the smallest target ({target} minutes)")]
+    #[error(
+        "SLA warning of {warn} minutes must be shorter than the smallest target ({target} minutes)"
+    )]
     InvalidWarning {
         /// The warning lead time.
         warn: u32,
@@ -62,7 +66,9 @@ pub enum SupportError {
         target: u32,
     },
     /// A status name that is not one of the ticket statuses.
-    #[error("unknown ticket status {0:?}: expected new, open, pending, on_hold, resolved, closed or reopened")]
+    #[error(
+        "unknown ticket status {0:?}: expected new, open, pending, on_hold, resolved, closed or reopened"
+    )]
     UnknownStatus(String),
     /// A priority name that is not one of the ticket priorities.
     #[error("unknown ticket priority {0:?}: expected low, normal, high, urgent or critical")]
@@ -121,7 +127,9 @@ pub enum SupportError {
         id: String,
     },
     /// A manual assignment to an agent who is not online or is at capacity.
-    #[error("agent {agent} is not available (offline, away or at capacity); the ticket stays in its queue")]
+    #[error(
+        "agent {agent} is not available (offline, away or at capacity); the ticket stays in its queue"
+    )]
     AgentUnavailable {
         /// The agent.
         agent: crate::ticket::AgentId,

@@ -125,7 +125,11 @@ impl SlaMarks {
 
 /// The rules that fire now for these clocks, marking them fired. Rules already fired for the
 /// same clock are skipped.
-pub fn due_escalations<'r>(rules: &'r [EscalationRule], clocks: &[ClockState], marks: &mut SlaMarks) -> Vec<&'r EscalationRule> {
+pub fn due_escalations<'r>(
+    rules: &'r [EscalationRule],
+    clocks: &[ClockState],
+    marks: &mut SlaMarks,
+) -> Vec<&'r EscalationRule> {
     let mut fired = Vec::new();
     for rule in rules {
         for clock in clocks {
@@ -163,7 +167,9 @@ mod tests {
                 id: EscalationRuleId::from_u128(1),
                 name: "tell lead".into(),
                 trigger: EscalationTrigger::Warning(SlaMetric::FirstResponse),
-                action: EscalationAction::Notify { recipient: "lead".into() },
+                action: EscalationAction::Notify {
+                    recipient: "lead".into(),
+                },
             },
             EscalationRule {
                 id: EscalationRuleId::from_u128(2),
@@ -181,6 +187,9 @@ mod tests {
         assert_eq!(fired.len(), 1);
         assert!(due_escalations(&rules, &[clock(ClockStatus::Breached, 9)], &mut marks).is_empty());
         // A new clock (another start) may escalate again.
-        assert_eq!(due_escalations(&rules, &[clock(ClockStatus::Breached, 10)], &mut marks).len(), 1);
+        assert_eq!(
+            due_escalations(&rules, &[clock(ClockStatus::Breached, 10)], &mut marks).len(),
+            1
+        );
     }
 }

@@ -59,26 +59,27 @@ pub mod testkit;
 mod ticket;
 
 pub use calendar::{
-    BusinessCalendar, CalendarBuilder, CalendarSpec, DayHours, TimeOfDay, WorkingInterval, ical_holidays,
+    BusinessCalendar, CalendarBuilder, CalendarSpec, DayHours, TimeOfDay, WorkingInterval,
+    ical_holidays,
 };
 pub use csat::{CsatResponse, CsatResponseId, CsatScore, CsatSummary};
 pub use error::{Result, SupportError};
 pub use escalation::{
-    EscalationAction, EscalationRule, EscalationRuleId, EscalationTrigger, MarkKind, SlaMark, SlaMarks,
-    due_escalations,
+    EscalationAction, EscalationRule, EscalationRuleId, EscalationTrigger, MarkKind, SlaMark,
+    SlaMarks, due_escalations,
 };
 pub use memory::InMemorySupportStore;
 pub use routing::{
-    Agent, AgentLoad, AssignmentStrategy, Presence, Queue, QueueCursor, Roster, Router, RoutingRule, RuleCondition,
-    pick_agent,
+    Agent, AgentLoad, AssignmentStrategy, Presence, Queue, QueueCursor, Roster, Router,
+    RoutingRule, RuleCondition, pick_agent,
 };
 pub use service::{SupportEvent, SupportEvents, SupportService};
 pub use sla::{
-    ClockState, ClockStatus, PolicyCondition, SlaMetric, SlaPolicy, SlaPolicyBuilder, SlaPolicyId, SlaPolicySet,
-    SlaRecord, SlaStats, SlaTarget, SlaTargets, SlaTimeline, TimeBasis,
+    ClockState, ClockStatus, PolicyCondition, SlaMetric, SlaPolicy, SlaPolicyBuilder, SlaPolicyId,
+    SlaPolicySet, SlaRecord, SlaStats, SlaTarget, SlaTargets, SlaTimeline, TimeBasis,
 };
 pub use store::SupportConfig;
 pub use ticket::{
-    Actor, AgentId, Category, Change, Channel, Comment, CommentId, CustomerTier, HistoryEntry, NewTicket, Priority,
-    QueueId, Status, Ticket, TicketId, Visibility,
+    Actor, AgentId, Category, Change, Channel, Comment, CommentId, CustomerTier, HistoryEntry,
+    NewTicket, Priority, QueueId, Status, Ticket, TicketId, Visibility,
 };

@@ -34,7 +34,8 @@ pub struct InMemorySupportStore {
 
 impl std::fmt::Debug for InMemorySupportStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InMemorySupportStore").finish_non_exhaustive()
+        f.debug_struct("InMemorySupportStore")
+            .finish_non_exhaustive()
     }
 }
 
@@ -89,7 +90,11 @@ impl TicketStore for InMemorySupportStore {
 
     async fn children_of(&self, tenant: TenantId, parent: TicketId) -> Result<Vec<Ticket>> {
         let found = self.with(tenant, |d| {
-            d.tickets.values().filter(|t| t.parent() == Some(parent)).cloned().collect()
+            d.tickets
+                .values()
+                .filter(|t| t.parent() == Some(parent))
+                .cloned()
+                .collect()
         });
         Ok(oldest_first(found))
     }
@@ -98,7 +103,9 @@ impl TicketStore for InMemorySupportStore {
         let found = self.with(tenant, |d| {
             d.tickets
                 .values()
-                .filter(|t| t.queue() == Some(queue) && t.assignee().is_none() && !t.status().is_done())
+                .filter(|t| {
+                    t.queue() == Some(queue) && t.assignee().is_none() && !t.status().is_done()
+                })
                 .cloned()
                 .collect()
         });
@@ -118,7 +125,11 @@ impl TicketStore for InMemorySupportStore {
 
     async fn unclosed_tickets(&self, tenant: TenantId) -> Result<Vec<Ticket>> {
         let found = self.with(tenant, |d| {
-            d.tickets.values().filter(|t| t.status() != Status::Closed).cloned().collect()
+            d.tickets
+                .values()
+                .filter(|t| t.status() != Status::Closed)
+                .cloned()
+                .collect()
         });
         Ok(oldest_first(found))
     }
@@ -152,10 +163,17 @@ impl AgentStore for InMemorySupportStore {
     }
 
     async fn get_cursor(&self, tenant: TenantId, queue: QueueId) -> Result<QueueCursor> {
-        Ok(self.with(tenant, |d| d.cursors.get(&queue).copied().unwrap_or_default()))
+        Ok(self.with(tenant, |d| {
+            d.cursors.get(&queue).copied().unwrap_or_default()
+        }))
     }
 
-    async fn put_cursor(&self, tenant: TenantId, queue: QueueId, cursor: QueueCursor) -> Result<()> {
+    async fn put_cursor(
+        &self,
+        tenant: TenantId,
+        queue: QueueId,
+        cursor: QueueCursor,
+    ) -> Result<()> {
         self.with(tenant, |d| d.cursors.insert(queue, cursor));
         Ok(())
     }
@@ -174,7 +192,9 @@ impl ConfigStore for InMemorySupportStore {
 
 impl SlaStore for InMemorySupportStore {
     async fn get_marks(&self, tenant: TenantId, ticket: TicketId) -> Result<SlaMarks> {
-        Ok(self.with(tenant, |d| d.marks.get(&ticket).cloned().unwrap_or_default()))
+        Ok(self.with(tenant, |d| {
+            d.marks.get(&ticket).cloned().unwrap_or_default()
+        }))
     }
 
     async fn put_marks(&self, tenant: TenantId, ticket: TicketId, marks: &SlaMarks) -> Result<()> {
@@ -187,7 +207,12 @@ impl SlaStore for InMemorySupportStore {
         Ok(())
     }
 
-    async fn records(&self, tenant: TenantId, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<Vec<SlaRecord>> {
+    async fn records(
+        &self,
+        tenant: TenantId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<SlaRecord>> {
         let mut found: Vec<SlaRecord> = self.with(tenant, |d| {
             d.records
                 .iter()
@@ -214,9 +239,18 @@ impl CsatStore for InMemorySupportStore {
         })
     }
 
-    async fn csat_responses(&self, tenant: TenantId, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<Vec<CsatResponse>> {
+    async fn csat_responses(
+        &self,
+        tenant: TenantId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<CsatResponse>> {
         let mut found: Vec<CsatResponse> = self.with(tenant, |d| {
-            d.csat.iter().filter(|r| r.at >= from && r.at < to).cloned().collect()
+            d.csat
+                .iter()
+                .filter(|r| r.at >= from && r.at < to)
+                .cloned()
+                .collect()
         });
         found.sort_by_key(|r| r.at);
         Ok(found)

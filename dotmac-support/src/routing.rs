@@ -150,7 +150,8 @@ impl RuleCondition {
             RuleCondition::Channel(any) => any.contains(&ticket.channel()),
             RuleCondition::Tier(any) => any.contains(&ticket.tier()),
             RuleCondition::Keywords(words) => words.iter().any(|w| {
-                contains_ignore_ascii_case(ticket.subject(), w) || contains_ignore_ascii_case(ticket.description(), w)
+                contains_ignore_ascii_case(ticket.subject(), w)
+                    || contains_ignore_ascii_case(ticket.description(), w)
             }),
             RuleCondition::Tenant(any) => any.contains(&ticket.tenant()),
         }
@@ -245,7 +246,8 @@ pub struct AgentLoad {
 #[derive(Debug, Clone, Default)]
 pub struct Roster {
     agents: Vec<AgentLoad>,
-    index: HashMap<AgentId, usize>,
+    // Looked up once per queue member per decision: a fast hasher matters here.
+    index: HashMap<AgentId, usize, foldhash::fast::RandomState>,
 }
 
 impl Roster {
@@ -256,7 +258,11 @@ impl Roster {
 
     /// Adds or replaces an agent with its load.
     pub fn upsert(&mut self, agent: Agent, active: u32) {
-        if let Some(slot) = self.index.get(&agent.id).and_then(|&i| self.agents.get_mut(i)) {
+        if let Some(slot) = self
+            .index
+            .get(&agent.id)
+            .and_then(|&i| self.agents.get_mut(i))
+        {
             *slot = AgentLoad { agent, active };
             return;
         }
@@ -310,7 +316,12 @@ impl Roster {
 /// waits.
 ///
 /// The caller records the assignment in the roster ([`Roster::add_load`]) if it keeps using it.
-pub fn pick_agent(queue: &Queue, cursor: &mut QueueCursor, roster: &Roster, waited_minutes: u32) -> Option<AgentId> {
+pub fn pick_agent(
+    queue: &Queue,
+    cursor: &mut QueueCursor,
+    roster: &Roster,
+    waited_minutes: u32,
+) -> Option<AgentId> {
     let members = &queue.members;
     let n = members.len();
     if n == 0 {
@@ -325,10 +336,12 @@ pub fn pick_agent(queue: &Queue, cursor: &mut QueueCursor, roster: &Roster, wait
     let rotation = (0..n).map(|offset| (start + offset) % n);
     let chosen = match &queue.strategy {
         AssignmentStrategy::Manual => None,
-        AssignmentStrategy::RoundRobin => {
-            rotation.clone().find(|&i| members.get(i).and_then(|id| available(id, None)).is_some())
-        }
-        AssignmentStrategy::LeastLoaded { cap } => least_loaded(rotation.clone(), |i| members.get(i).and_then(|id| available(id, *cap))),
+        AssignmentStrategy::RoundRobin => rotation
+            .clone()
+            .find(|&i| members.get(i).and_then(|id| available(id, None)).is_some()),
+        AssignmentStrategy::LeastLoaded { cap } => least_loaded(rotation.clone(), |i| {
+            members.get(i).and_then(|id| available(id, *cap))
+        }),
         AssignmentStrategy::SkillsBased {
             required,
             relax_after_minutes,
@@ -346,13 +359,20 @@ pub fn pick_agent(queue: &Queue, cursor: &mut QueueCursor, roster: &Roster, wait
     members.get(chosen).copied()
 }
 
-fn least_loaded<'a>(rotation: impl Iterator<Item = usize>, candidate: impl Fn(usize) -> Option<&'a AgentLoad>) -> Option<usize> {
+fn least_loaded<'a>(
+    rotation: impl Iterator<Item = usize>,
+    candidate: impl Fn(usize) -> Option<&'a AgentLoad>,
+) -> Option<usize> {
     let mut best: Option<(usize, u32)> = None;
     for i in rotation {
         if let Some(entry) = candidate(i)
             && best.is_none_or(|(_, load)| entry.active < load)
         {
             best = Some((i, entry.active));
+            if entry.active == 0 {
+                // Nobody can be less loaded than idle: the first idle agent in rotation wins.
+                break;
+            }
         }
     }
     best.map(|(i, _)| i)
@@ -366,7 +386,12 @@ mod tests {
         let mut roster = Roster::new();
         let ids: Vec<AgentId> = (0..n).map(|i| AgentId::from_u128(i as u128 + 1)).collect();
         for id in &ids {
-            roster.upsert(Agent::new(*id, "a", 3).unwrap().with_presence(Presence::Online), 0);
+            roster.upsert(
+                Agent::new(*id, "a", 3)
+                    .unwrap()
+                    .with_presence(Presence::Online),
+                0,
+            );
         }
         (roster, ids)
     }
@@ -391,7 +416,10 @@ mod tests {
         assert_eq!(pick_agent(&q, &mut cursor, &roster, 0), Some(ids[0]));
         roster.upsert(roster.get(ids[2]).unwrap().agent.clone(), 3);
         assert_eq!(pick_agent(&q, &mut cursor, &roster, 0), Some(ids[0]));
-        assert_eq!(Agent::new(ids[0], "x", 0), Err(SupportError::ZeroCapacity("agent capacity")));
+        assert_eq!(
+            Agent::new(ids[0], "x", 0),
+            Err(SupportError::ZeroCapacity("agent capacity"))
+        );
     }
 
     #[test]
@@ -412,7 +440,10 @@ mod tests {
         roster.upsert(roster.get(ids[0]).unwrap().agent.clone(), 2);
         roster.upsert(roster.get(ids[1]).unwrap().agent.clone(), 1);
         roster.upsert(roster.get(ids[2]).unwrap().agent.clone(), 2);
-        let q = queue(ids.clone(), AssignmentStrategy::LeastLoaded { cap: Some(2) });
+        let q = queue(
+            ids.clone(),
+            AssignmentStrategy::LeastLoaded { cap: Some(2) },
+        );
         let mut cursor = QueueCursor::default();
         assert_eq!(pick_agent(&q, &mut cursor, &roster, 0), Some(ids[1]));
         roster.add_load(ids[1]);
@@ -422,7 +453,12 @@ mod tests {
     #[test]
     fn skills_relax_after_timeout() {
         let (mut roster, ids) = roster(2);
-        let fiber = roster.get(ids[1]).unwrap().agent.clone().with_skill("fiber");
+        let fiber = roster
+            .get(ids[1])
+            .unwrap()
+            .agent
+            .clone()
+            .with_skill("fiber");
         roster.upsert(fiber, 2);
         let q = queue(
             ids.clone(),

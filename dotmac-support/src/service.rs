@@ -11,7 +11,8 @@ use crate::routing::{Agent, Presence, Queue, Roster, pick_agent};
 use crate::sla::{ClockState, ClockStatus, SlaMetric, SlaPolicyId, SlaRecord, SlaStats};
 use crate::store::{SupportConfig, SupportStore};
 use crate::ticket::{
-    Actor, AgentId, Change, CommentId, NewTicket, Priority, QueueId, Status, Ticket, TicketId, Visibility,
+    Actor, AgentId, Change, CommentId, NewTicket, Priority, QueueId, Status, Ticket, TicketId,
+    Visibility,
 };
 
 /// What happened in the support desk.
@@ -215,21 +216,30 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
     }
 
     async fn config(&self, tenant: TenantId) -> Result<SupportConfig> {
-        self.store.get_config(tenant).await?.ok_or(SupportError::NotConfigured)
+        self.store
+            .get_config(tenant)
+            .await?
+            .ok_or(SupportError::NotConfigured)
     }
 
     async fn ticket(&self, tenant: TenantId, id: TicketId) -> Result<Ticket> {
-        self.store.get_ticket(tenant, id).await?.ok_or_else(|| SupportError::NotFound {
-            kind: "ticket",
-            id: id.to_string(),
-        })
+        self.store
+            .get_ticket(tenant, id)
+            .await?
+            .ok_or_else(|| SupportError::NotFound {
+                kind: "ticket",
+                id: id.to_string(),
+            })
     }
 
     async fn queue(&self, tenant: TenantId, id: QueueId) -> Result<Queue> {
-        self.store.get_queue(tenant, id).await?.ok_or_else(|| SupportError::NotFound {
-            kind: "queue",
-            id: id.to_string(),
-        })
+        self.store
+            .get_queue(tenant, id)
+            .await?
+            .ok_or_else(|| SupportError::NotFound {
+                kind: "queue",
+                id: id.to_string(),
+            })
     }
 
     /// Saves the tenant's configuration after checking that every queue it names exists.
@@ -246,7 +256,9 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
         }));
         for queue in named {
             if self.store.get_queue(tenant, queue).await?.is_none() {
-                return Err(SupportError::Config(format!("queue {queue} is named but does not exist; put_queue it first")));
+                return Err(SupportError::Config(format!(
+                    "queue {queue} is named but does not exist; put_queue it first"
+                )));
             }
         }
         self.store.put_config(tenant, &config).await
@@ -280,14 +292,24 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
     /// # Errors
     ///
     /// [`SupportError::NotFound`] for an unknown agent; storage errors.
-    pub async fn set_presence(&self, tenant: TenantId, agent: AgentId, presence: Presence) -> Result<SupportEvents> {
-        let mut stored = self.store.get_agent(tenant, agent).await?.ok_or_else(|| SupportError::NotFound {
-            kind: "agent",
-            id: agent.to_string(),
-        })?;
+    pub async fn set_presence(
+        &self,
+        tenant: TenantId,
+        agent: AgentId,
+        presence: Presence,
+    ) -> Result<SupportEvents> {
+        let mut stored =
+            self.store
+                .get_agent(tenant, agent)
+                .await?
+                .ok_or_else(|| SupportError::NotFound {
+                    kind: "agent",
+                    id: agent.to_string(),
+                })?;
         stored.presence = presence;
         self.store.put_agent(tenant, &stored).await?;
-        let mut events = vec![self.event(tenant, SupportEvent::PresenceChanged { agent, presence })];
+        let mut events =
+            vec![self.event(tenant, SupportEvent::PresenceChanged { agent, presence })];
         if presence == Presence::Online {
             events.extend(self.drain_queues_of(tenant, agent).await?);
         }
@@ -354,9 +376,18 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
         let now = self.clock.now();
         let mut events = Vec::new();
         for mut ticket in self.store.waiting_in_queue(tenant, queue.id).await? {
-            if let Some(agent) = self.try_assign(tenant, &queue, &mut roster, &mut ticket, now).await? {
+            if let Some(agent) = self
+                .try_assign(tenant, &queue, &mut roster, &mut ticket, now)
+                .await?
+            {
                 self.store.update_ticket(tenant, &ticket).await?;
-                events.push(self.event(tenant, SupportEvent::TicketAssigned { ticket: ticket.id(), agent }));
+                events.push(self.event(
+                    tenant,
+                    SupportEvent::TicketAssigned {
+                        ticket: ticket.id(),
+                        agent,
+                    },
+                ));
             }
         }
         Ok(events)
@@ -368,19 +399,30 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
     ///
     /// [`SupportError::NotConfigured`]; [`SupportError::NotFound`] when the routed queue
     /// vanished; storage errors.
-    pub async fn create_ticket(&self, tenant: TenantId, new: NewTicket) -> Result<(Ticket, SupportEvents)> {
+    pub async fn create_ticket(
+        &self,
+        tenant: TenantId,
+        new: NewTicket,
+    ) -> Result<(Ticket, SupportEvents)> {
         let config = self.config(tenant).await?;
         let now = self.clock.now();
         let mut ticket = Ticket::open(TicketId::new(), tenant, new, now);
         let queue = self.queue(tenant, config.router.route(&ticket)).await?;
         ticket.set_queue(queue.id, Actor::System, now)?;
         let mut roster = self.roster(tenant, &config).await?;
-        let assigned = self.try_assign(tenant, &queue, &mut roster, &mut ticket, now).await?;
+        let assigned = self
+            .try_assign(tenant, &queue, &mut roster, &mut ticket, now)
+            .await?;
         self.store.insert_ticket(tenant, &ticket).await?;
 
         let policy = config.policies.select(&ticket);
         let clocks = match policy {
-            Some(p) => p.evaluate(config.calendar_for(p.id()), &ticket.sla_timeline(), ticket.priority(), now)?,
+            Some(p) => p.evaluate(
+                config.calendar_for(p.id()),
+                &ticket.sla_timeline(),
+                ticket.priority(),
+                now,
+            )?,
             None => Vec::new(),
         };
         let due = |m: SlaMetric| clocks.iter().find(|c| c.metric == m).and_then(|c| c.due_at);
@@ -398,7 +440,10 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
         events.push(self.event(
             tenant,
             match assigned {
-                Some(agent) => SupportEvent::TicketAssigned { ticket: ticket.id(), agent },
+                Some(agent) => SupportEvent::TicketAssigned {
+                    ticket: ticket.id(),
+                    agent,
+                },
                 None => SupportEvent::TicketWaiting {
                     ticket: ticket.id(),
                     queue: queue.id,
@@ -447,13 +492,27 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
     ///
     /// [`SupportError::IllegalTransition`], [`SupportError::Merged`], [`SupportError::NotFound`];
     /// storage errors. Nothing is changed on error.
-    pub async fn change_status(&self, tenant: TenantId, id: TicketId, to: Status, actor: Actor) -> Result<SupportEvents> {
+    pub async fn change_status(
+        &self,
+        tenant: TenantId,
+        id: TicketId,
+        to: Status,
+        actor: Actor,
+    ) -> Result<SupportEvents> {
         let mut ticket = self.ticket(tenant, id).await?;
         let now = self.clock.now();
         let from = ticket.status();
         ticket.change_status(to, actor, now)?;
         self.store.update_ticket(tenant, &ticket).await?;
-        let mut events = vec![self.event(tenant, SupportEvent::StatusChanged { ticket: id, from, to, actor })];
+        let mut events = vec![self.event(
+            tenant,
+            SupportEvent::StatusChanged {
+                ticket: id,
+                from,
+                to,
+                actor,
+            },
+        )];
         if to.is_done() {
             for mut child in self.store.children_of(tenant, id).await? {
                 let child_from = child.status();
@@ -485,7 +544,13 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
     /// # Errors
     ///
     /// [`SupportError::UnknownStatus`] (nothing changed), then as [`Self::change_status`].
-    pub async fn change_status_named(&self, tenant: TenantId, id: TicketId, to: &str, actor: Actor) -> Result<SupportEvents> {
+    pub async fn change_status_named(
+        &self,
+        tenant: TenantId,
+        id: TicketId,
+        to: &str,
+        actor: Actor,
+    ) -> Result<SupportEvents> {
         let to: Status = to.parse()?;
         self.change_status(tenant, id, to, actor).await
     }
@@ -496,7 +561,13 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
     ///
     /// [`SupportError::AgentUnavailable`] for an agent who is not online or is at capacity (the
     /// ticket is unchanged), [`SupportError::NotFound`]; storage errors.
-    pub async fn assign(&self, tenant: TenantId, id: TicketId, agent: AgentId, actor: Actor) -> Result<SupportEvents> {
+    pub async fn assign(
+        &self,
+        tenant: TenantId,
+        id: TicketId,
+        agent: AgentId,
+        actor: Actor,
+    ) -> Result<SupportEvents> {
         let config = self.config(tenant).await?;
         let mut ticket = self.ticket(tenant, id).await?;
         let roster = self.roster(tenant, &config).await?;
@@ -509,7 +580,10 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
         }
         ticket.assign(Some(agent), actor, self.clock.now())?;
         self.store.update_ticket(tenant, &ticket).await?;
-        Ok(vec![self.event(tenant, SupportEvent::TicketAssigned { ticket: id, agent })])
+        Ok(vec![self.event(
+            tenant,
+            SupportEvent::TicketAssigned { ticket: id, agent },
+        )])
     }
 
     /// Changes the priority (clocks are recomputed with the new priority's targets).
@@ -517,7 +591,13 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
     /// # Errors
     ///
     /// [`SupportError::NotFound`], [`SupportError::Merged`]; storage errors.
-    pub async fn set_priority(&self, tenant: TenantId, id: TicketId, to: Priority, actor: Actor) -> Result<SupportEvents> {
+    pub async fn set_priority(
+        &self,
+        tenant: TenantId,
+        id: TicketId,
+        to: Priority,
+        actor: Actor,
+    ) -> Result<SupportEvents> {
         let mut ticket = self.ticket(tenant, id).await?;
         let from = ticket.priority();
         ticket.set_priority(to, actor, self.clock.now())?;
@@ -525,7 +605,14 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
             return Ok(Vec::new());
         }
         self.store.update_ticket(tenant, &ticket).await?;
-        let mut events = vec![self.event(tenant, SupportEvent::PriorityChanged { ticket: id, from, to })];
+        let mut events = vec![self.event(
+            tenant,
+            SupportEvent::PriorityChanged {
+                ticket: id,
+                from,
+                to,
+            },
+        )];
         events.extend(self.process(tenant, id).await?);
         Ok(events)
     }
@@ -547,13 +634,22 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
     ///
     /// [`SupportError::SelfReference`], [`SupportError::Merged`], [`SupportError::NotFound`];
     /// storage errors.
-    pub async fn merge(&self, tenant: TenantId, source: TicketId, target: TicketId, actor: Actor) -> Result<SupportEvents> {
+    pub async fn merge(
+        &self,
+        tenant: TenantId,
+        source: TicketId,
+        target: TicketId,
+        actor: Actor,
+    ) -> Result<SupportEvents> {
         let mut from = self.ticket(tenant, source).await?;
         let mut into = self.ticket(tenant, target).await?;
         from.merge_into(&mut into, actor, self.clock.now())?;
         self.store.update_ticket(tenant, &into).await?;
         self.store.update_ticket(tenant, &from).await?;
-        Ok(vec![self.event(tenant, SupportEvent::TicketMerged { source, target })])
+        Ok(vec![self.event(
+            tenant,
+            SupportEvent::TicketMerged { source, target },
+        )])
     }
 
     /// Links a ticket to a parent incident.
@@ -562,12 +658,21 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
     ///
     /// [`SupportError::SelfReference`], [`SupportError::Merged`], [`SupportError::NotFound`];
     /// storage errors.
-    pub async fn link_to_parent(&self, tenant: TenantId, child: TicketId, parent: TicketId, actor: Actor) -> Result<SupportEvents> {
+    pub async fn link_to_parent(
+        &self,
+        tenant: TenantId,
+        child: TicketId,
+        parent: TicketId,
+        actor: Actor,
+    ) -> Result<SupportEvents> {
         let mut ticket = self.ticket(tenant, child).await?;
         let parent_ticket = self.ticket(tenant, parent).await?;
         ticket.link_to_parent(&parent_ticket, actor, self.clock.now())?;
         self.store.update_ticket(tenant, &ticket).await?;
-        Ok(vec![self.event(tenant, SupportEvent::TicketLinked { child, parent })])
+        Ok(vec![self.event(
+            tenant,
+            SupportEvent::TicketLinked { child, parent },
+        )])
     }
 
     /// A ticket's clocks now.
@@ -579,7 +684,12 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
         let config = self.config(tenant).await?;
         let ticket = self.ticket(tenant, id).await?;
         match config.policies.select(&ticket) {
-            Some(p) => p.evaluate(config.calendar_for(p.id()), &ticket.sla_timeline(), ticket.priority(), self.clock.now()),
+            Some(p) => p.evaluate(
+                config.calendar_for(p.id()),
+                &ticket.sla_timeline(),
+                ticket.priority(),
+                self.clock.now(),
+            ),
             None => Ok(Vec::new()),
         }
     }
@@ -612,28 +722,37 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
             return Ok(Vec::new());
         };
         let now = self.clock.now();
-        let clocks = policy.evaluate(config.calendar_for(policy.id()), &ticket.sla_timeline(), ticket.priority(), now)?;
+        let clocks = policy.evaluate(
+            config.calendar_for(policy.id()),
+            &ticket.sla_timeline(),
+            ticket.priority(),
+            now,
+        )?;
         let mut marks = self.store.get_marks(tenant, id).await?;
         let before = marks.clone();
         let mut events = Vec::new();
         for clock in &clocks {
             match clock.status {
-                ClockStatus::Warning if marks.mark(MarkKind::Warned, clock) => events.push(self.event(
-                    tenant,
-                    SupportEvent::SlaWarning {
-                        ticket: id,
-                        metric: clock.metric,
-                        due_at: clock.due_at,
-                    },
-                )),
-                ClockStatus::Breached if marks.mark(MarkKind::Breached, clock) => events.push(self.event(
-                    tenant,
-                    SupportEvent::SlaBreached {
-                        ticket: id,
-                        metric: clock.metric,
-                        due_at: clock.due_at,
-                    },
-                )),
+                ClockStatus::Warning if marks.mark(MarkKind::Warned, clock) => {
+                    events.push(self.event(
+                        tenant,
+                        SupportEvent::SlaWarning {
+                            ticket: id,
+                            metric: clock.metric,
+                            due_at: clock.due_at,
+                        },
+                    ))
+                }
+                ClockStatus::Breached if marks.mark(MarkKind::Breached, clock) => {
+                    events.push(self.event(
+                        tenant,
+                        SupportEvent::SlaBreached {
+                            ticket: id,
+                            metric: clock.metric,
+                            due_at: clock.due_at,
+                        },
+                    ))
+                }
                 ClockStatus::Met | ClockStatus::Missed if marks.mark(MarkKind::Recorded, clock) => {
                     let record = SlaRecord {
                         ticket: id,
@@ -670,7 +789,14 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
                     if let Some(raised) = ticket.priority().raised() {
                         let from = ticket.priority();
                         ticket.set_priority(raised, Actor::System, now)?;
-                        events.push(self.event(tenant, SupportEvent::PriorityChanged { ticket: id, from, to: raised }));
+                        events.push(self.event(
+                            tenant,
+                            SupportEvent::PriorityChanged {
+                                ticket: id,
+                                from,
+                                to: raised,
+                            },
+                        ));
                         changed = true;
                     }
                 }
@@ -699,7 +825,13 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
     ///
     /// [`SupportError::InvalidScore`] (nothing stored), [`SupportError::NotFound`],
     /// [`SupportError::AlreadyExists`]; storage errors.
-    pub async fn record_csat(&self, tenant: TenantId, id: TicketId, score: i64, comment: Option<String>) -> Result<SupportEvents> {
+    pub async fn record_csat(
+        &self,
+        tenant: TenantId,
+        id: TicketId,
+        score: i64,
+        comment: Option<String>,
+    ) -> Result<SupportEvents> {
         let score = CsatScore::new(score)?;
         let ticket = self.ticket(tenant, id).await?;
         let response = CsatResponse {
@@ -712,7 +844,10 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
             at: self.clock.now(),
         };
         self.store.add_csat(tenant, &response).await?;
-        Ok(vec![self.event(tenant, SupportEvent::CsatRecorded { ticket: id, score })])
+        Ok(vec![self.event(
+            tenant,
+            SupportEvent::CsatRecorded { ticket: id, score },
+        )])
     }
 
     /// CSAT over `[from, to)`.
@@ -720,7 +855,12 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
     /// # Errors
     ///
     /// Storage errors.
-    pub async fn csat_summary(&self, tenant: TenantId, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<CsatSummary> {
+    pub async fn csat_summary(
+        &self,
+        tenant: TenantId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<CsatSummary> {
         let responses = self.store.csat_responses(tenant, from, to).await?;
         Ok(CsatSummary::of(&responses, from, to))
     }
@@ -730,9 +870,17 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
     /// # Errors
     ///
     /// Storage errors.
-    pub async fn sla_stats(&self, tenant: TenantId, metric: SlaMetric, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<SlaStats> {
+    pub async fn sla_stats(
+        &self,
+        tenant: TenantId,
+        metric: SlaMetric,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<SlaStats> {
         let records = self.store.records(tenant, from, to).await?;
-        Ok(SlaStats::from_records(records.iter().filter(|r| r.metric == metric)))
+        Ok(SlaStats::from_records(
+            records.iter().filter(|r| r.metric == metric),
+        ))
     }
 }
 

@@ -44,7 +44,11 @@ pub enum SlaMetric {
 
 impl SlaMetric {
     /// All three, in this order.
-    pub const ALL: [SlaMetric; 3] = [SlaMetric::FirstResponse, SlaMetric::NextResponse, SlaMetric::Resolution];
+    pub const ALL: [SlaMetric; 3] = [
+        SlaMetric::FirstResponse,
+        SlaMetric::NextResponse,
+        SlaMetric::Resolution,
+    ];
 }
 
 /// Whether a target counts business minutes (on the policy's calendar) or wall-clock minutes.
@@ -205,7 +209,11 @@ impl SlaPolicyBuilder {
 
     /// Sets the target of one metric for one priority.
     pub fn target(mut self, priority: Priority, metric: SlaMetric, target: SlaTarget) -> Self {
-        self.policy.targets.entry(priority).or_default().set(metric, target);
+        self.policy
+            .targets
+            .entry(priority)
+            .or_default()
+            .set(metric, target);
         self
     }
 
@@ -293,7 +301,10 @@ impl SlaPolicy {
         let mut targets = BTreeMap::new();
         for (priority, response, resolution, basis) in rows {
             // The table is positive constants: `new` cannot refuse them.
-            if let (Ok(response), Ok(resolution)) = (SlaTarget::new(response, basis), SlaTarget::new(resolution, basis)) {
+            if let (Ok(response), Ok(resolution)) = (
+                SlaTarget::new(response, basis),
+                SlaTarget::new(resolution, basis),
+            ) {
                 targets.insert(
                     priority,
                     SlaTargets {
@@ -385,19 +396,30 @@ impl SlaPolicy {
                 .max(timeline.created_at),
         };
         let stopped_at = match metric {
-            SlaMetric::FirstResponse | SlaMetric::NextResponse => {
-                timeline.agent_responses.iter().copied().filter(|t| *t >= started_at).min()
-            }
+            SlaMetric::FirstResponse | SlaMetric::NextResponse => timeline
+                .agent_responses
+                .iter()
+                .copied()
+                .filter(|t| *t >= started_at)
+                .min(),
             SlaMetric::Resolution => timeline.resolved_at(),
         };
         let resolution = metric == SlaMetric::Resolution;
-        let paused = |status: Status| self.pause_statuses.contains(&status) || (resolution && status.is_done());
+        let paused = |status: Status| {
+            self.pause_statuses.contains(&status) || (resolution && status.is_done())
+        };
         let spans = timeline.active_spans(started_at, &paused);
-        let engine = Counter { calendar, basis: target.basis };
+        let engine = Counter {
+            calendar,
+            basis: target.basis,
+        };
         let target_secs = i64::from(target.minutes) * 60;
         let due_at = engine.due(&spans, target_secs)?;
         let warn_at = if self.warn_before_minutes > 0 && self.warn_before_minutes < target.minutes {
-            engine.due(&spans, target_secs - i64::from(self.warn_before_minutes) * 60)?
+            engine.due(
+                &spans,
+                target_secs - i64::from(self.warn_before_minutes) * 60,
+            )?
         } else {
             None
         };
@@ -473,7 +495,11 @@ impl SlaTimeline {
     }
 
     /// The spans from `start` in which the clock runs, as UNIX seconds; the last may be open.
-    fn active_spans(&self, start: DateTime<Utc>, paused: &dyn Fn(Status) -> bool) -> Vec<(i64, Option<i64>)> {
+    fn active_spans(
+        &self,
+        start: DateTime<Utc>,
+        paused: &dyn Fn(Status) -> bool,
+    ) -> Vec<(i64, Option<i64>)> {
         let start = start.timestamp();
         let mut spans = Vec::new();
         let mut current_from: Option<i64> = None;
@@ -541,7 +567,9 @@ impl Counter<'_> {
             };
             if fits {
                 let due = self.add(from, remaining)?;
-                return DateTime::from_timestamp(due, 0).map(Some).ok_or(SupportError::OutOfRange);
+                return DateTime::from_timestamp(due, 0)
+                    .map(Some)
+                    .ok_or(SupportError::OutOfRange);
             }
             if let Some(to) = to {
                 remaining -= self.between(from, to)?;
@@ -668,8 +696,11 @@ impl SlaStats {
         }
         if stats.count > 0 {
             let count = Decimal::from(stats.count);
-            let round = |d: Decimal| d.round_dp_with_strategy(2, rust_decimal::RoundingStrategy::MidpointAwayFromZero);
-            stats.compliance_percent = round(Decimal::from(stats.met) * Decimal::ONE_HUNDRED / count);
+            let round = |d: Decimal| {
+                d.round_dp_with_strategy(2, rust_decimal::RoundingStrategy::MidpointAwayFromZero)
+            };
+            stats.compliance_percent =
+                round(Decimal::from(stats.met) * Decimal::ONE_HUNDRED / count);
             stats.mean_elapsed_minutes = round(Decimal::from(elapsed) / count);
         }
         stats
@@ -702,7 +733,10 @@ mod tests {
     }
 
     fn office() -> BusinessCalendar {
-        BusinessCalendar::builder("UTC").weekdays("09:00", "17:00").build().unwrap()
+        BusinessCalendar::builder("UTC")
+            .weekdays("09:00", "17:00")
+            .build()
+            .unwrap()
     }
 
     fn policy() -> SlaPolicy {
@@ -721,12 +755,19 @@ mod tests {
     #[test]
     fn targets_must_be_positive() {
         assert_eq!(SlaTarget::business(0), Err(SupportError::InvalidTarget(0)));
-        assert_eq!(SlaTarget::calendar(-5), Err(SupportError::InvalidTarget(-5)));
+        assert_eq!(
+            SlaTarget::calendar(-5),
+            Err(SupportError::InvalidTarget(-5))
+        );
         let json = r#"{"minutes": -1, "basis": "business"}"#;
         assert!(serde_json::from_str::<SlaTarget>(json).is_err());
         assert!(
             SlaPolicy::builder(SlaPolicyId::new(), "x")
-                .targets(Priority::Low, SlaTarget::business(10).unwrap(), SlaTarget::business(20).unwrap())
+                .targets(
+                    Priority::Low,
+                    SlaTarget::business(10).unwrap(),
+                    SlaTarget::business(20).unwrap()
+                )
                 .warn_before(10)
                 .build()
                 .is_err()
@@ -735,12 +776,28 @@ mod tests {
 
     #[test]
     fn first_response_stops_and_pause_extends() {
-        let mut ticket = Ticket::open(TicketId::new(), TenantId::new(), NewTicket::new("x"), t(9, 0));
-        ticket.change_status(Status::Open, Actor::System, t(9, 0)).unwrap();
-        ticket.change_status(Status::Pending, Actor::System, t(9, 30)).unwrap();
-        ticket.change_status(Status::Open, Actor::System, t(10, 0)).unwrap();
+        let mut ticket = Ticket::open(
+            TicketId::new(),
+            TenantId::new(),
+            NewTicket::new("x"),
+            t(9, 0),
+        );
+        ticket
+            .change_status(Status::Open, Actor::System, t(9, 0))
+            .unwrap();
+        ticket
+            .change_status(Status::Pending, Actor::System, t(9, 30))
+            .unwrap();
+        ticket
+            .change_status(Status::Open, Actor::System, t(10, 0))
+            .unwrap();
         let clocks = policy()
-            .evaluate(&office(), &ticket.sla_timeline(), Priority::Normal, t(10, 10))
+            .evaluate(
+                &office(),
+                &ticket.sla_timeline(),
+                Priority::Normal,
+                t(10, 10),
+            )
             .unwrap();
         let first = clocks[0];
         assert_eq!(first.due_at, Some(t(10, 30)));
@@ -749,10 +806,21 @@ mod tests {
         assert_eq!(first.elapsed_minutes, 40);
         let agent = crate::ticket::AgentId::new();
         ticket
-            .comment(CommentId::new(), Actor::Agent(agent), Visibility::Public, "on it", t(10, 20))
+            .comment(
+                CommentId::new(),
+                Actor::Agent(agent),
+                Visibility::Public,
+                "on it",
+                t(10, 20),
+            )
             .unwrap();
         let clocks = policy()
-            .evaluate(&office(), &ticket.sla_timeline(), Priority::Normal, t(12, 0))
+            .evaluate(
+                &office(),
+                &ticket.sla_timeline(),
+                Priority::Normal,
+                t(12, 0),
+            )
             .unwrap();
         assert_eq!(clocks[0].status, ClockStatus::Met);
         assert_eq!(clocks[0].margin_minutes(), 10);
@@ -761,15 +829,34 @@ mod tests {
 
     #[test]
     fn breach_and_resolution_stats() {
-        let mut ticket = Ticket::open(TicketId::new(), TenantId::new(), NewTicket::new("x"), t(9, 0));
+        let mut ticket = Ticket::open(
+            TicketId::new(),
+            TenantId::new(),
+            NewTicket::new("x"),
+            t(9, 0),
+        );
         let clocks = policy()
-            .evaluate(&office(), &ticket.sla_timeline(), Priority::Normal, t(10, 1))
+            .evaluate(
+                &office(),
+                &ticket.sla_timeline(),
+                Priority::Normal,
+                t(10, 1),
+            )
             .unwrap();
         assert_eq!(clocks[0].status, ClockStatus::Breached);
-        ticket.change_status(Status::Resolved, Actor::System, t(14, 0)).unwrap();
-        ticket.change_status(Status::Closed, Actor::System, t(15, 0)).unwrap();
+        ticket
+            .change_status(Status::Resolved, Actor::System, t(14, 0))
+            .unwrap();
+        ticket
+            .change_status(Status::Closed, Actor::System, t(15, 0))
+            .unwrap();
         let clocks = policy()
-            .evaluate(&office(), &ticket.sla_timeline(), Priority::Normal, t(16, 0))
+            .evaluate(
+                &office(),
+                &ticket.sla_timeline(),
+                Priority::Normal,
+                t(16, 0),
+            )
             .unwrap();
         let resolution = clocks[2];
         assert_eq!(resolution.stopped_at, Some(t(14, 0)));
@@ -795,17 +882,38 @@ mod tests {
 
     #[test]
     fn paused_clock_has_no_due_time_and_time_resolved_never_counts() {
-        let mut ticket = Ticket::open(TicketId::new(), TenantId::new(), NewTicket::new("x"), t(9, 0));
-        ticket.change_status(Status::Pending, Actor::System, t(9, 10)).unwrap();
+        let mut ticket = Ticket::open(
+            TicketId::new(),
+            TenantId::new(),
+            NewTicket::new("x"),
+            t(9, 0),
+        );
+        ticket
+            .change_status(Status::Pending, Actor::System, t(9, 10))
+            .unwrap();
         let clocks = policy()
-            .evaluate(&office(), &ticket.sla_timeline(), Priority::Normal, t(11, 0))
+            .evaluate(
+                &office(),
+                &ticket.sla_timeline(),
+                Priority::Normal,
+                t(11, 0),
+            )
             .unwrap();
         assert_eq!(clocks[0].due_at, None);
         assert_eq!(clocks[0].status, ClockStatus::Paused);
-        ticket.change_status(Status::Resolved, Actor::System, t(9, 20)).unwrap();
-        ticket.change_status(Status::Reopened, Actor::Customer, t(11, 20)).unwrap();
+        ticket
+            .change_status(Status::Resolved, Actor::System, t(9, 20))
+            .unwrap();
+        ticket
+            .change_status(Status::Reopened, Actor::Customer, t(11, 20))
+            .unwrap();
         let clocks = policy()
-            .evaluate(&office(), &ticket.sla_timeline(), Priority::Normal, t(11, 30))
+            .evaluate(
+                &office(),
+                &ticket.sla_timeline(),
+                Priority::Normal,
+                t(11, 30),
+            )
             .unwrap();
         // Resolution: 10 min before pending, 10 min after reopening.
         assert_eq!(clocks[2].elapsed_minutes, 20);
@@ -821,6 +929,9 @@ mod tests {
         let low = policy.targets_for(Priority::Low);
         assert_eq!(low.first_response, SlaTarget::business(48 * 60).ok());
         assert_eq!(low.resolution, SlaTarget::business(168 * 60).ok());
-        assert_eq!(policy.targets_for(Priority::Normal).resolution, SlaTarget::business(72 * 60).ok());
+        assert_eq!(
+            policy.targets_for(Priority::Normal).resolution,
+            SlaTarget::business(72 * 60).ok()
+        );
     }
 }

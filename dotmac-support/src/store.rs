@@ -52,28 +52,44 @@ pub trait TicketStore: Send + Sync {
     /// # Errors
     ///
     /// [`SupportError::AlreadyExists`](crate::SupportError::AlreadyExists) for a known id.
-    fn insert_ticket(&self, tenant: TenantId, ticket: &Ticket) -> impl Future<Output = Result<()>> + Send;
+    fn insert_ticket(
+        &self,
+        tenant: TenantId,
+        ticket: &Ticket,
+    ) -> impl Future<Output = Result<()>> + Send;
 
     /// Replaces a stored ticket.
     ///
     /// # Errors
     ///
     /// [`SupportError::NotFound`](crate::SupportError::NotFound) for an unknown id.
-    fn update_ticket(&self, tenant: TenantId, ticket: &Ticket) -> impl Future<Output = Result<()>> + Send;
+    fn update_ticket(
+        &self,
+        tenant: TenantId,
+        ticket: &Ticket,
+    ) -> impl Future<Output = Result<()>> + Send;
 
     /// A ticket by id.
     ///
     /// # Errors
     ///
     /// Storage failures only.
-    fn get_ticket(&self, tenant: TenantId, id: TicketId) -> impl Future<Output = Result<Option<Ticket>>> + Send;
+    fn get_ticket(
+        &self,
+        tenant: TenantId,
+        id: TicketId,
+    ) -> impl Future<Output = Result<Option<Ticket>>> + Send;
 
     /// Tickets linked to a parent incident, oldest first.
     ///
     /// # Errors
     ///
     /// Storage failures only.
-    fn children_of(&self, tenant: TenantId, parent: TicketId) -> impl Future<Output = Result<Vec<Ticket>>> + Send;
+    fn children_of(
+        &self,
+        tenant: TenantId,
+        parent: TicketId,
+    ) -> impl Future<Output = Result<Vec<Ticket>>> + Send;
 
     /// Unassigned tickets of a queue that are not resolved or closed, oldest first: the
     /// queue's waiting line.
@@ -81,21 +97,32 @@ pub trait TicketStore: Send + Sync {
     /// # Errors
     ///
     /// Storage failures only.
-    fn waiting_in_queue(&self, tenant: TenantId, queue: QueueId) -> impl Future<Output = Result<Vec<Ticket>>> + Send;
+    fn waiting_in_queue(
+        &self,
+        tenant: TenantId,
+        queue: QueueId,
+    ) -> impl Future<Output = Result<Vec<Ticket>>> + Send;
 
     /// Tickets assigned to an agent that are not resolved or closed.
     ///
     /// # Errors
     ///
     /// Storage failures only.
-    fn assigned_to(&self, tenant: TenantId, agent: AgentId) -> impl Future<Output = Result<Vec<Ticket>>> + Send;
+    fn assigned_to(
+        &self,
+        tenant: TenantId,
+        agent: AgentId,
+    ) -> impl Future<Output = Result<Vec<Ticket>>> + Send;
 
     /// Tickets that are not closed (their clocks may still fire), oldest first.
     ///
     /// # Errors
     ///
     /// Storage failures only.
-    fn unclosed_tickets(&self, tenant: TenantId) -> impl Future<Output = Result<Vec<Ticket>>> + Send;
+    fn unclosed_tickets(
+        &self,
+        tenant: TenantId,
+    ) -> impl Future<Output = Result<Vec<Ticket>>> + Send;
 }
 
 /// Agents, queues and rotation cursors.
@@ -105,14 +132,19 @@ pub trait AgentStore: Send + Sync {
     /// # Errors
     ///
     /// Storage failures only.
-    fn put_agent(&self, tenant: TenantId, agent: &Agent) -> impl Future<Output = Result<()>> + Send;
+    fn put_agent(&self, tenant: TenantId, agent: &Agent)
+    -> impl Future<Output = Result<()>> + Send;
 
     /// An agent by id.
     ///
     /// # Errors
     ///
     /// Storage failures only.
-    fn get_agent(&self, tenant: TenantId, id: AgentId) -> impl Future<Output = Result<Option<Agent>>> + Send;
+    fn get_agent(
+        &self,
+        tenant: TenantId,
+        id: AgentId,
+    ) -> impl Future<Output = Result<Option<Agent>>> + Send;
 
     /// Every agent of the tenant.
     ///
@@ -126,14 +158,19 @@ pub trait AgentStore: Send + Sync {
     /// # Errors
     ///
     /// Storage failures only.
-    fn put_queue(&self, tenant: TenantId, queue: &Queue) -> impl Future<Output = Result<()>> + Send;
+    fn put_queue(&self, tenant: TenantId, queue: &Queue)
+    -> impl Future<Output = Result<()>> + Send;
 
     /// A queue by id.
     ///
     /// # Errors
     ///
     /// Storage failures only.
-    fn get_queue(&self, tenant: TenantId, id: QueueId) -> impl Future<Output = Result<Option<Queue>>> + Send;
+    fn get_queue(
+        &self,
+        tenant: TenantId,
+        id: QueueId,
+    ) -> impl Future<Output = Result<Option<Queue>>> + Send;
 
     /// Every queue of the tenant.
     ///
@@ -147,14 +184,23 @@ pub trait AgentStore: Send + Sync {
     /// # Errors
     ///
     /// Storage failures only.
-    fn get_cursor(&self, tenant: TenantId, queue: QueueId) -> impl Future<Output = Result<QueueCursor>> + Send;
+    fn get_cursor(
+        &self,
+        tenant: TenantId,
+        queue: QueueId,
+    ) -> impl Future<Output = Result<QueueCursor>> + Send;
 
     /// Saves a queue's rotation position.
     ///
     /// # Errors
     ///
     /// Storage failures only.
-    fn put_cursor(&self, tenant: TenantId, queue: QueueId, cursor: QueueCursor) -> impl Future<Output = Result<()>> + Send;
+    fn put_cursor(
+        &self,
+        tenant: TenantId,
+        queue: QueueId,
+        cursor: QueueCursor,
+    ) -> impl Future<Output = Result<()>> + Send;
 }
 
 /// The tenant's configuration document.
@@ -164,14 +210,21 @@ pub trait ConfigStore: Send + Sync {
     /// # Errors
     ///
     /// Storage failures only.
-    fn put_config(&self, tenant: TenantId, config: &SupportConfig) -> impl Future<Output = Result<()>> + Send;
+    fn put_config(
+        &self,
+        tenant: TenantId,
+        config: &SupportConfig,
+    ) -> impl Future<Output = Result<()>> + Send;
 
     /// Loads it.
     ///
     /// # Errors
     ///
     /// Storage failures only.
-    fn get_config(&self, tenant: TenantId) -> impl Future<Output = Result<Option<SupportConfig>>> + Send;
+    fn get_config(
+        &self,
+        tenant: TenantId,
+    ) -> impl Future<Output = Result<Option<SupportConfig>>> + Send;
 }
 
 /// What fired per ticket, and the outcomes of stopped clocks.
@@ -181,28 +234,46 @@ pub trait SlaStore: Send + Sync {
     /// # Errors
     ///
     /// Storage failures only.
-    fn get_marks(&self, tenant: TenantId, ticket: TicketId) -> impl Future<Output = Result<SlaMarks>> + Send;
+    fn get_marks(
+        &self,
+        tenant: TenantId,
+        ticket: TicketId,
+    ) -> impl Future<Output = Result<SlaMarks>> + Send;
 
     /// Replaces the marks of a ticket.
     ///
     /// # Errors
     ///
     /// Storage failures only.
-    fn put_marks(&self, tenant: TenantId, ticket: TicketId, marks: &SlaMarks) -> impl Future<Output = Result<()>> + Send;
+    fn put_marks(
+        &self,
+        tenant: TenantId,
+        ticket: TicketId,
+        marks: &SlaMarks,
+    ) -> impl Future<Output = Result<()>> + Send;
 
     /// Appends an outcome.
     ///
     /// # Errors
     ///
     /// Storage failures only.
-    fn add_record(&self, tenant: TenantId, record: &SlaRecord) -> impl Future<Output = Result<()>> + Send;
+    fn add_record(
+        &self,
+        tenant: TenantId,
+        record: &SlaRecord,
+    ) -> impl Future<Output = Result<()>> + Send;
 
     /// Outcomes whose clock stopped in `[from, to)`, in stop order.
     ///
     /// # Errors
     ///
     /// Storage failures only.
-    fn records(&self, tenant: TenantId, from: DateTime<Utc>, to: DateTime<Utc>) -> impl Future<Output = Result<Vec<SlaRecord>>> + Send;
+    fn records(
+        &self,
+        tenant: TenantId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Vec<SlaRecord>>> + Send;
 }
 
 /// CSAT responses.
@@ -213,14 +284,23 @@ pub trait CsatStore: Send + Sync {
     ///
     /// [`SupportError::AlreadyExists`](crate::SupportError::AlreadyExists) when the ticket
     /// already has one.
-    fn add_csat(&self, tenant: TenantId, response: &CsatResponse) -> impl Future<Output = Result<()>> + Send;
+    fn add_csat(
+        &self,
+        tenant: TenantId,
+        response: &CsatResponse,
+    ) -> impl Future<Output = Result<()>> + Send;
 
     /// Responses dated in `[from, to)`, oldest first.
     ///
     /// # Errors
     ///
     /// Storage failures only.
-    fn csat_responses(&self, tenant: TenantId, from: DateTime<Utc>, to: DateTime<Utc>) -> impl Future<Output = Result<Vec<CsatResponse>>> + Send;
+    fn csat_responses(
+        &self,
+        tenant: TenantId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Vec<CsatResponse>>> + Send;
 }
 
 /// Everything the support service needs.

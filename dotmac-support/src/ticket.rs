@@ -635,7 +635,14 @@ impl Ticket {
             body: body.into(),
             at,
         });
-        self.record(at, author, Change::Commented { comment: id, visibility });
+        self.record(
+            at,
+            author,
+            Change::Commented {
+                comment: id,
+                visibility,
+            },
+        );
         Ok(())
     }
 
@@ -679,7 +686,13 @@ impl Ticket {
     ///
     /// [`SupportError::NotFound`] when `entry` is not a status entry, plus the errors of
     /// [`Ticket::check`](Ticket::change_status).
-    pub fn amend_status(&mut self, entry: usize, to: Status, actor: Actor, at: DateTime<Utc>) -> Result<()> {
+    pub fn amend_status(
+        &mut self,
+        entry: usize,
+        to: Status,
+        actor: Actor,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
         self.check(at)?;
         let is_status_entry = matches!(
             self.history.get(entry).map(|e| &e.change),
@@ -762,7 +775,13 @@ impl Ticket {
     pub fn untag(&mut self, tag: &str, actor: Actor, at: DateTime<Utc>) -> Result<()> {
         self.check(at)?;
         if self.tags.remove(tag) {
-            self.record(at, actor, Change::Untagged { tag: tag.to_owned() });
+            self.record(
+                at,
+                actor,
+                Change::Untagged {
+                    tag: tag.to_owned(),
+                },
+            );
         }
         Ok(())
     }
@@ -774,7 +793,12 @@ impl Ticket {
     ///
     /// [`SupportError::SelfReference`] for itself, or when the parent is itself a child of this
     /// ticket; [`SupportError::Merged`], [`SupportError::OutOfOrder`].
-    pub fn link_to_parent(&mut self, parent: &Ticket, actor: Actor, at: DateTime<Utc>) -> Result<()> {
+    pub fn link_to_parent(
+        &mut self,
+        parent: &Ticket,
+        actor: Actor,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
         self.check(at)?;
         if parent.id == self.id || parent.parent == Some(self.id) {
             return Err(SupportError::SelfReference(self.id));
@@ -791,7 +815,12 @@ impl Ticket {
     ///
     /// [`SupportError::SelfReference`], [`SupportError::Merged`] (either side),
     /// [`SupportError::OutOfOrder`] (either side).
-    pub fn merge_into(&mut self, target: &mut Ticket, actor: Actor, at: DateTime<Utc>) -> Result<()> {
+    pub fn merge_into(
+        &mut self,
+        target: &mut Ticket,
+        actor: Actor,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
         if target.id == self.id {
             return Err(SupportError::SelfReference(self.id));
         }
@@ -801,7 +830,14 @@ impl Ticket {
             let from = self.status;
             // Merging closes from any status: the merged ticket's work continues in the target.
             self.status = Status::Closed;
-            self.record(at, actor, Change::StatusChanged { from, to: Status::Closed });
+            self.record(
+                at,
+                actor,
+                Change::StatusChanged {
+                    from,
+                    to: Status::Closed,
+                },
+            );
         }
         self.record(at, actor, Change::MergedInto { target: target.id });
         self.merged_into = Some(target.id);
@@ -868,7 +904,12 @@ mod tests {
     }
 
     fn ticket() -> Ticket {
-        Ticket::open(TicketId::new(), TenantId::new(), NewTicket::new("Slow line"), at(0))
+        Ticket::open(
+            TicketId::new(),
+            TenantId::new(),
+            NewTicket::new("Slow line"),
+            at(0),
+        )
     }
 
     #[test]
@@ -890,9 +931,12 @@ mod tests {
     #[test]
     fn illegal_move_changes_nothing() {
         let mut t = ticket();
-        t.change_status(Status::Closed, Actor::System, at(1)).unwrap();
+        t.change_status(Status::Closed, Actor::System, at(1))
+            .unwrap();
         let before = t.clone();
-        let err = t.change_status(Status::Open, Actor::System, at(2)).unwrap_err();
+        let err = t
+            .change_status(Status::Open, Actor::System, at(2))
+            .unwrap_err();
         assert_eq!(
             err,
             SupportError::IllegalTransition {
@@ -913,7 +957,8 @@ mod tests {
             Err(SupportError::UnknownStatus("waiting".into()))
         );
         assert_eq!(t, before);
-        t.change_status_named("on_hold", Actor::System, at(1)).unwrap();
+        t.change_status_named("on_hold", Actor::System, at(1))
+            .unwrap();
         assert_eq!(t.status(), Status::OnHold);
     }
 
@@ -934,8 +979,14 @@ mod tests {
         let mut a = ticket();
         let mut b = ticket();
         a.tag("dup", Actor::System, at(1)).unwrap();
-        a.comment(CommentId::new(), Actor::Customer, Visibility::Public, "still down", at(2))
-            .unwrap();
+        a.comment(
+            CommentId::new(),
+            Actor::Customer,
+            Visibility::Public,
+            "still down",
+            at(2),
+        )
+        .unwrap();
         a.merge_into(&mut b, Actor::System, at(3)).unwrap();
         assert_eq!(a.status(), Status::Closed);
         assert_eq!(a.merged_into(), Some(b.id()));
@@ -955,11 +1006,14 @@ mod tests {
     #[test]
     fn amended_status_rebuilds_the_timeline() {
         let mut t = ticket();
-        t.change_status(Status::Pending, Actor::System, at(10)).unwrap();
-        t.change_status(Status::Open, Actor::System, at(40)).unwrap();
+        t.change_status(Status::Pending, Actor::System, at(10))
+            .unwrap();
+        t.change_status(Status::Open, Actor::System, at(40))
+            .unwrap();
         let pending_entry = 1;
         assert_eq!(t.sla_timeline().statuses[1].1, Status::Pending);
-        t.amend_status(pending_entry, Status::Open, Actor::System, at(50)).unwrap();
+        t.amend_status(pending_entry, Status::Open, Actor::System, at(50))
+            .unwrap();
         assert_eq!(t.sla_timeline().statuses[1].1, Status::Open);
         assert!(matches!(
             t.amend_status(99, Status::Open, Actor::System, at(51)),

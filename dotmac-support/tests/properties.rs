@@ -44,14 +44,19 @@ fn calendars() -> impl Strategy<Value = BusinessCalendar> {
                 }
             }
             let base = NaiveDate::from_ymd_opt(2020, 1, 1)?;
-            builder = builder.holidays(holidays.into_iter().map(|d| base + Duration::days(i64::from(d))));
+            builder = builder.holidays(
+                holidays
+                    .into_iter()
+                    .map(|d| base + Duration::days(i64::from(d))),
+            );
             builder.build().ok()
         })
 }
 
 fn instants() -> impl Strategy<Value = DateTime<Utc>> {
     // 2020-01-01 .. 2030-01-01, to the second.
-    (0i64..315_532_800).prop_map(|s| Utc.with_ymd_and_hms(2020, 1, 1, 0, 0, 0).unwrap() + Duration::seconds(s))
+    (0i64..315_532_800)
+        .prop_map(|s| Utc.with_ymd_and_hms(2020, 1, 1, 0, 0, 0).unwrap() + Duration::seconds(s))
 }
 
 proptest! {
@@ -146,5 +151,61 @@ proptest! {
             seen.dedup();
             prop_assert_eq!(seen.len(), k);
         }
+    }
+}
+
+/// Instants around the usual daylight-saving changes (March/April, September-November) of
+/// 2020-2035, to the minute.
+fn dst_season_instants() -> impl Strategy<Value = DateTime<Utc>> {
+    (
+        2020i32..2035,
+        prop::sample::select(vec![3u32, 4, 9, 10, 11]),
+        1u32..29,
+        0u32..24,
+        0u32..60,
+    )
+        .prop_map(|(y, m, d, h, min)| Utc.with_ymd_and_hms(y, m, d, h, min, 0).unwrap())
+}
+
+/// The definition, minute by minute: a minute is working when its local wall time lies in an
+/// interval of its local date and that date is not a holiday.
+fn reference_minutes(cal: &BusinessCalendar, from: DateTime<Utc>, minutes: i64) -> u64 {
+    let mut count = 0;
+    for k in 0..minutes {
+        let local = (from + Duration::minutes(k)).with_timezone(&cal.zone());
+        let date = local.date_naive();
+        if cal.is_holiday(date) {
+            continue;
+        }
+        let minute_of_day = u16::try_from(
+            local
+                .time()
+                .signed_duration_since(chrono::NaiveTime::MIN)
+                .num_minutes(),
+        )
+        .unwrap();
+        let weekday = chrono::Datelike::weekday(&date);
+        if cal
+            .intervals(weekday)
+            .iter()
+            .any(|i| i.start.minutes() <= minute_of_day && minute_of_day < i.end.minutes())
+        {
+            count += 1;
+        }
+    }
+    count
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn counting_agrees_with_the_minute_by_minute_definition(
+        cal in calendars(),
+        from in prop_oneof![instants().prop_map(|t| t - Duration::seconds(chrono::Timelike::second(&t).into())), dst_season_instants()],
+        minutes in 0i64..20_000,
+    ) {
+        let to = from + Duration::minutes(minutes);
+        prop_assert_eq!(cal.working_minutes_between(from, to).unwrap(), reference_minutes(&cal, from, minutes));
     }
 }

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, DurationRound, TimeDelta, Utc, Weekday};
 use dotmac_conformance::{date, instant};
 use dotmac_support::{
-    BusinessCalendar, ClockState, Priority, SlaMetric, SlaPolicy, SlaPolicyId, SlaTarget, SlaTargets,
-    SlaTimeline, Status,
+    BusinessCalendar, ClockState, Priority, SlaMetric, SlaPolicy, SlaPolicyId, SlaTarget,
+    SlaTargets, SlaTimeline, Status,
 };
 use serde::Deserialize;
 
@@ -79,11 +79,14 @@ fn weekday(key: &str) -> Result<Weekday, String> {
 }
 
 fn target(minutes: Option<i64>) -> Result<Option<SlaTarget>, String> {
-    minutes.map(|m| SlaTarget::business(m).map_err(|e| e.to_string())).transpose()
+    minutes
+        .map(|m| SlaTarget::business(m).map_err(|e| e.to_string()))
+        .transpose()
 }
 
 fn to_minute(t: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
-    t.duration_trunc(TimeDelta::minutes(1)).map_err(|e| e.to_string())
+    t.duration_trunc(TimeDelta::minutes(1))
+        .map_err(|e| e.to_string())
 }
 
 pub fn run(case: Case) -> Result<(), String> {
@@ -104,7 +107,8 @@ pub fn run(case: Case) -> Result<(), String> {
         next_response: target(case.targets_minutes.update)?,
         resolution: target(case.targets_minutes.resolution)?,
     };
-    let mut policy = SlaPolicy::builder(SlaPolicyId::from_u128(1), "conformance").all_priorities(targets);
+    let mut policy =
+        SlaPolicy::builder(SlaPolicyId::from_u128(1), "conformance").all_priorities(targets);
     for status in &case.pause_statuses {
         policy = policy.pause_in(status.parse::<Status>().map_err(|e| e.to_string())?);
     }
@@ -114,24 +118,42 @@ pub fn run(case: Case) -> Result<(), String> {
     let mut timeline = SlaTimeline::new(created_at);
     timeline.statuses.clear();
     for entry in &case.ticket.status_history {
-        let status: Status = entry.status.parse().map_err(|e: dotmac_support::SupportError| e.to_string())?;
+        let status: Status = entry
+            .status
+            .parse()
+            .map_err(|e: dotmac_support::SupportError| e.to_string())?;
         timeline.statuses.push((instant(&entry.at)?, status));
     }
     let clocks = policy
         .evaluate(&calendar, &timeline, Priority::Normal, created_at)
         .map_err(|e| e.to_string())?;
-    let due = |metric: SlaMetric| -> Option<&ClockState> { clocks.iter().find(|c| c.metric == metric) };
+    let due =
+        |metric: SlaMetric| -> Option<&ClockState> { clocks.iter().find(|c| c.metric == metric) };
 
     let checks = [
-        ("first_response_due", &case.expected.first_response_due, SlaMetric::FirstResponse),
-        ("update_due", &case.expected.update_due, SlaMetric::NextResponse),
-        ("resolution_due", &case.expected.resolution_due, SlaMetric::Resolution),
+        (
+            "first_response_due",
+            &case.expected.first_response_due,
+            SlaMetric::FirstResponse,
+        ),
+        (
+            "update_due",
+            &case.expected.update_due,
+            SlaMetric::NextResponse,
+        ),
+        (
+            "resolution_due",
+            &case.expected.resolution_due,
+            SlaMetric::Resolution,
+        ),
     ];
     for (name, expected, metric) in checks {
         let Some(expected) = expected else { continue };
         let want = to_minute(instant(expected)?)?;
         let clock = due(metric).ok_or_else(|| format!("{name}: no target given for this clock"))?;
-        let got = clock.due_at.ok_or_else(|| format!("{name}: clock is paused, no due time"))?;
+        let got = clock
+            .due_at
+            .ok_or_else(|| format!("{name}: clock is paused, no due time"))?;
         let got = to_minute(got)?;
         if got != want {
             return Err(format!("{name}: expected {want}, got {got}"));

@@ -1,0 +1,149 @@
+//! Usage events: bulk, idempotent ingestion (UNNEST on PostgreSQL, multi-row INSERT on SQLite).
+
+use std::collections::{BTreeMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use dotmac_billing::usage::{MeterId, UsageEvent, UsageEventId};
+use dotmac_core::{CustomerId, SubscriptionId, TenantId};
+use sqlx::Row;
+use sqlx::types::Json;
+use uuid::Uuid;
+
+use crate::db::{Database, dispatch, for_each_dialect};
+use crate::error::{Context, Result};
+
+/// Rows per statement: bounded by SQLite's 32,766 parameters (8 a row) and, on PostgreSQL,
+/// by keeping one statement's arrays a few MB.
+const BATCH: usize = 4000;
+
+for_each_dialect! {
+    shared {
+        pub(crate) fn decode(row: &DbRow) -> Result<UsageEvent> {
+            let subscription: Option<Uuid> = row.try_get("subscription_id").during("read usage")?;
+            let properties: Json<BTreeMap<String, String>> =
+                row.try_get("properties").during("read usage")?;
+            Ok(UsageEvent {
+                id: UsageEventId::from_uuid(row.try_get("event_id").during("read usage")?),
+                customer: CustomerId::from_uuid(row.try_get("customer_id").during("read usage")?),
+                subscription: subscription.map(SubscriptionId::from_uuid),
+                meter: MeterId::from_uuid(row.try_get("meter_id").during("read usage")?),
+                quantity: get_dec(row, "quantity")?,
+                timestamp: row.try_get("occurred_at").during("read usage")?,
+                properties: properties.0,
+            })
+        }
+    }
+    sqlite {
+        /// Inserts the batch; returns the ids actually inserted.
+        pub(crate) async fn insert(tx: &mut Tx, tenant: TenantId, events: &[UsageEvent]) -> Result<HashSet<Uuid>> {
+            let mut builder = sqlx::QueryBuilder::new(
+                "INSERT INTO usage_events (tenant_id, event_id, customer_id, subscription_id, \
+                 meter_id, quantity, occurred_at, properties) ",
+            );
+            builder.push_values(events, |mut row, e| {
+                row.push_bind(tenant.as_uuid())
+                    .push_bind(e.id.as_uuid())
+                    .push_bind(e.customer.as_uuid())
+                    .push_bind(e.subscription.map(|s| s.as_uuid()))
+                    .push_bind(e.meter.as_uuid())
+                    .push_bind(dec(e.quantity))
+                    .push_bind(e.timestamp)
+                    .push_bind(Json(e.properties.clone()));
+            });
+            builder.push(" ON CONFLICT (tenant_id, event_id) DO NOTHING RETURNING event_id");
+            let rows = builder.build().fetch_all(&mut **tx).await.during("write usage")?;
+            rows.iter().map(|r| r.try_get::<Uuid, _>(0).during("write usage")).collect()
+        }
+    }
+    postgres {
+        /// Inserts the batch with one UNNEST statement; returns the ids actually inserted.
+        pub(crate) async fn insert(tx: &mut Tx, tenant: TenantId, events: &[UsageEvent]) -> Result<HashSet<Uuid>> {
+            let ids: Vec<Uuid> = events.iter().map(|e| e.id.as_uuid()).collect();
+            let customers: Vec<Uuid> = events.iter().map(|e| e.customer.as_uuid()).collect();
+            let subscriptions: Vec<Option<Uuid>> =
+                events.iter().map(|e| e.subscription.map(|s| s.as_uuid())).collect();
+            let meters: Vec<Uuid> = events.iter().map(|e| e.meter.as_uuid()).collect();
+            let quantities: Vec<rust_decimal::Decimal> = events.iter().map(|e| e.quantity).collect();
+            let at: Vec<DateTime<Utc>> = events.iter().map(|e| e.timestamp).collect();
+            let properties: Vec<Json<&BTreeMap<String, String>>> =
+                events.iter().map(|e| Json(&e.properties)).collect();
+            let rows = sqlx::query(
+                "INSERT INTO usage_events (tenant_id, event_id, customer_id, subscription_id, \
+                   meter_id, quantity, occurred_at, properties) \
+                 SELECT $1, * FROM UNNEST($2::uuid[], $3::uuid[], $4::uuid[], $5::uuid[], \
+                   $6::numeric[], $7::timestamptz[], $8::jsonb[]) \
+                 ON CONFLICT (tenant_id, event_id) DO NOTHING RETURNING event_id",
+            )
+            .bind(tenant.as_uuid())
+            .bind(ids)
+            .bind(customers)
+            .bind(subscriptions)
+            .bind(meters)
+            .bind(quantities)
+            .bind(at)
+            .bind(properties)
+            .fetch_all(&mut **tx)
+            .await
+            .during("write usage")?;
+            rows.iter().map(|r| r.try_get::<Uuid, _>(0).during("write usage")).collect()
+        }
+    }
+}
+
+impl Database {
+    /// Stores the events whose ids are new for the tenant, in one transaction; per event,
+    /// whether it was new (an id repeated within the batch is new only the first time).
+    pub(crate) async fn append_usage(
+        &self,
+        tenant: TenantId,
+        events: &[UsageEvent],
+    ) -> Result<Vec<bool>> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut inserted = HashSet::with_capacity(events.len());
+        dispatch!(self, pool, d => {
+            let mut tx = d::begin_tenant(pool, tenant).await?;
+            for batch in events.chunks(BATCH) {
+                inserted.extend(d::usage::insert(&mut tx, tenant, batch).await?);
+            }
+            tx.commit().await.during("commit usage")?;
+        });
+        Ok(events
+            .iter()
+            .map(|e| inserted.remove(&e.id.as_uuid()))
+            .collect())
+    }
+
+    pub(crate) async fn usage_between(
+        &self,
+        tenant: TenantId,
+        customer: CustomerId,
+        meter: MeterId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<UsageEvent>> {
+        let mut events = dispatch!(self, pool, d => {
+            let mut tx = d::begin_read(pool, tenant).await?;
+            let rows = sqlx::query(
+                "SELECT event_id, customer_id, subscription_id, meter_id, quantity, occurred_at, \
+                   properties FROM usage_events \
+                 WHERE tenant_id = $1 AND customer_id = $2 AND meter_id = $3 \
+                   AND occurred_at >= $4 AND occurred_at < $5",
+            )
+            .bind(tenant.as_uuid())
+            .bind(customer.as_uuid())
+            .bind(meter.as_uuid())
+            .bind(from)
+            .bind(to)
+            .fetch_all(&mut *tx)
+            .await
+            .during("read usage")?;
+            tx.commit().await.during("end read")?;
+            rows.iter().map(d::usage::decode).collect::<Result<Vec<_>>>()?
+        });
+        // Ordered here, not in SQL: SQLite compares instants as text.
+        events.sort_by_key(|e| (e.timestamp, e.id));
+        Ok(events)
+    }
+}

@@ -1,0 +1,13 @@
+//! dotmac-billing's store behaviour suite on SQLite (memory and file) and PostgreSQL.
+
+mod common;
+
+use dotmac_sqlx::SqlStore;
+
+#[tokio::test]
+async fn billing_store_suite_passes_on_every_backend() {
+    for (name, db) in common::backends().await {
+        let result = dotmac_billing::testkit::run_store_suite(|| SqlStore::new(db.clone())).await;
+        assert_eq!(result, Ok(()), "billing store suite on {name}");
+    }
+}
