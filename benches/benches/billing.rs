@@ -15,9 +15,8 @@ use chrono::{NaiveDate, TimeZone, Utc};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use dotmac_billing::{
     AppliedDiscount, BillingService, BillingSettings, Charge, Discount, DiscountAmount,
-    DiscountDuration, DiscountId, DocumentSettings, MemoryStore, NewSubscription, Plan,
-    PriceModel, Product, Subscription, SubscriptionStore, TaxRate, TaxRateId, Tier, Tiers,
-    bill_due,
+    DiscountDuration, DiscountId, DocumentSettings, MemoryStore, NewSubscription, Plan, PriceModel,
+    Product, Subscription, SubscriptionStore, TaxRate, TaxRateId, Tier, Tiers, bill_due,
 };
 use dotmac_core::{
     Currency, CustomerId, FixedClock, Money, PlanId, ProductId, SubscriptionId, TenantId,
@@ -82,7 +81,10 @@ fn pricing(c: &mut Criterion) {
 
 fn plan() -> Plan {
     Plan::builder(PlanId::from_u128(1), ProductId::from_u128(1), "Fibre 100")
-        .charge(Charge::recurring_flat([Money::from_minor(2999, Currency::USD)]))
+        .charge(Charge::recurring_flat([Money::from_minor(
+            2999,
+            Currency::USD,
+        )]))
         .build(d(2026, 1, 1))
         .unwrap()
 }
@@ -201,11 +203,16 @@ fn bill_run(c: &mut Criterion) {
     let start = Instant::now();
     let mut n = 0;
     for sub in &subs {
-        n += bill_due(sub, &plan, &[], as_of, &settings).unwrap().invoices.len();
+        n += bill_due(sub, &plan, &[], as_of, &settings)
+            .unwrap()
+            .invoices
+            .len();
     }
     let took = start.elapsed().max(Duration::from_nanos(1));
     let per_second = (n as u128 * 1_000_000_000) / took.as_nanos().max(1);
-    println!("bill_run/domain_100k single pass: {n} invoices in {took:?} = {per_second} invoices/s");
+    println!(
+        "bill_run/domain_100k single pass: {n} invoices in {took:?} = {per_second} invoices/s"
+    );
     if let Some(kib) = peak_memory_kib() {
         println!("peak memory (VmHWM) after bill-run benchmarks: {kib} KiB");
     }

@@ -189,7 +189,8 @@ fn routing(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("routing_1000_agents");
     group.throughput(Throughput::Elements(tickets.len() as u64));
-    let cases: [(&str, &dyn Fn(QueueId) -> Queue, &Roster); 3] = [
+    type MakeQueue<'a> = &'a dyn Fn(QueueId) -> Queue;
+    let cases: [(&str, MakeQueue<'_>, &Roster); 3] = [
         ("round_robin", &round_robin, &roster),
         ("least_loaded", &least_loaded, &roster),
         ("least_loaded_busy", &least_loaded, &busy_roster),

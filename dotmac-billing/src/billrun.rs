@@ -143,18 +143,22 @@ pub fn bill_due(
             DocumentBuilder::new(key, s.customer, Some(s.id), s.currency, date, settings)?;
         let mut discounted = false;
         for applied in s.discounts.iter().filter(|d| d.is_active()) {
-            builder = builder.with_discount(&applied.discount);
+            builder.add_discount(&applied.discount);
             discounted = true;
         }
-        let mut lines = Vec::with_capacity(2);
-        period_lines(&s, plans, service, p, interval, Sign::Charge, &mut lines)?;
+        period_lines(&s, plans, service, p, interval, Sign::Charge, &mut builder)?;
         if let Some((p2, service2)) = second {
-            period_lines(&s, plans, service2, p2, interval, Sign::Charge, &mut lines)?;
+            period_lines(
+                &s,
+                plans,
+                service2,
+                p2,
+                interval,
+                Sign::Charge,
+                &mut builder,
+            )?;
         }
-        let has_recurring = !lines.is_empty();
-        for line in lines {
-            builder.push(line)?;
-        }
+        let has_recurring = !builder.is_empty();
         if !s.setup_billed {
             if let Some(seg) = s.segment_on(service.start()) {
                 let version = find_plan(plans, seg.plan)?.version(seg.version)?;
@@ -213,6 +217,24 @@ pub fn bill_due(
     })
 }
 
+/// Where generated lines go: straight onto a document, or into a list.
+trait LineSink {
+    fn put(&mut self, line: DraftLine) -> Result<(), BillingError>;
+}
+
+impl LineSink for Vec<DraftLine> {
+    fn put(&mut self, line: DraftLine) -> Result<(), BillingError> {
+        self.push(line);
+        Ok(())
+    }
+}
+
+impl LineSink for DocumentBuilder<'_> {
+    fn put(&mut self, line: DraftLine) -> Result<(), BillingError> {
+        self.push(line)
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Sign {
     Charge,
@@ -237,7 +259,7 @@ fn period_lines(
     whole: Period,
     interval: BillingInterval,
     sign: Sign,
-    out: &mut Vec<DraftLine>,
+    out: &mut impl LineSink,
 ) -> Result<(), BillingError> {
     for (i, seg) in s.segments.iter().enumerate() {
         let Some(seg_part) = Period::new(seg.from, segment_end(s, i))
@@ -269,7 +291,7 @@ fn segment_lines(
     whole: Period,
     interval: BillingInterval,
     sign: Sign,
-    out: &mut Vec<DraftLine>,
+    out: &mut impl LineSink,
 ) -> Result<(), BillingError> {
     if seg.state == SegmentState::Paused {
         return Ok(());
@@ -302,7 +324,7 @@ fn segment_lines(
             Sign::Charge => (LineKind::Recurring, unit),
             Sign::Credit => (LineKind::ProrationCredit, unit.negate()),
         };
-        out.push(DraftLine {
+        out.put(DraftLine {
             kind,
             text: None,
             period: Some(part),
@@ -314,7 +336,7 @@ fn segment_lines(
                 charge: u32::try_from(index).unwrap_or(u32::MAX),
             }),
             discountable: true,
-        });
+        })?;
     }
     Ok(())
 }
@@ -630,7 +652,7 @@ fn apply_at(
             let mut builder =
                 DocumentBuilder::new(key, s.customer, Some(s.id), s.currency, at, settings)?;
             for applied in active_discounts {
-                builder = builder.with_discount(&applied.discount);
+                builder.add_discount(&applied.discount);
             }
             for line in lines {
                 builder.push(line)?;

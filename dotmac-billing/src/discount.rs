@@ -129,9 +129,8 @@ impl DiscountCursor {
         let zero = Money::zero(remaining.currency());
         match self.amount {
             DiscountAmount::Percentage(p) => {
-                return Ok(remaining
-                    .checked_mul(p / Decimal::ONE_HUNDRED)?
-                    .round(rounding));
+                let off = crate::pricing::percent_of(remaining.amount(), p)?;
+                return Ok(Money::new(off, remaining.currency()).round(rounding));
             }
             DiscountAmount::Fixed(_) if !fixed_allowed || !remaining.is_positive() => {
                 return Ok(zero);

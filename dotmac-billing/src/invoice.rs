@@ -396,8 +396,13 @@ impl<'a> DocumentBuilder<'a> {
 
     /// Applies `discount` to the discountable lines pushed after this call.
     pub fn with_discount(mut self, discount: &crate::discount::Discount) -> Self {
-        self.discounts.push(DiscountCursor::new(discount));
+        self.add_discount(discount);
         self
+    }
+
+    /// Applies `discount` to the discountable lines pushed after this call (in place).
+    pub fn add_discount(&mut self, discount: &crate::discount::Discount) {
+        self.discounts.push(DiscountCursor::new(discount));
     }
 
     /// Adds a line: rounds its amount, its discount and its taxes once each.
@@ -451,6 +456,11 @@ impl<'a> DocumentBuilder<'a> {
             price: line.price,
         });
         Ok(())
+    }
+
+    /// Lines added so far.
+    pub fn line_count(&self) -> usize {
+        self.invoice.lines.len()
     }
 
     /// True when no line has been added.

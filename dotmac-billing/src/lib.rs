@@ -105,15 +105,15 @@ pub use invoice::{
     DocumentSettings, DraftLine, Invoice, InvoiceLine, InvoiceStatus, LineKind, PendingCharge,
     PendingChargeId, PriceRef, credit_note, inclusive_tax_total, invoice_pending_charges,
 };
+pub use memory::MemoryStore;
 pub use pricing::{
     BlockTier, PercentTier, PercentTiers, PriceModel, Tier, Tiers, quantity_from_f64,
 };
-pub use memory::MemoryStore;
 pub use proration::{ProrationMode, fraction, prorate};
 pub use service::{BillRunSummary, BillingEvent, BillingService, BillingSettings, Events};
 pub use store::{
     BillingCommit, BillingStore, CatalogStore, CommitResult, CustomerAccount, InvoiceStore,
-    SubscriptionStore,
+    IssuedInvoice, SubscriptionStore,
 };
 pub use subscription::{
     FirstPeriod, NewSubscription, Segment, SegmentState, Subscription, SubscriptionStatus,

@@ -9,11 +9,12 @@ use dotmac_core::{CustomerId, InvoiceId, PlanId, ProductId, SubscriptionId, Tena
 use crate::catalog::{Plan, Product};
 use crate::error::BillingError;
 use crate::invoice::{
-    CreditNote, CreditRequest, DocumentKey, DocumentNumber, Invoice, InvoiceStatus,
-    PendingCharge, PendingChargeId, credit_note,
+    CreditNote, CreditRequest, DocumentKey, DocumentNumber, Invoice, InvoiceStatus, PendingCharge,
+    PendingChargeId, credit_note,
 };
 use crate::store::{
-    BillingCommit, CatalogStore, CommitResult, CustomerAccount, InvoiceStore, SubscriptionStore,
+    BillingCommit, CatalogStore, CommitResult, CustomerAccount, InvoiceStore, IssuedInvoice,
+    SubscriptionStore,
 };
 use crate::subscription::Subscription;
 
@@ -41,7 +42,7 @@ struct TenantData {
 /// Everything in memory, per tenant, behind one mutex (so every call is atomic).
 #[derive(Default)]
 pub struct MemoryStore {
-    tenants: Mutex<HashMap<TenantId, TenantData>>,
+    tenants: Mutex<FastMap<TenantId, TenantData>>,
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -56,7 +57,7 @@ impl MemoryStore {
         MemoryStore::default()
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<TenantId, TenantData>> {
+    fn lock(&self) -> MutexGuard<'_, FastMap<TenantId, TenantData>> {
         // A poisoned lock only means another thread panicked mid-call; every call validates
         // before it writes, so the data is still consistent.
         self.tenants.lock().unwrap_or_else(|e| e.into_inner())
@@ -246,13 +247,20 @@ impl InvoiceStore for MemoryStore {
                     continue;
                 }
                 t.last_invoice_number += 1;
-                invoice.number = Some(DocumentNumber(t.last_invoice_number));
+                let number = DocumentNumber(t.last_invoice_number);
+                invoice.number = Some(number);
                 invoice.status = InvoiceStatus::Open;
                 t.invoices_by_customer
                     .entry(invoice.customer)
                     .or_default()
                     .push(invoice.id);
-                result.issued.push(invoice.clone());
+                result.issued.push(IssuedInvoice {
+                    id: invoice.id,
+                    number,
+                    customer: invoice.customer,
+                    total: invoice.total,
+                    due_date: invoice.due_date,
+                });
                 t.invoices.insert(invoice.id, invoice);
             }
             if !commit.consumed_pending.is_empty() {
@@ -326,7 +334,11 @@ impl InvoiceStore for MemoryStore {
                 .invoices
                 .get(&note.invoice)
                 .ok_or(BillingError::InvoiceNotFound(note.invoice))?;
-            let earlier = t.credit_notes.get(&note.invoice).cloned().unwrap_or_default();
+            let earlier = t
+                .credit_notes
+                .get(&note.invoice)
+                .cloned()
+                .unwrap_or_default();
             if earlier.iter().any(|n| n.id == note.id) {
                 return Err(BillingError::AlreadyExists {
                     what: "credit note",

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use chrono::NaiveDate;
 use dotmac_core::{
-    Clock, CreditNoteId, CustomerId, DomainEvent, EventPayload, InvoiceId, Money, PlanId,
+    Clock, CreditNoteId, CustomerId, DomainEvent, EventId, EventPayload, InvoiceId, Money, PlanId,
     RoundingMode, SubscriptionId, TenantId,
 };
 use serde::{Deserialize, Serialize};
@@ -19,7 +19,7 @@ use crate::invoice::{
     CreditNote, CreditRequest, DocumentSettings, Invoice, InvoiceStatus, PendingCharge,
     credit_note, invoice_pending_charges,
 };
-use crate::store::{BillingCommit, BillingStore, CustomerAccount};
+use crate::store::{BillingCommit, BillingStore, CustomerAccount, IssuedInvoice};
 use crate::subscription::{NewSubscription, Subscription, SubscriptionStatus};
 use crate::tax::TaxRate;
 
@@ -138,9 +138,7 @@ impl EventPayload for BillingEvent {
             BillingEvent::PlanSaved { .. } => "billing.plan_saved",
             BillingEvent::SubscriptionCreated { .. } => "billing.subscription_created",
             BillingEvent::SubscriptionChanged { .. } => "billing.subscription_changed",
-            BillingEvent::SubscriptionStatusChanged { .. } => {
-                "billing.subscription_status_changed"
-            }
+            BillingEvent::SubscriptionStatusChanged { .. } => "billing.subscription_status_changed",
             BillingEvent::InvoiceIssued { .. } => "billing.invoice_issued",
             BillingEvent::InvoiceStatusChanged { .. } => "billing.invoice_status_changed",
             BillingEvent::CreditNoteIssued { .. } => "billing.credit_note_issued",
@@ -201,12 +199,39 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
         DomainEvent::new(tenant, &self.clock, payload)
     }
 
+    /// An `InvoiceIssued` event whose id derives from the invoice id, so that an outbox sees
+    /// the same event id however often the issue is reported.
+    fn issued_event(
+        tenant: TenantId,
+        at: chrono::DateTime<chrono::Utc>,
+        invoice: &IssuedInvoice,
+    ) -> DomainEvent<BillingEvent> {
+        let id = EventId::from_u128(crate::invoice::mix(
+            invoice.id.as_uuid().as_u128() ^ 0x1553_ED00,
+        ));
+        DomainEvent::at(
+            id,
+            tenant,
+            at,
+            BillingEvent::InvoiceIssued {
+                invoice: invoice.id,
+                customer: invoice.customer,
+                total: invoice.total,
+                due_date: invoice.due_date,
+            },
+        )
+    }
+
     /// Adds a product.
     ///
     /// # Errors
     ///
     /// Store errors.
-    pub async fn add_product(&self, tenant: TenantId, product: Product) -> Result<(), BillingError> {
+    pub async fn add_product(
+        &self,
+        tenant: TenantId,
+        product: Product,
+    ) -> Result<(), BillingError> {
         self.store.put_product(tenant, product).await
     }
 
@@ -332,22 +357,16 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
         self.issued_events(tenant, &result.issued, &mut events);
         let mut outcome = outcome;
         outcome.subscription.revision += 1;
-        outcome.invoice = result.issued.into_iter().next();
+        if let (Some(invoice), Some(issued)) = (outcome.invoice.as_mut(), result.issued.first()) {
+            invoice.number = Some(issued.number);
+            invoice.status = InvoiceStatus::Open;
+        }
         Ok((outcome, events))
     }
 
-    fn issued_events(&self, tenant: TenantId, issued: &[Invoice], events: &mut Events) {
-        for invoice in issued {
-            events.push(self.event(
-                tenant,
-                BillingEvent::InvoiceIssued {
-                    invoice: invoice.id,
-                    customer: invoice.customer,
-                    total: invoice.total,
-                    due_date: invoice.due_date,
-                },
-            ));
-        }
+    fn issued_events(&self, tenant: TenantId, issued: &[IssuedInvoice], events: &mut Events) {
+        let at = self.clock.now();
+        events.extend(issued.iter().map(|i| Self::issued_event(tenant, at, i)));
     }
 
     /// Changes a subscription's plan, quantity or pause state on `on`.
@@ -495,24 +514,17 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
             cursor: page.last().map(|s| s.id).or(cursor),
             ..BillRunSummary::default()
         };
-        let mut settings_cache: Option<DocumentSettings> = None;
+        let default_settings = self.settings.for_account(None);
+        let at = self.clock.now();
         for sub in page {
             if sub.status == SubscriptionStatus::Ended {
                 continue;
             }
             let account = self.store.account(tenant, sub.customer).await?;
-            let settings = match (&account, &settings_cache) {
-                (None, Some(cached)) => cached.clone(),
-                _ => {
-                    let s = self.settings.for_account(account.as_ref());
-                    if account.is_none() {
-                        settings_cache = Some(s.clone());
-                    }
-                    s
-                }
-            };
+            let own_settings = account.as_ref().map(|a| self.settings.for_account(Some(a)));
+            let settings = own_settings.as_ref().unwrap_or(&default_settings);
             let pending = self.store.pending_charges(tenant, sub.customer).await?;
-            let out = bill_due(&sub, plans, &pending, as_of, &settings)?;
+            let out = bill_due(&sub, plans, &pending, as_of, settings)?;
             if out.invoices.is_empty() && out.subscription == sub {
                 continue;
             }
@@ -528,7 +540,12 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
                 Ok(result) => {
                     summary.invoices += result.issued.len();
                     summary.duplicates += result.duplicates;
-                    self.issued_events(tenant, &result.issued, &mut summary.events);
+                    summary.events.extend(
+                        result
+                            .issued
+                            .iter()
+                            .map(|i| Self::issued_event(tenant, at, i)),
+                    );
                     if let Some((from, to)) = status_change {
                         summary.events.push(self.event(
                             tenant,
@@ -618,7 +635,11 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
             .await?;
         let mut events = Vec::new();
         self.issued_events(tenant, &result.issued, &mut events);
-        Ok((result.issued.into_iter().next(), events))
+        let invoice = match result.issued.first() {
+            Some(issued) => self.store.invoice(tenant, issued.id).await?,
+            None => None,
+        };
+        Ok((invoice, events))
     }
 
     /// Moves an invoice to `to` (paid, void, uncollectible).

@@ -8,12 +8,15 @@
 
 use std::future::Future;
 
-use dotmac_core::{Currency, CustomerId, InvoiceId, PlanId, SubscriptionId, TenantId};
+use chrono::NaiveDate;
+use dotmac_core::{Currency, CustomerId, InvoiceId, Money, PlanId, SubscriptionId, TenantId};
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::{Plan, Product};
 use crate::error::BillingError;
-use crate::invoice::{CreditNote, Invoice, InvoiceStatus, PendingCharge, PendingChargeId};
+use crate::invoice::{
+    CreditNote, DocumentNumber, Invoice, InvoiceStatus, PendingCharge, PendingChargeId,
+};
 use crate::subscription::Subscription;
 use crate::tax::TaxExemption;
 
@@ -59,11 +62,26 @@ pub struct BillingCommit {
     pub new_pending: Vec<PendingCharge>,
 }
 
+/// An invoice a commit issued: what events and callers need, without copying its lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IssuedInvoice {
+    /// The invoice.
+    pub id: InvoiceId,
+    /// Its number.
+    pub number: DocumentNumber,
+    /// Its customer.
+    pub customer: CustomerId,
+    /// Its total.
+    pub total: Money,
+    /// Its due date.
+    pub due_date: NaiveDate,
+}
+
 /// What a commit did.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct CommitResult {
-    /// The documents issued, with their numbers.
-    pub issued: Vec<Invoice>,
+    /// The documents issued (status `open`), with their numbers, in commit order.
+    pub issued: Vec<IssuedInvoice>,
     /// Documents skipped because their key was already stored.
     pub duplicates: usize,
 }
@@ -96,8 +114,10 @@ pub trait CatalogStore: Send + Sync {
     ) -> impl Future<Output = Result<Option<Plan>, BillingError>> + Send;
 
     /// Every plan of the tenant.
-    fn plans(&self, tenant: TenantId)
-    -> impl Future<Output = Result<Vec<Plan>, BillingError>> + Send;
+    fn plans(
+        &self,
+        tenant: TenantId,
+    ) -> impl Future<Output = Result<Vec<Plan>, BillingError>> + Send;
 }
 
 /// Customer accounts and subscriptions.

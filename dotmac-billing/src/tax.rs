@@ -192,7 +192,11 @@ pub(crate) fn apply_taxes(
             (TaxMode::Exclusive, TaxBase::Compound) => base.checked_add(total)?,
             _ => base,
         };
-        let tax = taxable.checked_mul(rate.percent / hundred)?.round(rounding);
+        let tax = Money::new(
+            crate::pricing::percent_of(taxable.amount(), rate.percent)?,
+            currency,
+        )
+        .round(rounding);
         total = total.checked_add(tax)?;
         if rate.mode == TaxMode::Exclusive {
             exclusive = exclusive.checked_add(tax)?;

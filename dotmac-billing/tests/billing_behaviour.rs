@@ -1,10 +1,11 @@
 //! Behaviour of the bill run and subscription changes through the public API.
+#![allow(clippy::unwrap_used)]
 
 use chrono::NaiveDate;
 use dotmac_billing::{
     BillingError, BillingTiming, CancelTiming, ChangeTiming, Charge, CurrencyPrice, Discount,
-    DiscountAmount, DiscountDuration, DiscountId, DocumentSettings, FirstPeriod, Invoice,
-    LineKind, NewSubscription, Plan, PriceModel, ProrationBehavior, ProrationMode, Subscription,
+    DiscountAmount, DiscountDuration, DiscountId, DocumentSettings, FirstPeriod, Invoice, LineKind,
+    NewSubscription, Plan, PriceModel, ProrationBehavior, ProrationMode, Subscription,
     SubscriptionChange, SubscriptionStatus, TaxExemption, TaxRate, TaxRateId, bill_due, cancel,
     change,
 };
@@ -67,7 +68,9 @@ fn setup_fee_goes_on_the_first_document_only() {
         .setup_fee(usd("50"))
         .build(d(2020, 1, 1))
         .unwrap();
-    let s = sub(&plan, d(2026, 4, 1)).create(&plan, Currency::USD).unwrap();
+    let s = sub(&plan, d(2026, 4, 1))
+        .create(&plan, Currency::USD)
+        .unwrap();
     let out = bill_due(&s, &plan, &[], d(2026, 5, 1), &settings()).unwrap();
     assert_eq!(
         totals(&out.invoices),
@@ -97,7 +100,9 @@ fn in_arrears_bills_the_used_part_at_the_period_end() {
 #[test]
 fn cancel_at_period_end_stops_billing_and_ends() {
     let plan = flat(1, "30");
-    let s = sub(&plan, d(2026, 4, 1)).create(&plan, Currency::USD).unwrap();
+    let s = sub(&plan, d(2026, 4, 1))
+        .create(&plan, Currency::USD)
+        .unwrap();
     let billed = bill_due(&s, &plan, &[], d(2026, 4, 1), &settings()).unwrap();
     let out = cancel(
         &billed.subscription,
@@ -119,8 +124,12 @@ fn cancel_at_period_end_stops_billing_and_ends() {
 #[test]
 fn pause_credits_and_resume_charges_the_rest_of_the_period() {
     let plan = flat(1, "30");
-    let s = sub(&plan, d(2026, 4, 1)).create(&plan, Currency::USD).unwrap();
-    let s = bill_due(&s, &plan, &[], d(2026, 4, 1), &settings()).unwrap().subscription;
+    let s = sub(&plan, d(2026, 4, 1))
+        .create(&plan, Currency::USD)
+        .unwrap();
+    let s = bill_due(&s, &plan, &[], d(2026, 4, 1), &settings())
+        .unwrap()
+        .subscription;
     let paused = change(
         &s,
         &plan,
@@ -179,7 +188,9 @@ fn quantity_change_prorates_per_seat() {
         .quantity(dec!(3))
         .create(&plan, Currency::USD)
         .unwrap();
-    let s = bill_due(&s, &plan, &[], d(2026, 4, 1), &settings()).unwrap().subscription;
+    let s = bill_due(&s, &plan, &[], d(2026, 4, 1), &settings())
+        .unwrap()
+        .subscription;
     let out = change(
         &s,
         &plan,
@@ -322,7 +333,9 @@ fn inclusive_tax_and_exemption() {
         taxes: vec![vat],
         ..DocumentSettings::default()
     };
-    let s = sub(&plan, d(2026, 4, 1)).create(&plan, Currency::USD).unwrap();
+    let s = sub(&plan, d(2026, 4, 1))
+        .create(&plan, Currency::USD)
+        .unwrap();
     let out = bill_due(&s, &plan, &[], d(2026, 4, 1), &settings).unwrap();
     assert_eq!(out.invoices[0].tax_total, usd("2.00"));
     assert_eq!(out.invoices[0].total, usd("12.00"));
@@ -338,7 +351,9 @@ fn trial_then_active() {
         .charge(Charge::recurring_flat([usd("30")]))
         .build(d(2020, 1, 1))
         .unwrap();
-    let s = sub(&plan, d(2026, 4, 1)).create(&plan, Currency::USD).unwrap();
+    let s = sub(&plan, d(2026, 4, 1))
+        .create(&plan, Currency::USD)
+        .unwrap();
     assert_eq!(s.status, SubscriptionStatus::Trialing);
     let out = bill_due(&s, &plan, &[], d(2026, 4, 15), &settings()).unwrap();
     // Trial [Apr 1, Apr 15); Apr 15..May 1 is 16/30 of 30.
@@ -349,11 +364,21 @@ fn trial_then_active() {
 #[test]
 fn price_versions_are_kept_until_migrated() {
     let mut plan = flat(1, "30");
-    let s = sub(&plan, d(2026, 4, 1)).create(&plan, Currency::USD).unwrap();
-    plan.add_version(d(2026, 4, 10), vec![Charge::recurring_flat([usd("35")])], vec![])
+    let s = sub(&plan, d(2026, 4, 1))
+        .create(&plan, Currency::USD)
         .unwrap();
+    plan.add_version(
+        d(2026, 4, 10),
+        vec![Charge::recurring_flat([usd("35")])],
+        vec![],
+    )
+    .unwrap();
     let out = bill_due(&s, &plan, &[], d(2026, 5, 1), &settings()).unwrap();
-    assert_eq!(out.invoices[1].total, usd("30"), "the old version keeps billing");
+    assert_eq!(
+        out.invoices[1].total,
+        usd("30"),
+        "the old version keeps billing"
+    );
     assert_eq!(out.invoices[1].lines[0].price.unwrap().version, 1);
     let migrated = change(
         &out.subscription,
@@ -369,14 +394,23 @@ fn price_versions_are_kept_until_migrated() {
     )
     .unwrap();
     assert!(migrated.invoice.is_none(), "no proration at period end");
-    let june = bill_due(&migrated.subscription, &plan, &[], d(2026, 6, 1), &settings()).unwrap();
+    let june = bill_due(
+        &migrated.subscription,
+        &plan,
+        &[],
+        d(2026, 6, 1),
+        &settings(),
+    )
+    .unwrap();
     assert_eq!(june.invoices[0].total, usd("35"));
 }
 
 #[test]
 fn bad_input_is_refused_with_typed_errors() {
     let plan = flat(1, "30");
-    let s: Subscription = sub(&plan, d(2026, 4, 1)).create(&plan, Currency::USD).unwrap();
+    let s: Subscription = sub(&plan, d(2026, 4, 1))
+        .create(&plan, Currency::USD)
+        .unwrap();
     let before = s.clone();
     assert_eq!(
         change(
@@ -408,10 +442,18 @@ fn bad_input_is_refused_with_typed_errors() {
             start: d(2026, 4, 1)
         })
     );
-    assert_eq!(s, before, "refused changes leave the subscription as it was");
     assert_eq!(
-        NewSubscription::new(CustomerId::from_u128(5), plan.id, Currency::EUR, d(2026, 4, 1))
-            .create(&plan, Currency::EUR),
+        s, before,
+        "refused changes leave the subscription as it was"
+    );
+    assert_eq!(
+        NewSubscription::new(
+            CustomerId::from_u128(5),
+            plan.id,
+            Currency::EUR,
+            d(2026, 4, 1)
+        )
+        .create(&plan, Currency::EUR),
         Err(BillingError::CurrencyNotOffered {
             plan: plan.id,
             currency: "EUR"
@@ -426,7 +468,9 @@ fn bad_input_is_refused_with_typed_errors() {
         })
     );
     assert!(matches!(
-        sub(&plan, d(2026, 4, 1)).quantity(dec!(-2)).create(&plan, Currency::USD),
+        sub(&plan, d(2026, 4, 1))
+            .quantity(dec!(-2))
+            .create(&plan, Currency::USD),
         Err(BillingError::InvalidQuantity { .. })
     ));
     let yearly = Plan::builder(PlanId::from_u128(2), ProductId::from_u128(1), "y")

@@ -1,15 +1,15 @@
 //! Properties of pricing, proration and the bill run over random plans, anchors and changes.
+#![allow(clippy::unwrap_used)]
 
 use chrono::{Days, NaiveDate};
 use dotmac_billing::{
-    CancelTiming, ChangeTiming, Charge, CurrencyPrice, Discount, DiscountAmount,
-    DiscountDuration, DiscountId, DocumentBuilder, DocumentKey, DocumentSettings, DraftLine,
-    Invoice, LineKind, NewSubscription, Plan, PriceModel, ProrationBehavior, Subscription,
-    SubscriptionChange, TaxRate, TaxRateId, bill_due, cancel, change,
+    CancelTiming, ChangeTiming, Charge, CurrencyPrice, Discount, DiscountAmount, DiscountDuration,
+    DiscountId, DocumentBuilder, DocumentKey, DocumentSettings, DraftLine, Invoice, LineKind,
+    NewSubscription, Plan, PriceModel, ProrationBehavior, Subscription, SubscriptionChange,
+    TaxRate, TaxRateId, bill_due, cancel, change,
 };
 use dotmac_core::{
-    BillingInterval, Currency, CustomerId, Money, PlanId, ProductId, RoundingMode,
-    SubscriptionId,
+    BillingInterval, Currency, CustomerId, Money, PlanId, ProductId, RoundingMode, SubscriptionId,
 };
 use proptest::prelude::*;
 use rust_decimal::Decimal;
@@ -42,7 +42,10 @@ fn steps() -> impl Strategy<Value = Vec<(i64, Step)>> {
     prop::collection::vec(
         (
             1i64..31,
-            prop_oneof![(0usize..3).prop_map(Step::Plan), (0u32..20).prop_map(Step::Seats)],
+            prop_oneof![
+                (0usize..3).prop_map(Step::Plan),
+                (0u32..20).prop_map(Step::Seats)
+            ],
         ),
         0..4,
     )
@@ -64,13 +67,20 @@ fn setup(prices: &[i64], anchor_day: u32, month: u32, seats: u32) -> Setup {
     // Month-end anchors (29–31) clamp; periods still tile.
     let anchor = d(2024, 1, anchor_day);
     let interval = BillingInterval::MONTHLY;
-    let (_, period) = interval.period_containing(anchor, d(2025, month, 15)).unwrap();
-    let sub = NewSubscription::new(CustomerId::from_u128(1), plans[0].id, Currency::USD, period.start())
-        .id(SubscriptionId::from_u128(42))
-        .anchor(anchor)
-        .quantity(Decimal::from(seats))
-        .create(&plans[0], Currency::USD)
+    let (_, period) = interval
+        .period_containing(anchor, d(2025, month, 15))
         .unwrap();
+    let sub = NewSubscription::new(
+        CustomerId::from_u128(1),
+        plans[0].id,
+        Currency::USD,
+        period.start(),
+    )
+    .id(SubscriptionId::from_u128(42))
+    .anchor(anchor)
+    .quantity(Decimal::from(seats))
+    .create(&plans[0], Currency::USD)
+    .unwrap();
     Setup {
         plans,
         sub,

@@ -63,7 +63,8 @@ macro_rules! for_each_dialect {
 pub(crate) use for_each_dialect;
 
 #[cfg(feature = "postgres")]
-static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+pub(crate) static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator =
+    sqlx::migrate!("./migrations/postgres");
 #[cfg(feature = "sqlite")]
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 

@@ -14,8 +14,14 @@ use crate::{Database, DatabaseOptions, InvoiceRecord, OutboxEvent};
 
 async fn postgres() -> Option<Database> {
     let url = std::env::var("DATABASE_URL").ok()?;
+    // A schema per migration set, so that a changed migration never meets an old schema.
+    let fingerprint = crate::db::POSTGRES_MIGRATIONS.iter().fold(0_u64, |acc, m| {
+        m.checksum
+            .iter()
+            .fold(acc, |acc, b| acc.rotate_left(5) ^ u64::from(*b))
+    });
     let options = DatabaseOptions::new(url)
-        .schema("dotmac_test_rls_unit")
+        .schema(format!("dotmac_test_rls_unit_{fingerprint:016x}"))
         .max_connections(1);
     Some(
         Database::connect_with(options)

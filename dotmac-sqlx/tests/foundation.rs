@@ -459,3 +459,36 @@ async fn a_failed_invoice_write_leaves_nothing_behind() {
         );
     }
 }
+
+#[tokio::test]
+async fn an_unreachable_server_is_an_error_not_a_skip() {
+    let options = dotmac_sqlx::DatabaseOptions::new("postgres://postgres@127.0.0.1:1/test")
+        .acquire_timeout(std::time::Duration::from_secs(2));
+    let refused = Database::connect_with(options).await;
+    match refused {
+        Err(SqlError::Connect { url, .. }) => {
+            assert_eq!(url, "postgres://postgres@127.0.0.1:1/test")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+    /// Any decimal a Money can hold comes back digit for digit, scale included.
+    #[test]
+    fn any_amount_round_trips_exactly(mantissa in proptest::num::i64::ANY, scale in 0_u32..=12) {
+        let amount = Decimal::new(mantissa, scale);
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            for (name, db) in backends().await {
+                let tenant = TenantId::new();
+                let record = invoice(amount, &[(amount, amount, amount)]);
+                db.insert_invoices(tenant, "INV", std::slice::from_ref(&record), &[]).await.unwrap();
+                let stored = db.invoice(tenant, record.id).await.unwrap().unwrap();
+                assert_eq!(stored.record.total.amount().to_string(), amount.to_string(), "{name}");
+                assert_eq!(stored.record.lines[0].unit_price.to_string(), amount.to_string(), "{name}");
+            }
+        });
+    }
+}

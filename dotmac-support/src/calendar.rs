@@ -6,14 +6,15 @@
 //! and how many working minutes lie between two instants
 //! ([`BusinessCalendar::working_minutes_between`]).
 //!
-//! Daylight-saving changes are handled by converting every interval boundary of a day whose
-//! length is not 24 hours through the time-zone database: a working interval that spans the
-//! spring-forward gap is an hour shorter in real time, one that spans the autumn fold an hour
-//! longer. A boundary that falls inside a gap opens (or closes) at the first instant after the
-//! gap; a boundary in a fold opens at its first occurrence and closes at its second.
+//! The definition everything follows: an instant is working time when its local wall-clock time
+//! lies in one of the intervals of its local date, and that date is not a holiday. Across
+//! daylight-saving changes this means that an interval spanning the spring-forward gap is an hour
+//! shorter in real time, one spanning the autumn fold an hour longer (the repeated wall minutes
+//! count twice), and an interval opening inside the gap opens when the clocks jump.
 //!
-//! Days without a transition (nearly all) take a fast path: one time-zone lookup per local
-//! midnight, and whole weeks without holidays or transitions are skipped in one step.
+//! Speed: each zone's UTC offsets from 1970 to 2100 are computed once per process and shared.
+//! Days without an offset change (all but about two a year) need no time-zone lookup at all, and
+//! whole weeks without a change are skipped in one step, subtracting the holidays inside them.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -1129,6 +1130,21 @@ mod tests {
             .build()
             .unwrap();
         assert_eq!(cal.next_opening(spring).unwrap(), utc(2026, 3, 29, 1, 0));
+        // An interval ending inside the fold: 00:00-02:30 wall time is 150 minutes of summer
+        // time plus the repeated 02:00-02:30 in winter time.
+        let cal = BusinessCalendar::builder("Europe/Berlin")
+            .hours(Weekday::Sun, "00:00", "02:30")
+            .build()
+            .unwrap();
+        assert_eq!(
+            cal.working_minutes_between(autumn, utc(2026, 10, 26, 0, 0))
+                .unwrap(),
+            180
+        );
+        assert_eq!(
+            cal.add_working_minutes(autumn, 151).unwrap(),
+            utc(2026, 10, 25, 1, 1)
+        );
     }
 
     #[test]

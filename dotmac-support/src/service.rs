@@ -555,6 +555,26 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
         self.change_status(tenant, id, to, actor).await
     }
 
+    /// Corrects the status recorded by a past history entry (see [`Ticket::amend_status`]); the
+    /// clocks are rebuilt with the correction at once.
+    ///
+    /// # Errors
+    ///
+    /// [`SupportError::NotFound`] (ticket or entry), [`SupportError::Merged`]; storage errors.
+    pub async fn amend_status(
+        &self,
+        tenant: TenantId,
+        id: TicketId,
+        entry: usize,
+        to: Status,
+        actor: Actor,
+    ) -> Result<SupportEvents> {
+        let mut ticket = self.ticket(tenant, id).await?;
+        ticket.amend_status(entry, to, actor, self.clock.now())?;
+        self.store.update_ticket(tenant, &ticket).await?;
+        self.process(tenant, id).await
+    }
+
     /// Assigns a ticket to an agent by hand.
     ///
     /// # Errors

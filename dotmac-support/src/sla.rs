@@ -11,7 +11,8 @@
 //! - resolution: from creation until the ticket is resolved or closed (time spent resolved or
 //!   closed before a reopen never counts).
 //!
-//! Each clock counts only while the ticket is not in one of the policy's pause statuses, in
+//! Each clock counts only while the ticket is neither resolved or closed nor in one of the
+//! policy's pause statuses, in
 //! business minutes on a [`BusinessCalendar`] or in calendar minutes ([`TimeBasis`]).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -404,10 +405,9 @@ impl SlaPolicy {
                 .min(),
             SlaMetric::Resolution => timeline.resolved_at(),
         };
-        let resolution = metric == SlaMetric::Resolution;
-        let paused = |status: Status| {
-            self.pause_statuses.contains(&status) || (resolution && status.is_done())
-        };
+        // No clock counts while the work is done: a resolved ticket never breaches a response
+        // target, and time resolved before a reopen never counts.
+        let paused = |status: Status| self.pause_statuses.contains(&status) || status.is_done();
         let spans = timeline.active_spans(started_at, &paused);
         let engine = Counter {
             calendar,
@@ -918,6 +918,31 @@ mod tests {
         // Resolution: 10 min before pending, 10 min after reopening.
         assert_eq!(clocks[2].elapsed_minutes, 20);
         assert_eq!(clocks[2].due_at, Some(t(11, 20) + Duration::minutes(230)));
+    }
+
+    #[test]
+    fn a_resolved_ticket_never_breaches_a_response_target() {
+        let mut ticket = Ticket::open(
+            TicketId::new(),
+            TenantId::new(),
+            NewTicket::new("x"),
+            t(9, 0),
+        );
+        ticket
+            .change_status(Status::Resolved, Actor::System, t(9, 10))
+            .unwrap();
+        let clocks = policy()
+            .evaluate(
+                &office(),
+                &ticket.sla_timeline(),
+                Priority::Normal,
+                t(16, 0),
+            )
+            .unwrap();
+        assert_eq!(clocks[0].status, ClockStatus::Paused);
+        assert_eq!(clocks[0].due_at, None);
+        assert_eq!(clocks[0].elapsed_minutes, 10);
+        assert_eq!(clocks[2].status, ClockStatus::Met);
     }
 
     #[test]

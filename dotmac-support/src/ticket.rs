@@ -684,8 +684,8 @@ impl Ticket {
     ///
     /// # Errors
     ///
-    /// [`SupportError::NotFound`] when `entry` is not a status entry, plus the errors of
-    /// [`Ticket::check`](Ticket::change_status).
+    /// [`SupportError::NotFound`] when `entry` is not a status entry; [`SupportError::Merged`]
+    /// or [`SupportError::OutOfOrder`].
     pub fn amend_status(
         &mut self,
         entry: usize,

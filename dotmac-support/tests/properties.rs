@@ -1,4 +1,6 @@
 //! Invariants of working-time arithmetic, SLA pauses and round-robin assignment.
+// Helpers outside #[test] functions unwrap too: a failing unwrap is a failing test.
+#![allow(clippy::unwrap_used)]
 
 use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc, Weekday};
 use dotmac_support::*;

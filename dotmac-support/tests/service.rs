@@ -1,4 +1,6 @@
 //! Behaviour of the support service over the in-memory store.
+// Helpers outside #[test] functions unwrap too: a failing unwrap is a failing test.
+#![allow(clippy::unwrap_used)]
 
 use chrono::{Duration, TimeZone, Utc};
 use dotmac_core::{ManualClock, TenantId};
@@ -28,7 +30,7 @@ async fn desk() -> Desk {
     ));
     let service = SupportService::new(InMemorySupportStore::new(), clock.clone());
     let tenant = TenantId::new();
-    let agents: Vec<AgentId> = (1..=2).map(|i| AgentId::from_u128(i)).collect();
+    let agents: Vec<AgentId> = (1..=2).map(AgentId::from_u128).collect();
     for id in &agents {
         service
             .put_agent(tenant, &Agent::new(*id, "agent", 2).unwrap())
@@ -479,4 +481,85 @@ async fn csat_per_agent() {
     );
     let summary = d.service.csat_summary(d.tenant, from, to).await.unwrap();
     assert_eq!(summary.responses, 1);
+}
+
+#[tokio::test]
+async fn correcting_a_past_status_or_the_calendar_recomputes_due_times() {
+    let d = desk().await;
+    let (ticket, _) = d
+        .service
+        .create_ticket(d.tenant, NewTicket::new("x"))
+        .await
+        .unwrap();
+    d.clock.advance(Duration::minutes(10));
+    d.service
+        .change_status(d.tenant, ticket.id(), Status::Pending, Actor::System)
+        .await
+        .unwrap();
+    d.clock.advance(Duration::minutes(30));
+    d.service
+        .change_status(d.tenant, ticket.id(), Status::Open, Actor::System)
+        .await
+        .unwrap();
+    let due = |clocks: Vec<ClockState>| clocks[0].due_at.unwrap();
+    let at = |h, m| Utc.with_ymd_and_hms(2026, 3, 2, h, m, 0).unwrap();
+    // 10 minutes, 30 paused, then 50 more from 09:40.
+    assert_eq!(
+        due(d.service.sla_clocks(d.tenant, ticket.id()).await.unwrap()),
+        at(10, 30)
+    );
+
+    // The pending was a mistake: history entry 2 (created, queued, pending, ...) becomes open.
+    let stored = d
+        .service
+        .store()
+        .get_ticket(d.tenant, ticket.id())
+        .await
+        .unwrap()
+        .unwrap();
+    let pending_entry = stored
+        .history()
+        .iter()
+        .position(|e| {
+            matches!(
+                e.change,
+                Change::StatusChanged {
+                    to: Status::Pending,
+                    ..
+                }
+            )
+        })
+        .unwrap();
+    d.service
+        .amend_status(
+            d.tenant,
+            ticket.id(),
+            pending_entry,
+            Status::Open,
+            Actor::System,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        due(d.service.sla_clocks(d.tenant, ticket.id()).await.unwrap()),
+        at(10, 0)
+    );
+
+    // A new calendar opening at 09:30 moves the due time again.
+    let mut config = d
+        .service
+        .store()
+        .get_config(d.tenant)
+        .await
+        .unwrap()
+        .unwrap();
+    config.calendar = BusinessCalendar::builder("UTC")
+        .weekdays("09:30", "17:00")
+        .build()
+        .unwrap();
+    d.service.configure(d.tenant, config).await.unwrap();
+    assert_eq!(
+        due(d.service.sla_clocks(d.tenant, ticket.id()).await.unwrap()),
+        at(10, 30)
+    );
 }

@@ -28,21 +28,41 @@ pub async fn sqlite_file() -> Database {
 /// never meets a schema migrated by the old one.
 pub async fn postgres() -> Option<Database> {
     let url = std::env::var("DATABASE_URL").ok()?;
+    let schema = format!(
+        "dotmac_test_{}_{:08x}",
+        binary_name(),
+        migrations_fingerprint()
+    );
+    let db = Database::connect_with(DatabaseOptions::new(&url).schema(schema).max_connections(8))
+        .await
+        .unwrap_or_else(|e| panic!("DATABASE_URL is set but PostgreSQL is unusable: {e}"));
+    Some(db)
+}
+
+/// A digest of the PostgreSQL migrations, so that a changed migration gets a fresh schema.
+pub fn migrations_fingerprint() -> u32 {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/postgres");
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    files.sort();
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    include_str!("../../migrations/postgres/0001_foundation.sql").hash(&mut hasher);
-    let binary = std::env::current_exe()
+    for file in files {
+        std::fs::read_to_string(file).unwrap().hash(&mut hasher);
+    }
+    hasher.finish() as u32
+}
+
+fn binary_name() -> String {
+    std::env::current_exe()
         .ok()
         .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
         .unwrap_or_default()
         .split('-')
         .next()
         .unwrap_or_default()
-        .to_ascii_lowercase();
-    let schema = format!("dotmac_test_{binary}_{:08x}", hasher.finish() as u32);
-    let db = Database::connect_with(DatabaseOptions::new(&url).schema(schema).max_connections(8))
-        .await
-        .unwrap_or_else(|e| panic!("DATABASE_URL is set but PostgreSQL is unusable: {e}"));
-    Some(db)
+        .to_ascii_lowercase()
 }
 
 /// Every backend this build and environment offer, named for assertion messages.
