@@ -7,12 +7,12 @@
 use std::hint::black_box;
 
 use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use dotmac_core::TenantId;
 use dotmac_support::{
     Agent, AgentId, AssignmentStrategy, BusinessCalendar, Category, Channel, CustomerTier,
-    NewTicket, Presence, Priority, Queue, QueueCursor, QueueId, Roster, Router, RoutingRule,
-    RuleCondition, SlaPolicy, SlaPolicyId, SlaTimeline, Ticket, TicketId, pick_agent,
+    NewTicket, Presence, Priority, Queue, QueueAssigner, QueueCursor, QueueId, Roster, Router,
+    RoutingRule, RuleCondition, SlaPolicy, SlaPolicyId, SlaTimeline, Ticket, TicketId, pick_agent,
 };
 
 const BATCH: usize = 1024;
@@ -211,6 +211,30 @@ fn routing(c: &mut Criterion) {
             })
         });
     }
+    // The batch path (`QueueAssigner`, used by `SupportService::drain_queue`): O(log members)
+    // per least-loaded decision. Building the assigners (once per batch) is not timed.
+    let busy_queues: Vec<Queue> = queues.iter().map(|id| least_loaded(*id)).collect();
+    group.bench_function("route_and_assign_least_loaded_busy_assigner", |b| {
+        b.iter_batched(
+            || {
+                busy_queues
+                    .iter()
+                    .map(|q| QueueAssigner::new(q, &busy_roster, QueueCursor::default()))
+                    .collect::<Vec<_>>()
+            },
+            |mut assigners| {
+                for ticket in &tickets {
+                    let queue_id = router.route(black_box(ticket));
+                    let slot = queues.iter().position(|q| *q == queue_id).unwrap_or(0);
+                    if let Some(assigner) = assigners.get_mut(slot) {
+                        black_box(assigner.pick(0));
+                    }
+                }
+                assigners
+            },
+            BatchSize::SmallInput,
+        )
+    });
     group.finish();
 }
 

@@ -8,7 +8,7 @@ use dotmac_billing::usage::{MeterId, UsageEvent, UsageStore};
 use dotmac_billing::{
     BillingCommit, BillingError, CatalogStore, CommitResult, CreditNote, CreditRequest,
     CustomerAccount, DocumentKey, DocumentNumber, Invoice, InvoiceStatus, InvoiceStore,
-    PendingCharge, Plan, Product, Subscription, SubscriptionStore, credit_note,
+    IssuedInvoice, PendingCharge, Plan, Product, Subscription, SubscriptionStore, credit_note,
 };
 use dotmac_core::{CustomerId, InvoiceId, PlanId, SubscriptionId, TenantId};
 
@@ -409,7 +409,8 @@ impl InvoiceStore for SqlStore {
                     continue;
                 }
                 let n = d::numbers::reserve(&mut tx, tenant, INVOICE_SERIES, 1).await.map_err(storage)?;
-                invoice.number = Some(number(n));
+                let issued_number = number(n);
+                invoice.number = Some(issued_number);
                 invoice.status = InvoiceStatus::Open;
                 let written = d::docs::execute(&mut tx, INSERT_INVOICE, &invoice_binds(tenant, &invoice)?)
                     .await
@@ -421,7 +422,13 @@ impl InvoiceStore for SqlStore {
                         id: invoice.id.to_string(),
                     });
                 }
-                result.issued.push(invoice);
+                result.issued.push(IssuedInvoice {
+                    id: invoice.id,
+                    number: issued_number,
+                    customer: invoice.customer,
+                    total: invoice.total,
+                    due_date: invoice.due_date,
+                });
             }
             for charge in &commit.consumed_pending {
                 d::docs::execute(

@@ -43,7 +43,7 @@
 //!
 //! ## Features
 //!
-//! - `testkit`: [`testkit::run_store_suite`], the behaviour suite every store must pass.
+//! - `testkit`: `testkit::run_store_suite`, the behaviour suite every store must pass.
 
 mod calendar;
 mod csat;
@@ -70,8 +70,8 @@ pub use escalation::{
 };
 pub use memory::InMemorySupportStore;
 pub use routing::{
-    Agent, AgentLoad, AssignmentStrategy, Presence, Queue, QueueCursor, Roster, Router,
-    RoutingRule, RuleCondition, pick_agent,
+    Agent, AgentLoad, AssignmentStrategy, Presence, Queue, QueueAssigner, QueueCursor, Roster,
+    Router, RoutingRule, RuleCondition, pick_agent,
 };
 pub use service::{SupportEvent, SupportEvents, SupportService};
 pub use sla::{

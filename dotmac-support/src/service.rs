@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::csat::{CsatResponse, CsatResponseId, CsatScore, CsatSummary};
 use crate::error::{Result, SupportError};
 use crate::escalation::{EscalationAction, EscalationRuleId, MarkKind, due_escalations};
-use crate::routing::{Agent, Presence, Queue, Roster, pick_agent};
+use crate::routing::{Agent, Presence, Queue, QueueAssigner, Roster, pick_agent};
 use crate::sla::{ClockState, ClockStatus, SlaMetric, SlaPolicyId, SlaRecord, SlaStats};
 use crate::store::{SupportConfig, SupportStore};
 use crate::ticket::{
@@ -338,14 +338,8 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
         now: DateTime<Utc>,
     ) -> Result<Option<AgentId>> {
         let mut cursor = self.store.get_cursor(tenant, queue.id).await?;
-        let queued_at = ticket
-            .history()
-            .iter()
-            .rev()
-            .find(|e| matches!(e.change, Change::Queued { .. }))
-            .map_or(ticket.created_at(), |e| e.at);
-        let waited = u32::try_from((now - queued_at).num_minutes().max(0)).unwrap_or(u32::MAX);
-        let Some(agent) = pick_agent(queue, &mut cursor, roster, waited) else {
+        let Some(agent) = pick_agent(queue, &mut cursor, roster, waited_minutes(ticket, now))
+        else {
             return Ok(None);
         };
         ticket.assign(Some(agent), Actor::System, now)?;
@@ -372,23 +366,30 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
     pub async fn drain_queue(&self, tenant: TenantId, queue: QueueId) -> Result<SupportEvents> {
         let config = self.config(tenant).await?;
         let queue = self.queue(tenant, queue).await?;
-        let mut roster = self.roster(tenant, &config).await?;
+        let roster = self.roster(tenant, &config).await?;
         let now = self.clock.now();
+        let cursor = self.store.get_cursor(tenant, queue.id).await?;
+        // One assigner for the whole line: O(log members) per decision.
+        let mut assigner = QueueAssigner::new(&queue, &roster, cursor);
         let mut events = Vec::new();
         for mut ticket in self.store.waiting_in_queue(tenant, queue.id).await? {
-            if let Some(agent) = self
-                .try_assign(tenant, &queue, &mut roster, &mut ticket, now)
-                .await?
-            {
-                self.store.update_ticket(tenant, &ticket).await?;
-                events.push(self.event(
-                    tenant,
-                    SupportEvent::TicketAssigned {
-                        ticket: ticket.id(),
-                        agent,
-                    },
-                ));
-            }
+            let Some(agent) = assigner.pick(waited_minutes(&ticket, now)) else {
+                continue;
+            };
+            ticket.assign(Some(agent), Actor::System, now)?;
+            self.store.update_ticket(tenant, &ticket).await?;
+            events.push(self.event(
+                tenant,
+                SupportEvent::TicketAssigned {
+                    ticket: ticket.id(),
+                    agent,
+                },
+            ));
+        }
+        if assigner.cursor() != cursor {
+            self.store
+                .put_cursor(tenant, queue.id, assigner.cursor())
+                .await?;
         }
         Ok(events)
     }
@@ -902,6 +903,17 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
             records.iter().filter(|r| r.metric == metric),
         ))
     }
+}
+
+/// Minutes since the ticket entered its current queue (skills relax with this).
+fn waited_minutes(ticket: &Ticket, now: DateTime<Utc>) -> u32 {
+    let queued_at = ticket
+        .history()
+        .iter()
+        .rev()
+        .find(|e| matches!(e.change, Change::Queued { .. }))
+        .map_or(ticket.created_at(), |e| e.at);
+    u32::try_from((now - queued_at).num_minutes().max(0)).unwrap_or(u32::MAX)
 }
 
 /// Counts toward an agent's load: not resolved or closed, and not in a status the ticket's

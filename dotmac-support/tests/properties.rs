@@ -211,3 +211,47 @@ proptest! {
         prop_assert_eq!(cal.working_minutes_between(from, to).unwrap(), reference_minutes(&cal, from, minutes));
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn queue_assigner_decides_exactly_like_pick_agent(
+        agents in prop::collection::vec((0u8..3, 0u32..5, 1u32..6, any::<bool>()), 1..40),
+        strategy in 0u8..4,
+        cap in 1u32..5,
+        start in 0usize..60,
+        waits in prop::collection::vec(0u32..60, 1..80),
+    ) {
+        let mut roster = Roster::new();
+        let ids: Vec<AgentId> = (0..agents.len()).map(|i| AgentId::from_u128(i as u128 + 1)).collect();
+        for (id, (presence, load, capacity, fiber)) in ids.iter().zip(&agents) {
+            let presence = [Presence::Online, Presence::Away, Presence::Offline][usize::from(*presence)];
+            let mut agent = Agent::new(*id, "a", *capacity).unwrap().with_presence(presence);
+            if *fiber {
+                agent = agent.with_skill("fiber");
+            }
+            roster.upsert(agent, *load);
+        }
+        let strategy = match strategy {
+            0 => AssignmentStrategy::RoundRobin,
+            1 => AssignmentStrategy::LeastLoaded { cap: Some(cap) },
+            2 => AssignmentStrategy::LeastLoaded { cap: None },
+            _ => AssignmentStrategy::SkillsBased {
+                required: std::collections::BTreeSet::from(["fiber".to_owned()]),
+                relax_after_minutes: 30,
+            },
+        };
+        let queue = Queue { id: QueueId::new(), name: "q".into(), members: ids, strategy };
+        let mut cursor = QueueCursor { next: start };
+        let mut assigner = QueueAssigner::new(&queue, &roster, cursor);
+        for waited in waits {
+            let expected = pick_agent(&queue, &mut cursor, &roster, waited);
+            if let Some(id) = expected {
+                roster.add_load(id);
+            }
+            prop_assert_eq!(assigner.pick(waited), expected);
+            prop_assert_eq!(assigner.cursor(), cursor);
+        }
+    }
+}
