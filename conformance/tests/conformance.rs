@@ -3,8 +3,8 @@
 #![allow(missing_docs, unreachable_pub)]
 
 mod families {
-    pub mod commission;
     pub mod billing;
+    pub mod commission;
     pub mod dunning;
     pub mod periods;
     pub mod pricing;

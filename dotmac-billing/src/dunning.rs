@@ -194,7 +194,7 @@ impl DunningPolicy {
     /// True when suspension is not allowed on `date`.
     pub fn suspension_blocked_on(&self, date: NaiveDate) -> bool {
         self.blocked_weekdays & weekday_bit(date.weekday()) != 0
-            || self.blocked_dates.binary_search(&date).is_ok()
+            || self.blocked_dates.contains(&date)
     }
 
     /// The day step `index` is due for an invoice due on `due`, after grace and blocked days;
@@ -213,9 +213,11 @@ impl DunningPolicy {
             due.checked_sub_days(Days::new(offset.unsigned_abs()))?
         };
         if step.action == CollectionAction::Suspend {
-            // The builder guarantees an allowed weekday exists; blocked dates are finite, so
-            // this ends within 7 + blocked_dates.len() days.
+            // An allowed day comes within 7 + blocked_dates.len() days unless every weekday is
+            // blocked (refused by the builder, but a deserialized policy skips it): bound it.
+            let mut tries = 8 + self.blocked_dates.len();
             while self.suspension_blocked_on(day) {
+                tries = tries.checked_sub(1)?;
                 day = day.succ_opt()?;
             }
         }

@@ -182,6 +182,13 @@ pub enum BillingError {
         /// Its id.
         id: String,
     },
+    /// A storage backend failed (connection, server, serialization); the call changed nothing
+    /// and may be retried.
+    #[error("storage failed: {reason}")]
+    Storage {
+        /// What failed, as the backend reports it.
+        reason: String,
+    },
     /// Someone else updated the record since it was read; re-read and retry.
     #[error(
         "subscription {subscription} was updated concurrently (expected revision {expected}, found {found}); re-read and retry"

@@ -27,7 +27,10 @@ struct TenantData {
     plans: FastMap<PlanId, Plan>,
     accounts: FastMap<CustomerId, CustomerAccount>,
     subscriptions: BTreeMap<SubscriptionId, Subscription>,
-    invoices: FastMap<InvoiceId, Invoice>,
+    /// Invoices in commit order; `invoice_index` maps ids to positions (cheaper to grow than a
+    /// map of whole invoices).
+    invoices: Vec<Invoice>,
+    invoice_index: FastMap<InvoiceId, usize>,
     keys: FastSet<DocumentKey>,
     invoices_by_customer: FastMap<CustomerId, Vec<InvoiceId>>,
     pending: FastMap<CustomerId, Vec<PendingCharge>>,
@@ -37,6 +40,14 @@ struct TenantData {
     credit_notes: FastMap<InvoiceId, Vec<CreditNote>>,
     last_invoice_number: u64,
     last_credit_note_number: u64,
+}
+
+impl TenantData {
+    fn invoice(&self, id: InvoiceId) -> Option<&Invoice> {
+        self.invoice_index
+            .get(&id)
+            .and_then(|i| self.invoices.get(*i))
+    }
 }
 
 /// Everything in memory, per tenant, behind one mutex (so every call is atomic).
@@ -261,7 +272,8 @@ impl InvoiceStore for MemoryStore {
                     total: invoice.total,
                     due_date: invoice.due_date,
                 });
-                t.invoices.insert(invoice.id, invoice);
+                t.invoice_index.insert(invoice.id, t.invoices.len());
+                t.invoices.push(invoice);
             }
             if !commit.consumed_pending.is_empty() {
                 for list in t.pending.values_mut() {
@@ -282,7 +294,7 @@ impl InvoiceStore for MemoryStore {
         tenant: TenantId,
         id: InvoiceId,
     ) -> Result<Option<Invoice>, BillingError> {
-        Ok(self.with(tenant, |t| t.invoices.get(&id).cloned()))
+        Ok(self.with(tenant, |t| t.invoice(id).cloned()))
     }
 
     async fn invoices_of(
@@ -296,7 +308,7 @@ impl InvoiceStore for MemoryStore {
                 .get(&customer)
                 .into_iter()
                 .flatten()
-                .filter_map(|id| t.invoices.get(id).cloned())
+                .filter_map(|id| t.invoice(*id).cloned())
                 .collect();
             list.sort_by_key(|i| (i.issue_date, i.number));
             list
@@ -311,8 +323,9 @@ impl InvoiceStore for MemoryStore {
     ) -> Result<Invoice, BillingError> {
         self.with(tenant, |t| {
             let invoice = t
-                .invoices
-                .get_mut(&id)
+                .invoice_index
+                .get(&id)
+                .and_then(|i| t.invoices.get_mut(*i))
                 .ok_or(BillingError::InvoiceNotFound(id))?;
             let was = invoice.status;
             invoice.transition(to)?;
@@ -331,8 +344,7 @@ impl InvoiceStore for MemoryStore {
     ) -> Result<CreditNote, BillingError> {
         self.with(tenant, |t| {
             let invoice = t
-                .invoices
-                .get(&note.invoice)
+                .invoice(note.invoice)
                 .ok_or(BillingError::InvoiceNotFound(note.invoice))?;
             let earlier = t
                 .credit_notes

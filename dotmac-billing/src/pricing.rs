@@ -118,11 +118,17 @@ impl Tiers {
         else {
             return Ok(Decimal::ZERO);
         };
-        (q - *lower)
+        let mut amount = (q - *lower)
             .checked_mul(tier.unit_amount)
-            .and_then(|a| a.checked_add(tier.flat_amount))
-            .and_then(|a| a.checked_add(*below))
-            .ok_or(overflow())
+            .ok_or(overflow())?;
+        // Zero terms are common (no flat fee, first tier) and a Decimal add is not free.
+        if !tier.flat_amount.is_zero() {
+            amount = amount.checked_add(tier.flat_amount).ok_or(overflow())?;
+        }
+        if !below.is_zero() {
+            amount = amount.checked_add(*below).ok_or(overflow())?;
+        }
+        Ok(amount)
     }
 
     fn volume(&self, q: Decimal) -> Result<Decimal, BillingError> {

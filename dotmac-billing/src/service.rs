@@ -514,6 +514,7 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
             cursor: page.last().map(|s| s.id).or(cursor),
             ..BillRunSummary::default()
         };
+        summary.events.reserve(page.len());
         let default_settings = self.settings.for_account(None);
         let at = self.clock.now();
         for sub in page {

@@ -8,13 +8,13 @@ use dotmac_core::{Currency, CustomerId, EventId, InvoiceId, Money, RoundingMode,
 use dotmac_sqlx::{ChunkClaim, InvoiceLineRecord, InvoiceRecord, OutboxEvent};
 use rust_decimal::Decimal;
 
-pub fn issued_on() -> NaiveDate {
+pub(crate) fn issued_on() -> NaiveDate {
     NaiveDate::from_ymd_opt(2026, 3, 1).unwrap_or_default()
 }
 
 /// A 3-line ISP invoice (plan, data overage, 20 % VAT) computed with dotmac-core money, rounded
 /// half-up per line: a stand-in for the billing engine, as cheap as the real per-line work.
-pub fn invoice_for(sub: SubscriptionId) -> InvoiceRecord {
+pub(crate) fn invoice_for(sub: SubscriptionId) -> InvoiceRecord {
     let seed = (sub.as_uuid().as_u128() % 1000) as i64;
     let plan = [
         Decimal::new(2999, 2),
@@ -63,7 +63,7 @@ pub fn invoice_for(sub: SubscriptionId) -> InvoiceRecord {
     }
 }
 
-pub fn bill_chunk(claim: &ChunkClaim) -> (Vec<InvoiceRecord>, Vec<OutboxEvent>) {
+pub(crate) fn bill_chunk(claim: &ChunkClaim) -> (Vec<InvoiceRecord>, Vec<OutboxEvent>) {
     let invoices: Vec<InvoiceRecord> = claim
         .subscriptions
         .iter()
@@ -86,13 +86,13 @@ pub fn bill_chunk(claim: &ChunkClaim) -> (Vec<InvoiceRecord>, Vec<OutboxEvent>) 
     (invoices, events)
 }
 
-pub fn median(mut samples: Vec<Duration>) -> Duration {
+pub(crate) fn median(mut samples: Vec<Duration>) -> Duration {
     samples.sort();
     samples.get(samples.len() / 2).copied().unwrap_or_default()
 }
 
 /// Peak resident set size of this process so far, in MiB (Linux `VmHWM`).
-pub fn peak_rss_mib() -> f64 {
+pub(crate) fn peak_rss_mib() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
         .lines()
@@ -101,7 +101,7 @@ pub fn peak_rss_mib() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-pub fn env_usize(name: &str, default: usize) -> usize {
+pub(crate) fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())

@@ -15,8 +15,7 @@ use dotmac_billing::{
 };
 use dotmac_conformance::{date, decimal, same_amount};
 use dotmac_core::{
-    BillingInterval, Currency, CustomerId, Money, PlanId, ProductId, RoundingMode,
-    SubscriptionId,
+    BillingInterval, Currency, CustomerId, Money, PlanId, ProductId, RoundingMode, SubscriptionId,
 };
 use serde::Deserialize;
 
@@ -140,8 +139,11 @@ pub fn run(case: Case) -> Result<(), String> {
     for (n, (name, p)) in case.plans.iter().enumerate() {
         let id = PlanId::from_u128(100 + n as u128);
         let amount = Money::new(decimal(&p.amount)?, currency);
-        let interval = BillingInterval::new(p.interval.parse().map_err(|e| format!("{e}"))?, p.interval_count)
-            .map_err(|e| e.to_string())?;
+        let interval = BillingInterval::new(
+            p.interval.parse().map_err(|e| format!("{e}"))?,
+            p.interval_count,
+        )
+        .map_err(|e| e.to_string())?;
         let timing = match p.billing.as_str() {
             "in_advance" => BillingTiming::InAdvance,
             "in_arrears" => BillingTiming::InArrears,
@@ -160,7 +162,11 @@ pub fn run(case: Case) -> Result<(), String> {
         ids.insert(name.clone(), id);
         plans.insert(id, plan);
     }
-    let plan_id = |name: &str| ids.get(name).copied().ok_or(format!("unknown plan {name:?}"));
+    let plan_id = |name: &str| {
+        ids.get(name)
+            .copied()
+            .ok_or(format!("unknown plan {name:?}"))
+    };
     let first_period = match case.subscription.first_period.as_deref() {
         None | Some("prorate") => FirstPeriod::Prorate,
         Some("defer") => FirstPeriod::Defer,
@@ -168,10 +174,11 @@ pub fn run(case: Case) -> Result<(), String> {
     };
     let first_plan = plan_id(&case.subscription.plan)?;
     let plan = plans.get(&first_plan).ok_or("plan vanished")?;
-    let mut new = dotmac_billing::NewSubscription::new(CustomerId::from_u128(7), first_plan, currency, start)
-        .id(SubscriptionId::from_u128(9))
-        .first_period(first_period)
-        .proration(proration);
+    let mut new =
+        dotmac_billing::NewSubscription::new(CustomerId::from_u128(7), first_plan, currency, start)
+            .id(SubscriptionId::from_u128(9))
+            .first_period(first_period)
+            .proration(proration);
     if let Some(anchor) = &case.subscription.billing_anchor {
         new = new.anchor(date(anchor)?);
     }
@@ -216,7 +223,14 @@ pub fn run(case: Case) -> Result<(), String> {
                     "end_of_period" => CancelTiming::EndOfPeriod,
                     other => return Err(format!("unknown cancel {other:?}")),
                 };
-                cancel(&replay.sub, &replay.plans, on, timing, behavior, &replay.settings)
+                cancel(
+                    &replay.sub,
+                    &replay.plans,
+                    on,
+                    timing,
+                    behavior,
+                    &replay.settings,
+                )
             }
             _ => return Err("an event needs exactly one of change_plan and cancel".into()),
         }
@@ -245,9 +259,15 @@ pub fn run(case: Case) -> Result<(), String> {
     for (i, (want, (on, total))) in case.expected.iter().zip(&got).enumerate() {
         let want_date = date(&want.date)?;
         if want_date != *on {
-            return Err(format!("document {i}: expected date {want_date}, got {on} (all: {got:?})"));
+            return Err(format!(
+                "document {i}: expected date {want_date}, got {on} (all: {got:?})"
+            ));
         }
-        same_amount(&format!("document {i} on {on}"), decimal(&want.total)?, *total)?;
+        same_amount(
+            &format!("document {i} on {on}"),
+            decimal(&want.total)?,
+            *total,
+        )?;
     }
     Ok(())
 }
