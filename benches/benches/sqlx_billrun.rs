@@ -4,7 +4,8 @@
 //!
 //! `cargo bench -p dotmac-benches --bench sqlx_billrun` (DOTMAC_BENCH_SUBSCRIPTIONS, default
 //! 100000; DOTMAC_BENCH_REPS, default 3; DOTMAC_BENCH_BACKENDS=sqlite,postgres). Prints the
-//! median of the repetitions and the peak RSS. Not a criterion bench: one repetition takes
+//! median of the repetitions and the peak RSS. With DOTMAC_BENCH_MEMORY set: one PostgreSQL run
+//! with 2 workers and no COPY, to read the peak RSS of a streamed run. Not a criterion bench: one repetition takes
 //! seconds and writes hundreds of thousands of rows.
 #![allow(
     clippy::unwrap_used,
