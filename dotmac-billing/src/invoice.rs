@@ -697,3 +697,44 @@ pub fn inclusive_tax_total(invoice: &Invoice) -> Result<Money, BillingError> {
             .map(|t| t.amount),
     )?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invoice_states_follow_the_lifecycle() {
+        use InvoiceStatus::*;
+        assert_eq!(Draft.transition(Open), Ok(Open));
+        assert_eq!(Uncollectible.transition(Paid), Ok(Paid));
+        assert_eq!(
+            Paid.transition(Open),
+            Err(BillingError::IllegalInvoiceTransition {
+                from: Paid,
+                to: Open
+            })
+        );
+        assert!(Void.transition(Paid).is_err());
+        assert!(Draft.transition(Paid).is_err());
+    }
+
+    #[test]
+    fn document_ids_are_derived_from_keys() {
+        let sub = SubscriptionId::from_u128(7);
+        let a = DocumentKey::Period {
+            subscription: sub,
+            index: 3,
+        };
+        let b = DocumentKey::Period {
+            subscription: sub,
+            index: 4,
+        };
+        let c = DocumentKey::Change {
+            subscription: sub,
+            seq: 3,
+        };
+        assert_eq!(a.invoice_id(), a.invoice_id());
+        assert_ne!(a.invoice_id(), b.invoice_id());
+        assert_ne!(a.invoice_id(), c.invoice_id());
+    }
+}

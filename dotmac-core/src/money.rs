@@ -443,7 +443,9 @@ fn allocate_minor(total: i128, weights: &[i128]) -> Result<Vec<i128>, CoreError>
         // Largest remainder first; equal remainders go to the earliest part. `left` is below the
         // number of parts, so only the first `left` places need to be in order.
         let by_remainder = |a: &(i128, usize), b: &(i128, usize)| b.0.cmp(&a.0).then(a.1.cmp(&b.1));
-        let take = usize::try_from(left).unwrap_or(remainders.len()).min(remainders.len());
+        let take = usize::try_from(left)
+            .unwrap_or(remainders.len())
+            .min(remainders.len());
         if take < remainders.len() {
             remainders.select_nth_unstable_by(take, by_remainder);
         }

@@ -168,7 +168,11 @@ impl BillingInterval {
             // Decompose the anchor once for both boundaries: this is the bill run's hot path.
             IntervalUnit::Month | IntervalUnit::Year => {
                 let months_per = i64::from(self.count)
-                    * if self.unit == IntervalUnit::Year { 12 } else { 1 };
+                    * if self.unit == IntervalUnit::Year {
+                        12
+                    } else {
+                        1
+                    };
                 let base = month_index(anchor);
                 let day = anchor.day();
                 let at = |i: i64| {
@@ -179,9 +183,10 @@ impl BillingInterval {
                 };
                 (at(k)?, at(next)?)
             }
-            IntervalUnit::Day | IntervalUnit::Week => {
-                (self.period_start(anchor, k)?, self.period_start(anchor, next)?)
-            }
+            IntervalUnit::Day | IntervalUnit::Week => (
+                self.period_start(anchor, k)?,
+                self.period_start(anchor, next)?,
+            ),
         };
         Period::new(start, end)
     }

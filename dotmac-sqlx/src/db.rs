@@ -247,10 +247,13 @@ async fn connect_sqlite(options: &DatabaseOptions) -> Result<Database> {
             .idle_timeout(None)
             .max_lifetime(None)
     } else {
+        // SQLite's default page cache is 2 MiB: an index over millions of usage rows then
+        // goes to the file on every random insert. 64 MiB per connection keeps it in memory.
         connect = connect
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal);
+            .synchronous(SqliteSynchronous::Normal)
+            .pragma("cache_size", "-65536");
         SqlitePoolOptions::new().max_connections(options.max_connections.unwrap_or(4))
     };
     let pool = pool_options
