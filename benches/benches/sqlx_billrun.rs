@@ -133,6 +133,23 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    if std::env::var("DOTMAC_BENCH_MEMORY").is_ok() {
+        // Peak memory of one streamed run: no bare COPY (its text buffers would dominate).
+        runtime.block_on(async {
+            let url = std::env::var("DATABASE_URL").unwrap();
+            let db = Database::connect_with(DatabaseOptions::new(&url).schema(SCHEMA).max_connections(8))
+                .await
+                .unwrap();
+            let took = bill_run(&db, &subs, 2).await;
+            println!(
+                "postgres bill run {n} subscriptions, 2 workers, chunks of {CHUNK}: {:.1} s = {:.0} invoices/s",
+                took.as_secs_f64(),
+                rate(n, took)
+            );
+        });
+        println!("peak RSS {:.0} MiB", peak_rss_mib());
+        return;
+    }
     runtime.block_on(async {
         if backends.contains("sqlite") {
             let path = std::env::temp_dir().join(format!("dotmac-bench-{}.db", std::process::id()));

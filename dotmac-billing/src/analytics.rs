@@ -15,7 +15,10 @@ use dotmac_core::{BillingInterval, Currency, CustomerId, Money, PlanId, Rounding
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+use crate::billrun::PlanLookup;
+use crate::discount::{DiscountAmount, DiscountDuration};
 use crate::error::BillingError;
+use crate::subscription::{Segment, SegmentState, Subscription};
 
 /// Decimal places each item's MRR is kept to (far below any currency's minor unit).
 pub const MRR_SCALE: u32 = 10;
@@ -350,6 +353,127 @@ pub fn receivables_ageing(
         days_61_90: money(days_61_90),
         over_90: money(over_90),
     })
+}
+
+/// The recurring price per period of one billable segment, after the subscription's
+/// `forever` discounts (applied in order, as on an invoice: a percentage of what is left, a
+/// fixed amount up to what is left). Once-only and limited-period discounts are promotions, not
+/// recurring revenue, and are left out.
+fn segment_amount(
+    sub: &Subscription,
+    segment: &Segment,
+    plans: &(impl PlanLookup + ?Sized),
+) -> Result<Money, BillingError> {
+    let plan = plans
+        .plan(segment.plan)
+        .ok_or(BillingError::UnknownPlan(segment.plan))?;
+    let mut amount =
+        plan.version(segment.version)?
+            .recurring_amount(plan.id, sub.currency, segment.quantity)?;
+    for applied in sub
+        .discounts
+        .iter()
+        .filter(|d| d.discount.duration == DiscountDuration::Forever)
+    {
+        let off = match applied.discount.amount {
+            DiscountAmount::Percentage(p) => {
+                Money::new(amount.amount() * p / Decimal::ONE_HUNDRED, sub.currency)
+            }
+            DiscountAmount::Fixed(fixed) => fixed.min(amount)?.max(Money::zero(sub.currency))?,
+        };
+        amount = amount.checked_sub(off)?;
+    }
+    Ok(amount)
+}
+
+/// The [`RecurringItem`]s of billing subscriptions: one per billable segment (a plan version
+/// at a quantity, from a date), priced with
+/// `plan.version(v)?.recurring_amount(plan.id, currency, quantity)` after `forever` discounts,
+/// active from the segment's start (or the end of the trial) until the next segment starts or
+/// the subscription ends. Paused segments and trial days bring no MRR; usage charges are not
+/// recurring revenue. Feed the result to [`mrr_at`] or [`mrr_movements`] for any date.
+///
+/// # Errors
+///
+/// [`BillingError::UnknownPlan`] / [`BillingError::UnknownPlanVersion`] when `plans` does not
+/// hold a subscription's plan, [`BillingError::CurrencyNotOffered`] and pricing errors.
+pub fn recurring_items(
+    tenant: TenantId,
+    subscriptions: &[Subscription],
+    plans: &(impl PlanLookup + ?Sized),
+) -> Result<Vec<RecurringItem>, BillingError> {
+    let mut items = Vec::new();
+    for sub in subscriptions {
+        let billing_start = sub.billing_start();
+        for (i, segment) in sub.segments.iter().enumerate() {
+            if segment.state == SegmentState::Paused {
+                continue;
+            }
+            let next = sub.segments.get(i + 1).map(|n| n.from);
+            let until = match (next, sub.ends_on) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let from = segment.from.max(billing_start);
+            if until.is_some_and(|until| until <= from) {
+                continue;
+            }
+            let plan = plans
+                .plan(segment.plan)
+                .ok_or(BillingError::UnknownPlan(segment.plan))?;
+            items.push(RecurringItem {
+                tenant,
+                customer: sub.customer,
+                plan: segment.plan,
+                amount: segment_amount(sub, segment, plans)?,
+                interval: plan.interval,
+                active_from: from,
+                active_until: until,
+            });
+        }
+    }
+    Ok(items)
+}
+
+/// The [`RecurringItem`]s of billing subscriptions in force on `on` (see
+/// [`recurring_items`]): at most one per subscription, the segment of `on`
+/// ([`Subscription::segment_on`]) when it is billable and the subscription is in service and
+/// out of its trial.
+///
+/// ```
+/// use chrono::NaiveDate;
+/// use dotmac_billing::analytics::{mrr_at, recurring_items_on};
+/// use dotmac_billing::{Charge, NewSubscription, Plan};
+/// use dotmac_core::{BillingInterval, Currency, CustomerId, Money, PlanId, ProductId, TenantId};
+/// use rust_decimal::Decimal;
+///
+/// let jan = NaiveDate::from_ymd_opt(2026, 1, 1).unwrap();
+/// let plan = Plan::builder(PlanId::new(), ProductId::new(), "Fibre 1G yearly")
+///     .interval(BillingInterval::YEARLY)
+///     .charge(Charge::recurring_flat([Money::parse("600.00", Currency::USD)?]))
+///     .build(jan)?;
+/// let sub = NewSubscription::new(CustomerId::new(), plan.id, Currency::USD, jan)
+///     .create(&plan, Currency::USD)?;
+/// let march = NaiveDate::from_ymd_opt(2026, 3, 1).unwrap();
+/// let items = recurring_items_on(TenantId::new(), &[sub], &plan, march)?;
+/// let report = mrr_at(&items, march, Currency::USD)?;
+/// assert_eq!(report.total.amount(), Decimal::from(50)); // 600 / 12
+/// assert_eq!(report.arr().amount(), Decimal::from(600));
+/// # Ok::<(), dotmac_billing::BillingError>(())
+/// ```
+///
+/// # Errors
+///
+/// As [`recurring_items`].
+pub fn recurring_items_on(
+    tenant: TenantId,
+    subscriptions: &[Subscription],
+    plans: &(impl PlanLookup + ?Sized),
+    on: NaiveDate,
+) -> Result<Vec<RecurringItem>, BillingError> {
+    let mut items = recurring_items(tenant, subscriptions, plans)?;
+    items.retain(|item| item.active_on(on));
+    Ok(items)
 }
 
 #[cfg(test)]

@@ -92,6 +92,17 @@ impl Charge {
         }
     }
 
+    /// A usage charge for the meter with code `metric`, with one model per currency. The
+    /// recurring bill run skips it; [`crate::usage_billing`] rates it per closed period.
+    pub fn usage(metric: impl Into<String>, prices: Vec<CurrencyPrice>) -> Self {
+        Charge {
+            kind: ChargeKind::Usage {
+                metric: metric.into(),
+            },
+            prices,
+        }
+    }
+
     /// The price model in `currency`, if the charge is sold in it.
     pub fn price_in(&self, currency: Currency) -> Option<&PriceModel> {
         self.prices

@@ -305,4 +305,15 @@ pub enum BillingError {
     /// A payment aimed at a named invoice that has nothing open.
     #[error("invoice {0} has no open balance to pay")]
     InvoiceSettled(dotmac_core::InvoiceId),
+    // --- usage billing ---
+    /// A plan's usage charge names a meter code that no defined meter has.
+    #[error(
+        "plan {plan} charges usage of {metric:?} but no meter has that code; define the meter or fix the charge"
+    )]
+    UnknownMetric {
+        /// The plan.
+        plan: dotmac_core::PlanId,
+        /// The meter code the charge names.
+        metric: String,
+    },
 }

@@ -90,6 +90,7 @@ pub mod dunning;
 pub mod payments;
 pub mod radius;
 pub mod usage;
+pub mod usage_billing;
 
 pub use billrun::{
     BillOutcome, CancelTiming, ChangeOutcome, ChangeTiming, PlanLookup, ProrationBehavior,

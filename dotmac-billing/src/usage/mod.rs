@@ -261,8 +261,25 @@ const EMPTY_HOT: Hot = Hot {
 
 #[derive(Debug, Clone)]
 struct PeriodSlab {
+    /// The period's index from the calendar's anchor.
+    period: i64,
     /// Indexed by customer index × meters + meter index.
     hot: Vec<Hot>,
+}
+
+/// How many events of a batch go through the three passes of
+/// [`UsageAggregator::ingest_batch`] together: enough that the idempotency check of a chunk
+/// visits each shard of the id set many times while it is in cache, few enough that the
+/// scratch space (about 40 bytes an event) is small and reused. At most `u32::MAX`.
+const CHUNK: usize = 1 << 18;
+
+/// Where an event that passed the checks is counted.
+#[derive(Debug, Clone, Copy)]
+struct Accepted {
+    /// The period's slab in `periods`.
+    slot: usize,
+    customer: u32,
+    meter: u32,
 }
 
 /// What only some meters need (distinct values, gauge readings) and the billed snapshot.
@@ -446,7 +463,10 @@ impl UsageAggregator {
             return *slot;
         }
         let slot = self.periods.len();
-        self.periods.push(PeriodSlab { hot: Vec::new() });
+        self.periods.push(PeriodSlab {
+            period,
+            hot: Vec::new(),
+        });
         self.period_slots.insert(period, slot);
         slot
     }
@@ -508,6 +528,27 @@ impl UsageAggregator {
         customer: Option<u32>,
         latest: DateTime<Utc>,
     ) -> Result<Ingested, BillingError> {
+        let (accepted, window) = self.accept(event, customer, latest)?;
+        if !self.seen.insert(event.id.as_uuid().as_u128()) {
+            return Ok(Ingested::Duplicate);
+        }
+        Ok(if self.count(event, accepted) {
+            Ingested::Late {
+                period_start: window.start_date,
+            }
+        } else {
+            Ingested::Counted
+        })
+    }
+
+    /// The checks of an ingest (everything but idempotency): where the event counts, or why
+    /// it is refused. Changes nothing but the period cache.
+    fn accept(
+        &mut self,
+        event: &UsageEvent,
+        customer: Option<u32>,
+        latest: DateTime<Utc>,
+    ) -> Result<(Accepted, Window), BillingError> {
         if event.quantity.is_sign_negative() && !event.quantity.is_zero() {
             return Err(BillingError::NegativeQuantity {
                 event: event.id,
@@ -535,9 +576,24 @@ impl UsageAggregator {
             });
         };
         let (window, slot) = self.window_for(event.timestamp)?;
-        if !self.seen.insert(event.id.as_uuid().as_u128()) {
-            return Ok(Ingested::Duplicate);
-        }
+        Ok((
+            Accepted {
+                slot,
+                customer,
+                meter: meter as u32,
+            },
+            window,
+        ))
+    }
+
+    /// Counts an accepted, new event; true when its period is closed (the event is late).
+    fn count(&mut self, event: &UsageEvent, accepted: Accepted) -> bool {
+        let Accepted {
+            slot,
+            customer,
+            meter,
+        } = accepted;
+        let meter = meter as usize;
         let closed = match self.hot_mut(slot, customer, meter) {
             Some(hot) => {
                 let above = if event.quantity.scale() == 0 && hot.max.scale() == 0 {
@@ -565,14 +621,26 @@ impl UsageAggregator {
             }
             None => false,
         };
+        let special = matches!(
+            self.meters.get(meter).map(|m| &m.aggregation),
+            Some(Aggregation::UniqueCount { .. } | Aggregation::WeightedSum)
+        );
+        if special && let Some(period) = self.periods.get(slot).map(|slab| slab.period) {
+            self.count_special(event, customer, meter, period);
+        }
+        closed
+    }
+
+    /// The part of counting that only `unique_count` and `weighted_sum` meters need.
+    fn count_special(&mut self, event: &UsageEvent, customer: u32, meter: usize, period: i64) {
+        let key = BucketKey {
+            customer,
+            meter: meter as u32,
+            period,
+        };
         match self.meters.get(meter).map(|m| &m.aggregation) {
             Some(Aggregation::UniqueCount { property }) => {
                 if let Some(value) = event.properties.get(property) {
-                    let key = BucketKey {
-                        customer,
-                        meter: meter as u32,
-                        period: window.index,
-                    };
                     self.buckets
                         .entry(key)
                         .or_default()
@@ -582,11 +650,6 @@ impl UsageAggregator {
                 }
             }
             Some(Aggregation::WeightedSum) => {
-                let key = BucketKey {
-                    customer,
-                    meter: meter as u32,
-                    period: window.index,
-                };
                 self.buckets.entry(key).or_default().readings.push((
                     event.timestamp,
                     event.id,
@@ -595,16 +658,10 @@ impl UsageAggregator {
             }
             _ => {}
         }
-        Ok(if closed {
-            Ingested::Late {
-                period_start: window.start_date,
-            }
-        } else {
-            Ingested::Counted
-        })
     }
 
     /// Ingests a batch: every good event is counted, every bad one reported with its position.
+    /// The outcome is exactly that of [`UsageAggregator::ingest`] on each event in turn.
     pub fn ingest_batch(
         &mut self,
         events: &[UsageEvent],
@@ -612,67 +669,53 @@ impl UsageAggregator {
     ) -> BatchReport {
         let mut report = BatchReport::default();
         let latest = received_at + self.max_future_skew;
-        // In groups: first touch every event's slot in the id set, so that their cache misses
-        // overlap instead of queueing one behind the other, then count them.
-        const GROUP: usize = 16;
-        for (group_index, group) in events.chunks(GROUP).enumerate() {
-            // A tight loop of independent loads first: the CPU keeps them all in flight.
-            let mut touched = group.iter().fold(0u128, |acc, event| {
-                acc ^ self.seen.touch(event.id.as_uuid().as_u128())
-            });
-            let mut customers = [None; GROUP];
-            for (event, customer) in group.iter().zip(customers.iter_mut()) {
-                *customer = self.customer_index(event.customer);
-                touched ^= self.touch_hot(event, *customer);
+        // In three passes over large chunks, so that the idempotency check, whose table does
+        // not fit in cache, can go shard by shard instead of missing memory on every event (see
+        // `idset`). The checks come first and in order: a refused event does not take its id,
+        // so a later good event with the same id is still counted, as it would be one by one.
+        // Aggregates do not depend on the order of events, so counting can wait for the
+        // idempotency check. The scratch space is reused from chunk to chunk.
+        let mut ids = idset::IdBatch::default();
+        let (mut t1, mut t2, mut t3) = (std::time::Duration::ZERO, std::time::Duration::ZERO, std::time::Duration::ZERO);
+        let mut accepted: Vec<(u32, Accepted)> = Vec::with_capacity(events.len().min(CHUNK));
+        for (chunk_index, chunk) in events.chunks(CHUNK).enumerate() {
+            let first = chunk_index * CHUNK;
+            accepted.clear();
+            let s1 = std::time::Instant::now();
+            for (offset, event) in (0u32..).zip(chunk) {
+                let customer = self.customer_index(event.customer);
+                match self.accept(event, customer, latest) {
+                    Ok((event_accepted, _)) => {
+                        accepted.push((offset, event_accepted));
+                        self.seen.file(&mut ids, event.id.as_uuid().as_u128());
+                    }
+                    Err(error) => report.rejected.push(Rejected {
+                        index: first + offset as usize,
+                        event: event.id,
+                        error,
+                    }),
+                }
             }
-            std::hint::black_box(touched);
-            for (offset, (event, customer)) in group.iter().zip(customers).enumerate() {
-                let index = group_index * GROUP + offset;
-                self.count_into(&mut report, index, event, customer, latest);
+            let s2 = std::time::Instant::now();
+            self.seen.insert_filed(&mut ids);
+            let s3 = std::time::Instant::now();
+            for (position, (offset, event_accepted)) in accepted.iter().enumerate() {
+                let Some(event) = chunk.get(*offset as usize) else {
+                    continue;
+                };
+                if !ids.is_new(position) {
+                    report.duplicates += 1;
+                } else if self.count(event, *event_accepted) {
+                    report.late += 1;
+                } else {
+                    report.counted += 1;
+                }
             }
+            t1 += s2 - s1; t2 += s3 - s2; t3 += s3.elapsed();
+            if events.len() > 100_000 { eprintln!("CHUNK {} {} {}", (s2 - s1).as_micros(), (s3 - s2).as_micros(), s3.elapsed().as_micros()); }
         }
+        if events.len() > 100_000 { eprintln!("TIMING {} {} {}", t1.as_micros(), t2.as_micros(), t3.as_micros()); }
         report
-    }
-
-    /// Reads the event's slab entry when it falls in the cached period (to start its cache
-    /// miss early); the value is meaningless.
-    fn touch_hot(&self, event: &UsageEvent, customer: Option<u32>) -> u128 {
-        let (Some(customer), Some((window, slot))) = (customer, self.cached) else {
-            return 0;
-        };
-        if event.timestamp < window.start || event.timestamp >= window.end {
-            return 0;
-        }
-        let Some(meter) = self.meter_index(event.meter) else {
-            return 0;
-        };
-        let index = customer as usize * self.meters.len() + meter;
-        self.periods
-            .get(slot)
-            .and_then(|slab| slab.hot.get(index))
-            .map_or(0, |hot| u128::from(hot.count))
-    }
-
-    fn count_into(
-        &mut self,
-        report: &mut BatchReport,
-        index: usize,
-        event: &UsageEvent,
-        customer: Option<u32>,
-        latest: DateTime<Utc>,
-    ) {
-        {
-            match self.ingest_until(event, customer, latest) {
-                Ok(Ingested::Counted) => report.counted += 1,
-                Ok(Ingested::Late { .. }) => report.late += 1,
-                Ok(Ingested::Duplicate) => report.duplicates += 1,
-                Err(error) => report.rejected.push(Rejected {
-                    index,
-                    event: event.id,
-                    error,
-                }),
-            }
-        }
     }
 
     fn key_for(

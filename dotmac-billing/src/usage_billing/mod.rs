@@ -1,0 +1,541 @@
+//! Usage billing: how metered usage reaches invoices.
+//!
+//! * [`rate_period_usage`] (pure) rates a subscription's usage charges for one closed billing
+//!   period from the meters' aggregates, after allowances, with any [`PriceModel`](crate::PriceModel),
+//!   into [`RatedUsage`]s; [`RatedUsage::pending_charge`] is the [`PendingCharge`] the next
+//!   invoice carries, with an id derived from (subscription, charge, period).
+//! * [`UsageBillingService`] orchestrates it: for every subscription with usage charges it
+//!   reads the events of each closed period from the [`UsageStore`], aggregates them per meter
+//!   (the same [`UsageAggregator`] as ingestion), rates them and adds the charges through the
+//!   [`BillingStore`]; [`UsageBillingService::bill`] does that and then runs the bill run, so
+//!   the usage of a period lands on the first invoice dated on or after the period's end.
+//! * Late usage: periods already invoiced are re-rated for
+//!   [`UsageBillingSettings::late_periods`] periods; when the new rating differs from what the
+//!   invoices and pending charges already hold for that charge and period, the difference is a
+//!   [`LineKind::UsageAdjustment`](crate::LineKind::UsageAdjustment) charge on the next
+//!   invoice. An issued invoice is never edited, and re-running adds nothing.
+
+mod rating;
+
+use std::collections::{BTreeSet, HashMap};
+
+use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
+use chrono_tz::Tz;
+use dotmac_core::{
+    Clock, DomainEvent, EventId, EventPayload, Money, Period, PlanId, SubscriptionId, TenantId,
+};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+pub use rating::{
+    MeterAllowance, PeriodUsage, RatedUsage, adjustment_charge, price_meter_usage,
+    rate_period_usage, usage_charge_id,
+};
+
+use crate::billrun::PlanLookup;
+use crate::catalog::{ChargeKind, Plan};
+use crate::error::BillingError;
+use crate::invoice::{Invoice, LineKind, PendingCharge, PendingChargeId, PriceRef};
+use crate::service::{BillRunSummary, BillingService};
+use crate::store::BillingStore;
+use crate::subscription::Subscription;
+use crate::usage::allowance::{AllowancePeriod, AllowancePolicy};
+use crate::usage::{Aggregation, Meter, UsageAggregator, UsageCalendar, UsageStore, stable_id};
+
+/// An allowance policy that applies to the subscriptions of one plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanAllowance {
+    /// The plan.
+    pub plan: PlanId,
+    /// The policy (its meter is the meter it applies to).
+    pub policy: AllowancePolicy,
+}
+
+/// A tenant's usage billing configuration. Build with [`UsageBillingSettings::new`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageBillingSettings {
+    /// The zone whose local dates bound billing periods (as for ingestion).
+    pub zone: Tz,
+    /// The meters; usage charges name them by code.
+    pub meters: Vec<Meter>,
+    /// Allowances per plan and meter.
+    pub allowances: Vec<PlanAllowance>,
+    /// How many invoiced periods before the first unbilled one are re-rated for late usage.
+    pub late_periods: u32,
+}
+
+impl UsageBillingSettings {
+    /// Settings for `meters` in `zone`, without allowances, re-checking the last 2 invoiced
+    /// periods for late usage.
+    pub fn new(zone: Tz, meters: Vec<Meter>) -> Self {
+        UsageBillingSettings {
+            zone,
+            meters,
+            allowances: Vec::new(),
+            late_periods: 2,
+        }
+    }
+
+    /// Adds an allowance for the subscriptions of `plan`.
+    pub fn allowance(mut self, plan: PlanId, policy: AllowancePolicy) -> Self {
+        self.allowances.push(PlanAllowance { plan, policy });
+        self
+    }
+
+    /// Sets how many invoiced periods are re-rated for late usage.
+    pub fn late_periods(mut self, periods: u32) -> Self {
+        self.late_periods = periods;
+        self
+    }
+}
+
+/// Where a subscription's allowance for a period comes from: the policy's included quantity,
+/// plus whatever top-ups the customer bought and what rolled over (kept by the application).
+pub trait AllowanceSource: Send + Sync {
+    /// The customer's allowance period for `policy` in the period starting `period_start`.
+    fn allowance_period(
+        &self,
+        tenant: TenantId,
+        subscription: &Subscription,
+        policy: &AllowancePolicy,
+        period_start: NaiveDate,
+    ) -> AllowancePeriod;
+}
+
+/// Only the policy's included quantity: no top-ups, nothing rolled over.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IncludedOnly;
+
+impl AllowanceSource for IncludedOnly {
+    fn allowance_period(
+        &self,
+        _tenant: TenantId,
+        subscription: &Subscription,
+        policy: &AllowancePolicy,
+        period_start: NaiveDate,
+    ) -> AllowancePeriod {
+        AllowancePeriod::open(policy, subscription.customer, period_start, Decimal::ZERO)
+    }
+}
+
+impl<F> AllowanceSource for F
+where
+    F: Fn(TenantId, &Subscription, &AllowancePolicy, NaiveDate) -> AllowancePeriod + Send + Sync,
+{
+    fn allowance_period(
+        &self,
+        tenant: TenantId,
+        subscription: &Subscription,
+        policy: &AllowancePolicy,
+        period_start: NaiveDate,
+    ) -> AllowancePeriod {
+        self(tenant, subscription, policy, period_start)
+    }
+}
+
+/// What usage billing did. Event name: `usage.charge_added`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "type")]
+#[non_exhaustive]
+pub enum UsageBillingEvent {
+    /// A usage charge or usage adjustment was added for a subscription's next invoice.
+    ChargeAdded {
+        /// The subscription.
+        subscription: SubscriptionId,
+        /// The pending charge.
+        charge: PendingChargeId,
+        /// `usage` or `usage_adjustment`.
+        kind: LineKind,
+        /// The start of the usage period.
+        period_start: NaiveDate,
+        /// The exact amount (quantity × unit price).
+        amount: Money,
+    },
+}
+
+impl EventPayload for UsageBillingEvent {
+    fn event_type(&self) -> &'static str {
+        match self {
+            UsageBillingEvent::ChargeAdded { .. } => "usage.charge_added",
+        }
+    }
+}
+
+/// What a usage billing run did.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct UsageRunSummary {
+    /// Subscriptions looked at.
+    pub subscriptions: usize,
+    /// Every rating computed (periods already billed included).
+    pub rated: Vec<RatedUsage>,
+    /// Charges added by this run (usage and adjustments); empty on a re-run.
+    pub added: Vec<PendingCharge>,
+    /// One `ChargeAdded` event per added charge (event id derived from the charge id).
+    pub events: Vec<DomainEvent<UsageBillingEvent>>,
+}
+
+impl UsageRunSummary {
+    fn absorb(&mut self, other: UsageRunSummary) {
+        self.subscriptions += other.subscriptions;
+        self.rated.extend(other.rated);
+        self.added.extend(other.added);
+        self.events.extend(other.events);
+    }
+}
+
+/// The local midnight starting `date` in `zone`, as an instant (a zone that skips midnight
+/// starts the day at the first instant that exists), matching how ingestion buckets events.
+fn local_midnight(zone: Tz, date: NaiveDate) -> Result<DateTime<Utc>, BillingError> {
+    let naive = date.and_time(chrono::NaiveTime::MIN);
+    let local = zone
+        .from_local_datetime(&naive)
+        .earliest()
+        .or_else(|| {
+            zone.from_local_datetime(&(naive + Duration::hours(1)))
+                .earliest()
+        })
+        .ok_or(dotmac_core::CoreError::DateOutOfRange(
+            "local midnight does not exist",
+        ))?;
+    Ok(local.with_timezone(&Utc))
+}
+
+/// True when a line or charge bills the usage charge `price` for `period`.
+fn bills(
+    kind: LineKind,
+    line_price: Option<PriceRef>,
+    line_period: Option<Period>,
+    r: &RatedUsage,
+) -> bool {
+    matches!(kind, LineKind::Usage | LineKind::UsageAdjustment)
+        && line_price == Some(r.price)
+        && line_period == Some(r.period)
+}
+
+/// What invoices and pending charges already hold for a usage charge and period: whether its
+/// usage line exists, and the exact sum billed.
+fn already_billed(
+    rated: &RatedUsage,
+    invoices: &[Invoice],
+    pending: &[PendingCharge],
+) -> Result<(bool, Money), BillingError> {
+    let mut found = false;
+    let mut total = Money::zero(rated.amount.currency());
+    for invoice in invoices
+        .iter()
+        .filter(|i| i.subscription == Some(rated.subscription))
+    {
+        for line in &invoice.lines {
+            if bills(line.kind, line.price, line.period, rated) {
+                found |= line.kind == LineKind::Usage;
+                total = total.checked_add(line.unit_price.checked_mul(line.quantity)?)?;
+            }
+        }
+    }
+    for charge in pending
+        .iter()
+        .filter(|c| c.subscription == Some(rated.subscription))
+    {
+        if bills(charge.kind, charge.price, charge.period, rated) {
+            found |= charge.kind == LineKind::Usage;
+            total = total.checked_add(charge.unit_price.checked_mul(charge.quantity)?)?;
+        }
+    }
+    Ok((found, total))
+}
+
+/// Rates usage into pending charges: reads events from a [`UsageStore`], aggregates and rates
+/// each closed period of each subscription with usage charges, and adds the charges to a
+/// [`BillingStore`]. Idempotent: re-running on the same data adds nothing.
+pub struct UsageBillingService<'a, B, U, C, A = IncludedOnly> {
+    billing: &'a B,
+    usage: &'a U,
+    clock: &'a C,
+    settings: UsageBillingSettings,
+    allowances: A,
+}
+
+impl<'a, B: BillingStore, U: UsageStore, C: Clock> UsageBillingService<'a, B, U, C> {
+    /// A service over the billing store (e.g. [`BillingService::store`]), the usage store and
+    /// a clock, with allowances of included quantities only.
+    pub fn new(billing: &'a B, usage: &'a U, clock: &'a C, settings: UsageBillingSettings) -> Self {
+        UsageBillingService {
+            billing,
+            usage,
+            clock,
+            settings,
+            allowances: IncludedOnly,
+        }
+    }
+}
+
+impl<'a, B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource>
+    UsageBillingService<'a, B, U, C, A>
+{
+    /// Uses `source` for allowances (top-ups, rollover).
+    pub fn with_allowances<S: AllowanceSource>(
+        self,
+        source: S,
+    ) -> UsageBillingService<'a, B, U, C, S> {
+        UsageBillingService {
+            billing: self.billing,
+            usage: self.usage,
+            clock: self.clock,
+            settings: self.settings,
+            allowances: source,
+        }
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &UsageBillingSettings {
+        &self.settings
+    }
+
+    async fn plan_map(&self, tenant: TenantId) -> Result<HashMap<PlanId, Plan>, BillingError> {
+        Ok(self
+            .billing
+            .plans(tenant)
+            .await?
+            .into_iter()
+            .map(|p| (p.id, p))
+            .collect())
+    }
+
+    /// Rates the usage of every subscription of the tenant for the periods that ended on or
+    /// before `as_of` and adds the charges and adjustments for their next invoices.
+    ///
+    /// # Errors
+    ///
+    /// The first store or rating error ([`BillingError::UnknownMetric`],
+    /// [`BillingError::UnknownPlan`], …); charges added before it stay added, and a re-run
+    /// continues without adding them twice.
+    pub async fn rate_due(
+        &self,
+        tenant: TenantId,
+        as_of: NaiveDate,
+    ) -> Result<UsageRunSummary, BillingError> {
+        let plans = self.plan_map(tenant).await?;
+        let mut summary = UsageRunSummary::default();
+        let mut cursor = None;
+        loop {
+            let page = self.billing.subscriptions_page(tenant, cursor, 500).await?;
+            let Some(last) = page.last() else {
+                break;
+            };
+            cursor = Some(last.id);
+            for sub in &page {
+                summary.absorb(self.rate(tenant, sub, &plans, as_of).await?);
+            }
+        }
+        Ok(summary)
+    }
+
+    /// Rates one subscription's usage up to `as_of` (see [`UsageBillingService::rate_due`]).
+    ///
+    /// # Errors
+    ///
+    /// [`BillingError::UnknownSubscription`] and the errors of
+    /// [`UsageBillingService::rate_due`].
+    pub async fn rate_subscription(
+        &self,
+        tenant: TenantId,
+        id: SubscriptionId,
+        as_of: NaiveDate,
+    ) -> Result<UsageRunSummary, BillingError> {
+        let sub = self
+            .billing
+            .subscription(tenant, id)
+            .await?
+            .ok_or(BillingError::UnknownSubscription(id))?;
+        let plans = self.plan_map(tenant).await?;
+        self.rate(tenant, &sub, &plans, as_of).await
+    }
+
+    /// Rates usage up to `as_of`, then runs `billing`'s bill run on `as_of`: the usage of each
+    /// period that ended by then goes on the first invoice dated on or after its end.
+    ///
+    /// # Errors
+    ///
+    /// The errors of [`UsageBillingService::rate_due`] and [`BillingService::run_bill`].
+    pub async fn bill<BC: Clock>(
+        &self,
+        tenant: TenantId,
+        billing: &BillingService<B, BC>,
+        as_of: NaiveDate,
+    ) -> Result<(UsageRunSummary, BillRunSummary), BillingError> {
+        let usage = self.rate_due(tenant, as_of).await?;
+        let bill = billing.run_bill(tenant, as_of).await?;
+        Ok((usage, bill))
+    }
+
+    /// The meters that the usage charges of any of the subscription's plan versions name.
+    fn meters_of(&self, sub: &Subscription, plans: &HashMap<PlanId, Plan>) -> Vec<&Meter> {
+        let metrics: BTreeSet<&str> = sub
+            .segments
+            .iter()
+            .filter_map(|s| plans.get(&s.plan)?.version(s.version).ok())
+            .flat_map(|v| v.charges.iter())
+            .filter_map(|c| match &c.kind {
+                ChargeKind::Usage { metric } => Some(metric.as_str()),
+                _ => None,
+            })
+            .collect();
+        self.settings
+            .meters
+            .iter()
+            .filter(|m| metrics.contains(m.code.as_str()))
+            .collect()
+    }
+
+    async fn rate(
+        &self,
+        tenant: TenantId,
+        sub: &Subscription,
+        plans: &HashMap<PlanId, Plan>,
+        as_of: NaiveDate,
+    ) -> Result<UsageRunSummary, BillingError> {
+        let mut summary = UsageRunSummary {
+            subscriptions: 1,
+            ..UsageRunSummary::default()
+        };
+        let has_usage = sub.segments.iter().any(|s| {
+            plans
+                .get(&s.plan)
+                .and_then(|p| p.version(s.version).ok())
+                .is_some_and(|v| {
+                    v.charges
+                        .iter()
+                        .any(|c| matches!(c.kind, ChargeKind::Usage { .. }))
+                })
+        });
+        let Some(shape) = sub.latest_segment() else {
+            return Ok(summary);
+        };
+        if !has_usage {
+            return Ok(summary);
+        }
+        let interval = plans
+            .plan(shape.plan)
+            .ok_or(BillingError::UnknownPlan(shape.plan))?
+            .interval;
+        let meters = self.meters_of(sub, plans);
+        let (first, _) = interval.period_containing(sub.anchor, sub.start)?;
+        let late = i64::from(self.settings.late_periods);
+        let mut index = first.max(sub.next_period.saturating_sub(1).saturating_sub(late));
+        let invoices = self.billing.invoices_of(tenant, sub.customer).await?;
+        let mut pending = self.billing.pending_charges(tenant, sub.customer).await?;
+        let at = self.clock.now();
+        loop {
+            let period = interval.period(sub.anchor, index)?;
+            if period.end() > as_of || sub.ends_on.is_some_and(|end| period.start() >= end) {
+                break;
+            }
+            let usage = self
+                .period_usage(tenant, sub, &meters, interval, index, period)
+                .await?;
+            let rated = rate_period_usage(sub, plans, &self.settings.meters, &usage)?;
+            for r in &rated {
+                let (found, billed) = already_billed(r, &invoices, &pending)?;
+                let charge = if found {
+                    r.adjustment_charge(billed, as_of)?
+                } else {
+                    Some(r.pending_charge())
+                };
+                let Some(charge) = charge else {
+                    continue;
+                };
+                if self
+                    .billing
+                    .add_pending_charge(tenant, charge.clone())
+                    .await?
+                {
+                    let event_id = EventId::from_u128(stable_id(&[
+                        b"usage.charge_added",
+                        charge.id.as_uuid().as_bytes(),
+                    ]));
+                    summary.events.push(DomainEvent::at(
+                        event_id,
+                        tenant,
+                        at,
+                        UsageBillingEvent::ChargeAdded {
+                            subscription: sub.id,
+                            charge: charge.id,
+                            kind: charge.kind,
+                            period_start: r.period.start(),
+                            amount: charge.unit_price.checked_mul(charge.quantity)?,
+                        },
+                    ));
+                    pending.push(charge.clone());
+                    summary.added.push(charge);
+                }
+            }
+            summary.rated.extend(rated);
+            index += 1;
+        }
+        Ok(summary)
+    }
+
+    /// The aggregates and allowances of one period of a subscription.
+    async fn period_usage(
+        &self,
+        tenant: TenantId,
+        sub: &Subscription,
+        meters: &[&Meter],
+        interval: dotmac_core::BillingInterval,
+        index: i64,
+        period: Period,
+    ) -> Result<PeriodUsage, BillingError> {
+        let zone = self.settings.zone;
+        let to = local_midnight(zone, period.end())?;
+        let mut usage = PeriodUsage {
+            index,
+            ..PeriodUsage::default()
+        };
+        for meter in meters {
+            // A gauge's level carries over from earlier periods: read from the start.
+            let from = if meter.aggregation == Aggregation::WeightedSum {
+                local_midnight(zone, sub.start.min(period.start()))?
+            } else {
+                local_midnight(zone, period.start())?
+            };
+            let events = self
+                .usage
+                .events_between(tenant, sub.customer, meter.id, from, to)
+                .await?;
+            let calendar = UsageCalendar {
+                interval,
+                anchor: sub.anchor,
+                zone,
+            };
+            let mut aggregator = UsageAggregator::new(calendar, vec![(*meter).clone()]);
+            aggregator.register_customer(sub.customer);
+            // Events that name another subscription of the customer are not this one's.
+            for event in events
+                .iter()
+                .filter(|e| e.subscription.is_none_or(|s| s == sub.id))
+            {
+                aggregator.ingest(event, event.timestamp)?;
+            }
+            let quantity = aggregator.aggregate(sub.customer, meter.id, period.start())?;
+            usage.quantities.insert(meter.id, quantity);
+        }
+        let plan = rating::pricing_segment(sub, period).map(|s| s.plan);
+        for allowance in self
+            .settings
+            .allowances
+            .iter()
+            .filter(|a| Some(a.plan) == plan)
+        {
+            usage.allowances.push(MeterAllowance {
+                policy: allowance.policy.clone(),
+                period: self.allowances.allowance_period(
+                    tenant,
+                    sub,
+                    &allowance.policy,
+                    period.start(),
+                ),
+            });
+        }
+        Ok(usage)
+    }
+}

@@ -1,0 +1,637 @@
+//! The ISP quickstart: one month of an ISP's billing, end to end, on embedded SQLite (or on
+//! PostgreSQL with `--database-url postgres://…`).
+//!
+//! It creates a tenant, a catalogue of fibre plans with data allowances and overage, N
+//! customers (10,000 by default), their subscriptions (most on the 1st, some joining mid-month
+//! and deferred to the next bill day), the October bill run, a month of generated daily traffic,
+//! upgrades, downgrades and cancellations, the November bill run (with usage overage and
+//! prorations), payments for most customers, and collections for the rest (reminders, overdue
+//! notices, late fees, suspensions, and restores for the few who pay late). It prints a summary
+//! with invoices, revenue, MRR movements, suspended accounts and timings.
+//!
+//! ```sh
+//! cargo run --release --example isp_quickstart
+//! cargo run --release --example isp_quickstart -- --customers 2000
+//! cargo run --release --example isp_quickstart -- --database-url postgres://postgres@127.0.0.1:5432/test
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::error::Error;
+use std::time::{Duration, Instant};
+
+use chrono::{NaiveDate, TimeZone, Utc, Weekday};
+use dotmac_billing::analytics::{mrr_at, mrr_movements, receivables_ageing, recurring_items};
+use dotmac_billing::dunning::{
+    CollectionAction, CollectionEvent, CollectionsService, DunningPolicy, RestoreOnPayment,
+};
+use dotmac_billing::payments::{AllocationTarget, CustomerLedger, PaymentStore};
+use dotmac_billing::usage::{Aggregation, Meter, MeterId, UsageEvent, UsageEventId};
+use dotmac_billing::usage_billing::UsageBilling;
+use dotmac_billing::{
+    BillingEvent, BillingService, BillingSettings, SubscriptionStore, CancelTiming, ChangeTiming, Charge,
+    ChargeKind, CurrencyPrice, CustomerAccount, FirstPeriod, NewSubscription, Plan,
+    PriceModel, ProrationBehavior, SubscriptionChange, Tier, Tiers,
+};
+use dotmac_core::reexports::chrono_tz::Tz;
+use dotmac_core::{
+    BillingInterval, Clock, Currency, CustomerId, InvoiceId, ManualClock, Money, PaymentId,
+    PlanId, ProductId, SubscriptionId, TenantId,
+};
+use dotmac_sqlx::{Database, SqlStore};
+use indicatif::{ProgressBar, ProgressStyle};
+use rust_decimal::Decimal;
+
+type AnyError = Box<dyn Error + Send + Sync>;
+
+/// What the command line asks for.
+struct Options {
+    database_url: String,
+    customers: usize,
+}
+
+fn parse_options() -> Result<Options, AnyError> {
+    let mut options = Options {
+        database_url: String::new(),
+        customers: 10_000,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--database-url" => {
+                options.database_url = args.next().ok_or("--database-url needs a URL")?;
+            }
+            "--customers" => {
+                let n = args.next().ok_or("--customers needs a number")?;
+                options.customers = n.parse().map_err(|_| format!("bad --customers {n:?}"))?;
+                if options.customers == 0 {
+                    return Err("--customers must be at least 1".into());
+                }
+            }
+            "-h" | "--help" => {
+                println!(
+                    "isp_quickstart [--customers N] [--database-url sqlite://FILE | postgres://…]"
+                );
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument {other:?} (try --help)").into()),
+        }
+    }
+    if options.database_url.is_empty() {
+        // A fresh embedded database file for every run: no set-up, nothing left over.
+        let path = std::env::temp_dir().join("dotmac-quickstart.sqlite");
+        for suffix in ["", "-wal", "-shm"] {
+            let mut file = path.clone().into_os_string();
+            file.push(suffix);
+            let _ = std::fs::remove_file(file);
+        }
+        options.database_url = format!("sqlite://{}?mode=rwc", path.display());
+    }
+    Ok(options)
+}
+
+/// One fibre plan of the catalogue.
+struct FibrePlan {
+    name: &'static str,
+    monthly: Decimal,
+    included_gb: i64,
+    overage_per_gb: Decimal,
+}
+
+const PLANS: [FibrePlan; 3] = [
+    FibrePlan {
+        name: "Fibre 100",
+        monthly: Decimal::from_parts(2999, 0, 0, false, 2),
+        included_gb: 200,
+        overage_per_gb: Decimal::from_parts(50, 0, 0, false, 2),
+    },
+    FibrePlan {
+        name: "Fibre 300",
+        monthly: Decimal::from_parts(4999, 0, 0, false, 2),
+        included_gb: 500,
+        overage_per_gb: Decimal::from_parts(40, 0, 0, false, 2),
+    },
+    FibrePlan {
+        name: "Fibre 1000",
+        monthly: Decimal::from_parts(7999, 0, 0, false, 2),
+        included_gb: 1000,
+        overage_per_gb: Decimal::from_parts(25, 0, 0, false, 2),
+    },
+];
+
+const DOWNLOAD_METER: &str = "download_gb";
+
+fn date(y: i32, m: u32, d: u32) -> Result<NaiveDate, AnyError> {
+    NaiveDate::from_ymd_opt(y, m, d).ok_or_else(|| format!("bad date {y}-{m}-{d}").into())
+}
+
+/// A deterministic pseudo-random stream (no RNG dependency, same numbers every run).
+struct Mix(u64);
+
+impl Mix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+fn bar(len: usize, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len as u64);
+    let style = ProgressStyle::with_template(
+        "{msg:>14} [{bar:40}] {pos:>7}/{len:7} {per_sec:>12} {elapsed_precise}",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar())
+    .progress_chars("=> ");
+    bar.set_style(style);
+    bar.set_message(what.to_owned());
+    bar
+}
+
+/// Wall-clock time of each step, for the summary.
+#[derive(Default)]
+struct Timings(Vec<(&'static str, Duration, usize)>);
+
+impl Timings {
+    fn record(&mut self, step: &'static str, started: Instant, items: usize) {
+        self.0.push((step, started.elapsed(), items));
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), AnyError> {
+    let options = parse_options()?;
+    let started = Instant::now();
+    let mut timings = Timings::default();
+    let usd = Currency::USD;
+    let zone: Tz = dotmac_core::reexports::chrono_tz::UTC;
+
+    println!("DotMac ISP quickstart: {} customers", options.customers);
+    let step = Instant::now();
+    let db = Database::connect(&options.database_url).await?;
+    println!("  database: {:?} ({})", db.kind(), redact(&options.database_url));
+    let store = SqlStore::new(db.clone());
+    let tenant = TenantId::new();
+    let clock = std::sync::Arc::new(ManualClock::new(Utc.with_ymd_and_hms(2026, 9, 20, 9, 0, 0).single().ok_or("bad start instant")?));
+    db.create_tenant(tenant, "Acme Fibre", clock.now()).await?;
+    let settings = BillingSettings {
+        payment_terms_days: 14,
+        chunk_size: 1000,
+        ..BillingSettings::default()
+    };
+    let billing = BillingService::new(store.clone(), clock.clone(), settings);
+    timings.record("connect + migrate", step, 1);
+
+    // The catalogue: three fibre speeds, each with a monthly fee and a data allowance whose
+    // overage is priced per GB (a graduated usage charge: the allowance is a free first tier).
+    let step = Instant::now();
+    let product = ProductId::new();
+    let first_day = date(2026, 1, 1)?;
+    let mut plans = Vec::new();
+    for fibre in &PLANS {
+        let overage = PriceModel::Graduated {
+            tiers: Tiers::new(vec![
+                Tier {
+                    up_to: Some(Decimal::from(fibre.included_gb)),
+                    unit_amount: Decimal::ZERO,
+                    flat_amount: Decimal::ZERO,
+                },
+                Tier {
+                    up_to: None,
+                    unit_amount: fibre.overage_per_gb,
+                    flat_amount: Decimal::ZERO,
+                },
+            ])?,
+        };
+        let plan = Plan::builder(PlanId::new(), product, fibre.name)
+            .interval(BillingInterval::MONTHLY)
+            .charge(Charge::recurring_flat([Money::new(fibre.monthly, usd)]))
+            .charge(Charge {
+                kind: ChargeKind::Usage {
+                    metric: DOWNLOAD_METER.into(),
+                },
+                prices: vec![CurrencyPrice {
+                    currency: usd,
+                    model: overage,
+                }],
+            })
+            .build(first_day)?;
+        billing.save_plan(tenant, plan.clone()).await?;
+        plans.push(plan);
+    }
+    timings.record("catalogue", step, plans.len());
+
+    // Customers and subscriptions: nine in ten start on October 1st; the rest join during
+    // October and are deferred to the November bill day (billed the partial month then).
+    let step = Instant::now();
+    let mut mix = Mix(2026);
+    let october = date(2026, 10, 1)?;
+    let november = date(2026, 11, 1)?;
+    let progress = bar(options.customers, "customers");
+    let mut subscriptions: Vec<(CustomerId, SubscriptionId, usize)> =
+        Vec::with_capacity(options.customers);
+    for _ in 0..options.customers {
+        let customer = CustomerId::new();
+        billing
+            .save_account(tenant, CustomerAccount::new(customer, usd))
+            .await?;
+        let tier = match mix.below(100) {
+            0..=54 => 0,
+            55..=89 => 1,
+            _ => 2,
+        };
+        let start = if mix.below(10) == 0 {
+            october + chrono::Days::new(1 + mix.below(29))
+        } else {
+            october
+        };
+        let (sub, _) = billing
+            .subscribe(
+                tenant,
+                NewSubscription::new(customer, plans[tier].id, usd, start)
+                    .anchor(first_day)
+                    .first_period(FirstPeriod::Defer),
+            )
+            .await?;
+        subscriptions.push((customer, sub.id, tier));
+        progress.inc(1);
+    }
+    progress.finish();
+    timings.record("customers", step, options.customers);
+
+    // Collections: reminder 3 days before the due date, overdue notice the day after, a late
+    // fee after 5 days, suspension after 7 (never on a weekend), write-off after 75; service is
+    // restored on payment with a reconnection fee on the next invoice.
+    let policy = DunningPolicy::builder()
+        .step(-3, CollectionAction::Reminder)
+        .step(1, CollectionAction::OverdueNotice)
+        .step_with_fee(5, CollectionAction::LateFee, Decimal::from(5))
+        .step(7, CollectionAction::Suspend)
+        .step(75, CollectionAction::WriteOff)
+        .no_suspension_on(Weekday::Sat)
+        .no_suspension_on(Weekday::Sun)
+        .restore_on_payment(RestoreOnPayment::Restore {
+            reconnection_fee: Some(Decimal::from(25)),
+        })
+        .build()?;
+    let collections = CollectionsService::new(store.clone(), store.clone(), clock.clone(), zone, policy);
+
+    // The October bill run.
+    clock.set(at(october, 2)?);
+    let step = Instant::now();
+    let october_run = billing.run_bill(tenant, october).await?;
+    timings.record("bill run Oct 1", step, october_run.invoices);
+    record_invoices(&collections, tenant, &october_run.events, october).await?;
+
+    // Everybody pays October within ten days.
+    clock.set(at(date(2026, 10, 10)?, 12)?);
+    let step = Instant::now();
+    let paid = pay_open_invoices(&collections, tenant, &subscriptions, |_| true).await?;
+    timings.record("payments Oct", step, paid);
+
+    // A month of traffic: one usage record per customer per day (a RADIUS feed normalised
+    // upstream), some heavy users over their allowance, and a replayed batch that must count
+    // once.
+    let step = Instant::now();
+    let meter = Meter {
+        id: MeterId::from_u128(1),
+        code: DOWNLOAD_METER.into(),
+        aggregation: Aggregation::Sum,
+    };
+    let days = 31;
+    let progress = bar(options.customers * days, "usage events");
+    let mut events = Vec::with_capacity(options.customers);
+    let mut ingested = 0usize;
+    for day in 0..days {
+        let on = october + chrono::Days::new(day as u64);
+        events.clear();
+        for (i, (customer, sub, tier)) in subscriptions.iter().enumerate() {
+            let heavy = i % 17 == 0;
+            let base = [5u64, 14, 28][*tier];
+            let gb = base + mix.below(base) + if heavy { 20 + mix.below(20) } else { 0 };
+            let timestamp = at(on, 3 + (i % 20) as u32)?;
+            events.push(UsageEvent {
+                id: UsageEventId::from_u128(((i as u128) << 32) | day as u128),
+                customer: *customer,
+                subscription: Some(*sub),
+                meter: meter.id,
+                quantity: Decimal::from(gb),
+                timestamp,
+                properties: BTreeMap::new(),
+            });
+        }
+        for batch in events.chunks(5_000) {
+            let fresh = dotmac_billing::usage::UsageStore::append(&store, tenant, batch).await?;
+            ingested += fresh.iter().filter(|new| **new).count();
+        }
+        progress.inc(events.len() as u64);
+    }
+    // The NAS resends the last day: nothing is counted twice.
+    let replayed = dotmac_billing::usage::UsageStore::append(&store, tenant, &events).await?;
+    let replay_counted = replayed.iter().filter(|new| **new).count();
+    progress.finish();
+    timings.record("usage ingest", step, ingested);
+
+    // Mid-October changes: upgrades and downgrades prorated onto the next invoice, and
+    // cancellations at the end of the period.
+    let step = Instant::now();
+    let change_day = date(2026, 10, 16)?;
+    clock.set(at(change_day, 10)?);
+    let (mut upgrades, mut downgrades, mut cancellations) = (0, 0, 0);
+    for (i, (_, sub, tier)) in subscriptions.iter_mut().enumerate() {
+        match i % 50 {
+            7 | 19 if *tier < 2 => {
+                *tier += 1;
+                upgrades += 1;
+            }
+            23 if *tier > 0 => {
+                *tier -= 1;
+                downgrades += 1;
+            }
+            31 => {
+                billing
+                    .cancel_subscription(
+                        tenant,
+                        *sub,
+                        change_day,
+                        CancelTiming::EndOfPeriod,
+                        ProrationBehavior::None,
+                    )
+                    .await?;
+                cancellations += 1;
+                continue;
+            }
+            _ => continue,
+        }
+        billing
+            .change_subscription(
+                tenant,
+                *sub,
+                SubscriptionChange::Plan {
+                    plan: plans[*tier].id,
+                    version: None,
+                },
+                change_day,
+                ChangeTiming::Immediate,
+                ProrationBehavior::NextInvoice,
+            )
+            .await?;
+    }
+    timings.record("plan changes", step, upgrades + downgrades + cancellations);
+
+    // Close October's usage: rate each subscription's traffic against its plan's allowance
+    // and put the overage on the November invoice.
+    clock.set(at(november, 1)?);
+    let step = Instant::now();
+    let usage_billing = UsageBilling::new(&store, &store);
+    let rated = usage_billing
+        .rate_closed_period(tenant, &[meter.clone()], november)
+        .await?;
+    timings.record("usage rating", step, rated.charges);
+
+    // The November bill run: November fees, deferred partial Octobers, October overage and
+    // the prorations of the mid-month changes.
+    clock.set(at(november, 2)?);
+    let step = Instant::now();
+    let progress = bar(subscriptions.len(), "bill run");
+    let run = billing.run_bill(tenant, november).await?;
+    progress.set_position(run.subscriptions as u64);
+    progress.finish();
+    timings.record("bill run Nov 1", step, run.invoices);
+    let again = billing.run_bill(tenant, november).await?;
+    record_invoices(&collections, tenant, &run.events, november).await?;
+
+    // Most customers pay within a week; about one in twelve does not.
+    clock.set(at(date(2026, 11, 8)?, 12)?);
+    let step = Instant::now();
+    let payers = |i: usize| i % 12 != 5;
+    let paid = pay_open_invoices(&collections, tenant, &subscriptions, |i| payers(i)).await?;
+    timings.record("payments Nov", step, paid);
+
+    // Collections for the rest, day by day until the end of November.
+    let step = Instant::now();
+    let mut actions: BTreeMap<&'static str, usize> = BTreeMap::new();
+    let mut suspended: HashMap<CustomerId, NaiveDate> = HashMap::new();
+    let debtors: Vec<CustomerId> = subscriptions
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !payers(*i))
+        .map(|(_, (c, _, _))| *c)
+        .collect();
+    let progress = bar(debtors.len() * 22, "collections");
+    let mut day = date(2026, 11, 9)?;
+    let last = date(2026, 11, 30)?;
+    while day <= last {
+        clock.set(at(day, 6)?);
+        for customer in &debtors {
+            for event in collections.evaluate(tenant, *customer).await? {
+                if let CollectionEvent::Action(fired) = &event.payload {
+                    *actions.entry(fired.action.event_type()).or_default() += 1;
+                    if fired.action == CollectionAction::Suspend {
+                        suspended.insert(*customer, day);
+                    }
+                }
+            }
+            progress.inc(1);
+        }
+        // Two of the suspended customers pay on the 25th and are restored the same day.
+        if day == date(2026, 11, 25)? {
+            let late: Vec<CustomerId> = suspended.keys().copied().take(2).collect();
+            for customer in late {
+                for event in pay_customer(&collections, tenant, customer).await? {
+                    if let CollectionEvent::Action(fired) = &event.payload {
+                        *actions.entry(fired.action.event_type()).or_default() += 1;
+                        if fired.action == CollectionAction::Restore {
+                            suspended.remove(&customer);
+                        }
+                    }
+                }
+            }
+        }
+        day = day.succ_opt().ok_or("date overflow")?;
+    }
+    progress.finish();
+    timings.record("collections", step, debtors.len());
+
+    // The summary.
+    let step = Instant::now();
+    let mut subs = Vec::with_capacity(subscriptions.len());
+    let mut cursor = None;
+    loop {
+        let page = billing.store().subscriptions_page(tenant, cursor, 1_000).await?;
+        let Some(last) = page.last() else { break };
+        cursor = Some(last.id);
+        subs.extend(page);
+    }
+    let items = recurring_items(tenant, &subs, &plans, usd)?;
+    let mrr_oct = mrr_at(&items, october, usd)?;
+    let mrr_nov = mrr_at(&items, november, usd)?;
+    let movements = mrr_movements(&items, october, date(2026, 12, 1)?, usd)?;
+    let mut ledgers = Vec::with_capacity(subscriptions.len());
+    for (customer, _, _) in &subscriptions {
+        let entries = store.entries(tenant, *customer).await?;
+        ledgers.push(CustomerLedger::from_entries(*customer, usd, entries)?);
+    }
+    let ageing = receivables_ageing(&ledgers, date(2026, 11, 30)?, usd)?;
+    timings.record("analytics", step, items.len());
+
+    let invoiced: Decimal = october_run
+        .events
+        .iter()
+        .chain(&run.events)
+        .filter_map(|e| match &e.payload {
+            BillingEvent::InvoiceIssued { total, .. } => Some(total.amount()),
+            _ => None,
+        })
+        .sum();
+    let invoices = october_run.invoices + run.invoices;
+    println!();
+    println!("Summary (tenant {tenant})");
+    println!("  customers            {}", options.customers);
+    println!(
+        "  usage events         {ingested} counted, {replay_counted} of {} replayed counted again",
+        events.len()
+    );
+    println!("  overage charges      {} ({})", rated.charges, Money::new(rated.total, usd));
+    println!(
+        "  invoices             {invoices} (Oct 1: {}, Nov 1: {}; re-run issued {})",
+        october_run.invoices, run.invoices, again.invoices
+    );
+    println!("  invoiced             {}", Money::new(invoiced, usd));
+    println!("  plan changes         {upgrades} upgrades, {downgrades} downgrades, {cancellations} cancellations");
+    println!("  MRR Oct 1            {}  (ARR {})", mrr_oct.total, mrr_oct.arr());
+    println!("  MRR Nov 1            {}  (ARR {})", mrr_nov.total, mrr_nov.arr());
+    println!(
+        "  MRR movements Oct    new {}, expansion {}, contraction {}, churn {}, reactivation {} (reconciles: {})",
+        movements.new, movements.expansion, movements.contraction, movements.churn,
+        movements.reactivation, movements.reconciles()
+    );
+    for (plan, fibre) in plans.iter().zip(&PLANS) {
+        let mrr = mrr_nov
+            .by_plan
+            .iter()
+            .find(|((_, p), _)| *p == plan.id)
+            .map_or(Money::zero(usd), |(_, m)| *m);
+        println!("    {:<18} {}", fibre.name, mrr);
+    }
+    println!("  collections          {actions:?}");
+    println!("  suspended accounts   {}", suspended.len());
+    println!(
+        "  receivables Nov 30   current {}, 1-30 {}, 31-60 {}, 61-90 {}, 90+ {}",
+        ageing.current, ageing.days_1_30, ageing.days_31_60, ageing.days_61_90, ageing.over_90
+    );
+    println!();
+    println!("Timings");
+    for (step, took, items) in &timings.0 {
+        let rate = if took.as_secs_f64() > 0.0 && *items > 1 {
+            format!("{:>12.0}/s", *items as f64 / took.as_secs_f64())
+        } else {
+            String::new()
+        };
+        println!("  {step:<20} {:>10.3} s {items:>9} {rate}", took.as_secs_f64());
+    }
+    println!("  {:<20} {:>10.3} s", "total", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Noon-ish instants on a date, for the manual clock.
+fn at(day: NaiveDate, hour: u32) -> Result<chrono::DateTime<Utc>, AnyError> {
+    let naive = day.and_hms_opt(hour, 0, 0).ok_or("bad hour")?;
+    Ok(Utc.from_utc_datetime(&naive))
+}
+
+fn redact(url: &str) -> String {
+    match url.split_once('@') {
+        Some((scheme_user, host)) => match scheme_user.split_once("://") {
+            Some((scheme, _)) => format!("{scheme}://…@{host}"),
+            None => format!("…@{host}"),
+        },
+        None => url.to_owned(),
+    }
+}
+
+type Collections = CollectionsService<SqlStore, SqlStore, std::sync::Arc<ManualClock>>;
+
+/// Puts every issued invoice on its customer's ledger, where collections see it.
+async fn record_invoices(
+    collections: &Collections,
+    tenant: TenantId,
+    events: &[dotmac_core::DomainEvent<BillingEvent>],
+    issued: NaiveDate,
+) -> Result<(), AnyError> {
+    let progress = bar(events.len(), "ledger");
+    for event in events {
+        if let BillingEvent::InvoiceIssued {
+            invoice,
+            customer,
+            total,
+            due_date,
+        } = &event.payload
+        {
+            record_invoice(collections, tenant, *customer, *invoice, *total, issued, *due_date)
+                .await?;
+        }
+        progress.inc(1);
+    }
+    progress.finish();
+    Ok(())
+}
+
+async fn record_invoice(
+    collections: &Collections,
+    tenant: TenantId,
+    customer: CustomerId,
+    invoice: InvoiceId,
+    total: Money,
+    issued: NaiveDate,
+    due: NaiveDate,
+) -> Result<(), AnyError> {
+    collections
+        .record_invoice(tenant, customer, invoice, total, issued, due)
+        .await?;
+    Ok(())
+}
+
+/// Pays the open balance of every selected customer; returns how many paid.
+async fn pay_open_invoices(
+    collections: &Collections,
+    tenant: TenantId,
+    subscriptions: &[(CustomerId, SubscriptionId, usize)],
+    select: impl Fn(usize) -> bool,
+) -> Result<usize, AnyError> {
+    let progress = bar(subscriptions.len(), "payments");
+    let mut paid = 0;
+    for (i, (customer, _, _)) in subscriptions.iter().enumerate() {
+        if select(i) && !pay_customer(collections, tenant, *customer).await?.is_empty() {
+            paid += 1;
+        }
+        progress.inc(1);
+    }
+    progress.finish();
+    Ok(paid)
+}
+
+/// Pays a customer's whole open balance, oldest invoice first.
+async fn pay_customer(
+    collections: &Collections,
+    tenant: TenantId,
+    customer: CustomerId,
+) -> Result<Vec<dotmac_core::DomainEvent<CollectionEvent>>, AnyError> {
+    let entries = collections.payment_store().entries(tenant, customer).await?;
+    let ledger = CustomerLedger::from_entries(customer, Currency::USD, entries)?;
+    let open = Money::sum(
+        Currency::USD,
+        ledger.invoices().iter().map(|balance| balance.open()),
+    )?;
+    if !open.is_positive() {
+        return Ok(Vec::new());
+    }
+    Ok(collections
+        .record_payment(tenant, customer, PaymentId::new(), open, AllocationTarget::OldestFirst)
+        .await?)
+}
