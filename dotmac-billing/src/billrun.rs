@@ -10,6 +10,14 @@
 //! [`change`] and [`cancel`] apply a change at a date: the current segment ends, a new one
 //! starts, and any part of an already billed period from the change date on is credited at the
 //! price originally billed and charged at the new price.
+//!
+//! Discounts on prorations: every proration line of period `k` (credit or charge) is
+//! discounted by the discounts that covered period `k`'s regular document
+//! ([`AppliedDiscount::covers`](crate::AppliedDiscount::covers)), whatever their state is now,
+//! and a fixed discount is prorated by the line's fraction of the period. A credit for unused
+//! days therefore gives back exactly the share of what was billed for them, net of the
+//! discount billed then, and a charge after a change is discounted like the period it falls
+//! in, so any sequence of changes in a period bills what the period's prices say.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -25,7 +33,7 @@ use crate::invoice::{
     DocumentBuilder, DocumentKey, DocumentSettings, DraftLine, Invoice, LineKind, PendingCharge,
     PendingChargeId, PriceRef, mix,
 };
-use crate::proration::{ProrationMode, prorate};
+use crate::proration::{ProrationMode, fraction, prorate};
 use crate::subscription::{
     Segment, SegmentState, Subscription, SubscriptionStatus, check_quantity,
 };
@@ -146,6 +154,7 @@ pub fn bill_due(
             builder.add_discount(&applied.discount);
             discounted = true;
         }
+        let last_index = next - 1;
         period_lines(&s, plans, service, p, interval, Sign::Charge, &mut builder)?;
         if let Some((p2, service2)) = second {
             period_lines(
@@ -159,6 +168,7 @@ pub fn bill_due(
             )?;
         }
         let has_recurring = !builder.is_empty();
+        let first_index = k;
         if !s.setup_billed {
             if let Some(seg) = s.segment_on(service.start()) {
                 let version = find_plan(plans, seg.plan)?.version(seg.version)?;
@@ -193,7 +203,7 @@ pub fn bill_due(
         if !builder.is_empty() {
             if discounted && has_recurring {
                 for applied in s.discounts.iter_mut().filter(|d| d.is_active()) {
-                    applied.periods_applied = applied.periods_applied.saturating_add(1);
+                    applied.record(first_index, last_index);
                 }
             }
             invoices.push(builder.finish());
@@ -217,21 +227,25 @@ pub fn bill_due(
     })
 }
 
-/// Where generated lines go: straight onto a document, or into a list.
+/// Where generated lines go, with the fraction of their period's price they bill: straight
+/// onto a document, or into a list.
 trait LineSink {
-    fn put(&mut self, line: DraftLine) -> Result<(), BillingError>;
+    fn put(&mut self, line: DraftLine, share: (i64, i64)) -> Result<(), BillingError>;
 }
 
-impl LineSink for Vec<DraftLine> {
-    fn put(&mut self, line: DraftLine) -> Result<(), BillingError> {
-        self.push(line);
+/// Lines with the fraction of their period's price they bill.
+type SharedLines = Vec<(DraftLine, (i64, i64))>;
+
+impl LineSink for SharedLines {
+    fn put(&mut self, line: DraftLine, share: (i64, i64)) -> Result<(), BillingError> {
+        self.push((line, share));
         Ok(())
     }
 }
 
 impl LineSink for DocumentBuilder<'_> {
-    fn put(&mut self, line: DraftLine) -> Result<(), BillingError> {
-        self.push(line)
+    fn put(&mut self, line: DraftLine, (n, d): (i64, i64)) -> Result<(), BillingError> {
+        self.push_prorated(line, n, d)
     }
 }
 
@@ -298,6 +312,7 @@ fn segment_lines(
     }
     let plan = find_plan(plans, seg.plan)?;
     let version = plan.version(seg.version)?;
+    let share = fraction(part, whole, s.proration, interval);
     for (index, charge) in version.charges.iter().enumerate() {
         if !charge.is_recurring() {
             continue;
@@ -324,19 +339,22 @@ fn segment_lines(
             Sign::Charge => (LineKind::Recurring, unit),
             Sign::Credit => (LineKind::ProrationCredit, unit.negate()),
         };
-        out.put(DraftLine {
-            kind,
-            text: None,
-            period: Some(part),
-            quantity: units,
-            unit_price,
-            price: Some(PriceRef {
-                plan: plan.id,
-                version: seg.version,
-                charge: u32::try_from(index).unwrap_or(u32::MAX),
-            }),
-            discountable: true,
-        })?;
+        out.put(
+            DraftLine {
+                kind,
+                text: None,
+                period: Some(part),
+                quantity: units,
+                unit_price,
+                price: Some(PriceRef {
+                    plan: plan.id,
+                    version: seg.version,
+                    charge: u32::try_from(index).unwrap_or(u32::MAX),
+                }),
+                discountable: true,
+            },
+            share,
+        )?;
     }
     Ok(())
 }
@@ -569,6 +587,9 @@ pub fn cancel(
     Ok(outcome)
 }
 
+/// The text of a deferred proration's discount line.
+const DISCOUNT_TEXT: &str = "Discount";
+
 /// Ends the segments at `at`, starts `next` (if any), and prorates the already billed days
 /// from `at` on.
 fn apply_at(
@@ -589,8 +610,8 @@ fn apply_at(
     let interval = find_plan(plans, shape.plan)?.interval;
     let bill_start = s.billing_start();
     let billed_end = interval.period_start(s.anchor, s.next_period)?;
-    let mut credits = Vec::new();
-    let mut charges = Vec::new();
+    // Per billed period: its credits for unused days, then its charges at the new price.
+    let mut by_period: Vec<(i64, SharedLines)> = Vec::new();
     let prorate_now = behavior != ProrationBehavior::None && s.proration != ProrationMode::None;
     if prorate_now && at < billed_end {
         let (first, _) = interval.period_containing(s.anchor, at)?;
@@ -610,8 +631,10 @@ fn apply_at(
             else {
                 continue;
             };
-            period_lines(&s, plans, unused, p, interval, Sign::Credit, &mut credits)?;
+            let mut lines = Vec::new();
+            period_lines(&s, plans, unused, p, interval, Sign::Credit, &mut lines)?;
             if next.is_some() {
+                let mut charges = Vec::new();
                 period_lines(
                     &replaced,
                     plans,
@@ -621,10 +644,14 @@ fn apply_at(
                     Sign::Charge,
                     &mut charges,
                 )?;
+                for (line, _) in &mut charges {
+                    line.kind = LineKind::ProrationCharge;
+                }
+                lines.append(&mut charges);
             }
-        }
-        for line in &mut charges {
-            line.kind = LineKind::ProrationCharge;
+            if !lines.is_empty() {
+                by_period.push((k, lines));
+            }
         }
     }
     s.segments.retain(|seg| seg.from < at);
@@ -632,48 +659,67 @@ fn apply_at(
         s.segments.push(n);
     }
     s.change_seq = s.change_seq.saturating_add(1);
-    let mut lines = credits;
-    lines.append(&mut charges);
-    let active_discounts = s.discounts.iter().filter(|d| d.is_active());
     let mut outcome = ChangeOutcome {
         subscription: s.clone(),
         invoice: None,
         pending: Vec::new(),
     };
-    if lines.is_empty() {
+    if by_period.is_empty() || behavior == ProrationBehavior::None {
         return Ok(outcome);
     }
-    match behavior {
-        ProrationBehavior::InvoiceNow => {
-            let key = DocumentKey::Change {
-                subscription: s.id,
-                seq: s.change_seq,
-            };
-            let mut builder =
-                DocumentBuilder::new(key, s.customer, Some(s.id), s.currency, at, settings)?;
-            for applied in active_discounts {
-                builder.add_discount(&applied.discount);
-            }
-            for line in lines {
-                builder.push(line)?;
-            }
-            outcome.invoice = Some(builder.finish());
+    let key = DocumentKey::Change {
+        subscription: s.id,
+        seq: s.change_seq,
+    };
+    let mut builder = DocumentBuilder::new(key, s.customer, Some(s.id), s.currency, at, settings)?;
+    for (k, lines) in by_period {
+        // The discounts of the regular document that billed period k, used up or not since.
+        builder.set_discounts(
+            s.discounts
+                .iter()
+                .filter(|d| d.applies_to_prorations_of(k))
+                .map(|d| &d.discount),
+        );
+        for (line, (n, d)) in lines {
+            builder.push_prorated(line, n, d)?;
         }
+    }
+    let document = builder.finish();
+    match behavior {
+        ProrationBehavior::InvoiceNow => outcome.invoice = Some(document),
         ProrationBehavior::NextInvoice => {
-            for (i, line) in lines.into_iter().enumerate() {
-                let seed = s.id.as_uuid().as_u128() ^ (u128::from(s.change_seq) << 32 | i as u128);
-                outcome.pending.push(PendingCharge {
+            // The discount is settled now, by this period's discounts, as a line of its own
+            // next to the proration it reduces; the next document's discounts do not apply.
+            let mut seq = 0u128;
+            let mut add = |kind, text: Option<String>, line: &crate::InvoiceLine, qty, unit| {
+                let seed = s.id.as_uuid().as_u128() ^ (u128::from(s.change_seq) << 32 | seq);
+                seq += 1;
+                PendingCharge {
                     id: PendingChargeId::from_u128(mix(seed)),
                     customer: s.customer,
                     subscription: Some(s.id),
-                    kind: line.kind,
-                    text: None,
+                    kind,
+                    text,
                     period: line.period,
-                    quantity: line.quantity,
-                    unit_price: line.unit_price,
+                    quantity: qty,
+                    unit_price: unit,
                     price: line.price,
                     created_on: at,
-                });
+                }
+            };
+            for line in &document.lines {
+                let charge = add(line.kind, None, line, line.quantity, line.unit_price);
+                outcome.pending.push(charge);
+                if !line.discount.is_zero() {
+                    let off = add(
+                        line.kind,
+                        Some(DISCOUNT_TEXT.to_owned()),
+                        line,
+                        Decimal::ONE,
+                        line.discount.negate(),
+                    );
+                    outcome.pending.push(off);
+                }
             }
         }
         ProrationBehavior::None => {}

@@ -70,13 +70,23 @@ impl Discount {
     }
 }
 
-/// A discount attached to a subscription, with how often it has been used.
+/// A discount attached to a subscription, with how often it has been used and which billed
+/// periods it discounted.
+///
+/// The covered periods matter after the discount has run out: a proration in a period
+/// (a credit for unused days, or a charge after a change) is discounted by the discounts
+/// that covered that period's regular document, whatever their state is now, so a credit
+/// never gives back more than was billed for those days.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppliedDiscount {
     /// The discount.
     pub discount: Discount,
     /// Regular documents it has been applied to so far.
     pub periods_applied: u32,
+    /// The first and last period index (counted from the billing anchor, both included) of the
+    /// regular documents it was applied to; `None` before its first use.
+    #[serde(default)]
+    pub covered: Option<(i64, i64)>,
 }
 
 impl AppliedDiscount {
@@ -85,6 +95,7 @@ impl AppliedDiscount {
         AppliedDiscount {
             discount,
             periods_applied: 0,
+            covered: None,
         }
     }
 
@@ -96,57 +107,172 @@ impl AppliedDiscount {
             DiscountDuration::Forever => true,
         }
     }
+
+    /// True when the regular document of period `index` (from the billing anchor) was
+    /// discounted by it.
+    pub fn covers(&self, index: i64) -> bool {
+        self.covered
+            .is_some_and(|(first, last)| first <= index && index <= last)
+    }
+
+    /// True when proration lines of period `index` take this discount: it covered that
+    /// period, or (a subscription stored before coverage was recorded) it has been used and
+    /// is still active, as it was then.
+    pub(crate) fn applies_to_prorations_of(&self, index: i64) -> bool {
+        match self.covered {
+            Some(_) => self.covers(index),
+            None => self.periods_applied > 0 && self.is_active(),
+        }
+    }
+
+    /// Counts one more regular document, billing periods `first..=last`. A discount applies
+    /// to consecutive regular documents, so its covered periods stay one range.
+    pub(crate) fn record(&mut self, first: i64, last: i64) {
+        self.periods_applied = self.periods_applied.saturating_add(1);
+        self.covered = Some(match self.covered {
+            Some((from, to)) => (from.min(first), to.max(last)),
+            None => (first, last),
+        });
+    }
+}
+
+/// Which share of a period a line bills, and in which direction: a fixed discount is a
+/// per-period amount, prorated by the same fraction as the line it applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Share {
+    /// The service period part the line covers (`None`: a whole period not given).
+    pub(crate) part: Option<dotmac_core::Period>,
+    /// `(numerator, denominator)` of the whole period's price the line bills.
+    pub(crate) fraction: (i64, i64),
 }
 
 /// Running state of one discount across the lines of one document.
 pub(crate) struct DiscountCursor {
     amount: DiscountAmount,
-    /// What is left of a fixed discount on this document.
-    left: Option<Money>,
+    /// What is left of a fixed discount, per period part and direction (charge or credit):
+    /// each part gets its own prorated pool, spread over its lines in order.
+    pools: Vec<(Option<dotmac_core::Period>, bool, Money)>,
 }
 
 impl DiscountCursor {
     pub(crate) fn new(discount: &Discount) -> Self {
         DiscountCursor {
             amount: discount.amount,
-            left: match discount.amount {
-                DiscountAmount::Fixed(m) => Some(m),
-                DiscountAmount::Percentage(_) => None,
-            },
+            pools: Vec::new(),
         }
     }
 
     /// The discount on a line whose rounded amount after earlier discounts is `remaining`:
-    /// rounded once, between zero and `remaining`. A percentage also applies to a negative
-    /// line (a proration credit is reduced by the same percentage as the charge it reverses);
-    /// a fixed amount only to positive regular lines (`fixed_allowed`).
+    /// rounded once, between zero and `remaining` (so never taking a line below zero, or a
+    /// credit above zero). A percentage applies to every discountable line (a proration
+    /// credit is reduced by the same percentage as the charge it reverses). A fixed amount
+    /// applies only to lines with a `share` of a period (recurring and proration lines): the
+    /// part's pool is `amount × fraction`, spread over that part's lines in order, and a
+    /// credit line is reduced the same way as the charge it reverses.
     pub(crate) fn take(
         &mut self,
         remaining: Money,
         rounding: RoundingMode,
-        fixed_allowed: bool,
+        share: Option<Share>,
     ) -> Result<Money, BillingError> {
-        let zero = Money::zero(remaining.currency());
-        match self.amount {
+        let currency = remaining.currency();
+        let zero = Money::zero(currency);
+        let fixed = match self.amount {
             DiscountAmount::Percentage(p) => {
                 let off = crate::pricing::percent_of(remaining.amount(), p)?;
-                return Ok(Money::new(off, remaining.currency()).round(rounding));
+                return Ok(Money::new(off, currency).round(rounding));
             }
-            DiscountAmount::Fixed(_) if !fixed_allowed || !remaining.is_positive() => {
-                return Ok(zero);
-            }
-            DiscountAmount::Fixed(_) => {}
-        }
-        let wanted = match self.left {
-            Some(left) => left.round(rounding),
-            None => zero,
+            DiscountAmount::Fixed(m) => m,
         };
-        let taken = wanted
-            .min(remaining)?
-            .max(Money::zero(remaining.currency()))?;
-        if let Some(left) = self.left {
-            self.left = Some(left.checked_sub(taken)?);
+        let Some(share) = share else {
+            return Ok(zero);
+        };
+        if remaining.is_zero() {
+            return Ok(zero);
         }
-        Ok(taken)
+        let credit = remaining.is_negative();
+        let magnitude = remaining.abs();
+        let pool = match self
+            .pools
+            .iter_mut()
+            .find(|(part, c, _)| *part == share.part && *c == credit)
+        {
+            Some((_, _, left)) => left,
+            None => {
+                let (n, d) = share.fraction;
+                let start = match (n, d) {
+                    (1, 1) => fixed,
+                    _ => fixed.mul_ratio(n, d)?,
+                };
+                self.pools.push((share.part, credit, start));
+                match self.pools.last_mut() {
+                    Some((_, _, left)) => left,
+                    None => return Ok(zero),
+                }
+            }
+        };
+        let taken = pool.round(rounding).min(magnitude)?.max(zero)?;
+        *pool = pool.checked_sub(taken)?;
+        Ok(if credit { taken.negate() } else { taken })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dotmac_core::Currency;
+
+    fn usd(minor: i64) -> Money {
+        Money::from_minor(minor, Currency::USD)
+    }
+
+    fn fixed(duration: DiscountDuration) -> Discount {
+        Discount {
+            id: DiscountId::from_u128(1),
+            amount: DiscountAmount::Fixed(usd(500)),
+            duration,
+        }
+    }
+
+    #[test]
+    fn coverage_is_the_range_of_discounted_periods() {
+        let mut once = AppliedDiscount::new(fixed(DiscountDuration::Once));
+        assert!(!once.covers(0) && !once.applies_to_prorations_of(0));
+        once.record(3, 4);
+        assert!(!once.is_active());
+        assert_eq!(once.covered, Some((3, 4)));
+        assert!(once.covers(3) && once.covers(4) && !once.covers(5));
+        assert!(once.applies_to_prorations_of(4) && !once.applies_to_prorations_of(5));
+        let mut legacy = AppliedDiscount::new(fixed(DiscountDuration::Forever));
+        legacy.periods_applied = 2;
+        assert!(legacy.applies_to_prorations_of(9));
+    }
+
+    #[test]
+    fn a_fixed_amount_is_prorated_per_part_and_mirrored_on_credits() {
+        let mut cursor = DiscountCursor::new(&fixed(DiscountDuration::Forever));
+        let share = |fraction| {
+            Some(Share {
+                part: None,
+                fraction,
+            })
+        };
+        let half_up = RoundingMode::HalfUp;
+        // 5.00 × 21/31 = 3.387… on a charge, the same back on its credit.
+        assert_eq!(
+            cursor.take(usd(4200), half_up, share((21, 31))),
+            Ok(usd(339))
+        );
+        assert_eq!(
+            cursor.take(usd(-2100), half_up, share((21, 31))),
+            Ok(usd(-339))
+        );
+        // The part's pool is used up by its first line; no share, no fixed discount.
+        assert_eq!(cursor.take(usd(100), half_up, share((21, 31))), Ok(usd(0)));
+        assert_eq!(cursor.take(usd(100), half_up, None), Ok(usd(0)));
+        // Never below zero: a 1.00 line takes 1.00 of a 5.00 pool.
+        let mut whole = DiscountCursor::new(&fixed(DiscountDuration::Forever));
+        assert_eq!(whole.take(usd(100), half_up, share((1, 1))), Ok(usd(100)));
+        assert_eq!(whole.take(usd(1000), half_up, share((1, 1))), Ok(usd(400)));
     }
 }

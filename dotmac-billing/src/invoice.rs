@@ -18,7 +18,7 @@ use dotmac_core::{
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use crate::discount::DiscountCursor;
+use crate::discount::{DiscountCursor, Share};
 use crate::error::BillingError;
 use crate::tax::{TaxExemption, TaxMode, TaxRate, TaxSummary, apply_taxes};
 
@@ -96,7 +96,7 @@ pub struct InvoiceLine {
     /// `quantity × unit_price`, rounded once.
     pub amount: Money,
     /// Discount on the line, rounded once; between zero and `amount` (negative on a credit
-    /// line reduced by a percentage discount).
+    /// line, which gives back the discount of the charge it reverses).
     pub discount: Money,
     /// All taxes on the line (inclusive ones included), each rate rounded once.
     pub tax: Money,
@@ -405,13 +405,67 @@ impl<'a> DocumentBuilder<'a> {
         self.discounts.push(DiscountCursor::new(discount));
     }
 
+    /// Replaces the discounts applied to the lines pushed after this call (a change document
+    /// spanning several periods discounts each period's lines by that period's discounts).
+    pub fn set_discounts<'d>(
+        &mut self,
+        discounts: impl IntoIterator<Item = &'d crate::discount::Discount>,
+    ) {
+        self.discounts = discounts.into_iter().map(DiscountCursor::new).collect();
+    }
+
     /// Adds a line: rounds its amount, its discount and its taxes once each.
+    ///
+    /// A recurring line pushed this way bills a whole period: it gets the whole of a fixed
+    /// discount (spread over the document's whole-period recurring lines in order). Use
+    /// [`DocumentBuilder::push_prorated`] for a part of a period.
     ///
     /// # Errors
     ///
     /// [`BillingError::Core`] with a currency mismatch when the line's currency is not the
     /// document's; overflow.
     pub fn push(&mut self, line: DraftLine) -> Result<(), BillingError> {
+        let share = (line.kind == LineKind::Recurring).then_some(Share {
+            part: None,
+            fraction: (1, 1),
+        });
+        self.push_line(line, share)
+    }
+
+    /// Adds a recurring or proration line billing `numerator / denominator` of its period's
+    /// price: a fixed discount is prorated by the same fraction (a pool of
+    /// `amount × numerator / denominator` per period part and direction, spread over that
+    /// part's lines in order, never taking a line below zero), so a credit for unused days
+    /// gives back exactly the discount billed for them. Other kinds are pushed as by
+    /// [`DocumentBuilder::push`].
+    ///
+    /// # Errors
+    ///
+    /// As [`DocumentBuilder::push`]; [`BillingError::Core`] for a zero denominator.
+    pub fn push_prorated(
+        &mut self,
+        line: DraftLine,
+        numerator: i64,
+        denominator: i64,
+    ) -> Result<(), BillingError> {
+        if denominator == 0 {
+            return Err(dotmac_core::CoreError::DivisionByZero {
+                operation: "proration share",
+            }
+            .into());
+        }
+        let share = matches!(
+            line.kind,
+            LineKind::Recurring | LineKind::ProrationCharge | LineKind::ProrationCredit
+        )
+        .then_some(Share {
+            part: line.period,
+            fraction: (numerator, denominator),
+        });
+        self.push_line(line, share)
+    }
+
+    fn push_line(&mut self, line: DraftLine, share: Option<Share>) -> Result<(), BillingError> {
         let rounding = self.settings.rounding;
         let currency = self.invoice.currency;
         if line.unit_price.currency() != currency {
@@ -424,10 +478,9 @@ impl<'a> DocumentBuilder<'a> {
         let amount = line.unit_price.checked_mul(line.quantity)?.round(rounding);
         let mut discount = Money::zero(currency);
         if line.discountable {
-            let fixed_allowed = line.kind == LineKind::Recurring;
             for cursor in &mut self.discounts {
                 let left = amount.checked_sub(discount)?;
-                discount = discount.checked_add(cursor.take(left, rounding, fixed_allowed)?)?;
+                discount = discount.checked_add(cursor.take(left, rounding, share)?)?;
             }
         }
         let net = amount.checked_sub(discount)?;
@@ -506,7 +559,9 @@ pub struct PendingCharge {
 }
 
 impl PendingCharge {
-    /// The charge as an exact invoice line (discounts apply only to deferred prorations).
+    /// The charge as an exact invoice line. No discount applies to it: a deferred proration
+    /// carries the discount of the period it prorates as a line of its own (see
+    /// [`ProrationBehavior::NextInvoice`](crate::ProrationBehavior::NextInvoice)).
     pub fn to_line(&self) -> DraftLine {
         DraftLine {
             kind: self.kind,
@@ -515,12 +570,9 @@ impl PendingCharge {
             quantity: self.quantity,
             unit_price: self.unit_price,
             price: self.price,
-            // Deferred prorations get the subscription's percentage discounts, as they would
-            // have on a document of their own.
-            discountable: matches!(
-                self.kind,
-                LineKind::ProrationCharge | LineKind::ProrationCredit
-            ),
+            // The next document's discounts belong to another period: a deferred proration
+            // was already discounted, when it was made, by its own period's discounts.
+            discountable: false,
         }
     }
 }

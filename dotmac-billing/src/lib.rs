@@ -111,7 +111,10 @@ pub use pricing::{
     BlockTier, PercentTier, PercentTiers, PriceModel, Tier, Tiers, quantity_from_f64,
 };
 pub use proration::{ProrationMode, fraction, prorate};
-pub use service::{BillRunSummary, BillingEvent, BillingService, BillingSettings, Events};
+pub use service::{
+    BillRunSummary, BillingEvent, BillingService, BillingSettings, ChunkCommit, Events, bill_chunk,
+    chunk_customers, invoice_issued_event, record_chunk,
+};
 pub use store::{
     BillingCommit, BillingStore, CatalogStore, CommitResult, CustomerAccount, InvoiceStore,
     IssuedInvoice, SubscriptionStore,

@@ -48,6 +48,81 @@ impl TenantData {
             .get(&id)
             .and_then(|i| self.invoices.get(*i))
     }
+
+    /// Applies one commit, all or nothing, except that the pending charges it consumes are
+    /// only collected in `consumed` (see [`TenantData::remove_pending`]).
+    fn apply(
+        &mut self,
+        commit: BillingCommit,
+        consumed: &mut FastSet<PendingChargeId>,
+    ) -> Result<CommitResult, BillingError> {
+        // Check everything first, so that a refused commit writes nothing.
+        if let Some(sub) = &commit.subscription {
+            let stored = self
+                .subscriptions
+                .get(&sub.id)
+                .ok_or(BillingError::UnknownSubscription(sub.id))?;
+            if stored.revision != sub.revision {
+                return Err(BillingError::ConcurrentUpdate {
+                    subscription: sub.id,
+                    expected: sub.revision,
+                    found: stored.revision,
+                });
+            }
+        }
+        if let Some(mut sub) = commit.subscription {
+            sub.revision += 1;
+            self.subscriptions.insert(sub.id, sub);
+        }
+        let mut result = CommitResult {
+            issued: Vec::with_capacity(commit.invoices.len()),
+            duplicates: 0,
+        };
+        for mut invoice in commit.invoices {
+            if !self.keys.insert(invoice.key) {
+                result.duplicates += 1;
+                continue;
+            }
+            self.last_invoice_number += 1;
+            let number = DocumentNumber(self.last_invoice_number);
+            invoice.number = Some(number);
+            invoice.status = InvoiceStatus::Open;
+            self.invoices_by_customer
+                .entry(invoice.customer)
+                .or_default()
+                .push(invoice.id);
+            result.issued.push(IssuedInvoice {
+                id: invoice.id,
+                number,
+                customer: invoice.customer,
+                total: invoice.total,
+                due_date: invoice.due_date,
+            });
+            self.invoice_index.insert(invoice.id, self.invoices.len());
+            self.invoices.push(invoice);
+        }
+        consumed.extend(commit.consumed_pending);
+        for charge in commit.new_pending {
+            if self.pending_seen.insert(charge.id) {
+                self.pending
+                    .entry(charge.customer)
+                    .or_default()
+                    .push(charge);
+            }
+        }
+        Ok(result)
+    }
+
+    /// Removes consumed pending charges: one pass over the pending lists for a whole batch.
+    fn remove_pending(&mut self, consumed: &FastSet<PendingChargeId>) {
+        if consumed.is_empty() {
+            return;
+        }
+        self.pending.retain(|_, list| {
+            list.retain(|c| !consumed.contains(&c.id));
+            !list.is_empty()
+        });
+    }
 }
 
 /// Everything in memory, per tenant, behind one mutex (so every call is atomic).
@@ -142,6 +217,19 @@ impl SubscriptionStore for MemoryStore {
         Ok(self.with(tenant, |t| t.accounts.get(&customer).cloned()))
     }
 
+    async fn accounts(
+        &self,
+        tenant: TenantId,
+        customers: &[CustomerId],
+    ) -> Result<Vec<CustomerAccount>, BillingError> {
+        Ok(self.with(tenant, |t| {
+            customers
+                .iter()
+                .filter_map(|c| t.accounts.get(c).cloned())
+                .collect()
+        }))
+    }
+
     async fn insert_subscription(
         &self,
         tenant: TenantId,
@@ -227,65 +315,49 @@ impl InvoiceStore for MemoryStore {
         }))
     }
 
+    async fn pending_charges_for(
+        &self,
+        tenant: TenantId,
+        customers: &[CustomerId],
+    ) -> Result<Vec<PendingCharge>, BillingError> {
+        Ok(self.with(tenant, |t| {
+            customers
+                .iter()
+                .filter_map(|c| t.pending.get(c))
+                .flatten()
+                .cloned()
+                .collect()
+        }))
+    }
+
     async fn commit(
         &self,
         tenant: TenantId,
         commit: BillingCommit,
     ) -> Result<CommitResult, BillingError> {
         self.with(tenant, |t| {
-            // Check everything first, so that a refused commit writes nothing.
-            if let Some(sub) = &commit.subscription {
-                let stored = t
-                    .subscriptions
-                    .get(&sub.id)
-                    .ok_or(BillingError::UnknownSubscription(sub.id))?;
-                if stored.revision != sub.revision {
-                    return Err(BillingError::ConcurrentUpdate {
-                        subscription: sub.id,
-                        expected: sub.revision,
-                        found: stored.revision,
-                    });
-                }
-            }
-            if let Some(mut sub) = commit.subscription {
-                sub.revision += 1;
-                t.subscriptions.insert(sub.id, sub);
-            }
-            let mut result = CommitResult::default();
-            for mut invoice in commit.invoices {
-                if !t.keys.insert(invoice.key) {
-                    result.duplicates += 1;
-                    continue;
-                }
-                t.last_invoice_number += 1;
-                let number = DocumentNumber(t.last_invoice_number);
-                invoice.number = Some(number);
-                invoice.status = InvoiceStatus::Open;
-                t.invoices_by_customer
-                    .entry(invoice.customer)
-                    .or_default()
-                    .push(invoice.id);
-                result.issued.push(IssuedInvoice {
-                    id: invoice.id,
-                    number,
-                    customer: invoice.customer,
-                    total: invoice.total,
-                    due_date: invoice.due_date,
-                });
-                t.invoice_index.insert(invoice.id, t.invoices.len());
-                t.invoices.push(invoice);
-            }
-            if !commit.consumed_pending.is_empty() {
-                for list in t.pending.values_mut() {
-                    list.retain(|c| !commit.consumed_pending.contains(&c.id));
-                }
-            }
-            for charge in commit.new_pending {
-                if t.pending_seen.insert(charge.id) {
-                    t.pending.entry(charge.customer).or_default().push(charge);
-                }
-            }
-            Ok(result)
+            let mut consumed = FastSet::default();
+            let result = t.apply(commit, &mut consumed);
+            t.remove_pending(&consumed);
+            result
+        })
+    }
+
+    async fn commit_batch(
+        &self,
+        tenant: TenantId,
+        commits: Vec<BillingCommit>,
+    ) -> Result<Vec<Result<CommitResult, BillingError>>, BillingError> {
+        self.with(tenant, |t| {
+            // One lock for the batch; consumed charges are removed in one pass at the end
+            // (removal is idempotent, so this equals removing them commit by commit).
+            let mut consumed = FastSet::default();
+            let results = commits
+                .into_iter()
+                .map(|commit| t.apply(commit, &mut consumed))
+                .collect();
+            t.remove_pending(&consumed);
+            Ok(results)
         })
     }
 

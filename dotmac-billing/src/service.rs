@@ -9,6 +9,7 @@ use dotmac_core::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::billrun::PlanLookup;
 use crate::billrun::{
     CancelTiming, ChangeOutcome, ChangeTiming, ProrationBehavior, SubscriptionChange, bill_due,
     cancel, change,
@@ -19,7 +20,7 @@ use crate::invoice::{
     CreditNote, CreditRequest, DocumentSettings, Invoice, InvoiceStatus, PendingCharge,
     credit_note, invoice_pending_charges,
 };
-use crate::store::{BillingCommit, BillingStore, CustomerAccount, IssuedInvoice};
+use crate::store::{BillingCommit, BillingStore, CommitResult, CustomerAccount, IssuedInvoice};
 use crate::subscription::{NewSubscription, Subscription, SubscriptionStatus};
 use crate::tax::TaxRate;
 
@@ -206,20 +207,7 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
         at: chrono::DateTime<chrono::Utc>,
         invoice: &IssuedInvoice,
     ) -> DomainEvent<BillingEvent> {
-        let id = EventId::from_u128(crate::invoice::mix(
-            invoice.id.as_uuid().as_u128() ^ 0x1553_ED00,
-        ));
-        DomainEvent::at(
-            id,
-            tenant,
-            at,
-            BillingEvent::InvoiceIssued {
-                invoice: invoice.id,
-                customer: invoice.customer,
-                total: invoice.total,
-                due_date: invoice.due_date,
-            },
-        )
+        invoice_issued_event(tenant, at, invoice)
     }
 
     /// Adds a product.
@@ -514,54 +502,14 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
             cursor: page.last().map(|s| s.id).or(cursor),
             ..BillRunSummary::default()
         };
-        summary.events.reserve(page.len());
-        let default_settings = self.settings.for_account(None);
-        let at = self.clock.now();
-        for sub in page {
-            if sub.status == SubscriptionStatus::Ended {
-                continue;
-            }
-            let account = self.store.account(tenant, sub.customer).await?;
-            let own_settings = account.as_ref().map(|a| self.settings.for_account(Some(a)));
-            let settings = own_settings.as_ref().unwrap_or(&default_settings);
-            let pending = self.store.pending_charges(tenant, sub.customer).await?;
-            let out = bill_due(&sub, plans, &pending, as_of, settings)?;
-            if out.invoices.is_empty() && out.subscription == sub {
-                continue;
-            }
-            let status_change = (sub.status != out.subscription.status)
-                .then_some((sub.status, out.subscription.status));
-            let commit = BillingCommit {
-                subscription: Some(out.subscription),
-                invoices: out.invoices,
-                consumed_pending: out.consumed,
-                new_pending: Vec::new(),
-            };
-            match self.store.commit(tenant, commit).await {
-                Ok(result) => {
-                    summary.invoices += result.issued.len();
-                    summary.duplicates += result.duplicates;
-                    summary.events.extend(
-                        result
-                            .issued
-                            .iter()
-                            .map(|i| Self::issued_event(tenant, at, i)),
-                    );
-                    if let Some((from, to)) = status_change {
-                        summary.events.push(self.event(
-                            tenant,
-                            BillingEvent::SubscriptionStatusChanged {
-                                subscription: sub.id,
-                                from,
-                                to,
-                            },
-                        ));
-                    }
-                }
-                Err(BillingError::ConcurrentUpdate { .. }) => summary.conflicts += 1,
-                Err(e) => return Err(e),
-            }
-        }
+        let customers = chunk_customers(&page);
+        let accounts = self.store.accounts(tenant, &customers).await?;
+        let pending = self.store.pending_charges_for(tenant, &customers).await?;
+        let items = bill_chunk(&page, plans, &accounts, &pending, as_of, &self.settings)?;
+        drop(page);
+        let commits = items.iter().map(|i| i.commit.clone()).collect();
+        let results = self.store.commit_batch(tenant, commits).await?;
+        record_chunk(tenant, &self.clock, &items, results, &mut summary)?;
         Ok(summary)
     }
 
@@ -702,4 +650,179 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
         );
         Ok((note, vec![event]))
     }
+}
+
+/// One subscription's part of a bill-run chunk, computed by [`bill_chunk`]: what to commit,
+/// and the status change to report once it is committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkCommit {
+    /// The subscription billed.
+    pub subscription: SubscriptionId,
+    /// Its status before and after, when billing changed it (a trial ended, a cancellation
+    /// took effect).
+    pub status_change: Option<(SubscriptionStatus, SubscriptionStatus)>,
+    /// Its documents, new state and consumed pending charges, to apply atomically.
+    pub commit: BillingCommit,
+}
+
+/// The distinct customers of a chunk's subscriptions that may be billed (not ended), sorted:
+/// whose accounts and pending charges a bill run loads.
+pub fn chunk_customers(page: &[Subscription]) -> Vec<CustomerId> {
+    let mut customers: Vec<CustomerId> = page
+        .iter()
+        .filter(|s| s.status != SubscriptionStatus::Ended)
+        .map(|s| s.customer)
+        .collect();
+    customers.sort_unstable();
+    customers.dedup();
+    customers
+}
+
+/// Bills a chunk of subscriptions up to `as_of` without touching a store: [`bill_due`] for
+/// each subscription with its customer's account settings and pending charges. Returns a
+/// commit for every subscription that has something to write, in page order; ended
+/// subscriptions and those with nothing due are left out. `accounts` and `pending` may hold
+/// other customers' records too (see [`chunk_customers`]).
+///
+/// [`BillingService::run_chunk`] and scale-out workers (`dotmac-sqlx`) share it, so that
+/// every way of running a bill produces the same documents.
+///
+/// # Errors
+///
+/// The first error of [`bill_due`].
+pub fn bill_chunk(
+    page: &[Subscription],
+    plans: &(impl PlanLookup + ?Sized),
+    accounts: &[CustomerAccount],
+    pending: &[PendingCharge],
+    as_of: NaiveDate,
+    settings: &BillingSettings,
+) -> Result<Vec<ChunkCommit>, BillingError> {
+    let default_settings = settings.for_account(None);
+    let own_settings: HashMap<CustomerId, DocumentSettings> = accounts
+        .iter()
+        .map(|a| (a.customer, settings.for_account(Some(a))))
+        .collect();
+    let mut pending_of: HashMap<CustomerId, Vec<PendingCharge>> = HashMap::new();
+    for charge in pending {
+        pending_of
+            .entry(charge.customer)
+            .or_default()
+            .push(charge.clone());
+    }
+    let mut items = Vec::with_capacity(page.len());
+    for sub in page {
+        if sub.status == SubscriptionStatus::Ended {
+            continue;
+        }
+        let doc_settings = own_settings.get(&sub.customer).unwrap_or(&default_settings);
+        let charges = pending_of
+            .get(&sub.customer)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let out = bill_due(sub, plans, charges, as_of, doc_settings)?;
+        if out.invoices.is_empty() && out.subscription == *sub {
+            continue;
+        }
+        // A charge put on this subscription's documents must not go on a later one of the
+        // same customer in the same chunk.
+        if !out.consumed.is_empty()
+            && let Some(list) = pending_of.get_mut(&sub.customer)
+        {
+            list.retain(|c| !out.consumed.contains(&c.id));
+        }
+        items.push(ChunkCommit {
+            subscription: sub.id,
+            status_change: (sub.status != out.subscription.status)
+                .then_some((sub.status, out.subscription.status)),
+            commit: BillingCommit {
+                subscription: Some(out.subscription),
+                invoices: out.invoices,
+                consumed_pending: out.consumed,
+                new_pending: Vec::new(),
+            },
+        });
+    }
+    Ok(items)
+}
+
+/// The `billing.invoice_issued` event of an issued invoice. Its id derives from the invoice
+/// id, so an outbox sees the same event id however often (and by whichever worker) the issue
+/// is reported.
+pub fn invoice_issued_event(
+    tenant: TenantId,
+    at: chrono::DateTime<chrono::Utc>,
+    invoice: &IssuedInvoice,
+) -> DomainEvent<BillingEvent> {
+    // The tenant is mixed in because invoice ids derive from document keys, which two
+    // tenants may share, and an outbox's event ids are global.
+    let id = EventId::from_u128(crate::invoice::mix(
+        invoice.id.as_uuid().as_u128()
+            ^ 0x1553_ED00
+            ^ crate::invoice::mix(tenant.as_uuid().as_u128()),
+    ));
+    DomainEvent::at(
+        id,
+        tenant,
+        at,
+        BillingEvent::InvoiceIssued {
+            invoice: invoice.id,
+            customer: invoice.customer,
+            total: invoice.total,
+            due_date: invoice.due_date,
+        },
+    )
+}
+
+/// Adds the results of a chunk's [`InvoiceStore::commit_batch`](crate::InvoiceStore::commit_batch)
+/// (`results`, one per item of `items`) to `summary`: counts, conflicts and events.
+///
+/// # Errors
+///
+/// The first per-commit error other than a concurrent update (a conflicting subscription is
+/// counted in [`BillRunSummary::conflicts`] and left for the next run); a result count that
+/// does not match `items` ([`BillingError::InvalidConfiguration`]).
+pub fn record_chunk(
+    tenant: TenantId,
+    clock: &dyn Clock,
+    items: &[ChunkCommit],
+    results: Vec<Result<CommitResult, BillingError>>,
+    summary: &mut BillRunSummary,
+) -> Result<(), BillingError> {
+    if results.len() != items.len() {
+        return Err(BillingError::InvalidConfiguration {
+            what: "billing store",
+            reason: "commit_batch returned a different number of results than commits",
+        });
+    }
+    let at = clock.now();
+    summary.events.reserve(items.len());
+    for (item, result) in items.iter().zip(results) {
+        match result {
+            Ok(result) => {
+                summary.invoices += result.issued.len();
+                summary.duplicates += result.duplicates;
+                summary.events.extend(
+                    result
+                        .issued
+                        .iter()
+                        .map(|i| invoice_issued_event(tenant, at, i)),
+                );
+                if let Some((from, to)) = item.status_change {
+                    summary.events.push(DomainEvent::new(
+                        tenant,
+                        clock,
+                        BillingEvent::SubscriptionStatusChanged {
+                            subscription: item.subscription,
+                            from,
+                            to,
+                        },
+                    ));
+                }
+            }
+            Err(BillingError::ConcurrentUpdate { .. }) => summary.conflicts += 1,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }

@@ -158,6 +158,25 @@ pub trait SubscriptionStore: Send + Sync {
         limit: usize,
     ) -> impl Future<Output = Result<Vec<Subscription>, BillingError>> + Send;
 
+    /// The billing accounts of `customers` that exist (in no particular order): a bill run
+    /// loads a chunk's accounts with one call. The default asks [`Self::account`] per customer;
+    /// stores that can read them in one query override it.
+    fn accounts(
+        &self,
+        tenant: TenantId,
+        customers: &[CustomerId],
+    ) -> impl Future<Output = Result<Vec<CustomerAccount>, BillingError>> + Send {
+        async move {
+            let mut found = Vec::with_capacity(customers.len());
+            for customer in customers {
+                if let Some(account) = self.account(tenant, *customer).await? {
+                    found.push(account);
+                }
+            }
+            Ok(found)
+        }
+    }
+
     /// A customer's subscriptions.
     fn subscriptions_of(
         &self,
@@ -183,12 +202,66 @@ pub trait InvoiceStore: Send + Sync {
         customer: CustomerId,
     ) -> impl Future<Output = Result<Vec<PendingCharge>, BillingError>> + Send;
 
+    /// The pending charges of every customer in `customers`, each customer's oldest first:
+    /// a bill run loads a chunk's charges with one call. The default asks
+    /// [`Self::pending_charges`] per customer.
+    fn pending_charges_for(
+        &self,
+        tenant: TenantId,
+        customers: &[CustomerId],
+    ) -> impl Future<Output = Result<Vec<PendingCharge>, BillingError>> + Send {
+        async move {
+            let mut found = Vec::new();
+            for customer in customers {
+                found.extend(self.pending_charges(tenant, *customer).await?);
+            }
+            Ok(found)
+        }
+    }
+
     /// Applies a [`BillingCommit`] atomically.
     fn commit(
         &self,
         tenant: TenantId,
         commit: BillingCommit,
     ) -> impl Future<Output = Result<CommitResult, BillingError>> + Send;
+
+    /// Applies many commits (a bill-run chunk) in one go, returning one result per commit, in
+    /// order. Each commit is still all-or-nothing and keeps its optimistic check: a commit
+    /// whose subscription revision is stale gets [`BillingError::ConcurrentUpdate`] (or
+    /// [`BillingError::UnknownSubscription`]) in its slot, writes nothing, and the others
+    /// still apply.
+    ///
+    /// The default applies the commits one by one with [`Self::commit`]; stores override it to
+    /// pay for one lock or one transaction per batch instead of one per commit (the SQL store
+    /// writes the whole batch in one transaction).
+    ///
+    /// # Errors
+    ///
+    /// A failure of the batch as a whole (storage errors, a concurrent writer that issued the
+    /// same document first); what was applied before it stays applied only in the default
+    /// implementation, stores that override it write nothing of a failed batch.
+    fn commit_batch(
+        &self,
+        tenant: TenantId,
+        commits: Vec<BillingCommit>,
+    ) -> impl Future<Output = Result<Vec<Result<CommitResult, BillingError>>, BillingError>> + Send
+    {
+        async move {
+            let mut results = Vec::with_capacity(commits.len());
+            for commit in commits {
+                match self.commit(tenant, commit).await {
+                    Err(
+                        e @ (BillingError::ConcurrentUpdate { .. }
+                        | BillingError::UnknownSubscription(_)),
+                    ) => results.push(Err(e)),
+                    Err(e) => return Err(e),
+                    Ok(done) => results.push(Ok(done)),
+                }
+            }
+            Ok(results)
+        }
+    }
 
     /// An invoice by id.
     fn invoice(

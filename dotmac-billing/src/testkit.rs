@@ -78,6 +78,9 @@ where
     credit_notes_never_over_credit(make())
         .await
         .map_err(|e| format!("credit_notes_never_over_credit: {e}"))?;
+    commit_batch_skips_conflicts_and_applies_the_rest(make())
+        .await
+        .map_err(|e| format!("commit_batch_skips_conflicts_and_applies_the_rest: {e}"))?;
     Ok(())
 }
 
@@ -565,6 +568,169 @@ async fn credit_notes_never_over_credit<S: BillingStore>(store: S) -> Result<(),
     ensure!(
         matches!(illegal, Err(BillingError::IllegalInvoiceTransition { .. })),
         "paid → open was allowed"
+    );
+    Ok(())
+}
+
+async fn commit_batch_skips_conflicts_and_applies_the_rest<S: BillingStore>(
+    store: S,
+) -> Result<(), String> {
+    let tenant = TenantId::new();
+    let plan = monthly_plan(PlanId::new(), ProductId::new(), 1000)?;
+    let as_of = day(2026, 2, 1)?;
+    let mut subs = Vec::new();
+    let mut customers = Vec::new();
+    for n in 1..=3u128 {
+        let customer = CustomerId::from_u128(1000 + n);
+        let sub = NewSubscription::new(customer, plan.id, Currency::USD, day(2026, 1, 1)?)
+            .id(SubscriptionId::from_u128(n))
+            .create(&plan, Currency::USD)
+            .map_err(err)?;
+        store
+            .insert_subscription(tenant, sub.clone())
+            .await
+            .map_err(err)?;
+        store
+            .put_account(tenant, CustomerAccount::new(customer, Currency::USD))
+            .await
+            .map_err(err)?;
+        customers.push(customer);
+        subs.push(sub);
+    }
+    let fee = charge(customers[0], 91, 300, day(2026, 1, 5)?);
+    store
+        .add_pending_charge(tenant, fee.clone())
+        .await
+        .map_err(err)?;
+    // The batch reads see what the single reads see.
+    let mut accounts = store.accounts(tenant, &customers).await.map_err(err)?;
+    accounts.sort_by_key(|a| a.customer);
+    ensure!(
+        accounts.iter().map(|a| a.customer).collect::<Vec<_>>() == customers,
+        "accounts() did not return every account: {accounts:?}"
+    );
+    let pending = store
+        .pending_charges_for(tenant, &customers)
+        .await
+        .map_err(err)?;
+    ensure!(
+        pending == vec![fee.clone()],
+        "pending_charges_for: {pending:?}"
+    );
+
+    let mut commits = Vec::new();
+    for sub in &subs {
+        let out = crate::bill_due(sub, &plan, &pending, as_of, &Default::default()).map_err(err)?;
+        commits.push(BillingCommit {
+            subscription: Some(out.subscription),
+            invoices: out.invoices,
+            consumed_pending: out.consumed,
+            new_pending: Vec::new(),
+        });
+    }
+    // The second subscription was changed by someone else since it was read.
+    let mut moved = subs[1].clone();
+    moved.status = crate::SubscriptionStatus::Paused;
+    store
+        .commit(
+            tenant,
+            BillingCommit {
+                subscription: Some(moved),
+                ..BillingCommit::default()
+            },
+        )
+        .await
+        .map_err(err)?;
+    let results = store
+        .commit_batch(tenant, commits.clone())
+        .await
+        .map_err(err)?;
+    ensure!(
+        results.len() == 3,
+        "{} results for 3 commits",
+        results.len()
+    );
+    ensure!(
+        matches!(
+            results.get(1),
+            Some(Err(BillingError::ConcurrentUpdate { .. }))
+        ),
+        "the stale commit was not refused: {:?}",
+        results.get(1)
+    );
+    let mut numbers = Vec::new();
+    for (i, result) in results.iter().enumerate() {
+        if i == 1 {
+            continue;
+        }
+        let done = result.as_ref().map_err(|e| format!("commit {i}: {e}"))?;
+        ensure!(
+            done.issued.len() == 2 && done.duplicates == 0,
+            "commit {i} issued {:?}",
+            done
+        );
+        numbers.extend(done.issued.iter().map(|d| d.number));
+    }
+    ensure!(
+        numbers == (1..=4).map(DocumentNumber).collect::<Vec<_>>(),
+        "numbers are not 1..4 in batch order: {numbers:?}"
+    );
+    // The refused commit wrote nothing; the others wrote everything.
+    ensure!(
+        store
+            .invoices_of(tenant, customers[1])
+            .await
+            .map_err(err)?
+            .is_empty(),
+        "the refused commit wrote invoices"
+    );
+    let stored = store.subscription(tenant, subs[1].id).await.map_err(err)?;
+    ensure!(
+        stored.map(|s| (s.revision, s.status))
+            == Some((subs[1].revision + 1, crate::SubscriptionStatus::Paused)),
+        "the refused commit changed the subscription"
+    );
+    for i in [0, 2] {
+        let sub = subs.get(i).ok_or("missing subscription")?;
+        let stored = store.subscription(tenant, sub.id).await.map_err(err)?;
+        ensure!(
+            stored.as_ref().map(|s| (s.revision, s.next_period)) == Some((sub.revision + 1, 2)),
+            "subscription {i} was not updated: {stored:?}"
+        );
+        let customer = *customers.get(i).ok_or("missing customer")?;
+        ensure!(
+            store
+                .invoices_of(tenant, customer)
+                .await
+                .map_err(err)?
+                .len()
+                == 2,
+            "customer {i} lacks invoices"
+        );
+    }
+    ensure!(
+        store
+            .pending_charges(tenant, customers[0])
+            .await
+            .map_err(err)?
+            .is_empty(),
+        "the consumed charge is still pending"
+    );
+    // The same batch again: every document is a duplicate or its subscription is stale.
+    let again = store.commit_batch(tenant, commits).await.map_err(err)?;
+    ensure!(
+        again
+            .iter()
+            .all(|r| matches!(r, Err(BillingError::ConcurrentUpdate { .. }))),
+        "a replayed batch was applied: {again:?}"
+    );
+    ensure!(
+        store
+            .commit_batch(tenant, Vec::new())
+            .await
+            .map_err(err)?
+            .is_empty(),
+        "an empty batch returned results"
     );
     Ok(())
 }

@@ -497,3 +497,216 @@ fn bad_input_is_refused_with_typed_errors() {
         })
     );
 }
+
+fn net_of(invoice: &Invoice) -> Vec<(LineKind, Decimal, Decimal)> {
+    invoice
+        .lines
+        .iter()
+        .map(|l| (l.kind, l.amount.amount(), l.discount.amount()))
+        .collect()
+}
+
+#[test]
+fn a_fixed_discount_is_prorated_on_a_partial_first_period() {
+    let plan = flat(1, "31.00");
+    let s = sub(&plan, d(2026, 5, 17))
+        .anchor(d(2026, 5, 1))
+        .discount(discount(
+            DiscountAmount::Fixed(usd("5.00")),
+            DiscountDuration::Forever,
+        ))
+        .create(&plan, Currency::USD)
+        .unwrap();
+    let out = bill_due(&s, &plan, &[], d(2026, 6, 1), &settings()).unwrap();
+    // 31 × 15/31 = 15.00 less 5 × 15/31 = 2.42; then a whole June at 31 − 5.
+    assert_eq!(
+        net_of(&out.invoices[0]),
+        [(LineKind::Recurring, dec!(15.00), dec!(2.42))]
+    );
+    assert_eq!(
+        totals(&out.invoices),
+        [(d(2026, 5, 17), dec!(12.58)), (d(2026, 6, 1), dec!(26.00))]
+    );
+}
+
+#[test]
+fn a_fixed_discount_follows_the_days_through_changes_and_a_cancellation() {
+    let (a, b) = (flat(1, "31.00"), flat(2, "62.00"));
+    let plans = vec![a.clone(), b.clone()];
+    let s = sub(&a, d(2026, 5, 1))
+        .discount(discount(
+            DiscountAmount::Fixed(usd("5.00")),
+            DiscountDuration::Forever,
+        ))
+        .create(&a, Currency::USD)
+        .unwrap();
+    let may = bill_due(&s, &plans, &[], d(2026, 5, 1), &settings()).unwrap();
+    assert_eq!(may.invoices[0].total, usd("26.00"));
+    let to_b = SubscriptionChange::Plan {
+        plan: b.id,
+        version: None,
+    };
+    let changed = change(
+        &may.subscription,
+        &plans,
+        &to_b,
+        d(2026, 5, 11),
+        ChangeTiming::Immediate,
+        ProrationBehavior::InvoiceNow,
+        &settings(),
+    )
+    .unwrap();
+    let doc = changed.invoice.unwrap();
+    // 21 of 31 days: A's 21.00 less 5 × 21/31 = 3.39 back, B's 42.00 less 3.39 charged.
+    assert_eq!(
+        net_of(&doc),
+        [
+            (LineKind::ProrationCredit, dec!(-21.00), dec!(-3.39)),
+            (LineKind::ProrationCharge, dec!(42.00), dec!(3.39)),
+        ]
+    );
+    assert_eq!(doc.total, usd("21.00"));
+    let cancelled = cancel(
+        &changed.subscription,
+        &plans,
+        d(2026, 5, 21),
+        CancelTiming::Immediate,
+        ProrationBehavior::InvoiceNow,
+        &settings(),
+    )
+    .unwrap();
+    let credit = cancelled.invoice.unwrap();
+    // 11 of 31 days of B: 22.00 less 5 × 11/31 = 1.77, exactly what the change billed for them.
+    assert_eq!(
+        net_of(&credit),
+        [(LineKind::ProrationCredit, dec!(-22.00), dec!(-1.77))]
+    );
+    assert_eq!(credit.total, usd("-20.23"));
+    // May bills 20 days: 10 at 31 − 5 and 10 at 62 − 5, over 31 days: 26.77.
+    let billed = may.invoices[0].total.amount() + doc.total.amount() + credit.total.amount();
+    assert_eq!(billed, dec!(26.77));
+}
+
+#[test]
+fn a_credit_after_a_once_discount_ran_out_is_net_of_that_discount() {
+    let plan = flat(1, "30.00");
+    for (amount, first_total, credit_discount) in [
+        (
+            DiscountAmount::Percentage(dec!(10)),
+            dec!(27.00),
+            dec!(-2.00),
+        ),
+        (DiscountAmount::Fixed(usd("5.00")), dec!(25.00), dec!(-3.33)),
+    ] {
+        let s = sub(&plan, d(2026, 6, 1))
+            .discount(discount(amount, DiscountDuration::Once))
+            .create(&plan, Currency::USD)
+            .unwrap();
+        let june = bill_due(&s, &plan, &[], d(2026, 6, 1), &settings()).unwrap();
+        assert_eq!(june.invoices[0].total.amount(), first_total);
+        assert!(!june.subscription.discounts[0].is_active());
+        let out = cancel(
+            &june.subscription,
+            &plan,
+            d(2026, 6, 11),
+            CancelTiming::Immediate,
+            ProrationBehavior::InvoiceNow,
+            &settings(),
+        )
+        .unwrap();
+        let credit = out.invoice.unwrap();
+        // 20 of 30 days, net of the discount June was billed with, though it is used up.
+        assert_eq!(
+            net_of(&credit),
+            [(LineKind::ProrationCredit, dec!(-20.00), credit_discount)]
+        );
+        assert_eq!(credit.total.amount(), dec!(-20.00) - credit_discount);
+        assert!(-credit.total.amount() <= first_total);
+    }
+}
+
+#[test]
+fn a_period_billed_after_a_once_discount_ran_out_is_credited_without_it() {
+    let plan = flat(1, "31.00");
+    let s = sub(&plan, d(2026, 6, 1))
+        .discount(discount(
+            DiscountAmount::Percentage(dec!(50)),
+            DiscountDuration::Once,
+        ))
+        .create(&plan, Currency::USD)
+        .unwrap();
+    let billed = bill_due(&s, &plan, &[], d(2026, 7, 1), &settings()).unwrap();
+    assert_eq!(
+        totals(&billed.invoices),
+        [(d(2026, 6, 1), dec!(15.50)), (d(2026, 7, 1), dec!(31.00))]
+    );
+    assert_eq!(billed.subscription.discounts[0].covered, Some((0, 0)));
+    let out = cancel(
+        &billed.subscription,
+        &plan,
+        d(2026, 7, 11),
+        CancelTiming::Immediate,
+        ProrationBehavior::InvoiceNow,
+        &settings(),
+    )
+    .unwrap();
+    // July was billed in full: 21 of its 31 days come back in full.
+    assert_eq!(
+        net_of(&out.invoice.unwrap()),
+        [(LineKind::ProrationCredit, dec!(-21.00), dec!(0))]
+    );
+}
+
+#[test]
+fn deferred_prorations_carry_their_period_discount() {
+    let (a, b) = (flat(1, "30.00"), flat(2, "60.00"));
+    let plans = vec![a.clone(), b.clone()];
+    let s = sub(&a, d(2026, 6, 1))
+        .discount(discount(
+            DiscountAmount::Percentage(dec!(10)),
+            DiscountDuration::Once,
+        ))
+        .create(&a, Currency::USD)
+        .unwrap();
+    let june = bill_due(&s, &plans, &[], d(2026, 6, 1), &settings()).unwrap();
+    let changed = change(
+        &june.subscription,
+        &plans,
+        &SubscriptionChange::Plan {
+            plan: b.id,
+            version: None,
+        },
+        d(2026, 6, 11),
+        ChangeTiming::Immediate,
+        ProrationBehavior::NextInvoice,
+        &settings(),
+    )
+    .unwrap();
+    assert!(changed.invoice.is_none());
+    // Credit −20.00 with its 2.00 discount back, charge 40.00 with its 4.00 discount.
+    let pending: Vec<(LineKind, Option<&str>, Decimal)> = changed
+        .pending
+        .iter()
+        .map(|p| (p.kind, p.text.as_deref(), p.unit_price.amount()))
+        .collect();
+    assert_eq!(
+        pending,
+        [
+            (LineKind::ProrationCredit, None, dec!(-20.00)),
+            (LineKind::ProrationCredit, Some("Discount"), dec!(2.00)),
+            (LineKind::ProrationCharge, None, dec!(40.00)),
+            (LineKind::ProrationCharge, Some("Discount"), dec!(-4.00)),
+        ]
+    );
+    let july = bill_due(
+        &changed.subscription,
+        &plans,
+        &changed.pending,
+        d(2026, 7, 1),
+        &settings(),
+    )
+    .unwrap();
+    // July's 60.00 (the once-only discount is used up) plus the net 18.00 of June's change.
+    assert_eq!(totals(&july.invoices), [(d(2026, 7, 1), dec!(78.00))]);
+    assert_eq!(july.invoices[0].discount_total, usd("0"));
+}

@@ -5,11 +5,12 @@ use chrono::{Days, NaiveDate};
 use dotmac_billing::{
     CancelTiming, ChangeTiming, Charge, CurrencyPrice, Discount, DiscountAmount, DiscountDuration,
     DiscountId, DocumentBuilder, DocumentKey, DocumentSettings, DraftLine, Invoice, LineKind,
-    NewSubscription, Plan, PriceModel, ProrationBehavior, Subscription, SubscriptionChange,
-    TaxRate, TaxRateId, bill_due, cancel, change,
+    NewSubscription, PendingCharge, Plan, PriceModel, ProrationBehavior, Subscription,
+    SubscriptionChange, TaxRate, TaxRateId, bill_due, cancel, change, invoice_pending_charges,
 };
 use dotmac_core::{
-    BillingInterval, Currency, CustomerId, Money, PlanId, ProductId, RoundingMode, SubscriptionId,
+    BillingInterval, Currency, CustomerId, Money, Period, PlanId, ProductId, RoundingMode,
+    SubscriptionId,
 };
 use proptest::prelude::*;
 use rust_decimal::Decimal;
@@ -87,6 +88,64 @@ fn setup(prices: &[i64], anchor_day: u32, month: u32, seats: u32) -> Setup {
         period_days: period.days(),
         start: period.start(),
     }
+}
+
+/// A random discount: percentage (0–100) or fixed (cents), once, for 1–3 periods or forever.
+fn discounts() -> impl Strategy<Value = Discount> {
+    let amount = prop_oneof![
+        (0u32..=100).prop_map(|p| DiscountAmount::Percentage(Decimal::from(p))),
+        (0i64..60_000).prop_map(|c| DiscountAmount::Fixed(Money::from_minor(c, Currency::USD))),
+    ];
+    let duration = prop_oneof![
+        Just(DiscountDuration::Once),
+        (1u32..4).prop_map(DiscountDuration::Periods),
+        Just(DiscountDuration::Forever),
+    ];
+    (amount, duration).prop_map(|(amount, duration)| Discount {
+        id: DiscountId::from_u128(1),
+        amount,
+        duration,
+    })
+}
+
+/// One period's price after `discount`, if the discount covered period number `index` (the
+/// subscription's first period is 0, and every period has a regular document).
+fn net_price(gross: Decimal, discount: &Discount, index: u32) -> Decimal {
+    let covered = match discount.duration {
+        DiscountDuration::Once => index < 1,
+        DiscountDuration::Periods(n) => index < n,
+        DiscountDuration::Forever => true,
+    };
+    match discount.amount {
+        _ if !covered => gross,
+        DiscountAmount::Percentage(p) => gross - gross * p / Decimal::ONE_HUNDRED,
+        DiscountAmount::Fixed(f) => (gross - f.amount()).max(Decimal::ZERO),
+    }
+}
+
+/// Net billed (amount − discount) and line count per period, from documents and not yet
+/// invoiced pending prorations, attributed by each line's service period.
+fn billed_per_period(
+    periods: &[Period],
+    docs: &[Invoice],
+    pending: &[PendingCharge],
+) -> Vec<(Decimal, usize)> {
+    let mut per = vec![(Decimal::ZERO, 0usize); periods.len()];
+    let lines = docs
+        .iter()
+        .flat_map(|i| i.lines.iter())
+        .map(|l| (l.period, l.amount.amount() - l.discount.amount()));
+    let waiting = pending.iter().map(|p| {
+        let amount = p.unit_price.checked_mul(p.quantity).unwrap();
+        (p.period, amount.round(RoundingMode::HalfUp).amount())
+    });
+    for (period, net) in lines.chain(waiting) {
+        let start = period.unwrap().start();
+        let j = periods.iter().position(|p| p.contains(start)).unwrap();
+        per[j].0 += net;
+        per[j].1 += 1;
+    }
+    per
 }
 
 fn line_count(docs: &[Invoice]) -> usize {
@@ -196,6 +255,122 @@ proptest! {
         let credit = out.invoice.map(|i| i.total.amount()).unwrap_or_default();
         prop_assert!(credit <= Decimal::ZERO);
         prop_assert!(-credit <= billed, "credit {} exceeds billed {}", credit, billed);
+    }
+
+    /// Over several periods with a random discount (percentage or fixed; once, N periods or
+    /// forever), random plan and seat changes (prorated now or on the next invoice) and an
+    /// optional immediate cancellation: credits for a period never exceed what was billed for
+    /// it, a cancellation never credits more than the period's bill, and each period bills
+    /// what its prices and discount say, day by day, within one cent per line.
+    #[test]
+    fn credits_never_exceed_billed_and_periods_bill_their_prices(
+        prices in prop::collection::vec(0i64..100_000, 3),
+        anchor_day in 1u32..=31,
+        month in 1u32..=12,
+        seats in 0u32..20,
+        discount in discounts(),
+        plan_steps in prop::collection::vec((steps(), any::<bool>()), 1..4),
+        cancel_day in prop::option::of(0i64..31),
+    ) {
+        let Setup { plans, mut sub, start, .. } = setup(&prices, anchor_day, month, seats);
+        sub.discounts.push(dotmac_billing::AppliedDiscount::new(discount.clone()));
+        let settings = DocumentSettings::default();
+        let interval = BillingInterval::MONTHLY;
+        let (first, _) = interval.period_containing(sub.anchor, start).unwrap();
+        let periods: Vec<Period> = (0..plan_steps.len() as i64)
+            .map(|j| interval.period(sub.anchor, first + j).unwrap())
+            .collect();
+        let (mut docs, mut pending): (Vec<Invoice>, Vec<PendingCharge>) = (Vec::new(), Vec::new());
+        let mut expected = vec![Decimal::ZERO; periods.len()];
+        let (mut price, mut qty) = (prices[0], seats);
+        let mut s = sub;
+        let no_over_credit = |docs: &[Invoice], pending: &[PendingCharge]| {
+            billed_per_period(&periods, docs, pending).into_iter().all(|(net, lines)| {
+                net >= -Decimal::new(lines as i64, 2)
+            })
+        };
+        for (j, (period, (changes, deferred))) in periods.iter().zip(plan_steps).enumerate() {
+            let days = period.days();
+            let out = bill_due(&s, &plans, &pending, period.start(), &settings).unwrap();
+            prop_assert_eq!(out.invoices.len(), 1);
+            pending.retain(|p| !out.consumed.contains(&p.id));
+            docs.extend(out.invoices);
+            s = out.subscription;
+            let behavior = if deferred {
+                ProrationBehavior::NextInvoice
+            } else {
+                ProrationBehavior::InvoiceNow
+            };
+            let mut dated: Vec<(i64, Step)> = changes
+                .into_iter()
+                .map(|(day, step)| (day.min(days - 1), step))
+                .collect();
+            dated.sort_by_key(|(day, _)| *day);
+            let mut from = 0i64;
+            let gross = |price: i64, qty: u32| Decimal::new(price, 2) * Decimal::from(qty);
+            for (day, step) in dated {
+                let on = period.start().checked_add_days(Days::new(day as u64)).unwrap();
+                let what = match step {
+                    Step::Plan(i) => SubscriptionChange::Plan { plan: plans[i].id, version: None },
+                    Step::Seats(n) => SubscriptionChange::Quantity { quantity: Decimal::from(n) },
+                };
+                let out = change(&s, &plans, &what, on, ChangeTiming::Immediate, behavior,
+                    &settings).unwrap();
+                expected[j] += net_price(gross(price, qty), &discount, j as u32)
+                    * Decimal::from(day - from) / Decimal::from(days);
+                match step {
+                    Step::Plan(i) => price = prices[i],
+                    Step::Seats(n) => qty = n,
+                }
+                from = day;
+                s = out.subscription;
+                docs.extend(out.invoice);
+                pending.extend(out.pending);
+                prop_assert!(no_over_credit(&docs, &pending), "over-credit after a change");
+            }
+            let last = j + 1 == periods.len();
+            let until = match cancel_day {
+                Some(c) if last => {
+                    let c = c.clamp(from, days - 1);
+                    let on = period.start().checked_add_days(Days::new(c as u64)).unwrap();
+                    let before = billed_per_period(&periods, &docs, &pending)[j];
+                    let out = cancel(&s, &plans, on, CancelTiming::Immediate, behavior, &settings)
+                        .unwrap();
+                    let credit = out.invoice.as_ref().map(|i| i.total.amount());
+                    let credit = credit.unwrap_or_else(|| {
+                        out.pending.iter()
+                            .map(|p| (p.unit_price.checked_mul(p.quantity).unwrap())
+                                .round(RoundingMode::HalfUp).amount())
+                            .sum()
+                    });
+                    prop_assert!(credit <= Decimal::ZERO);
+                    prop_assert!(-credit <= before.0 + Decimal::new(before.1 as i64, 2),
+                        "cancellation credit {} exceeds billed {}", credit, before.0);
+                    docs.extend(out.invoice);
+                    pending.extend(out.pending);
+                    prop_assert!(no_over_credit(&docs, &pending), "over-credit on cancel");
+                    c
+                }
+                _ => days,
+            };
+            expected[j] += net_price(gross(price, qty), &discount, j as u32)
+                * Decimal::from(until - from) / Decimal::from(days);
+        }
+        if !pending.is_empty() {
+            let on = periods.last().unwrap().end();
+            docs.push(invoice_pending_charges(CustomerId::from_u128(1), Currency::USD, on,
+                &pending, &settings).unwrap());
+            pending.clear();
+        }
+        for (j, (billed, lines)) in billed_per_period(&periods, &docs, &pending)
+            .into_iter()
+            .enumerate()
+        {
+            let tolerance = Decimal::new(lines.max(1) as i64, 2);
+            prop_assert!((billed - expected[j]).abs() <= tolerance,
+                "period {}: billed {} expected {} (tolerance {})", j, billed, expected[j],
+                tolerance);
+        }
     }
 
     /// Re-running the bill run on its own result issues nothing and changes nothing, and

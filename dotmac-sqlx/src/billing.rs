@@ -12,7 +12,10 @@ use dotmac_billing::{
 };
 use dotmac_core::{CustomerId, InvoiceId, PlanId, SubscriptionId, TenantId};
 
-use crate::db::dispatch;
+use sqlx::Row;
+use uuid::Uuid;
+
+use crate::db::{dispatch, for_each_dialect};
 use crate::docs::{Bind, Written, from_json, json};
 use crate::error::{Context, SqlError};
 use crate::store::SqlStore;
@@ -31,6 +34,7 @@ fn storage(error: SqlError) -> BillingError {
     match error {
         SqlError::Duplicate { what, key } => BillingError::AlreadyExists { what, id: key },
         SqlError::Core(core) => BillingError::Core(core),
+        SqlError::Billing(billing) => billing,
         _ => BillingError::InvalidConfiguration {
             what: "storage backend (dotmac-sqlx)",
             reason: "a database call failed; check the connection and the server's log",
@@ -93,6 +97,183 @@ fn invoice_binds(tenant: TenantId, invoice: &Invoice) -> Result<Vec<Bind>> {
 const INSERT_INVOICE: &str = "INSERT INTO billing_invoices (tenant_id, invoice_id, doc_key, \
      customer_id, number, status, issue_date, currency, total, body) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+
+/// What one commit of a batch did inside the batch's transaction.
+pub(crate) enum Applied {
+    /// Written.
+    Done(CommitResult),
+    /// Refused before writing anything (stale or unknown subscription).
+    Refused(BillingError),
+}
+
+fn decode_all<T: serde::de::DeserializeOwned>(
+    what: &'static str,
+    bodies: Vec<serde_json::Value>,
+) -> Result<Vec<T>> {
+    bodies
+        .into_iter()
+        .map(|b| from_json(what, b).map_err(storage))
+        .collect()
+}
+
+for_each_dialect! {
+    /// The bodies of `select`'s rows of `tenant` whose `column` is one of `ids` (queried
+    /// 1,000 ids at a time), followed by `tail` (more conditions, an ORDER BY).
+    pub(crate) async fn bodies_in(
+        tx: &mut Tx,
+        select: &'static str,
+        tenant: TenantId,
+        column: &'static str,
+        ids: &[Uuid],
+        tail: &'static str,
+    ) -> crate::error::Result<Vec<serde_json::Value>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(1000) {
+            let mut query = sqlx::QueryBuilder::<Db>::new(select);
+            query.push(" WHERE tenant_id = ").push_bind(tenant.as_uuid());
+            query.push(" AND ").push(column).push(" IN (");
+            let mut list = query.separated(", ");
+            for id in chunk {
+                list.push_bind(*id);
+            }
+            list.push_unseparated(") ");
+            query.push(tail);
+            let rows = query.build().fetch_all(&mut **tx).await.during("read records")?;
+            for row in &rows {
+                let body: sqlx::types::Json<serde_json::Value> =
+                    row.try_get("body").during("read record body")?;
+                out.push(body.0);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Applies one [`BillingCommit`] in the open transaction. A stale or unknown subscription
+    /// is refused before anything is written; a unique violation (a concurrent writer issued
+    /// the same document) fails the whole transaction.
+    pub(crate) async fn apply_commit(
+        tx: &mut Tx,
+        tenant: TenantId,
+        commit: BillingCommit,
+    ) -> Result<Applied> {
+            if let Some(mut sub) = commit.subscription {
+                let expected = sub.revision;
+                sub.revision += 1;
+                let updated = docs::execute(
+                    tx,
+                    "UPDATE billing_subscriptions SET revision = $4, body = $5, customer_id = $6 \
+                     WHERE tenant_id = $1 AND subscription_id = $2 AND revision = $3",
+                    &[
+                        id(tenant),
+                        Bind::Uuid(sub.id.as_uuid()),
+                        Bind::I64(i64::try_from(expected).unwrap_or(i64::MAX)),
+                        Bind::I64(i64::try_from(sub.revision).unwrap_or(i64::MAX)),
+                        body("subscription", &sub)?,
+                        Bind::Uuid(sub.customer.as_uuid()),
+                    ],
+                )
+                .await
+                .map_err(storage)?;
+                if updated != Written::Rows(1) {
+                    let found = docs::scalar_i64(
+                        tx,
+                        "SELECT revision FROM billing_subscriptions \
+                         WHERE tenant_id = $1 AND subscription_id = $2",
+                        &[id(tenant), Bind::Uuid(sub.id.as_uuid())],
+                    )
+                    .await
+                    .map_err(storage)?;
+                    return Ok(Applied::Refused(match found {
+                        None => BillingError::UnknownSubscription(sub.id),
+                        Some(found) => BillingError::ConcurrentUpdate {
+                            subscription: sub.id,
+                            expected,
+                            found: found.unsigned_abs(),
+                        },
+                    }));
+                }
+            }
+            let mut result = CommitResult::default();
+            for mut invoice in commit.invoices {
+                let key = key_text(&invoice.key)?;
+                let exists = docs::scalar_i64(
+                    tx,
+                    "SELECT CAST(1 AS BIGINT) FROM billing_invoices WHERE tenant_id = $1 AND doc_key = $2",
+                    &[id(tenant), Bind::Text(key)],
+                )
+                .await
+                .map_err(storage)?;
+                if exists.is_some() {
+                    result.duplicates += 1;
+                    continue;
+                }
+                let n = numbers::reserve(tx, tenant, INVOICE_SERIES, 1).await.map_err(storage)?;
+                let issued_number = number(n);
+                invoice.number = Some(issued_number);
+                invoice.status = InvoiceStatus::Open;
+                let written = docs::execute(tx, INSERT_INVOICE, &invoice_binds(tenant, &invoice)?)
+                    .await
+                    .map_err(storage)?;
+                if written == Written::UniqueViolation {
+                    // A concurrent commit issued the same key (or id) first.
+                    return Err(BillingError::AlreadyExists {
+                        what: "invoice",
+                        id: invoice.id.to_string(),
+                    });
+                }
+                result.issued.push(IssuedInvoice {
+                    id: invoice.id,
+                    number: issued_number,
+                    customer: invoice.customer,
+                    total: invoice.total,
+                    due_date: invoice.due_date,
+                });
+            }
+            for charge in &commit.consumed_pending {
+                docs::execute(
+                    tx,
+                    "UPDATE billing_pending_charges SET consumed = $3 \
+                     WHERE tenant_id = $1 AND charge_id = $2",
+                    &[id(tenant), Bind::Uuid(charge.as_uuid()), Bind::Bool(true)],
+                )
+                .await
+                .map_err(storage)?;
+            }
+            for charge in &commit.new_pending {
+                docs::execute(
+                    tx,
+                    "INSERT INTO billing_pending_charges (tenant_id, charge_id, customer_id, consumed, body) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id, charge_id) DO NOTHING",
+                    &[
+                        id(tenant),
+                        Bind::Uuid(charge.id.as_uuid()),
+                        Bind::Uuid(charge.customer.as_uuid()),
+                        Bind::Bool(false),
+                        body("pending charge", charge)?,
+                    ],
+                )
+                .await
+                .map_err(storage)?;
+            }
+            Ok(Applied::Done(result))
+    }
+
+    /// Applies every commit in the open transaction, one result per commit.
+    pub(crate) async fn apply_batch(
+        tx: &mut Tx,
+        tenant: TenantId,
+        commits: Vec<BillingCommit>,
+    ) -> Result<Vec<Result<CommitResult>>> {
+        let mut results = Vec::with_capacity(commits.len());
+        for commit in commits {
+            results.push(match apply_commit(tx, tenant, commit).await? {
+                Applied::Done(result) => Ok(result),
+                Applied::Refused(e) => Err(e),
+            });
+        }
+        Ok(results)
+    }
+}
 
 impl CatalogStore for SqlStore {
     async fn put_product(&self, tenant: TenantId, product: Product) -> Result<()> {
@@ -215,6 +396,30 @@ impl SubscriptionStore for SqlStore {
             )
             .await
             .map_err(storage)
+    }
+
+    async fn accounts(
+        &self,
+        tenant: TenantId,
+        customers: &[CustomerId],
+    ) -> Result<Vec<CustomerAccount>> {
+        let ids: Vec<Uuid> = customers.iter().map(|c| c.as_uuid()).collect();
+        let bodies = dispatch!(self.db, pool, d => {
+            let mut tx = d::begin_read(pool, tenant).await.map_err(storage)?;
+            let bodies = d::billing::bodies_in(
+                &mut tx,
+                "SELECT body FROM billing_accounts",
+                tenant,
+                "customer_id",
+                &ids,
+                "",
+            )
+            .await
+            .map_err(storage)?;
+            tx.commit().await.during("end read").map_err(storage)?;
+            bodies
+        });
+        decode_all("account", bodies)
     }
 
     async fn insert_subscription(
@@ -354,110 +559,61 @@ impl InvoiceStore for SqlStore {
             .map_err(storage)
     }
 
+    async fn pending_charges_for(
+        &self,
+        tenant: TenantId,
+        customers: &[CustomerId],
+    ) -> Result<Vec<PendingCharge>> {
+        let ids: Vec<Uuid> = customers.iter().map(|c| c.as_uuid()).collect();
+        let bodies = dispatch!(self.db, pool, d => {
+            let mut tx = d::begin_read(pool, tenant).await.map_err(storage)?;
+            let bodies = d::billing::bodies_in(
+                &mut tx,
+                "SELECT body FROM billing_pending_charges",
+                tenant,
+                "customer_id",
+                &ids,
+                "AND NOT consumed ORDER BY seq",
+            )
+            .await
+            .map_err(storage)?;
+            tx.commit().await.during("end read").map_err(storage)?;
+            bodies
+        });
+        decode_all("pending charge", bodies)
+    }
+
     async fn commit(&self, tenant: TenantId, commit: BillingCommit) -> Result<CommitResult> {
         dispatch!(self.db, pool, d => {
             let mut tx = d::begin_tenant(pool, tenant).await.map_err(storage)?;
-            if let Some(mut sub) = commit.subscription {
-                let expected = sub.revision;
-                sub.revision += 1;
-                let updated = d::docs::execute(
-                    &mut tx,
-                    "UPDATE billing_subscriptions SET revision = $4, body = $5, customer_id = $6 \
-                     WHERE tenant_id = $1 AND subscription_id = $2 AND revision = $3",
-                    &[
-                        id(tenant),
-                        Bind::Uuid(sub.id.as_uuid()),
-                        Bind::I64(i64::try_from(expected).unwrap_or(i64::MAX)),
-                        Bind::I64(i64::try_from(sub.revision).unwrap_or(i64::MAX)),
-                        body("subscription", &sub)?,
-                        Bind::Uuid(sub.customer.as_uuid()),
-                    ],
-                )
-                .await
-                .map_err(storage)?;
-                if updated != Written::Rows(1) {
-                    let found = d::docs::scalar_i64(
-                        &mut tx,
-                        "SELECT revision FROM billing_subscriptions \
-                         WHERE tenant_id = $1 AND subscription_id = $2",
-                        &[id(tenant), Bind::Uuid(sub.id.as_uuid())],
-                    )
-                    .await
-                    .map_err(storage)?;
-                    return Err(match found {
-                        None => BillingError::UnknownSubscription(sub.id),
-                        Some(found) => BillingError::ConcurrentUpdate {
-                            subscription: sub.id,
-                            expected,
-                            found: found.unsigned_abs(),
-                        },
-                    });
+            match d::billing::apply_commit(&mut tx, tenant, commit).await? {
+                Applied::Done(result) => {
+                    tx.commit().await.during("commit billing").map_err(storage)?;
+                    Ok(result)
+                }
+                Applied::Refused(e) => {
+                    tx.rollback().await.during("roll back billing").map_err(storage)?;
+                    Err(e)
                 }
             }
-            let mut result = CommitResult::default();
-            for mut invoice in commit.invoices {
-                let key = key_text(&invoice.key)?;
-                let exists = d::docs::scalar_i64(
-                    &mut tx,
-                    "SELECT CAST(1 AS BIGINT) FROM billing_invoices WHERE tenant_id = $1 AND doc_key = $2",
-                    &[id(tenant), Bind::Text(key)],
-                )
-                .await
-                .map_err(storage)?;
-                if exists.is_some() {
-                    result.duplicates += 1;
-                    continue;
-                }
-                let n = d::numbers::reserve(&mut tx, tenant, INVOICE_SERIES, 1).await.map_err(storage)?;
-                let issued_number = number(n);
-                invoice.number = Some(issued_number);
-                invoice.status = InvoiceStatus::Open;
-                let written = d::docs::execute(&mut tx, INSERT_INVOICE, &invoice_binds(tenant, &invoice)?)
-                    .await
-                    .map_err(storage)?;
-                if written == Written::UniqueViolation {
-                    // A concurrent commit issued the same key (or id) first.
-                    return Err(BillingError::AlreadyExists {
-                        what: "invoice",
-                        id: invoice.id.to_string(),
-                    });
-                }
-                result.issued.push(IssuedInvoice {
-                    id: invoice.id,
-                    number: issued_number,
-                    customer: invoice.customer,
-                    total: invoice.total,
-                    due_date: invoice.due_date,
-                });
-            }
-            for charge in &commit.consumed_pending {
-                d::docs::execute(
-                    &mut tx,
-                    "UPDATE billing_pending_charges SET consumed = $3 \
-                     WHERE tenant_id = $1 AND charge_id = $2",
-                    &[id(tenant), Bind::Uuid(charge.as_uuid()), Bind::Bool(true)],
-                )
-                .await
-                .map_err(storage)?;
-            }
-            for charge in &commit.new_pending {
-                d::docs::execute(
-                    &mut tx,
-                    "INSERT INTO billing_pending_charges (tenant_id, charge_id, customer_id, consumed, body) \
-                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id, charge_id) DO NOTHING",
-                    &[
-                        id(tenant),
-                        Bind::Uuid(charge.id.as_uuid()),
-                        Bind::Uuid(charge.customer.as_uuid()),
-                        Bind::Bool(false),
-                        body("pending charge", charge)?,
-                    ],
-                )
-                .await
-                .map_err(storage)?;
-            }
-            tx.commit().await.during("commit billing").map_err(storage)?;
-            Ok(result)
+        })
+    }
+
+    /// One transaction for the whole batch: a stale subscription's commit is skipped (its
+    /// slot holds the error) before it writes anything, the rest commit together.
+    async fn commit_batch(
+        &self,
+        tenant: TenantId,
+        commits: Vec<BillingCommit>,
+    ) -> Result<Vec<Result<CommitResult>>> {
+        if commits.is_empty() {
+            return Ok(Vec::new());
+        }
+        dispatch!(self.db, pool, d => {
+            let mut tx = d::begin_tenant(pool, tenant).await.map_err(storage)?;
+            let results = d::billing::apply_batch(&mut tx, tenant, commits).await?;
+            tx.commit().await.during("commit billing batch").map_err(storage)?;
+            Ok(results)
         })
     }
 

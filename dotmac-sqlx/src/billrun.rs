@@ -116,6 +116,36 @@ struct ChunkItems(Vec<Uuid>);
 
 for_each_dialect! {
     shared {
+        /// The fence of a chunk's write: marks the chunk done if it is still pending under
+        /// this very claim. The UPDATE takes the row lock, so a concurrent re-claim waits for
+        /// this transaction or fails it.
+        ///
+        /// [`SqlError::LeaseLost`] otherwise.
+        pub(crate) async fn fence(tx: &mut Tx, claim: &ChunkClaim, now: DateTime<Utc>) -> Result<()> {
+            let fenced = sqlx::query(
+                "UPDATE bill_run_chunks SET status = 'done', completed_at = $5 \
+                 WHERE tenant_id = $1 AND run_id = $2 AND chunk_no = $3 AND status = 'pending' \
+                   AND claimed_by = $4 AND attempts = $6",
+            )
+            .bind(claim.tenant.as_uuid())
+            .bind(claim.run.as_uuid())
+            .bind(claim.chunk_no)
+            .bind(&claim.worker)
+            .bind(now)
+            .bind(claim.attempt)
+            .execute(&mut **tx)
+            .await
+            .during("fence bill run chunk")?
+            .rows_affected();
+            if fenced != 1 {
+                return Err(SqlError::LeaseLost {
+                    run: claim.run.to_string(),
+                    chunk_no: claim.chunk_no,
+                });
+            }
+            Ok(())
+        }
+
         pub(crate) fn decode_invoice(row: &DbRow, lines: Vec<InvoiceLineRecord>) -> Result<StoredInvoice> {
             let currency: String = row.try_get("currency").during("read invoice")?;
             let currency = Currency::from_code(&currency)?;
@@ -499,29 +529,7 @@ impl Database {
         let tenant = claim.tenant;
         dispatch!(self, pool, d => {
             let mut tx = d::begin_tenant(pool, tenant).await?;
-            // Fence: the chunk must still be pending under this very claim. The UPDATE takes
-            // the row lock, so a concurrent re-claim waits for this transaction or fails it.
-            let fenced = sqlx::query(
-                "UPDATE bill_run_chunks SET status = 'done', completed_at = $5 \
-                 WHERE tenant_id = $1 AND run_id = $2 AND chunk_no = $3 AND status = 'pending' \
-                   AND claimed_by = $4 AND attempts = $6",
-            )
-            .bind(tenant.as_uuid())
-            .bind(claim.run.as_uuid())
-            .bind(claim.chunk_no)
-            .bind(&claim.worker)
-            .bind(now)
-            .bind(claim.attempt)
-            .execute(&mut *tx)
-            .await
-            .during("fence bill run chunk")?
-            .rows_affected();
-            if fenced != 1 {
-                return Err(SqlError::LeaseLost {
-                    run: claim.run.to_string(),
-                    chunk_no: claim.chunk_no,
-                });
-            }
+            d::billrun::fence(&mut tx, claim, now).await?;
             if count == 0 {
                 tx.commit().await.during("commit bill run chunk")?;
                 return Ok(None);

@@ -19,6 +19,7 @@ pub(crate) mod sqlite {
     pub(crate) type DbRow = SqliteRow;
     pub(crate) const IS_POSTGRES: bool = false;
     pub(crate) type Db = Sqlite;
+    pub(crate) use crate::billing::sqlite as billing;
     pub(crate) use crate::billrun::sqlite as billrun;
     pub(crate) use crate::docs::sqlite as docs;
     pub(crate) use crate::numbers::sqlite as numbers;
@@ -75,6 +76,7 @@ pub(crate) mod postgres {
     pub(crate) type DbRow = PgRow;
     pub(crate) const IS_POSTGRES: bool = true;
     pub(crate) type Db = Postgres;
+    pub(crate) use crate::billing::postgres as billing;
     pub(crate) use crate::billrun::postgres as billrun;
     pub(crate) use crate::docs::postgres as docs;
     pub(crate) use crate::numbers::postgres as numbers;

@@ -106,6 +106,10 @@ pub enum SqlError {
     /// A domain value was refused by `dotmac-core` (for example an unknown currency).
     #[error(transparent)]
     Core(#[from] CoreError),
+    /// The billing domain refused the work (a scale-out bill run's chunk whose catalogue does
+    /// not match a subscription, an invalid price): fix the data, the chunk stays claimable.
+    #[error("billing refused the chunk: {0}")]
+    Billing(#[from] dotmac_billing::BillingError),
     /// JSON (de)serialisation of a stored body or event payload failed.
     #[error("JSON encoding of {what} failed: {source}")]
     Json {

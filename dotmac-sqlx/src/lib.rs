@@ -57,6 +57,7 @@ mod numbers;
 mod outbox;
 #[cfg(all(test, feature = "postgres"))]
 mod rls_tests;
+mod scaleout;
 mod store;
 mod support;
 mod tenants;
@@ -68,5 +69,6 @@ pub use billrun::{
 pub use db::{BackendKind, Database, DatabaseOptions};
 pub use error::{BoxedSource, Result, SqlError};
 pub use outbox::{OutboxEvent, OutboxMessage};
+pub use scaleout::{BillWorker, WorkerReport};
 pub use store::SqlStore;
 pub use tenants::IdempotencyClaim;

@@ -26,11 +26,12 @@ use dotmac_billing::dunning::{
 };
 use dotmac_billing::payments::{AllocationTarget, CustomerLedger, PaymentStore};
 use dotmac_billing::usage::{Aggregation, Meter, MeterId, UsageEvent, UsageEventId};
-use dotmac_billing::usage_billing::UsageBilling;
+use dotmac_billing::usage::allowance::AllowancePolicy;
+use dotmac_billing::usage_billing::{UsageBillingService, UsageBillingSettings};
 use dotmac_billing::{
-    BillingEvent, BillingService, BillingSettings, SubscriptionStore, CancelTiming, ChangeTiming, Charge,
-    ChargeKind, CurrencyPrice, CustomerAccount, FirstPeriod, NewSubscription, Plan,
-    PriceModel, ProrationBehavior, SubscriptionChange, Tier, Tiers,
+    BillingEvent, BillingService, BillingSettings, CancelTiming, ChangeTiming, Charge,
+    CurrencyPrice, CustomerAccount, FirstPeriod, NewSubscription, Plan,
+    PriceModel, ProrationBehavior, SubscriptionChange, SubscriptionStore,
 };
 use dotmac_core::reexports::chrono_tz::Tz;
 use dotmac_core::{
@@ -193,34 +194,38 @@ async fn main() -> Result<(), AnyError> {
     let product = ProductId::new();
     let first_day = date(2026, 1, 1)?;
     let mut plans = Vec::new();
+    let meter = Meter {
+        id: MeterId::from_u128(1),
+        code: DOWNLOAD_METER.into(),
+        aggregation: Aggregation::Sum,
+    };
+    let mut usage_settings = UsageBillingSettings::new(zone, vec![meter.clone()]);
     for fibre in &PLANS {
-        let overage = PriceModel::Graduated {
-            tiers: Tiers::new(vec![
-                Tier {
-                    up_to: Some(Decimal::from(fibre.included_gb)),
-                    unit_amount: Decimal::ZERO,
-                    flat_amount: Decimal::ZERO,
-                },
-                Tier {
-                    up_to: None,
-                    unit_amount: fibre.overage_per_gb,
-                    flat_amount: Decimal::ZERO,
-                },
-            ])?,
+        let overage = PriceModel::PerUnit {
+            unit_amount: fibre.overage_per_gb,
         };
         let plan = Plan::builder(PlanId::new(), product, fibre.name)
             .interval(BillingInterval::MONTHLY)
             .charge(Charge::recurring_flat([Money::new(fibre.monthly, usd)]))
-            .charge(Charge {
-                kind: ChargeKind::Usage {
-                    metric: DOWNLOAD_METER.into(),
-                },
-                prices: vec![CurrencyPrice {
+            .charge(Charge::usage(
+                DOWNLOAD_METER,
+                vec![CurrencyPrice {
                     currency: usd,
-                    model: overage,
+                    model: overage.clone(),
                 }],
-            })
+            ))
             .build(first_day)?;
+        // The data allowance: included GB per month, overage above it, notices at 80 and 100 %.
+        usage_settings = usage_settings.allowance(
+            plan.id,
+            AllowancePolicy::new(
+                meter.id,
+                Decimal::from(fibre.included_gb),
+                usd,
+                Some(overage),
+                &[80, 100],
+            )?,
+        );
         billing.save_plan(tenant, plan.clone()).await?;
         plans.push(plan);
     }
@@ -298,11 +303,6 @@ async fn main() -> Result<(), AnyError> {
     // upstream), some heavy users over their allowance, and a replayed batch that must count
     // once.
     let step = Instant::now();
-    let meter = Meter {
-        id: MeterId::from_u128(1),
-        code: DOWNLOAD_METER.into(),
-        aggregation: Aggregation::Sum,
-    };
     let days = 31;
     let progress = bar(options.customers * days, "usage events");
     let mut events = Vec::with_capacity(options.customers);
@@ -388,11 +388,17 @@ async fn main() -> Result<(), AnyError> {
     // and put the overage on the November invoice.
     clock.set(at(november, 1)?);
     let step = Instant::now();
-    let usage_billing = UsageBilling::new(&store, &store);
-    let rated = usage_billing
-        .rate_closed_period(tenant, &[meter.clone()], november)
-        .await?;
-    timings.record("usage rating", step, rated.charges);
+    let usage_billing = UsageBillingService::new(&store, &store, &clock, usage_settings);
+    let rated = usage_billing.rate_due(tenant, november).await?;
+    let overage_total = Money::sum(
+        usd,
+        rated
+            .added
+            .iter()
+            .map(|c| c.unit_price.checked_mul(c.quantity))
+            .collect::<Result<Vec<_>, _>>()?,
+    )?;
+    timings.record("usage rating", step, rated.rated.len());
 
     // The November bill run: November fees, deferred partial Octobers, October overage and
     // the prorations of the mid-month changes.
@@ -468,7 +474,7 @@ async fn main() -> Result<(), AnyError> {
         cursor = Some(last.id);
         subs.extend(page);
     }
-    let items = recurring_items(tenant, &subs, &plans, usd)?;
+    let items = recurring_items(tenant, &subs, &plans)?;
     let mrr_oct = mrr_at(&items, october, usd)?;
     let mrr_nov = mrr_at(&items, november, usd)?;
     let movements = mrr_movements(&items, october, date(2026, 12, 1)?, usd)?;
@@ -497,7 +503,11 @@ async fn main() -> Result<(), AnyError> {
         "  usage events         {ingested} counted, {replay_counted} of {} replayed counted again",
         events.len()
     );
-    println!("  overage charges      {} ({})", rated.charges, Money::new(rated.total, usd));
+    println!(
+        "  usage rated          {} subscription-periods, {} overage charges ({overage_total})",
+        rated.rated.len(),
+        rated.added.iter().filter(|c| c.unit_price.is_positive() && !c.quantity.is_zero()).count()
+    );
     println!(
         "  invoices             {invoices} (Oct 1: {}, Nov 1: {}; re-run issued {})",
         october_run.invoices, run.invoices, again.invoices

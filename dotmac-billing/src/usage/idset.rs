@@ -17,7 +17,7 @@
 
 /// log2 of the number of shards: 256 lists are few enough for the scatter pass to write them
 /// all from L1, and many enough that a shard of a million-event batch fits in L2.
-const SHARD_BITS: u32 = 8;
+const SHARD_BITS: u32 = 6;
 /// How many shards the set has.
 pub(crate) const SHARDS: usize = 1 << SHARD_BITS;
 const MIN_SLOTS: usize = 16;
@@ -182,6 +182,11 @@ impl IdBatch {
         self.len as usize
     }
 
+    /// How many ids of the last [`IdSet::insert_filed`] were new.
+    pub(crate) fn new_count(&self) -> usize {
+        self.new.iter().map(|word| word.count_ones() as usize).sum()
+    }
+
     /// Whether the id at `position` of the last [`IdSet::insert_filed`] was not in the set
     /// (nor earlier in its batch).
     pub(crate) fn is_new(&self, position: usize) -> bool {
@@ -268,6 +273,12 @@ impl IdSet {
         let seeds = self.seeds;
         for (shard, list) in self.shards.iter_mut().zip(&mut batch.filed) {
             shard.reserve(seeds, list.len());
+            // When the list probes a good part of the table's cache lines, read the table
+            // first, sequentially: the prefetcher streams it into cache, where each probe
+            // then hits, instead of each probe waiting for its own miss.
+            if list.len() * 16 >= shard.slots.len() {
+                std::hint::black_box(shard.slots.iter().fold(0, |acc, slot| acc | slot));
+            }
             for entry in list.iter() {
                 let [a, b, c, d] = entry.id.map(u128::from);
                 let id = a | (b << 32) | (c << 64) | (d << 96);

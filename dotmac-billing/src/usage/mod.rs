@@ -246,6 +246,8 @@ struct Hot {
     latest_id: UsageEventId,
     /// The period was invoiced: events now are late.
     closed: bool,
+    /// The batch chunk that last saved this entry before changing it (see `ingest_batch`).
+    saved_in: u64,
 }
 
 const EMPTY_HOT: Hot = Hot {
@@ -257,6 +259,7 @@ const EMPTY_HOT: Hot = Hot {
     latest_at: DateTime::<Utc>::MIN_UTC,
     latest_id: UsageEventId::from_u128(0),
     closed: false,
+    saved_in: 0,
 };
 
 #[derive(Debug, Clone)]
@@ -272,14 +275,18 @@ struct PeriodSlab {
 /// visits each shard of the id set many times while it is in cache, few enough that the
 /// scratch space (about 40 bytes an event) is small and reused. At most `u32::MAX`.
 const CHUNK: usize = 1 << 18;
+/// Events whose customer lookups are issued together (see `ingest_batch`).
+const GROUP: usize = 16;
 
 /// Where an event that passed the checks is counted.
 #[derive(Debug, Clone, Copy)]
 struct Accepted {
     /// The period's slab in `periods`.
-    slot: usize,
+    slot: u32,
     customer: u32,
     meter: u32,
+    /// The start of the period.
+    period_start: NaiveDate,
 }
 
 /// What only some meters need (distinct values, gauge readings) and the billed snapshot.
@@ -408,6 +415,8 @@ pub struct UsageAggregator {
     period_slots: FastMap<i64, usize>,
     /// The window of the last event and its slab: most events of a batch fall in one period.
     cached: Option<(Window, usize)>,
+    /// Numbers the chunks of `ingest_batch`, for `Hot::saved_in`.
+    chunk_number: u64,
 }
 
 impl UsageAggregator {
@@ -425,6 +434,7 @@ impl UsageAggregator {
             periods: Vec::new(),
             period_slots: FastMap::default(),
             cached: None,
+            chunk_number: 0,
         }
     }
 
@@ -528,13 +538,13 @@ impl UsageAggregator {
         customer: Option<u32>,
         latest: DateTime<Utc>,
     ) -> Result<Ingested, BillingError> {
-        let (accepted, window) = self.accept(event, customer, latest)?;
+        let accepted = self.accept(event, customer, latest)?;
         if !self.seen.insert(event.id.as_uuid().as_u128()) {
             return Ok(Ingested::Duplicate);
         }
         Ok(if self.count(event, accepted) {
             Ingested::Late {
-                period_start: window.start_date,
+                period_start: accepted.period_start,
             }
         } else {
             Ingested::Counted
@@ -543,12 +553,13 @@ impl UsageAggregator {
 
     /// The checks of an ingest (everything but idempotency): where the event counts, or why
     /// it is refused. Changes nothing but the period cache.
+    #[inline(always)]
     fn accept(
         &mut self,
         event: &UsageEvent,
         customer: Option<u32>,
         latest: DateTime<Utc>,
-    ) -> Result<(Accepted, Window), BillingError> {
+    ) -> Result<Accepted, BillingError> {
         if event.quantity.is_sign_negative() && !event.quantity.is_zero() {
             return Err(BillingError::NegativeQuantity {
                 event: event.id,
@@ -576,26 +587,54 @@ impl UsageAggregator {
             });
         };
         let (window, slot) = self.window_for(event.timestamp)?;
-        Ok((
-            Accepted {
-                slot,
-                customer,
-                meter: meter as u32,
-            },
-            window,
-        ))
+        // Each period needs a slab of its own: four billion of them do not fit in memory.
+        let slot = u32::try_from(slot).map_err(|_| dotmac_core::CoreError::Overflow {
+            operation: "usage periods",
+        })?;
+        Ok(Accepted {
+            slot,
+            customer,
+            meter: meter as u32,
+            period_start: window.start_date,
+        })
     }
 
     /// Counts an accepted, new event; true when its period is closed (the event is late).
     fn count(&mut self, event: &UsageEvent, accepted: Accepted) -> bool {
-        let Accepted {
-            slot,
-            customer,
-            meter,
-        } = accepted;
-        let meter = meter as usize;
-        let closed = match self.hot_mut(slot, customer, meter) {
+        let closed = self.count_hot(event, accepted, None);
+        self.count_special(event, accepted);
+        closed
+    }
+
+    /// Whether the meter needs [`UsageAggregator::count_special`].
+    fn is_special(&self, meter: u32) -> bool {
+        matches!(
+            self.meters.get(meter as usize).map(|m| &m.aggregation),
+            Some(Aggregation::UniqueCount { .. } | Aggregation::WeightedSum)
+        )
+    }
+
+    /// The slab part of counting an event; true when its period is closed. With `saved`, an
+    /// entry's value before its first change in this chunk is pushed there, so that the chunk's
+    /// counting can be undone.
+    fn count_hot(
+        &mut self,
+        event: &UsageEvent,
+        accepted: Accepted,
+        saved: Option<&mut Vec<(usize, usize, Hot)>>,
+    ) -> bool {
+        let slot = accepted.slot as usize;
+        let chunk_number = self.chunk_number;
+        let meters = self.meters.len();
+        let index = accepted.customer as usize * meters + accepted.meter as usize;
+        match self.hot_mut(slot, accepted.customer, accepted.meter as usize) {
             Some(hot) => {
+                if let Some(saved) = saved
+                    && hot.saved_in != chunk_number
+                {
+                    saved.push((slot, index, *hot));
+                    hot.saved_in = chunk_number;
+                }
                 let above = if event.quantity.scale() == 0 && hot.max.scale() == 0 {
                     event.quantity.mantissa() > hot.max.mantissa()
                 } else {
@@ -620,22 +659,22 @@ impl UsageAggregator {
                 hot.closed
             }
             None => false,
-        };
-        let special = matches!(
-            self.meters.get(meter).map(|m| &m.aggregation),
-            Some(Aggregation::UniqueCount { .. } | Aggregation::WeightedSum)
-        );
-        if special && let Some(period) = self.periods.get(slot).map(|slab| slab.period) {
-            self.count_special(event, customer, meter, period);
         }
-        closed
     }
 
     /// The part of counting that only `unique_count` and `weighted_sum` meters need.
-    fn count_special(&mut self, event: &UsageEvent, customer: u32, meter: usize, period: i64) {
+    fn count_special(&mut self, event: &UsageEvent, accepted: Accepted) {
+        let meter = accepted.meter as usize;
+        let Some(period) = self
+            .periods
+            .get(accepted.slot as usize)
+            .map(|slab| slab.period)
+        else {
+            return;
+        };
         let key = BucketKey {
-            customer,
-            meter: meter as u32,
+            customer: accepted.customer,
+            meter: accepted.meter,
             period,
         };
         match self.meters.get(meter).map(|m| &m.aggregation) {
@@ -669,52 +708,96 @@ impl UsageAggregator {
     ) -> BatchReport {
         let mut report = BatchReport::default();
         let latest = received_at + self.max_future_skew;
-        // In three passes over large chunks, so that the idempotency check, whose table does
-        // not fit in cache, can go shard by shard instead of missing memory on every event (see
-        // `idset`). The checks come first and in order: a refused event does not take its id,
-        // so a later good event with the same id is still counted, as it would be one by one.
-        // Aggregates do not depend on the order of events, so counting can wait for the
-        // idempotency check. The scratch space is reused from chunk to chunk.
+        // Chunk by chunk: every event is checked (in order, so rejections come out in order)
+        // and counted optimistically, its id filed; then the chunk's ids go through the
+        // idempotency set shard by shard, so that each shard's table is in cache while it is
+        // probed instead of every id missing memory (see `idset`). A refused event files no
+        // id, so a later good event with the same id is still counted, as one by one. Only if
+        // the chunk had replays is its counting undone and redone without them; aggregates do
+        // not depend on the order of events, so the outcome is that of `ingest` on each event
+        // in turn. The scratch space is reused from chunk to chunk.
         let mut ids = idset::IdBatch::default();
-        let (mut t1, mut t2, mut t3) = (std::time::Duration::ZERO, std::time::Duration::ZERO, std::time::Duration::ZERO);
-        let mut accepted: Vec<(u32, Accepted)> = Vec::with_capacity(events.len().min(CHUNK));
+        let mut saved: Vec<(usize, usize, Hot)> = Vec::new();
+        let mut special: Vec<(usize, u32, Accepted)> = Vec::new();
         for (chunk_index, chunk) in events.chunks(CHUNK).enumerate() {
             let first = chunk_index * CHUNK;
-            accepted.clear();
-            let s1 = std::time::Instant::now();
-            for (offset, event) in (0u32..).zip(chunk) {
-                let customer = self.customer_index(event.customer);
-                match self.accept(event, customer, latest) {
-                    Ok((event_accepted, _)) => {
-                        accepted.push((offset, event_accepted));
-                        self.seen.file(&mut ids, event.id.as_uuid().as_u128());
+            self.chunk_number += 1;
+            saved.clear();
+            special.clear();
+            let (mut counted, mut late) = (0, 0);
+            for (group_offset, group) in (0u32..).step_by(GROUP).zip(chunk.chunks(GROUP)) {
+                // The customer lookups of a group first, in a tight loop of independent loads:
+                // the CPU keeps their cache misses in flight together.
+                let mut customers = [None; GROUP];
+                for (event, customer) in group.iter().zip(customers.iter_mut()) {
+                    *customer = self.customer_index(event.customer);
+                }
+                for ((offset, event), customer) in (group_offset..).zip(group).zip(customers) {
+                    match self.accept(event, customer, latest) {
+                        Ok(accepted) => {
+                            if self.is_special(accepted.meter) {
+                                special.push((ids.len(), offset, accepted));
+                            }
+                            self.seen.file(&mut ids, event.id.as_uuid().as_u128());
+                            if self.count_hot(event, accepted, Some(&mut saved)) {
+                                late += 1;
+                            } else {
+                                counted += 1;
+                            }
+                        }
+                        Err(error) => report.rejected.push(Rejected {
+                            index: first + offset as usize,
+                            event: event.id,
+                            error,
+                        }),
                     }
-                    Err(error) => report.rejected.push(Rejected {
-                        index: first + offset as usize,
-                        event: event.id,
-                        error,
-                    }),
                 }
             }
-            let s2 = std::time::Instant::now();
+            let filed = ids.len();
             self.seen.insert_filed(&mut ids);
-            let s3 = std::time::Instant::now();
-            for (position, (offset, event_accepted)) in accepted.iter().enumerate() {
-                let Some(event) = chunk.get(*offset as usize) else {
-                    continue;
-                };
-                if !ids.is_new(position) {
-                    report.duplicates += 1;
-                } else if self.count(event, *event_accepted) {
-                    report.late += 1;
-                } else {
-                    report.counted += 1;
+            let duplicates = filed - ids.new_count();
+            if duplicates > 0 {
+                // Some events were replays: undo the chunk's counting and count it again,
+                // skipping them. Batches of fresh events, the usual case, never come here.
+                for (slot, index, hot) in saved.drain(..) {
+                    if let Some(entry) = self
+                        .periods
+                        .get_mut(slot)
+                        .and_then(|slab| slab.hot.get_mut(index))
+                    {
+                        *entry = hot;
+                    }
+                }
+                (counted, late) = (0, 0);
+                let mut position = 0;
+                for event in chunk {
+                    let customer = self.customer_index(event.customer);
+                    let Ok(accepted) = self.accept(event, customer, latest) else {
+                        continue;
+                    };
+                    let new = ids.is_new(position);
+                    position += 1;
+                    if !new {
+                        continue;
+                    }
+                    if self.count_hot(event, accepted, None) {
+                        late += 1;
+                    } else {
+                        counted += 1;
+                    }
                 }
             }
-            t1 += s2 - s1; t2 += s3 - s2; t3 += s3.elapsed();
-            if events.len() > 100_000 { eprintln!("CHUNK {} {} {}", (s2 - s1).as_micros(), (s3 - s2).as_micros(), s3.elapsed().as_micros()); }
+            for (position, offset, accepted) in &special {
+                if ids.is_new(*position)
+                    && let Some(event) = chunk.get(*offset as usize)
+                {
+                    self.count_special(event, *accepted);
+                }
+            }
+            report.counted += counted;
+            report.late += late;
+            report.duplicates += duplicates;
         }
-        if events.len() > 100_000 { eprintln!("TIMING {} {} {}", t1.as_micros(), t2.as_micros(), t3.as_micros()); }
         report
     }
 

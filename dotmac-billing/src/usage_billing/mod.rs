@@ -12,7 +12,7 @@
 //! * Late usage: periods already invoiced are re-rated for
 //!   [`UsageBillingSettings::late_periods`] periods; when the new rating differs from what the
 //!   invoices and pending charges already hold for that charge and period, the difference is a
-//!   [`LineKind::UsageAdjustment`](crate::LineKind::UsageAdjustment) charge on the next
+//!   [`LineKind::UsageAdjustment`] charge on the next
 //!   invoice. An issued invoice is never edited, and re-running adds nothing.
 
 mod rating;

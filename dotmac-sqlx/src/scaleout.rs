@@ -1,0 +1,326 @@
+//! Scale-out bill runs of the billing domain: workers (tasks, threads or processes sharing
+//! one database) claim chunks of a run ([`Database::claim_chunk`], `FOR UPDATE SKIP LOCKED` on
+//! PostgreSQL), bill each subscription with dotmac-billing's [`bill_chunk`] (the same code as
+//! [`BillingService::run_chunk`](dotmac_billing::BillingService::run_chunk)), and write all of
+//! a chunk's documents, subscription states, consumed pending charges, invoice numbers and
+//! outbox events in the one transaction that marks the chunk done.
+//!
+//! That transaction starts with the fence (the chunk must still be pending under this very
+//! claim), so a worker that lost its lease writes nothing, and a worker killed before its
+//! commit leaves nothing: its chunk is claimed again when the lease runs out. Subscriptions
+//! keep their optimistic revision checks inside the chunk (a subscription changed since it was
+//! read is skipped and counted as a conflict, the next run bills it), and documents keep their
+//! idempotency keys, so a chunk or a whole run done twice issues nothing new.
+
+use std::collections::HashMap;
+
+use chrono::NaiveDate;
+use dotmac_billing::{
+    BillRunSummary, BillingSettings, CustomerAccount, PendingCharge, Plan, Subscription,
+    bill_chunk, chunk_customers, record_chunk,
+};
+use dotmac_core::{Clock, PlanId, SubscriptionId, TenantId};
+use uuid::Uuid;
+
+use crate::billrun::{BillRunId, ChunkClaim};
+use crate::db::dispatch;
+use crate::docs::from_json;
+use crate::error::{Context, Result};
+use crate::outbox::OutboxEvent;
+use crate::store::SqlStore;
+
+/// What one worker did over a run (the sum of the chunks it completed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WorkerReport {
+    /// Chunks this worker completed.
+    pub chunks: u32,
+    /// Subscriptions in those chunks.
+    pub subscriptions: usize,
+    /// Invoices issued.
+    pub invoices: usize,
+    /// Documents skipped because they had been issued before (a re-run).
+    pub duplicates: usize,
+    /// Subscriptions skipped because they changed after they were read (billed next run).
+    pub conflicts: usize,
+}
+
+/// The fixed inputs of one worker's share of a bill run.
+#[derive(Debug, Clone, Copy)]
+pub struct BillWorker<'a> {
+    /// The tenant.
+    pub tenant: TenantId,
+    /// The run (planned with [`SqlStore::plan_billing_run`]).
+    pub run: BillRunId,
+    /// Bill everything due on or before this date.
+    pub as_of: NaiveDate,
+    /// The tenant's plans.
+    pub plans: &'a HashMap<PlanId, Plan>,
+    /// The tenant's billing settings (rounding, taxes, payment terms).
+    pub settings: &'a BillingSettings,
+    /// This worker's name (unique among live workers: it fences the chunk writes).
+    pub worker: &'a str,
+    /// How long a claimed chunk stays this worker's; a chunk not completed by then is claimed
+    /// by another worker.
+    pub lease: chrono::Duration,
+}
+
+impl SqlStore {
+    /// Plans a bill run over every subscription of the tenant, in id order, in chunks of
+    /// `chunk_size`, for [`SqlStore::run_bill_worker`]s to claim. Returns the number of
+    /// chunks.
+    ///
+    /// # Errors
+    ///
+    /// As [`Database::plan_bill_run`](crate::Database::plan_bill_run).
+    pub async fn plan_billing_run(
+        &self,
+        tenant: TenantId,
+        run: BillRunId,
+        as_of: NaiveDate,
+        chunk_size: usize,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<u32> {
+        let ids: Vec<Uuid> = dispatch!(self.db, pool, d => {
+            let mut tx = d::begin_read(pool, tenant).await?;
+            let ids = sqlx::query_scalar(
+                "SELECT subscription_id FROM billing_subscriptions WHERE tenant_id = $1 \
+                 ORDER BY subscription_id",
+            )
+            .bind(tenant.as_uuid())
+            .fetch_all(&mut *tx)
+            .await
+            .during("list subscriptions")?;
+            tx.commit().await.during("end read")?;
+            ids
+        });
+        let subs: Vec<SubscriptionId> = ids.into_iter().map(SubscriptionId::from_uuid).collect();
+        self.db
+            .plan_bill_run(tenant, run, as_of, &subs, chunk_size, now)
+            .await
+    }
+
+    /// Loads customer accounts and subscriptions in bulk, in one transaction (multi-row
+    /// inserts): for a migration from another billing system, or to set up a large test.
+    /// Accounts are inserted or replaced; a subscription id that exists fails the whole call
+    /// and nothing is written.
+    ///
+    /// # Errors
+    ///
+    /// [`SqlError::Duplicate`](crate::SqlError::Duplicate) for a subscription that exists,
+    /// [`SqlError::Json`](crate::SqlError::Json), [`SqlError::Database`](crate::SqlError::Database).
+    pub async fn import_subscriptions(
+        &self,
+        tenant: TenantId,
+        accounts: &[CustomerAccount],
+        subscriptions: &[Subscription],
+    ) -> Result<()> {
+        let json = |what: &'static str, v: &dyn erased::Body| {
+            v.to_json().map_err(|source| crate::SqlError::Json { what, source })
+        };
+        let accounts = accounts
+            .iter()
+            .map(|a| Ok((a.customer.as_uuid(), json("account", a)?)))
+            .collect::<Result<Vec<_>>>()?;
+        let subs = subscriptions
+            .iter()
+            .map(|s| {
+                Ok((
+                    s.id.as_uuid(),
+                    s.customer.as_uuid(),
+                    i64::try_from(s.revision).unwrap_or(i64::MAX),
+                    json("subscription", s)?,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        dispatch!(self.db, pool, d => {
+            let mut tx = d::begin_tenant(pool, tenant).await?;
+            // 5 parameters a row: 1,000 rows a statement stays under every bind limit.
+            for chunk in accounts.chunks(1000) {
+                let mut query = sqlx::QueryBuilder::<d::Db>::new(
+                    "INSERT INTO billing_accounts (tenant_id, customer_id, body) ",
+                );
+                query.push_values(chunk, |mut row, (customer, body)| {
+                    row.push_bind(tenant.as_uuid())
+                        .push_bind(*customer)
+                        .push_bind(sqlx::types::Json(body.clone()));
+                });
+                query.push(" ON CONFLICT (tenant_id, customer_id) DO UPDATE SET body = excluded.body");
+                query.build().execute(&mut *tx).await.during("import accounts")?;
+            }
+            for chunk in subs.chunks(1000) {
+                let mut query = sqlx::QueryBuilder::<d::Db>::new(
+                    "INSERT INTO billing_subscriptions (tenant_id, subscription_id, customer_id, \
+                     revision, body) ",
+                );
+                query.push_values(chunk, |mut row, (id, customer, revision, body)| {
+                    row.push_bind(tenant.as_uuid())
+                        .push_bind(*id)
+                        .push_bind(*customer)
+                        .push_bind(*revision)
+                        .push_bind(sqlx::types::Json(body.clone()));
+                });
+                match query.build().execute(&mut *tx).await {
+                    Err(e) if crate::error::is_unique_violation(&e) => {
+                        return Err(crate::SqlError::Duplicate {
+                            what: "subscription",
+                            key: e.to_string(),
+                        });
+                    }
+                    other => other.during("import subscriptions")?,
+                };
+            }
+            tx.commit().await.during("commit import")?;
+        });
+        Ok(())
+    }
+
+    /// Claims chunks of `job.run` one after another and bills each with
+    /// [`SqlStore::bill_claimed_chunk`], until no chunk is claimable (the run is done, or the
+    /// rest is leased to live workers). Run as many workers as wanted, in tasks, threads or
+    /// processes: the result is the same as one worker's.
+    ///
+    /// # Errors
+    ///
+    /// The first error of a chunk ([`SqlError::LeaseLost`](crate::SqlError::LeaseLost) when this worker was too slow and
+    /// its chunk went to another worker; nothing of that chunk was written).
+    pub async fn run_bill_worker(
+        &self,
+        job: &BillWorker<'_>,
+        clock: &dyn Clock,
+    ) -> Result<WorkerReport> {
+        let mut report = WorkerReport::default();
+        while let Some(claim) = self
+            .db
+            .claim_chunk(job.tenant, job.run, job.worker, clock.now(), job.lease)
+            .await?
+        {
+            let summary = self.bill_claimed_chunk(&claim, job, clock).await?;
+            report.chunks += 1;
+            report.subscriptions += summary.subscriptions;
+            report.invoices += summary.invoices;
+            report.duplicates += summary.duplicates;
+            report.conflicts += summary.conflicts;
+        }
+        Ok(report)
+    }
+
+    /// Bills one claimed chunk: reads its subscriptions, their customers' accounts and
+    /// pending charges, computes every subscription's documents with [`bill_chunk`], and writes
+    /// them (numbered gaplessly), the new subscription states, the consumed charges and the
+    /// outbox events in one transaction that also marks the chunk done.
+    ///
+    /// # Errors
+    ///
+    /// [`SqlError::LeaseLost`](crate::SqlError::LeaseLost) if the chunk is no longer this claim's (nothing is written),
+    /// [`SqlError::Billing`](crate::SqlError::Billing) for a domain error (nothing is written; the chunk is claimable
+    /// again after the lease), [`SqlError::Database`](crate::SqlError::Database).
+    pub async fn bill_claimed_chunk(
+        &self,
+        claim: &ChunkClaim,
+        job: &BillWorker<'_>,
+        clock: &dyn Clock,
+    ) -> Result<BillRunSummary> {
+        let tenant = claim.tenant;
+        let (page, accounts, pending) = self.load_chunk(claim).await?;
+        let items = bill_chunk(
+            &page,
+            job.plans,
+            &accounts,
+            &pending,
+            job.as_of,
+            job.settings,
+        )?;
+        let mut summary = BillRunSummary {
+            subscriptions: page.len(),
+            cursor: page.last().map(|s| s.id),
+            ..BillRunSummary::default()
+        };
+        drop(page);
+        let commits = items.iter().map(|i| i.commit.clone()).collect();
+        let now = clock.now();
+        dispatch!(self.db, pool, d => {
+            let mut tx = d::begin_tenant(pool, tenant).await?;
+            d::billrun::fence(&mut tx, claim, now).await?;
+            let results = d::billing::apply_batch(&mut tx, tenant, commits).await?;
+            record_chunk(tenant, clock, &items, results, &mut summary)?;
+            let events = summary
+                .events
+                .iter()
+                .map(OutboxEvent::from_domain)
+                .collect::<Result<Vec<_>>>()?;
+            d::outbox::insert(&mut tx, &events).await?;
+            tx.commit().await.during("commit bill run chunk")?;
+        });
+        Ok(summary)
+    }
+
+    /// A chunk's subscriptions (in id order) and their customers' accounts and pending
+    /// charges, read in one snapshot.
+    async fn load_chunk(
+        &self,
+        claim: &ChunkClaim,
+    ) -> Result<(Vec<Subscription>, Vec<CustomerAccount>, Vec<PendingCharge>)> {
+        let tenant = claim.tenant;
+        let ids: Vec<Uuid> = claim.subscriptions.iter().map(|s| s.as_uuid()).collect();
+        let (subs, accounts, pending) = dispatch!(self.db, pool, d => {
+            let mut tx = d::begin_read(pool, tenant).await?;
+            let subs = d::billing::bodies_in(
+                &mut tx,
+                "SELECT body FROM billing_subscriptions",
+                tenant,
+                "subscription_id",
+                &ids,
+                "ORDER BY subscription_id",
+            )
+            .await?;
+            let subs = subs
+                .into_iter()
+                .map(|b| from_json::<Subscription>("subscription", b))
+                .collect::<Result<Vec<_>>>()?;
+            let customers: Vec<Uuid> =
+                chunk_customers(&subs).into_iter().map(|c| c.as_uuid()).collect();
+            let accounts = d::billing::bodies_in(
+                &mut tx,
+                "SELECT body FROM billing_accounts",
+                tenant,
+                "customer_id",
+                &customers,
+                "",
+            )
+            .await?;
+            let pending = d::billing::bodies_in(
+                &mut tx,
+                "SELECT body FROM billing_pending_charges",
+                tenant,
+                "customer_id",
+                &customers,
+                "AND NOT consumed ORDER BY seq",
+            )
+            .await?;
+            tx.commit().await.during("end read")?;
+            (subs, accounts, pending)
+        });
+        let accounts = accounts
+            .into_iter()
+            .map(|b| from_json("account", b))
+            .collect::<Result<Vec<CustomerAccount>>>()?;
+        let pending = pending
+            .into_iter()
+            .map(|b| from_json("pending charge", b))
+            .collect::<Result<Vec<PendingCharge>>>()?;
+        Ok((subs, accounts, pending))
+    }
+}
+
+mod erased {
+    /// A serialisable record, as a JSON value (keeps the import helper non-generic).
+    pub(super) trait Body {
+        fn to_json(&self) -> Result<serde_json::Value, serde_json::Error>;
+    }
+
+    impl<T: serde::Serialize> Body for T {
+        fn to_json(&self) -> Result<serde_json::Value, serde_json::Error> {
+            serde_json::to_value(self)
+        }
+    }
+}
