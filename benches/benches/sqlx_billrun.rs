@@ -1,12 +1,18 @@
-//! Bill runs persisted through dotmac-sqlx's chunk queue: SQLite (file) and, when DATABASE_URL
-//! is set, PostgreSQL with 1, 2 and 4 workers, each compared with a bare COPY of the same rows
-//! into the same tables in the same run.
+//! Bill runs of the billing domain persisted through dotmac-sqlx's chunk queue
+//! (`SqlStore::run_bill_worker`): SQLite (file, 1 worker) and, when DATABASE_URL is set,
+//! PostgreSQL with 1, 2 and 4 workers, compared with a bare COPY of the same invoice rows into
+//! the same table in the same run.
+//!
+//! Each worker claims chunks of 1,000 subscriptions, computes every subscription's invoice with
+//! `dotmac_billing::bill_due` (one recurring line, 7.5 % VAT) and writes the chunk's invoices
+//! (with their lines, in the invoice body), gapless numbers, subscription states and outbox
+//! events in one fenced transaction.
 //!
 //! `cargo bench -p dotmac-benches --bench sqlx_billrun` (DOTMAC_BENCH_SUBSCRIPTIONS, default
 //! 100000; DOTMAC_BENCH_REPS, default 3; DOTMAC_BENCH_BACKENDS=sqlite,postgres). Prints the
-//! median of the repetitions and the peak RSS. With DOTMAC_BENCH_MEMORY set: one PostgreSQL run
-//! with 2 workers and no COPY, to read the peak RSS of a streamed run. Not a criterion bench: one repetition takes
-//! seconds and writes hundreds of thousands of rows.
+//! median of the repetitions and the peak RSS. Not a criterion bench: one repetition takes
+//! seconds and writes hundreds of thousands of rows. Seeding (subscriptions and accounts,
+//! bulk-imported) is not timed.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -17,80 +23,193 @@
 #[path = "sqlx_common/mod.rs"]
 mod common;
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::{TimeZone, Utc};
-use common::*;
-use dotmac_core::{SubscriptionId, TenantId};
-use dotmac_sqlx::{BillRunId, Database, DatabaseOptions};
+use chrono::{NaiveDate, TimeZone, Utc};
+use common::{env_usize, median, peak_rss_mib};
+use dotmac_billing::{
+    BillingSettings, CatalogStore, Charge, CustomerAccount, DocumentNumber, DocumentSettings,
+    InvoiceStatus, NewSubscription, Plan, Product, Subscription, TaxRate, TaxRateId, bill_due,
+};
+use dotmac_core::{
+    Currency, CustomerId, FixedClock, Money, PlanId, ProductId, SubscriptionId, TenantId,
+};
+use dotmac_sqlx::{BillRunId, BillWorker, Database, DatabaseOptions, SqlStore};
+use rust_decimal::Decimal;
 
 const CHUNK: usize = 1000;
 const SCHEMA: &str = "dotmac_bench_billrun";
 
-async fn bill_run(db: &Database, subs: &[SubscriptionId], workers: usize) -> Duration {
+fn d(m: u32, day: u32) -> NaiveDate {
+    NaiveDate::from_ymd_opt(2026, m, day).unwrap()
+}
+
+fn as_of() -> NaiveDate {
+    d(4, 1)
+}
+
+fn plan() -> Plan {
+    Plan::builder(PlanId::from_u128(1), ProductId::from_u128(1), "Fibre 100")
+        .charge(Charge::recurring_flat([Money::from_minor(
+            2999,
+            Currency::USD,
+        )]))
+        .build(d(1, 1))
+        .unwrap()
+}
+
+fn settings() -> BillingSettings {
+    BillingSettings {
+        taxes: vec![TaxRate::exclusive(
+            TaxRateId::from_u128(1),
+            "VAT",
+            Decimal::new(75, 1),
+        )],
+        chunk_size: CHUNK,
+        ..BillingSettings::default()
+    }
+}
+
+/// One subscription per customer, started on April 1st: the run bills April.
+fn subscriptions(plan: &Plan, n: usize) -> (Vec<CustomerAccount>, Vec<Subscription>) {
+    (0..n)
+        .map(|i| {
+            let customer = CustomerId::from_u128(i as u128 + 1);
+            let sub = NewSubscription::new(customer, plan.id, Currency::USD, d(4, 1))
+                .id(SubscriptionId::from_u128(i as u128 + 1))
+                .create(plan, Currency::USD)
+                .unwrap();
+            (CustomerAccount::new(customer, Currency::USD), sub)
+        })
+        .unzip()
+}
+
+async fn seed(
+    store: &SqlStore,
+    plan: &Plan,
+    accounts: &[CustomerAccount],
+    subs: &[Subscription],
+) -> TenantId {
     let tenant = TenantId::new();
-    let now = Utc.with_ymd_and_hms(2026, 3, 1, 6, 0, 0).unwrap();
-    db.create_tenant(tenant, "bench", now).await.unwrap();
+    let now = Utc.with_ymd_and_hms(2026, 4, 1, 2, 0, 0).unwrap();
+    store
+        .database()
+        .create_tenant(tenant, "bench", now)
+        .await
+        .unwrap();
+    store
+        .put_product(
+            tenant,
+            Product {
+                id: plan.product,
+                name: "Broadband".into(),
+            },
+        )
+        .await
+        .unwrap();
+    store.put_plan(tenant, plan.clone()).await.unwrap();
+    store
+        .import_subscriptions(tenant, accounts, subs)
+        .await
+        .unwrap();
+    tenant
+}
+
+/// Plans the run and lets `workers` tasks bill it; times everything from the plan on.
+async fn bill_run(store: &SqlStore, tenant: TenantId, plan: &Plan, workers: usize) -> Duration {
+    let now = Utc.with_ymd_and_hms(2026, 4, 1, 2, 0, 0).unwrap();
+    let plans = Arc::new(HashMap::from([(plan.id, plan.clone())]));
     let start = Instant::now();
     let run = BillRunId::new();
-    db.plan_bill_run(tenant, run, issued_on(), subs, CHUNK, now)
+    store
+        .plan_billing_run(tenant, run, as_of(), CHUNK, now)
         .await
         .unwrap();
     let mut tasks = Vec::new();
     for w in 0..workers {
-        let db = db.clone();
+        let (store, plans) = (store.clone(), plans.clone());
         tasks.push(tokio::spawn(async move {
+            let settings = settings();
             let name = format!("worker-{w}");
-            while let Some(claim) = db
-                .claim_chunk(tenant, run, &name, now, chrono::Duration::minutes(10))
+            let job = BillWorker {
+                tenant,
+                run,
+                as_of: as_of(),
+                plans: &plans,
+                settings: &settings,
+                worker: &name,
+                lease: chrono::Duration::minutes(10),
+            };
+            store
+                .run_bill_worker(&job, &FixedClock::new(now))
                 .await
                 .unwrap()
-            {
-                let (invoices, events) = bill_chunk(&claim);
-                db.complete_chunk(&claim, "INV", &invoices, &events, now)
-                    .await
-                    .unwrap();
-            }
         }));
     }
+    let mut invoices = 0;
     for t in tasks {
-        t.await.unwrap();
+        invoices += t.await.unwrap().invoices;
     }
     let elapsed = start.elapsed();
     assert!(
-        db.bill_run_progress(tenant, run)
+        store
+            .database()
+            .bill_run_progress(tenant, run)
             .await
             .unwrap()
             .is_complete()
     );
+    assert_eq!(invoices, store_len(store, tenant).await);
     elapsed
 }
 
-/// The same invoices and lines as COPY text, written by a superuser (COPY FROM is refused
-/// under row-level security; the bench user owns the tables and bypasses it).
-async fn bare_copy(url: &str, subs: &[SubscriptionId]) -> Duration {
-    use sqlx::{Connection, Executor};
-    let tenant = TenantId::new();
-    let mut invoices = String::with_capacity(subs.len() * 200);
-    let mut lines = String::with_capacity(subs.len() * 300);
-    for (n, sub) in subs.iter().enumerate() {
-        let inv = invoice_for(*sub);
-        invoices.push_str(&format!(
-            "{tenant}\t{}\tBARE\t{}\t\\N\t{}\t{}\tEUR\t2026-03-01\t{}\topen\t1\t{}\n",
-            inv.id,
-            n + 1,
-            inv.customer,
-            sub,
-            inv.total.amount(),
-            inv.body
-        ));
-        for (i, l) in inv.lines.iter().enumerate() {
-            lines.push_str(&format!(
-                "{tenant}\t{}\t{i}\t{}\t{}\t{}\t{}\n",
-                inv.id, l.description, l.quantity, l.unit_price, l.amount
+async fn store_len(store: &SqlStore, tenant: TenantId) -> usize {
+    usize::try_from(
+        store
+            .database()
+            .last_number(tenant, "billing.invoice")
+            .await
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+/// COPY text of the invoices the run issues (computed with the same `bill_due`, numbered,
+/// open), for `billing_invoices`.
+fn copy_rows(tenant: TenantId, plan: &Plan, subs: &[Subscription]) -> String {
+    let doc = DocumentSettings {
+        taxes: settings().taxes,
+        ..DocumentSettings::default()
+    };
+    let mut text = String::with_capacity(subs.len() * 1200);
+    let mut number = 0;
+    for sub in subs {
+        for mut inv in bill_due(sub, plan, &[], as_of(), &doc).unwrap().invoices {
+            number += 1;
+            inv.number = Some(DocumentNumber(number));
+            inv.status = InvoiceStatus::Open;
+            let key = serde_json::to_string(&inv.key).unwrap();
+            let body = serde_json::to_string(&inv).unwrap();
+            text.push_str(&format!(
+                "{tenant}\t{}\t{}\t{}\t{number}\topen\t{}\tUSD\t{}\t{}\n",
+                inv.id,
+                key.replace('\\', "\\\\"),
+                inv.customer,
+                inv.issue_date,
+                inv.total.amount(),
+                body.replace('\\', "\\\\"),
             ));
         }
     }
+    text
+}
+
+/// The same invoice rows with `COPY … FROM STDIN`, by the table owner (COPY FROM is refused
+/// under row-level security).
+async fn bare_copy(url: &str, rows: &str) -> Duration {
+    use sqlx::{Connection, Executor};
     let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
     conn.execute(sqlx::AssertSqlSafe(format!("SET search_path TO {SCHEMA}")))
         .await
@@ -99,21 +218,12 @@ async fn bare_copy(url: &str, subs: &[SubscriptionId]) -> Duration {
     conn.execute("BEGIN").await.unwrap();
     let mut copy = conn
         .copy_in_raw(
-            "COPY invoices (tenant_id, invoice_id, series, number, run_id, customer_id, \
-             subscription_id, currency, issued_on, total, status, version, body) FROM STDIN",
+            "COPY billing_invoices (tenant_id, invoice_id, doc_key, customer_id, number, status, \
+             issue_date, currency, total, body) FROM STDIN",
         )
         .await
         .unwrap();
-    copy.send(invoices.as_bytes()).await.unwrap();
-    copy.finish().await.unwrap();
-    let mut copy = conn
-        .copy_in_raw(
-            "COPY invoice_lines (tenant_id, invoice_id, line_no, description, quantity, \
-             unit_price, amount) FROM STDIN",
-        )
-        .await
-        .unwrap();
-    copy.send(lines.as_bytes()).await.unwrap();
+    copy.send(rows.as_bytes()).await.unwrap();
     copy.finish().await.unwrap();
     conn.execute("COMMIT").await.unwrap();
     start.elapsed()
@@ -128,48 +238,30 @@ fn main() {
     let reps = env_usize("DOTMAC_BENCH_REPS", 3);
     let backends =
         std::env::var("DOTMAC_BENCH_BACKENDS").unwrap_or_else(|_| "sqlite,postgres".into());
-    let subs: Vec<SubscriptionId> = (0..n).map(|_| SubscriptionId::new()).collect();
+    let plan = plan();
+    let (accounts, subs) = subscriptions(&plan, n);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
-    if std::env::var("DOTMAC_BENCH_MEMORY").is_ok() {
-        // Peak memory of one streamed run: no bare COPY (its text buffers would dominate).
-        runtime.block_on(async {
-            let url = std::env::var("DATABASE_URL").unwrap();
-            let db = Database::connect_with(DatabaseOptions::new(&url).schema(SCHEMA).max_connections(8))
-                .await
-                .unwrap();
-            let took = bill_run(&db, &subs, 2).await;
-            println!(
-                "postgres bill run {n} subscriptions, 2 workers, chunks of {CHUNK}: {:.1} s = {:.0} invoices/s",
-                took.as_secs_f64(),
-                rate(n, took)
-            );
-        });
-        println!("peak RSS {:.0} MiB", peak_rss_mib());
-        return;
-    }
     runtime.block_on(async {
         if backends.contains("sqlite") {
             let path = std::env::temp_dir().join(format!("dotmac-bench-{}.db", std::process::id()));
-            let db = Database::connect(&format!("sqlite://{}", path.display())).await.unwrap();
-            for workers in [1, 2] {
-                let samples: Vec<Duration> = {
-                    let mut v = Vec::new();
-                    for _ in 0..reps {
-                        v.push(bill_run(&db, &subs, workers).await);
-                    }
-                    v
-                };
-                let m = median(samples);
-                println!(
-                    "sqlite  bill run  {n} subscriptions  {workers} worker(s): median {:.2} s = {:.0} invoices/s (3 lines each)",
-                    m.as_secs_f64(),
-                    rate(n, m)
-                );
+            let store = SqlStore::new(
+                Database::connect(&format!("sqlite://{}", path.display())).await.unwrap(),
+            );
+            let mut samples = Vec::new();
+            for _ in 0..reps {
+                let tenant = seed(&store, &plan, &accounts, &subs).await;
+                samples.push(bill_run(&store, tenant, &plan, 1).await);
             }
-            db.close().await;
+            let m = median(samples);
+            println!(
+                "sqlite  bill run {n} subscriptions  1 worker: median {:.2} s = {:.0} invoices/s",
+                m.as_secs_f64(),
+                rate(n, m)
+            );
+            store.database().close().await;
             let _ = std::fs::remove_file(&path);
         }
         if let (true, Ok(url)) = (backends.contains("postgres"), std::env::var("DATABASE_URL")) {
@@ -180,28 +272,31 @@ fn main() {
                     .await
                     .unwrap();
             }
-            let db = Database::connect_with(DatabaseOptions::new(&url).schema(SCHEMA).max_connections(8))
-                .await
-                .unwrap();
+            let store = SqlStore::new(
+                Database::connect_with(DatabaseOptions::new(&url).schema(SCHEMA).max_connections(8))
+                    .await
+                    .unwrap(),
+            );
             let mut copies = Vec::new();
             for _ in 0..reps {
-                copies.push(bare_copy(&url, &subs).await);
+                let rows = copy_rows(TenantId::new(), &plan, &subs);
+                copies.push(bare_copy(&url, &rows).await);
             }
             let copy = median(copies);
             println!(
-                "postgres bare COPY {n} invoices + {} lines: median {:.2} s = {:.0} invoices/s",
-                3 * n,
+                "postgres bare COPY {n} invoice rows: median {:.2} s = {:.0} invoices/s",
                 copy.as_secs_f64(),
                 rate(n, copy)
             );
             for workers in [1, 2, 4] {
                 let mut samples = Vec::new();
                 for _ in 0..reps {
-                    samples.push(bill_run(&db, &subs, workers).await);
+                    let tenant = seed(&store, &plan, &accounts, &subs).await;
+                    samples.push(bill_run(&store, tenant, &plan, workers).await);
                 }
                 let m = median(samples);
                 println!(
-                    "postgres bill run {n} subscriptions  {workers} worker(s): median {:.2} s = {:.0} invoices/s (3 lines each) = {:.0} % of bare COPY",
+                    "postgres bill run {n} subscriptions  {workers} worker(s): median {:.2} s = {:.0} invoices/s = {:.0} % of bare COPY",
                     m.as_secs_f64(),
                     rate(n, m),
                     100.0 * rate(n, m) / rate(n, copy)

@@ -31,7 +31,7 @@ use dotmac_billing::usage_billing::{UsageBillingService, UsageBillingSettings};
 use dotmac_billing::{
     BillingEvent, BillingService, BillingSettings, CancelTiming, ChangeTiming, Charge,
     CurrencyPrice, CustomerAccount, FirstPeriod, NewSubscription, Plan,
-    PriceModel, ProrationBehavior, SubscriptionChange, SubscriptionStore,
+    PriceModel, Product, ProrationBehavior, SubscriptionChange, SubscriptionStore,
 };
 use dotmac_core::reexports::chrono_tz::Tz;
 use dotmac_core::{
@@ -192,6 +192,15 @@ async fn main() -> Result<(), AnyError> {
     // overage is priced per GB (a graduated usage charge: the allowance is a free first tier).
     let step = Instant::now();
     let product = ProductId::new();
+    billing
+        .add_product(
+            tenant,
+            Product {
+                id: product,
+                name: "Fibre broadband".into(),
+            },
+        )
+        .await?;
     let first_day = date(2026, 1, 1)?;
     let mut plans = Vec::new();
     let meter = Meter {
@@ -240,6 +249,7 @@ async fn main() -> Result<(), AnyError> {
     let progress = bar(options.customers, "customers");
     let mut subscriptions: Vec<(CustomerId, SubscriptionId, usize)> =
         Vec::with_capacity(options.customers);
+    let mut starts = Vec::with_capacity(options.customers);
     for _ in 0..options.customers {
         let customer = CustomerId::new();
         billing
@@ -264,6 +274,7 @@ async fn main() -> Result<(), AnyError> {
             )
             .await?;
         subscriptions.push((customer, sub.id, tier));
+        starts.push(start);
         progress.inc(1);
     }
     progress.finish();
@@ -311,9 +322,11 @@ async fn main() -> Result<(), AnyError> {
         let on = october + chrono::Days::new(day as u64);
         events.clear();
         for (i, (customer, sub, tier)) in subscriptions.iter().enumerate() {
-            let heavy = i % 17 == 0;
-            let base = [5u64, 14, 28][*tier];
-            let gb = base + mix.below(base) + if heavy { 20 + mix.below(20) } else { 0 };
+            // Most households stay inside their allowance; one in eight streams enough to
+            // pay overage.
+            let heavy = i % 8 == 0;
+            let base = [3u64, 8, 16][*tier];
+            let gb = base + mix.below(base) + if heavy { base + mix.below(base) } else { 0 };
             let timestamp = at(on, 3 + (i % 20) as u32)?;
             events.push(UsageEvent {
                 id: UsageEventId::from_u128(((i as u128) << 32) | day as u128),
@@ -344,6 +357,9 @@ async fn main() -> Result<(), AnyError> {
     clock.set(at(change_day, 10)?);
     let (mut upgrades, mut downgrades, mut cancellations) = (0, 0, 0);
     for (i, (_, sub, tier)) in subscriptions.iter_mut().enumerate() {
+        if starts[i] > change_day {
+            continue;
+        }
         match i % 50 {
             7 | 19 if *tier < 2 => {
                 *tier += 1;
@@ -477,7 +493,7 @@ async fn main() -> Result<(), AnyError> {
     let items = recurring_items(tenant, &subs, &plans)?;
     let mrr_oct = mrr_at(&items, october, usd)?;
     let mrr_nov = mrr_at(&items, november, usd)?;
-    let movements = mrr_movements(&items, october, date(2026, 12, 1)?, usd)?;
+    let movements = mrr_movements(&items, october, november, usd)?;
     let mut ledgers = Vec::with_capacity(subscriptions.len());
     for (customer, _, _) in &subscriptions {
         let entries = store.entries(tenant, *customer).await?;

@@ -17,7 +17,7 @@
 
 /// log2 of the number of shards: 256 lists are few enough for the scatter pass to write them
 /// all from L1, and many enough that a shard of a million-event batch fits in L2.
-const SHARD_BITS: u32 = 6;
+const SHARD_BITS: u32 = 8;
 /// How many shards the set has.
 pub(crate) const SHARDS: usize = 1 << SHARD_BITS;
 const MIN_SLOTS: usize = 16;

@@ -240,6 +240,8 @@ struct Hot {
     /// more than the rest of an ingest.
     whole_sum: i128,
     decimal_sum: Decimal,
+    /// The decimal sum left Decimal's range: the sum is reported as an overflow.
+    sum_overflowed: bool,
     max: Decimal,
     latest: Decimal,
     latest_at: DateTime<Utc>,
@@ -254,6 +256,7 @@ const EMPTY_HOT: Hot = Hot {
     count: 0,
     whole_sum: 0,
     decimal_sum: Decimal::ZERO,
+    sum_overflowed: false,
     max: Decimal::ZERO,
     latest: Decimal::ZERO,
     latest_at: DateTime::<Utc>::MIN_UTC,
@@ -654,7 +657,10 @@ impl UsageAggregator {
                     .flatten();
                 match whole {
                     Some(sum) => hot.whole_sum = sum,
-                    None => hot.decimal_sum += event.quantity,
+                    None => match hot.decimal_sum.checked_add(event.quantity) {
+                        Some(sum) => hot.decimal_sum = sum,
+                        None => hot.sum_overflowed = true,
+                    },
                 }
                 hot.closed
             }
@@ -870,6 +876,7 @@ impl UsageAggregator {
             Aggregation::Count => Decimal::from(hot.count),
             Aggregation::Sum => Decimal::try_from_i128_with_scale(hot.whole_sum, 0)
                 .ok()
+                .filter(|_| !hot.sum_overflowed)
                 .and_then(|whole| whole.checked_add(hot.decimal_sum))
                 .ok_or(dotmac_core::CoreError::Overflow {
                     operation: "usage sum",
@@ -1029,6 +1036,222 @@ mod tests {
 
     fn at(day: u32, hour: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 3, day, hour, 0, 0).unwrap()
+    }
+
+    fn all_meters() -> Vec<Meter> {
+        [
+            Aggregation::Count,
+            Aggregation::Sum,
+            Aggregation::Max,
+            Aggregation::UniqueCount {
+                property: "ip".into(),
+            },
+            Aggregation::Latest,
+            Aggregation::WeightedSum,
+        ]
+        .into_iter()
+        .zip(1u128..)
+        .map(|(aggregation, id)| Meter {
+            id: MeterId::from_u128(id),
+            code: format!("m{id}"),
+            aggregation,
+        })
+        .collect()
+    }
+
+    /// Every aggregate of customers 1..=2, meters 1..=6, January to May 2026.
+    fn every_aggregate(agg: &UsageAggregator) -> Vec<Decimal> {
+        let mut values = Vec::new();
+        for customer in 1..=2 {
+            for meter in 1..=6 {
+                for month in 1..=5 {
+                    values.push(
+                        agg.aggregate(
+                            CustomerId::from_u128(customer),
+                            MeterId::from_u128(meter),
+                            NaiveDate::from_ymd_opt(2026, month, 1).unwrap(),
+                        )
+                        .unwrap(),
+                    );
+                }
+            }
+        }
+        values
+    }
+
+    /// The report of ingesting `events` one by one with [`UsageAggregator::ingest`].
+    fn one_by_one(
+        agg: &mut UsageAggregator,
+        events: &[UsageEvent],
+        now: DateTime<Utc>,
+    ) -> BatchReport {
+        let mut report = BatchReport::default();
+        for (index, event) in events.iter().enumerate() {
+            match agg.ingest(event, now) {
+                Ok(Ingested::Counted) => report.counted += 1,
+                Ok(Ingested::Late { .. }) => report.late += 1,
+                Ok(Ingested::Duplicate) => report.duplicates += 1,
+                Err(error) => report.rejected.push(Rejected {
+                    index,
+                    event: event.id,
+                    error,
+                }),
+            }
+        }
+        report
+    }
+
+    /// A batch of `len` events over customers 1..=2 (and an unknown 3), all six meters, March
+    /// and April, with ids spread like UUIDs and every 7th id repeating an earlier one, and
+    /// some refused events.
+    fn mixed_batch(len: usize, id_offset: u128) -> Vec<UsageEvent> {
+        (0..len as u128)
+            .map(|i| {
+                // Every 7th event repeats the id of an event 5 or 300,000 positions back.
+                let n = if i % 7 == 6 {
+                    i.saturating_sub(if i % 2 == 0 { 5 } else { 300_000 })
+                } else {
+                    i
+                };
+                let mut event = event(
+                    (n + id_offset).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c834),
+                    1 + i % 6,
+                    Decimal::from((i % 13) as i64),
+                    Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).unwrap()
+                        + Duration::minutes((i % 80_000) as i64),
+                );
+                event.customer = CustomerId::from_u128(1 + i % 2);
+                event
+                    .properties
+                    .insert("ip".into(), format!("10.0.0.{}", i % 5));
+                match i % 1_001 {
+                    1_000 => event.quantity = Decimal::NEGATIVE_ONE,
+                    999 => event.customer = CustomerId::from_u128(3),
+                    998 => event.meter = MeterId::from_u128(9),
+                    _ => {}
+                }
+                event
+            })
+            .collect()
+    }
+
+    fn fresh_aggregator() -> UsageAggregator {
+        let mut agg = UsageAggregator::new(calendar(), all_meters());
+        agg.register_customer(CustomerId::from_u128(1));
+        agg.register_customer(CustomerId::from_u128(2));
+        agg
+    }
+
+    #[test]
+    fn a_batch_counts_exactly_as_ingesting_each_event_in_turn() {
+        let now = Utc.with_ymd_and_hms(2026, 5, 1, 0, 0, 0).unwrap();
+        // Longer than one chunk, with replays inside a chunk, across chunks and of an earlier
+        // batch; March is closed before, so its events are late.
+        let first = mixed_batch(2_000, 0);
+        let second = mixed_batch(CHUNK + 50_000, 1_000);
+        let mut batched = fresh_aggregator();
+        let mut single = fresh_aggregator();
+        let march = NaiveDate::from_ymd_opt(2026, 3, 1).unwrap();
+        for agg in [&mut batched, &mut single] {
+            agg.close_period(CustomerId::from_u128(2), MeterId::from_u128(2), march)
+                .unwrap();
+        }
+        // The last batch is a replay of the first: nothing in it counts again.
+        for (events, fresh) in [(&first, true), (&second, true), (&first, false)] {
+            let report = batched.ingest_batch(events, now);
+            assert_eq!(report, one_by_one(&mut single, events, now));
+            assert!(report.duplicates > 0 && !report.rejected.is_empty());
+            assert_eq!(report.late > 0 && report.counted > 0, fresh);
+            assert_eq!(every_aggregate(&batched), every_aggregate(&single));
+            assert_eq!(batched.events_counted(), single.events_counted());
+        }
+        let price = |_, _, q: Decimal| Ok(Money::new(q, Currency::USD));
+        assert_eq!(
+            batched.late_adjustments(price).unwrap(),
+            single.late_adjustments(price).unwrap()
+        );
+    }
+
+    #[test]
+    fn a_refused_event_leaves_its_id_to_a_later_good_one_in_the_same_batch() {
+        let now = Utc.with_ymd_and_hms(2026, 5, 1, 0, 0, 0).unwrap();
+        let mut agg = fresh_aggregator();
+        let mut bad = event(5, 2, dec!(-1), at(3, 0));
+        bad.customer = CustomerId::from_u128(1);
+        let good = event(5, 2, dec!(4), at(3, 0));
+        let replay = event(5, 2, dec!(8), at(4, 0));
+        let report = agg.ingest_batch(&[bad, good, replay], now);
+        assert_eq!(report.counted, 1);
+        assert_eq!(report.duplicates, 1);
+        assert_eq!(
+            report.rejected,
+            vec![Rejected {
+                index: 0,
+                event: UsageEventId::from_u128(5),
+                error: BillingError::NegativeQuantity {
+                    event: UsageEventId::from_u128(5),
+                    quantity: dec!(-1),
+                },
+            }]
+        );
+        let march = NaiveDate::from_ymd_opt(2026, 3, 1).unwrap();
+        let sum = agg
+            .aggregate(CustomerId::from_u128(1), MeterId::from_u128(2), march)
+            .unwrap();
+        assert_eq!(sum, dec!(4));
+        assert_eq!(agg.events_counted(), 1);
+    }
+
+    #[test]
+    fn replays_in_a_batch_do_not_disturb_max_latest_or_distinct_values() {
+        let now = Utc.with_ymd_and_hms(2026, 5, 1, 0, 0, 0).unwrap();
+        let mut agg = fresh_aggregator();
+        let first = [
+            event(1, 3, dec!(5), at(3, 0)),
+            event(2, 5, dec!(5), at(3, 0)),
+            event(3, 4, dec!(1), at(3, 0)),
+        ];
+        assert_eq!(agg.ingest_batch(&first, now).counted, 3);
+        // Replays carrying other values (as a buggy sender might): none of them counts.
+        let mut replayed_ip = event(3, 4, dec!(1), at(3, 0));
+        replayed_ip
+            .properties
+            .insert("ip".into(), "10.9.9.9".into());
+        let second = [
+            event(1, 3, dec!(50), at(3, 0)),
+            event(2, 5, dec!(7), at(9, 0)),
+            replayed_ip,
+            event(4, 3, dec!(6), at(3, 0)),
+            event(4, 3, dec!(60), at(3, 0)),
+        ];
+        let report = agg.ingest_batch(&second, now);
+        assert_eq!((report.counted, report.duplicates), (1, 4));
+        let march = NaiveDate::from_ymd_opt(2026, 3, 1).unwrap();
+        let value = |meter| {
+            agg.aggregate(CustomerId::from_u128(1), MeterId::from_u128(meter), march)
+                .unwrap()
+        };
+        assert_eq!(value(3), dec!(6));
+        assert_eq!(value(5), dec!(5));
+        assert_eq!(value(4), dec!(0));
+        assert_eq!(value(1), dec!(0));
+    }
+
+    #[test]
+    fn a_sum_beyond_decimal_range_is_an_overflow_error_not_a_panic() {
+        let now = Utc.with_ymd_and_hms(2026, 5, 1, 0, 0, 0).unwrap();
+        let mut agg = fresh_aggregator();
+        let huge = Decimal::from_i128_with_scale(i128::from(u64::MAX) << 32, 1);
+        let events: Vec<UsageEvent> = (1..=12).map(|id| event(id, 2, huge, at(3, 0))).collect();
+        assert_eq!(agg.ingest_batch(&events, now).counted, 12);
+        let march = NaiveDate::from_ymd_opt(2026, 3, 1).unwrap();
+        assert_eq!(
+            agg.aggregate(CustomerId::from_u128(1), MeterId::from_u128(2), march),
+            Err(BillingError::Core(dotmac_core::CoreError::Overflow {
+                operation: "usage sum"
+            }))
+        );
+        assert_eq!(agg.events_counted(), 12);
     }
 
     #[test]
