@@ -183,10 +183,18 @@ impl BillingInterval {
                 };
                 (at(k)?, at(next)?)
             }
-            IntervalUnit::Day | IntervalUnit::Week => (
-                self.period_start(anchor, k)?,
-                self.period_start(anchor, next)?,
-            ),
+            IntervalUnit::Day | IntervalUnit::Week => {
+                // Day steps do not clamp, so the end is one step after the start: a short move
+                // that stays on chrono's fast path.
+                let start = self.period_start(anchor, k)?;
+                let days = i64::from(self.count)
+                    * if self.unit == IntervalUnit::Week {
+                        7
+                    } else {
+                        1
+                    };
+                (start, add_days(start, days)?)
+            }
         };
         Period::new(start, end)
     }

@@ -115,7 +115,8 @@ impl SqlStore {
         subscriptions: &[Subscription],
     ) -> Result<()> {
         let json = |what: &'static str, v: &dyn erased::Body| {
-            v.to_json().map_err(|source| crate::SqlError::Json { what, source })
+            v.to_json()
+                .map_err(|source| crate::SqlError::Json { what, source })
         };
         let accounts = accounts
             .iter()
