@@ -25,18 +25,18 @@ use dotmac_billing::dunning::{
     CollectionAction, CollectionEvent, CollectionsService, DunningPolicy, RestoreOnPayment,
 };
 use dotmac_billing::payments::{AllocationTarget, CustomerLedger, PaymentStore};
-use dotmac_billing::usage::{Aggregation, Meter, MeterId, UsageEvent, UsageEventId};
 use dotmac_billing::usage::allowance::AllowancePolicy;
+use dotmac_billing::usage::{Aggregation, Meter, MeterId, UsageEvent, UsageEventId};
 use dotmac_billing::usage_billing::{UsageBillingService, UsageBillingSettings};
 use dotmac_billing::{
     BillingEvent, BillingService, BillingSettings, CancelTiming, ChangeTiming, Charge,
-    CurrencyPrice, CustomerAccount, FirstPeriod, NewSubscription, Plan,
-    PriceModel, Product, ProrationBehavior, SubscriptionChange, SubscriptionStore,
+    CurrencyPrice, CustomerAccount, FirstPeriod, NewSubscription, Plan, PriceModel, Product,
+    ProrationBehavior, SubscriptionChange, SubscriptionStore,
 };
 use dotmac_core::reexports::chrono_tz::Tz;
 use dotmac_core::{
-    BillingInterval, Clock, Currency, CustomerId, InvoiceId, ManualClock, Money, PaymentId,
-    PlanId, ProductId, SubscriptionId, TenantId,
+    BillingInterval, Clock, Currency, CustomerId, InvoiceId, ManualClock, Money, PaymentId, PlanId,
+    ProductId, SubscriptionId, TenantId,
 };
 use dotmac_sqlx::{Database, SqlStore};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -175,10 +175,18 @@ async fn main() -> Result<(), AnyError> {
     println!("DotMac ISP quickstart: {} customers", options.customers);
     let step = Instant::now();
     let db = Database::connect(&options.database_url).await?;
-    println!("  database: {:?} ({})", db.kind(), redact(&options.database_url));
+    println!(
+        "  database: {:?} ({})",
+        db.kind(),
+        redact(&options.database_url)
+    );
     let store = SqlStore::new(db.clone());
     let tenant = TenantId::new();
-    let clock = std::sync::Arc::new(ManualClock::new(Utc.with_ymd_and_hms(2026, 9, 20, 9, 0, 0).single().ok_or("bad start instant")?));
+    let clock = std::sync::Arc::new(ManualClock::new(
+        Utc.with_ymd_and_hms(2026, 9, 20, 9, 0, 0)
+            .single()
+            .ok_or("bad start instant")?,
+    ));
     db.create_tenant(tenant, "Acme Fibre", clock.now()).await?;
     let settings = BillingSettings {
         payment_terms_days: 14,
@@ -295,7 +303,8 @@ async fn main() -> Result<(), AnyError> {
             reconnection_fee: Some(Decimal::from(25)),
         })
         .build()?;
-    let collections = CollectionsService::new(store.clone(), store.clone(), clock.clone(), zone, policy);
+    let collections =
+        CollectionsService::new(store.clone(), store.clone(), clock.clone(), zone, policy);
 
     // The October bill run.
     clock.set(at(october, 2)?);
@@ -485,7 +494,10 @@ async fn main() -> Result<(), AnyError> {
     let mut subs = Vec::with_capacity(subscriptions.len());
     let mut cursor = None;
     loop {
-        let page = billing.store().subscriptions_page(tenant, cursor, 1_000).await?;
+        let page = billing
+            .store()
+            .subscriptions_page(tenant, cursor, 1_000)
+            .await?;
         let Some(last) = page.last() else { break };
         cursor = Some(last.id);
         subs.extend(page);
@@ -522,20 +534,38 @@ async fn main() -> Result<(), AnyError> {
     println!(
         "  usage rated          {} subscription-periods, {} overage charges ({overage_total})",
         rated.rated.len(),
-        rated.added.iter().filter(|c| c.unit_price.is_positive() && !c.quantity.is_zero()).count()
+        rated
+            .added
+            .iter()
+            .filter(|c| c.unit_price.is_positive() && !c.quantity.is_zero())
+            .count()
     );
     println!(
         "  invoices             {invoices} (Oct 1: {}, Nov 1: {}; re-run issued {})",
         october_run.invoices, run.invoices, again.invoices
     );
     println!("  invoiced             {}", Money::new(invoiced, usd));
-    println!("  plan changes         {upgrades} upgrades, {downgrades} downgrades, {cancellations} cancellations");
-    println!("  MRR Oct 1            {}  (ARR {})", mrr_oct.total, mrr_oct.arr());
-    println!("  MRR Nov 1            {}  (ARR {})", mrr_nov.total, mrr_nov.arr());
+    println!(
+        "  plan changes         {upgrades} upgrades, {downgrades} downgrades, {cancellations} cancellations"
+    );
+    println!(
+        "  MRR Oct 1            {}  (ARR {})",
+        mrr_oct.total,
+        mrr_oct.arr()
+    );
+    println!(
+        "  MRR Nov 1            {}  (ARR {})",
+        mrr_nov.total,
+        mrr_nov.arr()
+    );
     println!(
         "  MRR movements Oct    new {}, expansion {}, contraction {}, churn {}, reactivation {} (reconciles: {})",
-        movements.new, movements.expansion, movements.contraction, movements.churn,
-        movements.reactivation, movements.reconciles()
+        movements.new,
+        movements.expansion,
+        movements.contraction,
+        movements.churn,
+        movements.reactivation,
+        movements.reconciles()
     );
     for (plan, fibre) in plans.iter().zip(&PLANS) {
         let mrr = mrr_nov
@@ -559,9 +589,16 @@ async fn main() -> Result<(), AnyError> {
         } else {
             String::new()
         };
-        println!("  {step:<20} {:>10.3} s {items:>9} {rate}", took.as_secs_f64());
+        println!(
+            "  {step:<20} {:>10.3} s {items:>9} {rate}",
+            took.as_secs_f64()
+        );
     }
-    println!("  {:<20} {:>10.3} s", "total", started.elapsed().as_secs_f64());
+    println!(
+        "  {:<20} {:>10.3} s",
+        "total",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
@@ -599,8 +636,16 @@ async fn record_invoices(
             due_date,
         } = &event.payload
         {
-            record_invoice(collections, tenant, *customer, *invoice, *total, issued, *due_date)
-                .await?;
+            record_invoice(
+                collections,
+                tenant,
+                *customer,
+                *invoice,
+                *total,
+                issued,
+                *due_date,
+            )
+            .await?;
         }
         progress.inc(1);
     }
@@ -633,7 +678,11 @@ async fn pay_open_invoices(
     let progress = bar(subscriptions.len(), "payments");
     let mut paid = 0;
     for (i, (customer, _, _)) in subscriptions.iter().enumerate() {
-        if select(i) && !pay_customer(collections, tenant, *customer).await?.is_empty() {
+        if select(i)
+            && !pay_customer(collections, tenant, *customer)
+                .await?
+                .is_empty()
+        {
             paid += 1;
         }
         progress.inc(1);
@@ -648,7 +697,10 @@ async fn pay_customer(
     tenant: TenantId,
     customer: CustomerId,
 ) -> Result<Vec<dotmac_core::DomainEvent<CollectionEvent>>, AnyError> {
-    let entries = collections.payment_store().entries(tenant, customer).await?;
+    let entries = collections
+        .payment_store()
+        .entries(tenant, customer)
+        .await?;
     let ledger = CustomerLedger::from_entries(customer, Currency::USD, entries)?;
     let open = Money::sum(
         Currency::USD,
@@ -658,6 +710,12 @@ async fn pay_customer(
         return Ok(Vec::new());
     }
     Ok(collections
-        .record_payment(tenant, customer, PaymentId::new(), open, AllocationTarget::OldestFirst)
+        .record_payment(
+            tenant,
+            customer,
+            PaymentId::new(),
+            open,
+            AllocationTarget::OldestFirst,
+        )
         .await?)
 }
