@@ -441,7 +441,7 @@ async fn main() -> Result<(), AnyError> {
     clock.set(at(date(2026, 11, 8)?, 12)?);
     let step = Instant::now();
     let payers = |i: usize| i % 12 != 5;
-    let paid = pay_open_invoices(&collections, tenant, &subscriptions, |i| payers(i)).await?;
+    let paid = pay_open_invoices(&collections, tenant, &subscriptions, payers).await?;
     timings.record("payments Nov", step, paid);
 
     // Collections for the rest, day by day until the end of November.
@@ -584,8 +584,10 @@ async fn main() -> Result<(), AnyError> {
     println!();
     println!("Timings");
     for (step, took, items) in &timings.0 {
-        let rate = if took.as_secs_f64() > 0.0 && *items > 1 {
-            format!("{:>12.0}/s", *items as f64 / took.as_secs_f64())
+        // Timings are for people, not money: an integer rate is plenty.
+        let micros = took.as_micros().max(1);
+        let rate = if *items > 1 {
+            format!("{:>12}/s", (*items as u128) * 1_000_000 / micros)
         } else {
             String::new()
         };
