@@ -129,6 +129,10 @@ mod tests {
         clock.advance(Duration::days(1));
         assert_eq!(clock.now(), start + Duration::days(1));
         clock.set(start);
-        assert_eq!((&clock).now(), start);
+        // A borrowed clock is a clock too (services take `impl Clock`).
+        fn read(clock: impl Clock) -> DateTime<Utc> {
+            clock.now()
+        }
+        assert_eq!(read(&clock), start);
     }
 }

@@ -1,4 +1,6 @@
 //! Property tests for the core invariants.
+// Test helpers outside #[test] functions: a failing unwrap is a failing test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use chrono::{Datelike, NaiveDate};
 use dotmac_core::{BillingInterval, CoreError, Currency, IntervalUnit, Money, RoundingMode};

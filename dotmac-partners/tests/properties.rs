@@ -1,4 +1,6 @@
 //! Ledger invariants over random payment/refund/payout histories.
+// Test helpers outside #[test] functions: a failing unwrap is a failing test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use chrono::{Days, NaiveDate};
 use dotmac_core::{Currency, CustomerId, Money, PaymentId};
