@@ -106,6 +106,30 @@ pub(crate) enum Applied {
     Refused(BillingError),
 }
 
+impl SqlStore {
+    /// The records of `customers` in one table (`select` … `WHERE customer_id IN` … `tail`),
+    /// read in one tenant transaction: the batch reads of a bill-run chunk.
+    async fn customer_bodies<T: serde::de::DeserializeOwned>(
+        &self,
+        tenant: TenantId,
+        what: &'static str,
+        select: &'static str,
+        customers: &[CustomerId],
+        tail: &'static str,
+    ) -> Result<Vec<T>> {
+        let ids: Vec<Uuid> = customers.iter().map(|c| c.as_uuid()).collect();
+        let bodies = dispatch!(self.db, pool, d => {
+            let mut tx = d::begin_read(pool, tenant).await.map_err(storage)?;
+            let bodies = d::billing::bodies_in(&mut tx, select, tenant, "customer_id", &ids, tail)
+                .await
+                .map_err(storage)?;
+            tx.commit().await.during("end read").map_err(storage)?;
+            bodies
+        });
+        decode_all(what, bodies)
+    }
+}
+
 fn decode_all<T: serde::de::DeserializeOwned>(
     what: &'static str,
     bodies: Vec<serde_json::Value>,
@@ -403,23 +427,14 @@ impl SubscriptionStore for SqlStore {
         tenant: TenantId,
         customers: &[CustomerId],
     ) -> Result<Vec<CustomerAccount>> {
-        let ids: Vec<Uuid> = customers.iter().map(|c| c.as_uuid()).collect();
-        let bodies = dispatch!(self.db, pool, d => {
-            let mut tx = d::begin_read(pool, tenant).await.map_err(storage)?;
-            let bodies = d::billing::bodies_in(
-                &mut tx,
-                "SELECT body FROM billing_accounts",
-                tenant,
-                "customer_id",
-                &ids,
-                "",
-            )
-            .await
-            .map_err(storage)?;
-            tx.commit().await.during("end read").map_err(storage)?;
-            bodies
-        });
-        decode_all("account", bodies)
+        self.customer_bodies(
+            tenant,
+            "account",
+            "SELECT body FROM billing_accounts",
+            customers,
+            "",
+        )
+        .await
     }
 
     async fn insert_subscription(
@@ -564,23 +579,14 @@ impl InvoiceStore for SqlStore {
         tenant: TenantId,
         customers: &[CustomerId],
     ) -> Result<Vec<PendingCharge>> {
-        let ids: Vec<Uuid> = customers.iter().map(|c| c.as_uuid()).collect();
-        let bodies = dispatch!(self.db, pool, d => {
-            let mut tx = d::begin_read(pool, tenant).await.map_err(storage)?;
-            let bodies = d::billing::bodies_in(
-                &mut tx,
-                "SELECT body FROM billing_pending_charges",
-                tenant,
-                "customer_id",
-                &ids,
-                "AND NOT consumed ORDER BY seq",
-            )
-            .await
-            .map_err(storage)?;
-            tx.commit().await.during("end read").map_err(storage)?;
-            bodies
-        });
-        decode_all("pending charge", bodies)
+        self.customer_bodies(
+            tenant,
+            "pending charge",
+            "SELECT body FROM billing_pending_charges",
+            customers,
+            "AND NOT consumed ORDER BY seq",
+        )
+        .await
     }
 
     async fn commit(&self, tenant: TenantId, commit: BillingCommit) -> Result<CommitResult> {
