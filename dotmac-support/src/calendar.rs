@@ -466,6 +466,22 @@ impl BusinessCalendar {
         self.week.get(weekday_index(day)).map_or(&[], Vec::as_slice)
     }
 
+    /// The working time of local day `day` as disjoint UTC pieces in time order.
+    ///
+    /// On a day with a transition the pieces of different wall intervals can interleave: in an
+    /// autumn fold, 00:00-02:01 and 02:02-02:03 each occur partly before and partly after the
+    /// clocks go back, so the pieces are sorted before anyone walks them.
+    fn day_pieces(&self, day: i64, bounds: &DayBounds, out: &mut Pieces) -> Result<()> {
+        out.items.clear();
+        for &interval in self.day_intervals(day) {
+            self.interval_pieces(day, interval, bounds, out)?;
+        }
+        if !bounds.fast {
+            out.items.sort_unstable();
+        }
+        Ok(())
+    }
+
     /// The UTC pieces of one working interval of local day `day`: exactly the instants whose
     /// local wall time lies in the interval (one piece on an ordinary day; a transition can cut
     /// it in two, and a fold can make the same wall minutes count twice).
@@ -476,7 +492,6 @@ impl BusinessCalendar {
         bounds: &DayBounds,
         out: &mut Pieces,
     ) -> Result<()> {
-        out.len = 0;
         let (s, e) = (i64::from(start) * 60, i64::from(end) * 60);
         if bounds.fast {
             out.push(bounds.midnight + s, bounds.midnight + e);
@@ -556,20 +571,18 @@ impl BusinessCalendar {
                     continue;
                 }
             }
-            for &interval in self.day_intervals(day) {
-                self.interval_pieces(day, interval, &bounds, &mut pieces)?;
-                for &(start, end) in pieces.as_slice() {
-                    if end <= t {
-                        continue;
-                    }
-                    let start = start.max(t);
-                    let available = end - start;
-                    if remaining <= available && (remaining > 0 || available > 0) {
-                        return Ok(start + remaining);
-                    }
-                    remaining -= available;
-                    t = end;
+            self.day_pieces(day, &bounds, &mut pieces)?;
+            for &(start, end) in pieces.as_slice() {
+                if end <= t {
+                    continue;
                 }
+                let start = start.max(t);
+                let available = end - start;
+                if remaining <= available && (remaining > 0 || available > 0) {
+                    return Ok(start + remaining);
+                }
+                remaining -= available;
+                t = end;
             }
             day += 1;
         }
@@ -598,14 +611,12 @@ impl BusinessCalendar {
                     continue;
                 }
             }
-            for &interval in self.day_intervals(day) {
-                self.interval_pieces(day, interval, &bounds, &mut pieces)?;
-                for &(start, end) in pieces.as_slice() {
-                    let start = start.max(t);
-                    let end = end.min(to);
-                    if end > start {
-                        total += end - start;
-                    }
+            self.day_pieces(day, &bounds, &mut pieces)?;
+            for &(start, end) in pieces.as_slice() {
+                let start = start.max(t);
+                let end = end.min(to);
+                if end > start {
+                    total += end - start;
                 }
             }
             day += 1;
@@ -632,25 +643,22 @@ fn weekday_index(day: i64) -> usize {
     usize::try_from((day + 3).rem_euclid(7)).unwrap_or(0)
 }
 
-/// Up to four UTC pieces of one working interval (an ordinary day has one).
+/// The UTC pieces of one local day's working time (an ordinary day has one per interval); the
+/// buffer is reused from day to day.
 #[derive(Default)]
 struct Pieces {
-    items: [(i64, i64); 4],
-    len: usize,
+    items: Vec<(i64, i64)>,
 }
 
 impl Pieces {
     fn push(&mut self, start: i64, end: i64) {
-        if end > start
-            && let Some(slot) = self.items.get_mut(self.len)
-        {
-            *slot = (start, end);
-            self.len += 1;
+        if end > start {
+            self.items.push((start, end));
         }
     }
 
     fn as_slice(&self) -> &[(i64, i64)] {
-        self.items.get(..self.len).unwrap_or(&[])
+        &self.items
     }
 }
 
@@ -1145,6 +1153,40 @@ mod tests {
             cal.add_working_minutes(autumn, 151).unwrap(),
             utc(2026, 10, 25, 1, 1)
         );
+    }
+
+    #[test]
+    fn intervals_interleaved_by_the_fold_are_walked_in_time_order() {
+        // 00:00-02:01 and 02:02-02:03 on the autumn Sunday: both end inside the repeated hour,
+        // so in real time the day runs 22:00-00:01, 00:02-00:03 (summer), then 01:00-01:01,
+        // 01:02-01:03 UTC (winter). Found by the property tests.
+        let cal = BusinessCalendar::builder("Europe/Berlin")
+            .hours(Weekday::Sun, "00:00", "02:01")
+            .hours(Weekday::Sun, "02:02", "02:03")
+            .build()
+            .unwrap();
+        let autumn = utc(2022, 10, 29, 22, 0); // Sunday 30 October 2022, 00:00 CEST
+        let day_end = utc(2022, 10, 31, 0, 0);
+        assert_eq!(cal.working_minutes_between(autumn, day_end).unwrap(), 124);
+        assert_eq!(
+            cal.add_working_minutes(autumn, 122).unwrap(),
+            utc(2022, 10, 30, 0, 3)
+        );
+        assert_eq!(
+            cal.add_working_minutes(autumn, 123).unwrap(),
+            utc(2022, 10, 30, 1, 1)
+        );
+        assert_eq!(
+            cal.add_working_minutes(autumn, 124).unwrap(),
+            utc(2022, 10, 30, 1, 3)
+        );
+        for minutes in 0..=124 {
+            let due = cal.add_working_minutes(autumn, minutes).unwrap();
+            assert_eq!(
+                cal.working_minutes_between(autumn, due).unwrap(),
+                u64::from(minutes)
+            );
+        }
     }
 
     #[test]
