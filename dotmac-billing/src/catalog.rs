@@ -175,7 +175,7 @@ pub(crate) fn charge_amount(
 ) -> Result<Money, BillingError> {
     let model = charge
         .price_in(currency)
-        .ok_or(BillingError::CurrencyNotOffered {
+        .ok_or_else(|| BillingError::CurrencyNotOffered {
             plan,
             currency: currency.code(),
         })?;
@@ -276,7 +276,7 @@ impl Plan {
         version
             .checked_sub(1)
             .and_then(|i| self.versions.get(i as usize))
-            .ok_or(BillingError::UnknownPlanVersion {
+            .ok_or_else(|| BillingError::UnknownPlanVersion {
                 plan: self.id,
                 version,
             })

@@ -70,6 +70,13 @@
 //!
 //! - `testkit`: [`testkit::run_store_suite`], the store behaviour suite, for storage crates.
 
+/// Hash maps for ids inside the crate: foldhash instead of SipHash. Keys are UUIDs and
+/// other values the embedder controls only through their own ids; the per-process random seed
+/// keeps them from being chosen to collide.
+pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+/// The set counterpart of [`FastMap`].
+pub(crate) type FastSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
+
 mod billrun;
 mod catalog;
 mod discount;

@@ -84,7 +84,7 @@ impl Tiers {
                     .checked_mul(tier.unit_amount)
                     .and_then(|a| a.checked_add(tier.flat_amount))
                     .and_then(|a| a.checked_add(sum))
-                    .ok_or(BillingError::InvalidPrice {
+                    .ok_or_else(|| BillingError::InvalidPrice {
                         reason: "tier amounts overflow",
                     })?;
                 sum = full;
@@ -120,13 +120,13 @@ impl Tiers {
         };
         let mut amount = (q - *lower)
             .checked_mul(tier.unit_amount)
-            .ok_or(overflow())?;
+            .ok_or_else(overflow)?;
         // Zero terms are common (no flat fee, first tier) and a Decimal add is not free.
         if !tier.flat_amount.is_zero() {
-            amount = amount.checked_add(tier.flat_amount).ok_or(overflow())?;
+            amount = amount.checked_add(tier.flat_amount).ok_or_else(overflow)?;
         }
         if !below.is_zero() {
-            amount = amount.checked_add(*below).ok_or(overflow())?;
+            amount = amount.checked_add(*below).ok_or_else(overflow)?;
         }
         Ok(amount)
     }
@@ -137,7 +137,7 @@ impl Tiers {
         };
         q.checked_mul(tier.unit_amount)
             .and_then(|a| a.checked_add(tier.flat_amount))
-            .ok_or(overflow())
+            .ok_or_else(overflow)
     }
 }
 
@@ -236,12 +236,12 @@ fn check_bounds(bounds: &[Option<Decimal>]) -> Result<(), BillingError> {
 /// `amount × percent / 100`, exact. Dividing by 100 is a shift of the decimal scale, far cheaper
 /// than a `Decimal` division on the bill run's hot path.
 pub(crate) fn percent_of(amount: Decimal, percent: Decimal) -> Result<Decimal, BillingError> {
-    let mut product = amount.checked_mul(percent).ok_or(overflow())?;
+    let mut product = amount.checked_mul(percent).ok_or_else(overflow)?;
     let scale = product.scale() + 2;
     if scale <= 28 && product.set_scale(scale).is_ok() {
         return Ok(product);
     }
-    product.checked_div(HUNDRED).ok_or(overflow())
+    product.checked_div(HUNDRED).ok_or_else(overflow)
 }
 
 fn overflow() -> BillingError {
@@ -453,7 +453,7 @@ impl PriceModel {
         }
         let q = quantity;
         match self {
-            PriceModel::PerUnit { unit_amount } => q.checked_mul(*unit_amount).ok_or(overflow()),
+            PriceModel::PerUnit { unit_amount } => q.checked_mul(*unit_amount).ok_or_else(overflow),
             PriceModel::Package {
                 package_size,
                 package_amount,
@@ -462,9 +462,9 @@ impl PriceModel {
                 let billable = (q - *free_units).max(Decimal::ZERO);
                 let packages = billable
                     .checked_div(*package_size)
-                    .ok_or(overflow())?
+                    .ok_or_else(overflow)?
                     .ceil();
-                packages.checked_mul(*package_amount).ok_or(overflow())
+                packages.checked_mul(*package_amount).ok_or_else(overflow)
             }
             PriceModel::Graduated { tiers } => tiers.graduated(q),
             PriceModel::GraduatedPercentage { tiers } => tiers.compiled.graduated(q),
@@ -479,10 +479,10 @@ impl PriceModel {
 fn blocks(units: Decimal, tier: &BlockTier) -> Result<Decimal, BillingError> {
     units
         .checked_div(tier.block_size)
-        .ok_or(overflow())?
+        .ok_or_else(overflow)?
         .ceil()
         .checked_mul(tier.block_amount)
-        .ok_or(overflow())
+        .ok_or_else(overflow)
 }
 
 fn capacity(tier: &BlockTier) -> Option<Decimal> {
@@ -502,7 +502,9 @@ fn block_graduated(tiers: &[BlockTier], q: Decimal) -> Result<Decimal, BillingEr
             Some(cap) if i != last => left.min(cap),
             _ => left,
         };
-        total = total.checked_add(blocks(here, tier)?).ok_or(overflow())?;
+        total = total
+            .checked_add(blocks(here, tier)?)
+            .ok_or_else(overflow)?;
         left -= here;
     }
     Ok(total)
@@ -513,7 +515,7 @@ fn block_volume(tiers: &[BlockTier], q: Decimal) -> Result<Decimal, BillingError
     for tier in tiers {
         match capacity(tier) {
             Some(cap) => {
-                cumulative = cumulative.checked_add(cap).ok_or(overflow())?;
+                cumulative = cumulative.checked_add(cap).ok_or_else(overflow)?;
                 if q <= cumulative {
                     return blocks(q, tier);
                 }

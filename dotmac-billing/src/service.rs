@@ -1,7 +1,5 @@
 //! `BillingService`: store + pure domain + clock, returning domain events.
 
-use std::collections::HashMap;
-
 use chrono::NaiveDate;
 use dotmac_core::{
     Clock, CreditNoteId, CustomerId, DomainEvent, EventId, EventPayload, InvoiceId, Money, PlanId,
@@ -9,6 +7,7 @@ use dotmac_core::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::FastMap;
 use crate::billrun::PlanLookup;
 use crate::billrun::{
     CancelTiming, ChangeOutcome, ChangeTiming, ProrationBehavior, SubscriptionChange, bill_due,
@@ -288,7 +287,7 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
         &self,
         tenant: TenantId,
         id: SubscriptionId,
-    ) -> Result<(Subscription, HashMap<PlanId, Plan>, DocumentSettings), BillingError> {
+    ) -> Result<(Subscription, FastMap<PlanId, Plan>, DocumentSettings), BillingError> {
         let sub = self
             .store
             .subscription(tenant, id)
@@ -300,7 +299,7 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
         Ok((sub, plans, settings))
     }
 
-    async fn plan_map(&self, tenant: TenantId) -> Result<HashMap<PlanId, Plan>, BillingError> {
+    async fn plan_map(&self, tenant: TenantId) -> Result<FastMap<PlanId, Plan>, BillingError> {
         Ok(self
             .store
             .plans(tenant)
@@ -490,7 +489,7 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
         &self,
         tenant: TenantId,
         as_of: NaiveDate,
-        plans: &HashMap<PlanId, Plan>,
+        plans: &(impl PlanLookup + ?Sized),
         cursor: Option<SubscriptionId>,
     ) -> Result<BillRunSummary, BillingError> {
         let page = self
@@ -505,9 +504,13 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
         let customers = chunk_customers(&page);
         let accounts = self.store.accounts(tenant, &customers).await?;
         let pending = self.store.pending_charges_for(tenant, &customers).await?;
-        let items = bill_chunk(&page, plans, &accounts, &pending, as_of, &self.settings)?;
+        let mut items = bill_chunk(&page, plans, &accounts, &pending, as_of, &self.settings)?;
         drop(page);
-        let commits = items.iter().map(|i| i.commit.clone()).collect();
+        // The commits move to the store; `record_chunk` needs only the rest of each item.
+        let commits = items
+            .iter_mut()
+            .map(|i| std::mem::take(&mut i.commit))
+            .collect();
         let results = self.store.commit_batch(tenant, commits).await?;
         record_chunk(tenant, &self.clock, &items, results, &mut summary)?;
         Ok(summary)
@@ -699,11 +702,11 @@ pub fn bill_chunk(
     settings: &BillingSettings,
 ) -> Result<Vec<ChunkCommit>, BillingError> {
     let default_settings = settings.for_account(None);
-    let own_settings: HashMap<CustomerId, DocumentSettings> = accounts
+    let own_settings: FastMap<CustomerId, DocumentSettings> = accounts
         .iter()
         .map(|a| (a.customer, settings.for_account(Some(a))))
         .collect();
-    let mut pending_of: HashMap<CustomerId, Vec<PendingCharge>> = HashMap::new();
+    let mut pending_of: FastMap<CustomerId, Vec<PendingCharge>> = FastMap::default();
     for charge in pending {
         pending_of
             .entry(charge.customer)

@@ -1,6 +1,8 @@
 //! `dotmac-billing`'s storage traits: catalogue, accounts, subscriptions, invoices, pending
 //! charges, credit notes, usage events and payment ledgers.
 
+use std::collections::{HashMap, HashSet};
+
 use chrono::{DateTime, Utc};
 use dotmac_billing::dunning::{DunningState, DunningStore};
 use dotmac_billing::payments::{LedgerEntry, PaymentStore};
@@ -141,6 +143,7 @@ fn decode_all<T: serde::de::DeserializeOwned>(
 }
 
 for_each_dialect! {
+    shared {
     /// The bodies of `select`'s rows of `tenant` whose `column` is one of `ids` (queried
     /// 1,000 ids at a time), followed by `tail` (more conditions, an ORDER BY).
     pub(crate) async fn bodies_in(
@@ -282,8 +285,199 @@ for_each_dialect! {
             Ok(Applied::Done(result))
     }
 
-    /// Applies every commit in the open transaction, one result per commit.
+    /// Applies every commit in the open transaction, one result per commit, with a handful of
+    /// set-based statements whatever the batch size: one `UPDATE … RETURNING` for every
+    /// subscription's optimistic revision check and new state, one lookup of the documents'
+    /// idempotency keys, one reservation of the batch's invoice numbers, one insert of the
+    /// new invoices, one insert of the new pending charges and one update of the consumed
+    /// ones (SQLite splits each into statements of 1,000 rows).
+    ///
+    /// The outcome is exactly that of applying the commits one by one, as the in-memory store
+    /// does: a commit whose subscription is stale or unknown writes nothing and holds the
+    /// error in its slot; a document whose key is stored, or issued earlier in the batch, is
+    /// counted as a duplicate; numbers follow commit order, gaplessly. A batch that names one
+    /// subscription twice (a later commit's revision check depends on an earlier commit of
+    /// the same batch) is applied commit by commit.
     pub(crate) async fn apply_batch(
+        tx: &mut Tx,
+        tenant: TenantId,
+        mut commits: Vec<BillingCommit>,
+    ) -> Result<Vec<Result<CommitResult>>> {
+        let mut seen = HashSet::with_capacity(commits.len());
+        if commits
+            .iter()
+            .filter_map(|c| c.subscription.as_ref())
+            .any(|s| !seen.insert(s.id))
+        {
+            return apply_each(tx, tenant, commits).await;
+        }
+        drop(seen);
+
+        // 1. Revision checks and new states. Each subscription carries its bumped revision;
+        //    the stored one must be the revision before.
+        for sub in commits.iter_mut().filter_map(|c| c.subscription.as_mut()) {
+            sub.revision += 1;
+        }
+        let subs: Vec<&Subscription> =
+            commits.iter().filter_map(|c| c.subscription.as_ref()).collect();
+        let updated = if subs.is_empty() {
+            HashSet::new()
+        } else {
+            update_subscriptions(tx, tenant, &subs).await.map_err(storage)?
+        };
+        let missed: Vec<Uuid> = subs
+            .iter()
+            .map(|s| s.id.as_uuid())
+            .filter(|id| !updated.contains(id))
+            .collect();
+        drop(subs);
+        let found = if missed.is_empty() {
+            HashMap::new()
+        } else {
+            revisions_of(tx, tenant, &missed).await.map_err(storage)?
+        };
+        let refusals: Vec<Option<BillingError>> = commits
+            .iter()
+            .map(|c| {
+                let sub = c.subscription.as_ref()?;
+                if updated.contains(&sub.id.as_uuid()) {
+                    return None;
+                }
+                Some(match found.get(&sub.id.as_uuid()) {
+                    None => BillingError::UnknownSubscription(sub.id),
+                    Some(found) => BillingError::ConcurrentUpdate {
+                        subscription: sub.id,
+                        expected: sub.revision - 1,
+                        found: found.unsigned_abs(),
+                    },
+                })
+            })
+            .collect();
+
+        // 2. Idempotency keys of the accepted commits' documents: stored ones, and repeats
+        //    within the batch, are duplicates.
+        let keys: Vec<Vec<String>> = commits
+            .iter()
+            .zip(&refusals)
+            .map(|(c, refused)| {
+                if refused.is_some() {
+                    Ok(Vec::new())
+                } else {
+                    c.invoices.iter().map(|i| key_text(&i.key)).collect()
+                }
+            })
+            .collect::<Result<_>>()?;
+        let all_keys: Vec<&str> = keys.iter().flatten().map(String::as_str).collect();
+        let stored = if all_keys.is_empty() {
+            HashSet::new()
+        } else {
+            existing_keys(tx, tenant, &all_keys).await.map_err(storage)?
+        };
+        drop(all_keys);
+        let mut taken: HashSet<&str> = HashSet::new();
+        // Per commit: which of its invoices are new (by index), and how many are duplicates.
+        let mut fresh: Vec<(Vec<usize>, usize)> = Vec::with_capacity(commits.len());
+        let mut count: usize = 0;
+        for commit_keys in &keys {
+            let mut new = Vec::new();
+            let mut duplicates = 0;
+            for (i, key) in commit_keys.iter().enumerate() {
+                if stored.contains(key.as_str()) || !taken.insert(key.as_str()) {
+                    duplicates += 1;
+                } else {
+                    new.push(i);
+                }
+            }
+            count += new.len();
+            fresh.push((new, duplicates));
+        }
+        drop(taken);
+
+        // 3. One gapless reservation for the batch, numbers in commit order.
+        let first = if count == 0 {
+            0
+        } else {
+            let count = u32::try_from(count).map_err(|_| BillingError::InvalidConfiguration {
+                what: "bill run chunk",
+                reason: "too many documents in one batch; use smaller chunks",
+            })?;
+            numbers::reserve(tx, tenant, INVOICE_SERIES, count)
+                .await
+                .map_err(storage)?
+        };
+        let mut next = first;
+        let mut results: Vec<Result<CommitResult>> = Vec::with_capacity(commits.len());
+        for ((commit, refused), (new, duplicates)) in
+            commits.iter_mut().zip(refusals).zip(&fresh)
+        {
+            if let Some(refused) = refused {
+                results.push(Err(refused));
+                continue;
+            }
+            let mut result = CommitResult {
+                issued: Vec::with_capacity(new.len()),
+                duplicates: *duplicates,
+            };
+            for &i in new {
+                if let Some(invoice) = commit.invoices.get_mut(i) {
+                    let issued_number = number(next);
+                    next += 1;
+                    invoice.number = Some(issued_number);
+                    invoice.status = InvoiceStatus::Open;
+                    result.issued.push(IssuedInvoice {
+                        id: invoice.id,
+                        number: issued_number,
+                        customer: invoice.customer,
+                        total: invoice.total,
+                        due_date: invoice.due_date,
+                    });
+                }
+            }
+            results.push(Ok(result));
+        }
+        let mut rows: Vec<(&str, &Invoice)> = Vec::with_capacity(count);
+        let mut new_pending: Vec<&PendingCharge> = Vec::new();
+        let mut consumed: Vec<Uuid> = Vec::new();
+        for (((commit, result), (new, _)), commit_keys) in
+            commits.iter().zip(&results).zip(&fresh).zip(&keys)
+        {
+            if result.is_err() {
+                continue;
+            }
+            for &i in new {
+                if let (Some(invoice), Some(key)) = (commit.invoices.get(i), commit_keys.get(i)) {
+                    rows.push((key.as_str(), invoice));
+                }
+            }
+            new_pending.extend(&commit.new_pending);
+            consumed.extend(commit.consumed_pending.iter().map(|c| c.as_uuid()));
+        }
+
+        // 4. The writes: invoices, new pending charges, consumed charges (after the new ones,
+        //    as the in-memory store removes a batch's consumed charges at its end).
+        if !rows.is_empty() {
+            let status = status_text(InvoiceStatus::Open)?;
+            if insert_invoices(tx, tenant, &status, &rows).await.map_err(storage)?
+                == Written::UniqueViolation
+            {
+                // A concurrent commit issued one of these keys (or ids) first.
+                return Err(BillingError::AlreadyExists {
+                    what: "invoice",
+                    id: rows.first().map(|(_, i)| i.id.to_string()).unwrap_or_default(),
+                });
+            }
+        }
+        if !new_pending.is_empty() {
+            insert_pending(tx, tenant, &new_pending).await.map_err(storage)?;
+        }
+        if !consumed.is_empty() {
+            consume_pending(tx, tenant, &consumed).await.map_err(storage)?;
+        }
+        Ok(results)
+    }
+
+    /// Applies the commits one by one (a batch that names a subscription twice).
+    pub(crate) async fn apply_each(
         tx: &mut Tx,
         tenant: TenantId,
         commits: Vec<BillingCommit>,
@@ -296,6 +490,348 @@ for_each_dialect! {
             });
         }
         Ok(results)
+    }
+    }
+    sqlite {
+        /// Rows per multi-row statement: at most 10 parameters a row stays far under SQLite's
+        /// 32,766 bound parameters.
+        const ROWS: usize = 1000;
+
+        /// Writes each subscription's new state (already carrying its bumped revision) where
+        /// the stored revision is the one before; returns the ids written.
+        pub(crate) async fn update_subscriptions(
+            tx: &mut Tx,
+            tenant: TenantId,
+            subs: &[&Subscription],
+        ) -> crate::error::Result<HashSet<Uuid>> {
+            let mut updated = HashSet::with_capacity(subs.len());
+            for chunk in subs.chunks(ROWS) {
+                let mut query = sqlx::QueryBuilder::<Db>::new(
+                    "UPDATE billing_subscriptions SET revision = u.column3, body = u.column4, \
+                     customer_id = u.column5 FROM (",
+                );
+                query.push_values(chunk, |mut row, sub| {
+                    let revision = i64::try_from(sub.revision).unwrap_or(i64::MAX);
+                    row.push_bind(sub.id.as_uuid())
+                        .push_bind(revision - 1)
+                        .push_bind(revision)
+                        .push_bind(sqlx::types::Json(*sub))
+                        .push_bind(sub.customer.as_uuid());
+                });
+                query
+                    .push(") AS u WHERE billing_subscriptions.tenant_id = ")
+                    .push_bind(tenant.as_uuid())
+                    .push(
+                        " AND billing_subscriptions.subscription_id = u.column1 \
+                         AND billing_subscriptions.revision = u.column2 \
+                         RETURNING subscription_id",
+                    );
+                let rows = query.build().fetch_all(&mut **tx).await.during("update subscriptions")?;
+                for row in &rows {
+                    updated.insert(row.try_get::<Uuid, _>(0).during("update subscriptions")?);
+                }
+            }
+            Ok(updated)
+        }
+
+        /// The stored revisions of `ids` (absent: unknown subscription).
+        pub(crate) async fn revisions_of(
+            tx: &mut Tx,
+            tenant: TenantId,
+            ids: &[Uuid],
+        ) -> crate::error::Result<HashMap<Uuid, i64>> {
+            let mut found = HashMap::with_capacity(ids.len());
+            for chunk in ids.chunks(ROWS) {
+                let mut query = sqlx::QueryBuilder::<Db>::new(
+                    "SELECT subscription_id, revision FROM billing_subscriptions WHERE tenant_id = ",
+                );
+                query.push_bind(tenant.as_uuid()).push(" AND subscription_id IN (");
+                let mut list = query.separated(", ");
+                for id in chunk {
+                    list.push_bind(*id);
+                }
+                list.push_unseparated(")");
+                let rows = query.build().fetch_all(&mut **tx).await.during("read revisions")?;
+                for row in &rows {
+                    found.insert(
+                        row.try_get::<Uuid, _>(0).during("read revisions")?,
+                        row.try_get::<i64, _>(1).during("read revisions")?,
+                    );
+                }
+            }
+            Ok(found)
+        }
+
+        /// Which of `keys` are stored document keys.
+        pub(crate) async fn existing_keys(
+            tx: &mut Tx,
+            tenant: TenantId,
+            keys: &[&str],
+        ) -> crate::error::Result<HashSet<String>> {
+            let mut stored = HashSet::new();
+            for chunk in keys.chunks(ROWS) {
+                let mut query = sqlx::QueryBuilder::<Db>::new(
+                    "SELECT doc_key FROM billing_invoices WHERE tenant_id = ",
+                );
+                query.push_bind(tenant.as_uuid()).push(" AND doc_key IN (");
+                let mut list = query.separated(", ");
+                for key in chunk {
+                    list.push_bind(*key);
+                }
+                list.push_unseparated(")");
+                let rows = query.build().fetch_all(&mut **tx).await.during("read document keys")?;
+                for row in &rows {
+                    stored.insert(row.try_get::<String, _>(0).during("read document keys")?);
+                }
+            }
+            Ok(stored)
+        }
+
+        /// Inserts numbered invoices (key, invoice) with status `status`.
+        pub(crate) async fn insert_invoices(
+            tx: &mut Tx,
+            tenant: TenantId,
+            status: &str,
+            rows: &[(&str, &Invoice)],
+        ) -> crate::error::Result<Written> {
+            for chunk in rows.chunks(ROWS) {
+                let mut query = sqlx::QueryBuilder::<Db>::new(
+                    "INSERT INTO billing_invoices (tenant_id, invoice_id, doc_key, customer_id, \
+                     number, status, issue_date, currency, total, body) ",
+                );
+                query.push_values(chunk, |mut row, (key, invoice)| {
+                    row.push_bind(tenant.as_uuid())
+                        .push_bind(invoice.id.as_uuid())
+                        .push_bind(*key)
+                        .push_bind(invoice.customer.as_uuid())
+                        .push_bind(invoice.number.map(|n| i64::try_from(n.0).unwrap_or(i64::MAX)))
+                        .push_bind(status)
+                        .push_bind(invoice.issue_date)
+                        .push_bind(invoice.currency.code())
+                        .push_bind(dec(invoice.total.amount()))
+                        .push_bind(sqlx::types::Json(*invoice));
+                });
+                match query.build().execute(&mut **tx).await {
+                    Err(e) if crate::error::is_unique_violation(&e) => {
+                        return Ok(Written::UniqueViolation);
+                    }
+                    other => other.during("write invoices")?,
+                };
+            }
+            Ok(Written::Rows(u64::try_from(rows.len()).unwrap_or(u64::MAX)))
+        }
+
+        /// Adds pending charges (an id already stored is skipped).
+        pub(crate) async fn insert_pending(
+            tx: &mut Tx,
+            tenant: TenantId,
+            charges: &[&PendingCharge],
+        ) -> crate::error::Result<()> {
+            for chunk in charges.chunks(ROWS) {
+                let mut query = sqlx::QueryBuilder::<Db>::new(
+                    "INSERT INTO billing_pending_charges (tenant_id, charge_id, customer_id, \
+                     consumed, body) ",
+                );
+                query.push_values(chunk, |mut row, charge| {
+                    row.push_bind(tenant.as_uuid())
+                        .push_bind(charge.id.as_uuid())
+                        .push_bind(charge.customer.as_uuid())
+                        .push_bind(false)
+                        .push_bind(sqlx::types::Json(*charge));
+                });
+                query.push(" ON CONFLICT (tenant_id, charge_id) DO NOTHING");
+                query.build().execute(&mut **tx).await.during("write pending charges")?;
+            }
+            Ok(())
+        }
+
+        /// Marks pending charges consumed (kept, so that a retried add stays a no-op).
+        pub(crate) async fn consume_pending(
+            tx: &mut Tx,
+            tenant: TenantId,
+            ids: &[Uuid],
+        ) -> crate::error::Result<()> {
+            for chunk in ids.chunks(ROWS) {
+                let mut query = sqlx::QueryBuilder::<Db>::new(
+                    "UPDATE billing_pending_charges SET consumed = 1 WHERE tenant_id = ",
+                );
+                query.push_bind(tenant.as_uuid()).push(" AND charge_id IN (");
+                let mut list = query.separated(", ");
+                for id in chunk {
+                    list.push_bind(*id);
+                }
+                list.push_unseparated(")");
+                query.build().execute(&mut **tx).await.during("consume pending charges")?;
+            }
+            Ok(())
+        }
+    }
+    postgres {
+        /// Writes each subscription's new state (already carrying its bumped revision) where
+        /// the stored revision is the one before, in one statement; returns the ids written.
+        pub(crate) async fn update_subscriptions(
+            tx: &mut Tx,
+            tenant: TenantId,
+            subs: &[&Subscription],
+        ) -> crate::error::Result<HashSet<Uuid>> {
+            let ids: Vec<Uuid> = subs.iter().map(|s| s.id.as_uuid()).collect();
+            let revisions: Vec<i64> = subs
+                .iter()
+                .map(|s| i64::try_from(s.revision).unwrap_or(i64::MAX))
+                .collect();
+            let customers: Vec<Uuid> = subs.iter().map(|s| s.customer.as_uuid()).collect();
+            let bodies: Vec<sqlx::types::Json<&Subscription>> =
+                subs.iter().map(|s| sqlx::types::Json(*s)).collect();
+            let updated: Vec<Uuid> = sqlx::query_scalar(
+                "UPDATE billing_subscriptions AS s \
+                 SET revision = u.revision, body = u.body, customer_id = u.customer \
+                 FROM UNNEST($2::uuid[], $3::bigint[], $4::uuid[], $5::jsonb[]) \
+                   AS u(id, revision, customer, body) \
+                 WHERE s.tenant_id = $1 AND s.subscription_id = u.id \
+                   AND s.revision = u.revision - 1 \
+                 RETURNING s.subscription_id",
+            )
+            .bind(tenant.as_uuid())
+            .bind(ids)
+            .bind(revisions)
+            .bind(customers)
+            .bind(bodies)
+            .fetch_all(&mut **tx)
+            .await
+            .during("update subscriptions")?;
+            Ok(updated.into_iter().collect())
+        }
+
+        /// The stored revisions of `ids` (absent: unknown subscription).
+        pub(crate) async fn revisions_of(
+            tx: &mut Tx,
+            tenant: TenantId,
+            ids: &[Uuid],
+        ) -> crate::error::Result<HashMap<Uuid, i64>> {
+            let rows: Vec<(Uuid, i64)> = sqlx::query_as(
+                "SELECT subscription_id, revision FROM billing_subscriptions \
+                 WHERE tenant_id = $1 AND subscription_id = ANY($2)",
+            )
+            .bind(tenant.as_uuid())
+            .bind(ids)
+            .fetch_all(&mut **tx)
+            .await
+            .during("read revisions")?;
+            Ok(rows.into_iter().collect())
+        }
+
+        /// Which of `keys` are stored document keys.
+        pub(crate) async fn existing_keys(
+            tx: &mut Tx,
+            tenant: TenantId,
+            keys: &[&str],
+        ) -> crate::error::Result<HashSet<String>> {
+            let stored: Vec<String> = sqlx::query_scalar(
+                "SELECT doc_key FROM billing_invoices WHERE tenant_id = $1 AND doc_key = ANY($2)",
+            )
+            .bind(tenant.as_uuid())
+            .bind(keys)
+            .fetch_all(&mut **tx)
+            .await
+            .during("read document keys")?;
+            Ok(stored.into_iter().collect())
+        }
+
+        /// Inserts numbered invoices (key, invoice) with status `status`, in one statement.
+        pub(crate) async fn insert_invoices(
+            tx: &mut Tx,
+            tenant: TenantId,
+            status: &str,
+            rows: &[(&str, &Invoice)],
+        ) -> crate::error::Result<Written> {
+            let ids: Vec<Uuid> = rows.iter().map(|(_, i)| i.id.as_uuid()).collect();
+            let keys: Vec<&str> = rows.iter().map(|(k, _)| *k).collect();
+            let customers: Vec<Uuid> = rows.iter().map(|(_, i)| i.customer.as_uuid()).collect();
+            let numbers: Vec<Option<i64>> = rows
+                .iter()
+                .map(|(_, i)| i.number.map(|n| i64::try_from(n.0).unwrap_or(i64::MAX)))
+                .collect();
+            let dates: Vec<chrono::NaiveDate> = rows.iter().map(|(_, i)| i.issue_date).collect();
+            let currencies: Vec<&str> = rows.iter().map(|(_, i)| i.currency.code()).collect();
+            let totals: Vec<rust_decimal::Decimal> =
+                rows.iter().map(|(_, i)| i.total.amount()).collect();
+            let bodies: Vec<sqlx::types::Json<&Invoice>> =
+                rows.iter().map(|(_, i)| sqlx::types::Json(*i)).collect();
+            let done = sqlx::query(
+                "INSERT INTO billing_invoices (tenant_id, invoice_id, doc_key, customer_id, \
+                   number, status, issue_date, currency, total, body) \
+                 SELECT $1, u.id, u.doc_key, u.customer, u.number, $2, u.issue_date, \
+                   u.currency, u.total, u.body \
+                 FROM UNNEST($3::uuid[], $4::text[], $5::uuid[], $6::bigint[], $7::date[], \
+                   $8::text[], $9::numeric[], $10::jsonb[]) \
+                   AS u(id, doc_key, customer, number, issue_date, currency, total, body)",
+            )
+            .bind(tenant.as_uuid())
+            .bind(status)
+            .bind(ids)
+            .bind(keys)
+            .bind(customers)
+            .bind(numbers)
+            .bind(dates)
+            .bind(currencies)
+            .bind(totals)
+            .bind(bodies)
+            .execute(&mut **tx)
+            .await;
+            match done {
+                Ok(done) => Ok(Written::Rows(done.rows_affected())),
+                Err(e) if crate::error::is_unique_violation(&e) => Ok(Written::UniqueViolation),
+                Err(e) => Err(e).during("write invoices"),
+            }
+        }
+
+        /// Adds pending charges in one statement (an id already stored is skipped).
+        pub(crate) async fn insert_pending(
+            tx: &mut Tx,
+            tenant: TenantId,
+            charges: &[&PendingCharge],
+        ) -> crate::error::Result<()> {
+            let ids: Vec<Uuid> = charges.iter().map(|c| c.id.as_uuid()).collect();
+            let customers: Vec<Uuid> = charges.iter().map(|c| c.customer.as_uuid()).collect();
+            let bodies: Vec<sqlx::types::Json<&PendingCharge>> =
+                charges.iter().map(|c| sqlx::types::Json(*c)).collect();
+            sqlx::query(
+                "INSERT INTO billing_pending_charges (tenant_id, charge_id, customer_id, \
+                   consumed, body) \
+                 SELECT $1, u.id, u.customer, false, u.body \
+                 FROM UNNEST($2::uuid[], $3::uuid[], $4::jsonb[]) WITH ORDINALITY \
+                   AS u(id, customer, body, ord) \
+                 ORDER BY u.ord \
+                 ON CONFLICT (tenant_id, charge_id) DO NOTHING",
+            )
+            .bind(tenant.as_uuid())
+            .bind(ids)
+            .bind(customers)
+            .bind(bodies)
+            .execute(&mut **tx)
+            .await
+            .during("write pending charges")?;
+            Ok(())
+        }
+
+        /// Marks pending charges consumed in one statement (kept, so that a retried add stays
+        /// a no-op).
+        pub(crate) async fn consume_pending(
+            tx: &mut Tx,
+            tenant: TenantId,
+            ids: &[Uuid],
+        ) -> crate::error::Result<()> {
+            sqlx::query(
+                "UPDATE billing_pending_charges SET consumed = true \
+                 WHERE tenant_id = $1 AND charge_id = ANY($2)",
+            )
+            .bind(tenant.as_uuid())
+            .bind(ids)
+            .execute(&mut **tx)
+            .await
+            .during("consume pending charges")?;
+            Ok(())
+        }
     }
 }
 

@@ -25,7 +25,7 @@ pub mod allowance;
 mod idset;
 mod store;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
@@ -64,8 +64,7 @@ pub(crate) fn stable_id(parts: &[&[u8]]) -> u128 {
     (u128::from(a) << 64) | u128::from(b)
 }
 
-pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
-pub(crate) type FastSet<K> = HashSet<K, foldhash::fast::RandomState>;
+pub(crate) use crate::{FastMap, FastSet};
 
 /// One usage measurement.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
