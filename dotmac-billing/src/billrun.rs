@@ -69,7 +69,7 @@ impl PlanLookup for Plan {
 }
 
 fn find_plan(plans: &(impl PlanLookup + ?Sized), id: PlanId) -> Result<&Plan, BillingError> {
-    plans.plan(id).ok_or_else(|| BillingError::UnknownPlan(id))
+    plans.plan(id).ok_or(BillingError::UnknownPlan(id))
 }
 
 /// The result of a bill run for one subscription.
@@ -327,7 +327,7 @@ fn segment_lines(
             prorated
         } else {
             Money::new(
-                prorated.amount().checked_div(units).ok_or_else(|| {
+                prorated.amount().checked_div(units).ok_or({
                     dotmac_core::CoreError::DivisionByZero {
                         operation: "unit price",
                     }
@@ -469,7 +469,7 @@ pub fn change(
     let current = sub
         .segment_on(on)
         .or(sub.segments.first())
-        .ok_or_else(|| BillingError::SubscriptionNotActive {
+        .ok_or(BillingError::SubscriptionNotActive {
             subscription: sub.id,
             status: sub.status,
         })?
@@ -569,7 +569,7 @@ pub fn cancel(
     check_changeable(sub, on)?;
     let shape = sub
         .latest_segment()
-        .ok_or_else(|| BillingError::SubscriptionNotActive {
+        .ok_or(BillingError::SubscriptionNotActive {
             subscription: sub.id,
             status: sub.status,
         })?;
@@ -603,7 +603,7 @@ fn apply_at(
     let mut s = sub.clone();
     let shape = s
         .latest_segment()
-        .ok_or_else(|| BillingError::SubscriptionNotActive {
+        .ok_or(BillingError::SubscriptionNotActive {
             subscription: s.id,
             status: s.status,
         })?;

@@ -276,7 +276,7 @@ impl Plan {
         version
             .checked_sub(1)
             .and_then(|i| self.versions.get(i as usize))
-            .ok_or_else(|| BillingError::UnknownPlanVersion {
+            .ok_or(BillingError::UnknownPlanVersion {
                 plan: self.id,
                 version,
             })

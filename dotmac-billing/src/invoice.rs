@@ -369,7 +369,7 @@ impl<'a> DocumentBuilder<'a> {
     ) -> Result<Self, BillingError> {
         let due_date = issue_date
             .checked_add_days(Days::new(u64::from(settings.payment_terms_days)))
-            .ok_or_else(|| dotmac_core::CoreError::DateOutOfRange("due date"))?;
+            .ok_or(dotmac_core::CoreError::DateOutOfRange("due date"))?;
         let zero = Money::zero(currency);
         Ok(DocumentBuilder {
             settings,
@@ -669,7 +669,7 @@ pub fn credit_note(
         let line = invoice
             .lines
             .get(index)
-            .ok_or_else(|| BillingError::UnknownInvoiceLine {
+            .ok_or(BillingError::UnknownInvoiceLine {
                 invoice: invoice.id,
                 line: index,
             })?;

@@ -61,7 +61,7 @@ impl TenantData {
             let stored = self
                 .subscriptions
                 .get_mut(&sub_key(sub.id))
-                .ok_or_else(|| BillingError::UnknownSubscription(sub.id))?;
+                .ok_or(BillingError::UnknownSubscription(sub.id))?;
             if stored.revision != sub.revision {
                 return Err(BillingError::ConcurrentUpdate {
                     subscription: sub.id,
@@ -403,7 +403,7 @@ impl InvoiceStore for MemoryStore {
                 .invoice_index
                 .get(&id)
                 .and_then(|i| t.invoices.get_mut(*i))
-                .ok_or_else(|| BillingError::InvoiceNotFound(id))?;
+                .ok_or(BillingError::InvoiceNotFound(id))?;
             let was = invoice.status;
             invoice.transition(to)?;
             if was == InvoiceStatus::Draft && to == InvoiceStatus::Open {
@@ -422,7 +422,7 @@ impl InvoiceStore for MemoryStore {
         self.with(tenant, |t| {
             let invoice = t
                 .invoice(note.invoice)
-                .ok_or_else(|| BillingError::InvoiceNotFound(note.invoice))?;
+                .ok_or(BillingError::InvoiceNotFound(note.invoice))?;
             let earlier = t
                 .credit_notes
                 .get(&note.invoice)

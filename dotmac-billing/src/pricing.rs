@@ -84,7 +84,7 @@ impl Tiers {
                     .checked_mul(tier.unit_amount)
                     .and_then(|a| a.checked_add(tier.flat_amount))
                     .and_then(|a| a.checked_add(sum))
-                    .ok_or_else(|| BillingError::InvalidPrice {
+                    .ok_or(BillingError::InvalidPrice {
                         reason: "tier amounts overflow",
                     })?;
                 sum = full;

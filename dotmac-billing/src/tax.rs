@@ -175,7 +175,7 @@ pub(crate) fn apply_taxes(
     } else {
         let divisor = Decimal::ONE + inclusive_sum / hundred;
         Money::new(
-            amount.amount().checked_div(divisor).ok_or_else(|| {
+            amount.amount().checked_div(divisor).ok_or({
                 BillingError::Core(dotmac_core::CoreError::Overflow {
                     operation: "inclusive tax",
                 })
