@@ -13,6 +13,12 @@ fn currency() -> impl Strategy<Value = Currency> {
     proptest::sample::select(CURRENCIES.to_vec())
 }
 
+/// Two different currencies, by construction (a filter rejects too often in long runs).
+fn two_currencies() -> impl Strategy<Value = (Currency, Currency)> {
+    let n = CURRENCIES.len();
+    (0..n, 1..n).prop_map(move |(i, step)| (CURRENCIES[i], CURRENCIES[(i + step) % n]))
+}
+
 /// An amount that is a whole number of minor units of `currency`.
 fn minor_amount(currency: Currency) -> impl Strategy<Value = Money> {
     (-10_000_000_000i64..10_000_000_000i64).prop_map(move |m| Money::from_minor(m, currency))
@@ -90,7 +96,7 @@ proptest! {
     fn currency_mismatch_is_always_an_error(
         a in any_amount(),
         b in any_amount(),
-        (left, right) in (currency(), currency()).prop_filter("different", |(l, r)| l != r),
+        (left, right) in two_currencies(),
     ) {
         let (x, y) = (Money::new(a, left), Money::new(b, right));
         let mismatch = CoreError::CurrencyMismatch { left: left.code(), right: right.code() };
