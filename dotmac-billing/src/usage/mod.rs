@@ -230,39 +230,145 @@ pub struct BatchReport {
 }
 
 /// The per-event state of one customer × meter × period, kept in a dense slab per period so
-/// that counting an event is an index, not a hash lookup.
+/// that counting an event is an index, not a hash lookup. Each meter keeps only what its
+/// aggregation reports, so that an entry is one cache line and counting an event touches
+/// nothing else.
 #[derive(Debug, Clone, Copy)]
 struct Hot {
+    acc: Acc,
     count: u64,
-    /// Whole quantities (bytes, counts: the common case) are summed as integers, the rest as
-    /// decimals; the sum is `whole_sum + decimal_sum`, still exact. Decimal addition costs
-    /// more than the rest of an ingest.
-    whole_sum: i128,
-    decimal_sum: Decimal,
-    /// The decimal sum left Decimal's range: the sum is reported as an overflow.
-    sum_overflowed: bool,
-    max: Decimal,
-    latest: Decimal,
-    latest_at: DateTime<Utc>,
-    latest_id: UsageEventId,
-    /// The period was invoiced: events now are late.
-    closed: bool,
     /// The batch chunk that last saved this entry before changing it (see `ingest_batch`).
     saved_in: u64,
+    /// The period was invoiced: events now are late.
+    closed: bool,
+}
+
+/// What an entry accumulates besides its count, by the meter's aggregation (set by the first
+/// event; `Nothing` until then and for count-only meters).
+#[derive(Debug, Clone, Copy)]
+enum Acc {
+    Nothing,
+    /// Whole quantities (bytes, counts: the common case) are summed as integers, the rest as
+    /// decimals; the sum is `whole + decimal`, still exact. Decimal addition costs more than
+    /// the rest of an ingest.
+    Sum {
+        whole: i128,
+        decimal: Decimal,
+        /// The decimal sum left Decimal's range: the sum is reported as an overflow.
+        overflowed: bool,
+    },
+    Max(Decimal),
+    /// The quantity of the latest event, ties broken by event id.
+    Latest {
+        value: Decimal,
+        at: DateTime<Utc>,
+        id: UsageEventId,
+    },
 }
 
 const EMPTY_HOT: Hot = Hot {
+    acc: Acc::Nothing,
     count: 0,
-    whole_sum: 0,
-    decimal_sum: Decimal::ZERO,
-    sum_overflowed: false,
-    max: Decimal::ZERO,
-    latest: Decimal::ZERO,
-    latest_at: DateTime::<Utc>::MIN_UTC,
-    latest_id: UsageEventId::from_u128(0),
-    closed: false,
     saved_in: 0,
+    closed: false,
 };
+
+/// What counting an event does for a meter, decided once per meter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HotKind {
+    Count,
+    Sum,
+    Max,
+    Latest,
+}
+
+impl HotKind {
+    fn of(aggregation: &Aggregation) -> HotKind {
+        match aggregation {
+            Aggregation::Sum => HotKind::Sum,
+            Aggregation::Max => HotKind::Max,
+            Aggregation::Latest => HotKind::Latest,
+            // Distinct values and gauge readings live in buckets; the slab only counts.
+            Aggregation::Count | Aggregation::UniqueCount { .. } | Aggregation::WeightedSum => {
+                HotKind::Count
+            }
+        }
+    }
+}
+
+impl Acc {
+    /// Adds one event's quantity.
+    #[inline(always)]
+    fn add(&mut self, kind: HotKind, quantity: Decimal, at: DateTime<Utc>, id: UsageEventId) {
+        match (kind, self) {
+            (HotKind::Count, _) => {}
+            (
+                HotKind::Sum,
+                Acc::Sum {
+                    whole,
+                    decimal,
+                    overflowed,
+                },
+            ) => {
+                let added = (quantity.scale() == 0)
+                    .then(|| whole.checked_add(quantity.mantissa()))
+                    .flatten();
+                match added {
+                    Some(sum) => *whole = sum,
+                    None => match decimal.checked_add(quantity) {
+                        Some(sum) => *decimal = sum,
+                        None => *overflowed = true,
+                    },
+                }
+            }
+            (HotKind::Max, Acc::Max(max)) => {
+                let above = if quantity.scale() == 0 && max.scale() == 0 {
+                    quantity.mantissa() > max.mantissa()
+                } else {
+                    quantity > *max
+                };
+                if above {
+                    *max = quantity;
+                }
+            }
+            (
+                HotKind::Latest,
+                Acc::Latest {
+                    value,
+                    at: latest_at,
+                    id: latest_id,
+                },
+            ) => {
+                if (at, id) > (*latest_at, *latest_id) {
+                    (*value, *latest_at, *latest_id) = (quantity, at, id);
+                }
+            }
+            // The first event of the entry (or a kind that changed, which meters cannot).
+            (kind, acc) => *acc = Acc::first(kind, quantity, at, id),
+        }
+    }
+
+    fn first(kind: HotKind, quantity: Decimal, at: DateTime<Utc>, id: UsageEventId) -> Acc {
+        match kind {
+            HotKind::Count => Acc::Nothing,
+            HotKind::Sum => {
+                let mut acc = Acc::Sum {
+                    whole: 0,
+                    decimal: Decimal::ZERO,
+                    overflowed: false,
+                };
+                acc.add(kind, quantity, at, id);
+                acc
+            }
+            HotKind::Max => Acc::Max(quantity),
+            HotKind::Latest => Acc::Latest {
+                value: quantity,
+                at,
+                id,
+            },
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 struct PeriodSlab {
@@ -407,6 +513,8 @@ pub fn rate(
 pub struct UsageAggregator {
     calendar: UsageCalendar,
     meters: Vec<Meter>,
+    /// What each meter's slab entries accumulate, by meter index.
+    kinds: Vec<HotKind>,
     max_future_skew: Duration,
     /// Keyed by the UUID as a `u128`: hashing one integer is cheaper than hashing 16 bytes.
     customers: FastMap<u128, u32>,
@@ -427,6 +535,7 @@ impl UsageAggregator {
     pub fn new(calendar: UsageCalendar, meters: Vec<Meter>) -> Self {
         UsageAggregator {
             calendar,
+            kinds: meters.iter().map(|m| HotKind::of(&m.aggregation)).collect(),
             meters,
             max_future_skew: Duration::minutes(5),
             customers: FastMap::default(),
@@ -629,6 +738,11 @@ impl UsageAggregator {
         let chunk_number = self.chunk_number;
         let meters = self.meters.len();
         let index = accepted.customer as usize * meters + accepted.meter as usize;
+        let kind = self
+            .kinds
+            .get(accepted.meter as usize)
+            .copied()
+            .unwrap_or(HotKind::Count);
         match self.hot_mut(slot, accepted.customer, accepted.meter as usize) {
             Some(hot) => {
                 if let Some(saved) = saved
@@ -637,30 +751,8 @@ impl UsageAggregator {
                     saved.push((slot, index, *hot));
                     hot.saved_in = chunk_number;
                 }
-                let above = if event.quantity.scale() == 0 && hot.max.scale() == 0 {
-                    event.quantity.mantissa() > hot.max.mantissa()
-                } else {
-                    event.quantity > hot.max
-                };
-                if hot.count == 0 || above {
-                    hot.max = event.quantity;
-                }
-                if hot.count == 0 || (event.timestamp, event.id) > (hot.latest_at, hot.latest_id) {
-                    hot.latest = event.quantity;
-                    hot.latest_at = event.timestamp;
-                    hot.latest_id = event.id;
-                }
                 hot.count += 1;
-                let whole = (event.quantity.scale() == 0)
-                    .then(|| hot.whole_sum.checked_add(event.quantity.mantissa()))
-                    .flatten();
-                match whole {
-                    Some(sum) => hot.whole_sum = sum,
-                    None => match hot.decimal_sum.checked_add(event.quantity) {
-                        Some(sum) => hot.decimal_sum = sum,
-                        None => hot.sum_overflowed = true,
-                    },
-                }
+                hot.acc.add(kind, event.quantity, event.timestamp, event.id);
                 hot.closed
             }
             None => false,
@@ -871,18 +963,25 @@ impl UsageAggregator {
         let Some(hot) = self.hot(key).filter(|h| h.count > 0) else {
             return Ok(Decimal::ZERO);
         };
-        Ok(match &meter.aggregation {
-            Aggregation::Count => Decimal::from(hot.count),
-            Aggregation::Sum => Decimal::try_from_i128_with_scale(hot.whole_sum, 0)
+        Ok(match (&meter.aggregation, hot.acc) {
+            (Aggregation::Count, _) => Decimal::from(hot.count),
+            (
+                Aggregation::Sum,
+                Acc::Sum {
+                    whole,
+                    decimal,
+                    overflowed,
+                },
+            ) => Decimal::try_from_i128_with_scale(whole, 0)
                 .ok()
-                .filter(|_| !hot.sum_overflowed)
-                .and_then(|whole| whole.checked_add(hot.decimal_sum))
+                .filter(|_| !overflowed)
+                .and_then(|whole| whole.checked_add(decimal))
                 .ok_or(dotmac_core::CoreError::Overflow {
                     operation: "usage sum",
                 })?,
-            Aggregation::Max => hot.max,
-            Aggregation::Latest => hot.latest,
-            Aggregation::UniqueCount { .. } | Aggregation::WeightedSum => Decimal::ZERO,
+            (Aggregation::Max, Acc::Max(max)) => max,
+            (Aggregation::Latest, Acc::Latest { value, .. }) => value,
+            _ => Decimal::ZERO,
         })
     }
 
