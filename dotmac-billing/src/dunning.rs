@@ -739,17 +739,32 @@ impl<P: PaymentStore, D: DunningStore, C: Clock> CollectionsService<P, D, C> {
             .collect()
     }
 
-    /// The customer's ledger; its currency is that of its first entry (`fallback` for a
-    /// customer without entries yet).
+    /// The customer's ledger, `None` for a customer without entries yet; its currency is
+    /// that of its first entry.
+    async fn stored_ledger(
+        &self,
+        tenant: TenantId,
+        customer: CustomerId,
+    ) -> Result<Option<CustomerLedger>, BillingError> {
+        let entries = self.payments.entries(tenant, customer).await?;
+        let Some(currency) = entries.first().map(|e| e.kind.currency()) else {
+            return Ok(None);
+        };
+        CustomerLedger::from_entries(customer, currency, entries).map(Some)
+    }
+
+    /// The customer's ledger, or an empty one in `currency` (the currency of the money about
+    /// to be recorded) for a customer without entries.
     async fn ledger(
         &self,
         tenant: TenantId,
         customer: CustomerId,
-        fallback: Currency,
+        currency: Currency,
     ) -> Result<CustomerLedger, BillingError> {
-        let entries = self.payments.entries(tenant, customer).await?;
-        let currency = entries.first().map_or(fallback, |e| e.kind.currency());
-        CustomerLedger::from_entries(customer, currency, entries)
+        Ok(self
+            .stored_ledger(tenant, customer)
+            .await?
+            .unwrap_or_else(|| CustomerLedger::new(customer, currency)))
     }
 
     /// Records an issued invoice in the customer's ledger (the customer's credit pays what it
@@ -815,8 +830,10 @@ impl<P: PaymentStore, D: DunningStore, C: Clock> CollectionsService<P, D, C> {
         tenant: TenantId,
         customer: CustomerId,
     ) -> Result<Vec<DomainEvent<CollectionEvent>>, BillingError> {
-        // Without entries there is nothing to collect, whatever the currency.
-        let ledger = self.ledger(tenant, customer, Currency::USD).await?;
+        // Without entries there is nothing to collect.
+        let Some(ledger) = self.stored_ledger(tenant, customer).await? else {
+            return Ok(Vec::new());
+        };
         let events = self.evaluate_ledger(tenant, &ledger).await?;
         Ok(self.wrap(tenant, events))
     }
