@@ -61,8 +61,16 @@ fn instants() -> impl Strategy<Value = DateTime<Utc>> {
         .prop_map(|s| Utc.with_ymd_and_hms(2020, 1, 1, 0, 0, 0).unwrap() + Duration::seconds(s))
 }
 
+/// `default` cases, or `PROPTEST_CASES` when set (for long runs: `PROPTEST_CASES=100000`).
+fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(ProptestConfig::with_cases(cases(256)))]
 
     #[test]
     fn adding_then_counting_gives_back_the_minutes(cal in calendars(), from in instants(), minutes in 0u32..30_000) {
@@ -199,7 +207,7 @@ fn reference_minutes(cal: &BusinessCalendar, from: DateTime<Utc>, minutes: i64) 
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(ProptestConfig::with_cases(cases(64)))]
 
     #[test]
     fn counting_agrees_with_the_minute_by_minute_definition(
@@ -213,7 +221,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(ProptestConfig::with_cases(cases(256)))]
 
     #[test]
     fn queue_assigner_decides_exactly_like_pick_agent(
