@@ -1,7 +1,7 @@
 //! Bill runs of the billing domain persisted through dotmac-sqlx's chunk queue
 //! (`SqlStore::run_bill_worker`): SQLite (file, 1 worker) and, when DATABASE_URL is set,
 //! PostgreSQL with 1, 2 and 4 workers, compared with a bare COPY of the same invoice rows into
-//! the same table in the same run.
+//! the same table in the same run (interleaved with the runs).
 //!
 //! Each worker claims chunks of 1,000 subscriptions, computes every subscription's invoice with
 //! `dotmac_billing::bill_due` (one recurring line, 7.5 % VAT) and writes the chunk's invoices
@@ -277,10 +277,20 @@ fn main() {
                     .await
                     .unwrap(),
             );
+            // Interleaved: each repetition times a bare COPY and then the runs with 1, 2 and 4
+            // workers, so that the COPY and the runs see the same table sizes (every run adds
+            // 100,000 invoices to the same tables) and the same machine load.
+            let workers = [1, 2, 4];
             let mut copies = Vec::new();
+            let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); workers.len()];
             for _ in 0..reps {
                 let rows = copy_rows(TenantId::new(), &plan, &subs);
                 copies.push(bare_copy(&url, &rows).await);
+                drop(rows);
+                for (i, w) in workers.iter().enumerate() {
+                    let tenant = seed(&store, &plan, &accounts, &subs).await;
+                    samples[i].push(bill_run(&store, tenant, &plan, *w).await);
+                }
             }
             let copy = median(copies);
             println!(
@@ -288,15 +298,10 @@ fn main() {
                 copy.as_secs_f64(),
                 rate(n, copy)
             );
-            for workers in [1, 2, 4] {
-                let mut samples = Vec::new();
-                for _ in 0..reps {
-                    let tenant = seed(&store, &plan, &accounts, &subs).await;
-                    samples.push(bill_run(&store, tenant, &plan, workers).await);
-                }
+            for (w, samples) in workers.iter().zip(samples) {
                 let m = median(samples);
                 println!(
-                    "postgres bill run {n} subscriptions  {workers} worker(s): median {:.2} s = {:.0} invoices/s = {:.0} % of bare COPY",
+                    "postgres bill run {n} subscriptions  {w} worker(s): median {:.2} s = {:.0} invoices/s = {:.0} % of bare COPY",
                     m.as_secs_f64(),
                     rate(n, m),
                     100.0 * rate(n, m) / rate(n, copy)

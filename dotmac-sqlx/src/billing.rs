@@ -109,72 +109,29 @@ pub(crate) enum Applied {
 }
 
 impl SqlStore {
-    /// The records of `customers` in one table (`select` … `WHERE customer_id IN` … `tail`),
+    /// The records of `customers` in one table (`select` … `WHERE customer_id` in the list … `tail`),
     /// read in one tenant transaction: the batch reads of a bill-run chunk.
-    async fn customer_bodies<T: serde::de::DeserializeOwned>(
+    async fn customer_bodies<T: serde::de::DeserializeOwned + Send + Unpin>(
         &self,
         tenant: TenantId,
-        what: &'static str,
         select: &'static str,
         customers: &[CustomerId],
         tail: &'static str,
     ) -> Result<Vec<T>> {
         let ids: Vec<Uuid> = customers.iter().map(|c| c.as_uuid()).collect();
-        let bodies = dispatch!(self.db, pool, d => {
+        dispatch!(self.db, pool, d => {
             let mut tx = d::begin_read(pool, tenant).await.map_err(storage)?;
             let bodies = d::billing::bodies_in(&mut tx, select, tenant, "customer_id", &ids, tail)
                 .await
                 .map_err(storage)?;
             tx.commit().await.during("end read").map_err(storage)?;
-            bodies
-        });
-        decode_all(what, bodies)
+            Ok(bodies)
+        })
     }
-}
-
-fn decode_all<T: serde::de::DeserializeOwned>(
-    what: &'static str,
-    bodies: Vec<serde_json::Value>,
-) -> Result<Vec<T>> {
-    bodies
-        .into_iter()
-        .map(|b| from_json(what, b).map_err(storage))
-        .collect()
 }
 
 for_each_dialect! {
     shared {
-    /// The bodies of `select`'s rows of `tenant` whose `column` is one of `ids` (queried
-    /// 1,000 ids at a time), followed by `tail` (more conditions, an ORDER BY).
-    pub(crate) async fn bodies_in(
-        tx: &mut Tx,
-        select: &'static str,
-        tenant: TenantId,
-        column: &'static str,
-        ids: &[Uuid],
-        tail: &'static str,
-    ) -> crate::error::Result<Vec<serde_json::Value>> {
-        let mut out = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(1000) {
-            let mut query = sqlx::QueryBuilder::<Db>::new(select);
-            query.push(" WHERE tenant_id = ").push_bind(tenant.as_uuid());
-            query.push(" AND ").push(column).push(" IN (");
-            let mut list = query.separated(", ");
-            for id in chunk {
-                list.push_bind(*id);
-            }
-            list.push_unseparated(") ");
-            query.push(tail);
-            let rows = query.build().fetch_all(&mut **tx).await.during("read records")?;
-            for row in &rows {
-                let body: sqlx::types::Json<serde_json::Value> =
-                    row.try_get("body").during("read record body")?;
-                out.push(body.0);
-            }
-        }
-        Ok(out)
-    }
-
     /// Applies one [`BillingCommit`] in the open transaction. A stale or unknown subscription
     /// is refused before anything is written; a unique violation (a concurrent writer issued
     /// the same document) fails the whole transaction.
@@ -497,8 +454,46 @@ for_each_dialect! {
         /// 32,766 bound parameters.
         const ROWS: usize = 1000;
 
+        /// The records in `select`'s rows of `tenant` whose `column` is one of `ids` (queried
+        /// 1,000 ids at a time), followed by `tail` (more conditions, an ORDER BY); decoded
+        /// straight from the `body` column.
+        pub(crate) async fn bodies_in<T: serde::de::DeserializeOwned + Send + Unpin>(
+            tx: &mut Tx,
+            select: &'static str,
+            tenant: TenantId,
+            column: &'static str,
+            ids: &[Uuid],
+            tail: &'static str,
+        ) -> crate::error::Result<Vec<T>> {
+            let mut out = Vec::with_capacity(ids.len());
+            for chunk in ids.chunks(ROWS) {
+                let mut query = sqlx::QueryBuilder::<Db>::new(select);
+                query.push(" WHERE tenant_id = ").push_bind(tenant.as_uuid());
+                query.push(" AND ").push(column).push(" IN (");
+                let mut list = query.separated(", ");
+                for id in chunk {
+                    list.push_bind(*id);
+                }
+                list.push_unseparated(") ");
+                query.push(tail);
+                let rows = query.build().fetch_all(&mut **tx).await.during("read records")?;
+                for row in &rows {
+                    let body: sqlx::types::Json<T> =
+                        row.try_get("body").during("read record body")?;
+                    out.push(body.0);
+                }
+            }
+            Ok(out)
+        }
+
+
         /// Writes each subscription's new state (already carrying its bumped revision) where
         /// the stored revision is the one before; returns the ids written.
+        ///
+        /// The `subscription_id IN (…)` list repeats the join key so that SQLite looks the
+        /// rows up by primary key: joined with the VALUES alone, it walks all of the tenant's
+        /// subscriptions (by the customer index) for every chunk, which makes a bill run
+        /// quadratic.
         pub(crate) async fn update_subscriptions(
             tx: &mut Tx,
             tenant: TenantId,
@@ -524,8 +519,13 @@ for_each_dialect! {
                     .push(
                         " AND billing_subscriptions.subscription_id = u.column1 \
                          AND billing_subscriptions.revision = u.column2 \
-                         RETURNING subscription_id",
+                         AND billing_subscriptions.subscription_id IN (",
                     );
+                let mut list = query.separated(", ");
+                for sub in chunk {
+                    list.push_bind(sub.id.as_uuid());
+                }
+                list.push_unseparated(") RETURNING subscription_id");
                 let rows = query.build().fetch_all(&mut **tx).await.during("update subscriptions")?;
                 for row in &rows {
                     updated.insert(row.try_get::<Uuid, _>(0).during("update subscriptions")?);
@@ -667,8 +667,38 @@ for_each_dialect! {
         }
     }
     postgres {
+        /// The records in `select`'s rows of `tenant` whose `column` is one of `ids` (one
+        /// `= ANY($2)` query), followed by `tail` (more conditions, an ORDER BY); decoded
+        /// straight from the `body` column.
+        pub(crate) async fn bodies_in<T: serde::de::DeserializeOwned + Send + Unpin>(
+            tx: &mut Tx,
+            select: &'static str,
+            tenant: TenantId,
+            column: &'static str,
+            ids: &[Uuid],
+            tail: &'static str,
+        ) -> crate::error::Result<Vec<T>> {
+            let mut query = sqlx::QueryBuilder::<Db>::new(select);
+            query.push(" WHERE tenant_id = ").push_bind(tenant.as_uuid());
+            query.push(" AND ").push(column).push(" = ANY(").push_bind(ids).push(") ");
+            query.push(tail);
+            let rows = query.build().fetch_all(&mut **tx).await.during("read records")?;
+            rows.iter()
+                .map(|row| {
+                    row.try_get::<sqlx::types::Json<T>, _>("body")
+                        .map(|b| b.0)
+                        .during("read record body")
+                })
+                .collect()
+        }
+
         /// Writes each subscription's new state (already carrying its bumped revision) where
         /// the stored revision is the one before, in one statement; returns the ids written.
+        ///
+        /// The join is pinned to a nested loop of primary-key lookups (hash and merge joins off
+        /// for this statement): right after a bulk import the statistics undercount a tenant's
+        /// rows, and the planner then hashes all of the tenant's subscriptions for every
+        /// chunk, which makes a bill run quadratic.
         pub(crate) async fn update_subscriptions(
             tx: &mut Tx,
             tenant: TenantId,
@@ -682,6 +712,10 @@ for_each_dialect! {
             let customers: Vec<Uuid> = subs.iter().map(|s| s.customer.as_uuid()).collect();
             let bodies: Vec<sqlx::types::Json<&Subscription>> =
                 subs.iter().map(|s| sqlx::types::Json(*s)).collect();
+            sqlx::raw_sql("SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off")
+                .execute(&mut **tx)
+                .await
+                .during("pin the update's plan")?;
             let updated: Vec<Uuid> = sqlx::query_scalar(
                 "UPDATE billing_subscriptions AS s \
                  SET revision = u.revision, body = u.body, customer_id = u.customer \
@@ -699,6 +733,10 @@ for_each_dialect! {
             .fetch_all(&mut **tx)
             .await
             .during("update subscriptions")?;
+            sqlx::raw_sql("RESET enable_hashjoin; RESET enable_mergejoin")
+                .execute(&mut **tx)
+                .await
+                .during("pin the update's plan")?;
             Ok(updated.into_iter().collect())
         }
 
@@ -963,14 +1001,8 @@ impl SubscriptionStore for SqlStore {
         tenant: TenantId,
         customers: &[CustomerId],
     ) -> Result<Vec<CustomerAccount>> {
-        self.customer_bodies(
-            tenant,
-            "account",
-            "SELECT body FROM billing_accounts",
-            customers,
-            "",
-        )
-        .await
+        self.customer_bodies(tenant, "SELECT body FROM billing_accounts", customers, "")
+            .await
     }
 
     async fn insert_subscription(
@@ -1117,7 +1149,6 @@ impl InvoiceStore for SqlStore {
     ) -> Result<Vec<PendingCharge>> {
         self.customer_bodies(
             tenant,
-            "pending charge",
             "SELECT body FROM billing_pending_charges",
             customers,
             "AND NOT consumed ORDER BY seq",

@@ -249,11 +249,22 @@ async fn connect_sqlite(options: &DatabaseOptions) -> Result<Database> {
     } else {
         // SQLite's default page cache is 2 MiB: an index over millions of usage rows then
         // goes to the file on every random insert. 64 MiB per connection keeps it in memory.
+        //
+        // Bulk writes (a multi-row `INSERT … ON CONFLICT`, a bill-run chunk) touch thousands
+        // of pages per transaction. Two defaults made them I/O-bound (measured on usage
+        // ingestion, see docs/benchmarks.md): the statement journal that lets such a statement
+        // roll back alone went to a temporary *file* (`temp_store = MEMORY` keeps it in
+        // memory), and the WAL was checkpointed every 1,000 pages (4 MiB), i.e. after almost
+        // every bulk transaction, copying back and fsyncing the same index pages again and
+        // again; every 16,384 pages (64 MiB of WAL) copies each hot page once per many
+        // transactions.
         connect = connect
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
-            .pragma("cache_size", "-65536");
+            .pragma("cache_size", "-65536")
+            .pragma("temp_store", "MEMORY")
+            .pragma("wal_autocheckpoint", "16384");
         SqlitePoolOptions::new().max_connections(options.max_connections.unwrap_or(4))
     };
     let pool = pool_options

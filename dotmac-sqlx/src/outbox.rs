@@ -86,9 +86,9 @@ for_each_dialect! {
                 builder.push_values(chunk, |mut row, e| {
                     row.push_bind(e.tenant.as_uuid())
                         .push_bind(e.id.as_uuid())
-                        .push_bind(e.event_type.clone())
+                        .push_bind(e.event_type.as_str())
                         .push_bind(e.occurred_at)
-                        .push_bind(Json(e.payload.clone()));
+                        .push_bind(Json(&e.payload));
                 });
                 builder.push(" ON CONFLICT (event_id) DO NOTHING");
                 builder
@@ -131,10 +131,10 @@ for_each_dialect! {
         pub(crate) async fn insert(tx: &mut Tx, events: &[OutboxEvent]) -> Result<()> {
             let tenants: Vec<Uuid> = events.iter().map(|e| e.tenant.as_uuid()).collect();
             let ids: Vec<Uuid> = events.iter().map(|e| e.id.as_uuid()).collect();
-            let types: Vec<String> = events.iter().map(|e| e.event_type.clone()).collect();
+            let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
             let at: Vec<DateTime<Utc>> = events.iter().map(|e| e.occurred_at).collect();
-            let payloads: Vec<Json<serde_json::Value>> =
-                events.iter().map(|e| Json(e.payload.clone())).collect();
+            let payloads: Vec<Json<&serde_json::Value>> =
+                events.iter().map(|e| Json(&e.payload)).collect();
             sqlx::query(
                 "INSERT INTO outbox (tenant_id, event_id, event_type, occurred_at, payload) \
                  SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[], \

@@ -24,7 +24,6 @@ use uuid::Uuid;
 
 use crate::billrun::{BillRunId, ChunkClaim};
 use crate::db::dispatch;
-use crate::docs::from_json;
 use crate::error::{Context, Result};
 use crate::outbox::OutboxEvent;
 use crate::store::SqlStore;
@@ -223,7 +222,7 @@ impl SqlStore {
     ) -> Result<BillRunSummary> {
         let tenant = claim.tenant;
         let (page, accounts, pending) = self.load_chunk(claim).await?;
-        let items = bill_chunk(
+        let mut items = bill_chunk(
             &page,
             job.plans,
             &accounts,
@@ -237,7 +236,12 @@ impl SqlStore {
             ..BillRunSummary::default()
         };
         drop(page);
-        let commits = items.iter().map(|i| i.commit.clone()).collect();
+        // `record_chunk` reads only the items' subscriptions and status changes: the commits
+        // move to the store instead of being copied.
+        let commits = items
+            .iter_mut()
+            .map(|i| std::mem::take(&mut i.commit))
+            .collect();
         let now = clock.now();
         dispatch!(self.db, pool, d => {
             let mut tx = d::begin_tenant(pool, tenant).await?;
@@ -265,7 +269,7 @@ impl SqlStore {
         let ids: Vec<Uuid> = claim.subscriptions.iter().map(|s| s.as_uuid()).collect();
         let (subs, accounts, pending) = dispatch!(self.db, pool, d => {
             let mut tx = d::begin_read(pool, tenant).await?;
-            let subs = d::billing::bodies_in(
+            let subs: Vec<Subscription> = d::billing::bodies_in(
                 &mut tx,
                 "SELECT body FROM billing_subscriptions",
                 tenant,
@@ -274,13 +278,9 @@ impl SqlStore {
                 "ORDER BY subscription_id",
             )
             .await?;
-            let subs = subs
-                .into_iter()
-                .map(|b| from_json::<Subscription>("subscription", b))
-                .collect::<Result<Vec<_>>>()?;
             let customers: Vec<Uuid> =
                 chunk_customers(&subs).into_iter().map(|c| c.as_uuid()).collect();
-            let accounts = d::billing::bodies_in(
+            let accounts: Vec<CustomerAccount> = d::billing::bodies_in(
                 &mut tx,
                 "SELECT body FROM billing_accounts",
                 tenant,
@@ -289,7 +289,7 @@ impl SqlStore {
                 "",
             )
             .await?;
-            let pending = d::billing::bodies_in(
+            let pending: Vec<PendingCharge> = d::billing::bodies_in(
                 &mut tx,
                 "SELECT body FROM billing_pending_charges",
                 tenant,
@@ -301,14 +301,6 @@ impl SqlStore {
             tx.commit().await.during("end read")?;
             (subs, accounts, pending)
         });
-        let accounts = accounts
-            .into_iter()
-            .map(|b| from_json("account", b))
-            .collect::<Result<Vec<CustomerAccount>>>()?;
-        let pending = pending
-            .into_iter()
-            .map(|b| from_json("pending charge", b))
-            .collect::<Result<Vec<PendingCharge>>>()?;
         Ok((subs, accounts, pending))
     }
 }

@@ -12,9 +12,12 @@ use uuid::Uuid;
 use crate::db::{Database, dispatch, for_each_dialect};
 use crate::error::{Context, Result};
 
-/// Rows per statement: bounded by SQLite's 32,766 parameters (8 a row) and, on PostgreSQL,
-/// by keeping one statement's arrays a few MB.
+/// Rows per statement on SQLite: bounded by its 32,766 parameters (8 a row).
 const BATCH: usize = 4000;
+
+/// Rows per statement on PostgreSQL (one array per column): keeps one statement's arrays to
+/// a few MB.
+const PG_BATCH: usize = 20_000;
 
 for_each_dialect! {
     shared {
@@ -34,6 +37,21 @@ for_each_dialect! {
         }
     }
     sqlite {
+        /// Stores the events whose ids are new, in one transaction; returns their ids.
+        pub(crate) async fn append(
+            pool: &sqlx::Pool<Db>,
+            tenant: TenantId,
+            events: &[UsageEvent],
+        ) -> Result<HashSet<Uuid>> {
+            let mut inserted = HashSet::with_capacity(events.len());
+            let mut tx = begin_tenant(pool, tenant).await?;
+            for batch in events.chunks(BATCH) {
+                inserted.extend(insert(&mut tx, tenant, batch).await?);
+            }
+            tx.commit().await.during("commit usage")?;
+            Ok(inserted)
+        }
+
         /// Inserts the batch; returns the ids actually inserted.
         pub(crate) async fn insert(tx: &mut Tx, tenant: TenantId, events: &[UsageEvent]) -> Result<HashSet<Uuid>> {
             let mut builder = sqlx::QueryBuilder::new(
@@ -56,8 +74,61 @@ for_each_dialect! {
         }
     }
     postgres {
-        /// Inserts the batch with one UNNEST statement; returns the ids actually inserted.
-        pub(crate) async fn insert(tx: &mut Tx, tenant: TenantId, events: &[UsageEvent]) -> Result<HashSet<Uuid>> {
+        /// Stores the events whose ids are new, in one transaction; returns their ids.
+        ///
+        /// The batch is first written with a plain insert, on the bet that its ids are new
+        /// (the common case: retries are rare); if one is already stored, that transaction is
+        /// rolled back and the batch is written again skipping the known ids (`ON CONFLICT DO
+        /// NOTHING RETURNING`), which tells which events were new.
+        pub(crate) async fn append(
+            pool: &sqlx::Pool<Db>,
+            tenant: TenantId,
+            events: &[UsageEvent],
+        ) -> Result<HashSet<Uuid>> {
+            // Distinct ids, first occurrence kept: a plain insert must not see an id twice.
+            let mut seen = HashSet::with_capacity(events.len());
+            let distinct: Vec<&UsageEvent> =
+                events.iter().filter(|e| seen.insert(e.id.as_uuid())).collect();
+            let mut tx = begin_tenant(pool, tenant).await?;
+            let mut known = false;
+            for batch in distinct.chunks(PG_BATCH) {
+                match insert(&mut tx, tenant, batch, false).await {
+                    Ok(_) => {}
+                    Err(e) if crate::error::is_unique_violation(&e) => {
+                        known = true;
+                        break;
+                    }
+                    Err(e) => return Err(e).during("write usage"),
+                }
+            }
+            if !known {
+                tx.commit().await.during("commit usage")?;
+                return Ok(seen);
+            }
+            tx.rollback().await.during("roll back usage")?;
+            let mut inserted = HashSet::with_capacity(distinct.len());
+            let mut tx = begin_tenant(pool, tenant).await?;
+            for batch in distinct.chunks(PG_BATCH) {
+                inserted.extend(
+                    insert(&mut tx, tenant, batch, true)
+                        .await
+                        .during("write usage")?,
+                );
+            }
+            tx.commit().await.during("commit usage")?;
+            Ok(inserted)
+        }
+
+        /// Inserts the batch with one UNNEST statement. With `skip_known`, an id already
+        /// stored is skipped (`ON CONFLICT DO NOTHING`) and the ids actually inserted are
+        /// returned; without, the insert is plain (cheaper: no speculative insertion, no
+        /// RETURNING) and fails on a known id, and nothing is returned.
+        pub(crate) async fn insert(
+            tx: &mut Tx,
+            tenant: TenantId,
+            events: &[&UsageEvent],
+            skip_known: bool,
+        ) -> std::result::Result<Vec<Uuid>, sqlx::Error> {
             let ids: Vec<Uuid> = events.iter().map(|e| e.id.as_uuid()).collect();
             let customers: Vec<Uuid> = events.iter().map(|e| e.customer.as_uuid()).collect();
             let subscriptions: Vec<Option<Uuid>> =
@@ -67,25 +138,34 @@ for_each_dialect! {
             let at: Vec<DateTime<Utc>> = events.iter().map(|e| e.timestamp).collect();
             let properties: Vec<Json<&BTreeMap<String, String>>> =
                 events.iter().map(|e| Json(&e.properties)).collect();
-            let rows = sqlx::query(
+            let sql = if skip_known {
                 "INSERT INTO usage_events (tenant_id, event_id, customer_id, subscription_id, \
                    meter_id, quantity, occurred_at, properties) \
                  SELECT $1, * FROM UNNEST($2::uuid[], $3::uuid[], $4::uuid[], $5::uuid[], \
                    $6::numeric[], $7::timestamptz[], $8::jsonb[]) \
-                 ON CONFLICT (tenant_id, event_id) DO NOTHING RETURNING event_id",
-            )
-            .bind(tenant.as_uuid())
-            .bind(ids)
-            .bind(customers)
-            .bind(subscriptions)
-            .bind(meters)
-            .bind(quantities)
-            .bind(at)
-            .bind(properties)
-            .fetch_all(&mut **tx)
-            .await
-            .during("write usage")?;
-            rows.iter().map(|r| r.try_get::<Uuid, _>(0).during("write usage")).collect()
+                 ON CONFLICT (tenant_id, event_id) DO NOTHING RETURNING event_id"
+            } else {
+                "INSERT INTO usage_events (tenant_id, event_id, customer_id, subscription_id, \
+                   meter_id, quantity, occurred_at, properties) \
+                 SELECT $1, * FROM UNNEST($2::uuid[], $3::uuid[], $4::uuid[], $5::uuid[], \
+                   $6::numeric[], $7::timestamptz[], $8::jsonb[])"
+            };
+            let query = sqlx::query(sql)
+                .bind(tenant.as_uuid())
+                .bind(ids)
+                .bind(customers)
+                .bind(subscriptions)
+                .bind(meters)
+                .bind(quantities)
+                .bind(at)
+                .bind(properties);
+            if skip_known {
+                let rows = query.fetch_all(&mut **tx).await?;
+                rows.iter().map(|r| r.try_get::<Uuid, _>(0)).collect()
+            } else {
+                query.execute(&mut **tx).await?;
+                Ok(Vec::new())
+            }
         }
     }
 }
@@ -101,14 +181,8 @@ impl Database {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        let mut inserted = HashSet::with_capacity(events.len());
-        dispatch!(self, pool, d => {
-            let mut tx = d::begin_tenant(pool, tenant).await?;
-            for batch in events.chunks(BATCH) {
-                inserted.extend(d::usage::insert(&mut tx, tenant, batch).await?);
-            }
-            tx.commit().await.during("commit usage")?;
-        });
+        let mut inserted =
+            dispatch!(self, pool, d => d::usage::append(pool, tenant, events).await?);
         Ok(events
             .iter()
             .map(|e| inserted.remove(&e.id.as_uuid()))

@@ -49,6 +49,15 @@ async fn usage_ingestion_is_idempotent_exact_and_tenant_scoped() {
                 .unwrap(),
             vec![false, false]
         );
+        // Known and new ids mixed (and the new one repeated): only the new one is stored.
+        let fresh = usage(6, customer, meter, 70);
+        assert_eq!(
+            UsageStore::append(&store, tenant, &[events[2].clone(), fresh.clone(), fresh])
+                .await
+                .unwrap(),
+            vec![false, true, false],
+            "{name}"
+        );
         // The same ids are new for another tenant.
         assert_eq!(
             UsageStore::append(&store, other, &events[..1])
