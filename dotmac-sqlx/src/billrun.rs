@@ -399,8 +399,25 @@ impl Database {
                 reason: "chunks need at least one subscription".into(),
             });
         }
-        let chunks: Vec<ChunkItems> = subscriptions
+        let chunks: Vec<Vec<SubscriptionId>> = subscriptions
             .chunks(chunk_size)
+            .map(<[_]>::to_vec)
+            .collect();
+        self.plan_bill_run_chunks(tenant, run, as_of, &chunks, now)
+            .await
+    }
+
+    /// Plans a bill run whose chunks are given: each inner list is one chunk's subscriptions.
+    pub(crate) async fn plan_bill_run_chunks(
+        &self,
+        tenant: TenantId,
+        run: BillRunId,
+        as_of: NaiveDate,
+        chunks: &[Vec<SubscriptionId>],
+        now: DateTime<Utc>,
+    ) -> Result<u32> {
+        let chunks: Vec<ChunkItems> = chunks
+            .iter()
             .map(|c| ChunkItems(c.iter().map(|s| s.as_uuid()).collect()))
             .collect();
         let chunk_count = i32::try_from(chunks.len()).map_err(|_| SqlError::InvalidOption {

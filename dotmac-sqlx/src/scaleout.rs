@@ -64,9 +64,16 @@ pub struct BillWorker<'a> {
 }
 
 impl SqlStore {
-    /// Plans a bill run over every subscription of the tenant, in id order, in chunks of
+    /// Plans a bill run over every subscription of the tenant, in chunks of about
     /// `chunk_size`, for [`SqlStore::run_bill_worker`]s to claim. Returns the number of
     /// chunks.
+    ///
+    /// A customer's subscriptions always share a chunk (a chunk grows past `chunk_size` to the
+    /// end of its last customer): pending charges belong to the customer, and one worker
+    /// puts each on exactly one of that customer's invoices. Two workers billing the same
+    /// customer at once would both try to (the store refuses the second,
+    /// [`BillingError::PendingChargeTaken`](dotmac_billing::BillingError::PendingChargeTaken),
+    /// and its subscription would wait for the next run).
     ///
     /// # Errors
     ///
@@ -79,22 +86,28 @@ impl SqlStore {
         chunk_size: usize,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<u32> {
-        let ids: Vec<Uuid> = dispatch!(self.db, pool, d => {
+        if chunk_size == 0 {
+            return Err(crate::SqlError::InvalidOption {
+                option: "chunk_size",
+                reason: "chunks need at least one subscription".into(),
+            });
+        }
+        let rows: Vec<(Uuid, Uuid)> = dispatch!(self.db, pool, d => {
             let mut tx = d::begin_read(pool, tenant).await?;
-            let ids = sqlx::query_scalar(
-                "SELECT subscription_id FROM billing_subscriptions WHERE tenant_id = $1 \
-                 ORDER BY subscription_id",
+            let rows = sqlx::query_as(
+                "SELECT customer_id, subscription_id FROM billing_subscriptions \
+                 WHERE tenant_id = $1 ORDER BY customer_id, subscription_id",
             )
             .bind(tenant.as_uuid())
             .fetch_all(&mut *tx)
             .await
             .during("list subscriptions")?;
             tx.commit().await.during("end read")?;
-            ids
+            rows
         });
-        let subs: Vec<SubscriptionId> = ids.into_iter().map(SubscriptionId::from_uuid).collect();
+        let chunks = customer_chunks(&rows, chunk_size);
         self.db
-            .plan_bill_run(tenant, run, as_of, &subs, chunk_size, now)
+            .plan_bill_run_chunks(tenant, run, as_of, &chunks, now)
             .await
     }
 
@@ -315,5 +328,58 @@ mod erased {
         fn to_json(&self) -> Result<serde_json::Value, serde_json::Error> {
             serde_json::to_value(self)
         }
+    }
+}
+
+/// Splits `(customer, subscription)` rows, sorted by customer, into chunks of at least
+/// `chunk_size` subscriptions (the last may be smaller) that never split a customer.
+fn customer_chunks(rows: &[(Uuid, Uuid)], chunk_size: usize) -> Vec<Vec<SubscriptionId>> {
+    let mut chunks = Vec::new();
+    let mut current: Vec<SubscriptionId> = Vec::with_capacity(chunk_size);
+    let mut last_customer = None;
+    for &(customer, subscription) in rows {
+        if current.len() >= chunk_size && last_customer != Some(customer) {
+            chunks.push(std::mem::replace(
+                &mut current,
+                Vec::with_capacity(chunk_size),
+            ));
+        }
+        current.push(SubscriptionId::from_uuid(subscription));
+        last_customer = Some(customer);
+    }
+    if !current.is_empty() {
+        chunks.push(current);
+    }
+    chunks
+}
+
+#[cfg(test)]
+mod chunk_tests {
+    use super::*;
+
+    #[test]
+    fn chunks_never_split_a_customer() {
+        let id = |n: u128| Uuid::from_u128(n);
+        // Customers 1 (3 subscriptions), 2 (1), 3 (2), 4 (1).
+        let rows = [
+            (id(1), id(11)),
+            (id(1), id(12)),
+            (id(1), id(13)),
+            (id(2), id(21)),
+            (id(3), id(31)),
+            (id(3), id(32)),
+            (id(4), id(41)),
+        ];
+        let chunks = customer_chunks(&rows, 2);
+        let as_numbers: Vec<Vec<u128>> = chunks
+            .iter()
+            .map(|c| c.iter().map(|s| s.as_uuid().as_u128()).collect())
+            .collect();
+        assert_eq!(
+            as_numbers,
+            vec![vec![11, 12, 13], vec![21, 31, 32], vec![41]]
+        );
+        assert_eq!(customer_chunks(&rows, 100).len(), 1);
+        assert!(customer_chunks(&[], 3).is_empty());
     }
 }
