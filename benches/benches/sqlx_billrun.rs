@@ -9,10 +9,19 @@
 //! events in one fenced transaction.
 //!
 //! `cargo bench -p dotmac-benches --bench sqlx_billrun` (DOTMAC_BENCH_SUBSCRIPTIONS, default
-//! 100000; DOTMAC_BENCH_REPS, default 3; DOTMAC_BENCH_BACKENDS=sqlite,postgres). Prints the
+//! 100000; DOTMAC_BENCH_REPS, default 3; DOTMAC_BENCH_BACKENDS=sqlite,postgres;
+//! DOTMAC_BENCH_WORKERS, the PostgreSQL worker counts, default 1,2,4; on PostgreSQL the
+//! seeded tables are analyzed before each run unless DOTMAC_BENCH_NO_ANALYZE is set). Prints the
 //! median of the repetitions and the peak RSS. Not a criterion bench: one repetition takes
 //! seconds and writes hundreds of thousands of rows. Seeding (subscriptions and accounts,
 //! bulk-imported) is not timed.
+//!
+//! With `DOTMAC_BENCH_MEMORY=1` (and DATABASE_URL): the peak memory of one streamed run
+//! instead, on PostgreSQL with 2 workers and no COPY, over DOTMAC_BENCH_SUBSCRIPTIONS (default
+//! 1000000 in this mode) subscriptions seeded 10,000 at a time, so that the process never holds
+//! them all. The peak RSS (`VmHWM`) is reset after seeding (`/proc/self/clear_refs`), so the
+//! figure printed for the run is the run's own: planning the chunks and billing them. Takes
+//! about 10 minutes and 2–3 GB of disk (schema `dotmac_bench_billrun_1m`, dropped at the end).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -74,7 +83,16 @@ fn settings() -> BillingSettings {
 
 /// One subscription per customer, started on April 1st: the run bills April.
 fn subscriptions(plan: &Plan, n: usize) -> (Vec<CustomerAccount>, Vec<Subscription>) {
-    (0..n)
+    subscriptions_from(plan, 0, n)
+}
+
+/// Subscriptions `from .. from + n` of [`subscriptions`].
+fn subscriptions_from(
+    plan: &Plan,
+    from: usize,
+    n: usize,
+) -> (Vec<CustomerAccount>, Vec<Subscription>) {
+    (from..from + n)
         .map(|i| {
             let customer = CustomerId::from_u128(i as u128 + 1);
             let sub = NewSubscription::new(customer, plan.id, Currency::USD, d(4, 1))
@@ -92,6 +110,16 @@ async fn seed(
     accounts: &[CustomerAccount],
     subs: &[Subscription],
 ) -> TenantId {
+    let tenant = catalogue(store, plan).await;
+    store
+        .import_subscriptions(tenant, accounts, subs)
+        .await
+        .unwrap();
+    tenant
+}
+
+/// A new tenant with the plan's product and the plan.
+async fn catalogue(store: &SqlStore, plan: &Plan) -> TenantId {
     let tenant = TenantId::new();
     let now = Utc.with_ymd_and_hms(2026, 4, 1, 2, 0, 0).unwrap();
     store
@@ -110,10 +138,6 @@ async fn seed(
         .await
         .unwrap();
     store.put_plan(tenant, plan.clone()).await.unwrap();
-    store
-        .import_subscriptions(tenant, accounts, subs)
-        .await
-        .unwrap();
     tenant
 }
 
@@ -229,11 +253,96 @@ async fn bare_copy(url: &str, rows: &str) -> Duration {
     start.elapsed()
 }
 
+/// `ANALYZE` of the seeded tables, as after any bulk load: statistics gathered before a
+/// tenant's rows were imported estimate that tenant at a row or two, and the chunk reads then
+/// walk all of its rows through the tenant prefix of an index (70–110 ms a chunk instead of
+/// 2 ms) until autovacuum's own analyze catches up.
+async fn analyze(url: &str, schema: &str) {
+    use sqlx::{Connection, Executor};
+    let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+    conn.execute(sqlx::AssertSqlSafe(format!(
+        "ANALYZE {schema}.billing_subscriptions, {schema}.billing_accounts"
+    )))
+    .await
+    .unwrap();
+}
+
 fn rate(n: usize, d: Duration) -> f64 {
     n as f64 / d.as_secs_f64()
 }
 
+/// `DOTMAC_BENCH_MEMORY`: the peak RSS of one streamed 2-worker run on PostgreSQL.
+fn memory_run() {
+    let n = env_usize("DOTMAC_BENCH_SUBSCRIPTIONS", 1_000_000);
+    let url = std::env::var("DATABASE_URL").expect("DOTMAC_BENCH_MEMORY needs DATABASE_URL");
+    let schema = "dotmac_bench_billrun_1m";
+    let plan = plan();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        use sqlx::{Connection, Executor};
+        let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+        let drop_schema = format!("DROP SCHEMA IF EXISTS {schema} CASCADE");
+        conn.execute(sqlx::AssertSqlSafe(drop_schema.clone()))
+            .await
+            .unwrap();
+        let store = SqlStore::new(
+            Database::connect_with(DatabaseOptions::new(&url).schema(schema).max_connections(8))
+                .await
+                .unwrap(),
+        );
+        let start = Instant::now();
+        let tenant = catalogue(&store, &plan).await;
+        let slice = 10_000;
+        for from in (0..n).step_by(slice) {
+            let (accounts, subs) = subscriptions_from(&plan, from, slice.min(n - from));
+            store
+                .import_subscriptions(tenant, &accounts, &subs)
+                .await
+                .unwrap();
+        }
+        analyze(&url, schema).await;
+        println!(
+            "seeded {n} subscriptions in {:.1} s (peak RSS while seeding {:.0} MiB)",
+            start.elapsed().as_secs_f64(),
+            peak_rss_mib()
+        );
+        // Linux: writing 5 to clear_refs resets VmHWM to the current RSS.
+        let reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
+        println!(
+            "RSS before the run {:.0} MiB (peak {})",
+            rss_mib(),
+            if reset { "reset" } else { "NOT reset: includes seeding" }
+        );
+        let took = bill_run(&store, tenant, &plan, 2).await;
+        println!(
+            "postgres bill run {n} subscriptions, 2 workers, chunks of {CHUNK}: {:.1} s = {:.0} invoices/s",
+            took.as_secs_f64(),
+            rate(n, took)
+        );
+        println!("peak RSS during the run {:.0} MiB", peak_rss_mib());
+        store.database().close().await;
+        conn.execute(sqlx::AssertSqlSafe(drop_schema)).await.unwrap();
+    });
+}
+
+/// Resident set size of this process now, in MiB (Linux `VmRSS`).
+fn rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
 fn main() {
+    if std::env::var_os("DOTMAC_BENCH_MEMORY").is_some() {
+        memory_run();
+        return;
+    }
     let n = env_usize("DOTMAC_BENCH_SUBSCRIPTIONS", 100_000);
     let reps = env_usize("DOTMAC_BENCH_REPS", 3);
     let backends =
@@ -280,7 +389,12 @@ fn main() {
             // Interleaved: each repetition times a bare COPY and then the runs with 1, 2 and 4
             // workers, so that the COPY and the runs see the same table sizes (every run adds
             // 100,000 invoices to the same tables) and the same machine load.
-            let workers = [1, 2, 4];
+            let analyzed = std::env::var_os("DOTMAC_BENCH_NO_ANALYZE").is_none();
+            let workers: Vec<usize> = std::env::var("DOTMAC_BENCH_WORKERS")
+                .unwrap_or_else(|_| "1,2,4".into())
+                .split(',')
+                .map(|w| w.trim().parse().unwrap())
+                .collect();
             let mut copies = Vec::new();
             let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); workers.len()];
             for _ in 0..reps {
@@ -289,6 +403,9 @@ fn main() {
                 drop(rows);
                 for (i, w) in workers.iter().enumerate() {
                     let tenant = seed(&store, &plan, &accounts, &subs).await;
+                    if analyzed {
+                        analyze(&url, SCHEMA).await;
+                    }
                     samples[i].push(bill_run(&store, tenant, &plan, *w).await);
                 }
             }

@@ -201,6 +201,16 @@ pub enum BillingError {
         /// The revision in the store.
         found: u64,
     },
+    /// A commit puts a pending charge on a document that another commit already invoiced
+    /// (or one that was never added): invoicing it again would bill it twice. Re-read the
+    /// pending charges and retry.
+    #[error(
+        "pending charge {charge} is no longer pending (another document took it); re-read the pending charges and retry"
+    )]
+    PendingChargeTaken {
+        /// The charge.
+        charge: crate::PendingChargeId,
+    },
     // --- usage, RADIUS, payments, dunning, analytics ---
     /// A usage event names a meter that is not defined for the tenant.
     #[error(

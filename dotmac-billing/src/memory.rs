@@ -37,6 +37,8 @@ struct TenantData {
     /// Every pending charge id ever added, so that a retried add of an invoiced charge is a
     /// no-op too.
     pending_seen: FastSet<PendingChargeId>,
+    /// The ids of the charges in `pending`: what a commit may still consume.
+    pending_open: FastSet<PendingChargeId>,
     credit_notes: FastMap<InvoiceId, Vec<CreditNote>>,
     last_invoice_number: u64,
     last_credit_note_number: u64,
@@ -56,19 +58,34 @@ impl TenantData {
         commit: BillingCommit,
         consumed: &mut FastSet<PendingChargeId>,
     ) -> Result<CommitResult, BillingError> {
-        // The subscription is the only check, so a refused commit writes nothing.
-        if let Some(mut sub) = commit.subscription {
-            let stored = self
-                .subscriptions
-                .get_mut(&sub_key(sub.id))
-                .ok_or(BillingError::UnknownSubscription(sub.id))?;
-            if stored.revision != sub.revision {
-                return Err(BillingError::ConcurrentUpdate {
-                    subscription: sub.id,
-                    expected: sub.revision,
-                    found: stored.revision,
-                });
+        // Check everything first, so that a refused commit writes nothing.
+        let stored = match &commit.subscription {
+            Some(sub) => {
+                let stored = self
+                    .subscriptions
+                    .get_mut(&sub_key(sub.id))
+                    .ok_or(BillingError::UnknownSubscription(sub.id))?;
+                if stored.revision != sub.revision {
+                    return Err(BillingError::ConcurrentUpdate {
+                        subscription: sub.id,
+                        expected: sub.revision,
+                        found: stored.revision,
+                    });
+                }
+                Some(stored)
             }
+            None => None,
+        };
+        // A charge another document took (earlier in this batch or before) must not be
+        // invoiced twice.
+        if let Some(charge) = commit
+            .consumed_pending
+            .iter()
+            .find(|c| !self.pending_open.contains(*c) || consumed.contains(*c))
+        {
+            return Err(BillingError::PendingChargeTaken { charge: *charge });
+        }
+        if let (Some(stored), Some(mut sub)) = (stored, commit.subscription) {
             sub.revision += 1;
             *stored = sub;
         }
@@ -102,6 +119,7 @@ impl TenantData {
         consumed.extend(commit.consumed_pending);
         for charge in commit.new_pending {
             if self.pending_seen.insert(charge.id) {
+                self.pending_open.insert(charge.id);
                 self.pending
                     .entry(charge.customer)
                     .or_default()
@@ -116,6 +134,7 @@ impl TenantData {
         if consumed.is_empty() {
             return;
         }
+        self.pending_open.retain(|id| !consumed.contains(id));
         self.pending.retain(|_, list| {
             list.retain(|c| !consumed.contains(&c.id));
             !list.is_empty()
@@ -305,6 +324,7 @@ impl InvoiceStore for MemoryStore {
             if !t.pending_seen.insert(charge.id) {
                 return false;
             }
+            t.pending_open.insert(charge.id);
             t.pending.entry(charge.customer).or_default().push(charge);
             true
         }))

@@ -158,8 +158,8 @@ pub struct BillRunSummary {
     pub invoices: usize,
     /// Documents skipped because they had already been issued.
     pub duplicates: usize,
-    /// Subscriptions skipped because someone else updated them during the run (the next run
-    /// picks them up).
+    /// Subscriptions skipped because someone else updated them, or invoiced one of their
+    /// pending charges, during the run (the next run picks them up).
     pub conflicts: usize,
     /// The last subscription processed: the cursor for the next chunk.
     pub cursor: Option<SubscriptionId>,
@@ -548,7 +548,9 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
     ///
     /// # Errors
     ///
-    /// [`BillingError::UnknownAccount`], store errors.
+    /// [`BillingError::UnknownAccount`]; [`BillingError::PendingChargeTaken`] when a bill run
+    /// invoiced one of the charges since they were read (call again: the rest are still
+    /// pending); store errors.
     pub async fn invoice_pending_now(
         &self,
         tenant: TenantId,
@@ -782,9 +784,9 @@ pub fn invoice_issued_event(
 ///
 /// # Errors
 ///
-/// The first per-commit error other than a concurrent update (a conflicting subscription is
-/// counted in [`BillRunSummary::conflicts`] and left for the next run); a result count that
-/// does not match `items` ([`BillingError::InvalidConfiguration`]).
+/// The first per-commit error other than a concurrent update or a taken pending charge (a
+/// conflicting subscription is counted in [`BillRunSummary::conflicts`] and left for the next
+/// run); a result count that does not match `items` ([`BillingError::InvalidConfiguration`]).
 pub fn record_chunk(
     tenant: TenantId,
     clock: &dyn Clock,
@@ -823,9 +825,73 @@ pub fn record_chunk(
                     ));
                 }
             }
-            Err(BillingError::ConcurrentUpdate { .. }) => summary.conflicts += 1,
+            // Someone else changed the subscription or invoiced one of its charges: the
+            // subscription is left for the next run, which re-reads both.
+            Err(
+                BillingError::ConcurrentUpdate { .. } | BillingError::PendingChargeTaken { .. },
+            ) => summary.conflicts += 1,
             Err(e) => return Err(e),
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::invoice::PendingChargeId;
+    use dotmac_core::FixedClock;
+
+    fn item(n: u128) -> ChunkCommit {
+        ChunkCommit {
+            subscription: SubscriptionId::from_u128(n),
+            status_change: None,
+            commit: BillingCommit::default(),
+        }
+    }
+
+    #[test]
+    fn record_chunk_counts_conflicts_and_stops_at_other_errors() {
+        let tenant = TenantId::from_u128(1);
+        let clock = FixedClock::new(chrono::DateTime::UNIX_EPOCH);
+        let items = [item(1), item(2), item(3)];
+        let stale = BillingError::ConcurrentUpdate {
+            subscription: SubscriptionId::from_u128(2),
+            expected: 1,
+            found: 2,
+        };
+        let taken = BillingError::PendingChargeTaken {
+            charge: PendingChargeId::from_u128(9),
+        };
+        let mut summary = BillRunSummary::default();
+        record_chunk(
+            tenant,
+            &clock,
+            &items,
+            vec![Ok(CommitResult::default()), Err(stale), Err(taken)],
+            &mut summary,
+        )
+        .unwrap();
+        assert_eq!((summary.conflicts, summary.invoices), (2, 0));
+
+        let failure = BillingError::UnknownSubscription(SubscriptionId::from_u128(3));
+        let mut summary = BillRunSummary::default();
+        let result = record_chunk(
+            tenant,
+            &clock,
+            &items,
+            vec![
+                Ok(CommitResult::default()),
+                Ok(CommitResult::default()),
+                Err(failure.clone()),
+            ],
+            &mut summary,
+        );
+        assert_eq!(result, Err(failure));
+        let short = record_chunk(tenant, &clock, &items, Vec::new(), &mut summary);
+        assert!(matches!(
+            short,
+            Err(BillingError::InvalidConfiguration { .. })
+        ));
+    }
 }

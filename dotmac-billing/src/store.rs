@@ -220,6 +220,14 @@ pub trait InvoiceStore: Send + Sync {
     }
 
     /// Applies a [`BillingCommit`] atomically.
+    ///
+    /// # Errors
+    ///
+    /// [`BillingError::UnknownSubscription`] / [`BillingError::ConcurrentUpdate`] when the
+    /// commit's subscription is unknown or its revision stale;
+    /// [`BillingError::PendingChargeTaken`] when one of `consumed_pending` is no longer
+    /// pending (another commit invoiced it), so no charge is ever invoiced twice. Nothing is
+    /// written then.
     fn commit(
         &self,
         tenant: TenantId,
@@ -229,8 +237,9 @@ pub trait InvoiceStore: Send + Sync {
     /// Applies many commits (a bill-run chunk) in one go, returning one result per commit, in
     /// order. Each commit is still all-or-nothing and keeps its optimistic check: a commit
     /// whose subscription revision is stale gets [`BillingError::ConcurrentUpdate`] (or
-    /// [`BillingError::UnknownSubscription`]) in its slot, writes nothing, and the others
-    /// still apply.
+    /// [`BillingError::UnknownSubscription`]) in its slot, one that consumes a charge that is
+    /// no longer pending (taken before the batch or by an earlier commit of it)
+    /// [`BillingError::PendingChargeTaken`]; it writes nothing, and the others still apply.
     ///
     /// The default applies the commits one by one with [`Self::commit`]; stores override it to
     /// pay for one lock or one transaction per batch instead of one per commit (the SQL store
@@ -253,7 +262,8 @@ pub trait InvoiceStore: Send + Sync {
                 match self.commit(tenant, commit).await {
                     Err(
                         e @ (BillingError::ConcurrentUpdate { .. }
-                        | BillingError::UnknownSubscription(_)),
+                        | BillingError::UnknownSubscription(_)
+                        | BillingError::PendingChargeTaken { .. }),
                     ) => results.push(Err(e)),
                     Err(e) => return Err(e),
                     Ok(done) => results.push(Ok(done)),

@@ -81,6 +81,9 @@ where
     commit_batch_skips_conflicts_and_applies_the_rest(make())
         .await
         .map_err(|e| format!("commit_batch_skips_conflicts_and_applies_the_rest: {e}"))?;
+    a_pending_charge_is_invoiced_once(make())
+        .await
+        .map_err(|e| format!("a_pending_charge_is_invoiced_once: {e}"))?;
     Ok(())
 }
 
@@ -731,6 +734,115 @@ async fn commit_batch_skips_conflicts_and_applies_the_rest<S: BillingStore>(
             .map_err(err)?
             .is_empty(),
         "an empty batch returned results"
+    );
+    Ok(())
+}
+
+/// Two commits that both put the same pending charge on their invoice (two workers billing a
+/// customer's two subscriptions at once, or a bill run racing `invoice_pending_now`): the
+/// first wins, the second is refused whole, and a replay or an unknown charge is refused too.
+async fn a_pending_charge_is_invoiced_once<S: BillingStore>(store: S) -> Result<(), String> {
+    let tenant = TenantId::new();
+    let plan = monthly_plan(PlanId::new(), ProductId::new(), 1000)?;
+    let customer = CustomerId::from_u128(2001);
+    store
+        .put_account(tenant, CustomerAccount::new(customer, Currency::USD))
+        .await
+        .map_err(err)?;
+    let mut subs = Vec::new();
+    for n in 1..=2u128 {
+        let sub = NewSubscription::new(customer, plan.id, Currency::USD, day(2026, 1, 1)?)
+            .id(SubscriptionId::from_u128(2000 + n))
+            .create(&plan, Currency::USD)
+            .map_err(err)?;
+        store
+            .insert_subscription(tenant, sub.clone())
+            .await
+            .map_err(err)?;
+        subs.push(sub);
+    }
+    let fee = charge(customer, 92, 300, day(2026, 1, 5)?);
+    store
+        .add_pending_charge(tenant, fee.clone())
+        .await
+        .map_err(err)?;
+    let mut commits = Vec::new();
+    for sub in &subs {
+        let out = crate::bill_due(
+            sub,
+            &plan,
+            std::slice::from_ref(&fee),
+            day(2026, 2, 1)?,
+            &Default::default(),
+        )
+        .map_err(err)?;
+        ensure!(
+            out.consumed == vec![fee.id],
+            "bill_due did not take the charge"
+        );
+        commits.push(BillingCommit {
+            subscription: Some(out.subscription),
+            invoices: out.invoices,
+            consumed_pending: out.consumed,
+            new_pending: Vec::new(),
+        });
+    }
+    let replay = commits.get(1).cloned().ok_or("missing commit")?;
+    let results = store.commit_batch(tenant, commits).await.map_err(err)?;
+    ensure!(
+        matches!(results.first(), Some(Ok(done)) if done.issued.len() == 2),
+        "the first commit was not applied: {:?}",
+        results.first()
+    );
+    ensure!(
+        results.get(1) == Some(&Err(BillingError::PendingChargeTaken { charge: fee.id })),
+        "the second commit was not refused: {:?}",
+        results.get(1)
+    );
+    let invoices = store.invoices_of(tenant, customer).await.map_err(err)?;
+    let fee_lines = invoices
+        .iter()
+        .flat_map(|i| &i.lines)
+        .filter(|l| l.kind == LineKind::LateFee)
+        .count();
+    ensure!(
+        invoices.len() == 2 && fee_lines == 1,
+        "{} invoices with {fee_lines} fee lines",
+        invoices.len()
+    );
+    let untouched = store.subscription(tenant, subs[1].id).await.map_err(err)?;
+    ensure!(
+        untouched.as_ref() == subs.get(1),
+        "the refused commit changed its subscription: {untouched:?}"
+    );
+    // Retried alone (its subscription is unchanged), the commit is still refused.
+    ensure!(
+        store.commit(tenant, replay).await
+            == Err(BillingError::PendingChargeTaken { charge: fee.id }),
+        "a retried commit took the charge again"
+    );
+    let unknown = PendingChargeId::from_u128(999_999);
+    ensure!(
+        store
+            .commit(
+                tenant,
+                BillingCommit {
+                    consumed_pending: vec![unknown],
+                    ..BillingCommit::default()
+                },
+            )
+            .await
+            == Err(BillingError::PendingChargeTaken { charge: unknown }),
+        "an unknown charge was consumed"
+    );
+    ensure!(
+        store
+            .invoices_of(tenant, customer)
+            .await
+            .map_err(err)?
+            .len()
+            == 2,
+        "a refused commit wrote invoices"
     );
     Ok(())
 }

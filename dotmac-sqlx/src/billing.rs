@@ -104,8 +104,26 @@ const INSERT_INVOICE: &str = "INSERT INTO billing_invoices (tenant_id, invoice_i
 pub(crate) enum Applied {
     /// Written.
     Done(CommitResult),
-    /// Refused before writing anything (stale or unknown subscription).
+    /// Refused before writing anything (stale or unknown subscription, charge taken).
     Refused(BillingError),
+}
+
+/// Why a commit whose subscription expects stored revision `expected` is refused, given the
+/// stored revisions `found` (absent: unknown subscription); `None` when it may apply.
+fn revision_refusal(
+    sub: &Subscription,
+    expected: u64,
+    found: &HashMap<Uuid, i64>,
+) -> Option<BillingError> {
+    match found.get(&sub.id.as_uuid()) {
+        None => Some(BillingError::UnknownSubscription(sub.id)),
+        Some(found) if found.unsigned_abs() == expected && *found >= 0 => None,
+        Some(found) => Some(BillingError::ConcurrentUpdate {
+            subscription: sub.id,
+            expected,
+            found: found.unsigned_abs(),
+        }),
+    }
 }
 
 impl SqlStore {
@@ -132,14 +150,43 @@ impl SqlStore {
 
 for_each_dialect! {
     shared {
-    /// Applies one [`BillingCommit`] in the open transaction. A stale or unknown subscription
-    /// is refused before anything is written; a unique violation (a concurrent writer issued
-    /// the same document) fails the whole transaction.
+    /// Applies one [`BillingCommit`] in the open transaction. A stale or unknown subscription,
+    /// then a consumed charge that is no longer pending, is refused before anything is
+    /// written; a unique violation (a concurrent writer issued the same document) fails the
+    /// whole transaction.
+    ///
+    /// The charges it consumes are locked first (then its subscription), so a concurrent
+    /// commit consuming one of them waits and then sees it consumed.
     pub(crate) async fn apply_commit(
         tx: &mut Tx,
         tenant: TenantId,
         commit: BillingCommit,
     ) -> Result<Applied> {
+            if !commit.consumed_pending.is_empty() {
+                let mut ids: Vec<Uuid> =
+                    commit.consumed_pending.iter().map(|c| c.as_uuid()).collect();
+                ids.sort_unstable();
+                ids.dedup();
+                let stored = lock_pending(tx, tenant, &ids).await.map_err(storage)?;
+                // The revision check comes first: a stale commit reports its subscription.
+                if let Some(sub) = &commit.subscription {
+                    let found = revisions_of(tx, tenant, &[sub.id.as_uuid()], true)
+                        .await
+                        .map_err(storage)?;
+                    if let Some(refused) = revision_refusal(sub, sub.revision, &found) {
+                        return Ok(Applied::Refused(refused));
+                    }
+                }
+                if let Some(charge) = commit
+                    .consumed_pending
+                    .iter()
+                    .find(|c| stored.get(&c.as_uuid()) != Some(&false))
+                {
+                    return Ok(Applied::Refused(BillingError::PendingChargeTaken {
+                        charge: *charge,
+                    }));
+                }
+            }
             if let Some(mut sub) = commit.subscription {
                 let expected = sub.revision;
                 sub.revision += 1;
@@ -247,11 +294,14 @@ for_each_dialect! {
     /// subscription's optimistic revision check and new state, one lookup of the documents'
     /// idempotency keys, one reservation of the batch's invoice numbers, one insert of the
     /// new invoices, one insert of the new pending charges and one update of the consumed
-    /// ones (SQLite splits each into statements of 1,000 rows).
+    /// ones (SQLite splits each into statements of 1,000 rows). A batch that consumes pending
+    /// charges first locks them and the subscriptions with two reads, decides in Rust, then
+    /// writes the accepted subscriptions (see [`decide_with_charges`]).
     ///
     /// The outcome is exactly that of applying the commits one by one, as the in-memory store
-    /// does: a commit whose subscription is stale or unknown writes nothing and holds the
-    /// error in its slot; a document whose key is stored, or issued earlier in the batch, is
+    /// does: a commit whose subscription is stale or unknown, or (its subscription being
+    /// current) that consumes a charge no longer pending, writes nothing and holds the error
+    /// in its slot; a document whose key is stored, or issued earlier in the batch, is
     /// counted as a duplicate; numbers follow commit order, gaplessly. A batch that names one
     /// subscription twice (a later commit's revision check depends on an earlier commit of
     /// the same batch) is applied commit by commit.
@@ -270,46 +320,12 @@ for_each_dialect! {
         }
         drop(seen);
 
-        // 1. Revision checks and new states. Each subscription carries its bumped revision;
-        //    the stored one must be the revision before.
-        for sub in commits.iter_mut().filter_map(|c| c.subscription.as_mut()) {
-            sub.revision += 1;
-        }
-        let subs: Vec<&Subscription> =
-            commits.iter().filter_map(|c| c.subscription.as_ref()).collect();
-        let updated = if subs.is_empty() {
-            HashSet::new()
+        // 1. Revision checks, pending charges and new states.
+        let refusals = if commits.iter().any(|c| !c.consumed_pending.is_empty()) {
+            decide_with_charges(tx, tenant, &mut commits).await?
         } else {
-            update_subscriptions(tx, tenant, &subs).await.map_err(storage)?
+            decide_by_revision(tx, tenant, &mut commits).await?
         };
-        let missed: Vec<Uuid> = subs
-            .iter()
-            .map(|s| s.id.as_uuid())
-            .filter(|id| !updated.contains(id))
-            .collect();
-        drop(subs);
-        let found = if missed.is_empty() {
-            HashMap::new()
-        } else {
-            revisions_of(tx, tenant, &missed).await.map_err(storage)?
-        };
-        let refusals: Vec<Option<BillingError>> = commits
-            .iter()
-            .map(|c| {
-                let sub = c.subscription.as_ref()?;
-                if updated.contains(&sub.id.as_uuid()) {
-                    return None;
-                }
-                Some(match found.get(&sub.id.as_uuid()) {
-                    None => BillingError::UnknownSubscription(sub.id),
-                    Some(found) => BillingError::ConcurrentUpdate {
-                        subscription: sub.id,
-                        expected: sub.revision - 1,
-                        found: found.unsigned_abs(),
-                    },
-                })
-            })
-            .collect();
 
         // 2. Idempotency keys of the accepted commits' documents: stored ones, and repeats
         //    within the batch, are duplicates.
@@ -428,9 +444,153 @@ for_each_dialect! {
             insert_pending(tx, tenant, &new_pending).await.map_err(storage)?;
         }
         if !consumed.is_empty() {
-            consume_pending(tx, tenant, &consumed).await.map_err(storage)?;
+            consumed.sort_unstable();
+            consumed.dedup();
+            // Every one was pending under its lock (step 1): a shortfall means the lock did
+            // not hold, and the batch is abandoned rather than a charge invoiced twice.
+            let done = consume_pending(tx, tenant, &consumed).await.map_err(storage)?;
+            if usize::try_from(done).ok() != Some(consumed.len()) {
+                return Err(BillingError::InvalidConfiguration {
+                    what: "pending charges",
+                    reason: "a charge was consumed by someone else during the batch; retry it",
+                });
+            }
         }
         Ok(results)
+    }
+
+    /// Step 1 of [`apply_batch`] when no commit consumes a pending charge: one
+    /// `UPDATE … RETURNING` writes every subscription whose stored revision is the one
+    /// before (each subscription leaves carrying its bumped revision); the misses are looked
+    /// up to tell a stale subscription from an unknown one. Returns each commit's refusal.
+    async fn decide_by_revision(
+        tx: &mut Tx,
+        tenant: TenantId,
+        commits: &mut [BillingCommit],
+    ) -> Result<Vec<Option<BillingError>>> {
+        for sub in commits.iter_mut().filter_map(|c| c.subscription.as_mut()) {
+            sub.revision += 1;
+        }
+        let subs: Vec<&Subscription> =
+            commits.iter().filter_map(|c| c.subscription.as_ref()).collect();
+        let updated = if subs.is_empty() {
+            HashSet::new()
+        } else {
+            update_subscriptions(tx, tenant, &subs).await.map_err(storage)?
+        };
+        let missed: Vec<Uuid> = subs
+            .iter()
+            .map(|s| s.id.as_uuid())
+            .filter(|id| !updated.contains(id))
+            .collect();
+        drop(subs);
+        let found = if missed.is_empty() {
+            HashMap::new()
+        } else {
+            revisions_of(tx, tenant, &missed, false).await.map_err(storage)?
+        };
+        Ok(commits
+            .iter()
+            .map(|c| {
+                let sub = c.subscription.as_ref()?;
+                if updated.contains(&sub.id.as_uuid()) {
+                    return None;
+                }
+                // Not written: unknown, or stale (whatever the revision read now).
+                Some(match found.get(&sub.id.as_uuid()) {
+                    None => BillingError::UnknownSubscription(sub.id),
+                    Some(found) => BillingError::ConcurrentUpdate {
+                        subscription: sub.id,
+                        expected: sub.revision - 1,
+                        found: found.unsigned_abs(),
+                    },
+                })
+            })
+            .collect())
+    }
+
+    /// Step 1 of [`apply_batch`] when commits consume pending charges: locks the consumed
+    /// charges (in id order, so two batches cannot deadlock on them) and then the
+    /// subscriptions, decides every commit in commit order (revision first, then each charge
+    /// must be pending: stored and not consumed, or added by an earlier accepted commit of
+    /// the batch, and not consumed earlier in the batch), and writes the accepted commits'
+    /// subscriptions in one statement. Returns each commit's refusal.
+    ///
+    /// A concurrent transaction consuming one of the charges waits on the lock and then sees
+    /// it consumed, so a charge is invoiced once however many workers race for it.
+    async fn decide_with_charges(
+        tx: &mut Tx,
+        tenant: TenantId,
+        commits: &mut [BillingCommit],
+    ) -> Result<Vec<Option<BillingError>>> {
+        let mut charges: Vec<Uuid> = commits
+            .iter()
+            .flat_map(|c| c.consumed_pending.iter().map(|p| p.as_uuid()))
+            .collect();
+        charges.sort_unstable();
+        charges.dedup();
+        let stored = lock_pending(tx, tenant, &charges).await.map_err(storage)?;
+        drop(charges);
+        let mut subs: Vec<Uuid> = commits
+            .iter()
+            .filter_map(|c| c.subscription.as_ref().map(|s| s.id.as_uuid()))
+            .collect();
+        subs.sort_unstable();
+        let found = if subs.is_empty() {
+            HashMap::new()
+        } else {
+            revisions_of(tx, tenant, &subs, true).await.map_err(storage)?
+        };
+        drop(subs);
+        let mut consumed: HashSet<Uuid> = HashSet::new();
+        let mut added: HashSet<Uuid> = HashSet::new();
+        let mut refusals = Vec::with_capacity(commits.len());
+        for commit in commits.iter() {
+            if let Some(refused) = commit
+                .subscription
+                .as_ref()
+                .and_then(|sub| revision_refusal(sub, sub.revision, &found))
+            {
+                refusals.push(Some(refused));
+                continue;
+            }
+            let taken = commit.consumed_pending.iter().find(|c| {
+                let c = c.as_uuid();
+                consumed.contains(&c)
+                    || match stored.get(&c) {
+                        Some(was_consumed) => *was_consumed,
+                        None => !added.contains(&c),
+                    }
+            });
+            if let Some(charge) = taken {
+                refusals.push(Some(BillingError::PendingChargeTaken { charge: *charge }));
+                continue;
+            }
+            consumed.extend(commit.consumed_pending.iter().map(|c| c.as_uuid()));
+            added.extend(commit.new_pending.iter().map(|c| c.id.as_uuid()));
+            refusals.push(None);
+        }
+        let mut accepted: Vec<&Subscription> = Vec::new();
+        for (commit, refused) in commits.iter_mut().zip(&refusals) {
+            if let (None, Some(sub)) = (refused, commit.subscription.as_mut()) {
+                sub.revision += 1;
+                accepted.push(sub);
+            }
+        }
+        if !accepted.is_empty() {
+            let updated = update_subscriptions(tx, tenant, &accepted)
+                .await
+                .map_err(storage)?;
+            // The rows are locked since their revisions were read: every one is written.
+            if let Some(sub) = accepted.iter().find(|s| !updated.contains(&s.id.as_uuid())) {
+                return Err(BillingError::ConcurrentUpdate {
+                    subscription: sub.id,
+                    expected: sub.revision - 1,
+                    found: sub.revision - 1,
+                });
+            }
+        }
+        Ok(refusals)
     }
 
     /// Applies the commits one by one (a batch that names a subscription twice).
@@ -534,11 +694,13 @@ for_each_dialect! {
             Ok(updated)
         }
 
-        /// The stored revisions of `ids` (absent: unknown subscription).
+        /// The stored revisions of `ids` (absent: unknown subscription). `_lock` is moot:
+        /// the transaction (`BEGIN IMMEDIATE`) already holds the database's write lock.
         pub(crate) async fn revisions_of(
             tx: &mut Tx,
             tenant: TenantId,
             ids: &[Uuid],
+            _lock: bool,
         ) -> crate::error::Result<HashMap<Uuid, i64>> {
             let mut found = HashMap::with_capacity(ids.len());
             for chunk in ids.chunks(ROWS) {
@@ -645,15 +807,18 @@ for_each_dialect! {
             Ok(())
         }
 
-        /// Marks pending charges consumed (kept, so that a retried add stays a no-op).
+        /// Marks pending charges consumed (kept, so that a retried add stays a no-op): only
+        /// those not consumed yet; returns how many were.
         pub(crate) async fn consume_pending(
             tx: &mut Tx,
             tenant: TenantId,
             ids: &[Uuid],
-        ) -> crate::error::Result<()> {
+        ) -> crate::error::Result<u64> {
+            let mut done = 0;
             for chunk in ids.chunks(ROWS) {
                 let mut query = sqlx::QueryBuilder::<Db>::new(
-                    "UPDATE billing_pending_charges SET consumed = 1 WHERE tenant_id = ",
+                    "UPDATE billing_pending_charges SET consumed = 1 WHERE NOT consumed \
+                     AND tenant_id = ",
                 );
                 query.push_bind(tenant.as_uuid()).push(" AND charge_id IN (");
                 let mut list = query.separated(", ");
@@ -661,9 +826,43 @@ for_each_dialect! {
                     list.push_bind(*id);
                 }
                 list.push_unseparated(")");
-                query.build().execute(&mut **tx).await.during("consume pending charges")?;
+                done += query
+                    .build()
+                    .execute(&mut **tx)
+                    .await
+                    .during("consume pending charges")?
+                    .rows_affected();
             }
-            Ok(())
+            Ok(done)
+        }
+
+        /// Whether each stored charge of `ids` is consumed (absent: never added). Nothing to
+        /// lock: the transaction (`BEGIN IMMEDIATE`) already holds the database's write lock.
+        pub(crate) async fn lock_pending(
+            tx: &mut Tx,
+            tenant: TenantId,
+            ids: &[Uuid],
+        ) -> crate::error::Result<HashMap<Uuid, bool>> {
+            let mut found = HashMap::with_capacity(ids.len());
+            for chunk in ids.chunks(ROWS) {
+                let mut query = sqlx::QueryBuilder::<Db>::new(
+                    "SELECT charge_id, consumed FROM billing_pending_charges WHERE tenant_id = ",
+                );
+                query.push_bind(tenant.as_uuid()).push(" AND charge_id IN (");
+                let mut list = query.separated(", ");
+                for id in chunk {
+                    list.push_bind(*id);
+                }
+                list.push_unseparated(")");
+                let rows = query.build().fetch_all(&mut **tx).await.during("read pending charges")?;
+                for row in &rows {
+                    found.insert(
+                        row.try_get::<Uuid, _>(0).during("read pending charges")?,
+                        row.try_get::<bool, _>(1).during("read pending charges")?,
+                    );
+                }
+            }
+            Ok(found)
         }
     }
     postgres {
@@ -710,16 +909,24 @@ for_each_dialect! {
                 .map(|s| i64::try_from(s.revision).unwrap_or(i64::MAX))
                 .collect();
             let customers: Vec<Uuid> = subs.iter().map(|s| s.customer.as_uuid()).collect();
-            let bodies: Vec<sqlx::types::Json<&Subscription>> =
-                subs.iter().map(|s| sqlx::types::Json(*s)).collect();
+            // Sent as text and cast to `json` (the column's type): the server only validates
+            // it. A `Json` bind would be declared `jsonb` and parsed into the binary form.
+            let bodies: Vec<String> = subs
+                .iter()
+                .map(serde_json::to_string)
+                .collect::<std::result::Result<_, _>>()
+                .map_err(|source| SqlError::Json {
+                    what: "subscription",
+                    source,
+                })?;
             sqlx::raw_sql("SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off")
                 .execute(&mut **tx)
                 .await
                 .during("pin the update's plan")?;
             let updated: Vec<Uuid> = sqlx::query_scalar(
                 "UPDATE billing_subscriptions AS s \
-                 SET revision = u.revision, body = u.body, customer_id = u.customer \
-                 FROM UNNEST($2::uuid[], $3::bigint[], $4::uuid[], $5::jsonb[]) \
+                 SET revision = u.revision, body = u.body::json, customer_id = u.customer \
+                 FROM UNNEST($2::uuid[], $3::bigint[], $4::uuid[], $5::text[]) \
                    AS u(id, revision, customer, body) \
                  WHERE s.tenant_id = $1 AND s.subscription_id = u.id \
                    AND s.revision = u.revision - 1 \
@@ -740,16 +947,23 @@ for_each_dialect! {
             Ok(updated.into_iter().collect())
         }
 
-        /// The stored revisions of `ids` (absent: unknown subscription).
+        /// The stored revisions of `ids` (absent: unknown subscription); with `lock`, the rows
+        /// are locked (in id order) until the transaction ends.
         pub(crate) async fn revisions_of(
             tx: &mut Tx,
             tenant: TenantId,
             ids: &[Uuid],
+            lock: bool,
         ) -> crate::error::Result<HashMap<Uuid, i64>> {
-            let rows: Vec<(Uuid, i64)> = sqlx::query_as(
+            let sql = if lock {
                 "SELECT subscription_id, revision FROM billing_subscriptions \
-                 WHERE tenant_id = $1 AND subscription_id = ANY($2)",
-            )
+                 WHERE tenant_id = $1 AND subscription_id = ANY($2) \
+                 ORDER BY subscription_id FOR UPDATE"
+            } else {
+                "SELECT subscription_id, revision FROM billing_subscriptions \
+                 WHERE tenant_id = $1 AND subscription_id = ANY($2)"
+            };
+            let rows: Vec<(Uuid, i64)> = sqlx::query_as(sql)
             .bind(tenant.as_uuid())
             .bind(ids)
             .fetch_all(&mut **tx)
@@ -853,22 +1067,44 @@ for_each_dialect! {
         }
 
         /// Marks pending charges consumed in one statement (kept, so that a retried add stays
-        /// a no-op).
+        /// a no-op): only those not consumed yet; returns how many were.
         pub(crate) async fn consume_pending(
             tx: &mut Tx,
             tenant: TenantId,
             ids: &[Uuid],
-        ) -> crate::error::Result<()> {
-            sqlx::query(
+        ) -> crate::error::Result<u64> {
+            let done = sqlx::query(
                 "UPDATE billing_pending_charges SET consumed = true \
-                 WHERE tenant_id = $1 AND charge_id = ANY($2)",
+                 WHERE tenant_id = $1 AND charge_id = ANY($2) AND NOT consumed",
             )
             .bind(tenant.as_uuid())
             .bind(ids)
             .execute(&mut **tx)
             .await
             .during("consume pending charges")?;
-            Ok(())
+            Ok(done.rows_affected())
+        }
+
+        /// Locks the stored charges of `ids` (in id order, so that two transactions cannot
+        /// deadlock on them) until the transaction ends, and says whether each is consumed
+        /// (absent: never added). A transaction that consumed one of them concurrently is
+        /// waited for, and its write is seen.
+        pub(crate) async fn lock_pending(
+            tx: &mut Tx,
+            tenant: TenantId,
+            ids: &[Uuid],
+        ) -> crate::error::Result<HashMap<Uuid, bool>> {
+            let rows: Vec<(Uuid, bool)> = sqlx::query_as(
+                "SELECT charge_id, consumed FROM billing_pending_charges \
+                 WHERE tenant_id = $1 AND charge_id = ANY($2) \
+                 ORDER BY charge_id FOR UPDATE",
+            )
+            .bind(tenant.as_uuid())
+            .bind(ids)
+            .fetch_all(&mut **tx)
+            .await
+            .during("lock pending charges")?;
+            Ok(rows.into_iter().collect())
         }
     }
 }

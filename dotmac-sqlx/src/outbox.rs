@@ -133,12 +133,18 @@ for_each_dialect! {
             let ids: Vec<Uuid> = events.iter().map(|e| e.id.as_uuid()).collect();
             let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
             let at: Vec<DateTime<Utc>> = events.iter().map(|e| e.occurred_at).collect();
-            let payloads: Vec<Json<&serde_json::Value>> =
-                events.iter().map(|e| Json(&e.payload)).collect();
+            // Sent as text and cast to `json` (the column's type, migration 0004): the server
+            // only validates it. A `Json` bind would be declared `jsonb` and parsed into the
+            // binary form first.
+            let payloads: Vec<String> = events
+                .iter()
+                .map(|e| e.payload.to_string())
+                .collect();
             sqlx::query(
                 "INSERT INTO outbox (tenant_id, event_id, event_type, occurred_at, payload) \
-                 SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[], \
-                                      $5::jsonb[]) \
+                 SELECT u.tenant, u.id, u.kind, u.at, u.payload::json \
+                 FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[], \
+                             $5::text[]) AS u(tenant, id, kind, at, payload) \
                  ON CONFLICT (event_id) DO NOTHING",
             )
             .bind(tenants)

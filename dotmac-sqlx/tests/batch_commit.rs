@@ -11,8 +11,9 @@ mod common;
 use chrono::NaiveDate;
 use common::backends;
 use dotmac_billing::{
-    BillingCommit, BillingStore, Charge, CommitResult, LineKind, MemoryStore, NewSubscription,
-    PendingCharge, PendingChargeId, Plan, Subscription, SubscriptionStatus, bill_due,
+    BillingCommit, BillingStore, Charge, CommitResult, InvoiceStore, LineKind, MemoryStore,
+    NewSubscription, PendingCharge, PendingChargeId, Plan, Subscription, SubscriptionStatus,
+    SubscriptionStore, bill_due,
 };
 use dotmac_core::{
     Currency, CustomerId, InvoiceId, Money, PlanId, ProductId, SubscriptionId, TenantId,
@@ -172,6 +173,137 @@ fn scenario() -> Scenario {
     }
 }
 
+/// Pending charges raced for within a batch and across batches: a charge consumed earlier in
+/// the batch, before the batch, never added, or added and consumed by the same commit is
+/// refused (`PendingChargeTaken`); a stale commit's charge stays for a later commit (the
+/// revision check comes first); a charge added by an earlier commit may be consumed; and
+/// (second batch) the same through the commit-by-commit path.
+fn charge_scenario() -> Scenario {
+    let plan = plan();
+    let customers: Vec<CustomerId> = (1..=4).map(|n| CustomerId::from_u128(200 + n)).collect();
+    // Subscriptions 11..14, one per customer, and 15, the first customer's second.
+    let owners = [0, 1, 2, 3, 0];
+    let subs: Vec<Subscription> = owners
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            NewSubscription::new(customers[*c], plan.id, Currency::USD, day(1, 1))
+                .id(SubscriptionId::from_u128(i as u128 + 11))
+                .create(&plan, Currency::USD)
+                .unwrap()
+        })
+        .collect();
+    let a = charge(customers[0], 21);
+    let b = charge(customers[1], 22);
+    let c = charge(customers[2], 23);
+    let g = charge(customers[2], 27);
+    let due = |i: usize, pending: &[PendingCharge]| {
+        bill_due(&subs[i], &plan, pending, day(2, 1), &Default::default()).unwrap()
+    };
+    let commit_of = |out: dotmac_billing::BillOutcome| BillingCommit {
+        subscription: Some(out.subscription),
+        invoices: out.invoices,
+        consumed_pending: out.consumed,
+        new_pending: Vec::new(),
+    };
+    let mut moved = subs[2].clone();
+    moved.status = SubscriptionStatus::Paused;
+    let before = vec![
+        BillingCommit {
+            new_pending: vec![a.clone(), b.clone(), c.clone(), g.clone()],
+            ..BillingCommit::default()
+        },
+        // C is invoiced before the batch.
+        BillingCommit {
+            consumed_pending: vec![c.id],
+            ..BillingCommit::default()
+        },
+        // Someone else changed subscription 13 since it was read.
+        BillingCommit {
+            subscription: Some(moved.clone()),
+            ..BillingCommit::default()
+        },
+    ];
+    let e = charge(customers[3], 25);
+    let f = charge(customers[3], 26);
+    let unknown_sub = {
+        let mut s = subs[3].clone();
+        s.id = SubscriptionId::from_u128(98);
+        s
+    };
+    let first = vec![
+        // Takes A.
+        commit_of(due(0, std::slice::from_ref(&a))),
+        // The customer's other subscription, billed from the same read: A is taken.
+        commit_of(due(4, std::slice::from_ref(&a))),
+        // Stale and consuming B: the revision is reported, and B stays pending.
+        commit_of(due(2, std::slice::from_ref(&b))),
+        // So B can still be taken.
+        commit_of(due(1, std::slice::from_ref(&b))),
+        // C was invoiced before the batch.
+        BillingCommit {
+            consumed_pending: vec![c.id],
+            ..BillingCommit::default()
+        },
+        // Never added.
+        BillingCommit {
+            consumed_pending: vec![PendingChargeId::from_u128(24)],
+            ..BillingCommit::default()
+        },
+        // Added and consumed by the same commit: not pending when it is checked.
+        BillingCommit {
+            consumed_pending: vec![e.id],
+            new_pending: vec![e.clone()],
+            ..BillingCommit::default()
+        },
+        // Adds F …
+        BillingCommit {
+            new_pending: vec![f.clone()],
+            ..BillingCommit::default()
+        },
+        // … which a later commit consumes (named twice in its list).
+        BillingCommit {
+            consumed_pending: vec![f.id, f.id],
+            ..commit_of(due(3, &[]))
+        },
+        // Unknown subscription, consuming G: unknown is reported, G stays pending.
+        BillingCommit {
+            subscription: Some(unknown_sub),
+            consumed_pending: vec![g.id],
+            ..BillingCommit::default()
+        },
+    ];
+    // Subscription 13 twice (commit by commit): current, then stale; G once only.
+    let mut current = moved;
+    current.revision += 1;
+    let out = bill_due(
+        &current,
+        &plan,
+        std::slice::from_ref(&g),
+        day(2, 1),
+        &Default::default(),
+    )
+    .unwrap();
+    let second = vec![
+        commit_of(out.clone()),
+        commit_of(out),
+        BillingCommit {
+            consumed_pending: vec![g.id],
+            ..BillingCommit::default()
+        },
+        BillingCommit {
+            consumed_pending: vec![a.id],
+            ..BillingCommit::default()
+        },
+    ];
+    Scenario {
+        customers,
+        subs,
+        before,
+        batches: vec![first, second],
+    }
+}
+
 /// Everything observable after the scenario: the batches' results and the stored state.
 async fn run<S: BillingStore>(store: &S, s: &Scenario) -> Vec<String> {
     // A fresh tenant: the PostgreSQL database outlives test runs.
@@ -234,5 +366,150 @@ async fn set_based_commit_batch_matches_the_memory_store() {
             assert_eq!(got, want, "{name}: observation {i}");
         }
         assert_eq!(got.len(), expected.len(), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn pending_charges_are_taken_once_as_in_the_memory_store() {
+    let s = charge_scenario();
+    let expected = run(&MemoryStore::default(), &s).await;
+    // The reference refuses what it should (checked on the reference).
+    let taken = |n: u128| {
+        format!(
+            "PendingChargeTaken {{ charge: {:?} }}",
+            PendingChargeId::from_u128(n)
+        )
+    };
+    for n in [21, 23, 24, 25] {
+        assert!(expected[0].contains(&taken(n)), "{n}: {}", expected[0]);
+    }
+    assert!(!expected[0].contains(&taken(22)), "{}", expected[0]);
+    assert!(!expected[0].contains(&taken(26)), "{}", expected[0]);
+    assert!(expected[0].contains("ConcurrentUpdate"), "{}", expected[0]);
+    assert!(
+        expected[0].contains("UnknownSubscription"),
+        "{}",
+        expected[0]
+    );
+    assert!(expected[1].contains("ConcurrentUpdate"), "{}", expected[1]);
+    for n in [21, 27] {
+        assert!(expected[1].contains(&taken(n)), "{n}: {}", expected[1]);
+    }
+    for (name, db) in backends().await {
+        let store = SqlStore::new(db);
+        let got = run(&store, &s).await;
+        for (i, (got, want)) in got.iter().zip(&expected).enumerate() {
+            assert_eq!(got, want, "{name}: observation {i}");
+        }
+        assert_eq!(got.len(), expected.len(), "{name}");
+    }
+}
+
+/// Workers racing for one pending charge (a customer's subscriptions billed at once, through
+/// `commit_batch` and `commit`): exactly one invoice carries it, every other commit is refused
+/// whole with `PendingChargeTaken`, and the rest of each batch still applies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_commits_invoice_a_charge_once() {
+    let plan = plan();
+    for (name, db) in backends().await {
+        let store = SqlStore::new(db);
+        for round in 0..8u128 {
+            let tenant = TenantId::new();
+            let customer = CustomerId::from_u128(300);
+            let new_sub = |n: u128, customer: CustomerId| {
+                NewSubscription::new(customer, plan.id, Currency::USD, day(1, 1))
+                    .id(SubscriptionId::from_u128(n))
+                    .create(&plan, Currency::USD)
+                    .unwrap()
+            };
+            let fee = charge(customer, 31 + round);
+            store.add_pending_charge(tenant, fee.clone()).await.unwrap();
+            let mut tasks = Vec::new();
+            for i in 0..6u128 {
+                let racer = new_sub(310 + i, customer);
+                let bystander = new_sub(320 + i, CustomerId::from_u128(400 + i));
+                store
+                    .insert_subscription(tenant, racer.clone())
+                    .await
+                    .unwrap();
+                store
+                    .insert_subscription(tenant, bystander.clone())
+                    .await
+                    .unwrap();
+                let commit = |sub: &Subscription, pending: &[PendingCharge]| {
+                    let out =
+                        bill_due(sub, &plan, pending, day(2, 1), &Default::default()).unwrap();
+                    BillingCommit {
+                        subscription: Some(out.subscription),
+                        invoices: out.invoices,
+                        consumed_pending: out.consumed,
+                        new_pending: Vec::new(),
+                    }
+                };
+                let racing = commit(&racer, std::slice::from_ref(&fee));
+                assert_eq!(racing.consumed_pending, vec![fee.id]);
+                let other = commit(&bystander, &[]);
+                let store = store.clone();
+                tasks.push(tokio::spawn(async move {
+                    if i % 3 == 2 {
+                        let alone = store.commit(tenant, racing).await;
+                        let other = store.commit(tenant, other).await;
+                        (alone, other)
+                    } else {
+                        let mut results = store
+                            .commit_batch(tenant, vec![other, racing])
+                            .await
+                            .unwrap();
+                        let racing = results.pop().unwrap();
+                        (racing, results.pop().unwrap())
+                    }
+                }));
+            }
+            let mut won = 0;
+            let mut issued = 0;
+            for task in tasks {
+                let (racing, other) = task.await.unwrap();
+                match racing {
+                    Ok(done) => {
+                        won += 1;
+                        issued = done.issued.len();
+                    }
+                    Err(e) => assert_eq!(
+                        e,
+                        dotmac_billing::BillingError::PendingChargeTaken { charge: fee.id },
+                        "{name}"
+                    ),
+                }
+                assert!(other.is_ok(), "{name}: {other:?}");
+            }
+            assert_eq!(won, 1, "{name}: round {round}");
+            let invoices = store.invoices_of(tenant, customer).await.unwrap();
+            let fee_lines = invoices
+                .iter()
+                .flat_map(|i| &i.lines)
+                .filter(|l| l.kind == LineKind::LateFee)
+                .count();
+            assert!(issued > 0, "{name}");
+            assert_eq!(
+                (invoices.len(), fee_lines),
+                (issued, 1),
+                "{name}: round {round}"
+            );
+            assert!(
+                store
+                    .pending_charges(tenant, customer)
+                    .await
+                    .unwrap()
+                    .is_empty(),
+                "{name}"
+            );
+            for i in 0..6u128 {
+                let invoices = store
+                    .invoices_of(tenant, CustomerId::from_u128(400 + i))
+                    .await
+                    .unwrap();
+                assert_eq!(invoices.len(), issued, "{name}: bystander {i}");
+            }
+        }
     }
 }
