@@ -702,22 +702,47 @@ for_each_dialect! {
             ids: &[Uuid],
             _lock: bool,
         ) -> crate::error::Result<HashMap<Uuid, i64>> {
+            values_by_key(
+                tx,
+                tenant,
+                "SELECT subscription_id, revision FROM billing_subscriptions",
+                "subscription_id",
+                ids,
+                "read revisions",
+            )
+            .await
+        }
+
+        /// `(key, value)` of `tenant`'s rows that `select` (two columns, no WHERE) reads, for
+        /// the rows whose `key` is one of `ids`, as a map; in statements of `ROWS` keys.
+        async fn values_by_key<V>(
+            tx: &mut Tx,
+            tenant: TenantId,
+            select: &str,
+            key: &str,
+            ids: &[Uuid],
+            during: &'static str,
+        ) -> crate::error::Result<HashMap<Uuid, V>>
+        where
+            V: for<'r> sqlx::Decode<'r, Db> + sqlx::Type<Db>,
+        {
             let mut found = HashMap::with_capacity(ids.len());
             for chunk in ids.chunks(ROWS) {
-                let mut query = sqlx::QueryBuilder::<Db>::new(
-                    "SELECT subscription_id, revision FROM billing_subscriptions WHERE tenant_id = ",
-                );
-                query.push_bind(tenant.as_uuid()).push(" AND subscription_id IN (");
+                let mut query =
+                    sqlx::QueryBuilder::<Db>::new(format!("{select} WHERE tenant_id = "));
+                query
+                    .push_bind(tenant.as_uuid())
+                    .push(format!(" AND {key} IN ("));
                 let mut list = query.separated(", ");
                 for id in chunk {
                     list.push_bind(*id);
                 }
                 list.push_unseparated(")");
-                let rows = query.build().fetch_all(&mut **tx).await.during("read revisions")?;
+                let rows = query.build().fetch_all(&mut **tx).await.during(during)?;
                 for row in &rows {
                     found.insert(
-                        row.try_get::<Uuid, _>(0).during("read revisions")?,
-                        row.try_get::<i64, _>(1).during("read revisions")?,
+                        row.try_get::<Uuid, _>(0).during(during)?,
+                        row.try_get::<V, _>(1).during(during)?,
                     );
                 }
             }
@@ -843,26 +868,15 @@ for_each_dialect! {
             tenant: TenantId,
             ids: &[Uuid],
         ) -> crate::error::Result<HashMap<Uuid, bool>> {
-            let mut found = HashMap::with_capacity(ids.len());
-            for chunk in ids.chunks(ROWS) {
-                let mut query = sqlx::QueryBuilder::<Db>::new(
-                    "SELECT charge_id, consumed FROM billing_pending_charges WHERE tenant_id = ",
-                );
-                query.push_bind(tenant.as_uuid()).push(" AND charge_id IN (");
-                let mut list = query.separated(", ");
-                for id in chunk {
-                    list.push_bind(*id);
-                }
-                list.push_unseparated(")");
-                let rows = query.build().fetch_all(&mut **tx).await.during("read pending charges")?;
-                for row in &rows {
-                    found.insert(
-                        row.try_get::<Uuid, _>(0).during("read pending charges")?,
-                        row.try_get::<bool, _>(1).during("read pending charges")?,
-                    );
-                }
-            }
-            Ok(found)
+            values_by_key(
+                tx,
+                tenant,
+                "SELECT charge_id, consumed FROM billing_pending_charges",
+                "charge_id",
+                ids,
+                "read pending charges",
+            )
+            .await
         }
     }
     postgres {
