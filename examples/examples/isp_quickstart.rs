@@ -125,6 +125,10 @@ fn date(y: i32, m: u32, d: u32) -> Result<NaiveDate, AnyError> {
     NaiveDate::from_ymd_opt(y, m, d).ok_or_else(|| format!("bad date {y}-{m}-{d}").into())
 }
 
+/// The first customer id and subscription id of the generated customers.
+const CUSTOMER_IDS: u128 = 0x0190_0000_0000_7000_8000_0000_0000_0000;
+const SUBSCRIPTION_IDS: u128 = 0x0190_0000_0000_7000_9000_0000_0000_0000;
+
 /// A deterministic pseudo-random stream (no RNG dependency, same numbers every run).
 struct Mix(u64);
 
@@ -258,8 +262,11 @@ async fn main() -> Result<(), AnyError> {
     let mut subscriptions: Vec<(CustomerId, SubscriptionId, usize)> =
         Vec::with_capacity(options.customers);
     let mut starts = Vec::with_capacity(options.customers);
-    for _ in 0..options.customers {
-        let customer = CustomerId::new();
+    for n in 0..options.customers {
+        // Fixed ids (under a fresh tenant): chunks and pages follow id order, so the same
+        // ids give the same run, figure for figure, every time.
+        let n = n as u128;
+        let customer = CustomerId::from_u128(CUSTOMER_IDS + n);
         billing
             .save_account(tenant, CustomerAccount::new(customer, usd))
             .await?;
@@ -277,6 +284,7 @@ async fn main() -> Result<(), AnyError> {
             .subscribe(
                 tenant,
                 NewSubscription::new(customer, plans[tier].id, usd, start)
+                    .id(SubscriptionId::from_u128(SUBSCRIPTION_IDS + n))
                     .anchor(first_day)
                     .first_period(FirstPeriod::Defer),
             )
