@@ -740,12 +740,7 @@ pub fn bill_chunk(
             subscription: sub.id,
             status_change: (sub.status != out.subscription.status)
                 .then_some((sub.status, out.subscription.status)),
-            commit: BillingCommit {
-                subscription: Some(out.subscription),
-                invoices: out.invoices,
-                consumed_pending: out.consumed,
-                new_pending: Vec::new(),
-            },
+            commit: BillingCommit::from(out),
         });
     }
     Ok(items)

@@ -62,6 +62,19 @@ pub struct BillingCommit {
     pub new_pending: Vec<PendingCharge>,
 }
 
+impl From<crate::billrun::BillOutcome> for BillingCommit {
+    /// What a bill run writes for one subscription: its documents, its new state and the
+    /// charges it consumed.
+    fn from(out: crate::billrun::BillOutcome) -> Self {
+        BillingCommit {
+            subscription: Some(out.subscription),
+            invoices: out.invoices,
+            consumed_pending: out.consumed,
+            new_pending: Vec::new(),
+        }
+    }
+}
+
 /// An invoice a commit issued: what events and callers need, without copying its lines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IssuedInvoice {

@@ -624,12 +624,7 @@ async fn commit_batch_skips_conflicts_and_applies_the_rest<S: BillingStore>(
     let mut commits = Vec::new();
     for sub in &subs {
         let out = crate::bill_due(sub, &plan, &pending, as_of, &Default::default()).map_err(err)?;
-        commits.push(BillingCommit {
-            subscription: Some(out.subscription),
-            invoices: out.invoices,
-            consumed_pending: out.consumed,
-            new_pending: Vec::new(),
-        });
+        commits.push(BillingCommit::from(out));
     }
     // The second subscription was changed by someone else since it was read.
     let mut moved = subs[1].clone();
@@ -780,12 +775,7 @@ async fn a_pending_charge_is_invoiced_once<S: BillingStore>(store: S) -> Result<
             out.consumed == vec![fee.id],
             "bill_due did not take the charge"
         );
-        commits.push(BillingCommit {
-            subscription: Some(out.subscription),
-            invoices: out.invoices,
-            consumed_pending: out.consumed,
-            new_pending: Vec::new(),
-        });
+        commits.push(BillingCommit::from(out));
     }
     let replay = commits.get(1).cloned().ok_or("missing commit")?;
     let results = store.commit_batch(tenant, commits).await.map_err(err)?;

@@ -614,6 +614,22 @@ for_each_dialect! {
         /// 32,766 bound parameters.
         const ROWS: usize = 1000;
 
+        /// Pushes `(?, ?, …)`, binding each of `values`: the `IN` list of the keyed
+        /// statements below (SQLite has no array parameter).
+        fn push_in_list<'t, T>(
+            query: &mut sqlx::QueryBuilder<Db>,
+            values: impl IntoIterator<Item = T>,
+        ) where
+            T: sqlx::Encode<'t, Db> + sqlx::Type<Db>,
+        {
+            query.push("(");
+            let mut list = query.separated(", ");
+            for value in values {
+                list.push_bind(value);
+            }
+            list.push_unseparated(")");
+        }
+
         /// The records in `select`'s rows of `tenant` whose `column` is one of `ids` (queried
         /// 1,000 ids at a time), followed by `tail` (more conditions, an ORDER BY); decoded
         /// straight from the `body` column.
@@ -629,13 +645,9 @@ for_each_dialect! {
             for chunk in ids.chunks(ROWS) {
                 let mut query = sqlx::QueryBuilder::<Db>::new(select);
                 query.push(" WHERE tenant_id = ").push_bind(tenant.as_uuid());
-                query.push(" AND ").push(column).push(" IN (");
-                let mut list = query.separated(", ");
-                for id in chunk {
-                    list.push_bind(*id);
-                }
-                list.push_unseparated(") ");
-                query.push(tail);
+                query.push(" AND ").push(column).push(" IN ");
+                push_in_list(&mut query, chunk.iter().copied());
+                query.push(" ").push(tail);
                 let rows = query.build().fetch_all(&mut **tx).await.during("read records")?;
                 for row in &rows {
                     let body: sqlx::types::Json<T> =
@@ -645,7 +657,6 @@ for_each_dialect! {
             }
             Ok(out)
         }
-
 
         /// Writes each subscription's new state (already carrying its bumped revision) where
         /// the stored revision is the one before; returns the ids written.
@@ -679,13 +690,10 @@ for_each_dialect! {
                     .push(
                         " AND billing_subscriptions.subscription_id = u.column1 \
                          AND billing_subscriptions.revision = u.column2 \
-                         AND billing_subscriptions.subscription_id IN (",
+                         AND billing_subscriptions.subscription_id IN ",
                     );
-                let mut list = query.separated(", ");
-                for sub in chunk {
-                    list.push_bind(sub.id.as_uuid());
-                }
-                list.push_unseparated(") RETURNING subscription_id");
+                push_in_list(&mut query, chunk.iter().map(|sub| sub.id.as_uuid()));
+                query.push(" RETURNING subscription_id");
                 let rows = query.build().fetch_all(&mut **tx).await.during("update subscriptions")?;
                 for row in &rows {
                     updated.insert(row.try_get::<Uuid, _>(0).during("update subscriptions")?);
@@ -732,12 +740,8 @@ for_each_dialect! {
                     sqlx::QueryBuilder::<Db>::new(format!("{select} WHERE tenant_id = "));
                 query
                     .push_bind(tenant.as_uuid())
-                    .push(format!(" AND {key} IN ("));
-                let mut list = query.separated(", ");
-                for id in chunk {
-                    list.push_bind(*id);
-                }
-                list.push_unseparated(")");
+                    .push(format!(" AND {key} IN "));
+                push_in_list(&mut query, chunk.iter().copied());
                 let rows = query.build().fetch_all(&mut **tx).await.during(during)?;
                 for row in &rows {
                     found.insert(
@@ -760,12 +764,8 @@ for_each_dialect! {
                 let mut query = sqlx::QueryBuilder::<Db>::new(
                     "SELECT doc_key FROM billing_invoices WHERE tenant_id = ",
                 );
-                query.push_bind(tenant.as_uuid()).push(" AND doc_key IN (");
-                let mut list = query.separated(", ");
-                for key in chunk {
-                    list.push_bind(*key);
-                }
-                list.push_unseparated(")");
+                query.push_bind(tenant.as_uuid()).push(" AND doc_key IN ");
+                push_in_list(&mut query, chunk.iter().copied());
                 let rows = query.build().fetch_all(&mut **tx).await.during("read document keys")?;
                 for row in &rows {
                     stored.insert(row.try_get::<String, _>(0).during("read document keys")?);
@@ -845,12 +845,8 @@ for_each_dialect! {
                     "UPDATE billing_pending_charges SET consumed = 1 WHERE NOT consumed \
                      AND tenant_id = ",
                 );
-                query.push_bind(tenant.as_uuid()).push(" AND charge_id IN (");
-                let mut list = query.separated(", ");
-                for id in chunk {
-                    list.push_bind(*id);
-                }
-                list.push_unseparated(")");
+                query.push_bind(tenant.as_uuid()).push(" AND charge_id IN ");
+                push_in_list(&mut query, chunk.iter().copied());
                 done += query
                     .build()
                     .execute(&mut **tx)

@@ -200,12 +200,6 @@ fn charge_scenario() -> Scenario {
     let due = |i: usize, pending: &[PendingCharge]| {
         bill_due(&subs[i], &plan, pending, day(2, 1), &Default::default()).unwrap()
     };
-    let commit_of = |out: dotmac_billing::BillOutcome| BillingCommit {
-        subscription: Some(out.subscription),
-        invoices: out.invoices,
-        consumed_pending: out.consumed,
-        new_pending: Vec::new(),
-    };
     let mut moved = subs[2].clone();
     moved.status = SubscriptionStatus::Paused;
     let before = vec![
@@ -233,13 +227,13 @@ fn charge_scenario() -> Scenario {
     };
     let first = vec![
         // Takes A.
-        commit_of(due(0, std::slice::from_ref(&a))),
+        BillingCommit::from(due(0, std::slice::from_ref(&a))),
         // The customer's other subscription, billed from the same read: A is taken.
-        commit_of(due(4, std::slice::from_ref(&a))),
+        BillingCommit::from(due(4, std::slice::from_ref(&a))),
         // Stale and consuming B: the revision is reported, and B stays pending.
-        commit_of(due(2, std::slice::from_ref(&b))),
+        BillingCommit::from(due(2, std::slice::from_ref(&b))),
         // So B can still be taken.
-        commit_of(due(1, std::slice::from_ref(&b))),
+        BillingCommit::from(due(1, std::slice::from_ref(&b))),
         // C was invoiced before the batch.
         BillingCommit {
             consumed_pending: vec![c.id],
@@ -264,7 +258,7 @@ fn charge_scenario() -> Scenario {
         // … which a later commit consumes (named twice in its list).
         BillingCommit {
             consumed_pending: vec![f.id, f.id],
-            ..commit_of(due(3, &[]))
+            ..BillingCommit::from(due(3, &[]))
         },
         // Unknown subscription, consuming G: unknown is reported, G stays pending.
         BillingCommit {
@@ -285,8 +279,8 @@ fn charge_scenario() -> Scenario {
     )
     .unwrap();
     let second = vec![
-        commit_of(out.clone()),
-        commit_of(out),
+        BillingCommit::from(out.clone()),
+        BillingCommit::from(out),
         BillingCommit {
             consumed_pending: vec![g.id],
             ..BillingCommit::default()
@@ -439,12 +433,7 @@ async fn racing_commits_invoice_a_charge_once() {
                 let commit = |sub: &Subscription, pending: &[PendingCharge]| {
                     let out =
                         bill_due(sub, &plan, pending, day(2, 1), &Default::default()).unwrap();
-                    BillingCommit {
-                        subscription: Some(out.subscription),
-                        invoices: out.invoices,
-                        consumed_pending: out.consumed,
-                        new_pending: Vec::new(),
-                    }
+                    BillingCommit::from(out)
                 };
                 let racing = commit(&racer, std::slice::from_ref(&fee));
                 assert_eq!(racing.consumed_pending, vec![fee.id]);

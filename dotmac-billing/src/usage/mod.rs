@@ -140,7 +140,9 @@ struct Window {
     end: DateTime<Utc>,
 }
 
-fn local_midnight(zone: Tz, date: NaiveDate) -> Result<DateTime<Utc>, BillingError> {
+/// The local midnight starting `date` in `zone`, as an instant: where ingestion's periods
+/// begin, and so where rating's must too.
+pub(crate) fn local_midnight(zone: Tz, date: NaiveDate) -> Result<DateTime<Utc>, BillingError> {
     let naive = date.and_time(chrono::NaiveTime::MIN);
     // A zone that skips midnight (a DST gap) starts the day at the first instant that exists.
     let local = zone

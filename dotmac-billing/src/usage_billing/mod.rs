@@ -19,7 +19,7 @@ mod rating;
 
 use std::collections::{BTreeSet, HashMap};
 
-use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
+use chrono::NaiveDate;
 use chrono_tz::Tz;
 use dotmac_core::{
     Clock, DomainEvent, EventId, EventPayload, Money, Period, PlanId, SubscriptionId, TenantId,
@@ -40,7 +40,9 @@ use crate::service::{BillRunSummary, BillingService};
 use crate::store::BillingStore;
 use crate::subscription::Subscription;
 use crate::usage::allowance::{AllowancePeriod, AllowancePolicy};
-use crate::usage::{Aggregation, Meter, UsageAggregator, UsageCalendar, UsageStore, stable_id};
+use crate::usage::{
+    Aggregation, Meter, UsageAggregator, UsageCalendar, UsageStore, local_midnight, stable_id,
+};
 
 /// An allowance policy that applies to the subscriptions of one plan.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -181,23 +183,6 @@ impl UsageRunSummary {
         self.added.extend(other.added);
         self.events.extend(other.events);
     }
-}
-
-/// The local midnight starting `date` in `zone`, as an instant (a zone that skips midnight
-/// starts the day at the first instant that exists), matching how ingestion buckets events.
-fn local_midnight(zone: Tz, date: NaiveDate) -> Result<DateTime<Utc>, BillingError> {
-    let naive = date.and_time(chrono::NaiveTime::MIN);
-    let local = zone
-        .from_local_datetime(&naive)
-        .earliest()
-        .or_else(|| {
-            zone.from_local_datetime(&(naive + Duration::hours(1)))
-                .earliest()
-        })
-        .ok_or(dotmac_core::CoreError::DateOutOfRange(
-            "local midnight does not exist",
-        ))?;
-    Ok(local.with_timezone(&Utc))
 }
 
 /// True when a line or charge bills the usage charge `price` for `period`.
