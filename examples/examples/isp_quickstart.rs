@@ -15,7 +15,7 @@
 //! cargo run --release --example isp_quickstart -- --database-url postgres://postgres@127.0.0.1:5432/test
 //! ```
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::error::Error;
 use std::time::{Duration, Instant};
 
@@ -455,7 +455,8 @@ async fn main() -> Result<(), AnyError> {
     // Collections for the rest, day by day until the end of November.
     let step = Instant::now();
     let mut actions: BTreeMap<&'static str, usize> = BTreeMap::new();
-    let mut suspended: HashMap<CustomerId, NaiveDate> = HashMap::new();
+    // Ordered, so that "the first two suspended" are the same customers every run.
+    let mut suspended: BTreeMap<CustomerId, NaiveDate> = BTreeMap::new();
     let debtors: Vec<CustomerId> = subscriptions
         .iter()
         .enumerate()
