@@ -711,9 +711,6 @@ impl RadiusNormaliser {
             Direction::InputIsDownload => (output, input),
         };
         let verdict = verdict(session, record, upload, download, &self.settings);
-        if record.status == AcctStatusType::Stop {
-            session.stopped = true;
-        }
         let (upload_counter, download_counter) = match verdict {
             Verdict::Stale => return Ok(0),
             Verdict::Reset => (
@@ -754,6 +751,9 @@ impl RadiusNormaliser {
         }
         session.upload_counted = upload_counted;
         session.download_counted = download_counted;
+        if record.status == AcctStatusType::Stop {
+            session.stopped = true;
+        }
         session.seconds = record.session_time.or(session.seconds);
         session.last_at = Some(record.timestamp);
         if record.acct_session_id.is_some() {
