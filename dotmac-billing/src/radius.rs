@@ -1173,33 +1173,27 @@ mod tests {
     /// What reading 3e9 → 10 as a wrap would bill: 2^32 − 3e9 + 10 (1.29 GB).
     const WRAP_FROM_THREE_E9: u64 = (1 << 32) - 3_000_000_000 + 10;
 
+    /// An upload-only interim without Gigawords.
+    fn interim(seconds: i64, octets: u32, session_time: u32) -> RadiusRecord {
+        upload_at(AcctStatusType::InterimUpdate, seconds, octets, session_time)
+    }
+
+    /// Feeds `records` (none may be refused) and returns the quantities they produced.
+    fn feed(n: &mut RadiusNormaliser, records: &[RadiusRecord]) -> Vec<(u128, u64)> {
+        let (events, rejected) = n.normalise_batch(records, &resolver);
+        assert_eq!(rejected, vec![]);
+        quantities(&events)
+    }
+
     #[test]
     fn a_fall_with_session_time_going_backwards_is_a_reset_not_a_wrap() {
         let mut n = normaliser();
-        let mut out = Vec::new();
-        n.normalise(
-            &upload_at(AcctStatusType::InterimUpdate, 0, THREE_E9, 3600),
-            &resolver,
-            &mut out,
-        )
-        .unwrap();
         // A minute later the NAS reports 10 bytes at session time 30: it restarted counting.
-        n.normalise(
-            &upload_at(AcctStatusType::InterimUpdate, 60, 10, 30),
-            &resolver,
-            &mut out,
-        )
-        .unwrap();
-        assert_eq!(quantities(&out), vec![(2, 3_000_000_000), (2, 10)]);
+        let produced = feed(&mut n, &[interim(0, THREE_E9, 3600), interim(60, 10, 30)]);
+        assert_eq!(produced, vec![(2, 3_000_000_000), (2, 10)]);
         assert_eq!(usage(&n, "sess-1"), (3_000_000_010, 0));
         // The next interim grows from the reset counter.
-        n.normalise(
-            &upload_at(AcctStatusType::InterimUpdate, 120, 510, 90),
-            &resolver,
-            &mut out,
-        )
-        .unwrap();
-        assert_eq!(quantities(&out).last(), Some(&(2, 500)));
+        assert_eq!(feed(&mut n, &[interim(120, 510, 90)]), vec![(2, 500)]);
     }
 
     #[test]
@@ -1212,55 +1206,18 @@ mod tests {
         .with_max_line_rate_bps(1_000_000_000);
         // At 1 Gbit/s a wrap from 3e9 (1.29 GB) needs 10.4 s: in 5 s it cannot have happened.
         let mut n = RadiusNormaliser::with_settings(settings);
-        let mut out = Vec::new();
-        n.normalise(
-            &upload_at(AcctStatusType::InterimUpdate, 0, THREE_E9, 600),
-            &resolver,
-            &mut out,
-        )
-        .unwrap();
-        n.normalise(
-            &upload_at(AcctStatusType::InterimUpdate, 5, 10, 605),
-            &resolver,
-            &mut out,
-        )
-        .unwrap();
-        assert_eq!(quantities(&out), vec![(2, 3_000_000_000), (2, 10)]);
+        let produced = feed(&mut n, &[interim(0, THREE_E9, 600), interim(5, 10, 605)]);
+        assert_eq!(produced, vec![(2, 3_000_000_000), (2, 10)]);
         // In 60 s it can: the same fall is a wrap.
         let mut n = RadiusNormaliser::with_settings(settings);
-        let mut out = Vec::new();
-        n.normalise(
-            &upload_at(AcctStatusType::InterimUpdate, 0, THREE_E9, 600),
-            &resolver,
-            &mut out,
-        )
-        .unwrap();
-        n.normalise(
-            &upload_at(AcctStatusType::InterimUpdate, 60, 10, 660),
-            &resolver,
-            &mut out,
-        )
-        .unwrap();
-        assert_eq!(
-            quantities(&out),
-            vec![(2, 3_000_000_000), (2, WRAP_FROM_THREE_E9)]
-        );
+        let produced = feed(&mut n, &[interim(0, THREE_E9, 600), interim(60, 10, 660)]);
+        assert_eq!(produced, vec![(2, 3_000_000_000), (2, WRAP_FROM_THREE_E9)]);
         // The default rate (10 Gbit/s) still rules out a 1.29 GB wrap in one second.
-        let mut n = normaliser();
-        let mut out = Vec::new();
-        n.normalise(
-            &upload_at(AcctStatusType::InterimUpdate, 0, THREE_E9, 600),
-            &resolver,
-            &mut out,
-        )
-        .unwrap();
-        n.normalise(
-            &upload_at(AcctStatusType::InterimUpdate, 1, 10, 601),
-            &resolver,
-            &mut out,
-        )
-        .unwrap();
-        assert_eq!(quantities(&out), vec![(2, 3_000_000_000), (2, 10)]);
+        let produced = feed(
+            &mut normaliser(),
+            &[interim(0, THREE_E9, 600), interim(1, 10, 601)],
+        );
+        assert_eq!(produced, vec![(2, 3_000_000_000), (2, 10)]);
     }
 
     #[test]
