@@ -100,12 +100,15 @@ fn radius(c: &mut Criterion) {
             records.push(RadiusRecord {
                 status,
                 session_id: format!("{s:08x}-nas-{:04}", s % 97),
+                acct_session_id: None,
+                nas: None,
                 user_name: format!("user{s}"),
                 timestamp: at + Duration::minutes(step as i64 * 5),
                 input_octets: Some((total / 3) as u32),
                 input_gigawords: Some(((total / 3) >> 32) as u32),
                 output_octets: Some(total as u32),
                 output_gigawords: Some((total >> 32) as u32),
+                session_time: None,
             });
         }
     }

@@ -264,6 +264,19 @@ pub enum BillingError {
         /// The User-Name.
         user_name: String,
     },
+    /// A RADIUS record whose User-Name is not the one its session started with: refused, so
+    /// that one subscriber's traffic is never billed to another.
+    #[error(
+        "RADIUS session {session:?} belongs to User-Name {session_user:?}; a record for {user_name:?} was refused"
+    )]
+    RadiusSessionUserMismatch {
+        /// The session's key (Acct-Unique-Session-Id).
+        session: String,
+        /// The User-Name the session started with.
+        session_user: String,
+        /// The User-Name on the refused record.
+        user_name: String,
+    },
     /// A meter, allowance or dunning policy definition that cannot work.
     #[error("invalid {what}: {reason}")]
     InvalidConfiguration {
