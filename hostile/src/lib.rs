@@ -19,7 +19,9 @@ use std::str::FromStr;
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use dotmac_billing::Plan;
 use dotmac_billing::PriceModel;
-use dotmac_billing::radius::{AccountResolver, Direction, RadiusNormaliser, RadiusRecord};
+use dotmac_billing::radius::{
+    AccountResolver, Direction, RadiusNormaliser, RadiusRecord, RadiusSettings,
+};
 use dotmac_billing::usage::MeterId;
 use dotmac_core::{Currency, CustomerId, Money, RoundingMode, SubscriptionId};
 use rust_decimal::Decimal;
@@ -156,19 +158,32 @@ pub fn radius_attributes(data: &[u8]) {
             records.push(record);
         }
     }
+    // The line rate decides wrap against reset: take it from the input, from 0 (every fall is a
+    // reset) to u64::MAX (every fall fits a wrap).
+    let rates = [0, 1_000_000_000, u64::MAX];
+    let rate = rates[data.len() % rates.len()];
     for direction in [Direction::InputIsUpload, Direction::InputIsDownload] {
-        let mut normaliser = RadiusNormaliser::new(
-            direction,
-            MeterId::from_u128(1),
-            MeterId::from_u128(2),
-        );
+        let settings =
+            RadiusSettings::new(direction, MeterId::from_u128(1), MeterId::from_u128(2))
+                .with_max_line_rate_bps(rate);
+        let mut normaliser = RadiusNormaliser::with_settings(settings);
         let mut out = Vec::new();
-        for record in &records {
+        for (i, record) in records.iter().enumerate() {
             let _ = normaliser.normalise(record, &AnyUser, &mut out);
+            // A restart mid-stream: the saved state must load and carry on.
+            if i % 7 == 3 {
+                if let Ok(saved) = serde_json::to_vec(&normaliser) {
+                    if let Ok(restored) = serde_json::from_slice::<RadiusNormaliser>(&saved) {
+                        normaliser = restored;
+                    }
+                }
+            }
         }
         let _ = normaliser.normalise_batch(&records, &AnyUser);
         normaliser.forget_stopped();
     }
+    // A saved state is input too (read back from a file or a column after a restart).
+    let _ = serde_json::from_slice::<RadiusNormaliser>(data);
 }
 
 /// An iCalendar holiday feed (as fetched from a URL), expanded to a horizon a user would choose.
