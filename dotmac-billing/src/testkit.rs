@@ -867,7 +867,9 @@ async fn one_customers_bad_data_never_blocks_the_bill_run<S: BillingStore>(
     let plan = monthly_plan(PlanId::new(), product.id, 3000)?;
     service.add_product(tenant, product).await.map_err(err)?;
     service.save_plan(tenant, plan.clone()).await.map_err(err)?;
-    let healthy: Vec<CustomerId> = (1..=3u128).map(|n| CustomerId::from_u128(3100 + n)).collect();
+    let healthy: Vec<CustomerId> = (1..=3u128)
+        .map(|n| CustomerId::from_u128(3100 + n))
+        .collect();
     let bad = CustomerId::from_u128(3199);
     // Subscriptions 3001 (healthy), 3002 and 3003 (bad), 3004 and 3005 (healthy).
     let owners = [healthy[0], bad, bad, healthy[1], healthy[2]];
@@ -980,7 +982,10 @@ async fn one_customers_bad_data_never_blocks_the_bill_run<S: BillingStore>(
         .flat_map(|i| &i.lines)
         .filter(|l| l.kind == LineKind::LateFee)
         .count();
-    ensure!(fee_lines == 1, "the healthy customer's fee is on {fee_lines} lines");
+    ensure!(
+        fee_lines == 1,
+        "the healthy customer's fee is on {fee_lines} lines"
+    );
 
     // Fix the data: take the bad charge off (the store API has no delete; a commit that
     // consumes it without a document does that) and add the corrected one.

@@ -13,9 +13,9 @@ use std::sync::Arc;
 use chrono::{Duration, NaiveDate};
 use common::{at, backends, new_tenant};
 use dotmac_billing::{
-    BillingCommit, BillingError, BillingFailure, BillingSettings, CatalogStore, Charge, CustomerAccount, FirstPeriod, Invoice, InvoiceStore,
-    LineKind, NewSubscription, PendingCharge, PendingChargeId, Plan, Product, SubscriptionStore,
-    TaxRate, TaxRateId,
+    BillingCommit, BillingError, BillingFailure, BillingSettings, CatalogStore, Charge,
+    CustomerAccount, FirstPeriod, Invoice, InvoiceStore, LineKind, NewSubscription, PendingCharge,
+    PendingChargeId, Plan, Product, SubscriptionStore, TaxRate, TaxRateId,
 };
 use dotmac_core::{
     CoreError, Currency, CustomerId, FixedClock, Money, PlanId, ProductId, SubscriptionId, TenantId,
@@ -377,7 +377,12 @@ async fn a_customer_whose_billing_fails_never_sticks_the_run_and_is_billed_after
             price: None,
             created_on: day(1, 20),
         };
-        assert!(store.add_pending_charge(tenant, huge.clone()).await.unwrap());
+        assert!(
+            store
+                .add_pending_charge(tenant, huge.clone())
+                .await
+                .unwrap()
+        );
         let bad_before = store.subscriptions_of(tenant, bad).await.unwrap();
         let expected = vec![BillingFailure {
             customer: bad,
@@ -458,7 +463,11 @@ async fn a_customer_whose_billing_fails_never_sticks_the_run_and_is_billed_after
         let report = run_workers(&store, tenant, run, 2, 3).await;
         assert_eq!(report.invoices, 6, "{name}: {report:?}");
         assert!(report.failures.is_empty(), "{name}: {report:?}");
-        assert_eq!(store.invoices_of(tenant, bad).await.unwrap().len(), 6, "{name}");
+        assert_eq!(
+            store.invoices_of(tenant, bad).await.unwrap().len(),
+            6,
+            "{name}"
+        );
         let (by_key, numbers) = issued(&store, tenant, SUBS).await;
         assert_eq!(by_key.len(), 60, "{name}");
         assert_eq!(numbers, (1..=60).collect::<Vec<u64>>(), "{name}");
