@@ -1003,6 +1003,48 @@ mod tests {
     }
 
     #[test]
+    fn bill_chunk_leaves_out_every_subscription_of_a_failing_customer() {
+        use crate::catalog::Charge;
+        use crate::subscription::NewSubscription;
+        use dotmac_core::{Currency, ProductId};
+        let day = |d| NaiveDate::from_ymd_opt(2026, 3, d).unwrap();
+        let plan = |id| {
+            Plan::builder(PlanId::from_u128(id), ProductId::from_u128(1), "Fibre")
+                .charge(Charge::recurring_flat([Money::from_minor(
+                    1000,
+                    Currency::USD,
+                )]))
+                .build(day(1))
+                .unwrap()
+        };
+        let (known, missing) = (plan(1), plan(2));
+        let sub = |id: u128, customer: u128, plan: &Plan| {
+            NewSubscription::new(
+                CustomerId::from_u128(customer),
+                plan.id,
+                Currency::USD,
+                day(1),
+            )
+            .id(SubscriptionId::from_u128(id))
+            .create(plan, Currency::USD)
+            .unwrap()
+        };
+        // Customer 7's first subscription bills, its second names a plan the lookup lacks.
+        let page = [sub(1, 7, &known), sub(2, 7, &missing), sub(3, 8, &known)];
+        let billed = bill_chunk(&page, &known, &[], &[], day(1), &BillingSettings::default());
+        let billed_subs: Vec<_> = billed.items.iter().map(|i| i.subscription).collect();
+        assert_eq!(billed_subs, [SubscriptionId::from_u128(3)]);
+        assert_eq!(
+            billed.failures,
+            [BillingFailure {
+                customer: CustomerId::from_u128(7),
+                subscription: Some(SubscriptionId::from_u128(2)),
+                error: BillingError::UnknownPlan(missing.id),
+            }]
+        );
+    }
+
+    #[test]
     fn record_chunk_counts_conflicts_and_stops_at_other_errors() {
         let tenant = TenantId::from_u128(1);
         let clock = FixedClock::new(chrono::DateTime::UNIX_EPOCH);
