@@ -349,6 +349,39 @@ fn rating_failures(
         .collect()
 }
 
+/// After a rating run on April 1st (`attempt` 0, then 1 for a re-run) with `failure` for the
+/// other customer: the healthy customer rated and invoiced once, the other reported with
+/// `kind` and given nothing (no charge, and no April invoice without its usage).
+async fn assert_only_the_other_was_skipped(
+    billing: &BillingService<MemoryStore, FixedClock>,
+    (rated, run): &(
+        dotmac_billing::usage_billing::UsageRunSummary,
+        dotmac_billing::BillRunSummary,
+    ),
+    attempt: usize,
+    failure: BillingFailure,
+    kind: &str,
+) {
+    assert_eq!(rated.failures, vec![failure]);
+    assert_eq!(
+        rating_failures(rated),
+        vec![(OTHER, OTHER_SUB, kind.to_owned())]
+    );
+    assert_eq!(rated.added.len(), 1 - attempt);
+    assert_eq!(run.invoices, 1 - attempt);
+    assert!(run.failures.is_empty());
+    assert_eq!(invoices(billing).await.len(), 2);
+    let store = billing.store();
+    assert!(
+        store
+            .pending_charges(TENANT, OTHER)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.invoices_of(TENANT, OTHER).await.unwrap().len(), 1);
+}
+
 #[tokio::test]
 async fn a_usage_charge_without_a_meter_skips_only_its_subscription_until_the_meter_exists() {
     let plan = fibre_plan();
@@ -389,45 +422,17 @@ async fn a_usage_charge_without_a_meter_skips_only_its_subscription_until_the_me
         UsageBillingSettings::new(chrono_tz::UTC, meters()),
     );
     for attempt in 0..2 {
-        let (rated, run) = usage.bill(TENANT, &billing, d(4, 1)).await.unwrap();
-        assert_eq!(
-            rated.failures,
-            vec![BillingFailure {
-                customer: OTHER,
-                subscription: Some(OTHER_SUB),
-                error: BillingError::UnknownMetric {
-                    plan: voice_plan.id,
-                    metric: "voice_min".into()
-                },
-            }]
-        );
-        assert_eq!(
-            rating_failures(&rated),
-            vec![(OTHER, OTHER_SUB, "unknown_metric".to_owned())]
-        );
-        // The healthy customer is rated and invoiced (once); the other gets nothing: no
-        // charge, and no April invoice without its usage.
-        assert_eq!(rated.added.len(), 1 - attempt);
-        assert_eq!(run.invoices, 1 - attempt);
-        assert!(run.failures.is_empty());
-        assert_eq!(invoices(&billing).await.len(), 2);
-        assert!(
-            billing
-                .store()
-                .pending_charges(TENANT, OTHER)
-                .await
-                .unwrap()
-                .is_empty()
-        );
-        assert_eq!(
-            billing
-                .store()
-                .invoices_of(TENANT, OTHER)
-                .await
-                .unwrap()
-                .len(),
-            1
-        );
+        let outcome = usage.bill(TENANT, &billing, d(4, 1)).await.unwrap();
+        let failure = BillingFailure {
+            customer: OTHER,
+            subscription: Some(OTHER_SUB),
+            error: BillingError::UnknownMetric {
+                plan: voice_plan.id,
+                metric: "voice_min".into(),
+            },
+        };
+        assert_only_the_other_was_skipped(&billing, &outcome, attempt, failure, "unknown_metric")
+            .await;
     }
     // The meter is defined: the next run rates and bills the skipped subscription.
     let mut fixed = meters();
@@ -487,43 +492,16 @@ async fn one_subscriptions_overflowing_usage_never_blocks_the_others() {
         .allowance(plan.id, allowance(dec!(100)));
     let usage = UsageBillingService::new(billing.store(), &usage_store, &clock, settings);
     for attempt in 0..2 {
-        let (rated, run) = usage.bill(TENANT, &billing, d(4, 1)).await.unwrap();
-        assert_eq!(
-            rated.failures,
-            vec![BillingFailure {
-                customer: OTHER,
-                subscription: Some(OTHER_SUB),
-                error: BillingError::Core(CoreError::Overflow {
-                    operation: "usage sum"
-                }),
-            }],
-            "{:?}",
-            rated.failures
-        );
-        assert_eq!(
-            rating_failures(&rated),
-            vec![(OTHER, OTHER_SUB, "core.overflow".to_owned())]
-        );
-        assert_eq!(rated.added.len(), 1 - attempt);
-        assert_eq!(run.invoices, 1 - attempt);
-        assert_eq!(invoices(&billing).await.len(), 2);
-        assert!(
-            billing
-                .store()
-                .pending_charges(TENANT, OTHER)
-                .await
-                .unwrap()
-                .is_empty()
-        );
-        assert_eq!(
-            billing
-                .store()
-                .invoices_of(TENANT, OTHER)
-                .await
-                .unwrap()
-                .len(),
-            1
-        );
+        let outcome = usage.bill(TENANT, &billing, d(4, 1)).await.unwrap();
+        let failure = BillingFailure {
+            customer: OTHER,
+            subscription: Some(OTHER_SUB),
+            error: BillingError::Core(CoreError::Overflow {
+                operation: "usage sum",
+            }),
+        };
+        assert_only_the_other_was_skipped(&billing, &outcome, attempt, failure, "core.overflow")
+            .await;
     }
 }
 
