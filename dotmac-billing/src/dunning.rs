@@ -684,6 +684,16 @@ pub enum CollectionEvent {
     Ledger(LedgerEntry),
     /// A collection action to carry out (notify, charge a fee, suspend or restore service).
     Action(FiredAction),
+    /// A collections run ([`CollectionsService::evaluate_customers`]) skipped a customer
+    /// whose ledger could not be rebuilt (see [`CollectionsRunSummary::failures`]).
+    EvaluationFailed {
+        /// The customer skipped.
+        customer: CustomerId,
+        /// The error's kind ([`BillingError::kind`], e.g. `wrong_currency`).
+        error_kind: String,
+        /// The error's message (ids and amounts, no personal data).
+        error: String,
+    },
 }
 
 impl EventPayload for CollectionEvent {
@@ -691,8 +701,23 @@ impl EventPayload for CollectionEvent {
         match self {
             CollectionEvent::Ledger(entry) => entry.event_type(),
             CollectionEvent::Action(action) => action.event_type(),
+            CollectionEvent::EvaluationFailed { .. } => "collections.evaluation_failed",
         }
     }
+}
+
+/// What a collections run over many customers did
+/// ([`CollectionsService::evaluate_customers`]).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct CollectionsRunSummary {
+    /// Customers looked at.
+    pub customers: usize,
+    /// Customers skipped because their ledger could not be rebuilt (entries in two
+    /// currencies, a balance that overflows, …): nothing was saved for them, the others were
+    /// evaluated. Each also has a `collections.evaluation_failed` event.
+    pub failures: Vec<crate::service::BillingFailure>,
+    /// The actions fired, and the failures, as events.
+    pub events: Vec<DomainEvent<CollectionEvent>>,
 }
 
 /// Payments and collections for a tenant: records payments in the ledger, runs the dunning
@@ -746,11 +771,21 @@ impl<P: PaymentStore, D: DunningStore, C: Clock> CollectionsService<P, D, C> {
         tenant: TenantId,
         customer: CustomerId,
     ) -> Result<Option<CustomerLedger>, BillingError> {
+        self.load_ledger(tenant, customer).await?
+    }
+
+    /// [`Self::stored_ledger`] with its two kinds of error apart: the outer one a store
+    /// error, the inner one entries that do not make a ledger (the customer's bad data).
+    async fn load_ledger(
+        &self,
+        tenant: TenantId,
+        customer: CustomerId,
+    ) -> Result<Result<Option<CustomerLedger>, BillingError>, BillingError> {
         let entries = self.payments.entries(tenant, customer).await?;
         let Some(currency) = entries.first().map(|e| e.kind.currency()) else {
-            return Ok(None);
+            return Ok(Ok(None));
         };
-        CustomerLedger::from_entries(customer, currency, entries).map(Some)
+        Ok(CustomerLedger::from_entries(customer, currency, entries).map(Some))
     }
 
     /// The customer's ledger, or an empty one in `currency` (the currency of the money about
@@ -836,6 +871,56 @@ impl<P: PaymentStore, D: DunningStore, C: Clock> CollectionsService<P, D, C> {
         };
         let events = self.evaluate_ledger(tenant, &ledger).await?;
         Ok(self.wrap(tenant, events))
+    }
+
+    /// Runs the dunning policy for today over each of `customers`, as
+    /// [`CollectionsService::evaluate`] does for one: the daily collections run.
+    ///
+    /// One customer's bad data never stops the others: a customer whose ledger cannot be
+    /// rebuilt from its stored entries (a domain error: entries in two currencies, a balance
+    /// that overflows, …) is skipped, nothing is saved for it, and it is listed in
+    /// [`CollectionsRunSummary::failures`] with a `collections.evaluation_failed` event; a
+    /// run after the entries are fixed evaluates it.
+    ///
+    /// # Errors
+    ///
+    /// Storage failures (they stop the run; what was saved before stays saved, and a re-run
+    /// fires nothing twice).
+    pub async fn evaluate_customers(
+        &self,
+        tenant: TenantId,
+        customers: &[CustomerId],
+    ) -> Result<CollectionsRunSummary, BillingError> {
+        let mut summary = CollectionsRunSummary {
+            customers: customers.len(),
+            ..CollectionsRunSummary::default()
+        };
+        for &customer in customers {
+            match self.load_ledger(tenant, customer).await? {
+                Ok(None) => {}
+                Ok(Some(ledger)) => {
+                    let fired = self.evaluate_ledger(tenant, &ledger).await?;
+                    summary.events.extend(self.wrap(tenant, fired));
+                }
+                Err(error) => {
+                    summary.events.push(DomainEvent::new(
+                        tenant,
+                        &self.clock,
+                        CollectionEvent::EvaluationFailed {
+                            customer,
+                            error_kind: error.kind().to_owned(),
+                            error: error.to_string(),
+                        },
+                    ));
+                    summary.failures.push(crate::service::BillingFailure {
+                        customer,
+                        subscription: None,
+                        error,
+                    });
+                }
+            }
+        }
+        Ok(summary)
     }
 
     async fn evaluate_ledger(

@@ -124,8 +124,8 @@ pub use pricing::{
 };
 pub use proration::{ProrationMode, fraction, prorate};
 pub use service::{
-    BillRunSummary, BillingEvent, BillingService, BillingSettings, ChunkCommit, Events, bill_chunk,
-    chunk_customers, invoice_issued_event, record_chunk,
+    BillRunSummary, BilledChunk, BillingEvent, BillingFailure, BillingService, BillingSettings,
+    ChunkCommit, Events, bill_chunk, chunk_customers, invoice_issued_event, record_chunk,
 };
 pub use store::{
     BillingCommit, BillingStore, CatalogStore, CommitResult, CustomerAccount, InvoiceStore,

@@ -11,13 +11,20 @@
 //! keep their optimistic revision checks inside the chunk (a subscription changed since it was
 //! read is skipped and counted as a conflict, the next run bills it), and documents keep their
 //! idempotency keys, so a chunk or a whole run done twice issues nothing new.
+//!
+//! A customer whose billing fails with a domain error (an amount that overflows, a missing
+//! plan, …) never blocks its chunk: [`bill_chunk`] leaves that customer out, the rest of the
+//! chunk is written, and the failure goes to the outbox as a `billing.bill_run_item_failed`
+//! event in the chunk's transaction, so the run completes. The customer's subscriptions are
+//! unchanged, so the next run (a new [`SqlStore::plan_billing_run`]) bills them once the data
+//! is fixed. Database errors still fail the chunk (it is claimed again after the lease).
 
 use std::collections::HashMap;
 
 use chrono::NaiveDate;
 use dotmac_billing::{
-    BillRunSummary, BillingSettings, CustomerAccount, PendingCharge, Plan, Subscription,
-    bill_chunk, chunk_customers, record_chunk,
+    BillRunSummary, BilledChunk, BillingFailure, BillingSettings, CustomerAccount, PendingCharge,
+    Plan, Subscription, bill_chunk, chunk_customers, record_chunk,
 };
 use dotmac_core::{Clock, PlanId, SubscriptionId, TenantId};
 use uuid::Uuid;
@@ -29,7 +36,7 @@ use crate::outbox::OutboxEvent;
 use crate::store::SqlStore;
 
 /// What one worker did over a run (the sum of the chunks it completed).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct WorkerReport {
     /// Chunks this worker completed.
     pub chunks: u32,
@@ -41,6 +48,10 @@ pub struct WorkerReport {
     pub duplicates: usize,
     /// Subscriptions skipped because they changed after they were read (billed next run).
     pub conflicts: usize,
+    /// Customers skipped because billing one of their subscriptions failed with a domain
+    /// error (each also a `billing.bill_run_item_failed` outbox event); a later run bills
+    /// them once their data is fixed.
+    pub failures: Vec<BillingFailure>,
 }
 
 /// The fixed inputs of one worker's share of a bill run.
@@ -228,6 +239,7 @@ impl SqlStore {
             report.invoices += summary.invoices;
             report.duplicates += summary.duplicates;
             report.conflicts += summary.conflicts;
+            report.failures.extend(summary.failures);
         }
         Ok(report)
     }
@@ -252,14 +264,17 @@ impl SqlStore {
     /// Bills one claimed chunk: reads its subscriptions, their customers' accounts and
     /// pending charges, computes every subscription's documents with [`bill_chunk`], and writes
     /// them (numbered gaplessly), the new subscription states, the consumed charges and the
-    /// outbox events in one transaction that also marks the chunk done.
+    /// outbox events in one transaction that also marks the chunk done. A customer whose
+    /// billing fails with a domain error is left out and reported
+    /// ([`BillRunSummary::failures`], and a `billing.bill_run_item_failed` outbox event); the
+    /// chunk still completes.
     ///
     /// # Errors
     ///
     /// [`SqlError::LeaseLost`](crate::SqlError::LeaseLost) if the chunk is no longer this
     /// claim's (nothing is written), [`SqlError::Billing`](crate::SqlError::Billing) for a
-    /// domain error (nothing is written; the chunk is claimable again after the lease),
-    /// [`SqlError::Database`](crate::SqlError::Database).
+    /// per-commit error of [`record_chunk`] (nothing is written; the chunk is claimable again
+    /// after the lease), [`SqlError::Database`](crate::SqlError::Database).
     pub async fn bill_claimed_chunk(
         &self,
         claim: &ChunkClaim,
@@ -279,14 +294,17 @@ impl SqlStore {
         clock: &dyn Clock,
     ) -> Result<BillRunSummary> {
         let tenant = claim.tenant;
-        let mut items = bill_chunk(
+        let BilledChunk {
+            mut items,
+            failures,
+        } = bill_chunk(
             &page,
             job.plans,
             &accounts,
             &pending,
             job.as_of,
             job.settings,
-        )?;
+        );
         let mut summary = BillRunSummary {
             subscriptions: page.len(),
             cursor: page.last().map(|s| s.id),
@@ -305,6 +323,7 @@ impl SqlStore {
             d::billrun::fence(&mut tx, claim, now).await?;
             let results = d::billing::apply_batch(&mut tx, tenant, commits).await?;
             record_chunk(tenant, clock, &items, results, &mut summary)?;
+            summary.record_failures(tenant, clock, failures);
             let events = summary
                 .events
                 .iter()
