@@ -393,6 +393,7 @@ impl BillingError {
             BillingError::TimestampInFuture { .. } => "timestamp_in_future",
             BillingError::MalformedRadiusRecord { .. } => "malformed_radius_record",
             BillingError::UnknownRadiusUser { .. } => "unknown_radius_user",
+            BillingError::RadiusSessionUserMismatch { .. } => "radius_session_user_mismatch",
             BillingError::InvalidConfiguration { .. } => "invalid_configuration",
             BillingError::WrongCurrency { .. } => "wrong_currency",
             BillingError::NonPositiveAmount { .. } => "non_positive_amount",
