@@ -52,6 +52,18 @@ pub enum SupportError {
     /// An iCalendar holiday feed that cannot be used.
     #[error("cannot import iCalendar holidays: {0}")]
     Ical(String),
+    /// An iCalendar feed past one of its import limits ([`IcalLimits`](crate::IcalLimits)).
+    /// Nothing was imported.
+    #[error("iCalendar feed refused: {limit} is limited to {max}, the feed reaches {found}")]
+    IcalLimitExceeded {
+        /// The limit.
+        limit: crate::ical::IcalLimit,
+        /// Its configured value.
+        max: u64,
+        /// What the feed reaches where it was refused: its size, or the depth, event length or
+        /// number of dates at the first element past the limit.
+        found: u64,
+    },
     /// An SLA target of zero or negative minutes.
     #[error("SLA target must be a positive number of minutes, got {0}")]
     InvalidTarget(i64),

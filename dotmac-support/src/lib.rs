@@ -9,7 +9,7 @@
 //! - [`Ticket`]: statuses as a state machine with typed errors, priorities, categories,
 //!   channels, comments, tags, merges and parent incidents.
 //! - [`BusinessCalendar`]: working intervals per weekday, holidays ([`ical_holidays`] imports
-//!   iCalendar feeds), `add_working_minutes` / `working_minutes_between`, DST-correct.
+//!   iCalendar feeds within [`IcalLimits`]), `add_working_minutes` / `working_minutes_between`, DST-correct.
 //! - [`SlaPolicy`]: targets per priority in business or calendar minutes, chosen by ordered
 //!   conditions ([`SlaPolicySet`]); [`SlaPolicy::isp_default`] is the common ISP table.
 //! - [`Router`] and [`pick_agent`]: round robin, least-loaded with a cap, skills-based with
@@ -49,6 +49,7 @@ mod calendar;
 mod csat;
 mod error;
 mod escalation;
+mod ical;
 mod memory;
 mod routing;
 mod service;
@@ -60,7 +61,6 @@ mod ticket;
 
 pub use calendar::{
     BusinessCalendar, CalendarBuilder, CalendarSpec, DayHours, TimeOfDay, WorkingInterval,
-    ical_holidays,
 };
 pub use csat::{CsatResponse, CsatResponseId, CsatScore, CsatSummary};
 pub use error::{Result, SupportError};
@@ -68,6 +68,7 @@ pub use escalation::{
     EscalationAction, EscalationRule, EscalationRuleId, EscalationTrigger, MarkKind, SlaMark,
     SlaMarks, due_escalations,
 };
+pub use ical::{IcalLimit, IcalLimits, ical_holidays, ical_holidays_with};
 pub use memory::InMemorySupportStore;
 pub use routing::{
     Agent, AgentLoad, AssignmentStrategy, Presence, Queue, QueueAssigner, QueueCursor, Roster,
