@@ -32,8 +32,8 @@
 //! // A high-priority ticket at Friday 15:00 New York (19:00 UTC) waits on the customer for an hour.
 //! let created = Utc.with_ymd_and_hms(2026, 3, 6, 20, 0, 0).unwrap();
 //! let mut timeline = SlaTimeline::new(created);
-//! timeline.statuses.push((Utc.with_ymd_and_hms(2026, 3, 6, 20, 30, 0).unwrap(), Status::Pending));
-//! timeline.statuses.push((Utc.with_ymd_and_hms(2026, 3, 6, 21, 30, 0).unwrap(), Status::Open));
+//! timeline.statuses.push((Utc.with_ymd_and_hms(2026, 3, 6, 20, 30, 0).unwrap(), Status::PENDING));
+//! timeline.statuses.push((Utc.with_ymd_and_hms(2026, 3, 6, 21, 30, 0).unwrap(), Status::OPEN));
 //! let clocks = policy.evaluate(&calendar, &timeline, Priority::High, created)?;
 //! // 4 business hours: 30 min, then 30 min after the pause, then 3 h on Monday from 08:00
 //! // (daylight saving starts on Sunday 8 March: Monday 08:00 is 12:00 UTC).
@@ -82,5 +82,6 @@ pub use sla::{
 pub use store::SupportConfig;
 pub use ticket::{
     Actor, AgentId, Category, Change, Channel, Comment, CommentId, CustomerTier, HistoryEntry,
-    NewTicket, Priority, QueueId, Status, Ticket, TicketId, Visibility,
+    NewTicket, Priority, QueueId, Status, StatusCatalog, StatusCategory, StatusName, Ticket,
+    TicketId, Visibility,
 };
