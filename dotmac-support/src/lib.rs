@@ -6,10 +6,12 @@
 //! recompute exactly when a past status or the calendar changes), routing rules and
 //! assignment strategies that never hand work to an offline agent, escalation rules, and CSAT.
 //!
-//! - [`Ticket`]: statuses as a state machine with typed errors, priorities, categories,
+//! - [`Ticket`]: statuses (the desk's own names in a [`StatusCatalog`], each in a
+//!   [`StatusCategory`] of the state machine) with typed errors, priorities, categories,
 //!   channels, comments, tags, merges and parent incidents.
 //! - [`BusinessCalendar`]: working intervals per weekday, holidays ([`ical_holidays`] imports
-//!   iCalendar feeds within [`IcalLimits`]), `add_working_minutes` / `working_minutes_between`, DST-correct.
+//!   iCalendar feeds within [`IcalLimits`]), `add_working_minutes` / `working_minutes_between`,
+//!   DST-correct.
 //! - [`SlaPolicy`]: targets per priority in business or calendar minutes, chosen by ordered
 //!   conditions ([`SlaPolicySet`]); [`SlaPolicy::isp_default`] is the common ISP table.
 //! - [`Router`] and [`pick_agent`]: round robin, least-loaded with a cap, skills-based with
