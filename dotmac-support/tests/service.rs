@@ -16,6 +16,17 @@ struct Desk {
     agents: Vec<AgentId>,
 }
 
+impl Desk {
+    /// The ticket as the store has it.
+    async fn stored(&self, id: TicketId) -> Option<Ticket> {
+        self.service
+            .store()
+            .get_ticket(self.tenant, id)
+            .await
+            .unwrap()
+    }
+}
+
 fn types(events: &SupportEvents) -> Vec<&'static str> {
     use dotmac_core::EventPayload;
     events.iter().map(|e| e.payload.event_type()).collect()
@@ -614,13 +625,7 @@ async fn desk_statuses_pause_by_name_and_follow_their_category() {
     assert_eq!(first_response(clocks).due_at, due(10, 20));
     let clocks = d.service.sla_clocks(d.tenant, tickets[1]).await.unwrap();
     assert_eq!(first_response(clocks).due_at, due(10, 0));
-    let stored = d
-        .service
-        .store()
-        .get_ticket(d.tenant, tickets[0])
-        .await
-        .unwrap()
-        .unwrap();
+    let stored = d.stored(tickets[0]).await.unwrap();
     assert!(stored.history().iter().any(|e| matches!(
         &e.change,
         Change::StatusChanged { to, .. } if *to == reminder
@@ -635,12 +640,7 @@ async fn statuses_the_desk_does_not_define_change_nothing() {
         .create_ticket(d.tenant, NewTicket::new("x"))
         .await
         .unwrap();
-    let before = d
-        .service
-        .store()
-        .get_ticket(d.tenant, ticket.id())
-        .await
-        .unwrap();
+    let before = d.stored(ticket.id()).await;
     // Not defined at all, and defined but in another category.
     for stranger in [
         Status::custom("frozen", StatusCategory::Pending).unwrap(),
@@ -654,14 +654,7 @@ async fn statuses_the_desk_does_not_define_change_nothing() {
             Err(SupportError::UnknownStatus(name))
         );
     }
-    assert_eq!(
-        d.service
-            .store()
-            .get_ticket(d.tenant, ticket.id())
-            .await
-            .unwrap(),
-        before
-    );
+    assert_eq!(d.stored(ticket.id()).await, before);
     // A policy may only pause in a status the configuration knows.
     let config = d
         .service
