@@ -160,6 +160,13 @@ impl StatusName {
     }
 }
 
+// Equality, order and hash are those of the text, so maps keyed by name are searched by `&str`.
+impl std::borrow::Borrow<str> for StatusName {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl From<StatusCategory> for StatusName {
     fn from(category: StatusCategory) -> Self {
         StatusName(Cow::Borrowed(category.as_str()))
@@ -452,8 +459,7 @@ impl StatusCatalog {
             return Ok(builtin);
         }
         self.custom
-            .iter()
-            .find(|(known, _)| known.as_str() == name)
+            .get_key_value(name)
             .map(|(name, category)| Status {
                 name: name.clone(),
                 category: *category,
