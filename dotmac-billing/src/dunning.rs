@@ -317,6 +317,7 @@ pub enum RestoreOnPayment {
 /// # Ok::<(), dotmac_billing::BillingError>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RawDunningPolicy")]
 pub struct DunningPolicy {
     steps: Vec<DunningStep>,
     grace_days: u32,
@@ -326,6 +327,36 @@ pub struct DunningPolicy {
     blocked_weekdays: u8,
     /// Sorted, no duplicates.
     blocked_dates: Vec<NaiveDate>,
+}
+
+/// The serialized form of a policy, validated by [`DunningPolicyBuilder::build`].
+#[derive(Deserialize)]
+struct RawDunningPolicy {
+    steps: Vec<DunningStep>,
+    grace_days: u32,
+    min_balance: Decimal,
+    restore: RestoreOnPayment,
+    blocked_weekdays: u8,
+    blocked_dates: Vec<NaiveDate>,
+}
+
+impl TryFrom<RawDunningPolicy> for DunningPolicy {
+    type Error = BillingError;
+    fn try_from(raw: RawDunningPolicy) -> Result<Self, Self::Error> {
+        DunningPolicyBuilder {
+            policy: DunningPolicy {
+                steps: raw.steps,
+                grace_days: raw.grace_days,
+                min_balance: raw.min_balance,
+                restore: raw.restore,
+                // Only the seven weekday bits mean anything.
+                blocked_weekdays: raw.blocked_weekdays & 0x7f,
+                blocked_dates: raw.blocked_dates,
+            },
+            bad_name: None,
+        }
+        .build()
+    }
 }
 
 /// Builder of a [`DunningPolicy`].
@@ -395,7 +426,7 @@ impl DunningPolicy {
         };
         if step.effect == StepEffect::Suspend {
             // An allowed day comes within 7 + blocked_dates.len() days unless every weekday is
-            // blocked (refused by the builder, but a deserialized policy skips it): bound it.
+            // blocked (refused by the builder and on deserialization): bound it all the same.
             let mut tries = 8 + self.blocked_dates.len();
             while self.suspension_blocked_on(day) {
                 tries = tries.checked_sub(1)?;
@@ -1421,8 +1452,27 @@ mod tests {
         let json = serde_json::to_value(&policy).unwrap();
         assert_eq!(json["steps"][1]["name"], "od1");
         assert_eq!(
-            serde_json::from_value::<DunningPolicy>(json).unwrap(),
+            serde_json::from_value::<DunningPolicy>(json.clone()).unwrap(),
             policy
         );
+        // A deserialized policy is validated like a built one.
+        let refused = |edit: fn(&mut serde_json::Value)| {
+            let mut bad = json.clone();
+            edit(&mut bad);
+            serde_json::from_value::<DunningPolicy>(bad)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(
+            refused(|j| j["steps"][0]["name"] = "restore".into()).contains("restore is not a step")
+        );
+        assert!(
+            refused(|j| j["steps"][0]["name"] = "Reminder".into()).contains("lowercase letters")
+        );
+        assert!(
+            refused(|j| j["steps"][1]["effect"]["late_fee"] = "-5".into())
+                .contains("fees must not be negative")
+        );
+        assert!(refused(|j| j["blocked_weekdays"] = 0xff.into()).contains("every weekday"));
     }
 }
