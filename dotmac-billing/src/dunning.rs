@@ -72,7 +72,7 @@ pub const MAX_STEP_NAME_LEN: usize = 40;
 /// assert!("Second Notice".parse::<StepName>().is_err());
 /// # Ok::<(), dotmac_billing::BillingError>(())
 /// ```
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct StepName {
     len: u8,
     /// The name's bytes, then zeros.
@@ -140,6 +140,19 @@ impl StepName {
         let bytes = self.bytes.get(..usize::from(self.len)).unwrap_or_default();
         // Only ASCII is ever stored.
         std::str::from_utf8(bytes).unwrap_or_default()
+    }
+}
+
+/// Names order as their text does.
+impl Ord for StepName {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+
+impl PartialOrd for StepName {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
     }
 }
 
@@ -1317,6 +1330,13 @@ mod tests {
                 "{bad:?}"
             );
         }
+        // Names order as their text, whatever their length.
+        let mut names = ["write_off", "od1", "restore", "late_fee"].map(name);
+        names.sort();
+        assert_eq!(
+            names.map(|n| n.to_string()),
+            ["late_fee", "od1", "restore", "write_off"]
+        );
         // Serde: a plain string, validated on the way in.
         let name = StepName::new("od1").unwrap();
         assert_eq!(serde_json::to_string(&name).unwrap(), "\"od1\"");
