@@ -55,7 +55,7 @@ use crate::usage::stable_id;
 pub const MAX_DUNNING_STEPS: usize = 32;
 
 /// The longest [`StepName`], in bytes.
-pub const MAX_STEP_NAME_LEN: usize = 40;
+pub const MAX_STEP_NAME_LEN: usize = 64;
 
 /// The operator's name for a collections step (`reminder`, `second_notice`, `od1`,
 /// `terminate`, …): 1 to [`MAX_STEP_NAME_LEN`] lowercase ASCII letters, digits and underscores.
@@ -105,7 +105,7 @@ impl StepName {
             return Err(invalid("a step name must not be empty"));
         }
         if name.len() > MAX_STEP_NAME_LEN {
-            return Err(invalid("a step name has at most 40 characters"));
+            return Err(invalid("a step name has at most 64 characters"));
         }
         if !name
             .bytes()
@@ -128,7 +128,7 @@ impl StepName {
             bytes[i] = src[i];
             i += 1;
         }
-        // i ≤ MAX_STEP_NAME_LEN = 40 fits in a u8.
+        // i ≤ MAX_STEP_NAME_LEN = 64 fits in a u8.
         StepName {
             len: i as u8,
             bytes,
@@ -1321,7 +1321,7 @@ mod tests {
         assert_eq!(StepName::new(""), invalid("a step name must not be empty"));
         assert_eq!(
             StepName::new(&"a".repeat(MAX_STEP_NAME_LEN + 1)),
-            invalid("a step name has at most 40 characters")
+            invalid("a step name has at most 64 characters")
         );
         for bad in ["Suspend", "final-notice", "second notice", "é", "od1\n"] {
             assert_eq!(
