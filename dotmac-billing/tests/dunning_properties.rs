@@ -18,11 +18,11 @@ use rust_decimal::Decimal;
 
 fn policy() -> DunningPolicy {
     DunningPolicy::builder()
-        .step(-3, CollectionAction::Reminder)
-        .step(1, CollectionAction::OverdueNotice)
-        .step_with_fee(3, CollectionAction::LateFee, Decimal::new(500, 2))
-        .step(5, CollectionAction::Suspend)
-        .step(75, CollectionAction::WriteOff)
+        .step(-3, "reminder")
+        .step(1, "overdue_notice")
+        .late_fee(3, "late_fee", Decimal::new(500, 2))
+        .step(5, "suspend")
+        .step(75, "write_off")
         .grace_days(2)
         .min_balance(Decimal::new(100, 2))
         .no_suspension_on(Weekday::Sat)
@@ -115,17 +115,33 @@ async fn service_suspends_then_restores_on_payment_with_a_reconnection_fee() {
     let actions: Vec<_> = events
         .iter()
         .filter_map(|e| match &e.payload {
-            CollectionEvent::Action(a) => Some((a.on.to_string(), a.action)),
+            CollectionEvent::Action(a) => Some((a.on.to_string(), a.name.to_string(), a.action)),
             _ => None,
         })
         .collect();
     assert_eq!(
         actions,
         vec![
-            ("2026-03-10".to_owned(), CollectionAction::Reminder),
-            ("2026-03-16".to_owned(), CollectionAction::OverdueNotice),
-            ("2026-03-18".to_owned(), CollectionAction::LateFee),
-            ("2026-03-20".to_owned(), CollectionAction::Suspend),
+            (
+                "2026-03-10".to_owned(),
+                "reminder".to_owned(),
+                CollectionAction::Notify
+            ),
+            (
+                "2026-03-16".to_owned(),
+                "overdue_notice".to_owned(),
+                CollectionAction::Notify
+            ),
+            (
+                "2026-03-18".to_owned(),
+                "late_fee".to_owned(),
+                CollectionAction::LateFee
+            ),
+            (
+                "2026-03-20".to_owned(),
+                "suspend".to_owned(),
+                CollectionAction::Suspend
+            ),
         ]
     );
     assert_eq!(
