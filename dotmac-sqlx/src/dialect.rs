@@ -13,6 +13,7 @@ pub(crate) mod sqlite {
     use sqlx::sqlite::SqliteRow;
     use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 
+    use crate::db::LeaseSettings;
     use crate::error::{Context, Result, SqlError};
 
     pub(crate) type Tx = Transaction<'static, Sqlite>;
@@ -37,6 +38,25 @@ pub(crate) mod sqlite {
     /// SQLite has no row-level security: isolation rests on every query's `tenant_id = ?`.
     pub(crate) async fn begin_tenant(pool: &SqlitePool, _tenant: TenantId) -> Result<Tx> {
         begin_write(pool).await
+    }
+
+    /// A bill-run transaction: SQLite has no lock or idle timeouts per transaction (one
+    /// writer at a time, and the connection's busy timeout), so it is a tenant transaction.
+    pub(crate) async fn begin_bill_run(
+        pool: &SqlitePool,
+        tenant: TenantId,
+        _lease: &LeaseSettings,
+    ) -> Result<Tx> {
+        begin_tenant(pool, tenant).await
+    }
+
+    /// A bill run's read: a plain read transaction, as [`begin_bill_run`] has no timeouts here.
+    pub(crate) async fn begin_bill_run_read(
+        pool: &SqlitePool,
+        tenant: TenantId,
+        _lease: &LeaseSettings,
+    ) -> Result<Tx> {
+        begin_read(pool, tenant).await
     }
 
     /// Reads need no lock; the snapshot of a deferred transaction is enough.
@@ -70,6 +90,7 @@ pub(crate) mod postgres {
     use sqlx::postgres::PgRow;
     use sqlx::{PgPool, Postgres, Row, Transaction};
 
+    use crate::db::LeaseSettings;
     use crate::error::{Context, Result};
 
     pub(crate) type Tx = Transaction<'static, Postgres>;
@@ -108,6 +129,43 @@ pub(crate) mod postgres {
 
     pub(crate) async fn begin_read(pool: &PgPool, tenant: TenantId) -> Result<Tx> {
         begin_tenant(pool, tenant).await
+    }
+
+    /// A tenant transaction of a bill run, which also waits at most the lease's lock timeout
+    /// for a lock and is ended by the server after its idle-in-transaction timeout (see
+    /// [`LeaseSettings`]): a worker frozen mid-transaction loses its session, and with it the
+    /// locks (the tenant's invoice counter) the other workers wait for.
+    ///
+    /// One statement, as [`begin_tenant`]'s, and transaction-local like it: the connection
+    /// returns to the pool with the server's defaults.
+    pub(crate) async fn begin_bill_run(
+        pool: &PgPool,
+        tenant: TenantId,
+        lease: &LeaseSettings,
+    ) -> Result<Tx> {
+        let mut tx = begin_write(pool).await?;
+        sqlx::query(
+            "SELECT set_config('role', 'dotmac_app', true), \
+                    set_config('dotmac.tenant_id', $1, true), \
+                    set_config('lock_timeout', $2, true), \
+                    set_config('idle_in_transaction_session_timeout', $3, true)",
+        )
+        .bind(tenant.to_string())
+        .bind(LeaseSettings::setting(lease.lock_timeout()))
+        .bind(LeaseSettings::setting(lease.idle_in_transaction_timeout()))
+        .execute(&mut *tx)
+        .await
+        .during("scope bill-run transaction to tenant")?;
+        Ok(tx)
+    }
+
+    /// A bill run's read, with the same timeouts as its writes.
+    pub(crate) async fn begin_bill_run_read(
+        pool: &PgPool,
+        tenant: TenantId,
+        lease: &LeaseSettings,
+    ) -> Result<Tx> {
+        begin_bill_run(pool, tenant, lease).await
     }
 
     /// The outbox relay's role may read and mark every tenant's outbox rows and nothing else.

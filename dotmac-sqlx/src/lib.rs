@@ -66,9 +66,11 @@ mod usage;
 pub use billrun::{
     BillRunId, BillRunProgress, ChunkClaim, InvoiceLineRecord, InvoiceRecord, StoredInvoice,
 };
-pub use db::{BackendKind, Database, DatabaseOptions};
+pub use db::{BackendKind, Database, DatabaseOptions, LeaseSettings};
 pub use error::{BoxedSource, Result, SqlError};
 pub use outbox::{OutboxEvent, OutboxMessage};
+#[doc(hidden)]
+pub use scaleout::testing;
 pub use scaleout::{BillWorker, WorkerReport};
 pub use store::SqlStore;
 pub use tenants::IdempotencyClaim;
