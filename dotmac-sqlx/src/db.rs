@@ -509,6 +509,66 @@ mod tests {
     use super::*;
 
     #[test]
+    fn lease_settings_default_to_parts_of_the_lease() {
+        let lease = LeaseSettings::new(chrono::Duration::seconds(60));
+        assert_eq!(lease.lease(), chrono::Duration::seconds(60));
+        assert_eq!(lease.lock_timeout(), Duration::from_secs(15));
+        assert_eq!(lease.idle_in_transaction_timeout(), Duration::from_secs(30));
+        assert!(lease.check().is_ok());
+        assert_eq!(LeaseSettings::from(chrono::Duration::seconds(60)), lease);
+        // A tiny lease still gets timeouts PostgreSQL does not read as "off".
+        let tiny = LeaseSettings::new(chrono::Duration::milliseconds(3));
+        assert_eq!(tiny.lock_timeout(), Duration::from_millis(1));
+        assert!(tiny.check().is_ok());
+    }
+
+    #[test]
+    fn lease_settings_refuse_what_would_not_free_a_frozen_worker() {
+        let refused = |lease: LeaseSettings| match lease.check() {
+            Err(SqlError::InvalidOption { option, .. }) => option,
+            Ok(()) => "accepted",
+            Err(_) => "another error",
+        };
+        let minute = LeaseSettings::new(chrono::Duration::minutes(1));
+        assert_eq!(
+            refused(LeaseSettings::new(chrono::Duration::zero())),
+            "lease"
+        );
+        assert_eq!(
+            refused(LeaseSettings::new(chrono::Duration::seconds(-5))),
+            "lease"
+        );
+        assert_eq!(
+            refused(minute.with_lock_timeout(Duration::ZERO)),
+            "lock_timeout"
+        );
+        assert_eq!(
+            refused(minute.with_lock_timeout(Duration::from_secs(60))),
+            "lock_timeout"
+        );
+        assert_eq!(
+            refused(minute.with_idle_in_transaction_timeout(Duration::from_micros(500))),
+            "idle_in_transaction_timeout"
+        );
+        assert_eq!(
+            refused(minute.with_idle_in_transaction_timeout(Duration::from_secs(61))),
+            "idle_in_transaction_timeout"
+        );
+    }
+
+    #[test]
+    fn timeouts_become_postgres_milliseconds_within_its_range() {
+        assert_eq!(
+            LeaseSettings::setting(Duration::from_millis(1500)),
+            "1500ms"
+        );
+        assert_eq!(
+            LeaseSettings::setting(Duration::from_secs(100 * 24 * 3600)),
+            "2147483647ms"
+        );
+    }
+
+    #[test]
     fn schema_names_are_plain_identifiers() {
         assert!(valid_schema("dotmac"));
         assert!(valid_schema("_t_1"));

@@ -188,3 +188,89 @@ pub(crate) mod postgres {
         row.try_get(column).during("decode decimal")
     }
 }
+
+#[cfg(all(test, feature = "postgres"))]
+mod tests {
+    // A failing unwrap is a failing test.
+    #![allow(clippy::unwrap_used, clippy::panic)]
+
+    use std::time::Duration;
+
+    use dotmac_core::TenantId;
+
+    use crate::db::{Backend, LeaseSettings};
+    use crate::{Database, DatabaseOptions};
+
+    /// One connection, so that the check after the commit sees the same session.
+    async fn postgres() -> Option<sqlx::PgPool> {
+        let url = std::env::var("DATABASE_URL").ok()?;
+        let fingerprint = crate::db::POSTGRES_MIGRATIONS.iter().fold(0_u64, |acc, m| {
+            m.checksum
+                .iter()
+                .fold(acc, |acc, b| acc.rotate_left(5) ^ u64::from(*b))
+        });
+        let options = DatabaseOptions::new(url)
+            .schema(format!("dotmac_test_lease_unit_{fingerprint:016x}"))
+            .max_connections(1);
+        let db = Database::connect_with(options)
+            .await
+            .unwrap_or_else(|e| panic!("DATABASE_URL is set but PostgreSQL is unusable: {e}"));
+        match db.backend_pool() {
+            Backend::Postgres(pool) => Some(pool.clone()),
+            #[allow(unreachable_patterns)]
+            _ => panic!("not a PostgreSQL database"),
+        }
+    }
+
+    async fn show(tx: &mut sqlx::PgConnection, setting: &str) -> String {
+        sqlx::query_scalar("SELECT current_setting($1)")
+            .bind(setting)
+            .fetch_one(tx)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn bill_run_transactions_carry_the_lease_timeouts_and_only_they() {
+        let Some(pool) = postgres().await else { return };
+        let lease = LeaseSettings::new(chrono::Duration::minutes(1))
+            .with_lock_timeout(Duration::from_millis(1500))
+            .with_idle_in_transaction_timeout(Duration::from_secs(20));
+        let tenant = TenantId::new();
+        let mut conn = pool.acquire().await.unwrap();
+        let defaults = (
+            show(&mut conn, "lock_timeout").await,
+            show(&mut conn, "idle_in_transaction_session_timeout").await,
+        );
+        drop(conn);
+        let mut tx = super::postgres::begin_bill_run(&pool, tenant, &lease)
+            .await
+            .unwrap();
+        assert_eq!(show(&mut tx, "lock_timeout").await, "1500ms");
+        assert_eq!(
+            show(&mut tx, "idle_in_transaction_session_timeout").await,
+            "20s"
+        );
+        assert_eq!(show(&mut tx, "dotmac.tenant_id").await, tenant.to_string());
+        assert_eq!(show(&mut tx, "role").await, "dotmac_app");
+        tx.commit().await.unwrap();
+
+        // Transaction-local: the pooled connection is back to the server's defaults, in a
+        // bill run's read and in any other tenant transaction.
+        let mut conn = pool.acquire().await.unwrap();
+        let after = (
+            show(&mut conn, "lock_timeout").await,
+            show(&mut conn, "idle_in_transaction_session_timeout").await,
+        );
+        assert_eq!(after, defaults);
+        drop(conn);
+        let mut read = super::postgres::begin_bill_run_read(&pool, tenant, &lease)
+            .await
+            .unwrap();
+        assert_eq!(show(&mut read, "lock_timeout").await, "1500ms");
+        read.commit().await.unwrap();
+        let mut other = super::postgres::begin_tenant(&pool, tenant).await.unwrap();
+        assert_eq!(show(&mut other, "lock_timeout").await, defaults.0);
+        other.commit().await.unwrap();
+    }
+}

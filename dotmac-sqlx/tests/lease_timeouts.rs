@@ -323,6 +323,7 @@ async fn a_frozen_worker_never_stalls_the_run() {
     })
     .await;
     let took = frozen.elapsed();
+    println!("    the run was complete {took:?} after the worker froze (lease {LEASE_MS} ms)");
     assert!(
         finished.is_ok(),
         "the run is not complete {took:?} after the worker froze (lease {one_lease:?})"
@@ -450,7 +451,7 @@ async fn a_held_counter_times_out_with_a_typed_error_and_writes_nothing() {
         db.complete_chunk(&claim, "INV", &invoices, &events, at(1, 0)),
     )
     .await
-    .expect("the lock wait is bounded");
+    .unwrap_or_else(|_| panic!("the lock wait is bounded"));
     let waited = started.elapsed();
     assert!(
         matches!(
@@ -479,6 +480,43 @@ async fn a_held_counter_times_out_with_a_typed_error_and_writes_nothing() {
         .unwrap();
     assert_eq!(first, Some(2));
     assert_eq!(db.last_number(tenant, "INV").await.unwrap(), 4);
+}
+
+/// Every backend: a lease that is not positive, ends past the end of time (which used to
+/// panic in the date arithmetic) or has timeouts that would not free a frozen worker's locks
+/// before the lease ends is refused, and claims nothing.
+async fn unusable_leases_are_refused_and_claim_nothing() {
+    for (name, db) in common::backends().await {
+        let tenant = new_tenant(&db).await;
+        let run = BillRunId::new();
+        let subscriptions: Vec<SubscriptionId> = (1..=2).map(SubscriptionId::from_u128).collect();
+        db.plan_bill_run(tenant, run, day(3, 1), &subscriptions, 1, at(1, 0))
+            .await
+            .unwrap();
+        let minute = LeaseSettings::new(chrono::Duration::minutes(1));
+        for (lease, option) in [
+            (LeaseSettings::new(chrono::Duration::MAX), "lease"),
+            (LeaseSettings::new(chrono::Duration::zero()), "lease"),
+            (
+                minute.with_idle_in_transaction_timeout(Duration::from_secs(60)),
+                "idle_in_transaction_timeout",
+            ),
+            (minute.with_lock_timeout(Duration::ZERO), "lock_timeout"),
+        ] {
+            let refused = db.claim_chunk(tenant, run, "w", at(1, 0), lease).await;
+            assert!(
+                matches!(&refused, Err(SqlError::InvalidOption { option: o, .. }) if *o == option),
+                "{name}: {lease:?}: {refused:?}"
+            );
+        }
+        let claim = db
+            .claim_chunk(tenant, run, "w", at(1, 0), chrono::Duration::minutes(1))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((claim.chunk_no, claim.attempt), (0, 1), "{name}");
+        assert_eq!(claim.lease, minute, "{name}");
+    }
 }
 
 fn invoice(subscription: SubscriptionId) -> InvoiceRecord {
@@ -510,6 +548,9 @@ const TESTS: &[(&str, Test)] = &[
         "a_held_counter_times_out_with_a_typed_error_and_writes_nothing",
         || Box::pin(a_held_counter_times_out_with_a_typed_error_and_writes_nothing()),
     ),
+    ("unusable_leases_are_refused_and_claim_nothing", || {
+        Box::pin(unusable_leases_are_refused_and_claim_nothing())
+    }),
 ];
 
 /// Runs the tests (names containing one of the arguments, or all), or the child worker.
