@@ -296,9 +296,9 @@ for_each_dialect! {
     /// ones, then one reservation of the batch's invoice numbers and one insert of the new
     /// invoices (SQLite splits each into statements of 1,000 rows). The reservation comes
     /// last because it locks the tenant's counter row until the commit, and every other
-    /// writer of the tenant's invoices (another bill-run worker) waits for that lock. A batch that consumes pending
-    /// charges first locks them and the subscriptions with two reads, decides in Rust, then
-    /// writes the accepted subscriptions (see [`decide_with_charges`]).
+    /// writer of the tenant's invoices (another bill-run worker) waits for that lock. A batch
+    /// that consumes pending charges first locks them and the subscriptions with two reads,
+    /// decides in Rust, then writes the accepted subscriptions (see [`decide_with_charges`]).
     ///
     /// The outcome is exactly that of applying the commits one by one, as the in-memory store
     /// does: a commit whose subscription is stale or unknown, or (its subscription being

@@ -234,7 +234,7 @@ impl SqlStore {
             )
             .await;
             let (summary, lock_timeouts) = billed;
-            report.lock_timeouts += lock_timeouts;
+            report.lock_timeouts = report.lock_timeouts.saturating_add(lock_timeouts);
             let summary = summary?;
             next = following?;
             report.chunks += 1;
@@ -251,6 +251,10 @@ impl SqlStore {
     /// written) reads and bills it again while the lease lasts. A frozen worker's session
     /// ends after its idle-in-transaction timeout, shorter than the lease, and the counter
     /// with it. Also returns how many writes timed out.
+    ///
+    /// "While the lease lasts" by the clock, and at most as many times as lock timeouts fit
+    /// in the lease: each attempt waited that long, so a clock that stands still (a test's)
+    /// cannot keep the worker retrying for ever.
     async fn bill_until_written(
         &self,
         claim: &ChunkClaim,
@@ -258,11 +262,15 @@ impl SqlStore {
         job: &BillWorker<'_>,
         clock: &dyn Clock,
     ) -> (Result<BillRunSummary>, u32) {
+        let lease = &claim.lease;
+        let lease_ms = lease.lease().to_std().unwrap_or_default().as_millis();
+        let wait_ms = lease.lock_timeout().as_millis().max(1);
+        let attempts = u32::try_from(lease_ms.div_ceil(wait_ms)).unwrap_or(u32::MAX);
         let mut written = self.bill_loaded_chunk(claim, chunk, job, clock).await;
-        let mut lock_timeouts = 0;
+        let mut lock_timeouts: u32 = 0;
         while matches!(written, Err(SqlError::LockTimeout { .. })) {
-            lock_timeouts += 1;
-            if clock.now() >= claim.lease_expires_at {
+            lock_timeouts = lock_timeouts.saturating_add(1);
+            if lock_timeouts >= attempts || clock.now() >= claim.lease_expires_at {
                 break;
             }
             written = self.bill_claimed_chunk(claim, job, clock).await;

@@ -356,7 +356,11 @@ async fn a_frozen_worker_never_stalls_the_run() {
     signal(&worker.child, "-CONT");
     worker.resume();
     let line = worker.line(Duration::from_secs(30));
-    assert!(line.starts_with("ERROR "), "{line}");
+    println!("    the resumed worker: {line}");
+    assert!(
+        line.starts_with("ERROR ") && line.contains("commit bill run chunk"),
+        "{line}"
+    );
     assert_eq!(worker.exit_code(Duration::from_secs(30)), Some(3));
     assert_eq!(issued(&store, tenant).await, (per_subscription, numbers));
     assert_eq!(db.outbox_events(tenant).await.unwrap().len(), INVOICES);
