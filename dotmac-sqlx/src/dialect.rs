@@ -198,29 +198,8 @@ mod tests {
 
     use dotmac_core::TenantId;
 
-    use crate::db::{Backend, LeaseSettings};
-    use crate::{Database, DatabaseOptions};
-
-    /// One connection, so that the check after the commit sees the same session.
-    async fn postgres() -> Option<sqlx::PgPool> {
-        let url = std::env::var("DATABASE_URL").ok()?;
-        let fingerprint = crate::db::POSTGRES_MIGRATIONS.iter().fold(0_u64, |acc, m| {
-            m.checksum
-                .iter()
-                .fold(acc, |acc, b| acc.rotate_left(5) ^ u64::from(*b))
-        });
-        let options = DatabaseOptions::new(url)
-            .schema(format!("dotmac_test_lease_unit_{fingerprint:016x}"))
-            .max_connections(1);
-        let db = Database::connect_with(options)
-            .await
-            .unwrap_or_else(|e| panic!("DATABASE_URL is set but PostgreSQL is unusable: {e}"));
-        match db.backend_pool() {
-            Backend::Postgres(pool) => Some(pool.clone()),
-            #[allow(unreachable_patterns)]
-            _ => panic!("not a PostgreSQL database"),
-        }
-    }
+    use crate::db::LeaseSettings;
+    use crate::rls_tests::{pool, postgres};
 
     async fn show(tx: &mut sqlx::PgConnection, setting: &str) -> String {
         sqlx::query_scalar("SELECT current_setting($1)")
@@ -232,7 +211,9 @@ mod tests {
 
     #[tokio::test]
     async fn bill_run_transactions_carry_the_lease_timeouts_and_only_they() {
-        let Some(pool) = postgres().await else { return };
+        // One connection (as in the RLS tests), so the check after the commit sees its session.
+        let Some(db) = postgres().await else { return };
+        let pool = pool(&db);
         let lease = LeaseSettings::new(chrono::Duration::minutes(1))
             .with_lock_timeout(Duration::from_millis(1500))
             .with_idle_in_transaction_timeout(Duration::from_secs(20));
@@ -243,7 +224,7 @@ mod tests {
             show(&mut conn, "idle_in_transaction_session_timeout").await,
         );
         drop(conn);
-        let mut tx = super::postgres::begin_bill_run(&pool, tenant, &lease)
+        let mut tx = super::postgres::begin_bill_run(pool, tenant, &lease)
             .await
             .unwrap();
         assert_eq!(show(&mut tx, "lock_timeout").await, "1500ms");
@@ -264,12 +245,12 @@ mod tests {
         );
         assert_eq!(after, defaults);
         drop(conn);
-        let mut read = super::postgres::begin_bill_run_read(&pool, tenant, &lease)
+        let mut read = super::postgres::begin_bill_run_read(pool, tenant, &lease)
             .await
             .unwrap();
         assert_eq!(show(&mut read, "lock_timeout").await, "1500ms");
         read.commit().await.unwrap();
-        let mut other = super::postgres::begin_tenant(&pool, tenant).await.unwrap();
+        let mut other = super::postgres::begin_tenant(pool, tenant).await.unwrap();
         assert_eq!(show(&mut other, "lock_timeout").await, defaults.0);
         other.commit().await.unwrap();
     }

@@ -147,7 +147,12 @@ async fn seed(store: &SqlStore, tenant: TenantId) {
 }
 
 /// Works `run` of `tenant` as `worker` with the real clock, once.
-async fn work(store: &SqlStore, tenant: TenantId, run: BillRunId, worker: &str) -> WorkerReport {
+async fn work(
+    store: &SqlStore,
+    tenant: TenantId,
+    run: BillRunId,
+    worker: &str,
+) -> Result<WorkerReport, SqlError> {
     let plans = HashMap::from([(plan().id, plan())]);
     let settings = BillingSettings::default();
     let job = BillWorker {
@@ -159,7 +164,7 @@ async fn work(store: &SqlStore, tenant: TenantId, run: BillRunId, worker: &str) 
         worker,
         lease: lease(),
     };
-    store.run_bill_worker(&job, &SystemClock).await.unwrap()
+    store.run_bill_worker(&job, &SystemClock).await
 }
 
 /// Invoices per subscription, and every number, sorted.
@@ -306,7 +311,7 @@ async fn a_frozen_worker_never_stalls_the_run() {
     let mut replacement = WorkerReport::default();
     let finished = tokio::time::timeout(one_lease + SLACK, async {
         loop {
-            let report = work(&store, tenant, run, "replacement").await;
+            let report = work(&store, tenant, run, "replacement").await.unwrap();
             replacement.chunks += report.chunks;
             replacement.invoices += report.invoices;
             replacement.lock_timeouts += report.lock_timeouts;
@@ -386,18 +391,7 @@ async fn frozen_worker(spec: &str) -> ExitCode {
     dotmac_sqlx::testing::set_before_chunk_commit_hook(pause);
     let (db, _) = postgres(CHILD_APPLICATION).await.unwrap();
     let store = SqlStore::new(db);
-    let plans = HashMap::from([(plan().id, plan())]);
-    let settings = BillingSettings::default();
-    let job = BillWorker {
-        tenant,
-        run,
-        as_of: day(3, 1),
-        plans: &plans,
-        settings: &settings,
-        worker: "frozen",
-        lease: lease(),
-    };
-    match store.run_bill_worker(&job, &SystemClock).await {
+    match work(&store, tenant, run, "frozen").await {
         Ok(report) => {
             println!("DONE {report:?}");
             ExitCode::SUCCESS
