@@ -136,7 +136,7 @@ async fn run_workers(
                 plans: &plans,
                 settings: &settings,
                 worker: &name,
-                lease: Duration::minutes(LEASE_MINUTES),
+                lease: Duration::minutes(LEASE_MINUTES).into(),
             };
             store.run_bill_worker(&job, &clock(minutes)).await.unwrap()
         }));
@@ -289,7 +289,7 @@ async fn a_killed_worker_leaves_nothing_and_its_chunk_is_redone() {
                         plans: &plans,
                         settings: &settings,
                         worker: "doomed",
-                        lease,
+                        lease: lease.into(),
                     };
                     store.bill_claimed_chunk(&claim, &job, &clock(0)).await
                 })
@@ -344,7 +344,7 @@ async fn a_killed_worker_leaves_nothing_and_its_chunk_is_redone() {
             plans: &plans,
             settings: &settings,
             worker: "doomed",
-            lease,
+            lease: lease.into(),
         };
         let refused = store.bill_claimed_chunk(&late, &job, &clock(30)).await;
         assert!(
