@@ -440,8 +440,8 @@ impl CustomerLedger {
     /// # Errors
     ///
     /// [`BillingError::WrongCurrency`], [`BillingError::NonPositiveAmount`] for a total of zero
-    /// or less (a credit note is not an invoice), [`BillingError::DuplicateInvoice`]. Nothing is
-    /// recorded on error.
+    /// or less (a credit note is not an invoice), [`BillingError::DueBeforeIssue`],
+    /// [`BillingError::DuplicateInvoice`]. Nothing is recorded on error.
     pub fn record_invoice(
         &mut self,
         invoice: InvoiceId,
@@ -450,6 +450,13 @@ impl CustomerLedger {
         due: NaiveDate,
     ) -> Result<Vec<LedgerEntry>, BillingError> {
         self.check("invoice total", total)?;
+        if due < issued {
+            return Err(BillingError::DueBeforeIssue {
+                invoice,
+                issued,
+                due,
+            });
+        }
         if self.invoice(invoice).is_some() {
             return Err(BillingError::DuplicateInvoice(invoice));
         }

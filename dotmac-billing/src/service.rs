@@ -360,7 +360,8 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
     ///
     /// # Errors
     ///
-    /// [`BillingError::UnknownSubscription`] and the errors of [`change`]; on error nothing
+    /// [`BillingError::UnknownSubscription`], [`BillingError::DateBeyondHorizon`] for a date
+    /// beyond [`Subscription::change_horizon`], and the errors of [`change`]; on error nothing
     /// changes.
     pub async fn change_subscription(
         &self,
@@ -372,15 +373,19 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
         behavior: ProrationBehavior,
     ) -> Result<(ChangeOutcome, Events), BillingError> {
         let (sub, plans, settings) = self.load(tenant, id).await?;
+        sub.check_within_horizon(on)?;
         let outcome = change(&sub, &plans, &what, on, timing, behavior, &settings)?;
         self.commit_change(tenant, &sub, outcome, on).await
     }
 
-    /// Cancels a subscription on `on` (immediately, or at the end of that period).
+    /// Cancels a subscription on `on` (immediately, or at the end of that period). A
+    /// cancellation that changes nothing (at period end, when the subscription already ends
+    /// then) returns the subscription as it is, writes nothing and raises no event.
     ///
     /// # Errors
     ///
-    /// [`BillingError::UnknownSubscription`] and the errors of [`cancel`]; on error nothing
+    /// [`BillingError::UnknownSubscription`], [`BillingError::DateBeyondHorizon`] for a date
+    /// beyond [`Subscription::change_horizon`], and the errors of [`cancel`]; on error nothing
     /// changes.
     pub async fn cancel_subscription(
         &self,
@@ -391,7 +396,14 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
         behavior: ProrationBehavior,
     ) -> Result<(ChangeOutcome, Events), BillingError> {
         let (sub, plans, settings) = self.load(tenant, id).await?;
+        sub.check_within_horizon(on)?;
         let outcome = cancel(&sub, &plans, on, timing, behavior, &settings)?;
+        // Cancelling again what is already cancelled for the same day (at period end, twice)
+        // changes nothing: nothing is written and no event is raised.
+        if outcome.subscription == sub && outcome.invoice.is_none() && outcome.pending.is_empty()
+        {
+            return Ok((outcome, Vec::new()));
+        }
         self.commit_change(tenant, &sub, outcome, on).await
     }
 
@@ -522,12 +534,27 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
     /// # Errors
     ///
     /// [`BillingError::UnknownAccount`], [`BillingError::CurrencyNotUsed`] for a charge in a
-    /// currency the customer does not use.
+    /// currency the customer does not use, the errors of [`PendingCharge::validate`]
+    /// (negative quantity, credit without a reason), [`BillingError::UnknownSubscription`] and
+    /// [`BillingError::SubscriptionOfAnotherCustomer`] for a subscription that is not the
+    /// customer's. Nothing is stored on error.
     pub async fn add_pending_charge(
         &self,
         tenant: TenantId,
         charge: PendingCharge,
     ) -> Result<bool, BillingError> {
+        self.check_pending_charge(tenant, &charge).await?;
+        self.store.add_pending_charge(tenant, charge).await
+    }
+
+    /// Everything [`BillingService::add_pending_charge`] refuses, checked before anything is
+    /// written.
+    async fn check_pending_charge(
+        &self,
+        tenant: TenantId,
+        charge: &PendingCharge,
+    ) -> Result<(), BillingError> {
+        charge.validate()?;
         let account = self
             .store
             .account(tenant, charge.customer)
@@ -540,7 +567,21 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
                 customer_currency: account.currency.code(),
             });
         }
-        self.store.add_pending_charge(tenant, charge).await
+        if let Some(id) = charge.subscription {
+            let sub = self
+                .store
+                .subscription(tenant, id)
+                .await?
+                .ok_or(BillingError::UnknownSubscription(id))?;
+            if sub.customer != charge.customer {
+                return Err(BillingError::SubscriptionOfAnotherCustomer {
+                    subscription: id,
+                    customer: charge.customer,
+                    owner: sub.customer,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Invoices a customer's pending charges now, on their own (for a fee that cannot wait for
