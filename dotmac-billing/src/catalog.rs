@@ -398,7 +398,12 @@ fn validate_version(plan: PlanId, v: &PlanVersion) -> Result<(), BillingError> {
                     currency: p.currency.code(),
                 });
             }
-            if charge.prices.iter().take(i).any(|q| q.currency == p.currency) {
+            if charge
+                .prices
+                .iter()
+                .take(i)
+                .any(|q| q.currency == p.currency)
+            {
                 return Err(BillingError::DuplicateCurrencyPrice {
                     plan,
                     charge: index,
@@ -414,13 +419,21 @@ fn validate_version(plan: PlanId, v: &PlanVersion) -> Result<(), BillingError> {
                 reason: "setup fees must not be negative",
             });
         }
-        if v.setup_fees.iter().take(i).any(|f| f.currency() == fee.currency()) {
+        if v.setup_fees
+            .iter()
+            .take(i)
+            .any(|f| f.currency() == fee.currency())
+        {
             return Err(BillingError::InvalidPlan {
                 plan,
                 reason: "at most one setup fee per currency",
             });
         }
-        if !v.charges.iter().all(|c| c.price_in(fee.currency()).is_some()) {
+        if !v
+            .charges
+            .iter()
+            .all(|c| c.price_in(fee.currency()).is_some())
+        {
             return Err(BillingError::SetupFeeCurrencyWithoutPrice {
                 plan,
                 currency: fee.currency().code(),

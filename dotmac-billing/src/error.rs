@@ -265,15 +265,15 @@ pub enum BillingError {
         quantity: rust_decimal::Decimal,
     },
     /// A credit (a pending charge with a negative unit price) without a reason for its line.
-    #[error("pending charge {charge} is a credit (negative unit price) and needs a reason: set its text")]
+    #[error(
+        "pending charge {charge} is a credit (negative unit price) and needs a reason: set its text"
+    )]
     CreditWithoutReason {
         /// The charge refused.
         charge: crate::PendingChargeId,
     },
     /// A pending charge naming a subscription of another customer (it would never be billed).
-    #[error(
-        "subscription {subscription} belongs to customer {owner}, not to customer {customer}"
-    )]
+    #[error("subscription {subscription} belongs to customer {owner}, not to customer {customer}")]
     SubscriptionOfAnotherCustomer {
         /// The subscription named.
         subscription: dotmac_core::SubscriptionId,

@@ -127,6 +127,7 @@ pub use store::{
     IssuedInvoice, SubscriptionStore,
 };
 pub use subscription::{
-    CHANGE_HORIZON_YEARS, FirstPeriod, NewSubscription, Segment, SegmentState, Subscription, SubscriptionStatus,
+    CHANGE_HORIZON_YEARS, FirstPeriod, NewSubscription, Segment, SegmentState, Subscription,
+    SubscriptionStatus,
 };
 pub use tax::{TaxBase, TaxExemption, TaxMode, TaxRate, TaxRateId, TaxSummary};

@@ -820,6 +820,27 @@ mod tests {
     }
 
     #[test]
+    fn a_due_date_before_the_issue_date_is_refused_and_changes_nothing() {
+        let mut ledger = ledger_with_two_invoices();
+        let before = ledger.clone();
+        assert_eq!(
+            ledger.record_invoice(InvoiceId::from_u128(3), usd(100), day(10), day(9)),
+            Err(BillingError::DueBeforeIssue {
+                invoice: InvoiceId::from_u128(3),
+                issued: day(10),
+                due: day(9)
+            })
+        );
+        assert_eq!(ledger, before);
+        // Due on the issue date is fine.
+        assert!(
+            ledger
+                .record_invoice(InvoiceId::from_u128(3), usd(100), day(10), day(10))
+                .is_ok()
+        );
+    }
+
+    #[test]
     fn bad_payments_are_refused_and_change_nothing() {
         let mut ledger = ledger_with_two_invoices();
         let before = ledger.clone();

@@ -398,11 +398,21 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
         let (sub, plans, settings) = self.load(tenant, id).await?;
         sub.check_within_horizon(on)?;
         let outcome = cancel(&sub, &plans, on, timing, behavior, &settings)?;
-        // Cancelling again what is already cancelled for the same day (at period end, twice)
-        // changes nothing: nothing is written and no event is raised.
-        if outcome.subscription == sub && outcome.invoice.is_none() && outcome.pending.is_empty()
-        {
-            return Ok((outcome, Vec::new()));
+        // Cancelling again what already ends on the same day (at period end, twice) changes
+        // nothing but the change counter: nothing is written and no event is raised.
+        let unchanged = Subscription {
+            change_seq: sub.change_seq,
+            ..outcome.subscription.clone()
+        };
+        if unchanged == sub && outcome.invoice.is_none() && outcome.pending.is_empty() {
+            return Ok((
+                ChangeOutcome {
+                    subscription: sub,
+                    invoice: None,
+                    pending: Vec::new(),
+                },
+                Vec::new(),
+            ));
         }
         self.commit_change(tenant, &sub, outcome, on).await
     }

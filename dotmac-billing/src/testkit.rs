@@ -84,6 +84,9 @@ where
     a_pending_charge_is_invoiced_once(make())
         .await
         .map_err(|e| format!("a_pending_charge_is_invoiced_once: {e}"))?;
+    bad_input_is_refused_and_changes_nothing(make())
+        .await
+        .map_err(|e| format!("bad_input_is_refused_and_changes_nothing: {e}"))?;
     Ok(())
 }
 
@@ -833,6 +836,311 @@ async fn a_pending_charge_is_invoiced_once<S: BillingStore>(store: S) -> Result<
             .len()
             == 2,
         "a refused commit wrote invoices"
+    );
+    Ok(())
+}
+
+/// What a refused call must leave as it was: the tenant's plans and, for each customer, their
+/// subscriptions, pending charges and invoices.
+#[derive(Debug, PartialEq)]
+struct Snapshot {
+    plans: Vec<Plan>,
+    subscriptions: Vec<crate::Subscription>,
+    pending: Vec<PendingCharge>,
+    invoices: Vec<crate::Invoice>,
+}
+
+async fn snapshot<S: BillingStore>(
+    store: &S,
+    tenant: TenantId,
+    customers: &[CustomerId],
+) -> Result<Snapshot, String> {
+    let mut plans = store.plans(tenant).await.map_err(err)?;
+    plans.sort_by_key(|p| p.id);
+    let mut snap = Snapshot {
+        plans,
+        subscriptions: Vec::new(),
+        pending: Vec::new(),
+        invoices: Vec::new(),
+    };
+    for customer in customers {
+        let mut subs = store
+            .subscriptions_of(tenant, *customer)
+            .await
+            .map_err(err)?;
+        subs.sort_by_key(|s| s.id);
+        snap.subscriptions.extend(subs);
+        snap.pending.extend(
+            store
+                .pending_charges(tenant, *customer)
+                .await
+                .map_err(err)?,
+        );
+        snap.invoices
+            .extend(store.invoices_of(tenant, *customer).await.map_err(err)?);
+    }
+    Ok(snap)
+}
+
+/// Asserts that `result` is exactly `expected` and that the store holds what `before` holds.
+async fn refused<S: BillingStore, T: std::fmt::Debug>(
+    what: &str,
+    result: Result<T, BillingError>,
+    expected: BillingError,
+    store: &S,
+    tenant: TenantId,
+    customers: &[CustomerId],
+    before: &Snapshot,
+) -> Result<(), String> {
+    match result {
+        Err(e) if e == expected => {}
+        other => return Err(format!("{what}: expected Err({expected:?}), got {other:?}")),
+    }
+    let after = snapshot(store, tenant, customers).await?;
+    ensure!(
+        &after == before,
+        "{what}: a refused call changed the store: {after:?}"
+    );
+    Ok(())
+}
+
+async fn bad_input_is_refused_and_changes_nothing<S: BillingStore>(store: S) -> Result<(), String> {
+    let (service, tenant, customer, plan) = setup(store).await?;
+    let other = CustomerId::new();
+    service
+        .save_account(tenant, CustomerAccount::new(other, Currency::USD))
+        .await
+        .map_err(err)?;
+    let start = day(2026, 3, 1)?;
+    let (sub, _) = service
+        .subscribe(
+            tenant,
+            NewSubscription::new(customer, plan.id, Currency::USD, start),
+        )
+        .await
+        .map_err(err)?;
+    let (other_sub, _) = service
+        .subscribe(
+            tenant,
+            NewSubscription::new(other, plan.id, Currency::USD, start),
+        )
+        .await
+        .map_err(err)?;
+    let customers = [customer, other];
+    let store = service.store();
+    let before = snapshot(store, tenant, &customers).await?;
+    let usd = |minor| Money::from_minor(minor, Currency::USD);
+    let june = day(2026, 6, 1)?;
+
+    // Plans: every bad version is refused and the plan (in memory and stored) stays as it was.
+    let price = |currency, minor| crate::CurrencyPrice {
+        currency,
+        model: crate::PriceModel::flat(Money::from_minor(minor, currency).amount()),
+    };
+    let cases: Vec<(&str, Vec<Charge>, Vec<Money>, BillingError)> = vec![
+        (
+            "negative recurring price",
+            vec![Charge::recurring_flat([usd(-3000)])],
+            vec![],
+            BillingError::NegativePrice {
+                plan: plan.id,
+                charge: 0,
+                currency: "USD",
+            },
+        ),
+        (
+            "two prices in one currency",
+            vec![
+                Charge::recurring_flat([usd(1000)]),
+                Charge::per_seat(vec![
+                    price(Currency::USD, 100),
+                    price(Currency::EUR, 100),
+                    price(Currency::USD, 200),
+                ]),
+            ],
+            vec![],
+            BillingError::DuplicateCurrencyPrice {
+                plan: plan.id,
+                charge: 1,
+                currency: "USD",
+            },
+        ),
+        (
+            "no charges",
+            vec![],
+            vec![],
+            BillingError::PlanWithoutCharges {
+                plan: plan.id,
+                version: 2,
+            },
+        ),
+        (
+            "setup fee without a price in its currency",
+            vec![Charge::recurring_flat([usd(1000)])],
+            vec![Money::from_minor(5000, Currency::EUR)],
+            BillingError::SetupFeeCurrencyWithoutPrice {
+                plan: plan.id,
+                currency: "EUR",
+            },
+        ),
+    ];
+    for (what, charges, fees, expected) in cases {
+        let mut edited = plan.clone();
+        let result = edited.add_version(june, charges, fees);
+        ensure!(edited == plan, "{what}: a refused version changed the plan");
+        refused(what, result, expected, store, tenant, &customers, &before).await?;
+    }
+
+    // Pending charges.
+    let mut negative = charge(customer, 901, 500, start);
+    negative.quantity = Decimal::NEGATIVE_ONE;
+    refused(
+        "negative quantity",
+        service.add_pending_charge(tenant, negative.clone()).await,
+        BillingError::NegativeChargeQuantity {
+            charge: negative.id,
+            quantity: Decimal::NEGATIVE_ONE,
+        },
+        store,
+        tenant,
+        &customers,
+        &before,
+    )
+    .await?;
+    let mut silent_credit = charge(customer, 902, -500, start);
+    silent_credit.kind = LineKind::OneOff;
+    silent_credit.text = None;
+    refused(
+        "credit without a reason",
+        service
+            .add_pending_charge(tenant, silent_credit.clone())
+            .await,
+        BillingError::CreditWithoutReason {
+            charge: silent_credit.id,
+        },
+        store,
+        tenant,
+        &customers,
+        &before,
+    )
+    .await?;
+    let mut foreign = charge(customer, 903, 500, start);
+    foreign.subscription = Some(other_sub.id);
+    refused(
+        "subscription of another customer",
+        service.add_pending_charge(tenant, foreign).await,
+        BillingError::SubscriptionOfAnotherCustomer {
+            subscription: other_sub.id,
+            customer,
+            owner: other,
+        },
+        store,
+        tenant,
+        &customers,
+        &before,
+    )
+    .await?;
+
+    // Dates beyond the horizon.
+    let horizon = sub.change_horizon();
+    ensure!(
+        horizon == day(2126, 3, 1)?,
+        "the horizon is not 100 years from the start: {horizon}"
+    );
+    for date in [NaiveDate::MAX, day(2126, 3, 2)?] {
+        let beyond = BillingError::DateBeyondHorizon {
+            subscription: sub.id,
+            date,
+            horizon,
+        };
+        refused(
+            "change beyond the horizon",
+            service
+                .change_subscription(
+                    tenant,
+                    sub.id,
+                    crate::SubscriptionChange::Quantity {
+                        quantity: Decimal::TWO,
+                    },
+                    date,
+                    crate::ChangeTiming::Immediate,
+                    ProrationBehavior::InvoiceNow,
+                )
+                .await,
+            beyond.clone(),
+            store,
+            tenant,
+            &customers,
+            &before,
+        )
+        .await?;
+        refused(
+            "cancel beyond the horizon",
+            service
+                .cancel_subscription(
+                    tenant,
+                    sub.id,
+                    date,
+                    CancelTiming::EndOfPeriod,
+                    ProrationBehavior::None,
+                )
+                .await,
+            beyond,
+            store,
+            tenant,
+            &customers,
+            &before,
+        )
+        .await?;
+    }
+
+    // A credit is a negative unit price with a reason: accepted.
+    let mut credit = charge(customer, 904, -500, start);
+    credit.kind = LineKind::OneOff;
+    credit.text = Some("Goodwill credit for the outage".into());
+    ensure!(
+        service
+            .add_pending_charge(tenant, credit)
+            .await
+            .map_err(err)?,
+        "a credit with a reason was refused"
+    );
+
+    // Cancelling at period end twice: the second call changes nothing and raises nothing.
+    let (first, events) = service
+        .cancel_subscription(
+            tenant,
+            sub.id,
+            day(2026, 3, 10)?,
+            CancelTiming::EndOfPeriod,
+            ProrationBehavior::None,
+        )
+        .await
+        .map_err(err)?;
+    ensure!(!events.is_empty(), "the first cancel raised no event");
+    let once = snapshot(store, tenant, &customers).await?;
+    let (second, events) = service
+        .cancel_subscription(
+            tenant,
+            sub.id,
+            day(2026, 3, 20)?,
+            CancelTiming::EndOfPeriod,
+            ProrationBehavior::None,
+        )
+        .await
+        .map_err(err)?;
+    ensure!(
+        events.is_empty(),
+        "a repeated cancel raised events: {events:?}"
+    );
+    let stored = store.subscription(tenant, sub.id).await.map_err(err)?;
+    ensure!(
+        stored.as_ref() == Some(&first.subscription) && second.subscription == first.subscription,
+        "a repeated cancel changed the subscription: {stored:?}"
+    );
+    ensure!(
+        snapshot(store, tenant, &customers).await? == once,
+        "a repeated cancel changed the store"
     );
     Ok(())
 }
