@@ -94,6 +94,7 @@ pub mod testkit;
 
 pub mod analytics;
 pub mod dunning;
+pub mod idempotency;
 pub mod payments;
 pub mod radius;
 pub mod usage;
@@ -108,6 +109,10 @@ pub use catalog::{
 };
 pub use discount::{AppliedDiscount, Discount, DiscountAmount, DiscountDuration, DiscountId};
 pub use error::BillingError;
+pub use idempotency::{
+    IdempotencyKey, IdempotencyRecord, IdempotentRequest, IdempotentResult, KeyedRequest,
+    KeyedWrite,
+};
 pub use invoice::{
     CreditNote, CreditNoteLine, CreditRequest, DocumentBuilder, DocumentKey, DocumentNumber,
     DocumentSettings, DraftLine, Invoice, InvoiceLine, InvoiceStatus, LineKind, PendingCharge,
@@ -119,8 +124,8 @@ pub use pricing::{
 };
 pub use proration::{ProrationMode, fraction, prorate};
 pub use service::{
-    BillRunSummary, BillingEvent, BillingService, BillingSettings, ChunkCommit, Events, bill_chunk,
-    chunk_customers, invoice_issued_event, record_chunk,
+    BillRunSummary, BillingEvent, BillingService, BillingSettings, ChargeRequest, ChunkCommit,
+    CreditNoteRequest, Events, bill_chunk, chunk_customers, invoice_issued_event, record_chunk,
 };
 pub use store::{
     BillingCommit, BillingStore, CatalogStore, CommitResult, CustomerAccount, InvoiceStore,

@@ -15,6 +15,9 @@ use crate::billrun::{
 };
 use crate::catalog::{Plan, Product};
 use crate::error::BillingError;
+use crate::idempotency::{
+    IdempotencyKey, IdempotentRequest, IdempotentResult, KeyedRequest, KeyedWrite,
+};
 use crate::invoice::{
     CreditNote, CreditRequest, DocumentSettings, Invoice, InvoiceStatus, PendingCharge,
     credit_note, invoice_pending_charges,
@@ -165,6 +168,71 @@ pub struct BillRunSummary {
     pub cursor: Option<SubscriptionId>,
     /// What happened.
     pub events: Events,
+}
+
+/// A manual charge (or credit) for a customer's next invoice, for
+/// [`BillingService::add_charge`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChargeRequest {
+    /// The charge.
+    pub charge: PendingCharge,
+    /// A retry with the same key and the same charge gets the first answer back; the same key
+    /// with another charge is [`BillingError::IdempotencyKeyReused`].
+    pub idempotency_key: Option<IdempotencyKey>,
+}
+
+impl ChargeRequest {
+    /// A request for `charge`, without an idempotency key.
+    pub fn new(charge: PendingCharge) -> Self {
+        ChargeRequest {
+            charge,
+            idempotency_key: None,
+        }
+    }
+
+    /// Sets the idempotency key.
+    pub fn idempotency_key(mut self, key: IdempotencyKey) -> Self {
+        self.idempotency_key = Some(key);
+        self
+    }
+}
+
+/// A credit note to issue, for [`BillingService::issue_credit_note`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreditNoteRequest {
+    /// The invoice credited.
+    pub invoice: InvoiceId,
+    /// What to credit on it.
+    pub credit: CreditRequest,
+    /// Why (printed on the note).
+    pub reason: Option<String>,
+    /// A retry with the same key and the same request gets the first note back; the same key
+    /// with another request is [`BillingError::IdempotencyKeyReused`].
+    pub idempotency_key: Option<IdempotencyKey>,
+}
+
+impl CreditNoteRequest {
+    /// A request to credit `credit` on `invoice`, without a reason or a key.
+    pub fn new(invoice: InvoiceId, credit: CreditRequest) -> Self {
+        CreditNoteRequest {
+            invoice,
+            credit,
+            reason: None,
+            idempotency_key: None,
+        }
+    }
+
+    /// Sets the reason.
+    pub fn reason(mut self, reason: impl Into<String>) -> Self {
+        self.reason = Some(reason.into());
+        self
+    }
+
+    /// Sets the idempotency key.
+    pub fn idempotency_key(mut self, key: IdempotencyKey) -> Self {
+        self.idempotency_key = Some(key);
+        self
+    }
 }
 
 /// Billing orchestration: reads from the store, runs the pure domain functions, writes the
@@ -553,8 +621,49 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
         tenant: TenantId,
         charge: PendingCharge,
     ) -> Result<bool, BillingError> {
-        self.check_pending_charge(tenant, &charge).await?;
-        self.store.add_pending_charge(tenant, charge).await
+        self.add_charge(tenant, ChargeRequest::new(charge)).await
+    }
+
+    /// Adds a one-off charge (or credit) for a customer's next invoice, as
+    /// [`BillingService::add_pending_charge`], with an optional idempotency key: a retry with
+    /// the same key and charge returns the first answer and writes nothing.
+    ///
+    /// # Errors
+    ///
+    /// As [`BillingService::add_pending_charge`], and
+    /// [`BillingError::IdempotencyKeyReused`] for a key first used with another request.
+    pub async fn add_charge(
+        &self,
+        tenant: TenantId,
+        request: ChargeRequest,
+    ) -> Result<bool, BillingError> {
+        let Some(key) = request.idempotency_key else {
+            self.check_pending_charge(tenant, &request.charge).await?;
+            return self.store.add_pending_charge(tenant, request.charge).await;
+        };
+        let keyed = KeyedRequest {
+            key,
+            request: IdempotentRequest::PendingCharge {
+                charge: request.charge.clone(),
+            },
+            at: self.clock.now(),
+        };
+        let written = match self.store.idempotency_record(tenant, &keyed.key).await? {
+            Some(earlier) => KeyedWrite::Replayed(earlier),
+            None => {
+                self.check_pending_charge(tenant, &request.charge).await?;
+                self.store
+                    .add_pending_charge_keyed(tenant, request.charge, &keyed)
+                    .await?
+            }
+        };
+        match written {
+            KeyedWrite::Written(added) => Ok(added),
+            KeyedWrite::Replayed(earlier) => match earlier.replay(&keyed.request)? {
+                IdempotentResult::PendingCharge { added } => Ok(added),
+                _ => Err(crate::idempotency::mismatched()),
+            },
+        }
     }
 
     /// Everything [`BillingService::add_pending_charge`] refuses, checked before anything is
@@ -687,24 +796,93 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
         request: CreditRequest,
         reason: Option<String>,
     ) -> Result<(CreditNote, Events), BillingError> {
-        let inv = self
-            .store
-            .invoice(tenant, invoice)
-            .await?
-            .ok_or(BillingError::InvoiceNotFound(invoice))?;
-        let earlier = self.store.credit_notes_of(tenant, invoice).await?;
-        let today = self.clock.now().date_naive();
-        let note = credit_note(CreditNoteId::new(), &inv, &earlier, &request, today, reason)?;
-        let note = self.store.insert_credit_note(tenant, note).await?;
-        let event = self.event(
+        self.issue_credit_note(
             tenant,
-            BillingEvent::CreditNoteIssued {
-                credit_note: note.id,
+            CreditNoteRequest {
                 invoice,
-                total: note.total,
+                credit: request,
+                reason,
+                idempotency_key: None,
             },
-        );
-        Ok((note, vec![event]))
+        )
+        .await
+    }
+
+    /// Issues a credit note, as [`BillingService::credit`], with an optional idempotency key:
+    /// a retry with the same key and request returns the first note (with its number) and no
+    /// event, and writes nothing.
+    ///
+    /// # Errors
+    ///
+    /// As [`BillingService::credit`], and [`BillingError::IdempotencyKeyReused`] for a key
+    /// first used with another request.
+    pub async fn issue_credit_note(
+        &self,
+        tenant: TenantId,
+        request: CreditNoteRequest,
+    ) -> Result<(CreditNote, Events), BillingError> {
+        let keyed = request.idempotency_key.map(|key| KeyedRequest {
+            key,
+            request: IdempotentRequest::CreditNote {
+                invoice: request.invoice,
+                credit: request.credit.clone(),
+                reason: request.reason.clone(),
+            },
+            at: self.clock.now(),
+        });
+        let earlier_record = match &keyed {
+            Some(keyed) => self.store.idempotency_record(tenant, &keyed.key).await?,
+            None => None,
+        };
+        let written = match (earlier_record, &keyed) {
+            (Some(earlier), _) => KeyedWrite::Replayed(earlier),
+            (None, keyed) => {
+                let invoice = request.invoice;
+                let inv = self
+                    .store
+                    .invoice(tenant, invoice)
+                    .await?
+                    .ok_or(BillingError::InvoiceNotFound(invoice))?;
+                let earlier = self.store.credit_notes_of(tenant, invoice).await?;
+                let today = self.clock.now().date_naive();
+                let note = credit_note(
+                    CreditNoteId::new(),
+                    &inv,
+                    &earlier,
+                    &request.credit,
+                    today,
+                    request.reason,
+                )?;
+                match keyed {
+                    Some(keyed) => {
+                        self.store
+                            .insert_credit_note_keyed(tenant, note, keyed)
+                            .await?
+                    }
+                    None => KeyedWrite::Written(self.store.insert_credit_note(tenant, note).await?),
+                }
+            }
+        };
+        match (written, keyed) {
+            (KeyedWrite::Written(note), _) => {
+                let event = self.event(
+                    tenant,
+                    BillingEvent::CreditNoteIssued {
+                        credit_note: note.id,
+                        invoice: note.invoice,
+                        total: note.total,
+                    },
+                );
+                Ok((note, vec![event]))
+            }
+            (KeyedWrite::Replayed(earlier), Some(keyed)) => {
+                match earlier.replay(&keyed.request)? {
+                    IdempotentResult::CreditNote { credit_note } => Ok((credit_note, Vec::new())),
+                    _ => Err(crate::idempotency::mismatched()),
+                }
+            }
+            (KeyedWrite::Replayed(_), None) => Err(crate::idempotency::mismatched()),
+        }
     }
 }
 
