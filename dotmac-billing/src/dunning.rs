@@ -775,7 +775,7 @@ impl RefundRequest {
 }
 
 fn replayed_payment(
-    earlier: IdempotencyRecord,
+    earlier: &IdempotencyRecord,
     request: &IdempotentRequest,
 ) -> Result<PaymentOutcome, BillingError> {
     match earlier.replay(request)? {
@@ -785,7 +785,7 @@ fn replayed_payment(
 }
 
 fn replayed_refund(
-    earlier: IdempotencyRecord,
+    earlier: &IdempotencyRecord,
     request: &IdempotentRequest,
 ) -> Result<Vec<LedgerEntry>, BillingError> {
     match earlier.replay(request)? {
@@ -952,7 +952,7 @@ impl<P: PaymentStore, D: DunningStore, C: Clock> CollectionsService<P, D, C> {
                 .payment_idempotency_record(tenant, &keyed.key)
                 .await?
         {
-            return Ok((replayed_payment(earlier, &keyed.request)?, Vec::new()));
+            return Ok((replayed_payment(&earlier, &keyed.request)?, Vec::new()));
         }
         let mut ledger = self.ledger(tenant, customer, amount.currency()).await?;
         if let Some(first) = ledger.payment_outcome(payment) {
@@ -981,7 +981,7 @@ impl<P: PaymentStore, D: DunningStore, C: Clock> CollectionsService<P, D, C> {
                     .append_keyed(tenant, customer, &outcome.entries, &record)
                     .await?
                 {
-                    return Ok((replayed_payment(earlier, &keyed.request)?, Vec::new()));
+                    return Ok((replayed_payment(&earlier, &keyed.request)?, Vec::new()));
                 }
             }
         }
@@ -1032,7 +1032,7 @@ impl<P: PaymentStore, D: DunningStore, C: Clock> CollectionsService<P, D, C> {
                 .payment_idempotency_record(tenant, &keyed.key)
                 .await?
         {
-            return Ok((replayed_refund(earlier, &keyed.request)?, Vec::new()));
+            return Ok((replayed_refund(&earlier, &keyed.request)?, Vec::new()));
         }
         let mut ledger = self.ledger(tenant, customer, amount.currency()).await?;
         let entries = ledger.refund(payment, amount, self.today())?;
@@ -1047,7 +1047,7 @@ impl<P: PaymentStore, D: DunningStore, C: Clock> CollectionsService<P, D, C> {
                     .append_keyed(tenant, customer, &entries, &record)
                     .await?
                 {
-                    return Ok((replayed_refund(earlier, &keyed.request)?, Vec::new()));
+                    return Ok((replayed_refund(&earlier, &keyed.request)?, Vec::new()));
                 }
             }
         }

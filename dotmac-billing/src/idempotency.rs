@@ -193,13 +193,13 @@ impl IdempotencyRecord {
     ///
     /// [`BillingError::IdempotencyKeyReused`] when `request` is not the request first made
     /// with the key.
-    pub fn replay(self, request: &IdempotentRequest) -> Result<IdempotentResult, BillingError> {
+    pub fn replay(&self, request: &IdempotentRequest) -> Result<IdempotentResult, BillingError> {
         if &self.request != request {
             return Err(BillingError::IdempotencyKeyReused {
                 key: self.key.0.clone(),
             });
         }
-        Ok(self.result)
+        Ok(self.result.clone())
     }
 }
 
@@ -211,7 +211,7 @@ pub enum KeyedWrite<T> {
     Written(T),
     /// The key was already recorded (a concurrent retry won): nothing was written; the
     /// record is returned for [`IdempotencyRecord::replay`].
-    Replayed(IdempotencyRecord),
+    Replayed(Box<IdempotencyRecord>),
 }
 
 /// The error of a store that keeps no idempotency keys (the default of the keyed store

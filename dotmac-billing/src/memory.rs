@@ -513,7 +513,7 @@ impl InvoiceStore for MemoryStore {
     ) -> Result<KeyedWrite<bool>, BillingError> {
         Ok(self.with(tenant, |t| {
             if let Some(earlier) = t.idempotency.get(&keyed.key) {
-                return KeyedWrite::Replayed(earlier.clone());
+                return KeyedWrite::Replayed(Box::new(earlier.clone()));
             }
             let added = t.add_pending(charge);
             t.idempotency.insert(
@@ -532,7 +532,7 @@ impl InvoiceStore for MemoryStore {
     ) -> Result<KeyedWrite<CreditNote>, BillingError> {
         self.with(tenant, |t| {
             if let Some(earlier) = t.idempotency.get(&keyed.key) {
-                return Ok(KeyedWrite::Replayed(earlier.clone()));
+                return Ok(KeyedWrite::Replayed(Box::new(earlier.clone())));
             }
             let note = t.insert_note(note)?;
             t.idempotency.insert(

@@ -814,7 +814,7 @@ impl PaymentStore for InMemoryPaymentStore {
     ) -> Result<KeyedWrite<()>, BillingError> {
         let mut ledgers = self.ledgers.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(earlier) = ledgers.keys.get(&(tenant, record.key.clone())) {
-            return Ok(KeyedWrite::Replayed(earlier.clone()));
+            return Ok(KeyedWrite::Replayed(Box::new(earlier.clone())));
         }
         ledgers
             .keys

@@ -649,7 +649,7 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
             at: self.clock.now(),
         };
         let written = match self.store.idempotency_record(tenant, &keyed.key).await? {
-            Some(earlier) => KeyedWrite::Replayed(earlier),
+            Some(earlier) => KeyedWrite::Replayed(Box::new(earlier)),
             None => {
                 self.check_pending_charge(tenant, &request.charge).await?;
                 self.store
@@ -835,7 +835,7 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
             None => None,
         };
         let written = match (earlier_record, &keyed) {
-            (Some(earlier), _) => KeyedWrite::Replayed(earlier),
+            (Some(earlier), _) => KeyedWrite::Replayed(Box::new(earlier)),
             (None, keyed) => {
                 let invoice = request.invoice;
                 let inv = self

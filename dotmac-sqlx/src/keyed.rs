@@ -245,7 +245,7 @@ impl SqlStore {
             let mut tx = d::begin_tenant(pool, tenant).await.map_err(storage)?;
             if let Some(earlier) = d::keyed::claim(&mut tx, tenant, record).await? {
                 tx.rollback().await.during("roll back").map_err(storage)?;
-                return Ok(KeyedWrite::Replayed(earlier));
+                return Ok(KeyedWrite::Replayed(Box::new(earlier)));
             }
             d::keyed::append_ledger(&mut tx, tenant, customer, entries).await?;
             tx.commit().await.during("commit ledger").map_err(storage)?;
@@ -267,7 +267,7 @@ impl SqlStore {
             let claimed = keyed.record(IdempotentResult::PendingCharge { added: false });
             if let Some(earlier) = d::keyed::claim(&mut tx, tenant, &claimed).await? {
                 tx.rollback().await.during("roll back").map_err(storage)?;
-                return Ok(KeyedWrite::Replayed(earlier));
+                return Ok(KeyedWrite::Replayed(Box::new(earlier)));
             }
             let written = d::docs::execute(&mut tx, INSERT_PENDING_CHARGE, &binds)
                 .await
@@ -297,7 +297,7 @@ impl SqlStore {
             });
             if let Some(earlier) = d::keyed::claim(&mut tx, tenant, &claimed).await? {
                 tx.rollback().await.during("roll back").map_err(storage)?;
-                return Ok(KeyedWrite::Replayed(earlier));
+                return Ok(KeyedWrite::Replayed(Box::new(earlier)));
             }
             let note = d::keyed::insert_credit_note(&mut tx, tenant, note).await?;
             let record = keyed.record(IdempotentResult::CreditNote {
