@@ -946,12 +946,7 @@ impl<P: PaymentStore, D: DunningStore, C: Clock> CollectionsService<P, D, C> {
             },
             at: self.clock.now(),
         });
-        if let Some(keyed) = &keyed
-            && let Some(earlier) = self
-                .payments
-                .payment_idempotency_record(tenant, &keyed.key)
-                .await?
-        {
+        if let Some((earlier, keyed)) = self.earlier_record(tenant, keyed.as_ref()).await? {
             return Ok((replayed_payment(&earlier, &keyed.request)?, Vec::new()));
         }
         let mut ledger = self.ledger(tenant, customer, amount.currency()).await?;
@@ -966,24 +961,14 @@ impl<P: PaymentStore, D: DunningStore, C: Clock> CollectionsService<P, D, C> {
             return Ok((first, Vec::new()));
         }
         let outcome = ledger.record_payment(payment, amount, self.today(), target)?;
-        match &keyed {
-            None => {
-                self.payments
-                    .append(tenant, customer, &outcome.entries)
-                    .await?;
-            }
-            Some(keyed) => {
-                let record = keyed.record(IdempotentResult::Payment {
-                    outcome: outcome.clone(),
-                });
-                if let KeyedWrite::Replayed(earlier) = self
-                    .payments
-                    .append_keyed(tenant, customer, &outcome.entries, &record)
-                    .await?
-                {
-                    return Ok((replayed_payment(&earlier, &keyed.request)?, Vec::new()));
-                }
-            }
+        let result = || IdempotentResult::Payment {
+            outcome: outcome.clone(),
+        };
+        if let Some((earlier, keyed)) = self
+            .append(tenant, customer, &outcome.entries, keyed.as_ref(), result)
+            .await?
+        {
+            return Ok((replayed_payment(&earlier, &keyed.request)?, Vec::new()));
         }
         let mut events: Vec<CollectionEvent> = outcome
             .entries
@@ -1026,30 +1011,19 @@ impl<P: PaymentStore, D: DunningStore, C: Clock> CollectionsService<P, D, C> {
             },
             at: self.clock.now(),
         });
-        if let Some(keyed) = &keyed
-            && let Some(earlier) = self
-                .payments
-                .payment_idempotency_record(tenant, &keyed.key)
-                .await?
-        {
+        if let Some((earlier, keyed)) = self.earlier_record(tenant, keyed.as_ref()).await? {
             return Ok((replayed_refund(&earlier, &keyed.request)?, Vec::new()));
         }
         let mut ledger = self.ledger(tenant, customer, amount.currency()).await?;
         let entries = ledger.refund(payment, amount, self.today())?;
-        match &keyed {
-            None => self.payments.append(tenant, customer, &entries).await?,
-            Some(keyed) => {
-                let record = keyed.record(IdempotentResult::Refund {
-                    entries: entries.clone(),
-                });
-                if let KeyedWrite::Replayed(earlier) = self
-                    .payments
-                    .append_keyed(tenant, customer, &entries, &record)
-                    .await?
-                {
-                    return Ok((replayed_refund(&earlier, &keyed.request)?, Vec::new()));
-                }
-            }
+        let result = || IdempotentResult::Refund {
+            entries: entries.clone(),
+        };
+        if let Some((earlier, keyed)) = self
+            .append(tenant, customer, &entries, keyed.as_ref(), result)
+            .await?
+        {
+            return Ok((replayed_refund(&earlier, &keyed.request)?, Vec::new()));
         }
         let events = entries
             .iter()
@@ -1057,6 +1031,48 @@ impl<P: PaymentStore, D: DunningStore, C: Clock> CollectionsService<P, D, C> {
             .map(CollectionEvent::Ledger)
             .collect();
         Ok((entries, self.wrap(tenant, events)))
+    }
+
+    /// The record of `keyed`'s key, when it was used before: the caller replays it.
+    async fn earlier_record<'k>(
+        &self,
+        tenant: TenantId,
+        keyed: Option<&'k KeyedRequest>,
+    ) -> Result<Option<(IdempotencyRecord, &'k KeyedRequest)>, BillingError> {
+        let Some(keyed) = keyed else {
+            return Ok(None);
+        };
+        Ok(self
+            .payments
+            .payment_idempotency_record(tenant, &keyed.key)
+            .await?
+            .map(|earlier| (earlier, keyed)))
+    }
+
+    /// Appends ledger entries, with `keyed`'s record (holding `result`) in the same write when
+    /// there is a key. Returns the earlier record when a concurrent retry with the key wrote
+    /// first (nothing was appended then): the caller replays it.
+    async fn append<'k>(
+        &self,
+        tenant: TenantId,
+        customer: CustomerId,
+        entries: &[LedgerEntry],
+        keyed: Option<&'k KeyedRequest>,
+        result: impl FnOnce() -> IdempotentResult,
+    ) -> Result<Option<(IdempotencyRecord, &'k KeyedRequest)>, BillingError> {
+        let Some(keyed) = keyed else {
+            self.payments.append(tenant, customer, entries).await?;
+            return Ok(None);
+        };
+        let record = keyed.record(result());
+        match self
+            .payments
+            .append_keyed(tenant, customer, entries, &record)
+            .await?
+        {
+            KeyedWrite::Written(()) => Ok(None),
+            KeyedWrite::Replayed(earlier) => Ok(Some((*earlier, keyed))),
+        }
     }
 
     /// Runs the dunning policy over the customer's invoices for today. Running it twice on

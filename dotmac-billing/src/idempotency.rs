@@ -251,6 +251,15 @@ mod tests {
                 reason: "the key is longer than 255 bytes"
             })
         );
+        // JSON cannot bypass the check.
+        let key: IdempotencyKey = serde_json::from_str(r#""pay-1""#).unwrap();
+        assert_eq!(key.as_str(), "pay-1");
+        assert_eq!(serde_json::to_string(&key).unwrap(), r#""pay-1""#);
+        let err = serde_json::from_str::<IdempotencyKey>(r#""a b""#).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid idempotency key: the key must be printable ASCII without spaces"
+        );
         for bad in ["with space", "tab\t", "é", "nul\0"] {
             assert_eq!(
                 IdempotencyKey::new(bad),
