@@ -306,6 +306,23 @@ pub enum BillingError {
         /// The last date accepted.
         horizon: chrono::NaiveDate,
     },
+    /// A subscription starting more than
+    /// [`CHANGE_HORIZON_YEARS`](crate::CHANGE_HORIZON_YEARS) years before or after today: a
+    /// start in year −262143 would make the first bill run walk millions of periods.
+    #[error(
+        "subscription {subscription}: a start on {start} is outside {earliest} to {latest}; subscriptions start within {years} years of today",
+        years = crate::subscription::CHANGE_HORIZON_YEARS
+    )]
+    StartBeyondHorizon {
+        /// The subscription.
+        subscription: dotmac_core::SubscriptionId,
+        /// The start asked for.
+        start: chrono::NaiveDate,
+        /// The earliest start accepted.
+        earliest: chrono::NaiveDate,
+        /// The latest start accepted.
+        latest: chrono::NaiveDate,
+    },
     /// An idempotency key used again with a different request (Stripe's semantics: a key names
     /// one request; a retry must repeat it exactly).
     #[error(

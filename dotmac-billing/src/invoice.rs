@@ -567,6 +567,10 @@ impl PendingCharge {
     /// nature ([`LineKind::ProrationCredit`], [`LineKind::UsageAdjustment`]) carry their reason
     /// in the kind's label and need no text.
     ///
+    /// Not checked on deserialization: charges already stored must stay readable, or one old
+    /// charge would stall its customer's bill run; the edge is
+    /// [`BillingService::add_pending_charge`](crate::BillingService::add_pending_charge).
+    ///
     /// # Errors
     ///
     /// [`BillingError::NegativeChargeQuantity`], [`BillingError::CreditWithoutReason`].

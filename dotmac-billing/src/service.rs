@@ -321,8 +321,10 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
     ///
     /// # Errors
     ///
-    /// [`BillingError::UnknownPlan`], [`BillingError::UnknownAccount`], and the validation
-    /// errors of [`NewSubscription::create`]. On error nothing is stored.
+    /// [`BillingError::UnknownPlan`], [`BillingError::UnknownAccount`],
+    /// [`BillingError::StartBeyondHorizon`] for a start more than
+    /// [`CHANGE_HORIZON_YEARS`](crate::CHANGE_HORIZON_YEARS) years from today, and the
+    /// validation errors of [`NewSubscription::create`]. On error nothing is stored.
     pub async fn subscribe(
         &self,
         tenant: TenantId,
@@ -338,6 +340,7 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
             .account(tenant, request.customer)
             .await?
             .ok_or(BillingError::UnknownAccount(request.customer))?;
+        check_start(&request, self.clock.now().date_naive())?;
         let sub = request.create(&plan, account.currency)?;
         self.store.insert_subscription(tenant, sub.clone()).await?;
         let event = self.event(
@@ -884,6 +887,24 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
             (KeyedWrite::Replayed(_), None) => Err(crate::idempotency::mismatched()),
         }
     }
+}
+
+/// Refuses a start more than [`CHANGE_HORIZON_YEARS`](crate::CHANGE_HORIZON_YEARS) years
+/// before or after `today`: a bill run walks every period from the start, so a start in the
+/// far past would stall it, and no contract is sold a century ahead.
+fn check_start(request: &NewSubscription, today: NaiveDate) -> Result<(), BillingError> {
+    let span = chrono::Months::new(crate::CHANGE_HORIZON_YEARS * 12);
+    let earliest = today.checked_sub_months(span).unwrap_or(NaiveDate::MIN);
+    let latest = today.checked_add_months(span).unwrap_or(NaiveDate::MAX);
+    if request.start < earliest || request.start > latest {
+        return Err(BillingError::StartBeyondHorizon {
+            subscription: request.id,
+            start: request.start,
+            earliest,
+            latest,
+        });
+    }
+    Ok(())
 }
 
 /// One subscription's part of a bill-run chunk, computed by [`bill_chunk`]: what to commit,

@@ -1097,6 +1097,27 @@ async fn bad_input_is_refused_and_changes_nothing<S: BillingStore>(store: S) -> 
         .await?;
     }
 
+    // A start a century away (the clock says 2026-04-01).
+    for start in [NaiveDate::MIN, day(1926, 3, 31)?, day(2126, 4, 2)?] {
+        let request = NewSubscription::new(customer, plan.id, Currency::USD, start);
+        let id = request.id;
+        refused(
+            "start beyond the horizon",
+            service.subscribe(tenant, request).await,
+            BillingError::StartBeyondHorizon {
+                subscription: id,
+                start,
+                earliest: day(1926, 4, 1)?,
+                latest: day(2126, 4, 1)?,
+            },
+            store,
+            tenant,
+            &customers,
+            &before,
+        )
+        .await?;
+    }
+
     // A credit is a negative unit price with a reason: accepted.
     let mut credit = charge(customer, 904, -500, start);
     credit.kind = LineKind::OneOff;
