@@ -286,8 +286,8 @@ impl Plan {
     ///
     /// # Errors
     ///
-    /// [`BillingError::InvalidPlan`] when the charges are invalid or the version would take
-    /// effect before the current one.
+    /// [`BillingError::InvalidPlan`] when the version would take effect before the current
+    /// one, and the errors of [`Plan::validate`] for invalid charges or setup fees.
     pub fn add_version(
         &mut self,
         effective_from: NaiveDate,
@@ -317,11 +317,13 @@ impl Plan {
     }
 
     /// Checks the plan's invariants (used by stores on insert; deserialized plans are not
-    /// trusted).
+    /// trusted: plan JSON is checked by this on deserialization).
     ///
     /// # Errors
     ///
-    /// [`BillingError::InvalidPlan`] describing the first problem found.
+    /// The first problem found: [`BillingError::InvalidPlan`], [`BillingError::InvalidPrice`],
+    /// [`BillingError::PlanWithoutCharges`], [`BillingError::NegativePrice`],
+    /// [`BillingError::DuplicateCurrencyPrice`], [`BillingError::SetupFeeCurrencyWithoutPrice`].
     pub fn validate(&self) -> Result<(), BillingError> {
         if self.versions.is_empty() {
             return Err(BillingError::InvalidPlan {
@@ -371,23 +373,72 @@ impl TryFrom<RawPlan> for Plan {
     }
 }
 
+/// Checks one price version: what [`Plan::validate`], [`PlanBuilder::build`],
+/// [`Plan::add_version`] and deserialization all refuse.
 fn validate_version(plan: PlanId, v: &PlanVersion) -> Result<(), BillingError> {
-    for charge in &v.charges {
+    if v.charges.is_empty() {
+        return Err(BillingError::PlanWithoutCharges {
+            plan,
+            version: v.version,
+        });
+    }
+    for (index, charge) in v.charges.iter().enumerate() {
         if charge.prices.is_empty() {
             return Err(BillingError::InvalidPlan {
                 plan,
                 reason: "every charge needs a price in at least one currency",
             });
         }
-        for p in &charge.prices {
+        for (i, p) in charge.prices.iter().enumerate() {
             p.model.validate()?;
+            if p.model.has_negative_amount() {
+                return Err(BillingError::NegativePrice {
+                    plan,
+                    charge: index,
+                    currency: p.currency.code(),
+                });
+            }
+            if charge
+                .prices
+                .iter()
+                .take(i)
+                .any(|q| q.currency == p.currency)
+            {
+                return Err(BillingError::DuplicateCurrencyPrice {
+                    plan,
+                    charge: index,
+                    currency: p.currency.code(),
+                });
+            }
         }
     }
-    if v.setup_fees.iter().any(|f| f.is_negative()) {
-        return Err(BillingError::InvalidPlan {
-            plan,
-            reason: "setup fees must not be negative",
-        });
+    for (i, fee) in v.setup_fees.iter().enumerate() {
+        if fee.is_negative() {
+            return Err(BillingError::InvalidPlan {
+                plan,
+                reason: "setup fees must not be negative",
+            });
+        }
+        if v.setup_fees
+            .iter()
+            .take(i)
+            .any(|f| f.currency() == fee.currency())
+        {
+            return Err(BillingError::InvalidPlan {
+                plan,
+                reason: "at most one setup fee per currency",
+            });
+        }
+        if !v
+            .charges
+            .iter()
+            .all(|c| c.price_in(fee.currency()).is_some())
+        {
+            return Err(BillingError::SetupFeeCurrencyWithoutPrice {
+                plan,
+                currency: fee.currency().code(),
+            });
+        }
     }
     Ok(())
 }
@@ -440,7 +491,7 @@ impl PlanBuilder {
     ///
     /// # Errors
     ///
-    /// [`BillingError::InvalidPlan`] or [`BillingError::InvalidPrice`] for invalid charges.
+    /// The errors of [`Plan::validate`] for invalid charges or setup fees.
     pub fn build(self, effective_from: NaiveDate) -> Result<Plan, BillingError> {
         let plan = Plan {
             id: self.id,

@@ -47,8 +47,14 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::error::BillingError;
+use crate::idempotency::{
+    IdempotencyKey, IdempotencyRecord, IdempotentRequest, IdempotentResult, KeyedRequest,
+    KeyedWrite,
+};
 use crate::invoice::{LineKind, PendingCharge, PendingChargeId};
-use crate::payments::{AllocationTarget, CustomerLedger, LedgerEntry, PaymentStore};
+use crate::payments::{
+    AllocationTarget, CustomerLedger, LedgerEntry, LedgerEntryKind, PaymentOutcome, PaymentStore,
+};
 use crate::usage::stable_id;
 
 /// The most steps a policy may have (the state keeps one bit per step and one per restore).
@@ -967,6 +973,99 @@ pub struct CollectionsRunSummary {
     pub events: Vec<DomainEvent<CollectionEvent>>,
 }
 
+/// A payment to record, for [`CollectionsService::receive_payment`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentRequest {
+    /// Who paid.
+    pub customer: CustomerId,
+    /// The payment's id (the processor's reference).
+    pub payment: PaymentId,
+    /// The amount, in the customer's currency.
+    pub amount: Money,
+    /// Where it goes (default: oldest invoice first).
+    pub target: AllocationTarget,
+    /// A retry with the same key and the same request gets the first outcome back; the same
+    /// key with another request is [`BillingError::IdempotencyKeyReused`].
+    pub idempotency_key: Option<IdempotencyKey>,
+}
+
+impl PaymentRequest {
+    /// A payment allocated oldest invoice first, without an idempotency key.
+    pub fn new(customer: CustomerId, payment: PaymentId, amount: Money) -> Self {
+        PaymentRequest {
+            customer,
+            payment,
+            amount,
+            target: AllocationTarget::OldestFirst,
+            idempotency_key: None,
+        }
+    }
+
+    /// Sets where the payment goes.
+    pub fn target(mut self, target: AllocationTarget) -> Self {
+        self.target = target;
+        self
+    }
+
+    /// Sets the idempotency key.
+    pub fn idempotency_key(mut self, key: IdempotencyKey) -> Self {
+        self.idempotency_key = Some(key);
+        self
+    }
+}
+
+/// A refund to record, for [`CollectionsService::refund_payment`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundRequest {
+    /// Whose payment.
+    pub customer: CustomerId,
+    /// The payment refunded.
+    pub payment: PaymentId,
+    /// The amount returned.
+    pub amount: Money,
+    /// A retry with the same key and the same request gets the first entries back; the same
+    /// key with another request is [`BillingError::IdempotencyKeyReused`].
+    pub idempotency_key: Option<IdempotencyKey>,
+}
+
+impl RefundRequest {
+    /// A refund without an idempotency key.
+    pub fn new(customer: CustomerId, payment: PaymentId, amount: Money) -> Self {
+        RefundRequest {
+            customer,
+            payment,
+            amount,
+            idempotency_key: None,
+        }
+    }
+
+    /// Sets the idempotency key.
+    pub fn idempotency_key(mut self, key: IdempotencyKey) -> Self {
+        self.idempotency_key = Some(key);
+        self
+    }
+}
+
+fn replayed_payment(
+    earlier: &IdempotencyRecord,
+    request: &IdempotentRequest,
+) -> Result<PaymentOutcome, BillingError> {
+    match earlier.replay(request)? {
+        IdempotentResult::Payment { outcome } => Ok(outcome),
+        _ => Err(crate::idempotency::mismatched()),
+    }
+}
+
+fn replayed_refund(
+    earlier: &IdempotencyRecord,
+    request: &IdempotentRequest,
+) -> Result<Vec<LedgerEntry>, BillingError> {
+    match earlier.replay(request)? {
+        IdempotentResult::Refund { entries } => Ok(entries),
+        _ => Err(crate::idempotency::mismatched()),
+    }
+}
+
 /// Payments and collections for a tenant: records payments in the ledger, runs the dunning
 /// policy over a customer's invoices and returns what happened as domain events. Today is the
 /// clock's date in the tenant's time zone.
@@ -1074,11 +1173,13 @@ impl<P: PaymentStore, D: DunningStore, C: Clock> CollectionsService<P, D, C> {
     }
 
     /// Records a payment dated today, allocates it, then re-evaluates the customer's invoices
-    /// so that a payment settling a suspended invoice restores service in the same call.
+    /// so that a payment settling a suspended invoice restores service in the same call. A
+    /// retry (the same payment id and amount) writes nothing and returns no events; see
+    /// [`CollectionsService::receive_payment`] for the outcome and idempotency keys.
     ///
     /// # Errors
     ///
-    /// As [`CustomerLedger::record_payment`] (nothing is stored then), and storage failures.
+    /// As [`CollectionsService::receive_payment`].
     pub async fn record_payment(
         &self,
         tenant: TenantId,
@@ -1087,18 +1188,173 @@ impl<P: PaymentStore, D: DunningStore, C: Clock> CollectionsService<P, D, C> {
         amount: Money,
         target: AllocationTarget,
     ) -> Result<Vec<DomainEvent<CollectionEvent>>, BillingError> {
+        let request = PaymentRequest::new(customer, payment, amount).target(target);
+        Ok(self.receive_payment(tenant, request).await?.1)
+    }
+
+    /// Records a payment dated today, as [`CollectionsService::record_payment`], and returns
+    /// what it did with the events.
+    ///
+    /// Retries are answered, not refused: a payment id already in the customer's ledger with
+    /// the same amount returns the first outcome, and a request whose idempotency key was
+    /// used before with the same request returns the first outcome too; either way nothing is
+    /// written and no event is returned.
+    ///
+    /// # Errors
+    ///
+    /// As [`CustomerLedger::record_payment`] (nothing is stored then):
+    /// [`BillingError::DuplicatePayment`] for a payment id recorded with another amount;
+    /// [`BillingError::IdempotencyKeyReused`] for a key first used with another request;
+    /// storage failures.
+    pub async fn receive_payment(
+        &self,
+        tenant: TenantId,
+        request: PaymentRequest,
+    ) -> Result<(PaymentOutcome, Vec<DomainEvent<CollectionEvent>>), BillingError> {
+        let PaymentRequest {
+            customer,
+            payment,
+            amount,
+            target,
+            idempotency_key,
+        } = request;
+        let keyed = idempotency_key.map(|key| KeyedRequest {
+            key,
+            request: IdempotentRequest::Payment {
+                customer,
+                payment,
+                amount,
+                target,
+            },
+            at: self.clock.now(),
+        });
+        if let Some((earlier, keyed)) = self.earlier_record(tenant, keyed.as_ref()).await? {
+            return Ok((replayed_payment(&earlier, &keyed.request)?, Vec::new()));
+        }
         let mut ledger = self.ledger(tenant, customer, amount.currency()).await?;
+        if let Some(first) = ledger.payment_outcome(payment) {
+            let same = first
+                .entries
+                .first()
+                .is_some_and(|e| e.kind == LedgerEntryKind::PaymentReceived { payment, amount });
+            if !same {
+                return Err(BillingError::DuplicatePayment(payment));
+            }
+            return Ok((first, Vec::new()));
+        }
         let outcome = ledger.record_payment(payment, amount, self.today(), target)?;
-        self.payments
-            .append(tenant, customer, &outcome.entries)
-            .await?;
+        let result = || IdempotentResult::Payment {
+            outcome: outcome.clone(),
+        };
+        if let Some((earlier, keyed)) = self
+            .append(tenant, customer, &outcome.entries, keyed.as_ref(), result)
+            .await?
+        {
+            return Ok((replayed_payment(&earlier, &keyed.request)?, Vec::new()));
+        }
         let mut events: Vec<CollectionEvent> = outcome
             .entries
-            .into_iter()
+            .iter()
+            .cloned()
             .map(CollectionEvent::Ledger)
             .collect();
         events.extend(self.evaluate_ledger(tenant, &ledger).await?);
-        Ok(self.wrap(tenant, events))
+        Ok((outcome, self.wrap(tenant, events)))
+    }
+
+    /// Refunds part or all of a payment, dated today (see [`CustomerLedger::refund`]), and
+    /// returns the entries appended with their events. A request whose idempotency key was
+    /// used before with the same request returns the first entries and no event, and writes
+    /// nothing. Refunds reopen invoices: run [`CollectionsService::evaluate`] for the dunning
+    /// that follows.
+    ///
+    /// # Errors
+    ///
+    /// As [`CustomerLedger::refund`] (nothing is stored then);
+    /// [`BillingError::IdempotencyKeyReused`] for a key first used with another request;
+    /// storage failures.
+    pub async fn refund_payment(
+        &self,
+        tenant: TenantId,
+        request: RefundRequest,
+    ) -> Result<(Vec<LedgerEntry>, Vec<DomainEvent<CollectionEvent>>), BillingError> {
+        let RefundRequest {
+            customer,
+            payment,
+            amount,
+            idempotency_key,
+        } = request;
+        let keyed = idempotency_key.map(|key| KeyedRequest {
+            key,
+            request: IdempotentRequest::Refund {
+                customer,
+                payment,
+                amount,
+            },
+            at: self.clock.now(),
+        });
+        if let Some((earlier, keyed)) = self.earlier_record(tenant, keyed.as_ref()).await? {
+            return Ok((replayed_refund(&earlier, &keyed.request)?, Vec::new()));
+        }
+        let mut ledger = self.ledger(tenant, customer, amount.currency()).await?;
+        let entries = ledger.refund(payment, amount, self.today())?;
+        let result = || IdempotentResult::Refund {
+            entries: entries.clone(),
+        };
+        if let Some((earlier, keyed)) = self
+            .append(tenant, customer, &entries, keyed.as_ref(), result)
+            .await?
+        {
+            return Ok((replayed_refund(&earlier, &keyed.request)?, Vec::new()));
+        }
+        let events = entries
+            .iter()
+            .cloned()
+            .map(CollectionEvent::Ledger)
+            .collect();
+        Ok((entries, self.wrap(tenant, events)))
+    }
+
+    /// The record of `keyed`'s key, when it was used before: the caller replays it.
+    async fn earlier_record<'k>(
+        &self,
+        tenant: TenantId,
+        keyed: Option<&'k KeyedRequest>,
+    ) -> Result<Option<(IdempotencyRecord, &'k KeyedRequest)>, BillingError> {
+        let Some(keyed) = keyed else {
+            return Ok(None);
+        };
+        Ok(self
+            .payments
+            .payment_idempotency_record(tenant, &keyed.key)
+            .await?
+            .map(|earlier| (earlier, keyed)))
+    }
+
+    /// Appends ledger entries, with `keyed`'s record (holding `result`) in the same write when
+    /// there is a key. Returns the earlier record when a concurrent retry with the key wrote
+    /// first (nothing was appended then): the caller replays it.
+    async fn append<'k>(
+        &self,
+        tenant: TenantId,
+        customer: CustomerId,
+        entries: &[LedgerEntry],
+        keyed: Option<&'k KeyedRequest>,
+        result: impl FnOnce() -> IdempotentResult,
+    ) -> Result<Option<(IdempotencyRecord, &'k KeyedRequest)>, BillingError> {
+        let Some(keyed) = keyed else {
+            self.payments.append(tenant, customer, entries).await?;
+            return Ok(None);
+        };
+        let record = keyed.record(result());
+        match self
+            .payments
+            .append_keyed(tenant, customer, entries, &record)
+            .await?
+        {
+            KeyedWrite::Written(()) => Ok(None),
+            KeyedWrite::Replayed(earlier) => Ok(Some((*earlier, keyed))),
+        }
     }
 
     /// Runs the dunning policy over the customer's invoices for today. Running it twice on

@@ -211,6 +211,133 @@ pub enum BillingError {
         /// The charge.
         charge: crate::PendingChargeId,
     },
+    // --- validation at the edge: refused before anything is stored ---
+    /// A plan charge priced below zero in some currency (a recurring charge would bill a
+    /// negative invoice every period). Credits are pending charges, not plan prices.
+    #[error(
+        "plan {plan}: charge {charge} has a negative price in {currency}; plan prices must not be negative"
+    )]
+    NegativePrice {
+        /// The plan.
+        plan: dotmac_core::PlanId,
+        /// The charge's position in its version.
+        charge: usize,
+        /// The currency of the negative price.
+        currency: &'static str,
+    },
+    /// A plan charge with two prices in one currency (which one applies would be a guess).
+    #[error("plan {plan}: charge {charge} has more than one price in {currency}; keep one")]
+    DuplicateCurrencyPrice {
+        /// The plan.
+        plan: dotmac_core::PlanId,
+        /// The charge's position in its version.
+        charge: usize,
+        /// The currency priced twice.
+        currency: &'static str,
+    },
+    /// A plan price version without any charge: it would bill nothing, for ever.
+    #[error("plan {plan}: price version {version} has no charges; add at least one charge")]
+    PlanWithoutCharges {
+        /// The plan.
+        plan: dotmac_core::PlanId,
+        /// The version without charges.
+        version: u32,
+    },
+    /// A setup fee in a currency that not every charge of the plan is priced in: no
+    /// subscription could ever be sold in it.
+    #[error(
+        "plan {plan} has a setup fee in {currency} but its charges are not all priced in {currency}"
+    )]
+    SetupFeeCurrencyWithoutPrice {
+        /// The plan.
+        plan: dotmac_core::PlanId,
+        /// The setup fee's currency.
+        currency: &'static str,
+    },
+    /// A pending charge with a negative quantity (a credit is a negative unit price).
+    #[error(
+        "pending charge {charge}: quantity {quantity} is negative; give a credit as a negative unit price with a reason"
+    )]
+    NegativeChargeQuantity {
+        /// The charge refused.
+        charge: crate::PendingChargeId,
+        /// The quantity given.
+        quantity: rust_decimal::Decimal,
+    },
+    /// A credit (a pending charge with a negative unit price) without a reason for its line.
+    #[error(
+        "pending charge {charge} is a credit (negative unit price) and needs a reason: set its text"
+    )]
+    CreditWithoutReason {
+        /// The charge refused.
+        charge: crate::PendingChargeId,
+    },
+    /// A pending charge naming a subscription of another customer (it would never be billed).
+    #[error("subscription {subscription} belongs to customer {owner}, not to customer {customer}")]
+    SubscriptionOfAnotherCustomer {
+        /// The subscription named.
+        subscription: dotmac_core::SubscriptionId,
+        /// The customer the request names.
+        customer: dotmac_core::CustomerId,
+        /// The subscription's customer.
+        owner: dotmac_core::CustomerId,
+    },
+    /// An invoice whose due date is before its issue date.
+    #[error("invoice {invoice} is due on {due}, before its issue date {issued}")]
+    DueBeforeIssue {
+        /// The invoice.
+        invoice: dotmac_core::InvoiceId,
+        /// The issue date.
+        issued: chrono::NaiveDate,
+        /// The due date.
+        due: chrono::NaiveDate,
+    },
+    /// A subscription change dated beyond the horizon (see
+    /// [`Subscription::change_horizon`](crate::Subscription::change_horizon)).
+    #[error(
+        "subscription {subscription}: a change on {date} is beyond the horizon {horizon}; changes are dated within {years} years of the start",
+        years = crate::subscription::CHANGE_HORIZON_YEARS
+    )]
+    DateBeyondHorizon {
+        /// The subscription.
+        subscription: dotmac_core::SubscriptionId,
+        /// The date given.
+        date: chrono::NaiveDate,
+        /// The last date accepted.
+        horizon: chrono::NaiveDate,
+    },
+    /// A subscription starting more than
+    /// [`CHANGE_HORIZON_YEARS`](crate::CHANGE_HORIZON_YEARS) years before or after today: a
+    /// start in year −262143 would make the first bill run walk millions of periods.
+    #[error(
+        "subscription {subscription}: a start on {start} is outside {earliest} to {latest}; subscriptions start within {years} years of today",
+        years = crate::subscription::CHANGE_HORIZON_YEARS
+    )]
+    StartBeyondHorizon {
+        /// The subscription.
+        subscription: dotmac_core::SubscriptionId,
+        /// The start asked for.
+        start: chrono::NaiveDate,
+        /// The earliest start accepted.
+        earliest: chrono::NaiveDate,
+        /// The latest start accepted.
+        latest: chrono::NaiveDate,
+    },
+    /// An idempotency key used again with a different request (Stripe's semantics: a key names
+    /// one request; a retry must repeat it exactly).
+    #[error(
+        "idempotency key {key:?} was already used for a different request; use a new key for a new request"
+    )]
+    IdempotencyKeyReused {
+        /// The key.
+        key: String,
+    },
+    /// An idempotency key that is empty, too long or not printable ASCII.
+    #[error("invalid idempotency key: {reason}")]
+    InvalidIdempotencyKey {
+        /// Why it was refused.
+        reason: &'static str,
+    },
     // --- usage, RADIUS, payments, dunning, analytics ---
     /// A usage event names a meter that is not defined for the tenant.
     #[error(

@@ -561,6 +561,39 @@ pub struct PendingCharge {
 }
 
 impl PendingCharge {
+    /// Checks what a caller may not ask for (the service calls it before anything is
+    /// stored): a negative quantity, and a credit without a reason.
+    ///
+    /// A credit is a charge with a **negative unit price** and a quantity of zero or more;
+    /// its `text` says why (it is the line the customer reads). Kinds that are corrections by
+    /// nature ([`LineKind::ProrationCredit`], [`LineKind::UsageAdjustment`]) carry their reason
+    /// in the kind's label and need no text.
+    ///
+    /// Not checked on deserialization: charges already stored must stay readable, or one old
+    /// charge would stall its customer's bill run; the edge is
+    /// [`BillingService::add_pending_charge`](crate::BillingService::add_pending_charge).
+    ///
+    /// # Errors
+    ///
+    /// [`BillingError::NegativeChargeQuantity`], [`BillingError::CreditWithoutReason`].
+    pub fn validate(&self) -> Result<(), BillingError> {
+        if self.quantity.is_sign_negative() && !self.quantity.is_zero() {
+            return Err(BillingError::NegativeChargeQuantity {
+                charge: self.id,
+                quantity: self.quantity,
+            });
+        }
+        let explained = self.text.as_deref().is_some_and(|t| !t.trim().is_empty())
+            || matches!(
+                self.kind,
+                LineKind::ProrationCredit | LineKind::UsageAdjustment
+            );
+        if self.unit_price.is_negative() && !explained {
+            return Err(BillingError::CreditWithoutReason { charge: self.id });
+        }
+        Ok(())
+    }
+
     /// The charge as an exact invoice line. No discount applies to it: a deferred proration
     /// carries the discount of the period it prorates as a line of its own (see
     /// [`ProrationBehavior::NextInvoice`](crate::ProrationBehavior::NextInvoice)).

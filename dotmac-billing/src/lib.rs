@@ -94,6 +94,7 @@ pub mod testkit;
 
 pub mod analytics;
 pub mod dunning;
+pub mod idempotency;
 pub mod payments;
 pub mod radius;
 pub mod usage;
@@ -110,6 +111,10 @@ pub use discount::{
     AppliedDiscount, Discount, DiscountAmount, DiscountDuration, DiscountId, DocumentDiscount,
 };
 pub use error::BillingError;
+pub use idempotency::{
+    IdempotencyKey, IdempotencyRecord, IdempotentRequest, IdempotentResult, KeyedRequest,
+    KeyedWrite,
+};
 pub use invoice::{
     CreditNote, CreditNoteLine, CreditRequest, DocumentBuilder, DocumentKey, DocumentNumber,
     DocumentSettings, DraftLine, Invoice, InvoiceLine, InvoiceStatus, LineKind, PendingCharge,
@@ -125,13 +130,15 @@ pub use pricing::{
 pub use proration::{ProrationMode, fraction, prorate};
 pub use service::{
     BillRunSummary, BilledChunk, BillingEvent, BillingFailure, BillingService, BillingSettings,
-    ChunkCommit, Events, bill_chunk, chunk_customers, invoice_issued_event, record_chunk,
+    ChargeRequest, ChunkCommit, CreditNoteRequest, Events, bill_chunk, chunk_customers,
+    invoice_issued_event, record_chunk,
 };
 pub use store::{
     BillingCommit, BillingStore, CatalogStore, CommitResult, CustomerAccount, InvoiceStore,
     IssuedInvoice, SubscriptionStore,
 };
 pub use subscription::{
-    FirstPeriod, NewSubscription, Segment, SegmentState, Subscription, SubscriptionStatus,
+    CHANGE_HORIZON_YEARS, FirstPeriod, NewSubscription, Segment, SegmentState, Subscription,
+    SubscriptionStatus,
 };
 pub use tax::{TaxBase, TaxExemption, TaxMode, TaxRate, TaxRateId, TaxRounding, TaxSummary};

@@ -8,6 +8,9 @@ use dotmac_core::{CustomerId, InvoiceId, PlanId, ProductId, SubscriptionId, Tena
 
 use crate::catalog::{Plan, Product};
 use crate::error::BillingError;
+use crate::idempotency::{
+    IdempotencyKey, IdempotencyRecord, IdempotentResult, KeyedRequest, KeyedWrite,
+};
 use crate::invoice::{
     CreditNote, CreditRequest, DocumentKey, DocumentNumber, Invoice, InvoiceStatus, PendingCharge,
     PendingChargeId, credit_note,
@@ -40,11 +43,60 @@ struct TenantData {
     /// The ids of the charges in `pending`: what a commit may still consume.
     pending_open: FastSet<PendingChargeId>,
     credit_notes: FastMap<InvoiceId, Vec<CreditNote>>,
+    /// Idempotency keys of credit notes and manual charges, with their requests and results.
+    idempotency: FastMap<IdempotencyKey, IdempotencyRecord>,
     last_invoice_number: u64,
     last_credit_note_number: u64,
 }
 
 impl TenantData {
+    /// Adds a pending charge unless its id was ever added.
+    fn add_pending(&mut self, charge: PendingCharge) -> bool {
+        if !self.pending_seen.insert(charge.id) {
+            return false;
+        }
+        self.pending_open.insert(charge.id);
+        self.pending
+            .entry(charge.customer)
+            .or_default()
+            .push(charge);
+        true
+    }
+
+    /// Numbers and stores a credit note, re-checked against the notes already stored.
+    fn insert_note(&mut self, mut note: CreditNote) -> Result<CreditNote, BillingError> {
+        let invoice = self
+            .invoice(note.invoice)
+            .ok_or(BillingError::InvoiceNotFound(note.invoice))?;
+        let earlier = self
+            .credit_notes
+            .get(&note.invoice)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        if earlier.iter().any(|n| n.id == note.id) {
+            return Err(BillingError::AlreadyExists {
+                what: "credit note",
+                id: note.id.to_string(),
+            });
+        }
+        // Re-check under the lock: two notes built concurrently must not over-credit.
+        credit_note(
+            note.id,
+            invoice,
+            earlier,
+            &CreditRequest::Lines(note.lines.clone()),
+            note.issue_date,
+            note.reason.clone(),
+        )?;
+        self.last_credit_note_number += 1;
+        note.number = Some(DocumentNumber(self.last_credit_note_number));
+        self.credit_notes
+            .entry(note.invoice)
+            .or_default()
+            .push(note.clone());
+        Ok(note)
+    }
+
     fn invoice(&self, id: InvoiceId) -> Option<&Invoice> {
         self.invoice_index
             .get(&id)
@@ -320,14 +372,7 @@ impl InvoiceStore for MemoryStore {
         tenant: TenantId,
         charge: PendingCharge,
     ) -> Result<bool, BillingError> {
-        Ok(self.with(tenant, |t| {
-            if !t.pending_seen.insert(charge.id) {
-                return false;
-            }
-            t.pending_open.insert(charge.id);
-            t.pending.entry(charge.customer).or_default().push(charge);
-            true
-        }))
+        Ok(self.with(tenant, |t| t.add_pending(charge)))
     }
 
     async fn pending_charges(
@@ -437,40 +482,9 @@ impl InvoiceStore for MemoryStore {
     async fn insert_credit_note(
         &self,
         tenant: TenantId,
-        mut note: CreditNote,
+        note: CreditNote,
     ) -> Result<CreditNote, BillingError> {
-        self.with(tenant, |t| {
-            let invoice = t
-                .invoice(note.invoice)
-                .ok_or(BillingError::InvoiceNotFound(note.invoice))?;
-            let earlier = t
-                .credit_notes
-                .get(&note.invoice)
-                .cloned()
-                .unwrap_or_default();
-            if earlier.iter().any(|n| n.id == note.id) {
-                return Err(BillingError::AlreadyExists {
-                    what: "credit note",
-                    id: note.id.to_string(),
-                });
-            }
-            // Re-check under the lock: two notes built concurrently must not over-credit.
-            credit_note(
-                note.id,
-                invoice,
-                &earlier,
-                &CreditRequest::Lines(note.lines.clone()),
-                note.issue_date,
-                note.reason.clone(),
-            )?;
-            t.last_credit_note_number += 1;
-            note.number = Some(DocumentNumber(t.last_credit_note_number));
-            t.credit_notes
-                .entry(note.invoice)
-                .or_default()
-                .push(note.clone());
-            Ok(note)
-        })
+        self.with(tenant, |t| t.insert_note(note))
     }
 
     async fn credit_notes_of(
@@ -481,5 +495,53 @@ impl InvoiceStore for MemoryStore {
         Ok(self.with(tenant, |t| {
             t.credit_notes.get(&invoice).cloned().unwrap_or_default()
         }))
+    }
+
+    async fn idempotency_record(
+        &self,
+        tenant: TenantId,
+        key: &IdempotencyKey,
+    ) -> Result<Option<IdempotencyRecord>, BillingError> {
+        Ok(self.with(tenant, |t| t.idempotency.get(key).cloned()))
+    }
+
+    async fn add_pending_charge_keyed(
+        &self,
+        tenant: TenantId,
+        charge: PendingCharge,
+        keyed: &KeyedRequest,
+    ) -> Result<KeyedWrite<bool>, BillingError> {
+        Ok(self.with(tenant, |t| {
+            if let Some(earlier) = t.idempotency.get(&keyed.key) {
+                return KeyedWrite::Replayed(Box::new(earlier.clone()));
+            }
+            let added = t.add_pending(charge);
+            t.idempotency.insert(
+                keyed.key.clone(),
+                keyed.record(IdempotentResult::PendingCharge { added }),
+            );
+            KeyedWrite::Written(added)
+        }))
+    }
+
+    async fn insert_credit_note_keyed(
+        &self,
+        tenant: TenantId,
+        note: CreditNote,
+        keyed: &KeyedRequest,
+    ) -> Result<KeyedWrite<CreditNote>, BillingError> {
+        self.with(tenant, |t| {
+            if let Some(earlier) = t.idempotency.get(&keyed.key) {
+                return Ok(KeyedWrite::Replayed(Box::new(earlier.clone())));
+            }
+            let note = t.insert_note(note)?;
+            t.idempotency.insert(
+                keyed.key.clone(),
+                keyed.record(IdempotentResult::CreditNote {
+                    credit_note: note.clone(),
+                }),
+            );
+            Ok(KeyedWrite::Written(note))
+        })
     }
 }

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::dunning::Settlement;
 use crate::error::BillingError;
+use crate::idempotency::{IdempotencyKey, IdempotencyRecord, KeyedWrite};
 
 /// One movement in a customer's ledger.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -152,7 +153,7 @@ impl PaymentBalance {
 }
 
 /// The result of recording a payment.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PaymentOutcome {
     /// The entries appended (the receipt and its allocations).
     pub entries: Vec<LedgerEntry>,
@@ -268,6 +269,46 @@ impl CustomerLedger {
                 _ => None,
             })
             .collect()
+    }
+
+    /// What recording `payment` did, rebuilt from the ledger: its receipt, the allocations
+    /// made with it, and what was left as credit then. `None` for a payment not recorded.
+    pub fn payment_outcome(&self, payment: PaymentId) -> Option<PaymentOutcome> {
+        let at = self.entries.iter().position(|e| {
+            matches!(&e.kind, LedgerEntryKind::PaymentReceived { payment: p, .. } if *p == payment)
+        })?;
+        let receipt = self.entries.get(at)?;
+        let LedgerEntryKind::PaymentReceived { amount, .. } = &receipt.kind else {
+            return None;
+        };
+        // `record_payment` appends the receipt, then its allocations, nothing in between.
+        let allocated: Vec<&LedgerEntry> = self
+            .entries
+            .iter()
+            .skip(at + 1)
+            .take_while(|e| {
+                matches!(&e.kind, LedgerEntryKind::Allocated { payment: p, amount, .. }
+                    if *p == payment && amount.is_positive())
+            })
+            .collect();
+        let mut credit = *amount;
+        let mut allocations = Vec::with_capacity(allocated.len());
+        for entry in &allocated {
+            if let LedgerEntryKind::Allocated {
+                invoice, amount, ..
+            } = &entry.kind
+            {
+                credit = credit.checked_sub(*amount).ok()?;
+                allocations.push((*invoice, *amount));
+            }
+        }
+        let mut entries = vec![receipt.clone()];
+        entries.extend(allocated.into_iter().cloned());
+        Some(PaymentOutcome {
+            entries,
+            allocations,
+            credit,
+        })
     }
 
     fn check(&self, what: &'static str, amount: Money) -> Result<(), BillingError> {
@@ -440,8 +481,8 @@ impl CustomerLedger {
     /// # Errors
     ///
     /// [`BillingError::WrongCurrency`], [`BillingError::NonPositiveAmount`] for a total of zero
-    /// or less (a credit note is not an invoice), [`BillingError::DuplicateInvoice`]. Nothing is
-    /// recorded on error.
+    /// or less (a credit note is not an invoice), [`BillingError::DueBeforeIssue`],
+    /// [`BillingError::DuplicateInvoice`]. Nothing is recorded on error.
     pub fn record_invoice(
         &mut self,
         invoice: InvoiceId,
@@ -450,6 +491,13 @@ impl CustomerLedger {
         due: NaiveDate,
     ) -> Result<Vec<LedgerEntry>, BillingError> {
         self.check("invoice total", total)?;
+        if due < issued {
+            return Err(BillingError::DueBeforeIssue {
+                invoice,
+                issued,
+                due,
+            });
+        }
         if self.invoice(invoice).is_some() {
             return Err(BillingError::DuplicateInvoice(invoice));
         }
@@ -663,12 +711,53 @@ pub trait PaymentStore: Send + Sync {
         tenant: TenantId,
         customer: CustomerId,
     ) -> impl Future<Output = Result<Vec<LedgerEntry>, BillingError>> + Send;
+
+    /// The record of an idempotency key of the tenant, if one was written.
+    ///
+    /// # Errors
+    ///
+    /// Storage failures; the default (a store without idempotency keys) always fails with
+    /// [`BillingError::InvalidConfiguration`].
+    fn payment_idempotency_record(
+        &self,
+        tenant: TenantId,
+        key: &IdempotencyKey,
+    ) -> impl Future<Output = Result<Option<IdempotencyRecord>, BillingError>> + Send {
+        let _ = (tenant, key);
+        async { Err(crate::idempotency::unsupported()) }
+    }
+
+    /// Appends entries and records `record` under its key, atomically: if the key is already
+    /// recorded (a concurrent retry), nothing is appended and the stored record is returned.
+    ///
+    /// # Errors
+    ///
+    /// As [`PaymentStore::append`]; the default (a store without idempotency keys) always
+    /// fails with [`BillingError::InvalidConfiguration`].
+    fn append_keyed(
+        &self,
+        tenant: TenantId,
+        customer: CustomerId,
+        entries: &[LedgerEntry],
+        record: &IdempotencyRecord,
+    ) -> impl Future<Output = Result<KeyedWrite<()>, BillingError>> + Send {
+        let _ = (tenant, customer, entries, record);
+        async { Err(crate::idempotency::unsupported()) }
+    }
 }
 
 /// A [`PaymentStore`] in memory, for tests and examples.
 #[derive(Debug, Default)]
 pub struct InMemoryPaymentStore {
-    ledgers: Mutex<HashMap<(TenantId, CustomerId), Vec<LedgerEntry>>>,
+    ledgers: Mutex<Ledgers>,
+}
+
+/// Everything an [`InMemoryPaymentStore`] holds, behind its one lock, so that a keyed append
+/// and its key are one atomic step.
+#[derive(Debug, Default)]
+struct Ledgers {
+    entries: HashMap<(TenantId, CustomerId), Vec<LedgerEntry>>,
+    keys: HashMap<(TenantId, IdempotencyKey), IdempotencyRecord>,
 }
 
 impl InMemoryPaymentStore {
@@ -687,6 +776,7 @@ impl PaymentStore for InMemoryPaymentStore {
     ) -> Result<(), BillingError> {
         let mut ledgers = self.ledgers.lock().unwrap_or_else(|e| e.into_inner());
         ledgers
+            .entries
             .entry((tenant, customer))
             .or_default()
             .extend_from_slice(entries);
@@ -700,9 +790,41 @@ impl PaymentStore for InMemoryPaymentStore {
     ) -> Result<Vec<LedgerEntry>, BillingError> {
         let ledgers = self.ledgers.lock().unwrap_or_else(|e| e.into_inner());
         Ok(ledgers
+            .entries
             .get(&(tenant, customer))
             .cloned()
             .unwrap_or_default())
+    }
+
+    async fn payment_idempotency_record(
+        &self,
+        tenant: TenantId,
+        key: &IdempotencyKey,
+    ) -> Result<Option<IdempotencyRecord>, BillingError> {
+        let ledgers = self.ledgers.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(ledgers.keys.get(&(tenant, key.clone())).cloned())
+    }
+
+    async fn append_keyed(
+        &self,
+        tenant: TenantId,
+        customer: CustomerId,
+        entries: &[LedgerEntry],
+        record: &IdempotencyRecord,
+    ) -> Result<KeyedWrite<()>, BillingError> {
+        let mut ledgers = self.ledgers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(earlier) = ledgers.keys.get(&(tenant, record.key.clone())) {
+            return Ok(KeyedWrite::Replayed(Box::new(earlier.clone())));
+        }
+        ledgers
+            .keys
+            .insert((tenant, record.key.clone()), record.clone());
+        ledgers
+            .entries
+            .entry((tenant, customer))
+            .or_default()
+            .extend_from_slice(entries);
+        Ok(KeyedWrite::Written(()))
     }
 }
 
@@ -809,6 +931,27 @@ mod tests {
                     amount: usd(-500).amount()
                 }
             ]
+        );
+    }
+
+    #[test]
+    fn a_due_date_before_the_issue_date_is_refused_and_changes_nothing() {
+        let mut ledger = ledger_with_two_invoices();
+        let before = ledger.clone();
+        assert_eq!(
+            ledger.record_invoice(InvoiceId::from_u128(3), usd(100), day(10), day(9)),
+            Err(BillingError::DueBeforeIssue {
+                invoice: InvoiceId::from_u128(3),
+                issued: day(10),
+                due: day(9)
+            })
+        );
+        assert_eq!(ledger, before);
+        // Due on the issue date is fine.
+        assert!(
+            ledger
+                .record_invoice(InvoiceId::from_u128(3), usd(100), day(10), day(10))
+                .is_ok()
         );
     }
 

@@ -438,6 +438,29 @@ impl PriceModel {
         Ok(())
     }
 
+    /// True when any amount or rate of the model is below zero, so that some quantity would
+    /// price below zero. Plans refuse such models ([`BillingError::NegativePrice`]); a credit
+    /// is a pending charge with a negative unit price, never a plan price.
+    pub fn has_negative_amount(&self) -> bool {
+        let negative = |d: &Decimal| d.is_sign_negative() && !d.is_zero();
+        match self {
+            PriceModel::PerUnit { unit_amount } => negative(unit_amount),
+            PriceModel::Package { package_amount, .. } => negative(package_amount),
+            PriceModel::Graduated { tiers } | PriceModel::Volume { tiers } => tiers
+                .tiers()
+                .iter()
+                .any(|t| negative(&t.unit_amount) || negative(&t.flat_amount)),
+            PriceModel::Percentage { rate_percent } => negative(rate_percent),
+            PriceModel::GraduatedPercentage { tiers } => tiers
+                .tiers()
+                .iter()
+                .any(|t| negative(&t.rate_percent) || negative(&t.flat_amount)),
+            PriceModel::BlockGraduated { tiers } | PriceModel::BlockVolume { tiers } => {
+                tiers.iter().any(|t| negative(&t.block_amount))
+            }
+        }
+    }
+
     /// The exact amount for `quantity`, unrounded.
     ///
     /// # Errors

@@ -15,6 +15,9 @@ use crate::billrun::{
 };
 use crate::catalog::{Plan, Product};
 use crate::error::BillingError;
+use crate::idempotency::{
+    IdempotencyKey, IdempotentRequest, IdempotentResult, KeyedRequest, KeyedWrite,
+};
 use crate::invoice::{
     CreditNote, CreditRequest, DocumentSettings, Invoice, InvoiceStatus, PendingCharge,
     credit_note, invoice_pending_charges,
@@ -244,6 +247,71 @@ impl BillRunSummary {
     }
 }
 
+/// A manual charge (or credit) for a customer's next invoice, for
+/// [`BillingService::add_charge`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChargeRequest {
+    /// The charge.
+    pub charge: PendingCharge,
+    /// A retry with the same key and the same charge gets the first answer back; the same key
+    /// with another charge is [`BillingError::IdempotencyKeyReused`].
+    pub idempotency_key: Option<IdempotencyKey>,
+}
+
+impl ChargeRequest {
+    /// A request for `charge`, without an idempotency key.
+    pub fn new(charge: PendingCharge) -> Self {
+        ChargeRequest {
+            charge,
+            idempotency_key: None,
+        }
+    }
+
+    /// Sets the idempotency key.
+    pub fn idempotency_key(mut self, key: IdempotencyKey) -> Self {
+        self.idempotency_key = Some(key);
+        self
+    }
+}
+
+/// A credit note to issue, for [`BillingService::issue_credit_note`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreditNoteRequest {
+    /// The invoice credited.
+    pub invoice: InvoiceId,
+    /// What to credit on it.
+    pub credit: CreditRequest,
+    /// Why (printed on the note).
+    pub reason: Option<String>,
+    /// A retry with the same key and the same request gets the first note back; the same key
+    /// with another request is [`BillingError::IdempotencyKeyReused`].
+    pub idempotency_key: Option<IdempotencyKey>,
+}
+
+impl CreditNoteRequest {
+    /// A request to credit `credit` on `invoice`, without a reason or a key.
+    pub fn new(invoice: InvoiceId, credit: CreditRequest) -> Self {
+        CreditNoteRequest {
+            invoice,
+            credit,
+            reason: None,
+            idempotency_key: None,
+        }
+    }
+
+    /// Sets the reason.
+    pub fn reason(mut self, reason: impl Into<String>) -> Self {
+        self.reason = Some(reason.into());
+        self
+    }
+
+    /// Sets the idempotency key.
+    pub fn idempotency_key(mut self, key: IdempotencyKey) -> Self {
+        self.idempotency_key = Some(key);
+        self
+    }
+}
+
 /// Billing orchestration: reads from the store, runs the pure domain functions, writes the
 /// result atomically and returns domain events. Time comes only from the clock.
 pub struct BillingService<S, C> {
@@ -330,8 +398,10 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
     ///
     /// # Errors
     ///
-    /// [`BillingError::UnknownPlan`], [`BillingError::UnknownAccount`], and the validation
-    /// errors of [`NewSubscription::create`]. On error nothing is stored.
+    /// [`BillingError::UnknownPlan`], [`BillingError::UnknownAccount`],
+    /// [`BillingError::StartBeyondHorizon`] for a start more than
+    /// [`CHANGE_HORIZON_YEARS`](crate::CHANGE_HORIZON_YEARS) years from today, and the
+    /// validation errors of [`NewSubscription::create`]. On error nothing is stored.
     pub async fn subscribe(
         &self,
         tenant: TenantId,
@@ -347,6 +417,7 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
             .account(tenant, request.customer)
             .await?
             .ok_or(BillingError::UnknownAccount(request.customer))?;
+        check_start(&request, self.clock.now().date_naive())?;
         let sub = request.create(&plan, account.currency)?;
         self.store.insert_subscription(tenant, sub.clone()).await?;
         let event = self.event(
@@ -437,7 +508,8 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
     ///
     /// # Errors
     ///
-    /// [`BillingError::UnknownSubscription`] and the errors of [`change`]; on error nothing
+    /// [`BillingError::UnknownSubscription`], [`BillingError::DateBeyondHorizon`] for a date
+    /// beyond [`Subscription::change_horizon`], and the errors of [`change`]; on error nothing
     /// changes.
     pub async fn change_subscription(
         &self,
@@ -449,15 +521,19 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
         behavior: ProrationBehavior,
     ) -> Result<(ChangeOutcome, Events), BillingError> {
         let (sub, plans, settings) = self.load(tenant, id).await?;
+        sub.check_within_horizon(on)?;
         let outcome = change(&sub, &plans, &what, on, timing, behavior, &settings)?;
         self.commit_change(tenant, &sub, outcome, on).await
     }
 
-    /// Cancels a subscription on `on` (immediately, or at the end of that period).
+    /// Cancels a subscription on `on` (immediately, or at the end of that period). A
+    /// cancellation that changes nothing (at period end, when the subscription already ends
+    /// then) returns the subscription as it is, writes nothing and raises no event.
     ///
     /// # Errors
     ///
-    /// [`BillingError::UnknownSubscription`] and the errors of [`cancel`]; on error nothing
+    /// [`BillingError::UnknownSubscription`], [`BillingError::DateBeyondHorizon`] for a date
+    /// beyond [`Subscription::change_horizon`], and the errors of [`cancel`]; on error nothing
     /// changes.
     pub async fn cancel_subscription(
         &self,
@@ -468,7 +544,24 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
         behavior: ProrationBehavior,
     ) -> Result<(ChangeOutcome, Events), BillingError> {
         let (sub, plans, settings) = self.load(tenant, id).await?;
+        sub.check_within_horizon(on)?;
         let outcome = cancel(&sub, &plans, on, timing, behavior, &settings)?;
+        // Cancelling again what already ends on the same day (at period end, twice) changes
+        // nothing but the change counter: nothing is written and no event is raised.
+        let unchanged = Subscription {
+            change_seq: sub.change_seq,
+            ..outcome.subscription.clone()
+        };
+        if unchanged == sub && outcome.invoice.is_none() && outcome.pending.is_empty() {
+            return Ok((
+                ChangeOutcome {
+                    subscription: sub,
+                    invoice: None,
+                    pending: Vec::new(),
+                },
+                Vec::new(),
+            ));
+        }
         self.commit_change(tenant, &sub, outcome, on).await
     }
 
@@ -642,12 +735,68 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
     /// # Errors
     ///
     /// [`BillingError::UnknownAccount`], [`BillingError::CurrencyNotUsed`] for a charge in a
-    /// currency the customer does not use.
+    /// currency the customer does not use, the errors of [`PendingCharge::validate`]
+    /// (negative quantity, credit without a reason), [`BillingError::UnknownSubscription`] and
+    /// [`BillingError::SubscriptionOfAnotherCustomer`] for a subscription that is not the
+    /// customer's. Nothing is stored on error.
     pub async fn add_pending_charge(
         &self,
         tenant: TenantId,
         charge: PendingCharge,
     ) -> Result<bool, BillingError> {
+        self.add_charge(tenant, ChargeRequest::new(charge)).await
+    }
+
+    /// Adds a one-off charge (or credit) for a customer's next invoice, as
+    /// [`BillingService::add_pending_charge`], with an optional idempotency key: a retry with
+    /// the same key and charge returns the first answer and writes nothing.
+    ///
+    /// # Errors
+    ///
+    /// As [`BillingService::add_pending_charge`], and
+    /// [`BillingError::IdempotencyKeyReused`] for a key first used with another request.
+    pub async fn add_charge(
+        &self,
+        tenant: TenantId,
+        request: ChargeRequest,
+    ) -> Result<bool, BillingError> {
+        let Some(key) = request.idempotency_key else {
+            self.check_pending_charge(tenant, &request.charge).await?;
+            return self.store.add_pending_charge(tenant, request.charge).await;
+        };
+        let keyed = KeyedRequest {
+            key,
+            request: IdempotentRequest::PendingCharge {
+                charge: request.charge.clone(),
+            },
+            at: self.clock.now(),
+        };
+        let written = match self.store.idempotency_record(tenant, &keyed.key).await? {
+            Some(earlier) => KeyedWrite::Replayed(Box::new(earlier)),
+            None => {
+                self.check_pending_charge(tenant, &request.charge).await?;
+                self.store
+                    .add_pending_charge_keyed(tenant, request.charge, &keyed)
+                    .await?
+            }
+        };
+        match written {
+            KeyedWrite::Written(added) => Ok(added),
+            KeyedWrite::Replayed(earlier) => match earlier.replay(&keyed.request)? {
+                IdempotentResult::PendingCharge { added } => Ok(added),
+                _ => Err(crate::idempotency::mismatched()),
+            },
+        }
+    }
+
+    /// Everything [`BillingService::add_pending_charge`] refuses, checked before anything is
+    /// written.
+    async fn check_pending_charge(
+        &self,
+        tenant: TenantId,
+        charge: &PendingCharge,
+    ) -> Result<(), BillingError> {
+        charge.validate()?;
         let account = self
             .store
             .account(tenant, charge.customer)
@@ -660,7 +809,21 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
                 customer_currency: account.currency.code(),
             });
         }
-        self.store.add_pending_charge(tenant, charge).await
+        if let Some(id) = charge.subscription {
+            let sub = self
+                .store
+                .subscription(tenant, id)
+                .await?
+                .ok_or(BillingError::UnknownSubscription(id))?;
+            if sub.customer != charge.customer {
+                return Err(BillingError::SubscriptionOfAnotherCustomer {
+                    subscription: id,
+                    customer: charge.customer,
+                    owner: sub.customer,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Invoices a customer's pending charges now, on their own (for a fee that cannot wait for
@@ -756,25 +919,112 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
         request: CreditRequest,
         reason: Option<String>,
     ) -> Result<(CreditNote, Events), BillingError> {
-        let inv = self
-            .store
-            .invoice(tenant, invoice)
-            .await?
-            .ok_or(BillingError::InvoiceNotFound(invoice))?;
-        let earlier = self.store.credit_notes_of(tenant, invoice).await?;
-        let today = self.clock.now().date_naive();
-        let note = credit_note(CreditNoteId::new(), &inv, &earlier, &request, today, reason)?;
-        let note = self.store.insert_credit_note(tenant, note).await?;
-        let event = self.event(
+        self.issue_credit_note(
             tenant,
-            BillingEvent::CreditNoteIssued {
-                credit_note: note.id,
+            CreditNoteRequest {
                 invoice,
-                total: note.total,
+                credit: request,
+                reason,
+                idempotency_key: None,
             },
-        );
-        Ok((note, vec![event]))
+        )
+        .await
     }
+
+    /// Issues a credit note, as [`BillingService::credit`], with an optional idempotency key:
+    /// a retry with the same key and request returns the first note (with its number) and no
+    /// event, and writes nothing.
+    ///
+    /// # Errors
+    ///
+    /// As [`BillingService::credit`], and [`BillingError::IdempotencyKeyReused`] for a key
+    /// first used with another request.
+    pub async fn issue_credit_note(
+        &self,
+        tenant: TenantId,
+        request: CreditNoteRequest,
+    ) -> Result<(CreditNote, Events), BillingError> {
+        let keyed = request.idempotency_key.map(|key| KeyedRequest {
+            key,
+            request: IdempotentRequest::CreditNote {
+                invoice: request.invoice,
+                credit: request.credit.clone(),
+                reason: request.reason.clone(),
+            },
+            at: self.clock.now(),
+        });
+        let earlier_record = match &keyed {
+            Some(keyed) => self.store.idempotency_record(tenant, &keyed.key).await?,
+            None => None,
+        };
+        let written = match (earlier_record, &keyed) {
+            (Some(earlier), _) => KeyedWrite::Replayed(Box::new(earlier)),
+            (None, keyed) => {
+                let invoice = request.invoice;
+                let inv = self
+                    .store
+                    .invoice(tenant, invoice)
+                    .await?
+                    .ok_or(BillingError::InvoiceNotFound(invoice))?;
+                let earlier = self.store.credit_notes_of(tenant, invoice).await?;
+                let today = self.clock.now().date_naive();
+                let note = credit_note(
+                    CreditNoteId::new(),
+                    &inv,
+                    &earlier,
+                    &request.credit,
+                    today,
+                    request.reason,
+                )?;
+                match keyed {
+                    Some(keyed) => {
+                        self.store
+                            .insert_credit_note_keyed(tenant, note, keyed)
+                            .await?
+                    }
+                    None => KeyedWrite::Written(self.store.insert_credit_note(tenant, note).await?),
+                }
+            }
+        };
+        match (written, keyed) {
+            (KeyedWrite::Written(note), _) => {
+                let event = self.event(
+                    tenant,
+                    BillingEvent::CreditNoteIssued {
+                        credit_note: note.id,
+                        invoice: note.invoice,
+                        total: note.total,
+                    },
+                );
+                Ok((note, vec![event]))
+            }
+            (KeyedWrite::Replayed(earlier), Some(keyed)) => {
+                match earlier.replay(&keyed.request)? {
+                    IdempotentResult::CreditNote { credit_note } => Ok((credit_note, Vec::new())),
+                    _ => Err(crate::idempotency::mismatched()),
+                }
+            }
+            (KeyedWrite::Replayed(_), None) => Err(crate::idempotency::mismatched()),
+        }
+    }
+}
+
+/// Refuses a start more than [`CHANGE_HORIZON_YEARS`](crate::CHANGE_HORIZON_YEARS) years
+/// before or after `today`: a bill run walks every period from the start, so a start in the
+/// far past would stall it, and no contract is sold a century ahead.
+fn check_start(request: &NewSubscription, today: NaiveDate) -> Result<(), BillingError> {
+    let span = chrono::Months::new(crate::CHANGE_HORIZON_YEARS * 12);
+    let earliest = today.checked_sub_months(span).unwrap_or(NaiveDate::MIN);
+    let latest = today.checked_add_months(span).unwrap_or(NaiveDate::MAX);
+    if request.start < earliest || request.start > latest {
+        return Err(BillingError::StartBeyondHorizon {
+            subscription: request.id,
+            start: request.start,
+            earliest,
+            latest,
+        });
+    }
+    Ok(())
 }
 
 /// One subscription's part of a bill-run chunk, computed by [`bill_chunk`]: what to commit,

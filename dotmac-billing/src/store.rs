@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::catalog::{Plan, Product};
 use crate::error::BillingError;
+use crate::idempotency::{IdempotencyKey, IdempotencyRecord, KeyedRequest, KeyedWrite};
 use crate::invoice::{
     CreditNote, DocumentNumber, Invoice, InvoiceStatus, PendingCharge, PendingChargeId,
 };
@@ -323,6 +324,59 @@ pub trait InvoiceStore: Send + Sync {
         tenant: TenantId,
         invoice: InvoiceId,
     ) -> impl Future<Output = Result<Vec<CreditNote>, BillingError>> + Send;
+
+    /// The record of an idempotency key of the tenant (credit notes and manual charges), if
+    /// one was written.
+    ///
+    /// # Errors
+    ///
+    /// Storage failures; the default (a store without idempotency keys) always fails with
+    /// [`BillingError::InvalidConfiguration`].
+    fn idempotency_record(
+        &self,
+        tenant: TenantId,
+        key: &IdempotencyKey,
+    ) -> impl Future<Output = Result<Option<IdempotencyRecord>, BillingError>> + Send {
+        let _ = (tenant, key);
+        async { Err(crate::idempotency::unsupported()) }
+    }
+
+    /// [`Self::add_pending_charge`] and the record of `keyed` (with
+    /// [`IdempotentResult::PendingCharge`](crate::IdempotentResult::PendingCharge)), atomically:
+    /// when the key is already recorded nothing is written and the stored record is returned.
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::add_pending_charge`]; the default always fails with
+    /// [`BillingError::InvalidConfiguration`].
+    fn add_pending_charge_keyed(
+        &self,
+        tenant: TenantId,
+        charge: PendingCharge,
+        keyed: &KeyedRequest,
+    ) -> impl Future<Output = Result<KeyedWrite<bool>, BillingError>> + Send {
+        let _ = (tenant, charge, keyed);
+        async { Err(crate::idempotency::unsupported()) }
+    }
+
+    /// [`Self::insert_credit_note`] and the record of `keyed` (with
+    /// [`IdempotentResult::CreditNote`](crate::IdempotentResult::CreditNote), the note as
+    /// numbered), atomically: when the key is already recorded nothing is written and the
+    /// stored record is returned.
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::insert_credit_note`]; the default always fails with
+    /// [`BillingError::InvalidConfiguration`].
+    fn insert_credit_note_keyed(
+        &self,
+        tenant: TenantId,
+        note: CreditNote,
+        keyed: &KeyedRequest,
+    ) -> impl Future<Output = Result<KeyedWrite<CreditNote>, BillingError>> + Send {
+        let _ = (tenant, note, keyed);
+        async { Err(crate::idempotency::unsupported()) }
+    }
 }
 
 /// A store that holds everything billing needs.

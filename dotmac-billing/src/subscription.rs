@@ -17,6 +17,10 @@ use crate::discount::AppliedDiscount;
 use crate::error::BillingError;
 use crate::proration::ProrationMode;
 
+/// How far after its start a subscription may be changed or cancelled, in years (see
+/// [`Subscription::change_horizon`]).
+pub const CHANGE_HORIZON_YEARS: u32 = 100;
+
 /// Where a subscription is in its life.
 ///
 /// ```text
@@ -188,6 +192,37 @@ impl Subscription {
     /// The first day billing starts (after any trial).
     pub fn billing_start(&self) -> NaiveDate {
         self.trial_end.unwrap_or(self.start).max(self.start)
+    }
+
+    /// The last date a change or cancellation of this subscription may be dated: its start
+    /// plus [`CHANGE_HORIZON_YEARS`] years (clamped to a month's end, like periods).
+    ///
+    /// Why a horizon at all: a change is prorated day by day against billed periods, so a date
+    /// in year 262143 (`NaiveDate::MAX`) makes period arithmetic overflow or a bill run walk
+    /// millions of periods. A hundred years from the start is beyond any real contract and
+    /// keeps every period computation small; it is relative to the start rather than a fixed
+    /// year so that it never needs moving.
+    pub fn change_horizon(&self) -> NaiveDate {
+        self.start
+            .checked_add_months(chrono::Months::new(CHANGE_HORIZON_YEARS * 12))
+            .unwrap_or(NaiveDate::MAX)
+    }
+
+    /// Checks that `date` is within [`Subscription::change_horizon`].
+    ///
+    /// # Errors
+    ///
+    /// [`BillingError::DateBeyondHorizon`].
+    pub fn check_within_horizon(&self, date: NaiveDate) -> Result<(), BillingError> {
+        let horizon = self.change_horizon();
+        if date > horizon {
+            return Err(BillingError::DateBeyondHorizon {
+                subscription: self.id,
+                date,
+                horizon,
+            });
+        }
+        Ok(())
     }
 
     /// True when the subscription is in service on `date`.

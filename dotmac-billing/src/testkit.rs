@@ -87,6 +87,12 @@ where
     one_customers_bad_data_never_blocks_the_bill_run(make())
         .await
         .map_err(|e| format!("one_customers_bad_data_never_blocks_the_bill_run: {e}"))?;
+    bad_input_is_refused_and_changes_nothing(make())
+        .await
+        .map_err(|e| format!("bad_input_is_refused_and_changes_nothing: {e}"))?;
+    keyed_charges_and_credit_notes_are_written_once(make())
+        .await
+        .map_err(|e| format!("keyed_charges_and_credit_notes_are_written_once: {e}"))?;
     Ok(())
 }
 
@@ -1031,6 +1037,781 @@ async fn one_customers_bad_data_never_blocks_the_bill_run<S: BillingStore>(
     ensure!(
         again.invoices == 0 && again.failures.is_empty() && again.events.is_empty(),
         "a run after everything was billed did something: {again:?}"
+    );
+    Ok(())
+}
+
+/// What a refused call must leave as it was: the tenant's plans and, for each customer, their
+/// subscriptions, pending charges and invoices.
+#[derive(Debug, PartialEq)]
+struct Snapshot {
+    plans: Vec<Plan>,
+    subscriptions: Vec<crate::Subscription>,
+    pending: Vec<PendingCharge>,
+    invoices: Vec<crate::Invoice>,
+}
+
+async fn snapshot<S: BillingStore>(
+    store: &S,
+    tenant: TenantId,
+    customers: &[CustomerId],
+) -> Result<Snapshot, String> {
+    let mut plans = store.plans(tenant).await.map_err(err)?;
+    plans.sort_by_key(|p| p.id);
+    let mut snap = Snapshot {
+        plans,
+        subscriptions: Vec::new(),
+        pending: Vec::new(),
+        invoices: Vec::new(),
+    };
+    for customer in customers {
+        let mut subs = store
+            .subscriptions_of(tenant, *customer)
+            .await
+            .map_err(err)?;
+        subs.sort_by_key(|s| s.id);
+        snap.subscriptions.extend(subs);
+        snap.pending.extend(
+            store
+                .pending_charges(tenant, *customer)
+                .await
+                .map_err(err)?,
+        );
+        snap.invoices
+            .extend(store.invoices_of(tenant, *customer).await.map_err(err)?);
+    }
+    Ok(snap)
+}
+
+/// Asserts that `result` is exactly `expected` and that the store holds what `before` holds.
+async fn refused<S: BillingStore, T: std::fmt::Debug>(
+    what: &str,
+    result: Result<T, BillingError>,
+    expected: BillingError,
+    store: &S,
+    tenant: TenantId,
+    customers: &[CustomerId],
+    before: &Snapshot,
+) -> Result<(), String> {
+    match result {
+        Err(e) if e == expected => {}
+        other => return Err(format!("{what}: expected Err({expected:?}), got {other:?}")),
+    }
+    let after = snapshot(store, tenant, customers).await?;
+    ensure!(
+        &after == before,
+        "{what}: a refused call changed the store: {after:?}"
+    );
+    Ok(())
+}
+
+async fn bad_input_is_refused_and_changes_nothing<S: BillingStore>(store: S) -> Result<(), String> {
+    let (service, tenant, customer, plan) = setup(store).await?;
+    let other = CustomerId::new();
+    service
+        .save_account(tenant, CustomerAccount::new(other, Currency::USD))
+        .await
+        .map_err(err)?;
+    let start = day(2026, 3, 1)?;
+    let (sub, _) = service
+        .subscribe(
+            tenant,
+            NewSubscription::new(customer, plan.id, Currency::USD, start),
+        )
+        .await
+        .map_err(err)?;
+    let (other_sub, _) = service
+        .subscribe(
+            tenant,
+            NewSubscription::new(other, plan.id, Currency::USD, start),
+        )
+        .await
+        .map_err(err)?;
+    let customers = [customer, other];
+    let store = service.store();
+    let before = snapshot(store, tenant, &customers).await?;
+    let usd = |minor| Money::from_minor(minor, Currency::USD);
+    let june = day(2026, 6, 1)?;
+
+    // Plans: every bad version is refused and the plan (in memory and stored) stays as it was.
+    let price = |currency, minor| crate::CurrencyPrice {
+        currency,
+        model: crate::PriceModel::flat(Money::from_minor(minor, currency).amount()),
+    };
+    let cases: Vec<(&str, Vec<Charge>, Vec<Money>, BillingError)> = vec![
+        (
+            "negative recurring price",
+            vec![Charge::recurring_flat([usd(-3000)])],
+            vec![],
+            BillingError::NegativePrice {
+                plan: plan.id,
+                charge: 0,
+                currency: "USD",
+            },
+        ),
+        (
+            "two prices in one currency",
+            vec![
+                Charge::recurring_flat([usd(1000)]),
+                Charge::per_seat(vec![
+                    price(Currency::USD, 100),
+                    price(Currency::EUR, 100),
+                    price(Currency::USD, 200),
+                ]),
+            ],
+            vec![],
+            BillingError::DuplicateCurrencyPrice {
+                plan: plan.id,
+                charge: 1,
+                currency: "USD",
+            },
+        ),
+        (
+            "no charges",
+            vec![],
+            vec![],
+            BillingError::PlanWithoutCharges {
+                plan: plan.id,
+                version: 2,
+            },
+        ),
+        (
+            "setup fee without a price in its currency",
+            vec![Charge::recurring_flat([usd(1000)])],
+            vec![Money::from_minor(5000, Currency::EUR)],
+            BillingError::SetupFeeCurrencyWithoutPrice {
+                plan: plan.id,
+                currency: "EUR",
+            },
+        ),
+    ];
+    for (what, charges, fees, expected) in cases {
+        let mut edited = plan.clone();
+        let result = edited.add_version(june, charges, fees);
+        ensure!(edited == plan, "{what}: a refused version changed the plan");
+        refused(what, result, expected, store, tenant, &customers, &before).await?;
+    }
+
+    // Pending charges.
+    let mut negative = charge(customer, 901, 500, start);
+    negative.quantity = Decimal::NEGATIVE_ONE;
+    refused(
+        "negative quantity",
+        service.add_pending_charge(tenant, negative.clone()).await,
+        BillingError::NegativeChargeQuantity {
+            charge: negative.id,
+            quantity: Decimal::NEGATIVE_ONE,
+        },
+        store,
+        tenant,
+        &customers,
+        &before,
+    )
+    .await?;
+    let mut silent_credit = charge(customer, 902, -500, start);
+    silent_credit.kind = LineKind::OneOff;
+    silent_credit.text = None;
+    refused(
+        "credit without a reason",
+        service
+            .add_pending_charge(tenant, silent_credit.clone())
+            .await,
+        BillingError::CreditWithoutReason {
+            charge: silent_credit.id,
+        },
+        store,
+        tenant,
+        &customers,
+        &before,
+    )
+    .await?;
+    let mut foreign = charge(customer, 903, 500, start);
+    foreign.subscription = Some(other_sub.id);
+    refused(
+        "subscription of another customer",
+        service.add_pending_charge(tenant, foreign).await,
+        BillingError::SubscriptionOfAnotherCustomer {
+            subscription: other_sub.id,
+            customer,
+            owner: other,
+        },
+        store,
+        tenant,
+        &customers,
+        &before,
+    )
+    .await?;
+
+    // Dates beyond the horizon.
+    let horizon = sub.change_horizon();
+    ensure!(
+        horizon == day(2126, 3, 1)?,
+        "the horizon is not 100 years from the start: {horizon}"
+    );
+    for date in [NaiveDate::MAX, day(2126, 3, 2)?] {
+        let beyond = BillingError::DateBeyondHorizon {
+            subscription: sub.id,
+            date,
+            horizon,
+        };
+        refused(
+            "change beyond the horizon",
+            service
+                .change_subscription(
+                    tenant,
+                    sub.id,
+                    crate::SubscriptionChange::Quantity {
+                        quantity: Decimal::TWO,
+                    },
+                    date,
+                    crate::ChangeTiming::Immediate,
+                    ProrationBehavior::InvoiceNow,
+                )
+                .await,
+            beyond.clone(),
+            store,
+            tenant,
+            &customers,
+            &before,
+        )
+        .await?;
+        refused(
+            "cancel beyond the horizon",
+            service
+                .cancel_subscription(
+                    tenant,
+                    sub.id,
+                    date,
+                    CancelTiming::EndOfPeriod,
+                    ProrationBehavior::None,
+                )
+                .await,
+            beyond,
+            store,
+            tenant,
+            &customers,
+            &before,
+        )
+        .await?;
+    }
+
+    // A start a century away (the clock says 2026-04-01).
+    for start in [NaiveDate::MIN, day(1926, 3, 31)?, day(2126, 4, 2)?] {
+        let request = NewSubscription::new(customer, plan.id, Currency::USD, start);
+        let id = request.id;
+        refused(
+            "start beyond the horizon",
+            service.subscribe(tenant, request).await,
+            BillingError::StartBeyondHorizon {
+                subscription: id,
+                start,
+                earliest: day(1926, 4, 1)?,
+                latest: day(2126, 4, 1)?,
+            },
+            store,
+            tenant,
+            &customers,
+            &before,
+        )
+        .await?;
+    }
+
+    // A credit is a negative unit price with a reason: accepted.
+    let mut credit = charge(customer, 904, -500, start);
+    credit.kind = LineKind::OneOff;
+    credit.text = Some("Goodwill credit for the outage".into());
+    ensure!(
+        service
+            .add_pending_charge(tenant, credit)
+            .await
+            .map_err(err)?,
+        "a credit with a reason was refused"
+    );
+
+    // Cancelling at period end twice: the second call changes nothing and raises nothing.
+    let (first, events) = service
+        .cancel_subscription(
+            tenant,
+            sub.id,
+            day(2026, 3, 10)?,
+            CancelTiming::EndOfPeriod,
+            ProrationBehavior::None,
+        )
+        .await
+        .map_err(err)?;
+    ensure!(!events.is_empty(), "the first cancel raised no event");
+    let once = snapshot(store, tenant, &customers).await?;
+    let (second, events) = service
+        .cancel_subscription(
+            tenant,
+            sub.id,
+            day(2026, 3, 20)?,
+            CancelTiming::EndOfPeriod,
+            ProrationBehavior::None,
+        )
+        .await
+        .map_err(err)?;
+    ensure!(
+        events.is_empty(),
+        "a repeated cancel raised events: {events:?}"
+    );
+    let stored = store.subscription(tenant, sub.id).await.map_err(err)?;
+    ensure!(
+        stored.as_ref() == Some(&first.subscription) && second.subscription == first.subscription,
+        "a repeated cancel changed the subscription: {stored:?}"
+    );
+    ensure!(
+        snapshot(store, tenant, &customers).await? == once,
+        "a repeated cancel changed the store"
+    );
+    Ok(())
+}
+
+/// Polls two futures together until both are done: concurrent retries in one task, so that a
+/// SQL store runs them on two connections at once (no runtime needed here).
+async fn join2<A: std::future::Future, B: std::future::Future>(
+    a: A,
+    b: B,
+) -> (A::Output, B::Output) {
+    use std::task::Poll;
+    let mut a = std::pin::pin!(a);
+    let mut b = std::pin::pin!(b);
+    let mut out_a = None;
+    let mut out_b = None;
+    std::future::poll_fn(|cx| {
+        if out_a.is_none()
+            && let Poll::Ready(v) = a.as_mut().poll(cx)
+        {
+            out_a = Some(v);
+        }
+        if out_b.is_none()
+            && let Poll::Ready(v) = b.as_mut().poll(cx)
+        {
+            out_b = Some(v);
+        }
+        match (out_a.take(), out_b.take()) {
+            (Some(x), Some(y)) => Poll::Ready((x, y)),
+            (x, y) => {
+                out_a = x;
+                out_b = y;
+                Poll::Pending
+            }
+        }
+    })
+    .await
+}
+
+fn key(text: &str) -> Result<crate::IdempotencyKey, String> {
+    crate::IdempotencyKey::new(text).map_err(err)
+}
+
+async fn keyed_charges_and_credit_notes_are_written_once<S: BillingStore>(
+    store: S,
+) -> Result<(), String> {
+    let (service, tenant, customer, plan) = setup(store).await?;
+    let start = day(2026, 4, 1)?;
+    service
+        .subscribe(
+            tenant,
+            NewSubscription::new(customer, plan.id, Currency::USD, start),
+        )
+        .await
+        .map_err(err)?;
+    service.run_bill(tenant, start).await.map_err(err)?;
+    let customers = [customer];
+    let store = service.store();
+
+    // A manual charge: the retry is answered with the first answer, a changed body refused.
+    let fee = charge(customer, 501, 700, start);
+    let request = crate::ChargeRequest::new(fee.clone()).idempotency_key(key("charge-1")?);
+    ensure!(
+        service
+            .add_charge(tenant, request.clone())
+            .await
+            .map_err(err)?,
+        "a keyed charge was not added"
+    );
+    let once = snapshot(store, tenant, &customers).await?;
+    ensure!(
+        service
+            .add_charge(tenant, request.clone())
+            .await
+            .map_err(err)?,
+        "a retried charge did not return the first answer"
+    );
+    ensure!(
+        snapshot(store, tenant, &customers).await? == once,
+        "a retried charge changed the store"
+    );
+    let mut dearer = fee.clone();
+    dearer.unit_price = Money::from_minor(900, Currency::USD);
+    refused(
+        "charge with a reused key",
+        service
+            .add_charge(
+                tenant,
+                crate::ChargeRequest::new(dearer).idempotency_key(key("charge-1")?),
+            )
+            .await,
+        BillingError::IdempotencyKeyReused {
+            key: "charge-1".into(),
+        },
+        store,
+        tenant,
+        &customers,
+        &once,
+    )
+    .await?;
+
+    // A credit note: the retry gets the first note, number included, and no event.
+    let invoice = store_invoices(&service, tenant, customer)
+        .await?
+        .into_iter()
+        .next()
+        .ok_or("no invoice issued")?;
+    let lines = |minor| {
+        CreditRequest::Lines(vec![CreditNoteLine {
+            line: 0,
+            amount: Money::from_minor(minor, Currency::USD),
+        }])
+    };
+    let request = crate::CreditNoteRequest::new(invoice.id, lines(500))
+        .reason("Outage")
+        .idempotency_key(key("note-1")?);
+    let (note, events) = service
+        .issue_credit_note(tenant, request.clone())
+        .await
+        .map_err(err)?;
+    ensure!(events.len() == 1, "the first note raised {events:?}");
+    let (again, events) = service
+        .issue_credit_note(tenant, request.clone())
+        .await
+        .map_err(err)?;
+    ensure!(
+        again == note && note.number.is_some(),
+        "a retried note is not the first one: {again:?} vs {note:?}"
+    );
+    ensure!(events.is_empty(), "a retried note raised {events:?}");
+    let notes = store
+        .credit_notes_of(tenant, invoice.id)
+        .await
+        .map_err(err)?;
+    ensure!(
+        notes == vec![note.clone()],
+        "notes after a retry: {notes:?}"
+    );
+    let other_body = crate::CreditNoteRequest::new(invoice.id, lines(600))
+        .reason("Outage")
+        .idempotency_key(key("note-1")?);
+    let reused = service.issue_credit_note(tenant, other_body).await;
+    ensure!(
+        reused
+            == Err(BillingError::IdempotencyKeyReused {
+                key: "note-1".into()
+            }),
+        "a note with a reused key: {reused:?}"
+    );
+    // One key space: the charge's key cannot name a credit note.
+    let crossed = service
+        .issue_credit_note(
+            tenant,
+            crate::CreditNoteRequest::new(invoice.id, lines(500)).idempotency_key(key("charge-1")?),
+        )
+        .await;
+    ensure!(
+        crossed
+            == Err(BillingError::IdempotencyKeyReused {
+                key: "charge-1".into()
+            }),
+        "a charge's key issued a note: {crossed:?}"
+    );
+    ensure!(
+        store
+            .credit_notes_of(tenant, invoice.id)
+            .await
+            .map_err(err)?
+            == notes,
+        "a refused note was stored"
+    );
+
+    // Concurrent retries with one key: exactly one write.
+    let request =
+        crate::CreditNoteRequest::new(invoice.id, lines(300)).idempotency_key(key("note-2")?);
+    let (first, second) = join2(
+        service.issue_credit_note(tenant, request.clone()),
+        service.issue_credit_note(tenant, request.clone()),
+    )
+    .await;
+    let (first, first_events) = first.map_err(err)?;
+    let (second, second_events) = second.map_err(err)?;
+    ensure!(first == second, "concurrent retries got two notes");
+    ensure!(
+        first_events.len() + second_events.len() == 1,
+        "concurrent retries raised {} events",
+        first_events.len() + second_events.len()
+    );
+    let notes = store
+        .credit_notes_of(tenant, invoice.id)
+        .await
+        .map_err(err)?;
+    ensure!(
+        notes.len() == 2,
+        "concurrent retries stored {} notes",
+        notes.len()
+    );
+    let extra = crate::ChargeRequest::new(charge(customer, 502, 100, start))
+        .idempotency_key(key("charge-2")?);
+    let (a, b) = join2(
+        service.add_charge(tenant, extra.clone()),
+        service.add_charge(tenant, extra.clone()),
+    )
+    .await;
+    ensure!(
+        a.map_err(err)? && b.map_err(err)?,
+        "concurrent retries of a charge were not both answered as added"
+    );
+    let pending = store.pending_charges(tenant, customer).await.map_err(err)?;
+    ensure!(
+        pending.len() == 2,
+        "concurrent retries left {} charges pending",
+        pending.len()
+    );
+    Ok(())
+}
+
+/// Runs the payment-store checks (idempotent payments and refunds, ledger validation) against
+/// stores made by `make` (one per check; every check uses a fresh tenant).
+///
+/// # Errors
+///
+/// A message naming the first check that failed.
+pub async fn run_payment_store_suite<P, F>(make: F) -> Result<(), String>
+where
+    P: crate::payments::PaymentStore,
+    F: Fn() -> P,
+{
+    retried_payments_and_refunds_are_written_once(make())
+        .await
+        .map_err(|e| format!("retried_payments_and_refunds_are_written_once: {e}"))?;
+    concurrent_keyed_payments_write_once(make())
+        .await
+        .map_err(|e| format!("concurrent_keyed_payments_write_once: {e}"))?;
+    Ok(())
+}
+
+type Collections<P> =
+    crate::dunning::CollectionsService<P, crate::dunning::InMemoryDunningStore, FixedClock>;
+
+async fn collections<P: crate::payments::PaymentStore>(
+    payments: P,
+) -> Result<(Collections<P>, TenantId, CustomerId), String> {
+    let policy = crate::dunning::DunningPolicy::builder()
+        .build()
+        .map_err(err)?;
+    let service = crate::dunning::CollectionsService::new(
+        payments,
+        crate::dunning::InMemoryDunningStore::new(),
+        clock(),
+        chrono_tz::UTC,
+        policy,
+    );
+    let tenant = TenantId::new();
+    let customer = CustomerId::new();
+    service
+        .record_invoice(
+            tenant,
+            customer,
+            dotmac_core::InvoiceId::from_u128(1),
+            Money::from_minor(10_000, Currency::USD),
+            day(2026, 3, 1)?,
+            day(2026, 3, 15)?,
+        )
+        .await
+        .map_err(err)?;
+    Ok((service, tenant, customer))
+}
+
+async fn ledger_of<P: crate::payments::PaymentStore>(
+    service: &Collections<P>,
+    tenant: TenantId,
+    customer: CustomerId,
+) -> Result<Vec<crate::payments::LedgerEntry>, String> {
+    service
+        .payment_store()
+        .entries(tenant, customer)
+        .await
+        .map_err(err)
+}
+
+async fn retried_payments_and_refunds_are_written_once<P: crate::payments::PaymentStore>(
+    payments: P,
+) -> Result<(), String> {
+    use crate::dunning::{PaymentRequest, RefundRequest};
+    let (service, tenant, customer) = collections(payments).await?;
+    let usd = |minor| Money::from_minor(minor, Currency::USD);
+    let ledger_is = |what: &'static str, before: Vec<crate::payments::LedgerEntry>| {
+        let service = &service;
+        async move {
+            let after = ledger_of(service, tenant, customer).await?;
+            ensure!(after == before, "{what}: the ledger changed: {after:?}");
+            Ok::<(), String>(())
+        }
+    };
+
+    // A due date before the issue date is refused and records nothing.
+    let before = ledger_of(&service, tenant, customer).await?;
+    let due = service
+        .record_invoice(
+            tenant,
+            customer,
+            dotmac_core::InvoiceId::from_u128(2),
+            usd(500),
+            day(2026, 3, 10)?,
+            day(2026, 3, 9)?,
+        )
+        .await;
+    ensure!(
+        due == Err(BillingError::DueBeforeIssue {
+            invoice: dotmac_core::InvoiceId::from_u128(2),
+            issued: day(2026, 3, 10)?,
+            due: day(2026, 3, 9)?,
+        }),
+        "a due date before the issue date: {due:?}"
+    );
+    ledger_is("due before issue", before).await?;
+
+    // The same payment id twice: the first outcome, nothing written, no event.
+    let payment = dotmac_core::PaymentId::from_u128(7);
+    let (first, events) = service
+        .receive_payment(tenant, PaymentRequest::new(customer, payment, usd(6000)))
+        .await
+        .map_err(err)?;
+    ensure!(!events.is_empty(), "the first payment raised no event");
+    let once = ledger_of(&service, tenant, customer).await?;
+    let (again, events) = service
+        .receive_payment(tenant, PaymentRequest::new(customer, payment, usd(6000)))
+        .await
+        .map_err(err)?;
+    ensure!(
+        again == first,
+        "a retried payment id: {again:?} vs {first:?}"
+    );
+    ensure!(events.is_empty(), "a retried payment id raised {events:?}");
+    ledger_is("retried payment id", once.clone()).await?;
+    let other = service
+        .receive_payment(tenant, PaymentRequest::new(customer, payment, usd(6100)))
+        .await;
+    ensure!(
+        other == Err(BillingError::DuplicatePayment(payment)),
+        "a payment id with another amount: {other:?}"
+    );
+    ledger_is("payment id with another amount", once.clone()).await?;
+
+    // A keyed payment: the retry gets the first outcome; the key with another body is refused.
+    let keyed = PaymentRequest::new(customer, dotmac_core::PaymentId::from_u128(8), usd(1000))
+        .idempotency_key(key("pay-8")?);
+    let (first, events) = service
+        .receive_payment(tenant, keyed.clone())
+        .await
+        .map_err(err)?;
+    ensure!(!events.is_empty(), "the keyed payment raised no event");
+    let once = ledger_of(&service, tenant, customer).await?;
+    let (again, events) = service
+        .receive_payment(tenant, keyed.clone())
+        .await
+        .map_err(err)?;
+    ensure!(
+        again == first && events.is_empty(),
+        "a keyed retry: {again:?}, {events:?}"
+    );
+    ledger_is("keyed payment retry", once.clone()).await?;
+    let reused = service
+        .receive_payment(
+            tenant,
+            PaymentRequest::new(customer, dotmac_core::PaymentId::from_u128(9), usd(1000))
+                .idempotency_key(key("pay-8")?),
+        )
+        .await;
+    ensure!(
+        reused
+            == Err(BillingError::IdempotencyKeyReused {
+                key: "pay-8".into()
+            }),
+        "a payment with a reused key: {reused:?}"
+    );
+    ledger_is("payment with a reused key", once.clone()).await?;
+
+    // A keyed refund, the same way; a payment's key cannot name a refund.
+    let refund = RefundRequest::new(customer, payment, usd(250)).idempotency_key(key("refund-1")?);
+    let (entries, events) = service
+        .refund_payment(tenant, refund.clone())
+        .await
+        .map_err(err)?;
+    ensure!(
+        !entries.is_empty() && events.len() == entries.len(),
+        "the refund: {entries:?}, {events:?}"
+    );
+    let once = ledger_of(&service, tenant, customer).await?;
+    let (again, events) = service
+        .refund_payment(tenant, refund.clone())
+        .await
+        .map_err(err)?;
+    ensure!(
+        again == entries && events.is_empty(),
+        "a refund retry: {again:?}, {events:?}"
+    );
+    ledger_is("refund retry", once.clone()).await?;
+    for (body, used) in [
+        (RefundRequest::new(customer, payment, usd(300)), "refund-1"),
+        (RefundRequest::new(customer, payment, usd(250)), "pay-8"),
+    ] {
+        let reused = service
+            .refund_payment(tenant, body.idempotency_key(key(used)?))
+            .await;
+        ensure!(
+            reused == Err(BillingError::IdempotencyKeyReused { key: used.into() }),
+            "a refund with the reused key {used}: {reused:?}"
+        );
+        ledger_is("refund with a reused key", once.clone()).await?;
+    }
+    Ok(())
+}
+
+async fn concurrent_keyed_payments_write_once<P: crate::payments::PaymentStore>(
+    payments: P,
+) -> Result<(), String> {
+    use crate::dunning::PaymentRequest;
+    let (service, tenant, customer) = collections(payments).await?;
+    let before = ledger_of(&service, tenant, customer).await?;
+    let request = PaymentRequest::new(
+        customer,
+        dotmac_core::PaymentId::from_u128(11),
+        Money::from_minor(2500, Currency::USD),
+    )
+    .idempotency_key(key("pay-11")?);
+    let (a, b) = join2(
+        service.receive_payment(tenant, request.clone()),
+        service.receive_payment(tenant, request.clone()),
+    )
+    .await;
+    let (a, a_events) = a.map_err(err)?;
+    let (b, b_events) = b.map_err(err)?;
+    ensure!(
+        a == b,
+        "concurrent retries got two outcomes: {a:?} vs {b:?}"
+    );
+    ensure!(
+        a_events.is_empty() != b_events.is_empty(),
+        "concurrent retries raised events {} and {} times",
+        a_events.len(),
+        b_events.len()
+    );
+    let after = ledger_of(&service, tenant, customer).await?;
+    ensure!(
+        after.len() == before.len() + a.entries.len(),
+        "concurrent retries appended {} entries for one payment of {}",
+        after.len() - before.len(),
+        a.entries.len()
     );
     Ok(())
 }

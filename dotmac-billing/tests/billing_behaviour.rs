@@ -710,3 +710,105 @@ fn deferred_prorations_carry_their_period_discount() {
     assert_eq!(totals(&july.invoices), [(d(2026, 7, 1), dec!(78.00))]);
     assert_eq!(july.invoices[0].discount_total, usd("0"));
 }
+
+/// Plan JSON goes through the same checks as the builder: a stored or imported plan cannot
+/// bring in what `Plan::builder` refuses.
+#[test]
+fn plan_json_cannot_bypass_validation() {
+    let plan = Plan::builder(PlanId::from_u128(1), ProductId::from_u128(1), "p")
+        .charge(Charge::recurring_flat([usd("30")]))
+        .setup_fee(usd("50"))
+        .build(d(2020, 1, 1))
+        .unwrap();
+    let good = serde_json::to_value(&plan).unwrap();
+    assert_eq!(serde_json::from_value::<Plan>(good.clone()).unwrap(), plan);
+    let refused = |edit: &dyn Fn(&mut serde_json::Value), expected: BillingError| {
+        let mut json = good.clone();
+        edit(&mut json);
+        let error = serde_json::from_value::<Plan>(json).unwrap_err();
+        assert_eq!(error.to_string(), expected.to_string());
+    };
+    let version =
+        |json: &mut serde_json::Value| -> serde_json::Value { json["versions"][0].clone() };
+    refused(
+        &|json| {
+            json["versions"][0]["charges"][0]["prices"][0]["model"]["unit_amount"] = "-30.00".into()
+        },
+        BillingError::NegativePrice {
+            plan: plan.id,
+            charge: 0,
+            currency: "USD",
+        },
+    );
+    refused(
+        &|json| {
+            let price = version(json)["charges"][0]["prices"][0].clone();
+            json["versions"][0]["charges"][0]["prices"]
+                .as_array_mut()
+                .unwrap()
+                .push(price);
+        },
+        BillingError::DuplicateCurrencyPrice {
+            plan: plan.id,
+            charge: 0,
+            currency: "USD",
+        },
+    );
+    refused(
+        &|json| json["versions"][0]["charges"] = serde_json::json!([]),
+        BillingError::PlanWithoutCharges {
+            plan: plan.id,
+            version: 1,
+        },
+    );
+    refused(
+        &|json| json["versions"][0]["setup_fees"][0]["currency"] = "EUR".into(),
+        BillingError::SetupFeeCurrencyWithoutPrice {
+            plan: plan.id,
+            currency: "EUR",
+        },
+    );
+}
+
+#[test]
+fn plan_builder_refuses_what_cannot_be_billed() {
+    let builder = || Plan::builder(PlanId::from_u128(1), ProductId::from_u128(1), "p");
+    assert_eq!(
+        builder()
+            .charge(Charge::recurring_flat([usd("-30.00")]))
+            .build(d(2020, 1, 1)),
+        Err(BillingError::NegativePrice {
+            plan: PlanId::from_u128(1),
+            charge: 0,
+            currency: "USD"
+        })
+    );
+    assert_eq!(
+        builder().setup_fee(usd("50")).build(d(2020, 1, 1)),
+        Err(BillingError::PlanWithoutCharges {
+            plan: PlanId::from_u128(1),
+            version: 1
+        })
+    );
+    let graduated = PriceModel::Graduated {
+        tiers: dotmac_billing::Tiers::new(vec![dotmac_billing::Tier {
+            up_to: None,
+            unit_amount: dec!(1),
+            flat_amount: dec!(-5),
+        }])
+        .unwrap(),
+    };
+    assert_eq!(
+        builder()
+            .charge(Charge::per_seat(vec![CurrencyPrice {
+                currency: Currency::USD,
+                model: graduated
+            }]))
+            .build(d(2020, 1, 1)),
+        Err(BillingError::NegativePrice {
+            plan: PlanId::from_u128(1),
+            charge: 0,
+            currency: "USD"
+        })
+    );
+}

@@ -8,9 +8,10 @@ use dotmac_billing::dunning::{DunningState, DunningStore};
 use dotmac_billing::payments::{LedgerEntry, PaymentStore};
 use dotmac_billing::usage::{MeterId, UsageEvent, UsageStore};
 use dotmac_billing::{
-    BillingCommit, BillingError, CatalogStore, CommitResult, CreditNote, CreditRequest,
-    CustomerAccount, DocumentKey, DocumentNumber, Invoice, InvoiceStatus, InvoiceStore,
-    IssuedInvoice, PendingCharge, Plan, Product, Subscription, SubscriptionStore, credit_note,
+    BillingCommit, BillingError, CatalogStore, CommitResult, CreditNote, CustomerAccount,
+    DocumentKey, DocumentNumber, IdempotencyKey, IdempotencyRecord, Invoice, InvoiceStatus,
+    InvoiceStore, IssuedInvoice, KeyedRequest, KeyedWrite, PendingCharge, Plan, Product,
+    Subscription, SubscriptionStore,
 };
 use dotmac_core::{CustomerId, InvoiceId, PlanId, SubscriptionId, TenantId};
 
@@ -26,13 +27,13 @@ type Result<T> = std::result::Result<T, BillingError>;
 
 /// The number series of invoices and credit notes in `invoice_counters`.
 const INVOICE_SERIES: &str = "billing.invoice";
-const CREDIT_NOTE_SERIES: &str = "billing.credit_note";
+pub(crate) const CREDIT_NOTE_SERIES: &str = "billing.credit_note";
 
 /// Storage failures as billing errors.
 ///
 /// `BillingError` has no variant for a failed storage call yet, so the failure is reported as
 /// a configuration error of the storage backend; a duplicate key keeps its meaning.
-fn storage(error: SqlError) -> BillingError {
+pub(crate) fn storage(error: SqlError) -> BillingError {
     match error {
         SqlError::Duplicate { what, key } => BillingError::AlreadyExists { what, id: key },
         SqlError::Core(core) => BillingError::Core(core),
@@ -44,11 +45,11 @@ fn storage(error: SqlError) -> BillingError {
     }
 }
 
-fn id(tenant: TenantId) -> Bind {
+pub(crate) fn id(tenant: TenantId) -> Bind {
     Bind::Uuid(tenant.as_uuid())
 }
 
-fn body<T: serde::Serialize>(what: &'static str, value: &T) -> Result<Bind> {
+pub(crate) fn body<T: serde::Serialize>(what: &'static str, value: &T) -> Result<Bind> {
     json(what, value).map_err(storage)
 }
 
@@ -73,7 +74,7 @@ fn status_text(status: InvoiceStatus) -> Result<String> {
     }
 }
 
-fn number(n: i64) -> DocumentNumber {
+pub(crate) fn number(n: i64) -> DocumentNumber {
     DocumentNumber(n.unsigned_abs())
 }
 
@@ -1369,15 +1370,8 @@ impl InvoiceStore for SqlStore {
             .db
             .write(
                 tenant,
-                "INSERT INTO billing_pending_charges (tenant_id, charge_id, customer_id, consumed, body) \
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id, charge_id) DO NOTHING",
-                &[
-                    id(tenant),
-                    Bind::Uuid(charge.id.as_uuid()),
-                    Bind::Uuid(charge.customer.as_uuid()),
-                    Bind::Bool(false),
-                    body("pending charge", &charge)?,
-                ],
+                crate::keyed::INSERT_PENDING_CHARGE,
+                &crate::keyed::pending_charge_binds(tenant, &charge)?,
             )
             .await
             .map_err(storage)?;
@@ -1518,78 +1512,39 @@ impl InvoiceStore for SqlStore {
         })
     }
 
-    async fn insert_credit_note(
-        &self,
-        tenant: TenantId,
-        mut note: CreditNote,
-    ) -> Result<CreditNote> {
+    async fn insert_credit_note(&self, tenant: TenantId, note: CreditNote) -> Result<CreditNote> {
         dispatch!(self.db, pool, d => {
             let mut tx = d::begin_tenant(pool, tenant).await.map_err(storage)?;
-            // Locking the invoice row serialises notes against one invoice, so that two notes
-            // built concurrently cannot over-credit it.
-            let sql = if d::IS_POSTGRES {
-                "SELECT body FROM billing_invoices WHERE tenant_id = $1 AND invoice_id = $2 FOR UPDATE"
-            } else {
-                "SELECT body FROM billing_invoices WHERE tenant_id = $1 AND invoice_id = $2"
-            };
-            let invoice = d::docs::bodies(&mut tx, sql, &[id(tenant), Bind::Uuid(note.invoice.as_uuid())])
-                .await
-                .map_err(storage)?;
-            let Some(invoice) = invoice.into_iter().next() else {
-                return Err(BillingError::InvoiceNotFound(note.invoice));
-            };
-            let invoice: Invoice = from_json("invoice", invoice).map_err(storage)?;
-            let earlier = d::docs::bodies(
-                &mut tx,
-                "SELECT body FROM billing_credit_notes WHERE tenant_id = $1 AND invoice_id = $2 ORDER BY seq",
-                &[id(tenant), Bind::Uuid(note.invoice.as_uuid())],
-            )
-            .await
-            .map_err(storage)?
-            .into_iter()
-            .map(|b| from_json::<CreditNote>("credit note", b))
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(storage)?;
-            if earlier.iter().any(|n| n.id == note.id) {
-                return Err(BillingError::AlreadyExists {
-                    what: "credit note",
-                    id: note.id.to_string(),
-                });
-            }
-            credit_note(
-                note.id,
-                &invoice,
-                &earlier,
-                &CreditRequest::Lines(note.lines.clone()),
-                note.issue_date,
-                note.reason.clone(),
-            )?;
-            let n = d::numbers::reserve(&mut tx, tenant, CREDIT_NOTE_SERIES, 1).await.map_err(storage)?;
-            note.number = Some(number(n));
-            let written = d::docs::execute(
-                &mut tx,
-                "INSERT INTO billing_credit_notes (tenant_id, note_id, invoice_id, number, total, body) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-                &[
-                    id(tenant),
-                    Bind::Uuid(note.id.as_uuid()),
-                    Bind::Uuid(note.invoice.as_uuid()),
-                    Bind::I64(n),
-                    Bind::Dec(note.total.amount()),
-                    body("credit note", &note)?,
-                ],
-            )
-            .await
-            .map_err(storage)?;
-            if written == Written::UniqueViolation {
-                return Err(BillingError::AlreadyExists {
-                    what: "credit note",
-                    id: note.id.to_string(),
-                });
-            }
+            let note = d::keyed::insert_credit_note(&mut tx, tenant, note).await?;
             tx.commit().await.during("commit credit note").map_err(storage)?;
             Ok(note)
         })
+    }
+
+    async fn idempotency_record(
+        &self,
+        tenant: TenantId,
+        key: &IdempotencyKey,
+    ) -> Result<Option<IdempotencyRecord>> {
+        self.keyed_record(tenant, key).await
+    }
+
+    async fn add_pending_charge_keyed(
+        &self,
+        tenant: TenantId,
+        charge: PendingCharge,
+        keyed: &KeyedRequest,
+    ) -> Result<KeyedWrite<bool>> {
+        self.add_pending_keyed(tenant, charge, keyed).await
+    }
+
+    async fn insert_credit_note_keyed(
+        &self,
+        tenant: TenantId,
+        note: CreditNote,
+        keyed: &KeyedRequest,
+    ) -> Result<KeyedWrite<CreditNote>> {
+        self.insert_note_keyed(tenant, note, keyed).await
     }
 
     async fn credit_notes_of(
@@ -1639,32 +1594,28 @@ impl PaymentStore for SqlStore {
     ) -> Result<()> {
         dispatch!(self.db, pool, d => {
             let mut tx = d::begin_tenant(pool, tenant).await.map_err(storage)?;
-            for entry in entries {
-                let written = d::docs::execute(
-                    &mut tx,
-                    "INSERT INTO payment_ledger (tenant_id, customer_id, sequence, entry_date, body) \
-                     VALUES ($1, $2, $3, $4, $5)",
-                    &[
-                        id(tenant),
-                        Bind::Uuid(customer.as_uuid()),
-                        Bind::I64(i64::try_from(entry.sequence).unwrap_or(i64::MAX)),
-                        Bind::Date(entry.on),
-                        body("ledger entry", entry)?,
-                    ],
-                )
-                .await
-                .map_err(storage)?;
-                if written == Written::UniqueViolation {
-                    // Another writer appended at this position first: the caller's ledger is
-                    // stale. Nothing of this call is kept.
-                    return Err(BillingError::AlreadyExists {
-                        what: "ledger entry",
-                        id: format!("{customer}#{}", entry.sequence),
-                    });
-                }
-            }
+            d::keyed::append_ledger(&mut tx, tenant, customer, entries).await?;
             tx.commit().await.during("commit ledger").map_err(storage)
         })
+    }
+
+    async fn payment_idempotency_record(
+        &self,
+        tenant: TenantId,
+        key: &IdempotencyKey,
+    ) -> Result<Option<IdempotencyRecord>> {
+        self.keyed_record(tenant, key).await
+    }
+
+    async fn append_keyed(
+        &self,
+        tenant: TenantId,
+        customer: CustomerId,
+        entries: &[LedgerEntry],
+        record: &IdempotencyRecord,
+    ) -> Result<KeyedWrite<()>> {
+        self.append_ledger_keyed(tenant, customer, entries, record)
+            .await
     }
 
     async fn entries(&self, tenant: TenantId, customer: CustomerId) -> Result<Vec<LedgerEntry>> {

@@ -23,8 +23,10 @@ pub(crate) mod sqlite {
     pub(crate) use crate::billing::sqlite as billing;
     pub(crate) use crate::billrun::sqlite as billrun;
     pub(crate) use crate::docs::sqlite as docs;
+    pub(crate) use crate::keyed::sqlite as keyed;
     pub(crate) use crate::numbers::sqlite as numbers;
     pub(crate) use crate::outbox::sqlite as outbox;
+    pub(crate) use crate::tenants::sqlite as tenants;
     pub(crate) use crate::usage::sqlite as usage;
 
     /// `BEGIN IMMEDIATE` takes the write lock up front: a deferred transaction that reads and
@@ -100,8 +102,10 @@ pub(crate) mod postgres {
     pub(crate) use crate::billing::postgres as billing;
     pub(crate) use crate::billrun::postgres as billrun;
     pub(crate) use crate::docs::postgres as docs;
+    pub(crate) use crate::keyed::postgres as keyed;
     pub(crate) use crate::numbers::postgres as numbers;
     pub(crate) use crate::outbox::postgres as outbox;
+    pub(crate) use crate::tenants::postgres as tenants;
     pub(crate) use crate::usage::postgres as usage;
 
     pub(crate) async fn begin_write(pool: &PgPool) -> Result<Tx> {

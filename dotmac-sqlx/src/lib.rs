@@ -55,6 +55,7 @@ mod db;
 mod dialect;
 mod docs;
 mod error;
+mod keyed;
 mod numbers;
 mod outbox;
 #[cfg(all(test, feature = "postgres"))]

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use dotmac_core::TenantId;
 
-use crate::db::{Database, dispatch};
+use crate::db::{Database, dispatch, for_each_dialect};
 use crate::error::{Context, Result, SqlError, is_unique_violation};
 
 /// What [`Database::claim_idempotency_key`] found.
@@ -86,36 +86,66 @@ impl Database {
     ) -> Result<IdempotencyClaim> {
         dispatch!(self, pool, d => {
             let mut tx = d::begin_tenant(pool, tenant).await?;
-            let inserted = sqlx::query(
-                "INSERT INTO idempotency_keys (tenant_id, scope, key, reference, created_at) \
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id, scope, key) DO NOTHING",
-            )
-            .bind(tenant.as_uuid())
-            .bind(scope)
-            .bind(key)
-            .bind(reference)
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .during("record idempotency key")?
-            .rows_affected();
-            let claim = if inserted == 1 {
-                IdempotencyClaim::Claimed
-            } else {
-                let earlier: String = sqlx::query_scalar(
-                    "SELECT reference FROM idempotency_keys \
-                     WHERE tenant_id = $1 AND scope = $2 AND key = $3",
-                )
-                .bind(tenant.as_uuid())
-                .bind(scope)
-                .bind(key)
-                .fetch_one(&mut *tx)
-                .await
-                .during("read idempotency key")?;
-                IdempotencyClaim::Replayed(earlier)
-            };
+            let claim = d::tenants::claim_idempotency_key(&mut tx, tenant, scope, key, reference, now)
+                .await?;
             tx.commit().await.during("commit idempotency key")?;
             Ok(claim)
         })
+    }
+}
+
+for_each_dialect! {
+    /// [`Database::claim_idempotency_key`] inside an open tenant transaction, so that a write
+    /// and its key commit (or roll back) together. On PostgreSQL a concurrent claim of the
+    /// same key waits on the key's unique index until this transaction ends, then finds it.
+    pub(crate) async fn claim_idempotency_key(
+        tx: &mut Tx,
+        tenant: TenantId,
+        scope: &str,
+        key: &str,
+        reference: &str,
+        now: DateTime<Utc>,
+    ) -> Result<IdempotencyClaim> {
+        let inserted = sqlx::query(
+            "INSERT INTO idempotency_keys (tenant_id, scope, key, reference, created_at) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id, scope, key) DO NOTHING",
+        )
+        .bind(tenant.as_uuid())
+        .bind(scope)
+        .bind(key)
+        .bind(reference)
+        .bind(now)
+        .execute(&mut **tx)
+        .await
+        .during("record idempotency key")?
+        .rows_affected();
+        if inserted == 1 {
+            return Ok(IdempotencyClaim::Claimed);
+        }
+        let earlier = idempotency_reference(tx, tenant, scope, key).await?;
+        // The row was there a moment ago and keys are never deleted.
+        earlier.map(IdempotencyClaim::Replayed).ok_or(SqlError::Duplicate {
+            what: "idempotency key",
+            key: key.to_owned(),
+        })
+    }
+
+    /// The reference recorded with a key, if any.
+    pub(crate) async fn idempotency_reference(
+        tx: &mut Tx,
+        tenant: TenantId,
+        scope: &str,
+        key: &str,
+    ) -> Result<Option<String>> {
+        sqlx::query_scalar(
+            "SELECT reference FROM idempotency_keys \
+             WHERE tenant_id = $1 AND scope = $2 AND key = $3",
+        )
+        .bind(tenant.as_uuid())
+        .bind(scope)
+        .bind(key)
+        .fetch_optional(&mut **tx)
+        .await
+        .during("read idempotency key")
     }
 }

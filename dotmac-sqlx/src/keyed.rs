@@ -1,0 +1,311 @@
+//! Billing writes inside an open transaction, shared by the plain store methods and their
+//! keyed (idempotent) twins: a keyed write claims its idempotency key first, in the same
+//! transaction as the write, so that the write and its key commit or roll back together and a
+//! concurrent retry with the key waits for the first and then replays it (exactly one write).
+//!
+//! Keys live in the foundation's `idempotency_keys` table under one scope, [`SCOPE`], with the
+//! [`IdempotencyRecord`] (request and result) as JSON in its `reference` column: no table of
+//! its own, and [`Database::claim_idempotency_key`](crate::Database::claim_idempotency_key)
+//! is the same claim.
+
+use dotmac_billing::payments::LedgerEntry;
+use dotmac_billing::{
+    BillingError, CreditNote, CreditRequest, IdempotencyKey, IdempotencyRecord, IdempotentResult,
+    Invoice, KeyedRequest, KeyedWrite, PendingCharge, credit_note,
+};
+use dotmac_core::{CustomerId, TenantId};
+
+use crate::billing::{CREDIT_NOTE_SERIES, body, id, number, storage};
+use crate::db::{dispatch, for_each_dialect};
+use crate::docs::{Bind, Written, from_json};
+use crate::error::{Context, SqlError};
+use crate::store::SqlStore;
+use crate::tenants::IdempotencyClaim;
+
+type Result<T> = std::result::Result<T, BillingError>;
+
+/// The `idempotency_keys` scope of every billing key: one key space per tenant, so a key used
+/// for a payment cannot be used again for a refund (Stripe's semantics).
+pub(crate) const SCOPE: &str = "dotmac-billing";
+
+/// Adds a pending charge; an id already stored is skipped (no row written).
+pub(crate) const INSERT_PENDING_CHARGE: &str = "INSERT INTO billing_pending_charges \
+     (tenant_id, charge_id, customer_id, consumed, body) \
+     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id, charge_id) DO NOTHING";
+
+pub(crate) fn pending_charge_binds(tenant: TenantId, charge: &PendingCharge) -> Result<Vec<Bind>> {
+    Ok(vec![
+        id(tenant),
+        Bind::Uuid(charge.id.as_uuid()),
+        Bind::Uuid(charge.customer.as_uuid()),
+        Bind::Bool(false),
+        body("pending charge", charge)?,
+    ])
+}
+
+fn record_text(record: &IdempotencyRecord) -> Result<String> {
+    serde_json::to_string(record).map_err(|source| {
+        storage(SqlError::Json {
+            what: "idempotency record",
+            source,
+        })
+    })
+}
+
+fn record_of(text: &str) -> Result<IdempotencyRecord> {
+    serde_json::from_str(text).map_err(|source| {
+        storage(SqlError::Json {
+            what: "idempotency record",
+            source,
+        })
+    })
+}
+
+for_each_dialect! {
+    /// Appends ledger entries; a position already taken (a concurrent writer appended first)
+    /// fails the whole call.
+    pub(crate) async fn append_ledger(
+        tx: &mut Tx,
+        tenant: TenantId,
+        customer: CustomerId,
+        entries: &[LedgerEntry],
+    ) -> Result<()> {
+        for entry in entries {
+            let written = docs::execute(
+                tx,
+                "INSERT INTO payment_ledger (tenant_id, customer_id, sequence, entry_date, body) \
+                 VALUES ($1, $2, $3, $4, $5)",
+                &[
+                    id(tenant),
+                    Bind::Uuid(customer.as_uuid()),
+                    Bind::I64(i64::try_from(entry.sequence).unwrap_or(i64::MAX)),
+                    Bind::Date(entry.on),
+                    body("ledger entry", entry)?,
+                ],
+            )
+            .await
+            .map_err(storage)?;
+            if written == Written::UniqueViolation {
+                // Another writer appended at this position first: the caller's ledger is
+                // stale. Nothing of this call is kept.
+                return Err(BillingError::AlreadyExists {
+                    what: "ledger entry",
+                    id: format!("{customer}#{}", entry.sequence),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Numbers and stores a credit note, re-checked against the notes already stored.
+    pub(crate) async fn insert_credit_note(
+        tx: &mut Tx,
+        tenant: TenantId,
+        mut note: CreditNote,
+    ) -> Result<CreditNote> {
+        // Locking the invoice row serialises notes against one invoice, so that two notes
+        // built concurrently cannot over-credit it.
+        let sql = if IS_POSTGRES {
+            "SELECT body FROM billing_invoices WHERE tenant_id = $1 AND invoice_id = $2 FOR UPDATE"
+        } else {
+            "SELECT body FROM billing_invoices WHERE tenant_id = $1 AND invoice_id = $2"
+        };
+        let invoice = docs::bodies(tx, sql, &[id(tenant), Bind::Uuid(note.invoice.as_uuid())])
+            .await
+            .map_err(storage)?;
+        let Some(invoice) = invoice.into_iter().next() else {
+            return Err(BillingError::InvoiceNotFound(note.invoice));
+        };
+        let invoice: Invoice = from_json("invoice", invoice).map_err(storage)?;
+        let earlier = docs::bodies(
+            tx,
+            "SELECT body FROM billing_credit_notes WHERE tenant_id = $1 AND invoice_id = $2 ORDER BY seq",
+            &[id(tenant), Bind::Uuid(note.invoice.as_uuid())],
+        )
+        .await
+        .map_err(storage)?
+        .into_iter()
+        .map(|b| from_json::<CreditNote>("credit note", b))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(storage)?;
+        if earlier.iter().any(|n| n.id == note.id) {
+            return Err(BillingError::AlreadyExists {
+                what: "credit note",
+                id: note.id.to_string(),
+            });
+        }
+        credit_note(
+            note.id,
+            &invoice,
+            &earlier,
+            &CreditRequest::Lines(note.lines.clone()),
+            note.issue_date,
+            note.reason.clone(),
+        )?;
+        let n = numbers::reserve(tx, tenant, CREDIT_NOTE_SERIES, 1).await.map_err(storage)?;
+        note.number = Some(number(n));
+        let written = docs::execute(
+            tx,
+            "INSERT INTO billing_credit_notes (tenant_id, note_id, invoice_id, number, total, body) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            &[
+                id(tenant),
+                Bind::Uuid(note.id.as_uuid()),
+                Bind::Uuid(note.invoice.as_uuid()),
+                Bind::I64(n),
+                Bind::Dec(note.total.amount()),
+                body("credit note", &note)?,
+            ],
+        )
+        .await
+        .map_err(storage)?;
+        if written == Written::UniqueViolation {
+            return Err(BillingError::AlreadyExists {
+                what: "credit note",
+                id: note.id.to_string(),
+            });
+        }
+        Ok(note)
+    }
+
+    /// Claims `record`'s key: `None` when it was new (the caller writes, then commits), the
+    /// stored record when it was already there (the caller rolls back and replays).
+    pub(crate) async fn claim(
+        tx: &mut Tx,
+        tenant: TenantId,
+        record: &IdempotencyRecord,
+    ) -> Result<Option<IdempotencyRecord>> {
+        let claim = tenants::claim_idempotency_key(
+            tx,
+            tenant,
+            SCOPE,
+            record.key.as_str(),
+            &record_text(record)?,
+            record.recorded_at,
+        )
+        .await
+        .map_err(storage)?;
+        match claim {
+            IdempotencyClaim::Claimed => Ok(None),
+            IdempotencyClaim::Replayed(text) => record_of(&text).map(Some),
+        }
+    }
+
+    /// Replaces the record of a key claimed in this transaction (its result is known only
+    /// after the write).
+    pub(crate) async fn set_record(
+        tx: &mut Tx,
+        tenant: TenantId,
+        record: &IdempotencyRecord,
+    ) -> Result<()> {
+        docs::execute(
+            tx,
+            "UPDATE idempotency_keys SET reference = $4 \
+             WHERE tenant_id = $1 AND scope = $2 AND key = $3",
+            &[
+                id(tenant),
+                Bind::Text(SCOPE.to_owned()),
+                Bind::Text(record.key.as_str().to_owned()),
+                Bind::Text(record_text(record)?),
+            ],
+        )
+        .await
+        .map_err(storage)?;
+        Ok(())
+    }
+}
+
+impl SqlStore {
+    /// The record of a billing idempotency key.
+    pub(crate) async fn keyed_record(
+        &self,
+        tenant: TenantId,
+        key: &IdempotencyKey,
+    ) -> Result<Option<IdempotencyRecord>> {
+        let text = dispatch!(self.db, pool, d => {
+            let mut tx = d::begin_read(pool, tenant).await.map_err(storage)?;
+            let text = d::tenants::idempotency_reference(&mut tx, tenant, SCOPE, key.as_str())
+                .await
+                .map_err(storage)?;
+            tx.commit().await.during("end read").map_err(storage)?;
+            text
+        });
+        text.as_deref().map(record_of).transpose()
+    }
+
+    /// [`append_ledger`](sqlite::append_ledger) and `record`, in one transaction.
+    pub(crate) async fn append_ledger_keyed(
+        &self,
+        tenant: TenantId,
+        customer: CustomerId,
+        entries: &[LedgerEntry],
+        record: &IdempotencyRecord,
+    ) -> Result<KeyedWrite<()>> {
+        dispatch!(self.db, pool, d => {
+            let mut tx = d::begin_tenant(pool, tenant).await.map_err(storage)?;
+            if let Some(earlier) = d::keyed::claim(&mut tx, tenant, record).await? {
+                tx.rollback().await.during("roll back").map_err(storage)?;
+                return Ok(KeyedWrite::Replayed(Box::new(earlier)));
+            }
+            d::keyed::append_ledger(&mut tx, tenant, customer, entries).await?;
+            tx.commit().await.during("commit ledger").map_err(storage)?;
+            Ok(KeyedWrite::Written(()))
+        })
+    }
+
+    /// Adds a pending charge and records `keyed` with whether it was added, in one
+    /// transaction.
+    pub(crate) async fn add_pending_keyed(
+        &self,
+        tenant: TenantId,
+        charge: PendingCharge,
+        keyed: &KeyedRequest,
+    ) -> Result<KeyedWrite<bool>> {
+        let binds = pending_charge_binds(tenant, &charge)?;
+        dispatch!(self.db, pool, d => {
+            let mut tx = d::begin_tenant(pool, tenant).await.map_err(storage)?;
+            let claimed = keyed.record(IdempotentResult::PendingCharge { added: false });
+            if let Some(earlier) = d::keyed::claim(&mut tx, tenant, &claimed).await? {
+                tx.rollback().await.during("roll back").map_err(storage)?;
+                return Ok(KeyedWrite::Replayed(Box::new(earlier)));
+            }
+            let written = d::docs::execute(&mut tx, INSERT_PENDING_CHARGE, &binds)
+                .await
+                .map_err(storage)?;
+            let added = written == Written::Rows(1);
+            if added {
+                let record = keyed.record(IdempotentResult::PendingCharge { added });
+                d::keyed::set_record(&mut tx, tenant, &record).await?;
+            }
+            tx.commit().await.during("commit pending charge").map_err(storage)?;
+            Ok(KeyedWrite::Written(added))
+        })
+    }
+
+    /// Numbers and stores a credit note and records `keyed` with the note, in one
+    /// transaction.
+    pub(crate) async fn insert_note_keyed(
+        &self,
+        tenant: TenantId,
+        note: CreditNote,
+        keyed: &KeyedRequest,
+    ) -> Result<KeyedWrite<CreditNote>> {
+        dispatch!(self.db, pool, d => {
+            let mut tx = d::begin_tenant(pool, tenant).await.map_err(storage)?;
+            let claimed = keyed.record(IdempotentResult::CreditNote {
+                credit_note: note.clone(),
+            });
+            if let Some(earlier) = d::keyed::claim(&mut tx, tenant, &claimed).await? {
+                tx.rollback().await.during("roll back").map_err(storage)?;
+                return Ok(KeyedWrite::Replayed(Box::new(earlier)));
+            }
+            let note = d::keyed::insert_credit_note(&mut tx, tenant, note).await?;
+            let record = keyed.record(IdempotentResult::CreditNote {
+                credit_note: note.clone(),
+            });
+            d::keyed::set_record(&mut tx, tenant, &record).await?;
+            tx.commit().await.during("commit credit note").map_err(storage)?;
+            Ok(KeyedWrite::Written(note))
+        })
+    }
+}
