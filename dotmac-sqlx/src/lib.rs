@@ -53,6 +53,7 @@ mod db;
 mod dialect;
 mod docs;
 mod error;
+mod input;
 mod numbers;
 mod outbox;
 #[cfg(all(test, feature = "postgres"))]
@@ -67,7 +68,7 @@ pub use billrun::{
     BillRunId, BillRunProgress, ChunkClaim, InvoiceLineRecord, InvoiceRecord, StoredInvoice,
 };
 pub use db::{BackendKind, Database, DatabaseOptions};
-pub use error::{BoxedSource, Result, SqlError};
+pub use error::{BoxedSource, InputProblem, Result, SqlError};
 pub use outbox::{OutboxEvent, OutboxMessage};
 pub use scaleout::{BillWorker, WorkerReport};
 pub use store::SqlStore;
