@@ -217,11 +217,20 @@ mod storage_tests {
     #[test]
     fn storage_errors_keep_their_source_and_compare_by_kind_and_message() {
         let e = StorageError::from_source(StorageErrorKind::Unavailable, Driver);
-        assert_eq!(e.to_string(), "storage unavailable, retry later: driver said no");
+        assert_eq!(
+            e.to_string(),
+            "storage unavailable, retry later: driver said no"
+        );
         assert!(e.is_retryable());
         let source = std::error::Error::source(&e).map(|s| s.is::<Driver>());
         assert_eq!(source, Some(true));
-        assert_eq!(e, StorageError::new(StorageErrorKind::Unavailable, "driver said no"));
-        assert_ne!(e, StorageError::new(StorageErrorKind::Conflict, "driver said no"));
+        assert_eq!(
+            e,
+            StorageError::new(StorageErrorKind::Unavailable, "driver said no")
+        );
+        assert_ne!(
+            e,
+            StorageError::new(StorageErrorKind::Conflict, "driver said no")
+        );
     }
 }

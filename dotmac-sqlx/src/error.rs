@@ -176,7 +176,10 @@ impl std::fmt::Display for InputProblem {
         match self {
             InputProblem::NulByte => f.write_str("it contains a NUL character; remove it"),
             InputProblem::TooLong { bytes, max } => {
-                write!(f, "it is {bytes} bytes long, more than the {max} bytes allowed")
+                write!(
+                    f,
+                    "it is {bytes} bytes long, more than the {max} bytes allowed"
+                )
             }
         }
     }
@@ -279,8 +282,8 @@ fn classify_sqlstate(code: &str, message: &str) -> StorageErrorKind {
         "22021" | "22P05" | "22001" | "22003" | "54000" => StorageErrorKind::InvalidInput,
         // Serialisation failure, deadlock, lock not available, statement or lock timeout
         // (query_canceled), too many connections, out of memory or disk, admin shutdown.
-        "40001" | "40P01" | "55P03" | "57014" | "53000" | "53100" | "53200" | "53300"
-        | "57P01" | "57P02" | "57P03" => StorageErrorKind::Unavailable,
+        "40001" | "40P01" | "55P03" | "57014" | "53000" | "53100" | "53200" | "53300" | "57P01"
+        | "57P02" | "57P03" => StorageErrorKind::Unavailable,
         "23503" | "23502" | "23514" | "23P01" => StorageErrorKind::Constraint,
         "23505" => StorageErrorKind::Conflict,
         // Row-level security refused a row of another tenant (the second line behind the
@@ -366,26 +369,56 @@ mod tests {
 
     #[test]
     fn database_codes_map_to_storage_kinds() {
-        assert_eq!(classify_sqlstate("22021", ""), StorageErrorKind::InvalidInput);
-        assert_eq!(classify_sqlstate("54000", ""), StorageErrorKind::InvalidInput);
-        assert_eq!(classify_sqlstate("22001", ""), StorageErrorKind::InvalidInput);
-        assert_eq!(classify_sqlstate("40001", ""), StorageErrorKind::Unavailable);
-        assert_eq!(classify_sqlstate("40P01", ""), StorageErrorKind::Unavailable);
-        assert_eq!(classify_sqlstate("55P03", ""), StorageErrorKind::Unavailable);
-        assert_eq!(classify_sqlstate("08006", ""), StorageErrorKind::Unavailable);
+        assert_eq!(
+            classify_sqlstate("22021", ""),
+            StorageErrorKind::InvalidInput
+        );
+        assert_eq!(
+            classify_sqlstate("54000", ""),
+            StorageErrorKind::InvalidInput
+        );
+        assert_eq!(
+            classify_sqlstate("22001", ""),
+            StorageErrorKind::InvalidInput
+        );
+        assert_eq!(
+            classify_sqlstate("40001", ""),
+            StorageErrorKind::Unavailable
+        );
+        assert_eq!(
+            classify_sqlstate("40P01", ""),
+            StorageErrorKind::Unavailable
+        );
+        assert_eq!(
+            classify_sqlstate("55P03", ""),
+            StorageErrorKind::Unavailable
+        );
+        assert_eq!(
+            classify_sqlstate("08006", ""),
+            StorageErrorKind::Unavailable
+        );
         assert_eq!(classify_sqlstate("23505", ""), StorageErrorKind::Conflict);
         assert_eq!(classify_sqlstate("23503", ""), StorageErrorKind::Constraint);
         assert_eq!(
             classify_sqlstate("42501", "new row violates row-level security policy"),
             StorageErrorKind::TenantMismatch
         );
-        assert_eq!(classify_sqlstate("42501", "permission denied"), StorageErrorKind::Other);
+        assert_eq!(
+            classify_sqlstate("42501", "permission denied"),
+            StorageErrorKind::Other
+        );
         // SQLITE_BUSY_SNAPSHOT (517) is busy; SQLITE_TOOBIG too big; SQLITE_CONSTRAINT_CHECK.
         assert_eq!(classify_sqlite(517), StorageErrorKind::Unavailable);
         assert_eq!(classify_sqlite(18), StorageErrorKind::InvalidInput);
         assert_eq!(classify_sqlite(275), StorageErrorKind::Constraint);
-        assert_eq!(classify(&sqlx::Error::PoolTimedOut), StorageErrorKind::Unavailable);
-        assert_eq!(classify(&sqlx::Error::RowNotFound), StorageErrorKind::NotFound);
+        assert_eq!(
+            classify(&sqlx::Error::PoolTimedOut),
+            StorageErrorKind::Unavailable
+        );
+        assert_eq!(
+            classify(&sqlx::Error::RowNotFound),
+            StorageErrorKind::NotFound
+        );
     }
 
     #[test]

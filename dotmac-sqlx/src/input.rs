@@ -62,7 +62,10 @@ pub(crate) fn document_text(what: &'static str, json: &str) -> Result<()> {
     bounded(what, json, MAX_DOCUMENT_BYTES)?;
     let bytes = json.as_bytes();
     let mut at = 0;
-    while let Some(offset) = bytes.get(at..).and_then(|rest| rest.iter().position(|&b| b == b'\\')) {
+    while let Some(offset) = bytes
+        .get(at..)
+        .and_then(|rest| rest.iter().position(|&b| b == b'\\'))
+    {
         let escape = at + offset;
         if bytes.get(escape + 1..escape + 6) == Some(b"u0000".as_slice()) {
             return Err(SqlError::InvalidInput {
@@ -111,7 +114,10 @@ mod tests {
             Some(InputProblem::NulByte)
         );
         let key = serde_json::json!({ "a\u{0}": 1 });
-        assert_eq!(refused(document("plan", &key).map(|_| ())), Some(InputProblem::NulByte));
+        assert_eq!(
+            refused(document("plan", &key).map(|_| ())),
+            Some(InputProblem::NulByte)
+        );
     }
 
     #[test]
@@ -119,7 +125,10 @@ mod tests {
         // The string `\u0000` (six characters) serialises as "\\u0000".
         let value = serde_json::json!({ "name": "\\u0000", "other": "x\\" });
         assert!(document("plan", &value).is_ok());
-        assert_eq!(refused(document_text("doc", r#"["\\\u0000"]"#)), Some(InputProblem::NulByte));
+        assert_eq!(
+            refused(document_text("doc", r#"["\\\u0000"]"#)),
+            Some(InputProblem::NulByte)
+        );
     }
 
     #[test]

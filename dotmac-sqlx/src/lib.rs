@@ -59,6 +59,8 @@ mod outbox;
 #[cfg(all(test, feature = "postgres"))]
 mod rls_tests;
 mod scaleout;
+#[cfg(test)]
+mod schema_tests;
 mod store;
 mod support;
 mod tenants;

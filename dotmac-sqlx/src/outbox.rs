@@ -1,8 +1,8 @@
 //! The transactional outbox: domain events written in the transaction of the change that
 //! produced them, and a relay API that claims undelivered events and marks them delivered.
 
-use std::collections::hash_map::{Entry, HashMap};
 use std::collections::HashSet;
+use std::collections::hash_map::{Entry, HashMap};
 
 use chrono::{DateTime, SubsecRound, Utc};
 use dotmac_core::{DomainEvent, EventId, EventPayload, TenantId};

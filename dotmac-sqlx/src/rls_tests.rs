@@ -12,7 +12,7 @@ use sqlx::Row;
 use crate::dialect::postgres as d;
 use crate::{Database, DatabaseOptions, InvoiceRecord, OutboxEvent};
 
-async fn postgres() -> Option<Database> {
+pub(crate) async fn postgres() -> Option<Database> {
     let url = std::env::var("DATABASE_URL").ok()?;
     // A schema per migration set, so that a changed migration never meets an old schema.
     let fingerprint = crate::db::POSTGRES_MIGRATIONS.iter().fold(0_u64, |acc, m| {
@@ -30,7 +30,7 @@ async fn postgres() -> Option<Database> {
     )
 }
 
-fn pool(db: &Database) -> &sqlx::PgPool {
+pub(crate) fn pool(db: &Database) -> &sqlx::PgPool {
     match db.backend_pool() {
         crate::db::Backend::Postgres(pool) => pool,
         #[allow(unreachable_patterns)]
