@@ -109,7 +109,7 @@ async fn insert_invoices_refuses_another_tenants_event_and_stores_nothing() {
                 &[event(tenant, EventId::new(), "A"), foreign.clone()],
             )
             .await;
-        assert_tenant_mismatch(&name, refused, &foreign, tenant);
+        assert_tenant_mismatch(name, refused, &foreign, tenant);
         assert_nothing_stored(name, &db, &[tenant, other]).await;
     }
 }
@@ -142,11 +142,11 @@ async fn complete_chunk_refuses_another_tenants_event_and_stores_nothing() {
                 &claim,
                 "INV",
                 &[invoice(InvoiceId::new(), Some(subscription), "Fibre")],
-                &[foreign.clone()],
+                std::slice::from_ref(&foreign),
                 at(1, 2),
             )
             .await;
-        assert_tenant_mismatch(&name, refused, &foreign, tenant);
+        assert_tenant_mismatch(name, refused, &foreign, tenant);
         assert_nothing_stored(name, &db, &[tenant, other]).await;
         let progress = db.bill_run_progress(tenant, run).await.unwrap();
         assert_eq!(progress.done, 0, "{name}: the chunk is still pending");
@@ -241,9 +241,9 @@ async fn a_duplicate_id_within_a_tenant_is_an_error_never_a_silent_drop() {
         let tenant = new_tenant(&db).await;
         let id = EventId::new();
         let first = event(tenant, id, "A");
-        db.append_events(tenant, &[first.clone()]).await.unwrap();
+        db.append_events(tenant, std::slice::from_ref(&first)).await.unwrap();
         // The same event again is a replay: stored once.
-        db.append_events(tenant, &[first.clone()]).await.unwrap();
+        db.append_events(tenant, std::slice::from_ref(&first)).await.unwrap();
         // Another event under the same id is refused, and nothing of the call is written.
         let other_new = event(tenant, EventId::new(), "C");
         let refused = db
