@@ -241,9 +241,13 @@ async fn a_duplicate_id_within_a_tenant_is_an_error_never_a_silent_drop() {
         let tenant = new_tenant(&db).await;
         let id = EventId::new();
         let first = event(tenant, id, "A");
-        db.append_events(tenant, std::slice::from_ref(&first)).await.unwrap();
+        db.append_events(tenant, std::slice::from_ref(&first))
+            .await
+            .unwrap();
         // The same event again is a replay: stored once.
-        db.append_events(tenant, std::slice::from_ref(&first)).await.unwrap();
+        db.append_events(tenant, std::slice::from_ref(&first))
+            .await
+            .unwrap();
         // Another event under the same id is refused, and nothing of the call is written.
         let other_new = event(tenant, EventId::new(), "C");
         let refused = db
