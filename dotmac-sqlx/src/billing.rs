@@ -454,10 +454,10 @@ for_each_dialect! {
             // not hold, and the batch is abandoned rather than a charge invoiced twice.
             let done = consume_pending(tx, tenant, &consumed).await.map_err(storage)?;
             if usize::try_from(done).ok() != Some(consumed.len()) {
-                return Err(BillingError::InvalidConfiguration {
-                    what: "pending charges",
-                    reason: "a charge was consumed by someone else during the batch; retry it",
-                });
+                return Err(BillingError::Storage(dotmac_core::StorageError::new(
+                    dotmac_core::StorageErrorKind::Conflict,
+                    "a pending charge was consumed by someone else during the batch; retry it",
+                )));
             }
         }
         Ok(results)

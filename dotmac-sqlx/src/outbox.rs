@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::collections::hash_map::{Entry, HashMap};
 
-use chrono::{DateTime, SubsecRound, Utc};
+use chrono::{DateTime, Utc};
 use dotmac_core::{DomainEvent, EventId, EventPayload, TenantId};
 use serde::Serialize;
 use sqlx::Row;
@@ -96,14 +96,12 @@ pub(crate) fn check_events(tenant: TenantId, events: &[OutboxEvent]) -> Result<(
     distinct_events(tenant, events).map(drop)
 }
 
-/// Whether two events with one id are the same event (a replay). Instants are compared to the
-/// microsecond, the precision PostgreSQL stores.
+/// Whether two events with one id are the same event (a replay): same tenant, type and
+/// payload. The instant is not compared: a fact reported again later (an event id derived from
+/// what happened, such as `billing.invoice_issued`'s) is still the same fact, and the first
+/// report is kept.
 fn same_event(a: &OutboxEvent, b: &OutboxEvent) -> bool {
-    a.id == b.id
-        && a.tenant == b.tenant
-        && a.event_type == b.event_type
-        && a.occurred_at.trunc_subsecs(6) == b.occurred_at.trunc_subsecs(6)
-        && a.payload == b.payload
+    a.id == b.id && a.tenant == b.tenant && a.event_type == b.event_type && a.payload == b.payload
 }
 
 fn different_event(event: &OutboxEvent) -> SqlError {
@@ -119,9 +117,9 @@ for_each_dialect! {
         ///
         /// Every event must be the tenant's ([`SqlError::TenantMismatch`], checked before any
         /// SQL runs) and storable ([`SqlError::InvalidInput`]). An event id the tenant already
-        /// used is a replay when the stored event is the same one (skipped, so a retried
-        /// transaction never duplicates an event) and [`SqlError::Duplicate`] when it is a
-        /// different event: an event is never silently dropped.
+        /// used is a replay when the stored event has the same type and payload (skipped, so a
+        /// retried transaction never duplicates an event) and [`SqlError::Duplicate`] when it
+        /// is a different event: an event is never silently dropped.
         pub(crate) async fn insert(tx: &mut Tx, tenant: TenantId, events: &[OutboxEvent]) -> Result<()> {
             let distinct = distinct_events(tenant, events)?;
             if distinct.is_empty() {

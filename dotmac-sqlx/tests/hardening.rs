@@ -244,10 +244,15 @@ async fn a_duplicate_id_within_a_tenant_is_an_error_never_a_silent_drop() {
         db.append_events(tenant, std::slice::from_ref(&first))
             .await
             .unwrap();
-        // The same event again is a replay: stored once.
+        // The same event again is a replay: stored once, also when reported later.
         db.append_events(tenant, std::slice::from_ref(&first))
             .await
             .unwrap();
+        let reported_later = OutboxEvent {
+            occurred_at: at(3, 0),
+            ..first.clone()
+        };
+        db.append_events(tenant, &[reported_later]).await.unwrap();
         // Another event under the same id is refused, and nothing of the call is written.
         let other_new = event(tenant, EventId::new(), "C");
         let refused = db
