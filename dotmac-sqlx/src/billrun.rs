@@ -577,6 +577,7 @@ impl Database {
             reason: "too many invoices for one chunk".into(),
         })?;
         let tenant = claim.tenant;
+        input::text("worker name", &claim.worker)?;
         let bodies = check_invoices(tenant, series, invoices, events)?;
         dispatch!(self, pool, d => {
             let mut tx = d::begin_tenant(pool, tenant).await?;
@@ -744,8 +745,9 @@ impl Database {
     ///
     /// # Errors
     ///
-    /// [`SqlError::Conflict`] if someone else changed it first (or it does not exist:
-    /// `actual` is then `None`), [`SqlError::Database`].
+    /// [`SqlError::InvalidInput`] for a NUL character or an oversize status or body (checked
+    /// before any SQL runs), [`SqlError::Conflict`] if someone else changed it first (or it
+    /// does not exist: `actual` is then `None`), [`SqlError::Database`].
     pub async fn update_invoice(
         &self,
         tenant: TenantId,
@@ -754,6 +756,8 @@ impl Database {
         status: &str,
         body: &serde_json::Value,
     ) -> Result<i64> {
+        input::text("invoice status", status)?;
+        let body = input::document("invoice body", body)?;
         dispatch!(self, pool, d => {
             let mut tx = d::begin_tenant(pool, tenant).await?;
             let updated: Option<i64> = sqlx::query_scalar(
@@ -764,7 +768,7 @@ impl Database {
             .bind(id.as_uuid())
             .bind(expected_version)
             .bind(status)
-            .bind(Json(body))
+            .bind(Json(&body))
             .fetch_optional(&mut *tx)
             .await
             .during("update invoice")?;
