@@ -164,7 +164,7 @@ async fn bill_run(store: &SqlStore, tenant: TenantId, plan: &Plan, workers: usiz
                 plans: &plans,
                 settings: &settings,
                 worker: &name,
-                lease: chrono::Duration::minutes(10),
+                lease: chrono::Duration::minutes(10).into(),
             };
             store
                 .run_bill_worker(&job, &FixedClock::new(now))

@@ -67,9 +67,9 @@ fn due_times(c: &mut Criterion) {
         .map(|s| {
             let mut t = SlaTimeline::new(*s);
             t.statuses
-                .push((*s + Duration::minutes(20), dotmac_support::Status::Pending));
+                .push((*s + Duration::minutes(20), dotmac_support::Status::PENDING));
             t.statuses
-                .push((*s + Duration::minutes(200), dotmac_support::Status::Open));
+                .push((*s + Duration::minutes(200), dotmac_support::Status::OPEN));
             t
         })
         .collect();

@@ -12,8 +12,7 @@ use std::time::Duration as StdDuration;
 use chrono::{Duration, NaiveDate, TimeZone, Utc};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use dotmac_billing::dunning::{
-    CollectionAction, DunningInvoice, DunningPolicy, DunningState, RestoreOnPayment, Settlement,
-    evaluate,
+    DunningInvoice, DunningPolicy, DunningState, RestoreOnPayment, Settlement, evaluate,
 };
 use dotmac_billing::radius::{AcctStatusType, Direction, RadiusNormaliser, RadiusRecord};
 use dotmac_billing::usage::{
@@ -100,12 +99,15 @@ fn radius(c: &mut Criterion) {
             records.push(RadiusRecord {
                 status,
                 session_id: format!("{s:08x}-nas-{:04}", s % 97),
+                acct_session_id: None,
+                nas: None,
                 user_name: format!("user{s}"),
                 timestamp: at + Duration::minutes(step as i64 * 5),
                 input_octets: Some((total / 3) as u32),
                 input_gigawords: Some(((total / 3) >> 32) as u32),
                 output_octets: Some(total as u32),
                 output_gigawords: Some((total >> 32) as u32),
+                session_time: None,
             });
         }
     }
@@ -150,11 +152,11 @@ fn radius(c: &mut Criterion) {
 fn dunning(c: &mut Criterion) {
     const INVOICES: usize = 1_000_000;
     let policy = DunningPolicy::builder()
-        .step(-3, CollectionAction::Reminder)
-        .step(1, CollectionAction::OverdueNotice)
-        .step_with_fee(3, CollectionAction::LateFee, Decimal::new(500, 2))
-        .step(5, CollectionAction::Suspend)
-        .step(75, CollectionAction::WriteOff)
+        .step(-3, "reminder")
+        .step(1, "overdue_notice")
+        .late_fee(3, "late_fee", Decimal::new(500, 2))
+        .step(5, "suspend")
+        .step(75, "write_off")
         .grace_days(2)
         .min_balance(Decimal::ONE)
         .no_suspension_on(chrono::Weekday::Sat)

@@ -26,6 +26,9 @@ pub const KNOWN_FAMILIES: &[&str] = &[
     "sla",
     "commission",
     "dunning",
+    "usage",
+    "invoice",
+    "radius",
 ];
 
 /// The environment variable naming an extra conformance root.
@@ -36,7 +39,13 @@ pub fn shared_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance")
 }
 
-/// The roots to load: the shared one (which must exist) and the extra one, if set.
+/// The repository's own cases, `conformance/cases` (loaded when present).
+pub fn local_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("cases")
+}
+
+/// The roots to load: the shared one (which must exist), the repository's own (when present)
+/// and the extra one, if set.
 ///
 /// # Errors
 ///
@@ -50,6 +59,10 @@ pub fn roots() -> Result<Vec<PathBuf>, String> {
         ));
     }
     let mut roots = vec![shared];
+    let local = local_root();
+    if local.is_dir() {
+        roots.push(local);
+    }
     if let Some(extra) = std::env::var_os(EXTRA_DIR_VAR).filter(|v| !v.is_empty()) {
         let extra = PathBuf::from(extra);
         if !extra.is_dir() {

@@ -1,14 +1,17 @@
-//! Runs every shared conformance case (and any under `$DOTMAC_CONFORMANCE_DIR`) through the
-//! public API. One test per family; a failure names the case id.
+//! Runs every shared conformance case (and the repository's own under `conformance/cases/`, and
+//! any under `$DOTMAC_CONFORMANCE_DIR`) through the public API. One test per family; a failure names the case id.
 #![allow(missing_docs, unreachable_pub)]
 
 mod families {
     pub mod billing;
     pub mod commission;
     pub mod dunning;
+    pub mod invoice;
     pub mod periods;
     pub mod pricing;
+    pub mod radius;
     pub mod sla;
+    pub mod usage;
 }
 
 use dotmac_conformance::{run_family, unknown_families, verdict};
@@ -63,4 +66,19 @@ fn billing() {
 #[test]
 fn commission() {
     check("commission", families::commission::run);
+}
+
+#[test]
+fn usage() {
+    check("usage", families::usage::run);
+}
+
+#[test]
+fn invoice() {
+    check("invoice", families::invoice::run);
+}
+
+#[test]
+fn radius() {
+    check("radius", families::radius::run);
 }

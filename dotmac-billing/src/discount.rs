@@ -217,6 +217,24 @@ impl DiscountCursor {
     }
 }
 
+/// A discount on a whole document (a coupon), applied after the discounts before it to what
+/// is left of the subtotal; see [`document_totals`](crate::invoice::document_totals).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "type")]
+pub enum DocumentDiscount {
+    /// A fixed amount in the document's currency: takes min(amount, what is left), so a coupon
+    /// never makes a document negative.
+    Fixed {
+        /// The coupon's amount.
+        amount: Decimal,
+    },
+    /// A percentage of what is left, rounded to the minor unit.
+    Percentage {
+        /// 20 means 20 %.
+        rate_percent: Decimal,
+    },
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,6 +1,18 @@
 //! Collections (dunning): a schedule of steps relative to an invoice's due date that escalates an
 //! unpaid invoice from a reminder to suspension and write-off, and restores service on payment.
 //!
+//! # Steps are named by the operator
+//!
+//! A step has the operator's [`StepName`] (`reminder`, `second_notice`, `od1`, `terminate`, …)
+//! and a typed built-in meaning, its [`StepEffect`]: notify only, a late fee, suspension or
+//! write-off. The effect is explicit ([`DunningPolicyBuilder::step_with_effect`],
+//! [`DunningPolicyBuilder::late_fee`]) or, for a step given by name alone
+//! ([`DunningPolicyBuilder::step`]), taken from the name: `suspend`, `write_off` and `late_fee`
+//! mean what they say, every other name only notifies. `restore` is never a step: the policy
+//! fires it after a suspension ([`RestoreOnPayment`]). Each [`FiredAction`] carries the step's
+//! name and its [`CollectionAction`]; provisioning needs only the latter
+//! (`collections.suspend_service`, `collections.restore_service`).
+//!
 //! # How an evaluation works
 //!
 //! [`evaluate`] is a pure function of the policy, the invoice, the payments applied to it, the
@@ -18,8 +30,9 @@
 //!   checked against the balance of that day).
 //! * With [`RestoreOnPayment::Restore`], a payment that settles the invoice after a suspension
 //!   fires [`CollectionAction::Restore`] that day, carrying the optional reconnection fee.
-//! * Fees (on any step, and the reconnection fee) are amounts in the invoice's currency; they
-//!   come out on the action for the embedding service to add to the customer's next invoice.
+//! * Fees (a late-fee step's, and the reconnection fee) are amounts in the invoice's currency;
+//!   they come out on the action for the embedding service to add to the customer's next
+//!   invoice.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -41,18 +54,205 @@ use crate::usage::stable_id;
 /// The most steps a policy may have (the state keeps one bit per step and one per restore).
 pub const MAX_DUNNING_STEPS: usize = 32;
 
-/// What a collections step (or a payment after suspension) does.
+/// The longest [`StepName`], in bytes.
+pub const MAX_STEP_NAME_LEN: usize = 64;
+
+/// The operator's name for a collections step (`reminder`, `second_notice`, `od1`,
+/// `terminate`, …): 1 to [`MAX_STEP_NAME_LEN`] lowercase ASCII letters, digits and underscores.
 ///
-/// Serialized in snake case (`"overdue_notice"`).
+/// The name is what the operator calls the step and what its events carry; what the step does
+/// is its [`StepEffect`]. `Copy` (the name is stored inline), serialized as a plain string and
+/// validated when parsed or deserialized.
+///
+/// ```
+/// use dotmac_billing::dunning::StepName;
+///
+/// let name: StepName = "second_notice".parse()?;
+/// assert_eq!(name.as_str(), "second_notice");
+/// assert!("Second Notice".parse::<StepName>().is_err());
+/// # Ok::<(), dotmac_billing::BillingError>(())
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct StepName {
+    len: u8,
+    /// The name's bytes, then zeros.
+    bytes: [u8; MAX_STEP_NAME_LEN],
+}
+
+impl StepName {
+    /// The name `restore`, which the policy fires after a suspension (never a step's name).
+    pub const RESTORE: StepName = StepName::known("restore");
+    /// The name `suspend`: a step built from this name alone suspends service.
+    pub const SUSPEND: StepName = StepName::known("suspend");
+    /// The name `write_off`: a step built from this name alone writes the debt off.
+    pub const WRITE_OFF: StepName = StepName::known("write_off");
+    /// The name `late_fee`: a step built from this name alone is a late fee (of zero until an
+    /// amount is given with [`StepEffect::LateFee`]).
+    pub const LATE_FEE: StepName = StepName::known("late_fee");
+
+    /// A validated name.
+    ///
+    /// # Errors
+    ///
+    /// [`BillingError::InvalidConfiguration`] for an empty name, one longer than
+    /// [`MAX_STEP_NAME_LEN`] bytes, or one with a character other than `a`–`z`, `0`–`9` and `_`.
+    pub fn new(name: &str) -> Result<StepName, BillingError> {
+        let invalid = |reason| BillingError::InvalidConfiguration {
+            what: "dunning step name",
+            reason,
+        };
+        if name.is_empty() {
+            return Err(invalid("a step name must not be empty"));
+        }
+        if name.len() > MAX_STEP_NAME_LEN {
+            return Err(invalid("a step name has at most 64 characters"));
+        }
+        if !name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        {
+            return Err(invalid(
+                "a step name has only lowercase letters, digits and underscores",
+            ));
+        }
+        Ok(StepName::known(name))
+    }
+
+    /// A name already known to be valid (the constants above); longer input is cut, which
+    /// the callers never give.
+    const fn known(name: &str) -> StepName {
+        let src = name.as_bytes();
+        let mut bytes = [0u8; MAX_STEP_NAME_LEN];
+        let mut i = 0;
+        while i < src.len() && i < MAX_STEP_NAME_LEN {
+            bytes[i] = src[i];
+            i += 1;
+        }
+        // i ≤ MAX_STEP_NAME_LEN = 64 fits in a u8.
+        StepName {
+            len: i as u8,
+            bytes,
+        }
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        let bytes = self.bytes.get(..usize::from(self.len)).unwrap_or_default();
+        // Only ASCII is ever stored.
+        std::str::from_utf8(bytes).unwrap_or_default()
+    }
+}
+
+/// Names order as their text does.
+impl Ord for StepName {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+
+impl PartialOrd for StepName {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl std::fmt::Debug for StepName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl std::fmt::Display for StepName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for StepName {
+    type Err = BillingError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        StepName::new(s)
+    }
+}
+
+impl AsRef<str> for StepName {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl Serialize for StepName {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for StepName {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = std::borrow::Cow::<'de, str>::deserialize(deserializer)?;
+        StepName::new(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// What a policy step does when it fires, besides being reported under its name.
+///
+/// Serialized in snake case: `"notify"`, `{"late_fee": "5.00"}`, `"suspend"`, `"write_off"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum StepEffect {
+    /// Nothing built in: the embedding service notifies the customer (a reminder, a second
+    /// notice, a warning, …) or acts on the name itself.
+    Notify,
+    /// A late fee, in the invoice's currency, for the customer's next invoice (zero: none).
+    LateFee(Decimal),
+    /// Service is suspended (moved off blocked days; a settling payment may restore it).
+    Suspend,
+    /// The debt is written off as uncollectible.
+    WriteOff,
+}
+
+impl StepEffect {
+    /// The effect a step built from `name` alone has: `suspend` suspends, `write_off` writes
+    /// off, `late_fee` is a late fee of zero; every other name notifies.
+    pub fn from_name(name: StepName) -> StepEffect {
+        match name.as_str() {
+            "suspend" => StepEffect::Suspend,
+            "write_off" => StepEffect::WriteOff,
+            "late_fee" => StepEffect::LateFee(Decimal::ZERO),
+            _ => StepEffect::Notify,
+        }
+    }
+
+    /// What a fired step of this effect asks for.
+    pub fn action(self) -> CollectionAction {
+        match self {
+            StepEffect::Notify => CollectionAction::Notify,
+            StepEffect::LateFee(_) => CollectionAction::LateFee,
+            StepEffect::Suspend => CollectionAction::Suspend,
+            StepEffect::WriteOff => CollectionAction::WriteOff,
+        }
+    }
+
+    fn fee(self) -> Option<Decimal> {
+        match self {
+            StepEffect::LateFee(fee) => Some(fee),
+            _ => None,
+        }
+    }
+}
+
+/// The built-in meaning of a fired action: a step's [`StepEffect`], or the restore the policy
+/// fires after a suspension. The action's [`FiredAction::name`] says which step it was.
+///
+/// Serialized in snake case (`"suspend"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum CollectionAction {
-    /// A friendly reminder, usually before the due date.
-    Reminder,
-    /// The invoice is overdue.
-    OverdueNotice,
-    /// A late fee is charged (the step's fee).
+    /// A step without a built-in effect fired: notify the customer.
+    Notify,
+    /// A late fee is charged (the action's fee).
     LateFee,
     /// Service is suspended.
     Suspend,
@@ -63,11 +263,12 @@ pub enum CollectionAction {
 }
 
 impl CollectionAction {
-    /// The stable event name of this action.
+    /// The stable event name of this action. Provisioning listens to
+    /// `collections.suspend_service` and `collections.restore_service`; steps without a
+    /// built-in effect are all `collections.step_fired`, told apart by their name.
     pub fn event_type(self) -> &'static str {
         match self {
-            CollectionAction::Reminder => "collections.reminder",
-            CollectionAction::OverdueNotice => "collections.overdue_notice",
+            CollectionAction::Notify => "collections.step_fired",
             CollectionAction::LateFee => "collections.late_fee",
             CollectionAction::Suspend => "collections.suspend_service",
             CollectionAction::WriteOff => "collections.write_off",
@@ -76,33 +277,16 @@ impl CollectionAction {
     }
 }
 
-impl std::str::FromStr for CollectionAction {
-    type Err = BillingError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "reminder" => Ok(CollectionAction::Reminder),
-            "overdue_notice" => Ok(CollectionAction::OverdueNotice),
-            "late_fee" => Ok(CollectionAction::LateFee),
-            "suspend" => Ok(CollectionAction::Suspend),
-            "write_off" => Ok(CollectionAction::WriteOff),
-            "restore" => Ok(CollectionAction::Restore),
-            _ => Err(BillingError::InvalidConfiguration {
-                what: "collection action",
-                reason: "expected reminder, overdue_notice, late_fee, suspend, write_off or restore",
-            }),
-        }
-    }
-}
-
-/// One step of a policy: an action on `due + days_after_due` (plus grace), optionally with a fee.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One step of a policy: on `due + days_after_due` (plus grace), the step `name` fires with its
+/// `effect`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DunningStep {
     /// Days relative to the due date (negative: before it).
     pub days_after_due: i32,
+    /// The operator's name for the step.
+    pub name: StepName,
     /// What the step does.
-    pub action: CollectionAction,
-    /// A fee charged when the step fires, in the invoice's currency.
-    pub fee: Option<Decimal>,
+    pub effect: StepEffect,
 }
 
 /// What a payment that settles a suspended invoice does.
@@ -120,25 +304,33 @@ pub enum RestoreOnPayment {
 
 /// A collections policy. Build one with [`DunningPolicy::builder`].
 ///
+/// Steps are named by the operator; a step's built-in meaning is its [`StepEffect`], given
+/// explicitly or, for a step built from its name alone, taken from the name
+/// ([`StepEffect::from_name`]: `suspend`, `write_off` and `late_fee` mean what they say, any
+/// other name only notifies). `restore` is not a step: [`RestoreOnPayment`] fires it.
+///
 /// ```
 /// use chrono::Weekday;
-/// use dotmac_billing::dunning::{CollectionAction, DunningPolicy, RestoreOnPayment};
+/// use dotmac_billing::dunning::{DunningPolicy, RestoreOnPayment, StepEffect};
 /// use rust_decimal::Decimal;
 ///
 /// let policy = DunningPolicy::builder()
-///     .step(-3, CollectionAction::Reminder)
-///     .step(1, CollectionAction::OverdueNotice)
-///     .step_with_fee(3, CollectionAction::LateFee, Decimal::new(500, 2))
-///     .step(5, CollectionAction::Suspend)
+///     .step(-3, "reminder")
+///     .step(1, "second_notice")
+///     .late_fee(3, "od1", Decimal::new(500, 2))
+///     .step(5, "suspend")
+///     .step_with_effect(30, "terminate", StepEffect::WriteOff)
 ///     .grace_days(2)
 ///     .min_balance(Decimal::new(100, 2))
 ///     .no_suspension_on(Weekday::Fri)
 ///     .restore_on_payment(RestoreOnPayment::Restore { reconnection_fee: Some(Decimal::TEN) })
 ///     .build()?;
-/// assert_eq!(policy.steps().len(), 4);
+/// assert_eq!(policy.steps().len(), 5);
+/// assert_eq!(policy.steps()[3].effect, StepEffect::Suspend);
 /// # Ok::<(), dotmac_billing::BillingError>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RawDunningPolicy")]
 pub struct DunningPolicy {
     steps: Vec<DunningStep>,
     grace_days: u32,
@@ -150,10 +342,42 @@ pub struct DunningPolicy {
     blocked_dates: Vec<NaiveDate>,
 }
 
+/// The serialized form of a policy, validated by [`DunningPolicyBuilder::build`].
+#[derive(Deserialize)]
+struct RawDunningPolicy {
+    steps: Vec<DunningStep>,
+    grace_days: u32,
+    min_balance: Decimal,
+    restore: RestoreOnPayment,
+    blocked_weekdays: u8,
+    blocked_dates: Vec<NaiveDate>,
+}
+
+impl TryFrom<RawDunningPolicy> for DunningPolicy {
+    type Error = BillingError;
+    fn try_from(raw: RawDunningPolicy) -> Result<Self, Self::Error> {
+        DunningPolicyBuilder {
+            policy: DunningPolicy {
+                steps: raw.steps,
+                grace_days: raw.grace_days,
+                min_balance: raw.min_balance,
+                restore: raw.restore,
+                // Only the seven weekday bits mean anything.
+                blocked_weekdays: raw.blocked_weekdays & 0x7f,
+                blocked_dates: raw.blocked_dates,
+            },
+            bad_name: None,
+        }
+        .build()
+    }
+}
+
 /// Builder of a [`DunningPolicy`].
 #[derive(Debug, Clone)]
 pub struct DunningPolicyBuilder {
     policy: DunningPolicy,
+    /// The first step name that did not validate, reported by `build`.
+    bad_name: Option<BillingError>,
 }
 
 impl DunningPolicy {
@@ -168,6 +392,7 @@ impl DunningPolicy {
                 blocked_weekdays: 0,
                 blocked_dates: Vec::new(),
             },
+            bad_name: None,
         }
     }
 
@@ -212,9 +437,9 @@ impl DunningPolicy {
         } else {
             due.checked_sub_days(Days::new(offset.unsigned_abs()))?
         };
-        if step.action == CollectionAction::Suspend {
+        if step.effect == StepEffect::Suspend {
             // An allowed day comes within 7 + blocked_dates.len() days unless every weekday is
-            // blocked (refused by the builder, but a deserialized policy skips it): bound it.
+            // blocked (refused by the builder and on deserialization): bound it all the same.
             let mut tries = 8 + self.blocked_dates.len();
             while self.suspension_blocked_on(day) {
                 tries = tries.checked_sub(1)?;
@@ -230,27 +455,39 @@ fn weekday_bit(day: Weekday) -> u8 {
 }
 
 impl DunningPolicyBuilder {
-    /// Adds a step without a fee.
-    pub fn step(self, days_after_due: i32, action: CollectionAction) -> Self {
-        self.push(days_after_due, action, None)
+    /// Adds the step `name`, whose effect is the name's ([`StepEffect::from_name`]: `suspend`
+    /// suspends, `write_off` writes off, `late_fee` is a late fee of zero, any other name only
+    /// notifies). An invalid name is reported by [`DunningPolicyBuilder::build`].
+    pub fn step(self, days_after_due: i32, name: &str) -> Self {
+        self.push(days_after_due, name, StepEffect::from_name)
     }
 
-    /// Adds a step that charges `fee` (in the invoice's currency) when it fires.
-    pub fn step_with_fee(
-        self,
+    /// Adds the step `name` with an explicit effect, whatever the name.
+    pub fn step_with_effect(self, days_after_due: i32, name: &str, effect: StepEffect) -> Self {
+        self.push(days_after_due, name, |_| effect)
+    }
+
+    /// Adds the step `name` that charges a late fee of `fee` (in the invoice's currency).
+    pub fn late_fee(self, days_after_due: i32, name: &str, fee: Decimal) -> Self {
+        self.step_with_effect(days_after_due, name, StepEffect::LateFee(fee))
+    }
+
+    fn push(
+        mut self,
         days_after_due: i32,
-        action: CollectionAction,
-        fee: Decimal,
+        name: &str,
+        effect: impl FnOnce(StepName) -> StepEffect,
     ) -> Self {
-        self.push(days_after_due, action, Some(fee))
-    }
-
-    fn push(mut self, days_after_due: i32, action: CollectionAction, fee: Option<Decimal>) -> Self {
-        self.policy.steps.push(DunningStep {
-            days_after_due,
-            action,
-            fee,
-        });
+        match StepName::new(name) {
+            Ok(name) => self.policy.steps.push(DunningStep {
+                days_after_due,
+                name,
+                effect: effect(name),
+            }),
+            Err(error) => {
+                self.bad_name.get_or_insert(error);
+            }
+        }
         self
     }
 
@@ -288,9 +525,14 @@ impl DunningPolicyBuilder {
     ///
     /// # Errors
     ///
-    /// [`BillingError::InvalidConfiguration`] for more than [`MAX_DUNNING_STEPS`] steps, a
-    /// `restore` step, a negative fee or minimum balance, or every weekday blocked.
+    /// [`BillingError::InvalidConfiguration`] for an invalid step name (see [`StepName::new`]),
+    /// more than [`MAX_DUNNING_STEPS`] steps, a step named `restore`, a negative fee or minimum
+    /// balance, or every weekday blocked. Two steps may share a name (a reminder sent twice);
+    /// their actions differ by [`FiredAction::step`].
     pub fn build(mut self) -> Result<DunningPolicy, BillingError> {
+        if let Some(error) = self.bad_name {
+            return Err(error);
+        }
         let invalid = |reason| BillingError::InvalidConfiguration {
             what: "dunning policy",
             reason,
@@ -299,11 +541,7 @@ impl DunningPolicyBuilder {
         if policy.steps.len() > MAX_DUNNING_STEPS {
             return Err(invalid("at most 32 steps"));
         }
-        if policy
-            .steps
-            .iter()
-            .any(|s| s.action == CollectionAction::Restore)
-        {
+        if policy.steps.iter().any(|s| s.name == StepName::RESTORE) {
             return Err(invalid(
                 "restore is not a step; use restore_on_payment instead",
             ));
@@ -311,7 +549,7 @@ impl DunningPolicyBuilder {
         let negative_fee = policy
             .steps
             .iter()
-            .filter_map(|s| s.fee)
+            .filter_map(|s| s.effect.fee())
             .chain(match policy.restore {
                 RestoreOnPayment::Restore { reconnection_fee } => reconnection_fee,
                 RestoreOnPayment::Manual => None,
@@ -376,7 +614,7 @@ impl DunningState {
             .enumerate()
             .take(MAX_DUNNING_STEPS)
             .any(|(index, step)| {
-                step.action == CollectionAction::Suspend
+                step.effect == StepEffect::Suspend
                     && self.step_fired(index)
                     && self.fired & (1u64 << (32 + index)) == 0
             })
@@ -390,7 +628,9 @@ pub struct FiredAction {
     pub invoice: InvoiceId,
     /// Its customer (whose service is suspended or restored).
     pub customer: CustomerId,
-    /// What to do.
+    /// The name of the step that fired ([`StepName::RESTORE`] for a restore).
+    pub name: StepName,
+    /// What to do: the step's built-in effect, or the restore.
     pub action: CollectionAction,
     /// The policy step that fired (for a restore: the suspension step it ends).
     pub step: u8,
@@ -443,7 +683,8 @@ fn balance_on(total: Decimal, settlements: &[Settlement], day: NaiveDate) -> Dec
     settlements
         .iter()
         .filter(|s| s.on <= day)
-        .fold(total, |acc, s| acc - s.amount)
+        // Saturating: amounts near Decimal's bounds compare as huge, they never abort a run.
+        .fold(total, |acc, s| acc.saturating_sub(s.amount))
 }
 
 /// Evaluates `policy` for `invoice` on `today`, appends the actions not fired before to `out`
@@ -457,7 +698,7 @@ fn balance_on(total: Decimal, settlements: &[Settlement], day: NaiveDate) -> Dec
 /// use dotmac_billing::dunning::*;
 /// use dotmac_core::{Currency, CustomerId, InvoiceId, Money};
 ///
-/// let policy = DunningPolicy::builder().step(5, CollectionAction::Suspend).build()?;
+/// let policy = DunningPolicy::builder().step(5, "suspend").build()?;
 /// let invoice = DunningInvoice {
 ///     id: InvoiceId::from_u128(1),
 ///     customer: CustomerId::from_u128(2),
@@ -468,7 +709,7 @@ fn balance_on(total: Decimal, settlements: &[Settlement], day: NaiveDate) -> Dec
 /// let mut out = Vec::new();
 /// let day = NaiveDate::from_ymd_opt(2026, 3, 20).unwrap();
 /// assert_eq!(evaluate(&policy, &invoice, &[], &mut state, day, &mut out), 1);
-/// assert_eq!(out[0].action, CollectionAction::Suspend);
+/// assert_eq!((out[0].name.as_str(), out[0].action), ("suspend", CollectionAction::Suspend));
 /// assert_eq!(evaluate(&policy, &invoice, &[], &mut state, day, &mut out), 0); // idempotent
 /// # Ok::<(), dotmac_billing::BillingError>(())
 /// ```
@@ -506,6 +747,7 @@ pub fn evaluate(
 
     let mut emit = |state: &mut DunningState,
                     bit: u32,
+                    name: StepName,
                     action: CollectionAction,
                     step: u8,
                     on: NaiveDate,
@@ -517,6 +759,7 @@ pub fn evaluate(
             out.push(FiredAction {
                 invoice: invoice.id,
                 customer: invoice.customer,
+                name,
                 action,
                 step,
                 on,
@@ -545,6 +788,7 @@ pub fn evaluate(
             emit(
                 state,
                 32 + u32::from(step),
+                StepName::RESTORE,
                 CollectionAction::Restore,
                 step,
                 paid_on,
@@ -563,13 +807,14 @@ pub fn evaluate(
         emit(
             state,
             u32::from(index),
-            step.action,
+            step.name,
+            step.effect.action(),
             index,
             day,
             balance,
-            step.fee,
+            step.effect.fee(),
         );
-        if step.action == CollectionAction::Suspend && suspended.is_none() {
+        if step.effect == StepEffect::Suspend && suspended.is_none() {
             suspended = Some((index, day));
             simulated_suspends |= 1 << index;
         }
@@ -580,6 +825,7 @@ pub fn evaluate(
         emit(
             state,
             32 + u32::from(step),
+            StepName::RESTORE,
             CollectionAction::Restore,
             step,
             paid_on,
@@ -592,7 +838,7 @@ pub fn evaluate(
     // suspends, but the service is down. Restore it today once the invoice is settled.
     if let Some(fee) = restore_fee {
         for (index, step) in policy.steps.iter().enumerate().take(MAX_DUNNING_STEPS) {
-            let suspended_really = step.action == CollectionAction::Suspend
+            let suspended_really = step.effect == StepEffect::Suspend
                 && state.step_fired(index)
                 && state.fired & (1u64 << (32 + index)) == 0
                 && simulated_suspends & (1 << index) == 0;
@@ -602,6 +848,7 @@ pub fn evaluate(
                     emit(
                         state,
                         32 + index as u32,
+                        StepName::RESTORE,
                         CollectionAction::Restore,
                         index as u8,
                         today,
@@ -684,6 +931,16 @@ pub enum CollectionEvent {
     Ledger(LedgerEntry),
     /// A collection action to carry out (notify, charge a fee, suspend or restore service).
     Action(FiredAction),
+    /// A collections run ([`CollectionsService::evaluate_customers`]) skipped a customer
+    /// whose ledger could not be rebuilt (see [`CollectionsRunSummary::failures`]).
+    EvaluationFailed {
+        /// The customer skipped.
+        customer: CustomerId,
+        /// The error's kind ([`BillingError::kind`], e.g. `wrong_currency`).
+        error_kind: String,
+        /// The error's message (ids and amounts, no personal data).
+        error: String,
+    },
 }
 
 impl EventPayload for CollectionEvent {
@@ -691,8 +948,23 @@ impl EventPayload for CollectionEvent {
         match self {
             CollectionEvent::Ledger(entry) => entry.event_type(),
             CollectionEvent::Action(action) => action.event_type(),
+            CollectionEvent::EvaluationFailed { .. } => "collections.evaluation_failed",
         }
     }
+}
+
+/// What a collections run over many customers did
+/// ([`CollectionsService::evaluate_customers`]).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct CollectionsRunSummary {
+    /// Customers looked at.
+    pub customers: usize,
+    /// Customers skipped because their ledger could not be rebuilt (entries in two
+    /// currencies, a balance that overflows, …): nothing was saved for them, the others were
+    /// evaluated. Each also has a `collections.evaluation_failed` event.
+    pub failures: Vec<crate::service::BillingFailure>,
+    /// The actions fired, and the failures, as events.
+    pub events: Vec<DomainEvent<CollectionEvent>>,
 }
 
 /// Payments and collections for a tenant: records payments in the ledger, runs the dunning
@@ -746,11 +1018,21 @@ impl<P: PaymentStore, D: DunningStore, C: Clock> CollectionsService<P, D, C> {
         tenant: TenantId,
         customer: CustomerId,
     ) -> Result<Option<CustomerLedger>, BillingError> {
+        self.load_ledger(tenant, customer).await?
+    }
+
+    /// [`Self::stored_ledger`] with its two kinds of error apart: the outer one a store
+    /// error, the inner one entries that do not make a ledger (the customer's bad data).
+    async fn load_ledger(
+        &self,
+        tenant: TenantId,
+        customer: CustomerId,
+    ) -> Result<Result<Option<CustomerLedger>, BillingError>, BillingError> {
         let entries = self.payments.entries(tenant, customer).await?;
         let Some(currency) = entries.first().map(|e| e.kind.currency()) else {
-            return Ok(None);
+            return Ok(Ok(None));
         };
-        CustomerLedger::from_entries(customer, currency, entries).map(Some)
+        Ok(CustomerLedger::from_entries(customer, currency, entries).map(Some))
     }
 
     /// The customer's ledger, or an empty one in `currency` (the currency of the money about
@@ -838,6 +1120,56 @@ impl<P: PaymentStore, D: DunningStore, C: Clock> CollectionsService<P, D, C> {
         Ok(self.wrap(tenant, events))
     }
 
+    /// Runs the dunning policy for today over each of `customers`, as
+    /// [`CollectionsService::evaluate`] does for one: the daily collections run.
+    ///
+    /// One customer's bad data never stops the others: a customer whose ledger cannot be
+    /// rebuilt from its stored entries (a domain error: entries in two currencies, a balance
+    /// that overflows, …) is skipped, nothing is saved for it, and it is listed in
+    /// [`CollectionsRunSummary::failures`] with a `collections.evaluation_failed` event; a
+    /// run after the entries are fixed evaluates it.
+    ///
+    /// # Errors
+    ///
+    /// Storage failures (they stop the run; what was saved before stays saved, and a re-run
+    /// fires nothing twice).
+    pub async fn evaluate_customers(
+        &self,
+        tenant: TenantId,
+        customers: &[CustomerId],
+    ) -> Result<CollectionsRunSummary, BillingError> {
+        let mut summary = CollectionsRunSummary {
+            customers: customers.len(),
+            ..CollectionsRunSummary::default()
+        };
+        for &customer in customers {
+            match self.load_ledger(tenant, customer).await? {
+                Ok(None) => {}
+                Ok(Some(ledger)) => {
+                    let fired = self.evaluate_ledger(tenant, &ledger).await?;
+                    summary.events.extend(self.wrap(tenant, fired));
+                }
+                Err(error) => {
+                    summary.events.push(DomainEvent::new(
+                        tenant,
+                        &self.clock,
+                        CollectionEvent::EvaluationFailed {
+                            customer,
+                            error_kind: error.kind().to_owned(),
+                            error: error.to_string(),
+                        },
+                    ));
+                    summary.failures.push(crate::service::BillingFailure {
+                        customer,
+                        subscription: None,
+                        error,
+                    });
+                }
+            }
+        }
+        Ok(summary)
+    }
+
     async fn evaluate_ledger(
         &self,
         tenant: TenantId,
@@ -891,13 +1223,17 @@ mod tests {
         }
     }
 
+    fn name(text: &str) -> StepName {
+        StepName::new(text).unwrap()
+    }
+
     fn run_daily(
         policy: &DunningPolicy,
         inv: &DunningInvoice,
         settlements: &[Settlement],
         from: NaiveDate,
         until: NaiveDate,
-    ) -> Vec<(NaiveDate, CollectionAction)> {
+    ) -> Vec<(NaiveDate, StepName, CollectionAction)> {
         let mut state = DunningState::default();
         let mut out = Vec::new();
         let mut day = from;
@@ -909,15 +1245,15 @@ mod tests {
             );
             day = day.succ_opt().unwrap();
         }
-        out.iter().map(|a| (a.on, a.action)).collect()
+        out.iter().map(|a| (a.on, a.name, a.action)).collect()
     }
 
     #[test]
     fn suspension_moves_off_blocked_days_and_grace_shifts_overdue_steps() {
         // 2026-03-20 is a Friday; 2026-03-21/22 the weekend; 2026-03-23 a blocked holiday.
         let policy = DunningPolicy::builder()
-            .step(-3, CollectionAction::Reminder)
-            .step(3, CollectionAction::Suspend)
+            .step(-3, "reminder")
+            .step(3, "suspend")
             .grace_days(2)
             .no_suspension_on(Weekday::Fri)
             .no_suspension_on(Weekday::Sat)
@@ -935,8 +1271,12 @@ mod tests {
         assert_eq!(
             got,
             vec![
-                (d("2026-03-12"), CollectionAction::Reminder),
-                (d("2026-03-24"), CollectionAction::Suspend)
+                (d("2026-03-12"), name("reminder"), CollectionAction::Notify),
+                (
+                    d("2026-03-24"),
+                    StepName::SUSPEND,
+                    CollectionAction::Suspend
+                )
             ]
         );
     }
@@ -944,8 +1284,8 @@ mod tests {
     #[test]
     fn min_balance_stops_escalation_and_fees_come_out_in_invoice_currency() {
         let policy = DunningPolicy::builder()
-            .step_with_fee(1, CollectionAction::LateFee, dec!(5))
-            .step(5, CollectionAction::Suspend)
+            .late_fee(1, "od1", dec!(5))
+            .step(5, "suspend")
             .min_balance(dec!(10))
             .build()
             .unwrap();
@@ -964,7 +1304,10 @@ mod tests {
             &mut out,
         );
         assert_eq!(out.len(), 1);
-        assert_eq!(out[0].action, CollectionAction::LateFee);
+        assert_eq!(
+            (out[0].name.as_str(), out[0].action),
+            ("od1", CollectionAction::LateFee)
+        );
         assert_eq!(out[0].fee, Some(Money::new(dec!(5), Currency::USD)));
         assert_eq!(out[0].open_balance.amount(), dec!(50));
     }
@@ -972,7 +1315,7 @@ mod tests {
     #[test]
     fn restore_carries_the_reconnection_fee_and_back_dated_payment_restores_today() {
         let policy = DunningPolicy::builder()
-            .step(5, CollectionAction::Suspend)
+            .step(5, "suspend")
             .restore_on_payment(RestoreOnPayment::Restore {
                 reconnection_fee: Some(dec!(15)),
             })
@@ -991,6 +1334,7 @@ mod tests {
         evaluate(&policy, &inv, &paid, &mut state, d("2026-03-22"), &mut out);
         assert_eq!(out.len(), 2);
         assert_eq!(out[1].action, CollectionAction::Restore);
+        assert_eq!(out[1].name, StepName::RESTORE);
         assert_eq!(out[1].on, d("2026-03-22"));
         assert_eq!(out[1].fee, Some(Money::new(dec!(15), Currency::USD)));
         let charge = out[1].pending_charge().unwrap();
@@ -1002,11 +1346,17 @@ mod tests {
 
     #[test]
     fn bad_policies_are_refused() {
-        let err = DunningPolicy::builder()
-            .step(1, CollectionAction::Restore)
-            .build()
-            .unwrap_err();
-        assert!(matches!(err, BillingError::InvalidConfiguration { .. }));
+        let refused = |builder: DunningPolicyBuilder, what, reason| {
+            assert_eq!(
+                builder.build(),
+                Err(BillingError::InvalidConfiguration { what, reason })
+            );
+        };
+        refused(
+            DunningPolicy::builder().step(1, "restore"),
+            "dunning policy",
+            "restore is not a step; use restore_on_payment instead",
+        );
         let mut all = DunningPolicy::builder();
         for day in [
             Weekday::Mon,
@@ -1019,12 +1369,215 @@ mod tests {
         ] {
             all = all.no_suspension_on(day);
         }
-        assert!(all.build().is_err());
-        assert!(
-            DunningPolicy::builder()
-                .step_with_fee(1, CollectionAction::LateFee, dec!(-1))
-                .build()
-                .is_err()
+        refused(
+            all,
+            "dunning policy",
+            "suspension cannot be blocked on every weekday",
         );
+        refused(
+            DunningPolicy::builder().late_fee(1, "late_fee", dec!(-1)),
+            "dunning policy",
+            "fees must not be negative",
+        );
+        // The first bad name is reported, whatever follows it.
+        refused(
+            DunningPolicy::builder()
+                .step(1, "reminder")
+                .step(2, "Final Notice")
+                .step(3, ""),
+            "dunning step name",
+            "a step name has only lowercase letters, digits and underscores",
+        );
+    }
+
+    #[test]
+    fn step_names_are_validated() {
+        for good in ["second_notice", "od1", "terminate", "x", "_", "a1_b2"] {
+            assert_eq!(StepName::new(good).unwrap().as_str(), good);
+        }
+        let longest = "a".repeat(MAX_STEP_NAME_LEN);
+        assert_eq!(StepName::new(&longest).unwrap().as_str(), longest);
+        let invalid = |reason| {
+            Err(BillingError::InvalidConfiguration {
+                what: "dunning step name",
+                reason,
+            })
+        };
+        assert_eq!(StepName::new(""), invalid("a step name must not be empty"));
+        assert_eq!(
+            StepName::new(&"a".repeat(MAX_STEP_NAME_LEN + 1)),
+            invalid("a step name has at most 64 characters")
+        );
+        for bad in ["Suspend", "final-notice", "second notice", "é", "od1\n"] {
+            assert_eq!(
+                StepName::new(bad),
+                invalid("a step name has only lowercase letters, digits and underscores"),
+                "{bad:?}"
+            );
+        }
+        // Names order as their text, whatever their length.
+        let mut names = ["write_off", "od1", "restore", "late_fee"].map(name);
+        names.sort();
+        assert_eq!(
+            names.map(|n| n.to_string()),
+            ["late_fee", "od1", "restore", "write_off"]
+        );
+        // Serde: a plain string, validated on the way in.
+        let name = StepName::new("od1").unwrap();
+        assert_eq!(serde_json::to_string(&name).unwrap(), "\"od1\"");
+        assert_eq!(serde_json::from_str::<StepName>("\"od1\"").unwrap(), name);
+        assert!(serde_json::from_str::<StepName>("\"OD1\"").is_err());
+        assert!(serde_json::from_str::<StepName>("\"\"").is_err());
+    }
+
+    #[test]
+    fn operator_named_steps_fire_with_their_name_and_built_in_effect() {
+        // Names the old closed list of six could not express; the effects are explicit or
+        // taken from the names `suspend`/`write_off`/`late_fee`.
+        let policy = DunningPolicy::builder()
+            .step(1, "second_notice")
+            .late_fee(3, "od1", dec!(7.50))
+            .step(4, "late_fee")
+            .step(5, "suspend")
+            .step_with_effect(6, "cut_off", StepEffect::Suspend)
+            .step_with_effect(20, "terminate", StepEffect::WriteOff)
+            .step(30, "write_off")
+            .build()
+            .unwrap();
+        let effects: Vec<StepEffect> = policy.steps().iter().map(|s| s.effect).collect();
+        assert_eq!(
+            effects,
+            [
+                StepEffect::Notify,
+                StepEffect::LateFee(dec!(7.50)),
+                StepEffect::LateFee(Decimal::ZERO),
+                StepEffect::Suspend,
+                StepEffect::Suspend,
+                StepEffect::WriteOff,
+                StepEffect::WriteOff,
+            ]
+        );
+        let inv = invoice(dec!(50));
+        let mut state = DunningState::default();
+        let mut out = Vec::new();
+        evaluate(&policy, &inv, &[], &mut state, d("2026-04-30"), &mut out);
+        let got: Vec<_> = out
+            .iter()
+            .map(|a| (a.on, a.name.as_str(), a.action, a.fee.map(|f| f.amount())))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    d("2026-03-16"),
+                    "second_notice",
+                    CollectionAction::Notify,
+                    None
+                ),
+                (
+                    d("2026-03-18"),
+                    "od1",
+                    CollectionAction::LateFee,
+                    Some(dec!(7.50))
+                ),
+                (
+                    d("2026-03-19"),
+                    "late_fee",
+                    CollectionAction::LateFee,
+                    Some(dec!(0))
+                ),
+                (d("2026-03-20"), "suspend", CollectionAction::Suspend, None),
+                (d("2026-03-21"), "cut_off", CollectionAction::Suspend, None),
+                (
+                    d("2026-04-04"),
+                    "terminate",
+                    CollectionAction::WriteOff,
+                    None
+                ),
+                (
+                    d("2026-04-14"),
+                    "write_off",
+                    CollectionAction::WriteOff,
+                    None
+                ),
+            ]
+        );
+        assert!(state.is_suspended(&policy));
+        let events: Vec<&str> = out.iter().map(|a| a.event_type()).collect();
+        assert_eq!(
+            events,
+            [
+                "collections.step_fired",
+                "collections.late_fee",
+                "collections.late_fee",
+                "collections.suspend_service",
+                "collections.suspend_service",
+                "collections.write_off",
+                "collections.write_off",
+            ]
+        );
+        // Only a positive fee becomes a charge.
+        assert_eq!(
+            out[1].pending_charge().map(|c| c.unit_price.amount()),
+            Some(dec!(7.50))
+        );
+        assert_eq!(out[2].pending_charge(), None);
+    }
+
+    #[test]
+    fn amounts_at_the_bounds_of_decimal_do_not_abort_an_evaluation() {
+        let policy = DunningPolicy::builder().step(1, "od1").build().unwrap();
+        // A refund reversing a huge allocation: MAX - (-MAX) would overflow.
+        let settlements = [Settlement {
+            on: d("2026-03-10"),
+            amount: -Decimal::MAX,
+        }];
+        let mut state = DunningState::default();
+        let mut out = Vec::new();
+        let fired = evaluate(
+            &policy,
+            &invoice(Decimal::MAX),
+            &settlements,
+            &mut state,
+            d("2026-03-20"),
+            &mut out,
+        );
+        assert_eq!(fired, 1);
+        assert_eq!(out[0].open_balance.amount(), Decimal::MAX);
+    }
+
+    #[test]
+    fn policies_round_trip_through_serde_with_their_names() {
+        let policy = DunningPolicy::builder()
+            .step(-3, "reminder")
+            .late_fee(3, "od1", dec!(5))
+            .step(5, "suspend")
+            .build()
+            .unwrap();
+        let json = serde_json::to_value(&policy).unwrap();
+        assert_eq!(json["steps"][1]["name"], "od1");
+        assert_eq!(
+            serde_json::from_value::<DunningPolicy>(json.clone()).unwrap(),
+            policy
+        );
+        // A deserialized policy is validated like a built one.
+        let refused = |edit: fn(&mut serde_json::Value)| {
+            let mut bad = json.clone();
+            edit(&mut bad);
+            serde_json::from_value::<DunningPolicy>(bad)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(
+            refused(|j| j["steps"][0]["name"] = "restore".into()).contains("restore is not a step")
+        );
+        assert!(
+            refused(|j| j["steps"][0]["name"] = "Reminder".into()).contains("lowercase letters")
+        );
+        assert!(
+            refused(|j| j["steps"][1]["effect"]["late_fee"] = "-5".into())
+                .contains("fees must not be negative")
+        );
+        assert!(refused(|j| j["blocked_weekdays"] = 0xff.into()).contains("every weekday"));
     }
 }

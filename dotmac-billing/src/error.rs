@@ -257,6 +257,19 @@ pub enum BillingError {
         /// The User-Name.
         user_name: String,
     },
+    /// A RADIUS record whose User-Name is not the one its session started with: refused, so
+    /// that one subscriber's traffic is never billed to another.
+    #[error(
+        "RADIUS session {session:?} belongs to User-Name {session_user:?}; a record for {user_name:?} was refused"
+    )]
+    RadiusSessionUserMismatch {
+        /// The session's key (Acct-Unique-Session-Id).
+        session: String,
+        /// The User-Name the session started with.
+        session_user: String,
+        /// The User-Name on the refused record.
+        user_name: String,
+    },
     /// A meter, allowance or dunning policy definition that cannot work.
     #[error("invalid {what}: {reason}")]
     InvalidConfiguration {
@@ -325,4 +338,71 @@ pub enum BillingError {
     /// error is kept as the source.
     #[error("{0}")]
     Storage(#[from] dotmac_core::StorageError),
+}
+
+impl BillingError {
+    /// A stable, machine-readable name of the error's kind (`core.overflow`,
+    /// `currency_not_used`, …): what failure events carry beside the message, so that
+    /// consumers can branch on it without parsing text.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            BillingError::Core(core) => match core {
+                CoreError::CurrencyMismatch { .. } => "core.currency_mismatch",
+                CoreError::UnknownCurrency(_) => "core.unknown_currency",
+                CoreError::Overflow { .. } => "core.overflow",
+                CoreError::DivisionByZero { .. } => "core.division_by_zero",
+                CoreError::InvalidAllocation { .. } => "core.invalid_allocation",
+                CoreError::NotMinorUnits { .. } => "core.not_minor_units",
+                CoreError::InvalidIntervalCount(_) => "core.invalid_interval_count",
+                CoreError::InvalidPeriod { .. } => "core.invalid_period",
+                CoreError::DateOutOfRange(_) => "core.date_out_of_range",
+                CoreError::Parse { .. } => "core.parse",
+                _ => "core",
+            },
+            BillingError::InvalidPrice { .. } => "invalid_price",
+            BillingError::InvalidQuantity { .. } => "invalid_quantity",
+            BillingError::InvalidPlan { .. } => "invalid_plan",
+            BillingError::UnknownPlan(_) => "unknown_plan",
+            BillingError::UnknownProduct(_) => "unknown_product",
+            BillingError::UnknownPlanVersion { .. } => "unknown_plan_version",
+            BillingError::PlanMismatch { .. } => "plan_mismatch",
+            BillingError::CurrencyNotOffered { .. } => "currency_not_offered",
+            BillingError::CurrencyNotUsed { .. } => "currency_not_used",
+            BillingError::IntervalMismatch { .. } => "interval_mismatch",
+            BillingError::ChangeBeforeStart { .. } => "change_before_start",
+            BillingError::SubscriptionNotActive { .. } => "subscription_not_active",
+            BillingError::IllegalTransition { .. } => "illegal_transition",
+            BillingError::IllegalInvoiceTransition { .. } => "illegal_invoice_transition",
+            BillingError::InvalidTaxRate { .. } => "invalid_tax_rate",
+            BillingError::InvalidDiscount { .. } => "invalid_discount",
+            BillingError::NotCreditable { .. } => "not_creditable",
+            BillingError::CreditExceedsLine { .. } => "credit_exceeds_line",
+            BillingError::UnknownInvoiceLine { .. } => "unknown_invoice_line",
+            BillingError::NothingToCredit(_) => "nothing_to_credit",
+            BillingError::UnknownSubscription(_) => "unknown_subscription",
+            BillingError::InvoiceNotFound(_) => "invoice_not_found",
+            BillingError::UnknownAccount(_) => "unknown_account",
+            BillingError::AlreadyExists { .. } => "already_exists",
+            BillingError::Storage { .. } => "storage",
+            BillingError::ConcurrentUpdate { .. } => "concurrent_update",
+            BillingError::PendingChargeTaken { .. } => "pending_charge_taken",
+            BillingError::UnknownMeter { .. } => "unknown_meter",
+            BillingError::UnknownCustomer { .. } => "unknown_customer",
+            BillingError::NegativeQuantity { .. } => "negative_quantity",
+            BillingError::TimestampInFuture { .. } => "timestamp_in_future",
+            BillingError::MalformedRadiusRecord { .. } => "malformed_radius_record",
+            BillingError::UnknownRadiusUser { .. } => "unknown_radius_user",
+            BillingError::RadiusSessionUserMismatch { .. } => "radius_session_user_mismatch",
+            BillingError::InvalidConfiguration { .. } => "invalid_configuration",
+            BillingError::WrongCurrency { .. } => "wrong_currency",
+            BillingError::NonPositiveAmount { .. } => "non_positive_amount",
+            BillingError::UnknownInvoice(_) => "unknown_invoice",
+            BillingError::DuplicateInvoice(_) => "duplicate_invoice",
+            BillingError::DuplicatePayment(_) => "duplicate_payment",
+            BillingError::UnknownPayment(_) => "unknown_payment",
+            BillingError::RefundExceedsPayment { .. } => "refund_exceeds_payment",
+            BillingError::InvoiceSettled(_) => "invoice_settled",
+            BillingError::UnknownMetric { .. } => "unknown_metric",
+        }
+    }
 }

@@ -20,7 +20,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::discount::{DiscountCursor, Share};
 use crate::error::BillingError;
-use crate::tax::{TaxExemption, TaxMode, TaxRate, TaxSummary, apply_taxes};
+use crate::tax::{
+    TaxExemption, TaxMode, TaxRate, TaxRounding, TaxSummary, apply_taxes, line_taxes,
+};
 
 dotmac_core::define_id! {
     /// A one-off charge waiting for a customer's next invoice.
@@ -748,6 +750,193 @@ pub fn inclusive_tax_total(invoice: &Invoice) -> Result<Money, BillingError> {
             .filter(|t| t.mode == TaxMode::Inclusive)
             .map(|t| t.amount),
     )?)
+}
+
+/// One line of [`document_totals`]: `quantity × unit_price`, computed in full before it is
+/// rounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DocumentLineInput {
+    /// Units.
+    pub quantity: Decimal,
+    /// Exact price per unit.
+    pub unit_price: Money,
+}
+
+/// What [`document_totals`] applies to the lines.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DocumentTotalsSettings {
+    /// The rounding mode (the step is the currency's minor unit).
+    pub rounding: RoundingMode,
+    /// Document discounts, applied in order.
+    pub discounts: Vec<crate::discount::DocumentDiscount>,
+    /// Exclusive (optionally compound) tax rates, in order, charged on every line.
+    pub taxes: Vec<TaxRate>,
+    /// Per line or per invoice.
+    pub tax_rounding: TaxRounding,
+}
+
+/// One line's figures in [`DocumentTotals`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DocumentLineTotals {
+    /// The rounded amount.
+    pub amount: Money,
+    /// Its share of the document's discount, in minor units.
+    pub discount: Money,
+    /// Its tax: rounded per rate with [`TaxRounding::PerLine`], exact with
+    /// [`TaxRounding::PerInvoice`].
+    pub tax: Money,
+}
+
+/// A document's figures from [`document_totals`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DocumentTotals {
+    /// Per line, in order.
+    pub lines: Vec<DocumentLineTotals>,
+    /// Σ rounded line amounts.
+    pub subtotal: Money,
+    /// Σ discounts.
+    pub discount: Money,
+    /// The document's rounded tax.
+    pub tax: Money,
+    /// subtotal − discount + tax.
+    pub total: Money,
+}
+
+/// The figures of one document with document-level discounts (coupons) spread over its lines.
+///
+/// * Each line's amount is `quantity × unit_price` rounded to the currency's minor unit; the
+///   subtotal is their sum.
+/// * Discounts apply in order to what is left of the subtotal: a fixed one takes min(amount,
+///   what is left), a percentage one what is left × rate / 100, rounded. The discount is spread
+///   over the lines in proportion to their amounts, in minor units that sum exactly to it
+///   (largest remainder, [`Money::allocate`]).
+/// * Taxes apply to each line's amount after its discount share; a compound rate also to the
+///   taxes before it. [`TaxRounding::PerLine`] rounds each tax of each line;
+///   [`TaxRounding::PerInvoice`] sums the exact taxes and rounds once.
+///
+/// ```
+/// use dotmac_billing::{DocumentDiscount, DocumentLineInput, DocumentTotalsSettings, document_totals};
+/// use dotmac_core::{Currency, Money};
+/// use rust_decimal::Decimal;
+///
+/// let line = |s| DocumentLineInput { quantity: Decimal::ONE, unit_price: Money::parse(s, Currency::USD).unwrap() };
+/// let settings = DocumentTotalsSettings {
+///     discounts: vec![DocumentDiscount::Fixed { amount: Decimal::new(1, 2) }],
+///     ..Default::default()
+/// };
+/// let totals = document_totals(Currency::USD, &[line("1.00"), line("1.00")], &settings)?;
+/// // One cent over two equal lines: the first gets it.
+/// assert_eq!(totals.lines[0].discount, Money::parse("0.01", Currency::USD)?);
+/// assert_eq!(totals.total, Money::parse("1.99", Currency::USD)?);
+/// # Ok::<(), dotmac_billing::BillingError>(())
+/// ```
+///
+/// # Errors
+///
+/// [`BillingError::InvalidConfiguration`] for a negative discount;
+/// [`BillingError::InvalidTaxRate`] for a rate that fails [`TaxRate::validate`] or is
+/// inclusive;
+/// [`BillingError::Core`] for a line in another currency and on overflow.
+pub fn document_totals(
+    currency: Currency,
+    lines: &[DocumentLineInput],
+    settings: &DocumentTotalsSettings,
+) -> Result<DocumentTotals, BillingError> {
+    use crate::discount::DocumentDiscount;
+    let rounding = settings.rounding;
+    for rate in &settings.taxes {
+        rate.validate()?;
+        if rate.mode == TaxMode::Inclusive {
+            return Err(BillingError::InvalidTaxRate {
+                rate: rate.id,
+                reason: "document totals take exclusive rates only",
+            });
+        }
+    }
+    let zero = Money::zero(currency);
+    let mut amounts = Vec::with_capacity(lines.len());
+    for line in lines {
+        if line.unit_price.currency() != currency {
+            return Err(dotmac_core::CoreError::CurrencyMismatch {
+                left: currency.code(),
+                right: line.unit_price.currency().code(),
+            }
+            .into());
+        }
+        amounts.push(line.unit_price.checked_mul(line.quantity)?.round(rounding));
+    }
+    let subtotal = Money::sum(currency, amounts.iter().copied())?;
+    let negative = |reason| BillingError::InvalidConfiguration {
+        what: "document discount",
+        reason,
+    };
+    let mut left = subtotal.max(zero)?;
+    let mut discount = zero;
+    for coupon in &settings.discounts {
+        let taken = match *coupon {
+            DocumentDiscount::Fixed { amount } => {
+                if amount.is_sign_negative() && !amount.is_zero() {
+                    return Err(negative("a fixed discount must not be negative"));
+                }
+                Money::new(amount, currency).round(rounding).min(left)?
+            }
+            DocumentDiscount::Percentage { rate_percent } => {
+                if rate_percent.is_sign_negative() && !rate_percent.is_zero() {
+                    return Err(negative("a percentage discount must not be negative"));
+                }
+                Money::new(
+                    crate::pricing::percent_of(left.amount(), rate_percent)?,
+                    currency,
+                )
+                .round(rounding)
+                .min(left)?
+            }
+        };
+        left = left.checked_sub(taken)?;
+        discount = discount.checked_add(taken)?;
+    }
+    // Shares in proportion to the (non-negative) line amounts.
+    let weights: Vec<Decimal> = amounts
+        .iter()
+        .map(|a| a.amount().max(Decimal::ZERO))
+        .collect();
+    let shares = if discount.is_zero() || weights.iter().all(Decimal::is_zero) {
+        vec![zero; amounts.len()]
+    } else {
+        discount.allocate(&weights)?
+    };
+    let exact = match settings.tax_rounding {
+        TaxRounding::PerLine => Some(rounding),
+        TaxRounding::PerInvoice => None,
+    };
+    let mut summaries = Vec::new();
+    let mut tax = zero;
+    let mut out = Vec::with_capacity(amounts.len());
+    for (amount, share) in amounts.iter().zip(shares) {
+        let net = amount.checked_sub(share)?;
+        let line_tax = line_taxes(
+            net,
+            &settings.taxes,
+            &TaxExemption::None,
+            exact,
+            &mut summaries,
+        )?;
+        tax = tax.checked_add(line_tax.total)?;
+        out.push(DocumentLineTotals {
+            amount: *amount,
+            discount: share,
+            tax: line_tax.total,
+        });
+    }
+    let tax = tax.round(rounding);
+    let total = subtotal.checked_sub(discount)?.checked_add(tax)?;
+    Ok(DocumentTotals {
+        lines: out,
+        subtotal,
+        discount,
+        tax,
+        total,
+    })
 }
 
 #[cfg(test)]

@@ -106,12 +106,17 @@ pub use billrun::{
 pub use catalog::{
     BillingTiming, Charge, ChargeKind, CurrencyPrice, Plan, PlanBuilder, PlanVersion, Product,
 };
-pub use discount::{AppliedDiscount, Discount, DiscountAmount, DiscountDuration, DiscountId};
+pub use discount::{
+    AppliedDiscount, Discount, DiscountAmount, DiscountDuration, DiscountId, DocumentDiscount,
+};
 pub use error::BillingError;
 pub use invoice::{
     CreditNote, CreditNoteLine, CreditRequest, DocumentBuilder, DocumentKey, DocumentNumber,
     DocumentSettings, DraftLine, Invoice, InvoiceLine, InvoiceStatus, LineKind, PendingCharge,
     PendingChargeId, PriceRef, credit_note, inclusive_tax_total, invoice_pending_charges,
+};
+pub use invoice::{
+    DocumentLineInput, DocumentLineTotals, DocumentTotals, DocumentTotalsSettings, document_totals,
 };
 pub use memory::MemoryStore;
 pub use pricing::{
@@ -119,8 +124,8 @@ pub use pricing::{
 };
 pub use proration::{ProrationMode, fraction, prorate};
 pub use service::{
-    BillRunSummary, BillingEvent, BillingService, BillingSettings, ChunkCommit, Events, bill_chunk,
-    chunk_customers, invoice_issued_event, record_chunk,
+    BillRunSummary, BilledChunk, BillingEvent, BillingFailure, BillingService, BillingSettings,
+    ChunkCommit, Events, bill_chunk, chunk_customers, invoice_issued_event, record_chunk,
 };
 pub use store::{
     BillingCommit, BillingStore, CatalogStore, CommitResult, CustomerAccount, InvoiceStore,
@@ -129,4 +134,4 @@ pub use store::{
 pub use subscription::{
     FirstPeriod, NewSubscription, Segment, SegmentState, Subscription, SubscriptionStatus,
 };
-pub use tax::{TaxBase, TaxExemption, TaxMode, TaxRate, TaxRateId, TaxSummary};
+pub use tax::{TaxBase, TaxExemption, TaxMode, TaxRate, TaxRateId, TaxRounding, TaxSummary};

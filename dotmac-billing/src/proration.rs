@@ -103,4 +103,29 @@ mod tests {
         let q = BillingInterval::QUARTERLY;
         assert_eq!(fraction(half, may, ProrationMode::Fixed30Days, q), (15, 31));
     }
+
+    #[test]
+    fn a_whole_period_is_never_prorated() {
+        let date = |y, m, day| NaiveDate::from_ymd_opt(y, m, day).unwrap();
+        let whole = [
+            (date(2026, 1, 1), date(2026, 2, 1), BillingInterval::MONTHLY), // 31 days
+            (date(2026, 2, 1), date(2026, 3, 1), BillingInterval::MONTHLY), // 28 days
+            (date(2028, 2, 1), date(2028, 3, 1), BillingInterval::MONTHLY), // 29 days
+            (
+                date(2026, 1, 1),
+                date(2026, 4, 1),
+                BillingInterval::QUARTERLY,
+            ),
+        ];
+        for (start, end, interval) in whole {
+            let period = Period::new(start, end).unwrap();
+            for mode in [
+                ProrationMode::ActualDays,
+                ProrationMode::Fixed30Days,
+                ProrationMode::None,
+            ] {
+                assert_eq!(fraction(period, period, mode, interval), (1, 1), "{mode:?}");
+            }
+        }
+    }
 }

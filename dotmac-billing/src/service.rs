@@ -130,6 +130,19 @@ pub enum BillingEvent {
         /// Its total.
         total: Money,
     },
+    /// A bill run skipped a customer because billing one of its subscriptions failed with a
+    /// domain error (see [`BillingFailure`]); nothing of that customer was written, and a run
+    /// after the data is fixed bills it.
+    BillRunItemFailed {
+        /// The customer skipped.
+        customer: CustomerId,
+        /// The subscription whose billing failed.
+        subscription: Option<SubscriptionId>,
+        /// The error's kind ([`BillingError::kind`], e.g. `core.overflow`).
+        error_kind: String,
+        /// The error's message (ids and amounts, no personal data).
+        error: String,
+    },
 }
 
 impl EventPayload for BillingEvent {
@@ -142,12 +155,43 @@ impl EventPayload for BillingEvent {
             BillingEvent::InvoiceIssued { .. } => "billing.invoice_issued",
             BillingEvent::InvoiceStatusChanged { .. } => "billing.invoice_status_changed",
             BillingEvent::CreditNoteIssued { .. } => "billing.credit_note_issued",
+            BillingEvent::BillRunItemFailed { .. } => "billing.bill_run_item_failed",
         }
     }
 }
 
 /// Events returned by a service call.
 pub type Events = Vec<DomainEvent<BillingEvent>>;
+
+/// A customer (or one of its subscriptions) that a run (bill run, usage rating, collections)
+/// skipped because of a domain error in its own data: an amount that overflows, a currency
+/// mismatch, a missing plan or meter, … Nothing of that customer was written by the run; the
+/// others were processed. Store errors are never isolated like this: they fail the run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BillingFailure {
+    /// The customer skipped.
+    pub customer: CustomerId,
+    /// The subscription whose processing failed, when there is one.
+    pub subscription: Option<SubscriptionId>,
+    /// What went wrong.
+    pub error: BillingError,
+}
+
+impl BillingFailure {
+    /// The `billing.bill_run_item_failed` event of this failure.
+    pub fn event(&self, tenant: TenantId, clock: &dyn Clock) -> DomainEvent<BillingEvent> {
+        DomainEvent::new(
+            tenant,
+            clock,
+            BillingEvent::BillRunItemFailed {
+                customer: self.customer,
+                subscription: self.subscription,
+                error_kind: self.error.kind().to_owned(),
+                error: self.error.to_string(),
+            },
+        )
+    }
+}
 
 /// What a bill run did.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -161,10 +205,43 @@ pub struct BillRunSummary {
     /// Subscriptions skipped because someone else updated them, or invoiced one of their
     /// pending charges, during the run (the next run picks them up).
     pub conflicts: usize,
+    /// Customers skipped because billing one of their subscriptions failed with a domain
+    /// error, each with that subscription and the error: nothing of theirs was written, and
+    /// a run after the data is fixed bills them. Each also has a
+    /// `billing.bill_run_item_failed` event in [`BillRunSummary::events`].
+    pub failures: Vec<BillingFailure>,
     /// The last subscription processed: the cursor for the next chunk.
     pub cursor: Option<SubscriptionId>,
     /// What happened.
     pub events: Events,
+}
+
+impl BillRunSummary {
+    /// Adds `failures` (from [`bill_chunk`]) to the summary, with one
+    /// `billing.bill_run_item_failed` event each.
+    pub fn record_failures(
+        &mut self,
+        tenant: TenantId,
+        clock: &dyn Clock,
+        failures: Vec<BillingFailure>,
+    ) {
+        self.events
+            .extend(failures.iter().map(|f| f.event(tenant, clock)));
+        self.failures.extend(failures);
+    }
+
+    /// Adds a chunk's summary to this run's total (the cursor moves to the chunk's).
+    fn absorb(&mut self, chunk: BillRunSummary) {
+        self.subscriptions += chunk.subscriptions;
+        self.invoices += chunk.invoices;
+        self.duplicates += chunk.duplicates;
+        self.conflicts += chunk.conflicts;
+        self.failures.extend(chunk.failures);
+        self.events.extend(chunk.events);
+        if chunk.cursor.is_some() {
+            self.cursor = chunk.cursor;
+        }
+    }
 }
 
 /// Billing orchestration: reads from the store, runs the pure domain functions, writes the
@@ -452,39 +529,62 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
     /// Bills every subscription of the tenant up to `as_of`, chunk by chunk. Idempotent: a
     /// second run on the same date issues nothing.
     ///
+    /// One customer's bad data never blocks the others: a domain error while billing one of
+    /// a customer's subscriptions (an amount that overflows, a currency mismatch, a missing
+    /// plan, …) skips that customer for the whole run. Nothing of theirs is written (no
+    /// invoice, no subscription state, no consumed charge), the failure is listed in
+    /// [`BillRunSummary::failures`] with a `billing.bill_run_item_failed` event, and every
+    /// other customer is billed; a run after the data is fixed bills the skipped customer.
+    /// (Chunks here are pages of subscriptions in id order, so a customer whose
+    /// subscriptions span two chunks keeps what an earlier chunk committed; the scale-out
+    /// planner of `dotmac-sqlx` never splits a customer.)
+    ///
     /// # Errors
     ///
-    /// The first domain or store error; the chunks committed before it stay committed, and a
-    /// re-run continues where it stopped.
+    /// Store errors (and the per-commit errors of [`record_chunk`]): they fail the run; the
+    /// chunks committed before it stay committed, and a re-run continues where it stopped.
     pub async fn run_bill(
         &self,
         tenant: TenantId,
         as_of: NaiveDate,
     ) -> Result<BillRunSummary, BillingError> {
+        self.run_bill_skipping(tenant, as_of, &[]).await
+    }
+
+    /// [`BillingService::run_bill`] that leaves the subscriptions of `skip` alone (customers
+    /// whose usage could not be rated, for example).
+    pub(crate) async fn run_bill_skipping(
+        &self,
+        tenant: TenantId,
+        as_of: NaiveDate,
+        skip: &[CustomerId],
+    ) -> Result<BillRunSummary, BillingError> {
         let plans = self.plan_map(tenant).await?;
         let mut total = BillRunSummary::default();
+        let mut skipped: Vec<CustomerId> = skip.to_vec();
         loop {
-            let chunk = self.run_chunk(tenant, as_of, &plans, total.cursor).await?;
+            let chunk = self
+                .bill_page(tenant, as_of, &plans, total.cursor, &skipped)
+                .await?;
             let done = chunk.subscriptions == 0;
-            total.subscriptions += chunk.subscriptions;
-            total.invoices += chunk.invoices;
-            total.duplicates += chunk.duplicates;
-            total.conflicts += chunk.conflicts;
-            total.events.extend(chunk.events);
+            // A customer that failed in one chunk is skipped in the later ones too.
+            skipped.extend(chunk.failures.iter().map(|f| f.customer));
+            total.absorb(chunk);
             if done {
                 break;
             }
-            total.cursor = chunk.cursor;
         }
         Ok(total)
     }
 
     /// Bills one chunk of subscriptions after `cursor` (see [`BillingSettings::chunk_size`]):
-    /// the unit of work a scheduler can spread over workers or resume after a crash.
+    /// the unit of work a scheduler can spread over workers or resume after a crash. A
+    /// customer whose billing fails with a domain error is skipped and reported, as in
+    /// [`BillingService::run_bill`].
     ///
     /// # Errors
     ///
-    /// The first domain or store error.
+    /// Store errors, and the per-commit errors of [`record_chunk`].
     pub async fn run_chunk(
         &self,
         tenant: TenantId,
@@ -492,7 +592,20 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
         plans: &(impl PlanLookup + ?Sized),
         cursor: Option<SubscriptionId>,
     ) -> Result<BillRunSummary, BillingError> {
-        let page = self
+        self.bill_page(tenant, as_of, plans, cursor, &[]).await
+    }
+
+    /// [`BillingService::run_chunk`], leaving out the subscriptions of the customers in
+    /// `skip`.
+    async fn bill_page(
+        &self,
+        tenant: TenantId,
+        as_of: NaiveDate,
+        plans: &(impl PlanLookup + ?Sized),
+        cursor: Option<SubscriptionId>,
+        skip: &[CustomerId],
+    ) -> Result<BillRunSummary, BillingError> {
+        let mut page = self
             .store
             .subscriptions_page(tenant, cursor, self.settings.chunk_size.max(1))
             .await?;
@@ -501,10 +614,16 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
             cursor: page.last().map(|s| s.id).or(cursor),
             ..BillRunSummary::default()
         };
+        if !skip.is_empty() {
+            page.retain(|s| !skip.contains(&s.customer));
+        }
         let customers = chunk_customers(&page);
         let accounts = self.store.accounts(tenant, &customers).await?;
         let pending = self.store.pending_charges_for(tenant, &customers).await?;
-        let mut items = bill_chunk(&page, plans, &accounts, &pending, as_of, &self.settings)?;
+        let BilledChunk {
+            mut items,
+            failures,
+        } = bill_chunk(&page, plans, &accounts, &pending, as_of, &self.settings);
         drop(page);
         // The commits move to the store; `record_chunk` needs only the rest of each item.
         let commits = items
@@ -513,6 +632,7 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
             .collect();
         let results = self.store.commit_batch(tenant, commits).await?;
         record_chunk(tenant, &self.clock, &items, results, &mut summary)?;
+        summary.record_failures(tenant, &self.clock, failures);
         Ok(summary)
     }
 
@@ -663,6 +783,8 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
 pub struct ChunkCommit {
     /// The subscription billed.
     pub subscription: SubscriptionId,
+    /// Its customer.
+    pub customer: CustomerId,
     /// Its status before and after, when billing changed it (a trial ended, a cancellation
     /// took effect).
     pub status_change: Option<(SubscriptionStatus, SubscriptionStatus)>,
@@ -683,18 +805,30 @@ pub fn chunk_customers(page: &[Subscription]) -> Vec<CustomerId> {
     customers
 }
 
+/// What [`bill_chunk`] computed: the commits of the customers billed, and the customers
+/// skipped.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct BilledChunk {
+    /// A commit for every subscription that has something to write, in page order.
+    pub items: Vec<ChunkCommit>,
+    /// The customers skipped because [`bill_due`] failed for one of their subscriptions
+    /// (the first failure of each): `items` holds nothing of theirs.
+    pub failures: Vec<BillingFailure>,
+}
+
 /// Bills a chunk of subscriptions up to `as_of` without touching a store: [`bill_due`] for
 /// each subscription with its customer's account settings and pending charges. Returns a
 /// commit for every subscription that has something to write, in page order; ended
 /// subscriptions and those with nothing due are left out. `accounts` and `pending` may hold
 /// other customers' records too (see [`chunk_customers`]).
 ///
+/// The customer is the unit of failure: when [`bill_due`] fails for one subscription, none
+/// of that customer's subscriptions in the chunk get a commit (their pending charges are
+/// shared), and the customer is listed in [`BilledChunk::failures`] instead; the other
+/// customers are billed as if it were not there.
+///
 /// [`BillingService::run_chunk`] and scale-out workers (`dotmac-sqlx`) share it, so that
 /// every way of running a bill produces the same documents.
-///
-/// # Errors
-///
-/// The first error of [`bill_due`].
 pub fn bill_chunk(
     page: &[Subscription],
     plans: &(impl PlanLookup + ?Sized),
@@ -702,7 +836,7 @@ pub fn bill_chunk(
     pending: &[PendingCharge],
     as_of: NaiveDate,
     settings: &BillingSettings,
-) -> Result<Vec<ChunkCommit>, BillingError> {
+) -> BilledChunk {
     let default_settings = settings.for_account(None);
     let own_settings: FastMap<CustomerId, DocumentSettings> = accounts
         .iter()
@@ -716,8 +850,15 @@ pub fn bill_chunk(
             .push(charge.clone());
     }
     let mut items = Vec::with_capacity(page.len());
+    // Empty (no allocation) unless a customer fails.
+    let mut failures: Vec<BillingFailure> = Vec::new();
+    let failed = |failures: &[BillingFailure], customer: CustomerId| {
+        failures.iter().any(|f| f.customer == customer)
+    };
     for sub in page {
-        if sub.status == SubscriptionStatus::Ended {
+        if sub.status == SubscriptionStatus::Ended
+            || (!failures.is_empty() && failed(&failures, sub.customer))
+        {
             continue;
         }
         let doc_settings = own_settings.get(&sub.customer).unwrap_or(&default_settings);
@@ -725,7 +866,17 @@ pub fn bill_chunk(
             .get(&sub.customer)
             .map(Vec::as_slice)
             .unwrap_or_default();
-        let out = bill_due(sub, plans, charges, as_of, doc_settings)?;
+        let out = match bill_due(sub, plans, charges, as_of, doc_settings) {
+            Ok(out) => out,
+            Err(error) => {
+                failures.push(BillingFailure {
+                    customer: sub.customer,
+                    subscription: Some(sub.id),
+                    error,
+                });
+                continue;
+            }
+        };
         if out.invoices.is_empty() && out.subscription == *sub {
             continue;
         }
@@ -738,12 +889,17 @@ pub fn bill_chunk(
         }
         items.push(ChunkCommit {
             subscription: sub.id,
+            customer: sub.customer,
             status_change: (sub.status != out.subscription.status)
                 .then_some((sub.status, out.subscription.status)),
             commit: BillingCommit::from(out),
         });
     }
-    Ok(items)
+    // A failed customer's earlier subscriptions of the chunk are dropped too: all or nothing.
+    if !failures.is_empty() {
+        items.retain(|i| !failed(&failures, i.customer));
+    }
+    BilledChunk { items, failures }
 }
 
 /// The `billing.invoice_issued` event of an issued invoice. Its id derives from the invoice
@@ -840,9 +996,52 @@ mod tests {
     fn item(n: u128) -> ChunkCommit {
         ChunkCommit {
             subscription: SubscriptionId::from_u128(n),
+            customer: CustomerId::from_u128(n),
             status_change: None,
             commit: BillingCommit::default(),
         }
+    }
+
+    #[test]
+    fn bill_chunk_leaves_out_every_subscription_of_a_failing_customer() {
+        use crate::catalog::Charge;
+        use crate::subscription::NewSubscription;
+        use dotmac_core::{Currency, ProductId};
+        let day = |d| NaiveDate::from_ymd_opt(2026, 3, d).unwrap();
+        let plan = |id| {
+            Plan::builder(PlanId::from_u128(id), ProductId::from_u128(1), "Fibre")
+                .charge(Charge::recurring_flat([Money::from_minor(
+                    1000,
+                    Currency::USD,
+                )]))
+                .build(day(1))
+                .unwrap()
+        };
+        let (known, missing) = (plan(1), plan(2));
+        let sub = |id: u128, customer: u128, plan: &Plan| {
+            NewSubscription::new(
+                CustomerId::from_u128(customer),
+                plan.id,
+                Currency::USD,
+                day(1),
+            )
+            .id(SubscriptionId::from_u128(id))
+            .create(plan, Currency::USD)
+            .unwrap()
+        };
+        // Customer 7's first subscription bills, its second names a plan the lookup lacks.
+        let page = [sub(1, 7, &known), sub(2, 7, &missing), sub(3, 8, &known)];
+        let billed = bill_chunk(&page, &known, &[], &[], day(1), &BillingSettings::default());
+        let billed_subs: Vec<_> = billed.items.iter().map(|i| i.subscription).collect();
+        assert_eq!(billed_subs, [SubscriptionId::from_u128(3)]);
+        assert_eq!(
+            billed.failures,
+            [BillingFailure {
+                customer: CustomerId::from_u128(7),
+                subscription: Some(SubscriptionId::from_u128(2)),
+                error: BillingError::UnknownPlan(missing.id),
+            }]
+        );
     }
 
     #[test]

@@ -137,6 +137,17 @@ pub struct TaxSummary {
     pub amount: Money,
 }
 
+/// How a document's taxes are rounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaxRounding {
+    /// Each tax of each line is rounded; the document's tax is their sum.
+    #[default]
+    PerLine,
+    /// The document's unrounded taxes are summed and rounded once.
+    PerInvoice,
+}
+
 /// The taxes of one line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct LineTax {
@@ -156,6 +167,18 @@ pub(crate) fn apply_taxes(
     rates: &[TaxRate],
     exemption: &TaxExemption,
     rounding: RoundingMode,
+    summaries: &mut Vec<TaxSummary>,
+) -> Result<LineTax, BillingError> {
+    line_taxes(amount, rates, exemption, Some(rounding), summaries)
+}
+
+/// [`apply_taxes`], rounding each rate's amount with `rounding`, or keeping every amount
+/// exact (compound rates then apply to the exact taxes before them) with `None`.
+pub(crate) fn line_taxes(
+    amount: Money,
+    rates: &[TaxRate],
+    exemption: &TaxExemption,
+    rounding: Option<RoundingMode>,
     summaries: &mut Vec<TaxSummary>,
 ) -> Result<LineTax, BillingError> {
     let currency = amount.currency();
@@ -191,11 +214,11 @@ pub(crate) fn apply_taxes(
             (TaxMode::Exclusive, TaxBase::Compound) => base.checked_add(total)?,
             _ => base,
         };
-        let tax = Money::new(
+        let exact = Money::new(
             crate::pricing::percent_of(taxable.amount(), rate.percent)?,
             currency,
-        )
-        .round(rounding);
+        );
+        let tax = rounding.map_or(exact, |mode| exact.round(mode));
         total = total.checked_add(tax)?;
         if rate.mode == TaxMode::Exclusive {
             exclusive = exclusive.checked_add(tax)?;

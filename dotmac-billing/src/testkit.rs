@@ -84,6 +84,9 @@ where
     a_pending_charge_is_invoiced_once(make())
         .await
         .map_err(|e| format!("a_pending_charge_is_invoiced_once: {e}"))?;
+    one_customers_bad_data_never_blocks_the_bill_run(make())
+        .await
+        .map_err(|e| format!("one_customers_bad_data_never_blocks_the_bill_run: {e}"))?;
     Ok(())
 }
 
@@ -833,6 +836,201 @@ async fn a_pending_charge_is_invoiced_once<S: BillingStore>(store: S) -> Result<
             .len()
             == 2,
         "a refused commit wrote invoices"
+    );
+    Ok(())
+}
+
+/// The issue-9 reproduction: a pending charge of 3 × `Decimal::MAX` / 2.
+fn overflowing_charge(customer: CustomerId, id: u128, on: NaiveDate) -> PendingCharge {
+    PendingCharge {
+        quantity: Decimal::from(3),
+        unit_price: Money::new(Decimal::MAX / Decimal::TWO, Currency::USD),
+        ..charge(customer, id, 0, on)
+    }
+}
+
+/// One customer whose pending charge overflows, among healthy ones, in a run of small chunks
+/// (the bad customer's two subscriptions fall into two chunks).
+async fn one_customers_bad_data_never_blocks_the_bill_run<S: BillingStore>(
+    store: S,
+) -> Result<(), String> {
+    let settings = BillingSettings {
+        chunk_size: 2,
+        ..BillingSettings::default()
+    };
+    let service = BillingService::new(store, clock(), settings);
+    let tenant = TenantId::new();
+    let product = Product {
+        id: ProductId::new(),
+        name: "Broadband".into(),
+    };
+    let plan = monthly_plan(PlanId::new(), product.id, 3000)?;
+    service.add_product(tenant, product).await.map_err(err)?;
+    service.save_plan(tenant, plan.clone()).await.map_err(err)?;
+    let healthy: Vec<CustomerId> = (1..=3u128)
+        .map(|n| CustomerId::from_u128(3100 + n))
+        .collect();
+    let bad = CustomerId::from_u128(3199);
+    // Subscriptions 3001 (healthy), 3002 and 3003 (bad), 3004 and 3005 (healthy).
+    let owners = [healthy[0], bad, bad, healthy[1], healthy[2]];
+    for customer in healthy.iter().chain([&bad]) {
+        service
+            .save_account(tenant, CustomerAccount::new(*customer, Currency::USD))
+            .await
+            .map_err(err)?;
+    }
+    for (n, customer) in (1u128..).zip(owners) {
+        service
+            .subscribe(
+                tenant,
+                NewSubscription::new(customer, plan.id, Currency::USD, day(2026, 4, 1)?)
+                    .id(SubscriptionId::from_u128(3000 + n)),
+            )
+            .await
+            .map_err(err)?;
+    }
+    let bad_sub = SubscriptionId::from_u128(3002);
+    let huge = overflowing_charge(bad, 3300, day(2026, 3, 20)?);
+    service
+        .store()
+        .add_pending_charge(tenant, huge.clone())
+        .await
+        .map_err(err)?;
+    let fee = charge(healthy[1], 3301, 250, day(2026, 3, 20)?);
+    service
+        .add_pending_charge(tenant, fee.clone())
+        .await
+        .map_err(err)?;
+    let bad_before = service
+        .store()
+        .subscriptions_of(tenant, bad)
+        .await
+        .map_err(err)?;
+    let as_of = day(2026, 4, 1)?;
+    let expected = BillingError::Core(dotmac_core::CoreError::Overflow {
+        operation: "multiply",
+    });
+
+    // The healthy customers are billed; the bad one is skipped and reported, twice over.
+    for attempt in 1..=2 {
+        let run = service.run_bill(tenant, as_of).await.map_err(err)?;
+        let want = if attempt == 1 { 3 } else { 0 };
+        ensure!(
+            run.invoices == want,
+            "run {attempt}: {} invoices, expected {want}; failures {:?}",
+            run.invoices,
+            run.failures
+        );
+        ensure!(
+            run.failures
+                == vec![crate::BillingFailure {
+                    customer: bad,
+                    subscription: Some(bad_sub),
+                    error: expected.clone(),
+                }],
+            "run {attempt}: failures {:?}",
+            run.failures
+        );
+        let failed_events: Vec<_> = run
+            .events
+            .iter()
+            .filter_map(|e| match &e.payload {
+                crate::BillingEvent::BillRunItemFailed {
+                    customer,
+                    subscription,
+                    error_kind,
+                    ..
+                } => Some((*customer, *subscription, error_kind.as_str())),
+                _ => None,
+            })
+            .collect();
+        ensure!(
+            failed_events == vec![(bad, Some(bad_sub), "core.overflow")],
+            "run {attempt}: failure events {failed_events:?}"
+        );
+        for customer in &healthy {
+            let n = store_invoices(&service, tenant, *customer).await?.len();
+            ensure!(n == 1, "run {attempt}: healthy {customer} has {n} invoices");
+        }
+        // Nothing of the bad customer was written.
+        ensure!(
+            store_invoices(&service, tenant, bad).await?.is_empty(),
+            "run {attempt}: the failing customer was invoiced"
+        );
+        let bad_now = service
+            .store()
+            .subscriptions_of(tenant, bad)
+            .await
+            .map_err(err)?;
+        ensure!(
+            bad_now == bad_before,
+            "run {attempt}: the failing customer's subscriptions changed"
+        );
+        let pending = service
+            .store()
+            .pending_charges(tenant, bad)
+            .await
+            .map_err(err)?;
+        ensure!(
+            pending == vec![huge.clone()],
+            "run {attempt}: the failing customer's charges changed: {pending:?}"
+        );
+    }
+    let fee_lines = store_invoices(&service, tenant, healthy[1])
+        .await?
+        .iter()
+        .flat_map(|i| &i.lines)
+        .filter(|l| l.kind == LineKind::LateFee)
+        .count();
+    ensure!(
+        fee_lines == 1,
+        "the healthy customer's fee is on {fee_lines} lines"
+    );
+
+    // Fix the data: take the bad charge off (the store API has no delete; a commit that
+    // consumes it without a document does that) and add the corrected one.
+    service
+        .store()
+        .commit(
+            tenant,
+            BillingCommit {
+                consumed_pending: vec![huge.id],
+                ..BillingCommit::default()
+            },
+        )
+        .await
+        .map_err(err)?;
+    let corrected = charge(bad, 3302, 1500, day(2026, 3, 20)?);
+    service
+        .add_pending_charge(tenant, corrected)
+        .await
+        .map_err(err)?;
+    let run = service.run_bill(tenant, as_of).await.map_err(err)?;
+    ensure!(
+        run.invoices == 2 && run.failures.is_empty(),
+        "the rerun after the fix issued {} invoices, failures {:?}",
+        run.invoices,
+        run.failures
+    );
+    let bad_invoices = store_invoices(&service, tenant, bad).await?;
+    let corrected_lines = bad_invoices
+        .iter()
+        .flat_map(|i| &i.lines)
+        .filter(|l| l.kind == LineKind::LateFee)
+        .count();
+    ensure!(
+        bad_invoices.len() == 2 && corrected_lines == 1,
+        "the fixed customer has {} invoices with {corrected_lines} fee lines",
+        bad_invoices.len()
+    );
+    for customer in &healthy {
+        let n = store_invoices(&service, tenant, *customer).await?.len();
+        ensure!(n == 1, "healthy {customer} was billed twice ({n} invoices)");
+    }
+    let again = service.run_bill(tenant, as_of).await.map_err(err)?;
+    ensure!(
+        again.invoices == 0 && again.failures.is_empty() && again.events.is_empty(),
+        "a run after everything was billed did something: {again:?}"
     );
     Ok(())
 }

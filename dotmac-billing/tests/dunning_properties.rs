@@ -5,22 +5,24 @@
 
 use chrono::{Days, NaiveDate, TimeZone, Utc, Weekday};
 use dotmac_billing::dunning::{
-    CollectionAction, CollectionEvent, CollectionsService, DunningInvoice, DunningPolicy,
-    DunningState, InMemoryDunningStore, RestoreOnPayment, Settlement, evaluate,
+    CollectionAction, CollectionEvent, CollectionsRunSummary, CollectionsService, DunningInvoice,
+    DunningPolicy, DunningState, InMemoryDunningStore, RestoreOnPayment, Settlement, evaluate,
 };
-use dotmac_billing::payments::{AllocationTarget, InMemoryPaymentStore};
-use dotmac_billing::{BillingError, LineKind};
+use dotmac_billing::payments::{
+    AllocationTarget, InMemoryPaymentStore, LedgerEntry, LedgerEntryKind, PaymentStore,
+};
+use dotmac_billing::{BillingError, BillingFailure, LineKind};
 use dotmac_core::{Currency, CustomerId, InvoiceId, ManualClock, Money, PaymentId, TenantId};
 use proptest::prelude::*;
 use rust_decimal::Decimal;
 
 fn policy() -> DunningPolicy {
     DunningPolicy::builder()
-        .step(-3, CollectionAction::Reminder)
-        .step(1, CollectionAction::OverdueNotice)
-        .step_with_fee(3, CollectionAction::LateFee, Decimal::new(500, 2))
-        .step(5, CollectionAction::Suspend)
-        .step(75, CollectionAction::WriteOff)
+        .step(-3, "reminder")
+        .step(1, "overdue_notice")
+        .late_fee(3, "late_fee", Decimal::new(500, 2))
+        .step(5, "suspend")
+        .step(75, "write_off")
         .grace_days(2)
         .min_balance(Decimal::new(100, 2))
         .no_suspension_on(Weekday::Sat)
@@ -113,17 +115,33 @@ async fn service_suspends_then_restores_on_payment_with_a_reconnection_fee() {
     let actions: Vec<_> = events
         .iter()
         .filter_map(|e| match &e.payload {
-            CollectionEvent::Action(a) => Some((a.on.to_string(), a.action)),
-            CollectionEvent::Ledger(_) => None,
+            CollectionEvent::Action(a) => Some((a.on.to_string(), a.name.to_string(), a.action)),
+            _ => None,
         })
         .collect();
     assert_eq!(
         actions,
         vec![
-            ("2026-03-10".to_owned(), CollectionAction::Reminder),
-            ("2026-03-16".to_owned(), CollectionAction::OverdueNotice),
-            ("2026-03-18".to_owned(), CollectionAction::LateFee),
-            ("2026-03-20".to_owned(), CollectionAction::Suspend),
+            (
+                "2026-03-10".to_owned(),
+                "reminder".to_owned(),
+                CollectionAction::Notify
+            ),
+            (
+                "2026-03-16".to_owned(),
+                "overdue_notice".to_owned(),
+                CollectionAction::Notify
+            ),
+            (
+                "2026-03-18".to_owned(),
+                "late_fee".to_owned(),
+                CollectionAction::LateFee
+            ),
+            (
+                "2026-03-20".to_owned(),
+                "suspend".to_owned(),
+                CollectionAction::Suspend
+            ),
         ]
     );
     assert_eq!(
@@ -178,4 +196,157 @@ async fn service_suspends_then_restores_on_payment_with_a_reconnection_fee() {
     // Settled: the write-off day passes without action.
     clock.set(Utc.with_ymd_and_hms(2026, 6, 30, 9, 0, 0).unwrap());
     assert!(service.evaluate(tenant, customer).await.unwrap().is_empty());
+}
+
+/// A payment store whose entries a test can replace, as an operator fixing bad data would.
+#[derive(Default)]
+struct FixablePayments {
+    ledgers: std::sync::Mutex<std::collections::HashMap<CustomerId, Vec<LedgerEntry>>>,
+}
+
+impl FixablePayments {
+    fn replace(&self, customer: CustomerId, entries: Vec<LedgerEntry>) {
+        self.ledgers.lock().unwrap().insert(customer, entries);
+    }
+}
+
+impl PaymentStore for FixablePayments {
+    async fn append(
+        &self,
+        _tenant: TenantId,
+        customer: CustomerId,
+        entries: &[LedgerEntry],
+    ) -> Result<(), BillingError> {
+        self.ledgers
+            .lock()
+            .unwrap()
+            .entry(customer)
+            .or_default()
+            .extend_from_slice(entries);
+        Ok(())
+    }
+
+    async fn entries(
+        &self,
+        _tenant: TenantId,
+        customer: CustomerId,
+    ) -> Result<Vec<LedgerEntry>, BillingError> {
+        Ok(self
+            .ledgers
+            .lock()
+            .unwrap()
+            .get(&customer)
+            .cloned()
+            .unwrap_or_default())
+    }
+}
+
+#[tokio::test]
+async fn one_customers_bad_ledger_never_stops_the_collections_run() {
+    let tenant = TenantId::from_u128(1);
+    let customers: Vec<CustomerId> = (1..=3u128).map(CustomerId::from_u128).collect();
+    let bad = customers[1];
+    let clock = ManualClock::new(Utc.with_ymd_and_hms(2026, 3, 1, 8, 0, 0).unwrap());
+    let service = CollectionsService::new(
+        FixablePayments::default(),
+        InMemoryDunningStore::new(),
+        &clock,
+        chrono_tz::Africa::Lagos,
+        policy(),
+    );
+    for (n, customer) in (1u128..).zip(&customers) {
+        service
+            .record_invoice(
+                tenant,
+                *customer,
+                InvoiceId::from_u128(n),
+                Money::from_minor(5000, Currency::USD),
+                NaiveDate::from_ymd_opt(2026, 3, 1).unwrap(),
+                due(),
+            )
+            .await
+            .unwrap();
+    }
+    // Bad data (an import, say): a payment in EUR in a USD ledger.
+    let good_entries = service.payment_store().entries(tenant, bad).await.unwrap();
+    let stray = LedgerEntry {
+        sequence: 1,
+        customer: bad,
+        on: NaiveDate::from_ymd_opt(2026, 3, 2).unwrap(),
+        kind: LedgerEntryKind::PaymentReceived {
+            payment: PaymentId::from_u128(9),
+            amount: Money::from_minor(5000, Currency::EUR),
+        },
+    };
+    service
+        .payment_store()
+        .append(tenant, bad, std::slice::from_ref(&stray))
+        .await
+        .unwrap();
+    clock.set(Utc.with_ymd_and_hms(2026, 3, 20, 6, 0, 0).unwrap());
+    let suspended = |summary: &CollectionsRunSummary| -> Vec<CustomerId> {
+        summary
+            .events
+            .iter()
+            .filter_map(|e| match &e.payload {
+                CollectionEvent::Action(a) if a.action == CollectionAction::Suspend => {
+                    Some(a.customer)
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    for attempt in 0..2 {
+        let run = service
+            .evaluate_customers(tenant, &customers)
+            .await
+            .unwrap();
+        assert_eq!(run.customers, 3);
+        assert_eq!(
+            run.failures,
+            vec![BillingFailure {
+                customer: bad,
+                subscription: None,
+                error: BillingError::WrongCurrency {
+                    what: "ledger entry",
+                    expected: "USD",
+                    got: "EUR",
+                },
+            }]
+        );
+        let failed: Vec<_> = run
+            .events
+            .iter()
+            .filter_map(|e| match &e.payload {
+                CollectionEvent::EvaluationFailed {
+                    customer,
+                    error_kind,
+                    ..
+                } => Some((*customer, error_kind.as_str(), e.event_type())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            failed,
+            vec![(bad, "wrong_currency", "collections.evaluation_failed")]
+        );
+        // The others are evaluated (once: the second run fires nothing for them).
+        let want = if attempt == 0 {
+            vec![customers[0], customers[2]]
+        } else {
+            Vec::new()
+        };
+        assert_eq!(suspended(&run), want);
+        assert_eq!(run.events.len(), 1 + 4 * want.len());
+    }
+    // The entries are fixed: the next run evaluates the customer from scratch (nothing was
+    // saved for it while it failed) and the others fire nothing twice.
+    service.payment_store().replace(bad, good_entries);
+    let run = service
+        .evaluate_customers(tenant, &customers)
+        .await
+        .unwrap();
+    assert!(run.failures.is_empty());
+    assert_eq!(suspended(&run), vec![bad]);
+    assert_eq!(run.events.len(), 4);
 }

@@ -10,16 +10,16 @@ use dotmac_billing::usage::allowance::{AllowancePeriod, AllowancePolicy, Rollove
 use dotmac_billing::usage::{
     Aggregation, InMemoryUsageStore, Meter, MeterId, UsageEvent, UsageEventId, UsageStore,
 };
-use dotmac_billing::usage_billing::{UsageBillingService, UsageBillingSettings};
+use dotmac_billing::usage_billing::{UsageBillingEvent, UsageBillingService, UsageBillingSettings};
 use dotmac_billing::{
-    BillingError, BillingService, BillingSettings, CancelTiming, Charge, CurrencyPrice,
-    CustomerAccount, Discount, DiscountAmount, DiscountDuration, DiscountId, Invoice, LineKind,
-    MemoryStore, NewSubscription, Plan, PriceModel, Product, ProrationBehavior, Subscription,
-    cancel,
+    BillingError, BillingFailure, BillingService, BillingSettings, CancelTiming, Charge,
+    CurrencyPrice, CustomerAccount, Discount, DiscountAmount, DiscountDuration, DiscountId,
+    Invoice, LineKind, MemoryStore, NewSubscription, Plan, PriceModel, Product, ProrationBehavior,
+    Subscription, cancel,
 };
 use dotmac_core::{
-    BillingInterval, Currency, CustomerId, FixedClock, Money, PlanId, ProductId, SubscriptionId,
-    TenantId,
+    BillingInterval, CoreError, Currency, CustomerId, FixedClock, Money, PlanId, ProductId,
+    SubscriptionId, TenantId,
 };
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
@@ -130,7 +130,7 @@ fn lines(invoice: &Invoice) -> Vec<(LineKind, Decimal, Decimal, Decimal)> {
         .collect()
 }
 
-use dotmac_billing::InvoiceStore;
+use dotmac_billing::{CatalogStore, InvoiceStore};
 
 #[tokio::test]
 async fn usage_above_the_allowance_is_billed_and_late_usage_adjusts_the_next_invoice() {
@@ -302,34 +302,207 @@ async fn top_ups_raise_the_allowance() {
     assert_eq!(april.total.amount(), dec!(35.00));
 }
 
+const OTHER: CustomerId = CustomerId::from_u128(20);
+const OTHER_SUB: SubscriptionId = SubscriptionId::from_u128(21);
+
+/// A second customer, subscribed to `plan` from March 1st, with the March invoices of both
+/// customers issued.
+async fn add_other_customer(billing: &BillingService<MemoryStore, FixedClock>, plan: &Plan) {
+    if billing
+        .store()
+        .plan(TENANT, plan.id)
+        .await
+        .unwrap()
+        .is_none()
+    {
+        billing.save_plan(TENANT, plan.clone()).await.unwrap();
+    }
+    billing
+        .save_account(TENANT, CustomerAccount::new(OTHER, Currency::USD))
+        .await
+        .unwrap();
+    billing
+        .subscribe(
+            TENANT,
+            NewSubscription::new(OTHER, plan.id, Currency::USD, d(3, 1)).id(OTHER_SUB),
+        )
+        .await
+        .unwrap();
+    assert_eq!(billing.run_bill(TENANT, d(3, 1)).await.unwrap().invoices, 2);
+}
+
+fn rating_failures(
+    summary: &dotmac_billing::usage_billing::UsageRunSummary,
+) -> Vec<(CustomerId, SubscriptionId, String)> {
+    summary
+        .events
+        .iter()
+        .filter_map(|e| match &e.payload {
+            UsageBillingEvent::RatingFailed {
+                customer,
+                subscription,
+                error_kind,
+                ..
+            } => Some((*customer, *subscription, error_kind.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// After a rating run on April 1st (`attempt` 0, then 1 for a re-run) with `failure` for the
+/// other customer: the healthy customer rated and invoiced once, the other reported with
+/// `kind` and given nothing (no charge, and no April invoice without its usage).
+async fn assert_only_the_other_was_skipped(
+    billing: &BillingService<MemoryStore, FixedClock>,
+    (rated, run): &(
+        dotmac_billing::usage_billing::UsageRunSummary,
+        dotmac_billing::BillRunSummary,
+    ),
+    attempt: usize,
+    failure: BillingFailure,
+    kind: &str,
+) {
+    assert_eq!(rated.failures, vec![failure]);
+    assert_eq!(
+        rating_failures(rated),
+        vec![(OTHER, OTHER_SUB, kind.to_owned())]
+    );
+    assert_eq!(rated.added.len(), 1 - attempt);
+    assert_eq!(run.invoices, 1 - attempt);
+    assert!(run.failures.is_empty());
+    assert_eq!(invoices(billing).await.len(), 2);
+    let store = billing.store();
+    assert!(
+        store
+            .pending_charges(TENANT, OTHER)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.invoices_of(TENANT, OTHER).await.unwrap().len(), 1);
+}
+
 #[tokio::test]
-async fn a_usage_charge_without_a_meter_is_refused_and_adds_nothing() {
+async fn a_usage_charge_without_a_meter_skips_only_its_subscription_until_the_meter_exists() {
     let plan = fibre_plan();
     let billing = setup(&plan).await;
+    // The other customer's plan charges voice minutes, a meter the settings lack at first.
+    let voice_plan = Plan::builder(PlanId::from_u128(12), plan.product, "Voice")
+        .interval(BillingInterval::MONTHLY)
+        .charge(Charge::recurring_flat([usd(dec!(10))]))
+        .charge(Charge::usage(
+            "voice_min",
+            vec![CurrencyPrice {
+                currency: Currency::USD,
+                model: PriceModel::PerUnit {
+                    unit_amount: dec!(0.10),
+                },
+            }],
+        ))
+        .build(d(1, 1))
+        .unwrap();
+    add_other_customer(&billing, &voice_plan).await;
+    const VOICE: MeterId = MeterId::from_u128(5);
     let usage_store = InMemoryUsageStore::new();
+    let voice_event = UsageEvent {
+        customer: OTHER,
+        subscription: Some(OTHER_SUB),
+        meter: VOICE,
+        ..event(2, dec!(100), at(3, 10, 9))
+    };
+    usage_store
+        .append(TENANT, &[event(1, dec!(130), at(3, 5, 10)), voice_event])
+        .await
+        .unwrap();
     let clock = FixedClock::new(at(4, 1, 0));
     let usage = UsageBillingService::new(
         billing.store(),
         &usage_store,
         &clock,
-        UsageBillingSettings::new(chrono_tz::UTC, Vec::new()),
+        UsageBillingSettings::new(chrono_tz::UTC, meters()),
     );
-    let err = usage.rate_due(TENANT, d(4, 1)).await.unwrap_err();
+    for attempt in 0..2 {
+        let outcome = usage.bill(TENANT, &billing, d(4, 1)).await.unwrap();
+        let failure = BillingFailure {
+            customer: OTHER,
+            subscription: Some(OTHER_SUB),
+            error: BillingError::UnknownMetric {
+                plan: voice_plan.id,
+                metric: "voice_min".into(),
+            },
+        };
+        assert_only_the_other_was_skipped(&billing, &outcome, attempt, failure, "unknown_metric")
+            .await;
+    }
+    // The meter is defined: the next run rates and bills the skipped subscription.
+    let mut fixed = meters();
+    fixed.push(Meter {
+        id: VOICE,
+        code: "voice_min".into(),
+        aggregation: Aggregation::Sum,
+    });
+    let usage = UsageBillingService::new(
+        billing.store(),
+        &usage_store,
+        &clock,
+        UsageBillingSettings::new(chrono_tz::UTC, fixed),
+    );
+    let (rated, run) = usage.bill(TENANT, &billing, d(4, 1)).await.unwrap();
+    assert!(rated.failures.is_empty());
+    assert_eq!(rated.added.len(), 1);
+    assert_eq!(run.invoices, 1);
+    let other = billing.store().invoices_of(TENANT, OTHER).await.unwrap();
+    assert_eq!(other.len(), 2);
+    let april = other.iter().find(|i| i.issue_date == d(4, 1)).unwrap();
     assert_eq!(
-        err,
-        BillingError::UnknownMetric {
-            plan: plan.id,
-            metric: "data_gb".into()
-        }
+        lines(april),
+        [
+            (LineKind::Recurring, dec!(1), dec!(10), dec!(10.00)),
+            (LineKind::Usage, dec!(100), dec!(0.1), dec!(10.00)),
+        ]
     );
-    assert!(
-        billing
-            .store()
-            .pending_charges(TENANT, CUSTOMER)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    // Nobody twice.
+    assert_eq!(invoices(&billing).await.len(), 2);
+    let (rated, run) = usage.bill(TENANT, &billing, d(4, 1)).await.unwrap();
+    assert!(rated.added.is_empty() && rated.failures.is_empty());
+    assert_eq!(run.invoices, 0);
+}
+
+#[tokio::test]
+async fn one_subscriptions_overflowing_usage_never_blocks_the_others() {
+    let plan = fibre_plan();
+    let billing = setup(&plan).await;
+    add_other_customer(&billing, &plan).await;
+    let usage_store = InMemoryUsageStore::new();
+    // The issue-9 reproduction in usage: 3 × Decimal::MAX / 2 GB in March.
+    let huge: Vec<UsageEvent> = (0..3)
+        .map(|n| UsageEvent {
+            customer: OTHER,
+            subscription: Some(OTHER_SUB),
+            ..event(100 + n, Decimal::MAX / Decimal::TWO, at(3, 10, 9))
+        })
+        .collect();
+    usage_store.append(TENANT, &huge).await.unwrap();
+    usage_store
+        .append(TENANT, &[event(1, dec!(130), at(3, 5, 10))])
+        .await
+        .unwrap();
+    let clock = FixedClock::new(at(4, 1, 0));
+    let settings = UsageBillingSettings::new(chrono_tz::UTC, meters())
+        .allowance(plan.id, allowance(dec!(100)));
+    let usage = UsageBillingService::new(billing.store(), &usage_store, &clock, settings);
+    for attempt in 0..2 {
+        let outcome = usage.bill(TENANT, &billing, d(4, 1)).await.unwrap();
+        let failure = BillingFailure {
+            customer: OTHER,
+            subscription: Some(OTHER_SUB),
+            error: BillingError::Core(CoreError::Overflow {
+                operation: "usage sum",
+            }),
+        };
+        assert_only_the_other_was_skipped(&billing, &outcome, attempt, failure, "core.overflow")
+            .await;
+    }
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! The crate's one error type.
 
 use chrono::NaiveDate;
-use dotmac_core::{CoreError, Money};
+use dotmac_core::CoreError;
 use rust_decimal::Decimal;
 
 /// Everything that can go wrong in `dotmac-partners`. A call that returns an error changes
@@ -41,13 +41,5 @@ pub enum PartnersError {
         on: NaiveDate,
         /// The latest date already in the ledger.
         latest: NaiveDate,
-    },
-    /// A refund larger than what the customer paid and has not yet had refunded.
-    #[error("refund of {refund} exceeds the {refundable} that is still refundable")]
-    RefundExceedsPayments {
-        /// The refund asked for.
-        refund: Money,
-        /// What is left to refund.
-        refundable: Money,
     },
 }

@@ -280,10 +280,14 @@ impl ReferralLedger {
     /// the most recent payments are refunded first, each at its own rate. May take the balance
     /// below zero (money already paid out is netted against future earnings).
     ///
+    /// A refund larger than what is still refundable here (for instance one that also returns
+    /// money paid before the referral, which this ledger never saw) claws back what the
+    /// ledger's payments earned and no more: the returned entries cover the refundable part
+    /// (their `base`s sum to it), and nothing is recorded when nothing is refundable.
+    ///
     /// # Errors
     ///
-    /// [`PartnersError::RefundExceedsPayments`] when the refund exceeds what is left to refund,
-    /// and the errors of [`ReferralLedger::record_payment`]. Nothing is recorded on error.
+    /// The errors of [`ReferralLedger::record_payment`]. Nothing is recorded on error.
     pub fn record_refund(
         &mut self,
         refund: PaymentId,
@@ -292,7 +296,7 @@ impl ReferralLedger {
     ) -> Result<Vec<LedgerEntry>, PartnersError> {
         self.check_append(on, amount, "refund")?;
         let currency = self.currency();
-        // Work out every clawback first, so an over-large refund records nothing.
+        // Work out every clawback first, so a failure part-way records nothing.
         let mut refunded = vec![Money::zero(currency); self.entries.len()];
         let mut clawed = vec![Money::zero(currency); self.entries.len()];
         for entry in &self.entries {
@@ -343,13 +347,8 @@ impl ReferralLedger {
             planned.push((entry.seq, part, take));
             left = left.checked_sub(part)?;
         }
-        if left.is_positive() {
-            let refundable = amount.checked_sub(left)?;
-            return Err(PartnersError::RefundExceedsPayments {
-                refund: amount,
-                refundable,
-            });
-        }
+        // What is `left` now was never paid through this ledger: it earned nothing here, so
+        // there is nothing more to take back.
         Ok(planned
             .into_iter()
             .map(|(against, base, commission)| {
@@ -536,13 +535,6 @@ mod tests {
             .unwrap();
         let before = l.clone();
         assert_eq!(
-            l.record_refund(PaymentId::new(), day(1, 6), usd("150")),
-            Err(PartnersError::RefundExceedsPayments {
-                refund: usd("150"),
-                refundable: usd("100")
-            })
-        );
-        assert_eq!(
             l.record_payment(PaymentId::new(), day(1, 4), usd("1")),
             Err(PartnersError::OutOfOrder {
                 on: day(1, 4),
@@ -567,6 +559,39 @@ mod tests {
             ))
         ));
         assert_eq!(l, before);
+    }
+
+    #[test]
+    fn a_refund_larger_than_refundable_claws_back_only_what_the_ledger_earned() {
+        // The customer paid 100 before the referral (never seen here) and 100 after it (earning
+        // 40), then got all 200 back: the 40 is taken back, no more, and it is not an error.
+        let mut l = ledger(CommissionDuration::Lifetime, 0);
+        let paid = l
+            .record_payment(PaymentId::new(), day(1, 5), usd("100"))
+            .unwrap();
+        let refund = PaymentId::new();
+        let entries = l.record_refund(refund, day(2, 10), usd("200")).unwrap();
+        assert_eq!(
+            entries.iter().map(|e| e.kind).collect::<Vec<_>>(),
+            vec![EntryKind::ClawedBack {
+                refund,
+                against: paid.seq,
+                base: usd("100"),
+                commission: usd("40"),
+            }]
+        );
+        let s = l.summary(day(3, 1)).unwrap();
+        assert_eq!(
+            (s.earned, s.clawed_back, s.balance, s.payable),
+            (usd("40"), usd("40"), usd("0"), usd("0"))
+        );
+        // Nothing is left to refund: a further refund records nothing and is not an error.
+        let len = l.entries().len();
+        assert_eq!(
+            l.record_refund(PaymentId::new(), day(3, 2), usd("50")),
+            Ok(vec![])
+        );
+        assert_eq!(l.entries().len(), len);
     }
 
     #[test]

@@ -296,11 +296,13 @@ for_each_dialect! {
     /// Applies every commit in the open transaction, one result per commit, with a handful of
     /// set-based statements whatever the batch size: one `UPDATE … RETURNING` for every
     /// subscription's optimistic revision check and new state, one lookup of the documents'
-    /// idempotency keys, one reservation of the batch's invoice numbers, one insert of the
-    /// new invoices, one insert of the new pending charges and one update of the consumed
-    /// ones (SQLite splits each into statements of 1,000 rows). A batch that consumes pending
-    /// charges first locks them and the subscriptions with two reads, decides in Rust, then
-    /// writes the accepted subscriptions (see [`decide_with_charges`]).
+    /// idempotency keys, one insert of the new pending charges, one update of the consumed
+    /// ones, then one reservation of the batch's invoice numbers and one insert of the new
+    /// invoices (SQLite splits each into statements of 1,000 rows). The reservation comes
+    /// last because it locks the tenant's counter row until the commit, and every other
+    /// writer of the tenant's invoices (another bill-run worker) waits for that lock. A batch
+    /// that consumes pending charges first locks them and the subscriptions with two reads,
+    /// decides in Rust, then writes the accepted subscriptions (see [`decide_with_charges`]).
     ///
     /// The outcome is exactly that of applying the commits one by one, as the in-memory store
     /// does: a commit whose subscription is stale or unknown, or (its subscription being
@@ -309,18 +311,22 @@ for_each_dialect! {
     /// counted as a duplicate; numbers follow commit order, gaplessly. A batch that names one
     /// subscription twice (a later commit's revision check depends on an earlier commit of
     /// the same batch) is applied commit by commit.
+    ///
+    /// Errors are [`SqlError`]s so that a [`SqlError::LockTimeout`] on the counter stays one
+    /// (a bill-run worker retries it); refusals of the batch as a whole are
+    /// [`SqlError::Billing`].
     pub(crate) async fn apply_batch(
         tx: &mut Tx,
         tenant: TenantId,
         mut commits: Vec<BillingCommit>,
-    ) -> Result<Vec<Result<CommitResult>>> {
+    ) -> std::result::Result<Vec<Result<CommitResult>>, SqlError> {
         let mut seen = HashSet::with_capacity(commits.len());
         if commits
             .iter()
             .filter_map(|c| c.subscription.as_ref())
             .any(|s| !seen.insert(s.id))
         {
-            return apply_each(tx, tenant, commits).await;
+            return Ok(apply_each(tx, tenant, commits).await?);
         }
         drop(seen);
 
@@ -348,7 +354,7 @@ for_each_dialect! {
         let stored = if all_keys.is_empty() {
             HashSet::new()
         } else {
-            existing_keys(tx, tenant, &all_keys).await.map_err(storage)?
+            existing_keys(tx, tenant, &all_keys).await?
         };
         drop(all_keys);
         let mut taken: HashSet<&str> = HashSet::new();
@@ -370,7 +376,36 @@ for_each_dialect! {
         }
         drop(taken);
 
-        // 3. One gapless reservation for the batch, numbers in commit order.
+        // 3. The writes that need no number, of the accepted commits: new pending charges,
+        //    consumed charges (after the new ones, as the in-memory store removes a batch's
+        //    consumed charges at its end).
+        let mut new_pending: Vec<&PendingCharge> = Vec::new();
+        let mut consumed: Vec<Uuid> = Vec::new();
+        for (commit, _) in commits.iter().zip(&refusals).filter(|(_, r)| r.is_none()) {
+            new_pending.extend(&commit.new_pending);
+            consumed.extend(commit.consumed_pending.iter().map(|c| c.as_uuid()));
+        }
+        if !new_pending.is_empty() {
+            insert_pending(tx, tenant, &new_pending).await?;
+        }
+        drop(new_pending);
+        if !consumed.is_empty() {
+            consumed.sort_unstable();
+            consumed.dedup();
+            // Every one was pending under its lock (step 1): a shortfall means the lock did
+            // not hold, and the batch is abandoned rather than a charge invoiced twice.
+            let done = consume_pending(tx, tenant, &consumed).await?;
+            if usize::try_from(done).ok() != Some(consumed.len()) {
+                return Err(BillingError::Storage(dotmac_core::StorageError::new(
+                    dotmac_core::StorageErrorKind::Conflict,
+                    "a pending charge was consumed by someone else during the batch; retry it",
+                ))
+                .into());
+            }
+        }
+
+        // 4. One gapless reservation for the batch, numbers in commit order, taken last (see
+        //    above): only the invoice insert follows it in this function.
         let first = if count == 0 {
             0
         } else {
@@ -378,9 +413,7 @@ for_each_dialect! {
                 what: "bill run chunk",
                 reason: "too many documents in one batch; use smaller chunks",
             })?;
-            numbers::reserve(tx, tenant, INVOICE_SERIES, count)
-                .await
-                .map_err(storage)?
+            numbers::reserve(tx, tenant, INVOICE_SERIES, count).await?
         };
         let mut next = first;
         let mut results: Vec<Result<CommitResult>> = Vec::with_capacity(commits.len());
@@ -412,9 +445,9 @@ for_each_dialect! {
             }
             results.push(Ok(result));
         }
+
+        // 5. The invoices.
         let mut rows: Vec<(&str, &Invoice)> = Vec::with_capacity(count);
-        let mut new_pending: Vec<&PendingCharge> = Vec::new();
-        let mut consumed: Vec<Uuid> = Vec::new();
         for (((commit, result), (new, _)), commit_keys) in
             commits.iter().zip(&results).zip(&fresh).zip(&keys)
         {
@@ -426,38 +459,18 @@ for_each_dialect! {
                     rows.push((key.as_str(), invoice));
                 }
             }
-            new_pending.extend(&commit.new_pending);
-            consumed.extend(commit.consumed_pending.iter().map(|c| c.as_uuid()));
         }
-
-        // 4. The writes: invoices, new pending charges, consumed charges (after the new ones,
-        //    as the in-memory store removes a batch's consumed charges at its end).
         if !rows.is_empty() {
             let status = status_text(InvoiceStatus::Open)?;
-            if insert_invoices(tx, tenant, &status, &rows).await.map_err(storage)?
+            if insert_invoices(tx, tenant, &status, &rows).await?
                 == Written::UniqueViolation
             {
                 // A concurrent commit issued one of these keys (or ids) first.
                 return Err(BillingError::AlreadyExists {
                     what: "invoice",
                     id: rows.first().map(|(_, i)| i.id.to_string()).unwrap_or_default(),
-                });
-            }
-        }
-        if !new_pending.is_empty() {
-            insert_pending(tx, tenant, &new_pending).await.map_err(storage)?;
-        }
-        if !consumed.is_empty() {
-            consumed.sort_unstable();
-            consumed.dedup();
-            // Every one was pending under its lock (step 1): a shortfall means the lock did
-            // not hold, and the batch is abandoned rather than a charge invoiced twice.
-            let done = consume_pending(tx, tenant, &consumed).await.map_err(storage)?;
-            if usize::try_from(done).ok() != Some(consumed.len()) {
-                return Err(BillingError::Storage(dotmac_core::StorageError::new(
-                    dotmac_core::StorageErrorKind::Conflict,
-                    "a pending charge was consumed by someone else during the batch; retry it",
-                )));
+                }
+                .into());
             }
         }
         Ok(results)
@@ -1448,7 +1461,9 @@ impl InvoiceStore for SqlStore {
         }
         dispatch!(self.db, pool, d => {
             let mut tx = d::begin_tenant(pool, tenant).await.map_err(storage)?;
-            let results = d::billing::apply_batch(&mut tx, tenant, commits).await?;
+            let results = d::billing::apply_batch(&mut tx, tenant, commits)
+                .await
+                .map_err(storage)?;
             tx.commit().await.during("commit billing batch").map_err(storage)?;
             Ok(results)
         })

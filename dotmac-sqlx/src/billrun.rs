@@ -16,7 +16,7 @@ use sqlx::Row;
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use crate::db::{Database, dispatch, for_each_dialect};
+use crate::db::{Database, LeaseSettings, dispatch, for_each_dialect};
 use crate::error::{Context, Result, SqlError, is_unique_violation};
 use crate::input;
 use crate::outbox::{OutboxEvent, check_events};
@@ -44,6 +44,8 @@ pub struct ChunkClaim {
     pub attempt: i32,
     /// When the lease ends.
     pub lease_expires_at: DateTime<Utc>,
+    /// The lease it was claimed under, whose timeouts the chunk's write transaction runs with.
+    pub lease: LeaseSettings,
 }
 
 /// How far a run has got.
@@ -489,25 +491,35 @@ impl Database {
     }
 
     /// Claims the lowest pending chunk of a run whose lease is free (never claimed, or its
-    /// worker's lease ended by `now`), for `lease`. `None` when no chunk is claimable: the run
-    /// is done, or the remaining chunks are leased to live workers.
+    /// worker's lease ended by `now`), for `lease` (a `chrono::Duration` gets the default
+    /// timeouts of [`LeaseSettings`]). `None` when no chunk is claimable: the run is done, or
+    /// the remaining chunks are leased to live workers.
     ///
     /// # Errors
     ///
     /// [`SqlError::InvalidInput`] for a NUL character or an oversize worker name,
-    /// [`SqlError::Corrupt`] for an unreadable chunk, [`SqlError::Database`].
+    /// [`SqlError::InvalidOption`] for a lease that is not positive (or ends after the year
+    /// 262,000) or timeouts [`LeaseSettings`] refuses, [`SqlError::Corrupt`] for an unreadable
+    /// chunk, [`SqlError::Database`].
     pub async fn claim_chunk(
         &self,
         tenant: TenantId,
         run: BillRunId,
         worker: &str,
         now: DateTime<Utc>,
-        lease: chrono::Duration,
+        lease: impl Into<LeaseSettings>,
     ) -> Result<Option<ChunkClaim>> {
         input::text("worker name", worker)?;
-        let expires = now + lease;
+        let lease = lease.into();
+        lease.check()?;
+        let expires =
+            now.checked_add_signed(lease.lease())
+                .ok_or_else(|| SqlError::InvalidOption {
+                    option: "lease",
+                    reason: format!("{} from {now} is past the end of time", lease.lease()),
+                })?;
         dispatch!(self, pool, d => {
-            let mut tx = d::begin_tenant(pool, tenant).await?;
+            let mut tx = d::begin_bill_run(pool, tenant, &lease).await?;
             let sql = if d::IS_POSTGRES {
                 "UPDATE bill_run_chunks SET claimed_by = $3, lease_expires_at = $4, \
                    attempts = attempts + 1 \
@@ -547,6 +559,7 @@ impl Database {
                 worker: worker.to_owned(),
                 attempt: row.try_get("attempts").during("read chunk")?,
                 lease_expires_at: expires,
+                lease,
             }))
         })
     }
@@ -562,8 +575,9 @@ impl Database {
     /// [`SqlError::InvalidInput`] for a NUL character or an oversize value (both checked
     /// before any SQL runs), [`SqlError::LeaseLost`] if the chunk is no longer this claim's,
     /// [`SqlError::Duplicate`] if the tenant already has an invoice with one of these ids or
-    /// a subscription was already billed in this run, [`SqlError::Database`]. Nothing is
-    /// written then.
+    /// a subscription was already billed in this run, [`SqlError::LockTimeout`] if the
+    /// tenant's invoice counter stayed locked longer than the claim's lock timeout (retry
+    /// while the lease lasts), [`SqlError::Database`]. Nothing is written then.
     pub async fn complete_chunk(
         &self,
         claim: &ChunkClaim,
@@ -580,19 +594,21 @@ impl Database {
         input::text("worker name", &claim.worker)?;
         let bodies = check_invoices(tenant, series, invoices, events)?;
         dispatch!(self, pool, d => {
-            let mut tx = d::begin_tenant(pool, tenant).await?;
+            let mut tx = d::begin_bill_run(pool, tenant, &claim.lease).await?;
             d::billrun::fence(&mut tx, claim, now).await?;
             if count == 0 {
                 tx.commit().await.during("commit bill run chunk")?;
                 return Ok(None);
             }
+            d::outbox::insert(&mut tx, tenant, events).await?;
+            // The numbers last: the tenant's counter row stays locked from here to the commit,
+            // and every other writer of the tenant's invoices waits for it.
             let first = d::numbers::reserve(&mut tx, tenant, series, count).await?;
             d::billrun::insert_invoices(
                 &mut tx, tenant, Some(claim.run), series, first, invoices, &bodies,
             )
             .await
             .map_err(insert_error)?;
-            d::outbox::insert(&mut tx, tenant, events).await?;
             tx.commit().await.during("commit bill run chunk")?;
             Ok(Some(first))
         })
@@ -669,11 +685,12 @@ impl Database {
         let bodies = check_invoices(tenant, series, invoices, events)?;
         dispatch!(self, pool, d => {
             let mut tx = d::begin_tenant(pool, tenant).await?;
+            d::outbox::insert(&mut tx, tenant, events).await?;
+            // The numbers last, as in `complete_chunk`: the counter row is locked until the commit.
             let first = d::numbers::reserve(&mut tx, tenant, series, count).await?;
             d::billrun::insert_invoices(&mut tx, tenant, None, series, first, invoices, &bodies)
                 .await
                 .map_err(insert_error)?;
-            d::outbox::insert(&mut tx, tenant, events).await?;
             tx.commit().await.during("commit invoices")?;
             Ok(first)
         })

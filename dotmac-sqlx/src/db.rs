@@ -142,6 +142,144 @@ impl DatabaseOptions {
     }
 }
 
+/// A bill-run chunk's lease and the limits its transactions run under on PostgreSQL, so that
+/// a worker frozen inside its write transaction (stopped, swapped out, its VM paused) holds
+/// the other workers up for less than one lease.
+///
+/// - The **lease**: how long a claimed chunk stays the worker's; a chunk not written by then
+///   is claimed by another worker, and the late worker gets
+///   [`SqlError::LeaseLost`].
+/// - The **lock timeout** (default: a quarter of the lease): how long a statement of a
+///   bill-run transaction waits for a row another transaction holds (the tenant's invoice
+///   counter, which a worker holds from its number reservation to its commit) before failing
+///   with [`SqlError::LockTimeout`]. Nothing is written; [`SqlStore::run_bill_worker`]
+///   retries the chunk while its lease lasts.
+/// - The **idle-in-transaction timeout** (default: half the lease): how long a bill-run
+///   transaction may wait for its client between statements before PostgreSQL ends the
+///   session, which rolls the transaction back and frees its locks. Shorter than the lease,
+///   so a frozen worker's locks are gone by the time its chunk can be claimed again; when it
+///   wakes up its connection is gone and it commits nothing.
+///
+/// Both timeouts are set transaction-locally (`set_config(…, true)`, PostgreSQL's
+/// `SET LOCAL`) by the statement that already scopes the transaction to its tenant: no extra
+/// round trip, and a pooled connection never keeps them. SQLite ignores them: it has one
+/// writer at a time and its connections' busy timeout (30 s).
+///
+/// ```
+/// use std::time::Duration;
+/// use dotmac_sqlx::LeaseSettings;
+///
+/// let lease = LeaseSettings::new(chrono::Duration::minutes(4));
+/// assert_eq!(lease.lock_timeout(), Duration::from_secs(60));
+/// assert_eq!(lease.idle_in_transaction_timeout(), Duration::from_secs(120));
+/// let tight = lease.with_lock_timeout(Duration::from_secs(5));
+/// assert_eq!(tight.lock_timeout(), Duration::from_secs(5));
+/// ```
+///
+/// [`SqlError::LeaseLost`]: crate::SqlError::LeaseLost
+/// [`SqlError::LockTimeout`]: crate::SqlError::LockTimeout
+/// [`SqlStore::run_bill_worker`]: crate::SqlStore::run_bill_worker
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseSettings {
+    lease: chrono::Duration,
+    lock_timeout: Duration,
+    idle_in_transaction_timeout: Duration,
+}
+
+impl LeaseSettings {
+    /// A lease of `lease` with the default timeouts: a quarter of the lease to wait for a
+    /// lock, half of it idle in a transaction (each at least 1 ms).
+    pub fn new(lease: chrono::Duration) -> Self {
+        let millis = u64::try_from(lease.num_milliseconds()).unwrap_or(0);
+        let part = |divisor: u64| Duration::from_millis((millis / divisor).max(1));
+        LeaseSettings {
+            lease,
+            lock_timeout: part(4),
+            idle_in_transaction_timeout: part(2),
+        }
+    }
+
+    /// How long a bill-run statement waits for a lock before failing with
+    /// [`SqlError::LockTimeout`](crate::SqlError::LockTimeout). At least 1 ms and shorter
+    /// than the lease (checked when a chunk is claimed).
+    #[must_use]
+    pub fn with_lock_timeout(mut self, timeout: Duration) -> Self {
+        self.lock_timeout = timeout;
+        self
+    }
+
+    /// How long a bill-run transaction may sit idle between statements before PostgreSQL
+    /// ends its session. At least 1 ms and shorter than the lease (checked when a chunk is
+    /// claimed).
+    #[must_use]
+    pub fn with_idle_in_transaction_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_in_transaction_timeout = timeout;
+        self
+    }
+
+    /// The lease.
+    pub fn lease(&self) -> chrono::Duration {
+        self.lease
+    }
+
+    /// The lock timeout.
+    pub fn lock_timeout(&self) -> Duration {
+        self.lock_timeout
+    }
+
+    /// The idle-in-transaction timeout.
+    pub fn idle_in_transaction_timeout(&self) -> Duration {
+        self.idle_in_transaction_timeout
+    }
+
+    /// Refuses a lease that is not positive and timeouts that PostgreSQL would read as "off"
+    /// (0) or that do not end before the lease does.
+    pub(crate) fn check(&self) -> Result<()> {
+        let lease = self
+            .lease
+            .to_std()
+            .ok()
+            .filter(|lease| !lease.is_zero())
+            .ok_or_else(|| SqlError::InvalidOption {
+                option: "lease",
+                reason: format!("{} is not a positive duration", self.lease),
+            })?;
+        for (option, timeout) in [
+            ("lock_timeout", self.lock_timeout),
+            (
+                "idle_in_transaction_timeout",
+                self.idle_in_transaction_timeout,
+            ),
+        ] {
+            if timeout < Duration::from_millis(1) || timeout >= lease {
+                return Err(SqlError::InvalidOption {
+                    option,
+                    reason: format!(
+                        "{timeout:?} must be at least 1 ms and shorter than the lease ({lease:?}), \
+                         so that a frozen worker's locks are freed before its chunk is claimed again"
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// `timeout` as a PostgreSQL setting value in milliseconds (capped at the largest value
+    /// PostgreSQL accepts, about 24 days).
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(crate) fn setting(timeout: Duration) -> String {
+        let millis = timeout.as_millis().min(i32::MAX.unsigned_abs().into());
+        format!("{millis}ms")
+    }
+}
+
+/// A lease of that length with the default timeouts ([`LeaseSettings::new`]).
+impl From<chrono::Duration> for LeaseSettings {
+    fn from(lease: chrono::Duration) -> Self {
+        LeaseSettings::new(lease)
+    }
+}
+
 /// A connection pool to DotMac's tables, migrated on connect.
 ///
 /// Cheap to clone (the pool is shared). Every tenant operation runs in a transaction scoped to
@@ -369,6 +507,66 @@ async fn connect_postgres(_options: &DatabaseOptions) -> Result<Database> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lease_settings_default_to_parts_of_the_lease() {
+        let lease = LeaseSettings::new(chrono::Duration::seconds(60));
+        assert_eq!(lease.lease(), chrono::Duration::seconds(60));
+        assert_eq!(lease.lock_timeout(), Duration::from_secs(15));
+        assert_eq!(lease.idle_in_transaction_timeout(), Duration::from_secs(30));
+        assert!(lease.check().is_ok());
+        assert_eq!(LeaseSettings::from(chrono::Duration::seconds(60)), lease);
+        // A tiny lease still gets timeouts PostgreSQL does not read as "off".
+        let tiny = LeaseSettings::new(chrono::Duration::milliseconds(3));
+        assert_eq!(tiny.lock_timeout(), Duration::from_millis(1));
+        assert!(tiny.check().is_ok());
+    }
+
+    #[test]
+    fn lease_settings_refuse_what_would_not_free_a_frozen_worker() {
+        let refused = |lease: LeaseSettings| match lease.check() {
+            Err(SqlError::InvalidOption { option, .. }) => option,
+            Ok(()) => "accepted",
+            Err(_) => "another error",
+        };
+        let minute = LeaseSettings::new(chrono::Duration::minutes(1));
+        assert_eq!(
+            refused(LeaseSettings::new(chrono::Duration::zero())),
+            "lease"
+        );
+        assert_eq!(
+            refused(LeaseSettings::new(chrono::Duration::seconds(-5))),
+            "lease"
+        );
+        assert_eq!(
+            refused(minute.with_lock_timeout(Duration::ZERO)),
+            "lock_timeout"
+        );
+        assert_eq!(
+            refused(minute.with_lock_timeout(Duration::from_secs(60))),
+            "lock_timeout"
+        );
+        assert_eq!(
+            refused(minute.with_idle_in_transaction_timeout(Duration::from_micros(500))),
+            "idle_in_transaction_timeout"
+        );
+        assert_eq!(
+            refused(minute.with_idle_in_transaction_timeout(Duration::from_secs(61))),
+            "idle_in_transaction_timeout"
+        );
+    }
+
+    #[test]
+    fn timeouts_become_postgres_milliseconds_within_its_range() {
+        assert_eq!(
+            LeaseSettings::setting(Duration::from_millis(1500)),
+            "1500ms"
+        );
+        assert_eq!(
+            LeaseSettings::setting(Duration::from_secs(100 * 24 * 3600)),
+            "2147483647ms"
+        );
+    }
 
     #[test]
     fn schema_names_are_plain_identifiers() {

@@ -13,6 +13,7 @@ pub(crate) mod sqlite {
     use sqlx::sqlite::SqliteRow;
     use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 
+    use crate::db::LeaseSettings;
     use crate::error::{Context, Result, SqlError};
 
     pub(crate) type Tx = Transaction<'static, Sqlite>;
@@ -37,6 +38,25 @@ pub(crate) mod sqlite {
     /// SQLite has no row-level security: isolation rests on every query's `tenant_id = ?`.
     pub(crate) async fn begin_tenant(pool: &SqlitePool, _tenant: TenantId) -> Result<Tx> {
         begin_write(pool).await
+    }
+
+    /// A bill-run transaction: SQLite has no lock or idle timeouts per transaction (one
+    /// writer at a time, and the connection's busy timeout), so it is a tenant transaction.
+    pub(crate) async fn begin_bill_run(
+        pool: &SqlitePool,
+        tenant: TenantId,
+        _lease: &LeaseSettings,
+    ) -> Result<Tx> {
+        begin_tenant(pool, tenant).await
+    }
+
+    /// A bill run's read: a plain read transaction, as [`begin_bill_run`] has no timeouts here.
+    pub(crate) async fn begin_bill_run_read(
+        pool: &SqlitePool,
+        tenant: TenantId,
+        _lease: &LeaseSettings,
+    ) -> Result<Tx> {
+        begin_read(pool, tenant).await
     }
 
     /// Reads need no lock; the snapshot of a deferred transaction is enough.
@@ -70,6 +90,7 @@ pub(crate) mod postgres {
     use sqlx::postgres::PgRow;
     use sqlx::{PgPool, Postgres, Row, Transaction};
 
+    use crate::db::LeaseSettings;
     use crate::error::{Context, Result};
 
     pub(crate) type Tx = Transaction<'static, Postgres>;
@@ -110,6 +131,43 @@ pub(crate) mod postgres {
         begin_tenant(pool, tenant).await
     }
 
+    /// A tenant transaction of a bill run, which also waits at most the lease's lock timeout
+    /// for a lock and is ended by the server after its idle-in-transaction timeout (see
+    /// [`LeaseSettings`]): a worker frozen mid-transaction loses its session, and with it the
+    /// locks (the tenant's invoice counter) the other workers wait for.
+    ///
+    /// One statement, as [`begin_tenant`]'s, and transaction-local like it: the connection
+    /// returns to the pool with the server's defaults.
+    pub(crate) async fn begin_bill_run(
+        pool: &PgPool,
+        tenant: TenantId,
+        lease: &LeaseSettings,
+    ) -> Result<Tx> {
+        let mut tx = begin_write(pool).await?;
+        sqlx::query(
+            "SELECT set_config('role', 'dotmac_app', true), \
+                    set_config('dotmac.tenant_id', $1, true), \
+                    set_config('lock_timeout', $2, true), \
+                    set_config('idle_in_transaction_session_timeout', $3, true)",
+        )
+        .bind(tenant.to_string())
+        .bind(LeaseSettings::setting(lease.lock_timeout()))
+        .bind(LeaseSettings::setting(lease.idle_in_transaction_timeout()))
+        .execute(&mut *tx)
+        .await
+        .during("scope bill-run transaction to tenant")?;
+        Ok(tx)
+    }
+
+    /// A bill run's read, with the same timeouts as its writes.
+    pub(crate) async fn begin_bill_run_read(
+        pool: &PgPool,
+        tenant: TenantId,
+        lease: &LeaseSettings,
+    ) -> Result<Tx> {
+        begin_bill_run(pool, tenant, lease).await
+    }
+
     /// The outbox relay's role may read and mark every tenant's outbox rows and nothing else.
     pub(crate) async fn begin_relay(pool: &PgPool) -> Result<Tx> {
         let mut tx = begin_write(pool).await?;
@@ -128,5 +186,72 @@ pub(crate) mod postgres {
 
     pub(crate) fn get_dec(row: &PgRow, column: &'static str) -> Result<Decimal> {
         row.try_get(column).during("decode decimal")
+    }
+}
+
+#[cfg(all(test, feature = "postgres"))]
+mod tests {
+    // A failing unwrap is a failing test.
+    #![allow(clippy::unwrap_used, clippy::panic)]
+
+    use std::time::Duration;
+
+    use dotmac_core::TenantId;
+
+    use crate::db::LeaseSettings;
+    use crate::rls_tests::{pool, postgres};
+
+    async fn show(tx: &mut sqlx::PgConnection, setting: &str) -> String {
+        sqlx::query_scalar("SELECT current_setting($1)")
+            .bind(setting)
+            .fetch_one(tx)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn bill_run_transactions_carry_the_lease_timeouts_and_only_they() {
+        // One connection (as in the RLS tests), so the check after the commit sees its session.
+        let Some(db) = postgres().await else { return };
+        let pool = pool(&db);
+        let lease = LeaseSettings::new(chrono::Duration::minutes(1))
+            .with_lock_timeout(Duration::from_millis(1500))
+            .with_idle_in_transaction_timeout(Duration::from_secs(20));
+        let tenant = TenantId::new();
+        let mut conn = pool.acquire().await.unwrap();
+        let defaults = (
+            show(&mut conn, "lock_timeout").await,
+            show(&mut conn, "idle_in_transaction_session_timeout").await,
+        );
+        drop(conn);
+        let mut tx = super::postgres::begin_bill_run(pool, tenant, &lease)
+            .await
+            .unwrap();
+        assert_eq!(show(&mut tx, "lock_timeout").await, "1500ms");
+        assert_eq!(
+            show(&mut tx, "idle_in_transaction_session_timeout").await,
+            "20s"
+        );
+        assert_eq!(show(&mut tx, "dotmac.tenant_id").await, tenant.to_string());
+        assert_eq!(show(&mut tx, "role").await, "dotmac_app");
+        tx.commit().await.unwrap();
+
+        // Transaction-local: the pooled connection is back to the server's defaults, in a
+        // bill run's read and in any other tenant transaction.
+        let mut conn = pool.acquire().await.unwrap();
+        let after = (
+            show(&mut conn, "lock_timeout").await,
+            show(&mut conn, "idle_in_transaction_session_timeout").await,
+        );
+        assert_eq!(after, defaults);
+        drop(conn);
+        let mut read = super::postgres::begin_bill_run_read(pool, tenant, &lease)
+            .await
+            .unwrap();
+        assert_eq!(show(&mut read, "lock_timeout").await, "1500ms");
+        read.commit().await.unwrap();
+        let mut other = super::postgres::begin_tenant(pool, tenant).await.unwrap();
+        assert_eq!(show(&mut other, "lock_timeout").await, defaults.0);
+        other.commit().await.unwrap();
     }
 }

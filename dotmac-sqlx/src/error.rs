@@ -120,6 +120,20 @@ pub enum SqlError {
         /// What is wrong with it.
         problem: InputProblem,
     },
+    /// A statement waited longer than its transaction's lock timeout
+    /// ([`LeaseSettings`](crate::LeaseSettings)) for a row that another transaction holds,
+    /// such as a frozen bill-run worker holding the tenant's invoice counter. The transaction
+    /// was rolled back and wrote nothing: retry it.
+    #[error(
+        "lock wait timed out during {operation}: another transaction holds the row; nothing was written, retry"
+    )]
+    LockTimeout {
+        /// What dotmac-sqlx was doing.
+        operation: &'static str,
+        /// The driver's error.
+        #[source]
+        source: BoxedSource,
+    },
     /// A stored value cannot be decoded (a corrupt or hand-edited row).
     #[error("corrupt stored {what}: {detail}")]
     Corrupt {
@@ -201,7 +215,9 @@ impl SqlError {
             | SqlError::Core(_) => StorageErrorKind::InvalidInput,
             SqlError::Billing(dotmac_billing::BillingError::Storage(storage)) => storage.kind(),
             SqlError::Billing(_) => StorageErrorKind::InvalidInput,
-            SqlError::Connect { .. } => StorageErrorKind::Unavailable,
+            SqlError::Connect { .. } | SqlError::LockTimeout { .. } => {
+                StorageErrorKind::Unavailable
+            }
             SqlError::Migrate { .. } => StorageErrorKind::Other,
             SqlError::Conflict { .. } | SqlError::Duplicate { .. } | SqlError::LeaseLost { .. } => {
                 StorageErrorKind::Conflict
@@ -324,11 +340,26 @@ pub(crate) trait Context<T> {
 
 impl<T> Context<T> for std::result::Result<T, sqlx::Error> {
     fn during(self, operation: &'static str) -> Result<T> {
-        self.map_err(|source| SqlError::Database {
-            operation,
-            source: Box::new(source),
+        self.map_err(|source| {
+            if is_lock_timeout(&source) {
+                SqlError::LockTimeout {
+                    operation,
+                    source: Box::new(source),
+                }
+            } else {
+                SqlError::Database {
+                    operation,
+                    source: Box::new(source),
+                }
+            }
         })
     }
+}
+
+/// True when PostgreSQL gave up waiting for a lock (`lock_not_available`, SQLSTATE 55P03:
+/// `lock_timeout` ran out).
+fn is_lock_timeout(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db) if db.code().as_deref() == Some("55P03"))
 }
 
 /// True when the error is a unique-constraint violation.

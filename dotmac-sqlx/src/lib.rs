@@ -47,7 +47,9 @@
 //! - **Scale-out bill runs.** [`Database::plan_bill_run`] splits a run into chunks that workers
 //!   [claim](Database::claim_chunk) under a lease (`FOR UPDATE SKIP LOCKED` on PostgreSQL) and
 //!   [complete](Database::complete_chunk) in one transaction; a dead worker's chunk is claimed
-//!   again and nothing is billed twice.
+//!   again and nothing is billed twice. A frozen one stalls nobody for more than a lease: the
+//!   invoice numbers are reserved last, and on PostgreSQL the [`LeaseSettings`] timeouts end
+//!   a lock wait ([`SqlError::LockTimeout`], retried) and a transaction left idle.
 //!
 //! ## Features
 //!
@@ -78,9 +80,11 @@ mod usage;
 pub use billrun::{
     BillRunId, BillRunProgress, ChunkClaim, InvoiceLineRecord, InvoiceRecord, StoredInvoice,
 };
-pub use db::{BackendKind, Database, DatabaseOptions};
+pub use db::{BackendKind, Database, DatabaseOptions, LeaseSettings};
 pub use error::{BoxedSource, InputProblem, Result, SqlError};
 pub use outbox::{OutboxEvent, OutboxMessage};
+#[doc(hidden)]
+pub use scaleout::testing;
 pub use scaleout::{BillWorker, WorkerReport};
 pub use store::SqlStore;
 pub use tenants::IdempotencyClaim;

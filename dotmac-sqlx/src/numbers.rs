@@ -2,7 +2,10 @@
 //!
 //! The counter row is incremented inside the transaction that writes the numbered documents:
 //! the row lock queues concurrent bill runs of one tenant, and a rollback returns the numbers,
-//! so issued numbers have no gaps and no duplicates.
+//! so issued numbers have no gaps and no duplicates. Because that lock is held until the
+//! commit, writers reserve as late as they can: after every other write of the transaction,
+//! just before the inserts that carry the numbers. (Reserving ranges ahead would shorten it
+//! further, but a worker that died holding a range would leave a gap.)
 
 use dotmac_core::TenantId;
 use sqlx::Row;

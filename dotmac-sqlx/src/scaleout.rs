@@ -11,25 +11,32 @@
 //! keep their optimistic revision checks inside the chunk (a subscription changed since it was
 //! read is skipped and counted as a conflict, the next run bills it), and documents keep their
 //! idempotency keys, so a chunk or a whole run done twice issues nothing new.
+//!
+//! A customer whose billing fails with a domain error (an amount that overflows, a missing
+//! plan, …) never blocks its chunk: [`bill_chunk`] leaves that customer out, the rest of the
+//! chunk is written, and the failure goes to the outbox as a `billing.bill_run_item_failed`
+//! event in the chunk's transaction, so the run completes. The customer's subscriptions are
+//! unchanged, so the next run (a new [`SqlStore::plan_billing_run`]) bills them once the data
+//! is fixed. Database errors still fail the chunk (it is claimed again after the lease).
 
 use std::collections::HashMap;
 
 use chrono::NaiveDate;
 use dotmac_billing::{
-    BillRunSummary, BillingSettings, CustomerAccount, PendingCharge, Plan, Subscription,
-    bill_chunk, chunk_customers, record_chunk,
+    BillRunSummary, BilledChunk, BillingFailure, BillingSettings, CustomerAccount, PendingCharge,
+    Plan, Subscription, bill_chunk, chunk_customers, record_chunk,
 };
 use dotmac_core::{Clock, PlanId, SubscriptionId, TenantId};
 use uuid::Uuid;
 
 use crate::billrun::{BillRunId, ChunkClaim};
-use crate::db::dispatch;
-use crate::error::{Context, Result};
+use crate::db::{LeaseSettings, dispatch};
+use crate::error::{Context, Result, SqlError};
 use crate::outbox::OutboxEvent;
 use crate::store::SqlStore;
 
 /// What one worker did over a run (the sum of the chunks it completed).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct WorkerReport {
     /// Chunks this worker completed.
     pub chunks: u32,
@@ -41,6 +48,14 @@ pub struct WorkerReport {
     pub duplicates: usize,
     /// Subscriptions skipped because they changed after they were read (billed next run).
     pub conflicts: usize,
+    /// Customers skipped because billing one of their subscriptions failed with a domain
+    /// error (each also a `billing.bill_run_item_failed` outbox event); a later run bills
+    /// them once their data is fixed.
+    pub failures: Vec<BillingFailure>,
+    /// Chunk writes that gave up waiting for a lock ([`SqlError::LockTimeout`]: another
+    /// transaction, such as a frozen worker's, held the tenant's invoice counter) and were
+    /// tried again.
+    pub lock_timeouts: u32,
 }
 
 /// The fixed inputs of one worker's share of a bill run.
@@ -58,9 +73,11 @@ pub struct BillWorker<'a> {
     pub settings: &'a BillingSettings,
     /// This worker's name (unique among live workers: it fences the chunk writes).
     pub worker: &'a str,
-    /// How long a claimed chunk stays this worker's; a chunk not completed by then is claimed
-    /// by another worker.
-    pub lease: chrono::Duration,
+    /// How long a claimed chunk stays this worker's (a chunk not completed by then is claimed
+    /// by another worker), and the lock and idle timeouts of its transactions, so that a
+    /// frozen worker never stalls the others for more than a lease. A `chrono::Duration`
+    /// converts with the default timeouts: `lease: Duration::minutes(5).into()`.
+    pub lease: LeaseSettings,
 }
 
 impl SqlStore {
@@ -202,11 +219,17 @@ impl SqlStore {
     /// for the next chunk. If the write fails, the next chunk stays claimed until its lease
     /// ends and then goes to another worker, as after a crash.
     ///
+    /// A write whose wait for a lock outlasts the lease's lock timeout
+    /// ([`SqlError::LockTimeout`]: a frozen worker holds the tenant's invoice counter) wrote
+    /// nothing and is tried again, reading the chunk afresh, while the lease lasts; the
+    /// frozen worker's session ends after its idle-in-transaction timeout
+    /// ([`LeaseSettings`]), so the run goes on within one lease.
+    ///
     /// # Errors
     ///
-    /// The first error of a chunk ([`SqlError::LeaseLost`](crate::SqlError::LeaseLost) when
-    /// this worker was too slow and its chunk went to another worker; nothing of that chunk
-    /// was written).
+    /// The first error of a chunk ([`SqlError::LeaseLost`] when this worker was too slow and
+    /// its chunk went to another worker, [`SqlError::LockTimeout`] when the lease ran out
+    /// while it waited; nothing of that chunk was written).
     pub async fn run_bill_worker(
         &self,
         job: &BillWorker<'_>,
@@ -216,19 +239,54 @@ impl SqlStore {
         let mut next = self.claim_and_load(job, clock).await?;
         while let Some((claim, chunk)) = next {
             let (billed, following) = futures_util::future::join(
-                self.bill_loaded_chunk(&claim, chunk, job, clock),
+                self.bill_until_written(&claim, chunk, job, clock),
                 self.claim_and_load(job, clock),
             )
             .await;
-            let summary = billed?;
+            let (summary, lock_timeouts) = billed;
+            report.lock_timeouts = report.lock_timeouts.saturating_add(lock_timeouts);
+            let summary = summary?;
             next = following?;
             report.chunks += 1;
             report.subscriptions += summary.subscriptions;
             report.invoices += summary.invoices;
             report.duplicates += summary.duplicates;
             report.conflicts += summary.conflicts;
+            report.failures.extend(summary.failures);
         }
         Ok(report)
+    }
+
+    /// Bills a chunk already read and writes it; after a [`SqlError::LockTimeout`] (another
+    /// transaction, such as a frozen worker's, held the tenant's invoice counter; nothing was
+    /// written) reads and bills it again while the lease lasts. A frozen worker's session
+    /// ends after its idle-in-transaction timeout, shorter than the lease, and the counter
+    /// with it. Also returns how many writes timed out.
+    ///
+    /// "While the lease lasts" by the clock, and at most as many times as lock timeouts fit
+    /// in the lease: each attempt waited that long, so a clock that stands still (a test's)
+    /// cannot keep the worker retrying for ever.
+    async fn bill_until_written(
+        &self,
+        claim: &ChunkClaim,
+        chunk: LoadedChunk,
+        job: &BillWorker<'_>,
+        clock: &dyn Clock,
+    ) -> (Result<BillRunSummary>, u32) {
+        let lease = &claim.lease;
+        let lease_ms = lease.lease().to_std().unwrap_or_default().as_millis();
+        let wait_ms = lease.lock_timeout().as_millis().max(1);
+        let attempts = u32::try_from(lease_ms.div_ceil(wait_ms)).unwrap_or(u32::MAX);
+        let mut written = self.bill_loaded_chunk(claim, chunk, job, clock).await;
+        let mut lock_timeouts: u32 = 0;
+        while matches!(written, Err(SqlError::LockTimeout { .. })) {
+            lock_timeouts = lock_timeouts.saturating_add(1);
+            if lock_timeouts >= attempts || clock.now() >= claim.lease_expires_at {
+                break;
+            }
+            written = self.bill_claimed_chunk(claim, job, clock).await;
+        }
+        (written, lock_timeouts)
     }
 
     /// Claims the next claimable chunk of `job.run` and reads it; `None` when there is none.
@@ -251,14 +309,19 @@ impl SqlStore {
     /// Bills one claimed chunk: reads its subscriptions, their customers' accounts and
     /// pending charges, computes every subscription's documents with [`bill_chunk`], and writes
     /// them (numbered gaplessly), the new subscription states, the consumed charges and the
-    /// outbox events in one transaction that also marks the chunk done.
+    /// outbox events in one transaction that also marks the chunk done. A customer whose
+    /// billing fails with a domain error is left out and reported
+    /// ([`BillRunSummary::failures`], and a `billing.bill_run_item_failed` outbox event); the
+    /// chunk still completes.
     ///
     /// # Errors
     ///
-    /// [`SqlError::LeaseLost`](crate::SqlError::LeaseLost) if the chunk is no longer this
-    /// claim's (nothing is written), [`SqlError::Billing`](crate::SqlError::Billing) for a
-    /// domain error (nothing is written; the chunk is claimable again after the lease),
-    /// [`SqlError::Database`](crate::SqlError::Database).
+    /// [`SqlError::LeaseLost`] if the chunk is no longer this claim's (nothing is written),
+    /// [`SqlError::Billing`] for a per-commit error of [`record_chunk`] (nothing is written; the
+    /// chunk is claimable again after the lease; a customer's domain error while billing is not
+    /// one: it is left out and reported), [`SqlError::LockTimeout`] if the tenant's invoice
+    /// counter stayed locked longer than the claim's lock timeout (nothing is written; call again
+    /// while the lease lasts), [`SqlError::Database`].
     pub async fn bill_claimed_chunk(
         &self,
         claim: &ChunkClaim,
@@ -278,14 +341,17 @@ impl SqlStore {
         clock: &dyn Clock,
     ) -> Result<BillRunSummary> {
         let tenant = claim.tenant;
-        let mut items = bill_chunk(
+        let BilledChunk {
+            mut items,
+            failures,
+        } = bill_chunk(
             &page,
             job.plans,
             &accounts,
             &pending,
             job.as_of,
             job.settings,
-        )?;
+        );
         let mut summary = BillRunSummary {
             subscriptions: page.len(),
             cursor: page.last().map(|s| s.id),
@@ -300,16 +366,21 @@ impl SqlStore {
             .collect();
         let now = clock.now();
         dispatch!(self.db, pool, d => {
-            let mut tx = d::begin_tenant(pool, tenant).await?;
+            let mut tx = d::begin_bill_run(pool, tenant, &claim.lease).await?;
             d::billrun::fence(&mut tx, claim, now).await?;
+            // Reserves the invoice numbers after every other write of the batch: from there
+            // to the commit the tenant's counter row is locked, and only the invoices and
+            // their outbox events (which carry the numbers) are written in between.
             let results = d::billing::apply_batch(&mut tx, tenant, commits).await?;
             record_chunk(tenant, clock, &items, results, &mut summary)?;
+            summary.record_failures(tenant, clock, failures);
             let events = summary
                 .events
                 .iter()
                 .map(OutboxEvent::from_domain)
                 .collect::<Result<Vec<_>>>()?;
             d::outbox::insert(&mut tx, tenant, &events).await?;
+            testing::before_chunk_commit();
             tx.commit().await.during("commit bill run chunk")?;
         });
         Ok(summary)
@@ -321,7 +392,8 @@ impl SqlStore {
         let tenant = claim.tenant;
         let ids: Vec<Uuid> = claim.subscriptions.iter().map(|s| s.as_uuid()).collect();
         let (subs, accounts, pending) = dispatch!(self.db, pool, d => {
-            let mut tx = d::begin_read(pool, tenant).await?;
+            // With the lease's timeouts too: a frozen worker's open snapshot is ended as well.
+            let mut tx = d::begin_bill_run_read(pool, tenant, &claim.lease).await?;
             let subs: Vec<Subscription> = d::billing::bodies_in(
                 &mut tx,
                 "SELECT body FROM billing_subscriptions",
@@ -355,6 +427,28 @@ impl SqlStore {
             (subs, accounts, pending)
         });
         Ok((subs, accounts, pending))
+    }
+}
+
+#[doc(hidden)]
+pub mod testing {
+    //! A test-only pause point: tests freeze a worker (in a child process) at the worst
+    //! moment, inside its write transaction with the tenant's invoice counter locked.
+
+    use std::sync::OnceLock;
+
+    static BEFORE_CHUNK_COMMIT: OnceLock<fn()> = OnceLock::new();
+
+    /// Runs `hook` in every chunk write of this process, after the last statement and
+    /// before the commit. Only the first call takes effect. Not for production use.
+    pub fn set_before_chunk_commit_hook(hook: fn()) {
+        let _ = BEFORE_CHUNK_COMMIT.set(hook);
+    }
+
+    pub(crate) fn before_chunk_commit() {
+        if let Some(hook) = BEFORE_CHUNK_COMMIT.get() {
+            hook();
+        }
     }
 }
 

@@ -6,7 +6,7 @@ use dotmac_support::store::{
     AgentStore, ConfigStore, CsatStore, SlaStore, SupportConfig, TicketStore,
 };
 use dotmac_support::{
-    Agent, AgentId, CsatResponse, Queue, QueueCursor, QueueId, SlaMarks, SlaRecord, Status,
+    Agent, AgentId, CsatResponse, Queue, QueueCursor, QueueId, SlaMarks, SlaRecord, StatusCategory,
     SupportError, Ticket, TicketId,
 };
 
@@ -33,7 +33,7 @@ fn ticket_binds(tenant: TenantId, ticket: &Ticket) -> Result<Vec<Bind>> {
         Bind::OptUuid(ticket.queue().map(|q| q.as_uuid())),
         Bind::OptUuid(ticket.assignee().map(|a| a.as_uuid())),
         Bind::Bool(ticket.status().is_done()),
-        Bind::Bool(ticket.status() == Status::Closed),
+        Bind::Bool(ticket.status().category() == StatusCategory::Closed),
         Bind::Time(ticket.created_at()),
         json("ticket", ticket).map_err(storage)?,
     ])

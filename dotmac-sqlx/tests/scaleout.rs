@@ -13,12 +13,12 @@ use std::sync::Arc;
 use chrono::{Duration, NaiveDate};
 use common::{at, backends, new_tenant};
 use dotmac_billing::{
-    BillingSettings, CatalogStore, Charge, CustomerAccount, FirstPeriod, Invoice, InvoiceStore,
-    LineKind, NewSubscription, PendingCharge, PendingChargeId, Plan, Product, SubscriptionStore,
-    TaxRate, TaxRateId,
+    BillingCommit, BillingError, BillingFailure, BillingSettings, CatalogStore, Charge,
+    CustomerAccount, FirstPeriod, Invoice, InvoiceStore, LineKind, NewSubscription, PendingCharge,
+    PendingChargeId, Plan, Product, SubscriptionStore, TaxRate, TaxRateId,
 };
 use dotmac_core::{
-    Currency, CustomerId, FixedClock, Money, PlanId, ProductId, SubscriptionId, TenantId,
+    CoreError, Currency, CustomerId, FixedClock, Money, PlanId, ProductId, SubscriptionId, TenantId,
 };
 use dotmac_sqlx::{BillRunId, BillWorker, Database, SqlError, SqlStore, WorkerReport};
 use rust_decimal::Decimal;
@@ -136,7 +136,7 @@ async fn run_workers(
                 plans: &plans,
                 settings: &settings,
                 worker: &name,
-                lease: Duration::minutes(LEASE_MINUTES),
+                lease: Duration::minutes(LEASE_MINUTES).into(),
             };
             store.run_bill_worker(&job, &clock(minutes)).await.unwrap()
         }));
@@ -149,6 +149,7 @@ async fn run_workers(
         total.invoices += r.invoices;
         total.duplicates += r.duplicates;
         total.conflicts += r.conflicts;
+        total.failures.extend(r.failures);
     }
     total
 }
@@ -288,7 +289,7 @@ async fn a_killed_worker_leaves_nothing_and_its_chunk_is_redone() {
                         plans: &plans,
                         settings: &settings,
                         worker: "doomed",
-                        lease,
+                        lease: lease.into(),
                     };
                     store.bill_claimed_chunk(&claim, &job, &clock(0)).await
                 })
@@ -343,7 +344,7 @@ async fn a_killed_worker_leaves_nothing_and_its_chunk_is_redone() {
             plans: &plans,
             settings: &settings,
             worker: "doomed",
-            lease,
+            lease: lease.into(),
         };
         let refused = store.bill_claimed_chunk(&late, &job, &clock(30)).await;
         assert!(
@@ -351,5 +352,124 @@ async fn a_killed_worker_leaves_nothing_and_its_chunk_is_redone() {
             "{name}: {refused:?}"
         );
         assert_eq!(issued(&store, tenant, SUBS).await.0.len(), 480, "{name}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customer_whose_billing_fails_never_sticks_the_run_and_is_billed_after_the_fix() {
+    const SUBS: u128 = 20;
+    for (name, db) in backends().await {
+        let store = SqlStore::new(db.clone());
+        let tenant = new_tenant(&db).await;
+        seed(&store, tenant, SUBS).await;
+        // The issue-9 reproduction: a pending charge of 3 × Decimal::MAX / 2 for the customer
+        // of subscriptions 5 and 6 (in the first chunk, among healthy customers).
+        let bad = customer(4);
+        let huge = PendingCharge {
+            id: PendingChargeId::from_u128(60_000),
+            customer: bad,
+            subscription: None,
+            kind: LineKind::LateFee,
+            text: Some("Late fee".into()),
+            period: None,
+            quantity: Decimal::from(3),
+            unit_price: Money::new(Decimal::MAX / Decimal::TWO, Currency::USD),
+            price: None,
+            created_on: day(1, 20),
+        };
+        assert!(
+            store
+                .add_pending_charge(tenant, huge.clone())
+                .await
+                .unwrap()
+        );
+        let bad_before = store.subscriptions_of(tenant, bad).await.unwrap();
+        let expected = vec![BillingFailure {
+            customer: bad,
+            subscription: Some(SubscriptionId::from_u128(5)),
+            error: BillingError::Core(CoreError::Overflow {
+                operation: "multiply",
+            }),
+        }];
+
+        // Twice: the run completes each time, billing the others and reporting the failure.
+        let mut outbox = 0;
+        for attempt in 0..2 {
+            let run = BillRunId::new();
+            let chunks = store
+                .plan_billing_run(tenant, run, as_of(), 8, at(2, attempt))
+                .await
+                .unwrap();
+            assert_eq!(chunks, 3, "{name}");
+            let report = run_workers(&store, tenant, run, 2, i64::from(attempt)).await;
+            assert!(
+                db.bill_run_progress(tenant, run)
+                    .await
+                    .unwrap()
+                    .is_complete(),
+                "{name}: the run stuck at the failing chunk: {report:?}"
+            );
+            assert_eq!(report.chunks, 3, "{name}");
+            let want = if attempt == 0 { 54 } else { 0 };
+            assert_eq!(report.invoices, want, "{name}: {report:?}");
+            assert_eq!(report.failures, expected, "{name}");
+            // Nothing of the failing customer was written; its failure is in the outbox.
+            assert!(
+                store.invoices_of(tenant, bad).await.unwrap().is_empty(),
+                "{name}"
+            );
+            assert_eq!(
+                store.subscriptions_of(tenant, bad).await.unwrap(),
+                bad_before,
+                "{name}"
+            );
+            assert_eq!(
+                store.pending_charges(tenant, bad).await.unwrap(),
+                vec![huge.clone()],
+                "{name}"
+            );
+            let events = db.outbox_events(tenant).await.unwrap();
+            outbox += want + 1;
+            assert_eq!(events.len(), outbox, "{name}");
+            let failed: Vec<_> = events
+                .iter()
+                .filter(|m| m.event.event_type == "billing.bill_run_item_failed")
+                .map(|m| &m.event.payload)
+                .collect();
+            assert_eq!(failed.len(), attempt as usize + 1, "{name}");
+            let last = failed.last().unwrap();
+            assert_eq!(last["customer"], bad.to_string(), "{name}: {last}");
+            assert_eq!(last["subscription"], "00000000-0000-0000-0000-000000000005");
+            assert_eq!(last["error_kind"], "core.overflow", "{name}: {last}");
+        }
+
+        // Fix the data (the bad charge taken off) and run again: the skipped customer is
+        // billed, nobody twice, numbers still gapless.
+        store
+            .commit(
+                tenant,
+                BillingCommit {
+                    consumed_pending: vec![huge.id],
+                    ..BillingCommit::default()
+                },
+            )
+            .await
+            .unwrap();
+        let run = BillRunId::new();
+        store
+            .plan_billing_run(tenant, run, as_of(), 8, at(2, 3))
+            .await
+            .unwrap();
+        let report = run_workers(&store, tenant, run, 2, 3).await;
+        assert_eq!(report.invoices, 6, "{name}: {report:?}");
+        assert!(report.failures.is_empty(), "{name}: {report:?}");
+        assert_eq!(
+            store.invoices_of(tenant, bad).await.unwrap().len(),
+            6,
+            "{name}"
+        );
+        let (by_key, numbers) = issued(&store, tenant, SUBS).await;
+        assert_eq!(by_key.len(), 60, "{name}");
+        assert_eq!(numbers, (1..=60).collect::<Vec<u64>>(), "{name}");
     }
 }

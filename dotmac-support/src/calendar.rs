@@ -22,7 +22,7 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use chrono::{
-    DateTime, Datelike, Days, LocalResult, NaiveDate, NaiveDateTime, Offset, TimeZone, Utc, Weekday,
+    DateTime, Datelike, LocalResult, NaiveDate, NaiveDateTime, Offset, TimeZone, Utc, Weekday,
 };
 use chrono_tz::{GapInfo, Tz};
 use serde::{Deserialize, Serialize};
@@ -173,7 +173,7 @@ impl CalendarBuilder {
         self
     }
 
-    /// Adds several holidays, for example from [`ical_holidays`].
+    /// Adds several holidays, for example from [`ical_holidays`](crate::ical_holidays).
     pub fn holidays(mut self, dates: impl IntoIterator<Item = NaiveDate>) -> Self {
         self.holidays.extend(dates);
         self
@@ -864,139 +864,6 @@ impl From<BusinessCalendar> for CalendarSpec {
     }
 }
 
-/// Reads the holiday dates of an iCalendar (RFC 5545) feed such as a public-holiday calendar.
-///
-/// Every `VEVENT` contributes the local dates from its `DTSTART` up to (excluding) its `DTEND`
-/// (one day when `DTEND` is absent). All-day events (`VALUE=DATE`) give their dates as written;
-/// a timed event gives its start's date (a UTC time is converted to `zone` first). A yearly
-/// recurrence (`RRULE:FREQ=YEARLY`, optionally with `COUNT`, `UNTIL` or `INTERVAL`) is expanded
-/// up to and including `through`; any other recurrence rule is refused rather than silently
-/// ignored.
-///
-/// Parsing uses the `icalendar` crate, which unfolds long lines and reads real-world feeds.
-///
-/// ```
-/// use chrono::NaiveDate;
-/// use dotmac_support::ical_holidays;
-///
-/// let feed = "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//test//EN\r\n\
-///             BEGIN:VEVENT\r\nUID:1\r\nSUMMARY:Christmas\r\n\
-///             DTSTART;VALUE=DATE:20261225\r\nDTEND;VALUE=DATE:20261227\r\nEND:VEVENT\r\n\
-///             END:VCALENDAR\r\n";
-/// let through = NaiveDate::from_ymd_opt(2030, 1, 1).unwrap();
-/// let days = ical_holidays(feed, chrono_tz::Europe::Berlin, through)?;
-/// assert_eq!(days, [NaiveDate::from_ymd_opt(2026, 12, 25).unwrap(),
-///                   NaiveDate::from_ymd_opt(2026, 12, 26).unwrap()]);
-/// # Ok::<(), dotmac_support::SupportError>(())
-/// ```
-///
-/// # Errors
-///
-/// [`SupportError::Ical`] when the feed does not parse, an event has no usable `DTSTART`, or
-/// it uses a recurrence other than a plain yearly one.
-pub fn ical_holidays(feed: &str, zone: Tz, through: NaiveDate) -> Result<Vec<NaiveDate>> {
-    use icalendar::{CalendarComponent, Component, DatePerhapsTime};
-
-    let calendar: icalendar::Calendar = feed.parse().map_err(SupportError::Ical)?;
-    let to_date = |value: DatePerhapsTime| -> Option<NaiveDate> {
-        match value {
-            DatePerhapsTime::Date(date) => Some(date),
-            DatePerhapsTime::DateTime(icalendar::CalendarDateTime::Floating(local)) => {
-                Some(local.date())
-            }
-            DatePerhapsTime::DateTime(icalendar::CalendarDateTime::Utc(utc)) => {
-                Some(utc.with_timezone(&zone).date_naive())
-            }
-            DatePerhapsTime::DateTime(icalendar::CalendarDateTime::WithTimezone {
-                date_time,
-                ..
-            }) => Some(date_time.date()),
-        }
-    };
-    let mut dates = Vec::new();
-    for component in &calendar.components {
-        let CalendarComponent::Event(event) = component else {
-            continue;
-        };
-        let summary = event.get_summary().unwrap_or("?").to_owned();
-        let start = event
-            .get_start()
-            .and_then(to_date)
-            .ok_or_else(|| SupportError::Ical(format!("event {summary:?} has no DTSTART")))?;
-        let end = event.get_end().and_then(to_date).filter(|end| *end > start);
-        let length = end.map_or(1, |end| (end - start).num_days().max(1));
-        let mut starts = vec![start];
-        if let Some(rule) = event.property_value("RRULE") {
-            starts = yearly_starts(&summary, rule, start, through)?;
-        }
-        for first in starts {
-            for offset in 0..length {
-                let day = u64::try_from(offset).unwrap_or(0);
-                if let Some(date) = first.checked_add_days(Days::new(day)) {
-                    dates.push(date);
-                }
-            }
-        }
-    }
-    dates.sort_unstable();
-    dates.dedup();
-    Ok(dates)
-}
-
-fn yearly_starts(
-    summary: &str,
-    rule: &str,
-    start: NaiveDate,
-    through: NaiveDate,
-) -> Result<Vec<NaiveDate>> {
-    let refuse = || {
-        SupportError::Ical(format!(
-            "event {summary:?}: only plain yearly RRULEs are expanded, got {rule:?}"
-        ))
-    };
-    let mut yearly = false;
-    let mut count: Option<u32> = None;
-    let mut until: Option<NaiveDate> = None;
-    let mut interval: i32 = 1;
-    for part in rule.split(';') {
-        let (key, value) = part.split_once('=').ok_or_else(refuse)?;
-        match key.to_ascii_uppercase().as_str() {
-            "FREQ" => yearly = value.eq_ignore_ascii_case("YEARLY"),
-            "COUNT" => count = Some(value.parse().map_err(|_| refuse())?),
-            "INTERVAL" => interval = value.parse().map_err(|_| refuse())?,
-            "UNTIL" => {
-                let digits = value.get(..8).ok_or_else(refuse)?;
-                until = Some(NaiveDate::parse_from_str(digits, "%Y%m%d").map_err(|_| refuse())?);
-            }
-            "WKST" => {}
-            _ => return Err(refuse()),
-        }
-    }
-    if !yearly || interval < 1 {
-        return Err(refuse());
-    }
-    let last = until.map_or(through, |u| u.min(through));
-    let mut starts = Vec::new();
-    let mut k: i32 = 0;
-    loop {
-        if count.is_some_and(|c| u32::try_from(k).unwrap_or(u32::MAX) >= c) {
-            break;
-        }
-        let year = start.year().saturating_add(k.saturating_mul(interval));
-        // A 29 February holiday recurs only in leap years (RFC 5545 skips invalid dates).
-        if let Some(date) = NaiveDate::from_ymd_opt(year, start.month(), start.day()) {
-            if date > last {
-                break;
-            }
-            starts.push(date);
-        } else if year > last.year() {
-            break;
-        }
-        k += 1;
-    }
-    Ok(starts)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1209,26 +1076,5 @@ mod tests {
         assert_eq!(back, cal);
         let bad = json.replace("Europe/Berlin", "Nowhere/Land");
         assert!(serde_json::from_str::<BusinessCalendar>(&bad).is_err());
-    }
-
-    #[test]
-    fn ical_feed_with_yearly_rule() {
-        let feed = "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//x//EN\r\n\
-                    BEGIN:VEVENT\r\nUID:a\r\nSUMMARY:New Year\r\nDTSTART;VALUE=DATE:20250101\r\n\
-                    RRULE:FREQ=YEARLY\r\nEND:VEVENT\r\n\
-                    BEGIN:VEVENT\r\nUID:b\r\nSUMMARY:Easter Monday\r\nDTSTART;VALUE=DATE:20260406\r\n\
-                    DTEND;VALUE=DATE:20260407\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n";
-        let through = NaiveDate::from_ymd_opt(2027, 6, 1).unwrap();
-        let days = ical_holidays(feed, chrono_tz::Europe::Berlin, through).unwrap();
-        let d = |y, m, dd| NaiveDate::from_ymd_opt(y, m, dd).unwrap();
-        assert_eq!(
-            days,
-            [d(2025, 1, 1), d(2026, 1, 1), d(2026, 4, 6), d(2027, 1, 1)]
-        );
-        let monthly = feed.replace("FREQ=YEARLY", "FREQ=MONTHLY");
-        assert!(matches!(
-            ical_holidays(&monthly, chrono_tz::UTC, through),
-            Err(SupportError::Ical(_))
-        ));
     }
 }

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use dotmac_core::CoreError;
 
-use crate::ticket::{Status, TicketId};
+use crate::ticket::{Status, StatusCategory, TicketId};
 
 /// Everything that can go wrong in `dotmac-support`.
 ///
@@ -52,6 +52,18 @@ pub enum SupportError {
     /// An iCalendar holiday feed that cannot be used.
     #[error("cannot import iCalendar holidays: {0}")]
     Ical(String),
+    /// An iCalendar feed past one of its import limits ([`IcalLimits`](crate::IcalLimits)).
+    /// Nothing was imported.
+    #[error("iCalendar feed refused: {limit} is limited to {max}, the feed reaches {found}")]
+    IcalLimitExceeded {
+        /// The limit.
+        limit: crate::ical::IcalLimit,
+        /// Its configured value.
+        max: u64,
+        /// What the feed reaches where it was refused: its size, or the depth, event length or
+        /// number of dates at the first element past the limit.
+        found: u64,
+    },
     /// An SLA target of zero or negative minutes.
     #[error("SLA target must be a positive number of minutes, got {0}")]
     InvalidTarget(i64),
@@ -65,11 +77,31 @@ pub enum SupportError {
         /// The smallest target of the policy.
         target: u32,
     },
-    /// A status name that is not one of the ticket statuses.
+    /// A status name that is neither built in (new, open, pending, on_hold, resolved, closed,
+    /// reopened) nor defined in the desk's [`StatusCatalog`](crate::StatusCatalog).
     #[error(
-        "unknown ticket status {0:?}: expected new, open, pending, on_hold, resolved, closed or reopened"
+        "unknown ticket status {0:?}: expected new, open, pending, on_hold, resolved, closed, reopened or a status the desk defines"
     )]
     UnknownStatus(String),
+    /// A status name that cannot be used.
+    #[error("invalid status name {name:?}: {reason}")]
+    InvalidStatusName {
+        /// The name given (its first 64 characters).
+        name: String,
+        /// Why it is refused.
+        reason: &'static str,
+    },
+    /// A status defined with a category other than the one its name already has (built in,
+    /// or defined before).
+    #[error("status {name:?} is already in category {existing}, not {requested}")]
+    StatusConflict {
+        /// The name.
+        name: String,
+        /// Its category.
+        existing: StatusCategory,
+        /// The category asked for.
+        requested: StatusCategory,
+    },
     /// A priority name that is not one of the ticket priorities.
     #[error("unknown ticket priority {0:?}: expected low, normal, high, urgent or critical")]
     UnknownPriority(String),

@@ -6,10 +6,12 @@
 //! recompute exactly when a past status or the calendar changes), routing rules and
 //! assignment strategies that never hand work to an offline agent, escalation rules, and CSAT.
 //!
-//! - [`Ticket`]: statuses as a state machine with typed errors, priorities, categories,
+//! - [`Ticket`]: statuses (the desk's own names in a [`StatusCatalog`], each in a
+//!   [`StatusCategory`] of the state machine) with typed errors, priorities, categories,
 //!   channels, comments, tags, merges and parent incidents.
 //! - [`BusinessCalendar`]: working intervals per weekday, holidays ([`ical_holidays`] imports
-//!   iCalendar feeds), `add_working_minutes` / `working_minutes_between`, DST-correct.
+//!   iCalendar feeds within [`IcalLimits`]), `add_working_minutes` / `working_minutes_between`,
+//!   DST-correct.
 //! - [`SlaPolicy`]: targets per priority in business or calendar minutes, chosen by ordered
 //!   conditions ([`SlaPolicySet`]); [`SlaPolicy::isp_default`] is the common ISP table.
 //! - [`Router`] and [`pick_agent`]: round robin, least-loaded with a cap, skills-based with
@@ -32,8 +34,8 @@
 //! // A high-priority ticket at Friday 15:00 New York (19:00 UTC) waits on the customer for an hour.
 //! let created = Utc.with_ymd_and_hms(2026, 3, 6, 20, 0, 0).unwrap();
 //! let mut timeline = SlaTimeline::new(created);
-//! timeline.statuses.push((Utc.with_ymd_and_hms(2026, 3, 6, 20, 30, 0).unwrap(), Status::Pending));
-//! timeline.statuses.push((Utc.with_ymd_and_hms(2026, 3, 6, 21, 30, 0).unwrap(), Status::Open));
+//! timeline.statuses.push((Utc.with_ymd_and_hms(2026, 3, 6, 20, 30, 0).unwrap(), Status::PENDING));
+//! timeline.statuses.push((Utc.with_ymd_and_hms(2026, 3, 6, 21, 30, 0).unwrap(), Status::OPEN));
 //! let clocks = policy.evaluate(&calendar, &timeline, Priority::High, created)?;
 //! // 4 business hours: 30 min, then 30 min after the pause, then 3 h on Monday from 08:00
 //! // (daylight saving starts on Sunday 8 March: Monday 08:00 is 12:00 UTC).
@@ -49,6 +51,7 @@ mod calendar;
 mod csat;
 mod error;
 mod escalation;
+mod ical;
 mod memory;
 mod routing;
 mod service;
@@ -60,7 +63,6 @@ mod ticket;
 
 pub use calendar::{
     BusinessCalendar, CalendarBuilder, CalendarSpec, DayHours, TimeOfDay, WorkingInterval,
-    ical_holidays,
 };
 pub use csat::{CsatResponse, CsatResponseId, CsatScore, CsatSummary};
 pub use error::{Result, SupportError};
@@ -68,6 +70,7 @@ pub use escalation::{
     EscalationAction, EscalationRule, EscalationRuleId, EscalationTrigger, MarkKind, SlaMark,
     SlaMarks, due_escalations,
 };
+pub use ical::{IcalLimit, IcalLimits, ical_holidays, ical_holidays_with};
 pub use memory::InMemorySupportStore;
 pub use routing::{
     Agent, AgentLoad, AssignmentStrategy, Presence, Queue, QueueAssigner, QueueCursor, Roster,
@@ -81,5 +84,6 @@ pub use sla::{
 pub use store::SupportConfig;
 pub use ticket::{
     Actor, AgentId, Category, Change, Channel, Comment, CommentId, CustomerTier, HistoryEntry,
-    NewTicket, Priority, QueueId, Status, Ticket, TicketId, Visibility,
+    NewTicket, Priority, QueueId, Status, StatusCatalog, StatusCategory, StatusName, Ticket,
+    TicketId, Visibility,
 };

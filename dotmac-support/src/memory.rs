@@ -12,7 +12,7 @@ use crate::escalation::SlaMarks;
 use crate::routing::{Agent, Queue, QueueCursor};
 use crate::sla::SlaRecord;
 use crate::store::{AgentStore, ConfigStore, CsatStore, SlaStore, SupportConfig, TicketStore};
-use crate::ticket::{AgentId, QueueId, Status, Ticket, TicketId};
+use crate::ticket::{AgentId, QueueId, StatusCategory, Ticket, TicketId};
 
 #[derive(Default)]
 struct TenantData {
@@ -127,7 +127,7 @@ impl TicketStore for InMemorySupportStore {
         let found = self.with(tenant, |d| {
             d.tickets
                 .values()
-                .filter(|t| t.status() != Status::Closed)
+                .filter(|t| t.status().category() != StatusCategory::Closed)
                 .cloned()
                 .collect()
         });

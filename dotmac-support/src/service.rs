@@ -186,6 +186,7 @@ pub type SupportEvents = Vec<DomainEvent<SupportEvent>>;
 ///     policies: SlaPolicySet { policies: vec![SlaPolicy::isp_default(SlaPolicyId::new())] },
 ///     router: Router::new(queue.id),
 ///     escalations: vec![],
+///     statuses: StatusCatalog::new(),
 /// }).await?;
 /// let (ticket, events) = service.create_ticket(tenant, NewTicket::new("No sync").priority(Priority::High)).await?;
 /// // High: 4 business hours to respond; nobody is online, so it waits in L1.
@@ -259,6 +260,18 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
                 return Err(SupportError::Config(format!(
                     "queue {queue} is named but does not exist; put_queue it first"
                 )));
+            }
+        }
+        for policy in &config.policies.policies {
+            for name in policy.pause_statuses() {
+                if config.statuses.resolve(name.as_str()).is_err() {
+                    return Err(SupportError::Config(format!(
+                        "SLA policy {:?} pauses in status {:?}, which is neither built in \
+                         nor defined in the configuration's statuses",
+                        policy.name(),
+                        name.as_str()
+                    )));
+                }
             }
         }
         self.store.put_config(tenant, &config).await
@@ -486,13 +499,16 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
         Ok(events)
     }
 
-    /// Changes a ticket's status. Resolving or closing a parent incident does the same to its
-    /// children; a change that frees an agent's capacity lets the queue assign waiting tickets.
+    /// Changes a ticket's status: a built-in one, or one the tenant's
+    /// [`SupportConfig::statuses`] defines. Resolving or closing a parent incident does the
+    /// same to its children; a change that frees an agent's capacity lets the queue assign
+    /// waiting tickets.
     ///
     /// # Errors
     ///
-    /// [`SupportError::IllegalTransition`], [`SupportError::Merged`], [`SupportError::NotFound`];
-    /// storage errors. Nothing is changed on error.
+    /// [`SupportError::UnknownStatus`] for a custom status the tenant does not define (with
+    /// that category), [`SupportError::IllegalTransition`], [`SupportError::Merged`],
+    /// [`SupportError::NotFound`]; storage errors. Nothing is changed on error.
     pub async fn change_status(
         &self,
         tenant: TenantId,
@@ -500,32 +516,35 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
         to: Status,
         actor: Actor,
     ) -> Result<SupportEvents> {
+        if !to.is_builtin() && !self.config(tenant).await?.statuses.contains(&to) {
+            return Err(SupportError::UnknownStatus(to.name().to_string()));
+        }
         let mut ticket = self.ticket(tenant, id).await?;
         let now = self.clock.now();
-        let from = ticket.status();
-        ticket.change_status(to, actor, now)?;
+        let from = ticket.status().clone();
+        ticket.change_status(to.clone(), actor, now)?;
         self.store.update_ticket(tenant, &ticket).await?;
         let mut events = vec![self.event(
             tenant,
             SupportEvent::StatusChanged {
                 ticket: id,
                 from,
-                to,
+                to: to.clone(),
                 actor,
             },
         )];
         if to.is_done() {
             for mut child in self.store.children_of(tenant, id).await? {
-                let child_from = child.status();
-                if child.merged_into().is_none() && child_from.can_move_to(to) {
-                    child.change_status(to, Actor::System, now)?;
+                let child_from = child.status().clone();
+                if child.merged_into().is_none() && child_from.can_move_to(&to) {
+                    child.change_status(to.clone(), Actor::System, now)?;
                     self.store.update_ticket(tenant, &child).await?;
                     events.push(self.event(
                         tenant,
                         SupportEvent::StatusChanged {
                             ticket: child.id(),
                             from: child_from,
-                            to,
+                            to: to.clone(),
                             actor: Actor::System,
                         },
                     ));
@@ -540,7 +559,8 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
         Ok(events)
     }
 
-    /// Changes a ticket's status given by name.
+    /// Changes a ticket's status given by name (from an API or a form): a built-in name or
+    /// one the tenant's [`SupportConfig::statuses`] defines, resolved to its [`Status`].
     ///
     /// # Errors
     ///
@@ -552,7 +572,13 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
         to: &str,
         actor: Actor,
     ) -> Result<SupportEvents> {
-        let to: Status = to.parse()?;
+        let catalog = self
+            .store
+            .get_config(tenant)
+            .await?
+            .map(|config| config.statuses)
+            .unwrap_or_default();
+        let to = catalog.resolve(to)?;
         self.change_status(tenant, id, to, actor).await
     }
 
@@ -570,6 +596,9 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
         to: Status,
         actor: Actor,
     ) -> Result<SupportEvents> {
+        if !to.is_builtin() && !self.config(tenant).await?.statuses.contains(&to) {
+            return Err(SupportError::UnknownStatus(to.name().to_string()));
+        }
         let mut ticket = self.ticket(tenant, id).await?;
         ticket.amend_status(entry, to, actor, self.clock.now())?;
         self.store.update_ticket(tenant, &ticket).await?;
@@ -925,5 +954,5 @@ fn is_sla_active(config: &SupportConfig, ticket: &Ticket) -> bool {
     !config
         .policies
         .select(ticket)
-        .is_some_and(|p| p.pause_statuses().contains(&ticket.status()))
+        .is_some_and(|p| p.pauses_in(ticket.status()))
 }

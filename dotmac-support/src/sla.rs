@@ -24,7 +24,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::calendar::BusinessCalendar;
 use crate::error::{Result, SupportError};
-use crate::ticket::{Category, Channel, CustomerTier, Priority, Status, Ticket, TicketId};
+use crate::ticket::{
+    Category, Channel, CustomerTier, Priority, Status, StatusName, Ticket, TicketId,
+};
 
 define_id! {
     /// An SLA policy.
@@ -190,7 +192,7 @@ pub struct SlaPolicy {
     name: String,
     conditions: Vec<PolicyCondition>,
     targets: BTreeMap<Priority, SlaTargets>,
-    pause_statuses: BTreeSet<Status>,
+    pause_statuses: BTreeSet<StatusName>,
     warn_before_minutes: u32,
 }
 
@@ -233,9 +235,12 @@ impl SlaPolicyBuilder {
         self
     }
 
-    /// Adds a status in which the clocks pause.
-    pub fn pause_in(mut self, status: Status) -> Self {
-        self.policy.pause_statuses.insert(status);
+    /// Adds a status in which the clocks pause, by name: a built-in one
+    /// ([`Status::PENDING`], a [`StatusCategory`](crate::StatusCategory)) or a desk's own
+    /// ([`Status`], [`StatusName`]). Only the name counts: pausing in `pending reminder` does
+    /// not pause in `pending`, nor the other way round.
+    pub fn pause_in(mut self, status: impl Into<StatusName>) -> Self {
+        self.policy.pause_statuses.insert(status.into());
         self
     }
 
@@ -321,7 +326,7 @@ impl SlaPolicy {
             name: "ISP default".to_owned(),
             conditions: Vec::new(),
             targets,
-            pause_statuses: BTreeSet::from([Status::Pending]),
+            pause_statuses: BTreeSet::from([StatusName::from(Status::PENDING)]),
             warn_before_minutes: 10,
         }
     }
@@ -338,9 +343,13 @@ impl SlaPolicy {
     pub fn conditions(&self) -> &[PolicyCondition] {
         &self.conditions
     }
-    /// Statuses in which clocks pause.
-    pub fn pause_statuses(&self) -> &BTreeSet<Status> {
+    /// Names of the statuses in which clocks pause.
+    pub fn pause_statuses(&self) -> &BTreeSet<StatusName> {
         &self.pause_statuses
+    }
+    /// Whether clocks pause in `status` (by its name).
+    pub fn pauses_in(&self, status: &Status) -> bool {
+        self.pause_statuses.contains(status.name())
     }
     /// Warning lead time in minutes.
     pub fn warn_before_minutes(&self) -> u32 {
@@ -407,7 +416,7 @@ impl SlaPolicy {
         };
         // No clock counts while the work is done: a resolved ticket never breaches a response
         // target, and time resolved before a reopen never counts.
-        let paused = |status: Status| self.pause_statuses.contains(&status) || status.is_done();
+        let paused = |status: &Status| self.pauses_in(status) || status.is_done();
         let spans = timeline.active_spans(started_at, &paused);
         let engine = Counter {
             calendar,
@@ -470,7 +479,7 @@ impl SlaTimeline {
     pub fn new(created_at: DateTime<Utc>) -> Self {
         SlaTimeline {
             created_at,
-            statuses: vec![(created_at, Status::Open)],
+            statuses: vec![(created_at, Status::OPEN)],
             customer_messages: vec![created_at],
             agent_responses: Vec::new(),
         }
@@ -498,19 +507,19 @@ impl SlaTimeline {
     fn active_spans(
         &self,
         start: DateTime<Utc>,
-        paused: &dyn Fn(Status) -> bool,
+        paused: &dyn Fn(&Status) -> bool,
     ) -> Vec<(i64, Option<i64>)> {
         let start = start.timestamp();
         let mut spans = Vec::new();
         let mut current_from: Option<i64> = None;
+        let open = Status::OPEN;
         let initially = self
             .statuses
             .iter()
             .take_while(|(at, _)| at.timestamp() <= start)
             .last()
             .or(self.statuses.first())
-            .map(|(_, s)| *s)
-            .unwrap_or(Status::Open);
+            .map_or(&open, |(_, s)| s);
         if !paused(initially) {
             current_from = Some(start);
         }
@@ -519,7 +528,7 @@ impl SlaTimeline {
             if at <= start {
                 continue;
             }
-            match (current_from, paused(*status)) {
+            match (current_from, paused(status)) {
                 (Some(from), true) => {
                     if at > from {
                         spans.push((from, Some(at)));
@@ -746,7 +755,7 @@ mod tests {
                 SlaTarget::business(60).unwrap(),
                 SlaTarget::business(240).unwrap(),
             )
-            .pause_in(Status::Pending)
+            .pause_in(Status::PENDING)
             .warn_before(15)
             .build()
             .unwrap()
@@ -783,13 +792,13 @@ mod tests {
             t(9, 0),
         );
         ticket
-            .change_status(Status::Open, Actor::System, t(9, 0))
+            .change_status(Status::OPEN, Actor::System, t(9, 0))
             .unwrap();
         ticket
-            .change_status(Status::Pending, Actor::System, t(9, 30))
+            .change_status(Status::PENDING, Actor::System, t(9, 30))
             .unwrap();
         ticket
-            .change_status(Status::Open, Actor::System, t(10, 0))
+            .change_status(Status::OPEN, Actor::System, t(10, 0))
             .unwrap();
         let clocks = policy()
             .evaluate(
@@ -845,10 +854,10 @@ mod tests {
             .unwrap();
         assert_eq!(clocks[0].status, ClockStatus::Breached);
         ticket
-            .change_status(Status::Resolved, Actor::System, t(14, 0))
+            .change_status(Status::RESOLVED, Actor::System, t(14, 0))
             .unwrap();
         ticket
-            .change_status(Status::Closed, Actor::System, t(15, 0))
+            .change_status(Status::CLOSED, Actor::System, t(15, 0))
             .unwrap();
         let clocks = policy()
             .evaluate(
@@ -889,7 +898,7 @@ mod tests {
             t(9, 0),
         );
         ticket
-            .change_status(Status::Pending, Actor::System, t(9, 10))
+            .change_status(Status::PENDING, Actor::System, t(9, 10))
             .unwrap();
         let clocks = policy()
             .evaluate(
@@ -902,10 +911,10 @@ mod tests {
         assert_eq!(clocks[0].due_at, None);
         assert_eq!(clocks[0].status, ClockStatus::Paused);
         ticket
-            .change_status(Status::Resolved, Actor::System, t(9, 20))
+            .change_status(Status::RESOLVED, Actor::System, t(9, 20))
             .unwrap();
         ticket
-            .change_status(Status::Reopened, Actor::Customer, t(11, 20))
+            .change_status(Status::REOPENED, Actor::Customer, t(11, 20))
             .unwrap();
         let clocks = policy()
             .evaluate(
@@ -929,7 +938,7 @@ mod tests {
             t(9, 0),
         );
         ticket
-            .change_status(Status::Resolved, Actor::System, t(9, 10))
+            .change_status(Status::RESOLVED, Actor::System, t(9, 10))
             .unwrap();
         let clocks = policy()
             .evaluate(
@@ -943,6 +952,41 @@ mod tests {
         assert_eq!(clocks[0].due_at, None);
         assert_eq!(clocks[0].elapsed_minutes, 10);
         assert_eq!(clocks[2].status, ClockStatus::Met);
+    }
+
+    #[test]
+    fn clocks_pause_by_status_name_only() {
+        let reminder = Status::custom("pending reminder", crate::StatusCategory::Pending).unwrap();
+        let waiting =
+            Status::custom("waiting on customer", crate::StatusCategory::Pending).unwrap();
+        let by_name = SlaPolicy::builder(SlaPolicyId::from_u128(2), "desk")
+            .targets(
+                Priority::Normal,
+                SlaTarget::business(60).unwrap(),
+                SlaTarget::business(240).unwrap(),
+            )
+            .pause_in(&reminder)
+            .build()
+            .unwrap();
+        assert!(by_name.pauses_in(&reminder));
+        assert!(!by_name.pauses_in(&Status::PENDING));
+        assert!(!by_name.pauses_in(&waiting));
+        let due_after_30_minutes_in = |status: &Status| {
+            let mut timeline = SlaTimeline::new(t(9, 0));
+            timeline.statuses.push((t(9, 10), status.clone()));
+            timeline.statuses.push((t(9, 40), Status::OPEN));
+            by_name
+                .evaluate(&office(), &timeline, Priority::Normal, t(9, 50))
+                .unwrap()[0]
+                .due_at
+        };
+        assert_eq!(due_after_30_minutes_in(&reminder), Some(t(10, 30)));
+        // Same category, other name: the clock runs.
+        assert_eq!(due_after_30_minutes_in(&waiting), Some(t(10, 0)));
+        assert_eq!(due_after_30_minutes_in(&Status::PENDING), Some(t(10, 0)));
+        let json = serde_json::to_string(&by_name).unwrap();
+        assert!(json.contains(r#""pause_statuses":["pending reminder"]"#));
+        assert_eq!(serde_json::from_str::<SlaPolicy>(&json).unwrap(), by_name);
     }
 
     #[test]

@@ -19,7 +19,7 @@ use crate::error::Result;
 use crate::escalation::{EscalationRule, SlaMarks};
 use crate::routing::{Agent, Queue, QueueCursor, Router};
 use crate::sla::{SlaPolicyId, SlaPolicySet, SlaRecord};
-use crate::ticket::{AgentId, QueueId, Ticket, TicketId};
+use crate::ticket::{AgentId, QueueId, StatusCatalog, Ticket, TicketId};
 
 /// A tenant's support configuration, stored as one document.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,6 +36,10 @@ pub struct SupportConfig {
     /// Escalation rules.
     #[serde(default)]
     pub escalations: Vec<EscalationRule>,
+    /// The desk's own statuses beside the built-in ones (absent in configurations stored
+    /// before custom statuses: built-in only).
+    #[serde(default)]
+    pub statuses: StatusCatalog,
 }
 
 impl SupportConfig {

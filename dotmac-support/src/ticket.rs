@@ -1,7 +1,8 @@
 //! Tickets: statuses as a state machine, priorities, comments, tags, merges, parent incidents,
 //! and the append-only history that SLA clocks are rebuilt from.
 
-use std::collections::BTreeSet;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::str::FromStr;
 
@@ -28,7 +29,8 @@ define_id! {
     CommentId
 }
 
-/// A ticket's status.
+/// The built-in statuses, and the categories every desk-defined status belongs to: the state
+/// machine's rules are written over these.
 ///
 /// ```text
 /// new ──► open ◄──► pending ◄──► on_hold        (any of new/open/pending/on_hold/reopened
@@ -38,7 +40,7 @@ define_id! {
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Status {
+pub enum StatusCategory {
     /// Just created, nobody has looked at it.
     New,
     /// Being worked on.
@@ -55,34 +57,35 @@ pub enum Status {
     Reopened,
 }
 
-impl Status {
-    /// Every status, in lifecycle order.
-    pub const ALL: [Status; 7] = [
-        Status::New,
-        Status::Open,
-        Status::Pending,
-        Status::OnHold,
-        Status::Resolved,
-        Status::Closed,
-        Status::Reopened,
+impl StatusCategory {
+    /// Every category, in lifecycle order.
+    pub const ALL: [StatusCategory; 7] = [
+        StatusCategory::New,
+        StatusCategory::Open,
+        StatusCategory::Pending,
+        StatusCategory::OnHold,
+        StatusCategory::Resolved,
+        StatusCategory::Closed,
+        StatusCategory::Reopened,
     ];
 
-    /// The stable snake_case name (`"on_hold"`).
+    /// The stable snake_case name (`"on_hold"`), which is also the built-in status's name.
     pub fn as_str(self) -> &'static str {
         match self {
-            Status::New => "new",
-            Status::Open => "open",
-            Status::Pending => "pending",
-            Status::OnHold => "on_hold",
-            Status::Resolved => "resolved",
-            Status::Closed => "closed",
-            Status::Reopened => "reopened",
+            StatusCategory::New => "new",
+            StatusCategory::Open => "open",
+            StatusCategory::Pending => "pending",
+            StatusCategory::OnHold => "on_hold",
+            StatusCategory::Resolved => "resolved",
+            StatusCategory::Closed => "closed",
+            StatusCategory::Reopened => "reopened",
         }
     }
 
-    /// Whether the state machine allows moving from `self` to `to`.
-    pub fn can_move_to(self, to: Status) -> bool {
-        use Status::*;
+    /// Whether the state machine allows moving from a status of category `self` to one of
+    /// category `to` (see [`Status::can_move_to`] for moves inside one category).
+    pub fn can_move_to(self, to: StatusCategory) -> bool {
+        use StatusCategory::*;
         match self {
             New | Open | Pending | OnHold | Reopened => {
                 matches!(to, Open | Pending | OnHold | Resolved | Closed) && to != self
@@ -94,23 +97,404 @@ impl Status {
 
     /// Resolved or closed: the work is done.
     pub fn is_done(self) -> bool {
-        matches!(self, Status::Resolved | Status::Closed)
+        matches!(self, StatusCategory::Resolved | StatusCategory::Closed)
     }
 }
 
-impl fmt::Display for Status {
+impl fmt::Display for StatusCategory {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
 }
 
-impl FromStr for Status {
+impl FromStr for StatusCategory {
     type Err = SupportError;
     fn from_str(s: &str) -> Result<Self> {
-        Status::ALL
+        StatusCategory::ALL
             .into_iter()
-            .find(|status| status.as_str() == s)
-            .ok_or_else(|| SupportError::UnknownStatus(s.to_owned()))
+            .find(|category| category.as_str() == s)
+            .ok_or_else(|| SupportError::UnknownStatus(truncated(s)))
+    }
+}
+
+/// The name of a status as a desk shows it (`"pending reminder"`, `"waiting on customer"`):
+/// not empty, at most [`StatusName::MAX_BYTES`] bytes, no control characters. SLA policies
+/// pause by name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct StatusName(Cow<'static, str>);
+
+impl StatusName {
+    /// The longest name accepted, in bytes.
+    pub const MAX_BYTES: usize = 200;
+
+    /// A checked name.
+    ///
+    /// # Errors
+    ///
+    /// [`SupportError::InvalidStatusName`] when empty, longer than [`StatusName::MAX_BYTES`]
+    /// or containing a control character (a line break in a status breaks every export).
+    pub fn new(name: impl Into<String>) -> Result<Self> {
+        let name = name.into();
+        let reason = if name.is_empty() {
+            Some("it is empty")
+        } else if name.len() > Self::MAX_BYTES {
+            Some("it is longer than 200 bytes")
+        } else if name.chars().any(char::is_control) {
+            Some("it contains a control character")
+        } else {
+            None
+        };
+        match reason {
+            Some(reason) => Err(SupportError::InvalidStatusName {
+                name: truncated(&name),
+                reason,
+            }),
+            None => Ok(StatusName(Cow::Owned(name))),
+        }
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+// Equality, order and hash are those of the text, so maps keyed by name are searched by `&str`.
+impl std::borrow::Borrow<str> for StatusName {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<StatusCategory> for StatusName {
+    fn from(category: StatusCategory) -> Self {
+        StatusName(Cow::Borrowed(category.as_str()))
+    }
+}
+
+impl From<Status> for StatusName {
+    fn from(status: Status) -> Self {
+        status.name
+    }
+}
+
+impl From<&Status> for StatusName {
+    fn from(status: &Status) -> Self {
+        status.name.clone()
+    }
+}
+
+impl TryFrom<String> for StatusName {
+    type Error = SupportError;
+    fn try_from(name: String) -> Result<Self> {
+        StatusName::new(name)
+    }
+}
+
+impl TryFrom<&str> for StatusName {
+    type Error = SupportError;
+    fn try_from(name: &str) -> Result<Self> {
+        StatusName::new(name)
+    }
+}
+
+impl From<StatusName> for String {
+    fn from(name: StatusName) -> String {
+        name.0.into_owned()
+    }
+}
+
+impl fmt::Display for StatusName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// At most 64 characters of a caller's string, for an error message.
+fn truncated(s: &str) -> String {
+    match s.char_indices().nth(64) {
+        Some((cut, _)) => format!("{}…", s.get(..cut).unwrap_or_default()),
+        None => s.to_owned(),
+    }
+}
+
+/// A ticket's status: a name and the [`StatusCategory`] whose rules it follows.
+///
+/// The seven built-in statuses ([`Status::NEW`] … [`Status::REOPENED`]) are named after their
+/// category. A desk defines its own in a [`StatusCatalog`] (`"pending reminder"` in category
+/// pending, `"waiting on customer"` in category on_hold, …); the state machine applies by
+/// category, and SLA policies pause by name. A built-in name always means its built-in status.
+///
+/// In JSON a built-in status is its name (`"pending"`), a custom one
+/// `{"name": "pending reminder", "category": "pending"}`.
+///
+/// ```
+/// use dotmac_support::{Status, StatusCategory};
+///
+/// let reminder = Status::custom("pending reminder", StatusCategory::Pending)?;
+/// assert!(Status::OPEN.can_move_to(&reminder));
+/// assert!(reminder.can_move_to(&Status::PENDING)); // another status of the same category
+/// assert!(!Status::CLOSED.can_move_to(&reminder)); // closed only reopens, as for `pending`
+/// assert_eq!(Status::custom("pending", StatusCategory::Pending)?, Status::PENDING);
+/// # Ok::<(), dotmac_support::SupportError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "StatusRepr", into = "StatusRepr")]
+pub struct Status {
+    name: StatusName,
+    category: StatusCategory,
+}
+
+/// The serialized form of a [`Status`].
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum StatusRepr {
+    Builtin(String),
+    Custom {
+        name: String,
+        category: StatusCategory,
+    },
+}
+
+impl TryFrom<StatusRepr> for Status {
+    type Error = SupportError;
+    fn try_from(repr: StatusRepr) -> Result<Self> {
+        match repr {
+            StatusRepr::Builtin(name) => name.parse(),
+            StatusRepr::Custom { name, category } => Status::custom(name, category),
+        }
+    }
+}
+
+impl From<Status> for StatusRepr {
+    fn from(status: Status) -> Self {
+        if status.is_builtin() {
+            StatusRepr::Builtin(status.name.into())
+        } else {
+            StatusRepr::Custom {
+                name: status.name.into(),
+                category: status.category,
+            }
+        }
+    }
+}
+
+impl Status {
+    const fn builtin(category: StatusCategory, name: &'static str) -> Status {
+        Status {
+            name: StatusName(Cow::Borrowed(name)),
+            category,
+        }
+    }
+
+    /// `new`.
+    pub const NEW: Status = Status::builtin(StatusCategory::New, "new");
+    /// `open`.
+    pub const OPEN: Status = Status::builtin(StatusCategory::Open, "open");
+    /// `pending`.
+    pub const PENDING: Status = Status::builtin(StatusCategory::Pending, "pending");
+    /// `on_hold`.
+    pub const ON_HOLD: Status = Status::builtin(StatusCategory::OnHold, "on_hold");
+    /// `resolved`.
+    pub const RESOLVED: Status = Status::builtin(StatusCategory::Resolved, "resolved");
+    /// `closed`.
+    pub const CLOSED: Status = Status::builtin(StatusCategory::Closed, "closed");
+    /// `reopened`.
+    pub const REOPENED: Status = Status::builtin(StatusCategory::Reopened, "reopened");
+
+    /// The seven built-in statuses, in lifecycle order.
+    pub const BUILTIN: [Status; 7] = [
+        Status::NEW,
+        Status::OPEN,
+        Status::PENDING,
+        Status::ON_HOLD,
+        Status::RESOLVED,
+        Status::CLOSED,
+        Status::REOPENED,
+    ];
+
+    /// A desk-defined status `name` in `category` (a built-in name in its own category gives
+    /// the built-in status). Tickets of a [`SupportService`](crate::SupportService) may only
+    /// take custom statuses their tenant's [`StatusCatalog`] defines.
+    ///
+    /// # Errors
+    ///
+    /// [`SupportError::InvalidStatusName`]; [`SupportError::StatusConflict`] for a built-in
+    /// name in another category.
+    pub fn custom(name: impl Into<String>, category: StatusCategory) -> Result<Status> {
+        let name = StatusName::new(name)?;
+        if let Some(builtin) = Status::BUILTIN.iter().find(|b| b.name == name) {
+            if builtin.category != category {
+                return Err(SupportError::StatusConflict {
+                    name: name.into(),
+                    existing: builtin.category,
+                    requested: category,
+                });
+            }
+            return Ok(builtin.clone());
+        }
+        Ok(Status { name, category })
+    }
+
+    /// Its name.
+    pub fn name(&self) -> &StatusName {
+        &self.name
+    }
+
+    /// Its category.
+    pub fn category(&self) -> StatusCategory {
+        self.category
+    }
+
+    /// Whether it is one of the seven built-in statuses.
+    pub fn is_builtin(&self) -> bool {
+        self.category.as_str() == self.name.as_str()
+    }
+
+    /// Whether the state machine allows moving from `self` to `to`: never to the same status;
+    /// between two statuses of one category (`pending` → `pending reminder`) unless that
+    /// category is `new`, which nothing enters; otherwise as [`StatusCategory::can_move_to`].
+    pub fn can_move_to(&self, to: &Status) -> bool {
+        if self.name == to.name {
+            return false;
+        }
+        if self.category == to.category {
+            return self.category != StatusCategory::New;
+        }
+        self.category.can_move_to(to.category)
+    }
+
+    /// Resolved or closed (by category): the work is done.
+    pub fn is_done(&self) -> bool {
+        self.category.is_done()
+    }
+}
+
+impl From<StatusCategory> for Status {
+    /// The built-in status of a category.
+    fn from(category: StatusCategory) -> Self {
+        Status::builtin(category, category.as_str())
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name.as_str())
+    }
+}
+
+impl FromStr for Status {
+    type Err = SupportError;
+    /// A built-in status by name; custom ones are resolved by a [`StatusCatalog`].
+    fn from_str(s: &str) -> Result<Self> {
+        s.parse::<StatusCategory>().map(Status::from)
+    }
+}
+
+/// A desk's statuses: the seven built-in ones and those it defines, each in a category.
+///
+/// ```
+/// use dotmac_support::{Status, StatusCatalog, StatusCategory, SupportError};
+///
+/// let catalog = StatusCatalog::new()
+///     .define("pending reminder", StatusCategory::Pending)?
+///     .define("waiting on customer", StatusCategory::OnHold)?;
+/// let reminder = catalog.resolve("pending reminder")?;
+/// assert_eq!(reminder.category(), StatusCategory::Pending);
+/// assert_eq!(catalog.resolve("open")?, Status::OPEN);
+/// assert_eq!(catalog.resolve("frozen"), Err(SupportError::UnknownStatus("frozen".into())));
+/// # Ok::<(), SupportError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(try_from = "Vec<Status>", into = "Vec<Status>")]
+pub struct StatusCatalog {
+    /// The custom statuses, by name.
+    custom: BTreeMap<StatusName, StatusCategory>,
+}
+
+impl StatusCatalog {
+    /// The built-in statuses only.
+    pub fn new() -> Self {
+        StatusCatalog::default()
+    }
+
+    /// Adds the status `name` in `category` (defining an existing status again in the same
+    /// category changes nothing).
+    ///
+    /// # Errors
+    ///
+    /// [`SupportError::InvalidStatusName`]; [`SupportError::StatusConflict`] when the name
+    /// is built in or already defined with another category.
+    pub fn define(mut self, name: impl Into<String>, category: StatusCategory) -> Result<Self> {
+        let status = Status::custom(name, category)?;
+        self.insert(status)?;
+        Ok(self)
+    }
+
+    fn insert(&mut self, status: Status) -> Result<()> {
+        if status.is_builtin() {
+            return Ok(());
+        }
+        match self.custom.get(&status.name) {
+            Some(existing) if *existing != status.category => Err(SupportError::StatusConflict {
+                name: status.name.into(),
+                existing: *existing,
+                requested: status.category,
+            }),
+            _ => {
+                self.custom.insert(status.name, status.category);
+                Ok(())
+            }
+        }
+    }
+
+    /// The status called `name`: built in or defined here.
+    ///
+    /// # Errors
+    ///
+    /// [`SupportError::UnknownStatus`].
+    pub fn resolve(&self, name: &str) -> Result<Status> {
+        if let Ok(builtin) = name.parse::<Status>() {
+            return Ok(builtin);
+        }
+        self.custom
+            .get_key_value(name)
+            .map(|(name, category)| Status {
+                name: name.clone(),
+                category: *category,
+            })
+            .ok_or_else(|| SupportError::UnknownStatus(truncated(name)))
+    }
+
+    /// Whether `status` is built in or defined here with its category.
+    pub fn contains(&self, status: &Status) -> bool {
+        status.is_builtin() || self.custom.get(&status.name) == Some(&status.category)
+    }
+
+    /// The custom statuses, by name.
+    pub fn custom(&self) -> impl Iterator<Item = Status> + '_ {
+        self.custom.iter().map(|(name, category)| Status {
+            name: name.clone(),
+            category: *category,
+        })
+    }
+}
+
+impl TryFrom<Vec<Status>> for StatusCatalog {
+    type Error = SupportError;
+    fn try_from(statuses: Vec<Status>) -> Result<Self> {
+        let mut catalog = StatusCatalog::new();
+        for status in statuses {
+            catalog.insert(status)?;
+        }
+        Ok(catalog)
+    }
+}
+
+impl From<StatusCatalog> for Vec<Status> {
+    fn from(catalog: StatusCatalog) -> Self {
+        catalog.custom().collect()
     }
 }
 
@@ -453,10 +837,10 @@ impl NewTicket {
 ///
 /// let at = Utc.with_ymd_and_hms(2026, 3, 2, 9, 0, 0).unwrap();
 /// let mut ticket = Ticket::open(TicketId::new(), TenantId::new(), NewTicket::new("No internet"), at);
-/// ticket.change_status(Status::Pending, Actor::System, at)?;
-/// let err = ticket.change_status(Status::Reopened, Actor::System, at).unwrap_err();
+/// ticket.change_status(Status::PENDING, Actor::System, at)?;
+/// let err = ticket.change_status(Status::REOPENED, Actor::System, at).unwrap_err();
 /// assert!(matches!(err, SupportError::IllegalTransition { .. }));
-/// assert_eq!(ticket.status(), Status::Pending);
+/// assert_eq!(ticket.status(), &Status::PENDING);
 /// # Ok::<(), SupportError>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -493,7 +877,7 @@ impl Ticket {
             category: new.category,
             channel: new.channel,
             tier: new.tier,
-            status: Status::New,
+            status: Status::NEW,
             priority: new.priority,
             tags: new.tags,
             assignee: None,
@@ -506,7 +890,7 @@ impl Ticket {
                 at,
                 actor: Actor::Customer,
                 change: Change::Created {
-                    status: Status::New,
+                    status: Status::NEW,
                     priority: new.priority,
                 },
             }],
@@ -546,8 +930,8 @@ impl Ticket {
         self.tier
     }
     /// Current status.
-    pub fn status(&self) -> Status {
-        self.status
+    pub fn status(&self) -> &Status {
+        &self.status
     }
     /// Current priority.
     pub fn priority(&self) -> Priority {
@@ -646,36 +1030,32 @@ impl Ticket {
         Ok(())
     }
 
-    /// Moves to another status.
+    /// Moves to another status: a built-in one ([`Status::PENDING`], or a
+    /// [`StatusCategory`]) or a desk's own (from [`StatusCatalog::resolve`] for a name an API
+    /// or a form gives).
     ///
     /// # Errors
     ///
     /// [`SupportError::IllegalTransition`] when the state machine forbids it (including a move
     /// to the current status), [`SupportError::Merged`], [`SupportError::OutOfOrder`].
-    pub fn change_status(&mut self, to: Status, actor: Actor, at: DateTime<Utc>) -> Result<()> {
+    pub fn change_status(
+        &mut self,
+        to: impl Into<Status>,
+        actor: Actor,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        let to = to.into();
         self.check(at)?;
-        if !self.status.can_move_to(to) {
+        if !self.status.can_move_to(&to) {
             return Err(SupportError::IllegalTransition {
                 ticket: self.id,
-                from: self.status,
+                from: self.status.clone(),
                 to,
             });
         }
-        let from = self.status;
-        self.status = to;
+        let from = std::mem::replace(&mut self.status, to.clone());
         self.record(at, actor, Change::StatusChanged { from, to });
         Ok(())
-    }
-
-    /// Moves to a status given by name (from an API or a form).
-    ///
-    /// # Errors
-    ///
-    /// [`SupportError::UnknownStatus`] for a name that is not a status, then as
-    /// [`Ticket::change_status`].
-    pub fn change_status_named(&mut self, to: &str, actor: Actor, at: DateTime<Utc>) -> Result<()> {
-        let to: Status = to.parse()?;
-        self.change_status(to, actor, at)
     }
 
     /// Corrects the status recorded by a past `Created` or `StatusChanged` entry (an agent who
@@ -689,10 +1069,11 @@ impl Ticket {
     pub fn amend_status(
         &mut self,
         entry: usize,
-        to: Status,
+        to: impl Into<Status>,
         actor: Actor,
         at: DateTime<Utc>,
     ) -> Result<()> {
+        let to = to.into();
         self.check(at)?;
         let is_status_entry = matches!(
             self.history.get(entry).map(|e| &e.change),
@@ -826,16 +1207,15 @@ impl Ticket {
         }
         self.check(at)?;
         target.check(at)?;
-        if self.status != Status::Closed {
-            let from = self.status;
+        if self.status.category() != StatusCategory::Closed {
             // Merging closes from any status: the merged ticket's work continues in the target.
-            self.status = Status::Closed;
+            let from = std::mem::replace(&mut self.status, Status::CLOSED);
             self.record(
                 at,
                 actor,
                 Change::StatusChanged {
                     from,
-                    to: Status::Closed,
+                    to: Status::CLOSED,
                 },
             );
         }
@@ -861,17 +1241,17 @@ impl Ticket {
             match &entry.change {
                 Change::Created { status, .. } => {
                     entry_index.push((index, statuses.len()));
-                    statuses.push((entry.at, *status));
+                    statuses.push((entry.at, status.clone()));
                 }
                 Change::StatusChanged { to, .. } => {
                     entry_index.push((index, statuses.len()));
-                    statuses.push((entry.at, *to));
+                    statuses.push((entry.at, to.clone()));
                 }
                 Change::StatusAmended { entry: target, to } => {
                     if let Some(&(_, slot)) = entry_index.iter().find(|(i, _)| i == target)
                         && let Some(status) = statuses.get_mut(slot)
                     {
-                        status.1 = *to;
+                        status.1 = to.clone();
                     }
                 }
                 Change::Commented {
@@ -914,7 +1294,7 @@ mod tests {
 
     #[test]
     fn state_machine_table() {
-        use Status::*;
+        use StatusCategory::*;
         assert!(New.can_move_to(Open));
         assert!(Open.can_move_to(Pending));
         assert!(Pending.can_move_to(Open));
@@ -931,21 +1311,31 @@ mod tests {
     #[test]
     fn illegal_move_changes_nothing() {
         let mut t = ticket();
-        t.change_status(Status::Closed, Actor::System, at(1))
+        t.change_status(Status::CLOSED, Actor::System, at(1))
             .unwrap();
         let before = t.clone();
         let err = t
-            .change_status(Status::Open, Actor::System, at(2))
+            .change_status(Status::OPEN, Actor::System, at(2))
             .unwrap_err();
         assert_eq!(
             err,
             SupportError::IllegalTransition {
                 ticket: t.id(),
-                from: Status::Closed,
-                to: Status::Open
+                from: Status::CLOSED,
+                to: Status::OPEN
             }
         );
         assert_eq!(t, before);
+    }
+
+    fn desk() -> StatusCatalog {
+        StatusCatalog::new()
+            .define("pending reminder", StatusCategory::Pending)
+            .unwrap()
+            .define("waiting on customer", StatusCategory::OnHold)
+            .unwrap()
+            .define("solved by phone", StatusCategory::Resolved)
+            .unwrap()
     }
 
     #[test]
@@ -953,13 +1343,134 @@ mod tests {
         let mut t = ticket();
         let before = t.clone();
         assert_eq!(
-            t.change_status_named("waiting", Actor::System, at(1)),
+            desk().resolve("waiting"),
             Err(SupportError::UnknownStatus("waiting".into()))
         );
         assert_eq!(t, before);
-        t.change_status_named("on_hold", Actor::System, at(1))
+        t.change_status(desk().resolve("on_hold").unwrap(), Actor::System, at(1))
             .unwrap();
-        assert_eq!(t.status(), Status::OnHold);
+        assert_eq!(t.status(), &Status::ON_HOLD);
+    }
+
+    #[test]
+    fn custom_statuses_follow_their_category() {
+        let desk = desk();
+        let reminder = desk.resolve("pending reminder").unwrap();
+        let waiting = desk.resolve("waiting on customer").unwrap();
+        let solved = desk.resolve("solved by phone").unwrap();
+        let mut t = ticket();
+        t.change_status(reminder.clone(), Actor::System, at(1))
+            .unwrap();
+        // Within a category: pending reminder → pending is a move, to itself is not.
+        assert!(reminder.can_move_to(&Status::PENDING));
+        let before = t.clone();
+        assert_eq!(
+            t.change_status(reminder.clone(), Actor::System, at(2)),
+            Err(SupportError::IllegalTransition {
+                ticket: t.id(),
+                from: reminder.clone(),
+                to: reminder.clone(),
+            })
+        );
+        assert_eq!(t, before);
+        t.change_status(waiting.clone(), Actor::System, at(2))
+            .unwrap();
+        t.change_status(solved.clone(), Actor::System, at(3))
+            .unwrap();
+        assert!(t.status().is_done());
+        // Resolved (by category) may only close or reopen: not go back to waiting.
+        let before = t.clone();
+        assert_eq!(
+            t.change_status(waiting.clone(), Actor::System, at(4)),
+            Err(SupportError::IllegalTransition {
+                ticket: t.id(),
+                from: solved,
+                to: waiting,
+            })
+        );
+        assert_eq!(t, before);
+        t.change_status(StatusCategory::Reopened, Actor::Customer, at(5))
+            .unwrap();
+        assert_eq!(t.status(), &Status::REOPENED);
+        // Nothing enters `new`, not even a status of its category.
+        let fresh = Status::custom("triage", StatusCategory::New).unwrap();
+        assert!(!Status::NEW.can_move_to(&fresh));
+    }
+
+    #[test]
+    fn status_names_are_checked() {
+        assert_eq!(
+            Status::custom("", StatusCategory::Open),
+            Err(SupportError::InvalidStatusName {
+                name: String::new(),
+                reason: "it is empty",
+            })
+        );
+        assert!(matches!(
+            Status::custom("a\nb", StatusCategory::Open),
+            Err(SupportError::InvalidStatusName {
+                reason: "it contains a control character",
+                ..
+            })
+        ));
+        let long = "x".repeat(StatusName::MAX_BYTES + 1);
+        assert_eq!(
+            Status::custom(long, StatusCategory::Open),
+            Err(SupportError::InvalidStatusName {
+                name: format!("{}…", "x".repeat(64)),
+                reason: "it is longer than 200 bytes",
+            })
+        );
+        assert!(Status::custom("x".repeat(StatusName::MAX_BYTES), StatusCategory::Open).is_ok());
+        // A built-in name always means the built-in status.
+        assert_eq!(
+            Status::custom("closed", StatusCategory::Open),
+            Err(SupportError::StatusConflict {
+                name: "closed".into(),
+                existing: StatusCategory::Closed,
+                requested: StatusCategory::Open,
+            })
+        );
+        assert_eq!(
+            desk().define("pending reminder", StatusCategory::Open),
+            Err(SupportError::StatusConflict {
+                name: "pending reminder".into(),
+                existing: StatusCategory::Pending,
+                requested: StatusCategory::Open,
+            })
+        );
+        assert_eq!(
+            desk().define("pending reminder", StatusCategory::Pending),
+            Ok(desk())
+        );
+    }
+
+    #[test]
+    fn statuses_serialize_by_name_and_old_documents_still_read() {
+        let reminder = desk().resolve("pending reminder").unwrap();
+        assert_eq!(
+            serde_json::to_string(&Status::ON_HOLD).unwrap(),
+            r#""on_hold""#
+        );
+        let json = serde_json::to_string(&reminder).unwrap();
+        assert_eq!(json, r#"{"name":"pending reminder","category":"pending"}"#);
+        assert_eq!(serde_json::from_str::<Status>(&json).unwrap(), reminder);
+        assert!(serde_json::from_str::<Status>(r#""frozen""#).is_err());
+        assert!(serde_json::from_str::<Status>(r#"{"name":"open","category":"closed"}"#).is_err());
+        // A ticket with a custom status round-trips; one stored before custom statuses reads.
+        let mut t = ticket();
+        t.change_status(reminder, Actor::System, at(1)).unwrap();
+        let back: Ticket = serde_json::from_str(&serde_json::to_string(&t).unwrap()).unwrap();
+        assert_eq!(back, t);
+        let catalog: StatusCatalog =
+            serde_json::from_str(&serde_json::to_string(&desk()).unwrap()).unwrap();
+        assert_eq!(catalog, desk());
+        assert!(
+            serde_json::from_str::<StatusCatalog>(
+                r#"[{"name":"x","category":"open"},{"name":"x","category":"closed"}]"#
+            )
+            .is_err()
+        );
     }
 
     #[test]
@@ -988,7 +1499,7 @@ mod tests {
         )
         .unwrap();
         a.merge_into(&mut b, Actor::System, at(3)).unwrap();
-        assert_eq!(a.status(), Status::Closed);
+        assert_eq!(a.status(), &Status::CLOSED);
         assert_eq!(a.merged_into(), Some(b.id()));
         assert!(b.tags().contains("dup"));
         assert_eq!(b.comments().len(), 1);
@@ -1006,17 +1517,17 @@ mod tests {
     #[test]
     fn amended_status_rebuilds_the_timeline() {
         let mut t = ticket();
-        t.change_status(Status::Pending, Actor::System, at(10))
+        t.change_status(Status::PENDING, Actor::System, at(10))
             .unwrap();
-        t.change_status(Status::Open, Actor::System, at(40))
+        t.change_status(Status::OPEN, Actor::System, at(40))
             .unwrap();
         let pending_entry = 1;
-        assert_eq!(t.sla_timeline().statuses[1].1, Status::Pending);
-        t.amend_status(pending_entry, Status::Open, Actor::System, at(50))
+        assert_eq!(t.sla_timeline().statuses[1].1, Status::PENDING);
+        t.amend_status(pending_entry, Status::OPEN, Actor::System, at(50))
             .unwrap();
-        assert_eq!(t.sla_timeline().statuses[1].1, Status::Open);
+        assert_eq!(t.sla_timeline().statuses[1].1, Status::OPEN);
         assert!(matches!(
-            t.amend_status(99, Status::Open, Actor::System, at(51)),
+            t.amend_status(99, Status::OPEN, Actor::System, at(51)),
             Err(SupportError::NotFound { .. })
         ));
     }

@@ -117,14 +117,14 @@ proptest! {
                 next_response: None,
                 resolution: None,
             })
-            .pause_in(Status::Pending)
+            .pause_in(Status::PENDING)
             .build()
             .unwrap();
         let plain = SlaTimeline::new(created);
         let mut paused = plain.clone();
         let start = created + Duration::seconds(pause_start);
-        paused.statuses.push((start, Status::Pending));
-        paused.statuses.push((start + Duration::seconds(pause_len), Status::Open));
+        paused.statuses.push((start, Status::PENDING));
+        paused.statuses.push((start + Duration::seconds(pause_len), Status::OPEN));
         let due = |t: &SlaTimeline| policy.evaluate(&cal, t, Priority::Normal, created).unwrap()[0].due_at;
         let (without, with) = (due(&plain).unwrap(), due(&paused).unwrap());
         prop_assert!(with >= without, "pause moved {without} to {with}");

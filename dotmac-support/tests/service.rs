@@ -16,6 +16,17 @@ struct Desk {
     agents: Vec<AgentId>,
 }
 
+impl Desk {
+    /// The ticket as the store has it.
+    async fn stored(&self, id: TicketId) -> Option<Ticket> {
+        self.service
+            .store()
+            .get_ticket(self.tenant, id)
+            .await
+            .unwrap()
+    }
+}
+
 fn types(events: &SupportEvents) -> Vec<&'static str> {
     use dotmac_core::EventPayload;
     events.iter().map(|e| e.payload.event_type()).collect()
@@ -74,7 +85,8 @@ async fn desk() -> Desk {
             SlaTarget::business(30).unwrap(),
             SlaTarget::business(120).unwrap(),
         )
-        .pause_in(Status::Pending)
+        .pause_in(Status::PENDING)
+        .pause_in(StatusName::new("pending reminder").unwrap())
         .warn_before(10)
         .build()
         .unwrap();
@@ -108,6 +120,12 @@ async fn desk() -> Desk {
                 action: EscalationAction::RaisePriority,
             },
         ],
+        // Two of the desk's own statuses; only the first pauses the clocks.
+        statuses: StatusCatalog::new()
+            .define("pending reminder", StatusCategory::Pending)
+            .unwrap()
+            .define("waiting on customer", StatusCategory::OnHold)
+            .unwrap(),
     };
     service.configure(tenant, config).await.unwrap();
     Desk {
@@ -216,7 +234,7 @@ async fn round_robin_alternates_and_capacity_counts_only_active_tickets() {
     // Waiting on the customer frees capacity: the fifth ticket is assigned to that agent.
     let events = d
         .service
-        .change_status(d.tenant, ids[0], Status::Pending, Actor::Agent(a[0]))
+        .change_status(d.tenant, ids[0], Status::PENDING, Actor::Agent(a[0]))
         .await
         .unwrap();
     assert!(types(&events).contains(&"support.ticket_assigned"));
@@ -258,7 +276,7 @@ async fn outage_goes_to_noc_and_parent_closes_children() {
     d.clock.advance(Duration::minutes(5));
     let events = d
         .service
-        .change_status(d.tenant, parent.id(), Status::Resolved, Actor::System)
+        .change_status(d.tenant, parent.id(), Status::RESOLVED, Actor::System)
         .await
         .unwrap();
     let status_changes = types(&events)
@@ -274,7 +292,7 @@ async fn outage_goes_to_noc_and_parent_closes_children() {
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(c.status(), Status::Resolved);
+        assert_eq!(c.status(), &Status::RESOLVED);
     }
 }
 
@@ -341,12 +359,12 @@ async fn response_records_statistics_and_pending_pauses() {
         .unwrap();
     d.clock.advance(Duration::minutes(20));
     d.service
-        .change_status(d.tenant, ticket.id(), Status::Pending, Actor::System)
+        .change_status(d.tenant, ticket.id(), Status::PENDING, Actor::System)
         .await
         .unwrap();
     d.clock.advance(Duration::minutes(120));
     d.service
-        .change_status(d.tenant, ticket.id(), Status::Open, Actor::Customer)
+        .change_status(d.tenant, ticket.id(), Status::OPEN, Actor::Customer)
         .await
         .unwrap();
     let clocks = d.service.sla_clocks(d.tenant, ticket.id()).await.unwrap();
@@ -396,12 +414,12 @@ async fn bad_input_changes_nothing() {
     );
     assert_eq!(
         d.service
-            .change_status(d.tenant, ticket.id(), Status::Reopened, Actor::System)
+            .change_status(d.tenant, ticket.id(), Status::REOPENED, Actor::System)
             .await,
         Err(SupportError::IllegalTransition {
             ticket: ticket.id(),
-            from: Status::New,
-            to: Status::Reopened
+            from: Status::NEW,
+            to: Status::REOPENED
         })
     );
     assert_eq!(
@@ -493,12 +511,12 @@ async fn correcting_a_past_status_or_the_calendar_recomputes_due_times() {
         .unwrap();
     d.clock.advance(Duration::minutes(10));
     d.service
-        .change_status(d.tenant, ticket.id(), Status::Pending, Actor::System)
+        .change_status(d.tenant, ticket.id(), Status::PENDING, Actor::System)
         .await
         .unwrap();
     d.clock.advance(Duration::minutes(30));
     d.service
-        .change_status(d.tenant, ticket.id(), Status::Open, Actor::System)
+        .change_status(d.tenant, ticket.id(), Status::OPEN, Actor::System)
         .await
         .unwrap();
     let due = |clocks: Vec<ClockState>| clocks[0].due_at.unwrap();
@@ -522,11 +540,8 @@ async fn correcting_a_past_status_or_the_calendar_recomputes_due_times() {
         .iter()
         .position(|e| {
             matches!(
-                e.change,
-                Change::StatusChanged {
-                    to: Status::Pending,
-                    ..
-                }
+                &e.change,
+                Change::StatusChanged { to, .. } if *to == Status::PENDING
             )
         })
         .unwrap();
@@ -535,7 +550,7 @@ async fn correcting_a_past_status_or_the_calendar_recomputes_due_times() {
             d.tenant,
             ticket.id(),
             pending_entry,
-            Status::Open,
+            Status::OPEN,
             Actor::System,
         )
         .await
@@ -561,5 +576,110 @@ async fn correcting_a_past_status_or_the_calendar_recomputes_due_times() {
     assert_eq!(
         due(d.service.sla_clocks(d.tenant, ticket.id()).await.unwrap()),
         at(10, 30)
+    );
+}
+
+#[tokio::test]
+async fn desk_statuses_pause_by_name_and_follow_their_category() {
+    let d = desk().await;
+    let mut tickets = Vec::new();
+    for subject in ["reminder", "waiting"] {
+        let (ticket, _) = d
+            .service
+            .create_ticket(d.tenant, NewTicket::new(subject))
+            .await
+            .unwrap();
+        tickets.push(ticket.id());
+    }
+    let first_response = |clocks: Vec<ClockState>| clocks[0];
+    d.clock.advance(Duration::minutes(20));
+    let events = d
+        .service
+        .change_status_named(d.tenant, tickets[0], "pending reminder", Actor::System)
+        .await
+        .unwrap();
+    let reminder = Status::custom("pending reminder", StatusCategory::Pending).unwrap();
+    assert!(events.iter().any(|e| matches!(
+        &e.payload,
+        SupportEvent::StatusChanged { to, .. } if *to == reminder
+    )));
+    d.service
+        .change_status_named(d.tenant, tickets[1], "waiting on customer", Actor::System)
+        .await
+        .unwrap();
+    d.clock.advance(Duration::minutes(10));
+    let paused = first_response(d.service.sla_clocks(d.tenant, tickets[0]).await.unwrap());
+    let running = first_response(d.service.sla_clocks(d.tenant, tickets[1]).await.unwrap());
+    assert_eq!(paused.status, ClockStatus::Paused);
+    assert_eq!(running.status, ClockStatus::Running);
+    d.clock.advance(Duration::minutes(10));
+    for id in &tickets {
+        d.service
+            .change_status(d.tenant, *id, Status::OPEN, Actor::Customer)
+            .await
+            .unwrap();
+    }
+    // 60 minutes to respond: the reminder paused 09:20-09:40, waiting on customer did not.
+    let due = |h, m| Some(Utc.with_ymd_and_hms(2026, 3, 2, h, m, 0).unwrap());
+    let clocks = d.service.sla_clocks(d.tenant, tickets[0]).await.unwrap();
+    assert_eq!(first_response(clocks).due_at, due(10, 20));
+    let clocks = d.service.sla_clocks(d.tenant, tickets[1]).await.unwrap();
+    assert_eq!(first_response(clocks).due_at, due(10, 0));
+    let stored = d.stored(tickets[0]).await.unwrap();
+    assert!(stored.history().iter().any(|e| matches!(
+        &e.change,
+        Change::StatusChanged { to, .. } if *to == reminder
+    )));
+}
+
+#[tokio::test]
+async fn statuses_the_desk_does_not_define_change_nothing() {
+    let d = desk().await;
+    let (ticket, _) = d
+        .service
+        .create_ticket(d.tenant, NewTicket::new("x"))
+        .await
+        .unwrap();
+    let before = d.stored(ticket.id()).await;
+    // Not defined at all, and defined but in another category.
+    for stranger in [
+        Status::custom("frozen", StatusCategory::Pending).unwrap(),
+        Status::custom("pending reminder", StatusCategory::OnHold).unwrap(),
+    ] {
+        let name = stranger.name().to_string();
+        assert_eq!(
+            d.service
+                .change_status(d.tenant, ticket.id(), stranger, Actor::System)
+                .await,
+            Err(SupportError::UnknownStatus(name))
+        );
+    }
+    assert_eq!(d.stored(ticket.id()).await, before);
+    // A policy may only pause in a status the configuration knows.
+    let config = d
+        .service
+        .store()
+        .get_config(d.tenant)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut typo = config.clone();
+    typo.policies.policies = vec![
+        SlaPolicy::builder(SlaPolicyId::from_u128(2), "typo")
+            .pause_in(StatusName::new("pending remnider").unwrap())
+            .build()
+            .unwrap(),
+    ];
+    assert_eq!(
+        d.service.configure(d.tenant, typo).await,
+        Err(SupportError::Config(
+            "SLA policy \"typo\" pauses in status \"pending remnider\", which is \
+             neither built in nor defined in the configuration's statuses"
+                .into()
+        ))
+    );
+    assert_eq!(
+        d.service.store().get_config(d.tenant).await.unwrap(),
+        Some(config)
     );
 }

@@ -23,6 +23,7 @@ use chrono::{NaiveDate, TimeZone, Utc, Weekday};
 use dotmac_billing::analytics::{mrr_at, mrr_movements, receivables_ageing, recurring_items};
 use dotmac_billing::dunning::{
     CollectionAction, CollectionEvent, CollectionsService, DunningPolicy, RestoreOnPayment,
+    StepName,
 };
 use dotmac_billing::payments::{AllocationTarget, CustomerLedger, PaymentStore};
 use dotmac_billing::usage::allowance::AllowancePolicy;
@@ -300,11 +301,11 @@ async fn main() -> Result<(), AnyError> {
     // fee after 5 days, suspension after 7 (never on a weekend), write-off after 75; service is
     // restored on payment with a reconnection fee on the next invoice.
     let policy = DunningPolicy::builder()
-        .step(-3, CollectionAction::Reminder)
-        .step(1, CollectionAction::OverdueNotice)
-        .step_with_fee(5, CollectionAction::LateFee, Decimal::from(5))
-        .step(7, CollectionAction::Suspend)
-        .step(75, CollectionAction::WriteOff)
+        .step(-3, "reminder")
+        .step(1, "overdue_notice")
+        .late_fee(5, "late_fee", Decimal::from(5))
+        .step(7, "suspend")
+        .step(75, "write_off")
         .no_suspension_on(Weekday::Sat)
         .no_suspension_on(Weekday::Sun)
         .restore_on_payment(RestoreOnPayment::Restore {
@@ -454,7 +455,7 @@ async fn main() -> Result<(), AnyError> {
 
     // Collections for the rest, day by day until the end of November.
     let step = Instant::now();
-    let mut actions: BTreeMap<&'static str, usize> = BTreeMap::new();
+    let mut actions: BTreeMap<StepName, usize> = BTreeMap::new();
     // Ordered, so that "the first two suspended" are the same customers every run.
     let mut suspended: BTreeMap<CustomerId, NaiveDate> = BTreeMap::new();
     let debtors: Vec<CustomerId> = subscriptions
@@ -471,7 +472,7 @@ async fn main() -> Result<(), AnyError> {
         for customer in &debtors {
             for event in collections.evaluate(tenant, *customer).await? {
                 if let CollectionEvent::Action(fired) = &event.payload {
-                    *actions.entry(fired.action.event_type()).or_default() += 1;
+                    *actions.entry(fired.name).or_default() += 1;
                     if fired.action == CollectionAction::Suspend {
                         suspended.insert(*customer, day);
                     }
@@ -485,7 +486,7 @@ async fn main() -> Result<(), AnyError> {
             for customer in late {
                 for event in pay_customer(&collections, tenant, customer).await? {
                     if let CollectionEvent::Action(fired) = &event.payload {
-                        *actions.entry(fired.action.event_type()).or_default() += 1;
+                        *actions.entry(fired.name).or_default() += 1;
                         if fired.action == CollectionAction::Restore {
                             suspended.remove(&customer);
                         }

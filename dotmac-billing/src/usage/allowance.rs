@@ -4,7 +4,9 @@
 //! Usage consumes the allowance in this order: the plan's included quantity, then what rolled
 //! over from the previous period, then top-ups in the order they were bought. What is left of
 //! top-ups bought with rollover carries into the next period once (rolled-over quantity does
-//! not roll again).
+//! not roll again). A policy may also roll over unused included units
+//! ([`IncludedRollover::Unused`], optionally capped): then what is left of the included and
+//! rolled-in units carries into the next period as well.
 
 use chrono::NaiveDate;
 use dotmac_core::{Currency, CustomerId, EventPayload, Money};
@@ -25,6 +27,24 @@ pub struct AllowancePolicy {
     overage: Option<PriceModel>,
     /// Percentages of the allowance, ascending, deduplicated, at most 64.
     thresholds: Vec<u32>,
+    /// Whether unused included units carry into the next period.
+    #[serde(default)]
+    included_rollover: IncludedRollover,
+}
+
+/// Whether the unused part of a period's included quantity carries into the next period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "type")]
+pub enum IncludedRollover {
+    /// Unused included units expire (only top-ups bought with rollover carry over).
+    #[default]
+    Expire,
+    /// What is left of the included and the rolled-in units, max(included + rolled in − used,
+    /// 0), carries into the next period, at most `cap` units when a cap is given.
+    Unused {
+        /// The most units that may carry over; `None` for no limit.
+        cap: Option<Decimal>,
+    },
 }
 
 impl AllowancePolicy {
@@ -69,7 +89,35 @@ impl AllowancePolicy {
             currency,
             overage,
             thresholds,
+            included_rollover: IncludedRollover::Expire,
         })
+    }
+
+    /// The same policy with unused included units rolling over as `rollover` says.
+    ///
+    /// # Errors
+    ///
+    /// [`BillingError::InvalidConfiguration`] for a negative cap.
+    pub fn with_included_rollover(
+        mut self,
+        rollover: IncludedRollover,
+    ) -> Result<Self, BillingError> {
+        if let IncludedRollover::Unused { cap: Some(cap) } = rollover
+            && cap.is_sign_negative()
+            && !cap.is_zero()
+        {
+            return Err(BillingError::InvalidConfiguration {
+                what: "allowance policy",
+                reason: "the rollover cap must not be negative",
+            });
+        }
+        self.included_rollover = rollover;
+        Ok(self)
+    }
+
+    /// Whether unused included units roll over.
+    pub fn included_rollover(&self) -> IncludedRollover {
+        self.included_rollover
     }
 
     /// The meter the allowance applies to.
@@ -150,6 +198,8 @@ pub struct AllowancePeriod {
     carried_in: Decimal,
     top_ups: Vec<TopUp>,
     notified: u64,
+    #[serde(default)]
+    included_rollover: IncludedRollover,
 }
 
 impl AllowancePeriod {
@@ -168,6 +218,7 @@ impl AllowancePeriod {
             carried_in: carried_in.max(Decimal::ZERO),
             top_ups: Vec::new(),
             notified: 0,
+            included_rollover: policy.included_rollover,
         }
     }
 
@@ -212,10 +263,19 @@ impl AllowancePeriod {
         policy.price_overage(self.overage(used))
     }
 
-    /// Units that carry into the next period when `used` units were used in this one.
+    /// Units that carry into the next period when `used` units were used in this one: unused
+    /// top-ups bought with rollover, plus unused included and rolled-in units when the policy
+    /// rolls them over ([`IncludedRollover`]).
     pub fn rollover_out(&self, used: Decimal) -> Decimal {
-        let mut left = (used - self.included - self.carried_in).max(Decimal::ZERO);
-        let mut carried = Decimal::ZERO;
+        let base = self.included + self.carried_in;
+        let mut left = (used - base).max(Decimal::ZERO);
+        let mut carried = match self.included_rollover {
+            IncludedRollover::Expire => Decimal::ZERO,
+            IncludedRollover::Unused { cap } => {
+                let unused = (base - used).max(Decimal::ZERO);
+                cap.map_or(unused, |cap| unused.min(cap))
+            }
+        };
         for top_up in &self.top_ups {
             let consumed = left.min(top_up.quantity);
             left -= consumed;
@@ -364,5 +424,41 @@ mod tests {
             }
         );
         assert_eq!(period.allowance(), dec!(100));
+    }
+
+    #[test]
+    fn unused_included_units_roll_over_up_to_the_cap_and_top_ups_do_not() {
+        let capped = policy(None)
+            .with_included_rollover(IncludedRollover::Unused {
+                cap: Some(dec!(30)),
+            })
+            .unwrap();
+        let start = NaiveDate::from_ymd_opt(2026, 3, 1).unwrap();
+        let mut period = AllowancePeriod::open(&capped, CustomerId::from_u128(1), start, dec!(25));
+        period
+            .add_top_up(TopUp {
+                quantity: dec!(5),
+                rollover: Rollover::Expire,
+            })
+            .unwrap();
+        // 100 included + 25 rolled in − 110 used = 15 unused: all of it carries over.
+        assert_eq!(period.rollover_out(dec!(110)), dec!(15));
+        // 125 − 60 = 65 unused, capped at 30; the unused top-up expires.
+        assert_eq!(period.rollover_out(dec!(60)), dec!(30));
+        assert_eq!(period.rollover_out(dec!(200)), dec!(0));
+        let unlimited = policy(None)
+            .with_included_rollover(IncludedRollover::Unused { cap: None })
+            .unwrap();
+        let open = AllowancePeriod::open(&unlimited, CustomerId::from_u128(1), start, dec!(0));
+        assert_eq!(open.rollover_out(dec!(40)), dec!(60));
+        assert_eq!(
+            policy(None).with_included_rollover(IncludedRollover::Unused {
+                cap: Some(dec!(-1))
+            }),
+            Err(BillingError::InvalidConfiguration {
+                what: "allowance policy",
+                reason: "the rollover cap must not be negative",
+            })
+        );
     }
 }

@@ -23,6 +23,7 @@
 
 pub mod allowance;
 mod idset;
+mod period;
 mod store;
 
 use std::collections::BTreeMap;
@@ -37,6 +38,7 @@ use crate::error::BillingError;
 use crate::invoice::{LineKind, PendingCharge, PendingChargeId};
 use crate::pricing::PriceModel;
 
+pub use period::PeriodAggregation;
 pub use store::{InMemoryUsageStore, UsageStore};
 
 dotmac_core::define_id! {
@@ -107,6 +109,11 @@ pub enum Aggregation {
     /// result is Σ level × time held / period length (a 100 Mbps link for half the period is
     /// 50). The level before the period's first event is the previous period's last level.
     WeightedSum,
+    /// Time-weighted level of a gauge whose events carry changes (+3 seats, −1 seat) rather
+    /// than levels, as Lago's `weighted_sum`: each event adds its quantity (which may be
+    /// negative) to the level from its timestamp on; the result is Σ level × time held /
+    /// period length. The level at a period's start is the sum of every earlier change.
+    WeightedSumOfChanges,
 }
 
 /// A meter definition.
@@ -291,9 +298,10 @@ impl HotKind {
             Aggregation::Max => HotKind::Max,
             Aggregation::Latest => HotKind::Latest,
             // Distinct values and gauge readings live in buckets; the slab only counts.
-            Aggregation::Count | Aggregation::UniqueCount { .. } | Aggregation::WeightedSum => {
-                HotKind::Count
-            }
+            Aggregation::Count
+            | Aggregation::UniqueCount { .. }
+            | Aggregation::WeightedSum
+            | Aggregation::WeightedSumOfChanges => HotKind::Count,
         }
     }
 }
@@ -673,7 +681,10 @@ impl UsageAggregator {
         customer: Option<u32>,
         latest: DateTime<Utc>,
     ) -> Result<Accepted, BillingError> {
-        if event.quantity.is_sign_negative() && !event.quantity.is_zero() {
+        if event.quantity.is_sign_negative()
+            && !event.quantity.is_zero()
+            && !self.takes_changes(event.meter)
+        {
             return Err(BillingError::NegativeQuantity {
                 event: event.id,
                 quantity: event.quantity,
@@ -719,11 +730,22 @@ impl UsageAggregator {
         closed
     }
 
+    /// Whether the meter's events are changes of a gauge, which may be negative.
+    fn takes_changes(&self, meter: MeterId) -> bool {
+        self.meters
+            .iter()
+            .any(|m| m.id == meter && m.aggregation == Aggregation::WeightedSumOfChanges)
+    }
+
     /// Whether the meter needs [`UsageAggregator::count_special`].
     fn is_special(&self, meter: u32) -> bool {
         matches!(
             self.meters.get(meter as usize).map(|m| &m.aggregation),
-            Some(Aggregation::UniqueCount { .. } | Aggregation::WeightedSum)
+            Some(
+                Aggregation::UniqueCount { .. }
+                    | Aggregation::WeightedSum
+                    | Aggregation::WeightedSumOfChanges
+            )
         )
     }
 
@@ -787,7 +809,7 @@ impl UsageAggregator {
                         .insert(value.clone());
                 }
             }
-            Some(Aggregation::WeightedSum) => {
+            Some(Aggregation::WeightedSum | Aggregation::WeightedSumOfChanges) => {
                 self.buckets.entry(key).or_default().readings.push((
                     event.timestamp,
                     event.id,
@@ -951,8 +973,10 @@ impl UsageAggregator {
         let Some(meter) = self.meters.get(meter_index) else {
             return Ok(Decimal::ZERO);
         };
-        if meter.aggregation == Aggregation::WeightedSum {
-            return self.weighted_sum(key);
+        match meter.aggregation {
+            Aggregation::WeightedSum => return self.weighted_sum(key),
+            Aggregation::WeightedSumOfChanges => return self.weighted_sum_of_changes(key),
+            _ => {}
         }
         if let Aggregation::UniqueCount { .. } = meter.aggregation {
             return Ok(Decimal::from(
@@ -1003,30 +1027,49 @@ impl UsageAggregator {
             .map_or(Decimal::ZERO, |(_, _, level)| *level)
     }
 
-    fn weighted_sum(&self, key: BucketKey) -> Result<Decimal, BillingError> {
-        let window = self.calendar.window(key.period)?;
-        let carried = self.level_before(key);
+    /// The period's gauge readings in time order (then event id).
+    fn sorted_readings(&self, key: BucketKey) -> Vec<(DateTime<Utc>, UsageEventId, Decimal)> {
         let mut readings = self
             .buckets
             .get(&key)
             .map(|b| b.readings.clone())
             .unwrap_or_default();
         readings.sort_unstable_by_key(|(t, id, _)| (*t, *id));
-        let length = (window.end - window.start).num_seconds();
-        if length <= 0 {
-            return Ok(Decimal::ZERO);
+        readings
+    }
+
+    fn weighted_sum(&self, key: BucketKey) -> Result<Decimal, BillingError> {
+        let window = self.calendar.window(key.period)?;
+        let readings = self.sorted_readings(key);
+        period::time_weighted_average(
+            window.start,
+            window.end,
+            self.level_before(key),
+            readings.into_iter().map(|(at, _, level)| (at, level)),
+        )
+    }
+
+    fn weighted_sum_of_changes(&self, key: BucketKey) -> Result<Decimal, BillingError> {
+        let window = self.calendar.window(key.period)?;
+        let overflow = || dotmac_core::CoreError::Overflow {
+            operation: "usage gauge level",
+        };
+        // The level carried in: every change of the earlier periods.
+        let mut level = Decimal::ZERO;
+        for (k, bucket) in &self.buckets {
+            if k.customer == key.customer && k.meter == key.meter && k.period < key.period {
+                for (_, _, change) in &bucket.readings {
+                    level = level.checked_add(*change).ok_or_else(overflow)?;
+                }
+            }
         }
-        let mut level = carried;
-        let mut since = window.start;
-        let mut area = Decimal::ZERO;
-        for (at, _, new_level) in readings {
-            let held = Decimal::from((at - since).num_seconds());
-            area += level * held;
-            level = new_level;
-            since = at;
+        let initial = level;
+        let mut steps = Vec::new();
+        for (at, _, change) in self.sorted_readings(key) {
+            level = level.checked_add(change).ok_or_else(overflow)?;
+            steps.push((at, level));
         }
-        area += level * Decimal::from((window.end - since).num_seconds());
-        Ok(area / Decimal::from(length))
+        period::time_weighted_average(window.start, window.end, initial, steps)
     }
 
     /// Marks the period holding `period_start` as invoiced for this customer and meter, with the
@@ -1378,6 +1421,40 @@ mod tests {
             .aggregate(CustomerId::from_u128(1), MeterId::from_u128(1), april)
             .unwrap();
         assert_eq!(value, dec!(100));
+    }
+
+    #[test]
+    fn weighted_sum_of_changes_adds_changes_and_carries_their_sum_over() {
+        let seats = Meter {
+            id: MeterId::from_u128(1),
+            code: "seats".into(),
+            aggregation: Aggregation::WeightedSumOfChanges,
+        };
+        let mut agg = UsageAggregator::new(calendar(), vec![seats]);
+        agg.register_customer(CustomerId::from_u128(1));
+        let now = Utc.with_ymd_and_hms(2026, 5, 1, 0, 0, 0).unwrap();
+        // +3 and +3 at the start of March, −2 from April 16 (half of April's 30 days) on.
+        for (id, quantity, when) in [(1, dec!(3), at(1, 0)), (2, dec!(3), at(1, 0))] {
+            agg.ingest(&event(id, 1, quantity, when), now).unwrap();
+        }
+        let april_16 = Utc.with_ymd_and_hms(2026, 4, 16, 0, 0, 0).unwrap();
+        assert_eq!(
+            agg.ingest(&event(3, 1, dec!(-2), april_16), now).unwrap(),
+            Ingested::Counted
+        );
+        let march = NaiveDate::from_ymd_opt(2026, 3, 1).unwrap();
+        let april = NaiveDate::from_ymd_opt(2026, 4, 1).unwrap();
+        let customer = CustomerId::from_u128(1);
+        assert_eq!(
+            agg.aggregate(customer, MeterId::from_u128(1), march)
+                .unwrap(),
+            dec!(6)
+        );
+        assert_eq!(
+            agg.aggregate(customer, MeterId::from_u128(1), april)
+                .unwrap(),
+            dec!(5)
+        );
     }
 
     #[test]

@@ -22,7 +22,8 @@ use std::collections::{BTreeSet, HashMap};
 use chrono::NaiveDate;
 use chrono_tz::Tz;
 use dotmac_core::{
-    Clock, DomainEvent, EventId, EventPayload, Money, Period, PlanId, SubscriptionId, TenantId,
+    Clock, CustomerId, DomainEvent, EventId, EventPayload, Money, Period, PlanId, SubscriptionId,
+    TenantId,
 };
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -36,7 +37,7 @@ use crate::billrun::PlanLookup;
 use crate::catalog::{ChargeKind, Plan};
 use crate::error::BillingError;
 use crate::invoice::{Invoice, LineKind, PendingCharge, PendingChargeId, PriceRef};
-use crate::service::{BillRunSummary, BillingService};
+use crate::service::{BillRunSummary, BillingFailure, BillingService};
 use crate::store::BillingStore;
 use crate::subscription::Subscription;
 use crate::usage::allowance::{AllowancePeriod, AllowancePolicy};
@@ -153,12 +154,26 @@ pub enum UsageBillingEvent {
         /// The exact amount (quantity × unit price).
         amount: Money,
     },
+    /// A subscription's usage could not be rated (a total that overflows, a usage charge
+    /// without a meter, …): nothing was added for it, the others were rated, and a run after
+    /// the data is fixed rates it (see [`UsageRunSummary::failures`]).
+    RatingFailed {
+        /// The customer.
+        customer: CustomerId,
+        /// The subscription.
+        subscription: SubscriptionId,
+        /// The error's kind ([`BillingError::kind`], e.g. `core.overflow`).
+        error_kind: String,
+        /// The error's message (ids and amounts, no personal data).
+        error: String,
+    },
 }
 
 impl EventPayload for UsageBillingEvent {
     fn event_type(&self) -> &'static str {
         match self {
             UsageBillingEvent::ChargeAdded { .. } => "usage.charge_added",
+            UsageBillingEvent::RatingFailed { .. } => "usage.rating_failed",
         }
     }
 }
@@ -172,7 +187,11 @@ pub struct UsageRunSummary {
     pub rated: Vec<RatedUsage>,
     /// Charges added by this run (usage and adjustments); empty on a re-run.
     pub added: Vec<PendingCharge>,
-    /// One `ChargeAdded` event per added charge (event id derived from the charge id).
+    /// Subscriptions whose usage could not be rated because of a domain error (one
+    /// `RatingFailed` event each): nothing was added for them; the others were rated.
+    pub failures: Vec<BillingFailure>,
+    /// One `ChargeAdded` event per added charge (event id derived from the charge id), and
+    /// one `RatingFailed` event per failure.
     pub events: Vec<DomainEvent<UsageBillingEvent>>,
 }
 
@@ -181,8 +200,31 @@ impl UsageRunSummary {
         self.subscriptions += other.subscriptions;
         self.rated.extend(other.rated);
         self.added.extend(other.added);
+        self.failures.extend(other.failures);
         self.events.extend(other.events);
     }
+
+    /// The customers of [`UsageRunSummary::failures`], each once.
+    fn failed_customers(&self) -> Vec<CustomerId> {
+        let mut customers: Vec<CustomerId> = self.failures.iter().map(|f| f.customer).collect();
+        customers.sort_unstable();
+        customers.dedup();
+        customers
+    }
+}
+
+/// A rating outcome: the outer error is a store error (it fails the run), the inner one a
+/// domain error of this subscription's data (the run skips the subscription and goes on).
+type Rated<T> = Result<Result<T, BillingError>, BillingError>;
+
+/// `?` for domain errors in a function returning [`Rated`]: returns `Ok(Err(e))`.
+macro_rules! domain {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(e) => return Ok(Err(BillingError::from(e))),
+        }
+    };
 }
 
 /// True when a line or charge bills the usage charge `price` for `period`.
@@ -289,11 +331,16 @@ impl<'a, B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource>
     /// Rates the usage of every subscription of the tenant for the periods that ended on or
     /// before `as_of` and adds the charges and adjustments for their next invoices.
     ///
+    /// A subscription whose rating fails with a domain error ([`BillingError::UnknownMetric`],
+    /// [`BillingError::UnknownPlan`], a total that overflows, …) gets nothing added (not even
+    /// for its periods that did rate), is listed in [`UsageRunSummary::failures`] with a
+    /// `usage.rating_failed` event, and the others are rated; a run after the data is fixed
+    /// rates it.
+    ///
     /// # Errors
     ///
-    /// The first store or rating error ([`BillingError::UnknownMetric`],
-    /// [`BillingError::UnknownPlan`], …); charges added before it stay added, and a re-run
-    /// continues without adding them twice.
+    /// The first store error; charges added before it stay added, and a re-run continues
+    /// without adding them twice.
     pub async fn rate_due(
         &self,
         tenant: TenantId,
@@ -309,7 +356,27 @@ impl<'a, B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource>
             };
             cursor = Some(last.id);
             for sub in &page {
-                summary.absorb(self.rate(tenant, sub, &plans, as_of).await?);
+                match self.rate(tenant, sub, &plans, as_of).await? {
+                    Ok(rated) => summary.absorb(rated),
+                    Err(error) => {
+                        summary.events.push(DomainEvent::new(
+                            tenant,
+                            self.clock,
+                            UsageBillingEvent::RatingFailed {
+                                customer: sub.customer,
+                                subscription: sub.id,
+                                error_kind: error.kind().to_owned(),
+                                error: error.to_string(),
+                            },
+                        ));
+                        summary.subscriptions += 1;
+                        summary.failures.push(BillingFailure {
+                            customer: sub.customer,
+                            subscription: Some(sub.id),
+                            error,
+                        });
+                    }
+                }
             }
         }
         Ok(summary)
@@ -319,8 +386,9 @@ impl<'a, B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource>
     ///
     /// # Errors
     ///
-    /// [`BillingError::UnknownSubscription`] and the errors of
-    /// [`UsageBillingService::rate_due`].
+    /// [`BillingError::UnknownSubscription`], store errors, and the subscription's rating
+    /// error (which [`UsageBillingService::rate_due`] would report as a failure); nothing is
+    /// added then.
     pub async fn rate_subscription(
         &self,
         tenant: TenantId,
@@ -333,11 +401,15 @@ impl<'a, B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource>
             .await?
             .ok_or(BillingError::UnknownSubscription(id))?;
         let plans = self.plan_map(tenant).await?;
-        self.rate(tenant, &sub, &plans, as_of).await
+        self.rate(tenant, &sub, &plans, as_of).await?
     }
 
     /// Rates usage up to `as_of`, then runs `billing`'s bill run on `as_of`: the usage of each
     /// period that ended by then goes on the first invoice dated on or after its end.
+    ///
+    /// The customers of the subscriptions whose usage could not be rated
+    /// ([`UsageRunSummary::failures`]) are left out of the bill run, so that none of them gets
+    /// an invoice without its usage; a run after the data is fixed rates and bills them.
     ///
     /// # Errors
     ///
@@ -349,7 +421,9 @@ impl<'a, B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource>
         as_of: NaiveDate,
     ) -> Result<(UsageRunSummary, BillRunSummary), BillingError> {
         let usage = self.rate_due(tenant, as_of).await?;
-        let bill = billing.run_bill(tenant, as_of).await?;
+        let bill = billing
+            .run_bill_skipping(tenant, as_of, &usage.failed_customers())
+            .await?;
         Ok((usage, bill))
     }
 
@@ -372,13 +446,15 @@ impl<'a, B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource>
             .collect()
     }
 
+    /// Rates one subscription: computes every charge first and adds them only when the whole
+    /// rating succeeded, so a domain error adds nothing.
     async fn rate(
         &self,
         tenant: TenantId,
         sub: &Subscription,
         plans: &HashMap<PlanId, Plan>,
         as_of: NaiveDate,
-    ) -> Result<UsageRunSummary, BillingError> {
+    ) -> Rated<UsageRunSummary> {
         let mut summary = UsageRunSummary {
             subscriptions: 1,
             ..UsageRunSummary::default()
@@ -394,70 +470,79 @@ impl<'a, B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource>
                 })
         });
         let Some(shape) = sub.latest_segment() else {
-            return Ok(summary);
+            return Ok(Ok(summary));
         };
         if !has_usage {
-            return Ok(summary);
+            return Ok(Ok(summary));
         }
-        let interval = plans
-            .plan(shape.plan)
-            .ok_or(BillingError::UnknownPlan(shape.plan))?
-            .interval;
+        let interval = domain!(
+            plans
+                .plan(shape.plan)
+                .ok_or(BillingError::UnknownPlan(shape.plan))
+        )
+        .interval;
         let meters = self.meters_of(sub, plans);
-        let (first, _) = interval.period_containing(sub.anchor, sub.start)?;
+        let (first, _) = domain!(interval.period_containing(sub.anchor, sub.start));
         let late = i64::from(self.settings.late_periods);
         let mut index = first.max(sub.next_period.saturating_sub(1).saturating_sub(late));
         let invoices = self.billing.invoices_of(tenant, sub.customer).await?;
         let mut pending = self.billing.pending_charges(tenant, sub.customer).await?;
-        let at = self.clock.now();
+        // (charge, start of its usage period, its exact amount), added once all are rated.
+        let mut charges: Vec<(PendingCharge, NaiveDate, Money)> = Vec::new();
         loop {
-            let period = interval.period(sub.anchor, index)?;
+            let period = domain!(interval.period(sub.anchor, index));
             if period.end() > as_of || sub.ends_on.is_some_and(|end| period.start() >= end) {
                 break;
             }
-            let usage = self
-                .period_usage(tenant, sub, &meters, interval, index, period)
-                .await?;
-            let rated = rate_period_usage(sub, plans, &self.settings.meters, &usage)?;
+            let usage = domain!(
+                self.period_usage(tenant, sub, &meters, interval, index, period)
+                    .await?
+            );
+            let rated = domain!(rate_period_usage(sub, plans, &self.settings.meters, &usage));
             for r in &rated {
-                let (found, billed) = already_billed(r, &invoices, &pending)?;
+                let (found, billed) = domain!(already_billed(r, &invoices, &pending));
                 let charge = if found {
-                    r.adjustment_charge(billed, as_of)?
+                    domain!(r.adjustment_charge(billed, as_of))
                 } else {
                     Some(r.pending_charge())
                 };
                 let Some(charge) = charge else {
                     continue;
                 };
-                if self
-                    .billing
-                    .add_pending_charge(tenant, charge.clone())
-                    .await?
-                {
-                    let event_id = EventId::from_u128(stable_id(&[
-                        b"usage.charge_added",
-                        charge.id.as_uuid().as_bytes(),
-                    ]));
-                    summary.events.push(DomainEvent::at(
-                        event_id,
-                        tenant,
-                        at,
-                        UsageBillingEvent::ChargeAdded {
-                            subscription: sub.id,
-                            charge: charge.id,
-                            kind: charge.kind,
-                            period_start: r.period.start(),
-                            amount: charge.unit_price.checked_mul(charge.quantity)?,
-                        },
-                    ));
-                    pending.push(charge.clone());
-                    summary.added.push(charge);
-                }
+                let amount = domain!(charge.unit_price.checked_mul(charge.quantity));
+                pending.push(charge.clone());
+                charges.push((charge, r.period.start(), amount));
             }
             summary.rated.extend(rated);
             index += 1;
         }
-        Ok(summary)
+        let at = self.clock.now();
+        for (charge, period_start, amount) in charges {
+            if self
+                .billing
+                .add_pending_charge(tenant, charge.clone())
+                .await?
+            {
+                let event_id = EventId::from_u128(stable_id(&[
+                    b"usage.charge_added",
+                    charge.id.as_uuid().as_bytes(),
+                ]));
+                summary.events.push(DomainEvent::at(
+                    event_id,
+                    tenant,
+                    at,
+                    UsageBillingEvent::ChargeAdded {
+                        subscription: sub.id,
+                        charge: charge.id,
+                        kind: charge.kind,
+                        period_start,
+                        amount,
+                    },
+                ));
+                summary.added.push(charge);
+            }
+        }
+        Ok(Ok(summary))
     }
 
     /// The aggregates and allowances of one period of a subscription.
@@ -469,20 +554,20 @@ impl<'a, B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource>
         interval: dotmac_core::BillingInterval,
         index: i64,
         period: Period,
-    ) -> Result<PeriodUsage, BillingError> {
+    ) -> Rated<PeriodUsage> {
         let zone = self.settings.zone;
-        let to = local_midnight(zone, period.end())?;
+        let to = domain!(local_midnight(zone, period.end()));
         let mut usage = PeriodUsage {
             index,
             ..PeriodUsage::default()
         };
         for meter in meters {
             // A gauge's level carries over from earlier periods: read from the start.
-            let from = if meter.aggregation == Aggregation::WeightedSum {
-                local_midnight(zone, sub.start.min(period.start()))?
+            let from = domain!(if meter.aggregation == Aggregation::WeightedSum {
+                local_midnight(zone, sub.start.min(period.start()))
             } else {
-                local_midnight(zone, period.start())?
-            };
+                local_midnight(zone, period.start())
+            });
             let events = self
                 .usage
                 .events_between(tenant, sub.customer, meter.id, from, to)
@@ -499,9 +584,9 @@ impl<'a, B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource>
                 .iter()
                 .filter(|e| e.subscription.is_none_or(|s| s == sub.id))
             {
-                aggregator.ingest(event, event.timestamp)?;
+                domain!(aggregator.ingest(event, event.timestamp));
             }
-            let quantity = aggregator.aggregate(sub.customer, meter.id, period.start())?;
+            let quantity = domain!(aggregator.aggregate(sub.customer, meter.id, period.start()));
             usage.quantities.insert(meter.id, quantity);
         }
         let plan = rating::pricing_segment(sub, period).map(|s| s.plan);
@@ -521,6 +606,6 @@ impl<'a, B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource>
                 ),
             });
         }
-        Ok(usage)
+        Ok(Ok(usage))
     }
 }
