@@ -75,6 +75,24 @@ async fn assert_nothing_stored(name: &str, db: &Database, tenants: &[TenantId]) 
     }
 }
 
+/// A run of one chunk over one subscription, as of 1 March.
+async fn plan_run(
+    db: &Database,
+    tenant: TenantId,
+    run: BillRunId,
+    subscription: SubscriptionId,
+) -> dotmac_sqlx::Result<u32> {
+    db.plan_bill_run(
+        tenant,
+        run,
+        at(1, 0).date_naive(),
+        &[subscription],
+        10,
+        at(1, 0),
+    )
+    .await
+}
+
 fn assert_tenant_mismatch<T: std::fmt::Debug>(
     name: &str,
     result: dotmac_sqlx::Result<T>,
@@ -121,16 +139,7 @@ async fn complete_chunk_refuses_another_tenants_event_and_stores_nothing() {
         let other = new_tenant(&db).await;
         let run = BillRunId::new();
         let subscription = SubscriptionId::new();
-        db.plan_bill_run(
-            tenant,
-            run,
-            at(1, 0).date_naive(),
-            &[subscription],
-            10,
-            at(1, 0),
-        )
-        .await
-        .unwrap();
+        plan_run(&db, tenant, run, subscription).await.unwrap();
         let claim = db
             .claim_chunk(tenant, run, "w1", at(1, 1), Duration::minutes(5))
             .await
@@ -169,16 +178,9 @@ async fn tenants_may_use_the_same_invoice_run_and_event_ids() {
             )
             .await
             .unwrap_or_else(|e| panic!("{name}: tenant {account}: {e}"));
-            db.plan_bill_run(
-                tenant,
-                run,
-                at(1, 0).date_naive(),
-                &[subscription],
-                10,
-                at(1, 0),
-            )
-            .await
-            .unwrap_or_else(|e| panic!("{name}: tenant {account}: {e}"));
+            plan_run(&db, tenant, run, subscription)
+                .await
+                .unwrap_or_else(|e| panic!("{name}: tenant {account}: {e}"));
         }
         for (tenant, account) in [(a, "A"), (b, "B")] {
             let stored = db.invoice(tenant, invoice_id).await.unwrap().unwrap();
@@ -301,13 +303,10 @@ async fn a_duplicate_id_within_a_tenant_is_an_error_never_a_silent_drop() {
         assert_eq!(db.invoices(tenant).await.unwrap().len(), 1, "{name}");
         assert_eq!(db.last_number(tenant, "INV").await.unwrap(), 1, "{name}");
         let run = BillRunId::new();
-        let as_of = at(1, 0).date_naive();
-        db.plan_bill_run(tenant, run, as_of, &[SubscriptionId::new()], 1, at(1, 0))
+        plan_run(&db, tenant, run, SubscriptionId::new())
             .await
             .unwrap();
-        let replanned = db
-            .plan_bill_run(tenant, run, as_of, &[SubscriptionId::new()], 1, at(1, 0))
-            .await;
+        let replanned = plan_run(&db, tenant, run, SubscriptionId::new()).await;
         match replanned {
             Err(SqlError::Duplicate { what, key }) => {
                 assert_eq!((what, key), ("bill run", run.to_string()), "{name}");
