@@ -182,13 +182,6 @@ pub enum BillingError {
         /// Its id.
         id: String,
     },
-    /// A storage backend failed (connection, server, serialization); the call changed nothing
-    /// and may be retried.
-    #[error("storage failed: {reason}")]
-    Storage {
-        /// What failed, as the backend reports it.
-        reason: String,
-    },
     /// Someone else updated the record since it was read; re-read and retry.
     #[error(
         "subscription {subscription} was updated concurrently (expected revision {expected}, found {found}); re-read and retry"
@@ -466,6 +459,12 @@ pub enum BillingError {
         /// The meter code the charge names.
         metric: String,
     },
+    // --- storage ---
+    /// A store failed and the call changed nothing: its [kind](dotmac_core::StorageErrorKind)
+    /// says what to do (retry an unavailable store, change invalid input), and the backend's
+    /// error is kept as the source.
+    #[error("{0}")]
+    Storage(#[from] dotmac_core::StorageError),
 }
 
 impl BillingError {

@@ -74,3 +74,163 @@ pub enum CoreError {
 
 /// `Result` with [`CoreError`].
 pub type Result<T, E = CoreError> = std::result::Result<T, E>;
+
+/// What kind of storage failure a [`StorageError`] is: what the caller can do about it.
+///
+/// Backend-neutral (no driver types), so that every domain crate's error can carry a storage
+/// failure; the SQL backends map their drivers' codes onto these kinds in one place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum StorageErrorKind {
+    /// The record does not exist.
+    NotFound,
+    /// A unique key is taken, or the record changed since it was read (optimistic
+    /// concurrency): reload, then retry or report the duplicate.
+    Conflict,
+    /// A foreign-key, check or not-null constraint refused the write: the data is inconsistent.
+    Constraint,
+    /// A value the store cannot hold (a NUL byte in a string, a string or document over the
+    /// store's size bound): change the input; retrying the same call fails again.
+    InvalidInput,
+    /// The record names another tenant than the call's: nothing was written.
+    TenantMismatch,
+    /// The store is unreachable, overloaded or refused to serialise this transaction against
+    /// another (connection, pool or I/O failure, timeout, deadlock, serialisation failure, lock
+    /// not available): retry later.
+    Unavailable,
+    /// A stored value cannot be read back (a corrupt or hand-edited row).
+    Corrupt,
+    /// Anything else the backend reported.
+    Other,
+}
+
+impl StorageErrorKind {
+    /// True when retrying the same call later may succeed.
+    pub fn is_retryable(self) -> bool {
+        matches!(self, StorageErrorKind::Unavailable)
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            StorageErrorKind::NotFound => "not found",
+            StorageErrorKind::Conflict => "conflict",
+            StorageErrorKind::Constraint => "constraint violated",
+            StorageErrorKind::InvalidInput => "invalid input",
+            StorageErrorKind::TenantMismatch => "tenant mismatch",
+            StorageErrorKind::Unavailable => "unavailable, retry later",
+            StorageErrorKind::Corrupt => "corrupt stored data",
+            StorageErrorKind::Other => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for StorageErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.describe())
+    }
+}
+
+/// A shared, type-erased cause: cloneable, so that the domain errors carrying a
+/// [`StorageError`] stay `Clone`.
+pub type StorageSource = std::sync::Arc<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A failed storage call: its [`kind`](StorageError::kind), a message, and the backend's own
+/// error as [`source`](std::error::Error::source), in the spirit of sqlx's `Error`.
+///
+/// Two storage errors are equal when their kinds and messages are; the sources are not
+/// compared (driver errors are not comparable).
+#[derive(Debug, Clone)]
+pub struct StorageError {
+    kind: StorageErrorKind,
+    message: String,
+    source: Option<StorageSource>,
+}
+
+impl StorageError {
+    /// A storage error without a cause.
+    pub fn new(kind: StorageErrorKind, message: impl Into<String>) -> Self {
+        StorageError {
+            kind,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// A storage error caused by `source`, whose message is the source's.
+    pub fn from_source(
+        kind: StorageErrorKind,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        StorageError {
+            kind,
+            message: source.to_string(),
+            source: Some(std::sync::Arc::new(source)),
+        }
+    }
+
+    /// What kind of failure this is.
+    pub fn kind(&self) -> StorageErrorKind {
+        self.kind
+    }
+
+    /// The message, without the kind.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// True when retrying the same call later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        self.kind.is_retryable()
+    }
+}
+
+impl std::fmt::Display for StorageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "storage {}: {}", self.kind, self.message)
+    }
+}
+
+impl std::error::Error for StorageError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|source| source as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl PartialEq for StorageError {
+    fn eq(&self, other: &Self) -> bool {
+        self.kind == other.kind && self.message == other.message
+    }
+}
+
+impl Eq for StorageError {}
+
+#[cfg(test)]
+mod storage_tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("driver said no")]
+    struct Driver;
+
+    #[test]
+    fn storage_errors_keep_their_source_and_compare_by_kind_and_message() {
+        let e = StorageError::from_source(StorageErrorKind::Unavailable, Driver);
+        assert_eq!(
+            e.to_string(),
+            "storage unavailable, retry later: driver said no"
+        );
+        assert!(e.is_retryable());
+        let source = std::error::Error::source(&e).map(|s| s.is::<Driver>());
+        assert_eq!(source, Some(true));
+        assert_eq!(
+            e,
+            StorageError::new(StorageErrorKind::Unavailable, "driver said no")
+        );
+        assert_ne!(
+            e,
+            StorageError::new(StorageErrorKind::Conflict, "driver said no")
+        );
+    }
+}

@@ -41,7 +41,7 @@ mod period;
 
 pub use clock::{Clock, FixedClock, ManualClock, SystemClock};
 pub use currency::Currency;
-pub use error::{CoreError, Result};
+pub use error::{CoreError, Result, StorageError, StorageErrorKind, StorageSource};
 pub use event::{DomainEvent, EventPayload};
 pub use id::{
     CreditNoteId, CustomerId, EventId, InvoiceId, PaymentId, PlanId, ProductId, SubscriptionId,

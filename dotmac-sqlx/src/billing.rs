@@ -21,6 +21,7 @@ use uuid::Uuid;
 use crate::db::{dispatch, for_each_dialect};
 use crate::docs::{Bind, Written, from_json, json};
 use crate::error::{Context, SqlError};
+use crate::input;
 use crate::store::SqlStore;
 
 type Result<T> = std::result::Result<T, BillingError>;
@@ -29,20 +30,23 @@ type Result<T> = std::result::Result<T, BillingError>;
 const INVOICE_SERIES: &str = "billing.invoice";
 pub(crate) const CREDIT_NOTE_SERIES: &str = "billing.credit_note";
 
-/// Storage failures as billing errors.
-///
-/// `BillingError` has no variant for a failed storage call yet, so the failure is reported as
-/// a configuration error of the storage backend; a duplicate key keeps its meaning.
+/// Storage failures as billing errors: a duplicate key keeps its domain meaning, domain errors
+/// pass through, and every other failure is [`BillingError::Storage`] with its kind and cause.
 pub(crate) fn storage(error: SqlError) -> BillingError {
     match error {
         SqlError::Duplicate { what, key } => BillingError::AlreadyExists { what, id: key },
         SqlError::Core(core) => BillingError::Core(core),
         SqlError::Billing(billing) => billing,
-        _ => BillingError::InvalidConfiguration {
-            what: "storage backend (dotmac-sqlx)",
-            reason: "a database call failed; check the connection and the server's log",
-        },
+        other => BillingError::Storage(other.into()),
     }
+}
+
+/// Each record's JSON text, checked for what the database cannot store.
+fn documents<T: serde::Serialize>(
+    what: &'static str,
+    records: &[&T],
+) -> crate::error::Result<Vec<Box<serde_json::value::RawValue>>> {
+    records.iter().map(|r| input::document(what, *r)).collect()
 }
 
 pub(crate) fn id(tenant: TenantId) -> Bind {
@@ -393,10 +397,10 @@ for_each_dialect! {
             // not hold, and the batch is abandoned rather than a charge invoiced twice.
             let done = consume_pending(tx, tenant, &consumed).await?;
             if usize::try_from(done).ok() != Some(consumed.len()) {
-                return Err(BillingError::InvalidConfiguration {
-                    what: "pending charges",
-                    reason: "a charge was consumed by someone else during the batch; retry it",
-                }
+                return Err(BillingError::Storage(dotmac_core::StorageError::new(
+                    dotmac_core::StorageErrorKind::Conflict,
+                    "a pending charge was consumed by someone else during the batch; retry it",
+                ))
                 .into());
             }
         }
@@ -686,16 +690,17 @@ for_each_dialect! {
         ) -> crate::error::Result<HashSet<Uuid>> {
             let mut updated = HashSet::with_capacity(subs.len());
             for chunk in subs.chunks(ROWS) {
+                let bodies = documents("subscription", chunk)?;
                 let mut query = sqlx::QueryBuilder::<Db>::new(
                     "UPDATE billing_subscriptions SET revision = u.column3, body = u.column4, \
                      customer_id = u.column5 FROM (",
                 );
-                query.push_values(chunk, |mut row, sub| {
+                query.push_values(chunk.iter().zip(bodies), |mut row, (sub, body)| {
                     let revision = i64::try_from(sub.revision).unwrap_or(i64::MAX);
                     row.push_bind(sub.id.as_uuid())
                         .push_bind(revision - 1)
                         .push_bind(revision)
-                        .push_bind(sqlx::types::Json(*sub))
+                        .push_bind(sqlx::types::Json(body))
                         .push_bind(sub.customer.as_uuid());
                 });
                 query
@@ -796,11 +801,15 @@ for_each_dialect! {
             rows: &[(&str, &Invoice)],
         ) -> crate::error::Result<Written> {
             for chunk in rows.chunks(ROWS) {
+                let bodies = chunk
+                    .iter()
+                    .map(|(_, invoice)| input::document("invoice", *invoice))
+                    .collect::<crate::error::Result<Vec<_>>>()?;
                 let mut query = sqlx::QueryBuilder::<Db>::new(
                     "INSERT INTO billing_invoices (tenant_id, invoice_id, doc_key, customer_id, \
                      number, status, issue_date, currency, total, body) ",
                 );
-                query.push_values(chunk, |mut row, (key, invoice)| {
+                query.push_values(chunk.iter().zip(bodies), |mut row, ((key, invoice), body)| {
                     row.push_bind(tenant.as_uuid())
                         .push_bind(invoice.id.as_uuid())
                         .push_bind(*key)
@@ -810,7 +819,7 @@ for_each_dialect! {
                         .push_bind(invoice.issue_date)
                         .push_bind(invoice.currency.code())
                         .push_bind(dec(invoice.total.amount()))
-                        .push_bind(sqlx::types::Json(*invoice));
+                        .push_bind(sqlx::types::Json(body));
                 });
                 match query.build().execute(&mut **tx).await {
                     Err(e) if crate::error::is_unique_violation(&e) => {
@@ -829,16 +838,17 @@ for_each_dialect! {
             charges: &[&PendingCharge],
         ) -> crate::error::Result<()> {
             for chunk in charges.chunks(ROWS) {
+                let bodies = documents("pending charge", chunk)?;
                 let mut query = sqlx::QueryBuilder::<Db>::new(
                     "INSERT INTO billing_pending_charges (tenant_id, charge_id, customer_id, \
                      consumed, body) ",
                 );
-                query.push_values(chunk, |mut row, charge| {
+                query.push_values(chunk.iter().zip(bodies), |mut row, (charge, body)| {
                     row.push_bind(tenant.as_uuid())
                         .push_bind(charge.id.as_uuid())
                         .push_bind(charge.customer.as_uuid())
                         .push_bind(false)
-                        .push_bind(sqlx::types::Json(*charge));
+                        .push_bind(sqlx::types::Json(body));
                 });
                 query.push(" ON CONFLICT (tenant_id, charge_id) DO NOTHING");
                 query.build().execute(&mut **tx).await.during("write pending charges")?;
@@ -943,6 +953,9 @@ for_each_dialect! {
                     what: "subscription",
                     source,
                 })?;
+            for body in &bodies {
+                input::document_text("subscription", body)?;
+            }
             sqlx::raw_sql("SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off")
                 .execute(&mut **tx)
                 .await
@@ -1031,8 +1044,10 @@ for_each_dialect! {
             let currencies: Vec<&str> = rows.iter().map(|(_, i)| i.currency.code()).collect();
             let totals: Vec<rust_decimal::Decimal> =
                 rows.iter().map(|(_, i)| i.total.amount()).collect();
-            let bodies: Vec<sqlx::types::Json<&Invoice>> =
-                rows.iter().map(|(_, i)| sqlx::types::Json(*i)).collect();
+            let bodies: Vec<sqlx::types::Json<Box<serde_json::value::RawValue>>> = rows
+                .iter()
+                .map(|(_, i)| input::document("invoice", *i).map(sqlx::types::Json))
+                .collect::<crate::error::Result<_>>()?;
             let done = sqlx::query(
                 "INSERT INTO billing_invoices (tenant_id, invoice_id, doc_key, customer_id, \
                    number, status, issue_date, currency, total, body) \
@@ -1069,8 +1084,11 @@ for_each_dialect! {
         ) -> crate::error::Result<()> {
             let ids: Vec<Uuid> = charges.iter().map(|c| c.id.as_uuid()).collect();
             let customers: Vec<Uuid> = charges.iter().map(|c| c.customer.as_uuid()).collect();
-            let bodies: Vec<sqlx::types::Json<&PendingCharge>> =
-                charges.iter().map(|c| sqlx::types::Json(*c)).collect();
+            let bodies: Vec<sqlx::types::Json<Box<serde_json::value::RawValue>>> =
+                documents("pending charge", charges)?
+                    .into_iter()
+                    .map(sqlx::types::Json)
+                    .collect();
             sqlx::query(
                 "INSERT INTO billing_pending_charges (tenant_id, charge_id, customer_id, \
                    consumed, body) \

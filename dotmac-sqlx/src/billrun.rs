@@ -11,13 +11,15 @@ use chrono::{DateTime, NaiveDate, Utc};
 use dotmac_core::{Currency, CustomerId, InvoiceId, Money, SubscriptionId, TenantId};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use sqlx::Row;
 use sqlx::types::Json;
 use uuid::Uuid;
 
 use crate::db::{Database, LeaseSettings, dispatch, for_each_dialect};
 use crate::error::{Context, Result, SqlError, is_unique_violation};
-use crate::outbox::OutboxEvent;
+use crate::input;
+use crate::outbox::{OutboxEvent, check_events};
 
 dotmac_core::define_id! {
     /// A bill run: one pass over a tenant's due subscriptions.
@@ -223,15 +225,16 @@ for_each_dialect! {
             series: &str,
             first_number: i64,
             invoices: &[InvoiceRecord],
+            bodies: &[Box<RawValue>],
         ) -> std::result::Result<(), sqlx::Error> {
             // 13 parameters a row.
             let mut number = first_number;
-            for chunk in invoices.chunks(2000) {
+            for (chunk, bodies) in invoices.chunks(2000).zip(bodies.chunks(2000)) {
                 let mut builder = sqlx::QueryBuilder::new(
                     "INSERT INTO invoices (tenant_id, invoice_id, series, number, run_id, \
                      customer_id, subscription_id, currency, issued_on, total, status, version, body) ",
                 );
-                builder.push_values(chunk, |mut row, inv| {
+                builder.push_values(chunk.iter().zip(bodies), |mut row, (inv, body)| {
                     row.push_bind(tenant.as_uuid())
                         .push_bind(inv.id.as_uuid())
                         .push_bind(series.to_owned())
@@ -244,7 +247,7 @@ for_each_dialect! {
                         .push_bind(dec(inv.total.amount()))
                         .push_bind(inv.status.clone())
                         .push_bind(1_i64)
-                        .push_bind(Json(inv.body.clone()));
+                        .push_bind(Json(body.clone()));
                     number += 1;
                 });
                 builder.build().execute(&mut **tx).await?;
@@ -283,6 +286,7 @@ for_each_dialect! {
             series: &str,
             first_number: i64,
             invoices: &[InvoiceRecord],
+            bodies: &[Box<RawValue>],
         ) -> std::result::Result<(), sqlx::Error> {
             let count = invoices.len();
             let mut ids = Vec::with_capacity(count);
@@ -293,7 +297,7 @@ for_each_dialect! {
             let mut issued = Vec::with_capacity(count);
             let mut totals = Vec::with_capacity(count);
             let mut statuses = Vec::with_capacity(count);
-            let mut bodies = Vec::with_capacity(count);
+            let bodies: Vec<Json<&RawValue>> = bodies.iter().map(|b| Json(&**b)).collect();
             let mut line_invoice = Vec::new();
             let mut line_no: Vec<i32> = Vec::new();
             let mut line_description = Vec::new();
@@ -309,7 +313,6 @@ for_each_dialect! {
                 issued.push(inv.issued_on);
                 totals.push(inv.total.amount());
                 statuses.push(inv.status.as_str());
-                bodies.push(Json(&inv.body));
                 for (line, n) in inv.lines.iter().zip(0..) {
                     line_invoice.push(inv.id.as_uuid());
                     line_no.push(n);
@@ -376,6 +379,29 @@ fn insert_error(error: sqlx::Error) -> SqlError {
             source: Box::new(error),
         }
     }
+}
+
+/// Checks a write of invoices and events before any SQL runs: every event is `tenant`'s
+/// ([`SqlError::TenantMismatch`]), and the series, each invoice's text and body and each event
+/// can be stored ([`SqlError::InvalidInput`]). Returns the invoices' bodies as JSON text.
+fn check_invoices(
+    tenant: TenantId,
+    series: &str,
+    invoices: &[InvoiceRecord],
+    events: &[OutboxEvent],
+) -> Result<Vec<Box<RawValue>>> {
+    check_events(tenant, events)?;
+    input::key("invoice series", series)?;
+    invoices
+        .iter()
+        .map(|invoice| {
+            input::text("invoice status", &invoice.status)?;
+            for line in &invoice.lines {
+                input::text("invoice line description", &line.description)?;
+            }
+            input::document("invoice body", &invoice.body)
+        })
+        .collect()
 }
 
 impl Database {
@@ -471,6 +497,7 @@ impl Database {
     ///
     /// # Errors
     ///
+    /// [`SqlError::InvalidInput`] for a NUL character or an oversize worker name,
     /// [`SqlError::InvalidOption`] for a lease that is not positive (or ends after the year
     /// 262,000) or timeouts [`LeaseSettings`] refuses, [`SqlError::Corrupt`] for an unreadable
     /// chunk, [`SqlError::Database`].
@@ -482,6 +509,7 @@ impl Database {
         now: DateTime<Utc>,
         lease: impl Into<LeaseSettings>,
     ) -> Result<Option<ChunkClaim>> {
+        input::text("worker name", worker)?;
         let lease = lease.into();
         lease.check()?;
         let expires =
@@ -495,7 +523,8 @@ impl Database {
             let sql = if d::IS_POSTGRES {
                 "UPDATE bill_run_chunks SET claimed_by = $3, lease_expires_at = $4, \
                    attempts = attempts + 1 \
-                 WHERE (run_id, chunk_no) = (SELECT run_id, chunk_no FROM bill_run_chunks \
+                 WHERE tenant_id = $1 \
+                   AND (run_id, chunk_no) = (SELECT run_id, chunk_no FROM bill_run_chunks \
                    WHERE tenant_id = $1 AND run_id = $2 AND status = 'pending' \
                      AND (lease_expires_at IS NULL OR lease_expires_at <= $5) \
                    ORDER BY chunk_no LIMIT 1 FOR UPDATE SKIP LOCKED) \
@@ -503,7 +532,8 @@ impl Database {
             } else {
                 "UPDATE bill_run_chunks SET claimed_by = $3, lease_expires_at = $4, \
                    attempts = attempts + 1 \
-                 WHERE (run_id, chunk_no) = (SELECT run_id, chunk_no FROM bill_run_chunks \
+                 WHERE tenant_id = $1 \
+                   AND (run_id, chunk_no) = (SELECT run_id, chunk_no FROM bill_run_chunks \
                    WHERE tenant_id = $1 AND run_id = $2 AND status = 'pending' \
                      AND (lease_expires_at IS NULL OR lease_expires_at <= $5) \
                    ORDER BY chunk_no LIMIT 1) \
@@ -541,11 +571,13 @@ impl Database {
     ///
     /// # Errors
     ///
-    /// [`SqlError::LeaseLost`] if the chunk is no longer this claim's (nothing is written),
-    /// [`SqlError::Duplicate`] if an invoice id is taken or a subscription was already billed
-    /// in this run, [`SqlError::LockTimeout`] if the tenant's invoice counter stayed locked
-    /// longer than the claim's lock timeout (nothing is written; retry while the lease
-    /// lasts), [`SqlError::Database`].
+    /// [`SqlError::TenantMismatch`] if an event belongs to another tenant than the claim's,
+    /// [`SqlError::InvalidInput`] for a NUL character or an oversize value (both checked
+    /// before any SQL runs), [`SqlError::LeaseLost`] if the chunk is no longer this claim's,
+    /// [`SqlError::Duplicate`] if the tenant already has an invoice with one of these ids or
+    /// a subscription was already billed in this run, [`SqlError::LockTimeout`] if the
+    /// tenant's invoice counter stayed locked longer than the claim's lock timeout (retry
+    /// while the lease lasts), [`SqlError::Database`]. Nothing is written then.
     pub async fn complete_chunk(
         &self,
         claim: &ChunkClaim,
@@ -559,6 +591,8 @@ impl Database {
             reason: "too many invoices for one chunk".into(),
         })?;
         let tenant = claim.tenant;
+        input::text("worker name", &claim.worker)?;
+        let bodies = check_invoices(tenant, series, invoices, events)?;
         dispatch!(self, pool, d => {
             let mut tx = d::begin_bill_run(pool, tenant, &claim.lease).await?;
             d::billrun::fence(&mut tx, claim, now).await?;
@@ -566,13 +600,15 @@ impl Database {
                 tx.commit().await.during("commit bill run chunk")?;
                 return Ok(None);
             }
-            d::outbox::insert(&mut tx, events).await?;
+            d::outbox::insert(&mut tx, tenant, events).await?;
             // The numbers last: the tenant's counter row stays locked from here to the commit,
             // and every other writer of the tenant's invoices waits for it.
             let first = d::numbers::reserve(&mut tx, tenant, series, count).await?;
-            d::billrun::insert_invoices(&mut tx, tenant, Some(claim.run), series, first, invoices)
-                .await
-                .map_err(insert_error)?;
+            d::billrun::insert_invoices(
+                &mut tx, tenant, Some(claim.run), series, first, invoices, &bodies,
+            )
+            .await
+            .map_err(insert_error)?;
             tx.commit().await.during("commit bill run chunk")?;
             Ok(Some(first))
         })
@@ -625,7 +661,10 @@ impl Database {
     ///
     /// # Errors
     ///
-    /// [`SqlError::Duplicate`] for a taken invoice id, [`SqlError::Database`].
+    /// [`SqlError::TenantMismatch`] if an event belongs to another tenant,
+    /// [`SqlError::InvalidInput`] for a NUL character or an oversize value (both checked
+    /// before any SQL runs), [`SqlError::Duplicate`] if the tenant already has an invoice with
+    /// one of these ids, [`SqlError::Database`]. Nothing is written then.
     pub async fn insert_invoices(
         &self,
         tenant: TenantId,
@@ -643,12 +682,13 @@ impl Database {
                 reason: "nothing to insert".into(),
             });
         }
+        let bodies = check_invoices(tenant, series, invoices, events)?;
         dispatch!(self, pool, d => {
             let mut tx = d::begin_tenant(pool, tenant).await?;
-            d::outbox::insert(&mut tx, events).await?;
+            d::outbox::insert(&mut tx, tenant, events).await?;
             // The numbers last, as in `complete_chunk`: the counter row is locked until the commit.
             let first = d::numbers::reserve(&mut tx, tenant, series, count).await?;
-            d::billrun::insert_invoices(&mut tx, tenant, None, series, first, invoices)
+            d::billrun::insert_invoices(&mut tx, tenant, None, series, first, invoices, &bodies)
                 .await
                 .map_err(insert_error)?;
             tx.commit().await.during("commit invoices")?;
@@ -722,8 +762,9 @@ impl Database {
     ///
     /// # Errors
     ///
-    /// [`SqlError::Conflict`] if someone else changed it first (or it does not exist:
-    /// `actual` is then `None`), [`SqlError::Database`].
+    /// [`SqlError::InvalidInput`] for a NUL character or an oversize status or body (checked
+    /// before any SQL runs), [`SqlError::Conflict`] if someone else changed it first (or it
+    /// does not exist: `actual` is then `None`), [`SqlError::Database`].
     pub async fn update_invoice(
         &self,
         tenant: TenantId,
@@ -732,6 +773,8 @@ impl Database {
         status: &str,
         body: &serde_json::Value,
     ) -> Result<i64> {
+        input::text("invoice status", status)?;
+        let body = input::document("invoice body", body)?;
         dispatch!(self, pool, d => {
             let mut tx = d::begin_tenant(pool, tenant).await?;
             let updated: Option<i64> = sqlx::query_scalar(
@@ -742,7 +785,7 @@ impl Database {
             .bind(id.as_uuid())
             .bind(expected_version)
             .bind(status)
-            .bind(Json(body))
+            .bind(Json(&body))
             .fetch_optional(&mut *tx)
             .await
             .during("update invoice")?;

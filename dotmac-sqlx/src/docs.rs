@@ -6,12 +6,14 @@ use chrono::{DateTime, Utc};
 use dotmac_core::TenantId;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
 use sqlx::Row;
 use sqlx::types::Json;
 use uuid::Uuid;
 
 use crate::db::{Database, dispatch, for_each_dialect};
 use crate::error::{Context, Result, SqlError, is_unique_violation};
+use crate::input;
 
 /// A value bound to a query parameter; every variant encodes on both backends.
 #[derive(Debug, Clone)]
@@ -26,13 +28,17 @@ pub(crate) enum Bind {
     Date(chrono::NaiveDate),
     /// An exact amount: NUMERIC on PostgreSQL, decimal TEXT on SQLite.
     Dec(rust_decimal::Decimal),
-    Json(serde_json::Value),
+    /// A record's JSON text, checked by [`json`] (the only way to make one): `jsonb` on
+    /// PostgreSQL, `TEXT` on SQLite.
+    Json(Box<RawValue>),
 }
 
+/// A record serialised once and checked for what the database cannot store (a NUL character,
+/// an oversize document; see [`crate::input`]).
+///
+/// [`SqlError::Json`], [`SqlError::InvalidInput`].
 pub(crate) fn json<T: Serialize>(what: &'static str, value: &T) -> Result<Bind> {
-    serde_json::to_value(value)
-        .map(Bind::Json)
-        .map_err(|source| SqlError::Json { what, source })
+    input::document(what, value).map(Bind::Json)
 }
 
 pub(crate) fn from_json<T: DeserializeOwned>(

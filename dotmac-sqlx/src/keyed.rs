@@ -44,12 +44,16 @@ pub(crate) fn pending_charge_binds(tenant: TenantId, charge: &PendingCharge) -> 
 }
 
 fn record_text(record: &IdempotencyRecord) -> Result<String> {
-    serde_json::to_string(record).map_err(|source| {
+    let text = serde_json::to_string(record).map_err(|source| {
         storage(SqlError::Json {
             what: "idempotency record",
             source,
         })
-    })
+    })?;
+    // Checked like every other document, so a NUL in a request is the same error on both
+    // backends before the key is claimed.
+    crate::input::document_text("idempotency record", &text).map_err(storage)?;
+    Ok(text)
 }
 
 fn record_of(text: &str) -> Result<IdempotencyRecord> {

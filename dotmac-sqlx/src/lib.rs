@@ -31,6 +31,15 @@
 //!   cannot carry a tenant over. A query that forgets its `WHERE tenant_id` still sees one
 //!   tenant. The connecting user must own the tables (it runs the migrations) and be allowed to
 //!   `SET ROLE dotmac_app` (the migrations grant it).
+//!   Writes also check, before any SQL runs, that what they write is the call's tenant's
+//!   ([`SqlError::TenantMismatch`], the same on both backends), and every primary and unique
+//!   key leads with `tenant_id`: ids are per tenant, and every table can be distributed by it.
+//! - **Typed failures.** Values PostgreSQL cannot store (a NUL character) and oversize keys
+//!   (1 KiB), text (1 MiB) and documents (64 MiB of JSON) are refused before they reach the
+//!   database with [`SqlError::InvalidInput`], on SQLite too. [`SqlError::kind`] sorts every
+//!   error into a [`StorageErrorKind`](dotmac_core::StorageErrorKind) (retry an unavailable
+//!   store; change invalid input); the domain stores report a
+//!   [`StorageError`](dotmac_core::StorageError) that keeps this error as its source.
 //! - **Exact money.** `NUMERIC` on PostgreSQL, decimal `TEXT` on SQLite; never a float.
 //! - **Transactions.** A change, its gapless document numbers ([`Database::reserve_numbers`])
 //!   and its domain events (the [outbox](Database::claim_outbox)) commit together.
@@ -55,12 +64,15 @@ mod db;
 mod dialect;
 mod docs;
 mod error;
+mod input;
 mod keyed;
 mod numbers;
 mod outbox;
 #[cfg(all(test, feature = "postgres"))]
 mod rls_tests;
 mod scaleout;
+#[cfg(test)]
+mod schema_tests;
 mod store;
 mod support;
 mod tenants;
@@ -70,7 +82,7 @@ pub use billrun::{
     BillRunId, BillRunProgress, ChunkClaim, InvoiceLineRecord, InvoiceRecord, StoredInvoice,
 };
 pub use db::{BackendKind, Database, DatabaseOptions, LeaseSettings};
-pub use error::{BoxedSource, Result, SqlError};
+pub use error::{BoxedSource, InputProblem, Result, SqlError};
 pub use outbox::{OutboxEvent, OutboxMessage};
 #[doc(hidden)]
 pub use scaleout::testing;

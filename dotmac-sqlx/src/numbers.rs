@@ -12,6 +12,7 @@ use sqlx::Row;
 
 use crate::db::{Database, dispatch, for_each_dialect};
 use crate::error::{Context, Result, SqlError};
+use crate::input;
 
 for_each_dialect! {
     /// Reserves `count` consecutive numbers of `series` in the open transaction and returns the
@@ -47,7 +48,8 @@ impl Database {
     ///
     /// # Errors
     ///
-    /// [`SqlError::InvalidOption`] for a count of 0, [`SqlError::Database`].
+    /// [`SqlError::InvalidOption`] for a count of 0, [`SqlError::InvalidInput`] for a NUL
+    /// character or a series over 1,024 bytes, [`SqlError::Database`].
     pub async fn reserve_numbers(&self, tenant: TenantId, series: &str, count: u32) -> Result<i64> {
         if count == 0 {
             return Err(SqlError::InvalidOption {
@@ -55,6 +57,7 @@ impl Database {
                 reason: "reserve at least one number".into(),
             });
         }
+        input::key("number series", series)?;
         dispatch!(self, pool, d => {
             let mut tx = d::begin_tenant(pool, tenant).await?;
             let first = d::numbers::reserve(&mut tx, tenant, series, count).await?;
@@ -69,6 +72,7 @@ impl Database {
     ///
     /// [`SqlError::Database`].
     pub async fn last_number(&self, tenant: TenantId, series: &str) -> Result<i64> {
+        input::key("number series", series)?;
         dispatch!(self, pool, d => {
             let mut tx = d::begin_read(pool, tenant).await?;
             let last: Option<i64> = sqlx::query_scalar(

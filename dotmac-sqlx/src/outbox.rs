@@ -1,19 +1,24 @@
 //! The transactional outbox: domain events written in the transaction of the change that
 //! produced them, and a relay API that claims undelivered events and marks them delivered.
 
+use std::collections::HashSet;
+use std::collections::hash_map::{Entry, HashMap};
+
 use chrono::{DateTime, Utc};
 use dotmac_core::{DomainEvent, EventId, EventPayload, TenantId};
 use serde::Serialize;
 use sqlx::Row;
 use sqlx::types::Json;
+use uuid::Uuid;
 
 use crate::db::{Database, dispatch, for_each_dialect};
 use crate::error::{Context, Result, SqlError};
+use crate::input;
 
 /// A domain event ready to be written to the outbox: the envelope with its payload as JSON.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutboxEvent {
-    /// The event's id (unique: writing it twice stores it once).
+    /// The event's id, unique within its tenant (writing the same event twice stores it once).
     pub id: EventId,
     /// The tenant it belongs to.
     pub tenant: TenantId,
@@ -57,8 +62,87 @@ pub struct OutboxMessage {
     pub attempts: i32,
 }
 
+/// The events to write, each id once, after checking that every one is `tenant`'s and
+/// storable. An id given twice must name the same event both times.
+fn distinct_events(tenant: TenantId, events: &[OutboxEvent]) -> Result<Vec<&OutboxEvent>> {
+    let mut seen: HashMap<EventId, &OutboxEvent> = HashMap::with_capacity(events.len());
+    let mut distinct = Vec::with_capacity(events.len());
+    for event in events {
+        if event.tenant != tenant {
+            return Err(SqlError::TenantMismatch {
+                what: "outbox event",
+                id: event.id.to_string(),
+                expected: tenant,
+                found: event.tenant,
+            });
+        }
+        input::text("event type", &event.event_type)?;
+        match seen.entry(event.id) {
+            Entry::Occupied(first) if same_event(first.get(), event) => {}
+            Entry::Occupied(_) => return Err(different_event(event)),
+            Entry::Vacant(slot) => {
+                slot.insert(event);
+                distinct.push(event);
+            }
+        }
+    }
+    Ok(distinct)
+}
+
+/// Checks, before any SQL runs, that every event is `tenant`'s and storable, and that an id
+/// given twice names one event: [`SqlError::TenantMismatch`], [`SqlError::InvalidInput`],
+/// [`SqlError::Duplicate`].
+pub(crate) fn check_events(tenant: TenantId, events: &[OutboxEvent]) -> Result<()> {
+    distinct_events(tenant, events).map(drop)
+}
+
+/// Whether two events with one id are the same event (a replay): same tenant, type and
+/// payload. The instant is not compared: a fact reported again later (an event id derived from
+/// what happened, such as `billing.invoice_issued`'s) is still the same fact, and the first
+/// report is kept.
+fn same_event(a: &OutboxEvent, b: &OutboxEvent) -> bool {
+    a.id == b.id && a.tenant == b.tenant && a.event_type == b.event_type && a.payload == b.payload
+}
+
+fn different_event(event: &OutboxEvent) -> SqlError {
+    SqlError::Duplicate {
+        what: "outbox event (the id names a different event of this tenant)",
+        key: event.id.to_string(),
+    }
+}
+
 for_each_dialect! {
     shared {
+        /// Writes `tenant`'s events inside an open transaction.
+        ///
+        /// Every event must be the tenant's ([`SqlError::TenantMismatch`], checked before any
+        /// SQL runs) and storable ([`SqlError::InvalidInput`]). An event id the tenant already
+        /// used is a replay when the stored event has the same type and payload (skipped, so a
+        /// retried transaction never duplicates an event) and [`SqlError::Duplicate`] when it
+        /// is a different event: an event is never silently dropped.
+        pub(crate) async fn insert(tx: &mut Tx, tenant: TenantId, events: &[OutboxEvent]) -> Result<()> {
+            let distinct = distinct_events(tenant, events)?;
+            if distinct.is_empty() {
+                return Ok(());
+            }
+            let inserted = insert_new(tx, tenant, &distinct).await?;
+            for event in distinct.iter().filter(|e| !inserted.contains(&e.id.as_uuid())) {
+                let stored = sqlx::query(
+                    "SELECT seq, tenant_id, event_id, event_type, occurred_at, payload, attempts \
+                     FROM outbox WHERE tenant_id = $1 AND event_id = $2",
+                )
+                .bind(tenant.as_uuid())
+                .bind(event.id.as_uuid())
+                .fetch_one(&mut **tx)
+                .await
+                .during("read replayed outbox event")?;
+                if !same_event(&decode(&stored)?.event, event) {
+                    return Err(different_event(event));
+                }
+            }
+            Ok(())
+        }
+
         pub(crate) fn decode(row: &DbRow) -> Result<OutboxMessage> {
             let payload: Json<serde_json::Value> = row.try_get("payload").during("read outbox")?;
             Ok(OutboxMessage {
@@ -75,29 +159,40 @@ for_each_dialect! {
         }
     }
     sqlite {
-        /// Writes events inside an open transaction; an event id already present is skipped,
-        /// so retrying a transaction never duplicates an event.
-        pub(crate) async fn insert(tx: &mut Tx, events: &[OutboxEvent]) -> Result<()> {
+        /// Inserts the events whose ids the tenant has not used; returns the ids inserted.
+        async fn insert_new(
+            tx: &mut Tx,
+            tenant: TenantId,
+            events: &[&OutboxEvent],
+        ) -> Result<HashSet<Uuid>> {
+            let mut inserted = HashSet::with_capacity(events.len());
             // 5 parameters a row stays well under SQLite's 32,766 bound parameters.
             for chunk in events.chunks(1000) {
+                let payloads = chunk
+                    .iter()
+                    .map(|e| input::document("event payload", &e.payload))
+                    .collect::<Result<Vec<_>>>()?;
                 let mut builder = sqlx::QueryBuilder::new(
                     "INSERT INTO outbox (tenant_id, event_id, event_type, occurred_at, payload) ",
                 );
-                builder.push_values(chunk, |mut row, e| {
-                    row.push_bind(e.tenant.as_uuid())
+                builder.push_values(chunk.iter().zip(payloads), |mut row, (e, payload)| {
+                    row.push_bind(tenant.as_uuid())
                         .push_bind(e.id.as_uuid())
                         .push_bind(e.event_type.as_str())
                         .push_bind(e.occurred_at)
-                        .push_bind(Json(&e.payload));
+                        .push_bind(Json(payload));
                 });
-                builder.push(" ON CONFLICT (event_id) DO NOTHING");
-                builder
+                builder.push(" ON CONFLICT (tenant_id, event_id) DO NOTHING RETURNING event_id");
+                let rows = builder
                     .build()
-                    .execute(&mut **tx)
+                    .fetch_all(&mut **tx)
                     .await
                     .during("write outbox events")?;
+                for row in &rows {
+                    inserted.insert(row.try_get::<Uuid, _>(0).during("write outbox events")?);
+                }
             }
-            Ok(())
+            Ok(inserted)
         }
 
         pub(crate) async fn mark(
@@ -124,38 +219,39 @@ for_each_dialect! {
         }
     }
     postgres {
-        use uuid::Uuid;
-
-        /// Writes events inside an open transaction with one UNNEST insert; an event id
-        /// already present is skipped, so retrying a transaction never duplicates an event.
-        pub(crate) async fn insert(tx: &mut Tx, events: &[OutboxEvent]) -> Result<()> {
-            let tenants: Vec<Uuid> = events.iter().map(|e| e.tenant.as_uuid()).collect();
+        /// Inserts the events whose ids the tenant has not used, with one UNNEST insert;
+        /// returns the ids inserted.
+        async fn insert_new(
+            tx: &mut Tx,
+            tenant: TenantId,
+            events: &[&OutboxEvent],
+        ) -> Result<HashSet<Uuid>> {
             let ids: Vec<Uuid> = events.iter().map(|e| e.id.as_uuid()).collect();
             let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
             let at: Vec<DateTime<Utc>> = events.iter().map(|e| e.occurred_at).collect();
             // Sent as text and cast to `json` (the column's type, migration 0004): the server
             // only validates it. A `Json` bind would be declared `jsonb` and parsed into the
             // binary form first.
-            let payloads: Vec<String> = events
-                .iter()
-                .map(|e| e.payload.to_string())
-                .collect();
-            sqlx::query(
+            let payloads: Vec<String> = events.iter().map(|e| e.payload.to_string()).collect();
+            for payload in &payloads {
+                input::document_text("event payload", payload)?;
+            }
+            let inserted: Vec<Uuid> = sqlx::query_scalar(
                 "INSERT INTO outbox (tenant_id, event_id, event_type, occurred_at, payload) \
-                 SELECT u.tenant, u.id, u.kind, u.at, u.payload::json \
-                 FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[], \
-                             $5::text[]) AS u(tenant, id, kind, at, payload) \
-                 ON CONFLICT (event_id) DO NOTHING",
+                 SELECT $1, u.id, u.kind, u.at, u.payload::json \
+                 FROM UNNEST($2::uuid[], $3::text[], $4::timestamptz[], $5::text[]) \
+                   AS u(id, kind, at, payload) \
+                 ON CONFLICT (tenant_id, event_id) DO NOTHING RETURNING event_id",
             )
-            .bind(tenants)
+            .bind(tenant.as_uuid())
             .bind(ids)
             .bind(types)
             .bind(at)
             .bind(payloads)
-            .execute(&mut **tx)
+            .fetch_all(&mut **tx)
             .await
             .during("write outbox events")?;
-            Ok(())
+            Ok(inserted.into_iter().collect())
         }
 
         pub(crate) async fn mark(
@@ -183,23 +279,21 @@ impl Database {
     /// Writes domain events to the outbox in a transaction of their own (services that change
     /// state through this crate's stores write their events in the change's transaction).
     ///
+    /// An event id the tenant already used is skipped when it names the same event (a
+    /// replay) and refused when it names another one. Ids are the tenant's own: another
+    /// tenant's use of an id changes nothing here.
+    ///
     /// # Errors
     ///
-    /// [`SqlError::InvalidOption`] if an event belongs to another tenant, [`SqlError::Json`],
-    /// [`SqlError::Database`].
+    /// [`SqlError::TenantMismatch`] if an event belongs to another tenant,
+    /// [`SqlError::Duplicate`] for an id that names a different event of this tenant,
+    /// [`SqlError::InvalidInput`] for a NUL character or an oversize payload, [`SqlError::Json`],
+    /// [`SqlError::Database`]. Nothing is written then.
     pub async fn append_events(&self, tenant: TenantId, events: &[OutboxEvent]) -> Result<()> {
-        if let Some(other) = events.iter().find(|e| e.tenant != tenant) {
-            return Err(SqlError::InvalidOption {
-                option: "events",
-                reason: format!(
-                    "event {} belongs to tenant {}, not {tenant}",
-                    other.id, other.tenant
-                ),
-            });
-        }
+        check_events(tenant, events)?;
         dispatch!(self, pool, d => {
             let mut tx = d::begin_tenant(pool, tenant).await?;
-            d::outbox::insert(&mut tx, events).await?;
+            d::outbox::insert(&mut tx, tenant, events).await?;
             tx.commit().await.during("commit outbox events")
         })
     }
@@ -211,6 +305,7 @@ impl Database {
     ///
     /// # Errors
     ///
+    /// [`SqlError::InvalidInput`] for a NUL character or an oversize consumer name,
     /// [`SqlError::Database`].
     pub async fn claim_outbox(
         &self,
@@ -219,6 +314,7 @@ impl Database {
         now: DateTime<Utc>,
         lease: chrono::Duration,
     ) -> Result<Vec<OutboxMessage>> {
+        input::text("relay consumer name", consumer)?;
         let expires = now + lease;
         let mut claimed = dispatch!(self, pool, d => {
             let mut tx = d::begin_relay(pool).await?;
@@ -257,6 +353,7 @@ impl Database {
     ///
     /// # Errors
     ///
+    /// [`SqlError::InvalidInput`] for a NUL character or an oversize consumer name,
     /// [`SqlError::Database`].
     pub async fn mark_delivered(
         &self,
@@ -264,6 +361,7 @@ impl Database {
         seqs: &[i64],
         now: DateTime<Utc>,
     ) -> Result<u64> {
+        input::text("relay consumer name", consumer)?;
         dispatch!(self, pool, d => {
             let mut tx = d::begin_relay(pool).await?;
             let marked = d::outbox::mark(&mut tx, consumer, seqs, now).await?;

@@ -136,8 +136,13 @@ async fn a_tenant_transaction_cannot_write_another_tenants_rows() {
     .bind(b.as_uuid())
     .execute(&mut *tx)
     .await;
-    let error = smuggled.unwrap_err().to_string();
-    assert!(error.contains("row-level security"), "{error}");
+    let error = smuggled.unwrap_err();
+    assert!(error.to_string().contains("row-level security"), "{error}");
+    // The second line reports the same kind as the checks made before any SQL runs.
+    assert_eq!(
+        crate::error::classify(&error),
+        dotmac_core::StorageErrorKind::TenantMismatch
+    );
     tx.rollback().await.unwrap();
 }
 

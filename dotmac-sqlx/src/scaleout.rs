@@ -141,20 +141,19 @@ impl SqlStore {
     /// # Errors
     ///
     /// [`SqlError::Duplicate`](crate::SqlError::Duplicate) for a subscription that exists,
-    /// [`SqlError::Json`](crate::SqlError::Json), [`SqlError::Database`](crate::SqlError::Database).
+    /// [`SqlError::InvalidInput`](crate::SqlError::InvalidInput) for a record holding a NUL
+    /// character (checked before any SQL runs), [`SqlError::Json`](crate::SqlError::Json),
+    /// [`SqlError::Database`](crate::SqlError::Database).
     pub async fn import_subscriptions(
         &self,
         tenant: TenantId,
         accounts: &[CustomerAccount],
         subscriptions: &[Subscription],
     ) -> Result<()> {
-        let json = |what: &'static str, v: &dyn erased::Body| {
-            v.to_json()
-                .map_err(|source| crate::SqlError::Json { what, source })
-        };
+        // Serialised once and checked for what the database cannot store, before any SQL.
         let accounts = accounts
             .iter()
-            .map(|a| Ok((a.customer.as_uuid(), json("account", a)?)))
+            .map(|a| Ok((a.customer.as_uuid(), crate::input::document("account", a)?)))
             .collect::<Result<Vec<_>>>()?;
         let subs = subscriptions
             .iter()
@@ -163,7 +162,7 @@ impl SqlStore {
                     s.id.as_uuid(),
                     s.customer.as_uuid(),
                     i64::try_from(s.revision).unwrap_or(i64::MAX),
-                    json("subscription", s)?,
+                    crate::input::document("subscription", s)?,
                 ))
             })
             .collect::<Result<Vec<_>>>()?;
@@ -380,7 +379,7 @@ impl SqlStore {
                 .iter()
                 .map(OutboxEvent::from_domain)
                 .collect::<Result<Vec<_>>>()?;
-            d::outbox::insert(&mut tx, &events).await?;
+            d::outbox::insert(&mut tx, tenant, &events).await?;
             testing::before_chunk_commit();
             tx.commit().await.during("commit bill run chunk")?;
         });
@@ -456,19 +455,6 @@ pub mod testing {
 /// A chunk as read: its subscriptions (in id order) and their customers' accounts and pending
 /// charges.
 type LoadedChunk = (Vec<Subscription>, Vec<CustomerAccount>, Vec<PendingCharge>);
-
-mod erased {
-    /// A serialisable record, as a JSON value (keeps the import helper non-generic).
-    pub(super) trait Body {
-        fn to_json(&self) -> Result<serde_json::Value, serde_json::Error>;
-    }
-
-    impl<T: serde::Serialize> Body for T {
-        fn to_json(&self) -> Result<serde_json::Value, serde_json::Error> {
-            serde_json::to_value(self)
-        }
-    }
-}
 
 /// Splits `(customer, subscription)` rows, sorted by customer, into chunks of at least
 /// `chunk_size` subscriptions (the last may be smaller) that never split a customer.

@@ -16,8 +16,9 @@ use crate::store::SqlStore;
 
 type Result<T> = std::result::Result<T, SupportError>;
 
+/// Storage failures as support errors: the kind and the cause are kept.
 fn storage(error: SqlError) -> SupportError {
-    SupportError::Storage(error.to_string())
+    SupportError::Storage(error.into())
 }
 
 fn id(tenant: TenantId) -> Bind {

@@ -5,6 +5,7 @@ use dotmac_core::TenantId;
 
 use crate::db::{Database, dispatch, for_each_dialect};
 use crate::error::{Context, Result, SqlError, is_unique_violation};
+use crate::input;
 
 /// What [`Database::claim_idempotency_key`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,13 +23,15 @@ impl Database {
     ///
     /// # Errors
     ///
-    /// [`SqlError::Duplicate`] if the tenant exists, [`SqlError::Database`].
+    /// [`SqlError::Duplicate`] if the tenant exists, [`SqlError::InvalidInput`] for a NUL
+    /// character or an oversize name, [`SqlError::Database`].
     pub async fn create_tenant(
         &self,
         tenant: TenantId,
         name: &str,
         now: DateTime<Utc>,
     ) -> Result<()> {
+        input::text("tenant name", name)?;
         dispatch!(self, pool, d => {
             let mut tx = d::begin_tenant(pool, tenant).await?;
             let inserted = sqlx::query(
@@ -75,7 +78,8 @@ impl Database {
     ///
     /// # Errors
     ///
-    /// [`SqlError::Database`].
+    /// [`SqlError::InvalidInput`] for a NUL character, a scope or key over 1,024 bytes or a
+    /// reference over 1 MiB, [`SqlError::Database`].
     pub async fn claim_idempotency_key(
         &self,
         tenant: TenantId,
@@ -84,6 +88,9 @@ impl Database {
         reference: &str,
         now: DateTime<Utc>,
     ) -> Result<IdempotencyClaim> {
+        input::key("idempotency scope", scope)?;
+        input::key("idempotency key", key)?;
+        input::text("idempotency reference", reference)?;
         dispatch!(self, pool, d => {
             let mut tx = d::begin_tenant(pool, tenant).await?;
             let claim = d::tenants::claim_idempotency_key(&mut tx, tenant, scope, key, reference, now)

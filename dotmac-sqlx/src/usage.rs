@@ -10,7 +10,8 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use crate::db::{Database, dispatch, for_each_dialect};
-use crate::error::{Context, Result};
+use crate::error::{Context, InputProblem, Result, SqlError};
+use crate::input;
 
 /// Rows per statement on SQLite: bounded by its 32,766 parameters (8 a row).
 const BATCH: usize = 4000;
@@ -170,9 +171,31 @@ for_each_dialect! {
     }
 }
 
+/// Checks an event's properties, before any SQL runs, for what the database cannot store: a
+/// NUL character in a name or value, or more than a document's worth of text in all.
+fn check_properties(properties: &BTreeMap<String, String>) -> Result<()> {
+    let mut bytes: usize = 0;
+    for (name, value) in properties {
+        input::text("usage property name", name)?;
+        input::text("usage property value", value)?;
+        bytes = bytes.saturating_add(name.len()).saturating_add(value.len());
+    }
+    if bytes > input::MAX_DOCUMENT_BYTES {
+        return Err(SqlError::InvalidInput {
+            what: "usage properties",
+            problem: InputProblem::TooLong {
+                bytes,
+                max: input::MAX_DOCUMENT_BYTES,
+            },
+        });
+    }
+    Ok(())
+}
+
 impl Database {
     /// Stores the events whose ids are new for the tenant, in one transaction; per event,
     /// whether it was new (an id repeated within the batch is new only the first time).
+    /// [`SqlError::InvalidInput`] for properties the database cannot store; nothing is written.
     pub(crate) async fn append_usage(
         &self,
         tenant: TenantId,
@@ -180,6 +203,9 @@ impl Database {
     ) -> Result<Vec<bool>> {
         if events.is_empty() {
             return Ok(Vec::new());
+        }
+        for event in events {
+            check_properties(&event.properties)?;
         }
         let mut inserted =
             dispatch!(self, pool, d => d::usage::append(pool, tenant, events).await?);

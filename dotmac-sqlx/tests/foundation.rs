@@ -332,13 +332,18 @@ async fn appending_another_tenants_event_is_refused_and_writes_nothing() {
         let other = new_tenant(&db).await;
         let events = vec![event(tenant, "A"), event(other, "B")];
         let refused = db.append_events(tenant, &events).await;
-        assert!(matches!(
-            refused,
-            Err(SqlError::InvalidOption {
-                option: "events",
-                ..
-            })
-        ));
+        match refused {
+            Err(SqlError::TenantMismatch {
+                what: "outbox event",
+                id,
+                expected,
+                found,
+            }) => {
+                assert_eq!(id, events[1].id.to_string(), "{name}");
+                assert_eq!((expected, found), (tenant, other), "{name}");
+            }
+            other => panic!("{name}: expected a tenant mismatch, got {other:?}"),
+        }
         assert!(db.outbox_events(tenant).await.unwrap().is_empty(), "{name}");
         assert!(db.outbox_events(other).await.unwrap().is_empty(), "{name}");
     }

@@ -172,9 +172,10 @@ pub enum SupportError {
     /// The configuration refers to something that is not in it.
     #[error("configuration error: {0}")]
     Config(String),
-    /// A storage backend failed.
-    #[error("storage error: {0}")]
-    Storage(String),
+    /// A store failed: its [kind](dotmac_core::StorageErrorKind) says what to do (retry an
+    /// unavailable store, change invalid input), and the backend's error is kept as the source.
+    #[error("{0}")]
+    Storage(#[from] dotmac_core::StorageError),
 }
 
 /// `Result` with [`SupportError`].

@@ -163,9 +163,8 @@ pub fn radius_attributes(data: &[u8]) {
     let rates = [0, 1_000_000_000, u64::MAX];
     let rate = rates[data.len() % rates.len()];
     for direction in [Direction::InputIsUpload, Direction::InputIsDownload] {
-        let settings =
-            RadiusSettings::new(direction, MeterId::from_u128(1), MeterId::from_u128(2))
-                .with_max_line_rate_bps(rate);
+        let settings = RadiusSettings::new(direction, MeterId::from_u128(1), MeterId::from_u128(2))
+            .with_max_line_rate_bps(rate);
         let mut normaliser = RadiusNormaliser::with_settings(settings);
         let mut out = Vec::new();
         for (i, record) in records.iter().enumerate() {

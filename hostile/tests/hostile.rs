@@ -99,7 +99,11 @@ fn mutated(seeds: Vec<Vec<u8>>) -> impl Strategy<Value = Vec<u8>> {
         .prop_map(move |(first, other, edits)| {
             let mut bytes = seeds[first].clone();
             for (kind, at, len, byte) in edits {
-                let at = if bytes.is_empty() { 0 } else { at % bytes.len() };
+                let at = if bytes.is_empty() {
+                    0
+                } else {
+                    at % bytes.len()
+                };
                 let len = len % 64;
                 match kind {
                     0 if !bytes.is_empty() => bytes[at] ^= byte | 1,
@@ -115,7 +119,11 @@ fn mutated(seeds: Vec<Vec<u8>>) -> impl Strategy<Value = Vec<u8>> {
                     }
                     _ => {
                         let donor = &seeds[other];
-                        let from = if donor.is_empty() { 0 } else { at % donor.len() };
+                        let from = if donor.is_empty() {
+                            0
+                        } else {
+                            at % donor.len()
+                        };
                         let end = (from + len).min(donor.len());
                         bytes.splice(at..at, donor[from..end].iter().copied());
                     }
@@ -146,7 +154,9 @@ fn number_text() -> impl Strategy<Value = String> {
 #[test]
 fn money_text() {
     let line = (
-        prop::sample::select(vec!["USD", "EUR", "JPY", "KWD", "BHD", "usd", "XXX", "", "U"]),
+        prop::sample::select(vec![
+            "USD", "EUR", "JPY", "KWD", "BHD", "usd", "XXX", "", "U",
+        ]),
         number_text(),
     )
         .prop_map(|(code, amount)| format!("{code} {amount}"));
@@ -168,9 +178,8 @@ fn price_json() -> impl Strategy<Value = String> {
     let block = (number_text(), number_text(), number_text()).prop_map(|(size, max, amount)| {
         format!(r#"{{"block_size": "{size}", "max_blocks": "{max}", "block_amount": "{amount}"}}"#)
     });
-    let percent = (number_text(), number_text()).prop_map(|(up_to, rate)| {
-        format!(r#"{{"up_to": "{up_to}", "rate_percent": "{rate}"}}"#)
-    });
+    let percent = (number_text(), number_text())
+        .prop_map(|(up_to, rate)| format!(r#"{{"up_to": "{up_to}", "rate_percent": "{rate}"}}"#));
     prop_oneof![
         number_text().prop_map(|n| format!(r#"{{"model": "per_unit", "unit_amount": "{n}"}}"#)),
         (number_text(), number_text(), number_text()).prop_map(|(s, a, f)| format!(
@@ -236,7 +245,9 @@ fn plan_json() -> impl Strategy<Value = String> {
         ]),
     )
         .prop_map(|(currency, price, kind)| {
-            format!(r#"{{"kind": {kind}, "prices": [{{"currency": "{currency}", "model": {price}}}]}}"#)
+            format!(
+                r#"{{"kind": {kind}, "prices": [{{"currency": "{currency}", "model": {price}}}]}}"#
+            )
         });
     let version = (
         0u32..4,
@@ -387,8 +398,8 @@ fn reported_feeds() -> Vec<Vec<u8>> {
 
 #[test]
 fn ical_feed() {
-    let feed = (prop::collection::vec(ical_event(), 0..6), 0usize..3000).prop_map(
-        |(events, depth)| {
+    let feed =
+        (prop::collection::vec(ical_event(), 0..6), 0usize..3000).prop_map(|(events, depth)| {
             let mut feed = String::from("BEGIN:VCALENDAR\r\nVERSION:2.0\r\n");
             for _ in 0..depth {
                 feed.push_str("BEGIN:VTODO\r\n");
@@ -401,8 +412,7 @@ fn ical_feed() {
             }
             feed.push_str("END:VCALENDAR\r\n");
             feed.into_bytes()
-        },
-    );
+        });
     let reported = reported_feeds();
     let seeds = reported.clone();
     on_small_stack("ical_feed", move || {
