@@ -8,7 +8,11 @@
 //! `deny_unknown_fields`, so an unknown field is an error) to `Result<(), String>`; the harness
 //! reports every failure with its file and case id.
 //!
-//! The runners themselves are in `tests/families/`, one file per family.
+//! The runners themselves are in [`families`], one module per family, so that the test suite and
+//! the hostile-input harness (`dotmac-hostile`, which feeds mutated case files to them) share them.
+
+#[allow(missing_docs)]
+pub mod families;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -182,6 +186,25 @@ where
     C: DeserializeOwned,
     F: Fn(C) -> Result<(), String>,
 {
+    match std::fs::read_to_string(file) {
+        Ok(text) => run_cases(file, &text, runner, failures),
+        Err(e) => {
+            failures.push(Failure {
+                file: file.to_path_buf(),
+                id: "<file>".into(),
+                message: format!("cannot read: {e}"),
+            });
+            0
+        }
+    }
+}
+
+/// Runs the cases of one case file's text through `runner`; returns how many cases it held.
+fn run_cases<C, F>(file: &Path, text: &str, runner: &F, failures: &mut Vec<Failure>) -> usize
+where
+    C: DeserializeOwned,
+    F: Fn(C) -> Result<(), String>,
+{
     let fail = |failures: &mut Vec<Failure>, id: String, message: String| {
         failures.push(Failure {
             file: file.to_path_buf(),
@@ -189,10 +212,7 @@ where
             message,
         })
     };
-    let cases: Vec<serde_json::Value> = match std::fs::read_to_string(file)
-        .map_err(|e| e.to_string())
-        .and_then(|text| serde_json::from_str(&text).map_err(|e| e.to_string()))
-    {
+    let cases: Vec<serde_json::Value> = match serde_json::from_str(text) {
         Ok(cases) => cases,
         Err(e) => {
             fail(
@@ -218,6 +238,32 @@ where
         }
     }
     cases.len()
+}
+
+/// Runs the text of one case file of `family` (a JSON array of cases, as on disk) through that
+/// family's runner, as if it had been loaded from `file`: the loader and the runners without the
+/// file system, for callers that hold case files in memory (and for the hostile-input harness).
+///
+/// # Errors
+///
+/// When `family` is not one of [`KNOWN_FAMILIES`].
+pub fn run_case_file_text(family: &str, file: &Path, text: &str) -> Result<Report, String> {
+    let mut report = Report::default();
+    let failures = &mut report.failures;
+    let count = match family {
+        "pricing" => run_cases(file, text, &families::pricing::run, failures),
+        "periods" => run_cases(file, text, &families::periods::run, failures),
+        "billing" => run_cases(file, text, &families::billing::run, failures),
+        "sla" => run_cases(file, text, &families::sla::run, failures),
+        "commission" => run_cases(file, text, &families::commission::run, failures),
+        "dunning" => run_cases(file, text, &families::dunning::run, failures),
+        "usage" => run_cases(file, text, &families::usage::run, failures),
+        "invoice" => run_cases(file, text, &families::invoice::run, failures),
+        "radius" => run_cases(file, text, &families::radius::run, failures),
+        other => return Err(format!("unknown conformance family {other:?}")),
+    };
+    report.cases_per_root.push((file.to_path_buf(), count));
+    Ok(report)
 }
 
 /// Parses a decimal string from a case.

@@ -2,19 +2,7 @@
 //! any under `$DOTMAC_CONFORMANCE_DIR`) through the public API. One test per family; a failure names the case id.
 #![allow(missing_docs, unreachable_pub)]
 
-mod families {
-    pub mod billing;
-    pub mod commission;
-    pub mod dunning;
-    pub mod invoice;
-    pub mod periods;
-    pub mod pricing;
-    pub mod radius;
-    pub mod sla;
-    pub mod usage;
-}
-
-use dotmac_conformance::{run_family, unknown_families, verdict};
+use dotmac_conformance::{families, run_family, unknown_families, verdict};
 
 // A failing case must fail the test, with every failure listed: panicking is the point here.
 #[allow(clippy::panic)]
@@ -81,4 +69,22 @@ fn invoice() {
 #[test]
 fn radius() {
     check("radius", families::radius::run);
+}
+
+#[test]
+fn every_known_family_has_a_runner_for_case_text() {
+    for family in dotmac_conformance::KNOWN_FAMILIES {
+        let report =
+            dotmac_conformance::run_case_file_text(family, std::path::Path::new("<memory>"), "[]")
+                .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(report.cases(), 0, "{family}");
+        assert!(
+            report.failures.is_empty(),
+            "{family}: {:?}",
+            report.failures
+        );
+    }
+    assert!(
+        dotmac_conformance::run_case_file_text("nope", std::path::Path::new("x"), "[]").is_err()
+    );
 }

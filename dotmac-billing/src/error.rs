@@ -526,7 +526,9 @@ impl BillingError {
             BillingError::SetupFeeCurrencyWithoutPrice { .. } => "setup_fee_currency_without_price",
             BillingError::NegativeChargeQuantity { .. } => "negative_charge_quantity",
             BillingError::CreditWithoutReason { .. } => "credit_without_reason",
-            BillingError::SubscriptionOfAnotherCustomer { .. } => "subscription_of_another_customer",
+            BillingError::SubscriptionOfAnotherCustomer { .. } => {
+                "subscription_of_another_customer"
+            }
             BillingError::DueBeforeIssue { .. } => "due_before_issue",
             BillingError::DateBeyondHorizon { .. } => "date_beyond_horizon",
             BillingError::StartBeyondHorizon { .. } => "start_beyond_horizon",

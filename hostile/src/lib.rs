@@ -33,6 +33,7 @@ pub const BODIES: &[&str] = &[
     "plan_json",
     "radius_attributes",
     "ical_feed",
+    "conformance_case",
 ];
 
 /// Money as people type it: each line is `CODE amount` (`USD 12.50`); whatever parses is added,
@@ -201,6 +202,22 @@ pub fn ical_feed(data: &[u8]) {
     }
 }
 
+/// A conformance case file, as a user drops one into `$DOTMAC_CONFORMANCE_DIR`: the first
+/// byte picks the family, the rest is the file's text, run through the loader and that family's
+/// runner (which drive the whole public API: pricing, billing timelines, SLA clocks, dunning,
+/// commissions, usage, invoices, RADIUS). A case that fails is a correct answer.
+pub fn conformance_case(data: &[u8]) {
+    let Some((&selector, text)) = data.split_first() else {
+        return;
+    };
+    let families = dotmac_conformance::KNOWN_FAMILIES;
+    let family = families[usize::from(selector) % families.len()];
+    let Ok(text) = std::str::from_utf8(text) else {
+        return;
+    };
+    let _ = dotmac_conformance::run_case_file_text(family, std::path::Path::new("<fuzz>"), text);
+}
+
 /// Runs the body called `name` (one of [`BODIES`]) on `data`; `false` for an unknown name.
 pub fn run(name: &str, data: &[u8]) -> bool {
     match name {
@@ -209,6 +226,7 @@ pub fn run(name: &str, data: &[u8]) -> bool {
         "plan_json" => plan_json(data),
         "radius_attributes" => radius_attributes(data),
         "ical_feed" => ical_feed(data),
+        "conformance_case" => conformance_case(data),
         _ => return false,
     }
     true

@@ -421,9 +421,52 @@ fn ical_feed() {
     });
 }
 
+/// Every case file the suite knows (shared and repository-local), each prefixed with the byte
+/// that selects its family in `dotmac_hostile::conformance_case`.
+fn case_file_seeds() -> Vec<Vec<u8>> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut seeds = Vec::new();
+    for (selector, family) in dotmac_conformance::KNOWN_FAMILIES.iter().enumerate() {
+        for dir in [
+            root.join("../../shared/conformance").join(family),
+            root.join("../conformance/cases").join(family),
+        ] {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            let mut files: Vec<_> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+            files.sort();
+            for file in files {
+                if let Ok(text) = std::fs::read(&file) {
+                    let mut seed = vec![u8::try_from(selector).unwrap_or(0)];
+                    seed.extend(text);
+                    seeds.push(seed);
+                }
+            }
+        }
+    }
+    seeds
+}
+
+#[test]
+fn conformance_case() {
+    let seeds = case_file_seeds();
+    // Without the shared cases there is nothing to mutate: that is a broken checkout, not a pass.
+    assert!(
+        seeds.len() >= dotmac_conformance::KNOWN_FAMILIES.len(),
+        "only {} case files found",
+        seeds.len()
+    );
+    let fixed = seeds.clone();
+    on_small_stack("conformance_case", move || {
+        let fixed: Vec<&[u8]> = fixed.iter().map(Vec::as_slice).collect();
+        hunt("conformance_case", &fixed, mutated(seeds))
+    });
+}
+
 #[test]
 fn every_body_has_a_hunt() {
-    // The five tests above name these bodies; a new body needs a new test.
+    // The tests above name these bodies; a new body needs a new test.
     assert_eq!(
         dotmac_hostile::BODIES,
         [
@@ -431,7 +474,8 @@ fn every_body_has_a_hunt() {
             "price_model_json",
             "plan_json",
             "radius_attributes",
-            "ical_feed"
+            "ical_feed",
+            "conformance_case"
         ]
     );
     assert!(!dotmac_hostile::run("no such body", b""));

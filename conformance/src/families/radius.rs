@@ -6,11 +6,11 @@
 
 use std::collections::BTreeMap;
 
+use crate::instant;
 use dotmac_billing::radius::{
     AcctStatusType, Direction, RadiusNormaliser, RadiusRecord, SessionKey,
 };
 use dotmac_billing::usage::MeterId;
-use dotmac_conformance::instant;
 use dotmac_core::{CustomerId, SubscriptionId};
 use rust_decimal::Decimal;
 use serde::Deserialize;

@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::{decimal, instant, same_amount};
 use dotmac_billing::PriceModel;
 use dotmac_billing::usage::allowance::{
     AllowancePeriod, AllowancePolicy, IncludedRollover, Rollover, TopUp,
@@ -16,7 +17,6 @@ use dotmac_billing::usage::allowance::{
 use dotmac_billing::usage::{
     Aggregation, MeterId, PeriodAggregation, UsageEvent, UsageEventId, rate,
 };
-use dotmac_conformance::{decimal, instant, same_amount};
 use dotmac_core::{Currency, CustomerId};
 use rust_decimal::Decimal;
 use serde::Deserialize;

@@ -10,10 +10,10 @@
 //! in this family (`write_off` and `late_fee` have their domain effects, which change nothing
 //! that the family observes). Actions compare by name; `restore` is the name of a restore.
 
+use crate::{date, decimal};
 use dotmac_billing::dunning::{
     DunningInvoice, DunningPolicy, DunningState, RestoreOnPayment, Settlement, StepName, evaluate,
 };
-use dotmac_conformance::{date, decimal};
 use dotmac_core::{Currency, CustomerId, InvoiceId, Money};
 use serde::Deserialize;
 

@@ -4,8 +4,8 @@
 //! deserialized straight into it (with its validation); the quantity goes through
 //! `PriceModel::amount`, and the exact, unrounded result is compared.
 
+use crate::{decimal, same_amount};
 use dotmac_billing::PriceModel;
-use dotmac_conformance::{decimal, same_amount};
 use serde::Deserialize;
 
 #[derive(Deserialize)]

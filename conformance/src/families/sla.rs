@@ -2,8 +2,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::{date, instant};
 use chrono::{DateTime, DurationRound, TimeDelta, Utc, Weekday};
-use dotmac_conformance::{date, instant};
 use dotmac_support::{
     BusinessCalendar, ClockState, Priority, SlaMetric, SlaPolicy, SlaPolicyId, SlaTarget,
     SlaTargets, SlaTimeline, Status, StatusCategory, StatusName,

@@ -5,11 +5,11 @@
 //! exclusive `TaxRate`s (compound ones on the taxes before them), its `tax_rounding` as
 //! `TaxRounding`.
 
+use crate::{decimal, same_amount};
 use dotmac_billing::{
     DocumentDiscount, DocumentLineInput, DocumentTotalsSettings, TaxRate, TaxRateId, TaxRounding,
     document_totals,
 };
-use dotmac_conformance::{decimal, same_amount};
 use dotmac_core::{Currency, Money, RoundingMode};
 use rust_decimal::Decimal;
 use serde::Deserialize;

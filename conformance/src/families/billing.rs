@@ -8,13 +8,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use crate::{date, decimal, same_amount};
 use chrono::NaiveDate;
 use dotmac_billing::{
     BillingTiming, CancelTiming, ChangeTiming, Charge, DocumentSettings, FirstPeriod, Invoice,
     PendingCharge, Plan, ProrationBehavior, ProrationMode, Subscription, SubscriptionChange,
     bill_due, cancel, change,
 };
-use dotmac_conformance::{date, decimal, same_amount};
 use dotmac_core::{
     BillingInterval, Currency, CustomerId, Money, PlanId, ProductId, RoundingMode, SubscriptionId,
 };

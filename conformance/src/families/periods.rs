@@ -1,6 +1,6 @@
 //! `periods/`: billing-period boundaries from an anchor.
 
-use dotmac_conformance::date;
+use crate::date;
 use dotmac_core::BillingInterval;
 use serde::Deserialize;
 

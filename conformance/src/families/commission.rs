@@ -1,6 +1,6 @@
 //! `commission/`: tiered commission on one amount, and a partner's ledger for one customer.
 
-use dotmac_conformance::{date, decimal, same_amount};
+use crate::{date, decimal, same_amount};
 use dotmac_core::{Currency, CustomerId, Money, PaymentId};
 use dotmac_partners::{
     CommissionDuration, CommissionPlan, CommissionTier, CommissionTiers, PartnerId, ReferralLedger,
