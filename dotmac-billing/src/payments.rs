@@ -869,11 +869,21 @@ mod tests {
         let max = Money::new(rust_decimal::Decimal::MAX, Currency::USD);
         let mut ledger = CustomerLedger::new(CustomerId::from_u128(1), Currency::USD);
         ledger
-            .record_payment(PaymentId::from_u128(1), max, day(1), AllocationTarget::OldestFirst)
+            .record_payment(
+                PaymentId::from_u128(1),
+                max,
+                day(1),
+                AllocationTarget::OldestFirst,
+            )
             .unwrap();
         let before = ledger.clone();
         assert_eq!(
-            ledger.record_payment(PaymentId::from_u128(2), max, day(2), AllocationTarget::OldestFirst),
+            ledger.record_payment(
+                PaymentId::from_u128(2),
+                max,
+                day(2),
+                AllocationTarget::OldestFirst
+            ),
             Err(BillingError::Core(CoreError::Overflow {
                 operation: "customer credit"
             }))
@@ -885,7 +895,12 @@ mod tests {
             .record_invoice(InvoiceId::from_u128(1), usd(100), day(3), day(17))
             .unwrap();
         ledger
-            .record_payment(PaymentId::from_u128(2), usd(100), day(4), AllocationTarget::OldestFirst)
+            .record_payment(
+                PaymentId::from_u128(2),
+                usd(100),
+                day(4),
+                AllocationTarget::OldestFirst,
+            )
             .unwrap();
         assert_eq!(ledger.credit(), max);
     }

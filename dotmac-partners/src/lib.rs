@@ -33,6 +33,11 @@
 //!
 //! None.
 
+// Unchecked arithmetic is refused in library code: `+` on a `Decimal` panics on overflow and on
+// an integer wraps in release. Use checked operations (`Money::checked_add`, `checked_sum`, …) or
+// an `allow` that says why the operation cannot overflow. Tests may use plain operators.
+#![cfg_attr(not(test), warn(clippy::arithmetic_side_effects))]
+
 mod error;
 mod ledger;
 mod tiers;

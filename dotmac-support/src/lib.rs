@@ -45,6 +45,11 @@
 //!
 //! - `testkit`: `testkit::run_store_suite`, the behaviour suite every store must pass.
 
+// Unchecked arithmetic is refused in library code: `+` on a `Decimal` panics on overflow and on
+// an integer wraps in release. Use checked operations (`Money::checked_add`, `checked_sum`, …) or
+// an `allow` that says why the operation cannot overflow. Tests may use plain operators.
+#![cfg_attr(not(test), warn(clippy::arithmetic_side_effects))]
+
 mod calendar;
 mod csat;
 mod error;
