@@ -206,7 +206,8 @@ impl DunningPolicy {
         } else {
             0
         };
-        let offset = i64::from(step.days_after_due) + grace;
+        // An i32 plus a u32 always fits in i64: this never saturates.
+        let offset = i64::from(step.days_after_due).saturating_add(grace);
         let mut day = if offset >= 0 {
             due.checked_add_days(Days::new(offset.unsigned_abs()))?
         } else {
@@ -215,7 +216,7 @@ impl DunningPolicy {
         if step.action == CollectionAction::Suspend {
             // An allowed day comes within 7 + blocked_dates.len() days unless every weekday is
             // blocked (refused by the builder, but a deserialized policy skips it): bound it.
-            let mut tries = 8 + self.blocked_dates.len();
+            let mut tries = self.blocked_dates.len().saturating_add(8);
             while self.suspension_blocked_on(day) {
                 tries = tries.checked_sub(1)?;
                 day = day.succ_opt()?;
@@ -378,7 +379,7 @@ impl DunningState {
             .any(|(index, step)| {
                 step.action == CollectionAction::Suspend
                     && self.step_fired(index)
-                    && self.fired & (1u64 << (32 + index)) == 0
+                    && self.fired & (1u64 << restore_bit(index)) == 0
             })
     }
 }
@@ -439,11 +440,26 @@ impl EventPayload for FiredAction {
     }
 }
 
+/// The bit of `state.fired` that records the restore after suspension step `index`.
+#[allow(
+    clippy::arithmetic_side_effects,
+    reason = "callers take at most MAX_DUNNING_STEPS (32) steps, so the bit is below 64"
+)]
+fn restore_bit(index: usize) -> u32 {
+    32 + index as u32
+}
+
+/// The open balance on `day`: `total` less the settlements dated on or before it.
+///
+/// A balance beyond `Decimal`'s range (settlements no ledger produces: a ledger keeps each
+/// invoice's paid amount between zero and its total) counts as `Decimal::MAX`, still open,
+/// rather than abort the replay.
 fn balance_on(total: Decimal, settlements: &[Settlement], day: NaiveDate) -> Decimal {
     settlements
         .iter()
         .filter(|s| s.on <= day)
-        .fold(total, |acc, s| acc - s.amount)
+        .try_fold(total, |acc, s| acc.checked_sub(s.amount))
+        .unwrap_or(Decimal::MAX)
 }
 
 /// Evaluates `policy` for `invoice` on `today`, appends the actions not fired before to `out`
@@ -498,7 +514,8 @@ pub fn evaluate(
         {
             // `index` < 32 by the bound above.
             *slot = (day, index as u8);
-            len += 1;
+            // At most MAX_DUNNING_STEPS slots are filled.
+            len = usize::saturating_add(len, 1);
         }
     }
     let schedule = schedule.get_mut(..len).unwrap_or_default();
@@ -544,7 +561,7 @@ pub fn evaluate(
         {
             emit(
                 state,
-                32 + u32::from(step),
+                restore_bit(usize::from(step)),
                 CollectionAction::Restore,
                 step,
                 paid_on,
@@ -579,7 +596,7 @@ pub fn evaluate(
     {
         emit(
             state,
-            32 + u32::from(step),
+            restore_bit(usize::from(step)),
             CollectionAction::Restore,
             step,
             paid_on,
@@ -594,14 +611,14 @@ pub fn evaluate(
         for (index, step) in policy.steps.iter().enumerate().take(MAX_DUNNING_STEPS) {
             let suspended_really = step.action == CollectionAction::Suspend
                 && state.step_fired(index)
-                && state.fired & (1u64 << (32 + index)) == 0
+                && state.fired & (1u64 << restore_bit(index)) == 0
                 && simulated_suspends & (1 << index) == 0;
             if suspended_really {
                 let balance = balance_on(total, settlements, today);
                 if balance <= Decimal::ZERO {
                     emit(
                         state,
-                        32 + index as u32,
+                        restore_bit(index),
                         CollectionAction::Restore,
                         index as u8,
                         today,
@@ -612,7 +629,8 @@ pub fn evaluate(
             }
         }
     }
-    out.len() - before
+    // `out` only grows here.
+    out.len().saturating_sub(before)
 }
 
 /// Where each invoice's [`DunningState`] is kept. Every call is scoped to a tenant.

@@ -275,6 +275,10 @@ fn mix(mut z: u64) -> u64 {
 }
 
 /// Growth of a cumulative counter from `last` to `now`.
+#[allow(
+    clippy::arithmetic_side_effects,
+    reason = "each branch's guard bounds its operands: now ≥ last, or last ≤ u32::MAX and now < last"
+)]
 fn growth(last: u64, now: u64, has_gigawords: bool) -> (u64, u64) {
     if now >= last {
         (now - last, now)
@@ -387,7 +391,8 @@ impl RadiusNormaliser {
                 properties: Default::default(),
             });
         }
-        Ok(out.len() - before)
+        // `out` only grows here.
+        Ok(out.len().saturating_sub(before))
     }
 
     /// Normalises a batch: the good records produce events, the bad ones are reported.

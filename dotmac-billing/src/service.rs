@@ -343,7 +343,8 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
         }
         self.issued_events(tenant, &result.issued, &mut events);
         let mut outcome = outcome;
-        outcome.subscription.revision += 1;
+        // The store has just bumped the stored revision, so it has a successor.
+        outcome.subscription.revision = outcome.subscription.revision.saturating_add(1);
         if let (Some(invoice), Some(issued)) = (outcome.invoice.as_mut(), result.issued.first()) {
             invoice.number = Some(issued.number);
             invoice.status = InvoiceStatus::Open;
@@ -466,10 +467,11 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
         loop {
             let chunk = self.run_chunk(tenant, as_of, &plans, total.cursor).await?;
             let done = chunk.subscriptions == 0;
-            total.subscriptions += chunk.subscriptions;
-            total.invoices += chunk.invoices;
-            total.duplicates += chunk.duplicates;
-            total.conflicts += chunk.conflicts;
+            // Counts of records held in memory: cannot reach usize::MAX.
+            total.subscriptions = total.subscriptions.saturating_add(chunk.subscriptions);
+            total.invoices = total.invoices.saturating_add(chunk.invoices);
+            total.duplicates = total.duplicates.saturating_add(chunk.duplicates);
+            total.conflicts = total.conflicts.saturating_add(chunk.conflicts);
             total.events.extend(chunk.events);
             if done {
                 break;
@@ -800,8 +802,9 @@ pub fn record_chunk(
     for (item, result) in items.iter().zip(results) {
         match result {
             Ok(result) => {
-                summary.invoices += result.issued.len();
-                summary.duplicates += result.duplicates;
+                // Counts of records held in memory: cannot reach usize::MAX.
+                summary.invoices = summary.invoices.saturating_add(result.issued.len());
+                summary.duplicates = summary.duplicates.saturating_add(result.duplicates);
                 summary.events.extend(
                     result
                         .issued
@@ -824,7 +827,7 @@ pub fn record_chunk(
             // subscription is left for the next run, which re-reads both.
             Err(
                 BillingError::ConcurrentUpdate { .. } | BillingError::PendingChargeTaken { .. },
-            ) => summary.conflicts += 1,
+            ) => summary.conflicts = summary.conflicts.saturating_add(1),
             Err(e) => return Err(e),
         }
     }

@@ -149,8 +149,9 @@ pub(crate) fn local_midnight(zone: Tz, date: NaiveDate) -> Result<DateTime<Utc>,
         .from_local_datetime(&naive)
         .earliest()
         .or_else(|| {
-            zone.from_local_datetime(&(naive + Duration::hours(1)))
-                .earliest()
+            naive
+                .checked_add_signed(Duration::hours(1))
+                .and_then(|later| zone.from_local_datetime(&later).earliest())
         })
         .ok_or(dotmac_core::CoreError::DateOutOfRange(
             "local midnight does not exist",
@@ -607,20 +608,37 @@ impl UsageAggregator {
         Ok((window, slot))
     }
 
+    /// The slab index of a customer's meter. Customers and meters are indices of tables held
+    /// in memory, so the product fits; saturating keeps an impossible one out of range.
+    fn hot_index(&self, customer: u32, meter: usize) -> usize {
+        (customer as usize)
+            .saturating_mul(self.meters.len())
+            .saturating_add(meter)
+    }
+
     fn hot_mut(&mut self, slot: usize, customer: u32, meter: usize) -> Option<&mut Hot> {
-        let index = customer as usize * self.meters.len() + meter;
-        let wanted = self.customer_ids.len() * self.meters.len();
+        let index = self.hot_index(customer, meter);
+        let wanted = self.customer_ids.len().saturating_mul(self.meters.len());
         let slab = self.periods.get_mut(slot)?;
         if index >= slab.hot.len() {
-            slab.hot.resize(wanted.max(index + 1), EMPTY_HOT);
+            slab.hot
+                .resize(wanted.max(index.checked_add(1)?), EMPTY_HOT);
         }
         slab.hot.get_mut(index)
     }
 
     fn hot(&self, key: BucketKey) -> Option<&Hot> {
         let slot = *self.period_slots.get(&key.period)?;
-        let index = key.customer as usize * self.meters.len() + key.meter as usize;
+        let index = self.hot_index(key.customer, key.meter as usize);
         self.periods.get(slot)?.hot.get(index)
+    }
+
+    /// The latest event time accepted for a delivery at `received_at`: the allowed skew later,
+    /// or the last representable instant.
+    fn latest_accepted(&self, received_at: DateTime<Utc>) -> DateTime<Utc> {
+        received_at
+            .checked_add_signed(self.max_future_skew)
+            .unwrap_or(DateTime::<Utc>::MAX_UTC)
     }
 
     /// Counts one event, unless it was seen before.
@@ -636,7 +654,7 @@ impl UsageAggregator {
         event: &UsageEvent,
         received_at: DateTime<Utc>,
     ) -> Result<Ingested, BillingError> {
-        let latest = received_at + self.max_future_skew;
+        let latest = self.latest_accepted(received_at);
         let customer = self.customer_index(event.customer);
         self.ingest_until(event, customer, latest)
     }
@@ -738,8 +756,7 @@ impl UsageAggregator {
     ) -> bool {
         let slot = accepted.slot as usize;
         let chunk_number = self.chunk_number;
-        let meters = self.meters.len();
-        let index = accepted.customer as usize * meters + accepted.meter as usize;
+        let index = self.hot_index(accepted.customer, accepted.meter as usize);
         let kind = self
             .kinds
             .get(accepted.meter as usize)
@@ -753,7 +770,8 @@ impl UsageAggregator {
                     saved.push((slot, index, *hot));
                     hot.saved_in = chunk_number;
                 }
-                hot.count += 1;
+                // One per event ingested: a u64 does not fill up.
+                hot.count = hot.count.saturating_add(1);
                 hot.acc.add(kind, event.quantity, event.timestamp, event.id);
                 hot.closed
             }
@@ -806,7 +824,7 @@ impl UsageAggregator {
         received_at: DateTime<Utc>,
     ) -> BatchReport {
         let mut report = BatchReport::default();
-        let latest = received_at + self.max_future_skew;
+        let latest = self.latest_accepted(received_at);
         // Chunk by chunk: every event is checked (in order, so rejections come out in order)
         // and counted optimistically, its id filed; then the chunk's ids go through the
         // idempotency set shard by shard, so that each shard's table is in cache while it is
@@ -819,8 +837,9 @@ impl UsageAggregator {
         let mut saved: Vec<(usize, usize, Hot)> = Vec::new();
         let mut special: Vec<(usize, u32, Accepted)> = Vec::new();
         for (chunk_index, chunk) in events.chunks(CHUNK).enumerate() {
-            let first = chunk_index * CHUNK;
-            self.chunk_number += 1;
+            // Counts and positions of events in memory: they cannot reach usize/u64::MAX.
+            let first = chunk_index.saturating_mul(CHUNK);
+            self.chunk_number = self.chunk_number.saturating_add(1);
             saved.clear();
             special.clear();
             let (mut counted, mut late) = (0, 0);
@@ -839,13 +858,13 @@ impl UsageAggregator {
                             }
                             self.seen.file(&mut ids, event.id.as_uuid().as_u128());
                             if self.count_hot(event, accepted, Some(&mut saved)) {
-                                late += 1;
+                                late = usize::saturating_add(late, 1);
                             } else {
-                                counted += 1;
+                                counted = usize::saturating_add(counted, 1);
                             }
                         }
                         Err(error) => report.rejected.push(Rejected {
-                            index: first + offset as usize,
+                            index: first.saturating_add(offset as usize),
                             event: event.id,
                             error,
                         }),
@@ -854,7 +873,7 @@ impl UsageAggregator {
             }
             let filed = ids.len();
             self.seen.insert_filed(&mut ids);
-            let duplicates = filed - ids.new_count();
+            let duplicates = filed.saturating_sub(ids.new_count());
             if duplicates > 0 {
                 // Some events were replays: undo the chunk's counting and count it again,
                 // skipping them. Batches of fresh events, the usual case, never come here.
@@ -875,14 +894,14 @@ impl UsageAggregator {
                         continue;
                     };
                     let new = ids.is_new(position);
-                    position += 1;
+                    position = usize::saturating_add(position, 1);
                     if !new {
                         continue;
                     }
                     if self.count_hot(event, accepted, None) {
-                        late += 1;
+                        late = usize::saturating_add(late, 1);
                     } else {
-                        counted += 1;
+                        counted = usize::saturating_add(counted, 1);
                     }
                 }
             }
@@ -893,9 +912,9 @@ impl UsageAggregator {
                     self.count_special(event, *accepted);
                 }
             }
-            report.counted += counted;
-            report.late += late;
-            report.duplicates += duplicates;
+            report.counted = report.counted.saturating_add(counted);
+            report.late = report.late.saturating_add(late);
+            report.duplicates = report.duplicates.saturating_add(duplicates);
         }
         report
     }
@@ -1012,21 +1031,33 @@ impl UsageAggregator {
             .map(|b| b.readings.clone())
             .unwrap_or_default();
         readings.sort_unstable_by_key(|(t, id, _)| (*t, *id));
-        let length = (window.end - window.start).num_seconds();
+        // `signed_duration_since` cannot overflow between two valid instants.
+        let length = window.end.signed_duration_since(window.start).num_seconds();
         if length <= 0 {
             return Ok(Decimal::ZERO);
         }
+        let overflow = || {
+            BillingError::Core(dotmac_core::CoreError::Overflow {
+                operation: "time-weighted sum",
+            })
+        };
+        let held_area = |area: Decimal, level: Decimal, from: DateTime<Utc>, to: DateTime<Utc>| {
+            let held = Decimal::from(to.signed_duration_since(from).num_seconds());
+            level
+                .checked_mul(held)
+                .and_then(|part| area.checked_add(part))
+                .ok_or_else(overflow)
+        };
         let mut level = carried;
         let mut since = window.start;
         let mut area = Decimal::ZERO;
         for (at, _, new_level) in readings {
-            let held = Decimal::from((at - since).num_seconds());
-            area += level * held;
+            area = held_area(area, level, since, at)?;
             level = new_level;
             since = at;
         }
-        area += level * Decimal::from((window.end - since).num_seconds());
-        Ok(area / Decimal::from(length))
+        area = held_area(area, level, since, window.end)?;
+        area.checked_div(Decimal::from(length)).ok_or_else(overflow)
     }
 
     /// Marks the period holding `period_start` as invoiced for this customer and meter, with the

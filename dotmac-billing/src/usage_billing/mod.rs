@@ -178,7 +178,8 @@ pub struct UsageRunSummary {
 
 impl UsageRunSummary {
     fn absorb(&mut self, other: UsageRunSummary) {
-        self.subscriptions += other.subscriptions;
+        // Counts of records held in memory: cannot reach usize::MAX.
+        self.subscriptions = self.subscriptions.saturating_add(other.subscriptions);
         self.rated.extend(other.rated);
         self.added.extend(other.added);
         self.events.extend(other.events);
@@ -455,7 +456,7 @@ impl<'a, B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource>
                 }
             }
             summary.rated.extend(rated);
-            index += 1;
+            index = index.saturating_add(1);
         }
         Ok(summary)
     }
