@@ -199,8 +199,8 @@ pub struct CustomerLedger {
     entries: Vec<LedgerEntry>,
     invoices: Vec<InvoiceBalance>,
     payments: Vec<PaymentBalance>,
-    /// Σ unallocated over the payments, kept by `apply` with checked arithmetic: an entry that
-    /// would make it overflow is refused, so [`CustomerLedger::credit`] cannot fail.
+    /// Σ unallocated over the payments, recomputed by `apply` with checked arithmetic: an entry
+    /// that would make it overflow is refused, so [`CustomerLedger::credit`] cannot fail.
     credit: Money,
 }
 
@@ -343,16 +343,14 @@ impl CustomerLedger {
                 if self.payments.iter().any(|p| p.payment == *payment) {
                     return Err(BillingError::DuplicatePayment(*payment));
                 }
-                self.credit = self
-                    .credit
-                    .checked_add(*amount)
-                    .map_err(|_| credit_overflow())?;
-                self.payments.push(PaymentBalance {
+                let received = PaymentBalance {
                     payment: *payment,
                     amount: *amount,
                     allocated: Money::zero(self.currency),
                     refunded: Money::zero(self.currency),
-                });
+                };
+                self.credit = self.credit_with(&received)?;
+                self.payments.push(received);
             }
             LedgerEntryKind::Allocated {
                 payment,
@@ -363,45 +361,74 @@ impl CustomerLedger {
                 // Every figure is computed before anything changes, so a refused entry leaves
                 // the balances as they were.
                 let inv = self
-                    .invoices
-                    .iter_mut()
-                    .find(|i| i.invoice == *invoice)
+                    .invoice(*invoice)
                     .ok_or(BillingError::UnknownInvoice(*invoice))?;
                 let paid = inv.paid.checked_add(*amount)?;
                 inv.total.checked_sub(paid)?;
-                let pay = self
-                    .payments
-                    .iter_mut()
-                    .find(|p| p.payment == *payment)
-                    .ok_or(BillingError::UnknownPayment(*payment))?;
-                let allocated = pay.allocated.checked_add(*amount)?;
-                pay.unallocated_with(allocated, pay.refunded)?;
-                let credit = self
-                    .credit
-                    .checked_sub(*amount)
-                    .map_err(|_| credit_overflow())?;
-                inv.paid = paid;
-                pay.allocated = allocated;
+                let index = inv_index(&self.invoices, *invoice)?;
+                let mut pay = self.payment_balance(*payment)?;
+                pay.allocated = pay.allocated.checked_add(*amount)?;
+                pay.unallocated_with(pay.allocated, pay.refunded)?;
+                let credit = self.credit_with(&pay)?;
+                if let Some(inv) = self.invoices.get_mut(index) {
+                    inv.paid = paid;
+                }
+                self.replace_payment(pay);
                 self.credit = credit;
             }
             LedgerEntryKind::Refunded { payment, amount } => {
                 same(amount)?;
-                let pay = self
-                    .payments
-                    .iter_mut()
-                    .find(|p| p.payment == *payment)
-                    .ok_or(BillingError::UnknownPayment(*payment))?;
-                let refunded = pay.refunded.checked_add(*amount)?;
-                pay.unallocated_with(pay.allocated, refunded)?;
-                let credit = self
-                    .credit
-                    .checked_sub(*amount)
-                    .map_err(|_| credit_overflow())?;
-                pay.refunded = refunded;
-                self.credit = credit;
+                let mut pay = self.payment_balance(*payment)?;
+                pay.refunded = pay.refunded.checked_add(*amount)?;
+                pay.unallocated_with(pay.allocated, pay.refunded)?;
+                self.credit = self.credit_with(&pay)?;
+                self.replace_payment(pay);
             }
         }
         Ok(())
+    }
+
+    fn payment_balance(&self, payment: PaymentId) -> Result<PaymentBalance, BillingError> {
+        self.payments
+            .iter()
+            .copied()
+            .find(|p| p.payment == payment)
+            .ok_or(BillingError::UnknownPayment(payment))
+    }
+
+    fn replace_payment(&mut self, updated: PaymentBalance) {
+        if let Some(pay) = self
+            .payments
+            .iter_mut()
+            .find(|p| p.payment == updated.payment)
+        {
+            *pay = updated;
+        }
+    }
+
+    /// The customer's credit once `updated` replaces its payment's balance (or joins the
+    /// payments when it is new): Σ unallocated in payment order, recomputed rather than kept
+    /// as a running figure, because a `Decimal` sum rounds beyond 28 significant digits and a
+    /// running figure would drift from the balances it sums.
+    ///
+    /// # Errors
+    ///
+    /// [`CoreError::Overflow`](dotmac_core::CoreError::Overflow) for "customer credit" when
+    /// the sum does not fit.
+    fn credit_with(&self, updated: &PaymentBalance) -> Result<Money, BillingError> {
+        let is_new = !self.payments.iter().any(|p| p.payment == updated.payment);
+        let unallocated = self
+            .payments
+            .iter()
+            .map(|p| {
+                if p.payment == updated.payment {
+                    updated.unallocated()
+                } else {
+                    p.unallocated()
+                }
+            })
+            .chain(is_new.then(|| updated.unallocated()));
+        Money::sum(self.currency, unallocated).map_err(|_| credit_overflow())
     }
 
     fn push(&mut self, on: NaiveDate, kind: LedgerEntryKind) -> Result<LedgerEntry, BillingError> {
@@ -679,6 +706,14 @@ impl CustomerLedger {
         entries.push(self.push(on, LedgerEntryKind::Refunded { payment, amount })?);
         Ok(entries)
     }
+}
+
+/// The position of `invoice` among the balances.
+fn inv_index(invoices: &[InvoiceBalance], invoice: InvoiceId) -> Result<usize, BillingError> {
+    invoices
+        .iter()
+        .position(|i| i.invoice == invoice)
+        .ok_or(BillingError::UnknownInvoice(invoice))
 }
 
 /// The error for an entry after which the customer's credit would not fit in a `Decimal`.
