@@ -642,4 +642,41 @@ mod tests {
             })
         );
     }
+
+    #[test]
+    fn revenue_figures_that_overflow_are_errors_not_panics() {
+        let overflow =
+            |operation| BillingError::Core(dotmac_core::CoreError::Overflow { operation });
+        // Daily at Decimal::MAX: × 365 does not fit.
+        let mut daily = item(1, Decimal::MAX, "2026-01-01", None);
+        daily.interval = BillingInterval::new(dotmac_core::IntervalUnit::Day, 1).unwrap();
+        assert_eq!(daily.mrr(), Err(overflow("MRR")));
+        // Two monthly items at MAX: their sum does not fit.
+        // Monthly at MAX: × 12 before ÷ 12 does not fit either.
+        assert_eq!(
+            item(1, Decimal::MAX, "2026-01-01", None).mrr(),
+            Err(overflow("MRR"))
+        );
+        // Thirteen monthly items at MAX / 12: each fits, their sum does not.
+        let twelfth = Decimal::MAX / Decimal::from(12);
+        let items: Vec<_> = (1..=13)
+            .map(|c| item(c, twelfth, "2026-01-01", None))
+            .collect();
+        assert_eq!(
+            mrr_at(&items, d("2026-02-01"), Currency::USD),
+            Err(overflow("MRR"))
+        );
+        let report = mrr_at(&items[..12], d("2026-02-01"), Currency::USD).unwrap();
+        assert_eq!(report.arr(), Err(overflow("multiply")));
+        let max = Money::new(Decimal::MAX, Currency::USD);
+        let ageing = Ageing {
+            as_of: d("2026-02-01"),
+            current: max,
+            days_1_30: max,
+            days_31_60: Money::zero(Currency::USD),
+            days_61_90: Money::zero(Currency::USD),
+            over_90: Money::zero(Currency::USD),
+        };
+        assert_eq!(ageing.total(), Err(overflow("add")));
+    }
 }

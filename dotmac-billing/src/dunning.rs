@@ -1045,4 +1045,33 @@ mod tests {
                 .is_err()
         );
     }
+
+    #[test]
+    fn settlements_beyond_decimal_range_count_as_open_instead_of_panicking() {
+        let policy = DunningPolicy::builder()
+            .step(1, CollectionAction::OverdueNotice)
+            .build()
+            .unwrap();
+        let inv = invoice(Decimal::MAX);
+        // MAX − (−MAX) does not fit: the balance counts as open, so the notice fires.
+        let settlements = [Settlement {
+            on: d("2026-03-15"),
+            amount: Decimal::MIN,
+        }];
+        let mut state = DunningState::default();
+        let mut out = Vec::new();
+        assert_eq!(
+            evaluate(
+                &policy,
+                &inv,
+                &settlements,
+                &mut state,
+                d("2026-03-20"),
+                &mut out
+            ),
+            1
+        );
+        assert_eq!(out[0].action, CollectionAction::OverdueNotice);
+        assert_eq!(out[0].open_balance.amount(), Decimal::MAX);
+    }
 }

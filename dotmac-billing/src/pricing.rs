@@ -638,4 +638,34 @@ mod tests {
         assert_eq!(model, back);
         assert_eq!(model.amount(dec!(12)).unwrap(), dec!(13));
     }
+
+    #[test]
+    fn huge_quantities_and_unvalidated_models_overflow_as_errors() {
+        let overflow = Err(BillingError::Core(dotmac_core::CoreError::Overflow {
+            operation: "pricing",
+        }));
+        // Built directly, without `validate`: negative free units used to panic in `q − free`.
+        let package = PriceModel::Package {
+            package_size: Decimal::MAX,
+            package_amount: Decimal::MAX,
+            free_units: Decimal::MIN,
+        };
+        assert_eq!(package.amount(Decimal::MAX), overflow);
+        let graduated = PriceModel::Graduated {
+            tiers: Tiers::new(vec![
+                tier(Some(dec!(10)), dec!(1), dec!(0)),
+                tier(None, Decimal::MAX, dec!(0)),
+            ])
+            .unwrap(),
+        };
+        assert_eq!(graduated.amount(Decimal::MAX), overflow);
+        let blocks = PriceModel::BlockGraduated {
+            tiers: vec![BlockTier {
+                block_size: dec!(1),
+                max_blocks: None,
+                block_amount: Decimal::MAX,
+            }],
+        };
+        assert_eq!(blocks.amount(dec!(2)), overflow);
+    }
 }

@@ -284,4 +284,26 @@ mod tests {
                 .is_err()
         );
     }
+
+    #[test]
+    fn inclusive_rates_that_overflow_are_an_error_not_a_panic() {
+        let rates = [
+            TaxRate::inclusive(TaxRateId::from_u128(1), "a", Decimal::MAX),
+            TaxRate::inclusive(TaxRateId::from_u128(2), "b", Decimal::MAX),
+        ];
+        let mut summaries = Vec::new();
+        assert_eq!(
+            apply_taxes(
+                usd("10"),
+                &rates,
+                &TaxExemption::None,
+                RoundingMode::HalfUp,
+                &mut summaries,
+            ),
+            Err(BillingError::Core(dotmac_core::CoreError::Overflow {
+                operation: "inclusive tax"
+            }))
+        );
+        assert!(summaries.is_empty());
+    }
 }

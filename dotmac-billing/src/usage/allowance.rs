@@ -324,6 +324,10 @@ mod tests {
     use crate::pricing::{Tier, Tiers};
     use rust_decimal_macros::dec;
 
+    fn day() -> NaiveDate {
+        NaiveDate::from_ymd_opt(2026, 3, 1).unwrap()
+    }
+
     fn policy(overage: Option<PriceModel>) -> AllowancePolicy {
         AllowancePolicy::new(
             MeterId::from_u128(1),
@@ -440,5 +444,33 @@ mod tests {
             }
         );
         assert_eq!(period.allowance().unwrap(), dec!(100));
+    }
+
+    #[test]
+    fn allowances_beyond_decimal_range_are_errors_not_panics() {
+        let overflow =
+            |operation| BillingError::Core(dotmac_core::CoreError::Overflow { operation });
+        let policy = policy(None);
+        let mut period =
+            AllowancePeriod::open(&policy, CustomerId::from_u128(1), day(), Decimal::MAX);
+        assert_eq!(period.allowance(), Err(overflow("allowance")));
+        assert_eq!(period.overage(dec!(1)), Err(overflow("allowance")));
+        let before = period.clone();
+        assert_eq!(
+            period.check_thresholds(&policy, dec!(1)),
+            Err(overflow("allowance"))
+        );
+        assert_eq!(period, before);
+        assert_eq!(
+            period.rollover_out(Decimal::MIN),
+            Err(overflow("allowance rollover"))
+        );
+        // Used × 100 beyond range: compared by sign, not by a panicking product.
+        let mut small = AllowancePeriod::open(&policy, CustomerId::from_u128(1), day(), dec!(0));
+        let reached = small.check_thresholds(&policy, Decimal::MAX).unwrap();
+        assert_eq!(
+            reached.iter().map(|t| t.percent).collect::<Vec<_>>(),
+            [80, 100]
+        );
     }
 }

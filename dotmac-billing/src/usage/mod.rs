@@ -1456,4 +1456,35 @@ mod tests {
         );
         assert!(agg.late_adjustments(price).unwrap().is_empty());
     }
+
+    #[test]
+    fn a_delivery_at_the_end_of_time_is_not_a_panic() {
+        let mut agg = fresh_aggregator();
+        // received_at + the allowed skew is past chrono's range: the limit is the last instant.
+        let end = DateTime::<Utc>::MAX_UTC;
+        assert!(agg.ingest(&event(1, 2, dec!(1), at(3, 0)), end).is_ok());
+        let report = agg.ingest_batch(&[event(2, 2, dec!(1), at(3, 0))], end);
+        assert_eq!(report.counted, 1);
+    }
+
+    #[test]
+    fn a_weighted_sum_beyond_decimal_range_is_an_overflow_error_not_a_panic() {
+        let gauge = Meter {
+            id: MeterId::from_u128(1),
+            code: "capacity".into(),
+            aggregation: Aggregation::WeightedSum,
+        };
+        let mut agg = UsageAggregator::new(calendar(), vec![gauge]);
+        agg.register_customer(CustomerId::from_u128(1));
+        let now = Utc.with_ymd_and_hms(2026, 5, 1, 0, 0, 0).unwrap();
+        agg.ingest(&event(1, 1, Decimal::MAX, at(2, 0)), now)
+            .unwrap();
+        let march = NaiveDate::from_ymd_opt(2026, 3, 1).unwrap();
+        assert_eq!(
+            agg.aggregate(CustomerId::from_u128(1), MeterId::from_u128(1), march),
+            Err(BillingError::Core(dotmac_core::CoreError::Overflow {
+                operation: "time-weighted sum"
+            }))
+        );
+    }
 }
