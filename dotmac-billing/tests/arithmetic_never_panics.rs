@@ -310,19 +310,26 @@ proptest! {
             payment_terms_days: 14,
         };
         let key = DocumentKey::Period { subscription: SubscriptionId::from_u128(1), index: 0 };
-        let mut builder = DocumentBuilder::new(
-            key, CustomerId::from_u128(1), None, Currency::USD, day(0), &settings,
-        ).unwrap();
-        builder.add_discount(&Discount {
-            id: DiscountId::from_u128(1),
-            amount: DiscountAmount::Percentage(percent_off),
-            duration: DiscountDuration::Forever,
-        });
-        builder.add_discount(&Discount {
-            id: DiscountId::from_u128(2),
-            amount: DiscountAmount::Fixed(usd(fixed_off)),
-            duration: DiscountDuration::Forever,
-        });
+        let new_builder = || {
+            let mut builder = DocumentBuilder::new(
+                key, CustomerId::from_u128(1), None, Currency::USD, day(0), &settings,
+            ).unwrap();
+            builder.add_discount(&Discount {
+                id: DiscountId::from_u128(1),
+                amount: DiscountAmount::Percentage(percent_off),
+                duration: DiscountDuration::Forever,
+            });
+            builder.add_discount(&Discount {
+                id: DiscountId::from_u128(2),
+                amount: DiscountAmount::Fixed(usd(fixed_off)),
+                duration: DiscountDuration::Forever,
+            });
+            builder
+        };
+        let mut builder = new_builder();
+        // The same document built from the accepted lines only: a refused line must leave no
+        // trace (no tax summary, no discount taken).
+        let mut accepted_only = new_builder();
         for (i, (quantity, price, prorated)) in lines.iter().enumerate() {
             let line = DraftLine {
                 kind: if i % 2 == 0 { LineKind::Recurring } else { LineKind::OneOff },
@@ -335,15 +342,20 @@ proptest! {
             };
             let count = builder.line_count();
             let pushed = if *prorated {
-                no_panic("push_prorated", &input, || builder.push_prorated(line, fraction.0, fraction.1))?
+                no_panic("push_prorated", &input, || builder.push_prorated(line.clone(), fraction.0, fraction.1))?
             } else {
-                no_panic("push", &input, || builder.push(line))?
+                no_panic("push", &input, || builder.push(line.clone()))?
             };
             if pushed.is_err() {
                 prop_assert_eq!(builder.line_count(), count);
+            } else if *prorated {
+                accepted_only.push_prorated(line, fraction.0, fraction.1).unwrap();
+            } else {
+                accepted_only.push(line).unwrap();
             }
         }
         let invoice = builder.finish();
+        prop_assert_eq!(&invoice, &accepted_only.finish());
         no_panic("exclusive_tax_total", &input, || invoice.exclusive_tax_total())?.ok();
         no_panic("inclusive_tax_total", &input, || inclusive_tax_total(&invoice))?.ok();
         for line in &invoice.lines {
