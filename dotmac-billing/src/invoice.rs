@@ -842,7 +842,7 @@ mod tests {
             discountable: false,
         };
         let builder = || {
-            let b = DocumentBuilder::new(
+            DocumentBuilder::new(
                 key,
                 CustomerId::from_u128(1),
                 None,
@@ -850,8 +850,7 @@ mod tests {
                 issue,
                 &settings,
             )
-            .unwrap();
-            b
+            .unwrap()
         };
         let mut refused = builder();
         // The second rate's tax on MAX does not fit; the first rate's summary had already
