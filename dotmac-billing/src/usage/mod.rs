@@ -1385,8 +1385,8 @@ mod tests {
         assert_eq!(agg.events_counted(), 12);
     }
 
-    #[test]
-    fn weighted_sum_weights_levels_by_time_held_and_carries_the_level_over() {
+    /// One customer and one time-weighted gauge, meter 1.
+    fn gauge_aggregator() -> UsageAggregator {
         let gauge = Meter {
             id: MeterId::from_u128(1),
             code: "capacity".into(),
@@ -1394,6 +1394,12 @@ mod tests {
         };
         let mut agg = UsageAggregator::new(calendar(), vec![gauge]);
         agg.register_customer(CustomerId::from_u128(1));
+        agg
+    }
+
+    #[test]
+    fn weighted_sum_weights_levels_by_time_held_and_carries_the_level_over() {
+        let mut agg = gauge_aggregator();
         let now = Utc.with_ymd_and_hms(2026, 5, 1, 0, 0, 0).unwrap();
         // 100 from the start of March 16 (half of the 31-day month minus a half day) on.
         agg.ingest(&event(1, 1, dec!(100), at(16, 12)), now)
@@ -1469,13 +1475,7 @@ mod tests {
 
     #[test]
     fn a_weighted_sum_beyond_decimal_range_is_an_overflow_error_not_a_panic() {
-        let gauge = Meter {
-            id: MeterId::from_u128(1),
-            code: "capacity".into(),
-            aggregation: Aggregation::WeightedSum,
-        };
-        let mut agg = UsageAggregator::new(calendar(), vec![gauge]);
-        agg.register_customer(CustomerId::from_u128(1));
+        let mut agg = gauge_aggregator();
         let now = Utc.with_ymd_and_hms(2026, 5, 1, 0, 0, 0).unwrap();
         agg.ingest(&event(1, 1, Decimal::MAX, at(2, 0)), now)
             .unwrap();
