@@ -468,7 +468,8 @@ impl Database {
     ///
     /// # Errors
     ///
-    /// [`SqlError::Corrupt`] for an unreadable chunk, [`SqlError::Database`].
+    /// [`SqlError::Corrupt`] for an unreadable chunk, [`SqlError::Database`];
+    /// [`SqlError::Core`] with `DateOutOfRange` when `now + lease` is past the last instant.
     pub async fn claim_chunk(
         &self,
         tenant: TenantId,
@@ -477,7 +478,9 @@ impl Database {
         now: DateTime<Utc>,
         lease: chrono::Duration,
     ) -> Result<Option<ChunkClaim>> {
-        let expires = now + lease;
+        let expires = now
+            .checked_add_signed(lease)
+            .ok_or(dotmac_core::CoreError::DateOutOfRange("lease expiry"))?;
         dispatch!(self, pool, d => {
             let mut tx = d::begin_tenant(pool, tenant).await?;
             let sql = if d::IS_POSTGRES {

@@ -211,7 +211,8 @@ impl Database {
     ///
     /// # Errors
     ///
-    /// [`SqlError::Database`].
+    /// [`SqlError::Database`]; [`SqlError::Core`] with `DateOutOfRange` when `now + lease` is
+    /// past the last instant.
     pub async fn claim_outbox(
         &self,
         consumer: &str,
@@ -219,7 +220,9 @@ impl Database {
         now: DateTime<Utc>,
         lease: chrono::Duration,
     ) -> Result<Vec<OutboxMessage>> {
-        let expires = now + lease;
+        let expires = now
+            .checked_add_signed(lease)
+            .ok_or(dotmac_core::CoreError::DateOutOfRange("lease expiry"))?;
         let mut claimed = dispatch!(self, pool, d => {
             let mut tx = d::begin_relay(pool).await?;
             let sql = if d::IS_POSTGRES {
