@@ -24,6 +24,10 @@ use crate::subscription::{Segment, SegmentState, Subscription};
 pub const MRR_SCALE: u32 = 10;
 use crate::payments::{CustomerLedger, LedgerEntryKind};
 
+fn overflow(operation: &'static str) -> BillingError {
+    BillingError::Core(dotmac_core::CoreError::Overflow { operation })
+}
+
 /// A recurring charge as analytics sees it: one per subscription (or subscription item).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecurringItem {
@@ -50,9 +54,19 @@ impl RecurringItem {
     }
 
     /// Its monthly recurring revenue.
-    pub fn mrr(&self) -> Decimal {
-        let monthly = self.amount.amount() * self.interval.periods_per_year() / Decimal::from(12);
-        RoundingMode::HalfUp.round_decimal(monthly, MRR_SCALE)
+    ///
+    /// # Errors
+    ///
+    /// [`BillingError::Core`] with an overflow when the amount normalised to a year does not
+    /// fit in a `Decimal`.
+    pub fn mrr(&self) -> Result<Decimal, BillingError> {
+        let monthly = self
+            .amount
+            .amount()
+            .checked_mul(self.interval.periods_per_year())
+            .and_then(|yearly| yearly.checked_div(Decimal::from(12)))
+            .ok_or_else(|| overflow("MRR"))?;
+        Ok(RoundingMode::HalfUp.round_decimal(monthly, MRR_SCALE))
     }
 }
 
@@ -73,18 +87,22 @@ pub struct MrrReport {
 
 impl MrrReport {
     /// Annual recurring revenue: MRR × 12.
-    pub fn arr(&self) -> Money {
-        Money::new(
-            self.total.amount() * Decimal::from(12),
-            self.total.currency(),
-        )
+    ///
+    /// # Errors
+    ///
+    /// [`BillingError::Core`] with an overflow when MRR × 12 does not fit in a `Decimal`.
+    pub fn arr(&self) -> Result<Money, BillingError> {
+        Ok(self.total.checked_mul(Decimal::from(12))?)
     }
 
     /// Average revenue per paying customer (MRR / paying customers); `None` without any.
     pub fn arpu(&self) -> Option<Money> {
         let customers = Decimal::from(self.paying_customers);
-        (!customers.is_zero())
-            .then(|| Money::new(self.total.amount() / customers, self.total.currency()))
+        // Dividing by a count of at least 1 cannot overflow; zero customers give `None`.
+        self.total
+            .amount()
+            .checked_div(customers)
+            .map(|average| Money::new(average, self.total.currency()))
     }
 }
 
@@ -109,9 +127,11 @@ fn mrr_by_customer(
     for item in items {
         same_currency(item, currency)?;
         if item.active_on(on) {
-            *by_customer
+            let mrr = item.mrr()?;
+            let sum = by_customer
                 .entry((item.tenant, item.customer))
-                .or_insert(Decimal::ZERO) += item.mrr();
+                .or_insert(Decimal::ZERO);
+            *sum = sum.checked_add(mrr).ok_or_else(|| overflow("MRR"))?;
         }
     }
     Ok(by_customer)
@@ -134,10 +154,14 @@ pub fn mrr_at(
     for item in items {
         same_currency(item, currency)?;
         if item.active_on(on) {
-            let mrr = item.mrr();
-            total += mrr;
-            *by_tenant.entry(item.tenant).or_default() += mrr;
-            *by_plan.entry((item.tenant, item.plan)).or_default() += mrr;
+            let mrr = item.mrr()?;
+            let add = |sum: &mut Decimal| {
+                *sum = sum.checked_add(mrr).ok_or_else(|| overflow("MRR"))?;
+                Ok::<(), BillingError>(())
+            };
+            add(&mut total)?;
+            add(by_tenant.entry(item.tenant).or_default())?;
+            add(by_plan.entry((item.tenant, item.plan)).or_default())?;
         }
     }
     let paying_customers = mrr_by_customer(items, on, currency)?
@@ -182,16 +206,21 @@ pub struct MrrMovements {
 impl MrrMovements {
     /// Logo churn rate: churned customers / customers at the start; `None` without any.
     pub fn churn_rate(&self) -> Option<Decimal> {
-        (self.customers_at_start > 0)
-            .then(|| Decimal::from(self.churned_customers) / Decimal::from(self.customers_at_start))
+        // A count divided by a count of at least 1 cannot overflow; zero gives `None`.
+        Decimal::from(self.churned_customers).checked_div(Decimal::from(self.customers_at_start))
     }
 
-    /// True when the movements add up to the MRR difference.
+    /// True when the movements add up to the MRR difference (false when either side does not
+    /// fit in a `Decimal`).
     pub fn reconciles(&self) -> bool {
-        self.end.amount() - self.start.amount()
-            == self.new.amount() + self.reactivation.amount() + self.expansion.amount()
-                - self.contraction.amount()
-                - self.churn.amount()
+        let difference = self.end.checked_sub(self.start);
+        let moved = self
+            .new
+            .checked_add(self.reactivation)
+            .and_then(|m| m.checked_add(self.expansion))
+            .and_then(|m| m.checked_sub(self.contraction))
+            .and_then(|m| m.checked_sub(self.churn));
+        matches!((difference, moved), (Ok(d), Ok(m)) if d == m)
     }
 }
 
@@ -217,7 +246,7 @@ pub fn mrr_movements(
     let after = mrr_by_customer(items, end, currency)?;
     let paid_before_start: BTreeSet<(TenantId, CustomerId)> = items
         .iter()
-        .filter(|i| i.active_from < start && i.mrr() > Decimal::ZERO)
+        .filter(|i| i.active_from < start && i.mrr().is_ok_and(|mrr| mrr > Decimal::ZERO))
         .map(|i| (i.tenant, i.customer))
         .collect();
     let customers: BTreeSet<_> = before.keys().chain(after.keys()).copied().collect();
@@ -227,14 +256,15 @@ pub fn mrr_movements(
         let was = before.get(&customer).copied().unwrap_or_default();
         let now = after.get(&customer).copied().unwrap_or_default();
         let (was_paying, is_paying) = (was > Decimal::ZERO, now > Decimal::ZERO);
+        // Counts of customers held in memory: cannot reach usize::MAX.
         if was_paying {
-            at_start += 1;
+            at_start = usize::saturating_add(at_start, 1);
         }
         let slot = match (was_paying, is_paying) {
             (false, true) if paid_before_start.contains(&customer) => 1,
             (false, true) => 0,
             (true, false) => {
-                churned += 1;
+                churned = usize::saturating_add(churned, 1);
                 4
             }
             (true, true) if now > was => 2,
@@ -242,15 +272,23 @@ pub fn mrr_movements(
             _ => continue,
         };
         if let Some(bucket) = m.get_mut(slot) {
-            *bucket += (now - was).abs();
+            *bucket = now
+                .checked_sub(was)
+                .and_then(|change| bucket.checked_add(change.abs()))
+                .ok_or_else(|| overflow("MRR movements"))?;
         }
     }
     let money = |d: Decimal| Money::new(d, currency);
-    let total = |map: &BTreeMap<_, Decimal>| money(map.values().copied().sum());
+    let total = |map: &BTreeMap<_, Decimal>| {
+        Ok::<_, BillingError>(money(dotmac_core::checked_sum(
+            map.values().copied(),
+            "MRR",
+        )?))
+    };
     let [new, reactivation, expansion, contraction, churn] = m;
     Ok(MrrMovements {
-        start: total(&before),
-        end: total(&after),
+        start: total(&before)?,
+        end: total(&after)?,
         new: money(new),
         reactivation: money(reactivation),
         expansion: money(expansion),
@@ -280,15 +318,22 @@ pub struct Ageing {
 
 impl Ageing {
     /// All open receivables.
-    pub fn total(&self) -> Money {
-        Money::new(
-            self.current.amount()
-                + self.days_1_30.amount()
-                + self.days_31_60.amount()
-                + self.days_61_90.amount()
-                + self.over_90.amount(),
+    ///
+    /// # Errors
+    ///
+    /// [`BillingError::Core`] with an overflow when the sum does not fit in a `Decimal`, or a
+    /// currency mismatch when the buckets are in different currencies.
+    pub fn total(&self) -> Result<Money, BillingError> {
+        Ok(Money::sum(
             self.current.currency(),
-        )
+            [
+                self.current,
+                self.days_1_30,
+                self.days_31_60,
+                self.days_61_90,
+                self.over_90,
+            ],
+        )?)
     }
 }
 
@@ -313,24 +358,31 @@ pub fn receivables_ageing(
             });
         }
         for invoice in ledger.invoices().iter().filter(|i| i.issued <= as_of) {
-            let paid: Decimal = ledger
-                .entries()
-                .iter()
-                .filter(|e| e.on <= as_of)
-                .filter_map(|e| match &e.kind {
-                    LedgerEntryKind::Allocated {
-                        invoice: id,
-                        amount,
-                        ..
-                    } if *id == invoice.invoice => Some(amount.amount()),
-                    _ => None,
-                })
-                .sum();
-            let open = invoice.total.amount() - paid;
+            let paid = dotmac_core::checked_sum(
+                ledger
+                    .entries()
+                    .iter()
+                    .filter(|e| e.on <= as_of)
+                    .filter_map(|e| match &e.kind {
+                        LedgerEntryKind::Allocated {
+                            invoice: id,
+                            amount,
+                            ..
+                        } if *id == invoice.invoice => Some(amount.amount()),
+                        _ => None,
+                    }),
+                "receivables ageing",
+            )?;
+            let open = invoice
+                .total
+                .amount()
+                .checked_sub(paid)
+                .ok_or_else(|| overflow("receivables ageing"))?;
             if open <= Decimal::ZERO {
                 continue;
             }
-            let late = (as_of - invoice.due).num_days();
+            // chrono's `signed_duration_since` cannot overflow between two valid dates.
+            let late = as_of.signed_duration_since(invoice.due).num_days();
             let slot = match late {
                 i64::MIN..=0 => 0,
                 1..=30 => 1,
@@ -339,7 +391,9 @@ pub fn receivables_ageing(
                 _ => 4,
             };
             if let Some(bucket) = buckets.get_mut(slot) {
-                *bucket += open;
+                *bucket = bucket
+                    .checked_add(open)
+                    .ok_or_else(|| overflow("receivables ageing"))?;
             }
         }
     }
@@ -376,9 +430,10 @@ fn segment_amount(
         .filter(|d| d.discount.duration == DiscountDuration::Forever)
     {
         let off = match applied.discount.amount {
-            DiscountAmount::Percentage(p) => {
-                Money::new(amount.amount() * p / Decimal::ONE_HUNDRED, sub.currency)
-            }
+            DiscountAmount::Percentage(p) => Money::new(
+                crate::pricing::percent_of(amount.amount(), p)?,
+                sub.currency,
+            ),
             DiscountAmount::Fixed(fixed) => fixed.min(amount)?.max(Money::zero(sub.currency))?,
         };
         amount = amount.checked_sub(off)?;
@@ -409,7 +464,7 @@ pub fn recurring_items(
             if segment.state == SegmentState::Paused {
                 continue;
             }
-            let next = sub.segments.get(i + 1).map(|n| n.from);
+            let next = sub.segments.get(i.saturating_add(1)).map(|n| n.from);
             let until = match (next, sub.ends_on) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
@@ -458,7 +513,7 @@ pub fn recurring_items(
 /// let items = recurring_items_on(TenantId::new(), &[sub], &plan, march)?;
 /// let report = mrr_at(&items, march, Currency::USD)?;
 /// assert_eq!(report.total.amount(), Decimal::from(50)); // 600 / 12
-/// assert_eq!(report.arr().amount(), Decimal::from(600));
+/// assert_eq!(report.arr()?.amount(), Decimal::from(600));
 /// # Ok::<(), dotmac_billing::BillingError>(())
 /// ```
 ///
@@ -523,7 +578,7 @@ mod tests {
         assert_eq!(m.churn_rate(), Some(dec!(1) / dec!(3)));
         let report = mrr_at(&items, d("2026-04-01"), Currency::USD).unwrap();
         assert_eq!(report.total.amount(), dec!(145));
-        assert_eq!(report.arr().amount(), dec!(1740));
+        assert_eq!(report.arr().unwrap().amount(), dec!(1740));
         assert_eq!(report.arpu().unwrap().amount(), dec!(145) / dec!(4));
     }
 
@@ -571,7 +626,7 @@ mod tests {
         assert_eq!(later.days_1_30, usd(4000));
         assert_eq!(later.days_31_60, usd(2000));
         assert_eq!(later.over_90, usd(500));
-        assert_eq!(later.total(), usd(6500));
+        assert_eq!(later.total().unwrap(), usd(6500));
     }
 
     #[test]
@@ -586,5 +641,42 @@ mod tests {
                 got: "EUR"
             })
         );
+    }
+
+    #[test]
+    fn revenue_figures_that_overflow_are_errors_not_panics() {
+        let overflow =
+            |operation| BillingError::Core(dotmac_core::CoreError::Overflow { operation });
+        // Daily at Decimal::MAX: × 365 does not fit.
+        let mut daily = item(1, Decimal::MAX, "2026-01-01", None);
+        daily.interval = BillingInterval::new(dotmac_core::IntervalUnit::Day, 1).unwrap();
+        assert_eq!(daily.mrr(), Err(overflow("MRR")));
+        // Two monthly items at MAX: their sum does not fit.
+        // Monthly at MAX: × 12 before ÷ 12 does not fit either.
+        assert_eq!(
+            item(1, Decimal::MAX, "2026-01-01", None).mrr(),
+            Err(overflow("MRR"))
+        );
+        // Thirteen monthly items at MAX / 12: each fits, their sum does not.
+        let twelfth = Decimal::MAX / Decimal::from(12);
+        let items: Vec<_> = (1..=13)
+            .map(|c| item(c, twelfth, "2026-01-01", None))
+            .collect();
+        assert_eq!(
+            mrr_at(&items, d("2026-02-01"), Currency::USD),
+            Err(overflow("MRR"))
+        );
+        let report = mrr_at(&items[..12], d("2026-02-01"), Currency::USD).unwrap();
+        assert_eq!(report.arr(), Err(overflow("multiply")));
+        let max = Money::new(Decimal::MAX, Currency::USD);
+        let ageing = Ageing {
+            as_of: d("2026-02-01"),
+            current: max,
+            days_1_30: max,
+            days_31_60: Money::zero(Currency::USD),
+            days_61_90: Money::zero(Currency::USD),
+            over_90: Money::zero(Currency::USD),
+        };
+        assert_eq!(ageing.total(), Err(overflow("add")));
     }
 }

@@ -115,6 +115,12 @@ pub fn bill_due(
     let bill_start = s.billing_start();
     let end = s.ends_on.unwrap_or(NaiveDate::MAX);
     let mut finished = false;
+    // `interval.period(anchor, k)` already refuses a `k` whose successor does not fit; the
+    // indices after it are checked all the same, since `next_period` comes from the store.
+    let after = |k: i64, steps: i64| {
+        k.checked_add(steps)
+            .ok_or(dotmac_core::CoreError::DateOutOfRange("period index"))
+    };
     loop {
         let k = s.next_period;
         let p = interval.period(s.anchor, k)?;
@@ -123,7 +129,7 @@ pub fn bill_due(
             break;
         }
         let Some(service) = Period::new(p.start().max(bill_start), p.end().min(end)).ok() else {
-            s.next_period = k + 1;
+            s.next_period = after(k, 1)?;
             continue;
         };
         let partial_first = service.start() > p.start() && service.start() == bill_start;
@@ -133,12 +139,17 @@ pub fn bill_due(
             && s.first_period == crate::subscription::FirstPeriod::Defer;
         let (date, key_index, next, second) = match timing {
             BillingTiming::InAdvance if defer => {
-                let p2 = interval.period(s.anchor, k + 1)?;
+                let p2 = interval.period(s.anchor, after(k, 1)?)?;
                 let service2 = Period::new(p2.start(), p2.end().min(end)).ok();
-                (p2.start(), k + 1, k + 2, service2.map(|sv| (p2, sv)))
+                (
+                    p2.start(),
+                    after(k, 1)?,
+                    after(k, 2)?,
+                    service2.map(|sv| (p2, sv)),
+                )
             }
-            BillingTiming::InAdvance => (service.start(), k, k + 1, None),
-            BillingTiming::InArrears => (p.end(), k, k + 1, None),
+            BillingTiming::InAdvance => (service.start(), k, after(k, 1)?, None),
+            BillingTiming::InArrears => (p.end(), k, after(k, 1)?, None),
         };
         if date > as_of {
             break;
@@ -154,7 +165,7 @@ pub fn bill_due(
             builder.add_discount(&applied.discount);
             discounted = true;
         }
-        let last_index = next - 1;
+        let last_index = after(next, -1)?;
         period_lines(&s, plans, service, p, interval, Sign::Charge, &mut builder)?;
         if let Some((p2, service2)) = second {
             period_lines(
@@ -258,7 +269,7 @@ enum Sign {
 /// The end of `segments[i]`: the next segment's start or the subscription's end.
 fn segment_end(s: &Subscription, i: usize) -> NaiveDate {
     s.segments
-        .get(i + 1)
+        .get(i.saturating_add(1))
         .map(|n| n.from)
         .unwrap_or(NaiveDate::MAX)
         .min(s.ends_on.unwrap_or(NaiveDate::MAX))
@@ -693,7 +704,8 @@ fn apply_at(
             let mut seq = 0u128;
             let mut add = |kind, text: Option<String>, line: &crate::InvoiceLine, qty, unit| {
                 let seed = s.id.as_uuid().as_u128() ^ (u128::from(s.change_seq) << 32 | seq);
-                seq += 1;
+                // At most a handful of lines per change: far below u128::MAX.
+                seq = seq.saturating_add(1);
                 PendingCharge {
                     id: PendingChargeId::from_u128(mix(seed)),
                     customer: s.customer,

@@ -254,7 +254,7 @@ impl Plan {
     /// The newest version (the one new subscriptions get).
     pub fn current_version(&self) -> &PlanVersion {
         // `build` guarantees at least one version and nothing removes versions.
-        &self.versions[self.versions.len() - 1]
+        &self.versions[self.versions.len().saturating_sub(1)]
     }
 
     /// The version sold on `date`: the newest whose `effective_from` is on or before it, or the
@@ -300,11 +300,12 @@ impl Plan {
                 reason: "a new price version cannot take effect before the current one",
             });
         }
-        let version =
-            u32::try_from(self.versions.len() + 1).map_err(|_| BillingError::InvalidPlan {
+        let version = u32::try_from(self.versions.len().saturating_add(1)).map_err(|_| {
+            BillingError::InvalidPlan {
                 plan: self.id,
                 reason: "too many versions",
-            })?;
+            }
+        })?;
         let v = PlanVersion {
             version,
             effective_from,
@@ -332,7 +333,7 @@ impl Plan {
             });
         }
         for (i, v) in self.versions.iter().enumerate() {
-            if v.version as usize != i + 1 {
+            if v.version as usize != i.saturating_add(1) {
                 return Err(BillingError::InvalidPlan {
                     plan: self.id,
                     reason: "versions must be numbered 1, 2, 3, … in order",

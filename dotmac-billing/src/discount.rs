@@ -147,6 +147,7 @@ pub(crate) struct Share {
 }
 
 /// Running state of one discount across the lines of one document.
+#[derive(Clone)]
 pub(crate) struct DiscountCursor {
     amount: DiscountAmount,
     /// What is left of a fixed discount, per period part and direction (charge or credit):

@@ -437,7 +437,8 @@ impl DunningPolicy {
         } else {
             0
         };
-        let offset = i64::from(step.days_after_due) + grace;
+        // An i32 plus a u32 always fits in i64: this never saturates.
+        let offset = i64::from(step.days_after_due).saturating_add(grace);
         let mut day = if offset >= 0 {
             due.checked_add_days(Days::new(offset.unsigned_abs()))?
         } else {
@@ -445,8 +446,8 @@ impl DunningPolicy {
         };
         if step.effect == StepEffect::Suspend {
             // An allowed day comes within 7 + blocked_dates.len() days unless every weekday is
-            // blocked (refused by the builder and on deserialization): bound it all the same.
-            let mut tries = 8 + self.blocked_dates.len();
+            // blocked (refused by the builder and on deserialization): bound it.
+            let mut tries = self.blocked_dates.len().saturating_add(8);
             while self.suspension_blocked_on(day) {
                 tries = tries.checked_sub(1)?;
                 day = day.succ_opt()?;
@@ -622,7 +623,7 @@ impl DunningState {
             .any(|(index, step)| {
                 step.effect == StepEffect::Suspend
                     && self.step_fired(index)
-                    && self.fired & (1u64 << (32 + index)) == 0
+                    && self.fired & (1u64 << restore_bit(index)) == 0
             })
     }
 }
@@ -685,12 +686,26 @@ impl EventPayload for FiredAction {
     }
 }
 
+/// The bit of `state.fired` that records the restore after suspension step `index`.
+#[allow(
+    clippy::arithmetic_side_effects,
+    reason = "callers take at most MAX_DUNNING_STEPS (32) steps, so the bit is below 64"
+)]
+fn restore_bit(index: usize) -> u32 {
+    32 + index as u32
+}
+
+/// The open balance on `day`: `total` less the settlements dated on or before it.
+///
+/// A balance beyond `Decimal`'s range (settlements no ledger produces: a ledger keeps each
+/// invoice's paid amount between zero and its total) counts as `Decimal::MAX`, still open,
+/// rather than abort the replay.
 fn balance_on(total: Decimal, settlements: &[Settlement], day: NaiveDate) -> Decimal {
     settlements
         .iter()
         .filter(|s| s.on <= day)
-        // Saturating: amounts near Decimal's bounds compare as huge, they never abort a run.
-        .fold(total, |acc, s| acc.saturating_sub(s.amount))
+        .try_fold(total, |acc, s| acc.checked_sub(s.amount))
+        .unwrap_or(Decimal::MAX)
 }
 
 /// Evaluates `policy` for `invoice` on `today`, appends the actions not fired before to `out`
@@ -745,7 +760,8 @@ pub fn evaluate(
         {
             // `index` < 32 by the bound above.
             *slot = (day, index as u8);
-            len += 1;
+            // At most MAX_DUNNING_STEPS slots are filled.
+            len = usize::saturating_add(len, 1);
         }
     }
     let schedule = schedule.get_mut(..len).unwrap_or_default();
@@ -793,7 +809,7 @@ pub fn evaluate(
         {
             emit(
                 state,
-                32 + u32::from(step),
+                restore_bit(usize::from(step)),
                 StepName::RESTORE,
                 CollectionAction::Restore,
                 step,
@@ -830,7 +846,7 @@ pub fn evaluate(
     {
         emit(
             state,
-            32 + u32::from(step),
+            restore_bit(usize::from(step)),
             StepName::RESTORE,
             CollectionAction::Restore,
             step,
@@ -846,14 +862,14 @@ pub fn evaluate(
         for (index, step) in policy.steps.iter().enumerate().take(MAX_DUNNING_STEPS) {
             let suspended_really = step.effect == StepEffect::Suspend
                 && state.step_fired(index)
-                && state.fired & (1u64 << (32 + index)) == 0
+                && state.fired & (1u64 << restore_bit(index)) == 0
                 && simulated_suspends & (1 << index) == 0;
             if suspended_really {
                 let balance = balance_on(total, settlements, today);
                 if balance <= Decimal::ZERO {
                     emit(
                         state,
-                        32 + index as u32,
+                        restore_bit(index),
                         StepName::RESTORE,
                         CollectionAction::Restore,
                         index as u8,
@@ -865,7 +881,8 @@ pub fn evaluate(
             }
         }
     }
-    out.len() - before
+    // `out` only grows here.
+    out.len().saturating_sub(before)
 }
 
 /// Where each invoice's [`DunningState`] is kept. Every call is scoped to a tenant.

@@ -468,6 +468,28 @@ impl<'a> DocumentBuilder<'a> {
     }
 
     fn push_line(&mut self, line: DraftLine, share: Option<Share>) -> Result<(), BillingError> {
+        // A refused line (overflow) leaves no trace: the discount pools and tax summaries it
+        // would have changed are put back. Nothing is copied when there is nothing to restore.
+        let discounts =
+            (line.discountable && !self.discounts.is_empty()).then(|| self.discounts.clone());
+        let taxes = (!self.settings.taxes.is_empty()).then(|| self.invoice.taxes.clone());
+        let pushed = self.push_line_or_leave_traces(line, share);
+        if pushed.is_err() {
+            if let Some(discounts) = discounts {
+                self.discounts = discounts;
+            }
+            if let Some(taxes) = taxes {
+                self.invoice.taxes = taxes;
+            }
+        }
+        pushed
+    }
+
+    fn push_line_or_leave_traces(
+        &mut self,
+        line: DraftLine,
+        share: Option<Share>,
+    ) -> Result<(), BillingError> {
         let rounding = self.settings.rounding;
         let currency = self.invoice.currency;
         if line.unit_price.currency() != currency {
@@ -494,10 +516,13 @@ impl<'a> DocumentBuilder<'a> {
             &mut self.invoice.taxes,
         )?;
         let inv = &mut self.invoice;
-        inv.subtotal = inv.subtotal.checked_add(amount)?;
-        inv.discount_total = inv.discount_total.checked_add(discount)?;
-        inv.tax_total = inv.tax_total.checked_add(tax.total)?;
-        inv.total = inv.total.checked_add(net)?.checked_add(tax.exclusive)?;
+        // All four totals first, so an overflow in the last changes none of them.
+        let subtotal = inv.subtotal.checked_add(amount)?;
+        let discount_total = inv.discount_total.checked_add(discount)?;
+        let tax_total = inv.tax_total.checked_add(tax.total)?;
+        let total = inv.total.checked_add(net)?.checked_add(tax.exclusive)?;
+        (inv.subtotal, inv.discount_total, inv.tax_total, inv.total) =
+            (subtotal, discount_total, tax_total, total);
         inv.lines.push(InvoiceLine {
             kind: line.kind,
             text: line.text,
@@ -1010,5 +1035,54 @@ mod tests {
         assert_eq!(a.invoice_id(), a.invoice_id());
         assert_ne!(a.invoice_id(), b.invoice_id());
         assert_ne!(a.invoice_id(), c.invoice_id());
+    }
+
+    #[test]
+    fn a_line_refused_for_overflow_leaves_the_document_as_it_was() {
+        use crate::tax::{TaxExemption, TaxRate, TaxRateId};
+        use dotmac_core::{CoreError, Currency, CustomerId, Money, SubscriptionId};
+        let settings = DocumentSettings {
+            taxes: vec![
+                TaxRate::exclusive(TaxRateId::from_u128(1), "zero", Decimal::ZERO),
+                TaxRate::exclusive(TaxRateId::from_u128(2), "huge", Decimal::MAX),
+            ],
+            exemption: TaxExemption::None,
+            ..DocumentSettings::default()
+        };
+        let key = DocumentKey::Period {
+            subscription: SubscriptionId::from_u128(1),
+            index: 0,
+        };
+        let issue = chrono::NaiveDate::from_ymd_opt(2026, 1, 1).unwrap();
+        let line = |price: Decimal| DraftLine {
+            kind: LineKind::OneOff,
+            text: None,
+            period: None,
+            quantity: Decimal::ONE,
+            unit_price: Money::new(price, Currency::USD),
+            price: None,
+            discountable: false,
+        };
+        let builder = || {
+            DocumentBuilder::new(
+                key,
+                CustomerId::from_u128(1),
+                None,
+                Currency::USD,
+                issue,
+                &settings,
+            )
+            .unwrap()
+        };
+        let mut refused = builder();
+        // The second rate's tax on MAX does not fit; the first rate's summary had already
+        // counted the line.
+        assert_eq!(
+            refused.push(line(Decimal::MAX)),
+            Err(BillingError::Core(CoreError::Overflow {
+                operation: "pricing"
+            }))
+        );
+        assert_eq!(refused.finish(), builder().finish());
     }
 }

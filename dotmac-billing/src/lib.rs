@@ -70,6 +70,13 @@
 //!
 //! - `testkit`: [`testkit::run_store_suite`], the store behaviour suite, for storage crates.
 
+// Unchecked arithmetic is refused in library code: `+` on a `Decimal` panics on overflow and on
+// an integer wraps in release. Use checked operations (`Money::checked_add`, `checked_sum`, …) or
+// an `allow` that says why the operation cannot overflow. Tests may use plain operators.
+// `Iterator::sum`/`product` panic on overflow too: `clippy.toml` disallows them here.
+#![cfg_attr(not(test), warn(clippy::arithmetic_side_effects))]
+#![cfg_attr(not(test), warn(clippy::disallowed_methods))]
+
 /// Hash maps for ids inside the crate: foldhash instead of SipHash. Keys are UUIDs and
 /// other values the embedder controls only through their own ids; the per-process random seed
 /// keeps them from being chosen to collide.

@@ -88,7 +88,7 @@ impl TenantData {
             note.issue_date,
             note.reason.clone(),
         )?;
-        self.last_credit_note_number += 1;
+        self.last_credit_note_number = self.last_credit_note_number.saturating_add(1);
         note.number = Some(DocumentNumber(self.last_credit_note_number));
         self.credit_notes
             .entry(note.invoice)
@@ -124,6 +124,11 @@ impl TenantData {
                         found: stored.revision,
                     });
                 }
+                if sub.revision.checked_add(1).is_none() {
+                    return Err(BillingError::Core(dotmac_core::CoreError::Overflow {
+                        operation: "subscription revision",
+                    }));
+                }
                 Some(stored)
             }
             None => None,
@@ -138,7 +143,8 @@ impl TenantData {
             return Err(BillingError::PendingChargeTaken { charge: *charge });
         }
         if let (Some(stored), Some(mut sub)) = (stored, commit.subscription) {
-            sub.revision += 1;
+            // Checked above: the revision has a successor.
+            sub.revision = sub.revision.saturating_add(1);
             *stored = sub;
         }
         let mut result = CommitResult {
@@ -147,10 +153,11 @@ impl TenantData {
         };
         for mut invoice in commit.invoices {
             if !self.keys.insert(invoice.key) {
-                result.duplicates += 1;
+                result.duplicates = result.duplicates.saturating_add(1);
                 continue;
             }
-            self.last_invoice_number += 1;
+            // One per invoice issued from 0: cannot reach u64::MAX.
+            self.last_invoice_number = self.last_invoice_number.saturating_add(1);
             let number = DocumentNumber(self.last_invoice_number);
             invoice.number = Some(number);
             invoice.status = InvoiceStatus::Open;
@@ -472,7 +479,7 @@ impl InvoiceStore for MemoryStore {
             let was = invoice.status;
             invoice.transition(to)?;
             if was == InvoiceStatus::Draft && to == InvoiceStatus::Open {
-                t.last_invoice_number += 1;
+                t.last_invoice_number = t.last_invoice_number.saturating_add(1);
                 invoice.number = Some(DocumentNumber(t.last_invoice_number));
             }
             Ok(invoice.clone())

@@ -128,8 +128,10 @@ pub struct InvoiceBalance {
 impl InvoiceBalance {
     /// What is still owed (never below zero: allocations stop at the total).
     pub fn open(&self) -> Money {
+        // Never saturates: the ledger refuses any entry after which this difference would not
+        // fit (`CustomerLedger::apply`).
         Money::new(
-            self.total.amount() - self.paid.amount(),
+            self.total.amount().saturating_sub(self.paid.amount()),
             self.total.currency(),
         )
     }
@@ -145,10 +147,20 @@ struct PaymentBalance {
 
 impl PaymentBalance {
     fn unallocated(&self) -> Money {
+        // Never saturates: the ledger refuses any entry after which this difference would not
+        // fit (`CustomerLedger::apply`).
         Money::new(
-            self.amount.amount() - self.allocated.amount() - self.refunded.amount(),
+            self.amount
+                .amount()
+                .saturating_sub(self.allocated.amount())
+                .saturating_sub(self.refunded.amount()),
             self.amount.currency(),
         )
+    }
+
+    /// The unallocated part if `allocated` and `refunded` were the payment's figures.
+    fn unallocated_with(&self, allocated: Money, refunded: Money) -> Result<Money, BillingError> {
+        Ok(self.amount.checked_sub(allocated)?.checked_sub(refunded)?)
     }
 }
 
@@ -188,6 +200,9 @@ pub struct CustomerLedger {
     entries: Vec<LedgerEntry>,
     invoices: Vec<InvoiceBalance>,
     payments: Vec<PaymentBalance>,
+    /// Σ unallocated over the payments, recomputed by `apply` with checked arithmetic: an entry
+    /// that would make it overflow is refused, so [`CustomerLedger::credit`] cannot fail.
+    credit: Money,
 }
 
 impl CustomerLedger {
@@ -199,6 +214,7 @@ impl CustomerLedger {
             entries: Vec::new(),
             invoices: Vec::new(),
             payments: Vec::new(),
+            credit: Money::zero(currency),
         }
     }
 
@@ -247,11 +263,14 @@ impl CustomerLedger {
     }
 
     /// The customer's unallocated credit.
+    ///
+    /// Infallible because the invariant is kept at the door: a payment, allocation or refund
+    /// after which the credit (or an invoice's or payment's open amount) would not fit in a
+    /// `Decimal` is refused with [`CoreError::Overflow`] and recorded nowhere.
+    ///
+    /// [`CoreError::Overflow`]: dotmac_core::CoreError::Overflow
     pub fn credit(&self) -> Money {
-        Money::new(
-            self.payments.iter().map(|p| p.unallocated().amount()).sum(),
-            self.currency,
-        )
+        self.credit
     }
 
     /// What has been allocated to `invoice` on each day (negative for reversals), for
@@ -365,12 +384,14 @@ impl CustomerLedger {
                 if self.payments.iter().any(|p| p.payment == *payment) {
                     return Err(BillingError::DuplicatePayment(*payment));
                 }
-                self.payments.push(PaymentBalance {
+                let received = PaymentBalance {
                     payment: *payment,
                     amount: *amount,
                     allocated: Money::zero(self.currency),
                     refunded: Money::zero(self.currency),
-                });
+                };
+                self.credit = self.credit_with(&received)?;
+                self.payments.push(received);
             }
             LedgerEntryKind::Allocated {
                 payment,
@@ -378,30 +399,77 @@ impl CustomerLedger {
                 amount,
             } => {
                 same(amount)?;
+                // Every figure is computed before anything changes, so a refused entry leaves
+                // the balances as they were.
                 let inv = self
-                    .invoices
-                    .iter_mut()
-                    .find(|i| i.invoice == *invoice)
+                    .invoice(*invoice)
                     .ok_or(BillingError::UnknownInvoice(*invoice))?;
-                inv.paid = inv.paid.checked_add(*amount)?;
-                let pay = self
-                    .payments
-                    .iter_mut()
-                    .find(|p| p.payment == *payment)
-                    .ok_or(BillingError::UnknownPayment(*payment))?;
+                let paid = inv.paid.checked_add(*amount)?;
+                inv.total.checked_sub(paid)?;
+                let index = inv_index(&self.invoices, *invoice)?;
+                let mut pay = self.payment_balance(*payment)?;
                 pay.allocated = pay.allocated.checked_add(*amount)?;
+                pay.unallocated_with(pay.allocated, pay.refunded)?;
+                let credit = self.credit_with(&pay)?;
+                if let Some(inv) = self.invoices.get_mut(index) {
+                    inv.paid = paid;
+                }
+                self.replace_payment(pay);
+                self.credit = credit;
             }
             LedgerEntryKind::Refunded { payment, amount } => {
                 same(amount)?;
-                let pay = self
-                    .payments
-                    .iter_mut()
-                    .find(|p| p.payment == *payment)
-                    .ok_or(BillingError::UnknownPayment(*payment))?;
+                let mut pay = self.payment_balance(*payment)?;
                 pay.refunded = pay.refunded.checked_add(*amount)?;
+                pay.unallocated_with(pay.allocated, pay.refunded)?;
+                self.credit = self.credit_with(&pay)?;
+                self.replace_payment(pay);
             }
         }
         Ok(())
+    }
+
+    fn payment_balance(&self, payment: PaymentId) -> Result<PaymentBalance, BillingError> {
+        self.payments
+            .iter()
+            .copied()
+            .find(|p| p.payment == payment)
+            .ok_or(BillingError::UnknownPayment(payment))
+    }
+
+    fn replace_payment(&mut self, updated: PaymentBalance) {
+        if let Some(pay) = self
+            .payments
+            .iter_mut()
+            .find(|p| p.payment == updated.payment)
+        {
+            *pay = updated;
+        }
+    }
+
+    /// The customer's credit once `updated` replaces its payment's balance (or joins the
+    /// payments when it is new): Σ unallocated in payment order, recomputed rather than kept
+    /// as a running figure, because a `Decimal` sum rounds beyond 28 significant digits and a
+    /// running figure would drift from the balances it sums.
+    ///
+    /// # Errors
+    ///
+    /// [`CoreError::Overflow`](dotmac_core::CoreError::Overflow) for "customer credit" when
+    /// the sum does not fit.
+    fn credit_with(&self, updated: &PaymentBalance) -> Result<Money, BillingError> {
+        let is_new = !self.payments.iter().any(|p| p.payment == updated.payment);
+        let unallocated = self
+            .payments
+            .iter()
+            .map(|p| {
+                if p.payment == updated.payment {
+                    updated.unallocated()
+                } else {
+                    p.unallocated()
+                }
+            })
+            .chain(is_new.then(|| updated.unallocated()));
+        Money::sum(self.currency, unallocated).map_err(|_| credit_overflow())
     }
 
     fn push(&mut self, on: NaiveDate, kind: LedgerEntryKind) -> Result<LedgerEntry, BillingError> {
@@ -429,6 +497,7 @@ impl CustomerLedger {
             let entries = std::mem::take(&mut self.entries);
             self.invoices.clear();
             self.payments.clear();
+            self.credit = Money::zero(self.currency);
             for entry in entries {
                 // These entries were all applied once already: replaying them cannot fail.
                 let _ = self.apply(&entry);
@@ -687,6 +756,22 @@ impl CustomerLedger {
     }
 }
 
+/// The position of `invoice` among the balances.
+fn inv_index(invoices: &[InvoiceBalance], invoice: InvoiceId) -> Result<usize, BillingError> {
+    invoices
+        .iter()
+        .position(|i| i.invoice == invoice)
+        .ok_or(BillingError::UnknownInvoice(invoice))
+}
+
+/// The error for an entry after which the customer's credit would not fit in a `Decimal`.
+fn credit_overflow() -> BillingError {
+    dotmac_core::CoreError::Overflow {
+        operation: "customer credit",
+    }
+    .into()
+}
+
 /// Where ledgers are kept. Every call is scoped to a tenant; entries are only ever appended.
 pub trait PaymentStore: Send + Sync {
     /// Appends entries to a customer's ledger.
@@ -831,6 +916,7 @@ impl PaymentStore for InMemoryPaymentStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dotmac_core::CoreError;
 
     fn usd(minor: i64) -> Money {
         Money::from_minor(minor, Currency::USD)
@@ -952,6 +1038,72 @@ mod tests {
             ledger
                 .record_invoice(InvoiceId::from_u128(3), usd(100), day(10), day(10))
                 .is_ok()
+        );
+    }
+
+    #[test]
+    fn payments_whose_credit_would_overflow_are_refused_and_change_nothing() {
+        // The reproduction from issue 9: two `Decimal::MAX` payments, then `credit()`.
+        let max = Money::new(rust_decimal::Decimal::MAX, Currency::USD);
+        let mut ledger = CustomerLedger::new(CustomerId::from_u128(1), Currency::USD);
+        ledger
+            .record_payment(
+                PaymentId::from_u128(1),
+                max,
+                day(1),
+                AllocationTarget::OldestFirst,
+            )
+            .unwrap();
+        let before = ledger.clone();
+        assert_eq!(
+            ledger.record_payment(
+                PaymentId::from_u128(2),
+                max,
+                day(2),
+                AllocationTarget::OldestFirst
+            ),
+            Err(BillingError::Core(CoreError::Overflow {
+                operation: "customer credit"
+            }))
+        );
+        assert_eq!(ledger, before);
+        assert_eq!(ledger.credit(), max);
+        // An invoice takes the credit; the same payment then fits.
+        ledger
+            .record_invoice(InvoiceId::from_u128(1), usd(100), day(3), day(17))
+            .unwrap();
+        ledger
+            .record_payment(
+                PaymentId::from_u128(2),
+                usd(100),
+                day(4),
+                AllocationTarget::OldestFirst,
+            )
+            .unwrap();
+        assert_eq!(ledger.credit(), max);
+    }
+
+    #[test]
+    fn stored_entries_whose_credit_would_overflow_are_refused() {
+        let max = Money::new(rust_decimal::Decimal::MAX, Currency::USD);
+        let entry = |sequence, payment| LedgerEntry {
+            sequence,
+            customer: CustomerId::from_u128(1),
+            on: day(1),
+            kind: LedgerEntryKind::PaymentReceived {
+                payment: PaymentId::from_u128(payment),
+                amount: max,
+            },
+        };
+        assert_eq!(
+            CustomerLedger::from_entries(
+                CustomerId::from_u128(1),
+                Currency::USD,
+                [entry(0, 1), entry(1, 2)]
+            ),
+            Err(BillingError::Core(CoreError::Overflow {
+                operation: "customer credit"
+            }))
         );
     }
 

@@ -80,8 +80,9 @@ impl Tiers {
             lower.push(floor);
             below.push(sum);
             if let Some(up_to) = tier.up_to {
-                let full = (up_to - floor)
-                    .checked_mul(tier.unit_amount)
+                let full = up_to
+                    .checked_sub(floor)
+                    .and_then(|width| width.checked_mul(tier.unit_amount))
                     .and_then(|a| a.checked_add(tier.flat_amount))
                     .and_then(|a| a.checked_add(sum))
                     .ok_or(BillingError::InvalidPrice {
@@ -118,8 +119,9 @@ impl Tiers {
         else {
             return Ok(Decimal::ZERO);
         };
-        let mut amount = (q - *lower)
-            .checked_mul(tier.unit_amount)
+        let mut amount = q
+            .checked_sub(*lower)
+            .and_then(|above| above.checked_mul(tier.unit_amount))
             .ok_or_else(overflow)?;
         // Zero terms are common (no flat fee, first tier) and a Decimal add is not free.
         if !tier.flat_amount.is_zero() {
@@ -173,12 +175,14 @@ impl PercentTiers {
         let compiled = Tiers::new(
             tiers
                 .iter()
-                .map(|t| Tier {
-                    up_to: t.up_to,
-                    unit_amount: t.rate_percent / HUNDRED,
-                    flat_amount: t.flat_amount,
+                .map(|t| {
+                    Ok(Tier {
+                        up_to: t.up_to,
+                        unit_amount: t.rate_percent.checked_div(HUNDRED).ok_or_else(overflow)?,
+                        flat_amount: t.flat_amount,
+                    })
                 })
-                .collect(),
+                .collect::<Result<_, BillingError>>()?,
         )?;
         Ok(PercentTiers { tiers, compiled })
     }
@@ -222,7 +226,7 @@ fn check_bounds(bounds: &[Option<Decimal>]) -> Result<(), BillingError> {
                 });
             }
             Some(up) => previous = *up,
-            None if i + 1 != bounds.len() => {
+            None if i < bounds.len().saturating_sub(1) => {
                 return Err(BillingError::InvalidPrice {
                     reason: "only the last tier may be unbounded",
                 });
@@ -237,7 +241,7 @@ fn check_bounds(bounds: &[Option<Decimal>]) -> Result<(), BillingError> {
 /// than a `Decimal` division on the bill run's hot path.
 pub(crate) fn percent_of(amount: Decimal, percent: Decimal) -> Result<Decimal, BillingError> {
     let mut product = amount.checked_mul(percent).ok_or_else(overflow)?;
-    let scale = product.scale() + 2;
+    let scale = product.scale().saturating_add(2);
     if scale <= 28 && product.set_scale(scale).is_ok() {
         return Ok(product);
     }
@@ -426,7 +430,7 @@ impl PriceModel {
                         Some(m) if m <= Decimal::ZERO => {
                             return invalid("max_blocks must be above zero");
                         }
-                        None if i + 1 != tiers.len() => {
+                        None if i < tiers.len().saturating_sub(1) => {
                             return invalid("only the last block tier may be unbounded");
                         }
                         _ => {}
@@ -482,7 +486,10 @@ impl PriceModel {
                 package_amount,
                 free_units,
             } => {
-                let billable = (q - *free_units).max(Decimal::ZERO);
+                let billable = q
+                    .checked_sub(*free_units)
+                    .ok_or_else(overflow)?
+                    .max(Decimal::ZERO);
                 let packages = billable
                     .checked_div(*package_size)
                     .ok_or_else(overflow)?
@@ -528,7 +535,7 @@ fn block_graduated(tiers: &[BlockTier], q: Decimal) -> Result<Decimal, BillingEr
         total = total
             .checked_add(blocks(here, tier)?)
             .ok_or_else(overflow)?;
-        left -= here;
+        left = left.checked_sub(here).ok_or_else(overflow)?;
     }
     Ok(total)
 }
@@ -653,5 +660,35 @@ mod tests {
             serde_json::from_str(&serde_json::to_string(&model).unwrap()).unwrap();
         assert_eq!(model, back);
         assert_eq!(model.amount(dec!(12)).unwrap(), dec!(13));
+    }
+
+    #[test]
+    fn huge_quantities_and_unvalidated_models_overflow_as_errors() {
+        let overflow = Err(BillingError::Core(dotmac_core::CoreError::Overflow {
+            operation: "pricing",
+        }));
+        // Built directly, without `validate`: negative free units used to panic in `q − free`.
+        let package = PriceModel::Package {
+            package_size: Decimal::MAX,
+            package_amount: Decimal::MAX,
+            free_units: Decimal::MIN,
+        };
+        assert_eq!(package.amount(Decimal::MAX), overflow);
+        let graduated = PriceModel::Graduated {
+            tiers: Tiers::new(vec![
+                tier(Some(dec!(10)), dec!(1), dec!(0)),
+                tier(None, Decimal::MAX, dec!(0)),
+            ])
+            .unwrap(),
+        };
+        assert_eq!(graduated.amount(Decimal::MAX), overflow);
+        let blocks = PriceModel::BlockGraduated {
+            tiers: vec![BlockTier {
+                block_size: dec!(1),
+                max_blocks: None,
+                block_amount: Decimal::MAX,
+            }],
+        };
+        assert_eq!(blocks.amount(dec!(2)), overflow);
     }
 }

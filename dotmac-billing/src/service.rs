@@ -235,10 +235,11 @@ impl BillRunSummary {
 
     /// Adds a chunk's summary to this run's total (the cursor moves to the chunk's).
     fn absorb(&mut self, chunk: BillRunSummary) {
-        self.subscriptions += chunk.subscriptions;
-        self.invoices += chunk.invoices;
-        self.duplicates += chunk.duplicates;
-        self.conflicts += chunk.conflicts;
+        // Counts of records held in memory: cannot reach usize::MAX.
+        self.subscriptions = self.subscriptions.saturating_add(chunk.subscriptions);
+        self.invoices = self.invoices.saturating_add(chunk.invoices);
+        self.duplicates = self.duplicates.saturating_add(chunk.duplicates);
+        self.conflicts = self.conflicts.saturating_add(chunk.conflicts);
         self.failures.extend(chunk.failures);
         self.events.extend(chunk.events);
         if chunk.cursor.is_some() {
@@ -491,7 +492,8 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
         }
         self.issued_events(tenant, &result.issued, &mut events);
         let mut outcome = outcome;
-        outcome.subscription.revision += 1;
+        // The store has just bumped the stored revision, so it has a successor.
+        outcome.subscription.revision = outcome.subscription.revision.saturating_add(1);
         if let (Some(invoice), Some(issued)) = (outcome.invoice.as_mut(), result.issued.first()) {
             invoice.number = Some(issued.number);
             invoice.status = InvoiceStatus::Open;
@@ -1206,8 +1208,9 @@ pub fn record_chunk(
     for (item, result) in items.iter().zip(results) {
         match result {
             Ok(result) => {
-                summary.invoices += result.issued.len();
-                summary.duplicates += result.duplicates;
+                // Counts of records held in memory: cannot reach usize::MAX.
+                summary.invoices = summary.invoices.saturating_add(result.issued.len());
+                summary.duplicates = summary.duplicates.saturating_add(result.duplicates);
                 summary.events.extend(
                     result
                         .issued
@@ -1230,7 +1233,7 @@ pub fn record_chunk(
             // subscription is left for the next run, which re-reads both.
             Err(
                 BillingError::ConcurrentUpdate { .. } | BillingError::PendingChargeTaken { .. },
-            ) => summary.conflicts += 1,
+            ) => summary.conflicts = summary.conflicts.saturating_add(1),
             Err(e) => return Err(e),
         }
     }

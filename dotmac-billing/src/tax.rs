@@ -188,21 +188,30 @@ pub(crate) fn line_taxes(
         return Ok(LineTax { total, exclusive });
     }
     let hundred = Decimal::ONE_HUNDRED;
-    let inclusive_sum: Decimal = rates
-        .iter()
-        .filter(|r| r.mode == TaxMode::Inclusive && !exemption.exempts(r.id))
-        .map(|r| r.percent)
-        .sum();
+    let inclusive_overflow = || {
+        BillingError::Core(dotmac_core::CoreError::Overflow {
+            operation: "inclusive tax",
+        })
+    };
+    let inclusive_sum = dotmac_core::checked_sum(
+        rates
+            .iter()
+            .filter(|r| r.mode == TaxMode::Inclusive && !exemption.exempts(r.id))
+            .map(|r| r.percent),
+        "inclusive tax",
+    )?;
     let base = if inclusive_sum.is_zero() {
         amount
     } else {
-        let divisor = Decimal::ONE + inclusive_sum / hundred;
+        let divisor = inclusive_sum
+            .checked_div(hundred)
+            .and_then(|share| Decimal::ONE.checked_add(share))
+            .ok_or_else(inclusive_overflow)?;
         Money::new(
-            amount.amount().checked_div(divisor).ok_or({
-                BillingError::Core(dotmac_core::CoreError::Overflow {
-                    operation: "inclusive tax",
-                })
-            })?,
+            amount
+                .amount()
+                .checked_div(divisor)
+                .ok_or_else(inclusive_overflow)?,
             currency,
         )
     };
@@ -297,5 +306,27 @@ mod tests {
                 .validate()
                 .is_err()
         );
+    }
+
+    #[test]
+    fn inclusive_rates_that_overflow_are_an_error_not_a_panic() {
+        let rates = [
+            TaxRate::inclusive(TaxRateId::from_u128(1), "a", Decimal::MAX),
+            TaxRate::inclusive(TaxRateId::from_u128(2), "b", Decimal::MAX),
+        ];
+        let mut summaries = Vec::new();
+        assert_eq!(
+            apply_taxes(
+                usd("10"),
+                &rates,
+                &TaxExemption::None,
+                RoundingMode::HalfUp,
+                &mut summaries,
+            ),
+            Err(BillingError::Core(dotmac_core::CoreError::Overflow {
+                operation: "inclusive tax"
+            }))
+        );
+        assert!(summaries.is_empty());
     }
 }

@@ -10,6 +10,9 @@
 //!
 //! Every check uses fresh tenant ids, so the suite may share one database with other tests.
 
+// A test suite: fixed, small figures, where plain operators are the clearest.
+#![allow(clippy::arithmetic_side_effects)]
+
 use chrono::{NaiveDate, TimeZone, Utc};
 use dotmac_core::{
     Currency, CustomerId, FixedClock, Money, PlanId, ProductId, SubscriptionId, TenantId,

@@ -106,7 +106,7 @@ fn radius_usage_fills_the_allowance_and_rates_the_overage() {
     .unwrap();
     let mut period = AllowancePeriod::open(&policy, customer, march, Decimal::ZERO);
     let used_gib = downloaded / Decimal::from(GIB);
-    let crossed = period.check_thresholds(&policy, Decimal::from(85));
+    let crossed = period.check_thresholds(&policy, Decimal::from(85)).unwrap();
     assert_eq!(crossed.iter().map(|t| t.percent).collect::<Vec<_>>(), [80]);
     period
         .add_top_up(TopUp {
@@ -114,9 +114,9 @@ fn radius_usage_fills_the_allowance_and_rates_the_overage() {
             rollover: Rollover::NextPeriod,
         })
         .unwrap();
-    let crossed = period.check_thresholds(&policy, used_gib);
+    let crossed = period.check_thresholds(&policy, used_gib).unwrap();
     assert_eq!(crossed.iter().map(|t| t.percent).collect::<Vec<_>>(), [100]);
-    assert_eq!(period.overage(used_gib), Decimal::from(5));
+    assert_eq!(period.overage(used_gib).unwrap(), Decimal::from(5));
     assert_eq!(
         period.overage_charge(&policy, used_gib).unwrap(),
         Money::from_minor(1000, Currency::USD)
@@ -125,7 +125,7 @@ fn radius_usage_fills_the_allowance_and_rates_the_overage() {
         rate(&per_gib, Decimal::from(5), Currency::USD).unwrap(),
         Money::from_minor(1000, Currency::USD)
     );
-    assert_eq!(period.rollover_out(used_gib), Decimal::ZERO);
+    assert_eq!(period.rollover_out(used_gib).unwrap(), Decimal::ZERO);
 }
 
 #[test]

@@ -31,6 +31,13 @@
 //!
 //! None: everything is always on. Serde is part of the vocabulary.
 
+// Unchecked arithmetic is refused in library code: `+` on a `Decimal` panics on overflow and on
+// an integer wraps in release. Use checked operations (`Money::checked_add`, `checked_sum`, …) or
+// an `allow` that says why the operation cannot overflow. Tests may use plain operators.
+// `Iterator::sum`/`product` panic on overflow too: `clippy.toml` disallows them here.
+#![cfg_attr(not(test), warn(clippy::arithmetic_side_effects))]
+#![cfg_attr(not(test), warn(clippy::disallowed_methods))]
+
 mod clock;
 mod currency;
 mod error;
@@ -47,7 +54,7 @@ pub use id::{
     CreditNoteId, CustomerId, EventId, InvoiceId, PaymentId, PlanId, ProductId, SubscriptionId,
     TenantId,
 };
-pub use money::{Money, RoundingMode};
+pub use money::{Money, RoundingMode, checked_sum};
 pub use period::{BillingInterval, IntervalUnit, Period, days_in_month};
 
 /// Re-exports of the crates that DotMac's public API is built from, so that embedders use the

@@ -392,16 +392,17 @@ impl Money {
             });
         }
         let total = self.minor_units_i128()?;
-        let n = i128::try_from(parts).map_err(|_| CoreError::Overflow { operation: "split" })?;
-        let base = total / n;
-        let extra = (total % n).unsigned_abs();
+        let overflow = || CoreError::Overflow { operation: "split" };
+        let n = i128::try_from(parts).map_err(|_| overflow())?;
+        let base = total.checked_div(n).ok_or_else(overflow)?;
+        let extra = total.checked_rem(n).ok_or_else(overflow)?.unsigned_abs();
         let unit = if total < 0 { -1 } else { 1 };
-        Ok((0..parts)
+        (0..parts)
             .map(|i| {
                 let bump = if (i as u128) < extra { unit } else { 0 };
-                self.with_minor(base + bump)
+                Ok(self.with_minor(base.checked_add(bump).ok_or_else(overflow)?))
             })
-            .collect())
+            .collect()
     }
 
     fn with_minor(&self, minor: i128) -> Money {
@@ -412,7 +413,42 @@ impl Money {
     }
 }
 
+/// Sums bare decimals (quantities, rates, amounts already known to share a currency) with
+/// checked arithmetic: `Iterator::sum` over `Decimal` panics on overflow.
+///
+/// ```
+/// use dotmac_core::{CoreError, checked_sum};
+/// use rust_decimal::Decimal;
+///
+/// assert_eq!(checked_sum([Decimal::ONE, Decimal::TWO], "quantity total"), Ok(Decimal::from(3)));
+/// assert_eq!(
+///     checked_sum([Decimal::MAX, Decimal::ONE], "quantity total"),
+///     Err(CoreError::Overflow { operation: "quantity total" })
+/// );
+/// ```
+///
+/// # Errors
+///
+/// [`CoreError::Overflow`] naming `operation` when the sum does not fit.
+pub fn checked_sum<I: IntoIterator<Item = Decimal>>(
+    values: I,
+    operation: &'static str,
+) -> Result<Decimal, CoreError> {
+    values
+        .into_iter()
+        .try_fold(Decimal::ZERO, |acc, v| acc.checked_add(v))
+        .ok_or(CoreError::Overflow { operation })
+}
+
 /// Largest-remainder allocation of `total` integer units by integer `weights`.
+// `total` and each weight are `Decimal` mantissas (below 2^96): products and the weight sum are
+// checked, each share is at most `|total|`, their sum is at most `|total|` (floors of parts of
+// it), and at most one unit is added per part, so the remaining operations cannot overflow;
+// `weight_sum` is not zero when it divides.
+#[allow(
+    clippy::arithmetic_side_effects,
+    reason = "bounded by |total| < 2^96, see above"
+)]
 fn allocate_minor(total: i128, weights: &[i128]) -> Result<Vec<i128>, CoreError> {
     let overflow = CoreError::Overflow {
         operation: "allocate",

@@ -132,7 +132,11 @@ impl BillingInterval {
             IntervalUnit::Month => 12,
             IntervalUnit::Year => 1,
         };
-        Decimal::from(per_year) / Decimal::from(self.count)
+        // `count` is at least 1 (checked by `new` and on deserialization), so the quotient is
+        // at most 365 and the division cannot fail; `ZERO` is never reached.
+        Decimal::from(per_year)
+            .checked_div(Decimal::from(self.count))
+            .unwrap_or(Decimal::ZERO)
     }
 
     /// The first day of period `k` (negative `k` counts back before the anchor).
@@ -140,6 +144,10 @@ impl BillingInterval {
     /// # Errors
     ///
     /// [`CoreError::DateOutOfRange`] when the date is outside chrono's range.
+    #[allow(
+        clippy::arithmetic_side_effects,
+        reason = "a u32 count times 7 or 12 fits in i64"
+    )]
     pub fn period_start(&self, anchor: NaiveDate, k: i64) -> Result<NaiveDate, CoreError> {
         let steps = match self.unit {
             IntervalUnit::Day | IntervalUnit::Month => i64::from(self.count),
@@ -160,6 +168,10 @@ impl BillingInterval {
     /// # Errors
     ///
     /// [`CoreError::DateOutOfRange`] when a boundary is outside chrono's range.
+    #[allow(
+        clippy::arithmetic_side_effects,
+        reason = "a u32 count times 7 or 12 fits in i64; the rest is checked"
+    )]
     pub fn period(&self, anchor: NaiveDate, k: i64) -> Result<Period, CoreError> {
         let next = k
             .checked_add(1)
@@ -210,9 +222,22 @@ impl BillingInterval {
         date: NaiveDate,
     ) -> Result<(i64, Period), CoreError> {
         let count = i64::from(self.count);
+        let out_of_range = || CoreError::DateOutOfRange("period index");
+        // Dates and month indices are within chrono's ±262 143 years, so these differences
+        // and products of a u32 count by 7 or 12 fit in i64; `count` is at least 1.
+        #[allow(
+            clippy::arithmetic_side_effects,
+            reason = "bounded by chrono's date range, see above"
+        )]
         let mut k = match self.unit {
-            IntervalUnit::Day => (date - anchor).num_days().div_euclid(count),
-            IntervalUnit::Week => (date - anchor).num_days().div_euclid(7 * count),
+            IntervalUnit::Day => date
+                .signed_duration_since(anchor)
+                .num_days()
+                .div_euclid(count),
+            IntervalUnit::Week => date
+                .signed_duration_since(anchor)
+                .num_days()
+                .div_euclid(7 * count),
             IntervalUnit::Month | IntervalUnit::Year => {
                 let months_per = if self.unit == IntervalUnit::Year {
                     12 * count
@@ -227,9 +252,9 @@ impl BillingInterval {
         loop {
             let period = self.period(anchor, k)?;
             if date < period.start() {
-                k -= 1;
+                k = k.checked_sub(1).ok_or_else(out_of_range)?;
             } else if date >= period.end() {
-                k += 1;
+                k = k.checked_add(1).ok_or_else(out_of_range)?;
             } else {
                 return Ok((k, period));
             }
@@ -253,6 +278,10 @@ impl fmt::Display for BillingInterval {
     }
 }
 
+#[allow(
+    clippy::arithmetic_side_effects,
+    reason = "an i32 year times 12 plus 11 fits in i64"
+)]
 fn month_index(date: NaiveDate) -> i64 {
     i64::from(date.year()) * 12 + i64::from(date.month0())
 }
@@ -280,6 +309,7 @@ fn date_from_month_index(total: i64, day: u32) -> Result<NaiveDate, CoreError> {
     let out_of_range = || CoreError::DateOutOfRange("period start");
     let year = i32::try_from(total.div_euclid(12)).map_err(|_| out_of_range())?;
     // rem_euclid(12) is in 0..12, so the cast is lossless.
+    #[allow(clippy::arithmetic_side_effects, reason = "0..12 plus 1")]
     let month = total.rem_euclid(12) as u32 + 1;
     let day = day.min(days_in_month(year, month));
     NaiveDate::from_ymd_opt(year, month, day).ok_or_else(out_of_range)
@@ -352,7 +382,8 @@ impl Period {
 
     /// The number of days in the period (at least 1).
     pub fn days(&self) -> i64 {
-        (self.end - self.start).num_days()
+        // chrono's `signed_duration_since` cannot overflow between two valid dates.
+        self.end.signed_duration_since(self.start).num_days()
     }
 
     /// True when `date` is in `[start, end)`.

@@ -112,15 +112,14 @@ impl CommissionTiers {
             }
             TierMode::Marginal => {
                 let mut total = Decimal::ZERO;
-                for (i, tier) in self.tiers.iter().enumerate() {
+                let mut tiers = self.tiers.iter().peekable();
+                while let Some(tier) = tiers.next() {
                     if amount <= tier.from {
                         break;
                     }
-                    let upper = self
-                        .tiers
-                        .get(i + 1)
-                        .map_or(amount, |next| next.from.min(amount));
-                    let part = percent_of(upper - tier.from, tier.rate_percent)?;
+                    let upper = tiers.peek().map_or(amount, |next| next.from.min(amount));
+                    let band = upper.checked_sub(tier.from).ok_or(overflow())?;
+                    let part = percent_of(band, tier.rate_percent)?;
                     total = total.checked_add(part).ok_or(overflow())?;
                 }
                 Ok(total)

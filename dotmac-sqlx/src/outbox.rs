@@ -306,7 +306,8 @@ impl Database {
     /// # Errors
     ///
     /// [`SqlError::InvalidInput`] for a NUL character or an oversize consumer name,
-    /// [`SqlError::Database`].
+    /// [`SqlError::Database`]; [`SqlError::Core`] with `DateOutOfRange` when `now + lease` is
+    /// past the last instant.
     pub async fn claim_outbox(
         &self,
         consumer: &str,
@@ -315,7 +316,9 @@ impl Database {
         lease: chrono::Duration,
     ) -> Result<Vec<OutboxMessage>> {
         input::text("relay consumer name", consumer)?;
-        let expires = now + lease;
+        let expires = now
+            .checked_add_signed(lease)
+            .ok_or(dotmac_core::CoreError::DateOutOfRange("lease expiry"))?;
         let mut claimed = dispatch!(self, pool, d => {
             let mut tx = d::begin_relay(pool).await?;
             let sql = if d::IS_POSTGRES {

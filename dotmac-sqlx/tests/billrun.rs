@@ -376,3 +376,34 @@ async fn a_worker_killed_during_its_write_leaves_all_or_nothing() {
         assert_eq!(db.outbox_events(tenant).await.unwrap().len(), 400, "{name}");
     }
 }
+
+/// A lease that ends past the last representable instant is refused, not a panic in `now +
+/// lease`, and leaves the chunk claimable.
+#[tokio::test]
+async fn a_chunk_lease_beyond_the_end_of_time_is_an_error_not_a_panic() {
+    for (name, db) in backends().await {
+        let tenant = new_tenant(&db).await;
+        let run = BillRunId::new();
+        let as_of = NaiveDate::from_ymd_opt(2026, 3, 1).unwrap();
+        db.plan_bill_run(tenant, run, as_of, &subscriptions(2), 3, at(1, 0))
+            .await
+            .unwrap();
+        let refused = db
+            .claim_chunk(tenant, run, "worker-1", at(1, 0), Duration::MAX)
+            .await;
+        assert!(
+            matches!(
+                refused,
+                Err(SqlError::Core(dotmac_core::CoreError::DateOutOfRange(
+                    "lease expiry"
+                )))
+            ),
+            "{name}: {refused:?}"
+        );
+        let claim = db
+            .claim_chunk(tenant, run, "worker-2", at(1, 0), Duration::minutes(LEASE))
+            .await
+            .unwrap();
+        assert!(claim.is_some(), "{name}: the refused claim took the chunk");
+    }
+}

@@ -497,3 +497,35 @@ proptest::proptest! {
         });
     }
 }
+
+/// A lease that ends past the last representable instant is refused, not a panic in `now +
+/// lease`, and claims nothing.
+#[tokio::test]
+async fn a_lease_beyond_the_end_of_time_is_an_error_not_a_panic() {
+    for (name, db) in backends().await {
+        let tenant = new_tenant(&db).await;
+        db.append_events(tenant, &[event(tenant, "A-0")])
+            .await
+            .unwrap();
+        let refused = db
+            .claim_outbox("relay-1", 10, at(3, 0), chrono::Duration::MAX)
+            .await;
+        assert!(
+            matches!(
+                refused,
+                Err(SqlError::Core(dotmac_core::CoreError::DateOutOfRange(
+                    "lease expiry"
+                )))
+            ),
+            "{name}: {refused:?}"
+        );
+        let claimed = db
+            .claim_outbox("relay-2", 10_000, at(3, 0), chrono::Duration::minutes(5))
+            .await
+            .unwrap();
+        assert!(
+            claimed.iter().any(|m| m.event.tenant == tenant),
+            "{name}: the refused claim took the event"
+        );
+    }
+}

@@ -16,6 +16,13 @@
 //! Days without an offset change (all but about two a year) need no time-zone lookup at all, and
 //! whole weeks without a change are skipped in one step, subtracting the holidays inside them.
 
+// Working-time arithmetic in seconds and day numbers. Every figure derives from instants and
+// dates `chrono` can represent (|seconds| < 2^43, |days| < 2^27), u32 minutes and u16 minutes of
+// a day, so sums, differences and products by DAY_SECS/WEEK_SECS stay far inside i64 (and
+// sums of a week's working seconds far inside it too); results go back through `chrono`'s
+// checked constructors, which refuse what is out of range.
+#![allow(clippy::arithmetic_side_effects, clippy::disallowed_methods)]
+
 use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;

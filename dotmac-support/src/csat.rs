@@ -99,19 +99,25 @@ impl CsatSummary {
         let mut summary = CsatSummary::default();
         let mut total: u64 = 0;
         for r in responses.into_iter().filter(|r| r.at >= from && r.at < to) {
-            summary.responses += 1;
-            total += u64::from(r.score.value());
+            // Counts of responses in memory, scores of at most 5: a u64 does not fill up.
+            summary.responses = summary.responses.saturating_add(1);
+            total = total.saturating_add(u64::from(r.score.value()));
             if r.score.is_satisfied() {
-                summary.satisfied += 1;
+                summary.satisfied = summary.satisfied.saturating_add(1);
             }
         }
         if summary.responses > 0 {
             let n = Decimal::from(summary.responses);
             let round =
                 |d: Decimal| d.round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero);
-            summary.csat_percent =
-                round(Decimal::from(summary.satisfied) * Decimal::ONE_HUNDRED / n);
-            summary.average_score = round(Decimal::from(total) / n);
+            // A u64 × 100 fits in a Decimal and `n` is at least 1: the defaults are never taken.
+            summary.csat_percent = round(
+                Decimal::from(summary.satisfied)
+                    .checked_mul(Decimal::ONE_HUNDRED)
+                    .and_then(|p| p.checked_div(n))
+                    .unwrap_or_default(),
+            );
+            summary.average_score = round(Decimal::from(total).checked_div(n).unwrap_or_default());
         }
         summary
     }

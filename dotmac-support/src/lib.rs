@@ -47,6 +47,13 @@
 //!
 //! - `testkit`: `testkit::run_store_suite`, the behaviour suite every store must pass.
 
+// Unchecked arithmetic is refused in library code: `+` on a `Decimal` panics on overflow and on
+// an integer wraps in release. Use checked operations (`Money::checked_add`, `checked_sum`, …) or
+// an `allow` that says why the operation cannot overflow. Tests may use plain operators.
+// `Iterator::sum`/`product` panic on overflow too: `clippy.toml` disallows them here.
+#![cfg_attr(not(test), warn(clippy::arithmetic_side_effects))]
+#![cfg_attr(not(test), warn(clippy::disallowed_methods))]
+
 mod calendar;
 mod csat;
 mod error;

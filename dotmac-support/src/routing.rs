@@ -316,6 +316,10 @@ impl Roster {
 /// waits.
 ///
 /// The caller records the assignment in the roster ([`Roster::add_load`]) if it keeps using it.
+#[allow(
+    clippy::arithmetic_side_effects,
+    reason = "rotation indices: n is a member count above zero and every index is below n"
+)]
 pub fn pick_agent(
     queue: &Queue,
     cursor: &mut QueueCursor,
@@ -433,6 +437,10 @@ impl<'q> QueueAssigner<'q> {
     }
 
     /// Picks an agent for a ticket that has waited `waited_minutes` and counts the assignment.
+    #[allow(
+        clippy::arithmetic_side_effects,
+        reason = "rotation indices: n is a member count above zero and every index is below n"
+    )]
     pub fn pick(&mut self, waited_minutes: u32) -> Option<AgentId> {
         let n = self.queue.members.len();
         if n == 0 {

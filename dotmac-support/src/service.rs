@@ -942,7 +942,8 @@ fn waited_minutes(ticket: &Ticket, now: DateTime<Utc>) -> u32 {
         .rev()
         .find(|e| matches!(e.change, Change::Queued { .. }))
         .map_or(ticket.created_at(), |e| e.at);
-    u32::try_from((now - queued_at).num_minutes().max(0)).unwrap_or(u32::MAX)
+    // `signed_duration_since` cannot overflow between two valid instants.
+    u32::try_from(now.signed_duration_since(queued_at).num_minutes().max(0)).unwrap_or(u32::MAX)
 }
 
 /// Counts toward an agent's load: not resolved or closed, and not in a status the ticket's

@@ -422,12 +422,13 @@ impl SlaPolicy {
             calendar,
             basis: target.basis,
         };
-        let target_secs = i64::from(target.minutes) * 60;
+        // u32 minutes × 60 fits in i64, and the warning comes before the target: no saturation.
+        let target_secs = i64::from(target.minutes).saturating_mul(60);
         let due_at = engine.due(&spans, target_secs)?;
         let warn_at = if self.warn_before_minutes > 0 && self.warn_before_minutes < target.minutes {
             engine.due(
                 &spans,
-                target_secs - i64::from(self.warn_before_minutes) * 60,
+                target_secs.saturating_sub(i64::from(self.warn_before_minutes).saturating_mul(60)),
             )?
         } else {
             None
@@ -554,7 +555,10 @@ struct Counter<'a> {
 impl Counter<'_> {
     fn between(&self, from: i64, to: i64) -> Result<i64> {
         match self.basis {
-            TimeBasis::Calendar => Ok((to - from).max(0)),
+            TimeBasis::Calendar => to
+                .checked_sub(from)
+                .map(|secs| secs.max(0))
+                .ok_or(SupportError::OutOfRange),
             TimeBasis::Business => self.calendar.working_seconds_between(from, to),
         }
     }
@@ -581,7 +585,8 @@ impl Counter<'_> {
                     .ok_or(SupportError::OutOfRange);
             }
             if let Some(to) = to {
-                remaining -= self.between(from, to)?;
+                // Did not fit: the span is shorter than what remains.
+                remaining = remaining.saturating_sub(self.between(from, to)?);
             }
         }
         Ok(None)
@@ -592,7 +597,8 @@ impl Counter<'_> {
         for &(from, to) in spans {
             let to = to.map_or(until, |t| t.min(until));
             if to > from {
-                total += self.between(from, to)?;
+                total = i64::checked_add(total, self.between(from, to)?)
+                    .ok_or(SupportError::OutOfRange)?;
             }
         }
         Ok(total)
@@ -642,7 +648,9 @@ pub struct ClockState {
 impl ClockState {
     /// Target minus elapsed: positive under target, negative over.
     pub fn margin_minutes(&self) -> i64 {
-        i64::from(self.target.minutes()) - i64::try_from(self.elapsed_minutes).unwrap_or(i64::MAX)
+        // A u32 minus a non-negative i64 stays above i64::MIN: no saturation.
+        i64::from(self.target.minutes())
+            .saturating_sub(i64::try_from(self.elapsed_minutes).unwrap_or(i64::MAX))
     }
 }
 
@@ -692,9 +700,10 @@ impl SlaStats {
         let mut stats = SlaStats::default();
         let mut elapsed: u64 = 0;
         for record in records {
-            stats.count += 1;
+            // Counts of records in memory: a u64 does not fill up.
+            stats.count = stats.count.saturating_add(1);
             if record.met {
-                stats.met += 1;
+                stats.met = stats.met.saturating_add(1);
             }
             elapsed = elapsed.saturating_add(record.elapsed_minutes);
             if record.margin_minutes < 0 {
@@ -708,9 +717,19 @@ impl SlaStats {
             let round = |d: Decimal| {
                 d.round_dp_with_strategy(2, rust_decimal::RoundingStrategy::MidpointAwayFromZero)
             };
-            stats.compliance_percent =
-                round(Decimal::from(stats.met) * Decimal::ONE_HUNDRED / count);
-            stats.mean_elapsed_minutes = round(Decimal::from(elapsed) / count);
+            // A u64 × 100 fits in a Decimal and `count` is at least 1: the defaults are never
+            // taken.
+            stats.compliance_percent = round(
+                Decimal::from(stats.met)
+                    .checked_mul(Decimal::ONE_HUNDRED)
+                    .and_then(|p| p.checked_div(count))
+                    .unwrap_or_default(),
+            );
+            stats.mean_elapsed_minutes = round(
+                Decimal::from(elapsed)
+                    .checked_div(count)
+                    .unwrap_or_default(),
+            );
         }
         stats
     }

@@ -4,6 +4,8 @@
 //! with a message naming the failed expectation.
 
 #![allow(clippy::panic)]
+// A test suite: fixed, small figures, where plain operators are the clearest.
+#![allow(clippy::arithmetic_side_effects)]
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use dotmac_core::TenantId;

@@ -561,12 +561,12 @@ async fn main() -> Result<(), AnyError> {
     println!(
         "  MRR Oct 1            {}  (ARR {})",
         mrr_oct.total,
-        mrr_oct.arr()
+        mrr_oct.arr()?
     );
     println!(
         "  MRR Nov 1            {}  (ARR {})",
         mrr_nov.total,
-        mrr_nov.arr()
+        mrr_nov.arr()?
     );
     println!(
         "  MRR movements Oct    new {}, expansion {}, contraction {}, churn {}, reactivation {} (reconciles: {})",

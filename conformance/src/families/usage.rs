@@ -174,11 +174,11 @@ pub fn run(case: Case) -> Result<(), String> {
                 .map_err(err)?;
             }
             (
-                open.overage(quantity),
+                open.overage(quantity).map_err(err)?,
                 open.overage_charge(&policy, quantity)
                     .map_err(err)?
                     .amount(),
-                open.rollover_out(quantity),
+                open.rollover_out(quantity).map_err(err)?,
             )
         }
     };

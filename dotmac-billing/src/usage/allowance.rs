@@ -239,69 +239,105 @@ impl AllowancePeriod {
     }
 
     /// The allowance: included + rolled over + top-ups.
-    pub fn allowance(&self) -> Decimal {
-        self.top_ups
-            .iter()
-            .fold(self.included + self.carried_in, |acc, t| acc + t.quantity)
+    ///
+    /// # Errors
+    ///
+    /// [`BillingError::Core`] with an overflow when the sum does not fit in a `Decimal`.
+    pub fn allowance(&self) -> Result<Decimal, BillingError> {
+        Ok(dotmac_core::checked_sum(
+            [self.included, self.carried_in]
+                .into_iter()
+                .chain(self.top_ups.iter().map(|t| t.quantity)),
+            "allowance",
+        )?)
     }
 
     /// Units used above the allowance.
-    pub fn overage(&self, used: Decimal) -> Decimal {
-        (used - self.allowance()).max(Decimal::ZERO)
+    ///
+    /// # Errors
+    ///
+    /// As [`AllowancePeriod::allowance`], and an overflow when `used` minus the allowance
+    /// does not fit.
+    pub fn overage(&self, used: Decimal) -> Result<Decimal, BillingError> {
+        let over = used
+            .checked_sub(self.allowance()?)
+            .ok_or_else(|| overflow("allowance overage"))?;
+        Ok(over.max(Decimal::ZERO))
     }
 
     /// The overage charge for `used` units in this period.
     ///
     /// # Errors
     ///
-    /// The price model's errors (overflow).
+    /// As [`AllowancePeriod::overage`], and the price model's errors (overflow).
     pub fn overage_charge(
         &self,
         policy: &AllowancePolicy,
         used: Decimal,
     ) -> Result<Money, BillingError> {
-        policy.price_overage(self.overage(used))
+        policy.price_overage(self.overage(used)?)
     }
 
     /// Units that carry into the next period when `used` units were used in this one: unused
     /// top-ups bought with rollover, plus unused included and rolled-in units when the policy
     /// rolls them over ([`IncludedRollover`]).
-    pub fn rollover_out(&self, used: Decimal) -> Decimal {
-        let base = self.included + self.carried_in;
-        let mut left = (used - base).max(Decimal::ZERO);
+    ///
+    /// # Errors
+    ///
+    /// [`BillingError::Core`] with an overflow when a figure does not fit in a `Decimal`.
+    pub fn rollover_out(&self, used: Decimal) -> Result<Decimal, BillingError> {
+        let overflow = || overflow("allowance rollover");
+        let base = self
+            .included
+            .checked_add(self.carried_in)
+            .ok_or_else(overflow)?;
+        let mut left = used
+            .checked_sub(base)
+            .ok_or_else(overflow)?
+            .max(Decimal::ZERO);
         let mut carried = match self.included_rollover {
             IncludedRollover::Expire => Decimal::ZERO,
             IncludedRollover::Unused { cap } => {
-                let unused = (base - used).max(Decimal::ZERO);
+                let unused = base
+                    .checked_sub(used)
+                    .ok_or_else(overflow)?
+                    .max(Decimal::ZERO);
                 cap.map_or(unused, |cap| unused.min(cap))
             }
         };
         for top_up in &self.top_ups {
             let consumed = left.min(top_up.quantity);
-            left -= consumed;
+            left = left.checked_sub(consumed).ok_or_else(overflow)?;
             if top_up.rollover == Rollover::NextPeriod {
-                carried += top_up.quantity - consumed;
+                carried = top_up
+                    .quantity
+                    .checked_sub(consumed)
+                    .and_then(|unused| carried.checked_add(unused))
+                    .ok_or_else(overflow)?;
             }
         }
-        carried
+        Ok(carried)
     }
 
     /// The thresholds newly reached at `used` units, each only once per period (a top-up that
     /// raises the allowance does not re-arm a threshold already notified).
+    ///
+    /// # Errors
+    ///
+    /// As [`AllowancePeriod::allowance`]; nothing is marked as notified on error.
     pub fn check_thresholds(
         &mut self,
         policy: &AllowancePolicy,
         used: Decimal,
-    ) -> Vec<ThresholdReached> {
-        let allowance = self.allowance();
+    ) -> Result<Vec<ThresholdReached>, BillingError> {
+        let allowance = self.allowance()?;
         let mut reached = Vec::new();
         for (index, percent) in policy.thresholds.iter().enumerate().take(64) {
             let bit = 1u64 << index;
             if self.notified & bit != 0 {
                 continue;
             }
-            // used / allowance ≥ percent / 100, without dividing (allowance may be zero).
-            if used * Decimal::ONE_HUNDRED >= allowance * Decimal::from(*percent) {
+            if threshold_reached(used, allowance, *percent) {
                 self.notified |= bit;
                 reached.push(ThresholdReached {
                     customer: self.customer,
@@ -313,8 +349,38 @@ impl AllowancePeriod {
                 });
             }
         }
-        reached
+        Ok(reached)
     }
+}
+
+/// used / allowance ≥ percent / 100, without dividing where the products fit (the allowance may
+/// be zero).
+fn threshold_reached(used: Decimal, allowance: Decimal, percent: u32) -> bool {
+    let percent = Decimal::from(percent);
+    match (
+        used.checked_mul(Decimal::ONE_HUNDRED),
+        allowance.checked_mul(percent),
+    ) {
+        (Some(used), Some(limit)) => used >= limit,
+        // |used × 100| is beyond `Decimal::MAX` and the limit is not: the sign decides.
+        (None, Some(_)) => used.is_sign_positive(),
+        // |allowance × percent| is beyond `Decimal::MAX` and used × 100 is not.
+        (Some(_), None) => allowance.is_sign_negative(),
+        // Both beyond: compare the quotients (the allowance is not zero here).
+        (None, None) => {
+            let ratio = used.checked_div(allowance);
+            let share = percent.checked_div(Decimal::ONE_HUNDRED);
+            match (ratio, share) {
+                (Some(ratio), Some(share)) if allowance.is_sign_positive() => ratio >= share,
+                (Some(ratio), Some(share)) => ratio <= share,
+                _ => false,
+            }
+        }
+    }
+}
+
+fn overflow(operation: &'static str) -> BillingError {
+    BillingError::Core(dotmac_core::CoreError::Overflow { operation })
 }
 
 #[cfg(test)]
@@ -322,6 +388,10 @@ mod tests {
     use super::*;
     use crate::pricing::{Tier, Tiers};
     use rust_decimal_macros::dec;
+
+    fn day() -> NaiveDate {
+        NaiveDate::from_ymd_opt(2026, 3, 1).unwrap()
+    }
 
     fn policy(overage: Option<PriceModel>) -> AllowancePolicy {
         AllowancePolicy::new(
@@ -353,19 +423,19 @@ mod tests {
                 rollover: Rollover::Expire,
             })
             .unwrap();
-        assert_eq!(march.allowance(), dec!(130));
+        assert_eq!(march.allowance().unwrap(), dec!(130));
         // 105 used: 5 of the rollover top-up consumed, 15 of it carries over; the other expires.
-        assert_eq!(march.rollover_out(dec!(105)), dec!(15));
-        assert_eq!(march.overage(dec!(135)), dec!(5));
+        assert_eq!(march.rollover_out(dec!(105)).unwrap(), dec!(15));
+        assert_eq!(march.overage(dec!(135)).unwrap(), dec!(5));
         assert_eq!(
             march.overage_charge(&policy, dec!(135)).unwrap(),
             Money::new(dec!(10), Currency::USD)
         );
         let april_start = NaiveDate::from_ymd_opt(2026, 4, 1).unwrap();
         let april = AllowancePeriod::open(&policy, CustomerId::from_u128(1), april_start, dec!(15));
-        assert_eq!(april.allowance(), dec!(115));
+        assert_eq!(april.allowance().unwrap(), dec!(115));
         // Carried-in units are used before top-ups and never roll again.
-        assert_eq!(april.rollover_out(dec!(0)), dec!(0));
+        assert_eq!(april.rollover_out(dec!(0)).unwrap(), dec!(0));
     }
 
     #[test]
@@ -373,13 +443,28 @@ mod tests {
         let policy = policy(None);
         let start = NaiveDate::from_ymd_opt(2026, 3, 1).unwrap();
         let mut period = AllowancePeriod::open(&policy, CustomerId::from_u128(1), start, dec!(0));
-        assert!(period.check_thresholds(&policy, dec!(79.9)).is_empty());
-        let first = period.check_thresholds(&policy, dec!(80));
+        assert!(
+            period
+                .check_thresholds(&policy, dec!(79.9))
+                .unwrap()
+                .is_empty()
+        );
+        let first = period.check_thresholds(&policy, dec!(80)).unwrap();
         assert_eq!(first.iter().map(|t| t.percent).collect::<Vec<_>>(), [80]);
-        assert!(period.check_thresholds(&policy, dec!(85)).is_empty());
-        let second = period.check_thresholds(&policy, dec!(150));
+        assert!(
+            period
+                .check_thresholds(&policy, dec!(85))
+                .unwrap()
+                .is_empty()
+        );
+        let second = period.check_thresholds(&policy, dec!(150)).unwrap();
         assert_eq!(second.iter().map(|t| t.percent).collect::<Vec<_>>(), [100]);
-        assert!(period.check_thresholds(&policy, dec!(500)).is_empty());
+        assert!(
+            period
+                .check_thresholds(&policy, dec!(500))
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]
@@ -423,7 +508,35 @@ mod tests {
                 amount: dec!(0)
             }
         );
-        assert_eq!(period.allowance(), dec!(100));
+        assert_eq!(period.allowance().unwrap(), dec!(100));
+    }
+
+    #[test]
+    fn allowances_beyond_decimal_range_are_errors_not_panics() {
+        let overflow =
+            |operation| BillingError::Core(dotmac_core::CoreError::Overflow { operation });
+        let policy = policy(None);
+        let mut period =
+            AllowancePeriod::open(&policy, CustomerId::from_u128(1), day(), Decimal::MAX);
+        assert_eq!(period.allowance(), Err(overflow("allowance")));
+        assert_eq!(period.overage(dec!(1)), Err(overflow("allowance")));
+        let before = period.clone();
+        assert_eq!(
+            period.check_thresholds(&policy, dec!(1)),
+            Err(overflow("allowance"))
+        );
+        assert_eq!(period, before);
+        assert_eq!(
+            period.rollover_out(Decimal::MIN),
+            Err(overflow("allowance rollover"))
+        );
+        // Used × 100 beyond range: compared by sign, not by a panicking product.
+        let mut small = AllowancePeriod::open(&policy, CustomerId::from_u128(1), day(), dec!(0));
+        let reached = small.check_thresholds(&policy, Decimal::MAX).unwrap();
+        assert_eq!(
+            reached.iter().map(|t| t.percent).collect::<Vec<_>>(),
+            [80, 100]
+        );
     }
 
     #[test]
@@ -442,15 +555,15 @@ mod tests {
             })
             .unwrap();
         // 100 included + 25 rolled in − 110 used = 15 unused: all of it carries over.
-        assert_eq!(period.rollover_out(dec!(110)), dec!(15));
+        assert_eq!(period.rollover_out(dec!(110)), Ok(dec!(15)));
         // 125 − 60 = 65 unused, capped at 30; the unused top-up expires.
-        assert_eq!(period.rollover_out(dec!(60)), dec!(30));
-        assert_eq!(period.rollover_out(dec!(200)), dec!(0));
+        assert_eq!(period.rollover_out(dec!(60)), Ok(dec!(30)));
+        assert_eq!(period.rollover_out(dec!(200)), Ok(dec!(0)));
         let unlimited = policy(None)
             .with_included_rollover(IncludedRollover::Unused { cap: None })
             .unwrap();
         let open = AllowancePeriod::open(&unlimited, CustomerId::from_u128(1), start, dec!(0));
-        assert_eq!(open.rollover_out(dec!(40)), dec!(60));
+        assert_eq!(open.rollover_out(dec!(40)), Ok(dec!(60)));
         assert_eq!(
             policy(None).with_included_rollover(IncludedRollover::Unused {
                 cap: Some(dec!(-1))

@@ -15,6 +15,12 @@
 //! match, so a new id (the common case) touches only the small index; the full comparison
 //! keeps the set exact.
 
+// Size, index and hash arithmetic on tables held in memory: sizes are bounded by what can be
+// allocated (far below 2^40 entries), masks keep indices in range, and the 64 × 64-bit product
+// fits in u128. No figure here comes from a caller except the ids, which are only hashed; the
+// sums are of lengths of in-memory tables.
+#![allow(clippy::arithmetic_side_effects, clippy::disallowed_methods)]
+
 /// log2 of the number of shards: 256 lists are few enough for the scatter pass to write them
 /// all from L1, and many enough that a shard of a million-event batch fits in L2.
 const SHARD_BITS: u32 = 8;

@@ -156,8 +156,9 @@ pub(crate) fn local_midnight(zone: Tz, date: NaiveDate) -> Result<DateTime<Utc>,
         .from_local_datetime(&naive)
         .earliest()
         .or_else(|| {
-            zone.from_local_datetime(&(naive + Duration::hours(1)))
-                .earliest()
+            naive
+                .checked_add_signed(Duration::hours(1))
+                .and_then(|later| zone.from_local_datetime(&later).earliest())
         })
         .ok_or(dotmac_core::CoreError::DateOutOfRange(
             "local midnight does not exist",
@@ -615,20 +616,37 @@ impl UsageAggregator {
         Ok((window, slot))
     }
 
+    /// The slab index of a customer's meter. Customers and meters are indices of tables held
+    /// in memory, so the product fits; saturating keeps an impossible one out of range.
+    fn hot_index(&self, customer: u32, meter: usize) -> usize {
+        (customer as usize)
+            .saturating_mul(self.meters.len())
+            .saturating_add(meter)
+    }
+
     fn hot_mut(&mut self, slot: usize, customer: u32, meter: usize) -> Option<&mut Hot> {
-        let index = customer as usize * self.meters.len() + meter;
-        let wanted = self.customer_ids.len() * self.meters.len();
+        let index = self.hot_index(customer, meter);
+        let wanted = self.customer_ids.len().saturating_mul(self.meters.len());
         let slab = self.periods.get_mut(slot)?;
         if index >= slab.hot.len() {
-            slab.hot.resize(wanted.max(index + 1), EMPTY_HOT);
+            slab.hot
+                .resize(wanted.max(index.checked_add(1)?), EMPTY_HOT);
         }
         slab.hot.get_mut(index)
     }
 
     fn hot(&self, key: BucketKey) -> Option<&Hot> {
         let slot = *self.period_slots.get(&key.period)?;
-        let index = key.customer as usize * self.meters.len() + key.meter as usize;
+        let index = self.hot_index(key.customer, key.meter as usize);
         self.periods.get(slot)?.hot.get(index)
+    }
+
+    /// The latest event time accepted for a delivery at `received_at`: the allowed skew later,
+    /// or the last representable instant.
+    fn latest_accepted(&self, received_at: DateTime<Utc>) -> DateTime<Utc> {
+        received_at
+            .checked_add_signed(self.max_future_skew)
+            .unwrap_or(DateTime::<Utc>::MAX_UTC)
     }
 
     /// Counts one event, unless it was seen before.
@@ -644,7 +662,7 @@ impl UsageAggregator {
         event: &UsageEvent,
         received_at: DateTime<Utc>,
     ) -> Result<Ingested, BillingError> {
-        let latest = received_at + self.max_future_skew;
+        let latest = self.latest_accepted(received_at);
         let customer = self.customer_index(event.customer);
         self.ingest_until(event, customer, latest)
     }
@@ -760,8 +778,7 @@ impl UsageAggregator {
     ) -> bool {
         let slot = accepted.slot as usize;
         let chunk_number = self.chunk_number;
-        let meters = self.meters.len();
-        let index = accepted.customer as usize * meters + accepted.meter as usize;
+        let index = self.hot_index(accepted.customer, accepted.meter as usize);
         let kind = self
             .kinds
             .get(accepted.meter as usize)
@@ -775,7 +792,8 @@ impl UsageAggregator {
                     saved.push((slot, index, *hot));
                     hot.saved_in = chunk_number;
                 }
-                hot.count += 1;
+                // One per event ingested: a u64 does not fill up.
+                hot.count = hot.count.saturating_add(1);
                 hot.acc.add(kind, event.quantity, event.timestamp, event.id);
                 hot.closed
             }
@@ -828,7 +846,7 @@ impl UsageAggregator {
         received_at: DateTime<Utc>,
     ) -> BatchReport {
         let mut report = BatchReport::default();
-        let latest = received_at + self.max_future_skew;
+        let latest = self.latest_accepted(received_at);
         // Chunk by chunk: every event is checked (in order, so rejections come out in order)
         // and counted optimistically, its id filed; then the chunk's ids go through the
         // idempotency set shard by shard, so that each shard's table is in cache while it is
@@ -841,8 +859,9 @@ impl UsageAggregator {
         let mut saved: Vec<(usize, usize, Hot)> = Vec::new();
         let mut special: Vec<(usize, u32, Accepted)> = Vec::new();
         for (chunk_index, chunk) in events.chunks(CHUNK).enumerate() {
-            let first = chunk_index * CHUNK;
-            self.chunk_number += 1;
+            // Counts and positions of events in memory: they cannot reach usize/u64::MAX.
+            let first = chunk_index.saturating_mul(CHUNK);
+            self.chunk_number = self.chunk_number.saturating_add(1);
             saved.clear();
             special.clear();
             let (mut counted, mut late) = (0, 0);
@@ -861,13 +880,13 @@ impl UsageAggregator {
                             }
                             self.seen.file(&mut ids, event.id.as_uuid().as_u128());
                             if self.count_hot(event, accepted, Some(&mut saved)) {
-                                late += 1;
+                                late = usize::saturating_add(late, 1);
                             } else {
-                                counted += 1;
+                                counted = usize::saturating_add(counted, 1);
                             }
                         }
                         Err(error) => report.rejected.push(Rejected {
-                            index: first + offset as usize,
+                            index: first.saturating_add(offset as usize),
                             event: event.id,
                             error,
                         }),
@@ -876,7 +895,7 @@ impl UsageAggregator {
             }
             let filed = ids.len();
             self.seen.insert_filed(&mut ids);
-            let duplicates = filed - ids.new_count();
+            let duplicates = filed.saturating_sub(ids.new_count());
             if duplicates > 0 {
                 // Some events were replays: undo the chunk's counting and count it again,
                 // skipping them. Batches of fresh events, the usual case, never come here.
@@ -897,14 +916,14 @@ impl UsageAggregator {
                         continue;
                     };
                     let new = ids.is_new(position);
-                    position += 1;
+                    position = usize::saturating_add(position, 1);
                     if !new {
                         continue;
                     }
                     if self.count_hot(event, accepted, None) {
-                        late += 1;
+                        late = usize::saturating_add(late, 1);
                     } else {
-                        counted += 1;
+                        counted = usize::saturating_add(counted, 1);
                     }
                 }
             }
@@ -915,9 +934,9 @@ impl UsageAggregator {
                     self.count_special(event, *accepted);
                 }
             }
-            report.counted += counted;
-            report.late += late;
-            report.duplicates += duplicates;
+            report.counted = report.counted.saturating_add(counted);
+            report.late = report.late.saturating_add(late);
+            report.duplicates = report.duplicates.saturating_add(duplicates);
         }
         report
     }
@@ -1397,8 +1416,8 @@ mod tests {
         assert_eq!(agg.events_counted(), 12);
     }
 
-    #[test]
-    fn weighted_sum_weights_levels_by_time_held_and_carries_the_level_over() {
+    /// One customer and one time-weighted gauge, meter 1.
+    fn gauge_aggregator() -> UsageAggregator {
         let gauge = Meter {
             id: MeterId::from_u128(1),
             code: "capacity".into(),
@@ -1406,6 +1425,12 @@ mod tests {
         };
         let mut agg = UsageAggregator::new(calendar(), vec![gauge]);
         agg.register_customer(CustomerId::from_u128(1));
+        agg
+    }
+
+    #[test]
+    fn weighted_sum_weights_levels_by_time_held_and_carries_the_level_over() {
+        let mut agg = gauge_aggregator();
         let now = Utc.with_ymd_and_hms(2026, 5, 1, 0, 0, 0).unwrap();
         // 100 from the start of March 16 (half of the 31-day month minus a half day) on.
         agg.ingest(&event(1, 1, dec!(100), at(16, 12)), now)
@@ -1501,5 +1526,30 @@ mod tests {
                 .id
         );
         assert!(agg.late_adjustments(price).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_delivery_at_the_end_of_time_is_not_a_panic() {
+        let mut agg = fresh_aggregator();
+        // received_at + the allowed skew is past chrono's range: the limit is the last instant.
+        let end = DateTime::<Utc>::MAX_UTC;
+        assert!(agg.ingest(&event(1, 2, dec!(1), at(3, 0)), end).is_ok());
+        let report = agg.ingest_batch(&[event(2, 2, dec!(1), at(3, 0))], end);
+        assert_eq!(report.counted, 1);
+    }
+
+    #[test]
+    fn a_weighted_sum_beyond_decimal_range_is_an_overflow_error_not_a_panic() {
+        let mut agg = gauge_aggregator();
+        let now = Utc.with_ymd_and_hms(2026, 5, 1, 0, 0, 0).unwrap();
+        agg.ingest(&event(1, 1, Decimal::MAX, at(2, 0)), now)
+            .unwrap();
+        let march = NaiveDate::from_ymd_opt(2026, 3, 1).unwrap();
+        assert_eq!(
+            agg.aggregate(CustomerId::from_u128(1), MeterId::from_u128(1), march),
+            Err(BillingError::Core(dotmac_core::CoreError::Overflow {
+                operation: "time-weighted sum"
+            }))
+        );
     }
 }

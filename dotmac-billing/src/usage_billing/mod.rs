@@ -197,7 +197,8 @@ pub struct UsageRunSummary {
 
 impl UsageRunSummary {
     fn absorb(&mut self, other: UsageRunSummary) {
-        self.subscriptions += other.subscriptions;
+        // Counts of records held in memory: cannot reach usize::MAX.
+        self.subscriptions = self.subscriptions.saturating_add(other.subscriptions);
         self.rated.extend(other.rated);
         self.added.extend(other.added);
         self.failures.extend(other.failures);
@@ -514,7 +515,7 @@ impl<'a, B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource>
                 charges.push((charge, r.period.start(), amount));
             }
             summary.rated.extend(rated);
-            index += 1;
+            index = index.saturating_add(1);
         }
         let at = self.clock.now();
         for (charge, period_start, amount) in charges {

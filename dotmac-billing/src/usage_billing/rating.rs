@@ -251,7 +251,7 @@ fn price_used(
 ) -> Result<(Decimal, Decimal, Money), BillingError> {
     let used = used.max(Decimal::ZERO);
     let (allowance, billable) = match allowance {
-        Some(a) => (a.period.allowance(), a.period.overage(used)),
+        Some(a) => (a.period.allowance()?, a.period.overage(used)?),
         None => (Decimal::ZERO, used),
     };
     Ok((
