@@ -132,7 +132,7 @@ impl StepName {
         let mut i = 0;
         while i < src.len() && i < MAX_STEP_NAME_LEN {
             bytes[i] = src[i];
-            i += 1;
+            i = i.saturating_add(1);
         }
         // i ≤ MAX_STEP_NAME_LEN = 64 fits in a u8.
         StepName {

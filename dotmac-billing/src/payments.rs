@@ -304,7 +304,7 @@ impl CustomerLedger {
         let allocated: Vec<&LedgerEntry> = self
             .entries
             .iter()
-            .skip(at + 1)
+            .skip(at.saturating_add(1))
             .take_while(|e| {
                 matches!(&e.kind, LedgerEntryKind::Allocated { payment: p, amount, .. }
                     if *p == payment && amount.is_positive())

@@ -585,7 +585,14 @@ fn next_counter(
                 .and_then(|h| h.checked_mul(1 << 32))
                 .map(|h| h | low);
             match wrapped {
-                Some(now) if elapsed > 0 && now - last <= settings.capacity(elapsed) => Ok(now),
+                Some(now)
+                    if elapsed > 0
+                        && now
+                            .checked_sub(last)
+                            .is_some_and(|grown| grown <= settings.capacity(elapsed)) =>
+                {
+                    Ok(now)
+                }
                 _ => Err(fell),
             }
         }
@@ -788,7 +795,7 @@ impl RadiusNormaliser {
                 properties: Default::default(),
             });
         }
-        Ok(out.len() - before)
+        Ok(out.len().saturating_sub(before))
     }
 
     /// Normalises a batch: the good records produce events, the bad ones are reported.
@@ -836,7 +843,7 @@ fn verdict(
         return Verdict::Reset;
     }
     let session_time_step = match (session.seconds, record.session_time) {
-        (Some(before), Some(now)) => i64::from(now) - i64::from(before),
+        (Some(before), Some(now)) => i64::from(now).saturating_sub(i64::from(before)),
         _ => 0,
     };
     if session_time_step < 0 {

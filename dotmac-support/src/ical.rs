@@ -312,7 +312,7 @@ pub fn ical_holidays_with(
             .and_then(to_date)
             .ok_or_else(|| SupportError::Ical(format!("event {summary:?} has no DTSTART")))?;
         let end = event.get_end().and_then(to_date).filter(|end| *end > start);
-        let length = end.map_or(1, |end| (end - start).num_days().max(1));
+        let length = end.map_or(1, |end| end.signed_duration_since(start).num_days().max(1));
         let length = u32::try_from(length)
             .ok()
             .filter(|days| *days <= limits.max_event_days)
@@ -326,7 +326,11 @@ pub fn ical_holidays_with(
         let length_days = usize::try_from(length).unwrap_or(usize::MAX);
         // Occurrences this event may still add without passing the limit (each is `length`
         // dates); one more is refused before any of its dates is stored.
-        let room = limits.max_expanded_days.saturating_sub(dates.len()) / length_days;
+        let room = limits
+            .max_expanded_days
+            .saturating_sub(dates.len())
+            .checked_div(length_days)
+            .unwrap_or(0);
         let over = |occurrences: usize| {
             IcalLimits::exceeded(
                 IcalLimit::ExpandedDays,

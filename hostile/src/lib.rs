@@ -171,12 +171,11 @@ pub fn radius_attributes(data: &[u8]) {
         for (i, record) in records.iter().enumerate() {
             let _ = normaliser.normalise(record, &AnyUser, &mut out);
             // A restart mid-stream: the saved state must load and carry on.
-            if i % 7 == 3 {
-                if let Ok(saved) = serde_json::to_vec(&normaliser) {
-                    if let Ok(restored) = serde_json::from_slice::<RadiusNormaliser>(&saved) {
-                        normaliser = restored;
-                    }
-                }
+            if i % 7 == 3
+                && let Ok(saved) = serde_json::to_vec(&normaliser)
+                && let Ok(restored) = serde_json::from_slice::<RadiusNormaliser>(&saved)
+            {
+                normaliser = restored;
             }
         }
         let _ = normaliser.normalise_batch(&records, &AnyUser);

@@ -9,7 +9,8 @@
 //! failure) kills the test binary, which fails the run as loudly. Bodies run on a thread with a
 //! 2 MiB stack, as on a tokio worker, so recursion that a larger main-thread stack would hide is
 //! caught here.
-#![allow(missing_docs, unreachable_pub)]
+// A hostile input that breaks a body must fail the test loudly: panicking is the point here.
+#![allow(missing_docs, unreachable_pub, clippy::panic, clippy::unwrap_used)]
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::{Duration, Instant};

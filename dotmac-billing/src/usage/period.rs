@@ -28,7 +28,7 @@ pub(crate) fn time_weighted_average(
     initial: Decimal,
     steps: impl IntoIterator<Item = (DateTime<Utc>, Decimal)>,
 ) -> Result<Decimal, BillingError> {
-    let length = (end - start).num_seconds();
+    let length = end.signed_duration_since(start).num_seconds();
     if length <= 0 {
         return Ok(Decimal::ZERO);
     }
@@ -36,7 +36,7 @@ pub(crate) fn time_weighted_average(
     let mut since = start;
     let mut area = Decimal::ZERO;
     let mut hold = |level: Decimal, from: DateTime<Utc>, to: DateTime<Utc>| {
-        let held = Decimal::from((to - from).num_seconds());
+        let held = Decimal::from(to.signed_duration_since(from).num_seconds());
         area = level
             .checked_mul(held)
             .and_then(|part| area.checked_add(part))

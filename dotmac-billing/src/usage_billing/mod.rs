@@ -370,7 +370,7 @@ impl<'a, B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource>
                                 error: error.to_string(),
                             },
                         ));
-                        summary.subscriptions += 1;
+                        summary.subscriptions = summary.subscriptions.saturating_add(1);
                         summary.failures.push(BillingFailure {
                             customer: sub.customer,
                             subscription: Some(sub.id),
