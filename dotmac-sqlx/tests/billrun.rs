@@ -394,9 +394,10 @@ async fn a_chunk_lease_beyond_the_end_of_time_is_an_error_not_a_panic() {
         assert!(
             matches!(
                 refused,
-                Err(SqlError::Core(dotmac_core::CoreError::DateOutOfRange(
-                    "lease expiry"
-                )))
+                Err(SqlError::InvalidOption {
+                    option: "lease",
+                    ..
+                })
             ),
             "{name}: {refused:?}"
         );

@@ -32,6 +32,11 @@ pub(crate) fn time_weighted_average(
     if length <= 0 {
         return Ok(Decimal::ZERO);
     }
+    let overflow = || {
+        BillingError::Core(CoreError::Overflow {
+            operation: "time-weighted sum",
+        })
+    };
     let mut level = initial;
     let mut since = start;
     let mut area = Decimal::ZERO;
