@@ -37,6 +37,13 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Result, SupportError};
 
 const DAY_SECS: i64 = 86_400;
+
+/// The longest span, in days, that working-time arithmetic walks (about 100 years): a due time
+/// further than that from its start, or a count of working time between instants further apart,
+/// is [`SupportError::SpanTooLong`]. The walkers step through a span day by day (week by week
+/// where the zone's offset stays put), so an unbounded span (a ticket dated in the year 1013, a
+/// target of `u32::MAX` minutes) would cost time in proportion to it; no SLA clock needs more.
+pub const MAX_WORKING_TIME_SPAN_DAYS: i64 = 36_525;
 const WEEK_SECS: i64 = 7 * DAY_SECS;
 const MINUTES_PER_DAY: u16 = 24 * 60;
 
@@ -558,8 +565,14 @@ impl BusinessCalendar {
         let mut walker = Walker::new(self, from);
         let mut pieces = Pieces::default();
         let mut day = self.local_day_of(from)?;
+        let last_day = day.saturating_add(MAX_WORKING_TIME_SPAN_DAYS);
         let mut t = from;
         loop {
+            if day > last_day {
+                return Err(SupportError::SpanTooLong {
+                    max_days: MAX_WORKING_TIME_SPAN_DAYS,
+                });
+            }
             let bounds = walker.bounds(day)?;
             if remaining > 0 && t <= bounds.midnight {
                 // Whole weeks inside one offset span: subtract them in one step.
@@ -598,6 +611,11 @@ impl BusinessCalendar {
     pub(crate) fn working_seconds_between(&self, from: i64, to: i64) -> Result<i64> {
         if to <= from {
             return Ok(0);
+        }
+        if to.saturating_sub(from) > MAX_WORKING_TIME_SPAN_DAYS.saturating_mul(DAY_SECS) {
+            return Err(SupportError::SpanTooLong {
+                max_days: MAX_WORKING_TIME_SPAN_DAYS,
+            });
         }
         let mut walker = Walker::new(self, from);
         let mut pieces = Pieces::default();
@@ -885,6 +903,35 @@ mod tests {
             .weekdays("13:00", "17:00")
             .build()
             .unwrap()
+    }
+
+    /// Found by the `conformance_case` fuzz target: a ticket created in the year 1013 with its
+    /// history in 2026 made the SLA clocks walk a thousand years of a Berlin calendar.
+    #[test]
+    fn spans_longer_than_the_limit_are_refused_not_walked() {
+        let cal = berlin_office();
+        let too_long = SupportError::SpanTooLong {
+            max_days: MAX_WORKING_TIME_SPAN_DAYS,
+        };
+        assert_eq!(
+            cal.working_minutes_between(utc(1013, 1, 9, 14, 0), utc(2026, 1, 9, 14, 0)),
+            Err(too_long.clone())
+        );
+        // A target no working week can reach within the limit.
+        assert_eq!(
+            cal.add_working_minutes(utc(2026, 1, 9, 14, 0), u32::MAX),
+            Err(too_long)
+        );
+        // Up to the limit it still counts: 99 years of the same office.
+        let from = utc(2026, 1, 5, 0, 0);
+        let to = utc(2125, 1, 5, 0, 0);
+        let minutes = cal.working_minutes_between(from, to).unwrap();
+        assert!(minutes > 99 * 50 * 5 * 7 * 60, "{minutes}");
+        assert!(
+            cal.add_working_minutes(from, u32::try_from(minutes).unwrap())
+                .unwrap()
+                <= to
+        );
     }
 
     #[test]

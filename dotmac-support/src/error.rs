@@ -49,6 +49,14 @@ pub enum SupportError {
     /// Working-time arithmetic left the range of representable instants.
     #[error("working-time arithmetic left the representable range of dates")]
     OutOfRange,
+    /// Working-time arithmetic over a span longer than
+    /// [`MAX_WORKING_TIME_SPAN_DAYS`](crate::MAX_WORKING_TIME_SPAN_DAYS): no SLA clock
+    /// runs that long, and walking it would cost time in proportion to the span.
+    #[error("working-time arithmetic over more than {max_days} days is refused")]
+    SpanTooLong {
+        /// The limit, in days.
+        max_days: i64,
+    },
     /// An iCalendar holiday feed that cannot be used.
     #[error("cannot import iCalendar holidays: {0}")]
     Ical(String),

@@ -69,7 +69,8 @@ pub mod testkit;
 mod ticket;
 
 pub use calendar::{
-    BusinessCalendar, CalendarBuilder, CalendarSpec, DayHours, TimeOfDay, WorkingInterval,
+    BusinessCalendar, CalendarBuilder, CalendarSpec, DayHours, MAX_WORKING_TIME_SPAN_DAYS,
+    TimeOfDay, WorkingInterval,
 };
 pub use csat::{CsatResponse, CsatResponseId, CsatScore, CsatSummary};
 pub use error::{Result, SupportError};
