@@ -70,6 +70,43 @@ pub enum CoreError {
         /// The text that was refused.
         input: String,
     },
+    /// An idempotency key that is empty, too long or not printable ASCII.
+    #[error("invalid idempotency key: {reason}")]
+    InvalidIdempotencyKey {
+        /// Why it was refused.
+        reason: &'static str,
+    },
+    /// An idempotency key already used for a different request (a key names exactly one
+    /// request; a retry must repeat it exactly).
+    #[error(
+        "idempotency key {key:?} was already used for a different request; use a new key for a new request"
+    )]
+    IdempotencyKeyReused {
+        /// The key.
+        key: String,
+    },
+}
+
+impl CoreError {
+    /// A stable, machine-readable name of the error's kind (`core.overflow`, …): what failure
+    /// events carry beside the message, so that consumers can branch on it without parsing
+    /// text. Every domain crate's `kind()` uses these names for its `Core` variant.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CoreError::CurrencyMismatch { .. } => "core.currency_mismatch",
+            CoreError::UnknownCurrency(_) => "core.unknown_currency",
+            CoreError::Overflow { .. } => "core.overflow",
+            CoreError::DivisionByZero { .. } => "core.division_by_zero",
+            CoreError::InvalidAllocation { .. } => "core.invalid_allocation",
+            CoreError::NotMinorUnits { .. } => "core.not_minor_units",
+            CoreError::InvalidIntervalCount(_) => "core.invalid_interval_count",
+            CoreError::InvalidPeriod { .. } => "core.invalid_period",
+            CoreError::DateOutOfRange(_) => "core.date_out_of_range",
+            CoreError::Parse { .. } => "core.parse",
+            CoreError::InvalidIdempotencyKey { .. } => "core.invalid_idempotency_key",
+            CoreError::IdempotencyKeyReused { .. } => "core.idempotency_key_reused",
+        }
+    }
 }
 
 /// `Result` with [`CoreError`].

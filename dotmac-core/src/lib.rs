@@ -43,6 +43,8 @@ mod currency;
 mod error;
 mod event;
 mod id;
+mod idempotency;
+mod zone;
 mod money;
 mod period;
 
@@ -51,11 +53,20 @@ pub use currency::Currency;
 pub use error::{CoreError, Result, StorageError, StorageErrorKind, StorageSource};
 pub use event::{DomainEvent, EventPayload};
 pub use id::{
-    CreditNoteId, CustomerId, EventId, InvoiceId, PaymentId, PlanId, ProductId, SubscriptionId,
-    TenantId,
+    CreditNoteId, CustomerId, EventId, IdDigest, InvoiceId, MeterId, PaymentId, PendingChargeId,
+    PlanId, ProductId, SubscriptionId, TenantId, UsageEventId,
 };
+pub use idempotency::{IdempotencyKey, IdempotencyRecord, KeyedRequest, KeyedWrite};
 pub use money::{Money, RoundingMode, checked_sum};
 pub use period::{BillingInterval, IntervalUnit, Period, days_in_month};
+pub use zone::{local_date, local_midnight};
+
+/// Hash maps and sets for DotMac's own keys (ids, indices): foldhash instead of SipHash,
+/// which costs more than the rest of a usage ingest. Keys are ids, never chosen by an attacker
+/// aiming for collisions, and foldhash still seeds per process.
+pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+/// The set counterpart of [`FastMap`].
+pub type FastSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
 /// Re-exports of the crates that DotMac's public API is built from, so that embedders use the
 /// same versions.

@@ -5,10 +5,10 @@ use std::future::Future;
 use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
-use dotmac_core::{CustomerId, TenantId};
+use dotmac_core::{CustomerId, FastSet, MeterId, TenantId, UsageEventId};
 
-use super::{FastSet, MeterId, UsageEvent, UsageEventId};
-use crate::error::BillingError;
+use crate::error::UsageError;
+use crate::event::UsageEvent;
 
 /// Where usage events are kept. Every call is scoped to a tenant.
 pub trait UsageStore: Send + Sync {
@@ -22,7 +22,7 @@ pub trait UsageStore: Send + Sync {
         &self,
         tenant: TenantId,
         events: &[UsageEvent],
-    ) -> impl Future<Output = Result<Vec<bool>, BillingError>> + Send;
+    ) -> impl Future<Output = Result<Vec<bool>, UsageError>> + Send;
 
     /// The events of one customer and meter with `from <= timestamp < to`, in timestamp order.
     ///
@@ -36,7 +36,7 @@ pub trait UsageStore: Send + Sync {
         meter: MeterId,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
-    ) -> impl Future<Output = Result<Vec<UsageEvent>, BillingError>> + Send;
+    ) -> impl Future<Output = Result<Vec<UsageEvent>, UsageError>> + Send;
 }
 
 #[derive(Debug, Default)]
@@ -63,7 +63,7 @@ impl UsageStore for InMemoryUsageStore {
         &self,
         tenant: TenantId,
         events: &[UsageEvent],
-    ) -> Result<Vec<bool>, BillingError> {
+    ) -> Result<Vec<bool>, UsageError> {
         // A panic while holding the lock cannot leave a half-written event: keep going.
         let mut tenants = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
         let usage = tenants.entry(tenant).or_default();
@@ -86,7 +86,7 @@ impl UsageStore for InMemoryUsageStore {
         meter: MeterId,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
-    ) -> Result<Vec<UsageEvent>, BillingError> {
+    ) -> Result<Vec<UsageEvent>, UsageError> {
         let tenants = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
         let mut found: Vec<UsageEvent> = tenants
             .get(&tenant)

@@ -1,131 +1,15 @@
-//! Usage metering: idempotent ingestion of usage events, meter aggregation per billing period,
-//! late-usage adjustments, ISP data allowances and the usage store.
-//!
-//! # Shape
-//!
-//! * [`UsageEvent`]: one measurement (customer, meter, quantity, instant, properties), keyed by
-//!   a [`UsageEventId`] that makes ingestion idempotent.
-//! * [`Meter`]: how a meter's events aggregate over a billing period ([`Aggregation`]).
-//! * [`UsageAggregator`]: the in-memory ingest + aggregate engine. Events are bucketed by
-//!   customer, meter and billing period (from a [`UsageCalendar`]: interval, anchor, time
-//!   zone); every aggregate is independent of the order the events arrived in.
-//! * Closing a period ([`UsageAggregator::close_period`]) snapshots what was billed; events that
-//!   arrive later for it are still counted and come out of
-//!   [`UsageAggregator::late_adjustments`] as adjustments for the next invoice, so an issued
-//!   invoice is never edited.
-//!
-//! # Why a fast hasher
-//!
-//! The idempotency set and the bucket maps are hashed once or twice per event. std's SipHash
-//! (DoS-resistant, ~20 ns for a 16-byte key) costs more than the rest of an ingest; `foldhash`
-//! is several times faster. The keys are UUIDs and indices chosen by DotMac, not by an attacker
-//! who could aim for collisions, and foldhash still seeds per process.
+//! The in-memory ingest and aggregation engine, and the usage vocabulary it works on.
 
-pub mod allowance;
-mod idset;
-mod period;
-mod store;
-
-use std::collections::BTreeMap;
-
-use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
+use chrono::{DateTime, Duration, NaiveDate, Utc};
 use chrono_tz::Tz;
-use dotmac_core::{BillingInterval, Currency, CustomerId, Money, SubscriptionId};
+use dotmac_core::{
+    BillingInterval, CustomerId, FastMap, FastSet, MeterId, Money, UsageEventId, local_midnight,
+};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use crate::error::BillingError;
-use crate::invoice::{LineKind, PendingCharge, PendingChargeId};
-use crate::pricing::PriceModel;
-
-pub use period::PeriodAggregation;
-pub use store::{InMemoryUsageStore, UsageStore};
-
-dotmac_core::define_id! {
-    /// A meter: what usage events measure (downloaded bytes, minutes, a capacity gauge).
-    MeterId
-}
-
-dotmac_core::define_id! {
-    /// A usage event's id: the idempotency key, so a replayed event is counted once. Derive it
-    /// from the sender's own key with [`UsageEventId::from_u128`] when the sender has one.
-    UsageEventId
-}
-
-/// A stable 128-bit digest (two FNV-1a lanes): ids derived from it are the same in every
-/// process and version, so they can serve as idempotency keys.
-pub(crate) fn stable_id(parts: &[&[u8]]) -> u128 {
-    let mut a = 0xcbf2_9ce4_8422_2325u64;
-    let mut b = 0x6c62_272e_07bb_0142u64;
-    for part in parts {
-        for byte in part.iter().chain(&[0xff]) {
-            a = (a ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
-            b = (b ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3 ^ 0x1000);
-        }
-    }
-    (u128::from(a) << 64) | u128::from(b)
-}
-
-pub(crate) use crate::{FastMap, FastSet};
-
-/// One usage measurement.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UsageEvent {
-    /// The idempotency key.
-    pub id: UsageEventId,
-    /// Whose usage it is.
-    pub customer: CustomerId,
-    /// The subscription it belongs to, when the sender knows it.
-    pub subscription: Option<SubscriptionId>,
-    /// What it measures.
-    pub meter: MeterId,
-    /// How much (never negative). For a `weighted_sum` meter: the gauge's new level.
-    pub quantity: Decimal,
-    /// When it happened.
-    pub timestamp: DateTime<Utc>,
-    /// Free-form dimensions; `unique_count` meters count distinct values of one of them.
-    pub properties: BTreeMap<String, String>,
-}
-
-/// How a meter aggregates the events of one billing period.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "type")]
-#[non_exhaustive]
-pub enum Aggregation {
-    /// The number of events.
-    Count,
-    /// The sum of the quantities.
-    Sum,
-    /// The largest quantity.
-    Max,
-    /// The number of distinct values of one property (events without it are not counted).
-    UniqueCount {
-        /// The property whose values are counted.
-        property: String,
-    },
-    /// The quantity of the latest event (by timestamp, then event id).
-    Latest,
-    /// Time-weighted level of a gauge: each event sets the level from its timestamp on; the
-    /// result is Σ level × time held / period length (a 100 Mbps link for half the period is
-    /// 50). The level before the period's first event is the previous period's last level.
-    WeightedSum,
-    /// Time-weighted level of a gauge whose events carry changes (+3 seats, −1 seat) rather
-    /// than levels, as Lago's `weighted_sum`: each event adds its quantity (which may be
-    /// negative) to the level from its timestamp on; the result is Σ level × time held /
-    /// period length. The level at a period's start is the sum of every earlier change.
-    WeightedSumOfChanges,
-}
-
-/// A meter definition.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Meter {
-    /// Its id.
-    pub id: MeterId,
-    /// A stable code, e.g. `"data_download_bytes"`.
-    pub code: String,
-    /// How its events aggregate.
-    pub aggregation: Aggregation,
-}
+use crate::error::UsageError;
+use crate::event::{Aggregation, Meter, UsageEvent};
 
 /// How instants map to billing periods: an interval from an anchor, in a time zone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -149,25 +33,8 @@ struct Window {
 
 /// The local midnight starting `date` in `zone`, as an instant: where ingestion's periods
 /// begin, and so where rating's must too.
-pub(crate) fn local_midnight(zone: Tz, date: NaiveDate) -> Result<DateTime<Utc>, BillingError> {
-    let naive = date.and_time(chrono::NaiveTime::MIN);
-    // A zone that skips midnight (a DST gap) starts the day at the first instant that exists.
-    let local = zone
-        .from_local_datetime(&naive)
-        .earliest()
-        .or_else(|| {
-            naive
-                .checked_add_signed(Duration::hours(1))
-                .and_then(|later| zone.from_local_datetime(&later).earliest())
-        })
-        .ok_or(dotmac_core::CoreError::DateOutOfRange(
-            "local midnight does not exist",
-        ))?;
-    Ok(local.with_timezone(&Utc))
-}
-
 impl UsageCalendar {
-    fn window_of(&self, at: DateTime<Utc>) -> Result<Window, BillingError> {
+    fn window_of(&self, at: DateTime<Utc>) -> Result<Window, UsageError> {
         let local_date = at.with_timezone(&self.zone).date_naive();
         let (index, period) = self.interval.period_containing(self.anchor, local_date)?;
         Ok(Window {
@@ -178,7 +45,7 @@ impl UsageCalendar {
         })
     }
 
-    fn window(&self, index: i64) -> Result<Window, BillingError> {
+    fn window(&self, index: i64) -> Result<Window, UsageError> {
         let period = self.interval.period(self.anchor, index)?;
         Ok(Window {
             index,
@@ -192,8 +59,8 @@ impl UsageCalendar {
     ///
     /// # Errors
     ///
-    /// [`BillingError::Core`] for dates out of range.
-    pub fn period_start_of(&self, at: DateTime<Utc>) -> Result<NaiveDate, BillingError> {
+    /// [`UsageError::Core`] for dates out of range.
+    pub fn period_start_of(&self, at: DateTime<Utc>) -> Result<NaiveDate, UsageError> {
         Ok(self.window_of(at)?.start_date)
     }
 }
@@ -222,7 +89,7 @@ pub struct Rejected {
     /// Its id.
     pub event: UsageEventId,
     /// Why.
-    pub error: BillingError,
+    pub error: UsageError,
 }
 
 /// The outcome of [`UsageAggregator::ingest_batch`]: the good events are counted even when
@@ -442,56 +309,11 @@ pub struct UsageAdjustment {
     pub amount: Money,
 }
 
-impl UsageAdjustment {
-    /// The adjustment as a one-off charge for the customer's next invoice. Its id is derived
-    /// from the customer, meter, period and quantities, so adding it twice is a no-op.
-    pub fn pending_charge(
-        &self,
-        subscription: Option<SubscriptionId>,
-        created_on: NaiveDate,
-    ) -> PendingCharge {
-        let id = stable_id(&[
-            b"usage-adjustment",
-            self.customer.as_uuid().as_bytes(),
-            self.meter.as_uuid().as_bytes(),
-            self.period_start.to_string().as_bytes(),
-            self.billed_quantity.to_string().as_bytes(),
-            self.actual_quantity.to_string().as_bytes(),
-        ]);
-        PendingCharge {
-            id: PendingChargeId::from_u128(id),
-            customer: self.customer,
-            subscription,
-            kind: LineKind::UsageAdjustment,
-            text: None,
-            period: None,
-            quantity: Decimal::ONE,
-            unit_price: self.amount,
-            price: None,
-            created_on,
-        }
-    }
-}
-
-/// Prices a usage quantity with a plan's pricing model (exact, unrounded): the rating step for
-/// usage charges, and the `price` argument of [`UsageAggregator::late_adjustments`].
-///
-/// # Errors
-///
-/// The model's errors (a negative quantity, overflow).
-pub fn rate(
-    model: &PriceModel,
-    quantity: Decimal,
-    currency: Currency,
-) -> Result<Money, BillingError> {
-    Ok(Money::new(model.amount(quantity)?, currency))
-}
-
 /// The in-memory ingest + aggregation engine for one tenant.
 ///
 /// ```
 /// use chrono::{NaiveDate, TimeZone, Utc};
-/// use dotmac_billing::usage::*;
+/// use dotmac_usage::*;
 /// use dotmac_core::{BillingInterval, CustomerId};
 /// use rust_decimal::Decimal;
 ///
@@ -518,7 +340,7 @@ pub fn rate(
 /// assert_eq!(usage.ingest(&event, now)?, Ingested::Duplicate); // replayed: counted once
 /// let march = NaiveDate::from_ymd_opt(2026, 3, 1).unwrap();
 /// assert_eq!(usage.aggregate(customer, MeterId::from_u128(1), march)?, Decimal::new(25, 1));
-/// # Ok::<(), dotmac_billing::BillingError>(())
+/// # Ok::<(), dotmac_usage::UsageError>(())
 /// ```
 #[derive(Debug, Clone)]
 pub struct UsageAggregator {
@@ -530,7 +352,7 @@ pub struct UsageAggregator {
     /// Keyed by the UUID as a `u128`: hashing one integer is cheaper than hashing 16 bytes.
     customers: FastMap<u128, u32>,
     customer_ids: Vec<CustomerId>,
-    seen: idset::IdSet,
+    seen: crate::idset::IdSet,
     buckets: FastMap<BucketKey, Bucket>,
     periods: Vec<PeriodSlab>,
     period_slots: FastMap<i64, usize>,
@@ -551,7 +373,7 @@ impl UsageAggregator {
             max_future_skew: Duration::minutes(5),
             customers: FastMap::default(),
             customer_ids: Vec::new(),
-            seen: idset::IdSet::new(),
+            seen: crate::idset::IdSet::new(),
             buckets: FastMap::default(),
             periods: Vec::new(),
             period_slots: FastMap::default(),
@@ -603,7 +425,7 @@ impl UsageAggregator {
         slot
     }
 
-    fn window_for(&mut self, at: DateTime<Utc>) -> Result<(Window, usize), BillingError> {
+    fn window_for(&mut self, at: DateTime<Utc>) -> Result<(Window, usize), UsageError> {
         if let Some((w, slot)) = self.cached
             && w.start <= at
             && at < w.end
@@ -653,15 +475,15 @@ impl UsageAggregator {
     ///
     /// # Errors
     ///
-    /// [`BillingError::NegativeQuantity`], [`BillingError::TimestampInFuture`] (later than
-    /// `received_at` plus the allowed skew), [`BillingError::UnknownMeter`],
-    /// [`BillingError::UnknownCustomer`]. A refused event changes nothing, and its id stays
+    /// [`UsageError::NegativeQuantity`], [`UsageError::TimestampInFuture`] (later than
+    /// `received_at` plus the allowed skew), [`UsageError::UnknownMeter`],
+    /// [`UsageError::UnknownCustomer`]. A refused event changes nothing, and its id stays
     /// free for a corrected resend.
     pub fn ingest(
         &mut self,
         event: &UsageEvent,
         received_at: DateTime<Utc>,
-    ) -> Result<Ingested, BillingError> {
+    ) -> Result<Ingested, UsageError> {
         let latest = self.latest_accepted(received_at);
         let customer = self.customer_index(event.customer);
         self.ingest_until(event, customer, latest)
@@ -676,7 +498,7 @@ impl UsageAggregator {
         event: &UsageEvent,
         customer: Option<u32>,
         latest: DateTime<Utc>,
-    ) -> Result<Ingested, BillingError> {
+    ) -> Result<Ingested, UsageError> {
         let accepted = self.accept(event, customer, latest)?;
         if !self.seen.insert(event.id.as_uuid().as_u128()) {
             return Ok(Ingested::Duplicate);
@@ -698,18 +520,18 @@ impl UsageAggregator {
         event: &UsageEvent,
         customer: Option<u32>,
         latest: DateTime<Utc>,
-    ) -> Result<Accepted, BillingError> {
+    ) -> Result<Accepted, UsageError> {
         if event.quantity.is_sign_negative()
             && !event.quantity.is_zero()
             && !self.takes_changes(event.meter)
         {
-            return Err(BillingError::NegativeQuantity {
+            return Err(UsageError::NegativeQuantity {
                 event: event.id,
                 quantity: event.quantity,
             });
         }
         if event.timestamp > latest {
-            return Err(BillingError::TimestampInFuture {
+            return Err(UsageError::TimestampInFuture {
                 event: event.id,
                 timestamp: event.timestamp,
                 latest,
@@ -717,13 +539,13 @@ impl UsageAggregator {
         }
         // `let … else` rather than `ok_or`: building the error on the hot path costs time.
         let Some(meter) = self.meter_index(event.meter) else {
-            return Err(BillingError::UnknownMeter {
+            return Err(UsageError::UnknownMeter {
                 event: event.id,
                 meter: event.meter,
             });
         };
         let Some(customer) = customer else {
-            return Err(BillingError::UnknownCustomer {
+            return Err(UsageError::UnknownCustomer {
                 event: event.id,
                 customer: event.customer,
             });
@@ -855,7 +677,7 @@ impl UsageAggregator {
         // the chunk had replays is its counting undone and redone without them; aggregates do
         // not depend on the order of events, so the outcome is that of `ingest` on each event
         // in turn. The scratch space is reused from chunk to chunk.
-        let mut ids = idset::IdBatch::default();
+        let mut ids = crate::idset::IdBatch::default();
         let mut saved: Vec<(usize, usize, Hot)> = Vec::new();
         let mut special: Vec<(usize, u32, Accepted)> = Vec::new();
         for (chunk_index, chunk) in events.chunks(CHUNK).enumerate() {
@@ -946,13 +768,13 @@ impl UsageAggregator {
         customer: CustomerId,
         meter: MeterId,
         period_start: NaiveDate,
-    ) -> Result<(BucketKey, usize), BillingError> {
-        let meter_index = self.meter_index(meter).ok_or(BillingError::UnknownMeter {
+    ) -> Result<(BucketKey, usize), UsageError> {
+        let meter_index = self.meter_index(meter).ok_or(UsageError::UnknownMeter {
             event: UsageEventId::from_u128(0),
             meter,
         })?;
         let customer_index = *self.customers.get(&customer.as_uuid().as_u128()).ok_or(
-            BillingError::UnknownCustomer {
+            UsageError::UnknownCustomer {
                 event: UsageEventId::from_u128(0),
                 customer,
             },
@@ -976,19 +798,19 @@ impl UsageAggregator {
     ///
     /// # Errors
     ///
-    /// [`BillingError::UnknownMeter`] / [`BillingError::UnknownCustomer`] (with a nil event
-    /// id) for ids the aggregator does not know; [`BillingError::Core`] for dates out of range.
+    /// [`UsageError::UnknownMeter`] / [`UsageError::UnknownCustomer`] (with a nil event
+    /// id) for ids the aggregator does not know; [`UsageError::Core`] for dates out of range.
     pub fn aggregate(
         &self,
         customer: CustomerId,
         meter: MeterId,
         period_start: NaiveDate,
-    ) -> Result<Decimal, BillingError> {
+    ) -> Result<Decimal, UsageError> {
         let (key, meter_index) = self.key_for(customer, meter, period_start)?;
         self.value_of(key, meter_index)
     }
 
-    fn value_of(&self, key: BucketKey, meter_index: usize) -> Result<Decimal, BillingError> {
+    fn value_of(&self, key: BucketKey, meter_index: usize) -> Result<Decimal, UsageError> {
         let Some(meter) = self.meters.get(meter_index) else {
             return Ok(Decimal::ZERO);
         };
@@ -1057,10 +879,10 @@ impl UsageAggregator {
         readings
     }
 
-    fn weighted_sum(&self, key: BucketKey) -> Result<Decimal, BillingError> {
+    fn weighted_sum(&self, key: BucketKey) -> Result<Decimal, UsageError> {
         let window = self.calendar.window(key.period)?;
         let readings = self.sorted_readings(key);
-        period::time_weighted_average(
+        crate::period::time_weighted_average(
             window.start,
             window.end,
             self.level_before(key),
@@ -1068,7 +890,7 @@ impl UsageAggregator {
         )
     }
 
-    fn weighted_sum_of_changes(&self, key: BucketKey) -> Result<Decimal, BillingError> {
+    fn weighted_sum_of_changes(&self, key: BucketKey) -> Result<Decimal, UsageError> {
         let window = self.calendar.window(key.period)?;
         let overflow = || dotmac_core::CoreError::Overflow {
             operation: "usage gauge level",
@@ -1088,7 +910,7 @@ impl UsageAggregator {
             level = level.checked_add(change).ok_or_else(overflow)?;
             steps.push((at, level));
         }
-        period::time_weighted_average(window.start, window.end, initial, steps)
+        crate::period::time_weighted_average(window.start, window.end, initial, steps)
     }
 
     /// Marks the period holding `period_start` as invoiced for this customer and meter, with the
@@ -1102,7 +924,7 @@ impl UsageAggregator {
         customer: CustomerId,
         meter: MeterId,
         period_start: NaiveDate,
-    ) -> Result<Decimal, BillingError> {
+    ) -> Result<Decimal, UsageError> {
         let (key, meter_index) = self.key_for(customer, meter, period_start)?;
         let billed = self.value_of(key, meter_index)?;
         self.buckets.entry(key).or_default().billed = Some(billed);
@@ -1119,14 +941,12 @@ impl UsageAggregator {
     ///
     /// # Errors
     ///
-    /// Whatever `price` returns, and [`BillingError::Core`] when the two prices cannot be
+    /// Whatever `price` returns, and [`UsageError::Core`] when the two prices cannot be
     /// subtracted; adjustments computed before the error are kept for the next call.
-    pub fn late_adjustments<F>(
-        &mut self,
-        mut price: F,
-    ) -> Result<Vec<UsageAdjustment>, BillingError>
+    pub fn late_adjustments<F, E>(&mut self, mut price: F) -> Result<Vec<UsageAdjustment>, E>
     where
-        F: FnMut(CustomerId, MeterId, Decimal) -> Result<Money, BillingError>,
+        F: FnMut(CustomerId, MeterId, Decimal) -> Result<Money, E>,
+        E: From<UsageError> + From<dotmac_core::CoreError>,
     {
         let mut closed: Vec<(BucketKey, Decimal)> = self
             .buckets
@@ -1173,7 +993,9 @@ impl UsageAggregator {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::TimeZone;
     use dotmac_core::Currency;
+    use std::collections::BTreeMap;
     use rust_decimal_macros::dec;
 
     fn calendar() -> UsageCalendar {
@@ -1327,7 +1149,7 @@ mod tests {
             assert_eq!(every_aggregate(&batched), every_aggregate(&single));
             assert_eq!(batched.events_counted(), single.events_counted());
         }
-        let price = |_, _, q: Decimal| Ok(Money::new(q, Currency::USD));
+        let price = |_, _, q: Decimal| Ok::<_, UsageError>(Money::new(q, Currency::USD));
         assert_eq!(
             batched.late_adjustments(price).unwrap(),
             single.late_adjustments(price).unwrap()
@@ -1350,7 +1172,7 @@ mod tests {
             vec![Rejected {
                 index: 0,
                 event: UsageEventId::from_u128(5),
-                error: BillingError::NegativeQuantity {
+                error: UsageError::NegativeQuantity {
                     event: UsageEventId::from_u128(5),
                     quantity: dec!(-1),
                 },
@@ -1409,7 +1231,7 @@ mod tests {
         let march = NaiveDate::from_ymd_opt(2026, 3, 1).unwrap();
         assert_eq!(
             agg.aggregate(CustomerId::from_u128(1), MeterId::from_u128(2), march),
-            Err(BillingError::Core(dotmac_core::CoreError::Overflow {
+            Err(UsageError::Core(dotmac_core::CoreError::Overflow {
                 operation: "usage sum"
             }))
         );
@@ -1506,25 +1328,15 @@ mod tests {
                 period_start: march
             }
         );
-        let model = PriceModel::PerUnit {
-            unit_amount: dec!(0.5),
+        // Half a dollar a unit: pricing is the caller's (dotmac-billing's rating).
+        let price = |_, _, q: Decimal| -> Result<Money, UsageError> {
+            Ok(Money::new(q * dec!(0.5), Currency::USD))
         };
-        let price = |_, _, q: Decimal| rate(&model, q, Currency::USD);
         let adjustments = agg.late_adjustments(price).unwrap();
         assert_eq!(adjustments.len(), 1);
         assert_eq!(adjustments[0].amount, Money::new(dec!(2), Currency::USD));
         assert_eq!(adjustments[0].billed_quantity, dec!(10));
         assert_eq!(adjustments[0].actual_quantity, dec!(14));
-        let charge =
-            adjustments[0].pending_charge(None, NaiveDate::from_ymd_opt(2026, 4, 2).unwrap());
-        assert_eq!(charge.kind, LineKind::UsageAdjustment);
-        assert_eq!(charge.unit_price, Money::new(dec!(2), Currency::USD));
-        assert_eq!(
-            charge.id,
-            adjustments[0]
-                .pending_charge(None, NaiveDate::from_ymd_opt(2026, 4, 2).unwrap())
-                .id
-        );
         assert!(agg.late_adjustments(price).unwrap().is_empty());
     }
 
@@ -1547,7 +1359,7 @@ mod tests {
         let march = NaiveDate::from_ymd_opt(2026, 3, 1).unwrap();
         assert_eq!(
             agg.aggregate(CustomerId::from_u128(1), MeterId::from_u128(1), march),
-            Err(BillingError::Core(dotmac_core::CoreError::Overflow {
+            Err(UsageError::Core(dotmac_core::CoreError::Overflow {
                 operation: "time-weighted sum"
             }))
         );

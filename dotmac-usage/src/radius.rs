@@ -2,7 +2,7 @@
 //!
 //! * **Sessions never mix.** A session is keyed by `Acct-Unique-Session-Id` when the record has
 //!   one, else by (NAS, `Acct-Session-Id`, `User-Name`). A record whose `User-Name` differs from
-//!   the one its session started with is refused ([`BillingError::RadiusSessionUserMismatch`]):
+//!   the one its session started with is refused ([`UsageError::RadiusSessionUserMismatch`]):
 //!   a record carrying someone else's session id is never billed to that someone.
 //! * **64-bit totals.** A record's total in one direction is `Gigawords × 2³² + Octets`. A record
 //!   with Octets but no Gigawords keeps the session's last high word, plus one when the low word
@@ -41,12 +41,12 @@
 use std::fmt::Write as _;
 
 use chrono::{DateTime, TimeZone, Utc};
-use dotmac_core::{CustomerId, SubscriptionId};
+use dotmac_core::{CustomerId, IdDigest, MeterId, SubscriptionId, UsageEventId};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use crate::error::BillingError;
-use crate::usage::{FastMap, MeterId, UsageEvent, UsageEventId};
+use crate::error::UsageError;
+use crate::event::UsageEvent;
 
 /// `Acct-Status-Type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -65,7 +65,7 @@ pub enum AcctStatusType {
 }
 
 impl std::str::FromStr for AcctStatusType {
-    type Err = BillingError;
+    type Err = UsageError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.trim() {
             "Start" | "1" => Ok(AcctStatusType::Start),
@@ -73,7 +73,7 @@ impl std::str::FromStr for AcctStatusType {
             "Interim-Update" | "Alive" | "3" => Ok(AcctStatusType::InterimUpdate),
             "Accounting-On" | "7" => Ok(AcctStatusType::AccountingOn),
             "Accounting-Off" | "8" => Ok(AcctStatusType::AccountingOff),
-            _ => Err(BillingError::MalformedRadiusRecord {
+            _ => Err(UsageError::MalformedRadiusRecord {
                 reason: "unknown Acct-Status-Type",
             }),
         }
@@ -112,11 +112,11 @@ pub struct RadiusRecord {
     pub session_time: Option<u32>,
 }
 
-fn malformed(reason: &'static str) -> BillingError {
-    BillingError::MalformedRadiusRecord { reason }
+fn malformed(reason: &'static str) -> UsageError {
+    UsageError::MalformedRadiusRecord { reason }
 }
 
-fn counter(value: &str, reason: &'static str) -> Result<u32, BillingError> {
+fn counter(value: &str, reason: &'static str) -> Result<u32, UsageError> {
     value.trim().parse().map_err(|_| malformed(reason))
 }
 
@@ -142,12 +142,12 @@ impl RadiusRecord {
     ///
     /// # Errors
     ///
-    /// [`BillingError::MalformedRadiusRecord`] for a missing or unknown status, a counter or
+    /// [`UsageError::MalformedRadiusRecord`] for a missing or unknown status, a counter or
     /// session time that is not a 32-bit number or an unreadable timestamp.
     pub fn from_attributes<'a, I>(
         attributes: I,
         received_at: DateTime<Utc>,
-    ) -> Result<Self, BillingError>
+    ) -> Result<Self, UsageError>
     where
         I: IntoIterator<Item = (&'a str, &'a str)>,
     {
@@ -224,7 +224,7 @@ impl RadiusRecord {
     }
 
     /// The input and output readings.
-    fn readings(&self) -> Result<(Option<Reading>, Option<Reading>), BillingError> {
+    fn readings(&self) -> Result<(Option<Reading>, Option<Reading>), UsageError> {
         if (self.input_gigawords.is_some() && self.input_octets.is_none())
             || (self.output_gigawords.is_some() && self.output_octets.is_none())
         {
@@ -288,9 +288,9 @@ impl SessionKey {
     ///
     /// # Errors
     ///
-    /// [`BillingError::MalformedRadiusRecord`] when the record has neither an
+    /// [`UsageError::MalformedRadiusRecord`] when the record has neither an
     /// Acct-Unique-Session-Id nor an Acct-Session-Id.
-    pub fn of(record: &RadiusRecord) -> Result<SessionKey, BillingError> {
+    pub fn of(record: &RadiusRecord) -> Result<SessionKey, UsageError> {
         if !record.session_id.is_empty() {
             return Ok(SessionKey::Unique(record.session_id.clone()));
         }
@@ -333,7 +333,7 @@ impl SessionKey {
     }
 
     /// [`SessionKey::of`] written into `buf`, without allocating.
-    fn encode_record(record: &RadiusRecord, buf: &mut String) -> Result<(), BillingError> {
+    fn encode_record(record: &RadiusRecord, buf: &mut String) -> Result<(), UsageError> {
         if record.session_id.is_empty()
             && record.acct_session_id.as_deref().is_none_or(str::is_empty)
         {
@@ -359,7 +359,7 @@ struct Session {
     user_name: String,
     /// The latest Acct-Session-Id seen.
     acct_session_id: Option<String>,
-    /// Digest of the key, the high half of every event id of the session.
+    /// Digest of the session key, part of every event id of the session.
     key_hash: u64,
     /// The counters as the NAS last reported them (64-bit, after wrap handling).
     upload_counter: u64,
@@ -395,7 +395,7 @@ pub struct RejectedRecord {
     /// Its position in the batch.
     pub index: usize,
     /// Why.
-    pub error: BillingError,
+    pub error: UsageError,
 }
 
 /// The default [`RadiusSettings::max_line_rate_bps`]: 10 Gbit/s, the fastest common access
@@ -445,8 +445,8 @@ impl RadiusSettings {
 ///
 /// ```
 /// use chrono::{TimeZone, Utc};
-/// use dotmac_billing::radius::*;
-/// use dotmac_billing::usage::MeterId;
+/// use dotmac_usage::radius::*;
+/// use dotmac_usage::MeterId;
 /// use dotmac_core::CustomerId;
 ///
 /// let mut radius = RadiusNormaliser::new(Direction::InputIsUpload, MeterId::from_u128(1), MeterId::from_u128(2));
@@ -468,13 +468,13 @@ impl RadiusSettings {
 /// let saved = serde_json::to_string(&radius).unwrap();
 /// let restored: RadiusNormaliser = serde_json::from_str(&saved).unwrap();
 /// assert_eq!(restored.session(&SessionKey::Unique("s1".into())), radius.session(&SessionKey::Unique("s1".into())));
-/// # Ok::<(), dotmac_billing::BillingError>(())
+/// # Ok::<(), dotmac_usage::UsageError>(())
 /// ```
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(into = "SavedNormaliser", from = "SavedNormaliser")]
 pub struct RadiusNormaliser {
     settings: RadiusSettings,
-    sessions: FastMap<Box<str>, Session>,
+    sessions: dotmac_core::FastMap<Box<str>, Session>,
     /// Reused to build each record's map key without allocating.
     scratch: String,
 }
@@ -526,18 +526,13 @@ impl From<SavedNormaliser> for RadiusNormaliser {
     }
 }
 
-/// FNV-1a: stable across processes and versions, unlike the map's seeded hasher, because the
-/// ids derived from it must match when a record is replayed tomorrow.
-fn stable_hash(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
-fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
+/// The session key's digest: stable across processes and versions, unlike the map's seeded
+/// hasher, because the ids derived from it must match when a record is replayed tomorrow.
+fn session_digest(key: &[u8]) -> u64 {
+    // The low half of the digest is as well mixed as the whole.
+    #[allow(clippy::cast_possible_truncation)]
+    let low = IdDigest::new("radius-session").bytes(key).finish() as u64;
+    low
 }
 
 /// What a record is, compared with its session's latest one.
@@ -614,7 +609,7 @@ impl RadiusNormaliser {
     pub fn with_settings(settings: RadiusSettings) -> Self {
         RadiusNormaliser {
             settings,
-            sessions: FastMap::default(),
+            sessions: dotmac_core::FastMap::default(),
             scratch: String::new(),
         }
     }
@@ -651,18 +646,18 @@ impl RadiusNormaliser {
     ///
     /// # Errors
     ///
-    /// [`BillingError::MalformedRadiusRecord`] for a record with neither an
+    /// [`UsageError::MalformedRadiusRecord`] for a record with neither an
     /// Acct-Unique-Session-Id nor an Acct-Session-Id, or with Gigawords but no Octets;
-    /// [`BillingError::UnknownRadiusUser`] when a new session's user is unknown;
-    /// [`BillingError::RadiusSessionUserMismatch`] when the record's User-Name is not its
-    /// session's; [`BillingError::Core`] when the usage counted for a session would pass
+    /// [`UsageError::UnknownRadiusUser`] when a new session's user is unknown;
+    /// [`UsageError::RadiusSessionUserMismatch`] when the record's User-Name is not its
+    /// session's; [`UsageError::Core`] when the usage counted for a session would pass
     /// 2⁶⁴ bytes. A refused record changes nothing.
     pub fn normalise<R: AccountResolver + ?Sized>(
         &mut self,
         record: &RadiusRecord,
         resolver: &R,
         out: &mut Vec<UsageEvent>,
-    ) -> Result<usize, BillingError> {
+    ) -> Result<usize, UsageError> {
         if matches!(
             record.status,
             AcctStatusType::AccountingOn | AcctStatusType::AccountingOff
@@ -674,7 +669,7 @@ impl RadiusNormaliser {
         let session = match self.sessions.get_mut(self.scratch.as_str()) {
             Some(session) => {
                 if session.user_name != record.user_name {
-                    return Err(BillingError::RadiusSessionUserMismatch {
+                    return Err(UsageError::RadiusSessionUserMismatch {
                         session: record.session_id.clone(),
                         session_user: session.user_name.clone(),
                         user_name: record.user_name.clone(),
@@ -685,15 +680,15 @@ impl RadiusNormaliser {
             None => {
                 let (customer, subscription) =
                     resolver.resolve(&record.user_name).ok_or_else(|| {
-                        BillingError::UnknownRadiusUser {
+                        UsageError::UnknownRadiusUser {
                             session: record.session_id.clone(),
                             user_name: record.user_name.clone(),
                         }
                     })?;
                 let key_hash = if record.session_id.is_empty() {
-                    stable_hash(self.scratch.as_bytes())
+                    session_digest(self.scratch.as_bytes())
                 } else {
-                    stable_hash(record.session_id.as_bytes())
+                    session_digest(record.session_id.as_bytes())
                 };
                 self.sessions
                     .entry(self.scratch.as_str().into())
@@ -784,9 +779,13 @@ impl RadiusNormaliser {
             if delta == 0 {
                 continue;
             }
-            let low = mix(session.key_hash ^ mix(counted.wrapping_mul(2).wrapping_add(salt)));
             out.push(UsageEvent {
-                id: UsageEventId::from_u128((u128::from(session.key_hash) << 64) | u128::from(low)),
+                id: UsageEventId::derived(
+                    IdDigest::new("radius-usage")
+                        .u64(session.key_hash)
+                        .u64(counted)
+                        .u64(salt),
+                ),
                 customer: session.customer,
                 subscription: session.subscription,
                 meter,
@@ -1042,13 +1041,13 @@ mod tests {
             vec![
                 RejectedRecord {
                     index: 0,
-                    error: BillingError::MalformedRadiusRecord {
+                    error: UsageError::MalformedRadiusRecord {
                         reason: "Gigawords without the matching Octets"
                     }
                 },
                 RejectedRecord {
                     index: 1,
-                    error: BillingError::UnknownRadiusUser {
+                    error: UsageError::UnknownRadiusUser {
                         session: "sess-2".into(),
                         user_name: "mallory".into()
                     }
@@ -1060,7 +1059,7 @@ mod tests {
             RadiusRecord::from_attributes([("Acct-Status-Type", "Bogus")], Utc::now()).unwrap_err();
         assert_eq!(
             err,
-            BillingError::MalformedRadiusRecord {
+            UsageError::MalformedRadiusRecord {
                 reason: "unknown Acct-Status-Type"
             }
         );
@@ -1071,7 +1070,7 @@ mod tests {
         .unwrap_err();
         assert_eq!(
             err,
-            BillingError::MalformedRadiusRecord {
+            UsageError::MalformedRadiusRecord {
                 reason: "Acct-Input-Octets is not a 32-bit number"
             }
         );
@@ -1119,7 +1118,7 @@ mod tests {
         let err = n.normalise(&bob, &alice_and_bob, &mut out).unwrap_err();
         assert_eq!(
             err,
-            BillingError::RadiusSessionUserMismatch {
+            UsageError::RadiusSessionUserMismatch {
                 session: "sess-1".into(),
                 session_user: "alice".into(),
                 user_name: "bob".into(),
@@ -1170,7 +1169,7 @@ mod tests {
         nameless.acct_session_id = None;
         assert_eq!(
             n.normalise(&nameless, &alice_and_bob, &mut out),
-            Err(BillingError::MalformedRadiusRecord {
+            Err(UsageError::MalformedRadiusRecord {
                 reason: "missing Acct-Unique-Session-Id"
             })
         );
@@ -1355,7 +1354,7 @@ mod tests {
         .unwrap_err();
         assert_eq!(
             err,
-            BillingError::MalformedRadiusRecord {
+            UsageError::MalformedRadiusRecord {
                 reason: "Acct-Session-Time is not a 32-bit number"
             }
         );

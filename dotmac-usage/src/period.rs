@@ -1,7 +1,7 @@
 //! One period's aggregation as a pure function of its events: what a meter's quantity is for
 //! `[from, to)`, given the events and what carries in from earlier periods.
 //!
-//! [`PeriodAggregation`] is the same arithmetic as [`UsageAggregator`](super::UsageAggregator)
+//! [`PeriodAggregation`] is the same arithmetic as [`UsageAggregator`](crate::UsageAggregator)
 //! (which buckets a stream of events by customer and billing period first), for a caller who
 //! already holds one period's events, such as a re-rating job or a usage preview.
 
@@ -10,11 +10,13 @@ use dotmac_core::{CoreError, RoundingMode};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use super::{Aggregation, FastSet, UsageEvent};
-use crate::error::BillingError;
+use dotmac_core::FastSet;
 
-fn overflow() -> BillingError {
-    BillingError::Core(CoreError::Overflow {
+use crate::error::UsageError;
+use crate::event::{Aggregation, UsageEvent};
+
+fn overflow() -> UsageError {
+    UsageError::Core(CoreError::Overflow {
         operation: "usage aggregation",
     })
 }
@@ -27,13 +29,13 @@ pub(crate) fn time_weighted_average(
     end: DateTime<Utc>,
     initial: Decimal,
     steps: impl IntoIterator<Item = (DateTime<Utc>, Decimal)>,
-) -> Result<Decimal, BillingError> {
+) -> Result<Decimal, UsageError> {
     let length = end.signed_duration_since(start).num_seconds();
     if length <= 0 {
         return Ok(Decimal::ZERO);
     }
     let overflow = || {
-        BillingError::Core(CoreError::Overflow {
+        UsageError::Core(CoreError::Overflow {
             operation: "time-weighted sum",
         })
     };
@@ -46,7 +48,7 @@ pub(crate) fn time_weighted_average(
             .checked_mul(held)
             .and_then(|part| area.checked_add(part))
             .ok_or_else(overflow)?;
-        Ok::<(), BillingError>(())
+        Ok::<(), UsageError>(())
     };
     for (at, new_level) in steps {
         hold(level, since, at)?;
@@ -69,7 +71,7 @@ pub(crate) fn time_weighted_average(
 ///
 /// ```
 /// use chrono::{TimeZone, Utc};
-/// use dotmac_billing::usage::{Aggregation, PeriodAggregation, UsageEvent, UsageEventId, MeterId};
+/// use dotmac_usage::{Aggregation, PeriodAggregation, UsageEvent, UsageEventId, MeterId};
 /// use dotmac_core::CustomerId;
 /// use rust_decimal::Decimal;
 ///
@@ -88,7 +90,7 @@ pub(crate) fn time_weighted_average(
 /// let seats = PeriodAggregation::new(Aggregation::WeightedSumOfChanges, from, to)?
 ///     .with_carry_in(Decimal::from(4));
 /// assert_eq!(seats.quantity(&[event])?, Decimal::from(5));
-/// # Ok::<(), dotmac_billing::BillingError>(())
+/// # Ok::<(), dotmac_usage::UsageError>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeriodAggregation {
@@ -107,14 +109,14 @@ impl PeriodAggregation {
     ///
     /// # Errors
     ///
-    /// [`BillingError::InvalidConfiguration`] when `to` is not after `from`.
+    /// [`UsageError::InvalidConfiguration`] when `to` is not after `from`.
     pub fn new(
         aggregation: Aggregation,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
-    ) -> Result<Self, BillingError> {
+    ) -> Result<Self, UsageError> {
         if to <= from {
-            return Err(BillingError::InvalidConfiguration {
+            return Err(UsageError::InvalidConfiguration {
                 what: "usage period",
                 reason: "the period must end after it starts",
             });
@@ -138,10 +140,10 @@ impl PeriodAggregation {
     ///
     /// # Errors
     ///
-    /// [`BillingError::InvalidConfiguration`] above 28 places (more than a decimal holds).
-    pub fn with_precision(mut self, decimal_places: u32) -> Result<Self, BillingError> {
+    /// [`UsageError::InvalidConfiguration`] above 28 places (more than a decimal holds).
+    pub fn with_precision(mut self, decimal_places: u32) -> Result<Self, UsageError> {
         if decimal_places > MAX_PRECISION {
-            return Err(BillingError::InvalidConfiguration {
+            return Err(UsageError::InvalidConfiguration {
                 what: "usage precision",
                 reason: "at most 28 decimal places",
             });
@@ -155,10 +157,10 @@ impl PeriodAggregation {
     ///
     /// # Errors
     ///
-    /// [`BillingError::NegativeQuantity`] for a negative quantity, except under
+    /// [`UsageError::NegativeQuantity`] for a negative quantity, except under
     /// [`Aggregation::WeightedSumOfChanges`] whose changes may be negative;
-    /// [`BillingError::Core`] on overflow.
-    pub fn quantity(&self, events: &[UsageEvent]) -> Result<Decimal, BillingError> {
+    /// [`UsageError::Core`] on overflow.
+    pub fn quantity(&self, events: &[UsageEvent]) -> Result<Decimal, UsageError> {
         let mut inside: Vec<&UsageEvent> = events
             .iter()
             .filter(|e| self.from <= e.timestamp && e.timestamp < self.to)
@@ -168,7 +170,7 @@ impl PeriodAggregation {
                 .iter()
                 .find(|e| e.quantity.is_sign_negative() && !e.quantity.is_zero())
         {
-            return Err(BillingError::NegativeQuantity {
+            return Err(UsageError::NegativeQuantity {
                 event: negative.id,
                 quantity: negative.quantity,
             });
@@ -219,9 +221,9 @@ impl PeriodAggregation {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::usage::{MeterId, UsageEventId};
     use chrono::TimeZone;
     use dotmac_core::CustomerId;
+    use dotmac_core::{MeterId, UsageEventId};
     use rust_decimal_macros::dec;
 
     fn at(day: u32, hour: u32) -> DateTime<Utc> {
@@ -253,7 +255,7 @@ mod tests {
         let levels = PeriodAggregation::new(Aggregation::WeightedSum, at(1, 0), at(4, 0)).unwrap();
         assert_eq!(
             levels.quantity(&events),
-            Err(BillingError::NegativeQuantity {
+            Err(UsageError::NegativeQuantity {
                 event: UsageEventId::from_u128(2),
                 quantity: dec!(-15)
             })
