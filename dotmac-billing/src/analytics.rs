@@ -1,5 +1,5 @@
 //! Revenue analytics: MRR and ARR by tenant and plan, monthly MRR movements that reconcile
-//! exactly, receivables ageing, churn rate and ARPU.
+//! exactly, churn rate and ARPU. (Receivables ageing is `dotmac-collections`'.)
 //!
 //! MRR normalises each recurring price to a month with the interval's conventional
 //! [`BillingInterval::periods_per_year`] (365 days, 52 weeks, 12 months) divided by 12. That
@@ -22,7 +22,6 @@ use crate::subscription::{Segment, SegmentState, Subscription};
 
 /// Decimal places each item's MRR is kept to (far below any currency's minor unit).
 pub const MRR_SCALE: u32 = 10;
-use crate::payments::{CustomerLedger, LedgerEntryKind};
 
 fn overflow(operation: &'static str) -> BillingError {
     BillingError::Core(dotmac_core::CoreError::Overflow { operation })
@@ -299,116 +298,6 @@ pub fn mrr_movements(
     })
 }
 
-/// Open receivables by days past due.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Ageing {
-    /// The date the ageing is for.
-    pub as_of: NaiveDate,
-    /// Not yet due.
-    pub current: Money,
-    /// 1–30 days past due.
-    pub days_1_30: Money,
-    /// 31–60 days past due.
-    pub days_31_60: Money,
-    /// 61–90 days past due.
-    pub days_61_90: Money,
-    /// More than 90 days past due.
-    pub over_90: Money,
-}
-
-impl Ageing {
-    /// All open receivables.
-    ///
-    /// # Errors
-    ///
-    /// [`BillingError::Core`] with an overflow when the sum does not fit in a `Decimal`, or a
-    /// currency mismatch when the buckets are in different currencies.
-    pub fn total(&self) -> Result<Money, BillingError> {
-        Ok(Money::sum(
-            self.current.currency(),
-            [
-                self.current,
-                self.days_1_30,
-                self.days_31_60,
-                self.days_61_90,
-                self.over_90,
-            ],
-        )?)
-    }
-}
-
-/// Receivables ageing on `as_of`, from the customers' ledgers as they stood that day (invoices
-/// issued and allocations made after it do not count).
-///
-/// # Errors
-///
-/// [`BillingError::WrongCurrency`] for a ledger in another currency.
-pub fn receivables_ageing(
-    ledgers: &[CustomerLedger],
-    as_of: NaiveDate,
-    currency: Currency,
-) -> Result<Ageing, BillingError> {
-    let mut buckets = [Decimal::ZERO; 5];
-    for ledger in ledgers {
-        if ledger.currency() != currency {
-            return Err(BillingError::WrongCurrency {
-                what: "ledger",
-                expected: currency.code(),
-                got: ledger.currency().code(),
-            });
-        }
-        for invoice in ledger.invoices().iter().filter(|i| i.issued <= as_of) {
-            let paid = dotmac_core::checked_sum(
-                ledger
-                    .entries()
-                    .iter()
-                    .filter(|e| e.on <= as_of)
-                    .filter_map(|e| match &e.kind {
-                        LedgerEntryKind::Allocated {
-                            invoice: id,
-                            amount,
-                            ..
-                        } if *id == invoice.invoice => Some(amount.amount()),
-                        _ => None,
-                    }),
-                "receivables ageing",
-            )?;
-            let open = invoice
-                .total
-                .amount()
-                .checked_sub(paid)
-                .ok_or_else(|| overflow("receivables ageing"))?;
-            if open <= Decimal::ZERO {
-                continue;
-            }
-            // chrono's `signed_duration_since` cannot overflow between two valid dates.
-            let late = as_of.signed_duration_since(invoice.due).num_days();
-            let slot = match late {
-                i64::MIN..=0 => 0,
-                1..=30 => 1,
-                31..=60 => 2,
-                61..=90 => 3,
-                _ => 4,
-            };
-            if let Some(bucket) = buckets.get_mut(slot) {
-                *bucket = bucket
-                    .checked_add(open)
-                    .ok_or_else(|| overflow("receivables ageing"))?;
-            }
-        }
-    }
-    let money = |d: Decimal| Money::new(d, currency);
-    let [current, days_1_30, days_31_60, days_61_90, over_90] = buckets;
-    Ok(Ageing {
-        as_of,
-        current: money(current),
-        days_1_30: money(days_1_30),
-        days_31_60: money(days_31_60),
-        days_61_90: money(days_61_90),
-        over_90: money(over_90),
-    })
-}
-
 /// The recurring price per period of one billable segment, after the subscription's
 /// `forever` discounts (applied in order, as on an invoice: a percentage of what is left, a
 /// fixed amount up to what is left). Once-only and limited-period discounts are promotions, not
@@ -534,8 +423,6 @@ pub fn recurring_items_on(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::payments::AllocationTarget;
-    use dotmac_core::{InvoiceId, PaymentId};
     use rust_decimal_macros::dec;
 
     fn d(s: &str) -> NaiveDate {
@@ -583,53 +470,6 @@ mod tests {
     }
 
     #[test]
-    fn ageing_uses_the_ledger_as_it_stood() {
-        let mut ledger = CustomerLedger::new(CustomerId::from_u128(1), Currency::USD);
-        let usd = |m| Money::from_minor(m, Currency::USD);
-        ledger
-            .record_invoice(
-                InvoiceId::from_u128(1),
-                usd(1000),
-                d("2026-01-01"),
-                d("2026-01-15"),
-            )
-            .unwrap();
-        ledger
-            .record_invoice(
-                InvoiceId::from_u128(2),
-                usd(2000),
-                d("2026-03-01"),
-                d("2026-03-15"),
-            )
-            .unwrap();
-        ledger
-            .record_invoice(
-                InvoiceId::from_u128(3),
-                usd(4000),
-                d("2026-04-01"),
-                d("2026-04-20"),
-            )
-            .unwrap();
-        ledger
-            .record_payment(
-                PaymentId::from_u128(1),
-                usd(500),
-                d("2026-04-25"),
-                AllocationTarget::OldestFirst,
-            )
-            .unwrap();
-        let ageing = receivables_ageing(&[ledger.clone()], d("2026-04-16"), Currency::USD).unwrap();
-        assert_eq!(ageing.current, usd(4000));
-        assert_eq!(ageing.days_31_60, usd(2000));
-        assert_eq!(ageing.over_90, usd(1000)); // 91 days after 15 January
-        let later = receivables_ageing(&[ledger], d("2026-04-30"), Currency::USD).unwrap();
-        assert_eq!(later.days_1_30, usd(4000));
-        assert_eq!(later.days_31_60, usd(2000));
-        assert_eq!(later.over_90, usd(500));
-        assert_eq!(later.total().unwrap(), usd(6500));
-    }
-
-    #[test]
     fn wrong_currency_is_refused() {
         let mut euro = item(1, dec!(10), "2026-01-01", None);
         euro.amount = Money::new(dec!(10), Currency::EUR);
@@ -668,15 +508,5 @@ mod tests {
         );
         let report = mrr_at(&items[..12], d("2026-02-01"), Currency::USD).unwrap();
         assert_eq!(report.arr(), Err(overflow("multiply")));
-        let max = Money::new(Decimal::MAX, Currency::USD);
-        let ageing = Ageing {
-            as_of: d("2026-02-01"),
-            current: max,
-            days_1_30: max,
-            days_31_60: Money::zero(Currency::USD),
-            days_61_90: Money::zero(Currency::USD),
-            over_90: Money::zero(Currency::USD),
-        };
-        assert_eq!(ageing.total(), Err(overflow("add")));
     }
 }

@@ -23,7 +23,7 @@ use std::collections::HashMap;
 use std::hash::BuildHasher;
 
 use chrono::NaiveDate;
-use dotmac_core::{BillingInterval, Money, Period, PlanId};
+use dotmac_core::{BillingInterval, IdDigest, Money, PendingChargeId, Period, PlanId};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
@@ -31,7 +31,7 @@ use crate::catalog::{BillingTiming, ChargeKind, Plan, charge_amount};
 use crate::error::BillingError;
 use crate::invoice::{
     DocumentBuilder, DocumentKey, DocumentSettings, DraftLine, Invoice, LineKind, PendingCharge,
-    PendingChargeId, PriceRef, mix,
+    PriceRef,
 };
 use crate::proration::{ProrationMode, fraction, prorate};
 use crate::subscription::{
@@ -701,13 +701,16 @@ fn apply_at(
         ProrationBehavior::NextInvoice => {
             // The discount is settled now, by this period's discounts, as a line of its own
             // next to the proration it reduces; the next document's discounts do not apply.
-            let mut seq = 0u128;
+            let mut seq = 0u64;
             let mut add = |kind, text: Option<String>, line: &crate::InvoiceLine, qty, unit| {
-                let seed = s.id.as_uuid().as_u128() ^ (u128::from(s.change_seq) << 32 | seq);
-                // At most a handful of lines per change: far below u128::MAX.
+                let digest = IdDigest::new("deferred-proration")
+                    .uuid(s.id.as_uuid())
+                    .u64(u64::from(s.change_seq))
+                    .u64(seq);
+                // At most a handful of lines per change: far below u64::MAX.
                 seq = seq.saturating_add(1);
                 PendingCharge {
-                    id: PendingChargeId::from_u128(mix(seed)),
+                    id: PendingChargeId::derived(digest),
                     customer: s.customer,
                     subscription: Some(s.id),
                     kind,

@@ -316,88 +316,7 @@ pub enum BillingError {
         /// The latest start accepted.
         latest: chrono::NaiveDate,
     },
-    /// An idempotency key used again with a different request (Stripe's semantics: a key names
-    /// one request; a retry must repeat it exactly).
-    #[error(
-        "idempotency key {key:?} was already used for a different request; use a new key for a new request"
-    )]
-    IdempotencyKeyReused {
-        /// The key.
-        key: String,
-    },
-    /// An idempotency key that is empty, too long or not printable ASCII.
-    #[error("invalid idempotency key: {reason}")]
-    InvalidIdempotencyKey {
-        /// Why it was refused.
-        reason: &'static str,
-    },
-    // --- usage, RADIUS, payments, dunning, analytics ---
-    /// A usage event names a meter that is not defined for the tenant.
-    #[error(
-        "usage event {event}: unknown meter {meter}; define the meter before sending events to it"
-    )]
-    UnknownMeter {
-        /// The event refused.
-        event: crate::usage::UsageEventId,
-        /// The meter it named.
-        meter: crate::usage::MeterId,
-    },
-    /// A usage event names a customer the ingestor does not know.
-    #[error("usage event {event}: unknown customer {customer}; register the customer first")]
-    UnknownCustomer {
-        /// The event refused.
-        event: crate::usage::UsageEventId,
-        /// The customer it named.
-        customer: dotmac_core::CustomerId,
-    },
-    /// A usage event with a negative quantity (usage only ever adds; corrections are credits).
-    #[error("usage event {event}: quantity {quantity} is negative; send a credit instead")]
-    NegativeQuantity {
-        /// The event refused.
-        event: crate::usage::UsageEventId,
-        /// The quantity given.
-        quantity: rust_decimal::Decimal,
-    },
-    /// A usage event stamped further in the future than the ingestor tolerates (clock skew).
-    #[error(
-        "usage event {event}: timestamp {timestamp} is after the latest accepted {latest}; check the sender's clock"
-    )]
-    TimestampInFuture {
-        /// The event refused.
-        event: crate::usage::UsageEventId,
-        /// Its timestamp.
-        timestamp: chrono::DateTime<chrono::Utc>,
-        /// The latest timestamp accepted at ingestion.
-        latest: chrono::DateTime<chrono::Utc>,
-    },
-    /// A RADIUS accounting record that cannot be turned into usage.
-    #[error("malformed RADIUS accounting record: {reason}")]
-    MalformedRadiusRecord {
-        /// What is wrong with it.
-        reason: &'static str,
-    },
-    /// A RADIUS session whose User-Name the account resolver does not know.
-    #[error("RADIUS session {session:?}: no customer for User-Name {user_name:?}")]
-    UnknownRadiusUser {
-        /// The Acct-Unique-Session-Id.
-        session: String,
-        /// The User-Name.
-        user_name: String,
-    },
-    /// A RADIUS record whose User-Name is not the one its session started with: refused, so
-    /// that one subscriber's traffic is never billed to another.
-    #[error(
-        "RADIUS session {session:?} belongs to User-Name {session_user:?}; a record for {user_name:?} was refused"
-    )]
-    RadiusSessionUserMismatch {
-        /// The session's key (Acct-Unique-Session-Id).
-        session: String,
-        /// The User-Name the session started with.
-        session_user: String,
-        /// The User-Name on the refused record.
-        user_name: String,
-    },
-    /// A meter, allowance or dunning policy definition that cannot work.
+    /// An allowance, meter binding or other definition that cannot work.
     #[error("invalid {what}: {reason}")]
     InvalidConfiguration {
         /// What was being configured.
@@ -405,7 +324,7 @@ pub enum BillingError {
         /// Why it was refused.
         reason: &'static str,
     },
-    /// A payment, refund or credit in a currency other than the customer's.
+    /// An amount or ledger in another currency than the one asked for.
     #[error("{what} in {got} refused: the customer's account is in {expected}")]
     WrongCurrency {
         /// What was refused ("payment", "refund", ...).
@@ -423,32 +342,10 @@ pub enum BillingError {
         /// The amount given.
         amount: rust_decimal::Decimal,
     },
-    /// An invoice the payments ledger does not know.
-    #[error("invoice {0} is not known to the payments ledger; record it before allocating to it")]
-    UnknownInvoice(dotmac_core::InvoiceId),
-    /// An invoice recorded twice in the payments ledger.
-    #[error("invoice {0} is already in the payments ledger")]
-    DuplicateInvoice(dotmac_core::InvoiceId),
-    /// A payment id used twice.
-    #[error("payment {0} is already recorded")]
-    DuplicatePayment(dotmac_core::PaymentId),
-    /// A payment the ledger does not know (for a refund).
-    #[error("payment {0} is not recorded")]
-    UnknownPayment(dotmac_core::PaymentId),
-    /// A refund larger than what is left of its payment.
-    #[error("refund of {requested} exceeds the {refundable} still refundable on payment {payment}")]
-    RefundExceedsPayment {
-        /// The payment refunded.
-        payment: dotmac_core::PaymentId,
-        /// The refund asked for.
-        requested: rust_decimal::Decimal,
-        /// What is left to refund.
-        refundable: rust_decimal::Decimal,
-    },
-    /// A payment aimed at a named invoice that has nothing open.
-    #[error("invoice {0} has no open balance to pay")]
-    InvoiceSettled(dotmac_core::InvoiceId),
     // --- usage billing ---
+    /// A usage error (metering, aggregation) met while rating.
+    #[error(transparent)]
+    Usage(#[from] dotmac_usage::UsageError),
     /// A plan's usage charge names a meter code that no defined meter has.
     #[error(
         "plan {plan} charges usage of {metric:?} but no meter has that code; define the meter or fix the charge"
@@ -473,19 +370,8 @@ impl BillingError {
     /// consumers can branch on it without parsing text.
     pub fn kind(&self) -> &'static str {
         match self {
-            BillingError::Core(core) => match core {
-                CoreError::CurrencyMismatch { .. } => "core.currency_mismatch",
-                CoreError::UnknownCurrency(_) => "core.unknown_currency",
-                CoreError::Overflow { .. } => "core.overflow",
-                CoreError::DivisionByZero { .. } => "core.division_by_zero",
-                CoreError::InvalidAllocation { .. } => "core.invalid_allocation",
-                CoreError::NotMinorUnits { .. } => "core.not_minor_units",
-                CoreError::InvalidIntervalCount(_) => "core.invalid_interval_count",
-                CoreError::InvalidPeriod { .. } => "core.invalid_period",
-                CoreError::DateOutOfRange(_) => "core.date_out_of_range",
-                CoreError::Parse { .. } => "core.parse",
-                _ => "core",
-            },
+            BillingError::Core(core) => core.kind(),
+            BillingError::Usage(usage) => usage.kind(),
             BillingError::InvalidPrice { .. } => "invalid_price",
             BillingError::InvalidQuantity { .. } => "invalid_quantity",
             BillingError::InvalidPlan { .. } => "invalid_plan",
@@ -513,13 +399,6 @@ impl BillingError {
             BillingError::Storage { .. } => "storage",
             BillingError::ConcurrentUpdate { .. } => "concurrent_update",
             BillingError::PendingChargeTaken { .. } => "pending_charge_taken",
-            BillingError::UnknownMeter { .. } => "unknown_meter",
-            BillingError::UnknownCustomer { .. } => "unknown_customer",
-            BillingError::NegativeQuantity { .. } => "negative_quantity",
-            BillingError::TimestampInFuture { .. } => "timestamp_in_future",
-            BillingError::MalformedRadiusRecord { .. } => "malformed_radius_record",
-            BillingError::UnknownRadiusUser { .. } => "unknown_radius_user",
-            BillingError::RadiusSessionUserMismatch { .. } => "radius_session_user_mismatch",
             BillingError::NegativePrice { .. } => "negative_price",
             BillingError::DuplicateCurrencyPrice { .. } => "duplicate_currency_price",
             BillingError::PlanWithoutCharges { .. } => "plan_without_charges",
@@ -532,17 +411,9 @@ impl BillingError {
             BillingError::DueBeforeIssue { .. } => "due_before_issue",
             BillingError::DateBeyondHorizon { .. } => "date_beyond_horizon",
             BillingError::StartBeyondHorizon { .. } => "start_beyond_horizon",
-            BillingError::IdempotencyKeyReused { .. } => "idempotency_key_reused",
-            BillingError::InvalidIdempotencyKey { .. } => "invalid_idempotency_key",
             BillingError::InvalidConfiguration { .. } => "invalid_configuration",
             BillingError::WrongCurrency { .. } => "wrong_currency",
             BillingError::NonPositiveAmount { .. } => "non_positive_amount",
-            BillingError::UnknownInvoice(_) => "unknown_invoice",
-            BillingError::DuplicateInvoice(_) => "duplicate_invoice",
-            BillingError::DuplicatePayment(_) => "duplicate_payment",
-            BillingError::UnknownPayment(_) => "unknown_payment",
-            BillingError::RefundExceedsPayment { .. } => "refund_exceeds_payment",
-            BillingError::InvoiceSettled(_) => "invoice_settled",
             BillingError::UnknownMetric { .. } => "unknown_metric",
         }
     }

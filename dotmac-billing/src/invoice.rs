@@ -12,8 +12,8 @@ use std::fmt;
 
 use chrono::{Days, NaiveDate};
 use dotmac_core::{
-    CreditNoteId, Currency, CustomerId, InvoiceId, Money, Period, PlanId, RoundingMode,
-    SubscriptionId,
+    CreditNoteId, Currency, CustomerId, IdDigest, InvoiceId, Money, PendingChargeId, Period,
+    PlanId, RoundingMode, SubscriptionId,
 };
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -23,11 +23,6 @@ use crate::error::BillingError;
 use crate::tax::{
     TaxExemption, TaxMode, TaxRate, TaxRounding, TaxSummary, apply_taxes, line_taxes,
 };
-
-dotmac_core::define_id! {
-    /// A one-off charge waiting for a customer's next invoice.
-    PendingChargeId
-}
 
 /// What a line bills. Descriptions are derived from it, so a bill run formats no strings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -219,31 +214,29 @@ pub enum DocumentKey {
 impl DocumentKey {
     /// The invoice id this key always produces (so a preview and the issued invoice share it).
     pub fn invoice_id(&self) -> InvoiceId {
-        let (base, tag, n) = match *self {
+        let digest = IdDigest::new("invoice");
+        InvoiceId::derived(match *self {
             DocumentKey::Period {
                 subscription,
                 index,
-            } => (subscription.as_uuid().as_u128(), 1u128, index as u128),
-            DocumentKey::Change { subscription, seq } => {
-                (subscription.as_uuid().as_u128(), 2, u128::from(seq))
-            }
+            } => digest
+                .u64(1)
+                .uuid(subscription.as_uuid())
+                .u64(u64::from_ne_bytes(index.to_ne_bytes())),
+            DocumentKey::Change { subscription, seq } => digest
+                .u64(2)
+                .uuid(subscription.as_uuid())
+                .u64(u64::from(seq)),
             DocumentKey::Charges { customer, on } => {
-                (customer.as_uuid().as_u128(), 3, on.to_epoch_days() as u128)
+                digest
+                    .u64(3)
+                    .uuid(customer.as_uuid())
+                    .u64(u64::from_ne_bytes(
+                        i64::from(on.to_epoch_days()).to_ne_bytes(),
+                    ))
             }
-        };
-        InvoiceId::from_u128(mix(base ^ mix(tag << 64 | (n & u128::from(u64::MAX)))))
+        })
     }
-}
-
-/// A 128-bit mixer (two rounds of a multiply-xorshift): deterministic, well spread ids from keys.
-pub(crate) fn mix(mut x: u128) -> u128 {
-    const K: u128 = 0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835;
-    for _ in 0..2 {
-        x ^= x >> 67;
-        x = x.wrapping_mul(K);
-        x ^= x >> 61;
-    }
-    x
 }
 
 /// An invoice (or, with a negative total, a credit the customer is owed).

@@ -77,12 +77,7 @@
 #![cfg_attr(not(test), warn(clippy::arithmetic_side_effects))]
 #![cfg_attr(not(test), warn(clippy::disallowed_methods))]
 
-/// Hash maps for ids inside the crate: foldhash instead of SipHash. Keys are UUIDs and
-/// other values the embedder controls only through their own ids; the per-process random seed
-/// keeps them from being chosen to collide.
-pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
-/// The set counterpart of [`FastMap`].
-pub(crate) type FastSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
+pub(crate) use dotmac_core::{FastMap, FastSet};
 
 mod billrun;
 mod catalog;
@@ -100,11 +95,7 @@ mod tax;
 pub mod testkit;
 
 pub mod analytics;
-pub mod dunning;
 pub mod idempotency;
-pub mod payments;
-pub mod radius;
-pub mod usage;
 pub mod usage_billing;
 
 pub use billrun::{
@@ -117,6 +108,7 @@ pub use catalog::{
 pub use discount::{
     AppliedDiscount, Discount, DiscountAmount, DiscountDuration, DiscountId, DocumentDiscount,
 };
+pub use dotmac_core::PendingChargeId;
 pub use error::BillingError;
 pub use idempotency::{
     IdempotencyKey, IdempotencyRecord, IdempotentRequest, IdempotentResult, KeyedRequest,
@@ -125,7 +117,7 @@ pub use idempotency::{
 pub use invoice::{
     CreditNote, CreditNoteLine, CreditRequest, DocumentBuilder, DocumentKey, DocumentNumber,
     DocumentSettings, DraftLine, Invoice, InvoiceLine, InvoiceStatus, LineKind, PendingCharge,
-    PendingChargeId, PriceRef, credit_note, inclusive_tax_total, invoice_pending_charges,
+    PriceRef, credit_note, inclusive_tax_total, invoice_pending_charges,
 };
 pub use invoice::{
     DocumentLineInput, DocumentLineTotals, DocumentTotals, DocumentTotalsSettings, document_totals,

@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 
-use dotmac_core::{CustomerId, InvoiceId, PlanId, ProductId, SubscriptionId, TenantId};
+use dotmac_core::{
+    CustomerId, InvoiceId, PendingChargeId, PlanId, ProductId, SubscriptionId, TenantId,
+};
 
 use crate::catalog::{Plan, Product};
 use crate::error::BillingError;
@@ -13,7 +15,7 @@ use crate::idempotency::{
 };
 use crate::invoice::{
     CreditNote, CreditRequest, DocumentKey, DocumentNumber, Invoice, InvoiceStatus, PendingCharge,
-    PendingChargeId, credit_note,
+    credit_note,
 };
 use crate::store::{
     BillingCommit, CatalogStore, CommitResult, CustomerAccount, InvoiceStore, IssuedInvoice,

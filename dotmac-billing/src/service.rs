@@ -2,8 +2,8 @@
 
 use chrono::NaiveDate;
 use dotmac_core::{
-    Clock, CreditNoteId, CustomerId, DomainEvent, EventId, EventPayload, InvoiceId, Money, PlanId,
-    RoundingMode, SubscriptionId, TenantId,
+    Clock, CreditNoteId, CustomerId, DomainEvent, EventId, EventPayload, IdDigest, InvoiceId,
+    Money, PlanId, RoundingMode, SubscriptionId, TenantId,
 };
 use serde::{Deserialize, Serialize};
 
@@ -1164,11 +1164,11 @@ pub fn invoice_issued_event(
 ) -> DomainEvent<BillingEvent> {
     // The tenant is mixed in because invoice ids derive from document keys, which two
     // tenants may share, and an outbox's event ids are global.
-    let id = EventId::from_u128(crate::invoice::mix(
-        invoice.id.as_uuid().as_u128()
-            ^ 0x1553_ED00
-            ^ crate::invoice::mix(tenant.as_uuid().as_u128()),
-    ));
+    let id = EventId::derived(
+        IdDigest::new("billing.invoice_issued")
+            .uuid(tenant.as_uuid())
+            .uuid(invoice.id.as_uuid()),
+    );
     DomainEvent::at(
         id,
         tenant,
@@ -1243,8 +1243,8 @@ pub fn record_chunk(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::invoice::PendingChargeId;
     use dotmac_core::FixedClock;
+    use dotmac_core::PendingChargeId;
 
     fn item(n: u128) -> ChunkCommit {
         ChunkCommit {

@@ -9,15 +9,15 @@
 use std::future::Future;
 
 use chrono::NaiveDate;
-use dotmac_core::{Currency, CustomerId, InvoiceId, Money, PlanId, SubscriptionId, TenantId};
+use dotmac_core::{
+    Currency, CustomerId, InvoiceId, Money, PendingChargeId, PlanId, SubscriptionId, TenantId,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::{Plan, Product};
 use crate::error::BillingError;
 use crate::idempotency::{IdempotencyKey, IdempotencyRecord, KeyedRequest, KeyedWrite};
-use crate::invoice::{
-    CreditNote, DocumentNumber, Invoice, InvoiceStatus, PendingCharge, PendingChargeId,
-};
+use crate::invoice::{CreditNote, DocumentNumber, Invoice, InvoiceStatus, PendingCharge};
 use crate::subscription::Subscription;
 use crate::tax::TaxExemption;
 

@@ -39,23 +39,16 @@ use std::future::Future;
 use std::sync::Mutex;
 
 use chrono::{Datelike, Days, NaiveDate, Weekday};
-use chrono_tz::Tz;
 use dotmac_core::{
-    Clock, Currency, CustomerId, DomainEvent, EventPayload, InvoiceId, Money, PaymentId, TenantId,
+    CustomerId, EventPayload, IdDigest, InvoiceId, Money, PendingChargeId, TenantId,
 };
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use crate::error::BillingError;
-use crate::idempotency::{
-    IdempotencyKey, IdempotencyRecord, IdempotentRequest, IdempotentResult, KeyedRequest,
-    KeyedWrite,
-};
-use crate::invoice::{LineKind, PendingCharge, PendingChargeId};
-use crate::payments::{
-    AllocationTarget, CustomerLedger, LedgerEntry, LedgerEntryKind, PaymentOutcome, PaymentStore,
-};
-use crate::usage::stable_id;
+use dotmac_billing::{LineKind, PendingCharge};
+
+use crate::error::CollectionsError;
+use crate::payments::Settlement;
 
 /// The most steps a policy may have (the state keeps one bit per step and one per restore).
 pub const MAX_DUNNING_STEPS: usize = 32;
@@ -71,12 +64,12 @@ pub const MAX_STEP_NAME_LEN: usize = 64;
 /// validated when parsed or deserialized.
 ///
 /// ```
-/// use dotmac_billing::dunning::StepName;
+/// use dotmac_collections::StepName;
 ///
 /// let name: StepName = "second_notice".parse()?;
 /// assert_eq!(name.as_str(), "second_notice");
 /// assert!("Second Notice".parse::<StepName>().is_err());
-/// # Ok::<(), dotmac_billing::BillingError>(())
+/// # Ok::<(), dotmac_collections::CollectionsError>(())
 /// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct StepName {
@@ -100,10 +93,10 @@ impl StepName {
     ///
     /// # Errors
     ///
-    /// [`BillingError::InvalidConfiguration`] for an empty name, one longer than
+    /// [`CollectionsError::InvalidConfiguration`] for an empty name, one longer than
     /// [`MAX_STEP_NAME_LEN`] bytes, or one with a character other than `a`–`z`, `0`–`9` and `_`.
-    pub fn new(name: &str) -> Result<StepName, BillingError> {
-        let invalid = |reason| BillingError::InvalidConfiguration {
+    pub fn new(name: &str) -> Result<StepName, CollectionsError> {
+        let invalid = |reason| CollectionsError::InvalidConfiguration {
             what: "dunning step name",
             reason,
         };
@@ -175,7 +168,7 @@ impl std::fmt::Display for StepName {
 }
 
 impl std::str::FromStr for StepName {
-    type Err = BillingError;
+    type Err = CollectionsError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         StepName::new(s)
     }
@@ -317,7 +310,7 @@ pub enum RestoreOnPayment {
 ///
 /// ```
 /// use chrono::Weekday;
-/// use dotmac_billing::dunning::{DunningPolicy, RestoreOnPayment, StepEffect};
+/// use dotmac_collections::{DunningPolicy, RestoreOnPayment, StepEffect};
 /// use rust_decimal::Decimal;
 ///
 /// let policy = DunningPolicy::builder()
@@ -333,7 +326,7 @@ pub enum RestoreOnPayment {
 ///     .build()?;
 /// assert_eq!(policy.steps().len(), 5);
 /// assert_eq!(policy.steps()[3].effect, StepEffect::Suspend);
-/// # Ok::<(), dotmac_billing::BillingError>(())
+/// # Ok::<(), dotmac_collections::CollectionsError>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "RawDunningPolicy")]
@@ -360,7 +353,7 @@ struct RawDunningPolicy {
 }
 
 impl TryFrom<RawDunningPolicy> for DunningPolicy {
-    type Error = BillingError;
+    type Error = CollectionsError;
     fn try_from(raw: RawDunningPolicy) -> Result<Self, Self::Error> {
         DunningPolicyBuilder {
             policy: DunningPolicy {
@@ -383,7 +376,7 @@ impl TryFrom<RawDunningPolicy> for DunningPolicy {
 pub struct DunningPolicyBuilder {
     policy: DunningPolicy,
     /// The first step name that did not validate, reported by `build`.
-    bad_name: Option<BillingError>,
+    bad_name: Option<CollectionsError>,
 }
 
 impl DunningPolicy {
@@ -532,15 +525,15 @@ impl DunningPolicyBuilder {
     ///
     /// # Errors
     ///
-    /// [`BillingError::InvalidConfiguration`] for an invalid step name (see [`StepName::new`]),
+    /// [`CollectionsError::InvalidConfiguration`] for an invalid step name (see [`StepName::new`]),
     /// more than [`MAX_DUNNING_STEPS`] steps, a step named `restore`, a negative fee or minimum
     /// balance, or every weekday blocked. Two steps may share a name (a reminder sent twice);
     /// their actions differ by [`FiredAction::step`].
-    pub fn build(mut self) -> Result<DunningPolicy, BillingError> {
+    pub fn build(mut self) -> Result<DunningPolicy, CollectionsError> {
         if let Some(error) = self.bad_name {
             return Err(error);
         }
-        let invalid = |reason| BillingError::InvalidConfiguration {
+        let invalid = |reason| CollectionsError::InvalidConfiguration {
             what: "dunning policy",
             reason,
         };
@@ -588,16 +581,6 @@ pub struct DunningInvoice {
     pub total: Money,
     /// The due date that the steps are relative to.
     pub due: NaiveDate,
-}
-
-/// An amount applied to the invoice on a day: a payment or credit allocation (positive) or its
-/// reversal by a refund (negative), in the invoice's currency.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Settlement {
-    /// The day it was applied.
-    pub on: NaiveDate,
-    /// The amount applied.
-    pub amount: Decimal,
 }
 
 /// What dunning has already done for one invoice: one bit per fired step and one per restore
@@ -659,14 +642,12 @@ impl FiredAction {
             CollectionAction::Restore => LineKind::ReconnectionFee,
             _ => LineKind::LateFee,
         };
-        let id = stable_id(&[
-            b"dunning-fee",
-            self.invoice.as_uuid().as_bytes(),
-            &[self.step],
-            self.action.event_type().as_bytes(),
-        ]);
+        let id = IdDigest::new("dunning-fee")
+            .uuid(self.invoice.as_uuid())
+            .bytes(&[self.step])
+            .str(self.action.event_type());
         Some(PendingCharge {
-            id: PendingChargeId::from_u128(id),
+            id: PendingChargeId::derived(id),
             customer: self.customer,
             subscription: None,
             kind,
@@ -716,7 +697,7 @@ fn balance_on(total: Decimal, settlements: &[Settlement], day: NaiveDate) -> Dec
 ///
 /// ```
 /// use chrono::NaiveDate;
-/// use dotmac_billing::dunning::*;
+/// use dotmac_collections::*;
 /// use dotmac_core::{Currency, CustomerId, InvoiceId, Money};
 ///
 /// let policy = DunningPolicy::builder().step(5, "suspend").build()?;
@@ -732,7 +713,7 @@ fn balance_on(total: Decimal, settlements: &[Settlement], day: NaiveDate) -> Dec
 /// assert_eq!(evaluate(&policy, &invoice, &[], &mut state, day, &mut out), 1);
 /// assert_eq!((out[0].name.as_str(), out[0].action), ("suspend", CollectionAction::Suspend));
 /// assert_eq!(evaluate(&policy, &invoice, &[], &mut state, day, &mut out), 0); // idempotent
-/// # Ok::<(), dotmac_billing::BillingError>(())
+/// # Ok::<(), dotmac_collections::CollectionsError>(())
 /// ```
 pub fn evaluate(
     policy: &DunningPolicy,
@@ -896,7 +877,7 @@ pub trait DunningStore: Send + Sync {
         &self,
         tenant: TenantId,
         invoice: InvoiceId,
-    ) -> impl Future<Output = Result<DunningState, BillingError>> + Send;
+    ) -> impl Future<Output = Result<DunningState, CollectionsError>> + Send;
 
     /// Saves the state of an invoice.
     ///
@@ -908,7 +889,7 @@ pub trait DunningStore: Send + Sync {
         tenant: TenantId,
         invoice: InvoiceId,
         state: DunningState,
-    ) -> impl Future<Output = Result<(), BillingError>> + Send;
+    ) -> impl Future<Output = Result<(), CollectionsError>> + Send;
 }
 
 /// A [`DunningStore`] in memory, for tests and examples.
@@ -929,7 +910,7 @@ impl DunningStore for InMemoryDunningStore {
         &self,
         tenant: TenantId,
         invoice: InvoiceId,
-    ) -> Result<DunningState, BillingError> {
+    ) -> Result<DunningState, CollectionsError> {
         let states = self.states.lock().unwrap_or_else(|e| e.into_inner());
         Ok(states.get(&(tenant, invoice)).copied().unwrap_or_default())
     }
@@ -939,541 +920,10 @@ impl DunningStore for InMemoryDunningStore {
         tenant: TenantId,
         invoice: InvoiceId,
         state: DunningState,
-    ) -> Result<(), BillingError> {
+    ) -> Result<(), CollectionsError> {
         let mut states = self.states.lock().unwrap_or_else(|e| e.into_inner());
         states.insert((tenant, invoice), state);
         Ok(())
-    }
-}
-
-/// What the collections service reports: ledger movements and collection actions.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "kind")]
-pub enum CollectionEvent {
-    /// An entry appended to a customer's ledger.
-    Ledger(LedgerEntry),
-    /// A collection action to carry out (notify, charge a fee, suspend or restore service).
-    Action(FiredAction),
-    /// A collections run ([`CollectionsService::evaluate_customers`]) skipped a customer
-    /// whose ledger could not be rebuilt (see [`CollectionsRunSummary::failures`]).
-    EvaluationFailed {
-        /// The customer skipped.
-        customer: CustomerId,
-        /// The error's kind ([`BillingError::kind`], e.g. `wrong_currency`).
-        error_kind: String,
-        /// The error's message (ids and amounts, no personal data).
-        error: String,
-    },
-}
-
-impl EventPayload for CollectionEvent {
-    fn event_type(&self) -> &'static str {
-        match self {
-            CollectionEvent::Ledger(entry) => entry.event_type(),
-            CollectionEvent::Action(action) => action.event_type(),
-            CollectionEvent::EvaluationFailed { .. } => "collections.evaluation_failed",
-        }
-    }
-}
-
-/// What a collections run over many customers did
-/// ([`CollectionsService::evaluate_customers`]).
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct CollectionsRunSummary {
-    /// Customers looked at.
-    pub customers: usize,
-    /// Customers skipped because their ledger could not be rebuilt (entries in two
-    /// currencies, a balance that overflows, …): nothing was saved for them, the others were
-    /// evaluated. Each also has a `collections.evaluation_failed` event.
-    pub failures: Vec<crate::service::BillingFailure>,
-    /// The actions fired, and the failures, as events.
-    pub events: Vec<DomainEvent<CollectionEvent>>,
-}
-
-/// A payment to record, for [`CollectionsService::receive_payment`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PaymentRequest {
-    /// Who paid.
-    pub customer: CustomerId,
-    /// The payment's id (the processor's reference).
-    pub payment: PaymentId,
-    /// The amount, in the customer's currency.
-    pub amount: Money,
-    /// Where it goes (default: oldest invoice first).
-    pub target: AllocationTarget,
-    /// A retry with the same key and the same request gets the first outcome back; the same
-    /// key with another request is [`BillingError::IdempotencyKeyReused`].
-    pub idempotency_key: Option<IdempotencyKey>,
-}
-
-impl PaymentRequest {
-    /// A payment allocated oldest invoice first, without an idempotency key.
-    pub fn new(customer: CustomerId, payment: PaymentId, amount: Money) -> Self {
-        PaymentRequest {
-            customer,
-            payment,
-            amount,
-            target: AllocationTarget::OldestFirst,
-            idempotency_key: None,
-        }
-    }
-
-    /// Sets where the payment goes.
-    pub fn target(mut self, target: AllocationTarget) -> Self {
-        self.target = target;
-        self
-    }
-
-    /// Sets the idempotency key.
-    pub fn idempotency_key(mut self, key: IdempotencyKey) -> Self {
-        self.idempotency_key = Some(key);
-        self
-    }
-}
-
-/// A refund to record, for [`CollectionsService::refund_payment`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RefundRequest {
-    /// Whose payment.
-    pub customer: CustomerId,
-    /// The payment refunded.
-    pub payment: PaymentId,
-    /// The amount returned.
-    pub amount: Money,
-    /// A retry with the same key and the same request gets the first entries back; the same
-    /// key with another request is [`BillingError::IdempotencyKeyReused`].
-    pub idempotency_key: Option<IdempotencyKey>,
-}
-
-impl RefundRequest {
-    /// A refund without an idempotency key.
-    pub fn new(customer: CustomerId, payment: PaymentId, amount: Money) -> Self {
-        RefundRequest {
-            customer,
-            payment,
-            amount,
-            idempotency_key: None,
-        }
-    }
-
-    /// Sets the idempotency key.
-    pub fn idempotency_key(mut self, key: IdempotencyKey) -> Self {
-        self.idempotency_key = Some(key);
-        self
-    }
-}
-
-fn replayed_payment(
-    earlier: &IdempotencyRecord,
-    request: &IdempotentRequest,
-) -> Result<PaymentOutcome, BillingError> {
-    match earlier.replay(request)? {
-        IdempotentResult::Payment { outcome } => Ok(outcome),
-        _ => Err(crate::idempotency::mismatched()),
-    }
-}
-
-fn replayed_refund(
-    earlier: &IdempotencyRecord,
-    request: &IdempotentRequest,
-) -> Result<Vec<LedgerEntry>, BillingError> {
-    match earlier.replay(request)? {
-        IdempotentResult::Refund { entries } => Ok(entries),
-        _ => Err(crate::idempotency::mismatched()),
-    }
-}
-
-/// Payments and collections for a tenant: records payments in the ledger, runs the dunning
-/// policy over a customer's invoices and returns what happened as domain events. Today is the
-/// clock's date in the tenant's time zone.
-#[derive(Debug)]
-pub struct CollectionsService<P, D, C> {
-    payments: P,
-    dunning: D,
-    clock: C,
-    zone: Tz,
-    policy: DunningPolicy,
-}
-
-impl<P: PaymentStore, D: DunningStore, C: Clock> CollectionsService<P, D, C> {
-    /// A service over the two stores, with the tenant's policy and time zone.
-    pub fn new(payments: P, dunning: D, clock: C, zone: Tz, policy: DunningPolicy) -> Self {
-        CollectionsService {
-            payments,
-            dunning,
-            clock,
-            zone,
-            policy,
-        }
-    }
-
-    /// The payment store.
-    pub fn payment_store(&self) -> &P {
-        &self.payments
-    }
-
-    fn today(&self) -> NaiveDate {
-        self.clock.today_in(self.zone)
-    }
-
-    fn wrap(
-        &self,
-        tenant: TenantId,
-        events: Vec<CollectionEvent>,
-    ) -> Vec<DomainEvent<CollectionEvent>> {
-        events
-            .into_iter()
-            .map(|e| DomainEvent::new(tenant, &self.clock, e))
-            .collect()
-    }
-
-    /// The customer's ledger, `None` for a customer without entries yet; its currency is
-    /// that of its first entry.
-    async fn stored_ledger(
-        &self,
-        tenant: TenantId,
-        customer: CustomerId,
-    ) -> Result<Option<CustomerLedger>, BillingError> {
-        self.load_ledger(tenant, customer).await?
-    }
-
-    /// [`Self::stored_ledger`] with its two kinds of error apart: the outer one a store
-    /// error, the inner one entries that do not make a ledger (the customer's bad data).
-    async fn load_ledger(
-        &self,
-        tenant: TenantId,
-        customer: CustomerId,
-    ) -> Result<Result<Option<CustomerLedger>, BillingError>, BillingError> {
-        let entries = self.payments.entries(tenant, customer).await?;
-        let Some(currency) = entries.first().map(|e| e.kind.currency()) else {
-            return Ok(Ok(None));
-        };
-        Ok(CustomerLedger::from_entries(customer, currency, entries).map(Some))
-    }
-
-    /// The customer's ledger, or an empty one in `currency` (the currency of the money about
-    /// to be recorded) for a customer without entries.
-    async fn ledger(
-        &self,
-        tenant: TenantId,
-        customer: CustomerId,
-        currency: Currency,
-    ) -> Result<CustomerLedger, BillingError> {
-        Ok(self
-            .stored_ledger(tenant, customer)
-            .await?
-            .unwrap_or_else(|| CustomerLedger::new(customer, currency)))
-    }
-
-    /// Records an issued invoice in the customer's ledger (the customer's credit pays what it
-    /// can of it at once).
-    ///
-    /// # Errors
-    ///
-    /// As [`CustomerLedger::record_invoice`], and storage failures.
-    pub async fn record_invoice(
-        &self,
-        tenant: TenantId,
-        customer: CustomerId,
-        invoice: InvoiceId,
-        total: Money,
-        issued: NaiveDate,
-        due: NaiveDate,
-    ) -> Result<Vec<DomainEvent<CollectionEvent>>, BillingError> {
-        let mut ledger = self.ledger(tenant, customer, total.currency()).await?;
-        let entries = ledger.record_invoice(invoice, total, issued, due)?;
-        self.payments.append(tenant, customer, &entries).await?;
-        Ok(self.wrap(
-            tenant,
-            entries.into_iter().map(CollectionEvent::Ledger).collect(),
-        ))
-    }
-
-    /// Records a payment dated today, allocates it, then re-evaluates the customer's invoices
-    /// so that a payment settling a suspended invoice restores service in the same call. A
-    /// retry (the same payment id and amount) writes nothing and returns no events; see
-    /// [`CollectionsService::receive_payment`] for the outcome and idempotency keys.
-    ///
-    /// # Errors
-    ///
-    /// As [`CollectionsService::receive_payment`].
-    pub async fn record_payment(
-        &self,
-        tenant: TenantId,
-        customer: CustomerId,
-        payment: PaymentId,
-        amount: Money,
-        target: AllocationTarget,
-    ) -> Result<Vec<DomainEvent<CollectionEvent>>, BillingError> {
-        let request = PaymentRequest::new(customer, payment, amount).target(target);
-        Ok(self.receive_payment(tenant, request).await?.1)
-    }
-
-    /// Records a payment dated today, as [`CollectionsService::record_payment`], and returns
-    /// what it did with the events.
-    ///
-    /// Retries are answered, not refused: a payment id already in the customer's ledger with
-    /// the same amount returns the first outcome, and a request whose idempotency key was
-    /// used before with the same request returns the first outcome too; either way nothing is
-    /// written and no event is returned.
-    ///
-    /// # Errors
-    ///
-    /// As [`CustomerLedger::record_payment`] (nothing is stored then):
-    /// [`BillingError::DuplicatePayment`] for a payment id recorded with another amount;
-    /// [`BillingError::IdempotencyKeyReused`] for a key first used with another request;
-    /// storage failures.
-    pub async fn receive_payment(
-        &self,
-        tenant: TenantId,
-        request: PaymentRequest,
-    ) -> Result<(PaymentOutcome, Vec<DomainEvent<CollectionEvent>>), BillingError> {
-        let PaymentRequest {
-            customer,
-            payment,
-            amount,
-            target,
-            idempotency_key,
-        } = request;
-        let keyed = idempotency_key.map(|key| KeyedRequest {
-            key,
-            request: IdempotentRequest::Payment {
-                customer,
-                payment,
-                amount,
-                target,
-            },
-            at: self.clock.now(),
-        });
-        if let Some((earlier, keyed)) = self.earlier_record(tenant, keyed.as_ref()).await? {
-            return Ok((replayed_payment(&earlier, &keyed.request)?, Vec::new()));
-        }
-        let mut ledger = self.ledger(tenant, customer, amount.currency()).await?;
-        if let Some(first) = ledger.payment_outcome(payment) {
-            let same = first
-                .entries
-                .first()
-                .is_some_and(|e| e.kind == LedgerEntryKind::PaymentReceived { payment, amount });
-            if !same {
-                return Err(BillingError::DuplicatePayment(payment));
-            }
-            return Ok((first, Vec::new()));
-        }
-        let outcome = ledger.record_payment(payment, amount, self.today(), target)?;
-        let result = || IdempotentResult::Payment {
-            outcome: outcome.clone(),
-        };
-        if let Some((earlier, keyed)) = self
-            .append(tenant, customer, &outcome.entries, keyed.as_ref(), result)
-            .await?
-        {
-            return Ok((replayed_payment(&earlier, &keyed.request)?, Vec::new()));
-        }
-        let mut events: Vec<CollectionEvent> = outcome
-            .entries
-            .iter()
-            .cloned()
-            .map(CollectionEvent::Ledger)
-            .collect();
-        events.extend(self.evaluate_ledger(tenant, &ledger).await?);
-        Ok((outcome, self.wrap(tenant, events)))
-    }
-
-    /// Refunds part or all of a payment, dated today (see [`CustomerLedger::refund`]), and
-    /// returns the entries appended with their events. A request whose idempotency key was
-    /// used before with the same request returns the first entries and no event, and writes
-    /// nothing. Refunds reopen invoices: run [`CollectionsService::evaluate`] for the dunning
-    /// that follows.
-    ///
-    /// # Errors
-    ///
-    /// As [`CustomerLedger::refund`] (nothing is stored then);
-    /// [`BillingError::IdempotencyKeyReused`] for a key first used with another request;
-    /// storage failures.
-    pub async fn refund_payment(
-        &self,
-        tenant: TenantId,
-        request: RefundRequest,
-    ) -> Result<(Vec<LedgerEntry>, Vec<DomainEvent<CollectionEvent>>), BillingError> {
-        let RefundRequest {
-            customer,
-            payment,
-            amount,
-            idempotency_key,
-        } = request;
-        let keyed = idempotency_key.map(|key| KeyedRequest {
-            key,
-            request: IdempotentRequest::Refund {
-                customer,
-                payment,
-                amount,
-            },
-            at: self.clock.now(),
-        });
-        if let Some((earlier, keyed)) = self.earlier_record(tenant, keyed.as_ref()).await? {
-            return Ok((replayed_refund(&earlier, &keyed.request)?, Vec::new()));
-        }
-        let mut ledger = self.ledger(tenant, customer, amount.currency()).await?;
-        let entries = ledger.refund(payment, amount, self.today())?;
-        let result = || IdempotentResult::Refund {
-            entries: entries.clone(),
-        };
-        if let Some((earlier, keyed)) = self
-            .append(tenant, customer, &entries, keyed.as_ref(), result)
-            .await?
-        {
-            return Ok((replayed_refund(&earlier, &keyed.request)?, Vec::new()));
-        }
-        let events = entries
-            .iter()
-            .cloned()
-            .map(CollectionEvent::Ledger)
-            .collect();
-        Ok((entries, self.wrap(tenant, events)))
-    }
-
-    /// The record of `keyed`'s key, when it was used before: the caller replays it.
-    async fn earlier_record<'k>(
-        &self,
-        tenant: TenantId,
-        keyed: Option<&'k KeyedRequest>,
-    ) -> Result<Option<(IdempotencyRecord, &'k KeyedRequest)>, BillingError> {
-        let Some(keyed) = keyed else {
-            return Ok(None);
-        };
-        Ok(self
-            .payments
-            .payment_idempotency_record(tenant, &keyed.key)
-            .await?
-            .map(|earlier| (earlier, keyed)))
-    }
-
-    /// Appends ledger entries, with `keyed`'s record (holding `result`) in the same write when
-    /// there is a key. Returns the earlier record when a concurrent retry with the key wrote
-    /// first (nothing was appended then): the caller replays it.
-    async fn append<'k>(
-        &self,
-        tenant: TenantId,
-        customer: CustomerId,
-        entries: &[LedgerEntry],
-        keyed: Option<&'k KeyedRequest>,
-        result: impl FnOnce() -> IdempotentResult,
-    ) -> Result<Option<(IdempotencyRecord, &'k KeyedRequest)>, BillingError> {
-        let Some(keyed) = keyed else {
-            self.payments.append(tenant, customer, entries).await?;
-            return Ok(None);
-        };
-        let record = keyed.record(result());
-        match self
-            .payments
-            .append_keyed(tenant, customer, entries, &record)
-            .await?
-        {
-            KeyedWrite::Written(()) => Ok(None),
-            KeyedWrite::Replayed(earlier) => Ok(Some((*earlier, keyed))),
-        }
-    }
-
-    /// Runs the dunning policy over the customer's invoices for today. Running it twice on
-    /// the same day returns nothing the second time.
-    ///
-    /// # Errors
-    ///
-    /// Storage failures.
-    pub async fn evaluate(
-        &self,
-        tenant: TenantId,
-        customer: CustomerId,
-    ) -> Result<Vec<DomainEvent<CollectionEvent>>, BillingError> {
-        // Without entries there is nothing to collect.
-        let Some(ledger) = self.stored_ledger(tenant, customer).await? else {
-            return Ok(Vec::new());
-        };
-        let events = self.evaluate_ledger(tenant, &ledger).await?;
-        Ok(self.wrap(tenant, events))
-    }
-
-    /// Runs the dunning policy for today over each of `customers`, as
-    /// [`CollectionsService::evaluate`] does for one: the daily collections run.
-    ///
-    /// One customer's bad data never stops the others: a customer whose ledger cannot be
-    /// rebuilt from its stored entries (a domain error: entries in two currencies, a balance
-    /// that overflows, …) is skipped, nothing is saved for it, and it is listed in
-    /// [`CollectionsRunSummary::failures`] with a `collections.evaluation_failed` event; a
-    /// run after the entries are fixed evaluates it.
-    ///
-    /// # Errors
-    ///
-    /// Storage failures (they stop the run; what was saved before stays saved, and a re-run
-    /// fires nothing twice).
-    pub async fn evaluate_customers(
-        &self,
-        tenant: TenantId,
-        customers: &[CustomerId],
-    ) -> Result<CollectionsRunSummary, BillingError> {
-        let mut summary = CollectionsRunSummary {
-            customers: customers.len(),
-            ..CollectionsRunSummary::default()
-        };
-        for &customer in customers {
-            match self.load_ledger(tenant, customer).await? {
-                Ok(None) => {}
-                Ok(Some(ledger)) => {
-                    let fired = self.evaluate_ledger(tenant, &ledger).await?;
-                    summary.events.extend(self.wrap(tenant, fired));
-                }
-                Err(error) => {
-                    summary.events.push(DomainEvent::new(
-                        tenant,
-                        &self.clock,
-                        CollectionEvent::EvaluationFailed {
-                            customer,
-                            error_kind: error.kind().to_owned(),
-                            error: error.to_string(),
-                        },
-                    ));
-                    summary.failures.push(crate::service::BillingFailure {
-                        customer,
-                        subscription: None,
-                        error,
-                    });
-                }
-            }
-        }
-        Ok(summary)
-    }
-
-    async fn evaluate_ledger(
-        &self,
-        tenant: TenantId,
-        ledger: &CustomerLedger,
-    ) -> Result<Vec<CollectionEvent>, BillingError> {
-        let today = self.today();
-        let mut fired = Vec::new();
-        for balance in ledger.invoices() {
-            let invoice = DunningInvoice {
-                id: balance.invoice,
-                customer: ledger.customer(),
-                total: balance.total,
-                due: balance.due,
-            };
-            let mut state = self.dunning.state(tenant, balance.invoice).await?;
-            let settlements = ledger.settlements(balance.invoice);
-            if evaluate(
-                &self.policy,
-                &invoice,
-                &settlements,
-                &mut state,
-                today,
-                &mut fired,
-            ) > 0
-            {
-                self.dunning
-                    .save_state(tenant, balance.invoice, state)
-                    .await?;
-            }
-        }
-        Ok(fired.into_iter().map(CollectionEvent::Action).collect())
     }
 }
 
@@ -1622,7 +1072,7 @@ mod tests {
         let refused = |builder: DunningPolicyBuilder, what, reason| {
             assert_eq!(
                 builder.build(),
-                Err(BillingError::InvalidConfiguration { what, reason })
+                Err(CollectionsError::InvalidConfiguration { what, reason })
             );
         };
         refused(
@@ -1671,7 +1121,7 @@ mod tests {
         let longest = "a".repeat(MAX_STEP_NAME_LEN);
         assert_eq!(StepName::new(&longest).unwrap().as_str(), longest);
         let invalid = |reason| {
-            Err(BillingError::InvalidConfiguration {
+            Err(CollectionsError::InvalidConfiguration {
                 what: "dunning step name",
                 reason,
             })

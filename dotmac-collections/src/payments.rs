@@ -16,11 +16,21 @@ use std::sync::Mutex;
 
 use chrono::NaiveDate;
 use dotmac_core::{Currency, CustomerId, EventPayload, InvoiceId, Money, PaymentId, TenantId};
+use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use crate::dunning::Settlement;
-use crate::error::BillingError;
+use crate::error::CollectionsError;
 use crate::idempotency::{IdempotencyKey, IdempotencyRecord, KeyedWrite};
+
+/// An amount applied to the invoice on a day: a payment or credit allocation (positive) or its
+/// reversal by a refund (negative), in the invoice's currency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settlement {
+    /// The day it was applied.
+    pub on: NaiveDate,
+    /// The amount applied.
+    pub amount: Decimal,
+}
 
 /// One movement in a customer's ledger.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -159,7 +169,11 @@ impl PaymentBalance {
     }
 
     /// The unallocated part if `allocated` and `refunded` were the payment's figures.
-    fn unallocated_with(&self, allocated: Money, refunded: Money) -> Result<Money, BillingError> {
+    fn unallocated_with(
+        &self,
+        allocated: Money,
+        refunded: Money,
+    ) -> Result<Money, CollectionsError> {
         Ok(self.amount.checked_sub(allocated)?.checked_sub(refunded)?)
     }
 }
@@ -179,7 +193,7 @@ pub struct PaymentOutcome {
 ///
 /// ```
 /// use chrono::NaiveDate;
-/// use dotmac_billing::payments::{AllocationTarget, CustomerLedger};
+/// use dotmac_collections::{AllocationTarget, CustomerLedger};
 /// use dotmac_core::{Currency, CustomerId, InvoiceId, Money, PaymentId};
 ///
 /// let day = |d| NaiveDate::from_ymd_opt(2026, 3, d).unwrap();
@@ -191,7 +205,7 @@ pub struct PaymentOutcome {
 /// assert_eq!(paid.allocations.len(), 2);
 /// assert_eq!(paid.credit, Money::from_minor(1000, Currency::USD)); // overpaid: credit
 /// assert!(ledger.invoice(InvoiceId::from_u128(1)).unwrap().open().is_zero());
-/// # Ok::<(), dotmac_billing::BillingError>(())
+/// # Ok::<(), dotmac_collections::CollectionsError>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CustomerLedger {
@@ -222,13 +236,13 @@ impl CustomerLedger {
     ///
     /// # Errors
     ///
-    /// [`BillingError::WrongCurrency`] for an entry in another currency, and the errors of the
+    /// [`CollectionsError::WrongCurrency`] for an entry in another currency, and the errors of the
     /// operations that would have refused the entries (unknown invoice or payment).
     pub fn from_entries(
         customer: CustomerId,
         currency: Currency,
         entries: impl IntoIterator<Item = LedgerEntry>,
-    ) -> Result<Self, BillingError> {
+    ) -> Result<Self, CollectionsError> {
         let mut ledger = CustomerLedger::new(customer, currency);
         for entry in entries {
             ledger.apply(&entry)?;
@@ -330,16 +344,16 @@ impl CustomerLedger {
         })
     }
 
-    fn check(&self, what: &'static str, amount: Money) -> Result<(), BillingError> {
+    fn check(&self, what: &'static str, amount: Money) -> Result<(), CollectionsError> {
         if amount.currency() != self.currency {
-            return Err(BillingError::WrongCurrency {
+            return Err(CollectionsError::WrongCurrency {
                 what,
                 expected: self.currency.code(),
                 got: amount.currency().code(),
             });
         }
         if !amount.is_positive() {
-            return Err(BillingError::NonPositiveAmount {
+            return Err(CollectionsError::NonPositiveAmount {
                 what,
                 amount: amount.amount(),
             });
@@ -348,12 +362,12 @@ impl CustomerLedger {
     }
 
     /// Applies an entry to the derived balances: the one place balances change.
-    fn apply(&mut self, entry: &LedgerEntry) -> Result<(), BillingError> {
+    fn apply(&mut self, entry: &LedgerEntry) -> Result<(), CollectionsError> {
         let same = |m: &Money| {
             if m.currency() == self.currency {
                 Ok(())
             } else {
-                Err(BillingError::WrongCurrency {
+                Err(CollectionsError::WrongCurrency {
                     what: "ledger entry",
                     expected: self.currency.code(),
                     got: m.currency().code(),
@@ -369,7 +383,7 @@ impl CustomerLedger {
             } => {
                 same(total)?;
                 if self.invoice(*invoice).is_some() {
-                    return Err(BillingError::DuplicateInvoice(*invoice));
+                    return Err(CollectionsError::DuplicateInvoice(*invoice));
                 }
                 self.invoices.push(InvoiceBalance {
                     invoice: *invoice,
@@ -382,7 +396,7 @@ impl CustomerLedger {
             LedgerEntryKind::PaymentReceived { payment, amount } => {
                 same(amount)?;
                 if self.payments.iter().any(|p| p.payment == *payment) {
-                    return Err(BillingError::DuplicatePayment(*payment));
+                    return Err(CollectionsError::DuplicatePayment(*payment));
                 }
                 let received = PaymentBalance {
                     payment: *payment,
@@ -403,7 +417,7 @@ impl CustomerLedger {
                 // the balances as they were.
                 let inv = self
                     .invoice(*invoice)
-                    .ok_or(BillingError::UnknownInvoice(*invoice))?;
+                    .ok_or(CollectionsError::UnknownInvoice(*invoice))?;
                 let paid = inv.paid.checked_add(*amount)?;
                 inv.total.checked_sub(paid)?;
                 let index = inv_index(&self.invoices, *invoice)?;
@@ -429,12 +443,12 @@ impl CustomerLedger {
         Ok(())
     }
 
-    fn payment_balance(&self, payment: PaymentId) -> Result<PaymentBalance, BillingError> {
+    fn payment_balance(&self, payment: PaymentId) -> Result<PaymentBalance, CollectionsError> {
         self.payments
             .iter()
             .copied()
             .find(|p| p.payment == payment)
-            .ok_or(BillingError::UnknownPayment(payment))
+            .ok_or(CollectionsError::UnknownPayment(payment))
     }
 
     fn replace_payment(&mut self, updated: PaymentBalance) {
@@ -456,7 +470,7 @@ impl CustomerLedger {
     ///
     /// [`CoreError::Overflow`](dotmac_core::CoreError::Overflow) for "customer credit" when
     /// the sum does not fit.
-    fn credit_with(&self, updated: &PaymentBalance) -> Result<Money, BillingError> {
+    fn credit_with(&self, updated: &PaymentBalance) -> Result<Money, CollectionsError> {
         let is_new = !self.payments.iter().any(|p| p.payment == updated.payment);
         let unallocated = self
             .payments
@@ -472,7 +486,11 @@ impl CustomerLedger {
         Money::sum(self.currency, unallocated).map_err(|_| credit_overflow())
     }
 
-    fn push(&mut self, on: NaiveDate, kind: LedgerEntryKind) -> Result<LedgerEntry, BillingError> {
+    fn push(
+        &mut self,
+        on: NaiveDate,
+        kind: LedgerEntryKind,
+    ) -> Result<LedgerEntry, CollectionsError> {
         let entry = LedgerEntry {
             sequence: self.entries.len() as u64,
             customer: self.customer,
@@ -488,8 +506,8 @@ impl CustomerLedger {
     /// a refused operation leaves the ledger as it was.
     fn transact<T>(
         &mut self,
-        operation: impl FnOnce(&mut Self) -> Result<T, BillingError>,
-    ) -> Result<T, BillingError> {
+        operation: impl FnOnce(&mut Self) -> Result<T, CollectionsError>,
+    ) -> Result<T, CollectionsError> {
         let mark = self.entries.len();
         let result = operation(self);
         if result.is_err() && self.entries.len() != mark {
@@ -525,7 +543,7 @@ impl CustomerLedger {
         on: NaiveDate,
         entries: &mut Vec<LedgerEntry>,
         allocations: &mut Vec<(InvoiceId, Money)>,
-    ) -> Result<Money, BillingError> {
+    ) -> Result<Money, CollectionsError> {
         let Some(balance) = self.invoices.get(index).copied() else {
             return Ok(available);
         };
@@ -549,26 +567,26 @@ impl CustomerLedger {
     ///
     /// # Errors
     ///
-    /// [`BillingError::WrongCurrency`], [`BillingError::NonPositiveAmount`] for a total of zero
-    /// or less (a credit note is not an invoice), [`BillingError::DueBeforeIssue`],
-    /// [`BillingError::DuplicateInvoice`]. Nothing is recorded on error.
+    /// [`CollectionsError::WrongCurrency`], [`CollectionsError::NonPositiveAmount`] for a total of zero
+    /// or less (a credit note is not an invoice), [`CollectionsError::DueBeforeIssue`],
+    /// [`CollectionsError::DuplicateInvoice`]. Nothing is recorded on error.
     pub fn record_invoice(
         &mut self,
         invoice: InvoiceId,
         total: Money,
         issued: NaiveDate,
         due: NaiveDate,
-    ) -> Result<Vec<LedgerEntry>, BillingError> {
+    ) -> Result<Vec<LedgerEntry>, CollectionsError> {
         self.check("invoice total", total)?;
         if due < issued {
-            return Err(BillingError::DueBeforeIssue {
+            return Err(CollectionsError::DueBeforeIssue {
                 invoice,
                 issued,
                 due,
             });
         }
         if self.invoice(invoice).is_some() {
-            return Err(BillingError::DuplicateInvoice(invoice));
+            return Err(CollectionsError::DuplicateInvoice(invoice));
         }
         self.transact(|ledger| ledger.record_invoice_inner(invoice, total, issued, due))
     }
@@ -579,7 +597,7 @@ impl CustomerLedger {
         total: Money,
         issued: NaiveDate,
         due: NaiveDate,
-    ) -> Result<Vec<LedgerEntry>, BillingError> {
+    ) -> Result<Vec<LedgerEntry>, CollectionsError> {
         let mut entries = vec![self.push(
             issued,
             LedgerEntryKind::InvoiceIssued {
@@ -614,9 +632,9 @@ impl CustomerLedger {
     ///
     /// # Errors
     ///
-    /// [`BillingError::WrongCurrency`], [`BillingError::NonPositiveAmount`],
-    /// [`BillingError::DuplicatePayment`], [`BillingError::UnknownInvoice`] and
-    /// [`BillingError::InvoiceSettled`] for a named invoice that is unknown or has nothing
+    /// [`CollectionsError::WrongCurrency`], [`CollectionsError::NonPositiveAmount`],
+    /// [`CollectionsError::DuplicatePayment`], [`CollectionsError::UnknownInvoice`] and
+    /// [`CollectionsError::InvoiceSettled`] for a named invoice that is unknown or has nothing
     /// open. Nothing is recorded on error.
     pub fn record_payment(
         &mut self,
@@ -624,10 +642,10 @@ impl CustomerLedger {
         amount: Money,
         on: NaiveDate,
         target: AllocationTarget,
-    ) -> Result<PaymentOutcome, BillingError> {
+    ) -> Result<PaymentOutcome, CollectionsError> {
         self.check("payment", amount)?;
         if self.payments.iter().any(|p| p.payment == payment) {
-            return Err(BillingError::DuplicatePayment(payment));
+            return Err(CollectionsError::DuplicatePayment(payment));
         }
         let named = match target {
             AllocationTarget::OldestFirst => None,
@@ -636,13 +654,13 @@ impl CustomerLedger {
                     .invoices
                     .iter()
                     .position(|i| i.invoice == id)
-                    .ok_or(BillingError::UnknownInvoice(id))?;
+                    .ok_or(CollectionsError::UnknownInvoice(id))?;
                 if self
                     .invoices
                     .get(index)
                     .is_none_or(|b| !b.open().is_positive())
                 {
-                    return Err(BillingError::InvoiceSettled(id));
+                    return Err(CollectionsError::InvoiceSettled(id));
                 }
                 Some(index)
             }
@@ -656,7 +674,7 @@ impl CustomerLedger {
         amount: Money,
         on: NaiveDate,
         named: Option<usize>,
-    ) -> Result<PaymentOutcome, BillingError> {
+    ) -> Result<PaymentOutcome, CollectionsError> {
         let mut entries =
             vec![self.push(on, LedgerEntryKind::PaymentReceived { payment, amount })?];
         let mut allocations = Vec::new();
@@ -682,25 +700,25 @@ impl CustomerLedger {
     ///
     /// # Errors
     ///
-    /// [`BillingError::WrongCurrency`], [`BillingError::NonPositiveAmount`],
-    /// [`BillingError::UnknownPayment`], [`BillingError::RefundExceedsPayment`]. Nothing is
+    /// [`CollectionsError::WrongCurrency`], [`CollectionsError::NonPositiveAmount`],
+    /// [`CollectionsError::UnknownPayment`], [`CollectionsError::RefundExceedsPayment`]. Nothing is
     /// recorded on error.
     pub fn refund(
         &mut self,
         payment: PaymentId,
         amount: Money,
         on: NaiveDate,
-    ) -> Result<Vec<LedgerEntry>, BillingError> {
+    ) -> Result<Vec<LedgerEntry>, CollectionsError> {
         self.check("refund", amount)?;
         let pay = self
             .payments
             .iter()
             .copied()
             .find(|p| p.payment == payment)
-            .ok_or(BillingError::UnknownPayment(payment))?;
+            .ok_or(CollectionsError::UnknownPayment(payment))?;
         let refundable = pay.amount.checked_sub(pay.refunded)?;
         if amount.amount() > refundable.amount() {
-            return Err(BillingError::RefundExceedsPayment {
+            return Err(CollectionsError::RefundExceedsPayment {
                 payment,
                 requested: amount.amount(),
                 refundable: refundable.amount(),
@@ -714,7 +732,7 @@ impl CustomerLedger {
         pay: PaymentBalance,
         amount: Money,
         on: NaiveDate,
-    ) -> Result<Vec<LedgerEntry>, BillingError> {
+    ) -> Result<Vec<LedgerEntry>, CollectionsError> {
         let payment = pay.payment;
         let mut to_reverse = amount.checked_sub(pay.unallocated().min(amount)?)?;
         // Net allocation per invoice of this payment, newest allocation first.
@@ -757,15 +775,15 @@ impl CustomerLedger {
 }
 
 /// The position of `invoice` among the balances.
-fn inv_index(invoices: &[InvoiceBalance], invoice: InvoiceId) -> Result<usize, BillingError> {
+fn inv_index(invoices: &[InvoiceBalance], invoice: InvoiceId) -> Result<usize, CollectionsError> {
     invoices
         .iter()
         .position(|i| i.invoice == invoice)
-        .ok_or(BillingError::UnknownInvoice(invoice))
+        .ok_or(CollectionsError::UnknownInvoice(invoice))
 }
 
 /// The error for an entry after which the customer's credit would not fit in a `Decimal`.
-fn credit_overflow() -> BillingError {
+fn credit_overflow() -> CollectionsError {
     dotmac_core::CoreError::Overflow {
         operation: "customer credit",
     }
@@ -784,7 +802,7 @@ pub trait PaymentStore: Send + Sync {
         tenant: TenantId,
         customer: CustomerId,
         entries: &[LedgerEntry],
-    ) -> impl Future<Output = Result<(), BillingError>> + Send;
+    ) -> impl Future<Output = Result<(), CollectionsError>> + Send;
 
     /// A customer's entries in order.
     ///
@@ -795,19 +813,19 @@ pub trait PaymentStore: Send + Sync {
         &self,
         tenant: TenantId,
         customer: CustomerId,
-    ) -> impl Future<Output = Result<Vec<LedgerEntry>, BillingError>> + Send;
+    ) -> impl Future<Output = Result<Vec<LedgerEntry>, CollectionsError>> + Send;
 
     /// The record of an idempotency key of the tenant, if one was written.
     ///
     /// # Errors
     ///
     /// Storage failures; the default (a store without idempotency keys) always fails with
-    /// [`BillingError::InvalidConfiguration`].
+    /// [`CollectionsError::InvalidConfiguration`].
     fn payment_idempotency_record(
         &self,
         tenant: TenantId,
         key: &IdempotencyKey,
-    ) -> impl Future<Output = Result<Option<IdempotencyRecord>, BillingError>> + Send {
+    ) -> impl Future<Output = Result<Option<IdempotencyRecord>, CollectionsError>> + Send {
         let _ = (tenant, key);
         async { Err(crate::idempotency::unsupported()) }
     }
@@ -818,14 +836,14 @@ pub trait PaymentStore: Send + Sync {
     /// # Errors
     ///
     /// As [`PaymentStore::append`]; the default (a store without idempotency keys) always
-    /// fails with [`BillingError::InvalidConfiguration`].
+    /// fails with [`CollectionsError::InvalidConfiguration`].
     fn append_keyed(
         &self,
         tenant: TenantId,
         customer: CustomerId,
         entries: &[LedgerEntry],
         record: &IdempotencyRecord,
-    ) -> impl Future<Output = Result<KeyedWrite<()>, BillingError>> + Send {
+    ) -> impl Future<Output = Result<KeyedWrite<()>, CollectionsError>> + Send {
         let _ = (tenant, customer, entries, record);
         async { Err(crate::idempotency::unsupported()) }
     }
@@ -858,7 +876,7 @@ impl PaymentStore for InMemoryPaymentStore {
         tenant: TenantId,
         customer: CustomerId,
         entries: &[LedgerEntry],
-    ) -> Result<(), BillingError> {
+    ) -> Result<(), CollectionsError> {
         let mut ledgers = self.ledgers.lock().unwrap_or_else(|e| e.into_inner());
         ledgers
             .entries
@@ -872,7 +890,7 @@ impl PaymentStore for InMemoryPaymentStore {
         &self,
         tenant: TenantId,
         customer: CustomerId,
-    ) -> Result<Vec<LedgerEntry>, BillingError> {
+    ) -> Result<Vec<LedgerEntry>, CollectionsError> {
         let ledgers = self.ledgers.lock().unwrap_or_else(|e| e.into_inner());
         Ok(ledgers
             .entries
@@ -885,7 +903,7 @@ impl PaymentStore for InMemoryPaymentStore {
         &self,
         tenant: TenantId,
         key: &IdempotencyKey,
-    ) -> Result<Option<IdempotencyRecord>, BillingError> {
+    ) -> Result<Option<IdempotencyRecord>, CollectionsError> {
         let ledgers = self.ledgers.lock().unwrap_or_else(|e| e.into_inner());
         Ok(ledgers.keys.get(&(tenant, key.clone())).cloned())
     }
@@ -896,7 +914,7 @@ impl PaymentStore for InMemoryPaymentStore {
         customer: CustomerId,
         entries: &[LedgerEntry],
         record: &IdempotencyRecord,
-    ) -> Result<KeyedWrite<()>, BillingError> {
+    ) -> Result<KeyedWrite<()>, CollectionsError> {
         let mut ledgers = self.ledgers.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(earlier) = ledgers.keys.get(&(tenant, record.key.clone())) {
             return Ok(KeyedWrite::Replayed(Box::new(earlier.clone())));
@@ -1026,7 +1044,7 @@ mod tests {
         let before = ledger.clone();
         assert_eq!(
             ledger.record_invoice(InvoiceId::from_u128(3), usd(100), day(10), day(9)),
-            Err(BillingError::DueBeforeIssue {
+            Err(CollectionsError::DueBeforeIssue {
                 invoice: InvoiceId::from_u128(3),
                 issued: day(10),
                 due: day(9)
@@ -1062,7 +1080,7 @@ mod tests {
                 day(2),
                 AllocationTarget::OldestFirst
             ),
-            Err(BillingError::Core(CoreError::Overflow {
+            Err(CollectionsError::Core(CoreError::Overflow {
                 operation: "customer credit"
             }))
         );
@@ -1101,7 +1119,7 @@ mod tests {
                 Currency::USD,
                 [entry(0, 1), entry(1, 2)]
             ),
-            Err(BillingError::Core(CoreError::Overflow {
+            Err(CollectionsError::Core(CoreError::Overflow {
                 operation: "customer credit"
             }))
         );
@@ -1119,7 +1137,7 @@ mod tests {
                 day(6),
                 AllocationTarget::OldestFirst
             ),
-            Err(BillingError::WrongCurrency {
+            Err(CollectionsError::WrongCurrency {
                 what: "payment",
                 expected: "USD",
                 got: "EUR"
@@ -1132,7 +1150,7 @@ mod tests {
                 day(6),
                 AllocationTarget::OldestFirst
             ),
-            Err(BillingError::NonPositiveAmount {
+            Err(CollectionsError::NonPositiveAmount {
                 what: "payment",
                 amount: usd(0).amount()
             })
@@ -1144,11 +1162,11 @@ mod tests {
                 day(6),
                 AllocationTarget::Invoice(InvoiceId::from_u128(9))
             ),
-            Err(BillingError::UnknownInvoice(InvoiceId::from_u128(9)))
+            Err(CollectionsError::UnknownInvoice(InvoiceId::from_u128(9)))
         );
         assert_eq!(
             ledger.refund(PaymentId::from_u128(1), usd(10), day(6)),
-            Err(BillingError::UnknownPayment(PaymentId::from_u128(1)))
+            Err(CollectionsError::UnknownPayment(PaymentId::from_u128(1)))
         );
         assert_eq!(ledger, before);
         ledger
@@ -1162,7 +1180,7 @@ mod tests {
         let before = ledger.clone();
         assert_eq!(
             ledger.refund(PaymentId::from_u128(1), usd(101), day(7)),
-            Err(BillingError::RefundExceedsPayment {
+            Err(CollectionsError::RefundExceedsPayment {
                 payment: PaymentId::from_u128(1),
                 requested: usd(101).amount(),
                 refundable: usd(100).amount()

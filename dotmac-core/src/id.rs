@@ -236,7 +236,9 @@ impl IdDigest {
 
     fn word(mut self, word: u64) -> Self {
         self.a = (self.a ^ word).wrapping_mul(PRIME_A).rotate_left(29);
-        self.b = (self.b ^ word.rotate_left(32)).wrapping_mul(PRIME_B).rotate_left(31);
+        self.b = (self.b ^ word.rotate_left(32))
+            .wrapping_mul(PRIME_B)
+            .rotate_left(31);
         self
     }
 

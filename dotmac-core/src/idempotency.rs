@@ -132,9 +132,9 @@ impl<R: PartialEq, O: Clone> IdempotencyRecord<R, O> {
     }
 }
 
-/// What a keyed store write did; `Rec` is the domain's [`IdempotencyRecord`].
+/// What a keyed store write did; `Rec` is the domain's [`IdempotencyRecord`]. Exactly two
+/// outcomes, like `Option`: deliberately exhaustive so that callers can match it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum KeyedWrite<T, Rec> {
     /// The key was new: the write was done and the key recorded with it.
     Written(T),

@@ -44,9 +44,9 @@ mod error;
 mod event;
 mod id;
 mod idempotency;
-mod zone;
 mod money;
 mod period;
+mod zone;
 
 pub use clock::{Clock, FixedClock, ManualClock, SystemClock};
 pub use currency::Currency;

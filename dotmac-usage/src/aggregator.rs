@@ -995,8 +995,8 @@ mod tests {
     use super::*;
     use chrono::TimeZone;
     use dotmac_core::Currency;
-    use std::collections::BTreeMap;
     use rust_decimal_macros::dec;
+    use std::collections::BTreeMap;
 
     fn calendar() -> UsageCalendar {
         UsageCalendar {

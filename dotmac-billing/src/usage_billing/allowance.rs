@@ -13,9 +13,9 @@ use dotmac_core::{Currency, CustomerId, EventPayload, Money};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use super::MeterId;
 use crate::error::BillingError;
 use crate::pricing::PriceModel;
+use dotmac_core::MeterId;
 
 /// An allowance policy for one meter of a plan. Build with [`AllowancePolicy::new`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -15,6 +15,7 @@
 //!   [`LineKind::UsageAdjustment`] charge on the next
 //!   invoice. An issued invoice is never edited, and re-running adds nothing.
 
+pub mod allowance;
 mod rating;
 
 use std::collections::{BTreeSet, HashMap};
@@ -29,21 +30,20 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 pub use rating::{
-    MeterAllowance, PeriodUsage, RatedUsage, adjustment_charge, price_meter_usage,
-    rate_period_usage, usage_charge_id,
+    MeterAllowance, PeriodUsage, RatedUsage, adjustment_charge, late_usage_charge,
+    price_meter_usage, rate, rate_period_usage, usage_charge_id,
 };
 
 use crate::billrun::PlanLookup;
 use crate::catalog::{ChargeKind, Plan};
 use crate::error::BillingError;
-use crate::invoice::{Invoice, LineKind, PendingCharge, PendingChargeId, PriceRef};
+use crate::invoice::{Invoice, LineKind, PendingCharge, PriceRef};
 use crate::service::{BillRunSummary, BillingFailure, BillingService};
 use crate::store::BillingStore;
 use crate::subscription::Subscription;
-use crate::usage::allowance::{AllowancePeriod, AllowancePolicy};
-use crate::usage::{
-    Aggregation, Meter, UsageAggregator, UsageCalendar, UsageStore, local_midnight, stable_id,
-};
+use allowance::{AllowancePeriod, AllowancePolicy};
+use dotmac_core::{IdDigest, PendingChargeId, local_midnight};
+use dotmac_usage::{Aggregation, Meter, UsageAggregator, UsageCalendar, UsageStore};
 
 /// An allowance policy that applies to the subscriptions of one plan.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -524,10 +524,8 @@ impl<'a, B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource>
                 .add_pending_charge(tenant, charge.clone())
                 .await?
             {
-                let event_id = EventId::from_u128(stable_id(&[
-                    b"usage.charge_added",
-                    charge.id.as_uuid().as_bytes(),
-                ]));
+                let event_id =
+                    EventId::derived(IdDigest::new("usage.charge_added").uuid(charge.id.as_uuid()));
                 summary.events.push(DomainEvent::at(
                     event_id,
                     tenant,

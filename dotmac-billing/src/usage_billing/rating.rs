@@ -13,23 +13,67 @@
 //! invoice: [`RatedUsage::adjustment_charge`] turns the difference between the new rating and
 //! what was billed into a [`LineKind::UsageAdjustment`] charge for the next invoice, and
 //! [`adjustment_charge`] does the same for the [`UsageAdjustment`]s of an in-memory
-//! [`UsageAggregator`](crate::usage::UsageAggregator).
+//! [`UsageAggregator`](dotmac_usage::UsageAggregator).
 
 use std::collections::BTreeMap;
 
 use chrono::NaiveDate;
-use dotmac_core::{Money, Period, SubscriptionId};
+use dotmac_core::{Currency, Money, Period, SubscriptionId};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::billrun::PlanLookup;
 use crate::catalog::{ChargeKind, Plan};
 use crate::error::BillingError;
-use crate::invoice::{LineKind, PendingCharge, PendingChargeId, PriceRef};
+use crate::invoice::{LineKind, PendingCharge, PriceRef};
 use crate::pricing::PriceModel;
 use crate::subscription::{Segment, Subscription};
-use crate::usage::allowance::{AllowancePeriod, AllowancePolicy};
-use crate::usage::{Meter, MeterId, UsageAdjustment, stable_id};
+use crate::usage_billing::allowance::{AllowancePeriod, AllowancePolicy};
+use dotmac_core::{IdDigest, MeterId, PendingChargeId};
+use dotmac_usage::{Meter, UsageAdjustment};
+
+/// Prices a usage quantity with a plan's pricing model (exact, unrounded): the rating step for
+/// usage charges, and the `price` argument of
+/// [`UsageAggregator::late_adjustments`](dotmac_usage::UsageAggregator::late_adjustments).
+///
+/// # Errors
+///
+/// The model's errors (a negative quantity, overflow).
+pub fn rate(
+    model: &PriceModel,
+    quantity: Decimal,
+    currency: Currency,
+) -> Result<Money, BillingError> {
+    Ok(Money::new(model.amount(quantity)?, currency))
+}
+
+/// A late-usage adjustment as a one-off charge for the customer's next invoice, without
+/// plan details (see [`adjustment_charge`] for the line a subscription's plan gives it). Its id
+/// is derived from the customer, meter, period and quantities, so adding it twice is a no-op.
+pub fn late_usage_charge(
+    adjustment: &UsageAdjustment,
+    subscription: Option<SubscriptionId>,
+    created_on: NaiveDate,
+) -> PendingCharge {
+    let id = IdDigest::new("usage-adjustment")
+        .uuid(adjustment.customer.as_uuid())
+        .uuid(adjustment.meter.as_uuid())
+        .str(&adjustment.period_start.to_string())
+        .str(&adjustment.billed_quantity.to_string())
+        .str(&adjustment.actual_quantity.to_string());
+    PendingCharge {
+        id: PendingChargeId::derived(id),
+        customer: adjustment.customer,
+        subscription,
+        kind: LineKind::UsageAdjustment,
+        text: None,
+        period: None,
+        quantity: Decimal::ONE,
+        unit_price: adjustment.amount,
+        price: None,
+        created_on,
+    }
+}
 
 /// One meter's allowance for one period: the plan's policy and the customer's period (with
 /// its top-ups and what rolled in).
@@ -99,14 +143,14 @@ pub fn usage_charge_id(
     price: PriceRef,
     period_index: i64,
 ) -> PendingChargeId {
-    PendingChargeId::from_u128(stable_id(&[
-        b"usage-charge",
-        subscription.as_uuid().as_bytes(),
-        price.plan.as_uuid().as_bytes(),
-        &price.version.to_be_bytes(),
-        &price.charge.to_be_bytes(),
-        &period_index.to_be_bytes(),
-    ]))
+    PendingChargeId::derived(
+        IdDigest::new("usage-charge")
+            .uuid(subscription.as_uuid())
+            .uuid(price.plan.as_uuid())
+            .bytes(&price.version.to_be_bytes())
+            .bytes(&price.charge.to_be_bytes())
+            .bytes(&period_index.to_be_bytes()),
+    )
 }
 
 /// Quantity and unit price for a line whose exact amount is `amount`: the billable units at
@@ -179,18 +223,18 @@ impl RatedUsage {
         if difference.is_zero() {
             return Ok(None);
         }
-        let id = stable_id(&[
-            b"usage-charge-adjustment",
-            self.subscription.as_uuid().as_bytes(),
-            self.price.plan.as_uuid().as_bytes(),
-            &self.price.version.to_be_bytes(),
-            &self.price.charge.to_be_bytes(),
-            &self.period_index.to_be_bytes(),
-            self.used.normalize().to_string().as_bytes(),
-            difference.amount().normalize().to_string().as_bytes(),
-        ]);
+        let id = PendingChargeId::derived(
+            IdDigest::new("usage-charge-adjustment")
+                .uuid(self.subscription.as_uuid())
+                .uuid(self.price.plan.as_uuid())
+                .bytes(&self.price.version.to_be_bytes())
+                .bytes(&self.price.charge.to_be_bytes())
+                .bytes(&self.period_index.to_be_bytes())
+                .str(&self.used.normalize().to_string())
+                .str(&difference.amount().normalize().to_string()),
+        );
         Ok(Some(PendingCharge {
-            id: PendingChargeId::from_u128(id),
+            id,
             customer: self.customer,
             subscription: Some(self.subscription),
             kind: LineKind::UsageAdjustment,
@@ -334,7 +378,7 @@ pub fn rate_period_usage(
     Ok(rated)
 }
 
-/// Turns a [`UsageAdjustment`] from [`UsageAggregator::late_adjustments`](crate::usage::UsageAggregator::late_adjustments)
+/// Turns a [`UsageAdjustment`] from [`UsageAggregator::late_adjustments`](dotmac_usage::UsageAggregator::late_adjustments)
 /// into a pending charge on the subscription's next invoice, with the period and the price
 /// version of the usage charge it corrects filled in (its id stays the adjustment's own, so
 /// adding it twice is a no-op).
@@ -350,7 +394,7 @@ pub fn adjustment_charge(
     meters: &[Meter],
     created_on: NaiveDate,
 ) -> Result<PendingCharge, BillingError> {
-    let mut charge = adjustment.pending_charge(Some(subscription.id), created_on);
+    let mut charge = late_usage_charge(adjustment, Some(subscription.id), created_on);
     let Some(shape) = subscription.latest_segment() else {
         return Ok(charge);
     };
@@ -386,7 +430,7 @@ pub fn adjustment_charge(
 }
 
 /// The price of `used` units of `meter` for a subscription's period: the `price` argument of
-/// [`UsageAggregator::late_adjustments`](crate::usage::UsageAggregator::late_adjustments)
+/// [`UsageAggregator::late_adjustments`](dotmac_usage::UsageAggregator::late_adjustments)
 /// that honours the plan version's usage charge and the allowance, so that adjustments match
 /// what [`rate_period_usage`] billed.
 ///
@@ -432,8 +476,8 @@ mod tests {
     use crate::catalog::{Charge, CurrencyPrice};
     use crate::pricing::{Tier, Tiers};
     use crate::subscription::NewSubscription;
-    use crate::usage::Aggregation;
     use dotmac_core::{BillingInterval, Currency, CustomerId, PlanId, ProductId};
+    use dotmac_usage::Aggregation;
     use rust_decimal_macros::dec;
 
     fn day(m: u32, d: u32) -> NaiveDate {
@@ -573,7 +617,7 @@ mod tests {
         assert_eq!(charge.price.map(|p| p.charge), Some(1));
         assert_eq!(
             charge.id,
-            adjustment.pending_charge(Some(sub.id), day(4, 3)).id
+            late_usage_charge(&adjustment, Some(sub.id), day(4, 3)).id
         );
     }
 }

@@ -6,15 +6,6 @@ async fn memory_store_passes_the_store_suite() {
     assert_eq!(result, Ok(()));
 }
 
-#[tokio::test]
-async fn memory_payment_store_passes_the_payment_suite() {
-    let result = dotmac_billing::testkit::run_payment_store_suite(
-        dotmac_billing::payments::InMemoryPaymentStore::new,
-    )
-    .await;
-    assert_eq!(result, Ok(()));
-}
-
 /// A subscription stored with the last revision there is: committing it would overflow the
 /// revision, so the commit is refused and writes nothing (it used to panic on `+= 1`).
 #[tokio::test]

@@ -1,17 +1,15 @@
 //! Dunning: properties of the evaluation and the collections service end to end.
 
-// Test helpers may unwrap: a failing unwrap is a failing test.
-#![allow(clippy::unwrap_used)]
-
 use chrono::{Days, NaiveDate, TimeZone, Utc, Weekday};
-use dotmac_billing::dunning::{
+use dotmac_billing::LineKind;
+use dotmac_collections::{
+    AllocationTarget, CollectionsError, CollectionsFailure, InMemoryPaymentStore, LedgerEntry,
+    LedgerEntryKind, PaymentStore,
+};
+use dotmac_collections::{
     CollectionAction, CollectionEvent, CollectionsRunSummary, CollectionsService, DunningInvoice,
     DunningPolicy, DunningState, InMemoryDunningStore, RestoreOnPayment, Settlement, evaluate,
 };
-use dotmac_billing::payments::{
-    AllocationTarget, InMemoryPaymentStore, LedgerEntry, LedgerEntryKind, PaymentStore,
-};
-use dotmac_billing::{BillingError, BillingFailure, LineKind};
 use dotmac_core::{Currency, CustomerId, InvoiceId, ManualClock, Money, PaymentId, TenantId};
 use proptest::prelude::*;
 use rust_decimal::Decimal;
@@ -164,7 +162,7 @@ async fn service_suspends_then_restores_on_payment_with_a_reconnection_fee() {
         .unwrap_err();
     assert_eq!(
         err,
-        BillingError::WrongCurrency {
+        CollectionsError::WrongCurrency {
             what: "payment",
             expected: "USD",
             got: "EUR"
@@ -216,7 +214,7 @@ impl PaymentStore for FixablePayments {
         _tenant: TenantId,
         customer: CustomerId,
         entries: &[LedgerEntry],
-    ) -> Result<(), BillingError> {
+    ) -> Result<(), CollectionsError> {
         self.ledgers
             .lock()
             .unwrap()
@@ -230,7 +228,7 @@ impl PaymentStore for FixablePayments {
         &self,
         _tenant: TenantId,
         customer: CustomerId,
-    ) -> Result<Vec<LedgerEntry>, BillingError> {
+    ) -> Result<Vec<LedgerEntry>, CollectionsError> {
         Ok(self
             .ledgers
             .lock()
@@ -302,17 +300,21 @@ async fn one_customers_bad_ledger_never_stops_the_collections_run() {
             .await
             .unwrap();
         assert_eq!(run.customers, 3);
+        let failures: Vec<(CustomerId, &CollectionsError)> = run
+            .failures
+            .iter()
+            .map(|f: &CollectionsFailure| (f.customer, &f.error))
+            .collect();
         assert_eq!(
-            run.failures,
-            vec![BillingFailure {
-                customer: bad,
-                subscription: None,
-                error: BillingError::WrongCurrency {
+            failures,
+            vec![(
+                bad,
+                &CollectionsError::WrongCurrency {
                     what: "ledger entry",
                     expected: "USD",
                     got: "EUR",
-                },
-            }]
+                }
+            )]
         );
         let failed: Vec<_> = run
             .events

@@ -1,15 +1,11 @@
 //! Usage reaching invoices: rating closed periods with an allowance, late usage as an
 //! adjustment on the next invoice, idempotent re-runs; MRR from real subscriptions.
-#![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use dotmac_billing::analytics::{mrr_at, recurring_items, recurring_items_on};
-use dotmac_billing::usage::allowance::{AllowancePeriod, AllowancePolicy, Rollover, TopUp};
-use dotmac_billing::usage::{
-    Aggregation, InMemoryUsageStore, Meter, MeterId, UsageEvent, UsageEventId, UsageStore,
-};
+use dotmac_billing::usage_billing::allowance::{AllowancePeriod, AllowancePolicy, Rollover, TopUp};
 use dotmac_billing::usage_billing::{UsageBillingEvent, UsageBillingService, UsageBillingSettings};
 use dotmac_billing::{
     BillingError, BillingFailure, BillingService, BillingSettings, CancelTiming, Charge,
@@ -20,6 +16,9 @@ use dotmac_billing::{
 use dotmac_core::{
     BillingInterval, CoreError, Currency, CustomerId, FixedClock, Money, PlanId, ProductId,
     SubscriptionId, TenantId,
+};
+use dotmac_usage::{
+    Aggregation, InMemoryUsageStore, Meter, MeterId, UsageEvent, UsageEventId, UsageStore,
 };
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
@@ -496,9 +495,9 @@ async fn one_subscriptions_overflowing_usage_never_blocks_the_others() {
         let failure = BillingFailure {
             customer: OTHER,
             subscription: Some(OTHER_SUB),
-            error: BillingError::Core(CoreError::Overflow {
+            error: BillingError::Usage(dotmac_usage::UsageError::Core(CoreError::Overflow {
                 operation: "usage sum",
-            }),
+            })),
         };
         assert_only_the_other_was_skipped(&billing, &outcome, attempt, failure, "core.overflow")
             .await;

@@ -1,10 +1,7 @@
 //! Payments ledger: allocation invariants under random invoices, payments and refunds.
 
-// Test helpers may unwrap: a failing unwrap is a failing test.
-#![allow(clippy::unwrap_used)]
-
 use chrono::{Days, NaiveDate};
-use dotmac_billing::payments::{
+use dotmac_collections::{
     AllocationTarget, CustomerLedger, InMemoryPaymentStore, LedgerEntryKind, PaymentStore,
 };
 use dotmac_core::{Currency, CustomerId, InvoiceId, Money, PaymentId, TenantId};

@@ -1,14 +1,12 @@
 //! From RADIUS accounting to a rated data allowance: the ISP usage pipeline end to end.
 
-// Test helpers may unwrap: a failing unwrap is a failing test.
-#![allow(clippy::unwrap_used)]
-
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
-use dotmac_billing::radius::{Direction, RadiusNormaliser, RadiusRecord};
-use dotmac_billing::usage::allowance::{AllowancePeriod, AllowancePolicy, Rollover, TopUp};
-use dotmac_billing::usage::{Aggregation, Meter, MeterId, UsageAggregator, UsageCalendar, rate};
-use dotmac_billing::{BillingError, PriceModel};
+use dotmac_billing::PriceModel;
+use dotmac_billing::usage_billing::allowance::{AllowancePeriod, AllowancePolicy, Rollover, TopUp};
+use dotmac_billing::usage_billing::rate;
 use dotmac_core::{BillingInterval, Currency, CustomerId, Money, SubscriptionId};
+use dotmac_usage::radius::{Direction, RadiusNormaliser, RadiusRecord};
+use dotmac_usage::{Aggregation, Meter, MeterId, UsageAggregator, UsageCalendar};
 use rust_decimal::Decimal;
 
 const GIB: u64 = 1 << 30;
@@ -146,7 +144,7 @@ fn a_malformed_record_is_rejected_with_the_rest_processed() {
     assert_eq!(rejected[0].index, 0);
     assert_eq!(
         rejected[0].error,
-        BillingError::MalformedRadiusRecord {
+        dotmac_usage::UsageError::MalformedRadiusRecord {
             reason: "missing Acct-Unique-Session-Id"
         }
     );

@@ -1,17 +1,13 @@
 //! Usage ingestion: idempotency, order independence and bad input in batches.
 
-// Test helpers may unwrap: a failing unwrap is a failing test.
-#![allow(clippy::unwrap_used)]
-
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
-use dotmac_billing::BillingError;
-use dotmac_billing::usage::{
-    Aggregation, InMemoryUsageStore, Meter, MeterId, Rejected, UsageAggregator, UsageCalendar,
-    UsageEvent, UsageEventId, UsageStore,
-};
 use dotmac_core::{BillingInterval, CustomerId, TenantId};
+use dotmac_usage::{
+    Aggregation, InMemoryUsageStore, Meter, MeterId, Rejected, UsageAggregator, UsageCalendar,
+    UsageError, UsageEvent, UsageEventId, UsageStore,
+};
 use proptest::prelude::*;
 use rust_decimal::Decimal;
 
@@ -175,7 +171,7 @@ fn bad_events_are_reported_and_the_rest_counted() {
             Rejected {
                 index: 0,
                 event: unknown_meter.id,
-                error: BillingError::UnknownMeter {
+                error: UsageError::UnknownMeter {
                     event: unknown_meter.id,
                     meter: MeterId::from_u128(99)
                 }
@@ -183,7 +179,7 @@ fn bad_events_are_reported_and_the_rest_counted() {
             Rejected {
                 index: 2,
                 event: unknown_customer.id,
-                error: BillingError::UnknownCustomer {
+                error: UsageError::UnknownCustomer {
                     event: unknown_customer.id,
                     customer: CustomerId::from_u128(77)
                 }
@@ -191,7 +187,7 @@ fn bad_events_are_reported_and_the_rest_counted() {
             Rejected {
                 index: 3,
                 event: UsageEventId::from_u128(4),
-                error: BillingError::NegativeQuantity {
+                error: UsageError::NegativeQuantity {
                     event: UsageEventId::from_u128(4),
                     quantity: Decimal::new(-1, 2)
                 }
@@ -199,7 +195,7 @@ fn bad_events_are_reported_and_the_rest_counted() {
             Rejected {
                 index: 4,
                 event: future.id,
-                error: BillingError::TimestampInFuture {
+                error: UsageError::TimestampInFuture {
                     event: future.id,
                     timestamp: future.timestamp,
                     latest: received() + Duration::minutes(5)

@@ -1,0 +1,17 @@
+//! The integration tests of dotmac-billing: one test binary (jiff's layout), one module per
+//! area, so that the crate is linked once.
+
+// Tests may unwrap and use plain arithmetic: a failure is a failing test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::arithmetic_side_effects
+)]
+
+mod analytics;
+mod arithmetic;
+mod behaviour;
+mod properties;
+mod radius_allowance;
+mod store_suite;
+mod usage_billing;

@@ -1,0 +1,14 @@
+//! The integration tests of dotmac-collections: one test binary (jiff's layout), one module per
+//! area, so that the crate is linked once.
+
+// Tests may unwrap and use plain arithmetic: a failure is a failing test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::arithmetic_side_effects
+)]
+
+mod arithmetic;
+mod dunning;
+mod payments;
+mod store_suite;

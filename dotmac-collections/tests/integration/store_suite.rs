@@ -1,0 +1,10 @@
+//! The store behaviour suites on the in-memory stores.
+
+#[tokio::test]
+async fn memory_payment_store_passes_the_payment_suite() {
+    let result = dotmac_collections::testkit::run_payment_store_suite(
+        dotmac_collections::InMemoryPaymentStore::new,
+    )
+    .await;
+    assert_eq!(result, Ok(()));
+}
