@@ -20,9 +20,9 @@ use std::time::{Duration, Instant};
 
 use chrono::{TimeZone, Utc};
 use common::*;
-use dotmac_billing::usage::{MeterId, UsageEvent, UsageEventId, UsageStore};
 use dotmac_core::{CustomerId, TenantId};
 use dotmac_sqlx::{Database, DatabaseOptions, SqlStore};
+use dotmac_usage::{MeterId, UsageEvent, UsageEventId, UsageStore};
 use rust_decimal::Decimal;
 
 const BATCH: usize = 10_000;

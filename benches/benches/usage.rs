@@ -11,14 +11,14 @@ use std::time::Duration as StdDuration;
 
 use chrono::{Duration, NaiveDate, TimeZone, Utc};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use dotmac_billing::dunning::{
+use dotmac_collections::{
     DunningInvoice, DunningPolicy, DunningState, RestoreOnPayment, Settlement, evaluate,
 };
-use dotmac_billing::radius::{AcctStatusType, Direction, RadiusNormaliser, RadiusRecord};
-use dotmac_billing::usage::{
+use dotmac_core::{BillingInterval, Currency, CustomerId, InvoiceId, Money};
+use dotmac_usage::radius::{AcctStatusType, Direction, RadiusNormaliser, RadiusRecord};
+use dotmac_usage::{
     Aggregation, Meter, MeterId, UsageAggregator, UsageCalendar, UsageEvent, UsageEventId,
 };
-use dotmac_core::{BillingInterval, Currency, CustomerId, InvoiceId, Money};
 use rust_decimal::Decimal;
 
 const EVENTS: usize = 1_000_000;

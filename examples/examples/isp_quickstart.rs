@@ -21,18 +21,17 @@ use std::time::{Duration, Instant};
 
 use chrono::{NaiveDate, TimeZone, Utc, Weekday};
 use dotmac_billing::analytics::{mrr_at, mrr_movements, receivables_ageing, recurring_items};
-use dotmac_billing::dunning::{
-    CollectionAction, CollectionEvent, CollectionsService, DunningPolicy, RestoreOnPayment,
-    StepName,
-};
-use dotmac_billing::payments::{AllocationTarget, CustomerLedger, PaymentStore};
-use dotmac_billing::usage::allowance::AllowancePolicy;
-use dotmac_billing::usage::{Aggregation, Meter, MeterId, UsageEvent, UsageEventId};
+use dotmac_billing::usage_billing::allowance::AllowancePolicy;
 use dotmac_billing::usage_billing::{UsageBillingService, UsageBillingSettings};
 use dotmac_billing::{
     BillingEvent, BillingService, BillingSettings, CancelTiming, ChangeTiming, Charge,
     CurrencyPrice, CustomerAccount, FirstPeriod, NewSubscription, Plan, PriceModel, Product,
     ProrationBehavior, SubscriptionChange, SubscriptionStore,
+};
+use dotmac_collections::{AllocationTarget, CustomerLedger, PaymentStore};
+use dotmac_collections::{
+    CollectionAction, CollectionEvent, CollectionsService, DunningPolicy, RestoreOnPayment,
+    StepName,
 };
 use dotmac_core::reexports::chrono_tz::Tz;
 use dotmac_core::{
@@ -40,6 +39,7 @@ use dotmac_core::{
     ProductId, SubscriptionId, TenantId,
 };
 use dotmac_sqlx::{Database, SqlStore};
+use dotmac_usage::{Aggregation, Meter, MeterId, UsageEvent, UsageEventId};
 use indicatif::{ProgressBar, ProgressStyle};
 use rust_decimal::Decimal;
 
@@ -357,13 +357,13 @@ async fn main() -> Result<(), AnyError> {
             });
         }
         for batch in events.chunks(5_000) {
-            let fresh = dotmac_billing::usage::UsageStore::append(&store, tenant, batch).await?;
+            let fresh = dotmac_usage::UsageStore::append(&store, tenant, batch).await?;
             ingested += fresh.iter().filter(|new| **new).count();
         }
         progress.inc(events.len() as u64);
     }
     // The NAS resends the last day: nothing is counted twice.
-    let replayed = dotmac_billing::usage::UsageStore::append(&store, tenant, &events).await?;
+    let replayed = dotmac_usage::UsageStore::append(&store, tenant, &events).await?;
     let replay_counted = replayed.iter().filter(|new| **new).count();
     progress.finish();
     timings.record("usage ingest", step, ingested);

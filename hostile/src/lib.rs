@@ -19,11 +19,11 @@ use std::str::FromStr;
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use dotmac_billing::Plan;
 use dotmac_billing::PriceModel;
-use dotmac_billing::radius::{
+use dotmac_core::{Currency, CustomerId, Money, RoundingMode, SubscriptionId};
+use dotmac_usage::MeterId;
+use dotmac_usage::radius::{
     AccountResolver, Direction, RadiusNormaliser, RadiusRecord, RadiusSettings,
 };
-use dotmac_billing::usage::MeterId;
-use dotmac_core::{Currency, CustomerId, Money, RoundingMode, SubscriptionId};
 use rust_decimal::Decimal;
 
 /// The names of every body, as the fuzz targets and the proptest suite call them.

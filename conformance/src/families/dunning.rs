@@ -11,7 +11,7 @@
 //! that the family observes). Actions compare by name; `restore` is the name of a restore.
 
 use crate::{date, decimal};
-use dotmac_billing::dunning::{
+use dotmac_collections::{
     DunningInvoice, DunningPolicy, DunningState, RestoreOnPayment, Settlement, StepName, evaluate,
 };
 use dotmac_core::{Currency, CustomerId, InvoiceId, Money};

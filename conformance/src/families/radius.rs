@@ -1,17 +1,15 @@
 //! `radius/`: RADIUS accounting records turned into usage.
 //!
-//! Each record becomes a `dotmac_billing::radius::RadiusRecord` keyed by its Acct-Unique-Session-Id
+//! Each record becomes a `dotmac_usage::radius::RadiusRecord` keyed by its Acct-Unique-Session-Id
 //! (the case's `session`) and goes through one `RadiusNormaliser`; a record's delta is the usage
 //! the normaliser emitted for it, and the final totals come from `RadiusNormaliser::session`.
 
 use std::collections::BTreeMap;
 
 use crate::instant;
-use dotmac_billing::radius::{
-    AcctStatusType, Direction, RadiusNormaliser, RadiusRecord, SessionKey,
-};
-use dotmac_billing::usage::MeterId;
 use dotmac_core::{CustomerId, SubscriptionId};
+use dotmac_usage::MeterId;
+use dotmac_usage::radius::{AcctStatusType, Direction, RadiusNormaliser, RadiusRecord, SessionKey};
 use rust_decimal::Decimal;
 use serde::Deserialize;
 

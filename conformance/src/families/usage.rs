@@ -1,6 +1,6 @@
 //! `usage/`: metered aggregation and data allowances for one period.
 //!
-//! The events become `dotmac_billing::usage::UsageEvent`s aggregated by a `PeriodAggregation`
+//! The events become `dotmac_usage::UsageEvent`s aggregated by a `PeriodAggregation`
 //! (the README's `weighted_sum`, whose events add to the gauge, is
 //! `Aggregation::WeightedSumOfChanges`; `unique_count` counts distinct `unique_id` properties).
 //! The allowance is an `AllowancePolicy` (unused included units roll over, capped) and an
@@ -11,13 +11,12 @@ use std::collections::BTreeMap;
 
 use crate::{decimal, instant, same_amount};
 use dotmac_billing::PriceModel;
-use dotmac_billing::usage::allowance::{
+use dotmac_billing::usage_billing::allowance::{
     AllowancePeriod, AllowancePolicy, IncludedRollover, Rollover, TopUp,
 };
-use dotmac_billing::usage::{
-    Aggregation, MeterId, PeriodAggregation, UsageEvent, UsageEventId, rate,
-};
+use dotmac_billing::usage_billing::rate;
 use dotmac_core::{Currency, CustomerId};
+use dotmac_usage::{Aggregation, MeterId, PeriodAggregation, UsageEvent, UsageEventId};
 use rust_decimal::Decimal;
 use serde::Deserialize;
 
