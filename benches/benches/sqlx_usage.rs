@@ -49,7 +49,7 @@ async fn ingest(store: &SqlStore, events: &[UsageEvent]) -> Duration {
     let tenant = TenantId::new();
     let start = Instant::now();
     for batch in events.chunks(BATCH) {
-        let new = store.append(tenant, batch).await.unwrap();
+        let new = store.append_events(tenant, batch).await.unwrap();
         assert!(new.iter().all(|n| *n));
     }
     start.elapsed()

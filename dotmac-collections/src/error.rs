@@ -75,6 +75,15 @@ pub enum CollectionsError {
     /// A payment aimed at a named invoice that has nothing open.
     #[error("invoice {0} has no open balance to pay")]
     InvoiceSettled(InvoiceId),
+    /// A record already stored: a ledger position another writer appended first (re-read the
+    /// ledger and retry), or an id used twice.
+    #[error("{what} {id} already exists")]
+    AlreadyExists {
+        /// What kind of record.
+        what: &'static str,
+        /// Its id.
+        id: String,
+    },
     /// A customer without a ledger.
     #[error("customer {0} has no payments ledger")]
     UnknownAccount(CustomerId),
@@ -101,6 +110,7 @@ impl CollectionsError {
             CollectionsError::UnknownPayment(_) => "unknown_payment",
             CollectionsError::RefundExceedsPayment { .. } => "refund_exceeds_payment",
             CollectionsError::InvoiceSettled(_) => "invoice_settled",
+            CollectionsError::AlreadyExists { .. } => "already_exists",
             CollectionsError::UnknownAccount(_) => "unknown_account",
             CollectionsError::Storage(_) => "storage",
         }

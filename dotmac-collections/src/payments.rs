@@ -797,7 +797,7 @@ pub trait PaymentStore: Send + Sync {
     /// # Errors
     ///
     /// Storage failures, as the implementation reports them.
-    fn append(
+    fn append_entries(
         &self,
         tenant: TenantId,
         customer: CustomerId,
@@ -837,7 +837,7 @@ pub trait PaymentStore: Send + Sync {
     ///
     /// As [`PaymentStore::append`]; the default (a store without idempotency keys) always
     /// fails with [`CollectionsError::InvalidConfiguration`].
-    fn append_keyed(
+    fn append_entries_keyed(
         &self,
         tenant: TenantId,
         customer: CustomerId,
@@ -871,7 +871,7 @@ impl InMemoryPaymentStore {
 }
 
 impl PaymentStore for InMemoryPaymentStore {
-    async fn append(
+    async fn append_entries(
         &self,
         tenant: TenantId,
         customer: CustomerId,
@@ -908,7 +908,7 @@ impl PaymentStore for InMemoryPaymentStore {
         Ok(ledgers.keys.get(&(tenant, key.clone())).cloned())
     }
 
-    async fn append_keyed(
+    async fn append_entries_keyed(
         &self,
         tenant: TenantId,
         customer: CustomerId,

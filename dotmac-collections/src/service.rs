@@ -254,7 +254,9 @@ impl<P: PaymentStore, D: DunningStore, C: Clock> CollectionsService<P, D, C> {
     ) -> Result<Vec<DomainEvent<CollectionEvent>>, CollectionsError> {
         let mut ledger = self.ledger(tenant, customer, total.currency()).await?;
         let entries = ledger.record_invoice(invoice, total, issued, due)?;
-        self.payments.append(tenant, customer, &entries).await?;
+        self.payments
+            .append_entries(tenant, customer, &entries)
+            .await?;
         Ok(self.wrap(
             tenant,
             entries.into_iter().map(CollectionEvent::Ledger).collect(),
@@ -336,7 +338,7 @@ impl<P: PaymentStore, D: DunningStore, C: Clock> CollectionsService<P, D, C> {
             outcome: outcome.clone(),
         };
         if let Some((earlier, keyed)) = self
-            .append(tenant, customer, &outcome.entries, keyed.as_ref(), result)
+            .append_entries(tenant, customer, &outcome.entries, keyed.as_ref(), result)
             .await?
         {
             return Ok((replayed_payment(&earlier, &keyed.request)?, Vec::new()));
@@ -391,7 +393,7 @@ impl<P: PaymentStore, D: DunningStore, C: Clock> CollectionsService<P, D, C> {
             entries: entries.clone(),
         };
         if let Some((earlier, keyed)) = self
-            .append(tenant, customer, &entries, keyed.as_ref(), result)
+            .append_entries(tenant, customer, &entries, keyed.as_ref(), result)
             .await?
         {
             return Ok((replayed_refund(&earlier, &keyed.request)?, Vec::new()));
@@ -423,7 +425,7 @@ impl<P: PaymentStore, D: DunningStore, C: Clock> CollectionsService<P, D, C> {
     /// Appends ledger entries, with `keyed`'s record (holding `result`) in the same write when
     /// there is a key. Returns the earlier record when a concurrent retry with the key wrote
     /// first (nothing was appended then): the caller replays it.
-    async fn append<'k>(
+    async fn append_entries<'k>(
         &self,
         tenant: TenantId,
         customer: CustomerId,
@@ -432,13 +434,15 @@ impl<P: PaymentStore, D: DunningStore, C: Clock> CollectionsService<P, D, C> {
         result: impl FnOnce() -> IdempotentResult,
     ) -> Result<Option<(IdempotencyRecord, &'k KeyedRequest)>, CollectionsError> {
         let Some(keyed) = keyed else {
-            self.payments.append(tenant, customer, entries).await?;
+            self.payments
+                .append_entries(tenant, customer, entries)
+                .await?;
             return Ok(None);
         };
         let record = keyed.record(result());
         match self
             .payments
-            .append_keyed(tenant, customer, entries, &record)
+            .append_entries_keyed(tenant, customer, entries, &record)
             .await?
         {
             KeyedWrite::Written(()) => Ok(None),

@@ -1,12 +1,8 @@
 //! `dotmac-billing`'s storage traits: catalogue, accounts, subscriptions, invoices, pending
-//! charges, credit notes, usage events and payment ledgers.
+//! charges and credit notes.
 
 use std::collections::{HashMap, HashSet};
 
-use chrono::{DateTime, Utc};
-use dotmac_billing::dunning::{DunningState, DunningStore};
-use dotmac_billing::payments::{LedgerEntry, PaymentStore};
-use dotmac_billing::usage::{MeterId, UsageEvent, UsageStore};
 use dotmac_billing::{
     BillingCommit, BillingError, CatalogStore, CommitResult, CreditNote, CustomerAccount,
     DocumentKey, DocumentNumber, IdempotencyKey, IdempotencyRecord, Invoice, InvoiceStatus,
@@ -1544,7 +1540,7 @@ impl InvoiceStore for SqlStore {
         tenant: TenantId,
         key: &IdempotencyKey,
     ) -> Result<Option<IdempotencyRecord>> {
-        self.keyed_record(tenant, key).await
+        self.keyed_record(tenant, key).await.map_err(storage)
     }
 
     async fn add_pending_charge_keyed(
@@ -1580,110 +1576,5 @@ impl InvoiceStore for SqlStore {
             )
             .await
             .map_err(storage)
-    }
-}
-
-impl UsageStore for SqlStore {
-    async fn append(&self, tenant: TenantId, events: &[UsageEvent]) -> Result<Vec<bool>> {
-        self.db.append_usage(tenant, events).await.map_err(storage)
-    }
-
-    async fn events_between(
-        &self,
-        tenant: TenantId,
-        customer: CustomerId,
-        meter: MeterId,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-    ) -> Result<Vec<UsageEvent>> {
-        self.db
-            .usage_between(tenant, customer, meter, from, to)
-            .await
-            .map_err(storage)
-    }
-}
-
-impl PaymentStore for SqlStore {
-    async fn append(
-        &self,
-        tenant: TenantId,
-        customer: CustomerId,
-        entries: &[LedgerEntry],
-    ) -> Result<()> {
-        dispatch!(self.db, pool, d => {
-            let mut tx = d::begin_tenant(pool, tenant).await.map_err(storage)?;
-            d::keyed::append_ledger(&mut tx, tenant, customer, entries).await?;
-            tx.commit().await.during("commit ledger").map_err(storage)
-        })
-    }
-
-    async fn payment_idempotency_record(
-        &self,
-        tenant: TenantId,
-        key: &IdempotencyKey,
-    ) -> Result<Option<IdempotencyRecord>> {
-        self.keyed_record(tenant, key).await
-    }
-
-    async fn append_keyed(
-        &self,
-        tenant: TenantId,
-        customer: CustomerId,
-        entries: &[LedgerEntry],
-        record: &IdempotencyRecord,
-    ) -> Result<KeyedWrite<()>> {
-        self.append_ledger_keyed(tenant, customer, entries, record)
-            .await
-    }
-
-    async fn entries(&self, tenant: TenantId, customer: CustomerId) -> Result<Vec<LedgerEntry>> {
-        self.db
-            .read_all(
-                tenant,
-                "ledger entry",
-                "SELECT body FROM payment_ledger WHERE tenant_id = $1 AND customer_id = $2 \
-                 ORDER BY sequence",
-                &[id(tenant), Bind::Uuid(customer.as_uuid())],
-            )
-            .await
-            .map_err(storage)
-    }
-}
-
-impl DunningStore for SqlStore {
-    async fn state(&self, tenant: TenantId, invoice: InvoiceId) -> Result<DunningState> {
-        let state: Option<DunningState> = self
-            .db
-            .read_one(
-                tenant,
-                "dunning state",
-                "SELECT body FROM dunning_states WHERE tenant_id = $1 AND invoice_id = $2",
-                &[id(tenant), Bind::Uuid(invoice.as_uuid())],
-            )
-            .await
-            .map_err(storage)?;
-        Ok(state.unwrap_or_default())
-    }
-
-    async fn save_state(
-        &self,
-        tenant: TenantId,
-        invoice: InvoiceId,
-        state: DunningState,
-    ) -> Result<()> {
-        self.db
-            .write(
-                tenant,
-                "INSERT INTO dunning_states (tenant_id, invoice_id, body) VALUES ($1, $2, $3) \
-                 ON CONFLICT (tenant_id, invoice_id) DO UPDATE SET body = excluded.body",
-                &[
-                    id(tenant),
-                    Bind::Uuid(invoice.as_uuid()),
-                    body("dunning state", &state)?,
-                ],
-            )
-            .await
-            .map_err(storage)
-            .map(|_| ())
     }
 }

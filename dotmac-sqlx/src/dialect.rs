@@ -22,6 +22,7 @@ pub(crate) mod sqlite {
     pub(crate) type Db = Sqlite;
     pub(crate) use crate::billing::sqlite as billing;
     pub(crate) use crate::billrun::sqlite as billrun;
+    pub(crate) use crate::collections::sqlite as collections;
     pub(crate) use crate::docs::sqlite as docs;
     pub(crate) use crate::keyed::sqlite as keyed;
     pub(crate) use crate::numbers::sqlite as numbers;
@@ -101,6 +102,7 @@ pub(crate) mod postgres {
     pub(crate) type Db = Postgres;
     pub(crate) use crate::billing::postgres as billing;
     pub(crate) use crate::billrun::postgres as billrun;
+    pub(crate) use crate::collections::postgres as collections;
     pub(crate) use crate::docs::postgres as docs;
     pub(crate) use crate::keyed::postgres as keyed;
     pub(crate) use crate::numbers::postgres as numbers;

@@ -8,12 +8,11 @@
 //! its own, and [`Database::claim_idempotency_key`](crate::Database::claim_idempotency_key)
 //! is the same claim.
 
-use dotmac_billing::payments::LedgerEntry;
 use dotmac_billing::{
-    BillingError, CreditNote, CreditRequest, IdempotencyKey, IdempotencyRecord, IdempotentResult,
-    Invoice, KeyedRequest, KeyedWrite, PendingCharge, credit_note,
+    BillingError, CreditNote, CreditRequest, IdempotentResult, Invoice, KeyedRequest, KeyedWrite,
+    PendingCharge, credit_note,
 };
-use dotmac_core::{CustomerId, TenantId};
+use dotmac_core::TenantId;
 
 use crate::billing::{CREDIT_NOTE_SERIES, body, id, number, storage};
 use crate::db::{dispatch, for_each_dialect};
@@ -24,8 +23,10 @@ use crate::tenants::IdempotencyClaim;
 
 type Result<T> = std::result::Result<T, BillingError>;
 
-/// The `idempotency_keys` scope of every billing key: one key space per tenant, so a key used
-/// for a payment cannot be used again for a refund (Stripe's semantics).
+/// The `idempotency_keys` scope of every money-moving key, billing's and collections': one key
+/// space per tenant, so a key used for a payment cannot be used again for a refund or a credit
+/// note (Stripe's semantics). (The name predates the split of collections out of billing and
+/// is kept: stored keys carry it.)
 pub(crate) const SCOPE: &str = "dotmac-billing";
 
 /// Adds a pending charge; an id already stored is skipped (no row written).
@@ -43,64 +44,42 @@ pub(crate) fn pending_charge_binds(tenant: TenantId, charge: &PendingCharge) -> 
     ])
 }
 
-fn record_text(record: &IdempotencyRecord) -> Result<String> {
-    let text = serde_json::to_string(record).map_err(|source| {
-        storage(SqlError::Json {
-            what: "idempotency record",
-            source,
-        })
+/// A record as the JSON text kept in `idempotency_keys.reference`: any domain's record
+/// (billing's credit notes and charges, collections' payments and refunds share the table and
+/// the key space).
+pub(crate) fn record_text<Rec: serde::Serialize>(record: &Rec) -> crate::error::Result<String> {
+    let text = serde_json::to_string(record).map_err(|source| SqlError::Json {
+        what: "idempotency record",
+        source,
     })?;
     // Checked like every other document, so a NUL in a request is the same error on both
     // backends before the key is claimed.
-    crate::input::document_text("idempotency record", &text).map_err(storage)?;
+    crate::input::document_text("idempotency record", &text)?;
     Ok(text)
 }
 
-fn record_of(text: &str) -> Result<IdempotencyRecord> {
+/// The record kept for a key. A record of another domain (a payment's key used again for a
+/// credit note) is a well-formed record whose request is not this domain's: the key was
+/// used for a different request, [`CoreError::IdempotencyKeyReused`](dotmac_core::CoreError).
+/// Text that is no record at all is [`SqlError::Json`].
+pub(crate) fn record_of<Rec: serde::de::DeserializeOwned>(text: &str) -> crate::error::Result<Rec> {
     serde_json::from_str(text).map_err(|source| {
-        storage(SqlError::Json {
-            what: "idempotency record",
-            source,
-        })
+        match serde_json::from_str::<
+            dotmac_core::IdempotencyRecord<serde_json::Value, serde_json::Value>,
+        >(text)
+        {
+            Ok(other) => SqlError::Core(dotmac_core::CoreError::IdempotencyKeyReused {
+                key: other.key.as_str().to_owned(),
+            }),
+            Err(_) => SqlError::Json {
+                what: "idempotency record",
+                source,
+            },
+        }
     })
 }
 
 for_each_dialect! {
-    /// Appends ledger entries; a position already taken (a concurrent writer appended first)
-    /// fails the whole call.
-    pub(crate) async fn append_ledger(
-        tx: &mut Tx,
-        tenant: TenantId,
-        customer: CustomerId,
-        entries: &[LedgerEntry],
-    ) -> Result<()> {
-        for entry in entries {
-            let written = docs::execute(
-                tx,
-                "INSERT INTO payment_ledger (tenant_id, customer_id, sequence, entry_date, body) \
-                 VALUES ($1, $2, $3, $4, $5)",
-                &[
-                    id(tenant),
-                    Bind::Uuid(customer.as_uuid()),
-                    Bind::I64(i64::try_from(entry.sequence).unwrap_or(i64::MAX)),
-                    Bind::Date(entry.on),
-                    body("ledger entry", entry)?,
-                ],
-            )
-            .await
-            .map_err(storage)?;
-            if written == Written::UniqueViolation {
-                // Another writer appended at this position first: the caller's ledger is
-                // stale. Nothing of this call is kept.
-                return Err(BillingError::AlreadyExists {
-                    what: "ledger entry",
-                    id: format!("{customer}#{}", entry.sequence),
-                });
-            }
-        }
-        Ok(())
-    }
-
     /// Numbers and stores a credit note, re-checked against the notes already stored.
     pub(crate) async fn insert_credit_note(
         tx: &mut Tx,
@@ -174,11 +153,15 @@ for_each_dialect! {
 
     /// Claims `record`'s key: `None` when it was new (the caller writes, then commits), the
     /// stored record when it was already there (the caller rolls back and replays).
-    pub(crate) async fn claim(
+    pub(crate) async fn claim<R, O>(
         tx: &mut Tx,
         tenant: TenantId,
-        record: &IdempotencyRecord,
-    ) -> Result<Option<IdempotencyRecord>> {
+        record: &dotmac_core::IdempotencyRecord<R, O>,
+    ) -> crate::error::Result<Option<dotmac_core::IdempotencyRecord<R, O>>>
+    where
+        R: serde::Serialize + serde::de::DeserializeOwned,
+        O: serde::Serialize + serde::de::DeserializeOwned,
+    {
         let claim = tenants::claim_idempotency_key(
             tx,
             tenant,
@@ -187,8 +170,7 @@ for_each_dialect! {
             &record_text(record)?,
             record.recorded_at,
         )
-        .await
-        .map_err(storage)?;
+        .await?;
         match claim {
             IdempotencyClaim::Claimed => Ok(None),
             IdempotencyClaim::Replayed(text) => record_of(&text).map(Some),
@@ -197,11 +179,11 @@ for_each_dialect! {
 
     /// Replaces the record of a key claimed in this transaction (its result is known only
     /// after the write).
-    pub(crate) async fn set_record(
+    pub(crate) async fn set_record<R: serde::Serialize, O: serde::Serialize>(
         tx: &mut Tx,
         tenant: TenantId,
-        record: &IdempotencyRecord,
-    ) -> Result<()> {
+        record: &dotmac_core::IdempotencyRecord<R, O>,
+    ) -> crate::error::Result<()> {
         docs::execute(
             tx,
             "UPDATE idempotency_keys SET reference = $4 \
@@ -213,48 +195,26 @@ for_each_dialect! {
                 Bind::Text(record_text(record)?),
             ],
         )
-        .await
-        .map_err(storage)?;
+        .await?;
         Ok(())
     }
 }
 
 impl SqlStore {
-    /// The record of a billing idempotency key.
-    pub(crate) async fn keyed_record(
+    /// The record kept for an idempotency key, as billing's or collections' record type (one
+    /// lookup for both domains: they share the key space).
+    pub(crate) async fn keyed_record<Rec: serde::de::DeserializeOwned>(
         &self,
         tenant: TenantId,
-        key: &IdempotencyKey,
-    ) -> Result<Option<IdempotencyRecord>> {
+        key: &dotmac_core::IdempotencyKey,
+    ) -> crate::error::Result<Option<Rec>> {
         let text = dispatch!(self.db, pool, d => {
-            let mut tx = d::begin_read(pool, tenant).await.map_err(storage)?;
-            let text = d::tenants::idempotency_reference(&mut tx, tenant, SCOPE, key.as_str())
-                .await
-                .map_err(storage)?;
-            tx.commit().await.during("end read").map_err(storage)?;
+            let mut tx = d::begin_read(pool, tenant).await?;
+            let text = d::tenants::idempotency_reference(&mut tx, tenant, SCOPE, key.as_str()).await?;
+            tx.commit().await.during("end read")?;
             text
         });
         text.as_deref().map(record_of).transpose()
-    }
-
-    /// [`append_ledger`](sqlite::append_ledger) and `record`, in one transaction.
-    pub(crate) async fn append_ledger_keyed(
-        &self,
-        tenant: TenantId,
-        customer: CustomerId,
-        entries: &[LedgerEntry],
-        record: &IdempotencyRecord,
-    ) -> Result<KeyedWrite<()>> {
-        dispatch!(self.db, pool, d => {
-            let mut tx = d::begin_tenant(pool, tenant).await.map_err(storage)?;
-            if let Some(earlier) = d::keyed::claim(&mut tx, tenant, record).await? {
-                tx.rollback().await.during("roll back").map_err(storage)?;
-                return Ok(KeyedWrite::Replayed(Box::new(earlier)));
-            }
-            d::keyed::append_ledger(&mut tx, tenant, customer, entries).await?;
-            tx.commit().await.during("commit ledger").map_err(storage)?;
-            Ok(KeyedWrite::Written(()))
-        })
     }
 
     /// Adds a pending charge and records `keyed` with whether it was added, in one
@@ -269,7 +229,7 @@ impl SqlStore {
         dispatch!(self.db, pool, d => {
             let mut tx = d::begin_tenant(pool, tenant).await.map_err(storage)?;
             let claimed = keyed.record(IdempotentResult::PendingCharge { added: false });
-            if let Some(earlier) = d::keyed::claim(&mut tx, tenant, &claimed).await? {
+            if let Some(earlier) = d::keyed::claim(&mut tx, tenant, &claimed).await.map_err(storage)? {
                 tx.rollback().await.during("roll back").map_err(storage)?;
                 return Ok(KeyedWrite::Replayed(Box::new(earlier)));
             }
@@ -279,7 +239,7 @@ impl SqlStore {
             let added = written == Written::Rows(1);
             if added {
                 let record = keyed.record(IdempotentResult::PendingCharge { added });
-                d::keyed::set_record(&mut tx, tenant, &record).await?;
+                d::keyed::set_record(&mut tx, tenant, &record).await.map_err(storage)?;
             }
             tx.commit().await.during("commit pending charge").map_err(storage)?;
             Ok(KeyedWrite::Written(added))
@@ -299,7 +259,7 @@ impl SqlStore {
             let claimed = keyed.record(IdempotentResult::CreditNote {
                 credit_note: note.clone(),
             });
-            if let Some(earlier) = d::keyed::claim(&mut tx, tenant, &claimed).await? {
+            if let Some(earlier) = d::keyed::claim(&mut tx, tenant, &claimed).await.map_err(storage)? {
                 tx.rollback().await.during("roll back").map_err(storage)?;
                 return Ok(KeyedWrite::Replayed(Box::new(earlier)));
             }
@@ -307,7 +267,7 @@ impl SqlStore {
             let record = keyed.record(IdempotentResult::CreditNote {
                 credit_note: note.clone(),
             });
-            d::keyed::set_record(&mut tx, tenant, &record).await?;
+            d::keyed::set_record(&mut tx, tenant, &record).await.map_err(storage)?;
             tx.commit().await.during("commit credit note").map_err(storage)?;
             Ok(KeyedWrite::Written(note))
         })

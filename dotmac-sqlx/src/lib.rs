@@ -60,6 +60,7 @@
 
 mod billing;
 mod billrun;
+mod collections;
 mod db;
 mod dialect;
 mod docs;

@@ -3,8 +3,9 @@
 use std::collections::{BTreeMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use dotmac_billing::usage::{MeterId, UsageEvent, UsageEventId};
 use dotmac_core::{CustomerId, SubscriptionId, TenantId};
+use dotmac_core::{MeterId, UsageEventId};
+use dotmac_usage::{UsageError, UsageEvent, UsageStore};
 use sqlx::Row;
 use sqlx::types::Json;
 use uuid::Uuid;
@@ -245,5 +246,41 @@ impl Database {
         // Ordered here, not in SQL: SQLite compares instants as text.
         events.sort_by_key(|e| (e.timestamp, e.id));
         Ok(events)
+    }
+}
+
+/// Storage failures as usage errors: domain errors pass through, every other failure is
+/// [`UsageError::Storage`] with its kind and cause.
+fn usage_storage(error: SqlError) -> UsageError {
+    match error {
+        SqlError::Core(core) => UsageError::Core(core),
+        other => UsageError::Storage(other.into()),
+    }
+}
+
+impl UsageStore for crate::store::SqlStore {
+    async fn append_events(
+        &self,
+        tenant: TenantId,
+        events: &[UsageEvent],
+    ) -> std::result::Result<Vec<bool>, UsageError> {
+        self.db
+            .append_usage(tenant, events)
+            .await
+            .map_err(usage_storage)
+    }
+
+    async fn events_between(
+        &self,
+        tenant: TenantId,
+        customer: CustomerId,
+        meter: MeterId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> std::result::Result<Vec<UsageEvent>, UsageError> {
+        self.db
+            .usage_between(tenant, customer, meter, from, to)
+            .await
+            .map_err(usage_storage)
     }
 }

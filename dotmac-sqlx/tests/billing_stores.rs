@@ -9,12 +9,11 @@ use std::collections::BTreeMap;
 
 use chrono::{Duration, NaiveDate};
 use common::{at, backends};
-use dotmac_billing::BillingError;
-use dotmac_billing::dunning::{DunningState, DunningStore};
-use dotmac_billing::payments::{AllocationTarget, CustomerLedger, PaymentStore};
-use dotmac_billing::usage::{MeterId, UsageEvent, UsageEventId, UsageStore};
+use dotmac_collections::{AllocationTarget, CustomerLedger, PaymentStore};
+use dotmac_collections::{DunningState, DunningStore};
 use dotmac_core::{Currency, CustomerId, InvoiceId, Money, PaymentId, TenantId};
 use dotmac_sqlx::SqlStore;
+use dotmac_usage::{MeterId, UsageEvent, UsageEventId, UsageStore};
 use rust_decimal_macros::dec;
 
 fn usage(n: u128, customer: CustomerId, meter: MeterId, minutes: i64) -> UsageEvent {
@@ -40,11 +39,13 @@ async fn usage_ingestion_is_idempotent_exact_and_tenant_scoped() {
             .collect();
         let mut batch = events.clone();
         batch.push(events[0].clone()); // repeated within the batch
-        let new = UsageStore::append(&store, tenant, &batch).await.unwrap();
+        let new = UsageStore::append_events(&store, tenant, &batch)
+            .await
+            .unwrap();
         assert_eq!(new, vec![true, true, true, true, true, false], "{name}");
         // Replayed later: nothing new.
         assert_eq!(
-            UsageStore::append(&store, tenant, &events[..2])
+            UsageStore::append_events(&store, tenant, &events[..2])
                 .await
                 .unwrap(),
             vec![false, false]
@@ -52,7 +53,7 @@ async fn usage_ingestion_is_idempotent_exact_and_tenant_scoped() {
         // Known and new ids mixed (and the new one repeated): only the new one is stored.
         let fresh = usage(6, customer, meter, 70);
         assert_eq!(
-            UsageStore::append(&store, tenant, &[events[2].clone(), fresh.clone(), fresh])
+            UsageStore::append_events(&store, tenant, &[events[2].clone(), fresh.clone(), fresh])
                 .await
                 .unwrap(),
             vec![false, true, false],
@@ -60,7 +61,7 @@ async fn usage_ingestion_is_idempotent_exact_and_tenant_scoped() {
         );
         // The same ids are new for another tenant.
         assert_eq!(
-            UsageStore::append(&store, other, &events[..1])
+            UsageStore::append_events(&store, other, &events[..1])
                 .await
                 .unwrap(),
             vec![true]
@@ -87,7 +88,9 @@ async fn usage_ingestion_is_idempotent_exact_and_tenant_scoped() {
             .unwrap();
         assert!(elsewhere.is_empty(), "{name}");
         assert_eq!(
-            UsageStore::append(&store, tenant, &[]).await.unwrap(),
+            UsageStore::append_events(&store, tenant, &[])
+                .await
+                .unwrap(),
             Vec::<bool>::new()
         );
     }
@@ -110,7 +113,7 @@ async fn a_payment_ledger_round_trips_and_refuses_a_stale_append_whole() {
                 day(15),
             )
             .unwrap();
-        PaymentStore::append(&store, tenant, customer, &issued)
+        PaymentStore::append_entries(&store, tenant, customer, &issued)
             .await
             .unwrap();
         let paid = ledger
@@ -121,7 +124,7 @@ async fn a_payment_ledger_round_trips_and_refuses_a_stale_append_whole() {
                 AllocationTarget::OldestFirst,
             )
             .unwrap();
-        PaymentStore::append(&store, tenant, customer, &paid.entries)
+        PaymentStore::append_entries(&store, tenant, customer, &paid.entries)
             .await
             .unwrap();
 
@@ -141,11 +144,11 @@ async fn a_payment_ledger_round_trips_and_refuses_a_stale_append_whole() {
                 AllocationTarget::OldestFirst,
             )
             .unwrap();
-        let refused = PaymentStore::append(&store, tenant, customer, &late.entries).await;
+        let refused = PaymentStore::append_entries(&store, tenant, customer, &late.entries).await;
         assert!(
             matches!(
                 refused,
-                Err(BillingError::AlreadyExists {
+                Err(dotmac_collections::CollectionsError::AlreadyExists {
                     what: "ledger entry",
                     ..
                 })

@@ -16,7 +16,8 @@ async fn billing_store_suite_passes_on_every_backend() {
 async fn payment_store_suite_passes_on_every_backend() {
     for (name, db) in common::backends().await {
         let result =
-            dotmac_billing::testkit::run_payment_store_suite(|| SqlStore::new(db.clone())).await;
+            dotmac_collections::testkit::run_payment_store_suite(|| SqlStore::new(db.clone()))
+                .await;
         assert_eq!(result, Ok(()), "payment store suite on {name}");
     }
 }

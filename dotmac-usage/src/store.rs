@@ -18,7 +18,7 @@ pub trait UsageStore: Send + Sync {
     /// # Errors
     ///
     /// Storage failures, as the implementation reports them.
-    fn append(
+    fn append_events(
         &self,
         tenant: TenantId,
         events: &[UsageEvent],
@@ -59,7 +59,7 @@ impl InMemoryUsageStore {
 }
 
 impl UsageStore for InMemoryUsageStore {
-    async fn append(
+    async fn append_events(
         &self,
         tenant: TenantId,
         events: &[UsageEvent],

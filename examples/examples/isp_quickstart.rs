@@ -20,7 +20,7 @@ use std::error::Error;
 use std::time::{Duration, Instant};
 
 use chrono::{NaiveDate, TimeZone, Utc, Weekday};
-use dotmac_billing::analytics::{mrr_at, mrr_movements, receivables_ageing, recurring_items};
+use dotmac_billing::analytics::{mrr_at, mrr_movements, recurring_items};
 use dotmac_billing::usage_billing::allowance::AllowancePolicy;
 use dotmac_billing::usage_billing::{UsageBillingService, UsageBillingSettings};
 use dotmac_billing::{
@@ -28,6 +28,7 @@ use dotmac_billing::{
     CurrencyPrice, CustomerAccount, FirstPeriod, NewSubscription, Plan, PriceModel, Product,
     ProrationBehavior, SubscriptionChange, SubscriptionStore,
 };
+use dotmac_collections::receivables_ageing;
 use dotmac_collections::{AllocationTarget, CustomerLedger, PaymentStore};
 use dotmac_collections::{
     CollectionAction, CollectionEvent, CollectionsService, DunningPolicy, RestoreOnPayment,
@@ -357,13 +358,13 @@ async fn main() -> Result<(), AnyError> {
             });
         }
         for batch in events.chunks(5_000) {
-            let fresh = dotmac_usage::UsageStore::append(&store, tenant, batch).await?;
+            let fresh = dotmac_usage::UsageStore::append_events(&store, tenant, batch).await?;
             ingested += fresh.iter().filter(|new| **new).count();
         }
         progress.inc(events.len() as u64);
     }
     // The NAS resends the last day: nothing is counted twice.
-    let replayed = dotmac_usage::UsageStore::append(&store, tenant, &events).await?;
+    let replayed = dotmac_usage::UsageStore::append_events(&store, tenant, &events).await?;
     let replay_counted = replayed.iter().filter(|new| **new).count();
     progress.finish();
     timings.record("usage ingest", step, ingested);

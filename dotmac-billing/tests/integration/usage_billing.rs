@@ -153,7 +153,7 @@ async fn usage_above_the_allowance_is_billed_and_late_usage_adjusts_the_next_inv
         event(2, dec!(50), at(3, 12, 10)),
         event(3, dec!(20), at(3, 31, 23)),
     ];
-    let stored = usage_store.append(TENANT, &march).await.unwrap();
+    let stored = usage_store.append_events(TENANT, &march).await.unwrap();
     assert_eq!(stored, [true, true, false, true]);
 
     // April 1st: March closes; 130 GB used, 100 included, 30 × 0.50 = 15.00 on the April
@@ -199,7 +199,7 @@ async fn usage_above_the_allowance_is_billed_and_late_usage_adjusts_the_next_inv
         event(5, dec!(40), at(4, 20, 8)),
     ];
     assert_eq!(
-        usage_store.append(TENANT, &late).await.unwrap(),
+        usage_store.append_events(TENANT, &late).await.unwrap(),
         [true, false, true]
     );
     let (rated, run) = usage.bill(TENANT, &billing, d(4, 5)).await.unwrap();
@@ -285,7 +285,7 @@ async fn top_ups_raise_the_allowance() {
     let usage = UsageBillingService::new(billing.store(), &usage_store, &clock, settings)
         .with_allowances(top_ups);
     usage_store
-        .append(TENANT, &[event(1, dec!(130), at(3, 9, 0))])
+        .append_events(TENANT, &[event(1, dec!(130), at(3, 9, 0))])
         .await
         .unwrap();
     let (rated, _) = usage.bill(TENANT, &billing, d(4, 1)).await.unwrap();
@@ -410,7 +410,7 @@ async fn a_usage_charge_without_a_meter_skips_only_its_subscription_until_the_me
         ..event(2, dec!(100), at(3, 10, 9))
     };
     usage_store
-        .append(TENANT, &[event(1, dec!(130), at(3, 5, 10)), voice_event])
+        .append_events(TENANT, &[event(1, dec!(130), at(3, 5, 10)), voice_event])
         .await
         .unwrap();
     let clock = FixedClock::new(at(4, 1, 0));
@@ -481,9 +481,9 @@ async fn one_subscriptions_overflowing_usage_never_blocks_the_others() {
             ..event(100 + n, Decimal::MAX / Decimal::TWO, at(3, 10, 9))
         })
         .collect();
-    usage_store.append(TENANT, &huge).await.unwrap();
+    usage_store.append_events(TENANT, &huge).await.unwrap();
     usage_store
-        .append(TENANT, &[event(1, dec!(130), at(3, 5, 10))])
+        .append_events(TENANT, &[event(1, dec!(130), at(3, 5, 10))])
         .await
         .unwrap();
     let clock = FixedClock::new(at(4, 1, 0));
@@ -653,7 +653,7 @@ async fn in_arrears_usage_goes_on_the_periods_own_invoice() {
         UsageBillingSettings::new(chrono_tz::UTC, meters()),
     );
     usage_store
-        .append(TENANT, &[event(1, dec!(8), at(3, 9, 0))])
+        .append_events(TENANT, &[event(1, dec!(8), at(3, 9, 0))])
         .await
         .unwrap();
     let (_, run) = usage.bill(TENANT, &billing, d(4, 1)).await.unwrap();
@@ -754,7 +754,7 @@ mod properties {
         let step = |day: NaiveDate, appended: Vec<UsageEvent>| {
             let (billing, usage, store) = (&billing, &usage, &store);
             async move {
-                store.append(TENANT, &appended).await.unwrap();
+                store.append_events(TENANT, &appended).await.unwrap();
                 usage.bill(TENANT, billing, day).await.unwrap();
                 invoices(billing).await
             }

@@ -209,7 +209,7 @@ impl FixablePayments {
 }
 
 impl PaymentStore for FixablePayments {
-    async fn append(
+    async fn append_entries(
         &self,
         _tenant: TenantId,
         customer: CustomerId,
@@ -278,7 +278,7 @@ async fn one_customers_bad_ledger_never_stops_the_collections_run() {
     };
     service
         .payment_store()
-        .append(tenant, bad, std::slice::from_ref(&stray))
+        .append_entries(tenant, bad, std::slice::from_ref(&stray))
         .await
         .unwrap();
     clock.set(Utc.with_ymd_and_hms(2026, 3, 20, 6, 0, 0).unwrap());

@@ -105,7 +105,7 @@ async fn the_store_is_append_only_and_tenant_scoped() {
     let entries = ledger
         .record_invoice(InvoiceId::from_u128(1), usd(1000), day, day)
         .unwrap();
-    store.append(a, customer, &entries).await.unwrap();
+    store.append_entries(a, customer, &entries).await.unwrap();
     let outcome = ledger
         .record_payment(
             PaymentId::from_u128(1),
@@ -114,7 +114,10 @@ async fn the_store_is_append_only_and_tenant_scoped() {
             AllocationTarget::OldestFirst,
         )
         .unwrap();
-    store.append(a, customer, &outcome.entries).await.unwrap();
+    store
+        .append_entries(a, customer, &outcome.entries)
+        .await
+        .unwrap();
     let stored = store.entries(a, customer).await.unwrap();
     assert_eq!(stored, ledger.entries());
     assert!(store.entries(b, customer).await.unwrap().is_empty());

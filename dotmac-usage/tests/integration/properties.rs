@@ -243,11 +243,17 @@ async fn the_store_keeps_each_event_once_per_tenant() {
     let (a, b) = (TenantId::from_u128(1), TenantId::from_u128(2));
     let e = event(1, 0, 2, 100, 0, 1);
     assert_eq!(
-        store.append(a, &[e.clone(), e.clone()]).await.unwrap(),
+        store
+            .append_events(a, &[e.clone(), e.clone()])
+            .await
+            .unwrap(),
         vec![true, false]
     );
     assert_eq!(
-        store.append(b, std::slice::from_ref(&e)).await.unwrap(),
+        store
+            .append_events(b, std::slice::from_ref(&e))
+            .await
+            .unwrap(),
         vec![true]
     );
     let from = Utc.with_ymd_and_hms(2026, 2, 1, 0, 0, 0).unwrap();
