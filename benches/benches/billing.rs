@@ -241,10 +241,7 @@ fn service_over<S: BillingStore>(
     let service = BillingService::new(
         store,
         clock,
-        BillingSettings {
-            taxes: vec![vat()],
-            ..BillingSettings::default()
-        },
+        BillingSettings::default().with_taxes(vec![vat()]),
     );
     block_on(async {
         service

@@ -70,15 +70,13 @@ fn plan() -> Plan {
 }
 
 fn settings() -> BillingSettings {
-    BillingSettings {
-        taxes: vec![TaxRate::exclusive(
+    BillingSettings::default()
+        .with_taxes(vec![TaxRate::exclusive(
             TaxRateId::from_u128(1),
             "VAT",
             Decimal::new(75, 1),
-        )],
-        chunk_size: CHUNK,
-        ..BillingSettings::default()
-    }
+        )])
+        .with_chunk_size(CHUNK)
 }
 
 /// One subscription per customer, started on April 1st: the run bills April.

@@ -1,6 +1,9 @@
 //! `BillingService`: store + pure domain + clock, returning domain events.
 
+use std::sync::Arc;
+
 use chrono::NaiveDate;
+use chrono_tz::Tz;
 use dotmac_core::{
     Clock, CreditNoteId, CustomerId, DomainEvent, EventId, EventPayload, IdDigest, InvoiceId,
     Money, PlanId, RoundingMode, SubscriptionId, TenantId,
@@ -27,8 +30,17 @@ use crate::subscription::{NewSubscription, Subscription, SubscriptionStatus};
 use crate::tax::TaxRate;
 
 /// A tenant's billing settings (passed in by the application, for example from
-/// `dotmac-tenancy`).
+/// `dotmac-tenancy`). Start from [`BillingSettings::default`] and change what differs:
+///
+/// ```
+/// use dotmac_billing::BillingSettings;
+/// let settings = BillingSettings::default()
+///     .with_zone(chrono_tz::Europe::Lisbon)
+///     .with_payment_terms_days(30);
+/// assert_eq!(settings.payment_terms_days, 30);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct BillingSettings {
     /// The rounding mode of every line (the one rounding point).
     pub rounding: RoundingMode,
@@ -38,6 +50,14 @@ pub struct BillingSettings {
     pub payment_terms_days: u32,
     /// Subscriptions processed per store page in a bill run.
     pub chunk_size: usize,
+    /// The tenant's zone: documents made now (pending-charge invoices, credit notes) are dated
+    /// with today's local date there, never the UTC date.
+    #[serde(default = "utc")]
+    pub zone: Tz,
+}
+
+fn utc() -> Tz {
+    Tz::UTC
 }
 
 impl Default for BillingSettings {
@@ -47,11 +67,42 @@ impl Default for BillingSettings {
             taxes: Vec::new(),
             payment_terms_days: 14,
             chunk_size: 1000,
+            zone: Tz::UTC,
         }
     }
 }
 
 impl BillingSettings {
+    /// With `rounding` as the one rounding mode of every line.
+    pub fn with_rounding(mut self, rounding: RoundingMode) -> Self {
+        self.rounding = rounding;
+        self
+    }
+
+    /// With `taxes` applied to every line, in order.
+    pub fn with_taxes(mut self, taxes: Vec<TaxRate>) -> Self {
+        self.taxes = taxes;
+        self
+    }
+
+    /// With `days` from issue to due date, unless an account says otherwise.
+    pub fn with_payment_terms_days(mut self, days: u32) -> Self {
+        self.payment_terms_days = days;
+        self
+    }
+
+    /// With `size` subscriptions per store page in a bill run (at least one).
+    pub fn with_chunk_size(mut self, size: usize) -> Self {
+        self.chunk_size = size.max(1);
+        self
+    }
+
+    /// With `zone` as the tenant's zone, whose local dates documents made now carry.
+    pub fn with_zone(mut self, zone: Tz) -> Self {
+        self.zone = zone;
+        self
+    }
+
     /// The document settings for one customer.
     pub fn for_account(&self, account: Option<&CustomerAccount>) -> DocumentSettings {
         DocumentSettings {
@@ -315,34 +366,70 @@ impl CreditNoteRequest {
 
 /// Billing orchestration: reads from the store, runs the pure domain functions, writes the
 /// result atomically and returns domain events. Time comes only from the clock.
+///
+/// A cheap handle: the store, clock and settings sit behind one `Arc`, so cloning the service
+/// (to hand it to another task, or to [`UsageBillingService`](crate::usage_billing::UsageBillingService))
+/// never clones the store or the clock, and neither needs to be `Clone`.
 pub struct BillingService<S, C> {
+    inner: Arc<BillingInner<S, C>>,
+}
+
+struct BillingInner<S, C> {
     store: S,
     clock: C,
     settings: BillingSettings,
+}
+
+impl<S, C> Clone for BillingService<S, C> {
+    fn clone(&self) -> Self {
+        BillingService {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<S, C> std::fmt::Debug for BillingService<S, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BillingService")
+            .field("settings", &self.inner.settings)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<S: BillingStore, C: Clock> BillingService<S, C> {
     /// A service over `store` and `clock` with `settings`.
     pub fn new(store: S, clock: C, settings: BillingSettings) -> Self {
         BillingService {
-            store,
-            clock,
-            settings,
+            inner: Arc::new(BillingInner {
+                store,
+                clock,
+                settings,
+            }),
         }
     }
 
     /// The store.
     pub fn store(&self) -> &S {
-        &self.store
+        &self.inner.store
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &C {
+        &self.inner.clock
     }
 
     /// The settings.
     pub fn settings(&self) -> &BillingSettings {
-        &self.settings
+        &self.inner.settings
+    }
+
+    /// Today in the tenant's zone: the date of documents made now.
+    fn today(&self) -> NaiveDate {
+        self.inner.clock.today_in(self.inner.settings.zone)
     }
 
     fn event(&self, tenant: TenantId, payload: BillingEvent) -> DomainEvent<BillingEvent> {
-        DomainEvent::new(tenant, &self.clock, payload)
+        DomainEvent::new(tenant, &self.inner.clock, payload)
     }
 
     /// An `InvoiceIssued` event whose id derives from the invoice id, so that an outbox sees
@@ -365,7 +452,7 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
         tenant: TenantId,
         product: Product,
     ) -> Result<(), BillingError> {
-        self.store.put_product(tenant, product).await
+        self.inner.store.put_product(tenant, product).await
     }
 
     /// Adds a plan or a new price version of it.
@@ -378,7 +465,7 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
             plan: plan.id,
             version: plan.current_version().version,
         };
-        self.store.put_plan(tenant, plan).await?;
+        self.inner.store.put_plan(tenant, plan).await?;
         Ok(vec![self.event(tenant, payload)])
     }
 
@@ -392,7 +479,7 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
         tenant: TenantId,
         account: CustomerAccount,
     ) -> Result<(), BillingError> {
-        self.store.put_account(tenant, account).await
+        self.inner.store.put_account(tenant, account).await
     }
 
     /// Creates a subscription. Nothing is billed until the next bill run.
@@ -409,18 +496,23 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
         request: NewSubscription,
     ) -> Result<(Subscription, Events), BillingError> {
         let plan = self
+            .inner
             .store
             .plan(tenant, request.plan)
             .await?
             .ok_or(BillingError::UnknownPlan(request.plan))?;
         let account = self
+            .inner
             .store
             .account(tenant, request.customer)
             .await?
             .ok_or(BillingError::UnknownAccount(request.customer))?;
-        check_start(&request, self.clock.now().date_naive())?;
+        check_start(&request, self.today())?;
         let sub = request.create(&plan, account.currency)?;
-        self.store.insert_subscription(tenant, sub.clone()).await?;
+        self.inner
+            .store
+            .insert_subscription(tenant, sub.clone())
+            .await?;
         let event = self.event(
             tenant,
             BillingEvent::SubscriptionCreated {
@@ -438,18 +530,20 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
         id: SubscriptionId,
     ) -> Result<(Subscription, FastMap<PlanId, Plan>, DocumentSettings), BillingError> {
         let sub = self
+            .inner
             .store
             .subscription(tenant, id)
             .await?
             .ok_or(BillingError::UnknownSubscription(id))?;
         let plans = self.plan_map(tenant).await?;
-        let account = self.store.account(tenant, sub.customer).await?;
-        let settings = self.settings.for_account(account.as_ref());
+        let account = self.inner.store.account(tenant, sub.customer).await?;
+        let settings = self.inner.settings.for_account(account.as_ref());
         Ok((sub, plans, settings))
     }
 
     async fn plan_map(&self, tenant: TenantId) -> Result<FastMap<PlanId, Plan>, BillingError> {
         Ok(self
+            .inner
             .store
             .plans(tenant)
             .await?
@@ -471,7 +565,7 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
             consumed_pending: Vec::new(),
             new_pending: outcome.pending.clone(),
         };
-        let result = self.store.commit(tenant, commit).await?;
+        let result = self.inner.store.commit(tenant, commit).await?;
         let mut events = vec![self.event(
             tenant,
             BillingEvent::SubscriptionChanged {
@@ -502,7 +596,7 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
     }
 
     fn issued_events(&self, tenant: TenantId, issued: &[IssuedInvoice], events: &mut Events) {
-        let at = self.clock.now();
+        let at = self.inner.clock.now();
         events.extend(issued.iter().map(|i| Self::issued_event(tenant, at, i)));
     }
 
@@ -579,13 +673,15 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
         to: SubscriptionStatus,
     ) -> Result<Events, BillingError> {
         let mut sub = self
+            .inner
             .store
             .subscription(tenant, id)
             .await?
             .ok_or(BillingError::UnknownSubscription(id))?;
         let from = sub.status;
         sub.status = from.transition(to)?;
-        self.store
+        self.inner
+            .store
             .commit(
                 tenant,
                 BillingCommit {
@@ -617,7 +713,11 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
         as_of: NaiveDate,
     ) -> Result<Vec<Invoice>, BillingError> {
         let (sub, plans, settings) = self.load(tenant, id).await?;
-        let pending = self.store.pending_charges(tenant, sub.customer).await?;
+        let pending = self
+            .inner
+            .store
+            .pending_charges(tenant, sub.customer)
+            .await?;
         Ok(bill_due(&sub, &plans, &pending, as_of, &settings)?.invoices)
     }
 
@@ -701,8 +801,9 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
         skip: &[CustomerId],
     ) -> Result<BillRunSummary, BillingError> {
         let mut page = self
+            .inner
             .store
-            .subscriptions_page(tenant, cursor, self.settings.chunk_size.max(1))
+            .subscriptions_page(tenant, cursor, self.inner.settings.chunk_size.max(1))
             .await?;
         let mut summary = BillRunSummary {
             subscriptions: page.len(),
@@ -713,21 +814,32 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
             page.retain(|s| !skip.contains(&s.customer));
         }
         let customers = chunk_customers(&page);
-        let accounts = self.store.accounts(tenant, &customers).await?;
-        let pending = self.store.pending_charges_for(tenant, &customers).await?;
+        let accounts = self.inner.store.accounts(tenant, &customers).await?;
+        let pending = self
+            .inner
+            .store
+            .pending_charges_for(tenant, &customers)
+            .await?;
         let BilledChunk {
             mut items,
             failures,
-        } = bill_chunk(&page, plans, &accounts, &pending, as_of, &self.settings);
+        } = bill_chunk(
+            &page,
+            plans,
+            &accounts,
+            &pending,
+            as_of,
+            &self.inner.settings,
+        );
         drop(page);
         // The commits move to the store; `record_chunk` needs only the rest of each item.
         let commits = items
             .iter_mut()
             .map(|i| std::mem::take(&mut i.commit))
             .collect();
-        let results = self.store.commit_batch(tenant, commits).await?;
-        record_chunk(tenant, &self.clock, &items, results, &mut summary)?;
-        summary.record_failures(tenant, &self.clock, failures);
+        let results = self.inner.store.commit_batch(tenant, commits).await?;
+        record_chunk(tenant, &self.inner.clock, &items, results, &mut summary)?;
+        summary.record_failures(tenant, &self.inner.clock, failures);
         Ok(summary)
     }
 
@@ -764,20 +876,30 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
     ) -> Result<bool, BillingError> {
         let Some(key) = request.idempotency_key else {
             self.check_pending_charge(tenant, &request.charge).await?;
-            return self.store.add_pending_charge(tenant, request.charge).await;
+            return self
+                .inner
+                .store
+                .add_pending_charge(tenant, request.charge)
+                .await;
         };
         let keyed = KeyedRequest {
             key,
             request: IdempotentRequest::PendingCharge {
                 charge: request.charge.clone(),
             },
-            at: self.clock.now(),
+            at: self.inner.clock.now(),
         };
-        let written = match self.store.idempotency_record(tenant, &keyed.key).await? {
+        let written = match self
+            .inner
+            .store
+            .idempotency_record(tenant, &keyed.key)
+            .await?
+        {
             Some(earlier) => KeyedWrite::Replayed(Box::new(earlier)),
             None => {
                 self.check_pending_charge(tenant, &request.charge).await?;
-                self.store
+                self.inner
+                    .store
                     .add_pending_charge_keyed(tenant, request.charge, &keyed)
                     .await?
             }
@@ -800,6 +922,7 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
     ) -> Result<(), BillingError> {
         charge.validate()?;
         let account = self
+            .inner
             .store
             .account(tenant, charge.customer)
             .await?
@@ -813,6 +936,7 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
         }
         if let Some(id) = charge.subscription {
             let sub = self
+                .inner
                 .store
                 .subscription(tenant, id)
                 .await?
@@ -842,12 +966,14 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
         customer: CustomerId,
     ) -> Result<(Option<Invoice>, Events), BillingError> {
         let account = self
+            .inner
             .store
             .account(tenant, customer)
             .await?
             .ok_or(BillingError::UnknownAccount(customer))?;
-        let today = self.clock.now().date_naive();
+        let today = self.today();
         let pending: Vec<PendingCharge> = self
+            .inner
             .store
             .pending_charges(tenant, customer)
             .await?
@@ -857,10 +983,11 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
         if pending.is_empty() {
             return Ok((None, Vec::new()));
         }
-        let settings = self.settings.for_account(Some(&account));
+        let settings = self.inner.settings.for_account(Some(&account));
         let invoice =
             invoice_pending_charges(customer, account.currency, today, &pending, &settings)?;
         let result = self
+            .inner
             .store
             .commit(
                 tenant,
@@ -875,7 +1002,7 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
         let mut events = Vec::new();
         self.issued_events(tenant, &result.issued, &mut events);
         let invoice = match result.issued.first() {
-            Some(issued) => self.store.invoice(tenant, issued.id).await?,
+            Some(issued) => self.inner.store.invoice(tenant, issued.id).await?,
             None => None,
         };
         Ok((invoice, events))
@@ -893,11 +1020,12 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
         to: InvoiceStatus,
     ) -> Result<(Invoice, Events), BillingError> {
         let before = self
+            .inner
             .store
             .invoice(tenant, id)
             .await?
             .ok_or(BillingError::InvoiceNotFound(id))?;
-        let after = self.store.set_invoice_status(tenant, id, to).await?;
+        let after = self.inner.store.set_invoice_status(tenant, id, to).await?;
         let event = self.event(
             tenant,
             BillingEvent::InvoiceStatusChanged {
@@ -953,10 +1081,15 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
                 credit: request.credit.clone(),
                 reason: request.reason.clone(),
             },
-            at: self.clock.now(),
+            at: self.inner.clock.now(),
         });
         let earlier_record = match &keyed {
-            Some(keyed) => self.store.idempotency_record(tenant, &keyed.key).await?,
+            Some(keyed) => {
+                self.inner
+                    .store
+                    .idempotency_record(tenant, &keyed.key)
+                    .await?
+            }
             None => None,
         };
         let written = match (earlier_record, &keyed) {
@@ -964,12 +1097,13 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
             (None, keyed) => {
                 let invoice = request.invoice;
                 let inv = self
+                    .inner
                     .store
                     .invoice(tenant, invoice)
                     .await?
                     .ok_or(BillingError::InvoiceNotFound(invoice))?;
-                let earlier = self.store.credit_notes_of(tenant, invoice).await?;
-                let today = self.clock.now().date_naive();
+                let earlier = self.inner.store.credit_notes_of(tenant, invoice).await?;
+                let today = self.today();
                 let note = credit_note(
                     CreditNoteId::new(),
                     &inv,
@@ -980,11 +1114,14 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
                 )?;
                 match keyed {
                     Some(keyed) => {
-                        self.store
+                        self.inner
+                            .store
                             .insert_credit_note_keyed(tenant, note, keyed)
                             .await?
                     }
-                    None => KeyedWrite::Written(self.store.insert_credit_note(tenant, note).await?),
+                    None => KeyedWrite::Written(
+                        self.inner.store.insert_credit_note(tenant, note).await?,
+                    ),
                 }
             }
         };

@@ -863,10 +863,7 @@ fn overflowing_charge(customer: CustomerId, id: u128, on: NaiveDate) -> PendingC
 async fn one_customers_bad_data_never_blocks_the_bill_run<S: BillingStore>(
     store: S,
 ) -> Result<(), String> {
-    let settings = BillingSettings {
-        chunk_size: 2,
-        ..BillingSettings::default()
-    };
+    let settings = BillingSettings::default().with_chunk_size(2);
     let service = BillingService::new(store, clock(), settings);
     let tenant = TenantId::new();
     let product = Product {

@@ -60,5 +60,6 @@ pub use payments::{
     LedgerEntryKind, PaymentOutcome, PaymentStore, Settlement,
 };
 pub use service::{
-    CollectionEvent, CollectionsRunSummary, CollectionsService, PaymentRequest, RefundRequest,
+    CollectionEvent, CollectionsRunSummary, CollectionsService, CollectionsSettings,
+    PaymentRequest, RefundRequest,
 };

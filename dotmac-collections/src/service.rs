@@ -1,6 +1,8 @@
 //! The collections service: payments and refunds recorded (idempotently) in the customer's
 //! ledger, and dunning evaluated over it, each step returning its domain events.
 
+use std::sync::Arc;
+
 use chrono::NaiveDate;
 use chrono_tz::Tz;
 use dotmac_core::{
@@ -155,37 +157,101 @@ fn replayed_refund(
     }
 }
 
+/// A tenant's collections settings: its dunning policy and the zone whose local dates the
+/// schedule runs on.
+///
+/// ```
+/// use dotmac_collections::{CollectionsSettings, DunningPolicy};
+/// let policy = DunningPolicy::builder().step(1, "overdue_notice").step(14, "suspend").build()?;
+/// let settings = CollectionsSettings::new(policy).with_zone(chrono_tz::Africa::Lagos);
+/// assert_eq!(settings.zone, chrono_tz::Africa::Lagos);
+/// # Ok::<(), dotmac_collections::CollectionsError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct CollectionsSettings {
+    /// The dunning schedule.
+    pub policy: DunningPolicy,
+    /// The tenant's zone: "today" is the clock's date there.
+    pub zone: Tz,
+}
+
+impl CollectionsSettings {
+    /// `policy` on UTC dates.
+    pub fn new(policy: DunningPolicy) -> Self {
+        CollectionsSettings {
+            policy,
+            zone: Tz::UTC,
+        }
+    }
+
+    /// With `zone` as the tenant's zone.
+    pub fn with_zone(mut self, zone: Tz) -> Self {
+        self.zone = zone;
+        self
+    }
+}
+
 /// Payments and collections for a tenant: records payments in the ledger, runs the dunning
 /// policy over a customer's invoices and returns what happened as domain events. Today is the
 /// clock's date in the tenant's time zone.
-#[derive(Debug)]
+///
+/// A cheap handle: the stores, the clock and the settings sit behind one `Arc`.
 pub struct CollectionsService<P, D, C> {
+    inner: Arc<CollectionsInner<P, D, C>>,
+}
+
+struct CollectionsInner<P, D, C> {
     payments: P,
     dunning: D,
     clock: C,
-    zone: Tz,
-    policy: DunningPolicy,
+    settings: CollectionsSettings,
+}
+
+impl<P, D, C> Clone for CollectionsService<P, D, C> {
+    fn clone(&self) -> Self {
+        CollectionsService {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<P, D, C> std::fmt::Debug for CollectionsService<P, D, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CollectionsService")
+            .field("settings", &self.inner.settings)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<P: PaymentStore, D: DunningStore, C: Clock> CollectionsService<P, D, C> {
-    /// A service over the two stores, with the tenant's policy and time zone.
-    pub fn new(payments: P, dunning: D, clock: C, zone: Tz, policy: DunningPolicy) -> Self {
+    /// A service over the payment and dunning stores (one [`SqlStore`] can be both), a clock
+    /// and the tenant's settings.
+    ///
+    /// [`SqlStore`]: https://docs.rs/dotmac-sqlx
+    pub fn new(payments: P, dunning: D, clock: C, settings: CollectionsSettings) -> Self {
         CollectionsService {
-            payments,
-            dunning,
-            clock,
-            zone,
-            policy,
+            inner: Arc::new(CollectionsInner {
+                payments,
+                dunning,
+                clock,
+                settings,
+            }),
         }
     }
 
     /// The payment store.
     pub fn payment_store(&self) -> &P {
-        &self.payments
+        &self.inner.payments
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &CollectionsSettings {
+        &self.inner.settings
     }
 
     fn today(&self) -> NaiveDate {
-        self.clock.today_in(self.zone)
+        self.inner.clock.today_in(self.inner.settings.zone)
     }
 
     fn wrap(
@@ -195,7 +261,7 @@ impl<P: PaymentStore, D: DunningStore, C: Clock> CollectionsService<P, D, C> {
     ) -> Vec<DomainEvent<CollectionEvent>> {
         events
             .into_iter()
-            .map(|e| DomainEvent::new(tenant, &self.clock, e))
+            .map(|e| DomainEvent::new(tenant, &self.inner.clock, e))
             .collect()
     }
 
@@ -216,7 +282,7 @@ impl<P: PaymentStore, D: DunningStore, C: Clock> CollectionsService<P, D, C> {
         tenant: TenantId,
         customer: CustomerId,
     ) -> Result<Result<Option<CustomerLedger>, CollectionsError>, CollectionsError> {
-        let entries = self.payments.entries(tenant, customer).await?;
+        let entries = self.inner.payments.entries(tenant, customer).await?;
         let Some(currency) = entries.first().map(|e| e.kind.currency()) else {
             return Ok(Ok(None));
         };
@@ -254,7 +320,8 @@ impl<P: PaymentStore, D: DunningStore, C: Clock> CollectionsService<P, D, C> {
     ) -> Result<Vec<DomainEvent<CollectionEvent>>, CollectionsError> {
         let mut ledger = self.ledger(tenant, customer, total.currency()).await?;
         let entries = ledger.record_invoice(invoice, total, issued, due)?;
-        self.payments
+        self.inner
+            .payments
             .append_entries(tenant, customer, &entries)
             .await?;
         Ok(self.wrap(
@@ -317,7 +384,7 @@ impl<P: PaymentStore, D: DunningStore, C: Clock> CollectionsService<P, D, C> {
                 amount,
                 target,
             },
-            at: self.clock.now(),
+            at: self.inner.clock.now(),
         });
         if let Some((earlier, keyed)) = self.earlier_record(tenant, keyed.as_ref()).await? {
             return Ok((replayed_payment(&earlier, &keyed.request)?, Vec::new()));
@@ -382,7 +449,7 @@ impl<P: PaymentStore, D: DunningStore, C: Clock> CollectionsService<P, D, C> {
                 payment,
                 amount,
             },
-            at: self.clock.now(),
+            at: self.inner.clock.now(),
         });
         if let Some((earlier, keyed)) = self.earlier_record(tenant, keyed.as_ref()).await? {
             return Ok((replayed_refund(&earlier, &keyed.request)?, Vec::new()));
@@ -416,6 +483,7 @@ impl<P: PaymentStore, D: DunningStore, C: Clock> CollectionsService<P, D, C> {
             return Ok(None);
         };
         Ok(self
+            .inner
             .payments
             .payment_idempotency_record(tenant, &keyed.key)
             .await?
@@ -434,13 +502,15 @@ impl<P: PaymentStore, D: DunningStore, C: Clock> CollectionsService<P, D, C> {
         result: impl FnOnce() -> IdempotentResult,
     ) -> Result<Option<(IdempotencyRecord, &'k KeyedRequest)>, CollectionsError> {
         let Some(keyed) = keyed else {
-            self.payments
+            self.inner
+                .payments
                 .append_entries(tenant, customer, entries)
                 .await?;
             return Ok(None);
         };
         let record = keyed.record(result());
         match self
+            .inner
             .payments
             .append_entries_keyed(tenant, customer, entries, &record)
             .await?
@@ -501,7 +571,7 @@ impl<P: PaymentStore, D: DunningStore, C: Clock> CollectionsService<P, D, C> {
                 Err(error) => {
                     summary.events.push(DomainEvent::new(
                         tenant,
-                        &self.clock,
+                        &self.inner.clock,
                         CollectionEvent::EvaluationFailed {
                             customer,
                             error_kind: error.kind().to_owned(),
@@ -531,10 +601,10 @@ impl<P: PaymentStore, D: DunningStore, C: Clock> CollectionsService<P, D, C> {
                 total: balance.total,
                 due: balance.due,
             };
-            let mut state = self.dunning.state(tenant, balance.invoice).await?;
+            let mut state = self.inner.dunning.state(tenant, balance.invoice).await?;
             let settlements = ledger.settlements(balance.invoice);
             if evaluate(
-                &self.policy,
+                &self.inner.settings.policy,
                 &invoice,
                 &settlements,
                 &mut state,
@@ -542,7 +612,8 @@ impl<P: PaymentStore, D: DunningStore, C: Clock> CollectionsService<P, D, C> {
                 &mut fired,
             ) > 0
             {
-                self.dunning
+                self.inner
+                    .dunning
                     .save_state(tenant, balance.invoice, state)
                     .await?;
             }

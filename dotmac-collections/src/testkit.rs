@@ -77,8 +77,7 @@ async fn collections<P: crate::PaymentStore>(
         payments,
         crate::InMemoryDunningStore::new(),
         clock(),
-        chrono_tz::UTC,
-        policy,
+        crate::CollectionsSettings::new(policy).with_zone(chrono_tz::UTC),
     );
     let tenant = TenantId::new();
     let customer = CustomerId::new();

@@ -34,14 +34,11 @@ fn as_of() -> NaiveDate {
 }
 
 fn settings() -> BillingSettings {
-    BillingSettings {
-        taxes: vec![TaxRate::exclusive(
-            TaxRateId::from_u128(1),
-            "VAT",
-            Decimal::new(75, 1),
-        )],
-        ..BillingSettings::default()
-    }
+    BillingSettings::default().with_taxes(vec![TaxRate::exclusive(
+        TaxRateId::from_u128(1),
+        "VAT",
+        Decimal::new(75, 1),
+    )])
 }
 
 fn plan() -> Plan {

@@ -39,6 +39,49 @@ pub trait UsageStore: Send + Sync {
     ) -> impl Future<Output = Result<Vec<UsageEvent>, UsageError>> + Send;
 }
 
+/// A shared or borrowed store is a store: services can own an `Arc` of one store, or borrow it.
+impl<T: UsageStore + ?Sized> UsageStore for &T {
+    fn append_events(
+        &self,
+        tenant: TenantId,
+        events: &[UsageEvent],
+    ) -> impl Future<Output = Result<Vec<bool>, UsageError>> + Send {
+        (**self).append_events(tenant, events)
+    }
+
+    fn events_between(
+        &self,
+        tenant: TenantId,
+        customer: CustomerId,
+        meter: MeterId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Vec<UsageEvent>, UsageError>> + Send {
+        (**self).events_between(tenant, customer, meter, from, to)
+    }
+}
+
+impl<T: UsageStore + ?Sized> UsageStore for std::sync::Arc<T> {
+    fn append_events(
+        &self,
+        tenant: TenantId,
+        events: &[UsageEvent],
+    ) -> impl Future<Output = Result<Vec<bool>, UsageError>> + Send {
+        (**self).append_events(tenant, events)
+    }
+
+    fn events_between(
+        &self,
+        tenant: TenantId,
+        customer: CustomerId,
+        meter: MeterId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Vec<UsageEvent>, UsageError>> + Send {
+        (**self).events_between(tenant, customer, meter, from, to)
+    }
+}
+
 #[derive(Debug, Default)]
 struct TenantUsage {
     ids: FastSet<UsageEventId>,

@@ -194,11 +194,10 @@ async fn main() -> Result<(), AnyError> {
             .ok_or("bad start instant")?,
     ));
     db.create_tenant(tenant, "Acme Fibre", clock.now()).await?;
-    let settings = BillingSettings {
-        payment_terms_days: 14,
-        chunk_size: 1000,
-        ..BillingSettings::default()
-    };
+    let settings = BillingSettings::default()
+        .with_payment_terms_days(14)
+        .with_chunk_size(1000)
+        .with_zone(zone);
     let billing = BillingService::new(store.clone(), clock.clone(), settings);
     timings.record("connect + migrate", step, 1);
 
@@ -313,8 +312,12 @@ async fn main() -> Result<(), AnyError> {
             reconnection_fee: Some(Decimal::from(25)),
         })
         .build()?;
-    let collections =
-        CollectionsService::new(store.clone(), store.clone(), clock.clone(), zone, policy);
+    let collections = CollectionsService::new(
+        store.clone(),
+        store.clone(),
+        clock.clone(),
+        dotmac_collections::CollectionsSettings::new(policy).with_zone(zone),
+    );
 
     // The October bill run.
     clock.set(at(october, 2)?);
@@ -423,7 +426,7 @@ async fn main() -> Result<(), AnyError> {
     // and put the overage on the November invoice.
     clock.set(at(november, 1)?);
     let step = Instant::now();
-    let usage_billing = UsageBillingService::new(&store, &store, &clock, usage_settings);
+    let usage_billing = UsageBillingService::new(billing.clone(), store.clone(), usage_settings);
     let rated = usage_billing.rate_due(tenant, november).await?;
     let overage_total = Money::sum(
         usd,

@@ -19,6 +19,7 @@ pub mod allowance;
 mod rating;
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use chrono::NaiveDate;
 use chrono_tz::Tz;
@@ -275,53 +276,72 @@ fn already_billed(
 /// Rates usage into pending charges: reads events from a [`UsageStore`], aggregates and rates
 /// each closed period of each subscription with usage charges, and adds the charges to a
 /// [`BillingStore`]. Idempotent: re-running on the same data adds nothing.
-pub struct UsageBillingService<'a, B, U, C, A = IncludedOnly> {
-    billing: &'a B,
-    usage: &'a U,
-    clock: &'a C,
+///
+/// A cheap handle like [`BillingService`]: it holds the billing service it adds charges
+/// through and bills with (its store, clock and settings), and the usage store, settings and
+/// allowance source behind one `Arc`.
+pub struct UsageBillingService<B, U, C, A = IncludedOnly> {
+    billing: BillingService<B, C>,
+    inner: Arc<UsageInner<U, A>>,
+}
+
+struct UsageInner<U, A> {
+    usage: U,
     settings: UsageBillingSettings,
     allowances: A,
 }
 
-impl<'a, B: BillingStore, U: UsageStore, C: Clock> UsageBillingService<'a, B, U, C> {
-    /// A service over the billing store (e.g. [`BillingService::store`]), the usage store and
-    /// a clock, with allowances of included quantities only.
-    pub fn new(billing: &'a B, usage: &'a U, clock: &'a C, settings: UsageBillingSettings) -> Self {
+impl<B, U, C, A> Clone for UsageBillingService<B, U, C, A> {
+    fn clone(&self) -> Self {
         UsageBillingService {
-            billing,
-            usage,
-            clock,
-            settings,
-            allowances: IncludedOnly,
+            billing: self.billing.clone(),
+            inner: Arc::clone(&self.inner),
         }
     }
 }
 
-impl<'a, B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource>
-    UsageBillingService<'a, B, U, C, A>
-{
-    /// Uses `source` for allowances (top-ups, rollover).
-    pub fn with_allowances<S: AllowanceSource>(
-        self,
-        source: S,
-    ) -> UsageBillingService<'a, B, U, C, S> {
+impl<B: BillingStore, U: UsageStore, C: Clock> UsageBillingService<B, U, C> {
+    /// A service over `billing` (whose store gets the charges and whose bill run
+    /// [`bill`](UsageBillingService::bill) runs) and the usage store, with allowances of
+    /// included quantities only.
+    pub fn new(billing: BillingService<B, C>, usage: U, settings: UsageBillingSettings) -> Self {
+        Self::with_allowances(billing, usage, settings, IncludedOnly)
+    }
+}
+
+impl<B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource> UsageBillingService<B, U, C, A> {
+    /// As [`new`](UsageBillingService::new), with `allowances` for each customer's allowance
+    /// periods (top-ups, rollover).
+    pub fn with_allowances(
+        billing: BillingService<B, C>,
+        usage: U,
+        settings: UsageBillingSettings,
+        allowances: A,
+    ) -> Self {
         UsageBillingService {
-            billing: self.billing,
-            usage: self.usage,
-            clock: self.clock,
-            settings: self.settings,
-            allowances: source,
+            billing,
+            inner: Arc::new(UsageInner {
+                usage,
+                settings,
+                allowances,
+            }),
         }
     }
 
     /// The settings.
     pub fn settings(&self) -> &UsageBillingSettings {
-        &self.settings
+        &self.inner.settings
+    }
+
+    /// The billing service charges are added through.
+    pub fn billing(&self) -> &BillingService<B, C> {
+        &self.billing
     }
 
     async fn plan_map(&self, tenant: TenantId) -> Result<HashMap<PlanId, Plan>, BillingError> {
         Ok(self
             .billing
+            .store()
             .plans(tenant)
             .await?
             .into_iter()
@@ -351,7 +371,11 @@ impl<'a, B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource>
         let mut summary = UsageRunSummary::default();
         let mut cursor = None;
         loop {
-            let page = self.billing.subscriptions_page(tenant, cursor, 500).await?;
+            let page = self
+                .billing
+                .store()
+                .subscriptions_page(tenant, cursor, 500)
+                .await?;
             let Some(last) = page.last() else {
                 break;
             };
@@ -362,7 +386,7 @@ impl<'a, B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource>
                     Err(error) => {
                         summary.events.push(DomainEvent::new(
                             tenant,
-                            self.clock,
+                            self.billing.clock(),
                             UsageBillingEvent::RatingFailed {
                                 customer: sub.customer,
                                 subscription: sub.id,
@@ -398,6 +422,7 @@ impl<'a, B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource>
     ) -> Result<UsageRunSummary, BillingError> {
         let sub = self
             .billing
+            .store()
             .subscription(tenant, id)
             .await?
             .ok_or(BillingError::UnknownSubscription(id))?;
@@ -415,14 +440,14 @@ impl<'a, B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource>
     /// # Errors
     ///
     /// The errors of [`UsageBillingService::rate_due`] and [`BillingService::run_bill`].
-    pub async fn bill<BC: Clock>(
+    pub async fn bill(
         &self,
         tenant: TenantId,
-        billing: &BillingService<B, BC>,
         as_of: NaiveDate,
     ) -> Result<(UsageRunSummary, BillRunSummary), BillingError> {
         let usage = self.rate_due(tenant, as_of).await?;
-        let bill = billing
+        let bill = self
+            .billing
             .run_bill_skipping(tenant, as_of, &usage.failed_customers())
             .await?;
         Ok((usage, bill))
@@ -440,7 +465,8 @@ impl<'a, B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource>
                 _ => None,
             })
             .collect();
-        self.settings
+        self.inner
+            .settings
             .meters
             .iter()
             .filter(|m| metrics.contains(m.code.as_str()))
@@ -484,10 +510,18 @@ impl<'a, B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource>
         .interval;
         let meters = self.meters_of(sub, plans);
         let (first, _) = domain!(interval.period_containing(sub.anchor, sub.start));
-        let late = i64::from(self.settings.late_periods);
+        let late = i64::from(self.inner.settings.late_periods);
         let mut index = first.max(sub.next_period.saturating_sub(1).saturating_sub(late));
-        let invoices = self.billing.invoices_of(tenant, sub.customer).await?;
-        let mut pending = self.billing.pending_charges(tenant, sub.customer).await?;
+        let invoices = self
+            .billing
+            .store()
+            .invoices_of(tenant, sub.customer)
+            .await?;
+        let mut pending = self
+            .billing
+            .store()
+            .pending_charges(tenant, sub.customer)
+            .await?;
         // (charge, start of its usage period, its exact amount), added once all are rated.
         let mut charges: Vec<(PendingCharge, NaiveDate, Money)> = Vec::new();
         loop {
@@ -499,7 +533,12 @@ impl<'a, B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource>
                 self.period_usage(tenant, sub, &meters, interval, index, period)
                     .await?
             );
-            let rated = domain!(rate_period_usage(sub, plans, &self.settings.meters, &usage));
+            let rated = domain!(rate_period_usage(
+                sub,
+                plans,
+                &self.inner.settings.meters,
+                &usage
+            ));
             for r in &rated {
                 let (found, billed) = domain!(already_billed(r, &invoices, &pending));
                 let charge = if found {
@@ -517,10 +556,11 @@ impl<'a, B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource>
             summary.rated.extend(rated);
             index = index.saturating_add(1);
         }
-        let at = self.clock.now();
+        let at = self.billing.clock().now();
         for (charge, period_start, amount) in charges {
             if self
                 .billing
+                .store()
                 .add_pending_charge(tenant, charge.clone())
                 .await?
             {
@@ -554,7 +594,7 @@ impl<'a, B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource>
         index: i64,
         period: Period,
     ) -> Rated<PeriodUsage> {
-        let zone = self.settings.zone;
+        let zone = self.inner.settings.zone;
         let to = domain!(local_midnight(zone, period.end()));
         let mut usage = PeriodUsage {
             index,
@@ -568,6 +608,7 @@ impl<'a, B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource>
                 local_midnight(zone, period.start())
             });
             let events = self
+                .inner
                 .usage
                 .events_between(tenant, sub.customer, meter.id, from, to)
                 .await?;
@@ -590,6 +631,7 @@ impl<'a, B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource>
         }
         let plan = rating::pricing_segment(sub, period).map(|s| s.plan);
         for allowance in self
+            .inner
             .settings
             .allowances
             .iter()
@@ -597,7 +639,7 @@ impl<'a, B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource>
         {
             usage.allowances.push(MeterAllowance {
                 policy: allowance.policy.clone(),
-                period: self.allowances.allowance_period(
+                period: self.inner.allowances.allowance_period(
                     tenant,
                     sub,
                     &allowance.policy,

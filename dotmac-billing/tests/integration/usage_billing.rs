@@ -136,13 +136,12 @@ async fn usage_above_the_allowance_is_billed_and_late_usage_adjusts_the_next_inv
     let plan = fibre_plan();
     let billing = setup(&plan).await;
     let usage_store = InMemoryUsageStore::new();
-    let clock = FixedClock::new(at(3, 1, 0));
     let settings = UsageBillingSettings::new(chrono_tz::UTC, meters())
         .allowance(plan.id, allowance(dec!(100)));
-    let usage = UsageBillingService::new(billing.store(), &usage_store, &clock, settings);
+    let usage = UsageBillingService::new(billing.clone(), &usage_store, settings);
 
     // March 1st: the March subscription invoice; no usage period has closed yet.
-    let (rated, run) = usage.bill(TENANT, &billing, d(3, 1)).await.unwrap();
+    let (rated, run) = usage.bill(TENANT, d(3, 1)).await.unwrap();
     assert!(rated.added.is_empty());
     assert_eq!(run.invoices, 1);
 
@@ -158,7 +157,7 @@ async fn usage_above_the_allowance_is_billed_and_late_usage_adjusts_the_next_inv
 
     // April 1st: March closes; 130 GB used, 100 included, 30 × 0.50 = 15.00 on the April
     // invoice next to April's subscription line.
-    let (rated, run) = usage.bill(TENANT, &billing, d(4, 1)).await.unwrap();
+    let (rated, run) = usage.bill(TENANT, d(4, 1)).await.unwrap();
     assert_eq!(rated.added.len(), 1);
     assert_eq!(rated.events.len(), 1);
     assert_eq!(run.invoices, 1);
@@ -188,7 +187,7 @@ async fn usage_above_the_allowance_is_billed_and_late_usage_adjusts_the_next_inv
     assert_eq!((price.plan, price.version, price.charge), (plan.id, 1, 1));
 
     // Re-running the same day adds and issues nothing.
-    let (rated, run) = usage.bill(TENANT, &billing, d(4, 1)).await.unwrap();
+    let (rated, run) = usage.bill(TENANT, d(4, 1)).await.unwrap();
     assert!(rated.added.is_empty());
     assert_eq!(run.invoices, 0);
 
@@ -202,13 +201,13 @@ async fn usage_above_the_allowance_is_billed_and_late_usage_adjusts_the_next_inv
         usage_store.append_events(TENANT, &late).await.unwrap(),
         [true, false, true]
     );
-    let (rated, run) = usage.bill(TENANT, &billing, d(4, 5)).await.unwrap();
+    let (rated, run) = usage.bill(TENANT, d(4, 5)).await.unwrap();
     // 140 GB now: 40 × 0.50 = 20.00, 15.00 billed: a 5.00 adjustment waits for May.
     assert_eq!(rated.added.len(), 1);
     assert_eq!(rated.added[0].kind, LineKind::UsageAdjustment);
     assert_eq!(rated.added[0].unit_price.amount(), dec!(5.00));
     assert_eq!(run.invoices, 0);
-    let (rated, _) = usage.bill(TENANT, &billing, d(4, 5)).await.unwrap();
+    let (rated, _) = usage.bill(TENANT, d(4, 5)).await.unwrap();
     assert!(rated.added.is_empty(), "the adjustment is added once");
     // The issued April invoice is untouched.
     let april_again = billing
@@ -220,7 +219,7 @@ async fn usage_above_the_allowance_is_billed_and_late_usage_adjusts_the_next_inv
     assert_eq!(april_again, april);
 
     // May 1st: May's line, April's usage (40 GB, inside the allowance) and March's adjustment.
-    let (rated, run) = usage.bill(TENANT, &billing, d(5, 1)).await.unwrap();
+    let (rated, run) = usage.bill(TENANT, d(5, 1)).await.unwrap();
     assert_eq!(rated.added.len(), 1);
     assert_eq!(run.invoices, 1);
     let may = invoices(&billing)
@@ -244,10 +243,10 @@ async fn usage_above_the_allowance_is_billed_and_late_usage_adjusts_the_next_inv
     );
 
     // Re-running (and running later in May) creates nothing new.
-    let (rated, run) = usage.bill(TENANT, &billing, d(5, 1)).await.unwrap();
+    let (rated, run) = usage.bill(TENANT, d(5, 1)).await.unwrap();
     assert!(rated.added.is_empty());
     assert_eq!(run.invoices, 0);
-    let (rated, run) = usage.bill(TENANT, &billing, d(5, 20)).await.unwrap();
+    let (rated, run) = usage.bill(TENANT, d(5, 20)).await.unwrap();
     assert!(rated.added.is_empty());
     assert_eq!(run.invoices, 0);
     assert_eq!(invoices(&billing).await.len(), 3);
@@ -266,7 +265,6 @@ async fn top_ups_raise_the_allowance() {
     let plan = fibre_plan();
     let billing = setup(&plan).await;
     let usage_store = InMemoryUsageStore::new();
-    let clock = FixedClock::new(at(4, 1, 0));
     let settings = UsageBillingSettings::new(chrono_tz::UTC, meters())
         .allowance(plan.id, allowance(dec!(100)));
     // The customer bought a 20 GB pack in March.
@@ -282,13 +280,13 @@ async fn top_ups_raise_the_allowance() {
         }
         period
     };
-    let usage = UsageBillingService::new(billing.store(), &usage_store, &clock, settings)
-        .with_allowances(top_ups);
+    let usage =
+        UsageBillingService::with_allowances(billing.clone(), &usage_store, settings, top_ups);
     usage_store
         .append_events(TENANT, &[event(1, dec!(130), at(3, 9, 0))])
         .await
         .unwrap();
-    let (rated, _) = usage.bill(TENANT, &billing, d(4, 1)).await.unwrap();
+    let (rated, _) = usage.bill(TENANT, d(4, 1)).await.unwrap();
     assert_eq!(rated.rated.len(), 1);
     assert_eq!(rated.rated[0].allowance, dec!(120));
     assert_eq!(rated.rated[0].billable, dec!(10));
@@ -413,15 +411,13 @@ async fn a_usage_charge_without_a_meter_skips_only_its_subscription_until_the_me
         .append_events(TENANT, &[event(1, dec!(130), at(3, 5, 10)), voice_event])
         .await
         .unwrap();
-    let clock = FixedClock::new(at(4, 1, 0));
     let usage = UsageBillingService::new(
-        billing.store(),
+        billing.clone(),
         &usage_store,
-        &clock,
         UsageBillingSettings::new(chrono_tz::UTC, meters()),
     );
     for attempt in 0..2 {
-        let outcome = usage.bill(TENANT, &billing, d(4, 1)).await.unwrap();
+        let outcome = usage.bill(TENANT, d(4, 1)).await.unwrap();
         let failure = BillingFailure {
             customer: OTHER,
             subscription: Some(OTHER_SUB),
@@ -441,12 +437,11 @@ async fn a_usage_charge_without_a_meter_skips_only_its_subscription_until_the_me
         aggregation: Aggregation::Sum,
     });
     let usage = UsageBillingService::new(
-        billing.store(),
+        billing.clone(),
         &usage_store,
-        &clock,
         UsageBillingSettings::new(chrono_tz::UTC, fixed),
     );
-    let (rated, run) = usage.bill(TENANT, &billing, d(4, 1)).await.unwrap();
+    let (rated, run) = usage.bill(TENANT, d(4, 1)).await.unwrap();
     assert!(rated.failures.is_empty());
     assert_eq!(rated.added.len(), 1);
     assert_eq!(run.invoices, 1);
@@ -462,7 +457,7 @@ async fn a_usage_charge_without_a_meter_skips_only_its_subscription_until_the_me
     );
     // Nobody twice.
     assert_eq!(invoices(&billing).await.len(), 2);
-    let (rated, run) = usage.bill(TENANT, &billing, d(4, 1)).await.unwrap();
+    let (rated, run) = usage.bill(TENANT, d(4, 1)).await.unwrap();
     assert!(rated.added.is_empty() && rated.failures.is_empty());
     assert_eq!(run.invoices, 0);
 }
@@ -486,12 +481,11 @@ async fn one_subscriptions_overflowing_usage_never_blocks_the_others() {
         .append_events(TENANT, &[event(1, dec!(130), at(3, 5, 10))])
         .await
         .unwrap();
-    let clock = FixedClock::new(at(4, 1, 0));
     let settings = UsageBillingSettings::new(chrono_tz::UTC, meters())
         .allowance(plan.id, allowance(dec!(100)));
-    let usage = UsageBillingService::new(billing.store(), &usage_store, &clock, settings);
+    let usage = UsageBillingService::new(billing.clone(), &usage_store, settings);
     for attempt in 0..2 {
-        let outcome = usage.bill(TENANT, &billing, d(4, 1)).await.unwrap();
+        let outcome = usage.bill(TENANT, d(4, 1)).await.unwrap();
         let failure = BillingFailure {
             customer: OTHER,
             subscription: Some(OTHER_SUB),
@@ -645,18 +639,16 @@ async fn in_arrears_usage_goes_on_the_periods_own_invoice() {
         .unwrap();
     let billing = setup(&plan).await;
     let usage_store = InMemoryUsageStore::new();
-    let clock = FixedClock::new(at(4, 1, 0));
     let usage = UsageBillingService::new(
-        billing.store(),
+        billing.clone(),
         &usage_store,
-        &clock,
         UsageBillingSettings::new(chrono_tz::UTC, meters()),
     );
     usage_store
         .append_events(TENANT, &[event(1, dec!(8), at(3, 9, 0))])
         .await
         .unwrap();
-    let (_, run) = usage.bill(TENANT, &billing, d(4, 1)).await.unwrap();
+    let (_, run) = usage.bill(TENANT, d(4, 1)).await.unwrap();
     assert_eq!(run.invoices, 1);
     let march = invoices(&billing).await;
     assert_eq!(
@@ -745,17 +737,16 @@ mod properties {
             .unwrap();
         let billing = setup(&plan).await;
         let store = InMemoryUsageStore::new();
-        let clock = FixedClock::new(at(3, 1, 0));
         let included = Decimal::from(included);
         let settings = UsageBillingSettings::new(chrono_tz::UTC, meters())
             .allowance(plan.id, allowance(included));
-        let usage = UsageBillingService::new(billing.store(), &store, &clock, settings);
+        let usage = UsageBillingService::new(billing.clone(), &store, settings);
         let mut issued: Vec<Invoice> = Vec::new();
         let step = |day: NaiveDate, appended: Vec<UsageEvent>| {
             let (billing, usage, store) = (&billing, &usage, &store);
             async move {
                 store.append_events(TENANT, &appended).await.unwrap();
-                usage.bill(TENANT, billing, day).await.unwrap();
+                usage.bill(TENANT, day).await.unwrap();
                 invoices(billing).await
             }
         };

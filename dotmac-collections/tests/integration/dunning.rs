@@ -92,8 +92,7 @@ async fn service_suspends_then_restores_on_payment_with_a_reconnection_fee() {
         InMemoryPaymentStore::new(),
         InMemoryDunningStore::new(),
         &clock,
-        chrono_tz::Africa::Lagos,
-        policy(),
+        dotmac_collections::CollectionsSettings::new(policy()).with_zone(chrono_tz::Africa::Lagos),
     );
     let usd = |m| Money::from_minor(m, Currency::USD);
     service
@@ -249,8 +248,7 @@ async fn one_customers_bad_ledger_never_stops_the_collections_run() {
         FixablePayments::default(),
         InMemoryDunningStore::new(),
         &clock,
-        chrono_tz::Africa::Lagos,
-        policy(),
+        dotmac_collections::CollectionsSettings::new(policy()).with_zone(chrono_tz::Africa::Lagos),
     );
     for (n, customer) in (1u128..).zip(&customers) {
         service
