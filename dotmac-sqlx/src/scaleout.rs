@@ -94,7 +94,8 @@ impl SqlStore {
     ///
     /// # Errors
     ///
-    /// As [`Database::plan_bill_run`](crate::Database::plan_bill_run).
+    /// [`SqlError::InvalidOption`] for a chunk size of 0 (or too many chunks),
+    /// [`SqlError::Duplicate`] if the run exists, [`SqlError::Database`].
     pub async fn plan_billing_run(
         &self,
         tenant: TenantId,
