@@ -61,6 +61,7 @@
 //!
 //! sqlx's types do not appear in the API: errors carry the driver's error as an opaque source.
 
+mod backend;
 mod billing;
 mod billrun;
 mod db;
