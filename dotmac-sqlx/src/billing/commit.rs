@@ -56,7 +56,7 @@ for_each_dialect! {
                         Bind::Uuid(sub.id.as_uuid()),
                         Bind::I64(i64::try_from(expected).unwrap_or(i64::MAX)),
                         Bind::I64(i64::try_from(sub.revision).unwrap_or(i64::MAX)),
-                        body("subscription", &sub)?,
+                        body("subscription", &rows::SubscriptionRow::from(&sub))?,
                         Bind::Uuid(sub.customer.as_uuid()),
                     ],
                 )

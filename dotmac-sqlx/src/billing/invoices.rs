@@ -85,19 +85,20 @@ impl InvoiceStore for SqlStore {
 
     async fn invoice(&self, tenant: TenantId, invoice: InvoiceId) -> Result<Option<Invoice>> {
         self.db
-            .read_one(
+            .read_one::<rows::InvoiceRow>(
                 tenant,
                 "invoice",
                 "SELECT body FROM billing_invoices WHERE tenant_id = $1 AND invoice_id = $2",
                 &[id(tenant), Bind::Uuid(invoice.as_uuid())],
             )
             .await
+            .map(|row| row.map(Invoice::from))
             .map_err(storage)
     }
 
     async fn invoices_of(&self, tenant: TenantId, customer: CustomerId) -> Result<Vec<Invoice>> {
         self.db
-            .read_all(
+            .read_all::<rows::InvoiceRow>(
                 tenant,
                 "invoice",
                 "SELECT body FROM billing_invoices WHERE tenant_id = $1 AND customer_id = $2 \
@@ -105,6 +106,7 @@ impl InvoiceStore for SqlStore {
                 &[id(tenant), Bind::Uuid(customer.as_uuid())],
             )
             .await
+            .map(|rows| rows.into_iter().map(Invoice::from).collect())
             .map_err(storage)
     }
 
@@ -127,7 +129,8 @@ impl InvoiceStore for SqlStore {
             let Some(stored) = stored.into_iter().next() else {
                 return Err(BillingError::InvoiceNotFound(invoice));
             };
-            let mut stored: Invoice = from_json("invoice", stored).map_err(storage)?;
+            let stored: rows::InvoiceRow = from_json("invoice", stored).map_err(storage)?;
+            let mut stored = Invoice::from(stored);
             let was = stored.status;
             stored.transition(to)?;
             if was == InvoiceStatus::Draft && to == InvoiceStatus::Open {

@@ -2,7 +2,8 @@
 //! charges, credit notes, usage events and payment ledgers.
 //!
 //! One file per concern: this module holds the error mapping and the binds shared by
-//! everything below; [`commit`] the batch commit algorithm (written once for both backends);
+//! everything below; [`rows`] the stored JSON documents as this crate's own types (the
+//! schema); [`commit`] the batch commit algorithm (written once for both backends);
 //! [`sqlite`] and [`postgres`] the per-backend statements it runs; and one file per storage
 //! trait implementation (`catalog`, `subscriptions`, `invoices`, `usage_store`, `payments`,
 //! `dunning`).
@@ -14,6 +15,7 @@ mod invoices;
 mod payments;
 #[cfg(feature = "postgres")]
 pub(crate) mod postgres;
+pub(crate) mod rows;
 #[cfg(feature = "sqlite")]
 pub(crate) mod sqlite;
 mod subscriptions;
@@ -115,7 +117,7 @@ fn invoice_binds(tenant: TenantId, invoice: &Invoice) -> Result<Vec<Bind>> {
         Bind::Date(invoice.issue_date),
         Bind::Text(invoice.currency.code().to_owned()),
         Bind::Dec(invoice.total.amount()),
-        body("invoice", invoice)?,
+        body("invoice", &rows::InvoiceRow::from(invoice))?,
     ])
 }
 

@@ -67,7 +67,7 @@ pub(crate) async fn update_subscriptions(
     // it. A `Json` bind would be declared `jsonb` and parsed into the binary form.
     let bodies: Vec<String> = subs
         .iter()
-        .map(serde_json::to_string)
+        .map(|s| serde_json::to_string(&rows::SubscriptionRow::from(*s)))
         .collect::<std::result::Result<_, _>>()
         .map_err(|source| SqlError::Json {
             what: "subscription",
@@ -165,7 +165,9 @@ pub(crate) async fn insert_invoices(
     let totals: Vec<rust_decimal::Decimal> = rows.iter().map(|(_, i)| i.total.amount()).collect();
     let bodies: Vec<sqlx::types::Json<Box<serde_json::value::RawValue>>> = rows
         .iter()
-        .map(|(_, i)| input::document("invoice", *i).map(sqlx::types::Json))
+        .map(|(_, i)| {
+            input::document("invoice", &rows::InvoiceRow::from(*i)).map(sqlx::types::Json)
+        })
         .collect::<crate::error::Result<_>>()?;
     let done = sqlx::query(
         "INSERT INTO billing_invoices (tenant_id, invoice_id, doc_key, customer_id, \

@@ -74,7 +74,11 @@ pub(crate) async fn update_subscriptions(
 ) -> crate::error::Result<HashSet<Uuid>> {
     let mut updated = HashSet::with_capacity(subs.len());
     for chunk in subs.chunks(ROWS) {
-        let bodies = documents("subscription", chunk)?;
+        let stored: Vec<rows::SubscriptionRow> = chunk
+            .iter()
+            .map(|s| rows::SubscriptionRow::from(*s))
+            .collect();
+        let bodies = documents("subscription", &stored.iter().collect::<Vec<_>>())?;
         let mut query = sqlx::QueryBuilder::<Db>::new(
             "UPDATE billing_subscriptions SET revision = u.column3, body = u.column4, \
              customer_id = u.column5 FROM (",
@@ -194,7 +198,7 @@ pub(crate) async fn insert_invoices(
     for chunk in rows.chunks(ROWS) {
         let bodies = chunk
             .iter()
-            .map(|(_, invoice)| input::document("invoice", *invoice))
+            .map(|(_, invoice)| input::document("invoice", &rows::InvoiceRow::from(*invoice)))
             .collect::<crate::error::Result<Vec<_>>>()?;
         let mut query = sqlx::QueryBuilder::<Db>::new(
             "INSERT INTO billing_invoices (tenant_id, invoice_id, doc_key, customer_id, \

@@ -61,7 +61,7 @@ impl SubscriptionStore for SqlStore {
                     Bind::Uuid(subscription.id.as_uuid()),
                     Bind::Uuid(subscription.customer.as_uuid()),
                     Bind::I64(i64::try_from(subscription.revision).unwrap_or(i64::MAX)),
-                    body("subscription", &subscription)?,
+                    body("subscription", &rows::SubscriptionRow::from(&subscription))?,
                 ],
             )
             .await
@@ -81,13 +81,14 @@ impl SubscriptionStore for SqlStore {
         subscription: SubscriptionId,
     ) -> Result<Option<Subscription>> {
         self.db
-            .read_one(
+            .read_one::<rows::SubscriptionRow>(
                 tenant,
                 "subscription",
                 "SELECT body FROM billing_subscriptions WHERE tenant_id = $1 AND subscription_id = $2",
                 &[id(tenant), Bind::Uuid(subscription.as_uuid())],
             )
             .await
+            .map(|row| row.map(Subscription::from))
             .map_err(storage)
     }
 
@@ -101,7 +102,7 @@ impl SubscriptionStore for SqlStore {
         let found = match after {
             Some(after) => {
                 self.db
-                    .read_all(
+                    .read_all::<rows::SubscriptionRow>(
                         tenant,
                         "subscription",
                         "SELECT body FROM billing_subscriptions \
@@ -113,7 +114,7 @@ impl SubscriptionStore for SqlStore {
             }
             None => {
                 self.db
-                    .read_all(
+                    .read_all::<rows::SubscriptionRow>(
                         tenant,
                         "subscription",
                         "SELECT body FROM billing_subscriptions WHERE tenant_id = $1 \
@@ -123,7 +124,9 @@ impl SubscriptionStore for SqlStore {
                     .await
             }
         };
-        found.map_err(storage)
+        found
+            .map(|rows| rows.into_iter().map(Subscription::from).collect())
+            .map_err(storage)
     }
 
     async fn subscriptions_of(
@@ -132,7 +135,7 @@ impl SubscriptionStore for SqlStore {
         customer: CustomerId,
     ) -> Result<Vec<Subscription>> {
         self.db
-            .read_all(
+            .read_all::<rows::SubscriptionRow>(
                 tenant,
                 "subscription",
                 "SELECT body FROM billing_subscriptions WHERE tenant_id = $1 AND customer_id = $2 \
@@ -140,6 +143,7 @@ impl SubscriptionStore for SqlStore {
                 &[id(tenant), Bind::Uuid(customer.as_uuid())],
             )
             .await
+            .map(|rows| rows.into_iter().map(Subscription::from).collect())
             .map_err(storage)
     }
 }
