@@ -17,13 +17,13 @@ macro_rules! dispatch {
             #[cfg(feature = "sqlite")]
             $crate::db::Backend::Sqlite($pool) => {
                 #[allow(unused_imports)]
-                use $crate::dialect::sqlite as $d;
+                use $crate::backend::sqlite as $d;
                 $body
             }
             #[cfg(feature = "postgres")]
             $crate::db::Backend::Postgres($pool) => {
                 #[allow(unused_imports)]
-                use $crate::dialect::postgres as $d;
+                use $crate::backend::postgres as $d;
                 $body
             }
         }
@@ -32,7 +32,8 @@ macro_rules! dispatch {
 pub(crate) use dispatch;
 
 /// Expands the items once per enabled backend, as modules `sqlite` and `postgres` that see the
-/// backend's dialect (`Tx`, `dec`, `get_dec`, `IS_POSTGRES`, …) by glob import: helpers that
+/// backend's dialect (`Tx`, `dec`, `get_dec`, `IS_POSTGRES`, …) and the other stores' modules
+/// for that backend (`numbers`, `docs`, …; [`crate::backend`]) by glob import: helpers that
 /// work inside an open transaction are written once this way (`shared`), with the parts whose
 /// SQL or bound types differ written per backend (`sqlite`, `postgres`).
 macro_rules! for_each_dialect {
@@ -43,6 +44,8 @@ macro_rules! for_each_dialect {
             use super::*;
             #[allow(unused_imports)]
             use $crate::dialect::sqlite::*;
+            #[allow(unused_imports)]
+            use $crate::backend::sqlite::stores::*;
             $($shared)*
             $($lite)*
         }
@@ -52,6 +55,8 @@ macro_rules! for_each_dialect {
             use super::*;
             #[allow(unused_imports)]
             use $crate::dialect::postgres::*;
+            #[allow(unused_imports)]
+            use $crate::backend::postgres::stores::*;
             $($shared)*
             $($pg)*
         }

@@ -1,8 +1,9 @@
 //! What differs between the backends: transaction start, tenant scoping and money encoding.
 //!
-//! Store code is written once and expanded for each backend by [`crate::db::dispatch!`], which
-//! brings one of these modules into scope under a common name; both modules therefore offer the
-//! same items with the same names.
+//! Store code is written once and expanded for each backend ([`crate::db::dispatch!`],
+//! [`crate::db::for_each_dialect!`]), which bring one of these modules into scope; both
+//! modules therefore offer the same items with the same names. The dialect is the bottom
+//! layer: the stores import it, it imports no store ([`crate::backend`] puts the two together).
 
 #[cfg(feature = "sqlite")]
 pub(crate) mod sqlite {
@@ -20,15 +21,6 @@ pub(crate) mod sqlite {
     pub(crate) type DbRow = SqliteRow;
     pub(crate) const IS_POSTGRES: bool = false;
     pub(crate) type Db = Sqlite;
-    pub(crate) use crate::billing::sqlite as billing;
-    pub(crate) use crate::billrun::sqlite as billrun;
-    pub(crate) use crate::collections::sqlite as collections;
-    pub(crate) use crate::docs::sqlite as docs;
-    pub(crate) use crate::keyed::sqlite as keyed;
-    pub(crate) use crate::numbers::sqlite as numbers;
-    pub(crate) use crate::outbox::sqlite as outbox;
-    pub(crate) use crate::tenants::sqlite as tenants;
-    pub(crate) use crate::usage::sqlite as usage;
 
     /// `BEGIN IMMEDIATE` takes the write lock up front: a deferred transaction that reads and
     /// then writes fails with SQLITE_BUSY (not waited on) when another writer got in between.
@@ -100,15 +92,6 @@ pub(crate) mod postgres {
     pub(crate) type DbRow = PgRow;
     pub(crate) const IS_POSTGRES: bool = true;
     pub(crate) type Db = Postgres;
-    pub(crate) use crate::billing::postgres as billing;
-    pub(crate) use crate::billrun::postgres as billrun;
-    pub(crate) use crate::collections::postgres as collections;
-    pub(crate) use crate::docs::postgres as docs;
-    pub(crate) use crate::keyed::postgres as keyed;
-    pub(crate) use crate::numbers::postgres as numbers;
-    pub(crate) use crate::outbox::postgres as outbox;
-    pub(crate) use crate::tenants::postgres as tenants;
-    pub(crate) use crate::usage::postgres as usage;
 
     pub(crate) async fn begin_write(pool: &PgPool) -> Result<Tx> {
         pool.begin().await.during("begin transaction")

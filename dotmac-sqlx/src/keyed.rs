@@ -99,7 +99,9 @@ for_each_dialect! {
         let Some(invoice) = invoice.into_iter().next() else {
             return Err(BillingError::InvoiceNotFound(note.invoice));
         };
-        let invoice: Invoice = from_json("invoice", invoice).map_err(storage)?;
+        let invoice: crate::billing::rows::InvoiceRow =
+            from_json("invoice", invoice).map_err(storage)?;
+        let invoice = Invoice::from(invoice);
         let earlier = docs::bodies(
             tx,
             "SELECT body FROM billing_credit_notes WHERE tenant_id = $1 AND invoice_id = $2 ORDER BY seq",

@@ -44,12 +44,15 @@
 //! - **Transactions.** A change, its gapless document numbers ([`Database::reserve_numbers`])
 //!   and its domain events (the [outbox](Database::claim_outbox)) commit together.
 //!   Aggregates carry a version; a stale write is [`SqlError::Conflict`].
-//! - **Scale-out bill runs.** [`Database::plan_bill_run`] splits a run into chunks that workers
-//!   [claim](Database::claim_chunk) under a lease (`FOR UPDATE SKIP LOCKED` on PostgreSQL) and
-//!   [complete](Database::complete_chunk) in one transaction; a dead worker's chunk is claimed
-//!   again and nothing is billed twice. A frozen one stalls nobody for more than a lease: the
-//!   invoice numbers are reserved last, and on PostgreSQL the [`LeaseSettings`] timeouts end
-//!   a lock wait ([`SqlError::LockTimeout`], retried) and a transaction left idle.
+//! - **Scale-out bill runs.** [`SqlStore::plan_billing_run`] splits a run into chunks that
+//!   [`BillWorker`]s ([`SqlStore::run_bill_worker`]) [claim](Database::claim_chunk) under a
+//!   lease (`FOR UPDATE SKIP LOCKED` on PostgreSQL) and write in one transaction each: the
+//!   chunk's invoices (`billing_invoices`, the store the billing domain writes through
+//!   [`SqlStore`]), subscription states, consumed pending charges, numbers and outbox events. A
+//!   dead worker's chunk is claimed again and nothing is billed twice. A frozen one stalls
+//!   nobody for more than a lease: the invoice numbers are reserved last, and on PostgreSQL
+//!   the [`LeaseSettings`] timeouts end a lock wait ([`SqlError::LockTimeout`], retried) and a
+//!   transaction left idle.
 //!
 //! ## Features
 //!
@@ -58,6 +61,7 @@
 //!
 //! sqlx's types do not appear in the API: errors carry the driver's error as an opaque source.
 
+mod backend;
 mod billing;
 mod billrun;
 mod collections;
@@ -79,9 +83,7 @@ mod support;
 mod tenants;
 mod usage;
 
-pub use billrun::{
-    BillRunId, BillRunProgress, ChunkClaim, InvoiceLineRecord, InvoiceRecord, StoredInvoice,
-};
+pub use billrun::{BillRunId, BillRunProgress, ChunkClaim};
 pub use db::{BackendKind, Database, DatabaseOptions, LeaseSettings};
 pub use error::{BoxedSource, InputProblem, Result, SqlError};
 pub use outbox::{OutboxEvent, OutboxMessage};

@@ -6,11 +6,12 @@
 #![allow(clippy::unwrap_used, clippy::panic)]
 
 use chrono::{NaiveDate, TimeZone, Utc};
-use dotmac_core::{Currency, CustomerId, EventId, InvoiceId, Money, TenantId};
+use dotmac_billing::{BillingCommit, DocumentKey, Invoice, InvoiceStatus, InvoiceStore};
+use dotmac_core::{Currency, CustomerId, EventId, Money, TenantId};
 use sqlx::Row;
 
 use crate::dialect::postgres as d;
-use crate::{Database, DatabaseOptions, InvoiceRecord, OutboxEvent};
+use crate::{Database, DatabaseOptions, OutboxEvent, SqlStore};
 
 pub(crate) async fn postgres() -> Option<Database> {
     let url = std::env::var("DATABASE_URL").ok()?;
@@ -38,20 +39,35 @@ pub(crate) fn pool(db: &Database) -> &sqlx::PgPool {
     }
 }
 
+/// A tenant with `invoices` real invoices (`billing_invoices`, written through the billing
+/// domain's store as a bill run writes them: numbered, `open`) and one outbox event.
 async fn tenant_with_data(db: &Database, invoices: usize) -> TenantId {
     let tenant = TenantId::new();
     let now = Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).unwrap();
     db.create_tenant(tenant, "isp", now).await.unwrap();
-    let records: Vec<InvoiceRecord> = (0..invoices)
-        .map(|_| InvoiceRecord {
-            id: InvoiceId::new(),
-            customer: CustomerId::new(),
-            subscription: None,
-            issued_on: NaiveDate::from_ymd_opt(2026, 3, 1).unwrap(),
-            total: Money::new(rust_decimal::Decimal::ONE, Currency::USD),
-            status: "open".into(),
-            lines: Vec::new(),
-            body: serde_json::json!({}),
+    let on = NaiveDate::from_ymd_opt(2026, 3, 1).unwrap();
+    let usd = |amount| Money::new(amount, Currency::USD);
+    let records: Vec<Invoice> = (0..invoices)
+        .map(|_| {
+            let customer = CustomerId::new();
+            let key = DocumentKey::Charges { customer, on };
+            Invoice {
+                id: key.invoice_id(),
+                key,
+                number: None,
+                customer,
+                subscription: None,
+                currency: Currency::USD,
+                status: InvoiceStatus::Draft,
+                issue_date: on,
+                due_date: on,
+                lines: Vec::new(),
+                taxes: Vec::new(),
+                subtotal: usd(rust_decimal::Decimal::ONE),
+                discount_total: usd(rust_decimal::Decimal::ZERO),
+                tax_total: usd(rust_decimal::Decimal::ZERO),
+                total: usd(rust_decimal::Decimal::ONE),
+            }
         })
         .collect();
     let events = vec![OutboxEvent {
@@ -61,12 +77,20 @@ async fn tenant_with_data(db: &Database, invoices: usize) -> TenantId {
         occurred_at: now,
         payload: serde_json::json!({}),
     }];
-    if records.is_empty() {
-        db.append_events(tenant, &events).await.unwrap();
-    } else {
-        db.insert_invoices(tenant, "INV", &records, &events)
+    db.append_events(tenant, &events).await.unwrap();
+    if !records.is_empty() {
+        let store = SqlStore::new(db.clone());
+        let result = store
+            .commit(
+                tenant,
+                BillingCommit {
+                    invoices: records,
+                    ..BillingCommit::default()
+                },
+            )
             .await
             .unwrap();
+        assert_eq!(result.issued.len(), invoices);
     }
     tenant
 }
@@ -83,7 +107,10 @@ async fn a_query_without_a_tenant_filter_sees_only_its_tenant() {
 
     let mut tx = d::begin_tenant(pool(&db), a).await.unwrap();
     // The buggy queries: no WHERE tenant_id at all.
-    assert_eq!(count(&mut tx, "SELECT COUNT(*) FROM invoices").await, 2);
+    assert_eq!(
+        count(&mut tx, "SELECT COUNT(*) FROM billing_invoices").await,
+        2
+    );
     assert_eq!(count(&mut tx, "SELECT COUNT(*) FROM outbox").await, 1);
     assert_eq!(
         count(&mut tx, "SELECT COUNT(*) FROM invoice_counters").await,
@@ -95,14 +122,15 @@ async fn a_query_without_a_tenant_filter_sees_only_its_tenant() {
         .unwrap();
     assert_eq!(tenants, vec![a.as_uuid()]);
     // Even naming B explicitly finds nothing.
-    let b_rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM invoices WHERE tenant_id = $1")
-        .bind(b.as_uuid())
-        .fetch_one(&mut *tx)
-        .await
-        .unwrap();
+    let b_rows: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM billing_invoices WHERE tenant_id = $1")
+            .bind(b.as_uuid())
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
     assert_eq!(b_rows, 0);
     // A blanket UPDATE touches A's rows only.
-    let touched = sqlx::query("UPDATE invoices SET status = 'void'")
+    let touched = sqlx::query("UPDATE billing_invoices SET status = 'void'")
         .execute(&mut *tx)
         .await
         .unwrap()
@@ -115,7 +143,7 @@ async fn a_query_without_a_tenant_filter_sees_only_its_tenant() {
     assert_eq!(
         count(
             &mut tx,
-            "SELECT COUNT(*) FROM invoices WHERE status = 'open'"
+            "SELECT COUNT(*) FROM billing_invoices WHERE status = 'open'"
         )
         .await,
         3
@@ -175,7 +203,10 @@ async fn nothing_leaks_to_the_next_user_of_a_pooled_connection() {
         .execute(&mut *tx)
         .await
         .unwrap();
-    assert_eq!(count(&mut tx, "SELECT COUNT(*) FROM invoices").await, 0);
+    assert_eq!(
+        count(&mut tx, "SELECT COUNT(*) FROM billing_invoices").await,
+        0
+    );
     assert_eq!(count(&mut tx, "SELECT COUNT(*) FROM tenants").await, 0);
     tx.rollback().await.unwrap();
 }
@@ -186,7 +217,7 @@ async fn the_relay_role_reads_the_outbox_and_nothing_else() {
     tenant_with_data(&db, 1).await;
     let mut tx = d::begin_relay(pool(&db)).await.unwrap();
     assert!(count(&mut tx, "SELECT COUNT(*) FROM outbox").await >= 1);
-    let denied = sqlx::query("SELECT COUNT(*) FROM invoices")
+    let denied = sqlx::query("SELECT COUNT(*) FROM billing_invoices")
         .fetch_one(&mut *tx)
         .await
         .unwrap_err()

@@ -94,7 +94,8 @@ impl SqlStore {
     ///
     /// # Errors
     ///
-    /// As [`Database::plan_bill_run`](crate::Database::plan_bill_run).
+    /// [`SqlError::InvalidOption`] for a chunk size of 0 (or too many chunks),
+    /// [`SqlError::Duplicate`] if the run exists, [`SqlError::Database`].
     pub async fn plan_billing_run(
         &self,
         tenant: TenantId,
@@ -162,7 +163,10 @@ impl SqlStore {
                     s.id.as_uuid(),
                     s.customer.as_uuid(),
                     i64::try_from(s.revision).unwrap_or(i64::MAX),
-                    crate::input::document("subscription", s)?,
+                    crate::input::document(
+                        "subscription",
+                        &crate::billing::rows::SubscriptionRow::from(s),
+                    )?,
                 ))
             })
             .collect::<Result<Vec<_>>>()?;
@@ -394,7 +398,7 @@ impl SqlStore {
         let (subs, accounts, pending) = dispatch!(self.db, pool, d => {
             // With the lease's timeouts too: a frozen worker's open snapshot is ended as well.
             let mut tx = d::begin_bill_run_read(pool, tenant, &claim.lease).await?;
-            let subs: Vec<Subscription> = d::billing::bodies_in(
+            let subs: Vec<crate::billing::rows::SubscriptionRow> = d::billing::bodies_in(
                 &mut tx,
                 "SELECT body FROM billing_subscriptions",
                 tenant,
@@ -403,6 +407,7 @@ impl SqlStore {
                 "ORDER BY subscription_id",
             )
             .await?;
+            let subs: Vec<Subscription> = subs.into_iter().map(Subscription::from).collect();
             let customers: Vec<Uuid> =
                 chunk_customers(&subs).into_iter().map(|c| c.as_uuid()).collect();
             let accounts: Vec<CustomerAccount> = d::billing::bodies_in(

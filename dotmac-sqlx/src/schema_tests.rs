@@ -67,6 +67,14 @@ async fn every_sqlite_primary_and_unique_key_leads_with_tenant_id() {
     assert_eq!(rowid_tables, expected, "rowid keys: {rowid_keys:?}");
     assert!(rowid_keys.iter().all(|(_, column)| column == "seq"));
     keys.retain(|(table, _, _)| table != "sqlite_sequence");
+    // The stand-in invoice store is gone (migration 0006): invoices live in billing_invoices.
+    let stand_in: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE name IN ('invoices', 'invoice_lines')",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert_eq!(stand_in, Vec::<String>::new());
     assert_eq!(offenders(keys), Vec::new());
 }
 
@@ -95,14 +103,17 @@ async fn every_postgres_primary_and_unique_key_leads_with_tenant_id() {
     assert!(keys.len() >= 25, "the query found too few keys: {keys:?}");
     let tables: std::collections::BTreeSet<&str> =
         keys.iter().map(|(t, _, _)| t.as_str()).collect();
-    for table in [
-        "invoices",
-        "bill_runs",
-        "outbox",
-        "billing_invoices",
-        "support_tickets",
-    ] {
+    for table in ["bill_runs", "outbox", "billing_invoices", "support_tickets"] {
         assert!(tables.contains(table), "{table} has no key: {keys:?}");
     }
+    // The stand-in invoice store is gone (migration 0006): invoices live in billing_invoices.
+    let stand_in: Vec<String> = sqlx::query_scalar(
+        "SELECT table_name::text FROM information_schema.tables \
+         WHERE table_schema = current_schema() AND table_name IN ('invoices', 'invoice_lines')",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert_eq!(stand_in, Vec::<String>::new());
     assert_eq!(offenders(keys), Vec::new());
 }

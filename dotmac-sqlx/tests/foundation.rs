@@ -10,12 +10,9 @@ use std::collections::BTreeSet;
 
 use chrono::NaiveDate;
 use common::{at, backends, new_tenant};
-use dotmac_core::{
-    Currency, CustomerId, DomainEvent, EventId, EventPayload, InvoiceId, Money, TenantId,
-};
-use dotmac_sqlx::{
-    Database, IdempotencyClaim, InvoiceLineRecord, InvoiceRecord, OutboxEvent, SqlError,
-};
+use dotmac_billing::{BillingError, DocumentNumber, Invoice, InvoiceStatus, InvoiceStore};
+use dotmac_core::{CustomerId, DomainEvent, EventId, EventPayload, TenantId};
+use dotmac_sqlx::{Database, IdempotencyClaim, OutboxEvent, SqlError, SqlStore};
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 
@@ -42,24 +39,22 @@ fn event(tenant: TenantId, account: &str) -> OutboxEvent {
     OutboxEvent::from_domain(&domain).unwrap()
 }
 
-fn invoice(total: Decimal, lines: &[(Decimal, Decimal, Decimal)]) -> InvoiceRecord {
-    InvoiceRecord {
-        id: InvoiceId::new(),
-        customer: CustomerId::new(),
-        subscription: None,
-        issued_on: NaiveDate::from_ymd_opt(2026, 3, 1).unwrap(),
-        total: Money::new(total, Currency::USD),
-        status: "open".into(),
-        lines: lines
-            .iter()
-            .map(|&(quantity, unit_price, amount)| InvoiceLineRecord {
-                description: "Fibre 300".into(),
-                quantity,
-                unit_price,
-                amount,
-            })
-            .collect(),
-        body: serde_json::json!({ "note": "domain body" }),
+/// A new customer's invoice of pending charges on 1 March (the billing domain's type).
+fn invoice(total: Decimal, lines: &[(Decimal, Decimal, Decimal)]) -> Invoice {
+    common::charges_invoice(
+        CustomerId::new(),
+        NaiveDate::from_ymd_opt(2026, 3, 1).unwrap(),
+        total,
+        lines,
+    )
+}
+
+/// `invoice` as the store keeps it once issued: open, numbered `number`.
+fn issued_as(invoice: &Invoice, number: u64) -> Invoice {
+    Invoice {
+        number: Some(DocumentNumber(number)),
+        status: InvoiceStatus::Open,
+        ..invoice.clone()
     }
 }
 
@@ -362,8 +357,9 @@ async fn money_round_trips_exactly() {
         dec!(100.10),
     ];
     for (name, db) in backends().await {
+        let store = SqlStore::new(db.clone());
         let tenant = new_tenant(&db).await;
-        let records: Vec<InvoiceRecord> = amounts
+        let records: Vec<Invoice> = amounts
             .iter()
             .map(|&a| {
                 invoice(
@@ -375,90 +371,62 @@ async fn money_round_trips_exactly() {
                 )
             })
             .collect();
-        db.insert_invoices(tenant, "INV", &records, &[])
+        let result = common::issue(&store, tenant, records.clone())
             .await
             .unwrap();
-        let stored = db.invoices(tenant).await.unwrap();
-        assert_eq!(stored.len(), records.len(), "{name}");
-        for (stored, record) in stored.iter().zip(&records) {
-            assert_eq!(&stored.record, record, "{name}");
+        assert_eq!(result.issued.len(), records.len(), "{name}");
+        for (record, number) in records.iter().zip(1..) {
+            let stored = store.invoice(tenant, record.id).await.unwrap().unwrap();
+            assert_eq!(stored, issued_as(record, number), "{name}");
             // Scale too: 100.10 stays 100.10, not 100.1.
             assert_eq!(
-                stored.record.total.amount().to_string(),
+                stored.total.amount().to_string(),
                 record.total.amount().to_string(),
                 "{name}"
             );
+            assert_eq!(
+                stored.lines[0].unit_price.amount().to_string(),
+                record.lines[0].unit_price.amount().to_string(),
+                "{name}"
+            );
         }
-        assert_eq!(
-            stored.iter().map(|s| s.number).collect::<Vec<_>>(),
-            (1..=amounts.len() as i64).collect::<Vec<_>>()
-        );
-    }
-}
-
-#[tokio::test]
-async fn a_stale_invoice_update_is_a_typed_conflict_and_changes_nothing() {
-    for (name, db) in backends().await {
-        let tenant = new_tenant(&db).await;
-        let record = invoice(dec!(10), &[]);
-        db.insert_invoices(tenant, "INV", std::slice::from_ref(&record), &[])
-            .await
-            .unwrap();
-        let paid = serde_json::json!({ "paid": true });
-        let v2 = db
-            .update_invoice(tenant, record.id, 1, "paid", &paid)
-            .await
-            .unwrap();
-        assert_eq!(v2, 2, "{name}");
-        let stale = db
-            .update_invoice(tenant, record.id, 1, "void", &serde_json::json!({}))
-            .await;
-        match stale {
-            Err(SqlError::Conflict {
-                entity: "invoice",
-                expected: 1,
-                actual: Some(2),
-                ..
-            }) => {}
-            other => panic!("{name}: {other:?}"),
-        }
-        let stored = db.invoice(tenant, record.id).await.unwrap().unwrap();
-        assert_eq!(
-            (stored.record.status.as_str(), stored.version),
-            ("paid", 2),
-            "{name}"
-        );
-        assert_eq!(stored.record.body, paid, "{name}");
-        // Another tenant cannot update it: to them it does not exist.
-        let other = new_tenant(&db).await;
-        let foreign = db.update_invoice(other, record.id, 2, "void", &paid).await;
-        assert!(
-            matches!(foreign, Err(SqlError::Conflict { actual: None, .. })),
-            "{name}"
-        );
-        assert_eq!(db.invoice(other, record.id).await.unwrap(), None, "{name}");
     }
 }
 
 #[tokio::test]
 async fn a_failed_invoice_write_leaves_nothing_behind() {
     for (name, db) in backends().await {
+        let store = SqlStore::new(db.clone());
         let tenant = new_tenant(&db).await;
         let first = invoice(dec!(1), &[(dec!(1), dec!(1), dec!(1))]);
+        // Another document under the same invoice id: the second insert row collides.
         let mut duplicate = invoice(dec!(2), &[(dec!(1), dec!(2), dec!(2))]);
         duplicate.id = first.id;
-        let events = vec![event(tenant, "X")];
-        let result = db
-            .insert_invoices(tenant, "INV", &[first, duplicate], &events)
-            .await;
-        assert!(
-            matches!(result, Err(SqlError::Duplicate { .. })),
-            "{name}: {result:?}"
+        let result = common::issue(&store, tenant, vec![first.clone(), duplicate.clone()]).await;
+        match result {
+            Err(BillingError::AlreadyExists { what, id }) => {
+                assert_eq!((what, id), ("invoice", first.id.to_string()), "{name}");
+            }
+            other => panic!("{name}: expected a duplicate invoice, got {other:?}"),
+        }
+        assert_eq!(
+            store.invoice(tenant, first.id).await.unwrap(),
+            None,
+            "{name}"
         );
-        assert!(db.invoices(tenant).await.unwrap().is_empty(), "{name}");
+        for customer in [first.customer, duplicate.customer] {
+            assert!(
+                store
+                    .invoices_of(tenant, customer)
+                    .await
+                    .unwrap()
+                    .is_empty(),
+                "{name}"
+            );
+        }
         assert!(db.outbox_events(tenant).await.unwrap().is_empty(), "{name}");
         assert_eq!(
-            db.last_number(tenant, "INV").await.unwrap(),
+            db.last_number(tenant, "billing.invoice").await.unwrap(),
             0,
             "{name}: number given back"
         );
@@ -487,12 +455,13 @@ proptest::proptest! {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         runtime.block_on(async {
             for (name, db) in backends().await {
+                let store = SqlStore::new(db.clone());
                 let tenant = TenantId::new();
                 let record = invoice(amount, &[(amount, amount, amount)]);
-                db.insert_invoices(tenant, "INV", std::slice::from_ref(&record), &[]).await.unwrap();
-                let stored = db.invoice(tenant, record.id).await.unwrap().unwrap();
-                assert_eq!(stored.record.total.amount().to_string(), amount.to_string(), "{name}");
-                assert_eq!(stored.record.lines[0].unit_price.to_string(), amount.to_string(), "{name}");
+                common::issue(&store, tenant, vec![record.clone()]).await.unwrap();
+                let stored = store.invoice(tenant, record.id).await.unwrap().unwrap();
+                assert_eq!(stored.total.amount().to_string(), amount.to_string(), "{name}");
+                assert_eq!(stored.lines[0].unit_price.amount().to_string(), amount.to_string(), "{name}");
             }
         });
     }

@@ -11,15 +11,14 @@ use std::error::Error as _;
 
 use chrono::{Duration, NaiveDate};
 use common::{at, backends, new_tenant};
-use dotmac_billing::{BillingError, CatalogStore, Charge, Plan, Product};
+use dotmac_billing::{
+    BillingError, BillingSettings, CatalogStore, Charge, CustomerAccount, DocumentNumber, Invoice,
+    InvoiceStore, NewSubscription, Plan, Product, SubscriptionStore,
+};
 use dotmac_core::{
-    Currency, CustomerId, EventId, InvoiceId, Money, PlanId, ProductId, StorageErrorKind,
-    SubscriptionId, TenantId,
+    Currency, CustomerId, EventId, FixedClock, Money, PlanId, ProductId, StorageErrorKind, TenantId,
 };
-use dotmac_sqlx::{
-    BillRunId, Database, InputProblem, InvoiceLineRecord, InvoiceRecord, OutboxEvent, SqlError,
-    SqlStore,
-};
+use dotmac_sqlx::{BillRunId, BillWorker, InputProblem, OutboxEvent, SqlError, SqlStore};
 use dotmac_support::store::AgentStore;
 use dotmac_support::{Agent, AgentId, SupportError};
 use rust_decimal_macros::dec;
@@ -34,172 +33,102 @@ fn event(tenant: TenantId, id: EventId, account: &str) -> OutboxEvent {
     }
 }
 
-fn invoice(
-    id: InvoiceId,
-    subscription: Option<SubscriptionId>,
-    description: &str,
-) -> InvoiceRecord {
-    InvoiceRecord {
-        id,
-        customer: CustomerId::new(),
-        subscription,
-        issued_on: NaiveDate::from_ymd_opt(2026, 3, 1).unwrap(),
-        total: Money::new(dec!(10), Currency::USD),
-        status: "open".into(),
-        lines: vec![InvoiceLineRecord {
-            description: description.into(),
-            quantity: dec!(1),
-            unit_price: dec!(10),
-            amount: dec!(10),
-        }],
-        body: serde_json::json!({ "note": description }),
-    }
+/// Customer `C`'s invoice of pending charges on 1 March: the same document (so the same
+/// invoice id, which derives from the document key) in every tenant.
+fn invoice(total: rust_decimal::Decimal, text: &str) -> Invoice {
+    let mut invoice = common::charges_invoice(
+        CustomerId::from_u128(3),
+        NaiveDate::from_ymd_opt(2026, 3, 1).unwrap(),
+        total,
+        &[(dec!(1), total, total)],
+    );
+    invoice.lines[0].text = Some(text.into());
+    invoice
 }
 
-/// Nothing of either tenant is stored: no invoice, no number, no outbox event.
-async fn assert_nothing_stored(name: &str, db: &Database, tenants: &[TenantId]) {
-    for &tenant in tenants {
-        assert!(
-            db.invoices(tenant).await.unwrap().is_empty(),
-            "{name}: invoices"
-        );
-        assert_eq!(
-            db.last_number(tenant, "INV").await.unwrap(),
-            0,
-            "{name}: numbers"
-        );
-        assert!(
-            db.outbox_events(tenant).await.unwrap().is_empty(),
-            "{name}: outbox"
-        );
-    }
-}
-
-/// A run of one chunk over one subscription, as of 1 March.
-async fn plan_run(
-    db: &Database,
-    tenant: TenantId,
-    run: BillRunId,
-    subscription: SubscriptionId,
-) -> dotmac_sqlx::Result<u32> {
-    db.plan_bill_run(
-        tenant,
-        run,
-        at(1, 0).date_naive(),
-        &[subscription],
-        10,
-        at(1, 0),
+/// One subscription (its catalogue and account too), for a run to have a chunk.
+async fn one_subscription(store: &SqlStore, tenant: TenantId) {
+    let product = catalogue(store, tenant).await;
+    let plan = plan_named(product, "Fibre 100");
+    store.put_plan(tenant, plan.clone()).await.unwrap();
+    let customer = CustomerId::from_u128(3);
+    store
+        .put_account(tenant, CustomerAccount::new(customer, Currency::USD))
+        .await
+        .unwrap();
+    let sub = NewSubscription::new(
+        customer,
+        plan.id,
+        Currency::USD,
+        NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(),
     )
-    .await
+    .create(&plan, Currency::USD)
+    .unwrap();
+    store.insert_subscription(tenant, sub).await.unwrap();
 }
 
-fn assert_tenant_mismatch<T: std::fmt::Debug>(
-    name: &str,
-    result: dotmac_sqlx::Result<T>,
-    event: &OutboxEvent,
-    expected: TenantId,
-) {
-    match result {
-        Err(SqlError::TenantMismatch {
-            what: "outbox event",
-            id,
-            expected: e,
-            found,
-        }) => {
-            assert_eq!(id, event.id.to_string(), "{name}");
-            assert_eq!((e, found), (expected, event.tenant), "{name}");
-        }
-        other => panic!("{name}: expected a tenant mismatch, got {other:?}"),
-    }
-}
-
-#[tokio::test]
-async fn insert_invoices_refuses_another_tenants_event_and_stores_nothing() {
-    for (name, db) in backends().await {
-        let tenant = new_tenant(&db).await;
-        let other = new_tenant(&db).await;
-        let foreign = event(other, EventId::new(), "B");
-        let refused = db
-            .insert_invoices(
-                tenant,
-                "INV",
-                &[invoice(InvoiceId::new(), None, "Fibre")],
-                &[event(tenant, EventId::new(), "A"), foreign.clone()],
-            )
-            .await;
-        assert_tenant_mismatch(name, refused, &foreign, tenant);
-        assert_nothing_stored(name, &db, &[tenant, other]).await;
-    }
-}
-
-#[tokio::test]
-async fn complete_chunk_refuses_another_tenants_event_and_stores_nothing() {
-    for (name, db) in backends().await {
-        let tenant = new_tenant(&db).await;
-        let other = new_tenant(&db).await;
-        let run = BillRunId::new();
-        let subscription = SubscriptionId::new();
-        plan_run(&db, tenant, run, subscription).await.unwrap();
-        let claim = db
-            .claim_chunk(tenant, run, "w1", at(1, 1), Duration::minutes(5))
-            .await
-            .unwrap()
-            .unwrap();
-        let foreign = event(other, EventId::new(), "B");
-        let refused = db
-            .complete_chunk(
-                &claim,
-                "INV",
-                &[invoice(InvoiceId::new(), Some(subscription), "Fibre")],
-                std::slice::from_ref(&foreign),
-                at(1, 2),
-            )
-            .await;
-        assert_tenant_mismatch(name, refused, &foreign, tenant);
-        assert_nothing_stored(name, &db, &[tenant, other]).await;
-        let progress = db.bill_run_progress(tenant, run).await.unwrap();
-        assert_eq!(progress.done, 0, "{name}: the chunk is still pending");
-    }
+/// A run over the tenant's subscriptions, as of 1 March.
+async fn plan_run(store: &SqlStore, tenant: TenantId, run: BillRunId) -> dotmac_sqlx::Result<u32> {
+    store
+        .plan_billing_run(tenant, run, at(1, 0).date_naive(), 10, at(1, 0))
+        .await
 }
 
 #[tokio::test]
 async fn tenants_may_use_the_same_invoice_run_and_event_ids() {
     for (name, db) in backends().await {
+        let store = SqlStore::new(db.clone());
         let a = new_tenant(&db).await;
         let b = new_tenant(&db).await;
-        let (invoice_id, run, event_id) = (InvoiceId::new(), BillRunId::new(), EventId::new());
-        let subscription = SubscriptionId::new();
-        for (tenant, account) in [(a, "A"), (b, "B")] {
-            db.insert_invoices(
-                tenant,
-                "INV",
-                &[invoice(invoice_id, None, account)],
-                &[event(tenant, event_id, account)],
-            )
-            .await
-            .unwrap_or_else(|e| panic!("{name}: tenant {account}: {e}"));
-            plan_run(&db, tenant, run, subscription)
+        let (run, event_id) = (BillRunId::new(), EventId::new());
+        let invoice_id = invoice(dec!(1), "A").id;
+        for (tenant, account, total) in [(a, "A", dec!(1)), (b, "B", dec!(2))] {
+            let issued = common::issue(&store, tenant, vec![invoice(total, account)])
+                .await
+                .unwrap_or_else(|e| panic!("{name}: tenant {account}: {e}"));
+            assert_eq!(issued.issued.len(), 1, "{name}");
+            assert_eq!(issued.issued[0].id, invoice_id, "{name}");
+            db.append_events(tenant, &[event(tenant, event_id, account)])
+                .await
+                .unwrap_or_else(|e| panic!("{name}: tenant {account}: {e}"));
+            one_subscription(&store, tenant).await;
+            plan_run(&store, tenant, run)
                 .await
                 .unwrap_or_else(|e| panic!("{name}: tenant {account}: {e}"));
         }
-        for (tenant, account) in [(a, "A"), (b, "B")] {
-            let stored = db.invoice(tenant, invoice_id).await.unwrap().unwrap();
-            assert_eq!(stored.record.lines[0].description, account, "{name}");
-            assert_eq!(stored.number, 1, "{name}");
+        for (tenant, account, total) in [(a, "A", dec!(1)), (b, "B", dec!(2))] {
+            let stored = store.invoice(tenant, invoice_id).await.unwrap().unwrap();
+            assert_eq!(stored.lines[0].text.as_deref(), Some(account), "{name}");
+            assert_eq!(stored.total, Money::new(total, Currency::USD), "{name}");
+            assert_eq!(stored.number, Some(DocumentNumber(1)), "{name}");
             let events = db.outbox_events(tenant).await.unwrap();
             assert_eq!(events.len(), 1, "{name}");
             assert_eq!(events[0].event, event(tenant, event_id, account), "{name}");
             assert_eq!(db.bill_run_progress(tenant, run).await.unwrap().chunks, 1);
         }
-        // The two runs' chunks are apart too: claiming B's does not touch A's.
+        // The two runs' chunks are apart too: billing B's does not touch A's.
         let claim_b = db
             .claim_chunk(b, run, "w", at(1, 1), Duration::minutes(5))
             .await
             .unwrap()
             .unwrap();
-        db.complete_chunk(&claim_b, "INV", &[], &[], at(1, 2))
+        let plans = store.plans(b).await.unwrap();
+        let plans = plans.into_iter().map(|p| (p.id, p)).collect();
+        let settings = BillingSettings::default();
+        let job = BillWorker {
+            tenant: b,
+            run,
+            as_of: at(1, 0).date_naive(),
+            plans: &plans,
+            settings: &settings,
+            worker: "w",
+            lease: Duration::minutes(5).into(),
+        };
+        let billed = store
+            .bill_claimed_chunk(&claim_b, &job, &FixedClock::new(at(1, 2)))
             .await
             .unwrap();
+        assert_eq!(billed.subscriptions, 1, "{name}");
         assert_eq!(
             db.bill_run_progress(b, run).await.unwrap().done,
             1,
@@ -288,25 +217,51 @@ async fn a_duplicate_id_within_a_tenant_is_an_error_never_a_silent_drop() {
         assert_eq!(stored, vec![first], "{name}");
 
         // An invoice id or a run id twice in one tenant: a duplicate, and nothing more stored.
-        let invoice_id = InvoiceId::new();
-        db.insert_invoices(tenant, "INV", &[invoice(invoice_id, None, "x")], &[])
+        let store = SqlStore::new(db.clone());
+        let original = invoice(dec!(1), "x");
+        common::issue(&store, tenant, vec![original.clone()])
             .await
             .unwrap();
-        let again = db
-            .insert_invoices(tenant, "INV", &[invoice(invoice_id, None, "y")], &[])
-            .await;
-        assert!(
-            matches!(again, Err(SqlError::Duplicate { .. })),
-            "{name}: {again:?}"
+        // Another document (another key) under the same invoice id.
+        let mut again = common::charges_invoice(
+            CustomerId::from_u128(4),
+            NaiveDate::from_ymd_opt(2026, 3, 2).unwrap(),
+            dec!(2),
+            &[],
         );
-        assert_eq!(again.unwrap_err().kind(), StorageErrorKind::Conflict);
-        assert_eq!(db.invoices(tenant).await.unwrap().len(), 1, "{name}");
-        assert_eq!(db.last_number(tenant, "INV").await.unwrap(), 1, "{name}");
+        again.id = original.id;
+        let refused = common::issue(&store, tenant, vec![again]).await;
+        match refused {
+            Err(BillingError::AlreadyExists { what, id }) => {
+                assert_eq!((what, id), ("invoice", original.id.to_string()), "{name}");
+            }
+            other => panic!("{name}: expected a duplicate invoice, got {other:?}"),
+        }
+        assert_eq!(
+            store
+                .invoices_of(tenant, CustomerId::from_u128(3))
+                .await
+                .unwrap()
+                .len(),
+            1,
+            "{name}"
+        );
+        assert!(
+            store
+                .invoices_of(tenant, CustomerId::from_u128(4))
+                .await
+                .unwrap()
+                .is_empty(),
+            "{name}"
+        );
+        assert_eq!(
+            db.last_number(tenant, "billing.invoice").await.unwrap(),
+            1,
+            "{name}"
+        );
         let run = BillRunId::new();
-        plan_run(&db, tenant, run, SubscriptionId::new())
-            .await
-            .unwrap();
-        let replanned = plan_run(&db, tenant, run, SubscriptionId::new()).await;
+        plan_run(&store, tenant, run).await.unwrap();
+        let replanned = plan_run(&store, tenant, run).await;
         match replanned {
             Err(SqlError::Duplicate { what, key }) => {
                 assert_eq!((what, key), ("bill run", run.to_string()), "{name}");
@@ -402,25 +357,40 @@ async fn a_nul_character_is_invalid_input_on_every_backend_and_nothing_is_stored
             ),
             "{name}: {series:?}"
         );
-        let nul_line = db
-            .insert_invoices(
-                tenant,
-                "INV",
-                &[invoice(InvoiceId::new(), None, "a\0b")],
-                &[],
-            )
-            .await;
+        let mut nul_line = invoice(dec!(1), "a\0b");
+        nul_line.key = dotmac_billing::DocumentKey::Charges {
+            customer: CustomerId::from_u128(5),
+            on: NaiveDate::from_ymd_opt(2026, 3, 1).unwrap(),
+        };
+        let refused = common::issue(&store, tenant, vec![nul_line]).await;
+        let Err(BillingError::Storage(error)) = &refused else {
+            panic!("{name}: expected a storage error, got {refused:?}");
+        };
+        assert_eq!(error.kind(), StorageErrorKind::InvalidInput, "{name}");
+        let cause = error.source().and_then(|s| s.downcast_ref::<SqlError>());
         assert!(
             matches!(
-                nul_line,
-                Err(SqlError::InvalidInput {
-                    what: "invoice line description",
+                cause,
+                Some(SqlError::InvalidInput {
+                    what: "invoice",
                     problem: InputProblem::NulByte
                 })
             ),
-            "{name}: {nul_line:?}"
+            "{name}: {cause:?}"
         );
-        assert!(db.invoices(tenant).await.unwrap().is_empty(), "{name}");
+        assert!(
+            store
+                .invoices_of(tenant, CustomerId::from_u128(5))
+                .await
+                .unwrap()
+                .is_empty(),
+            "{name}"
+        );
+        assert_eq!(
+            db.last_number(tenant, "billing.invoice").await.unwrap(),
+            0,
+            "{name}"
+        );
     }
 }
 
@@ -464,22 +434,23 @@ async fn a_conflict_is_a_storage_conflict_whose_source_reaches_the_driver() {
             .await
             .unwrap_err();
         assert_eq!(again.kind(), StorageErrorKind::Conflict, "{name}");
-        // An invoice id taken twice: the storage error says Conflict and keeps the cause.
-        let invoice_id = InvoiceId::new();
-        let first = db
-            .insert_invoices(tenant, "INV", &[invoice(invoice_id, None, "x")], &[])
-            .await;
-        assert!(first.is_ok(), "{name}");
-        let storage: dotmac_core::StorageError = db
-            .insert_invoices(tenant, "INV", &[invoice(invoice_id, None, "x")], &[])
-            .await
-            .unwrap_err()
-            .into();
+        // A bill run id taken twice: the storage error says Conflict and keeps the cause.
+        let store = SqlStore::new(db.clone());
+        let run = BillRunId::new();
+        assert!(plan_run(&store, tenant, run).await.is_ok(), "{name}");
+        let storage: dotmac_core::StorageError =
+            plan_run(&store, tenant, run).await.unwrap_err().into();
         assert_eq!(storage.kind(), StorageErrorKind::Conflict, "{name}");
         assert!(!storage.is_retryable(), "{name}");
         let sql = storage.source().and_then(|s| s.downcast_ref::<SqlError>());
         assert!(
-            matches!(sql, Some(SqlError::Duplicate { .. })),
+            matches!(
+                sql,
+                Some(SqlError::Duplicate {
+                    what: "bill run",
+                    ..
+                })
+            ),
             "{name}: {sql:?}"
         );
 

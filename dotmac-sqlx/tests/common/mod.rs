@@ -84,3 +84,71 @@ pub async fn new_tenant(db: &Database) -> TenantId {
         .unwrap();
     tenant
 }
+
+/// A customer's invoice of pending charges on `on` (the billing domain's own type, as the
+/// store writes it): `total` in USD with one line per `(quantity, unit price, amount)`.
+/// Committed, it gets status `open` and the tenant's next number.
+pub fn charges_invoice(
+    customer: dotmac_core::CustomerId,
+    on: chrono::NaiveDate,
+    total: rust_decimal::Decimal,
+    lines: &[(
+        rust_decimal::Decimal,
+        rust_decimal::Decimal,
+        rust_decimal::Decimal,
+    )],
+) -> dotmac_billing::Invoice {
+    use dotmac_billing::{DocumentKey, Invoice, InvoiceLine, InvoiceStatus, LineKind};
+    use dotmac_core::{Currency, Money};
+    let usd = |amount| Money::new(amount, Currency::USD);
+    let key = DocumentKey::Charges { customer, on };
+    Invoice {
+        id: key.invoice_id(),
+        key,
+        number: None,
+        customer,
+        subscription: None,
+        currency: Currency::USD,
+        status: InvoiceStatus::Draft,
+        issue_date: on,
+        due_date: on,
+        lines: lines
+            .iter()
+            .map(|&(quantity, unit_price, amount)| InvoiceLine {
+                kind: LineKind::LateFee,
+                text: Some("Late fee".into()),
+                period: None,
+                quantity,
+                unit_price: usd(unit_price),
+                amount: usd(amount),
+                discount: usd(rust_decimal::Decimal::ZERO),
+                tax: usd(rust_decimal::Decimal::ZERO),
+                tax_exclusive: usd(rust_decimal::Decimal::ZERO),
+                price: None,
+            })
+            .collect(),
+        taxes: Vec::new(),
+        subtotal: usd(total),
+        discount_total: usd(rust_decimal::Decimal::ZERO),
+        tax_total: usd(rust_decimal::Decimal::ZERO),
+        total: usd(total),
+    }
+}
+
+/// Commits `invoices` through the billing domain's store (one commit, no subscription).
+pub async fn issue(
+    store: &dotmac_sqlx::SqlStore,
+    tenant: TenantId,
+    invoices: Vec<dotmac_billing::Invoice>,
+) -> Result<dotmac_billing::CommitResult, dotmac_billing::BillingError> {
+    use dotmac_billing::InvoiceStore;
+    store
+        .commit(
+            tenant,
+            dotmac_billing::BillingCommit {
+                invoices,
+                ..dotmac_billing::BillingCommit::default()
+            },
+        )
+        .await
+}

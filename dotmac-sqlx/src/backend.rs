@@ -1,0 +1,44 @@
+//! The per-backend view that [`crate::db::dispatch!`] brings into scope under one name (`d`):
+//! the backend's dialect helpers ([`crate::dialect`]) and every store's module for that
+//! backend, so store code is written once (`d::begin_tenant`, `d::billing::apply_batch`, …).
+//!
+//! It sits above both: the stores import the dialect helpers (and, in their per-backend code,
+//! each other through [`sqlite::stores`] / [`postgres::stores`]); the dialect imports no store.
+
+#[cfg(feature = "sqlite")]
+pub(crate) mod sqlite {
+    pub(crate) use crate::dialect::sqlite::*;
+    pub(crate) use stores::*;
+
+    /// Every store's SQLite module, by store name.
+    pub(crate) mod stores {
+        pub(crate) use crate::billing::sqlite as billing;
+        pub(crate) use crate::billrun::sqlite as billrun;
+        pub(crate) use crate::collections::sqlite as collections;
+        pub(crate) use crate::docs::sqlite as docs;
+        pub(crate) use crate::keyed::sqlite as keyed;
+        pub(crate) use crate::numbers::sqlite as numbers;
+        pub(crate) use crate::outbox::sqlite as outbox;
+        pub(crate) use crate::tenants::sqlite as tenants;
+        pub(crate) use crate::usage::sqlite as usage;
+    }
+}
+
+#[cfg(feature = "postgres")]
+pub(crate) mod postgres {
+    pub(crate) use crate::dialect::postgres::*;
+    pub(crate) use stores::*;
+
+    /// Every store's PostgreSQL module, by store name.
+    pub(crate) mod stores {
+        pub(crate) use crate::billing::postgres as billing;
+        pub(crate) use crate::billrun::postgres as billrun;
+        pub(crate) use crate::collections::postgres as collections;
+        pub(crate) use crate::docs::postgres as docs;
+        pub(crate) use crate::keyed::postgres as keyed;
+        pub(crate) use crate::numbers::postgres as numbers;
+        pub(crate) use crate::outbox::postgres as outbox;
+        pub(crate) use crate::tenants::postgres as tenants;
+        pub(crate) use crate::usage::postgres as usage;
+    }
+}

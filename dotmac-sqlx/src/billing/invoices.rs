@@ -1,0 +1,207 @@
+//! [`InvoiceStore`]: pending charges, commits, invoices and credit notes.
+
+use super::*;
+
+impl InvoiceStore for SqlStore {
+    async fn add_pending_charge(&self, tenant: TenantId, charge: PendingCharge) -> Result<bool> {
+        let written = self
+            .db
+            .write(
+                tenant,
+                crate::keyed::INSERT_PENDING_CHARGE,
+                &crate::keyed::pending_charge_binds(tenant, &charge)?,
+            )
+            .await
+            .map_err(storage)?;
+        Ok(written == Written::Rows(1))
+    }
+
+    async fn pending_charges(
+        &self,
+        tenant: TenantId,
+        customer: CustomerId,
+    ) -> Result<Vec<PendingCharge>> {
+        self.db
+            .read_all(
+                tenant,
+                "pending charge",
+                "SELECT body FROM billing_pending_charges \
+                 WHERE tenant_id = $1 AND customer_id = $2 AND NOT consumed ORDER BY seq",
+                &[id(tenant), Bind::Uuid(customer.as_uuid())],
+            )
+            .await
+            .map_err(storage)
+    }
+
+    async fn pending_charges_for(
+        &self,
+        tenant: TenantId,
+        customers: &[CustomerId],
+    ) -> Result<Vec<PendingCharge>> {
+        self.customer_bodies(
+            tenant,
+            "SELECT body FROM billing_pending_charges",
+            customers,
+            "AND NOT consumed ORDER BY seq",
+        )
+        .await
+    }
+
+    async fn commit(&self, tenant: TenantId, commit: BillingCommit) -> Result<CommitResult> {
+        dispatch!(self.db, pool, d => {
+            let mut tx = d::begin_tenant(pool, tenant).await.map_err(storage)?;
+            match d::billing::apply_commit(&mut tx, tenant, commit).await? {
+                Applied::Done(result) => {
+                    tx.commit().await.during("commit billing").map_err(storage)?;
+                    Ok(result)
+                }
+                Applied::Refused(e) => {
+                    tx.rollback().await.during("roll back billing").map_err(storage)?;
+                    Err(e)
+                }
+            }
+        })
+    }
+
+    /// One transaction for the whole batch: a stale subscription's commit is skipped (its
+    /// slot holds the error) before it writes anything, the rest commit together.
+    async fn commit_batch(
+        &self,
+        tenant: TenantId,
+        commits: Vec<BillingCommit>,
+    ) -> Result<Vec<Result<CommitResult>>> {
+        if commits.is_empty() {
+            return Ok(Vec::new());
+        }
+        dispatch!(self.db, pool, d => {
+            let mut tx = d::begin_tenant(pool, tenant).await.map_err(storage)?;
+            let results = d::billing::apply_batch(&mut tx, tenant, commits)
+                .await
+                .map_err(storage)?;
+            tx.commit().await.during("commit billing batch").map_err(storage)?;
+            Ok(results)
+        })
+    }
+
+    async fn invoice(&self, tenant: TenantId, invoice: InvoiceId) -> Result<Option<Invoice>> {
+        self.db
+            .read_one::<rows::InvoiceRow>(
+                tenant,
+                "invoice",
+                "SELECT body FROM billing_invoices WHERE tenant_id = $1 AND invoice_id = $2",
+                &[id(tenant), Bind::Uuid(invoice.as_uuid())],
+            )
+            .await
+            .map(|row| row.map(Invoice::from))
+            .map_err(storage)
+    }
+
+    async fn invoices_of(&self, tenant: TenantId, customer: CustomerId) -> Result<Vec<Invoice>> {
+        self.db
+            .read_all::<rows::InvoiceRow>(
+                tenant,
+                "invoice",
+                "SELECT body FROM billing_invoices WHERE tenant_id = $1 AND customer_id = $2 \
+                 ORDER BY issue_date, number NULLS FIRST, seq",
+                &[id(tenant), Bind::Uuid(customer.as_uuid())],
+            )
+            .await
+            .map(|rows| rows.into_iter().map(Invoice::from).collect())
+            .map_err(storage)
+    }
+
+    async fn set_invoice_status(
+        &self,
+        tenant: TenantId,
+        invoice: InvoiceId,
+        to: InvoiceStatus,
+    ) -> Result<Invoice> {
+        dispatch!(self.db, pool, d => {
+            let mut tx = d::begin_tenant(pool, tenant).await.map_err(storage)?;
+            let sql = if d::IS_POSTGRES {
+                "SELECT body FROM billing_invoices WHERE tenant_id = $1 AND invoice_id = $2 FOR UPDATE"
+            } else {
+                "SELECT body FROM billing_invoices WHERE tenant_id = $1 AND invoice_id = $2"
+            };
+            let stored = d::docs::bodies(&mut tx, sql, &[id(tenant), Bind::Uuid(invoice.as_uuid())])
+                .await
+                .map_err(storage)?;
+            let Some(stored) = stored.into_iter().next() else {
+                return Err(BillingError::InvoiceNotFound(invoice));
+            };
+            let stored: rows::InvoiceRow = from_json("invoice", stored).map_err(storage)?;
+            let mut stored = Invoice::from(stored);
+            let was = stored.status;
+            stored.transition(to)?;
+            if was == InvoiceStatus::Draft && to == InvoiceStatus::Open {
+                let n = d::numbers::reserve(&mut tx, tenant, INVOICE_SERIES, 1).await.map_err(storage)?;
+                stored.number = Some(number(n));
+            }
+            let binds = invoice_binds(tenant, &stored)?;
+            d::docs::execute(
+                &mut tx,
+                "UPDATE billing_invoices SET number = $5, status = $6, body = $10 \
+                 WHERE tenant_id = $1 AND invoice_id = $2 \
+                   AND doc_key = $3 AND customer_id = $4 AND issue_date = $7 AND currency = $8 \
+                   AND total = $9",
+                &binds,
+            )
+            .await
+            .map_err(storage)?;
+            tx.commit().await.during("commit invoice status").map_err(storage)?;
+            Ok(stored)
+        })
+    }
+
+    async fn insert_credit_note(&self, tenant: TenantId, note: CreditNote) -> Result<CreditNote> {
+        dispatch!(self.db, pool, d => {
+            let mut tx = d::begin_tenant(pool, tenant).await.map_err(storage)?;
+            let note = d::keyed::insert_credit_note(&mut tx, tenant, note).await?;
+            tx.commit().await.during("commit credit note").map_err(storage)?;
+            Ok(note)
+        })
+    }
+
+    async fn idempotency_record(
+        &self,
+        tenant: TenantId,
+        key: &IdempotencyKey,
+    ) -> Result<Option<IdempotencyRecord>> {
+        self.keyed_record(tenant, key).await.map_err(storage)
+    }
+
+    async fn add_pending_charge_keyed(
+        &self,
+        tenant: TenantId,
+        charge: PendingCharge,
+        keyed: &KeyedRequest,
+    ) -> Result<KeyedWrite<bool>> {
+        self.add_pending_keyed(tenant, charge, keyed).await
+    }
+
+    async fn insert_credit_note_keyed(
+        &self,
+        tenant: TenantId,
+        note: CreditNote,
+        keyed: &KeyedRequest,
+    ) -> Result<KeyedWrite<CreditNote>> {
+        self.insert_note_keyed(tenant, note, keyed).await
+    }
+
+    async fn credit_notes_of(
+        &self,
+        tenant: TenantId,
+        invoice: InvoiceId,
+    ) -> Result<Vec<CreditNote>> {
+        self.db
+            .read_all(
+                tenant,
+                "credit note",
+                "SELECT body FROM billing_credit_notes WHERE tenant_id = $1 AND invoice_id = $2 \
+                 ORDER BY seq",
+                &[id(tenant), Bind::Uuid(invoice.as_uuid())],
+            )
+            .await
+            .map_err(storage)
+    }
+}
