@@ -40,18 +40,24 @@
 #![cfg_attr(not(test), warn(clippy::arithmetic_side_effects))]
 #![cfg_attr(not(test), warn(clippy::disallowed_methods))]
 
+// Module map: the graph of `use crate::…` between modules is acyclic; each line names what the
+// module imports. A type two modules need goes down into the lower one, never a back edge.
+//
+//   ids    — (nothing: PartnerId)
+//   error  — (nothing)
+//   tiers  — error
+//   ledger — error, ids, tiers
+//   lib    — re-exports only
+
 mod error;
+mod ids;
 mod ledger;
 mod tiers;
 
 pub use error::PartnersError;
+pub use ids::PartnerId;
 pub use ledger::{
     CommissionDuration, CommissionPlan, EntryKind, LedgerEntry, LedgerSummary, ReferralLedger,
     split_commission,
 };
 pub use tiers::{CommissionTier, CommissionTiers, TierMode};
-
-dotmac_core::define_id! {
-    /// A reseller or referral partner.
-    PartnerId
-}

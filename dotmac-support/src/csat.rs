@@ -8,7 +8,7 @@ use rust_decimal::{Decimal, RoundingStrategy};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, SupportError};
-use crate::ticket::{AgentId, QueueId, TicketId};
+use crate::vocab::{AgentId, QueueId, TicketId};
 
 define_id! {
     /// A CSAT response.

@@ -12,7 +12,8 @@ use crate::escalation::SlaMarks;
 use crate::routing::{Agent, Queue, QueueCursor};
 use crate::sla::SlaRecord;
 use crate::store::{AgentStore, ConfigStore, CsatStore, SlaStore, SupportConfig, TicketStore};
-use crate::ticket::{AgentId, QueueId, StatusCategory, Ticket, TicketId};
+use crate::ticket::Ticket;
+use crate::vocab::{AgentId, QueueId, StatusCategory, TicketId};
 
 #[derive(Default)]
 struct TenantData {

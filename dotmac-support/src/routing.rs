@@ -10,7 +10,8 @@ use dotmac_core::TenantId;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, SupportError};
-use crate::ticket::{AgentId, Category, Channel, CustomerTier, Priority, QueueId, Ticket};
+use crate::ticket::{Category, Channel, CustomerTier, Priority, Ticket};
+use crate::vocab::{AgentId, QueueId};
 
 /// Whether an agent can take work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

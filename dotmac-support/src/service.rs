@@ -10,10 +10,8 @@ use crate::escalation::{EscalationAction, EscalationRuleId, MarkKind, due_escala
 use crate::routing::{Agent, Presence, Queue, QueueAssigner, Roster, pick_agent};
 use crate::sla::{ClockState, ClockStatus, SlaMetric, SlaPolicyId, SlaRecord, SlaStats};
 use crate::store::{SupportConfig, SupportStore};
-use crate::ticket::{
-    Actor, AgentId, Change, CommentId, NewTicket, Priority, QueueId, Status, Ticket, TicketId,
-    Visibility,
-};
+use crate::ticket::{Actor, Change, NewTicket, Priority, Ticket, Visibility};
+use crate::vocab::{AgentId, CommentId, QueueId, Status, TicketId};
 
 /// What happened in the support desk.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

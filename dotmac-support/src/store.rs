@@ -19,7 +19,8 @@ use crate::error::Result;
 use crate::escalation::{EscalationRule, SlaMarks};
 use crate::routing::{Agent, Queue, QueueCursor, Router};
 use crate::sla::{SlaPolicyId, SlaPolicySet, SlaRecord};
-use crate::ticket::{AgentId, QueueId, StatusCatalog, Ticket, TicketId};
+use crate::ticket::{StatusCatalog, Ticket};
+use crate::vocab::{AgentId, QueueId, TicketId};
 
 /// A tenant's support configuration, stored as one document.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
