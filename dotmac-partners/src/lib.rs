@@ -18,6 +18,7 @@
 //! ## Example
 //!
 //! ```
+//! use dotmac_core::{Currency, Money};
 //! use dotmac_partners::{CommissionTier, CommissionTiers, TierMode};
 //! use rust_decimal::Decimal;
 //!
@@ -25,7 +26,8 @@
 //!     CommissionTier { from: Decimal::ZERO, rate_percent: Decimal::from(5) },
 //!     CommissionTier { from: Decimal::from(1_000_000), rate_percent: Decimal::from(7) },
 //! ])?;
-//! assert_eq!(tiers.commission(Decimal::from(1_000_000))?, Decimal::from(70_000));
+//! let usd = |amount: i64| Money::new(Decimal::from(amount), Currency::USD);
+//! assert_eq!(tiers.commission(usd(1_000_000))?, usd(70_000));
 //! # Ok::<(), dotmac_partners::PartnersError>(())
 //! ```
 //!

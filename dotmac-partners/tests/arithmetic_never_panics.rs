@@ -110,7 +110,7 @@ proptest! {
         tiers.dedup_by_key(|t| t.from);
         for mode in [TierMode::Marginal, TierMode::Retroactive] {
             if let Ok(table) = CommissionTiers::new(mode, tiers.clone()) {
-                no_panic("commission", &(&table, base), || table.commission(base))?.ok();
+                no_panic("commission", &(&table, base), || table.commission(usd(base)))?.ok();
             }
         }
         let shares: Vec<(PartnerId, Decimal)> = weights

@@ -78,6 +78,7 @@ pub struct CsatResponse {
 
 /// Aggregate of responses.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct CsatSummary {
     /// Responses counted.
     pub responses: u64,

@@ -104,15 +104,15 @@ pub use routing::{
     Agent, AgentLoad, AssignmentStrategy, Presence, Queue, QueueAssigner, QueueCursor, Roster,
     Router, RoutingRule, RuleCondition, pick_agent,
 };
-pub use service::{SupportEvent, SupportEvents, SupportService};
+pub use service::{StatusAmendment, SupportEvent, SupportEvents, SupportService};
 pub use sla::{
     ClockState, ClockStatus, PolicyCondition, SlaMetric, SlaPolicy, SlaPolicyBuilder, SlaPolicyId,
     SlaPolicySet, SlaRecord, SlaStats, SlaTarget, SlaTargets, SlaTimeline, TimeBasis,
 };
 pub use store::SupportConfig;
 pub use ticket::{
-    Actor, Category, Change, Channel, Comment, CustomerTier, HistoryEntry, NewTicket, Priority,
-    StatusCatalog, Ticket, Visibility,
+    Actor, Category, Change, Channel, Comment, CustomerTier, HistoryEntry, NewComment, NewTicket,
+    Priority, StatusCatalog, Ticket, Visibility,
 };
 pub use vocab::{
     AgentId, CommentId, IcalLimit, QueueId, Status, StatusCategory, StatusName, TicketId,

@@ -1,5 +1,7 @@
 //! `SupportService`: store + pure domain + clock, returning domain events.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use dotmac_core::{Clock, DomainEvent, EventPayload, TenantId};
 use serde::{Deserialize, Serialize};
@@ -10,7 +12,7 @@ use crate::escalation::{EscalationAction, EscalationRuleId, MarkKind, due_escala
 use crate::routing::{Agent, Presence, Queue, QueueAssigner, Roster, pick_agent};
 use crate::sla::{ClockState, ClockStatus, SlaMetric, SlaPolicyId, SlaRecord, SlaStats};
 use crate::store::{SupportConfig, SupportStore};
-use crate::ticket::{Actor, Change, NewTicket, Priority, Ticket, Visibility};
+use crate::ticket::{Actor, Change, NewComment, NewTicket, Priority, Ticket, Visibility};
 use crate::vocab::{AgentId, CommentId, QueueId, Status, TicketId};
 
 /// What happened in the support desk.
@@ -161,6 +163,30 @@ impl EventPayload for SupportEvent {
     }
 }
 
+/// A correction of the status a past history entry recorded
+/// ([`SupportService::amend_status`], [`Ticket::amend_status`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StatusAmendment {
+    /// The index of the `Created` or `StatusChanged` entry in [`Ticket::history`].
+    pub entry: usize,
+    /// The status it should have recorded.
+    pub to: Status,
+    /// Who corrects it.
+    pub actor: Actor,
+}
+
+impl StatusAmendment {
+    /// Entry `entry` should have recorded `to`; `actor` says so.
+    pub fn new(entry: usize, to: impl Into<Status>, actor: Actor) -> Self {
+        StatusAmendment {
+            entry,
+            to: to.into(),
+            actor,
+        }
+    }
+}
+
 /// Events returned by a service call.
 pub type SupportEvents = Vec<DomainEvent<SupportEvent>>;
 
@@ -178,14 +204,11 @@ pub type SupportEvents = Vec<DomainEvent<SupportEvent>>;
 /// let tenant = TenantId::new();
 /// let queue = Queue { id: QueueId::new(), name: "L1".into(), members: vec![], strategy: AssignmentStrategy::RoundRobin };
 /// service.put_queue(tenant, &queue).await?;
-/// service.configure(tenant, SupportConfig {
-///     calendar: BusinessCalendar::builder("UTC").weekdays("08:00", "18:00").build()?,
-///     policy_calendars: Default::default(),
-///     policies: SlaPolicySet { policies: vec![SlaPolicy::isp_default(SlaPolicyId::new())] },
-///     router: Router::new(queue.id),
-///     escalations: vec![],
-///     statuses: StatusCatalog::new(),
-/// }).await?;
+/// service.configure(tenant, SupportConfig::new(
+///     BusinessCalendar::builder("UTC").weekdays("08:00", "18:00").build()?,
+///     SlaPolicySet { policies: vec![SlaPolicy::isp_default(SlaPolicyId::new())] },
+///     Router::new(queue.id),
+/// )).await?;
 /// let (ticket, events) = service.create_ticket(tenant, NewTicket::new("No sync").priority(Priority::High)).await?;
 /// // High: 4 business hours to respond; nobody is online, so it waits in L1.
 /// assert_eq!(events.len(), 2);
@@ -193,36 +216,62 @@ pub type SupportEvents = Vec<DomainEvent<SupportEvent>>;
 /// assert_eq!(clocks[0].due_at, Some(Utc.with_ymd_and_hms(2026, 3, 2, 13, 0, 0).unwrap()));
 /// # Ok::<(), SupportError>(()) }).unwrap();
 /// ```
+///
+/// The service is a cheap handle: cloning it clones an [`Arc`], never the store or the clock
+/// (neither needs to be `Clone`), so one service can be shared by every task of a server.
 #[derive(Debug)]
 pub struct SupportService<S, C> {
+    inner: Arc<Inner<S, C>>,
+}
+
+#[derive(Debug)]
+struct Inner<S, C> {
     store: S,
     clock: C,
+}
+
+// Not derived: a derive would demand `S: Clone, C: Clone`, and only the `Arc` is cloned.
+impl<S, C> Clone for SupportService<S, C> {
+    fn clone(&self) -> Self {
+        SupportService {
+            inner: Arc::clone(&self.inner),
+        }
+    }
 }
 
 impl<S: SupportStore, C: Clock> SupportService<S, C> {
     /// A service over a store and a clock.
     pub fn new(store: S, clock: C) -> Self {
-        SupportService { store, clock }
+        SupportService {
+            inner: Arc::new(Inner { store, clock }),
+        }
     }
 
     /// The store.
     pub fn store(&self) -> &S {
-        &self.store
+        &self.inner.store
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &C {
+        &self.inner.clock
     }
 
     fn event(&self, tenant: TenantId, payload: SupportEvent) -> DomainEvent<SupportEvent> {
-        DomainEvent::new(tenant, &self.clock, payload)
+        DomainEvent::new(tenant, &self.inner.clock, payload)
     }
 
     async fn config(&self, tenant: TenantId) -> Result<SupportConfig> {
-        self.store
+        self.inner
+            .store
             .get_config(tenant)
             .await?
             .ok_or(SupportError::NotConfigured)
     }
 
     async fn ticket(&self, tenant: TenantId, id: TicketId) -> Result<Ticket> {
-        self.store
+        self.inner
+            .store
             .get_ticket(tenant, id)
             .await?
             .ok_or_else(|| SupportError::NotFound {
@@ -232,7 +281,8 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
     }
 
     async fn queue(&self, tenant: TenantId, id: QueueId) -> Result<Queue> {
-        self.store
+        self.inner
+            .store
             .get_queue(tenant, id)
             .await?
             .ok_or_else(|| SupportError::NotFound {
@@ -254,7 +304,7 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
             _ => None,
         }));
         for queue in named {
-            if self.store.get_queue(tenant, queue).await?.is_none() {
+            if self.inner.store.get_queue(tenant, queue).await?.is_none() {
                 return Err(SupportError::Config(format!(
                     "queue {queue} is named but does not exist; put_queue it first"
                 )));
@@ -272,7 +322,7 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
                 }
             }
         }
-        self.store.put_config(tenant, &config).await
+        self.inner.store.put_config(tenant, &config).await
     }
 
     /// Adds or replaces a queue.
@@ -281,7 +331,7 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
     ///
     /// Storage errors.
     pub async fn put_queue(&self, tenant: TenantId, queue: &Queue) -> Result<()> {
-        self.store.put_queue(tenant, queue).await
+        self.inner.store.put_queue(tenant, queue).await
     }
 
     /// Adds or replaces an agent; an online agent immediately takes waiting tickets.
@@ -290,7 +340,7 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
     ///
     /// Storage errors.
     pub async fn put_agent(&self, tenant: TenantId, agent: &Agent) -> Result<SupportEvents> {
-        self.store.put_agent(tenant, agent).await?;
+        self.inner.store.put_agent(tenant, agent).await?;
         if agent.presence == Presence::Online {
             return self.drain_queues_of(tenant, agent.id).await;
         }
@@ -309,16 +359,17 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
         agent: AgentId,
         presence: Presence,
     ) -> Result<SupportEvents> {
-        let mut stored =
-            self.store
-                .get_agent(tenant, agent)
-                .await?
-                .ok_or_else(|| SupportError::NotFound {
-                    kind: "agent",
-                    id: agent.to_string(),
-                })?;
+        let mut stored = self
+            .inner
+            .store
+            .get_agent(tenant, agent)
+            .await?
+            .ok_or_else(|| SupportError::NotFound {
+                kind: "agent",
+                id: agent.to_string(),
+            })?;
         stored.presence = presence;
-        self.store.put_agent(tenant, &stored).await?;
+        self.inner.store.put_agent(tenant, &stored).await?;
         let mut events =
             vec![self.event(tenant, SupportEvent::PresenceChanged { agent, presence })];
         if presence == Presence::Online {
@@ -331,8 +382,8 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
     /// by their policy.
     async fn roster(&self, tenant: TenantId, config: &SupportConfig) -> Result<Roster> {
         let mut roster = Roster::new();
-        for agent in self.store.list_agents(tenant).await? {
-            let tickets = self.store.assigned_to(tenant, agent.id).await?;
+        for agent in self.inner.store.list_agents(tenant).await? {
+            let tickets = self.inner.store.assigned_to(tenant, agent.id).await?;
             let active = tickets.iter().filter(|t| is_sla_active(config, t)).count();
             roster.upsert(agent, u32::try_from(active).unwrap_or(u32::MAX));
         }
@@ -348,20 +399,23 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
         ticket: &mut Ticket,
         now: DateTime<Utc>,
     ) -> Result<Option<AgentId>> {
-        let mut cursor = self.store.get_cursor(tenant, queue.id).await?;
+        let mut cursor = self.inner.store.get_cursor(tenant, queue.id).await?;
         let Some(agent) = pick_agent(queue, &mut cursor, roster, waited_minutes(ticket, now))
         else {
             return Ok(None);
         };
         ticket.assign(Some(agent), Actor::System, now)?;
         roster.add_load(agent);
-        self.store.put_cursor(tenant, queue.id, cursor).await?;
+        self.inner
+            .store
+            .put_cursor(tenant, queue.id, cursor)
+            .await?;
         Ok(Some(agent))
     }
 
     async fn drain_queues_of(&self, tenant: TenantId, agent: AgentId) -> Result<SupportEvents> {
         let mut events = Vec::new();
-        for queue in self.store.list_queues(tenant).await? {
+        for queue in self.inner.store.list_queues(tenant).await? {
             if queue.members.contains(&agent) {
                 events.extend(self.drain_queue(tenant, queue.id).await?);
             }
@@ -378,17 +432,17 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
         let config = self.config(tenant).await?;
         let queue = self.queue(tenant, queue).await?;
         let roster = self.roster(tenant, &config).await?;
-        let now = self.clock.now();
-        let cursor = self.store.get_cursor(tenant, queue.id).await?;
+        let now = self.inner.clock.now();
+        let cursor = self.inner.store.get_cursor(tenant, queue.id).await?;
         // One assigner for the whole line: O(log members) per decision.
         let mut assigner = QueueAssigner::new(&queue, &roster, cursor);
         let mut events = Vec::new();
-        for mut ticket in self.store.waiting_in_queue(tenant, queue.id).await? {
+        for mut ticket in self.inner.store.waiting_in_queue(tenant, queue.id).await? {
             let Some(agent) = assigner.pick(waited_minutes(&ticket, now)) else {
                 continue;
             };
             ticket.assign(Some(agent), Actor::System, now)?;
-            self.store.update_ticket(tenant, &ticket).await?;
+            self.inner.store.update_ticket(tenant, &ticket).await?;
             events.push(self.event(
                 tenant,
                 SupportEvent::TicketAssigned {
@@ -398,7 +452,8 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
             ));
         }
         if assigner.cursor() != cursor {
-            self.store
+            self.inner
+                .store
                 .put_cursor(tenant, queue.id, assigner.cursor())
                 .await?;
         }
@@ -417,7 +472,7 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
         new: NewTicket,
     ) -> Result<(Ticket, SupportEvents)> {
         let config = self.config(tenant).await?;
-        let now = self.clock.now();
+        let now = self.inner.clock.now();
         let mut ticket = Ticket::open(TicketId::new(), tenant, new, now);
         let queue = self.queue(tenant, config.router.route(&ticket)).await?;
         ticket.set_queue(queue.id, Actor::System, now)?;
@@ -425,7 +480,7 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
         let assigned = self
             .try_assign(tenant, &queue, &mut roster, &mut ticket, now)
             .await?;
-        self.store.insert_ticket(tenant, &ticket).await?;
+        self.inner.store.insert_ticket(tenant, &ticket).await?;
 
         let policy = config.policies.select(&ticket);
         let clocks = match policy {
@@ -475,15 +530,14 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
         &self,
         tenant: TenantId,
         id: TicketId,
-        author: Actor,
-        visibility: Visibility,
-        body: &str,
+        new: NewComment,
     ) -> Result<SupportEvents> {
         let mut ticket = self.ticket(tenant, id).await?;
-        let now = self.clock.now();
+        let now = self.inner.clock.now();
         let comment = CommentId::new();
-        ticket.comment(comment, author, visibility, body, now)?;
-        self.store.update_ticket(tenant, &ticket).await?;
+        let (author, visibility) = (new.author, new.visibility);
+        ticket.comment(comment, new, now)?;
+        self.inner.store.update_ticket(tenant, &ticket).await?;
         let mut events = vec![self.event(
             tenant,
             SupportEvent::CommentAdded {
@@ -518,10 +572,10 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
             return Err(SupportError::UnknownStatus(to.name().to_string()));
         }
         let mut ticket = self.ticket(tenant, id).await?;
-        let now = self.clock.now();
+        let now = self.inner.clock.now();
         let from = ticket.status().clone();
         ticket.change_status(to.clone(), actor, now)?;
-        self.store.update_ticket(tenant, &ticket).await?;
+        self.inner.store.update_ticket(tenant, &ticket).await?;
         let mut events = vec![self.event(
             tenant,
             SupportEvent::StatusChanged {
@@ -532,11 +586,11 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
             },
         )];
         if to.is_done() {
-            for mut child in self.store.children_of(tenant, id).await? {
+            for mut child in self.inner.store.children_of(tenant, id).await? {
                 let child_from = child.status().clone();
                 if child.merged_into().is_none() && child_from.can_move_to(&to) {
                     child.change_status(to.clone(), Actor::System, now)?;
-                    self.store.update_ticket(tenant, &child).await?;
+                    self.inner.store.update_ticket(tenant, &child).await?;
                     events.push(self.event(
                         tenant,
                         SupportEvent::StatusChanged {
@@ -571,6 +625,7 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
         actor: Actor,
     ) -> Result<SupportEvents> {
         let catalog = self
+            .inner
             .store
             .get_config(tenant)
             .await?
@@ -590,16 +645,15 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
         &self,
         tenant: TenantId,
         id: TicketId,
-        entry: usize,
-        to: Status,
-        actor: Actor,
+        amendment: StatusAmendment,
     ) -> Result<SupportEvents> {
+        let StatusAmendment { entry, to, actor } = amendment;
         if !to.is_builtin() && !self.config(tenant).await?.statuses.contains(&to) {
             return Err(SupportError::UnknownStatus(to.name().to_string()));
         }
         let mut ticket = self.ticket(tenant, id).await?;
-        ticket.amend_status(entry, to, actor, self.clock.now())?;
-        self.store.update_ticket(tenant, &ticket).await?;
+        ticket.amend_status(entry, to, actor, self.inner.clock.now())?;
+        self.inner.store.update_ticket(tenant, &ticket).await?;
         self.process(tenant, id).await
     }
 
@@ -626,8 +680,8 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
         if entry.agent.presence != Presence::Online || entry.active >= entry.agent.capacity {
             return Err(SupportError::AgentUnavailable { agent });
         }
-        ticket.assign(Some(agent), actor, self.clock.now())?;
-        self.store.update_ticket(tenant, &ticket).await?;
+        ticket.assign(Some(agent), actor, self.inner.clock.now())?;
+        self.inner.store.update_ticket(tenant, &ticket).await?;
         Ok(vec![self.event(
             tenant,
             SupportEvent::TicketAssigned { ticket: id, agent },
@@ -648,11 +702,11 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
     ) -> Result<SupportEvents> {
         let mut ticket = self.ticket(tenant, id).await?;
         let from = ticket.priority();
-        ticket.set_priority(to, actor, self.clock.now())?;
+        ticket.set_priority(to, actor, self.inner.clock.now())?;
         if from == to {
             return Ok(Vec::new());
         }
-        self.store.update_ticket(tenant, &ticket).await?;
+        self.inner.store.update_ticket(tenant, &ticket).await?;
         let mut events = vec![self.event(
             tenant,
             SupportEvent::PriorityChanged {
@@ -672,8 +726,8 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
     /// [`SupportError::NotFound`], [`SupportError::Merged`]; storage errors.
     pub async fn tag(&self, tenant: TenantId, id: TicketId, tag: &str, actor: Actor) -> Result<()> {
         let mut ticket = self.ticket(tenant, id).await?;
-        ticket.tag(tag, actor, self.clock.now())?;
-        self.store.update_ticket(tenant, &ticket).await
+        ticket.tag(tag, actor, self.inner.clock.now())?;
+        self.inner.store.update_ticket(tenant, &ticket).await
     }
 
     /// Merges `source` into `target`.
@@ -691,9 +745,9 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
     ) -> Result<SupportEvents> {
         let mut from = self.ticket(tenant, source).await?;
         let mut into = self.ticket(tenant, target).await?;
-        from.merge_into(&mut into, actor, self.clock.now())?;
-        self.store.update_ticket(tenant, &into).await?;
-        self.store.update_ticket(tenant, &from).await?;
+        from.merge_into(&mut into, actor, self.inner.clock.now())?;
+        self.inner.store.update_ticket(tenant, &into).await?;
+        self.inner.store.update_ticket(tenant, &from).await?;
         Ok(vec![self.event(
             tenant,
             SupportEvent::TicketMerged { source, target },
@@ -715,8 +769,8 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
     ) -> Result<SupportEvents> {
         let mut ticket = self.ticket(tenant, child).await?;
         let parent_ticket = self.ticket(tenant, parent).await?;
-        ticket.link_to_parent(&parent_ticket, actor, self.clock.now())?;
-        self.store.update_ticket(tenant, &ticket).await?;
+        ticket.link_to_parent(&parent_ticket, actor, self.inner.clock.now())?;
+        self.inner.store.update_ticket(tenant, &ticket).await?;
         Ok(vec![self.event(
             tenant,
             SupportEvent::TicketLinked { child, parent },
@@ -736,7 +790,7 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
                 config.calendar_for(p.id()),
                 &ticket.sla_timeline(),
                 ticket.priority(),
-                self.clock.now(),
+                self.inner.clock.now(),
             ),
             None => Ok(Vec::new()),
         }
@@ -751,12 +805,12 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
     /// [`SupportError::NotConfigured`]; storage errors.
     pub async fn sweep(&self, tenant: TenantId) -> Result<SupportEvents> {
         let mut events = Vec::new();
-        for ticket in self.store.unclosed_tickets(tenant).await? {
+        for ticket in self.inner.store.unclosed_tickets(tenant).await? {
             if ticket.merged_into().is_none() {
                 events.extend(self.process(tenant, ticket.id()).await?);
             }
         }
-        for queue in self.store.list_queues(tenant).await? {
+        for queue in self.inner.store.list_queues(tenant).await? {
             events.extend(self.drain_queue(tenant, queue.id).await?);
         }
         Ok(events)
@@ -769,14 +823,14 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
         let Some(policy) = config.policies.select(&ticket) else {
             return Ok(Vec::new());
         };
-        let now = self.clock.now();
+        let now = self.inner.clock.now();
         let clocks = policy.evaluate(
             config.calendar_for(policy.id()),
             &ticket.sla_timeline(),
             ticket.priority(),
             now,
         )?;
-        let mut marks = self.store.get_marks(tenant, id).await?;
+        let mut marks = self.inner.store.get_marks(tenant, id).await?;
         let before = marks.clone();
         let mut events = Vec::new();
         for clock in &clocks {
@@ -814,7 +868,7 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
                         margin_minutes: clock.margin_minutes(),
                         met: clock.status == ClockStatus::Met,
                     };
-                    self.store.add_record(tenant, &record).await?;
+                    self.inner.store.add_record(tenant, &record).await?;
                     events.push(self.event(tenant, SupportEvent::SlaClockStopped { record }));
                 }
                 _ => {}
@@ -859,10 +913,10 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
             ));
         }
         if changed {
-            self.store.update_ticket(tenant, &ticket).await?;
+            self.inner.store.update_ticket(tenant, &ticket).await?;
         }
         if marks != before {
-            self.store.put_marks(tenant, id, &marks).await?;
+            self.inner.store.put_marks(tenant, id, &marks).await?;
         }
         Ok(events)
     }
@@ -889,9 +943,9 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
             queue: ticket.queue(),
             score,
             comment,
-            at: self.clock.now(),
+            at: self.inner.clock.now(),
         };
-        self.store.add_csat(tenant, &response).await?;
+        self.inner.store.add_csat(tenant, &response).await?;
         Ok(vec![self.event(
             tenant,
             SupportEvent::CsatRecorded { ticket: id, score },
@@ -909,7 +963,7 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<CsatSummary> {
-        let responses = self.store.csat_responses(tenant, from, to).await?;
+        let responses = self.inner.store.csat_responses(tenant, from, to).await?;
         Ok(CsatSummary::of(&responses, from, to))
     }
 
@@ -925,7 +979,7 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<SlaStats> {
-        let records = self.store.records(tenant, from, to).await?;
+        let records = self.inner.store.records(tenant, from, to).await?;
         Ok(SlaStats::from_records(
             records.iter().filter(|r| r.metric == metric),
         ))

@@ -462,6 +462,7 @@ impl SlaPolicy {
 /// [`Ticket::sla_timeline`](crate::Ticket::sla_timeline), or by hand for imports and what-if
 /// calculations.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct SlaTimeline {
     /// Creation instant.
     pub created_at: DateTime<Utc>,
@@ -624,6 +625,7 @@ pub enum ClockStatus {
 
 /// One clock of one ticket at an instant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct ClockState {
     /// Which clock.
     pub metric: SlaMetric,
@@ -680,6 +682,7 @@ pub struct SlaRecord {
 
 /// Aggregates of [`SlaRecord`]s.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct SlaStats {
     /// Records counted.
     pub count: u64,
@@ -798,7 +801,7 @@ impl Ticket {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ticket::{Actor, NewTicket, Visibility};
+    use crate::ticket::{Actor, NewTicket};
     use crate::vocab::CommentId;
     use chrono::{Duration, TimeZone};
     use dotmac_core::TenantId;
@@ -883,9 +886,7 @@ mod tests {
         ticket
             .comment(
                 CommentId::new(),
-                Actor::Agent(agent),
-                Visibility::Public,
-                "on it",
+                crate::ticket::NewComment::public(Actor::Agent(agent), "on it"),
                 t(10, 20),
             )
             .unwrap();

@@ -465,9 +465,52 @@ pub struct HistoryEntry {
     pub change: Change,
 }
 
+/// A comment to add to a ticket ([`Ticket::comment`],
+/// [`SupportService::comment`](crate::SupportService::comment)).
+///
+/// ```
+/// use dotmac_support::{Actor, NewComment, Visibility};
+///
+/// let note = NewComment::internal(Actor::System, "line test scheduled");
+/// assert_eq!(note.visibility, Visibility::Internal);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+#[must_use]
+pub struct NewComment {
+    /// Who writes it.
+    pub author: Actor,
+    /// Who sees it.
+    pub visibility: Visibility,
+    /// The text.
+    pub body: String,
+}
+
+impl NewComment {
+    /// A comment of `visibility`.
+    pub fn new(author: Actor, visibility: Visibility, body: impl Into<String>) -> Self {
+        NewComment {
+            author,
+            visibility,
+            body: body.into(),
+        }
+    }
+
+    /// A comment the customer sees (an agent's is an SLA response).
+    pub fn public(author: Actor, body: impl Into<String>) -> Self {
+        NewComment::new(author, Visibility::Public, body)
+    }
+
+    /// A note only agents see.
+    pub fn internal(author: Actor, body: impl Into<String>) -> Self {
+        NewComment::new(author, Visibility::Internal, body)
+    }
+}
+
 /// What a new ticket is made from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[must_use]
+#[non_exhaustive]
 pub struct NewTicket {
     /// One-line summary.
     pub subject: String,
@@ -722,20 +765,18 @@ impl Ticket {
     /// # Errors
     ///
     /// [`SupportError::Merged`] or [`SupportError::OutOfOrder`].
-    pub fn comment(
-        &mut self,
-        id: CommentId,
-        author: Actor,
-        visibility: Visibility,
-        body: impl Into<String>,
-        at: DateTime<Utc>,
-    ) -> Result<()> {
+    pub fn comment(&mut self, id: CommentId, comment: NewComment, at: DateTime<Utc>) -> Result<()> {
         self.check(at)?;
+        let NewComment {
+            author,
+            visibility,
+            body,
+        } = comment;
         self.comments.push(Comment {
             id,
             author,
             visibility,
-            body: body.into(),
+            body,
             at,
         });
         self.record(
@@ -1168,9 +1209,7 @@ mod tests {
         a.tag("dup", Actor::System, at(1)).unwrap();
         a.comment(
             CommentId::new(),
-            Actor::Customer,
-            Visibility::Public,
-            "still down",
+            NewComment::public(Actor::Customer, "still down"),
             at(2),
         )
         .unwrap();
