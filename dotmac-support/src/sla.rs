@@ -45,6 +45,15 @@ pub enum SlaMetric {
 }
 
 impl SlaMetric {
+    /// The stable snake_case name (`"first_response"`), as in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SlaMetric::FirstResponse => "first_response",
+            SlaMetric::NextResponse => "next_response",
+            SlaMetric::Resolution => "resolution",
+        }
+    }
+
     /// All three, in this order.
     pub const ALL: [SlaMetric; 3] = [
         SlaMetric::FirstResponse,
