@@ -720,7 +720,7 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
                 kind: "agent",
                 id: agent.to_string(),
             })?;
-            if entry.agent.presence != Presence::Online || entry.active >= entry.agent.capacity {
+            if entry.agent.presence != Presence::Online || entry.active >= entry.agent.capacity() {
                 return Err(SupportError::AgentUnavailable { agent });
             }
             ticket.assign(Some(agent), actor, self.inner.clock.now())?;

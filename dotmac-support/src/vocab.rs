@@ -172,7 +172,7 @@ pub(crate) fn truncated(s: &str) -> String {
 /// A ticket's status: a name and the [`StatusCategory`] whose rules it follows.
 ///
 /// The seven built-in statuses ([`Status::NEW`] … [`Status::REOPENED`]) are named after their
-/// category. A desk defines its own in a [`StatusCatalog`] (`"pending reminder"` in category
+/// category. A desk defines its own in a [`StatusCatalog`](crate::StatusCatalog) (`"pending reminder"` in category
 /// pending, `"waiting on customer"` in category on_hold, …); the state machine applies by
 /// category, and SLA policies pause by name. A built-in name always means its built-in status.
 ///
