@@ -590,7 +590,10 @@ mod tests {
             .with_skill("fiber")
             .with_presence(Presence::Away);
         let json = serde_json::to_value(&agent).unwrap();
-        assert_eq!(serde_json::from_value::<Agent>(json.clone()).unwrap(), agent);
+        assert_eq!(
+            serde_json::from_value::<Agent>(json.clone()).unwrap(),
+            agent
+        );
         let mut zero = json;
         zero["capacity"] = 0.into();
         let err = serde_json::from_value::<Agent>(zero).unwrap_err();

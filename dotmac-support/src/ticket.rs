@@ -16,6 +16,9 @@ use crate::vocab::{
     truncated,
 };
 
+// The fallible halves of the status types in `vocab`: they return `SupportError`, which names
+// those types, so they live here rather than there (that would be an import cycle).
+
 impl FromStr for StatusCategory {
     type Err = SupportError;
     fn from_str(s: &str) -> Result<Self> {
