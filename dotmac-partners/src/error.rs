@@ -1,7 +1,7 @@
 //! The crate's one error type.
 
 use chrono::NaiveDate;
-use dotmac_core::CoreError;
+use dotmac_core::{CoreError, Money};
 use rust_decimal::Decimal;
 
 /// Everything that can go wrong in `dotmac-partners`. A call that returns an error changes
@@ -31,7 +31,7 @@ pub enum PartnersError {
     },
     /// A negative amount given to a tier table.
     #[error("commission base must not be negative, got {0}")]
-    NegativeBase(Decimal),
+    NegativeBase(Money),
     /// An entry dated before the ledger's latest entry: the ledger is append-only in time.
     #[error(
         "entry dated {on} is before the ledger's latest entry ({latest}); ledgers are append-only"

@@ -5,8 +5,8 @@ use dotmac_core::{Currency, CustomerId, Money, PaymentId, RoundingMode};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use crate::PartnerId;
 use crate::error::PartnersError;
+use crate::ids::PartnerId;
 use crate::tiers::{check_rate, percent_of};
 
 /// How long a referred customer's payments earn commission.

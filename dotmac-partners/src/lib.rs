@@ -18,6 +18,7 @@
 //! ## Example
 //!
 //! ```
+//! use dotmac_core::{Currency, Money};
 //! use dotmac_partners::{CommissionTier, CommissionTiers, TierMode};
 //! use rust_decimal::Decimal;
 //!
@@ -25,7 +26,8 @@
 //!     CommissionTier { from: Decimal::ZERO, rate_percent: Decimal::from(5) },
 //!     CommissionTier { from: Decimal::from(1_000_000), rate_percent: Decimal::from(7) },
 //! ])?;
-//! assert_eq!(tiers.commission(Decimal::from(1_000_000))?, Decimal::from(70_000));
+//! let usd = |amount: i64| Money::new(Decimal::from(amount), Currency::USD);
+//! assert_eq!(tiers.commission(usd(1_000_000))?, usd(70_000));
 //! # Ok::<(), dotmac_partners::PartnersError>(())
 //! ```
 //!
@@ -40,18 +42,24 @@
 #![cfg_attr(not(test), warn(clippy::arithmetic_side_effects))]
 #![cfg_attr(not(test), warn(clippy::disallowed_methods))]
 
+// Module map: the graph of `use crate::…` between modules is acyclic; each line names what the
+// module imports. A type two modules need goes down into the lower one, never a back edge.
+//
+//   ids    — (nothing: PartnerId)
+//   error  — (nothing)
+//   tiers  — error
+//   ledger — error, ids, tiers
+//   lib    — re-exports only
+
 mod error;
+mod ids;
 mod ledger;
 mod tiers;
 
 pub use error::PartnersError;
+pub use ids::PartnerId;
 pub use ledger::{
     CommissionDuration, CommissionPlan, EntryKind, LedgerEntry, LedgerSummary, ReferralLedger,
     split_commission,
 };
 pub use tiers::{CommissionTier, CommissionTiers, TierMode};
-
-dotmac_core::define_id! {
-    /// A reseller or referral partner.
-    PartnerId
-}

@@ -1,5 +1,6 @@
 //! Tiered commission rates on one amount.
 
+use dotmac_core::Money;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
@@ -16,6 +17,9 @@ pub enum TierMode {
 }
 
 /// One tier: from `from` (inclusive) up to the next tier's `from`, at `rate_percent`.
+///
+/// The bounds are amounts in the currency of the amount the table prices (a table is written
+/// for one currency; [`CommissionTiers::commission`] keeps that currency on its result).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommissionTier {
     /// Inclusive lower bound.
@@ -27,13 +31,14 @@ pub struct CommissionTier {
 /// A validated tier table.
 ///
 /// ```
+/// use dotmac_core::{Currency, Money};
 /// use dotmac_partners::{CommissionTier, CommissionTiers, TierMode};
-/// use rust_decimal::Decimal;
 ///
 /// let tier = |from: i64, rate: i64| CommissionTier { from: from.into(), rate_percent: rate.into() };
 /// let table = CommissionTiers::new(TierMode::Marginal, vec![tier(0, 3), tier(300_000, 5), tier(500_000, 7)])?;
 /// // 3 % of 300k + 5 % of 200k + 7 % of 100k
-/// assert_eq!(table.commission(Decimal::from(600_000))?, Decimal::from(26_000));
+/// let sales = Money::new(600_000.into(), Currency::USD);
+/// assert_eq!(table.commission(sales)?, Money::new(26_000.into(), Currency::USD));
 /// # Ok::<(), dotmac_partners::PartnersError>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,16 +100,22 @@ impl CommissionTiers {
         &self.tiers
     }
 
-    /// The exact (unrounded) commission on `amount`. Amounts below the first tier earn nothing.
+    /// The exact (unrounded) commission on `amount`, in `amount`'s currency (round it with
+    /// [`Money::round`] when it is recorded). Amounts below the first tier earn nothing.
     ///
     /// # Errors
     ///
     /// [`PartnersError::NegativeBase`] for a negative amount; [`PartnersError::Core`] on
     /// overflow.
-    pub fn commission(&self, amount: Decimal) -> Result<Decimal, PartnersError> {
-        if amount < Decimal::ZERO {
+    pub fn commission(&self, amount: Money) -> Result<Money, PartnersError> {
+        if amount.is_negative() {
             return Err(PartnersError::NegativeBase(amount));
         }
+        self.commission_on(amount.amount())
+            .map(|commission| Money::new(commission, amount.currency()))
+    }
+
+    fn commission_on(&self, amount: Decimal) -> Result<Decimal, PartnersError> {
         match self.mode {
             TierMode::Retroactive => {
                 let reached = self.tiers.iter().rev().find(|t| t.from <= amount);
@@ -152,7 +163,12 @@ fn overflow() -> PartnersError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dotmac_core::Currency;
     use rust_decimal_macros::dec;
+
+    fn usd(amount: Decimal) -> Money {
+        Money::new(amount, Currency::USD)
+    }
 
     fn tier(from: Decimal, rate: Decimal) -> CommissionTier {
         CommissionTier {
@@ -168,15 +184,18 @@ mod tests {
             vec![tier(dec!(0), dec!(5)), tier(dec!(1000000), dec!(7))],
         )
         .unwrap();
-        assert_eq!(t.commission(dec!(999999)).unwrap(), dec!(49999.95));
-        assert_eq!(t.commission(dec!(1000000)).unwrap(), dec!(70000));
+        assert_eq!(
+            t.commission(usd(dec!(999999))).unwrap(),
+            usd(dec!(49999.95))
+        );
+        assert_eq!(t.commission(usd(dec!(1000000))).unwrap(), usd(dec!(70000)));
     }
 
     #[test]
     fn below_first_tier_earns_nothing() {
         let t = CommissionTiers::new(TierMode::Marginal, vec![tier(dec!(100), dec!(10))]).unwrap();
-        assert_eq!(t.commission(dec!(50)).unwrap(), dec!(0));
-        assert_eq!(t.commission(dec!(150)).unwrap(), dec!(5));
+        assert_eq!(t.commission(usd(dec!(50))).unwrap(), usd(dec!(0)));
+        assert_eq!(t.commission(usd(dec!(150))).unwrap(), usd(dec!(5)));
     }
 
     #[test]
@@ -200,8 +219,8 @@ mod tests {
         );
         let t = CommissionTiers::new(TierMode::Marginal, vec![tier(dec!(0), dec!(1))]).unwrap();
         assert_eq!(
-            t.commission(dec!(-1)),
-            Err(PartnersError::NegativeBase(dec!(-1)))
+            t.commission(usd(dec!(-1))),
+            Err(PartnersError::NegativeBase(usd(dec!(-1))))
         );
     }
 }

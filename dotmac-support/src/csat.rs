@@ -8,7 +8,7 @@ use rust_decimal::{Decimal, RoundingStrategy};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, SupportError};
-use crate::ticket::{AgentId, QueueId, TicketId};
+use crate::vocab::{AgentId, QueueId, TicketId};
 
 define_id! {
     /// A CSAT response.
@@ -78,6 +78,7 @@ pub struct CsatResponse {
 
 /// Aggregate of responses.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct CsatSummary {
     /// Responses counted.
     pub responses: u64,

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use dotmac_core::CoreError;
 
-use crate::ticket::{Status, StatusCategory, TicketId};
+use crate::vocab::{AgentId, IcalLimit, Status, StatusCategory, TicketId};
 
 /// Everything that can go wrong in `dotmac-support`.
 ///
@@ -65,7 +65,7 @@ pub enum SupportError {
     #[error("iCalendar feed refused: {limit} is limited to {max}, the feed reaches {found}")]
     IcalLimitExceeded {
         /// The limit.
-        limit: crate::ical::IcalLimit,
+        limit: IcalLimit,
         /// Its configured value.
         max: u64,
         /// What the feed reaches where it was refused: its size, or the depth, event length or
@@ -172,7 +172,7 @@ pub enum SupportError {
     )]
     AgentUnavailable {
         /// The agent.
-        agent: crate::ticket::AgentId,
+        agent: AgentId,
     },
     /// The tenant has no support configuration yet.
     #[error("no support configuration for this tenant; call SupportService::configure first")]

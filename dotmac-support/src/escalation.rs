@@ -11,7 +11,7 @@ use dotmac_core::define_id;
 use serde::{Deserialize, Serialize};
 
 use crate::sla::{ClockState, ClockStatus, SlaMetric};
-use crate::ticket::QueueId;
+use crate::vocab::QueueId;
 
 define_id! {
     /// An escalation rule.

@@ -7,46 +7,12 @@
 //! many days one event spans, and how many dates the whole feed expands to. Each refusal is
 //! [`SupportError::IcalLimitExceeded`] naming the limit ([`IcalLimit`]).
 
-use std::fmt;
-
 use chrono::{Datelike, Days, NaiveDate};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, SupportError};
-
-/// Which [`IcalLimits`] limit a feed exceeded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum IcalLimit {
-    /// [`IcalLimits::max_bytes`]: the feed's size in bytes.
-    FeedBytes,
-    /// [`IcalLimits::max_depth`]: components open inside each other (`VCALENDAR` is 1).
-    NestingDepth,
-    /// [`IcalLimits::max_event_days`]: the days from one event's `DTSTART` to its `DTEND`.
-    EventDays,
-    /// [`IcalLimits::max_expanded_days`]: the dates all events expand to, recurrences included.
-    ExpandedDays,
-}
-
-impl IcalLimit {
-    /// The stable snake_case name (`"nesting_depth"`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            IcalLimit::FeedBytes => "feed_bytes",
-            IcalLimit::NestingDepth => "nesting_depth",
-            IcalLimit::EventDays => "event_days",
-            IcalLimit::ExpandedDays => "expanded_days",
-        }
-    }
-}
-
-impl fmt::Display for IcalLimit {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+use crate::vocab::IcalLimit;
 
 /// What an iCalendar import may cost. The defaults read any real public-holiday feed (a few
 /// hundred events over decades) and refuse hostile ones in microseconds:

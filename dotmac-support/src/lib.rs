@@ -47,6 +47,25 @@
 //!
 //! - `testkit`: `testkit::run_store_suite`, the behaviour suite every store must pass.
 
+// Module map. The graph of `use crate::…` between modules is acyclic (doc links excepted);
+// each line names what the module imports, leaves first. Keep it so: a type two modules need
+// goes down into the lower one (small shared types into `vocab`), never a back edge.
+//
+//   vocab      — (nothing: ids, StatusCategory, StatusName, Status, IcalLimit)
+//   error      — vocab
+//   calendar   — error
+//   ical       — error, vocab
+//   ticket     — error, vocab
+//   csat       — error, vocab
+//   sla        — calendar, error, ticket, vocab (also `Ticket::sla_timeline`)
+//   escalation — sla, vocab
+//   routing    — error, ticket, vocab
+//   store      — calendar, csat, error, escalation, routing, sla, ticket, vocab
+//   memory     — csat, error, escalation, routing, sla, store, ticket, vocab
+//   service    — csat, error, escalation, routing, sla, store, ticket, vocab
+//   testkit    — calendar, csat, error, escalation, routing, sla, store, ticket, vocab
+//   lib        — re-exports only
+
 // Unchecked arithmetic is refused in library code: `+` on a `Decimal` panics on overflow and on
 // an integer wraps in release. Use checked operations (`Money::checked_add`, `checked_sum`, …) or
 // an `allow` that says why the operation cannot overflow. Tests may use plain operators.
@@ -67,6 +86,7 @@ pub mod store;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 mod ticket;
+mod vocab;
 
 pub use calendar::{
     BusinessCalendar, CalendarBuilder, CalendarSpec, DayHours, MAX_WORKING_TIME_SPAN_DAYS,
@@ -78,20 +98,22 @@ pub use escalation::{
     EscalationAction, EscalationRule, EscalationRuleId, EscalationTrigger, MarkKind, SlaMark,
     SlaMarks, due_escalations,
 };
-pub use ical::{IcalLimit, IcalLimits, ical_holidays, ical_holidays_with};
+pub use ical::{IcalLimits, ical_holidays, ical_holidays_with};
 pub use memory::InMemorySupportStore;
 pub use routing::{
     Agent, AgentLoad, AssignmentStrategy, Presence, Queue, QueueAssigner, QueueCursor, Roster,
     Router, RoutingRule, RuleCondition, pick_agent,
 };
-pub use service::{SupportEvent, SupportEvents, SupportService};
+pub use service::{StatusAmendment, SupportEvent, SupportEvents, SupportService};
 pub use sla::{
     ClockState, ClockStatus, PolicyCondition, SlaMetric, SlaPolicy, SlaPolicyBuilder, SlaPolicyId,
     SlaPolicySet, SlaRecord, SlaStats, SlaTarget, SlaTargets, SlaTimeline, TimeBasis,
 };
 pub use store::SupportConfig;
 pub use ticket::{
-    Actor, AgentId, Category, Change, Channel, Comment, CommentId, CustomerTier, HistoryEntry,
-    NewTicket, Priority, QueueId, Status, StatusCatalog, StatusCategory, StatusName, Ticket,
-    TicketId, Visibility,
+    Actor, Category, Change, Channel, Comment, CustomerTier, HistoryEntry, NewComment, NewTicket,
+    Priority, StatusCatalog, Ticket, Visibility,
+};
+pub use vocab::{
+    AgentId, CommentId, IcalLimit, QueueId, Status, StatusCategory, StatusName, TicketId,
 };

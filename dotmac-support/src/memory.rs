@@ -1,4 +1,7 @@
 //! The in-memory store: for tests, examples and single-process embedders.
+//!
+//! Every store call is one transaction (one lock of the mutex) and opens one `DEBUG` span
+//! `dotmac.store.<operation>` with `backend = "memory"` and `tenant`, like the SQL stores.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -12,7 +15,8 @@ use crate::escalation::SlaMarks;
 use crate::routing::{Agent, Queue, QueueCursor};
 use crate::sla::SlaRecord;
 use crate::store::{AgentStore, ConfigStore, CsatStore, SlaStore, SupportConfig, TicketStore};
-use crate::ticket::{AgentId, QueueId, StatusCategory, Ticket, TicketId};
+use crate::ticket::Ticket;
+use crate::vocab::{AgentId, QueueId, StatusCategory, TicketId};
 
 #[derive(Default)]
 struct TenantData {
@@ -58,6 +62,7 @@ fn oldest_first(mut tickets: Vec<Ticket>) -> Vec<Ticket> {
 }
 
 impl TicketStore for InMemorySupportStore {
+    #[tracing::instrument(name = "dotmac.store.insert_ticket", level = "debug", skip_all, fields(backend = "memory", tenant = %tenant))]
     async fn insert_ticket(&self, tenant: TenantId, ticket: &Ticket) -> Result<()> {
         self.with(tenant, |d| {
             if d.tickets.contains_key(&ticket.id()) {
@@ -71,6 +76,7 @@ impl TicketStore for InMemorySupportStore {
         })
     }
 
+    #[tracing::instrument(name = "dotmac.store.update_ticket", level = "debug", skip_all, fields(backend = "memory", tenant = %tenant))]
     async fn update_ticket(&self, tenant: TenantId, ticket: &Ticket) -> Result<()> {
         self.with(tenant, |d| match d.tickets.get_mut(&ticket.id()) {
             Some(slot) => {
@@ -84,10 +90,12 @@ impl TicketStore for InMemorySupportStore {
         })
     }
 
+    #[tracing::instrument(name = "dotmac.store.get_ticket", level = "debug", skip_all, fields(backend = "memory", tenant = %tenant))]
     async fn get_ticket(&self, tenant: TenantId, id: TicketId) -> Result<Option<Ticket>> {
         Ok(self.with(tenant, |d| d.tickets.get(&id).cloned()))
     }
 
+    #[tracing::instrument(name = "dotmac.store.children_of", level = "debug", skip_all, fields(backend = "memory", tenant = %tenant))]
     async fn children_of(&self, tenant: TenantId, parent: TicketId) -> Result<Vec<Ticket>> {
         let found = self.with(tenant, |d| {
             d.tickets
@@ -99,6 +107,7 @@ impl TicketStore for InMemorySupportStore {
         Ok(oldest_first(found))
     }
 
+    #[tracing::instrument(name = "dotmac.store.waiting_in_queue", level = "debug", skip_all, fields(backend = "memory", tenant = %tenant))]
     async fn waiting_in_queue(&self, tenant: TenantId, queue: QueueId) -> Result<Vec<Ticket>> {
         let found = self.with(tenant, |d| {
             d.tickets
@@ -112,6 +121,7 @@ impl TicketStore for InMemorySupportStore {
         Ok(oldest_first(found))
     }
 
+    #[tracing::instrument(name = "dotmac.store.assigned_to", level = "debug", skip_all, fields(backend = "memory", tenant = %tenant))]
     async fn assigned_to(&self, tenant: TenantId, agent: AgentId) -> Result<Vec<Ticket>> {
         let found = self.with(tenant, |d| {
             d.tickets
@@ -123,6 +133,7 @@ impl TicketStore for InMemorySupportStore {
         Ok(oldest_first(found))
     }
 
+    #[tracing::instrument(name = "dotmac.store.unclosed_tickets", level = "debug", skip_all, fields(backend = "memory", tenant = %tenant))]
     async fn unclosed_tickets(&self, tenant: TenantId) -> Result<Vec<Ticket>> {
         let found = self.with(tenant, |d| {
             d.tickets
@@ -136,38 +147,46 @@ impl TicketStore for InMemorySupportStore {
 }
 
 impl AgentStore for InMemorySupportStore {
+    #[tracing::instrument(name = "dotmac.store.put_agent", level = "debug", skip_all, fields(backend = "memory", tenant = %tenant))]
     async fn put_agent(&self, tenant: TenantId, agent: &Agent) -> Result<()> {
         self.with(tenant, |d| d.agents.insert(agent.id, agent.clone()));
         Ok(())
     }
 
+    #[tracing::instrument(name = "dotmac.store.get_agent", level = "debug", skip_all, fields(backend = "memory", tenant = %tenant))]
     async fn get_agent(&self, tenant: TenantId, id: AgentId) -> Result<Option<Agent>> {
         Ok(self.with(tenant, |d| d.agents.get(&id).cloned()))
     }
 
+    #[tracing::instrument(name = "dotmac.store.list_agents", level = "debug", skip_all, fields(backend = "memory", tenant = %tenant))]
     async fn list_agents(&self, tenant: TenantId) -> Result<Vec<Agent>> {
         Ok(self.with(tenant, |d| d.agents.values().cloned().collect()))
     }
 
+    #[tracing::instrument(name = "dotmac.store.put_queue", level = "debug", skip_all, fields(backend = "memory", tenant = %tenant))]
     async fn put_queue(&self, tenant: TenantId, queue: &Queue) -> Result<()> {
         self.with(tenant, |d| d.queues.insert(queue.id, queue.clone()));
         Ok(())
     }
 
+    #[tracing::instrument(name = "dotmac.store.get_queue", level = "debug", skip_all, fields(backend = "memory", tenant = %tenant))]
     async fn get_queue(&self, tenant: TenantId, id: QueueId) -> Result<Option<Queue>> {
         Ok(self.with(tenant, |d| d.queues.get(&id).cloned()))
     }
 
+    #[tracing::instrument(name = "dotmac.store.list_queues", level = "debug", skip_all, fields(backend = "memory", tenant = %tenant))]
     async fn list_queues(&self, tenant: TenantId) -> Result<Vec<Queue>> {
         Ok(self.with(tenant, |d| d.queues.values().cloned().collect()))
     }
 
+    #[tracing::instrument(name = "dotmac.store.get_cursor", level = "debug", skip_all, fields(backend = "memory", tenant = %tenant))]
     async fn get_cursor(&self, tenant: TenantId, queue: QueueId) -> Result<QueueCursor> {
         Ok(self.with(tenant, |d| {
             d.cursors.get(&queue).copied().unwrap_or_default()
         }))
     }
 
+    #[tracing::instrument(name = "dotmac.store.put_cursor", level = "debug", skip_all, fields(backend = "memory", tenant = %tenant))]
     async fn put_cursor(
         &self,
         tenant: TenantId,
@@ -180,33 +199,39 @@ impl AgentStore for InMemorySupportStore {
 }
 
 impl ConfigStore for InMemorySupportStore {
+    #[tracing::instrument(name = "dotmac.store.put_config", level = "debug", skip_all, fields(backend = "memory", tenant = %tenant))]
     async fn put_config(&self, tenant: TenantId, config: &SupportConfig) -> Result<()> {
         self.with(tenant, |d| d.config = Some(config.clone()));
         Ok(())
     }
 
+    #[tracing::instrument(name = "dotmac.store.get_config", level = "debug", skip_all, fields(backend = "memory", tenant = %tenant))]
     async fn get_config(&self, tenant: TenantId) -> Result<Option<SupportConfig>> {
         Ok(self.with(tenant, |d| d.config.clone()))
     }
 }
 
 impl SlaStore for InMemorySupportStore {
+    #[tracing::instrument(name = "dotmac.store.get_marks", level = "debug", skip_all, fields(backend = "memory", tenant = %tenant))]
     async fn get_marks(&self, tenant: TenantId, ticket: TicketId) -> Result<SlaMarks> {
         Ok(self.with(tenant, |d| {
             d.marks.get(&ticket).cloned().unwrap_or_default()
         }))
     }
 
+    #[tracing::instrument(name = "dotmac.store.put_marks", level = "debug", skip_all, fields(backend = "memory", tenant = %tenant))]
     async fn put_marks(&self, tenant: TenantId, ticket: TicketId, marks: &SlaMarks) -> Result<()> {
         self.with(tenant, |d| d.marks.insert(ticket, marks.clone()));
         Ok(())
     }
 
+    #[tracing::instrument(name = "dotmac.store.add_record", level = "debug", skip_all, fields(backend = "memory", tenant = %tenant))]
     async fn add_record(&self, tenant: TenantId, record: &SlaRecord) -> Result<()> {
         self.with(tenant, |d| d.records.push(record.clone()));
         Ok(())
     }
 
+    #[tracing::instrument(name = "dotmac.store.records", level = "debug", skip_all, fields(backend = "memory", tenant = %tenant))]
     async fn records(
         &self,
         tenant: TenantId,
@@ -226,6 +251,7 @@ impl SlaStore for InMemorySupportStore {
 }
 
 impl CsatStore for InMemorySupportStore {
+    #[tracing::instrument(name = "dotmac.store.add_csat", level = "debug", skip_all, fields(backend = "memory", tenant = %tenant))]
     async fn add_csat(&self, tenant: TenantId, response: &CsatResponse) -> Result<()> {
         self.with(tenant, |d| {
             if d.csat.iter().any(|r| r.ticket == response.ticket) {
@@ -239,6 +265,7 @@ impl CsatStore for InMemorySupportStore {
         })
     }
 
+    #[tracing::instrument(name = "dotmac.store.csat_responses", level = "debug", skip_all, fields(backend = "memory", tenant = %tenant))]
     async fn csat_responses(
         &self,
         tenant: TenantId,

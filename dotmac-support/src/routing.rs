@@ -10,7 +10,8 @@ use dotmac_core::TenantId;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, SupportError};
-use crate::ticket::{AgentId, Category, Channel, CustomerTier, Priority, QueueId, Ticket};
+use crate::ticket::{Category, Channel, CustomerTier, Priority, Ticket};
+use crate::vocab::{AgentId, QueueId};
 
 /// Whether an agent can take work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -25,7 +26,11 @@ pub enum Presence {
 }
 
 /// A support agent.
+///
+/// The capacity is private: it is at least 1 ([`Agent::new`] checks it, and so does
+/// deserialization), read it with [`Agent::capacity`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "AgentRepr")]
 pub struct Agent {
     /// Id.
     pub id: AgentId,
@@ -33,10 +38,32 @@ pub struct Agent {
     pub name: String,
     /// Presence.
     pub presence: Presence,
-    /// Most SLA-active tickets at once.
-    pub capacity: u32,
+    /// Most SLA-active tickets at once; at least 1.
+    capacity: u32,
     /// Skills (`"fiber"`, `"spanish"`, …).
     pub skills: BTreeSet<String>,
+}
+
+/// An [`Agent`] as stored, checked on the way in.
+#[derive(Deserialize)]
+struct AgentRepr {
+    id: AgentId,
+    name: String,
+    presence: Presence,
+    capacity: u32,
+    skills: BTreeSet<String>,
+}
+
+impl TryFrom<AgentRepr> for Agent {
+    type Error = SupportError;
+    fn try_from(repr: AgentRepr) -> Result<Self> {
+        let agent = Agent::new(repr.id, repr.name, repr.capacity)?;
+        Ok(Agent {
+            presence: repr.presence,
+            skills: repr.skills,
+            ..agent
+        })
+    }
 }
 
 impl Agent {
@@ -56,6 +83,11 @@ impl Agent {
             capacity,
             skills: BTreeSet::new(),
         })
+    }
+
+    /// Most SLA-active tickets at once (at least 1).
+    pub fn capacity(&self) -> u32 {
+        self.capacity
     }
 
     /// With a skill.
@@ -549,6 +581,23 @@ mod tests {
             Agent::new(ids[0], "x", 0),
             Err(SupportError::ZeroCapacity("agent capacity"))
         );
+    }
+
+    #[test]
+    fn a_stored_agent_keeps_its_capacity_check() {
+        let agent = Agent::new(AgentId::from_u128(7), "Ana", 2)
+            .unwrap()
+            .with_skill("fiber")
+            .with_presence(Presence::Away);
+        let json = serde_json::to_value(&agent).unwrap();
+        assert_eq!(
+            serde_json::from_value::<Agent>(json.clone()).unwrap(),
+            agent
+        );
+        let mut zero = json;
+        zero["capacity"] = 0.into();
+        let err = serde_json::from_value::<Agent>(zero).unwrap_err();
+        assert_eq!(err.to_string(), "agent capacity must be at least 1");
     }
 
     #[test]

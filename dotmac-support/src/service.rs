@@ -1,5 +1,7 @@
 //! `SupportService`: store + pure domain + clock, returning domain events.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use dotmac_core::{Clock, DomainEvent, EventPayload, TenantId};
 use serde::{Deserialize, Serialize};
@@ -10,10 +12,8 @@ use crate::escalation::{EscalationAction, EscalationRuleId, MarkKind, due_escala
 use crate::routing::{Agent, Presence, Queue, QueueAssigner, Roster, pick_agent};
 use crate::sla::{ClockState, ClockStatus, SlaMetric, SlaPolicyId, SlaRecord, SlaStats};
 use crate::store::{SupportConfig, SupportStore};
-use crate::ticket::{
-    Actor, AgentId, Change, CommentId, NewTicket, Priority, QueueId, Status, Ticket, TicketId,
-    Visibility,
-};
+use crate::ticket::{Actor, Change, NewComment, NewTicket, Priority, Ticket, Visibility};
+use crate::vocab::{AgentId, CommentId, QueueId, Status, TicketId};
 
 /// What happened in the support desk.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -163,6 +163,30 @@ impl EventPayload for SupportEvent {
     }
 }
 
+/// A correction of the status a past history entry recorded
+/// ([`SupportService::amend_status`], [`Ticket::amend_status`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StatusAmendment {
+    /// The index of the `Created` or `StatusChanged` entry in [`Ticket::history`].
+    pub entry: usize,
+    /// The status it should have recorded.
+    pub to: Status,
+    /// Who corrects it.
+    pub actor: Actor,
+}
+
+impl StatusAmendment {
+    /// Entry `entry` should have recorded `to`; `actor` says so.
+    pub fn new(entry: usize, to: impl Into<Status>, actor: Actor) -> Self {
+        StatusAmendment {
+            entry,
+            to: to.into(),
+            actor,
+        }
+    }
+}
+
 /// Events returned by a service call.
 pub type SupportEvents = Vec<DomainEvent<SupportEvent>>;
 
@@ -180,14 +204,11 @@ pub type SupportEvents = Vec<DomainEvent<SupportEvent>>;
 /// let tenant = TenantId::new();
 /// let queue = Queue { id: QueueId::new(), name: "L1".into(), members: vec![], strategy: AssignmentStrategy::RoundRobin };
 /// service.put_queue(tenant, &queue).await?;
-/// service.configure(tenant, SupportConfig {
-///     calendar: BusinessCalendar::builder("UTC").weekdays("08:00", "18:00").build()?,
-///     policy_calendars: Default::default(),
-///     policies: SlaPolicySet { policies: vec![SlaPolicy::isp_default(SlaPolicyId::new())] },
-///     router: Router::new(queue.id),
-///     escalations: vec![],
-///     statuses: StatusCatalog::new(),
-/// }).await?;
+/// service.configure(tenant, SupportConfig::new(
+///     BusinessCalendar::builder("UTC").weekdays("08:00", "18:00").build()?,
+///     SlaPolicySet { policies: vec![SlaPolicy::isp_default(SlaPolicyId::new())] },
+///     Router::new(queue.id),
+/// )).await?;
 /// let (ticket, events) = service.create_ticket(tenant, NewTicket::new("No sync").priority(Priority::High)).await?;
 /// // High: 4 business hours to respond; nobody is online, so it waits in L1.
 /// assert_eq!(events.len(), 2);
@@ -195,36 +216,64 @@ pub type SupportEvents = Vec<DomainEvent<SupportEvent>>;
 /// assert_eq!(clocks[0].due_at, Some(Utc.with_ymd_and_hms(2026, 3, 2, 13, 0, 0).unwrap()));
 /// # Ok::<(), SupportError>(()) }).unwrap();
 /// ```
+///
+/// The service is a cheap handle: cloning it clones an [`Arc`], never the store or the clock
+/// (neither needs to be `Clone`), so one service can be shared by every task of a server.
 #[derive(Debug)]
 pub struct SupportService<S, C> {
+    inner: Arc<Inner<S, C>>,
+}
+
+#[derive(Debug)]
+struct Inner<S, C> {
     store: S,
     clock: C,
+}
+
+// Not derived: a derive would demand `S: Clone, C: Clone`, and only the `Arc` is cloned.
+impl<S, C> Clone for SupportService<S, C> {
+    fn clone(&self) -> Self {
+        SupportService {
+            inner: Arc::clone(&self.inner),
+        }
+    }
 }
 
 impl<S: SupportStore, C: Clock> SupportService<S, C> {
     /// A service over a store and a clock.
     pub fn new(store: S, clock: C) -> Self {
-        SupportService { store, clock }
+        SupportService {
+            inner: Arc::new(Inner { store, clock }),
+        }
     }
 
     /// The store.
     pub fn store(&self) -> &S {
-        &self.store
+        &self.inner.store
     }
 
+    /// The clock.
+    pub fn clock(&self) -> &C {
+        &self.inner.clock
+    }
+
+    /// Every event the service returns is made here, so every one is counted here too.
     fn event(&self, tenant: TenantId, payload: SupportEvent) -> DomainEvent<SupportEvent> {
-        DomainEvent::new(tenant, &self.clock, payload)
+        count(&payload);
+        DomainEvent::new(tenant, &self.inner.clock, payload)
     }
 
     async fn config(&self, tenant: TenantId) -> Result<SupportConfig> {
-        self.store
+        self.inner
+            .store
             .get_config(tenant)
             .await?
             .ok_or(SupportError::NotConfigured)
     }
 
     async fn ticket(&self, tenant: TenantId, id: TicketId) -> Result<Ticket> {
-        self.store
+        self.inner
+            .store
             .get_ticket(tenant, id)
             .await?
             .ok_or_else(|| SupportError::NotFound {
@@ -234,7 +283,8 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
     }
 
     async fn queue(&self, tenant: TenantId, id: QueueId) -> Result<Queue> {
-        self.store
+        self.inner
+            .store
             .get_queue(tenant, id)
             .await?
             .ok_or_else(|| SupportError::NotFound {
@@ -248,6 +298,7 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
     /// # Errors
     ///
     /// [`SupportError::Config`] naming a missing queue; storage errors.
+    #[tracing::instrument(name = "dotmac.support.configure", level = "info", skip_all, fields(tenant = %tenant))]
     pub async fn configure(&self, tenant: TenantId, config: SupportConfig) -> Result<()> {
         let mut named: Vec<QueueId> = vec![config.router.fallback()];
         named.extend(config.router.rules().iter().map(|r| r.queue));
@@ -256,7 +307,7 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
             _ => None,
         }));
         for queue in named {
-            if self.store.get_queue(tenant, queue).await?.is_none() {
+            if self.inner.store.get_queue(tenant, queue).await?.is_none() {
                 return Err(SupportError::Config(format!(
                     "queue {queue} is named but does not exist; put_queue it first"
                 )));
@@ -274,7 +325,7 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
                 }
             }
         }
-        self.store.put_config(tenant, &config).await
+        self.inner.store.put_config(tenant, &config).await
     }
 
     /// Adds or replaces a queue.
@@ -282,8 +333,9 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
     /// # Errors
     ///
     /// Storage errors.
+    #[tracing::instrument(name = "dotmac.support.put_queue", level = "info", skip_all, fields(tenant = %tenant))]
     pub async fn put_queue(&self, tenant: TenantId, queue: &Queue) -> Result<()> {
-        self.store.put_queue(tenant, queue).await
+        self.inner.store.put_queue(tenant, queue).await
     }
 
     /// Adds or replaces an agent; an online agent immediately takes waiting tickets.
@@ -291,12 +343,17 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
     /// # Errors
     ///
     /// Storage errors.
+    #[tracing::instrument(name = "dotmac.support.put_agent", level = "info", skip_all, fields(tenant = %tenant, events = tracing::field::Empty))]
     pub async fn put_agent(&self, tenant: TenantId, agent: &Agent) -> Result<SupportEvents> {
-        self.store.put_agent(tenant, agent).await?;
-        if agent.presence == Presence::Online {
-            return self.drain_queues_of(tenant, agent.id).await;
+        let result: Result<SupportEvents> = async {
+            self.inner.store.put_agent(tenant, agent).await?;
+            if agent.presence == Presence::Online {
+                return self.drain_queues_of(tenant, agent.id).await;
+            }
+            Ok(Vec::new())
         }
-        Ok(Vec::new())
+        .await;
+        traced(result)
     }
 
     /// Changes an agent's presence. Coming online assigns the waiting tickets of the agent's
@@ -305,36 +362,42 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
     /// # Errors
     ///
     /// [`SupportError::NotFound`] for an unknown agent; storage errors.
+    #[tracing::instrument(name = "dotmac.support.set_presence", level = "info", skip_all, fields(tenant = %tenant, events = tracing::field::Empty))]
     pub async fn set_presence(
         &self,
         tenant: TenantId,
         agent: AgentId,
         presence: Presence,
     ) -> Result<SupportEvents> {
-        let mut stored =
-            self.store
+        let result: Result<SupportEvents> = async {
+            let mut stored = self
+                .inner
+                .store
                 .get_agent(tenant, agent)
                 .await?
                 .ok_or_else(|| SupportError::NotFound {
                     kind: "agent",
                     id: agent.to_string(),
                 })?;
-        stored.presence = presence;
-        self.store.put_agent(tenant, &stored).await?;
-        let mut events =
-            vec![self.event(tenant, SupportEvent::PresenceChanged { agent, presence })];
-        if presence == Presence::Online {
-            events.extend(self.drain_queues_of(tenant, agent).await?);
+            stored.presence = presence;
+            self.inner.store.put_agent(tenant, &stored).await?;
+            let mut events =
+                vec![self.event(tenant, SupportEvent::PresenceChanged { agent, presence })];
+            if presence == Presence::Online {
+                events.extend(self.drain_queues_of(tenant, agent).await?);
+            }
+            Ok(events)
         }
-        Ok(events)
+        .await;
+        traced(result)
     }
 
     /// Agents with their SLA-active loads: assigned tickets that are not done and not paused
     /// by their policy.
     async fn roster(&self, tenant: TenantId, config: &SupportConfig) -> Result<Roster> {
         let mut roster = Roster::new();
-        for agent in self.store.list_agents(tenant).await? {
-            let tickets = self.store.assigned_to(tenant, agent.id).await?;
+        for agent in self.inner.store.list_agents(tenant).await? {
+            let tickets = self.inner.store.assigned_to(tenant, agent.id).await?;
             let active = tickets.iter().filter(|t| is_sla_active(config, t)).count();
             roster.upsert(agent, u32::try_from(active).unwrap_or(u32::MAX));
         }
@@ -350,20 +413,23 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
         ticket: &mut Ticket,
         now: DateTime<Utc>,
     ) -> Result<Option<AgentId>> {
-        let mut cursor = self.store.get_cursor(tenant, queue.id).await?;
+        let mut cursor = self.inner.store.get_cursor(tenant, queue.id).await?;
         let Some(agent) = pick_agent(queue, &mut cursor, roster, waited_minutes(ticket, now))
         else {
             return Ok(None);
         };
         ticket.assign(Some(agent), Actor::System, now)?;
         roster.add_load(agent);
-        self.store.put_cursor(tenant, queue.id, cursor).await?;
+        self.inner
+            .store
+            .put_cursor(tenant, queue.id, cursor)
+            .await?;
         Ok(Some(agent))
     }
 
     async fn drain_queues_of(&self, tenant: TenantId, agent: AgentId) -> Result<SupportEvents> {
         let mut events = Vec::new();
-        for queue in self.store.list_queues(tenant).await? {
+        for queue in self.inner.store.list_queues(tenant).await? {
             if queue.members.contains(&agent) {
                 events.extend(self.drain_queue(tenant, queue.id).await?);
             }
@@ -376,35 +442,41 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
     /// # Errors
     ///
     /// [`SupportError::NotConfigured`], [`SupportError::NotFound`] for the queue; storage errors.
+    #[tracing::instrument(name = "dotmac.support.drain_queue", level = "info", skip_all, fields(tenant = %tenant, events = tracing::field::Empty))]
     pub async fn drain_queue(&self, tenant: TenantId, queue: QueueId) -> Result<SupportEvents> {
-        let config = self.config(tenant).await?;
-        let queue = self.queue(tenant, queue).await?;
-        let roster = self.roster(tenant, &config).await?;
-        let now = self.clock.now();
-        let cursor = self.store.get_cursor(tenant, queue.id).await?;
-        // One assigner for the whole line: O(log members) per decision.
-        let mut assigner = QueueAssigner::new(&queue, &roster, cursor);
-        let mut events = Vec::new();
-        for mut ticket in self.store.waiting_in_queue(tenant, queue.id).await? {
-            let Some(agent) = assigner.pick(waited_minutes(&ticket, now)) else {
-                continue;
-            };
-            ticket.assign(Some(agent), Actor::System, now)?;
-            self.store.update_ticket(tenant, &ticket).await?;
-            events.push(self.event(
-                tenant,
-                SupportEvent::TicketAssigned {
-                    ticket: ticket.id(),
-                    agent,
-                },
-            ));
+        let result: Result<SupportEvents> = async {
+            let config = self.config(tenant).await?;
+            let queue = self.queue(tenant, queue).await?;
+            let roster = self.roster(tenant, &config).await?;
+            let now = self.inner.clock.now();
+            let cursor = self.inner.store.get_cursor(tenant, queue.id).await?;
+            // One assigner for the whole line: O(log members) per decision.
+            let mut assigner = QueueAssigner::new(&queue, &roster, cursor);
+            let mut events = Vec::new();
+            for mut ticket in self.inner.store.waiting_in_queue(tenant, queue.id).await? {
+                let Some(agent) = assigner.pick(waited_minutes(&ticket, now)) else {
+                    continue;
+                };
+                ticket.assign(Some(agent), Actor::System, now)?;
+                self.inner.store.update_ticket(tenant, &ticket).await?;
+                events.push(self.event(
+                    tenant,
+                    SupportEvent::TicketAssigned {
+                        ticket: ticket.id(),
+                        agent,
+                    },
+                ));
+            }
+            if assigner.cursor() != cursor {
+                self.inner
+                    .store
+                    .put_cursor(tenant, queue.id, assigner.cursor())
+                    .await?;
+            }
+            Ok(events)
         }
-        if assigner.cursor() != cursor {
-            self.store
-                .put_cursor(tenant, queue.id, assigner.cursor())
-                .await?;
-        }
-        Ok(events)
+        .await;
+        traced(result)
     }
 
     /// Creates a ticket: routes it, tries to assign it, and reports its SLA due times.
@@ -413,13 +485,14 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
     ///
     /// [`SupportError::NotConfigured`]; [`SupportError::NotFound`] when the routed queue
     /// vanished; storage errors.
+    #[tracing::instrument(name = "dotmac.support.create_ticket", level = "info", skip_all, fields(tenant = %tenant, events = tracing::field::Empty))]
     pub async fn create_ticket(
         &self,
         tenant: TenantId,
         new: NewTicket,
     ) -> Result<(Ticket, SupportEvents)> {
         let config = self.config(tenant).await?;
-        let now = self.clock.now();
+        let now = self.inner.clock.now();
         let mut ticket = Ticket::open(TicketId::new(), tenant, new, now);
         let queue = self.queue(tenant, config.router.route(&ticket)).await?;
         ticket.set_queue(queue.id, Actor::System, now)?;
@@ -427,7 +500,7 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
         let assigned = self
             .try_assign(tenant, &queue, &mut roster, &mut ticket, now)
             .await?;
-        self.store.insert_ticket(tenant, &ticket).await?;
+        self.inner.store.insert_ticket(tenant, &ticket).await?;
 
         let policy = config.policies.select(&ticket);
         let clocks = match policy {
@@ -464,6 +537,7 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
                 },
             },
         ));
+        tracing::Span::current().record("events", events.len());
         Ok((ticket, events))
     }
 
@@ -473,30 +547,34 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
     /// # Errors
     ///
     /// [`SupportError::NotFound`], the ticket's own errors; storage errors.
+    #[tracing::instrument(name = "dotmac.support.comment", level = "info", skip_all, fields(tenant = %tenant, events = tracing::field::Empty))]
     pub async fn comment(
         &self,
         tenant: TenantId,
         id: TicketId,
-        author: Actor,
-        visibility: Visibility,
-        body: &str,
+        new: NewComment,
     ) -> Result<SupportEvents> {
-        let mut ticket = self.ticket(tenant, id).await?;
-        let now = self.clock.now();
-        let comment = CommentId::new();
-        ticket.comment(comment, author, visibility, body, now)?;
-        self.store.update_ticket(tenant, &ticket).await?;
-        let mut events = vec![self.event(
-            tenant,
-            SupportEvent::CommentAdded {
-                ticket: id,
-                comment,
-                visibility,
-                actor: author,
-            },
-        )];
-        events.extend(self.process(tenant, id).await?);
-        Ok(events)
+        let result: Result<SupportEvents> = async {
+            let mut ticket = self.ticket(tenant, id).await?;
+            let now = self.inner.clock.now();
+            let comment = CommentId::new();
+            let (author, visibility) = (new.author, new.visibility);
+            ticket.comment(comment, new, now)?;
+            self.inner.store.update_ticket(tenant, &ticket).await?;
+            let mut events = vec![self.event(
+                tenant,
+                SupportEvent::CommentAdded {
+                    ticket: id,
+                    comment,
+                    visibility,
+                    actor: author,
+                },
+            )];
+            events.extend(self.process(tenant, id).await?);
+            Ok(events)
+        }
+        .await;
+        traced(result)
     }
 
     /// Changes a ticket's status: a built-in one, or one the tenant's
@@ -509,6 +587,7 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
     /// [`SupportError::UnknownStatus`] for a custom status the tenant does not define (with
     /// that category), [`SupportError::IllegalTransition`], [`SupportError::Merged`],
     /// [`SupportError::NotFound`]; storage errors. Nothing is changed on error.
+    #[tracing::instrument(name = "dotmac.support.change_status", level = "info", skip_all, fields(tenant = %tenant, events = tracing::field::Empty))]
     pub async fn change_status(
         &self,
         tenant: TenantId,
@@ -516,47 +595,51 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
         to: Status,
         actor: Actor,
     ) -> Result<SupportEvents> {
-        if !to.is_builtin() && !self.config(tenant).await?.statuses.contains(&to) {
-            return Err(SupportError::UnknownStatus(to.name().to_string()));
-        }
-        let mut ticket = self.ticket(tenant, id).await?;
-        let now = self.clock.now();
-        let from = ticket.status().clone();
-        ticket.change_status(to.clone(), actor, now)?;
-        self.store.update_ticket(tenant, &ticket).await?;
-        let mut events = vec![self.event(
-            tenant,
-            SupportEvent::StatusChanged {
-                ticket: id,
-                from,
-                to: to.clone(),
-                actor,
-            },
-        )];
-        if to.is_done() {
-            for mut child in self.store.children_of(tenant, id).await? {
-                let child_from = child.status().clone();
-                if child.merged_into().is_none() && child_from.can_move_to(&to) {
-                    child.change_status(to.clone(), Actor::System, now)?;
-                    self.store.update_ticket(tenant, &child).await?;
-                    events.push(self.event(
-                        tenant,
-                        SupportEvent::StatusChanged {
-                            ticket: child.id(),
-                            from: child_from,
-                            to: to.clone(),
-                            actor: Actor::System,
-                        },
-                    ));
-                    events.extend(self.process(tenant, child.id()).await?);
+        let result: Result<SupportEvents> = async {
+            if !to.is_builtin() && !self.config(tenant).await?.statuses.contains(&to) {
+                return Err(SupportError::UnknownStatus(to.name().to_string()));
+            }
+            let mut ticket = self.ticket(tenant, id).await?;
+            let now = self.inner.clock.now();
+            let from = ticket.status().clone();
+            ticket.change_status(to.clone(), actor, now)?;
+            self.inner.store.update_ticket(tenant, &ticket).await?;
+            let mut events = vec![self.event(
+                tenant,
+                SupportEvent::StatusChanged {
+                    ticket: id,
+                    from,
+                    to: to.clone(),
+                    actor,
+                },
+            )];
+            if to.is_done() {
+                for mut child in self.inner.store.children_of(tenant, id).await? {
+                    let child_from = child.status().clone();
+                    if child.merged_into().is_none() && child_from.can_move_to(&to) {
+                        child.change_status(to.clone(), Actor::System, now)?;
+                        self.inner.store.update_ticket(tenant, &child).await?;
+                        events.push(self.event(
+                            tenant,
+                            SupportEvent::StatusChanged {
+                                ticket: child.id(),
+                                from: child_from,
+                                to: to.clone(),
+                                actor: Actor::System,
+                            },
+                        ));
+                        events.extend(self.process(tenant, child.id()).await?);
+                    }
                 }
             }
+            events.extend(self.process(tenant, id).await?);
+            if let Some(queue) = ticket.queue() {
+                events.extend(self.drain_queue(tenant, queue).await?);
+            }
+            Ok(events)
         }
-        events.extend(self.process(tenant, id).await?);
-        if let Some(queue) = ticket.queue() {
-            events.extend(self.drain_queue(tenant, queue).await?);
-        }
-        Ok(events)
+        .await;
+        traced(result)
     }
 
     /// Changes a ticket's status given by name (from an API or a form): a built-in name or
@@ -565,6 +648,7 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
     /// # Errors
     ///
     /// [`SupportError::UnknownStatus`] (nothing changed), then as [`Self::change_status`].
+    #[tracing::instrument(name = "dotmac.support.change_status_named", level = "info", skip_all, fields(tenant = %tenant, events = tracing::field::Empty))]
     pub async fn change_status_named(
         &self,
         tenant: TenantId,
@@ -572,14 +656,19 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
         to: &str,
         actor: Actor,
     ) -> Result<SupportEvents> {
-        let catalog = self
-            .store
-            .get_config(tenant)
-            .await?
-            .map(|config| config.statuses)
-            .unwrap_or_default();
-        let to = catalog.resolve(to)?;
-        self.change_status(tenant, id, to, actor).await
+        let result: Result<SupportEvents> = async {
+            let catalog = self
+                .inner
+                .store
+                .get_config(tenant)
+                .await?
+                .map(|config| config.statuses)
+                .unwrap_or_default();
+            let to = catalog.resolve(to)?;
+            self.change_status(tenant, id, to, actor).await
+        }
+        .await;
+        traced(result)
     }
 
     /// Corrects the status recorded by a past history entry (see [`Ticket::amend_status`]); the
@@ -588,21 +677,25 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
     /// # Errors
     ///
     /// [`SupportError::NotFound`] (ticket or entry), [`SupportError::Merged`]; storage errors.
+    #[tracing::instrument(name = "dotmac.support.amend_status", level = "info", skip_all, fields(tenant = %tenant, events = tracing::field::Empty))]
     pub async fn amend_status(
         &self,
         tenant: TenantId,
         id: TicketId,
-        entry: usize,
-        to: Status,
-        actor: Actor,
+        amendment: StatusAmendment,
     ) -> Result<SupportEvents> {
-        if !to.is_builtin() && !self.config(tenant).await?.statuses.contains(&to) {
-            return Err(SupportError::UnknownStatus(to.name().to_string()));
+        let result: Result<SupportEvents> = async {
+            let StatusAmendment { entry, to, actor } = amendment;
+            if !to.is_builtin() && !self.config(tenant).await?.statuses.contains(&to) {
+                return Err(SupportError::UnknownStatus(to.name().to_string()));
+            }
+            let mut ticket = self.ticket(tenant, id).await?;
+            ticket.amend_status(entry, to, actor, self.inner.clock.now())?;
+            self.inner.store.update_ticket(tenant, &ticket).await?;
+            self.process(tenant, id).await
         }
-        let mut ticket = self.ticket(tenant, id).await?;
-        ticket.amend_status(entry, to, actor, self.clock.now())?;
-        self.store.update_ticket(tenant, &ticket).await?;
-        self.process(tenant, id).await
+        .await;
+        traced(result)
     }
 
     /// Assigns a ticket to an agent by hand.
@@ -611,6 +704,7 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
     ///
     /// [`SupportError::AgentUnavailable`] for an agent who is not online or is at capacity (the
     /// ticket is unchanged), [`SupportError::NotFound`]; storage errors.
+    #[tracing::instrument(name = "dotmac.support.assign", level = "info", skip_all, fields(tenant = %tenant, events = tracing::field::Empty))]
     pub async fn assign(
         &self,
         tenant: TenantId,
@@ -618,22 +712,26 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
         agent: AgentId,
         actor: Actor,
     ) -> Result<SupportEvents> {
-        let config = self.config(tenant).await?;
-        let mut ticket = self.ticket(tenant, id).await?;
-        let roster = self.roster(tenant, &config).await?;
-        let entry = roster.get(agent).ok_or_else(|| SupportError::NotFound {
-            kind: "agent",
-            id: agent.to_string(),
-        })?;
-        if entry.agent.presence != Presence::Online || entry.active >= entry.agent.capacity {
-            return Err(SupportError::AgentUnavailable { agent });
+        let result: Result<SupportEvents> = async {
+            let config = self.config(tenant).await?;
+            let mut ticket = self.ticket(tenant, id).await?;
+            let roster = self.roster(tenant, &config).await?;
+            let entry = roster.get(agent).ok_or_else(|| SupportError::NotFound {
+                kind: "agent",
+                id: agent.to_string(),
+            })?;
+            if entry.agent.presence != Presence::Online || entry.active >= entry.agent.capacity() {
+                return Err(SupportError::AgentUnavailable { agent });
+            }
+            ticket.assign(Some(agent), actor, self.inner.clock.now())?;
+            self.inner.store.update_ticket(tenant, &ticket).await?;
+            Ok(vec![self.event(
+                tenant,
+                SupportEvent::TicketAssigned { ticket: id, agent },
+            )])
         }
-        ticket.assign(Some(agent), actor, self.clock.now())?;
-        self.store.update_ticket(tenant, &ticket).await?;
-        Ok(vec![self.event(
-            tenant,
-            SupportEvent::TicketAssigned { ticket: id, agent },
-        )])
+        .await;
+        traced(result)
     }
 
     /// Changes the priority (clocks are recomputed with the new priority's targets).
@@ -641,6 +739,7 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
     /// # Errors
     ///
     /// [`SupportError::NotFound`], [`SupportError::Merged`]; storage errors.
+    #[tracing::instrument(name = "dotmac.support.set_priority", level = "info", skip_all, fields(tenant = %tenant, events = tracing::field::Empty))]
     pub async fn set_priority(
         &self,
         tenant: TenantId,
@@ -648,23 +747,27 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
         to: Priority,
         actor: Actor,
     ) -> Result<SupportEvents> {
-        let mut ticket = self.ticket(tenant, id).await?;
-        let from = ticket.priority();
-        ticket.set_priority(to, actor, self.clock.now())?;
-        if from == to {
-            return Ok(Vec::new());
+        let result: Result<SupportEvents> = async {
+            let mut ticket = self.ticket(tenant, id).await?;
+            let from = ticket.priority();
+            ticket.set_priority(to, actor, self.inner.clock.now())?;
+            if from == to {
+                return Ok(Vec::new());
+            }
+            self.inner.store.update_ticket(tenant, &ticket).await?;
+            let mut events = vec![self.event(
+                tenant,
+                SupportEvent::PriorityChanged {
+                    ticket: id,
+                    from,
+                    to,
+                },
+            )];
+            events.extend(self.process(tenant, id).await?);
+            Ok(events)
         }
-        self.store.update_ticket(tenant, &ticket).await?;
-        let mut events = vec![self.event(
-            tenant,
-            SupportEvent::PriorityChanged {
-                ticket: id,
-                from,
-                to,
-            },
-        )];
-        events.extend(self.process(tenant, id).await?);
-        Ok(events)
+        .await;
+        traced(result)
     }
 
     /// Adds a tag.
@@ -672,10 +775,11 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
     /// # Errors
     ///
     /// [`SupportError::NotFound`], [`SupportError::Merged`]; storage errors.
+    #[tracing::instrument(name = "dotmac.support.tag", level = "info", skip_all, fields(tenant = %tenant))]
     pub async fn tag(&self, tenant: TenantId, id: TicketId, tag: &str, actor: Actor) -> Result<()> {
         let mut ticket = self.ticket(tenant, id).await?;
-        ticket.tag(tag, actor, self.clock.now())?;
-        self.store.update_ticket(tenant, &ticket).await
+        ticket.tag(tag, actor, self.inner.clock.now())?;
+        self.inner.store.update_ticket(tenant, &ticket).await
     }
 
     /// Merges `source` into `target`.
@@ -684,6 +788,7 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
     ///
     /// [`SupportError::SelfReference`], [`SupportError::Merged`], [`SupportError::NotFound`];
     /// storage errors.
+    #[tracing::instrument(name = "dotmac.support.merge", level = "info", skip_all, fields(tenant = %tenant, events = tracing::field::Empty))]
     pub async fn merge(
         &self,
         tenant: TenantId,
@@ -691,15 +796,19 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
         target: TicketId,
         actor: Actor,
     ) -> Result<SupportEvents> {
-        let mut from = self.ticket(tenant, source).await?;
-        let mut into = self.ticket(tenant, target).await?;
-        from.merge_into(&mut into, actor, self.clock.now())?;
-        self.store.update_ticket(tenant, &into).await?;
-        self.store.update_ticket(tenant, &from).await?;
-        Ok(vec![self.event(
-            tenant,
-            SupportEvent::TicketMerged { source, target },
-        )])
+        let result: Result<SupportEvents> = async {
+            let mut from = self.ticket(tenant, source).await?;
+            let mut into = self.ticket(tenant, target).await?;
+            from.merge_into(&mut into, actor, self.inner.clock.now())?;
+            self.inner.store.update_ticket(tenant, &into).await?;
+            self.inner.store.update_ticket(tenant, &from).await?;
+            Ok(vec![self.event(
+                tenant,
+                SupportEvent::TicketMerged { source, target },
+            )])
+        }
+        .await;
+        traced(result)
     }
 
     /// Links a ticket to a parent incident.
@@ -708,6 +817,7 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
     ///
     /// [`SupportError::SelfReference`], [`SupportError::Merged`], [`SupportError::NotFound`];
     /// storage errors.
+    #[tracing::instrument(name = "dotmac.support.link_to_parent", level = "info", skip_all, fields(tenant = %tenant, events = tracing::field::Empty))]
     pub async fn link_to_parent(
         &self,
         tenant: TenantId,
@@ -715,14 +825,18 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
         parent: TicketId,
         actor: Actor,
     ) -> Result<SupportEvents> {
-        let mut ticket = self.ticket(tenant, child).await?;
-        let parent_ticket = self.ticket(tenant, parent).await?;
-        ticket.link_to_parent(&parent_ticket, actor, self.clock.now())?;
-        self.store.update_ticket(tenant, &ticket).await?;
-        Ok(vec![self.event(
-            tenant,
-            SupportEvent::TicketLinked { child, parent },
-        )])
+        let result: Result<SupportEvents> = async {
+            let mut ticket = self.ticket(tenant, child).await?;
+            let parent_ticket = self.ticket(tenant, parent).await?;
+            ticket.link_to_parent(&parent_ticket, actor, self.inner.clock.now())?;
+            self.inner.store.update_ticket(tenant, &ticket).await?;
+            Ok(vec![self.event(
+                tenant,
+                SupportEvent::TicketLinked { child, parent },
+            )])
+        }
+        .await;
+        traced(result)
     }
 
     /// A ticket's clocks now.
@@ -730,18 +844,21 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
     /// # Errors
     ///
     /// [`SupportError::NotConfigured`], [`SupportError::NotFound`]; storage errors.
+    #[tracing::instrument(name = "dotmac.support.sla_clocks", level = "debug", skip_all, fields(tenant = %tenant, clocks = tracing::field::Empty))]
     pub async fn sla_clocks(&self, tenant: TenantId, id: TicketId) -> Result<Vec<ClockState>> {
         let config = self.config(tenant).await?;
         let ticket = self.ticket(tenant, id).await?;
-        match config.policies.select(&ticket) {
+        let clocks = match config.policies.select(&ticket) {
             Some(p) => p.evaluate(
                 config.calendar_for(p.id()),
                 &ticket.sla_timeline(),
                 ticket.priority(),
-                self.clock.now(),
-            ),
-            None => Ok(Vec::new()),
-        }
+                self.inner.clock.now(),
+            )?,
+            None => Vec::new(),
+        };
+        tracing::Span::current().record("clocks", clocks.len());
+        Ok(clocks)
     }
 
     /// Checks every unclosed ticket's clocks: warnings, breaches, stopped clocks and
@@ -751,17 +868,28 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
     /// # Errors
     ///
     /// [`SupportError::NotConfigured`]; storage errors.
+    #[tracing::instrument(name = "dotmac.support.sweep", level = "info", skip_all, fields(tenant = %tenant, events = tracing::field::Empty, tickets = tracing::field::Empty))]
     pub async fn sweep(&self, tenant: TenantId) -> Result<SupportEvents> {
-        let mut events = Vec::new();
-        for ticket in self.store.unclosed_tickets(tenant).await? {
-            if ticket.merged_into().is_none() {
-                events.extend(self.process(tenant, ticket.id()).await?);
+        // Wall time for the histogram only: never business time, which is the clock's.
+        let started = std::time::Instant::now();
+        let result: Result<SupportEvents> = async {
+            let mut events = Vec::new();
+            let tickets = self.inner.store.unclosed_tickets(tenant).await?;
+            tracing::Span::current().record("tickets", tickets.len());
+            for ticket in tickets {
+                if ticket.merged_into().is_none() {
+                    events.extend(self.process(tenant, ticket.id()).await?);
+                }
             }
+            for queue in self.inner.store.list_queues(tenant).await? {
+                events.extend(self.drain_queue(tenant, queue.id).await?);
+            }
+            Ok(events)
         }
-        for queue in self.store.list_queues(tenant).await? {
-            events.extend(self.drain_queue(tenant, queue.id).await?);
-        }
-        Ok(events)
+        .await;
+        metrics::histogram!("dotmac_support_sweep_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
+        traced(result)
     }
 
     /// Evaluates one ticket's clocks and fires what has not fired yet.
@@ -771,14 +899,14 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
         let Some(policy) = config.policies.select(&ticket) else {
             return Ok(Vec::new());
         };
-        let now = self.clock.now();
+        let now = self.inner.clock.now();
         let clocks = policy.evaluate(
             config.calendar_for(policy.id()),
             &ticket.sla_timeline(),
             ticket.priority(),
             now,
         )?;
-        let mut marks = self.store.get_marks(tenant, id).await?;
+        let mut marks = self.inner.store.get_marks(tenant, id).await?;
         let before = marks.clone();
         let mut events = Vec::new();
         for clock in &clocks {
@@ -816,7 +944,7 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
                         margin_minutes: clock.margin_minutes(),
                         met: clock.status == ClockStatus::Met,
                     };
-                    self.store.add_record(tenant, &record).await?;
+                    self.inner.store.add_record(tenant, &record).await?;
                     events.push(self.event(tenant, SupportEvent::SlaClockStopped { record }));
                 }
                 _ => {}
@@ -861,10 +989,10 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
             ));
         }
         if changed {
-            self.store.update_ticket(tenant, &ticket).await?;
+            self.inner.store.update_ticket(tenant, &ticket).await?;
         }
         if marks != before {
-            self.store.put_marks(tenant, id, &marks).await?;
+            self.inner.store.put_marks(tenant, id, &marks).await?;
         }
         Ok(events)
     }
@@ -875,6 +1003,7 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
     ///
     /// [`SupportError::InvalidScore`] (nothing stored), [`SupportError::NotFound`],
     /// [`SupportError::AlreadyExists`]; storage errors.
+    #[tracing::instrument(name = "dotmac.support.record_csat", level = "info", skip_all, fields(tenant = %tenant, events = tracing::field::Empty))]
     pub async fn record_csat(
         &self,
         tenant: TenantId,
@@ -882,22 +1011,26 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
         score: i64,
         comment: Option<String>,
     ) -> Result<SupportEvents> {
-        let score = CsatScore::new(score)?;
-        let ticket = self.ticket(tenant, id).await?;
-        let response = CsatResponse {
-            id: CsatResponseId::new(),
-            ticket: id,
-            agent: ticket.assignee(),
-            queue: ticket.queue(),
-            score,
-            comment,
-            at: self.clock.now(),
-        };
-        self.store.add_csat(tenant, &response).await?;
-        Ok(vec![self.event(
-            tenant,
-            SupportEvent::CsatRecorded { ticket: id, score },
-        )])
+        let result: Result<SupportEvents> = async {
+            let score = CsatScore::new(score)?;
+            let ticket = self.ticket(tenant, id).await?;
+            let response = CsatResponse {
+                id: CsatResponseId::new(),
+                ticket: id,
+                agent: ticket.assignee(),
+                queue: ticket.queue(),
+                score,
+                comment,
+                at: self.inner.clock.now(),
+            };
+            self.inner.store.add_csat(tenant, &response).await?;
+            Ok(vec![self.event(
+                tenant,
+                SupportEvent::CsatRecorded { ticket: id, score },
+            )])
+        }
+        .await;
+        traced(result)
     }
 
     /// CSAT over `[from, to)`.
@@ -905,13 +1038,14 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
     /// # Errors
     ///
     /// Storage errors.
+    #[tracing::instrument(name = "dotmac.support.csat_summary", level = "debug", skip_all, fields(tenant = %tenant))]
     pub async fn csat_summary(
         &self,
         tenant: TenantId,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<CsatSummary> {
-        let responses = self.store.csat_responses(tenant, from, to).await?;
+        let responses = self.inner.store.csat_responses(tenant, from, to).await?;
         Ok(CsatSummary::of(&responses, from, to))
     }
 
@@ -920,6 +1054,7 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
     /// # Errors
     ///
     /// Storage errors.
+    #[tracing::instrument(name = "dotmac.support.sla_stats", level = "debug", skip_all, fields(tenant = %tenant))]
     pub async fn sla_stats(
         &self,
         tenant: TenantId,
@@ -927,11 +1062,100 @@ impl<S: SupportStore, C: Clock> SupportService<S, C> {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<SlaStats> {
-        let records = self.store.records(tenant, from, to).await?;
+        let records = self.inner.store.records(tenant, from, to).await?;
         Ok(SlaStats::from_records(
             records.iter().filter(|r| r.metric == metric),
         ))
     }
+}
+
+/// The counter an event moves (names and labels in docs/observability.md). Labels are closed
+/// sets of short names only: never a tenant, ticket, agent or queue id.
+fn count(payload: &SupportEvent) {
+    use metrics::counter;
+    match payload {
+        SupportEvent::TicketCreated { priority, .. } => {
+            counter!("dotmac_support_tickets_opened_total", "priority" => priority.as_str())
+                .increment(1);
+        }
+        SupportEvent::TicketAssigned { .. } => {
+            counter!("dotmac_support_tickets_assigned_total").increment(1);
+        }
+        SupportEvent::TicketWaiting { .. } => {
+            counter!("dotmac_support_tickets_waiting_total").increment(1);
+        }
+        SupportEvent::StatusChanged { to, .. } => {
+            counter!("dotmac_support_status_changes_total", "category" => to.category().as_str())
+                .increment(1);
+        }
+        SupportEvent::CommentAdded { visibility, .. } => {
+            let visibility = match visibility {
+                Visibility::Public => "public",
+                Visibility::Internal => "internal",
+            };
+            counter!("dotmac_support_comments_total", "visibility" => visibility).increment(1);
+        }
+        SupportEvent::PriorityChanged { to, .. } => {
+            counter!("dotmac_support_priority_changes_total", "priority" => to.as_str())
+                .increment(1);
+        }
+        SupportEvent::TicketMerged { .. } => {
+            counter!("dotmac_support_tickets_merged_total").increment(1);
+        }
+        SupportEvent::TicketLinked { .. } => {
+            counter!("dotmac_support_tickets_linked_total").increment(1);
+        }
+        SupportEvent::SlaWarning { metric, .. } => {
+            counter!("dotmac_support_sla_warnings_total", "metric" => metric.as_str()).increment(1);
+        }
+        SupportEvent::SlaBreached { metric, .. } => {
+            counter!("dotmac_support_sla_breaches_total", "metric" => metric.as_str()).increment(1);
+        }
+        SupportEvent::SlaClockStopped { record } => {
+            let outcome = if record.met { "met" } else { "missed" };
+            counter!(
+                "dotmac_support_sla_clocks_stopped_total",
+                "metric" => record.metric.as_str(),
+                "outcome" => outcome,
+            )
+            .increment(1);
+        }
+        SupportEvent::Escalated { action, .. } => {
+            let action = match action {
+                EscalationAction::Notify { .. } => "notify",
+                EscalationAction::Reassign { .. } => "reassign",
+                EscalationAction::RaisePriority => "raise_priority",
+            };
+            counter!("dotmac_support_escalations_total", "action" => action).increment(1);
+        }
+        SupportEvent::CsatRecorded { score, .. } => {
+            let score = match score.value() {
+                1 => "1",
+                2 => "2",
+                3 => "3",
+                4 => "4",
+                _ => "5",
+            };
+            counter!("dotmac_support_csat_responses_total", "score" => score).increment(1);
+        }
+        SupportEvent::PresenceChanged { presence, .. } => {
+            let presence = match presence {
+                Presence::Online => "online",
+                Presence::Away => "away",
+                Presence::Offline => "offline",
+            };
+            counter!("dotmac_support_presence_changes_total", "presence" => presence).increment(1);
+        }
+    }
+}
+
+/// Records on the current span (every operation returning events declares the field
+/// `events`) how many events the operation returned.
+fn traced(result: Result<SupportEvents>) -> Result<SupportEvents> {
+    if let Ok(events) = &result {
+        tracing::Span::current().record("events", events.len());
+    }
+    result
 }
 
 /// Minutes since the ticket entered its current queue (skills relax with this).
@@ -956,4 +1180,199 @@ fn is_sla_active(config: &SupportConfig, ticket: &Ticket) -> bool {
         .policies
         .select(ticket)
         .is_some_and(|p| p.pauses_in(ticket.status()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use chrono::TimeZone;
+    use dotmac_core::ManualClock;
+    use metrics::{
+        Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
+    };
+
+    use super::*;
+    use crate::calendar::BusinessCalendar;
+    use crate::memory::InMemorySupportStore;
+    use crate::routing::{AssignmentStrategy, Router};
+    use crate::sla::{SlaPolicy, SlaPolicySet};
+
+    /// Counts increments per `name{label=value,…}`: enough to prove a counter fires, without
+    /// a metrics exporter as a dev-dependency.
+    #[derive(Default)]
+    struct Counting(Mutex<BTreeMap<String, Arc<AtomicU64>>>);
+
+    impl Counting {
+        fn get(&self, key: &str) -> u64 {
+            let counters = self.0.lock().unwrap();
+            counters.get(key).map_or(0, |c| c.load(Ordering::Relaxed))
+        }
+    }
+
+    impl Recorder for Counting {
+        fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+            let labels: Vec<String> = key
+                .labels()
+                .map(|l| format!("{}={}", l.key(), l.value()))
+                .collect();
+            let name = format!("{}{{{}}}", key.name(), labels.join(","));
+            let mut counters = self.0.lock().unwrap();
+            Counter::from_arc(Arc::clone(counters.entry(name).or_default()))
+        }
+        fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
+            Gauge::noop()
+        }
+        fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
+            Histogram::noop()
+        }
+    }
+
+    #[test]
+    fn opening_a_ticket_moves_the_opened_and_waiting_counters() {
+        let recorder = Counting::default();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        // The local recorder is per thread: the current-thread runtime polls on this one.
+        metrics::with_local_recorder(&recorder, || {
+            runtime.block_on(async {
+                let clock = ManualClock::new(Utc.with_ymd_and_hms(2026, 3, 2, 9, 0, 0).unwrap());
+                let service = SupportService::new(InMemorySupportStore::new(), clock);
+                let tenant = TenantId::new();
+                let queue = Queue {
+                    id: QueueId::new(),
+                    name: "L1".into(),
+                    members: vec![],
+                    strategy: AssignmentStrategy::RoundRobin,
+                };
+                service.put_queue(tenant, &queue).await.unwrap();
+                let calendar = BusinessCalendar::builder("UTC")
+                    .weekdays("08:00", "18:00")
+                    .build()
+                    .unwrap();
+                let policies = SlaPolicySet {
+                    policies: vec![SlaPolicy::isp_default(SlaPolicyId::new())],
+                };
+                let config = SupportConfig::new(calendar, policies, Router::new(queue.id));
+                service.configure(tenant, config).await.unwrap();
+                let new = NewTicket::new("No sync").priority(Priority::High);
+                service.create_ticket(tenant, new).await.unwrap();
+            });
+        });
+        assert_eq!(
+            recorder.get("dotmac_support_tickets_opened_total{priority=high}"),
+            1
+        );
+        assert_eq!(recorder.get("dotmac_support_tickets_waiting_total{}"), 1);
+        assert_eq!(recorder.get("dotmac_support_tickets_assigned_total{}"), 0);
+    }
+
+    /// Span names and their fields (`name: field=value …`), with the enter stack so that
+    /// `Span::current()` works: enough to check the span conventions without
+    /// `tracing-subscriber` as a dev-dependency.
+    #[derive(Default)]
+    struct Spans {
+        spans: Mutex<Vec<(&'static tracing::Metadata<'static>, String)>>,
+        stack: Mutex<Vec<u64>>,
+    }
+
+    struct Fields<'a>(&'a mut String);
+
+    impl tracing::field::Visit for Fields<'_> {
+        fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+            self.0.push_str(&format!(" {}={:?}", field.name(), value));
+        }
+    }
+
+    impl tracing::Subscriber for Spans {
+        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, span: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+            let mut fields = String::new();
+            span.record(&mut Fields(&mut fields));
+            let mut spans = self.spans.lock().unwrap();
+            spans.push((span.metadata(), fields));
+            tracing::span::Id::from_u64(spans.len() as u64)
+        }
+        fn record(&self, span: &tracing::span::Id, values: &tracing::span::Record<'_>) {
+            let mut spans = self.spans.lock().unwrap();
+            let slot = &mut spans[span.into_u64() as usize - 1];
+            values.record(&mut Fields(&mut slot.1));
+        }
+        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+        fn event(&self, _: &tracing::Event<'_>) {}
+        fn enter(&self, span: &tracing::span::Id) {
+            self.stack.lock().unwrap().push(span.into_u64());
+        }
+        fn exit(&self, _: &tracing::span::Id) {
+            self.stack.lock().unwrap().pop();
+        }
+        fn current_span(&self) -> tracing_core::span::Current {
+            let stack = self.stack.lock().unwrap();
+            match stack.last() {
+                Some(&id) => {
+                    let metadata = self.spans.lock().unwrap()[id as usize - 1].0;
+                    tracing_core::span::Current::new(tracing::span::Id::from_u64(id), metadata)
+                }
+                None => tracing_core::span::Current::none(),
+            }
+        }
+    }
+
+    #[test]
+    fn operations_and_store_calls_open_spans_without_personal_data() {
+        let spans = Arc::new(Spans::default());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let dispatch = tracing::Dispatch::from(Arc::clone(&spans));
+        tracing::dispatcher::with_default(&dispatch, || {
+            runtime.block_on(async {
+                let clock = ManualClock::new(Utc.with_ymd_and_hms(2026, 3, 2, 9, 0, 0).unwrap());
+                let service = SupportService::new(InMemorySupportStore::new(), clock);
+                let tenant = TenantId::new();
+                let queue = Queue {
+                    id: QueueId::new(),
+                    name: "L1".into(),
+                    members: vec![],
+                    strategy: AssignmentStrategy::RoundRobin,
+                };
+                service.put_queue(tenant, &queue).await.unwrap();
+                let calendar = BusinessCalendar::builder("UTC")
+                    .weekdays("08:00", "18:00")
+                    .build()
+                    .unwrap();
+                let policies = SlaPolicySet {
+                    policies: vec![SlaPolicy::isp_default(SlaPolicyId::new())],
+                };
+                let config = SupportConfig::new(calendar, policies, Router::new(queue.id));
+                service.configure(tenant, config).await.unwrap();
+                let new = NewTicket::new("Jane Doe: no sync at 12 Elm St").priority(Priority::High);
+                service.create_ticket(tenant, new).await.unwrap();
+            });
+        });
+        let spans = spans.spans.lock().unwrap();
+        let line = |name: &str| {
+            spans
+                .iter()
+                .find(|(m, _)| m.name() == name)
+                .map(|(m, fields)| format!("{:?}{fields}", m.level()))
+        };
+        let created = line("dotmac.support.create_ticket").unwrap();
+        assert!(created.starts_with("Level(Info) tenant="), "{created}");
+        assert!(created.ends_with(" events=2"), "{created}");
+        let insert = line("dotmac.store.insert_ticket").unwrap();
+        assert!(
+            insert.starts_with("Level(Debug) backend=\"memory\" tenant="),
+            "{insert}"
+        );
+        assert!(spans.iter().all(|(_, fields)| !fields.contains("Jane")));
+    }
 }

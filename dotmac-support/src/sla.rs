@@ -24,9 +24,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::calendar::BusinessCalendar;
 use crate::error::{Result, SupportError};
-use crate::ticket::{
-    Category, Channel, CustomerTier, Priority, Status, StatusName, Ticket, TicketId,
-};
+use crate::ticket::{Actor, Category, Change, Channel, CustomerTier, Priority, Ticket, Visibility};
+use crate::vocab::{Status, StatusName, TicketId};
 
 define_id! {
     /// An SLA policy.
@@ -46,6 +45,15 @@ pub enum SlaMetric {
 }
 
 impl SlaMetric {
+    /// The stable snake_case name (`"first_response"`), as in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SlaMetric::FirstResponse => "first_response",
+            SlaMetric::NextResponse => "next_response",
+            SlaMetric::Resolution => "resolution",
+        }
+    }
+
     /// All three, in this order.
     pub const ALL: [SlaMetric; 3] = [
         SlaMetric::FirstResponse,
@@ -463,6 +471,7 @@ impl SlaPolicy {
 /// [`Ticket::sla_timeline`](crate::Ticket::sla_timeline), or by hand for imports and what-if
 /// calculations.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct SlaTimeline {
     /// Creation instant.
     pub created_at: DateTime<Utc>,
@@ -625,6 +634,7 @@ pub enum ClockStatus {
 
 /// One clock of one ticket at an instant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct ClockState {
     /// Which clock.
     pub metric: SlaMetric,
@@ -681,6 +691,7 @@ pub struct SlaRecord {
 
 /// Aggregates of [`SlaRecord`]s.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct SlaStats {
     /// Records counted.
     pub count: u64,
@@ -749,10 +760,58 @@ impl SlaPolicySet {
     }
 }
 
+// Defined here rather than in `ticket.rs` so that `ticket` need not import `sla` (which imports
+// `ticket`): the module graph stays acyclic.
+impl Ticket {
+    /// The facts SLA clocks are computed from, rebuilt from the history (with status
+    /// corrections applied).
+    pub fn sla_timeline(&self) -> SlaTimeline {
+        let mut statuses: Vec<(DateTime<Utc>, Status)> = Vec::new();
+        let mut entry_index: Vec<(usize, usize)> = Vec::new();
+        let mut customer_messages = vec![self.created_at()];
+        let mut agent_responses = Vec::new();
+        for (index, entry) in self.history().iter().enumerate() {
+            match &entry.change {
+                Change::Created { status, .. } => {
+                    entry_index.push((index, statuses.len()));
+                    statuses.push((entry.at, status.clone()));
+                }
+                Change::StatusChanged { to, .. } => {
+                    entry_index.push((index, statuses.len()));
+                    statuses.push((entry.at, to.clone()));
+                }
+                Change::StatusAmended { entry: target, to } => {
+                    if let Some(&(_, slot)) = entry_index.iter().find(|(i, _)| i == target)
+                        && let Some(status) = statuses.get_mut(slot)
+                    {
+                        status.1 = to.clone();
+                    }
+                }
+                Change::Commented {
+                    visibility: Visibility::Public,
+                    ..
+                } => match entry.actor {
+                    Actor::Customer => customer_messages.push(entry.at),
+                    Actor::Agent(_) => agent_responses.push(entry.at),
+                    Actor::System => {}
+                },
+                _ => {}
+            }
+        }
+        SlaTimeline {
+            created_at: self.created_at(),
+            statuses,
+            customer_messages,
+            agent_responses,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ticket::{Actor, CommentId, NewTicket, Visibility};
+    use crate::ticket::{Actor, NewTicket};
+    use crate::vocab::CommentId;
     use chrono::{Duration, TimeZone};
     use dotmac_core::TenantId;
 
@@ -832,13 +891,11 @@ mod tests {
         assert_eq!(first.warn_at, Some(t(10, 15)));
         assert_eq!(first.status, ClockStatus::Running);
         assert_eq!(first.elapsed_minutes, 40);
-        let agent = crate::ticket::AgentId::new();
+        let agent = crate::vocab::AgentId::new();
         ticket
             .comment(
                 CommentId::new(),
-                Actor::Agent(agent),
-                Visibility::Public,
-                "on it",
+                crate::ticket::NewComment::public(Actor::Agent(agent), "on it"),
                 t(10, 20),
             )
             .unwrap();
@@ -975,9 +1032,10 @@ mod tests {
 
     #[test]
     fn clocks_pause_by_status_name_only() {
-        let reminder = Status::custom("pending reminder", crate::StatusCategory::Pending).unwrap();
+        let reminder =
+            Status::custom("pending reminder", crate::vocab::StatusCategory::Pending).unwrap();
         let waiting =
-            Status::custom("waiting on customer", crate::StatusCategory::Pending).unwrap();
+            Status::custom("waiting on customer", crate::vocab::StatusCategory::Pending).unwrap();
         let by_name = SlaPolicy::builder(SlaPolicyId::from_u128(2), "desk")
             .targets(
                 Priority::Normal,

@@ -19,10 +19,18 @@ use crate::error::Result;
 use crate::escalation::{EscalationRule, SlaMarks};
 use crate::routing::{Agent, Queue, QueueCursor, Router};
 use crate::sla::{SlaPolicyId, SlaPolicySet, SlaRecord};
-use crate::ticket::{AgentId, QueueId, StatusCatalog, Ticket, TicketId};
+use crate::ticket::{StatusCatalog, Ticket};
+use crate::vocab::{AgentId, QueueId, TicketId};
 
 /// A tenant's support configuration, stored as one document.
+///
+/// `#[non_exhaustive]`: build it with [`SupportConfig::new`] and the `with_…` methods, so a
+/// later release can add settings without breaking callers.
+///
+/// Business dates of the tenant (report periods, holidays) are local dates in
+/// [`calendar`](Self::calendar)'s time zone.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct SupportConfig {
     /// The calendar of every policy without its own.
     pub calendar: BusinessCalendar,
@@ -43,6 +51,40 @@ pub struct SupportConfig {
 }
 
 impl SupportConfig {
+    /// A configuration with `calendar` for every policy, `policies` in order of precedence and
+    /// `router`; no per-policy calendars, no escalations, built-in statuses only.
+    pub fn new(calendar: BusinessCalendar, policies: SlaPolicySet, router: Router) -> Self {
+        SupportConfig {
+            calendar,
+            policy_calendars: BTreeMap::new(),
+            policies,
+            router,
+            escalations: Vec::new(),
+            statuses: StatusCatalog::new(),
+        }
+    }
+
+    /// With `calendar` for the policy `policy` instead of the default calendar.
+    #[must_use]
+    pub fn with_policy_calendar(mut self, policy: SlaPolicyId, calendar: BusinessCalendar) -> Self {
+        self.policy_calendars.insert(policy, calendar);
+        self
+    }
+
+    /// With these escalation rules.
+    #[must_use]
+    pub fn with_escalations(mut self, escalations: Vec<EscalationRule>) -> Self {
+        self.escalations = escalations;
+        self
+    }
+
+    /// With the desk's own statuses.
+    #[must_use]
+    pub fn with_statuses(mut self, statuses: StatusCatalog) -> Self {
+        self.statuses = statuses;
+        self
+    }
+
     /// The calendar a policy counts on.
     pub fn calendar_for(&self, policy: SlaPolicyId) -> &BusinessCalendar {
         self.policy_calendars.get(&policy).unwrap_or(&self.calendar)

@@ -10,16 +10,15 @@
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use dotmac_core::TenantId;
 
+use crate::calendar::BusinessCalendar;
 use crate::csat::{CsatResponse, CsatResponseId, CsatScore};
+use crate::error::SupportError;
 use crate::escalation::{MarkKind, SlaMark, SlaMarks};
 use crate::routing::{Agent, AssignmentStrategy, Presence, Queue, QueueCursor, Router};
 use crate::sla::{SlaMetric, SlaPolicy, SlaPolicyId, SlaPolicySet, SlaRecord};
 use crate::store::{SupportConfig, SupportStore};
-use crate::ticket::{
-    Actor, AgentId, NewTicket, Priority, QueueId, Status, StatusCatalog, StatusCategory, Ticket,
-    TicketId,
-};
-use crate::{BusinessCalendar, SupportError};
+use crate::ticket::{Actor, NewTicket, Priority, StatusCatalog, Ticket};
+use crate::vocab::{AgentId, QueueId, Status, StatusCategory, TicketId};
 
 fn at(minutes: i64) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 3, 2, 9, 0, 0)

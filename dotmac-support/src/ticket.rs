@@ -7,105 +7,17 @@ use std::fmt;
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
-use dotmac_core::{CustomerId, TenantId, define_id};
+use dotmac_core::{CustomerId, TenantId};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, SupportError};
+use crate::vocab::{
+    AgentId, CommentId, QueueId, Status, StatusCategory, StatusName, StatusRepr, TicketId,
+    truncated,
+};
 
-define_id! {
-    /// A support ticket.
-    TicketId
-}
-define_id! {
-    /// A support agent.
-    AgentId
-}
-define_id! {
-    /// A queue (team) that tickets are routed to.
-    QueueId
-}
-define_id! {
-    /// A comment on a ticket.
-    CommentId
-}
-
-/// The built-in statuses, and the categories every desk-defined status belongs to: the state
-/// machine's rules are written over these.
-///
-/// ```text
-/// new ──► open ◄──► pending ◄──► on_hold        (any of new/open/pending/on_hold/reopened
-///  │       │                                      may also go to resolved or closed)
-///  └───────┴──► resolved ──► closed ──► reopened ──► open | pending | on_hold | resolved | closed
-///                  └──────────────────► reopened
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StatusCategory {
-    /// Just created, nobody has looked at it.
-    New,
-    /// Being worked on.
-    Open,
-    /// Waiting on the customer.
-    Pending,
-    /// Waiting on something else (a field visit, a third party).
-    OnHold,
-    /// Solved; the customer may still reopen it.
-    Resolved,
-    /// Finished.
-    Closed,
-    /// Reopened after being resolved or closed.
-    Reopened,
-}
-
-impl StatusCategory {
-    /// Every category, in lifecycle order.
-    pub const ALL: [StatusCategory; 7] = [
-        StatusCategory::New,
-        StatusCategory::Open,
-        StatusCategory::Pending,
-        StatusCategory::OnHold,
-        StatusCategory::Resolved,
-        StatusCategory::Closed,
-        StatusCategory::Reopened,
-    ];
-
-    /// The stable snake_case name (`"on_hold"`), which is also the built-in status's name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StatusCategory::New => "new",
-            StatusCategory::Open => "open",
-            StatusCategory::Pending => "pending",
-            StatusCategory::OnHold => "on_hold",
-            StatusCategory::Resolved => "resolved",
-            StatusCategory::Closed => "closed",
-            StatusCategory::Reopened => "reopened",
-        }
-    }
-
-    /// Whether the state machine allows moving from a status of category `self` to one of
-    /// category `to` (see [`Status::can_move_to`] for moves inside one category).
-    pub fn can_move_to(self, to: StatusCategory) -> bool {
-        use StatusCategory::*;
-        match self {
-            New | Open | Pending | OnHold | Reopened => {
-                matches!(to, Open | Pending | OnHold | Resolved | Closed) && to != self
-            }
-            Resolved => matches!(to, Closed | Reopened),
-            Closed => to == Reopened,
-        }
-    }
-
-    /// Resolved or closed: the work is done.
-    pub fn is_done(self) -> bool {
-        matches!(self, StatusCategory::Resolved | StatusCategory::Closed)
-    }
-}
-
-impl fmt::Display for StatusCategory {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+// The fallible halves of the status types in `vocab`: they return `SupportError`, which names
+// those types, so they live here rather than there (that would be an import cycle).
 
 impl FromStr for StatusCategory {
     type Err = SupportError;
@@ -117,17 +29,7 @@ impl FromStr for StatusCategory {
     }
 }
 
-/// The name of a status as a desk shows it (`"pending reminder"`, `"waiting on customer"`):
-/// not empty, at most [`StatusName::MAX_BYTES`] bytes, no control characters. SLA policies
-/// pause by name.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct StatusName(Cow<'static, str>);
-
 impl StatusName {
-    /// The longest name accepted, in bytes.
-    pub const MAX_BYTES: usize = 200;
-
     /// A checked name.
     ///
     /// # Errors
@@ -153,36 +55,6 @@ impl StatusName {
             None => Ok(StatusName(Cow::Owned(name))),
         }
     }
-
-    /// The name.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-// Equality, order and hash are those of the text, so maps keyed by name are searched by `&str`.
-impl std::borrow::Borrow<str> for StatusName {
-    fn borrow(&self) -> &str {
-        &self.0
-    }
-}
-
-impl From<StatusCategory> for StatusName {
-    fn from(category: StatusCategory) -> Self {
-        StatusName(Cow::Borrowed(category.as_str()))
-    }
-}
-
-impl From<Status> for StatusName {
-    fn from(status: Status) -> Self {
-        status.name
-    }
-}
-
-impl From<&Status> for StatusName {
-    fn from(status: &Status) -> Self {
-        status.name.clone()
-    }
 }
 
 impl TryFrom<String> for StatusName {
@@ -199,64 +71,6 @@ impl TryFrom<&str> for StatusName {
     }
 }
 
-impl From<StatusName> for String {
-    fn from(name: StatusName) -> String {
-        name.0.into_owned()
-    }
-}
-
-impl fmt::Display for StatusName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// At most 64 characters of a caller's string, for an error message.
-fn truncated(s: &str) -> String {
-    match s.char_indices().nth(64) {
-        Some((cut, _)) => format!("{}…", s.get(..cut).unwrap_or_default()),
-        None => s.to_owned(),
-    }
-}
-
-/// A ticket's status: a name and the [`StatusCategory`] whose rules it follows.
-///
-/// The seven built-in statuses ([`Status::NEW`] … [`Status::REOPENED`]) are named after their
-/// category. A desk defines its own in a [`StatusCatalog`] (`"pending reminder"` in category
-/// pending, `"waiting on customer"` in category on_hold, …); the state machine applies by
-/// category, and SLA policies pause by name. A built-in name always means its built-in status.
-///
-/// In JSON a built-in status is its name (`"pending"`), a custom one
-/// `{"name": "pending reminder", "category": "pending"}`.
-///
-/// ```
-/// use dotmac_support::{Status, StatusCategory};
-///
-/// let reminder = Status::custom("pending reminder", StatusCategory::Pending)?;
-/// assert!(Status::OPEN.can_move_to(&reminder));
-/// assert!(reminder.can_move_to(&Status::PENDING)); // another status of the same category
-/// assert!(!Status::CLOSED.can_move_to(&reminder)); // closed only reopens, as for `pending`
-/// assert_eq!(Status::custom("pending", StatusCategory::Pending)?, Status::PENDING);
-/// # Ok::<(), dotmac_support::SupportError>(())
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "StatusRepr", into = "StatusRepr")]
-pub struct Status {
-    name: StatusName,
-    category: StatusCategory,
-}
-
-/// The serialized form of a [`Status`].
-#[derive(Serialize, Deserialize)]
-#[serde(untagged)]
-enum StatusRepr {
-    Builtin(String),
-    Custom {
-        name: String,
-        category: StatusCategory,
-    },
-}
-
 impl TryFrom<StatusRepr> for Status {
     type Error = SupportError;
     fn try_from(repr: StatusRepr) -> Result<Self> {
@@ -267,53 +81,7 @@ impl TryFrom<StatusRepr> for Status {
     }
 }
 
-impl From<Status> for StatusRepr {
-    fn from(status: Status) -> Self {
-        if status.is_builtin() {
-            StatusRepr::Builtin(status.name.into())
-        } else {
-            StatusRepr::Custom {
-                name: status.name.into(),
-                category: status.category,
-            }
-        }
-    }
-}
-
 impl Status {
-    const fn builtin(category: StatusCategory, name: &'static str) -> Status {
-        Status {
-            name: StatusName(Cow::Borrowed(name)),
-            category,
-        }
-    }
-
-    /// `new`.
-    pub const NEW: Status = Status::builtin(StatusCategory::New, "new");
-    /// `open`.
-    pub const OPEN: Status = Status::builtin(StatusCategory::Open, "open");
-    /// `pending`.
-    pub const PENDING: Status = Status::builtin(StatusCategory::Pending, "pending");
-    /// `on_hold`.
-    pub const ON_HOLD: Status = Status::builtin(StatusCategory::OnHold, "on_hold");
-    /// `resolved`.
-    pub const RESOLVED: Status = Status::builtin(StatusCategory::Resolved, "resolved");
-    /// `closed`.
-    pub const CLOSED: Status = Status::builtin(StatusCategory::Closed, "closed");
-    /// `reopened`.
-    pub const REOPENED: Status = Status::builtin(StatusCategory::Reopened, "reopened");
-
-    /// The seven built-in statuses, in lifecycle order.
-    pub const BUILTIN: [Status; 7] = [
-        Status::NEW,
-        Status::OPEN,
-        Status::PENDING,
-        Status::ON_HOLD,
-        Status::RESOLVED,
-        Status::CLOSED,
-        Status::REOPENED,
-    ];
-
     /// A desk-defined status `name` in `category` (a built-in name in its own category gives
     /// the built-in status). Tickets of a [`SupportService`](crate::SupportService) may only
     /// take custom statuses their tenant's [`StatusCatalog`] defines.
@@ -335,52 +103,6 @@ impl Status {
             return Ok(builtin.clone());
         }
         Ok(Status { name, category })
-    }
-
-    /// Its name.
-    pub fn name(&self) -> &StatusName {
-        &self.name
-    }
-
-    /// Its category.
-    pub fn category(&self) -> StatusCategory {
-        self.category
-    }
-
-    /// Whether it is one of the seven built-in statuses.
-    pub fn is_builtin(&self) -> bool {
-        self.category.as_str() == self.name.as_str()
-    }
-
-    /// Whether the state machine allows moving from `self` to `to`: never to the same status;
-    /// between two statuses of one category (`pending` → `pending reminder`) unless that
-    /// category is `new`, which nothing enters; otherwise as [`StatusCategory::can_move_to`].
-    pub fn can_move_to(&self, to: &Status) -> bool {
-        if self.name == to.name {
-            return false;
-        }
-        if self.category == to.category {
-            return self.category != StatusCategory::New;
-        }
-        self.category.can_move_to(to.category)
-    }
-
-    /// Resolved or closed (by category): the work is done.
-    pub fn is_done(&self) -> bool {
-        self.category.is_done()
-    }
-}
-
-impl From<StatusCategory> for Status {
-    /// The built-in status of a category.
-    fn from(category: StatusCategory) -> Self {
-        Status::builtin(category, category.as_str())
-    }
-}
-
-impl fmt::Display for Status {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name.as_str())
     }
 }
 
@@ -746,9 +468,52 @@ pub struct HistoryEntry {
     pub change: Change,
 }
 
+/// A comment to add to a ticket ([`Ticket::comment`],
+/// [`SupportService::comment`](crate::SupportService::comment)).
+///
+/// ```
+/// use dotmac_support::{Actor, NewComment, Visibility};
+///
+/// let note = NewComment::internal(Actor::System, "line test scheduled");
+/// assert_eq!(note.visibility, Visibility::Internal);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+#[must_use]
+pub struct NewComment {
+    /// Who writes it.
+    pub author: Actor,
+    /// Who sees it.
+    pub visibility: Visibility,
+    /// The text.
+    pub body: String,
+}
+
+impl NewComment {
+    /// A comment of `visibility`.
+    pub fn new(author: Actor, visibility: Visibility, body: impl Into<String>) -> Self {
+        NewComment {
+            author,
+            visibility,
+            body: body.into(),
+        }
+    }
+
+    /// A comment the customer sees (an agent's is an SLA response).
+    pub fn public(author: Actor, body: impl Into<String>) -> Self {
+        NewComment::new(author, Visibility::Public, body)
+    }
+
+    /// A note only agents see.
+    pub fn internal(author: Actor, body: impl Into<String>) -> Self {
+        NewComment::new(author, Visibility::Internal, body)
+    }
+}
+
 /// What a new ticket is made from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[must_use]
+#[non_exhaustive]
 pub struct NewTicket {
     /// One-line summary.
     pub subject: String,
@@ -1003,20 +768,18 @@ impl Ticket {
     /// # Errors
     ///
     /// [`SupportError::Merged`] or [`SupportError::OutOfOrder`].
-    pub fn comment(
-        &mut self,
-        id: CommentId,
-        author: Actor,
-        visibility: Visibility,
-        body: impl Into<String>,
-        at: DateTime<Utc>,
-    ) -> Result<()> {
+    pub fn comment(&mut self, id: CommentId, comment: NewComment, at: DateTime<Utc>) -> Result<()> {
         self.check(at)?;
+        let NewComment {
+            author,
+            visibility,
+            body,
+        } = comment;
         self.comments.push(Comment {
             id,
             author,
             visibility,
-            body: body.into(),
+            body,
             at,
         });
         self.record(
@@ -1228,49 +991,6 @@ impl Ticket {
         target.comments.sort_by_key(|c| c.at);
         target.record(at, actor, Change::Absorbed { source: self.id });
         Ok(())
-    }
-
-    /// The facts SLA clocks are computed from, rebuilt from the history (with status
-    /// corrections applied).
-    pub fn sla_timeline(&self) -> crate::sla::SlaTimeline {
-        let mut statuses: Vec<(DateTime<Utc>, Status)> = Vec::new();
-        let mut entry_index: Vec<(usize, usize)> = Vec::new();
-        let mut customer_messages = vec![self.created_at];
-        let mut agent_responses = Vec::new();
-        for (index, entry) in self.history.iter().enumerate() {
-            match &entry.change {
-                Change::Created { status, .. } => {
-                    entry_index.push((index, statuses.len()));
-                    statuses.push((entry.at, status.clone()));
-                }
-                Change::StatusChanged { to, .. } => {
-                    entry_index.push((index, statuses.len()));
-                    statuses.push((entry.at, to.clone()));
-                }
-                Change::StatusAmended { entry: target, to } => {
-                    if let Some(&(_, slot)) = entry_index.iter().find(|(i, _)| i == target)
-                        && let Some(status) = statuses.get_mut(slot)
-                    {
-                        status.1 = to.clone();
-                    }
-                }
-                Change::Commented {
-                    visibility: Visibility::Public,
-                    ..
-                } => match entry.actor {
-                    Actor::Customer => customer_messages.push(entry.at),
-                    Actor::Agent(_) => agent_responses.push(entry.at),
-                    Actor::System => {}
-                },
-                _ => {}
-            }
-        }
-        crate::sla::SlaTimeline {
-            created_at: self.created_at,
-            statuses,
-            customer_messages,
-            agent_responses,
-        }
     }
 }
 
@@ -1492,9 +1212,7 @@ mod tests {
         a.tag("dup", Actor::System, at(1)).unwrap();
         a.comment(
             CommentId::new(),
-            Actor::Customer,
-            Visibility::Public,
-            "still down",
+            NewComment::public(Actor::Customer, "still down"),
             at(2),
         )
         .unwrap();

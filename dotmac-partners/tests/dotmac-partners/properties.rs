@@ -8,6 +8,8 @@ use dotmac_partners::{CommissionDuration, CommissionPlan, EntryKind, PartnerId, 
 use proptest::prelude::*;
 use rust_decimal::Decimal;
 
+use crate::common::cases;
+
 #[derive(Debug, Clone)]
 enum Op {
     Pay(i64),
@@ -21,14 +23,6 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (1i64..100_000).prop_map(Op::Refund),
         1 => (1i64..50_000).prop_map(Op::Payout),
     ]
-}
-
-/// `default` cases, or `PROPTEST_CASES` when set (for long runs: `PROPTEST_CASES=100000`).
-fn cases(default: u32) -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 proptest! {

@@ -90,43 +90,44 @@ async fn desk() -> Desk {
         .warn_before(10)
         .build()
         .unwrap();
-    let config = SupportConfig {
-        calendar: BusinessCalendar::builder("UTC")
+    let config = SupportConfig::new(
+        BusinessCalendar::builder("UTC")
             .weekdays("09:00", "17:00")
             .build()
             .unwrap(),
-        policy_calendars: Default::default(),
-        policies: SlaPolicySet {
+        SlaPolicySet {
             policies: vec![policy],
         },
-        router: Router::new(l1).rule(RoutingRule {
+        Router::new(l1).rule(RoutingRule {
             name: "outages".into(),
             conditions: vec![RuleCondition::Category(vec![Category::Outage])],
             queue: noc,
         }),
-        escalations: vec![
-            EscalationRule {
-                id: EscalationRuleId::from_u128(1),
-                name: "warn lead".into(),
-                trigger: EscalationTrigger::Warning(SlaMetric::FirstResponse),
-                action: EscalationAction::Notify {
-                    recipient: "lead@isp".into(),
-                },
+    )
+    .with_escalations(vec![
+        EscalationRule {
+            id: EscalationRuleId::from_u128(1),
+            name: "warn lead".into(),
+            trigger: EscalationTrigger::Warning(SlaMetric::FirstResponse),
+            action: EscalationAction::Notify {
+                recipient: "lead@isp".into(),
             },
-            EscalationRule {
-                id: EscalationRuleId::from_u128(2),
-                name: "raise".into(),
-                trigger: EscalationTrigger::Breach(SlaMetric::FirstResponse),
-                action: EscalationAction::RaisePriority,
-            },
-        ],
-        // Two of the desk's own statuses; only the first pauses the clocks.
-        statuses: StatusCatalog::new()
+        },
+        EscalationRule {
+            id: EscalationRuleId::from_u128(2),
+            name: "raise".into(),
+            trigger: EscalationTrigger::Breach(SlaMetric::FirstResponse),
+            action: EscalationAction::RaisePriority,
+        },
+    ])
+    // Two of the desk's own statuses; only the first pauses the clocks.
+    .with_statuses(
+        StatusCatalog::new()
             .define("pending reminder", StatusCategory::Pending)
             .unwrap()
             .define("waiting on customer", StatusCategory::OnHold)
             .unwrap(),
-    };
+    );
     service.configure(tenant, config).await.unwrap();
     Desk {
         service,
@@ -377,7 +378,7 @@ async fn response_records_statistics_and_pending_pauses() {
     let agent = Actor::Agent(AgentId::new());
     let events = d
         .service
-        .comment(d.tenant, ticket.id(), agent, Visibility::Public, "fixed?")
+        .comment(d.tenant, ticket.id(), NewComment::public(agent, "fixed?"))
         .await
         .unwrap();
     assert!(types(&events).contains(&"support.sla_clock_stopped"));
@@ -549,9 +550,7 @@ async fn correcting_a_past_status_or_the_calendar_recomputes_due_times() {
         .amend_status(
             d.tenant,
             ticket.id(),
-            pending_entry,
-            Status::OPEN,
-            Actor::System,
+            StatusAmendment::new(pending_entry, Status::OPEN, Actor::System),
         )
         .await
         .unwrap();

@@ -6,29 +6,11 @@
 // Test helpers may unwrap: a failing unwrap is a failing test.
 #![allow(clippy::unwrap_used)]
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
-
 use chrono::{DateTime, Duration, Utc};
 use dotmac_support::BusinessCalendar;
 use proptest::prelude::*;
-use proptest::test_runner::TestCaseError;
 
-/// `default` cases, or `PROPTEST_CASES` when set (for long runs: `PROPTEST_CASES=100000`).
-fn cases(default: u32) -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn no_panic<T>(
-    what: &str,
-    input: &dyn std::fmt::Debug,
-    call: impl FnOnce() -> T,
-) -> Result<T, TestCaseError> {
-    catch_unwind(AssertUnwindSafe(call))
-        .map_err(|_| TestCaseError::fail(format!("{what} panicked on {input:?}")))
-}
+use crate::common::{cases, no_panic};
 
 fn calendars() -> Vec<BusinessCalendar> {
     vec![

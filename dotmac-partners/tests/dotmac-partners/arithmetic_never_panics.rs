@@ -4,8 +4,6 @@
 // Test helpers may unwrap: a failing unwrap is a failing test.
 #![allow(clippy::unwrap_used)]
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
-
 use chrono::{Days, NaiveDate};
 use dotmac_core::{Currency, CustomerId, Money, PaymentId};
 use dotmac_partners::{
@@ -13,26 +11,9 @@ use dotmac_partners::{
     TierMode, split_commission,
 };
 use proptest::prelude::*;
-use proptest::test_runner::TestCaseError;
 use rust_decimal::Decimal;
 
-/// `default` cases, or `PROPTEST_CASES` when set (for long runs: `PROPTEST_CASES=100000`).
-fn cases(default: u32) -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// Runs `call`; a panic fails the test with `what` and the input.
-fn no_panic<T>(
-    what: &str,
-    input: &dyn std::fmt::Debug,
-    call: impl FnOnce() -> T,
-) -> Result<T, TestCaseError> {
-    catch_unwind(AssertUnwindSafe(call))
-        .map_err(|_| TestCaseError::fail(format!("{what} panicked on {input:?}")))
-}
+use crate::common::{cases, no_panic};
 
 /// Decimals of every size: the extremes, and random 96-bit mantissas at random scales.
 fn any_decimal() -> impl Strategy<Value = Decimal> {
@@ -110,7 +91,7 @@ proptest! {
         tiers.dedup_by_key(|t| t.from);
         for mode in [TierMode::Marginal, TierMode::Retroactive] {
             if let Ok(table) = CommissionTiers::new(mode, tiers.clone()) {
-                no_panic("commission", &(&table, base), || table.commission(base))?.ok();
+                no_panic("commission", &(&table, base), || table.commission(usd(base)))?.ok();
             }
         }
         let shares: Vec<(PartnerId, Decimal)> = weights

@@ -6,6 +6,8 @@ use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc, Weekday};
 use dotmac_support::*;
 use proptest::prelude::*;
 
+use crate::common::cases;
+
 const ZONES: [&str; 7] = [
     "UTC",
     "Europe/Berlin",
@@ -59,14 +61,6 @@ fn instants() -> impl Strategy<Value = DateTime<Utc>> {
     // 2020-01-01 .. 2030-01-01, to the second.
     (0i64..315_532_800)
         .prop_map(|s| Utc.with_ymd_and_hms(2020, 1, 1, 0, 0, 0).unwrap() + Duration::seconds(s))
-}
-
-/// `default` cases, or `PROPTEST_CASES` when set (for long runs: `PROPTEST_CASES=100000`).
-fn cases(default: u32) -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 proptest! {
