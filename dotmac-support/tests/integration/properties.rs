@@ -6,7 +6,7 @@ use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc, Weekday};
 use dotmac_support::*;
 use proptest::prelude::*;
 
-use crate::common::cases;
+use dotmac_testing::cases;
 
 const ZONES: [&str; 7] = [
     "UTC",

@@ -10,7 +10,7 @@ use chrono::{DateTime, Duration, Utc};
 use dotmac_support::BusinessCalendar;
 use proptest::prelude::*;
 
-use crate::common::{cases, no_panic};
+use dotmac_testing::{cases, no_panic};
 
 fn calendars() -> Vec<BusinessCalendar> {
     vec![

@@ -13,7 +13,7 @@ use dotmac_partners::{
 use proptest::prelude::*;
 use rust_decimal::Decimal;
 
-use crate::common::{cases, no_panic};
+use dotmac_testing::{cases, no_panic};
 
 /// Decimals of every size: the extremes, and random 96-bit mantissas at random scales.
 fn any_decimal() -> impl Strategy<Value = Decimal> {

@@ -8,7 +8,7 @@ use dotmac_partners::{CommissionDuration, CommissionPlan, EntryKind, PartnerId, 
 use proptest::prelude::*;
 use rust_decimal::Decimal;
 
-use crate::common::cases;
+use dotmac_testing::cases;
 
 #[derive(Debug, Clone)]
 enum Op {
