@@ -3,6 +3,7 @@
 use super::*;
 
 impl DunningStore for SqlStore {
+    #[tracing::instrument(name = "dotmac.store.dunning_state", level = "debug", skip_all, fields(tenant = %tenant, backend = self.db.backend_name()))]
     async fn state(&self, tenant: TenantId, invoice: InvoiceId) -> Result<DunningState> {
         let state: Option<DunningState> = self
             .db
@@ -17,6 +18,7 @@ impl DunningStore for SqlStore {
         Ok(state.unwrap_or_default())
     }
 
+    #[tracing::instrument(name = "dotmac.store.save_dunning_state", level = "debug", skip_all, fields(tenant = %tenant, backend = self.db.backend_name()))]
     async fn save_state(
         &self,
         tenant: TenantId,

@@ -154,6 +154,7 @@ fn revision_refusal(
 impl SqlStore {
     /// The records of `customers` in one table (`select` … `WHERE customer_id` in the list … `tail`),
     /// read in one tenant transaction: the batch reads of a bill-run chunk.
+    #[tracing::instrument(name = "dotmac.store.read_customers", level = "debug", skip_all, fields(tenant = %tenant, backend = self.db.backend_name(), customers = customers.len()))]
     async fn customer_bodies<T: serde::de::DeserializeOwned + Send + Unpin>(
         &self,
         tenant: TenantId,

@@ -3,6 +3,7 @@
 use super::*;
 
 impl PaymentStore for SqlStore {
+    #[tracing::instrument(name = "dotmac.store.append_ledger", level = "debug", skip_all, fields(tenant = %tenant, backend = self.db.backend_name()))]
     async fn append(
         &self,
         tenant: TenantId,
@@ -16,6 +17,7 @@ impl PaymentStore for SqlStore {
         })
     }
 
+    #[tracing::instrument(name = "dotmac.store.payment_idempotency_record", level = "debug", skip_all, fields(tenant = %tenant, backend = self.db.backend_name()))]
     async fn payment_idempotency_record(
         &self,
         tenant: TenantId,
@@ -24,6 +26,7 @@ impl PaymentStore for SqlStore {
         self.keyed_record(tenant, key).await
     }
 
+    #[tracing::instrument(name = "dotmac.store.append_ledger_keyed", level = "debug", skip_all, fields(tenant = %tenant, backend = self.db.backend_name()))]
     async fn append_keyed(
         &self,
         tenant: TenantId,
@@ -35,6 +38,7 @@ impl PaymentStore for SqlStore {
             .await
     }
 
+    #[tracing::instrument(name = "dotmac.store.ledger_entries", level = "debug", skip_all, fields(tenant = %tenant, backend = self.db.backend_name()))]
     async fn entries(&self, tenant: TenantId, customer: CustomerId) -> Result<Vec<LedgerEntry>> {
         self.db
             .read_all(
