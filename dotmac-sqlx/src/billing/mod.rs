@@ -4,7 +4,7 @@
 //! One file per concern: this module holds the error mapping and the binds shared by
 //! everything below; [`rows`] the stored JSON documents as this crate's own types (the
 //! schema); [`commit`] the batch commit algorithm (written once for both backends);
-//! [`sqlite`] and [`postgres`] the per-backend statements it runs; and one file per storage
+//! `sqlite` and `postgres` the per-backend statements it runs; and one file per storage
 //! trait implementation (`catalog`, `subscriptions`, `invoices`, `usage_store`, `payments`,
 //! `dunning`).
 
