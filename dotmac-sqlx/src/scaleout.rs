@@ -1,5 +1,5 @@
 //! Scale-out bill runs of the billing domain: workers (tasks, threads or processes sharing
-//! one database) claim chunks of a run ([`Database::claim_chunk`], `FOR UPDATE SKIP LOCKED` on
+//! one database) claim chunks of a run ([`Database::claim_chunk`](crate::Database::claim_chunk), `FOR UPDATE SKIP LOCKED` on
 //! PostgreSQL), bill each subscription with dotmac-billing's [`bill_chunk`] (the same code as
 //! [`BillingService::run_chunk`](dotmac_billing::BillingService::run_chunk)), and write all of
 //! a chunk's documents, subscription states, consumed pending charges, invoice numbers and
