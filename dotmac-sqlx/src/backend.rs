@@ -3,7 +3,7 @@
 //! backend, so store code is written once (`d::begin_tenant`, `d::billing::apply_batch`, …).
 //!
 //! It sits above both: the stores import the dialect helpers (and, in their per-backend code,
-//! each other through [`sqlite::stores`] / [`postgres::stores`]); the dialect imports no store.
+//! each other through `sqlite::stores` / `postgres::stores`); the dialect imports no store.
 
 #[cfg(feature = "sqlite")]
 pub(crate) mod sqlite {

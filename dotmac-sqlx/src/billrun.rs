@@ -166,6 +166,7 @@ impl Database {
     /// [`SqlError::InvalidOption`] for a lease that is not positive (or ends after the year
     /// 262,000) or timeouts [`LeaseSettings`] refuses, [`SqlError::Corrupt`] for an unreadable
     /// chunk, [`SqlError::Database`].
+    #[tracing::instrument(name = "dotmac.store.claim_chunk", level = "debug", skip_all, fields(tenant = %tenant, backend = self.backend_name()))]
     pub async fn claim_chunk(
         &self,
         tenant: TenantId,
@@ -234,6 +235,7 @@ impl Database {
     /// # Errors
     ///
     /// [`SqlError::NotFound`] for an unknown run, [`SqlError::Database`].
+    #[tracing::instrument(name = "dotmac.store.bill_run_progress", level = "debug", skip_all, fields(tenant = %tenant, backend = self.backend_name()))]
     pub async fn bill_run_progress(
         &self,
         tenant: TenantId,

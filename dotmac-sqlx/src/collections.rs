@@ -94,6 +94,7 @@ impl SqlStore {
 }
 
 impl PaymentStore for SqlStore {
+    #[tracing::instrument(name = "dotmac.store.append_ledger", level = "debug", skip_all, fields(tenant = %tenant, backend = self.db.backend_name(), entries = entries.len()))]
     async fn append_entries(
         &self,
         tenant: TenantId,
@@ -107,6 +108,7 @@ impl PaymentStore for SqlStore {
         })
     }
 
+    #[tracing::instrument(name = "dotmac.store.payment_idempotency_record", level = "debug", skip_all, fields(tenant = %tenant, backend = self.db.backend_name()))]
     async fn payment_idempotency_record(
         &self,
         tenant: TenantId,
@@ -115,6 +117,7 @@ impl PaymentStore for SqlStore {
         self.keyed_record(tenant, key).await.map_err(storage)
     }
 
+    #[tracing::instrument(name = "dotmac.store.append_ledger_keyed", level = "debug", skip_all, fields(tenant = %tenant, backend = self.db.backend_name(), entries = entries.len()))]
     async fn append_entries_keyed(
         &self,
         tenant: TenantId,
@@ -126,6 +129,7 @@ impl PaymentStore for SqlStore {
             .await
     }
 
+    #[tracing::instrument(name = "dotmac.store.ledger_entries", level = "debug", skip_all, fields(tenant = %tenant, backend = self.db.backend_name()))]
     async fn entries(&self, tenant: TenantId, customer: CustomerId) -> Result<Vec<LedgerEntry>> {
         self.db
             .read_all(
@@ -141,6 +145,7 @@ impl PaymentStore for SqlStore {
 }
 
 impl DunningStore for SqlStore {
+    #[tracing::instrument(name = "dotmac.store.dunning_state", level = "debug", skip_all, fields(tenant = %tenant, backend = self.db.backend_name()))]
     async fn state(&self, tenant: TenantId, invoice: InvoiceId) -> Result<DunningState> {
         let state: Option<DunningState> = self
             .db
@@ -155,6 +160,7 @@ impl DunningStore for SqlStore {
         Ok(state.unwrap_or_default())
     }
 
+    #[tracing::instrument(name = "dotmac.store.save_dunning_state", level = "debug", skip_all, fields(tenant = %tenant, backend = self.db.backend_name()))]
     async fn save_state(
         &self,
         tenant: TenantId,

@@ -359,6 +359,14 @@ impl Database {
         dispatch!(self, pool, _d => pool.close().await)
     }
 
+    /// The backend's name for the `backend` field of the store spans (docs/observability.md).
+    pub(crate) fn backend_name(&self) -> &'static str {
+        match self.kind() {
+            BackendKind::Sqlite => "sqlite",
+            BackendKind::Postgres => "postgres",
+        }
+    }
+
     pub(crate) fn backend_pool(&self) -> &Backend {
         &self.inner
     }

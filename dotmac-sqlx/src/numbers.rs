@@ -50,6 +50,7 @@ impl Database {
     ///
     /// [`SqlError::InvalidOption`] for a count of 0, [`SqlError::InvalidInput`] for a NUL
     /// character or a series over 1,024 bytes, [`SqlError::Database`].
+    #[tracing::instrument(name = "dotmac.store.reserve_numbers", level = "debug", skip_all, fields(tenant = %tenant, backend = self.backend_name(), count = count))]
     pub async fn reserve_numbers(&self, tenant: TenantId, series: &str, count: u32) -> Result<i64> {
         if count == 0 {
             return Err(SqlError::InvalidOption {
@@ -71,6 +72,7 @@ impl Database {
     /// # Errors
     ///
     /// [`SqlError::Database`].
+    #[tracing::instrument(name = "dotmac.store.last_number", level = "debug", skip_all, fields(tenant = %tenant, backend = self.backend_name()))]
     pub async fn last_number(&self, tenant: TenantId, series: &str) -> Result<i64> {
         input::key("number series", series)?;
         dispatch!(self, pool, d => {

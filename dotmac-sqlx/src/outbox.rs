@@ -289,6 +289,7 @@ impl Database {
     /// [`SqlError::Duplicate`] for an id that names a different event of this tenant,
     /// [`SqlError::InvalidInput`] for a NUL character or an oversize payload, [`SqlError::Json`],
     /// [`SqlError::Database`]. Nothing is written then.
+    #[tracing::instrument(name = "dotmac.store.append_events", level = "debug", skip_all, fields(tenant = %tenant, backend = self.backend_name(), events = events.len()))]
     pub async fn append_events(&self, tenant: TenantId, events: &[OutboxEvent]) -> Result<()> {
         check_events(tenant, events)?;
         dispatch!(self, pool, d => {
@@ -308,6 +309,7 @@ impl Database {
     /// [`SqlError::InvalidInput`] for a NUL character or an oversize consumer name,
     /// [`SqlError::Database`]; [`SqlError::Core`] with `DateOutOfRange` when `now + lease` is
     /// past the last instant.
+    #[tracing::instrument(name = "dotmac.store.claim_outbox", level = "debug", skip_all, fields(backend = self.backend_name(), limit = limit))]
     pub async fn claim_outbox(
         &self,
         consumer: &str,
@@ -358,6 +360,7 @@ impl Database {
     ///
     /// [`SqlError::InvalidInput`] for a NUL character or an oversize consumer name,
     /// [`SqlError::Database`].
+    #[tracing::instrument(name = "dotmac.store.mark_delivered", level = "debug", skip_all, fields(backend = self.backend_name(), events = seqs.len()))]
     pub async fn mark_delivered(
         &self,
         consumer: &str,
@@ -378,6 +381,7 @@ impl Database {
     /// # Errors
     ///
     /// [`SqlError::Database`].
+    #[tracing::instrument(name = "dotmac.store.outbox_events", level = "debug", skip_all, fields(tenant = %tenant, backend = self.backend_name()))]
     pub async fn outbox_events(&self, tenant: TenantId) -> Result<Vec<OutboxMessage>> {
         dispatch!(self, pool, d => {
             let mut tx = d::begin_read(pool, tenant).await?;

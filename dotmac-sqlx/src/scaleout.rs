@@ -1,5 +1,5 @@
 //! Scale-out bill runs of the billing domain: workers (tasks, threads or processes sharing
-//! one database) claim chunks of a run ([`Database::claim_chunk`], `FOR UPDATE SKIP LOCKED` on
+//! one database) claim chunks of a run ([`Database::claim_chunk`](crate::Database::claim_chunk), `FOR UPDATE SKIP LOCKED` on
 //! PostgreSQL), bill each subscription with dotmac-billing's [`bill_chunk`] (the same code as
 //! [`BillingService::run_chunk`](dotmac_billing::BillingService::run_chunk)), and write all of
 //! a chunk's documents, subscription states, consumed pending charges, invoice numbers and
@@ -27,6 +27,7 @@ use dotmac_billing::{
     Plan, Subscription, bill_chunk, chunk_customers, record_chunk,
 };
 use dotmac_core::{Clock, PlanId, SubscriptionId, TenantId};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::billrun::{BillRunId, ChunkClaim};
@@ -96,6 +97,7 @@ impl SqlStore {
     ///
     /// [`SqlError::InvalidOption`] for a chunk size of 0 (or too many chunks),
     /// [`SqlError::Duplicate`] if the run exists, [`SqlError::Database`].
+    #[tracing::instrument(name = "dotmac.store.plan_billing_run", level = "debug", skip_all, fields(tenant = %tenant, backend = self.db.backend_name()))]
     pub async fn plan_billing_run(
         &self,
         tenant: TenantId,
@@ -145,6 +147,7 @@ impl SqlStore {
     /// [`SqlError::InvalidInput`](crate::SqlError::InvalidInput) for a record holding a NUL
     /// character (checked before any SQL runs), [`SqlError::Json`](crate::SqlError::Json),
     /// [`SqlError::Database`](crate::SqlError::Database).
+    #[tracing::instrument(name = "dotmac.store.import_subscriptions", level = "debug", skip_all, fields(tenant = %tenant, backend = self.db.backend_name(), accounts = accounts.len(), subscriptions = subscriptions.len()))]
     pub async fn import_subscriptions(
         &self,
         tenant: TenantId,
@@ -239,6 +242,26 @@ impl SqlStore {
         job: &BillWorker<'_>,
         clock: &dyn Clock,
     ) -> Result<WorkerReport> {
+        // A span of its own (not `#[instrument]`): the counts are recorded on this handle once
+        // known, whatever the subscriber's idea of the current span.
+        let span = tracing::debug_span!(
+            "dotmac.store.run_bill_worker",
+            tenant = %job.tenant,
+            backend = self.db.backend_name(),
+            chunks = tracing::field::Empty,
+            invoices = tracing::field::Empty,
+        );
+        let report = self
+            .work_chunks(job, clock)
+            .instrument(span.clone())
+            .await?;
+        span.record("chunks", report.chunks);
+        span.record("invoices", report.invoices);
+        Ok(report)
+    }
+
+    /// The loop of [`SqlStore::run_bill_worker`].
+    async fn work_chunks(&self, job: &BillWorker<'_>, clock: &dyn Clock) -> Result<WorkerReport> {
         let mut report = WorkerReport::default();
         let mut next = self.claim_and_load(job, clock).await?;
         while let Some((claim, chunk)) = next {
@@ -326,6 +349,7 @@ impl SqlStore {
     /// one: it is left out and reported), [`SqlError::LockTimeout`] if the tenant's invoice
     /// counter stayed locked longer than the claim's lock timeout (nothing is written; call again
     /// while the lease lasts), [`SqlError::Database`].
+    #[tracing::instrument(name = "dotmac.store.bill_claimed_chunk", level = "debug", skip_all, fields(tenant = %claim.tenant, backend = self.db.backend_name(), chunk = claim.chunk_no, subscriptions = claim.subscriptions.len()))]
     pub async fn bill_claimed_chunk(
         &self,
         claim: &ChunkClaim,
@@ -338,6 +362,32 @@ impl SqlStore {
 
     /// The billing and the write of [`SqlStore::bill_claimed_chunk`], for a chunk already read.
     async fn bill_loaded_chunk(
+        &self,
+        claim: &ChunkClaim,
+        chunk: LoadedChunk,
+        job: &BillWorker<'_>,
+        clock: &dyn Clock,
+    ) -> Result<BillRunSummary> {
+        // As in `run_bill_worker`: a handle to record the counts on after the commit.
+        let span = tracing::debug_span!(
+            "dotmac.store.write_chunk",
+            tenant = %claim.tenant,
+            backend = self.db.backend_name(),
+            chunk = claim.chunk_no,
+            invoices = tracing::field::Empty,
+            events = tracing::field::Empty,
+        );
+        let summary = self
+            .write_loaded_chunk(claim, chunk, job, clock)
+            .instrument(span.clone())
+            .await?;
+        span.record("invoices", summary.invoices);
+        span.record("events", summary.events.len());
+        Ok(summary)
+    }
+
+    /// The work of [`SqlStore::bill_loaded_chunk`].
+    async fn write_loaded_chunk(
         &self,
         claim: &ChunkClaim,
         (page, accounts, pending): LoadedChunk,
@@ -392,6 +442,7 @@ impl SqlStore {
 
     /// A chunk's subscriptions (in id order) and their customers' accounts and pending
     /// charges, read in one snapshot.
+    #[tracing::instrument(name = "dotmac.store.load_chunk", level = "debug", skip_all, fields(tenant = %claim.tenant, backend = self.db.backend_name(), chunk = claim.chunk_no, subscriptions = claim.subscriptions.len()))]
     async fn load_chunk(&self, claim: &ChunkClaim) -> Result<LoadedChunk> {
         let tenant = claim.tenant;
         let ids: Vec<Uuid> = claim.subscriptions.iter().map(|s| s.as_uuid()).collect();

@@ -10,20 +10,11 @@ use dotmac_support::{
     SupportError, Ticket, TicketId,
 };
 
-use crate::db::BackendKind;
 use crate::docs::{Bind, Written, json};
 use crate::error::SqlError;
 use crate::store::SqlStore;
 
 type Result<T> = std::result::Result<T, SupportError>;
-
-/// The `backend` field of the store spans (docs/observability.md).
-fn backend(store: &SqlStore) -> &'static str {
-    match store.db.kind() {
-        BackendKind::Sqlite => "sqlite",
-        BackendKind::Postgres => "postgres",
-    }
-}
 
 /// Storage failures as support errors: the kind and the cause are kept.
 fn storage(error: SqlError) -> SupportError {
@@ -49,7 +40,7 @@ fn ticket_binds(tenant: TenantId, ticket: &Ticket) -> Result<Vec<Bind>> {
 }
 
 impl TicketStore for SqlStore {
-    #[tracing::instrument(name = "dotmac.store.insert_ticket", level = "debug", skip_all, fields(backend = backend(self), tenant = %tenant))]
+    #[tracing::instrument(name = "dotmac.store.insert_ticket", level = "debug", skip_all, fields(tenant = %tenant, backend = self.db.backend_name()))]
     async fn insert_ticket(&self, tenant: TenantId, ticket: &Ticket) -> Result<()> {
         let written = self
             .db
@@ -71,7 +62,7 @@ impl TicketStore for SqlStore {
         }
     }
 
-    #[tracing::instrument(name = "dotmac.store.update_ticket", level = "debug", skip_all, fields(backend = backend(self), tenant = %tenant))]
+    #[tracing::instrument(name = "dotmac.store.update_ticket", level = "debug", skip_all, fields(tenant = %tenant, backend = self.db.backend_name()))]
     async fn update_ticket(&self, tenant: TenantId, ticket: &Ticket) -> Result<()> {
         let written = self
             .db
@@ -93,7 +84,7 @@ impl TicketStore for SqlStore {
         }
     }
 
-    #[tracing::instrument(name = "dotmac.store.get_ticket", level = "debug", skip_all, fields(backend = backend(self), tenant = %tenant))]
+    #[tracing::instrument(name = "dotmac.store.get_ticket", level = "debug", skip_all, fields(tenant = %tenant, backend = self.db.backend_name()))]
     async fn get_ticket(&self, tenant: TenantId, ticket: TicketId) -> Result<Option<Ticket>> {
         self.db
             .read_one(
@@ -106,7 +97,7 @@ impl TicketStore for SqlStore {
             .map_err(storage)
     }
 
-    #[tracing::instrument(name = "dotmac.store.children_of", level = "debug", skip_all, fields(backend = backend(self), tenant = %tenant))]
+    #[tracing::instrument(name = "dotmac.store.children_of", level = "debug", skip_all, fields(tenant = %tenant, backend = self.db.backend_name()))]
     async fn children_of(&self, tenant: TenantId, parent: TicketId) -> Result<Vec<Ticket>> {
         self.db
             .read_all(
@@ -120,7 +111,7 @@ impl TicketStore for SqlStore {
             .map_err(storage)
     }
 
-    #[tracing::instrument(name = "dotmac.store.waiting_in_queue", level = "debug", skip_all, fields(backend = backend(self), tenant = %tenant))]
+    #[tracing::instrument(name = "dotmac.store.waiting_in_queue", level = "debug", skip_all, fields(tenant = %tenant, backend = self.db.backend_name()))]
     async fn waiting_in_queue(&self, tenant: TenantId, queue: QueueId) -> Result<Vec<Ticket>> {
         self.db
             .read_all(
@@ -134,7 +125,7 @@ impl TicketStore for SqlStore {
             .map_err(storage)
     }
 
-    #[tracing::instrument(name = "dotmac.store.assigned_to", level = "debug", skip_all, fields(backend = backend(self), tenant = %tenant))]
+    #[tracing::instrument(name = "dotmac.store.assigned_to", level = "debug", skip_all, fields(tenant = %tenant, backend = self.db.backend_name()))]
     async fn assigned_to(&self, tenant: TenantId, agent: AgentId) -> Result<Vec<Ticket>> {
         self.db
             .read_all(
@@ -148,7 +139,7 @@ impl TicketStore for SqlStore {
             .map_err(storage)
     }
 
-    #[tracing::instrument(name = "dotmac.store.unclosed_tickets", level = "debug", skip_all, fields(backend = backend(self), tenant = %tenant))]
+    #[tracing::instrument(name = "dotmac.store.unclosed_tickets", level = "debug", skip_all, fields(tenant = %tenant, backend = self.db.backend_name()))]
     async fn unclosed_tickets(&self, tenant: TenantId) -> Result<Vec<Ticket>> {
         self.db
             .read_all(
@@ -164,7 +155,7 @@ impl TicketStore for SqlStore {
 }
 
 impl AgentStore for SqlStore {
-    #[tracing::instrument(name = "dotmac.store.put_agent", level = "debug", skip_all, fields(backend = backend(self), tenant = %tenant))]
+    #[tracing::instrument(name = "dotmac.store.put_agent", level = "debug", skip_all, fields(tenant = %tenant, backend = self.db.backend_name()))]
     async fn put_agent(&self, tenant: TenantId, agent: &Agent) -> Result<()> {
         self.db
             .write(
@@ -182,7 +173,7 @@ impl AgentStore for SqlStore {
             .map(|_| ())
     }
 
-    #[tracing::instrument(name = "dotmac.store.get_agent", level = "debug", skip_all, fields(backend = backend(self), tenant = %tenant))]
+    #[tracing::instrument(name = "dotmac.store.get_agent", level = "debug", skip_all, fields(tenant = %tenant, backend = self.db.backend_name()))]
     async fn get_agent(&self, tenant: TenantId, agent: AgentId) -> Result<Option<Agent>> {
         self.db
             .read_one(
@@ -195,7 +186,7 @@ impl AgentStore for SqlStore {
             .map_err(storage)
     }
 
-    #[tracing::instrument(name = "dotmac.store.list_agents", level = "debug", skip_all, fields(backend = backend(self), tenant = %tenant))]
+    #[tracing::instrument(name = "dotmac.store.list_agents", level = "debug", skip_all, fields(tenant = %tenant, backend = self.db.backend_name()))]
     async fn list_agents(&self, tenant: TenantId) -> Result<Vec<Agent>> {
         self.db
             .read_all(
@@ -208,7 +199,7 @@ impl AgentStore for SqlStore {
             .map_err(storage)
     }
 
-    #[tracing::instrument(name = "dotmac.store.put_queue", level = "debug", skip_all, fields(backend = backend(self), tenant = %tenant))]
+    #[tracing::instrument(name = "dotmac.store.put_queue", level = "debug", skip_all, fields(tenant = %tenant, backend = self.db.backend_name()))]
     async fn put_queue(&self, tenant: TenantId, queue: &Queue) -> Result<()> {
         self.db
             .write(
@@ -226,7 +217,7 @@ impl AgentStore for SqlStore {
             .map(|_| ())
     }
 
-    #[tracing::instrument(name = "dotmac.store.get_queue", level = "debug", skip_all, fields(backend = backend(self), tenant = %tenant))]
+    #[tracing::instrument(name = "dotmac.store.get_queue", level = "debug", skip_all, fields(tenant = %tenant, backend = self.db.backend_name()))]
     async fn get_queue(&self, tenant: TenantId, queue: QueueId) -> Result<Option<Queue>> {
         self.db
             .read_one(
@@ -239,7 +230,7 @@ impl AgentStore for SqlStore {
             .map_err(storage)
     }
 
-    #[tracing::instrument(name = "dotmac.store.list_queues", level = "debug", skip_all, fields(backend = backend(self), tenant = %tenant))]
+    #[tracing::instrument(name = "dotmac.store.list_queues", level = "debug", skip_all, fields(tenant = %tenant, backend = self.db.backend_name()))]
     async fn list_queues(&self, tenant: TenantId) -> Result<Vec<Queue>> {
         self.db
             .read_all(
@@ -252,7 +243,7 @@ impl AgentStore for SqlStore {
             .map_err(storage)
     }
 
-    #[tracing::instrument(name = "dotmac.store.get_cursor", level = "debug", skip_all, fields(backend = backend(self), tenant = %tenant))]
+    #[tracing::instrument(name = "dotmac.store.get_cursor", level = "debug", skip_all, fields(tenant = %tenant, backend = self.db.backend_name()))]
     async fn get_cursor(&self, tenant: TenantId, queue: QueueId) -> Result<QueueCursor> {
         let cursor: Option<QueueCursor> = self
             .db
@@ -267,7 +258,7 @@ impl AgentStore for SqlStore {
         Ok(cursor.unwrap_or_default())
     }
 
-    #[tracing::instrument(name = "dotmac.store.put_cursor", level = "debug", skip_all, fields(backend = backend(self), tenant = %tenant))]
+    #[tracing::instrument(name = "dotmac.store.put_cursor", level = "debug", skip_all, fields(tenant = %tenant, backend = self.db.backend_name()))]
     async fn put_cursor(
         &self,
         tenant: TenantId,
@@ -292,7 +283,7 @@ impl AgentStore for SqlStore {
 }
 
 impl ConfigStore for SqlStore {
-    #[tracing::instrument(name = "dotmac.store.put_config", level = "debug", skip_all, fields(backend = backend(self), tenant = %tenant))]
+    #[tracing::instrument(name = "dotmac.store.put_config", level = "debug", skip_all, fields(tenant = %tenant, backend = self.db.backend_name()))]
     async fn put_config(&self, tenant: TenantId, config: &SupportConfig) -> Result<()> {
         self.db
             .write(
@@ -306,7 +297,7 @@ impl ConfigStore for SqlStore {
             .map(|_| ())
     }
 
-    #[tracing::instrument(name = "dotmac.store.get_config", level = "debug", skip_all, fields(backend = backend(self), tenant = %tenant))]
+    #[tracing::instrument(name = "dotmac.store.get_config", level = "debug", skip_all, fields(tenant = %tenant, backend = self.db.backend_name()))]
     async fn get_config(&self, tenant: TenantId) -> Result<Option<SupportConfig>> {
         self.db
             .read_one(
@@ -321,7 +312,7 @@ impl ConfigStore for SqlStore {
 }
 
 impl SlaStore for SqlStore {
-    #[tracing::instrument(name = "dotmac.store.get_marks", level = "debug", skip_all, fields(backend = backend(self), tenant = %tenant))]
+    #[tracing::instrument(name = "dotmac.store.get_marks", level = "debug", skip_all, fields(tenant = %tenant, backend = self.db.backend_name()))]
     async fn get_marks(&self, tenant: TenantId, ticket: TicketId) -> Result<SlaMarks> {
         let marks: Option<SlaMarks> = self
             .db
@@ -336,7 +327,7 @@ impl SlaStore for SqlStore {
         Ok(marks.unwrap_or_default())
     }
 
-    #[tracing::instrument(name = "dotmac.store.put_marks", level = "debug", skip_all, fields(backend = backend(self), tenant = %tenant))]
+    #[tracing::instrument(name = "dotmac.store.put_marks", level = "debug", skip_all, fields(tenant = %tenant, backend = self.db.backend_name()))]
     async fn put_marks(&self, tenant: TenantId, ticket: TicketId, marks: &SlaMarks) -> Result<()> {
         self.db
             .write(
@@ -354,7 +345,7 @@ impl SlaStore for SqlStore {
             .map(|_| ())
     }
 
-    #[tracing::instrument(name = "dotmac.store.add_record", level = "debug", skip_all, fields(backend = backend(self), tenant = %tenant))]
+    #[tracing::instrument(name = "dotmac.store.add_record", level = "debug", skip_all, fields(tenant = %tenant, backend = self.db.backend_name()))]
     async fn add_record(&self, tenant: TenantId, record: &SlaRecord) -> Result<()> {
         self.db
             .write(
@@ -371,7 +362,7 @@ impl SlaStore for SqlStore {
             .map(|_| ())
     }
 
-    #[tracing::instrument(name = "dotmac.store.records", level = "debug", skip_all, fields(backend = backend(self), tenant = %tenant))]
+    #[tracing::instrument(name = "dotmac.store.records", level = "debug", skip_all, fields(tenant = %tenant, backend = self.db.backend_name()))]
     async fn records(
         &self,
         tenant: TenantId,
@@ -393,7 +384,7 @@ impl SlaStore for SqlStore {
 }
 
 impl CsatStore for SqlStore {
-    #[tracing::instrument(name = "dotmac.store.add_csat", level = "debug", skip_all, fields(backend = backend(self), tenant = %tenant))]
+    #[tracing::instrument(name = "dotmac.store.add_csat", level = "debug", skip_all, fields(tenant = %tenant, backend = self.db.backend_name()))]
     async fn add_csat(&self, tenant: TenantId, response: &CsatResponse) -> Result<()> {
         let written = self
             .db
@@ -420,7 +411,7 @@ impl CsatStore for SqlStore {
         }
     }
 
-    #[tracing::instrument(name = "dotmac.store.csat_responses", level = "debug", skip_all, fields(backend = backend(self), tenant = %tenant))]
+    #[tracing::instrument(name = "dotmac.store.csat_responses", level = "debug", skip_all, fields(tenant = %tenant, backend = self.db.backend_name()))]
     async fn csat_responses(
         &self,
         tenant: TenantId,

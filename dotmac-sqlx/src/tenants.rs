@@ -25,6 +25,7 @@ impl Database {
     ///
     /// [`SqlError::Duplicate`] if the tenant exists, [`SqlError::InvalidInput`] for a NUL
     /// character or an oversize name, [`SqlError::Database`].
+    #[tracing::instrument(name = "dotmac.store.create_tenant", level = "debug", skip_all, fields(tenant = %tenant, backend = self.backend_name()))]
     pub async fn create_tenant(
         &self,
         tenant: TenantId,
@@ -58,6 +59,7 @@ impl Database {
     /// # Errors
     ///
     /// [`SqlError::Database`].
+    #[tracing::instrument(name = "dotmac.store.tenant_name", level = "debug", skip_all, fields(tenant = %tenant, backend = self.backend_name()))]
     pub async fn tenant_name(&self, tenant: TenantId) -> Result<Option<String>> {
         dispatch!(self, pool, d => {
             let mut tx = d::begin_read(pool, tenant).await?;
@@ -80,6 +82,7 @@ impl Database {
     ///
     /// [`SqlError::InvalidInput`] for a NUL character, a scope or key over 1,024 bytes or a
     /// reference over 1 MiB, [`SqlError::Database`].
+    #[tracing::instrument(name = "dotmac.store.claim_idempotency_key", level = "debug", skip_all, fields(tenant = %tenant, backend = self.backend_name()))]
     pub async fn claim_idempotency_key(
         &self,
         tenant: TenantId,

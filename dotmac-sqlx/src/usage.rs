@@ -259,6 +259,7 @@ fn usage_storage(error: SqlError) -> UsageError {
 }
 
 impl UsageStore for crate::store::SqlStore {
+    #[tracing::instrument(name = "dotmac.store.append_usage", level = "debug", skip_all, fields(tenant = %tenant, backend = self.db.backend_name(), events = events.len()))]
     async fn append_events(
         &self,
         tenant: TenantId,
@@ -270,6 +271,7 @@ impl UsageStore for crate::store::SqlStore {
             .map_err(usage_storage)
     }
 
+    #[tracing::instrument(name = "dotmac.store.usage_events_between", level = "debug", skip_all, fields(tenant = %tenant, backend = self.db.backend_name()))]
     async fn events_between(
         &self,
         tenant: TenantId,

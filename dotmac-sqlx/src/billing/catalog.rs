@@ -3,6 +3,7 @@
 use super::*;
 
 impl CatalogStore for SqlStore {
+    #[tracing::instrument(name = "dotmac.store.put_product", level = "debug", skip_all, fields(tenant = %tenant, backend = self.db.backend_name()))]
     async fn put_product(&self, tenant: TenantId, product: Product) -> Result<()> {
         self.db
             .write(
@@ -20,6 +21,7 @@ impl CatalogStore for SqlStore {
             .map(|_| ())
     }
 
+    #[tracing::instrument(name = "dotmac.store.put_plan", level = "debug", skip_all, fields(tenant = %tenant, backend = self.db.backend_name()))]
     async fn put_plan(&self, tenant: TenantId, plan: Plan) -> Result<()> {
         plan.validate()?;
         let plan_body = body("plan", &plan)?;
@@ -66,6 +68,7 @@ impl CatalogStore for SqlStore {
         })
     }
 
+    #[tracing::instrument(name = "dotmac.store.plan", level = "debug", skip_all, fields(tenant = %tenant, backend = self.db.backend_name()))]
     async fn plan(&self, tenant: TenantId, plan: PlanId) -> Result<Option<Plan>> {
         self.db
             .read_one(
@@ -78,6 +81,7 @@ impl CatalogStore for SqlStore {
             .map_err(storage)
     }
 
+    #[tracing::instrument(name = "dotmac.store.plans", level = "debug", skip_all, fields(tenant = %tenant, backend = self.db.backend_name()))]
     async fn plans(&self, tenant: TenantId) -> Result<Vec<Plan>> {
         self.db
             .read_all(

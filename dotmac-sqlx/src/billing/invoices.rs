@@ -3,6 +3,7 @@
 use super::*;
 
 impl InvoiceStore for SqlStore {
+    #[tracing::instrument(name = "dotmac.store.add_pending_charge", level = "debug", skip_all, fields(tenant = %tenant, backend = self.db.backend_name()))]
     async fn add_pending_charge(&self, tenant: TenantId, charge: PendingCharge) -> Result<bool> {
         let written = self
             .db
@@ -16,6 +17,7 @@ impl InvoiceStore for SqlStore {
         Ok(written == Written::Rows(1))
     }
 
+    #[tracing::instrument(name = "dotmac.store.pending_charges", level = "debug", skip_all, fields(tenant = %tenant, backend = self.db.backend_name()))]
     async fn pending_charges(
         &self,
         tenant: TenantId,
@@ -33,6 +35,7 @@ impl InvoiceStore for SqlStore {
             .map_err(storage)
     }
 
+    #[tracing::instrument(name = "dotmac.store.pending_charges_for", level = "debug", skip_all, fields(tenant = %tenant, backend = self.db.backend_name(), customers = customers.len()))]
     async fn pending_charges_for(
         &self,
         tenant: TenantId,
@@ -47,6 +50,7 @@ impl InvoiceStore for SqlStore {
         .await
     }
 
+    #[tracing::instrument(name = "dotmac.store.commit", level = "debug", skip_all, fields(tenant = %tenant, backend = self.db.backend_name(), invoices = commit.invoices.len()))]
     async fn commit(&self, tenant: TenantId, commit: BillingCommit) -> Result<CommitResult> {
         dispatch!(self.db, pool, d => {
             let mut tx = d::begin_tenant(pool, tenant).await.map_err(storage)?;
@@ -65,6 +69,7 @@ impl InvoiceStore for SqlStore {
 
     /// One transaction for the whole batch: a stale subscription's commit is skipped (its
     /// slot holds the error) before it writes anything, the rest commit together.
+    #[tracing::instrument(name = "dotmac.store.commit_batch", level = "debug", skip_all, fields(tenant = %tenant, backend = self.db.backend_name(), commits = commits.len()))]
     async fn commit_batch(
         &self,
         tenant: TenantId,
@@ -83,6 +88,7 @@ impl InvoiceStore for SqlStore {
         })
     }
 
+    #[tracing::instrument(name = "dotmac.store.invoice", level = "debug", skip_all, fields(tenant = %tenant, backend = self.db.backend_name()))]
     async fn invoice(&self, tenant: TenantId, invoice: InvoiceId) -> Result<Option<Invoice>> {
         self.db
             .read_one::<rows::InvoiceRow>(
@@ -96,6 +102,7 @@ impl InvoiceStore for SqlStore {
             .map_err(storage)
     }
 
+    #[tracing::instrument(name = "dotmac.store.invoices_of", level = "debug", skip_all, fields(tenant = %tenant, backend = self.db.backend_name()))]
     async fn invoices_of(&self, tenant: TenantId, customer: CustomerId) -> Result<Vec<Invoice>> {
         self.db
             .read_all::<rows::InvoiceRow>(
@@ -110,6 +117,7 @@ impl InvoiceStore for SqlStore {
             .map_err(storage)
     }
 
+    #[tracing::instrument(name = "dotmac.store.set_invoice_status", level = "debug", skip_all, fields(tenant = %tenant, backend = self.db.backend_name()))]
     async fn set_invoice_status(
         &self,
         tenant: TenantId,
@@ -153,6 +161,7 @@ impl InvoiceStore for SqlStore {
         })
     }
 
+    #[tracing::instrument(name = "dotmac.store.insert_credit_note", level = "debug", skip_all, fields(tenant = %tenant, backend = self.db.backend_name()))]
     async fn insert_credit_note(&self, tenant: TenantId, note: CreditNote) -> Result<CreditNote> {
         dispatch!(self.db, pool, d => {
             let mut tx = d::begin_tenant(pool, tenant).await.map_err(storage)?;
@@ -162,6 +171,7 @@ impl InvoiceStore for SqlStore {
         })
     }
 
+    #[tracing::instrument(name = "dotmac.store.idempotency_record", level = "debug", skip_all, fields(tenant = %tenant, backend = self.db.backend_name()))]
     async fn idempotency_record(
         &self,
         tenant: TenantId,
@@ -170,6 +180,7 @@ impl InvoiceStore for SqlStore {
         self.keyed_record(tenant, key).await.map_err(storage)
     }
 
+    #[tracing::instrument(name = "dotmac.store.add_pending_charge_keyed", level = "debug", skip_all, fields(tenant = %tenant, backend = self.db.backend_name()))]
     async fn add_pending_charge_keyed(
         &self,
         tenant: TenantId,
@@ -179,6 +190,7 @@ impl InvoiceStore for SqlStore {
         self.add_pending_keyed(tenant, charge, keyed).await
     }
 
+    #[tracing::instrument(name = "dotmac.store.insert_credit_note_keyed", level = "debug", skip_all, fields(tenant = %tenant, backend = self.db.backend_name()))]
     async fn insert_credit_note_keyed(
         &self,
         tenant: TenantId,
@@ -188,6 +200,7 @@ impl InvoiceStore for SqlStore {
         self.insert_note_keyed(tenant, note, keyed).await
     }
 
+    #[tracing::instrument(name = "dotmac.store.credit_notes_of", level = "debug", skip_all, fields(tenant = %tenant, backend = self.db.backend_name()))]
     async fn credit_notes_of(
         &self,
         tenant: TenantId,

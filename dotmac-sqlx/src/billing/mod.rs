@@ -5,7 +5,7 @@
 //! One file per concern: this module holds the error mapping and the binds shared by
 //! everything below; [`rows`] the stored JSON documents as this crate's own types (the
 //! schema); [`commit`] the batch commit algorithm (written once for both backends);
-//! [`sqlite`] and [`postgres`] the per-backend statements it runs; and one file per storage
+//! `sqlite` and `postgres` the per-backend statements it runs; and one file per storage
 //! trait implementation (`catalog`, `subscriptions`, `invoices`).
 
 mod catalog;
@@ -147,6 +147,7 @@ fn revision_refusal(
 impl SqlStore {
     /// The records of `customers` in one table (`select` … `WHERE customer_id` in the list … `tail`),
     /// read in one tenant transaction: the batch reads of a bill-run chunk.
+    #[tracing::instrument(name = "dotmac.store.read_customers", level = "debug", skip_all, fields(tenant = %tenant, backend = self.db.backend_name(), customers = customers.len()))]
     async fn customer_bodies<T: serde::de::DeserializeOwned + Send + Unpin>(
         &self,
         tenant: TenantId,

@@ -3,6 +3,7 @@
 use super::*;
 
 impl SubscriptionStore for SqlStore {
+    #[tracing::instrument(name = "dotmac.store.put_account", level = "debug", skip_all, fields(tenant = %tenant, backend = self.db.backend_name()))]
     async fn put_account(&self, tenant: TenantId, account: CustomerAccount) -> Result<()> {
         self.db
             .write(
@@ -20,6 +21,7 @@ impl SubscriptionStore for SqlStore {
             .map(|_| ())
     }
 
+    #[tracing::instrument(name = "dotmac.store.account", level = "debug", skip_all, fields(tenant = %tenant, backend = self.db.backend_name()))]
     async fn account(
         &self,
         tenant: TenantId,
@@ -36,6 +38,7 @@ impl SubscriptionStore for SqlStore {
             .map_err(storage)
     }
 
+    #[tracing::instrument(name = "dotmac.store.accounts", level = "debug", skip_all, fields(tenant = %tenant, backend = self.db.backend_name()))]
     async fn accounts(
         &self,
         tenant: TenantId,
@@ -45,6 +48,7 @@ impl SubscriptionStore for SqlStore {
             .await
     }
 
+    #[tracing::instrument(name = "dotmac.store.insert_subscription", level = "debug", skip_all, fields(tenant = %tenant, backend = self.db.backend_name()))]
     async fn insert_subscription(
         &self,
         tenant: TenantId,
@@ -75,6 +79,7 @@ impl SubscriptionStore for SqlStore {
         }
     }
 
+    #[tracing::instrument(name = "dotmac.store.subscription", level = "debug", skip_all, fields(tenant = %tenant, backend = self.db.backend_name()))]
     async fn subscription(
         &self,
         tenant: TenantId,
@@ -92,6 +97,7 @@ impl SubscriptionStore for SqlStore {
             .map_err(storage)
     }
 
+    #[tracing::instrument(name = "dotmac.store.subscriptions_page", level = "debug", skip_all, fields(tenant = %tenant, backend = self.db.backend_name()))]
     async fn subscriptions_page(
         &self,
         tenant: TenantId,
@@ -129,6 +135,7 @@ impl SubscriptionStore for SqlStore {
             .map_err(storage)
     }
 
+    #[tracing::instrument(name = "dotmac.store.subscriptions_of", level = "debug", skip_all, fields(tenant = %tenant, backend = self.db.backend_name()))]
     async fn subscriptions_of(
         &self,
         tenant: TenantId,
