@@ -279,7 +279,7 @@ async fn tenants_are_isolated<S: UsageStore>(store: S) -> Result<(), String> {
     same_events(
         "tenant a",
         &read_all(&store, a, customer, meter).await?,
-        &[in_a.clone()],
+        std::slice::from_ref(&in_a),
     )?;
     same_events(
         "tenant b",
@@ -292,8 +292,9 @@ async fn tenants_are_isolated<S: UsageStore>(store: S) -> Result<(), String> {
         &[],
     )?;
     // A replay in one tenant is still a replay there only.
-    let replay = store.append_events(a, &[in_a.clone()]).await.map_err(err)?;
-    let fresh = store.append_events(c, &[in_a.clone()]).await.map_err(err)?;
+    let once = std::slice::from_ref(&in_a);
+    let replay = store.append_events(a, once).await.map_err(err)?;
+    let fresh = store.append_events(c, once).await.map_err(err)?;
     ensure!(
         replay == [false] && fresh == [true],
         "replay in a: {replay:?}, first write in c: {fresh:?}"
