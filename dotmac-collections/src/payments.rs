@@ -878,12 +878,11 @@ impl PaymentStore for InMemoryPaymentStore {
         entries: &[LedgerEntry],
     ) -> Result<(), CollectionsError> {
         let mut ledgers = self.ledgers.lock().unwrap_or_else(|e| e.into_inner());
-        ledgers
-            .entries
-            .entry((tenant, customer))
-            .or_default()
-            .extend_from_slice(entries);
-        Ok(())
+        place(
+            ledgers.entries.entry((tenant, customer)).or_default(),
+            customer,
+            entries,
+        )
     }
 
     async fn entries(
@@ -919,16 +918,39 @@ impl PaymentStore for InMemoryPaymentStore {
         if let Some(earlier) = ledgers.keys.get(&(tenant, record.key.clone())) {
             return Ok(KeyedWrite::Replayed(Box::new(earlier.clone())));
         }
+        // Entries first: a refused append must not leave its key behind.
+        place(
+            ledgers.entries.entry((tenant, customer)).or_default(),
+            customer,
+            entries,
+        )?;
         ledgers
             .keys
             .insert((tenant, record.key.clone()), record.clone());
-        ledgers
-            .entries
-            .entry((tenant, customer))
-            .or_default()
-            .extend_from_slice(entries);
         Ok(KeyedWrite::Written(()))
     }
+}
+
+/// Appends `entries` to `ledger` (kept in sequence order, as a SQL store reads it), or none of
+/// them when one's position is taken, by the ledger or by an earlier entry of the call: the
+/// caller's ledger is stale (another writer appended first). The same refusal as the SQL
+/// stores' unique position.
+fn place(
+    ledger: &mut Vec<LedgerEntry>,
+    customer: CustomerId,
+    entries: &[LedgerEntry],
+) -> Result<(), CollectionsError> {
+    let mut taken: std::collections::HashSet<u64> = ledger.iter().map(|e| e.sequence).collect();
+    if let Some(clash) = entries.iter().find(|e| !taken.insert(e.sequence)) {
+        return Err(CollectionsError::AlreadyExists {
+            what: "ledger entry",
+            id: format!("{customer}#{}", clash.sequence),
+        });
+    }
+    ledger.extend_from_slice(entries);
+    // Stable and linear on the usual already-sorted ledger (appends at the end).
+    ledger.sort_by_key(|e| e.sequence);
+    Ok(())
 }
 
 #[cfg(test)]

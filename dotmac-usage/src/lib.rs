@@ -30,6 +30,11 @@
 //!
 //! Every fallible call returns [`UsageError`], whose [`kind`](UsageError::kind) is a stable
 //! name for events and metrics.
+//!
+//! # Features
+//!
+//! - `testkit`: [`testkit::run_usage_store_suite`], the usage store behaviour suite, for
+//!   storage crates.
 
 // Unchecked arithmetic is refused in library code: `+` on a `Decimal` panics on overflow and on
 // an integer wraps in release. Use checked operations or an `allow` that says why the operation
@@ -47,6 +52,8 @@ mod idset;
 mod period;
 pub mod radius;
 mod store;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 
 pub use aggregator::{
     BatchReport, Ingested, Rejected, UsageAdjustment, UsageAggregator, UsageCalendar,

@@ -8,3 +8,12 @@ async fn memory_payment_store_passes_the_payment_suite() {
     .await;
     assert_eq!(result, Ok(()));
 }
+
+#[tokio::test]
+async fn memory_dunning_store_passes_the_dunning_suite() {
+    let result = dotmac_collections::testkit::run_dunning_store_suite(
+        dotmac_collections::InMemoryDunningStore::new,
+    )
+    .await;
+    assert_eq!(result, Ok(()));
+}

@@ -9,3 +9,4 @@
 )]
 
 mod properties;
+mod store_suite;

@@ -1,0 +1,43 @@
+//! The domain crates' store behaviour suites (billing, usage, payments, dunning) on SQLite
+//! (memory and file) and PostgreSQL (when `DATABASE_URL` is set).
+
+mod common;
+
+use dotmac_sqlx::SqlStore;
+
+#[tokio::test]
+async fn billing_store_suite_passes_on_every_backend() {
+    for (name, db) in common::backends().await {
+        let result = dotmac_billing::testkit::run_store_suite(|| SqlStore::new(db.clone())).await;
+        assert_eq!(result, Ok(()), "billing store suite on {name}");
+    }
+}
+
+#[tokio::test]
+async fn usage_store_suite_passes_on_every_backend() {
+    for (name, db) in common::backends().await {
+        let result =
+            dotmac_usage::testkit::run_usage_store_suite(|| SqlStore::new(db.clone())).await;
+        assert_eq!(result, Ok(()), "usage store suite on {name}");
+    }
+}
+
+#[tokio::test]
+async fn payment_store_suite_passes_on_every_backend() {
+    for (name, db) in common::backends().await {
+        let result =
+            dotmac_collections::testkit::run_payment_store_suite(|| SqlStore::new(db.clone()))
+                .await;
+        assert_eq!(result, Ok(()), "payment store suite on {name}");
+    }
+}
+
+#[tokio::test]
+async fn dunning_store_suite_passes_on_every_backend() {
+    for (name, db) in common::backends().await {
+        let result =
+            dotmac_collections::testkit::run_dunning_store_suite(|| SqlStore::new(db.clone()))
+                .await;
+        assert_eq!(result, Ok(()), "dunning store suite on {name}");
+    }
+}

@@ -1,0 +1,659 @@
+//! The usage store behaviour suite: one set of checks, run against every
+//! [`UsageStore`](crate::UsageStore) implementation (the in-memory store here, SQLite and
+//! PostgreSQL in `dotmac-sqlx`), so that stores cannot drift apart.
+//!
+//! ```
+//! # async fn demo() -> Result<(), String> {
+//! dotmac_usage::testkit::run_usage_store_suite(dotmac_usage::InMemoryUsageStore::new).await
+//! # }
+//! ```
+//!
+//! Every check uses fresh tenant ids, so the suite may share one database with other tests.
+//!
+//! What the trait promises and the suite holds every store to:
+//!
+//! * [`append_events`](crate::UsageStore::append_events) answers one bool per input event, in
+//!   input order: `true` the first time the tenant sees the id, `false` for a replay (from an
+//!   earlier call or earlier in the same batch). A replay never overwrites: the first body wins.
+//! * [`events_between`](crate::UsageStore::events_between) returns exactly one customer's events
+//!   of one meter with `from <= timestamp < to`, in timestamp order. The order of events with
+//!   the same timestamp is not promised, so the suite compares those as sets.
+//! * Timestamps are compared to the microsecond: PostgreSQL's `timestamptz` keeps no more.
+
+// A test suite: fixed, small figures, where plain operators are the clearest.
+#![allow(clippy::arithmetic_side_effects)]
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use dotmac_core::{CustomerId, MeterId, SubscriptionId, TenantId, UsageEventId};
+use rust_decimal::Decimal;
+
+use crate::{UsageError, UsageEvent, UsageStore};
+
+macro_rules! ensure {
+    ($cond:expr, $($msg:tt)+) => {
+        if !$cond {
+            return Err(format!($($msg)+));
+        }
+    };
+}
+
+fn err(e: UsageError) -> String {
+    e.to_string()
+}
+
+/// Runs every check against stores made by `make` (one fresh store per check; every check uses
+/// fresh tenants).
+///
+/// # Errors
+///
+/// A message naming the first check that failed.
+pub async fn run_usage_store_suite<S, F>(make: F) -> Result<(), String>
+where
+    S: UsageStore,
+    F: Fn() -> S,
+{
+    replays_are_stored_once_and_reported_in_input_order(make())
+        .await
+        .map_err(|e| format!("replays_are_stored_once_and_reported_in_input_order: {e}"))?;
+    a_replay_never_overwrites_the_first_event(make())
+        .await
+        .map_err(|e| format!("a_replay_never_overwrites_the_first_event: {e}"))?;
+    tenants_are_isolated(make())
+        .await
+        .map_err(|e| format!("tenants_are_isolated: {e}"))?;
+    events_between_is_half_open_and_filters_customer_and_meter(make())
+        .await
+        .map_err(|e| format!("events_between_is_half_open_and_filters_customer_and_meter: {e}"))?;
+    events_come_back_in_timestamp_order(make())
+        .await
+        .map_err(|e| format!("events_come_back_in_timestamp_order: {e}"))?;
+    events_round_trip_exactly(make())
+        .await
+        .map_err(|e| format!("events_round_trip_exactly: {e}"))?;
+    an_empty_batch_is_a_no_op(make())
+        .await
+        .map_err(|e| format!("an_empty_batch_is_a_no_op: {e}"))?;
+    a_large_batch_round_trips(make())
+        .await
+        .map_err(|e| format!("a_large_batch_round_trips: {e}"))?;
+    concurrent_replays_store_each_event_once(make())
+        .await
+        .map_err(|e| format!("concurrent_replays_store_each_event_once: {e}"))?;
+    Ok(())
+}
+
+/// 2026-03-01 00:00 UTC plus `micros` microseconds.
+fn at(micros: i64) -> Result<DateTime<Utc>, String> {
+    let start = Utc
+        .with_ymd_and_hms(2026, 3, 1, 0, 0, 0)
+        .single()
+        .ok_or("bad start instant")?;
+    start
+        .checked_add_signed(Duration::microseconds(micros))
+        .ok_or_else(|| format!("bad instant +{micros}µs"))
+}
+
+const SECOND: i64 = 1_000_000;
+
+fn event(
+    id: u128,
+    customer: CustomerId,
+    meter: MeterId,
+    quantity: Decimal,
+    timestamp: DateTime<Utc>,
+) -> UsageEvent {
+    UsageEvent {
+        id: UsageEventId::from_u128(id),
+        customer,
+        subscription: None,
+        meter,
+        quantity,
+        timestamp,
+        properties: BTreeMap::new(),
+    }
+}
+
+fn dec(text: &str) -> Result<Decimal, String> {
+    Decimal::from_str(text).map_err(|e| format!("bad decimal {text}: {e}"))
+}
+
+/// Events in (timestamp, id) order: the trait promises timestamp order only, so ties are put
+/// in one order before two lists are compared.
+fn canonical(mut events: Vec<UsageEvent>) -> Vec<UsageEvent> {
+    events.sort_by_key(|e| (e.timestamp, e.id));
+    events
+}
+
+/// Reads the whole of 2026 for `customer` and `meter`.
+async fn read_all<S: UsageStore>(
+    store: &S,
+    tenant: TenantId,
+    customer: CustomerId,
+    meter: MeterId,
+) -> Result<Vec<UsageEvent>, String> {
+    let from = Utc
+        .with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
+        .single()
+        .ok_or("bad instant")?;
+    let to = Utc
+        .with_ymd_and_hms(2027, 1, 1, 0, 0, 0)
+        .single()
+        .ok_or("bad instant")?;
+    store
+        .events_between(tenant, customer, meter, from, to)
+        .await
+        .map_err(err)
+}
+
+/// Asserts that `got` holds exactly `want` (as sets of events) and is in timestamp order.
+fn same_events(what: &str, got: &[UsageEvent], want: &[UsageEvent]) -> Result<(), String> {
+    ensure!(
+        got.windows(2).all(|w| w[0].timestamp <= w[1].timestamp),
+        "{what}: not in timestamp order: {:?}",
+        got.iter().map(|e| e.timestamp).collect::<Vec<_>>()
+    );
+    let got = canonical(got.to_vec());
+    let want = canonical(want.to_vec());
+    ensure!(
+        got == want,
+        "{what}: read {} events, expected {}: {got:?} vs {want:?}",
+        got.len(),
+        want.len()
+    );
+    Ok(())
+}
+
+async fn replays_are_stored_once_and_reported_in_input_order<S: UsageStore>(
+    store: S,
+) -> Result<(), String> {
+    let tenant = TenantId::new();
+    let (customer, meter) = (CustomerId::new(), MeterId::new());
+    let one = |id, secs| -> Result<UsageEvent, String> {
+        Ok(event(id, customer, meter, Decimal::ONE, at(secs * SECOND)?))
+    };
+    let (e1, e2, e3, e4) = (one(1, 1)?, one(2, 2)?, one(3, 3)?, one(4, 4)?);
+
+    // An id repeated inside one batch is new the first time only, wherever it repeats.
+    let first = store
+        .append_events(tenant, &[e1.clone(), e2.clone(), e1.clone(), e2.clone()])
+        .await
+        .map_err(err)?;
+    ensure!(
+        first == [true, true, false, false],
+        "a batch with repeats answered {first:?}"
+    );
+    same_events(
+        "after the first batch",
+        &read_all(&store, tenant, customer, meter).await?,
+        &[e1.clone(), e2.clone()],
+    )?;
+
+    // The same batch again: every event known.
+    let again = store
+        .append_events(tenant, &[e1.clone(), e2.clone()])
+        .await
+        .map_err(err)?;
+    ensure!(
+        again == [false, false],
+        "a replayed batch answered {again:?}"
+    );
+
+    // Known and new ids mixed, the new ones in the middle and at the end, one new one twice:
+    // the answers follow the input order.
+    let mixed = store
+        .append_events(
+            tenant,
+            &[e2.clone(), e3.clone(), e1.clone(), e4.clone(), e3.clone()],
+        )
+        .await
+        .map_err(err)?;
+    ensure!(
+        mixed == [false, true, false, true, false],
+        "a mixed batch answered {mixed:?}"
+    );
+    same_events(
+        "after the replays",
+        &read_all(&store, tenant, customer, meter).await?,
+        &[e1, e2, e3, e4],
+    )?;
+    Ok(())
+}
+
+async fn a_replay_never_overwrites_the_first_event<S: UsageStore>(store: S) -> Result<(), String> {
+    let tenant = TenantId::new();
+    let (customer, meter) = (CustomerId::new(), MeterId::new());
+    let original = event(1, customer, meter, dec("5")?, at(10 * SECOND)?);
+    ensure!(
+        store
+            .append_events(tenant, std::slice::from_ref(&original))
+            .await
+            .map_err(err)?
+            == [true],
+        "the first event was not new"
+    );
+    // A sender that reuses an id with another body (a bug on its side) is answered "known" and
+    // the first body stays: the id is the idempotency key, not a version.
+    let mut rewritten = original.clone();
+    rewritten.quantity = dec("500")?;
+    rewritten.timestamp = at(20 * SECOND)?;
+    rewritten.properties.insert("region".into(), "north".into());
+    let answer = store
+        .append_events(tenant, &[rewritten])
+        .await
+        .map_err(err)?;
+    ensure!(
+        answer == [false],
+        "a reused id with another body answered {answer:?}"
+    );
+    same_events(
+        "after the rewrite attempt",
+        &read_all(&store, tenant, customer, meter).await?,
+        &[original],
+    )?;
+    Ok(())
+}
+
+async fn tenants_are_isolated<S: UsageStore>(store: S) -> Result<(), String> {
+    let (a, b, c) = (TenantId::new(), TenantId::new(), TenantId::new());
+    let (customer, meter) = (CustomerId::new(), MeterId::new());
+    let in_a = event(1, customer, meter, dec("1")?, at(SECOND)?);
+    // The same event id (and customer and meter) in another tenant is another event.
+    let mut in_b = in_a.clone();
+    in_b.quantity = dec("2")?;
+    in_b.timestamp = at(2 * SECOND)?;
+    let answer_a = store
+        .append_events(a, std::slice::from_ref(&in_a))
+        .await
+        .map_err(err)?;
+    let answer_b = store
+        .append_events(b, std::slice::from_ref(&in_b))
+        .await
+        .map_err(err)?;
+    ensure!(
+        answer_a == [true] && answer_b == [true],
+        "the same id in two tenants: {answer_a:?} and {answer_b:?} (both must be new)"
+    );
+    same_events(
+        "tenant a",
+        &read_all(&store, a, customer, meter).await?,
+        std::slice::from_ref(&in_a),
+    )?;
+    same_events(
+        "tenant b",
+        &read_all(&store, b, customer, meter).await?,
+        &[in_b.clone()],
+    )?;
+    same_events(
+        "a tenant that wrote nothing",
+        &read_all(&store, c, customer, meter).await?,
+        &[],
+    )?;
+    // A replay in one tenant is still a replay there only.
+    let once = std::slice::from_ref(&in_a);
+    let replay = store.append_events(a, once).await.map_err(err)?;
+    let fresh = store.append_events(c, once).await.map_err(err)?;
+    ensure!(
+        replay == [false] && fresh == [true],
+        "replay in a: {replay:?}, first write in c: {fresh:?}"
+    );
+    same_events(
+        "tenant b after writes elsewhere",
+        &read_all(&store, b, customer, meter).await?,
+        &[in_b],
+    )?;
+    Ok(())
+}
+
+async fn events_between_is_half_open_and_filters_customer_and_meter<S: UsageStore>(
+    store: S,
+) -> Result<(), String> {
+    let tenant = TenantId::new();
+    let (customer, other_customer) = (CustomerId::new(), CustomerId::new());
+    let (meter, other_meter) = (MeterId::new(), MeterId::new());
+    let from = at(100 * SECOND)?;
+    let to = at(200 * SECOND)?;
+    let one = Decimal::ONE;
+    // Around each bound: one microsecond before, on, one microsecond after.
+    let before_from = event(1, customer, meter, one, at(100 * SECOND - 1)?);
+    let on_from = event(2, customer, meter, one, from);
+    let after_from = event(3, customer, meter, one, at(100 * SECOND + 1)?);
+    let middle = event(4, customer, meter, one, at(150 * SECOND + 500_000)?);
+    let before_to = event(5, customer, meter, one, at(200 * SECOND - 1)?);
+    let on_to = event(6, customer, meter, one, to);
+    let after_to = event(7, customer, meter, one, at(200 * SECOND + 1)?);
+    // In the window but for another customer, another meter, or both.
+    let customer_2 = event(8, other_customer, meter, one, at(150 * SECOND)?);
+    let meter_2 = event(9, customer, other_meter, one, at(150 * SECOND)?);
+    let both_2 = event(10, other_customer, other_meter, one, at(150 * SECOND)?);
+    let all = [
+        before_from.clone(),
+        on_from.clone(),
+        after_from.clone(),
+        middle.clone(),
+        before_to.clone(),
+        on_to.clone(),
+        after_to.clone(),
+        customer_2.clone(),
+        meter_2.clone(),
+        both_2.clone(),
+    ];
+    store.append_events(tenant, &all).await.map_err(err)?;
+
+    let window = store
+        .events_between(tenant, customer, meter, from, to)
+        .await
+        .map_err(err)?;
+    same_events(
+        "[from, to)",
+        &window,
+        &[on_from.clone(), after_from, middle, before_to],
+    )?;
+    for (what, c, m, want) in [
+        ("another customer", other_customer, meter, customer_2),
+        ("another meter", customer, other_meter, meter_2),
+        (
+            "another customer and meter",
+            other_customer,
+            other_meter,
+            both_2,
+        ),
+    ] {
+        let got = store
+            .events_between(tenant, c, m, from, to)
+            .await
+            .map_err(err)?;
+        same_events(what, &got, &[want])?;
+    }
+    // A one-microsecond window holds the event at its start only.
+    let tight = store
+        .events_between(tenant, customer, meter, from, at(100 * SECOND + 1)?)
+        .await
+        .map_err(err)?;
+    same_events("[from, from + 1µs)", &tight, &[on_from])?;
+    // An empty or inverted window holds nothing (and is not an error).
+    for (what, lo, hi) in [("from == to", from, from), ("from > to", to, from)] {
+        let got = store
+            .events_between(tenant, customer, meter, lo, hi)
+            .await
+            .map_err(err)?;
+        same_events(what, &got, &[])?;
+    }
+    // A customer and meter with no events at all.
+    let nobody = store
+        .events_between(tenant, CustomerId::new(), MeterId::new(), from, to)
+        .await
+        .map_err(err)?;
+    same_events("an unknown customer and meter", &nobody, &[])?;
+    Ok(())
+}
+
+async fn events_come_back_in_timestamp_order<S: UsageStore>(store: S) -> Result<(), String> {
+    let tenant = TenantId::new();
+    let (customer, meter) = (CustomerId::new(), MeterId::new());
+    // Written out of order, across calls, with ties, whole and fractional seconds (a store
+    // that compares instants as text must still order 1 s before 1.5 s before 10 s).
+    let micros = [
+        10 * SECOND,
+        SECOND + SECOND / 2,
+        SECOND,
+        SECOND + 1,
+        86_400 * SECOND,
+        SECOND,
+        0,
+        9 * SECOND + 999_999,
+        SECOND + SECOND / 2,
+    ];
+    let mut written = Vec::new();
+    for (n, m) in micros.iter().enumerate() {
+        written.push(event(
+            // Ids descending while time ascends: an order by id is caught.
+            1000 - n as u128,
+            customer,
+            meter,
+            Decimal::from(n),
+            at(*m)?,
+        ));
+    }
+    let (head, tail) = written.split_at(4);
+    store.append_events(tenant, tail).await.map_err(err)?;
+    store.append_events(tenant, head).await.map_err(err)?;
+    same_events(
+        "out-of-order writes",
+        &read_all(&store, tenant, customer, meter).await?,
+        &written,
+    )?;
+    Ok(())
+}
+
+async fn events_round_trip_exactly<S: UsageStore>(store: S) -> Result<(), String> {
+    let tenant = TenantId::new();
+    let (customer, meter) = (CustomerId::new(), MeterId::new());
+    let quantities = [
+        "0",
+        "0.000000001",
+        "0.0000000000000000000000000001",
+        "79228162514264337593543950335",
+        "-79228162514264337593543950335",
+        "7922816251426433759354395033.5",
+        "1.50",
+        "1234567890.123456789",
+        "-2.5",
+    ];
+    let mut written = Vec::new();
+    for (n, q) in quantities.iter().enumerate() {
+        let mut e = event(n as u128 + 1, customer, meter, dec(q)?, at(n as i64 * 7)?);
+        if n % 2 == 0 {
+            e.subscription = Some(SubscriptionId::new());
+        }
+        written.push(e);
+    }
+    // Properties: empty names and values, quotes, backslashes, JSON and SQL metacharacters,
+    // non-ASCII text and a long value.
+    let mut properties = BTreeMap::new();
+    for (k, v) in [
+        ("", "empty name"),
+        ("empty value", ""),
+        ("quote", "it's \"quoted\""),
+        ("backslash", "C:\\path\\n"),
+        ("json", "{\"a\": [1, 2]}"),
+        ("sql", "'); DROP TABLE usage_events; --"),
+        ("unicode", "Zürich – 東京 – 🛰️"),
+        ("newline", "line one\nline two\ttabbed"),
+    ] {
+        properties.insert(k.to_owned(), v.to_owned());
+    }
+    properties.insert("long".into(), "x".repeat(10_000));
+    if let Some(first) = written.first_mut() {
+        first.properties = properties;
+    }
+    let answers = store.append_events(tenant, &written).await.map_err(err)?;
+    ensure!(
+        answers.iter().all(|new| *new) && answers.len() == written.len(),
+        "fresh events answered {answers:?}"
+    );
+    let back = read_all(&store, tenant, customer, meter).await?;
+    same_events("the stored events", &back, &written)?;
+    // `Decimal`'s `==` ignores the scale; a stored 1.50 must still read back as 1.50.
+    for (got, want) in canonical(back).iter().zip(canonical(written)) {
+        ensure!(
+            got.quantity.to_string() == want.quantity.to_string(),
+            "quantity {} read back as {}",
+            want.quantity,
+            got.quantity
+        );
+    }
+    Ok(())
+}
+
+async fn an_empty_batch_is_a_no_op<S: UsageStore>(store: S) -> Result<(), String> {
+    let tenant = TenantId::new();
+    let (customer, meter) = (CustomerId::new(), MeterId::new());
+    let empty = store.append_events(tenant, &[]).await.map_err(err)?;
+    ensure!(empty.is_empty(), "an empty batch answered {empty:?}");
+    let kept = event(1, customer, meter, Decimal::ONE, at(SECOND)?);
+    store
+        .append_events(tenant, std::slice::from_ref(&kept))
+        .await
+        .map_err(err)?;
+    let empty = store.append_events(tenant, &[]).await.map_err(err)?;
+    ensure!(
+        empty.is_empty(),
+        "an empty batch after a write answered {empty:?}"
+    );
+    same_events(
+        "after empty batches",
+        &read_all(&store, tenant, customer, meter).await?,
+        &[kept],
+    )?;
+    Ok(())
+}
+
+async fn a_large_batch_round_trips<S: UsageStore>(store: S) -> Result<(), String> {
+    const N: usize = 10_000;
+    let tenant = TenantId::new();
+    let (customer, meter) = (CustomerId::new(), MeterId::new());
+    let batch = (0..N)
+        .map(|n| {
+            let mut e = event(
+                n as u128 + 1,
+                customer,
+                meter,
+                Decimal::new(n as i64, 3),
+                at(n as i64 * 1000)?,
+            );
+            e.properties.insert("n".into(), n.to_string());
+            Ok(e)
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let answers = store.append_events(tenant, &batch).await.map_err(err)?;
+    ensure!(
+        answers.len() == N && answers.iter().all(|new| *new),
+        "{} answers, {} new, for {N} fresh events",
+        answers.len(),
+        answers.iter().filter(|new| **new).count()
+    );
+    same_events(
+        "the large batch",
+        &read_all(&store, tenant, customer, meter).await?,
+        &batch,
+    )?;
+    // The second half again with as many new events after it: known ids are skipped, new ones
+    // written, and the answers still follow the input order.
+    let next = (N..N + N / 2)
+        .map(|n| {
+            Ok(event(
+                n as u128 + 1,
+                customer,
+                meter,
+                Decimal::ONE,
+                at(n as i64 * 1000)?,
+            ))
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let mut second: Vec<UsageEvent> = batch[N / 2..].to_vec();
+    second.extend(next.iter().cloned());
+    let answers = store.append_events(tenant, &second).await.map_err(err)?;
+    let want: Vec<bool> = (0..second.len()).map(|i| i >= N / 2).collect();
+    ensure!(
+        answers == want,
+        "a half-known batch: {} answers, {} new (expected {} new, the last ones)",
+        answers.len(),
+        answers.iter().filter(|new| **new).count(),
+        N / 2
+    );
+    let mut all = batch;
+    all.extend(next);
+    same_events(
+        "after the half-known batch",
+        &read_all(&store, tenant, customer, meter).await?,
+        &all,
+    )?;
+    Ok(())
+}
+
+/// Polls two futures together until both are done: two concurrent writers in one task, so
+/// that a SQL store runs them on two connections at once (no runtime needed here).
+async fn join2<A: std::future::Future, B: std::future::Future>(
+    a: A,
+    b: B,
+) -> (A::Output, B::Output) {
+    use std::task::Poll;
+    let mut a = std::pin::pin!(a);
+    let mut b = std::pin::pin!(b);
+    let mut out_a = None;
+    let mut out_b = None;
+    std::future::poll_fn(|cx| {
+        if out_a.is_none()
+            && let Poll::Ready(v) = a.as_mut().poll(cx)
+        {
+            out_a = Some(v);
+        }
+        if out_b.is_none()
+            && let Poll::Ready(v) = b.as_mut().poll(cx)
+        {
+            out_b = Some(v);
+        }
+        match (out_a.take(), out_b.take()) {
+            (Some(x), Some(y)) => Poll::Ready((x, y)),
+            (x, y) => {
+                out_a = x;
+                out_b = y;
+                Poll::Pending
+            }
+        }
+    })
+    .await
+}
+
+async fn concurrent_replays_store_each_event_once<S: UsageStore>(store: S) -> Result<(), String> {
+    let tenant = TenantId::new();
+    let (customer, meter) = (CustomerId::new(), MeterId::new());
+    // Two collectors deliver overlapping batches at the same time (at-least-once delivery).
+    let events = (0..200)
+        .map(|n| {
+            Ok(event(
+                n + 1,
+                customer,
+                meter,
+                Decimal::ONE,
+                at(n as i64 * SECOND)?,
+            ))
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let first = &events[..150];
+    let second = &events[50..];
+    let (a, b) = join2(
+        store.append_events(tenant, first),
+        store.append_events(tenant, second),
+    )
+    .await;
+    let (a, b) = (a.map_err(err)?, b.map_err(err)?);
+    ensure!(
+        a.len() == first.len() && b.len() == second.len(),
+        "answers of {} and {} for batches of {} and {}",
+        a.len(),
+        b.len(),
+        first.len(),
+        second.len()
+    );
+    // Each event is new to exactly one of the two writers.
+    for (n, e) in events.iter().enumerate() {
+        let in_a = n < 150 && a[n];
+        let in_b = n >= 50 && b[n - 50];
+        ensure!(
+            in_a != in_b,
+            "event {} was new to {} writers",
+            e.id,
+            usize::from(in_a) + usize::from(in_b)
+        );
+    }
+    same_events(
+        "after concurrent writers",
+        &read_all(&store, tenant, customer, meter).await?,
+        &events,
+    )?;
+    Ok(())
+}
