@@ -306,7 +306,7 @@ pub struct ChargeRequest {
     /// The charge.
     pub charge: PendingCharge,
     /// A retry with the same key and the same charge gets the first answer back; the same key
-    /// with another charge is [`BillingError::IdempotencyKeyReused`].
+    /// with another charge is [`CoreError::IdempotencyKeyReused`](dotmac_core::CoreError::IdempotencyKeyReused).
     pub idempotency_key: Option<IdempotencyKey>,
 }
 
@@ -336,7 +336,7 @@ pub struct CreditNoteRequest {
     /// Why (printed on the note).
     pub reason: Option<String>,
     /// A retry with the same key and the same request gets the first note back; the same key
-    /// with another request is [`BillingError::IdempotencyKeyReused`].
+    /// with another request is [`CoreError::IdempotencyKeyReused`](dotmac_core::CoreError::IdempotencyKeyReused).
     pub idempotency_key: Option<IdempotencyKey>,
 }
 
@@ -868,7 +868,7 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
     /// # Errors
     ///
     /// As [`BillingService::add_pending_charge`], and
-    /// [`BillingError::IdempotencyKeyReused`] for a key first used with another request.
+    /// [`CoreError::IdempotencyKeyReused`](dotmac_core::CoreError::IdempotencyKeyReused) for a key first used with another request.
     pub async fn add_charge(
         &self,
         tenant: TenantId,
@@ -1067,7 +1067,7 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
     ///
     /// # Errors
     ///
-    /// As [`BillingService::credit`], and [`BillingError::IdempotencyKeyReused`] for a key
+    /// As [`BillingService::credit`], and [`CoreError::IdempotencyKeyReused`](dotmac_core::CoreError::IdempotencyKeyReused) for a key
     /// first used with another request.
     pub async fn issue_credit_note(
         &self,

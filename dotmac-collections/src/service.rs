@@ -76,7 +76,7 @@ pub struct PaymentRequest {
     /// Where it goes (default: oldest invoice first).
     pub target: AllocationTarget,
     /// A retry with the same key and the same request gets the first outcome back; the same
-    /// key with another request is [`CollectionsError::IdempotencyKeyReused`].
+    /// key with another request is [`CoreError::IdempotencyKeyReused`](dotmac_core::CoreError::IdempotencyKeyReused).
     pub idempotency_key: Option<IdempotencyKey>,
 }
 
@@ -115,7 +115,7 @@ pub struct RefundRequest {
     /// The amount returned.
     pub amount: Money,
     /// A retry with the same key and the same request gets the first entries back; the same
-    /// key with another request is [`CollectionsError::IdempotencyKeyReused`].
+    /// key with another request is [`CoreError::IdempotencyKeyReused`](dotmac_core::CoreError::IdempotencyKeyReused).
     pub idempotency_key: Option<IdempotencyKey>,
 }
 
@@ -362,7 +362,7 @@ impl<P: PaymentStore, D: DunningStore, C: Clock> CollectionsService<P, D, C> {
     ///
     /// As [`CustomerLedger::record_payment`] (nothing is stored then):
     /// [`CollectionsError::DuplicatePayment`] for a payment id recorded with another amount;
-    /// [`CollectionsError::IdempotencyKeyReused`] for a key first used with another request;
+    /// [`CoreError::IdempotencyKeyReused`](dotmac_core::CoreError::IdempotencyKeyReused) for a key first used with another request;
     /// storage failures.
     pub async fn receive_payment(
         &self,
@@ -429,7 +429,7 @@ impl<P: PaymentStore, D: DunningStore, C: Clock> CollectionsService<P, D, C> {
     /// # Errors
     ///
     /// As [`CustomerLedger::refund`] (nothing is stored then);
-    /// [`CollectionsError::IdempotencyKeyReused`] for a key first used with another request;
+    /// [`CoreError::IdempotencyKeyReused`](dotmac_core::CoreError::IdempotencyKeyReused) for a key first used with another request;
     /// storage failures.
     pub async fn refund_payment(
         &self,
