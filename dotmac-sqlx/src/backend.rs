@@ -12,14 +12,19 @@ pub(crate) mod sqlite {
 
     /// Every store's SQLite module, by store name.
     pub(crate) mod stores {
+        #[cfg(feature = "billing")]
         pub(crate) use crate::billing::sqlite as billing;
+        #[cfg(feature = "billing")]
         pub(crate) use crate::billrun::sqlite as billrun;
+        #[cfg(feature = "collections")]
         pub(crate) use crate::collections::sqlite as collections;
         pub(crate) use crate::docs::sqlite as docs;
+        #[cfg(feature = "billing")]
         pub(crate) use crate::keyed::sqlite as keyed;
         pub(crate) use crate::numbers::sqlite as numbers;
         pub(crate) use crate::outbox::sqlite as outbox;
         pub(crate) use crate::tenants::sqlite as tenants;
+        #[cfg(feature = "usage")]
         pub(crate) use crate::usage::sqlite as usage;
     }
 }
@@ -31,14 +36,19 @@ pub(crate) mod postgres {
 
     /// Every store's PostgreSQL module, by store name.
     pub(crate) mod stores {
+        #[cfg(feature = "billing")]
         pub(crate) use crate::billing::postgres as billing;
+        #[cfg(feature = "billing")]
         pub(crate) use crate::billrun::postgres as billrun;
+        #[cfg(feature = "collections")]
         pub(crate) use crate::collections::postgres as collections;
         pub(crate) use crate::docs::postgres as docs;
+        #[cfg(feature = "billing")]
         pub(crate) use crate::keyed::postgres as keyed;
         pub(crate) use crate::numbers::postgres as numbers;
         pub(crate) use crate::outbox::postgres as outbox;
         pub(crate) use crate::tenants::postgres as tenants;
+        #[cfg(feature = "usage")]
         pub(crate) use crate::usage::postgres as usage;
     }
 }

@@ -19,8 +19,11 @@ use crate::input;
 #[derive(Debug, Clone)]
 pub(crate) enum Bind {
     Uuid(Uuid),
+    // The support store binds these; a build without it leaves them unused.
+    #[cfg_attr(not(feature = "support"), allow(dead_code))]
     OptUuid(Option<Uuid>),
     Text(String),
+    #[cfg_attr(not(feature = "support"), allow(dead_code))]
     Time(DateTime<Utc>),
     Bool(bool),
     I64(i64),

@@ -148,6 +148,7 @@ pub enum SqlError {
     /// The billing domain refused the work (a scale-out bill run's chunk whose catalogue does
     /// not match a subscription, an invalid price): fix the data, the chunk stays claimable.
     #[error("billing refused the chunk: {0}")]
+    #[cfg(feature = "billing")]
     Billing(#[from] dotmac_billing::BillingError),
     /// JSON (de)serialisation of a stored body or event payload failed.
     #[error("JSON encoding of {what} failed: {source}")]
@@ -213,7 +214,9 @@ impl SqlError {
             | SqlError::InvalidOption { .. }
             | SqlError::InvalidInput { .. }
             | SqlError::Core(_) => StorageErrorKind::InvalidInput,
+            #[cfg(feature = "billing")]
             SqlError::Billing(dotmac_billing::BillingError::Storage(storage)) => storage.kind(),
+            #[cfg(feature = "billing")]
             SqlError::Billing(_) => StorageErrorKind::InvalidInput,
             SqlError::Connect { .. } | SqlError::LockTimeout { .. } => {
                 StorageErrorKind::Unavailable

@@ -58,37 +58,62 @@
 //!
 //! - `sqlite` (default): the embedded backend, bundling libsqlite3.
 //! - `postgres`: the PostgreSQL backend (no TLS: connect over a trusted network or a socket).
+//! - `usage`, `billing`, `collections`, `support` (all default): each domain's stores on
+//!   [`SqlStore`]; `billing` brings `usage` (rating reads usage), `collections` brings
+//!   `billing`. The migrations create every table whatever is enabled.
 //!
 //! sqlx's types do not appear in the API: errors carry the driver's error as an opaque source.
 
+// The shared plumbing (binds, dialect helpers, lease settings) serves every domain's stores; a
+// build with only some domains leaves parts of it unused, which is expected, not dead code.
+#![cfg_attr(
+    not(all(
+        feature = "billing",
+        feature = "usage",
+        feature = "collections",
+        feature = "support"
+    )),
+    allow(dead_code, unused_imports)
+)]
+
 mod backend;
+#[cfg(feature = "billing")]
 mod billing;
+#[cfg(feature = "billing")]
 mod billrun;
+#[cfg(feature = "collections")]
 mod collections;
 mod db;
 mod dialect;
 mod docs;
 mod error;
 mod input;
+#[cfg(feature = "billing")]
 mod keyed;
 mod numbers;
 mod outbox;
-#[cfg(all(test, feature = "postgres"))]
+#[cfg(all(test, feature = "postgres", feature = "billing"))]
 mod rls_tests;
+#[cfg(feature = "billing")]
 mod scaleout;
 #[cfg(test)]
 mod schema_tests;
 mod store;
+#[cfg(feature = "support")]
 mod support;
 mod tenants;
+#[cfg(feature = "usage")]
 mod usage;
 
+#[cfg(feature = "billing")]
 pub use billrun::{BillRunId, BillRunProgress, ChunkClaim};
 pub use db::{BackendKind, Database, DatabaseOptions, LeaseSettings};
 pub use error::{BoxedSource, InputProblem, Result, SqlError};
 pub use outbox::{OutboxEvent, OutboxMessage};
+#[cfg(feature = "billing")]
 #[doc(hidden)]
 pub use scaleout::testing;
+#[cfg(feature = "billing")]
 pub use scaleout::{BillWorker, WorkerReport};
 pub use store::SqlStore;
 pub use tenants::IdempotencyClaim;

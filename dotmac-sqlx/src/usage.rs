@@ -15,6 +15,7 @@ use crate::error::{Context, InputProblem, Result, SqlError};
 use crate::input;
 
 /// Rows per statement on SQLite: bounded by its 32,766 parameters (8 a row).
+#[cfg(feature = "sqlite")]
 const BATCH: usize = 4000;
 
 /// Rows per statement on PostgreSQL (one array per column): keeps one statement's arrays to
