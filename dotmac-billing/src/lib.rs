@@ -68,7 +68,7 @@
 //!
 //! ## Features
 //!
-//! - `testkit`: [`testkit::run_store_suite`], the store behaviour suite, for storage crates.
+//! - `testkit`: `testkit::run_store_suite`, the store behaviour suite, for storage crates.
 
 // Unchecked arithmetic is refused in library code: `+` on a `Decimal` panics on overflow and on
 // an integer wraps in release. Use checked operations (`Money::checked_add`, `checked_sum`, …) or

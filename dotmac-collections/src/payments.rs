@@ -835,7 +835,7 @@ pub trait PaymentStore: Send + Sync {
     ///
     /// # Errors
     ///
-    /// As [`PaymentStore::append`]; the default (a store without idempotency keys) always
+    /// As [`PaymentStore::append_entries`]; the default (a store without idempotency keys) always
     /// fails with [`CollectionsError::InvalidConfiguration`].
     fn append_entries_keyed(
         &self,

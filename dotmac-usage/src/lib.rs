@@ -33,7 +33,7 @@
 //!
 //! # Features
 //!
-//! - `testkit`: [`testkit::run_usage_store_suite`], the usage store behaviour suite, for
+//! - `testkit`: `testkit::run_usage_store_suite`, the usage store behaviour suite, for
 //!   storage crates.
 
 // Unchecked arithmetic is refused in library code: `+` on a `Decimal` panics on overflow and on
