@@ -306,7 +306,7 @@ pub struct ChargeRequest {
     /// The charge.
     pub charge: PendingCharge,
     /// A retry with the same key and the same charge gets the first answer back; the same key
-    /// with another charge is [`BillingError::Core`] (`CoreError::IdempotencyKeyReused`).
+    /// with another charge is [`CoreError::IdempotencyKeyReused`](dotmac_core::CoreError::IdempotencyKeyReused).
     pub idempotency_key: Option<IdempotencyKey>,
 }
 
@@ -336,7 +336,7 @@ pub struct CreditNoteRequest {
     /// Why (printed on the note).
     pub reason: Option<String>,
     /// A retry with the same key and the same request gets the first note back; the same key
-    /// with another request is [`BillingError::Core`] (`CoreError::IdempotencyKeyReused`).
+    /// with another request is [`CoreError::IdempotencyKeyReused`](dotmac_core::CoreError::IdempotencyKeyReused).
     pub idempotency_key: Option<IdempotencyKey>,
 }
 
@@ -911,7 +911,7 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
     /// # Errors
     ///
     /// As [`BillingService::add_pending_charge`], and
-    /// [`BillingError::Core`] (`CoreError::IdempotencyKeyReused`) for a key first used with another request.
+    /// [`CoreError::IdempotencyKeyReused`](dotmac_core::CoreError::IdempotencyKeyReused) for a key first used with another request.
     #[tracing::instrument(name = "dotmac.billing.add_charge", level = "info", skip_all, fields(tenant = %tenant))]
     pub async fn add_charge(
         &self,
@@ -1115,7 +1115,7 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
     ///
     /// # Errors
     ///
-    /// As [`BillingService::credit`], and [`BillingError::Core`] (`CoreError::IdempotencyKeyReused`) for a key
+    /// As [`BillingService::credit`], and [`CoreError::IdempotencyKeyReused`](dotmac_core::CoreError::IdempotencyKeyReused) for a key
     /// first used with another request.
     #[tracing::instrument(name = "dotmac.billing.issue_credit_note", level = "info", skip_all, fields(tenant = %tenant))]
     pub async fn issue_credit_note(

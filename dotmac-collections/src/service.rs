@@ -78,7 +78,7 @@ pub struct PaymentRequest {
     /// Where it goes (default: oldest invoice first).
     pub target: AllocationTarget,
     /// A retry with the same key and the same request gets the first outcome back; the same
-    /// key with another request is [`CollectionsError::Core`] (`CoreError::IdempotencyKeyReused`).
+    /// key with another request is [`CoreError::IdempotencyKeyReused`](dotmac_core::CoreError::IdempotencyKeyReused).
     pub idempotency_key: Option<IdempotencyKey>,
 }
 
@@ -117,7 +117,7 @@ pub struct RefundRequest {
     /// The amount returned.
     pub amount: Money,
     /// A retry with the same key and the same request gets the first entries back; the same
-    /// key with another request is [`CollectionsError::Core`] (`CoreError::IdempotencyKeyReused`).
+    /// key with another request is [`CoreError::IdempotencyKeyReused`](dotmac_core::CoreError::IdempotencyKeyReused).
     pub idempotency_key: Option<IdempotencyKey>,
 }
 
@@ -367,7 +367,7 @@ impl<P: PaymentStore, D: DunningStore, C: Clock> CollectionsService<P, D, C> {
     ///
     /// As [`CustomerLedger::record_payment`] (nothing is stored then):
     /// [`CollectionsError::DuplicatePayment`] for a payment id recorded with another amount;
-    /// [`CollectionsError::Core`] (`CoreError::IdempotencyKeyReused`) for a key first used with another request;
+    /// [`CoreError::IdempotencyKeyReused`](dotmac_core::CoreError::IdempotencyKeyReused) for a key first used with another request;
     /// storage failures.
     #[tracing::instrument(name = "dotmac.collections.receive_payment", level = "info", skip_all, fields(tenant = %tenant, entries = tracing::field::Empty, events = tracing::field::Empty))]
     pub async fn receive_payment(
@@ -442,7 +442,7 @@ impl<P: PaymentStore, D: DunningStore, C: Clock> CollectionsService<P, D, C> {
     /// # Errors
     ///
     /// As [`CustomerLedger::refund`] (nothing is stored then);
-    /// [`CollectionsError::Core`] (`CoreError::IdempotencyKeyReused`) for a key first used with another request;
+    /// [`CoreError::IdempotencyKeyReused`](dotmac_core::CoreError::IdempotencyKeyReused) for a key first used with another request;
     /// storage failures.
     #[tracing::instrument(name = "dotmac.collections.refund_payment", level = "info", skip_all, fields(tenant = %tenant, entries = tracing::field::Empty, events = tracing::field::Empty))]
     pub async fn refund_payment(

@@ -19,6 +19,7 @@ const BATCH: usize = 4000;
 
 /// Rows per statement on PostgreSQL (one array per column): keeps one statement's arrays to
 /// a few MB.
+#[cfg(feature = "postgres")]
 const PG_BATCH: usize = 20_000;
 
 for_each_dialect! {

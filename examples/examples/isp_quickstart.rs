@@ -20,27 +20,25 @@ use std::error::Error;
 use std::time::{Duration, Instant};
 
 use chrono::{NaiveDate, TimeZone, Utc, Weekday};
-use dotmac_billing::analytics::{mrr_at, mrr_movements, recurring_items};
-use dotmac_billing::usage_billing::allowance::AllowancePolicy;
-use dotmac_billing::usage_billing::{UsageBillingService, UsageBillingSettings};
-use dotmac_billing::{
-    BillingEvent, BillingService, BillingSettings, CancelTiming, ChangeTiming, Charge,
-    CurrencyPrice, CustomerAccount, FirstPeriod, NewSubscription, Plan, PriceModel, Product,
-    ProrationBehavior, SubscriptionChange, SubscriptionStore,
+use chrono_tz::Tz;
+use dotmac::billing::analytics::{mrr_at, mrr_movements, recurring_items};
+use dotmac::billing::usage_billing::UsageBillingSettings;
+use dotmac::billing::usage_billing::allowance::AllowancePolicy;
+use dotmac::billing::{
+    BillingEvent, BillingSettings, CancelTiming, ChangeTiming, Charge, CurrencyPrice, FirstPeriod,
+    NewSubscription, Plan, PriceModel, Product, ProrationBehavior, SubscriptionChange,
+    SubscriptionStore,
 };
-use dotmac_collections::receivables_ageing;
-use dotmac_collections::{AllocationTarget, CustomerLedger, PaymentStore};
-use dotmac_collections::{
-    CollectionAction, CollectionEvent, CollectionsService, DunningPolicy, RestoreOnPayment,
-    StepName,
+use dotmac::collections::{
+    AllocationTarget, CollectionAction, CollectionEvent, CollectionsSettings, CustomerLedger,
+    DunningPolicy, PaymentStore, RestoreOnPayment, StepName, receivables_ageing,
 };
-use dotmac_core::reexports::chrono_tz::Tz;
-use dotmac_core::{
-    BillingInterval, Clock, Currency, CustomerId, InvoiceId, ManualClock, Money, PaymentId, PlanId,
-    ProductId, SubscriptionId, TenantId,
+use dotmac::usage::{Aggregation, Meter, UsageEvent, UsageStore};
+use dotmac::{
+    BillingInterval, Collections, Currency, CustomerAccount, CustomerId, Dotmac, InvoiceId,
+    ManualClock, MeterId, Money, PaymentId, PlanId, ProductId, SharedClock, SubscriptionId,
+    TenantId, UsageEventId,
 };
-use dotmac_sqlx::{Database, SqlStore};
-use dotmac_usage::{Aggregation, Meter, MeterId, UsageEvent, UsageEventId};
 use indicatif::{ProgressBar, ProgressStyle};
 use rust_decimal::Decimal;
 
@@ -176,44 +174,21 @@ async fn main() -> Result<(), AnyError> {
     let started = Instant::now();
     let mut timings = Timings::default();
     let usd = Currency::USD;
-    let zone: Tz = dotmac_core::reexports::chrono_tz::UTC;
+    let zone: Tz = chrono_tz::UTC;
 
     println!("DotMac ISP quickstart: {} customers", options.customers);
-    let step = Instant::now();
-    let db = Database::connect(&options.database_url).await?;
-    println!(
-        "  database: {:?} ({})",
-        db.kind(),
-        redact(&options.database_url)
-    );
-    let store = SqlStore::new(db.clone());
-    let tenant = TenantId::new();
     let clock = std::sync::Arc::new(ManualClock::new(
         Utc.with_ymd_and_hms(2026, 9, 20, 9, 0, 0)
             .single()
             .ok_or("bad start instant")?,
     ));
-    db.create_tenant(tenant, "Acme Fibre", clock.now()).await?;
-    let settings = BillingSettings::default()
-        .with_payment_terms_days(14)
-        .with_chunk_size(1000)
-        .with_zone(zone);
-    let billing = BillingService::new(store.clone(), clock.clone(), settings);
-    timings.record("connect + migrate", step, 1);
 
     // The catalogue: three fibre speeds, each with a monthly fee and a data allowance whose
     // overage is priced per GB (a graduated usage charge: the allowance is a free first tier).
-    let step = Instant::now();
-    let product = ProductId::new();
-    billing
-        .add_product(
-            tenant,
-            Product {
-                id: product,
-                name: "Fibre broadband".into(),
-            },
-        )
-        .await?;
+    let product = Product {
+        id: ProductId::new(),
+        name: "Fibre broadband".into(),
+    };
     let first_day = date(2026, 1, 1)?;
     let mut plans = Vec::new();
     let meter = Meter {
@@ -226,7 +201,7 @@ async fn main() -> Result<(), AnyError> {
         let overage = PriceModel::PerUnit {
             unit_amount: fibre.overage_per_gb,
         };
-        let plan = Plan::builder(PlanId::new(), product, fibre.name)
+        let plan = Plan::builder(PlanId::new(), product.id, fibre.name)
             .interval(BillingInterval::MONTHLY)
             .charge(Charge::recurring_flat([Money::new(fibre.monthly, usd)]))
             .charge(Charge::usage(
@@ -248,8 +223,55 @@ async fn main() -> Result<(), AnyError> {
                 &[80, 100],
             )?,
         );
-        billing.save_plan(tenant, plan.clone()).await?;
         plans.push(plan);
+    }
+
+    // Collections: reminder 3 days before the due date, overdue notice the day after, a late
+    // fee after 5 days, suspension after 7 (never on a weekend), write-off after 75; service is
+    // restored on payment with a reconnection fee on the next invoice.
+    let policy = DunningPolicy::builder()
+        .step(-3, "reminder")
+        .step(1, "overdue_notice")
+        .late_fee(5, "late_fee", Decimal::from(5))
+        .step(7, "suspend")
+        .step(75, "write_off")
+        .no_suspension_on(Weekday::Sat)
+        .no_suspension_on(Weekday::Sun)
+        .restore_on_payment(RestoreOnPayment::Restore {
+            reconnection_fee: Some(Decimal::from(25)),
+        })
+        .build()?;
+
+    // Every service over one database and one clock.
+    let step = Instant::now();
+    let dotmac = Dotmac::builder(&options.database_url)
+        .shared_clock(clock.clone() as SharedClock)
+        .billing(
+            BillingSettings::default()
+                .with_payment_terms_days(14)
+                .with_chunk_size(1000)
+                .with_zone(zone),
+        )
+        .usage(usage_settings)
+        .collections(CollectionsSettings::new(policy).with_zone(zone))
+        .connect()
+        .await?;
+    println!(
+        "  database: {:?} ({})",
+        dotmac.database().kind(),
+        redact(&options.database_url)
+    );
+    let tenant = dotmac.create_tenant("Acme Fibre").await?;
+    let billing = dotmac.billing();
+    let collections = dotmac.collections();
+    let store = dotmac.store();
+    timings.record("connect + migrate", step, 1);
+
+    let step = Instant::now();
+    for plan in &plans {
+        dotmac
+            .publish_plan(tenant, product.clone(), plan.clone())
+            .await?;
     }
     timings.record("catalogue", step, plans.len());
 
@@ -297,39 +319,17 @@ async fn main() -> Result<(), AnyError> {
     progress.finish();
     timings.record("customers", step, options.customers);
 
-    // Collections: reminder 3 days before the due date, overdue notice the day after, a late
-    // fee after 5 days, suspension after 7 (never on a weekend), write-off after 75; service is
-    // restored on payment with a reconnection fee on the next invoice.
-    let policy = DunningPolicy::builder()
-        .step(-3, "reminder")
-        .step(1, "overdue_notice")
-        .late_fee(5, "late_fee", Decimal::from(5))
-        .step(7, "suspend")
-        .step(75, "write_off")
-        .no_suspension_on(Weekday::Sat)
-        .no_suspension_on(Weekday::Sun)
-        .restore_on_payment(RestoreOnPayment::Restore {
-            reconnection_fee: Some(Decimal::from(25)),
-        })
-        .build()?;
-    let collections = CollectionsService::new(
-        store.clone(),
-        store.clone(),
-        clock.clone(),
-        dotmac_collections::CollectionsSettings::new(policy).with_zone(zone),
-    );
-
     // The October bill run.
     clock.set(at(october, 2)?);
     let step = Instant::now();
     let october_run = billing.run_bill(tenant, october).await?;
     timings.record("bill run Oct 1", step, october_run.invoices);
-    record_invoices(&collections, tenant, &october_run.events, october).await?;
+    record_invoices(collections, tenant, &october_run.events, october).await?;
 
     // Everybody pays October within ten days.
     clock.set(at(date(2026, 10, 10)?, 12)?);
     let step = Instant::now();
-    let paid = pay_open_invoices(&collections, tenant, &subscriptions, |_| true).await?;
+    let paid = pay_open_invoices(collections, tenant, &subscriptions, |_| true).await?;
     timings.record("payments Oct", step, paid);
 
     // A month of traffic: one usage record per customer per day (a RADIUS feed normalised
@@ -361,13 +361,13 @@ async fn main() -> Result<(), AnyError> {
             });
         }
         for batch in events.chunks(5_000) {
-            let fresh = dotmac_usage::UsageStore::append_events(&store, tenant, batch).await?;
+            let fresh = store.append_events(tenant, batch).await?;
             ingested += fresh.iter().filter(|new| **new).count();
         }
         progress.inc(events.len() as u64);
     }
     // The NAS resends the last day: nothing is counted twice.
-    let replayed = dotmac_usage::UsageStore::append_events(&store, tenant, &events).await?;
+    let replayed = store.append_events(tenant, &events).await?;
     let replay_counted = replayed.iter().filter(|new| **new).count();
     progress.finish();
     timings.record("usage ingest", step, ingested);
@@ -426,7 +426,7 @@ async fn main() -> Result<(), AnyError> {
     // and put the overage on the November invoice.
     clock.set(at(november, 1)?);
     let step = Instant::now();
-    let usage_billing = UsageBillingService::new(billing.clone(), store.clone(), usage_settings);
+    let usage_billing = dotmac.usage();
     let rated = usage_billing.rate_due(tenant, november).await?;
     let overage_total = Money::sum(
         usd,
@@ -448,13 +448,13 @@ async fn main() -> Result<(), AnyError> {
     progress.finish();
     timings.record("bill run Nov 1", step, run.invoices);
     let again = billing.run_bill(tenant, november).await?;
-    record_invoices(&collections, tenant, &run.events, november).await?;
+    record_invoices(collections, tenant, &run.events, november).await?;
 
     // Most customers pay within a week; about one in twelve does not.
     clock.set(at(date(2026, 11, 8)?, 12)?);
     let step = Instant::now();
     let payers = |i: usize| i % 12 != 5;
-    let paid = pay_open_invoices(&collections, tenant, &subscriptions, payers).await?;
+    let paid = pay_open_invoices(collections, tenant, &subscriptions, payers).await?;
     timings.record("payments Nov", step, paid);
 
     // Collections for the rest, day by day until the end of November.
@@ -488,7 +488,7 @@ async fn main() -> Result<(), AnyError> {
         if day == date(2026, 11, 25)? {
             let late: Vec<CustomerId> = suspended.keys().copied().take(2).collect();
             for customer in late {
-                for event in pay_customer(&collections, tenant, customer).await? {
+                for event in pay_customer(collections, tenant, customer).await? {
                     if let CollectionEvent::Action(fired) = &event.payload {
                         *actions.entry(fired.name).or_default() += 1;
                         if fired.action == CollectionAction::Restore {
@@ -634,13 +634,11 @@ fn redact(url: &str) -> String {
     }
 }
 
-type Collections = CollectionsService<SqlStore, SqlStore, std::sync::Arc<ManualClock>>;
-
 /// Puts every issued invoice on its customer's ledger, where collections see it.
 async fn record_invoices(
     collections: &Collections,
     tenant: TenantId,
-    events: &[dotmac_core::DomainEvent<BillingEvent>],
+    events: &[dotmac::DomainEvent<BillingEvent>],
     issued: NaiveDate,
 ) -> Result<(), AnyError> {
     let progress = bar(events.len(), "ledger");
@@ -712,7 +710,7 @@ async fn pay_customer(
     collections: &Collections,
     tenant: TenantId,
     customer: CustomerId,
-) -> Result<Vec<dotmac_core::DomainEvent<CollectionEvent>>, AnyError> {
+) -> Result<Vec<dotmac::DomainEvent<CollectionEvent>>, AnyError> {
     let entries = collections
         .payment_store()
         .entries(tenant, customer)

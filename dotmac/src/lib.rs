@@ -1,0 +1,512 @@
+//! # DotMac
+//!
+//! The business side of an internet service provider as one SDK: a catalogue of plans and
+//! prices, subscriptions with proration, invoices and credit notes exact to the cent, usage
+//! metering and RADIUS accounting, payments, dunning and receivables, and support tickets on
+//! SLA clocks, stored on embedded SQLite or on PostgreSQL.
+//!
+//! This crate is the facade most applications depend on. It re-exports the domain crates
+//! ([`billing`], [`usage`], [`collections`], [`support`], [`partners`]), the storage crate
+//! ([`sql`]) and the shared vocabulary ([`Money`], [`Currency`], the typed ids, [`Clock`]), and
+//! adds [`Dotmac`]: every service wired over one database and one clock, so that no generic
+//! parameter has to be named to get from a database URL to a first invoice.
+//!
+//! # Zero to a first invoice
+//!
+//! Six calls: connect, create the tenant, publish a plan, subscribe a customer, run the bill
+//! run, read the invoice.
+//!
+//! ```
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! use dotmac::billing::{Charge, NewSubscription, Plan, Product};
+//! use dotmac::{Currency, CustomerAccount, CustomerId, Dotmac, Money, PlanId, ProductId};
+//!
+//! let day = |m, d| chrono::NaiveDate::from_ymd_opt(2026, m, d).unwrap();
+//! let fibre = Product { id: ProductId::new(), name: "Fibre".into() };
+//! let plan = Plan::builder(PlanId::new(), fibre.id, "Fibre 100")
+//!     .charge(Charge::recurring_flat([Money::parse("30.00", Currency::USD)?]))
+//!     .build(day(1, 1))?;
+//! let customer = CustomerId::new();
+//!
+//! let dotmac = Dotmac::connect("sqlite::memory:").await?; // 1
+//! let tenant = dotmac.create_tenant("Acme Fibre").await?; // 2
+//! dotmac.publish_plan(tenant, fibre, plan.clone()).await?; // 3
+//! let account = CustomerAccount::new(customer, Currency::USD);
+//! let request = NewSubscription::new(customer, plan.id, Currency::USD, day(3, 1));
+//! dotmac.subscribe(tenant, account, request).await?; // 4
+//! dotmac.billing().run_bill(tenant, day(3, 1)).await?; // 5
+//! let invoices = dotmac.invoices_of(tenant, customer).await?; // 6
+//!
+//! assert_eq!(invoices[0].total, Money::parse("30.00", Currency::USD)?);
+//! assert_eq!(invoices[0].number.as_ref().map(|n| n.to_string()), Some("000001".into()));
+//! # Ok::<(), dotmac::Error>(()) }).unwrap();
+//! ```
+//!
+//! # Overview
+//!
+//! - **Pure domain, async storage.** Every rule is a synchronous function over values
+//!   ([`billing::bill_due`], [`collections::evaluate`], [`billing::PriceModel::amount`]): no
+//!   I/O, no clock read. Services ([`Billing`], [`UsageBilling`], [`Collections`],
+//!   [`Support`]) read a tenant-scoped store, run the domain, commit the result atomically and
+//!   return [`DomainEvent`]s. [`Dotmac`] holds one of each over one [`sql::SqlStore`].
+//! - **Time is an input.** Services read a [`Clock`] ([`SystemClock`] unless the builder is
+//!   given another); business dates are local dates in the tenant's zone
+//!   ([`billing::BillingSettings::with_zone`]).
+//! - **Exact money.** [`Money`] is a `Decimal` with an ISO [`Currency`], rounded at one
+//!   documented place (when a line is put on a document) with checked arithmetic.
+//! - **Tenants everywhere.** Every storage call takes a [`TenantId`]; on PostgreSQL every
+//!   transaction also runs under row-level security for that tenant.
+//! - **Typed errors that keep their cause.** Each crate has its own `#[non_exhaustive]` error;
+//!   [`Error`] gathers them for applications that want one `?`.
+//! - **Observable.** Every service operation and store transaction opens a `tracing` span and
+//!   counts through the `metrics` facade; both cost nothing until the application installs a
+//!   subscriber or a recorder. The names are listed in the repository's
+//!   `docs/observability.md`.
+//!
+//! # Features
+//!
+//! - `sqlite` (default): the embedded backend, bundled libsqlite3, no server.
+//! - `postgres`: PostgreSQL (NUMERIC money, row-level security, `FOR UPDATE SKIP LOCKED`
+//!   scale-out bill runs). Enable it beside or instead of `sqlite`; [`Dotmac::connect`] picks
+//!   the backend from the URL.
+//!
+//! # Non-features
+//!
+//! - **No payment gateway, no e-mail, no PDF.** DotMac decides what is owed, when to remind
+//!   and when to suspend, and says so in events; sending money, mail and documents is the
+//!   application's (it consumes the events).
+//! - **No HTTP server.** DotMac is a library embedded in the operator's own services.
+//! - **No network element drivers.** Suspension and restoration are events
+//!   (`collections.suspend_service`, `collections.restore_service`) for a provisioning
+//!   adapter to carry out.
+//! - **No floating point money, ever,** and no implicit currency conversion.
+//!
+//! # Cookbook
+//!
+//! ### A bill run at a fixed time, in the tenant's zone
+//!
+//! ```
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! use chrono::TimeZone;
+//! use dotmac::billing::BillingSettings;
+//! use dotmac::{Dotmac, FixedClock};
+//!
+//! let clock = FixedClock::new(chrono::Utc.with_ymd_and_hms(2026, 4, 1, 2, 0, 0).unwrap());
+//! let dotmac = Dotmac::builder("sqlite::memory:")
+//!     .clock(clock)
+//!     .billing(BillingSettings::default().with_zone(chrono_tz::Europe::Lisbon))
+//!     .connect()
+//!     .await?;
+//! let tenant = dotmac.create_tenant("Acme Fibre").await?;
+//! let run = dotmac.billing().run_bill(tenant, dotmac.today()).await?;
+//! assert_eq!(run.invoices, 0); // nothing subscribed yet
+//! # Ok::<(), dotmac::Error>(()) }).unwrap();
+//! ```
+//!
+//! ### Usage: meters, idempotent ingestion, rating into the next invoice
+//!
+//! ```
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! use chrono::TimeZone;
+//! use dotmac::billing::usage_billing::UsageBillingSettings;
+//! use dotmac::usage::{Aggregation, Meter, UsageEvent, UsageStore};
+//! use dotmac::{CustomerId, Dotmac, MeterId, UsageEventId};
+//!
+//! let gigabytes = Meter { id: MeterId::new(), code: "gb".into(), aggregation: Aggregation::Sum };
+//! let dotmac = Dotmac::builder("sqlite::memory:")
+//!     .usage(UsageBillingSettings::new(chrono_tz::UTC, vec![gigabytes.clone()]))
+//!     .connect()
+//!     .await?;
+//! let tenant = dotmac.create_tenant("Acme Fibre").await?;
+//! let event = UsageEvent {
+//!     id: UsageEventId::new(),
+//!     customer: CustomerId::new(),
+//!     subscription: None,
+//!     meter: gigabytes.id,
+//!     quantity: 12.into(),
+//!     timestamp: chrono::Utc.with_ymd_and_hms(2026, 3, 5, 12, 0, 0).unwrap(),
+//!     properties: Default::default(),
+//! };
+//! let stored = dotmac.store().append_events(tenant, &[event.clone(), event]).await?;
+//! assert_eq!(stored, [true, false]); // a replayed event is stored once
+//! // Rate every closed period and bill it: `dotmac.usage().bill(tenant, as_of)`.
+//! # Ok::<(), dotmac::Error>(()) }).unwrap();
+//! ```
+//!
+//! ### Payments and collections
+//!
+//! ```
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! use dotmac::collections::{CollectionsSettings, DunningPolicy, PaymentRequest};
+//! use dotmac::{Currency, CustomerId, Dotmac, Money, PaymentId};
+//!
+//! let policy = DunningPolicy::builder()
+//!     .step(1, "overdue_notice")
+//!     .step(10, "suspend")
+//!     .build()?;
+//! let dotmac = Dotmac::builder("sqlite::memory:")
+//!     .collections(CollectionsSettings::new(policy))
+//!     .connect()
+//!     .await?;
+//! let tenant = dotmac.create_tenant("Acme Fibre").await?;
+//! let customer = CustomerId::new();
+//! let paid = Money::parse("25.00", Currency::USD)?;
+//! let (outcome, _events) = dotmac
+//!     .collections()
+//!     .receive_payment(tenant, PaymentRequest::new(customer, PaymentId::new(), paid))
+//!     .await?;
+//! assert_eq!(outcome.credit, paid); // with no invoice open, the payment stays as credit
+//! # Ok::<(), dotmac::Error>(()) }).unwrap();
+//! ```
+//!
+//! ### Support tickets on SLA clocks
+//!
+//! [`Dotmac::support`] is a [`support::SupportService`] over the same store: configure the
+//! tenant's business calendar and SLA policies with `configure`, then `create_ticket`,
+//! `change_status` and `sla_clocks` (see the [`support`] crate's example).
+//!
+//! ### Scale-out bill runs on PostgreSQL
+//!
+//! With the `postgres` feature, connect to `postgres://…`; several processes can then run
+//! [`sql::BillWorker`]s over one run: chunks are claimed under a lease
+//! (`FOR UPDATE SKIP LOCKED`) and each is written in one transaction, so a worker that dies
+//! loses nothing and nothing is billed twice (see [`sql::BillWorker`]).
+
+use std::sync::Arc;
+
+use chrono::NaiveDate;
+
+pub use dotmac_billing as billing;
+pub use dotmac_collections as collections;
+pub use dotmac_partners as partners;
+pub use dotmac_sqlx as sql;
+pub use dotmac_support as support;
+pub use dotmac_usage as usage;
+
+pub use dotmac_billing::{CustomerAccount, Invoice};
+pub use dotmac_core::{
+    BillingInterval, Clock, CoreError, CreditNoteId, Currency, CustomerId, DomainEvent, EventId,
+    EventPayload, FixedClock, IdempotencyKey, InvoiceId, ManualClock, MeterId, Money, PaymentId,
+    PendingChargeId, Period, PlanId, ProductId, RoundingMode, SubscriptionId, SystemClock,
+    TenantId, UsageEventId,
+};
+
+use dotmac_billing::usage_billing::{UsageBillingService, UsageBillingSettings};
+use dotmac_billing::{
+    BillingError, BillingService, BillingSettings, CatalogStore, Events, InvoiceStore,
+    NewSubscription, Plan, Product, Subscription,
+};
+use dotmac_collections::{
+    CollectionsError, CollectionsService, CollectionsSettings, DunningPolicy,
+};
+use dotmac_sqlx::{Database, DatabaseOptions, SqlError, SqlStore};
+use dotmac_support::{SupportError, SupportService};
+use dotmac_usage::UsageError;
+
+/// The clock every service of a [`Dotmac`] shares.
+pub type SharedClock = Arc<dyn Clock>;
+
+/// The billing service over the database: catalogue, subscriptions, bill runs, credit notes.
+pub type Billing = BillingService<SqlStore, SharedClock>;
+
+/// Usage rating over the database: closed periods rated into pending charges, then billed.
+pub type UsageBilling = UsageBillingService<SqlStore, SqlStore, SharedClock>;
+
+/// Payments, refunds and dunning over the database.
+pub type Collections = CollectionsService<SqlStore, SqlStore, SharedClock>;
+
+/// Support tickets on SLA clocks over the database.
+pub type Support = SupportService<SqlStore, SharedClock>;
+
+/// Any DotMac error, for applications that want one `?` across domains. Each variant keeps
+/// the domain error (and, through it, the storage error and the driver's) as its source.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Money, periods, ids, idempotency keys.
+    #[error(transparent)]
+    Core(#[from] CoreError),
+    /// Catalogue, subscriptions, invoicing, rating.
+    #[error(transparent)]
+    Billing(#[from] BillingError),
+    /// Metering and RADIUS accounting.
+    #[error(transparent)]
+    Usage(#[from] UsageError),
+    /// Payments, dunning, ageing.
+    #[error(transparent)]
+    Collections(#[from] CollectionsError),
+    /// Tickets and SLAs.
+    #[error(transparent)]
+    Support(#[from] SupportError),
+    /// Connecting, migrating and the database's own calls (tenants, numbers, outbox).
+    #[error(transparent)]
+    Sql(#[from] SqlError),
+}
+
+/// Every DotMac service wired over one database and one clock. Cheap to clone (handles).
+///
+/// Built by [`Dotmac::connect`] or [`Dotmac::builder`]; see the [crate docs](crate) for a
+/// walk from a URL to a first invoice.
+#[derive(Clone)]
+pub struct Dotmac {
+    db: Database,
+    store: SqlStore,
+    clock: SharedClock,
+    billing: Billing,
+    usage: UsageBilling,
+    collections: Collections,
+    support: Support,
+}
+
+impl std::fmt::Debug for Dotmac {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dotmac")
+            .field("backend", &self.db.kind())
+            .field("billing", &self.billing)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How to build a [`Dotmac`]: the database, the clock and each domain's settings. Anything not
+/// set has its default: [`SystemClock`], [`BillingSettings::default`], no meters, a dunning
+/// policy without steps.
+#[derive(Clone)]
+#[must_use]
+pub struct DotmacBuilder {
+    options: DatabaseOptions,
+    clock: SharedClock,
+    billing: BillingSettings,
+    usage: Option<UsageBillingSettings>,
+    collections: Option<CollectionsSettings>,
+}
+
+impl std::fmt::Debug for DotmacBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DotmacBuilder")
+            .field("billing", &self.billing)
+            .field("usage", &self.usage)
+            .field("collections", &self.collections)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DotmacBuilder {
+    /// With the database's options (pool size, lease timeouts, …) instead of the URL alone.
+    pub fn database(mut self, options: DatabaseOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// With `clock` instead of the system clock (tests, replays, back-dated runs).
+    pub fn clock(mut self, clock: impl Clock + 'static) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// With a clock already shared with other parts of the application.
+    pub fn shared_clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// With the tenant's billing settings (rounding, taxes, payment terms, zone).
+    pub fn billing(mut self, settings: BillingSettings) -> Self {
+        self.billing = settings;
+        self
+    }
+
+    /// With the usage settings (meters, allowances, zone).
+    pub fn usage(mut self, settings: UsageBillingSettings) -> Self {
+        self.usage = Some(settings);
+        self
+    }
+
+    /// With the collections settings (dunning policy, zone).
+    pub fn collections(mut self, settings: CollectionsSettings) -> Self {
+        self.collections = Some(settings);
+        self
+    }
+
+    /// Connects, applies the migrations and wires the services.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Sql`] when the database cannot be reached or migrated;
+    /// [`Error::Collections`] if the default (empty) dunning policy cannot be built.
+    pub async fn connect(self) -> Result<Dotmac, Error> {
+        let db = Database::connect_with(self.options).await?;
+        let store = SqlStore::new(db.clone());
+        let billing = BillingService::new(store.clone(), Arc::clone(&self.clock), self.billing);
+        let usage_settings = self
+            .usage
+            .unwrap_or_else(|| UsageBillingSettings::new(billing.settings().zone, Vec::new()));
+        let usage = UsageBillingService::new(billing.clone(), store.clone(), usage_settings);
+        let collections_settings = match self.collections {
+            Some(settings) => settings,
+            None => CollectionsSettings::new(DunningPolicy::builder().build()?)
+                .with_zone(billing.settings().zone),
+        };
+        let collections = CollectionsService::new(
+            store.clone(),
+            store.clone(),
+            Arc::clone(&self.clock),
+            collections_settings,
+        );
+        let support = SupportService::new(store.clone(), Arc::clone(&self.clock));
+        Ok(Dotmac {
+            db,
+            store,
+            clock: self.clock,
+            billing,
+            usage,
+            collections,
+            support,
+        })
+    }
+}
+
+impl Dotmac {
+    /// Connects to `url` (`sqlite::memory:`, `sqlite://path/file.db`, `postgres://…`) with
+    /// every default: see [`DotmacBuilder`].
+    ///
+    /// # Errors
+    ///
+    /// As [`DotmacBuilder::connect`].
+    pub async fn connect(url: &str) -> Result<Dotmac, Error> {
+        Dotmac::builder(url).connect().await
+    }
+
+    /// A builder for a connection to `url`.
+    pub fn builder(url: &str) -> DotmacBuilder {
+        DotmacBuilder {
+            options: DatabaseOptions::new(url),
+            clock: Arc::new(SystemClock),
+            billing: BillingSettings::default(),
+            usage: None,
+            collections: None,
+        }
+    }
+
+    /// The database (tenants, document numbers, the outbox, scale-out bill runs).
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    /// The store every service writes through; it implements every domain's store traits.
+    pub fn store(&self) -> &SqlStore {
+        &self.store
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &SharedClock {
+        &self.clock
+    }
+
+    /// Today in the billing zone.
+    pub fn today(&self) -> NaiveDate {
+        self.clock.today_in(self.billing.settings().zone)
+    }
+
+    /// Billing.
+    pub fn billing(&self) -> &Billing {
+        &self.billing
+    }
+
+    /// A billing service with other settings (another tenant's taxes or zone) over the same
+    /// store and clock.
+    pub fn billing_with(&self, settings: BillingSettings) -> Billing {
+        BillingService::new(self.store.clone(), Arc::clone(&self.clock), settings)
+    }
+
+    /// Usage rating.
+    pub fn usage(&self) -> &UsageBilling {
+        &self.usage
+    }
+
+    /// Payments and collections.
+    pub fn collections(&self) -> &Collections {
+        &self.collections
+    }
+
+    /// Collections with other settings (another tenant's policy or zone).
+    pub fn collections_with(&self, settings: CollectionsSettings) -> Collections {
+        CollectionsService::new(
+            self.store.clone(),
+            self.store.clone(),
+            Arc::clone(&self.clock),
+            settings,
+        )
+    }
+
+    /// Support.
+    pub fn support(&self) -> &Support {
+        &self.support
+    }
+
+    /// Creates a tenant (an ISP operator) and returns its new id.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Sql`]: an oversize or NUL-bearing name ([`SqlError::InvalidInput`]), or the
+    /// database's failure.
+    #[tracing::instrument(name = "dotmac.tenants.create", level = "info", skip_all, fields(tenant = tracing::field::Empty))]
+    pub async fn create_tenant(&self, name: &str) -> Result<TenantId, Error> {
+        let tenant = TenantId::new();
+        tracing::Span::current().record("tenant", tracing::field::display(tenant));
+        self.db
+            .create_tenant(tenant, name, self.clock.now())
+            .await?;
+        Ok(tenant)
+    }
+
+    /// Publishes `plan` with its product: the product is stored (or updated) first, then the
+    /// plan, so a catalogue entry is one call. Returns the plan's `billing.plan_saved` event.
+    ///
+    /// # Errors
+    ///
+    /// [`BillingError::InvalidPlan`] and store errors; [`BillingError::PlanMismatch`]-like
+    /// mistakes are caught: a plan whose product is not `product` is
+    /// [`BillingError::UnknownProduct`].
+    pub async fn publish_plan(
+        &self,
+        tenant: TenantId,
+        product: Product,
+        plan: Plan,
+    ) -> Result<Events, Error> {
+        if plan.product != product.id {
+            return Err(BillingError::UnknownProduct(plan.product).into());
+        }
+        self.store.put_product(tenant, product).await?;
+        Ok(self.billing.save_plan(tenant, plan).await?)
+    }
+
+    /// Subscribes a customer, opening (or updating) their billing account first. Nothing is
+    /// billed until the next bill run.
+    ///
+    /// # Errors
+    ///
+    /// As [`BillingService::subscribe`]; [`BillingError::CurrencyNotUsed`] when the request's
+    /// currency is not the account's.
+    pub async fn subscribe(
+        &self,
+        tenant: TenantId,
+        account: CustomerAccount,
+        request: NewSubscription,
+    ) -> Result<(Subscription, Events), Error> {
+        self.billing.save_account(tenant, account).await?;
+        Ok(self.billing.subscribe(tenant, request).await?)
+    }
+
+    /// A customer's invoices, oldest first.
+    ///
+    /// # Errors
+    ///
+    /// Store errors.
+    pub async fn invoices_of(
+        &self,
+        tenant: TenantId,
+        customer: CustomerId,
+    ) -> Result<Vec<Invoice>, Error> {
+        Ok(self.store.invoices_of(tenant, customer).await?)
+    }
+}

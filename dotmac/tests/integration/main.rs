@@ -1,0 +1,5 @@
+//! The facade's integration tests: the wiring of [`dotmac::Dotmac`] end to end.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod wiring;
