@@ -240,6 +240,7 @@ impl MemoryStore {
 }
 
 impl CatalogStore for MemoryStore {
+    #[tracing::instrument(name = "dotmac.store.put_product", level = "debug", skip_all, fields(backend = "memory", tenant = %tenant))]
     async fn put_product(&self, tenant: TenantId, product: Product) -> Result<(), BillingError> {
         self.with(tenant, |t| {
             t.products.insert(product.id, product);
@@ -247,6 +248,7 @@ impl CatalogStore for MemoryStore {
         })
     }
 
+    #[tracing::instrument(name = "dotmac.store.put_plan", level = "debug", skip_all, fields(backend = "memory", tenant = %tenant))]
     async fn put_plan(&self, tenant: TenantId, plan: Plan) -> Result<(), BillingError> {
         plan.validate()?;
         self.with(tenant, |t| {
@@ -272,16 +274,19 @@ impl CatalogStore for MemoryStore {
         })
     }
 
+    #[tracing::instrument(name = "dotmac.store.plan", level = "debug", skip_all, fields(backend = "memory", tenant = %tenant))]
     async fn plan(&self, tenant: TenantId, id: PlanId) -> Result<Option<Plan>, BillingError> {
         Ok(self.with(tenant, |t| t.plans.get(&id).cloned()))
     }
 
+    #[tracing::instrument(name = "dotmac.store.plans", level = "debug", skip_all, fields(backend = "memory", tenant = %tenant))]
     async fn plans(&self, tenant: TenantId) -> Result<Vec<Plan>, BillingError> {
         Ok(self.with(tenant, |t| t.plans.values().cloned().collect()))
     }
 }
 
 impl SubscriptionStore for MemoryStore {
+    #[tracing::instrument(name = "dotmac.store.put_account", level = "debug", skip_all, fields(backend = "memory", tenant = %tenant))]
     async fn put_account(
         &self,
         tenant: TenantId,
@@ -293,6 +298,7 @@ impl SubscriptionStore for MemoryStore {
         })
     }
 
+    #[tracing::instrument(name = "dotmac.store.account", level = "debug", skip_all, fields(backend = "memory", tenant = %tenant))]
     async fn account(
         &self,
         tenant: TenantId,
@@ -301,6 +307,7 @@ impl SubscriptionStore for MemoryStore {
         Ok(self.with(tenant, |t| t.accounts.get(&customer).cloned()))
     }
 
+    #[tracing::instrument(name = "dotmac.store.accounts", level = "debug", skip_all, fields(backend = "memory", tenant = %tenant))]
     async fn accounts(
         &self,
         tenant: TenantId,
@@ -314,6 +321,7 @@ impl SubscriptionStore for MemoryStore {
         }))
     }
 
+    #[tracing::instrument(name = "dotmac.store.insert_subscription", level = "debug", skip_all, fields(backend = "memory", tenant = %tenant))]
     async fn insert_subscription(
         &self,
         tenant: TenantId,
@@ -332,6 +340,7 @@ impl SubscriptionStore for MemoryStore {
         })
     }
 
+    #[tracing::instrument(name = "dotmac.store.subscription", level = "debug", skip_all, fields(backend = "memory", tenant = %tenant))]
     async fn subscription(
         &self,
         tenant: TenantId,
@@ -340,6 +349,7 @@ impl SubscriptionStore for MemoryStore {
         Ok(self.with(tenant, |t| t.subscriptions.get(&sub_key(id)).cloned()))
     }
 
+    #[tracing::instrument(name = "dotmac.store.subscriptions_page", level = "debug", skip_all, fields(backend = "memory", tenant = %tenant))]
     async fn subscriptions_page(
         &self,
         tenant: TenantId,
@@ -360,6 +370,7 @@ impl SubscriptionStore for MemoryStore {
         }))
     }
 
+    #[tracing::instrument(name = "dotmac.store.subscriptions_of", level = "debug", skip_all, fields(backend = "memory", tenant = %tenant))]
     async fn subscriptions_of(
         &self,
         tenant: TenantId,
@@ -376,6 +387,7 @@ impl SubscriptionStore for MemoryStore {
 }
 
 impl InvoiceStore for MemoryStore {
+    #[tracing::instrument(name = "dotmac.store.add_pending_charge", level = "debug", skip_all, fields(backend = "memory", tenant = %tenant))]
     async fn add_pending_charge(
         &self,
         tenant: TenantId,
@@ -384,6 +396,7 @@ impl InvoiceStore for MemoryStore {
         Ok(self.with(tenant, |t| t.add_pending(charge)))
     }
 
+    #[tracing::instrument(name = "dotmac.store.pending_charges", level = "debug", skip_all, fields(backend = "memory", tenant = %tenant))]
     async fn pending_charges(
         &self,
         tenant: TenantId,
@@ -394,6 +407,7 @@ impl InvoiceStore for MemoryStore {
         }))
     }
 
+    #[tracing::instrument(name = "dotmac.store.pending_charges_for", level = "debug", skip_all, fields(backend = "memory", tenant = %tenant, customers = customers.len()))]
     async fn pending_charges_for(
         &self,
         tenant: TenantId,
@@ -409,6 +423,7 @@ impl InvoiceStore for MemoryStore {
         }))
     }
 
+    #[tracing::instrument(name = "dotmac.store.commit", level = "debug", skip_all, fields(backend = "memory", tenant = %tenant, invoices = commit.invoices.len()))]
     async fn commit(
         &self,
         tenant: TenantId,
@@ -422,6 +437,7 @@ impl InvoiceStore for MemoryStore {
         })
     }
 
+    #[tracing::instrument(name = "dotmac.store.commit_batch", level = "debug", skip_all, fields(backend = "memory", tenant = %tenant, commits = commits.len()))]
     async fn commit_batch(
         &self,
         tenant: TenantId,
@@ -440,6 +456,7 @@ impl InvoiceStore for MemoryStore {
         })
     }
 
+    #[tracing::instrument(name = "dotmac.store.invoice", level = "debug", skip_all, fields(backend = "memory", tenant = %tenant))]
     async fn invoice(
         &self,
         tenant: TenantId,
@@ -448,6 +465,7 @@ impl InvoiceStore for MemoryStore {
         Ok(self.with(tenant, |t| t.invoice(id).cloned()))
     }
 
+    #[tracing::instrument(name = "dotmac.store.invoices_of", level = "debug", skip_all, fields(backend = "memory", tenant = %tenant))]
     async fn invoices_of(
         &self,
         tenant: TenantId,
@@ -466,6 +484,7 @@ impl InvoiceStore for MemoryStore {
         }))
     }
 
+    #[tracing::instrument(name = "dotmac.store.set_invoice_status", level = "debug", skip_all, fields(backend = "memory", tenant = %tenant))]
     async fn set_invoice_status(
         &self,
         tenant: TenantId,
@@ -488,6 +507,7 @@ impl InvoiceStore for MemoryStore {
         })
     }
 
+    #[tracing::instrument(name = "dotmac.store.insert_credit_note", level = "debug", skip_all, fields(backend = "memory", tenant = %tenant))]
     async fn insert_credit_note(
         &self,
         tenant: TenantId,
@@ -496,6 +516,7 @@ impl InvoiceStore for MemoryStore {
         self.with(tenant, |t| t.insert_note(note))
     }
 
+    #[tracing::instrument(name = "dotmac.store.credit_notes_of", level = "debug", skip_all, fields(backend = "memory", tenant = %tenant))]
     async fn credit_notes_of(
         &self,
         tenant: TenantId,
@@ -506,6 +527,7 @@ impl InvoiceStore for MemoryStore {
         }))
     }
 
+    #[tracing::instrument(name = "dotmac.store.idempotency_record", level = "debug", skip_all, fields(backend = "memory", tenant = %tenant))]
     async fn idempotency_record(
         &self,
         tenant: TenantId,
@@ -514,6 +536,7 @@ impl InvoiceStore for MemoryStore {
         Ok(self.with(tenant, |t| t.idempotency.get(key).cloned()))
     }
 
+    #[tracing::instrument(name = "dotmac.store.add_pending_charge_keyed", level = "debug", skip_all, fields(backend = "memory", tenant = %tenant))]
     async fn add_pending_charge_keyed(
         &self,
         tenant: TenantId,
@@ -533,6 +556,7 @@ impl InvoiceStore for MemoryStore {
         }))
     }
 
+    #[tracing::instrument(name = "dotmac.store.insert_credit_note_keyed", level = "debug", skip_all, fields(backend = "memory", tenant = %tenant))]
     async fn insert_credit_note_keyed(
         &self,
         tenant: TenantId,

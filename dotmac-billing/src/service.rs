@@ -447,6 +447,7 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
     /// # Errors
     ///
     /// Store errors.
+    #[tracing::instrument(name = "dotmac.billing.add_product", level = "info", skip_all, fields(tenant = %tenant))]
     pub async fn add_product(
         &self,
         tenant: TenantId,
@@ -460,6 +461,7 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
     /// # Errors
     ///
     /// [`BillingError::UnknownProduct`], [`BillingError::InvalidPlan`].
+    #[tracing::instrument(name = "dotmac.billing.save_plan", level = "info", skip_all, fields(tenant = %tenant))]
     pub async fn save_plan(&self, tenant: TenantId, plan: Plan) -> Result<Events, BillingError> {
         let payload = BillingEvent::PlanSaved {
             plan: plan.id,
@@ -474,6 +476,7 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
     /// # Errors
     ///
     /// Store errors.
+    #[tracing::instrument(name = "dotmac.billing.save_account", level = "info", skip_all, fields(tenant = %tenant))]
     pub async fn save_account(
         &self,
         tenant: TenantId,
@@ -490,6 +493,7 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
     /// [`BillingError::StartBeyondHorizon`] for a start more than
     /// [`CHANGE_HORIZON_YEARS`](crate::CHANGE_HORIZON_YEARS) years from today, and the
     /// validation errors of [`NewSubscription::create`]. On error nothing is stored.
+    #[tracing::instrument(name = "dotmac.billing.subscribe", level = "info", skip_all, fields(tenant = %tenant))]
     pub async fn subscribe(
         &self,
         tenant: TenantId,
@@ -585,6 +589,7 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
             ));
         }
         self.issued_events(tenant, &result.issued, &mut events);
+        count_issued(result.issued.len(), IssuedBy::SubscriptionChange);
         let mut outcome = outcome;
         // The store has just bumped the stored revision, so it has a successor.
         outcome.subscription.revision = outcome.subscription.revision.saturating_add(1);
@@ -607,6 +612,7 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
     /// [`BillingError::UnknownSubscription`], [`BillingError::DateBeyondHorizon`] for a date
     /// beyond [`Subscription::change_horizon`], and the errors of [`change`]; on error nothing
     /// changes.
+    #[tracing::instrument(name = "dotmac.billing.change_subscription", level = "info", skip_all, fields(tenant = %tenant, invoices = tracing::field::Empty))]
     pub async fn change_subscription(
         &self,
         tenant: TenantId,
@@ -631,6 +637,7 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
     /// [`BillingError::UnknownSubscription`], [`BillingError::DateBeyondHorizon`] for a date
     /// beyond [`Subscription::change_horizon`], and the errors of [`cancel`]; on error nothing
     /// changes.
+    #[tracing::instrument(name = "dotmac.billing.cancel_subscription", level = "info", skip_all, fields(tenant = %tenant, invoices = tracing::field::Empty))]
     pub async fn cancel_subscription(
         &self,
         tenant: TenantId,
@@ -666,6 +673,7 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
     /// # Errors
     ///
     /// [`BillingError::UnknownSubscription`], [`BillingError::IllegalTransition`].
+    #[tracing::instrument(name = "dotmac.billing.set_subscription_status", level = "info", skip_all, fields(tenant = %tenant))]
     pub async fn set_subscription_status(
         &self,
         tenant: TenantId,
@@ -706,6 +714,7 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
     /// # Errors
     ///
     /// As [`bill_due`].
+    #[tracing::instrument(name = "dotmac.billing.preview", level = "debug", skip_all, fields(tenant = %tenant, invoices = tracing::field::Empty))]
     pub async fn preview(
         &self,
         tenant: TenantId,
@@ -718,7 +727,9 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
             .store
             .pending_charges(tenant, sub.customer)
             .await?;
-        Ok(bill_due(&sub, &plans, &pending, as_of, &settings)?.invoices)
+        let invoices = bill_due(&sub, &plans, &pending, as_of, &settings)?.invoices;
+        tracing::Span::current().record("invoices", invoices.len());
+        Ok(invoices)
     }
 
     /// Bills every subscription of the tenant up to `as_of`, chunk by chunk. Idempotent: a
@@ -747,8 +758,36 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
     }
 
     /// [`BillingService::run_bill`] that leaves the subscriptions of `skip` alone (customers
-    /// whose usage could not be rated, for example).
+    /// whose usage could not be rated, for example): the `dotmac.billing.run_bill` span and
+    /// the bill-run metrics, counted once per run from its summary.
+    #[tracing::instrument(name = "dotmac.billing.run_bill", level = "info", skip_all, fields(tenant = %tenant, subscriptions = tracing::field::Empty, invoices = tracing::field::Empty, failures = tracing::field::Empty))]
     pub(crate) async fn run_bill_skipping(
+        &self,
+        tenant: TenantId,
+        as_of: NaiveDate,
+        skip: &[CustomerId],
+    ) -> Result<BillRunSummary, BillingError> {
+        // Wall time for the histogram only: never business time, which is the clock's.
+        let started = std::time::Instant::now();
+        let result = self.bill_pages(tenant, as_of, skip).await;
+        metrics::histogram!("dotmac_billing_bill_run_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
+        match &result {
+            Ok(summary) => {
+                metrics::counter!("dotmac_billing_bill_runs_total", "outcome" => "completed")
+                    .increment(1);
+                observe_bill_run(summary);
+            }
+            Err(_) => {
+                metrics::counter!("dotmac_billing_bill_runs_total", "outcome" => "failed")
+                    .increment(1);
+            }
+        }
+        result
+    }
+
+    /// The chunks of a bill run, one after the other (see [`BillingService::run_bill`]).
+    async fn bill_pages(
         &self,
         tenant: TenantId,
         as_of: NaiveDate,
@@ -780,6 +819,7 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
     /// # Errors
     ///
     /// Store errors, and the per-commit errors of [`record_chunk`].
+    #[tracing::instrument(name = "dotmac.billing.run_chunk", level = "info", skip_all, fields(tenant = %tenant, subscriptions = tracing::field::Empty, invoices = tracing::field::Empty, failures = tracing::field::Empty))]
     pub async fn run_chunk(
         &self,
         tenant: TenantId,
@@ -787,7 +827,9 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
         plans: &(impl PlanLookup + ?Sized),
         cursor: Option<SubscriptionId>,
     ) -> Result<BillRunSummary, BillingError> {
-        self.bill_page(tenant, as_of, plans, cursor, &[]).await
+        let summary = self.bill_page(tenant, as_of, plans, cursor, &[]).await?;
+        observe_bill_run(&summary);
+        Ok(summary)
     }
 
     /// [`BillingService::run_chunk`], leaving out the subscriptions of the customers in
@@ -853,6 +895,7 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
     /// (negative quantity, credit without a reason), [`BillingError::UnknownSubscription`] and
     /// [`BillingError::SubscriptionOfAnotherCustomer`] for a subscription that is not the
     /// customer's. Nothing is stored on error.
+    #[tracing::instrument(name = "dotmac.billing.add_pending_charge", level = "info", skip_all, fields(tenant = %tenant))]
     pub async fn add_pending_charge(
         &self,
         tenant: TenantId,
@@ -869,6 +912,7 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
     ///
     /// As [`BillingService::add_pending_charge`], and
     /// [`CoreError::IdempotencyKeyReused`](dotmac_core::CoreError::IdempotencyKeyReused) for a key first used with another request.
+    #[tracing::instrument(name = "dotmac.billing.add_charge", level = "info", skip_all, fields(tenant = %tenant))]
     pub async fn add_charge(
         &self,
         tenant: TenantId,
@@ -960,6 +1004,7 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
     /// [`BillingError::UnknownAccount`]; [`BillingError::PendingChargeTaken`] when a bill run
     /// invoiced one of the charges since they were read (call again: the rest are still
     /// pending); store errors.
+    #[tracing::instrument(name = "dotmac.billing.invoice_pending_now", level = "info", skip_all, fields(tenant = %tenant, invoices = tracing::field::Empty))]
     pub async fn invoice_pending_now(
         &self,
         tenant: TenantId,
@@ -1001,6 +1046,7 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
             .await?;
         let mut events = Vec::new();
         self.issued_events(tenant, &result.issued, &mut events);
+        count_issued(result.issued.len(), IssuedBy::OnDemand);
         let invoice = match result.issued.first() {
             Some(issued) => self.inner.store.invoice(tenant, issued.id).await?,
             None => None,
@@ -1013,6 +1059,7 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
     /// # Errors
     ///
     /// [`BillingError::InvoiceNotFound`], [`BillingError::IllegalInvoiceTransition`].
+    #[tracing::instrument(name = "dotmac.billing.set_invoice_status", level = "info", skip_all, fields(tenant = %tenant))]
     pub async fn set_invoice_status(
         &self,
         tenant: TenantId,
@@ -1042,6 +1089,7 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
     /// # Errors
     ///
     /// [`BillingError::InvoiceNotFound`] and the errors of [`credit_note`].
+    #[tracing::instrument(name = "dotmac.billing.credit", level = "info", skip_all, fields(tenant = %tenant))]
     pub async fn credit(
         &self,
         tenant: TenantId,
@@ -1069,6 +1117,7 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
     ///
     /// As [`BillingService::credit`], and [`CoreError::IdempotencyKeyReused`](dotmac_core::CoreError::IdempotencyKeyReused) for a key
     /// first used with another request.
+    #[tracing::instrument(name = "dotmac.billing.issue_credit_note", level = "info", skip_all, fields(tenant = %tenant))]
     pub async fn issue_credit_note(
         &self,
         tenant: TenantId,
@@ -1127,6 +1176,7 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
         };
         match (written, keyed) {
             (KeyedWrite::Written(note), _) => {
+                metrics::counter!("dotmac_billing_credit_notes_issued_total").increment(1);
                 let event = self.event(
                     tenant,
                     BillingEvent::CreditNoteIssued {
@@ -1145,6 +1195,51 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
             }
             (KeyedWrite::Replayed(_), None) => Err(crate::idempotency::mismatched()),
         }
+    }
+}
+
+/// Who issued invoices, for the `source` label of `dotmac_billing_invoices_issued_total`.
+#[derive(Clone, Copy)]
+enum IssuedBy {
+    BillRun,
+    SubscriptionChange,
+    OnDemand,
+}
+
+/// Counts `n` issued invoices and records them on the current span (`invoices`). Literal
+/// labels: the metrics macros make a static key, so nothing is allocated.
+fn count_issued(n: usize, by: IssuedBy) {
+    tracing::Span::current().record("invoices", n);
+    if n == 0 {
+        return;
+    }
+    let n = u64::try_from(n).unwrap_or(u64::MAX);
+    match by {
+        IssuedBy::BillRun => {
+            metrics::counter!("dotmac_billing_invoices_issued_total", "source" => "bill_run")
+                .increment(n);
+        }
+        IssuedBy::SubscriptionChange => {
+            metrics::counter!("dotmac_billing_invoices_issued_total", "source" => "subscription_change")
+                .increment(n);
+        }
+        IssuedBy::OnDemand => {
+            metrics::counter!("dotmac_billing_invoices_issued_total", "source" => "on_demand")
+                .increment(n);
+        }
+    }
+}
+
+/// A bill run's or chunk's counts, once per run or chunk (never per invoice): on the current
+/// span (`subscriptions`, `invoices`, `failures`) and in the metrics.
+fn observe_bill_run(summary: &BillRunSummary) {
+    let span = tracing::Span::current();
+    span.record("subscriptions", summary.subscriptions);
+    span.record("failures", summary.failures.len());
+    count_issued(summary.invoices, IssuedBy::BillRun);
+    if !summary.failures.is_empty() {
+        metrics::counter!("dotmac_billing_bill_run_failures_total")
+            .increment(u64::try_from(summary.failures.len()).unwrap_or(u64::MAX));
     }
 }
 

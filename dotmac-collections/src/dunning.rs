@@ -906,6 +906,7 @@ impl InMemoryDunningStore {
 }
 
 impl DunningStore for InMemoryDunningStore {
+    #[tracing::instrument(name = "dotmac.store.dunning_state", level = "debug", skip_all, fields(backend = "memory", tenant = %tenant))]
     async fn state(
         &self,
         tenant: TenantId,
@@ -915,6 +916,7 @@ impl DunningStore for InMemoryDunningStore {
         Ok(states.get(&(tenant, invoice)).copied().unwrap_or_default())
     }
 
+    #[tracing::instrument(name = "dotmac.store.save_dunning_state", level = "debug", skip_all, fields(backend = "memory", tenant = %tenant))]
     async fn save_state(
         &self,
         tenant: TenantId,

@@ -871,6 +871,7 @@ impl InMemoryPaymentStore {
 }
 
 impl PaymentStore for InMemoryPaymentStore {
+    #[tracing::instrument(name = "dotmac.store.append_ledger", level = "debug", skip_all, fields(backend = "memory", tenant = %tenant, entries = entries.len()))]
     async fn append_entries(
         &self,
         tenant: TenantId,
@@ -885,6 +886,7 @@ impl PaymentStore for InMemoryPaymentStore {
         )
     }
 
+    #[tracing::instrument(name = "dotmac.store.ledger_entries", level = "debug", skip_all, fields(backend = "memory", tenant = %tenant))]
     async fn entries(
         &self,
         tenant: TenantId,
@@ -898,6 +900,7 @@ impl PaymentStore for InMemoryPaymentStore {
             .unwrap_or_default())
     }
 
+    #[tracing::instrument(name = "dotmac.store.payment_idempotency_record", level = "debug", skip_all, fields(backend = "memory", tenant = %tenant))]
     async fn payment_idempotency_record(
         &self,
         tenant: TenantId,
@@ -907,6 +910,7 @@ impl PaymentStore for InMemoryPaymentStore {
         Ok(ledgers.keys.get(&(tenant, key.clone())).cloned())
     }
 
+    #[tracing::instrument(name = "dotmac.store.append_ledger_keyed", level = "debug", skip_all, fields(backend = "memory", tenant = %tenant, entries = entries.len()))]
     async fn append_entries_keyed(
         &self,
         tenant: TenantId,

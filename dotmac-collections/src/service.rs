@@ -10,7 +10,9 @@ use dotmac_core::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::dunning::{DunningInvoice, DunningPolicy, DunningStore, FiredAction, evaluate};
+use crate::dunning::{
+    CollectionAction, DunningInvoice, DunningPolicy, DunningStore, FiredAction, evaluate,
+};
 use crate::error::{CollectionsError, CollectionsFailure};
 use crate::idempotency::{
     IdempotencyKey, IdempotencyRecord, IdempotentRequest, IdempotentResult, KeyedRequest,
@@ -309,6 +311,7 @@ impl<P: PaymentStore, D: DunningStore, C: Clock> CollectionsService<P, D, C> {
     /// # Errors
     ///
     /// As [`CustomerLedger::record_invoice`], and storage failures.
+    #[tracing::instrument(name = "dotmac.collections.record_invoice", level = "info", skip_all, fields(tenant = %tenant, entries = tracing::field::Empty, events = tracing::field::Empty))]
     pub async fn record_invoice(
         &self,
         tenant: TenantId,
@@ -324,10 +327,11 @@ impl<P: PaymentStore, D: DunningStore, C: Clock> CollectionsService<P, D, C> {
             .payments
             .append_entries(tenant, customer, &entries)
             .await?;
-        Ok(self.wrap(
+        tracing::Span::current().record("entries", entries.len());
+        Ok(traced(self.wrap(
             tenant,
             entries.into_iter().map(CollectionEvent::Ledger).collect(),
-        ))
+        )))
     }
 
     /// Records a payment dated today, allocates it, then re-evaluates the customer's invoices
@@ -338,6 +342,7 @@ impl<P: PaymentStore, D: DunningStore, C: Clock> CollectionsService<P, D, C> {
     /// # Errors
     ///
     /// As [`CollectionsService::receive_payment`].
+    #[tracing::instrument(name = "dotmac.collections.record_payment", level = "info", skip_all, fields(tenant = %tenant, events = tracing::field::Empty))]
     pub async fn record_payment(
         &self,
         tenant: TenantId,
@@ -347,7 +352,7 @@ impl<P: PaymentStore, D: DunningStore, C: Clock> CollectionsService<P, D, C> {
         target: AllocationTarget,
     ) -> Result<Vec<DomainEvent<CollectionEvent>>, CollectionsError> {
         let request = PaymentRequest::new(customer, payment, amount).target(target);
-        Ok(self.receive_payment(tenant, request).await?.1)
+        Ok(traced(self.receive_payment(tenant, request).await?.1))
     }
 
     /// Records a payment dated today, as [`CollectionsService::record_payment`], and returns
@@ -364,6 +369,7 @@ impl<P: PaymentStore, D: DunningStore, C: Clock> CollectionsService<P, D, C> {
     /// [`CollectionsError::DuplicatePayment`] for a payment id recorded with another amount;
     /// [`CoreError::IdempotencyKeyReused`](dotmac_core::CoreError::IdempotencyKeyReused) for a key first used with another request;
     /// storage failures.
+    #[tracing::instrument(name = "dotmac.collections.receive_payment", level = "info", skip_all, fields(tenant = %tenant, entries = tracing::field::Empty, events = tracing::field::Empty))]
     pub async fn receive_payment(
         &self,
         tenant: TenantId,
@@ -387,7 +393,9 @@ impl<P: PaymentStore, D: DunningStore, C: Clock> CollectionsService<P, D, C> {
             at: self.inner.clock.now(),
         });
         if let Some((earlier, keyed)) = self.earlier_record(tenant, keyed.as_ref()).await? {
-            return Ok((replayed_payment(&earlier, &keyed.request)?, Vec::new()));
+            let outcome = replayed_payment(&earlier, &keyed.request)?;
+            metrics::counter!("dotmac_collections_payments_replayed_total").increment(1);
+            return Ok((outcome, Vec::new()));
         }
         let mut ledger = self.ledger(tenant, customer, amount.currency()).await?;
         if let Some(first) = ledger.payment_outcome(payment) {
@@ -398,6 +406,7 @@ impl<P: PaymentStore, D: DunningStore, C: Clock> CollectionsService<P, D, C> {
             if !same {
                 return Err(CollectionsError::DuplicatePayment(payment));
             }
+            metrics::counter!("dotmac_collections_payments_replayed_total").increment(1);
             return Ok((first, Vec::new()));
         }
         let outcome = ledger.record_payment(payment, amount, self.today(), target)?;
@@ -408,8 +417,12 @@ impl<P: PaymentStore, D: DunningStore, C: Clock> CollectionsService<P, D, C> {
             .append_entries(tenant, customer, &outcome.entries, keyed.as_ref(), result)
             .await?
         {
-            return Ok((replayed_payment(&earlier, &keyed.request)?, Vec::new()));
+            let outcome = replayed_payment(&earlier, &keyed.request)?;
+            metrics::counter!("dotmac_collections_payments_replayed_total").increment(1);
+            return Ok((outcome, Vec::new()));
         }
+        metrics::counter!("dotmac_collections_payments_total").increment(1);
+        tracing::Span::current().record("entries", outcome.entries.len());
         let mut events: Vec<CollectionEvent> = outcome
             .entries
             .iter()
@@ -417,7 +430,7 @@ impl<P: PaymentStore, D: DunningStore, C: Clock> CollectionsService<P, D, C> {
             .map(CollectionEvent::Ledger)
             .collect();
         events.extend(self.evaluate_ledger(tenant, &ledger).await?);
-        Ok((outcome, self.wrap(tenant, events)))
+        Ok((outcome, traced(self.wrap(tenant, events))))
     }
 
     /// Refunds part or all of a payment, dated today (see [`CustomerLedger::refund`]), and
@@ -431,6 +444,7 @@ impl<P: PaymentStore, D: DunningStore, C: Clock> CollectionsService<P, D, C> {
     /// As [`CustomerLedger::refund`] (nothing is stored then);
     /// [`CoreError::IdempotencyKeyReused`](dotmac_core::CoreError::IdempotencyKeyReused) for a key first used with another request;
     /// storage failures.
+    #[tracing::instrument(name = "dotmac.collections.refund_payment", level = "info", skip_all, fields(tenant = %tenant, entries = tracing::field::Empty, events = tracing::field::Empty))]
     pub async fn refund_payment(
         &self,
         tenant: TenantId,
@@ -465,12 +479,14 @@ impl<P: PaymentStore, D: DunningStore, C: Clock> CollectionsService<P, D, C> {
         {
             return Ok((replayed_refund(&earlier, &keyed.request)?, Vec::new()));
         }
+        metrics::counter!("dotmac_collections_refunds_total").increment(1);
+        tracing::Span::current().record("entries", entries.len());
         let events = entries
             .iter()
             .cloned()
             .map(CollectionEvent::Ledger)
             .collect();
-        Ok((entries, self.wrap(tenant, events)))
+        Ok((entries, traced(self.wrap(tenant, events))))
     }
 
     /// The record of `keyed`'s key, when it was used before: the caller replays it.
@@ -526,6 +542,7 @@ impl<P: PaymentStore, D: DunningStore, C: Clock> CollectionsService<P, D, C> {
     /// # Errors
     ///
     /// Storage failures.
+    #[tracing::instrument(name = "dotmac.collections.evaluate", level = "info", skip_all, fields(tenant = %tenant, events = tracing::field::Empty))]
     pub async fn evaluate(
         &self,
         tenant: TenantId,
@@ -536,7 +553,7 @@ impl<P: PaymentStore, D: DunningStore, C: Clock> CollectionsService<P, D, C> {
             return Ok(Vec::new());
         };
         let events = self.evaluate_ledger(tenant, &ledger).await?;
-        Ok(self.wrap(tenant, events))
+        Ok(traced(self.wrap(tenant, events)))
     }
 
     /// Runs the dunning policy for today over each of `customers`, as
@@ -552,6 +569,7 @@ impl<P: PaymentStore, D: DunningStore, C: Clock> CollectionsService<P, D, C> {
     ///
     /// Storage failures (they stop the run; what was saved before stays saved, and a re-run
     /// fires nothing twice).
+    #[tracing::instrument(name = "dotmac.collections.evaluate_customers", level = "info", skip_all, fields(tenant = %tenant, customers = tracing::field::Empty, failures = tracing::field::Empty, events = tracing::field::Empty))]
     pub async fn evaluate_customers(
         &self,
         tenant: TenantId,
@@ -583,6 +601,14 @@ impl<P: PaymentStore, D: DunningStore, C: Clock> CollectionsService<P, D, C> {
                         .push(CollectionsFailure { customer, error });
                 }
             }
+        }
+        let span = tracing::Span::current();
+        span.record("customers", summary.customers);
+        span.record("failures", summary.failures.len());
+        span.record("events", summary.events.len());
+        if !summary.failures.is_empty() {
+            metrics::counter!("dotmac_collections_evaluation_failures_total")
+                .increment(u64::try_from(summary.failures.len()).unwrap_or(u64::MAX));
         }
         Ok(summary)
     }
@@ -618,6 +644,363 @@ impl<P: PaymentStore, D: DunningStore, C: Clock> CollectionsService<P, D, C> {
                     .await?;
             }
         }
+        count_actions(&fired);
         Ok(fired.into_iter().map(CollectionEvent::Action).collect())
+    }
+}
+
+/// Records the events returned on the current span (`events`).
+fn traced(events: Vec<DomainEvent<CollectionEvent>>) -> Vec<DomainEvent<CollectionEvent>> {
+    tracing::Span::current().record("events", events.len());
+    events
+}
+
+/// Counts fired actions in `dotmac_collections_actions_total`, once per call and action.
+/// Literal labels: the metrics macros make a static key, so nothing is allocated.
+fn count_actions(fired: &[FiredAction]) {
+    let (mut notify, mut late_fee, mut suspend, mut restore, mut write_off) = (0u64, 0, 0, 0, 0);
+    for action in fired {
+        let n = match action.action {
+            CollectionAction::Notify => &mut notify,
+            CollectionAction::LateFee => &mut late_fee,
+            CollectionAction::Suspend => &mut suspend,
+            CollectionAction::Restore => &mut restore,
+            CollectionAction::WriteOff => &mut write_off,
+        };
+        // Actions of one customer's invoices: cannot reach u64::MAX.
+        *n = n.saturating_add(1);
+    }
+    if notify > 0 {
+        metrics::counter!("dotmac_collections_actions_total", "action" => "notify")
+            .increment(notify);
+    }
+    if late_fee > 0 {
+        metrics::counter!("dotmac_collections_actions_total", "action" => "late_fee")
+            .increment(late_fee);
+    }
+    if suspend > 0 {
+        metrics::counter!("dotmac_collections_actions_total", "action" => "suspend")
+            .increment(suspend);
+    }
+    if restore > 0 {
+        metrics::counter!("dotmac_collections_actions_total", "action" => "restore")
+            .increment(restore);
+    }
+    if write_off > 0 {
+        metrics::counter!("dotmac_collections_actions_total", "action" => "write_off")
+            .increment(write_off);
+    }
+}
+
+/// The spans and metrics of [`CollectionsService`] and the in-memory stores, with a counting
+/// `metrics` recorder and a minimal `tracing` subscriber (as in `dotmac-support`): no exporter
+/// or `tracing-subscriber` as dev-dependencies.
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use chrono::{TimeZone, Utc, Weekday};
+    use dotmac_core::ManualClock;
+    use metrics::{
+        Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
+    };
+    use rust_decimal::Decimal;
+
+    use super::*;
+    use crate::dunning::{InMemoryDunningStore, RestoreOnPayment};
+    use crate::payments::InMemoryPaymentStore;
+
+    /// Counts increments per `name{label=value,…}`.
+    #[derive(Default)]
+    struct Counting(Mutex<BTreeMap<String, Arc<AtomicU64>>>);
+
+    impl Counting {
+        /// Every counter that moved, as `name{labels}=value`.
+        fn moved(&self) -> Vec<String> {
+            let counters = self.0.lock().unwrap();
+            counters
+                .iter()
+                .map(|(k, v)| (k, v.load(Ordering::Relaxed)))
+                .filter(|(_, v)| *v > 0)
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect()
+        }
+    }
+
+    impl Recorder for Counting {
+        fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+            let labels: Vec<String> = key
+                .labels()
+                .map(|l| format!("{}={}", l.key(), l.value()))
+                .collect();
+            let name = format!("{}{{{}}}", key.name(), labels.join(","));
+            let mut counters = self.0.lock().unwrap();
+            Counter::from_arc(Arc::clone(counters.entry(name).or_default()))
+        }
+        fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
+            Gauge::noop()
+        }
+        fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
+            Histogram::noop()
+        }
+    }
+
+    /// Span names and their fields, with the enter stack so that `Span::current()` works.
+    #[derive(Default)]
+    struct Spans {
+        spans: Mutex<Vec<(&'static tracing::Metadata<'static>, String)>>,
+        stack: Mutex<Vec<u64>>,
+    }
+
+    struct Fields<'a>(&'a mut String);
+
+    impl tracing::field::Visit for Fields<'_> {
+        fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+            self.0.push_str(&format!(" {}={:?}", field.name(), value));
+        }
+    }
+
+    impl tracing::Subscriber for Spans {
+        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, span: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+            let mut fields = String::new();
+            span.record(&mut Fields(&mut fields));
+            let mut spans = self.spans.lock().unwrap();
+            spans.push((span.metadata(), fields));
+            tracing::span::Id::from_u64(spans.len() as u64)
+        }
+        fn record(&self, span: &tracing::span::Id, values: &tracing::span::Record<'_>) {
+            let mut spans = self.spans.lock().unwrap();
+            let slot = &mut spans[span.into_u64() as usize - 1];
+            values.record(&mut Fields(&mut slot.1));
+        }
+        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+        fn event(&self, _: &tracing::Event<'_>) {}
+        fn enter(&self, span: &tracing::span::Id) {
+            self.stack.lock().unwrap().push(span.into_u64());
+        }
+        fn exit(&self, _: &tracing::span::Id) {
+            self.stack.lock().unwrap().pop();
+        }
+        fn current_span(&self) -> tracing_core::span::Current {
+            let stack = self.stack.lock().unwrap();
+            match stack.last() {
+                Some(&id) => {
+                    let metadata = self.spans.lock().unwrap()[id as usize - 1].0;
+                    tracing_core::span::Current::new(tracing::span::Id::from_u64(id), metadata)
+                }
+                None => tracing_core::span::Current::none(),
+            }
+        }
+    }
+
+    const TENANT: TenantId = TenantId::from_u128(1);
+
+    fn usd(minor: i64) -> Money {
+        Money::from_minor(minor, Currency::USD)
+    }
+
+    fn day(m: u32, d: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(2026, m, d).unwrap()
+    }
+
+    fn policy() -> DunningPolicy {
+        DunningPolicy::builder()
+            .step(-3, "reminder")
+            .step(1, "overdue_notice")
+            .late_fee(3, "late_fee", Decimal::new(500, 2))
+            .step(5, "suspend")
+            .step(75, "write_off")
+            .grace_days(2)
+            .no_suspension_on(Weekday::Sat)
+            .no_suspension_on(Weekday::Sun)
+            .restore_on_payment(RestoreOnPayment::Restore {
+                reconnection_fee: None,
+            })
+            .build()
+            .unwrap()
+    }
+
+    type Service<'c> =
+        CollectionsService<InMemoryPaymentStore, InMemoryDunningStore, &'c ManualClock>;
+
+    fn service(clock: &ManualClock) -> Service<'_> {
+        CollectionsService::new(
+            InMemoryPaymentStore::new(),
+            InMemoryDunningStore::new(),
+            clock,
+            CollectionsSettings::new(policy()),
+        )
+    }
+
+    #[test]
+    fn payments_refunds_and_dunning_move_their_counters_once_each() {
+        let recorder = Counting::default();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let (alice, bob, carol) = (
+            CustomerId::from_u128(2),
+            CustomerId::from_u128(3),
+            CustomerId::from_u128(4),
+        );
+        // The local recorder is per thread: the current-thread runtime polls on this one.
+        metrics::with_local_recorder(&recorder, || {
+            runtime.block_on(async {
+                let clock = ManualClock::new(Utc.with_ymd_and_hms(2026, 3, 1, 8, 0, 0).unwrap());
+                let service = service(&clock);
+                for (n, customer) in (1u128..).zip([alice, bob, carol]) {
+                    let invoice = InvoiceId::from_u128(n);
+                    service
+                        .record_invoice(TENANT, customer, invoice, usd(5000), day(3, 1), day(3, 13))
+                        .await
+                        .unwrap();
+                }
+                // Friday 20 March: reminder, overdue notice, late fee, suspension.
+                clock.set(Utc.with_ymd_and_hms(2026, 3, 20, 9, 0, 0).unwrap());
+                let fired = service.evaluate(TENANT, alice).await.unwrap();
+                assert_eq!(fired.len(), 4);
+                // Paid: restored; the same payment again is a replay.
+                let paid = |payment| {
+                    service.record_payment(
+                        TENANT,
+                        alice,
+                        PaymentId::from_u128(payment),
+                        usd(5000),
+                        AllocationTarget::OldestFirst,
+                    )
+                };
+                assert_eq!(paid(1).await.unwrap().len(), 3);
+                assert!(paid(1).await.unwrap().is_empty());
+                // A keyed payment, and its retry.
+                let key = IdempotencyKey::new("pay-2").unwrap();
+                let keyed = PaymentRequest::new(alice, PaymentId::from_u128(2), usd(100))
+                    .idempotency_key(key);
+                service
+                    .receive_payment(TENANT, keyed.clone())
+                    .await
+                    .unwrap();
+                let (_, again) = service.receive_payment(TENANT, keyed).await.unwrap();
+                assert!(again.is_empty());
+                let refund = RefundRequest::new(alice, PaymentId::from_u128(2), usd(100));
+                service.refund_payment(TENANT, refund).await.unwrap();
+                // Bob's ledger gets a payment in another currency: his evaluation fails.
+                let stray = LedgerEntry {
+                    sequence: 100,
+                    customer: bob,
+                    on: day(3, 2),
+                    kind: LedgerEntryKind::PaymentReceived {
+                        payment: PaymentId::from_u128(9),
+                        amount: Money::from_minor(5000, Currency::EUR),
+                    },
+                };
+                service
+                    .payment_store()
+                    .append_entries(TENANT, bob, &[stray])
+                    .await
+                    .unwrap();
+                // June 30th: Carol's invoice runs through every step, to the write-off.
+                clock.set(Utc.with_ymd_and_hms(2026, 6, 30, 9, 0, 0).unwrap());
+                let run = service
+                    .evaluate_customers(TENANT, &[bob, carol])
+                    .await
+                    .unwrap();
+                assert_eq!((run.customers, run.failures.len()), (2, 1));
+            });
+        });
+        assert_eq!(
+            recorder.moved(),
+            [
+                "dotmac_collections_actions_total{action=late_fee}=2",
+                "dotmac_collections_actions_total{action=notify}=4",
+                "dotmac_collections_actions_total{action=restore}=1",
+                "dotmac_collections_actions_total{action=suspend}=2",
+                "dotmac_collections_actions_total{action=write_off}=1",
+                "dotmac_collections_evaluation_failures_total{}=1",
+                "dotmac_collections_payments_replayed_total{}=2",
+                "dotmac_collections_payments_total{}=2",
+                "dotmac_collections_refunds_total{}=1",
+            ]
+        );
+    }
+
+    #[test]
+    fn operations_and_store_calls_open_spans_without_amounts() {
+        let spans = Arc::new(Spans::default());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let customer = CustomerId::from_u128(2);
+        let dispatch = tracing::Dispatch::from(Arc::clone(&spans));
+        tracing::dispatcher::with_default(&dispatch, || {
+            runtime.block_on(async {
+                let clock = ManualClock::new(Utc.with_ymd_and_hms(2026, 3, 1, 8, 0, 0).unwrap());
+                let service = service(&clock);
+                let invoice = InvoiceId::from_u128(1);
+                service
+                    .record_invoice(TENANT, customer, invoice, usd(4321), day(3, 1), day(3, 13))
+                    .await
+                    .unwrap();
+                clock.set(Utc.with_ymd_and_hms(2026, 3, 20, 9, 0, 0).unwrap());
+                service
+                    .evaluate_customers(TENANT, &[customer])
+                    .await
+                    .unwrap();
+                let request = PaymentRequest::new(customer, PaymentId::from_u128(1), usd(4321));
+                service.receive_payment(TENANT, request).await.unwrap();
+            });
+        });
+        let spans = spans.spans.lock().unwrap();
+        let line = |name: &str| {
+            spans
+                .iter()
+                .find(|(m, _)| m.name() == name)
+                .map(|(m, fields)| format!("{:?}{fields}", m.level()))
+                .unwrap()
+        };
+        let tenant = format!("tenant={TENANT}");
+        assert_eq!(
+            line("dotmac.collections.record_invoice"),
+            format!("Level(Info) {tenant} entries=1 events=1")
+        );
+        assert_eq!(
+            line("dotmac.collections.evaluate_customers"),
+            format!("Level(Info) {tenant} customers=1 failures=0 events=4")
+        );
+        // The payment, its allocation to the invoice, and the restore of the suspension.
+        assert_eq!(
+            line("dotmac.collections.receive_payment"),
+            format!("Level(Info) {tenant} entries=2 events=3")
+        );
+        assert_eq!(
+            line("dotmac.store.append_ledger"),
+            format!("Level(Debug) backend=\"memory\" {tenant} entries=1")
+        );
+        assert_eq!(
+            line("dotmac.store.ledger_entries"),
+            format!("Level(Debug) backend=\"memory\" {tenant}")
+        );
+        assert_eq!(
+            line("dotmac.store.dunning_state"),
+            format!("Level(Debug) backend=\"memory\" {tenant}")
+        );
+        assert_eq!(
+            line("dotmac.store.save_dunning_state"),
+            format!("Level(Debug) backend=\"memory\" {tenant}")
+        );
+        // No amount of the customer's, no customer id.
+        let customer = customer.to_string();
+        assert!(
+            spans
+                .iter()
+                .all(|(_, f)| !f.contains("43") && !f.contains("USD") && !f.contains(&customer))
+        );
     }
 }

@@ -362,6 +362,31 @@ pub struct UsageAggregator {
     chunk_number: u64,
 }
 
+/// Counts a batch's outcomes in `dotmac_usage_events_ingested_total`, once per batch and
+/// outcome, never per event (see docs/observability.md). Only [`UsageAggregator::ingest_batch`]
+/// counts: [`UsageAggregator::ingest`] is also what usage rating uses to re-read stored
+/// events, which were counted when they arrived.
+fn count_ingested(report: &BatchReport) {
+    // Literal labels: the metrics macros make a static key, so nothing is allocated.
+    let as_u64 = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+    if report.counted > 0 {
+        metrics::counter!("dotmac_usage_events_ingested_total", "outcome" => "counted")
+            .increment(as_u64(report.counted));
+    }
+    if report.duplicates > 0 {
+        metrics::counter!("dotmac_usage_events_ingested_total", "outcome" => "duplicate")
+            .increment(as_u64(report.duplicates));
+    }
+    if report.late > 0 {
+        metrics::counter!("dotmac_usage_events_ingested_total", "outcome" => "late")
+            .increment(as_u64(report.late));
+    }
+    if !report.rejected.is_empty() {
+        metrics::counter!("dotmac_usage_events_ingested_total", "outcome" => "rejected")
+            .increment(as_u64(report.rejected.len()));
+    }
+}
+
 impl UsageAggregator {
     /// An aggregator for these meters, accepting events up to 5 minutes ahead of the ingest
     /// time (clock skew).
@@ -662,6 +687,10 @@ impl UsageAggregator {
 
     /// Ingests a batch: every good event is counted, every bad one reported with its position.
     /// The outcome is exactly that of [`UsageAggregator::ingest`] on each event in turn.
+    ///
+    /// The batch's outcomes go to the `dotmac_usage_events_ingested_total` counter (label
+    /// `outcome`: `counted`, `duplicate`, `late`, `rejected`), once per batch; a single
+    /// [`UsageAggregator::ingest`] counts nothing.
     pub fn ingest_batch(
         &mut self,
         events: &[UsageEvent],
@@ -760,6 +789,7 @@ impl UsageAggregator {
             report.late = report.late.saturating_add(late);
             report.duplicates = report.duplicates.saturating_add(duplicates);
         }
+        count_ingested(&report);
         report
     }
 
@@ -1362,6 +1392,66 @@ mod tests {
             Err(UsageError::Core(dotmac_core::CoreError::Overflow {
                 operation: "time-weighted sum"
             }))
+        );
+    }
+
+    #[test]
+    fn a_batch_counts_its_outcomes_once_and_a_single_ingest_counts_nothing() {
+        use crate::store::observe::Counting;
+        let sum = Meter {
+            id: MeterId::from_u128(1),
+            code: "gb".into(),
+            aggregation: Aggregation::Sum,
+        };
+        let mut agg = UsageAggregator::new(calendar(), vec![sum]);
+        let customer = CustomerId::from_u128(1);
+        agg.register_customer(customer);
+        let now = Utc.with_ymd_and_hms(2026, 5, 1, 0, 0, 0).unwrap();
+        let march = NaiveDate::from_ymd_opt(2026, 3, 1).unwrap();
+        let recorder = Counting::default();
+        let report = metrics::with_local_recorder(&recorder, || {
+            // Not counted: `ingest` is also rating's re-read of stored events.
+            agg.ingest(&event(1, 1, dec!(10), at(3, 0)), now).unwrap();
+            agg.close_period(customer, MeterId::from_u128(1), march)
+                .unwrap();
+            agg.ingest_batch(
+                &[
+                    event(
+                        2,
+                        1,
+                        dec!(1),
+                        Utc.with_ymd_and_hms(2026, 4, 2, 0, 0, 0).unwrap(),
+                    ),
+                    event(
+                        3,
+                        1,
+                        dec!(1),
+                        Utc.with_ymd_and_hms(2026, 4, 3, 0, 0, 0).unwrap(),
+                    ),
+                    event(1, 1, dec!(10), at(3, 0)),
+                    event(4, 1, dec!(4), at(30, 0)),
+                    event(5, 9, dec!(1), at(30, 0)),
+                ],
+                now,
+            )
+        });
+        assert_eq!(
+            (
+                report.counted,
+                report.duplicates,
+                report.late,
+                report.rejected.len()
+            ),
+            (2, 1, 1, 1)
+        );
+        assert_eq!(
+            recorder.moved(),
+            [
+                "dotmac_usage_events_ingested_total{outcome=counted}=2",
+                "dotmac_usage_events_ingested_total{outcome=duplicate}=1",
+                "dotmac_usage_events_ingested_total{outcome=late}=1",
+                "dotmac_usage_events_ingested_total{outcome=rejected}=1",
+            ]
         );
     }
 }

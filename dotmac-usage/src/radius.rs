@@ -652,7 +652,24 @@ impl RadiusNormaliser {
     /// [`UsageError::RadiusSessionUserMismatch`] when the record's User-Name is not its
     /// session's; [`UsageError::Core`] when the usage counted for a session would pass
     /// 2⁶⁴ bytes. A refused record changes nothing.
+    ///
+    /// Counted in `dotmac_usage_radius_records_total` (label `outcome`: `usage`, `no_usage`,
+    /// `rejected`).
     pub fn normalise<R: AccountResolver + ?Sized>(
+        &mut self,
+        record: &RadiusRecord,
+        resolver: &R,
+        out: &mut Vec<UsageEvent>,
+    ) -> Result<usize, UsageError> {
+        let result = self.normalise_record(record, resolver, out);
+        let mut tally = RecordTally::default();
+        tally.add(&result);
+        tally.count();
+        result
+    }
+
+    /// [`RadiusNormaliser::normalise`] without the metrics, which a batch counts once.
+    fn normalise_record<R: AccountResolver + ?Sized>(
         &mut self,
         record: &RadiusRecord,
         resolver: &R,
@@ -798,6 +815,8 @@ impl RadiusNormaliser {
     }
 
     /// Normalises a batch: the good records produce events, the bad ones are reported.
+    /// Counted in `dotmac_usage_radius_records_total` as [`RadiusNormaliser::normalise`]
+    /// counts, once per batch and outcome.
     pub fn normalise_batch<R: AccountResolver + ?Sized>(
         &mut self,
         records: &[RadiusRecord],
@@ -805,12 +824,57 @@ impl RadiusNormaliser {
     ) -> (Vec<UsageEvent>, Vec<RejectedRecord>) {
         let mut events = Vec::with_capacity(records.len());
         let mut rejected = Vec::new();
+        let mut tally = RecordTally::default();
         for (index, record) in records.iter().enumerate() {
-            if let Err(error) = self.normalise(record, resolver, &mut events) {
+            let result = self.normalise_record(record, resolver, &mut events);
+            tally.add(&result);
+            if let Err(error) = result {
                 rejected.push(RejectedRecord { index, error });
             }
         }
+        tally.count();
         (events, rejected)
+    }
+}
+
+/// Records normalised, by outcome, for `dotmac_usage_radius_records_total`: a batch counts
+/// once per outcome, not once per record.
+#[derive(Default)]
+struct RecordTally {
+    /// Records that produced at least one usage event.
+    usage: u64,
+    /// Records that produced none (Accounting-On/Off, a stale or repeated record, no new
+    /// bytes).
+    no_usage: u64,
+    /// Records refused.
+    rejected: u64,
+}
+
+impl RecordTally {
+    fn add(&mut self, result: &Result<usize, UsageError>) {
+        // Counts of records in memory: they cannot reach u64::MAX.
+        let slot = match result {
+            Ok(0) => &mut self.no_usage,
+            Ok(_) => &mut self.usage,
+            Err(_) => &mut self.rejected,
+        };
+        *slot = slot.saturating_add(1);
+    }
+
+    fn count(&self) {
+        // Literal labels: the metrics macros make a static key, so nothing is allocated.
+        if self.usage > 0 {
+            metrics::counter!("dotmac_usage_radius_records_total", "outcome" => "usage")
+                .increment(self.usage);
+        }
+        if self.no_usage > 0 {
+            metrics::counter!("dotmac_usage_radius_records_total", "outcome" => "no_usage")
+                .increment(self.no_usage);
+        }
+        if self.rejected > 0 {
+            metrics::counter!("dotmac_usage_radius_records_total", "outcome" => "rejected")
+                .increment(self.rejected);
+        }
     }
 }
 
@@ -1357,6 +1421,47 @@ mod tests {
             UsageError::MalformedRadiusRecord {
                 reason: "Acct-Session-Time is not a 32-bit number"
             }
+        );
+    }
+
+    #[test]
+    fn records_are_counted_by_outcome_once_per_batch_or_record() {
+        use crate::store::observe::Counting;
+        let mut n = RadiusNormaliser::new(
+            Direction::InputIsUpload,
+            MeterId::from_u128(1),
+            MeterId::from_u128(2),
+        );
+        let mut stranger = record(AcctStatusType::Start, None, None);
+        stranger.user_name = "bob".into();
+        stranger.session_id = "sess-2".into();
+        let recorder = Counting::default();
+        let (events, rejected) = metrics::with_local_recorder(&recorder, || {
+            let batch = n.normalise_batch(
+                &[
+                    record(AcctStatusType::Start, None, None),
+                    record(
+                        AcctStatusType::InterimUpdate,
+                        Some((10, 0)),
+                        Some((1000, 0)),
+                    ),
+                    stranger,
+                ],
+                &resolver,
+            );
+            let mut out = Vec::new();
+            let stop = record(AcctStatusType::Stop, Some((20, 0)), Some((1000, 0)));
+            assert_eq!(n.normalise(&stop, &resolver, &mut out).unwrap(), 1);
+            batch
+        });
+        assert_eq!((events.len(), rejected.len()), (2, 1));
+        assert_eq!(
+            recorder.moved(),
+            [
+                "dotmac_usage_radius_records_total{outcome=no_usage}=1",
+                "dotmac_usage_radius_records_total{outcome=rejected}=1",
+                "dotmac_usage_radius_records_total{outcome=usage}=2",
+            ]
         );
     }
 }

@@ -215,6 +215,23 @@ impl UsageRunSummary {
     }
 }
 
+/// A rating run's counts, once per run: on the current span (`subscriptions`, `charges`,
+/// `failures`) and in `dotmac_usage_charges_added_total` / `dotmac_usage_rating_failures_total`.
+fn observe_rating(summary: &UsageRunSummary) {
+    let span = tracing::Span::current();
+    span.record("subscriptions", summary.subscriptions);
+    span.record("charges", summary.added.len());
+    span.record("failures", summary.failures.len());
+    if !summary.added.is_empty() {
+        metrics::counter!("dotmac_usage_charges_added_total")
+            .increment(u64::try_from(summary.added.len()).unwrap_or(u64::MAX));
+    }
+    if !summary.failures.is_empty() {
+        metrics::counter!("dotmac_usage_rating_failures_total")
+            .increment(u64::try_from(summary.failures.len()).unwrap_or(u64::MAX));
+    }
+}
+
 /// A rating outcome: the outer error is a store error (it fails the run), the inner one a
 /// domain error of this subscription's data (the run skips the subscription and goes on).
 type Rated<T> = Result<Result<T, BillingError>, BillingError>;
@@ -362,6 +379,7 @@ impl<B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource> UsageBillingS
     ///
     /// The first store error; charges added before it stay added, and a re-run continues
     /// without adding them twice.
+    #[tracing::instrument(name = "dotmac.usage.rate_due", level = "info", skip_all, fields(tenant = %tenant, subscriptions = tracing::field::Empty, charges = tracing::field::Empty, failures = tracing::field::Empty))]
     pub async fn rate_due(
         &self,
         tenant: TenantId,
@@ -404,6 +422,7 @@ impl<B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource> UsageBillingS
                 }
             }
         }
+        observe_rating(&summary);
         Ok(summary)
     }
 
@@ -414,6 +433,7 @@ impl<B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource> UsageBillingS
     /// [`BillingError::UnknownSubscription`], store errors, and the subscription's rating
     /// error (which [`UsageBillingService::rate_due`] would report as a failure); nothing is
     /// added then.
+    #[tracing::instrument(name = "dotmac.usage.rate_subscription", level = "info", skip_all, fields(tenant = %tenant, subscriptions = tracing::field::Empty, charges = tracing::field::Empty, failures = tracing::field::Empty))]
     pub async fn rate_subscription(
         &self,
         tenant: TenantId,
@@ -427,7 +447,18 @@ impl<B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource> UsageBillingS
             .await?
             .ok_or(BillingError::UnknownSubscription(id))?;
         let plans = self.plan_map(tenant).await?;
-        self.rate(tenant, &sub, &plans, as_of).await?
+        let rated = self.rate(tenant, &sub, &plans, as_of).await?;
+        match &rated {
+            Ok(summary) => observe_rating(summary),
+            // The subscription's own data failed it: one rating failure, nothing added.
+            Err(_) => {
+                let span = tracing::Span::current();
+                span.record("subscriptions", 1);
+                span.record("failures", 1);
+                metrics::counter!("dotmac_usage_rating_failures_total").increment(1);
+            }
+        }
+        rated
     }
 
     /// Rates usage up to `as_of`, then runs `billing`'s bill run on `as_of`: the usage of each
@@ -440,6 +471,7 @@ impl<B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource> UsageBillingS
     /// # Errors
     ///
     /// The errors of [`UsageBillingService::rate_due`] and [`BillingService::run_bill`].
+    #[tracing::instrument(name = "dotmac.usage.bill", level = "info", skip_all, fields(tenant = %tenant, charges = tracing::field::Empty, invoices = tracing::field::Empty, failures = tracing::field::Empty))]
     pub async fn bill(
         &self,
         tenant: TenantId,
@@ -450,6 +482,14 @@ impl<B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource> UsageBillingS
             .billing
             .run_bill_skipping(tenant, as_of, &usage.failed_customers())
             .await?;
+        let span = tracing::Span::current();
+        span.record("charges", usage.added.len());
+        span.record("invoices", bill.invoices);
+        // Counts of records held in memory: cannot reach usize::MAX.
+        span.record(
+            "failures",
+            usage.failures.len().saturating_add(bill.failures.len()),
+        );
         Ok((usage, bill))
     }
 
@@ -648,5 +688,395 @@ impl<B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource> UsageBillingS
             });
         }
         Ok(Ok(usage))
+    }
+}
+
+/// The spans and metrics of [`BillingService`], [`UsageBillingService`] and
+/// [`MemoryStore`](crate::MemoryStore), with a counting `metrics` recorder and a minimal
+/// `tracing` subscriber (as in `dotmac-support`): no exporter or `tracing-subscriber` as
+/// dev-dependencies.
+#[cfg(test)]
+mod observability_tests {
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use chrono::{DateTime, TimeZone, Utc};
+    use dotmac_core::{
+        BillingInterval, Currency, FixedClock, InvoiceId, MeterId, ProductId, UsageEventId,
+    };
+    use dotmac_usage::{InMemoryUsageStore, UsageEvent};
+    use metrics::{
+        Counter, Gauge, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder, SharedString,
+        Unit,
+    };
+    use rust_decimal_macros::dec;
+
+    use super::*;
+    use crate::MemoryStore;
+    use crate::PriceModel;
+    use crate::catalog::{Charge, CurrencyPrice, Product};
+    use crate::invoice::CreditRequest;
+    use crate::service::{BillingSettings, ChargeRequest};
+    use crate::store::{CustomerAccount, InvoiceStore};
+    use crate::subscription::NewSubscription;
+
+    /// Counts counter increments and histogram samples per `name{label=value,…}`.
+    #[derive(Default)]
+    struct Counting(Mutex<BTreeMap<String, Arc<AtomicU64>>>);
+
+    /// A histogram that counts its samples.
+    struct Samples(Arc<AtomicU64>);
+
+    impl HistogramFn for Samples {
+        fn record(&self, _: f64) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    impl Counting {
+        fn slot(&self, key: &Key) -> Arc<AtomicU64> {
+            let labels: Vec<String> = key
+                .labels()
+                .map(|l| format!("{}={}", l.key(), l.value()))
+                .collect();
+            let name = format!("{}{{{}}}", key.name(), labels.join(","));
+            let mut counters = self.0.lock().unwrap();
+            Arc::clone(counters.entry(name).or_default())
+        }
+
+        /// Every counter or histogram that moved, as `name{labels}=value`.
+        fn moved(&self) -> Vec<String> {
+            let counters = self.0.lock().unwrap();
+            counters
+                .iter()
+                .map(|(k, v)| (k, v.load(Ordering::Relaxed)))
+                .filter(|(_, v)| *v > 0)
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect()
+        }
+    }
+
+    impl Recorder for Counting {
+        fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+            Counter::from_arc(self.slot(key))
+        }
+        fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
+            Gauge::noop()
+        }
+        fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
+            Histogram::from_arc(Arc::new(Samples(self.slot(key))))
+        }
+    }
+
+    /// Span names and their fields, with the enter stack so that `Span::current()` works.
+    #[derive(Default)]
+    struct Spans {
+        spans: Mutex<Vec<(&'static tracing::Metadata<'static>, String)>>,
+        stack: Mutex<Vec<u64>>,
+    }
+
+    impl Spans {
+        /// `Level(…) field=value …` of every span named `name`.
+        fn lines(&self, name: &str) -> Vec<String> {
+            let spans = self.spans.lock().unwrap();
+            spans
+                .iter()
+                .filter(|(m, _)| m.name() == name)
+                .map(|(m, fields)| format!("{:?}{fields}", m.level()))
+                .collect()
+        }
+    }
+
+    struct Fields<'a>(&'a mut String);
+
+    impl tracing::field::Visit for Fields<'_> {
+        fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+            self.0.push_str(&format!(" {}={:?}", field.name(), value));
+        }
+    }
+
+    impl tracing::Subscriber for Spans {
+        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, span: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+            let mut fields = String::new();
+            span.record(&mut Fields(&mut fields));
+            let mut spans = self.spans.lock().unwrap();
+            spans.push((span.metadata(), fields));
+            tracing::span::Id::from_u64(spans.len() as u64)
+        }
+        fn record(&self, span: &tracing::span::Id, values: &tracing::span::Record<'_>) {
+            let mut spans = self.spans.lock().unwrap();
+            let slot = &mut spans[span.into_u64() as usize - 1];
+            values.record(&mut Fields(&mut slot.1));
+        }
+        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+        fn event(&self, _: &tracing::Event<'_>) {}
+        fn enter(&self, span: &tracing::span::Id) {
+            self.stack.lock().unwrap().push(span.into_u64());
+        }
+        fn exit(&self, _: &tracing::span::Id) {
+            self.stack.lock().unwrap().pop();
+        }
+        fn current_span(&self) -> tracing_core::span::Current {
+            let stack = self.stack.lock().unwrap();
+            match stack.last() {
+                Some(&id) => {
+                    let metadata = self.spans.lock().unwrap()[id as usize - 1].0;
+                    tracing_core::span::Current::new(tracing::span::Id::from_u64(id), metadata)
+                }
+                None => tracing_core::span::Current::none(),
+            }
+        }
+    }
+
+    const TENANT: TenantId = TenantId::from_u128(1);
+    const CUSTOMER: CustomerId = CustomerId::from_u128(2);
+    const SUB: SubscriptionId = SubscriptionId::from_u128(3);
+    const DATA: MeterId = MeterId::from_u128(4);
+    /// Personal data that must reach no span: in a manual charge's text.
+    const PERSONAL: &str = "Jane Doe <jane@example.com>: site visit";
+
+    fn d(m: u32, day: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(2026, m, day).unwrap()
+    }
+
+    fn at(m: u32, day: u32, hour: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, m, day, hour, 0, 0).unwrap()
+    }
+
+    fn usd(amount: Decimal) -> Money {
+        Money::new(amount, Currency::USD)
+    }
+
+    /// 30.00 a month in advance, and 0.50 per GB used.
+    fn plan() -> Plan {
+        Plan::builder(PlanId::from_u128(10), ProductId::from_u128(11), "Fibre")
+            .interval(BillingInterval::MONTHLY)
+            .charge(Charge::recurring_flat([usd(dec!(30))]))
+            .charge(Charge::usage(
+                "data_gb",
+                vec![CurrencyPrice {
+                    currency: Currency::USD,
+                    model: PriceModel::PerUnit {
+                        unit_amount: dec!(0.50),
+                    },
+                }],
+            ))
+            .build(d(1, 1))
+            .unwrap()
+    }
+
+    fn meters() -> Vec<Meter> {
+        vec![Meter {
+            id: DATA,
+            code: "data_gb".into(),
+            aggregation: Aggregation::Sum,
+        }]
+    }
+
+    /// A customer subscribed on March 1st, with a manual charge whose text holds personal
+    /// data, for the first invoice.
+    async fn setup() -> BillingService<MemoryStore, FixedClock> {
+        let plan = plan();
+        let billing = BillingService::new(
+            MemoryStore::new(),
+            FixedClock::new(at(3, 1, 0)),
+            BillingSettings::default(),
+        );
+        let product = Product {
+            id: plan.product,
+            name: "Fibre".into(),
+        };
+        billing.add_product(TENANT, product).await.unwrap();
+        billing.save_plan(TENANT, plan.clone()).await.unwrap();
+        let account = CustomerAccount::new(CUSTOMER, Currency::USD);
+        billing.save_account(TENANT, account).await.unwrap();
+        let new = NewSubscription::new(CUSTOMER, plan.id, Currency::USD, d(3, 1)).id(SUB);
+        billing.subscribe(TENANT, new).await.unwrap();
+        let charge = PendingCharge {
+            id: PendingChargeId::from_u128(20),
+            customer: CUSTOMER,
+            subscription: None,
+            kind: LineKind::OneOff,
+            text: Some(PERSONAL.into()),
+            period: None,
+            quantity: Decimal::ONE,
+            unit_price: usd(dec!(25)),
+            price: None,
+            created_on: d(3, 1),
+        };
+        assert!(
+            billing
+                .add_charge(TENANT, ChargeRequest::new(charge))
+                .await
+                .unwrap()
+        );
+        billing
+    }
+
+    fn gb(id: u128, quantity: Decimal, when: DateTime<Utc>) -> UsageEvent {
+        UsageEvent {
+            id: UsageEventId::from_u128(id),
+            customer: CUSTOMER,
+            subscription: Some(SUB),
+            meter: DATA,
+            quantity,
+            timestamp: when,
+            properties: BTreeMap::from([("user".into(), "jane@example.com".into())]),
+        }
+    }
+
+    fn first_invoice(invoices: &[Invoice]) -> InvoiceId {
+        invoices
+            .iter()
+            .find(|i| i.issue_date == d(3, 1))
+            .unwrap()
+            .id
+    }
+
+    #[test]
+    fn a_billing_month_moves_each_counter_once_with_its_count() {
+        let recorder = Counting::default();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        // The local recorder is per thread: the current-thread runtime polls on this one.
+        metrics::with_local_recorder(&recorder, || {
+            runtime.block_on(async {
+                let billing = setup().await;
+                let usage_store = InMemoryUsageStore::new();
+                let settings = UsageBillingSettings::new(chrono_tz::UTC, meters());
+                let usage = UsageBillingService::new(billing.clone(), &usage_store, settings);
+                // March 1st: the subscription and the manual charge on one invoice.
+                let (rated, run) = usage.bill(TENANT, d(3, 1)).await.unwrap();
+                assert_eq!((rated.added.len(), run.invoices), (0, 1));
+                // March's 10 GB rate on April 1st, onto April's invoice.
+                let events = [gb(1, dec!(6), at(3, 5, 0)), gb(2, dec!(4), at(3, 9, 0))];
+                usage_store.append_events(TENANT, &events).await.unwrap();
+                let (rated, run) = usage.bill(TENANT, d(4, 1)).await.unwrap();
+                assert_eq!((rated.added.len(), run.invoices), (1, 1));
+                // A full credit of the March invoice.
+                let invoices = billing.store().invoices_of(TENANT, CUSTOMER).await.unwrap();
+                let march = first_invoice(&invoices);
+                billing
+                    .credit(TENANT, march, CreditRequest::Full, None)
+                    .await
+                    .unwrap();
+                // A chunk whose plans are missing: the customer fails and is skipped.
+                let none: Vec<Plan> = Vec::new();
+                let chunk = billing
+                    .run_chunk(TENANT, d(5, 1), &none, None)
+                    .await
+                    .unwrap();
+                assert_eq!((chunk.invoices, chunk.failures.len()), (0, 1));
+                // Without the meter the usage charge names, the subscription fails to rate.
+                let unmetered = UsageBillingSettings::new(chrono_tz::UTC, Vec::new());
+                let blind = UsageBillingService::new(billing.clone(), &usage_store, unmetered);
+                let error = blind
+                    .rate_subscription(TENANT, SUB, d(5, 1))
+                    .await
+                    .unwrap_err();
+                assert_eq!(
+                    error,
+                    BillingError::UnknownMetric {
+                        plan: PlanId::from_u128(10),
+                        metric: "data_gb".into()
+                    }
+                );
+            });
+        });
+        assert_eq!(
+            recorder.moved(),
+            [
+                "dotmac_billing_bill_run_duration_seconds{}=2",
+                "dotmac_billing_bill_run_failures_total{}=1",
+                "dotmac_billing_bill_runs_total{outcome=completed}=2",
+                "dotmac_billing_credit_notes_issued_total{}=1",
+                "dotmac_billing_invoices_issued_total{source=bill_run}=2",
+                "dotmac_usage_charges_added_total{}=1",
+                "dotmac_usage_rating_failures_total{}=1",
+            ]
+        );
+    }
+
+    #[test]
+    fn operations_and_store_calls_open_spans_with_counts_and_without_personal_data() {
+        let spans = Arc::new(Spans::default());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let dispatch = tracing::Dispatch::from(Arc::clone(&spans));
+        tracing::dispatcher::with_default(&dispatch, || {
+            runtime.block_on(async {
+                let billing = setup().await;
+                let usage_store = InMemoryUsageStore::new();
+                let events = [gb(1, dec!(6), at(3, 5, 0))];
+                usage_store.append_events(TENANT, &events).await.unwrap();
+                let settings = UsageBillingSettings::new(chrono_tz::UTC, meters());
+                let usage = UsageBillingService::new(billing.clone(), &usage_store, settings);
+                let previewed = billing.preview(TENANT, SUB, d(3, 1)).await.unwrap();
+                assert_eq!(previewed.len(), 1);
+                usage.bill(TENANT, d(3, 1)).await.unwrap();
+                usage.bill(TENANT, d(4, 1)).await.unwrap();
+            });
+        });
+        let tenant = format!("tenant={TENANT}");
+        let lines = |name: &str| spans.lines(name);
+        let has =
+            |line: &String, fields: &[&str]| fields.iter().all(|f| line.contains(&format!(" {f}")));
+        assert_eq!(
+            lines("dotmac.billing.subscribe"),
+            [format!("Level(Info) {tenant}")]
+        );
+        assert_eq!(
+            lines("dotmac.billing.add_charge"),
+            [format!("Level(Info) {tenant}")]
+        );
+        let preview = lines("dotmac.billing.preview");
+        assert_eq!(preview, [format!("Level(Debug) {tenant} invoices=1")]);
+        // One span per run, not per invoice: two usage bills, two bill runs.
+        let runs = lines("dotmac.billing.run_bill");
+        assert_eq!(runs.len(), 2);
+        assert!(
+            runs[0].starts_with(&format!("Level(Info) {tenant}")),
+            "{runs:?}"
+        );
+        assert!(
+            has(&runs[0], &["subscriptions=1", "invoices=1", "failures=0"]),
+            "{runs:?}"
+        );
+        let bills = lines("dotmac.usage.bill");
+        assert!(
+            has(&bills[1], &["charges=1", "invoices=1", "failures=0"]),
+            "{bills:?}"
+        );
+        let rated = lines("dotmac.usage.rate_due");
+        assert!(rated[1].starts_with("Level(Info) tenant="), "{rated:?}");
+        assert!(
+            has(&rated[1], &["subscriptions=1", "charges=1", "failures=0"]),
+            "{rated:?}"
+        );
+        let batches = lines("dotmac.store.commit_batch");
+        assert!(!batches.is_empty());
+        assert!(
+            batches[0].starts_with(&format!("Level(Debug) backend=\"memory\" {tenant}")),
+            "{batches:?}"
+        );
+        let reads = lines("dotmac.store.usage_events_between");
+        assert!(
+            reads[0].starts_with("Level(Debug) backend=\"memory\""),
+            "{reads:?}"
+        );
+        let all = spans.spans.lock().unwrap();
+        assert!(
+            all.iter()
+                .all(|(_, f)| !f.contains("Jane") && !f.contains("jane"))
+        );
     }
 }
