@@ -32,52 +32,33 @@ const SEGMENT: usize = 1024;
 /// grow: storing an invoice never moves the ones already stored. (One `Vec` of every invoice
 /// copies all of them each time it doubles, and touches twice their memory: at 100,000
 /// invoices that was a fifth of a bill run's time.)
-///
-/// Each invoice also holds the position of its customer's previous invoice: a customer's
-/// invoices are a chain from [`TenantData::last_of_customer`], which costs no allocation per
-/// customer (a `Vec` of ids per customer cost one per customer billed).
 #[derive(Default)]
 struct InvoiceLog {
-    segments: Vec<Vec<StoredInvoice>>,
+    segments: Vec<Vec<Invoice>>,
     len: usize,
 }
 
-struct StoredInvoice {
-    invoice: Invoice,
-    /// The position of the same customer's previous invoice.
-    previous_of_customer: Option<usize>,
-}
-
 impl InvoiceLog {
-    fn stored(&self, position: usize) -> Option<&StoredInvoice> {
+    fn get(&self, position: usize) -> Option<&Invoice> {
         self.segments
             .get(position / SEGMENT)
             .and_then(|s| s.get(position % SEGMENT))
-    }
-
-    fn get(&self, position: usize) -> Option<&Invoice> {
-        self.stored(position).map(|s| &s.invoice)
     }
 
     fn get_mut(&mut self, position: usize) -> Option<&mut Invoice> {
         self.segments
             .get_mut(position / SEGMENT)
             .and_then(|s| s.get_mut(position % SEGMENT))
-            .map(|s| &mut s.invoice)
     }
 
-    /// Stores `invoice` after `previous_of_customer`, returning its position.
-    fn push(&mut self, invoice: Invoice, previous_of_customer: Option<usize>) -> usize {
+    /// Stores `invoice`, returning its position.
+    fn push(&mut self, invoice: Invoice) -> usize {
         let position = self.len;
-        let stored = StoredInvoice {
-            invoice,
-            previous_of_customer,
-        };
         match self.segments.last_mut() {
-            Some(last) if last.len() < SEGMENT => last.push(stored),
+            Some(last) if last.len() < SEGMENT => last.push(invoice),
             _ => {
                 let mut segment = Vec::with_capacity(SEGMENT);
-                segment.push(stored);
+                segment.push(invoice);
                 self.segments.push(segment);
             }
         }
@@ -99,8 +80,7 @@ struct TenantData {
     invoices: InvoiceLog,
     invoice_index: FastMap<InvoiceId, usize>,
     keys: FastSet<DocumentKey>,
-    /// The position of each customer's latest invoice in `invoices` (see [`InvoiceLog`]).
-    last_of_customer: FastMap<CustomerId, usize>,
+    invoices_by_customer: FastMap<CustomerId, Vec<InvoiceId>>,
     pending: FastMap<CustomerId, Vec<PendingCharge>>,
     /// Every pending charge id ever added, so that a retried add of an invoiced charge is a
     /// no-op too.
@@ -226,6 +206,10 @@ impl TenantData {
             let number = DocumentNumber(self.last_invoice_number);
             invoice.number = Some(number);
             invoice.status = InvoiceStatus::Open;
+            self.invoices_by_customer
+                .entry(invoice.customer)
+                .or_default()
+                .push(invoice.id);
             result.issued.push(IssuedInvoice {
                 id: invoice.id,
                 number,
@@ -233,10 +217,8 @@ impl TenantData {
                 total: invoice.total,
                 due_date: invoice.due_date,
             });
-            let (id, customer) = (invoice.id, invoice.customer);
-            let previous = self.last_of_customer.get(&customer).copied();
-            let position = self.invoices.push(invoice, previous);
-            self.last_of_customer.insert(customer, position);
+            let id = invoice.id;
+            let position = self.invoices.push(invoice);
             self.invoice_index.insert(id, position);
         }
         consumed.extend(commit.consumed_pending);
@@ -516,14 +498,13 @@ impl InvoiceStore for MemoryStore {
         customer: CustomerId,
     ) -> Result<Vec<Invoice>, BillingError> {
         Ok(self.with(tenant, |t| {
-            let mut list: Vec<Invoice> = Vec::new();
-            let mut next = t.last_of_customer.get(&customer).copied();
-            while let Some(stored) = next.and_then(|p| t.invoices.stored(p)) {
-                list.push(stored.invoice.clone());
-                next = stored.previous_of_customer;
-            }
-            // The chain runs newest first: back to commit order before the (stable) sort.
-            list.reverse();
+            let mut list: Vec<Invoice> = t
+                .invoices_by_customer
+                .get(&customer)
+                .into_iter()
+                .flatten()
+                .filter_map(|id| t.invoice(*id).cloned())
+                .collect();
             list.sort_by_key(|i| (i.issue_date, i.number));
             list
         }))
