@@ -230,7 +230,7 @@ async fn main() -> Result<(), AnyError> {
             .interval(BillingInterval::MONTHLY)
             .charge(Charge::recurring_flat([Money::new(fibre.monthly, usd)]))
             .charge(Charge::usage(
-                DOWNLOAD_METER,
+                meter.id,
                 vec![CurrencyPrice {
                     currency: usd,
                     model: overage.clone(),
