@@ -15,18 +15,22 @@ use proptest::prelude::*;
 use rust_decimal::Decimal;
 
 fn policy() -> DunningPolicy {
-    DunningPolicy::builder()
+    DunningPolicy::builder(Currency::USD)
         .step(-3, "reminder")
         .step(1, "overdue_notice")
-        .late_fee(3, "late_fee", Decimal::new(500, 2))
+        .late_fee(
+            3,
+            "late_fee",
+            Money::new(Decimal::new(500, 2), Currency::USD),
+        )
         .step(5, "suspend")
         .step(75, "write_off")
         .grace_days(2)
-        .min_balance(Decimal::new(100, 2))
+        .min_balance(Money::new(Decimal::new(100, 2), Currency::USD))
         .no_suspension_on(Weekday::Sat)
         .no_suspension_on(Weekday::Sun)
         .restore_on_payment(RestoreOnPayment::Restore {
-            reconnection_fee: Some(Decimal::TEN),
+            reconnection_fee: Some(Money::new(Decimal::TEN, Currency::USD)),
         })
         .build()
         .unwrap()
@@ -61,8 +65,8 @@ proptest! {
         for day in &run_days {
             let today = start + Days::new(*day);
             let known: Vec<_> = settlements.iter().copied().filter(|s| s.on <= today).collect();
-            evaluate(&policy, &invoice, &known, &mut state, today, &mut fired);
-            prop_assert_eq!(evaluate(&policy, &invoice, &known, &mut state, today, &mut fired), 0);
+            evaluate(&policy, &invoice, &known, &mut state, today, &mut fired).unwrap();
+            prop_assert_eq!(evaluate(&policy, &invoice, &known, &mut state, today, &mut fired), Ok(0));
         }
         for action in &fired {
             let paid: Decimal = settlements.iter().filter(|s| s.on <= action.on).map(|s| s.amount).sum();
@@ -70,7 +74,7 @@ proptest! {
             if action.action == CollectionAction::Restore {
                 prop_assert!(open <= Decimal::ZERO);
             } else {
-                prop_assert!(open > policy.min_balance(), "{action:?} fired with {open} open");
+                prop_assert!(open > policy.min_balance().amount(), "{action:?} fired with {open} open");
                 prop_assert!(!(action.action == CollectionAction::Suspend && policy.suspension_blocked_on(action.on)));
             }
         }
