@@ -22,9 +22,10 @@
 use std::collections::HashMap;
 
 use chrono::NaiveDate;
+use dotmac_billing::internal::{BilledChunk, bill_chunk, chunk_customers, record_chunk};
 use dotmac_billing::{
-    BillRunSummary, BilledChunk, BillingFailure, BillingSettings, CustomerAccount, PendingCharge,
-    Plan, Subscription, bill_chunk, chunk_customers, record_chunk,
+    BillRunSummary, BillingFailure, BillingSettings, CustomerAccount, PendingCharge, Plan,
+    Subscription,
 };
 use dotmac_core::{Clock, PlanId, SubscriptionId, TenantId};
 use tracing::Instrument;
