@@ -111,6 +111,10 @@ pub mod internal {
     pub use crate::service::{
         BilledChunk, ChunkCommit, bill_chunk, chunk_customers, invoice_issued_event, record_chunk,
     };
+    pub use crate::subscription::{
+        SubscriptionParts, set_subscription_revision, subscription_from_parts,
+        subscription_into_parts,
+    };
 }
 
 pub use billrun::{

@@ -166,7 +166,7 @@ impl SqlStore {
                 Ok((
                     s.id.as_uuid(),
                     s.customer.as_uuid(),
-                    i64::try_from(s.revision).unwrap_or(i64::MAX),
+                    i64::try_from(s.revision()).unwrap_or(i64::MAX),
                     crate::input::document(
                         "subscription",
                         &crate::billing::rows::SubscriptionRow::from(s),
