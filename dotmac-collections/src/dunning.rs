@@ -667,6 +667,7 @@ impl DunningState {
 
 /// An action fired by [`evaluate`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct FiredAction {
     /// The invoice.
     pub invoice: InvoiceId,

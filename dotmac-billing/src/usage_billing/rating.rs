@@ -111,6 +111,7 @@ pub struct PeriodUsage {
 
 /// One usage charge of a plan rated for one period.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct RatedUsage {
     /// The subscription.
     pub subscription: SubscriptionId,
