@@ -106,7 +106,7 @@ fn vat() -> TaxRate {
 fn subscriptions(plan: &Plan) -> Vec<Subscription> {
     (0..SUBSCRIPTIONS)
         .map(|i| {
-            let mut sub = NewSubscription::new(
+            let sub = NewSubscription::new(
                 CustomerId::from_u128(i as u128 + 1),
                 plan.id,
                 Currency::USD,
@@ -116,11 +116,13 @@ fn subscriptions(plan: &Plan) -> Vec<Subscription> {
             .anchor(d(2026, 1, 1))
             .create(plan, Currency::USD)
             .unwrap();
-            // Already billed through March: the run bills April only.
-            sub.next_period = 3;
-            sub.setup_billed = true;
-            sub.discounts.push(AppliedDiscount::new(discount()));
-            sub
+            // Already billed through March: the run bills April only. Set through the store
+            // plumbing (as a store restores a row) rather than billing January to March first.
+            let mut parts = dotmac_billing::internal::subscription_into_parts(sub);
+            parts.next_period = 3;
+            parts.setup_billed = true;
+            parts.discounts.push(AppliedDiscount::new(discount()));
+            dotmac_billing::internal::subscription_from_parts(parts)
         })
         .collect()
 }

@@ -151,18 +151,22 @@ fn radius(c: &mut Criterion) {
 
 fn dunning(c: &mut Criterion) {
     const INVOICES: usize = 1_000_000;
-    let policy = DunningPolicy::builder()
+    let policy = DunningPolicy::builder(Currency::USD)
         .step(-3, "reminder")
         .step(1, "overdue_notice")
-        .late_fee(3, "late_fee", Decimal::new(500, 2))
+        .late_fee(
+            3,
+            "late_fee",
+            Money::new(Decimal::new(500, 2), Currency::USD),
+        )
         .step(5, "suspend")
         .step(75, "write_off")
         .grace_days(2)
-        .min_balance(Decimal::ONE)
+        .min_balance(Money::new(Decimal::ONE, Currency::USD))
         .no_suspension_on(chrono::Weekday::Sat)
         .no_suspension_on(chrono::Weekday::Sun)
         .restore_on_payment(RestoreOnPayment::Restore {
-            reconnection_fee: Some(Decimal::TEN),
+            reconnection_fee: Some(Money::new(Decimal::TEN, Currency::USD)),
         })
         .build()
         .unwrap();
@@ -208,7 +212,7 @@ fn dunning(c: &mut Criterion) {
                 let mut fired = 0;
                 for (chunk, states) in invoices.chunks(CHUNK).zip(states.chunks_mut(CHUNK)) {
                     for ((invoice, settlements), state) in chunk.iter().zip(states.iter_mut()) {
-                        evaluate(&policy, invoice, settlements, state, today, &mut out);
+                        let _ = evaluate(&policy, invoice, settlements, state, today, &mut out);
                     }
                     fired += out.len();
                     out.clear();

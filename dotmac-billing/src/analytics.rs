@@ -71,6 +71,7 @@ impl RecurringItem {
 
 /// MRR at a date, with its breakdowns.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct MrrReport {
     /// The date.
     pub on: NaiveDate,
@@ -181,6 +182,7 @@ pub fn mrr_at(
 ///
 /// `end − start = new + reactivation + expansion − contraction − churn`, exactly.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct MrrMovements {
     /// MRR at the start.
     pub start: Money,

@@ -74,6 +74,7 @@ fn find_plan(plans: &(impl PlanLookup + ?Sized), id: PlanId) -> Result<&Plan, Bi
 
 /// The result of a bill run for one subscription.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct BillOutcome {
     /// The subscription after billing (progress, discount counters, status).
     pub subscription: Subscription,
@@ -430,6 +431,7 @@ pub enum CancelTiming {
 
 /// The result of a change.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ChangeOutcome {
     /// The subscription after the change.
     pub subscription: Subscription,

@@ -6,7 +6,7 @@
 //! time is always computed at the price that was billed.
 
 use chrono::NaiveDate;
-use dotmac_core::{BillingInterval, Currency, Money, PlanId, ProductId};
+use dotmac_core::{BillingInterval, Currency, MeterId, Money, PlanId, ProductId};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
@@ -43,11 +43,12 @@ pub enum ChargeKind {
     /// Per seat (or per line, per IP address): the model is applied to the subscription's
     /// quantity.
     PerSeat,
-    /// Metered usage of `metric`, rated by the usage module at the end of the period; the
-    /// recurring bill run skips it.
+    /// Metered usage of `meter`, rated by the usage module at the end of the period; the
+    /// recurring bill run skips it. The meter is named by id, as allowances name it, so that a
+    /// renamed meter code does not silently detach the charge.
     Usage {
-        /// The meter's code.
-        metric: String,
+        /// The meter.
+        meter: MeterId,
     },
 }
 
@@ -92,13 +93,11 @@ impl Charge {
         }
     }
 
-    /// A usage charge for the meter with code `metric`, with one model per currency. The
-    /// recurring bill run skips it; [`crate::usage_billing`] rates it per closed period.
-    pub fn usage(metric: impl Into<String>, prices: Vec<CurrencyPrice>) -> Self {
+    /// A usage charge for `meter`, with one model per currency. The recurring bill run skips
+    /// it; [`crate::usage_billing`] rates it per closed period.
+    pub fn usage(meter: MeterId, prices: Vec<CurrencyPrice>) -> Self {
         Charge {
-            kind: ChargeKind::Usage {
-                metric: metric.into(),
-            },
+            kind: ChargeKind::Usage { meter },
             prices,
         }
     }
@@ -191,7 +190,7 @@ pub(crate) fn charge_amount(
 /// ```
 /// use chrono::NaiveDate;
 /// use dotmac_billing::{BillingTiming, Charge, Plan};
-/// use dotmac_core::{BillingInterval, Currency, Money, PlanId, ProductId};
+/// use dotmac_core::{BillingInterval, Currency, MeterId, Money, PlanId, ProductId};
 /// use rust_decimal::Decimal;
 ///
 /// let jan = NaiveDate::from_ymd_opt(2026, 1, 1).unwrap();

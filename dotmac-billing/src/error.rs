@@ -346,15 +346,16 @@ pub enum BillingError {
     /// A usage error (metering, aggregation) met while rating.
     #[error(transparent)]
     Usage(#[from] dotmac_usage::UsageError),
-    /// A plan's usage charge names a meter code that no defined meter has.
+    /// A plan's usage charge names a meter that is not defined (not in the meters given to
+    /// rating, or the plan has no usage charge for the meter asked about).
     #[error(
-        "plan {plan} charges usage of {metric:?} but no meter has that code; define the meter or fix the charge"
+        "meter {meter} is not a defined meter with a usage charge on plan {plan}; define the meter or fix the charge"
     )]
-    UnknownMetric {
+    UnknownMeter {
         /// The plan.
         plan: dotmac_core::PlanId,
-        /// The meter code the charge names.
-        metric: String,
+        /// The meter.
+        meter: dotmac_core::MeterId,
     },
     // --- storage ---
     /// A store failed and the call changed nothing: its [kind](dotmac_core::StorageErrorKind)
@@ -414,7 +415,7 @@ impl BillingError {
             BillingError::InvalidConfiguration { .. } => "invalid_configuration",
             BillingError::WrongCurrency { .. } => "wrong_currency",
             BillingError::NonPositiveAmount { .. } => "non_positive_amount",
-            BillingError::UnknownMetric { .. } => "unknown_metric",
+            BillingError::UnknownMeter { .. } => "unknown_meter",
         }
     }
 }

@@ -98,6 +98,25 @@ pub mod analytics;
 pub mod idempotency;
 pub mod usage_billing;
 
+#[doc(hidden)]
+pub mod internal {
+    //! Plumbing for storage crates (dotmac-sqlx's scale-out bill run and row types), not for
+    //! applications: the pieces [`BillingService::run_bill`](crate::BillingService::run_bill)
+    //! is made of, so that a store can bill chunks of customers in parallel workers with the
+    //! same code, and the constructors a store needs to rebuild a record from its row.
+    //!
+    //! Hidden from the documentation and **not covered by semantic versioning**: anything here
+    //! may change in any release. Use [`BillingService`](crate::BillingService) instead.
+
+    pub use crate::service::{
+        BilledChunk, ChunkCommit, bill_chunk, chunk_customers, invoice_issued_event, record_chunk,
+    };
+    pub use crate::subscription::{
+        SubscriptionParts, set_subscription_revision, subscription_from_parts,
+        subscription_into_parts,
+    };
+}
+
 pub use billrun::{
     BillOutcome, CancelTiming, ChangeOutcome, ChangeTiming, PlanLookup, ProrationBehavior,
     SubscriptionChange, bill_due, cancel, change,
@@ -128,9 +147,8 @@ pub use pricing::{
 };
 pub use proration::{ProrationMode, fraction, prorate};
 pub use service::{
-    BillRunSummary, BilledChunk, BillingEvent, BillingFailure, BillingService, BillingSettings,
-    ChargeRequest, ChunkCommit, CreditNoteRequest, Events, bill_chunk, chunk_customers,
-    invoice_issued_event, record_chunk,
+    BillRunSummary, BillingEvent, BillingFailure, BillingService, BillingSettings, ChargeRequest,
+    CreditNoteRequest, Events,
 };
 pub use store::{
     BillingCommit, BillingStore, CatalogStore, CommitResult, CustomerAccount, InvoiceStore,

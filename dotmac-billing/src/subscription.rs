@@ -131,6 +131,11 @@ pub struct Segment {
 }
 
 /// A customer's subscription to a plan.
+///
+/// Its lifecycle fields (status, end date, segments, billing progress, revision) are private:
+/// they change only through the lifecycle ([`crate::bill_due`], [`crate::change`],
+/// [`crate::cancel`], the [`BillingService`](crate::BillingService)) and the store, and are read
+/// with the getters of the same names. The other fields are the customer's terms.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Subscription {
     /// The subscription's id.
@@ -140,7 +145,7 @@ pub struct Subscription {
     /// Currency of every document (must be the customer's).
     pub currency: Currency,
     /// Lifecycle state.
-    pub status: SubscriptionStatus,
+    pub(crate) status: SubscriptionStatus,
     /// First day of service.
     pub start: NaiveDate,
     /// Billing anchor: periods are computed from it (anniversary: the start; bill day: e.g. the
@@ -153,22 +158,168 @@ pub struct Subscription {
     /// First day after the trial (`None`: no trial).
     pub trial_end: Option<NaiveDate>,
     /// First day without service, once cancelled (immediately or at a period end).
-    pub ends_on: Option<NaiveDate>,
+    pub(crate) ends_on: Option<NaiveDate>,
     /// The price timeline, ordered by `from`; the first starts at `start`.
-    pub segments: Vec<Segment>,
+    pub(crate) segments: Vec<Segment>,
     /// Discounts on recurring lines.
     pub discounts: Vec<AppliedDiscount>,
     /// First period index (from the anchor) not billed yet.
-    pub next_period: i64,
+    pub(crate) next_period: i64,
     /// True once the setup fee has been billed.
-    pub setup_billed: bool,
+    pub(crate) setup_billed: bool,
     /// Changes made so far (numbers the change documents).
-    pub change_seq: u32,
+    pub(crate) change_seq: u32,
     /// Optimistic-concurrency revision, bumped by the store on every write.
+    pub(crate) revision: u64,
+}
+
+/// Every field of a [`Subscription`], public: what a store needs to rebuild one from its row
+/// (see [`crate::internal`]). Not for applications, and not covered by semver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(
+    missing_docs,
+    reason = "the fields are Subscription's, documented there"
+)]
+pub struct SubscriptionParts {
+    pub id: SubscriptionId,
+    pub customer: CustomerId,
+    pub currency: Currency,
+    pub status: SubscriptionStatus,
+    pub start: NaiveDate,
+    pub anchor: NaiveDate,
+    pub first_period: FirstPeriod,
+    pub proration: ProrationMode,
+    pub trial_end: Option<NaiveDate>,
+    pub ends_on: Option<NaiveDate>,
+    pub segments: Vec<Segment>,
+    pub discounts: Vec<AppliedDiscount>,
+    pub next_period: i64,
+    pub setup_billed: bool,
+    pub change_seq: u32,
     pub revision: u64,
 }
 
+/// A subscription from its parts, as stored: no check (the parts were a subscription).
+pub fn subscription_from_parts(parts: SubscriptionParts) -> Subscription {
+    let SubscriptionParts {
+        id,
+        customer,
+        currency,
+        status,
+        start,
+        anchor,
+        first_period,
+        proration,
+        trial_end,
+        ends_on,
+        segments,
+        discounts,
+        next_period,
+        setup_billed,
+        change_seq,
+        revision,
+    } = parts;
+    Subscription {
+        id,
+        customer,
+        currency,
+        status,
+        start,
+        anchor,
+        first_period,
+        proration,
+        trial_end,
+        ends_on,
+        segments,
+        discounts,
+        next_period,
+        setup_billed,
+        change_seq,
+        revision,
+    }
+}
+
+/// A subscription's parts, to store it.
+pub fn subscription_into_parts(subscription: Subscription) -> SubscriptionParts {
+    let Subscription {
+        id,
+        customer,
+        currency,
+        status,
+        start,
+        anchor,
+        first_period,
+        proration,
+        trial_end,
+        ends_on,
+        segments,
+        discounts,
+        next_period,
+        setup_billed,
+        change_seq,
+        revision,
+    } = subscription;
+    SubscriptionParts {
+        id,
+        customer,
+        currency,
+        status,
+        start,
+        anchor,
+        first_period,
+        proration,
+        trial_end,
+        ends_on,
+        segments,
+        discounts,
+        next_period,
+        setup_billed,
+        change_seq,
+        revision,
+    }
+}
+
+/// Sets a subscription's revision: for stores, which bump it on every write.
+pub fn set_subscription_revision(subscription: &mut Subscription, revision: u64) {
+    subscription.revision = revision;
+}
+
 impl Subscription {
+    /// Where the subscription is in its life.
+    pub fn status(&self) -> SubscriptionStatus {
+        self.status
+    }
+
+    /// The first day without service, once cancelled (immediately or at a period end).
+    pub fn ends_on(&self) -> Option<NaiveDate> {
+        self.ends_on
+    }
+
+    /// The price timeline, ordered by `from`; the first starts at `start`.
+    pub fn segments(&self) -> &[Segment] {
+        &self.segments
+    }
+
+    /// The first period index (from the anchor) not billed yet.
+    pub fn next_period(&self) -> i64 {
+        self.next_period
+    }
+
+    /// True once the setup fee has been billed.
+    pub fn setup_billed(&self) -> bool {
+        self.setup_billed
+    }
+
+    /// How many changes were made so far (they number the change documents).
+    pub fn change_seq(&self) -> u32 {
+        self.change_seq
+    }
+
+    /// The optimistic-concurrency revision, bumped by the store on every write.
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
     /// The segment in force on `date`, if the subscription has started by then.
     pub fn segment_on(&self, date: NaiveDate) -> Option<&Segment> {
         self.segments.iter().rev().find(|s| s.from <= date)

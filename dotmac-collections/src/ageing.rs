@@ -15,6 +15,7 @@ fn overflow(operation: &'static str) -> CollectionsError {
 
 /// Open receivables by days past due.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Ageing {
     /// The date the ageing is for.
     pub as_of: NaiveDate,

@@ -30,9 +30,12 @@
 //!   checked against the balance of that day).
 //! * With [`RestoreOnPayment::Restore`], a payment that settles the invoice after a suspension
 //!   fires [`CollectionAction::Restore`] that day, carrying the optional reconnection fee.
-//! * Fees (a late-fee step's, and the reconnection fee) are amounts in the invoice's currency;
-//!   they come out on the action for the embedding service to add to the customer's next
-//!   invoice.
+//! * A policy has one currency ([`DunningPolicy::builder`]): its fees (a late-fee step's, and
+//!   the reconnection fee) and its minimum balance are [`Money`] in it. They come out on the
+//!   action for the embedding service to add to the customer's next invoice. An invoice in
+//!   another currency is refused ([`CollectionsError::WrongCurrency`]) rather than charged a fee
+//!   converted at no rate or compared to a minimum in another unit; a tenant collecting in
+//!   several currencies keeps one policy per currency.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -40,7 +43,7 @@ use std::sync::Mutex;
 
 use chrono::{Datelike, Days, NaiveDate, Weekday};
 use dotmac_core::{
-    CustomerId, EventPayload, IdDigest, InvoiceId, Money, PendingChargeId, TenantId,
+    Currency, CustomerId, EventPayload, IdDigest, InvoiceId, Money, PendingChargeId, TenantId,
 };
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -195,7 +198,7 @@ impl<'de> Deserialize<'de> for StepName {
 
 /// What a policy step does when it fires, besides being reported under its name.
 ///
-/// Serialized in snake case: `"notify"`, `{"late_fee": "5.00"}`, `"suspend"`, `"write_off"`.
+/// Serialized in snake case: `"notify"`, `{"late_fee": <money>}`, `"suspend"`, `"write_off"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
@@ -203,8 +206,8 @@ pub enum StepEffect {
     /// Nothing built in: the embedding service notifies the customer (a reminder, a second
     /// notice, a warning, …) or acts on the name itself.
     Notify,
-    /// A late fee, in the invoice's currency, for the customer's next invoice (zero: none).
-    LateFee(Decimal),
+    /// A late fee, in the policy's currency, for the customer's next invoice (zero: none).
+    LateFee(Money),
     /// Service is suspended (moved off blocked days; a settling payment may restore it).
     Suspend,
     /// The debt is written off as uncollectible.
@@ -212,13 +215,14 @@ pub enum StepEffect {
 }
 
 impl StepEffect {
-    /// The effect a step built from `name` alone has: `suspend` suspends, `write_off` writes
-    /// off, `late_fee` is a late fee of zero; every other name notifies.
-    pub fn from_name(name: StepName) -> StepEffect {
+    /// The effect a step built from `name` alone has in a policy in `currency`: `suspend`
+    /// suspends, `write_off` writes off, `late_fee` is a late fee of zero in `currency`; every
+    /// other name notifies.
+    pub fn from_name(name: StepName, currency: Currency) -> StepEffect {
         match name.as_str() {
             "suspend" => StepEffect::Suspend,
             "write_off" => StepEffect::WriteOff,
-            "late_fee" => StepEffect::LateFee(Decimal::ZERO),
+            "late_fee" => StepEffect::LateFee(Money::zero(currency)),
             _ => StepEffect::Notify,
         }
     }
@@ -233,7 +237,7 @@ impl StepEffect {
         }
     }
 
-    fn fee(self) -> Option<Decimal> {
+    fn fee(self) -> Option<Money> {
         match self {
             StepEffect::LateFee(fee) => Some(fee),
             _ => None,
@@ -296,8 +300,8 @@ pub enum RestoreOnPayment {
     Manual,
     /// Fire [`CollectionAction::Restore`] on the day of the settling payment.
     Restore {
-        /// A reconnection fee for the next invoice, in the invoice's currency.
-        reconnection_fee: Option<Decimal>,
+        /// A reconnection fee for the next invoice, in the policy's currency.
+        reconnection_fee: Option<Money>,
     },
 }
 
@@ -308,21 +312,26 @@ pub enum RestoreOnPayment {
 /// ([`StepEffect::from_name`]: `suspend`, `write_off` and `late_fee` mean what they say, any
 /// other name only notifies). `restore` is not a step: [`RestoreOnPayment`] fires it.
 ///
+/// A policy has one currency: its fees and minimum balance are amounts in it, and
+/// [`evaluate`] refuses an invoice in another currency (one policy per currency; see the
+/// [module documentation](self)).
+///
 /// ```
 /// use chrono::Weekday;
 /// use dotmac_collections::{DunningPolicy, RestoreOnPayment, StepEffect};
-/// use rust_decimal::Decimal;
+/// use dotmac_core::{Currency, Money};
 ///
-/// let policy = DunningPolicy::builder()
+/// let usd = |minor| Money::from_minor(minor, Currency::USD);
+/// let policy = DunningPolicy::builder(Currency::USD)
 ///     .step(-3, "reminder")
 ///     .step(1, "second_notice")
-///     .late_fee(3, "od1", Decimal::new(500, 2))
+///     .late_fee(3, "od1", usd(500))
 ///     .step(5, "suspend")
 ///     .step_with_effect(30, "terminate", StepEffect::WriteOff)
 ///     .grace_days(2)
-///     .min_balance(Decimal::new(100, 2))
+///     .min_balance(usd(100))
 ///     .no_suspension_on(Weekday::Fri)
-///     .restore_on_payment(RestoreOnPayment::Restore { reconnection_fee: Some(Decimal::TEN) })
+///     .restore_on_payment(RestoreOnPayment::Restore { reconnection_fee: Some(usd(1000)) })
 ///     .build()?;
 /// assert_eq!(policy.steps().len(), 5);
 /// assert_eq!(policy.steps()[3].effect, StepEffect::Suspend);
@@ -331,9 +340,10 @@ pub enum RestoreOnPayment {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "RawDunningPolicy")]
 pub struct DunningPolicy {
+    currency: Currency,
     steps: Vec<DunningStep>,
     grace_days: u32,
-    min_balance: Decimal,
+    min_balance: Money,
     restore: RestoreOnPayment,
     /// Bit `n` set: no suspension on weekday `n` (Monday = 0).
     blocked_weekdays: u8,
@@ -344,9 +354,10 @@ pub struct DunningPolicy {
 /// The serialized form of a policy, validated by [`DunningPolicyBuilder::build`].
 #[derive(Deserialize)]
 struct RawDunningPolicy {
+    currency: Currency,
     steps: Vec<DunningStep>,
     grace_days: u32,
-    min_balance: Decimal,
+    min_balance: Money,
     restore: RestoreOnPayment,
     blocked_weekdays: u8,
     blocked_dates: Vec<NaiveDate>,
@@ -357,6 +368,7 @@ impl TryFrom<RawDunningPolicy> for DunningPolicy {
     fn try_from(raw: RawDunningPolicy) -> Result<Self, Self::Error> {
         DunningPolicyBuilder {
             policy: DunningPolicy {
+                currency: raw.currency,
                 steps: raw.steps,
                 grace_days: raw.grace_days,
                 min_balance: raw.min_balance,
@@ -380,18 +392,43 @@ pub struct DunningPolicyBuilder {
 }
 
 impl DunningPolicy {
-    /// A builder with no steps, no grace, a minimum balance of zero and manual restore.
-    pub fn builder() -> DunningPolicyBuilder {
+    /// A builder of a policy in `currency` (its fees and minimum balance are in it, and it
+    /// evaluates only invoices in it), with no steps, no grace, a minimum balance of zero and
+    /// manual restore.
+    pub fn builder(currency: Currency) -> DunningPolicyBuilder {
         DunningPolicyBuilder {
             policy: DunningPolicy {
+                currency,
                 steps: Vec::new(),
                 grace_days: 0,
-                min_balance: Decimal::ZERO,
+                min_balance: Money::zero(currency),
                 restore: RestoreOnPayment::Manual,
                 blocked_weekdays: 0,
                 blocked_dates: Vec::new(),
             },
             bad_name: None,
+        }
+    }
+
+    /// The currency of the policy's fees and minimum balance, and of the invoices it evaluates.
+    pub fn currency(&self) -> Currency {
+        self.currency
+    }
+
+    /// Checks that the policy can evaluate an invoice in `currency`.
+    ///
+    /// # Errors
+    ///
+    /// [`CollectionsError::WrongCurrency`] when `currency` is not the policy's.
+    pub fn check_currency(&self, currency: Currency) -> Result<(), CollectionsError> {
+        if currency == self.currency {
+            Ok(())
+        } else {
+            Err(CollectionsError::WrongCurrency {
+                what: "invoice under dunning",
+                expected: self.currency.code(),
+                got: currency.code(),
+            })
         }
     }
 
@@ -406,7 +443,7 @@ impl DunningPolicy {
     }
 
     /// The open balance at or below which nothing escalates.
-    pub fn min_balance(&self) -> Decimal {
+    pub fn min_balance(&self) -> Money {
         self.min_balance
     }
 
@@ -459,7 +496,10 @@ impl DunningPolicyBuilder {
     /// suspends, `write_off` writes off, `late_fee` is a late fee of zero, any other name only
     /// notifies). An invalid name is reported by [`DunningPolicyBuilder::build`].
     pub fn step(self, days_after_due: i32, name: &str) -> Self {
-        self.push(days_after_due, name, StepEffect::from_name)
+        let currency = self.policy.currency;
+        self.push(days_after_due, name, |name| {
+            StepEffect::from_name(name, currency)
+        })
     }
 
     /// Adds the step `name` with an explicit effect, whatever the name.
@@ -467,8 +507,9 @@ impl DunningPolicyBuilder {
         self.push(days_after_due, name, |_| effect)
     }
 
-    /// Adds the step `name` that charges a late fee of `fee` (in the invoice's currency).
-    pub fn late_fee(self, days_after_due: i32, name: &str, fee: Decimal) -> Self {
+    /// Adds the step `name` that charges a late fee of `fee` (in the policy's currency; another
+    /// currency is refused by [`DunningPolicyBuilder::build`]).
+    pub fn late_fee(self, days_after_due: i32, name: &str, fee: Money) -> Self {
         self.step_with_effect(days_after_due, name, StepEffect::LateFee(fee))
     }
 
@@ -497,8 +538,9 @@ impl DunningPolicyBuilder {
         self
     }
 
-    /// The open balance at or below which nothing escalates (default 0: any debt escalates).
-    pub fn min_balance(mut self, amount: Decimal) -> Self {
+    /// The open balance at or below which nothing escalates (default 0: any debt escalates), in
+    /// the policy's currency.
+    pub fn min_balance(mut self, amount: Money) -> Self {
         self.policy.min_balance = amount;
         self
     }
@@ -527,8 +569,9 @@ impl DunningPolicyBuilder {
     ///
     /// [`CollectionsError::InvalidConfiguration`] for an invalid step name (see [`StepName::new`]),
     /// more than [`MAX_DUNNING_STEPS`] steps, a step named `restore`, a negative fee or minimum
-    /// balance, or every weekday blocked. Two steps may share a name (a reminder sent twice);
-    /// their actions differ by [`FiredAction::step`].
+    /// balance, or every weekday blocked; [`CollectionsError::WrongCurrency`] for a fee or
+    /// minimum balance in another currency than the policy's. Two steps may share a name (a
+    /// reminder sent twice); their actions differ by [`FiredAction::step`].
     pub fn build(mut self) -> Result<DunningPolicy, CollectionsError> {
         if let Some(error) = self.bad_name {
             return Err(error);
@@ -546,7 +589,7 @@ impl DunningPolicyBuilder {
                 "restore is not a step; use restore_on_payment instead",
             ));
         }
-        let negative_fee = policy
+        let fees: Vec<Money> = policy
             .steps
             .iter()
             .filter_map(|s| s.effect.fee())
@@ -554,11 +597,22 @@ impl DunningPolicyBuilder {
                 RestoreOnPayment::Restore { reconnection_fee } => reconnection_fee,
                 RestoreOnPayment::Manual => None,
             })
-            .any(|f| f.is_sign_negative() && !f.is_zero());
-        if negative_fee {
+            .collect();
+        if let Some(other) = fees
+            .iter()
+            .chain([&policy.min_balance])
+            .find(|m| m.currency() != policy.currency)
+        {
+            return Err(CollectionsError::WrongCurrency {
+                what: "dunning fee or minimum balance",
+                expected: policy.currency.code(),
+                got: other.currency().code(),
+            });
+        }
+        if fees.iter().any(|f| f.is_negative()) {
             return Err(invalid("fees must not be negative"));
         }
-        if policy.min_balance.is_sign_negative() && !policy.min_balance.is_zero() {
+        if policy.min_balance.is_negative() {
             return Err(invalid("the minimum balance must not be negative"));
         }
         if policy.blocked_weekdays == 0x7f {
@@ -613,6 +667,7 @@ impl DunningState {
 
 /// An action fired by [`evaluate`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct FiredAction {
     /// The invoice.
     pub invoice: InvoiceId,
@@ -695,12 +750,17 @@ fn balance_on(total: Decimal, settlements: &[Settlement], day: NaiveDate) -> Dec
 /// `settlements` are the amounts applied to the invoice so far, in any order; only those dated
 /// on or before `today` count. Evaluating the same day again appends nothing.
 ///
+/// # Errors
+///
+/// [`CollectionsError::WrongCurrency`] when the invoice is not in the policy's currency (its
+/// fees and minimum balance would not apply); `state` and `out` are left unchanged.
+///
 /// ```
 /// use chrono::NaiveDate;
 /// use dotmac_collections::*;
 /// use dotmac_core::{Currency, CustomerId, InvoiceId, Money};
 ///
-/// let policy = DunningPolicy::builder().step(5, "suspend").build()?;
+/// let policy = DunningPolicy::builder(Currency::USD).step(5, "suspend").build()?;
 /// let invoice = DunningInvoice {
 ///     id: InvoiceId::from_u128(1),
 ///     customer: CustomerId::from_u128(2),
@@ -710,9 +770,9 @@ fn balance_on(total: Decimal, settlements: &[Settlement], day: NaiveDate) -> Dec
 /// let mut state = DunningState::default();
 /// let mut out = Vec::new();
 /// let day = NaiveDate::from_ymd_opt(2026, 3, 20).unwrap();
-/// assert_eq!(evaluate(&policy, &invoice, &[], &mut state, day, &mut out), 1);
+/// assert_eq!(evaluate(&policy, &invoice, &[], &mut state, day, &mut out)?, 1);
 /// assert_eq!((out[0].name.as_str(), out[0].action), ("suspend", CollectionAction::Suspend));
-/// assert_eq!(evaluate(&policy, &invoice, &[], &mut state, day, &mut out), 0); // idempotent
+/// assert_eq!(evaluate(&policy, &invoice, &[], &mut state, day, &mut out)?, 0); // idempotent
 /// # Ok::<(), dotmac_collections::CollectionsError>(())
 /// ```
 pub fn evaluate(
@@ -722,7 +782,8 @@ pub fn evaluate(
     state: &mut DunningState,
     today: NaiveDate,
     out: &mut Vec<FiredAction>,
-) -> usize {
+) -> Result<usize, CollectionsError> {
+    policy.check_currency(invoice.total.currency())?;
     let before = out.len();
     let total = invoice.total.amount();
     let currency = invoice.total.currency();
@@ -755,7 +816,7 @@ pub fn evaluate(
                     step: u8,
                     on: NaiveDate,
                     balance: Decimal,
-                    fee: Option<Decimal>| {
+                    fee: Option<Money>| {
         let mask = 1u64 << bit;
         if state.fired & mask == 0 {
             state.fired |= mask;
@@ -767,7 +828,7 @@ pub fn evaluate(
                 step,
                 on,
                 open_balance: Money::new(balance, currency),
-                fee: fee.map(|f| Money::new(f, currency)),
+                fee,
             });
         }
     };
@@ -801,7 +862,7 @@ pub fn evaluate(
             suspended = None;
         }
         let balance = balance_on(total, settlements, day);
-        if balance <= policy.min_balance {
+        if balance <= policy.min_balance.amount() {
             continue;
         }
         let Some(step) = policy.steps.get(usize::from(index)) else {
@@ -863,7 +924,7 @@ pub fn evaluate(
         }
     }
     // `out` only grows here.
-    out.len().saturating_sub(before)
+    Ok(out.len().saturating_sub(before))
 }
 
 /// Where each invoice's [`DunningState`] is kept. Every call is scoped to a tenant.
@@ -939,6 +1000,10 @@ mod tests {
         s.parse().unwrap()
     }
 
+    fn usd(amount: Decimal) -> Money {
+        Money::new(amount, Currency::USD)
+    }
+
     fn invoice(total: Decimal) -> DunningInvoice {
         DunningInvoice {
             id: InvoiceId::from_u128(1),
@@ -963,10 +1028,10 @@ mod tests {
         let mut out = Vec::new();
         let mut day = from;
         while day <= until {
-            evaluate(policy, inv, settlements, &mut state, day, &mut out);
+            evaluate(policy, inv, settlements, &mut state, day, &mut out).unwrap();
             assert_eq!(
                 evaluate(policy, inv, settlements, &mut state, day, &mut out),
-                0
+                Ok(0)
             );
             day = day.succ_opt().unwrap();
         }
@@ -976,7 +1041,7 @@ mod tests {
     #[test]
     fn suspension_moves_off_blocked_days_and_grace_shifts_overdue_steps() {
         // 2026-03-20 is a Friday; 2026-03-21/22 the weekend; 2026-03-23 a blocked holiday.
-        let policy = DunningPolicy::builder()
+        let policy = DunningPolicy::builder(Currency::USD)
             .step(-3, "reminder")
             .step(3, "suspend")
             .grace_days(2)
@@ -1008,10 +1073,10 @@ mod tests {
 
     #[test]
     fn min_balance_stops_escalation_and_fees_come_out_in_invoice_currency() {
-        let policy = DunningPolicy::builder()
-            .late_fee(1, "od1", dec!(5))
+        let policy = DunningPolicy::builder(Currency::USD)
+            .late_fee(1, "od1", usd(dec!(5)))
             .step(5, "suspend")
-            .min_balance(dec!(10))
+            .min_balance(usd(dec!(10)))
             .build()
             .unwrap();
         let paid = [Settlement {
@@ -1027,7 +1092,8 @@ mod tests {
             &mut state,
             d("2026-04-01"),
             &mut out,
-        );
+        )
+        .unwrap();
         assert_eq!(out.len(), 1);
         assert_eq!(
             (out[0].name.as_str(), out[0].action),
@@ -1039,24 +1105,24 @@ mod tests {
 
     #[test]
     fn restore_carries_the_reconnection_fee_and_back_dated_payment_restores_today() {
-        let policy = DunningPolicy::builder()
+        let policy = DunningPolicy::builder(Currency::USD)
             .step(5, "suspend")
             .restore_on_payment(RestoreOnPayment::Restore {
-                reconnection_fee: Some(dec!(15)),
+                reconnection_fee: Some(usd(dec!(15))),
             })
             .build()
             .unwrap();
         let inv = invoice(dec!(50));
         let mut state = DunningState::default();
         let mut out = Vec::new();
-        evaluate(&policy, &inv, &[], &mut state, d("2026-03-20"), &mut out);
+        evaluate(&policy, &inv, &[], &mut state, d("2026-03-20"), &mut out).unwrap();
         assert!(state.is_suspended(&policy));
         // The payment arrives late but is dated before the suspension day.
         let paid = [Settlement {
             on: d("2026-03-19"),
             amount: dec!(50),
         }];
-        evaluate(&policy, &inv, &paid, &mut state, d("2026-03-22"), &mut out);
+        evaluate(&policy, &inv, &paid, &mut state, d("2026-03-22"), &mut out).unwrap();
         assert_eq!(out.len(), 2);
         assert_eq!(out[1].action, CollectionAction::Restore);
         assert_eq!(out[1].name, StepName::RESTORE);
@@ -1070,6 +1136,61 @@ mod tests {
     }
 
     #[test]
+    fn an_invoice_in_another_currency_is_refused_and_nothing_fires() {
+        let policy = DunningPolicy::builder(Currency::USD)
+            .late_fee(1, "od1", usd(dec!(5)))
+            .step(5, "suspend")
+            .build()
+            .unwrap();
+        let inv = DunningInvoice {
+            total: Money::new(dec!(50), Currency::EUR),
+            ..invoice(dec!(50))
+        };
+        let mut state = DunningState::default();
+        let mut out = Vec::new();
+        assert_eq!(
+            evaluate(&policy, &inv, &[], &mut state, d("2026-04-30"), &mut out),
+            Err(CollectionsError::WrongCurrency {
+                what: "invoice under dunning",
+                expected: "USD",
+                got: "EUR",
+            })
+        );
+        assert_eq!(state, DunningState::default());
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn fees_in_another_currency_than_the_policys_are_refused() {
+        let wrong = |got| CollectionsError::WrongCurrency {
+            what: "dunning fee or minimum balance",
+            expected: "USD",
+            got,
+        };
+        let eur = Money::new(dec!(5), Currency::EUR);
+        assert_eq!(
+            DunningPolicy::builder(Currency::USD)
+                .late_fee(1, "od1", eur)
+                .build(),
+            Err(wrong("EUR"))
+        );
+        assert_eq!(
+            DunningPolicy::builder(Currency::USD)
+                .min_balance(eur)
+                .build(),
+            Err(wrong("EUR"))
+        );
+        assert_eq!(
+            DunningPolicy::builder(Currency::USD)
+                .restore_on_payment(RestoreOnPayment::Restore {
+                    reconnection_fee: Some(eur),
+                })
+                .build(),
+            Err(wrong("EUR"))
+        );
+    }
+
+    #[test]
     fn bad_policies_are_refused() {
         let refused = |builder: DunningPolicyBuilder, what, reason| {
             assert_eq!(
@@ -1078,11 +1199,11 @@ mod tests {
             );
         };
         refused(
-            DunningPolicy::builder().step(1, "restore"),
+            DunningPolicy::builder(Currency::USD).step(1, "restore"),
             "dunning policy",
             "restore is not a step; use restore_on_payment instead",
         );
-        let mut all = DunningPolicy::builder();
+        let mut all = DunningPolicy::builder(Currency::USD);
         for day in [
             Weekday::Mon,
             Weekday::Tue,
@@ -1100,13 +1221,13 @@ mod tests {
             "suspension cannot be blocked on every weekday",
         );
         refused(
-            DunningPolicy::builder().late_fee(1, "late_fee", dec!(-1)),
+            DunningPolicy::builder(Currency::USD).late_fee(1, "late_fee", usd(dec!(-1))),
             "dunning policy",
             "fees must not be negative",
         );
         // The first bad name is reported, whatever follows it.
         refused(
-            DunningPolicy::builder()
+            DunningPolicy::builder(Currency::USD)
                 .step(1, "reminder")
                 .step(2, "Final Notice")
                 .step(3, ""),
@@ -1159,9 +1280,9 @@ mod tests {
     fn operator_named_steps_fire_with_their_name_and_built_in_effect() {
         // Names the old closed list of six could not express; the effects are explicit or
         // taken from the names `suspend`/`write_off`/`late_fee`.
-        let policy = DunningPolicy::builder()
+        let policy = DunningPolicy::builder(Currency::USD)
             .step(1, "second_notice")
-            .late_fee(3, "od1", dec!(7.50))
+            .late_fee(3, "od1", usd(dec!(7.50)))
             .step(4, "late_fee")
             .step(5, "suspend")
             .step_with_effect(6, "cut_off", StepEffect::Suspend)
@@ -1174,8 +1295,8 @@ mod tests {
             effects,
             [
                 StepEffect::Notify,
-                StepEffect::LateFee(dec!(7.50)),
-                StepEffect::LateFee(Decimal::ZERO),
+                StepEffect::LateFee(usd(dec!(7.50))),
+                StepEffect::LateFee(usd(Decimal::ZERO)),
                 StepEffect::Suspend,
                 StepEffect::Suspend,
                 StepEffect::WriteOff,
@@ -1185,7 +1306,7 @@ mod tests {
         let inv = invoice(dec!(50));
         let mut state = DunningState::default();
         let mut out = Vec::new();
-        evaluate(&policy, &inv, &[], &mut state, d("2026-04-30"), &mut out);
+        evaluate(&policy, &inv, &[], &mut state, d("2026-04-30"), &mut out).unwrap();
         let got: Vec<_> = out
             .iter()
             .map(|a| (a.on, a.name.as_str(), a.action, a.fee.map(|f| f.amount())))
@@ -1251,7 +1372,10 @@ mod tests {
 
     #[test]
     fn amounts_at_the_bounds_of_decimal_do_not_abort_an_evaluation() {
-        let policy = DunningPolicy::builder().step(1, "od1").build().unwrap();
+        let policy = DunningPolicy::builder(Currency::USD)
+            .step(1, "od1")
+            .build()
+            .unwrap();
         // A refund reversing a huge allocation: MAX - (-MAX) would overflow.
         let settlements = [Settlement {
             on: d("2026-03-10"),
@@ -1266,16 +1390,17 @@ mod tests {
             &mut state,
             d("2026-03-20"),
             &mut out,
-        );
+        )
+        .unwrap();
         assert_eq!(fired, 1);
         assert_eq!(out[0].open_balance.amount(), Decimal::MAX);
     }
 
     #[test]
     fn policies_round_trip_through_serde_with_their_names() {
-        let policy = DunningPolicy::builder()
+        let policy = DunningPolicy::builder(Currency::USD)
             .step(-3, "reminder")
-            .late_fee(3, "od1", dec!(5))
+            .late_fee(3, "od1", usd(dec!(5)))
             .step(5, "suspend")
             .build()
             .unwrap();
@@ -1300,7 +1425,7 @@ mod tests {
             refused(|j| j["steps"][0]["name"] = "Reminder".into()).contains("lowercase letters")
         );
         assert!(
-            refused(|j| j["steps"][1]["effect"]["late_fee"] = "-5".into())
+            refused(|j| j["steps"][1]["effect"]["late_fee"]["amount"] = "-5".into())
                 .contains("fees must not be negative")
         );
         assert!(refused(|j| j["blocked_weekdays"] = 0xff.into()).contains("every weekday"));

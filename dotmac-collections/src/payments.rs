@@ -122,6 +122,7 @@ pub enum AllocationTarget {
 
 /// An invoice's position, derived from the ledger.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct InvoiceBalance {
     /// The invoice.
     pub invoice: InvoiceId,
@@ -180,6 +181,7 @@ impl PaymentBalance {
 
 /// The result of recording a payment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct PaymentOutcome {
     /// The entries appended (the receipt and its allocations).
     pub entries: Vec<LedgerEntry>,

@@ -164,7 +164,10 @@ fn replayed_refund(
 ///
 /// ```
 /// use dotmac_collections::{CollectionsSettings, DunningPolicy};
-/// let policy = DunningPolicy::builder().step(1, "overdue_notice").step(14, "suspend").build()?;
+/// let policy = DunningPolicy::builder(dotmac_core::Currency::USD)
+///     .step(1, "overdue_notice")
+///     .step(14, "suspend")
+///     .build()?;
 /// let settings = CollectionsSettings::new(policy).with_zone(chrono_tz::Africa::Lagos);
 /// assert_eq!(settings.zone, chrono_tz::Africa::Lagos);
 /// # Ok::<(), dotmac_collections::CollectionsError>(())
@@ -541,7 +544,8 @@ impl<P: PaymentStore, D: DunningStore, C: Clock> CollectionsService<P, D, C> {
     ///
     /// # Errors
     ///
-    /// Storage failures.
+    /// Storage failures; [`CollectionsError::WrongCurrency`] when the customer's invoices are
+    /// not in the policy's currency (nothing is saved).
     #[tracing::instrument(name = "dotmac.collections.evaluate", level = "info", skip_all, fields(tenant = %tenant, events = tracing::field::Empty))]
     pub async fn evaluate(
         &self,
@@ -580,7 +584,20 @@ impl<P: PaymentStore, D: DunningStore, C: Clock> CollectionsService<P, D, C> {
             ..CollectionsRunSummary::default()
         };
         for &customer in customers {
-            match self.load_ledger(tenant, customer).await? {
+            // A ledger in another currency than the policy's is the customer's failure too.
+            let loaded = self
+                .load_ledger(tenant, customer)
+                .await?
+                .and_then(|ledger| {
+                    if let Some(ledger) = &ledger {
+                        self.inner
+                            .settings
+                            .policy
+                            .check_currency(ledger.currency())?;
+                    }
+                    Ok(ledger)
+                });
+            match loaded {
                 Ok(None) => {}
                 Ok(Some(ledger)) => {
                     let fired = self.evaluate_ledger(tenant, &ledger).await?;
@@ -618,6 +635,11 @@ impl<P: PaymentStore, D: DunningStore, C: Clock> CollectionsService<P, D, C> {
         tenant: TenantId,
         ledger: &CustomerLedger,
     ) -> Result<Vec<CollectionEvent>, CollectionsError> {
+        // Checked before any state is saved, so a refused ledger changes nothing.
+        self.inner
+            .settings
+            .policy
+            .check_currency(ledger.currency())?;
         let today = self.today();
         let mut fired = Vec::new();
         for balance in ledger.invoices() {
@@ -636,7 +658,7 @@ impl<P: PaymentStore, D: DunningStore, C: Clock> CollectionsService<P, D, C> {
                 &mut state,
                 today,
                 &mut fired,
-            ) > 0
+            )? > 0
             {
                 self.inner
                     .dunning
@@ -812,10 +834,14 @@ mod tests {
     }
 
     fn policy() -> DunningPolicy {
-        DunningPolicy::builder()
+        DunningPolicy::builder(Currency::USD)
             .step(-3, "reminder")
             .step(1, "overdue_notice")
-            .late_fee(3, "late_fee", Decimal::new(500, 2))
+            .late_fee(
+                3,
+                "late_fee",
+                Money::new(Decimal::new(500, 2), Currency::USD),
+            )
             .step(5, "suspend")
             .step(75, "write_off")
             .grace_days(2)

@@ -123,7 +123,9 @@ type Collections<P> = crate::CollectionsService<P, crate::InMemoryDunningStore, 
 async fn collections<P: crate::PaymentStore>(
     payments: P,
 ) -> Result<(Collections<P>, TenantId, CustomerId), String> {
-    let policy = crate::DunningPolicy::builder().build().map_err(err)?;
+    let policy = crate::DunningPolicy::builder(Currency::USD)
+        .build()
+        .map_err(err)?;
     let service = crate::CollectionsService::new(
         payments,
         crate::InMemoryDunningStore::new(),
@@ -700,9 +702,10 @@ async fn a_stale_append_is_refused_and_writes_nothing<P: crate::PaymentStore>(
 /// in a signed 64-bit column or a float is caught.
 fn dunning_states() -> Result<[crate::DunningState; 3], String> {
     use crate::{DunningInvoice, DunningPolicy, DunningState, RestoreOnPayment, Settlement};
-    let mut builder = DunningPolicy::builder().restore_on_payment(RestoreOnPayment::Restore {
-        reconnection_fee: None,
-    });
+    let mut builder =
+        DunningPolicy::builder(Currency::USD).restore_on_payment(RestoreOnPayment::Restore {
+            reconnection_fee: None,
+        });
     for n in 1..=31 {
         builder = builder.step(n, "reminder");
     }
@@ -722,7 +725,8 @@ fn dunning_states() -> Result<[crate::DunningState; 3], String> {
         &mut first,
         day(2026, 3, 2)?,
         &mut out,
-    );
+    )
+    .map_err(err)?;
     let mut every = DunningState::default();
     crate::evaluate(
         &policy,
@@ -731,7 +735,8 @@ fn dunning_states() -> Result<[crate::DunningState; 3], String> {
         &mut every,
         day(2026, 4, 10)?,
         &mut out,
-    );
+    )
+    .map_err(err)?;
     let mut restored = every;
     let paid = [Settlement {
         on: day(2026, 4, 11)?,
@@ -744,7 +749,8 @@ fn dunning_states() -> Result<[crate::DunningState; 3], String> {
         &mut restored,
         day(2026, 4, 12)?,
         &mut out,
-    );
+    )
+    .map_err(err)?;
     ensure!(
         first.step_fired(0) && !first.step_fired(1),
         "the first state is not one reminder: {first:?}"

@@ -22,9 +22,10 @@
 use std::collections::HashMap;
 
 use chrono::NaiveDate;
+use dotmac_billing::internal::{BilledChunk, bill_chunk, chunk_customers, record_chunk};
 use dotmac_billing::{
-    BillRunSummary, BilledChunk, BillingFailure, BillingSettings, CustomerAccount, PendingCharge,
-    Plan, Subscription, bill_chunk, chunk_customers, record_chunk,
+    BillRunSummary, BillingFailure, BillingSettings, CustomerAccount, PendingCharge, Plan,
+    Subscription,
 };
 use dotmac_core::{Clock, PlanId, SubscriptionId, TenantId};
 use tracing::Instrument;
@@ -165,7 +166,7 @@ impl SqlStore {
                 Ok((
                     s.id.as_uuid(),
                     s.customer.as_uuid(),
-                    i64::try_from(s.revision).unwrap_or(i64::MAX),
+                    i64::try_from(s.revision()).unwrap_or(i64::MAX),
                     crate::input::document(
                         "subscription",
                         &crate::billing::rows::SubscriptionRow::from(s),

@@ -80,8 +80,7 @@ fn scenario() -> Scenario {
     let out2 = due(2, &[]);
     let out3 = due(3, &[]);
     let out4 = due(4, &[]);
-    let mut moved = subs[1].clone();
-    moved.status = SubscriptionStatus::Paused;
+    let moved = paused(&subs[1]);
     let before = vec![
         // The fee the first commit consumes.
         BillingCommit {
@@ -200,8 +199,7 @@ fn charge_scenario() -> Scenario {
     let due = |i: usize, pending: &[PendingCharge]| {
         bill_due(&subs[i], &plan, pending, day(2, 1), &Default::default()).unwrap()
     };
-    let mut moved = subs[2].clone();
-    moved.status = SubscriptionStatus::Paused;
+    let moved = paused(&subs[2]);
     let before = vec![
         BillingCommit {
             new_pending: vec![a.clone(), b.clone(), c.clone(), g.clone()],
@@ -269,7 +267,8 @@ fn charge_scenario() -> Scenario {
     ];
     // Subscription 13 twice (commit by commit): current, then stale; G once only.
     let mut current = moved;
-    current.revision += 1;
+    let next = current.revision() + 1;
+    dotmac_billing::internal::set_subscription_revision(&mut current, next);
     let out = bill_due(
         &current,
         &plan,
@@ -501,4 +500,11 @@ async fn racing_commits_invoice_a_charge_once() {
             }
         }
     }
+}
+
+/// `sub` as someone else left it: paused (the store sees a different body at the same revision).
+fn paused(sub: &Subscription) -> Subscription {
+    let mut parts = dotmac_billing::internal::subscription_into_parts(sub.clone());
+    parts.status = SubscriptionStatus::Paused;
+    dotmac_billing::internal::subscription_from_parts(parts)
 }

@@ -68,6 +68,7 @@ impl UsageCalendar {
 /// What happened to one ingested event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Ingested {
     /// Counted in an open period.
     Counted,
@@ -83,6 +84,7 @@ pub enum Ingested {
 
 /// An event refused in a batch.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct Rejected {
     /// Its position in the batch.
     pub index: usize,
@@ -95,6 +97,7 @@ pub struct Rejected {
 /// The outcome of [`UsageAggregator::ingest_batch`]: the good events are counted even when
 /// others are refused.
 #[derive(Debug, Clone, PartialEq, Default)]
+#[non_exhaustive]
 pub struct BatchReport {
     /// Events counted in open periods.
     pub counted: usize,

@@ -93,6 +93,7 @@ pub(crate) fn time_weighted_average(
 /// # Ok::<(), dotmac_usage::UsageError>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct PeriodAggregation {
     aggregation: Aggregation,
     from: DateTime<Utc>,

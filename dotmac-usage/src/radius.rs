@@ -376,6 +376,7 @@ struct Session {
 
 /// A session's totals, as [`RadiusNormaliser::session`] reports them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct SessionUsage {
     /// The customer billed.
     pub customer: CustomerId,
@@ -391,6 +392,7 @@ pub struct SessionUsage {
 
 /// A record refused in a batch.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct RejectedRecord {
     /// Its position in the batch.
     pub index: usize,

@@ -140,7 +140,7 @@
 //! use dotmac::collections::{CollectionsSettings, DunningPolicy, PaymentRequest};
 //! use dotmac::{Currency, CustomerId, Dotmac, Money, PaymentId};
 //!
-//! let policy = DunningPolicy::builder()
+//! let policy = DunningPolicy::builder(Currency::USD)
 //!     .step(1, "overdue_notice")
 //!     .step(10, "suspend")
 //!     .build()?;
@@ -269,7 +269,7 @@ impl std::fmt::Debug for Dotmac {
 
 /// How to build a [`Dotmac`]: the database, the clock and each domain's settings. Anything not
 /// set has its default: [`SystemClock`], [`BillingSettings::default`], no meters, a dunning
-/// policy without steps.
+/// policy without steps in the builder's [`currency`](DotmacBuilder::currency).
 #[derive(Clone)]
 #[must_use]
 pub struct DotmacBuilder {
@@ -278,6 +278,7 @@ pub struct DotmacBuilder {
     billing: BillingSettings,
     usage: Option<UsageBillingSettings>,
     collections: Option<CollectionsSettings>,
+    currency: Currency,
 }
 
 impl std::fmt::Debug for DotmacBuilder {
@@ -321,6 +322,15 @@ impl DotmacBuilder {
         self
     }
 
+    /// With the tenant's collection currency (USD unless set): the currency of the default,
+    /// step-less dunning policy used when no [`collections`](DotmacBuilder::collections)
+    /// settings are given. Dunning policies are per currency; an invoice in another currency
+    /// is refused by [`Collections::evaluate`](collections::CollectionsService::evaluate).
+    pub fn currency(mut self, currency: Currency) -> Self {
+        self.currency = currency;
+        self
+    }
+
     /// With the collections settings (dunning policy, zone).
     pub fn collections(mut self, settings: CollectionsSettings) -> Self {
         self.collections = Some(settings);
@@ -343,7 +353,7 @@ impl DotmacBuilder {
         let usage = UsageBillingService::new(billing.clone(), store.clone(), usage_settings);
         let collections_settings = match self.collections {
             Some(settings) => settings,
-            None => CollectionsSettings::new(DunningPolicy::builder().build()?)
+            None => CollectionsSettings::new(DunningPolicy::builder(self.currency).build()?)
                 .with_zone(billing.settings().zone),
         };
         let collections = CollectionsService::new(
@@ -384,6 +394,7 @@ impl Dotmac {
             billing: BillingSettings::default(),
             usage: None,
             collections: None,
+            currency: Currency::USD,
         }
     }
 

@@ -205,7 +205,7 @@ async fn main() -> Result<(), AnyError> {
             .interval(BillingInterval::MONTHLY)
             .charge(Charge::recurring_flat([Money::new(fibre.monthly, usd)]))
             .charge(Charge::usage(
-                DOWNLOAD_METER,
+                meter.id,
                 vec![CurrencyPrice {
                     currency: usd,
                     model: overage.clone(),
@@ -229,16 +229,16 @@ async fn main() -> Result<(), AnyError> {
     // Collections: reminder 3 days before the due date, overdue notice the day after, a late
     // fee after 5 days, suspension after 7 (never on a weekend), write-off after 75; service is
     // restored on payment with a reconnection fee on the next invoice.
-    let policy = DunningPolicy::builder()
+    let policy = DunningPolicy::builder(usd)
         .step(-3, "reminder")
         .step(1, "overdue_notice")
-        .late_fee(5, "late_fee", Decimal::from(5))
+        .late_fee(5, "late_fee", Money::new(Decimal::from(5), usd))
         .step(7, "suspend")
         .step(75, "write_off")
         .no_suspension_on(Weekday::Sat)
         .no_suspension_on(Weekday::Sun)
         .restore_on_payment(RestoreOnPayment::Restore {
-            reconnection_fee: Some(Decimal::from(25)),
+            reconnection_fee: Some(Money::new(Decimal::from(25), usd)),
         })
         .build()?;
 

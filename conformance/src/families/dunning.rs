@@ -69,7 +69,11 @@ struct Action {
 }
 
 pub fn run(case: Case) -> Result<(), String> {
-    let mut builder = DunningPolicy::builder().min_balance(decimal(&case.policy.min_balance)?);
+    // The cases give the invoice and the minimum balance as bare decimals: the policy's amounts
+    // are in the invoice's currency.
+    let currency = Currency::USD;
+    let mut builder = DunningPolicy::builder(currency)
+        .min_balance(Money::new(decimal(&case.policy.min_balance)?, currency));
     for step in &case.policy.steps {
         builder = builder.step(step.days_after_due, &step.action);
     }
@@ -82,7 +86,7 @@ pub fn run(case: Case) -> Result<(), String> {
     let invoice = DunningInvoice {
         id: InvoiceId::from_u128(1),
         customer: CustomerId::from_u128(1),
-        total: Money::new(decimal(&case.invoice.amount)?, Currency::USD),
+        total: Money::new(decimal(&case.invoice.amount)?, currency),
         due: date(&case.invoice.due)?,
     };
     let settlements = case
@@ -112,8 +116,10 @@ pub fn run(case: Case) -> Result<(), String> {
             .copied()
             .filter(|s| s.on <= day)
             .collect();
-        evaluate(&policy, &invoice, &known, &mut state, day, &mut fired);
-        let again = evaluate(&policy, &invoice, &known, &mut state, day, &mut fired);
+        evaluate(&policy, &invoice, &known, &mut state, day, &mut fired)
+            .map_err(|e| e.to_string())?;
+        let again = evaluate(&policy, &invoice, &known, &mut state, day, &mut fired)
+            .map_err(|e| e.to_string())?;
         if again != 0 {
             return Err(format!("re-evaluating {day} fired {again} action(s) again"));
         }
@@ -135,7 +141,8 @@ pub fn run(case: Case) -> Result<(), String> {
         &mut DunningState::default(),
         until,
         &mut caught_up,
-    );
+    )
+    .map_err(|e| e.to_string())?;
     let caught_up: Vec<_> = caught_up.iter().map(|a| (a.on, a.name)).collect();
     if caught_up != expected {
         return Err(format!(

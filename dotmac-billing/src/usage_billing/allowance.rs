@@ -166,6 +166,7 @@ pub enum Rollover {
 
 /// A threshold reached: emitted once per threshold and period.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct ThresholdReached {
     /// The customer.
     pub customer: CustomerId,

@@ -43,7 +43,7 @@ use crate::service::{BillRunSummary, BillingFailure, BillingService};
 use crate::store::BillingStore;
 use crate::subscription::Subscription;
 use allowance::{AllowancePeriod, AllowancePolicy};
-use dotmac_core::{IdDigest, PendingChargeId, local_midnight};
+use dotmac_core::{IdDigest, MeterId, PendingChargeId, local_midnight};
 use dotmac_usage::{Aggregation, Meter, UsageAggregator, UsageCalendar, UsageStore};
 
 /// An allowance policy that applies to the subscriptions of one plan.
@@ -369,7 +369,7 @@ impl<B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource> UsageBillingS
     /// Rates the usage of every subscription of the tenant for the periods that ended on or
     /// before `as_of` and adds the charges and adjustments for their next invoices.
     ///
-    /// A subscription whose rating fails with a domain error ([`BillingError::UnknownMetric`],
+    /// A subscription whose rating fails with a domain error ([`BillingError::UnknownMeter`],
     /// [`BillingError::UnknownPlan`], a total that overflows, …) gets nothing added (not even
     /// for its periods that did rate), is listed in [`UsageRunSummary::failures`] with a
     /// `usage.rating_failed` event, and the others are rated; a run after the data is fixed
@@ -495,13 +495,13 @@ impl<B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource> UsageBillingS
 
     /// The meters that the usage charges of any of the subscription's plan versions name.
     fn meters_of(&self, sub: &Subscription, plans: &HashMap<PlanId, Plan>) -> Vec<&Meter> {
-        let metrics: BTreeSet<&str> = sub
+        let named: BTreeSet<MeterId> = sub
             .segments
             .iter()
             .filter_map(|s| plans.get(&s.plan)?.version(s.version).ok())
             .flat_map(|v| v.charges.iter())
             .filter_map(|c| match &c.kind {
-                ChargeKind::Usage { metric } => Some(metric.as_str()),
+                ChargeKind::Usage { meter } => Some(*meter),
                 _ => None,
             })
             .collect();
@@ -509,7 +509,7 @@ impl<B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource> UsageBillingS
             .settings
             .meters
             .iter()
-            .filter(|m| metrics.contains(m.code.as_str()))
+            .filter(|m| named.contains(&m.id))
             .collect()
     }
 
@@ -860,7 +860,7 @@ mod observability_tests {
             .interval(BillingInterval::MONTHLY)
             .charge(Charge::recurring_flat([usd(dec!(30))]))
             .charge(Charge::usage(
-                "data_gb",
+                DATA,
                 vec![CurrencyPrice {
                     currency: Currency::USD,
                     model: PriceModel::PerUnit {
@@ -984,9 +984,9 @@ mod observability_tests {
                     .unwrap_err();
                 assert_eq!(
                     error,
-                    BillingError::UnknownMetric {
+                    BillingError::UnknownMeter {
                         plan: PlanId::from_u128(10),
-                        metric: "data_gb".into()
+                        meter: DATA
                     }
                 );
             });

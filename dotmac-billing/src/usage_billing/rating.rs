@@ -1,7 +1,7 @@
 //! Rating usage into invoice charges: pure functions from a closed period's aggregates to
 //! [`PendingCharge`]s.
 //!
-//! A plan version's [`ChargeKind::Usage`] charges name a meter by its code. For each of them,
+//! A plan version's [`ChargeKind::Usage`] charges name a meter by its id. For each of them,
 //! [`rate_period_usage`] takes the meter's aggregate over one closed billing period, subtracts
 //! the allowance where one is configured ([`MeterAllowance`]: included quantity, rolled-over
 //! units and top-ups), and prices the rest with the charge's [`PriceModel`] in the
@@ -111,6 +111,7 @@ pub struct PeriodUsage {
 
 /// One usage charge of a plan rated for one period.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct RatedUsage {
     /// The subscription.
     pub subscription: SubscriptionId,
@@ -118,9 +119,9 @@ pub struct RatedUsage {
     pub customer: dotmac_core::CustomerId,
     /// The plan, price version and charge position it was priced with.
     pub price: PriceRef,
-    /// The meter's code, as the charge names it.
-    pub metric: String,
-    /// The meter.
+    /// The meter's code (the line text shows it).
+    pub meter_code: String,
+    /// The meter, as the charge names it.
     pub meter: MeterId,
     /// The billing period.
     pub period: Period,
@@ -174,11 +175,11 @@ impl RatedUsage {
     /// The line's text: the meter, the quantity used and, with an allowance, what was included.
     pub fn description(&self) -> String {
         if self.allowance.is_zero() {
-            format!("{}: {} used", self.metric, self.used.normalize())
+            format!("{}: {} used", self.meter_code, self.used.normalize())
         } else {
             format!(
                 "{}: {} used, {} included, {} billed",
-                self.metric,
+                self.meter_code,
                 self.used.normalize(),
                 self.allowance.normalize(),
                 self.billable.normalize()
@@ -270,19 +271,17 @@ fn find_plan(
     plans.plan(id).ok_or(BillingError::UnknownPlan(id))
 }
 
-/// Finds the meter a usage charge names by code.
-fn meter_for<'m>(
-    meters: &'m [Meter],
+/// Finds the meter a usage charge names: rating needs its definition (its code for the line
+/// text), and a charge whose meter is not defined is a catalogue error, not zero usage.
+fn meter_for(
+    meters: &[Meter],
     plan: dotmac_core::PlanId,
-    metric: &str,
-) -> Result<&'m Meter, BillingError> {
+    meter: MeterId,
+) -> Result<&Meter, BillingError> {
     meters
         .iter()
-        .find(|m| m.code == metric)
-        .ok_or_else(|| BillingError::UnknownMetric {
-            plan,
-            metric: metric.to_owned(),
-        })
+        .find(|m| m.id == meter)
+        .ok_or(BillingError::UnknownMeter { plan, meter })
 }
 
 /// Prices `used` units of a meter for a subscription's period with `model`, after the
@@ -308,7 +307,7 @@ fn price_used(
 /// Rates every usage charge of the subscription's plan version for one closed period.
 ///
 /// The plan version is the one in force on the period's last day of service. Each usage
-/// charge's meter (found by code in `meters`) is read from `usage.quantities` (zero when
+/// charge's meter (looked up by id in `meters`) is read from `usage.quantities` (zero when
 /// absent); with a [`MeterAllowance`] for that meter only the units above the allowance are
 /// billed; the billable units are priced with the charge's model in the subscription's
 /// currency. A charge is returned for every usage charge, even at zero, so the invoice shows
@@ -317,7 +316,7 @@ fn price_used(
 /// # Errors
 ///
 /// [`BillingError::UnknownPlan`] / [`BillingError::UnknownPlanVersion`] when the catalogue
-/// does not match the subscription, [`BillingError::UnknownMetric`] for a usage charge whose
+/// does not match the subscription, [`BillingError::UnknownMeter`] for a usage charge whose
 /// meter is not in `meters`, [`BillingError::CurrencyNotOffered`] when the charge has no price
 /// in the subscription's currency, pricing errors, and [`BillingError::Core`] for a period
 /// index out of range.
@@ -339,10 +338,10 @@ pub fn rate_period_usage(
     let version = plan.version(segment.version)?;
     let mut rated = Vec::new();
     for (position, charge) in version.charges.iter().enumerate() {
-        let ChargeKind::Usage { metric } = &charge.kind else {
+        let ChargeKind::Usage { meter } = &charge.kind else {
             continue;
         };
-        let meter = meter_for(meters, plan.id, metric)?;
+        let meter = meter_for(meters, plan.id, *meter)?;
         let model =
             charge
                 .price_in(subscription.currency)
@@ -365,7 +364,7 @@ pub fn rate_period_usage(
                 version: version.version,
                 charge: u32::try_from(position).unwrap_or(u32::MAX),
             },
-            metric: metric.clone(),
+            meter_code: meter.code.clone(),
             meter: meter.id,
             period,
             period_index: usage.index,
@@ -409,7 +408,7 @@ pub fn adjustment_charge(
             .find(|m| m.id == adjustment.meter)
             .map(|m| m.code.as_str());
         let position = version.charges.iter().position(
-            |c| matches!(&c.kind, ChargeKind::Usage { metric: m } if Some(m.as_str()) == metric),
+            |c| matches!(&c.kind, ChargeKind::Usage { meter } if *meter == adjustment.meter),
         );
         if let (Some(position), Some(metric)) = (position, metric) {
             charge.price = Some(PriceRef {
@@ -436,7 +435,7 @@ pub fn adjustment_charge(
 ///
 /// # Errors
 ///
-/// As [`rate_period_usage`]; [`BillingError::UnknownMetric`] when the plan version has no
+/// As [`rate_period_usage`]; [`BillingError::UnknownMeter`] when the plan version has no
 /// usage charge for `meter`.
 pub fn price_meter_usage(
     subscription: &Subscription,
@@ -461,12 +460,9 @@ pub fn price_meter_usage(
         .into_iter()
         .find(|r| r.meter == meter)
         .map(|r| r.amount)
-        .ok_or_else(|| BillingError::UnknownMetric {
+        .ok_or(BillingError::UnknownMeter {
             plan: shape.plan,
-            metric: meters
-                .iter()
-                .find(|m| m.id == meter)
-                .map_or_else(|| meter.to_string(), |m| m.code.clone()),
+            meter,
         })
 }
 
@@ -500,7 +496,7 @@ mod tests {
                 Currency::USD,
             )]))
             .charge(Charge::usage(
-                "data_gb",
+                MeterId::from_u128(9),
                 vec![CurrencyPrice {
                     currency: Currency::USD,
                     model,
@@ -565,16 +561,16 @@ mod tests {
     }
 
     #[test]
-    fn an_unknown_metric_is_refused() {
+    fn an_undefined_meter_is_refused() {
         let (plan, sub) = setup(PriceModel::PerUnit {
             unit_amount: dec!(1),
         });
         let err = rate_period_usage(&sub, &plan, &[], &usage(0, dec!(1))).unwrap_err();
         assert_eq!(
             err,
-            BillingError::UnknownMetric {
+            BillingError::UnknownMeter {
                 plan: plan.id,
-                metric: "data_gb".into()
+                meter: MeterId::from_u128(9)
             }
         );
     }

@@ -114,11 +114,11 @@ fn cancel_at_period_end_stops_billing_and_ends() {
     )
     .unwrap();
     assert!(out.invoice.is_none());
-    assert_eq!(out.subscription.ends_on, Some(d(2026, 5, 1)));
-    assert_eq!(out.subscription.status, SubscriptionStatus::Active);
+    assert_eq!(out.subscription.ends_on(), Some(d(2026, 5, 1)));
+    assert_eq!(out.subscription.status(), SubscriptionStatus::Active);
     let later = bill_due(&out.subscription, &plan, &[], d(2026, 7, 1), &settings()).unwrap();
     assert!(later.invoices.is_empty());
-    assert_eq!(later.subscription.status, SubscriptionStatus::Ended);
+    assert_eq!(later.subscription.status(), SubscriptionStatus::Ended);
 }
 
 #[test]
@@ -140,7 +140,7 @@ fn pause_credits_and_resume_charges_the_rest_of_the_period() {
         &settings(),
     )
     .unwrap();
-    assert_eq!(paused.subscription.status, SubscriptionStatus::Paused);
+    assert_eq!(paused.subscription.status(), SubscriptionStatus::Paused);
     assert_eq!(paused.invoice.as_ref().unwrap().total, usd("-20.00"));
     let resumed = change(
         &paused.subscription,
@@ -152,7 +152,7 @@ fn pause_credits_and_resume_charges_the_rest_of_the_period() {
         &settings(),
     )
     .unwrap();
-    assert_eq!(resumed.subscription.status, SubscriptionStatus::Active);
+    assert_eq!(resumed.subscription.status(), SubscriptionStatus::Active);
     assert_eq!(resumed.invoice.as_ref().unwrap().total, usd("10.00"));
     // Resuming an active subscription is an illegal transition, and nothing changes.
     let refused = change(
@@ -354,11 +354,11 @@ fn trial_then_active() {
     let s = sub(&plan, d(2026, 4, 1))
         .create(&plan, Currency::USD)
         .unwrap();
-    assert_eq!(s.status, SubscriptionStatus::Trialing);
+    assert_eq!(s.status(), SubscriptionStatus::Trialing);
     let out = bill_due(&s, &plan, &[], d(2026, 4, 15), &settings()).unwrap();
     // Trial [Apr 1, Apr 15); Apr 15..May 1 is 16/30 of 30.
     assert_eq!(totals(&out.invoices), [(d(2026, 4, 15), dec!(16))]);
-    assert_eq!(out.subscription.status, SubscriptionStatus::Active);
+    assert_eq!(out.subscription.status(), SubscriptionStatus::Active);
 }
 
 #[test]

@@ -29,7 +29,7 @@ async fn a_revision_without_successor_is_refused_not_a_panic() {
     let mut sub = NewSubscription::new(customer, plan.id, Currency::USD, start)
         .create(&plan, Currency::USD)
         .unwrap();
-    sub.revision = u64::MAX;
+    dotmac_billing::internal::set_subscription_revision(&mut sub, u64::MAX);
     let (store, tenant) = (MemoryStore::new(), TenantId::from_u128(1));
     store
         .insert_subscription(tenant, sub.clone())
@@ -65,7 +65,7 @@ async fn a_revision_without_successor_is_refused_not_a_panic() {
             .subscription(tenant, sub.id)
             .await
             .unwrap()
-            .map(|s| s.revision),
+            .map(|s| s.revision()),
         Some(u64::MAX)
     );
 }

@@ -58,7 +58,7 @@ fn fibre_plan() -> Plan {
     .interval(BillingInterval::MONTHLY)
     .charge(Charge::recurring_flat([usd(dec!(30))]))
     .charge(Charge::usage(
-        "data_gb",
+        DATA,
         vec![CurrencyPrice {
             currency: Currency::USD,
             model: PriceModel::PerUnit {
@@ -383,12 +383,13 @@ async fn assert_only_the_other_was_skipped(
 async fn a_usage_charge_without_a_meter_skips_only_its_subscription_until_the_meter_exists() {
     let plan = fibre_plan();
     let billing = setup(&plan).await;
+    const VOICE: MeterId = MeterId::from_u128(5);
     // The other customer's plan charges voice minutes, a meter the settings lack at first.
     let voice_plan = Plan::builder(PlanId::from_u128(12), plan.product, "Voice")
         .interval(BillingInterval::MONTHLY)
         .charge(Charge::recurring_flat([usd(dec!(10))]))
         .charge(Charge::usage(
-            "voice_min",
+            VOICE,
             vec![CurrencyPrice {
                 currency: Currency::USD,
                 model: PriceModel::PerUnit {
@@ -399,7 +400,6 @@ async fn a_usage_charge_without_a_meter_skips_only_its_subscription_until_the_me
         .build(d(1, 1))
         .unwrap();
     add_other_customer(&billing, &voice_plan).await;
-    const VOICE: MeterId = MeterId::from_u128(5);
     let usage_store = InMemoryUsageStore::new();
     let voice_event = UsageEvent {
         customer: OTHER,
@@ -421,12 +421,12 @@ async fn a_usage_charge_without_a_meter_skips_only_its_subscription_until_the_me
         let failure = BillingFailure {
             customer: OTHER,
             subscription: Some(OTHER_SUB),
-            error: BillingError::UnknownMetric {
+            error: BillingError::UnknownMeter {
                 plan: voice_plan.id,
-                metric: "voice_min".into(),
+                meter: VOICE,
             },
         };
-        assert_only_the_other_was_skipped(&billing, &outcome, attempt, failure, "unknown_metric")
+        assert_only_the_other_was_skipped(&billing, &outcome, attempt, failure, "unknown_meter")
             .await;
     }
     // The meter is defined: the next run rates and bills the skipped subscription.
@@ -627,7 +627,7 @@ async fn in_arrears_usage_goes_on_the_periods_own_invoice() {
         .timing(dotmac_billing::BillingTiming::InArrears)
         .charge(Charge::recurring_flat([usd(dec!(30))]))
         .charge(Charge::usage(
-            "data_gb",
+            DATA,
             vec![CurrencyPrice {
                 currency: Currency::USD,
                 model: PriceModel::PerUnit {
@@ -727,7 +727,7 @@ mod properties {
         let plan = Plan::builder(PlanId::from_u128(10), ProductId::from_u128(11), "p")
             .charge(Charge::recurring_flat([usd(dec!(30))]))
             .charge(Charge::usage(
-                "data_gb",
+                DATA,
                 vec![CurrencyPrice {
                     currency: Currency::USD,
                     model: price.clone(),

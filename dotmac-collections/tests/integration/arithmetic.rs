@@ -41,13 +41,13 @@ fn ledger_op() -> impl Strategy<Value = LedgerOp> {
 }
 
 fn dunning_policy() -> DunningPolicy {
-    DunningPolicy::builder()
+    DunningPolicy::builder(Currency::USD)
         .step(1, "overdue_notice")
-        .late_fee(3, "late_fee", Decimal::MAX)
+        .late_fee(3, "late_fee", Money::new(Decimal::MAX, Currency::USD))
         .step(5, "suspend")
-        .min_balance(Decimal::ONE)
+        .min_balance(Money::new(Decimal::ONE, Currency::USD))
         .restore_on_payment(RestoreOnPayment::Restore {
-            reconnection_fee: Some(Decimal::MAX),
+            reconnection_fee: Some(Money::new(Decimal::MAX, Currency::USD)),
         })
         .build()
         .unwrap()
@@ -112,9 +112,11 @@ proptest! {
                 };
                 let mut state = DunningState::default();
                 let mut out = Vec::new();
-                no_panic("dunning::evaluate", op, || {
+                // The ledger's currency is the policy's: evaluation never refuses it.
+                let evaluated = no_panic("dunning::evaluate", op, || {
                     evaluate(&policy, &invoice, &settlements, &mut state, day(n as u64 + 90), &mut out)
                 })?;
+                prop_assert!(evaluated.is_ok(), "{evaluated:?}");
             }
             let ageing = no_panic("receivables_ageing", op, || {
                 receivables_ageing(std::slice::from_ref(&ledger), day(n as u64 + 40), Currency::USD)

@@ -8,25 +8,30 @@ use dotmac_collections::{
 };
 use dotmac_collections::{
     CollectionAction, CollectionEvent, CollectionsRunSummary, CollectionsService, DunningInvoice,
-    DunningPolicy, DunningState, InMemoryDunningStore, RestoreOnPayment, Settlement, evaluate,
+    DunningPolicy, DunningState, DunningStore, InMemoryDunningStore, RestoreOnPayment, Settlement,
+    evaluate,
 };
 use dotmac_core::{Currency, CustomerId, InvoiceId, ManualClock, Money, PaymentId, TenantId};
 use proptest::prelude::*;
 use rust_decimal::Decimal;
 
 fn policy() -> DunningPolicy {
-    DunningPolicy::builder()
+    DunningPolicy::builder(Currency::USD)
         .step(-3, "reminder")
         .step(1, "overdue_notice")
-        .late_fee(3, "late_fee", Decimal::new(500, 2))
+        .late_fee(
+            3,
+            "late_fee",
+            Money::new(Decimal::new(500, 2), Currency::USD),
+        )
         .step(5, "suspend")
         .step(75, "write_off")
         .grace_days(2)
-        .min_balance(Decimal::new(100, 2))
+        .min_balance(Money::new(Decimal::new(100, 2), Currency::USD))
         .no_suspension_on(Weekday::Sat)
         .no_suspension_on(Weekday::Sun)
         .restore_on_payment(RestoreOnPayment::Restore {
-            reconnection_fee: Some(Decimal::TEN),
+            reconnection_fee: Some(Money::new(Decimal::TEN, Currency::USD)),
         })
         .build()
         .unwrap()
@@ -61,8 +66,8 @@ proptest! {
         for day in &run_days {
             let today = start + Days::new(*day);
             let known: Vec<_> = settlements.iter().copied().filter(|s| s.on <= today).collect();
-            evaluate(&policy, &invoice, &known, &mut state, today, &mut fired);
-            prop_assert_eq!(evaluate(&policy, &invoice, &known, &mut state, today, &mut fired), 0);
+            evaluate(&policy, &invoice, &known, &mut state, today, &mut fired).unwrap();
+            prop_assert_eq!(evaluate(&policy, &invoice, &known, &mut state, today, &mut fired), Ok(0));
         }
         for action in &fired {
             let paid: Decimal = settlements.iter().filter(|s| s.on <= action.on).map(|s| s.amount).sum();
@@ -70,7 +75,7 @@ proptest! {
             if action.action == CollectionAction::Restore {
                 prop_assert!(open <= Decimal::ZERO);
             } else {
-                prop_assert!(open > policy.min_balance(), "{action:?} fired with {open} open");
+                prop_assert!(open > policy.min_balance().amount(), "{action:?} fired with {open} open");
                 prop_assert!(!(action.action == CollectionAction::Suspend && policy.suspension_blocked_on(action.on)));
             }
         }
@@ -349,4 +354,96 @@ async fn one_customers_bad_ledger_never_stops_the_collections_run() {
     assert!(run.failures.is_empty());
     assert_eq!(suspended(&run), vec![bad]);
     assert_eq!(run.events.len(), 4);
+}
+
+#[tokio::test]
+async fn a_customer_invoiced_in_another_currency_than_the_policys_fails_alone_and_nothing_is_saved()
+{
+    let tenant = TenantId::from_u128(1);
+    let (usd_customer, eur_customer) = (CustomerId::from_u128(2), CustomerId::from_u128(3));
+    let clock = ManualClock::new(Utc.with_ymd_and_hms(2026, 3, 1, 8, 0, 0).unwrap());
+    let store = std::sync::Arc::new(InMemoryDunningStore::new());
+    let service = CollectionsService::new(
+        InMemoryPaymentStore::new(),
+        SharedDunning(store.clone()),
+        &clock,
+        dotmac_collections::CollectionsSettings::new(policy()).with_zone(chrono_tz::Africa::Lagos),
+    );
+    for (n, customer, currency) in [
+        (1, usd_customer, Currency::USD),
+        (2, eur_customer, Currency::EUR),
+    ] {
+        service
+            .record_invoice(
+                tenant,
+                customer,
+                InvoiceId::from_u128(n),
+                Money::from_minor(5000, currency),
+                NaiveDate::from_ymd_opt(2026, 3, 1).unwrap(),
+                due(),
+            )
+            .await
+            .unwrap();
+    }
+    clock.set(Utc.with_ymd_and_hms(2026, 3, 20, 6, 0, 0).unwrap());
+    let wrong = CollectionsError::WrongCurrency {
+        what: "invoice under dunning",
+        expected: "USD",
+        got: "EUR",
+    };
+    // One customer: the error, and no state saved.
+    assert_eq!(
+        service.evaluate(tenant, eur_customer).await.unwrap_err(),
+        wrong
+    );
+    assert_eq!(
+        store.state(tenant, InvoiceId::from_u128(2)).await.unwrap(),
+        DunningState::default()
+    );
+    // The daily run: the EUR customer is a failure, the USD one is evaluated.
+    let run = service
+        .evaluate_customers(tenant, &[usd_customer, eur_customer])
+        .await
+        .unwrap();
+    let failures: Vec<_> = run
+        .failures
+        .iter()
+        .map(|f| (f.customer, f.error.clone()))
+        .collect();
+    assert_eq!(failures, vec![(eur_customer, wrong)]);
+    assert!(run.events.iter().any(|e| matches!(
+        &e.payload,
+        CollectionEvent::Action(a) if a.customer == usd_customer && a.action == CollectionAction::Suspend
+    )));
+    assert_eq!(
+        store.state(tenant, InvoiceId::from_u128(2)).await.unwrap(),
+        DunningState::default()
+    );
+    // The store does record states: the USD invoice's was saved.
+    assert_ne!(
+        store.state(tenant, InvoiceId::from_u128(1)).await.unwrap(),
+        DunningState::default()
+    );
+}
+
+/// The dunning store shared with the test, to read what the service saved.
+struct SharedDunning(std::sync::Arc<InMemoryDunningStore>);
+
+impl DunningStore for SharedDunning {
+    async fn state(
+        &self,
+        tenant: TenantId,
+        invoice: InvoiceId,
+    ) -> Result<DunningState, CollectionsError> {
+        self.0.state(tenant, invoice).await
+    }
+
+    async fn save_state(
+        &self,
+        tenant: TenantId,
+        invoice: InvoiceId,
+        state: DunningState,
+    ) -> Result<(), CollectionsError> {
+        self.0.save_state(tenant, invoice, state).await
+    }
 }

@@ -30,7 +30,7 @@ for_each_dialect! {
                     let found = revisions_of(tx, tenant, &[sub.id.as_uuid()], true)
                         .await
                         .map_err(storage)?;
-                    if let Some(refused) = revision_refusal(sub, sub.revision, &found) {
+                    if let Some(refused) = revision_refusal(sub, sub.revision(), &found) {
                         return Ok(Applied::Refused(refused));
                     }
                 }
@@ -45,8 +45,8 @@ for_each_dialect! {
                 }
             }
             if let Some(mut sub) = commit.subscription {
-                let expected = sub.revision;
-                sub.revision += 1;
+                let expected = sub.revision();
+                bump_revision(&mut sub);
                 let updated = docs::execute(
                     tx,
                     "UPDATE billing_subscriptions SET revision = $4, body = $5, customer_id = $6 \
@@ -55,7 +55,7 @@ for_each_dialect! {
                         id(tenant),
                         Bind::Uuid(sub.id.as_uuid()),
                         Bind::I64(i64::try_from(expected).unwrap_or(i64::MAX)),
-                        Bind::I64(i64::try_from(sub.revision).unwrap_or(i64::MAX)),
+                        Bind::I64(i64::try_from(sub.revision()).unwrap_or(i64::MAX)),
                         body("subscription", &rows::SubscriptionRow::from(&sub))?,
                         Bind::Uuid(sub.customer.as_uuid()),
                     ],
@@ -339,7 +339,7 @@ for_each_dialect! {
         commits: &mut [BillingCommit],
     ) -> Result<Vec<Option<BillingError>>> {
         for sub in commits.iter_mut().filter_map(|c| c.subscription.as_mut()) {
-            sub.revision += 1;
+            bump_revision(sub);
         }
         let subs: Vec<&Subscription> =
             commits.iter().filter_map(|c| c.subscription.as_ref()).collect();
@@ -371,7 +371,7 @@ for_each_dialect! {
                     None => BillingError::UnknownSubscription(sub.id),
                     Some(found) => BillingError::ConcurrentUpdate {
                         subscription: sub.id,
-                        expected: sub.revision - 1,
+                        expected: sub.revision() - 1,
                         found: found.unsigned_abs(),
                     },
                 })
@@ -419,7 +419,7 @@ for_each_dialect! {
             if let Some(refused) = commit
                 .subscription
                 .as_ref()
-                .and_then(|sub| revision_refusal(sub, sub.revision, &found))
+                .and_then(|sub| revision_refusal(sub, sub.revision(), &found))
             {
                 refusals.push(Some(refused));
                 continue;
@@ -443,7 +443,7 @@ for_each_dialect! {
         let mut accepted: Vec<&Subscription> = Vec::new();
         for (commit, refused) in commits.iter_mut().zip(&refusals) {
             if let (None, Some(sub)) = (refused, commit.subscription.as_mut()) {
-                sub.revision += 1;
+                bump_revision(sub);
                 accepted.push(sub);
             }
         }
@@ -455,8 +455,8 @@ for_each_dialect! {
             if let Some(sub) = accepted.iter().find(|s| !updated.contains(&s.id.as_uuid())) {
                 return Err(BillingError::ConcurrentUpdate {
                     subscription: sub.id,
-                    expected: sub.revision - 1,
-                    found: sub.revision - 1,
+                    expected: sub.revision() - 1,
+                    found: sub.revision() - 1,
                 });
             }
         }
@@ -489,4 +489,10 @@ for_each_dialect! {
         #[allow(unused_imports)]
         use crate::billing::postgres::*;
     }
+}
+
+/// The store bumps a subscription's revision on every write it accepts.
+fn bump_revision(sub: &mut Subscription) {
+    let next = sub.revision().saturating_add(1);
+    dotmac_billing::internal::set_subscription_revision(sub, next);
 }

@@ -60,7 +60,7 @@ pub(crate) async fn update_subscriptions(
     let ids: Vec<Uuid> = subs.iter().map(|s| s.id.as_uuid()).collect();
     let revisions: Vec<i64> = subs
         .iter()
-        .map(|s| i64::try_from(s.revision).unwrap_or(i64::MAX))
+        .map(|s| i64::try_from(s.revision()).unwrap_or(i64::MAX))
         .collect();
     let customers: Vec<Uuid> = subs.iter().map(|s| s.customer.as_uuid()).collect();
     // Sent as text and cast to `json` (the column's type): the server only validates

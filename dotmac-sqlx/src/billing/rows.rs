@@ -20,6 +20,9 @@
 //! serde and should follow the same rule when they next change.
 
 use chrono::NaiveDate;
+use dotmac_billing::internal::{
+    SubscriptionParts, subscription_from_parts, subscription_into_parts,
+};
 use dotmac_billing::{
     AppliedDiscount, Discount, DocumentKey, DocumentNumber, FirstPeriod, Invoice, InvoiceLine,
     InvoiceStatus, LineKind, PriceRef, ProrationMode, Segment, SegmentState, Subscription,
@@ -256,7 +259,8 @@ struct AppliedDiscountRow {
 
 impl From<&Subscription> for SubscriptionRow {
     fn from(subscription: &Subscription) -> Self {
-        let Subscription {
+        // Destructured whole, so that a field the domain adds fails to compile here.
+        let SubscriptionParts {
             id,
             customer,
             currency,
@@ -273,31 +277,31 @@ impl From<&Subscription> for SubscriptionRow {
             setup_billed,
             change_seq,
             revision,
-        } = subscription;
+        } = subscription_into_parts(subscription.clone());
         SubscriptionRow {
-            id: *id,
-            customer: *customer,
-            currency: *currency,
-            status: *status,
-            start: *start,
-            anchor: *anchor,
-            first_period: *first_period,
-            proration: *proration,
-            trial_end: *trial_end,
-            ends_on: *ends_on,
+            id,
+            customer,
+            currency,
+            status,
+            start,
+            anchor,
+            first_period,
+            proration,
+            trial_end,
+            ends_on,
             segments: segments.iter().map(SegmentRow::from).collect(),
             discounts: discounts.iter().map(AppliedDiscountRow::from).collect(),
-            next_period: *next_period,
-            setup_billed: *setup_billed,
-            change_seq: *change_seq,
-            revision: *revision,
+            next_period,
+            setup_billed,
+            change_seq,
+            revision,
         }
     }
 }
 
 impl From<SubscriptionRow> for Subscription {
     fn from(row: SubscriptionRow) -> Self {
-        Subscription {
+        subscription_from_parts(SubscriptionParts {
             id: row.id,
             customer: row.customer,
             currency: row.currency,
@@ -318,7 +322,7 @@ impl From<SubscriptionRow> for Subscription {
             setup_billed: row.setup_billed,
             change_seq: row.change_seq,
             revision: row.revision,
-        }
+        })
     }
 }
 
@@ -409,7 +413,7 @@ mod tests {
                 .create(&plan, Currency::USD)
                 .unwrap();
         sub.trial_end = Some(day(1, 10));
-        sub.revision = 4;
+        dotmac_billing::internal::set_subscription_revision(&mut sub, 4);
         sub.discounts.push(AppliedDiscount {
             covered: Some((0, 1)),
             ..AppliedDiscount::new(discount())

@@ -84,7 +84,7 @@ pub(crate) async fn update_subscriptions(
              customer_id = u.column5 FROM (",
         );
         query.push_values(chunk.iter().zip(bodies), |mut row, (sub, body)| {
-            let revision = i64::try_from(sub.revision).unwrap_or(i64::MAX);
+            let revision = i64::try_from(sub.revision()).unwrap_or(i64::MAX);
             row.push_bind(sub.id.as_uuid())
                 .push_bind(revision - 1)
                 .push_bind(revision)

@@ -64,7 +64,7 @@ impl SubscriptionStore for SqlStore {
                     id(tenant),
                     Bind::Uuid(subscription.id.as_uuid()),
                     Bind::Uuid(subscription.customer.as_uuid()),
-                    Bind::I64(i64::try_from(subscription.revision).unwrap_or(i64::MAX)),
+                    Bind::I64(i64::try_from(subscription.revision()).unwrap_or(i64::MAX)),
                     body("subscription", &rows::SubscriptionRow::from(&subscription))?,
                 ],
             )

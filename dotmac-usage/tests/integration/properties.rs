@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
 use dotmac_core::{BillingInterval, CustomerId, TenantId};
 use dotmac_usage::{
-    Aggregation, InMemoryUsageStore, Meter, MeterId, Rejected, UsageAggregator, UsageCalendar,
-    UsageError, UsageEvent, UsageEventId, UsageStore,
+    Aggregation, InMemoryUsageStore, Meter, MeterId, UsageAggregator, UsageCalendar, UsageError,
+    UsageEvent, UsageEventId, UsageStore,
 };
 use proptest::prelude::*;
 use rust_decimal::Decimal;
@@ -166,41 +166,45 @@ fn bad_events_are_reported_and_the_rest_counted() {
     );
     assert_eq!(report.counted, 1);
     assert_eq!(
-        report.rejected,
+        report
+            .rejected
+            .iter()
+            .map(|r| (r.index, r.event, r.error.clone()))
+            .collect::<Vec<_>>(),
         vec![
-            Rejected {
-                index: 0,
-                event: unknown_meter.id,
-                error: UsageError::UnknownMeter {
+            (
+                0,
+                unknown_meter.id,
+                UsageError::UnknownMeter {
                     event: unknown_meter.id,
                     meter: MeterId::from_u128(99)
                 }
-            },
-            Rejected {
-                index: 2,
-                event: unknown_customer.id,
-                error: UsageError::UnknownCustomer {
+            ),
+            (
+                2,
+                unknown_customer.id,
+                UsageError::UnknownCustomer {
                     event: unknown_customer.id,
                     customer: CustomerId::from_u128(77)
                 }
-            },
-            Rejected {
-                index: 3,
-                event: UsageEventId::from_u128(4),
-                error: UsageError::NegativeQuantity {
+            ),
+            (
+                3,
+                UsageEventId::from_u128(4),
+                UsageError::NegativeQuantity {
                     event: UsageEventId::from_u128(4),
                     quantity: Decimal::new(-1, 2)
                 }
-            },
-            Rejected {
-                index: 4,
-                event: future.id,
-                error: UsageError::TimestampInFuture {
+            ),
+            (
+                4,
+                future.id,
+                UsageError::TimestampInFuture {
                     event: future.id,
                     timestamp: future.timestamp,
                     latest: received() + Duration::minutes(5)
                 }
-            },
+            ),
         ]
     );
     // Only the good event counted; a refused id stays free for a corrected resend.
