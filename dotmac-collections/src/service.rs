@@ -723,6 +723,11 @@ mod tests {
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::{Arc, Mutex};
 
+    /// The two tests run one at a time: `tracing` caches each callsite's interest per process,
+    /// and the counters test, run with no subscriber while the spans test runs, could leave a
+    /// shared callsite cached as uninteresting.
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
     use chrono::{TimeZone, Utc, Weekday};
     use dotmac_core::ManualClock;
     use metrics::{
@@ -868,6 +873,7 @@ mod tests {
 
     #[test]
     fn payments_refunds_and_dunning_move_their_counters_once_each() {
+        let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         let recorder = Counting::default();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
@@ -959,6 +965,7 @@ mod tests {
 
     #[test]
     fn operations_and_store_calls_open_spans_without_amounts() {
+        let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         let spans = Arc::new(Spans::default());
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
@@ -966,6 +973,9 @@ mod tests {
         let customer = CustomerId::from_u128(2);
         let dispatch = tracing::Dispatch::from(Arc::clone(&spans));
         tracing::dispatcher::with_default(&dispatch, || {
+            // Other tests of this binary may have cached a callsite's interest as "never"
+            // while no subscriber was set: recompute it now that this one is.
+            tracing::callsite::rebuild_interest_cache();
             runtime.block_on(async {
                 let clock = ManualClock::new(Utc.with_ymd_and_hms(2026, 3, 1, 8, 0, 0).unwrap());
                 let service = service(&clock);

@@ -1334,6 +1334,9 @@ mod tests {
             .unwrap();
         let dispatch = tracing::Dispatch::from(Arc::clone(&spans));
         tracing::dispatcher::with_default(&dispatch, || {
+            // Other tests of this binary may have cached a callsite's interest as "never"
+            // while no subscriber was set: recompute it now that this one is.
+            tracing::callsite::rebuild_interest_cache();
             runtime.block_on(async {
                 let clock = ManualClock::new(Utc.with_ymd_and_hms(2026, 3, 2, 9, 0, 0).unwrap());
                 let service = SupportService::new(InMemorySupportStore::new(), clock);

@@ -282,7 +282,12 @@ pub(crate) mod observe {
             .build()
             .unwrap();
         let dispatch = tracing::Dispatch::from(Arc::clone(spans));
-        tracing::dispatcher::with_default(&dispatch, || runtime.block_on(f))
+        tracing::dispatcher::with_default(&dispatch, || {
+            // Other tests of this binary may have cached a callsite's interest as "never"
+            // while no subscriber was set: recompute it now that this one is.
+            tracing::callsite::rebuild_interest_cache();
+            runtime.block_on(f)
+        })
     }
 }
 

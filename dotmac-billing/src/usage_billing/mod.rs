@@ -698,6 +698,11 @@ impl<B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource> UsageBillingS
 #[cfg(test)]
 mod observability_tests {
     use std::collections::BTreeMap;
+
+    /// The two tests run one at a time: `tracing` caches each callsite's interest per process,
+    /// and the counters test, run with no subscriber at the same moment as the spans test, can
+    /// leave a shared callsite (`dotmac.billing.run_bill`) cached as uninteresting.
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::{Arc, Mutex};
 
@@ -942,6 +947,7 @@ mod observability_tests {
 
     #[test]
     fn a_billing_month_moves_each_counter_once_with_its_count() {
+        let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         let recorder = Counting::default();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
@@ -1007,12 +1013,16 @@ mod observability_tests {
 
     #[test]
     fn operations_and_store_calls_open_spans_with_counts_and_without_personal_data() {
+        let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         let spans = Arc::new(Spans::default());
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
         let dispatch = tracing::Dispatch::from(Arc::clone(&spans));
         tracing::dispatcher::with_default(&dispatch, || {
+            // Other tests of this binary may have cached a callsite's interest as "never"
+            // while no subscriber was set: recompute it now that this one is.
+            tracing::callsite::rebuild_interest_cache();
             runtime.block_on(async {
                 let billing = setup().await;
                 let usage_store = InMemoryUsageStore::new();
