@@ -205,6 +205,13 @@ impl StorageError {
         }
     }
 
+    /// The same error, its message prefixed with what was being done (`"read ledger: …"`).
+    #[must_use]
+    pub fn context(mut self, doing: impl std::fmt::Display) -> Self {
+        self.message = format!("{doing}: {}", self.message);
+        self
+    }
+
     /// What kind of failure this is.
     pub fn kind(&self) -> StorageErrorKind {
         self.kind

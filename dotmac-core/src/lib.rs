@@ -45,6 +45,7 @@ mod event;
 mod id;
 mod idempotency;
 mod money;
+pub mod outbox;
 mod period;
 mod zone;
 

@@ -31,6 +31,24 @@ pub struct OutboxEvent {
 }
 
 impl OutboxEvent {
+    /// Serialises an event written with a change (its payload kept typed until now).
+    ///
+    /// # Errors
+    ///
+    /// [`SqlError::Json`] if the payload cannot be serialised.
+    pub fn from_core(event: &dotmac_core::outbox::OutboxEvent) -> Result<Self> {
+        Ok(OutboxEvent {
+            id: event.id(),
+            tenant: event.tenant(),
+            event_type: event.event_type().to_owned(),
+            occurred_at: event.occurred_at(),
+            payload: event.payload_value().map_err(|source| SqlError::Json {
+                what: "event payload",
+                source,
+            })?,
+        })
+    }
+
     /// Serialises a domain event.
     ///
     /// # Errors
@@ -141,6 +159,20 @@ for_each_dialect! {
                 }
             }
             Ok(())
+        }
+
+        /// Writes the events of a change inside its open transaction (see [`insert`]).
+        #[allow(dead_code)] // the domain commits call it as they move to the outbox
+        pub(crate) async fn insert_core(
+            tx: &mut Tx,
+            tenant: TenantId,
+            events: &[dotmac_core::outbox::OutboxEvent],
+        ) -> Result<()> {
+            if events.is_empty() {
+                return Ok(());
+            }
+            let stored = events.iter().map(OutboxEvent::from_core).collect::<Result<Vec<_>>>()?;
+            insert(tx, tenant, &stored).await
         }
 
         pub(crate) fn decode(row: &DbRow) -> Result<OutboxMessage> {
