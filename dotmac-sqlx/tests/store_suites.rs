@@ -41,3 +41,26 @@ async fn dunning_store_suite_passes_on_every_backend() {
         assert_eq!(result, Ok(()), "dunning store suite on {name}");
     }
 }
+
+/// The outbox suite claims across tenants, so each backend gets a database of its own: a fresh
+/// SQLite memory database and a PostgreSQL schema no other test writes to.
+#[tokio::test]
+async fn outbox_store_suite_passes_on_every_backend() {
+    let mut backends = vec![("sqlite memory", common::sqlite_memory().await)];
+    if let Ok(url) = std::env::var("DATABASE_URL") {
+        let schema = format!(
+            "dotmac_test_outbox_suite_{:08x}",
+            common::migrations_fingerprint()
+        );
+        let options = dotmac_sqlx::DatabaseOptions::new(&url).schema(schema);
+        let db = dotmac_sqlx::Database::connect_with(options)
+            .await
+            .unwrap_or_else(|e| panic!("DATABASE_URL is set but PostgreSQL is unusable: {e}"));
+        backends.push(("postgres", db));
+    }
+    for (name, db) in backends {
+        let store = SqlStore::new(db);
+        let result = dotmac_core::outbox::testkit::run_outbox_store_suite(&store).await;
+        assert_eq!(result, Ok(()), "outbox store suite on {name}");
+    }
+}
