@@ -1576,6 +1576,8 @@ mod tests {
 /// (memory here, SQLite and PostgreSQL in `dotmac-sqlx`).
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit {
+    // Fixed instants in 2030, seconds and days apart: nowhere near chrono's limits.
+    #![allow(clippy::arithmetic_side_effects)]
     use super::*;
 
     #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
