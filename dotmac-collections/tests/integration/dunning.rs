@@ -8,8 +8,8 @@ use dotmac_collections::{
 };
 use dotmac_collections::{
     CollectionAction, CollectionEvent, CollectionsRunSummary, CollectionsService, DunningInvoice,
-    DunningPolicy, DunningState, DunningStore, InMemoryDunningStore, RestoreOnPayment, Settlement,
-    evaluate,
+    DunningPolicy, DunningState, DunningStore, InMemoryDunningStore, InvoiceToEnter,
+    RestoreOnPayment, Settlement, evaluate,
 };
 use dotmac_core::{Currency, CustomerId, InvoiceId, ManualClock, Money, PaymentId, TenantId};
 use proptest::prelude::*;
@@ -101,14 +101,16 @@ async fn service_suspends_then_restores_on_payment_with_a_reconnection_fee() {
     );
     let usd = |m| Money::from_minor(m, Currency::USD);
     service
-        .record_invoice(
-            tenant,
-            customer,
-            InvoiceId::from_u128(1),
-            usd(5000),
-            NaiveDate::from_ymd_opt(2026, 3, 1).unwrap(),
-            due(),
-        )
+        .enter_invoice(
+                tenant,
+                InvoiceToEnter {
+                    invoice: InvoiceId::from_u128(1),
+                    customer: customer,
+                    total: usd(5000),
+                    issued: NaiveDate::from_ymd_opt(2026, 3, 1).unwrap(),
+                    due: due(),
+                },
+            )
         .await
         .unwrap();
     // Due Friday 13 March; suspension day 13 + 5 + 2 grace = Friday 20 March.
@@ -218,6 +220,7 @@ impl PaymentStore for FixablePayments {
         _tenant: TenantId,
         customer: CustomerId,
         entries: &[LedgerEntry],
+        _events: &[dotmac_core::outbox::OutboxEvent],
     ) -> Result<(), CollectionsError> {
         self.ledgers
             .lock()
@@ -257,13 +260,15 @@ async fn one_customers_bad_ledger_never_stops_the_collections_run() {
     );
     for (n, customer) in (1u128..).zip(&customers) {
         service
-            .record_invoice(
+            .enter_invoice(
                 tenant,
-                *customer,
-                InvoiceId::from_u128(n),
-                Money::from_minor(5000, Currency::USD),
-                NaiveDate::from_ymd_opt(2026, 3, 1).unwrap(),
-                due(),
+                InvoiceToEnter {
+                    invoice: InvoiceId::from_u128(n),
+                    customer: *customer,
+                    total: Money::from_minor(5000, Currency::USD),
+                    issued: NaiveDate::from_ymd_opt(2026, 3, 1).unwrap(),
+                    due: due(),
+                },
             )
             .await
             .unwrap();
@@ -281,7 +286,7 @@ async fn one_customers_bad_ledger_never_stops_the_collections_run() {
     };
     service
         .payment_store()
-        .append_entries(tenant, bad, std::slice::from_ref(&stray))
+        .append_entries(tenant, bad, std::slice::from_ref(&stray), &[])
         .await
         .unwrap();
     clock.set(Utc.with_ymd_and_hms(2026, 3, 20, 6, 0, 0).unwrap());
@@ -374,13 +379,15 @@ async fn a_customer_invoiced_in_another_currency_than_the_policys_fails_alone_an
         (2, eur_customer, Currency::EUR),
     ] {
         service
-            .record_invoice(
+            .enter_invoice(
                 tenant,
-                customer,
-                InvoiceId::from_u128(n),
-                Money::from_minor(5000, currency),
-                NaiveDate::from_ymd_opt(2026, 3, 1).unwrap(),
-                due(),
+                InvoiceToEnter {
+                    invoice: InvoiceId::from_u128(n),
+                    customer: customer,
+                    total: Money::from_minor(5000, currency),
+                    issued: NaiveDate::from_ymd_opt(2026, 3, 1).unwrap(),
+                    due: due(),
+                },
             )
             .await
             .unwrap();
@@ -443,7 +450,8 @@ impl DunningStore for SharedDunning {
         tenant: TenantId,
         invoice: InvoiceId,
         state: DunningState,
+        events: &[dotmac_core::outbox::OutboxEvent],
     ) -> Result<(), CollectionsError> {
-        self.0.save_state(tenant, invoice, state).await
+        self.0.save_state(tenant, invoice, state, events).await
     }
 }

@@ -105,7 +105,7 @@ async fn the_store_is_append_only_and_tenant_scoped() {
     let entries = ledger
         .record_invoice(InvoiceId::from_u128(1), usd(1000), day, day)
         .unwrap();
-    store.append_entries(a, customer, &entries).await.unwrap();
+    store.append_entries(a, customer, &entries, &[]).await.unwrap();
     let outcome = ledger
         .record_payment(
             PaymentId::from_u128(1),
@@ -115,7 +115,7 @@ async fn the_store_is_append_only_and_tenant_scoped() {
         )
         .unwrap();
     store
-        .append_entries(a, customer, &outcome.entries)
+        .append_entries(a, customer, &outcome.entries, &[])
         .await
         .unwrap();
     let stored = store.entries(a, customer).await.unwrap();
