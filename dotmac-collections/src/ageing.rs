@@ -238,7 +238,9 @@ mod tests {
         ledger
             .write_off(InvoiceId::from_u128(2), d("2026-02-05"))
             .unwrap();
-        ledger.void(InvoiceId::from_u128(3), d("2026-02-10")).unwrap();
+        ledger
+            .void(InvoiceId::from_u128(3), d("2026-02-10"))
+            .unwrap();
         let before = receivables_ageing(&[ledger.clone()], d("2026-01-31"), Currency::USD).unwrap();
         assert_eq!(before.days_1_30, usd(7000));
         let after = receivables_ageing(&[ledger], d("2026-02-14"), Currency::USD).unwrap();

@@ -61,7 +61,6 @@ pub use payments::{
     Settlement,
 };
 pub use service::{
-    CollectionEvent, CollectionsRunSummary, CollectionsService, CollectionsSettings,
-    CreditApplied, CreditNoteToEnter, InvoiceBalanceChanged, InvoiceToEnter, PaymentRequest,
-    RefundRequest,
+    CollectionEvent, CollectionsRunSummary, CollectionsService, CollectionsSettings, CreditApplied,
+    CreditNoteToEnter, InvoiceBalanceChanged, InvoiceToEnter, PaymentRequest, RefundRequest,
 };

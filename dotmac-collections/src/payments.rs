@@ -488,7 +488,9 @@ impl CustomerLedger {
                 | LedgerEntryKind::CreditNoted {
                     invoice: i, amount, ..
                 }
-                | LedgerEntryKind::Voided { invoice: i, amount } if *i == invoice => {
+                | LedgerEntryKind::Voided { invoice: i, amount }
+                    if *i == invoice =>
+                {
                     Some(Settlement {
                         on: e.on,
                         amount: amount.amount(),
@@ -868,7 +870,10 @@ impl CustomerLedger {
 
     /// Net allocation to `invoice` per payment (or credit source), in the order the payments
     /// first went to it.
-    fn allocations_to(&self, invoice: InvoiceId) -> Result<Vec<(PaymentId, Money)>, CollectionsError> {
+    fn allocations_to(
+        &self,
+        invoice: InvoiceId,
+    ) -> Result<Vec<(PaymentId, Money)>, CollectionsError> {
         let mut net: Vec<(PaymentId, Money)> = Vec::new();
         for entry in &self.entries {
             if let LedgerEntryKind::Allocated {
@@ -1992,5 +1997,564 @@ mod tests {
             })
         );
         assert_eq!(ledger, before);
+    }
+}
+
+/// The entry kinds that keep dunning and ageing on real debt: credit notes, voids, write-offs
+/// and negative invoices.
+#[cfg(test)]
+mod loop_tests {
+    use super::*;
+
+    fn usd(minor: i64) -> Money {
+        Money::from_minor(minor, Currency::USD)
+    }
+
+    fn day(d: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(2026, 3, d).unwrap()
+    }
+
+    const CUSTOMER: CustomerId = CustomerId::from_u128(1);
+    const INV: InvoiceId = InvoiceId::from_u128(1);
+    const NOTE: CreditNoteId = CreditNoteId::from_u128(1);
+
+    fn pay(n: u128) -> PaymentId {
+        PaymentId::from_u128(n)
+    }
+
+    /// An invoice of 30.00, paid 20.00 then 10.00 (two payments).
+    fn paid_invoice() -> CustomerLedger {
+        let mut ledger = CustomerLedger::new(CUSTOMER, Currency::USD);
+        ledger
+            .record_invoice(INV, usd(3000), day(1), day(15))
+            .unwrap();
+        for (n, minor) in [(1, 2000), (2, 1000)] {
+            ledger
+                .record_payment(pay(n), usd(minor), day(2), AllocationTarget::OldestFirst)
+                .unwrap();
+        }
+        ledger
+    }
+
+    fn kinds(entries: &[LedgerEntry]) -> Vec<LedgerEntryKind> {
+        entries.iter().map(|e| e.kind.clone()).collect()
+    }
+
+    /// The ledger rebuilds from its entries and its two sides balance.
+    fn sound(ledger: &CustomerLedger) {
+        let rebuilt =
+            CustomerLedger::from_entries(CUSTOMER, Currency::USD, ledger.entries().to_vec())
+                .unwrap();
+        assert_eq!(&rebuilt, ledger);
+        let sides = ledger.reconcile().unwrap();
+        assert!(sides.balances().unwrap(), "{sides:?}");
+        assert_eq!(sides.credit, ledger.credit());
+        for balance in ledger.invoices() {
+            assert!(!balance.open().is_negative(), "{balance:?}");
+            let open = sides
+                .open
+                .iter()
+                .find(|(i, _)| *i == balance.invoice)
+                .unwrap()
+                .1;
+            assert_eq!(open, balance.open(), "{balance:?}");
+        }
+    }
+
+    #[test]
+    fn a_credit_note_within_what_is_open_only_reduces_it() {
+        let mut ledger = CustomerLedger::new(CUSTOMER, Currency::USD);
+        ledger
+            .record_invoice(INV, usd(3000), day(1), day(15))
+            .unwrap();
+        ledger
+            .record_payment(pay(1), usd(1000), day(2), AllocationTarget::OldestFirst)
+            .unwrap();
+        let entries = ledger
+            .credit_note(NOTE, INV, usd(500), day(3), CreditSettlement::Credit)
+            .unwrap();
+        assert_eq!(
+            kinds(&entries),
+            [LedgerEntryKind::CreditNoted {
+                invoice: INV,
+                credit_note: NOTE,
+                amount: usd(500),
+                settlement: CreditSettlement::Credit
+            }]
+        );
+        let balance = ledger.invoice(INV).unwrap();
+        assert_eq!((balance.open(), balance.credited), (usd(1500), usd(500)));
+        assert_eq!(balance.state(), BalanceState::PartiallyPaid);
+        assert!(ledger.has_credit_note(NOTE));
+        sound(&ledger);
+    }
+
+    #[test]
+    fn a_credit_note_beyond_what_is_open_releases_the_newest_payments_to_credit() {
+        let mut ledger = paid_invoice();
+        let entries = ledger
+            .credit_note(NOTE, INV, usd(1500), day(3), CreditSettlement::Credit)
+            .unwrap();
+        assert_eq!(
+            kinds(&entries),
+            [
+                LedgerEntryKind::Allocated {
+                    payment: pay(2),
+                    invoice: INV,
+                    amount: usd(-1000)
+                },
+                LedgerEntryKind::Allocated {
+                    payment: pay(1),
+                    invoice: INV,
+                    amount: usd(-500)
+                },
+                LedgerEntryKind::CreditNoted {
+                    invoice: INV,
+                    credit_note: NOTE,
+                    amount: usd(1500),
+                    settlement: CreditSettlement::Credit
+                },
+            ]
+        );
+        assert_eq!(ledger.credit(), usd(1500));
+        let balance = ledger.invoice(INV).unwrap();
+        assert_eq!((balance.paid, balance.open()), (usd(1500), usd(0)));
+        assert_eq!(balance.state(), BalanceState::Paid);
+        // The credit pays the next invoice.
+        let next = ledger
+            .record_invoice(InvoiceId::from_u128(2), usd(1200), day(4), day(18))
+            .unwrap();
+        assert_eq!(next.len(), 3);
+        assert_eq!(ledger.credit(), usd(300));
+        sound(&ledger);
+    }
+
+    #[test]
+    fn a_credit_note_settled_by_refund_pays_the_released_part_back() {
+        let mut ledger = paid_invoice();
+        let entries = ledger
+            .credit_note(NOTE, INV, usd(1500), day(3), CreditSettlement::Refund)
+            .unwrap();
+        assert_eq!(
+            kinds(&entries)[..4],
+            [
+                LedgerEntryKind::Allocated {
+                    payment: pay(2),
+                    invoice: INV,
+                    amount: usd(-1000)
+                },
+                LedgerEntryKind::Refunded {
+                    payment: pay(2),
+                    amount: usd(1000)
+                },
+                LedgerEntryKind::Allocated {
+                    payment: pay(1),
+                    invoice: INV,
+                    amount: usd(-500)
+                },
+                LedgerEntryKind::Refunded {
+                    payment: pay(1),
+                    amount: usd(500)
+                },
+            ]
+        );
+        assert_eq!(ledger.credit(), usd(0));
+        assert_eq!(ledger.invoice(INV).unwrap().state(), BalanceState::Paid);
+        sound(&ledger);
+    }
+
+    #[test]
+    fn a_credit_note_on_a_written_off_invoice_reinstates_first_then_releases() {
+        let mut ledger = CustomerLedger::new(CUSTOMER, Currency::USD);
+        ledger
+            .record_invoice(INV, usd(1000), day(1), day(15))
+            .unwrap();
+        ledger
+            .record_payment(pay(1), usd(200), day(2), AllocationTarget::OldestFirst)
+            .unwrap();
+        ledger.write_off(INV, day(20)).unwrap();
+        let entries = ledger
+            .credit_note(NOTE, INV, usd(900), day(21), CreditSettlement::Credit)
+            .unwrap();
+        assert_eq!(
+            kinds(&entries),
+            [
+                LedgerEntryKind::WrittenOff {
+                    invoice: INV,
+                    amount: usd(-800)
+                },
+                LedgerEntryKind::Allocated {
+                    payment: pay(1),
+                    invoice: INV,
+                    amount: usd(-100)
+                },
+                LedgerEntryKind::CreditNoted {
+                    invoice: INV,
+                    credit_note: NOTE,
+                    amount: usd(900),
+                    settlement: CreditSettlement::Credit
+                },
+            ]
+        );
+        let balance = ledger.invoice(INV).unwrap();
+        assert_eq!(
+            (balance.paid, balance.credited, balance.written_off),
+            (usd(100), usd(900), usd(0))
+        );
+        assert_eq!(balance.state(), BalanceState::Paid);
+        assert_eq!(ledger.credit(), usd(100));
+        sound(&ledger);
+    }
+
+    #[test]
+    fn bad_credit_notes_are_refused_and_change_nothing() {
+        let mut ledger = paid_invoice();
+        ledger
+            .credit_note(NOTE, INV, usd(1000), day(3), CreditSettlement::Credit)
+            .unwrap();
+        let before = ledger.clone();
+        let other = CreditNoteId::from_u128(2);
+        let note = |ledger: &mut CustomerLedger, id, invoice, amount| {
+            ledger.credit_note(id, invoice, amount, day(4), CreditSettlement::Credit)
+        };
+        assert_eq!(
+            note(
+                &mut ledger,
+                other,
+                INV,
+                Money::from_minor(100, Currency::EUR)
+            ),
+            Err(CollectionsError::WrongCurrency {
+                what: "credit note",
+                expected: "USD",
+                got: "EUR"
+            })
+        );
+        assert_eq!(
+            note(&mut ledger, other, INV, usd(0)),
+            Err(CollectionsError::NonPositiveAmount {
+                what: "credit note",
+                amount: usd(0).amount()
+            })
+        );
+        assert_eq!(
+            note(&mut ledger, other, InvoiceId::from_u128(9), usd(100)),
+            Err(CollectionsError::UnknownInvoice(InvoiceId::from_u128(9)))
+        );
+        assert_eq!(
+            note(&mut ledger, NOTE, INV, usd(100)),
+            Err(CollectionsError::DuplicateCreditNote(NOTE))
+        );
+        assert_eq!(
+            note(&mut ledger, other, INV, usd(2001)),
+            Err(CollectionsError::CreditExceedsInvoice {
+                invoice: INV,
+                credit_note: other,
+                requested: usd(2001).amount(),
+                creditable: usd(2000).amount()
+            })
+        );
+        assert_eq!(ledger, before);
+        // The whole rest is creditable.
+        note(&mut ledger, other, INV, usd(2000)).unwrap();
+        assert_eq!(ledger.credit(), usd(3000));
+        sound(&ledger);
+    }
+
+    #[test]
+    fn a_void_releases_every_allocation_and_takes_the_invoice_out_of_what_is_owed() {
+        let mut ledger = CustomerLedger::new(CUSTOMER, Currency::USD);
+        ledger
+            .record_invoice(INV, usd(3000), day(1), day(15))
+            .unwrap();
+        ledger
+            .record_payment(pay(1), usd(1000), day(2), AllocationTarget::OldestFirst)
+            .unwrap();
+        ledger
+            .credit_note(NOTE, INV, usd(500), day(3), CreditSettlement::Credit)
+            .unwrap();
+        ledger.write_off(INV, day(20)).unwrap();
+        let entries = ledger.void(INV, day(21)).unwrap();
+        assert_eq!(
+            kinds(&entries),
+            [
+                LedgerEntryKind::WrittenOff {
+                    invoice: INV,
+                    amount: usd(-1500)
+                },
+                LedgerEntryKind::Allocated {
+                    payment: pay(1),
+                    invoice: INV,
+                    amount: usd(-1000)
+                },
+                LedgerEntryKind::Voided {
+                    invoice: INV,
+                    amount: usd(2500)
+                },
+            ]
+        );
+        let balance = ledger.invoice(INV).unwrap();
+        assert_eq!(balance.state(), BalanceState::Void);
+        assert_eq!(balance.open(), usd(0));
+        assert_eq!(ledger.credit(), usd(1000));
+        assert!(!balance.is_collectible());
+        sound(&ledger);
+        // Nothing more can happen to it.
+        let before = ledger.clone();
+        assert_eq!(
+            ledger.void(INV, day(22)),
+            Err(CollectionsError::InvoiceVoided(INV))
+        );
+        assert_eq!(
+            ledger.record_payment(pay(2), usd(10), day(22), AllocationTarget::Invoice(INV)),
+            Err(CollectionsError::InvoiceVoided(INV))
+        );
+        assert_eq!(
+            ledger.credit_note(
+                CreditNoteId::from_u128(2),
+                INV,
+                usd(10),
+                day(22),
+                CreditSettlement::Credit
+            ),
+            Err(CollectionsError::InvoiceVoided(INV))
+        );
+        assert_eq!(
+            ledger.write_off(INV, day(22)),
+            Err(CollectionsError::InvoiceVoided(INV))
+        );
+        assert_eq!(
+            ledger.void(InvoiceId::from_u128(9), day(22)),
+            Err(CollectionsError::UnknownInvoice(InvoiceId::from_u128(9)))
+        );
+        assert_eq!(ledger, before);
+        // An oldest-first payment passes it by.
+        let out = ledger
+            .record_payment(pay(2), usd(10), day(22), AllocationTarget::OldestFirst)
+            .unwrap();
+        assert!(out.allocations.is_empty());
+        assert_eq!(ledger.credit(), usd(1010));
+    }
+
+    #[test]
+    fn a_written_off_invoice_is_owed_by_no_one_yet_stays_payable_by_name() {
+        let mut ledger = CustomerLedger::new(CUSTOMER, Currency::USD);
+        ledger
+            .record_invoice(INV, usd(3000), day(1), day(15))
+            .unwrap();
+        ledger
+            .record_payment(pay(1), usd(1000), day(2), AllocationTarget::OldestFirst)
+            .unwrap();
+        let entries = ledger.write_off(INV, day(20)).unwrap();
+        assert_eq!(
+            kinds(&entries),
+            [LedgerEntryKind::WrittenOff {
+                invoice: INV,
+                amount: usd(2000)
+            }]
+        );
+        let balance = ledger.invoice(INV).unwrap();
+        assert_eq!(
+            (balance.open(), balance.state()),
+            (usd(0), BalanceState::Uncollectible)
+        );
+        let before = ledger.clone();
+        assert_eq!(
+            ledger.write_off(INV, day(21)),
+            Err(CollectionsError::InvoiceSettled(INV))
+        );
+        assert_eq!(
+            ledger.write_off(InvoiceId::from_u128(9), day(21)),
+            Err(CollectionsError::UnknownInvoice(InvoiceId::from_u128(9)))
+        );
+        assert_eq!(ledger, before);
+        // Oldest first: not owed, so the payment stays credit.
+        let out = ledger
+            .record_payment(pay(2), usd(500), day(22), AllocationTarget::OldestFirst)
+            .unwrap();
+        assert_eq!(out.credit, usd(500));
+        // Named: it reinstates what it pays of the written-off part.
+        let out = ledger
+            .record_payment(pay(3), usd(1500), day(23), AllocationTarget::Invoice(INV))
+            .unwrap();
+        assert_eq!(
+            kinds(&out.entries),
+            [
+                LedgerEntryKind::PaymentReceived {
+                    payment: pay(3),
+                    amount: usd(1500)
+                },
+                LedgerEntryKind::WrittenOff {
+                    invoice: INV,
+                    amount: usd(-1500)
+                },
+                LedgerEntryKind::Allocated {
+                    payment: pay(3),
+                    invoice: INV,
+                    amount: usd(1500)
+                },
+            ]
+        );
+        assert_eq!(ledger.payment_outcome(pay(3)), Some(out));
+        let balance = ledger.invoice(INV).unwrap();
+        assert_eq!(
+            (balance.paid, balance.written_off, balance.state()),
+            (usd(2500), usd(500), BalanceState::Uncollectible)
+        );
+        sound(&ledger);
+        // Refunded: the reopened part is written off again.
+        let entries = ledger.refund(pay(3), usd(1500), day(24)).unwrap();
+        assert_eq!(
+            kinds(&entries),
+            [
+                LedgerEntryKind::Allocated {
+                    payment: pay(3),
+                    invoice: INV,
+                    amount: usd(-1500)
+                },
+                LedgerEntryKind::WrittenOff {
+                    invoice: INV,
+                    amount: usd(1500)
+                },
+                LedgerEntryKind::Refunded {
+                    payment: pay(3),
+                    amount: usd(1500)
+                },
+            ]
+        );
+        let balance = ledger.invoice(INV).unwrap();
+        assert_eq!((balance.open(), balance.written_off), (usd(0), usd(2000)));
+        sound(&ledger);
+        // Paid in full by name: paid.
+        ledger
+            .record_payment(pay(4), usd(2000), day(25), AllocationTarget::Invoice(INV))
+            .unwrap();
+        assert_eq!(ledger.invoice(INV).unwrap().state(), BalanceState::Paid);
+        assert_eq!(
+            ledger.record_payment(pay(5), usd(1), day(26), AllocationTarget::Invoice(INV)),
+            Err(CollectionsError::InvoiceSettled(INV))
+        );
+        sound(&ledger);
+    }
+
+    #[test]
+    fn a_negative_invoice_is_customer_credit_and_a_zero_one_is_paid() {
+        let mut ledger = CustomerLedger::new(CUSTOMER, Currency::USD);
+        ledger
+            .record_invoice(INV, usd(-700), day(1), day(15))
+            .unwrap();
+        let zero = InvoiceId::from_u128(2);
+        ledger
+            .record_invoice(zero, usd(0), day(1), day(15))
+            .unwrap();
+        assert_eq!(ledger.credit(), usd(700));
+        let credit = ledger.invoice(INV).unwrap();
+        assert_eq!(
+            (credit.paid, credit.open(), credit.state()),
+            (usd(-700), usd(0), BalanceState::Paid)
+        );
+        assert!(!credit.is_collectible());
+        assert_eq!(ledger.invoice(zero).unwrap().state(), BalanceState::Paid);
+        let next = InvoiceId::from_u128(3);
+        let entries = ledger
+            .record_invoice(next, usd(1000), day(2), day(16))
+            .unwrap();
+        assert_eq!(
+            kinds(&entries)[1],
+            LedgerEntryKind::Allocated {
+                payment: CustomerLedger::credit_source(INV),
+                invoice: next,
+                amount: usd(700)
+            }
+        );
+        assert_eq!(ledger.invoice(next).unwrap().open(), usd(300));
+        sound(&ledger);
+        // Its credit cannot be voided away or credited again.
+        let before = ledger.clone();
+        assert_eq!(
+            ledger.void(INV, day(3)),
+            Err(CollectionsError::InvoiceSettled(INV))
+        );
+        assert_eq!(
+            ledger.credit_note(NOTE, INV, usd(1), day(3), CreditSettlement::Credit),
+            Err(CollectionsError::CreditExceedsInvoice {
+                invoice: INV,
+                credit_note: NOTE,
+                requested: usd(1).amount(),
+                creditable: Decimal::ZERO
+            })
+        );
+        assert_eq!(ledger, before);
+    }
+
+    #[test]
+    fn stored_entries_that_would_owe_less_than_nothing_are_refused() {
+        let entry = |sequence, kind| LedgerEntry {
+            sequence,
+            customer: CUSTOMER,
+            on: day(1),
+            kind,
+        };
+        let issued = entry(
+            0,
+            LedgerEntryKind::InvoiceIssued {
+                invoice: INV,
+                total: usd(100),
+                issued: day(1),
+                due: day(15),
+            },
+        );
+        for kind in [
+            LedgerEntryKind::CreditNoted {
+                invoice: INV,
+                credit_note: NOTE,
+                amount: usd(101),
+                settlement: CreditSettlement::Credit,
+            },
+            LedgerEntryKind::WrittenOff {
+                invoice: INV,
+                amount: usd(101),
+            },
+            LedgerEntryKind::WrittenOff {
+                invoice: INV,
+                amount: usd(-1),
+            },
+            LedgerEntryKind::Voided {
+                invoice: INV,
+                amount: usd(101),
+            },
+        ] {
+            assert_eq!(
+                CustomerLedger::from_entries(
+                    CUSTOMER,
+                    Currency::USD,
+                    [issued.clone(), entry(1, kind.clone())]
+                ),
+                Err(below_zero()),
+                "{kind:?}"
+            );
+        }
+        assert_eq!(
+            CustomerLedger::from_entries(
+                CUSTOMER,
+                Currency::USD,
+                [entry(
+                    0,
+                    LedgerEntryKind::Voided {
+                        invoice: INV,
+                        amount: usd(1)
+                    }
+                )]
+            ),
+            Err(CollectionsError::UnknownInvoice(INV))
+        );
+    }
+
+    #[test]
+    fn an_invoice_balance_serialises_its_state_in_snake_case() {
+        let json = serde_json::to_value(BalanceState::PartiallyPaid).unwrap();
+        assert_eq!(json, serde_json::json!("partially_paid"));
+        let json = serde_json::to_value(CreditSettlement::Refund).unwrap();
+        assert_eq!(json, serde_json::json!("refund"));
     }
 }

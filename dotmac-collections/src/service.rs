@@ -634,8 +634,7 @@ impl<P: PaymentStore, D: DunningStore, C: Clock> CollectionsService<P, D, C> {
         let stepped = self
             .ledger_step(tenant, customer, total.currency(), None, |ledger| {
                 if let Some(known) = ledger.invoice(invoice) {
-                    return if known.total == total && known.issued == issued && known.due == due
-                    {
+                    return if known.total == total && known.issued == issued && known.due == due {
                         Ok(Step::Already(()))
                     } else {
                         Err(CollectionsError::DuplicateInvoice(invoice))
@@ -713,7 +712,8 @@ impl<P: PaymentStore, D: DunningStore, C: Clock> CollectionsService<P, D, C> {
                         Err(CollectionsError::DuplicateCreditNote(credit_note))
                     };
                 }
-                let entries = ledger.credit_note(credit_note, invoice, amount, issued, settlement)?;
+                let entries =
+                    ledger.credit_note(credit_note, invoice, amount, issued, settlement)?;
                 Ok(Step::Append {
                     value: (),
                     entries,
@@ -883,7 +883,9 @@ impl<P: PaymentStore, D: DunningStore, C: Clock> CollectionsService<P, D, C> {
                 tenant,
                 customer,
                 amount.currency(),
-                keyed.as_ref().map(|k| (k, &result as &dyn Fn(&PaymentOutcome) -> _)),
+                keyed
+                    .as_ref()
+                    .map(|k| (k, &result as &dyn Fn(&PaymentOutcome) -> _)),
                 |ledger| {
                     if let Some(first) = ledger.payment_outcome(payment) {
                         let same = first.entries.first().is_some_and(|e| {
@@ -1176,11 +1178,8 @@ impl<P: PaymentStore, D: DunningStore, C: Clock> CollectionsService<P, D, C> {
                     DomainEvent::at(id, tenant, at, CollectionEvent::Action(*action))
                 })
                 .collect();
-            let outbox: Vec<OutboxEvent> = fired_events
-                .iter()
-                .cloned()
-                .map(OutboxEvent::new)
-                .collect();
+            let outbox: Vec<OutboxEvent> =
+                fired_events.iter().cloned().map(OutboxEvent::new).collect();
             self.inner
                 .dunning
                 .save_state(tenant, balance.invoice, state, &outbox)
@@ -1401,6 +1400,47 @@ mod tests {
             clock,
             CollectionsSettings::new(policy()),
         )
+    }
+
+    #[test]
+    fn collection_events_round_trip_through_json_with_their_type() {
+        let customer = CustomerId::from_u128(7);
+        let invoice = InvoiceId::from_u128(8);
+        let mut ledger = CustomerLedger::new(customer, Currency::USD);
+        let entry = ledger
+            .record_invoice(invoice, usd(100), day(3, 1), day(3, 13))
+            .unwrap()
+            .remove(0);
+        let balance = ledger.invoice(invoice).unwrap();
+        let events = [
+            CollectionEvent::Ledger(entry),
+            CollectionEvent::InvoiceBalanceChanged(InvoiceBalanceChanged::of(customer, &balance)),
+            CollectionEvent::CreditApplied(CreditApplied {
+                invoice,
+                customer,
+                amount: usd(50),
+                on: day(3, 1),
+            }),
+        ];
+        for event in events {
+            let json = serde_json::to_value(&event).unwrap();
+            let kind = json["type"].as_str().unwrap().to_owned();
+            assert!(
+                event.event_type().ends_with(&kind) || kind == "ledger",
+                "{json}"
+            );
+            assert_eq!(
+                serde_json::from_value::<CollectionEvent>(json).unwrap(),
+                event
+            );
+            assert_eq!(event.aggregate(), Aggregate::customer(customer));
+        }
+        let json = serde_json::to_value(CollectionEvent::InvoiceBalanceChanged(
+            InvoiceBalanceChanged::of(customer, &balance),
+        ))
+        .unwrap();
+        assert_eq!(json["state"], "open");
+        assert_eq!(json["open"]["amount"], json["total"]["amount"]);
     }
 
     #[test]

@@ -693,7 +693,9 @@ async fn a_stale_append_is_refused_and_writes_nothing<P: crate::PaymentStore>(
         invoice_entry(3, customer, 999)?,
         invoice_entry(0, customer, 999)?,
     ];
-    let refused = store.append_entries(tenant, customer, &late_clash, &[]).await;
+    let refused = store
+        .append_entries(tenant, customer, &late_clash, &[])
+        .await;
     ensure!(
         refused == Err(taken(0)),
         "a free then a taken position: {refused:?}"
@@ -921,8 +923,14 @@ async fn dunning_states_are_isolated_by_tenant<D: crate::DunningStore>(
     let (a, b, c) = (TenantId::new(), TenantId::new(), TenantId::new());
     let invoice = dotmac_core::InvoiceId::new();
     let [first, every, restored] = dunning_states()?;
-    store.save_state(a, invoice, first, &[]).await.map_err(err)?;
-    store.save_state(b, invoice, every, &[]).await.map_err(err)?;
+    store
+        .save_state(a, invoice, first, &[])
+        .await
+        .map_err(err)?;
+    store
+        .save_state(b, invoice, every, &[])
+        .await
+        .map_err(err)?;
     let read = |tenant| store.state(tenant, invoice);
     let (in_a, in_b, in_c) = (
         read(a).await.map_err(err)?,
@@ -934,7 +942,10 @@ async fn dunning_states_are_isolated_by_tenant<D: crate::DunningStore>(
         "one invoice id in three tenants: {in_a:?}, {in_b:?}, {in_c:?}"
     );
     // Overwriting in one tenant leaves the other alone.
-    store.save_state(a, invoice, restored, &[]).await.map_err(err)?;
+    store
+        .save_state(a, invoice, restored, &[])
+        .await
+        .map_err(err)?;
     let (in_a, in_b) = (read(a).await.map_err(err)?, read(b).await.map_err(err)?);
     ensure!(
         in_a == restored && in_b == every,
@@ -944,7 +955,11 @@ async fn dunning_states_are_isolated_by_tenant<D: crate::DunningStore>(
 }
 
 /// An outbox event of `tenant` with id `n` carrying `payload`.
-fn outbox_event(tenant: TenantId, n: u128, payload: CollectionEvent) -> Result<OutboxEvent, String> {
+fn outbox_event(
+    tenant: TenantId,
+    n: u128,
+    payload: CollectionEvent,
+) -> Result<OutboxEvent, String> {
     let at = Utc
         .with_ymd_and_hms(2026, 4, 1, 6, 0, 0)
         .single()
@@ -969,8 +984,9 @@ where
     use crate::idempotency::KeyedWrite;
     let tenant = TenantId::new();
     let customer = CustomerId::new();
-    let ledger_event =
-        |n, entry: &crate::LedgerEntry| outbox_event(tenant, n, CollectionEvent::Ledger(entry.clone()));
+    let ledger_event = |n, entry: &crate::LedgerEntry| {
+        outbox_event(tenant, n, CollectionEvent::Ledger(entry.clone()))
+    };
     let taken = |sequence: u64| CollectionsError::AlreadyExists {
         what: "ledger entry",
         id: format!("{customer}#{sequence}"),
@@ -984,27 +1000,40 @@ where
         .map_err(err)?;
     let written = outbox(&store, tenant).await?;
     ensure!(
-        written == vec![(EventId::from_u128(1), "payments.invoice_recorded".to_owned())],
+        written
+            == vec![(
+                EventId::from_u128(1),
+                "payments.invoice_recorded".to_owned()
+            )],
         "the append's event: {written:?}"
     );
-    let unchanged = |what: &'static str, ledger: Vec<crate::LedgerEntry>, events: Vec<(EventId, String)>| {
-        let store = &store;
-        async move {
-            let got = entries_of(store, tenant, customer).await?;
-            ensure!(got == ledger, "{what}: the ledger changed: {got:?}");
-            let now = outbox(store, tenant).await?;
-            ensure!(now == events, "{what}: the outbox changed: {now:?}");
-            Ok::<(), String>(())
-        }
-    };
+    let unchanged =
+        |what: &'static str, ledger: Vec<crate::LedgerEntry>, events: Vec<(EventId, String)>| {
+            let store = &store;
+            async move {
+                let got = entries_of(store, tenant, customer).await?;
+                ensure!(got == ledger, "{what}: the ledger changed: {got:?}");
+                let now = outbox(store, tenant).await?;
+                ensure!(now == events, "{what}: the outbox changed: {now:?}");
+                Ok::<(), String>(())
+            }
+        };
 
     // A stale append writes no event.
     let stale = vec![invoice_entry(0, customer, 999)?];
     let refused = store
         .append_entries(tenant, customer, &stale, &[ledger_event(2, &stale[0])?])
         .await;
-    ensure!(refused == Err(taken(0)), "a stale append with an event: {refused:?}");
-    unchanged("a stale append with an event", first.clone(), written.clone()).await?;
+    ensure!(
+        refused == Err(taken(0)),
+        "a stale append with an event: {refused:?}"
+    );
+    unchanged(
+        "a stale append with an event",
+        first.clone(),
+        written.clone(),
+    )
+    .await?;
 
     // An event the outbox refuses (another tenant's) appends nothing.
     let next = vec![invoice_entry(1, customer, 200)?];
@@ -1016,15 +1045,29 @@ where
         matches!(refused, Err(CollectionsError::Storage(_))),
         "an append with another tenant's event: {refused:?}"
     );
-    unchanged("an append with another tenant's event", first.clone(), written.clone()).await?;
+    unchanged(
+        "an append with another tenant's event",
+        first.clone(),
+        written.clone(),
+    )
+    .await?;
 
     // A keyed append writes its events; its replay writes nothing, not even new events.
     let record = keyed_record("events-key", customer, &next)?;
     let keyed = store
-        .append_entries_keyed(tenant, customer, &next, &[ledger_event(4, &next[0])?], &record)
+        .append_entries_keyed(
+            tenant,
+            customer,
+            &next,
+            &[ledger_event(4, &next[0])?],
+            &record,
+        )
         .await
         .map_err(err)?;
-    ensure!(keyed == KeyedWrite::Written(()), "a keyed append with events: {keyed:?}");
+    ensure!(
+        keyed == KeyedWrite::Written(()),
+        "a keyed append with events: {keyed:?}"
+    );
     let mut ledger = first.clone();
     ledger.extend(next.iter().cloned());
     let written = outbox(&store, tenant).await?;
@@ -1034,27 +1077,50 @@ where
     );
     let later = vec![invoice_entry(2, customer, 300)?];
     let replayed = store
-        .append_entries_keyed(tenant, customer, &later, &[ledger_event(5, &later[0])?], &record)
+        .append_entries_keyed(
+            tenant,
+            customer,
+            &later,
+            &[ledger_event(5, &later[0])?],
+            &record,
+        )
         .await
         .map_err(err)?;
     ensure!(
         replayed == KeyedWrite::Replayed(Box::new(record.clone())),
         "a replayed key with events: {replayed:?}"
     );
-    unchanged("a replayed key with events", ledger.clone(), written.clone()).await?;
+    unchanged(
+        "a replayed key with events",
+        ledger.clone(),
+        written.clone(),
+    )
+    .await?;
 
     // A keyed stale append: no event, no key.
     let other = keyed_record("events-key-2", customer, &stale)?;
     let refused = store
-        .append_entries_keyed(tenant, customer, &next, &[ledger_event(6, &next[0])?], &other)
+        .append_entries_keyed(
+            tenant,
+            customer,
+            &next,
+            &[ledger_event(6, &next[0])?],
+            &other,
+        )
         .await;
-    ensure!(refused == Err(taken(1)), "a keyed stale append with events: {refused:?}");
+    ensure!(
+        refused == Err(taken(1)),
+        "a keyed stale append with events: {refused:?}"
+    );
     unchanged("a keyed stale append with events", ledger, written).await?;
     let kept = store
         .payment_idempotency_record(tenant, &other.key)
         .await
         .map_err(err)?;
-    ensure!(kept.is_none(), "a refused keyed append recorded its key: {kept:?}");
+    ensure!(
+        kept.is_none(),
+        "a refused keyed append recorded its key: {kept:?}"
+    );
     Ok(())
 }
 
@@ -1075,7 +1141,11 @@ where
     };
     let entered = outbox(store, tenant).await?;
     ensure!(
-        types(&entered) == ["payments.invoice_recorded", "collections.invoice_balance_changed"],
+        types(&entered)
+            == [
+                "payments.invoice_recorded",
+                "collections.invoice_balance_changed"
+            ],
         "entering an invoice wrote {entered:?}"
     );
     let mut seen = entered;
@@ -1085,7 +1155,11 @@ where
             let events: Vec<DomainEvent<CollectionEvent>> = $call.await.map_err(err)?;
             let now = outbox(store, tenant).await?;
             let (old, new) = now.split_at(seen.len().min(now.len()));
-            ensure!(old == seen.as_slice(), "{}: the outbox's earlier events changed", $what);
+            ensure!(
+                old == seen.as_slice(),
+                "{}: the outbox's earlier events changed",
+                $what
+            );
             let returned: Vec<EventId> = events.iter().map(|e| e.id).collect();
             ensure!(
                 ids(new) == returned,
@@ -1108,22 +1182,41 @@ where
         issued: day(2026, 3, 1)?,
         due: day(2026, 3, 15)?,
     };
-    step!("the same invoice again", service.enter_invoice(tenant, first), &[]);
+    step!(
+        "the same invoice again",
+        service.enter_invoice(tenant, first),
+        &[]
+    );
     let other = service
-        .enter_invoice(tenant, InvoiceToEnter { total: usd(9_999), ..first })
+        .enter_invoice(
+            tenant,
+            InvoiceToEnter {
+                total: usd(9_999),
+                ..first
+            },
+        )
         .await;
     ensure!(
         other == Err(CollectionsError::DuplicateInvoice(first.invoice)),
         "the invoice with another total: {other:?}"
     );
-    step!("nothing after a refused invoice", async { Ok::<_, CollectionsError>(Vec::new()) }, &[]);
+    step!(
+        "nothing after a refused invoice",
+        async { Ok::<_, CollectionsError>(Vec::new()) },
+        &[]
+    );
 
     // A keyed payment of part of it, and its retry.
     let pay = PaymentRequest::new(customer, dotmac_core::PaymentId::from_u128(1), usd(4_000))
         .idempotency_key(key("steps-pay-1")?);
     step!(
         "a keyed payment",
-        async { service.receive_payment(tenant, pay.clone()).await.map(|(_, e)| e) },
+        async {
+            service
+                .receive_payment(tenant, pay.clone())
+                .await
+                .map(|(_, e)| e)
+        },
         &[
             "payments.payment_received",
             "payments.payment_allocated",
@@ -1132,7 +1225,12 @@ where
     );
     step!(
         "the keyed payment's retry",
-        async { service.receive_payment(tenant, pay.clone()).await.map(|(_, e)| e) },
+        async {
+            service
+                .receive_payment(tenant, pay.clone())
+                .await
+                .map(|(_, e)| e)
+        },
         &[]
     );
 
@@ -1154,9 +1252,19 @@ where
             "collections.invoice_balance_changed"
         ]
     );
-    step!("the credit note again", service.enter_credit_note(tenant, note), &[]);
+    step!(
+        "the credit note again",
+        service.enter_credit_note(tenant, note),
+        &[]
+    );
     let changed = service
-        .enter_credit_note(tenant, CreditNoteToEnter { amount: usd(1), ..note })
+        .enter_credit_note(
+            tenant,
+            CreditNoteToEnter {
+                amount: usd(1),
+                ..note
+            },
+        )
         .await;
     ensure!(
         changed == Err(CollectionsError::DuplicateCreditNote(note.credit_note)),
@@ -1182,7 +1290,11 @@ where
             }),
         "a credit note beyond the invoice: {too_much:?}"
     );
-    step!("nothing after refused credit notes", async { Ok::<_, CollectionsError>(Vec::new()) }, &[]);
+    step!(
+        "nothing after refused credit notes",
+        async { Ok::<_, CollectionsError>(Vec::new()) },
+        &[]
+    );
     let ledger = ledger_now().await?;
     ensure!(
         ledger.credit() == usd(1_000),
@@ -1261,7 +1373,10 @@ where
     step!(
         "a write-off",
         service.write_off_invoice(tenant, customer, fourth.invoice, day(2026, 4, 30)?),
-        &["payments.written_off", "collections.invoice_balance_changed"]
+        &[
+            "payments.written_off",
+            "collections.invoice_balance_changed"
+        ]
     );
     step!(
         "the write-off again",
@@ -1312,7 +1427,11 @@ where
         .map_err(err)?;
     let written = outbox(&store, tenant).await?;
     ensure!(
-        written == vec![(EventId::from_u128(1), "collections.suspend_service".to_owned())],
+        written
+            == vec![(
+                EventId::from_u128(1),
+                "collections.suspend_service".to_owned()
+            )],
         "the state's event: {written:?}"
     );
     // Another tenant's event: nothing saved, nothing written.
@@ -1323,7 +1442,10 @@ where
         "a save with another tenant's event: {refused:?}"
     );
     let state = store.state(tenant, invoice).await.map_err(err)?;
-    ensure!(state == first, "a refused save changed the state: {state:?}");
+    ensure!(
+        state == first,
+        "a refused save changed the state: {state:?}"
+    );
     let now = outbox(&store, tenant).await?;
     ensure!(now == written, "a refused save wrote {now:?}");
     // The same event again (a replayed save) is kept once.
@@ -1332,7 +1454,10 @@ where
         .await
         .map_err(err)?;
     let now = outbox(&store, tenant).await?;
-    ensure!(now == written, "a replayed event was written twice: {now:?}");
+    ensure!(
+        now == written,
+        "a replayed event was written twice: {now:?}"
+    );
     let state = store.state(tenant, invoice).await.map_err(err)?;
     ensure!(state == every, "the replayed save's state: {state:?}");
     Ok(())
