@@ -3,7 +3,25 @@
 
 mod common;
 
+use dotmac_core::TenantId;
 use dotmac_sqlx::SqlStore;
+
+/// A tenant's outbox as the collections suites read it.
+fn sql_outbox(store: &SqlStore, tenant: TenantId) -> dotmac_collections::testkit::OutboxRead<'_> {
+    Box::pin(async move {
+        store
+            .database()
+            .outbox_events(tenant)
+            .await
+            .map(|messages| {
+                messages
+                    .into_iter()
+                    .map(|m| (m.event.id, m.event.event_type))
+                    .collect()
+            })
+            .map_err(|e| e.to_string())
+    })
+}
 
 #[tokio::test]
 async fn billing_store_suite_passes_on_every_backend() {
@@ -25,9 +43,11 @@ async fn usage_store_suite_passes_on_every_backend() {
 #[tokio::test]
 async fn payment_store_suite_passes_on_every_backend() {
     for (name, db) in common::backends().await {
-        let result =
-            dotmac_collections::testkit::run_payment_store_suite(|| SqlStore::new(db.clone()))
-                .await;
+        let result = dotmac_collections::testkit::run_payment_store_suite(
+            || SqlStore::new(db.clone()),
+            sql_outbox,
+        )
+        .await;
         assert_eq!(result, Ok(()), "payment store suite on {name}");
     }
 }
@@ -35,9 +55,11 @@ async fn payment_store_suite_passes_on_every_backend() {
 #[tokio::test]
 async fn dunning_store_suite_passes_on_every_backend() {
     for (name, db) in common::backends().await {
-        let result =
-            dotmac_collections::testkit::run_dunning_store_suite(|| SqlStore::new(db.clone()))
-                .await;
+        let result = dotmac_collections::testkit::run_dunning_store_suite(
+            || SqlStore::new(db.clone()),
+            sql_outbox,
+        )
+        .await;
         assert_eq!(result, Ok(()), "dunning store suite on {name}");
     }
 }
