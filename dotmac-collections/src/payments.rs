@@ -1675,8 +1675,9 @@ impl OutboxStore for InMemoryPaymentStore {
         tenant: TenantId,
         seq: u64,
         worker: &str,
+        now: DateTime<Utc>,
     ) -> Result<bool, StorageError> {
-        self.outbox.complete(tenant, seq, worker).await
+        self.outbox.complete(tenant, seq, worker, now).await
     }
 
     async fn release(
@@ -1698,8 +1699,9 @@ impl OutboxStore for InMemoryPaymentStore {
         seq: u64,
         worker: &str,
         error: &str,
+        now: DateTime<Utc>,
     ) -> Result<bool, StorageError> {
-        self.outbox.park(tenant, seq, worker, error).await
+        self.outbox.park(tenant, seq, worker, error, now).await
     }
 
     async fn requeue(&self, tenant: TenantId, seq: u64) -> Result<bool, StorageError> {
