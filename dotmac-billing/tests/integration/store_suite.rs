@@ -2,7 +2,11 @@
 
 #[tokio::test]
 async fn memory_store_passes_the_store_suite() {
-    let result = dotmac_billing::testkit::run_store_suite(dotmac_billing::MemoryStore::new).await;
+    let result = dotmac_billing::testkit::run_store_suite(
+        dotmac_billing::MemoryStore::new,
+        dotmac_billing::testkit::core_outbox,
+    )
+    .await;
     assert_eq!(result, Ok(()));
 }
 
