@@ -2145,7 +2145,7 @@ async fn invoice_statuses_and_settlements_round_trip<S: BillingStore, R: ReadOut
     );
     let listed = store_invoices(&service, tenant, customer).await?;
     ensure!(
-        listed.iter().any(|i| *i == credited),
+        listed.contains(&credited),
         "invoices_of does not show the settlement"
     );
     // Bad input: refused with its error, nothing changed, no event.
@@ -2322,8 +2322,7 @@ async fn suspensions_round_trip_and_bill_runs_follow_the_policy<
     let after = events_of(outbox, store, tenant).await?;
     wrote_exactly("suspend_customer", &seen, &after, &events)?;
     ensure!(
-        names(&after.get(seen.len()..).unwrap_or_default().to_vec())
-            == ["billing.subscription_suspended"],
+        names(after.get(seen.len()..).unwrap_or_default()) == ["billing.subscription_suspended"],
         "suspension raised {:?}",
         names(&after)
     );
@@ -2420,14 +2419,17 @@ async fn suspensions_round_trip_and_bill_runs_follow_the_policy<
         .await
         .map_err(err)?
         .iter()
-        .map(|c| {
-            c.unit_price
+        .try_fold(0i64, |sum, c| {
+            let minor = c
+                .unit_price
                 .checked_mul(c.quantity)
-                .ok()
-                .and_then(|m| m.round(dotmac_core::RoundingMode::HalfUp).to_minor().ok())
-                .unwrap_or(i64::MIN)
+                .ok()?
+                .round(dotmac_core::RoundingMode::HalfUp)
+                .to_minor()
+                .ok()?;
+            sum.checked_add(minor)
         })
-        .sum();
+        .ok_or("pending charges do not add up")?;
     let (credit, restored_invoice) = match policy {
         SuspensionBilling::KeepBilling => (0, None),
         // March 20–31 (12 of 31 days) and April 1–9 (9 of 30 days of 31.00).
