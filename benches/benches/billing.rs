@@ -21,6 +21,7 @@ use dotmac::billing::{
     MemoryStore, NewSubscription, PendingCharge, Plan, PriceModel, Product, Subscription,
     SubscriptionStore, TaxRate, TaxRateId, Tier, Tiers, bill_due,
 };
+use dotmac_core::outbox::OutboxEvent;
 use dotmac_core::{
     Currency, CustomerId, FixedClock, InvoiceId, Money, PlanId, ProductId, SubscriptionId, TenantId,
 };
@@ -137,8 +138,13 @@ impl CatalogStore for PerCommitStore {
     async fn put_product(&self, t: TenantId, p: Product) -> Result<(), BillingError> {
         self.0.put_product(t, p).await
     }
-    async fn put_plan(&self, t: TenantId, p: Plan) -> Result<(), BillingError> {
-        self.0.put_plan(t, p).await
+    async fn put_plan(
+        &self,
+        t: TenantId,
+        p: Plan,
+        e: Vec<OutboxEvent>,
+    ) -> Result<(), BillingError> {
+        self.0.put_plan(t, p, e).await
     }
     async fn plan(&self, t: TenantId, id: PlanId) -> Result<Option<Plan>, BillingError> {
         self.0.plan(t, id).await
@@ -159,8 +165,13 @@ impl SubscriptionStore for PerCommitStore {
     ) -> Result<Option<CustomerAccount>, BillingError> {
         self.0.account(t, c).await
     }
-    async fn insert_subscription(&self, t: TenantId, s: Subscription) -> Result<(), BillingError> {
-        self.0.insert_subscription(t, s).await
+    async fn insert_subscription(
+        &self,
+        t: TenantId,
+        s: Subscription,
+        e: Vec<OutboxEvent>,
+    ) -> Result<(), BillingError> {
+        self.0.insert_subscription(t, s, e).await
     }
     async fn subscription(
         &self,
@@ -191,8 +202,9 @@ impl InvoiceStore for PerCommitStore {
         &self,
         t: TenantId,
         c: PendingCharge,
+        e: Vec<OutboxEvent>,
     ) -> Result<bool, BillingError> {
-        self.0.add_pending_charge(t, c).await
+        self.0.add_pending_charge(t, c, e).await
     }
     async fn pending_charges(
         &self,
@@ -215,15 +227,26 @@ impl InvoiceStore for PerCommitStore {
         t: TenantId,
         id: InvoiceId,
         to: InvoiceStatus,
+        e: Vec<OutboxEvent>,
     ) -> Result<Invoice, BillingError> {
-        self.0.set_invoice_status(t, id, to).await
+        self.0.set_invoice_status(t, id, to, e).await
+    }
+    async fn update_invoice(
+        &self,
+        t: TenantId,
+        expected: Invoice,
+        updated: Invoice,
+        e: Vec<OutboxEvent>,
+    ) -> Result<Invoice, BillingError> {
+        self.0.update_invoice(t, expected, updated, e).await
     }
     async fn insert_credit_note(
         &self,
         t: TenantId,
         n: CreditNote,
+        e: Vec<OutboxEvent>,
     ) -> Result<CreditNote, BillingError> {
-        self.0.insert_credit_note(t, n).await
+        self.0.insert_credit_note(t, n, e).await
     }
     async fn credit_notes_of(
         &self,
@@ -261,7 +284,7 @@ fn service_over<S: BillingStore>(
         for sub in subs {
             service
                 .store()
-                .insert_subscription(tenant, sub.clone())
+                .insert_subscription(tenant, sub.clone(), Vec::new())
                 .await
                 .unwrap();
         }

@@ -135,7 +135,10 @@ async fn catalogue(store: &SqlStore, plan: &Plan) -> TenantId {
         )
         .await
         .unwrap();
-    store.put_plan(tenant, plan.clone()).await.unwrap();
+    store
+        .put_plan(tenant, plan.clone(), Vec::new())
+        .await
+        .unwrap();
     tenant
 }
 

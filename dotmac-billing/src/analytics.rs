@@ -336,8 +336,11 @@ fn segment_amount(
 /// at a quantity, from a date), priced with
 /// `plan.version(v)?.recurring_amount(plan.id, currency, quantity)` after `forever` discounts,
 /// active from the segment's start (or the end of the trial) until the next segment starts or
-/// the subscription ends. Paused segments and trial days bring no MRR; usage charges are not
-/// recurring revenue. Feed the result to [`mrr_at`] or [`mrr_movements`] for any date.
+/// the subscription ends. Paused segments and trial days bring no MRR, and neither does a
+/// suspended subscription from the first day of its suspension, under every
+/// [`SuspensionBilling`](crate::SuspensionBilling) policy (even one that keeps billing it);
+/// usage charges are not recurring revenue. Feed the result to [`mrr_at`] or
+/// [`mrr_movements`] for any date.
 ///
 /// # Errors
 ///
@@ -351,12 +354,21 @@ pub fn recurring_items(
     let mut items = Vec::new();
     for sub in subscriptions {
         let billing_start = sub.billing_start();
+        // A suspended subscription's revenue stops when its suspension starts.
+        let suspended = match sub.status {
+            crate::SubscriptionStatus::Suspended => sub.suspended_since,
+            _ => None,
+        };
+        let stops = match (sub.ends_on, suspended) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         for (i, segment) in sub.segments.iter().enumerate() {
             if segment.state == SegmentState::Paused {
                 continue;
             }
             let next = sub.segments.get(i.saturating_add(1)).map(|n| n.from);
-            let until = match (next, sub.ends_on) {
+            let until = match (next, stops) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
@@ -469,6 +481,53 @@ mod tests {
         assert_eq!(report.total.amount(), dec!(145));
         assert_eq!(report.arr().unwrap().amount(), dec!(1740));
         assert_eq!(report.arpu().unwrap().amount(), dec!(145) / dec!(4));
+    }
+
+    #[test]
+    fn no_suspended_subscription_counts_in_mrr_under_any_policy() {
+        use crate::{Charge, NewSubscription, Plan, SuspensionBilling, suspend};
+        let plan = Plan::builder(
+            PlanId::from_u128(1),
+            dotmac_core::ProductId::from_u128(1),
+            "Fibre",
+        )
+        .charge(Charge::recurring_flat([Money::from_minor(
+            3000,
+            Currency::USD,
+        )]))
+        .build(d("2026-01-01"))
+        .unwrap();
+        let tenant = TenantId::from_u128(1);
+        let sub = |n: u128| {
+            NewSubscription::new(
+                CustomerId::from_u128(n),
+                plan.id,
+                Currency::USD,
+                d("2026-01-01"),
+            )
+            .id(dotmac_core::SubscriptionId::from_u128(n))
+            .create(&plan, Currency::USD)
+            .unwrap()
+        };
+        for policy in [
+            SuspensionBilling::KeepBilling,
+            SuspensionBilling::CreditSuspendedDays,
+            SuspensionBilling::PauseBilling,
+        ] {
+            let billed = crate::bill_due(&sub(1), &plan, &[], d("2026-03-01"), &Default::default())
+                .unwrap()
+                .subscription;
+            let suspended = suspend(&billed, &plan, d("2026-03-10"), policy, &Default::default())
+                .unwrap()
+                .unwrap()
+                .subscription;
+            let items = recurring_items(tenant, &[suspended, sub(2)], &plan).unwrap();
+            let before = mrr_at(&items, d("2026-03-09"), Currency::USD).unwrap();
+            let after = mrr_at(&items, d("2026-03-10"), Currency::USD).unwrap();
+            assert_eq!(before.total.amount(), dec!(60), "{policy:?}");
+            assert_eq!(after.total.amount(), dec!(30), "{policy:?}");
+            assert_eq!(after.paying_customers, 1, "{policy:?}");
+        }
     }
 
     #[test]

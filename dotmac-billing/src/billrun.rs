@@ -68,7 +68,10 @@ impl PlanLookup for Plan {
     }
 }
 
-fn find_plan(plans: &(impl PlanLookup + ?Sized), id: PlanId) -> Result<&Plan, BillingError> {
+pub(crate) fn find_plan(
+    plans: &(impl PlanLookup + ?Sized),
+    id: PlanId,
+) -> Result<&Plan, BillingError> {
     plans.plan(id).ok_or(BillingError::UnknownPlan(id))
 }
 
@@ -241,12 +244,12 @@ pub fn bill_due(
 
 /// Where generated lines go, with the fraction of their period's price they bill: straight
 /// onto a document, or into a list.
-trait LineSink {
+pub(crate) trait LineSink {
     fn put(&mut self, line: DraftLine, share: (i64, i64)) -> Result<(), BillingError>;
 }
 
 /// Lines with the fraction of their period's price they bill.
-type SharedLines = Vec<(DraftLine, (i64, i64))>;
+pub(crate) type SharedLines = Vec<(DraftLine, (i64, i64))>;
 
 impl LineSink for SharedLines {
     fn put(&mut self, line: DraftLine, share: (i64, i64)) -> Result<(), BillingError> {
@@ -262,7 +265,7 @@ impl LineSink for DocumentBuilder<'_> {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Sign {
+pub(crate) enum Sign {
     Charge,
     Credit,
 }
@@ -278,7 +281,7 @@ fn segment_end(s: &Subscription, i: usize) -> NaiveDate {
 
 /// Lines for `part` of period `whole`, one per recurring charge of every billable segment
 /// overlapping it.
-fn period_lines(
+pub(crate) fn period_lines(
     s: &Subscription,
     plans: &(impl PlanLookup + ?Sized),
     part: Period,
@@ -601,11 +604,11 @@ pub fn cancel(
 }
 
 /// The text of a deferred proration's discount line.
-const DISCOUNT_TEXT: &str = "Discount";
+pub(crate) const DISCOUNT_TEXT: &str = "Discount";
 
 /// Ends the segments at `at`, starts `next` (if any), and prorates the already billed days
 /// from `at` on.
-fn apply_at(
+pub(crate) fn apply_at(
     sub: &Subscription,
     plans: &(impl PlanLookup + ?Sized),
     at: NaiveDate,

@@ -118,6 +118,48 @@ pub enum BillingError {
         /// The state asked for.
         to: crate::invoice::InvoiceStatus,
     },
+    /// A void of an invoice that has something settled on it: refund it first.
+    #[error(
+        "invoice {invoice} has {settled} settled on it; refund it before voiding (only an invoice with nothing settled is voided)"
+    )]
+    VoidOfSettledInvoice {
+        /// The invoice.
+        invoice: dotmac_core::InvoiceId,
+        /// What is settled on it.
+        settled: rust_decimal::Decimal,
+    },
+    /// A balance the payments ledger reported that the invoice cannot take.
+    #[error("invoice {invoice}: invalid balance: {reason}")]
+    InvalidBalance {
+        /// The invoice.
+        invoice: dotmac_core::InvoiceId,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+    /// Customer credit applied to an invoice that is a draft or void.
+    #[error("invoice {invoice} is {status:?}: nothing can be settled on it")]
+    InvoiceNotPayable {
+        /// The invoice.
+        invoice: dotmac_core::InvoiceId,
+        /// Its status.
+        status: crate::invoice::InvoiceStatus,
+    },
+    /// Someone else updated the invoice since it was read (the service retries this itself a
+    /// few times before giving up); re-read and retry.
+    #[error("invoice {0} was updated concurrently; re-read and retry")]
+    InvoiceChanged(dotmac_core::InvoiceId),
+    /// A restore dated before the suspension it ends.
+    #[error(
+        "subscription {subscription} is suspended since {since}; a restore on {on} is before that"
+    )]
+    RestoreBeforeSuspension {
+        /// The subscription.
+        subscription: dotmac_core::SubscriptionId,
+        /// The first day of its suspension.
+        since: chrono::NaiveDate,
+        /// The restore date given.
+        on: chrono::NaiveDate,
+    },
     /// A tax rate that cannot work.
     #[error("invalid tax rate {rate}: {reason}")]
     InvalidTaxRate {
@@ -387,6 +429,11 @@ impl BillingError {
             BillingError::SubscriptionNotActive { .. } => "subscription_not_active",
             BillingError::IllegalTransition { .. } => "illegal_transition",
             BillingError::IllegalInvoiceTransition { .. } => "illegal_invoice_transition",
+            BillingError::VoidOfSettledInvoice { .. } => "void_of_settled_invoice",
+            BillingError::InvalidBalance { .. } => "invalid_balance",
+            BillingError::InvoiceNotPayable { .. } => "invoice_not_payable",
+            BillingError::InvoiceChanged(_) => "invoice_changed",
+            BillingError::RestoreBeforeSuspension { .. } => "restore_before_suspension",
             BillingError::InvalidTaxRate { .. } => "invalid_tax_rate",
             BillingError::InvalidDiscount { .. } => "invalid_discount",
             BillingError::NotCreditable { .. } => "not_creditable",

@@ -28,6 +28,10 @@ pub enum IdempotentRequest {
         credit: CreditRequest,
         /// Why.
         reason: Option<String>,
+        /// What happens to the part the invoice no longer owes (records written before the
+        /// field existed read as credit).
+        #[serde(default)]
+        settlement: crate::settlement::CreditSettlement,
     },
     /// A manual charge (or credit) for a customer's next invoice.
     PendingCharge {

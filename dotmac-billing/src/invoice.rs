@@ -136,14 +136,27 @@ impl fmt::Display for DocumentNumber {
     }
 }
 
-/// The lifecycle of an invoice: draft → open → paid / void / uncollectible.
+/// The lifecycle of an invoice. Once issued, its status follows what the payments ledger
+/// (collections) reports about it:
+///
+/// - `open → partially_paid → paid` as payments (and applied customer credit) settle it, and
+///   `open → paid` at once;
+/// - a refund moves it back: `paid → partially_paid` or `paid → open`, `partially_paid → open`;
+/// - `open` / `partially_paid → uncollectible` when it is written off; an uncollectible invoice
+///   may still be paid later (`→ partially_paid`, `→ paid`);
+/// - `draft` / `open` / `uncollectible → void` only while nothing is settled on it
+///   ([`Invoice::amount_paid`] is zero): money received is refunded first, so a void invoice
+///   never holds a payment ([`BillingError::VoidOfSettledInvoice`]). A partly paid invoice is
+///   never voided directly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum InvoiceStatus {
     /// Being prepared; no number yet; may still change.
     Draft,
-    /// Issued and awaiting payment.
+    /// Issued and awaiting payment; nothing settled yet.
     Open,
+    /// Issued, partly settled (payments or customer credit), the rest still owed.
+    PartiallyPaid,
     /// Settled.
     Paid,
     /// Cancelled after issue (the number stays used).
@@ -153,18 +166,36 @@ pub enum InvoiceStatus {
 }
 
 impl InvoiceStatus {
-    /// True when `self → to` is allowed.
+    /// True when `self → to` is allowed (see the diagram on [`InvoiceStatus`]; the rule that
+    /// only an invoice with nothing settled is voided is [`Invoice::transition`]'s, which knows
+    /// the amounts).
     pub fn can_become(self, to: InvoiceStatus) -> bool {
         use InvoiceStatus::*;
         matches!(
             (self, to),
             (Draft, Open)
                 | (Draft, Void)
+                | (Open, PartiallyPaid)
                 | (Open, Paid)
                 | (Open, Void)
                 | (Open, Uncollectible)
+                | (PartiallyPaid, Open)
+                | (PartiallyPaid, Paid)
+                | (PartiallyPaid, Uncollectible)
+                | (Paid, PartiallyPaid)
+                | (Paid, Open)
+                | (Uncollectible, PartiallyPaid)
                 | (Uncollectible, Paid)
                 | (Uncollectible, Void)
+        )
+    }
+
+    /// True for an issued invoice that still has something owed on it: open, partly paid or
+    /// uncollectible (written off, but still payable).
+    pub fn is_outstanding(self) -> bool {
+        matches!(
+            self,
+            InvoiceStatus::Open | InvoiceStatus::PartiallyPaid | InvoiceStatus::Uncollectible
         )
     }
 
@@ -272,6 +303,12 @@ pub struct Invoice {
     pub tax_total: Money,
     /// What the customer owes: subtotal − discounts + exclusive taxes.
     pub total: Money,
+    /// What the payments ledger reported settled, credited and written off, and the
+    /// adjustment lines shown under the charges (customer credit applied); `None` while
+    /// nothing was reported (the invoice as issued). Read it through [`Invoice::amount_paid`],
+    /// [`Invoice::amount_due`], [`Invoice::adjustments`] and the other getters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settlement: Option<Box<crate::settlement::InvoiceSettlement>>,
 }
 
 impl Invoice {
@@ -291,9 +328,18 @@ impl Invoice {
     ///
     /// # Errors
     ///
-    /// [`BillingError::IllegalInvoiceTransition`] when the move is not allowed.
+    /// [`BillingError::IllegalInvoiceTransition`] when the move is not allowed,
+    /// [`BillingError::VoidOfSettledInvoice`] for a void of an invoice with something settled
+    /// on it (refund it first). Nothing changes then.
     pub fn transition(&mut self, to: InvoiceStatus) -> Result<(), BillingError> {
-        self.status = self.status.transition(to)?;
+        let status = self.status.transition(to)?;
+        if to == InvoiceStatus::Void && !self.amount_paid().is_zero() {
+            return Err(BillingError::VoidOfSettledInvoice {
+                invoice: self.id,
+                settled: self.amount_paid().amount(),
+            });
+        }
+        self.status = status;
         Ok(())
     }
 }
@@ -385,6 +431,7 @@ impl<'a> DocumentBuilder<'a> {
                 discount_total: zero,
                 tax_total: zero,
                 total: zero,
+                settlement: None,
             },
         })
     }
@@ -691,6 +738,10 @@ pub struct CreditNote {
     pub lines: Vec<CreditNoteLine>,
     /// Σ credited amounts.
     pub total: Money,
+    /// What happens to the part the invoice no longer owes (kept as customer credit unless
+    /// the caller asked for a refund). Notes stored before the field existed read as credit.
+    #[serde(default)]
+    pub settlement: crate::settlement::CreditSettlement,
 }
 
 /// Builds a credit note against `invoice`, given the notes already issued against it.
@@ -710,7 +761,10 @@ pub fn credit_note(
 ) -> Result<CreditNote, BillingError> {
     if !matches!(
         invoice.status,
-        InvoiceStatus::Open | InvoiceStatus::Paid | InvoiceStatus::Uncollectible
+        InvoiceStatus::Open
+            | InvoiceStatus::PartiallyPaid
+            | InvoiceStatus::Paid
+            | InvoiceStatus::Uncollectible
     ) {
         return Err(BillingError::NotCreditable {
             invoice: invoice.id,
@@ -788,6 +842,7 @@ pub fn credit_note(
         reason,
         lines,
         total,
+        settlement: crate::settlement::CreditSettlement::Credit,
     })
 }
 
@@ -999,15 +1054,38 @@ mod tests {
         use InvoiceStatus::*;
         assert_eq!(Draft.transition(Open), Ok(Open));
         assert_eq!(Uncollectible.transition(Paid), Ok(Paid));
+        assert_eq!(Uncollectible.transition(PartiallyPaid), Ok(PartiallyPaid));
+        // Payments move it forward, refunds back.
+        assert_eq!(Open.transition(PartiallyPaid), Ok(PartiallyPaid));
+        assert_eq!(PartiallyPaid.transition(Paid), Ok(Paid));
+        assert_eq!(Paid.transition(PartiallyPaid), Ok(PartiallyPaid));
+        assert_eq!(Paid.transition(Open), Ok(Open));
+        assert_eq!(PartiallyPaid.transition(Open), Ok(Open));
+        assert_eq!(PartiallyPaid.transition(Uncollectible), Ok(Uncollectible));
+        // A partly paid invoice is refunded before it is voided; nothing leaves void or goes
+        // back to draft.
         assert_eq!(
-            Paid.transition(Open),
+            PartiallyPaid.transition(Void),
             Err(BillingError::IllegalInvoiceTransition {
-                from: Paid,
-                to: Open
+                from: PartiallyPaid,
+                to: Void
             })
         );
-        assert!(Void.transition(Paid).is_err());
+        assert_eq!(
+            Paid.transition(Void),
+            Err(BillingError::IllegalInvoiceTransition {
+                from: Paid,
+                to: Void
+            })
+        );
+        for to in [Draft, Open, PartiallyPaid, Paid, Uncollectible] {
+            assert!(Void.transition(to).is_err(), "void → {to:?}");
+        }
         assert!(Draft.transition(Paid).is_err());
+        assert!(Open.transition(Draft).is_err());
+        assert!(Uncollectible.transition(Open).is_err());
+        assert!(Open.is_outstanding() && Uncollectible.is_outstanding());
+        assert!(!Paid.is_outstanding() && !Void.is_outstanding());
     }
 
     #[test]

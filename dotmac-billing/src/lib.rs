@@ -47,7 +47,12 @@
 //! ## Types other modules build on
 //!
 //! - [`Invoice`], [`InvoiceLine`], [`InvoiceStatus`]: an invoice has a `customer`, a
-//!   `currency`, an `issue_date`, a `due_date`, a `total` and explainable lines.
+//!   `currency`, an `issue_date`, a `due_date`, a `total` and explainable lines; once issued,
+//!   its status and [settlement](InvoiceSettlement) (paid, credited, written off, customer
+//!   credit applied as [adjustment lines](InvoiceAdjustment)) follow what the payments ledger
+//!   reports ([`BillingService::apply_balance`], [`BillingService::apply_credit`]).
+//! - Every state-changing [`BillingService`] call writes its [`BillingEvent`]s to the store's
+//!   outbox (`dotmac_core::outbox`) in the same store step as the change.
 //! - [`PendingCharge`]: a one-off charge or credit (usage, usage adjustment, late fee,
 //!   reconnection fee, deferred proration) with description, unit price, quantity and period.
 //!   Add it with [`InvoiceStore::add_pending_charge`] (or
@@ -88,8 +93,10 @@ mod memory;
 mod pricing;
 mod proration;
 mod service;
+mod settlement;
 mod store;
 mod subscription;
+mod suspension;
 mod tax;
 #[cfg(feature = "testkit")]
 pub mod testkit;
@@ -110,7 +117,9 @@ pub mod internal {
 
     pub use crate::service::{
         BilledChunk, ChunkCommit, bill_chunk, chunk_customers, invoice_issued_event, record_chunk,
+        record_chunk_at,
     };
+    pub use crate::settlement::check_invoice_update;
     pub use crate::subscription::{
         SubscriptionParts, set_subscription_revision, subscription_from_parts,
         subscription_into_parts,
@@ -150,6 +159,10 @@ pub use service::{
     BillRunSummary, BillingEvent, BillingFailure, BillingService, BillingSettings, ChargeRequest,
     CreditNoteRequest, Events,
 };
+pub use settlement::{
+    AdjustmentId, AdjustmentKind, BalanceUpdate, CreditSettlement, InvoiceAdjustment,
+    InvoiceSettlement,
+};
 pub use store::{
     BillingCommit, BillingStore, CatalogStore, CommitResult, CustomerAccount, InvoiceStore,
     IssuedInvoice, SubscriptionStore,
@@ -158,4 +171,5 @@ pub use subscription::{
     CHANGE_HORIZON_YEARS, FirstPeriod, NewSubscription, Segment, SegmentState, Subscription,
     SubscriptionStatus,
 };
+pub use suspension::{SuspensionBilling, restore, suspend};
 pub use tax::{TaxBase, TaxExemption, TaxMode, TaxRate, TaxRateId, TaxRounding, TaxSummary};

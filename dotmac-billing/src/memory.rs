@@ -1,9 +1,10 @@
 //! The in-memory store: every billing trait over maps behind one mutex, for tests, examples
-//! and benchmarks.
+//! and benchmarks, writing its outbox events to a [`MemoryOutbox`] under the same lock.
 
 use std::collections::BTreeMap;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
+use dotmac_core::outbox::{MemoryOutbox, OutboxEvent};
 use dotmac_core::{
     CustomerId, InvoiceId, PendingChargeId, PlanId, ProductId, SubscriptionId, TenantId,
 };
@@ -94,9 +95,38 @@ struct TenantData {
     last_credit_note_number: u64,
 }
 
+/// Writes `events` to `outbox` for `tenant`: the last check of a change, made once every
+/// other check passed and before anything is changed, so that a refused event refuses the
+/// change and a refused change writes no event.
+fn write_events(
+    outbox: &MemoryOutbox,
+    tenant: TenantId,
+    events: &[OutboxEvent],
+) -> Result<(), BillingError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    Ok(outbox.push(tenant, events)?)
+}
+
 impl TenantData {
+    /// Adds a pending charge unless its id was ever added, with its events.
+    fn add_pending(
+        &mut self,
+        outbox: &MemoryOutbox,
+        tenant: TenantId,
+        charge: PendingCharge,
+        events: &[OutboxEvent],
+    ) -> Result<bool, BillingError> {
+        if self.pending_seen.contains(&charge.id) {
+            return Ok(false);
+        }
+        write_events(outbox, tenant, events)?;
+        Ok(self.add_new_pending(charge))
+    }
+
     /// Adds a pending charge unless its id was ever added.
-    fn add_pending(&mut self, charge: PendingCharge) -> bool {
+    fn add_new_pending(&mut self, charge: PendingCharge) -> bool {
         if !self.pending_seen.insert(charge.id) {
             return false;
         }
@@ -108,8 +138,15 @@ impl TenantData {
         true
     }
 
-    /// Numbers and stores a credit note, re-checked against the notes already stored.
-    fn insert_note(&mut self, mut note: CreditNote) -> Result<CreditNote, BillingError> {
+    /// Numbers and stores a credit note, re-checked against the notes already stored, with its
+    /// events.
+    fn insert_note(
+        &mut self,
+        outbox: &MemoryOutbox,
+        tenant: TenantId,
+        mut note: CreditNote,
+        events: &[OutboxEvent],
+    ) -> Result<CreditNote, BillingError> {
         let invoice = self
             .invoice(note.invoice)
             .ok_or(BillingError::InvoiceNotFound(note.invoice))?;
@@ -133,6 +170,7 @@ impl TenantData {
             note.issue_date,
             note.reason.clone(),
         )?;
+        write_events(outbox, tenant, events)?;
         self.last_credit_note_number = self.last_credit_note_number.saturating_add(1);
         note.number = Some(DocumentNumber(self.last_credit_note_number));
         self.credit_notes
@@ -148,10 +186,13 @@ impl TenantData {
             .and_then(|i| self.invoices.get(*i))
     }
 
-    /// Applies one commit, all or nothing, except that the pending charges it consumes are
-    /// only collected in `consumed` (see [`TenantData::remove_pending`]).
+    /// Applies one commit, all or nothing (its outbox events included), except that the
+    /// pending charges it consumes are only collected in `consumed` (see
+    /// [`TenantData::remove_pending`]).
     fn apply(
         &mut self,
+        outbox: &MemoryOutbox,
+        tenant: TenantId,
         commit: BillingCommit,
         consumed: &mut FastSet<PendingChargeId>,
     ) -> Result<CommitResult, BillingError> {
@@ -187,6 +228,13 @@ impl TenantData {
         {
             return Err(BillingError::PendingChargeTaken { charge: *charge });
         }
+        // The events last: the issued documents' carry the numbers they are about to get.
+        if commit.issued_at.is_some() {
+            let issued = would_issue(&self.keys, self.last_invoice_number, &commit.invoices);
+            write_events(outbox, tenant, &commit.outbox_events(tenant, &issued))?;
+        } else {
+            write_events(outbox, tenant, &commit.events)?;
+        }
         if let (Some(stored), Some(mut sub)) = (stored, commit.subscription) {
             // Checked above: the revision has a successor.
             sub.revision = sub.revision.saturating_add(1);
@@ -210,26 +258,14 @@ impl TenantData {
                 .entry(invoice.customer)
                 .or_default()
                 .push(invoice.id);
-            result.issued.push(IssuedInvoice {
-                id: invoice.id,
-                number,
-                customer: invoice.customer,
-                total: invoice.total,
-                due_date: invoice.due_date,
-            });
+            result.issued.push(IssuedInvoice::of(&invoice, number));
             let id = invoice.id;
             let position = self.invoices.push(invoice);
             self.invoice_index.insert(id, position);
         }
         consumed.extend(commit.consumed_pending);
         for charge in commit.new_pending {
-            if self.pending_seen.insert(charge.id) {
-                self.pending_open.insert(charge.id);
-                self.pending
-                    .entry(charge.customer)
-                    .or_default()
-                    .push(charge);
-            }
+            self.add_new_pending(charge);
         }
         Ok(result)
     }
@@ -247,16 +283,50 @@ impl TenantData {
     }
 }
 
+/// What [`TenantData::apply`] would issue of `invoices` given the stored document keys and the
+/// last number (the documents whose keys are new, numbered in order), without writing anything.
+fn would_issue(
+    stored: &FastSet<DocumentKey>,
+    last_number: u64,
+    invoices: &[Invoice],
+) -> Vec<IssuedInvoice> {
+    let mut number = last_number;
+    invoices
+        .iter()
+        .enumerate()
+        // A commit holds a handful of documents: a scan finds a repeated key without a set.
+        .filter(|(n, i)| {
+            !stored.contains(&i.key)
+                && !invoices
+                    .get(..*n)
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|e| e.key == i.key)
+        })
+        .map(|(_, i)| {
+            // One per invoice issued from 0: cannot reach u64::MAX.
+            number = number.saturating_add(1);
+            IssuedInvoice::of(i, DocumentNumber(number))
+        })
+        .collect()
+}
+
 /// A subscription's key in [`TenantData::subscriptions`]: its UUID as a big-endian integer,
 /// which orders exactly as the id (and as the SQL stores' pages) but compares in one step.
 fn sub_key(id: SubscriptionId) -> u128 {
     id.as_uuid().as_u128()
 }
 
-/// Everything in memory, per tenant, behind one mutex (so every call is atomic).
+/// Everything in memory, per tenant, behind one mutex (so every call is atomic), with an
+/// outbox: every write puts its events in the [`MemoryOutbox`] while it holds the lock, after
+/// its checks and before its changes, so a change and its events are one step. The outbox is
+/// the store's own unless [`MemoryStore::with_outbox`] shares one (with the collections
+/// stores, say, so that one dispatcher sees every domain's events); the store is an
+/// [`OutboxStore`](dotmac_core::outbox::OutboxStore) over it.
 #[derive(Default)]
 pub struct MemoryStore {
     tenants: Mutex<FastMap<TenantId, TenantData>>,
+    outbox: Arc<MemoryOutbox>,
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -266,9 +336,20 @@ impl std::fmt::Debug for MemoryStore {
 }
 
 impl MemoryStore {
-    /// An empty store.
+    /// An empty store, with an outbox of its own.
     pub fn new() -> Self {
         MemoryStore::default()
+    }
+
+    /// The store writing its events to `outbox` instead of its own.
+    pub fn with_outbox(mut self, outbox: Arc<MemoryOutbox>) -> Self {
+        self.outbox = outbox;
+        self
+    }
+
+    /// The outbox the store writes its events to.
+    pub fn outbox(&self) -> &Arc<MemoryOutbox> {
+        &self.outbox
     }
 
     fn lock(&self) -> MutexGuard<'_, FastMap<TenantId, TenantData>> {
@@ -280,6 +361,93 @@ impl MemoryStore {
     fn with<R>(&self, tenant: TenantId, f: impl FnOnce(&mut TenantData) -> R) -> R {
         let mut guard = self.lock();
         f(guard.entry(tenant).or_default())
+    }
+
+    /// [`MemoryStore::with`] for a write, which also gets the outbox.
+    fn write<R>(&self, tenant: TenantId, f: impl FnOnce(&mut TenantData, &MemoryOutbox) -> R) -> R {
+        let mut guard = self.lock();
+        f(guard.entry(tenant).or_default(), &self.outbox)
+    }
+}
+
+/// The store's outbox ([`MemoryStore::outbox`]): claims and marks go straight to it.
+impl dotmac_core::outbox::OutboxStore for MemoryStore {
+    fn append_outbox(
+        &self,
+        tenant: TenantId,
+        events: &[OutboxEvent],
+    ) -> impl std::future::Future<Output = Result<(), dotmac_core::StorageError>> + Send {
+        self.outbox.append_outbox(tenant, events)
+    }
+
+    fn claim(
+        &self,
+        worker: &str,
+        now: chrono::DateTime<chrono::Utc>,
+        lease: chrono::Duration,
+        limit: usize,
+    ) -> impl std::future::Future<
+        Output = Result<Vec<dotmac_core::outbox::OutboxMessage>, dotmac_core::StorageError>,
+    > + Send {
+        self.outbox.claim(worker, now, lease, limit)
+    }
+
+    fn complete(
+        &self,
+        tenant: TenantId,
+        seq: u64,
+        worker: &str,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> impl std::future::Future<Output = Result<bool, dotmac_core::StorageError>> + Send {
+        self.outbox.complete(tenant, seq, worker, now)
+    }
+
+    fn release(
+        &self,
+        tenant: TenantId,
+        seq: u64,
+        worker: &str,
+        not_before: chrono::DateTime<chrono::Utc>,
+        error: Option<&str>,
+    ) -> impl std::future::Future<Output = Result<bool, dotmac_core::StorageError>> + Send {
+        self.outbox.release(tenant, seq, worker, not_before, error)
+    }
+
+    fn park(
+        &self,
+        tenant: TenantId,
+        seq: u64,
+        worker: &str,
+        error: &str,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> impl std::future::Future<Output = Result<bool, dotmac_core::StorageError>> + Send {
+        self.outbox.park(tenant, seq, worker, error, now)
+    }
+
+    fn requeue(
+        &self,
+        tenant: TenantId,
+        seq: u64,
+    ) -> impl std::future::Future<Output = Result<bool, dotmac_core::StorageError>> + Send {
+        self.outbox.requeue(tenant, seq)
+    }
+
+    fn outbox_messages(
+        &self,
+        tenant: TenantId,
+    ) -> impl std::future::Future<
+        Output = Result<Vec<dotmac_core::outbox::OutboxMessage>, dotmac_core::StorageError>,
+    > + Send {
+        self.outbox.outbox_messages(tenant)
+    }
+
+    fn outbox_counts(
+        &self,
+        tenant: TenantId,
+    ) -> impl std::future::Future<
+        Output = Result<dotmac_core::outbox::OutboxCounts, dotmac_core::StorageError>,
+    > + Send {
+        self.outbox.outbox_counts(tenant)
     }
 }
 
@@ -293,9 +461,14 @@ impl CatalogStore for MemoryStore {
     }
 
     #[tracing::instrument(name = "dotmac.store.put_plan", level = "debug", skip_all, fields(backend = "memory", tenant = %tenant))]
-    async fn put_plan(&self, tenant: TenantId, plan: Plan) -> Result<(), BillingError> {
+    async fn put_plan(
+        &self,
+        tenant: TenantId,
+        plan: Plan,
+        events: Vec<OutboxEvent>,
+    ) -> Result<(), BillingError> {
         plan.validate()?;
-        self.with(tenant, |t| {
+        self.write(tenant, |t, outbox| {
             if !t.products.contains_key(&plan.product) {
                 return Err(BillingError::UnknownProduct(plan.product));
             }
@@ -313,6 +486,7 @@ impl CatalogStore for MemoryStore {
                     });
                 }
             }
+            write_events(outbox, tenant, &events)?;
             t.plans.insert(plan.id, plan);
             Ok(())
         })
@@ -370,14 +544,16 @@ impl SubscriptionStore for MemoryStore {
         &self,
         tenant: TenantId,
         subscription: Subscription,
+        events: Vec<OutboxEvent>,
     ) -> Result<(), BillingError> {
-        self.with(tenant, |t| {
+        self.write(tenant, |t, outbox| {
             if t.subscriptions.contains_key(&sub_key(subscription.id)) {
                 return Err(BillingError::AlreadyExists {
                     what: "subscription",
                     id: subscription.id.to_string(),
                 });
             }
+            write_events(outbox, tenant, &events)?;
             t.subscriptions
                 .insert(sub_key(subscription.id), subscription);
             Ok(())
@@ -436,8 +612,11 @@ impl InvoiceStore for MemoryStore {
         &self,
         tenant: TenantId,
         charge: PendingCharge,
+        events: Vec<OutboxEvent>,
     ) -> Result<bool, BillingError> {
-        Ok(self.with(tenant, |t| t.add_pending(charge)))
+        self.write(tenant, |t, outbox| {
+            t.add_pending(outbox, tenant, charge, &events)
+        })
     }
 
     #[tracing::instrument(name = "dotmac.store.pending_charges", level = "debug", skip_all, fields(backend = "memory", tenant = %tenant))]
@@ -473,9 +652,9 @@ impl InvoiceStore for MemoryStore {
         tenant: TenantId,
         commit: BillingCommit,
     ) -> Result<CommitResult, BillingError> {
-        self.with(tenant, |t| {
+        self.write(tenant, |t, outbox| {
             let mut consumed = FastSet::default();
-            let result = t.apply(commit, &mut consumed);
+            let result = t.apply(outbox, tenant, commit, &mut consumed);
             t.remove_pending(&consumed);
             result
         })
@@ -487,13 +666,13 @@ impl InvoiceStore for MemoryStore {
         tenant: TenantId,
         commits: Vec<BillingCommit>,
     ) -> Result<Vec<Result<CommitResult, BillingError>>, BillingError> {
-        self.with(tenant, |t| {
+        self.write(tenant, |t, outbox| {
             // One lock for the batch; consumed charges are removed in one pass at the end
             // (removal is idempotent, so this equals removing them commit by commit).
             let mut consumed = FastSet::default();
             let results = commits
                 .into_iter()
-                .map(|commit| t.apply(commit, &mut consumed))
+                .map(|commit| t.apply(outbox, tenant, commit, &mut consumed))
                 .collect();
             t.remove_pending(&consumed);
             Ok(results)
@@ -534,19 +713,47 @@ impl InvoiceStore for MemoryStore {
         tenant: TenantId,
         id: InvoiceId,
         to: InvoiceStatus,
+        events: Vec<OutboxEvent>,
     ) -> Result<Invoice, BillingError> {
-        self.with(tenant, |t| {
+        self.write(tenant, |t, outbox| {
             let invoice = t
                 .invoice_index
                 .get(&id)
                 .and_then(|i| t.invoices.get_mut(*i))
                 .ok_or(BillingError::InvoiceNotFound(id))?;
             let was = invoice.status;
-            invoice.transition(to)?;
+            let mut next = invoice.clone();
+            next.transition(to)?;
+            write_events(outbox, tenant, &events)?;
             if was == InvoiceStatus::Draft && to == InvoiceStatus::Open {
                 t.last_invoice_number = t.last_invoice_number.saturating_add(1);
-                invoice.number = Some(DocumentNumber(t.last_invoice_number));
+                next.number = Some(DocumentNumber(t.last_invoice_number));
             }
+            *invoice = next;
+            Ok(invoice.clone())
+        })
+    }
+
+    #[tracing::instrument(name = "dotmac.store.update_invoice", level = "debug", skip_all, fields(backend = "memory", tenant = %tenant))]
+    async fn update_invoice(
+        &self,
+        tenant: TenantId,
+        expected: Invoice,
+        updated: Invoice,
+        events: Vec<OutboxEvent>,
+    ) -> Result<Invoice, BillingError> {
+        crate::settlement::check_invoice_update(&expected, &updated)?;
+        self.write(tenant, |t, outbox| {
+            let invoice = t
+                .invoice_index
+                .get(&expected.id)
+                .and_then(|i| t.invoices.get_mut(*i))
+                .ok_or(BillingError::InvoiceNotFound(expected.id))?;
+            if *invoice != expected {
+                return Err(BillingError::InvoiceChanged(expected.id));
+            }
+            write_events(outbox, tenant, &events)?;
+            *invoice = updated;
             Ok(invoice.clone())
         })
     }
@@ -556,8 +763,11 @@ impl InvoiceStore for MemoryStore {
         &self,
         tenant: TenantId,
         note: CreditNote,
+        events: Vec<OutboxEvent>,
     ) -> Result<CreditNote, BillingError> {
-        self.with(tenant, |t| t.insert_note(note))
+        self.write(tenant, |t, outbox| {
+            t.insert_note(outbox, tenant, note, &events)
+        })
     }
 
     #[tracing::instrument(name = "dotmac.store.credit_notes_of", level = "debug", skip_all, fields(backend = "memory", tenant = %tenant))]
@@ -586,18 +796,19 @@ impl InvoiceStore for MemoryStore {
         tenant: TenantId,
         charge: PendingCharge,
         keyed: &KeyedRequest,
+        events: Vec<OutboxEvent>,
     ) -> Result<KeyedWrite<bool>, BillingError> {
-        Ok(self.with(tenant, |t| {
+        self.write(tenant, |t, outbox| {
             if let Some(earlier) = t.idempotency.get(&keyed.key) {
-                return KeyedWrite::Replayed(Box::new(earlier.clone()));
+                return Ok(KeyedWrite::Replayed(Box::new(earlier.clone())));
             }
-            let added = t.add_pending(charge);
+            let added = t.add_pending(outbox, tenant, charge, &events)?;
             t.idempotency.insert(
                 keyed.key.clone(),
                 keyed.record(IdempotentResult::PendingCharge { added }),
             );
-            KeyedWrite::Written(added)
-        }))
+            Ok(KeyedWrite::Written(added))
+        })
     }
 
     #[tracing::instrument(name = "dotmac.store.insert_credit_note_keyed", level = "debug", skip_all, fields(backend = "memory", tenant = %tenant))]
@@ -606,12 +817,13 @@ impl InvoiceStore for MemoryStore {
         tenant: TenantId,
         note: CreditNote,
         keyed: &KeyedRequest,
+        events: Vec<OutboxEvent>,
     ) -> Result<KeyedWrite<CreditNote>, BillingError> {
-        self.with(tenant, |t| {
+        self.write(tenant, |t, outbox| {
             if let Some(earlier) = t.idempotency.get(&keyed.key) {
                 return Ok(KeyedWrite::Replayed(Box::new(earlier.clone())));
             }
-            let note = t.insert_note(note)?;
+            let note = t.insert_note(outbox, tenant, note, &events)?;
             t.idempotency.insert(
                 keyed.key.clone(),
                 keyed.record(IdempotentResult::CreditNote {

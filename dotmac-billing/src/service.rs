@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use chrono::NaiveDate;
 use chrono_tz::Tz;
+use dotmac_core::outbox::{Aggregate, OutboxEvent, OutboxPayload};
 use dotmac_core::{
     Clock, CreditNoteId, CustomerId, DomainEvent, EventId, EventPayload, IdDigest, InvoiceId,
     Money, PlanId, RoundingMode, SubscriptionId, TenantId,
@@ -22,12 +23,20 @@ use crate::idempotency::{
     IdempotencyKey, IdempotentRequest, IdempotentResult, KeyedRequest, KeyedWrite,
 };
 use crate::invoice::{
-    CreditNote, CreditRequest, DocumentSettings, Invoice, InvoiceStatus, PendingCharge,
-    credit_note, invoice_pending_charges,
+    CreditNote, CreditRequest, DocumentNumber, DocumentSettings, Invoice, InvoiceStatus,
+    PendingCharge, credit_note, invoice_pending_charges,
 };
+use crate::settlement::{AdjustmentId, BalanceUpdate, CreditSettlement};
 use crate::store::{BillingCommit, BillingStore, CommitResult, CustomerAccount, IssuedInvoice};
 use crate::subscription::{NewSubscription, Subscription, SubscriptionStatus};
+use crate::suspension::{SuspensionBilling, restore, suspend};
 use crate::tax::TaxRate;
+
+/// How many times an invoice update that raced another writer is re-read and retried.
+const INVOICE_ATTEMPTS: usize = 4;
+
+/// How many times a customer's suspension or restore that raced another writer is retried.
+const SUSPENSION_ATTEMPTS: usize = 4;
 
 /// A tenant's billing settings (passed in by the application, for example from
 /// `dotmac-tenancy`). Start from [`BillingSettings::default`] and change what differs:
@@ -54,6 +63,9 @@ pub struct BillingSettings {
     /// with today's local date there, never the UTC date.
     #[serde(default = "utc")]
     pub zone: Tz,
+    /// What is billed for a suspended subscription (see [`SuspensionBilling`]).
+    #[serde(default)]
+    pub suspension_billing: SuspensionBilling,
 }
 
 fn utc() -> Tz {
@@ -68,6 +80,7 @@ impl Default for BillingSettings {
             payment_terms_days: 14,
             chunk_size: 1000,
             zone: Tz::UTC,
+            suspension_billing: SuspensionBilling::KeepBilling,
         }
     }
 }
@@ -103,6 +116,12 @@ impl BillingSettings {
         self
     }
 
+    /// With `policy` for what is billed while a subscription is suspended.
+    pub fn with_suspension_billing(mut self, policy: SuspensionBilling) -> Self {
+        self.suspension_billing = policy;
+        self
+    }
+
     /// The document settings for one customer.
     pub fn for_account(&self, account: Option<&CustomerAccount>) -> DocumentSettings {
         DocumentSettings {
@@ -116,7 +135,10 @@ impl BillingSettings {
     }
 }
 
-/// What happened in billing. Event names are stable (`billing.invoice_issued`, …).
+/// What happened in billing. Event names are stable (`billing.invoice_issued`, …), and so are
+/// the payloads (`docs/order-to-cash.md`). Every service call that changes state writes its
+/// events to the store's outbox in the same store step; the aggregate of a plan's event is the
+/// plan, of every other event the customer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "type")]
 #[non_exhaustive]
@@ -141,6 +163,8 @@ pub enum BillingEvent {
     SubscriptionChanged {
         /// The subscription.
         subscription: SubscriptionId,
+        /// Its customer.
+        customer: CustomerId,
         /// Its status after the change.
         status: SubscriptionStatus,
         /// The date the change takes effect.
@@ -150,30 +174,58 @@ pub enum BillingEvent {
     SubscriptionStatusChanged {
         /// The subscription.
         subscription: SubscriptionId,
+        /// Its customer.
+        customer: CustomerId,
         /// The status before.
         from: SubscriptionStatus,
         /// The status after.
         to: SubscriptionStatus,
     },
+    /// A subscription was suspended (for non-payment), from `on`.
+    SubscriptionSuspended {
+        /// The subscription.
+        subscription: SubscriptionId,
+        /// Its customer.
+        customer: CustomerId,
+        /// The first day of the suspension.
+        on: NaiveDate,
+    },
+    /// A suspended subscription was restored on `on`.
+    SubscriptionRestored {
+        /// The subscription.
+        subscription: SubscriptionId,
+        /// Its customer.
+        customer: CustomerId,
+        /// The restore date.
+        on: NaiveDate,
+    },
     /// An invoice was issued (numbered, open).
     InvoiceIssued {
         /// The invoice.
         invoice: InvoiceId,
+        /// Its number.
+        number: DocumentNumber,
         /// Its customer.
         customer: CustomerId,
         /// Its total (negative for a credit owed to the customer).
         total: Money,
+        /// Its issue date.
+        issued: NaiveDate,
         /// Its due date.
         due_date: NaiveDate,
     },
-    /// An invoice changed state (paid, void, uncollectible).
+    /// An invoice changed state (partially paid, paid, reopened, void, uncollectible).
     InvoiceStatusChanged {
         /// The invoice.
         invoice: InvoiceId,
+        /// Its customer.
+        customer: CustomerId,
         /// The state before.
         from: InvoiceStatus,
         /// The state after.
         to: InvoiceStatus,
+        /// The date of the change.
+        on: NaiveDate,
     },
     /// A credit note was issued.
     CreditNoteIssued {
@@ -181,8 +233,14 @@ pub enum BillingEvent {
         credit_note: CreditNoteId,
         /// The invoice it credits.
         invoice: InvoiceId,
-        /// Its total.
-        total: Money,
+        /// The customer credited.
+        customer: CustomerId,
+        /// Its total (above zero).
+        amount: Money,
+        /// Its date.
+        issued: NaiveDate,
+        /// What happens to the part the invoice no longer owes.
+        settlement: CreditSettlement,
     },
     /// A bill run skipped a customer because billing one of its subscriptions failed with a
     /// domain error (see [`BillingFailure`]); nothing of that customer was written, and a run
@@ -206,6 +264,8 @@ impl EventPayload for BillingEvent {
             BillingEvent::SubscriptionCreated { .. } => "billing.subscription_created",
             BillingEvent::SubscriptionChanged { .. } => "billing.subscription_changed",
             BillingEvent::SubscriptionStatusChanged { .. } => "billing.subscription_status_changed",
+            BillingEvent::SubscriptionSuspended { .. } => "billing.subscription_suspended",
+            BillingEvent::SubscriptionRestored { .. } => "billing.subscription_restored",
             BillingEvent::InvoiceIssued { .. } => "billing.invoice_issued",
             BillingEvent::InvoiceStatusChanged { .. } => "billing.invoice_status_changed",
             BillingEvent::CreditNoteIssued { .. } => "billing.credit_note_issued",
@@ -214,8 +274,30 @@ impl EventPayload for BillingEvent {
     }
 }
 
-/// Events returned by a service call.
+impl OutboxPayload for BillingEvent {
+    fn aggregate(&self) -> Aggregate {
+        match self {
+            BillingEvent::PlanSaved { plan, .. } => Aggregate::new("plan", plan.as_uuid()),
+            BillingEvent::SubscriptionCreated { customer, .. }
+            | BillingEvent::SubscriptionChanged { customer, .. }
+            | BillingEvent::SubscriptionStatusChanged { customer, .. }
+            | BillingEvent::SubscriptionSuspended { customer, .. }
+            | BillingEvent::SubscriptionRestored { customer, .. }
+            | BillingEvent::InvoiceIssued { customer, .. }
+            | BillingEvent::InvoiceStatusChanged { customer, .. }
+            | BillingEvent::CreditNoteIssued { customer, .. }
+            | BillingEvent::BillRunItemFailed { customer, .. } => Aggregate::customer(*customer),
+        }
+    }
+}
+
+/// Events returned by a service call (the ones it wrote to the outbox).
 pub type Events = Vec<DomainEvent<BillingEvent>>;
+
+/// The outbox copies of `events`.
+fn outbox(events: &[DomainEvent<BillingEvent>]) -> Vec<OutboxEvent> {
+    events.iter().cloned().map(OutboxEvent::new).collect()
+}
 
 /// A customer (or one of its subscriptions) that a run (bill run, usage rating, collections)
 /// skipped because of a domain error in its own data: an amount that overflows, a currency
@@ -321,18 +403,24 @@ pub struct CreditNoteRequest {
     pub credit: CreditRequest,
     /// Why (printed on the note).
     pub reason: Option<String>,
+    /// What happens to the part of the note the invoice no longer owes (it was paid): kept as
+    /// customer credit (the default) or refunded.
+    #[serde(default)]
+    pub settlement: CreditSettlement,
     /// A retry with the same key and the same request gets the first note back; the same key
     /// with another request is [`CoreError::IdempotencyKeyReused`](dotmac_core::CoreError::IdempotencyKeyReused).
     pub idempotency_key: Option<IdempotencyKey>,
 }
 
 impl CreditNoteRequest {
-    /// A request to credit `credit` on `invoice`, without a reason or a key.
+    /// A request to credit `credit` on `invoice`, without a reason or a key, leaving any
+    /// excess as customer credit.
     pub fn new(invoice: InvoiceId, credit: CreditRequest) -> Self {
         CreditNoteRequest {
             invoice,
             credit,
             reason: None,
+            settlement: CreditSettlement::Credit,
             idempotency_key: None,
         }
     }
@@ -340,6 +428,12 @@ impl CreditNoteRequest {
     /// Sets the reason.
     pub fn reason(mut self, reason: impl Into<String>) -> Self {
         self.reason = Some(reason.into());
+        self
+    }
+
+    /// Sets what happens to the part the invoice no longer owes.
+    pub fn settlement(mut self, settlement: CreditSettlement) -> Self {
+        self.settlement = settlement;
         self
     }
 
@@ -418,16 +512,6 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
         DomainEvent::new(tenant, &self.inner.clock, payload)
     }
 
-    /// An `InvoiceIssued` event whose id derives from the invoice id, so that an outbox sees
-    /// the same event id however often the issue is reported.
-    fn issued_event(
-        tenant: TenantId,
-        at: chrono::DateTime<chrono::Utc>,
-        invoice: &IssuedInvoice,
-    ) -> DomainEvent<BillingEvent> {
-        invoice_issued_event(tenant, at, invoice)
-    }
-
     /// Adds a product.
     ///
     /// # Errors
@@ -449,12 +533,18 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
     /// [`BillingError::UnknownProduct`], [`BillingError::InvalidPlan`].
     #[tracing::instrument(name = "dotmac.billing.save_plan", level = "info", skip_all, fields(tenant = %tenant))]
     pub async fn save_plan(&self, tenant: TenantId, plan: Plan) -> Result<Events, BillingError> {
-        let payload = BillingEvent::PlanSaved {
-            plan: plan.id,
-            version: plan.current_version().version,
-        };
-        self.inner.store.put_plan(tenant, plan).await?;
-        Ok(vec![self.event(tenant, payload)])
+        let events = vec![self.event(
+            tenant,
+            BillingEvent::PlanSaved {
+                plan: plan.id,
+                version: plan.current_version().version,
+            },
+        )];
+        self.inner
+            .store
+            .put_plan(tenant, plan, outbox(&events))
+            .await?;
+        Ok(events)
     }
 
     /// Opens or updates a customer's billing account.
@@ -499,19 +589,19 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
             .ok_or(BillingError::UnknownAccount(request.customer))?;
         check_start(&request, self.today())?;
         let sub = request.create(&plan, account.currency)?;
-        self.inner
-            .store
-            .insert_subscription(tenant, sub.clone())
-            .await?;
-        let event = self.event(
+        let events = vec![self.event(
             tenant,
             BillingEvent::SubscriptionCreated {
                 subscription: sub.id,
                 customer: sub.customer,
                 plan: plan.id,
             },
-        );
-        Ok((sub, vec![event]))
+        )];
+        self.inner
+            .store
+            .insert_subscription(tenant, sub.clone(), outbox(&events))
+            .await?;
+        Ok((sub, events))
     }
 
     async fn load(
@@ -549,17 +639,11 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
         outcome: ChangeOutcome,
         effective: NaiveDate,
     ) -> Result<(ChangeOutcome, Events), BillingError> {
-        let commit = BillingCommit {
-            subscription: Some(outcome.subscription.clone()),
-            invoices: outcome.invoice.iter().cloned().collect(),
-            consumed_pending: Vec::new(),
-            new_pending: outcome.pending.clone(),
-        };
-        let result = self.inner.store.commit(tenant, commit).await?;
         let mut events = vec![self.event(
             tenant,
             BillingEvent::SubscriptionChanged {
                 subscription: before.id,
+                customer: before.customer,
                 status: outcome.subscription.status,
                 effective,
             },
@@ -569,12 +653,23 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
                 tenant,
                 BillingEvent::SubscriptionStatusChanged {
                     subscription: before.id,
+                    customer: before.customer,
                     from: before.status,
                     to: outcome.subscription.status,
                 },
             ));
         }
-        self.issued_events(tenant, &result.issued, &mut events);
+        let at = self.inner.clock.now();
+        let commit = BillingCommit {
+            subscription: Some(outcome.subscription.clone()),
+            invoices: outcome.invoice.iter().cloned().collect(),
+            consumed_pending: Vec::new(),
+            new_pending: outcome.pending.clone(),
+            events: outbox(&events),
+            issued_at: Some(at),
+        };
+        let result = self.inner.store.commit(tenant, commit).await?;
+        issued_events(tenant, at, &result.issued, &mut events);
         count_issued(result.issued.len(), IssuedBy::SubscriptionChange);
         let mut outcome = outcome;
         // The store has just bumped the stored revision, so it has a successor.
@@ -584,11 +679,6 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
             invoice.status = InvoiceStatus::Open;
         }
         Ok((outcome, events))
-    }
-
-    fn issued_events(&self, tenant: TenantId, issued: &[IssuedInvoice], events: &mut Events) {
-        let at = self.inner.clock.now();
-        events.extend(issued.iter().map(|i| Self::issued_event(tenant, at, i)));
     }
 
     /// Changes a subscription's plan, quantity or pause state on `on`.
@@ -655,10 +745,14 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
     }
 
     /// Moves a subscription to `to` (for collections: `past_due` and back to `active`).
+    /// Suspensions go through [`BillingService::suspend_customer`] and
+    /// [`BillingService::restore_customer`], which apply the tenant's suspension-billing
+    /// policy.
     ///
     /// # Errors
     ///
-    /// [`BillingError::UnknownSubscription`], [`BillingError::IllegalTransition`].
+    /// [`BillingError::UnknownSubscription`], [`BillingError::IllegalTransition`] (also for a
+    /// move into or out of `suspended`). Nothing changes then.
     #[tracing::instrument(name = "dotmac.billing.set_subscription_status", level = "info", skip_all, fields(tenant = %tenant))]
     pub async fn set_subscription_status(
         &self,
@@ -673,25 +767,31 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
             .await?
             .ok_or(BillingError::UnknownSubscription(id))?;
         let from = sub.status;
+        if from == SubscriptionStatus::Suspended || to == SubscriptionStatus::Suspended {
+            return Err(BillingError::IllegalTransition { from, to });
+        }
         sub.status = from.transition(to)?;
+        let events = vec![self.event(
+            tenant,
+            BillingEvent::SubscriptionStatusChanged {
+                subscription: id,
+                customer: sub.customer,
+                from,
+                to,
+            },
+        )];
         self.inner
             .store
             .commit(
                 tenant,
                 BillingCommit {
                     subscription: Some(sub),
+                    events: outbox(&events),
                     ..BillingCommit::default()
                 },
             )
             .await?;
-        Ok(vec![self.event(
-            tenant,
-            BillingEvent::SubscriptionStatusChanged {
-                subscription: id,
-                from,
-                to,
-            },
-        )])
+        Ok(events)
     }
 
     /// The documents a bill run on `as_of` would issue for one subscription, without writing
@@ -872,13 +972,39 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
         );
         drop(page);
         // The commits move to the store; `record_chunk` needs only the rest of each item.
+        // Each carries its events: the store writes them with it (the issued invoices' too).
+        let at = self.inner.clock.now();
         let commits = items
             .iter_mut()
-            .map(|i| std::mem::take(&mut i.commit))
+            .map(|i| {
+                let mut commit = std::mem::take(&mut i.commit);
+                commit.issued_at = Some(at);
+                if let Some(event) = status_changed_event(tenant, at, i) {
+                    commit.events.push(OutboxEvent::new(event));
+                }
+                commit
+            })
             .collect();
         let results = self.inner.store.commit_batch(tenant, commits).await?;
-        record_chunk(tenant, &self.inner.clock, &items, results, summary)?;
-        summary.record_failures(tenant, &self.inner.clock, failures);
+        record_chunk_at(tenant, at, &items, results, summary)?;
+        if !failures.is_empty() {
+            let events: Events = failures
+                .iter()
+                .map(|f| f.event(tenant, &self.inner.clock))
+                .collect();
+            self.inner
+                .store
+                .commit(
+                    tenant,
+                    BillingCommit {
+                        events: outbox(&events),
+                        ..BillingCommit::default()
+                    },
+                )
+                .await?;
+            summary.events.extend(events);
+            summary.failures.extend(failures);
+        }
         Ok(read)
     }
 
@@ -920,7 +1046,7 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
             return self
                 .inner
                 .store
-                .add_pending_charge(tenant, request.charge)
+                .add_pending_charge(tenant, request.charge, Vec::new())
                 .await;
         };
         let keyed = KeyedRequest {
@@ -941,7 +1067,7 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
                 self.check_pending_charge(tenant, &request.charge).await?;
                 self.inner
                     .store
-                    .add_pending_charge_keyed(tenant, request.charge, &keyed)
+                    .add_pending_charge_keyed(tenant, request.charge, &keyed, Vec::new())
                     .await?
             }
         };
@@ -1028,6 +1154,7 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
         let settings = self.inner.settings.for_account(Some(&account));
         let invoice =
             invoice_pending_charges(customer, account.currency, today, &pending, &settings)?;
+        let at = self.inner.clock.now();
         let result = self
             .inner
             .store
@@ -1038,11 +1165,13 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
                     invoices: vec![invoice],
                     consumed_pending: pending.iter().map(|c| c.id).collect(),
                     new_pending: Vec::new(),
+                    events: Vec::new(),
+                    issued_at: Some(at),
                 },
             )
             .await?;
         let mut events = Vec::new();
-        self.issued_events(tenant, &result.issued, &mut events);
+        issued_events(tenant, at, &result.issued, &mut events);
         count_issued(result.issued.len(), IssuedBy::OnDemand);
         let invoice = match result.issued.first() {
             Some(issued) => self.inner.store.invoice(tenant, issued.id).await?,
@@ -1051,11 +1180,14 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
         Ok((invoice, events))
     }
 
-    /// Moves an invoice to `to` (paid, void, uncollectible).
+    /// Moves an invoice to `to` (paid, void, uncollectible, …, see [`InvoiceStatus`]) by hand,
+    /// writing `billing.invoice_status_changed` with it. An invoice whose payments are tracked
+    /// by collections follows the ledger instead ([`BillingService::apply_balance`]).
     ///
     /// # Errors
     ///
-    /// [`BillingError::InvoiceNotFound`], [`BillingError::IllegalInvoiceTransition`].
+    /// [`BillingError::InvoiceNotFound`], [`BillingError::IllegalInvoiceTransition`],
+    /// [`BillingError::VoidOfSettledInvoice`]. Nothing changes then.
     #[tracing::instrument(name = "dotmac.billing.set_invoice_status", level = "info", skip_all, fields(tenant = %tenant))]
     pub async fn set_invoice_status(
         &self,
@@ -1063,22 +1195,344 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
         id: InvoiceId,
         to: InvoiceStatus,
     ) -> Result<(Invoice, Events), BillingError> {
+        let today = self.today();
         let before = self
             .inner
             .store
             .invoice(tenant, id)
             .await?
             .ok_or(BillingError::InvoiceNotFound(id))?;
-        let after = self.inner.store.set_invoice_status(tenant, id, to).await?;
-        let event = self.event(
-            tenant,
-            BillingEvent::InvoiceStatusChanged {
-                invoice: id,
-                from: before.status,
-                to,
-            },
-        );
-        Ok((after, vec![event]))
+        if before.status == InvoiceStatus::Draft {
+            // Issuing a draft numbers it: the store does that.
+            let events = vec![self.event(
+                tenant,
+                BillingEvent::InvoiceStatusChanged {
+                    invoice: id,
+                    customer: before.customer,
+                    from: before.status,
+                    to,
+                    on: today,
+                },
+            )];
+            let after = self
+                .inner
+                .store
+                .set_invoice_status(tenant, id, to, outbox(&events))
+                .await?;
+            return Ok((after, events));
+        }
+        self.update_invoice_with(tenant, id, |invoice| {
+            let mut next = invoice.clone();
+            next.transition(to)?;
+            Ok(Some((next, vec![status_changed(invoice, to, today)])))
+        })
+        .await
+    }
+
+    /// Voids an issued invoice on `on` that has nothing settled on it (it is no longer owed;
+    /// its number stays used), writing `billing.invoice_status_changed` (to `void`), which
+    /// collections enters in the ledger. Voiding a void invoice changes nothing and writes no
+    /// event.
+    ///
+    /// # Errors
+    ///
+    /// [`BillingError::InvoiceNotFound`]; [`BillingError::IllegalInvoiceTransition`] for a
+    /// paid or partly paid invoice, [`BillingError::VoidOfSettledInvoice`] for one with
+    /// something settled on it (refund it first). Nothing changes then.
+    #[tracing::instrument(name = "dotmac.billing.void_invoice", level = "info", skip_all, fields(tenant = %tenant))]
+    pub async fn void_invoice(
+        &self,
+        tenant: TenantId,
+        id: InvoiceId,
+        on: NaiveDate,
+    ) -> Result<(Invoice, Events), BillingError> {
+        self.move_invoice(tenant, id, InvoiceStatus::Void, on).await
+    }
+
+    /// Writes an open or partly paid invoice off on `on` (uncollectible: it may still be paid
+    /// later), writing `billing.invoice_status_changed` (to `uncollectible`), which collections
+    /// enters as a write-off. Writing off an uncollectible invoice changes nothing and writes
+    /// no event.
+    ///
+    /// # Errors
+    ///
+    /// [`BillingError::InvoiceNotFound`]; [`BillingError::IllegalInvoiceTransition`] for a
+    /// paid or void invoice. Nothing changes then.
+    #[tracing::instrument(name = "dotmac.billing.write_off_invoice", level = "info", skip_all, fields(tenant = %tenant))]
+    pub async fn write_off_invoice(
+        &self,
+        tenant: TenantId,
+        id: InvoiceId,
+        on: NaiveDate,
+    ) -> Result<(Invoice, Events), BillingError> {
+        self.move_invoice(tenant, id, InvoiceStatus::Uncollectible, on)
+            .await
+    }
+
+    /// Moves an invoice to `to` on `on` unless it is there already.
+    async fn move_invoice(
+        &self,
+        tenant: TenantId,
+        id: InvoiceId,
+        to: InvoiceStatus,
+        on: NaiveDate,
+    ) -> Result<(Invoice, Events), BillingError> {
+        self.update_invoice_with(tenant, id, |invoice| {
+            if invoice.status == to {
+                return Ok(None);
+            }
+            let mut next = invoice.clone();
+            next.transition(to)?;
+            Ok(Some((next, vec![status_changed(invoice, to, on)])))
+        })
+        .await
+    }
+
+    /// Records the invoice's balance as the payments ledger reports it
+    /// (`collections.invoice_balance_changed`): its settled, credited and written-off amounts,
+    /// and its status moved to `update.state` (open, partially paid, paid, void,
+    /// uncollectible), writing `billing.invoice_status_changed` when the status moves. A report
+    /// that changes nothing (a replay) writes nothing and no event.
+    ///
+    /// # Errors
+    ///
+    /// [`BillingError::InvoiceNotFound`] and the errors of [`Invoice::with_balance`]
+    /// ([`BillingError::WrongCurrency`], [`BillingError::InvalidBalance`],
+    /// [`BillingError::IllegalInvoiceTransition`], [`BillingError::VoidOfSettledInvoice`]).
+    /// Nothing changes then.
+    #[tracing::instrument(name = "dotmac.billing.apply_balance", level = "info", skip_all, fields(tenant = %tenant))]
+    pub async fn apply_balance(
+        &self,
+        tenant: TenantId,
+        id: InvoiceId,
+        update: BalanceUpdate,
+    ) -> Result<(Invoice, Events), BillingError> {
+        let today = self.today();
+        self.update_invoice_with(tenant, id, |invoice| {
+            Ok(invoice.with_balance(&update)?.map(|next| {
+                let events = if next.status == invoice.status {
+                    Vec::new()
+                } else {
+                    vec![status_changed(invoice, next.status, today)]
+                };
+                (next, events)
+            }))
+        })
+        .await
+    }
+
+    /// Shows `amount` of customer credit applied to the invoice on `on`
+    /// (`collections.credit_applied`) as an adjustment line `line` (derive it from the event
+    /// that reports the credit): recorded once, a replay with the same `line` changes nothing.
+    /// The invoice's total and charges stay as issued; the ledger's balance report moves its
+    /// status ([`BillingService::apply_balance`]).
+    ///
+    /// # Errors
+    ///
+    /// [`BillingError::InvoiceNotFound`] and the errors of [`Invoice::with_credit_applied`]
+    /// ([`BillingError::WrongCurrency`], [`BillingError::NonPositiveAmount`],
+    /// [`BillingError::InvoiceNotPayable`], [`BillingError::InvalidBalance`]). Nothing
+    /// changes then.
+    #[tracing::instrument(name = "dotmac.billing.apply_credit", level = "info", skip_all, fields(tenant = %tenant))]
+    pub async fn apply_credit(
+        &self,
+        tenant: TenantId,
+        id: InvoiceId,
+        amount: Money,
+        on: NaiveDate,
+        line: AdjustmentId,
+    ) -> Result<(Invoice, Events), BillingError> {
+        self.update_invoice_with(tenant, id, |invoice| {
+            Ok(invoice
+                .with_credit_applied(line, amount, on)?
+                .map(|next| (next, Vec::new())))
+        })
+        .await
+    }
+
+    /// Reads an invoice, asks `change` for its new state and events (`None`: nothing to do)
+    /// and writes both in one store step, re-reading and retrying when another writer changed
+    /// the invoice in between.
+    async fn update_invoice_with(
+        &self,
+        tenant: TenantId,
+        id: InvoiceId,
+        change: impl Fn(&Invoice) -> Result<Option<(Invoice, Vec<BillingEvent>)>, BillingError>
+        + Send
+        + Sync,
+    ) -> Result<(Invoice, Events), BillingError> {
+        let mut attempt = 1;
+        loop {
+            let stored = self
+                .inner
+                .store
+                .invoice(tenant, id)
+                .await?
+                .ok_or(BillingError::InvoiceNotFound(id))?;
+            let Some((next, payloads)) = change(&stored)? else {
+                return Ok((stored, Vec::new()));
+            };
+            let events: Events = payloads
+                .into_iter()
+                .map(|p| self.event(tenant, p))
+                .collect();
+            match self
+                .inner
+                .store
+                .update_invoice(tenant, stored, next, outbox(&events))
+                .await
+            {
+                Ok(invoice) => return Ok((invoice, events)),
+                Err(BillingError::InvoiceChanged(_)) if attempt < INVOICE_ATTEMPTS => {
+                    attempt = attempt.saturating_add(1);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Suspends every active or past-due subscription of `customer` from `on` (collections'
+    /// `suspend_service`), under the tenant's [`SuspensionBilling`] policy (see [`suspend`]),
+    /// writing one `billing.subscription_suspended` per subscription, all in one store step.
+    /// Idempotent: a subscription already suspended is left as it is (no event), so a replay
+    /// changes nothing. Returns the subscriptions suspended.
+    ///
+    /// # Errors
+    ///
+    /// The errors of [`suspend`] ([`BillingError::DateBeyondHorizon`], …); store errors. On
+    /// error nothing changes.
+    #[tracing::instrument(name = "dotmac.billing.suspend_customer", level = "info", skip_all, fields(tenant = %tenant))]
+    pub async fn suspend_customer(
+        &self,
+        tenant: TenantId,
+        customer: CustomerId,
+        on: NaiveDate,
+    ) -> Result<(Vec<Subscription>, Events), BillingError> {
+        let policy = self.inner.settings.suspension_billing;
+        self.suspension_step(tenant, customer, |sub, plans, settings| {
+            if !matches!(
+                sub.status,
+                SubscriptionStatus::Active | SubscriptionStatus::PastDue
+            ) {
+                return Ok(None);
+            }
+            Ok(suspend(sub, plans, on, policy, settings)?.map(|outcome| {
+                let since = outcome.subscription.suspended_since.unwrap_or(on);
+                (
+                    outcome,
+                    BillingEvent::SubscriptionSuspended {
+                        subscription: sub.id,
+                        customer: sub.customer,
+                        on: since,
+                    },
+                )
+            }))
+        })
+        .await
+    }
+
+    /// Restores every suspended subscription of `customer` on `on` (collections'
+    /// `restore_service`): active again, with what the tenant's [`SuspensionBilling`] policy
+    /// bills or credits for the suspension (see [`restore`]), writing one
+    /// `billing.subscription_restored` per subscription (and `billing.invoice_issued` for a
+    /// resumed period invoiced), all in one store step. Idempotent: a subscription that is not
+    /// suspended is left as it is, so a replay changes nothing. Returns the subscriptions
+    /// restored.
+    ///
+    /// # Errors
+    ///
+    /// The errors of [`restore`] ([`BillingError::RestoreBeforeSuspension`], …); store
+    /// errors. On error nothing changes.
+    #[tracing::instrument(name = "dotmac.billing.restore_customer", level = "info", skip_all, fields(tenant = %tenant, invoices = tracing::field::Empty))]
+    pub async fn restore_customer(
+        &self,
+        tenant: TenantId,
+        customer: CustomerId,
+        on: NaiveDate,
+    ) -> Result<(Vec<Subscription>, Events), BillingError> {
+        let policy = self.inner.settings.suspension_billing;
+        self.suspension_step(tenant, customer, |sub, plans, settings| {
+            Ok(restore(sub, plans, on, policy, settings)?.map(|outcome| {
+                (
+                    outcome,
+                    BillingEvent::SubscriptionRestored {
+                        subscription: sub.id,
+                        customer: sub.customer,
+                        on,
+                    },
+                )
+            }))
+        })
+        .await
+    }
+
+    /// One suspension or restore of a customer: `step` for each of its subscriptions
+    /// (`None`: leave it), every change committed in one batch with its event; retried when
+    /// another writer changed one of the subscriptions in between.
+    async fn suspension_step(
+        &self,
+        tenant: TenantId,
+        customer: CustomerId,
+        step: impl Fn(
+            &Subscription,
+            &FastMap<PlanId, Plan>,
+            &DocumentSettings,
+        ) -> Result<Option<(ChangeOutcome, BillingEvent)>, BillingError>
+        + Send
+        + Sync,
+    ) -> Result<(Vec<Subscription>, Events), BillingError> {
+        let plans = self.plan_map(tenant).await?;
+        let account = self.inner.store.account(tenant, customer).await?;
+        let settings = self.inner.settings.for_account(account.as_ref());
+        let mut done = Vec::new();
+        let mut events = Vec::new();
+        let mut attempt = 1;
+        loop {
+            let subs = self.inner.store.subscriptions_of(tenant, customer).await?;
+            let at = self.inner.clock.now();
+            let mut commits = Vec::new();
+            let mut changed = Vec::new();
+            for sub in &subs {
+                let Some((outcome, payload)) = step(sub, &plans, &settings)? else {
+                    continue;
+                };
+                let event = self.event(tenant, payload);
+                commits.push(BillingCommit {
+                    subscription: Some(outcome.subscription.clone()),
+                    invoices: outcome.invoice.into_iter().collect(),
+                    consumed_pending: Vec::new(),
+                    new_pending: outcome.pending,
+                    events: vec![OutboxEvent::new(event.clone())],
+                    issued_at: Some(at),
+                });
+                changed.push((outcome.subscription, event));
+            }
+            if commits.is_empty() {
+                return Ok((done, events));
+            }
+            let results = self.inner.store.commit_batch(tenant, commits).await?;
+            let mut conflict = None;
+            for ((mut sub, event), result) in changed.into_iter().zip(results) {
+                match result {
+                    Ok(result) => {
+                        // The store has just bumped the stored revision.
+                        sub.revision = sub.revision.saturating_add(1);
+                        done.push(sub);
+                        events.push(event);
+                        count_issued(result.issued.len(), IssuedBy::SubscriptionChange);
+                        issued_events(tenant, at, &result.issued, &mut events);
+                    }
+                    Err(e @ BillingError::ConcurrentUpdate { .. }) => conflict = Some(e),
+                    Err(e) => return Err(e),
+                }
+            }
+            match conflict {
+                None => return Ok((done, events)),
+                Some(e) if attempt >= SUSPENSION_ATTEMPTS => return Err(e),
+                // The others are written; the next round re-reads and finishes the rest.
+                Some(_) => attempt = attempt.saturating_add(1),
+            }
+        }
     }
 
     /// Issues a credit note against an invoice, full or for given lines.
@@ -1100,6 +1554,7 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
                 invoice,
                 credit: request,
                 reason,
+                settlement: CreditSettlement::Credit,
                 idempotency_key: None,
             },
         )
@@ -1126,6 +1581,7 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
                 invoice: request.invoice,
                 credit: request.credit.clone(),
                 reason: request.reason.clone(),
+                settlement: request.settlement,
             },
             at: self.inner.clock.now(),
         });
@@ -1139,7 +1595,7 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
             None => None,
         };
         let written = match (earlier_record, &keyed) {
-            (Some(earlier), _) => KeyedWrite::Replayed(Box::new(earlier)),
+            (Some(earlier), _) => (KeyedWrite::Replayed(Box::new(earlier)), Vec::new()),
             (None, keyed) => {
                 let invoice = request.invoice;
                 let inv = self
@@ -1150,7 +1606,7 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
                     .ok_or(BillingError::InvoiceNotFound(invoice))?;
                 let earlier = self.inner.store.credit_notes_of(tenant, invoice).await?;
                 let today = self.today();
-                let note = credit_note(
+                let mut note = credit_note(
                     CreditNoteId::new(),
                     &inv,
                     &earlier,
@@ -1158,39 +1614,37 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
                     today,
                     request.reason,
                 )?;
-                match keyed {
+                note.settlement = request.settlement;
+                let events = vec![credit_note_event(tenant, self.inner.clock.now(), &note)];
+                let written = match keyed {
                     Some(keyed) => {
                         self.inner
                             .store
-                            .insert_credit_note_keyed(tenant, note, keyed)
+                            .insert_credit_note_keyed(tenant, note, keyed, outbox(&events))
                             .await?
                     }
                     None => KeyedWrite::Written(
-                        self.inner.store.insert_credit_note(tenant, note).await?,
+                        self.inner
+                            .store
+                            .insert_credit_note(tenant, note, outbox(&events))
+                            .await?,
                     ),
-                }
+                };
+                (written, events)
             }
         };
         match (written, keyed) {
-            (KeyedWrite::Written(note), _) => {
+            ((KeyedWrite::Written(note), events), _) => {
                 metrics::counter!("dotmac_billing_credit_notes_issued_total").increment(1);
-                let event = self.event(
-                    tenant,
-                    BillingEvent::CreditNoteIssued {
-                        credit_note: note.id,
-                        invoice: note.invoice,
-                        total: note.total,
-                    },
-                );
-                Ok((note, vec![event]))
+                Ok((note, events))
             }
-            (KeyedWrite::Replayed(earlier), Some(keyed)) => {
+            ((KeyedWrite::Replayed(earlier), _), Some(keyed)) => {
                 match earlier.replay(&keyed.request)? {
                     IdempotentResult::CreditNote { credit_note } => Ok((credit_note, Vec::new())),
                     _ => Err(crate::idempotency::mismatched()),
                 }
             }
-            (KeyedWrite::Replayed(_), None) => Err(crate::idempotency::mismatched()),
+            ((KeyedWrite::Replayed(_), _), None) => Err(crate::idempotency::mismatched()),
         }
     }
 }
@@ -1266,6 +1720,8 @@ pub struct ChunkCommit {
     pub subscription: SubscriptionId,
     /// Its customer.
     pub customer: CustomerId,
+    /// The subscription's revision as read (the commit's optimistic check).
+    pub revision: u64,
     /// Its status before and after, when billing changed it (a trial ended, a cancellation
     /// took effect).
     pub status_change: Option<(SubscriptionStatus, SubscriptionStatus)>,
@@ -1371,6 +1827,7 @@ pub fn bill_chunk(
         items.push(ChunkCommit {
             subscription: sub.id,
             customer: sub.customer,
+            revision: sub.revision,
             status_change: (sub.status != out.subscription.status)
                 .then_some((sub.status, out.subscription.status)),
             commit: BillingCommit::from(out),
@@ -1381,6 +1838,82 @@ pub fn bill_chunk(
         items.retain(|i| !failed(&failures, i.customer));
     }
     BilledChunk { items, failures }
+}
+
+/// The `billing.invoice_issued` events of `issued`, dated `at`, appended to `events`.
+fn issued_events(
+    tenant: TenantId,
+    at: chrono::DateTime<chrono::Utc>,
+    issued: &[IssuedInvoice],
+    events: &mut Events,
+) {
+    events.extend(issued.iter().map(|i| invoice_issued_event(tenant, at, i)));
+}
+
+/// The `billing.invoice_status_changed` payload of `invoice` moving to `to` on `on`.
+fn status_changed(invoice: &Invoice, to: InvoiceStatus, on: NaiveDate) -> BillingEvent {
+    BillingEvent::InvoiceStatusChanged {
+        invoice: invoice.id,
+        customer: invoice.customer,
+        from: invoice.status,
+        to,
+        on,
+    }
+}
+
+/// The `billing.credit_note_issued` event of `note`. Its id derives from the note's, so the
+/// outbox sees one event per note.
+fn credit_note_event(
+    tenant: TenantId,
+    at: chrono::DateTime<chrono::Utc>,
+    note: &CreditNote,
+) -> DomainEvent<BillingEvent> {
+    let id = EventId::derived(
+        IdDigest::new("billing.credit_note_issued")
+            .uuid(tenant.as_uuid())
+            .uuid(note.id.as_uuid()),
+    );
+    DomainEvent::at(
+        id,
+        tenant,
+        at,
+        BillingEvent::CreditNoteIssued {
+            credit_note: note.id,
+            invoice: note.invoice,
+            customer: note.customer,
+            amount: note.total,
+            issued: note.issue_date,
+            settlement: note.settlement,
+        },
+    )
+}
+
+/// The `billing.subscription_status_changed` event of a bill-run item whose status billing
+/// changed, dated `at`. Its id derives from the subscription and the revision the change was
+/// computed from, so the bill run's summary and the outbox carry the same event.
+fn status_changed_event(
+    tenant: TenantId,
+    at: chrono::DateTime<chrono::Utc>,
+    item: &ChunkCommit,
+) -> Option<DomainEvent<BillingEvent>> {
+    let (from, to) = item.status_change?;
+    let id = EventId::derived(
+        IdDigest::new("billing.subscription_status_changed")
+            .uuid(tenant.as_uuid())
+            .uuid(item.subscription.as_uuid())
+            .u64(item.revision),
+    );
+    Some(DomainEvent::at(
+        id,
+        tenant,
+        at,
+        BillingEvent::SubscriptionStatusChanged {
+            subscription: item.subscription,
+            customer: item.customer,
+            from,
+            to,
+        },
+    ))
 }
 
 /// The `billing.invoice_issued` event of an issued invoice. Its id derives from the invoice
@@ -1404,8 +1937,10 @@ pub fn invoice_issued_event(
         at,
         BillingEvent::InvoiceIssued {
             invoice: invoice.id,
+            number: invoice.number,
             customer: invoice.customer,
             total: invoice.total,
+            issued: invoice.issue_date,
             due_date: invoice.due_date,
         },
     )
@@ -1426,13 +1961,28 @@ pub fn record_chunk(
     results: Vec<Result<CommitResult, BillingError>>,
     summary: &mut BillRunSummary,
 ) -> Result<(), BillingError> {
+    record_chunk_at(tenant, clock.now(), items, results, summary)
+}
+
+/// [`record_chunk`] with its events dated `at`: the instant the commits' own outbox events
+/// carry ([`BillingCommit::issued_at`]), so the summary reports the events the store wrote.
+///
+/// # Errors
+///
+/// As [`record_chunk`].
+pub fn record_chunk_at(
+    tenant: TenantId,
+    at: chrono::DateTime<chrono::Utc>,
+    items: &[ChunkCommit],
+    results: Vec<Result<CommitResult, BillingError>>,
+    summary: &mut BillRunSummary,
+) -> Result<(), BillingError> {
     if results.len() != items.len() {
         return Err(BillingError::InvalidConfiguration {
             what: "billing store",
             reason: "commit_batch returned a different number of results than commits",
         });
     }
-    let at = clock.now();
     summary.events.reserve(items.len());
     for (item, result) in items.iter().zip(results) {
         match result {
@@ -1446,16 +1996,8 @@ pub fn record_chunk(
                         .iter()
                         .map(|i| invoice_issued_event(tenant, at, i)),
                 );
-                if let Some((from, to)) = item.status_change {
-                    summary.events.push(DomainEvent::new(
-                        tenant,
-                        clock,
-                        BillingEvent::SubscriptionStatusChanged {
-                            subscription: item.subscription,
-                            from,
-                            to,
-                        },
-                    ));
+                if let Some(event) = status_changed_event(tenant, at, item) {
+                    summary.events.push(event);
                 }
             }
             // Someone else changed the subscription or invoiced one of its charges: the
@@ -1479,6 +2021,7 @@ mod tests {
         ChunkCommit {
             subscription: SubscriptionId::from_u128(n),
             customer: CustomerId::from_u128(n),
+            revision: 0,
             status_change: None,
             commit: BillingCommit::default(),
         }

@@ -8,7 +8,8 @@
 
 use std::future::Future;
 
-use chrono::NaiveDate;
+use chrono::{DateTime, NaiveDate, Utc};
+use dotmac_core::outbox::OutboxEvent;
 use dotmac_core::{
     Currency, CustomerId, InvoiceId, Money, PendingChargeId, PlanId, SubscriptionId, TenantId,
 };
@@ -48,8 +49,8 @@ impl CustomerAccount {
 }
 
 /// Everything one step of a bill run (or one change) writes, applied atomically: all of it or
-/// none of it.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// none of it, its outbox events included (a refused commit writes no event).
+#[derive(Debug, Clone, Default)]
 pub struct BillingCommit {
     /// The subscription's new state. Its `revision` must be the stored revision (the one that
     /// was read); the store bumps it. Otherwise [`BillingError::ConcurrentUpdate`].
@@ -61,6 +62,53 @@ pub struct BillingCommit {
     pub consumed_pending: Vec<PendingChargeId>,
     /// Pending charges to add (deferred prorations).
     pub new_pending: Vec<PendingCharge>,
+    /// Events to write to the outbox with the commit (status changes, suspensions, …),
+    /// besides the `billing.invoice_issued` events of `issued_at`.
+    pub events: Vec<OutboxEvent>,
+    /// When set, the store also writes a `billing.invoice_issued` event dated then for every
+    /// document it issues ([`invoice_issued_event`](crate::internal::invoice_issued_event):
+    /// the events carry the numbers, which only the store knows). `None` for a caller that
+    /// writes them itself (the scale-out worker).
+    pub issued_at: Option<DateTime<Utc>>,
+}
+
+impl PartialEq for BillingCommit {
+    /// Events compare by id, type and payload (their instants are not compared, as the
+    /// outbox does not).
+    fn eq(&self, other: &Self) -> bool {
+        let same_events = self.events.len() == other.events.len()
+            && self.events.iter().zip(&other.events).all(|(a, b)| {
+                a.id() == b.id()
+                    && a.event_type() == b.event_type()
+                    && a.payload_value().ok() == b.payload_value().ok()
+            });
+        same_events
+            && self.subscription == other.subscription
+            && self.invoices == other.invoices
+            && self.consumed_pending == other.consumed_pending
+            && self.new_pending == other.new_pending
+            && self.issued_at == other.issued_at
+    }
+}
+
+impl Eq for BillingCommit {}
+
+impl BillingCommit {
+    /// Every outbox event the commit writes once the store has issued `issued` (its new
+    /// documents, numbered): its own [`BillingCommit::events`], then one
+    /// `billing.invoice_issued` per issued document when [`BillingCommit::issued_at`] is set.
+    pub fn outbox_events(&self, tenant: TenantId, issued: &[IssuedInvoice]) -> Vec<OutboxEvent> {
+        let mut events = self.events.clone();
+        if let Some(at) = self.issued_at {
+            events.reserve(issued.len());
+            events.extend(
+                issued
+                    .iter()
+                    .map(|i| OutboxEvent::new(crate::service::invoice_issued_event(tenant, at, i))),
+            );
+        }
+        events
+    }
 }
 
 impl From<crate::billrun::BillOutcome> for BillingCommit {
@@ -72,6 +120,8 @@ impl From<crate::billrun::BillOutcome> for BillingCommit {
             invoices: out.invoices,
             consumed_pending: out.consumed,
             new_pending: Vec::new(),
+            events: Vec::new(),
+            issued_at: None,
         }
     }
 }
@@ -87,8 +137,24 @@ pub struct IssuedInvoice {
     pub customer: CustomerId,
     /// Its total.
     pub total: Money,
+    /// Its issue date.
+    pub issue_date: NaiveDate,
     /// Its due date.
     pub due_date: NaiveDate,
+}
+
+impl IssuedInvoice {
+    /// What an issued invoice reports: `invoice` numbered `number`.
+    pub fn of(invoice: &Invoice, number: DocumentNumber) -> Self {
+        IssuedInvoice {
+            id: invoice.id,
+            number,
+            customer: invoice.customer,
+            total: invoice.total,
+            issue_date: invoice.issue_date,
+            due_date: invoice.due_date,
+        }
+    }
 }
 
 /// What a commit did.
@@ -113,11 +179,13 @@ pub trait CatalogStore: Send + Sync {
     /// versions are immutable).
     ///
     /// Errors: [`BillingError::UnknownProduct`], [`BillingError::InvalidPlan`] when a stored
-    /// version would change or disappear.
+    /// version would change or disappear. `events` are written to the outbox in the same step
+    /// (none on error).
     fn put_plan(
         &self,
         tenant: TenantId,
         plan: Plan,
+        events: Vec<OutboxEvent>,
     ) -> impl Future<Output = Result<(), BillingError>> + Send;
 
     /// A plan by id.
@@ -150,11 +218,13 @@ pub trait SubscriptionStore: Send + Sync {
         customer: CustomerId,
     ) -> impl Future<Output = Result<Option<CustomerAccount>, BillingError>> + Send;
 
-    /// Inserts a new subscription. Errors: [`BillingError::AlreadyExists`].
+    /// Inserts a new subscription, and `events` in the outbox in the same step. Errors:
+    /// [`BillingError::AlreadyExists`] (nothing written).
     fn insert_subscription(
         &self,
         tenant: TenantId,
         subscription: Subscription,
+        events: Vec<OutboxEvent>,
     ) -> impl Future<Output = Result<(), BillingError>> + Send;
 
     /// A subscription by id.
@@ -201,12 +271,14 @@ pub trait SubscriptionStore: Send + Sync {
 
 /// Invoices, credit notes and pending charges.
 pub trait InvoiceStore: Send + Sync {
-    /// Adds a pending charge for the customer's next invoice. Returns `false` (and changes
-    /// nothing) when a charge with the same id is already pending or was already invoiced.
+    /// Adds a pending charge for the customer's next invoice, and `events` in the outbox in
+    /// the same step. Returns `false` (and changes nothing, writing no event) when a charge
+    /// with the same id is already pending or was already invoiced.
     fn add_pending_charge(
         &self,
         tenant: TenantId,
         charge: PendingCharge,
+        events: Vec<OutboxEvent>,
     ) -> impl Future<Output = Result<bool, BillingError>> + Send;
 
     /// A customer's pending charges, oldest first.
@@ -301,21 +373,48 @@ pub trait InvoiceStore: Send + Sync {
         customer: CustomerId,
     ) -> impl Future<Output = Result<Vec<Invoice>, BillingError>> + Send;
 
-    /// Moves an invoice to `to` (a draft moving to open gets the next number).
-    /// Errors: [`BillingError::InvoiceNotFound`], [`BillingError::IllegalInvoiceTransition`].
+    /// Moves an invoice to `to` (a draft moving to open gets the next number), with `events`
+    /// in the outbox in the same step.
+    /// Errors: [`BillingError::InvoiceNotFound`], [`BillingError::IllegalInvoiceTransition`],
+    /// [`BillingError::VoidOfSettledInvoice`] (nothing written).
     fn set_invoice_status(
         &self,
         tenant: TenantId,
         id: InvoiceId,
         to: InvoiceStatus,
+        events: Vec<OutboxEvent>,
     ) -> impl Future<Output = Result<Invoice, BillingError>> + Send;
 
-    /// Stores a credit note, numbering it from the tenant's credit-note sequence. The store
-    /// re-checks it against the notes already stored for the invoice.
+    /// Replaces a stored invoice's status and [settlement](Invoice::settlement) with
+    /// `updated`'s, if it is still `expected` (the invoice as read), with `events` in the
+    /// outbox in the same step: the write of [`BillingService::apply_balance`],
+    /// [`BillingService::apply_credit`], voids and write-offs. Returns the stored invoice.
+    ///
+    /// # Errors
+    ///
+    /// [`BillingError::InvoiceNotFound`]; [`BillingError::InvoiceChanged`] when the stored
+    /// invoice is no longer `expected` (re-read and retry);
+    /// [`BillingError::InvalidConfiguration`] when `updated` changes anything else (its id,
+    /// number, lines, amounts, …). Nothing is written then.
+    ///
+    /// [`BillingService::apply_balance`]: crate::BillingService::apply_balance
+    /// [`BillingService::apply_credit`]: crate::BillingService::apply_credit
+    fn update_invoice(
+        &self,
+        tenant: TenantId,
+        expected: Invoice,
+        updated: Invoice,
+        events: Vec<OutboxEvent>,
+    ) -> impl Future<Output = Result<Invoice, BillingError>> + Send;
+
+    /// Stores a credit note, numbering it from the tenant's credit-note sequence, with
+    /// `events` in the outbox in the same step. The store re-checks it against the notes
+    /// already stored for the invoice.
     fn insert_credit_note(
         &self,
         tenant: TenantId,
         note: CreditNote,
+        events: Vec<OutboxEvent>,
     ) -> impl Future<Output = Result<CreditNote, BillingError>> + Send;
 
     /// The credit notes against an invoice.
@@ -343,7 +442,8 @@ pub trait InvoiceStore: Send + Sync {
 
     /// [`Self::add_pending_charge`] and the record of `keyed` (with
     /// [`IdempotentResult::PendingCharge`](crate::IdempotentResult::PendingCharge)), atomically:
-    /// when the key is already recorded nothing is written and the stored record is returned.
+    /// when the key is already recorded nothing is written (no event either) and the stored
+    /// record is returned.
     ///
     /// # Errors
     ///
@@ -354,15 +454,16 @@ pub trait InvoiceStore: Send + Sync {
         tenant: TenantId,
         charge: PendingCharge,
         keyed: &KeyedRequest,
+        events: Vec<OutboxEvent>,
     ) -> impl Future<Output = Result<KeyedWrite<bool>, BillingError>> + Send {
-        let _ = (tenant, charge, keyed);
+        let _ = (tenant, charge, keyed, events);
         async { Err(crate::idempotency::unsupported()) }
     }
 
     /// [`Self::insert_credit_note`] and the record of `keyed` (with
     /// [`IdempotentResult::CreditNote`](crate::IdempotentResult::CreditNote), the note as
-    /// numbered), atomically: when the key is already recorded nothing is written and the
-    /// stored record is returned.
+    /// numbered), and `events`, atomically: when the key is already recorded nothing is
+    /// written (no event either) and the stored record is returned.
     ///
     /// # Errors
     ///
@@ -373,8 +474,9 @@ pub trait InvoiceStore: Send + Sync {
         tenant: TenantId,
         note: CreditNote,
         keyed: &KeyedRequest,
+        events: Vec<OutboxEvent>,
     ) -> impl Future<Output = Result<KeyedWrite<CreditNote>, BillingError>> + Send {
-        let _ = (tenant, note, keyed);
+        let _ = (tenant, note, keyed, events);
         async { Err(crate::idempotency::unsupported()) }
     }
 }

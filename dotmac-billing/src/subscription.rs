@@ -30,7 +30,15 @@ pub const CHANGE_HORIZON_YEARS: u32 = 100;
 ///    │         paused ────────┤
 ///    ↓           ↓            ↓
 ///  cancelled <───┴────────────┘ ──> ended
+///
+/// active, past_due ──> suspended ──> active (restored), cancelled
 /// ```
+///
+/// `suspended` is collections' suspension for non-payment, entered and left only through
+/// [`BillingService::suspend_customer`](crate::BillingService::suspend_customer) and
+/// [`BillingService::restore_customer`](crate::BillingService::restore_customer) (active or
+/// past-due subscriptions; the tenant's
+/// [`SuspensionBilling`](crate::SuspensionBilling) policy says what is billed meanwhile).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SubscriptionStatus {
@@ -42,6 +50,10 @@ pub enum SubscriptionStatus {
     PastDue,
     /// Service paused; paused days are not billed.
     Paused,
+    /// Service suspended for non-payment since [`Subscription::suspended_since`]; what is
+    /// billed meanwhile is the tenant's [`SuspensionBilling`](crate::SuspensionBilling)
+    /// policy. Never counts in MRR.
+    Suspended,
     /// Cancelled: no service from its end date; the final document may still be due.
     Cancelled,
     /// Over: nothing more will be billed.
@@ -64,6 +76,10 @@ impl SubscriptionStatus {
                 | (PastDue, Cancelled)
                 | (Paused, Active)
                 | (Paused, Cancelled)
+                | (Active, Suspended)
+                | (PastDue, Suspended)
+                | (Suspended, Active)
+                | (Suspended, Cancelled)
                 | (Cancelled, Ended)
         )
     }
@@ -171,6 +187,9 @@ pub struct Subscription {
     pub(crate) change_seq: u32,
     /// Optimistic-concurrency revision, bumped by the store on every write.
     pub(crate) revision: u64,
+    /// The first day of the current suspension, while suspended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) suspended_since: Option<NaiveDate>,
 }
 
 /// Every field of a [`Subscription`], public: what a store needs to rebuild one from its row
@@ -197,6 +216,7 @@ pub struct SubscriptionParts {
     pub setup_billed: bool,
     pub change_seq: u32,
     pub revision: u64,
+    pub suspended_since: Option<NaiveDate>,
 }
 
 /// A subscription from its parts, as stored: no check (the parts were a subscription).
@@ -218,6 +238,7 @@ pub fn subscription_from_parts(parts: SubscriptionParts) -> Subscription {
         setup_billed,
         change_seq,
         revision,
+        suspended_since,
     } = parts;
     Subscription {
         id,
@@ -236,6 +257,7 @@ pub fn subscription_from_parts(parts: SubscriptionParts) -> Subscription {
         setup_billed,
         change_seq,
         revision,
+        suspended_since,
     }
 }
 
@@ -258,6 +280,7 @@ pub fn subscription_into_parts(subscription: Subscription) -> SubscriptionParts 
         setup_billed,
         change_seq,
         revision,
+        suspended_since,
     } = subscription;
     SubscriptionParts {
         id,
@@ -276,6 +299,7 @@ pub fn subscription_into_parts(subscription: Subscription) -> SubscriptionParts 
         setup_billed,
         change_seq,
         revision,
+        suspended_since,
     }
 }
 
@@ -318,6 +342,11 @@ impl Subscription {
     /// The optimistic-concurrency revision, bumped by the store on every write.
     pub fn revision(&self) -> u64 {
         self.revision
+    }
+
+    /// The first day of the current suspension, while [`SubscriptionStatus::Suspended`].
+    pub fn suspended_since(&self) -> Option<NaiveDate> {
+        self.suspended_since
     }
 
     /// The segment in force on `date`, if the subscription has started by then.
@@ -548,6 +577,7 @@ impl NewSubscription {
             setup_billed: false,
             change_seq: 0,
             revision: 0,
+            suspended_since: None,
         })
     }
 }

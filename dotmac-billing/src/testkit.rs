@@ -4,9 +4,14 @@
 //!
 //! ```
 //! # async fn demo() -> Result<(), String> {
-//! dotmac_billing::testkit::run_store_suite(dotmac_billing::MemoryStore::new).await
+//! use dotmac_billing::testkit::{core_outbox, run_store_suite};
+//! run_store_suite(dotmac_billing::MemoryStore::new, core_outbox).await
 //! # }
 //! ```
+//!
+//! The second argument reads a store's outbox back ([`core_outbox`] for any
+//! [`OutboxStore`](dotmac_core::outbox::OutboxStore)): the suite checks that every change
+//! writes its events in the same step, and that a refused change writes none.
 //!
 //! Every check uses fresh tenant ids, so the suite may share one database with other tests.
 
@@ -14,8 +19,10 @@
 #![allow(clippy::arithmetic_side_effects)]
 
 use chrono::{NaiveDate, TimeZone, Utc};
+use dotmac_core::outbox::{BoxFuture, OutboxStore};
 use dotmac_core::{
-    Currency, CustomerId, FixedClock, Money, PlanId, ProductId, SubscriptionId, TenantId,
+    Currency, CustomerId, DomainEvent, EventId, FixedClock, Money, PlanId, ProductId,
+    SubscriptionId, TenantId,
 };
 use rust_decimal::Decimal;
 
@@ -53,15 +60,71 @@ fn monthly_plan(id: PlanId, product: ProductId, amount: i64) -> Result<Plan, Str
         .map_err(err)
 }
 
-/// Runs every check against stores made by `make` (one fresh store per check).
+/// An event as a store's outbox holds it: what the suite compares.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    /// The event's id.
+    pub id: EventId,
+    /// Its stable name.
+    pub event_type: String,
+    /// Its payload, as stored.
+    pub payload: serde_json::Value,
+}
+
+/// Reads a tenant's outbox events from a store, in outbox order, for the suite.
+pub trait ReadOutbox<S>: Sync {
+    /// The tenant's events.
+    fn read<'a>(
+        &'a self,
+        store: &'a S,
+        tenant: TenantId,
+    ) -> BoxFuture<'a, Result<Vec<StoredEvent>, String>>;
+}
+
+impl<S, F> ReadOutbox<S> for F
+where
+    F: for<'a> Fn(&'a S, TenantId) -> BoxFuture<'a, Result<Vec<StoredEvent>, String>> + Sync,
+{
+    fn read<'a>(
+        &'a self,
+        store: &'a S,
+        tenant: TenantId,
+    ) -> BoxFuture<'a, Result<Vec<StoredEvent>, String>> {
+        self(store, tenant)
+    }
+}
+
+/// The [`ReadOutbox`] of any [`OutboxStore`] (the in-memory store's, a SQL store's).
+pub fn core_outbox<S: OutboxStore>(
+    store: &S,
+    tenant: TenantId,
+) -> BoxFuture<'_, Result<Vec<StoredEvent>, String>> {
+    Box::pin(async move {
+        Ok(store
+            .outbox_messages(tenant)
+            .await
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|m| StoredEvent {
+                id: m.id,
+                event_type: m.event_type,
+                payload: m.payload,
+            })
+            .collect())
+    })
+}
+
+/// Runs every check against stores made by `make` (one fresh store per check), reading their
+/// outboxes with `outbox`.
 ///
 /// # Errors
 ///
 /// A message naming the first check that failed.
-pub async fn run_store_suite<S, F>(make: F) -> Result<(), String>
+pub async fn run_store_suite<S, F, R>(make: F, outbox: R) -> Result<(), String>
 where
     S: BillingStore,
     F: Fn() -> S,
+    R: ReadOutbox<S>,
 {
     catalog_round_trip(make())
         .await
@@ -96,6 +159,26 @@ where
     keyed_charges_and_credit_notes_are_written_once(make())
         .await
         .map_err(|e| format!("keyed_charges_and_credit_notes_are_written_once: {e}"))?;
+    commits_write_their_events_atomically(make(), &outbox)
+        .await
+        .map_err(|e| format!("commits_write_their_events_atomically: {e}"))?;
+    every_service_change_writes_its_events(make(), &outbox)
+        .await
+        .map_err(|e| format!("every_service_change_writes_its_events: {e}"))?;
+    invoice_statuses_and_settlements_round_trip(make(), &outbox)
+        .await
+        .map_err(|e| format!("invoice_statuses_and_settlements_round_trip: {e}"))?;
+    for policy in [
+        crate::SuspensionBilling::KeepBilling,
+        crate::SuspensionBilling::CreditSuspendedDays,
+        crate::SuspensionBilling::PauseBilling,
+    ] {
+        suspensions_round_trip_and_bill_runs_follow_the_policy(make(), &outbox, policy)
+            .await
+            .map_err(|e| {
+                format!("suspensions_round_trip_and_bill_runs_follow_the_policy ({policy:?}): {e}")
+            })?;
+    }
     Ok(())
 }
 
@@ -107,7 +190,7 @@ async fn catalog_round_trip<S: BillingStore>(store: S) -> Result<(), String> {
         name: "Broadband".into(),
     };
     let mut plan = monthly_plan(PlanId::new(), product.id, 1000)?;
-    let refused = store.put_plan(tenant, plan.clone()).await;
+    let refused = store.put_plan(tenant, plan.clone(), Vec::new()).await;
     ensure!(
         refused == Err(BillingError::UnknownProduct(product.id)),
         "a plan of an unknown product was accepted: {refused:?}"
@@ -116,7 +199,10 @@ async fn catalog_round_trip<S: BillingStore>(store: S) -> Result<(), String> {
         .put_product(tenant, product.clone())
         .await
         .map_err(err)?;
-    store.put_plan(tenant, plan.clone()).await.map_err(err)?;
+    store
+        .put_plan(tenant, plan.clone(), Vec::new())
+        .await
+        .map_err(err)?;
     let back = store.plan(tenant, plan.id).await.map_err(err)?;
     ensure!(
         back.as_ref() == Some(&plan),
@@ -135,7 +221,10 @@ async fn catalog_round_trip<S: BillingStore>(store: S) -> Result<(), String> {
         vec![],
     )
     .map_err(err)?;
-    store.put_plan(tenant, plan.clone()).await.map_err(err)?;
+    store
+        .put_plan(tenant, plan.clone(), Vec::new())
+        .await
+        .map_err(err)?;
     let stored = store.plan(tenant, plan.id).await.map_err(err)?;
     ensure!(
         stored.map(|p| p.versions().len()) == Some(2),
@@ -144,7 +233,7 @@ async fn catalog_round_trip<S: BillingStore>(store: S) -> Result<(), String> {
     // Rewriting a stored version is refused and leaves the plan as it was.
     let rewritten = monthly_plan(plan.id, product.id, 1)?;
     ensure!(
-        store.put_plan(tenant, rewritten).await.is_err(),
+        store.put_plan(tenant, rewritten, Vec::new()).await.is_err(),
         "a stored price version was rewritten"
     );
     ensure!(
@@ -165,7 +254,10 @@ async fn subscriptions_page_in_id_order<S: BillingStore>(store: S) -> Result<(),
             .create(&plan, Currency::USD)
             .map_err(err)?;
         ids.push(sub.id);
-        store.insert_subscription(tenant, sub).await.map_err(err)?;
+        store
+            .insert_subscription(tenant, sub, Vec::new())
+            .await
+            .map_err(err)?;
     }
     ids.sort();
     let first = store
@@ -187,7 +279,7 @@ async fn subscriptions_page_in_id_order<S: BillingStore>(store: S) -> Result<(),
         .map_err(err)?;
     ensure!(
         matches!(
-            store.insert_subscription(tenant, dup).await,
+            store.insert_subscription(tenant, dup, Vec::new()).await,
             Err(BillingError::AlreadyExists { .. })
         ),
         "a duplicate subscription id was accepted"
@@ -212,7 +304,7 @@ async fn commit_is_atomic_and_numbers_are_gapless<S: BillingStore>(store: S) -> 
         .create(&plan, Currency::USD)
         .map_err(err)?;
     store
-        .insert_subscription(tenant, sub.clone())
+        .insert_subscription(tenant, sub.clone(), Vec::new())
         .await
         .map_err(err)?;
     let out =
@@ -334,14 +426,14 @@ async fn pending_charges_are_idempotent_and_consumed<S: BillingStore>(
     let fee = charge(customer, 1, 500, day(2026, 1, 10)?);
     ensure!(
         store
-            .add_pending_charge(tenant, fee.clone())
+            .add_pending_charge(tenant, fee.clone(), Vec::new())
             .await
             .map_err(err)?,
         "first add refused"
     );
     ensure!(
         !store
-            .add_pending_charge(tenant, fee.clone())
+            .add_pending_charge(tenant, fee.clone(), Vec::new())
             .await
             .map_err(err)?,
         "second add of the same id was accepted"
@@ -374,7 +466,10 @@ async fn pending_charges_are_idempotent_and_consumed<S: BillingStore>(
         "a consumed charge is still pending"
     );
     ensure!(
-        !store.add_pending_charge(tenant, fee).await.map_err(err)?,
+        !store
+            .add_pending_charge(tenant, fee, Vec::new())
+            .await
+            .map_err(err)?,
         "an invoiced charge could be added again"
     );
     Ok(())
@@ -578,11 +673,11 @@ async fn credit_notes_never_over_credit<S: BillingStore>(store: S) -> Result<(),
         .map_err(err)?;
     ensure!(paid.status == InvoiceStatus::Paid, "not paid");
     let illegal = service
-        .set_invoice_status(tenant, invoice.id, InvoiceStatus::Open)
+        .set_invoice_status(tenant, invoice.id, InvoiceStatus::Void)
         .await;
     ensure!(
         matches!(illegal, Err(BillingError::IllegalInvoiceTransition { .. })),
-        "paid → open was allowed"
+        "paid → void was allowed"
     );
     Ok(())
 }
@@ -602,7 +697,7 @@ async fn commit_batch_skips_conflicts_and_applies_the_rest<S: BillingStore>(
             .create(&plan, Currency::USD)
             .map_err(err)?;
         store
-            .insert_subscription(tenant, sub.clone())
+            .insert_subscription(tenant, sub.clone(), Vec::new())
             .await
             .map_err(err)?;
         store
@@ -614,7 +709,7 @@ async fn commit_batch_skips_conflicts_and_applies_the_rest<S: BillingStore>(
     }
     let fee = charge(customers[0], 91, 300, day(2026, 1, 5)?);
     store
-        .add_pending_charge(tenant, fee.clone())
+        .add_pending_charge(tenant, fee.clone(), Vec::new())
         .await
         .map_err(err)?;
     // The batch reads see what the single reads see.
@@ -763,14 +858,14 @@ async fn a_pending_charge_is_invoiced_once<S: BillingStore>(store: S) -> Result<
             .create(&plan, Currency::USD)
             .map_err(err)?;
         store
-            .insert_subscription(tenant, sub.clone())
+            .insert_subscription(tenant, sub.clone(), Vec::new())
             .await
             .map_err(err)?;
         subs.push(sub);
     }
     let fee = charge(customer, 92, 300, day(2026, 1, 5)?);
     store
-        .add_pending_charge(tenant, fee.clone())
+        .add_pending_charge(tenant, fee.clone(), Vec::new())
         .await
         .map_err(err)?;
     let mut commits = Vec::new();
@@ -899,7 +994,7 @@ async fn one_customers_bad_data_never_blocks_the_bill_run<S: BillingStore>(
     let huge = overflowing_charge(bad, 3300, day(2026, 3, 20)?);
     service
         .store()
-        .add_pending_charge(tenant, huge.clone())
+        .add_pending_charge(tenant, huge.clone(), Vec::new())
         .await
         .map_err(err)?;
     let fee = charge(healthy[1], 3301, 250, day(2026, 3, 20)?);
@@ -1581,6 +1676,797 @@ async fn keyed_charges_and_credit_notes_are_written_once<S: BillingStore>(
         pending.len() == 2,
         "concurrent retries left {} charges pending",
         pending.len()
+    );
+    Ok(())
+}
+
+// --- the outbox, invoice settlements and suspensions (issue 11) ---
+
+/// The tenant's outbox events.
+async fn events_of<S, R: ReadOutbox<S>>(
+    outbox: &R,
+    store: &S,
+    tenant: TenantId,
+) -> Result<Vec<StoredEvent>, String> {
+    outbox.read(store, tenant).await
+}
+
+/// The names of `events`, in order.
+fn names(events: &[StoredEvent]) -> Vec<&str> {
+    events.iter().map(|e| e.event_type.as_str()).collect()
+}
+
+/// The names of events a call returned.
+fn event_names(events: &[DomainEvent<crate::BillingEvent>]) -> Vec<&'static str> {
+    events
+        .iter()
+        .map(|e| dotmac_core::EventPayload::event_type(&e.payload))
+        .collect()
+}
+
+/// Checks that the outbox holds exactly `returned` (the events a service call returned) after
+/// `before`: same ids, names and payloads, in order.
+fn wrote_exactly(
+    what: &str,
+    before: &[StoredEvent],
+    after: &[StoredEvent],
+    returned: &[DomainEvent<crate::BillingEvent>],
+) -> Result<(), String> {
+    let new = after.get(before.len()..).unwrap_or_default();
+    ensure!(
+        after.get(..before.len()) == Some(before),
+        "{what}: the outbox lost or changed earlier events"
+    );
+    let expected: Vec<StoredEvent> = returned
+        .iter()
+        .map(|e| {
+            Ok(StoredEvent {
+                id: e.id,
+                event_type: dotmac_core::EventPayload::event_type(&e.payload).to_owned(),
+                payload: serde_json::to_value(&e.payload).map_err(|e| e.to_string())?,
+            })
+        })
+        .collect::<Result<_, String>>()?;
+    ensure!(
+        new == expected.as_slice(),
+        "{what}: the outbox holds {:?}, the call returned {:?}",
+        names(new),
+        names(&expected)
+    );
+    Ok(())
+}
+
+async fn commits_write_their_events_atomically<S: BillingStore, R: ReadOutbox<S>>(
+    store: S,
+    outbox: &R,
+) -> Result<(), String> {
+    use dotmac_core::outbox::OutboxEvent;
+    let tenant = TenantId::new();
+    let plan = monthly_plan(PlanId::new(), ProductId::new(), 1000)?;
+    let customer = CustomerId::new();
+    let sub = NewSubscription::new(customer, plan.id, Currency::USD, day(2026, 1, 1)?)
+        .create(&plan, Currency::USD)
+        .map_err(err)?;
+    store
+        .insert_subscription(tenant, sub.clone(), Vec::new())
+        .await
+        .map_err(err)?;
+    let out =
+        crate::bill_due(&sub, &plan, &[], day(2026, 2, 1)?, &Default::default()).map_err(err)?;
+    let at = dotmac_core::Clock::now(&clock());
+    let marker = |n: u128| {
+        OutboxEvent::new(DomainEvent::at(
+            EventId::from_u128(n),
+            tenant,
+            at,
+            crate::BillingEvent::SubscriptionStatusChanged {
+                subscription: sub.id,
+                customer,
+                from: crate::SubscriptionStatus::Active,
+                to: crate::SubscriptionStatus::PastDue,
+            },
+        ))
+    };
+    // A stale commit is refused and writes no event, not even its own.
+    let mut stale = out.subscription.clone();
+    stale.revision += 3;
+    let refused = store
+        .commit(
+            tenant,
+            BillingCommit {
+                subscription: Some(stale),
+                invoices: out.invoices.clone(),
+                events: vec![marker(1)],
+                issued_at: Some(at),
+                ..BillingCommit::default()
+            },
+        )
+        .await;
+    ensure!(
+        matches!(refused, Err(BillingError::ConcurrentUpdate { .. })),
+        "a stale commit was accepted: {refused:?}"
+    );
+    ensure!(
+        events_of(outbox, &store, tenant).await?.is_empty(),
+        "a refused commit wrote events"
+    );
+    // An accepted one writes its events and one `invoice_issued` per document, numbered.
+    let done = store
+        .commit(
+            tenant,
+            BillingCommit {
+                subscription: Some(out.subscription.clone()),
+                invoices: out.invoices.clone(),
+                events: vec![marker(2)],
+                issued_at: Some(at),
+                ..BillingCommit::default()
+            },
+        )
+        .await
+        .map_err(err)?;
+    let events = events_of(outbox, &store, tenant).await?;
+    ensure!(
+        names(&events)
+            == [
+                "billing.subscription_status_changed",
+                "billing.invoice_issued",
+                "billing.invoice_issued"
+            ],
+        "the commit wrote {:?}",
+        names(&events)
+    );
+    for (issued, event) in done.issued.iter().zip(events.iter().skip(1)) {
+        let expected = crate::internal::invoice_issued_event(tenant, at, issued);
+        ensure!(
+            event.id == expected.id
+                && event.payload
+                    == serde_json::to_value(&expected.payload).map_err(|e| e.to_string())?,
+            "invoice_issued of {} is {:?}",
+            issued.id,
+            event.payload
+        );
+        ensure!(
+            event.payload.get("number") == Some(&serde_json::json!(issued.number.0))
+                && event.payload.get("issued")
+                    == Some(&serde_json::json!(issued.issue_date.to_string())),
+            "invoice_issued carries no number or issue date: {:?}",
+            event.payload
+        );
+    }
+    // The same documents again are duplicates: no event.
+    store
+        .commit(
+            tenant,
+            BillingCommit {
+                invoices: out.invoices.clone(),
+                issued_at: Some(at),
+                ..BillingCommit::default()
+            },
+        )
+        .await
+        .map_err(err)?;
+    ensure!(
+        events_of(outbox, &store, tenant).await?.len() == 3,
+        "duplicate documents wrote events"
+    );
+    // In a batch, a refused commit writes none of its events, the others all of theirs.
+    let current = store
+        .subscription(tenant, sub.id)
+        .await
+        .map_err(err)?
+        .ok_or("the subscription is gone")?;
+    let results = store
+        .commit_batch(
+            tenant,
+            vec![
+                BillingCommit {
+                    subscription: Some(out.subscription.clone()),
+                    events: vec![marker(3)],
+                    ..BillingCommit::default()
+                },
+                BillingCommit {
+                    subscription: Some(current),
+                    events: vec![marker(4)],
+                    ..BillingCommit::default()
+                },
+            ],
+        )
+        .await
+        .map_err(err)?;
+    ensure!(
+        matches!(
+            results.first(),
+            Some(Err(BillingError::ConcurrentUpdate { .. }))
+        ) && matches!(results.get(1), Some(Ok(_))),
+        "the batch gave {results:?}"
+    );
+    let events = events_of(outbox, &store, tenant).await?;
+    let ids: Vec<EventId> = events.iter().map(|e| e.id).collect();
+    ensure!(
+        ids.len() == 4
+            && ids.contains(&EventId::from_u128(4))
+            && !ids.contains(&EventId::from_u128(3)),
+        "the batch wrote {ids:?}"
+    );
+    // Another tenant's outbox is its own.
+    ensure!(
+        events_of(outbox, &store, TenantId::new()).await?.is_empty(),
+        "events leaked to another tenant"
+    );
+    Ok(())
+}
+
+async fn every_service_change_writes_its_events<S: BillingStore, R: ReadOutbox<S>>(
+    store: S,
+    outbox: &R,
+) -> Result<(), String> {
+    let service = BillingService::new(store, clock(), BillingSettings::default());
+    let tenant = TenantId::new();
+    let product = Product {
+        id: ProductId::new(),
+        name: "Broadband".into(),
+    };
+    let plan = monthly_plan(PlanId::new(), product.id, 3000)?;
+    service.add_product(tenant, product).await.map_err(err)?;
+    let store = service.store();
+    let mut seen = events_of(outbox, store, tenant).await?;
+    macro_rules! step {
+        ($what:expr, $events:expr) => {{
+            let after = events_of(outbox, store, tenant).await?;
+            wrote_exactly($what, &seen, &after, &$events)?;
+            seen = after;
+        }};
+    }
+    let events = service.save_plan(tenant, plan.clone()).await.map_err(err)?;
+    step!("save_plan", events);
+    let customer = CustomerId::new();
+    service
+        .save_account(tenant, CustomerAccount::new(customer, Currency::USD))
+        .await
+        .map_err(err)?;
+    let (sub, events) = service
+        .subscribe(
+            tenant,
+            NewSubscription::new(customer, plan.id, Currency::USD, day(2026, 3, 1)?),
+        )
+        .await
+        .map_err(err)?;
+    step!("subscribe", events);
+    let run = service
+        .run_bill(tenant, day(2026, 4, 1)?)
+        .await
+        .map_err(err)?;
+    ensure!(run.invoices == 2, "the bill run issued {}", run.invoices);
+    step!("run_bill", run.events);
+    let invoice = store_invoices(&service, tenant, customer)
+        .await?
+        .into_iter()
+        .next()
+        .ok_or("no invoice")?;
+    // A refused credit note writes no event.
+    let over = service
+        .credit(
+            tenant,
+            invoice.id,
+            CreditRequest::Lines(vec![CreditNoteLine {
+                line: 0,
+                amount: Money::from_minor(999_999, Currency::USD),
+            }]),
+            None,
+        )
+        .await;
+    ensure!(
+        matches!(over, Err(BillingError::CreditExceedsLine { .. })),
+        "an over-credit was accepted: {over:?}"
+    );
+    step!("a refused credit note", Vec::new());
+    let (note, events) = service
+        .issue_credit_note(
+            tenant,
+            crate::CreditNoteRequest::new(
+                invoice.id,
+                CreditRequest::Lines(vec![CreditNoteLine {
+                    line: 0,
+                    amount: Money::from_minor(500, Currency::USD),
+                }]),
+            )
+            .settlement(crate::CreditSettlement::Refund)
+            .idempotency_key(key("note-1")?),
+        )
+        .await
+        .map_err(err)?;
+    step!("issue_credit_note", events);
+    let payload = &seen.last().ok_or("no event")?.payload;
+    ensure!(
+        payload.get("customer") == Some(&serde_json::json!(customer))
+            && payload.get("amount").is_some()
+            && payload.get("settlement") == Some(&serde_json::json!("refund"))
+            && payload.get("issued") == Some(&serde_json::json!(note.issue_date.to_string())),
+        "credit_note_issued is {payload:?}"
+    );
+    // The same key again replays: no event.
+    let (_, events) = service
+        .issue_credit_note(
+            tenant,
+            crate::CreditNoteRequest::new(
+                invoice.id,
+                CreditRequest::Lines(vec![CreditNoteLine {
+                    line: 0,
+                    amount: Money::from_minor(500, Currency::USD),
+                }]),
+            )
+            .settlement(crate::CreditSettlement::Refund)
+            .idempotency_key(key("note-1")?),
+        )
+        .await
+        .map_err(err)?;
+    ensure!(events.is_empty(), "a replayed credit note raised events");
+    step!("a replayed credit note", events);
+    let (_, events) = service
+        .change_subscription(
+            tenant,
+            sub.id,
+            crate::SubscriptionChange::Quantity {
+                quantity: Decimal::TWO,
+            },
+            day(2026, 4, 1)?,
+            crate::ChangeTiming::Immediate,
+            ProrationBehavior::InvoiceNow,
+        )
+        .await
+        .map_err(err)?;
+    step!("change_subscription", events);
+    let events = service
+        .set_subscription_status(tenant, sub.id, crate::SubscriptionStatus::PastDue)
+        .await
+        .map_err(err)?;
+    step!("set_subscription_status", events);
+    let (_, events) = service
+        .set_invoice_status(tenant, invoice.id, InvoiceStatus::Paid)
+        .await
+        .map_err(err)?;
+    step!("set_invoice_status", events);
+    ensure!(
+        seen.iter()
+            .all(|e| e.payload.get("customer").is_some() || e.event_type == "billing.plan_saved"),
+        "an event names no customer"
+    );
+    Ok(())
+}
+
+fn usd(minor: i64) -> Money {
+    Money::from_minor(minor, Currency::USD)
+}
+
+/// The ledger's report of an invoice of `total` with `settled` and `credited`.
+fn balance(total: i64, settled: i64, credited: i64, state: InvoiceStatus) -> crate::BalanceUpdate {
+    crate::BalanceUpdate {
+        settled: usd(settled),
+        credited: usd(credited),
+        written_off: usd(0),
+        open: usd(total - settled - credited),
+        state,
+    }
+}
+
+async fn invoice_statuses_and_settlements_round_trip<S: BillingStore, R: ReadOutbox<S>>(
+    store: S,
+    outbox: &R,
+) -> Result<(), String> {
+    let (service, tenant, customer, plan) = setup(store).await?;
+    for start in [day(2026, 3, 1)?, day(2026, 3, 1)?] {
+        service
+            .subscribe(
+                tenant,
+                NewSubscription::new(customer, plan.id, Currency::USD, start),
+            )
+            .await
+            .map_err(err)?;
+    }
+    service
+        .run_bill(tenant, day(2026, 3, 1)?)
+        .await
+        .map_err(err)?;
+    let invoices = store_invoices(&service, tenant, customer).await?;
+    let (Some(first), Some(second)) = (invoices.first(), invoices.get(1)) else {
+        return Err(format!("expected 2 invoices, got {}", invoices.len()));
+    };
+    ensure!(
+        first.total == usd(3000) && second.total == usd(3000),
+        "totals are {:?} and {:?}",
+        first.total,
+        second.total
+    );
+    let store = service.store();
+    let stored = |id| async move {
+        store
+            .invoice(tenant, id)
+            .await
+            .map_err(err)?
+            .ok_or_else(|| format!("invoice {id} is gone"))
+    };
+    let mut seen = events_of(outbox, store, tenant).await?;
+    // Partly paid, then the customer's credit shown as a line.
+    let (part, events) = service
+        .apply_balance(
+            tenant,
+            first.id,
+            balance(3000, 1000, 0, InvoiceStatus::PartiallyPaid),
+        )
+        .await
+        .map_err(err)?;
+    let after = events_of(outbox, store, tenant).await?;
+    wrote_exactly("apply_balance", &seen, &after, &events)?;
+    seen = after;
+    ensure!(
+        event_names(&events) == ["billing.invoice_status_changed"]
+            && part.status == InvoiceStatus::PartiallyPaid
+            && part.amount_paid() == usd(1000)
+            && part.amount_due().map_err(err)? == usd(2000),
+        "apply_balance gave {part:?} and {:?}",
+        event_names(&events)
+    );
+    ensure!(
+        stored(first.id).await? == part,
+        "the partly paid invoice did not round-trip"
+    );
+    let (again, events) = service
+        .apply_balance(
+            tenant,
+            first.id,
+            balance(3000, 1000, 0, InvoiceStatus::PartiallyPaid),
+        )
+        .await
+        .map_err(err)?;
+    ensure!(
+        events.is_empty() && again == part,
+        "a replayed balance changed something"
+    );
+    let line = crate::AdjustmentId::from_u128(77);
+    let (credited, events) = service
+        .apply_credit(tenant, first.id, usd(400), day(2026, 3, 2)?, line)
+        .await
+        .map_err(err)?;
+    ensure!(
+        events.is_empty()
+            && credited.credit_applied() == usd(400)
+            && credited.adjustments().len() == 1
+            && credited.total == first.total
+            && credited.lines == first.lines,
+        "apply_credit gave {credited:?}"
+    );
+    let (replayed, _) = service
+        .apply_credit(tenant, first.id, usd(400), day(2026, 3, 2)?, line)
+        .await
+        .map_err(err)?;
+    ensure!(
+        replayed == credited && stored(first.id).await? == credited,
+        "the applied credit did not round-trip once: {replayed:?}"
+    );
+    let listed = store_invoices(&service, tenant, customer).await?;
+    ensure!(
+        listed.contains(&credited),
+        "invoices_of does not show the settlement"
+    );
+    // Bad input: refused with its error, nothing changed, no event.
+    let mut wrong = balance(3000, 1000, 0, InvoiceStatus::PartiallyPaid);
+    wrong.open = usd(1);
+    let refused = service.apply_balance(tenant, first.id, wrong).await;
+    ensure!(
+        refused
+            == Err(BillingError::InvalidBalance {
+                invoice: first.id,
+                reason: "open is not the total less what is settled, credited and written off",
+            }),
+        "a wrong balance gave {refused:?}"
+    );
+    let refused = service
+        .void_invoice(tenant, first.id, day(2026, 3, 3)?)
+        .await;
+    ensure!(
+        refused
+            == Err(BillingError::IllegalInvoiceTransition {
+                from: InvoiceStatus::PartiallyPaid,
+                to: InvoiceStatus::Void,
+            }),
+        "a partly paid invoice was voided: {refused:?}"
+    );
+    let refused = service
+        .apply_credit(
+            tenant,
+            first.id,
+            Money::from_minor(100, Currency::EUR),
+            day(2026, 3, 2)?,
+            crate::AdjustmentId::from_u128(78),
+        )
+        .await;
+    ensure!(
+        refused
+            == Err(BillingError::WrongCurrency {
+                what: "credit applied",
+                expected: "USD",
+                got: "EUR",
+            }),
+        "credit in another currency gave {refused:?}"
+    );
+    ensure!(
+        stored(first.id).await? == credited,
+        "a refused call changed the invoice"
+    );
+    let after = events_of(outbox, store, tenant).await?;
+    ensure!(after == seen, "a refused call wrote events");
+    // Paid; a refund reopens it.
+    let (paid, events) = service
+        .apply_balance(
+            tenant,
+            first.id,
+            balance(3000, 2500, 500, InvoiceStatus::Paid),
+        )
+        .await
+        .map_err(err)?;
+    ensure!(
+        paid.status == InvoiceStatus::Paid
+            && paid.amount_credited() == usd(500)
+            && paid.amount_due().map_err(err)? == usd(0)
+            && events.len() == 1,
+        "paid gave {paid:?}"
+    );
+    let (reopened, _) = service
+        .apply_balance(tenant, first.id, balance(3000, 0, 500, InvoiceStatus::Open))
+        .await
+        .map_err(err)?;
+    ensure!(
+        reopened.status == InvoiceStatus::Open && stored(first.id).await? == reopened,
+        "the refund did not reopen it: {reopened:?}"
+    );
+    // An invoice with nothing settled is voided once; another is written off once.
+    let (void, events) = service
+        .void_invoice(tenant, second.id, day(2026, 3, 3)?)
+        .await
+        .map_err(err)?;
+    ensure!(
+        void.status == InvoiceStatus::Void && events.len() == 1,
+        "void gave {void:?}"
+    );
+    let payload = &events.first().ok_or("no event")?.payload;
+    ensure!(
+        matches!(payload, crate::BillingEvent::InvoiceStatusChanged { customer: c, from: InvoiceStatus::Open, to: InvoiceStatus::Void, on, .. } if *c == customer && *on == day(2026, 3, 3)?),
+        "void raised {payload:?}"
+    );
+    let (_, events) = service
+        .void_invoice(tenant, second.id, day(2026, 3, 4)?)
+        .await
+        .map_err(err)?;
+    ensure!(events.is_empty(), "a second void raised events");
+    let (written, events) = service
+        .write_off_invoice(tenant, first.id, day(2026, 3, 5)?)
+        .await
+        .map_err(err)?;
+    ensure!(
+        written.status == InvoiceStatus::Uncollectible && events.len() == 1,
+        "write-off gave {written:?}"
+    );
+    let (late, _) = service
+        .apply_balance(
+            tenant,
+            first.id,
+            balance(3000, 2500, 500, InvoiceStatus::Paid),
+        )
+        .await
+        .map_err(err)?;
+    ensure!(
+        late.status == InvoiceStatus::Paid
+            && stored(second.id).await?.status == InvoiceStatus::Void,
+        "statuses did not round-trip"
+    );
+    Ok(())
+}
+
+async fn suspensions_round_trip_and_bill_runs_follow_the_policy<
+    S: BillingStore,
+    R: ReadOutbox<S>,
+>(
+    store: S,
+    outbox: &R,
+    policy: crate::SuspensionBilling,
+) -> Result<(), String> {
+    use crate::{SubscriptionStatus, SuspensionBilling};
+    let service = BillingService::new(
+        store,
+        clock(),
+        BillingSettings::default().with_suspension_billing(policy),
+    );
+    let tenant = TenantId::new();
+    let product = Product {
+        id: ProductId::new(),
+        name: "Broadband".into(),
+    };
+    // 31.00 a month, billed on the 1st: a day of March or May is 1.00.
+    let plan = monthly_plan(PlanId::new(), product.id, 3100)?;
+    service.add_product(tenant, product).await.map_err(err)?;
+    service.save_plan(tenant, plan.clone()).await.map_err(err)?;
+    let customer = CustomerId::new();
+    service
+        .save_account(tenant, CustomerAccount::new(customer, Currency::USD))
+        .await
+        .map_err(err)?;
+    let (sub, _) = service
+        .subscribe(
+            tenant,
+            NewSubscription::new(customer, plan.id, Currency::USD, day(2026, 3, 1)?),
+        )
+        .await
+        .map_err(err)?;
+    service
+        .run_bill(tenant, day(2026, 3, 1)?)
+        .await
+        .map_err(err)?;
+    let store = service.store();
+    let totals = |invoices: Vec<crate::Invoice>| -> Vec<i64> {
+        invoices
+            .iter()
+            .map(|i| i.total.to_minor().unwrap_or(i64::MIN))
+            .collect()
+    };
+    let billed_so_far = || async { store_invoices(&service, tenant, customer).await.map(totals) };
+    ensure!(
+        billed_so_far().await? == [3100],
+        "March was not billed once"
+    );
+    // Suspended on March 20: the state round-trips and the event is in the outbox.
+    let seen = events_of(outbox, store, tenant).await?;
+    let (suspended, events) = service
+        .suspend_customer(tenant, customer, day(2026, 3, 20)?)
+        .await
+        .map_err(err)?;
+    let after = events_of(outbox, store, tenant).await?;
+    wrote_exactly("suspend_customer", &seen, &after, &events)?;
+    ensure!(
+        names(after.get(seen.len()..).unwrap_or_default()) == ["billing.subscription_suspended"],
+        "suspension raised {:?}",
+        names(&after)
+    );
+    let stored = store
+        .subscription(tenant, sub.id)
+        .await
+        .map_err(err)?
+        .ok_or("the subscription is gone")?;
+    ensure!(
+        suspended == [stored.clone()]
+            && stored.status() == SubscriptionStatus::Suspended
+            && stored.suspended_since() == Some(day(2026, 3, 20)?),
+        "the suspension did not round-trip: {stored:?}"
+    );
+    // Suspending again changes nothing.
+    let (again, events) = service
+        .suspend_customer(tenant, customer, day(2026, 3, 21)?)
+        .await
+        .map_err(err)?;
+    ensure!(
+        again.is_empty() && events.is_empty(),
+        "a second suspension did something"
+    );
+    ensure!(
+        events_of(outbox, store, tenant).await? == after,
+        "a second suspension wrote events"
+    );
+    // Across the period boundary.
+    service
+        .run_bill(tenant, day(2026, 4, 1)?)
+        .await
+        .map_err(err)?;
+    let april = match policy {
+        SuspensionBilling::KeepBilling | SuspensionBilling::CreditSuspendedDays => vec![3100, 3100],
+        // No recurring charge; March 20–31 (12 days) credited.
+        SuspensionBilling::PauseBilling => vec![3100, -1200],
+    };
+    ensure!(
+        billed_so_far().await? == april,
+        "April billed {:?}, expected {april:?}",
+        billed_so_far().await?
+    );
+    // Bad input: a restore dated before the suspension, refused, nothing changed.
+    let before = snapshot(store, tenant, &[customer]).await?;
+    let seen = events_of(outbox, store, tenant).await?;
+    refused(
+        "a restore before the suspension",
+        service
+            .restore_customer(tenant, customer, day(2026, 3, 19)?)
+            .await,
+        BillingError::RestoreBeforeSuspension {
+            subscription: sub.id,
+            since: day(2026, 3, 20)?,
+            on: day(2026, 3, 19)?,
+        },
+        store,
+        tenant,
+        &[customer],
+        &before,
+    )
+    .await?;
+    ensure!(
+        events_of(outbox, store, tenant).await? == seen,
+        "a refused restore wrote events"
+    );
+    // Restored on April 10.
+    let (restored, events) = service
+        .restore_customer(tenant, customer, day(2026, 4, 10)?)
+        .await
+        .map_err(err)?;
+    let after = events_of(outbox, store, tenant).await?;
+    wrote_exactly("restore_customer", &seen, &after, &events)?;
+    let stored = store
+        .subscription(tenant, sub.id)
+        .await
+        .map_err(err)?
+        .ok_or("the subscription is gone")?;
+    ensure!(
+        restored == [stored.clone()]
+            && stored.status() == SubscriptionStatus::Active
+            && stored.suspended_since().is_none(),
+        "the restore did not round-trip: {stored:?}"
+    );
+    let (again, events) = service
+        .restore_customer(tenant, customer, day(2026, 4, 11)?)
+        .await
+        .map_err(err)?;
+    ensure!(
+        again.is_empty() && events.is_empty(),
+        "a second restore did something"
+    );
+    let pending: i64 = store
+        .pending_charges(tenant, customer)
+        .await
+        .map_err(err)?
+        .iter()
+        .try_fold(0i64, |sum, c| {
+            let minor = c
+                .unit_price
+                .checked_mul(c.quantity)
+                .ok()?
+                .round(dotmac_core::RoundingMode::HalfUp)
+                .to_minor()
+                .ok()?;
+            sum.checked_add(minor)
+        })
+        .ok_or("pending charges do not add up")?;
+    let (credit, restored_invoice) = match policy {
+        SuspensionBilling::KeepBilling => (0, None),
+        // March 20–31 (12 of 31 days) and April 1–9 (9 of 30 days of 31.00).
+        SuspensionBilling::CreditSuspendedDays => (-2130, None),
+        // The rest of April (21 of 30 days of 31.00), invoiced on the restore day.
+        SuspensionBilling::PauseBilling => (0, Some(2170)),
+    };
+    ensure!(
+        pending == credit,
+        "{pending} pending after the restore, expected {credit}"
+    );
+    let expected_names: Vec<&str> = match restored_invoice {
+        Some(_) => vec!["billing.subscription_restored", "billing.invoice_issued"],
+        None => vec!["billing.subscription_restored"],
+    };
+    ensure!(
+        names(after.get(seen.len()..).unwrap_or_default()) == expected_names,
+        "the restore raised {:?}",
+        names(&after)
+    );
+    let mut expected = april.clone();
+    expected.extend(restored_invoice);
+    ensure!(
+        billed_so_far().await? == expected,
+        "after the restore: {:?}, expected {expected:?}",
+        billed_so_far().await?
+    );
+    // May: billed as usual, with the credit.
+    service
+        .run_bill(tenant, day(2026, 5, 1)?)
+        .await
+        .map_err(err)?;
+    expected.push(3100 + credit);
+    ensure!(
+        billed_so_far().await? == expected,
+        "May: {:?}, expected {expected:?}",
+        billed_so_far().await?
     );
     Ok(())
 }

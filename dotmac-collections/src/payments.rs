@@ -49,18 +49,9 @@ pub struct Settlement {
     pub amount: Decimal,
 }
 
-/// What happens to the part of a credit note that its invoice no longer owes (because it was
-/// already paid): kept as customer credit, which the next invoice consumes, or paid back.
-/// Serialized as `billing.credit_note_issued` carries it (`"credit"`, `"refund"`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CreditSettlement {
-    /// Kept as customer credit.
-    #[default]
-    Credit,
-    /// Paid back to the customer (a refund of the released payments).
-    Refund,
-}
+/// What happens to the part of a credit note that its invoice no longer owes: billing's
+/// choice, carried by `billing.credit_note_issued` (one type on both sides of the event).
+pub use dotmac_billing::CreditSettlement;
 
 /// Where an invoice stands in the ledger.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -316,7 +316,10 @@ enum Stepped<T> {
 }
 
 /// A keyed step's key and how to record what it did.
-type Keyed<'k, T> = (&'k KeyedRequest, &'k dyn Fn(&T) -> IdempotentResult);
+type Keyed<'k, T> = (
+    &'k KeyedRequest,
+    &'k (dyn Fn(&T) -> IdempotentResult + Sync),
+);
 
 /// True for the refusal of an append whose ledger was stale (another writer appended first).
 fn is_stale(error: &CollectionsError) -> bool {
@@ -885,7 +888,7 @@ impl<P: PaymentStore, D: DunningStore, C: Clock> CollectionsService<P, D, C> {
                 amount.currency(),
                 keyed
                     .as_ref()
-                    .map(|k| (k, &result as &dyn Fn(&PaymentOutcome) -> _)),
+                    .map(|k| (k, &result as &(dyn Fn(&PaymentOutcome) -> _ + Sync))),
                 |ledger| {
                     if let Some(first) = ledger.payment_outcome(payment) {
                         let same = first.entries.first().is_some_and(|e| {
@@ -978,7 +981,7 @@ impl<P: PaymentStore, D: DunningStore, C: Clock> CollectionsService<P, D, C> {
                 amount.currency(),
                 keyed
                     .as_ref()
-                    .map(|k| (k, &result as &dyn Fn(&Vec<LedgerEntry>) -> _)),
+                    .map(|k| (k, &result as &(dyn Fn(&Vec<LedgerEntry>) -> _ + Sync))),
                 |ledger| {
                     let entries = ledger.refund(payment, amount, today)?;
                     Ok(Step::Append {

@@ -226,6 +226,7 @@ impl SqlStore {
         tenant: TenantId,
         charge: PendingCharge,
         keyed: &KeyedRequest,
+        events: &[dotmac_core::outbox::OutboxEvent],
     ) -> Result<KeyedWrite<bool>> {
         let binds = pending_charge_binds(tenant, &charge)?;
         dispatch!(self.db, pool, d => {
@@ -242,6 +243,7 @@ impl SqlStore {
             if added {
                 let record = keyed.record(IdempotentResult::PendingCharge { added });
                 d::keyed::set_record(&mut tx, tenant, &record).await.map_err(storage)?;
+                d::outbox::insert_core(&mut tx, tenant, events).await.map_err(storage)?;
             }
             tx.commit().await.during("commit pending charge").map_err(storage)?;
             Ok(KeyedWrite::Written(added))
@@ -255,6 +257,7 @@ impl SqlStore {
         tenant: TenantId,
         note: CreditNote,
         keyed: &KeyedRequest,
+        events: &[dotmac_core::outbox::OutboxEvent],
     ) -> Result<KeyedWrite<CreditNote>> {
         dispatch!(self.db, pool, d => {
             let mut tx = d::begin_tenant(pool, tenant).await.map_err(storage)?;
@@ -270,6 +273,7 @@ impl SqlStore {
                 credit_note: note.clone(),
             });
             d::keyed::set_record(&mut tx, tenant, &record).await.map_err(storage)?;
+            d::outbox::insert_core(&mut tx, tenant, events).await.map_err(storage)?;
             tx.commit().await.during("commit credit note").map_err(storage)?;
             Ok(KeyedWrite::Written(note))
         })

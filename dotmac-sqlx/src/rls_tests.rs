@@ -67,6 +67,7 @@ async fn tenant_with_data(db: &Database, invoices: usize) -> TenantId {
                 discount_total: usd(rust_decimal::Decimal::ZERO),
                 tax_total: usd(rust_decimal::Decimal::ZERO),
                 total: usd(rust_decimal::Decimal::ONE),
+                settlement: None,
             }
         })
         .collect();

@@ -114,6 +114,7 @@ fn scenario() -> Scenario {
             invoices: out0.invoices.clone(),
             consumed_pending: out0.consumed.clone(),
             new_pending: vec![added.clone()],
+            ..BillingCommit::default()
         },
         // Stale: refused, writes nothing (not even its pending charge).
         BillingCommit {
@@ -121,6 +122,7 @@ fn scenario() -> Scenario {
             invoices: out1.invoices.clone(),
             consumed_pending: Vec::new(),
             new_pending: vec![charge(customers[1], 3)],
+            ..BillingCommit::default()
         },
         // The same keys as the first commit's documents: duplicates.
         BillingCommit {
@@ -303,7 +305,7 @@ async fn run<S: BillingStore>(store: &S, s: &Scenario) -> Vec<String> {
     let tenant = TenantId::new();
     for sub in &s.subs {
         store
-            .insert_subscription(tenant, sub.clone())
+            .insert_subscription(tenant, sub.clone(), Vec::new())
             .await
             .unwrap();
     }
@@ -416,17 +418,20 @@ async fn racing_commits_invoice_a_charge_once() {
                     .unwrap()
             };
             let fee = charge(customer, 31 + round);
-            store.add_pending_charge(tenant, fee.clone()).await.unwrap();
+            store
+                .add_pending_charge(tenant, fee.clone(), Vec::new())
+                .await
+                .unwrap();
             let mut tasks = Vec::new();
             for i in 0..6u128 {
                 let racer = new_sub(310 + i, customer);
                 let bystander = new_sub(320 + i, CustomerId::from_u128(400 + i));
                 store
-                    .insert_subscription(tenant, racer.clone())
+                    .insert_subscription(tenant, racer.clone(), Vec::new())
                     .await
                     .unwrap();
                 store
-                    .insert_subscription(tenant, bystander.clone())
+                    .insert_subscription(tenant, bystander.clone(), Vec::new())
                     .await
                     .unwrap();
                 let commit = |sub: &Subscription, pending: &[PendingCharge]| {

@@ -58,7 +58,10 @@ async fn seed(store: &SqlStore, tenant: TenantId, count: u128) {
         )
         .await
         .unwrap();
-    store.put_plan(tenant, plan.clone()).await.unwrap();
+    store
+        .put_plan(tenant, plan.clone(), Vec::new())
+        .await
+        .unwrap();
     for i in 0..count {
         store
             .put_account(tenant, CustomerAccount::new(customer(i), Currency::USD))
@@ -71,7 +74,10 @@ async fn seed(store: &SqlStore, tenant: TenantId, count: u128) {
             .first_period(FirstPeriod::Prorate)
             .create(&plan, Currency::USD)
             .unwrap();
-        store.insert_subscription(tenant, sub).await.unwrap();
+        store
+            .insert_subscription(tenant, sub, Vec::new())
+            .await
+            .unwrap();
     }
 }
 

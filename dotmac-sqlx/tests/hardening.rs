@@ -50,7 +50,10 @@ fn invoice(total: rust_decimal::Decimal, text: &str) -> Invoice {
 async fn one_subscription(store: &SqlStore, tenant: TenantId) {
     let product = catalogue(store, tenant).await;
     let plan = plan_named(product, "Fibre 100");
-    store.put_plan(tenant, plan.clone()).await.unwrap();
+    store
+        .put_plan(tenant, plan.clone(), Vec::new())
+        .await
+        .unwrap();
     let customer = CustomerId::from_u128(3);
     store
         .put_account(tenant, CustomerAccount::new(customer, Currency::USD))
@@ -64,7 +67,10 @@ async fn one_subscription(store: &SqlStore, tenant: TenantId) {
     )
     .create(&plan, Currency::USD)
     .unwrap();
-    store.insert_subscription(tenant, sub).await.unwrap();
+    store
+        .insert_subscription(tenant, sub, Vec::new())
+        .await
+        .unwrap();
 }
 
 /// A run over the tenant's subscriptions, as of 1 March.
@@ -297,7 +303,7 @@ async fn a_nul_character_is_invalid_input_on_every_backend_and_nothing_is_stored
         let tenant = new_tenant(&db).await;
         let product = catalogue(&store, tenant).await;
         let plan = plan_named(product, "Fibre\0 300");
-        let refused = store.put_plan(tenant, plan.clone()).await;
+        let refused = store.put_plan(tenant, plan.clone(), Vec::new()).await;
         let Err(BillingError::Storage(error)) = &refused else {
             panic!("{name}: expected a storage error, got {refused:?}");
         };

@@ -127,7 +127,10 @@ async fn seed(store: &SqlStore, tenant: TenantId) {
         )
         .await
         .unwrap();
-    store.put_plan(tenant, plan.clone()).await.unwrap();
+    store
+        .put_plan(tenant, plan.clone(), Vec::new())
+        .await
+        .unwrap();
     for i in 0..SUBSCRIPTIONS {
         store
             .put_account(tenant, CustomerAccount::new(customer(i), Currency::USD))
@@ -140,7 +143,10 @@ async fn seed(store: &SqlStore, tenant: TenantId) {
             .first_period(FirstPeriod::Prorate)
             .create(&plan, Currency::USD)
             .unwrap();
-        store.insert_subscription(tenant, sub).await.unwrap();
+        store
+            .insert_subscription(tenant, sub, Vec::new())
+            .await
+            .unwrap();
     }
 }
 

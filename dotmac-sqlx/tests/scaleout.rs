@@ -69,7 +69,10 @@ async fn seed(store: &SqlStore, tenant: TenantId, count: u128) {
         )
         .await
         .unwrap();
-    store.put_plan(tenant, plan.clone()).await.unwrap();
+    store
+        .put_plan(tenant, plan.clone(), Vec::new())
+        .await
+        .unwrap();
     for i in 0..count {
         if i % 2 == 0 {
             store
@@ -90,7 +93,12 @@ async fn seed(store: &SqlStore, tenant: TenantId, count: u128) {
                 price: None,
                 created_on: day(1, 20),
             };
-            assert!(store.add_pending_charge(tenant, fee).await.unwrap());
+            assert!(
+                store
+                    .add_pending_charge(tenant, fee, Vec::new())
+                    .await
+                    .unwrap()
+            );
         }
         let start = day(1, 1 + u32::try_from(i % 20).unwrap());
         let sub = NewSubscription::new(customer(i), plan.id, Currency::USD, start)
@@ -99,7 +107,10 @@ async fn seed(store: &SqlStore, tenant: TenantId, count: u128) {
             .first_period(FirstPeriod::Prorate)
             .create(&plan, Currency::USD)
             .unwrap();
-        store.insert_subscription(tenant, sub).await.unwrap();
+        store
+            .insert_subscription(tenant, sub, Vec::new())
+            .await
+            .unwrap();
     }
 }
 
@@ -376,7 +387,7 @@ async fn a_customer_whose_billing_fails_never_sticks_the_run_and_is_billed_after
         };
         assert!(
             store
-                .add_pending_charge(tenant, huge.clone())
+                .add_pending_charge(tenant, huge.clone(), Vec::new())
                 .await
                 .unwrap()
         );

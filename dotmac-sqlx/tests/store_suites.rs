@@ -3,11 +3,16 @@
 
 mod common;
 
+use dotmac_billing::testkit::StoredEvent;
 use dotmac_core::TenantId;
+use dotmac_core::outbox::BoxFuture;
 use dotmac_sqlx::SqlStore;
 
 /// A tenant's outbox as the collections suites read it.
-fn sql_outbox(store: &SqlStore, tenant: TenantId) -> dotmac_collections::testkit::OutboxRead<'_> {
+fn ledger_outbox(
+    store: &SqlStore,
+    tenant: TenantId,
+) -> dotmac_collections::testkit::OutboxRead<'_> {
     Box::pin(async move {
         store
             .database()
@@ -23,10 +28,34 @@ fn sql_outbox(store: &SqlStore, tenant: TenantId) -> dotmac_collections::testkit
     })
 }
 
+/// A tenant's outbox events as the billing suite reads them.
+fn sql_outbox(
+    store: &SqlStore,
+    tenant: TenantId,
+) -> BoxFuture<'_, Result<Vec<StoredEvent>, String>> {
+    Box::pin(async move {
+        let events = store
+            .database()
+            .outbox_events(tenant)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(events
+            .into_iter()
+            .map(|m| StoredEvent {
+                id: m.event.id,
+                event_type: m.event.event_type,
+                payload: m.event.payload,
+            })
+            .collect())
+    })
+}
+
 #[tokio::test]
 async fn billing_store_suite_passes_on_every_backend() {
     for (name, db) in common::backends().await {
-        let result = dotmac_billing::testkit::run_store_suite(|| SqlStore::new(db.clone())).await;
+        let result =
+            dotmac_billing::testkit::run_store_suite(|| SqlStore::new(db.clone()), sql_outbox)
+                .await;
         assert_eq!(result, Ok(()), "billing store suite on {name}");
     }
 }
@@ -45,7 +74,7 @@ async fn payment_store_suite_passes_on_every_backend() {
     for (name, db) in common::backends().await {
         let result = dotmac_collections::testkit::run_payment_store_suite(
             || SqlStore::new(db.clone()),
-            sql_outbox,
+            ledger_outbox,
         )
         .await;
         assert_eq!(result, Ok(()), "payment store suite on {name}");
@@ -57,7 +86,7 @@ async fn dunning_store_suite_passes_on_every_backend() {
     for (name, db) in common::backends().await {
         let result = dotmac_collections::testkit::run_dunning_store_suite(
             || SqlStore::new(db.clone()),
-            sql_outbox,
+            ledger_outbox,
         )
         .await;
         assert_eq!(result, Ok(()), "dunning store suite on {name}");

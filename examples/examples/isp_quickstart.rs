@@ -648,6 +648,7 @@ async fn record_invoices(
             customer,
             total,
             due_date,
+            ..
         } = &event.payload
         {
             record_invoice(

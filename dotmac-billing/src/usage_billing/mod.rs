@@ -601,7 +601,7 @@ impl<B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource> UsageBillingS
             if self
                 .billing
                 .store()
-                .add_pending_charge(tenant, charge.clone())
+                .add_pending_charge(tenant, charge.clone(), Vec::new())
                 .await?
             {
                 let event_id =

@@ -2,7 +2,11 @@
 
 #[tokio::test]
 async fn memory_store_passes_the_store_suite() {
-    let result = dotmac_billing::testkit::run_store_suite(dotmac_billing::MemoryStore::new).await;
+    let result = dotmac_billing::testkit::run_store_suite(
+        dotmac_billing::MemoryStore::new,
+        dotmac_billing::testkit::core_outbox,
+    )
+    .await;
     assert_eq!(result, Ok(()));
 }
 
@@ -32,7 +36,7 @@ async fn a_revision_without_successor_is_refused_not_a_panic() {
     dotmac_billing::internal::set_subscription_revision(&mut sub, u64::MAX);
     let (store, tenant) = (MemoryStore::new(), TenantId::from_u128(1));
     store
-        .insert_subscription(tenant, sub.clone())
+        .insert_subscription(tenant, sub.clone(), Vec::new())
         .await
         .unwrap();
     let out = dotmac_billing::bill_due(

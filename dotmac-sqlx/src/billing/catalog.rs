@@ -22,7 +22,12 @@ impl CatalogStore for SqlStore {
     }
 
     #[tracing::instrument(name = "dotmac.store.put_plan", level = "debug", skip_all, fields(tenant = %tenant, backend = self.db.backend_name()))]
-    async fn put_plan(&self, tenant: TenantId, plan: Plan) -> Result<()> {
+    async fn put_plan(
+        &self,
+        tenant: TenantId,
+        plan: Plan,
+        events: Vec<dotmac_core::outbox::OutboxEvent>,
+    ) -> Result<()> {
         plan.validate()?;
         let plan_body = body("plan", &plan)?;
         dispatch!(self.db, pool, d => {
@@ -64,6 +69,7 @@ impl CatalogStore for SqlStore {
             )
             .await
             .map_err(storage)?;
+            d::outbox::insert_core(&mut tx, tenant, &events).await.map_err(storage)?;
             tx.commit().await.during("commit plan").map_err(storage)
         })
     }

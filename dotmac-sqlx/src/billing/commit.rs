@@ -13,12 +13,18 @@ for_each_dialect! {
     /// whole transaction.
     ///
     /// The charges it consumes are locked first (then its subscription), so a concurrent
-    /// commit consuming one of them waits and then sees it consumed.
+    /// commit consuming one of them waits and then sees it consumed. Its outbox events
+    /// ([`BillingCommit::outbox_events`]) are written last, once its documents are numbered.
     pub(crate) async fn apply_commit(
         tx: &mut Tx,
         tenant: TenantId,
-        commit: BillingCommit,
+        mut commit: BillingCommit,
     ) -> Result<Applied> {
+            let events = BillingCommit {
+                events: std::mem::take(&mut commit.events),
+                issued_at: commit.issued_at,
+                ..BillingCommit::default()
+            };
             if !commit.consumed_pending.is_empty() {
                 let mut ids: Vec<Uuid> =
                     commit.consumed_pending.iter().map(|c| c.as_uuid()).collect();
@@ -109,13 +115,7 @@ for_each_dialect! {
                         id: invoice.id.to_string(),
                     });
                 }
-                result.issued.push(IssuedInvoice {
-                    id: invoice.id,
-                    number: issued_number,
-                    customer: invoice.customer,
-                    total: invoice.total,
-                    due_date: invoice.due_date,
-                });
+                result.issued.push(IssuedInvoice::of(&invoice, issued_number));
             }
             for charge in &commit.consumed_pending {
                 docs::execute(
@@ -143,6 +143,9 @@ for_each_dialect! {
                 .await
                 .map_err(storage)?;
             }
+            outbox::insert_core(tx, tenant, &events.outbox_events(tenant, &result.issued))
+                .await
+                .map_err(storage)?;
             Ok(Applied::Done(result))
     }
 
@@ -287,13 +290,7 @@ for_each_dialect! {
                     next += 1;
                     invoice.number = Some(issued_number);
                     invoice.status = InvoiceStatus::Open;
-                    result.issued.push(IssuedInvoice {
-                        id: invoice.id,
-                        number: issued_number,
-                        customer: invoice.customer,
-                        total: invoice.total,
-                        due_date: invoice.due_date,
-                    });
+                    result.issued.push(IssuedInvoice::of(invoice, issued_number));
                 }
             }
             results.push(Ok(result));
@@ -326,6 +323,18 @@ for_each_dialect! {
                 .into());
             }
         }
+        drop(rows);
+
+        // 6. The accepted commits' outbox events (the issued documents' carry their numbers).
+        let mut events = Vec::new();
+        for (commit, result) in commits.iter().zip(&results) {
+            if let Ok(result) = result
+                && (!commit.events.is_empty() || commit.issued_at.is_some())
+            {
+                events.extend(commit.outbox_events(tenant, &result.issued));
+            }
+        }
+        outbox::insert_core(tx, tenant, &events).await?;
         Ok(results)
     }
 

@@ -1,20 +1,35 @@
-//! [`InvoiceStore`]: pending charges, commits, invoices and credit notes.
+//! [`InvoiceStore`]: pending charges, commits, invoices and credit notes. Every write puts its
+//! outbox events in its own transaction.
 
 use super::*;
+use dotmac_core::outbox::OutboxEvent;
+
+/// The write of [`InvoiceStore::update_invoice`]: status, body and the settlement columns.
+const UPDATE_INVOICE: &str = "UPDATE billing_invoices SET status = $3, body = $4, \
+     amount_paid = $5, amount_credited = $6, amount_written_off = $7, credit_applied = $8 \
+     WHERE tenant_id = $1 AND invoice_id = $2";
 
 impl InvoiceStore for SqlStore {
     #[tracing::instrument(name = "dotmac.store.add_pending_charge", level = "debug", skip_all, fields(tenant = %tenant, backend = self.db.backend_name()))]
-    async fn add_pending_charge(&self, tenant: TenantId, charge: PendingCharge) -> Result<bool> {
-        let written = self
-            .db
-            .write(
-                tenant,
-                crate::keyed::INSERT_PENDING_CHARGE,
-                &crate::keyed::pending_charge_binds(tenant, &charge)?,
-            )
-            .await
-            .map_err(storage)?;
-        Ok(written == Written::Rows(1))
+    async fn add_pending_charge(
+        &self,
+        tenant: TenantId,
+        charge: PendingCharge,
+        events: Vec<OutboxEvent>,
+    ) -> Result<bool> {
+        let binds = crate::keyed::pending_charge_binds(tenant, &charge)?;
+        dispatch!(self.db, pool, d => {
+            let mut tx = d::begin_tenant(pool, tenant).await.map_err(storage)?;
+            let written = d::docs::execute(&mut tx, crate::keyed::INSERT_PENDING_CHARGE, &binds)
+                .await
+                .map_err(storage)?;
+            let added = written == Written::Rows(1);
+            if added {
+                d::outbox::insert_core(&mut tx, tenant, &events).await.map_err(storage)?;
+            }
+            tx.commit().await.during("commit pending charge").map_err(storage)?;
+            Ok(added)
+        })
     }
 
     #[tracing::instrument(name = "dotmac.store.pending_charges", level = "debug", skip_all, fields(tenant = %tenant, backend = self.db.backend_name()))]
@@ -123,6 +138,7 @@ impl InvoiceStore for SqlStore {
         tenant: TenantId,
         invoice: InvoiceId,
         to: InvoiceStatus,
+        events: Vec<OutboxEvent>,
     ) -> Result<Invoice> {
         dispatch!(self.db, pool, d => {
             let mut tx = d::begin_tenant(pool, tenant).await.map_err(storage)?;
@@ -156,16 +172,67 @@ impl InvoiceStore for SqlStore {
             )
             .await
             .map_err(storage)?;
+            d::outbox::insert_core(&mut tx, tenant, &events).await.map_err(storage)?;
             tx.commit().await.during("commit invoice status").map_err(storage)?;
             Ok(stored)
         })
     }
 
+    #[tracing::instrument(name = "dotmac.store.update_invoice", level = "debug", skip_all, fields(tenant = %tenant, backend = self.db.backend_name()))]
+    async fn update_invoice(
+        &self,
+        tenant: TenantId,
+        expected: Invoice,
+        updated: Invoice,
+        events: Vec<OutboxEvent>,
+    ) -> Result<Invoice> {
+        dotmac_billing::internal::check_invoice_update(&expected, &updated)?;
+        let invoice = expected.id;
+        let binds = [
+            id(tenant),
+            Bind::Uuid(invoice.as_uuid()),
+            Bind::Text(status_text(updated.status)?),
+            body("invoice", &rows::InvoiceRow::from(&updated))?,
+            Bind::Dec(updated.amount_paid().amount()),
+            Bind::Dec(updated.amount_credited().amount()),
+            Bind::Dec(updated.amount_written_off().amount()),
+            Bind::Dec(updated.credit_applied().amount()),
+        ];
+        dispatch!(self.db, pool, d => {
+            let mut tx = d::begin_tenant(pool, tenant).await.map_err(storage)?;
+            let sql = if d::IS_POSTGRES {
+                "SELECT body FROM billing_invoices WHERE tenant_id = $1 AND invoice_id = $2 FOR UPDATE"
+            } else {
+                "SELECT body FROM billing_invoices WHERE tenant_id = $1 AND invoice_id = $2"
+            };
+            let stored = d::docs::bodies(&mut tx, sql, &[id(tenant), Bind::Uuid(invoice.as_uuid())])
+                .await
+                .map_err(storage)?;
+            let Some(stored) = stored.into_iter().next() else {
+                return Err(BillingError::InvoiceNotFound(invoice));
+            };
+            let stored: rows::InvoiceRow = from_json("invoice", stored).map_err(storage)?;
+            if Invoice::from(stored) != expected {
+                return Err(BillingError::InvoiceChanged(invoice));
+            }
+            d::docs::execute(&mut tx, UPDATE_INVOICE, &binds).await.map_err(storage)?;
+            d::outbox::insert_core(&mut tx, tenant, &events).await.map_err(storage)?;
+            tx.commit().await.during("commit invoice update").map_err(storage)?;
+            Ok(updated)
+        })
+    }
+
     #[tracing::instrument(name = "dotmac.store.insert_credit_note", level = "debug", skip_all, fields(tenant = %tenant, backend = self.db.backend_name()))]
-    async fn insert_credit_note(&self, tenant: TenantId, note: CreditNote) -> Result<CreditNote> {
+    async fn insert_credit_note(
+        &self,
+        tenant: TenantId,
+        note: CreditNote,
+        events: Vec<OutboxEvent>,
+    ) -> Result<CreditNote> {
         dispatch!(self.db, pool, d => {
             let mut tx = d::begin_tenant(pool, tenant).await.map_err(storage)?;
             let note = d::keyed::insert_credit_note(&mut tx, tenant, note).await?;
+            d::outbox::insert_core(&mut tx, tenant, &events).await.map_err(storage)?;
             tx.commit().await.during("commit credit note").map_err(storage)?;
             Ok(note)
         })
@@ -186,8 +253,9 @@ impl InvoiceStore for SqlStore {
         tenant: TenantId,
         charge: PendingCharge,
         keyed: &KeyedRequest,
+        events: Vec<OutboxEvent>,
     ) -> Result<KeyedWrite<bool>> {
-        self.add_pending_keyed(tenant, charge, keyed).await
+        self.add_pending_keyed(tenant, charge, keyed, &events).await
     }
 
     #[tracing::instrument(name = "dotmac.store.insert_credit_note_keyed", level = "debug", skip_all, fields(tenant = %tenant, backend = self.db.backend_name()))]
@@ -196,8 +264,9 @@ impl InvoiceStore for SqlStore {
         tenant: TenantId,
         note: CreditNote,
         keyed: &KeyedRequest,
+        events: Vec<OutboxEvent>,
     ) -> Result<KeyedWrite<CreditNote>> {
-        self.insert_note_keyed(tenant, note, keyed).await
+        self.insert_note_keyed(tenant, note, keyed, &events).await
     }
 
     #[tracing::instrument(name = "dotmac.store.credit_notes_of", level = "debug", skip_all, fields(tenant = %tenant, backend = self.db.backend_name()))]

@@ -24,9 +24,10 @@ use dotmac_billing::internal::{
     SubscriptionParts, subscription_from_parts, subscription_into_parts,
 };
 use dotmac_billing::{
-    AppliedDiscount, Discount, DocumentKey, DocumentNumber, FirstPeriod, Invoice, InvoiceLine,
-    InvoiceStatus, LineKind, PriceRef, ProrationMode, Segment, SegmentState, Subscription,
-    SubscriptionStatus, TaxMode, TaxRateId, TaxSummary,
+    AdjustmentId, AdjustmentKind, AppliedDiscount, Discount, DocumentKey, DocumentNumber,
+    FirstPeriod, Invoice, InvoiceAdjustment, InvoiceLine, InvoiceSettlement, InvoiceStatus,
+    LineKind, PriceRef, ProrationMode, Segment, SegmentState, Subscription, SubscriptionStatus,
+    TaxMode, TaxRateId, TaxSummary,
 };
 use dotmac_core::{Currency, CustomerId, InvoiceId, Money, Period, PlanId, SubscriptionId};
 use rust_decimal::Decimal;
@@ -50,6 +51,84 @@ pub(crate) struct InvoiceRow {
     discount_total: Money,
     tax_total: Money,
     total: Money,
+    // Rows written before the field existed (and invoices nothing was reported on) have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    settlement: Option<SettlementRow>,
+}
+
+/// What the payments ledger reported on a stored invoice.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct SettlementRow {
+    paid: Money,
+    credited: Money,
+    written_off: Money,
+    credit_applied: Money,
+    adjustments: Vec<AdjustmentRow>,
+}
+
+/// An adjustment line of a stored invoice.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct AdjustmentRow {
+    id: AdjustmentId,
+    kind: AdjustmentKind,
+    amount: Money,
+    on: NaiveDate,
+}
+
+impl From<&InvoiceSettlement> for SettlementRow {
+    fn from(settlement: &InvoiceSettlement) -> Self {
+        let InvoiceSettlement {
+            paid,
+            credited,
+            written_off,
+            credit_applied,
+            adjustments,
+        } = settlement;
+        SettlementRow {
+            paid: *paid,
+            credited: *credited,
+            written_off: *written_off,
+            credit_applied: *credit_applied,
+            adjustments: adjustments
+                .iter()
+                .map(|a| {
+                    let InvoiceAdjustment {
+                        id,
+                        kind,
+                        amount,
+                        on,
+                    } = a;
+                    AdjustmentRow {
+                        id: *id,
+                        kind: *kind,
+                        amount: *amount,
+                        on: *on,
+                    }
+                })
+                .collect(),
+        }
+    }
+}
+
+impl From<SettlementRow> for InvoiceSettlement {
+    fn from(row: SettlementRow) -> Self {
+        InvoiceSettlement {
+            paid: row.paid,
+            credited: row.credited,
+            written_off: row.written_off,
+            credit_applied: row.credit_applied,
+            adjustments: row
+                .adjustments
+                .into_iter()
+                .map(|a| InvoiceAdjustment {
+                    id: a.id,
+                    kind: a.kind,
+                    amount: a.amount,
+                    on: a.on,
+                })
+                .collect(),
+        }
+    }
 }
 
 /// A stored invoice line.
@@ -96,6 +175,7 @@ impl From<&Invoice> for InvoiceRow {
             discount_total,
             tax_total,
             total,
+            settlement,
         } = invoice;
         InvoiceRow {
             id: *id,
@@ -113,6 +193,7 @@ impl From<&Invoice> for InvoiceRow {
             discount_total: *discount_total,
             tax_total: *tax_total,
             total: *total,
+            settlement: settlement.as_deref().map(SettlementRow::from),
         }
     }
 }
@@ -135,6 +216,7 @@ impl From<InvoiceRow> for Invoice {
             discount_total: row.discount_total,
             tax_total: row.tax_total,
             total: row.total,
+            settlement: row.settlement.map(|s| Box::new(InvoiceSettlement::from(s))),
         }
     }
 }
@@ -235,6 +317,9 @@ pub(crate) struct SubscriptionRow {
     setup_billed: bool,
     change_seq: u32,
     revision: u64,
+    // Rows written before the field existed (and subscriptions not suspended) have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    suspended_since: Option<NaiveDate>,
 }
 
 /// A stored segment of a subscription (a plan and quantity from a date).
@@ -277,6 +362,7 @@ impl From<&Subscription> for SubscriptionRow {
             setup_billed,
             change_seq,
             revision,
+            suspended_since,
         } = subscription_into_parts(subscription.clone());
         SubscriptionRow {
             id,
@@ -295,6 +381,7 @@ impl From<&Subscription> for SubscriptionRow {
             setup_billed,
             change_seq,
             revision,
+            suspended_since,
         }
     }
 }
@@ -322,6 +409,7 @@ impl From<SubscriptionRow> for Subscription {
             setup_billed: row.setup_billed,
             change_seq: row.change_seq,
             revision: row.revision,
+            suspended_since: row.suspended_since,
         })
     }
 }
@@ -462,7 +550,51 @@ mod tests {
             discount_total: usd(0),
             tax_total: usd(225),
             total: usd(3224),
+            settlement: None,
         }
+    }
+
+    #[test]
+    fn a_settled_invoice_and_a_suspended_subscription_round_trip() {
+        let usd = |minor| Money::from_minor(minor, Currency::USD);
+        let mut invoice = invoice();
+        invoice.status = InvoiceStatus::PartiallyPaid;
+        invoice.settlement = Some(Box::new(InvoiceSettlement {
+            paid: usd(1000),
+            credited: usd(200),
+            written_off: usd(0),
+            credit_applied: usd(400),
+            adjustments: vec![InvoiceAdjustment {
+                id: AdjustmentId::from_u128(3),
+                kind: AdjustmentKind::CreditApplied,
+                amount: usd(400),
+                on: day(3, 2),
+            }],
+        }));
+        let stored = serde_json::to_value(InvoiceRow::from(&invoice)).unwrap();
+        assert_eq!(stored, serde_json::to_value(&invoice).unwrap());
+        let read: InvoiceRow = serde_json::from_value(stored).unwrap();
+        assert_eq!(Invoice::from(read), invoice);
+
+        let plan = Plan::builder(PlanId::from_u128(7), ProductId::from_u128(7), "Fibre 100")
+            .charge(Charge::recurring_flat([usd(2999)]))
+            .build(day(1, 1))
+            .unwrap();
+        let sub = dotmac_billing::suspend(
+            &subscription(),
+            &plan,
+            day(2, 3),
+            dotmac_billing::SuspensionBilling::KeepBilling,
+            &Default::default(),
+        )
+        .unwrap()
+        .unwrap()
+        .subscription;
+        assert_eq!(sub.suspended_since(), Some(day(2, 3)));
+        let stored = serde_json::to_value(SubscriptionRow::from(&sub)).unwrap();
+        assert_eq!(stored, serde_json::to_value(&sub).unwrap());
+        let read: SubscriptionRow = serde_json::from_value(stored).unwrap();
+        assert_eq!(Subscription::from(read), sub);
     }
 
     #[test]

@@ -53,23 +53,28 @@ impl SubscriptionStore for SqlStore {
         &self,
         tenant: TenantId,
         subscription: Subscription,
+        events: Vec<dotmac_core::outbox::OutboxEvent>,
     ) -> Result<()> {
-        let written = self
-            .db
-            .write(
-                tenant,
-                "INSERT INTO billing_subscriptions (tenant_id, subscription_id, customer_id, \
-                 revision, body) VALUES ($1, $2, $3, $4, $5)",
-                &[
-                    id(tenant),
-                    Bind::Uuid(subscription.id.as_uuid()),
-                    Bind::Uuid(subscription.customer.as_uuid()),
-                    Bind::I64(i64::try_from(subscription.revision()).unwrap_or(i64::MAX)),
-                    body("subscription", &rows::SubscriptionRow::from(&subscription))?,
-                ],
-            )
-            .await
-            .map_err(storage)?;
+        let binds = [
+            id(tenant),
+            Bind::Uuid(subscription.id.as_uuid()),
+            Bind::Uuid(subscription.customer.as_uuid()),
+            Bind::I64(i64::try_from(subscription.revision()).unwrap_or(i64::MAX)),
+            body("subscription", &rows::SubscriptionRow::from(&subscription))?,
+        ];
+        const INSERT: &str = "INSERT INTO billing_subscriptions (tenant_id, subscription_id, \
+             customer_id, revision, body) VALUES ($1, $2, $3, $4, $5)";
+        let written = dispatch!(self.db, pool, d => {
+            let mut tx = d::begin_tenant(pool, tenant).await.map_err(storage)?;
+            let written = d::docs::execute(&mut tx, INSERT, &binds).await.map_err(storage)?;
+            if written == Written::UniqueViolation {
+                tx.rollback().await.during("roll back").map_err(storage)?;
+            } else {
+                d::outbox::insert_core(&mut tx, tenant, &events).await.map_err(storage)?;
+                tx.commit().await.during("commit subscription").map_err(storage)?;
+            }
+            written
+        });
         match written {
             Written::UniqueViolation => Err(BillingError::AlreadyExists {
                 what: "subscription",

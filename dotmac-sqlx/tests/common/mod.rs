@@ -132,6 +132,7 @@ pub fn charges_invoice(
         discount_total: usd(rust_decimal::Decimal::ZERO),
         tax_total: usd(rust_decimal::Decimal::ZERO),
         total: usd(total),
+        settlement: None,
     }
 }
 
