@@ -236,6 +236,17 @@ where
                         // A void starts in billing (the invoice is void already).
                         return Ok(());
                     };
+                    // A void invoice stays void: a balance reported before the void and
+                    // delivered again is stale.
+                    let stored = self
+                        .billing
+                        .store()
+                        .invoice(tenant, balance.invoice)
+                        .await
+                        .map_err(billing_failure)?;
+                    if stored.is_some_and(|i| i.status == InvoiceStatus::Void) {
+                        return Ok(());
+                    }
                     let update = BalanceUpdate {
                         settled: balance.settled,
                         credited: balance.credited,
