@@ -520,7 +520,7 @@ impl CustomerLedger {
             if let Some(invoice) = reinstated {
                 // Part of this payment only when its allocation to that invoice follows.
                 match rest.peek() {
-                    Some(next) if is_allocation(*next) && next.kind.invoice() == Some(invoice) => {
+                    Some(next) if is_allocation(next) && next.kind.invoice() == Some(invoice) => {
                         made.push(entry);
                     }
                     _ => break,

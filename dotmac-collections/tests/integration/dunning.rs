@@ -105,7 +105,7 @@ async fn service_suspends_then_restores_on_payment_with_a_reconnection_fee() {
             tenant,
             InvoiceToEnter {
                 invoice: InvoiceId::from_u128(1),
-                customer: customer,
+                customer,
                 total: usd(5000),
                 issued: NaiveDate::from_ymd_opt(2026, 3, 1).unwrap(),
                 due: due(),
@@ -383,7 +383,7 @@ async fn a_customer_invoiced_in_another_currency_than_the_policys_fails_alone_an
                 tenant,
                 InvoiceToEnter {
                     invoice: InvoiceId::from_u128(n),
-                    customer: customer,
+                    customer,
                     total: Money::from_minor(5000, currency),
                     issued: NaiveDate::from_ymd_opt(2026, 3, 1).unwrap(),
                     due: due(),
