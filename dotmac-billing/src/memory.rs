@@ -397,8 +397,9 @@ impl dotmac_core::outbox::OutboxStore for MemoryStore {
         tenant: TenantId,
         seq: u64,
         worker: &str,
+        now: chrono::DateTime<chrono::Utc>,
     ) -> impl std::future::Future<Output = Result<bool, dotmac_core::StorageError>> + Send {
-        self.outbox.complete(tenant, seq, worker)
+        self.outbox.complete(tenant, seq, worker, now)
     }
 
     fn release(
@@ -418,8 +419,9 @@ impl dotmac_core::outbox::OutboxStore for MemoryStore {
         seq: u64,
         worker: &str,
         error: &str,
+        now: chrono::DateTime<chrono::Utc>,
     ) -> impl std::future::Future<Output = Result<bool, dotmac_core::StorageError>> + Send {
-        self.outbox.park(tenant, seq, worker, error)
+        self.outbox.park(tenant, seq, worker, error, now)
     }
 
     fn requeue(

@@ -72,17 +72,37 @@ pub fn receivables_ageing(
                 got: ledger.currency().code(),
             });
         }
-        for invoice in ledger.invoices().iter().filter(|i| i.issued <= as_of) {
+        // An invoice with a negative total settled itself into credit: nothing to age.
+        for invoice in ledger
+            .invoices()
+            .iter()
+            .filter(|i| i.issued <= as_of && i.total.is_positive())
+        {
             let paid = dotmac_core::checked_sum(
                 ledger
                     .entries()
                     .iter()
                     .filter(|e| e.on <= as_of)
                     .filter_map(|e| match &e.kind {
+                        // What was paid, credited, written off or voided by then: a credit
+                        // note, a write-off or a void leaves only real debt to age.
                         LedgerEntryKind::Allocated {
                             invoice: id,
                             amount,
                             ..
+                        }
+                        | LedgerEntryKind::CreditNoted {
+                            invoice: id,
+                            amount,
+                            ..
+                        }
+                        | LedgerEntryKind::WrittenOff {
+                            invoice: id,
+                            amount,
+                        }
+                        | LedgerEntryKind::Voided {
+                            invoice: id,
+                            amount,
                         } if *id == invoice.invoice => Some(amount.amount()),
                         _ => None,
                     }),
@@ -179,6 +199,53 @@ mod tests {
         assert_eq!(later.days_31_60, usd(2000));
         assert_eq!(later.over_90, usd(500));
         assert_eq!(later.total().unwrap(), usd(6500));
+    }
+
+    #[test]
+    fn credited_written_off_and_void_amounts_do_not_age_from_their_day_on() {
+        use crate::payments::CreditSettlement;
+        use dotmac_core::CreditNoteId;
+        let mut ledger = CustomerLedger::new(CustomerId::from_u128(1), Currency::USD);
+        let usd = |m| Money::from_minor(m, Currency::USD);
+        for (n, total) in [(1, 1000), (2, 2000), (3, 4000)] {
+            ledger
+                .record_invoice(
+                    InvoiceId::from_u128(n),
+                    usd(total),
+                    d("2026-01-01"),
+                    d("2026-01-15"),
+                )
+                .unwrap();
+        }
+        // A credit owed to the customer (a negative invoice) ages nowhere.
+        ledger
+            .record_invoice(
+                InvoiceId::from_u128(4),
+                usd(-700),
+                d("2026-01-01"),
+                d("2026-01-15"),
+            )
+            .unwrap();
+        ledger
+            .credit_note(
+                CreditNoteId::from_u128(1),
+                InvoiceId::from_u128(1),
+                usd(400),
+                d("2026-02-01"),
+                CreditSettlement::Credit,
+            )
+            .unwrap();
+        ledger
+            .write_off(InvoiceId::from_u128(2), d("2026-02-05"))
+            .unwrap();
+        ledger
+            .void(InvoiceId::from_u128(3), d("2026-02-10"))
+            .unwrap();
+        let before = receivables_ageing(&[ledger.clone()], d("2026-01-31"), Currency::USD).unwrap();
+        assert_eq!(before.days_1_30, usd(7000));
+        let after = receivables_ageing(&[ledger], d("2026-02-14"), Currency::USD).unwrap();
+        assert_eq!(after.days_1_30, usd(600));
+        assert_eq!(after.total().unwrap(), usd(600));
     }
 
     #[test]

@@ -39,9 +39,10 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use chrono::{Datelike, Days, NaiveDate, Weekday};
+use dotmac_core::outbox::{MemoryOutbox, OutboxEvent};
 use dotmac_core::{
     Currency, CustomerId, EventPayload, IdDigest, InvoiceId, Money, PendingChargeId, TenantId,
 };
@@ -940,29 +941,49 @@ pub trait DunningStore: Send + Sync {
         invoice: InvoiceId,
     ) -> impl Future<Output = Result<DunningState, CollectionsError>> + Send;
 
-    /// Saves the state of an invoice.
+    /// Saves the state of an invoice and writes `events` (the events of the actions that
+    /// moved it) to the outbox, atomically: "fired a step" and its event are one step.
     ///
     /// # Errors
     ///
-    /// Storage failures, as the implementation reports them.
+    /// The outbox's refusals (an event of another tenant, an event id naming another event)
+    /// as [`CollectionsError::Storage`], with nothing saved; storage failures, as the
+    /// implementation reports them.
     fn save_state(
         &self,
         tenant: TenantId,
         invoice: InvoiceId,
         state: DunningState,
+        events: &[OutboxEvent],
     ) -> impl Future<Output = Result<(), CollectionsError>> + Send;
 }
 
-/// A [`DunningStore`] in memory, for tests and examples.
+/// A [`DunningStore`] in memory, for tests and examples. Its outbox events go to a
+/// [`MemoryOutbox`] (its own, or one shared with the other in-memory stores:
+/// [`InMemoryDunningStore::with_outbox`]), written under the state lock with the state.
 #[derive(Debug, Default)]
 pub struct InMemoryDunningStore {
     states: Mutex<HashMap<(TenantId, InvoiceId), DunningState>>,
+    outbox: Arc<MemoryOutbox>,
 }
 
 impl InMemoryDunningStore {
-    /// An empty store.
+    /// An empty store with its own outbox.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty store writing its events to `outbox`.
+    pub fn with_outbox(outbox: Arc<MemoryOutbox>) -> Self {
+        InMemoryDunningStore {
+            states: Mutex::default(),
+            outbox,
+        }
+    }
+
+    /// The outbox its events go to.
+    pub fn outbox(&self) -> &Arc<MemoryOutbox> {
+        &self.outbox
     }
 }
 
@@ -983,8 +1004,11 @@ impl DunningStore for InMemoryDunningStore {
         tenant: TenantId,
         invoice: InvoiceId,
         state: DunningState,
+        events: &[OutboxEvent],
     ) -> Result<(), CollectionsError> {
         let mut states = self.states.lock().unwrap_or_else(|e| e.into_inner());
+        // Checked (and then written) under the state lock: a refused event saves nothing.
+        self.outbox.push(tenant, events)?;
         states.insert((tenant, invoice), state);
         Ok(())
     }

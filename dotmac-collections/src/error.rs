@@ -1,7 +1,7 @@
 //! The crate's one error type.
 
 use dotmac_billing::BillingError;
-use dotmac_core::{CoreError, CustomerId, InvoiceId, PaymentId, StorageError};
+use dotmac_core::{CoreError, CreditNoteId, CustomerId, InvoiceId, PaymentId, StorageError};
 use rust_decimal::Decimal;
 
 /// Everything that can go wrong in `dotmac-collections`.
@@ -72,9 +72,30 @@ pub enum CollectionsError {
         /// What is left to refund.
         refundable: Decimal,
     },
-    /// A payment aimed at a named invoice that has nothing open.
+    /// A payment aimed at a named invoice that has nothing open, a write-off of an invoice
+    /// with nothing open, or a void of an invoice entered as customer credit.
     #[error("invoice {0} has no open balance to pay")]
     InvoiceSettled(InvoiceId),
+    /// A payment, credit note or write-off aimed at a void invoice, or a second void.
+    #[error("invoice {0} is void")]
+    InvoiceVoided(InvoiceId),
+    /// A credit note id entered twice with different figures.
+    #[error("credit note {0} is already in the payments ledger")]
+    DuplicateCreditNote(CreditNoteId),
+    /// A credit note larger than what its invoice's earlier credit notes left of its total.
+    #[error(
+        "credit note {credit_note} of {requested} exceeds the {creditable} still creditable on invoice {invoice}"
+    )]
+    CreditExceedsInvoice {
+        /// The invoice credited.
+        invoice: InvoiceId,
+        /// The credit note.
+        credit_note: CreditNoteId,
+        /// Its amount.
+        requested: Decimal,
+        /// The invoice's total less its earlier credit notes.
+        creditable: Decimal,
+    },
     /// A record already stored: a ledger position another writer appended first (re-read the
     /// ledger and retry), or an id used twice.
     #[error("{what} {id} already exists")]
@@ -110,6 +131,9 @@ impl CollectionsError {
             CollectionsError::UnknownPayment(_) => "unknown_payment",
             CollectionsError::RefundExceedsPayment { .. } => "refund_exceeds_payment",
             CollectionsError::InvoiceSettled(_) => "invoice_settled",
+            CollectionsError::InvoiceVoided(_) => "invoice_voided",
+            CollectionsError::DuplicateCreditNote(_) => "duplicate_credit_note",
+            CollectionsError::CreditExceedsInvoice { .. } => "credit_exceeds_invoice",
             CollectionsError::AlreadyExists { .. } => "already_exists",
             CollectionsError::UnknownAccount(_) => "unknown_account",
             CollectionsError::Storage(_) => "storage",

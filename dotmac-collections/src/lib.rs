@@ -56,10 +56,11 @@ pub use dunning::{
 pub use error::{CollectionsError, CollectionsFailure};
 pub use idempotency::{IdempotencyKey, IdempotencyRecord, IdempotentRequest, IdempotentResult};
 pub use payments::{
-    AllocationTarget, CustomerLedger, InMemoryPaymentStore, InvoiceBalance, LedgerEntry,
-    LedgerEntryKind, PaymentOutcome, PaymentStore, Settlement,
+    AllocationTarget, BalanceState, CreditSettlement, CustomerLedger, InMemoryPaymentStore,
+    InvoiceBalance, LedgerEntry, LedgerEntryKind, PaymentOutcome, PaymentStore, Reconciliation,
+    Settlement,
 };
 pub use service::{
-    CollectionEvent, CollectionsRunSummary, CollectionsService, CollectionsSettings,
-    PaymentRequest, RefundRequest,
+    CollectionEvent, CollectionsRunSummary, CollectionsService, CollectionsSettings, CreditApplied,
+    CreditNoteToEnter, InvoiceBalanceChanged, InvoiceToEnter, PaymentRequest, RefundRequest,
 };

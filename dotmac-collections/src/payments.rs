@@ -4,18 +4,35 @@
 //! * A payment is allocated oldest invoice first (by due date, then issue date, then the order
 //!   invoices were recorded), or first to a named invoice and then oldest first.
 //! * What no invoice needs stays on the payment as customer credit; the next invoice recorded
-//!   consumes it (oldest payment first).
+//!   consumes it (oldest payment first). An invoice with a negative total (a credit owed to the
+//!   customer) settles itself into customer credit at once
+//!   ([`CustomerLedger::credit_source`]).
 //! * A refund takes the payment's unallocated part first, then reverses its allocations newest
 //!   first, which reopens those invoices.
+//! * A credit note reduces what its invoice owes: its open part first, then what was written
+//!   off; what the invoice was paid beyond its new total is released (its allocations reversed,
+//!   newest first) to customer credit, or refunded with [`CreditSettlement::Refund`].
+//! * A void takes an invoice out of what is owed: what was written off is reinstated, every
+//!   allocation on it is released to customer credit, then the rest is voided.
+//! * A write-off marks the open rest uncollectible: it is not owed for dunning or ageing, and
+//!   the invoice stays payable: a payment *named* to it (not an oldest-first one) reinstates
+//!   what it pays of the written-off part and is allocated to it. A refund that reopens an
+//!   invoice once written off writes the reopened part off again.
 //! * Nothing is ever edited: every movement is a [`LedgerEntry`], and
-//!   [`CustomerLedger::from_entries`] rebuilds the same balances from the entries alone.
+//!   [`CustomerLedger::from_entries`] rebuilds the same balances from the entries alone. Per
+//!   invoice `open = total − paid − credited − written_off − voided ≥ 0`, and over the ledger
+//!   Σ entries = Σ open − credit ([`Reconciliation`]).
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-use chrono::NaiveDate;
-use dotmac_core::{Currency, CustomerId, EventPayload, InvoiceId, Money, PaymentId, TenantId};
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use dotmac_core::outbox::{MemoryOutbox, OutboxCounts, OutboxEvent, OutboxMessage, OutboxStore};
+use dotmac_core::{
+    CreditNoteId, Currency, CustomerId, EventPayload, IdDigest, InvoiceId, Money, PaymentId,
+    StorageError, TenantId,
+};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
@@ -23,7 +40,7 @@ use crate::error::CollectionsError;
 use crate::idempotency::{IdempotencyKey, IdempotencyRecord, KeyedWrite};
 
 /// An amount applied to the invoice on a day: a payment or credit allocation (positive) or its
-/// reversal by a refund (negative), in the invoice's currency.
+/// reversal by a refund (negative), a credit note, or a void, in the invoice's currency.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Settlement {
     /// The day it was applied.
@@ -32,12 +49,35 @@ pub struct Settlement {
     pub amount: Decimal,
 }
 
+/// What happens to the part of a credit note that its invoice no longer owes: billing's
+/// choice, carried by `billing.credit_note_issued` (one type on both sides of the event).
+pub use dotmac_billing::CreditSettlement;
+
+/// Where an invoice stands in the ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum BalanceState {
+    /// Owed, nothing paid.
+    Open,
+    /// Owed in part: something was paid.
+    PartiallyPaid,
+    /// Nothing owed: paid, credited in full, or a total of zero or less.
+    Paid,
+    /// Voided: taken out of what is owed.
+    Void,
+    /// Written off (in part): the rest is not collected.
+    Uncollectible,
+}
+
 /// One movement in a customer's ledger.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "type")]
 #[non_exhaustive]
 pub enum LedgerEntryKind {
-    /// An invoice was issued.
+    /// An invoice was issued. A negative total is a credit owed to the customer: the invoice
+    /// is settled by it at once and the amount becomes customer credit under
+    /// [`CustomerLedger::credit_source`].
     InvoiceIssued {
         /// The invoice.
         invoice: InvoiceId,
@@ -55,10 +95,10 @@ pub enum LedgerEntryKind {
         /// Its amount.
         amount: Money,
     },
-    /// Part of a payment was applied to an invoice (negative: an allocation reversed by a
-    /// refund).
+    /// Part of a payment (or of customer credit) was applied to an invoice (negative: an
+    /// allocation reversed by a refund, or released by a credit note or a void).
     Allocated {
-        /// The payment the money came from.
+        /// The payment the money came from (or a [`CustomerLedger::credit_source`]).
         payment: PaymentId,
         /// The invoice it went to.
         invoice: InvoiceId,
@@ -72,6 +112,32 @@ pub enum LedgerEntryKind {
         /// The amount returned.
         amount: Money,
     },
+    /// A credit note reduced what an invoice owes.
+    CreditNoted {
+        /// The invoice credited.
+        invoice: InvoiceId,
+        /// The credit note.
+        credit_note: CreditNoteId,
+        /// Its amount (above zero).
+        amount: Money,
+        /// What was done with the part already paid.
+        settlement: CreditSettlement,
+    },
+    /// An invoice was voided: `amount` (its total less its credit notes) is no longer owed.
+    Voided {
+        /// The invoice.
+        invoice: InvoiceId,
+        /// What the void took out of what is owed.
+        amount: Money,
+    },
+    /// Part of an invoice was written off as uncollectible (negative: a written-off part
+    /// reinstated, because a payment named the invoice or a credit note or void followed).
+    WrittenOff {
+        /// The invoice.
+        invoice: InvoiceId,
+        /// The amount.
+        amount: Money,
+    },
 }
 
 impl LedgerEntryKind {
@@ -81,7 +147,22 @@ impl LedgerEntryKind {
             LedgerEntryKind::InvoiceIssued { total, .. } => total.currency(),
             LedgerEntryKind::PaymentReceived { amount, .. }
             | LedgerEntryKind::Allocated { amount, .. }
-            | LedgerEntryKind::Refunded { amount, .. } => amount.currency(),
+            | LedgerEntryKind::Refunded { amount, .. }
+            | LedgerEntryKind::CreditNoted { amount, .. }
+            | LedgerEntryKind::Voided { amount, .. }
+            | LedgerEntryKind::WrittenOff { amount, .. } => amount.currency(),
+        }
+    }
+
+    /// The invoice the entry is about, if any.
+    pub fn invoice(&self) -> Option<InvoiceId> {
+        match self {
+            LedgerEntryKind::InvoiceIssued { invoice, .. }
+            | LedgerEntryKind::Allocated { invoice, .. }
+            | LedgerEntryKind::CreditNoted { invoice, .. }
+            | LedgerEntryKind::Voided { invoice, .. }
+            | LedgerEntryKind::WrittenOff { invoice, .. } => Some(*invoice),
+            LedgerEntryKind::PaymentReceived { .. } | LedgerEntryKind::Refunded { .. } => None,
         }
     }
 }
@@ -106,6 +187,9 @@ impl EventPayload for LedgerEntry {
             LedgerEntryKind::PaymentReceived { .. } => "payments.payment_received",
             LedgerEntryKind::Allocated { .. } => "payments.payment_allocated",
             LedgerEntryKind::Refunded { .. } => "payments.payment_refunded",
+            LedgerEntryKind::CreditNoted { .. } => "payments.credit_noted",
+            LedgerEntryKind::Voided { .. } => "payments.voided",
+            LedgerEntryKind::WrittenOff { .. } => "payments.written_off",
         }
     }
 }
@@ -120,7 +204,8 @@ pub enum AllocationTarget {
     Invoice(InvoiceId),
 }
 
-/// An invoice's position, derived from the ledger.
+/// An invoice's position, derived from the ledger:
+/// `open = total − paid − credited − written_off − voided`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct InvoiceBalance {
@@ -128,8 +213,18 @@ pub struct InvoiceBalance {
     pub invoice: InvoiceId,
     /// Its total.
     pub total: Money,
-    /// What has been allocated to it.
+    /// What has been allocated to it (payments and customer credit, net of reversals); for an
+    /// invoice with a negative total, the total itself (it settled into customer credit).
     pub paid: Money,
+    /// What its credit notes took off.
+    pub credited: Money,
+    /// What is written off as uncollectible now.
+    pub written_off: Money,
+    /// What a void took out of what is owed; `None` while the invoice is not void.
+    pub voided: Option<Money>,
+    /// True once the invoice was written off, even if a payment since reinstated and paid the
+    /// written-off part: a refund that reopens it writes the reopened part off again.
+    pub uncollectible: bool,
     /// Its issue date.
     pub issued: NaiveDate,
     /// Its due date.
@@ -137,14 +232,61 @@ pub struct InvoiceBalance {
 }
 
 impl InvoiceBalance {
-    /// What is still owed (never below zero: allocations stop at the total).
+    /// What is still owed (never below zero: the ledger refuses any entry that would take it
+    /// there, or after which it would not fit).
     pub fn open(&self) -> Money {
-        // Never saturates: the ledger refuses any entry after which this difference would not
-        // fit (`CustomerLedger::apply`).
+        // Never saturates: the same subtractions, in the same order, were checked by
+        // `CustomerLedger::apply` before the figures were kept.
+        let voided = self.voided.map_or(Decimal::ZERO, |v| v.amount());
         Money::new(
-            self.total.amount().saturating_sub(self.paid.amount()),
+            self.total
+                .amount()
+                .saturating_sub(self.paid.amount())
+                .saturating_sub(self.credited.amount())
+                .saturating_sub(self.written_off.amount())
+                .saturating_sub(voided),
             self.total.currency(),
         )
+    }
+
+    /// [`Self::open`] with checked arithmetic: the check `apply` makes.
+    fn checked_open(&self) -> Result<Money, CollectionsError> {
+        let mut open = self
+            .total
+            .checked_sub(self.paid)?
+            .checked_sub(self.credited)?
+            .checked_sub(self.written_off)?;
+        if let Some(voided) = self.voided {
+            open = open.checked_sub(voided)?;
+        }
+        Ok(open)
+    }
+
+    /// What the payments applied (`paid`): allocations and customer credit.
+    pub fn settled(&self) -> Money {
+        self.paid
+    }
+
+    /// Where the invoice stands: void, uncollectible (something is written off), paid (nothing
+    /// open), partially paid (something allocated), or open.
+    pub fn state(&self) -> BalanceState {
+        if self.voided.is_some() {
+            BalanceState::Void
+        } else if self.written_off.is_positive() {
+            BalanceState::Uncollectible
+        } else if !self.open().is_positive() {
+            BalanceState::Paid
+        } else if self.paid.is_positive() {
+            BalanceState::PartiallyPaid
+        } else {
+            BalanceState::Open
+        }
+    }
+
+    /// True when dunning and ageing have something to chase: not void, not written off, and a
+    /// positive total.
+    pub fn is_collectible(&self) -> bool {
+        self.voided.is_none() && !self.written_off.is_positive() && self.total.is_positive()
     }
 }
 
@@ -183,7 +325,8 @@ impl PaymentBalance {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct PaymentOutcome {
-    /// The entries appended (the receipt and its allocations).
+    /// The entries appended (the receipt and its allocations, with the reinstatement of a
+    /// written-off part the payment pays).
     pub entries: Vec<LedgerEntry>,
     /// What went to which invoice, in allocation order.
     pub allocations: Vec<(InvoiceId, Money)>,
@@ -195,18 +338,26 @@ pub struct PaymentOutcome {
 ///
 /// ```
 /// use chrono::NaiveDate;
-/// use dotmac_collections::{AllocationTarget, CustomerLedger};
-/// use dotmac_core::{Currency, CustomerId, InvoiceId, Money, PaymentId};
+/// use dotmac_collections::{AllocationTarget, BalanceState, CreditSettlement, CustomerLedger};
+/// use dotmac_core::{CreditNoteId, Currency, CustomerId, InvoiceId, Money, PaymentId};
 ///
 /// let day = |d| NaiveDate::from_ymd_opt(2026, 3, d).unwrap();
+/// let usd = |minor| Money::from_minor(minor, Currency::USD);
 /// let mut ledger = CustomerLedger::new(CustomerId::from_u128(1), Currency::USD);
-/// ledger.record_invoice(InvoiceId::from_u128(1), Money::from_minor(3000, Currency::USD), day(1), day(15))?;
-/// ledger.record_invoice(InvoiceId::from_u128(2), Money::from_minor(2000, Currency::USD), day(5), day(20))?;
+/// ledger.record_invoice(InvoiceId::from_u128(1), usd(3000), day(1), day(15))?;
+/// ledger.record_invoice(InvoiceId::from_u128(2), usd(2000), day(5), day(20))?;
 /// let paid = ledger.record_payment(
-///     PaymentId::from_u128(9), Money::from_minor(6000, Currency::USD), day(10), AllocationTarget::OldestFirst)?;
+///     PaymentId::from_u128(9), usd(6000), day(10), AllocationTarget::OldestFirst)?;
 /// assert_eq!(paid.allocations.len(), 2);
-/// assert_eq!(paid.credit, Money::from_minor(1000, Currency::USD)); // overpaid: credit
+/// assert_eq!(paid.credit, usd(1000)); // overpaid: credit
 /// assert!(ledger.invoice(InvoiceId::from_u128(1)).unwrap().open().is_zero());
+/// // A credit note of 500 on the paid invoice: the 500 it was paid beyond its new total
+/// // becomes credit too.
+/// ledger.credit_note(
+///     CreditNoteId::from_u128(1), InvoiceId::from_u128(2), usd(500), day(11), CreditSettlement::Credit)?;
+/// assert_eq!(ledger.credit(), usd(1500));
+/// assert_eq!(ledger.invoice(InvoiceId::from_u128(2)).unwrap().state(), BalanceState::Paid);
+/// assert!(ledger.reconcile()?.balances()?);
 /// # Ok::<(), dotmac_collections::CollectionsError>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -216,6 +367,8 @@ pub struct CustomerLedger {
     entries: Vec<LedgerEntry>,
     invoices: Vec<InvoiceBalance>,
     payments: Vec<PaymentBalance>,
+    /// The credit notes entered, so that one is never entered twice.
+    credit_notes: Vec<CreditNoteId>,
     /// Σ unallocated over the payments, recomputed by `apply` with checked arithmetic: an entry
     /// that would make it overflow is refused, so [`CustomerLedger::credit`] cannot fail.
     credit: Money,
@@ -230,6 +383,7 @@ impl CustomerLedger {
             entries: Vec::new(),
             invoices: Vec::new(),
             payments: Vec::new(),
+            credit_notes: Vec::new(),
             credit: Money::zero(currency),
         }
     }
@@ -251,6 +405,14 @@ impl CustomerLedger {
             ledger.entries.push(entry);
         }
         Ok(ledger)
+    }
+
+    /// The id under which the customer credit of an invoice with a negative total is kept:
+    /// its allocations and refunds name it as their payment.
+    pub fn credit_source(invoice: InvoiceId) -> PaymentId {
+        PaymentId::derived(
+            IdDigest::new("dotmac-collections.invoice-credit").uuid(invoice.as_uuid()),
+        )
     }
 
     /// The customer.
@@ -278,6 +440,11 @@ impl CustomerLedger {
         &self.invoices
     }
 
+    /// Whether `credit_note` was entered.
+    pub fn has_credit_note(&self, credit_note: CreditNoteId) -> bool {
+        self.credit_notes.contains(&credit_note)
+    }
+
     /// The customer's unallocated credit.
     ///
     /// Infallible because the invariant is kept at the door: a payment, allocation or refund
@@ -289,18 +456,37 @@ impl CustomerLedger {
         self.credit
     }
 
-    /// What has been allocated to `invoice` on each day (negative for reversals), for
-    /// [`crate::dunning::evaluate`].
+    /// The two sides of the ledger's equation, from its entries alone (see
+    /// [`Reconciliation::of`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Reconciliation::of`].
+    pub fn reconcile(&self) -> Result<Reconciliation, CollectionsError> {
+        Reconciliation::of(self.currency, &self.entries)
+    }
+
+    /// What has reduced `invoice`'s balance on each day, for [`crate::dunning::evaluate`]:
+    /// allocations (negative for reversals), credit notes and a void. Write-offs are not in it:
+    /// dunning does not evaluate an invoice while something of it is written off.
     pub fn settlements(&self, invoice: InvoiceId) -> Vec<Settlement> {
         self.entries
             .iter()
             .filter_map(|e| match &e.kind {
                 LedgerEntryKind::Allocated {
                     invoice: i, amount, ..
-                } if *i == invoice => Some(Settlement {
-                    on: e.on,
-                    amount: amount.amount(),
-                }),
+                }
+                | LedgerEntryKind::CreditNoted {
+                    invoice: i, amount, ..
+                }
+                | LedgerEntryKind::Voided { invoice: i, amount }
+                    if *i == invoice =>
+                {
+                    Some(Settlement {
+                        on: e.on,
+                        amount: amount.amount(),
+                    })
+                }
                 _ => None,
             })
             .collect()
@@ -316,19 +502,38 @@ impl CustomerLedger {
         let LedgerEntryKind::PaymentReceived { amount, .. } = &receipt.kind else {
             return None;
         };
-        // `record_payment` appends the receipt, then its allocations, nothing in between.
-        let allocated: Vec<&LedgerEntry> = self
-            .entries
-            .iter()
-            .skip(at.saturating_add(1))
-            .take_while(|e| {
-                matches!(&e.kind, LedgerEntryKind::Allocated { payment: p, amount, .. }
-                    if *p == payment && amount.is_positive())
-            })
-            .collect();
+        // `record_payment` appends the receipt, then its allocations (each possibly after the
+        // reinstatement of the written-off part it pays), nothing in between.
+        let is_allocation = |e: &LedgerEntry| {
+            matches!(&e.kind, LedgerEntryKind::Allocated { payment: p, amount, .. }
+                if *p == payment && amount.is_positive())
+        };
+        let mut made: Vec<&LedgerEntry> = Vec::new();
+        let mut rest = self.entries.iter().skip(at.saturating_add(1)).peekable();
+        while let Some(entry) = rest.next() {
+            let reinstated = match &entry.kind {
+                LedgerEntryKind::WrittenOff { invoice, amount } if amount.is_negative() => {
+                    Some(*invoice)
+                }
+                _ => None,
+            };
+            if let Some(invoice) = reinstated {
+                // Part of this payment only when its allocation to that invoice follows.
+                match rest.peek() {
+                    Some(next) if is_allocation(*next) && next.kind.invoice() == Some(invoice) => {
+                        made.push(entry);
+                    }
+                    _ => break,
+                }
+            } else if is_allocation(entry) {
+                made.push(entry);
+            } else {
+                break;
+            }
+        }
         let mut credit = *amount;
-        let mut allocations = Vec::with_capacity(allocated.len());
-        for entry in &allocated {
+        let mut allocations = Vec::with_capacity(made.len());
+        for entry in &made {
             if let LedgerEntryKind::Allocated {
                 invoice, amount, ..
             } = &entry.kind
@@ -338,7 +543,7 @@ impl CustomerLedger {
             }
         }
         let mut entries = vec![receipt.clone()];
-        entries.extend(allocated.into_iter().cloned());
+        entries.extend(made.into_iter().cloned());
         Some(PaymentOutcome {
             entries,
             allocations,
@@ -347,13 +552,7 @@ impl CustomerLedger {
     }
 
     fn check(&self, what: &'static str, amount: Money) -> Result<(), CollectionsError> {
-        if amount.currency() != self.currency {
-            return Err(CollectionsError::WrongCurrency {
-                what,
-                expected: self.currency.code(),
-                got: amount.currency().code(),
-            });
-        }
+        self.check_currency(what, amount)?;
         if !amount.is_positive() {
             return Err(CollectionsError::NonPositiveAmount {
                 what,
@@ -363,19 +562,22 @@ impl CustomerLedger {
         Ok(())
     }
 
-    /// Applies an entry to the derived balances: the one place balances change.
+    fn check_currency(&self, what: &'static str, amount: Money) -> Result<(), CollectionsError> {
+        if amount.currency() != self.currency {
+            return Err(CollectionsError::WrongCurrency {
+                what,
+                expected: self.currency.code(),
+                got: amount.currency().code(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Applies an entry to the derived balances: the one place balances change. Every figure
+    /// is computed before anything changes, so a refused entry leaves the balances as they
+    /// were.
     fn apply(&mut self, entry: &LedgerEntry) -> Result<(), CollectionsError> {
-        let same = |m: &Money| {
-            if m.currency() == self.currency {
-                Ok(())
-            } else {
-                Err(CollectionsError::WrongCurrency {
-                    what: "ledger entry",
-                    expected: self.currency.code(),
-                    got: m.currency().code(),
-                })
-            }
-        };
+        self.check_currency("ledger entry", Money::zero(entry.kind.currency()))?;
         match &entry.kind {
             LedgerEntryKind::InvoiceIssued {
                 invoice,
@@ -383,20 +585,39 @@ impl CustomerLedger {
                 issued,
                 due,
             } => {
-                same(total)?;
                 if self.invoice(*invoice).is_some() {
                     return Err(CollectionsError::DuplicateInvoice(*invoice));
                 }
-                self.invoices.push(InvoiceBalance {
+                let zero = Money::zero(self.currency);
+                let mut balance = InvoiceBalance {
                     invoice: *invoice,
                     total: *total,
-                    paid: Money::zero(self.currency),
+                    paid: zero,
+                    credited: zero,
+                    written_off: zero,
+                    voided: None,
+                    uncollectible: false,
                     issued: *issued,
                     due: *due,
-                });
+                };
+                if total.is_negative() {
+                    // A credit owed to the customer: settled by itself into customer credit.
+                    balance.paid = *total;
+                    let source = PaymentBalance {
+                        payment: Self::credit_source(*invoice),
+                        amount: total.negate(),
+                        allocated: zero,
+                        refunded: zero,
+                    };
+                    if self.payments.iter().any(|p| p.payment == source.payment) {
+                        return Err(CollectionsError::DuplicatePayment(source.payment));
+                    }
+                    self.credit = self.credit_with(&source)?;
+                    self.payments.push(source);
+                }
+                self.invoices.push(balance);
             }
             LedgerEntryKind::PaymentReceived { payment, amount } => {
-                same(amount)?;
                 if self.payments.iter().any(|p| p.payment == *payment) {
                     return Err(CollectionsError::DuplicatePayment(*payment));
                 }
@@ -414,35 +635,85 @@ impl CustomerLedger {
                 invoice,
                 amount,
             } => {
-                same(amount)?;
-                // Every figure is computed before anything changes, so a refused entry leaves
-                // the balances as they were.
-                let inv = self
-                    .invoice(*invoice)
-                    .ok_or(CollectionsError::UnknownInvoice(*invoice))?;
-                let paid = inv.paid.checked_add(*amount)?;
-                inv.total.checked_sub(paid)?;
-                let index = inv_index(&self.invoices, *invoice)?;
+                let (index, mut inv) = self.balance_of(*invoice)?;
+                if inv.voided.is_some() && amount.is_positive() {
+                    return Err(CollectionsError::InvoiceVoided(*invoice));
+                }
+                inv.paid = inv.paid.checked_add(*amount)?;
+                inv.checked_open()?;
                 let mut pay = self.payment_balance(*payment)?;
                 pay.allocated = pay.allocated.checked_add(*amount)?;
                 pay.unallocated_with(pay.allocated, pay.refunded)?;
                 let credit = self.credit_with(&pay)?;
-                if let Some(inv) = self.invoices.get_mut(index) {
-                    inv.paid = paid;
-                }
+                self.replace_invoice(index, inv);
                 self.replace_payment(pay);
                 self.credit = credit;
             }
             LedgerEntryKind::Refunded { payment, amount } => {
-                same(amount)?;
                 let mut pay = self.payment_balance(*payment)?;
                 pay.refunded = pay.refunded.checked_add(*amount)?;
                 pay.unallocated_with(pay.allocated, pay.refunded)?;
                 self.credit = self.credit_with(&pay)?;
                 self.replace_payment(pay);
             }
+            LedgerEntryKind::CreditNoted {
+                invoice,
+                credit_note,
+                amount,
+                ..
+            } => {
+                let (index, mut inv) = self.balance_of(*invoice)?;
+                if inv.voided.is_some() {
+                    return Err(CollectionsError::InvoiceVoided(*invoice));
+                }
+                if self.credit_notes.contains(credit_note) {
+                    return Err(CollectionsError::DuplicateCreditNote(*credit_note));
+                }
+                inv.credited = inv.credited.checked_add(*amount)?;
+                not_below_zero(&inv)?;
+                self.replace_invoice(index, inv);
+                self.credit_notes.push(*credit_note);
+            }
+            LedgerEntryKind::Voided { invoice, amount } => {
+                let (index, mut inv) = self.balance_of(*invoice)?;
+                if inv.voided.is_some() {
+                    return Err(CollectionsError::InvoiceVoided(*invoice));
+                }
+                inv.voided = Some(*amount);
+                not_below_zero(&inv)?;
+                self.replace_invoice(index, inv);
+            }
+            LedgerEntryKind::WrittenOff { invoice, amount } => {
+                let (index, mut inv) = self.balance_of(*invoice)?;
+                if inv.voided.is_some() {
+                    return Err(CollectionsError::InvoiceVoided(*invoice));
+                }
+                inv.written_off = inv.written_off.checked_add(*amount)?;
+                if inv.written_off.is_negative() {
+                    return Err(below_zero());
+                }
+                inv.uncollectible |= amount.is_positive();
+                not_below_zero(&inv)?;
+                self.replace_invoice(index, inv);
+            }
         }
         Ok(())
+    }
+
+    fn balance_of(&self, invoice: InvoiceId) -> Result<(usize, InvoiceBalance), CollectionsError> {
+        let index = inv_index(&self.invoices, invoice)?;
+        let balance = self
+            .invoices
+            .get(index)
+            .copied()
+            .ok_or(CollectionsError::UnknownInvoice(invoice))?;
+        Ok((index, balance))
+    }
+
+    fn replace_invoice(&mut self, index: usize, updated: InvoiceBalance) {
+        if let Some(inv) = self.invoices.get_mut(index) {
+            *inv = updated;
+        }
     }
 
     fn payment_balance(&self, payment: PaymentId) -> Result<PaymentBalance, CollectionsError> {
@@ -517,6 +788,7 @@ impl CustomerLedger {
             let entries = std::mem::take(&mut self.entries);
             self.invoices.clear();
             self.payments.clear();
+            self.credit_notes.clear();
             self.credit = Money::zero(self.currency);
             for entry in entries {
                 // These entries were all applied once already: replaying them cannot fail.
@@ -536,22 +808,44 @@ impl CustomerLedger {
         open
     }
 
-    /// Allocates up to `available` of `payment` to invoice index `index`.
+    /// Allocates up to `available` of `payment` to invoice index `index`: its open part, and
+    /// with `recover` also its written-off part (reinstated first). Returns what is left.
+    #[allow(clippy::too_many_arguments)]
     fn allocate_to(
         &mut self,
         payment: PaymentId,
         index: usize,
         available: Money,
         on: NaiveDate,
+        recover: bool,
         entries: &mut Vec<LedgerEntry>,
         allocations: &mut Vec<(InvoiceId, Money)>,
     ) -> Result<Money, CollectionsError> {
         let Some(balance) = self.invoices.get(index).copied() else {
             return Ok(available);
         };
-        let amount = balance.open().min(available)?;
+        if balance.voided.is_some() {
+            return Ok(available);
+        }
+        let open = balance.open();
+        let payable = if recover && balance.written_off.is_positive() {
+            open.checked_add(balance.written_off)?
+        } else {
+            open
+        };
+        let amount = payable.min(available)?;
         if !amount.is_positive() {
             return Ok(available);
+        }
+        if amount.amount() > open.amount() {
+            let reinstate = amount.checked_sub(open)?;
+            entries.push(self.push(
+                on,
+                LedgerEntryKind::WrittenOff {
+                    invoice: balance.invoice,
+                    amount: reinstate.negate(),
+                },
+            )?);
         }
         entries.push(self.push(
             on,
@@ -565,12 +859,75 @@ impl CustomerLedger {
         Ok(available.checked_sub(amount)?)
     }
 
+    /// Net allocation to `invoice` per payment (or credit source), in the order the payments
+    /// first went to it.
+    fn allocations_to(
+        &self,
+        invoice: InvoiceId,
+    ) -> Result<Vec<(PaymentId, Money)>, CollectionsError> {
+        let mut net: Vec<(PaymentId, Money)> = Vec::new();
+        for entry in &self.entries {
+            if let LedgerEntryKind::Allocated {
+                payment,
+                invoice: i,
+                amount,
+            } = &entry.kind
+                && *i == invoice
+            {
+                match net.iter_mut().find(|(p, _)| p == payment) {
+                    Some((_, total)) => *total = total.checked_add(*amount)?,
+                    None => net.push((*payment, *amount)),
+                }
+            }
+        }
+        Ok(net)
+    }
+
+    /// Releases up to `up_to` (everything when `None`) of what was allocated to `invoice`,
+    /// newest payment first, back to customer credit; with `refund`, refunds each released
+    /// part too. Returns what was released.
+    fn release(
+        &mut self,
+        invoice: InvoiceId,
+        up_to: Option<Money>,
+        on: NaiveDate,
+        refund: bool,
+        entries: &mut Vec<LedgerEntry>,
+    ) -> Result<Money, CollectionsError> {
+        let mut released = Money::zero(self.currency);
+        for (payment, allocated) in self.allocations_to(invoice)?.into_iter().rev() {
+            let amount = match up_to {
+                Some(limit) => allocated.min(limit.checked_sub(released)?)?,
+                None => allocated,
+            };
+            if !amount.is_positive() {
+                continue;
+            }
+            entries.push(self.push(
+                on,
+                LedgerEntryKind::Allocated {
+                    payment,
+                    invoice,
+                    amount: amount.negate(),
+                },
+            )?);
+            if refund {
+                entries.push(self.push(on, LedgerEntryKind::Refunded { payment, amount })?);
+            }
+            released = released.checked_add(amount)?;
+        }
+        Ok(released)
+    }
+
     /// Records an invoice and applies the customer's credit to it. Returns the entries added.
+    ///
+    /// A total of zero is recorded as paid; a negative total (a credit owed to the customer)
+    /// is recorded as paid and its amount becomes customer credit
+    /// ([`CustomerLedger::credit_source`]); neither takes credit.
     ///
     /// # Errors
     ///
-    /// [`CollectionsError::WrongCurrency`], [`CollectionsError::NonPositiveAmount`] for a total of zero
-    /// or less (a credit note is not an invoice), [`CollectionsError::DueBeforeIssue`],
+    /// [`CollectionsError::WrongCurrency`], [`CollectionsError::DueBeforeIssue`],
     /// [`CollectionsError::DuplicateInvoice`]. Nothing is recorded on error.
     pub fn record_invoice(
         &mut self,
@@ -579,7 +936,7 @@ impl CustomerLedger {
         issued: NaiveDate,
         due: NaiveDate,
     ) -> Result<Vec<LedgerEntry>, CollectionsError> {
-        self.check("invoice total", total)?;
+        self.check_currency("invoice total", total)?;
         if due < issued {
             return Err(CollectionsError::DueBeforeIssue {
                 invoice,
@@ -609,6 +966,9 @@ impl CustomerLedger {
                 due,
             },
         )?];
+        if !total.is_positive() {
+            return Ok(entries);
+        }
         let index = self.invoices.len().saturating_sub(1);
         let mut allocations = Vec::new();
         for p in 0..self.payments.len() {
@@ -622,6 +982,7 @@ impl CustomerLedger {
                     index,
                     available,
                     issued,
+                    false,
                     &mut entries,
                     &mut allocations,
                 )?;
@@ -630,14 +991,16 @@ impl CustomerLedger {
         Ok(entries)
     }
 
-    /// Records a payment and allocates it.
+    /// Records a payment and allocates it. A payment named to an invoice that was written off
+    /// pays its open part, then reinstates and pays its written-off part.
     ///
     /// # Errors
     ///
     /// [`CollectionsError::WrongCurrency`], [`CollectionsError::NonPositiveAmount`],
-    /// [`CollectionsError::DuplicatePayment`], [`CollectionsError::UnknownInvoice`] and
-    /// [`CollectionsError::InvoiceSettled`] for a named invoice that is unknown or has nothing
-    /// open. Nothing is recorded on error.
+    /// [`CollectionsError::DuplicatePayment`], and for a named invoice
+    /// [`CollectionsError::UnknownInvoice`], [`CollectionsError::InvoiceVoided`] or
+    /// [`CollectionsError::InvoiceSettled`] (nothing open or written off). Nothing is recorded
+    /// on error.
     pub fn record_payment(
         &mut self,
         payment: PaymentId,
@@ -652,16 +1015,11 @@ impl CustomerLedger {
         let named = match target {
             AllocationTarget::OldestFirst => None,
             AllocationTarget::Invoice(id) => {
-                let index = self
-                    .invoices
-                    .iter()
-                    .position(|i| i.invoice == id)
-                    .ok_or(CollectionsError::UnknownInvoice(id))?;
-                if self
-                    .invoices
-                    .get(index)
-                    .is_none_or(|b| !b.open().is_positive())
-                {
+                let (index, balance) = self.balance_of(id)?;
+                if balance.voided.is_some() {
+                    return Err(CollectionsError::InvoiceVoided(id));
+                }
+                if !balance.open().is_positive() && !balance.written_off.is_positive() {
                     return Err(CollectionsError::InvoiceSettled(id));
                 }
                 Some(index)
@@ -682,13 +1040,29 @@ impl CustomerLedger {
         let mut allocations = Vec::new();
         let mut left = amount;
         if let Some(index) = named {
-            left = self.allocate_to(payment, index, left, on, &mut entries, &mut allocations)?;
+            left = self.allocate_to(
+                payment,
+                index,
+                left,
+                on,
+                true,
+                &mut entries,
+                &mut allocations,
+            )?;
         }
         for index in self.oldest_open() {
             if !left.is_positive() {
                 break;
             }
-            left = self.allocate_to(payment, index, left, on, &mut entries, &mut allocations)?;
+            left = self.allocate_to(
+                payment,
+                index,
+                left,
+                on,
+                false,
+                &mut entries,
+                &mut allocations,
+            )?;
         }
         Ok(PaymentOutcome {
             entries,
@@ -698,7 +1072,8 @@ impl CustomerLedger {
     }
 
     /// Refunds part or all of a payment: its credit first, then its allocations newest first
-    /// (those invoices open again). Returns the entries added.
+    /// (those invoices open again; one once written off has the reopened part written off
+    /// again). Returns the entries added.
     ///
     /// # Errors
     ///
@@ -769,10 +1144,296 @@ impl CustomerLedger {
                     },
                 )?);
                 to_reverse = to_reverse.checked_sub(reverse)?;
+                if let Some(reopened) = self.invoice(invoice)
+                    && reopened.uncollectible
+                    && reopened.open().is_positive()
+                {
+                    entries.push(self.push(
+                        on,
+                        LedgerEntryKind::WrittenOff {
+                            invoice,
+                            amount: reopened.open(),
+                        },
+                    )?);
+                }
             }
         }
         entries.push(self.push(on, LedgerEntryKind::Refunded { payment, amount })?);
         Ok(entries)
+    }
+
+    /// Enters a credit note of `amount` against `invoice`: it reduces what the invoice owes
+    /// (its open part, then its written-off part); what the invoice was paid beyond its new
+    /// total is released, newest payment first, to customer credit, or refunded with
+    /// [`CreditSettlement::Refund`]. Returns the entries added.
+    ///
+    /// # Errors
+    ///
+    /// [`CollectionsError::WrongCurrency`], [`CollectionsError::NonPositiveAmount`],
+    /// [`CollectionsError::UnknownInvoice`], [`CollectionsError::InvoiceVoided`],
+    /// [`CollectionsError::DuplicateCreditNote`], and
+    /// [`CollectionsError::CreditExceedsInvoice`] when the invoice's credit notes would exceed
+    /// its total. Nothing is recorded on error.
+    pub fn credit_note(
+        &mut self,
+        credit_note: CreditNoteId,
+        invoice: InvoiceId,
+        amount: Money,
+        on: NaiveDate,
+        settlement: CreditSettlement,
+    ) -> Result<Vec<LedgerEntry>, CollectionsError> {
+        self.check("credit note", amount)?;
+        let (_, balance) = self.balance_of(invoice)?;
+        if balance.voided.is_some() {
+            return Err(CollectionsError::InvoiceVoided(invoice));
+        }
+        if self.credit_notes.contains(&credit_note) {
+            return Err(CollectionsError::DuplicateCreditNote(credit_note));
+        }
+        let creditable = balance.total.checked_sub(balance.credited)?;
+        if amount.amount() > creditable.amount() {
+            return Err(CollectionsError::CreditExceedsInvoice {
+                invoice,
+                credit_note,
+                requested: amount.amount(),
+                creditable: creditable.amount().max(Decimal::ZERO),
+            });
+        }
+        self.transact(|ledger| {
+            ledger.credit_note_inner(credit_note, balance, amount, on, settlement)
+        })
+    }
+
+    fn credit_note_inner(
+        &mut self,
+        credit_note: CreditNoteId,
+        balance: InvoiceBalance,
+        amount: Money,
+        on: NaiveDate,
+        settlement: CreditSettlement,
+    ) -> Result<Vec<LedgerEntry>, CollectionsError> {
+        let invoice = balance.invoice;
+        let mut entries = Vec::new();
+        let mut rest = amount.checked_sub(balance.open().min(amount)?)?;
+        if rest.is_positive() && balance.written_off.is_positive() {
+            let reinstate = balance.written_off.min(rest)?;
+            entries.push(self.push(
+                on,
+                LedgerEntryKind::WrittenOff {
+                    invoice,
+                    amount: reinstate.negate(),
+                },
+            )?);
+            rest = rest.checked_sub(reinstate)?;
+        }
+        if rest.is_positive() {
+            let refund = settlement == CreditSettlement::Refund;
+            self.release(invoice, Some(rest), on, refund, &mut entries)?;
+        }
+        entries.push(self.push(
+            on,
+            LedgerEntryKind::CreditNoted {
+                invoice,
+                credit_note,
+                amount,
+                settlement,
+            },
+        )?);
+        Ok(entries)
+    }
+
+    /// Voids `invoice`: what was written off is reinstated, every allocation on it is released
+    /// to customer credit, and the rest (its total less its credit notes) is voided. Returns
+    /// the entries added.
+    ///
+    /// # Errors
+    ///
+    /// [`CollectionsError::UnknownInvoice`], [`CollectionsError::InvoiceVoided`] for an invoice
+    /// already void, [`CollectionsError::InvoiceSettled`] for an invoice with a negative total
+    /// (its credit is the customer's: refund it instead). Nothing is recorded on error.
+    pub fn void(
+        &mut self,
+        invoice: InvoiceId,
+        on: NaiveDate,
+    ) -> Result<Vec<LedgerEntry>, CollectionsError> {
+        let (_, balance) = self.balance_of(invoice)?;
+        if balance.voided.is_some() {
+            return Err(CollectionsError::InvoiceVoided(invoice));
+        }
+        if balance.total.is_negative() {
+            return Err(CollectionsError::InvoiceSettled(invoice));
+        }
+        self.transact(|ledger| {
+            let mut entries = Vec::new();
+            if balance.written_off.is_positive() {
+                entries.push(ledger.push(
+                    on,
+                    LedgerEntryKind::WrittenOff {
+                        invoice,
+                        amount: balance.written_off.negate(),
+                    },
+                )?);
+            }
+            ledger.release(invoice, None, on, false, &mut entries)?;
+            let amount = balance.total.checked_sub(balance.credited)?;
+            entries.push(ledger.push(on, LedgerEntryKind::Voided { invoice, amount })?);
+            Ok(entries)
+        })
+    }
+
+    /// Writes off what `invoice` still owes as uncollectible. The invoice stays payable by a
+    /// payment named to it ([`CustomerLedger::record_payment`]). Returns the entries added.
+    ///
+    /// # Errors
+    ///
+    /// [`CollectionsError::UnknownInvoice`], [`CollectionsError::InvoiceVoided`],
+    /// [`CollectionsError::InvoiceSettled`] when nothing is open. Nothing is recorded on error.
+    pub fn write_off(
+        &mut self,
+        invoice: InvoiceId,
+        on: NaiveDate,
+    ) -> Result<Vec<LedgerEntry>, CollectionsError> {
+        let (_, balance) = self.balance_of(invoice)?;
+        if balance.voided.is_some() {
+            return Err(CollectionsError::InvoiceVoided(invoice));
+        }
+        let open = balance.open();
+        if !open.is_positive() {
+            return Err(CollectionsError::InvoiceSettled(invoice));
+        }
+        self.transact(|ledger| {
+            Ok(vec![ledger.push(
+                on,
+                LedgerEntryKind::WrittenOff {
+                    invoice,
+                    amount: open,
+                },
+            )?])
+        })
+    }
+}
+
+/// The two sides of a ledger's equation, computed from its entries alone (without
+/// [`CustomerLedger`]'s bookkeeping): `net`, the signed sum of the entries (invoice totals and
+/// refunds add to what the customer owes; payments, credit notes, write-offs and voids take
+/// from it), and per invoice `open = total − allocated − credited − written_off − voided`, and
+/// the customer's `credit` = payments (and credit from negative invoices) − refunds −
+/// allocations. A sound ledger has `net = Σ open − credit`, every open ≥ 0 and credit ≥ 0.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Reconciliation {
+    /// The signed sum of the entries: what the customer owes net of their credit.
+    pub net: Money,
+    /// Each invoice's open balance, in the order the invoices were entered.
+    pub open: Vec<(InvoiceId, Money)>,
+    /// The customer's credit.
+    pub credit: Money,
+}
+
+impl Reconciliation {
+    /// Computes both sides from `entries`.
+    ///
+    /// # Errors
+    ///
+    /// [`CollectionsError::WrongCurrency`] for an entry in another currency,
+    /// [`CollectionsError::UnknownInvoice`] for an entry about an invoice not entered before
+    /// it, and overflows.
+    pub fn of(currency: Currency, entries: &[LedgerEntry]) -> Result<Self, CollectionsError> {
+        let zero = Money::zero(currency);
+        let mut net = zero;
+        let mut credit = zero;
+        let mut open: Vec<(InvoiceId, Money)> = Vec::new();
+        let take = |open: &mut Vec<(InvoiceId, Money)>, invoice: InvoiceId, amount: Money| {
+            let slot = open
+                .iter_mut()
+                .find(|(i, _)| *i == invoice)
+                .ok_or(CollectionsError::UnknownInvoice(invoice))?;
+            slot.1 = slot.1.checked_sub(amount)?;
+            Ok::<(), CollectionsError>(())
+        };
+        for entry in entries {
+            let currency_of = entry.kind.currency();
+            if currency_of != currency {
+                return Err(CollectionsError::WrongCurrency {
+                    what: "ledger entry",
+                    expected: currency.code(),
+                    got: currency_of.code(),
+                });
+            }
+            match &entry.kind {
+                LedgerEntryKind::InvoiceIssued { invoice, total, .. } => {
+                    net = net.checked_add(*total)?;
+                    if total.is_negative() {
+                        // Settled into credit at once.
+                        open.push((*invoice, zero));
+                        credit = credit.checked_sub(*total)?;
+                    } else {
+                        open.push((*invoice, *total));
+                    }
+                }
+                LedgerEntryKind::PaymentReceived { amount, .. } => {
+                    net = net.checked_sub(*amount)?;
+                    credit = credit.checked_add(*amount)?;
+                }
+                LedgerEntryKind::Refunded { amount, .. } => {
+                    net = net.checked_add(*amount)?;
+                    credit = credit.checked_sub(*amount)?;
+                }
+                LedgerEntryKind::Allocated {
+                    invoice, amount, ..
+                } => {
+                    take(&mut open, *invoice, *amount)?;
+                    credit = credit.checked_sub(*amount)?;
+                }
+                LedgerEntryKind::CreditNoted {
+                    invoice, amount, ..
+                }
+                | LedgerEntryKind::Voided { invoice, amount }
+                | LedgerEntryKind::WrittenOff { invoice, amount } => {
+                    take(&mut open, *invoice, *amount)?;
+                    net = net.checked_sub(*amount)?;
+                }
+            }
+        }
+        Ok(Reconciliation { net, open, credit })
+    }
+
+    /// Σ open.
+    ///
+    /// # Errors
+    ///
+    /// An overflow.
+    pub fn open_total(&self) -> Result<Money, CollectionsError> {
+        Ok(Money::sum(
+            self.credit.currency(),
+            self.open.iter().map(|(_, m)| *m),
+        )?)
+    }
+
+    /// Whether the ledger balances: `net = Σ open − credit`, no open balance below zero and no
+    /// credit below zero.
+    ///
+    /// # Errors
+    ///
+    /// An overflow.
+    pub fn balances(&self) -> Result<bool, CollectionsError> {
+        let sides = self.open_total()?.checked_sub(self.credit)? == self.net;
+        Ok(sides && !self.credit.is_negative() && self.open.iter().all(|(_, m)| !m.is_negative()))
+    }
+}
+
+/// Refuses an entry after which `balance` would owe less than nothing.
+fn not_below_zero(balance: &InvoiceBalance) -> Result<(), CollectionsError> {
+    if balance.checked_open()?.is_negative() {
+        return Err(below_zero());
+    }
+    Ok(())
+}
+
+fn below_zero() -> CollectionsError {
+    CollectionsError::InvalidConfiguration {
+        what: "ledger entry",
+        reason: "it leaves an invoice owing less than nothing",
     }
 }
 
@@ -792,18 +1453,24 @@ fn credit_overflow() -> CollectionsError {
     .into()
 }
 
-/// Where ledgers are kept. Every call is scoped to a tenant; entries are only ever appended.
+/// Where ledgers are kept. Every call is scoped to a tenant; entries are only ever appended,
+/// each append with the outbox events of the change in the same atomic write.
 pub trait PaymentStore: Send + Sync {
-    /// Appends entries to a customer's ledger.
+    /// Appends entries to a customer's ledger and writes `events` to the outbox, atomically:
+    /// a refused append writes no event, and an event refused by the outbox appends nothing.
     ///
     /// # Errors
     ///
-    /// Storage failures, as the implementation reports them.
+    /// [`CollectionsError::AlreadyExists`] (`what` = `"ledger entry"`) when a position is
+    /// taken (the caller's ledger is stale); the outbox's refusals (an event of another
+    /// tenant, an event id naming another event) as [`CollectionsError::Storage`]; storage
+    /// failures, as the implementation reports them.
     fn append_entries(
         &self,
         tenant: TenantId,
         customer: CustomerId,
         entries: &[LedgerEntry],
+        events: &[OutboxEvent],
     ) -> impl Future<Output = Result<(), CollectionsError>> + Send;
 
     /// A customer's entries in order.
@@ -832,8 +1499,9 @@ pub trait PaymentStore: Send + Sync {
         async { Err(crate::idempotency::unsupported()) }
     }
 
-    /// Appends entries and records `record` under its key, atomically: if the key is already
-    /// recorded (a concurrent retry), nothing is appended and the stored record is returned.
+    /// Appends entries, writes `events` and records `record` under its key, atomically: if
+    /// the key is already recorded (a concurrent retry), nothing is appended or written and
+    /// the stored record is returned.
     ///
     /// # Errors
     ///
@@ -844,17 +1512,22 @@ pub trait PaymentStore: Send + Sync {
         tenant: TenantId,
         customer: CustomerId,
         entries: &[LedgerEntry],
+        events: &[OutboxEvent],
         record: &IdempotencyRecord,
     ) -> impl Future<Output = Result<KeyedWrite<()>, CollectionsError>> + Send {
-        let _ = (tenant, customer, entries, record);
+        let _ = (tenant, customer, entries, events, record);
         async { Err(crate::idempotency::unsupported()) }
     }
 }
 
-/// A [`PaymentStore`] in memory, for tests and examples.
+/// A [`PaymentStore`] in memory, for tests and examples. Its outbox events go to a
+/// [`MemoryOutbox`] (its own, or one shared with other in-memory stores:
+/// [`InMemoryPaymentStore::with_outbox`]), written under the ledger lock with the entries; the
+/// store is an [`OutboxStore`] over that outbox.
 #[derive(Debug, Default)]
 pub struct InMemoryPaymentStore {
     ledgers: Mutex<Ledgers>,
+    outbox: Arc<MemoryOutbox>,
 }
 
 /// Everything an [`InMemoryPaymentStore`] holds, behind its one lock, so that a keyed append
@@ -866,9 +1539,46 @@ struct Ledgers {
 }
 
 impl InMemoryPaymentStore {
-    /// An empty store.
+    /// An empty store with its own outbox.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty store writing its events to `outbox` (shared with the other in-memory stores
+    /// of an application, and with its dispatcher).
+    pub fn with_outbox(outbox: Arc<MemoryOutbox>) -> Self {
+        InMemoryPaymentStore {
+            ledgers: Mutex::default(),
+            outbox,
+        }
+    }
+
+    /// The outbox its events go to.
+    pub fn outbox(&self) -> &Arc<MemoryOutbox> {
+        &self.outbox
+    }
+
+    /// Appends under the ledger lock: the positions and the events are checked before
+    /// anything is written, and the entries are taken back if the outbox refuses the events.
+    fn append_locked(
+        &self,
+        ledgers: &mut Ledgers,
+        tenant: TenantId,
+        customer: CustomerId,
+        entries: &[LedgerEntry],
+        events: &[OutboxEvent],
+    ) -> Result<(), CollectionsError> {
+        let ledger = ledgers.entries.entry((tenant, customer)).or_default();
+        check_positions(ledger, customer, entries)?;
+        self.outbox.check(tenant, events)?;
+        place(ledger, entries);
+        if let Err(refused) = self.outbox.push(tenant, events) {
+            let appended: std::collections::HashSet<u64> =
+                entries.iter().map(|e| e.sequence).collect();
+            ledger.retain(|e| !appended.contains(&e.sequence));
+            return Err(refused.into());
+        }
+        Ok(())
     }
 }
 
@@ -879,13 +1589,10 @@ impl PaymentStore for InMemoryPaymentStore {
         tenant: TenantId,
         customer: CustomerId,
         entries: &[LedgerEntry],
+        events: &[OutboxEvent],
     ) -> Result<(), CollectionsError> {
         let mut ledgers = self.ledgers.lock().unwrap_or_else(|e| e.into_inner());
-        place(
-            ledgers.entries.entry((tenant, customer)).or_default(),
-            customer,
-            entries,
-        )
+        self.append_locked(&mut ledgers, tenant, customer, entries, events)
     }
 
     #[tracing::instrument(name = "dotmac.store.ledger_entries", level = "debug", skip_all, fields(backend = "memory", tenant = %tenant))]
@@ -918,18 +1625,15 @@ impl PaymentStore for InMemoryPaymentStore {
         tenant: TenantId,
         customer: CustomerId,
         entries: &[LedgerEntry],
+        events: &[OutboxEvent],
         record: &IdempotencyRecord,
     ) -> Result<KeyedWrite<()>, CollectionsError> {
         let mut ledgers = self.ledgers.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(earlier) = ledgers.keys.get(&(tenant, record.key.clone())) {
             return Ok(KeyedWrite::Replayed(Box::new(earlier.clone())));
         }
-        // Entries first: a refused append must not leave its key behind.
-        place(
-            ledgers.entries.entry((tenant, customer)).or_default(),
-            customer,
-            entries,
-        )?;
+        // Entries and events first: a refused append must not leave its key behind.
+        self.append_locked(&mut ledgers, tenant, customer, entries, events)?;
         ledgers
             .keys
             .insert((tenant, record.key.clone()), record.clone());
@@ -937,12 +1641,78 @@ impl PaymentStore for InMemoryPaymentStore {
     }
 }
 
-/// Appends `entries` to `ledger` (kept in sequence order, as a SQL store reads it), or none of
-/// them when one's position is taken, by the ledger or by an earlier entry of the call: the
-/// caller's ledger is stale (another writer appended first). The same refusal as the SQL
-/// stores' unique position.
-fn place(
-    ledger: &mut Vec<LedgerEntry>,
+/// The store's outbox, as [`MemoryOutbox`] keeps it.
+impl OutboxStore for InMemoryPaymentStore {
+    async fn append_outbox(
+        &self,
+        tenant: TenantId,
+        events: &[OutboxEvent],
+    ) -> Result<(), StorageError> {
+        self.outbox.append_outbox(tenant, events).await
+    }
+
+    async fn claim(
+        &self,
+        worker: &str,
+        now: DateTime<Utc>,
+        lease: Duration,
+        limit: usize,
+    ) -> Result<Vec<OutboxMessage>, StorageError> {
+        self.outbox.claim(worker, now, lease, limit).await
+    }
+
+    async fn complete(
+        &self,
+        tenant: TenantId,
+        seq: u64,
+        worker: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StorageError> {
+        self.outbox.complete(tenant, seq, worker, now).await
+    }
+
+    async fn release(
+        &self,
+        tenant: TenantId,
+        seq: u64,
+        worker: &str,
+        not_before: DateTime<Utc>,
+        error: Option<&str>,
+    ) -> Result<bool, StorageError> {
+        self.outbox
+            .release(tenant, seq, worker, not_before, error)
+            .await
+    }
+
+    async fn park(
+        &self,
+        tenant: TenantId,
+        seq: u64,
+        worker: &str,
+        error: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StorageError> {
+        self.outbox.park(tenant, seq, worker, error, now).await
+    }
+
+    async fn requeue(&self, tenant: TenantId, seq: u64) -> Result<bool, StorageError> {
+        self.outbox.requeue(tenant, seq).await
+    }
+
+    async fn outbox_messages(&self, tenant: TenantId) -> Result<Vec<OutboxMessage>, StorageError> {
+        self.outbox.outbox_messages(tenant).await
+    }
+
+    async fn outbox_counts(&self, tenant: TenantId) -> Result<OutboxCounts, StorageError> {
+        self.outbox.outbox_counts(tenant).await
+    }
+}
+
+/// Refuses `entries` when one's position is taken, by the ledger or by an earlier entry of the
+/// call: the caller's ledger is stale (another writer appended first). The same refusal as the
+/// SQL stores' unique position.
+fn check_positions(
+    ledger: &[LedgerEntry],
     customer: CustomerId,
     entries: &[LedgerEntry],
 ) -> Result<(), CollectionsError> {
@@ -953,10 +1723,15 @@ fn place(
             id: format!("{customer}#{}", clash.sequence),
         });
     }
+    Ok(())
+}
+
+/// Appends `entries` (checked by [`check_positions`]) to `ledger`, kept in sequence order, as
+/// a SQL store reads it.
+fn place(ledger: &mut Vec<LedgerEntry>, entries: &[LedgerEntry]) {
     ledger.extend_from_slice(entries);
     // Stable and linear on the usual already-sorted ledger (appends at the end).
     ledger.sort_by_key(|e| e.sequence);
-    Ok(())
 }
 
 #[cfg(test)]
@@ -1215,5 +1990,564 @@ mod tests {
             })
         );
         assert_eq!(ledger, before);
+    }
+}
+
+/// The entry kinds that keep dunning and ageing on real debt: credit notes, voids, write-offs
+/// and negative invoices.
+#[cfg(test)]
+mod loop_tests {
+    use super::*;
+
+    fn usd(minor: i64) -> Money {
+        Money::from_minor(minor, Currency::USD)
+    }
+
+    fn day(d: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(2026, 3, d).unwrap()
+    }
+
+    const CUSTOMER: CustomerId = CustomerId::from_u128(1);
+    const INV: InvoiceId = InvoiceId::from_u128(1);
+    const NOTE: CreditNoteId = CreditNoteId::from_u128(1);
+
+    fn pay(n: u128) -> PaymentId {
+        PaymentId::from_u128(n)
+    }
+
+    /// An invoice of 30.00, paid 20.00 then 10.00 (two payments).
+    fn paid_invoice() -> CustomerLedger {
+        let mut ledger = CustomerLedger::new(CUSTOMER, Currency::USD);
+        ledger
+            .record_invoice(INV, usd(3000), day(1), day(15))
+            .unwrap();
+        for (n, minor) in [(1, 2000), (2, 1000)] {
+            ledger
+                .record_payment(pay(n), usd(minor), day(2), AllocationTarget::OldestFirst)
+                .unwrap();
+        }
+        ledger
+    }
+
+    fn kinds(entries: &[LedgerEntry]) -> Vec<LedgerEntryKind> {
+        entries.iter().map(|e| e.kind.clone()).collect()
+    }
+
+    /// The ledger rebuilds from its entries and its two sides balance.
+    fn sound(ledger: &CustomerLedger) {
+        let rebuilt =
+            CustomerLedger::from_entries(CUSTOMER, Currency::USD, ledger.entries().to_vec())
+                .unwrap();
+        assert_eq!(&rebuilt, ledger);
+        let sides = ledger.reconcile().unwrap();
+        assert!(sides.balances().unwrap(), "{sides:?}");
+        assert_eq!(sides.credit, ledger.credit());
+        for balance in ledger.invoices() {
+            assert!(!balance.open().is_negative(), "{balance:?}");
+            let open = sides
+                .open
+                .iter()
+                .find(|(i, _)| *i == balance.invoice)
+                .unwrap()
+                .1;
+            assert_eq!(open, balance.open(), "{balance:?}");
+        }
+    }
+
+    #[test]
+    fn a_credit_note_within_what_is_open_only_reduces_it() {
+        let mut ledger = CustomerLedger::new(CUSTOMER, Currency::USD);
+        ledger
+            .record_invoice(INV, usd(3000), day(1), day(15))
+            .unwrap();
+        ledger
+            .record_payment(pay(1), usd(1000), day(2), AllocationTarget::OldestFirst)
+            .unwrap();
+        let entries = ledger
+            .credit_note(NOTE, INV, usd(500), day(3), CreditSettlement::Credit)
+            .unwrap();
+        assert_eq!(
+            kinds(&entries),
+            [LedgerEntryKind::CreditNoted {
+                invoice: INV,
+                credit_note: NOTE,
+                amount: usd(500),
+                settlement: CreditSettlement::Credit
+            }]
+        );
+        let balance = ledger.invoice(INV).unwrap();
+        assert_eq!((balance.open(), balance.credited), (usd(1500), usd(500)));
+        assert_eq!(balance.state(), BalanceState::PartiallyPaid);
+        assert!(ledger.has_credit_note(NOTE));
+        sound(&ledger);
+    }
+
+    #[test]
+    fn a_credit_note_beyond_what_is_open_releases_the_newest_payments_to_credit() {
+        let mut ledger = paid_invoice();
+        let entries = ledger
+            .credit_note(NOTE, INV, usd(1500), day(3), CreditSettlement::Credit)
+            .unwrap();
+        assert_eq!(
+            kinds(&entries),
+            [
+                LedgerEntryKind::Allocated {
+                    payment: pay(2),
+                    invoice: INV,
+                    amount: usd(-1000)
+                },
+                LedgerEntryKind::Allocated {
+                    payment: pay(1),
+                    invoice: INV,
+                    amount: usd(-500)
+                },
+                LedgerEntryKind::CreditNoted {
+                    invoice: INV,
+                    credit_note: NOTE,
+                    amount: usd(1500),
+                    settlement: CreditSettlement::Credit
+                },
+            ]
+        );
+        assert_eq!(ledger.credit(), usd(1500));
+        let balance = ledger.invoice(INV).unwrap();
+        assert_eq!((balance.paid, balance.open()), (usd(1500), usd(0)));
+        assert_eq!(balance.state(), BalanceState::Paid);
+        // The credit pays the next invoice.
+        let next = ledger
+            .record_invoice(InvoiceId::from_u128(2), usd(1200), day(4), day(18))
+            .unwrap();
+        assert_eq!(next.len(), 3);
+        assert_eq!(ledger.credit(), usd(300));
+        sound(&ledger);
+    }
+
+    #[test]
+    fn a_credit_note_settled_by_refund_pays_the_released_part_back() {
+        let mut ledger = paid_invoice();
+        let entries = ledger
+            .credit_note(NOTE, INV, usd(1500), day(3), CreditSettlement::Refund)
+            .unwrap();
+        assert_eq!(
+            kinds(&entries)[..4],
+            [
+                LedgerEntryKind::Allocated {
+                    payment: pay(2),
+                    invoice: INV,
+                    amount: usd(-1000)
+                },
+                LedgerEntryKind::Refunded {
+                    payment: pay(2),
+                    amount: usd(1000)
+                },
+                LedgerEntryKind::Allocated {
+                    payment: pay(1),
+                    invoice: INV,
+                    amount: usd(-500)
+                },
+                LedgerEntryKind::Refunded {
+                    payment: pay(1),
+                    amount: usd(500)
+                },
+            ]
+        );
+        assert_eq!(ledger.credit(), usd(0));
+        assert_eq!(ledger.invoice(INV).unwrap().state(), BalanceState::Paid);
+        sound(&ledger);
+    }
+
+    #[test]
+    fn a_credit_note_on_a_written_off_invoice_reinstates_first_then_releases() {
+        let mut ledger = CustomerLedger::new(CUSTOMER, Currency::USD);
+        ledger
+            .record_invoice(INV, usd(1000), day(1), day(15))
+            .unwrap();
+        ledger
+            .record_payment(pay(1), usd(200), day(2), AllocationTarget::OldestFirst)
+            .unwrap();
+        ledger.write_off(INV, day(20)).unwrap();
+        let entries = ledger
+            .credit_note(NOTE, INV, usd(900), day(21), CreditSettlement::Credit)
+            .unwrap();
+        assert_eq!(
+            kinds(&entries),
+            [
+                LedgerEntryKind::WrittenOff {
+                    invoice: INV,
+                    amount: usd(-800)
+                },
+                LedgerEntryKind::Allocated {
+                    payment: pay(1),
+                    invoice: INV,
+                    amount: usd(-100)
+                },
+                LedgerEntryKind::CreditNoted {
+                    invoice: INV,
+                    credit_note: NOTE,
+                    amount: usd(900),
+                    settlement: CreditSettlement::Credit
+                },
+            ]
+        );
+        let balance = ledger.invoice(INV).unwrap();
+        assert_eq!(
+            (balance.paid, balance.credited, balance.written_off),
+            (usd(100), usd(900), usd(0))
+        );
+        assert_eq!(balance.state(), BalanceState::Paid);
+        assert_eq!(ledger.credit(), usd(100));
+        sound(&ledger);
+    }
+
+    #[test]
+    fn bad_credit_notes_are_refused_and_change_nothing() {
+        let mut ledger = paid_invoice();
+        ledger
+            .credit_note(NOTE, INV, usd(1000), day(3), CreditSettlement::Credit)
+            .unwrap();
+        let before = ledger.clone();
+        let other = CreditNoteId::from_u128(2);
+        let note = |ledger: &mut CustomerLedger, id, invoice, amount| {
+            ledger.credit_note(id, invoice, amount, day(4), CreditSettlement::Credit)
+        };
+        assert_eq!(
+            note(
+                &mut ledger,
+                other,
+                INV,
+                Money::from_minor(100, Currency::EUR)
+            ),
+            Err(CollectionsError::WrongCurrency {
+                what: "credit note",
+                expected: "USD",
+                got: "EUR"
+            })
+        );
+        assert_eq!(
+            note(&mut ledger, other, INV, usd(0)),
+            Err(CollectionsError::NonPositiveAmount {
+                what: "credit note",
+                amount: usd(0).amount()
+            })
+        );
+        assert_eq!(
+            note(&mut ledger, other, InvoiceId::from_u128(9), usd(100)),
+            Err(CollectionsError::UnknownInvoice(InvoiceId::from_u128(9)))
+        );
+        assert_eq!(
+            note(&mut ledger, NOTE, INV, usd(100)),
+            Err(CollectionsError::DuplicateCreditNote(NOTE))
+        );
+        assert_eq!(
+            note(&mut ledger, other, INV, usd(2001)),
+            Err(CollectionsError::CreditExceedsInvoice {
+                invoice: INV,
+                credit_note: other,
+                requested: usd(2001).amount(),
+                creditable: usd(2000).amount()
+            })
+        );
+        assert_eq!(ledger, before);
+        // The whole rest is creditable.
+        note(&mut ledger, other, INV, usd(2000)).unwrap();
+        assert_eq!(ledger.credit(), usd(3000));
+        sound(&ledger);
+    }
+
+    #[test]
+    fn a_void_releases_every_allocation_and_takes_the_invoice_out_of_what_is_owed() {
+        let mut ledger = CustomerLedger::new(CUSTOMER, Currency::USD);
+        ledger
+            .record_invoice(INV, usd(3000), day(1), day(15))
+            .unwrap();
+        ledger
+            .record_payment(pay(1), usd(1000), day(2), AllocationTarget::OldestFirst)
+            .unwrap();
+        ledger
+            .credit_note(NOTE, INV, usd(500), day(3), CreditSettlement::Credit)
+            .unwrap();
+        ledger.write_off(INV, day(20)).unwrap();
+        let entries = ledger.void(INV, day(21)).unwrap();
+        assert_eq!(
+            kinds(&entries),
+            [
+                LedgerEntryKind::WrittenOff {
+                    invoice: INV,
+                    amount: usd(-1500)
+                },
+                LedgerEntryKind::Allocated {
+                    payment: pay(1),
+                    invoice: INV,
+                    amount: usd(-1000)
+                },
+                LedgerEntryKind::Voided {
+                    invoice: INV,
+                    amount: usd(2500)
+                },
+            ]
+        );
+        let balance = ledger.invoice(INV).unwrap();
+        assert_eq!(balance.state(), BalanceState::Void);
+        assert_eq!(balance.open(), usd(0));
+        assert_eq!(ledger.credit(), usd(1000));
+        assert!(!balance.is_collectible());
+        sound(&ledger);
+        // Nothing more can happen to it.
+        let before = ledger.clone();
+        assert_eq!(
+            ledger.void(INV, day(22)),
+            Err(CollectionsError::InvoiceVoided(INV))
+        );
+        assert_eq!(
+            ledger.record_payment(pay(2), usd(10), day(22), AllocationTarget::Invoice(INV)),
+            Err(CollectionsError::InvoiceVoided(INV))
+        );
+        assert_eq!(
+            ledger.credit_note(
+                CreditNoteId::from_u128(2),
+                INV,
+                usd(10),
+                day(22),
+                CreditSettlement::Credit
+            ),
+            Err(CollectionsError::InvoiceVoided(INV))
+        );
+        assert_eq!(
+            ledger.write_off(INV, day(22)),
+            Err(CollectionsError::InvoiceVoided(INV))
+        );
+        assert_eq!(
+            ledger.void(InvoiceId::from_u128(9), day(22)),
+            Err(CollectionsError::UnknownInvoice(InvoiceId::from_u128(9)))
+        );
+        assert_eq!(ledger, before);
+        // An oldest-first payment passes it by.
+        let out = ledger
+            .record_payment(pay(2), usd(10), day(22), AllocationTarget::OldestFirst)
+            .unwrap();
+        assert!(out.allocations.is_empty());
+        assert_eq!(ledger.credit(), usd(1010));
+    }
+
+    #[test]
+    fn a_written_off_invoice_is_owed_by_no_one_yet_stays_payable_by_name() {
+        let mut ledger = CustomerLedger::new(CUSTOMER, Currency::USD);
+        ledger
+            .record_invoice(INV, usd(3000), day(1), day(15))
+            .unwrap();
+        ledger
+            .record_payment(pay(1), usd(1000), day(2), AllocationTarget::OldestFirst)
+            .unwrap();
+        let entries = ledger.write_off(INV, day(20)).unwrap();
+        assert_eq!(
+            kinds(&entries),
+            [LedgerEntryKind::WrittenOff {
+                invoice: INV,
+                amount: usd(2000)
+            }]
+        );
+        let balance = ledger.invoice(INV).unwrap();
+        assert_eq!(
+            (balance.open(), balance.state()),
+            (usd(0), BalanceState::Uncollectible)
+        );
+        let before = ledger.clone();
+        assert_eq!(
+            ledger.write_off(INV, day(21)),
+            Err(CollectionsError::InvoiceSettled(INV))
+        );
+        assert_eq!(
+            ledger.write_off(InvoiceId::from_u128(9), day(21)),
+            Err(CollectionsError::UnknownInvoice(InvoiceId::from_u128(9)))
+        );
+        assert_eq!(ledger, before);
+        // Oldest first: not owed, so the payment stays credit.
+        let out = ledger
+            .record_payment(pay(2), usd(500), day(22), AllocationTarget::OldestFirst)
+            .unwrap();
+        assert_eq!(out.credit, usd(500));
+        // Named: it reinstates what it pays of the written-off part.
+        let out = ledger
+            .record_payment(pay(3), usd(1500), day(23), AllocationTarget::Invoice(INV))
+            .unwrap();
+        assert_eq!(
+            kinds(&out.entries),
+            [
+                LedgerEntryKind::PaymentReceived {
+                    payment: pay(3),
+                    amount: usd(1500)
+                },
+                LedgerEntryKind::WrittenOff {
+                    invoice: INV,
+                    amount: usd(-1500)
+                },
+                LedgerEntryKind::Allocated {
+                    payment: pay(3),
+                    invoice: INV,
+                    amount: usd(1500)
+                },
+            ]
+        );
+        assert_eq!(ledger.payment_outcome(pay(3)), Some(out));
+        let balance = ledger.invoice(INV).unwrap();
+        assert_eq!(
+            (balance.paid, balance.written_off, balance.state()),
+            (usd(2500), usd(500), BalanceState::Uncollectible)
+        );
+        sound(&ledger);
+        // Refunded: the reopened part is written off again.
+        let entries = ledger.refund(pay(3), usd(1500), day(24)).unwrap();
+        assert_eq!(
+            kinds(&entries),
+            [
+                LedgerEntryKind::Allocated {
+                    payment: pay(3),
+                    invoice: INV,
+                    amount: usd(-1500)
+                },
+                LedgerEntryKind::WrittenOff {
+                    invoice: INV,
+                    amount: usd(1500)
+                },
+                LedgerEntryKind::Refunded {
+                    payment: pay(3),
+                    amount: usd(1500)
+                },
+            ]
+        );
+        let balance = ledger.invoice(INV).unwrap();
+        assert_eq!((balance.open(), balance.written_off), (usd(0), usd(2000)));
+        sound(&ledger);
+        // Paid in full by name: paid.
+        ledger
+            .record_payment(pay(4), usd(2000), day(25), AllocationTarget::Invoice(INV))
+            .unwrap();
+        assert_eq!(ledger.invoice(INV).unwrap().state(), BalanceState::Paid);
+        assert_eq!(
+            ledger.record_payment(pay(5), usd(1), day(26), AllocationTarget::Invoice(INV)),
+            Err(CollectionsError::InvoiceSettled(INV))
+        );
+        sound(&ledger);
+    }
+
+    #[test]
+    fn a_negative_invoice_is_customer_credit_and_a_zero_one_is_paid() {
+        let mut ledger = CustomerLedger::new(CUSTOMER, Currency::USD);
+        ledger
+            .record_invoice(INV, usd(-700), day(1), day(15))
+            .unwrap();
+        let zero = InvoiceId::from_u128(2);
+        ledger
+            .record_invoice(zero, usd(0), day(1), day(15))
+            .unwrap();
+        assert_eq!(ledger.credit(), usd(700));
+        let credit = ledger.invoice(INV).unwrap();
+        assert_eq!(
+            (credit.paid, credit.open(), credit.state()),
+            (usd(-700), usd(0), BalanceState::Paid)
+        );
+        assert!(!credit.is_collectible());
+        assert_eq!(ledger.invoice(zero).unwrap().state(), BalanceState::Paid);
+        let next = InvoiceId::from_u128(3);
+        let entries = ledger
+            .record_invoice(next, usd(1000), day(2), day(16))
+            .unwrap();
+        assert_eq!(
+            kinds(&entries)[1],
+            LedgerEntryKind::Allocated {
+                payment: CustomerLedger::credit_source(INV),
+                invoice: next,
+                amount: usd(700)
+            }
+        );
+        assert_eq!(ledger.invoice(next).unwrap().open(), usd(300));
+        sound(&ledger);
+        // Its credit cannot be voided away or credited again.
+        let before = ledger.clone();
+        assert_eq!(
+            ledger.void(INV, day(3)),
+            Err(CollectionsError::InvoiceSettled(INV))
+        );
+        assert_eq!(
+            ledger.credit_note(NOTE, INV, usd(1), day(3), CreditSettlement::Credit),
+            Err(CollectionsError::CreditExceedsInvoice {
+                invoice: INV,
+                credit_note: NOTE,
+                requested: usd(1).amount(),
+                creditable: Decimal::ZERO
+            })
+        );
+        assert_eq!(ledger, before);
+    }
+
+    #[test]
+    fn stored_entries_that_would_owe_less_than_nothing_are_refused() {
+        let entry = |sequence, kind| LedgerEntry {
+            sequence,
+            customer: CUSTOMER,
+            on: day(1),
+            kind,
+        };
+        let issued = entry(
+            0,
+            LedgerEntryKind::InvoiceIssued {
+                invoice: INV,
+                total: usd(100),
+                issued: day(1),
+                due: day(15),
+            },
+        );
+        for kind in [
+            LedgerEntryKind::CreditNoted {
+                invoice: INV,
+                credit_note: NOTE,
+                amount: usd(101),
+                settlement: CreditSettlement::Credit,
+            },
+            LedgerEntryKind::WrittenOff {
+                invoice: INV,
+                amount: usd(101),
+            },
+            LedgerEntryKind::WrittenOff {
+                invoice: INV,
+                amount: usd(-1),
+            },
+            LedgerEntryKind::Voided {
+                invoice: INV,
+                amount: usd(101),
+            },
+        ] {
+            assert_eq!(
+                CustomerLedger::from_entries(
+                    CUSTOMER,
+                    Currency::USD,
+                    [issued.clone(), entry(1, kind.clone())]
+                ),
+                Err(below_zero()),
+                "{kind:?}"
+            );
+        }
+        assert_eq!(
+            CustomerLedger::from_entries(
+                CUSTOMER,
+                Currency::USD,
+                [entry(
+                    0,
+                    LedgerEntryKind::Voided {
+                        invoice: INV,
+                        amount: usd(1)
+                    }
+                )]
+            ),
+            Err(CollectionsError::UnknownInvoice(INV))
+        );
+    }
+
+    #[test]
+    fn an_invoice_balance_serialises_its_state_in_snake_case() {
+        let json = serde_json::to_value(BalanceState::PartiallyPaid).unwrap();
+        assert_eq!(json, serde_json::json!("partially_paid"));
+        let json = serde_json::to_value(CreditSettlement::Refund).unwrap();
+        assert_eq!(json, serde_json::json!("refund"));
     }
 }

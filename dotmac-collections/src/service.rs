@@ -1,12 +1,15 @@
-//! The collections service: payments and refunds recorded (idempotently) in the customer's
-//! ledger, and dunning evaluated over it, each step returning its domain events.
+//! The collections service: invoices, credit notes, voids, write-offs, payments and refunds
+//! entered (idempotently) in the customer's ledger, and dunning evaluated over it. Every step
+//! is one store write that also writes its events to the outbox; the events are returned too.
 
 use std::sync::Arc;
 
 use chrono::NaiveDate;
 use chrono_tz::Tz;
+use dotmac_core::outbox::{Aggregate, OutboxEvent, OutboxPayload};
 use dotmac_core::{
-    Clock, Currency, CustomerId, DomainEvent, EventPayload, InvoiceId, Money, PaymentId, TenantId,
+    Clock, CreditNoteId, Currency, CustomerId, DomainEvent, EventId, EventPayload, IdDigest,
+    InvoiceId, Money, PaymentId, TenantId,
 };
 use serde::{Deserialize, Serialize};
 
@@ -19,15 +22,26 @@ use crate::idempotency::{
     KeyedWrite,
 };
 use crate::payments::{
-    AllocationTarget, CustomerLedger, LedgerEntry, LedgerEntryKind, PaymentOutcome, PaymentStore,
+    AllocationTarget, BalanceState, CreditSettlement, CustomerLedger, InvoiceBalance, LedgerEntry,
+    LedgerEntryKind, PaymentOutcome, PaymentStore,
 };
 
-/// What the collections service reports: ledger movements and collection actions.
+/// How many times a step re-reads the ledger and tries again when another writer appended to
+/// it first.
+const APPEND_ATTEMPTS: usize = 5;
+
+/// What the collections service reports: ledger movements, invoice balances and collection
+/// actions. Serialized with its kind in `type` (`{"type": "invoice_balance_changed", …}`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "kind")]
+#[serde(rename_all = "snake_case", tag = "type")]
+#[non_exhaustive]
 pub enum CollectionEvent {
-    /// An entry appended to a customer's ledger.
+    /// An entry appended to a customer's ledger (`payments.*`).
     Ledger(LedgerEntry),
+    /// An invoice's balance or state changed (`collections.invoice_balance_changed`).
+    InvoiceBalanceChanged(InvoiceBalanceChanged),
+    /// Customer credit paid (part of) a newly entered invoice (`collections.credit_applied`).
+    CreditApplied(CreditApplied),
     /// A collection action to carry out (notify, charge a fee, suspend or restore service).
     Action(FiredAction),
     /// A collections run ([`CollectionsService::evaluate_customers`]) skipped a customer
@@ -42,19 +56,101 @@ pub enum CollectionEvent {
     },
 }
 
+impl CollectionEvent {
+    /// The customer the event is about.
+    pub fn customer(&self) -> CustomerId {
+        match self {
+            CollectionEvent::Ledger(entry) => entry.customer,
+            CollectionEvent::InvoiceBalanceChanged(changed) => changed.customer,
+            CollectionEvent::CreditApplied(applied) => applied.customer,
+            CollectionEvent::Action(action) => action.customer,
+            CollectionEvent::EvaluationFailed { customer, .. } => *customer,
+        }
+    }
+}
+
 impl EventPayload for CollectionEvent {
     fn event_type(&self) -> &'static str {
         match self {
             CollectionEvent::Ledger(entry) => entry.event_type(),
+            CollectionEvent::InvoiceBalanceChanged(_) => "collections.invoice_balance_changed",
+            CollectionEvent::CreditApplied(_) => "collections.credit_applied",
             CollectionEvent::Action(action) => action.event_type(),
             CollectionEvent::EvaluationFailed { .. } => "collections.evaluation_failed",
         }
     }
 }
 
+/// Every collections event is about its customer: handled in order per customer.
+impl OutboxPayload for CollectionEvent {
+    fn aggregate(&self) -> Aggregate {
+        Aggregate::customer(self.customer())
+    }
+}
+
+/// An invoice's balance after a ledger step: `open = total − settled − credited −
+/// written_off − voided`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct InvoiceBalanceChanged {
+    /// The invoice.
+    pub invoice: InvoiceId,
+    /// Its customer.
+    pub customer: CustomerId,
+    /// Its total.
+    pub total: Money,
+    /// Allocations (payments and customer credit applied, net of reversals); for an invoice
+    /// with a negative total, the total (it settled into customer credit).
+    pub settled: Money,
+    /// Its credit notes.
+    pub credited: Money,
+    /// What is written off now.
+    pub written_off: Money,
+    /// What a void took out of what is owed (zero unless `state` is `void`).
+    pub voided: Money,
+    /// What is still owed.
+    pub open: Money,
+    /// Where it stands.
+    pub state: BalanceState,
+}
+
+impl InvoiceBalanceChanged {
+    /// The event for `balance`, an invoice of `customer`.
+    pub fn of(customer: CustomerId, balance: &InvoiceBalance) -> Self {
+        InvoiceBalanceChanged {
+            invoice: balance.invoice,
+            customer,
+            total: balance.total,
+            settled: balance.paid,
+            credited: balance.credited,
+            written_off: balance.written_off,
+            voided: balance
+                .voided
+                .unwrap_or_else(|| Money::zero(balance.total.currency())),
+            open: balance.open(),
+            state: balance.state(),
+        }
+    }
+}
+
+/// Customer credit applied to a newly entered invoice: the invoice shows it as a line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct CreditApplied {
+    /// The invoice.
+    pub invoice: InvoiceId,
+    /// Its customer.
+    pub customer: CustomerId,
+    /// The credit applied.
+    pub amount: Money,
+    /// The day (the invoice's issue date).
+    pub on: NaiveDate,
+}
+
 /// What a collections run over many customers did
 /// ([`CollectionsService::evaluate_customers`]).
 #[derive(Debug, Clone, PartialEq, Default)]
+#[non_exhaustive]
 pub struct CollectionsRunSummary {
     /// Customers looked at.
     pub customers: usize,
@@ -64,6 +160,40 @@ pub struct CollectionsRunSummary {
     pub failures: Vec<CollectionsFailure>,
     /// The actions fired, and the failures, as events.
     pub events: Vec<DomainEvent<CollectionEvent>>,
+}
+
+/// An issued invoice to enter in its customer's ledger, for
+/// [`CollectionsService::enter_invoice`] (what `billing.invoice_issued` carries).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvoiceToEnter {
+    /// The invoice.
+    pub invoice: InvoiceId,
+    /// Its customer.
+    pub customer: CustomerId,
+    /// Its total; negative for a credit owed to the customer.
+    pub total: Money,
+    /// Its issue date.
+    pub issued: NaiveDate,
+    /// Its due date.
+    pub due: NaiveDate,
+}
+
+/// An issued credit note to enter, for [`CollectionsService::enter_credit_note`] (what
+/// `billing.credit_note_issued` carries).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreditNoteToEnter {
+    /// The credit note.
+    pub credit_note: CreditNoteId,
+    /// The invoice it credits.
+    pub invoice: InvoiceId,
+    /// The invoice's customer.
+    pub customer: CustomerId,
+    /// Its amount (above zero).
+    pub amount: Money,
+    /// Its issue date: the day the ledger entries take effect.
+    pub issued: NaiveDate,
+    /// What happens to the part of the note the invoice no longer owes.
+    pub settlement: CreditSettlement,
 }
 
 /// A payment to record, for [`CollectionsService::receive_payment`].
@@ -159,6 +289,49 @@ fn replayed_refund(
     }
 }
 
+/// What one ledger step decided, from the ledger as read.
+enum Step<T> {
+    /// The fact is in the ledger already: nothing to write.
+    Already(T),
+    /// Entries to append (and events besides the ledger's own).
+    Append {
+        value: T,
+        entries: Vec<LedgerEntry>,
+        extra: Vec<CollectionEvent>,
+    },
+}
+
+/// What a ledger step did.
+enum Stepped<T> {
+    /// Nothing was written: the fact was there already.
+    Already(T),
+    /// The entries and events were written; `ledger` is the ledger after them.
+    Written {
+        value: T,
+        ledger: CustomerLedger,
+        events: Vec<DomainEvent<CollectionEvent>>,
+    },
+    /// A concurrent retry with the key wrote first (nothing was written): replay it.
+    Replayed(Box<IdempotencyRecord>),
+}
+
+/// A keyed step's key and how to record what it did.
+type Keyed<'k, T> = (
+    &'k KeyedRequest,
+    &'k (dyn Fn(&T) -> IdempotentResult + Sync),
+);
+
+/// True for the refusal of an append whose ledger was stale (another writer appended first).
+fn is_stale(error: &CollectionsError) -> bool {
+    matches!(
+        error,
+        CollectionsError::AlreadyExists {
+            what: "ledger entry",
+            ..
+        }
+    )
+}
+
 /// A tenant's collections settings: its dunning policy and the zone whose local dates the
 /// schedule runs on.
 ///
@@ -197,9 +370,16 @@ impl CollectionsSettings {
     }
 }
 
-/// Payments and collections for a tenant: records payments in the ledger, runs the dunning
-/// policy over a customer's invoices and returns what happened as domain events. Today is the
-/// clock's date in the tenant's time zone.
+/// Payments and collections for a tenant: enters invoices, credit notes, voids, write-offs,
+/// payments and refunds in the customer's ledger, runs the dunning policy over a customer's
+/// invoices and returns what happened as domain events. Today is the clock's date in the
+/// tenant's time zone.
+///
+/// Every method that changes state is one atomic store write (per ledger step, and per
+/// invoice whose dunning state moved) that writes its events to the outbox too; the same
+/// events are returned. Entering the same fact twice (an invoice, a credit note, a void, a
+/// write-off, a payment id) writes nothing and returns no event. A step whose ledger another
+/// writer appended to first is re-read and tried again (a few times).
 ///
 /// A cheap handle: the stores, the clock and the settings sit behind one `Arc`.
 pub struct CollectionsService<P, D, C> {
@@ -250,6 +430,11 @@ impl<P: PaymentStore, D: DunningStore, C: Clock> CollectionsService<P, D, C> {
         &self.inner.payments
     }
 
+    /// The dunning store.
+    pub fn dunning_store(&self) -> &D {
+        &self.inner.dunning
+    }
+
     /// The settings.
     pub fn settings(&self) -> &CollectionsSettings {
         &self.inner.settings
@@ -272,7 +457,12 @@ impl<P: PaymentStore, D: DunningStore, C: Clock> CollectionsService<P, D, C> {
 
     /// The customer's ledger, `None` for a customer without entries yet; its currency is
     /// that of its first entry.
-    async fn stored_ledger(
+    ///
+    /// # Errors
+    ///
+    /// Storage failures, and the errors of [`CustomerLedger::from_entries`] for stored
+    /// entries that do not make a ledger.
+    pub async fn customer_ledger(
         &self,
         tenant: TenantId,
         customer: CustomerId,
@@ -280,7 +470,7 @@ impl<P: PaymentStore, D: DunningStore, C: Clock> CollectionsService<P, D, C> {
         self.load_ledger(tenant, customer).await?
     }
 
-    /// [`Self::stored_ledger`] with its two kinds of error apart: the outer one a store
+    /// [`Self::customer_ledger`] with its two kinds of error apart: the outer one a store
     /// error, the inner one entries that do not make a ledger (the customer's bad data).
     async fn load_ledger(
         &self,
@@ -303,38 +493,325 @@ impl<P: PaymentStore, D: DunningStore, C: Clock> CollectionsService<P, D, C> {
         currency: Currency,
     ) -> Result<CustomerLedger, CollectionsError> {
         Ok(self
-            .stored_ledger(tenant, customer)
+            .customer_ledger(tenant, customer)
             .await?
             .unwrap_or_else(|| CustomerLedger::new(customer, currency)))
     }
 
-    /// Records an issued invoice in the customer's ledger (the customer's credit pays what it
-    /// can of it at once).
+    /// The events of a ledger step: one per entry, then `extra`, then an
+    /// `invoice_balance_changed` for each invoice the entries moved. Their ids are derived
+    /// from the tenant, the customer and the entries' positions, which the store writes once.
+    fn ledger_events(
+        &self,
+        tenant: TenantId,
+        before: &[InvoiceBalance],
+        after: &CustomerLedger,
+        entries: &[LedgerEntry],
+        extra: Vec<CollectionEvent>,
+    ) -> Vec<DomainEvent<CollectionEvent>> {
+        let customer = after.customer();
+        let mut touched: Vec<InvoiceId> = Vec::new();
+        for invoice in entries.iter().filter_map(|e| e.kind.invoice()) {
+            if !touched.contains(&invoice) {
+                touched.push(invoice);
+            }
+        }
+        let changed = touched.into_iter().filter_map(|invoice| {
+            let now = after.invoice(invoice)?;
+            let was = before.iter().find(|b| b.invoice == invoice);
+            (was != Some(&now)).then(|| {
+                CollectionEvent::InvoiceBalanceChanged(InvoiceBalanceChanged::of(customer, &now))
+            })
+        });
+        let payloads: Vec<CollectionEvent> = entries
+            .iter()
+            .cloned()
+            .map(CollectionEvent::Ledger)
+            .chain(extra)
+            .chain(changed)
+            .collect();
+        let first = entries.first().map_or(0, |e| e.sequence);
+        let at = self.inner.clock.now();
+        (0u64..)
+            .zip(payloads)
+            .map(|(n, payload)| {
+                let id = EventId::derived(
+                    IdDigest::new("dotmac-collections.ledger-event")
+                        .uuid(tenant.as_uuid())
+                        .uuid(customer.as_uuid())
+                        .u64(first)
+                        .u64(n),
+                );
+                DomainEvent::at(id, tenant, at, payload)
+            })
+            .collect()
+    }
+
+    /// One optimistic step on a customer's ledger: reads it, lets `step` decide (from the
+    /// ledger as read) what to append, and writes the entries with their events (and the
+    /// key's record) in one store write. A stale read (another writer appended first) is read
+    /// again and `step` runs again, up to [`APPEND_ATTEMPTS`] times.
+    async fn ledger_step<T>(
+        &self,
+        tenant: TenantId,
+        customer: CustomerId,
+        currency: Currency,
+        keyed: Option<Keyed<'_, T>>,
+        mut step: impl FnMut(&mut CustomerLedger) -> Result<Step<T>, CollectionsError>,
+    ) -> Result<Stepped<T>, CollectionsError> {
+        let mut attempt = 1;
+        loop {
+            let mut ledger = self.ledger(tenant, customer, currency).await?;
+            let before = ledger.invoices().to_vec();
+            let (value, entries, extra) = match step(&mut ledger)? {
+                Step::Already(value) => return Ok(Stepped::Already(value)),
+                Step::Append {
+                    value,
+                    entries,
+                    extra,
+                } => (value, entries, extra),
+            };
+            let events = self.ledger_events(tenant, &before, &ledger, &entries, extra);
+            let outbox: Vec<OutboxEvent> = events.iter().cloned().map(OutboxEvent::new).collect();
+            let written = match keyed {
+                None => self
+                    .inner
+                    .payments
+                    .append_entries(tenant, customer, &entries, &outbox)
+                    .await
+                    .map(|()| None),
+                Some((keyed, result)) => {
+                    let record = keyed.record(result(&value));
+                    self.inner
+                        .payments
+                        .append_entries_keyed(tenant, customer, &entries, &outbox, &record)
+                        .await
+                        .map(|written| match written {
+                            KeyedWrite::Written(()) => None,
+                            KeyedWrite::Replayed(earlier) => Some(earlier),
+                        })
+                }
+            };
+            match written {
+                Ok(None) => {
+                    tracing::Span::current().record("entries", entries.len());
+                    return Ok(Stepped::Written {
+                        value,
+                        ledger,
+                        events,
+                    });
+                }
+                Ok(Some(earlier)) => return Ok(Stepped::Replayed(earlier)),
+                Err(error) if is_stale(&error) && attempt < APPEND_ATTEMPTS => {
+                    metrics::counter!("dotmac_collections_append_retries_total").increment(1);
+                    attempt = attempt.saturating_add(1);
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    /// Enters an issued invoice in its customer's ledger: the customer's credit pays what it
+    /// can of it at once (`collections.credit_applied`); a total of zero is paid; a negative
+    /// total (a credit owed) becomes customer credit. The same invoice entered again (same
+    /// total and dates) writes nothing and returns no event.
     ///
     /// # Errors
     ///
-    /// As [`CustomerLedger::record_invoice`], and storage failures.
-    #[tracing::instrument(name = "dotmac.collections.record_invoice", level = "info", skip_all, fields(tenant = %tenant, entries = tracing::field::Empty, events = tracing::field::Empty))]
-    pub async fn record_invoice(
+    /// As [`CustomerLedger::record_invoice`] ([`CollectionsError::DuplicateInvoice`] for the
+    /// invoice entered before with other figures), and storage failures; nothing is stored
+    /// then.
+    #[tracing::instrument(name = "dotmac.collections.enter_invoice", level = "info", skip_all, fields(tenant = %tenant, entries = tracing::field::Empty, events = tracing::field::Empty))]
+    pub async fn enter_invoice(
+        &self,
+        tenant: TenantId,
+        invoice: InvoiceToEnter,
+    ) -> Result<Vec<DomainEvent<CollectionEvent>>, CollectionsError> {
+        let InvoiceToEnter {
+            invoice,
+            customer,
+            total,
+            issued,
+            due,
+        } = invoice;
+        let stepped = self
+            .ledger_step(tenant, customer, total.currency(), None, |ledger| {
+                if let Some(known) = ledger.invoice(invoice) {
+                    return if known.total == total && known.issued == issued && known.due == due {
+                        Ok(Step::Already(()))
+                    } else {
+                        Err(CollectionsError::DuplicateInvoice(invoice))
+                    };
+                }
+                let entries = ledger.record_invoice(invoice, total, issued, due)?;
+                let applied = Money::sum(
+                    total.currency(),
+                    entries.iter().filter_map(|e| match &e.kind {
+                        LedgerEntryKind::Allocated { amount, .. } => Some(*amount),
+                        _ => None,
+                    }),
+                )?;
+                let extra = if applied.is_positive() {
+                    vec![CollectionEvent::CreditApplied(CreditApplied {
+                        invoice,
+                        customer,
+                        amount: applied,
+                        on: issued,
+                    })]
+                } else {
+                    Vec::new()
+                };
+                Ok(Step::Append {
+                    value: (),
+                    entries,
+                    extra,
+                })
+            })
+            .await?;
+        Ok(traced(match stepped {
+            Stepped::Written { events, .. } => events,
+            Stepped::Already(()) | Stepped::Replayed(_) => Vec::new(),
+        }))
+    }
+
+    /// Enters an issued credit note (see [`CustomerLedger::credit_note`]), dated on its issue
+    /// date, then re-evaluates the customer's invoices (a note that settles a suspended
+    /// invoice restores service in the same call). The same credit note entered again writes
+    /// nothing and returns no event.
+    ///
+    /// # Errors
+    ///
+    /// As [`CustomerLedger::credit_note`] ([`CollectionsError::DuplicateCreditNote`] for the
+    /// note entered before with other figures), and storage failures; nothing is stored then.
+    #[tracing::instrument(name = "dotmac.collections.enter_credit_note", level = "info", skip_all, fields(tenant = %tenant, entries = tracing::field::Empty, events = tracing::field::Empty))]
+    pub async fn enter_credit_note(
+        &self,
+        tenant: TenantId,
+        note: CreditNoteToEnter,
+    ) -> Result<Vec<DomainEvent<CollectionEvent>>, CollectionsError> {
+        let CreditNoteToEnter {
+            credit_note,
+            invoice,
+            customer,
+            amount,
+            issued,
+            settlement,
+        } = note;
+        let stepped = self
+            .ledger_step(tenant, customer, amount.currency(), None, |ledger| {
+                if ledger.has_credit_note(credit_note) {
+                    let same = ledger.entries().iter().any(|e| {
+                        e.kind
+                            == LedgerEntryKind::CreditNoted {
+                                invoice,
+                                credit_note,
+                                amount,
+                                settlement,
+                            }
+                    });
+                    return if same {
+                        Ok(Step::Already(()))
+                    } else {
+                        Err(CollectionsError::DuplicateCreditNote(credit_note))
+                    };
+                }
+                let entries =
+                    ledger.credit_note(credit_note, invoice, amount, issued, settlement)?;
+                Ok(Step::Append {
+                    value: (),
+                    entries,
+                    extra: Vec::new(),
+                })
+            })
+            .await?;
+        self.after_step(tenant, stepped).await
+    }
+
+    /// Voids `invoice` in `customer`'s ledger on `on` (see [`CustomerLedger::void`]): it is no
+    /// longer owed, what was paid of it becomes customer credit, and a suspension for it is
+    /// restored (without a reconnection fee). An invoice already void writes nothing and
+    /// returns no event.
+    ///
+    /// # Errors
+    ///
+    /// As [`CustomerLedger::void`], and storage failures; nothing is stored then.
+    #[tracing::instrument(name = "dotmac.collections.void_invoice", level = "info", skip_all, fields(tenant = %tenant, entries = tracing::field::Empty, events = tracing::field::Empty))]
+    pub async fn void_invoice(
         &self,
         tenant: TenantId,
         customer: CustomerId,
         invoice: InvoiceId,
-        total: Money,
-        issued: NaiveDate,
-        due: NaiveDate,
+        on: NaiveDate,
     ) -> Result<Vec<DomainEvent<CollectionEvent>>, CollectionsError> {
-        let mut ledger = self.ledger(tenant, customer, total.currency()).await?;
-        let entries = ledger.record_invoice(invoice, total, issued, due)?;
-        self.inner
-            .payments
-            .append_entries(tenant, customer, &entries)
+        let currency = self.inner.settings.policy.currency();
+        let stepped = self
+            .ledger_step(tenant, customer, currency, None, |ledger| {
+                if ledger.invoice(invoice).is_some_and(|b| b.voided.is_some()) {
+                    return Ok(Step::Already(()));
+                }
+                Ok(Step::Append {
+                    value: (),
+                    entries: ledger.void(invoice, on)?,
+                    extra: Vec::new(),
+                })
+            })
             .await?;
-        tracing::Span::current().record("entries", entries.len());
-        Ok(traced(self.wrap(
-            tenant,
-            entries.into_iter().map(CollectionEvent::Ledger).collect(),
-        )))
+        self.after_step(tenant, stepped).await
+    }
+
+    /// Writes off what `invoice` still owes on `on` (see [`CustomerLedger::write_off`]):
+    /// dunning and ageing no longer see it; a payment named to the invoice can still pay it.
+    /// An invoice with nothing open (written off already, paid or credited in full) writes
+    /// nothing and returns no event.
+    ///
+    /// # Errors
+    ///
+    /// [`CollectionsError::UnknownInvoice`], [`CollectionsError::InvoiceVoided`], and storage
+    /// failures; nothing is stored then.
+    #[tracing::instrument(name = "dotmac.collections.write_off_invoice", level = "info", skip_all, fields(tenant = %tenant, entries = tracing::field::Empty, events = tracing::field::Empty))]
+    pub async fn write_off_invoice(
+        &self,
+        tenant: TenantId,
+        customer: CustomerId,
+        invoice: InvoiceId,
+        on: NaiveDate,
+    ) -> Result<Vec<DomainEvent<CollectionEvent>>, CollectionsError> {
+        let currency = self.inner.settings.policy.currency();
+        let stepped = self
+            .ledger_step(tenant, customer, currency, None, |ledger| {
+                if ledger
+                    .invoice(invoice)
+                    .is_some_and(|b| b.voided.is_none() && !b.open().is_positive())
+                {
+                    return Ok(Step::Already(()));
+                }
+                Ok(Step::Append {
+                    value: (),
+                    entries: ledger.write_off(invoice, on)?,
+                    extra: Vec::new(),
+                })
+            })
+            .await?;
+        Ok(traced(match stepped {
+            Stepped::Written { events, .. } => events,
+            Stepped::Already(()) | Stepped::Replayed(_) => Vec::new(),
+        }))
+    }
+
+    /// The events of a written step, with those of the dunning evaluation that follows it.
+    async fn after_step(
+        &self,
+        tenant: TenantId,
+        stepped: Stepped<()>,
+    ) -> Result<Vec<DomainEvent<CollectionEvent>>, CollectionsError> {
+        let Stepped::Written {
+            ledger, mut events, ..
+        } = stepped
+        else {
+            return Ok(traced(Vec::new()));
+        };
+        events.extend(self.evaluate_ledger(tenant, &ledger).await?);
+        Ok(traced(events))
     }
 
     /// Records a payment dated today, allocates it, then re-evaluates the customer's invoices
@@ -400,40 +877,62 @@ impl<P: PaymentStore, D: DunningStore, C: Clock> CollectionsService<P, D, C> {
             metrics::counter!("dotmac_collections_payments_replayed_total").increment(1);
             return Ok((outcome, Vec::new()));
         }
-        let mut ledger = self.ledger(tenant, customer, amount.currency()).await?;
-        if let Some(first) = ledger.payment_outcome(payment) {
-            let same = first
-                .entries
-                .first()
-                .is_some_and(|e| e.kind == LedgerEntryKind::PaymentReceived { payment, amount });
-            if !same {
-                return Err(CollectionsError::DuplicatePayment(payment));
-            }
-            metrics::counter!("dotmac_collections_payments_replayed_total").increment(1);
-            return Ok((first, Vec::new()));
-        }
-        let outcome = ledger.record_payment(payment, amount, self.today(), target)?;
-        let result = || IdempotentResult::Payment {
+        let today = self.today();
+        let result = |outcome: &PaymentOutcome| IdempotentResult::Payment {
             outcome: outcome.clone(),
         };
-        if let Some((earlier, keyed)) = self
-            .append_entries(tenant, customer, &outcome.entries, keyed.as_ref(), result)
-            .await?
-        {
-            let outcome = replayed_payment(&earlier, &keyed.request)?;
-            metrics::counter!("dotmac_collections_payments_replayed_total").increment(1);
-            return Ok((outcome, Vec::new()));
+        let stepped = self
+            .ledger_step(
+                tenant,
+                customer,
+                amount.currency(),
+                keyed
+                    .as_ref()
+                    .map(|k| (k, &result as &(dyn Fn(&PaymentOutcome) -> _ + Sync))),
+                |ledger| {
+                    if let Some(first) = ledger.payment_outcome(payment) {
+                        let same = first.entries.first().is_some_and(|e| {
+                            e.kind == LedgerEntryKind::PaymentReceived { payment, amount }
+                        });
+                        return if same {
+                            Ok(Step::Already(first))
+                        } else {
+                            Err(CollectionsError::DuplicatePayment(payment))
+                        };
+                    }
+                    let outcome = ledger.record_payment(payment, amount, today, target)?;
+                    Ok(Step::Append {
+                        entries: outcome.entries.clone(),
+                        value: outcome,
+                        extra: Vec::new(),
+                    })
+                },
+            )
+            .await?;
+        match stepped {
+            Stepped::Already(first) => {
+                metrics::counter!("dotmac_collections_payments_replayed_total").increment(1);
+                Ok((first, Vec::new()))
+            }
+            Stepped::Replayed(earlier) => {
+                let request = keyed
+                    .as_ref()
+                    .map(|k| &k.request)
+                    .ok_or_else(crate::idempotency::mismatched)?;
+                let outcome = replayed_payment(&earlier, request)?;
+                metrics::counter!("dotmac_collections_payments_replayed_total").increment(1);
+                Ok((outcome, Vec::new()))
+            }
+            Stepped::Written {
+                value,
+                ledger,
+                mut events,
+            } => {
+                metrics::counter!("dotmac_collections_payments_total").increment(1);
+                events.extend(self.evaluate_ledger(tenant, &ledger).await?);
+                Ok((value, traced(events)))
+            }
         }
-        metrics::counter!("dotmac_collections_payments_total").increment(1);
-        tracing::Span::current().record("entries", outcome.entries.len());
-        let mut events: Vec<CollectionEvent> = outcome
-            .entries
-            .iter()
-            .cloned()
-            .map(CollectionEvent::Ledger)
-            .collect();
-        events.extend(self.evaluate_ledger(tenant, &ledger).await?);
-        Ok((outcome, traced(self.wrap(tenant, events))))
     }
 
     /// Refunds part or all of a payment, dated today (see [`CustomerLedger::refund`]), and
@@ -471,25 +970,42 @@ impl<P: PaymentStore, D: DunningStore, C: Clock> CollectionsService<P, D, C> {
         if let Some((earlier, keyed)) = self.earlier_record(tenant, keyed.as_ref()).await? {
             return Ok((replayed_refund(&earlier, &keyed.request)?, Vec::new()));
         }
-        let mut ledger = self.ledger(tenant, customer, amount.currency()).await?;
-        let entries = ledger.refund(payment, amount, self.today())?;
-        let result = || IdempotentResult::Refund {
+        let today = self.today();
+        let result = |entries: &Vec<LedgerEntry>| IdempotentResult::Refund {
             entries: entries.clone(),
         };
-        if let Some((earlier, keyed)) = self
-            .append_entries(tenant, customer, &entries, keyed.as_ref(), result)
-            .await?
-        {
-            return Ok((replayed_refund(&earlier, &keyed.request)?, Vec::new()));
+        let stepped = self
+            .ledger_step(
+                tenant,
+                customer,
+                amount.currency(),
+                keyed
+                    .as_ref()
+                    .map(|k| (k, &result as &(dyn Fn(&Vec<LedgerEntry>) -> _ + Sync))),
+                |ledger| {
+                    let entries = ledger.refund(payment, amount, today)?;
+                    Ok(Step::Append {
+                        value: entries.clone(),
+                        entries,
+                        extra: Vec::new(),
+                    })
+                },
+            )
+            .await?;
+        match stepped {
+            Stepped::Written { value, events, .. } => {
+                metrics::counter!("dotmac_collections_refunds_total").increment(1);
+                Ok((value, traced(events)))
+            }
+            Stepped::Replayed(earlier) => {
+                let request = keyed
+                    .as_ref()
+                    .map(|k| &k.request)
+                    .ok_or_else(crate::idempotency::mismatched)?;
+                Ok((replayed_refund(&earlier, request)?, Vec::new()))
+            }
+            Stepped::Already(entries) => Ok((entries, Vec::new())),
         }
-        metrics::counter!("dotmac_collections_refunds_total").increment(1);
-        tracing::Span::current().record("entries", entries.len());
-        let events = entries
-            .iter()
-            .cloned()
-            .map(CollectionEvent::Ledger)
-            .collect();
-        Ok((entries, traced(self.wrap(tenant, events))))
     }
 
     /// The record of `keyed`'s key, when it was used before: the caller replays it.
@@ -509,36 +1025,6 @@ impl<P: PaymentStore, D: DunningStore, C: Clock> CollectionsService<P, D, C> {
             .map(|earlier| (earlier, keyed)))
     }
 
-    /// Appends ledger entries, with `keyed`'s record (holding `result`) in the same write when
-    /// there is a key. Returns the earlier record when a concurrent retry with the key wrote
-    /// first (nothing was appended then): the caller replays it.
-    async fn append_entries<'k>(
-        &self,
-        tenant: TenantId,
-        customer: CustomerId,
-        entries: &[LedgerEntry],
-        keyed: Option<&'k KeyedRequest>,
-        result: impl FnOnce() -> IdempotentResult,
-    ) -> Result<Option<(IdempotencyRecord, &'k KeyedRequest)>, CollectionsError> {
-        let Some(keyed) = keyed else {
-            self.inner
-                .payments
-                .append_entries(tenant, customer, entries)
-                .await?;
-            return Ok(None);
-        };
-        let record = keyed.record(result());
-        match self
-            .inner
-            .payments
-            .append_entries_keyed(tenant, customer, entries, &record)
-            .await?
-        {
-            KeyedWrite::Written(()) => Ok(None),
-            KeyedWrite::Replayed(earlier) => Ok(Some((*earlier, keyed))),
-        }
-    }
-
     /// Runs the dunning policy over the customer's invoices for today. Running it twice on
     /// the same day returns nothing the second time.
     ///
@@ -553,11 +1039,11 @@ impl<P: PaymentStore, D: DunningStore, C: Clock> CollectionsService<P, D, C> {
         customer: CustomerId,
     ) -> Result<Vec<DomainEvent<CollectionEvent>>, CollectionsError> {
         // Without entries there is nothing to collect.
-        let Some(ledger) = self.stored_ledger(tenant, customer).await? else {
+        let Some(ledger) = self.customer_ledger(tenant, customer).await? else {
             return Ok(Vec::new());
         };
         let events = self.evaluate_ledger(tenant, &ledger).await?;
-        Ok(traced(self.wrap(tenant, events)))
+        Ok(traced(events))
     }
 
     /// Runs the dunning policy for today over each of `customers`, as
@@ -566,8 +1052,9 @@ impl<P: PaymentStore, D: DunningStore, C: Clock> CollectionsService<P, D, C> {
     /// One customer's bad data never stops the others: a customer whose ledger cannot be
     /// rebuilt from its stored entries (a domain error: entries in two currencies, a balance
     /// that overflows, …) is skipped, nothing is saved for it, and it is listed in
-    /// [`CollectionsRunSummary::failures`] with a `collections.evaluation_failed` event; a
-    /// run after the entries are fixed evaluates it.
+    /// [`CollectionsRunSummary::failures`] with a `collections.evaluation_failed` event (not
+    /// written to the outbox: it changes nothing); a run after the entries are fixed
+    /// evaluates it.
     ///
     /// # Errors
     ///
@@ -601,17 +1088,16 @@ impl<P: PaymentStore, D: DunningStore, C: Clock> CollectionsService<P, D, C> {
                 Ok(None) => {}
                 Ok(Some(ledger)) => {
                     let fired = self.evaluate_ledger(tenant, &ledger).await?;
-                    summary.events.extend(self.wrap(tenant, fired));
+                    summary.events.extend(fired);
                 }
                 Err(error) => {
-                    summary.events.push(DomainEvent::new(
+                    summary.events.extend(self.wrap(
                         tenant,
-                        &self.inner.clock,
-                        CollectionEvent::EvaluationFailed {
+                        vec![CollectionEvent::EvaluationFailed {
                             customer,
                             error_kind: error.kind().to_owned(),
                             error: error.to_string(),
-                        },
+                        }],
                     ));
                     summary
                         .failures
@@ -630,44 +1116,82 @@ impl<P: PaymentStore, D: DunningStore, C: Clock> CollectionsService<P, D, C> {
         Ok(summary)
     }
 
+    /// Evaluates each invoice of `ledger` that dunning chases, saving each moved state with
+    /// the events of its actions. Not chased: invoices with nothing to collect (a total of
+    /// zero or less) and invoices written off; a void invoice only has its suspension
+    /// restored (without a reconnection fee).
     async fn evaluate_ledger(
         &self,
         tenant: TenantId,
         ledger: &CustomerLedger,
-    ) -> Result<Vec<CollectionEvent>, CollectionsError> {
+    ) -> Result<Vec<DomainEvent<CollectionEvent>>, CollectionsError> {
+        let policy = &self.inner.settings.policy;
         // Checked before any state is saved, so a refused ledger changes nothing.
-        self.inner
-            .settings
-            .policy
-            .check_currency(ledger.currency())?;
+        policy.check_currency(ledger.currency())?;
         let today = self.today();
-        let mut fired = Vec::new();
+        let mut events = Vec::new();
+        let mut all = Vec::new();
         for balance in ledger.invoices() {
+            if !balance.total.is_positive() || balance.written_off.is_positive() {
+                continue;
+            }
+            let mut state = self.inner.dunning.state(tenant, balance.invoice).await?;
+            let void = balance.voided.is_some();
+            if void && !state.is_suspended(policy) {
+                continue;
+            }
             let invoice = DunningInvoice {
                 id: balance.invoice,
                 customer: ledger.customer(),
                 total: balance.total,
                 due: balance.due,
             };
-            let mut state = self.inner.dunning.state(tenant, balance.invoice).await?;
             let settlements = ledger.settlements(balance.invoice);
+            let mut fired = Vec::new();
             if evaluate(
-                &self.inner.settings.policy,
+                policy,
                 &invoice,
                 &settlements,
                 &mut state,
                 today,
                 &mut fired,
-            )? > 0
+            )? == 0
             {
-                self.inner
-                    .dunning
-                    .save_state(tenant, balance.invoice, state)
-                    .await?;
+                continue;
             }
+            if void {
+                // The debt never was: no notice, fee or suspension for it, and a restore
+                // without a reconnection fee.
+                fired.retain(|a| a.action == CollectionAction::Restore);
+                for action in &mut fired {
+                    action.fee = None;
+                }
+            }
+            let at = self.inner.clock.now();
+            let fired_events: Vec<DomainEvent<CollectionEvent>> = fired
+                .iter()
+                .map(|action| {
+                    let id = EventId::derived(
+                        IdDigest::new("dotmac-collections.action")
+                            .uuid(tenant.as_uuid())
+                            .uuid(action.invoice.as_uuid())
+                            .u64(u64::from(action.step))
+                            .str(action.action.event_type()),
+                    );
+                    DomainEvent::at(id, tenant, at, CollectionEvent::Action(*action))
+                })
+                .collect();
+            let outbox: Vec<OutboxEvent> =
+                fired_events.iter().cloned().map(OutboxEvent::new).collect();
+            self.inner
+                .dunning
+                .save_state(tenant, balance.invoice, state, &outbox)
+                .await?;
+            events.extend(fired_events);
+            all.extend(fired);
         }
-        count_actions(&fired);
-        Ok(fired.into_iter().map(CollectionEvent::Action).collect())
+        count_actions(&all);
+        Ok(events)
     }
 }
 
@@ -859,6 +1383,16 @@ mod tests {
             .unwrap()
     }
 
+    fn to_enter(customer: CustomerId, invoice: InvoiceId, minor: i64) -> InvoiceToEnter {
+        InvoiceToEnter {
+            invoice,
+            customer,
+            total: usd(minor),
+            issued: day(3, 1),
+            due: day(3, 13),
+        }
+    }
+
     type Service<'c> =
         CollectionsService<InMemoryPaymentStore, InMemoryDunningStore, &'c ManualClock>;
 
@@ -869,6 +1403,47 @@ mod tests {
             clock,
             CollectionsSettings::new(policy()),
         )
+    }
+
+    #[test]
+    fn collection_events_round_trip_through_json_with_their_type() {
+        let customer = CustomerId::from_u128(7);
+        let invoice = InvoiceId::from_u128(8);
+        let mut ledger = CustomerLedger::new(customer, Currency::USD);
+        let entry = ledger
+            .record_invoice(invoice, usd(100), day(3, 1), day(3, 13))
+            .unwrap()
+            .remove(0);
+        let balance = ledger.invoice(invoice).unwrap();
+        let events = [
+            CollectionEvent::Ledger(entry),
+            CollectionEvent::InvoiceBalanceChanged(InvoiceBalanceChanged::of(customer, &balance)),
+            CollectionEvent::CreditApplied(CreditApplied {
+                invoice,
+                customer,
+                amount: usd(50),
+                on: day(3, 1),
+            }),
+        ];
+        for event in events {
+            let json = serde_json::to_value(&event).unwrap();
+            let kind = json["type"].as_str().unwrap().to_owned();
+            assert!(
+                event.event_type().ends_with(&kind) || kind == "ledger",
+                "{json}"
+            );
+            assert_eq!(
+                serde_json::from_value::<CollectionEvent>(json).unwrap(),
+                event
+            );
+            assert_eq!(event.aggregate(), Aggregate::customer(customer));
+        }
+        let json = serde_json::to_value(CollectionEvent::InvoiceBalanceChanged(
+            InvoiceBalanceChanged::of(customer, &balance),
+        ))
+        .unwrap();
+        assert_eq!(json["state"], "open");
+        assert_eq!(json["open"]["amount"], json["total"]["amount"]);
     }
 
     #[test]
@@ -891,7 +1466,7 @@ mod tests {
                 for (n, customer) in (1u128..).zip([alice, bob, carol]) {
                     let invoice = InvoiceId::from_u128(n);
                     service
-                        .record_invoice(TENANT, customer, invoice, usd(5000), day(3, 1), day(3, 13))
+                        .enter_invoice(TENANT, to_enter(customer, invoice, 5000))
                         .await
                         .unwrap();
                 }
@@ -909,7 +1484,8 @@ mod tests {
                         AllocationTarget::OldestFirst,
                     )
                 };
-                assert_eq!(paid(1).await.unwrap().len(), 3);
+                // The receipt, the allocation, the invoice's balance and the restore.
+                assert_eq!(paid(1).await.unwrap().len(), 4);
                 assert!(paid(1).await.unwrap().is_empty());
                 // A keyed payment, and its retry.
                 let key = IdempotencyKey::new("pay-2").unwrap();
@@ -935,7 +1511,7 @@ mod tests {
                 };
                 service
                     .payment_store()
-                    .append_entries(TENANT, bob, &[stray])
+                    .append_entries(TENANT, bob, &[stray], &[])
                     .await
                     .unwrap();
                 // June 30th: Carol's invoice runs through every step, to the write-off.
@@ -981,7 +1557,7 @@ mod tests {
                 let service = service(&clock);
                 let invoice = InvoiceId::from_u128(1);
                 service
-                    .record_invoice(TENANT, customer, invoice, usd(4321), day(3, 1), day(3, 13))
+                    .enter_invoice(TENANT, to_enter(customer, invoice, 4321))
                     .await
                     .unwrap();
                 clock.set(Utc.with_ymd_and_hms(2026, 3, 20, 9, 0, 0).unwrap());
@@ -1003,17 +1579,18 @@ mod tests {
         };
         let tenant = format!("tenant={TENANT}");
         assert_eq!(
-            line("dotmac.collections.record_invoice"),
-            format!("Level(Info) {tenant} entries=1 events=1")
+            line("dotmac.collections.enter_invoice"),
+            format!("Level(Info) {tenant} entries=1 events=2")
         );
         assert_eq!(
             line("dotmac.collections.evaluate_customers"),
             format!("Level(Info) {tenant} customers=1 failures=0 events=4")
         );
-        // The payment, its allocation to the invoice, and the restore of the suspension.
+        // The payment, its allocation to the invoice, its balance, and the restore of the
+        // suspension.
         assert_eq!(
             line("dotmac.collections.receive_payment"),
-            format!("Level(Info) {tenant} entries=2 events=3")
+            format!("Level(Info) {tenant} entries=2 events=4")
         );
         assert_eq!(
             line("dotmac.store.append_ledger"),

@@ -441,6 +441,7 @@ pub trait OutboxStore: Send + Sync {
         tenant: TenantId,
         seq: u64,
         worker: &str,
+        now: DateTime<Utc>,
     ) -> impl Future<Output = Result<bool, StorageError>> + Send;
 
     /// Gives an event back without counting it handled: it is claimable again from
@@ -471,6 +472,7 @@ pub trait OutboxStore: Send + Sync {
         seq: u64,
         worker: &str,
         error: &str,
+        now: DateTime<Utc>,
     ) -> impl Future<Output = Result<bool, StorageError>> + Send;
 
     /// Puts a parked event back to pending with its attempts reset. Returns whether it did
@@ -528,8 +530,9 @@ impl<T: OutboxStore + ?Sized> OutboxStore for Arc<T> {
         tenant: TenantId,
         seq: u64,
         worker: &str,
+        now: DateTime<Utc>,
     ) -> impl Future<Output = Result<bool, StorageError>> + Send {
-        (**self).complete(tenant, seq, worker)
+        (**self).complete(tenant, seq, worker, now)
     }
     fn release(
         &self,
@@ -547,8 +550,9 @@ impl<T: OutboxStore + ?Sized> OutboxStore for Arc<T> {
         seq: u64,
         worker: &str,
         error: &str,
+        now: DateTime<Utc>,
     ) -> impl Future<Output = Result<bool, StorageError>> + Send {
-        (**self).park(tenant, seq, worker, error)
+        (**self).park(tenant, seq, worker, error, now)
     }
     fn requeue(
         &self,
@@ -790,6 +794,7 @@ impl OutboxStore for MemoryOutbox {
         tenant: TenantId,
         seq: u64,
         worker: &str,
+        _now: DateTime<Utc>,
     ) -> Result<bool, StorageError> {
         let mut slots = self.lock();
         let Some(slot) = slot_of(&mut slots, tenant, seq) else {
@@ -834,6 +839,7 @@ impl OutboxStore for MemoryOutbox {
         seq: u64,
         worker: &str,
         error: &str,
+        _now: DateTime<Utc>,
     ) -> Result<bool, StorageError> {
         let mut slots = self.lock();
         let Some(slot) = slot_of(&mut slots, tenant, seq) else {
@@ -1189,7 +1195,7 @@ impl<S: OutboxStore, C: Clock> Dispatcher<S, C> {
                 Ok(()) => {
                     let marked = self
                         .store
-                        .complete(message.tenant, message.seq, worker)
+                        .complete(message.tenant, message.seq, worker, self.clock.now())
                         .await?;
                     bump(if marked {
                         &mut summary.handled
@@ -1216,7 +1222,7 @@ impl<S: OutboxStore, C: Clock> Dispatcher<S, C> {
                     if give_up {
                         let parked = self
                             .store
-                            .park(message.tenant, message.seq, worker, &text)
+                            .park(message.tenant, message.seq, worker, &text, self.clock.now())
                             .await?;
                         bump(if parked {
                             &mut summary.parked
@@ -1505,8 +1511,8 @@ mod tests {
             let later = now + Duration::seconds(31);
             let b = outbox.claim("b", later, lease, 10).await.unwrap();
             assert_eq!(b[0].attempts, 2);
-            assert!(!outbox.complete(tenant, a[0].seq, "a").await.unwrap());
-            assert!(outbox.complete(tenant, b[0].seq, "b").await.unwrap());
+            assert!(!outbox.complete(tenant, a[0].seq, "a", later).await.unwrap());
+            assert!(outbox.complete(tenant, b[0].seq, "b", later).await.unwrap());
         });
     }
 
@@ -1543,6 +1549,16 @@ mod tests {
     }
 
     #[test]
+    fn the_memory_outbox_passes_the_store_suite() {
+        block_on(async {
+            let outbox = MemoryOutbox::new();
+            testkit::run_outbox_store_suite(&outbox).await.unwrap();
+            // A second run on the same store sweeps and passes again.
+            testkit::run_outbox_store_suite(&outbox).await.unwrap();
+        });
+    }
+
+    #[test]
     fn typed_payloads_come_back_typed_and_as_json() {
         let (tenant, _, clock) = setup();
         let event = step(tenant, &clock, 3, 9);
@@ -1553,5 +1569,296 @@ mod tests {
             message.aggregate.to_string(),
             format!("customer:{}", CustomerId::from_u128(3))
         );
+    }
+}
+
+/// The behaviour every [`OutboxStore`] must have, written once and run on every store
+/// (memory here, SQLite and PostgreSQL in `dotmac-sqlx`).
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit {
+    // Fixed instants in 2030, seconds and days apart: nowhere near chrono's limits.
+    #![allow(clippy::arithmetic_side_effects)]
+    use super::*;
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    struct Probe {
+        customer: CustomerId,
+        n: u32,
+    }
+    impl EventPayload for Probe {
+        fn event_type(&self) -> &'static str {
+            "testkit.probe"
+        }
+    }
+    impl OutboxPayload for Probe {
+        fn aggregate(&self) -> Aggregate {
+            Aggregate::customer(self.customer)
+        }
+    }
+
+    fn probe(tenant: TenantId, at: DateTime<Utc>, customer: CustomerId, n: u32) -> OutboxEvent {
+        OutboxEvent::new(DomainEvent::at(
+            EventId::new(),
+            tenant,
+            at,
+            Probe { customer, n },
+        ))
+    }
+
+    fn check(ok: bool, what: &str) -> Result<(), String> {
+        if ok { Ok(()) } else { Err(what.to_owned()) }
+    }
+
+    fn fail(what: &str) -> impl Fn(StorageError) -> String + '_ {
+        move |e| format!("{what}: {e}")
+    }
+
+    /// Runs the suite on a store of its own (nothing else may claim from it meanwhile). It
+    /// first hands out and marks handled whatever an earlier run left pending.
+    ///
+    /// # Errors
+    ///
+    /// The first behaviour that does not hold, described.
+    pub async fn run_outbox_store_suite<S: OutboxStore>(store: &S) -> Result<(), String> {
+        let t0 = DateTime::<Utc>::from_timestamp(1_900_000_000, 0).unwrap_or(DateTime::UNIX_EPOCH);
+        let lease = Duration::seconds(30);
+        // Leftovers of an earlier run: claim them far in the future and mark them.
+        let far = t0 + Duration::days(3650);
+        loop {
+            let left = store
+                .claim("suite-sweeper", far, lease, 1000)
+                .await
+                .map_err(fail("sweep"))?;
+            if left.is_empty() {
+                break;
+            }
+            for m in left {
+                store
+                    .complete(m.tenant, m.seq, "suite-sweeper", far)
+                    .await
+                    .map_err(fail("sweep"))?;
+            }
+        }
+
+        let tenant = TenantId::new();
+        let (a, b) = (CustomerId::new(), CustomerId::new());
+        let events = vec![
+            probe(tenant, t0, a, 1),
+            probe(tenant, t0, b, 1),
+            probe(tenant, t0, a, 2),
+        ];
+
+        // Writing: replays are stored once; another event under a used id and another
+        // tenant's event are refused, writing nothing.
+        store
+            .append_outbox(tenant, &events)
+            .await
+            .map_err(fail("append"))?;
+        store
+            .append_outbox(tenant, &events[..1])
+            .await
+            .map_err(fail("replay"))?;
+        let imposter = OutboxEvent::new(DomainEvent::at(
+            events[0].id(),
+            tenant,
+            t0,
+            Probe { customer: a, n: 99 },
+        ));
+        let refused = store
+            .append_outbox(tenant, &[imposter, probe(tenant, t0, b, 7)])
+            .await;
+        check(
+            matches!(&refused, Err(e) if e.kind() == StorageErrorKind::Conflict),
+            "an imposter under a used id is a conflict",
+        )?;
+        let other = TenantId::new();
+        let refused = store.append_outbox(other, &[probe(tenant, t0, b, 8)]).await;
+        check(
+            matches!(&refused, Err(e) if e.kind() == StorageErrorKind::TenantMismatch),
+            "another tenant's event is refused",
+        )?;
+        let stored = store.outbox_messages(tenant).await.map_err(fail("read"))?;
+        check(
+            stored.len() == 3,
+            "three events stored, nothing of the refused writes",
+        )?;
+        check(
+            stored.iter().map(|m| m.id).collect::<Vec<_>>()
+                == events.iter().map(|e| e.id()).collect::<Vec<_>>(),
+            "stored in order",
+        )?;
+        check(
+            stored
+                .iter()
+                .all(|m| m.status == OutboxStatus::Pending && m.attempts == 0),
+            "stored pending, unclaimed",
+        )?;
+        check(
+            stored[0].aggregate == Aggregate::customer(a)
+                && stored[1].aggregate == Aggregate::customer(b),
+            "aggregates kept",
+        )?;
+        check(
+            stored[2].decode::<Probe>().map_err(fail("decode"))? == Probe { customer: a, n: 2 },
+            "payload round-trips",
+        )?;
+
+        // Claiming: all three are free; a second worker gets nothing while the lease holds.
+        let claimed = store
+            .claim("w1", t0, lease, 10)
+            .await
+            .map_err(fail("claim"))?;
+        let ours: Vec<_> = claimed.iter().filter(|m| m.tenant == tenant).collect();
+        check(
+            ours.len() == 3 && ours.iter().all(|m| m.attempts == 1),
+            "all three claimed, one attempt each",
+        )?;
+        check(
+            store
+                .claim("w2", t0, lease, 10)
+                .await
+                .map_err(fail("claim"))?
+                .is_empty(),
+            "leased events are not claimed twice",
+        )?;
+
+        // b's event is handled; a's first fails and waits 10 s; a's second must wait behind it.
+        check(
+            store
+                .complete(tenant, ours[1].seq, "w1", t0)
+                .await
+                .map_err(fail("complete"))?,
+            "complete",
+        )?;
+        check(
+            !store
+                .complete(tenant, ours[1].seq, "w1", t0)
+                .await
+                .map_err(fail("complete"))?,
+            "completing twice marks nothing",
+        )?;
+        check(
+            store
+                .release(
+                    tenant,
+                    ours[0].seq,
+                    "w1",
+                    t0 + Duration::seconds(10),
+                    Some("boom"),
+                )
+                .await
+                .map_err(fail("release"))?,
+            "release",
+        )?;
+        check(
+            store
+                .release(tenant, ours[2].seq, "w1", t0, None)
+                .await
+                .map_err(fail("release"))?,
+            "release untried",
+        )?;
+        check(
+            store
+                .claim("w2", t0 + Duration::seconds(5), lease, 10)
+                .await
+                .map_err(fail("claim"))?
+                .is_empty(),
+            "an aggregate waits behind its failed event",
+        )?;
+        let again = store
+            .claim("w2", t0 + Duration::seconds(10), lease, 10)
+            .await
+            .map_err(fail("claim"))?;
+        check(
+            again.iter().map(|m| m.seq).collect::<Vec<_>>() == vec![ours[0].seq, ours[2].seq],
+            "after the wait both come back, in order",
+        )?;
+        check(
+            again[0].attempts == 2 && again[0].last_error.as_deref() == Some("boom"),
+            "attempts and last error kept",
+        )?;
+
+        // A lease that ran out passes to another worker; the first can no longer mark it.
+        let t1 = t0 + Duration::seconds(41);
+        let stolen = store
+            .claim("w3", t1, lease, 10)
+            .await
+            .map_err(fail("claim"))?;
+        check(stolen.len() == 2, "expired leases are claimed again")?;
+        check(
+            !store
+                .complete(tenant, again[0].seq, "w2", t1)
+                .await
+                .map_err(fail("complete"))?,
+            "a lost lease marks nothing",
+        )?;
+
+        // Parking sets the event aside with its error (its aggregate goes on); requeue revives it.
+        check(
+            store
+                .park(tenant, stolen[0].seq, "w3", "poisoned", t1)
+                .await
+                .map_err(fail("park"))?,
+            "park",
+        )?;
+        check(
+            store
+                .complete(tenant, stolen[1].seq, "w3", t1)
+                .await
+                .map_err(fail("complete"))?,
+            "a parked event does not hold its aggregate",
+        )?;
+        let counts = store.outbox_counts(tenant).await.map_err(fail("counts"))?;
+        check(
+            (counts.pending, counts.handled, counts.parked) == (0, 2, 1),
+            "counts after parking",
+        )?;
+        let parked = store.outbox_messages(tenant).await.map_err(fail("read"))?;
+        check(
+            parked[0].status == OutboxStatus::Parked
+                && parked[0].last_error.as_deref() == Some("poisoned"),
+            "parked with its error",
+        )?;
+        check(
+            !store
+                .requeue(tenant, parked[1].seq)
+                .await
+                .map_err(fail("requeue"))?,
+            "only a parked event is requeued",
+        )?;
+        check(
+            store
+                .requeue(tenant, parked[0].seq)
+                .await
+                .map_err(fail("requeue"))?,
+            "requeue",
+        )?;
+        let revived = store
+            .claim("w4", t1, lease, 10)
+            .await
+            .map_err(fail("claim"))?;
+        check(
+            revived.len() == 1 && revived[0].attempts == 1,
+            "a requeued event starts over",
+        )?;
+        check(
+            store
+                .complete(tenant, revived[0].seq, "w4", t1)
+                .await
+                .map_err(fail("complete"))?,
+            "complete revived",
+        )?;
+        let counts = store.outbox_counts(tenant).await.map_err(fail("counts"))?;
+        check(counts.handled == 3 && counts.total() == 3, "all handled")?;
+        check(
+            store
+                .outbox_counts(other)
+                .await
+                .map_err(fail("counts"))?
+                .total()
+                == 0,
+            "the other tenant has nothing",
+        )?;
+        Ok(())
     }
 }

@@ -5,6 +5,7 @@ use dotmac_collections::{
     CollectionsError, DunningState, DunningStore, IdempotencyKey, IdempotencyRecord, LedgerEntry,
     PaymentStore, idempotency::KeyedWrite,
 };
+use dotmac_core::outbox::OutboxEvent;
 use dotmac_core::{CustomerId, InvoiceId, TenantId};
 
 use crate::billing::id;
@@ -67,15 +68,37 @@ for_each_dialect! {
         Ok(())
     }
 
+    /// Saves a dunning state (replacing the invoice's).
+    pub(crate) async fn save_dunning_state(
+        tx: &mut Tx,
+        tenant: TenantId,
+        invoice: InvoiceId,
+        state: &DunningState,
+    ) -> Result<()> {
+        docs::execute(
+            tx,
+            "INSERT INTO dunning_states (tenant_id, invoice_id, body) VALUES ($1, $2, $3) \
+             ON CONFLICT (tenant_id, invoice_id) DO UPDATE SET body = excluded.body",
+            &[
+                id(tenant),
+                Bind::Uuid(invoice.as_uuid()),
+                body("dunning state", state)?,
+            ],
+        )
+        .await
+        .map_err(storage)
+        .map(|_| ())
+    }
 }
 
 impl SqlStore {
-    /// [`append_ledger`](sqlite::append_ledger) and `record`, in one transaction.
+    /// [`append_ledger`](sqlite::append_ledger), the events and `record`, in one transaction.
     pub(crate) async fn append_ledger_keyed(
         &self,
         tenant: TenantId,
         customer: CustomerId,
         entries: &[LedgerEntry],
+        events: &[OutboxEvent],
         record: &IdempotencyRecord,
     ) -> Result<KeyedWrite<()>> {
         dispatch!(self.db, pool, d => {
@@ -87,6 +110,7 @@ impl SqlStore {
                 return Ok(KeyedWrite::Replayed(Box::new(earlier)));
             }
             d::collections::append_ledger(&mut tx, tenant, customer, entries).await?;
+            d::outbox::insert_core(&mut tx, tenant, events).await.map_err(storage)?;
             tx.commit().await.during("commit ledger").map_err(storage)?;
             Ok(KeyedWrite::Written(()))
         })
@@ -100,10 +124,12 @@ impl PaymentStore for SqlStore {
         tenant: TenantId,
         customer: CustomerId,
         entries: &[LedgerEntry],
+        events: &[OutboxEvent],
     ) -> Result<()> {
         dispatch!(self.db, pool, d => {
             let mut tx = d::begin_tenant(pool, tenant).await.map_err(storage)?;
             d::collections::append_ledger(&mut tx, tenant, customer, entries).await?;
+            d::outbox::insert_core(&mut tx, tenant, events).await.map_err(storage)?;
             tx.commit().await.during("commit ledger").map_err(storage)
         })
     }
@@ -123,9 +149,10 @@ impl PaymentStore for SqlStore {
         tenant: TenantId,
         customer: CustomerId,
         entries: &[LedgerEntry],
+        events: &[OutboxEvent],
         record: &IdempotencyRecord,
     ) -> Result<KeyedWrite<()>> {
-        self.append_ledger_keyed(tenant, customer, entries, record)
+        self.append_ledger_keyed(tenant, customer, entries, events, record)
             .await
     }
 
@@ -166,20 +193,13 @@ impl DunningStore for SqlStore {
         tenant: TenantId,
         invoice: InvoiceId,
         state: DunningState,
+        events: &[OutboxEvent],
     ) -> Result<()> {
-        self.db
-            .write(
-                tenant,
-                "INSERT INTO dunning_states (tenant_id, invoice_id, body) VALUES ($1, $2, $3) \
-                 ON CONFLICT (tenant_id, invoice_id) DO UPDATE SET body = excluded.body",
-                &[
-                    id(tenant),
-                    Bind::Uuid(invoice.as_uuid()),
-                    body("dunning state", &state)?,
-                ],
-            )
-            .await
-            .map_err(storage)
-            .map(|_| ())
+        dispatch!(self.db, pool, d => {
+            let mut tx = d::begin_tenant(pool, tenant).await.map_err(storage)?;
+            d::collections::save_dunning_state(&mut tx, tenant, invoice, &state).await?;
+            d::outbox::insert_core(&mut tx, tenant, events).await.map_err(storage)?;
+            tx.commit().await.during("commit dunning state").map_err(storage)
+        })
     }
 }

@@ -113,7 +113,7 @@ async fn a_payment_ledger_round_trips_and_refuses_a_stale_append_whole() {
                 day(15),
             )
             .unwrap();
-        PaymentStore::append_entries(&store, tenant, customer, &issued)
+        PaymentStore::append_entries(&store, tenant, customer, &issued, &[])
             .await
             .unwrap();
         let paid = ledger
@@ -124,7 +124,7 @@ async fn a_payment_ledger_round_trips_and_refuses_a_stale_append_whole() {
                 AllocationTarget::OldestFirst,
             )
             .unwrap();
-        PaymentStore::append_entries(&store, tenant, customer, &paid.entries)
+        PaymentStore::append_entries(&store, tenant, customer, &paid.entries, &[])
             .await
             .unwrap();
 
@@ -144,7 +144,8 @@ async fn a_payment_ledger_round_trips_and_refuses_a_stale_append_whole() {
                 AllocationTarget::OldestFirst,
             )
             .unwrap();
-        let refused = PaymentStore::append_entries(&store, tenant, customer, &late.entries).await;
+        let refused =
+            PaymentStore::append_entries(&store, tenant, customer, &late.entries, &[]).await;
         assert!(
             matches!(
                 refused,
@@ -183,10 +184,10 @@ async fn dunning_state_defaults_and_is_replaced() {
             "{name}"
         );
         let fired: DunningState = serde_json::from_str(r#"{"fired": 5}"#).unwrap();
-        store.save_state(tenant, invoice, fired).await.unwrap();
+        store.save_state(tenant, invoice, fired, &[]).await.unwrap();
         assert_eq!(store.state(tenant, invoice).await.unwrap(), fired, "{name}");
         let more: DunningState = serde_json::from_str(r#"{"fired": 7}"#).unwrap();
-        store.save_state(tenant, invoice, more).await.unwrap();
+        store.save_state(tenant, invoice, more, &[]).await.unwrap();
         assert_eq!(store.state(tenant, invoice).await.unwrap(), more, "{name}");
         assert_eq!(
             store.state(TenantId::new(), invoice).await.unwrap(),

@@ -176,6 +176,8 @@ use std::sync::Arc;
 
 use chrono::NaiveDate;
 
+pub mod reactions;
+
 pub use dotmac_billing as billing;
 pub use dotmac_collections as collections;
 pub use dotmac_partners as partners;
@@ -184,6 +186,7 @@ pub use dotmac_support as support;
 pub use dotmac_usage as usage;
 
 pub use dotmac_billing::{CustomerAccount, Invoice};
+pub use dotmac_core::outbox;
 pub use dotmac_core::{
     BillingInterval, Clock, CoreError, CreditNoteId, Currency, CustomerId, DomainEvent, EventId,
     EventPayload, FixedClock, IdempotencyKey, InvoiceId, ManualClock, MeterId, Money, PaymentId,
@@ -205,6 +208,9 @@ use dotmac_usage::UsageError;
 
 /// The clock every service of a [`Dotmac`] shares.
 pub type SharedClock = Arc<dyn Clock>;
+
+/// The dispatcher of a [`Dotmac`]'s outbox, with every reaction registered.
+pub type Dispatcher = outbox::Dispatcher<SqlStore, SharedClock>;
 
 /// The billing service over the database: catalogue, subscriptions, bill runs, credit notes.
 pub type Billing = BillingService<SqlStore, SharedClock>;
@@ -241,6 +247,9 @@ pub enum Error {
     /// Connecting, migrating and the database's own calls (tenants, numbers, outbox).
     #[error(transparent)]
     Sql(#[from] SqlError),
+    /// A storage failure outside any domain (the outbox dispatcher's claims and marks).
+    #[error(transparent)]
+    Storage(#[from] dotmac_core::StorageError),
 }
 
 /// Every DotMac service wired over one database and one clock. Cheap to clone (handles).
@@ -256,6 +265,7 @@ pub struct Dotmac {
     usage: UsageBilling,
     collections: Collections,
     support: Support,
+    dispatcher: Arc<Dispatcher>,
 }
 
 impl std::fmt::Debug for Dotmac {
@@ -279,6 +289,7 @@ pub struct DotmacBuilder {
     usage: Option<UsageBillingSettings>,
     collections: Option<CollectionsSettings>,
     currency: Currency,
+    dispatcher: outbox::DispatcherSettings,
 }
 
 impl std::fmt::Debug for DotmacBuilder {
@@ -292,6 +303,12 @@ impl std::fmt::Debug for DotmacBuilder {
 }
 
 impl DotmacBuilder {
+    /// With other dispatcher settings (its worker name, lease, batch and retries).
+    pub fn dispatcher(mut self, settings: outbox::DispatcherSettings) -> Self {
+        self.dispatcher = settings;
+        self
+    }
+
     /// With the database's options (pool size, lease timeouts, …) instead of the URL alone.
     pub fn database(mut self, options: DatabaseOptions) -> Self {
         self.options = options;
@@ -363,6 +380,12 @@ impl DotmacBuilder {
             collections_settings,
         );
         let support = SupportService::new(store.clone(), Arc::clone(&self.clock));
+        let dispatcher = reactions::order_to_cash(billing.clone(), collections.clone())
+            .into_iter()
+            .fold(
+                outbox::Dispatcher::new(store.clone(), Arc::clone(&self.clock), self.dispatcher),
+                outbox::Dispatcher::handler,
+            );
         Ok(Dotmac {
             db,
             store,
@@ -371,6 +394,7 @@ impl DotmacBuilder {
             usage,
             collections,
             support,
+            dispatcher: Arc::new(dispatcher),
         })
     }
 }
@@ -395,6 +419,7 @@ impl Dotmac {
             usage: None,
             collections: None,
             currency: Currency::USD,
+            dispatcher: outbox::DispatcherSettings::new("dotmac"),
         }
     }
 
@@ -452,6 +477,25 @@ impl Dotmac {
     /// Support.
     pub fn support(&self) -> &Support {
         &self.support
+    }
+
+    /// The outbox dispatcher, with every order-to-cash reaction ([`reactions`]) registered.
+    pub fn dispatcher(&self) -> &Dispatcher {
+        &self.dispatcher
+    }
+
+    /// Hands every event that can be handled now to its reactions, until none is left: each
+    /// invoice reaches the ledger, each payment the invoices' statuses, each fee the next
+    /// invoice, each suspension the subscriptions. Run it after each step (or keep it running
+    /// beside the application: at least once, in order per customer, so a crash loses and
+    /// repeats nothing).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Storage`] when the outbox cannot be read or marked; failing reactions are
+    /// retried or parked, not errors (see [`outbox::DispatchSummary`]).
+    pub async fn dispatch(&self) -> Result<outbox::DispatchSummary, Error> {
+        Ok(self.dispatcher.drain().await?)
     }
 
     /// Creates a tenant (an ISP operator) and returns its new id.

@@ -31,7 +31,7 @@ use dotmac::billing::{
 };
 use dotmac::collections::{
     AllocationTarget, CollectionAction, CollectionEvent, CollectionsSettings, CustomerLedger,
-    DunningPolicy, PaymentStore, RestoreOnPayment, StepName, receivables_ageing,
+    DunningPolicy, InvoiceToEnter, PaymentStore, RestoreOnPayment, StepName, receivables_ageing,
 };
 use dotmac::usage::{Aggregation, Meter, UsageEvent, UsageStore};
 use dotmac::{
@@ -678,7 +678,16 @@ async fn record_invoice(
     due: NaiveDate,
 ) -> Result<(), AnyError> {
     collections
-        .record_invoice(tenant, customer, invoice, total, issued, due)
+        .enter_invoice(
+            tenant,
+            InvoiceToEnter {
+                invoice,
+                customer,
+                total,
+                issued,
+                due,
+            },
+        )
         .await?;
     Ok(())
 }

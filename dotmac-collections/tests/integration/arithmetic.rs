@@ -6,10 +6,10 @@
 
 use chrono::{Days, NaiveDate};
 use dotmac_collections::{
-    AllocationTarget, CustomerLedger, DunningInvoice, DunningPolicy, DunningState,
-    RestoreOnPayment, evaluate, receivables_ageing,
+    AllocationTarget, CreditSettlement, CustomerLedger, DunningInvoice, DunningPolicy,
+    DunningState, RestoreOnPayment, evaluate, receivables_ageing,
 };
-use dotmac_core::{Currency, CustomerId, InvoiceId, Money, PaymentId};
+use dotmac_core::{CreditNoteId, Currency, CustomerId, InvoiceId, Money, PaymentId};
 use dotmac_testing::{cases, no_panic, positive_decimal};
 use proptest::prelude::*;
 use rust_decimal::Decimal;
@@ -28,8 +28,12 @@ fn day(n: u64) -> NaiveDate {
 #[derive(Debug, Clone)]
 enum LedgerOp {
     Invoice(Decimal),
+    CreditInvoice(Decimal),
     Pay(Decimal, Option<usize>),
     Refund(usize, Decimal),
+    CreditNote(usize, Decimal, bool),
+    Void(usize),
+    WriteOff(usize),
 }
 
 fn ledger_op() -> impl Strategy<Value = LedgerOp> {
@@ -37,6 +41,11 @@ fn ledger_op() -> impl Strategy<Value = LedgerOp> {
         positive_decimal().prop_map(LedgerOp::Invoice),
         (positive_decimal(), prop::option::of(0usize..6)).prop_map(|(a, t)| LedgerOp::Pay(a, t)),
         (0usize..6, positive_decimal()).prop_map(|(p, a)| LedgerOp::Refund(p, a)),
+        positive_decimal().prop_map(LedgerOp::CreditInvoice),
+        (0usize..6, positive_decimal(), any::<bool>())
+            .prop_map(|(i, a, r)| LedgerOp::CreditNote(i, a, r)),
+        (0usize..6).prop_map(LedgerOp::Void),
+        (0usize..6).prop_map(LedgerOp::WriteOff),
     ]
 }
 
@@ -93,6 +102,33 @@ proptest! {
                         .refund(PaymentId::from_u128(payment as u128 + 1), usd(amount), on)
                         .map(|_| ())
                 })?,
+                LedgerOp::CreditInvoice(amount) => {
+                    invoices += 1;
+                    let id = InvoiceId::from_u128(invoices);
+                    no_panic("record_invoice (negative)", op, || {
+                        ledger.record_invoice(id, usd(-amount), on, day(n as u64 + 14)).map(|_| ())
+                    })?
+                }
+                LedgerOp::CreditNote(invoice, amount, refund) => {
+                    let settlement = if refund { CreditSettlement::Refund } else { CreditSettlement::Credit };
+                    no_panic("credit_note", op, || {
+                        ledger
+                            .credit_note(
+                                CreditNoteId::from_u128(n as u128),
+                                InvoiceId::from_u128(invoice as u128 + 1),
+                                usd(amount),
+                                on,
+                                settlement,
+                            )
+                            .map(|_| ())
+                    })?
+                }
+                LedgerOp::Void(invoice) => no_panic("void", op, || {
+                    ledger.void(InvoiceId::from_u128(invoice as u128 + 1), on).map(|_| ())
+                })?,
+                LedgerOp::WriteOff(invoice) => no_panic("write_off", op, || {
+                    ledger.write_off(InvoiceId::from_u128(invoice as u128 + 1), on).map(|_| ())
+                })?,
             };
             if result.is_err() {
                 prop_assert_eq!(&ledger, &before, "a refused {:?} changed the ledger", op);
@@ -101,8 +137,10 @@ proptest! {
             // rounds (MAX − 10⁻²⁸ is MAX), so their bounds are checked by `payments_properties`
             // on amounts of ordinary size, not here.
             no_panic("credit", op, || ledger.credit())?;
+            no_panic("reconcile", op, || ledger.reconcile().and_then(|r| r.balances()))?.ok();
             for balance in ledger.invoices() {
                 no_panic("open", op, || balance.open())?;
+                no_panic("state", op, || balance.state())?;
                 let settlements = no_panic("settlements", op, || ledger.settlements(balance.invoice))?;
                 let invoice = DunningInvoice {
                     id: balance.invoice,

@@ -8,8 +8,8 @@ use dotmac_collections::{
 };
 use dotmac_collections::{
     CollectionAction, CollectionEvent, CollectionsRunSummary, CollectionsService, DunningInvoice,
-    DunningPolicy, DunningState, DunningStore, InMemoryDunningStore, RestoreOnPayment, Settlement,
-    evaluate,
+    DunningPolicy, DunningState, DunningStore, InMemoryDunningStore, InvoiceToEnter,
+    RestoreOnPayment, Settlement, evaluate,
 };
 use dotmac_core::{Currency, CustomerId, InvoiceId, ManualClock, Money, PaymentId, TenantId};
 use proptest::prelude::*;
@@ -101,13 +101,15 @@ async fn service_suspends_then_restores_on_payment_with_a_reconnection_fee() {
     );
     let usd = |m| Money::from_minor(m, Currency::USD);
     service
-        .record_invoice(
+        .enter_invoice(
             tenant,
-            customer,
-            InvoiceId::from_u128(1),
-            usd(5000),
-            NaiveDate::from_ymd_opt(2026, 3, 1).unwrap(),
-            due(),
+            InvoiceToEnter {
+                invoice: InvoiceId::from_u128(1),
+                customer: customer,
+                total: usd(5000),
+                issued: NaiveDate::from_ymd_opt(2026, 3, 1).unwrap(),
+                due: due(),
+            },
         )
         .await
         .unwrap();
@@ -218,6 +220,7 @@ impl PaymentStore for FixablePayments {
         _tenant: TenantId,
         customer: CustomerId,
         entries: &[LedgerEntry],
+        _events: &[dotmac_core::outbox::OutboxEvent],
     ) -> Result<(), CollectionsError> {
         self.ledgers
             .lock()
@@ -257,13 +260,15 @@ async fn one_customers_bad_ledger_never_stops_the_collections_run() {
     );
     for (n, customer) in (1u128..).zip(&customers) {
         service
-            .record_invoice(
+            .enter_invoice(
                 tenant,
-                *customer,
-                InvoiceId::from_u128(n),
-                Money::from_minor(5000, Currency::USD),
-                NaiveDate::from_ymd_opt(2026, 3, 1).unwrap(),
-                due(),
+                InvoiceToEnter {
+                    invoice: InvoiceId::from_u128(n),
+                    customer: *customer,
+                    total: Money::from_minor(5000, Currency::USD),
+                    issued: NaiveDate::from_ymd_opt(2026, 3, 1).unwrap(),
+                    due: due(),
+                },
             )
             .await
             .unwrap();
@@ -281,7 +286,7 @@ async fn one_customers_bad_ledger_never_stops_the_collections_run() {
     };
     service
         .payment_store()
-        .append_entries(tenant, bad, std::slice::from_ref(&stray))
+        .append_entries(tenant, bad, std::slice::from_ref(&stray), &[])
         .await
         .unwrap();
     clock.set(Utc.with_ymd_and_hms(2026, 3, 20, 6, 0, 0).unwrap());
@@ -374,13 +379,15 @@ async fn a_customer_invoiced_in_another_currency_than_the_policys_fails_alone_an
         (2, eur_customer, Currency::EUR),
     ] {
         service
-            .record_invoice(
+            .enter_invoice(
                 tenant,
-                customer,
-                InvoiceId::from_u128(n),
-                Money::from_minor(5000, currency),
-                NaiveDate::from_ymd_opt(2026, 3, 1).unwrap(),
-                due(),
+                InvoiceToEnter {
+                    invoice: InvoiceId::from_u128(n),
+                    customer: customer,
+                    total: Money::from_minor(5000, currency),
+                    issued: NaiveDate::from_ymd_opt(2026, 3, 1).unwrap(),
+                    due: due(),
+                },
             )
             .await
             .unwrap();
@@ -443,7 +450,205 @@ impl DunningStore for SharedDunning {
         tenant: TenantId,
         invoice: InvoiceId,
         state: DunningState,
+        events: &[dotmac_core::outbox::OutboxEvent],
     ) -> Result<(), CollectionsError> {
-        self.0.save_state(tenant, invoice, state).await
+        self.0.save_state(tenant, invoice, state, events).await
     }
+}
+
+/// The actions among `events`, as (name, action, fee).
+fn actions_of(
+    events: &[dotmac_core::DomainEvent<CollectionEvent>],
+) -> Vec<(String, CollectionAction, Option<Money>)> {
+    events
+        .iter()
+        .filter_map(|e| match &e.payload {
+            CollectionEvent::Action(a) => Some((a.name.to_string(), a.action, a.fee)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn void_written_off_and_credited_invoices_are_not_chased() {
+    use dotmac_collections::{CreditNoteToEnter, CreditSettlement};
+    use dotmac_core::CreditNoteId;
+    use dotmac_core::outbox::OutboxStore;
+    let tenant = TenantId::from_u128(1);
+    let clock = ManualClock::new(Utc.with_ymd_and_hms(2026, 3, 1, 8, 0, 0).unwrap());
+    let outbox = std::sync::Arc::new(dotmac_core::outbox::MemoryOutbox::new());
+    let service = CollectionsService::new(
+        InMemoryPaymentStore::with_outbox(outbox.clone()),
+        InMemoryDunningStore::with_outbox(outbox.clone()),
+        &clock,
+        dotmac_collections::CollectionsSettings::new(policy()).with_zone(chrono_tz::Africa::Lagos),
+    );
+    let usd = |m| Money::from_minor(m, Currency::USD);
+    let day = |d| NaiveDate::from_ymd_opt(2026, 3, d).unwrap();
+    let (suspended, voided, written_off, credited) = (
+        CustomerId::from_u128(1),
+        CustomerId::from_u128(2),
+        CustomerId::from_u128(3),
+        CustomerId::from_u128(4),
+    );
+    for (n, customer) in (1u128..).zip([suspended, voided, written_off, credited]) {
+        service
+            .enter_invoice(
+                tenant,
+                InvoiceToEnter {
+                    invoice: InvoiceId::from_u128(n),
+                    customer,
+                    total: usd(5000),
+                    issued: day(1),
+                    due: due(),
+                },
+            )
+            .await
+            .unwrap();
+    }
+    // Before anything fires: one voided, one written off, one credited but for 0.50 (below
+    // the policy's 1.00 minimum).
+    clock.set(Utc.with_ymd_and_hms(2026, 3, 5, 9, 0, 0).unwrap());
+    service
+        .void_invoice(tenant, voided, InvoiceId::from_u128(2), day(5))
+        .await
+        .unwrap();
+    service
+        .write_off_invoice(tenant, written_off, InvoiceId::from_u128(3), day(5))
+        .await
+        .unwrap();
+    let note = CreditNoteToEnter {
+        credit_note: CreditNoteId::from_u128(1),
+        invoice: InvoiceId::from_u128(4),
+        customer: credited,
+        amount: usd(4950),
+        issued: day(5),
+        settlement: CreditSettlement::Credit,
+    };
+    service.enter_credit_note(tenant, note).await.unwrap();
+    // The suspension day: only the first customer is chased.
+    clock.set(Utc.with_ymd_and_hms(2026, 3, 20, 9, 0, 0).unwrap());
+    let run = service
+        .evaluate_customers(tenant, &[suspended, voided, written_off, credited])
+        .await
+        .unwrap();
+    let chased: Vec<CustomerId> = run.events.iter().map(|e| e.payload.customer()).collect();
+    assert_eq!(chased, vec![suspended; 4]);
+    assert_eq!(
+        actions_of(&run.events).last().map(|a| a.1),
+        Some(CollectionAction::Suspend)
+    );
+    // Voiding the suspended customer's invoice restores them, without a reconnection fee;
+    // nothing fires for it afterwards.
+    let events = service
+        .void_invoice(tenant, suspended, InvoiceId::from_u128(1), day(20))
+        .await
+        .unwrap();
+    assert_eq!(
+        actions_of(&events),
+        vec![("restore".to_owned(), CollectionAction::Restore, None)]
+    );
+    assert!(
+        service
+            .void_invoice(tenant, suspended, InvoiceId::from_u128(1), day(21))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    clock.set(Utc.with_ymd_and_hms(2026, 6, 30, 9, 0, 0).unwrap());
+    let run = service
+        .evaluate_customers(tenant, &[suspended, voided, written_off, credited])
+        .await
+        .unwrap();
+    assert!(run.events.is_empty(), "{:?}", run.events);
+    // Every event the calls returned is in the shared outbox, written by the stores.
+    let stored = outbox.outbox_messages(tenant).await.unwrap();
+    assert!(
+        stored
+            .iter()
+            .any(|m| m.event_type == "collections.suspend_service")
+            && stored
+                .iter()
+                .any(|m| m.event_type == "collections.restore_service")
+            && stored.iter().any(|m| m.event_type == "payments.voided")
+            && stored
+                .iter()
+                .any(|m| m.event_type == "payments.written_off")
+            && stored
+                .iter()
+                .any(|m| m.event_type == "payments.credit_noted"),
+        "{:?}",
+        stored.iter().map(|m| &m.event_type).collect::<Vec<_>>()
+    );
+    let customers = [suspended, voided, written_off, credited];
+    assert!(stored.iter().all(|m| m.aggregate.kind() == "customer"
+        && customers.iter().any(|c| c.as_uuid() == m.aggregate.id())));
+}
+
+#[tokio::test]
+async fn a_credit_note_that_settles_a_suspended_invoice_restores_service() {
+    use dotmac_collections::{CreditNoteToEnter, CreditSettlement};
+    use dotmac_core::CreditNoteId;
+    let tenant = TenantId::from_u128(1);
+    let customer = CustomerId::from_u128(1);
+    let clock = ManualClock::new(Utc.with_ymd_and_hms(2026, 3, 1, 8, 0, 0).unwrap());
+    let service = CollectionsService::new(
+        InMemoryPaymentStore::new(),
+        InMemoryDunningStore::new(),
+        &clock,
+        dotmac_collections::CollectionsSettings::new(policy()).with_zone(chrono_tz::Africa::Lagos),
+    );
+    let usd = |m| Money::from_minor(m, Currency::USD);
+    let invoice = InvoiceId::from_u128(1);
+    service
+        .enter_invoice(
+            tenant,
+            InvoiceToEnter {
+                invoice,
+                customer,
+                total: usd(5000),
+                issued: NaiveDate::from_ymd_opt(2026, 3, 1).unwrap(),
+                due: due(),
+            },
+        )
+        .await
+        .unwrap();
+    clock.set(Utc.with_ymd_and_hms(2026, 3, 20, 9, 0, 0).unwrap());
+    let fired = service.evaluate(tenant, customer).await.unwrap();
+    assert_eq!(actions_of(&fired).len(), 4);
+    let note = CreditNoteToEnter {
+        credit_note: CreditNoteId::from_u128(1),
+        invoice,
+        customer,
+        amount: usd(5000),
+        issued: NaiveDate::from_ymd_opt(2026, 3, 21).unwrap(),
+        settlement: CreditSettlement::Credit,
+    };
+    clock.set(Utc.with_ymd_and_hms(2026, 3, 21, 9, 0, 0).unwrap());
+    let events = service.enter_credit_note(tenant, note).await.unwrap();
+    let types: Vec<&str> = events.iter().map(|e| e.event_type()).collect();
+    assert_eq!(
+        types,
+        [
+            "payments.credit_noted",
+            "collections.invoice_balance_changed",
+            "collections.restore_service"
+        ]
+    );
+    let dotmac_collections::CollectionEvent::InvoiceBalanceChanged(changed) = &events[1].payload
+    else {
+        panic!("{:?}", events[1]);
+    };
+    assert_eq!(
+        (changed.credited, changed.open, changed.state),
+        (usd(5000), usd(0), dotmac_collections::BalanceState::Paid)
+    );
+    // The same note again: nothing.
+    assert!(
+        service
+            .enter_credit_note(tenant, note)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

@@ -4,6 +4,7 @@
 async fn memory_payment_store_passes_the_payment_suite() {
     let result = dotmac_collections::testkit::run_payment_store_suite(
         dotmac_collections::InMemoryPaymentStore::new,
+        dotmac_collections::testkit::outbox_events,
     )
     .await;
     assert_eq!(result, Ok(()));
@@ -13,6 +14,7 @@ async fn memory_payment_store_passes_the_payment_suite() {
 async fn memory_dunning_store_passes_the_dunning_suite() {
     let result = dotmac_collections::testkit::run_dunning_store_suite(
         dotmac_collections::InMemoryDunningStore::new,
+        |store, tenant| dotmac_collections::testkit::outbox_events(store.outbox(), tenant),
     )
     .await;
     assert_eq!(result, Ok(()));
