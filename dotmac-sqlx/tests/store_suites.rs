@@ -3,9 +3,8 @@
 
 mod common;
 
-use dotmac_billing::testkit::StoredEvent;
+use dotmac_billing::testkit::core_outbox;
 use dotmac_core::TenantId;
-use dotmac_core::outbox::BoxFuture;
 use dotmac_sqlx::SqlStore;
 
 /// A tenant's outbox as the collections suites read it.
@@ -28,33 +27,11 @@ fn ledger_outbox(
     })
 }
 
-/// A tenant's outbox events as the billing suite reads them.
-fn sql_outbox(
-    store: &SqlStore,
-    tenant: TenantId,
-) -> BoxFuture<'_, Result<Vec<StoredEvent>, String>> {
-    Box::pin(async move {
-        let events = store
-            .database()
-            .outbox_events(tenant)
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(events
-            .into_iter()
-            .map(|m| StoredEvent {
-                id: m.event.id,
-                event_type: m.event.event_type,
-                payload: m.event.payload,
-            })
-            .collect())
-    })
-}
-
 #[tokio::test]
 async fn billing_store_suite_passes_on_every_backend() {
     for (name, db) in common::backends().await {
         let result =
-            dotmac_billing::testkit::run_store_suite(|| SqlStore::new(db.clone()), sql_outbox)
+            dotmac_billing::testkit::run_store_suite(|| SqlStore::new(db.clone()), core_outbox)
                 .await;
         assert_eq!(result, Ok(()), "billing store suite on {name}");
     }
