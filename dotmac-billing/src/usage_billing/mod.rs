@@ -1220,3 +1220,278 @@ mod observability_tests {
         );
     }
 }
+
+/// Rating a chunk of subscriptions at once: one usage read per chunk, never per subscription,
+/// with the same outcome as rating them one at a time.
+#[cfg(test)]
+mod chunk_tests {
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use chrono::{DateTime, TimeZone, Utc};
+    use dotmac_core::{BillingInterval, Currency, FixedClock, ProductId, UsageEventId};
+    use dotmac_usage::{InMemoryUsageStore, UsageError, UsageEvent};
+    use rust_decimal_macros::dec;
+
+    use super::*;
+    use crate::MemoryStore;
+    use crate::PriceModel;
+    use crate::catalog::{Charge, CurrencyPrice, Product};
+    use crate::service::BillingSettings;
+    use crate::store::{CustomerAccount, InvoiceStore};
+    use crate::subscription::NewSubscription;
+
+    const TENANT: TenantId = TenantId::from_u128(1);
+    const JANE: CustomerId = CustomerId::from_u128(2);
+    const OMAR: CustomerId = CustomerId::from_u128(3);
+    const JANE_HOME: SubscriptionId = SubscriptionId::from_u128(10);
+    const JANE_SHOP: SubscriptionId = SubscriptionId::from_u128(11);
+    const OMAR_HOME: SubscriptionId = SubscriptionId::from_u128(12);
+    const DATA: MeterId = MeterId::from_u128(4);
+    const SEATS: MeterId = MeterId::from_u128(5);
+
+    /// The memory store, counting its reads.
+    #[derive(Default)]
+    struct Counting {
+        store: InMemoryUsageStore,
+        per_key: AtomicUsize,
+        chunks: AtomicUsize,
+    }
+
+    impl UsageStore for Counting {
+        async fn append_events(
+            &self,
+            tenant: TenantId,
+            events: &[UsageEvent],
+        ) -> Result<Vec<bool>, UsageError> {
+            self.store.append_events(tenant, events).await
+        }
+
+        async fn events_between(
+            &self,
+            tenant: TenantId,
+            customer: CustomerId,
+            meter: MeterId,
+            from: DateTime<Utc>,
+            to: DateTime<Utc>,
+        ) -> Result<Vec<UsageEvent>, UsageError> {
+            self.per_key.fetch_add(1, Ordering::Relaxed);
+            self.store
+                .events_between(tenant, customer, meter, from, to)
+                .await
+        }
+
+        async fn period_aggregates(
+            &self,
+            tenant: TenantId,
+            meters: &[Meter],
+            keys: &[PeriodKey],
+        ) -> Result<Vec<Result<Decimal, UsageError>>, UsageError> {
+            self.chunks.fetch_add(1, Ordering::Relaxed);
+            self.store.period_aggregates(tenant, meters, keys).await
+        }
+    }
+
+    fn d(m: u32, day: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(2026, m, day).unwrap()
+    }
+
+    fn at(m: u32, day: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, m, day, 12, 0, 0).unwrap()
+    }
+
+    fn per_unit(meter: MeterId, unit_amount: Decimal) -> Charge {
+        Charge::usage(
+            meter,
+            vec![CurrencyPrice {
+                currency: Currency::USD,
+                model: PriceModel::PerUnit { unit_amount },
+            }],
+        )
+    }
+
+    /// $0.50 per GB, $2 per seat-month (a gauge of changes: +3 seats, −1 seat).
+    fn plan() -> Plan {
+        Plan::builder(PlanId::from_u128(20), ProductId::from_u128(21), "Business")
+            .interval(BillingInterval::MONTHLY)
+            .charge(per_unit(DATA, dec!(0.50)))
+            .charge(per_unit(SEATS, dec!(2)))
+            .build(d(1, 1))
+            .unwrap()
+    }
+
+    fn meters() -> Vec<Meter> {
+        vec![
+            Meter {
+                id: DATA,
+                code: "data_gb".into(),
+                aggregation: Aggregation::Sum,
+            },
+            Meter {
+                id: SEATS,
+                code: "seats".into(),
+                aggregation: Aggregation::WeightedSumOfChanges,
+            },
+        ]
+    }
+
+    fn event(
+        id: u128,
+        customer: CustomerId,
+        subscription: Option<SubscriptionId>,
+        meter: MeterId,
+        quantity: Decimal,
+        when: DateTime<Utc>,
+    ) -> UsageEvent {
+        UsageEvent {
+            id: UsageEventId::from_u128(id),
+            customer,
+            subscription,
+            meter,
+            quantity,
+            timestamp: when,
+            properties: BTreeMap::new(),
+        }
+    }
+
+    /// Jane with two subscriptions, Omar with one, from March 1st, in chunks of `chunk`; their
+    /// March and April usage stored.
+    async fn setup(chunk: usize) -> (BillingService<MemoryStore, FixedClock>, Counting) {
+        let plan = plan();
+        let billing = BillingService::new(
+            MemoryStore::new(),
+            FixedClock::new(at(5, 1)),
+            BillingSettings::default().with_chunk_size(chunk),
+        );
+        let product = Product {
+            id: plan.product,
+            name: "Business".into(),
+        };
+        billing.add_product(TENANT, product).await.unwrap();
+        billing.save_plan(TENANT, plan.clone()).await.unwrap();
+        for (customer, sub) in [(JANE, JANE_HOME), (JANE, JANE_SHOP), (OMAR, OMAR_HOME)] {
+            let account = CustomerAccount::new(customer, Currency::USD);
+            billing.save_account(TENANT, account).await.unwrap();
+            let new = NewSubscription::new(customer, plan.id, Currency::USD, d(3, 1)).id(sub);
+            billing.subscribe(TENANT, new).await.unwrap();
+        }
+        let usage = Counting::default();
+        let events = [
+            event(1, JANE, Some(JANE_HOME), DATA, dec!(130), at(3, 5)),
+            event(2, JANE, Some(JANE_SHOP), DATA, dec!(20), at(3, 6)),
+            // Naming no subscription: each of Jane's counts it.
+            event(3, JANE, None, DATA, dec!(10), at(3, 7)),
+            event(4, JANE, Some(JANE_HOME), DATA, dec!(7), at(4, 2)),
+            event(5, OMAR, Some(OMAR_HOME), DATA, dec!(50), at(3, 8)),
+            // Three seats from March 1st, one fewer from April 16th (half of April).
+            event(
+                6,
+                OMAR,
+                Some(OMAR_HOME),
+                SEATS,
+                dec!(3),
+                Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).unwrap(),
+            ),
+            event(
+                7,
+                OMAR,
+                Some(OMAR_HOME),
+                SEATS,
+                dec!(-1),
+                Utc.with_ymd_and_hms(2026, 4, 16, 0, 0, 0).unwrap(),
+            ),
+        ];
+        usage.append_events(TENANT, &events).await.unwrap();
+        (billing, usage)
+    }
+
+    /// (subscription, meter, period start, quantity used) of every rating, sorted.
+    fn used(rated: &[RatedUsage]) -> Vec<(SubscriptionId, MeterId, NaiveDate, Decimal)> {
+        let mut used: Vec<_> = rated
+            .iter()
+            .map(|r| (r.subscription, r.meter, r.period.start(), r.used))
+            .collect();
+        used.sort();
+        used
+    }
+
+    #[tokio::test]
+    async fn a_chunk_is_rated_with_one_usage_read_and_as_one_subscription_at_a_time() {
+        let (billing, counting) = setup(2).await;
+        let settings = UsageBillingSettings::new(chrono_tz::UTC, meters());
+        let usage = UsageBillingService::new(billing.clone(), &counting, settings.clone());
+        let run = usage.rate_due(TENANT, d(5, 1)).await.unwrap();
+        // Three subscriptions in chunks of two: two reads, none per subscription.
+        assert_eq!(counting.chunks.load(Ordering::Relaxed), 2);
+        assert_eq!(counting.per_key.load(Ordering::Relaxed), 0);
+        assert!(run.failures.is_empty());
+        let (mar, apr) = (d(3, 1), d(4, 1));
+        assert_eq!(
+            used(&run.rated),
+            [
+                (JANE_HOME, DATA, mar, dec!(140)),
+                (JANE_HOME, DATA, apr, dec!(7)),
+                (JANE_HOME, SEATS, mar, dec!(0)),
+                (JANE_HOME, SEATS, apr, dec!(0)),
+                (JANE_SHOP, DATA, mar, dec!(30)),
+                (JANE_SHOP, DATA, apr, dec!(0)),
+                (JANE_SHOP, SEATS, mar, dec!(0)),
+                (JANE_SHOP, SEATS, apr, dec!(0)),
+                (OMAR_HOME, DATA, mar, dec!(50)),
+                (OMAR_HOME, DATA, apr, dec!(0)),
+                (OMAR_HOME, SEATS, mar, dec!(3)),
+                // The level carries over from March: 3 seats, then 2 for half the month.
+                (OMAR_HOME, SEATS, apr, dec!(2.5)),
+            ]
+        );
+        // One subscription at a time, on the same data: the same ratings and charges.
+        let (single, counting) = setup(1000).await;
+        let usage = UsageBillingService::new(single.clone(), &counting, settings);
+        let mut one_by_one = Vec::new();
+        let mut added = Vec::new();
+        for sub in [JANE_HOME, JANE_SHOP, OMAR_HOME] {
+            let summary = usage.rate_subscription(TENANT, sub, d(5, 1)).await.unwrap();
+            one_by_one.extend(summary.rated);
+            added.extend(summary.added);
+        }
+        assert_eq!(counting.chunks.load(Ordering::Relaxed), 3);
+        assert_eq!(counting.per_key.load(Ordering::Relaxed), 0);
+        assert_eq!(used(&one_by_one), used(&run.rated));
+        let ids = |charges: &[PendingCharge]| {
+            let mut ids: Vec<_> = charges
+                .iter()
+                .map(|c| (c.id, c.unit_price, c.quantity))
+                .collect();
+            ids.sort_by_key(|(id, _, _)| *id);
+            ids
+        };
+        assert_eq!(ids(&added), ids(&run.added));
+        for customer in [JANE, OMAR] {
+            let chunked = billing
+                .store()
+                .pending_charges(TENANT, customer)
+                .await
+                .unwrap();
+            let single = single
+                .store()
+                .pending_charges(TENANT, customer)
+                .await
+                .unwrap();
+            assert_eq!(ids(&chunked), ids(&single));
+        }
+        // A re-run adds nothing.
+        let again = UsageBillingService::new(
+            billing.clone(),
+            &counting,
+            UsageBillingSettings::new(chrono_tz::UTC, meters()),
+        );
+        assert!(
+            again
+                .rate_due(TENANT, d(5, 1))
+                .await
+                .unwrap()
+                .added
+                .is_empty()
+        );
+    }
+}
