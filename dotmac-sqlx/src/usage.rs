@@ -37,8 +37,8 @@ const PG_BATCH: usize = 20_000;
 const KEYS: usize = 4000;
 
 /// One key of a set-based read as the SQL sees it: its position in the request, the series
-/// and window it reads, the property a `unique_count` meter counts and whether its meter is a
-/// `latest` one (the only keys whose latest quantity is worth computing).
+/// and window it reads, its meter's aggregation ([`kind`]) and the property a `unique_count`
+/// meter counts.
 #[derive(Debug, Clone)]
 pub(crate) struct KeyRow {
     pub(crate) index: usize,
@@ -47,8 +47,45 @@ pub(crate) struct KeyRow {
     pub(crate) meter: Uuid,
     pub(crate) from: DateTime<Utc>,
     pub(crate) to: DateTime<Utc>,
+    pub(crate) kind: i64,
     pub(crate) property: Option<String>,
-    pub(crate) latest: bool,
+}
+
+/// The aggregations SQL computes, as the `kind` of a [`KeyRow`] (the time-weighted ones are
+/// read as raw events).
+mod kind {
+    pub(crate) const COUNT: i64 = 0;
+    pub(crate) const SUM: i64 = 1;
+    pub(crate) const MAX: i64 = 2;
+    pub(crate) const LATEST: i64 = 3;
+    pub(crate) const UNIQUE: i64 = 4;
+}
+
+/// The select list of a chunk's `GROUP BY`: the count and sign of every key's events, and only
+/// the aggregates of the kinds the chunk holds (each restricted to its kind's keys when the
+/// chunk mixes kinds), so that a chunk of `sum` meters computes one sum and nothing else.
+#[derive(Debug, Clone, Copy, Default)]
+struct Needs {
+    sum: bool,
+    max: bool,
+    latest: bool,
+    unique: bool,
+    mixed: bool,
+}
+
+impl Needs {
+    fn of(keys: &[KeyRow]) -> Needs {
+        let has = |k: i64| keys.iter().any(|r| r.kind == k);
+        Needs {
+            sum: has(kind::SUM),
+            max: has(kind::MAX),
+            latest: has(kind::LATEST),
+            unique: has(kind::UNIQUE),
+            mixed: keys
+                .iter()
+                .any(|r| keys.first().is_some_and(|f| f.kind != r.kind)),
+        }
+    }
 }
 
 /// The join of the keys (`k`) with their events (`e`, the tenant's): the key's customer, meter
@@ -122,10 +159,6 @@ for_each_dialect! {
             rows.iter().map(|r| r.try_get::<Uuid, _>(0).during("write usage")).collect()
         }
 
-        /// A key's quantity is a plain integer that SQLite sums and compares exactly (at most
-        /// 18 digits: the halves summed below cannot overflow).
-        const REGULAR: &str = "(e.quantity NOT GLOB '*[^0-9]*' AND length(e.quantity) BETWEEN 1 AND 18)";
-
         /// `WITH k(…) AS (VALUES (…), …) <select> FROM k CROSS JOIN usage_events AS e WHERE
         /// e.tenant_id = ? AND <the key's events>`, then `tail`. The keys drive the join
         /// (`CROSS JOIN` keeps SQLite from reordering it): one range scan of the lookup index
@@ -137,7 +170,7 @@ for_each_dialect! {
             tail: &str,
         ) -> sqlx::QueryBuilder<Db> {
             let mut query = sqlx::QueryBuilder::<Db>::new(
-                "WITH k(idx, customer, sub, meter, t0, t1, prop, latest) AS (VALUES ",
+                "WITH k(idx, customer, sub, meter, t0, t1, kind, prop) AS (VALUES ",
             );
             for (n, key) in keys.iter().enumerate() {
                 if n > 0 {
@@ -151,8 +184,8 @@ for_each_dialect! {
                     .push_bind(key.meter)
                     .push_bind(key.from)
                     .push_bind(key.to)
-                    .push_bind(key.property.clone())
-                    .push_bind(key.latest);
+                    .push_bind(key.kind)
+                    .push_bind(key.property.clone());
                 row.push_unseparated(")");
             }
             query.push(") ").push(select);
@@ -162,47 +195,98 @@ for_each_dialect! {
             query
         }
 
-        /// The totals of each key that has events (keys without any have none).
+        /// The `GROUP BY`'s select list for `needs`. Quantities are decimal text: `SUM` of
+        /// integer texts is an exact integer (`typeof` says so; a decimal point makes it a
+        /// float, which is not used), the smallest text starts with `-` when a quantity is
+        /// negative, and the text maximum of `occurred_at|hex(event_id)|quantity` is the
+        /// latest event (instants are stored in one fixed-offset format, ids compare as bytes).
+        fn select_list(needs: Needs) -> String {
+            let only = |k: i64, expr: &str| {
+                if needs.mixed {
+                    format!("CASE WHEN k.kind = {k} THEN {expr} END")
+                } else {
+                    expr.to_owned()
+                }
+            };
+            let mut select = String::from(
+                "SELECT k.idx AS idx, COUNT(*) AS n, MIN(e.quantity) AS least",
+            );
+            if needs.sum {
+                let q = only(kind::SUM, "e.quantity");
+                select.push_str(&format!(", SUM({q}) AS total, typeof(SUM({q})) AS total_type"));
+            } else {
+                select.push_str(", NULL AS total, NULL AS total_type");
+            }
+            if needs.max {
+                let top = only(kind::MAX, "CAST(e.quantity AS INTEGER)");
+                let irregular = only(
+                    kind::MAX,
+                    "(instr(e.quantity, '.') > 0 OR length(e.quantity) > 18)",
+                );
+                select.push_str(&format!(", MAX({top}) AS top, MAX({irregular}) AS irregular"));
+            } else {
+                select.push_str(", NULL AS top, NULL AS irregular");
+            }
+            if needs.latest {
+                let latest = only(
+                    kind::LATEST,
+                    "e.occurred_at || '|' || hex(e.event_id) || '|' || e.quantity",
+                );
+                select.push_str(&format!(", MAX({latest}) AS latest"));
+            } else {
+                select.push_str(", NULL AS latest");
+            }
+            if needs.unique {
+                let value = only(
+                    kind::UNIQUE,
+                    "(SELECT j.value FROM json_each(e.properties) AS j WHERE j.key = k.prop)",
+                );
+                select.push_str(&format!(", COUNT(DISTINCT {value}) AS distinct_values"));
+            } else {
+                select.push_str(", 0 AS distinct_values");
+            }
+            select
+        }
+
+        /// The totals of each key that has events (keys without any have none), and the
+        /// positions of the keys to aggregate from their events instead: every key of a
+        /// statement whose integer sum overflowed (SQLite refuses it rather than wrapping).
         pub(crate) async fn totals(
             tx: &mut Tx,
             tenant: TenantId,
             keys: &[KeyRow],
             count: usize,
-        ) -> Result<Vec<(usize, PeriodTotals)>> {
+        ) -> Result<(Vec<(usize, PeriodTotals)>, Vec<usize>)> {
             let mut out = Vec::with_capacity(keys.len());
+            let mut overflowed = Vec::new();
             for chunk in keys.chunks(KEYS) {
-                let select = format!(
-                    "SELECT k.idx AS idx, COUNT(*) AS n, \
-                       SUM(NOT {REGULAR}) AS irregular, \
-                       SUM(CASE WHEN {REGULAR} THEN CAST(e.quantity AS INTEGER) / 1000000000 END) AS hi, \
-                       SUM(CASE WHEN {REGULAR} THEN CAST(e.quantity AS INTEGER) % 1000000000 END) AS lo, \
-                       MAX(CASE WHEN {REGULAR} THEN CAST(e.quantity AS INTEGER) END) AS top, \
-                       MAX(CASE WHEN k.latest THEN e.occurred_at || '|' || hex(e.event_id) || '|' || e.quantity END) AS latest, \
-                       COUNT(DISTINCT CASE WHEN k.prop IS NOT NULL THEN \
-                         (SELECT j.value FROM json_each(e.properties) AS j WHERE j.key = k.prop) END) AS distinct_values, \
-                       MAX(e.quantity GLOB '-*[1-9]*') AS negative"
-                );
+                let select = select_list(Needs::of(chunk));
                 let mut query = keyed_query(chunk, tenant, &select, "GROUP BY k.idx");
-                let rows = query.build().fetch_all(&mut **tx).await.during("aggregate usage")?;
+                let rows = match query.build().fetch_all(&mut **tx).await {
+                    Ok(rows) => rows,
+                    Err(sqlx::Error::Database(e)) if e.message().contains("integer overflow") => {
+                        overflowed.extend(chunk.iter().map(|k| k.index));
+                        continue;
+                    }
+                    Err(e) => return Err(e).during("aggregate usage"),
+                };
                 for row in &rows {
                     let index = position(row.try_get("idx").during("aggregate usage")?, count)?;
                     let n: i64 = row.try_get("n").during("aggregate usage")?;
-                    let irregular: i64 = row.try_get("irregular").during("aggregate usage")?;
-                    let hi: Option<i64> = row.try_get("hi").during("aggregate usage")?;
-                    let lo: Option<i64> = row.try_get("lo").during("aggregate usage")?;
+                    let least: String = row.try_get("least").during("aggregate usage")?;
+                    let total_type: Option<String> =
+                        row.try_get("total_type").during("aggregate usage")?;
+                    let sum = if total_type.as_deref() == Some("integer") {
+                        let total: i64 = row.try_get("total").during("aggregate usage")?;
+                        Some(Decimal::from(total))
+                    } else {
+                        None
+                    };
                     let top: Option<i64> = row.try_get("top").during("aggregate usage")?;
+                    let irregular: Option<i64> =
+                        row.try_get("irregular").during("aggregate usage")?;
                     let latest: Option<String> = row.try_get("latest").during("aggregate usage")?;
                     let distinct: i64 = row.try_get("distinct_values").during("aggregate usage")?;
-                    let negative: i64 = row.try_get("negative").during("aggregate usage")?;
-                    let exact = irregular == 0;
-                    // hi ≤ 10⁹ and lo < 10⁹ a row: their sums and this combination fit an i128.
-                    let sum = match (exact, hi, lo) {
-                        (true, Some(hi), Some(lo)) => i128::from(hi)
-                            .checked_mul(1_000_000_000)
-                            .and_then(|h| h.checked_add(i128::from(lo)))
-                            .and_then(|total| Decimal::try_from_i128_with_scale(total, 0).ok()),
-                        _ => None,
-                    };
                     let latest = match latest.as_deref() {
                         Some(text) => Some(latest_quantity(text)?),
                         None => None,
@@ -210,14 +294,14 @@ for_each_dialect! {
                     out.push((index, PeriodTotals {
                         count: n.unsigned_abs(),
                         sum,
-                        max: top.filter(|_| exact).map(Decimal::from),
+                        max: top.filter(|_| irregular == Some(0)).map(Decimal::from),
                         latest,
                         distinct: distinct.unsigned_abs(),
-                        negative: negative != 0,
+                        negative: least.starts_with('-'),
                     }));
                 }
             }
-            Ok(out)
+            Ok((out, overflowed))
         }
 
         /// The quantity after the last `|` of `occurred_at|hex(event_id)|quantity`: the text
@@ -352,7 +436,7 @@ for_each_dialect! {
         }
 
         /// The key columns as arrays, for `UNNEST(…) AS k(idx, customer, sub, meter, t0, t1,
-        /// prop, latest)`: the keys drive the join, one range scan of the lookup index per key.
+        /// kind, prop)`: the keys drive the join, one range scan of the lookup index per key.
         fn bind_keys<'q>(
             query: sqlx::query::Query<'q, Db, sqlx::postgres::PgArguments>,
             tenant: TenantId,
@@ -366,33 +450,71 @@ for_each_dialect! {
                 .bind(keys.iter().map(|k| k.meter).collect::<Vec<Uuid>>())
                 .bind(keys.iter().map(|k| k.from).collect::<Vec<DateTime<Utc>>>())
                 .bind(keys.iter().map(|k| k.to).collect::<Vec<DateTime<Utc>>>())
+                .bind(keys.iter().map(|k| k.kind).collect::<Vec<i64>>())
                 .bind(keys.iter().map(|k| k.property.clone()).collect::<Vec<Option<String>>>())
-                .bind(keys.iter().map(|k| k.latest).collect::<Vec<bool>>())
         }
 
         const KEYS_TABLE: &str = "UNNEST($2::int8[], $3::uuid[], $4::uuid[], $5::uuid[], \
-             $6::timestamptz[], $7::timestamptz[], $8::text[], $9::bool[]) \
-             AS k(idx, customer, sub, meter, t0, t1, prop, latest)";
+             $6::timestamptz[], $7::timestamptz[], $8::int8[], $9::text[]) \
+             AS k(idx, customer, sub, meter, t0, t1, kind, prop)";
+
+        /// The `GROUP BY`'s select list for `needs`: the count and sign of every key's events,
+        /// and only the aggregates of the kinds the chunk holds (`FILTER`ed to their keys when
+        /// the chunk mixes kinds). The sum comes back as text: one out of a decimal's range or
+        /// precision is not exact, and the key is aggregated from its events instead.
+        fn select_list(needs: Needs) -> String {
+            let only = |k: i64| {
+                if needs.mixed {
+                    format!(" FILTER (WHERE k.kind = {k})")
+                } else {
+                    String::new()
+                }
+            };
+            let mut select = String::from(
+                "SELECT k.idx AS idx, COUNT(*) AS n, bool_or(e.quantity < 0) AS negative",
+            );
+            select.push_str(&if needs.sum {
+                format!(", (SUM(e.quantity){})::text AS total", only(kind::SUM))
+            } else {
+                ", NULL::text AS total".to_owned()
+            });
+            select.push_str(&if needs.max {
+                format!(", MAX(e.quantity){} AS top", only(kind::MAX))
+            } else {
+                ", NULL::numeric AS top".to_owned()
+            });
+            select.push_str(&if needs.latest {
+                format!(
+                    ", (array_agg(e.quantity ORDER BY e.occurred_at DESC, e.event_id DESC){})[1] \
+                     AS latest",
+                    only(kind::LATEST)
+                )
+            } else {
+                ", NULL::numeric AS latest".to_owned()
+            });
+            select.push_str(&if needs.unique {
+                format!(
+                    ", COUNT(DISTINCT e.properties ->> k.prop){} AS distinct_values",
+                    only(kind::UNIQUE)
+                )
+            } else {
+                ", 0::int8 AS distinct_values".to_owned()
+            });
+            select
+        }
 
         /// The totals of each key that has events (keys without any have none), in one
-        /// statement. The sum comes back as text: one out of a decimal's range or precision is
-        /// not exact, and the key is aggregated from its events instead.
+        /// statement; no key needs its events read for an overflow (PostgreSQL sums exactly).
         pub(crate) async fn totals(
             tx: &mut Tx,
             tenant: TenantId,
             keys: &[KeyRow],
             count: usize,
-        ) -> Result<Vec<(usize, PeriodTotals)>> {
+        ) -> Result<(Vec<(usize, PeriodTotals)>, Vec<usize>)> {
             let sql = format!(
-                "SELECT k.idx AS idx, COUNT(*) AS n, SUM(e.quantity)::text AS total, \
-                   MAX(e.quantity) AS top, \
-                   (array_agg(e.quantity ORDER BY e.occurred_at DESC, e.event_id DESC) \
-                     FILTER (WHERE k.latest))[1] AS latest, \
-                   COUNT(DISTINCT e.properties ->> k.prop) FILTER (WHERE k.prop IS NOT NULL) \
-                     AS distinct_values, \
-                   bool_or(e.quantity < 0) AS negative \
-                 FROM {KEYS_TABLE} JOIN usage_events AS e ON e.tenant_id = $1 AND {KEY_MATCH} \
-                 GROUP BY k.idx"
+                "{} FROM {KEYS_TABLE} JOIN usage_events AS e ON e.tenant_id = $1 AND {KEY_MATCH} \
+                 GROUP BY k.idx",
+                select_list(Needs::of(keys))
             );
             let rows = bind_keys(sqlx::query(sqlx::AssertSqlSafe(sql)), tenant, keys)
                 .fetch_all(&mut **tx)
@@ -416,7 +538,7 @@ for_each_dialect! {
                     negative: negative.unwrap_or(false),
                 }));
             }
-            Ok(out)
+            Ok((out, Vec::new()))
         }
 
         /// The raw events of `keys`, each with the position of its key, in one statement.
@@ -541,11 +663,17 @@ impl Database {
             meter: key.meter.as_uuid(),
             from,
             to,
+            kind: match meter.aggregation {
+                Aggregation::Sum => kind::SUM,
+                Aggregation::Max => kind::MAX,
+                Aggregation::Latest => kind::LATEST,
+                Aggregation::UniqueCount { .. } => kind::UNIQUE,
+                _ => kind::COUNT,
+            },
             property: match &meter.aggregation {
                 Aggregation::UniqueCount { property } => Some(property.clone()),
                 _ => None,
             },
-            latest: meter.aggregation == Aggregation::Latest,
         };
         let (mut summed, mut streamed) = (Vec::new(), Vec::new());
         for (index, (key, window)) in keys.iter().zip(&windows).enumerate() {
@@ -572,8 +700,9 @@ impl Database {
         let events = dispatch!(self, pool, d => {
             let mut tx = d::begin_read(pool, tenant).await?;
             if !summed.is_empty() {
-                let mut inexact = HashSet::new();
-                for (index, totals) in d::usage::totals(&mut tx, tenant, &summed, count).await? {
+                let (totals, overflowed) = d::usage::totals(&mut tx, tenant, &summed, count).await?;
+                let mut inexact: HashSet<usize> = overflowed.into_iter().collect();
+                for (index, totals) in totals {
                     let quantity = match windows.get(index) {
                         Some(Ok((meter, _, _))) => totals.quantity(&meter.aggregation),
                         _ => None,
