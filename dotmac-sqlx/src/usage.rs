@@ -197,8 +197,8 @@ for_each_dialect! {
 
         /// The `GROUP BY`'s select list for `needs`. Quantities are decimal text: `SUM` of
         /// integer texts is an exact integer (`typeof` says so; a decimal point makes it a
-        /// float, which is not used), the smallest text starts with `-` when a quantity is
-        /// negative, and the text maximum of `occurred_at|hex(event_id)|quantity` is the
+        /// float, which is not used), the smallest text sorts before `0` (starts with `-`) when
+        /// a quantity is negative, and the text maximum of `occurred_at|hex(event_id)|quantity` is the
         /// latest event (instants are stored in one fixed-offset format, ids compare as bytes).
         fn select_list(needs: Needs) -> String {
             let only = |k: i64, expr: &str| {
@@ -209,13 +209,15 @@ for_each_dialect! {
                 }
             };
             let mut select = String::from(
-                "SELECT k.idx AS idx, COUNT(*) AS n, MIN(e.quantity) AS least",
+                "SELECT k.idx AS idx, COUNT(*) AS n, MIN(e.quantity) < '0' AS negative",
             );
             if needs.sum {
                 let q = only(kind::SUM, "e.quantity");
-                select.push_str(&format!(", SUM({q}) AS total, typeof(SUM({q})) AS total_type"));
+                select.push_str(&format!(
+                    ", SUM({q}) AS total, typeof(SUM({q})) = 'integer' AS exact_total"
+                ));
             } else {
-                select.push_str(", NULL AS total, NULL AS total_type");
+                select.push_str(", NULL AS total, 0 AS exact_total");
             }
             if needs.max {
                 let top = only(kind::MAX, "CAST(e.quantity AS INTEGER)");
@@ -273,10 +275,9 @@ for_each_dialect! {
                 for row in &rows {
                     let index = position(row.try_get("idx").during("aggregate usage")?, count)?;
                     let n: i64 = row.try_get("n").during("aggregate usage")?;
-                    let least: String = row.try_get("least").during("aggregate usage")?;
-                    let total_type: Option<String> =
-                        row.try_get("total_type").during("aggregate usage")?;
-                    let sum = if total_type.as_deref() == Some("integer") {
+                    let negative: i64 = row.try_get("negative").during("aggregate usage")?;
+                    let exact_total: i64 = row.try_get("exact_total").during("aggregate usage")?;
+                    let sum = if exact_total != 0 {
                         let total: i64 = row.try_get("total").during("aggregate usage")?;
                         Some(Decimal::from(total))
                     } else {
@@ -297,7 +298,7 @@ for_each_dialect! {
                         max: top.filter(|_| irregular == Some(0)).map(Decimal::from),
                         latest,
                         distinct: distinct.unsigned_abs(),
-                        negative: least.starts_with('-'),
+                        negative: negative != 0,
                     }));
                 }
             }
