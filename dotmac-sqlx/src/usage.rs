@@ -1,11 +1,19 @@
-//! Usage events: bulk, idempotent ingestion (UNNEST on PostgreSQL, multi-row INSERT on SQLite).
+//! Usage events: bulk, idempotent ingestion (UNNEST on PostgreSQL, multi-row INSERT on SQLite),
+//! and the set-based read of usage rating ([`UsageStore::period_aggregates`]): one `GROUP BY`
+//! over a whole chunk's keys (joined from an `UNNEST` of arrays on PostgreSQL, a `VALUES` list
+//! on SQLite), and one read of the raw events of the keys that SQL cannot aggregate exactly,
+//! which go through the same aggregator as ingestion.
 
 use std::collections::{BTreeMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use dotmac_core::{CustomerId, SubscriptionId, TenantId};
 use dotmac_core::{MeterId, UsageEventId};
-use dotmac_usage::{UsageError, UsageEvent, UsageStore};
+use dotmac_usage::{
+    Aggregation, Meter, PeriodKey, PeriodTotals, UsageError, UsageEvent, UsageStore,
+    aggregate_events, key_windows,
+};
+use rust_decimal::Decimal;
 use sqlx::Row;
 use sqlx::types::Json;
 use uuid::Uuid;
@@ -22,6 +30,80 @@ const BATCH: usize = 4000;
 /// a few MB.
 #[cfg(feature = "postgres")]
 const PG_BATCH: usize = 20_000;
+
+/// Keys per statement of the set-based read on SQLite: 8 parameters a key stays under its
+/// 32,766 bound parameters.
+#[cfg(feature = "sqlite")]
+const KEYS: usize = 4000;
+
+/// One key of a set-based read as the SQL sees it: its position in the request, the series
+/// and window it reads, its meter's aggregation ([`kind`]) and the property a `unique_count`
+/// meter counts.
+#[derive(Debug, Clone)]
+pub(crate) struct KeyRow {
+    pub(crate) index: usize,
+    pub(crate) customer: Uuid,
+    pub(crate) subscription: Option<Uuid>,
+    pub(crate) meter: Uuid,
+    pub(crate) from: DateTime<Utc>,
+    pub(crate) to: DateTime<Utc>,
+    pub(crate) kind: i64,
+    pub(crate) property: Option<String>,
+}
+
+/// The aggregations SQL computes, as the `kind` of a [`KeyRow`] (the time-weighted ones are
+/// read as raw events).
+mod kind {
+    pub(crate) const COUNT: i64 = 0;
+    pub(crate) const SUM: i64 = 1;
+    pub(crate) const MAX: i64 = 2;
+    pub(crate) const LATEST: i64 = 3;
+    pub(crate) const UNIQUE: i64 = 4;
+}
+
+/// The select list of a chunk's `GROUP BY`: the count and sign of every key's events, and only
+/// the aggregates of the kinds the chunk holds (each restricted to its kind's keys when the
+/// chunk mixes kinds), so that a chunk of `sum` meters computes one sum and nothing else.
+#[derive(Debug, Clone, Copy, Default)]
+struct Needs {
+    sum: bool,
+    max: bool,
+    latest: bool,
+    unique: bool,
+    mixed: bool,
+}
+
+impl Needs {
+    fn of(keys: &[KeyRow]) -> Needs {
+        let has = |k: i64| keys.iter().any(|r| r.kind == k);
+        Needs {
+            sum: has(kind::SUM),
+            max: has(kind::MAX),
+            latest: has(kind::LATEST),
+            unique: has(kind::UNIQUE),
+            mixed: keys
+                .iter()
+                .any(|r| keys.first().is_some_and(|f| f.kind != r.kind)),
+        }
+    }
+}
+
+/// The join of the keys (`k`) with their events (`e`, the tenant's): the key's customer, meter
+/// and window, and its subscription's events (or those naming none).
+const KEY_MATCH: &str = "e.customer_id = k.customer AND e.meter_id = k.meter \
+     AND e.occurred_at >= k.t0 AND e.occurred_at < k.t1 \
+     AND (k.sub IS NULL OR e.subscription_id IS NULL OR e.subscription_id = k.sub)";
+
+/// A key's position as the database echoes it back.
+fn position(value: i64, keys: usize) -> Result<usize> {
+    usize::try_from(value)
+        .ok()
+        .filter(|i| *i < keys)
+        .ok_or_else(|| SqlError::Corrupt {
+            what: "usage key",
+            detail: format!("position {value} of {keys} keys"),
+        })
+}
 
 for_each_dialect! {
     shared {
@@ -75,6 +157,188 @@ for_each_dialect! {
             builder.push(" ON CONFLICT (tenant_id, event_id) DO NOTHING RETURNING event_id");
             let rows = builder.build().fetch_all(&mut **tx).await.during("write usage")?;
             rows.iter().map(|r| r.try_get::<Uuid, _>(0).during("write usage")).collect()
+        }
+
+        /// `WITH k(…) AS (VALUES (…), …) <select> FROM k CROSS JOIN usage_events AS e WHERE
+        /// e.tenant_id = ? AND <the key's events>`, then `tail`. The keys drive the join
+        /// (`CROSS JOIN` keeps SQLite from reordering it): one range scan of the lookup index
+        /// per key.
+        fn keyed_query(
+            keys: &[KeyRow],
+            tenant: TenantId,
+            select: &str,
+            tail: &str,
+        ) -> sqlx::QueryBuilder<Db> {
+            let mut query = sqlx::QueryBuilder::<Db>::new(
+                "WITH k(idx, customer, sub, meter, t0, t1, kind, prop) AS (VALUES ",
+            );
+            for (n, key) in keys.iter().enumerate() {
+                if n > 0 {
+                    query.push(", ");
+                }
+                query.push("(");
+                let mut row = query.separated(", ");
+                row.push_bind(i64::try_from(key.index).unwrap_or(i64::MAX))
+                    .push_bind(key.customer)
+                    .push_bind(key.subscription)
+                    .push_bind(key.meter)
+                    .push_bind(key.from)
+                    .push_bind(key.to)
+                    .push_bind(key.kind)
+                    .push_bind(key.property.clone());
+                row.push_unseparated(")");
+            }
+            query.push(") ").push(select);
+            query.push(" FROM k CROSS JOIN usage_events AS e WHERE e.tenant_id = ");
+            query.push_bind(tenant.as_uuid());
+            query.push(" AND ").push(KEY_MATCH).push(" ").push(tail);
+            query
+        }
+
+        /// The `GROUP BY`'s select list for `needs`. Quantities are decimal text: `SUM` of
+        /// integer texts is an exact integer (`typeof` says so; a decimal point makes it a
+        /// float, which is not used), the smallest text sorts before `0` (starts with `-`) when
+        /// a quantity is negative, and the text maximum of `occurred_at|hex(event_id)|quantity` is the
+        /// latest event (instants are stored in one fixed-offset format, ids compare as bytes).
+        fn select_list(needs: Needs) -> String {
+            let only = |k: i64, expr: &str| {
+                if needs.mixed {
+                    format!("CASE WHEN k.kind = {k} THEN {expr} END")
+                } else {
+                    expr.to_owned()
+                }
+            };
+            let mut select = String::from(
+                "SELECT k.idx AS idx, COUNT(*) AS n, MIN(e.quantity) < '0' AS negative",
+            );
+            if needs.sum {
+                let q = only(kind::SUM, "e.quantity");
+                select.push_str(&format!(
+                    ", SUM({q}) AS total, typeof(SUM({q})) = 'integer' AS exact_total"
+                ));
+            } else {
+                select.push_str(", NULL AS total, 0 AS exact_total");
+            }
+            if needs.max {
+                let top = only(kind::MAX, "CAST(e.quantity AS INTEGER)");
+                let irregular = only(
+                    kind::MAX,
+                    "(instr(e.quantity, '.') > 0 OR length(e.quantity) > 18)",
+                );
+                select.push_str(&format!(", MAX({top}) AS top, MAX({irregular}) AS irregular"));
+            } else {
+                select.push_str(", NULL AS top, NULL AS irregular");
+            }
+            if needs.latest {
+                let latest = only(
+                    kind::LATEST,
+                    "e.occurred_at || '|' || hex(e.event_id) || '|' || e.quantity",
+                );
+                select.push_str(&format!(", MAX({latest}) AS latest"));
+            } else {
+                select.push_str(", NULL AS latest");
+            }
+            if needs.unique {
+                let value = only(
+                    kind::UNIQUE,
+                    "(SELECT j.value FROM json_each(e.properties) AS j WHERE j.key = k.prop)",
+                );
+                select.push_str(&format!(", COUNT(DISTINCT {value}) AS distinct_values"));
+            } else {
+                select.push_str(", 0 AS distinct_values");
+            }
+            select
+        }
+
+        /// The totals of each key that has events (keys without any have none), and the
+        /// positions of the keys to aggregate from their events instead: every key of a
+        /// statement whose integer sum overflowed (SQLite refuses it rather than wrapping).
+        pub(crate) async fn totals(
+            tx: &mut Tx,
+            tenant: TenantId,
+            keys: &[KeyRow],
+            count: usize,
+        ) -> Result<(Vec<(usize, PeriodTotals)>, Vec<usize>)> {
+            let mut out = Vec::with_capacity(keys.len());
+            let mut overflowed = Vec::new();
+            for chunk in keys.chunks(KEYS) {
+                let select = select_list(Needs::of(chunk));
+                let mut query = keyed_query(chunk, tenant, &select, "GROUP BY k.idx");
+                let rows = match query.build().fetch_all(&mut **tx).await {
+                    Ok(rows) => rows,
+                    Err(sqlx::Error::Database(e)) if e.message().contains("integer overflow") => {
+                        overflowed.extend(chunk.iter().map(|k| k.index));
+                        continue;
+                    }
+                    Err(e) => return Err(e).during("aggregate usage"),
+                };
+                for row in &rows {
+                    let index = position(row.try_get("idx").during("aggregate usage")?, count)?;
+                    let n: i64 = row.try_get("n").during("aggregate usage")?;
+                    let negative: i64 = row.try_get("negative").during("aggregate usage")?;
+                    let exact_total: i64 = row.try_get("exact_total").during("aggregate usage")?;
+                    let sum = if exact_total != 0 {
+                        let total: i64 = row.try_get("total").during("aggregate usage")?;
+                        Some(Decimal::from(total))
+                    } else {
+                        None
+                    };
+                    let top: Option<i64> = row.try_get("top").during("aggregate usage")?;
+                    let irregular: Option<i64> =
+                        row.try_get("irregular").during("aggregate usage")?;
+                    let latest: Option<String> = row.try_get("latest").during("aggregate usage")?;
+                    let distinct: i64 = row.try_get("distinct_values").during("aggregate usage")?;
+                    let latest = match latest.as_deref() {
+                        Some(text) => Some(latest_quantity(text)?),
+                        None => None,
+                    };
+                    out.push((index, PeriodTotals {
+                        count: n.unsigned_abs(),
+                        sum,
+                        max: top.filter(|_| irregular == Some(0)).map(Decimal::from),
+                        latest,
+                        distinct: distinct.unsigned_abs(),
+                        negative: negative != 0,
+                    }));
+                }
+            }
+            Ok((out, overflowed))
+        }
+
+        /// The quantity after the last `|` of `occurred_at|hex(event_id)|quantity`: the text
+        /// maximum is the latest event, as instants are stored in one fixed-offset format.
+        fn latest_quantity(text: &str) -> Result<Decimal> {
+            use std::str::FromStr;
+            let quantity = text.rsplit_once('|').map_or(text, |(_, q)| q);
+            Decimal::from_str(quantity).map_err(|e| SqlError::Corrupt {
+                what: "quantity",
+                detail: format!("{quantity:?} is not a decimal: {e}"),
+            })
+        }
+
+        /// The raw events of `keys`, each with the position of its key.
+        pub(crate) async fn key_events(
+            tx: &mut Tx,
+            tenant: TenantId,
+            keys: &[KeyRow],
+            count: usize,
+        ) -> Result<Vec<(usize, UsageEvent)>> {
+            let mut out = Vec::new();
+            for chunk in keys.chunks(KEYS) {
+                let mut query = keyed_query(
+                    chunk,
+                    tenant,
+                    "SELECT k.idx AS idx, e.event_id, e.customer_id, e.subscription_id, \
+                       e.meter_id, e.quantity, e.occurred_at, e.properties",
+                    "",
+                );
+                let rows = query.build().fetch_all(&mut **tx).await.during("read usage")?;
+                for row in &rows {
+                    let index = position(row.try_get("idx").during("read usage")?, count)?;
+                    out.push((index, decode(row)?));
+                }
+            }
+            Ok(out)
         }
     }
     postgres {
@@ -171,6 +435,136 @@ for_each_dialect! {
                 Ok(Vec::new())
             }
         }
+
+        /// The key columns as arrays, for `UNNEST(…) AS k(idx, customer, sub, meter, t0, t1,
+        /// kind, prop)`: the keys drive the join, one range scan of the lookup index per key.
+        fn bind_keys<'q>(
+            query: sqlx::query::Query<'q, Db, sqlx::postgres::PgArguments>,
+            tenant: TenantId,
+            keys: &[KeyRow],
+        ) -> sqlx::query::Query<'q, Db, sqlx::postgres::PgArguments> {
+            query
+                .bind(tenant.as_uuid())
+                .bind(keys.iter().map(|k| i64::try_from(k.index).unwrap_or(i64::MAX)).collect::<Vec<i64>>())
+                .bind(keys.iter().map(|k| k.customer).collect::<Vec<Uuid>>())
+                .bind(keys.iter().map(|k| k.subscription).collect::<Vec<Option<Uuid>>>())
+                .bind(keys.iter().map(|k| k.meter).collect::<Vec<Uuid>>())
+                .bind(keys.iter().map(|k| k.from).collect::<Vec<DateTime<Utc>>>())
+                .bind(keys.iter().map(|k| k.to).collect::<Vec<DateTime<Utc>>>())
+                .bind(keys.iter().map(|k| k.kind).collect::<Vec<i64>>())
+                .bind(keys.iter().map(|k| k.property.clone()).collect::<Vec<Option<String>>>())
+        }
+
+        const KEYS_TABLE: &str = "UNNEST($2::int8[], $3::uuid[], $4::uuid[], $5::uuid[], \
+             $6::timestamptz[], $7::timestamptz[], $8::int8[], $9::text[]) \
+             AS k(idx, customer, sub, meter, t0, t1, kind, prop)";
+
+        /// The `GROUP BY`'s select list for `needs`: the count and sign of every key's events,
+        /// and only the aggregates of the kinds the chunk holds (`FILTER`ed to their keys when
+        /// the chunk mixes kinds). The sum comes back as text: one out of a decimal's range or
+        /// precision is not exact, and the key is aggregated from its events instead.
+        fn select_list(needs: Needs) -> String {
+            let only = |k: i64| {
+                if needs.mixed {
+                    format!(" FILTER (WHERE k.kind = {k})")
+                } else {
+                    String::new()
+                }
+            };
+            let mut select = String::from(
+                "SELECT k.idx AS idx, COUNT(*) AS n, bool_or(e.quantity < 0) AS negative",
+            );
+            select.push_str(&if needs.sum {
+                format!(", (SUM(e.quantity){})::text AS total", only(kind::SUM))
+            } else {
+                ", NULL::text AS total".to_owned()
+            });
+            select.push_str(&if needs.max {
+                format!(", MAX(e.quantity){} AS top", only(kind::MAX))
+            } else {
+                ", NULL::numeric AS top".to_owned()
+            });
+            select.push_str(&if needs.latest {
+                format!(
+                    ", (array_agg(e.quantity ORDER BY e.occurred_at DESC, e.event_id DESC){})[1] \
+                     AS latest",
+                    only(kind::LATEST)
+                )
+            } else {
+                ", NULL::numeric AS latest".to_owned()
+            });
+            select.push_str(&if needs.unique {
+                format!(
+                    ", COUNT(DISTINCT e.properties ->> k.prop){} AS distinct_values",
+                    only(kind::UNIQUE)
+                )
+            } else {
+                ", 0::int8 AS distinct_values".to_owned()
+            });
+            select
+        }
+
+        /// The totals of each key that has events (keys without any have none), in one
+        /// statement; no key needs its events read for an overflow (PostgreSQL sums exactly).
+        pub(crate) async fn totals(
+            tx: &mut Tx,
+            tenant: TenantId,
+            keys: &[KeyRow],
+            count: usize,
+        ) -> Result<(Vec<(usize, PeriodTotals)>, Vec<usize>)> {
+            let sql = format!(
+                "{} FROM {KEYS_TABLE} JOIN usage_events AS e ON e.tenant_id = $1 AND {KEY_MATCH} \
+                 GROUP BY k.idx",
+                select_list(Needs::of(keys))
+            );
+            let rows = bind_keys(sqlx::query(sqlx::AssertSqlSafe(sql)), tenant, keys)
+                .fetch_all(&mut **tx)
+                .await
+                .during("aggregate usage")?;
+            let mut out = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let index = position(row.try_get("idx").during("aggregate usage")?, count)?;
+                let n: i64 = row.try_get("n").during("aggregate usage")?;
+                let total: Option<String> = row.try_get("total").during("aggregate usage")?;
+                let top: Option<Decimal> = row.try_get("top").during("aggregate usage")?;
+                let latest: Option<Decimal> = row.try_get("latest").during("aggregate usage")?;
+                let distinct: i64 = row.try_get("distinct_values").during("aggregate usage")?;
+                let negative: Option<bool> = row.try_get("negative").during("aggregate usage")?;
+                out.push((index, PeriodTotals {
+                    count: n.unsigned_abs(),
+                    sum: total.and_then(|t| Decimal::from_str_exact(&t).ok()),
+                    max: top,
+                    latest,
+                    distinct: distinct.unsigned_abs(),
+                    negative: negative.unwrap_or(false),
+                }));
+            }
+            Ok((out, Vec::new()))
+        }
+
+        /// The raw events of `keys`, each with the position of its key, in one statement.
+        pub(crate) async fn key_events(
+            tx: &mut Tx,
+            tenant: TenantId,
+            keys: &[KeyRow],
+            count: usize,
+        ) -> Result<Vec<(usize, UsageEvent)>> {
+            let sql = format!(
+                "SELECT k.idx AS idx, e.event_id, e.customer_id, e.subscription_id, e.meter_id, \
+                   e.quantity, e.occurred_at, e.properties \
+                 FROM {KEYS_TABLE} JOIN usage_events AS e ON e.tenant_id = $1 AND {KEY_MATCH}"
+            );
+            let rows = bind_keys(sqlx::query(sqlx::AssertSqlSafe(sql)), tenant, keys)
+                .fetch_all(&mut **tx)
+                .await
+                .during("read usage")?;
+            let mut out = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let index = position(row.try_get("idx").during("read usage")?, count)?;
+                out.push((index, decode(row)?));
+            }
+            Ok(out)
+        }
     }
 }
 
@@ -251,6 +645,106 @@ impl Database {
     }
 }
 
+impl Database {
+    /// [`UsageStore::period_aggregates`] in one read transaction: one `GROUP BY` over every
+    /// key whose meter SQL aggregates exactly, then one read of the raw events of the keys it
+    /// cannot (time-weighted meters, negative or inexact quantities), which go through
+    /// [`aggregate_events`]. Keys without events aggregate nothing.
+    pub(crate) async fn usage_period_aggregates(
+        &self,
+        tenant: TenantId,
+        meters: &[Meter],
+        keys: &[PeriodKey],
+    ) -> Result<Vec<std::result::Result<Decimal, UsageError>>> {
+        let windows = key_windows(meters, keys);
+        let row = |index: usize, key: &PeriodKey, meter: &Meter, from, to| KeyRow {
+            index,
+            customer: key.customer.as_uuid(),
+            subscription: key.subscription.map(|s| s.as_uuid()),
+            meter: key.meter.as_uuid(),
+            from,
+            to,
+            kind: match meter.aggregation {
+                Aggregation::Sum => kind::SUM,
+                Aggregation::Max => kind::MAX,
+                Aggregation::Latest => kind::LATEST,
+                Aggregation::UniqueCount { .. } => kind::UNIQUE,
+                _ => kind::COUNT,
+            },
+            property: match &meter.aggregation {
+                Aggregation::UniqueCount { property } => Some(property.clone()),
+                _ => None,
+            },
+        };
+        let (mut summed, mut streamed) = (Vec::new(), Vec::new());
+        for (index, (key, window)) in keys.iter().zip(&windows).enumerate() {
+            if let Ok((meter, from, to)) = window {
+                let weighted = matches!(
+                    meter.aggregation,
+                    Aggregation::WeightedSum | Aggregation::WeightedSumOfChanges
+                );
+                let target = if weighted { &mut streamed } else { &mut summed };
+                target.push(row(index, key, meter, *from, *to));
+            }
+        }
+        let mut out: Vec<std::result::Result<Decimal, UsageError>> = windows
+            .iter()
+            .map(|w| match w {
+                Ok(_) => Ok(Decimal::ZERO),
+                Err(e) => Err(e.clone()),
+            })
+            .collect();
+        if summed.is_empty() && streamed.is_empty() {
+            return Ok(out);
+        }
+        let count = keys.len();
+        let events = dispatch!(self, pool, d => {
+            let mut tx = d::begin_read(pool, tenant).await?;
+            if !summed.is_empty() {
+                let (totals, overflowed) = d::usage::totals(&mut tx, tenant, &summed, count).await?;
+                let mut inexact: HashSet<usize> = overflowed.into_iter().collect();
+                for (index, totals) in totals {
+                    let quantity = match windows.get(index) {
+                        Some(Ok((meter, _, _))) => totals.quantity(&meter.aggregation),
+                        _ => None,
+                    };
+                    match (quantity, out.get_mut(index)) {
+                        (Some(q), Some(slot)) => *slot = Ok(q),
+                        _ => {
+                            inexact.insert(index);
+                        }
+                    }
+                }
+                streamed.extend(summed.into_iter().filter(|r| inexact.contains(&r.index)));
+            }
+            let events = if streamed.is_empty() {
+                Vec::new()
+            } else {
+                d::usage::key_events(&mut tx, tenant, &streamed, count).await?
+            };
+            tx.commit().await.during("end read")?;
+            events
+        });
+        let mut by_key: Vec<Vec<UsageEvent>> = vec![Vec::new(); count];
+        for (index, event) in events {
+            if let Some(list) = by_key.get_mut(index) {
+                list.push(event);
+            }
+        }
+        for r in &streamed {
+            if let (Some(Ok((meter, _, _))), Some(key), Some(slot), Some(events)) = (
+                windows.get(r.index),
+                keys.get(r.index),
+                out.get_mut(r.index),
+                by_key.get(r.index),
+            ) {
+                *slot = aggregate_events(meter, key, events);
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// Storage failures as usage errors: domain errors pass through, every other failure is
 /// [`UsageError::Storage`] with its kind and cause.
 fn usage_storage(error: SqlError) -> UsageError {
@@ -284,6 +778,19 @@ impl UsageStore for crate::store::SqlStore {
     ) -> std::result::Result<Vec<UsageEvent>, UsageError> {
         self.db
             .usage_between(tenant, customer, meter, from, to)
+            .await
+            .map_err(usage_storage)
+    }
+
+    #[tracing::instrument(name = "dotmac.store.usage_period_aggregates", level = "debug", skip_all, fields(tenant = %tenant, backend = self.db.backend_name(), keys = keys.len()))]
+    async fn period_aggregates(
+        &self,
+        tenant: TenantId,
+        meters: &[Meter],
+        keys: &[PeriodKey],
+    ) -> std::result::Result<Vec<std::result::Result<Decimal, UsageError>>, UsageError> {
+        self.db
+            .usage_period_aggregates(tenant, meters, keys)
             .await
             .map_err(usage_storage)
     }

@@ -43,7 +43,7 @@
 #![cfg_attr(not(test), warn(clippy::disallowed_methods))]
 
 // Module graph (each imports only those listed; no cycle): error; event; idset;
-// period ← error, event; store ← error, event; radius ← error, event;
+// period ← error, event; store ← aggregator, error, event; radius ← error, event;
 // aggregator ← error, event, idset, period.
 mod aggregator;
 mod error;
@@ -62,4 +62,7 @@ pub use dotmac_core::{MeterId, UsageEventId};
 pub use error::UsageError;
 pub use event::{Aggregation, Meter, UsageEvent};
 pub use period::PeriodAggregation;
-pub use store::{InMemoryUsageStore, UsageStore};
+pub use store::{
+    InMemoryUsageStore, KeyWindow, PeriodKey, PeriodTotals, UsageStore, aggregate_events,
+    key_windows,
+};

@@ -1,14 +1,179 @@
-//! Storage of usage events: tenant-scoped and idempotent by event id.
+//! Storage of usage events: tenant-scoped and idempotent by event id; and the set-based read
+//! that usage rating aggregates whole chunks of subscriptions with
+//! ([`UsageStore::period_aggregates`]).
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Mutex;
 
-use chrono::{DateTime, Utc};
-use dotmac_core::{CustomerId, FastSet, MeterId, TenantId, UsageEventId};
+use chrono::{DateTime, NaiveDate, Utc};
+use dotmac_core::{
+    CustomerId, FastMap, FastSet, MeterId, SubscriptionId, TenantId, UsageEventId, local_midnight,
+};
+use rust_decimal::Decimal;
 
+use crate::aggregator::{UsageAggregator, UsageCalendar};
 use crate::error::UsageError;
-use crate::event::UsageEvent;
+use crate::event::{Aggregation, Meter, UsageEvent};
+
+/// One customer's usage of one meter over one billing period, as usage rating asks for it in
+/// a set-based read ([`UsageStore::period_aggregates`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeriodKey {
+    /// Whose usage.
+    pub customer: CustomerId,
+    /// With a subscription, the events that name another subscription of the customer are
+    /// left out (events that name none count); without, every event of the customer counts.
+    pub subscription: Option<SubscriptionId>,
+    /// Which meter.
+    pub meter: MeterId,
+    /// The billing calendar the period belongs to.
+    pub calendar: UsageCalendar,
+    /// The start of the billing period (any date in it names the same period).
+    pub period_start: NaiveDate,
+    /// For the time-weighted meters ([`Aggregation::WeightedSum`],
+    /// [`Aggregation::WeightedSumOfChanges`]), whose level carries over from earlier periods:
+    /// the local date from which events set that level (usage rating: the subscription's
+    /// start). Other meters read the period's events only.
+    pub history_from: NaiveDate,
+}
+
+/// Whether a meter's level carries over from earlier periods.
+fn is_weighted(aggregation: &Aggregation) -> bool {
+    matches!(
+        aggregation,
+        Aggregation::WeightedSum | Aggregation::WeightedSumOfChanges
+    )
+}
+
+impl PeriodKey {
+    /// The instants `[from, to)` of the events the key reads under `aggregation`: the
+    /// period's local midnights, or from [`PeriodKey::history_from`] (when earlier) for a
+    /// time-weighted meter.
+    ///
+    /// # Errors
+    ///
+    /// [`UsageError::Core`] for dates out of range.
+    pub fn read_window(
+        &self,
+        aggregation: &Aggregation,
+    ) -> Result<(DateTime<Utc>, DateTime<Utc>), UsageError> {
+        let (_, period) = self
+            .calendar
+            .interval
+            .period_containing(self.calendar.anchor, self.period_start)?;
+        let first = if is_weighted(aggregation) {
+            self.history_from.min(period.start())
+        } else {
+            period.start()
+        };
+        Ok((
+            local_midnight(self.calendar.zone, first)?,
+            local_midnight(self.calendar.zone, period.end())?,
+        ))
+    }
+
+    /// Whether `event` is one of the key's customer's events of its meter that the key's
+    /// subscription counts (the window is [`PeriodKey::read_window`]'s, not checked here).
+    pub fn counts(&self, event: &UsageEvent) -> bool {
+        event.customer == self.customer
+            && event.meter == self.meter
+            && (self.subscription.is_none()
+                || event.subscription.is_none()
+                || event.subscription == self.subscription)
+    }
+}
+
+/// The meter a key names, among `meters`.
+fn meter_of<'m>(meters: &'m [Meter], key: &PeriodKey) -> Result<&'m Meter, UsageError> {
+    meters
+        .iter()
+        .find(|m| m.id == key.meter)
+        .ok_or(UsageError::UnknownMeter {
+            event: UsageEventId::from_u128(0),
+            meter: key.meter,
+        })
+}
+
+/// The aggregate of `key` over `events`, exactly as ingestion's [`UsageAggregator`] counts
+/// them: the events that [`PeriodKey::counts`] and that fall in [`PeriodKey::read_window`] are
+/// ingested in (timestamp, id) order into an aggregator of `meter` over the key's calendar, and
+/// the key's period is read from it. Other events are skipped, so a caller may pass more.
+///
+/// This is the reference every [`UsageStore::period_aggregates`] must agree with, and what a
+/// store runs over the rows it reads for a key whose aggregate the database cannot compute
+/// exactly.
+///
+/// # Errors
+///
+/// The aggregator's: [`UsageError::NegativeQuantity`] (the first negative event, in time
+/// order, of a meter that takes no changes), [`UsageError::Core`] on overflow or dates out of
+/// range.
+pub fn aggregate_events<'e>(
+    meter: &Meter,
+    key: &PeriodKey,
+    events: impl IntoIterator<Item = &'e UsageEvent>,
+) -> Result<Decimal, UsageError> {
+    let (from, to) = key.read_window(&meter.aggregation)?;
+    let mut inside: Vec<&UsageEvent> = events
+        .into_iter()
+        .filter(|e| key.counts(e) && from <= e.timestamp && e.timestamp < to)
+        .collect();
+    inside.sort_by_key(|e| (e.timestamp, e.id));
+    let mut aggregator = UsageAggregator::new(key.calendar, vec![meter.clone()]);
+    aggregator.register_customer(key.customer);
+    for event in inside {
+        // Received "when it happened": a stored event is never refused as too far ahead.
+        aggregator.ingest(event, event.timestamp)?;
+    }
+    aggregator.aggregate(key.customer, meter.id, key.period_start)
+}
+
+/// What a database computes for one [`PeriodKey`] in one set-based query: the columns of a
+/// `GROUP BY` over the key's events, from which [`PeriodTotals::quantity`] gives the key's
+/// aggregate for every meter whose aggregate is a plain SQL aggregate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PeriodTotals {
+    /// The number of events.
+    pub count: u64,
+    /// The exact sum of their quantities; `None` when the database could not sum them
+    /// exactly (or the sum is out of a decimal's range).
+    pub sum: Option<Decimal>,
+    /// The largest quantity; `None` when the database could not compare them exactly.
+    pub max: Option<Decimal>,
+    /// The quantity of the latest event (by timestamp, then event id); `None` when not
+    /// computed.
+    pub latest: Option<Decimal>,
+    /// The number of distinct values of the meter's `unique_count` property (events without
+    /// it not counted).
+    pub distinct: u64,
+    /// Some quantity is below zero.
+    pub negative: bool,
+}
+
+impl PeriodTotals {
+    /// The key's aggregate under `aggregation`, exactly as [`aggregate_events`] gives it; `None`
+    /// when the totals cannot tell, and the store aggregates the key's events with
+    /// [`aggregate_events`] instead: a time-weighted meter (its level depends on the order of
+    /// the events), a negative quantity (the aggregator's error names the first such event),
+    /// a sum or maximum the database could not compute exactly.
+    pub fn quantity(&self, aggregation: &Aggregation) -> Option<Decimal> {
+        if is_weighted(aggregation) || self.negative {
+            return None;
+        }
+        if self.count == 0 {
+            return Some(Decimal::ZERO);
+        }
+        match aggregation {
+            Aggregation::Count => Some(Decimal::from(self.count)),
+            Aggregation::Sum => self.sum,
+            Aggregation::Max => self.max,
+            Aggregation::Latest => self.latest,
+            Aggregation::UniqueCount { .. } => Some(Decimal::from(self.distinct)),
+            _ => None,
+        }
+    }
+}
 
 /// Where usage events are kept. Every call is scoped to a tenant.
 pub trait UsageStore: Send + Sync {
@@ -37,6 +202,90 @@ pub trait UsageStore: Send + Sync {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> impl Future<Output = Result<Vec<UsageEvent>, UsageError>> + Send;
+
+    /// The aggregate of each of `keys` (one per key, in order), each exactly what
+    /// [`aggregate_events`] gives over the key's events: the set-based read that rates a
+    /// chunk of subscriptions at once. `meters` defines the meters the keys name; a key whose
+    /// meter is not among them gets [`UsageError::UnknownMeter`] (with a nil event id).
+    ///
+    /// The outer error is a storage failure (nothing is returned); an inner one is the
+    /// aggregator's error for that key's events alone (a negative quantity, an overflow), and
+    /// the other keys are still aggregated.
+    ///
+    /// The default reads each key's events with [`UsageStore::events_between`] (one read per
+    /// key); stores override it to read a whole chunk with one query.
+    ///
+    /// # Errors
+    ///
+    /// Storage failures, as the implementation reports them.
+    fn period_aggregates(
+        &self,
+        tenant: TenantId,
+        meters: &[Meter],
+        keys: &[PeriodKey],
+    ) -> impl Future<Output = Result<Vec<Result<Decimal, UsageError>>, UsageError>> + Send {
+        async move {
+            let mut out = Vec::with_capacity(keys.len());
+            for key in keys {
+                out.push(aggregate_one(self, tenant, meters, key).await?);
+            }
+            Ok(out)
+        }
+    }
+}
+
+/// One key's aggregate through [`UsageStore::events_between`]: the per-key path.
+async fn aggregate_one<S: UsageStore + ?Sized>(
+    store: &S,
+    tenant: TenantId,
+    meters: &[Meter],
+    key: &PeriodKey,
+) -> Result<Result<Decimal, UsageError>, UsageError> {
+    let meter = match meter_of(meters, key) {
+        Ok(meter) => meter,
+        Err(e) => return Ok(Err(e)),
+    };
+    let (from, to) = match key.read_window(&meter.aggregation) {
+        Ok(window) => window,
+        Err(e) => return Ok(Err(e)),
+    };
+    let events = store
+        .events_between(tenant, key.customer, key.meter, from, to)
+        .await?;
+    Ok(aggregate_events(meter, key, &events))
+}
+
+/// Per key, the aggregate through [`UsageStore::events_between`] (one read per key): what
+/// [`UsageStore::period_aggregates`] must agree with, for the behaviour suite.
+#[cfg(feature = "testkit")]
+pub(crate) async fn aggregates_per_key<S: UsageStore + ?Sized>(
+    store: &S,
+    tenant: TenantId,
+    meters: &[Meter],
+    keys: &[PeriodKey],
+) -> Result<Vec<Result<Decimal, UsageError>>, UsageError> {
+    let mut out = Vec::with_capacity(keys.len());
+    for key in keys {
+        out.push(aggregate_one(store, tenant, meters, key).await?);
+    }
+    Ok(out)
+}
+
+/// A key's meter and read window `[from, to)`, or the error that is its aggregate (see
+/// [`key_windows`]).
+pub type KeyWindow<'m> = Result<(&'m Meter, DateTime<Utc>, DateTime<Utc>), UsageError>;
+
+/// For a store implementing [`UsageStore::period_aggregates`]: per key, its meter and
+/// [`PeriodKey::read_window`], or the error that is the key's aggregate (an unknown meter, a
+/// date out of range). The store queries the keys that have a window.
+pub fn key_windows<'m>(meters: &'m [Meter], keys: &[PeriodKey]) -> Vec<KeyWindow<'m>> {
+    keys.iter()
+        .map(|key| {
+            let meter = meter_of(meters, key)?;
+            let (from, to) = key.read_window(&meter.aggregation)?;
+            Ok((meter, from, to))
+        })
+        .collect()
 }
 
 /// A shared or borrowed store is a store: services can own an `Arc` of one store, or borrow it.
@@ -59,6 +308,15 @@ impl<T: UsageStore + ?Sized> UsageStore for &T {
     ) -> impl Future<Output = Result<Vec<UsageEvent>, UsageError>> + Send {
         (**self).events_between(tenant, customer, meter, from, to)
     }
+
+    fn period_aggregates(
+        &self,
+        tenant: TenantId,
+        meters: &[Meter],
+        keys: &[PeriodKey],
+    ) -> impl Future<Output = Result<Vec<Result<Decimal, UsageError>>, UsageError>> + Send {
+        (**self).period_aggregates(tenant, meters, keys)
+    }
 }
 
 impl<T: UsageStore + ?Sized> UsageStore for std::sync::Arc<T> {
@@ -79,6 +337,15 @@ impl<T: UsageStore + ?Sized> UsageStore for std::sync::Arc<T> {
         to: DateTime<Utc>,
     ) -> impl Future<Output = Result<Vec<UsageEvent>, UsageError>> + Send {
         (**self).events_between(tenant, customer, meter, from, to)
+    }
+
+    fn period_aggregates(
+        &self,
+        tenant: TenantId,
+        meters: &[Meter],
+        keys: &[PeriodKey],
+    ) -> impl Future<Output = Result<Vec<Result<Decimal, UsageError>>, UsageError>> + Send {
+        (**self).period_aggregates(tenant, meters, keys)
     }
 }
 
@@ -151,6 +418,53 @@ impl UsageStore for InMemoryUsageStore {
             .unwrap_or_default();
         found.sort_by_key(|e| (e.timestamp, e.id));
         Ok(found)
+    }
+
+    /// One pass over the tenant's events: each is filed with the keys of its customer and
+    /// meter whose window and subscription it falls in, then each key's events are aggregated.
+    #[tracing::instrument(name = "dotmac.store.usage_period_aggregates", level = "debug", skip_all, fields(backend = "memory", tenant = %tenant, keys = keys.len()))]
+    async fn period_aggregates(
+        &self,
+        tenant: TenantId,
+        meters: &[Meter],
+        keys: &[PeriodKey],
+    ) -> Result<Vec<Result<Decimal, UsageError>>, UsageError> {
+        let windows = key_windows(meters, keys);
+        let mut by_series: FastMap<(CustomerId, MeterId), Vec<usize>> = FastMap::default();
+        for (index, (key, window)) in keys.iter().zip(&windows).enumerate() {
+            if window.is_ok() {
+                by_series
+                    .entry((key.customer, key.meter))
+                    .or_default()
+                    .push(index);
+            }
+        }
+        let tenants = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
+        let mut filed: Vec<Vec<&UsageEvent>> = vec![Vec::new(); keys.len()];
+        for event in tenants.get(&tenant).map_or(&[][..], |u| &u.events[..]) {
+            let Some(indices) = by_series.get(&(event.customer, event.meter)) else {
+                continue;
+            };
+            for &index in indices {
+                if let (Some(Ok((_, from, to))), Some(key), Some(events)) =
+                    (windows.get(index), keys.get(index), filed.get_mut(index))
+                    && *from <= event.timestamp
+                    && event.timestamp < *to
+                    && key.counts(event)
+                {
+                    events.push(event);
+                }
+            }
+        }
+        Ok(keys
+            .iter()
+            .zip(windows)
+            .zip(filed)
+            .map(|((key, window), events)| {
+                let (meter, _, _) = window?;
+                aggregate_events(meter, key, events)
+            })
+            .collect())
     }
 }
 

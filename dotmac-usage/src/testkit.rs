@@ -19,6 +19,12 @@
 //!   of one meter with `from <= timestamp < to`, in timestamp order. The order of events with
 //!   the same timestamp is not promised, so the suite compares those as sets.
 //! * Timestamps are compared to the microsecond: PostgreSQL's `timestamptz` keeps no more.
+//! * [`period_aggregates`](crate::UsageStore::period_aggregates) gives, for every key and
+//!   every aggregation, exactly what [`aggregate_events`](crate::aggregate_events) gives over
+//!   the key's events read one key at a time, and (for keys of every subscription) what
+//!   ingestion's [`UsageAggregator`](crate::UsageAggregator) gives over the events as they were
+//!   sent: replays counted once with their first body, late events counted, every key's error
+//!   its own.
 
 // A test suite: fixed, small figures, where plain operators are the clearest.
 #![allow(clippy::arithmetic_side_effects)]
@@ -26,11 +32,15 @@
 use std::collections::BTreeMap;
 use std::str::FromStr;
 
-use chrono::{DateTime, Duration, TimeZone, Utc};
-use dotmac_core::{CustomerId, MeterId, SubscriptionId, TenantId, UsageEventId};
+use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
+use dotmac_core::{BillingInterval, CustomerId, MeterId, SubscriptionId, TenantId, UsageEventId};
 use rust_decimal::Decimal;
 
-use crate::{UsageError, UsageEvent, UsageStore};
+use crate::store::aggregates_per_key;
+use crate::{
+    Aggregation, Meter, PeriodKey, UsageAggregator, UsageCalendar, UsageError, UsageEvent,
+    UsageStore,
+};
 
 macro_rules! ensure {
     ($cond:expr, $($msg:tt)+) => {
@@ -82,6 +92,17 @@ where
     concurrent_replays_store_each_event_once(make())
         .await
         .map_err(|e| format!("concurrent_replays_store_each_event_once: {e}"))?;
+    period_aggregates_equal_the_aggregator_for_every_aggregation(make())
+        .await
+        .map_err(|e| {
+            format!("period_aggregates_equal_the_aggregator_for_every_aggregation: {e}")
+        })?;
+    period_aggregates_of_random_usage_equal_the_aggregator(make())
+        .await
+        .map_err(|e| format!("period_aggregates_of_random_usage_equal_the_aggregator: {e}"))?;
+    period_aggregates_fail_each_key_alone(make())
+        .await
+        .map_err(|e| format!("period_aggregates_fail_each_key_alone: {e}"))?;
     Ok(())
 }
 
@@ -655,5 +676,570 @@ async fn concurrent_replays_store_each_event_once<S: UsageStore>(store: S) -> Re
         &read_all(&store, tenant, customer, meter).await?,
         &events,
     )?;
+    Ok(())
+}
+
+/// One meter of each aggregation (two `unique_count` ones, the second on a property whose
+/// name needs quoting in a JSON path), ids 101…108.
+fn every_meter() -> Vec<Meter> {
+    let meter = |id: u128, code: &str, aggregation| Meter {
+        id: MeterId::from_u128(id),
+        code: code.into(),
+        aggregation,
+    };
+    vec![
+        meter(101, "sessions", Aggregation::Count),
+        meter(102, "bytes", Aggregation::Sum),
+        meter(103, "peak", Aggregation::Max),
+        meter(104, "plan_level", Aggregation::Latest),
+        meter(
+            105,
+            "addresses",
+            Aggregation::UniqueCount {
+                property: "ip".into(),
+            },
+        ),
+        meter(
+            106,
+            "odd_names",
+            Aggregation::UniqueCount {
+                property: "a.b\"c d'$".into(),
+            },
+        ),
+        meter(107, "capacity", Aggregation::WeightedSum),
+        meter(108, "seats", Aggregation::WeightedSumOfChanges),
+    ]
+}
+
+/// Monthly from January 15th in New York: March's period starts after the DST change, at
+/// 04:00 UTC on March 15th.
+fn new_york_calendar() -> Result<UsageCalendar, String> {
+    Ok(UsageCalendar {
+        interval: BillingInterval::MONTHLY,
+        anchor: NaiveDate::from_ymd_opt(2026, 1, 15).ok_or("bad anchor")?,
+        zone: chrono_tz::America::New_York,
+    })
+}
+
+fn date(m: u32, d: u32) -> Result<NaiveDate, String> {
+    NaiveDate::from_ymd_opt(2026, m, d).ok_or_else(|| format!("bad date {m}-{d}"))
+}
+
+/// Every customer × meter × period start × subscription filter, reading history from January
+/// 15th.
+fn keys_for(
+    calendar: UsageCalendar,
+    customers: &[(CustomerId, Option<SubscriptionId>)],
+    meters: &[Meter],
+    periods: &[NaiveDate],
+) -> Result<Vec<PeriodKey>, String> {
+    let mut keys = Vec::new();
+    for &(customer, subscription) in customers {
+        for meter in meters {
+            for &period_start in periods {
+                keys.push(PeriodKey {
+                    customer,
+                    subscription,
+                    meter: meter.id,
+                    calendar,
+                    period_start,
+                    history_from: date(1, 15)?,
+                });
+            }
+        }
+    }
+    Ok(keys)
+}
+
+/// Compares the store's set-based aggregates with the per-key path (over the same store) for
+/// every key, and with ingestion's aggregator over `sent` (every event as sent, in order) for
+/// the keys that count every subscription.
+async fn check_aggregates<S: UsageStore>(
+    what: &str,
+    store: &S,
+    tenant: TenantId,
+    meters: &[Meter],
+    keys: &[PeriodKey],
+    sent: &[UsageEvent],
+) -> Result<(), String> {
+    let got = store
+        .period_aggregates(tenant, meters, keys)
+        .await
+        .map_err(err)?;
+    let want = aggregates_per_key(store, tenant, meters, keys)
+        .await
+        .map_err(err)?;
+    ensure!(
+        got.len() == keys.len(),
+        "{what}: {} aggregates for {} keys",
+        got.len(),
+        keys.len()
+    );
+    for ((key, got), want) in keys.iter().zip(&got).zip(&want) {
+        ensure!(
+            got == want,
+            "{what}: {key:?}: set-based {got:?}, per key {want:?}"
+        );
+    }
+    let Some(calendar) = keys.first().map(|k| k.calendar) else {
+        return Ok(());
+    };
+    let mut ingestion = UsageAggregator::new(calendar, meters.to_vec());
+    for key in keys {
+        ingestion.register_customer(key.customer);
+    }
+    let far = Utc
+        .with_ymd_and_hms(2100, 1, 1, 0, 0, 0)
+        .single()
+        .ok_or("bad instant")?;
+    let report = ingestion.ingest_batch(sent, far);
+    ensure!(
+        report.rejected.is_empty(),
+        "{what}: ingestion refused {:?}",
+        report.rejected
+    );
+    for (key, got) in keys.iter().zip(&got) {
+        if key.subscription.is_some() {
+            continue;
+        }
+        let want = ingestion.aggregate(key.customer, key.meter, key.period_start);
+        ensure!(
+            *got == want,
+            "{what}: {key:?}: set-based {got:?}, ingestion's aggregator {want:?}"
+        );
+    }
+    Ok(())
+}
+
+/// New York local time on 2026-`m`-`d`, plus `micros`, as an instant.
+fn ny(m: u32, d: u32, hour: u32, micros: i64) -> Result<DateTime<Utc>, String> {
+    let local = date(m, d)?
+        .and_hms_opt(hour, 0, 0)
+        .ok_or("bad hour")?
+        .and_local_timezone(chrono_tz::America::New_York)
+        .earliest()
+        .ok_or("no such local time")?
+        .with_timezone(&Utc);
+    local
+        .checked_add_signed(Duration::microseconds(micros))
+        .ok_or_else(|| "bad instant".to_string())
+}
+
+async fn period_aggregates_equal_the_aggregator_for_every_aggregation<S: UsageStore>(
+    store: S,
+) -> Result<(), String> {
+    let tenant = TenantId::new();
+    let meters = every_meter();
+    let calendar = new_york_calendar()?;
+    let (c1, c2, c3) = (CustomerId::new(), CustomerId::new(), CustomerId::new());
+    let (s1, s2) = (SubscriptionId::new(), SubscriptionId::new());
+    let m = |n: u128| MeterId::from_u128(n);
+    let mut next_id = 0u128;
+    let mut ev = |customer, sub, meter: u128, quantity: &str, when, props: &[(&str, &str)]| {
+        next_id += 1;
+        Ok::<_, String>(UsageEvent {
+            id: UsageEventId::from_u128(0xa000 + next_id),
+            customer,
+            subscription: sub,
+            meter: m(meter),
+            quantity: dec(quantity)?,
+            timestamp: when,
+            properties: props
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        })
+    };
+    // March's period starts at local midnight of March 15th: an event one microsecond before
+    // is February's.
+    let boundary = ny(3, 15, 0, 0)?;
+    let before = ny(3, 15, 0, -1)?;
+    let odd = "a.b\"c d'$";
+    let mut first = vec![
+        ev(c1, Some(s1), 101, "1", ny(2, 20, 9, 0)?, &[])?,
+        ev(c1, Some(s2), 101, "1", ny(2, 21, 9, 0)?, &[])?,
+        ev(c1, None, 101, "1", before, &[])?,
+        ev(c1, Some(s1), 101, "1", boundary, &[])?,
+        ev(c1, Some(s1), 102, "1073741824", ny(2, 16, 1, 5)?, &[])?,
+        ev(c1, Some(s1), 102, "2.5", ny(2, 17, 1, 0)?, &[])?,
+        ev(c1, Some(s2), 102, "0.125", ny(2, 18, 1, 0)?, &[])?,
+        ev(c1, None, 102, "999999999999999999", ny(2, 19, 1, 0)?, &[])?,
+        ev(c1, Some(s1), 102, "7", boundary, &[])?,
+        ev(c2, None, 102, "12", ny(3, 20, 1, 0)?, &[])?,
+        ev(c2, None, 102, "30", ny(3, 21, 1, 0)?, &[])?,
+        ev(c1, Some(s1), 103, "40", ny(2, 16, 2, 0)?, &[])?,
+        ev(c1, Some(s2), 103, "95.5", ny(2, 17, 2, 0)?, &[])?,
+        ev(c1, Some(s1), 103, "9", ny(2, 18, 2, 0)?, &[])?,
+        ev(c2, None, 103, "0.75", ny(3, 16, 2, 0)?, &[])?,
+        ev(c2, None, 103, "0.5", ny(3, 17, 2, 0)?, &[])?,
+        // Two events at the same instant: the one with the larger id is the latest.
+        ev(c1, Some(s1), 104, "100", ny(2, 20, 3, 123_456)?, &[])?,
+        ev(c1, Some(s1), 104, "250", ny(2, 20, 3, 123_456)?, &[])?,
+        ev(c1, Some(s2), 104, "75", ny(2, 20, 3, 500_000)?, &[])?,
+        ev(c1, Some(s1), 104, "60", ny(2, 20, 3, 0)?, &[])?,
+        ev(c2, None, 104, "1.25", ny(3, 16, 3, 0)?, &[])?,
+        ev(
+            c1,
+            Some(s1),
+            105,
+            "1",
+            ny(2, 16, 4, 0)?,
+            &[("ip", "10.0.0.1")],
+        )?,
+        ev(
+            c1,
+            Some(s1),
+            105,
+            "1",
+            ny(2, 17, 4, 0)?,
+            &[("ip", "10.0.0.1")],
+        )?,
+        ev(
+            c1,
+            Some(s2),
+            105,
+            "1",
+            ny(2, 18, 4, 0)?,
+            &[("ip", "10.0.0.2")],
+        )?,
+        ev(
+            c1,
+            None,
+            105,
+            "1",
+            ny(2, 19, 4, 0)?,
+            &[("ip", "10.0.0.3"), (odd, "x")],
+        )?,
+        ev(
+            c1,
+            Some(s1),
+            105,
+            "1",
+            ny(2, 20, 4, 0)?,
+            &[("other", "10.0.0.9")],
+        )?,
+        ev(
+            c1,
+            Some(s1),
+            105,
+            "1",
+            ny(2, 21, 4, 0)?,
+            &[("ip", "10.0.0.10")],
+        )?,
+        ev(
+            c1,
+            Some(s1),
+            106,
+            "1",
+            ny(2, 16, 5, 0)?,
+            &[(odd, "α"), ("ip", "1")],
+        )?,
+        ev(c1, Some(s1), 106, "1", ny(2, 17, 5, 0)?, &[(odd, "β")])?,
+        ev(c1, Some(s1), 106, "1", ny(2, 18, 5, 0)?, &[(odd, "α")])?,
+        ev(c1, Some(s1), 106, "1", ny(2, 19, 5, 0)?, &[("a.b", "γ")])?,
+        // A gauge set in January (history) and changed in February and March.
+        ev(c1, Some(s1), 107, "100", ny(1, 20, 0, 0)?, &[])?,
+        ev(c1, Some(s1), 107, "300", ny(2, 25, 12, 0)?, &[])?,
+        ev(c1, Some(s2), 107, "900", ny(2, 26, 12, 0)?, &[])?,
+        ev(c1, Some(s1), 107, "50", ny(3, 30, 0, 0)?, &[])?,
+        ev(c2, None, 107, "10", ny(3, 1, 0, 0)?, &[])?,
+        ev(c1, Some(s1), 108, "5", ny(1, 16, 0, 0)?, &[])?,
+        ev(c1, Some(s1), 108, "-2", ny(2, 20, 0, 0)?, &[])?,
+        ev(c1, Some(s2), 108, "3", ny(2, 21, 0, 0)?, &[])?,
+        ev(c1, Some(s1), 108, "1.5", ny(3, 20, 0, 0)?, &[])?,
+    ];
+    store.append_events(tenant, &first).await.map_err(err)?;
+    let customers = [
+        (c1, Some(s1)),
+        (c1, None),
+        (c2, Some(s1)),
+        (c2, None),
+        (c3, None),
+    ];
+    let periods = [date(2, 15)?, date(3, 15)?, date(4, 15)?];
+    let keys = keys_for(calendar, &customers, &meters, &periods)?;
+    check_aggregates("first delivery", &store, tenant, &meters, &keys, &first).await?;
+
+    // A few figures worked by hand, so that the two paths cannot agree on a wrong answer.
+    let got = store
+        .period_aggregates(tenant, &meters, &keys)
+        .await
+        .map_err(err)?;
+    let value = |customer, sub: Option<SubscriptionId>, meter: u128, period: NaiveDate| {
+        keys.iter()
+            .position(|k| {
+                k.customer == customer
+                    && k.subscription == sub
+                    && k.meter == m(meter)
+                    && k.period_start == period
+            })
+            .and_then(|i| got.get(i).cloned())
+    };
+    let feb = date(2, 15)?;
+    for (meter, sub, want) in [
+        (101, Some(s1), "2"),
+        (101, None, "3"),
+        (102, Some(s1), "1000000001073741825.5"),
+        (102, None, "1000000001073741825.625"),
+        (103, Some(s1), "40"),
+        (103, None, "95.5"),
+        (104, Some(s1), "250"),
+        (104, None, "75"),
+        (105, Some(s1), "3"),
+        (105, None, "4"),
+        (106, Some(s1), "2"),
+        (106, None, "2"),
+    ] {
+        let got = value(c1, sub, meter, feb);
+        ensure!(
+            got == Some(Ok(dec(want)?)),
+            "meter {meter} for {sub:?} in February: {got:?}, worked by hand {want}"
+        );
+    }
+
+    // Replays (with other bodies, as a buggy sender's) change nothing; late events for
+    // February, delivered after it was first aggregated, count.
+    let mut replays: Vec<UsageEvent> = first.iter().step_by(3).cloned().collect();
+    for replay in &mut replays {
+        replay.quantity = dec("12345")?;
+        replay.timestamp = ny(3, 1, 0, 0)?;
+    }
+    let late = vec![
+        ev(c1, Some(s1), 101, "1", ny(2, 28, 0, 0)?, &[])?,
+        ev(c1, Some(s1), 102, "3", ny(2, 28, 0, 0)?, &[])?,
+        ev(c1, Some(s1), 103, "41", ny(2, 28, 0, 0)?, &[])?,
+        ev(c1, Some(s1), 104, "1", ny(2, 28, 0, 0)?, &[])?,
+        ev(
+            c1,
+            Some(s1),
+            105,
+            "1",
+            ny(2, 28, 0, 0)?,
+            &[("ip", "10.0.0.77")],
+        )?,
+        ev(c1, Some(s1), 107, "200", ny(2, 28, 0, 0)?, &[])?,
+        ev(c1, Some(s1), 108, "4", ny(2, 28, 0, 0)?, &[])?,
+    ];
+    let second: Vec<UsageEvent> = replays.iter().chain(&late).cloned().collect();
+    let new = store.append_events(tenant, &second).await.map_err(err)?;
+    ensure!(
+        new.iter().filter(|n| **n).count() == late.len(),
+        "replays stored as new: {new:?}"
+    );
+    first.extend(second);
+    check_aggregates("late and replayed", &store, tenant, &meters, &keys, &first).await?;
+    let got = store
+        .period_aggregates(tenant, &meters, &keys)
+        .await
+        .map_err(err)?;
+    let i = keys
+        .iter()
+        .position(|k| k.customer == c1 && k.subscription.is_none() && k.meter == m(102))
+        .ok_or("no key")?;
+    ensure!(
+        got.get(i) == Some(&Ok(dec("1000000001073741828.625")?)),
+        "February's sum after late usage: {:?}",
+        got.get(i)
+    );
+    // An empty request is an empty answer.
+    let none = store
+        .period_aggregates(tenant, &meters, &[])
+        .await
+        .map_err(err)?;
+    ensure!(none.is_empty(), "no keys answered {none:?}");
+    Ok(())
+}
+
+/// A small deterministic generator (xorshift64*): the suite has no randomness dependency and
+/// must give the same cases on every store.
+struct Xorshift(u64);
+
+impl Xorshift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+async fn period_aggregates_of_random_usage_equal_the_aggregator<S: UsageStore>(
+    store: S,
+) -> Result<(), String> {
+    let meters = every_meter();
+    let calendar = new_york_calendar()?;
+    for seed in [1u64, 7, 42, 1234] {
+        let tenant = TenantId::new();
+        let mut rng = Xorshift(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+        let customers: Vec<CustomerId> = (0..3).map(|_| CustomerId::new()).collect();
+        let subs: Vec<SubscriptionId> = (0..2).map(|_| SubscriptionId::new()).collect();
+        // From the anchor on: ingestion's aggregator carries gauge levels from every earlier
+        // event, the keys from their history date (the anchor).
+        let start = ny(1, 15, 1, 0)?;
+        let span = ny(4, 20, 0, 0)?
+            .signed_duration_since(start)
+            .num_microseconds()
+            .ok_or("span")?;
+        let mut events: Vec<UsageEvent> = Vec::new();
+        for n in 0..400u64 {
+            let meter = &meters[rng.below(meters.len() as u64) as usize];
+            let quantity = match rng.below(6) {
+                0 => Decimal::from(rng.below(1_000_000)),
+                1 => Decimal::new(rng.below(100_000) as i64, rng.below(4) as u32),
+                2 => Decimal::from(rng.below(10_000_000_000_000_000_000)),
+                3 => Decimal::ZERO,
+                _ => Decimal::from(rng.below(50)),
+            };
+            let quantity =
+                if meter.aggregation == Aggregation::WeightedSumOfChanges && rng.below(3) == 0 {
+                    -quantity
+                } else {
+                    quantity
+                };
+            // A few instants repeat, so that ties are broken by id.
+            let offset = if rng.below(8) == 0 {
+                (rng.below(4) as i64) * (span / 4)
+            } else {
+                rng.below(span as u64) as i64
+            };
+            let timestamp = start
+                .checked_add_signed(Duration::microseconds(offset))
+                .ok_or("bad instant")?;
+            let mut properties = BTreeMap::new();
+            if rng.below(4) != 0 {
+                properties.insert("ip".to_string(), format!("10.0.0.{}", rng.below(6)));
+            }
+            if rng.below(3) == 0 {
+                properties.insert("a.b\"c d'$".to_string(), format!("v{}", rng.below(4)));
+            }
+            // Every tenth event replays an earlier id (with its own body).
+            let id = if n % 10 == 9 {
+                rng.below(n) as u128 + 1
+            } else {
+                n as u128 + 1
+            };
+            events.push(UsageEvent {
+                id: UsageEventId::from_u128(id),
+                customer: customers[rng.below(3) as usize],
+                subscription: match rng.below(3) {
+                    0 => None,
+                    i => Some(subs[i as usize - 1]),
+                },
+                meter: meter.id,
+                quantity,
+                timestamp,
+                properties,
+            });
+        }
+        for batch in events.chunks(97) {
+            store.append_events(tenant, batch).await.map_err(err)?;
+        }
+        let mut who = Vec::new();
+        for &c in &customers {
+            who.push((c, None));
+            who.push((c, Some(subs[0])));
+        }
+        let periods = [date(1, 15)?, date(2, 15)?, date(3, 15)?, date(4, 15)?];
+        let keys = keys_for(calendar, &who, &meters, &periods)?;
+        check_aggregates(
+            &format!("seed {seed}"),
+            &store,
+            tenant,
+            &meters,
+            &keys,
+            &events,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+async fn period_aggregates_fail_each_key_alone<S: UsageStore>(store: S) -> Result<(), String> {
+    let tenant = TenantId::new();
+    let meters = every_meter();
+    let calendar = new_york_calendar()?;
+    let (bad, good, huge) = (CustomerId::new(), CustomerId::new(), CustomerId::new());
+    let one = |id: u128, customer, meter: u128, quantity: Decimal, when| UsageEvent {
+        id: UsageEventId::from_u128(id),
+        customer,
+        subscription: None,
+        meter: MeterId::from_u128(meter),
+        quantity,
+        timestamp: when,
+        properties: BTreeMap::new(),
+    };
+    // Stored negative quantities (no store validates them): the aggregator's error names the
+    // first one in time order, for the key that holds it only.
+    let big = Decimal::from_i128_with_scale(i128::from(u64::MAX) << 32, 1);
+    let mut events = vec![
+        one(1, bad, 102, dec("5")?, ny(2, 20, 0, 0)?),
+        one(2, bad, 102, dec("-2")?, ny(2, 22, 0, 0)?),
+        one(3, bad, 102, dec("-3")?, ny(2, 21, 0, 0)?),
+        one(4, bad, 101, dec("-1")?, ny(2, 21, 0, 0)?),
+        one(5, good, 102, dec("5")?, ny(2, 20, 0, 0)?),
+        one(6, good, 101, dec("5")?, ny(2, 20, 0, 0)?),
+    ];
+    // A sum beyond a decimal's range: an overflow, not a wrong figure.
+    for n in 0..12 {
+        events.push(one(100 + n, huge, 102, big, ny(2, 20, 0, 0)?));
+    }
+    // Whole quantities whose sum is beyond 64 bits (a database's integer sum refuses it): still
+    // the exact sum.
+    let large = CustomerId::new();
+    for n in 0..12 {
+        let quantity = dec("999999999999999999")?;
+        events.push(one(200 + n, large, 102, quantity, ny(2, 20, 0, 0)?));
+    }
+    store.append_events(tenant, &events).await.map_err(err)?;
+    let key = |customer, meter: u128| PeriodKey {
+        customer,
+        subscription: None,
+        meter: MeterId::from_u128(meter),
+        calendar,
+        period_start: NaiveDate::from_ymd_opt(2026, 2, 15).unwrap_or_default(),
+        history_from: NaiveDate::from_ymd_opt(2026, 1, 15).unwrap_or_default(),
+    };
+    let keys = [
+        key(bad, 102),
+        key(good, 102),
+        key(bad, 101),
+        key(good, 101),
+        key(good, 999),
+        key(huge, 102),
+        key(large, 102),
+    ];
+    let got = store
+        .period_aggregates(tenant, &meters, &keys)
+        .await
+        .map_err(err)?;
+    let want = vec![
+        Err(UsageError::NegativeQuantity {
+            event: UsageEventId::from_u128(3),
+            quantity: dec("-3")?,
+        }),
+        Ok(dec("5")?),
+        Err(UsageError::NegativeQuantity {
+            event: UsageEventId::from_u128(4),
+            quantity: dec("-1")?,
+        }),
+        Ok(dec("1")?),
+        Err(UsageError::UnknownMeter {
+            event: UsageEventId::from_u128(0),
+            meter: MeterId::from_u128(999),
+        }),
+        Err(UsageError::Core(dotmac_core::CoreError::Overflow {
+            operation: "usage sum",
+        })),
+        Ok(dec("11999999999999999988")?),
+    ];
+    ensure!(got == want, "got {got:?}, expected {want:?}");
+    let per_key = aggregates_per_key(&store, tenant, &meters, &keys)
+        .await
+        .map_err(err)?;
+    ensure!(per_key == want, "per key {per_key:?}, expected {want:?}");
     Ok(())
 }

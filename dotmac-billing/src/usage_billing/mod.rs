@@ -4,10 +4,13 @@
 //!   period from the meters' aggregates, after allowances, with any [`PriceModel`](crate::PriceModel),
 //!   into [`RatedUsage`]s; [`RatedUsage::pending_charge`] is the [`PendingCharge`] the next
 //!   invoice carries, with an id derived from (subscription, charge, period).
-//! * [`UsageBillingService`] orchestrates it: for every subscription with usage charges it
-//!   reads the events of each closed period from the [`UsageStore`], aggregates them per meter
-//!   (the same [`UsageAggregator`] as ingestion), rates them and adds the charges through the
-//!   [`BillingStore`]; [`UsageBillingService::bill`] does that and then runs the bill run, so
+//! * [`UsageBillingService`] orchestrates it, a chunk of subscriptions at a time (the billing
+//!   settings' chunk size): one set-based read of the [`UsageStore`]
+//!   ([`UsageStore::period_aggregates`]: every closed period × meter of the chunk's
+//!   subscriptions, aggregated exactly as ingestion's
+//!   [`UsageAggregator`](dotmac_usage::UsageAggregator) does, in the database on the SQL
+//!   stores) and one read of the chunk's pending charges, then it rates each subscription and
+//!   adds its charges through the [`BillingStore`]; [`UsageBillingService::bill`] does that and then runs the bill run, so
 //!   the usage of a period lands on the first invoice dated on or after the period's end.
 //! * Late usage: periods already invoiced are re-rated for
 //!   [`UsageBillingSettings::late_periods`] periods; when the new rating differs from what the
@@ -44,7 +47,7 @@ use crate::store::BillingStore;
 use crate::subscription::Subscription;
 use allowance::{AllowancePeriod, AllowancePolicy};
 use dotmac_core::{IdDigest, MeterId, PendingChargeId, local_midnight};
-use dotmac_usage::{Aggregation, Meter, UsageAggregator, UsageCalendar, UsageStore};
+use dotmac_usage::{Aggregation, Meter, PeriodKey, UsageCalendar, UsageStore};
 
 /// An allowance policy that applies to the subscriptions of one plan.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -232,20 +235,6 @@ fn observe_rating(summary: &UsageRunSummary) {
     }
 }
 
-/// A rating outcome: the outer error is a store error (it fails the run), the inner one a
-/// domain error of this subscription's data (the run skips the subscription and goes on).
-type Rated<T> = Result<Result<T, BillingError>, BillingError>;
-
-/// `?` for domain errors in a function returning [`Rated`]: returns `Ok(Err(e))`.
-macro_rules! domain {
-    ($e:expr) => {
-        match $e {
-            Ok(v) => v,
-            Err(e) => return Ok(Err(BillingError::from(e))),
-        }
-    };
-}
-
 /// True when a line or charge bills the usage charge `price` for `period`.
 fn bills(
     kind: LineKind,
@@ -392,14 +381,15 @@ impl<B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource> UsageBillingS
             let page = self
                 .billing
                 .store()
-                .subscriptions_page(tenant, cursor, 500)
+                .subscriptions_page(tenant, cursor, self.billing.settings().chunk_size.max(1))
                 .await?;
             let Some(last) = page.last() else {
                 break;
             };
             cursor = Some(last.id);
-            for sub in &page {
-                match self.rate(tenant, sub, &plans, as_of).await? {
+            let rated = self.rate_chunk(tenant, &page, &plans, as_of).await?;
+            for (sub, rated) in page.iter().zip(rated) {
+                match rated {
                     Ok(rated) => summary.absorb(rated),
                     Err(error) => {
                         summary.events.push(DomainEvent::new(
@@ -447,7 +437,11 @@ impl<B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource> UsageBillingS
             .await?
             .ok_or(BillingError::UnknownSubscription(id))?;
         let plans = self.plan_map(tenant).await?;
-        let rated = self.rate(tenant, &sub, &plans, as_of).await?;
+        let rated = self
+            .rate_chunk(tenant, std::slice::from_ref(&sub), &plans, as_of)
+            .await?
+            .pop()
+            .unwrap_or_else(|| Ok(UsageRunSummary::default()));
         match &rated {
             Ok(summary) => observe_rating(summary),
             // The subscription's own data failed it: one rating failure, nothing added.
@@ -513,19 +507,14 @@ impl<B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource> UsageBillingS
             .collect()
     }
 
-    /// Rates one subscription: computes every charge first and adds them only when the whole
-    /// rating succeeded, so a domain error adds nothing.
-    async fn rate(
-        &self,
-        tenant: TenantId,
-        sub: &Subscription,
+    /// What rating `sub` up to `as_of` needs, decided before anything is read: its meters,
+    /// calendar and closed periods (oldest first); `None` when it has no usage charge.
+    fn plan_rating<'a>(
+        &'a self,
+        sub: &'a Subscription,
         plans: &HashMap<PlanId, Plan>,
         as_of: NaiveDate,
-    ) -> Rated<UsageRunSummary> {
-        let mut summary = UsageRunSummary {
-            subscriptions: 1,
-            ..UsageRunSummary::default()
-        };
+    ) -> Result<Option<PlannedRating<'a>>, BillingError> {
         let has_usage = sub.segments.iter().any(|s| {
             plans
                 .get(&s.plan)
@@ -537,65 +526,216 @@ impl<B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource> UsageBillingS
                 })
         });
         let Some(shape) = sub.latest_segment() else {
-            return Ok(Ok(summary));
+            return Ok(None);
         };
         if !has_usage {
-            return Ok(Ok(summary));
+            return Ok(None);
         }
-        let interval = domain!(
-            plans
-                .plan(shape.plan)
-                .ok_or(BillingError::UnknownPlan(shape.plan))
-        )
-        .interval;
+        let interval = plans
+            .plan(shape.plan)
+            .ok_or(BillingError::UnknownPlan(shape.plan))?
+            .interval;
         let meters = self.meters_of(sub, plans);
-        let (first, _) = domain!(interval.period_containing(sub.anchor, sub.start));
+        let (first, _) = interval.period_containing(sub.anchor, sub.start)?;
         let late = i64::from(self.inner.settings.late_periods);
         let mut index = first.max(sub.next_period.saturating_sub(1).saturating_sub(late));
-        let invoices = self
-            .billing
-            .store()
-            .invoices_of(tenant, sub.customer)
-            .await?;
-        let mut pending = self
-            .billing
-            .store()
-            .pending_charges(tenant, sub.customer)
-            .await?;
-        // (charge, start of its usage period, its exact amount), added once all are rated.
-        let mut charges: Vec<(PendingCharge, NaiveDate, Money)> = Vec::new();
+        let zone = self.inner.settings.zone;
+        let mut periods = Vec::new();
         loop {
-            let period = domain!(interval.period(sub.anchor, index));
+            let period = interval.period(sub.anchor, index)?;
             if period.end() > as_of || sub.ends_on.is_some_and(|end| period.start() >= end) {
                 break;
             }
-            let usage = domain!(
-                self.period_usage(tenant, sub, &meters, interval, index, period)
-                    .await?
-            );
-            let rated = domain!(rate_period_usage(
-                sub,
+            // The instants the period's events are read between (a gauge's from the
+            // subscription's start: its level carries over), checked here so that a date out
+            // of range fails the subscription as a date error.
+            local_midnight(zone, period.end())?;
+            local_midnight(zone, period.start())?;
+            if meters.iter().any(|m| is_weighted(&m.aggregation)) {
+                local_midnight(zone, sub.start.min(period.start()))?;
+            }
+            periods.push((index, period));
+            index = index.saturating_add(1);
+        }
+        Ok(Some(PlannedRating {
+            sub,
+            meters,
+            calendar: UsageCalendar {
+                interval,
+                anchor: sub.anchor,
+                zone,
+            },
+            periods,
+            first_key: 0,
+        }))
+    }
+
+    /// Rates a chunk of subscriptions: one set-based usage read
+    /// ([`UsageStore::period_aggregates`]) and one read of pending charges for the whole chunk,
+    /// one read of invoices per customer with periods to rate; then each subscription's
+    /// charges, added only when all of its rating succeeded, so a domain error adds nothing.
+    /// Per subscription, in order: its summary or its domain error.
+    async fn rate_chunk(
+        &self,
+        tenant: TenantId,
+        subs: &[Subscription],
+        plans: &HashMap<PlanId, Plan>,
+        as_of: NaiveDate,
+    ) -> Result<Vec<Result<UsageRunSummary, BillingError>>, BillingError> {
+        let mut planned: Vec<Result<Option<PlannedRating<'_>>, BillingError>> = subs
+            .iter()
+            .map(|sub| self.plan_rating(sub, plans, as_of))
+            .collect();
+        let mut keys = Vec::new();
+        for rating in planned.iter_mut().flatten().flatten() {
+            rating.first_key = keys.len();
+            for (_, period) in &rating.periods {
+                for meter in &rating.meters {
+                    keys.push(PeriodKey {
+                        customer: rating.sub.customer,
+                        subscription: Some(rating.sub.id),
+                        meter: meter.id,
+                        calendar: rating.calendar,
+                        period_start: period.start(),
+                        history_from: rating.sub.start,
+                    });
+                }
+            }
+        }
+        let quantities = if keys.is_empty() {
+            Vec::new()
+        } else {
+            self.inner
+                .usage
+                .period_aggregates(tenant, &self.inner.settings.meters, &keys)
+                .await?
+        };
+        // What is already billed, for the customers with periods to rate.
+        let mut customers: Vec<CustomerId> = planned
+            .iter()
+            .flatten()
+            .flatten()
+            .filter(|r| !r.periods.is_empty())
+            .map(|r| r.sub.customer)
+            .collect();
+        customers.sort_unstable();
+        customers.dedup();
+        let mut pending: HashMap<SubscriptionId, Vec<PendingCharge>> = HashMap::new();
+        let mut invoices: HashMap<CustomerId, Vec<Invoice>> = HashMap::new();
+        if !customers.is_empty() {
+            for charge in self
+                .billing
+                .store()
+                .pending_charges_for(tenant, &customers)
+                .await?
+            {
+                if let Some(sub) = charge.subscription {
+                    pending.entry(sub).or_default().push(charge);
+                }
+            }
+            for customer in &customers {
+                let of = self.billing.store().invoices_of(tenant, *customer).await?;
+                invoices.insert(*customer, of);
+            }
+        }
+        let mut out = Vec::with_capacity(subs.len());
+        for (sub, rating) in subs.iter().zip(planned) {
+            let rating = match rating {
+                Ok(Some(rating)) => rating,
+                Ok(None) => {
+                    out.push(Ok(UsageRunSummary {
+                        subscriptions: 1,
+                        ..UsageRunSummary::default()
+                    }));
+                    continue;
+                }
+                Err(error) => {
+                    out.push(Err(error));
+                    continue;
+                }
+            };
+            let no_invoices = Vec::new();
+            let charges = self.charges_of(
+                tenant,
+                &rating,
+                quantities.get(rating.first_key..).unwrap_or_default(),
                 plans,
-                &self.inner.settings.meters,
-                &usage
-            ));
+                invoices.get(&sub.customer).unwrap_or(&no_invoices),
+                pending.remove(&sub.id).unwrap_or_default(),
+                as_of,
+            );
+            match charges {
+                Ok((summary, charges)) => {
+                    out.push(Ok(self.add_charges(tenant, sub, summary, charges).await?))
+                }
+                Err(error) => out.push(Err(error)),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The charges of one planned subscription (pure): each period's quantities (from
+    /// `quantities`, the chunk's aggregates from the subscription's first key on) and
+    /// allowances are rated, and each rating not yet billed on `invoices` (the customer's) or
+    /// `pending` (the subscription's pending charges) becomes a charge, or an adjustment of
+    /// what was billed.
+    #[allow(clippy::too_many_arguments)]
+    fn charges_of(
+        &self,
+        tenant: TenantId,
+        rating: &PlannedRating<'_>,
+        quantities: &[Result<Decimal, dotmac_usage::UsageError>],
+        plans: &HashMap<PlanId, Plan>,
+        invoices: &[Invoice],
+        mut pending: Vec<PendingCharge>,
+        as_of: NaiveDate,
+    ) -> Result<(UsageRunSummary, Vec<NewCharge>), BillingError> {
+        let sub = rating.sub;
+        let mut summary = UsageRunSummary {
+            subscriptions: 1,
+            ..UsageRunSummary::default()
+        };
+        let mut charges: Vec<NewCharge> = Vec::new();
+        let mut quantities = quantities.iter();
+        for &(index, period) in &rating.periods {
+            let mut usage = PeriodUsage {
+                index,
+                ..PeriodUsage::default()
+            };
+            for meter in &rating.meters {
+                let quantity = quantities.next().cloned().unwrap_or(Ok(Decimal::ZERO))?;
+                usage.quantities.insert(meter.id, quantity);
+            }
+            usage.allowances = self.allowances_of(tenant, sub, period);
+            let rated = rate_period_usage(sub, plans, &self.inner.settings.meters, &usage)?;
             for r in &rated {
-                let (found, billed) = domain!(already_billed(r, &invoices, &pending));
+                let (found, billed) = already_billed(r, invoices, &pending)?;
                 let charge = if found {
-                    domain!(r.adjustment_charge(billed, as_of))
+                    r.adjustment_charge(billed, as_of)?
                 } else {
                     Some(r.pending_charge())
                 };
                 let Some(charge) = charge else {
                     continue;
                 };
-                let amount = domain!(charge.unit_price.checked_mul(charge.quantity));
+                let amount = charge.unit_price.checked_mul(charge.quantity)?;
                 pending.push(charge.clone());
                 charges.push((charge, r.period.start(), amount));
             }
             summary.rated.extend(rated);
-            index = index.saturating_add(1);
         }
+        Ok((summary, charges))
+    }
+
+    /// Adds a subscription's rated charges (each at most once: the store's add is idempotent)
+    /// with one `ChargeAdded` event per charge actually added.
+    async fn add_charges(
+        &self,
+        tenant: TenantId,
+        sub: &Subscription,
+        mut summary: UsageRunSummary,
+        charges: Vec<NewCharge>,
+    ) -> Result<UsageRunSummary, BillingError> {
         let at = self.billing.clock().now();
         for (charge, period_start, amount) in charges {
             if self
@@ -621,63 +761,24 @@ impl<B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource> UsageBillingS
                 summary.added.push(charge);
             }
         }
-        Ok(Ok(summary))
+        Ok(summary)
     }
 
-    /// The aggregates and allowances of one period of a subscription.
-    async fn period_usage(
+    /// The allowances of one period of a subscription: its plan's policies, with the
+    /// customer's allowance periods.
+    fn allowances_of(
         &self,
         tenant: TenantId,
         sub: &Subscription,
-        meters: &[&Meter],
-        interval: dotmac_core::BillingInterval,
-        index: i64,
         period: Period,
-    ) -> Rated<PeriodUsage> {
-        let zone = self.inner.settings.zone;
-        let to = domain!(local_midnight(zone, period.end()));
-        let mut usage = PeriodUsage {
-            index,
-            ..PeriodUsage::default()
-        };
-        for meter in meters {
-            // A gauge's level carries over from earlier periods: read from the start.
-            let from = domain!(if meter.aggregation == Aggregation::WeightedSum {
-                local_midnight(zone, sub.start.min(period.start()))
-            } else {
-                local_midnight(zone, period.start())
-            });
-            let events = self
-                .inner
-                .usage
-                .events_between(tenant, sub.customer, meter.id, from, to)
-                .await?;
-            let calendar = UsageCalendar {
-                interval,
-                anchor: sub.anchor,
-                zone,
-            };
-            let mut aggregator = UsageAggregator::new(calendar, vec![(*meter).clone()]);
-            aggregator.register_customer(sub.customer);
-            // Events that name another subscription of the customer are not this one's.
-            for event in events
-                .iter()
-                .filter(|e| e.subscription.is_none_or(|s| s == sub.id))
-            {
-                domain!(aggregator.ingest(event, event.timestamp));
-            }
-            let quantity = domain!(aggregator.aggregate(sub.customer, meter.id, period.start()));
-            usage.quantities.insert(meter.id, quantity);
-        }
+    ) -> Vec<MeterAllowance> {
         let plan = rating::pricing_segment(sub, period).map(|s| s.plan);
-        for allowance in self
-            .inner
+        self.inner
             .settings
             .allowances
             .iter()
             .filter(|a| Some(a.plan) == plan)
-        {
-            usage.allowances.push(MeterAllowance {
+            .map(|allowance| MeterAllowance {
                 policy: allowance.policy.clone(),
                 period: self.inner.allowances.allowance_period(
                     tenant,
@@ -685,10 +786,35 @@ impl<B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource> UsageBillingS
                     &allowance.policy,
                     period.start(),
                 ),
-            });
-        }
-        Ok(Ok(usage))
+            })
+            .collect()
     }
+}
+
+/// A rated charge to add: the charge, the start of its usage period and its exact amount
+/// (added once all of its subscription's periods are rated).
+type NewCharge = (PendingCharge, NaiveDate, Money);
+
+/// One subscription's rating as planned before the chunk's reads (see
+/// `UsageBillingService::plan_rating`).
+struct PlannedRating<'a> {
+    sub: &'a Subscription,
+    /// The meters its usage charges name.
+    meters: Vec<&'a Meter>,
+    /// Its billing calendar, as ingestion's.
+    calendar: UsageCalendar,
+    /// The closed periods to rate, oldest first, with their indices.
+    periods: Vec<(i64, Period)>,
+    /// Where its keys (period-major, meter-minor) start in the chunk's usage read.
+    first_key: usize,
+}
+
+/// Whether a meter is a gauge whose level carries over from earlier periods.
+fn is_weighted(aggregation: &Aggregation) -> bool {
+    matches!(
+        aggregation,
+        Aggregation::WeightedSum | Aggregation::WeightedSumOfChanges
+    )
 }
 
 /// The spans and metrics of [`BillingService`], [`UsageBillingService`] and
@@ -1078,15 +1204,294 @@ mod observability_tests {
             batches[0].starts_with(&format!("Level(Debug) backend=\"memory\" {tenant}")),
             "{batches:?}"
         );
-        let reads = lines("dotmac.store.usage_events_between");
-        assert!(
-            reads[0].starts_with("Level(Debug) backend=\"memory\""),
+        // Usage is read a chunk at a time: one set-based read per rating run here (one
+        // chunk), none per subscription.
+        let reads = lines("dotmac.store.usage_period_aggregates");
+        assert_eq!(
+            reads,
+            [format!("Level(Debug) backend=\"memory\" {tenant} keys=1")],
             "{reads:?}"
         );
+        assert!(lines("dotmac.store.usage_events_between").is_empty());
         let all = spans.spans.lock().unwrap();
         assert!(
             all.iter()
                 .all(|(_, f)| !f.contains("Jane") && !f.contains("jane"))
+        );
+    }
+}
+
+/// Rating a chunk of subscriptions at once: one usage read per chunk, never per subscription,
+/// with the same outcome as rating them one at a time.
+#[cfg(test)]
+mod chunk_tests {
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use chrono::{DateTime, TimeZone, Utc};
+    use dotmac_core::{BillingInterval, Currency, FixedClock, ProductId, UsageEventId};
+    use dotmac_usage::{InMemoryUsageStore, UsageError, UsageEvent};
+    use rust_decimal_macros::dec;
+
+    use super::*;
+    use crate::MemoryStore;
+    use crate::PriceModel;
+    use crate::catalog::{Charge, CurrencyPrice, Product};
+    use crate::service::BillingSettings;
+    use crate::store::{CustomerAccount, InvoiceStore};
+    use crate::subscription::NewSubscription;
+
+    const TENANT: TenantId = TenantId::from_u128(1);
+    const JANE: CustomerId = CustomerId::from_u128(2);
+    const OMAR: CustomerId = CustomerId::from_u128(3);
+    const JANE_HOME: SubscriptionId = SubscriptionId::from_u128(10);
+    const JANE_SHOP: SubscriptionId = SubscriptionId::from_u128(11);
+    const OMAR_HOME: SubscriptionId = SubscriptionId::from_u128(12);
+    const DATA: MeterId = MeterId::from_u128(4);
+    const SEATS: MeterId = MeterId::from_u128(5);
+
+    /// The memory store, counting its reads.
+    #[derive(Default)]
+    struct Counting {
+        store: InMemoryUsageStore,
+        per_key: AtomicUsize,
+        chunks: AtomicUsize,
+    }
+
+    impl UsageStore for Counting {
+        async fn append_events(
+            &self,
+            tenant: TenantId,
+            events: &[UsageEvent],
+        ) -> Result<Vec<bool>, UsageError> {
+            self.store.append_events(tenant, events).await
+        }
+
+        async fn events_between(
+            &self,
+            tenant: TenantId,
+            customer: CustomerId,
+            meter: MeterId,
+            from: DateTime<Utc>,
+            to: DateTime<Utc>,
+        ) -> Result<Vec<UsageEvent>, UsageError> {
+            self.per_key.fetch_add(1, Ordering::Relaxed);
+            self.store
+                .events_between(tenant, customer, meter, from, to)
+                .await
+        }
+
+        async fn period_aggregates(
+            &self,
+            tenant: TenantId,
+            meters: &[Meter],
+            keys: &[PeriodKey],
+        ) -> Result<Vec<Result<Decimal, UsageError>>, UsageError> {
+            self.chunks.fetch_add(1, Ordering::Relaxed);
+            self.store.period_aggregates(tenant, meters, keys).await
+        }
+    }
+
+    fn d(m: u32, day: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(2026, m, day).unwrap()
+    }
+
+    fn at(m: u32, day: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, m, day, 12, 0, 0).unwrap()
+    }
+
+    fn per_unit(meter: MeterId, unit_amount: Decimal) -> Charge {
+        Charge::usage(
+            meter,
+            vec![CurrencyPrice {
+                currency: Currency::USD,
+                model: PriceModel::PerUnit { unit_amount },
+            }],
+        )
+    }
+
+    /// $0.50 per GB, $2 per seat-month (a gauge of changes: +3 seats, −1 seat).
+    fn plan() -> Plan {
+        Plan::builder(PlanId::from_u128(20), ProductId::from_u128(21), "Business")
+            .interval(BillingInterval::MONTHLY)
+            .charge(per_unit(DATA, dec!(0.50)))
+            .charge(per_unit(SEATS, dec!(2)))
+            .build(d(1, 1))
+            .unwrap()
+    }
+
+    fn meters() -> Vec<Meter> {
+        vec![
+            Meter {
+                id: DATA,
+                code: "data_gb".into(),
+                aggregation: Aggregation::Sum,
+            },
+            Meter {
+                id: SEATS,
+                code: "seats".into(),
+                aggregation: Aggregation::WeightedSumOfChanges,
+            },
+        ]
+    }
+
+    fn event(
+        id: u128,
+        customer: CustomerId,
+        subscription: Option<SubscriptionId>,
+        meter: MeterId,
+        quantity: Decimal,
+        when: DateTime<Utc>,
+    ) -> UsageEvent {
+        UsageEvent {
+            id: UsageEventId::from_u128(id),
+            customer,
+            subscription,
+            meter,
+            quantity,
+            timestamp: when,
+            properties: BTreeMap::new(),
+        }
+    }
+
+    /// Jane with two subscriptions, Omar with one, from March 1st, in chunks of `chunk`; their
+    /// March and April usage stored.
+    async fn setup(chunk: usize) -> (BillingService<MemoryStore, FixedClock>, Counting) {
+        let plan = plan();
+        let billing = BillingService::new(
+            MemoryStore::new(),
+            FixedClock::new(at(5, 1)),
+            BillingSettings::default().with_chunk_size(chunk),
+        );
+        let product = Product {
+            id: plan.product,
+            name: "Business".into(),
+        };
+        billing.add_product(TENANT, product).await.unwrap();
+        billing.save_plan(TENANT, plan.clone()).await.unwrap();
+        for (customer, sub) in [(JANE, JANE_HOME), (JANE, JANE_SHOP), (OMAR, OMAR_HOME)] {
+            let account = CustomerAccount::new(customer, Currency::USD);
+            billing.save_account(TENANT, account).await.unwrap();
+            let new = NewSubscription::new(customer, plan.id, Currency::USD, d(3, 1)).id(sub);
+            billing.subscribe(TENANT, new).await.unwrap();
+        }
+        let usage = Counting::default();
+        let events = [
+            event(1, JANE, Some(JANE_HOME), DATA, dec!(130), at(3, 5)),
+            event(2, JANE, Some(JANE_SHOP), DATA, dec!(20), at(3, 6)),
+            // Naming no subscription: each of Jane's counts it.
+            event(3, JANE, None, DATA, dec!(10), at(3, 7)),
+            event(4, JANE, Some(JANE_HOME), DATA, dec!(7), at(4, 2)),
+            event(5, OMAR, Some(OMAR_HOME), DATA, dec!(50), at(3, 8)),
+            // Three seats from March 1st, one fewer from April 16th (half of April).
+            event(
+                6,
+                OMAR,
+                Some(OMAR_HOME),
+                SEATS,
+                dec!(3),
+                Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).unwrap(),
+            ),
+            event(
+                7,
+                OMAR,
+                Some(OMAR_HOME),
+                SEATS,
+                dec!(-1),
+                Utc.with_ymd_and_hms(2026, 4, 16, 0, 0, 0).unwrap(),
+            ),
+        ];
+        usage.append_events(TENANT, &events).await.unwrap();
+        (billing, usage)
+    }
+
+    /// (subscription, meter, period start, quantity used) of every rating, sorted.
+    fn used(rated: &[RatedUsage]) -> Vec<(SubscriptionId, MeterId, NaiveDate, Decimal)> {
+        let mut used: Vec<_> = rated
+            .iter()
+            .map(|r| (r.subscription, r.meter, r.period.start(), r.used))
+            .collect();
+        used.sort();
+        used
+    }
+
+    #[tokio::test]
+    async fn a_chunk_is_rated_with_one_usage_read_and_as_one_subscription_at_a_time() {
+        let (billing, counting) = setup(2).await;
+        let settings = UsageBillingSettings::new(chrono_tz::UTC, meters());
+        let usage = UsageBillingService::new(billing.clone(), &counting, settings.clone());
+        let run = usage.rate_due(TENANT, d(5, 1)).await.unwrap();
+        // Three subscriptions in chunks of two: two reads, none per subscription.
+        assert_eq!(counting.chunks.load(Ordering::Relaxed), 2);
+        assert_eq!(counting.per_key.load(Ordering::Relaxed), 0);
+        assert!(run.failures.is_empty());
+        let (mar, apr) = (d(3, 1), d(4, 1));
+        assert_eq!(
+            used(&run.rated),
+            [
+                (JANE_HOME, DATA, mar, dec!(140)),
+                (JANE_HOME, DATA, apr, dec!(7)),
+                (JANE_HOME, SEATS, mar, dec!(0)),
+                (JANE_HOME, SEATS, apr, dec!(0)),
+                (JANE_SHOP, DATA, mar, dec!(30)),
+                (JANE_SHOP, DATA, apr, dec!(0)),
+                (JANE_SHOP, SEATS, mar, dec!(0)),
+                (JANE_SHOP, SEATS, apr, dec!(0)),
+                (OMAR_HOME, DATA, mar, dec!(50)),
+                (OMAR_HOME, DATA, apr, dec!(0)),
+                (OMAR_HOME, SEATS, mar, dec!(3)),
+                // The level carries over from March: 3 seats, then 2 for half the month.
+                (OMAR_HOME, SEATS, apr, dec!(2.5)),
+            ]
+        );
+        // One subscription at a time, on the same data: the same ratings and charges.
+        let (single, counting) = setup(1000).await;
+        let usage = UsageBillingService::new(single.clone(), &counting, settings);
+        let mut one_by_one = Vec::new();
+        let mut added = Vec::new();
+        for sub in [JANE_HOME, JANE_SHOP, OMAR_HOME] {
+            let summary = usage.rate_subscription(TENANT, sub, d(5, 1)).await.unwrap();
+            one_by_one.extend(summary.rated);
+            added.extend(summary.added);
+        }
+        assert_eq!(counting.chunks.load(Ordering::Relaxed), 3);
+        assert_eq!(counting.per_key.load(Ordering::Relaxed), 0);
+        assert_eq!(used(&one_by_one), used(&run.rated));
+        let ids = |charges: &[PendingCharge]| {
+            let mut ids: Vec<_> = charges
+                .iter()
+                .map(|c| (c.id, c.unit_price, c.quantity))
+                .collect();
+            ids.sort_by_key(|(id, _, _)| *id);
+            ids
+        };
+        assert_eq!(ids(&added), ids(&run.added));
+        for customer in [JANE, OMAR] {
+            let chunked = billing
+                .store()
+                .pending_charges(TENANT, customer)
+                .await
+                .unwrap();
+            let single = single
+                .store()
+                .pending_charges(TENANT, customer)
+                .await
+                .unwrap();
+            assert_eq!(ids(&chunked), ids(&single));
+        }
+        // A re-run adds nothing.
+        let again = UsageBillingService::new(
+            billing.clone(),
+            &counting,
+            UsageBillingSettings::new(chrono_tz::UTC, meters()),
+        );
+        assert!(
+            again
+                .rate_due(TENANT, d(5, 1))
+                .await
+                .unwrap()
+                .added
+                .is_empty()
         );
     }
 }
