@@ -149,7 +149,10 @@ async fn seed(store: &SqlStore, plan: &Plan, n: usize, per: usize) -> TenantId {
         )
         .await
         .unwrap();
-    store.put_plan(tenant, plan.clone()).await.unwrap();
+    store
+        .put_plan(tenant, plan.clone(), Vec::new())
+        .await
+        .unwrap();
     let (accounts, subs) = subscriptions(plan, n);
     store
         .import_subscriptions(tenant, &accounts, &subs)

@@ -67,7 +67,9 @@ fn billing_failure(error: BillingError) -> HandlerError {
         BillingError::Storage(e) if e.kind() == StorageErrorKind::Unavailable => {
             HandlerError::retryable(error)
         }
-        BillingError::ConcurrentUpdate { .. } => HandlerError::retryable(error),
+        BillingError::ConcurrentUpdate { .. } | BillingError::InvoiceChanged(_) => {
+            HandlerError::retryable(error)
+        }
         _ => HandlerError::permanent(error),
     }
 }
