@@ -189,9 +189,9 @@ pub use dotmac_billing::{CustomerAccount, Invoice};
 pub use dotmac_core::outbox;
 pub use dotmac_core::{
     BillingInterval, Clock, CoreError, CreditNoteId, Currency, CustomerId, DomainEvent, EventId,
-    EventPayload, FixedClock, IdempotencyKey, InvoiceId, ManualClock, MeterId, Money, PaymentId,
-    PendingChargeId, Period, PlanId, ProductId, RoundingMode, SubscriptionId, SystemClock,
-    TenantId, UsageEventId,
+    EventPayload, FixedClock, IdDigest, IdempotencyKey, InvoiceId, ManualClock, MeterId, Money,
+    PaymentId, PendingChargeId, Period, PlanId, ProductId, RoundingMode, SubscriptionId,
+    SystemClock, TenantId, UsageEventId,
 };
 
 use dotmac_billing::usage_billing::{UsageBillingService, UsageBillingSettings};

@@ -25,17 +25,18 @@ use dotmac::billing::analytics::{mrr_at, mrr_movements, recurring_items};
 use dotmac::billing::usage_billing::UsageBillingSettings;
 use dotmac::billing::usage_billing::allowance::AllowancePolicy;
 use dotmac::billing::{
-    BillingEvent, BillingSettings, CancelTiming, ChangeTiming, Charge, CurrencyPrice, FirstPeriod,
+    BillingSettings, CancelTiming, ChangeTiming, Charge, CurrencyPrice, FirstPeriod, LineKind,
     NewSubscription, Plan, PriceModel, Product, ProrationBehavior, SubscriptionChange,
-    SubscriptionStore,
+    SubscriptionStatus, SubscriptionStore,
 };
 use dotmac::collections::{
     AllocationTarget, CollectionAction, CollectionEvent, CollectionsSettings, CustomerLedger,
-    DunningPolicy, InvoiceToEnter, PaymentStore, RestoreOnPayment, StepName, receivables_ageing,
+    DunningPolicy, PaymentStore, RestoreOnPayment, StepName, receivables_ageing,
 };
+use dotmac::outbox::OutboxStore;
 use dotmac::usage::{Aggregation, Meter, UsageEvent, UsageStore};
 use dotmac::{
-    BillingInterval, Collections, Currency, CustomerAccount, CustomerId, Dotmac, InvoiceId,
+    BillingInterval, Collections, Currency, CustomerAccount, CustomerId, Dotmac, IdDigest,
     ManualClock, MeterId, Money, PaymentId, PlanId, ProductId, SharedClock, SubscriptionId,
     TenantId, UsageEventId,
 };
@@ -186,7 +187,7 @@ async fn main() -> Result<(), AnyError> {
     // The catalogue: three fibre speeds, each with a monthly fee and a data allowance whose
     // overage is priced per GB (a graduated usage charge: the allowance is a free first tier).
     let product = Product {
-        id: ProductId::new(),
+        id: ProductId::from_u128(1),
         name: "Fibre broadband".into(),
     };
     let first_day = date(2026, 1, 1)?;
@@ -197,11 +198,11 @@ async fn main() -> Result<(), AnyError> {
         aggregation: Aggregation::Sum,
     };
     let mut usage_settings = UsageBillingSettings::new(zone, vec![meter.clone()]);
-    for fibre in &PLANS {
+    for (n, fibre) in PLANS.iter().enumerate() {
         let overage = PriceModel::PerUnit {
             unit_amount: fibre.overage_per_gb,
         };
-        let plan = Plan::builder(PlanId::new(), product.id, fibre.name)
+        let plan = Plan::builder(PlanId::from_u128(100 + n as u128), product.id, fibre.name)
             .interval(BillingInterval::MONTHLY)
             .charge(Charge::recurring_flat([Money::new(fibre.monthly, usd)]))
             .charge(Charge::usage(
@@ -324,12 +325,16 @@ async fn main() -> Result<(), AnyError> {
     let step = Instant::now();
     let october_run = billing.run_bill(tenant, october).await?;
     timings.record("bill run Oct 1", step, october_run.invoices);
-    record_invoices(collections, tenant, &october_run.events, october).await?;
+    // The invoices reach the customers' ledgers through the outbox.
+    let step = Instant::now();
+    let handled = dotmac.dispatch().await?;
+    timings.record("dispatch Oct 1", step, handled.handled as usize);
 
     // Everybody pays October within ten days.
     clock.set(at(date(2026, 10, 10)?, 12)?);
     let step = Instant::now();
     let paid = pay_open_invoices(collections, tenant, &subscriptions, |_| true).await?;
+    dotmac.dispatch().await?;
     timings.record("payments Oct", step, paid);
 
     // A month of traffic: one usage record per customer per day (a RADIUS feed normalised
@@ -448,13 +453,14 @@ async fn main() -> Result<(), AnyError> {
     progress.finish();
     timings.record("bill run Nov 1", step, run.invoices);
     let again = billing.run_bill(tenant, november).await?;
-    record_invoices(collections, tenant, &run.events, november).await?;
+    dotmac.dispatch().await?;
 
     // Most customers pay within a week; about one in twelve does not.
     clock.set(at(date(2026, 11, 8)?, 12)?);
     let step = Instant::now();
     let payers = |i: usize| i % 12 != 5;
     let paid = pay_open_invoices(collections, tenant, &subscriptions, payers).await?;
+    dotmac.dispatch().await?;
     timings.record("payments Nov", step, paid);
 
     // Collections for the rest, day by day until the end of November.
@@ -484,6 +490,8 @@ async fn main() -> Result<(), AnyError> {
             }
             progress.inc(1);
         }
+        // Fees become pending charges, suspensions reach the subscriptions.
+        dotmac.dispatch().await?;
         // Two of the suspended customers pay on the 25th and are restored the same day.
         if day == date(2026, 11, 25)? {
             let late: Vec<CustomerId> = suspended.keys().copied().take(2).collect();
@@ -498,10 +506,19 @@ async fn main() -> Result<(), AnyError> {
                 }
             }
         }
+        dotmac.dispatch().await?;
         day = day.succ_opt().ok_or("date overflow")?;
     }
     progress.finish();
     timings.record("collections", step, debtors.len());
+
+    // The December bill run: the fees and customer credit of November go on the invoices.
+    let december = date(2026, 12, 1)?;
+    clock.set(at(december, 2)?);
+    let step = Instant::now();
+    let december_run = billing.run_bill(tenant, december).await?;
+    dotmac.dispatch().await?;
+    timings.record("bill run Dec 1", step, december_run.invoices);
 
     // The summary.
     let step = Instant::now();
@@ -528,16 +545,19 @@ async fn main() -> Result<(), AnyError> {
     let ageing = receivables_ageing(&ledgers, date(2026, 11, 30)?, usd)?;
     timings.record("analytics", step, items.len());
 
-    let invoiced: Decimal = october_run
-        .events
-        .iter()
-        .chain(&run.events)
-        .filter_map(|e| match &e.payload {
-            BillingEvent::InvoiceIssued { total, .. } => Some(total.amount()),
-            _ => None,
-        })
-        .sum();
-    let invoices = october_run.invoices + run.invoices;
+    // What the database holds, read back: every invoice by status, the fee lines billed, the
+    // customer credit applied, the subscriptions' states and the outbox.
+    let books = read_books(&dotmac, tenant, &subscriptions).await?;
+    let outbox = dotmac.store().outbox_counts(tenant).await?;
+    let outbox_messages = dotmac.store().outbox_messages(tenant).await?;
+    let published = |kind: &str| {
+        outbox_messages
+            .iter()
+            .filter(|m| m.event_type == kind)
+            .count()
+    };
+    let invoices = books.invoices;
+    let invoiced = books.invoiced;
     println!();
     println!("Summary (tenant {tenant})");
     println!("  customers            {}", options.customers);
@@ -558,7 +578,19 @@ async fn main() -> Result<(), AnyError> {
         "  invoices             {invoices} (Oct 1: {}, Nov 1: {}; re-run issued {})",
         october_run.invoices, run.invoices, again.invoices
     );
-    println!("  invoiced             {}", Money::new(invoiced, usd));
+    println!("  invoiced             {invoiced}");
+    println!("  invoices by status (read back from the database)");
+    for (status, (count, amount)) in &books.by_status {
+        println!("    {status:<18} {count:>7}  {amount}");
+    }
+    println!(
+        "  fee lines billed     {} late fees ({}), {} reconnection fees ({})",
+        books.late_fees.0, books.late_fees.1, books.reconnection_fees.0, books.reconnection_fees.1
+    );
+    println!(
+        "  credit applied       {} invoices ({})",
+        books.credit_applied.0, books.credit_applied.1
+    );
     println!(
         "  plan changes         {upgrades} upgrades, {downgrades} downgrades, {cancellations} cancellations"
     );
@@ -590,7 +622,19 @@ async fn main() -> Result<(), AnyError> {
         println!("    {:<18} {}", fibre.name, mrr);
     }
     println!("  collections          {actions:?}");
-    println!("  suspended accounts   {}", suspended.len());
+    println!(
+        "  subscriptions        {} suspended now; {} suspensions and {} restores published",
+        books.suspended,
+        published("billing.subscription_suspended"),
+        published("billing.subscription_restored")
+    );
+    println!(
+        "  outbox               {} events: {} handled, {} pending, {} parked",
+        outbox.total(),
+        outbox.handled,
+        outbox.pending,
+        outbox.parked
+    );
     println!(
         "  receivables Nov 30   current {}, 1-30 {}, 31-60 {}, 61-90 {}, 90+ {}",
         ageing.current, ageing.days_1_30, ageing.days_31_60, ageing.days_61_90, ageing.over_90
@@ -618,6 +662,66 @@ async fn main() -> Result<(), AnyError> {
     Ok(())
 }
 
+/// The figures of the summary, as the database holds them.
+struct Books {
+    invoices: usize,
+    invoiced: Money,
+    by_status: BTreeMap<String, (usize, Money)>,
+    late_fees: (usize, Money),
+    reconnection_fees: (usize, Money),
+    credit_applied: (usize, Money),
+    suspended: usize,
+}
+
+async fn read_books(
+    dotmac: &Dotmac,
+    tenant: TenantId,
+    subscriptions: &[(CustomerId, SubscriptionId, usize)],
+) -> Result<Books, AnyError> {
+    let usd = Currency::USD;
+    let zero = Money::zero(usd);
+    let mut books = Books {
+        invoices: 0,
+        invoiced: zero,
+        by_status: BTreeMap::new(),
+        late_fees: (0, zero),
+        reconnection_fees: (0, zero),
+        credit_applied: (0, zero),
+        suspended: 0,
+    };
+    let add = |slot: &mut (usize, Money), amount: Money| -> Result<(), AnyError> {
+        slot.0 += 1;
+        slot.1 = slot.1.checked_add(amount)?;
+        Ok(())
+    };
+    for (customer, sub, _) in subscriptions {
+        for invoice in dotmac.invoices_of(tenant, *customer).await? {
+            books.invoices += 1;
+            books.invoiced = books.invoiced.checked_add(invoice.total)?;
+            let status = format!("{:?}", invoice.status).to_lowercase();
+            add(
+                books.by_status.entry(status).or_insert((0, zero)),
+                invoice.total,
+            )?;
+            for line in &invoice.lines {
+                match line.kind {
+                    LineKind::LateFee => add(&mut books.late_fees, line.amount)?,
+                    LineKind::ReconnectionFee => add(&mut books.reconnection_fees, line.amount)?,
+                    _ => {}
+                }
+            }
+            if invoice.credit_applied().is_positive() {
+                add(&mut books.credit_applied, invoice.credit_applied())?;
+            }
+        }
+        let stored = dotmac.billing().store().subscription(tenant, *sub).await?;
+        if stored.is_some_and(|s| s.status() == SubscriptionStatus::Suspended) {
+            books.suspended += 1;
+        }
+    }
+    Ok(books)
+}
+
 /// Noon-ish instants on a date, for the manual clock.
 fn at(day: NaiveDate, hour: u32) -> Result<chrono::DateTime<Utc>, AnyError> {
     let naive = day.and_hms_opt(hour, 0, 0).ok_or("bad hour")?;
@@ -632,64 +736,6 @@ fn redact(url: &str) -> String {
         },
         None => url.to_owned(),
     }
-}
-
-/// Puts every issued invoice on its customer's ledger, where collections see it.
-async fn record_invoices(
-    collections: &Collections,
-    tenant: TenantId,
-    events: &[dotmac::DomainEvent<BillingEvent>],
-    issued: NaiveDate,
-) -> Result<(), AnyError> {
-    let progress = bar(events.len(), "ledger");
-    for event in events {
-        if let BillingEvent::InvoiceIssued {
-            invoice,
-            customer,
-            total,
-            due_date,
-            ..
-        } = &event.payload
-        {
-            record_invoice(
-                collections,
-                tenant,
-                *customer,
-                *invoice,
-                *total,
-                issued,
-                *due_date,
-            )
-            .await?;
-        }
-        progress.inc(1);
-    }
-    progress.finish();
-    Ok(())
-}
-
-async fn record_invoice(
-    collections: &Collections,
-    tenant: TenantId,
-    customer: CustomerId,
-    invoice: InvoiceId,
-    total: Money,
-    issued: NaiveDate,
-    due: NaiveDate,
-) -> Result<(), AnyError> {
-    collections
-        .enter_invoice(
-            tenant,
-            InvoiceToEnter {
-                invoice,
-                customer,
-                total,
-                issued,
-                due,
-            },
-        )
-        .await?;
-    Ok(())
 }
 
 /// Pays the open balance of every selected customer; returns how many paid.
@@ -737,7 +783,12 @@ async fn pay_customer(
         .record_payment(
             tenant,
             customer,
-            PaymentId::new(),
+            // The n-th payment of the customer: the same ids every run.
+            PaymentId::derived(
+                IdDigest::new("quickstart-payment")
+                    .uuid(customer.as_uuid())
+                    .u64(ledger.entries().len() as u64),
+            ),
             open,
             AllocationTarget::OldestFirst,
         )
