@@ -57,6 +57,17 @@ fn calendars() -> impl Strategy<Value = BusinessCalendar> {
         })
 }
 
+/// The result of a calendar walk, or `None` when the walk would leave the calendar's 100-year
+/// horizon (a calendar open one minute a week cannot give 30,000 minutes): the one refusal
+/// these properties allow.
+fn within_horizon<T>(result: Result<T, SupportError>) -> Result<Option<T>, TestCaseError> {
+    match result {
+        Ok(value) => Ok(Some(value)),
+        Err(SupportError::SpanTooLong { .. }) => Ok(None),
+        Err(other) => Err(TestCaseError::fail(other.to_string())),
+    }
+}
+
 fn instants() -> impl Strategy<Value = DateTime<Utc>> {
     // 2020-01-01 .. 2030-01-01, to the second.
     (0i64..315_532_800)
@@ -68,7 +79,7 @@ proptest! {
 
     #[test]
     fn adding_then_counting_gives_back_the_minutes(cal in calendars(), from in instants(), minutes in 0u32..30_000) {
-        let due = cal.add_working_minutes(from, minutes).unwrap();
+        let Some(due) = within_horizon(cal.add_working_minutes(from, minutes))? else { return Ok(()) };
         prop_assert!(due >= from);
         prop_assert_eq!(cal.working_minutes_between(from, due).unwrap(), u64::from(minutes));
     }
@@ -79,17 +90,17 @@ proptest! {
         let minutes = cal.working_minutes_between(from, to).unwrap();
         // Zero minutes from a closed instant is the next opening, which may be after `to`.
         prop_assume!(minutes > 0);
-        let back = cal.add_working_minutes(from, u32::try_from(minutes).unwrap()).unwrap();
+        let Some(back) = within_horizon(cal.add_working_minutes(from, u32::try_from(minutes).unwrap()))? else { return Ok(()) };
         prop_assert!(back <= to, "{back} after {to}");
         // Nothing working is left out: one more whole minute ends after `to` minus the partial
         // minute that the count truncated.
-        let next = cal.add_working_minutes(from, u32::try_from(minutes + 1).unwrap()).unwrap();
+        let Some(next) = within_horizon(cal.add_working_minutes(from, u32::try_from(minutes + 1).unwrap()))? else { return Ok(()) };
         prop_assert!(next > to - Duration::seconds(60));
     }
 
     #[test]
     fn a_due_time_never_falls_in_closed_hours_or_on_a_holiday(cal in calendars(), from in instants(), minutes in 1u32..30_000) {
-        let due = cal.add_working_minutes(from, minutes).unwrap();
+        let Some(due) = within_horizon(cal.add_working_minutes(from, minutes))? else { return Ok(()) };
         let last_second = due - Duration::seconds(1);
         prop_assert!(cal.is_working_at(last_second).unwrap(), "second before {due} is not working time");
         let local_day = last_second.with_timezone(&cal.zone()).date_naive();
