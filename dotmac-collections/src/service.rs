@@ -1239,17 +1239,17 @@ fn count_actions(fired: &[FiredAction]) {
 }
 
 /// The spans and metrics of [`CollectionsService`] and the in-memory stores, with a counting
-/// `metrics` recorder and a minimal `tracing` subscriber (as in `dotmac-support`): no exporter
-/// or `tracing-subscriber` as dev-dependencies.
+/// `metrics` recorder (no exporter as a dev-dependency) and `dotmac_core`'s span recorder.
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::{Arc, Mutex};
 
-    /// The two tests run one at a time: `tracing` caches each callsite's interest per process,
-    /// and the counters test, run with no subscriber while the spans test runs, could leave a
-    /// shared callsite cached as uninteresting.
+    use dotmac_core::span_recorder::record_spans;
+
+    /// The two tests run one at a time: each counts what a whole scenario moved, and the
+    /// spans test runs its scenario twice.
     static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
     use chrono::{TimeZone, Utc, Weekday};
@@ -1298,57 +1298,6 @@ mod tests {
         }
         fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
             Histogram::noop()
-        }
-    }
-
-    /// Span names and their fields, with the enter stack so that `Span::current()` works.
-    #[derive(Default)]
-    struct Spans {
-        spans: Mutex<Vec<(&'static tracing::Metadata<'static>, String)>>,
-        stack: Mutex<Vec<u64>>,
-    }
-
-    struct Fields<'a>(&'a mut String);
-
-    impl tracing::field::Visit for Fields<'_> {
-        fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-            self.0.push_str(&format!(" {}={:?}", field.name(), value));
-        }
-    }
-
-    impl tracing::Subscriber for Spans {
-        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-            true
-        }
-        fn new_span(&self, span: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-            let mut fields = String::new();
-            span.record(&mut Fields(&mut fields));
-            let mut spans = self.spans.lock().unwrap();
-            spans.push((span.metadata(), fields));
-            tracing::span::Id::from_u64(spans.len() as u64)
-        }
-        fn record(&self, span: &tracing::span::Id, values: &tracing::span::Record<'_>) {
-            let mut spans = self.spans.lock().unwrap();
-            let slot = &mut spans[span.into_u64() as usize - 1];
-            values.record(&mut Fields(&mut slot.1));
-        }
-        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-        fn event(&self, _: &tracing::Event<'_>) {}
-        fn enter(&self, span: &tracing::span::Id) {
-            self.stack.lock().unwrap().push(span.into_u64());
-        }
-        fn exit(&self, _: &tracing::span::Id) {
-            self.stack.lock().unwrap().pop();
-        }
-        fn current_span(&self) -> tracing_core::span::Current {
-            let stack = self.stack.lock().unwrap();
-            match stack.last() {
-                Some(&id) => {
-                    let metadata = self.spans.lock().unwrap()[id as usize - 1].0;
-                    tracing_core::span::Current::new(tracing::span::Id::from_u64(id), metadata)
-                }
-                None => tracing_core::span::Current::none(),
-            }
         }
     }
 
@@ -1542,16 +1491,11 @@ mod tests {
     #[test]
     fn operations_and_store_calls_open_spans_without_amounts() {
         let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-        let spans = Arc::new(Spans::default());
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
         let customer = CustomerId::from_u128(2);
-        let dispatch = tracing::Dispatch::from(Arc::clone(&spans));
-        tracing::dispatcher::with_default(&dispatch, || {
-            // Other tests of this binary may have cached a callsite's interest as "never"
-            // while no subscriber was set: recompute it now that this one is.
-            tracing::callsite::rebuild_interest_cache();
+        let (spans, ()) = record_spans(|| {
             runtime.block_on(async {
                 let clock = ManualClock::new(Utc.with_ymd_and_hms(2026, 3, 1, 8, 0, 0).unwrap());
                 let service = service(&clock);
@@ -1569,14 +1513,7 @@ mod tests {
                 service.receive_payment(TENANT, request).await.unwrap();
             });
         });
-        let spans = spans.spans.lock().unwrap();
-        let line = |name: &str| {
-            spans
-                .iter()
-                .find(|(m, _)| m.name() == name)
-                .map(|(m, fields)| format!("{:?}{fields}", m.level()))
-                .unwrap()
-        };
+        let line = |name: &str| spans.line(name).unwrap();
         let tenant = format!("tenant={TENANT}");
         assert_eq!(
             line("dotmac.collections.enter_invoice"),
@@ -1610,10 +1547,9 @@ mod tests {
         );
         // No amount of the customer's, no customer id.
         let customer = customer.to_string();
-        assert!(
-            spans
-                .iter()
-                .all(|(_, f)| !f.contains("43") && !f.contains("USD") && !f.contains(&customer))
-        );
+        assert!(spans.all().iter().all(|span| {
+            let fields = span.split_once(' ').map_or("", |(_, fields)| fields);
+            !fields.contains("43") && !fields.contains("USD") && !fields.contains(&customer)
+        }));
     }
 }

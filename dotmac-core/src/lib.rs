@@ -47,6 +47,8 @@ mod idempotency;
 mod money;
 pub mod outbox;
 mod period;
+#[cfg(any(test, feature = "testkit"))]
+pub mod span_recorder;
 mod zone;
 
 pub use clock::{Clock, FixedClock, ManualClock, SystemClock};

@@ -1190,6 +1190,7 @@ mod tests {
 
     use chrono::TimeZone;
     use dotmac_core::ManualClock;
+    use dotmac_core::span_recorder::record_spans;
     use metrics::{
         Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
     };
@@ -1273,70 +1274,12 @@ mod tests {
         assert_eq!(recorder.get("dotmac_support_tickets_assigned_total{}"), 0);
     }
 
-    /// Span names and their fields (`name: field=value …`), with the enter stack so that
-    /// `Span::current()` works: enough to check the span conventions without
-    /// `tracing-subscriber` as a dev-dependency.
-    #[derive(Default)]
-    struct Spans {
-        spans: Mutex<Vec<(&'static tracing::Metadata<'static>, String)>>,
-        stack: Mutex<Vec<u64>>,
-    }
-
-    struct Fields<'a>(&'a mut String);
-
-    impl tracing::field::Visit for Fields<'_> {
-        fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-            self.0.push_str(&format!(" {}={:?}", field.name(), value));
-        }
-    }
-
-    impl tracing::Subscriber for Spans {
-        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-            true
-        }
-        fn new_span(&self, span: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-            let mut fields = String::new();
-            span.record(&mut Fields(&mut fields));
-            let mut spans = self.spans.lock().unwrap();
-            spans.push((span.metadata(), fields));
-            tracing::span::Id::from_u64(spans.len() as u64)
-        }
-        fn record(&self, span: &tracing::span::Id, values: &tracing::span::Record<'_>) {
-            let mut spans = self.spans.lock().unwrap();
-            let slot = &mut spans[span.into_u64() as usize - 1];
-            values.record(&mut Fields(&mut slot.1));
-        }
-        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-        fn event(&self, _: &tracing::Event<'_>) {}
-        fn enter(&self, span: &tracing::span::Id) {
-            self.stack.lock().unwrap().push(span.into_u64());
-        }
-        fn exit(&self, _: &tracing::span::Id) {
-            self.stack.lock().unwrap().pop();
-        }
-        fn current_span(&self) -> tracing_core::span::Current {
-            let stack = self.stack.lock().unwrap();
-            match stack.last() {
-                Some(&id) => {
-                    let metadata = self.spans.lock().unwrap()[id as usize - 1].0;
-                    tracing_core::span::Current::new(tracing::span::Id::from_u64(id), metadata)
-                }
-                None => tracing_core::span::Current::none(),
-            }
-        }
-    }
-
     #[test]
     fn operations_and_store_calls_open_spans_without_personal_data() {
-        let spans = Arc::new(Spans::default());
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
-        let dispatch = tracing::Dispatch::from(Arc::clone(&spans));
-        tracing::dispatcher::with_default(&dispatch, || {
-            // Other tests of this binary may have cached a callsite's interest as "never"
-            // while no subscriber was set: recompute it now that this one is.
-            tracing::callsite::rebuild_interest_cache();
+        let (spans, ()) = record_spans(|| {
             runtime.block_on(async {
                 let clock = ManualClock::new(Utc.with_ymd_and_hms(2026, 3, 2, 9, 0, 0).unwrap());
                 let service = SupportService::new(InMemorySupportStore::new(), clock);
@@ -1361,13 +1304,7 @@ mod tests {
                 service.create_ticket(tenant, new).await.unwrap();
             });
         });
-        let spans = spans.spans.lock().unwrap();
-        let line = |name: &str| {
-            spans
-                .iter()
-                .find(|(m, _)| m.name() == name)
-                .map(|(m, fields)| format!("{:?}{fields}", m.level()))
-        };
+        let line = |name: &str| spans.line(name);
         let created = line("dotmac.support.create_ticket").unwrap();
         assert!(created.starts_with("Level(Info) tenant="), "{created}");
         assert!(created.ends_with(" events=2"), "{created}");
@@ -1376,6 +1313,6 @@ mod tests {
             insert.starts_with("Level(Debug) backend=\"memory\" tenant="),
             "{insert}"
         );
-        assert!(spans.iter().all(|(_, fields)| !fields.contains("Jane")));
+        assert!(spans.all().iter().all(|span| !span.contains("Jane")));
     }
 }

@@ -468,9 +468,8 @@ impl UsageStore for InMemoryUsageStore {
     }
 }
 
-/// A counting `metrics` recorder and a minimal `tracing` subscriber for this crate's
-/// observability tests (as in `dotmac-support`), without an exporter or `tracing-subscriber`
-/// as dev-dependencies.
+/// A counting `metrics` recorder for this crate's observability tests, without an exporter as
+/// a dev-dependency (spans are recorded by `dotmac_core::span_recorder`).
 #[cfg(test)]
 pub(crate) mod observe {
     use std::collections::BTreeMap;
@@ -518,107 +517,20 @@ pub(crate) mod observe {
             Histogram::noop()
         }
     }
-
-    /// Span names and their fields, with the enter stack so that `Span::current()` works.
-    #[derive(Default)]
-    pub(crate) struct Spans {
-        spans: Mutex<Vec<(&'static tracing::Metadata<'static>, String)>>,
-        stack: Mutex<Vec<u64>>,
-    }
-
-    impl Spans {
-        /// `Level(…) field=value …` of the first span named `name`.
-        pub(crate) fn line(&self, name: &str) -> Option<String> {
-            let spans = self.spans.lock().unwrap();
-            spans
-                .iter()
-                .find(|(m, _)| m.name() == name)
-                .map(|(m, fields)| format!("{:?}{fields}", m.level()))
-        }
-
-        /// Every span, as `name Level(…) field=value …`.
-        pub(crate) fn all(&self) -> Vec<String> {
-            let spans = self.spans.lock().unwrap();
-            spans
-                .iter()
-                .map(|(m, fields)| format!("{} {:?}{fields}", m.name(), m.level()))
-                .collect()
-        }
-    }
-
-    struct Fields<'a>(&'a mut String);
-
-    impl tracing::field::Visit for Fields<'_> {
-        fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-            self.0.push_str(&format!(" {}={:?}", field.name(), value));
-        }
-    }
-
-    impl tracing::Subscriber for Spans {
-        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-            true
-        }
-        fn new_span(&self, span: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-            let mut fields = String::new();
-            span.record(&mut Fields(&mut fields));
-            let mut spans = self.spans.lock().unwrap();
-            spans.push((span.metadata(), fields));
-            tracing::span::Id::from_u64(spans.len() as u64)
-        }
-        fn record(&self, span: &tracing::span::Id, values: &tracing::span::Record<'_>) {
-            let mut spans = self.spans.lock().unwrap();
-            let slot = &mut spans[span.into_u64() as usize - 1];
-            values.record(&mut Fields(&mut slot.1));
-        }
-        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-        fn event(&self, _: &tracing::Event<'_>) {}
-        fn enter(&self, span: &tracing::span::Id) {
-            self.stack.lock().unwrap().push(span.into_u64());
-        }
-        fn exit(&self, _: &tracing::span::Id) {
-            self.stack.lock().unwrap().pop();
-        }
-        fn current_span(&self) -> tracing_core::span::Current {
-            let stack = self.stack.lock().unwrap();
-            match stack.last() {
-                Some(&id) => {
-                    let metadata = self.spans.lock().unwrap()[id as usize - 1].0;
-                    tracing_core::span::Current::new(tracing::span::Id::from_u64(id), metadata)
-                }
-                None => tracing_core::span::Current::none(),
-            }
-        }
-    }
-
-    /// Runs `f` on a current-thread runtime with `spans` as this thread's subscriber.
-    pub(crate) fn with_spans<F: std::future::Future>(spans: &Arc<Spans>, f: F) -> F::Output {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        let dispatch = tracing::Dispatch::from(Arc::clone(spans));
-        tracing::dispatcher::with_default(&dispatch, || {
-            // Other tests of this binary may have cached a callsite's interest as "never"
-            // while no subscriber was set: recompute it now that this one is.
-            tracing::callsite::rebuild_interest_cache();
-            runtime.block_on(f)
-        })
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
-    use std::sync::Arc;
 
     use chrono::TimeZone;
     use rust_decimal::Decimal;
 
-    use super::observe::{Spans, with_spans};
     use super::*;
+    use dotmac_core::span_recorder::record_spans;
 
     #[test]
     fn the_memory_store_opens_debug_store_spans_without_event_properties() {
-        let spans = Arc::new(Spans::default());
         let tenant = TenantId::new();
         let (customer, meter) = (CustomerId::from_u128(1), MeterId::from_u128(1));
         let at = Utc.with_ymd_and_hms(2026, 3, 2, 9, 0, 0).unwrap();
@@ -631,17 +543,22 @@ mod tests {
             timestamp: at,
             properties: BTreeMap::from([("user".into(), "jane@example.com".into())]),
         };
-        let found = with_spans(&spans, async {
-            let store = InMemoryUsageStore::new();
-            let new = store
-                .append_events(tenant, &[event(1), event(2), event(1)])
-                .await
-                .unwrap();
-            assert_eq!(new, [true, true, false]);
-            store
-                .events_between(tenant, customer, meter, at, at + chrono::Duration::hours(1))
-                .await
-                .unwrap()
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let (spans, found) = record_spans(|| {
+            runtime.block_on(async {
+                let store = InMemoryUsageStore::new();
+                let new = store
+                    .append_events(tenant, &[event(1), event(2), event(1)])
+                    .await
+                    .unwrap();
+                assert_eq!(new, [true, true, false]);
+                store
+                    .events_between(tenant, customer, meter, at, at + chrono::Duration::hours(1))
+                    .await
+                    .unwrap()
+            })
         });
         assert_eq!(found.len(), 2);
         assert_eq!(

@@ -818,19 +818,19 @@ fn is_weighted(aggregation: &Aggregation) -> bool {
 }
 
 /// The spans and metrics of [`BillingService`], [`UsageBillingService`] and
-/// [`MemoryStore`](crate::MemoryStore), with a counting `metrics` recorder and a minimal
-/// `tracing` subscriber (as in `dotmac-support`): no exporter or `tracing-subscriber` as
-/// dev-dependencies.
+/// [`MemoryStore`](crate::MemoryStore), with a counting `metrics` recorder (no exporter as a
+/// dev-dependency) and `dotmac_core`'s span recorder.
 #[cfg(test)]
 mod observability_tests {
     use std::collections::BTreeMap;
-
-    /// The two tests run one at a time: `tracing` caches each callsite's interest per process,
-    /// and the counters test, run with no subscriber at the same moment as the spans test, can
-    /// leave a shared callsite (`dotmac.billing.run_bill`) cached as uninteresting.
-    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::{Arc, Mutex};
+
+    use dotmac_core::span_recorder::record_spans;
+
+    /// The two tests run one at a time: each counts what a whole scenario moved, and the
+    /// spans test runs its scenario twice.
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
     use chrono::{DateTime, TimeZone, Utc};
     use dotmac_core::{
@@ -900,69 +900,6 @@ mod observability_tests {
         }
         fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
             Histogram::from_arc(Arc::new(Samples(self.slot(key))))
-        }
-    }
-
-    /// Span names and their fields, with the enter stack so that `Span::current()` works.
-    #[derive(Default)]
-    struct Spans {
-        spans: Mutex<Vec<(&'static tracing::Metadata<'static>, String)>>,
-        stack: Mutex<Vec<u64>>,
-    }
-
-    impl Spans {
-        /// `Level(…) field=value …` of every span named `name`.
-        fn lines(&self, name: &str) -> Vec<String> {
-            let spans = self.spans.lock().unwrap();
-            spans
-                .iter()
-                .filter(|(m, _)| m.name() == name)
-                .map(|(m, fields)| format!("{:?}{fields}", m.level()))
-                .collect()
-        }
-    }
-
-    struct Fields<'a>(&'a mut String);
-
-    impl tracing::field::Visit for Fields<'_> {
-        fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-            self.0.push_str(&format!(" {}={:?}", field.name(), value));
-        }
-    }
-
-    impl tracing::Subscriber for Spans {
-        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-            true
-        }
-        fn new_span(&self, span: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-            let mut fields = String::new();
-            span.record(&mut Fields(&mut fields));
-            let mut spans = self.spans.lock().unwrap();
-            spans.push((span.metadata(), fields));
-            tracing::span::Id::from_u64(spans.len() as u64)
-        }
-        fn record(&self, span: &tracing::span::Id, values: &tracing::span::Record<'_>) {
-            let mut spans = self.spans.lock().unwrap();
-            let slot = &mut spans[span.into_u64() as usize - 1];
-            values.record(&mut Fields(&mut slot.1));
-        }
-        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-        fn event(&self, _: &tracing::Event<'_>) {}
-        fn enter(&self, span: &tracing::span::Id) {
-            self.stack.lock().unwrap().push(span.into_u64());
-        }
-        fn exit(&self, _: &tracing::span::Id) {
-            self.stack.lock().unwrap().pop();
-        }
-        fn current_span(&self) -> tracing_core::span::Current {
-            let stack = self.stack.lock().unwrap();
-            match stack.last() {
-                Some(&id) => {
-                    let metadata = self.spans.lock().unwrap()[id as usize - 1].0;
-                    tracing_core::span::Current::new(tracing::span::Id::from_u64(id), metadata)
-                }
-                None => tracing_core::span::Current::none(),
-            }
         }
     }
 
@@ -1140,15 +1077,10 @@ mod observability_tests {
     #[test]
     fn operations_and_store_calls_open_spans_with_counts_and_without_personal_data() {
         let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-        let spans = Arc::new(Spans::default());
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
-        let dispatch = tracing::Dispatch::from(Arc::clone(&spans));
-        tracing::dispatcher::with_default(&dispatch, || {
-            // Other tests of this binary may have cached a callsite's interest as "never"
-            // while no subscriber was set: recompute it now that this one is.
-            tracing::callsite::rebuild_interest_cache();
+        let (spans, ()) = record_spans(|| {
             runtime.block_on(async {
                 let billing = setup().await;
                 let usage_store = InMemoryUsageStore::new();
@@ -1213,10 +1145,11 @@ mod observability_tests {
             "{reads:?}"
         );
         assert!(lines("dotmac.store.usage_events_between").is_empty());
-        let all = spans.spans.lock().unwrap();
         assert!(
-            all.iter()
-                .all(|(_, f)| !f.contains("Jane") && !f.contains("jane"))
+            spans
+                .all()
+                .iter()
+                .all(|span| !span.contains("Jane") && !span.contains("jane"))
         );
     }
 }
