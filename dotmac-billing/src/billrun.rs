@@ -233,6 +233,28 @@ pub fn bill_due(
         }
         if finished && s.status == SubscriptionStatus::Cancelled {
             s.status = SubscriptionStatus::Ended;
+            // No later run bills an ended subscription: what is still pending for it (usage
+            // rated in arrears after its last period was billed, prorations, fees) goes on a
+            // closing invoice now, or it would never be billed.
+            let left: Vec<&PendingCharge> = pending
+                .iter()
+                .filter(|charge| {
+                    charge.customer == s.customer
+                        && charge.subscription.is_none_or(|id| id == s.id)
+                        && charge.created_on <= as_of
+                        && !consumed.contains(&charge.id)
+                })
+                .collect();
+            if !left.is_empty() {
+                let key = DocumentKey::Closing { subscription: s.id };
+                let mut builder =
+                    DocumentBuilder::new(key, s.customer, Some(s.id), s.currency, as_of, settings)?;
+                for charge in left {
+                    builder.push(charge.to_line())?;
+                    consumed.push(charge.id);
+                }
+                invoices.push(builder.finish());
+            }
         }
     }
     Ok(BillOutcome {

@@ -240,6 +240,12 @@ pub enum DocumentKey {
         /// The invoice date.
         on: NaiveDate,
     },
+    /// The closing invoice of a subscription that ended with pending charges left over (usage
+    /// rated in arrears, prorations, fees): the bill run that ends it bills them.
+    Closing {
+        /// The subscription.
+        subscription: SubscriptionId,
+    },
 }
 
 impl DocumentKey {
@@ -266,6 +272,7 @@ impl DocumentKey {
                         i64::from(on.to_epoch_days()).to_ne_bytes(),
                     ))
             }
+            DocumentKey::Closing { subscription } => digest.u64(4).uuid(subscription.as_uuid()),
         })
     }
 }

@@ -1011,6 +1011,12 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
     /// Adds a one-off charge for a customer's next invoice (usage, fees, adjustments).
     /// Returns `false` when the charge id was already added.
     ///
+    /// A customer whose subscriptions have all ended gets no next invoice from a bill run, so
+    /// their charges dated today or earlier are invoiced at once instead
+    /// ([`BillingService::invoice_pending_now`]), also when the charge was already added (a
+    /// retry after a crash between the two steps finishes the second). A customer with no
+    /// subscription yet keeps the charge for their first invoice.
+    ///
     /// # Errors
     ///
     /// [`BillingError::UnknownAccount`], [`BillingError::CurrencyNotUsed`] for a charge in a
@@ -1037,6 +1043,37 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
     /// [`CoreError::IdempotencyKeyReused`](dotmac_core::CoreError::IdempotencyKeyReused) for a key first used with another request.
     #[tracing::instrument(name = "dotmac.billing.add_charge", level = "info", skip_all, fields(tenant = %tenant))]
     pub async fn add_charge(
+        &self,
+        tenant: TenantId,
+        request: ChargeRequest,
+    ) -> Result<bool, BillingError> {
+        let customer = request.charge.customer;
+        let added = self.store_charge(tenant, request).await?;
+        self.close_out_if_no_subscription_bills(tenant, customer)
+            .await?;
+        Ok(added)
+    }
+
+    /// Invoices `customer`'s pending charges now when they have subscriptions and all of
+    /// them have ended (see [`BillingService::add_pending_charge`]).
+    async fn close_out_if_no_subscription_bills(
+        &self,
+        tenant: TenantId,
+        customer: CustomerId,
+    ) -> Result<(), BillingError> {
+        let subscriptions = self.inner.store.subscriptions_of(tenant, customer).await?;
+        let all_ended = !subscriptions.is_empty()
+            && subscriptions
+                .iter()
+                .all(|s| s.status == SubscriptionStatus::Ended);
+        if all_ended {
+            self.invoice_pending_now(tenant, customer).await?;
+        }
+        Ok(())
+    }
+
+    /// Stores a charge as [`BillingService::add_charge`] describes, without the close-out.
+    async fn store_charge(
         &self,
         tenant: TenantId,
         request: ChargeRequest,

@@ -150,6 +150,9 @@ where
     a_pending_charge_is_invoiced_once(make())
         .await
         .map_err(|e| format!("a_pending_charge_is_invoiced_once: {e}"))?;
+    an_ended_subscription_leaves_no_charge_unbilled(make())
+        .await
+        .map_err(|e| format!("an_ended_subscription_leaves_no_charge_unbilled: {e}"))?;
     one_customers_bad_data_never_blocks_the_bill_run(make())
         .await
         .map_err(|e| format!("one_customers_bad_data_never_blocks_the_bill_run: {e}"))?;
@@ -941,6 +944,123 @@ async fn a_pending_charge_is_invoiced_once<S: BillingStore>(store: S) -> Result<
             == 2,
         "a refused commit wrote invoices"
     );
+    Ok(())
+}
+
+/// A subscription cancelled at its period end: usage rated in arrears on the day it ends goes
+/// on a closing invoice from the run that ends it, and a fee added once it has ended is
+/// invoiced at once (no bill run would take it), once however often it is added.
+async fn an_ended_subscription_leaves_no_charge_unbilled<S: BillingStore>(
+    store: S,
+) -> Result<(), String> {
+    let (service, tenant, customer, plan) = setup(store).await?;
+    let (sub, _) = service
+        .subscribe(
+            tenant,
+            NewSubscription::new(customer, plan.id, Currency::USD, day(2026, 3, 1)?),
+        )
+        .await
+        .map_err(err)?;
+    service
+        .run_bill(tenant, day(2026, 3, 1)?)
+        .await
+        .map_err(err)?;
+    service
+        .cancel_subscription(
+            tenant,
+            sub.id,
+            day(2026, 3, 10)?,
+            CancelTiming::EndOfPeriod,
+            ProrationBehavior::None,
+        )
+        .await
+        .map_err(err)?;
+    let usage = PendingCharge {
+        subscription: Some(sub.id),
+        kind: LineKind::Usage,
+        text: Some("download_gb: 120 over".into()),
+        ..charge(customer, 71, 450, day(2026, 4, 1)?)
+    };
+    ensure!(
+        service
+            .add_pending_charge(tenant, usage.clone())
+            .await
+            .map_err(err)?,
+        "the usage charge was not added"
+    );
+    let run = service
+        .run_bill(tenant, day(2026, 4, 1)?)
+        .await
+        .map_err(err)?;
+    ensure!(run.invoices == 1, "the closing run issued {}", run.invoices);
+    let ended = service
+        .store()
+        .subscription(tenant, sub.id)
+        .await
+        .map_err(err)?
+        .ok_or("subscription gone")?;
+    ensure!(
+        ended.status == crate::SubscriptionStatus::Ended,
+        "the subscription is {:?}",
+        ended.status
+    );
+    let invoices = store_invoices(&service, tenant, customer).await?;
+    let closing = invoices
+        .iter()
+        .find(|i| {
+            i.key
+                == DocumentKey::Closing {
+                    subscription: sub.id,
+                }
+        })
+        .ok_or("no closing invoice")?;
+    ensure!(
+        closing.total == Money::from_minor(450, Currency::USD)
+            && closing.issue_date == day(2026, 4, 1)?,
+        "closing invoice {} on {}",
+        closing.total,
+        closing.issue_date
+    );
+    // A late fee once nothing bills: invoiced on its own at once; added again, nothing new.
+    let fee = charge(customer, 72, 500, day(2026, 4, 1)?);
+    for _ in 0..2 {
+        service
+            .add_pending_charge(tenant, fee.clone())
+            .await
+            .map_err(err)?;
+    }
+    let invoices = store_invoices(&service, tenant, customer).await?;
+    let totals: Vec<i64> = invoices
+        .iter()
+        .map(|i| i.total.to_minor().unwrap_or(i64::MIN))
+        .collect();
+    ensure!(
+        totals == [3000, 450, 500],
+        "invoices after the fee: {totals:?}"
+    );
+    let left = service
+        .store()
+        .pending_charges(tenant, customer)
+        .await
+        .map_err(err)?;
+    ensure!(left.is_empty(), "still pending: {left:?}");
+    // A customer with no subscription yet keeps a charge for the first invoice.
+    let newcomer = CustomerId::new();
+    service
+        .save_account(tenant, CustomerAccount::new(newcomer, Currency::USD))
+        .await
+        .map_err(err)?;
+    let installation = charge(newcomer, 73, 9900, day(2026, 4, 1)?);
+    service
+        .add_pending_charge(tenant, installation.clone())
+        .await
+        .map_err(err)?;
+    let kept = service
+        .store()
+        .pending_charges(tenant, newcomer)
+        .await
+        .map_err(err)?;
+    ensure!(kept == [installation], "the newcomer's charge: {kept:?}");
     Ok(())
 }
 

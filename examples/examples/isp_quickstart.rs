@@ -37,8 +37,8 @@ use dotmac::outbox::OutboxStore;
 use dotmac::usage::{Aggregation, Meter, UsageEvent, UsageStore};
 use dotmac::{
     BillingInterval, Collections, Currency, CustomerAccount, CustomerId, Dotmac, IdDigest,
-    ManualClock, MeterId, Money, PaymentId, PlanId, ProductId, SharedClock, SubscriptionId,
-    TenantId, UsageEventId,
+    InvoiceId, ManualClock, MeterId, Money, PaymentId, PlanId, ProductId, SharedClock,
+    SubscriptionId, TenantId, UsageEventId,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use rust_decimal::Decimal;
@@ -333,7 +333,10 @@ async fn main() -> Result<(), AnyError> {
     // Everybody pays October within ten days.
     clock.set(at(date(2026, 10, 10)?, 12)?);
     let step = Instant::now();
-    let paid = pay_open_invoices(collections, tenant, &subscriptions, |_| true).await?;
+    let paid = pay_open_invoices(collections, tenant, &subscriptions, |_| {
+        Some(Paying::Exactly)
+    })
+    .await?;
     dotmac.dispatch().await?;
     timings.record("payments Oct", step, paid);
 
@@ -455,11 +458,19 @@ async fn main() -> Result<(), AnyError> {
     let again = billing.run_bill(tenant, november).await?;
     dotmac.dispatch().await?;
 
-    // Most customers pay within a week; about one in twelve does not.
+    // Most customers pay within a week; about one in twelve does not, and one in twenty rounds
+    // the payment up (the excess is credit for December).
     clock.set(at(date(2026, 11, 8)?, 12)?);
     let step = Instant::now();
     let payers = |i: usize| i % 12 != 5;
-    let paid = pay_open_invoices(collections, tenant, &subscriptions, payers).await?;
+    let paid = pay_open_invoices(collections, tenant, &subscriptions, |i| {
+        match (payers(i), i % 20 == 3) {
+            (false, _) => None,
+            (true, false) => Some(Paying::Exactly),
+            (true, true) => Some(Paying::RoundedUp),
+        }
+    })
+    .await?;
     dotmac.dispatch().await?;
     timings.record("payments Nov", step, paid);
 
@@ -496,7 +507,7 @@ async fn main() -> Result<(), AnyError> {
         if day == date(2026, 11, 25)? {
             let late: Vec<CustomerId> = suspended.keys().copied().take(2).collect();
             for customer in late {
-                for event in pay_customer(collections, tenant, customer).await? {
+                for event in pay_customer(collections, tenant, customer, Paying::Exactly).await? {
                     if let CollectionEvent::Action(fired) = &event.payload {
                         *actions.entry(fired.name).or_default() += 1;
                         if fired.action == CollectionAction::Restore {
@@ -547,7 +558,19 @@ async fn main() -> Result<(), AnyError> {
 
     // What the database holds, read back: every invoice by status, the fee lines billed, the
     // customer credit applied, the subscriptions' states and the outbox.
-    let books = read_books(&dotmac, tenant, &subscriptions).await?;
+    let books = read_books(&dotmac, tenant, &subscriptions, &ledgers).await?;
+    // MRR on December 1st of the subscriptions suspended now: none may count.
+    let suspended_customers: std::collections::BTreeSet<CustomerId> = subs
+        .iter()
+        .filter(|s| s.status() == SubscriptionStatus::Suspended)
+        .map(|s| s.customer)
+        .collect();
+    let suspended_items: Vec<_> = items
+        .iter()
+        .filter(|item| suspended_customers.contains(&item.customer))
+        .cloned()
+        .collect();
+    let suspended_mrr = mrr_at(&suspended_items, december, usd)?.total;
     let outbox = dotmac.store().outbox_counts(tenant).await?;
     let outbox_messages = dotmac.store().outbox_messages(tenant).await?;
     let published = |kind: &str| {
@@ -639,6 +662,19 @@ async fn main() -> Result<(), AnyError> {
         "  receivables Nov 30   current {}, 1-30 {}, 31-60 {}, 61-90 {}, 90+ {}",
         ageing.current, ageing.days_1_30, ageing.days_31_60, ageing.days_61_90, ageing.over_90
     );
+    let fired = |step: StepName| actions.get(&step).copied().unwrap_or(0);
+    println!(
+        "  checks               invoice status = ledger state: {}/{}; late fees fired {} / billed {}; \
+         reconnections {} / fees billed {}; suspended MRR Dec 1 {}; outbox unhandled {}",
+        books.invoices - books.disagreeing,
+        books.invoices,
+        fired(StepName::LATE_FEE),
+        books.late_fees.0,
+        fired(StepName::RESTORE),
+        books.reconnection_fees.0,
+        suspended_mrr,
+        outbox.pending + outbox.parked
+    );
     println!();
     println!("Timings");
     for (step, took, items) in &timings.0 {
@@ -671,13 +707,27 @@ struct Books {
     reconnection_fees: (usize, Money),
     credit_applied: (usize, Money),
     suspended: usize,
+    /// Invoices whose status is not the state of their balance in the payments ledger.
+    disagreeing: usize,
 }
 
 async fn read_books(
     dotmac: &Dotmac,
     tenant: TenantId,
     subscriptions: &[(CustomerId, SubscriptionId, usize)],
+    ledgers: &[CustomerLedger],
 ) -> Result<Books, AnyError> {
+    // The ledger's state of every invoice, by id, named as invoice statuses are.
+    let ledger_state: BTreeMap<InvoiceId, String> = ledgers
+        .iter()
+        .flat_map(|ledger| ledger.invoices())
+        .map(|balance| {
+            (
+                balance.invoice,
+                format!("{:?}", balance.state()).to_lowercase(),
+            )
+        })
+        .collect();
     let usd = Currency::USD;
     let zero = Money::zero(usd);
     let mut books = Books {
@@ -688,6 +738,7 @@ async fn read_books(
         reconnection_fees: (0, zero),
         credit_applied: (0, zero),
         suspended: 0,
+        disagreeing: 0,
     };
     let add = |slot: &mut (usize, Money), amount: Money| -> Result<(), AnyError> {
         slot.0 += 1;
@@ -699,6 +750,9 @@ async fn read_books(
             books.invoices += 1;
             books.invoiced = books.invoiced.checked_add(invoice.total)?;
             let status = format!("{:?}", invoice.status).to_lowercase();
+            if ledger_state.get(&invoice.id) != Some(&status) {
+                books.disagreeing += 1;
+            }
             add(
                 books.by_status.entry(status).or_insert((0, zero)),
                 invoice.total,
@@ -738,18 +792,28 @@ fn redact(url: &str) -> String {
     }
 }
 
+/// How a customer pays what is open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Paying {
+    /// The open balance, to the cent.
+    Exactly,
+    /// Rounded up to the next ten dollars: the excess becomes customer credit, which the
+    /// next invoice consumes.
+    RoundedUp,
+}
+
 /// Pays the open balance of every selected customer; returns how many paid.
 async fn pay_open_invoices(
     collections: &Collections,
     tenant: TenantId,
     subscriptions: &[(CustomerId, SubscriptionId, usize)],
-    select: impl Fn(usize) -> bool,
+    select: impl Fn(usize) -> Option<Paying>,
 ) -> Result<usize, AnyError> {
     let progress = bar(subscriptions.len(), "payments");
     let mut paid = 0;
     for (i, (customer, _, _)) in subscriptions.iter().enumerate() {
-        if select(i)
-            && !pay_customer(collections, tenant, *customer)
+        if let Some(paying) = select(i)
+            && !pay_customer(collections, tenant, *customer, paying)
                 .await?
                 .is_empty()
         {
@@ -766,6 +830,7 @@ async fn pay_customer(
     collections: &Collections,
     tenant: TenantId,
     customer: CustomerId,
+    paying: Paying,
 ) -> Result<Vec<dotmac::DomainEvent<CollectionEvent>>, AnyError> {
     let entries = collections
         .payment_store()
@@ -779,6 +844,23 @@ async fn pay_customer(
     if !open.is_positive() {
         return Ok(Vec::new());
     }
+    let amount = match paying {
+        Paying::Exactly => open,
+        Paying::RoundedUp => {
+            let ten = Decimal::TEN;
+            let tens = open
+                .amount()
+                .checked_div(ten)
+                .ok_or("payment overflow")?
+                .floor()
+                .checked_add(Decimal::ONE)
+                .ok_or("payment overflow")?;
+            Money::new(
+                tens.checked_mul(ten).ok_or("payment overflow")?,
+                Currency::USD,
+            )
+        }
+    };
     Ok(collections
         .record_payment(
             tenant,
@@ -789,7 +871,7 @@ async fn pay_customer(
                     .uuid(customer.as_uuid())
                     .u64(ledger.entries().len() as u64),
             ),
-            open,
+            amount,
             AllocationTarget::OldestFirst,
         )
         .await?)

@@ -4,12 +4,15 @@
 use chrono::NaiveDate;
 use dotmac_billing::{
     BillingError, BillingTiming, CancelTiming, ChangeTiming, Charge, CurrencyPrice, Discount,
-    DiscountAmount, DiscountDuration, DiscountId, DocumentSettings, FirstPeriod, Invoice, LineKind,
-    NewSubscription, Plan, PriceModel, ProrationBehavior, ProrationMode, Subscription,
-    SubscriptionChange, SubscriptionStatus, TaxExemption, TaxRate, TaxRateId, bill_due, cancel,
-    change,
+    DiscountAmount, DiscountDuration, DiscountId, DocumentKey, DocumentSettings, FirstPeriod,
+    Invoice, LineKind, NewSubscription, PendingCharge, Plan, PriceModel, ProrationBehavior,
+    ProrationMode, Subscription, SubscriptionChange, SubscriptionStatus, TaxExemption, TaxRate,
+    TaxRateId, bill_due, cancel, change,
 };
-use dotmac_core::{BillingInterval, Currency, CustomerId, Money, PlanId, ProductId};
+use dotmac_core::{
+    BillingInterval, Currency, CustomerId, Money, PendingChargeId, PlanId, ProductId,
+    SubscriptionId,
+};
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 
@@ -119,6 +122,73 @@ fn cancel_at_period_end_stops_billing_and_ends() {
     let later = bill_due(&out.subscription, &plan, &[], d(2026, 7, 1), &settings()).unwrap();
     assert!(later.invoices.is_empty());
     assert_eq!(later.subscription.status(), SubscriptionStatus::Ended);
+}
+
+/// A subscription cancelled at its period end with charges still pending (usage rated in
+/// arrears on the day it ends, a late fee for the customer): the run that ends it bills them
+/// on one closing invoice dated the run's day, so none is left to a bill that never comes.
+#[test]
+fn the_run_that_ends_a_subscription_bills_what_is_pending_on_a_closing_invoice() {
+    let plan = flat(1, "30");
+    let s = sub(&plan, d(2026, 4, 1))
+        .create(&plan, Currency::USD)
+        .unwrap();
+    let billed = bill_due(&s, &plan, &[], d(2026, 4, 1), &settings()).unwrap();
+    let cancelled = cancel(
+        &billed.subscription,
+        &plan,
+        d(2026, 4, 10),
+        CancelTiming::EndOfPeriod,
+        ProrationBehavior::None,
+        &settings(),
+    )
+    .unwrap()
+    .subscription;
+    let charge = |n: u128, subscription, kind, amount: &str, on| PendingCharge {
+        id: PendingChargeId::from_u128(n),
+        customer: s.customer,
+        subscription,
+        kind,
+        text: None,
+        period: None,
+        quantity: Decimal::ONE,
+        unit_price: usd(amount),
+        price: None,
+        created_on: on,
+    };
+    let other = SubscriptionId::from_u128(999);
+    let pending = [
+        charge(1, Some(s.id), LineKind::Usage, "4.50", d(2026, 5, 1)),
+        charge(2, None, LineKind::LateFee, "5.00", d(2026, 4, 20)),
+        // Another subscription's, and one dated after the run: not this run's to bill.
+        charge(3, Some(other), LineKind::Usage, "1.00", d(2026, 5, 1)),
+        charge(4, None, LineKind::LateFee, "5.00", d(2026, 5, 3)),
+    ];
+    let out = bill_due(&cancelled, &plan, &pending, d(2026, 5, 1), &settings()).unwrap();
+    assert_eq!(out.subscription.status(), SubscriptionStatus::Ended);
+    assert_eq!(totals(&out.invoices), [(d(2026, 5, 1), dec!(9.50))]);
+    assert_eq!(
+        out.invoices[0].key,
+        DocumentKey::Closing { subscription: s.id }
+    );
+    assert_eq!(
+        out.consumed,
+        [PendingChargeId::from_u128(1), PendingChargeId::from_u128(2)]
+    );
+    // Ended: a later run bills nothing more, whatever is pending.
+    let later = bill_due(
+        &out.subscription,
+        &plan,
+        &pending,
+        d(2026, 6, 1),
+        &settings(),
+    )
+    .unwrap();
+    assert!(later.invoices.is_empty() && later.consumed.is_empty());
+    // Nothing pending: the subscription ends without a document.
+    let quiet = bill_due(&cancelled, &plan, &[], d(2026, 5, 1), &settings()).unwrap();
+    assert!(quiet.invoices.is_empty());
+    assert_eq!(quiet.subscription.status(), SubscriptionStatus::Ended);
 }
 
 #[test]
