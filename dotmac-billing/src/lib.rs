@@ -116,8 +116,8 @@ pub mod internal {
     //! may change in any release. Use [`BillingService`](crate::BillingService) instead.
 
     pub use crate::service::{
-        BilledChunk, ChunkCommit, bill_chunk, chunk_customers, invoice_issued_event, record_chunk,
-        record_chunk_at,
+        BilledChunk, ChunkCommit, bill_chunk, chunk_commits, chunk_customers, invoice_issued_event,
+        record_chunk, record_chunk_at,
     };
     pub use crate::settlement::check_invoice_update;
     pub use crate::subscription::{

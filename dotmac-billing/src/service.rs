@@ -974,17 +974,7 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
         // The commits move to the store; `record_chunk` needs only the rest of each item.
         // Each carries its events: the store writes them with it (the issued invoices' too).
         let at = self.inner.clock.now();
-        let commits = items
-            .iter_mut()
-            .map(|i| {
-                let mut commit = std::mem::take(&mut i.commit);
-                commit.issued_at = Some(at);
-                if let Some(event) = status_changed_event(tenant, at, i) {
-                    commit.events.push(OutboxEvent::new(event));
-                }
-                commit
-            })
-            .collect();
+        let commits = chunk_commits(tenant, at, &mut items);
         let results = self.inner.store.commit_batch(tenant, commits).await?;
         record_chunk_at(tenant, at, &items, results, summary)?;
         if !failures.is_empty() {
@@ -1875,6 +1865,30 @@ pub fn bill_chunk(
         items.retain(|i| !failed(&failures, i.customer));
     }
     BilledChunk { items, failures }
+}
+
+/// Takes the commits out of a chunk's items (the rest of each item stays for
+/// [`record_chunk_at`]), each carrying its own outbox events dated `at`: its issued invoices'
+/// `billing.invoice_issued` ([`BillingCommit::issued_at`]) and, when billing moved the
+/// subscription's status, `billing.subscription_status_changed`. The store writes them in the
+/// commit's transaction, so every way of running a bill (the service, scale-out workers)
+/// publishes the same events.
+pub fn chunk_commits(
+    tenant: TenantId,
+    at: chrono::DateTime<chrono::Utc>,
+    items: &mut [ChunkCommit],
+) -> Vec<BillingCommit> {
+    items
+        .iter_mut()
+        .map(|item| {
+            let mut commit = std::mem::take(&mut item.commit);
+            commit.issued_at = Some(at);
+            if let Some(event) = status_changed_event(tenant, at, item) {
+                commit.events.push(OutboxEvent::new(event));
+            }
+            commit
+        })
+        .collect()
 }
 
 /// The `billing.invoice_issued` events of `issued`, dated `at`, appended to `events`.

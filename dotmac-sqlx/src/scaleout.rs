@@ -22,7 +22,9 @@
 use std::collections::HashMap;
 
 use chrono::NaiveDate;
-use dotmac_billing::internal::{BilledChunk, bill_chunk, chunk_customers, record_chunk};
+use dotmac_billing::internal::{
+    BilledChunk, bill_chunk, chunk_commits, chunk_customers, record_chunk_at,
+};
 use dotmac_billing::{
     BillRunSummary, BillingFailure, BillingSettings, CustomerAccount, PendingCharge, Plan,
     Subscription,
@@ -34,7 +36,6 @@ use uuid::Uuid;
 use crate::billrun::{BillRunId, ChunkClaim};
 use crate::db::{LeaseSettings, dispatch};
 use crate::error::{Context, Result, SqlError};
-use crate::outbox::OutboxEvent;
 use crate::store::SqlStore;
 
 /// What one worker did over a run (the sum of the chunks it completed).
@@ -413,13 +414,11 @@ impl SqlStore {
             ..BillRunSummary::default()
         };
         drop(page);
-        // `record_chunk` reads only the items' subscriptions and status changes: the commits
-        // move to the store instead of being copied.
-        let commits = items
-            .iter_mut()
-            .map(|i| std::mem::take(&mut i.commit))
-            .collect();
+        // The commits move to the store instead of being copied, each with its outbox events
+        // (as the service's bill run writes them); `record_chunk_at` reads only the rest of
+        // each item.
         let now = clock.now();
+        let commits = chunk_commits(tenant, now, &mut items);
         dispatch!(self.db, pool, d => {
             let mut tx = d::begin_bill_run(pool, tenant, &claim.lease).await?;
             d::billrun::fence(&mut tx, claim, now).await?;
@@ -427,14 +426,19 @@ impl SqlStore {
             // to the commit the tenant's counter row is locked, and only the invoices and
             // their outbox events (which carry the numbers) are written in between.
             let results = d::billing::apply_batch(&mut tx, tenant, commits).await?;
-            record_chunk(tenant, clock, &items, results, &mut summary)?;
+            record_chunk_at(tenant, now, &items, results, &mut summary)?;
+            // The commits wrote their own events; the failures' are written here.
+            let written = summary.events.len();
             summary.record_failures(tenant, clock, failures);
-            let events = summary
+            let failed: Vec<dotmac_core::outbox::OutboxEvent> = summary
                 .events
+                .get(written..)
+                .unwrap_or_default()
                 .iter()
-                .map(OutboxEvent::from_domain)
-                .collect::<Result<Vec<_>>>()?;
-            d::outbox::insert(&mut tx, tenant, &events).await?;
+                .cloned()
+                .map(dotmac_core::outbox::OutboxEvent::new)
+                .collect();
+            d::outbox::insert_core(&mut tx, tenant, &failed).await?;
             testing::before_chunk_commit();
             tx.commit().await.during("commit bill run chunk")?;
         });

@@ -17,6 +17,7 @@ use dotmac_billing::{
     CustomerAccount, FirstPeriod, Invoice, InvoiceStore, LineKind, NewSubscription, PendingCharge,
     PendingChargeId, Plan, Product, SubscriptionStore, TaxRate, TaxRateId,
 };
+use dotmac_core::outbox::{Aggregate, OutboxStore};
 use dotmac_core::{
     CoreError, Currency, CustomerId, FixedClock, Money, PlanId, ProductId, SubscriptionId, TenantId,
 };
@@ -214,6 +215,25 @@ async fn four_workers_issue_what_one_worker_issues_and_a_rerun_issues_nothing() 
                 "{name}"
             );
             assert_eq!(outbox_count(&db, tenant).await, 270, "{name}");
+            // Each written as the service's bill run writes it: about the invoice's customer,
+            // so that the dispatcher delivers a customer's events in order.
+            let messages = store.outbox_messages(tenant).await.unwrap();
+            let mut customers = std::collections::BTreeSet::new();
+            for message in &messages {
+                assert_eq!(message.event_type, "billing.invoice_issued", "{name}");
+                let customer = message.payload["customer"]
+                    .as_str()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                assert_eq!(
+                    message.aggregate,
+                    Aggregate::customer(CustomerId::from_uuid(customer)),
+                    "{name}"
+                );
+                customers.insert(customer);
+            }
+            assert!(customers.len() > 1, "{name}");
             let (by_key, numbers) = issued(&store, tenant, SUBS).await;
             assert_eq!(numbers, (1..=270).collect::<Vec<u64>>(), "{name}: gapless");
             // Every late fee went on exactly one invoice and is no longer pending.
