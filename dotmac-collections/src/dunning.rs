@@ -973,12 +973,11 @@ impl InMemoryDunningStore {
         Self::default()
     }
 
-    /// An empty store writing its events to `outbox`.
-    pub fn with_outbox(outbox: Arc<MemoryOutbox>) -> Self {
-        InMemoryDunningStore {
-            states: Mutex::default(),
-            outbox,
-        }
+    /// The store writing its events to `outbox` instead, as `MemoryStore::with_outbox`.
+    #[must_use]
+    pub fn with_outbox(mut self, outbox: Arc<MemoryOutbox>) -> Self {
+        self.outbox = outbox;
+        self
     }
 
     /// The outbox its events go to.

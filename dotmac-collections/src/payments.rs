@@ -1544,13 +1544,12 @@ impl InMemoryPaymentStore {
         Self::default()
     }
 
-    /// An empty store writing its events to `outbox` (shared with the other in-memory stores
-    /// of an application, and with its dispatcher).
-    pub fn with_outbox(outbox: Arc<MemoryOutbox>) -> Self {
-        InMemoryPaymentStore {
-            ledgers: Mutex::default(),
-            outbox,
-        }
+    /// The store writing its events to `outbox` instead (shared with the other in-memory
+    /// stores of an application, and with its dispatcher), as `MemoryStore::with_outbox`.
+    #[must_use]
+    pub fn with_outbox(mut self, outbox: Arc<MemoryOutbox>) -> Self {
+        self.outbox = outbox;
+        self
     }
 
     /// The outbox its events go to.

@@ -478,8 +478,8 @@ async fn void_written_off_and_credited_invoices_are_not_chased() {
     let clock = ManualClock::new(Utc.with_ymd_and_hms(2026, 3, 1, 8, 0, 0).unwrap());
     let outbox = std::sync::Arc::new(dotmac_core::outbox::MemoryOutbox::new());
     let service = CollectionsService::new(
-        InMemoryPaymentStore::with_outbox(outbox.clone()),
-        InMemoryDunningStore::with_outbox(outbox.clone()),
+        InMemoryPaymentStore::new().with_outbox(outbox.clone()),
+        InMemoryDunningStore::new().with_outbox(outbox.clone()),
         &clock,
         dotmac_collections::CollectionsSettings::new(policy()).with_zone(chrono_tz::Africa::Lagos),
     );

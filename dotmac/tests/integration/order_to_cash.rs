@@ -504,8 +504,8 @@ async fn on_memory() -> Vec<String> {
         clock: clock.clone(),
         billing: BillingService::new(store, clock.clone(), billing),
         collections: CollectionsService::new(
-            InMemoryPaymentStore::with_outbox(outbox.clone()),
-            InMemoryDunningStore::with_outbox(outbox.clone()),
+            InMemoryPaymentStore::new().with_outbox(outbox.clone()),
+            InMemoryDunningStore::new().with_outbox(outbox.clone()),
             clock,
             collections,
         ),
