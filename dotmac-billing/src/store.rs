@@ -281,6 +281,25 @@ pub trait InvoiceStore: Send + Sync {
         events: Vec<OutboxEvent>,
     ) -> impl Future<Output = Result<bool, BillingError>> + Send;
 
+    /// Adds many pending charges, each with its events, which are written only when its
+    /// charge is new (as [`Self::add_pending_charge`] does for one): usage rating adds a
+    /// chunk's charges with one call. Returns, in order, whether each charge was added. SQL
+    /// stores write them all in one transaction; the default adds them one at a time, each
+    /// atomically with its events.
+    fn add_pending_charges(
+        &self,
+        tenant: TenantId,
+        charges: Vec<(PendingCharge, Vec<OutboxEvent>)>,
+    ) -> impl Future<Output = Result<Vec<bool>, BillingError>> + Send {
+        async move {
+            let mut added = Vec::with_capacity(charges.len());
+            for (charge, events) in charges {
+                added.push(self.add_pending_charge(tenant, charge, events).await?);
+            }
+            Ok(added)
+        }
+    }
+
     /// A customer's pending charges, oldest first.
     fn pending_charges(
         &self,
@@ -372,6 +391,23 @@ pub trait InvoiceStore: Send + Sync {
         tenant: TenantId,
         customer: CustomerId,
     ) -> impl Future<Output = Result<Vec<Invoice>, BillingError>> + Send;
+
+    /// The invoices of every customer in `customers`, each customer's by issue date then
+    /// number: usage rating reads a chunk's with one call. The default asks
+    /// [`Self::invoices_of`] per customer.
+    fn invoices_of_customers(
+        &self,
+        tenant: TenantId,
+        customers: &[CustomerId],
+    ) -> impl Future<Output = Result<Vec<Invoice>, BillingError>> + Send {
+        async move {
+            let mut found = Vec::new();
+            for customer in customers {
+                found.extend(self.invoices_of(tenant, *customer).await?);
+            }
+            Ok(found)
+        }
+    }
 
     /// Moves an invoice to `to` (a draft moving to open gets the next number), with `events`
     /// in the outbox in the same step.

@@ -19,7 +19,8 @@
 #![allow(clippy::arithmetic_side_effects)]
 
 use chrono::{NaiveDate, TimeZone, Utc};
-use dotmac_core::outbox::{BoxFuture, OutboxStore};
+use dotmac_core::Clock as _;
+use dotmac_core::outbox::{BoxFuture, OutboxEvent, OutboxStore};
 use dotmac_core::{
     Currency, CustomerId, DomainEvent, EventId, FixedClock, Money, PlanId, ProductId,
     SubscriptionId, TenantId,
@@ -165,6 +166,9 @@ where
     commits_write_their_events_atomically(make(), &outbox)
         .await
         .map_err(|e| format!("commits_write_their_events_atomically: {e}"))?;
+    batched_charges_write_only_the_new_ones_and_their_events(make(), &outbox)
+        .await
+        .map_err(|e| format!("batched_charges_write_only_the_new_ones_and_their_events: {e}"))?;
     every_service_change_writes_its_events(make(), &outbox)
         .await
         .map_err(|e| format!("every_service_change_writes_its_events: {e}"))?;
@@ -1852,6 +1856,88 @@ fn wrote_exactly(
         "{what}: the outbox holds {:?}, the call returned {:?}",
         names(new),
         names(&expected)
+    );
+    Ok(())
+}
+
+/// `add_pending_charges`: a charge already pending and one already invoiced are not added
+/// again and their events are not written; the new ones are, with theirs.
+async fn batched_charges_write_only_the_new_ones_and_their_events<
+    S: BillingStore,
+    R: ReadOutbox<S>,
+>(
+    store: S,
+    outbox: &R,
+) -> Result<(), String> {
+    let tenant = TenantId::new();
+    let customer = CustomerId::new();
+    let on = day(2026, 1, 10)?;
+    let (pending, invoiced) = (charge(customer, 11, 100, on), charge(customer, 12, 200, on));
+    for fee in [&pending, &invoiced] {
+        store
+            .add_pending_charge(tenant, fee.clone(), Vec::new())
+            .await
+            .map_err(err)?;
+    }
+    store
+        .commit(
+            tenant,
+            BillingCommit {
+                consumed_pending: vec![invoiced.id],
+                ..BillingCommit::default()
+            },
+        )
+        .await
+        .map_err(err)?;
+    let event = |n: u128| {
+        let payload = crate::BillingEvent::BillRunItemFailed {
+            customer,
+            subscription: None,
+            error_kind: format!("test.{n}"),
+            error: String::new(),
+        };
+        let id = EventId::from_u128(n);
+        (
+            id,
+            OutboxEvent::new(DomainEvent::at(id, tenant, clock().now(), payload)),
+        )
+    };
+    let fresh = [charge(customer, 13, 300, on), charge(customer, 14, 400, on)];
+    let batch = vec![
+        (fresh[0].clone(), vec![event(1).1]),
+        (pending.clone(), vec![event(2).1]),
+        (invoiced.clone(), vec![event(3).1]),
+        (fresh[1].clone(), vec![event(4).1]),
+    ];
+    let added = store
+        .add_pending_charges(tenant, batch)
+        .await
+        .map_err(err)?;
+    ensure!(added == [true, false, false, true], "added {added:?}");
+    let ids: Vec<EventId> = events_of(outbox, &store, tenant)
+        .await?
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    ensure!(ids == [event(1).0, event(4).0], "the outbox holds {ids:?}");
+    let left: Vec<PendingChargeId> = store
+        .pending_charges(tenant, customer)
+        .await
+        .map_err(err)?
+        .iter()
+        .map(|c| c.id)
+        .collect();
+    ensure!(
+        left == [pending.id, fresh[0].id, fresh[1].id],
+        "pending after the batch: {left:?}"
+    );
+    ensure!(
+        store
+            .add_pending_charges(tenant, Vec::new())
+            .await
+            .map_err(err)?
+            .is_empty(),
+        "an empty batch added something"
     );
     Ok(())
 }

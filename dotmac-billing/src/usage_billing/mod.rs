@@ -46,6 +46,7 @@ use crate::service::{BillRunSummary, BillingFailure, BillingService};
 use crate::store::BillingStore;
 use crate::subscription::Subscription;
 use allowance::{AllowancePeriod, AllowancePolicy};
+use dotmac_core::outbox::{Aggregate, OutboxEvent, OutboxPayload};
 use dotmac_core::{IdDigest, MeterId, PendingChargeId, local_midnight};
 use dotmac_usage::{Aggregation, Meter, PeriodKey, UsageCalendar, UsageStore};
 
@@ -147,6 +148,8 @@ where
 pub enum UsageBillingEvent {
     /// A usage charge or usage adjustment was added for a subscription's next invoice.
     ChargeAdded {
+        /// The subscription's customer.
+        customer: CustomerId,
         /// The subscription.
         subscription: SubscriptionId,
         /// The pending charge.
@@ -178,6 +181,15 @@ impl EventPayload for UsageBillingEvent {
         match self {
             UsageBillingEvent::ChargeAdded { .. } => "usage.charge_added",
             UsageBillingEvent::RatingFailed { .. } => "usage.rating_failed",
+        }
+    }
+}
+
+impl OutboxPayload for UsageBillingEvent {
+    fn aggregate(&self) -> Aggregate {
+        match self {
+            UsageBillingEvent::ChargeAdded { customer, .. }
+            | UsageBillingEvent::RatingFailed { customer, .. } => Aggregate::customer(*customer),
         }
     }
 }
@@ -633,12 +645,19 @@ impl<B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource> UsageBillingS
                     pending.entry(sub).or_default().push(charge);
                 }
             }
-            for customer in &customers {
-                let of = self.billing.store().invoices_of(tenant, *customer).await?;
-                invoices.insert(*customer, of);
+            for invoice in self
+                .billing
+                .store()
+                .invoices_of_customers(tenant, &customers)
+                .await?
+            {
+                invoices.entry(invoice.customer).or_default().push(invoice);
             }
         }
         let mut out = Vec::with_capacity(subs.len());
+        // The chunk's new charges, added with one store call once every subscription is
+        // rated: (position in `out`, subscription, (charge, period start, amount)).
+        let mut to_add: Vec<(usize, &Subscription, NewCharge)> = Vec::new();
         for (sub, rating) in subs.iter().zip(planned) {
             let rating = match rating {
                 Ok(Some(rating)) => rating,
@@ -666,11 +685,13 @@ impl<B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource> UsageBillingS
             );
             match charges {
                 Ok((summary, charges)) => {
-                    out.push(Ok(self.add_charges(tenant, sub, summary, charges).await?))
+                    to_add.extend(charges.into_iter().map(|charge| (out.len(), sub, charge)));
+                    out.push(Ok(summary));
                 }
                 Err(error) => out.push(Err(error)),
             }
         }
+        self.add_charges(tenant, to_add, &mut out).await?;
         Ok(out)
     }
 
@@ -727,41 +748,53 @@ impl<B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource> UsageBillingS
         Ok((summary, charges))
     }
 
-    /// Adds a subscription's rated charges (each at most once: the store's add is idempotent)
-    /// with one `ChargeAdded` event per charge actually added.
+    /// Adds a chunk's rated charges with one store call (each at most once: the store's add
+    /// is idempotent), each with its `usage.charge_added` event in the outbox, written with
+    /// the charge; the charges actually added and their events go into the summaries of
+    /// their subscriptions (`out[position]`).
     async fn add_charges(
         &self,
         tenant: TenantId,
-        sub: &Subscription,
-        mut summary: UsageRunSummary,
-        charges: Vec<NewCharge>,
-    ) -> Result<UsageRunSummary, BillingError> {
+        charges: Vec<(usize, &Subscription, NewCharge)>,
+        out: &mut [Result<UsageRunSummary, BillingError>],
+    ) -> Result<(), BillingError> {
+        if charges.is_empty() {
+            return Ok(());
+        }
         let at = self.billing.clock().now();
-        for (charge, period_start, amount) in charges {
-            if self
-                .billing
-                .store()
-                .add_pending_charge(tenant, charge.clone(), Vec::new())
-                .await?
-            {
-                let event_id =
-                    EventId::derived(IdDigest::new("usage.charge_added").uuid(charge.id.as_uuid()));
-                summary.events.push(DomainEvent::at(
-                    event_id,
-                    tenant,
-                    at,
-                    UsageBillingEvent::ChargeAdded {
-                        subscription: sub.id,
-                        charge: charge.id,
-                        kind: charge.kind,
-                        period_start,
-                        amount,
-                    },
-                ));
+        let mut batch = Vec::with_capacity(charges.len());
+        let mut placed = Vec::with_capacity(charges.len());
+        for (position, sub, (charge, period_start, amount)) in charges {
+            let event_id =
+                EventId::derived(IdDigest::new("usage.charge_added").uuid(charge.id.as_uuid()));
+            let event = DomainEvent::at(
+                event_id,
+                tenant,
+                at,
+                UsageBillingEvent::ChargeAdded {
+                    customer: sub.customer,
+                    subscription: sub.id,
+                    charge: charge.id,
+                    kind: charge.kind,
+                    period_start,
+                    amount,
+                },
+            );
+            batch.push((charge.clone(), vec![OutboxEvent::new(event.clone())]));
+            placed.push((position, charge, event));
+        }
+        let added = self
+            .billing
+            .store()
+            .add_pending_charges(tenant, batch)
+            .await?;
+        for ((position, charge, event), added) in placed.into_iter().zip(added) {
+            if let (true, Some(Ok(summary))) = (added, out.get_mut(position)) {
+                summary.events.push(event);
                 summary.added.push(charge);
             }
         }
-        Ok(summary)
+        Ok(())
     }
 
     /// The allowances of one period of a subscription: its plan's policies, with the

@@ -130,6 +130,7 @@ fn lines(invoice: &Invoice) -> Vec<(LineKind, Decimal, Decimal, Decimal)> {
 }
 
 use dotmac_billing::{CatalogStore, InvoiceStore};
+use dotmac_core::outbox::OutboxStore;
 
 #[tokio::test]
 async fn usage_above_the_allowance_is_billed_and_late_usage_adjusts_the_next_invoice() {
@@ -161,6 +162,22 @@ async fn usage_above_the_allowance_is_billed_and_late_usage_adjusts_the_next_inv
     assert_eq!(rated.added.len(), 1);
     assert_eq!(rated.events.len(), 1);
     assert_eq!(run.invoices, 1);
+    // The charge's event was written to the outbox with the charge, about its customer.
+    let written: Vec<_> = billing
+        .store()
+        .outbox()
+        .outbox_messages(TENANT)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|m| m.event_type == "usage.charge_added")
+        .collect();
+    assert_eq!(written.len(), 1);
+    assert_eq!(written[0].id, rated.events[0].id);
+    assert_eq!(
+        written[0].aggregate,
+        dotmac_core::outbox::Aggregate::customer(CUSTOMER)
+    );
     let april = invoices(&billing)
         .await
         .into_iter()

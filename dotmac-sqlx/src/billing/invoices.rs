@@ -32,6 +32,39 @@ impl InvoiceStore for SqlStore {
         })
     }
 
+    #[tracing::instrument(name = "dotmac.store.add_pending_charges", level = "debug", skip_all, fields(tenant = %tenant, backend = self.db.backend_name(), charges = charges.len()))]
+    async fn add_pending_charges(
+        &self,
+        tenant: TenantId,
+        charges: Vec<(PendingCharge, Vec<OutboxEvent>)>,
+    ) -> Result<Vec<bool>> {
+        if charges.is_empty() {
+            return Ok(Vec::new());
+        }
+        let binds = charges
+            .iter()
+            .map(|(charge, _)| crate::keyed::pending_charge_binds(tenant, charge))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        dispatch!(self.db, pool, d => {
+            let mut tx = d::begin_tenant(pool, tenant).await.map_err(storage)?;
+            let mut added = Vec::with_capacity(charges.len());
+            let mut events = Vec::new();
+            for ((_, charge_events), binds) in charges.into_iter().zip(&binds) {
+                let written = d::docs::execute(&mut tx, crate::keyed::INSERT_PENDING_CHARGE, binds)
+                    .await
+                    .map_err(storage)?;
+                let new = written == Written::Rows(1);
+                if new {
+                    events.extend(charge_events);
+                }
+                added.push(new);
+            }
+            d::outbox::insert_core(&mut tx, tenant, &events).await.map_err(storage)?;
+            tx.commit().await.during("commit pending charges").map_err(storage)?;
+            Ok(added)
+        })
+    }
+
     #[tracing::instrument(name = "dotmac.store.pending_charges", level = "debug", skip_all, fields(tenant = %tenant, backend = self.db.backend_name()))]
     async fn pending_charges(
         &self,
@@ -118,6 +151,23 @@ impl InvoiceStore for SqlStore {
     }
 
     #[tracing::instrument(name = "dotmac.store.invoices_of", level = "debug", skip_all, fields(tenant = %tenant, backend = self.db.backend_name()))]
+    #[tracing::instrument(name = "dotmac.store.invoices_of_customers", level = "debug", skip_all, fields(tenant = %tenant, backend = self.db.backend_name(), customers = customers.len()))]
+    async fn invoices_of_customers(
+        &self,
+        tenant: TenantId,
+        customers: &[CustomerId],
+    ) -> Result<Vec<Invoice>> {
+        let rows: Vec<rows::InvoiceRow> = self
+            .customer_bodies(
+                tenant,
+                "SELECT body FROM billing_invoices",
+                customers,
+                "ORDER BY customer_id, issue_date, number NULLS FIRST, seq",
+            )
+            .await?;
+        Ok(rows.into_iter().map(Invoice::from).collect())
+    }
+
     async fn invoices_of(&self, tenant: TenantId, customer: CustomerId) -> Result<Vec<Invoice>> {
         self.db
             .read_all::<rows::InvoiceRow>(
