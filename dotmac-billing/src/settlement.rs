@@ -77,6 +77,12 @@ pub struct InvoiceSettlement {
     pub credit_applied: Money,
     /// The adjustment lines, oldest first.
     pub adjustments: Vec<InvoiceAdjustment>,
+    /// The ledger position of the last balance report applied
+    /// ([`BalanceUpdate::ledger_sequence`]); `None` before the first. A report that is not
+    /// newer is stale and changes nothing. (Settlements stored before the field existed have
+    /// none.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ledger_sequence: Option<u64>,
 }
 
 impl InvoiceSettlement {
@@ -89,6 +95,7 @@ impl InvoiceSettlement {
             written_off: zero,
             credit_applied: zero,
             adjustments: Vec::new(),
+            ledger_sequence: None,
         }
     }
 }
@@ -121,6 +128,11 @@ pub struct BalanceUpdate {
     pub open: Money,
     /// The invoice's status in the ledger (open, partially paid, paid, void, uncollectible).
     pub state: InvoiceStatus,
+    /// The ledger position the report is as of (collections' `ledger_sequence`): reports of
+    /// one invoice carry increasing positions. Events are delivered at least once, so an older
+    /// report can come again after a newer one was applied; it is ignored
+    /// ([`InvoiceSettlement::ledger_sequence`]).
+    pub ledger_sequence: u64,
 }
 
 impl Invoice {
@@ -191,7 +203,8 @@ impl Invoice {
     }
 
     /// The invoice with the balance the ledger reported: its amounts, and its status moved to
-    /// `update.state`. `None` when nothing changes (a replayed report).
+    /// `update.state`. `None` when nothing changes: a replayed report, or a stale one (its
+    /// [`BalanceUpdate::ledger_sequence`] is not after the last report applied).
     ///
     /// # Errors
     ///
@@ -235,6 +248,10 @@ impl Invoice {
         if update.state == InvoiceStatus::Draft {
             return Err(invalid("an issued invoice's state is never draft"));
         }
+        let applied = self.settlement.as_ref().and_then(|s| s.ledger_sequence);
+        if applied.is_some_and(|seen| update.ledger_sequence <= seen) {
+            return Ok(None);
+        }
         let mut next = self.clone();
         let settlement = next
             .settlement
@@ -242,6 +259,7 @@ impl Invoice {
         settlement.paid = update.settled;
         settlement.credited = update.credited;
         settlement.written_off = update.written_off;
+        settlement.ledger_sequence = Some(update.ledger_sequence);
         if next.status != update.state {
             next.transition(update.state)?;
         }
@@ -370,7 +388,9 @@ mod tests {
         invoice
     }
 
+    /// The ledger's report as of position `seq`.
     fn balance(
+        seq: u64,
         settled: i64,
         credited: i64,
         written_off: i64,
@@ -382,6 +402,7 @@ mod tests {
             written_off: usd(written_off),
             open: usd(3000 - settled - credited - written_off),
             state,
+            ledger_sequence: seq,
         }
     }
 
@@ -390,7 +411,7 @@ mod tests {
         use InvoiceStatus::*;
         let open = invoice();
         let part = open
-            .with_balance(&balance(1000, 0, 0, PartiallyPaid))
+            .with_balance(&balance(1, 1000, 0, 0, PartiallyPaid))
             .unwrap()
             .unwrap();
         assert_eq!(part.status, PartiallyPaid);
@@ -398,17 +419,17 @@ mod tests {
         assert_eq!(part.amount_due().unwrap(), usd(2000));
         assert_eq!(part.total, open.total, "the charges never change");
         assert_eq!(
-            part.with_balance(&balance(1000, 0, 0, PartiallyPaid)),
+            part.with_balance(&balance(1, 1000, 0, 0, PartiallyPaid)),
             Ok(None)
         );
         let paid = part
-            .with_balance(&balance(2000, 1000, 0, Paid))
+            .with_balance(&balance(2, 2000, 1000, 0, Paid))
             .unwrap()
             .unwrap();
         assert_eq!((paid.status, paid.amount_due().unwrap()), (Paid, usd(0)));
         // A refund reopens it.
         let refunded = paid
-            .with_balance(&balance(0, 1000, 0, Open))
+            .with_balance(&balance(3, 0, 1000, 0, Open))
             .unwrap()
             .unwrap();
         assert_eq!(
@@ -417,22 +438,68 @@ mod tests {
         );
         // Written off, then paid later.
         let written = refunded
-            .with_balance(&balance(0, 1000, 2000, Uncollectible))
+            .with_balance(&balance(4, 0, 1000, 2000, Uncollectible))
             .unwrap()
             .unwrap();
         assert_eq!(written.amount_due().unwrap(), usd(2000), "still payable");
         let late = written
-            .with_balance(&balance(500, 1000, 1500, PartiallyPaid))
+            .with_balance(&balance(5, 500, 1000, 1500, PartiallyPaid))
             .unwrap()
             .unwrap();
         assert_eq!(late.status, PartiallyPaid);
+    }
+
+    /// Reports are delivered at least once: a relay that died before marking them hands
+    /// them over again, after newer ones were applied. The status once moved
+    /// uncollectible → open (refused: the event was parked) or paid → partially paid.
+    #[test]
+    fn a_report_older_than_the_last_applied_changes_nothing() {
+        use InvoiceStatus::*;
+        let part = invoice()
+            .with_balance(&balance(3, 1000, 0, 0, PartiallyPaid))
+            .unwrap()
+            .unwrap();
+        let written = part
+            .with_balance(&balance(4, 1000, 0, 2000, Uncollectible))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            written.settlement.as_ref().and_then(|s| s.ledger_sequence),
+            Some(4)
+        );
+        assert_eq!(
+            written.with_balance(&balance(3, 1000, 0, 0, PartiallyPaid)),
+            Ok(None)
+        );
+        assert_eq!(written.with_balance(&balance(1, 0, 0, 0, Open)), Ok(None));
+        assert_eq!(
+            written.with_balance(&balance(4, 1000, 0, 2000, Uncollectible)),
+            Ok(None),
+            "the same report again"
+        );
+        let paid = written
+            .with_balance(&balance(9, 3000, 0, 0, Paid))
+            .unwrap()
+            .unwrap();
+        assert_eq!((paid.status, paid.amount_paid()), (Paid, usd(3000)));
+        assert_eq!(
+            paid.with_balance(&balance(4, 1000, 0, 2000, Uncollectible)),
+            Ok(None)
+        );
+        // A stale report is still checked: bad figures are refused whatever their position.
+        let mut wrong = balance(2, 1000, 0, 0, PartiallyPaid);
+        wrong.open = usd(1);
+        assert!(matches!(
+            paid.with_balance(&wrong),
+            Err(BillingError::InvalidBalance { .. })
+        ));
     }
 
     #[test]
     fn bad_balances_are_refused_with_their_reason() {
         use InvoiceStatus::*;
         let open = invoice();
-        let mut wrong = balance(1000, 0, 0, PartiallyPaid);
+        let mut wrong = balance(1, 1000, 0, 0, PartiallyPaid);
         wrong.open = usd(1);
         assert_eq!(
             open.with_balance(&wrong),
@@ -441,7 +508,7 @@ mod tests {
                 reason: "open is not the total less what is settled, credited and written off"
             })
         );
-        let negative = balance(-100, 0, 0, Open);
+        let negative = balance(1, -100, 0, 0, Open);
         assert_eq!(
             open.with_balance(&negative),
             Err(BillingError::InvalidBalance {
@@ -449,7 +516,7 @@ mod tests {
                 reason: "settled, credited and written-off amounts cannot be negative"
             })
         );
-        let mut euro = balance(1000, 0, 0, PartiallyPaid);
+        let mut euro = balance(1, 1000, 0, 0, PartiallyPaid);
         euro.settled = Money::from_minor(1000, Currency::EUR);
         assert_eq!(
             open.with_balance(&euro),
@@ -461,11 +528,11 @@ mod tests {
         );
         // Void only while nothing is settled.
         let part = open
-            .with_balance(&balance(1000, 0, 0, PartiallyPaid))
+            .with_balance(&balance(1, 1000, 0, 0, PartiallyPaid))
             .unwrap()
             .unwrap();
         assert_eq!(
-            part.with_balance(&balance(1000, 0, 0, Void)),
+            part.with_balance(&balance(2, 1000, 0, 0, Void)),
             Err(BillingError::IllegalInvoiceTransition {
                 from: PartiallyPaid,
                 to: Void
@@ -480,7 +547,10 @@ mod tests {
                 settled: Decimal::new(1000, 2)
             })
         );
-        let voided = open.with_balance(&balance(0, 0, 0, Void)).unwrap().unwrap();
+        let voided = open
+            .with_balance(&balance(1, 0, 0, 0, Void))
+            .unwrap()
+            .unwrap();
         assert_eq!(voided.status, Void);
     }
 

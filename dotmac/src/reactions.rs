@@ -255,6 +255,7 @@ where
                         written_off: balance.written_off,
                         open: balance.open,
                         state,
+                        ledger_sequence: balance.ledger_sequence,
                     };
                     self.billing
                         .apply_balance(tenant, balance.invoice, update)
