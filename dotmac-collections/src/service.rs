@@ -1037,6 +1037,38 @@ impl<P: PaymentStore, D: DunningStore, C: Clock> CollectionsService<P, D, C> {
             .map(|earlier| (earlier, keyed)))
     }
 
+    /// Whether dunning holds the customer suspended now: a suspension step of the policy fired
+    /// on one of its invoices and no restore followed it (see
+    /// [`DunningState::is_suspended`](crate::DunningState::is_suspended)). A void invoice's
+    /// suspension is restored when it is voided; a written-off invoice is not chased, so one
+    /// suspended before its write-off holds the customer suspended until it is paid or voided.
+    ///
+    /// The suspension state that billing's subscriptions should have: the order-to-cash
+    /// reactions suspend or restore to it, so a suspension or restore event delivered again
+    /// late (after newer ones) changes nothing.
+    ///
+    /// # Errors
+    ///
+    /// Storage failures, and the errors of [`CustomerLedger::from_entries`] for stored entries
+    /// that do not make a ledger.
+    pub async fn holds_suspended(
+        &self,
+        tenant: TenantId,
+        customer: CustomerId,
+    ) -> Result<bool, CollectionsError> {
+        let Some(ledger) = self.customer_ledger(tenant, customer).await? else {
+            return Ok(false);
+        };
+        let policy = &self.inner.settings.policy;
+        for balance in ledger.invoices() {
+            let state = self.inner.dunning.state(tenant, balance.invoice).await?;
+            if state.is_suspended(policy) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// Runs the dunning policy over the customer's invoices for today. Running it twice on
     /// the same day returns nothing the second time.
     ///

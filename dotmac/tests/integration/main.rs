@@ -3,5 +3,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod harness;
+mod late_events;
 mod order_to_cash;
 mod wiring;

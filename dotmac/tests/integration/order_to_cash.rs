@@ -14,7 +14,7 @@ use dotmac::outbox::OutboxStore;
 use dotmac::{Clock as _, CustomerId, Money, PaymentId, PendingChargeId};
 
 use crate::harness::{
-    Loop, PgSchema, customer, day, database_url, on_memory, on_sql, settings, usd, at,
+    Loop, PgSchema, at, customer, database_url, day, on_memory, on_sql, settings, usd,
 };
 
 /// Customers A (pays exactly), B (pays part, then a credit note), C (overpays), D (never pays
