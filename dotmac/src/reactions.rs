@@ -182,11 +182,16 @@ where
                         .void_invoice(tenant, customer, invoice, on)
                         .await
                         .map(drop),
-                    dotmac_billing::InvoiceStatus::Uncollectible => self
+                    dotmac_billing::InvoiceStatus::Uncollectible => match self
                         .collections
                         .write_off_invoice(tenant, customer, invoice, on)
                         .await
-                        .map(drop),
+                    {
+                        // Billing voided it since (uncollectible → void; never the other way):
+                        // this write-off came again after the void.
+                        Err(CollectionsError::InvoiceVoided(_)) => Ok(()),
+                        done => done.map(drop),
+                    },
                     _ => Ok(()),
                 },
                 _ => Ok(()),
@@ -221,6 +226,17 @@ where
     D: DunningStore + 'static,
     C: Clock + 'static,
 {
+    /// Whether billing's invoice is void (billing voids; the ledger follows).
+    async fn is_void(&self, tenant: TenantId, invoice: InvoiceId) -> Result<bool, HandlerError> {
+        let stored = self
+            .billing
+            .store()
+            .invoice(tenant, invoice)
+            .await
+            .map_err(billing_failure)?;
+        Ok(stored.is_some_and(|i| i.status == InvoiceStatus::Void))
+    }
+
     /// A suspension or a restore: billing's subscriptions follow the dunning state as it is
     /// now, not the event (which may come again after newer ones): suspended while dunning
     /// holds one of the customer's invoices suspended, restored (with the restore's fee,
@@ -306,13 +322,7 @@ where
                     };
                     // A void invoice stays void: a balance reported before the void and
                     // delivered again is stale.
-                    let stored = self
-                        .billing
-                        .store()
-                        .invoice(tenant, balance.invoice)
-                        .await
-                        .map_err(billing_failure)?;
-                    if stored.is_some_and(|i| i.status == InvoiceStatus::Void) {
+                    if self.is_void(tenant, balance.invoice).await? {
                         return Ok(());
                     }
                     let update = BalanceUpdate {
@@ -329,6 +339,12 @@ where
                         .map(drop)
                 }
                 CollectionEvent::CreditApplied(applied) => {
+                    // Billing voided the invoice before the ledger applied the credit to it
+                    // (the ledger's void released the credit back to the customer): there is
+                    // nothing to show on a void invoice.
+                    if self.is_void(tenant, applied.invoice).await? {
+                        return Ok(());
+                    }
                     // One line per application: its id is the event's.
                     let line = AdjustmentId::derived(
                         IdDigest::new("credit-applied").uuid(message.id.as_uuid()),

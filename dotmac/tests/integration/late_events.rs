@@ -192,3 +192,77 @@ where
 async fn a_customer_is_restored_when_no_invoice_holds_it_suspended() {
     on_every_store!(two_suspended_invoices_and_one_paid);
 }
+
+/// Written off, then voided by billing (uncollectible → void): the write-off delivered again
+/// reached the ledger after its void, which refused it (`InvoiceVoided`), and was parked.
+async fn a_write_off_after_the_void<B, P, D, O>(env: &Loop<B, P, D, O>) -> Vec<String>
+where
+    B: BillingStore + 'static,
+    P: PaymentStore + 'static,
+    D: DunningStore + 'static,
+    O: OutboxStore + Clone,
+{
+    env.open_accounts(CUSTOMERS).await;
+    env.bill(3).await;
+    env.dispatch().await;
+    let invoice = env.invoices(customer(0)).await[0].id;
+    let t = env.tenant;
+    env.billing
+        .write_off_invoice(t, invoice, day(3, 20))
+        .await
+        .unwrap();
+    env.dispatch().await;
+    env.billing
+        .void_invoice(t, invoice, day(3, 21))
+        .await
+        .unwrap();
+    env.dispatch().await;
+    env.check_books(CUSTOMERS).await;
+    env.late(&env.handled("billing.invoice_status_changed").await)
+        .await;
+    env.snapshot(CUSTOMERS).await
+}
+
+#[tokio::test]
+async fn a_write_off_delivered_after_the_void_changes_nothing() {
+    on_every_store!(a_write_off_after_the_void);
+}
+
+/// The customer has $20 of credit; billing voids the April invoice before the dispatcher
+/// entered it in the ledger. Entering it applied the credit, the void released it again, and
+/// the credit's line for the (now void) invoice was refused (`InvoiceNotPayable`) and parked.
+async fn credit_applied_to_an_invoice_voided_first<B, P, D, O>(
+    env: &Loop<B, P, D, O>,
+) -> Vec<String>
+where
+    B: BillingStore + 'static,
+    P: PaymentStore + 'static,
+    D: DunningStore + 'static,
+    O: OutboxStore + Clone,
+{
+    env.open_accounts(CUSTOMERS).await;
+    env.bill(3).await;
+    env.dispatch().await;
+    env.pay(1, usd(5000), AllocationTarget::OldestFirst).await;
+    env.bill(4).await;
+    let april = env.invoices(customer(0)).await[1].id;
+    env.billing
+        .void_invoice(env.tenant, april, day(4, 1))
+        .await
+        .unwrap();
+    env.dispatch().await;
+    env.check_books(CUSTOMERS).await;
+    assert_eq!(
+        env.ledger(customer(0)).await.credit(),
+        usd(2000),
+        "the credit is back"
+    );
+    env.late(&env.handled("collections.credit_applied").await)
+        .await;
+    env.snapshot(CUSTOMERS).await
+}
+
+#[tokio::test]
+async fn credit_applied_to_an_invoice_billing_voided_first_is_not_shown() {
+    on_every_store!(credit_applied_to_an_invoice_voided_first);
+}
