@@ -204,7 +204,8 @@ impl Invoice {
 
     /// The invoice with the balance the ledger reported: its amounts, and its status moved to
     /// `update.state`. `None` when nothing changes: a replayed report, or a stale one (its
-    /// [`BalanceUpdate::ledger_sequence`] is not after the last report applied).
+    /// [`BalanceUpdate::ledger_sequence`] is not after the last report applied, or it reports
+    /// `open` for an invoice billing wrote off: made before the ledger entered the write-off).
     ///
     /// # Errors
     ///
@@ -250,6 +251,12 @@ impl Invoice {
         }
         let applied = self.settlement.as_ref().and_then(|s| s.ledger_sequence);
         if applied.is_some_and(|seen| update.ledger_sequence <= seen) {
+            return Ok(None);
+        }
+        if self.status == InvoiceStatus::Uncollectible && update.state == InvoiceStatus::Open {
+            // The ledger never moves a written-off invoice back to open (it leaves
+            // uncollectible only when paid, credited or voided): this report was made before
+            // the ledger entered billing's own write-off, whose report follows it.
             return Ok(None);
         }
         let mut next = self.clone();
@@ -493,6 +500,31 @@ mod tests {
             paid.with_balance(&wrong),
             Err(BillingError::InvalidBalance { .. })
         ));
+    }
+
+    /// Billing writes an invoice off before the ledger reported anything on it (the
+    /// dispatcher had not run): the ledger's first report, made before it entered the
+    /// write-off, says open; it was refused (uncollectible → open) and parked. The write-off's
+    /// own report follows it.
+    #[test]
+    fn an_open_report_made_before_billings_own_write_off_changes_nothing() {
+        use InvoiceStatus::*;
+        let mut written = invoice();
+        written.transition(Uncollectible).unwrap();
+        assert_eq!(written.with_balance(&balance(0, 0, 0, 0, Open)), Ok(None));
+        let reported = written
+            .with_balance(&balance(1, 0, 0, 3000, Uncollectible))
+            .unwrap()
+            .unwrap();
+        assert_eq!(reported.amount_written_off(), usd(3000));
+        let part = written
+            .with_balance(&balance(1, 1000, 0, 0, PartiallyPaid))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            part.status, PartiallyPaid,
+            "a payment made before it still counts"
+        );
     }
 
     #[test]
