@@ -267,7 +267,12 @@ impl Invoice {
         settlement.credited = update.credited;
         settlement.written_off = update.written_off;
         settlement.ledger_sequence = Some(update.ledger_sequence);
-        if next.status != update.state {
+        if self.status == InvoiceStatus::Paid && update.state == InvoiceStatus::Uncollectible {
+            // A refund reopened an invoice once written off (and paid since), and the ledger
+            // wrote the reopened part off again: the one move the ledger makes that billing's
+            // own write-off refuses (a paid invoice is not written off by hand).
+            next.status = InvoiceStatus::Uncollectible;
+        } else if next.status != update.state {
             next.transition(update.state)?;
         }
         Ok((next != *self).then_some(next))
@@ -524,6 +529,42 @@ mod tests {
         assert_eq!(
             part.status, PartiallyPaid,
             "a payment made before it still counts"
+        );
+    }
+
+    /// Written off, paid in full by a payment naming it, then that payment refunded in part:
+    /// the ledger writes the reopened part off again and reports uncollectible, which the
+    /// lifecycle refused from paid (the event was parked, the invoice stayed paid).
+    #[test]
+    fn a_refund_of_a_written_off_invoice_paid_since_makes_it_uncollectible_again() {
+        use InvoiceStatus::*;
+        let written = invoice()
+            .with_balance(&balance(1, 0, 0, 3000, Uncollectible))
+            .unwrap()
+            .unwrap();
+        let paid = written
+            .with_balance(&balance(3, 3000, 0, 0, Paid))
+            .unwrap()
+            .unwrap();
+        let again = paid
+            .with_balance(&balance(6, 450, 0, 2550, Uncollectible))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (
+                again.status,
+                again.amount_paid(),
+                again.amount_written_off()
+            ),
+            (Uncollectible, usd(450), usd(2550))
+        );
+        // Billing's own write-off of a paid invoice is still refused.
+        assert_eq!(
+            paid.status.transition(Uncollectible),
+            Err(BillingError::IllegalInvoiceTransition {
+                from: Paid,
+                to: Uncollectible
+            })
         );
     }
 
