@@ -210,8 +210,10 @@ impl Invoice {
     /// # Errors
     ///
     /// [`BillingError::WrongCurrency`] for an amount in another currency;
-    /// [`BillingError::InvalidBalance`] for a negative settled, credited or written-off amount,
-    /// an `open` that is not `total − settled − credited − written_off`, or a draft state;
+    /// [`BillingError::InvalidBalance`] for a negative settled (unless it is the total of an
+    /// invoice with a negative total, which settles itself into customer credit), credited or
+    /// written-off amount, an `open` that is not `total − settled − credited − written_off`,
+    /// or a draft state;
     /// [`BillingError::IllegalInvoiceTransition`] / [`BillingError::VoidOfSettledInvoice`]
     /// when the status cannot move to the state (see [`InvoiceStatus`]).
     pub fn with_balance(&self, update: &BalanceUpdate) -> Result<Option<Invoice>, BillingError> {
@@ -228,9 +230,13 @@ impl Invoice {
             invoice: self.id,
             reason,
         };
-        if [update.settled, update.credited, update.written_off]
+        // An invoice with a negative total (a credit owed to the customer) is settled by
+        // itself into customer credit: the ledger reports `settled = total`.
+        let credit_settled = self.total.is_negative() && update.settled == self.total;
+        if [update.credited, update.written_off]
             .iter()
             .any(|a| a.is_negative())
+            || update.settled.is_negative() && !credit_settled
         {
             return Err(invalid(
                 "settled, credited and written-off amounts cannot be negative",
@@ -564,6 +570,40 @@ mod tests {
             Err(BillingError::IllegalInvoiceTransition {
                 from: Paid,
                 to: Uncollectible
+            })
+        );
+    }
+
+    /// A bill run under `PauseBilling` can issue an invoice of credits only (the paused part
+    /// of a billed period, less a fee): the ledger enters it as customer credit and reports
+    /// it settled by its own (negative) total, which billing refused as a negative amount (the
+    /// event was parked, the invoice stayed open with a negative amount due).
+    #[test]
+    fn an_invoice_of_credits_is_settled_by_its_own_total() {
+        use InvoiceStatus::*;
+        let mut credits = invoice();
+        credits.total = usd(-3855);
+        let report = BalanceUpdate {
+            settled: usd(-3855),
+            credited: usd(0),
+            written_off: usd(0),
+            open: usd(0),
+            state: Paid,
+            ledger_sequence: 7,
+        };
+        let paid = credits.with_balance(&report).unwrap().unwrap();
+        assert_eq!((paid.status, paid.amount_due().unwrap()), (Paid, usd(0)));
+        // Any other negative settlement is still refused.
+        let half = BalanceUpdate {
+            settled: usd(-1000),
+            open: usd(-2855),
+            ..report
+        };
+        assert_eq!(
+            credits.with_balance(&half),
+            Err(BillingError::InvalidBalance {
+                invoice: credits.id,
+                reason: "settled, credited and written-off amounts cannot be negative"
             })
         );
     }
