@@ -593,6 +593,25 @@ mod tests {
         };
         let paid = credits.with_balance(&report).unwrap().unwrap();
         assert_eq!((paid.status, paid.amount_due().unwrap()), (Paid, usd(0)));
+        // Never voided, before or after the ledger reported it: the ledger refuses to void a
+        // customer credit (the reaction failed and was parked, billing's invoice void while the
+        // credit stayed).
+        let mut unreported = credits.clone();
+        assert_eq!(
+            unreported.transition(Void),
+            Err(BillingError::VoidOfSettledInvoice {
+                invoice: credits.id,
+                settled: Decimal::new(-3855, 2)
+            })
+        );
+        let mut reported = paid.clone();
+        assert_eq!(
+            reported.transition(Void),
+            Err(BillingError::IllegalInvoiceTransition {
+                from: Paid,
+                to: Void
+            })
+        );
         // Any other negative settlement is still refused.
         let half = BalanceUpdate {
             settled: usd(-1000),
