@@ -304,32 +304,26 @@ where
     }
 
     /// Everything the loop leaves behind for `customers`, with ids that differ between stores
-    /// (tenant-derived, random) replaced by document numbers: per customer its invoices
-    /// (status, total, what settled them, lines, adjustments), credit notes and dunning
-    /// states, its ledger entries and balances, its credit, its subscription and pending
-    /// charges; then the tenant's outbox counts and MRR today.
+    /// (tenant-derived, random) replaced by document numbers (a credit note by its place in
+    /// the customer's ledger): per customer its invoices (status, total, what settled them,
+    /// lines, adjustments) and their dunning states, its ledger entries and balances, its
+    /// credit, its subscription and pending charges; then the tenant's outbox counts and MRR
+    /// today. One read per customer and kind (and per invoice for dunning).
     pub(crate) async fn snapshot(&self, customers: u128) -> Vec<String> {
         let t = self.tenant;
         let mut lines = Vec::new();
-        let mut names: HashMap<uuid::Uuid, String> = HashMap::new();
-        for n in 0..customers {
-            for invoice in self.invoices(customer(n)).await {
-                names.insert(invoice.id.as_uuid(), number(&invoice.number));
-                for note in self
-                    .billing
-                    .store()
-                    .credit_notes_of(t, invoice.id)
-                    .await
-                    .unwrap()
-                {
-                    names.insert(note.id.as_uuid(), number(&note.number));
-                }
-            }
-        }
-        let name = |id: uuid::Uuid| names.get(&id).cloned().unwrap_or_else(|| id.to_string());
+        let mut subscriptions = Vec::new();
         for n in 0..customers {
             let who = customer(n);
-            for invoice in self.invoices(who).await {
+            let invoices = self.invoices(who).await;
+            let mut names: HashMap<uuid::Uuid, String> = invoices
+                .iter()
+                .map(|i| (i.id.as_uuid(), number(&i.number)))
+                .collect();
+            let name = |names: &HashMap<uuid::Uuid, String>, id: uuid::Uuid| {
+                names.get(&id).cloned().unwrap_or_else(|| id.to_string())
+            };
+            for invoice in &invoices {
                 let charges: Vec<String> = invoice
                     .lines
                     .iter()
@@ -350,21 +344,6 @@ where
                     invoice.adjustments().len(),
                     invoice.amount_due().unwrap(),
                 ));
-                for note in self
-                    .billing
-                    .store()
-                    .credit_notes_of(t, invoice.id)
-                    .await
-                    .unwrap()
-                {
-                    lines.push(format!(
-                        "{n}   note {} {} {} {:?}",
-                        number(&note.number),
-                        note.issue_date,
-                        note.total,
-                        note.settlement
-                    ));
-                }
                 let state = self
                     .collections
                     .dunning_store()
@@ -377,7 +356,7 @@ where
             for entry in ledger.entries() {
                 let kind = match &entry.kind {
                     LedgerEntryKind::InvoiceIssued { invoice, total, .. } => {
-                        format!("invoice {} {total}", name(invoice.as_uuid()))
+                        format!("invoice {} {total}", name(&names, invoice.as_uuid()))
                     }
                     LedgerEntryKind::PaymentReceived { payment, amount } => {
                         format!("payment {payment} {amount}")
@@ -388,7 +367,7 @@ where
                         amount,
                     } => format!(
                         "allocated {payment} to {} {amount}",
-                        name(invoice.as_uuid())
+                        name(&names, invoice.as_uuid())
                     ),
                     LedgerEntryKind::Refunded { payment, amount } => {
                         format!("refunded {payment} {amount}")
@@ -398,16 +377,19 @@ where
                         credit_note,
                         amount,
                         settlement,
-                    } => format!(
-                        "credit note {} on {} {amount} {settlement:?}",
-                        name(credit_note.as_uuid()),
-                        name(invoice.as_uuid())
-                    ),
+                    } => {
+                        let next = format!("note {}", names.len());
+                        let note = names.entry(credit_note.as_uuid()).or_insert(next).clone();
+                        format!(
+                            "{note} on {} {amount} {settlement:?}",
+                            name(&names, invoice.as_uuid())
+                        )
+                    }
                     LedgerEntryKind::Voided { invoice, amount } => {
-                        format!("voided {} {amount}", name(invoice.as_uuid()))
+                        format!("voided {} {amount}", name(&names, invoice.as_uuid()))
                     }
                     LedgerEntryKind::WrittenOff { invoice, amount } => {
-                        format!("written off {} {amount}", name(invoice.as_uuid()))
+                        format!("written off {} {amount}", name(&names, invoice.as_uuid()))
                     }
                     other => format!("{other:?}"),
                 };
@@ -416,24 +398,21 @@ where
             for balance in ledger.invoices() {
                 lines.push(format!(
                     "{n} balance {} open {} {:?}",
-                    name(balance.invoice.as_uuid()),
+                    name(&names, balance.invoice.as_uuid()),
                     balance.open(),
                     balance.state()
                 ));
             }
             lines.push(format!("{n} credit {}", ledger.credit()));
-            let sub = self
-                .billing
-                .store()
-                .subscription(t, subscription(n))
-                .await
-                .unwrap()
-                .unwrap();
-            lines.push(format!(
-                "{n} subscription {:?} since {:?}",
-                sub.status(),
-                sub.suspended_since()
-            ));
+            let subs = self.billing.store().subscriptions_of(t, who).await.unwrap();
+            for sub in &subs {
+                lines.push(format!(
+                    "{n} subscription {:?} since {:?}",
+                    sub.status(),
+                    sub.suspended_since()
+                ));
+            }
+            subscriptions.extend(subs);
             let mut pending: Vec<String> = self
                 .billing
                 .store()
@@ -453,7 +432,7 @@ where
         }
         let counts = self.outbox.outbox_counts(t).await.unwrap();
         lines.push(format!("outbox {counts:?}"));
-        lines.push(format!("mrr {}", self.mrr(customers).await));
+        lines.push(format!("mrr {}", self.mrr_of(&subscriptions)));
         lines
     }
 
@@ -469,7 +448,12 @@ where
                     .unwrap(),
             );
         }
-        let items = recurring_items(self.tenant, &subs, std::slice::from_ref(&self.plan)).unwrap();
+        self.mrr_of(&subs)
+    }
+
+    fn mrr_of(&self, subscriptions: &[dotmac::billing::Subscription]) -> Money {
+        let items =
+            recurring_items(self.tenant, subscriptions, std::slice::from_ref(&self.plan)).unwrap();
         mrr_at(&items, self.clock.now().date_naive(), USD)
             .unwrap()
             .total

@@ -4,5 +4,6 @@
 
 mod harness;
 mod late_events;
+mod loop_properties;
 mod order_to_cash;
 mod wiring;
