@@ -337,13 +337,22 @@ impl Invoice {
     ///
     /// [`BillingError::IllegalInvoiceTransition`] when the move is not allowed,
     /// [`BillingError::VoidOfSettledInvoice`] for a void of an invoice with something settled
-    /// on it (refund it first). Nothing changes then.
+    /// on it (refund it first), or with a negative total (its `settled` is the total: a
+    /// customer credit, which the ledger refuses to void). Nothing changes then.
     pub fn transition(&mut self, to: InvoiceStatus) -> Result<(), BillingError> {
         let status = self.status.transition(to)?;
-        if to == InvoiceStatus::Void && !self.amount_paid().is_zero() {
+        // An invoice with a negative total (a credit owed to the customer) settles itself into
+        // customer credit the moment the ledger enters it: it is never voided (refund the
+        // credit instead), whether or not the ledger has reported it yet.
+        let settled = if self.amount_paid().is_zero() && self.total.is_negative() {
+            self.total
+        } else {
+            self.amount_paid()
+        };
+        if to == InvoiceStatus::Void && !settled.is_zero() {
             return Err(BillingError::VoidOfSettledInvoice {
                 invoice: self.id,
-                settled: self.amount_paid().amount(),
+                settled: settled.amount(),
             });
         }
         self.status = status;

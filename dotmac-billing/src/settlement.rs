@@ -77,6 +77,12 @@ pub struct InvoiceSettlement {
     pub credit_applied: Money,
     /// The adjustment lines, oldest first.
     pub adjustments: Vec<InvoiceAdjustment>,
+    /// The ledger position of the last balance report applied
+    /// ([`BalanceUpdate::ledger_sequence`]); `None` before the first. A report that is not
+    /// newer is stale and changes nothing. (Settlements stored before the field existed have
+    /// none.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ledger_sequence: Option<u64>,
 }
 
 impl InvoiceSettlement {
@@ -89,6 +95,7 @@ impl InvoiceSettlement {
             written_off: zero,
             credit_applied: zero,
             adjustments: Vec::new(),
+            ledger_sequence: None,
         }
     }
 }
@@ -121,6 +128,11 @@ pub struct BalanceUpdate {
     pub open: Money,
     /// The invoice's status in the ledger (open, partially paid, paid, void, uncollectible).
     pub state: InvoiceStatus,
+    /// The ledger position the report is as of (collections' `ledger_sequence`): reports of
+    /// one invoice carry increasing positions. Events are delivered at least once, so an older
+    /// report can come again after a newer one was applied; it is ignored
+    /// ([`InvoiceSettlement::ledger_sequence`]).
+    pub ledger_sequence: u64,
 }
 
 impl Invoice {
@@ -191,13 +203,17 @@ impl Invoice {
     }
 
     /// The invoice with the balance the ledger reported: its amounts, and its status moved to
-    /// `update.state`. `None` when nothing changes (a replayed report).
+    /// `update.state`. `None` when nothing changes: a replayed report, or a stale one (its
+    /// [`BalanceUpdate::ledger_sequence`] is not after the last report applied, or it reports
+    /// `open` for an invoice billing wrote off: made before the ledger entered the write-off).
     ///
     /// # Errors
     ///
     /// [`BillingError::WrongCurrency`] for an amount in another currency;
-    /// [`BillingError::InvalidBalance`] for a negative settled, credited or written-off amount,
-    /// an `open` that is not `total − settled − credited − written_off`, or a draft state;
+    /// [`BillingError::InvalidBalance`] for a negative settled (unless it is the total of an
+    /// invoice with a negative total, which settles itself into customer credit), credited or
+    /// written-off amount, an `open` that is not `total − settled − credited − written_off`,
+    /// or a draft state;
     /// [`BillingError::IllegalInvoiceTransition`] / [`BillingError::VoidOfSettledInvoice`]
     /// when the status cannot move to the state (see [`InvoiceStatus`]).
     pub fn with_balance(&self, update: &BalanceUpdate) -> Result<Option<Invoice>, BillingError> {
@@ -214,9 +230,13 @@ impl Invoice {
             invoice: self.id,
             reason,
         };
-        if [update.settled, update.credited, update.written_off]
+        // An invoice with a negative total (a credit owed to the customer) is settled by
+        // itself into customer credit: the ledger reports `settled = total`.
+        let credit_settled = self.total.is_negative() && update.settled == self.total;
+        if [update.credited, update.written_off]
             .iter()
             .any(|a| a.is_negative())
+            || update.settled.is_negative() && !credit_settled
         {
             return Err(invalid(
                 "settled, credited and written-off amounts cannot be negative",
@@ -235,6 +255,16 @@ impl Invoice {
         if update.state == InvoiceStatus::Draft {
             return Err(invalid("an issued invoice's state is never draft"));
         }
+        let applied = self.settlement.as_ref().and_then(|s| s.ledger_sequence);
+        if applied.is_some_and(|seen| update.ledger_sequence <= seen) {
+            return Ok(None);
+        }
+        if self.status == InvoiceStatus::Uncollectible && update.state == InvoiceStatus::Open {
+            // The ledger never moves a written-off invoice back to open (it leaves
+            // uncollectible only when paid, credited or voided): this report was made before
+            // the ledger entered billing's own write-off, whose report follows it.
+            return Ok(None);
+        }
         let mut next = self.clone();
         let settlement = next
             .settlement
@@ -242,7 +272,13 @@ impl Invoice {
         settlement.paid = update.settled;
         settlement.credited = update.credited;
         settlement.written_off = update.written_off;
-        if next.status != update.state {
+        settlement.ledger_sequence = Some(update.ledger_sequence);
+        if self.status == InvoiceStatus::Paid && update.state == InvoiceStatus::Uncollectible {
+            // A refund reopened an invoice once written off (and paid since), and the ledger
+            // wrote the reopened part off again: the one move the ledger makes that billing's
+            // own write-off refuses (a paid invoice is not written off by hand).
+            next.status = InvoiceStatus::Uncollectible;
+        } else if next.status != update.state {
             next.transition(update.state)?;
         }
         Ok((next != *self).then_some(next))
@@ -370,7 +406,9 @@ mod tests {
         invoice
     }
 
+    /// The ledger's report as of position `seq`.
     fn balance(
+        seq: u64,
         settled: i64,
         credited: i64,
         written_off: i64,
@@ -382,6 +420,7 @@ mod tests {
             written_off: usd(written_off),
             open: usd(3000 - settled - credited - written_off),
             state,
+            ledger_sequence: seq,
         }
     }
 
@@ -390,7 +429,7 @@ mod tests {
         use InvoiceStatus::*;
         let open = invoice();
         let part = open
-            .with_balance(&balance(1000, 0, 0, PartiallyPaid))
+            .with_balance(&balance(1, 1000, 0, 0, PartiallyPaid))
             .unwrap()
             .unwrap();
         assert_eq!(part.status, PartiallyPaid);
@@ -398,17 +437,17 @@ mod tests {
         assert_eq!(part.amount_due().unwrap(), usd(2000));
         assert_eq!(part.total, open.total, "the charges never change");
         assert_eq!(
-            part.with_balance(&balance(1000, 0, 0, PartiallyPaid)),
+            part.with_balance(&balance(1, 1000, 0, 0, PartiallyPaid)),
             Ok(None)
         );
         let paid = part
-            .with_balance(&balance(2000, 1000, 0, Paid))
+            .with_balance(&balance(2, 2000, 1000, 0, Paid))
             .unwrap()
             .unwrap();
         assert_eq!((paid.status, paid.amount_due().unwrap()), (Paid, usd(0)));
         // A refund reopens it.
         let refunded = paid
-            .with_balance(&balance(0, 1000, 0, Open))
+            .with_balance(&balance(3, 0, 1000, 0, Open))
             .unwrap()
             .unwrap();
         assert_eq!(
@@ -417,22 +456,182 @@ mod tests {
         );
         // Written off, then paid later.
         let written = refunded
-            .with_balance(&balance(0, 1000, 2000, Uncollectible))
+            .with_balance(&balance(4, 0, 1000, 2000, Uncollectible))
             .unwrap()
             .unwrap();
         assert_eq!(written.amount_due().unwrap(), usd(2000), "still payable");
         let late = written
-            .with_balance(&balance(500, 1000, 1500, PartiallyPaid))
+            .with_balance(&balance(5, 500, 1000, 1500, PartiallyPaid))
             .unwrap()
             .unwrap();
         assert_eq!(late.status, PartiallyPaid);
+    }
+
+    /// Reports are delivered at least once: a relay that died before marking them hands
+    /// them over again, after newer ones were applied. The status once moved
+    /// uncollectible → open (refused: the event was parked) or paid → partially paid.
+    #[test]
+    fn a_report_older_than_the_last_applied_changes_nothing() {
+        use InvoiceStatus::*;
+        let part = invoice()
+            .with_balance(&balance(3, 1000, 0, 0, PartiallyPaid))
+            .unwrap()
+            .unwrap();
+        let written = part
+            .with_balance(&balance(4, 1000, 0, 2000, Uncollectible))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            written.settlement.as_ref().and_then(|s| s.ledger_sequence),
+            Some(4)
+        );
+        assert_eq!(
+            written.with_balance(&balance(3, 1000, 0, 0, PartiallyPaid)),
+            Ok(None)
+        );
+        assert_eq!(written.with_balance(&balance(1, 0, 0, 0, Open)), Ok(None));
+        assert_eq!(
+            written.with_balance(&balance(4, 1000, 0, 2000, Uncollectible)),
+            Ok(None),
+            "the same report again"
+        );
+        let paid = written
+            .with_balance(&balance(9, 3000, 0, 0, Paid))
+            .unwrap()
+            .unwrap();
+        assert_eq!((paid.status, paid.amount_paid()), (Paid, usd(3000)));
+        assert_eq!(
+            paid.with_balance(&balance(4, 1000, 0, 2000, Uncollectible)),
+            Ok(None)
+        );
+        // A stale report is still checked: bad figures are refused whatever their position.
+        let mut wrong = balance(2, 1000, 0, 0, PartiallyPaid);
+        wrong.open = usd(1);
+        assert!(matches!(
+            paid.with_balance(&wrong),
+            Err(BillingError::InvalidBalance { .. })
+        ));
+    }
+
+    /// Billing writes an invoice off before the ledger reported anything on it (the
+    /// dispatcher had not run): the ledger's first report, made before it entered the
+    /// write-off, says open; it was refused (uncollectible → open) and parked. The write-off's
+    /// own report follows it.
+    #[test]
+    fn an_open_report_made_before_billings_own_write_off_changes_nothing() {
+        use InvoiceStatus::*;
+        let mut written = invoice();
+        written.transition(Uncollectible).unwrap();
+        assert_eq!(written.with_balance(&balance(0, 0, 0, 0, Open)), Ok(None));
+        let reported = written
+            .with_balance(&balance(1, 0, 0, 3000, Uncollectible))
+            .unwrap()
+            .unwrap();
+        assert_eq!(reported.amount_written_off(), usd(3000));
+        let part = written
+            .with_balance(&balance(1, 1000, 0, 0, PartiallyPaid))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            part.status, PartiallyPaid,
+            "a payment made before it still counts"
+        );
+    }
+
+    /// Written off, paid in full by a payment naming it, then that payment refunded in part:
+    /// the ledger writes the reopened part off again and reports uncollectible, which the
+    /// lifecycle refused from paid (the event was parked, the invoice stayed paid).
+    #[test]
+    fn a_refund_of_a_written_off_invoice_paid_since_makes_it_uncollectible_again() {
+        use InvoiceStatus::*;
+        let written = invoice()
+            .with_balance(&balance(1, 0, 0, 3000, Uncollectible))
+            .unwrap()
+            .unwrap();
+        let paid = written
+            .with_balance(&balance(3, 3000, 0, 0, Paid))
+            .unwrap()
+            .unwrap();
+        let again = paid
+            .with_balance(&balance(6, 450, 0, 2550, Uncollectible))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (
+                again.status,
+                again.amount_paid(),
+                again.amount_written_off()
+            ),
+            (Uncollectible, usd(450), usd(2550))
+        );
+        // Billing's own write-off of a paid invoice is still refused.
+        assert_eq!(
+            paid.status.transition(Uncollectible),
+            Err(BillingError::IllegalInvoiceTransition {
+                from: Paid,
+                to: Uncollectible
+            })
+        );
+    }
+
+    /// A bill run under `PauseBilling` can issue an invoice of credits only (the paused part
+    /// of a billed period, less a fee): the ledger enters it as customer credit and reports
+    /// it settled by its own (negative) total, which billing refused as a negative amount (the
+    /// event was parked, the invoice stayed open with a negative amount due).
+    #[test]
+    fn an_invoice_of_credits_is_settled_by_its_own_total() {
+        use InvoiceStatus::*;
+        let mut credits = invoice();
+        credits.total = usd(-3855);
+        let report = BalanceUpdate {
+            settled: usd(-3855),
+            credited: usd(0),
+            written_off: usd(0),
+            open: usd(0),
+            state: Paid,
+            ledger_sequence: 7,
+        };
+        let paid = credits.with_balance(&report).unwrap().unwrap();
+        assert_eq!((paid.status, paid.amount_due().unwrap()), (Paid, usd(0)));
+        // Never voided, before or after the ledger reported it: the ledger refuses to void a
+        // customer credit (the reaction failed and was parked, billing's invoice void while the
+        // credit stayed).
+        let mut unreported = credits.clone();
+        assert_eq!(
+            unreported.transition(Void),
+            Err(BillingError::VoidOfSettledInvoice {
+                invoice: credits.id,
+                settled: Decimal::new(-3855, 2)
+            })
+        );
+        let mut reported = paid.clone();
+        assert_eq!(
+            reported.transition(Void),
+            Err(BillingError::IllegalInvoiceTransition {
+                from: Paid,
+                to: Void
+            })
+        );
+        // Any other negative settlement is still refused.
+        let half = BalanceUpdate {
+            settled: usd(-1000),
+            open: usd(-2855),
+            ..report
+        };
+        assert_eq!(
+            credits.with_balance(&half),
+            Err(BillingError::InvalidBalance {
+                invoice: credits.id,
+                reason: "settled, credited and written-off amounts cannot be negative"
+            })
+        );
     }
 
     #[test]
     fn bad_balances_are_refused_with_their_reason() {
         use InvoiceStatus::*;
         let open = invoice();
-        let mut wrong = balance(1000, 0, 0, PartiallyPaid);
+        let mut wrong = balance(1, 1000, 0, 0, PartiallyPaid);
         wrong.open = usd(1);
         assert_eq!(
             open.with_balance(&wrong),
@@ -441,7 +640,7 @@ mod tests {
                 reason: "open is not the total less what is settled, credited and written off"
             })
         );
-        let negative = balance(-100, 0, 0, Open);
+        let negative = balance(1, -100, 0, 0, Open);
         assert_eq!(
             open.with_balance(&negative),
             Err(BillingError::InvalidBalance {
@@ -449,7 +648,7 @@ mod tests {
                 reason: "settled, credited and written-off amounts cannot be negative"
             })
         );
-        let mut euro = balance(1000, 0, 0, PartiallyPaid);
+        let mut euro = balance(1, 1000, 0, 0, PartiallyPaid);
         euro.settled = Money::from_minor(1000, Currency::EUR);
         assert_eq!(
             open.with_balance(&euro),
@@ -461,11 +660,11 @@ mod tests {
         );
         // Void only while nothing is settled.
         let part = open
-            .with_balance(&balance(1000, 0, 0, PartiallyPaid))
+            .with_balance(&balance(1, 1000, 0, 0, PartiallyPaid))
             .unwrap()
             .unwrap();
         assert_eq!(
-            part.with_balance(&balance(1000, 0, 0, Void)),
+            part.with_balance(&balance(2, 1000, 0, 0, Void)),
             Err(BillingError::IllegalInvoiceTransition {
                 from: PartiallyPaid,
                 to: Void
@@ -480,7 +679,10 @@ mod tests {
                 settled: Decimal::new(1000, 2)
             })
         );
-        let voided = open.with_balance(&balance(0, 0, 0, Void)).unwrap().unwrap();
+        let voided = open
+            .with_balance(&balance(1, 0, 0, 0, Void))
+            .unwrap()
+            .unwrap();
         assert_eq!(voided.status, Void);
     }
 

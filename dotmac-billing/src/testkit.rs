@@ -2244,14 +2244,22 @@ fn usd(minor: i64) -> Money {
     Money::from_minor(minor, Currency::USD)
 }
 
-/// The ledger's report of an invoice of `total` with `settled` and `credited`.
-fn balance(total: i64, settled: i64, credited: i64, state: InvoiceStatus) -> crate::BalanceUpdate {
+/// The ledger's report, as of its position `seq`, of an invoice of `total` with `settled` and
+/// `credited`.
+fn balance(
+    seq: u64,
+    total: i64,
+    settled: i64,
+    credited: i64,
+    state: InvoiceStatus,
+) -> crate::BalanceUpdate {
     crate::BalanceUpdate {
         settled: usd(settled),
         credited: usd(credited),
         written_off: usd(0),
         open: usd(total - settled - credited),
         state,
+        ledger_sequence: seq,
     }
 }
 
@@ -2297,7 +2305,7 @@ async fn invoice_statuses_and_settlements_round_trip<S: BillingStore, R: ReadOut
         .apply_balance(
             tenant,
             first.id,
-            balance(3000, 1000, 0, InvoiceStatus::PartiallyPaid),
+            balance(1, 3000, 1000, 0, InvoiceStatus::PartiallyPaid),
         )
         .await
         .map_err(err)?;
@@ -2320,7 +2328,7 @@ async fn invoice_statuses_and_settlements_round_trip<S: BillingStore, R: ReadOut
         .apply_balance(
             tenant,
             first.id,
-            balance(3000, 1000, 0, InvoiceStatus::PartiallyPaid),
+            balance(1, 3000, 1000, 0, InvoiceStatus::PartiallyPaid),
         )
         .await
         .map_err(err)?;
@@ -2355,7 +2363,7 @@ async fn invoice_statuses_and_settlements_round_trip<S: BillingStore, R: ReadOut
         "invoices_of does not show the settlement"
     );
     // Bad input: refused with its error, nothing changed, no event.
-    let mut wrong = balance(3000, 1000, 0, InvoiceStatus::PartiallyPaid);
+    let mut wrong = balance(1, 3000, 1000, 0, InvoiceStatus::PartiallyPaid);
     wrong.open = usd(1);
     let refused = service.apply_balance(tenant, first.id, wrong).await;
     ensure!(
@@ -2406,7 +2414,7 @@ async fn invoice_statuses_and_settlements_round_trip<S: BillingStore, R: ReadOut
         .apply_balance(
             tenant,
             first.id,
-            balance(3000, 2500, 500, InvoiceStatus::Paid),
+            balance(2, 3000, 2500, 500, InvoiceStatus::Paid),
         )
         .await
         .map_err(err)?;
@@ -2418,7 +2426,11 @@ async fn invoice_statuses_and_settlements_round_trip<S: BillingStore, R: ReadOut
         "paid gave {paid:?}"
     );
     let (reopened, _) = service
-        .apply_balance(tenant, first.id, balance(3000, 0, 500, InvoiceStatus::Open))
+        .apply_balance(
+            tenant,
+            first.id,
+            balance(3, 3000, 0, 500, InvoiceStatus::Open),
+        )
         .await
         .map_err(err)?;
     ensure!(
@@ -2456,7 +2468,7 @@ async fn invoice_statuses_and_settlements_round_trip<S: BillingStore, R: ReadOut
         .apply_balance(
             tenant,
             first.id,
-            balance(3000, 2500, 500, InvoiceStatus::Paid),
+            balance(4, 3000, 2500, 500, InvoiceStatus::Paid),
         )
         .await
         .map_err(err)?;

@@ -112,11 +112,19 @@ pub struct InvoiceBalanceChanged {
     pub open: Money,
     /// Where it stands.
     pub state: BalanceState,
+    /// The ledger position the report is as of: the [`LedgerEntry::sequence`] of the last
+    /// entry of the step that moved the invoice. Reports of one invoice carry increasing
+    /// positions; events are delivered at least once, so a reader that applied a report
+    /// ignores any older one that comes again after it. (Events written before the field
+    /// existed read as 0.)
+    #[serde(default)]
+    pub ledger_sequence: u64,
 }
 
 impl InvoiceBalanceChanged {
-    /// The event for `balance`, an invoice of `customer`.
-    pub fn of(customer: CustomerId, balance: &InvoiceBalance) -> Self {
+    /// The event for `balance`, an invoice of `customer`, as of the ledger's position
+    /// `ledger_sequence`.
+    pub fn of(customer: CustomerId, balance: &InvoiceBalance, ledger_sequence: u64) -> Self {
         InvoiceBalanceChanged {
             invoice: balance.invoice,
             customer,
@@ -129,6 +137,7 @@ impl InvoiceBalanceChanged {
                 .unwrap_or_else(|| Money::zero(balance.total.currency())),
             open: balance.open(),
             state: balance.state(),
+            ledger_sequence,
         }
     }
 }
@@ -510,6 +519,7 @@ impl<P: PaymentStore, D: DunningStore, C: Clock> CollectionsService<P, D, C> {
         extra: Vec<CollectionEvent>,
     ) -> Vec<DomainEvent<CollectionEvent>> {
         let customer = after.customer();
+        let as_of = entries.last().map_or(0, |e| e.sequence);
         let mut touched: Vec<InvoiceId> = Vec::new();
         for invoice in entries.iter().filter_map(|e| e.kind.invoice()) {
             if !touched.contains(&invoice) {
@@ -520,7 +530,9 @@ impl<P: PaymentStore, D: DunningStore, C: Clock> CollectionsService<P, D, C> {
             let now = after.invoice(invoice)?;
             let was = before.iter().find(|b| b.invoice == invoice);
             (was != Some(&now)).then(|| {
-                CollectionEvent::InvoiceBalanceChanged(InvoiceBalanceChanged::of(customer, &now))
+                CollectionEvent::InvoiceBalanceChanged(InvoiceBalanceChanged::of(
+                    customer, &now, as_of,
+                ))
             })
         });
         let payloads: Vec<CollectionEvent> = entries
@@ -1025,6 +1037,38 @@ impl<P: PaymentStore, D: DunningStore, C: Clock> CollectionsService<P, D, C> {
             .map(|earlier| (earlier, keyed)))
     }
 
+    /// Whether dunning holds the customer suspended now: a suspension step of the policy fired
+    /// on one of its invoices and no restore followed it (see
+    /// [`DunningState::is_suspended`](crate::DunningState::is_suspended)). A void invoice's
+    /// suspension is restored when it is voided; a written-off invoice is not chased, so one
+    /// suspended before its write-off holds the customer suspended until it is paid or voided.
+    ///
+    /// The suspension state that billing's subscriptions should have: the order-to-cash
+    /// reactions suspend or restore to it, so a suspension or restore event delivered again
+    /// late (after newer ones) changes nothing.
+    ///
+    /// # Errors
+    ///
+    /// Storage failures, and the errors of [`CustomerLedger::from_entries`] for stored entries
+    /// that do not make a ledger.
+    pub async fn holds_suspended(
+        &self,
+        tenant: TenantId,
+        customer: CustomerId,
+    ) -> Result<bool, CollectionsError> {
+        let Some(ledger) = self.customer_ledger(tenant, customer).await? else {
+            return Ok(false);
+        };
+        let policy = &self.inner.settings.policy;
+        for balance in ledger.invoices() {
+            let state = self.inner.dunning.state(tenant, balance.invoice).await?;
+            if state.is_suspended(policy) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// Runs the dunning policy over the customer's invoices for today. Running it twice on
     /// the same day returns nothing the second time.
     ///
@@ -1366,7 +1410,9 @@ mod tests {
         let balance = ledger.invoice(invoice).unwrap();
         let events = [
             CollectionEvent::Ledger(entry),
-            CollectionEvent::InvoiceBalanceChanged(InvoiceBalanceChanged::of(customer, &balance)),
+            CollectionEvent::InvoiceBalanceChanged(InvoiceBalanceChanged::of(
+                customer, &balance, 0,
+            )),
             CollectionEvent::CreditApplied(CreditApplied {
                 invoice,
                 customer,
@@ -1388,7 +1434,7 @@ mod tests {
             assert_eq!(event.aggregate(), Aggregate::customer(customer));
         }
         let json = serde_json::to_value(CollectionEvent::InvoiceBalanceChanged(
-            InvoiceBalanceChanged::of(customer, &balance),
+            InvoiceBalanceChanged::of(customer, &balance, 0),
         ))
         .unwrap();
         assert_eq!(json["state"], "open");
@@ -1486,6 +1532,45 @@ mod tests {
                 "dotmac_collections_refunds_total{}=1",
             ]
         );
+    }
+
+    /// Each balance report says which ledger position it is as of (the last entry of its
+    /// step), so a reader can tell a late, repeated report from a newer one.
+    #[test]
+    fn balance_reports_carry_the_ledger_position_they_are_as_of() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let clock = ManualClock::new(Utc.with_ymd_and_hms(2026, 3, 1, 8, 0, 0).unwrap());
+            let service = service(&clock);
+            let customer = CustomerId::from_u128(2);
+            let invoice = InvoiceId::from_u128(1);
+            let mut events = service
+                .enter_invoice(TENANT, to_enter(customer, invoice, 3000))
+                .await
+                .unwrap();
+            for (n, minor) in [(1u128, 1000), (2, 2000)] {
+                let request = PaymentRequest::new(customer, PaymentId::from_u128(n), usd(minor));
+                events.extend(service.receive_payment(TENANT, request).await.unwrap().1);
+            }
+            let reports: Vec<(u64, BalanceState)> = events
+                .iter()
+                .filter_map(|e| match &e.payload {
+                    CollectionEvent::InvoiceBalanceChanged(b) => Some((b.ledger_sequence, b.state)),
+                    _ => None,
+                })
+                .collect();
+            // Entries: 0 the invoice, 1–2 the first payment and its allocation, 3–4 the second.
+            assert_eq!(
+                reports,
+                [
+                    (0, BalanceState::Open),
+                    (2, BalanceState::PartiallyPaid),
+                    (4, BalanceState::Paid)
+                ]
+            );
+        });
     }
 
     #[test]

@@ -12,20 +12,22 @@
 //! | `billing.invoice_status_changed` to void / uncollectible | the ledger voids / writes it off |
 //! | `collections.invoice_balance_changed` | the invoice's status and paid amount follow the ledger |
 //! | `collections.credit_applied` | the invoice shows the customer credit applied to it |
-//! | `collections.late_fee`, `collections.restore_service` with a fee | a pending charge on the next invoice, once per invoice and step |
-//! | `collections.suspend_service` / `collections.restore_service` | the customer's subscriptions are suspended / restored |
+//! | `collections.late_fee` | a pending charge on the next invoice, once per invoice and step |
+//! | `collections.suspend_service` / `collections.restore_service` | the customer's subscriptions follow the dunning state now: suspended while an invoice is held suspended, else restored (with the restore's fee, once per invoice and step) |
 //! | `collections.write_off` | the invoice becomes uncollectible |
 //!
 //! Every reaction is idempotent by the fact it carries (an invoice is entered once, a fee's
-//! charge id is derived from the invoice and the step), so a redelivered event changes
-//! nothing.
+//! charge id is derived from the invoice and the step), or follows a state that only moves
+//! forward (a balance report older than the last applied is ignored; suspensions follow
+//! collections' dunning state as it is when the event is handled), so an event delivered
+//! again, even after newer ones, changes nothing.
 
 use std::sync::Arc;
 
 use chrono::NaiveDate;
 use dotmac_billing::{
     AdjustmentId, BalanceUpdate, BillingError, BillingEvent, BillingService, BillingStore,
-    InvoiceStatus,
+    InvoiceStatus, SubscriptionStatus,
 };
 use dotmac_collections::BalanceState;
 use dotmac_collections::{
@@ -180,11 +182,16 @@ where
                         .void_invoice(tenant, customer, invoice, on)
                         .await
                         .map(drop),
-                    dotmac_billing::InvoiceStatus::Uncollectible => self
+                    dotmac_billing::InvoiceStatus::Uncollectible => match self
                         .collections
                         .write_off_invoice(tenant, customer, invoice, on)
                         .await
-                        .map(drop),
+                    {
+                        // Billing voided it since (uncollectible → void; never the other way):
+                        // this write-off came again after the void.
+                        Err(CollectionsError::InvoiceVoided(_)) => Ok(()),
+                        done => done.map(drop),
+                    },
                     _ => Ok(()),
                 },
                 _ => Ok(()),
@@ -195,21 +202,96 @@ where
 }
 
 /// Collections' events, carried into billing: invoice statuses, applied credit, fees,
-/// suspensions.
-pub struct BillingFollowsLedger<S, C> {
+/// suspensions. Reads collections' dunning state for suspensions (see
+/// [`CollectionsService::holds_suspended`]).
+pub struct BillingFollowsLedger<S, P, D, C> {
     billing: BillingService<S, C>,
+    collections: CollectionsService<P, D, C>,
 }
 
-impl<S, C> BillingFollowsLedger<S, C> {
-    /// The handler over `billing`.
-    pub fn new(billing: BillingService<S, C>) -> Self {
-        BillingFollowsLedger { billing }
+impl<S, P, D, C> BillingFollowsLedger<S, P, D, C> {
+    /// The handler over `billing`, reading `collections`' dunning state.
+    pub fn new(billing: BillingService<S, C>, collections: CollectionsService<P, D, C>) -> Self {
+        BillingFollowsLedger {
+            billing,
+            collections,
+        }
     }
 }
 
-impl<S, C> EventHandler for BillingFollowsLedger<S, C>
+impl<S, P, D, C> BillingFollowsLedger<S, P, D, C>
 where
     S: BillingStore + 'static,
+    P: PaymentStore + 'static,
+    D: DunningStore + 'static,
+    C: Clock + 'static,
+{
+    /// Whether billing's invoice is void (billing voids; the ledger follows).
+    async fn is_void(&self, tenant: TenantId, invoice: InvoiceId) -> Result<bool, HandlerError> {
+        let stored = self
+            .billing
+            .store()
+            .invoice(tenant, invoice)
+            .await
+            .map_err(billing_failure)?;
+        Ok(stored.is_some_and(|i| i.status == InvoiceStatus::Void))
+    }
+
+    /// A suspension or a restore: billing's subscriptions follow the dunning state as it is
+    /// now, not the event (which may come again after newer ones): suspended while dunning
+    /// holds one of the customer's invoices suspended, restored (with the restore's fee,
+    /// once per invoice and step) when it holds none and a subscription is suspended.
+    async fn follow_suspension(
+        &self,
+        tenant: TenantId,
+        fired: &dotmac_collections::FiredAction,
+    ) -> Result<(), HandlerError> {
+        let suspended = self
+            .collections
+            .holds_suspended(tenant, fired.customer)
+            .await
+            .map_err(collections_failure)?;
+        match fired.action {
+            dotmac_collections::CollectionAction::Suspend if suspended => self
+                .billing
+                .suspend_customer(tenant, fired.customer, fired.on)
+                .await
+                .map(drop),
+            dotmac_collections::CollectionAction::Restore if !suspended => {
+                let subscriptions = self
+                    .billing
+                    .store()
+                    .subscriptions_of(tenant, fired.customer)
+                    .await
+                    .map_err(billing_failure)?;
+                if !subscriptions
+                    .iter()
+                    .any(|s| s.status() == SubscriptionStatus::Suspended)
+                {
+                    return Ok(());
+                }
+                if let Some(charge) = fired.pending_charge() {
+                    self.billing
+                        .add_pending_charge(tenant, charge)
+                        .await
+                        .map_err(billing_failure)?;
+                }
+                self.billing
+                    .restore_customer(tenant, fired.customer, fired.on)
+                    .await
+                    .map(drop)
+            }
+            _ => Ok(()),
+        }
+        .map_err(billing_failure)
+    }
+}
+
+impl<S, P, D, C> EventHandler for BillingFollowsLedger<S, P, D, C>
+where
+    S: BillingStore + 'static,
+    P: PaymentStore + 'static,
+    D: DunningStore + 'static,
     C: Clock + 'static,
 {
     fn name(&self) -> &str {
@@ -240,13 +322,7 @@ where
                     };
                     // A void invoice stays void: a balance reported before the void and
                     // delivered again is stale.
-                    let stored = self
-                        .billing
-                        .store()
-                        .invoice(tenant, balance.invoice)
-                        .await
-                        .map_err(billing_failure)?;
-                    if stored.is_some_and(|i| i.status == InvoiceStatus::Void) {
+                    if self.is_void(tenant, balance.invoice).await? {
                         return Ok(());
                     }
                     let update = BalanceUpdate {
@@ -255,6 +331,7 @@ where
                         written_off: balance.written_off,
                         open: balance.open,
                         state,
+                        ledger_sequence: balance.ledger_sequence,
                     };
                     self.billing
                         .apply_balance(tenant, balance.invoice, update)
@@ -262,6 +339,12 @@ where
                         .map(drop)
                 }
                 CollectionEvent::CreditApplied(applied) => {
+                    // Billing voided the invoice before the ledger applied the credit to it
+                    // (the ledger's void released the credit back to the customer): there is
+                    // nothing to show on a void invoice.
+                    if self.is_void(tenant, applied.invoice).await? {
+                        return Ok(());
+                    }
                     // One line per application: its id is the event's.
                     let line = AdjustmentId::derived(
                         IdDigest::new("credit-applied").uuid(message.id.as_uuid()),
@@ -271,30 +354,25 @@ where
                         .await
                         .map(drop)
                 }
-                CollectionEvent::Action(fired) => {
-                    if let Some(charge) = fired.pending_charge() {
-                        self.billing
-                            .add_pending_charge(tenant, charge)
-                            .await
-                            .map_err(billing_failure)?;
+                CollectionEvent::Action(fired) => match fired.action {
+                    dotmac_collections::CollectionAction::Suspend
+                    | dotmac_collections::CollectionAction::Restore => {
+                        return self.follow_suspension(tenant, &fired).await;
                     }
-                    match fired.action {
-                        dotmac_collections::CollectionAction::Suspend => self
-                            .billing
-                            .suspend_customer(tenant, fired.customer, fired.on)
-                            .await
-                            .map(drop),
-                        dotmac_collections::CollectionAction::Restore => self
-                            .billing
-                            .restore_customer(tenant, fired.customer, fired.on)
-                            .await
-                            .map(drop),
-                        dotmac_collections::CollectionAction::WriteOff => {
-                            write_off_once(&self.billing, tenant, fired.invoice, fired.on).await
+                    _ => {
+                        if let Some(charge) = fired.pending_charge() {
+                            self.billing
+                                .add_pending_charge(tenant, charge)
+                                .await
+                                .map_err(billing_failure)?;
                         }
-                        _ => Ok(()),
+                        if fired.action == dotmac_collections::CollectionAction::WriteOff {
+                            write_off_once(&self.billing, tenant, fired.invoice, fired.on).await
+                        } else {
+                            Ok(())
+                        }
                     }
-                }
+                },
                 _ => Ok(()),
             }
             .map_err(billing_failure)
@@ -315,7 +393,7 @@ where
     C: Clock + 'static,
 {
     vec![
-        Arc::new(LedgerFollowsBilling::new(collections)),
-        Arc::new(BillingFollowsLedger::new(billing)),
+        Arc::new(LedgerFollowsBilling::new(collections.clone())),
+        Arc::new(BillingFollowsLedger::new(billing, collections)),
     ]
 }

@@ -64,6 +64,9 @@ struct SettlementRow {
     written_off: Money,
     credit_applied: Money,
     adjustments: Vec<AdjustmentRow>,
+    // Rows written before the field existed have applied no positioned report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ledger_sequence: Option<u64>,
 }
 
 /// An adjustment line of a stored invoice.
@@ -83,12 +86,14 @@ impl From<&InvoiceSettlement> for SettlementRow {
             written_off,
             credit_applied,
             adjustments,
+            ledger_sequence,
         } = settlement;
         SettlementRow {
             paid: *paid,
             credited: *credited,
             written_off: *written_off,
             credit_applied: *credit_applied,
+            ledger_sequence: *ledger_sequence,
             adjustments: adjustments
                 .iter()
                 .map(|a| {
@@ -117,6 +122,7 @@ impl From<SettlementRow> for InvoiceSettlement {
             credited: row.credited,
             written_off: row.written_off,
             credit_applied: row.credit_applied,
+            ledger_sequence: row.ledger_sequence,
             adjustments: row
                 .adjustments
                 .into_iter()
@@ -570,6 +576,7 @@ mod tests {
                 amount: usd(400),
                 on: day(3, 2),
             }],
+            ledger_sequence: Some(7),
         }));
         let stored = serde_json::to_value(InvoiceRow::from(&invoice)).unwrap();
         assert_eq!(stored, serde_json::to_value(&invoice).unwrap());

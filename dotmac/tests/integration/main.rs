@@ -2,5 +2,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod harness;
+mod late_events;
+mod loop_properties;
 mod order_to_cash;
 mod wiring;

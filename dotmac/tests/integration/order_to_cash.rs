@@ -4,177 +4,40 @@
 //! cross-domain reaction through the outbox dispatcher, including a crash between a payment
 //! and its reactions. The three stores must end in the same state.
 
-use std::sync::Arc;
-
-use chrono::{Duration, NaiveDate, TimeZone, Utc};
-use dotmac::billing::analytics::{mrr_at, recurring_items};
+use chrono::Duration;
 use dotmac::billing::{
-    BillingService, BillingSettings, BillingStore, Charge, CreditNoteRequest, CreditRequest,
-    CreditSettlement, InvoiceStatus, LineKind, MemoryStore, NewSubscription, PendingCharge, Plan,
-    Product, SubscriptionStatus,
+    BillingStore, CreditNoteRequest, CreditRequest, CreditSettlement, InvoiceStatus, LineKind,
+    PendingCharge, SubscriptionStatus,
 };
-use dotmac::collections::{
-    CollectionsService, CollectionsSettings, DunningPolicy, DunningStore, InMemoryDunningStore,
-    InMemoryPaymentStore, PaymentRequest, PaymentStore, Reconciliation, RefundRequest,
-    RestoreOnPayment,
+use dotmac::collections::{DunningStore, PaymentRequest, PaymentStore, RefundRequest};
+use dotmac::outbox::OutboxStore;
+use dotmac::{Clock as _, CustomerId, Money, PaymentId, PendingChargeId};
+
+use crate::harness::{
+    Loop, PgSchema, at, customer, database_url, day, on_memory, on_sql, settings, usd,
 };
-use dotmac::outbox::{Dispatcher, DispatcherSettings, EventHandler, MemoryOutbox, OutboxStore};
-use dotmac::{
-    Currency, CustomerAccount, CustomerId, ManualClock, Money, PaymentId, PendingChargeId, PlanId,
-    ProductId, SubscriptionId, TenantId,
-};
-
-type Clock = Arc<ManualClock>;
-use dotmac::Clock as _;
-
-const USD: Currency = Currency::USD;
-
-fn day(m: u32, d: u32) -> NaiveDate {
-    NaiveDate::from_ymd_opt(2026, m, d).unwrap()
-}
-
-fn usd(cents: i64) -> Money {
-    Money::from_minor(cents, USD)
-}
-
-fn at(on: NaiveDate, hour: u32) -> chrono::DateTime<Utc> {
-    Utc.from_utc_datetime(&on.and_hms_opt(hour, 0, 0).unwrap())
-}
 
 /// Customers A (pays exactly), B (pays part, then a credit note), C (overpays), D (never pays
 /// until suspended).
-fn customer(n: u128) -> CustomerId {
-    CustomerId::from_u128(0xC0 + n)
-}
+const CUSTOMERS: u128 = 4;
 
-/// One loop over one store family.
-struct Loop<B, P, D, O> {
-    tenant: TenantId,
-    clock: Clock,
-    billing: BillingService<B, Clock>,
-    collections: CollectionsService<P, D, Clock>,
-    outbox: O,
-    plan: Plan,
-}
-
-impl<B, P, D, O> Loop<B, P, D, O>
+async fn pay<B, P, D, O>(env: &Loop<B, P, D, O>, who: CustomerId, n: u128, amount: Money)
 where
     B: BillingStore + 'static,
     P: PaymentStore + 'static,
     D: DunningStore + 'static,
     O: OutboxStore + Clone,
 {
-    fn handlers(&self) -> Vec<Arc<dyn EventHandler>> {
-        dotmac::reactions::order_to_cash(self.billing.clone(), self.collections.clone())
-    }
-
-    fn dispatcher(&self, worker: &str) -> Dispatcher<O, Clock> {
-        self.handlers().into_iter().fold(
-            Dispatcher::new(
-                self.outbox.clone(),
-                self.clock.clone(),
-                DispatcherSettings::new(worker),
-            ),
-            Dispatcher::handler,
+    env.collections
+        .receive_payment(
+            env.tenant,
+            PaymentRequest::new(who, PaymentId::from_u128(0xAA00 + n), amount),
         )
-    }
-
-    async fn dispatch(&self) {
-        let summary = self.dispatcher("relay").drain().await.unwrap();
-        assert_eq!(summary.parked, 0, "no reaction may fail: {summary:?}");
-    }
-
-    async fn pay(&self, who: CustomerId, n: u128, amount: Money) {
-        self.collections
-            .receive_payment(
-                self.tenant,
-                PaymentRequest::new(who, PaymentId::from_u128(0xAA00 + n), amount),
-            )
-            .await
-            .unwrap();
-    }
-
-    async fn invoices(&self, who: CustomerId) -> Vec<dotmac::Invoice> {
-        self.billing
-            .store()
-            .invoices_of(self.tenant, who)
-            .await
-            .unwrap()
-    }
-
-    async fn statuses(&self, who: CustomerId) -> Vec<InvoiceStatus> {
-        self.invoices(who).await.iter().map(|i| i.status).collect()
-    }
-
-    async fn sub_status(&self, n: u128) -> SubscriptionStatus {
-        self.billing
-            .store()
-            .subscription(self.tenant, SubscriptionId::from_u128(0x50 + n))
-            .await
-            .unwrap()
-            .unwrap()
-            .status()
-    }
-
-    /// Everything the loop leaves behind, in a form the three stores must agree on.
-    async fn snapshot(&self) -> Vec<String> {
-        let mut lines = Vec::new();
-        for n in 0..4 {
-            let who = customer(n);
-            for invoice in self.invoices(who).await {
-                let kinds: Vec<String> = invoice
-                    .lines
-                    .iter()
-                    .map(|l| format!("{:?}", l.kind))
-                    .collect();
-                lines.push(format!(
-                    "{n} {} {:?} total {} paid {} credit {} due {} lines {kinds:?}",
-                    invoice.issue_date,
-                    invoice.status,
-                    invoice.total,
-                    invoice.amount_paid(),
-                    invoice.credit_applied(),
-                    invoice.amount_due().unwrap(),
-                ));
-            }
-            let ledger = self
-                .collections
-                .customer_ledger(self.tenant, who)
-                .await
-                .unwrap()
-                .unwrap();
-            lines.push(format!("{n} credit {}", ledger.credit()));
-            lines.push(format!("{n} subscription {:?}", self.sub_status(n).await));
-        }
-        lines
-    }
-
-    /// Σ ledger = Σ open − credit, and no invoice owes less than nothing, for every customer.
-    async fn check_ledgers(&self) {
-        for n in 0..4 {
-            let who = customer(n);
-            let entries = self
-                .collections
-                .payment_store()
-                .entries(self.tenant, who)
-                .await
-                .unwrap();
-            let books = Reconciliation::of(USD, &entries).unwrap();
-            let open = Money::sum(USD, books.open.iter().map(|(_, m)| *m)).unwrap();
-            assert_eq!(
-                books.net,
-                open.checked_sub(books.credit).unwrap(),
-                "customer {n}"
-            );
-            assert!(
-                books.open.iter().all(|(_, m)| !m.is_negative()),
-                "customer {n}"
-            );
-        }
-    }
+        .await
+        .unwrap();
 }
 
-async fn run_loop<B, P, D, O>(env: Loop<B, P, D, O>) -> Vec<String>
+async fn run_loop<B, P, D, O>(env: &Loop<B, P, D, O>) -> Vec<String>
 where
     B: BillingStore + 'static,
     P: PaymentStore + 'static,
@@ -183,27 +46,7 @@ where
 {
     let t = env.tenant;
     let (a, b, c, d) = (customer(0), customer(1), customer(2), customer(3));
-    env.clock.set(at(day(2, 20), 9));
-    let product = Product {
-        id: ProductId::from_u128(1),
-        name: "Fibre".into(),
-    };
-    env.billing.add_product(t, product).await.unwrap();
-    env.billing.save_plan(t, env.plan.clone()).await.unwrap();
-    for n in 0..4 {
-        env.billing
-            .save_account(t, CustomerAccount::new(customer(n), USD))
-            .await
-            .unwrap();
-        env.billing
-            .subscribe(
-                t,
-                NewSubscription::new(customer(n), env.plan.id, USD, day(3, 1))
-                    .id(SubscriptionId::from_u128(0x50 + n)),
-            )
-            .await
-            .unwrap();
-    }
+    env.open_accounts(CUSTOMERS).await;
 
     // The March bill run: four $30 invoices, each entered in its customer's ledger.
     env.clock.set(at(day(3, 1), 2));
@@ -212,7 +55,7 @@ where
         4
     );
     env.dispatch().await;
-    for n in 0..4 {
+    for n in 0..CUSTOMERS {
         let ledger = env
             .collections
             .customer_ledger(t, customer(n))
@@ -228,9 +71,9 @@ where
 
     // A pays exactly, B a third, C $50.
     env.clock.set(at(day(3, 5), 12));
-    env.pay(a, 1, usd(3000)).await;
-    env.pay(b, 2, usd(1000)).await;
-    env.pay(c, 3, usd(5000)).await;
+    pay(env, a, 1, usd(3000)).await;
+    pay(env, b, 2, usd(1000)).await;
+    pay(env, c, 3, usd(5000)).await;
     env.dispatch().await;
     assert_eq!(env.statuses(a).await, [InvoiceStatus::Paid]);
     assert_eq!(env.statuses(b).await, [InvoiceStatus::PartiallyPaid]);
@@ -343,22 +186,7 @@ where
     );
 
     // A suspended subscription does not count in MRR.
-    let subs: Vec<_> = {
-        let mut all = Vec::new();
-        for n in 0..4 {
-            all.extend(
-                env.billing
-                    .store()
-                    .subscriptions_of(t, customer(n))
-                    .await
-                    .unwrap(),
-            );
-        }
-        all
-    };
-    let plans = vec![env.plan.clone()];
-    let mrr = mrr_at(&recurring_items(t, &subs, &plans).unwrap(), day(3, 21), USD).unwrap();
-    assert_eq!(mrr.total, usd(9000), "three of four count");
+    assert_eq!(env.mrr(CUSTOMERS).await, usd(9000), "three of four count");
 
     // The April bill run: C's and B's credit is applied to their invoices, D's late fee is
     // billed (suspended, but the policy keeps billing).
@@ -398,7 +226,7 @@ where
         .iter()
         .map(|i| i.open())
         .fold(usd(0), |s, m| s.checked_add(m).unwrap());
-    env.pay(d, 4, owed).await;
+    pay(env, d, 4, owed).await;
     env.dispatch().await;
     assert_eq!(env.sub_status(3).await, SubscriptionStatus::Active);
     assert!(
@@ -446,111 +274,33 @@ where
     let counts = env.outbox.outbox_counts(t).await.unwrap();
     assert_eq!((counts.pending, counts.parked), (0, 0), "{counts:?}");
     assert!(counts.handled > 20);
-    env.check_ledgers().await;
+    env.check_books(CUSTOMERS).await;
     // Delivering the last events again (a relay that died before marking them) changes
     // nothing. (Delivery is in order per customer, so a redelivery is always of the newest
     // events of an aggregate, never of an older one after a newer.)
-    let before = env.snapshot().await;
-    let handlers = env.handlers();
+    let before = env.snapshot(CUSTOMERS).await;
     let messages = env.outbox.outbox_messages(t).await.unwrap();
-    for message in &messages[messages.len().saturating_sub(12)..] {
-        for handler in handlers.iter().filter(|h| h.handles(&message.event_type)) {
-            handler.handle(message).await.unwrap();
-        }
-    }
+    env.deliver(&messages[messages.len().saturating_sub(12)..])
+        .await;
     env.dispatch().await;
     assert_eq!(
-        env.snapshot().await,
+        env.snapshot(CUSTOMERS).await,
         before,
         "replayed reactions change nothing"
     );
     before
 }
 
-fn plan() -> Plan {
-    Plan::builder(PlanId::from_u128(7), ProductId::from_u128(1), "Fibre 100")
-        .charge(Charge::recurring_flat([usd(3000)]))
-        .build(day(1, 1))
-        .unwrap()
-}
-
-fn settings() -> (BillingSettings, CollectionsSettings) {
-    let policy = DunningPolicy::builder(USD)
-        .step(1, "overdue_notice")
-        .late_fee(5, "late_fee", usd(500))
-        .step(7, "suspend")
-        .restore_on_payment(RestoreOnPayment::Restore {
-            reconnection_fee: Some(usd(2500)),
-        })
-        .build()
-        .unwrap();
-    (
-        BillingSettings::default().with_payment_terms_days(10),
-        CollectionsSettings::new(policy),
-    )
-}
-
-fn clock() -> Clock {
-    Arc::new(ManualClock::new(at(day(2, 20), 9)))
-}
-
-async fn on_memory() -> Vec<String> {
-    let outbox = Arc::new(MemoryOutbox::new());
-    let clock = clock();
-    let (billing, collections) = settings();
-    let store = MemoryStore::new().with_outbox(outbox.clone());
-    run_loop(Loop {
-        tenant: TenantId::from_u128(1),
-        clock: clock.clone(),
-        billing: BillingService::new(store, clock.clone(), billing),
-        collections: CollectionsService::new(
-            InMemoryPaymentStore::new().with_outbox(outbox.clone()),
-            InMemoryDunningStore::new().with_outbox(outbox.clone()),
-            clock,
-            collections,
-        ),
-        outbox,
-        plan: plan(),
-    })
-    .await
-}
-
-async fn on_sql(url: &str, schema: Option<String>) -> Vec<String> {
-    let mut options = dotmac::sql::DatabaseOptions::new(url);
-    if let Some(schema) = schema {
-        options = options.schema(schema);
-    }
-    let db = dotmac::sql::Database::connect_with(options).await.unwrap();
-    let store = dotmac::sql::SqlStore::new(db.clone());
-    let clock = clock();
-    let tenant = TenantId::new();
-    db.create_tenant(tenant, "Loop Fibre", clock.now())
-        .await
-        .unwrap();
-    let (billing, collections) = settings();
-    run_loop(Loop {
-        tenant,
-        clock: clock.clone(),
-        billing: BillingService::new(store.clone(), clock.clone(), billing),
-        collections: CollectionsService::new(store.clone(), store.clone(), clock, collections),
-        outbox: store,
-        plan: plan(),
-    })
-    .await
-}
-
 #[tokio::test]
 async fn the_order_to_cash_loop_ends_the_same_on_memory_sqlite_and_postgres() {
-    let memory = on_memory().await;
-    let sqlite = on_sql("sqlite::memory:", None).await;
-    assert_eq!(sqlite, memory, "SQLite and memory agree");
-    match std::env::var("DATABASE_URL") {
-        Ok(url) => {
-            // The dispatcher claims across tenants: a schema no other test writes to.
-            let schema = format!("dotmac_test_loop_{}", uuid::Uuid::now_v7().simple());
-            let postgres = on_sql(&url, Some(schema)).await;
-            assert_eq!(postgres, memory, "PostgreSQL and memory agree");
-        }
-        Err(_) => eprintln!("DATABASE_URL not set: the loop ran on memory and SQLite only"),
-    }
+    let url = database_url();
+    let memory = run_loop(&on_memory(settings())).await;
+    let sqlite = on_sql("sqlite::memory:", None, settings()).await;
+    assert_eq!(run_loop(&sqlite).await, memory, "SQLite and memory agree");
+    let schema = PgSchema::new("dotmac_test_loop");
+    let postgres = on_sql(&url, Some(&schema), settings()).await;
+    let postgres_end = run_loop(&postgres).await;
+    postgres.close().await;
+    schema.drop().await;
+    assert_eq!(postgres_end, memory, "PostgreSQL and memory agree");
 }
