@@ -1,16 +1,24 @@
 //! # dotmac-partners
 //!
-//! Commission arithmetic for an ISP's resellers and referral partners, as pure functions over
-//! values (no I/O, no clock):
+//! Partners as a programme, for an ISP's referral partners, resellers and master agents, as
+//! pure functions over values (no I/O, no clock):
 //!
-//! - [`CommissionTiers`]: tiered rates on an amount, [`TierMode::Marginal`] (each part at its
-//!   tier's rate) or [`TierMode::Retroactive`] (the highest tier reached prices everything).
-//! - [`ReferralLedger`]: a partner's append-only ledger for one referred customer. Commission is
-//!   earned on payments collected (not invoices issued) for a number of months or for life,
-//!   clawed back on refunds (most recent payment first, at that payment's rate, possibly taking
-//!   the balance negative), held for a number of days before it is payable, and paid out above
-//!   a minimum. Every movement is an entry; totals are derived, never edited.
-//! - [`split_commission`]: a master agent's and sub-agents' shares that sum exactly.
+//! - [`PartnerAccount`]: a partner's kind, plan, master agent (for a sub-agent) and lifecycle
+//!   (applied → active → suspended → terminated, each move checked and dated).
+//! - [`CustomerAttribution`]: which partner a customer belongs to — touches, first or last
+//!   touch within a window ([`AttributionRule`]), one partner at a time, transfers dated.
+//! - [`CommissionPlan`]: the terms as data — a share of collected revenue (flat, by product
+//!   or plan, or at the partner's level of a [`TierSchedule`] measured by lifetime or trailing
+//!   revenue or active customers, marginal or retroactive over the [`CommissionTiers`]
+//!   tables), flat rewards per activation and per billing cycle, for N months or for life,
+//!   a hold period, approval, a minimum payout and a cap per period.
+//! - [`PartnerLedger`]: one append-only ledger per partner across all its customers —
+//!   accruals priced by [`price_payment`] from collected payments, clawbacks from refunds (a
+//!   full refund takes back exactly what the payment earned), holds, approvals, adjustments
+//!   and payouts as facts; the balance nets across customers and may go negative; what is
+//!   payable respects the hold, approval, holds and the minimum payout.
+//! - [`split_commission`] / [`share_out`]: a master agent's override and its sub-agent's part,
+//!   each an entry in its own ledger, summing exactly to the whole.
 //!
 //! Every commission amount is rounded half-up to the minor unit when it is recorded, through
 //! `dotmac_core::Money::round`.
@@ -45,21 +53,40 @@
 // Module map: the graph of `use crate::…` between modules is acyclic; each line names what the
 // module imports. A type two modules need goes down into the lower one, never a back edge.
 //
-//   ids    — (nothing: PartnerId)
-//   error  — (nothing)
-//   tiers  — error
-//   ledger — error, ids, tiers
-//   lib    — re-exports only
+//   ids         — (nothing: PartnerId, CommissionPlanId, SourceId, …)
+//   partner     — error, ids, tiers
+//   error       — ids, partner (PartnerStatus, a leaf enum there)
+//   tiers       — error
+//   attribution — error, ids
+//   plan        — error, ids, tiers
+//   ledger      — error, ids, plan
+//   commission  — error, ids, ledger, partner, plan, tiers
+//   lib         — re-exports only
 
+mod attribution;
+mod commission;
 mod error;
 mod ids;
 mod ledger;
+mod partner;
+mod plan;
 mod tiers;
 
+pub use attribution::{
+    Attribution, AttributionModel, AttributionRule, AttributionSource, CustomerAttribution, Touch,
+};
+pub use commission::{
+    CollectedPayment, Earning, RefundedPayment, Standing, price_payment, share_out,
+};
 pub use error::PartnersError;
-pub use ids::PartnerId;
+pub use ids::{CommissionPlanId, HoldId, PartnerId, PayoutId, PayoutRunId, SourceId};
 pub use ledger::{
-    CommissionDuration, CommissionPlan, EntryKind, LedgerEntry, LedgerSummary, ReferralLedger,
+    Accrual, Clawback, Component, EntryKind, LedgerEntry, LedgerSummary, PartnerLedger, Share,
     split_commission,
 };
-pub use tiers::{CommissionTier, CommissionTiers, TierMode};
+pub use partner::{MasterOverride, PartnerAccount, PartnerKind, PartnerStatus, StatusChange};
+pub use plan::{
+    Approval, CapPeriod, CommissionCap, CommissionDuration, CommissionPlan, CommissionPlanBuilder,
+    RateOverride, RevenueKey, RevenueShare, RevenueTag,
+};
+pub use tiers::{CommissionTier, CommissionTiers, TierBasis, TierMode, TierSchedule};

@@ -3,8 +3,9 @@
 use crate::{date, decimal, same_amount};
 use dotmac_core::{Currency, CustomerId, Money, PaymentId};
 use dotmac_partners::{
-    CommissionDuration, CommissionPlan, CommissionTier, CommissionTiers, PartnerId, ReferralLedger,
-    TierMode,
+    CollectedPayment, CommissionDuration, CommissionPlan, CommissionPlanId, CommissionTier,
+    CommissionTiers, EntryKind, PartnerId, PartnerLedger, PartnersError, PayoutId, RevenueTag,
+    SourceId, Standing, TierMode, price_payment, share_out,
 };
 use serde::Deserialize;
 
@@ -119,41 +120,48 @@ fn run_ledger(case: LedgerCase) -> Result<(), String> {
     // The format carries no currency; a two-decimal one matches its amounts.
     let currency = Currency::USD;
     let money = |s: &str| decimal(s).map(|d| Money::new(d, currency));
+    let err = |e: PartnersError| e.to_string();
     let duration = case
         .plan
         .duration_months
         .map_or(CommissionDuration::Lifetime, CommissionDuration::Months);
-    let plan = CommissionPlan::new(
-        decimal(&case.plan.rate_percent)?,
-        duration,
-        case.plan.hold_days,
-        money(&case.plan.min_payout)?,
-    )
-    .map_err(|e| e.to_string())?;
-    let mut ledger = ReferralLedger::new(
-        PartnerId::new(),
-        CustomerId::new(),
-        date(&case.customer_start)?,
-        plan,
-    );
+    let plan = CommissionPlan::builder(CommissionPlanId::new(), "conformance", currency)
+        .revenue_share(decimal(&case.plan.rate_percent)?)
+        .duration(duration)
+        .hold_days(case.plan.hold_days)
+        .min_payout(money(&case.plan.min_payout)?)
+        .build()
+        .map_err(err)?;
+    let (partner, customer) = (PartnerId::new(), CustomerId::new());
+    let referred_on = date(&case.customer_start)?;
+    let standing = Standing {
+        referred_on,
+        active_customers: 1,
+        customer_rank: 1,
+    };
+    let mut ledger = PartnerLedger::new(partner, currency);
     for event in &case.events {
         let on = date(&event.on)?;
         let amount = money(&event.amount)?;
+        let source = SourceId::new();
         let recorded = match event.kind.as_str() {
-            "payment" => ledger
-                .record_payment(PaymentId::new(), on, amount)
-                .map(|_| ()),
-            "refund" => ledger
-                .record_refund(PaymentId::new(), on, amount)
-                .map(|_| ()),
-            "payout" => ledger.record_payout(on, amount).map(|_| ()),
+            "payment" => {
+                record_payment(&plan, &mut ledger, &standing, customer, on, amount, source)
+            }
+            "refund" => record_refund(&mut ledger, customer, on, amount, source),
+            "payout" => {
+                let kind = EntryKind::PaidOut {
+                    payout: PayoutId::new(),
+                    run: None,
+                    amount,
+                };
+                ledger.append(on, source, kind).map(drop)
+            }
             other => return Err(format!("unknown event type {other:?}")),
         };
         recorded.map_err(|e| format!("event on {}: {e}", event.on))?;
     }
-    let summary = ledger
-        .summary(date(&case.as_of)?)
-        .map_err(|e| e.to_string())?;
+    let summary = ledger.summary(date(&case.as_of)?, &plan).map_err(err)?;
     let checks = [
         ("earned", &case.expected.earned, summary.earned),
         (
@@ -167,6 +175,46 @@ fn run_ledger(case: LedgerCase) -> Result<(), String> {
     for (what, want, got) in checks {
         if let Some(want) = want {
             same_amount(what, decimal(want)?, got.amount())?;
+        }
+    }
+    Ok(())
+}
+
+fn record_payment(
+    plan: &CommissionPlan,
+    ledger: &mut PartnerLedger,
+    standing: &Standing,
+    customer: CustomerId,
+    on: chrono::NaiveDate,
+    amount: Money,
+    source: SourceId,
+) -> Result<(), PartnersError> {
+    let payment = CollectedPayment {
+        customer,
+        payment: PaymentId::new(),
+        amount,
+        on,
+        tag: RevenueTag::default(),
+    };
+    let earnings = price_payment(plan, ledger, standing, &payment)?;
+    let (own, _) = share_out(&earnings, customer, payment.payment, ledger.partner(), None)?;
+    for accrual in own {
+        ledger.append(on, source, EntryKind::Accrued(accrual))?;
+    }
+    Ok(())
+}
+
+fn record_refund(
+    ledger: &mut PartnerLedger,
+    customer: CustomerId,
+    on: chrono::NaiveDate,
+    amount: Money,
+    source: SourceId,
+) -> Result<(), PartnersError> {
+    let refund = PaymentId::new();
+    for (payment, part) in ledger.refund_parts(customer, amount, None)? {
+        for clawback in ledger.clawbacks_for(payment, part, refund)? {
+            ledger.append(on, source, EntryKind::ClawedBack(clawback))?;
         }
     }
     Ok(())
