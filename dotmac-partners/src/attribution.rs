@@ -157,6 +157,10 @@ impl CustomerAttribution {
         self.version
     }
 
+    pub(crate) fn bump_version(&mut self) {
+        self.version = self.version.saturating_add(1);
+    }
+
     /// The attribution in force now (the last one, while it has no end).
     pub fn current(&self) -> Option<&Attribution> {
         self.attributions.last().filter(|a| a.until.is_none())

@@ -61,6 +61,11 @@
 //   plan        — error, ids, tiers
 //   ledger      — error, ids, plan
 //   commission  — error, ids, ledger, partner, plan, tiers
+//   payout      — ids, partner
+//   store       — attribution, error, ids, ledger, partner, payout, plan
+//   memory      — attribution, error, ids, ledger, partner, payout, plan, store
+//   service     — attribution, commission, error, ids, ledger, partner, payout, plan, store, tiers
+//   testkit     — the crate root (a suite over the public API)
 //   lib         — re-exports only
 
 mod attribution;
@@ -68,8 +73,14 @@ mod commission;
 mod error;
 mod ids;
 mod ledger;
+mod memory;
 mod partner;
+mod payout;
 mod plan;
+mod service;
+mod store;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 mod tiers;
 
 pub use attribution::{
@@ -84,9 +95,13 @@ pub use ledger::{
     Accrual, Clawback, Component, EntryKind, LedgerEntry, LedgerSummary, PartnerLedger, Share,
     split_commission,
 };
+pub use memory::InMemoryPartnerStore;
 pub use partner::{MasterOverride, PartnerAccount, PartnerKind, PartnerStatus, StatusChange};
+pub use payout::{PartnerEvent, PayoutInstruction, PayoutRun, PayoutSkip};
 pub use plan::{
     Approval, CapPeriod, CommissionCap, CommissionDuration, CommissionPlan, CommissionPlanBuilder,
     RateOverride, RevenueKey, RevenueShare, RevenueTag,
 };
+pub use service::{LedgerFact, PartnersService, PartnersSettings};
+pub use store::{LedgerWrite, PartnerStore, WriteOutcome};
 pub use tiers::{CommissionTier, CommissionTiers, TierBasis, TierMode, TierSchedule};

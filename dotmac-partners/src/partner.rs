@@ -269,6 +269,11 @@ impl PartnerAccount {
         self.version
     }
 
+    /// The next version, for a store saving the account (the first save writes version 1).
+    pub(crate) fn bump_version(&mut self) {
+        self.version = self.version.saturating_add(1);
+    }
+
     /// The status in force on `on`: the last move dated on or before it (applied before the
     /// first).
     pub fn status_on(&self, on: NaiveDate) -> PartnerStatus {

@@ -2,3 +2,4 @@
 //! file). Each module is a former `tests/*.rs` file; the shared proptest setup is `dotmac-testing`.
 
 mod arithmetic_never_panics;
+mod store_suite;
