@@ -62,9 +62,11 @@
 //   ledger      — error, ids, plan
 //   commission  — error, ids, ledger, partner, plan, tiers
 //   payout      — ids, partner
+//   statement   — attribution, error, ids, ledger, plan
 //   store       — attribution, error, ids, ledger, partner, payout, plan
 //   memory      — attribution, error, ids, ledger, partner, payout, plan, store
-//   service     — attribution, commission, error, ids, ledger, partner, payout, plan, store, tiers
+//   service     — attribution, commission, error, ids, ledger, partner, payout, plan, statement,
+//                 store, tiers
 //   testkit     — the crate root (a suite over the public API)
 //   lib         — re-exports only
 
@@ -78,6 +80,7 @@ mod partner;
 mod payout;
 mod plan;
 mod service;
+mod statement;
 mod store;
 #[cfg(feature = "testkit")]
 pub mod testkit;
@@ -103,5 +106,9 @@ pub use plan::{
     RateOverride, RevenueKey, RevenueShare, RevenueTag,
 };
 pub use service::{LedgerFact, PartnersService, PartnersSettings};
+pub use statement::{
+    LineKind, PartnerActivity, Statement, StatementLine, TierChange, activity, statement,
+    tier_changes,
+};
 pub use store::{LedgerWrite, PartnerStore, WriteOutcome};
 pub use tiers::{CommissionTier, CommissionTiers, TierBasis, TierMode, TierSchedule};

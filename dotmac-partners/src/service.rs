@@ -7,7 +7,7 @@ use std::sync::Arc;
 use chrono::NaiveDate;
 use chrono_tz::Tz;
 use dotmac_core::outbox::OutboxEvent;
-use dotmac_core::{Clock, CustomerId, DomainEvent, Money, TenantId};
+use dotmac_core::{Clock, CustomerId, DomainEvent, Money, Period, TenantId};
 use serde::{Deserialize, Serialize};
 
 use crate::attribution::{Attribution, AttributionRule, CustomerAttribution};
@@ -18,6 +18,7 @@ use crate::ledger::{EntryKind, LedgerEntry, LedgerSummary, PartnerLedger, Share}
 use crate::partner::{PartnerAccount, PartnerKind, PartnerStatus};
 use crate::payout::{PartnerEvent, PayoutInstruction, PayoutRun, PayoutSkip};
 use crate::plan::{CommissionPlan, RevenueShare};
+use crate::statement::{PartnerActivity, Statement, TierChange, activity, statement, tier_changes};
 use crate::store::{LedgerWrite, PartnerStore, WriteOutcome};
 use crate::tiers::TierBasis;
 
@@ -583,6 +584,74 @@ impl<S: PartnerStore, C: Clock> PartnersService<S, C> {
         self.ledger_in(tenant, partner, &plan)
             .await?
             .summary(as_of, &plan)
+    }
+
+    /// A partner's statement for `period`: each movement with its source payment and rate,
+    /// totals that reconcile to the ledger.
+    ///
+    /// # Errors
+    ///
+    /// As [`PartnersService::ledger`].
+    #[tracing::instrument(name = "dotmac.partners.statement", level = "info", skip_all, fields(tenant = %tenant))]
+    pub async fn statement(
+        &self,
+        tenant: TenantId,
+        partner: PartnerId,
+        period: Period,
+    ) -> Result<Statement, PartnersError> {
+        let account = self.account(tenant, partner).await?;
+        let plan = self.plan_of(tenant, &account).await?;
+        let ledger = self.ledger_in(tenant, partner, &plan).await?;
+        statement(&ledger, &plan, period)
+    }
+
+    /// A partner's figures for `period`.
+    ///
+    /// # Errors
+    ///
+    /// As [`PartnersService::ledger`].
+    #[tracing::instrument(name = "dotmac.partners.activity", level = "info", skip_all, fields(tenant = %tenant))]
+    pub async fn activity(
+        &self,
+        tenant: TenantId,
+        partner: PartnerId,
+        period: Period,
+    ) -> Result<PartnerActivity, PartnersError> {
+        let account = self.account(tenant, partner).await?;
+        let plan = self.plan_of(tenant, &account).await?;
+        let ledger = self.ledger_in(tenant, partner, &plan).await?;
+        let customers = self.inner.store.partner_customers(tenant, partner).await?;
+        activity(&ledger, &plan, &customers, period)
+    }
+
+    /// Every partner's figures for `period`, by partner id.
+    ///
+    /// # Errors
+    ///
+    /// As [`PartnersService::activity`].
+    pub async fn programme_activity(
+        &self,
+        tenant: TenantId,
+        period: Period,
+    ) -> Result<Vec<PartnerActivity>, PartnersError> {
+        let mut all = Vec::new();
+        for account in self.inner.store.partners(tenant).await? {
+            all.push(self.activity(tenant, account.id(), period).await?);
+        }
+        Ok(all)
+    }
+
+    /// A partner's levels over time.
+    ///
+    /// # Errors
+    ///
+    /// As [`PartnersService::ledger`].
+    pub async fn tier_changes(
+        &self,
+        tenant: TenantId,
+        partner: PartnerId,
+    ) -> Result<Vec<TierChange>, PartnersError> {
+        Ok(tier_changes(&self.ledger(tenant, partner).await?))
     }
 
     /// What a tier schedule by active customers needs to know of the partner's book.
