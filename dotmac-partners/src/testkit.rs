@@ -679,5 +679,32 @@ where
             "{partner} after its payout: {summary:?}"
         );
     }
+
+    // The statement read back lists each movement and reconciles to the ledger.
+    let quarter = dotmac_core::Period::new(day(2, 1)?, day(4, 1)?).map_err(|e| e.to_string())?;
+    let statement = service
+        .statement(tenant, sub_id, quarter)
+        .await
+        .map_err(fail("statement"))?;
+    ensure!(
+        statement.reconciles().map_err(|e| e.to_string())?
+            && statement.earned == usd("10.51")?
+            && statement.clawed_back == usd("7.51")?
+            && statement.paid_out == usd("3.00")?
+            && statement.closing_balance.is_zero()
+            && statement.lines.len() == 4,
+        "the sub-agent's statement: {statement:?}"
+    );
+    let activity = service
+        .activity(tenant, sub_id, quarter)
+        .await
+        .map_err(fail("activity"))?;
+    ensure!(
+        activity.collected == usd("140.10")?
+            && activity.refunded == usd("100.10")?
+            && activity.customers_active == 1
+            && activity.customers_referred == 0,
+        "the sub-agent's activity: {activity:?}"
+    );
     Ok(())
 }
