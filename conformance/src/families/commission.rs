@@ -1,11 +1,15 @@
-//! `commission/`: tiered commission on one amount, and a partner's ledger for one customer.
+//! `commission/`: tiered commission on one amount, and a partner's ledger for one customer
+//! (through `PartnersService` on the in-memory partner store).
 
 use crate::{date, decimal, same_amount};
-use dotmac_core::{Currency, CustomerId, Money, PaymentId};
+use std::future::Future;
+
+use dotmac_core::{Currency, CustomerId, FixedClock, Money, PaymentId, TenantId};
 use dotmac_partners::{
     CollectedPayment, CommissionDuration, CommissionPlan, CommissionPlanId, CommissionTier,
-    CommissionTiers, EntryKind, PartnerId, PartnerLedger, PartnersError, PayoutId, RevenueTag,
-    SourceId, Standing, TierMode, price_payment, share_out,
+    CommissionTiers, InMemoryPartnerStore, LedgerFact, PartnerAccount, PartnerId, PartnerKind,
+    PartnerStatus, PartnersError, PartnersService, PartnersSettings, PayoutId, RefundedPayment,
+    RevenueTag, SourceId, TierMode,
 };
 use serde::Deserialize;
 
@@ -116,6 +120,22 @@ fn run_tiered(case: TieredCase) -> Result<(), String> {
     same_amount("commission", decimal(&case.expected)?, got.amount())
 }
 
+/// Polls a future of the in-memory partner store, which is ready at once.
+fn ready<F: Future>(future: F) -> Result<F::Output, String> {
+    use std::task::{Context, Poll, Waker};
+    let mut future = std::pin::pin!(future);
+    match future
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+    {
+        Poll::Ready(value) => Ok(value),
+        Poll::Pending => Err("the in-memory partner store waited".into()),
+    }
+}
+
+/// The case through the partners service on the in-memory store: one partner, active from
+/// `customer_start`, the customer attributed to it that day, each event recorded as the
+/// outbox would deliver it (refunds name no payment: the most recent first).
 fn run_ledger(case: LedgerCase) -> Result<(), String> {
     // The format carries no currency; a two-decimal one matches its amounts.
     let currency = Currency::USD;
@@ -132,36 +152,63 @@ fn run_ledger(case: LedgerCase) -> Result<(), String> {
         .min_payout(money(&case.plan.min_payout)?)
         .build()
         .map_err(err)?;
+    let service = PartnersService::new(
+        InMemoryPartnerStore::new(),
+        FixedClock::new(chrono::DateTime::UNIX_EPOCH),
+        PartnersSettings::default(),
+    );
+    let tenant = TenantId::new();
     let (partner, customer) = (PartnerId::new(), CustomerId::new());
-    let referred_on = date(&case.customer_start)?;
-    let standing = Standing {
-        referred_on,
-        active_customers: 1,
-        customer_rank: 1,
-    };
-    let mut ledger = PartnerLedger::new(partner, currency);
+    let start = date(&case.customer_start)?;
+    ready(service.save_plan(tenant, &plan))?.map_err(err)?;
+    let account = PartnerAccount::apply(
+        partner,
+        "conformance",
+        PartnerKind::Referral,
+        plan.id(),
+        start,
+    )
+    .map_err(err)?;
+    ready(service.apply(tenant, account))?.map_err(err)?;
+    ready(service.change_status(tenant, partner, PartnerStatus::Active, start))?.map_err(err)?;
+    ready(service.assign(tenant, customer, partner, start))?.map_err(err)?;
     for event in &case.events {
         let on = date(&event.on)?;
         let amount = money(&event.amount)?;
         let source = SourceId::new();
         let recorded = match event.kind.as_str() {
             "payment" => {
-                record_payment(&plan, &mut ledger, &standing, customer, on, amount, source)
+                let payment = CollectedPayment {
+                    customer,
+                    payment: PaymentId::new(),
+                    amount,
+                    on,
+                    tag: RevenueTag::default(),
+                };
+                ready(service.record_payment(tenant, source, payment))?.map(drop)
             }
-            "refund" => record_refund(&mut ledger, customer, on, amount, source),
+            "refund" => {
+                let refund = RefundedPayment {
+                    customer,
+                    refund: PaymentId::new(),
+                    payment: None,
+                    amount,
+                    on,
+                };
+                ready(service.record_refund(tenant, source, refund))?.map(drop)
+            }
             "payout" => {
-                let kind = EntryKind::PaidOut {
+                let fact = LedgerFact::Payout {
                     payout: PayoutId::new(),
-                    run: None,
                     amount,
                 };
-                ledger.append(on, source, kind).map(drop)
+                ready(service.record_fact(tenant, source, partner, on, fact))?.map(drop)
             }
             other => return Err(format!("unknown event type {other:?}")),
         };
         recorded.map_err(|e| format!("event on {}: {e}", event.on))?;
     }
-    let summary = ledger.summary(date(&case.as_of)?, &plan).map_err(err)?;
+    let summary = ready(service.summary(tenant, partner, date(&case.as_of)?))?.map_err(err)?;
     let checks = [
         ("earned", &case.expected.earned, summary.earned),
         (
@@ -175,46 +222,6 @@ fn run_ledger(case: LedgerCase) -> Result<(), String> {
     for (what, want, got) in checks {
         if let Some(want) = want {
             same_amount(what, decimal(want)?, got.amount())?;
-        }
-    }
-    Ok(())
-}
-
-fn record_payment(
-    plan: &CommissionPlan,
-    ledger: &mut PartnerLedger,
-    standing: &Standing,
-    customer: CustomerId,
-    on: chrono::NaiveDate,
-    amount: Money,
-    source: SourceId,
-) -> Result<(), PartnersError> {
-    let payment = CollectedPayment {
-        customer,
-        payment: PaymentId::new(),
-        amount,
-        on,
-        tag: RevenueTag::default(),
-    };
-    let earnings = price_payment(plan, ledger, standing, &payment)?;
-    let (own, _) = share_out(&earnings, customer, payment.payment, ledger.partner(), None)?;
-    for accrual in own {
-        ledger.append(on, source, EntryKind::Accrued(accrual))?;
-    }
-    Ok(())
-}
-
-fn record_refund(
-    ledger: &mut PartnerLedger,
-    customer: CustomerId,
-    on: chrono::NaiveDate,
-    amount: Money,
-    source: SourceId,
-) -> Result<(), PartnersError> {
-    let refund = PaymentId::new();
-    for (payment, part) in ledger.refund_parts(customer, amount, None)? {
-        for clawback in ledger.clawbacks_for(payment, part, refund)? {
-            ledger.append(on, source, EntryKind::ClawedBack(clawback))?;
         }
     }
     Ok(())

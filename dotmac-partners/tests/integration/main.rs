@@ -2,4 +2,5 @@
 //! file). Each module is a former `tests/*.rs` file; the shared proptest setup is `dotmac-testing`.
 
 mod arithmetic_never_panics;
+mod properties;
 mod store_suite;
