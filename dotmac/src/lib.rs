@@ -202,6 +202,7 @@ use dotmac_billing::{
 use dotmac_collections::{
     CollectionsError, CollectionsService, CollectionsSettings, DunningPolicy,
 };
+use dotmac_partners::{PartnersError, PartnersService, PartnersSettings};
 use dotmac_sqlx::{Database, DatabaseOptions, SqlError, SqlStore};
 use dotmac_support::{SupportError, SupportService};
 use dotmac_usage::UsageError;
@@ -224,6 +225,9 @@ pub type Collections = CollectionsService<SqlStore, SqlStore, SharedClock>;
 /// Support tickets on SLA clocks over the database.
 pub type Support = SupportService<SqlStore, SharedClock>;
 
+/// Partners, attribution, commission ledgers and payouts over the database.
+pub type Partners = PartnersService<SqlStore, SharedClock>;
+
 /// Any DotMac error, for applications that want one `?` across domains. Each variant keeps
 /// the domain error (and, through it, the storage error and the driver's) as its source.
 #[derive(Debug, thiserror::Error)]
@@ -244,6 +248,9 @@ pub enum Error {
     /// Tickets and SLAs.
     #[error(transparent)]
     Support(#[from] SupportError),
+    /// Partners, attribution, commission ledgers and payouts.
+    #[error(transparent)]
+    Partners(#[from] PartnersError),
     /// Connecting, migrating and the database's own calls (tenants, numbers, outbox).
     #[error(transparent)]
     Sql(#[from] SqlError),
@@ -265,6 +272,7 @@ pub struct Dotmac {
     usage: UsageBilling,
     collections: Collections,
     support: Support,
+    partners: Partners,
     dispatcher: Arc<Dispatcher>,
 }
 
@@ -288,6 +296,7 @@ pub struct DotmacBuilder {
     billing: BillingSettings,
     usage: Option<UsageBillingSettings>,
     collections: Option<CollectionsSettings>,
+    partners: Option<PartnersSettings>,
     currency: Currency,
     dispatcher: outbox::DispatcherSettings,
 }
@@ -354,6 +363,12 @@ impl DotmacBuilder {
         self
     }
 
+    /// With the partners settings (zone); by default the billing zone.
+    pub fn partners(mut self, settings: PartnersSettings) -> Self {
+        self.partners = Some(settings);
+        self
+    }
+
     /// Connects, applies the migrations and wires the services.
     ///
     /// # Errors
@@ -380,8 +395,17 @@ impl DotmacBuilder {
             collections_settings,
         );
         let support = SupportService::new(store.clone(), Arc::clone(&self.clock));
+        let partners_settings = self
+            .partners
+            .unwrap_or_else(|| PartnersSettings::default().with_zone(billing.settings().zone));
+        let partners =
+            PartnersService::new(store.clone(), Arc::clone(&self.clock), partners_settings);
+        let follow_collections: Arc<dyn outbox::EventHandler> = Arc::new(
+            reactions::PartnersFollowCollections::new(partners.clone(), billing.clone()),
+        );
         let dispatcher = reactions::order_to_cash(billing.clone(), collections.clone())
             .into_iter()
+            .chain([follow_collections])
             .fold(
                 outbox::Dispatcher::new(store.clone(), Arc::clone(&self.clock), self.dispatcher),
                 outbox::Dispatcher::handler,
@@ -394,6 +418,7 @@ impl DotmacBuilder {
             usage,
             collections,
             support,
+            partners,
             dispatcher: Arc::new(dispatcher),
         })
     }
@@ -418,6 +443,7 @@ impl Dotmac {
             billing: BillingSettings::default(),
             usage: None,
             collections: None,
+            partners: None,
             currency: Currency::USD,
             dispatcher: outbox::DispatcherSettings::new("dotmac"),
         }
@@ -477,6 +503,12 @@ impl Dotmac {
     /// Support.
     pub fn support(&self) -> &Support {
         &self.support
+    }
+
+    /// Partners, attribution, commission ledgers and payouts: payments and refunds reach the
+    /// ledgers through the dispatcher ([`reactions::PartnersFollowCollections`]).
+    pub fn partners(&self) -> &Partners {
+        &self.partners
     }
 
     /// The outbox dispatcher, with every order-to-cash reaction ([`reactions`]) registered.
