@@ -2,8 +2,9 @@
 //!
 //! The business side of an internet service provider as one SDK: a catalogue of plans and
 //! prices, subscriptions with proration, invoices and credit notes exact to the cent, usage
-//! metering and RADIUS accounting, payments, dunning and receivables, and support tickets on
-//! SLA clocks, stored on embedded SQLite or on PostgreSQL.
+//! metering and RADIUS accounting, payments, dunning and receivables, support tickets on SLA
+//! clocks, and partner programmes with commission ledgers, stored on embedded SQLite or on
+//! PostgreSQL.
 //!
 //! This crate is the facade most applications depend on. It re-exports the domain crates
 //! ([`billing`], [`usage`], [`collections`], [`support`], [`partners`]), the storage crate
@@ -47,7 +48,7 @@
 //! - **Pure domain, async storage.** Every rule is a synchronous function over values
 //!   ([`billing::bill_due`], [`collections::evaluate`], [`billing::PriceModel::amount`]): no
 //!   I/O, no clock read. Services ([`Billing`], [`UsageBilling`], [`Collections`],
-//!   [`Support`]) read a tenant-scoped store, run the domain, commit the result atomically and
+//!   [`Support`], [`Partners`]) read a tenant-scoped store, run the domain, commit the result atomically and
 //!   return [`DomainEvent`]s. [`Dotmac`] holds one of each over one [`sql::SqlStore`].
 //! - **Time is an input.** Services read a [`Clock`] ([`SystemClock`] unless the builder is
 //!   given another); business dates are local dates in the tenant's zone
@@ -164,6 +165,46 @@
 //! [`Dotmac::support`] is a [`support::SupportService`] over the same store: configure the
 //! tenant's business calendar and SLA policies with `configure`, then `create_ticket`,
 //! `change_status` and `sla_clocks` (see the [`support`] crate's example).
+//!
+//! ### Partners: commission on what referred customers pay
+//!
+//! [`Dotmac::partners`] keeps partner accounts, attribution and one commission ledger per
+//! partner; the dispatcher carries each payment and refund of a referred customer into it
+//! ([`reactions::PartnersFollowCollections`]), once per event.
+//!
+//! ```
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! use chrono::TimeZone;
+//! use dotmac::collections::PaymentRequest;
+//! use dotmac::partners::{CommissionPlan, CommissionPlanId, PartnerAccount, PartnerId, PartnerKind, PartnerStatus};
+//! use dotmac::{Currency, CustomerId, Dotmac, FixedClock, Money, PaymentId, Period};
+//!
+//! let day = |m, d| chrono::NaiveDate::from_ymd_opt(2026, m, d).unwrap();
+//! let usd = |s: &str| Money::parse(s, Currency::USD);
+//! let clock = FixedClock::new(chrono::Utc.with_ymd_and_hms(2026, 3, 2, 12, 0, 0).unwrap());
+//! let dotmac = Dotmac::builder("sqlite::memory:").clock(clock).connect().await?;
+//! let tenant = dotmac.create_tenant("Acme Fibre").await?;
+//! let partners = dotmac.partners();
+//! let plan = CommissionPlan::builder(CommissionPlanId::new(), "Referrals", Currency::USD)
+//!     .revenue_share(10.into())
+//!     .build()?;
+//! partners.save_plan(tenant, &plan).await?;
+//! let shop = PartnerId::new();
+//! let account = PartnerAccount::apply(shop, "Corner Shop", PartnerKind::Referral, plan.id(), day(3, 1))?;
+//! partners.apply(tenant, account).await?;
+//! partners.change_status(tenant, shop, PartnerStatus::Active, day(3, 1)).await?;
+//! let customer = CustomerId::new();
+//! partners.assign(tenant, customer, shop, day(3, 1)).await?;
+//!
+//! let payment = PaymentRequest::new(customer, PaymentId::new(), usd("30.00")?);
+//! dotmac.collections().receive_payment(tenant, payment).await?;
+//! dotmac.dispatch().await?; // the payment reaches the shop's ledger
+//! let march = Period::new(day(3, 1), day(4, 1))?;
+//! let statement = partners.statement(tenant, shop, march).await?;
+//! assert_eq!(statement.earned, usd("3.00")?);
+//! assert!(statement.reconciles()?);
+//! # Ok::<(), Box<dyn std::error::Error>>(()) }).unwrap();
+//! ```
 //!
 //! ### Scale-out bill runs on PostgreSQL
 //!
