@@ -331,20 +331,13 @@ pub fn share_out(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ids::{CommissionPlanId, SourceId};
-    use crate::ledger::EntryKind;
+    use crate::ids::CommissionPlanId;
     use crate::plan::{CapPeriod, CommissionDuration, RevenueKey};
     use crate::tiers::{CommissionTier, CommissionTiers};
     use dotmac_core::{Currency, PlanId};
     use rust_decimal_macros::dec;
 
-    fn usd(s: &str) -> Money {
-        Money::parse(s, Currency::USD).unwrap()
-    }
-    fn day(m: u32, d: u32) -> NaiveDate {
-        NaiveDate::from_ymd_opt(2026, m, d).unwrap()
-    }
-    const CUSTOMER: CustomerId = CustomerId::from_u128(1);
+    use crate::test_support::{CUSTOMER, day, payment as pay, usd};
 
     fn standing() -> Standing {
         Standing {
@@ -354,41 +347,16 @@ mod tests {
         }
     }
 
-    fn pay(n: u128, amount: &str, on: NaiveDate) -> CollectedPayment {
-        CollectedPayment {
-            customer: CUSTOMER,
-            payment: PaymentId::from_u128(n),
-            amount: usd(amount),
-            on,
-            tag: RevenueTag::default(),
-        }
-    }
-
     fn builder() -> crate::plan::CommissionPlanBuilder {
         CommissionPlan::builder(CommissionPlanId::from_u128(1), "p", Currency::USD)
     }
 
-    /// Prices and records `payment` in `ledger` as the service would, for a direct partner.
     fn record(
         plan: &CommissionPlan,
         ledger: &mut PartnerLedger,
         payment: CollectedPayment,
     ) -> Vec<Earning> {
-        let earnings = price_payment(plan, ledger, &standing(), &payment).unwrap();
-        let (own, _) = share_out(
-            &earnings,
-            payment.customer,
-            payment.payment,
-            ledger.partner(),
-            None,
-        )
-        .unwrap();
-        for a in own {
-            ledger
-                .append(payment.on, SourceId::from_u128(0), EntryKind::Accrued(a))
-                .unwrap();
-        }
-        earnings
+        crate::test_support::record(plan, ledger, &standing(), payment)
     }
 
     #[test]

@@ -720,13 +720,7 @@ mod tests {
     use crate::ids::CommissionPlanId;
     use rust_decimal_macros::dec;
 
-    fn usd(s: &str) -> Money {
-        Money::parse(s, Currency::USD).unwrap()
-    }
-    fn day(m: u32, d: u32) -> NaiveDate {
-        NaiveDate::from_ymd_opt(2026, m, d).unwrap()
-    }
-    const CUSTOMER: CustomerId = CustomerId::from_u128(1);
+    use crate::test_support::{CUSTOMER, day, usd};
 
     fn accrue(l: &mut PartnerLedger, on: NaiveDate, n: u128, base: &str, commission: &str) {
         let c = usd(commission);

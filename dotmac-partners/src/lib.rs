@@ -143,6 +143,7 @@
 //   service     — attribution, commission, error, ids, ledger, partner, payout, plan, statement,
 //                 store, tiers
 //   testkit     — the crate root (a suite over the public API)
+//   test_support — (test builds only) commission, ids, ledger, plan: shared unit-test fixtures
 //   lib         — re-exports only
 
 mod attribution;
@@ -157,6 +158,8 @@ mod plan;
 mod service;
 mod statement;
 mod store;
+#[cfg(test)]
+mod test_support;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 mod tiers;

@@ -395,18 +395,10 @@ pub fn tier_changes(ledger: &PartnerLedger) -> Vec<TierChange> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::commission::{CollectedPayment, Standing, price_payment, share_out};
+    use crate::commission::Standing;
     use crate::ids::{CommissionPlanId, SourceId};
-    use crate::plan::RevenueTag;
+    use crate::test_support::{CUSTOMER, day, payment, record, usd};
     use crate::tiers::{CommissionTier, CommissionTiers, TierBasis, TierMode, TierSchedule};
-
-    fn usd(s: &str) -> Money {
-        Money::parse(s, Currency::USD).unwrap()
-    }
-    fn day(m: u32, d: u32) -> NaiveDate {
-        NaiveDate::from_ymd_opt(2026, m, d).unwrap()
-    }
-    const CUSTOMER: CustomerId = CustomerId::from_u128(1);
 
     fn plan() -> CommissionPlan {
         let tier = |from: i64, rate: i64| CommissionTier {
@@ -426,24 +418,12 @@ mod tests {
     }
 
     fn pay(l: &mut PartnerLedger, plan: &CommissionPlan, n: u128, amount: &str, on: NaiveDate) {
-        let payment = CollectedPayment {
-            customer: CUSTOMER,
-            payment: PaymentId::from_u128(n),
-            amount: usd(amount),
-            on,
-            tag: RevenueTag::default(),
-        };
         let standing = Standing {
             referred_on: day(1, 1),
             active_customers: 1,
             customer_rank: 1,
         };
-        let earnings = price_payment(plan, l, &standing, &payment).unwrap();
-        let (own, _) = share_out(&earnings, CUSTOMER, payment.payment, l.partner(), None).unwrap();
-        for a in own {
-            l.append(on, SourceId::from_u128(n), EntryKind::Accrued(a))
-                .unwrap();
-        }
+        record(plan, l, &standing, payment(n, amount, on));
     }
 
     fn ledger() -> PartnerLedger {
