@@ -28,6 +28,10 @@
 //! * [`PartnerStore::partner_entries`] returns a ledger in `seq` order;
 //!   [`PartnerStore::partners_with_payment`] the partners whose accruals name the payment.
 //! * Everything is per tenant.
+//! * Bad input through the service (a payment in another currency than the plan's, a
+//!   sub-agent under a partner that is not a master agent, an attribution to a partner that is
+//!   not active, a forbidden lifecycle move) is refused with its exact error and changes
+//!   nothing: no account, attribution, entry or source is written.
 //! * Through [`PartnersService`]: a payment accrues once (a replayed event and a second event
 //!   for the same payment accrue nothing), a sub-agent's commission and its master's override
 //!   sum to the whole, a full refund takes back exactly what the payment earned, and a payout
@@ -120,6 +124,7 @@ where
     attributions(&make()).await?;
     ledger_writes(&make(), &outbox).await?;
     service_behaviour(make(), &outbox).await?;
+    bad_input_changes_nothing(make()).await?;
     Ok(())
 }
 
@@ -687,6 +692,138 @@ where
             && activity.customers_active == 1
             && activity.customers_referred == 0,
         "the sub-agent's activity: {activity:?}"
+    );
+    Ok(())
+}
+
+async fn bad_input_changes_nothing<S: PartnerStore>(store: S) -> Result<(), String> {
+    let tenant = TenantId::new();
+    let clock = FixedClock::new(
+        Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0)
+            .single()
+            .ok_or("bad instant")?,
+    );
+    let service = PartnersService::new(store, clock, PartnersSettings::default());
+    let plan = plan(10)?;
+    service
+        .save_plan(tenant, &plan)
+        .await
+        .map_err(fail("save plan"))?;
+    let reseller = account(PartnerKind::Reseller, plan.id())?;
+    let reseller_id = reseller.id();
+    service
+        .apply(tenant, reseller)
+        .await
+        .map_err(fail("apply"))?;
+
+    // A sub-agent under a partner that is not a master agent: refused, nothing saved.
+    let link = MasterOverride::new(reseller_id, Decimal::TEN).map_err(|e| e.to_string())?;
+    let sub = account(PartnerKind::Referral, plan.id())?
+        .under(link)
+        .map_err(|e| e.to_string())?;
+    let sub_id = sub.id();
+    let refused = service.apply(tenant, sub).await;
+    ensure!(
+        refused == Err(PartnersError::NotAMasterAgent(reseller_id)),
+        "a sub-agent under a reseller gave {refused:?}"
+    );
+    ensure!(
+        service
+            .store()
+            .partner(tenant, sub_id)
+            .await
+            .map_err(fail("read"))?
+            .is_none(),
+        "the refused sub-agent was saved"
+    );
+
+    // An attribution to a partner that is still applied: refused, nothing saved.
+    let customer = CustomerId::new();
+    let refused = service
+        .assign(tenant, customer, reseller_id, day(3, 1)?)
+        .await;
+    ensure!(
+        refused
+            == Err(PartnersError::PartnerNotActive {
+                partner: reseller_id,
+                status: PartnerStatus::Applied
+            }),
+        "an attribution to an applied partner gave {refused:?}"
+    );
+    ensure!(
+        service
+            .store()
+            .attribution(tenant, customer)
+            .await
+            .map_err(fail("read"))?
+            .is_none(),
+        "the refused attribution was saved"
+    );
+
+    // A forbidden lifecycle move: refused, the account unchanged.
+    let before = service
+        .account(tenant, reseller_id)
+        .await
+        .map_err(fail("read"))?;
+    let refused = service
+        .change_status(tenant, reseller_id, PartnerStatus::Suspended, day(3, 1)?)
+        .await;
+    ensure!(
+        refused
+            == Err(PartnersError::InvalidTransition {
+                partner: reseller_id,
+                from: PartnerStatus::Applied,
+                to: PartnerStatus::Suspended
+            }),
+        "a forbidden move gave {refused:?}"
+    );
+    let after = service
+        .account(tenant, reseller_id)
+        .await
+        .map_err(fail("read"))?;
+    ensure!(after == before, "a refused move changed the account");
+
+    // A payment in another currency than the plan's: refused, nothing written.
+    service
+        .change_status(tenant, reseller_id, PartnerStatus::Active, day(3, 1)?)
+        .await
+        .map_err(fail("activate"))?;
+    service
+        .assign(tenant, customer, reseller_id, day(3, 1)?)
+        .await
+        .map_err(fail("assign"))?;
+    let source = SourceId::new();
+    let euros = CollectedPayment {
+        customer,
+        payment: PaymentId::new(),
+        amount: Money::parse("10.00", Currency::EUR).map_err(|e| e.to_string())?,
+        on: day(3, 2)?,
+        tag: RevenueTag::default(),
+    };
+    let refused = service.record_payment(tenant, source, euros).await;
+    ensure!(
+        refused
+            == Err(PartnersError::Core(
+                dotmac_core::CoreError::CurrencyMismatch {
+                    left: "USD",
+                    right: "EUR"
+                }
+            )),
+        "a payment in euros gave {refused:?}"
+    );
+    ensure!(
+        service
+            .store()
+            .partner_entries(tenant, reseller_id)
+            .await
+            .map_err(fail("read"))?
+            .is_empty()
+            && !service
+                .store()
+                .partner_source_recorded(tenant, source)
+                .await
+                .map_err(fail("read"))?,
+        "a refused payment wrote to the ledger"
     );
     Ok(())
 }
