@@ -41,32 +41,16 @@
 // A test suite: fixed, small figures, where plain operators are the clearest.
 #![allow(clippy::arithmetic_side_effects)]
 
-use std::future::Future;
-use std::pin::Pin;
-
 use chrono::{NaiveDate, TimeZone, Utc};
 use dotmac_billing::testkit::join2;
-use dotmac_core::outbox::{OutboxEvent, OutboxStore};
+use dotmac_core::outbox::OutboxEvent;
 use dotmac_core::{
     Currency, CustomerId, DomainEvent, EventId, FixedClock, InvoiceId, Money, TenantId,
 };
 
 use crate::{CollectionEvent, CollectionsError};
 
-/// A tenant's outbox as `(event id, event type)`, in outbox order: what the suites read back.
-pub type OutboxRead<'a> =
-    Pin<Box<dyn Future<Output = Result<Vec<(EventId, String)>, String>> + Send + 'a>>;
-
-/// The outbox reader of a store that is an [`OutboxStore`].
-pub fn outbox_events<S: OutboxStore>(store: &S, tenant: TenantId) -> OutboxRead<'_> {
-    Box::pin(async move {
-        store
-            .outbox_messages(tenant)
-            .await
-            .map(|messages| messages.into_iter().map(|m| (m.id, m.event_type)).collect())
-            .map_err(|e| e.to_string())
-    })
-}
+pub use dotmac_core::outbox::testkit::{OutboxRead, outbox_events};
 
 macro_rules! ensure {
     ($cond:expr, $($msg:tt)+) => {

@@ -1609,6 +1609,23 @@ pub mod testkit {
         if ok { Ok(()) } else { Err(what.to_owned()) }
     }
 
+    /// A tenant's outbox as `(event id, event type)`, in outbox order: what the domain
+    /// crates' store suites read back to check that a write wrote its events (and a refused
+    /// or replayed one none).
+    pub type OutboxRead<'a> =
+        Pin<Box<dyn Future<Output = Result<Vec<(EventId, String)>, String>> + Send + 'a>>;
+
+    /// The outbox reader of a store that is an [`OutboxStore`].
+    pub fn outbox_events<S: OutboxStore>(store: &S, tenant: TenantId) -> OutboxRead<'_> {
+        Box::pin(async move {
+            store
+                .outbox_messages(tenant)
+                .await
+                .map(|messages| messages.into_iter().map(|m| (m.id, m.event_type)).collect())
+                .map_err(|e| e.to_string())
+        })
+    }
+
     fn fail(what: &str) -> impl Fn(StorageError) -> String + '_ {
         move |e| format!("{what}: {e}")
     }

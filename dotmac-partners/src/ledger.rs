@@ -1,188 +1,282 @@
-//! A partner's append-only commission ledger for one referred customer.
+//! One append-only commission ledger per partner, across all its customers: accruals from
+//! payments, clawbacks from refunds, holds, approvals, adjustments and payouts, each an entry
+//! that is never edited. Balances and what is payable are derived from the entries.
 
-use chrono::{Days, Months, NaiveDate};
-use dotmac_core::{Currency, CustomerId, Money, PaymentId, RoundingMode};
+use chrono::{Days, NaiveDate};
+use dotmac_core::{Currency, CustomerId, Money, PaymentId, Period, RoundingMode};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use crate::error::PartnersError;
-use crate::ids::PartnerId;
-use crate::tiers::{check_rate, percent_of};
+use crate::error::{PartnersError, overflow};
+use crate::ids::{HoldId, PartnerId, PayoutId, PayoutRunId, SourceId};
+use crate::plan::{Approval, CommissionPlan};
 
-/// How long a referred customer's payments earn commission.
+/// What part of a plan an accrual is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CommissionDuration {
-    /// Payments dated before the customer's start + this many months.
-    Months(u32),
-    /// As long as the customer pays.
-    Lifetime,
+#[serde(rename_all = "snake_case", tag = "type")]
+#[non_exhaustive]
+pub enum Component {
+    /// The share of the payment (recorded for every payment, at rate 0 outside the term).
+    RevenueShare,
+    /// The flat reward for the customer's activation (its first payment to the partner).
+    Activation,
+    /// The flat reward for a billing cycle the customer paid in.
+    PerCycle {
+        /// The cycle, counted in months from the referral (0 is the first month).
+        cycle: u32,
+    },
 }
 
-/// The terms on which a partner earns from a referred customer.
+/// Whose commission an accrual is: the partner's own, a sub-agent's part of its own, or a
+/// master agent's override on a sub-agent's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CommissionPlan {
-    rate_percent: Decimal,
-    duration: CommissionDuration,
-    hold_days: u32,
-    min_payout: Money,
+#[serde(rename_all = "snake_case", tag = "type")]
+#[non_exhaustive]
+pub enum Share {
+    /// The partner's own customer, no master agent.
+    Direct,
+    /// The partner's own customer; `gross` was split with its master agent, whose part is
+    /// in the master's ledger.
+    SubAgent {
+        /// The master agent.
+        master: PartnerId,
+    },
+    /// A master agent's override on its sub-agent's customer.
+    MasterOverride {
+        /// The sub-agent.
+        sub_agent: PartnerId,
+    },
 }
 
-impl CommissionPlan {
-    /// `rate_percent` of each eligible payment, payable `hold_days` after it, in payouts of at
-    /// least `min_payout` (whose currency is the ledger's).
-    ///
-    /// # Errors
-    ///
-    /// [`PartnersError::InvalidRate`] for a rate outside 0–100 %, [`PartnersError::NotPositive`]
-    /// for a negative minimum payout.
-    pub fn new(
-        rate_percent: Decimal,
-        duration: CommissionDuration,
-        hold_days: u32,
-        min_payout: Money,
-    ) -> Result<Self, PartnersError> {
-        check_rate(rate_percent)?;
-        if min_payout.is_negative() {
-            return Err(PartnersError::NotPositive {
-                what: "minimum payout",
-                amount: min_payout.amount(),
-            });
-        }
-        Ok(CommissionPlan {
-            rate_percent,
-            duration,
-            hold_days,
-            min_payout,
-        })
+impl Share {
+    /// Whether the customer is the ledger owner's own (not a sub-agent's).
+    pub fn is_own(self) -> bool {
+        !matches!(self, Share::MasterOverride { .. })
     }
+}
 
-    /// The rate in percent.
-    pub fn rate_percent(&self) -> Decimal {
-        self.rate_percent
-    }
+/// Commission earned from a customer's payment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Accrual {
+    /// The customer who paid.
+    pub customer: CustomerId,
+    /// The payment.
+    pub payment: PaymentId,
+    /// What part of the plan.
+    pub component: Component,
+    /// The amount the customer paid.
+    pub base: Money,
+    /// The rate that priced a revenue share (the blended rate, to four decimals, when a
+    /// marginal tier table priced parts of the payment at different rates); none for a flat
+    /// reward.
+    pub rate_percent: Option<Decimal>,
+    /// The level of the partner's tier schedule that priced it.
+    pub tier: Option<String>,
+    /// The commission before the plan's cap.
+    pub uncapped: Money,
+    /// The commission after the cap, before a master agent's override was split off.
+    pub gross: Money,
+    /// This ledger's part of `gross`.
+    pub commission: Money,
+    /// Whose it is.
+    pub share: Share,
+}
 
-    /// How long payments earn.
-    pub fn duration(&self) -> CommissionDuration {
-        self.duration
-    }
-
-    /// Days an entry must age before it is payable.
-    pub fn hold_days(&self) -> u32 {
-        self.hold_days
-    }
-
-    /// The smallest payout.
-    pub fn min_payout(&self) -> Money {
-        self.min_payout
-    }
+/// Commission taken back because a customer got money back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Clawback {
+    /// The customer refunded.
+    pub customer: CustomerId,
+    /// The refund.
+    pub refund: PaymentId,
+    /// The payment it refunds.
+    pub payment: PaymentId,
+    /// The ledger sequence number of the accrual it takes back from.
+    pub against: u64,
+    /// The part of the payment refunded (zero for a flat reward taken back).
+    pub base: Money,
+    /// The commission taken back.
+    pub commission: Money,
 }
 
 /// What one ledger entry records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum EntryKind {
-    /// The customer paid; the partner earned `commission` (zero outside the plan's duration).
-    Earned {
-        /// The customer's payment.
-        payment: PaymentId,
-        /// The amount the customer paid.
-        base: Money,
-        /// The rate in force for this payment (0 outside the plan's duration).
-        rate_percent: Decimal,
-        /// The commission earned, rounded half-up to the minor unit.
-        commission: Money,
+    /// Commission earned.
+    Accrued(Accrual),
+    /// Commission taken back.
+    ClawedBack(Clawback),
+    /// An operator held back `amount` of the balance from payouts.
+    Held {
+        /// The hold.
+        hold: HoldId,
+        /// The amount held.
+        amount: Money,
+        /// Why.
+        reason: String,
     },
-    /// The customer got money back; the commission it had earned is taken back.
-    ClawedBack {
-        /// The refund.
-        refund: PaymentId,
-        /// The ledger sequence number of the `Earned` entry refunded.
-        against: u64,
-        /// The part of that payment refunded.
-        base: Money,
-        /// The commission taken back.
-        commission: Money,
+    /// A hold was released.
+    Released {
+        /// The hold.
+        hold: HoldId,
     },
-    /// The partner was paid.
+    /// An operator approved every movement dated up to `through` (plans with
+    /// [`Approval::Manual`]).
+    Approved {
+        /// The last day approved.
+        through: NaiveDate,
+    },
+    /// An operator's correction (a bonus, a true-up, a penalty): positive adds to the balance.
+    Adjusted {
+        /// The amount.
+        amount: Money,
+        /// Why.
+        reason: String,
+    },
+    /// The partner was paid (a payout run's instruction, or a payment made elsewhere). A fact:
+    /// recorded even beyond what was payable; paid-out money is never taken back, a later
+    /// clawback is netted against future earnings.
     PaidOut {
-        /// The amount paid to the partner.
+        /// The payout.
+        payout: PayoutId,
+        /// The run that instructed it, if one did.
+        run: Option<PayoutRunId>,
+        /// The amount paid.
         amount: Money,
     },
 }
 
+impl EntryKind {
+    /// How the entry moves the balance (zero for holds, releases and approvals).
+    pub fn balance_effect(&self, currency: Currency) -> Money {
+        match self {
+            EntryKind::Accrued(a) => a.commission,
+            EntryKind::ClawedBack(c) => c.commission.negate(),
+            EntryKind::Adjusted { amount, .. } => *amount,
+            EntryKind::PaidOut { amount, .. } => amount.negate(),
+            EntryKind::Held { .. } | EntryKind::Released { .. } | EntryKind::Approved { .. } => {
+                Money::zero(currency)
+            }
+        }
+    }
+
+    fn amounts(&self) -> Vec<Money> {
+        match self {
+            EntryKind::Accrued(a) => vec![a.base, a.uncapped, a.gross, a.commission],
+            EntryKind::ClawedBack(c) => vec![c.base, c.commission],
+            EntryKind::Held { amount, .. }
+            | EntryKind::Adjusted { amount, .. }
+            | EntryKind::PaidOut { amount, .. } => vec![*amount],
+            EntryKind::Released { .. } | EntryKind::Approved { .. } => Vec::new(),
+        }
+    }
+}
+
 /// One immutable ledger line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LedgerEntry {
-    /// Position in the ledger, from 0.
+    /// Position in the partner's ledger, from 0.
     pub seq: u64,
-    /// The day it happened.
+    /// The day it took effect (entries are appended in the order they are recorded, which
+    /// need not be date order: two customers' payments may arrive out of order).
     pub on: NaiveDate,
+    /// The fact it was recorded from.
+    pub source: SourceId,
     /// What happened.
     pub kind: EntryKind,
 }
 
 /// Totals of a ledger at a date.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct LedgerSummary {
     /// Commission earned.
     pub earned: Money,
     /// Commission taken back by refunds.
     pub clawed_back: Money,
+    /// Operators' adjustments, net.
+    pub adjusted: Money,
     /// Paid to the partner.
     pub paid_out: Money,
-    /// earned − clawed back − paid out; negative when clawbacks follow a payout (netted against
-    /// future earnings, never taken back).
+    /// earned − clawed back + adjusted − paid out; negative when clawbacks follow a payout
+    /// (netted against future earnings, never taken back).
     pub balance: Money,
-    /// What may be paid now: the smaller of the balance and what has cleared the hold period,
-    /// or zero below the plan's minimum payout.
+    /// What active holds keep back.
+    pub held: Money,
+    /// What may be paid now: the smaller of the balance and what has cleared the hold period
+    /// (and approval) less what was paid, less the holds; zero below the plan's minimum
+    /// payout.
     pub payable: Money,
 }
 
-/// A partner's commission ledger for one referred customer. Entries are appended in date order
-/// and never edited; totals are derived from them.
+/// The one rounding point of commission: every commission amount is rounded half-up to the
+/// currency's minor unit when it is recorded.
+pub(crate) fn round_commission(exact: Money) -> Money {
+    exact.round(RoundingMode::HalfUp)
+}
+
+/// A partner's ledger across all its customers.
 ///
 /// ```
 /// use chrono::NaiveDate;
-/// use dotmac_core::{Currency, CustomerId, Money, PaymentId};
-/// use dotmac_partners::{CommissionDuration, CommissionPlan, PartnerId, ReferralLedger};
-/// use rust_decimal::Decimal;
+/// use dotmac_core::{Currency, Money};
+/// use dotmac_partners::{CommissionPlan, CommissionPlanId, EntryKind, PartnerId, PartnerLedger, PayoutId, SourceId};
 ///
 /// let usd = |s: &str| Money::parse(s, Currency::USD);
-/// let plan = CommissionPlan::new(Decimal::from(40), CommissionDuration::Lifetime, 0, usd("5")?)?;
-/// let day = |d| NaiveDate::from_ymd_opt(2026, 1, d).unwrap();
-/// let mut ledger = ReferralLedger::new(PartnerId::new(), CustomerId::new(), day(1), plan);
-/// ledger.record_payment(PaymentId::new(), day(5), usd("50.00")?)?;
-/// ledger.record_payment(PaymentId::new(), day(6), usd("250.00")?)?;
-/// ledger.record_refund(PaymentId::new(), day(20), usd("250.00")?)?;
-/// let summary = ledger.summary(day(31))?;
-/// assert_eq!(summary.balance, usd("20.00")?);
+/// let day = |d| NaiveDate::from_ymd_opt(2026, 5, d).unwrap();
+/// let plan = CommissionPlan::builder(CommissionPlanId::from_u128(1), "Referrals", Currency::USD)
+///     .revenue_share(10.into())
+///     .min_payout(usd("5.00")?)
+///     .build()?;
+/// let mut ledger = PartnerLedger::new(PartnerId::from_u128(1), Currency::USD);
+/// ledger.append(day(2), SourceId::from_u128(1), EntryKind::Adjusted { amount: usd("4.00")?, reason: "welcome bonus".into() })?;
+/// assert_eq!(ledger.summary(day(3), &plan)?.payable, usd("0.00")?); // below the 5.00 minimum
+/// ledger.append(day(4), SourceId::from_u128(2), EntryKind::PaidOut { payout: PayoutId::from_u128(1), run: None, amount: usd("10.00")? })?;
+/// assert_eq!(ledger.summary(day(5), &plan)?.balance, usd("-6.00")?); // a payout is a fact
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ReferralLedger {
+pub struct PartnerLedger {
     partner: PartnerId,
-    customer: CustomerId,
-    customer_start: NaiveDate,
-    plan: CommissionPlan,
+    currency: Currency,
     entries: Vec<LedgerEntry>,
 }
 
-impl ReferralLedger {
-    /// An empty ledger for `partner`'s referral of `customer`, who started on `customer_start`.
-    pub fn new(
-        partner: PartnerId,
-        customer: CustomerId,
-        customer_start: NaiveDate,
-        plan: CommissionPlan,
-    ) -> Self {
-        ReferralLedger {
+impl PartnerLedger {
+    /// An empty ledger in `currency` (its plan's).
+    pub fn new(partner: PartnerId, currency: Currency) -> Self {
+        PartnerLedger {
             partner,
-            customer,
-            customer_start,
-            plan,
+            currency,
             entries: Vec::new(),
         }
+    }
+
+    /// A ledger rebuilt from stored entries.
+    ///
+    /// # Errors
+    ///
+    /// [`PartnersError::InvalidPartner`] when the entries are not numbered 0, 1, 2, …;
+    /// [`PartnersError::Core`] for an amount in another currency.
+    pub fn from_entries(
+        partner: PartnerId,
+        currency: Currency,
+        entries: Vec<LedgerEntry>,
+    ) -> Result<Self, PartnersError> {
+        let mut ledger = PartnerLedger::new(partner, currency);
+        for entry in entries {
+            if entry.seq != ledger.next_seq() {
+                return Err(PartnersError::InvalidPartner {
+                    partner,
+                    reason: "its stored ledger entries are not numbered 0, 1, 2, …",
+                });
+            }
+            ledger.check(&entry.kind)?;
+            ledger.entries.push(entry);
+        }
+        Ok(ledger)
     }
 
     /// The partner.
@@ -190,245 +284,418 @@ impl ReferralLedger {
         self.partner
     }
 
-    /// The referred customer.
-    pub fn customer(&self) -> CustomerId {
-        self.customer
+    /// The currency.
+    pub fn currency(&self) -> Currency {
+        self.currency
     }
 
-    /// The entries, oldest first.
+    /// The entries, in the order recorded.
     pub fn entries(&self) -> &[LedgerEntry] {
         &self.entries
     }
 
-    fn currency(&self) -> Currency {
-        self.plan.min_payout.currency()
+    /// The sequence number the next entry gets.
+    pub fn next_seq(&self) -> u64 {
+        self.entries.len() as u64
     }
 
-    fn check_append(
-        &self,
+    fn check(&self, kind: &EntryKind) -> Result<(), PartnersError> {
+        let zero = Money::zero(self.currency);
+        for amount in kind.amounts() {
+            zero.compare(&amount)?;
+        }
+        match kind {
+            EntryKind::Held { amount, .. } | EntryKind::PaidOut { amount, .. }
+                if !amount.is_positive() =>
+            {
+                Err(PartnersError::NotPositive {
+                    what: "held or paid-out amount",
+                    amount: amount.amount(),
+                })
+            }
+            EntryKind::Adjusted { amount, .. } if amount.is_zero() => {
+                Err(PartnersError::NotPositive {
+                    what: "adjustment",
+                    amount: amount.amount(),
+                })
+            }
+            EntryKind::Released { hold } if !self.hold_is_active(*hold) => {
+                Err(PartnersError::UnknownHold(*hold))
+            }
+            EntryKind::Held { hold, .. } if self.hold_exists(*hold) => {
+                Err(PartnersError::AlreadyExists {
+                    what: "hold",
+                    id: hold.to_string(),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Appends an entry dated `on`, recorded from `source`, and returns it.
+    ///
+    /// # Errors
+    ///
+    /// [`PartnersError::Core`] for an amount in another currency,
+    /// [`PartnersError::NotPositive`] for a hold or payout that is not above zero or a zero
+    /// adjustment, [`PartnersError::UnknownHold`] for a release of a hold that is not active,
+    /// [`PartnersError::AlreadyExists`] for a hold id used before. Nothing is recorded on
+    /// error.
+    pub fn append(
+        &mut self,
         on: NaiveDate,
-        amount: Money,
-        what: &'static str,
-    ) -> Result<(), PartnersError> {
-        if let Some(latest) = self.entries.last().map(|e| e.on).filter(|l| on < *l) {
-            return Err(PartnersError::OutOfOrder { on, latest });
-        }
-        Money::zero(self.currency()).compare(&amount)?;
-        if !amount.is_positive() {
-            return Err(PartnersError::NotPositive {
-                what,
-                amount: amount.amount(),
-            });
-        }
-        Ok(())
-    }
-
-    fn push(&mut self, on: NaiveDate, kind: EntryKind) -> LedgerEntry {
+        source: SourceId,
+        kind: EntryKind,
+    ) -> Result<LedgerEntry, PartnersError> {
+        self.check(&kind)?;
         let entry = LedgerEntry {
-            seq: self.entries.len() as u64,
+            seq: self.next_seq(),
             on,
+            source,
             kind,
         };
-        self.entries.push(entry);
-        entry
+        self.entries.push(entry.clone());
+        Ok(entry)
     }
 
-    /// The rate in force for a payment on `on`: the plan's rate inside its duration, else 0.
-    fn rate_on(&self, on: NaiveDate) -> Decimal {
-        let eligible = match self.plan.duration {
-            CommissionDuration::Lifetime => true,
-            CommissionDuration::Months(n) => self
-                .customer_start
-                .checked_add_months(Months::new(n))
-                .is_none_or(|end| on < end),
-        };
-        if eligible && on >= self.customer_start {
-            self.plan.rate_percent
-        } else {
-            Decimal::ZERO
-        }
+    fn hold_exists(&self, hold: HoldId) -> bool {
+        self.entries
+            .iter()
+            .any(|e| matches!(&e.kind, EntryKind::Held { hold: h, .. } if *h == hold))
     }
 
-    /// Records a customer payment and the commission it earns.
-    ///
-    /// # Errors
-    ///
-    /// [`PartnersError::OutOfOrder`] for a date before the latest entry,
-    /// [`PartnersError::NotPositive`] for a zero or negative amount, a currency mismatch as
-    /// [`PartnersError::Core`]. Nothing is recorded on error.
-    pub fn record_payment(
-        &mut self,
-        payment: PaymentId,
-        on: NaiveDate,
-        amount: Money,
-    ) -> Result<LedgerEntry, PartnersError> {
-        self.check_append(on, amount, "payment")?;
-        let rate_percent = self.rate_on(on);
-        let commission = commission_on(amount, rate_percent)?;
-        Ok(self.push(
-            on,
-            EntryKind::Earned {
-                payment,
-                base: amount,
-                rate_percent,
-                commission,
-            },
-        ))
+    fn hold_is_active(&self, hold: HoldId) -> bool {
+        self.hold_exists(hold)
+            && !self
+                .entries
+                .iter()
+                .any(|e| matches!(&e.kind, EntryKind::Released { hold: h } if *h == hold))
     }
 
-    /// Records a refund to the customer, clawing back the commission the refunded money earned:
-    /// the most recent payments are refunded first, each at its own rate. May take the balance
-    /// below zero (money already paid out is netted against future earnings).
-    ///
-    /// A refund larger than what is still refundable here (for instance one that also returns
-    /// money paid before the referral, which this ledger never saw) claws back what the
-    /// ledger's payments earned and no more: the returned entries cover the refundable part
-    /// (their `base`s sum to it), and nothing is recorded when nothing is refundable.
-    ///
-    /// # Errors
-    ///
-    /// The errors of [`ReferralLedger::record_payment`]. Nothing is recorded on error.
-    pub fn record_refund(
-        &mut self,
-        refund: PaymentId,
-        on: NaiveDate,
-        amount: Money,
-    ) -> Result<Vec<LedgerEntry>, PartnersError> {
-        self.check_append(on, amount, "refund")?;
-        let currency = self.currency();
-        // Work out every clawback first, so a failure part-way records nothing.
-        let mut refunded = vec![Money::zero(currency); self.entries.len()];
-        let mut clawed = vec![Money::zero(currency); self.entries.len()];
-        for entry in &self.entries {
-            if let EntryKind::ClawedBack {
-                against,
-                base,
-                commission,
-                ..
-            } = entry.kind
-                && let Ok(i) = usize::try_from(against)
-                && let (Some(r), Some(c)) = (refunded.get_mut(i), clawed.get_mut(i))
-            {
-                *r = r.checked_add(base)?;
-                *c = c.checked_add(commission)?;
-            }
-        }
-        let mut left = amount;
-        let mut planned = Vec::new();
-        for (i, entry) in self.entries.iter().enumerate().rev() {
-            if !left.is_positive() {
-                break;
-            }
-            let EntryKind::Earned {
-                base,
-                commission,
-                rate_percent,
-                ..
-            } = entry.kind
-            else {
-                continue;
-            };
-            let (Some(already_refunded), Some(already_clawed)) = (refunded.get(i), clawed.get(i))
-            else {
-                continue;
-            };
-            let remaining = base.checked_sub(*already_refunded)?;
-            if !remaining.is_positive() {
-                continue;
-            }
-            let part = left.min(remaining)?;
-            // A refund that empties a payment takes back exactly what is left of its commission,
-            // so rounding can never claw back more (or less) than was earned.
-            let take = if part == remaining {
-                commission.checked_sub(*already_clawed)?
-            } else {
-                commission_on(part, rate_percent)?.min(commission.checked_sub(*already_clawed)?)?
-            };
-            planned.push((entry.seq, part, take));
-            left = left.checked_sub(part)?;
-        }
-        // What is `left` now was never paid through this ledger: it earned nothing here, so
-        // there is nothing more to take back.
-        Ok(planned
-            .into_iter()
-            .map(|(against, base, commission)| {
-                self.push(
-                    on,
-                    EntryKind::ClawedBack {
-                        refund,
-                        against,
-                        base,
-                        commission,
-                    },
-                )
-            })
-            .collect())
+    /// The accruals, with their entries.
+    pub fn accruals(&self) -> impl Iterator<Item = (&LedgerEntry, &Accrual)> {
+        self.entries.iter().filter_map(|e| match &e.kind {
+            EntryKind::Accrued(a) => Some((e, a)),
+            _ => None,
+        })
     }
 
-    /// Records a payout to the partner. A payout is a fact: it is recorded even when it exceeds
-    /// what [`ReferralLedger::summary`] calls payable (the balance then goes negative).
-    ///
-    /// # Errors
-    ///
-    /// [`PartnersError::OutOfOrder`], [`PartnersError::NotPositive`], or a currency mismatch.
-    pub fn record_payout(
-        &mut self,
-        on: NaiveDate,
-        amount: Money,
-    ) -> Result<LedgerEntry, PartnersError> {
-        self.check_append(on, amount, "payout")?;
-        Ok(self.push(on, EntryKind::PaidOut { amount }))
+    /// The clawbacks, with their entries.
+    pub fn clawbacks(&self) -> impl Iterator<Item = (&LedgerEntry, &Clawback)> {
+        self.entries.iter().filter_map(|e| match &e.kind {
+            EntryKind::ClawedBack(c) => Some((e, c)),
+            _ => None,
+        })
     }
 
-    /// The totals of the entries dated on or before `as_of`.
+    /// Whether a payment already accrued here.
+    pub fn has_accrued(&self, payment: PaymentId) -> bool {
+        self.accruals().any(|(_, a)| a.payment == payment)
+    }
+
+    /// Whether a source was recorded here.
+    pub fn has_source(&self, source: SourceId) -> bool {
+        self.entries.iter().any(|e| e.source == source)
+    }
+
+    /// Whether the customer's activation reward accrued here.
+    pub fn has_activation(&self, customer: CustomerId) -> bool {
+        self.accruals()
+            .any(|(_, a)| a.customer == customer && a.component == Component::Activation)
+    }
+
+    /// Whether the customer's reward for billing cycle `cycle` accrued here.
+    pub fn has_cycle(&self, customer: CustomerId, cycle: u32) -> bool {
+        self.accruals()
+            .any(|(_, a)| a.customer == customer && a.component == (Component::PerCycle { cycle }))
+    }
+
+    /// What the partner's own customers paid, net of what was refunded, on entries dated in
+    /// `[from, to]` (`from` open: since the start): the revenue tier schedules measure.
     ///
     /// # Errors
     ///
     /// [`PartnersError::Core`] on overflow.
-    pub fn summary(&self, as_of: NaiveDate) -> Result<LedgerSummary, PartnersError> {
-        let zero = Money::zero(self.currency());
-        let cleared_by = as_of.checked_sub_days(Days::new(u64::from(self.plan.hold_days)));
-        let (mut earned, mut clawed_back, mut paid_out, mut cleared) = (zero, zero, zero, zero);
-        for entry in self.entries.iter().take_while(|e| e.on <= as_of) {
-            let is_cleared = cleared_by.is_some_and(|c| entry.on <= c);
-            match entry.kind {
-                EntryKind::Earned { commission, .. } => {
-                    earned = earned.checked_add(commission)?;
-                    if is_cleared {
-                        cleared = cleared.checked_add(commission)?;
-                    }
+    pub fn own_revenue(
+        &self,
+        from: Option<NaiveDate>,
+        to: NaiveDate,
+    ) -> Result<Money, PartnersError> {
+        let inside = |on: NaiveDate| on <= to && from.is_none_or(|from| on >= from);
+        let paid = self.accruals().filter(|(e, a)| {
+            inside(e.on) && a.share.is_own() && a.component == Component::RevenueShare
+        });
+        let refunded = self.clawbacks().filter(|(e, c)| {
+            inside(e.on) && self.accrual(c.against).is_some_and(|a| a.share.is_own())
+        });
+        let paid = Money::sum(self.currency, paid.map(|(_, a)| a.base))?;
+        let refunded = Money::sum(self.currency, refunded.map(|(_, c)| c.base))?;
+        Ok(paid.checked_sub(refunded)?)
+    }
+
+    /// The gross commission the partner's own customers earned on entries dated in `period`
+    /// (what a cap counts).
+    ///
+    /// # Errors
+    ///
+    /// [`PartnersError::Core`] on overflow.
+    pub fn own_gross_in(&self, period: Period) -> Result<Money, PartnersError> {
+        Ok(Money::sum(
+            self.currency,
+            self.accruals()
+                .filter(|(e, a)| period.contains(e.on) && a.share.is_own())
+                .map(|(_, a)| a.gross),
+        )?)
+    }
+
+    /// The accrual at position `seq`.
+    pub fn accrual(&self, seq: u64) -> Option<&Accrual> {
+        let entry = self.entries.get(usize::try_from(seq).ok()?)?;
+        match &entry.kind {
+            EntryKind::Accrued(a) => Some(a),
+            _ => None,
+        }
+    }
+
+    fn clawed_against(&self, seq: u64) -> Result<(Money, Money), PartnersError> {
+        let zero = Money::zero(self.currency);
+        self.clawbacks().filter(|(_, c)| c.against == seq).try_fold(
+            (zero, zero),
+            |(base, commission), (_, c)| {
+                Ok((
+                    base.checked_add(c.base)?,
+                    commission.checked_add(c.commission)?,
+                ))
+            },
+        )
+    }
+
+    /// The revenue-share accrual of `payment` in this ledger, if any.
+    fn revenue_share_of(&self, payment: PaymentId) -> Option<(&LedgerEntry, &Accrual)> {
+        self.accruals()
+            .find(|(_, a)| a.payment == payment && a.component == Component::RevenueShare)
+    }
+
+    /// What of `payment` is still refundable here: its amount less what refunds took.
+    ///
+    /// # Errors
+    ///
+    /// [`PartnersError::Core`] on overflow.
+    pub fn refundable(&self, payment: PaymentId) -> Result<Money, PartnersError> {
+        match self.revenue_share_of(payment) {
+            Some((entry, accrual)) => {
+                let (refunded, _) = self.clawed_against(entry.seq)?;
+                Ok(accrual.base.checked_sub(refunded)?)
+            }
+            None => Ok(Money::zero(self.currency)),
+        }
+    }
+
+    /// Which payments a refund of `amount` to `customer` returns, and how much of each: the
+    /// payment named, or else the customer's most recent payments first (by date, then as
+    /// recorded). A refund beyond what is refundable here (money paid before the referral,
+    /// which this ledger never saw) covers what is refundable and no more.
+    ///
+    /// # Errors
+    ///
+    /// [`PartnersError::NotPositive`] for a refund that is not above zero,
+    /// [`PartnersError::Core`] for another currency or an overflow.
+    pub fn refund_parts(
+        &self,
+        customer: CustomerId,
+        amount: Money,
+        payment: Option<PaymentId>,
+    ) -> Result<Vec<(PaymentId, Money)>, PartnersError> {
+        Money::zero(self.currency).compare(&amount)?;
+        if !amount.is_positive() {
+            return Err(PartnersError::NotPositive {
+                what: "refund",
+                amount: amount.amount(),
+            });
+        }
+        let mut candidates: Vec<(&LedgerEntry, &Accrual)> = self
+            .accruals()
+            .filter(|(_, a)| {
+                a.customer == customer
+                    && a.component == Component::RevenueShare
+                    && a.share.is_own()
+                    && payment.is_none_or(|p| p == a.payment)
+            })
+            .collect();
+        candidates.sort_by_key(|(e, _)| std::cmp::Reverse((e.on, e.seq)));
+        let mut left = amount;
+        let mut parts = Vec::new();
+        for (_, accrual) in candidates {
+            if !left.is_positive() {
+                break;
+            }
+            let remaining = self.refundable(accrual.payment)?;
+            if !remaining.is_positive() {
+                continue;
+            }
+            let part = left.min(remaining)?;
+            parts.push((accrual.payment, part));
+            left = left.checked_sub(part)?;
+        }
+        Ok(parts)
+    }
+
+    /// The clawbacks a refund of `part` of `payment` makes in this ledger: the revenue share
+    /// in proportion to the part refunded (what is left of it when the refund empties the
+    /// payment, so a full refund takes back exactly what was earned and rounding never takes
+    /// back more), and the flat rewards the payment earned when it is emptied.
+    ///
+    /// # Errors
+    ///
+    /// [`PartnersError::Core`] on overflow or another currency.
+    pub fn clawbacks_for(
+        &self,
+        payment: PaymentId,
+        part: Money,
+        refund: PaymentId,
+    ) -> Result<Vec<Clawback>, PartnersError> {
+        let Some((entry, share)) = self.revenue_share_of(payment) else {
+            return Ok(Vec::new());
+        };
+        let (refunded, clawed) = self.clawed_against(entry.seq)?;
+        let remaining = share.base.checked_sub(refunded)?;
+        if !remaining.is_positive() || !part.is_positive() {
+            return Ok(Vec::new());
+        }
+        let part = part.min(remaining)?;
+        let left = share.commission.checked_sub(clawed)?;
+        let empties = part == remaining;
+        let take = if empties {
+            left
+        } else {
+            let ratio = part
+                .amount()
+                .checked_div(share.base.amount())
+                .ok_or_else(|| overflow("clawback"))?;
+            round_commission(share.commission.checked_mul(ratio)?).min(left)?
+        };
+        let mut out = vec![Clawback {
+            customer: share.customer,
+            refund,
+            payment,
+            against: entry.seq,
+            base: part,
+            commission: take,
+        }];
+        if empties {
+            for (flat_entry, flat) in self
+                .accruals()
+                .filter(|(_, a)| a.payment == payment && a.component != Component::RevenueShare)
+            {
+                let (_, already) = self.clawed_against(flat_entry.seq)?;
+                let rest = flat.commission.checked_sub(already)?;
+                if rest.is_positive() {
+                    out.push(Clawback {
+                        customer: flat.customer,
+                        refund,
+                        payment,
+                        against: flat_entry.seq,
+                        base: Money::zero(self.currency),
+                        commission: rest,
+                    });
                 }
-                EntryKind::ClawedBack { commission, .. } => {
-                    clawed_back = clawed_back.checked_add(commission)?;
-                    if is_cleared {
-                        cleared = cleared.checked_sub(commission)?;
-                    }
-                }
-                EntryKind::PaidOut { amount } => paid_out = paid_out.checked_add(amount)?,
             }
         }
-        let balance = earned.checked_sub(clawed_back)?.checked_sub(paid_out)?;
-        let available = balance.min(cleared.checked_sub(paid_out)?)?;
-        let payable =
-            if available.compare(&self.plan.min_payout)?.is_lt() || !available.is_positive() {
-                zero
-            } else {
-                available
+        Ok(out)
+    }
+
+    /// The balance after every entry dated on or before `as_of`.
+    ///
+    /// # Errors
+    ///
+    /// [`PartnersError::Core`] on overflow.
+    pub fn balance(&self, as_of: NaiveDate) -> Result<Money, PartnersError> {
+        Ok(Money::sum(
+            self.currency,
+            self.entries
+                .iter()
+                .filter(|e| e.on <= as_of)
+                .map(|e| e.kind.balance_effect(self.currency)),
+        )?)
+    }
+
+    /// The totals of the entries dated on or before `as_of`, and what is payable then under
+    /// `plan`'s hold period, approval and minimum payout.
+    ///
+    /// # Errors
+    ///
+    /// [`PartnersError::Core`] on overflow or a plan in another currency.
+    pub fn summary(
+        &self,
+        as_of: NaiveDate,
+        plan: &CommissionPlan,
+    ) -> Result<LedgerSummary, PartnersError> {
+        let zero = Money::zero(self.currency);
+        zero.compare(&plan.min_payout())?;
+        let mut cleared_by = as_of.checked_sub_days(Days::new(u64::from(plan.hold_days())));
+        if plan.approval() == Approval::Manual {
+            let approved = self
+                .entries
+                .iter()
+                .filter(|e| e.on <= as_of)
+                .filter_map(|e| match e.kind {
+                    EntryKind::Approved { through } => Some(through),
+                    _ => None,
+                })
+                .max();
+            cleared_by = match (cleared_by, approved) {
+                (Some(hold), Some(approved)) => Some(hold.min(approved)),
+                _ => None,
             };
+        }
+        let (mut earned, mut clawed_back, mut adjusted, mut paid_out) = (zero, zero, zero, zero);
+        let (mut cleared, mut held) = (zero, zero);
+        for entry in self.entries.iter().filter(|e| e.on <= as_of) {
+            let effect = entry.kind.balance_effect(self.currency);
+            match &entry.kind {
+                EntryKind::Accrued(a) => earned = earned.checked_add(a.commission)?,
+                EntryKind::ClawedBack(c) => clawed_back = clawed_back.checked_add(c.commission)?,
+                EntryKind::Adjusted { amount, .. } => adjusted = adjusted.checked_add(*amount)?,
+                EntryKind::PaidOut { amount, .. } => paid_out = paid_out.checked_add(*amount)?,
+                EntryKind::Held { hold, amount, .. } => {
+                    let released = self.entries.iter().any(|e| {
+                        e.on <= as_of
+                            && matches!(&e.kind, EntryKind::Released { hold: h } if h == hold)
+                    });
+                    if !released {
+                        held = held.checked_add(*amount)?;
+                    }
+                }
+                EntryKind::Released { .. } | EntryKind::Approved { .. } => {}
+            }
+            let earning = !matches!(entry.kind, EntryKind::PaidOut { .. });
+            if earning && cleared_by.is_some_and(|c| entry.on <= c) {
+                cleared = cleared.checked_add(effect)?;
+            }
+        }
+        let balance = earned
+            .checked_sub(clawed_back)?
+            .checked_add(adjusted)?
+            .checked_sub(paid_out)?;
+        let available = balance
+            .min(cleared.checked_sub(paid_out)?)?
+            .checked_sub(held)?;
+        let payable = if !available.is_positive() || available.compare(&plan.min_payout())?.is_lt()
+        {
+            zero
+        } else {
+            available
+        };
         Ok(LedgerSummary {
             earned,
             clawed_back,
+            adjusted,
             paid_out,
             balance,
+            held,
             payable,
         })
     }
-}
-
-fn commission_on(base: Money, rate_percent: Decimal) -> Result<Money, PartnersError> {
-    let exact = percent_of(base.amount(), rate_percent)?;
-    // Each commission amount is rounded half-up to the minor unit, once, here.
-    Ok(Money::new(exact, base.currency()).round(RoundingMode::HalfUp))
 }
 
 /// Splits a commission between a master agent and its sub-agents by weight; the parts sum
@@ -450,148 +717,177 @@ pub fn split_commission(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::CommissionPlanId;
     use rust_decimal_macros::dec;
 
-    fn usd(s: &str) -> Money {
-        Money::parse(s, Currency::USD).unwrap()
+    use crate::test_support::{CUSTOMER, day, usd};
+
+    fn accrue(l: &mut PartnerLedger, on: NaiveDate, n: u128, base: &str, commission: &str) {
+        let c = usd(commission);
+        l.append(
+            on,
+            SourceId::from_u128(n),
+            EntryKind::Accrued(Accrual {
+                customer: CUSTOMER,
+                payment: PaymentId::from_u128(n),
+                component: Component::RevenueShare,
+                base: usd(base),
+                rate_percent: Some(dec!(40)),
+                tier: None,
+                uncapped: c,
+                gross: c,
+                commission: c,
+                share: Share::Direct,
+            }),
+        )
+        .unwrap();
     }
-    fn day(m: u32, d: u32) -> NaiveDate {
-        NaiveDate::from_ymd_opt(2026, m, d).unwrap()
-    }
-    fn ledger(duration: CommissionDuration, hold: u32) -> ReferralLedger {
-        let plan = CommissionPlan::new(dec!(40), duration, hold, usd("5")).unwrap();
-        ReferralLedger::new(PartnerId::new(), CustomerId::new(), day(1, 1), plan)
+
+    fn plan(hold: u32, approval: Approval) -> CommissionPlan {
+        CommissionPlan::builder(CommissionPlanId::from_u128(1), "p", Currency::USD)
+            .revenue_share(dec!(40))
+            .hold_days(hold)
+            .min_payout(usd("5"))
+            .approval(approval)
+            .build()
+            .unwrap()
     }
 
     #[test]
-    fn payments_after_the_duration_earn_nothing_and_refunds_take_nothing_back() {
-        let mut l = ledger(CommissionDuration::Months(1), 0);
-        l.record_payment(PaymentId::new(), day(1, 15), usd("100"))
-            .unwrap();
-        l.record_payment(PaymentId::new(), day(2, 1), usd("100"))
-            .unwrap();
-        // The most recent payment (not eligible) is refunded first: nothing is clawed back.
-        let entries = l
-            .record_refund(PaymentId::new(), day(2, 2), usd("100"))
-            .unwrap();
-        assert_eq!(entries.len(), 1);
-        assert!(
-            matches!(entries[0].kind, EntryKind::ClawedBack { commission, .. } if commission.is_zero())
-        );
-        let s = l.summary(day(3, 1)).unwrap();
+    fn refunds_take_the_most_recent_payment_first_and_stop_at_what_is_refundable() {
+        let mut l = PartnerLedger::new(PartnerId::from_u128(1), Currency::USD);
+        accrue(&mut l, day(1, 5), 1, "100", "40");
+        accrue(&mut l, day(2, 5), 2, "50", "20");
+        let parts = l.refund_parts(CUSTOMER, usd("80"), None).unwrap();
         assert_eq!(
-            (s.earned, s.clawed_back, s.balance),
-            (usd("40"), usd("0"), usd("40"))
+            parts,
+            vec![
+                (PaymentId::from_u128(2), usd("50")),
+                (PaymentId::from_u128(1), usd("30"))
+            ]
         );
-    }
-
-    #[test]
-    fn hold_period_and_minimum_payout() {
-        let mut l = ledger(CommissionDuration::Lifetime, 30);
-        l.record_payment(PaymentId::new(), day(1, 5), usd("100"))
+        let back = l
+            .clawbacks_for(PaymentId::from_u128(1), usd("30"), PaymentId::from_u128(9))
             .unwrap();
-        l.record_payment(PaymentId::new(), day(1, 25), usd("10"))
-            .unwrap();
-        let s = l.summary(day(2, 10)).unwrap();
-        assert_eq!((s.balance, s.payable), (usd("44"), usd("40")));
-        l.record_payout(day(2, 10), usd("40")).unwrap();
-        let s = l.summary(day(2, 20)).unwrap();
-        // 4.00 is cleared and in the balance, but below the 5.00 minimum.
-        assert_eq!((s.balance, s.payable), (usd("4"), usd("0")));
-    }
-
-    #[test]
-    fn clawback_after_payout_goes_negative() {
-        let mut l = ledger(CommissionDuration::Lifetime, 0);
-        l.record_payment(PaymentId::new(), day(1, 5), usd("100"))
-            .unwrap();
-        l.record_payout(day(1, 6), usd("40")).unwrap();
-        l.record_refund(PaymentId::new(), day(1, 7), usd("100"))
-            .unwrap();
-        let s = l.summary(day(1, 8)).unwrap();
-        assert_eq!((s.balance, s.payable), (usd("-40"), usd("0")));
-    }
-
-    #[test]
-    fn partial_refunds_never_claw_back_more_than_earned() {
-        let mut l = ledger(CommissionDuration::Lifetime, 0);
-        l.record_payment(PaymentId::new(), day(1, 5), usd("0.05"))
-            .unwrap(); // earns 0.02
-        for d in 6..11 {
-            l.record_refund(PaymentId::new(), day(1, d), usd("0.01"))
+        assert_eq!(back[0].commission, usd("12"));
+        for c in back {
+            l.append(day(2, 20), SourceId::from_u128(9), EntryKind::ClawedBack(c))
                 .unwrap();
         }
-        let s = l.summary(day(1, 31)).unwrap();
+        assert_eq!(l.refundable(PaymentId::from_u128(1)).unwrap(), usd("70"));
+        // 500 finds 70 + 50 still refundable, and the rest never went through this ledger.
+        let parts = l.refund_parts(CUSTOMER, usd("500"), None).unwrap();
         assert_eq!(
-            (s.earned, s.clawed_back, s.balance),
-            (usd("0.02"), usd("0.02"), usd("0"))
+            parts,
+            vec![
+                (PaymentId::from_u128(2), usd("50")),
+                (PaymentId::from_u128(1), usd("70"))
+            ]
+        );
+        let last = l
+            .clawbacks_for(PaymentId::from_u128(1), usd("70"), PaymentId::from_u128(10))
+            .unwrap();
+        assert_eq!(last[0].commission, usd("28"));
+    }
+
+    #[test]
+    fn holds_approval_and_the_minimum_decide_what_is_payable() {
+        let mut l = PartnerLedger::new(PartnerId::from_u128(1), Currency::USD);
+        accrue(&mut l, day(1, 5), 1, "100", "40");
+        accrue(&mut l, day(1, 25), 2, "10", "4");
+        let s = l
+            .summary(day(2, 10), &plan(30, Approval::Automatic))
+            .unwrap();
+        assert_eq!((s.balance, s.payable), (usd("44"), usd("40")));
+        // Manual approval: nothing is payable until approved, then only up to the date.
+        let manual = plan(0, Approval::Manual);
+        assert_eq!(l.summary(day(2, 10), &manual).unwrap().payable, usd("0"));
+        l.append(
+            day(2, 11),
+            SourceId::from_u128(3),
+            EntryKind::Approved {
+                through: day(1, 10),
+            },
+        )
+        .unwrap();
+        assert_eq!(l.summary(day(2, 11), &manual).unwrap().payable, usd("40"));
+        let hold = HoldId::from_u128(1);
+        l.append(
+            day(2, 12),
+            SourceId::from_u128(4),
+            EntryKind::Held {
+                hold,
+                amount: usd("36"),
+                reason: "review".into(),
+            },
+        )
+        .unwrap();
+        // 40 cleared − 36 held = 4: below the minimum.
+        let s = l.summary(day(2, 12), &manual).unwrap();
+        assert_eq!((s.held, s.payable), (usd("36"), usd("0")));
+        let before = l.clone();
+        assert_eq!(
+            l.append(
+                day(2, 13),
+                SourceId::from_u128(5),
+                EntryKind::Released {
+                    hold: HoldId::from_u128(2)
+                }
+            ),
+            Err(PartnersError::UnknownHold(HoldId::from_u128(2)))
+        );
+        assert_eq!(l, before);
+        l.append(
+            day(2, 13),
+            SourceId::from_u128(5),
+            EntryKind::Released { hold },
+        )
+        .unwrap();
+        assert_eq!(l.summary(day(2, 13), &manual).unwrap().payable, usd("40"));
+        assert_eq!(
+            l.append(
+                day(2, 14),
+                SourceId::from_u128(6),
+                EntryKind::Released { hold }
+            ),
+            Err(PartnersError::UnknownHold(hold))
         );
     }
 
     #[test]
-    fn bad_input_is_refused_and_changes_nothing() {
-        let mut l = ledger(CommissionDuration::Lifetime, 0);
-        l.record_payment(PaymentId::new(), day(1, 5), usd("100"))
-            .unwrap();
+    fn bad_entries_are_refused_and_change_nothing() {
+        let mut l = PartnerLedger::new(PartnerId::from_u128(1), Currency::USD);
+        accrue(&mut l, day(1, 5), 1, "100", "40");
         let before = l.clone();
+        let payout = |amount| EntryKind::PaidOut {
+            payout: PayoutId::from_u128(1),
+            run: None,
+            amount,
+        };
         assert_eq!(
-            l.record_payment(PaymentId::new(), day(1, 4), usd("1")),
-            Err(PartnersError::OutOfOrder {
-                on: day(1, 4),
-                latest: day(1, 5)
-            })
-        );
-        assert_eq!(
-            l.record_payment(PaymentId::new(), day(1, 6), usd("0")),
+            l.append(day(1, 6), SourceId::from_u128(2), payout(usd("0"))),
             Err(PartnersError::NotPositive {
-                what: "payment",
+                what: "held or paid-out amount",
                 amount: dec!(0)
             })
         );
         assert!(matches!(
-            l.record_payment(
-                PaymentId::new(),
+            l.append(
                 day(1, 6),
-                Money::parse("1", Currency::EUR).unwrap()
+                SourceId::from_u128(2),
+                payout(Money::parse("1", Currency::EUR).unwrap())
             ),
             Err(PartnersError::Core(
                 dotmac_core::CoreError::CurrencyMismatch { .. }
             ))
         ));
         assert_eq!(l, before);
-    }
-
-    #[test]
-    fn a_refund_larger_than_refundable_claws_back_only_what_the_ledger_earned() {
-        // The customer paid 100 before the referral (never seen here) and 100 after it (earning
-        // 40), then got all 200 back: the 40 is taken back, no more, and it is not an error.
-        let mut l = ledger(CommissionDuration::Lifetime, 0);
-        let paid = l
-            .record_payment(PaymentId::new(), day(1, 5), usd("100"))
-            .unwrap();
-        let refund = PaymentId::new();
-        let entries = l.record_refund(refund, day(2, 10), usd("200")).unwrap();
-        assert_eq!(
-            entries.iter().map(|e| e.kind).collect::<Vec<_>>(),
-            vec![EntryKind::ClawedBack {
-                refund,
-                against: paid.seq,
-                base: usd("100"),
-                commission: usd("40"),
-            }]
-        );
-        let s = l.summary(day(3, 1)).unwrap();
-        assert_eq!(
-            (s.earned, s.clawed_back, s.balance, s.payable),
-            (usd("40"), usd("40"), usd("0"), usd("0"))
-        );
-        // Nothing is left to refund: a further refund records nothing and is not an error.
-        let len = l.entries().len();
-        assert_eq!(
-            l.record_refund(PaymentId::new(), day(3, 2), usd("50")),
-            Ok(vec![])
-        );
-        assert_eq!(l.entries().len(), len);
+        let mut entries = l.entries().to_vec();
+        entries[0].seq = 3;
+        assert!(matches!(
+            PartnerLedger::from_entries(l.partner(), Currency::USD, entries),
+            Err(PartnersError::InvalidPartner { .. })
+        ));
     }
 
     #[test]

@@ -4,7 +4,7 @@ use dotmac_core::Money;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use crate::error::PartnersError;
+use crate::error::{PartnersError, overflow};
 
 /// How a tier table prices an amount.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -115,6 +115,25 @@ impl CommissionTiers {
             .map(|commission| Money::new(commission, amount.currency()))
     }
 
+    /// The position of the highest tier `measure` reaches (`from <= measure`), if any.
+    pub fn tier_reached(&self, measure: Decimal) -> Option<usize> {
+        self.tiers.iter().rposition(|t| t.from <= measure)
+    }
+
+    /// The exact commission the part of a running total between `before` and `after` earns:
+    /// `commission(after) − commission(before)`, with both as plain amounts. In marginal mode
+    /// that is each part of the increase at its band's rate; in retroactive mode it also
+    /// re-prices `before` when the increase crosses into a higher tier.
+    ///
+    /// # Errors
+    ///
+    /// [`PartnersError::Core`] on overflow.
+    pub fn increment(&self, before: Decimal, after: Decimal) -> Result<Decimal, PartnersError> {
+        let high = self.commission_on(after.max(Decimal::ZERO))?;
+        let low = self.commission_on(before.max(Decimal::ZERO))?;
+        high.checked_sub(low).ok_or_else(|| overflow("commission"))
+    }
+
     fn commission_on(&self, amount: Decimal) -> Result<Decimal, PartnersError> {
         match self.mode {
             TierMode::Retroactive => {
@@ -129,9 +148,13 @@ impl CommissionTiers {
                         break;
                     }
                     let upper = tiers.peek().map_or(amount, |next| next.from.min(amount));
-                    let band = upper.checked_sub(tier.from).ok_or(overflow())?;
+                    let band = upper
+                        .checked_sub(tier.from)
+                        .ok_or_else(|| overflow("commission"))?;
                     let part = percent_of(band, tier.rate_percent)?;
-                    total = total.checked_add(part).ok_or(overflow())?;
+                    total = total
+                        .checked_add(part)
+                        .ok_or_else(|| overflow("commission"))?;
                 }
                 Ok(total)
             }
@@ -151,13 +174,148 @@ pub(crate) fn percent_of(amount: Decimal, rate_percent: Decimal) -> Result<Decim
     amount
         .checked_mul(rate_percent)
         .and_then(|p| p.checked_div(Decimal::ONE_HUNDRED))
-        .ok_or_else(overflow)
+        .ok_or_else(|| overflow("commission"))
 }
 
-fn overflow() -> PartnersError {
-    PartnersError::Core(dotmac_core::CoreError::Overflow {
-        operation: "commission",
-    })
+/// What a tier schedule measures a partner by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "type")]
+#[non_exhaustive]
+pub enum TierBasis {
+    /// Everything the partner's customers paid, net of refunds, since the partner started.
+    LifetimeRevenue,
+    /// What the partner's customers paid, net of refunds, in the `months` up to the payment.
+    TrailingRevenue {
+        /// The length of the trailing window.
+        months: u32,
+    },
+    /// How many customers are attributed to the partner on the payment's day. In marginal
+    /// mode each customer earns at the tier of its own rank (the 11th customer referred at the
+    /// tier from 10); in retroactive mode every customer at the tier the count reaches.
+    ActiveCustomers,
+}
+
+/// A partner programme's levels: a tier table (the rates, marginal or retroactive), what the
+/// partner is measured by, and a name per tier (bronze, silver, …).
+///
+/// ```
+/// use dotmac_partners::{TierBasis, TierMode, TierSchedule};
+/// use rust_decimal::Decimal;
+///
+/// let programme = TierSchedule::example_programme();
+/// assert_eq!(programme.basis(), TierBasis::LifetimeRevenue);
+/// assert_eq!(programme.tiers().mode(), TierMode::Retroactive);
+/// let (name, rate) = programme.level(Decimal::from(160_000)).unwrap();
+/// assert_eq!((name, rate), ("gold", Decimal::from(10)));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RawSchedule")]
+pub struct TierSchedule {
+    basis: TierBasis,
+    tiers: CommissionTiers,
+    names: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct RawSchedule {
+    basis: TierBasis,
+    tiers: CommissionTiers,
+    names: Vec<String>,
+}
+
+impl TryFrom<RawSchedule> for TierSchedule {
+    type Error = PartnersError;
+    fn try_from(raw: RawSchedule) -> Result<Self, Self::Error> {
+        TierSchedule::new(raw.basis, raw.tiers, raw.names)
+    }
+}
+
+impl TierSchedule {
+    /// A schedule with one name per tier, in the table's order.
+    ///
+    /// # Errors
+    ///
+    /// [`PartnersError::InvalidTiers`] when the names do not match the tiers one for one or
+    /// one is empty, or the trailing window is zero months.
+    pub fn new(
+        basis: TierBasis,
+        tiers: CommissionTiers,
+        names: Vec<String>,
+    ) -> Result<Self, PartnersError> {
+        if names.len() != tiers.tiers().len() {
+            return Err(PartnersError::InvalidTiers {
+                reason: "one name per tier",
+            });
+        }
+        if names.iter().any(|n| n.trim().is_empty()) {
+            return Err(PartnersError::InvalidTiers {
+                reason: "a tier name is empty",
+            });
+        }
+        if basis == (TierBasis::TrailingRevenue { months: 0 }) {
+            return Err(PartnersError::InvalidTiers {
+                reason: "a trailing window of zero months",
+            });
+        }
+        Ok(TierSchedule {
+            basis,
+            tiers,
+            names,
+        })
+    }
+
+    /// The platform's example programme, measured by lifetime revenue and retroactive (the
+    /// level reached prices each payment whole): bronze from 0 at 5 %, silver from 50,000 at
+    /// 7 %, gold from 150,000 at 10 %, platinum from 500,000 at 12 %.
+    pub fn example_programme() -> Self {
+        let tier = |from: i64, rate: i64| CommissionTier {
+            from: Decimal::from(from),
+            rate_percent: Decimal::from(rate),
+        };
+        TierSchedule {
+            basis: TierBasis::LifetimeRevenue,
+            tiers: CommissionTiers {
+                mode: TierMode::Retroactive,
+                tiers: vec![
+                    tier(0, 5),
+                    tier(50_000, 7),
+                    tier(150_000, 10),
+                    tier(500_000, 12),
+                ],
+            },
+            names: ["bronze", "silver", "gold", "platinum"]
+                .map(String::from)
+                .to_vec(),
+        }
+    }
+
+    /// What partners are measured by.
+    pub fn basis(&self) -> TierBasis {
+        self.basis
+    }
+
+    /// The tier table.
+    pub fn tiers(&self) -> &CommissionTiers {
+        &self.tiers
+    }
+
+    /// The tier names, in the table's order.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// The name of tier `index`.
+    pub fn name(&self, index: usize) -> Option<&str> {
+        self.names.get(index).map(String::as_str)
+    }
+
+    /// The level (name and rate) `measure` reaches, if it reaches the first tier.
+    pub fn level(&self, measure: Decimal) -> Option<(&str, Decimal)> {
+        let index = self.tiers.tier_reached(measure)?;
+        let name = self.name(index)?;
+        let tier = self.tiers.tiers().get(index)?;
+        Some((name, tier.rate_percent))
+    }
 }
 
 #[cfg(test)]
@@ -196,6 +354,50 @@ mod tests {
         let t = CommissionTiers::new(TierMode::Marginal, vec![tier(dec!(100), dec!(10))]).unwrap();
         assert_eq!(t.commission(usd(dec!(50))).unwrap(), usd(dec!(0)));
         assert_eq!(t.commission(usd(dec!(150))).unwrap(), usd(dec!(5)));
+    }
+
+    #[test]
+    fn increments_sum_to_the_commission_on_the_total() {
+        let tiers = vec![tier(dec!(0), dec!(5)), tier(dec!(100), dec!(10))];
+        for mode in [TierMode::Marginal, TierMode::Retroactive] {
+            let t = CommissionTiers::new(mode, tiers.clone()).unwrap();
+            let parts = [dec!(40), dec!(50), dec!(30), dec!(80)];
+            let mut total = dec!(0);
+            let mut sum = dec!(0);
+            for part in parts {
+                sum += t.increment(total, total + part).unwrap();
+                total += part;
+            }
+            assert_eq!(usd(sum), t.commission(usd(total)).unwrap(), "{mode:?}");
+        }
+        // Marginal: 90 → 120 is 10 at 5 % and 20 at 10 %.
+        let m = CommissionTiers::new(TierMode::Marginal, tiers).unwrap();
+        assert_eq!(m.increment(dec!(90), dec!(120)).unwrap(), dec!(2.5));
+        assert_eq!(m.tier_reached(dec!(99.99)), Some(0));
+        assert_eq!(m.tier_reached(dec!(100)), Some(1));
+    }
+
+    #[test]
+    fn the_example_programme_names_its_levels() {
+        let p = TierSchedule::example_programme();
+        let level = |m: i64| p.level(Decimal::from(m)).map(|(n, r)| (n.to_owned(), r));
+        assert_eq!(level(0), Some(("bronze".into(), dec!(5))));
+        assert_eq!(level(49_999), Some(("bronze".into(), dec!(5))));
+        assert_eq!(level(50_000), Some(("silver".into(), dec!(7))));
+        assert_eq!(level(150_000), Some(("gold".into(), dec!(10))));
+        assert_eq!(level(500_000), Some(("platinum".into(), dec!(12))));
+        let json = serde_json::to_string(&p).unwrap();
+        assert_eq!(serde_json::from_str::<TierSchedule>(&json).unwrap(), p);
+        assert_eq!(
+            TierSchedule::new(
+                TierBasis::LifetimeRevenue,
+                p.tiers().clone(),
+                vec!["x".into()]
+            ),
+            Err(PartnersError::InvalidTiers {
+                reason: "one name per tier"
+            })
+        );
     }
 
     #[test]

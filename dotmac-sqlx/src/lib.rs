@@ -58,9 +58,9 @@
 //!
 //! - `sqlite` (default): the embedded backend, bundling libsqlite3.
 //! - `postgres`: the PostgreSQL backend (no TLS: connect over a trusted network or a socket).
-//! - `usage`, `billing`, `collections`, `support` (all default): each domain's stores on
-//!   [`SqlStore`]; `billing` brings `usage` (rating reads usage), `collections` brings
-//!   `billing`. The migrations create every table whatever is enabled.
+//! - `usage`, `billing`, `collections`, `support`, `partners` (all default): each domain's
+//!   stores on [`SqlStore`]; `billing` brings `usage` (rating reads usage), `collections`
+//!   brings `billing`. The migrations create every table whatever is enabled.
 //!
 //! sqlx's types do not appear in the API: errors carry the driver's error as an opaque source.
 
@@ -71,7 +71,8 @@
         feature = "billing",
         feature = "usage",
         feature = "collections",
-        feature = "support"
+        feature = "support",
+        feature = "partners"
     )),
     allow(dead_code, unused_imports)
 )]
@@ -92,6 +93,8 @@ mod input;
 mod keyed;
 mod numbers;
 mod outbox;
+#[cfg(feature = "partners")]
+mod partners;
 #[cfg(all(test, feature = "postgres", feature = "billing"))]
 mod rls_tests;
 #[cfg(feature = "billing")]

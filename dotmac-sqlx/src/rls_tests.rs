@@ -226,3 +226,86 @@ async fn the_relay_role_reads_the_outbox_and_nothing_else() {
     assert!(denied.contains("permission denied"), "{denied}");
     tx.rollback().await.unwrap();
 }
+
+/// The partner tables (migration 0012) are under the same row-level security as the others: a
+/// tenant's transaction sees only its own plans, ledgers and sources, even without a filter.
+#[cfg(feature = "partners")]
+#[tokio::test]
+async fn partner_tables_are_row_level_secured() {
+    use dotmac_partners::{
+        CommissionPlan, CommissionPlanId, LedgerWrite, PartnerStore, SourceId, WriteOutcome,
+    };
+    let Some(db) = postgres().await else { return };
+    let secured: Vec<(String, bool, bool)> = sqlx::query_as(
+        "SELECT c.relname::text, c.relrowsecurity, c.relforcerowsecurity FROM pg_class c \
+         JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = current_schema() AND c.relkind = 'r' AND c.relname LIKE 'partner\\_%' \
+         ORDER BY 1",
+    )
+    .fetch_all(pool(&db))
+    .await
+    .unwrap();
+    let names: Vec<&str> = secured.iter().map(|(t, _, _)| t.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "partner_accounts",
+            "partner_attributions",
+            "partner_customers",
+            "partner_ledger",
+            "partner_payout_runs",
+            "partner_plans",
+            "partner_sources"
+        ]
+    );
+    assert!(
+        secured.iter().all(|(_, on, forced)| *on && *forced),
+        "{secured:?}"
+    );
+
+    let store = SqlStore::new(db.clone());
+    let (a, b) = (
+        tenant_with_data(&db, 0).await,
+        tenant_with_data(&db, 0).await,
+    );
+    for tenant in [a, b] {
+        let plan = CommissionPlan::builder(CommissionPlanId::new(), "rls", Currency::USD)
+            .revenue_share(rust_decimal::Decimal::TEN)
+            .build()
+            .unwrap();
+        store.save_commission_plan(tenant, &plan).await.unwrap();
+        let write = LedgerWrite {
+            source: SourceId::new(),
+            entries: Vec::new(),
+            payout_run: None,
+        };
+        assert_eq!(
+            store
+                .write_partner_ledgers(tenant, &write, &[])
+                .await
+                .unwrap(),
+            WriteOutcome::Written
+        );
+    }
+    let mut tx = d::begin_tenant(pool(&db), a).await.unwrap();
+    assert_eq!(
+        count(&mut tx, "SELECT COUNT(*) FROM partner_plans").await,
+        1
+    );
+    assert_eq!(
+        count(&mut tx, "SELECT COUNT(*) FROM partner_sources").await,
+        1
+    );
+    let smuggled =
+        sqlx::query("INSERT INTO partner_sources (tenant_id, source_id) VALUES ($1, $2)")
+            .bind(b.as_uuid())
+            .bind(uuid::Uuid::now_v7())
+            .execute(&mut *tx)
+            .await
+            .unwrap_err();
+    assert!(
+        smuggled.to_string().contains("row-level security"),
+        "{smuggled}"
+    );
+    tx.rollback().await.unwrap();
+}

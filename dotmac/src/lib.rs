@@ -2,8 +2,9 @@
 //!
 //! The business side of an internet service provider as one SDK: a catalogue of plans and
 //! prices, subscriptions with proration, invoices and credit notes exact to the cent, usage
-//! metering and RADIUS accounting, payments, dunning and receivables, and support tickets on
-//! SLA clocks, stored on embedded SQLite or on PostgreSQL.
+//! metering and RADIUS accounting, payments, dunning and receivables, support tickets on SLA
+//! clocks, and partner programmes with commission ledgers, stored on embedded SQLite or on
+//! PostgreSQL.
 //!
 //! This crate is the facade most applications depend on. It re-exports the domain crates
 //! ([`billing`], [`usage`], [`collections`], [`support`], [`partners`]), the storage crate
@@ -47,7 +48,7 @@
 //! - **Pure domain, async storage.** Every rule is a synchronous function over values
 //!   ([`billing::bill_due`], [`collections::evaluate`], [`billing::PriceModel::amount`]): no
 //!   I/O, no clock read. Services ([`Billing`], [`UsageBilling`], [`Collections`],
-//!   [`Support`]) read a tenant-scoped store, run the domain, commit the result atomically and
+//!   [`Support`], [`Partners`]) read a tenant-scoped store, run the domain, commit the result atomically and
 //!   return [`DomainEvent`]s. [`Dotmac`] holds one of each over one [`sql::SqlStore`].
 //! - **Time is an input.** Services read a [`Clock`] ([`SystemClock`] unless the builder is
 //!   given another); business dates are local dates in the tenant's zone
@@ -165,6 +166,46 @@
 //! tenant's business calendar and SLA policies with `configure`, then `create_ticket`,
 //! `change_status` and `sla_clocks` (see the [`support`] crate's example).
 //!
+//! ### Partners: commission on what referred customers pay
+//!
+//! [`Dotmac::partners`] keeps partner accounts, attribution and one commission ledger per
+//! partner; the dispatcher carries each payment and refund of a referred customer into it
+//! ([`reactions::PartnersFollowCollections`]), once per event.
+//!
+//! ```
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! use chrono::TimeZone;
+//! use dotmac::collections::PaymentRequest;
+//! use dotmac::partners::{CommissionPlan, CommissionPlanId, PartnerAccount, PartnerId, PartnerKind, PartnerStatus};
+//! use dotmac::{Currency, CustomerId, Dotmac, FixedClock, Money, PaymentId, Period};
+//!
+//! let day = |m, d| chrono::NaiveDate::from_ymd_opt(2026, m, d).unwrap();
+//! let usd = |s: &str| Money::parse(s, Currency::USD);
+//! let clock = FixedClock::new(chrono::Utc.with_ymd_and_hms(2026, 3, 2, 12, 0, 0).unwrap());
+//! let dotmac = Dotmac::builder("sqlite::memory:").clock(clock).connect().await?;
+//! let tenant = dotmac.create_tenant("Acme Fibre").await?;
+//! let partners = dotmac.partners();
+//! let plan = CommissionPlan::builder(CommissionPlanId::new(), "Referrals", Currency::USD)
+//!     .revenue_share(10.into())
+//!     .build()?;
+//! partners.save_plan(tenant, &plan).await?;
+//! let shop = PartnerId::new();
+//! let account = PartnerAccount::apply(shop, "Corner Shop", PartnerKind::Referral, plan.id(), day(3, 1))?;
+//! partners.apply(tenant, account).await?;
+//! partners.change_status(tenant, shop, PartnerStatus::Active, day(3, 1)).await?;
+//! let customer = CustomerId::new();
+//! partners.assign(tenant, customer, shop, day(3, 1)).await?;
+//!
+//! let payment = PaymentRequest::new(customer, PaymentId::new(), usd("30.00")?);
+//! dotmac.collections().receive_payment(tenant, payment).await?;
+//! dotmac.dispatch().await?; // the payment reaches the shop's ledger
+//! let march = Period::new(day(3, 1), day(4, 1))?;
+//! let statement = partners.statement(tenant, shop, march).await?;
+//! assert_eq!(statement.earned, usd("3.00")?);
+//! assert!(statement.reconciles()?);
+//! # Ok::<(), Box<dyn std::error::Error>>(()) }).unwrap();
+//! ```
+//!
 //! ### Scale-out bill runs on PostgreSQL
 //!
 //! With the `postgres` feature, connect to `postgres://…`; several processes can then run
@@ -202,6 +243,7 @@ use dotmac_billing::{
 use dotmac_collections::{
     CollectionsError, CollectionsService, CollectionsSettings, DunningPolicy,
 };
+use dotmac_partners::{PartnersError, PartnersService, PartnersSettings};
 use dotmac_sqlx::{Database, DatabaseOptions, SqlError, SqlStore};
 use dotmac_support::{SupportError, SupportService};
 use dotmac_usage::UsageError;
@@ -224,6 +266,9 @@ pub type Collections = CollectionsService<SqlStore, SqlStore, SharedClock>;
 /// Support tickets on SLA clocks over the database.
 pub type Support = SupportService<SqlStore, SharedClock>;
 
+/// Partners, attribution, commission ledgers and payouts over the database.
+pub type Partners = PartnersService<SqlStore, SharedClock>;
+
 /// Any DotMac error, for applications that want one `?` across domains. Each variant keeps
 /// the domain error (and, through it, the storage error and the driver's) as its source.
 #[derive(Debug, thiserror::Error)]
@@ -244,6 +289,9 @@ pub enum Error {
     /// Tickets and SLAs.
     #[error(transparent)]
     Support(#[from] SupportError),
+    /// Partners, attribution, commission ledgers and payouts.
+    #[error(transparent)]
+    Partners(#[from] PartnersError),
     /// Connecting, migrating and the database's own calls (tenants, numbers, outbox).
     #[error(transparent)]
     Sql(#[from] SqlError),
@@ -265,6 +313,7 @@ pub struct Dotmac {
     usage: UsageBilling,
     collections: Collections,
     support: Support,
+    partners: Partners,
     dispatcher: Arc<Dispatcher>,
 }
 
@@ -288,6 +337,7 @@ pub struct DotmacBuilder {
     billing: BillingSettings,
     usage: Option<UsageBillingSettings>,
     collections: Option<CollectionsSettings>,
+    partners: Option<PartnersSettings>,
     currency: Currency,
     dispatcher: outbox::DispatcherSettings,
 }
@@ -354,6 +404,12 @@ impl DotmacBuilder {
         self
     }
 
+    /// With the partners settings (zone); by default the billing zone.
+    pub fn partners(mut self, settings: PartnersSettings) -> Self {
+        self.partners = Some(settings);
+        self
+    }
+
     /// Connects, applies the migrations and wires the services.
     ///
     /// # Errors
@@ -380,8 +436,17 @@ impl DotmacBuilder {
             collections_settings,
         );
         let support = SupportService::new(store.clone(), Arc::clone(&self.clock));
+        let partners_settings = self
+            .partners
+            .unwrap_or_else(|| PartnersSettings::default().with_zone(billing.settings().zone));
+        let partners =
+            PartnersService::new(store.clone(), Arc::clone(&self.clock), partners_settings);
+        let follow_collections: Arc<dyn outbox::EventHandler> = Arc::new(
+            reactions::PartnersFollowCollections::new(partners.clone(), billing.clone()),
+        );
         let dispatcher = reactions::order_to_cash(billing.clone(), collections.clone())
             .into_iter()
+            .chain([follow_collections])
             .fold(
                 outbox::Dispatcher::new(store.clone(), Arc::clone(&self.clock), self.dispatcher),
                 outbox::Dispatcher::handler,
@@ -394,6 +459,7 @@ impl DotmacBuilder {
             usage,
             collections,
             support,
+            partners,
             dispatcher: Arc::new(dispatcher),
         })
     }
@@ -418,6 +484,7 @@ impl Dotmac {
             billing: BillingSettings::default(),
             usage: None,
             collections: None,
+            partners: None,
             currency: Currency::USD,
             dispatcher: outbox::DispatcherSettings::new("dotmac"),
         }
@@ -477,6 +544,12 @@ impl Dotmac {
     /// Support.
     pub fn support(&self) -> &Support {
         &self.support
+    }
+
+    /// Partners, attribution, commission ledgers and payouts: payments and refunds reach the
+    /// ledgers through the dispatcher ([`reactions::PartnersFollowCollections`]).
+    pub fn partners(&self) -> &Partners {
+        &self.partners
     }
 
     /// The outbox dispatcher, with every order-to-cash reaction ([`reactions`]) registered.

@@ -15,12 +15,14 @@
 //! | `collections.late_fee` | a pending charge on the next invoice, once per invoice and step |
 //! | `collections.suspend_service` / `collections.restore_service` | the customer's subscriptions follow the dunning state now: suspended while an invoice is held suspended, else restored (with the restore's fee, once per invoice and step) |
 //! | `collections.write_off` | the invoice becomes uncollectible |
+//! | `payments.payment_received` | the customer's partner accrues commission ([`PartnersFollowCollections`]) |
+//! | `payments.payment_refunded` | the commission the refunded payment earned is clawed back |
 //!
 //! Every reaction is idempotent by the fact it carries (an invoice is entered once, a fee's
-//! charge id is derived from the invoice and the step), or follows a state that only moves
-//! forward (a balance report older than the last applied is ignored; suspensions follow
-//! collections' dunning state as it is when the event is handled), so an event delivered
-//! again, even after newer ones, changes nothing.
+//! charge id is derived from the invoice and the step, a partner ledger records each event
+//! once), or follows a state that only moves forward (a balance report older than the last
+//! applied is ignored; suspensions follow collections' dunning state as it is when the event
+//! is handled), so an event delivered again, even after newer ones, changes nothing.
 
 use std::sync::Arc;
 
@@ -30,11 +32,16 @@ use dotmac_billing::{
     InvoiceStatus, SubscriptionStatus,
 };
 use dotmac_collections::BalanceState;
+use dotmac_collections::LedgerEntryKind;
 use dotmac_collections::{
     CollectionEvent, CollectionsError, CollectionsService, DunningStore, PaymentStore,
 };
 use dotmac_core::outbox::{BoxFuture, EventHandler, HandlerError, OutboxMessage};
-use dotmac_core::{Clock, IdDigest, InvoiceId, StorageErrorKind, TenantId};
+use dotmac_core::{Clock, CustomerId, IdDigest, InvoiceId, PaymentId, StorageErrorKind, TenantId};
+use dotmac_partners::{
+    CollectedPayment, PartnerStore, PartnersError, PartnersService, RefundedPayment, RevenueTag,
+    SourceId,
+};
 
 /// The billing status of a ledger state; `None` for a void, which billing starts.
 fn invoice_status(state: BalanceState) -> Option<InvoiceStatus> {
@@ -396,4 +403,144 @@ where
         Arc::new(LedgerFollowsBilling::new(collections.clone())),
         Arc::new(BillingFollowsLedger::new(billing, collections)),
     ]
+}
+
+fn partners_failure(error: PartnersError) -> HandlerError {
+    if error.is_retryable() {
+        HandlerError::retryable(error)
+    } else {
+        HandlerError::permanent(error)
+    }
+}
+
+/// Collections' payments and refunds, carried into the partners' ledgers: a payment accrues
+/// commission for the partner its customer is attributed to on the payment's day (and its
+/// master agent's override), a refund claws back what the refunded payment earned. Each event
+/// is written once (its id is the ledger write's [`SourceId`]): a redelivered event accrues
+/// and claws back nothing.
+///
+/// Revenue is tagged with the plan (and product) the customer pays for when it has one plan
+/// in service that day, read from `billing`'s store, so a plan's or product's commission rate
+/// applies.
+pub struct PartnersFollowCollections<P, B, C> {
+    partners: PartnersService<P, C>,
+    billing: BillingService<B, C>,
+}
+
+impl<P, B, C> PartnersFollowCollections<P, B, C> {
+    /// The handler over `partners`, reading subscriptions and plans through `billing`.
+    pub fn new(partners: PartnersService<P, C>, billing: BillingService<B, C>) -> Self {
+        PartnersFollowCollections { partners, billing }
+    }
+}
+
+impl<P, B, C> PartnersFollowCollections<P, B, C>
+where
+    P: PartnerStore,
+    B: BillingStore,
+    C: Clock,
+{
+    /// The plan and product of the customer's one plan in service on `on`, if it has one.
+    async fn tag(
+        &self,
+        tenant: TenantId,
+        customer: CustomerId,
+        on: NaiveDate,
+    ) -> Result<RevenueTag, BillingError> {
+        let store = self.billing.store();
+        let mut plans: Vec<_> = store
+            .subscriptions_of(tenant, customer)
+            .await?
+            .iter()
+            .filter(|s| s.in_service_on(on))
+            .filter_map(|s| s.plan_on(on))
+            .collect();
+        plans.sort_unstable();
+        plans.dedup();
+        let [plan] = plans[..] else {
+            return Ok(RevenueTag::default());
+        };
+        let product = store.plan(tenant, plan).await?.map(|p| p.product);
+        Ok(RevenueTag {
+            product,
+            plan: Some(plan),
+        })
+    }
+}
+
+impl<P, B, C> EventHandler for PartnersFollowCollections<P, B, C>
+where
+    P: PartnerStore + 'static,
+    B: BillingStore + 'static,
+    C: Clock + 'static,
+{
+    fn name(&self) -> &str {
+        "partners-follow-collections"
+    }
+
+    fn handles(&self, event_type: &str) -> bool {
+        matches!(
+            event_type,
+            "payments.payment_received" | "payments.payment_refunded"
+        )
+    }
+
+    fn handle<'a>(&'a self, message: &'a OutboxMessage) -> BoxFuture<'a, Result<(), HandlerError>> {
+        Box::pin(async move {
+            let CollectionEvent::Ledger(entry) =
+                message.decode().map_err(HandlerError::permanent)?
+            else {
+                return Ok(());
+            };
+            let tenant = message.tenant;
+            let source = SourceId::of_event(message.id);
+            let (customer, on) = (entry.customer, entry.on);
+            match entry.kind {
+                LedgerEntryKind::PaymentReceived { payment, amount } => {
+                    // A customer no partner holds that day: nothing to look up.
+                    let record = self
+                        .partners
+                        .attribution(tenant, customer)
+                        .await
+                        .map_err(partners_failure)?;
+                    if record.partner_on(on).is_none() {
+                        return Ok(());
+                    }
+                    let tag = self
+                        .tag(tenant, customer, on)
+                        .await
+                        .map_err(billing_failure)?;
+                    let paid = CollectedPayment {
+                        customer,
+                        payment,
+                        amount,
+                        on,
+                        tag,
+                    };
+                    self.partners
+                        .record_payment(tenant, source, paid)
+                        .await
+                        .map(drop)
+                }
+                LedgerEntryKind::Refunded { payment, amount } => {
+                    let refund = RefundedPayment {
+                        customer,
+                        // The ledger entry names the payment; the refund is the event.
+                        refund: PaymentId::derived(
+                            IdDigest::new("partners-refund").uuid(message.id.as_uuid()),
+                        ),
+                        payment: Some(payment),
+                        amount,
+                        on,
+                    };
+                    self.partners
+                        .record_refund(tenant, source, refund)
+                        .await
+                        .map(drop)
+                }
+                _ => Ok(()),
+            }
+            .map_err(partners_failure)
+        })
+    }
 }

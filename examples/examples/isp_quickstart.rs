@@ -319,6 +319,8 @@ async fn main() -> Result<(), AnyError> {
     }
     progress.finish();
     timings.record("customers", step, options.customers);
+    let referred: Vec<CustomerId> = subscriptions.iter().map(|(c, _, _)| *c).collect();
+    partner_programme::enrol(&dotmac, tenant, &referred, plans[2].id).await?;
 
     // The October bill run.
     clock.set(at(october, 2)?);
@@ -530,6 +532,7 @@ async fn main() -> Result<(), AnyError> {
     let december_run = billing.run_bill(tenant, december).await?;
     dotmac.dispatch().await?;
     timings.record("bill run Dec 1", step, december_run.invoices);
+    partner_programme::print_statements(&dotmac, tenant).await?;
 
     // The summary.
     let step = Instant::now();
@@ -875,4 +878,252 @@ async fn pay_customer(
             AllocationTarget::OldestFirst,
         )
         .await?)
+}
+
+/// The partner programme: a master agent with a sub-agent, a reseller and a referral partner,
+/// some customers attributed to each (first touch, last touch, directly, one transfer), their
+/// payments accruing commission through the dispatcher; at the end each partner's statement,
+/// read back from the database, reconciled to the payments collected from its customers.
+mod partner_programme {
+    use chrono::NaiveDate;
+    use dotmac::collections::{LedgerEntryKind, PaymentStore};
+    use dotmac::partners::{
+        AttributionRule, CommissionDuration, CommissionPlan, CommissionPlanId, Component, LineKind,
+        MasterOverride, PartnerAccount, PartnerId, PartnerKind, PartnerStatus, PartnerStore,
+        RevenueKey, Share, TierSchedule,
+    };
+    use dotmac::{Currency, CustomerId, Dotmac, Money, Period, PlanId, TenantId};
+    use rust_decimal::Decimal;
+
+    use super::AnyError;
+
+    const METRO: PartnerId = PartnerId::from_u128(0x0190_0000_0000_7000_a000_0000_0000_0001);
+    const CORNER_SHOP: PartnerId = PartnerId::from_u128(0x0190_0000_0000_7000_a000_0000_0000_0002);
+    const FASTNET: PartnerId = PartnerId::from_u128(0x0190_0000_0000_7000_a000_0000_0000_0003);
+    const CAMPUS: PartnerId = PartnerId::from_u128(0x0190_0000_0000_7000_a000_0000_0000_0004);
+
+    fn date(m: u32, d: u32) -> Result<NaiveDate, AnyError> {
+        NaiveDate::from_ymd_opt(2026, m, d).ok_or_else(|| format!("bad date {m}-{d}").into())
+    }
+
+    /// Opens the programme on September 20th and attributes one customer in ten to a partner
+    /// on October 1st (before anybody pays). `fibre_1000` earns resellers a higher rate.
+    pub(crate) async fn enrol(
+        dotmac: &Dotmac,
+        tenant: TenantId,
+        customers: &[CustomerId],
+        fibre_1000: PlanId,
+    ) -> Result<(), AnyError> {
+        let usd = Currency::USD;
+        let partners = dotmac.partners();
+        let opened = date(9, 20)?;
+        // Referral partners: the platform's example programme (bronze 5 % … platinum 12 %
+        // by lifetime revenue), 10.00 per activation, for two years, paid after 30 days.
+        let referral = CommissionPlan::builder(CommissionPlanId::from_u128(1), "Referrals", usd)
+            .tiered(TierSchedule::example_programme())
+            .activation_reward(Money::parse("10.00", usd)?)
+            .duration(CommissionDuration::Months(24))
+            .hold_days(30)
+            .min_payout(Money::parse("25.00", usd)?)
+            .build()?;
+        // Resellers and agents: 12 % for life, 15 % on Fibre 1000, capped at 5,000 a month.
+        let reseller = CommissionPlan::builder(CommissionPlanId::from_u128(2), "Resellers", usd)
+            .revenue_share(Decimal::from(12))
+            .rate_for(RevenueKey::Plan(fibre_1000), Decimal::from(15))
+            .cap(
+                dotmac::partners::CapPeriod::Month,
+                Money::parse("5000.00", usd)?,
+            )
+            .hold_days(30)
+            .min_payout(Money::parse("50.00", usd)?)
+            .build()?;
+        partners.save_plan(tenant, &referral).await?;
+        partners.save_plan(tenant, &reseller).await?;
+        let accounts = [
+            (
+                METRO,
+                "Metro Agents",
+                PartnerKind::MasterAgent,
+                reseller.id(),
+            ),
+            (
+                FASTNET,
+                "FastNet Resellers",
+                PartnerKind::Reseller,
+                reseller.id(),
+            ),
+            (
+                CAMPUS,
+                "Campus Ambassadors",
+                PartnerKind::Referral,
+                referral.id(),
+            ),
+            (
+                CORNER_SHOP,
+                "Corner Shop",
+                PartnerKind::Referral,
+                reseller.id(),
+            ),
+        ];
+        for (id, name, kind, plan) in accounts {
+            let mut account = PartnerAccount::apply(id, name, kind, plan, opened)?;
+            if id == CORNER_SHOP {
+                // A sub-agent of Metro Agents: a fifth of its commission goes up to Metro.
+                account = account.under(MasterOverride::new(METRO, Decimal::from(20))?)?;
+            }
+            partners.apply(tenant, account).await?;
+            partners
+                .change_status(tenant, id, PartnerStatus::Active, opened)
+                .await?;
+        }
+        let october = date(10, 1)?;
+        for (i, customer) in customers.iter().enumerate() {
+            match i % 10 {
+                0 => {
+                    // The shop's flyer, then the campus stand: first touch wins.
+                    partners
+                        .record_touch(tenant, *customer, CORNER_SHOP, date(9, 21)?)
+                        .await?;
+                    partners
+                        .record_touch(tenant, *customer, CAMPUS, date(9, 25)?)
+                        .await?;
+                    partners
+                        .attribute(tenant, *customer, AttributionRule::first_touch(30), october)
+                        .await?;
+                }
+                3 => {
+                    partners.assign(tenant, *customer, FASTNET, october).await?;
+                }
+                6 => {
+                    // Last touch within 30 days: the campus stand.
+                    partners
+                        .record_touch(tenant, *customer, CORNER_SHOP, date(9, 22)?)
+                        .await?;
+                    partners
+                        .record_touch(tenant, *customer, CAMPUS, date(9, 28)?)
+                        .await?;
+                    partners
+                        .attribute(tenant, *customer, AttributionRule::last_touch(30), october)
+                        .await?;
+                }
+                8 if i % 20 == 8 => {
+                    partners.assign(tenant, *customer, METRO, october).await?;
+                }
+                _ => {}
+            }
+        }
+        // The first campus customer moves to FastNet on November 1st.
+        if let Some(moved) = customers.get(6) {
+            partners
+                .transfer(tenant, *moved, FASTNET, date(11, 1)?)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Each partner's statement for October and November, read back from the database, and
+    /// the payments collected from the customers it held on their days, from the collections
+    /// ledgers: the statement's revenue must be exactly those payments. Then December's
+    /// payout run (instructions recorded; no money moves).
+    pub(crate) async fn print_statements(
+        dotmac: &Dotmac,
+        tenant: TenantId,
+    ) -> Result<(), AnyError> {
+        let usd = Currency::USD;
+        let zero = Money::zero(usd);
+        let period = Period::new(date(10, 1)?, date(12, 1)?)?;
+        let partners = dotmac.partners();
+        println!();
+        println!("Partners (statements Oct 1 - Nov 30, read back from the database)");
+        let mut all_reconcile = true;
+        for account in dotmac.store().partners(tenant).await? {
+            let id = account.id();
+            let statement = partners.statement(tenant, id, period).await?;
+            // The payments collected from its customers, as collections recorded them.
+            let mut collected = zero;
+            let mut customers = 0;
+            for record in dotmac.store().partner_customers(tenant, id).await? {
+                customers += 1;
+                for entry in dotmac.store().entries(tenant, record.customer()).await? {
+                    if !period.contains(entry.on) || record.partner_on(entry.on) != Some(id) {
+                        continue;
+                    }
+                    match entry.kind {
+                        LedgerEntryKind::PaymentReceived { amount, .. } => {
+                            collected = collected.checked_add(amount)?;
+                        }
+                        LedgerEntryKind::Refunded { amount, .. } => {
+                            collected = collected.checked_sub(amount)?;
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            let (mut revenue, mut overrides) = (zero, zero);
+            for line in &statement.lines {
+                match (line.kind, line.base) {
+                    (
+                        LineKind::Accrual {
+                            component: Component::RevenueShare,
+                            share,
+                        },
+                        Some(base),
+                    ) if share.is_own() => {
+                        revenue = revenue.checked_add(base)?;
+                    }
+                    (
+                        LineKind::Accrual {
+                            share: Share::MasterOverride { .. },
+                            ..
+                        },
+                        _,
+                    ) => {
+                        overrides = overrides.checked_add(line.amount)?;
+                    }
+                    (LineKind::Clawback, Some(base)) => revenue = revenue.checked_sub(base)?,
+                    _ => {}
+                }
+            }
+            let reconciles = revenue == collected && statement.reconciles()?;
+            all_reconcile &= reconciles;
+            let tier = partners
+                .tier_changes(tenant, id)
+                .await?
+                .last()
+                .map_or_else(String::new, |c| format!(", tier {}", c.to));
+            println!(
+                "  {:<19} {:>4} customers  collected {}  = statement revenue {} ({})",
+                account.name(),
+                customers,
+                collected,
+                revenue,
+                if reconciles {
+                    "reconciles"
+                } else {
+                    "DOES NOT RECONCILE"
+                },
+            );
+            println!(
+                "  {:<19} earned {} (overrides {}), clawed back {}, closing {}, payable {}{tier}",
+                "",
+                statement.earned,
+                overrides,
+                statement.clawed_back,
+                statement.closing_balance,
+                statement.payable,
+            );
+        }
+        let run = partners.run_payouts(tenant, date(12, 1)?).await?;
+        let paid = Money::sum(usd, run.instructions.iter().map(|i| i.amount))?;
+        println!(
+            "  payout run Dec 1     {} instructions, {paid} (recorded and published; no money moved)",
+            run.instructions.len()
+        );
+        // The instructions are in the outbox for the application's payment provider.
+        dotmac.dispatch().await?;
+        if !all_reconcile {
+            return Err("a partner statement does not reconcile to its customers' payments".into());
+        }
+        Ok(())
+    }
 }

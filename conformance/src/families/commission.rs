@@ -1,10 +1,15 @@
-//! `commission/`: tiered commission on one amount, and a partner's ledger for one customer.
+//! `commission/`: tiered commission on one amount, and a partner's ledger for one customer
+//! (through `PartnersService` on the in-memory partner store).
 
 use crate::{date, decimal, same_amount};
-use dotmac_core::{Currency, CustomerId, Money, PaymentId};
+use std::future::Future;
+
+use dotmac_core::{Currency, CustomerId, FixedClock, Money, PaymentId, TenantId};
 use dotmac_partners::{
-    CommissionDuration, CommissionPlan, CommissionTier, CommissionTiers, PartnerId, ReferralLedger,
-    TierMode,
+    CollectedPayment, CommissionDuration, CommissionPlan, CommissionPlanId, CommissionTier,
+    CommissionTiers, InMemoryPartnerStore, LedgerFact, PartnerAccount, PartnerId, PartnerKind,
+    PartnerStatus, PartnersError, PartnersService, PartnersSettings, PayoutId, RefundedPayment,
+    RevenueTag, SourceId, TierMode,
 };
 use serde::Deserialize;
 
@@ -115,45 +120,95 @@ fn run_tiered(case: TieredCase) -> Result<(), String> {
     same_amount("commission", decimal(&case.expected)?, got.amount())
 }
 
+/// Polls a future of the in-memory partner store, which is ready at once.
+fn ready<F: Future>(future: F) -> Result<F::Output, String> {
+    use std::task::{Context, Poll, Waker};
+    let mut future = std::pin::pin!(future);
+    match future
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+    {
+        Poll::Ready(value) => Ok(value),
+        Poll::Pending => Err("the in-memory partner store waited".into()),
+    }
+}
+
+/// The case through the partners service on the in-memory store: one partner, active from
+/// `customer_start`, the customer attributed to it that day, each event recorded as the
+/// outbox would deliver it (refunds name no payment: the most recent first).
 fn run_ledger(case: LedgerCase) -> Result<(), String> {
     // The format carries no currency; a two-decimal one matches its amounts.
     let currency = Currency::USD;
     let money = |s: &str| decimal(s).map(|d| Money::new(d, currency));
+    let err = |e: PartnersError| e.to_string();
     let duration = case
         .plan
         .duration_months
         .map_or(CommissionDuration::Lifetime, CommissionDuration::Months);
-    let plan = CommissionPlan::new(
-        decimal(&case.plan.rate_percent)?,
-        duration,
-        case.plan.hold_days,
-        money(&case.plan.min_payout)?,
-    )
-    .map_err(|e| e.to_string())?;
-    let mut ledger = ReferralLedger::new(
-        PartnerId::new(),
-        CustomerId::new(),
-        date(&case.customer_start)?,
-        plan,
+    let plan = CommissionPlan::builder(CommissionPlanId::new(), "conformance", currency)
+        .revenue_share(decimal(&case.plan.rate_percent)?)
+        .duration(duration)
+        .hold_days(case.plan.hold_days)
+        .min_payout(money(&case.plan.min_payout)?)
+        .build()
+        .map_err(err)?;
+    let service = PartnersService::new(
+        InMemoryPartnerStore::new(),
+        FixedClock::new(chrono::DateTime::UNIX_EPOCH),
+        PartnersSettings::default(),
     );
+    let tenant = TenantId::new();
+    let (partner, customer) = (PartnerId::new(), CustomerId::new());
+    let start = date(&case.customer_start)?;
+    ready(service.save_plan(tenant, &plan))?.map_err(err)?;
+    let account = PartnerAccount::apply(
+        partner,
+        "conformance",
+        PartnerKind::Referral,
+        plan.id(),
+        start,
+    )
+    .map_err(err)?;
+    ready(service.apply(tenant, account))?.map_err(err)?;
+    ready(service.change_status(tenant, partner, PartnerStatus::Active, start))?.map_err(err)?;
+    ready(service.assign(tenant, customer, partner, start))?.map_err(err)?;
     for event in &case.events {
         let on = date(&event.on)?;
         let amount = money(&event.amount)?;
+        let source = SourceId::new();
         let recorded = match event.kind.as_str() {
-            "payment" => ledger
-                .record_payment(PaymentId::new(), on, amount)
-                .map(|_| ()),
-            "refund" => ledger
-                .record_refund(PaymentId::new(), on, amount)
-                .map(|_| ()),
-            "payout" => ledger.record_payout(on, amount).map(|_| ()),
+            "payment" => {
+                let payment = CollectedPayment {
+                    customer,
+                    payment: PaymentId::new(),
+                    amount,
+                    on,
+                    tag: RevenueTag::default(),
+                };
+                ready(service.record_payment(tenant, source, payment))?.map(drop)
+            }
+            "refund" => {
+                let refund = RefundedPayment {
+                    customer,
+                    refund: PaymentId::new(),
+                    payment: None,
+                    amount,
+                    on,
+                };
+                ready(service.record_refund(tenant, source, refund))?.map(drop)
+            }
+            "payout" => {
+                let fact = LedgerFact::Payout {
+                    payout: PayoutId::new(),
+                    amount,
+                };
+                ready(service.record_fact(tenant, source, partner, on, fact))?.map(drop)
+            }
             other => return Err(format!("unknown event type {other:?}")),
         };
         recorded.map_err(|e| format!("event on {}: {e}", event.on))?;
     }
-    let summary = ledger
-        .summary(date(&case.as_of)?)
-        .map_err(|e| e.to_string())?;
+    let summary = ready(service.summary(tenant, partner, date(&case.as_of)?))?.map_err(err)?;
     let checks = [
         ("earned", &case.expected.earned, summary.earned),
         (

@@ -3,3 +3,4 @@
 
 mod arithmetic_never_panics;
 mod properties;
+mod store_suite;

@@ -6,4 +6,5 @@ mod harness;
 mod late_events;
 mod loop_properties;
 mod order_to_cash;
+mod partners;
 mod wiring;
