@@ -71,7 +71,8 @@
         feature = "billing",
         feature = "usage",
         feature = "collections",
-        feature = "support"
+        feature = "support",
+        feature = "customers"
     )),
     allow(dead_code, unused_imports)
 )]
@@ -83,6 +84,8 @@ mod billing;
 mod billrun;
 #[cfg(feature = "collections")]
 mod collections;
+#[cfg(feature = "customers")]
+mod customers;
 mod db;
 mod dialect;
 mod docs;
