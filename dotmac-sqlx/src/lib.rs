@@ -90,6 +90,8 @@ mod db;
 mod dialect;
 mod docs;
 mod error;
+#[cfg(all(feature = "postgres", feature = "customers"))]
+pub mod freeradius;
 mod input;
 #[cfg(feature = "billing")]
 mod keyed;
