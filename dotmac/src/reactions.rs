@@ -15,6 +15,7 @@
 //! | `collections.late_fee`, `collections.restore_service` with a fee | a pending charge on the next invoice, once per invoice and step |
 //! | `collections.suspend_service` / `collections.restore_service` | the customer's subscriptions are suspended / restored |
 //! | `collections.write_off` | the invoice becomes uncollectible |
+//! | `billing.subscription_suspended` / `billing.subscription_restored` | the subscription's network services are suspended for non-payment / restored (a provisioning command each, issue 13) |
 //!
 //! Every reaction is idempotent by the fact it carries (an invoice is entered once, a fee's
 //! charge id is derived from the invoice and the step), so a redelivered event changes
@@ -33,6 +34,7 @@ use dotmac_collections::{
 };
 use dotmac_core::outbox::{BoxFuture, EventHandler, HandlerError, OutboxMessage};
 use dotmac_core::{Clock, IdDigest, InvoiceId, StorageErrorKind, TenantId};
+use dotmac_customers::{CustomerService, CustomersError, CustomersStore};
 
 /// The billing status of a ledger state; `None` for a void, which billing starts.
 fn invoice_status(state: BalanceState) -> Option<InvoiceStatus> {
@@ -298,6 +300,66 @@ where
                 _ => Ok(()),
             }
             .map_err(billing_failure)
+        })
+    }
+}
+
+/// Billing's suspensions and restores, carried to the network: the subscription's services
+/// are suspended for non-payment or restored, each change a provisioning command in the
+/// outbox (see `dotmac_customers::provisioning`). A replayed event changes nothing.
+pub struct NetworkFollowsBilling<S, C> {
+    customers: CustomerService<S, C>,
+}
+
+impl<S, C> NetworkFollowsBilling<S, C> {
+    /// The handler over `customers`.
+    pub fn new(customers: CustomerService<S, C>) -> Self {
+        NetworkFollowsBilling { customers }
+    }
+}
+
+fn customers_failure(error: CustomersError) -> HandlerError {
+    if error.is_retryable() {
+        HandlerError::retryable(error)
+    } else {
+        HandlerError::permanent(error)
+    }
+}
+
+impl<S, C> EventHandler for NetworkFollowsBilling<S, C>
+where
+    S: CustomersStore + 'static,
+    C: Clock + 'static,
+{
+    fn name(&self) -> &str {
+        "network-follows-billing"
+    }
+
+    fn handles(&self, event_type: &str) -> bool {
+        matches!(
+            event_type,
+            "billing.subscription_suspended" | "billing.subscription_restored"
+        )
+    }
+
+    fn handle<'a>(&'a self, message: &'a OutboxMessage) -> BoxFuture<'a, Result<(), HandlerError>> {
+        Box::pin(async move {
+            let event: BillingEvent = message.decode().map_err(HandlerError::permanent)?;
+            let tenant = message.tenant;
+            match event {
+                BillingEvent::SubscriptionSuspended { subscription, .. } => self
+                    .customers
+                    .subscription_suspended(tenant, subscription)
+                    .await
+                    .map(drop),
+                BillingEvent::SubscriptionRestored { subscription, .. } => self
+                    .customers
+                    .subscription_restored(tenant, subscription)
+                    .await
+                    .map(drop),
+                _ => Ok(()),
+            }
+            .map_err(customers_failure)
         })
     }
 }
