@@ -109,7 +109,7 @@ impl FreeRadiusSettings {
 
 /// A rate as MikroTik writes it: `M` for whole megabits, `k` otherwise.
 fn mikrotik_rate(kbps: u64) -> String {
-    if kbps % 1000 == 0 {
+    if kbps.is_multiple_of(1000) {
         format!("{}M", kbps / 1000)
     } else {
         format!("{kbps}k")

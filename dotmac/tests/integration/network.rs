@@ -75,10 +75,7 @@ async fn billing_suspensions_and_restores_reach_the_provisioner_once() {
             on,
         },
     ));
-    outbox
-        .append_outbox(tenant, &[suspended.clone()])
-        .await
-        .unwrap();
+    outbox.append_outbox(tenant, &[suspended]).await.unwrap();
     dispatcher.drain().await.unwrap();
     assert_eq!(
         network.state(tenant, "ab").unwrap().access,
