@@ -18,6 +18,8 @@ pub(crate) mod sqlite {
         pub(crate) use crate::billrun::sqlite as billrun;
         #[cfg(feature = "collections")]
         pub(crate) use crate::collections::sqlite as collections;
+        #[cfg(feature = "customers")]
+        pub(crate) use crate::customers::sqlite as customers;
         pub(crate) use crate::docs::sqlite as docs;
         #[cfg(feature = "billing")]
         pub(crate) use crate::keyed::sqlite as keyed;
@@ -44,6 +46,8 @@ pub(crate) mod postgres {
         pub(crate) use crate::billrun::postgres as billrun;
         #[cfg(feature = "collections")]
         pub(crate) use crate::collections::postgres as collections;
+        #[cfg(feature = "customers")]
+        pub(crate) use crate::customers::postgres as customers;
         pub(crate) use crate::docs::postgres as docs;
         #[cfg(feature = "billing")]
         pub(crate) use crate::keyed::postgres as keyed;

@@ -58,7 +58,7 @@
 //!
 //! - `sqlite` (default): the embedded backend, bundling libsqlite3.
 //! - `postgres`: the PostgreSQL backend (no TLS: connect over a trusted network or a socket).
-//! - `usage`, `billing`, `collections`, `support`, `partners` (all default): each domain's
+//! - `usage`, `billing`, `collections`, `support`, `partners`, `customers` (all default): each domain's
 //!   stores on [`SqlStore`]; `billing` brings `usage` (rating reads usage), `collections`
 //!   brings `billing`. The migrations create every table whatever is enabled.
 //!
@@ -72,7 +72,8 @@
         feature = "usage",
         feature = "collections",
         feature = "support",
-        feature = "partners"
+        feature = "partners",
+        feature = "customers"
     )),
     allow(dead_code, unused_imports)
 )]
@@ -84,10 +85,14 @@ mod billing;
 mod billrun;
 #[cfg(feature = "collections")]
 mod collections;
+#[cfg(feature = "customers")]
+mod customers;
 mod db;
 mod dialect;
 mod docs;
 mod error;
+#[cfg(all(feature = "postgres", feature = "customers"))]
+pub mod freeradius;
 mod input;
 #[cfg(feature = "billing")]
 mod keyed;

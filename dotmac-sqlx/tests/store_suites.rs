@@ -92,3 +92,10 @@ async fn outbox_store_suite_passes_on_every_backend() {
         assert_eq!(result, Ok(()), "outbox store suite on {name}");
     }
 }
+
+#[tokio::test]
+async fn customers_store_suite_passes_on_every_backend() {
+    for (_name, db) in common::backends().await {
+        dotmac_customers::testkit::run_store_suite(&SqlStore::new(db.clone())).await;
+    }
+}

@@ -221,6 +221,7 @@ pub mod reactions;
 
 pub use dotmac_billing as billing;
 pub use dotmac_collections as collections;
+pub use dotmac_customers as customers;
 pub use dotmac_partners as partners;
 pub use dotmac_sqlx as sql;
 pub use dotmac_support as support;

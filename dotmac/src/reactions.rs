@@ -17,6 +17,7 @@
 //! | `collections.write_off` | the invoice becomes uncollectible |
 //! | `payments.payment_received` | the customer's partner accrues commission ([`PartnersFollowCollections`]) |
 //! | `payments.payment_refunded` | the commission the refunded payment earned is clawed back |
+//! | `billing.subscription_suspended` / `billing.subscription_restored` | the subscription's network services are suspended for non-payment / restored (a provisioning command each, issue 13) |
 //!
 //! Every reaction is idempotent by the fact it carries (an invoice is entered once, a fee's
 //! charge id is derived from the invoice and the step, a partner ledger records each event
@@ -38,6 +39,7 @@ use dotmac_collections::{
 };
 use dotmac_core::outbox::{BoxFuture, EventHandler, HandlerError, OutboxMessage};
 use dotmac_core::{Clock, CustomerId, IdDigest, InvoiceId, PaymentId, StorageErrorKind, TenantId};
+use dotmac_customers::{CustomerService, CustomersError, CustomersStore};
 use dotmac_partners::{
     CollectedPayment, PartnerStore, PartnersError, PartnersService, RefundedPayment, RevenueTag,
     SourceId,
@@ -383,6 +385,66 @@ where
                 _ => Ok(()),
             }
             .map_err(billing_failure)
+        })
+    }
+}
+
+/// Billing's suspensions and restores, carried to the network: the subscription's services
+/// are suspended for non-payment or restored, each change a provisioning command in the
+/// outbox (see `dotmac_customers::provisioning`). A replayed event changes nothing.
+pub struct NetworkFollowsBilling<S, C> {
+    customers: CustomerService<S, C>,
+}
+
+impl<S, C> NetworkFollowsBilling<S, C> {
+    /// The handler over `customers`.
+    pub fn new(customers: CustomerService<S, C>) -> Self {
+        NetworkFollowsBilling { customers }
+    }
+}
+
+fn customers_failure(error: CustomersError) -> HandlerError {
+    if error.is_retryable() {
+        HandlerError::retryable(error)
+    } else {
+        HandlerError::permanent(error)
+    }
+}
+
+impl<S, C> EventHandler for NetworkFollowsBilling<S, C>
+where
+    S: CustomersStore + 'static,
+    C: Clock + 'static,
+{
+    fn name(&self) -> &str {
+        "network-follows-billing"
+    }
+
+    fn handles(&self, event_type: &str) -> bool {
+        matches!(
+            event_type,
+            "billing.subscription_suspended" | "billing.subscription_restored"
+        )
+    }
+
+    fn handle<'a>(&'a self, message: &'a OutboxMessage) -> BoxFuture<'a, Result<(), HandlerError>> {
+        Box::pin(async move {
+            let event: BillingEvent = message.decode().map_err(HandlerError::permanent)?;
+            let tenant = message.tenant;
+            match event {
+                BillingEvent::SubscriptionSuspended { subscription, .. } => self
+                    .customers
+                    .subscription_suspended(tenant, subscription)
+                    .await
+                    .map(drop),
+                BillingEvent::SubscriptionRestored { subscription, .. } => self
+                    .customers
+                    .subscription_restored(tenant, subscription)
+                    .await
+                    .map(drop),
+                _ => Ok(()),
+            }
+            .map_err(customers_failure)
         })
     }
 }

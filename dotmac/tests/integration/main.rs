@@ -5,6 +5,7 @@
 mod harness;
 mod late_events;
 mod loop_properties;
+mod network;
 mod order_to_cash;
 mod partners;
 mod wiring;

@@ -1,0 +1,244 @@
+//! The FreeRADIUS adapter against a real FreeRADIUS (Debian's packages, started by
+//! `dotmac-radius-harness` over a PostgreSQL database of its own): the money loop's
+//! suspensions and restores, plan changes and fair usage reach what the server answers.
+//! These tests need `DATABASE_URL` and fail, never skip, when FreeRADIUS cannot start.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::sync::Arc;
+
+use chrono::Duration;
+use dotmac_core::outbox::{Dispatcher, DispatcherSettings, RetryPolicy};
+use dotmac_core::{CustomerId, ManualClock, SubscriptionId, TenantId};
+use dotmac_customers::{
+    CustomerKind, CustomerService, CustomersSettings, IpPool, NewCustomer, NewService, PoolId,
+    ProvisioningHandler, Rate, ServiceId, TechnicalProfile,
+};
+use dotmac_radius_harness::{
+    FreeRadius, FreeRadiusSettings as ServerSettings, PgTarget, prepare_database,
+};
+use dotmac_sqlx::SqlStore;
+use dotmac_sqlx::freeradius::{
+    FreeRadiusProvisioner, FreeRadiusSettings, RateVendor, SuspendedMode,
+};
+
+struct Rig {
+    server: FreeRadius,
+    tenant: TenantId,
+    customers: CustomerService<SqlStore, Arc<ManualClock>>,
+    dispatcher: Dispatcher<SqlStore, Arc<ManualClock>>,
+}
+
+async fn radius_db() -> PgTarget {
+    let url = std::env::var("DATABASE_URL")
+        .expect("the FreeRADIUS tests need DATABASE_URL (a PostgreSQL server); they never skip");
+    let admin = PgTarget::from_url(&url).unwrap();
+    prepare_database(&url, &format!("{}_radius", admin.dbname))
+        .await
+        .unwrap()
+}
+
+async fn rig(settings: FreeRadiusSettings) -> Rig {
+    let target = radius_db().await;
+    let server =
+        FreeRadius::start(&ServerSettings::new(target.clone())).unwrap_or_else(|e| panic!("{e}"));
+    let db = common::postgres().await.expect("DATABASE_URL is set");
+    let tenant = common::new_tenant(&db).await;
+    let clock = Arc::new(ManualClock::new(common::at(2, 9)));
+    let store = SqlStore::new(db);
+    let customers =
+        CustomerService::new(store.clone(), clock.clone(), CustomersSettings::default());
+    let adapter = FreeRadiusProvisioner::connect(&target.url(), tenant, settings)
+        .await
+        .unwrap();
+    let dispatcher = Dispatcher::new(
+        store,
+        clock,
+        DispatcherSettings::new("radius-test").with_retry(RetryPolicy::new(
+            Duration::seconds(1),
+            Duration::seconds(5),
+            3,
+        )),
+    )
+    .handler(Arc::new(ProvisioningHandler::new(adapter)));
+    Rig {
+        server,
+        tenant,
+        customers,
+        dispatcher,
+    }
+}
+
+async fn subscriber(
+    rig: &Rig,
+    user: &str,
+    profile: TechnicalProfile,
+) -> (SubscriptionId, ServiceId) {
+    let customer = CustomerId::new();
+    rig.customers
+        .create_customer(
+            rig.tenant,
+            customer,
+            NewCustomer::lead(CustomerKind::Person {
+                first_name: "Ada".into(),
+                last_name: "Obi".into(),
+            })
+            .signed(),
+        )
+        .await
+        .unwrap();
+    let subscription = SubscriptionId::new();
+    let service = rig
+        .customers
+        .create_service(
+            rig.tenant,
+            NewService {
+                customer,
+                subscription,
+                username: user.into(),
+                password: "pa55".into(),
+                profile,
+            },
+        )
+        .await
+        .unwrap();
+    rig.customers
+        .activate_service(rig.tenant, service.id())
+        .await
+        .unwrap();
+    (subscription, service.id())
+}
+
+fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}",
+        &uuid::Uuid::now_v7().simple().to_string()[20..]
+    )
+}
+
+#[tokio::test]
+async fn freeradius_answers_as_the_service_states_say() {
+    suspension_restore_and_plan_change_reach_freeradius().await;
+    a_walled_garden_accepts_suspended_subscribers_into_its_pool().await;
+}
+
+async fn suspension_restore_and_plan_change_reach_freeradius() {
+    let rig =
+        rig(FreeRadiusSettings::default().vendors(&[RateVendor::Mikrotik, RateVendor::Cisco]))
+            .await;
+    let pool = IpPool::from_cidr(PoolId::new(), "residential", "100.64.8.0/24").unwrap();
+    rig.customers.save_pool(rig.tenant, &pool).await.unwrap();
+    let user = unique("ada");
+    let (subscription, service) = subscriber(
+        &rig,
+        &user,
+        TechnicalProfile::new(Rate::mbps(50, 10)).from_pool(pool.id()),
+    )
+    .await;
+
+    // Before the dispatcher ran, FreeRADIUS does not know the subscriber.
+    assert_eq!(
+        rig.server.authenticate(&user, "pa55").unwrap().code,
+        "Access-Reject"
+    );
+    rig.dispatcher.drain().await.unwrap();
+    let accept = rig.server.authenticate(&user, "pa55").unwrap();
+    assert!(accept.accepted(), "{accept:?}\n{}", rig.server.log());
+    assert_eq!(accept.attribute("Mikrotik-Rate-Limit"), Some("10M/50M"));
+    assert_eq!(accept.attribute("Framed-IP-Address"), Some("100.64.8.1"));
+    let cisco: Vec<_> = accept
+        .attributes
+        .iter()
+        .filter(|(n, _)| n == "Cisco-AVPair")
+        .collect();
+    assert_eq!(cisco.len(), 2, "{accept:?}");
+    assert!(
+        cisco[1].1.contains("rate-limit output 50000000"),
+        "{cisco:?}"
+    );
+    assert_eq!(
+        rig.server.authenticate(&user, "wrong").unwrap().code,
+        "Access-Reject"
+    );
+
+    // The money loop: billing suspended the subscription.
+    rig.customers
+        .subscription_suspended(rig.tenant, subscription)
+        .await
+        .unwrap();
+    rig.dispatcher.drain().await.unwrap();
+    assert_eq!(
+        rig.server.authenticate(&user, "pa55").unwrap().code,
+        "Access-Reject"
+    );
+    // A replayed suspension changes nothing.
+    rig.customers
+        .subscription_suspended(rig.tenant, subscription)
+        .await
+        .unwrap();
+    assert_eq!(rig.dispatcher.drain().await.unwrap().claimed, 0);
+
+    rig.customers
+        .subscription_restored(rig.tenant, subscription)
+        .await
+        .unwrap();
+    rig.dispatcher.drain().await.unwrap();
+    let back = rig.server.authenticate(&user, "pa55").unwrap();
+    assert!(back.accepted(), "{back:?}");
+    assert_eq!(back.attribute("Mikrotik-Rate-Limit"), Some("10M/50M"));
+
+    let faster = TechnicalProfile::new(Rate::mbps(100, 20)).from_pool(pool.id());
+    rig.customers
+        .change_profile(rig.tenant, service, faster)
+        .await
+        .unwrap();
+    rig.dispatcher.drain().await.unwrap();
+    let (accepted, text) = rig.server.radtest(&user, "pa55").unwrap();
+    assert!(accepted, "{text}");
+    assert!(
+        text.contains("Mikrotik-Rate-Limit = \"20M/100M\""),
+        "{text}"
+    );
+
+    rig.customers
+        .terminate_service(rig.tenant, service, "moved")
+        .await
+        .unwrap();
+    rig.dispatcher.drain().await.unwrap();
+    assert_eq!(
+        rig.server.authenticate(&user, "pa55").unwrap().code,
+        "Access-Reject"
+    );
+}
+
+/// Run after the other in one test: dispatchers claim from every tenant of the binary's
+/// schema, and an adapter serves one tenant (another tenant's command is parked).
+async fn a_walled_garden_accepts_suspended_subscribers_into_its_pool() {
+    let rig = rig(FreeRadiusSettings::default()
+        .group_name("dotmac-walled")
+        .suspended(SuspendedMode::WalledGarden {
+            pool: "walled".into(),
+            rate: Rate::new(512, 512),
+        }))
+    .await;
+    let user = unique("bob");
+    let (subscription, _) = subscriber(&rig, &user, TechnicalProfile::new(Rate::mbps(20, 5))).await;
+    rig.dispatcher.drain().await.unwrap();
+    assert_eq!(
+        rig.server
+            .authenticate(&user, "pa55")
+            .unwrap()
+            .attribute("Mikrotik-Rate-Limit"),
+        Some("5M/20M")
+    );
+    rig.customers
+        .subscription_suspended(rig.tenant, subscription)
+        .await
+        .unwrap();
+    rig.dispatcher.drain().await.unwrap();
+    let walled = rig.server.authenticate(&user, "pa55").unwrap();
+    assert!(walled.accepted(), "{walled:?}\n{}", rig.server.log());
+    assert_eq!(walled.attribute("Framed-Pool"), Some("walled"));
+    assert_eq!(walled.attribute("Mikrotik-Rate-Limit"), Some("512k/512k"));
+}
