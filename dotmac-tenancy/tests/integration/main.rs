@@ -1,1 +1,4 @@
-//! The one integration-test binary of dotmac-tenancy (the crate is linked once).
+//! The one integration-test binary of dotmac-tenancy (the crate is linked once): the store
+//! suite on the in-memory store and the property tests.
+
+mod store_suite;
