@@ -23,6 +23,7 @@ pub(crate) mod sqlite {
         pub(crate) use crate::keyed::sqlite as keyed;
         pub(crate) use crate::numbers::sqlite as numbers;
         pub(crate) use crate::outbox::sqlite as outbox;
+        pub(crate) use crate::tenancy::sqlite as tenancy;
         pub(crate) use crate::tenants::sqlite as tenants;
         #[cfg(feature = "usage")]
         pub(crate) use crate::usage::sqlite as usage;
@@ -47,6 +48,7 @@ pub(crate) mod postgres {
         pub(crate) use crate::keyed::postgres as keyed;
         pub(crate) use crate::numbers::postgres as numbers;
         pub(crate) use crate::outbox::postgres as outbox;
+        pub(crate) use crate::tenancy::postgres as tenancy;
         pub(crate) use crate::tenants::postgres as tenants;
         #[cfg(feature = "usage")]
         pub(crate) use crate::usage::postgres as usage;

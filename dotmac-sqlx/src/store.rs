@@ -3,7 +3,8 @@
 use crate::Database;
 
 /// Implements the storage traits of `dotmac-billing` (catalogue, subscriptions, invoices,
-/// usage, payments) and `dotmac-support` on SQLite or PostgreSQL.
+/// usage, payments), `dotmac-support` and `dotmac-tenancy` (tenants, settings, users, quotas)
+/// on SQLite or PostgreSQL.
 ///
 /// Cheap to clone; every call runs in its own tenant-scoped transaction (multi-record writes
 /// such as a billing commit are one transaction).

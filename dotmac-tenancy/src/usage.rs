@@ -91,6 +91,17 @@ pub struct QuotaReport {
     pub api_calls: RateUse,
 }
 
+impl QuotaReport {
+    /// A report of these uses.
+    pub fn new(customers: QuotaUse, admin_users: QuotaUse, api_calls: RateUse) -> Self {
+        QuotaReport {
+            customers,
+            admin_users,
+            api_calls,
+        }
+    }
+}
+
 /// The rate window containing `at`: its clock hour in UTC, `[start, start + 1 h)`.
 pub fn rate_window(at: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
     let seconds = at.timestamp();
