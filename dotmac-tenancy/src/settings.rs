@@ -292,6 +292,15 @@ impl SettingDocument {
     }
 }
 
+/// A document field of a layer that is present is set, even to [`SettingDocument::UNSET`]
+/// (`null`): a tenant may set a domain setting back to the domain's default over its plan's
+/// value. (Serde's `Option` would read a present `null` as "not set".)
+fn present<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<SettingDocument>, D::Error> {
+    SettingDocument::deserialize(deserializer).map(Some)
+}
+
 /// A complete set of settings: the platform's defaults, and what [`resolve`] produces.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -375,16 +384,16 @@ pub struct SettingsLayer {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub invoice_number_format: Option<InvoiceNumberFormat>,
     /// See [`Settings::tax_rates`].
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "present")]
     pub tax_rates: Option<SettingDocument>,
     /// See [`Settings::dunning_policy`].
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "present")]
     pub dunning_policy: Option<SettingDocument>,
     /// See [`Settings::suspension_billing`].
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "present")]
     pub suspension_billing: Option<SettingDocument>,
     /// See [`Settings::sla_calendar`].
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "present")]
     pub sla_calendar: Option<SettingDocument>,
 }
 
@@ -492,10 +501,10 @@ pub struct CustomerSettings {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub payment_terms: Option<PaymentTerms>,
     /// See [`Settings::tax_rates`].
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "present")]
     pub tax_rates: Option<SettingDocument>,
     /// See [`Settings::dunning_policy`].
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "present")]
     pub dunning_policy: Option<SettingDocument>,
 }
 
@@ -874,6 +883,28 @@ mod tests {
         );
         let err = doc.decode::<String>(SettingKey::TaxRates).unwrap_err();
         assert_eq!(err.kind(), "invalid_setting");
+    }
+
+    #[test]
+    fn a_document_set_back_to_the_domain_default_stays_set() {
+        let layer =
+            SettingsLayer::new().with_document(SettingKey::TaxRates, SettingDocument::UNSET);
+        let json = serde_json::to_string(&layer).unwrap();
+        assert_eq!(json, r#"{"tax_rates":null}"#);
+        let back: SettingsLayer = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, layer);
+        let plan = SettingsLayer::new().with_document(
+            SettingKey::TaxRates,
+            SettingDocument::from_json(serde_json::json!([{"percent": "20"}])),
+        );
+        let resolved = resolve(
+            &Settings::platform_defaults(),
+            Some((&PlanCode::STARTER, &plan)),
+            &back,
+            None,
+        );
+        assert!(resolved.tax_rates().value.is_unset());
+        assert_eq!(resolved.tax_rates().source, SettingSource::Tenant);
     }
 
     #[test]
