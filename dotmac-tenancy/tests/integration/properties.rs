@@ -1,7 +1,7 @@
 //! Invariants of settings resolution and of the permission check, against reference models
 //! written here independently of the crate's code.
 // Helpers outside #[test] functions unwrap too: a failing unwrap is a failing test.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::panic)]
 
 use std::collections::{BTreeMap, BTreeSet};
 
