@@ -3,4 +3,5 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod order_to_cash;
+mod tenancy;
 mod wiring;
