@@ -126,6 +126,11 @@ pub mod testkit;
 pub mod usage;
 mod vocab;
 
+/// The README's example, run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 pub use access::{
     AccessPolicy, Decision, Denial, NewUser, Role, TenantUser, UserStatus, authorize,
     built_in_permissions,

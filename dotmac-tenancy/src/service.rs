@@ -315,7 +315,7 @@ impl<S: TenancyStore, C: Clock> TenancyService<S, C> {
     /// # Errors
     ///
     /// [`TenancyError::UnknownTenant`]; storage failures.
-    #[tracing::instrument(name = "dotmac.tenancy.settings", level = "debug", skip_all, fields(tenant = %tenant))]
+    #[tracing::instrument(name = "dotmac.tenancy.settings_of", level = "debug", skip_all, fields(tenant = %tenant))]
     pub async fn settings_of(&self, tenant: TenantId) -> Result<ResolvedSettings> {
         let record = self.tenant(tenant).await?;
         let own = self.inner.store.tenant_settings(tenant).await?;
@@ -333,7 +333,7 @@ impl<S: TenancyStore, C: Clock> TenancyService<S, C> {
     /// # Errors
     ///
     /// As [`TenancyService::settings_of`].
-    #[tracing::instrument(name = "dotmac.tenancy.customer_settings", level = "debug", skip_all, fields(tenant = %tenant))]
+    #[tracing::instrument(name = "dotmac.tenancy.customer_settings_of", level = "debug", skip_all, fields(tenant = %tenant))]
     pub async fn customer_settings_of(
         &self,
         tenant: TenantId,
@@ -558,7 +558,7 @@ impl<S: TenancyStore, C: Clock> TenancyService<S, C> {
     /// # Errors
     ///
     /// [`TenancyError::UnknownTenant`]; storage failures.
-    #[tracing::instrument(name = "dotmac.tenancy.authorize", level = "debug", skip_all, fields(tenant = %tenant, permission = %permission))]
+    #[tracing::instrument(name = "dotmac.tenancy.authorize_subject", level = "debug", skip_all, fields(tenant = %tenant, permission = %permission))]
     pub async fn authorize_subject(
         &self,
         tenant: TenantId,
@@ -615,7 +615,7 @@ impl<S: TenancyStore, C: Clock> TenancyService<S, C> {
     /// # Errors
     ///
     /// [`TenancyError::QuotaExceeded`]; what the tenant's status refuses; storage failures.
-    #[tracing::instrument(name = "dotmac.tenancy.admit_api_calls", level = "debug", skip_all, fields(tenant = %tenant, calls = calls))]
+    #[tracing::instrument(name = "dotmac.tenancy.admit_api_calls", level = "info", skip_all, fields(tenant = %tenant, calls = calls))]
     pub async fn admit_api_calls(&self, tenant: TenantId, calls: u64) -> Result<RateUse> {
         self.inner
             .store
@@ -639,7 +639,7 @@ impl<S: TenancyStore, C: Clock> TenancyService<S, C> {
     /// # Errors
     ///
     /// As [`QuotaStore::record_platform_usage`](crate::QuotaStore::record_platform_usage).
-    #[tracing::instrument(name = "dotmac.tenancy.record_usage", level = "debug", skip_all, fields(tenant = %tenant, records = records.len()))]
+    #[tracing::instrument(name = "dotmac.tenancy.record_usage", level = "info", skip_all, fields(tenant = %tenant, records = records.len()))]
     pub async fn record_usage(&self, tenant: TenantId, records: &[UsageRecord]) -> Result<u64> {
         self.inner
             .store

@@ -1,14 +1,17 @@
 //! The ISP quickstart: one month of an ISP's billing, end to end, on embedded SQLite (or on
 //! PostgreSQL with `--database-url postgres://…`).
 //!
-//! It creates a tenant (through dotmac-tenancy: on a plan, with its settings, which every service
-//! then reads, and its customers counted against the plan's quota), a catalogue of fibre plans with data allowances and overage, N
+//! It creates a tenant, a catalogue of fibre plans with data allowances and overage, N
 //! customers (10,000 by default), their subscriptions (most on the 1st, some joining mid-month
 //! and deferred to the next bill day), the October bill run, a month of generated daily traffic,
 //! upgrades, downgrades and cancellations, the November bill run (with usage overage and
 //! prorations), payments for most customers, and collections for the rest (reminders, overdue
 //! notices, late fees, suspensions, and restores for the few who pay late). It prints a summary
 //! with invoices, revenue, MRR movements, suspended accounts and timings.
+//!
+//! Its tenant comes from dotmac-tenancy: on the smallest platform plan that admits the run, with
+//! the quickstart's settings (which every service then reads back) and its customers counted
+//! against the plan's quota (`setup_tenant`).
 //!
 //! ```sh
 //! cargo run --release --example isp_quickstart
