@@ -277,8 +277,9 @@ for_each_dialect! {
                 None => {
                     let used = window_use(tx, tenant, window).await?;
                     record.admit(Quota::ApiCallsPerHour, used, calls)?;
-                    // The statement refused what the domain allows: the window moved under
-                    // it (never with a row lock), so the caller retries.
+                    // Unreachable while the statement and `Tenant::admit` agree (the window
+                    // was read after the refusal, in this transaction); should they ever
+                    // disagree, refuse as a conflict rather than count.
                     Err(storage(SqlError::Conflict {
                         entity: "rate window",
                         id: window.to_rfc3339(),
