@@ -27,6 +27,7 @@ pub(crate) mod sqlite {
         pub(crate) use crate::outbox::sqlite as outbox;
         #[cfg(feature = "partners")]
         pub(crate) use crate::partners::sqlite as partners;
+        pub(crate) use crate::tenancy::sqlite as tenancy;
         pub(crate) use crate::tenants::sqlite as tenants;
         #[cfg(feature = "usage")]
         pub(crate) use crate::usage::sqlite as usage;
@@ -55,6 +56,7 @@ pub(crate) mod postgres {
         pub(crate) use crate::outbox::postgres as outbox;
         #[cfg(feature = "partners")]
         pub(crate) use crate::partners::postgres as partners;
+        pub(crate) use crate::tenancy::postgres as tenancy;
         pub(crate) use crate::tenants::postgres as tenants;
         #[cfg(feature = "usage")]
         pub(crate) use crate::usage::postgres as usage;

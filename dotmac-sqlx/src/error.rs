@@ -150,6 +150,10 @@ pub enum SqlError {
     #[error("billing refused the chunk: {0}")]
     #[cfg(feature = "billing")]
     Billing(#[from] dotmac_billing::BillingError),
+    /// The tenancy domain refused a value (a blank tenant name given to
+    /// [`Database::create_tenant`](crate::Database::create_tenant)).
+    #[error(transparent)]
+    Tenancy(#[from] dotmac_tenancy::TenancyError),
     /// JSON (de)serialisation of a stored body or event payload failed.
     #[error("JSON encoding of {what} failed: {source}")]
     Json {
@@ -218,6 +222,8 @@ impl SqlError {
             SqlError::Billing(dotmac_billing::BillingError::Storage(storage)) => storage.kind(),
             #[cfg(feature = "billing")]
             SqlError::Billing(_) => StorageErrorKind::InvalidInput,
+            SqlError::Tenancy(dotmac_tenancy::TenancyError::Storage(storage)) => storage.kind(),
+            SqlError::Tenancy(_) => StorageErrorKind::InvalidInput,
             SqlError::Connect { .. } | SqlError::LockTimeout { .. } => {
                 StorageErrorKind::Unavailable
             }

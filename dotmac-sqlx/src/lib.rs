@@ -54,6 +54,15 @@
 //!   the [`LeaseSettings`] timeouts end a lock wait ([`SqlError::LockTimeout`], retried) and a
 //!   transaction left idle.
 //!
+//! - **Tenants and quotas.** The `tenants` table is `dotmac-tenancy`'s store: [`SqlStore`]
+//!   implements its traits (lifecycle with optimistic versions, settings, users and roles,
+//!   quota counts, platform usage), and [`Database::create_tenant`] registers an active,
+//!   unmetered tenant in it. Every tenancy write reads the tenant in its own transaction
+//!   (`FOR SHARE` on PostgreSQL, so archiving waits for it) and refuses what its status does
+//!   not permit; counted quotas lock the tenant's counter row before counting, so of two
+//!   concurrent admissions at limit − 1 exactly one succeeds; the hourly API-call quota is one
+//!   conditional upsert of the hour's window row, shared by every process on the database.
+//!
 //! ## Features
 //!
 //! - `sqlite` (default): the embedded backend, bundling libsqlite3.
@@ -109,6 +118,7 @@ mod schema_tests;
 mod store;
 #[cfg(feature = "support")]
 mod support;
+mod tenancy;
 mod tenants;
 #[cfg(feature = "usage")]
 mod usage;

@@ -309,3 +309,80 @@ async fn partner_tables_are_row_level_secured() {
     );
     tx.rollback().await.unwrap();
 }
+
+#[tokio::test]
+async fn tenancy_tables_show_a_tenant_only_its_own_rows() {
+    use dotmac_tenancy::{
+        AccessStore, NewUser, QuotaStore, SettingsLayer, SettingsStore, TenantUser, UserId,
+    };
+    let Some(db) = postgres().await else { return };
+    let store = SqlStore::new(db.clone());
+    let now = Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).unwrap();
+    let mut tenants = Vec::new();
+    for users in [1, 2] {
+        let tenant = tenant_with_data(&db, 0).await;
+        for n in 0..users {
+            let user = TenantUser::new(
+                UserId::new(),
+                tenant,
+                NewUser::new(format!("user{n}@isp"), "User"),
+                now,
+            )
+            .unwrap();
+            store.insert_user(tenant, &user, &[]).await.unwrap();
+        }
+        store
+            .admit_customers(tenant, &[CustomerId::new()], now)
+            .await
+            .unwrap();
+        store.admit_api_calls(tenant, 5, now).await.unwrap();
+        store
+            .put_tenant_settings(tenant, &SettingsLayer::new(), &[])
+            .await
+            .unwrap();
+        tenants.push(tenant);
+    }
+    let (a, b) = (tenants[0], tenants[1]);
+    let mut tx = d::begin_tenant(pool(&db), a).await.unwrap();
+    assert_eq!(
+        count(&mut tx, "SELECT COUNT(*) FROM tenancy_users").await,
+        1
+    );
+    assert_eq!(
+        count(&mut tx, "SELECT COUNT(*) FROM tenancy_quota_counters").await,
+        2
+    );
+    assert_eq!(
+        count(&mut tx, "SELECT COUNT(*) FROM tenancy_quota_members").await,
+        2
+    );
+    assert_eq!(
+        count(&mut tx, "SELECT COUNT(*) FROM tenancy_rate_windows").await,
+        1
+    );
+    assert_eq!(
+        count(&mut tx, "SELECT COUNT(*) FROM tenancy_settings").await,
+        1
+    );
+    // Tenant A cannot raise tenant B's counter, even naming it.
+    let smuggled = sqlx::query("UPDATE tenancy_quota_counters SET used = 0 WHERE tenant_id = $1")
+        .bind(b.as_uuid())
+        .execute(&mut *tx)
+        .await
+        .unwrap()
+        .rows_affected();
+    assert_eq!(smuggled, 0);
+    let inserted = sqlx::query(
+        "INSERT INTO tenancy_rate_windows (tenant_id, quota, window_start, used) \
+         VALUES ($1, 'api_calls_per_hour', now(), 1)",
+    )
+    .bind(b.as_uuid())
+    .execute(&mut *tx)
+    .await
+    .unwrap_err();
+    assert!(
+        inserted.to_string().contains("row-level security"),
+        "{inserted}"
+    );
+    tx.rollback().await.unwrap();
+}

@@ -3,8 +3,9 @@
 use crate::Database;
 
 /// Implements the storage traits of `dotmac-billing` (catalogue, subscriptions, invoices),
-/// `dotmac-usage`, `dotmac-collections` (payments, dunning), `dotmac-support` and
-/// `dotmac-partners` on SQLite or PostgreSQL.
+/// `dotmac-usage`, `dotmac-collections` (payments, dunning), `dotmac-support`,
+/// `dotmac-partners`, `dotmac-customers` and `dotmac-tenancy` (tenants, settings, users,
+/// quotas) on SQLite or PostgreSQL.
 ///
 /// Cheap to clone; every call runs in its own tenant-scoped transaction (multi-record writes
 /// such as a billing commit are one transaction).

@@ -4,7 +4,8 @@ use chrono::{DateTime, Utc};
 use dotmac_core::TenantId;
 
 use crate::db::{Database, dispatch, for_each_dialect};
-use crate::error::{Context, Result, SqlError, is_unique_violation};
+use crate::docs::Written;
+use crate::error::{Context, Result, SqlError};
 use crate::input;
 
 /// What [`Database::claim_idempotency_key`] found.
@@ -18,13 +19,17 @@ pub enum IdempotencyClaim {
 }
 
 impl Database {
-    /// Registers a tenant. Every other call for the tenant needs this first: all tables
-    /// reference the tenants table.
+    /// Registers a tenant: active and unmetered (no plan, so no quota), as
+    /// [`dotmac_tenancy::Tenant::registered`] makes it; its status, plan, settings and users
+    /// are the tenancy store's ([`SqlStore`](crate::SqlStore) implements
+    /// `dotmac_tenancy`'s store traits on the same table). Every other call for the tenant
+    /// needs the tenant first.
     ///
     /// # Errors
     ///
     /// [`SqlError::Duplicate`] if the tenant exists, [`SqlError::InvalidInput`] for a NUL
-    /// character or an oversize name, [`SqlError::Database`].
+    /// character or an oversize name, [`SqlError::Tenancy`] for a blank name or one with a
+    /// control character, [`SqlError::Database`].
     #[tracing::instrument(name = "dotmac.store.create_tenant", level = "debug", skip_all, fields(tenant = %tenant, backend = self.backend_name()))]
     pub async fn create_tenant(
         &self,
@@ -33,23 +38,15 @@ impl Database {
         now: DateTime<Utc>,
     ) -> Result<()> {
         input::text("tenant name", name)?;
+        let record = dotmac_tenancy::Tenant::registered(tenant, name, now)?;
         dispatch!(self, pool, d => {
             let mut tx = d::begin_tenant(pool, tenant).await?;
-            let inserted = sqlx::query(
-                "INSERT INTO tenants (tenant_id, name, created_at) VALUES ($1, $2, $3)",
-            )
-            .bind(tenant.as_uuid())
-            .bind(name)
-            .bind(now)
-            .execute(&mut *tx)
-            .await;
-            match inserted {
-                Err(e) if is_unique_violation(&e) => Err(SqlError::Duplicate {
+            if d::tenancy::insert_tenant(&mut tx, &record).await? == Written::UniqueViolation {
+                return Err(SqlError::Duplicate {
                     what: "tenant",
                     key: tenant.to_string(),
-                }),
-                other => other.map(|_| ()).during("create tenant"),
-            }?;
+                });
+            }
             tx.commit().await.during("commit tenant")
         })
     }

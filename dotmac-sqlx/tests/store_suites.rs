@@ -99,3 +99,111 @@ async fn customers_store_suite_passes_on_every_backend() {
         dotmac_customers::testkit::run_store_suite(&SqlStore::new(db.clone())).await;
     }
 }
+
+#[tokio::test]
+async fn tenancy_store_suite_passes_on_every_backend() {
+    for (name, db) in common::backends().await {
+        let result = dotmac_tenancy::testkit::run_tenancy_store_suite(
+            || SqlStore::new(db.clone()),
+            ledger_outbox,
+        )
+        .await;
+        assert_eq!(result, Ok(()), "tenancy store suite on {name}");
+    }
+}
+
+/// Quota checks hold across tasks on a multi-threaded runtime, each on its own connection (a
+/// SQLite file with several connections, PostgreSQL): at limit − 1, of eight concurrent
+/// admissions of distinct customers exactly one succeeds, and of eight concurrent calls for the
+/// last call of the hour exactly one is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn quota_admissions_race_to_exactly_one_winner_on_every_backend() {
+    use dotmac_core::{CustomerId, FixedClock};
+    use dotmac_tenancy::{
+        Actor, Limit, NewTenant, PlanCatalog, PlanCode, Quota, TenancyError, TenancyService,
+        TenancySettings, TenantPlan, TenantStatus,
+    };
+    let mut backends = vec![("sqlite-file", common::sqlite_file().await)];
+    if let Some(pg) = common::postgres().await {
+        backends.push(("postgres", pg));
+    }
+    let plan = TenantPlan::builder(PlanCode::new("race").unwrap(), "Race")
+        .quota(Quota::Customers, Limit::AtMost(50))
+        .quota(Quota::AdminUsers, Limit::AtMost(1))
+        .quota(Quota::ApiCallsPerHour, Limit::AtMost(100))
+        .build()
+        .unwrap();
+    let mut catalog = PlanCatalog::platform_tiers().unwrap();
+    catalog.insert(plan.clone());
+    for (name, db) in backends {
+        let tenancy = TenancyService::new(
+            SqlStore::new(db.clone()),
+            FixedClock::new(common::at(2, 9)),
+            TenancySettings::new(catalog.clone()),
+        );
+        let tenant = TenantId::new();
+        let ops = Actor::platform("race");
+        tenancy
+            .request_tenant(
+                tenant,
+                NewTenant::new("Race ISP").plan(plan.code().clone()),
+                ops.clone(),
+            )
+            .await
+            .unwrap();
+        for to in [TenantStatus::Provisioning, TenantStatus::Active] {
+            tenancy
+                .transition(tenant, to, ops.clone(), None)
+                .await
+                .unwrap();
+        }
+        let first: Vec<CustomerId> = (0..49).map(|_| CustomerId::new()).collect();
+        tenancy.admit_customers(tenant, &first).await.unwrap();
+        tenancy.admit_api_calls(tenant, 99).await.unwrap();
+
+        let customers: Vec<_> = (0..8)
+            .map(|_| {
+                let tenancy = tenancy.clone();
+                tokio::spawn(
+                    async move { tenancy.admit_customers(tenant, &[CustomerId::new()]).await },
+                )
+            })
+            .collect();
+        let calls: Vec<_> = (0..8)
+            .map(|_| {
+                let tenancy = tenancy.clone();
+                tokio::spawn(async move { tenancy.admit_api_calls(tenant, 1).await })
+            })
+            .collect();
+        let mut admitted = 0;
+        for task in customers {
+            match task.await.unwrap() {
+                Ok(_) => admitted += 1,
+                Err(TenancyError::QuotaExceeded {
+                    quota: Quota::Customers,
+                    limit: 50,
+                    used: 50,
+                    requested: 1,
+                    ..
+                }) => {}
+                Err(other) => panic!("{name}: an admission failed otherwise: {other}"),
+            }
+        }
+        let mut counted = 0;
+        for task in calls {
+            match task.await.unwrap() {
+                Ok(_) => counted += 1,
+                Err(TenancyError::QuotaExceeded {
+                    quota: Quota::ApiCallsPerHour,
+                    limit: 100,
+                    ..
+                }) => {}
+                Err(other) => panic!("{name}: a call failed otherwise: {other}"),
+            }
+        }
+        assert_eq!((admitted, counted), (1, 1), "{name}");
+        let report = tenancy.quota_use(tenant).await.unwrap();
+        assert_eq!(report.customers.used, 50, "{name}");
+        assert_eq!(report.api_calls.used, 100, "{name}");
+    }
+}

@@ -7,7 +7,7 @@
 //! PostgreSQL.
 //!
 //! This crate is the facade most applications depend on. It re-exports the domain crates
-//! ([`billing`], [`usage`], [`collections`], [`support`], [`partners`]), the storage crate
+//! ([`billing`], [`usage`], [`collections`], [`support`], [`partners`], [`tenancy`]), the storage crate
 //! ([`sql`]) and the shared vocabulary ([`Money`], [`Currency`], the typed ids, [`Clock`]), and
 //! adds [`Dotmac`]: every service wired over one database and one clock, so that no generic
 //! parameter has to be named to get from a database URL to a first invoice.
@@ -56,7 +56,9 @@
 //! - **Exact money.** [`Money`] is a `Decimal` with an ISO [`Currency`], rounded at one
 //!   documented place (when a line is put on a document) with checked arithmetic.
 //! - **Tenants everywhere.** Every storage call takes a [`TenantId`]; on PostgreSQL every
-//!   transaction also runs under row-level security for that tenant.
+//!   transaction also runs under row-level security for that tenant. [`Dotmac::tenancy`] is
+//!   the tenants' own lifecycle, plan, quotas, settings, users and roles; the services can
+//!   read their settings from a tenant's ([`Dotmac::configured_for`]).
 //! - **Typed errors that keep their cause.** Each crate has its own `#[non_exhaustive]` error;
 //!   [`Error`] gathers them for applications that want one `?`.
 //! - **Observable.** Every service operation and store transaction opens a `tracing` span and
@@ -160,6 +162,40 @@
 //! # Ok::<(), dotmac::Error>(()) }).unwrap();
 //! ```
 //!
+//! ### A tenant on a plan: lifecycle, quotas and settings
+//!
+//! ```
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! use dotmac::tenancy::{Actor, NewTenant, PaymentTerms, PlanCode, SettingSource, SettingsLayer, TenantStatus};
+//! use dotmac::{CustomerId, Dotmac, TenantId};
+//!
+//! let dotmac = Dotmac::connect("sqlite::memory:").await?;
+//! let ops = Actor::platform("onboarding");
+//! let tenant = TenantId::new();
+//! let tenancy = dotmac.tenancy();
+//! tenancy.request_tenant(tenant, NewTenant::new("Acme Fibre").plan(PlanCode::STARTER), ops.clone()).await?;
+//! tenancy.transition(tenant, TenantStatus::Provisioning, ops.clone(), None).await?;
+//! tenancy.transition(tenant, TenantStatus::Active, ops.clone(), None).await?;
+//! let terms = SettingsLayer::new().with_payment_terms(PaymentTerms::net(30)?);
+//! tenancy.update_settings(tenant, &terms, ops).await?;
+//!
+//! // Customers are counted where they are created: the starter plan admits 100.
+//! let used = tenancy.admit_customers(tenant, &[CustomerId::new()]).await?;
+//! assert_eq!((used.used, used.limit.to_string()), (1, "100".to_string()));
+//!
+//! // The services, with the tenant's settings.
+//! let acme = dotmac.configured_for(tenant).await?;
+//! assert_eq!(acme.billing().settings().payment_terms_days, 30);
+//! let resolved = tenancy.settings_of(tenant).await?;
+//! assert_eq!(resolved.payment_terms().source, SettingSource::Tenant);
+//! assert_eq!(resolved.rounding_mode().source, SettingSource::Platform);
+//! # Ok::<(), dotmac::Error>(()) }).unwrap();
+//! ```
+//!
+//! Authentication is the application's: its identity provider says who calls, and
+//! [`tenancy::TenancyService::authorize_subject`] says whether that user may (see the
+//! [`tenancy`] crate).
+//!
 //! ### Support tickets on SLA clocks
 //!
 //! [`Dotmac::support`] is a [`support::SupportService`] over the same store: configure the
@@ -218,6 +254,7 @@ use std::sync::Arc;
 use chrono::NaiveDate;
 
 pub mod reactions;
+pub mod settings;
 
 pub use dotmac_billing as billing;
 pub use dotmac_collections as collections;
@@ -225,6 +262,7 @@ pub use dotmac_customers as customers;
 pub use dotmac_partners as partners;
 pub use dotmac_sqlx as sql;
 pub use dotmac_support as support;
+pub use dotmac_tenancy as tenancy;
 pub use dotmac_usage as usage;
 
 pub use dotmac_billing::{CustomerAccount, Invoice};
@@ -247,7 +285,10 @@ use dotmac_collections::{
 use dotmac_partners::{PartnersError, PartnersService, PartnersSettings};
 use dotmac_sqlx::{Database, DatabaseOptions, SqlError, SqlStore};
 use dotmac_support::{SupportError, SupportService};
+use dotmac_tenancy::{TenancyError, TenancyService, TenancySettings};
 use dotmac_usage::UsageError;
+
+pub use settings::{SettingsLayerExt, TenantSettingsExt};
 
 /// The clock every service of a [`Dotmac`] shares.
 pub type SharedClock = Arc<dyn Clock>;
@@ -269,6 +310,8 @@ pub type Support = SupportService<SqlStore, SharedClock>;
 
 /// Partners, attribution, commission ledgers and payouts over the database.
 pub type Partners = PartnersService<SqlStore, SharedClock>;
+/// Tenants, their plans, quotas, settings, users and roles over the database.
+pub type Tenancy = TenancyService<SqlStore, SharedClock>;
 
 /// Any DotMac error, for applications that want one `?` across domains. Each variant keeps
 /// the domain error (and, through it, the storage error and the driver's) as its source.
@@ -293,6 +336,9 @@ pub enum Error {
     /// Partners, attribution, commission ledgers and payouts.
     #[error(transparent)]
     Partners(#[from] PartnersError),
+    /// Tenants, plans, quotas, settings, users and roles.
+    #[error(transparent)]
+    Tenancy(#[from] TenancyError),
     /// Connecting, migrating and the database's own calls (tenants, numbers, outbox).
     #[error(transparent)]
     Sql(#[from] SqlError),
@@ -315,7 +361,9 @@ pub struct Dotmac {
     collections: Collections,
     support: Support,
     partners: Partners,
+    tenancy: Tenancy,
     dispatcher: Arc<Dispatcher>,
+    dispatcher_settings: outbox::DispatcherSettings,
 }
 
 impl std::fmt::Debug for Dotmac {
@@ -341,6 +389,8 @@ pub struct DotmacBuilder {
     partners: Option<PartnersSettings>,
     currency: Currency,
     dispatcher: outbox::DispatcherSettings,
+    tenancy: Option<TenancySettings>,
+    tenant: Option<TenantId>,
 }
 
 impl std::fmt::Debug for DotmacBuilder {
@@ -411,59 +461,76 @@ impl DotmacBuilder {
         self
     }
 
+    /// With the platform's side of tenancy: its plan catalogue and default settings (the
+    /// platform tiers and [`tenancy::Settings::platform_defaults`] unless set).
+    pub fn tenancy(mut self, settings: TenancySettings) -> Self {
+        self.tenancy = Some(settings);
+        self
+    }
+
+    /// Reads the services' settings from `tenant`'s resolved settings once connected, as
+    /// [`Dotmac::configured_for`] does: the tenant's rounding, payment terms, time zone and
+    /// (when set) taxes, suspension-billing and dunning policies replace the builder's; what
+    /// tenancy does not set (the chunk size, meters and allowances) stays the builder's.
+    pub fn tenant_settings(mut self, tenant: TenantId) -> Self {
+        self.tenant = Some(tenant);
+        self
+    }
+
     /// Connects, applies the migrations and wires the services.
     ///
     /// # Errors
     ///
     /// [`Error::Sql`] when the database cannot be reached or migrated;
-    /// [`Error::Collections`] if the default (empty) dunning policy cannot be built.
+    /// [`Error::Collections`] if the default (empty) dunning policy cannot be built;
+    /// [`Error::Tenancy`] for an unknown [`tenant_settings`](DotmacBuilder::tenant_settings)
+    /// tenant or one whose stored settings do not decode.
     pub async fn connect(self) -> Result<Dotmac, Error> {
         let db = Database::connect_with(self.options).await?;
         let store = SqlStore::new(db.clone());
-        let billing = BillingService::new(store.clone(), Arc::clone(&self.clock), self.billing);
-        let usage_settings = self
+        let usage = self
             .usage
-            .unwrap_or_else(|| UsageBillingSettings::new(billing.settings().zone, Vec::new()));
-        let usage = UsageBillingService::new(billing.clone(), store.clone(), usage_settings);
-        let collections_settings = match self.collections {
+            .unwrap_or_else(|| UsageBillingSettings::new(self.billing.zone, Vec::new()));
+        let collections = match self.collections {
             Some(settings) => settings,
             None => CollectionsSettings::new(DunningPolicy::builder(self.currency).build()?)
-                .with_zone(billing.settings().zone),
+                .with_zone(self.billing.zone),
         };
-        let collections = CollectionsService::new(
-            store.clone(),
-            store.clone(),
-            Arc::clone(&self.clock),
-            collections_settings,
-        );
-        let support = SupportService::new(store.clone(), Arc::clone(&self.clock));
-        let partners_settings = self
+        let tenancy = match self.tenancy {
+            Some(settings) => settings,
+            None => TenancySettings::platform_tiers()?,
+        };
+        let partners = self
             .partners
-            .unwrap_or_else(|| PartnersSettings::default().with_zone(billing.settings().zone));
-        let partners =
-            PartnersService::new(store.clone(), Arc::clone(&self.clock), partners_settings);
-        let follow_collections: Arc<dyn outbox::EventHandler> = Arc::new(
-            reactions::PartnersFollowCollections::new(partners.clone(), billing.clone()),
-        );
-        let dispatcher = reactions::order_to_cash(billing.clone(), collections.clone())
-            .into_iter()
-            .chain([follow_collections])
-            .fold(
-                outbox::Dispatcher::new(store.clone(), Arc::clone(&self.clock), self.dispatcher),
-                outbox::Dispatcher::handler,
-            );
-        Ok(Dotmac {
+            .unwrap_or_else(|| PartnersSettings::default().with_zone(self.billing.zone));
+        let dotmac = Dotmac::wire(
             db,
             store,
-            clock: self.clock,
-            billing,
-            usage,
-            collections,
-            support,
-            partners,
-            dispatcher: Arc::new(dispatcher),
-        })
+            self.clock,
+            Services {
+                billing: self.billing,
+                usage,
+                collections,
+                partners,
+                tenancy,
+                dispatcher: self.dispatcher,
+            },
+        );
+        match self.tenant {
+            Some(tenant) => dotmac.configured_for(tenant).await,
+            None => Ok(dotmac),
+        }
     }
+}
+
+/// Every service's settings, for [`Dotmac::wire`].
+struct Services {
+    billing: BillingSettings,
+    usage: UsageBillingSettings,
+    collections: CollectionsSettings,
+    partners: PartnersSettings,
+    tenancy: TenancySettings,
+    dispatcher: outbox::DispatcherSettings,
 }
 
 impl Dotmac {
@@ -488,7 +555,86 @@ impl Dotmac {
             partners: None,
             currency: Currency::USD,
             dispatcher: outbox::DispatcherSettings::new("dotmac"),
+            tenancy: None,
+            tenant: None,
         }
+    }
+
+    /// Every service over `store` and `clock`, with the reactions registered.
+    fn wire(db: Database, store: SqlStore, clock: SharedClock, services: Services) -> Dotmac {
+        let billing = BillingService::new(store.clone(), Arc::clone(&clock), services.billing);
+        let usage = UsageBillingService::new(billing.clone(), store.clone(), services.usage);
+        let collections = CollectionsService::new(
+            store.clone(),
+            store.clone(),
+            Arc::clone(&clock),
+            services.collections,
+        );
+        let support = SupportService::new(store.clone(), Arc::clone(&clock));
+        let tenancy = TenancyService::new(store.clone(), Arc::clone(&clock), services.tenancy);
+        let partners = PartnersService::new(store.clone(), Arc::clone(&clock), services.partners);
+        let follow_collections: Arc<dyn outbox::EventHandler> = Arc::new(
+            reactions::PartnersFollowCollections::new(partners.clone(), billing.clone()),
+        );
+        let dispatcher = reactions::order_to_cash(billing.clone(), collections.clone())
+            .into_iter()
+            .chain([follow_collections])
+            .fold(
+                outbox::Dispatcher::new(
+                    store.clone(),
+                    Arc::clone(&clock),
+                    services.dispatcher.clone(),
+                ),
+                outbox::Dispatcher::handler,
+            );
+        Dotmac {
+            db,
+            store,
+            clock,
+            billing,
+            usage,
+            collections,
+            support,
+            partners,
+            tenancy,
+            dispatcher: Arc::new(dispatcher),
+            dispatcher_settings: services.dispatcher,
+        }
+    }
+
+    /// The same database and clock with every service's settings read from `tenant`'s
+    /// resolved settings ([`Tenancy::settings_of`](tenancy::TenancyService::settings_of)):
+    /// billing's rounding, payment terms and zone, and its taxes and suspension-billing
+    /// policy when the tenant (or its plan, or the platform) sets them; collections' dunning
+    /// policy (when set) and zone; usage's zone. What tenancy does not set (the bill run's
+    /// chunk size, meters and allowances, the dispatcher) stays as it was.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Tenancy`]: an unknown tenant, a stored document that does not decode
+    /// (`invalid_setting`), the store's failure.
+    pub async fn configured_for(&self, tenant: TenantId) -> Result<Dotmac, Error> {
+        let resolved = self.tenancy.settings_of(tenant).await?;
+        let services = Services {
+            billing: resolved.billing_settings(self.billing.settings().clone())?,
+            usage: resolved.usage_settings(self.usage.settings().clone()),
+            collections: resolved
+                .collections_settings(Some(self.collections.settings().clone()))?,
+            partners: self.partners.settings().clone(),
+            tenancy: self.tenancy.settings().clone(),
+            dispatcher: self.dispatcher_settings.clone(),
+        };
+        Ok(Dotmac::wire(
+            self.db.clone(),
+            self.store.clone(),
+            Arc::clone(&self.clock),
+            services,
+        ))
+    }
+
+    /// Tenants: their lifecycle, plans, quotas, settings, users and roles.
+    pub fn tenancy(&self) -> &Tenancy {
+        &self.tenancy
     }
 
     /// The database (tenants, document numbers, the outbox, scale-out bill runs).
@@ -572,7 +718,9 @@ impl Dotmac {
         Ok(self.dispatcher.drain().await?)
     }
 
-    /// Creates a tenant (an ISP operator) and returns its new id.
+    /// Creates a tenant (an ISP operator) and returns its new id: registered active and
+    /// unmetered (no plan, no quota). For a tenant on a plan, with its lifecycle, use
+    /// [`Dotmac::tenancy`] (`request_tenant`, then `transition`).
     ///
     /// # Errors
     ///

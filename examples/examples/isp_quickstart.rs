@@ -9,6 +9,10 @@
 //! notices, late fees, suspensions, and restores for the few who pay late). It prints a summary
 //! with invoices, revenue, MRR movements, suspended accounts and timings.
 //!
+//! Its tenant comes from dotmac-tenancy: on the smallest platform plan that admits the run, with
+//! the quickstart's settings (which every service then reads back) and its customers counted
+//! against the plan's quota (`setup_tenant`).
+//!
 //! ```sh
 //! cargo run --release --example isp_quickstart
 //! cargo run --release --example isp_quickstart -- --customers 2000
@@ -262,7 +266,7 @@ async fn main() -> Result<(), AnyError> {
         dotmac.database().kind(),
         redact(&options.database_url)
     );
-    let tenant = dotmac.create_tenant("Acme Fibre").await?;
+    let (dotmac, tenant) = setup_tenant(dotmac, options.customers).await?;
     let billing = dotmac.billing();
     let collections = dotmac.collections();
     let store = dotmac.store();
@@ -699,6 +703,95 @@ async fn main() -> Result<(), AnyError> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// The tenant, through `dotmac-tenancy`: requested on the smallest platform tier whose
+/// customer quota admits the run (past the largest, a copy of it without a customer limit),
+/// provisioned with the quickstart's settings (currency, zone, payment terms, dunning policy)
+/// and an owner, activated; then every service reads its settings back from the tenant, and
+/// the customers about to be created are counted against its quota. Prints the tenant, where
+/// its settings come from and its quota use.
+async fn setup_tenant(dotmac: Dotmac, customers: usize) -> Result<(Dotmac, TenantId), AnyError> {
+    use dotmac::tenancy::{
+        Actor, Limit, NewTenant, NewUser, PaymentTerms, PlanCode, Quota, RoleName, SettingsLayer,
+        TenancyService, TenancySettings, TenantPlan, TenantStatus,
+    };
+    use dotmac::{SettingsLayerExt, TenantSettingsExt};
+
+    let wanted = customers as u64;
+    let mut catalog = dotmac.tenancy().settings().catalog.clone();
+    let plan = match catalog.smallest_for(Quota::Customers, wanted) {
+        Some(plan) => plan.clone(),
+        None => {
+            let largest = catalog.plans().last().ok_or("no tenant plans")?;
+            let mut plus =
+                TenantPlan::builder(PlanCode::new("enterprise_plus")?, "Enterprise Plus")
+                    .quotas(largest.quotas().with(Quota::Customers, Limit::Unlimited));
+            for feature in largest.entitlements() {
+                plus = plus.entitle(feature.clone());
+            }
+            let plus = plus.build()?;
+            catalog.insert(plus.clone());
+            plus
+        }
+    };
+    let tenancy = TenancyService::new(
+        dotmac.store().clone(),
+        std::sync::Arc::clone(dotmac.clock()),
+        TenancySettings::new(catalog),
+    );
+    let ops = Actor::platform("quickstart");
+    let tenant = TenantId::new();
+    let request = NewTenant::new("Acme Fibre").plan(plan.code().clone());
+    tenancy.request_tenant(tenant, request, ops.clone()).await?;
+    tenancy
+        .transition(tenant, TenantStatus::Provisioning, ops.clone(), None)
+        .await?;
+    let billing = dotmac.billing().settings();
+    let settings = SettingsLayer::new()
+        .with_currency(Currency::USD)
+        .with_time_zone(billing.zone)
+        .with_payment_terms(PaymentTerms::net(billing.payment_terms_days)?)
+        .with_dunning(&dotmac.collections().settings().policy)?;
+    tenancy
+        .update_settings(tenant, &settings, ops.clone())
+        .await?;
+    let owner = NewUser::new("ops@acme.example", "Acme operations").role(RoleName::OWNER);
+    tenancy.add_user(tenant, owner, ops.clone()).await?;
+    let ids: Vec<CustomerId> = (0..wanted)
+        .map(|n| CustomerId::from_u128(CUSTOMER_IDS + u128::from(n)))
+        .collect();
+    tenancy.admit_customers(tenant, &ids).await?;
+    tenancy
+        .transition(tenant, TenantStatus::Active, ops, Some("quickstart"))
+        .await?;
+
+    let dotmac = dotmac.configured_for(tenant).await?;
+    let resolved = tenancy.settings_of(tenant).await?;
+    let used = tenancy.quota_use(tenant).await?;
+    println!("  tenant: Acme Fibre, active on the {} plan", plan.name());
+    println!(
+        "  settings: {} ({}), {} ({}), net {} days ({}), rounding {:?} ({}), dunning policy ({})",
+        resolved.currency().value,
+        resolved.currency().source,
+        resolved.time_zone().value,
+        resolved.time_zone().source,
+        resolved.payment_terms().value.days(),
+        resolved.payment_terms().source,
+        resolved.rounding_mode().value,
+        resolved.rounding_mode().source,
+        resolved.dunning()?.source,
+    );
+    println!(
+        "  quota use: customers {} of {}, admin users {} of {}, API calls this hour {} of {}",
+        used.customers.used,
+        used.customers.limit,
+        used.admin_users.used,
+        used.admin_users.limit,
+        used.api_calls.used,
+        used.api_calls.limit,
+    );
+    Ok((dotmac, tenant))
 }
 
 /// The figures of the summary, as the database holds them.

@@ -8,4 +8,5 @@ mod loop_properties;
 mod network;
 mod order_to_cash;
 mod partners;
+mod tenancy;
 mod wiring;
