@@ -620,7 +620,7 @@ impl Dotmac {
             usage: resolved.usage_settings(self.usage.settings().clone()),
             collections: resolved
                 .collections_settings(Some(self.collections.settings().clone()))?,
-            partners: self.partners.settings().clone(),
+            partners: *self.partners.settings(),
             tenancy: self.tenancy.settings().clone(),
             dispatcher: self.dispatcher_settings.clone(),
         };

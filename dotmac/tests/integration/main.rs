@@ -1,6 +1,6 @@
 //! The facade's integration tests: the wiring of [`dotmac::Dotmac`] end to end.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod harness;
 mod late_events;
