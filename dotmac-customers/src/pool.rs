@@ -117,11 +117,42 @@ impl IpPool {
             .map(Ipv4Addr::from)
             .find(|a| !taken.contains(a))
     }
+
+    /// The free address `skip` places after the lowest free one, counting round the free
+    /// addresses (`skip` 0 is [`IpPool::first_free`]): creators that lost a race for one
+    /// address spread over the next ones instead of all retrying the same. `None` when no
+    /// address is free.
+    pub fn nth_free(&self, taken: &BTreeSet<Ipv4Addr>, skip: usize) -> Option<Ipv4Addr> {
+        let free = || {
+            (u32::from(self.first)..=u32::from(self.last))
+                .map(Ipv4Addr::from)
+                .filter(|a| !taken.contains(a))
+        };
+        let count = free().count();
+        if count == 0 {
+            return None;
+        }
+        free().nth(skip % count)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_nth_free_address_counts_round_the_free_ones() {
+        let p = IpPool::from_cidr(PoolId::from_u128(1), "p", "10.0.0.0/29").unwrap();
+        let taken: BTreeSet<Ipv4Addr> = [Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 3)]
+            .into_iter()
+            .collect();
+        // Free: .2 .4 .5 .6
+        assert_eq!(p.nth_free(&taken, 0), p.first_free(&taken));
+        assert_eq!(p.nth_free(&taken, 1), Some(Ipv4Addr::new(10, 0, 0, 4)));
+        assert_eq!(p.nth_free(&taken, 5), Some(Ipv4Addr::new(10, 0, 0, 4)));
+        let all: BTreeSet<Ipv4Addr> = (1..=6).map(|n| Ipv4Addr::new(10, 0, 0, n)).collect();
+        assert_eq!(p.nth_free(&all, 3), None);
+    }
 
     #[test]
     fn a_cidr_block_keeps_its_hosts_only() {

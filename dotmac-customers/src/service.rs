@@ -302,7 +302,7 @@ impl<S: CustomersStore, C: Clock> CustomerService<S, C> {
     /// # Errors
     ///
     /// `NotFound` for the customer or the pool, `InvalidInput` for bad credentials or a
-    /// profile, `AlreadyExists` for a user name in use, `PoolExhausted`, `AddressTaken` for a
+    /// profile, `AlreadyExists` for a user name in use, `PoolExhausted` when no address is free, `ConcurrentUpdate` when every attempt lost a race for a free one (retry), `AddressTaken` for a
     /// static address held by another service.
     #[tracing::instrument(name = "dotmac.customers.create_service", skip_all, fields(tenant = %tenant))]
     pub async fn create_service(
@@ -351,17 +351,20 @@ impl<S: CustomersStore, C: Clock> CustomerService<S, C> {
                     })?;
                 // Validate before taking an address.
                 NetworkService::new(id, new.clone(), None)?;
-                for _ in 0..ATTEMPTS {
+                for attempt in 0..ATTEMPTS {
                     let taken = self
                         .inner
                         .store
                         .assigned_addresses(tenant, pool.first(), pool.last())
                         .await?;
-                    let address: Ipv4Addr =
-                        pool.first_free(&taken)
-                            .ok_or_else(|| CustomersError::PoolExhausted {
-                                pool: pool.name().to_owned(),
-                            })?;
+                    // The lowest free address first; after a lost race, one further on, so
+                    // that concurrent creators spread instead of all retrying the same one.
+                    let skip = usize::try_from(attempt).unwrap_or(usize::MAX);
+                    let address: Ipv4Addr = pool.nth_free(&taken, skip).ok_or_else(|| {
+                        CustomersError::PoolExhausted {
+                            pool: pool.name().to_owned(),
+                        }
+                    })?;
                     let service = NetworkService::new(id, new.clone(), Some(address))?;
                     match self
                         .inner
@@ -374,8 +377,12 @@ impl<S: CustomersStore, C: Clock> CustomerService<S, C> {
                         Ok(()) => return Ok(service),
                     }
                 }
-                Err(CustomersError::PoolExhausted {
-                    pool: pool.name().to_owned(),
+                // Addresses are free but every attempt lost its race: a conflict to retry,
+                // not an exhausted pool.
+                Err(CustomersError::ConcurrentUpdate {
+                    what: "address pool",
+                    id: pool_id.to_string(),
+                    expected: u64::from(ATTEMPTS),
                 })
             }
         }
