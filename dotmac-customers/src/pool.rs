@@ -132,7 +132,7 @@ impl IpPool {
         if count == 0 {
             return None;
         }
-        free().nth(skip % count)
+        free().nth(skip.checked_rem(count)?)
     }
 }
 
