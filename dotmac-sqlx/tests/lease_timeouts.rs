@@ -355,10 +355,12 @@ async fn a_frozen_worker_never_stalls_the_run() {
         "gapless"
     );
     assert_eq!(db.outbox_events(tenant).await.unwrap().len(), INVOICES);
-    // The server ends the frozen sessions on its idle-in-transaction timer; on a loaded
-    // machine a terminated backend can stay listed a moment longer, hence a short wait.
+    // The server ends the frozen sessions on its idle-in-transaction timer, which runs about
+    // as long as the lease: the run can complete (the frozen chunks' leases ended) a moment
+    // before the timer fires, and on a loaded machine a terminated backend stays listed a
+    // moment longer. So wait up to one more lease, then a little.
     let mut sessions = child_sessions(&mut conn).await;
-    let listed_until = Instant::now() + Duration::from_secs(2);
+    let listed_until = Instant::now() + one_lease + Duration::from_secs(2);
     while sessions != (0, 0) && Instant::now() < listed_until {
         tokio::time::sleep(Duration::from_millis(100)).await;
         sessions = child_sessions(&mut conn).await;
