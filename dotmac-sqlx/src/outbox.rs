@@ -343,7 +343,8 @@ for_each_dialect! {
             let mut marked = 0;
             for seq in seqs {
                 marked += sqlx::query(
-                    "UPDATE outbox SET delivered_at = $1, status = 'handled' \
+                    "UPDATE outbox SET delivered_at = $1, status = 'handled', claimed_by = NULL, \
+                       claim_expires_at = NULL \
                      WHERE seq = $2 AND claimed_by = $3 AND status = 'pending'",
                 )
                 .bind(now)
@@ -406,7 +407,8 @@ for_each_dialect! {
             now: DateTime<Utc>,
         ) -> Result<u64> {
             Ok(sqlx::query(
-                "UPDATE outbox SET delivered_at = $1, status = 'handled' \
+                "UPDATE outbox SET delivered_at = $1, status = 'handled', claimed_by = NULL, \
+                   claim_expires_at = NULL \
                  WHERE seq = ANY($2) AND claimed_by = $3 AND status = 'pending'",
             )
             .bind(now)
@@ -631,6 +633,30 @@ impl dotmac_core::outbox::OutboxStore for Database {
             .await?)
     }
 
+    /// One transaction for the whole batch; events of every tenant (seqs are the outbox's
+    /// global positions), as a claim does.
+    async fn complete_all(
+        &self,
+        handled: &[(TenantId, u64)],
+        worker: &str,
+        now: DateTime<Utc>,
+    ) -> std::result::Result<u64, dotmac_core::StorageError> {
+        if handled.is_empty() {
+            return Ok(0);
+        }
+        input::text("relay consumer name", worker)?;
+        let seqs: Vec<i64> = handled
+            .iter()
+            .map(|(_, seq)| i64::try_from(*seq).unwrap_or(i64::MAX))
+            .collect();
+        Ok(dispatch!(self, pool, d => {
+            let mut tx = d::begin_relay(pool).await?;
+            let marked = d::outbox::mark(&mut tx, worker, &seqs, now).await?;
+            tx.commit().await.during("mark outbox events handled")?;
+            marked
+        }))
+    }
+
     async fn release(
         &self,
         tenant: TenantId,
@@ -775,6 +801,14 @@ impl dotmac_core::outbox::OutboxStore for crate::SqlStore {
         now: DateTime<Utc>,
     ) -> impl Future<Output = std::result::Result<bool, dotmac_core::StorageError>> + Send {
         self.db.complete(tenant, seq, worker, now)
+    }
+    fn complete_all(
+        &self,
+        handled: &[(TenantId, u64)],
+        worker: &str,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = std::result::Result<u64, dotmac_core::StorageError>> + Send {
+        self.db.complete_all(handled, worker, now)
     }
     fn release(
         &self,
