@@ -1860,8 +1860,9 @@ fn wrote_exactly(
     Ok(())
 }
 
-/// `add_pending_charges`: a charge already pending and one already invoiced are not added
-/// again and their events are not written; the new ones are, with theirs.
+/// `add_pending_charges`: a charge already pending, one already invoiced and one repeated in
+/// the batch are not added again and their events are not written; the new ones are, with
+/// theirs.
 async fn batched_charges_write_only_the_new_ones_and_their_events<
     S: BillingStore,
     R: ReadOutbox<S>,
@@ -1908,12 +1909,17 @@ async fn batched_charges_write_only_the_new_ones_and_their_events<
         (pending.clone(), vec![event(2).1]),
         (invoiced.clone(), vec![event(3).1]),
         (fresh[1].clone(), vec![event(4).1]),
+        // The same charge twice in one batch: added once, its second events not written.
+        (fresh[0].clone(), vec![event(5).1]),
     ];
     let added = store
         .add_pending_charges(tenant, batch)
         .await
         .map_err(err)?;
-    ensure!(added == [true, false, false, true], "added {added:?}");
+    ensure!(
+        added == [true, false, false, true, false],
+        "added {added:?}"
+    );
     let ids: Vec<EventId> = events_of(outbox, &store, tenant)
         .await?
         .iter()

@@ -41,19 +41,21 @@ impl InvoiceStore for SqlStore {
         if charges.is_empty() {
             return Ok(Vec::new());
         }
-        let binds = charges
-            .iter()
-            .map(|(charge, _)| crate::keyed::pending_charge_binds(tenant, charge))
-            .collect::<std::result::Result<Vec<_>, _>>()?;
+        // One multi-row INSERT for the whole batch (per chunk of rows on SQLite), returning
+        // the ids it inserted: a charge already stored, or repeated in `charges`, is not
+        // added, and only the added charges' events are written.
         dispatch!(self.db, pool, d => {
             let mut tx = d::begin_tenant(pool, tenant).await.map_err(storage)?;
+            let refs: Vec<&PendingCharge> = charges.iter().map(|(charge, _)| charge).collect();
+            let mut inserted = d::billing::insert_pending(&mut tx, tenant, &refs)
+                .await
+                .map_err(storage)?;
+            drop(refs);
             let mut added = Vec::with_capacity(charges.len());
             let mut events = Vec::new();
-            for ((_, charge_events), binds) in charges.into_iter().zip(&binds) {
-                let written = d::docs::execute(&mut tx, crate::keyed::INSERT_PENDING_CHARGE, binds)
-                    .await
-                    .map_err(storage)?;
-                let new = written == Written::Rows(1);
+            for (charge, charge_events) in charges {
+                // Removed once seen: a repeated id is added (and its events written) once.
+                let new = inserted.remove(&charge.id.as_uuid());
                 if new {
                     events.extend(charge_events);
                 }

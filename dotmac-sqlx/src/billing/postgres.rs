@@ -197,12 +197,13 @@ pub(crate) async fn insert_invoices(
     }
 }
 
-/// Adds pending charges in one statement (an id already stored is skipped).
+/// Adds pending charges in one statement (an id already stored, or repeated, is skipped);
+/// returns the ids inserted.
 pub(crate) async fn insert_pending(
     tx: &mut Tx,
     tenant: TenantId,
     charges: &[&PendingCharge],
-) -> crate::error::Result<()> {
+) -> crate::error::Result<std::collections::HashSet<Uuid>> {
     let ids: Vec<Uuid> = charges.iter().map(|c| c.id.as_uuid()).collect();
     let customers: Vec<Uuid> = charges.iter().map(|c| c.customer.as_uuid()).collect();
     let bodies: Vec<sqlx::types::Json<Box<serde_json::value::RawValue>>> =
@@ -210,23 +211,28 @@ pub(crate) async fn insert_pending(
             .into_iter()
             .map(sqlx::types::Json)
             .collect();
-    sqlx::query(
+    let rows = sqlx::query(
         "INSERT INTO billing_pending_charges (tenant_id, charge_id, customer_id, \
            consumed, body) \
          SELECT $1, u.id, u.customer, false, u.body \
          FROM UNNEST($2::uuid[], $3::uuid[], $4::jsonb[]) WITH ORDINALITY \
            AS u(id, customer, body, ord) \
          ORDER BY u.ord \
-         ON CONFLICT (tenant_id, charge_id) DO NOTHING",
+         ON CONFLICT (tenant_id, charge_id) DO NOTHING RETURNING charge_id",
     )
     .bind(tenant.as_uuid())
     .bind(ids)
     .bind(customers)
     .bind(bodies)
-    .execute(&mut **tx)
+    .fetch_all(&mut **tx)
     .await
     .during("write pending charges")?;
-    Ok(())
+    rows.iter()
+        .map(|row| {
+            row.try_get::<Uuid, _>("charge_id")
+                .during("write pending charges")
+        })
+        .collect()
 }
 
 /// Marks pending charges consumed in one statement (kept, so that a retried add stays

@@ -233,12 +233,14 @@ pub(crate) async fn insert_invoices(
     Ok(Written::Rows(u64::try_from(rows.len()).unwrap_or(u64::MAX)))
 }
 
-/// Adds pending charges (an id already stored is skipped).
+/// Adds pending charges (an id already stored, or repeated, is skipped); returns the ids
+/// inserted.
 pub(crate) async fn insert_pending(
     tx: &mut Tx,
     tenant: TenantId,
     charges: &[&PendingCharge],
-) -> crate::error::Result<()> {
+) -> crate::error::Result<std::collections::HashSet<Uuid>> {
+    let mut inserted = std::collections::HashSet::with_capacity(charges.len());
     for chunk in charges.chunks(ROWS) {
         let bodies = documents("pending charge", chunk)?;
         let mut query = sqlx::QueryBuilder::<Db>::new(
@@ -252,14 +254,20 @@ pub(crate) async fn insert_pending(
                 .push_bind(false)
                 .push_bind(sqlx::types::Json(body));
         });
-        query.push(" ON CONFLICT (tenant_id, charge_id) DO NOTHING");
-        query
+        query.push(" ON CONFLICT (tenant_id, charge_id) DO NOTHING RETURNING charge_id");
+        let rows = query
             .build()
-            .execute(&mut **tx)
+            .fetch_all(&mut **tx)
             .await
             .during("write pending charges")?;
+        for row in &rows {
+            inserted.insert(
+                row.try_get::<Uuid, _>("charge_id")
+                    .during("write pending charges")?,
+            );
+        }
     }
-    Ok(())
+    Ok(inserted)
 }
 
 /// Marks pending charges consumed (kept, so that a retried add stays a no-op): only
