@@ -29,15 +29,10 @@ use std::process::{Child, ChildStdin, Command, ExitCode, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use chrono::NaiveDate;
+use common::fibre::{customer, day, plan};
 use common::{at, new_tenant};
-use dotmac_billing::{
-    BillingSettings, CatalogStore, Charge, CustomerAccount, FirstPeriod, InvoiceStore,
-    NewSubscription, Plan, Product, SubscriptionStore,
-};
-use dotmac_core::{
-    Currency, CustomerId, Money, PlanId, ProductId, SubscriptionId, SystemClock, TenantId,
-};
+use dotmac_billing::{BillingSettings, InvoiceStore, SubscriptionStore};
+use dotmac_core::{SubscriptionId, SystemClock, TenantId};
 use dotmac_sqlx::{
     BillRunId, BillWorker, Database, DatabaseOptions, LeaseSettings, SqlError, SqlStore,
     WorkerReport,
@@ -57,26 +52,8 @@ const SUBSCRIPTIONS: u128 = 24;
 /// Jan (prorated), Feb and Mar for every subscription.
 const INVOICES: usize = 3 * 24;
 
-fn day(m: u32, d: u32) -> NaiveDate {
-    NaiveDate::from_ymd_opt(2026, m, d).unwrap()
-}
-
 fn lease() -> LeaseSettings {
     LeaseSettings::new(chrono::Duration::milliseconds(LEASE_MS))
-}
-
-fn plan() -> Plan {
-    Plan::builder(PlanId::from_u128(7), ProductId::from_u128(7), "Fibre 100")
-        .charge(Charge::recurring_flat([Money::from_minor(
-            2999,
-            Currency::USD,
-        )]))
-        .build(day(1, 1))
-        .unwrap()
-}
-
-fn customer(i: u128) -> CustomerId {
-    CustomerId::from_u128(10_000 + i)
 }
 
 fn schema() -> String {
@@ -113,41 +90,6 @@ async fn raw(url: &str) -> sqlx::PgConnection {
         .await
         .unwrap();
     conn
-}
-
-async fn seed(store: &SqlStore, tenant: TenantId) {
-    let plan = plan();
-    store
-        .put_product(
-            tenant,
-            Product {
-                id: plan.product,
-                name: "Broadband".into(),
-            },
-        )
-        .await
-        .unwrap();
-    store
-        .put_plan(tenant, plan.clone(), Vec::new())
-        .await
-        .unwrap();
-    for i in 0..SUBSCRIPTIONS {
-        store
-            .put_account(tenant, CustomerAccount::new(customer(i), Currency::USD))
-            .await
-            .unwrap();
-        let start = day(1, 1 + u32::try_from(i % 20).unwrap());
-        let sub = NewSubscription::new(customer(i), plan.id, Currency::USD, start)
-            .id(SubscriptionId::from_u128(i + 1))
-            .anchor(day(1, 1))
-            .first_period(FirstPeriod::Prorate)
-            .create(&plan, Currency::USD)
-            .unwrap();
-        store
-            .insert_subscription(tenant, sub, Vec::new())
-            .await
-            .unwrap();
-    }
 }
 
 /// Works `run` of `tenant` as `worker` with the real clock, once.
@@ -288,7 +230,7 @@ async fn a_frozen_worker_never_stalls_the_run() {
     };
     let store = SqlStore::new(db.clone());
     let tenant = new_tenant(&db).await;
-    seed(&store, tenant).await;
+    common::fibre::seed(&store, tenant, SUBSCRIPTIONS).await;
     let run = BillRunId::new();
     let chunks = store
         .plan_billing_run(tenant, run, day(3, 1), 6, at(1, 0))
@@ -424,7 +366,7 @@ async fn a_held_counter_times_out_with_a_typed_error_and_writes_nothing() {
     };
     let store = SqlStore::new(db.clone());
     let tenant = new_tenant(&db).await;
-    seed(&store, tenant).await;
+    common::fibre::seed(&store, tenant, SUBSCRIPTIONS).await;
     let run = BillRunId::new();
     let chunks = store
         .plan_billing_run(tenant, run, day(3, 1), 6, at(1, 0))
@@ -527,7 +469,7 @@ async fn unusable_leases_are_refused_and_claim_nothing() {
     for (name, db) in common::backends().await {
         let store = SqlStore::new(db.clone());
         let tenant = new_tenant(&db).await;
-        seed(&store, tenant).await;
+        common::fibre::seed(&store, tenant, SUBSCRIPTIONS).await;
         let run = BillRunId::new();
         store
             .plan_billing_run(tenant, run, day(3, 1), 12, at(1, 0))

@@ -23,20 +23,28 @@ pub async fn sqlite_file() -> Database {
         .unwrap()
 }
 
-/// One schema per test binary and migration set, so binaries running in parallel do not see
-/// each other's global state (the outbox relay reads every tenant) and a changed migration
-/// never meets a schema migrated by the old one.
-pub async fn postgres() -> Option<Database> {
-    let url = std::env::var("DATABASE_URL").ok()?;
-    let schema = format!(
-        "dotmac_test_{}_{:08x}",
-        binary_name(),
-        migrations_fingerprint()
-    );
-    let db = Database::connect_with(DatabaseOptions::new(&url).schema(schema).max_connections(8))
-        .await
-        .unwrap_or_else(|e| panic!("DATABASE_URL is set but PostgreSQL is unusable: {e}"));
-    Some(db)
+/// One schema per test module (the calling file) and migration set, so that suites running in
+/// parallel do not see each other's global state (the outbox relay reads every tenant) and a
+/// changed migration never meets a schema migrated by the old one.
+#[track_caller]
+pub fn postgres() -> impl std::future::Future<Output = Option<Database>> {
+    let module = std::path::Path::new(std::panic::Location::caller().file())
+        .file_stem()
+        .map(|s| s.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    async move {
+        let url = std::env::var("DATABASE_URL").ok()?;
+        let schema = format!(
+            "dotmac_test_{}_{module}_{:08x}",
+            binary_name(),
+            migrations_fingerprint()
+        );
+        let db =
+            Database::connect_with(DatabaseOptions::new(&url).schema(schema).max_connections(8))
+                .await
+                .unwrap_or_else(|e| panic!("DATABASE_URL is set but PostgreSQL is unusable: {e}"));
+        Some(db)
+    }
 }
 
 /// A digest of the PostgreSQL migrations, so that a changed migration gets a fresh schema.
@@ -65,16 +73,21 @@ fn binary_name() -> String {
         .to_ascii_lowercase()
 }
 
-/// Every backend this build and environment offer, named for assertion messages.
-pub async fn backends() -> Vec<(&'static str, Database)> {
-    let mut all = vec![
-        ("sqlite-memory", sqlite_memory().await),
-        ("sqlite-file", sqlite_file().await),
-    ];
-    if let Some(pg) = postgres().await {
-        all.push(("postgres", pg));
+/// Every backend this build and environment offer, named for assertion messages (PostgreSQL
+/// in the caller's schema, see [`postgres`]).
+#[track_caller]
+pub fn backends() -> impl std::future::Future<Output = Vec<(&'static str, Database)>> {
+    let postgres = postgres();
+    async move {
+        let mut all = vec![
+            ("sqlite-memory", sqlite_memory().await),
+            ("sqlite-file", sqlite_file().await),
+        ];
+        if let Some(pg) = postgres.await {
+            all.push(("postgres", pg));
+        }
+        all
     }
-    all
 }
 
 pub async fn new_tenant(db: &Database) -> TenantId {
@@ -152,4 +165,74 @@ pub async fn issue(
             },
         )
         .await
+}
+
+/// The bill-run suites' fixture: a monthly "Fibre 100" plan at $29.99 and subscriptions
+/// started on different January days, anchored on the 1st with a prorated first period.
+pub mod fibre {
+    use chrono::NaiveDate;
+    use dotmac_billing::{
+        CatalogStore, Charge, CustomerAccount, FirstPeriod, NewSubscription, Plan, Product,
+        SubscriptionStore,
+    };
+    use dotmac_core::{Currency, CustomerId, Money, PlanId, ProductId, SubscriptionId, TenantId};
+    use dotmac_sqlx::SqlStore;
+
+    /// A day of 2026.
+    pub fn day(m: u32, d: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(2026, m, d).unwrap()
+    }
+
+    /// The plan every subscription is on.
+    pub fn plan() -> Plan {
+        Plan::builder(PlanId::from_u128(7), ProductId::from_u128(7), "Fibre 100")
+            .charge(Charge::recurring_flat([Money::from_minor(
+                2999,
+                Currency::USD,
+            )]))
+            .build(day(1, 1))
+            .unwrap()
+    }
+
+    /// The customer of subscription `i` (one each).
+    pub fn customer(i: u128) -> CustomerId {
+        CustomerId::from_u128(10_000 + i)
+    }
+
+    /// The plan, and `count` subscriptions, one per customer, started on different January
+    /// days (subscription `i` has id `i + 1`).
+    pub async fn seed(store: &SqlStore, tenant: TenantId, count: u128) {
+        let plan = plan();
+        store
+            .put_product(
+                tenant,
+                Product {
+                    id: plan.product,
+                    name: "Broadband".into(),
+                },
+            )
+            .await
+            .unwrap();
+        store
+            .put_plan(tenant, plan.clone(), Vec::new())
+            .await
+            .unwrap();
+        for i in 0..count {
+            store
+                .put_account(tenant, CustomerAccount::new(customer(i), Currency::USD))
+                .await
+                .unwrap();
+            let start = day(1, 1 + u32::try_from(i % 20).unwrap());
+            let sub = NewSubscription::new(customer(i), plan.id, Currency::USD, start)
+                .id(SubscriptionId::from_u128(i + 1))
+                .anchor(day(1, 1))
+                .first_period(FirstPeriod::Prorate)
+                .create(&plan, Currency::USD)
+                .unwrap();
+            store
+                .insert_subscription(tenant, sub, Vec::new())
+                .await
+                .unwrap();
+        }
+    }
 }

@@ -7,79 +7,23 @@
 // Helpers outside #[test] functions unwrap too: a failing unwrap is a failing test.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
-mod common;
+use crate::common;
+use crate::common::fibre::{customer, day, plan, seed};
 
 use std::collections::{BTreeMap, HashMap};
 
-use chrono::{Duration, NaiveDate};
+use chrono::Duration;
 use common::{at, backends, new_tenant};
 use dotmac_billing::{
-    BillRunSummary, BillingError, BillingSettings, CatalogStore, Charge, CustomerAccount,
-    FirstPeriod, InvoiceStore, NewSubscription, Plan, Product, SubscriptionStore,
+    BillRunSummary, BillingError, BillingSettings, InvoiceStore, SubscriptionStore,
 };
-use dotmac_core::{
-    Currency, CustomerId, FixedClock, Money, PlanId, ProductId, SubscriptionId, TenantId,
-};
+use dotmac_core::{FixedClock, SubscriptionId, TenantId};
 use dotmac_sqlx::{BillRunId, BillWorker, ChunkClaim, SqlError, SqlStore};
 use rust_decimal::Decimal;
 
 const LEASE: i64 = 5;
 /// Jan (prorated), Feb and Mar.
 const PER_SUBSCRIPTION: usize = 3;
-
-fn day(m: u32, d: u32) -> NaiveDate {
-    NaiveDate::from_ymd_opt(2026, m, d).unwrap()
-}
-
-fn plan() -> Plan {
-    Plan::builder(PlanId::from_u128(7), ProductId::from_u128(7), "Fibre 100")
-        .charge(Charge::recurring_flat([Money::from_minor(
-            2999,
-            Currency::USD,
-        )]))
-        .build(day(1, 1))
-        .unwrap()
-}
-
-fn customer(i: u128) -> CustomerId {
-    CustomerId::from_u128(10_000 + i)
-}
-
-/// `count` subscriptions, one per customer, started on different January days.
-async fn seed(store: &SqlStore, tenant: TenantId, count: u128) {
-    let plan = plan();
-    store
-        .put_product(
-            tenant,
-            Product {
-                id: plan.product,
-                name: "Broadband".into(),
-            },
-        )
-        .await
-        .unwrap();
-    store
-        .put_plan(tenant, plan.clone(), Vec::new())
-        .await
-        .unwrap();
-    for i in 0..count {
-        store
-            .put_account(tenant, CustomerAccount::new(customer(i), Currency::USD))
-            .await
-            .unwrap();
-        let start = day(1, 1 + u32::try_from(i % 20).unwrap());
-        let sub = NewSubscription::new(customer(i), plan.id, Currency::USD, start)
-            .id(SubscriptionId::from_u128(i + 1))
-            .anchor(day(1, 1))
-            .first_period(FirstPeriod::Prorate)
-            .create(&plan, Currency::USD)
-            .unwrap();
-        store
-            .insert_subscription(tenant, sub, Vec::new())
-            .await
-            .unwrap();
-    }
-}
 
 /// Bills `claim` as `worker` at `minutes` past 1 March.
 async fn bill(

@@ -4,7 +4,7 @@
 //! These tests need `DATABASE_URL` and fail, never skip, when FreeRADIUS cannot start.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

@@ -1,7 +1,7 @@
 //! dotmac-partners' store behaviour suite on SQLite (memory and file) and PostgreSQL (when
 //! `DATABASE_URL` is set).
 
-mod common;
+use crate::common;
 
 use dotmac_partners::testkit;
 use dotmac_sqlx::SqlStore;

@@ -5,7 +5,8 @@
 // Helpers outside #[test] functions unwrap too: a failing unwrap is a failing test.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
-mod common;
+use crate::common;
+use crate::common::fibre::{day, plan};
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -13,22 +14,18 @@ use std::sync::Arc;
 use chrono::{Duration, NaiveDate};
 use common::{at, backends, new_tenant};
 use dotmac_billing::{
-    BillingCommit, BillingError, BillingFailure, BillingSettings, CatalogStore, Charge,
-    CustomerAccount, FirstPeriod, Invoice, InvoiceStore, LineKind, NewSubscription, PendingCharge,
-    PendingChargeId, Plan, Product, SubscriptionStore, TaxRate, TaxRateId,
+    BillingCommit, BillingError, BillingFailure, BillingSettings, CatalogStore, CustomerAccount,
+    FirstPeriod, Invoice, InvoiceStore, LineKind, NewSubscription, PendingCharge, PendingChargeId,
+    Plan, Product, SubscriptionStore, TaxRate, TaxRateId,
 };
 use dotmac_core::outbox::{Aggregate, OutboxStore};
 use dotmac_core::{
-    CoreError, Currency, CustomerId, FixedClock, Money, PlanId, ProductId, SubscriptionId, TenantId,
+    CoreError, Currency, CustomerId, FixedClock, Money, PlanId, SubscriptionId, TenantId,
 };
 use dotmac_sqlx::{BillRunId, BillWorker, Database, SqlError, SqlStore, WorkerReport};
 use rust_decimal::Decimal;
 
 const LEASE_MINUTES: i64 = 5;
-
-fn day(m: u32, d: u32) -> NaiveDate {
-    NaiveDate::from_ymd_opt(2026, m, d).unwrap()
-}
 
 fn as_of() -> NaiveDate {
     day(3, 1)
@@ -40,16 +37,6 @@ fn settings() -> BillingSettings {
         "VAT",
         Decimal::new(75, 1),
     )])
-}
-
-fn plan() -> Plan {
-    Plan::builder(PlanId::from_u128(7), ProductId::from_u128(7), "Fibre 100")
-        .charge(Charge::recurring_flat([Money::from_minor(
-            2999,
-            Currency::USD,
-        )]))
-        .build(day(1, 1))
-        .unwrap()
 }
 
 fn customer(i: u128) -> CustomerId {

@@ -1,6 +1,6 @@
 //! dotmac-support's store behaviour suite on SQLite (memory and file) and PostgreSQL.
 
-mod common;
+use crate::common;
 
 use dotmac_sqlx::SqlStore;
 

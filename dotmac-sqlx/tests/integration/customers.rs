@@ -2,7 +2,7 @@
 //! address, on every backend.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 

@@ -5,7 +5,7 @@
 // Helpers outside #[test] functions unwrap too: a failing unwrap is a failing test.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
-mod common;
+use crate::common;
 
 use std::error::Error as _;
 

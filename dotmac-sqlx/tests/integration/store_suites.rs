@@ -1,7 +1,7 @@
 //! The domain crates' store behaviour suites (billing, usage, payments, dunning) on SQLite
 //! (memory and file) and PostgreSQL (when `DATABASE_URL` is set).
 
-mod common;
+use crate::common;
 
 use dotmac_billing::testkit::core_outbox;
 use dotmac_core::TenantId;
