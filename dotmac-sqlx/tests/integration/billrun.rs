@@ -2,7 +2,7 @@
 //! `Database::claim_chunk`, `SqlStore::bill_claimed_chunk`): a dead worker's chunk is claimed
 //! again and its late result refused, and a chunk whose write fails midway writes nothing and
 //! stays claimable. SQLite and (with DATABASE_URL) PostgreSQL. Many workers, killed workers and
-//! re-runs are in `tests/scaleout.rs`.
+//! re-runs are in `scaleout.rs`.
 
 // Helpers outside #[test] functions unwrap too: a failing unwrap is a failing test.
 #![allow(clippy::unwrap_used, clippy::panic)]
