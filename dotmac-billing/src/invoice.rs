@@ -166,6 +166,18 @@ pub enum InvoiceStatus {
 }
 
 impl InvoiceStatus {
+    /// The status's name, as serde writes it (`"partially_paid"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InvoiceStatus::Draft => "draft",
+            InvoiceStatus::Open => "open",
+            InvoiceStatus::PartiallyPaid => "partially_paid",
+            InvoiceStatus::Paid => "paid",
+            InvoiceStatus::Void => "void",
+            InvoiceStatus::Uncollectible => "uncollectible",
+        }
+    }
+
     /// True when `self → to` is allowed (see the diagram on [`InvoiceStatus`]; the rule that
     /// only an invoice with nothing settled is voided is [`Invoice::transition`]'s, which knows
     /// the amounts).

@@ -45,13 +45,26 @@ use dotmac_partners::{
     SourceId,
 };
 
-/// The billing status of a ledger state; `None` for a void, which billing starts.
-fn invoice_status(state: BalanceState) -> Option<InvoiceStatus> {
+/// The billing status an invoice has when the payments ledger reports `state` for it: what
+/// [`BillingFollowsLedger`]'s reaction to a balance change writes (a void, which starts in
+/// billing, is written there and only reported back). `None` for a state this version does not
+/// know.
+///
+/// ```
+/// use dotmac::billing::InvoiceStatus;
+/// use dotmac::collections::BalanceState;
+/// use dotmac::reactions::invoice_status_of;
+///
+/// assert_eq!(invoice_status_of(BalanceState::PartiallyPaid), Some(InvoiceStatus::PartiallyPaid));
+/// assert_eq!(invoice_status_of(BalanceState::Void), Some(InvoiceStatus::Void));
+/// ```
+pub fn invoice_status_of(state: BalanceState) -> Option<InvoiceStatus> {
     match state {
         BalanceState::Open => Some(InvoiceStatus::Open),
         BalanceState::PartiallyPaid => Some(InvoiceStatus::PartiallyPaid),
         BalanceState::Paid => Some(InvoiceStatus::Paid),
         BalanceState::Uncollectible => Some(InvoiceStatus::Uncollectible),
+        BalanceState::Void => Some(InvoiceStatus::Void),
         _ => None,
     }
 }
@@ -325,8 +338,11 @@ where
             let tenant = message.tenant;
             match event {
                 CollectionEvent::InvoiceBalanceChanged(balance) => {
-                    let Some(state) = invoice_status(balance.state) else {
-                        // A void starts in billing (the invoice is void already).
+                    let Some(state) =
+                        invoice_status_of(balance.state).filter(|s| *s != InvoiceStatus::Void)
+                    else {
+                        // A void starts in billing (the invoice is void already); a state
+                        // this version does not know changes nothing.
                         return Ok(());
                     };
                     // A void invoice stays void: a balance reported before the void and

@@ -29,8 +29,8 @@ use dotmac::billing::analytics::{mrr_at, mrr_movements, recurring_items};
 use dotmac::billing::usage_billing::UsageBillingSettings;
 use dotmac::billing::usage_billing::allowance::AllowancePolicy;
 use dotmac::billing::{
-    BillingSettings, CancelTiming, ChangeTiming, Charge, CurrencyPrice, FirstPeriod, LineKind,
-    NewSubscription, Plan, PriceModel, Product, ProrationBehavior, SubscriptionChange,
+    BillingSettings, CancelTiming, ChangeTiming, Charge, CurrencyPrice, FirstPeriod, InvoiceStatus,
+    LineKind, NewSubscription, Plan, PriceModel, Product, ProrationBehavior, SubscriptionChange,
     SubscriptionStatus, SubscriptionStore,
 };
 use dotmac::collections::{
@@ -38,6 +38,7 @@ use dotmac::collections::{
     DunningPolicy, PaymentStore, RestoreOnPayment, StepName, receivables_ageing,
 };
 use dotmac::outbox::OutboxStore;
+use dotmac::reactions::invoice_status_of;
 use dotmac::usage::{Aggregation, Meter, UsageEvent, UsageStore};
 use dotmac::{
     BillingInterval, Collections, Currency, CustomerAccount, CustomerId, Dotmac, IdDigest,
@@ -798,7 +799,7 @@ async fn setup_tenant(dotmac: Dotmac, customers: usize) -> Result<(Dotmac, Tenan
 struct Books {
     invoices: usize,
     invoiced: Money,
-    by_status: BTreeMap<String, (usize, Money)>,
+    by_status: BTreeMap<&'static str, (usize, Money)>,
     late_fees: (usize, Money),
     reconnection_fees: (usize, Money),
     credit_applied: (usize, Money),
@@ -813,16 +814,11 @@ async fn read_books(
     subscriptions: &[(CustomerId, SubscriptionId, usize)],
     ledgers: &[CustomerLedger],
 ) -> Result<Books, AnyError> {
-    // The ledger's state of every invoice, by id, named as invoice statuses are.
-    let ledger_state: BTreeMap<InvoiceId, String> = ledgers
+    // The status the ledger's state of every invoice gives it, by id (the reaction's mapping).
+    let ledger_status: BTreeMap<InvoiceId, Option<InvoiceStatus>> = ledgers
         .iter()
         .flat_map(|ledger| ledger.invoices())
-        .map(|balance| {
-            (
-                balance.invoice,
-                format!("{:?}", balance.state()).to_lowercase(),
-            )
-        })
+        .map(|balance| (balance.invoice, invoice_status_of(balance.state())))
         .collect();
     let usd = Currency::USD;
     let zero = Money::zero(usd);
@@ -845,12 +841,14 @@ async fn read_books(
         for invoice in dotmac.invoices_of(tenant, *customer).await? {
             books.invoices += 1;
             books.invoiced = books.invoiced.checked_add(invoice.total)?;
-            let status = format!("{:?}", invoice.status).to_lowercase();
-            if ledger_state.get(&invoice.id) != Some(&status) {
+            if ledger_status.get(&invoice.id) != Some(&Some(invoice.status)) {
                 books.disagreeing += 1;
             }
             add(
-                books.by_status.entry(status).or_insert((0, zero)),
+                books
+                    .by_status
+                    .entry(invoice.status.as_str())
+                    .or_insert((0, zero)),
                 invoice.total,
             )?;
             for line in &invoice.lines {
