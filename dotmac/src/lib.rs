@@ -576,9 +576,11 @@ impl Dotmac {
         let follow_collections: Arc<dyn outbox::EventHandler> = Arc::new(
             reactions::PartnersFollowCollections::new(partners.clone(), billing.clone()),
         );
+        let measure_use: Arc<dyn outbox::EventHandler> =
+            Arc::new(reactions::TenancyMeasuresUse::new(tenancy.clone()));
         let dispatcher = reactions::order_to_cash(billing.clone(), collections.clone())
             .into_iter()
-            .chain([follow_collections])
+            .chain([follow_collections, measure_use])
             .fold(
                 outbox::Dispatcher::new(
                     store.clone(),

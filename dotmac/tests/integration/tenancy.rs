@@ -149,3 +149,200 @@ async fn the_builder_reads_a_tenants_settings_at_connect() {
         "{refused:?}"
     );
 }
+
+/// A tenant on a yearly invoice number format, billed across a new year, its invoices and
+/// usage events counted in its platform usage without the embedder recording anything, and
+/// listed with that usage in the platform operator's report; on SQLite and on PostgreSQL.
+async fn numbers_and_platform_usage_follow_the_tenant(dotmac: Dotmac) {
+    use dotmac::tenancy::{InvoiceNumberFormat, NumberReset};
+    use dotmac::usage::{Aggregation, Meter, UsageEvent, UsageStore};
+    use dotmac::{MeterId, Period, UsageEventId};
+
+    let tenancy = dotmac.tenancy();
+    let ops = Actor::platform("onboarding");
+    let tenant = TenantId::new();
+    tenancy
+        .request_tenant(
+            tenant,
+            NewTenant::new("Porto Fibra").plan(PlanCode::STARTER),
+            ops.clone(),
+        )
+        .await
+        .unwrap();
+    for to in [TenantStatus::Provisioning, TenantStatus::Active] {
+        tenancy
+            .transition(tenant, to, ops.clone(), None)
+            .await
+            .unwrap();
+    }
+    let format = InvoiceNumberFormat::new("PF-", 5, NumberReset::Yearly).unwrap();
+    let layer = SettingsLayer::new()
+        .with_currency(Currency::EUR)
+        .with_invoice_number_format(format.clone());
+    tenancy.update_settings(tenant, &layer, ops).await.unwrap();
+    let resolved = tenancy.settings_of(tenant).await.unwrap();
+    assert_eq!(
+        resolved.invoice_number_format().source,
+        SettingSource::Tenant
+    );
+
+    let configured = dotmac.configured_for(tenant).await.unwrap();
+    assert_eq!(configured.billing().settings().number_format, format);
+    let product = Product {
+        id: ProductId::new(),
+        name: "Fibra".into(),
+    };
+    let plan = Plan::builder(PlanId::new(), product.id, "Fibra 300")
+        .charge(Charge::recurring_flat([Money::parse(
+            "25.00",
+            Currency::EUR,
+        )
+        .unwrap()]))
+        .build(day(1, 1))
+        .unwrap();
+    configured
+        .publish_plan(tenant, product, plan.clone())
+        .await
+        .unwrap();
+    let customers = [CustomerId::new(), CustomerId::new()];
+    for customer in customers {
+        configured
+            .subscribe(
+                tenant,
+                CustomerAccount::new(customer, Currency::EUR),
+                NewSubscription::new(customer, plan.id, Currency::EUR, day(11, 1)),
+            )
+            .await
+            .unwrap();
+    }
+    let jan = NaiveDate::from_ymd_opt(2027, 1, 1).unwrap();
+    configured.billing().run_bill(tenant, jan).await.unwrap();
+    let mut texts: Vec<String> = Vec::new();
+    for customer in customers {
+        for invoice in configured.invoices_of(tenant, customer).await.unwrap() {
+            texts.push(invoice.number_text().unwrap());
+        }
+    }
+    texts.sort();
+    assert_eq!(
+        texts,
+        [
+            "PF-2026-00001",
+            "PF-2026-00002",
+            "PF-2026-00003",
+            "PF-2026-00004",
+            "PF-2027-00001",
+            "PF-2027-00002"
+        ]
+    );
+
+    // Usage events: counted as they are stored, a replay not again.
+    let meter = Meter {
+        id: MeterId::new(),
+        code: "gb".into(),
+        aggregation: Aggregation::Sum,
+    };
+    let events: Vec<UsageEvent> = (0..5)
+        .map(|n| UsageEvent {
+            id: UsageEventId::new(),
+            customer: customers[0],
+            subscription: None,
+            meter: meter.id,
+            quantity: 1.into(),
+            timestamp: Utc.with_ymd_and_hms(2026, 12, 3, 10 + n, 5, 0).unwrap(),
+            properties: Default::default(),
+        })
+        .collect();
+    configured
+        .store()
+        .append_events(tenant, &events)
+        .await
+        .unwrap();
+    let stored = configured
+        .store()
+        .append_events(tenant, &events[..2])
+        .await
+        .unwrap();
+    assert_eq!(stored, [false, false]);
+
+    // Invoices issued reach the platform usage through the dispatcher, once each, at the
+    // instant they were issued (the bill run on January 1st); usage events count in the hour
+    // of their own instants (December).
+    configured.dispatch().await.unwrap();
+    let redelivered = configured.dispatch().await.unwrap();
+    assert_eq!(redelivered.claimed, 0);
+    let year = Period::new(day(1, 1), jan).unwrap();
+    let usage = tenancy
+        .platform_usage(tenant, year, chrono_tz::UTC)
+        .await
+        .unwrap();
+    assert_eq!(
+        (usage.invoices_issued, usage.events_ingested),
+        (0, 5),
+        "{usage:?}"
+    );
+    let next = Period::new(jan, NaiveDate::from_ymd_opt(2027, 2, 1).unwrap()).unwrap();
+    let january = tenancy
+        .platform_usage(tenant, next, chrono_tz::UTC)
+        .await
+        .unwrap();
+    assert_eq!(
+        (january.invoices_issued, january.events_ingested),
+        (6, 0),
+        "{january:?}"
+    );
+    // A redelivered invoice event counts nothing: record it again by hand under its id.
+    let outbox = configured.store().outbox_messages(tenant).await.unwrap();
+    let issued: Vec<_> = outbox
+        .iter()
+        .filter(|m| m.event_type == "billing.invoice_issued")
+        .collect();
+    assert_eq!(issued.len(), 6);
+    use dotmac::outbox::{EventHandler as _, OutboxStore as _};
+    let handler = dotmac::reactions::TenancyMeasuresUse::new(tenancy.clone());
+    handler.handle(issued[0]).await.unwrap();
+    let again = tenancy
+        .platform_usage(tenant, next, chrono_tz::UTC)
+        .await
+        .unwrap();
+    assert_eq!(again, january);
+
+    // The platform operator's report lists the tenant with the same figures.
+    let usage = january;
+    let report = tenancy
+        .platform_report(next, chrono_tz::UTC, 2)
+        .await
+        .unwrap();
+    let (listed, figures) = report
+        .iter()
+        .find(|(t, _)| t.id() == tenant)
+        .expect("the tenant is listed");
+    assert_eq!(listed.name(), "Porto Fibra");
+    assert_eq!(figures, &usage);
+}
+
+#[tokio::test]
+async fn numbers_and_platform_usage_follow_the_tenant_on_sqlite() {
+    let clock = FixedClock::new(Utc.with_ymd_and_hms(2027, 1, 1, 8, 0, 0).unwrap());
+    let dotmac = Dotmac::builder("sqlite::memory:")
+        .clock(clock)
+        .connect()
+        .await
+        .unwrap();
+    numbers_and_platform_usage_follow_the_tenant(dotmac).await;
+}
+
+#[tokio::test]
+async fn numbers_and_platform_usage_follow_the_tenant_on_postgres() {
+    let schema = crate::harness::PgSchema::new("dotmac_test_platform");
+    let clock = FixedClock::new(Utc.with_ymd_and_hms(2027, 1, 1, 8, 0, 0).unwrap());
+    let dotmac = Dotmac::builder("unused")
+        .database(schema.options())
+        .clock(clock)
+        .connect()
+        .await
+        .unwrap();
+    numbers_and_platform_usage_follow_the_tenant(dotmac.clone()).await;
+    dotmac.database().close().await;
+    schema.drop().await;
+}
