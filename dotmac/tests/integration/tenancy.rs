@@ -77,6 +77,10 @@ async fn services_read_their_settings_from_the_tenant() {
         configured.usage().settings().zone,
         chrono_tz::Europe::Lisbon
     );
+    assert_eq!(
+        configured.partners().settings().zone,
+        chrono_tz::Europe::Lisbon
+    );
     // 23:30 UTC on March 31st is April 1st in Lisbon (UTC+1 since March 29th).
     assert_eq!(dotmac.today(), day(3, 31));
     assert_eq!(configured.today(), day(4, 1));
@@ -345,4 +349,70 @@ async fn numbers_and_platform_usage_follow_the_tenant_on_postgres() {
     numbers_and_platform_usage_follow_the_tenant(dotmac.clone()).await;
     dotmac.database().close().await;
     schema.drop().await;
+}
+
+/// The support desk's SLA calendar comes from the tenant's settings when they set one.
+#[tokio::test]
+async fn the_support_desk_reads_its_calendar_from_the_tenant() {
+    use dotmac::support::{
+        AssignmentStrategy, BusinessCalendar, NewTicket, Priority, Queue, QueueId, Router,
+        SlaPolicy, SlaPolicyId, SlaPolicySet, SupportConfig,
+    };
+    use dotmac::tenancy::SettingsStore as _;
+    let clock = FixedClock::new(Utc.with_ymd_and_hms(2026, 3, 2, 9, 0, 0).unwrap());
+    let dotmac = Dotmac::builder("sqlite::memory:")
+        .clock(clock)
+        .connect()
+        .await
+        .unwrap();
+    let (tenant, _) = configured_tenant(&dotmac).await;
+    // The tenant's desk opens at noon in Lisbon; the configuration passed opens around the clock.
+    let noon = BusinessCalendar::builder("Europe/Lisbon")
+        .weekdays("12:00", "18:00")
+        .build()
+        .unwrap();
+    let layer = dotmac.tenancy().settings_of(tenant).await.unwrap();
+    assert_eq!(layer.business_calendar().unwrap().value, None);
+    let mut own = dotmac.store().tenant_settings(tenant).await.unwrap();
+    own = own.with_business_calendar(&noon).unwrap();
+    dotmac
+        .tenancy()
+        .update_settings(tenant, &own, Actor::platform("ops"))
+        .await
+        .unwrap();
+    let queue = Queue {
+        id: QueueId::new(),
+        name: "L1".into(),
+        members: vec![],
+        strategy: AssignmentStrategy::RoundRobin,
+    };
+    dotmac.support().put_queue(tenant, &queue).await.unwrap();
+    dotmac
+        .configure_support(
+            tenant,
+            SupportConfig::new(
+                BusinessCalendar::always_open(),
+                SlaPolicySet {
+                    policies: vec![SlaPolicy::isp_default(SlaPolicyId::new())],
+                },
+                Router::new(queue.id),
+            ),
+        )
+        .await
+        .unwrap();
+    let (ticket, _) = dotmac
+        .support()
+        .create_ticket(tenant, NewTicket::new("No sync").priority(Priority::High))
+        .await
+        .unwrap();
+    // High: 4 business hours to respond, counted from noon in Lisbon (UTC+0 on March 2nd).
+    let clocks = dotmac
+        .support()
+        .sla_clocks(tenant, ticket.id())
+        .await
+        .unwrap();
+    assert_eq!(
+        clocks[0].due_at,
+        Some(Utc.with_ymd_and_hms(2026, 3, 2, 16, 0, 0).unwrap())
+    );
 }
