@@ -12,8 +12,8 @@ use std::fmt;
 
 use chrono::{Days, NaiveDate};
 use dotmac_core::{
-    CreditNoteId, Currency, CustomerId, IdDigest, InvoiceId, Money, PendingChargeId, Period,
-    PlanId, RoundingMode, SubscriptionId,
+    CreditNoteId, Currency, CustomerId, IdDigest, InvoiceId, InvoiceNumberFormat, Money,
+    PendingChargeId, Period, PlanId, RoundingMode, SubscriptionId,
 };
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -328,9 +328,42 @@ pub struct Invoice {
     /// [`Invoice::amount_due`], [`Invoice::adjustments`] and the other getters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub settlement: Option<Box<crate::settlement::InvoiceSettlement>>,
+    /// How its number is written and which sequence it comes from (the tenant's invoice
+    /// number format when it was built); `None` for the default format (six digits, no
+    /// prefix, one sequence forever). See [`Invoice::number_series`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub number_format: Option<InvoiceNumberFormat>,
 }
 
+/// The counter of invoices numbered in the default format ([`Invoice::number_series`]).
+pub const DEFAULT_INVOICE_SERIES: &str = "billing.invoice";
+
 impl Invoice {
+    /// The number sequence a store issues this invoice's number from: `billing.invoice` for
+    /// the default format, otherwise `billing.invoice/` followed by the format's series
+    /// ([`InvoiceNumberFormat::series`]: the prefix, and the issue date's year when
+    /// numbering resets yearly), so each year of a yearly format starts again at 1 and
+    /// numbers stay gapless per sequence.
+    pub fn number_series(&self) -> Cow<'static, str> {
+        match &self.number_format {
+            None => Cow::Borrowed(DEFAULT_INVOICE_SERIES),
+            Some(format) => Cow::Owned(format!(
+                "{DEFAULT_INVOICE_SERIES}/{}",
+                format.series(self.issue_date)
+            )),
+        }
+    }
+
+    /// Its number as the customer reads it, written with its format (`INV-2026-000042`);
+    /// `None` until it is issued.
+    pub fn number_text(&self) -> Option<String> {
+        let number = self.number?;
+        Some(match &self.number_format {
+            None => number.to_string(),
+            Some(format) => format.format(number.0, self.issue_date),
+        })
+    }
+
     /// Σ exclusive taxes (the taxes added on top of the lines).
     ///
     /// # Errors
@@ -383,6 +416,8 @@ pub struct DocumentSettings {
     pub exemption: TaxExemption,
     /// Days from issue to due date.
     pub payment_terms_days: u32,
+    /// How the documents' numbers are written and sequenced (the tenant's setting).
+    pub number_format: InvoiceNumberFormat,
 }
 
 impl Default for DocumentSettings {
@@ -392,6 +427,7 @@ impl Default for DocumentSettings {
             taxes: Vec::new(),
             exemption: TaxExemption::None,
             payment_terms_days: 0,
+            number_format: InvoiceNumberFormat::default(),
         }
     }
 }
@@ -460,6 +496,8 @@ impl<'a> DocumentBuilder<'a> {
                 tax_total: zero,
                 total: zero,
                 settlement: None,
+                number_format: (!settings.number_format.is_default())
+                    .then(|| settings.number_format.clone()),
             },
         })
     }

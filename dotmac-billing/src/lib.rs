@@ -137,15 +137,16 @@ pub use discount::{
     AppliedDiscount, Discount, DiscountAmount, DiscountDuration, DiscountId, DocumentDiscount,
 };
 pub use dotmac_core::PendingChargeId;
+pub use dotmac_core::{InvoiceNumberFormat, NumberReset};
 pub use error::BillingError;
 pub use idempotency::{
     IdempotencyKey, IdempotencyRecord, IdempotentRequest, IdempotentResult, KeyedRequest,
     KeyedWrite,
 };
 pub use invoice::{
-    CreditNote, CreditNoteLine, CreditRequest, DocumentBuilder, DocumentKey, DocumentNumber,
-    DocumentSettings, DraftLine, Invoice, InvoiceLine, InvoiceStatus, LineKind, PendingCharge,
-    PriceRef, credit_note, inclusive_tax_total, invoice_pending_charges,
+    CreditNote, CreditNoteLine, CreditRequest, DEFAULT_INVOICE_SERIES, DocumentBuilder,
+    DocumentKey, DocumentNumber, DocumentSettings, DraftLine, Invoice, InvoiceLine, InvoiceStatus,
+    LineKind, PendingCharge, PriceRef, credit_note, inclusive_tax_total, invoice_pending_charges,
 };
 pub use invoice::{
     DocumentLineInput, DocumentLineTotals, DocumentTotals, DocumentTotalsSettings, document_totals,

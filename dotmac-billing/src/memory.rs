@@ -91,8 +91,32 @@ struct TenantData {
     credit_notes: FastMap<InvoiceId, Vec<CreditNote>>,
     /// Idempotency keys of credit notes and manual charges, with their requests and results.
     idempotency: FastMap<IdempotencyKey, IdempotencyRecord>,
-    last_invoice_number: u64,
+    last_invoice_number: InvoiceNumbers,
     last_credit_note_number: u64,
+}
+
+/// The last invoice number of each sequence ([`Invoice::number_series`]): the default
+/// sequence's in a field (no lookup for a tenant on the default format), the others by name.
+#[derive(Default, Clone)]
+struct InvoiceNumbers {
+    default: u64,
+    series: FastMap<String, u64>,
+}
+
+impl InvoiceNumbers {
+    /// The next number of `invoice`'s sequence, taken.
+    fn take(&mut self, invoice: &Invoice) -> DocumentNumber {
+        let last = match invoice.number_format {
+            None => &mut self.default,
+            Some(_) => self
+                .series
+                .entry(invoice.number_series().into_owned())
+                .or_default(),
+        };
+        // One per invoice issued from 0: cannot reach u64::MAX.
+        *last = last.saturating_add(1);
+        DocumentNumber(*last)
+    }
 }
 
 /// Writes `events` to `outbox` for `tenant`: the last check of a change, made once every
@@ -230,7 +254,7 @@ impl TenantData {
         }
         // The events last: the issued documents' carry the numbers they are about to get.
         if commit.issued_at.is_some() {
-            let issued = would_issue(&self.keys, self.last_invoice_number, &commit.invoices);
+            let issued = would_issue(&self.keys, &self.last_invoice_number, &commit.invoices);
             write_events(outbox, tenant, &commit.outbox_events(tenant, &issued))?;
         } else {
             write_events(outbox, tenant, &commit.events)?;
@@ -249,9 +273,7 @@ impl TenantData {
                 result.duplicates = result.duplicates.saturating_add(1);
                 continue;
             }
-            // One per invoice issued from 0: cannot reach u64::MAX.
-            self.last_invoice_number = self.last_invoice_number.saturating_add(1);
-            let number = DocumentNumber(self.last_invoice_number);
+            let number = self.last_invoice_number.take(&invoice);
             invoice.number = Some(number);
             invoice.status = InvoiceStatus::Open;
             self.invoices_by_customer
@@ -284,13 +306,14 @@ impl TenantData {
 }
 
 /// What [`TenantData::apply`] would issue of `invoices` given the stored document keys and the
-/// last number (the documents whose keys are new, numbered in order), without writing anything.
+/// last numbers (the documents whose keys are new, numbered in order), without writing anything.
 fn would_issue(
     stored: &FastSet<DocumentKey>,
-    last_number: u64,
+    last_numbers: &InvoiceNumbers,
     invoices: &[Invoice],
 ) -> Vec<IssuedInvoice> {
-    let mut number = last_number;
+    // Empty for a tenant on the default format: the clone allocates nothing.
+    let mut numbers = last_numbers.clone();
     invoices
         .iter()
         .enumerate()
@@ -303,11 +326,7 @@ fn would_issue(
                     .iter()
                     .any(|e| e.key == i.key)
         })
-        .map(|(_, i)| {
-            // One per invoice issued from 0: cannot reach u64::MAX.
-            number = number.saturating_add(1);
-            IssuedInvoice::of(i, DocumentNumber(number))
-        })
+        .map(|(_, i)| IssuedInvoice::of(i, numbers.take(i)))
         .collect()
 }
 
@@ -726,8 +745,7 @@ impl InvoiceStore for MemoryStore {
             next.transition(to)?;
             write_events(outbox, tenant, &events)?;
             if was == InvoiceStatus::Draft && to == InvoiceStatus::Open {
-                t.last_invoice_number = t.last_invoice_number.saturating_add(1);
-                next.number = Some(DocumentNumber(t.last_invoice_number));
+                next.number = Some(t.last_invoice_number.take(&next));
             }
             *invoice = next;
             Ok(invoice.clone())

@@ -7,7 +7,7 @@ use chrono_tz::Tz;
 use dotmac_core::outbox::{Aggregate, OutboxEvent, OutboxPayload};
 use dotmac_core::{
     Clock, CreditNoteId, CustomerId, DomainEvent, EventId, EventPayload, IdDigest, InvoiceId,
-    Money, PlanId, RoundingMode, SubscriptionId, TenantId,
+    InvoiceNumberFormat, Money, PlanId, RoundingMode, SubscriptionId, TenantId,
 };
 use serde::{Deserialize, Serialize};
 
@@ -66,6 +66,11 @@ pub struct BillingSettings {
     /// What is billed for a suspended subscription (see [`SuspensionBilling`]).
     #[serde(default)]
     pub suspension_billing: SuspensionBilling,
+    /// How invoice numbers are written and sequenced (prefix, padding, yearly reset): every
+    /// invoice issued carries it, and the store numbers it in its sequence
+    /// ([`Invoice::number_series`]).
+    #[serde(default)]
+    pub number_format: InvoiceNumberFormat,
 }
 
 fn utc() -> Tz {
@@ -81,6 +86,7 @@ impl Default for BillingSettings {
             chunk_size: 1000,
             zone: Tz::UTC,
             suspension_billing: SuspensionBilling::KeepBilling,
+            number_format: InvoiceNumberFormat::default(),
         }
     }
 }
@@ -122,6 +128,12 @@ impl BillingSettings {
         self
     }
 
+    /// With `format` for invoice numbers (the tenant's setting).
+    pub fn with_number_format(mut self, format: InvoiceNumberFormat) -> Self {
+        self.number_format = format;
+        self
+    }
+
     /// The document settings for one customer.
     pub fn for_account(&self, account: Option<&CustomerAccount>) -> DocumentSettings {
         DocumentSettings {
@@ -131,6 +143,7 @@ impl BillingSettings {
             payment_terms_days: account
                 .and_then(|a| a.payment_terms_days)
                 .unwrap_or(self.payment_terms_days),
+            number_format: self.number_format.clone(),
         }
     }
 }

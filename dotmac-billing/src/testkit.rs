@@ -136,6 +136,9 @@ where
     commit_is_atomic_and_numbers_are_gapless(make())
         .await
         .map_err(|e| format!("commit_is_atomic_and_numbers_are_gapless: {e}"))?;
+    numbers_follow_the_tenant_format(make())
+        .await
+        .map_err(|e| format!("numbers_follow_the_tenant_format: {e}"))?;
     pending_charges_are_idempotent_and_consumed(make())
         .await
         .map_err(|e| format!("pending_charges_are_idempotent_and_consumed: {e}"))?;
@@ -406,6 +409,127 @@ async fn commit_is_atomic_and_numbers_are_gapless<S: BillingStore>(store: S) -> 
     ensure!(
         elsewhere.issued.first().map(|i| i.number) == Some(DocumentNumber(1)),
         "numbering is not per tenant"
+    );
+    Ok(())
+}
+
+/// The tenant's invoice number format: a yearly format numbers each year of issue dates from 1
+/// in its own gapless sequence (through a single commit and through a batch), the number is
+/// written with the prefix, year and padding, and invoices in the default format keep the
+/// default sequence.
+async fn numbers_follow_the_tenant_format<S: BillingStore>(store: S) -> Result<(), String> {
+    let tenant = TenantId::new();
+    let plan = monthly_plan(PlanId::new(), ProductId::new(), 1000)?;
+    let yearly = crate::InvoiceNumberFormat::new("F/", 4, crate::NumberReset::Yearly)
+        .map_err(|e| e.to_string())?;
+    let settings = crate::DocumentSettings {
+        number_format: yearly.clone(),
+        ..Default::default()
+    };
+    let mut subs = Vec::new();
+    for _ in 0..3 {
+        let sub =
+            NewSubscription::new(CustomerId::new(), plan.id, Currency::USD, day(2026, 11, 1)?)
+                .create(&plan, Currency::USD)
+                .map_err(err)?;
+        store
+            .insert_subscription(tenant, sub.clone(), Vec::new())
+            .await
+            .map_err(err)?;
+        subs.push(sub);
+    }
+    // Nov 2026, Dec 2026, Jan 2027, Feb 2027 for the first, in one commit.
+    let first = crate::bill_due(&subs[0], &plan, &[], day(2027, 2, 1)?, &settings).map_err(err)?;
+    ensure!(
+        first
+            .invoices
+            .iter()
+            .all(|i| i.number_format.as_ref() == Some(&yearly)),
+        "the invoices do not carry the tenant's format"
+    );
+    let result = store
+        .commit(tenant, BillingCommit::from(first))
+        .await
+        .map_err(err)?;
+    let numbers: Vec<u64> = result.issued.iter().map(|i| i.number.0).collect();
+    ensure!(
+        numbers == [1, 2, 1, 2],
+        "a yearly format did not start again in January: {numbers:?}"
+    );
+    let texts: Vec<Option<String>> = {
+        let mut texts = Vec::new();
+        for issued in &result.issued {
+            let stored = store.invoice(tenant, issued.id).await.map_err(err)?;
+            texts.push(stored.and_then(|i| i.number_text()));
+        }
+        texts
+    };
+    ensure!(
+        texts
+            == ["F/2026-0001", "F/2026-0002", "F/2027-0001", "F/2027-0002"]
+                .map(|t| Some(t.to_owned())),
+        "numbers are not written with the format: {texts:?}"
+    );
+    // The other two in one batch: each year's sequence goes on where it was, in commit order.
+    let batch = subs[1..]
+        .iter()
+        .map(|sub| {
+            crate::bill_due(sub, &plan, &[], day(2027, 1, 1)?, &settings)
+                .map(BillingCommit::from)
+                .map_err(err)
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let results = store.commit_batch(tenant, batch).await.map_err(err)?;
+    let mut numbers = Vec::new();
+    for result in results {
+        let result = result.map_err(err)?;
+        for issued in result.issued {
+            numbers.push((issued.issue_date.format("%Y").to_string(), issued.number.0));
+        }
+    }
+    let expected: Vec<(String, u64)> = [
+        ("2026", 3),
+        ("2026", 4),
+        ("2027", 3),
+        ("2026", 5),
+        ("2026", 6),
+        ("2027", 4),
+    ]
+    .map(|(y, n)| (y.to_owned(), n))
+    .to_vec();
+    ensure!(
+        numbers == expected,
+        "batch numbers are not per year and gapless: {numbers:?}"
+    );
+    // A default-format invoice of the same tenant keeps the default sequence.
+    let plain_sub =
+        NewSubscription::new(CustomerId::new(), plan.id, Currency::USD, day(2027, 1, 1)?)
+            .create(&plan, Currency::USD)
+            .map_err(err)?;
+    store
+        .insert_subscription(tenant, plain_sub.clone(), Vec::new())
+        .await
+        .map_err(err)?;
+    let plain = crate::bill_due(
+        &plain_sub,
+        &plan,
+        &[],
+        day(2027, 1, 1)?,
+        &Default::default(),
+    )
+    .map_err(err)?;
+    let result = store
+        .commit(tenant, BillingCommit::from(plain))
+        .await
+        .map_err(err)?;
+    let issued = result.issued.first().ok_or("nothing issued")?;
+    let stored = store.invoice(tenant, issued.id).await.map_err(err)?;
+    ensure!(
+        stored
+            .as_ref()
+            .map(|i| (i.number_format.is_none(), i.number_text()))
+            == Some((true, Some("000001".to_owned()))),
+        "a default-format invoice did not take the default sequence: {stored:?}"
     );
     Ok(())
 }

@@ -85,6 +85,13 @@ pub enum CoreError {
         /// The key.
         key: String,
     },
+    /// An invoice number format that cannot be used (a prefix with spaces or too long, a
+    /// padding outside 1–12).
+    #[error("invalid invoice number format: {reason}")]
+    InvalidNumberFormat {
+        /// Why it is refused.
+        reason: String,
+    },
 }
 
 impl CoreError {
@@ -105,6 +112,7 @@ impl CoreError {
             CoreError::Parse { .. } => "core.parse",
             CoreError::InvalidIdempotencyKey { .. } => "core.invalid_idempotency_key",
             CoreError::IdempotencyKeyReused { .. } => "core.idempotency_key_reused",
+            CoreError::InvalidNumberFormat { .. } => "core.invalid_number_format",
         }
     }
 }

@@ -45,6 +45,7 @@ mod event;
 mod id;
 mod idempotency;
 mod money;
+mod numbering;
 pub mod outbox;
 mod period;
 #[cfg(any(test, feature = "testkit"))]
@@ -61,6 +62,7 @@ pub use id::{
 };
 pub use idempotency::{IdempotencyKey, IdempotencyRecord, KeyedRequest, KeyedWrite};
 pub use money::{Money, RoundingMode, checked_sum};
+pub use numbering::{InvoiceNumberFormat, NumberReset};
 pub use period::{BillingInterval, IntervalUnit, Period, days_in_month};
 pub use zone::{local_date, local_midnight};
 

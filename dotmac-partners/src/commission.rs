@@ -464,6 +464,58 @@ mod tests {
     }
 
     #[test]
+    fn tiers_by_trailing_revenue_follow_the_window_up_and_down() {
+        let tier = |from: i64, rate: i64| CommissionTier {
+            from: from.into(),
+            rate_percent: rate.into(),
+        };
+        let plan = builder()
+            .tiered(
+                TierSchedule::new(
+                    TierBasis::TrailingRevenue { months: 1 },
+                    CommissionTiers::new(TierMode::Retroactive, vec![tier(0, 5), tier(100, 10)])
+                        .unwrap(),
+                    vec!["bronze".into(), "silver".into()],
+                )
+                .unwrap(),
+            )
+            .build()
+            .unwrap();
+        let mut l = PartnerLedger::new(PartnerId::from_u128(1), Currency::USD);
+        // 80 on Feb 10 (bronze, 5 %); 40 on Feb 20 takes the trailing month to 120 (silver,
+        // 10 %); by Apr 15 the month since Mar 16 holds nothing, so 40 is bronze again.
+        let got: Vec<Money> = [
+            ("80", 1, day(2, 10)),
+            ("40", 2, day(2, 20)),
+            ("40", 3, day(4, 15)),
+        ]
+        .iter()
+        .map(|(amount, n, on)| record(&plan, &mut l, pay(*n, amount, *on))[0].gross)
+        .collect();
+        assert_eq!(got, ["4", "4", "2"].map(usd).to_vec());
+        // The window's edge: a payment one month and a day later no longer counts the first.
+        let mut edge = PartnerLedger::new(PartnerId::from_u128(2), Currency::USD);
+        record(&plan, &mut edge, pay(1, "90", day(3, 10)));
+        assert_eq!(
+            record(&plan, &mut edge, pay(2, "20", day(4, 10)))[0].gross,
+            usd("1"),
+            "Apr 10's month starts Mar 11: Mar 10's 90 is outside, 20 is bronze"
+        );
+        let changes: Vec<(NaiveDate, Option<String>, String)> = crate::statement::tier_changes(&l)
+            .into_iter()
+            .map(|c| (c.on, c.from, c.to))
+            .collect();
+        assert_eq!(
+            changes,
+            vec![
+                (day(2, 10), None, "bronze".to_owned()),
+                (day(2, 20), Some("bronze".to_owned()), "silver".to_owned()),
+                (day(4, 15), Some("silver".to_owned()), "bronze".to_owned()),
+            ]
+        );
+    }
+
+    #[test]
     fn tiers_by_active_customers_use_the_count_or_the_rank() {
         let tier = |from: i64, rate: i64| CommissionTier {
             from: from.into(),

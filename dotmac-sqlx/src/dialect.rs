@@ -64,6 +64,11 @@ pub(crate) mod sqlite {
         begin_write(pool).await
     }
 
+    /// The platform operator's read of every tenant's registry row.
+    pub(crate) async fn begin_platform_read(pool: &SqlitePool) -> Result<Tx> {
+        pool.begin().await.during("begin transaction")
+    }
+
     /// Money as an exact decimal string: SQLite's NUMERIC affinity would turn it into a double.
     pub(crate) fn dec(value: Decimal) -> String {
         value.to_string()
@@ -164,6 +169,17 @@ pub(crate) mod postgres {
             .execute(&mut *tx)
             .await
             .during("switch to relay role")?;
+        Ok(tx)
+    }
+
+    /// The platform operator's read of every tenant's registry row: the `dotmac_platform`
+    /// role (migration 0016) may read every row of `tenants` and no other table.
+    pub(crate) async fn begin_platform_read(pool: &PgPool) -> Result<Tx> {
+        let mut tx = begin_write(pool).await?;
+        sqlx::query("SELECT set_config('role', 'dotmac_platform', true)")
+            .execute(&mut *tx)
+            .await
+            .during("switch to platform role")?;
         Ok(tx)
     }
 

@@ -68,6 +68,7 @@ async fn tenant_with_data(db: &Database, invoices: usize) -> TenantId {
                 tax_total: usd(rust_decimal::Decimal::ZERO),
                 total: usd(rust_decimal::Decimal::ONE),
                 settlement: None,
+                number_format: None,
             }
         })
         .collect();

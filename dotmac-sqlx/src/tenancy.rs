@@ -99,6 +99,37 @@ for_each_dialect! {
             Ok(record.at_version(unsigned(version)))
         }
 
+        /// A page of every tenant, in id order, after `after` (see
+        /// [`TenantStore::list_tenants`]).
+        pub(crate) async fn list_tenants(
+            tx: &mut Tx,
+            after: Option<TenantId>,
+            limit: i64,
+        ) -> std::result::Result<Vec<Tenant>, SqlError> {
+            let rows = match after {
+                None => sqlx::query(
+                    "SELECT tenant_id, name, created_at, version, body FROM tenants \
+                     ORDER BY tenant_id LIMIT $1",
+                )
+                .bind(limit),
+                Some(after) => sqlx::query(
+                    "SELECT tenant_id, name, created_at, version, body FROM tenants \
+                     WHERE tenant_id > $2 ORDER BY tenant_id LIMIT $1",
+                )
+                .bind(limit)
+                .bind(after.as_uuid()),
+            }
+            .fetch_all(&mut **tx)
+            .await
+            .during("list tenants")?;
+            rows.iter()
+                .map(|row| {
+                    let id: Uuid = row.try_get("tenant_id").during("list tenants")?;
+                    tenant_of_row(TenantId::from_uuid(id), row)
+                })
+                .collect()
+        }
+
         /// The tenant, as read now.
         pub(crate) async fn read_tenant(tx: &mut Tx, tenant: TenantId) -> std::result::Result<Option<Tenant>, SqlError> {
             let row = sqlx::query(
@@ -288,6 +319,22 @@ for_each_dialect! {
                     }))
                 }
             }
+        }
+
+        /// Every user of the tenant, as read now.
+        pub(crate) async fn users(tx: &mut Tx, tenant: TenantId) -> Result<Vec<TenantUser>> {
+            let bodies: Vec<Json<serde_json::Value>> = sqlx::query_scalar(
+                "SELECT body FROM tenancy_users WHERE tenant_id = $1 ORDER BY user_id",
+            )
+            .bind(tenant.as_uuid())
+            .fetch_all(&mut **tx)
+            .await
+            .during("read users")
+            .map_err(storage)?;
+            bodies
+                .into_iter()
+                .map(|b| from_json::<TenantUser>("user", b.0).map_err(storage))
+                .collect()
         }
 
         /// The user's stored record, held until the transaction ends.
@@ -507,6 +554,26 @@ impl Database {
     /// # Errors
     ///
     /// [`SqlError::Corrupt`] for a row that does not decode, [`SqlError::Database`].
+    pub(crate) async fn list_tenant_records(
+        &self,
+        after: Option<TenantId>,
+        limit: usize,
+    ) -> crate::Result<Vec<Tenant>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        dispatch!(self, pool, d => {
+            let mut tx = d::begin_platform_read(pool).await?;
+            let page = d::tenancy::list_tenants(&mut tx, after, limit).await?;
+            tx.commit().await.during("end read")?;
+            Ok(page)
+        })
+    }
+
+    /// The tenant (a tenant registered before the tenancy store reads as active and
+    /// unmetered), or `None`.
+    ///
+    /// # Errors
+    ///
+    /// [`SqlError::Corrupt`] for a row that does not decode, [`SqlError::Database`].
     pub(crate) async fn read_tenant_record(
         &self,
         tenant: TenantId,
@@ -610,9 +677,19 @@ impl SqlStore {
                 }
                 WriteKind::User(user, at) => {
                     record.ensure(Operation::Configure)?;
+                    if !user.is_active_owner() {
+                        // Every change that may demote an owner queues on the admin-user
+                        // counter first, so that two demotions of the last two owners see
+                        // each other (the last-owner rule below).
+                        d::tenancy::lock_counter(&mut tx, tenant, Quota::AdminUsers).await?;
+                    }
                     let stored = d::tenancy::user_for_write(&mut tx, tenant, user.id())
                         .await?
                         .ok_or(TenancyError::UnknownUser(user.id()))?;
+                    if stored.is_active_owner() && !user.is_active_owner() {
+                        let others = d::tenancy::users(&mut tx, tenant).await?;
+                        dotmac_tenancy::ensure_owner_remains(&stored, user, &others)?;
+                    }
                     if d::tenancy::subject_taken(&mut tx, tenant, user).await? {
                         return Err(TenancyError::AlreadyExists {
                             what: "user subject",
@@ -735,6 +812,14 @@ impl TenantStore for SqlStore {
     #[tracing::instrument(name = "dotmac.store.tenant", level = "debug", skip_all, fields(tenant = %tenant, backend = self.db.backend_name()))]
     async fn tenant(&self, tenant: TenantId) -> Result<Option<Tenant>> {
         self.db.read_tenant_record(tenant).await.map_err(storage)
+    }
+
+    #[tracing::instrument(name = "dotmac.store.list_tenants", level = "debug", skip_all, fields(backend = self.db.backend_name(), limit = limit))]
+    async fn list_tenants(&self, after: Option<TenantId>, limit: usize) -> Result<Vec<Tenant>> {
+        self.db
+            .list_tenant_records(after, limit)
+            .await
+            .map_err(storage)
     }
 
     #[tracing::instrument(name = "dotmac.store.save_tenant", level = "debug", skip_all, fields(tenant = %tenant.id(), backend = self.db.backend_name()))]

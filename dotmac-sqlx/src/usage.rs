@@ -107,6 +107,46 @@ fn position(value: i64, keys: usize) -> Result<usize> {
 
 for_each_dialect! {
     shared {
+        /// Counts the newly stored of `events` (those in `inserted`) in the tenant's platform
+        /// usage, in the open transaction that stores them: one `events_ingested` row per
+        /// clock hour (UTC) of the events' own instants, incremented
+        /// ([`dotmac_tenancy::PlatformUsage::events_ingested`]). Stored and counted commit
+        /// together, and an event stored once is counted once.
+        pub(crate) async fn count_ingested<'e>(
+            tx: &mut Tx,
+            tenant: TenantId,
+            events: impl Iterator<Item = &'e UsageEvent>,
+            inserted: &HashSet<Uuid>,
+        ) -> Result<()> {
+            let mut hours: BTreeMap<i64, i64> = BTreeMap::new();
+            for event in events.filter(|e| inserted.contains(&e.id.as_uuid())) {
+                let seconds = event.timestamp.timestamp();
+                let hour = seconds.saturating_sub(seconds.rem_euclid(3_600));
+                let slot = hours.entry(hour).or_insert(0);
+                *slot = slot.saturating_add(1);
+            }
+            for (hour, count) in hours {
+                let at = DateTime::from_timestamp(hour, 0).unwrap_or(DateTime::<Utc>::MIN_UTC);
+                let id = dotmac_core::IdDigest::new("tenancy.events_ingested")
+                    .uuid(tenant.as_uuid())
+                    .u64(u64::from_ne_bytes(hour.to_ne_bytes()));
+                sqlx::query(
+                    "INSERT INTO tenancy_usage_records (tenant_id, record_id, metric, at, quantity) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id, record_id) \
+                     DO UPDATE SET quantity = tenancy_usage_records.quantity + excluded.quantity",
+                )
+                .bind(tenant.as_uuid())
+                .bind(dotmac_tenancy::UsageRecordId::derived(id).as_uuid())
+                .bind(dotmac_tenancy::PlatformMetric::EventsIngested.as_str())
+                .bind(at)
+                .bind(count)
+                .execute(&mut **tx)
+                .await
+                .during("count ingested usage")?;
+            }
+            Ok(())
+        }
+
         pub(crate) fn decode(row: &DbRow) -> Result<UsageEvent> {
             let subscription: Option<Uuid> = row.try_get("subscription_id").during("read usage")?;
             let properties: Json<BTreeMap<String, String>> =
@@ -134,6 +174,7 @@ for_each_dialect! {
             for batch in events.chunks(BATCH) {
                 inserted.extend(insert(&mut tx, tenant, batch).await?);
             }
+            count_ingested(&mut tx, tenant, events.iter(), &inserted).await?;
             tx.commit().await.during("commit usage")?;
             Ok(inserted)
         }
@@ -370,6 +411,7 @@ for_each_dialect! {
                 }
             }
             if !known {
+                count_ingested(&mut tx, tenant, distinct.iter().copied(), &seen).await?;
                 tx.commit().await.during("commit usage")?;
                 return Ok(seen);
             }
@@ -383,6 +425,7 @@ for_each_dialect! {
                         .during("write usage")?,
                 );
             }
+            count_ingested(&mut tx, tenant, distinct.iter().copied(), &inserted).await?;
             tx.commit().await.during("commit usage")?;
             Ok(inserted)
         }

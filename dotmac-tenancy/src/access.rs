@@ -143,6 +143,40 @@ impl TenantUser {
     pub fn set_status(&mut self, status: UserStatus) {
         self.status = status;
     }
+
+    /// Whether the user is active and holds the owner role.
+    pub fn is_active_owner(&self) -> bool {
+        self.status == UserStatus::Active && self.roles.contains(&RoleName::OWNER)
+    }
+}
+
+/// **The one last-owner rule**, which every store applies inside its write of a user:
+/// replacing `stored` with `updated` may not leave a tenant that had an active owner without
+/// one. A change that takes the owner role from, or disables, the last active owner (no other
+/// user of `others` is an active owner) is [`TenancyError::LastOwner`]; grant the role to
+/// someone else first. A tenant that never had an owner is not held to it.
+///
+/// # Errors
+///
+/// [`TenancyError::LastOwner`] naming the user.
+pub fn ensure_owner_remains<'a>(
+    stored: &TenantUser,
+    updated: &TenantUser,
+    others: impl IntoIterator<Item = &'a TenantUser>,
+) -> Result<(), TenancyError> {
+    if !stored.is_active_owner() || updated.is_active_owner() {
+        return Ok(());
+    }
+    if others
+        .into_iter()
+        .any(|o| o.id != stored.id && o.is_active_owner())
+    {
+        return Ok(());
+    }
+    Err(TenancyError::LastOwner {
+        tenant: stored.tenant,
+        user: stored.id,
+    })
 }
 
 /// The permissions of a built-in role, or `None` for another name.

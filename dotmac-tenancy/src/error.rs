@@ -108,6 +108,17 @@ pub enum TenancyError {
         /// Why it is refused.
         reason: String,
     },
+    /// A change that would leave the tenant without an active owner: the owner role taken
+    /// from, or the account disabled of, its last active owner. Nothing was changed.
+    #[error(
+        "user {user} is the last active owner of tenant {tenant}; make another user owner first"
+    )]
+    LastOwner {
+        /// The tenant.
+        tenant: dotmac_core::TenantId,
+        /// The last owner.
+        user: crate::vocab::UserId,
+    },
     /// A custom role that would shadow a built-in one.
     #[error("role {0} is built in; give a custom role another name")]
     BuiltInRole(RoleName),
@@ -167,6 +178,7 @@ impl TenancyError {
             TenancyError::InvalidPlan { .. } => "invalid_plan",
             TenancyError::InvalidSetting { .. } => "invalid_setting",
             TenancyError::BuiltInRole(_) => "built_in_role",
+            TenancyError::LastOwner { .. } => "last_owner",
             TenancyError::Forbidden { .. } => "forbidden",
             TenancyError::Conflict { .. } => "conflict",
             TenancyError::TooLarge { .. } => "too_large",

@@ -133,7 +133,7 @@ struct ReadmeDoctests;
 
 pub use access::{
     AccessPolicy, Decision, Denial, NewUser, Role, TenantUser, UserStatus, authorize,
-    built_in_permissions,
+    built_in_permissions, ensure_owner_remains,
 };
 pub use error::{Result, TenancyError};
 pub use event::{SettingsScope, TenancyEvent};

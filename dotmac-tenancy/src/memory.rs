@@ -210,6 +210,18 @@ impl TenantStore for InMemoryTenancyStore {
         Ok(self.lock().tenants.get(&tenant).cloned())
     }
 
+    #[tracing::instrument(name = "dotmac.store.list_tenants", level = "debug", skip_all, fields(backend = "memory", limit = limit))]
+    async fn list_tenants(&self, after: Option<TenantId>, limit: usize) -> Result<Vec<Tenant>> {
+        let state = self.lock();
+        let mut page: Vec<&Tenant> = state
+            .tenants
+            .values()
+            .filter(|t| after.is_none_or(|a| t.id() > a))
+            .collect();
+        page.sort_unstable_by_key(|t| t.id());
+        Ok(page.into_iter().take(limit).cloned().collect())
+    }
+
     #[tracing::instrument(name = "dotmac.store.save_tenant", level = "debug", skip_all, fields(backend = "memory", tenant = %tenant.id()))]
     async fn save_tenant(&self, tenant: &Tenant, events: &[OutboxEvent]) -> Result<u64> {
         let mut state = self.lock();
@@ -342,11 +354,20 @@ impl AccessStore for InMemoryTenancyStore {
         }
         let mut state = self.lock();
         state.configurable(tenant)?;
-        let stored = state
+        let stored_user = state
             .users
             .get(&(tenant, user.id()))
-            .ok_or(TenancyError::UnknownUser(user.id()))?
-            .status();
+            .ok_or(TenancyError::UnknownUser(user.id()))?;
+        let stored = stored_user.status();
+        crate::access::ensure_owner_remains(
+            stored_user,
+            user,
+            state
+                .users
+                .range((tenant, crate::vocab::UserId::from_u128(0))..)
+                .take_while(|((t, _), _)| *t == tenant)
+                .map(|(_, u)| u),
+        )?;
         if state.subject_taken(tenant, user) {
             return Err(TenancyError::AlreadyExists {
                 what: "user subject",

@@ -186,6 +186,49 @@ impl<S: TenancyStore, C: Clock> TenancyService<S, C> {
             .ok_or(TenancyError::UnknownTenant(tenant))
     }
 
+    /// Every tenant of the platform, in id order, one page at a time (see
+    /// [`TenantStore::list_tenants`](crate::TenantStore::list_tenants)): the platform
+    /// operator's view. Page on with the last id returned as `after`.
+    ///
+    /// # Errors
+    ///
+    /// Storage failures.
+    #[tracing::instrument(name = "dotmac.tenancy.list_tenants", level = "debug", skip_all, fields(limit = limit))]
+    pub async fn list_tenants(&self, after: Option<TenantId>, limit: usize) -> Result<Vec<Tenant>> {
+        self.inner.store.list_tenants(after, limit).await
+    }
+
+    /// Every tenant of the platform with its use of the platform in `period` (local dates in
+    /// `zone`), in id order: what the platform operator bills its tenants from. Reads the
+    /// tenants a page of `page` at a time, then each one's usage.
+    ///
+    /// # Errors
+    ///
+    /// As [`TenancyService::platform_usage`].
+    #[tracing::instrument(name = "dotmac.tenancy.platform_report", level = "debug", skip_all)]
+    pub async fn platform_report(
+        &self,
+        period: Period,
+        zone: Tz,
+        page: usize,
+    ) -> Result<Vec<(Tenant, PlatformUsage)>> {
+        let page = page.max(1);
+        let mut report = Vec::new();
+        let mut after = None;
+        loop {
+            let tenants = self.inner.store.list_tenants(after, page).await?;
+            let full = tenants.len() == page;
+            after = tenants.last().map(Tenant::id);
+            for tenant in tenants {
+                let usage = self.platform_usage(tenant.id(), period, zone).await?;
+                report.push((tenant, usage));
+            }
+            if !full {
+                return Ok(report);
+            }
+        }
+    }
+
     /// Asks for a tenant `id` ([`TenantStatus::Requested`]), on a plan of the catalogue.
     ///
     /// # Errors

@@ -12,7 +12,6 @@
 
 use std::fmt;
 
-use chrono::{Datelike, NaiveDate};
 use chrono_tz::Tz;
 use dotmac_core::{Currency, CustomerId, RoundingMode};
 use serde::de::DeserializeOwned;
@@ -112,122 +111,9 @@ impl<'de> Deserialize<'de> for PaymentTerms {
     }
 }
 
-/// When invoice numbers start again from 1.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum NumberReset {
-    /// One sequence forever.
-    #[default]
-    Never,
-    /// A sequence per calendar year of the issue date; the year is part of the number.
-    Yearly,
-}
-
-/// How invoice numbers are written: a prefix, the number zero-padded to a width, and
-/// whether numbering starts again every year (`INV-2026-000042`).
-///
-/// ```
-/// use chrono::NaiveDate;
-/// use dotmac_tenancy::{InvoiceNumberFormat, NumberReset};
-///
-/// let format = InvoiceNumberFormat::new("INV-", 6, NumberReset::Yearly)?;
-/// let issued = NaiveDate::from_ymd_opt(2026, 11, 1).unwrap();
-/// assert_eq!(format.format(42, issued), "INV-2026-000042");
-/// assert_eq!(format.series(issued), "INV-2026");
-/// # Ok::<(), dotmac_tenancy::TenancyError>(())
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(try_from = "RawNumberFormat")]
-pub struct InvoiceNumberFormat {
-    prefix: String,
-    padding: u8,
-    reset: NumberReset,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawNumberFormat {
-    prefix: String,
-    padding: u8,
-    reset: NumberReset,
-}
-
-impl TryFrom<RawNumberFormat> for InvoiceNumberFormat {
-    type Error = TenancyError;
-    fn try_from(raw: RawNumberFormat) -> Result<Self, Self::Error> {
-        InvoiceNumberFormat::new(&raw.prefix, raw.padding, raw.reset)
-    }
-}
-
-impl InvoiceNumberFormat {
-    /// The widest padding accepted.
-    pub const MAX_PADDING: u8 = 12;
-
-    /// A format: `prefix` of at most 16 printable ASCII characters without spaces (may be
-    /// empty), numbers padded with zeros to `padding` digits (1 to 12).
-    ///
-    /// # Errors
-    ///
-    /// [`TenancyError::InvalidSetting`] otherwise.
-    pub fn new(prefix: &str, padding: u8, reset: NumberReset) -> Result<Self, TenancyError> {
-        let bad = |reason: String| TenancyError::InvalidSetting {
-            setting: SettingKey::InvoiceNumberFormat,
-            reason,
-        };
-        if prefix.len() > 16 || !prefix.chars().all(|c| c.is_ascii_graphic()) {
-            return Err(bad(format!(
-                "prefix {prefix:?} must be at most 16 printable ASCII characters without spaces"
-            )));
-        }
-        if padding == 0 || padding > Self::MAX_PADDING {
-            return Err(bad(format!(
-                "padding {padding} must be between 1 and {}",
-                Self::MAX_PADDING
-            )));
-        }
-        Ok(InvoiceNumberFormat {
-            prefix: prefix.to_owned(),
-            padding,
-            reset,
-        })
-    }
-
-    /// The prefix.
-    pub fn prefix(&self) -> &str {
-        &self.prefix
-    }
-
-    /// The width numbers are padded to.
-    pub fn padding(&self) -> u8 {
-        self.padding
-    }
-
-    /// When numbering starts again.
-    pub fn reset(&self) -> NumberReset {
-        self.reset
-    }
-
-    /// The counter a document issued on `issued` takes its number from: the prefix without a
-    /// trailing separator, plus the year when numbering resets yearly (`"INV-2026"`).
-    pub fn series(&self, issued: NaiveDate) -> String {
-        let base = self.prefix.trim_end_matches(['-', '/', '_', '.']);
-        let base = if base.is_empty() { "INV" } else { base };
-        match self.reset {
-            NumberReset::Never => base.to_owned(),
-            NumberReset::Yearly => format!("{base}-{}", issued.year()),
-        }
-    }
-
-    /// The number `number` of a document issued on `issued`, written out.
-    pub fn format(&self, number: u64, issued: NaiveDate) -> String {
-        let width = usize::from(self.padding);
-        match self.reset {
-            NumberReset::Never => format!("{}{number:0width$}", self.prefix),
-            NumberReset::Yearly => format!("{}{}-{number:0width$}", self.prefix, issued.year()),
-        }
-    }
-}
+/// How invoice numbers are written (prefix, padding, yearly reset): `dotmac-core`'s type,
+/// which billing numbers its invoices with, so the setting and the numbers agree.
+pub use dotmac_core::{InvoiceNumberFormat, NumberReset};
 
 /// A setting whose type belongs to another domain crate, kept as that crate's serde document
 /// (JSON): tax rates and the suspension-billing policy (`dotmac-billing`), the dunning policy
@@ -340,11 +226,7 @@ impl Settings {
             locale: Locale("en-US".to_owned()),
             rounding_mode: RoundingMode::HalfUp,
             payment_terms: PaymentTerms(14),
-            invoice_number_format: InvoiceNumberFormat {
-                prefix: String::new(),
-                padding: 6,
-                reset: NumberReset::Never,
-            },
+            invoice_number_format: InvoiceNumberFormat::default(),
             tax_rates: SettingDocument::UNSET,
             dunning_policy: SettingDocument::UNSET,
             suspension_billing: SettingDocument::UNSET,
@@ -781,6 +663,8 @@ pub fn resolve(
 
 #[cfg(test)]
 mod tests {
+    use chrono::NaiveDate;
+
     use super::*;
 
     #[test]
@@ -818,11 +702,8 @@ mod tests {
     fn bad_formats_and_terms_are_refused_with_the_setting_named() {
         let err = InvoiceNumberFormat::new("INV ", 6, NumberReset::Never).unwrap_err();
         assert!(matches!(
-            err,
-            TenancyError::InvalidSetting {
-                setting: SettingKey::InvoiceNumberFormat,
-                ..
-            }
+            TenancyError::from(err),
+            TenancyError::Core(dotmac_core::CoreError::InvalidNumberFormat { .. })
         ));
         assert!(InvoiceNumberFormat::new("INV-", 0, NumberReset::Never).is_err());
         assert!(InvoiceNumberFormat::new("INV-", 13, NumberReset::Never).is_err());

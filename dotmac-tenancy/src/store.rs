@@ -53,6 +53,20 @@ pub trait TenantStore: Send + Sync {
     /// Storage failures.
     fn tenant(&self, tenant: TenantId) -> impl Future<Output = Result<Option<Tenant>>> + Send;
 
+    /// Every tenant, in id order, one page at a time: at most `limit` tenants whose ids come
+    /// after `after` (from the first when `None`), each at its stored version. The platform
+    /// operator's view, and the one read of this crate that is not scoped to one tenant (on
+    /// PostgreSQL it runs as a role that may read every row of `tenants` and nothing else).
+    ///
+    /// # Errors
+    ///
+    /// Storage failures.
+    fn list_tenants(
+        &self,
+        after: Option<TenantId>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Tenant>>> + Send;
+
     /// Replaces the tenant if it is still at the version it was read at
     /// ([`Tenant::version`]), with `events`; returns the new version.
     ///

@@ -125,6 +125,197 @@ where
     run!(roles_are_stored_and_authorize_denies_by_default);
     run!(tenants_are_isolated);
     run!(platform_usage_is_counted_once_per_period);
+    run!(every_tenant_is_listed_in_id_order_a_page_at_a_time);
+    run!(the_last_owner_is_never_demoted_or_disabled);
+    Ok(())
+}
+
+/// The platform operator's listing: every tenant, in id order, paged by the last id, each at
+/// its stored version and status. The store may hold other tests' tenants: only the order and
+/// this check's tenants are asserted.
+async fn every_tenant_is_listed_in_id_order_a_page_at_a_time<S, R>(
+    store: S,
+    _outbox: &R,
+) -> Result<(), String>
+where
+    S: TenancyStore,
+    R: for<'a> Fn(&'a S, TenantId) -> OutboxRead<'a>,
+{
+    let (service, _) = service(store)?;
+    let mut mine = BTreeSet::new();
+    for _ in 0..3 {
+        mine.insert(active(&service).await?);
+    }
+    let requested = tenant_at(&service, None, &[]).await?;
+    mine.insert(requested);
+    let mut listed = Vec::new();
+    let mut after = None;
+    loop {
+        let page = service.list_tenants(after, 2).await.map_err(err)?;
+        ensure!(page.len() <= 2, "a page of 2 held {}", page.len());
+        let Some(last) = page.last() else { break };
+        after = Some(last.id());
+        listed.extend(page);
+    }
+    let ids: Vec<TenantId> = listed.iter().map(|t| t.id()).collect();
+    ensure!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "the listing is not in id order, or repeats a tenant"
+    );
+    for id in &mine {
+        ensure!(ids.contains(id), "tenant {id} is not listed");
+    }
+    let stored = listed
+        .iter()
+        .find(|t| t.id() == requested)
+        .ok_or("the requested tenant is missing")?;
+    ensure!(
+        stored.status() == TenantStatus::Requested && stored.version() == 1,
+        "a listed tenant is not as stored: {:?} v{}",
+        stored.status(),
+        stored.version()
+    );
+    let active_one = listed
+        .iter()
+        .find(|t| mine.contains(&t.id()) && t.id() != requested)
+        .ok_or("an active tenant is missing")?;
+    ensure!(
+        active_one.status() == TenantStatus::Active && active_one.version() == 3,
+        "an active tenant is listed at {:?} v{}",
+        active_one.status(),
+        active_one.version()
+    );
+    // Nothing after the last id.
+    let past = service
+        .list_tenants(ids.last().copied(), 10)
+        .await
+        .map_err(err)?;
+    ensure!(
+        past.is_empty(),
+        "tenants after the last one: {}",
+        past.len()
+    );
+    Ok(())
+}
+
+/// The last active owner keeps the owner role and stays enabled: demoting or disabling them is
+/// `LastOwner` with nothing changed and no event; with a second owner either may go, and two
+/// concurrent demotions of the last two owners leave exactly one.
+async fn the_last_owner_is_never_demoted_or_disabled<S, R>(
+    store: S,
+    outbox: &R,
+) -> Result<(), String>
+where
+    S: TenancyStore,
+    R: for<'a> Fn(&'a S, TenantId) -> OutboxRead<'a>,
+{
+    use futures_util::future::join;
+    let (service, _) = service(store)?;
+    let tenant = active(&service).await?;
+    let (ana, _, _) = service
+        .add_user(
+            tenant,
+            NewUser::new("ana@owners", "Ana").role(RoleName::OWNER),
+            ops(),
+        )
+        .await
+        .map_err(err)?;
+    let (bo, _, _) = service
+        .add_user(
+            tenant,
+            NewUser::new("bo@owners", "Bo").role(RoleName::ADMIN),
+            ops(),
+        )
+        .await
+        .map_err(err)?;
+    let events_before = events_of(service.store(), outbox, tenant).await?;
+    let last = TenancyError::LastOwner {
+        tenant,
+        user: ana.id(),
+    };
+    let demoted = service
+        .set_user_roles(tenant, ana.id(), BTreeSet::from([RoleName::ADMIN]), ops())
+        .await;
+    ensure!(
+        demoted.as_ref().err() == Some(&last),
+        "the last owner was demoted: {:?}",
+        demoted.map(|(u, _, _)| u.roles().clone())
+    );
+    let disabled = service
+        .set_user_status(tenant, ana.id(), UserStatus::Disabled, ops())
+        .await;
+    ensure!(
+        disabled.as_ref().err() == Some(&last),
+        "the last owner was disabled: {:?}",
+        disabled.map(|(u, _, _)| u.status())
+    );
+    let stored = service
+        .store()
+        .tenant_user(tenant, ana.id())
+        .await
+        .map_err(err)?;
+    ensure!(
+        stored.as_ref() == Some(&ana),
+        "a refused change of the last owner changed them: {stored:?}"
+    );
+    ensure!(
+        service
+            .quota_use(tenant)
+            .await
+            .map_err(err)?
+            .admin_users
+            .used
+            == 2,
+        "a refused disable freed a seat"
+    );
+    ensure!(
+        events_of(service.store(), outbox, tenant).await? == events_before,
+        "a refused change published an event"
+    );
+    // A change that keeps the owner role is allowed, and so is demoting a non-owner.
+    service
+        .set_user_roles(
+            tenant,
+            ana.id(),
+            BTreeSet::from([RoleName::OWNER, RoleName::BILLING]),
+            ops(),
+        )
+        .await
+        .map_err(err)?;
+    service
+        .set_user_roles(tenant, bo.id(), BTreeSet::new(), ops())
+        .await
+        .map_err(err)?;
+    // With Bo an owner too, one of the two may step down, concurrently: exactly one does.
+    service
+        .set_user_roles(tenant, bo.id(), BTreeSet::from([RoleName::OWNER]), ops())
+        .await
+        .map_err(err)?;
+    let (a, b) = join(
+        service.set_user_roles(tenant, ana.id(), BTreeSet::from([RoleName::ADMIN]), ops()),
+        service.set_user_status(tenant, bo.id(), UserStatus::Disabled, ops()),
+    )
+    .await;
+    ensure!(
+        a.is_ok() != b.is_ok(),
+        "two concurrent demotions of the last two owners: {:?} and {:?}",
+        a.map(|_| ()),
+        b.map(|_| ())
+    );
+    let refused = a.err().or(b.err());
+    ensure!(
+        matches!(refused, Some(TenancyError::LastOwner { .. })),
+        "the losing demotion is not LastOwner: {refused:?}"
+    );
+    let owners = service
+        .store()
+        .tenant_users(tenant)
+        .await
+        .map_err(err)?
+        .into_iter()
+        .filter(TenantUser::is_active_owner)
+        .count();
+    ensure!(owners == 1, "{owners} active owners left, not 1");
     Ok(())
 }
 

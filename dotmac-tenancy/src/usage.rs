@@ -114,7 +114,11 @@ pub fn rate_window(at: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
 }
 
 /// What the platform counts of a tenant besides its quotas, recorded by whoever sees it
-/// happen (customers and API calls are counted by the quota checks themselves).
+/// happen (customers and API calls are counted by the quota checks themselves). With the
+/// `dotmac` facade nothing needs recording by hand: its dispatcher counts every invoice issued
+/// (`TenancyMeasuresUse`, at the instant it was issued), and the SQL store counts usage
+/// events in the transaction that stores them (in the hour of each event's own instant).
+/// Record them only for what happens outside those.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]

@@ -576,9 +576,11 @@ impl Dotmac {
         let follow_collections: Arc<dyn outbox::EventHandler> = Arc::new(
             reactions::PartnersFollowCollections::new(partners.clone(), billing.clone()),
         );
+        let measure_use: Arc<dyn outbox::EventHandler> =
+            Arc::new(reactions::TenancyMeasuresUse::new(tenancy.clone()));
         let dispatcher = reactions::order_to_cash(billing.clone(), collections.clone())
             .into_iter()
-            .chain([follow_collections])
+            .chain([follow_collections, measure_use])
             .fold(
                 outbox::Dispatcher::new(
                     store.clone(),
@@ -605,9 +607,11 @@ impl Dotmac {
     /// The same database and clock with every service's settings read from `tenant`'s
     /// resolved settings ([`Tenancy::settings_of`](tenancy::TenancyService::settings_of)):
     /// billing's rounding, payment terms and zone, and its taxes and suspension-billing
-    /// policy when the tenant (or its plan, or the platform) sets them; collections' dunning
-    /// policy (when set) and zone; usage's zone. What tenancy does not set (the bill run's
-    /// chunk size, meters and allowances, the dispatcher) stays as it was.
+    /// policy when the tenant (or its plan, or the platform) sets them, and its invoice number
+    /// format; collections' dunning policy (when set) and zone; usage's and partners' zone.
+    /// The support desk's SLA calendar is read at [`Dotmac::configure_support`]. What tenancy
+    /// does not set (the bill run's chunk size, meters and allowances, the dispatcher) stays
+    /// as it was.
     ///
     /// # Errors
     ///
@@ -620,7 +624,10 @@ impl Dotmac {
             usage: resolved.usage_settings(self.usage.settings().clone()),
             collections: resolved
                 .collections_settings(Some(self.collections.settings().clone()))?,
-            partners: *self.partners.settings(),
+            partners: self
+                .partners
+                .settings()
+                .with_zone(resolved.time_zone().value),
             tenancy: self.tenancy.settings().clone(),
             dispatcher: self.dispatcher_settings.clone(),
         };
@@ -691,6 +698,27 @@ impl Dotmac {
     /// Support.
     pub fn support(&self) -> &Support {
         &self.support
+    }
+
+    /// Saves the tenant's support desk configuration
+    /// ([`SupportService::configure`](support::SupportService::configure)) with the tenant's
+    /// SLA calendar from its settings, when they set one, as the calendar of every policy
+    /// without its own (`config.calendar` is kept when they do not).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Tenancy`] for an unknown tenant or a stored calendar that does not decode;
+    /// [`Error::Support`] as `configure`.
+    pub async fn configure_support(
+        &self,
+        tenant: TenantId,
+        mut config: support::SupportConfig,
+    ) -> Result<(), Error> {
+        let resolved = self.tenancy.settings_of(tenant).await?;
+        if let Some(calendar) = resolved.business_calendar()?.value {
+            config.calendar = calendar;
+        }
+        Ok(self.support.configure(tenant, config).await?)
     }
 
     /// Partners, attribution, commission ledgers and payouts: payments and refunds reach the

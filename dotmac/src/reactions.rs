@@ -18,6 +18,7 @@
 //! | `payments.payment_received` | the customer's partner accrues commission ([`PartnersFollowCollections`]) |
 //! | `payments.payment_refunded` | the commission the refunded payment earned is clawed back |
 //! | `billing.subscription_suspended` / `billing.subscription_restored` | the subscription's network services are suspended for non-payment / restored (a provisioning command each, issue 13) |
+//! | `billing.invoice_issued` | the tenant's platform usage counts one invoice issued ([`TenancyMeasuresUse`]) |
 //!
 //! Every reaction is idempotent by the fact it carries (an invoice is entered once, a fee's
 //! charge id is derived from the invoice and the step, a partner ledger records each event
@@ -43,6 +44,9 @@ use dotmac_customers::{CustomerService, CustomersError, CustomersStore};
 use dotmac_partners::{
     CollectedPayment, PartnerStore, PartnersError, PartnersService, RefundedPayment, RevenueTag,
     SourceId,
+};
+use dotmac_tenancy::{
+    PlatformMetric, TenancyError, TenancyService, TenancyStore, UsageRecord, UsageRecordId,
 };
 
 /// The billing status an invoice has when the payments ledger reports `state` for it: what
@@ -461,6 +465,59 @@ where
                 _ => Ok(()),
             }
             .map_err(customers_failure)
+        })
+    }
+}
+
+/// The platform's measurement of its tenants, from their own events: every
+/// `billing.invoice_issued` counts one invoice issued in the tenant's platform usage
+/// ([`TenancyService::record_usage`], at the event's instant), under a record id derived from
+/// the event's, so a redelivered event counts nothing. (Usage events ingested are counted by
+/// the SQL store in the transaction that stores them.) A tenant the tenancy store does not
+/// know (never registered) is not metered: its events count nothing.
+pub struct TenancyMeasuresUse<S, C> {
+    tenancy: TenancyService<S, C>,
+}
+
+impl<S, C> TenancyMeasuresUse<S, C> {
+    /// The handler over `tenancy`.
+    pub fn new(tenancy: TenancyService<S, C>) -> Self {
+        TenancyMeasuresUse { tenancy }
+    }
+}
+
+impl<S, C> EventHandler for TenancyMeasuresUse<S, C>
+where
+    S: TenancyStore + 'static,
+    C: Clock + 'static,
+{
+    fn name(&self) -> &str {
+        "tenancy-measures-use"
+    }
+
+    fn handles(&self, event_type: &str) -> bool {
+        event_type == "billing.invoice_issued"
+    }
+
+    fn handle<'a>(&'a self, message: &'a OutboxMessage) -> BoxFuture<'a, Result<(), HandlerError>> {
+        Box::pin(async move {
+            let id = UsageRecordId::derived(
+                IdDigest::new("tenancy.invoice_issued").uuid(message.id.as_uuid()),
+            );
+            let record =
+                UsageRecord::new(id, PlatformMetric::InvoicesIssued, message.occurred_at, 1);
+            match self.tenancy.record_usage(message.tenant, &[record]).await {
+                Ok(_) | Err(TenancyError::UnknownTenant(_)) => Ok(()),
+                Err(TenancyError::Storage(e))
+                    if matches!(
+                        e.kind(),
+                        StorageErrorKind::Unavailable | StorageErrorKind::Conflict
+                    ) =>
+                {
+                    Err(HandlerError::retryable(TenancyError::Storage(e)))
+                }
+                Err(e) => Err(HandlerError::permanent(e)),
+            }
         })
     }
 }

@@ -74,8 +74,8 @@ pub trait TenantSettingsExt {
     fn business_calendar(&self) -> Result<Resolved<Option<BusinessCalendar>>, Error>;
 
     /// `base` (for what tenancy does not set: the bill run's chunk size) with the tenant's
-    /// rounding mode, payment terms, time zone, and, when set, its tax rates and
-    /// suspension-billing policy.
+    /// rounding mode, payment terms, time zone, invoice number format, and, when set, its
+    /// tax rates and suspension-billing policy.
     ///
     /// # Errors
     ///
@@ -128,7 +128,8 @@ impl TenantSettingsExt for ResolvedSettings {
         let mut settings = base
             .with_rounding(self.rounding_mode().value)
             .with_payment_terms_days(self.payment_terms().value.days())
-            .with_zone(self.time_zone().value);
+            .with_zone(self.time_zone().value)
+            .with_number_format(self.invoice_number_format().value.clone());
         if !self.tax_rates().value.is_unset() {
             settings = settings.with_taxes(self.taxes()?.value);
         }

@@ -538,6 +538,12 @@ async fn main() -> Result<(), AnyError> {
     dotmac.dispatch().await?;
     timings.record("bill run Dec 1", step, december_run.invoices);
     partner_programme::print_statements(&dotmac, tenant).await?;
+    print_platform_usage(
+        &dotmac,
+        date(2026, 9, 1)?,
+        december.succ_opt().ok_or("date")?,
+    )
+    .await?;
 
     // The summary.
     let step = Instant::now();
@@ -793,6 +799,32 @@ async fn setup_tenant(dotmac: Dotmac, customers: usize) -> Result<(Dotmac, Tenan
         used.api_calls.limit,
     );
     Ok((dotmac, tenant))
+}
+
+/// The platform operator's view of the run: every tenant listed with what it used of the
+/// platform from `from` to `to` (invoices issued, counted through the dispatcher; usage
+/// events ingested, counted as they were stored), read back from the database.
+async fn print_platform_usage(
+    dotmac: &Dotmac,
+    from: chrono::NaiveDate,
+    to: chrono::NaiveDate,
+) -> Result<(), AnyError> {
+    let period = dotmac::Period::new(from, to)?;
+    let zone = dotmac.billing().settings().zone;
+    println!("platform usage, {from} to {to} (the platform operator's view):");
+    for (tenant, usage) in dotmac.tenancy().platform_report(period, zone, 100).await? {
+        println!(
+            "  {} ({}): customers {} ({} added), invoices issued {}, usage events ingested {}, API calls {}",
+            tenant.name(),
+            tenant.status(),
+            usage.customers,
+            usage.customers_added,
+            usage.invoices_issued,
+            usage.events_ingested,
+            usage.api_calls,
+        );
+    }
+    Ok(())
 }
 
 /// The figures of the summary, as the database holds them.

@@ -1,15 +1,17 @@
-//! `commission/`: tiered commission on one amount, and a partner's ledger for one customer
-//! (through `PartnersService` on the in-memory partner store).
+//! `commission/`: tiered commission on one amount (by the table, and as a tiered plan through
+//! the ledger), and a partner's ledger for one customer (through `PartnersService` on the
+//! in-memory partner store).
 
 use crate::{date, decimal, same_amount};
 use std::future::Future;
 
+use chrono::NaiveDate;
 use dotmac_core::{Currency, CustomerId, FixedClock, Money, PaymentId, TenantId};
 use dotmac_partners::{
     CollectedPayment, CommissionDuration, CommissionPlan, CommissionPlanId, CommissionTier,
     CommissionTiers, InMemoryPartnerStore, LedgerFact, PartnerAccount, PartnerId, PartnerKind,
     PartnerStatus, PartnersError, PartnersService, PartnersSettings, PayoutId, RefundedPayment,
-    RevenueTag, SourceId, TierMode,
+    RevenueTag, SourceId, TierBasis, TierMode, TierSchedule,
 };
 use serde::Deserialize;
 
@@ -114,10 +116,85 @@ fn run_tiered(case: TieredCase) -> Result<(), String> {
         .collect::<Result<Vec<_>, String>>()?;
     let table = CommissionTiers::new(mode, tiers).map_err(|e| e.to_string())?;
     // The format carries no currency; the table keeps the amount's, so any one will do.
-    let got = table
-        .commission(Money::new(decimal(&case.amount)?, Currency::USD))
+    let amount = Money::new(decimal(&case.amount)?, Currency::USD);
+    let expected = decimal(&case.expected)?;
+    let got = table.commission(amount).map_err(|e| e.to_string())?;
+    same_amount("commission", expected, got.amount())?;
+    // And through the ledger: the table as a plan's revenue share by lifetime revenue, one
+    // payment of the amount by the partner's first customer, what it earned read back.
+    let names = (0..table.tiers().len())
+        .map(|n| format!("tier {n}"))
+        .collect();
+    let schedule =
+        TierSchedule::new(TierBasis::LifetimeRevenue, table, names).map_err(|e| e.to_string())?;
+    let plan = CommissionPlan::builder(CommissionPlanId::new(), "conformance", Currency::USD)
+        .tiered(schedule)
+        .build()
         .map_err(|e| e.to_string())?;
-    same_amount("commission", decimal(&case.expected)?, got.amount())
+    let on = NaiveDate::from_ymd_opt(2026, 1, 1).ok_or("bad date")?;
+    let enrolled = enrol(&plan, on)?;
+    let payment = CollectedPayment {
+        customer: enrolled.customer,
+        payment: PaymentId::new(),
+        amount,
+        on,
+        tag: RevenueTag::default(),
+    };
+    ready(
+        enrolled
+            .service
+            .record_payment(enrolled.tenant, SourceId::new(), payment),
+    )?
+    .map_err(|e| e.to_string())?;
+    let summary = ready(
+        enrolled
+            .service
+            .summary(enrolled.tenant, enrolled.partner, on),
+    )?
+    .map_err(|e| e.to_string())?;
+    same_amount(
+        "commission through the ledger",
+        expected,
+        summary.earned.amount(),
+    )
+}
+
+/// One partner on `plan`, active from `start`, with one customer attributed that day, on the
+/// in-memory partner store.
+struct Enrolled {
+    service: PartnersService<InMemoryPartnerStore, FixedClock>,
+    tenant: TenantId,
+    partner: PartnerId,
+    customer: CustomerId,
+}
+
+fn enrol(plan: &CommissionPlan, start: NaiveDate) -> Result<Enrolled, String> {
+    let err = |e: PartnersError| e.to_string();
+    let service = PartnersService::new(
+        InMemoryPartnerStore::new(),
+        FixedClock::new(chrono::DateTime::UNIX_EPOCH),
+        PartnersSettings::default(),
+    );
+    let tenant = TenantId::new();
+    let (partner, customer) = (PartnerId::new(), CustomerId::new());
+    ready(service.save_plan(tenant, plan))?.map_err(err)?;
+    let account = PartnerAccount::apply(
+        partner,
+        "conformance",
+        PartnerKind::Referral,
+        plan.id(),
+        start,
+    )
+    .map_err(err)?;
+    ready(service.apply(tenant, account))?.map_err(err)?;
+    ready(service.change_status(tenant, partner, PartnerStatus::Active, start))?.map_err(err)?;
+    ready(service.assign(tenant, customer, partner, start))?.map_err(err)?;
+    Ok(Enrolled {
+        service,
+        tenant,
+        partner,
+        customer,
+    })
 }
 
 /// Polls a future of the in-memory partner store, which is ready at once.
@@ -152,26 +229,13 @@ fn run_ledger(case: LedgerCase) -> Result<(), String> {
         .min_payout(money(&case.plan.min_payout)?)
         .build()
         .map_err(err)?;
-    let service = PartnersService::new(
-        InMemoryPartnerStore::new(),
-        FixedClock::new(chrono::DateTime::UNIX_EPOCH),
-        PartnersSettings::default(),
-    );
-    let tenant = TenantId::new();
-    let (partner, customer) = (PartnerId::new(), CustomerId::new());
     let start = date(&case.customer_start)?;
-    ready(service.save_plan(tenant, &plan))?.map_err(err)?;
-    let account = PartnerAccount::apply(
+    let Enrolled {
+        service,
+        tenant,
         partner,
-        "conformance",
-        PartnerKind::Referral,
-        plan.id(),
-        start,
-    )
-    .map_err(err)?;
-    ready(service.apply(tenant, account))?.map_err(err)?;
-    ready(service.change_status(tenant, partner, PartnerStatus::Active, start))?.map_err(err)?;
-    ready(service.assign(tenant, customer, partner, start))?.map_err(err)?;
+        customer,
+    } = enrol(&plan, start)?;
     for event in &case.events {
         let on = date(&event.on)?;
         let amount = money(&event.amount)?;

@@ -147,6 +147,7 @@ proptest! {
             taxes,
             exemption: TaxExemption::None,
             payment_terms_days: 14,
+            number_format: Default::default(),
         };
         let key = DocumentKey::Period { subscription: SubscriptionId::from_u128(1), index: 0 };
         let new_builder = || {

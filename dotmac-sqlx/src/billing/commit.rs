@@ -101,7 +101,9 @@ for_each_dialect! {
                     result.duplicates += 1;
                     continue;
                 }
-                let n = numbers::reserve(tx, tenant, INVOICE_SERIES, 1).await.map_err(storage)?;
+                let n = numbers::reserve(tx, tenant, &invoice.number_series(), 1)
+                    .await
+                    .map_err(storage)?;
                 let issued_number = number(n);
                 invoice.number = Some(issued_number);
                 invoice.status = InvoiceStatus::Open;
@@ -260,18 +262,30 @@ for_each_dialect! {
             }
         }
 
-        // 4. One gapless reservation for the batch, numbers in commit order, taken last (see
-        //    above): only the invoice insert follows it in this function.
-        let first = if count == 0 {
-            0
-        } else {
-            let count = u32::try_from(count).map_err(|_| BillingError::InvalidConfiguration {
-                what: "bill run chunk",
-                reason: "too many documents in one batch; use smaller chunks",
-            })?;
-            numbers::reserve(tx, tenant, INVOICE_SERIES, count).await?
-        };
-        let mut next = first;
+        // 4. One gapless reservation for the batch per number sequence (one, unless the
+        //    documents' formats or years differ), numbers in commit order, taken last (see
+        //    above): only the invoice insert follows it in this function. Sequences are
+        //    reserved in name order, so two batches lock counter rows in one order.
+        let mut per_series: std::collections::BTreeMap<std::borrow::Cow<'static, str>, u32> =
+            std::collections::BTreeMap::new();
+        for ((commit, refused), (new, _)) in commits.iter().zip(&refusals).zip(&fresh) {
+            if refused.is_some() {
+                continue;
+            }
+            for invoice in new.iter().filter_map(|&i| commit.invoices.get(i)) {
+                let slot = per_series.entry(invoice.number_series()).or_insert(0);
+                *slot = slot.checked_add(1).ok_or(BillingError::InvalidConfiguration {
+                    what: "bill run chunk",
+                    reason: "too many documents in one batch; use smaller chunks",
+                })?;
+            }
+        }
+        let mut next: std::collections::BTreeMap<std::borrow::Cow<'static, str>, i64> =
+            std::collections::BTreeMap::new();
+        for (series, count) in per_series {
+            let first = numbers::reserve(tx, tenant, &series, count).await?;
+            next.insert(series, first);
+        }
         let mut results: Vec<Result<CommitResult>> = Vec::with_capacity(commits.len());
         for ((commit, refused), (new, duplicates)) in
             commits.iter_mut().zip(refusals).zip(&fresh)
@@ -286,8 +300,11 @@ for_each_dialect! {
             };
             for &i in new {
                 if let Some(invoice) = commit.invoices.get_mut(i) {
-                    let issued_number = number(next);
-                    next += 1;
+                    let Some(slot) = next.get_mut(&invoice.number_series()) else {
+                        continue;
+                    };
+                    let issued_number = number(*slot);
+                    *slot += 1;
                     invoice.number = Some(issued_number);
                     invoice.status = InvoiceStatus::Open;
                     result.issued.push(IssuedInvoice::of(invoice, issued_number));

@@ -210,7 +210,9 @@ impl InvoiceStore for SqlStore {
             let was = stored.status;
             stored.transition(to)?;
             if was == InvoiceStatus::Draft && to == InvoiceStatus::Open {
-                let n = d::numbers::reserve(&mut tx, tenant, INVOICE_SERIES, 1).await.map_err(storage)?;
+                let n = d::numbers::reserve(&mut tx, tenant, &stored.number_series(), 1)
+                    .await
+                    .map_err(storage)?;
                 stored.number = Some(number(n));
             }
             let binds = invoice_binds(tenant, &stored)?;

@@ -39,8 +39,8 @@ use crate::store::SqlStore;
 
 type Result<T> = std::result::Result<T, BillingError>;
 
-/// The number series of invoices and credit notes in `invoice_counters`.
-const INVOICE_SERIES: &str = "billing.invoice";
+/// The number series of credit notes in `invoice_counters` (an invoice's is
+/// [`Invoice::number_series`]).
 pub(crate) const CREDIT_NOTE_SERIES: &str = "billing.credit_note";
 
 /// Storage failures as billing errors: a duplicate key keeps its domain meaning, domain errors

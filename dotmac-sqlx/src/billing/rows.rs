@@ -29,7 +29,9 @@ use dotmac_billing::{
     LineKind, PriceRef, ProrationMode, Segment, SegmentState, Subscription, SubscriptionStatus,
     TaxMode, TaxRateId, TaxSummary,
 };
-use dotmac_core::{Currency, CustomerId, InvoiceId, Money, Period, PlanId, SubscriptionId};
+use dotmac_core::{
+    Currency, CustomerId, InvoiceId, InvoiceNumberFormat, Money, Period, PlanId, SubscriptionId,
+};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
@@ -54,6 +56,9 @@ pub(crate) struct InvoiceRow {
     // Rows written before the field existed (and invoices nothing was reported on) have none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     settlement: Option<SettlementRow>,
+    // The default format (and rows written before the field existed) have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    number_format: Option<InvoiceNumberFormat>,
 }
 
 /// What the payments ledger reported on a stored invoice.
@@ -182,6 +187,7 @@ impl From<&Invoice> for InvoiceRow {
             tax_total,
             total,
             settlement,
+            number_format,
         } = invoice;
         InvoiceRow {
             id: *id,
@@ -200,6 +206,7 @@ impl From<&Invoice> for InvoiceRow {
             tax_total: *tax_total,
             total: *total,
             settlement: settlement.as_deref().map(SettlementRow::from),
+            number_format: number_format.clone(),
         }
     }
 }
@@ -223,6 +230,7 @@ impl From<InvoiceRow> for Invoice {
             tax_total: row.tax_total,
             total: row.total,
             settlement: row.settlement.map(|s| Box::new(InvoiceSettlement::from(s))),
+            number_format: row.number_format,
         }
     }
 }
@@ -557,6 +565,7 @@ mod tests {
             tax_total: usd(225),
             total: usd(3224),
             settlement: None,
+            number_format: None,
         }
     }
 

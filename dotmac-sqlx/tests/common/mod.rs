@@ -146,6 +146,7 @@ pub fn charges_invoice(
         tax_total: usd(rust_decimal::Decimal::ZERO),
         total: usd(total),
         settlement: None,
+        number_format: None,
     }
 }
 

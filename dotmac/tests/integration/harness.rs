@@ -109,6 +109,13 @@ impl PgSchema {
         }
     }
 
+    /// The database's options for this schema.
+    pub(crate) fn options(&self) -> dotmac::sql::DatabaseOptions {
+        dotmac::sql::DatabaseOptions::new(&self.url)
+            .schema(self.name.clone())
+            .max_connections(4)
+    }
+
     /// Drops the schema and everything in it.
     pub(crate) async fn drop(self) {
         use sqlx::{Connection, Executor};

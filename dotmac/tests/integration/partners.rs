@@ -342,13 +342,10 @@ async fn payments_accrue_replays_accrue_nothing_and_refunds_claw_back_on_every_s
     );
     let sqlite = on_sql("sqlite::memory:", None).await;
     assert_eq!(sqlite, memory, "SQLite and memory agree");
-    match std::env::var("DATABASE_URL") {
-        Ok(url) => {
-            // The dispatcher claims across tenants: a schema no other test writes to.
-            let schema = format!("dotmac_test_partners_{}", uuid::Uuid::now_v7().simple());
-            let postgres = on_sql(&url, Some(schema)).await;
-            assert_eq!(postgres, memory, "PostgreSQL and memory agree");
-        }
-        Err(_) => eprintln!("DATABASE_URL not set: ran on memory and SQLite only"),
-    }
+    // PostgreSQL always: a run without DATABASE_URL fails rather than passing on two stores
+    // of three. The dispatcher claims across tenants: a schema no other test writes to.
+    let url = crate::harness::database_url();
+    let schema = format!("dotmac_test_partners_{}", uuid::Uuid::now_v7().simple());
+    let postgres = on_sql(&url, Some(schema)).await;
+    assert_eq!(postgres, memory, "PostgreSQL and memory agree");
 }
