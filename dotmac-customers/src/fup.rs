@@ -34,7 +34,10 @@
 //! # Ok::<(), dotmac_customers::CustomersError>(())
 //! ```
 
-use chrono::{DateTime, Datelike, Days, Duration, Months, NaiveDate, NaiveTime, Utc, Weekday};
+use chrono::{
+    DateTime, Datelike, Days, Duration, Months, NaiveDate, NaiveTime, Offset, TimeZone, Utc,
+    Weekday,
+};
 use chrono_tz::Tz;
 use dotmac_core::Money;
 use serde::{Deserialize, Serialize};
@@ -289,8 +292,17 @@ impl FupPolicy {
         }
     }
 
+    /// The local wall-clock time of `at`. At the very ends of chrono's range, where the
+    /// local time is not representable (`naive_local` would panic), the UTC time stands in.
     fn local(&self, at: DateTime<Utc>) -> chrono::NaiveDateTime {
-        at.with_timezone(&self.zone).naive_local()
+        let utc = at.naive_utc();
+        let offset = self.zone.offset_from_utc_datetime(&utc).fix();
+        utc.checked_add_offset(offset).unwrap_or(utc)
+    }
+
+    /// The local date of `at` in the policy's zone (the day its counters count it in).
+    pub fn local_date(&self, at: DateTime<Utc>) -> NaiveDate {
+        self.local(at).date()
     }
 
     /// Whether traffic at `at` is free.
@@ -444,7 +456,7 @@ impl FupPolicy {
                         rule: rule.name.clone(),
                     });
                 }
-                FupAction::SpeedPercent(p) => plan.percent(p),
+                FupAction::SpeedPercent(p) => plan.percent(p).min(plan),
                 FupAction::FixedRate(r) => r.min(plan),
                 FupAction::Restore => continue,
             };
@@ -647,6 +659,81 @@ mod tests {
             policy.evaluate(&c, plan, at(3, 13)).unwrap(),
             FupVerdict::Throttled { .. }
         ));
+    }
+
+    #[test]
+    fn slowdowns_hold_together_so_a_second_one_never_speeds_a_direction_up() {
+        // Before the fix the lexicographically lowest rate won: reaching "b" as well gave
+        // 900k up after 100k.
+        let policy = FupPolicy::new(chrono_tz::UTC)
+            .rule(rule(
+                "a",
+                FupPeriod::Day,
+                1,
+                FupAction::FixedRate(Rate::new(1000, 100)),
+            ))
+            .rule(rule(
+                "b",
+                FupPeriod::Day,
+                2,
+                FupAction::FixedRate(Rate::new(500, 900)),
+            ));
+        let plan = Rate::mbps(5, 5);
+        let mut c = FupCounters::default();
+        policy.record(&mut c, at(2, 10), GB, 0).unwrap();
+        assert_eq!(
+            policy.evaluate(&c, plan, at(2, 10)).unwrap(),
+            FupVerdict::Throttled {
+                rule: "a".into(),
+                rate: Rate::new(1000, 100)
+            }
+        );
+        policy.record(&mut c, at(2, 11), GB, 0).unwrap();
+        assert_eq!(
+            policy.evaluate(&c, plan, at(2, 11)).unwrap(),
+            FupVerdict::Throttled {
+                rule: "b".into(),
+                rate: Rate::new(500, 100)
+            }
+        );
+    }
+
+    #[test]
+    fn expired_counters_empty_and_the_next_boundary_moves_on() {
+        let policy = FupPolicy::new(chrono_tz::Europe::Berlin);
+        let mut c = FupCounters::default();
+        // Monday 2 November, 10:00 UTC = 11:00 in Berlin.
+        policy.record(&mut c, at(2, 10), GB, 0).unwrap();
+        let day_end = Utc.with_ymd_and_hms(2026, 11, 2, 23, 0, 0).unwrap();
+        assert_eq!(policy.next_boundary(&c), Some(day_end));
+        assert!(!policy.expire(&mut c, at(2, 22)));
+        assert!(policy.expire(&mut c, day_end));
+        assert_eq!(c.day, Counter::default());
+        // The week ends at Berlin's midnight of Monday 9 November.
+        assert_eq!(
+            policy.next_boundary(&c),
+            Some(Utc.with_ymd_and_hms(2026, 11, 8, 23, 0, 0).unwrap())
+        );
+        assert!(policy.expire(&mut c, Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap()));
+        assert_eq!(c, FupCounters::default());
+        assert_eq!(policy.next_boundary(&c), None);
+    }
+
+    #[test]
+    fn the_extremes_of_time_do_not_panic() {
+        let policy = FupPolicy::new(chrono_tz::Pacific::Kiritimati).rule(rule(
+            "d",
+            FupPeriod::Day,
+            1,
+            FupAction::Block,
+        ));
+        let mut c = FupCounters::default();
+        for t in [DateTime::<Utc>::MAX_UTC, DateTime::<Utc>::MIN_UTC] {
+            policy.record(&mut c, t, GB, 0).unwrap();
+            policy.evaluate(&c, Rate::mbps(1, 1), t).unwrap();
+            policy.expire(&mut c, t);
+            let _ = policy.next_boundary(&c);
+        }
     }
 
     #[test]

@@ -774,7 +774,7 @@ impl<S: CustomersStore, C: Clock> CustomerService<S, C> {
                             top_up: top_up.id,
                             bytes: top_up.bytes,
                             price: top_up.price,
-                            on: dotmac_core::local_date(now, policy.zone),
+                            on: policy.local_date(now),
                         });
                     }
                     (false, now)

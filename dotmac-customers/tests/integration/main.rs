@@ -1,6 +1,7 @@
 //! dotmac-customers' behaviour tests (one binary).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod fup_properties;
 mod loop_tests;
 
 #[tokio::test]
