@@ -627,7 +627,7 @@ where
     );
     expect(
         "and a restore notice",
-        notices().await.iter().filter_map(action_of).last()
+        notices().await.iter().filter_map(action_of).next_back()
             == Some(("daily-10gb".to_owned(), FupAction::Restore)),
     );
     let read = check(
@@ -668,7 +668,7 @@ where
     );
     expect(
         "and a block notice",
-        notices().await.iter().filter_map(action_of).last()
+        notices().await.iter().filter_map(action_of).next_back()
             == Some(("monthly-110gb".to_owned(), FupAction::Block)),
     );
 
