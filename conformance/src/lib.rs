@@ -1,7 +1,9 @@
 //! The conformance harness: loads the shared worked examples and runs them through DotMac's
 //! public API.
 //!
-//! Cases live in `../shared/conformance/<family>/*.json` (next to the repository) and, when the
+//! Cases live in `../shared/conformance/<family>/*.json` (next to the repository), in the
+//! repository's own `conformance/cases/<family>/*.json` (the only home of the
+//! [`LOCAL_FAMILIES`], whose formats are in `docs/`) and, when the
 //! environment variable `DOTMAC_CONFORMANCE_DIR` is set, in `$DOTMAC_CONFORMANCE_DIR/<family>/`
 //! too. Each file is a JSON array of cases with an `id`; the formats are defined in the shared
 //! README. A family's runner is one function from a typed case (deserialized with
@@ -33,7 +35,14 @@ pub const KNOWN_FAMILIES: &[&str] = &[
     "usage",
     "invoice",
     "radius",
+    "fup",
 ];
+
+/// The families defined by the repository rather than the shared README: their cases live in
+/// `conformance/cases/<family>/` (and `$DOTMAC_CONFORMANCE_DIR`), their format in `docs/`
+/// (`fup`: `docs/conformance-fup.md`). The shared root holds none, so [`verdict`] asks the
+/// repository's root for at least one case instead.
+pub const LOCAL_FAMILIES: &[&str] = &["fup"];
 
 /// The environment variable naming an extra conformance root.
 pub const EXTRA_DIR_VAR: &str = "DOTMAC_CONFORMANCE_DIR";
@@ -260,6 +269,7 @@ pub fn run_case_file_text(family: &str, file: &Path, text: &str) -> Result<Repor
         "usage" => run_cases(file, text, &families::usage::run, failures),
         "invoice" => run_cases(file, text, &families::invoice::run, failures),
         "radius" => run_cases(file, text, &families::radius::run, failures),
+        "fup" => run_cases(file, text, &families::fup::run, failures),
         other => return Err(format!("unknown conformance family {other:?}")),
     };
     report.cases_per_root.push((file.to_path_buf(), count));
@@ -310,8 +320,8 @@ pub fn same_amount(what: &str, expected: Decimal, actual: Decimal) -> Result<(),
     }
 }
 
-/// Turns a report into a test verdict: every case passed and the shared root held at least
-/// one case of the family.
+/// Turns a report into a test verdict: every case passed and the shared root (for a
+/// [`LOCAL_FAMILIES`] family, the repository's own root) held at least one case of the family.
 ///
 /// # Errors
 ///
@@ -320,7 +330,19 @@ pub fn verdict(family: &str, report: &Report) -> Result<(), String> {
     for (root, n) in &report.cases_per_root {
         eprintln!("conformance {family}: {n} case(s) from {}", root.display());
     }
-    if report.cases_per_root.first().is_none_or(|(_, n)| *n == 0) {
+    if LOCAL_FAMILIES.contains(&family) {
+        let local = local_root();
+        if !report
+            .cases_per_root
+            .iter()
+            .any(|(root, n)| *root == local && *n > 0)
+        {
+            return Err(format!(
+                "no {family} cases found in the repository's root {}",
+                local.display()
+            ));
+        }
+    } else if report.cases_per_root.first().is_none_or(|(_, n)| *n == 0) {
         return Err(format!("no {family} cases found in the shared root"));
     }
     if report.failures.is_empty() {

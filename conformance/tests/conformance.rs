@@ -72,6 +72,11 @@ fn radius() {
 }
 
 #[test]
+fn fup() {
+    check("fup", families::fup::run);
+}
+
+#[test]
 fn every_known_family_has_a_runner_for_case_text() {
     for family in dotmac_conformance::KNOWN_FAMILIES {
         let report =

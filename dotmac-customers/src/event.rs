@@ -1,14 +1,14 @@
 //! The events this crate writes to the outbox (besides provisioning commands).
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use dotmac_core::outbox::{Aggregate, OutboxPayload};
-use dotmac_core::{CustomerId, EventPayload, SubscriptionId};
+use dotmac_core::{CustomerId, EventPayload, Money, SubscriptionId};
 use serde::{Deserialize, Serialize};
 
 use crate::customer::{CustomerStatus, OnboardingStepKind};
 use crate::fup::FupAction;
 use crate::network::ServiceStatus;
-use crate::vocab::{Rate, ServiceId};
+use crate::vocab::{Rate, ServiceId, TopUpId};
 
 /// What happened to a customer or one of its services (aggregate: the customer).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,6 +77,26 @@ pub enum CustomerEvent {
         /// Bytes counted in the rule's period so far.
         counted_bytes: u64,
     },
+    /// `customers.fair_usage_top_up`: data bought on top of the block thresholds; with a
+    /// price, billing charges it on the subscription's next invoice (the facade's
+    /// `BillingFollowsFairUsage`).
+    FairUsageTopUp {
+        /// The service.
+        service: ServiceId,
+        /// The customer (who pays).
+        customer: CustomerId,
+        /// The subscription whose invoice carries the charge.
+        subscription: SubscriptionId,
+        /// The top-up.
+        top_up: TopUpId,
+        /// Bytes bought.
+        bytes: u64,
+        /// What it costs.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        price: Option<Money>,
+        /// The local date (the policy's zone) it was bought on.
+        on: NaiveDate,
+    },
 }
 
 impl EventPayload for CustomerEvent {
@@ -88,6 +108,7 @@ impl EventPayload for CustomerEvent {
             CustomerEvent::ServiceCreated { .. } => "customers.service_created",
             CustomerEvent::ServiceStatusChanged { .. } => "customers.service_status_changed",
             CustomerEvent::FairUsage { .. } => "customers.fair_usage",
+            CustomerEvent::FairUsageTopUp { .. } => "customers.fair_usage_top_up",
         }
     }
 }
@@ -100,7 +121,8 @@ impl OutboxPayload for CustomerEvent {
             | CustomerEvent::OnboardingStepCompleted { customer, .. }
             | CustomerEvent::ServiceCreated { customer, .. }
             | CustomerEvent::ServiceStatusChanged { customer, .. }
-            | CustomerEvent::FairUsage { customer, .. } => *customer,
+            | CustomerEvent::FairUsage { customer, .. }
+            | CustomerEvent::FairUsageTopUp { customer, .. } => *customer,
         };
         Aggregate::customer(customer)
     }

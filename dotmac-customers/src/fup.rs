@@ -34,12 +34,16 @@
 //! # Ok::<(), dotmac_customers::CustomersError>(())
 //! ```
 
-use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveTime, Utc, Weekday};
+use chrono::{
+    DateTime, Datelike, Days, Duration, Months, NaiveDate, NaiveTime, Offset, TimeZone, Utc,
+    Weekday,
+};
 use chrono_tz::Tz;
+use dotmac_core::Money;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{CustomersError, Result};
-use crate::vocab::Rate;
+use crate::vocab::{Rate, TopUpId};
 
 /// The period a counter covers, in the policy's zone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -170,6 +174,26 @@ pub struct FupCounters {
     /// Bytes bought on top of the block thresholds, for the month they were bought in.
     #[serde(default)]
     pub top_up: Counter,
+    /// The top-ups counted in `top_up` (a top-up applied again changes nothing).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub top_ups: Vec<TopUpId>,
+}
+
+/// How many top-ups one month may hold.
+pub const MAX_TOP_UPS_PER_MONTH: usize = 64;
+
+/// Data bought on top of a service's block thresholds for the rest of the month (Splynx's
+/// top-up: "5 GB for 10 $"), with what the customer pays for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopUp {
+    /// Its id: the same top-up applied again changes nothing, and billing's charge for it
+    /// is derived from it.
+    pub id: TopUpId,
+    /// Bytes added to every block threshold until the month ends.
+    pub bytes: u64,
+    /// What it costs (`None`: free, or charged elsewhere); never negative.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price: Option<Money>,
 }
 
 /// What the policy says should hold.
@@ -268,8 +292,17 @@ impl FupPolicy {
         }
     }
 
+    /// The local wall-clock time of `at`. At the very ends of chrono's range, where the
+    /// local time is not representable (`naive_local` would panic), the UTC time stands in.
     fn local(&self, at: DateTime<Utc>) -> chrono::NaiveDateTime {
-        at.with_timezone(&self.zone).naive_local()
+        let utc = at.naive_utc();
+        let offset = self.zone.offset_from_utc_datetime(&utc).fix();
+        utc.checked_add_offset(offset).unwrap_or(utc)
+    }
+
+    /// The local date of `at` in the policy's zone (the day its counters count it in).
+    pub fn local_date(&self, at: DateTime<Utc>) -> NaiveDate {
+        self.local(at).date()
     }
 
     /// Whether traffic at `at` is free.
@@ -319,18 +352,47 @@ impl FupPolicy {
         Ok(true)
     }
 
-    /// Adds a top-up of `bytes` for the month holding `at`: block thresholds read that much
-    /// higher until the month ends.
-    pub fn top_up(&self, counters: &mut FupCounters, at: DateTime<Utc>, bytes: u64) {
+    /// Adds a top-up `id` of `bytes` for the month holding `at`: block thresholds read that
+    /// much higher until the month ends (a top-up of a month past is gone). Returns whether
+    /// it changed anything: a top-up already counted this month does not.
+    ///
+    /// # Errors
+    ///
+    /// [`CustomersError::InvalidInput`] for a top-up of no bytes, or past
+    /// [`MAX_TOP_UPS_PER_MONTH`].
+    pub fn top_up(
+        &self,
+        counters: &mut FupCounters,
+        at: DateTime<Utc>,
+        id: TopUpId,
+        bytes: u64,
+    ) -> Result<bool> {
+        if bytes == 0 {
+            return Err(CustomersError::InvalidInput(
+                "a top-up adds at least one byte".to_owned(),
+            ));
+        }
         let start = self.period_start(FupPeriod::Month, self.local(at).date());
-        if counters.top_up.period_start != Some(start) {
+        let fresh = counters.top_up.period_start != Some(start);
+        if !fresh && counters.top_ups.contains(&id) {
+            return Ok(false);
+        }
+        if !fresh && counters.top_ups.len() >= MAX_TOP_UPS_PER_MONTH {
+            return Err(CustomersError::InvalidInput(format!(
+                "at most {MAX_TOP_UPS_PER_MONTH} top-ups a month"
+            )));
+        }
+        if fresh {
             counters.top_up = Counter {
                 period_start: Some(start),
                 download: 0,
                 upload: 0,
             };
+            counters.top_ups.clear();
         }
         counters.top_up.download = counters.top_up.download.saturating_add(bytes);
+        counters.top_ups.push(id);
+        Ok(true)
     }
 
     /// What a counter reads at `at`: zero once its period has ended.
@@ -354,9 +416,10 @@ impl FupPolicy {
         }
     }
 
-    /// What should hold at `at` for a plan of `plan`: a block if any block rule is reached,
-    /// else the lowest rate of the reached slowdowns (the first such rule on a tie), else
-    /// the plan's rate.
+    /// What should hold at `at` for a plan of `plan`: a block if any block rule is reached
+    /// (the first in order), else the reached slowdowns together (per direction the lowest
+    /// of their rates, named by the rule with the lowest download rate), else the plan's
+    /// rate. More usage at the same instant never gives a faster verdict.
     ///
     /// # Errors
     ///
@@ -374,7 +437,10 @@ impl FupPolicy {
         } else {
             0
         };
-        let mut slowest: Option<(&str, Rate)> = None;
+        // Every reached slowdown caps the rate; the caps hold together (the lowest per
+        // direction), so reaching one more rule never gives a faster rate. The rule named is
+        // the one with the lowest download rate (the first on a tie).
+        let mut slowest: Option<(&str, Rate, Rate)> = None;
         for rule in &self.rules {
             let used = self.reading(counters, rule.period, rule.direction, at);
             let threshold = match rule.action {
@@ -390,24 +456,79 @@ impl FupPolicy {
                         rule: rule.name.clone(),
                     });
                 }
-                FupAction::SpeedPercent(p) => plan.percent(p),
+                FupAction::SpeedPercent(p) => plan.percent(p).min(plan),
                 FupAction::FixedRate(r) => r.min(plan),
                 FupAction::Restore => continue,
             };
-            let lower = slowest.is_none_or(|(_, s)| {
-                (rate.download_kbps(), rate.upload_kbps()) < (s.download_kbps(), s.upload_kbps())
+            slowest = Some(match slowest {
+                None => (&rule.name, rate, rate),
+                Some((name, named, held)) => {
+                    let name = if rate.download_kbps() < named.download_kbps() {
+                        (rule.name.as_str(), rate)
+                    } else {
+                        (name, named)
+                    };
+                    (name.0, name.1, held.min(rate))
+                }
             });
-            if lower {
-                slowest = Some((&rule.name, rate));
-            }
         }
         Ok(match slowest {
-            Some((rule, rate)) if rate != plan => FupVerdict::Throttled {
+            Some((rule, _, rate)) if rate != plan => FupVerdict::Throttled {
                 rule: rule.to_owned(),
                 rate,
             },
             _ => FupVerdict::Normal,
         })
+    }
+
+    /// The instant the period of `period` starting on the local date `start` ends.
+    fn period_end(&self, period: FupPeriod, start: NaiveDate) -> Option<DateTime<Utc>> {
+        let next = match period {
+            FupPeriod::Day => start.succ_opt(),
+            FupPeriod::Week => start.checked_add_days(Days::new(7)),
+            FupPeriod::Month => start.checked_add_months(Months::new(1)),
+        }?;
+        dotmac_core::local_midnight(self.zone, next).ok()
+    }
+
+    /// Empties the counters (and the top-up) whose period has ended at `at`: they read zero
+    /// already, and emptied they no longer hold the next boundary back. Returns whether any
+    /// changed.
+    pub fn expire(&self, counters: &mut FupCounters, at: DateTime<Utc>) -> bool {
+        let date = self.local(at).date();
+        let mut changed = false;
+        for (period, counter) in [
+            (FupPeriod::Day, &mut counters.day),
+            (FupPeriod::Week, &mut counters.week),
+            (FupPeriod::Month, &mut counters.month),
+            (FupPeriod::Month, &mut counters.top_up),
+        ] {
+            let current = self.period_start(period, date);
+            if counter.period_start.is_some_and(|held| held < current) {
+                *counter = Counter::default();
+                changed = true;
+            }
+        }
+        if counters.top_up.period_start.is_none() && !counters.top_ups.is_empty() {
+            counters.top_ups.clear();
+            changed = true;
+        }
+        changed
+    }
+
+    /// The next instant at which the verdict can change without new usage: the earliest end
+    /// of a period whose counter (or top-up) holds something. `None` when all are empty.
+    pub fn next_boundary(&self, counters: &FupCounters) -> Option<DateTime<Utc>> {
+        [
+            (FupPeriod::Day, &counters.day),
+            (FupPeriod::Week, &counters.week),
+            (FupPeriod::Month, &counters.month),
+            (FupPeriod::Month, &counters.top_up),
+        ]
+        .into_iter()
+        .filter(|(_, c)| c.download > 0 || c.upload > 0)
+        .filter_map(|(period, c)| self.period_end(period, c.period_start?))
+        .min()
     }
 }
 
@@ -524,11 +645,95 @@ mod tests {
                 rule: "month-110".into()
             }
         );
-        policy.top_up(&mut c, at(3, 12), 10 * GB);
+        assert!(
+            policy
+                .top_up(&mut c, at(3, 12), TopUpId::from_u128(1), 10 * GB)
+                .unwrap()
+        );
+        assert!(
+            !policy
+                .top_up(&mut c, at(3, 12), TopUpId::from_u128(1), 10 * GB)
+                .unwrap()
+        );
         assert!(matches!(
             policy.evaluate(&c, plan, at(3, 13)).unwrap(),
             FupVerdict::Throttled { .. }
         ));
+    }
+
+    #[test]
+    fn slowdowns_hold_together_so_a_second_one_never_speeds_a_direction_up() {
+        // Before the fix the lexicographically lowest rate won: reaching "b" as well gave
+        // 900k up after 100k.
+        let policy = FupPolicy::new(chrono_tz::UTC)
+            .rule(rule(
+                "a",
+                FupPeriod::Day,
+                1,
+                FupAction::FixedRate(Rate::new(1000, 100)),
+            ))
+            .rule(rule(
+                "b",
+                FupPeriod::Day,
+                2,
+                FupAction::FixedRate(Rate::new(500, 900)),
+            ));
+        let plan = Rate::mbps(5, 5);
+        let mut c = FupCounters::default();
+        policy.record(&mut c, at(2, 10), GB, 0).unwrap();
+        assert_eq!(
+            policy.evaluate(&c, plan, at(2, 10)).unwrap(),
+            FupVerdict::Throttled {
+                rule: "a".into(),
+                rate: Rate::new(1000, 100)
+            }
+        );
+        policy.record(&mut c, at(2, 11), GB, 0).unwrap();
+        assert_eq!(
+            policy.evaluate(&c, plan, at(2, 11)).unwrap(),
+            FupVerdict::Throttled {
+                rule: "b".into(),
+                rate: Rate::new(500, 100)
+            }
+        );
+    }
+
+    #[test]
+    fn expired_counters_empty_and_the_next_boundary_moves_on() {
+        let policy = FupPolicy::new(chrono_tz::Europe::Berlin);
+        let mut c = FupCounters::default();
+        // Monday 2 November, 10:00 UTC = 11:00 in Berlin.
+        policy.record(&mut c, at(2, 10), GB, 0).unwrap();
+        let day_end = Utc.with_ymd_and_hms(2026, 11, 2, 23, 0, 0).unwrap();
+        assert_eq!(policy.next_boundary(&c), Some(day_end));
+        assert!(!policy.expire(&mut c, at(2, 22)));
+        assert!(policy.expire(&mut c, day_end));
+        assert_eq!(c.day, Counter::default());
+        // The week ends at Berlin's midnight of Monday 9 November.
+        assert_eq!(
+            policy.next_boundary(&c),
+            Some(Utc.with_ymd_and_hms(2026, 11, 8, 23, 0, 0).unwrap())
+        );
+        assert!(policy.expire(&mut c, Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap()));
+        assert_eq!(c, FupCounters::default());
+        assert_eq!(policy.next_boundary(&c), None);
+    }
+
+    #[test]
+    fn the_extremes_of_time_do_not_panic() {
+        let policy = FupPolicy::new(chrono_tz::Pacific::Kiritimati).rule(rule(
+            "d",
+            FupPeriod::Day,
+            1,
+            FupAction::Block,
+        ));
+        let mut c = FupCounters::default();
+        for t in [DateTime::<Utc>::MAX_UTC, DateTime::<Utc>::MIN_UTC] {
+            policy.record(&mut c, t, GB, 0).unwrap();
+            policy.evaluate(&c, Rate::mbps(1, 1), t).unwrap();
+            policy.expire(&mut c, t);
+            let _ = policy.next_boundary(&c);
+        }
     }
 
     #[test]

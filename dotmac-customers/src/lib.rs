@@ -75,4 +75,4 @@ pub use provisioning::{
 };
 pub use service::{CustomerService, CustomersSettings, OverdueStep, UsageOutcome};
 pub use store::{CustomerStore, CustomersStore, ServiceStore};
-pub use vocab::{Burst, MacAddress, PoolId, Rate, ServiceId};
+pub use vocab::{Burst, MacAddress, PoolId, Rate, ServiceId, TopUpId};

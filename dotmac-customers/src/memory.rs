@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 
+use chrono::{DateTime, Utc};
 use dotmac_core::outbox::{MemoryOutbox, OutboxEvent};
 use dotmac_core::{CustomerId, SubscriptionId, TenantId};
 
@@ -289,6 +290,28 @@ impl ServiceStore for InMemoryCustomerStore {
                     .cloned()
                     .collect(),
             ))
+        })
+    }
+
+    async fn services_due_for_fair_usage(
+        &self,
+        tenant: TenantId,
+        at: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<NetworkService>> {
+        self.with(tenant, |data, _| {
+            let mut due: Vec<(DateTime<Utc>, &NetworkService)> = data
+                .services
+                .values()
+                .filter_map(|s| s.fair_usage_review_at().map(|r| (r, s)))
+                .filter(|(r, _)| *r <= at)
+                .collect();
+            due.sort_by_key(|(r, s)| (*r, s.id()));
+            Ok(due
+                .into_iter()
+                .take(limit)
+                .map(|(_, s)| s.clone())
+                .collect())
         })
     }
 }

@@ -369,6 +369,25 @@ impl NetworkService {
         true
     }
 
+    /// When a fair-usage sweep should look at this service again: while a slowdown or a
+    /// fair-usage block holds, or a top-up is counted, the earliest end of a period whose
+    /// counter holds something (the verdict can change then without new usage). `None` for
+    /// a terminated service, one without a policy, and one the policy leaves alone (less
+    /// usage never gives a slower verdict, so a counter's reset cannot change it).
+    pub fn fair_usage_review_at(&self) -> Option<DateTime<Utc>> {
+        if self.status == ServiceStatus::Terminated {
+            return None;
+        }
+        let policy = self.profile.fair_usage.as_ref()?;
+        let held = self.throttle.is_some()
+            || self.suspensions.contains(&SuspendReason::FairUsage)
+            || self.fup_counters.top_up.download > 0;
+        if !held {
+            return None;
+        }
+        policy.next_boundary(&self.fup_counters)
+    }
+
     /// Every move so far.
     pub fn history(&self) -> &[ServiceChange] {
         &self.history

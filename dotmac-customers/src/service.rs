@@ -12,7 +12,7 @@ use dotmac_core::{Clock, CustomerId, DomainEvent, SubscriptionId, TenantId};
 use crate::customer::{Customer, CustomerStatus, NewCustomer, OnboardingPlan, OnboardingStepKind};
 use crate::error::{CustomersError, Result};
 use crate::event::CustomerEvent;
-use crate::fup::{FupAction, FupVerdict};
+use crate::fup::{FupAction, FupVerdict, TopUp};
 use crate::network::{
     Addressing, NetworkService, NewService, ProvisioningAction, ServiceStatus, SuspendReason,
     TechnicalProfile, Throttle,
@@ -627,11 +627,13 @@ impl<S: CustomersStore, C: Clock> CustomerService<S, C> {
 
     /// Counts a usage sample (bytes down and up, measured up to `at`) into a service's
     /// fair-usage counters and applies the verdict: a slowdown, a block, or the plan's rate
-    /// back. Each change is a provisioning command and a `customers.fair_usage` event.
+    /// back. Each change is a provisioning command and a `customers.fair_usage` event. A
+    /// terminated service, or one without a policy, counts nothing and changes nothing.
     ///
     /// # Errors
     ///
     /// `NotFound`; `InvalidInput` for a policy that does not validate.
+    #[tracing::instrument(name = "dotmac.customers.record_usage", skip_all, fields(tenant = %tenant))]
     pub async fn record_usage(
         &self,
         tenant: TenantId,
@@ -640,7 +642,7 @@ impl<S: CustomersStore, C: Clock> CustomerService<S, C> {
         download: u64,
         upload: u64,
     ) -> Result<UsageOutcome> {
-        self.apply_fair_usage(tenant, id, Some((at, download, upload)))
+        self.apply_fair_usage(tenant, id, FupInput::Sample(at, download, upload))
             .await
     }
 
@@ -655,36 +657,134 @@ impl<S: CustomersStore, C: Clock> CustomerService<S, C> {
         tenant: TenantId,
         id: ServiceId,
     ) -> Result<UsageOutcome> {
-        self.apply_fair_usage(tenant, id, None).await
+        self.apply_fair_usage(tenant, id, FupInput::Refresh).await
+    }
+
+    /// A top-up (Splynx's: a blocked customer buys data): `top_up.bytes` more before the
+    /// block rules apply, until the month ends in the policy's zone. The verdict is applied
+    /// at once (a block lifted is a provisioning restore and a `customers.fair_usage`
+    /// notice), and a `customers.fair_usage_top_up` event carries the price, which the
+    /// facade's `BillingFollowsFairUsage` turns into a charge on the subscription's next
+    /// invoice. The same top-up id again this month changes nothing.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound`; `InvalidInput` (nothing changes) for a service without a fair-usage
+    /// policy, a top-up of no bytes, a negative price, too many top-ups this month;
+    /// `InvalidTransition` for a terminated service.
+    #[tracing::instrument(name = "dotmac.customers.top_up", skip_all, fields(tenant = %tenant))]
+    pub async fn top_up(
+        &self,
+        tenant: TenantId,
+        id: ServiceId,
+        top_up: TopUp,
+    ) -> Result<UsageOutcome> {
+        if top_up.price.is_some_and(|p| p.is_negative()) {
+            return Err(CustomersError::InvalidInput(
+                "a top-up's price is never negative".to_owned(),
+            ));
+        }
+        self.apply_fair_usage(tenant, id, FupInput::TopUp(top_up))
+            .await
+    }
+
+    /// The fair-usage sweep: applies the verdict of every service whose counters passed a
+    /// period boundary by now ([`NetworkService::fair_usage_review_at`], at most `limit`
+    /// services, the longest due first). A slowdown whose counter reset gives the plan's
+    /// rate back, a block whose counter reset lets the subscriber back on, each a
+    /// provisioning command and a notice. Run it every few minutes (Splynx applies its
+    /// rules every five); a sweep that returns `limit` outcomes has more to do.
+    ///
+    /// # Errors
+    ///
+    /// Storage failures. A service terminated or changed meanwhile is taken as it is now.
+    #[tracing::instrument(name = "dotmac.customers.sweep_fair_usage", skip_all, fields(tenant = %tenant, due = tracing::field::Empty))]
+    pub async fn sweep_fair_usage(
+        &self,
+        tenant: TenantId,
+        limit: usize,
+    ) -> Result<Vec<UsageOutcome>> {
+        let due = self
+            .inner
+            .store
+            .services_due_for_fair_usage(tenant, self.now(), limit)
+            .await?;
+        tracing::Span::current().record("due", due.len());
+        let mut outcomes = Vec::with_capacity(due.len());
+        for service in due {
+            match self
+                .apply_fair_usage(tenant, service.id(), FupInput::Refresh)
+                .await
+            {
+                Ok(outcome) => outcomes.push(outcome),
+                // Removed meanwhile: nothing to restore.
+                Err(CustomersError::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(outcomes)
     }
 
     async fn apply_fair_usage(
         &self,
         tenant: TenantId,
         id: ServiceId,
-        sample: Option<(DateTime<Utc>, u64, u64)>,
+        input: FupInput,
     ) -> Result<UsageOutcome> {
         let verdict = std::sync::Mutex::new((false, FupVerdict::Normal, false));
         self.update_service(tenant, id, |s, now| {
             let Some(policy) = s.profile().fair_usage.clone() else {
+                if matches!(input, FupInput::TopUp(_)) {
+                    return Err(CustomersError::InvalidInput(format!(
+                        "service {} has no fair-usage policy to top up",
+                        s.id()
+                    )));
+                }
                 return Ok((None, Vec::new()));
             };
+            if s.status() == ServiceStatus::Terminated {
+                if matches!(input, FupInput::TopUp(_)) {
+                    return Err(CustomersError::InvalidTransition {
+                        what: "service",
+                        from: "terminated",
+                        to: "topped up",
+                    });
+                }
+                return Ok((None, Vec::new()));
+            }
             let was_throttle = s.throttle().cloned();
             let was = (
                 was_throttle.clone(),
                 s.suspensions().contains(&SuspendReason::FairUsage),
             );
             let mut counters = s.fup_counters().clone();
-            let counted = match sample {
-                Some((at, down, up)) => policy.record(&mut counters, at, down, up)?,
-                None => false,
+            let mut events = Vec::new();
+            let (counted, when) = match &input {
+                FupInput::Sample(at, down, up) => (
+                    policy.record(&mut counters, *at, *down, *up)?,
+                    (*at).max(now),
+                ),
+                FupInput::Refresh => (false, now),
+                FupInput::TopUp(top_up) => {
+                    if policy.top_up(&mut counters, now, top_up.id, top_up.bytes)? {
+                        events.push(CustomerEvent::FairUsageTopUp {
+                            service: s.id(),
+                            customer: s.customer(),
+                            subscription: s.subscription(),
+                            top_up: top_up.id,
+                            bytes: top_up.bytes,
+                            price: top_up.price,
+                            on: policy.local_date(now),
+                        });
+                    }
+                    (false, now)
+                }
             };
+            policy.expire(&mut counters, when);
             s.set_fup_counters(counters);
-            let when = sample.map_or(now, |(at, ..)| at.max(now));
             let plan = s.profile().rate;
             let v = policy.evaluate(s.fup_counters(), plan, when)?;
             let mut action = None;
-            let mut events = Vec::new();
             let (throttle, blocked, notice) = match &v {
                 FupVerdict::Normal => (None, false, None),
                 FupVerdict::Throttled { rule, rate } => (
@@ -757,4 +857,14 @@ impl<S: CustomersStore, C: Clock> CustomerService<S, C> {
             changed,
         })
     }
+}
+
+/// What a fair-usage step starts from.
+enum FupInput {
+    /// A usage sample: measured up to the instant, bytes down and up.
+    Sample(DateTime<Utc>, u64, u64),
+    /// Nothing new: the verdict at the clock's instant.
+    Refresh,
+    /// A top-up.
+    TopUp(TopUp),
 }

@@ -12,6 +12,7 @@ use std::collections::BTreeSet;
 use std::future::Future;
 use std::net::Ipv4Addr;
 
+use chrono::{DateTime, Utc};
 use dotmac_core::outbox::OutboxEvent;
 use dotmac_core::{CustomerId, SubscriptionId, TenantId};
 
@@ -165,6 +166,20 @@ pub trait ServiceStore: Send + Sync {
         &self,
         tenant: TenantId,
         subscription: SubscriptionId,
+    ) -> impl Future<Output = Result<Vec<NetworkService>>> + Send;
+
+    /// The services whose fair-usage review is due at `at`
+    /// ([`NetworkService::fair_usage_review_at`] at or before it), the longest due first (then
+    /// by id), at most `limit` of them.
+    ///
+    /// # Errors
+    ///
+    /// Storage failures only.
+    fn services_due_for_fair_usage(
+        &self,
+        tenant: TenantId,
+        at: DateTime<Utc>,
+        limit: usize,
     ) -> impl Future<Output = Result<Vec<NetworkService>>> + Send;
 
     /// A customer's services, oldest first.

@@ -15,6 +15,11 @@ dotmac_core::define_id! {
     /// A tenant's address pool.
     PoolId
 }
+dotmac_core::define_id! {
+    /// A fair-usage top-up (bought data): applying it twice counts it once, and billing's
+    /// charge for it is derived from it.
+    TopUpId
+}
 
 /// A speed in kilobits per second (1 Mbit/s = 1000 kbit/s), per direction.
 ///

@@ -5,6 +5,7 @@
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
+use chrono::{DateTime, Utc};
 use dotmac_core::outbox::OutboxEvent;
 use dotmac_core::{CustomerId, SubscriptionId, TenantId};
 use dotmac_customers::store::{CustomerStore, ServiceStore};
@@ -62,6 +63,7 @@ fn service_binds(tenant: TenantId, service: &NetworkService) -> Result<Vec<Bind>
         Bind::Text(service.status().as_str().to_owned()),
         Bind::I64(i64::try_from(service.version()).unwrap_or(i64::MAX)),
         json("service", service).map_err(storage)?,
+        Bind::OptI64(service.fair_usage_review_at().map(|t| t.timestamp())),
     ])
 }
 
@@ -99,7 +101,8 @@ for_each_dialect! {
         let written = docs::execute(
             tx,
             "INSERT INTO network_services (tenant_id, service_id, customer_id, subscription_id, \
-             username, status, version, body) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+             username, status, version, body, fup_review_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             &service_binds(tenant, service)?,
         )
         .await
@@ -408,8 +411,8 @@ impl ServiceStore for SqlStore {
             let saved = d::customers::versioned_update(
                 &mut tx,
                 "UPDATE network_services SET customer_id = $3, subscription_id = $4, \
-                 username = $5, status = $6, version = $7, body = $8 \
-                 WHERE tenant_id = $1 AND service_id = $2 AND version = $9",
+                 username = $5, status = $6, version = $7, body = $8, fup_review_at = $9 \
+                 WHERE tenant_id = $1 AND service_id = $2 AND version = $10",
                 &binds,
             )
             .await?;
@@ -514,6 +517,30 @@ impl ServiceStore for SqlStore {
                 "SELECT body FROM network_services WHERE tenant_id = $1 AND customer_id = $2 \
                  ORDER BY service_id",
                 &[id(tenant), Bind::Uuid(customer.as_uuid())],
+            )
+            .await
+            .map_err(storage)
+    }
+
+    #[tracing::instrument(name = "dotmac.store.services_due_for_fair_usage", level = "debug", skip_all, fields(tenant = %tenant, backend = self.db.backend_name()))]
+    async fn services_due_for_fair_usage(
+        &self,
+        tenant: TenantId,
+        at: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<NetworkService>> {
+        self.db
+            .read_all(
+                tenant,
+                "service",
+                "SELECT body FROM network_services WHERE tenant_id = $1 \
+                 AND fup_review_at IS NOT NULL AND fup_review_at <= $2 \
+                 ORDER BY fup_review_at, service_id LIMIT $3",
+                &[
+                    id(tenant),
+                    Bind::I64(at.timestamp()),
+                    Bind::I64(i64::try_from(limit).unwrap_or(i64::MAX)),
+                ],
             )
             .await
             .map_err(storage)

@@ -19,6 +19,7 @@
 //! | `payments.payment_refunded` | the commission the refunded payment earned is clawed back |
 //! | `billing.subscription_suspended` / `billing.subscription_restored` | the subscription's network services are suspended for non-payment / restored (a provisioning command each, issue 13) |
 //! | `billing.invoice_issued` | the tenant's platform usage counts one invoice issued ([`TenancyMeasuresUse`]) |
+//! | `customers.fair_usage_top_up` with a price | a pending charge on the subscription's next invoice, once per top-up ([`BillingFollowsFairUsage`]) |
 //!
 //! Every reaction is idempotent by the fact it carries (an invoice is entered once, a fee's
 //! charge id is derived from the invoice and the step, a partner ledger records each event
@@ -31,7 +32,7 @@ use std::sync::Arc;
 use chrono::NaiveDate;
 use dotmac_billing::{
     AdjustmentId, BalanceUpdate, BillingError, BillingEvent, BillingService, BillingStore,
-    InvoiceStatus, SubscriptionStatus,
+    InvoiceStatus, LineKind, PendingCharge, SubscriptionStatus,
 };
 use dotmac_collections::BalanceState;
 use dotmac_collections::LedgerEntryKind;
@@ -39,8 +40,10 @@ use dotmac_collections::{
     CollectionEvent, CollectionsError, CollectionsService, DunningStore, PaymentStore,
 };
 use dotmac_core::outbox::{BoxFuture, EventHandler, HandlerError, OutboxMessage};
-use dotmac_core::{Clock, CustomerId, IdDigest, InvoiceId, PaymentId, StorageErrorKind, TenantId};
-use dotmac_customers::{CustomerService, CustomersError, CustomersStore};
+use dotmac_core::{
+    Clock, CustomerId, IdDigest, InvoiceId, PaymentId, PendingChargeId, StorageErrorKind, TenantId,
+};
+use dotmac_customers::{CustomerEvent, CustomerService, CustomersError, CustomersStore};
 use dotmac_partners::{
     CollectedPayment, PartnerStore, PartnersError, PartnersService, RefundedPayment, RevenueTag,
     SourceId,
@@ -518,6 +521,80 @@ where
                 }
                 Err(e) => Err(HandlerError::permanent(e)),
             }
+        })
+    }
+}
+
+/// Fair-usage top-ups, charged: a `customers.fair_usage_top_up` with a price (Splynx's
+/// "block and charge": a blocked customer buys data, `CustomerService::top_up`) becomes a
+/// one-off pending charge on the subscription's next invoice, dated the day it was bought.
+/// Its id is derived from the top-up's, so a redelivered event (or the same top-up written
+/// again) charges once. A free top-up charges nothing.
+pub struct BillingFollowsFairUsage<S, C> {
+    billing: BillingService<S, C>,
+}
+
+impl<S, C> BillingFollowsFairUsage<S, C> {
+    /// The handler over `billing`.
+    pub fn new(billing: BillingService<S, C>) -> Self {
+        BillingFollowsFairUsage { billing }
+    }
+}
+
+/// The pending charge of a priced top-up: one unit at its price, on the subscription's next
+/// invoice; its id derived from the top-up's.
+fn top_up_charge(event: &CustomerEvent) -> Option<PendingCharge> {
+    let CustomerEvent::FairUsageTopUp {
+        customer,
+        subscription,
+        top_up,
+        bytes,
+        price: Some(price),
+        on,
+        ..
+    } = event
+    else {
+        return None;
+    };
+    let id = PendingChargeId::derived(IdDigest::new("fair-usage-top-up").uuid(top_up.as_uuid()));
+    Some(PendingCharge {
+        id,
+        customer: *customer,
+        subscription: Some(*subscription),
+        kind: LineKind::OneOff,
+        text: Some(format!("Data top-up: {} MB", bytes / (1 << 20))),
+        period: None,
+        quantity: rust_decimal::Decimal::ONE,
+        unit_price: *price,
+        price: None,
+        created_on: *on,
+    })
+}
+
+impl<S, C> EventHandler for BillingFollowsFairUsage<S, C>
+where
+    S: BillingStore + 'static,
+    C: Clock + 'static,
+{
+    fn name(&self) -> &str {
+        "billing-follows-fair-usage"
+    }
+
+    fn handles(&self, event_type: &str) -> bool {
+        event_type == "customers.fair_usage_top_up"
+    }
+
+    fn handle<'a>(&'a self, message: &'a OutboxMessage) -> BoxFuture<'a, Result<(), HandlerError>> {
+        Box::pin(async move {
+            let event: CustomerEvent = message.decode().map_err(HandlerError::permanent)?;
+            let Some(charge) = top_up_charge(&event) else {
+                return Ok(());
+            };
+            self.billing
+                .add_pending_charge(message.tenant, charge)
+                .await
+                .map(drop)
+                .map_err(billing_failure)
         })
     }
 }

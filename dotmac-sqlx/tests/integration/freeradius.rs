@@ -26,6 +26,7 @@ use dotmac_sqlx::freeradius::{
 struct Rig {
     server: FreeRadius,
     tenant: TenantId,
+    clock: Arc<ManualClock>,
     customers: CustomerService<SqlStore, Arc<ManualClock>>,
     dispatcher: Dispatcher<SqlStore, Arc<ManualClock>>,
 }
@@ -49,6 +50,7 @@ async fn rig(settings: FreeRadiusSettings) -> Rig {
     let store = SqlStore::new(db);
     let customers =
         CustomerService::new(store.clone(), clock.clone(), CustomersSettings::default());
+    let rig_clock = clock.clone();
     let adapter = FreeRadiusProvisioner::connect(&target.url(), tenant, settings)
         .await
         .unwrap();
@@ -65,6 +67,7 @@ async fn rig(settings: FreeRadiusSettings) -> Rig {
     Rig {
         server,
         tenant,
+        clock: rig_clock,
         customers,
         dispatcher,
     }
@@ -121,6 +124,96 @@ fn unique(prefix: &str) -> String {
 async fn freeradius_answers_as_the_service_states_say() {
     suspension_restore_and_plan_change_reach_freeradius().await;
     a_walled_garden_accepts_suspended_subscribers_into_its_pool().await;
+    fair_usage_slows_blocks_and_restores_at_freeradius().await;
+}
+
+/// Splynx's 10 GB a day then 2 Mbps, with a 20 GB monthly cap: FreeRADIUS answers the reduced
+/// rate, rejects the blocked subscriber, and gives the plan's rate back after the day's reset
+/// (the sweep) and access back after a top-up.
+async fn fair_usage_slows_blocks_and_restores_at_freeradius() {
+    use dotmac_core::Clock as _;
+    use dotmac_customers::TopUpId;
+    use dotmac_customers::fup::{Direction, FupAction, FupPeriod, FupPolicy, FupRule, TopUp};
+
+    let rig = rig(FreeRadiusSettings::default()).await;
+    let gb = 1u64 << 30;
+    let rule = |name: &str, period, gb_limit: u64, action| FupRule {
+        name: name.into(),
+        period,
+        direction: Direction::Total,
+        threshold_bytes: gb_limit * gb,
+        action,
+    };
+    let policy = FupPolicy::new(chrono_tz::UTC)
+        .rule(rule(
+            "daily-10gb",
+            FupPeriod::Day,
+            10,
+            FupAction::FixedRate(Rate::mbps(2, 2)),
+        ))
+        .rule(rule("cap-20gb", FupPeriod::Month, 20, FupAction::Block));
+    let user = unique("heavy");
+    let (_, service) = subscriber(
+        &rig,
+        &user,
+        TechnicalProfile::new(Rate::mbps(5, 5)).fair_usage(policy),
+    )
+    .await;
+    rig.dispatcher.drain().await.unwrap();
+    let rate = |rig: &Rig| {
+        let answer = rig.server.authenticate(&user, "pa55").unwrap();
+        assert!(answer.accepted(), "{answer:?}\n{}", rig.server.log());
+        answer.attribute("Mikrotik-Rate-Limit").map(str::to_owned)
+    };
+    assert_eq!(rate(&rig).as_deref(), Some("5M/5M"));
+
+    let now = rig.clock.now();
+    rig.customers
+        .record_usage(rig.tenant, service, now, 10 * gb, gb)
+        .await
+        .unwrap();
+    rig.dispatcher.drain().await.unwrap();
+    assert_eq!(rate(&rig).as_deref(), Some("2M/2M"), "throttled");
+
+    // The next day's sweep restores the plan's rate.
+    rig.clock.advance(Duration::days(1));
+    let swept = rig
+        .customers
+        .sweep_fair_usage(rig.tenant, 100)
+        .await
+        .unwrap();
+    assert_eq!(swept.len(), 1);
+    rig.dispatcher.drain().await.unwrap();
+    assert_eq!(rate(&rig).as_deref(), Some("5M/5M"), "reset");
+
+    // 10 GB more: 21 GB this month, blocked.
+    let now = rig.clock.now();
+    rig.customers
+        .record_usage(rig.tenant, service, now, 10 * gb, 0)
+        .await
+        .unwrap();
+    rig.dispatcher.drain().await.unwrap();
+    assert_eq!(
+        rig.server.authenticate(&user, "pa55").unwrap().code,
+        "Access-Reject",
+        "blocked"
+    );
+
+    // A top-up lifts the block; today's 10 GB still hold the daily slowdown.
+    rig.customers
+        .top_up(
+            rig.tenant,
+            service,
+            TopUp {
+                id: TopUpId::new(),
+                bytes: 5 * gb,
+                price: None,
+            },
+        )
+        .await
+        .unwrap();
+    rig.dispatcher.drain().await.unwrap();
+    assert_eq!(rate(&rig).as_deref(), Some("2M/2M"), "topped up");
 }
 
 async fn suspension_restore_and_plan_change_reach_freeradius() {

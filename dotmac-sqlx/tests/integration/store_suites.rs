@@ -101,6 +101,14 @@ async fn customers_store_suite_passes_on_every_backend() {
 }
 
 #[tokio::test]
+async fn customers_fair_usage_suite_passes_on_every_backend() {
+    for (_name, db) in common::backends().await {
+        let store = SqlStore::new(db.clone());
+        dotmac_customers::testkit::run_fair_usage_suite(store.clone(), &store).await;
+    }
+}
+
+#[tokio::test]
 async fn tenancy_store_suite_passes_on_every_backend() {
     for (name, db) in common::backends().await {
         let result = dotmac_tenancy::testkit::run_tenancy_store_suite(

@@ -111,3 +111,176 @@ async fn billing_suspensions_and_restores_reach_the_provisioner_once() {
     let counts = outbox.outbox_counts(tenant).await.unwrap();
     assert_eq!((counts.pending, counts.parked), (0, 0));
 }
+
+/// Splynx's block and charge: a blocked customer buys "10 GB for 15 $"; the top-up lifts the
+/// block at once and the facade's `BillingFollowsFairUsage` puts the price on the
+/// subscription's next invoice, once however often the event is delivered.
+#[tokio::test]
+async fn a_paid_top_up_lifts_the_block_and_is_charged_once() {
+    use dotmac::billing::{
+        BillingService, BillingSettings, Charge, InvoiceStore, LineKind, MemoryStore,
+        NewSubscription, Plan, Product,
+    };
+    use dotmac::customers::TopUpId;
+    use dotmac::customers::fup::{Direction, FupAction, FupPeriod, FupPolicy, FupRule, TopUp};
+    use dotmac::reactions::BillingFollowsFairUsage;
+    use dotmac::{Clock as _, Currency, CustomerAccount, Money, PlanId, ProductId};
+
+    let tenant = TenantId::new();
+    let clock = Arc::new(ManualClock::new(
+        Utc.with_ymd_and_hms(2026, 11, 2, 8, 0, 0).unwrap(),
+    ));
+    let outbox = Arc::new(MemoryOutbox::new());
+    let billing = BillingService::new(
+        MemoryStore::new().with_outbox(outbox.clone()),
+        clock.clone(),
+        BillingSettings::default(),
+    );
+    let customers = CustomerService::new(
+        InMemoryCustomerStore::with_outbox(outbox.clone()),
+        clock.clone(),
+        CustomersSettings::default(),
+    );
+    let network = Arc::new(MemoryProvisioner::new());
+    let dispatcher = Dispatcher::new(outbox.clone(), clock.clone(), DispatcherSettings::new("t"))
+        .handler(Arc::new(BillingFollowsFairUsage::new(billing.clone())))
+        .handler(Arc::new(ProvisioningHandler::new(network.clone())));
+
+    let customer = CustomerId::new();
+    let usd = |cents| Money::from_minor(cents, Currency::USD);
+    billing
+        .add_product(
+            tenant,
+            Product {
+                id: ProductId::from_u128(1),
+                name: "Capped".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let plan = Plan::builder(PlanId::from_u128(2), ProductId::from_u128(1), "Capped 10")
+        .charge(Charge::recurring_flat([usd(2000)]))
+        .build(NaiveDate::from_ymd_opt(2026, 1, 1).unwrap())
+        .unwrap();
+    billing.save_plan(tenant, plan.clone()).await.unwrap();
+    billing
+        .save_account(tenant, CustomerAccount::new(customer, Currency::USD))
+        .await
+        .unwrap();
+    let subscription = SubscriptionId::new();
+    billing
+        .subscribe(
+            tenant,
+            NewSubscription::new(
+                customer,
+                plan.id,
+                Currency::USD,
+                NaiveDate::from_ymd_opt(2026, 11, 1).unwrap(),
+            )
+            .id(subscription),
+        )
+        .await
+        .unwrap();
+
+    customers
+        .create_customer(
+            tenant,
+            customer,
+            NewCustomer::lead(CustomerKind::Person {
+                first_name: "C".into(),
+                last_name: "D".into(),
+            })
+            .signed(),
+        )
+        .await
+        .unwrap();
+    let gb = 1u64 << 30;
+    let cap = FupPolicy::new(chrono_tz::UTC).rule(FupRule {
+        name: "cap-10gb".into(),
+        period: FupPeriod::Month,
+        direction: Direction::Total,
+        threshold_bytes: 10 * gb,
+        action: FupAction::Block,
+    });
+    let service = customers
+        .create_service(
+            tenant,
+            NewService {
+                customer,
+                subscription,
+                username: "cd".into(),
+                password: "pw".into(),
+                profile: TechnicalProfile::new(Rate::mbps(10, 2)).fair_usage(cap),
+            },
+        )
+        .await
+        .unwrap()
+        .id();
+    customers.activate_service(tenant, service).await.unwrap();
+    customers
+        .record_usage(tenant, service, clock.now(), 10 * gb, 0)
+        .await
+        .unwrap();
+    dispatcher.drain().await.unwrap();
+    assert_eq!(
+        network.state(tenant, "cd").unwrap().access,
+        Access::Suspended
+    );
+
+    let top_up = TopUp {
+        id: TopUpId::new(),
+        bytes: 10 * gb,
+        price: Some(usd(1500)),
+    };
+    customers
+        .top_up(tenant, service, top_up.clone())
+        .await
+        .unwrap();
+    dispatcher.drain().await.unwrap();
+    assert_eq!(network.state(tenant, "cd").unwrap().access, Access::Allowed);
+    let pending = billing
+        .store()
+        .pending_charges(tenant, customer)
+        .await
+        .unwrap();
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    assert_eq!(
+        (
+            pending[0].kind,
+            pending[0].unit_price,
+            pending[0].subscription
+        ),
+        (LineKind::OneOff, usd(1500), Some(subscription))
+    );
+    assert_eq!(pending[0].text.as_deref(), Some("Data top-up: 10240 MB"));
+
+    // The same top-up event delivered again: still one charge.
+    let again: Vec<_> = outbox
+        .outbox_messages(tenant)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|m| m.event_type == "customers.fair_usage_top_up")
+        .collect();
+    assert_eq!(again.len(), 1);
+    let replay: dotmac::customers::CustomerEvent = again[0].decode().unwrap();
+    outbox
+        .append_outbox(
+            tenant,
+            &[OutboxEvent::new(DomainEvent::new(tenant, &*clock, replay))],
+        )
+        .await
+        .unwrap();
+    dispatcher.drain().await.unwrap();
+    assert_eq!(
+        billing
+            .store()
+            .pending_charges(tenant, customer)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let counts = outbox.outbox_counts(tenant).await.unwrap();
+    assert_eq!((counts.pending, counts.parked), (0, 0));
+}
