@@ -257,6 +257,10 @@ pub struct NetworkService {
     throttle: Option<Throttle>,
     #[serde(default)]
     fup_counters: FupCounters,
+    /// The position of the last accounting sample counted into the counters
+    /// ([`crate::CustomerService::record_accounted_usage`]); 0 before any.
+    #[serde(default)]
+    accounted_through: u64,
     history: Vec<ServiceChange>,
     version: u64,
 }
@@ -309,6 +313,7 @@ impl NetworkService {
             suspensions: BTreeSet::new(),
             throttle: None,
             fup_counters: FupCounters::default(),
+            accounted_through: 0,
             history: Vec::new(),
             version: 1,
         })
@@ -357,6 +362,23 @@ impl NetworkService {
     /// The fair-usage counters.
     pub fn fup_counters(&self) -> &FupCounters {
         &self.fup_counters
+    }
+
+    /// The position of the last accounting sample counted into the fair-usage counters (0
+    /// before any): a sample at this position or before is already counted.
+    pub fn accounted_through(&self) -> u64 {
+        self.accounted_through
+    }
+
+    /// Records that the samples up to `position` are counted. An earlier or equal position:
+    /// no change.
+    pub fn set_accounted_through(&mut self, position: u64) -> bool {
+        if position <= self.accounted_through {
+            return false;
+        }
+        self.accounted_through = position;
+        self.bump();
+        true
     }
 
     /// Replaces the fair-usage counters (after counting usage into them). The same: no change.

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use dotmac_core::outbox::OutboxEvent;
 use dotmac_core::{Clock, CustomerId, DomainEvent, SubscriptionId, TenantId};
+use serde::{Deserialize, Serialize};
 
 use crate::customer::{Customer, CustomerStatus, NewCustomer, OnboardingPlan, OnboardingStepKind};
 use crate::error::{CustomersError, Result};
@@ -646,6 +647,28 @@ impl<S: CustomersStore, C: Clock> CustomerService<S, C> {
             .await
     }
 
+    /// [`CustomerService::record_usage`] for a sample from an ordered accounting feed: the
+    /// facade's `FairUsageFollowsAccounting` passes the outbox position of the
+    /// `usage.session_accounted` event that carried it (delivered in order per customer).
+    /// A sample at or before the service's [`NetworkService::accounted_through`] was counted
+    /// already: it counts nothing again (the verdict is only refreshed), so a redelivered
+    /// event or a replayed feed never counts twice.
+    ///
+    /// # Errors
+    ///
+    /// As [`CustomerService::record_usage`].
+    #[tracing::instrument(name = "dotmac.customers.record_accounted_usage", skip_all, fields(tenant = %tenant, position))]
+    pub async fn record_accounted_usage(
+        &self,
+        tenant: TenantId,
+        id: ServiceId,
+        position: u64,
+        sample: AccountedSample,
+    ) -> Result<UsageOutcome> {
+        self.apply_fair_usage(tenant, id, FupInput::Accounted(position, sample))
+            .await
+    }
+
     /// Applies a service's fair-usage verdict at the clock's instant without new usage (at a
     /// period boundary the counters read zero and the plan's rate comes back).
     ///
@@ -764,6 +787,22 @@ impl<S: CustomersStore, C: Clock> CustomerService<S, C> {
                     policy.record(&mut counters, *at, *down, *up)?,
                     (*at).max(now),
                 ),
+                FupInput::Accounted(position, sample) => {
+                    if s.set_accounted_through(*position) {
+                        (
+                            policy.record(
+                                &mut counters,
+                                sample.at,
+                                sample.download,
+                                sample.upload,
+                            )?,
+                            sample.at.max(now),
+                        )
+                    } else {
+                        // Counted already: only the verdict at the clock's instant.
+                        (false, now)
+                    }
+                }
                 FupInput::Refresh => (false, now),
                 FupInput::TopUp(top_up) => {
                     if policy.top_up(&mut counters, now, top_up.id, top_up.bytes)? {
@@ -859,10 +898,36 @@ impl<S: CustomersStore, C: Clock> CustomerService<S, C> {
     }
 }
 
+/// A usage sample of an accounting feed (a RADIUS session's growth): the bytes down and up
+/// measured up to `at`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct AccountedSample {
+    /// Up to when the bytes were measured.
+    pub at: DateTime<Utc>,
+    /// Bytes towards the subscriber.
+    pub download: u64,
+    /// Bytes from the subscriber.
+    pub upload: u64,
+}
+
+impl AccountedSample {
+    /// A sample of `download` and `upload` bytes measured up to `at`.
+    pub fn new(at: DateTime<Utc>, download: u64, upload: u64) -> Self {
+        AccountedSample {
+            at,
+            download,
+            upload,
+        }
+    }
+}
+
 /// What a fair-usage step starts from.
 enum FupInput {
     /// A usage sample: measured up to the instant, bytes down and up.
     Sample(DateTime<Utc>, u64, u64),
+    /// A sample at a position of an ordered accounting feed.
+    Accounted(u64, AccountedSample),
     /// Nothing new: the verdict at the clock's instant.
     Refresh,
     /// A top-up.

@@ -814,4 +814,62 @@ where
     );
     let changes = notices().await.len();
     expect("five verdict changes, five notices", changes == 5);
+
+    // An accounting feed's samples count once each, by position: a redelivered sample (the
+    // same position) or an older one counts nothing and writes nothing.
+    let december = clock.now();
+    let sample = crate::service::AccountedSample::new(december, 6 * GB, 0);
+    let first = check(
+        "an accounted sample",
+        customers
+            .record_accounted_usage(tenant, service, 41, sample)
+            .await,
+    );
+    let written = messages().await.len();
+    let read = check(
+        "read after the sample",
+        customers.service(tenant, service).await,
+    );
+    expect(
+        "the sample is counted, its position kept",
+        first.counted
+            && read.fup_counters().day.download == 6 * GB
+            && read.accounted_through() == 41,
+    );
+    for position in [41, 40] {
+        let replay = check(
+            "the sample again",
+            customers
+                .record_accounted_usage(tenant, service, position, sample)
+                .await,
+        );
+        let read = check(
+            "read after the replay",
+            customers.service(tenant, service).await,
+        );
+        expect(
+            "a sample at or before the last position counts nothing",
+            !replay.counted
+                && !replay.changed
+                && read.fup_counters().day.download == 6 * GB
+                && read.accounted_through() == 41
+                && messages().await.len() == written,
+        );
+    }
+    let next = check(
+        "the next sample",
+        customers
+            .record_accounted_usage(tenant, service, 42, sample)
+            .await,
+    );
+    expect(
+        "the next position counts: 12 GB today is past the daily 10 GB",
+        next.counted
+            && next.changed
+            && next.verdict
+                == FupVerdict::Throttled {
+                    rule: "daily-10gb".into(),
+                    rate: Rate::mbps(2, 2),
+                },
+    );
 }
