@@ -44,7 +44,8 @@
 
 // Module graph (each imports only those listed; no cycle): error; event; idset;
 // period ← error, event; store ← aggregator, error, event; radius ← error, event;
-// aggregator ← error, event, idset, period.
+// aggregator ← error, event, idset, period; accounting (no module of this crate).
+mod accounting;
 mod aggregator;
 mod error;
 mod event;
@@ -55,6 +56,7 @@ mod store;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
+pub use accounting::AccountingEvent;
 pub use aggregator::{
     BatchReport, Ingested, Rejected, UsageAdjustment, UsageAggregator, UsageCalendar,
 };

@@ -19,6 +19,7 @@
 //! | `payments.payment_refunded` | the commission the refunded payment earned is clawed back |
 //! | `billing.subscription_suspended` / `billing.subscription_restored` | the subscription's network services are suspended for non-payment / restored (a provisioning command each, issue 13) |
 //! | `billing.invoice_issued` | the tenant's platform usage counts one invoice issued ([`TenancyMeasuresUse`]) |
+//! | `usage.session_accounted` | the session's growth counts into its service's fair-usage counters, once per event ([`FairUsageFollowsAccounting`]) |
 //! | `customers.fair_usage_top_up` with a price | a pending charge on the subscription's next invoice, once per top-up ([`BillingFollowsFairUsage`]) |
 //!
 //! Every reaction is idempotent by the fact it carries (an invoice is entered once, a fee's
@@ -43,7 +44,9 @@ use dotmac_core::outbox::{BoxFuture, EventHandler, HandlerError, OutboxMessage};
 use dotmac_core::{
     Clock, CustomerId, IdDigest, InvoiceId, PaymentId, PendingChargeId, StorageErrorKind, TenantId,
 };
-use dotmac_customers::{CustomerEvent, CustomerService, CustomersError, CustomersStore};
+use dotmac_customers::{
+    AccountedSample, CustomerEvent, CustomerService, CustomersError, CustomersStore,
+};
 use dotmac_partners::{
     CollectedPayment, PartnerStore, PartnersError, PartnersService, RefundedPayment, RevenueTag,
     SourceId,
@@ -51,6 +54,7 @@ use dotmac_partners::{
 use dotmac_tenancy::{
     PlatformMetric, TenancyError, TenancyService, TenancyStore, UsageRecord, UsageRecordId,
 };
+use dotmac_usage::AccountingEvent;
 
 /// The billing status an invoice has when the payments ledger reports `state` for it: what
 /// [`BillingFollowsLedger`]'s reaction to a balance change writes (a void, which starts in
@@ -468,6 +472,73 @@ where
                 _ => Ok(()),
             }
             .map_err(customers_failure)
+        })
+    }
+}
+
+/// Accounting, counted into fair usage: each `usage.session_accounted` (a RADIUS session's
+/// growth, written by the `radacct` reader with the usage it stored) is counted into the
+/// fair-usage counters of the service of its user name
+/// ([`CustomerService::record_accounted_usage`]) at the event's outbox position, so a
+/// redelivered event counts nothing; a slowdown or block it causes is a provisioning command
+/// like any other. A user name no service of the tenant has is not ours (another system's
+/// subscriber on the same NAS): it counts nothing.
+pub struct FairUsageFollowsAccounting<S, C> {
+    customers: CustomerService<S, C>,
+}
+
+impl<S, C> FairUsageFollowsAccounting<S, C> {
+    /// The handler over `customers`.
+    pub fn new(customers: CustomerService<S, C>) -> Self {
+        FairUsageFollowsAccounting { customers }
+    }
+}
+
+impl<S, C> EventHandler for FairUsageFollowsAccounting<S, C>
+where
+    S: CustomersStore + 'static,
+    C: Clock + 'static,
+{
+    fn name(&self) -> &str {
+        "fair-usage-follows-accounting"
+    }
+
+    fn handles(&self, event_type: &str) -> bool {
+        event_type == "usage.session_accounted"
+    }
+
+    fn handle<'a>(&'a self, message: &'a OutboxMessage) -> BoxFuture<'a, Result<(), HandlerError>> {
+        Box::pin(async move {
+            let event: AccountingEvent = message.decode().map_err(HandlerError::permanent)?;
+            let AccountingEvent::SessionAccounted {
+                username,
+                at,
+                download,
+                upload,
+                ..
+            } = event
+            else {
+                return Ok(());
+            };
+            let Some(service) = self
+                .customers
+                .store()
+                .service_by_username(message.tenant, &username)
+                .await
+                .map_err(customers_failure)?
+            else {
+                return Ok(());
+            };
+            self.customers
+                .record_accounted_usage(
+                    message.tenant,
+                    service.id(),
+                    message.seq,
+                    AccountedSample::new(at, download, upload),
+                )
+                .await
+                .map(drop)
+                .map_err(customers_failure)
         })
     }
 }

@@ -284,3 +284,107 @@ async fn a_paid_top_up_lifts_the_block_and_is_charged_once() {
     let counts = outbox.outbox_counts(tenant).await.unwrap();
     assert_eq!((counts.pending, counts.parked), (0, 0));
 }
+
+/// Accounting reaches fair usage: a `usage.session_accounted` event (as the radacct reader
+/// writes it) counts into the service's counters through the dispatcher, a slowdown goes to
+/// the provisioner, and the same event handled again counts nothing.
+#[tokio::test]
+async fn accounted_sessions_count_into_fair_usage_once() {
+    use dotmac::customers::fup::{Direction, FupAction, FupPeriod, FupPolicy, FupRule};
+    use dotmac::outbox::EventHandler;
+    use dotmac::reactions::FairUsageFollowsAccounting;
+    use dotmac::usage::AccountingEvent;
+
+    const GB: u64 = 1 << 30;
+    let tenant = TenantId::new();
+    let now = Utc.with_ymd_and_hms(2026, 11, 2, 12, 0, 0).unwrap();
+    let clock = Arc::new(ManualClock::new(now));
+    let outbox = Arc::new(MemoryOutbox::new());
+    let customers = CustomerService::new(
+        InMemoryCustomerStore::with_outbox(outbox.clone()),
+        clock.clone(),
+        CustomersSettings::default(),
+    );
+    let network = Arc::new(MemoryProvisioner::new());
+    let follow = Arc::new(FairUsageFollowsAccounting::new(customers.clone()));
+    let dispatcher = Dispatcher::new(outbox.clone(), clock.clone(), DispatcherSettings::new("t"))
+        .handler(follow.clone())
+        .handler(Arc::new(ProvisioningHandler::new(network.clone())));
+    let customer = CustomerId::new();
+    customers
+        .create_customer(
+            tenant,
+            customer,
+            NewCustomer::lead(CustomerKind::Person {
+                first_name: "Heavy".into(),
+                last_name: "User".into(),
+            })
+            .signed(),
+        )
+        .await
+        .unwrap();
+    let policy = FupPolicy::new(chrono_tz::UTC).rule(FupRule {
+        name: "daily-10gb".into(),
+        period: FupPeriod::Day,
+        direction: Direction::Total,
+        threshold_bytes: 10 * GB,
+        action: FupAction::FixedRate(Rate::mbps(2, 2)),
+    });
+    let service = customers
+        .create_service(
+            tenant,
+            NewService {
+                customer,
+                subscription: SubscriptionId::new(),
+                username: "heavy".into(),
+                password: "pw".into(),
+                profile: TechnicalProfile::new(Rate::mbps(50, 10)).fair_usage(policy),
+            },
+        )
+        .await
+        .unwrap();
+    customers
+        .activate_service(tenant, service.id())
+        .await
+        .unwrap();
+    let accounted = |username: &str, download: u64| {
+        OutboxEvent::new(DomainEvent::new(
+            tenant,
+            &*clock,
+            AccountingEvent::SessionAccounted {
+                customer,
+                subscription: None,
+                username: username.into(),
+                session: "s-1".into(),
+                at: now,
+                download,
+                upload: 0,
+            },
+        ))
+    };
+    // 6 GB, then 5 GB: past the daily 10 GB on the second. A stranger's session counts nothing.
+    outbox
+        .append_outbox(tenant, &[accounted("heavy", 6 * GB), accounted("stranger", GB)])
+        .await
+        .unwrap();
+    dispatcher.drain().await.unwrap();
+    assert_eq!(network.state(tenant, "heavy").unwrap().rate, Rate::mbps(50, 10));
+    outbox
+        .append_outbox(tenant, &[accounted("heavy", 5 * GB)])
+        .await
+        .unwrap();
+    dispatcher.drain().await.unwrap();
+    assert_eq!(network.state(tenant, "heavy").unwrap().rate, Rate::mbps(2, 2));
+    let counted = customers.service(tenant, service.id()).await.unwrap();
+    assert_eq!(counted.fup_counters().day.download, 11 * GB);
+
+    // Every accounting message handled again (a redelivery): nothing more is counted.
+    for message in outbox.outbox_messages(tenant).await.unwrap() {
+        if follow.handles(&message.event_type) {
+            follow.handle(&message).await.unwrap();
+        }
+    }
+    let again = customers.service(tenant, service.id()).await.unwrap();
+    assert_eq!(again.fup_counters(), counted.fup_counters());
+    assert_eq!(again.accounted_through(), counted.accounted_through());
+}
