@@ -100,6 +100,11 @@ impl<S: CustomersStore, C: Clock> CustomerService<S, C> {
         &self.inner.store
     }
 
+    /// The settings.
+    pub fn settings(&self) -> &CustomersSettings {
+        &self.inner.settings
+    }
+
     fn now(&self) -> DateTime<Utc> {
         self.inner.clock.now()
     }

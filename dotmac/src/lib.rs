@@ -282,6 +282,7 @@ use dotmac_billing::{
 use dotmac_collections::{
     CollectionsError, CollectionsService, CollectionsSettings, DunningPolicy,
 };
+use dotmac_customers::{CustomerService, CustomersError, CustomersSettings, ProvisioningHandler};
 use dotmac_partners::{PartnersError, PartnersService, PartnersSettings};
 use dotmac_sqlx::{Database, DatabaseOptions, SqlError, SqlStore};
 use dotmac_support::{SupportError, SupportService};
@@ -313,6 +314,9 @@ pub type Partners = PartnersService<SqlStore, SharedClock>;
 /// Tenants, their plans, quotas, settings, users and roles over the database.
 pub type Tenancy = TenancyService<SqlStore, SharedClock>;
 
+/// Customers, their network services, address pools and fair usage over the database.
+pub type Customers = CustomerService<SqlStore, SharedClock>;
+
 /// Any DotMac error, for applications that want one `?` across domains. Each variant keeps
 /// the domain error (and, through it, the storage error and the driver's) as its source.
 #[derive(Debug, thiserror::Error)]
@@ -339,6 +343,9 @@ pub enum Error {
     /// Tenants, plans, quotas, settings, users and roles.
     #[error(transparent)]
     Tenancy(#[from] TenancyError),
+    /// Customers, network services, address pools, provisioning and fair usage.
+    #[error(transparent)]
+    Customers(#[from] CustomersError),
     /// Connecting, migrating and the database's own calls (tenants, numbers, outbox).
     #[error(transparent)]
     Sql(#[from] SqlError),
@@ -362,6 +369,9 @@ pub struct Dotmac {
     support: Support,
     partners: Partners,
     tenancy: Tenancy,
+    customers: Customers,
+    /// The network's provisioning handler, once [`Dotmac::with_provisioner`] named one.
+    provisioning: Option<Arc<dyn outbox::EventHandler>>,
     dispatcher: Arc<Dispatcher>,
     dispatcher_settings: outbox::DispatcherSettings,
 }
@@ -513,6 +523,8 @@ impl DotmacBuilder {
                 collections,
                 partners,
                 tenancy,
+                customers: CustomersSettings::default(),
+                provisioning: None,
                 dispatcher: self.dispatcher,
             },
         );
@@ -530,6 +542,8 @@ struct Services {
     collections: CollectionsSettings,
     partners: PartnersSettings,
     tenancy: TenancySettings,
+    customers: CustomersSettings,
+    provisioning: Option<Arc<dyn outbox::EventHandler>>,
     dispatcher: outbox::DispatcherSettings,
 }
 
@@ -578,9 +592,19 @@ impl Dotmac {
         );
         let measure_use: Arc<dyn outbox::EventHandler> =
             Arc::new(reactions::TenancyMeasuresUse::new(tenancy.clone()));
+        let customers = CustomerService::new(store.clone(), Arc::clone(&clock), services.customers);
+        let network: [Arc<dyn outbox::EventHandler>; 3] = [
+            Arc::new(reactions::NetworkFollowsBilling::new(customers.clone())),
+            Arc::new(reactions::FairUsageFollowsAccounting::new(
+                customers.clone(),
+            )),
+            Arc::new(reactions::BillingFollowsFairUsage::new(billing.clone())),
+        ];
         let dispatcher = reactions::order_to_cash(billing.clone(), collections.clone())
             .into_iter()
             .chain([follow_collections, measure_use])
+            .chain(network)
+            .chain(services.provisioning.clone())
             .fold(
                 outbox::Dispatcher::new(
                     store.clone(),
@@ -599,8 +623,46 @@ impl Dotmac {
             support,
             partners,
             tenancy,
+            customers,
+            provisioning: services.provisioning,
             dispatcher: Arc::new(dispatcher),
             dispatcher_settings: services.dispatcher,
+        }
+    }
+
+    /// The same database, clock and settings with the network behind the outbox: every
+    /// `provisioning.*` command (a new service, a suspension for non-payment, a restore, a
+    /// fair-usage slowdown or block) goes to `provisioner` (dotmac-sqlx's
+    /// `FreeRadiusProvisioner`, or the embedder's own) through the dispatcher, at least once,
+    /// retried, a failing command parked with its error (`ProvisioningHandler`). Without one,
+    /// the commands stay in the outbox as facts for another consumer.
+    pub fn with_provisioner<P>(&self, provisioner: P) -> Dotmac
+    where
+        P: dotmac_customers::Provisioner + 'static,
+    {
+        let services = self.services();
+        Dotmac::wire(
+            self.db.clone(),
+            self.store.clone(),
+            Arc::clone(&self.clock),
+            Services {
+                provisioning: Some(Arc::new(ProvisioningHandler::new(provisioner))),
+                ..services
+            },
+        )
+    }
+
+    /// The settings this `Dotmac` was wired with.
+    fn services(&self) -> Services {
+        Services {
+            billing: self.billing.settings().clone(),
+            usage: self.usage.settings().clone(),
+            collections: self.collections.settings().clone(),
+            partners: self.partners.settings().clone(),
+            tenancy: self.tenancy.settings().clone(),
+            customers: self.customers.settings().clone(),
+            provisioning: self.provisioning.clone(),
+            dispatcher: self.dispatcher_settings.clone(),
         }
     }
 
@@ -629,6 +691,8 @@ impl Dotmac {
                 .settings()
                 .with_zone(resolved.time_zone().value),
             tenancy: self.tenancy.settings().clone(),
+            customers: self.customers.settings().clone(),
+            provisioning: self.provisioning.clone(),
             dispatcher: self.dispatcher_settings.clone(),
         };
         Ok(Dotmac::wire(
@@ -725,6 +789,14 @@ impl Dotmac {
     /// ledgers through the dispatcher ([`reactions::PartnersFollowCollections`]).
     pub fn partners(&self) -> &Partners {
         &self.partners
+    }
+
+    /// Customers, their network services, address pools and fair usage: billing's suspensions
+    /// and restores reach the services, accounting counts into fair usage, a priced top-up
+    /// becomes a charge, all through the dispatcher ([`reactions`]); the provisioning commands
+    /// reach the network once [`Dotmac::with_provisioner`] names where.
+    pub fn customers(&self) -> &Customers {
+        &self.customers
     }
 
     /// The outbox dispatcher, with every order-to-cash reaction ([`reactions`]) registered.

@@ -364,17 +364,26 @@ async fn accounted_sessions_count_into_fair_usage_once() {
     };
     // 6 GB, then 5 GB: past the daily 10 GB on the second. A stranger's session counts nothing.
     outbox
-        .append_outbox(tenant, &[accounted("heavy", 6 * GB), accounted("stranger", GB)])
+        .append_outbox(
+            tenant,
+            &[accounted("heavy", 6 * GB), accounted("stranger", GB)],
+        )
         .await
         .unwrap();
     dispatcher.drain().await.unwrap();
-    assert_eq!(network.state(tenant, "heavy").unwrap().rate, Rate::mbps(50, 10));
+    assert_eq!(
+        network.state(tenant, "heavy").unwrap().rate,
+        Rate::mbps(50, 10)
+    );
     outbox
         .append_outbox(tenant, &[accounted("heavy", 5 * GB)])
         .await
         .unwrap();
     dispatcher.drain().await.unwrap();
-    assert_eq!(network.state(tenant, "heavy").unwrap().rate, Rate::mbps(2, 2));
+    assert_eq!(
+        network.state(tenant, "heavy").unwrap().rate,
+        Rate::mbps(2, 2)
+    );
     let counted = customers.service(tenant, service.id()).await.unwrap();
     assert_eq!(counted.fup_counters().day.download, 11 * GB);
 
@@ -387,4 +396,76 @@ async fn accounted_sessions_count_into_fair_usage_once() {
     let again = customers.service(tenant, service.id()).await.unwrap();
     assert_eq!(again.fup_counters(), counted.fup_counters());
     assert_eq!(again.accounted_through(), counted.accounted_through());
+}
+
+/// The facade wires the network: `Dotmac::customers` over the same database, and with a
+/// provisioner named, a new service reaches it through `Dotmac::dispatch` with every other
+/// reaction.
+#[tokio::test]
+async fn the_facade_carries_provisioning_to_its_provisioner() {
+    use dotmac::Dotmac;
+    let clock = ManualClock::new(Utc.with_ymd_and_hms(2026, 11, 2, 8, 0, 0).unwrap());
+    let network = Arc::new(MemoryProvisioner::new());
+    let dotmac = Dotmac::builder("sqlite::memory:")
+        .clock(clock)
+        .connect()
+        .await
+        .unwrap()
+        .with_provisioner(network.clone());
+    let tenant = dotmac.create_tenant("Network ISP").await.unwrap();
+    let customer = CustomerId::new();
+    dotmac
+        .customers()
+        .create_customer(
+            tenant,
+            customer,
+            NewCustomer::lead(CustomerKind::Person {
+                first_name: "A".into(),
+                last_name: "B".into(),
+            })
+            .signed(),
+        )
+        .await
+        .unwrap();
+    let service = dotmac
+        .customers()
+        .create_service(
+            tenant,
+            NewService {
+                customer,
+                subscription: SubscriptionId::new(),
+                username: "facade-ab".into(),
+                password: "pw".into(),
+                profile: TechnicalProfile::new(Rate::mbps(30, 6)),
+            },
+        )
+        .await
+        .unwrap();
+    dotmac
+        .customers()
+        .activate_service(tenant, service.id())
+        .await
+        .unwrap();
+    dotmac.dispatch().await.unwrap();
+    let state = network.state(tenant, "facade-ab").unwrap();
+    assert_eq!(
+        (state.access, state.rate),
+        (Access::Allowed, Rate::mbps(30, 6))
+    );
+    // Reconfigured for the tenant, the provisioner stays wired.
+    let configured = dotmac.configured_for(tenant).await.unwrap();
+    configured
+        .customers()
+        .suspend_service(
+            tenant,
+            service.id(),
+            dotmac::customers::SuspendReason::Operator,
+        )
+        .await
+        .unwrap();
+    configured.dispatch().await.unwrap();
+    assert_ne!(
+        network.state(tenant, "facade-ab").unwrap().access,
+        Access::Allowed
+    );
 }
