@@ -658,7 +658,7 @@ impl Dotmac {
             billing: self.billing.settings().clone(),
             usage: self.usage.settings().clone(),
             collections: self.collections.settings().clone(),
-            partners: self.partners.settings().clone(),
+            partners: *self.partners.settings(),
             tenancy: self.tenancy.settings().clone(),
             customers: self.customers.settings().clone(),
             provisioning: self.provisioning.clone(),
