@@ -70,8 +70,11 @@ pub enum Direction {
 }
 
 /// What a rule does once its threshold is reached.
+///
+/// Serialised with a `type` tag: `{"type": "speed_percent", "percent": 50}`,
+/// `{"type": "fixed_rate", "download_kbps": …, "upload_kbps": …}`, `{"type": "block"}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(from = "FupActionRepr", into = "FupActionRepr")]
 pub enum FupAction {
     /// The plan's rate scaled to this percentage (1–100).
     SpeedPercent(u8),
@@ -82,6 +85,40 @@ pub enum FupAction {
     Block,
     /// (In events only) the rule stopped applying: the plan's rate is back.
     Restore,
+}
+
+/// [`FupAction`]'s stored form: an internally tagged enum cannot hold a bare integer, so the
+/// percentage gets a field name (saving a service with a percentage rule failed in the SQL
+/// stores before).
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum FupActionRepr {
+    SpeedPercent { percent: u8 },
+    FixedRate(Rate),
+    Block,
+    Restore,
+}
+
+impl From<FupActionRepr> for FupAction {
+    fn from(repr: FupActionRepr) -> Self {
+        match repr {
+            FupActionRepr::SpeedPercent { percent } => FupAction::SpeedPercent(percent),
+            FupActionRepr::FixedRate(rate) => FupAction::FixedRate(rate),
+            FupActionRepr::Block => FupAction::Block,
+            FupActionRepr::Restore => FupAction::Restore,
+        }
+    }
+}
+
+impl From<FupAction> for FupActionRepr {
+    fn from(action: FupAction) -> Self {
+        match action {
+            FupAction::SpeedPercent(percent) => FupActionRepr::SpeedPercent { percent },
+            FupAction::FixedRate(rate) => FupActionRepr::FixedRate(rate),
+            FupAction::Block => FupActionRepr::Block,
+            FupAction::Restore => FupActionRepr::Restore,
+        }
+    }
 }
 
 /// One threshold.
@@ -534,6 +571,24 @@ impl FupPolicy {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn every_action_round_trips_through_json() {
+        let actions = [
+            FupAction::SpeedPercent(50),
+            FupAction::FixedRate(Rate::mbps(2, 1)),
+            FupAction::Block,
+            FupAction::Restore,
+        ];
+        for action in actions {
+            let json = serde_json::to_value(action).unwrap();
+            assert_eq!(serde_json::from_value::<FupAction>(json).unwrap(), action);
+        }
+        assert_eq!(
+            serde_json::to_value(FupAction::SpeedPercent(50)).unwrap(),
+            serde_json::json!({"type": "speed_percent", "percent": 50})
+        );
+    }
+
     use super::*;
     use chrono::TimeZone;
 

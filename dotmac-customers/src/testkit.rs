@@ -430,6 +430,14 @@ where
             direction: Direction::Total,
             threshold_bytes: 110 * GB,
             action: FupAction::Block,
+        })
+        // Never reached here; a percentage rule is stored with the service like any other.
+        .rule(FupRule {
+            name: "weekly-1tb".into(),
+            period: FupPeriod::Week,
+            direction: Direction::Total,
+            threshold_bytes: 1024 * GB,
+            action: FupAction::SpeedPercent(50),
         });
     let customer = CustomerId::new();
     check(
