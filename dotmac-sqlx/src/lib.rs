@@ -109,6 +109,8 @@ mod numbers;
 mod outbox;
 #[cfg(feature = "partners")]
 mod partners;
+#[cfg(all(feature = "postgres", feature = "usage", feature = "customers"))]
+pub mod radacct;
 #[cfg(all(test, feature = "postgres", feature = "billing"))]
 mod rls_tests;
 #[cfg(feature = "billing")]
