@@ -56,6 +56,7 @@ use sqlx::PgPool;
 use sqlx::Row;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::types::Json;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::db::{Database, dispatch, for_each_dialect};
@@ -899,8 +900,27 @@ impl RadacctIngester {
     ///
     /// [`SqlError`] when either database fails; the pages already committed stay committed
     /// (the next pass starts after them).
-    #[tracing::instrument(name = "dotmac.radius.ingest", level = "info", skip_all, fields(tenant = %self.tenant, source = %self.settings.source, rows = tracing::field::Empty, events = tracing::field::Empty, rejected = tracing::field::Empty))]
     pub async fn ingest(&self) -> Result<IngestReport> {
+        // A span held by hand (not `Span::current()`), so its counts land on it whatever else
+        // the task polls meanwhile.
+        let span = tracing::info_span!(
+            "dotmac.radius.ingest",
+            tenant = %self.tenant,
+            source = %self.settings.source,
+            rows = tracing::field::Empty,
+            events = tracing::field::Empty,
+            rejected = tracing::field::Empty,
+        );
+        let result = self.ingest_pass().instrument(span.clone()).await;
+        if let Ok(report) = &result {
+            span.record("rows", report.rows);
+            span.record("events", report.events);
+            span.record("rejected", report.rejected.len());
+        }
+        result
+    }
+
+    async fn ingest_pass(&self) -> Result<IngestReport> {
         let db = self.store.database();
         let mut report = IngestReport::default();
         let mut cursor = db.radius_mark(self.tenant, &self.settings.source).await?;
@@ -945,10 +965,6 @@ impl RadacctIngester {
         }
         .await;
         count(outcomes, report.events);
-        let span = tracing::Span::current();
-        span.record("rows", report.rows);
-        span.record("events", report.events);
-        span.record("rejected", report.rejected.len());
         result.map(|()| report)
     }
 

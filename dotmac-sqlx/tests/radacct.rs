@@ -18,6 +18,8 @@ use dotmac_billing::{
     BillingService, BillingSettings, Charge, CurrencyPrice, CustomerAccount, InvoiceStore,
     LineKind, NewSubscription, Plan, PriceModel, Product,
 };
+use dotmac_core::metrics_recorder::Counting;
+use dotmac_core::span_recorder::record_spans;
 use dotmac_core::{
     BillingInterval, Currency, CustomerId, ManualClock, Money, PlanId, ProductId, SubscriptionId,
     TenantId,
@@ -262,8 +264,59 @@ impl Side {
     }
 }
 
-#[tokio::test]
-async fn accounting_from_radclient_becomes_usage_once_and_bills_the_overage() {
+/// The scenario under a span recorder and a counting metrics recorder (on this thread: the
+/// runtime is a current-thread one), so the ingestion's span and counters are checked with it.
+#[test]
+fn accounting_from_radclient_becomes_usage_once_and_bills_the_overage() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let recorder = Counting::default();
+    let (spans, ()) =
+        record_spans(|| metrics::with_local_recorder(&recorder, || runtime.block_on(scenario())));
+    // One `dotmac.radius.ingest` span per pass (seven per tenant) with its counts and no
+    // user name; a page span per page, on both backends.
+    let passes = spans.lines("dotmac.radius.ingest");
+    assert_eq!(passes.len(), 14, "{passes:?}");
+    assert!(
+        passes[0].starts_with("Level(Info) tenant=")
+            && passes[0].ends_with("source=freeradius rows=3 events=4 rejected=1"),
+        "{passes:?}"
+    );
+    let pages = spans.lines("dotmac.store.radius_ingest_page");
+    for backend in ["postgres", "sqlite"] {
+        assert!(
+            pages
+                .iter()
+                .any(|p| p.contains(&format!("backend=\"{backend}\""))),
+            "{pages:?}"
+        );
+    }
+    assert!(spans.all().iter().all(|s| !s.contains("mallory")));
+    // Rows that added usage and the events stored, exactly (ten each per tenant); refused and
+    // no-usage rows at least once (a row whose writer's transaction was not yet below the
+    // snapshot's xmin is read again by the next pass, and counted again).
+    let moved = recorder.moved();
+    assert!(
+        moved.contains(&"dotmac_usage_radacct_rows_total{outcome=usage}=10".to_owned()),
+        "{moved:?}"
+    );
+    assert!(
+        moved.contains(&"dotmac_usage_radacct_events_total{}=20".to_owned()),
+        "{moved:?}"
+    );
+    for outcome in ["no_usage", "rejected"] {
+        assert!(
+            moved.iter().any(|m| m.starts_with(&format!(
+                "dotmac_usage_radacct_rows_total{{outcome={outcome}}}="
+            ))),
+            "{moved:?}"
+        );
+    }
+}
+
+async fn scenario() {
     let target = radius_db().await;
     let server =
         FreeRadius::start(&ServerSettings::new(target.clone())).unwrap_or_else(|e| panic!("{e}"));
