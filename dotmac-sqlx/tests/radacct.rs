@@ -72,16 +72,15 @@ async fn radius_db() -> PgTarget {
     target
 }
 
-/// One Accounting-Request as a NAS sends it: 64-bit totals split into Octets and Gigawords
-/// (`None`: the attribute left out).
+/// One Accounting-Request as a NAS sends it: the 64-bit totals `(download, upload)` split into
+/// Octets and Gigawords (`None`: no traffic attributes).
 fn account(
     server: &FreeRadius,
     status: &str,
     user: &str,
     session: &str,
     when: DateTime<Utc>,
-    download: Option<u64>,
-    upload: Option<u64>,
+    traffic: Option<(u64, u64)>,
     session_time: u32,
 ) {
     let mut attributes = vec![
@@ -94,13 +93,11 @@ fn account(
         ("Acct-Session-Time", session_time.to_string()),
     ];
     // RFC 2866: Acct-Output is what the NAS sent the user (the download).
-    if let Some(bytes) = download {
-        attributes.push(("Acct-Output-Octets", (bytes & 0xffff_ffff).to_string()));
-        attributes.push(("Acct-Output-Gigawords", (bytes >> 32).to_string()));
-    }
-    if let Some(bytes) = upload {
-        attributes.push(("Acct-Input-Octets", (bytes & 0xffff_ffff).to_string()));
-        attributes.push(("Acct-Input-Gigawords", (bytes >> 32).to_string()));
+    if let Some((download, upload)) = traffic {
+        attributes.push(("Acct-Output-Octets", (download & 0xffff_ffff).to_string()));
+        attributes.push(("Acct-Output-Gigawords", (download >> 32).to_string()));
+        attributes.push(("Acct-Input-Octets", (upload & 0xffff_ffff).to_string()));
+        attributes.push(("Acct-Input-Gigawords", (upload >> 32).to_string()));
     }
     let reply = server.account(&attributes).unwrap();
     assert_eq!(reply.code, "Accounting-Response", "{}", server.log());
@@ -341,38 +338,27 @@ async fn scenario() {
     }
     let readers = [sides[0].ingester().await, sides[1].ingester().await];
     // An unknown user's session: FreeRADIUS records it, the reader refuses it.
-    account(
-        &server,
-        "Start",
-        "mallory",
-        "m-1",
-        at(4, 9, 0),
-        None,
-        None,
-        0,
-    );
+    account(&server, "Start", "mallory", "m-1", at(4, 9, 0), None, 0);
 
     // Ada's first session and Bob's, first interims.
-    account(&server, "Start", &ada, "a-1", at(5, 8, 0), None, None, 0);
+    account(&server, "Start", &ada, "a-1", at(5, 8, 0), None, 0);
     account(
         &server,
         "Interim-Update",
         &ada,
         "a-1",
         at(5, 8, 10),
-        Some(3_000_000_000),
-        Some(1_000_000),
+        Some((3_000_000_000, 1_000_000)),
         600,
     );
-    account(&server, "Start", &bob, "b-1", at(6, 20, 0), None, None, 0);
+    account(&server, "Start", &bob, "b-1", at(6, 20, 0), None, 0);
     account(
         &server,
         "Interim-Update",
         &bob,
         "b-1",
         at(6, 20, 5),
-        Some(200_000_000),
-        Some(10_000),
+        Some((200_000_000, 10_000)),
         300,
     );
     for (side, reader) in sides.iter().zip(&readers) {
@@ -398,8 +384,7 @@ async fn scenario() {
         &ada,
         "a-1",
         at(5, 8, 20),
-        Some((1 << 32) + 500_000_000),
-        Some(2_000_000),
+        Some(((1 << 32) + 500_000_000, 2_000_000)),
         1200,
     );
     account(
@@ -408,19 +393,17 @@ async fn scenario() {
         &ada,
         "a-1",
         at(5, 8, 30),
-        Some((1 << 32) + 1_000_000_000),
-        Some(2_500_000),
+        Some(((1 << 32) + 1_000_000_000, 2_500_000)),
         1800,
     );
-    account(&server, "Start", &ada, "a-2", at(20, 19, 0), None, None, 0);
+    account(&server, "Start", &ada, "a-2", at(20, 19, 0), None, 0);
     account(
         &server,
         "Stop",
         &ada,
         "a-2",
         at(20, 19, 45),
-        Some(700_000_000),
-        Some(50_000),
+        Some((700_000_000, 50_000)),
         2700,
     );
     for (side, reader) in sides.iter().zip(&readers) {
@@ -459,8 +442,7 @@ async fn scenario() {
         &bob,
         "b-1",
         at(6, 20, 35),
-        Some(900_000_000),
-        Some(30_000),
+        Some((900_000_000, 30_000)),
         2100,
     );
     for side in &sides {
@@ -479,7 +461,7 @@ async fn scenario() {
     }
     // His Stop carries no traffic attributes: FreeRADIUS's query writes zeros over the row's
     // totals, and the reader takes nothing back (the normaliser's zero-filled Stop).
-    account(&server, "Stop", &bob, "b-1", at(6, 21, 0), None, None, 3600);
+    account(&server, "Stop", &bob, "b-1", at(6, 21, 0), None, 3600);
     for (side, reader) in sides
         .iter()
         .zip([sides[0].ingester().await, sides[1].ingester().await])
