@@ -92,6 +92,8 @@ mod backend;
 mod billing;
 #[cfg(feature = "billing")]
 mod billrun;
+#[cfg(all(feature = "postgres", feature = "customers"))]
+mod coa;
 #[cfg(feature = "collections")]
 mod collections;
 #[cfg(feature = "customers")]
