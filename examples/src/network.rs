@@ -18,8 +18,11 @@
 //! 4. November 1st: October's usage is rated and billed (the heavy user's overage line), and
 //!    the fair-usage month resets (the plan's rate is back).
 //!
+//! A change for a subscriber who is online also reaches the NAS (RFC 5176, the harness's CoA
+//! listener playing it): a CoA-Request with the new rate, a Disconnect-Request on suspension.
+//!
 //! Everything printed is read back: FreeRADIUS's answers from `radclient`, the usage from the
-//! usage store, the invoices from the database.
+//! usage store, the invoices from the database, the NAS's requests from its log.
 
 use std::error::Error;
 use std::sync::Arc;
@@ -42,7 +45,7 @@ use dotmac::customers::{
 };
 use dotmac::outbox::{Dispatcher, DispatcherSettings, EventHandler};
 use dotmac::reactions::{NetworkFollowsBilling, order_to_cash};
-use dotmac::sql::freeradius::{FreeRadiusProvisioner, FreeRadiusSettings};
+use dotmac::sql::freeradius::{CoaSettings, FreeRadiusProvisioner, FreeRadiusSettings};
 use dotmac::sql::radacct::{IngestReport, RadacctIngester, RadacctSettings};
 use dotmac::sql::{DatabaseOptions, SqlStore};
 use dotmac::usage::radius::{Direction, RadiusSettings};
@@ -89,6 +92,8 @@ pub struct NetworkReport {
     pub events_ingested: usize,
     /// Rows of users this tenant does not know (other tenants' or earlier runs'), refused.
     pub rows_refused: usize,
+    /// The CoA-Requests and Disconnect-Requests (RFC 5176) the NAS received for live sessions.
+    pub coa_requests: (usize, usize),
 }
 
 fn at(month: u32, day: u32, hour: u32) -> Result<DateTime<Utc>, AnyError> {
@@ -370,9 +375,15 @@ pub async fn run(database_url: &str, schema: &str) -> Result<NetworkReport, AnyE
         shared.clone(),
         CustomersSettings::default(),
     );
-    let adapter =
-        FreeRadiusProvisioner::connect(&radius_db.url(), tenant, FreeRadiusSettings::default())
-            .await?;
+    // Live sessions hear of changes too (RFC 5176): the harness's CoA listener plays the NAS
+    // every session names (NAS-IP-Address 127.0.0.1).
+    let coa = CoaSettings::new(server.secret()).port(server.coa_port());
+    let adapter = FreeRadiusProvisioner::connect(
+        &radius_db.url(),
+        tenant,
+        FreeRadiusSettings::default().coa(coa),
+    )
+    .await?;
     let network: [Arc<dyn EventHandler>; 2] = [
         Arc::new(NetworkFollowsBilling::new(customers.clone())),
         Arc::new(ProvisioningHandler::new(adapter)),
@@ -674,6 +685,15 @@ pub async fn run(database_url: &str, schema: &str) -> Result<NetworkReport, AnyE
         ada.user, reset.verdict
     );
     report.reset_rate = rate;
+    let log = lp.server.log();
+    report.coa_requests = (
+        log.matches("Received CoA-Request").count(),
+        log.matches("Received Disconnect-Request").count(),
+    );
+    println!(
+        "NAS (RFC 5176): {} CoA-Request (the heavy user's slowdown, online), {} Disconnect-Request (the non-payer's suspension, online)",
+        report.coa_requests.0, report.coa_requests.1
+    );
     report.events_ingested = lp.events_ingested;
     report.rows_refused = lp.rows_refused;
     println!(

@@ -63,6 +63,8 @@ async fn the_network_example_closes_the_loop_through_freeradius() {
             (Decimal::ZERO, Decimal::ZERO),
         ]
     );
+    // Online during the slowdown (Ada) and the suspension (Bob): one CoA, one Disconnect.
+    assert_eq!(report.coa_requests, (1, 1));
     // Twelve usage events: Ada's four readings, Bob's and Cy's one each, on both meters.
     assert_eq!(report.events_ingested, 12);
 }
