@@ -342,7 +342,7 @@ struct Normalised {
     events: Vec<UsageEvent>,
     usage: Vec<SessionDelta>,
     rejected: Vec<RejectedRow>,
-    states: Vec<(String, SessionState, DateTime<Utc>)>,
+    states: Vec<(String, SessionState, DateTime<Utc>, u64)>,
     outcomes: Outcomes,
 }
 
@@ -378,7 +378,8 @@ fn normalise_page(
             Ok((n, at)) => {
                 let key = SessionKey::Unique(row.unique_id.clone());
                 if let Some(state) = normaliser.session_state(&key) {
-                    out.states.push((row.unique_id.clone(), state, at));
+                    out.states
+                        .push((row.unique_id.clone(), state, at, row.change));
                 }
                 if n == 0 {
                     out.outcomes.no_usage = out.outcomes.no_usage.saturating_add(1);
@@ -497,20 +498,23 @@ for_each_dialect! {
             unique_id: &str,
             state: &SessionState,
             seen_at: DateTime<Utc>,
+            change: u64,
         ) -> Result<()> {
             let [t, s] = source_binds(tenant, source);
             docs::execute(
                 tx,
-                "INSERT INTO radius_ingest_sessions (tenant_id, source, unique_id, stopped, seen_at, body) \
-                 VALUES ($1, $2, $3, $4, $5, $6) \
+                "INSERT INTO radius_ingest_sessions (tenant_id, source, unique_id, stopped, seen_at, change, body) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) \
                  ON CONFLICT (tenant_id, source, unique_id) DO UPDATE \
-                 SET stopped = excluded.stopped, seen_at = excluded.seen_at, body = excluded.body",
+                 SET stopped = excluded.stopped, seen_at = excluded.seen_at, \
+                     change = excluded.change, body = excluded.body",
                 &[
                     t,
                     s,
                     Bind::Text(unique_id.to_owned()),
                     Bind::Bool(state.stopped()),
                     Bind::Time(seen_at),
+                    Bind::I64(i64::try_from(change).unwrap_or(i64::MAX)),
                     json("radius session state", state)?,
                 ],
             )
@@ -536,12 +540,22 @@ for_each_dialect! {
             before: DateTime<Utc>,
         ) -> Result<u64> {
             let mut tx = begin_tenant(pool, tenant).await?;
+            // Only rows the mark has passed: a row above it can be read again, and its
+            // session, forgotten, would be counted again from zero.
+            let mark = lock_mark(&mut tx, tenant, source).await?;
             let [t, s] = source_binds(tenant, source);
             let written = docs::execute(
                 &mut tx,
                 "DELETE FROM radius_ingest_sessions \
-                 WHERE tenant_id = $1 AND source = $2 AND stopped = $3 AND seen_at < $4",
-                &[t, s, Bind::Bool(true), Bind::Time(before)],
+                 WHERE tenant_id = $1 AND source = $2 AND stopped = $3 AND seen_at < $4 \
+                   AND change <= $5",
+                &[
+                    t,
+                    s,
+                    Bind::Bool(true),
+                    Bind::Time(before),
+                    Bind::I64(i64::try_from(mark.change).unwrap_or(i64::MAX)),
+                ],
             )
             .await?;
             tx.commit().await.during("commit the pruned sessions")?;
@@ -682,12 +696,35 @@ impl Database {
     ) -> Result<PageOutcome> {
         let source = settings.source.as_str();
         input::key("radius source", source)?;
-        for row in rows {
-            input::key("acctuniqueid", &row.unique_id)?;
-            if let Some(name) = &row.username {
-                input::text("RADIUS user name", name)?;
-            }
-        }
+        // A row this database cannot key is refused like a malformed record, not an error
+        // that would stop the reader at it for good.
+        let mut unkeyable = Vec::new();
+        let rows: Vec<RadacctRow> = rows
+            .iter()
+            .filter(|row| {
+                let keyable = input::key("acctuniqueid", &row.unique_id).is_ok()
+                    && row
+                        .username
+                        .as_deref()
+                        .is_none_or(|name| input::key("RADIUS user name", name).is_ok());
+                if !keyable {
+                    unkeyable.push(RejectedRow {
+                        unique_id: row.unique_id.chars().take(64).collect(),
+                        username: row
+                            .username
+                            .clone()
+                            .unwrap_or_default()
+                            .chars()
+                            .take(64)
+                            .collect(),
+                        error: malformed("acctuniqueid or username longer than 1 KiB"),
+                    });
+                }
+                keyable
+            })
+            .cloned()
+            .collect();
+        let rows = rows.as_slice();
         let ids: Vec<&str> = rows.iter().map(|r| r.unique_id.as_str()).collect();
         dispatch!(self, pool, d => {
             let mut tx = d::begin_tenant(pool, tenant).await?;
@@ -708,10 +745,16 @@ impl Database {
                 }
             }
             let states = states.into_iter().map(|(_, state)| state).collect();
-            let page = normalise_page(settings, rows, states, &accounts);
+            let mut page = normalise_page(settings, rows, states, &accounts);
+            page.outcomes.rejected = page
+                .outcomes
+                .rejected
+                .saturating_add(u64::try_from(unkeyable.len()).unwrap_or(u64::MAX));
+            page.rejected.append(&mut unkeyable);
             let events = d::radacct::insert_events(&mut tx, tenant, &page.events).await?;
-            for (unique_id, state, seen_at) in &page.states {
-                d::radacct::save_state(&mut tx, tenant, source, unique_id, state, *seen_at).await?;
+            for (unique_id, state, seen_at, change) in &page.states {
+                d::radacct::save_state(&mut tx, tenant, source, unique_id, state, *seen_at, *change)
+                    .await?;
             }
             let mark = match stable {
                 Some(stable) if stable > held => stable,
@@ -968,10 +1011,11 @@ impl RadacctIngester {
         result.map(|()| report)
     }
 
-    /// Forgets the saved state of sessions that stopped before `before` (their rows are read
-    /// again only if FreeRADIUS changes them, which its queries do not do to a stopped
-    /// session). A pruned session that did change again would be counted from zero, so keep
-    /// `before` well behind the present (a day, say). Returns how many were forgotten.
+    /// Forgets the saved state of stopped sessions whose latest record is dated before
+    /// `before` and whose row the mark has passed (so no pass reads it again unless FreeRADIUS
+    /// changes it, which its queries do not do to a stopped session). A pruned session whose
+    /// row did change again would be counted from zero, so keep `before` well behind the
+    /// present (a day, say). Returns how many were forgotten.
     ///
     /// # Errors
     ///

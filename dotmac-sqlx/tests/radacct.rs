@@ -272,10 +272,10 @@ fn accounting_from_radclient_becomes_usage_once_and_bills_the_overage() {
     let recorder = Counting::default();
     let (spans, ()) =
         record_spans(|| metrics::with_local_recorder(&recorder, || runtime.block_on(scenario())));
-    // One `dotmac.radius.ingest` span per pass (seven per tenant) with its counts and no
+    // One `dotmac.radius.ingest` span per pass (eight per tenant) with its counts and no
     // user name; a page span per page, on both backends.
     let passes = spans.lines("dotmac.radius.ingest");
-    assert_eq!(passes.len(), 14, "{passes:?}");
+    assert_eq!(passes.len(), 16, "{passes:?}");
     assert!(
         passes[0].starts_with("Level(Info) tenant=")
             && passes[0].ends_with("source=freeradius rows=3 events=4 rejected=1"),
@@ -485,6 +485,18 @@ async fn scenario() {
             "{}",
             side.name
         );
+    }
+
+    // Stopped sessions' states can go (Ada's two and Bob's): nothing is read or counted again.
+    for side in &sides {
+        let reader = side.ingester().await;
+        let pruned = reader
+            .prune_stopped(Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(pruned, 3, "{}", side.name);
+        let report = reader.ingest().await.unwrap();
+        assert_eq!((report.events, report.usage.len()), (0, 0), "{report:?}");
     }
 
     // November 1st: October closes; Ada used 5,994,967,296 bytes, 5,000,000,000 included,

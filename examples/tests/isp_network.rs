@@ -3,13 +3,34 @@
 //! cannot start.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::hash::{Hash, Hasher};
+
 use rust_decimal::Decimal;
+
+/// A schema of this test's own per version of the PostgreSQL migrations (as dotmac-sqlx's
+/// tests do): a schema migrated by other migrations would refuse these.
+fn schema() -> String {
+    let dir = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../dotmac-sqlx/migrations/postgres"
+    );
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    files.sort();
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for file in files {
+        std::fs::read_to_string(file).unwrap().hash(&mut hasher);
+    }
+    format!("isp_network_test_{:08x}", hasher.finish() as u32)
+}
 
 #[tokio::test]
 async fn the_network_example_closes_the_loop_through_freeradius() {
     let url = std::env::var("DATABASE_URL")
         .expect("the network example needs DATABASE_URL (a PostgreSQL server); it never skips");
-    let report = dotmac_examples::network::run(&url, "isp_network_test")
+    let report = dotmac_examples::network::run(&url, &schema())
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     // New customers at their plan's rate (upload/download).

@@ -2,7 +2,9 @@
 -- session (`unique_id`: FreeRADIUS's `radacct.acctuniqueid`), written in the transaction that
 -- stores the usage the session's change produced and moves the reader's mark
 -- (`radius_ingest_marks`, migration 0013). `body` is the usage normaliser's state of the
--- session; `stopped` and `seen_at` let stopped sessions be pruned. Keyed by tenant first.
+-- session; `stopped`, `seen_at` (its latest record's time) and `change` (the id of the
+-- transaction that last wrote its radacct row) let stopped sessions be pruned once the mark
+-- has passed their row. Keyed by tenant first.
 
 CREATE TABLE radius_ingest_sessions (
     tenant_id  BLOB NOT NULL,
@@ -10,6 +12,7 @@ CREATE TABLE radius_ingest_sessions (
     unique_id  TEXT NOT NULL,
     stopped    INTEGER NOT NULL,
     seen_at    TEXT NOT NULL,
+    change     INTEGER NOT NULL,
     body       TEXT NOT NULL,
     PRIMARY KEY (tenant_id, source, unique_id)
 );
