@@ -37,6 +37,13 @@
 //! range) is reported in [`IngestReport::rejected`] and counted; its session gets no state, so
 //! if the row changes later (the user is now known) it is counted from zero then.
 //!
+//! **What the table cannot tell.** A `radacct` row holds a session's latest totals only: the
+//! interims between two passes are one growth, dated at the latest, and a Stop without traffic
+//! attributes (FreeRADIUS's query writes zeros) overwrites the totals, so the growth since the
+//! last pass before such a Stop is lost (the normaliser keeps the totals it saw and takes
+//! nothing back). Run passes at least as often as the NAS's interim interval, or have the NAS
+//! send its counters in the Stop.
+//!
 //! One reader serves one tenant's FreeRADIUS database, as the [provisioning
 //! adapter](crate::freeradius) does: FreeRADIUS's tables have no tenant column. User names
 //! are resolved to the customer and subscription of the tenant's network service of that
