@@ -44,6 +44,8 @@ mod error;
 mod event;
 mod id;
 mod idempotency;
+#[cfg(any(test, feature = "testkit"))]
+pub mod metrics_recorder;
 mod money;
 mod numbering;
 pub mod outbox;

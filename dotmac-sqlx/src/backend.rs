@@ -27,6 +27,8 @@ pub(crate) mod sqlite {
         pub(crate) use crate::outbox::sqlite as outbox;
         #[cfg(feature = "partners")]
         pub(crate) use crate::partners::sqlite as partners;
+        #[cfg(all(feature = "postgres", feature = "usage", feature = "customers"))]
+        pub(crate) use crate::radacct::sqlite as radacct;
         pub(crate) use crate::tenancy::sqlite as tenancy;
         pub(crate) use crate::tenants::sqlite as tenants;
         #[cfg(feature = "usage")]
@@ -56,6 +58,8 @@ pub(crate) mod postgres {
         pub(crate) use crate::outbox::postgres as outbox;
         #[cfg(feature = "partners")]
         pub(crate) use crate::partners::postgres as partners;
+        #[cfg(all(feature = "postgres", feature = "usage", feature = "customers"))]
+        pub(crate) use crate::radacct::postgres as radacct;
         pub(crate) use crate::tenancy::postgres as tenancy;
         pub(crate) use crate::tenants::postgres as tenants;
         #[cfg(feature = "usage")]

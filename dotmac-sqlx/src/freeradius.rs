@@ -19,8 +19,26 @@
 //! A small table of the adapter's own, `dotmac_provisioned (username, sequence)`, keeps the
 //! sequence of the last command applied per user name: a command at or below it changes
 //! nothing (a redelivery, or an old command requeued after newer ones ran).
+//!
+//! **Live sessions** (RFC 5176). What FreeRADIUS answers applies to the next Access-Request;
+//! a subscriber already online keeps the rate it was given until its NAS hears otherwise. With
+//! [`CoaSettings`], after a command is applied the adapter looks up the user's open sessions
+//! in `radacct` (no `acctstoptime`) and sends each session's NAS (`nasipaddress`, at the CoA
+//! port) a **Disconnect-Request** when the subscriber is suspended or removed (the NAS ends
+//! the session; its next Access-Request meets the suspended group), or a **CoA-Request** with
+//! the new rate-limit attributes otherwise (a plan change, a fair-usage slowdown, a restore),
+//! naming the session by `User-Name`, `Acct-Session-Id`, `NAS-IP-Address` and
+//! `Framed-IP-Address`. An ACK, or a Disconnect-NAK whose `Error-Cause` is
+//! Session-Context-Not-Found (the session already ended), completes the command; a NAS that
+//! does not answer fails it as retryable, and the redelivered command, already applied to the
+//! tables, sends the requests again (at least once: a repeated CoA sets the same rate, a
+//! repeated Disconnect finds no session); any other refusal parks it with the NAS's answer.
 
 use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Duration;
 
 use dotmac_core::TenantId;
 use dotmac_core::outbox::{BoxFuture, HandlerErrorKind};
@@ -28,6 +46,7 @@ use dotmac_customers::{Access, ProvisionError, Provisioner, ProvisioningCommand,
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
+use crate::coa::{self, Attribute, CoaError};
 use crate::error::{Context, SqlError};
 
 /// A NAS vendor whose rate-limit attributes the adapter writes.
@@ -58,12 +77,56 @@ pub enum SuspendedMode {
     },
 }
 
+/// Where and how the adapter sends RFC 5176 requests for a subscriber's live sessions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CoaSettings {
+    port: u16,
+    secret: String,
+    timeout: Duration,
+    attempts: u32,
+}
+
+impl CoaSettings {
+    /// Requests to each NAS's port 3799 (RFC 5176's) with the NAS's dynamic-authorization
+    /// `secret`, two seconds per try, three tries.
+    pub fn new(secret: &str) -> Self {
+        CoaSettings {
+            port: 3799,
+            secret: secret.to_owned(),
+            timeout: Duration::from_secs(2),
+            attempts: 3,
+        }
+    }
+
+    /// Another CoA port.
+    #[must_use]
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = port;
+        self
+    }
+
+    /// How long to wait for each answer.
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// How many times to send a request before the command fails as retryable (at least 1).
+    #[must_use]
+    pub fn attempts(mut self, attempts: u32) -> Self {
+        self.attempts = attempts.max(1);
+        self
+    }
+}
+
 /// How the adapter writes.
 #[derive(Debug, Clone)]
 pub struct FreeRadiusSettings {
     vendors: Vec<RateVendor>,
     suspended: SuspendedMode,
     group: String,
+    coa: Option<CoaSettings>,
 }
 
 impl Default for FreeRadiusSettings {
@@ -73,6 +136,7 @@ impl Default for FreeRadiusSettings {
             vendors: vec![RateVendor::Mikrotik],
             suspended: SuspendedMode::Reject,
             group: "dotmac-suspended".to_owned(),
+            coa: None,
         }
     }
 }
@@ -104,6 +168,61 @@ impl FreeRadiusSettings {
     /// The suspended group's name.
     pub fn group(&self) -> &str {
         &self.group
+    }
+
+    /// With RFC 5176 requests for live sessions (see the module docs); without, a change
+    /// reaches a subscriber at its next Access-Request.
+    #[must_use]
+    pub fn coa(mut self, coa: CoaSettings) -> Self {
+        self.coa = Some(coa);
+        self
+    }
+}
+
+/// A session FreeRADIUS has open for a user (`radacct` without `acctstoptime`).
+#[derive(Debug, Clone)]
+struct LiveSession {
+    session_id: String,
+    nas: IpAddr,
+    framed: Option<Ipv4Addr>,
+}
+
+/// What a command's write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Written {
+    /// Applied now.
+    Applied,
+    /// Already the user's last applied command (a redelivery).
+    Current,
+    /// Older than the last applied one: changes nothing, sends nothing.
+    Stale,
+}
+
+/// The rate-limit attributes of `command` as vendor-specific attributes of a CoA-Request.
+fn coa_rate_attributes(command: &ProvisioningCommand, vendors: &[RateVendor]) -> Vec<Attribute> {
+    rate_replies(command, vendors)
+        .into_iter()
+        .filter_map(|(attribute, _, value)| match attribute {
+            // Vendor 14988 (MikroTik), attribute 8; vendor 9 (Cisco), attribute 1.
+            "Mikrotik-Rate-Limit" => Some(Attribute::Vendor {
+                vendor: 14988,
+                kind: 8,
+                value,
+            }),
+            "Cisco-AVPair" => Some(Attribute::Vendor {
+                vendor: 9,
+                kind: 1,
+                value,
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
+fn coa_failure(error: CoaError) -> ProvisionError {
+    match error {
+        CoaError::Unanswered(..) => ProvisionError::retryable(error),
+        _ => ProvisionError::permanent(error),
     }
 }
 
@@ -188,6 +307,8 @@ pub struct FreeRadiusProvisioner {
     pool: PgPool,
     tenant: TenantId,
     settings: FreeRadiusSettings,
+    /// The identifier of the next RFC 5176 request.
+    identifier: Arc<AtomicU8>,
 }
 
 impl FreeRadiusProvisioner {
@@ -211,6 +332,7 @@ impl FreeRadiusProvisioner {
             pool,
             tenant,
             settings,
+            identifier: Arc::new(AtomicU8::new(0)),
         };
         adapter.prepare().await?;
         Ok(adapter)
@@ -275,7 +397,7 @@ impl FreeRadiusProvisioner {
         tx.commit().await.during("commit the suspended group")
     }
 
-    async fn write(&self, command: &ProvisioningCommand) -> Result<bool, SqlError> {
+    async fn write(&self, command: &ProvisioningCommand) -> Result<Written, SqlError> {
         let user = command.username.as_str();
         let mut tx = self.pool.begin().await.during("begin")?;
         sqlx::query("INSERT INTO dotmac_provisioned (username, sequence) VALUES ($1, 0) ON CONFLICT DO NOTHING")
@@ -293,7 +415,11 @@ impl FreeRadiusProvisioner {
         let sequence = i64::try_from(command.sequence).unwrap_or(i64::MAX);
         if held >= sequence {
             tx.commit().await.during("end")?;
-            return Ok(false);
+            return Ok(if held == sequence {
+                Written::Current
+            } else {
+                Written::Stale
+            });
         }
         for sql in [
             "DELETE FROM radcheck WHERE username = $1",
@@ -346,7 +472,82 @@ impl FreeRadiusProvisioner {
             .await
             .during("record the applied sequence")?;
         tx.commit().await.during("commit the user")?;
-        Ok(true)
+        Ok(Written::Applied)
+    }
+
+    /// The user's open sessions, as FreeRADIUS's accounting recorded them.
+    async fn live_sessions(&self, user: &str) -> Result<Vec<LiveSession>, SqlError> {
+        let rows: Vec<(String, Option<String>, Option<String>)> = sqlx::query_as(
+            "SELECT acctsessionid, host(nasipaddress), host(framedipaddress) FROM radacct \
+             WHERE username = $1 AND acctstoptime IS NULL ORDER BY radacctid",
+        )
+        .bind(user)
+        .fetch_all(&self.pool)
+        .await
+        .during("read the user's open sessions")?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(session_id, nas, framed)| {
+                Some(LiveSession {
+                    session_id,
+                    nas: nas?.parse().ok()?,
+                    framed: framed.and_then(|f| f.parse().ok()),
+                })
+            })
+            .collect())
+    }
+
+    /// Tells each live session's NAS of the command: a Disconnect-Request when the
+    /// subscriber may no longer be online, a CoA-Request with the new rate otherwise.
+    async fn notify(
+        &self,
+        command: &ProvisioningCommand,
+        coa_settings: &CoaSettings,
+    ) -> Result<(), ProvisionError> {
+        let sessions = self
+            .live_sessions(&command.username)
+            .await
+            .map_err(failure)?;
+        for session in sessions {
+            let mut attributes = vec![
+                Attribute::user_name(&command.username),
+                Attribute::acct_session_id(&session.session_id),
+            ];
+            if let IpAddr::V4(nas) = session.nas {
+                attributes.push(Attribute::nas_ip(nas));
+            }
+            if let Some(framed) = session.framed {
+                attributes.push(Attribute::framed_ip(framed));
+            }
+            let code = if command.access == Access::Allowed {
+                attributes.extend(coa_rate_attributes(command, &self.settings.vendors));
+                coa::COA_REQUEST
+            } else {
+                coa::DISCONNECT_REQUEST
+            };
+            let identifier = self.identifier.fetch_add(1, Ordering::Relaxed);
+            let packet = coa::encode(code, identifier, &attributes, &coa_settings.secret)
+                .map_err(coa_failure)?;
+            let nas = SocketAddr::new(session.nas, coa_settings.port);
+            match coa::exchange(
+                &packet,
+                nas,
+                &coa_settings.secret,
+                coa_settings.timeout,
+                coa_settings.attempts,
+            )
+            .await
+            {
+                Ok(()) => {}
+                // The session ended before the Disconnect reached it.
+                Err(CoaError::Refused {
+                    cause: Some(coa::SESSION_CONTEXT_NOT_FOUND),
+                    ..
+                }) if code == coa::DISCONNECT_REQUEST => {}
+                Err(e) => return Err(coa_failure(e)),
+            }
+        }
+        Ok(())
     }
 }
 
@@ -366,7 +567,11 @@ impl Provisioner for FreeRadiusProvisioner {
                     ),
                 ));
             }
-            self.write(command).await.map(drop).map_err(failure)
+            let written = self.write(command).await.map_err(failure)?;
+            match (&self.settings.coa, written) {
+                (Some(coa), Written::Applied | Written::Current) => self.notify(command, coa).await,
+                _ => Ok(()),
+            }
         })
     }
 }

@@ -92,6 +92,8 @@ mod backend;
 mod billing;
 #[cfg(feature = "billing")]
 mod billrun;
+#[cfg(all(feature = "postgres", feature = "customers"))]
+mod coa;
 #[cfg(feature = "collections")]
 mod collections;
 #[cfg(feature = "customers")]
@@ -109,6 +111,8 @@ mod numbers;
 mod outbox;
 #[cfg(feature = "partners")]
 mod partners;
+#[cfg(all(feature = "postgres", feature = "usage", feature = "customers"))]
+pub mod radacct;
 #[cfg(all(test, feature = "postgres", feature = "billing"))]
 mod rls_tests;
 #[cfg(feature = "billing")]

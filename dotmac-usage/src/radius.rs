@@ -486,22 +486,64 @@ pub struct RadiusNormaliser {
 #[derive(Serialize, Deserialize)]
 struct SavedNormaliser {
     settings: RadiusSettings,
-    sessions: Vec<SavedSession>,
+    sessions: Vec<SessionState>,
 }
 
-#[derive(Serialize, Deserialize)]
-struct SavedSession {
+/// One session's state, as a [`RadiusNormaliser`] keeps it: for a reader that persists
+/// sessions one by one (an incremental reader of a RADIUS server's accounting table saves the
+/// state of each session it touched, and restores only the sessions of its next batch), where
+/// serializing the whole normaliser would rewrite every open session each time.
+///
+/// Serialized as one entry of a serialized normaliser's `sessions`; its contents are the
+/// normaliser's business (read it back with [`RadiusNormaliser::restore_session`]).
+///
+/// ```
+/// use chrono::{TimeZone, Utc};
+/// use dotmac_usage::radius::*;
+/// use dotmac_usage::MeterId;
+/// use dotmac_core::CustomerId;
+///
+/// let settings = RadiusSettings::new(Direction::InputIsUpload, MeterId::from_u128(1), MeterId::from_u128(2));
+/// let resolver = |_: &str| Some((CustomerId::from_u128(9), None));
+/// let at = Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap();
+/// let interim = |octets: &str| RadiusRecord::from_attributes(
+///     [("Acct-Status-Type", "Interim-Update"), ("Acct-Unique-Session-Id", "s1"),
+///      ("User-Name", "alice"), ("Acct-Output-Octets", octets)],
+///     at,
+/// );
+/// let mut first = RadiusNormaliser::with_settings(settings);
+/// first.normalise(&interim("100")?, &resolver, &mut Vec::new())?;
+/// let key = SessionKey::Unique("s1".into());
+/// let saved = serde_json::to_string(&first.session_state(&key).unwrap()).unwrap();
+///
+/// // Another process, another day: only this session restored.
+/// let mut next = RadiusNormaliser::with_settings(settings);
+/// next.restore_session(serde_json::from_str(&saved).unwrap());
+/// let mut events = Vec::new();
+/// next.normalise(&interim("250")?, &resolver, &mut events)?;
+/// assert_eq!(events[0].quantity, rust_decimal::Decimal::from(150));
+/// # Ok::<(), dotmac_usage::UsageError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionState {
     key: String,
     #[serde(flatten)]
     session: Session,
 }
 
+impl SessionState {
+    /// Whether the session's Stop was seen.
+    pub fn stopped(&self) -> bool {
+        self.session.stopped
+    }
+}
+
 impl From<RadiusNormaliser> for SavedNormaliser {
     fn from(normaliser: RadiusNormaliser) -> Self {
-        let mut sessions: Vec<SavedSession> = normaliser
+        let mut sessions: Vec<SessionState> = normaliser
             .sessions
             .into_iter()
-            .map(|(key, session)| SavedSession {
+            .map(|(key, session)| SessionState {
                 key: key.into(),
                 session,
             })
@@ -637,6 +679,24 @@ impl RadiusNormaliser {
             seconds: s.seconds,
             stopped: s.stopped,
         })
+    }
+
+    /// One session's state, to persist on its own ([`SessionState`]); `None` when the session
+    /// is not tracked.
+    pub fn session_state(&self, key: &SessionKey) -> Option<SessionState> {
+        let mut buf = String::new();
+        key.encode(&mut buf);
+        self.sessions.get(buf.as_str()).map(|session| SessionState {
+            key: buf.clone(),
+            session: session.clone(),
+        })
+    }
+
+    /// Tracks a session as `state` says, replacing what the normaliser knew of it: the next
+    /// record of the session yields only its growth over the state's totals.
+    pub fn restore_session(&mut self, state: SessionState) {
+        self.sessions
+            .insert(state.key.into_boxed_str(), state.session);
     }
 
     /// Forgets stopped sessions (call after the period in which duplicates can still arrive).

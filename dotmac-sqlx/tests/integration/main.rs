@@ -17,6 +17,7 @@ mod foundation;
 mod freeradius;
 mod hardening;
 mod partners_suite;
+mod radacct;
 mod scaleout;
 mod store_spans;
 mod store_suites;
