@@ -52,7 +52,9 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use dotmac_core::{CustomerId, SubscriptionId, TenantId};
+use dotmac_core::outbox::OutboxEvent;
+use dotmac_core::{CustomerId, DomainEvent, EventId, IdDigest, SubscriptionId, TenantId};
+use dotmac_usage::AccountingEvent;
 use dotmac_usage::UsageError;
 use dotmac_usage::UsageEvent;
 use dotmac_usage::radius::{
@@ -348,6 +350,8 @@ struct Outcomes {
 struct Normalised {
     events: Vec<UsageEvent>,
     usage: Vec<SessionDelta>,
+    /// One `usage.session_accounted` per delta, written with the usage.
+    accounted: Vec<OutboxEvent>,
     rejected: Vec<RejectedRow>,
     states: Vec<(String, SessionState, DateTime<Utc>, u64)>,
     outcomes: Outcomes,
@@ -356,6 +360,7 @@ struct Normalised {
 type Accounts = HashMap<String, (CustomerId, Option<SubscriptionId>)>;
 
 fn normalise_page(
+    tenant: TenantId,
     settings: &RadacctSettings,
     rows: &[RadacctRow],
     states: Vec<SessionState>,
@@ -369,6 +374,7 @@ fn normalise_page(
     let mut out = Normalised {
         events: Vec::new(),
         usage: Vec::new(),
+        accounted: Vec::new(),
         rejected: Vec::new(),
         states: Vec::new(),
         outcomes: Outcomes::default(),
@@ -405,6 +411,30 @@ fn normalise_page(
                     account = Some((event.customer, event.subscription));
                 }
                 if let Some((customer, subscription)) = account {
+                    // One event per row version that added usage: its id derives from the
+                    // session and the row's change stamp, so a re-read row (which adds
+                    // nothing: the session's state is saved) could never publish it twice.
+                    let id = EventId::derived(
+                        IdDigest::new("usage.session_accounted")
+                            .uuid(tenant.as_uuid())
+                            .str(&settings.source)
+                            .str(&row.unique_id)
+                            .u64(row.change),
+                    );
+                    out.accounted.push(OutboxEvent::new(DomainEvent::at(
+                        id,
+                        tenant,
+                        at,
+                        AccountingEvent::SessionAccounted {
+                            customer,
+                            subscription,
+                            username: username.clone(),
+                            session: row.unique_id.clone(),
+                            at,
+                            download,
+                            upload,
+                        },
+                    )));
                     out.usage.push(SessionDelta {
                         unique_id: row.unique_id.clone(),
                         username,
@@ -752,13 +782,16 @@ impl Database {
                 }
             }
             let states = states.into_iter().map(|(_, state)| state).collect();
-            let mut page = normalise_page(settings, rows, states, &accounts);
+            let mut page = normalise_page(tenant, settings, rows, states, &accounts);
             page.outcomes.rejected = page
                 .outcomes
                 .rejected
                 .saturating_add(u64::try_from(unkeyable.len()).unwrap_or(u64::MAX));
             page.rejected.append(&mut unkeyable);
             let events = d::radacct::insert_events(&mut tx, tenant, &page.events).await?;
+            // The sessions' growth, for fair usage (the facade's FairUsageFollowsAccounting),
+            // in the transaction that stores the usage.
+            d::outbox::insert_core(&mut tx, tenant, &page.accounted).await?;
             for (unique_id, state, seen_at, change) in &page.states {
                 d::radacct::save_state(&mut tx, tenant, source, unique_id, state, *seen_at, *change)
                     .await?;
