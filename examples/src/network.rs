@@ -10,9 +10,10 @@
 //!    each subscriber is accepted at its plan's rate.
 //! 2. `radclient` sends the subscribers' accounting (Start, Interim-Updates, one past 2³² bytes
 //!    with Gigawords, Stop); `RadacctIngester` reads FreeRADIUS's `radacct` into the usage
-//!    store, and each session's growth feeds the fair-usage counters
-//!    (`CustomerService::record_usage`): the heavy user's rate drops once the threshold is
-//!    passed, and FreeRADIUS answers with the lower rate.
+//!    store and publishes each session's growth (`usage.session_accounted`) in the same
+//!    transaction; the facade's `FairUsageFollowsAccounting` counts it into the fair-usage
+//!    counters: the heavy user's rate drops once the threshold is passed, and FreeRADIUS
+//!    answers with the lower rate.
 //! 3. Collections: one subscriber never pays and is suspended (FreeRADIUS rejects him), one
 //!    pays after her suspension and is restored (accepted again).
 //! 4. November 1st: October's usage is rated and billed (the heavy user's overage line), and
@@ -39,15 +40,10 @@ use dotmac::collections::{
     PaymentStore, RestoreOnPayment,
 };
 use dotmac::customers::fup::{Direction as FupDirection, FupAction, FupPeriod, FupPolicy, FupRule};
-use dotmac::customers::{
-    CustomerKind, CustomerService, CustomersSettings, NewCustomer, NewService, ProvisioningHandler,
-    Rate, ServiceId, TechnicalProfile,
-};
-use dotmac::outbox::{Dispatcher, DispatcherSettings, EventHandler};
-use dotmac::reactions::{NetworkFollowsBilling, order_to_cash};
+use dotmac::customers::{CustomerKind, NewCustomer, NewService, Rate, ServiceId, TechnicalProfile};
+use dotmac::sql::DatabaseOptions;
 use dotmac::sql::freeradius::{CoaSettings, FreeRadiusProvisioner, FreeRadiusSettings};
 use dotmac::sql::radacct::{IngestReport, RadacctIngester, RadacctSettings};
-use dotmac::sql::{DatabaseOptions, SqlStore};
 use dotmac::usage::radius::{Direction, RadiusSettings};
 use dotmac::usage::{Aggregation, Meter, UsageStore};
 use dotmac::{
@@ -126,10 +122,8 @@ fn fair_usage() -> FupPolicy {
         period: FupPeriod::Month,
         direction: FupDirection::Download,
         threshold_bytes: FUP_BYTES,
-        // A fixed rate rather than `SpeedPercent(25)`: on main, `FupAction`'s internally tagged
-        // serde form cannot encode `SpeedPercent`'s bare integer, so a service whose policy
-        // holds one cannot be stored in SQL (reported to the fair-usage work).
-        action: FupAction::FixedRate(Rate::new(75_000, 12_500)),
+        // A quarter of Fibre 300's rate.
+        action: FupAction::SpeedPercent(25),
     })
 }
 
@@ -138,8 +132,6 @@ struct Loop {
     dotmac: Dotmac,
     tenant: TenantId,
     clock: Arc<ManualClock>,
-    customers: CustomerService<SqlStore, SharedClock>,
-    dispatcher: Dispatcher<SqlStore, SharedClock>,
     server: FreeRadius,
     radius_url: String,
     events_ingested: usize,
@@ -152,8 +144,13 @@ impl Loop {
         Ok(())
     }
 
+    /// The customers service of the facade (over the same database).
+    fn customers(&self) -> &dotmac::Customers {
+        self.dotmac.customers()
+    }
+
     async fn dispatch(&self) -> Result<(), AnyError> {
-        let summary = self.dispatcher.drain().await?;
+        let summary = self.dotmac.dispatch().await?;
         if summary.parked > 0 || summary.retried > 0 {
             return Err(format!("outbox events failed: {summary:?}").into());
         }
@@ -198,7 +195,7 @@ impl Loop {
     }
 
     /// A reader instance (from the persisted mark) reads `radacct`; each session's growth
-    /// goes to the fair-usage counters of the service of its user name.
+    /// goes to the fair-usage counters of the service of its user name, through the outbox.
     async fn ingest(&mut self, subscribers: &[Subscriber]) -> Result<IngestReport, AnyError> {
         let reader = RadacctIngester::connect(
             &self.radius_url,
@@ -218,24 +215,25 @@ impl Loop {
         if let Some(refused) = report.rejected.iter().find(|r| ours(&r.username)) {
             return Err(format!("the reader refused our own row: {refused:?}").into());
         }
-        for delta in &report.usage {
-            if let Some(s) = subscribers.iter().find(|s| s.user == delta.username) {
-                let outcome = self
-                    .customers
-                    .record_usage(
-                        self.tenant,
-                        s.service,
-                        delta.at,
-                        delta.download,
-                        delta.upload,
-                    )
-                    .await?;
-                if outcome.changed {
-                    println!("    fair usage: {} is now {:?}", s.user, outcome.verdict);
-                }
-            }
+        // The sessions' growth reaches fair usage through the outbox (the reader published it
+        // with the usage): what the dispatch changes is read back from each service.
+        let mut before = Vec::new();
+        for s in subscribers {
+            let service = self.customers().service(self.tenant, s.service).await?;
+            before.push(service.effective_rate());
         }
         self.dispatch().await?;
+        for (s, was) in subscribers.iter().zip(before) {
+            let service = self.customers().service(self.tenant, s.service).await?;
+            if service.effective_rate() != was {
+                println!(
+                    "    fair usage: {} is now at {:?} ({:?})",
+                    s.user,
+                    service.effective_rate(),
+                    service.throttle().map(|t| t.rule.as_str())
+                );
+            }
+        }
         Ok(report)
     }
 
@@ -367,16 +365,11 @@ pub async fn run(database_url: &str, schema: &str) -> Result<NetworkReport, AnyE
             .await?;
     }
 
-    // The network side: customers and services, and the FreeRADIUS adapter behind the
-    // outbox, in one dispatcher with the order-to-cash reactions (an event no handler of a
-    // dispatcher wants is marked handled, so one dispatcher carries them all).
-    let customers = CustomerService::new(
-        dotmac.store().clone(),
-        shared.clone(),
-        CustomersSettings::default(),
-    );
-    // Live sessions hear of changes too (RFC 5176): the harness's CoA listener plays the NAS
-    // every session names (NAS-IP-Address 127.0.0.1).
+    // The network side: the facade's customers service (same database) and, behind its
+    // outbox, the FreeRADIUS adapter: one dispatcher carries the order-to-cash, partner,
+    // tenancy and network reactions and the provisioning commands. Live sessions hear of
+    // changes too (RFC 5176): the harness's CoA listener plays the NAS every session names
+    // (NAS-IP-Address 127.0.0.1).
     let coa = CoaSettings::new(server.secret()).port(server.coa_port());
     let adapter = FreeRadiusProvisioner::connect(
         &radius_db.url(),
@@ -384,27 +377,11 @@ pub async fn run(database_url: &str, schema: &str) -> Result<NetworkReport, AnyE
         FreeRadiusSettings::default().coa(coa),
     )
     .await?;
-    let network: [Arc<dyn EventHandler>; 2] = [
-        Arc::new(NetworkFollowsBilling::new(customers.clone())),
-        Arc::new(ProvisioningHandler::new(adapter)),
-    ];
-    let dispatcher = order_to_cash(dotmac.billing().clone(), dotmac.collections().clone())
-        .into_iter()
-        .chain(network)
-        .fold(
-            Dispatcher::new(
-                dotmac.store().clone(),
-                shared.clone(),
-                DispatcherSettings::new("isp-network"),
-            ),
-            Dispatcher::handler,
-        );
+    let dotmac = dotmac.with_provisioner(adapter);
     let mut lp = Loop {
         dotmac,
         tenant,
         clock,
-        customers,
-        dispatcher,
         server,
         radius_url: radius_db.url(),
         events_ingested: 0,
@@ -434,7 +411,7 @@ pub async fn run(database_url: &str, schema: &str) -> Result<NetworkReport, AnyE
                     .anchor(date(10, 1)?),
             )
             .await?;
-        lp.customers
+        lp.customers()
             .create_customer(
                 tenant,
                 customer,
@@ -446,7 +423,7 @@ pub async fn run(database_url: &str, schema: &str) -> Result<NetworkReport, AnyE
             )
             .await?;
         let service = lp
-            .customers
+            .customers()
             .create_service(
                 tenant,
                 NewService {
@@ -473,7 +450,7 @@ pub async fn run(database_url: &str, schema: &str) -> Result<NetworkReport, AnyE
     lp.set(10, 1, 6)?;
     let october = lp.dotmac.billing().run_bill(tenant, date(10, 1)?).await?;
     for s in &subscribers {
-        lp.customers.activate_service(tenant, s.service).await?;
+        lp.customers().activate_service(tenant, s.service).await?;
     }
     lp.dispatch().await?;
     println!(
@@ -677,7 +654,10 @@ pub async fn run(database_url: &str, schema: &str) -> Result<NetworkReport, AnyE
             println!("    total {} ({:?})", invoice.total, invoice.status);
         }
     }
-    let reset = lp.customers.refresh_fair_usage(tenant, ada.service).await?;
+    let reset = lp
+        .customers()
+        .refresh_fair_usage(tenant, ada.service)
+        .await?;
     lp.dispatch().await?;
     let (code, rate) = lp.ask(&ada.user)?;
     println!(
