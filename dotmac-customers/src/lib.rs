@@ -73,6 +73,8 @@ pub use provisioning::{
     Access, MemoryProvisioner, ProvisionError, Provisioner, ProvisioningCommand,
     ProvisioningHandler,
 };
-pub use service::{AccountedSample, CustomerService, CustomersSettings, OverdueStep, UsageOutcome};
+pub use service::{
+    AccountedSample, CustomerService, CustomersSettings, OverdueStep, PlanService, UsageOutcome,
+};
 pub use store::{CustomerStore, CustomersStore, ServiceStore};
 pub use vocab::{Burst, MacAddress, PoolId, Rate, ServiceId, TopUpId};

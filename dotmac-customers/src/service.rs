@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use dotmac_core::outbox::OutboxEvent;
-use dotmac_core::{Clock, CustomerId, DomainEvent, SubscriptionId, TenantId};
+use dotmac_core::{Clock, CustomerId, DomainEvent, PlanId, SubscriptionId, TenantId};
 use serde::{Deserialize, Serialize};
 
 use crate::customer::{Customer, CustomerStatus, NewCustomer, OnboardingPlan, OnboardingStepKind};
@@ -32,6 +32,60 @@ const ATTEMPTS: u32 = 16;
 pub struct CustomersSettings {
     /// The onboarding checklist a signed customer gets.
     pub onboarding: OnboardingPlan,
+    /// The technical profile of each billing plan that is an internet service (its speed,
+    /// burst, data cap and fair-usage policy): what [`CustomerService::create_service_on_plan`]
+    /// gives a new service and [`CustomerService::follow_plan`] moves a service to.
+    plan_profiles: std::collections::BTreeMap<PlanId, TechnicalProfile>,
+}
+
+impl CustomersSettings {
+    /// With `profile` as the technical profile of `plan` (its addressing is the default of a
+    /// new service on the plan; a service keeps its own address, VLAN and CPE across plans).
+    pub fn with_plan_profile(mut self, plan: PlanId, profile: TechnicalProfile) -> Self {
+        self.plan_profiles.insert(plan, profile);
+        self
+    }
+
+    /// The technical profile of `plan`, if it has one.
+    pub fn plan_profile(&self, plan: PlanId) -> Option<&TechnicalProfile> {
+        self.plan_profiles.get(&plan)
+    }
+}
+
+/// A new service on a plan: [`NewService`] with the plan's technical profile
+/// ([`CustomersSettings::with_plan_profile`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PlanService {
+    /// The customer.
+    pub customer: CustomerId,
+    /// The billing subscription it delivers.
+    pub subscription: SubscriptionId,
+    /// The subscription's plan.
+    pub plan: PlanId,
+    /// The PPPoE / RADIUS user name (unique per tenant).
+    pub username: String,
+    /// The RADIUS password.
+    pub password: String,
+}
+
+impl PlanService {
+    /// A service for `subscription` (of `customer`, on `plan`) with these credentials.
+    pub fn new(
+        customer: CustomerId,
+        subscription: SubscriptionId,
+        plan: PlanId,
+        username: &str,
+        password: &str,
+    ) -> Self {
+        PlanService {
+            customer,
+            subscription,
+            plan,
+            username: username.to_owned(),
+            password: password.to_owned(),
+        }
+    }
 }
 
 /// An overdue onboarding step.
@@ -481,6 +535,82 @@ impl<S: CustomersStore, C: Clock> CustomerService<S, C> {
             .await?;
         }
         Ok(service)
+    }
+
+    /// [`CustomerService::create_service`] with the technical profile of the subscription's
+    /// plan ([`CustomersSettings::with_plan_profile`]).
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` (nothing written) for a plan without a technical profile; otherwise as
+    /// [`CustomerService::create_service`].
+    pub async fn create_service_on_plan(
+        &self,
+        tenant: TenantId,
+        new: PlanService,
+    ) -> Result<NetworkService> {
+        let profile = self.plan_profile_of(new.plan)?.clone();
+        self.create_service(
+            tenant,
+            NewService {
+                customer: new.customer,
+                subscription: new.subscription,
+                username: new.username,
+                password: new.password,
+                profile,
+            },
+        )
+        .await
+    }
+
+    /// Moves every service of `subscription` to `plan`'s technical profile (an upgrade or a
+    /// downgrade in force): the plan's rate, burst, data cap and fair-usage policy, the
+    /// service's own addressing, VLAN and CPE kept. Each service that changes is a
+    /// provisioning command (FreeRADIUS answers the new rate); one already on the profile,
+    /// or terminated, is left alone, so a replayed change changes nothing. A plan without a
+    /// technical profile (not an internet plan) changes nothing.
+    ///
+    /// # Errors
+    ///
+    /// Storage failures; `ConcurrentUpdate` after losing every attempt.
+    pub async fn follow_plan(
+        &self,
+        tenant: TenantId,
+        subscription: SubscriptionId,
+        plan: PlanId,
+    ) -> Result<Vec<NetworkService>> {
+        let Some(target) = self.inner.settings.plan_profile(plan).cloned() else {
+            return Ok(Vec::new());
+        };
+        let mut changed = Vec::new();
+        for service in self
+            .inner
+            .store
+            .services_of_subscription(tenant, subscription)
+            .await?
+        {
+            if service.status() == ServiceStatus::Terminated {
+                continue;
+            }
+            let own = service.profile();
+            let profile = TechnicalProfile {
+                addressing: own.addressing.clone(),
+                vlan: own.vlan,
+                cpe_mac: own.cpe_mac,
+                ..target.clone()
+            };
+            if &profile == own {
+                continue;
+            }
+            changed.push(self.change_profile(tenant, service.id(), profile).await?);
+        }
+        Ok(changed)
+    }
+
+    fn plan_profile_of(&self, plan: PlanId) -> Result<&TechnicalProfile> {
+        self.inner.settings.plan_profile(plan).ok_or_else(|| {
+            CustomersError::InvalidInput(format!("plan {plan} has no technical profile"))
+        })
     }
 
     /// A plan change: the new technical profile.

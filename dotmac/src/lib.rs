@@ -400,6 +400,7 @@ pub struct DotmacBuilder {
     currency: Currency,
     dispatcher: outbox::DispatcherSettings,
     tenancy: Option<TenancySettings>,
+    customers: CustomersSettings,
     tenant: Option<TenantId>,
 }
 
@@ -471,6 +472,14 @@ impl DotmacBuilder {
         self
     }
 
+    /// With the customers settings: the onboarding checklist, and the technical profile of
+    /// each internet plan (`CustomersSettings::with_plan_profile`), which new services get
+    /// and plan changes move them to.
+    pub fn customers(mut self, settings: CustomersSettings) -> Self {
+        self.customers = settings;
+        self
+    }
+
     /// With the platform's side of tenancy: its plan catalogue and default settings (the
     /// platform tiers and [`tenancy::Settings::platform_defaults`] unless set).
     pub fn tenancy(mut self, settings: TenancySettings) -> Self {
@@ -523,7 +532,7 @@ impl DotmacBuilder {
                 collections,
                 partners,
                 tenancy,
-                customers: CustomersSettings::default(),
+                customers: self.customers,
                 provisioning: None,
                 dispatcher: self.dispatcher,
             },
@@ -570,6 +579,7 @@ impl Dotmac {
             currency: Currency::USD,
             dispatcher: outbox::DispatcherSettings::new("dotmac"),
             tenancy: None,
+            customers: CustomersSettings::default(),
             tenant: None,
         }
     }
@@ -593,8 +603,12 @@ impl Dotmac {
         let measure_use: Arc<dyn outbox::EventHandler> =
             Arc::new(reactions::TenancyMeasuresUse::new(tenancy.clone()));
         let customers = CustomerService::new(store.clone(), Arc::clone(&clock), services.customers);
-        let network: [Arc<dyn outbox::EventHandler>; 3] = [
+        let network: [Arc<dyn outbox::EventHandler>; 4] = [
             Arc::new(reactions::NetworkFollowsBilling::new(customers.clone())),
+            Arc::new(reactions::NetworkFollowsPlans::new(
+                billing.clone(),
+                customers.clone(),
+            )),
             Arc::new(reactions::FairUsageFollowsAccounting::new(
                 customers.clone(),
             )),

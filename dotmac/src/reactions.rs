@@ -19,6 +19,7 @@
 //! | `payments.payment_refunded` | the commission the refunded payment earned is clawed back |
 //! | `billing.subscription_suspended` / `billing.subscription_restored` | the subscription's network services are suspended for non-payment / restored (a provisioning command each, issue 13) |
 //! | `billing.invoice_issued` | the tenant's platform usage counts one invoice issued ([`TenancyMeasuresUse`]) |
+//! | `billing.subscription_changed` (in force today) | the subscription's services move to the technical profile of its plan ([`NetworkFollowsPlans`]) |
 //! | `usage.session_accounted` | the session's growth counts into its service's fair-usage counters, once per event ([`FairUsageFollowsAccounting`]) |
 //! | `customers.fair_usage_top_up` with a price | a pending charge on the subscription's next invoice, once per top-up ([`BillingFollowsFairUsage`]) |
 //!
@@ -472,6 +473,74 @@ where
                 _ => Ok(()),
             }
             .map_err(customers_failure)
+        })
+    }
+}
+
+/// Plan changes, carried to the network: a `billing.subscription_changed` in force today (in
+/// the tenant's zone) moves the subscription's services to the technical profile of the plan
+/// it is on today ([`CustomerService::follow_plan`]): an upgrade's speed reaches FreeRADIUS
+/// through a provisioning command. A replayed event changes nothing (the services are on the
+/// profile already). A change dated later (a downgrade at the period's end) is not in force
+/// when its event is handled: the embedder's daily job calls `follow_plan` on its date.
+pub struct NetworkFollowsPlans<B, S, C> {
+    billing: BillingService<B, C>,
+    customers: CustomerService<S, C>,
+}
+
+impl<B, S, C> NetworkFollowsPlans<B, S, C> {
+    /// The handler over `billing` (its subscriptions and zone) and `customers`.
+    pub fn new(billing: BillingService<B, C>, customers: CustomerService<S, C>) -> Self {
+        NetworkFollowsPlans { billing, customers }
+    }
+}
+
+impl<B, S, C> EventHandler for NetworkFollowsPlans<B, S, C>
+where
+    B: BillingStore + 'static,
+    S: CustomersStore + 'static,
+    C: Clock + 'static,
+{
+    fn name(&self) -> &str {
+        "network-follows-plans"
+    }
+
+    fn handles(&self, event_type: &str) -> bool {
+        event_type == "billing.subscription_changed"
+    }
+
+    fn handle<'a>(&'a self, message: &'a OutboxMessage) -> BoxFuture<'a, Result<(), HandlerError>> {
+        Box::pin(async move {
+            let event: BillingEvent = message.decode().map_err(HandlerError::permanent)?;
+            let BillingEvent::SubscriptionChanged {
+                subscription,
+                effective,
+                ..
+            } = event
+            else {
+                return Ok(());
+            };
+            let today = self.billing.clock().today_in(self.billing.settings().zone);
+            if effective > today {
+                return Ok(());
+            }
+            let Some(sub) = self
+                .billing
+                .store()
+                .subscription(message.tenant, subscription)
+                .await
+                .map_err(billing_failure)?
+            else {
+                return Ok(());
+            };
+            let Some(plan) = sub.plan_on(today) else {
+                return Ok(());
+            };
+            self.customers
+                .follow_plan(message.tenant, subscription, plan)
+                .await
+                .map(drop)
+                .map_err(customers_failure)
         })
     }
 }

@@ -469,3 +469,145 @@ async fn the_facade_carries_provisioning_to_its_provisioner() {
         Access::Allowed
     );
 }
+
+/// Plans carry their technical profile: a service made on a plan gets its rate, and an
+/// upgrade in force moves the service (and the provisioner) to the new plan's rate; the same
+/// plan followed again changes nothing.
+#[tokio::test]
+async fn services_take_their_plans_profile_and_follow_an_upgrade() {
+    use dotmac::billing::{
+        ChangeTiming, Charge, NewSubscription, Plan, Product, ProrationBehavior, SubscriptionChange,
+    };
+    use dotmac::customers::{PlanService, ServiceStore};
+    use dotmac::{Currency, CustomerAccount, Dotmac, Money, PlanId, ProductId};
+
+    let day = |d| NaiveDate::from_ymd_opt(2026, 11, d).unwrap();
+    let clock = ManualClock::new(Utc.with_ymd_and_hms(2026, 11, 2, 8, 0, 0).unwrap());
+    let (fibre_100, fibre_300) = (PlanId::new(), PlanId::new());
+    let product = Product {
+        id: ProductId::new(),
+        name: "Fibre".into(),
+    };
+    let plan = |id, name: &str, cents| {
+        Plan::builder(id, product.id, name)
+            .charge(Charge::recurring_flat([Money::from_minor(
+                cents,
+                Currency::USD,
+            )]))
+            .build(day(1))
+            .unwrap()
+    };
+    let network = Arc::new(MemoryProvisioner::new());
+    let dotmac = Dotmac::builder("sqlite::memory:")
+        .clock(clock)
+        .customers(
+            CustomersSettings::default()
+                .with_plan_profile(fibre_100, TechnicalProfile::new(Rate::mbps(100, 20)))
+                .with_plan_profile(fibre_300, TechnicalProfile::new(Rate::mbps(300, 50))),
+        )
+        .connect()
+        .await
+        .unwrap()
+        .with_provisioner(network.clone());
+    let tenant = dotmac.create_tenant("Plans ISP").await.unwrap();
+    for p in [
+        plan(fibre_100, "Fibre 100", 4000),
+        plan(fibre_300, "Fibre 300", 6000),
+    ] {
+        dotmac
+            .publish_plan(tenant, product.clone(), p)
+            .await
+            .unwrap();
+    }
+    let customer = CustomerId::new();
+    let (sub, _) = dotmac
+        .subscribe(
+            tenant,
+            CustomerAccount::new(customer, Currency::USD),
+            NewSubscription::new(customer, fibre_100, Currency::USD, day(2)),
+        )
+        .await
+        .unwrap();
+    let customers = dotmac.customers();
+    customers
+        .create_customer(
+            tenant,
+            customer,
+            NewCustomer::lead(CustomerKind::Person {
+                first_name: "Up".into(),
+                last_name: "Grader".into(),
+            })
+            .signed(),
+        )
+        .await
+        .unwrap();
+    // A plan without a profile is refused, and nothing is written.
+    let refused = customers
+        .create_service_on_plan(
+            tenant,
+            PlanService::new(customer, sub.id, PlanId::new(), "plans-up", "pw"),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, dotmac::customers::CustomersError::InvalidInput(_)),
+        "{refused:?}"
+    );
+    assert!(
+        customers
+            .store()
+            .services_of_subscription(tenant, sub.id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let service = customers
+        .create_service_on_plan(
+            tenant,
+            PlanService::new(customer, sub.id, fibre_100, "plans-up", "pw"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(service.profile().rate, Rate::mbps(100, 20));
+    customers
+        .activate_service(tenant, service.id())
+        .await
+        .unwrap();
+    dotmac.dispatch().await.unwrap();
+    assert_eq!(
+        network.state(tenant, "plans-up").unwrap().rate,
+        Rate::mbps(100, 20)
+    );
+
+    // The upgrade, in force today.
+    dotmac
+        .billing()
+        .change_subscription(
+            tenant,
+            sub.id,
+            SubscriptionChange::Plan {
+                plan: fibre_300,
+                version: None,
+            },
+            day(2),
+            ChangeTiming::Immediate,
+            ProrationBehavior::NextInvoice,
+        )
+        .await
+        .unwrap();
+    dotmac.dispatch().await.unwrap();
+    assert_eq!(
+        network.state(tenant, "plans-up").unwrap().rate,
+        Rate::mbps(300, 50)
+    );
+    let moved = customers.service(tenant, service.id()).await.unwrap();
+    assert_eq!(moved.profile().rate, Rate::mbps(300, 50));
+    // Following the same plan again changes nothing.
+    assert!(
+        customers
+            .follow_plan(tenant, sub.id, fibre_300)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
