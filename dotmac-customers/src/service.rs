@@ -594,7 +594,7 @@ impl<S: CustomersStore, C: Clock> CustomerService<S, C> {
             }
             let own = service.profile();
             let profile = TechnicalProfile {
-                addressing: own.addressing.clone(),
+                addressing: own.addressing,
                 vlan: own.vlan,
                 cpe_mac: own.cpe_mac,
                 ..target.clone()
