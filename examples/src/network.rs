@@ -40,7 +40,9 @@ use dotmac::collections::{
     PaymentStore, RestoreOnPayment,
 };
 use dotmac::customers::fup::{Direction as FupDirection, FupAction, FupPeriod, FupPolicy, FupRule};
-use dotmac::customers::{CustomerKind, NewCustomer, NewService, Rate, ServiceId, TechnicalProfile};
+use dotmac::customers::{
+    CustomerKind, CustomersSettings, NewCustomer, PlanService, Rate, ServiceId, TechnicalProfile,
+};
 use dotmac::sql::DatabaseOptions;
 use dotmac::sql::freeradius::{CoaSettings, FreeRadiusProvisioner, FreeRadiusSettings};
 use dotmac::sql::radacct::{IngestReport, RadacctIngester, RadacctSettings};
@@ -317,7 +319,13 @@ pub async fn run(database_url: &str, schema: &str) -> Result<NetworkReport, AnyE
     };
     let mut plans = Vec::new();
     let mut usage_settings = UsageBillingSettings::new(zone, meters);
-    for (name, id, _, _, fee) in PLANS {
+    // Each plan's technical profile: its speed and the fair-usage rule.
+    let mut customers_settings = CustomersSettings::default();
+    for (name, id, down, up, fee) in PLANS {
+        customers_settings = customers_settings.with_plan_profile(
+            PlanId::from_u128(id),
+            TechnicalProfile::new(Rate::mbps(down, up)).fair_usage(fair_usage()),
+        );
         let plan = Plan::builder(PlanId::from_u128(id), product.id, name)
             .interval(BillingInterval::MONTHLY)
             .charge(Charge::recurring_flat([Money::new(
@@ -356,6 +364,7 @@ pub async fn run(database_url: &str, schema: &str) -> Result<NetworkReport, AnyE
         )
         .usage(usage_settings)
         .collections(CollectionsSettings::new(policy).with_zone(zone))
+        .customers(customers_settings)
         .connect()
         .await?;
     let tenant = dotmac.create_tenant("Example Fibre").await?;
@@ -394,7 +403,7 @@ pub async fn run(database_url: &str, schema: &str) -> Result<NetworkReport, AnyE
     let run_id = &uuid::Uuid::now_v7().simple().to_string()[24..];
     let mut subscribers = Vec::new();
     for (first, plan) in [("ada", 1usize), ("bob", 0), ("cy", 0)] {
-        let (_, plan_id, down, up, _) = PLANS[plan];
+        let (_, plan_id, _, _, _) = PLANS[plan];
         let customer = CustomerId::new();
         let subscription = SubscriptionId::new();
         let user = format!("{first}-{run_id}");
@@ -424,15 +433,15 @@ pub async fn run(database_url: &str, schema: &str) -> Result<NetworkReport, AnyE
             .await?;
         let service = lp
             .customers()
-            .create_service(
+            .create_service_on_plan(
                 tenant,
-                NewService {
+                PlanService::new(
                     customer,
                     subscription,
-                    username: user.clone(),
-                    password: "pa55".into(),
-                    profile: TechnicalProfile::new(Rate::mbps(down, up)).fair_usage(fair_usage()),
-                },
+                    PlanId::from_u128(plan_id),
+                    &user,
+                    "pa55",
+                ),
             )
             .await?;
         subscribers.push(Subscriber {
