@@ -813,6 +813,34 @@ impl Dotmac {
         &self.customers
     }
 
+    /// Creates a customer record ([`CustomerService::create_customer`]) counted against the
+    /// tenant's customer quota where it is created: the customer is admitted first (all or
+    /// nothing, exactly one winner at the limit however many create at once; an id already
+    /// counted is not counted again), and released again if the record is then refused.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Tenancy`] with [`TenancyError::QuotaExceeded`] (naming the quota, its limit
+    /// and its use; nothing is written), or what the tenant's status refuses;
+    /// [`Error::Customers`] as `create_customer` (the admission is released, except for a
+    /// customer that already exists, who stays counted).
+    pub async fn create_customer(
+        &self,
+        tenant: TenantId,
+        id: CustomerId,
+        new: dotmac_customers::NewCustomer,
+    ) -> Result<dotmac_customers::Customer, Error> {
+        self.tenancy.admit_customers(tenant, &[id]).await?;
+        match self.customers.create_customer(tenant, id, new).await {
+            Ok(customer) => Ok(customer),
+            Err(error @ CustomersError::AlreadyExists { .. }) => Err(error.into()),
+            Err(error) => {
+                self.tenancy.release_customers(tenant, &[id]).await?;
+                Err(error.into())
+            }
+        }
+    }
+
     /// The outbox dispatcher, with every order-to-cash reaction ([`reactions`]) registered.
     pub fn dispatcher(&self) -> &Dispatcher {
         &self.dispatcher

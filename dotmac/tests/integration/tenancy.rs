@@ -416,3 +416,74 @@ async fn the_support_desk_reads_its_calendar_from_the_tenant() {
         Some(Utc.with_ymd_and_hms(2026, 3, 2, 16, 0, 0).unwrap())
     );
 }
+
+/// Customers made through the facade count against the tenant's quota where they are made: the
+/// starter plan's 100th is admitted, the 101st is the quota's error and leaves no record, and
+/// an invalid customer is released again.
+#[tokio::test]
+async fn the_facade_counts_customers_against_the_quota_where_they_are_created() {
+    use dotmac::customers::{CustomerKind, NewCustomer};
+    let clock = FixedClock::new(Utc.with_ymd_and_hms(2026, 3, 2, 9, 0, 0).unwrap());
+    let dotmac = Dotmac::builder("sqlite::memory:")
+        .clock(clock)
+        .connect()
+        .await
+        .unwrap();
+    let ops = Actor::platform("onboarding");
+    let tenant = TenantId::new();
+    let tenancy = dotmac.tenancy();
+    tenancy
+        .request_tenant(
+            tenant,
+            NewTenant::new("Small Fibre").plan(PlanCode::STARTER),
+            ops.clone(),
+        )
+        .await
+        .unwrap();
+    for to in [TenantStatus::Provisioning, TenantStatus::Active] {
+        tenancy
+            .transition(tenant, to, ops.clone(), None)
+            .await
+            .unwrap();
+    }
+    let person = || {
+        NewCustomer::lead(CustomerKind::Person {
+            first_name: "A".into(),
+            last_name: "B".into(),
+        })
+    };
+    // An invalid record is refused and released: it never counts.
+    let invalid = NewCustomer::lead(CustomerKind::Person {
+        first_name: String::new(),
+        last_name: String::new(),
+    });
+    let refused = dotmac
+        .create_customer(tenant, CustomerId::new(), invalid)
+        .await
+        .unwrap_err();
+    assert!(matches!(refused, Error::Customers(_)), "{refused:?}");
+    for _ in 0..100 {
+        dotmac
+            .create_customer(tenant, CustomerId::new(), person())
+            .await
+            .unwrap();
+    }
+    let over = CustomerId::new();
+    let error = dotmac
+        .create_customer(tenant, over, person())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &error,
+            Error::Tenancy(TenancyError::QuotaExceeded {
+                quota: Quota::Customers,
+                limit: 100,
+                used: 100,
+                ..
+            })
+        ),
+        "{error:?}"
+    );
+    assert!(dotmac.customers().customer(tenant, over).await.is_err());
+}
