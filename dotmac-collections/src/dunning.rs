@@ -315,7 +315,7 @@ pub enum RestoreOnPayment {
 ///
 /// A policy has one currency: its fees and minimum balance are amounts in it, and
 /// [`evaluate`] refuses an invoice in another currency (one policy per currency; see the
-/// [module documentation](self)).
+/// [crate documentation](crate)).
 ///
 /// ```
 /// use chrono::Weekday;

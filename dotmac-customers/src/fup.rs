@@ -3,7 +3,7 @@
 //! rate or to a fixed rate) or block it, counters that reset at their period's boundary.
 //!
 //! Everything here is a pure function of the policy, the counters and an instant: usage is
-//! [`FupCounters::record`]ed as it arrives (a sample dated inside a free window is not
+//! recorded as it arrives ([`FupPolicy::record`]) (a sample dated inside a free window is not
 //! counted), and [`FupPolicy::evaluate`] says what should hold at an instant, counters whose
 //! period has ended reading zero. The service turns a change of that verdict into a
 //! provisioning command and a [`CustomerEvent::FairUsage`](crate::CustomerEvent::FairUsage).

@@ -346,7 +346,7 @@ impl SqlStore {
     /// # Errors
     ///
     /// [`SqlError::LeaseLost`] if the chunk is no longer this claim's (nothing is written),
-    /// [`SqlError::Billing`] for a per-commit error of [`record_chunk`] (nothing is written; the
+    /// [`SqlError::Billing`] for a per-commit error of `record_chunk` (nothing is written; the
     /// chunk is claimable again after the lease; a customer's domain error while billing is not
     /// one: it is left out and reported), [`SqlError::LockTimeout`] if the tenant's invoice
     /// counter stayed locked longer than the claim's lock timeout (nothing is written; call again
