@@ -1286,9 +1286,8 @@ fn count_actions(fired: &[FiredAction]) {
 /// `metrics` recorder (no exporter as a dev-dependency) and `dotmac_core`'s span recorder.
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::{Arc, Mutex};
+
+    use std::sync::Mutex;
 
     use dotmac_core::span_recorder::record_spans;
 
@@ -1298,52 +1297,14 @@ mod tests {
 
     use chrono::{TimeZone, Utc, Weekday};
     use dotmac_core::ManualClock;
-    use metrics::{
-        Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
-    };
+
     use rust_decimal::Decimal;
 
     use super::*;
     use crate::dunning::{InMemoryDunningStore, RestoreOnPayment};
     use crate::payments::InMemoryPaymentStore;
 
-    /// Counts increments per `name{label=value,…}`.
-    #[derive(Default)]
-    struct Counting(Mutex<BTreeMap<String, Arc<AtomicU64>>>);
-
-    impl Counting {
-        /// Every counter that moved, as `name{labels}=value`.
-        fn moved(&self) -> Vec<String> {
-            let counters = self.0.lock().unwrap();
-            counters
-                .iter()
-                .map(|(k, v)| (k, v.load(Ordering::Relaxed)))
-                .filter(|(_, v)| *v > 0)
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect()
-        }
-    }
-
-    impl Recorder for Counting {
-        fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-        fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-        fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-        fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
-            let labels: Vec<String> = key
-                .labels()
-                .map(|l| format!("{}={}", l.key(), l.value()))
-                .collect();
-            let name = format!("{}{{{}}}", key.name(), labels.join(","));
-            let mut counters = self.0.lock().unwrap();
-            Counter::from_arc(Arc::clone(counters.entry(name).or_default()))
-        }
-        fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
-            Gauge::noop()
-        }
-        fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
-            Histogram::noop()
-        }
-    }
+    use dotmac_core::metrics_recorder::Counting;
 
     const TENANT: TenantId = TenantId::from_u128(1);
 

@@ -1184,16 +1184,10 @@ fn is_sla_active(config: &SupportConfig, ticket: &Ticket) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::{Arc, Mutex};
 
     use chrono::TimeZone;
     use dotmac_core::ManualClock;
     use dotmac_core::span_recorder::record_spans;
-    use metrics::{
-        Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
-    };
 
     use super::*;
     use crate::calendar::BusinessCalendar;
@@ -1201,38 +1195,7 @@ mod tests {
     use crate::routing::{AssignmentStrategy, Router};
     use crate::sla::{SlaPolicy, SlaPolicySet};
 
-    /// Counts increments per `name{label=value,…}`: enough to prove a counter fires, without
-    /// a metrics exporter as a dev-dependency.
-    #[derive(Default)]
-    struct Counting(Mutex<BTreeMap<String, Arc<AtomicU64>>>);
-
-    impl Counting {
-        fn get(&self, key: &str) -> u64 {
-            let counters = self.0.lock().unwrap();
-            counters.get(key).map_or(0, |c| c.load(Ordering::Relaxed))
-        }
-    }
-
-    impl Recorder for Counting {
-        fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-        fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-        fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-        fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
-            let labels: Vec<String> = key
-                .labels()
-                .map(|l| format!("{}={}", l.key(), l.value()))
-                .collect();
-            let name = format!("{}{{{}}}", key.name(), labels.join(","));
-            let mut counters = self.0.lock().unwrap();
-            Counter::from_arc(Arc::clone(counters.entry(name).or_default()))
-        }
-        fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
-            Gauge::noop()
-        }
-        fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
-            Histogram::noop()
-        }
-    }
+    use dotmac_core::metrics_recorder::Counting;
 
     #[test]
     fn opening_a_ticket_moves_the_opened_and_waiting_counters() {

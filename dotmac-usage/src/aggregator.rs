@@ -1400,7 +1400,7 @@ mod tests {
 
     #[test]
     fn a_batch_counts_its_outcomes_once_and_a_single_ingest_counts_nothing() {
-        use crate::store::observe::Counting;
+        use dotmac_core::metrics_recorder::Counting;
         let sum = Meter {
             id: MeterId::from_u128(1),
             code: "gb".into(),

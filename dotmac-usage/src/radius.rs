@@ -1488,7 +1488,7 @@ mod tests {
 
     #[test]
     fn records_are_counted_by_outcome_once_per_batch_or_record() {
-        use crate::store::observe::Counting;
+        use dotmac_core::metrics_recorder::Counting;
         let mut n = RadiusNormaliser::new(
             Direction::InputIsUpload,
             MeterId::from_u128(1),

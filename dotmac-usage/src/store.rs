@@ -468,57 +468,6 @@ impl UsageStore for InMemoryUsageStore {
     }
 }
 
-/// A counting `metrics` recorder for this crate's observability tests, without an exporter as
-/// a dev-dependency (spans are recorded by `dotmac_core::span_recorder`).
-#[cfg(test)]
-pub(crate) mod observe {
-    use std::collections::BTreeMap;
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::{Arc, Mutex};
-
-    use metrics::{
-        Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
-    };
-
-    /// Counts increments per `name{label=value,…}`.
-    #[derive(Default)]
-    pub(crate) struct Counting(Mutex<BTreeMap<String, Arc<AtomicU64>>>);
-
-    impl Counting {
-        /// Every counter that moved, as `name{labels}=value`.
-        pub(crate) fn moved(&self) -> Vec<String> {
-            let counters = self.0.lock().unwrap();
-            counters
-                .iter()
-                .map(|(k, v)| (k, v.load(Ordering::Relaxed)))
-                .filter(|(_, v)| *v > 0)
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect()
-        }
-    }
-
-    impl Recorder for Counting {
-        fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-        fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-        fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-        fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
-            let labels: Vec<String> = key
-                .labels()
-                .map(|l| format!("{}={}", l.key(), l.value()))
-                .collect();
-            let name = format!("{}{{{}}}", key.name(), labels.join(","));
-            let mut counters = self.0.lock().unwrap();
-            Counter::from_arc(Arc::clone(counters.entry(name).or_default()))
-        }
-        fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
-            Gauge::noop()
-        }
-        fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
-            Histogram::noop()
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;

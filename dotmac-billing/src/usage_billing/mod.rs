@@ -856,8 +856,8 @@ fn is_weighted(aggregation: &Aggregation) -> bool {
 #[cfg(test)]
 mod observability_tests {
     use std::collections::BTreeMap;
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::{Arc, Mutex};
+
+    use std::sync::Mutex;
 
     use dotmac_core::span_recorder::record_spans;
 
@@ -870,10 +870,7 @@ mod observability_tests {
         BillingInterval, Currency, FixedClock, InvoiceId, MeterId, ProductId, UsageEventId,
     };
     use dotmac_usage::{InMemoryUsageStore, UsageEvent};
-    use metrics::{
-        Counter, Gauge, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder, SharedString,
-        Unit,
-    };
+
     use rust_decimal_macros::dec;
 
     use super::*;
@@ -885,56 +882,7 @@ mod observability_tests {
     use crate::store::{CustomerAccount, InvoiceStore};
     use crate::subscription::NewSubscription;
 
-    /// Counts counter increments and histogram samples per `name{label=value,…}`.
-    #[derive(Default)]
-    struct Counting(Mutex<BTreeMap<String, Arc<AtomicU64>>>);
-
-    /// A histogram that counts its samples.
-    struct Samples(Arc<AtomicU64>);
-
-    impl HistogramFn for Samples {
-        fn record(&self, _: f64) {
-            self.0.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    impl Counting {
-        fn slot(&self, key: &Key) -> Arc<AtomicU64> {
-            let labels: Vec<String> = key
-                .labels()
-                .map(|l| format!("{}={}", l.key(), l.value()))
-                .collect();
-            let name = format!("{}{{{}}}", key.name(), labels.join(","));
-            let mut counters = self.0.lock().unwrap();
-            Arc::clone(counters.entry(name).or_default())
-        }
-
-        /// Every counter or histogram that moved, as `name{labels}=value`.
-        fn moved(&self) -> Vec<String> {
-            let counters = self.0.lock().unwrap();
-            counters
-                .iter()
-                .map(|(k, v)| (k, v.load(Ordering::Relaxed)))
-                .filter(|(_, v)| *v > 0)
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect()
-        }
-    }
-
-    impl Recorder for Counting {
-        fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-        fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-        fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-        fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
-            Counter::from_arc(self.slot(key))
-        }
-        fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
-            Gauge::noop()
-        }
-        fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
-            Histogram::from_arc(Arc::new(Samples(self.slot(key))))
-        }
-    }
+    use dotmac_core::metrics_recorder::Counting;
 
     const TENANT: TenantId = TenantId::from_u128(1);
     const CUSTOMER: CustomerId = CustomerId::from_u128(2);
@@ -1044,7 +992,7 @@ mod observability_tests {
     #[test]
     fn a_billing_month_moves_each_counter_once_with_its_count() {
         let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-        let recorder = Counting::default();
+        let recorder = Counting::with_histograms();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
