@@ -14,6 +14,15 @@ use dotmac::outbox::{Dispatcher, DispatcherSettings, MemoryOutbox, OutboxEvent, 
 use dotmac::reactions::NetworkFollowsBilling;
 use dotmac::{CustomerId, DomainEvent, ManualClock, SubscriptionId, TenantId};
 
+/// A signed customer (a person), ready for services.
+fn signed(first_name: &str, last_name: &str) -> NewCustomer {
+    NewCustomer::lead(CustomerKind::Person {
+        first_name: first_name.into(),
+        last_name: last_name.into(),
+    })
+    .signed()
+}
+
 #[tokio::test]
 async fn billing_suspensions_and_restores_reach_the_provisioner_once() {
     let tenant = TenantId::new();
@@ -34,15 +43,7 @@ async fn billing_suspensions_and_restores_reach_the_provisioner_once() {
     let customer = CustomerId::new();
     let subscription = SubscriptionId::new();
     customers
-        .create_customer(
-            tenant,
-            customer,
-            NewCustomer::lead(CustomerKind::Person {
-                first_name: "A".into(),
-                last_name: "B".into(),
-            })
-            .signed(),
-        )
+        .create_customer(tenant, customer, signed("A", "B"))
         .await
         .unwrap();
     let service = customers
@@ -183,15 +184,7 @@ async fn a_paid_top_up_lifts_the_block_and_is_charged_once() {
         .unwrap();
 
     customers
-        .create_customer(
-            tenant,
-            customer,
-            NewCustomer::lead(CustomerKind::Person {
-                first_name: "C".into(),
-                last_name: "D".into(),
-            })
-            .signed(),
-        )
+        .create_customer(tenant, customer, signed("C", "D"))
         .await
         .unwrap();
     let gb = 1u64 << 30;
@@ -312,15 +305,7 @@ async fn accounted_sessions_count_into_fair_usage_once() {
         .handler(Arc::new(ProvisioningHandler::new(network.clone())));
     let customer = CustomerId::new();
     customers
-        .create_customer(
-            tenant,
-            customer,
-            NewCustomer::lead(CustomerKind::Person {
-                first_name: "Heavy".into(),
-                last_name: "User".into(),
-            })
-            .signed(),
-        )
+        .create_customer(tenant, customer, signed("Heavy", "User"))
         .await
         .unwrap();
     let policy = FupPolicy::new(chrono_tz::UTC).rule(FupRule {
@@ -416,15 +401,7 @@ async fn the_facade_carries_provisioning_to_its_provisioner() {
     let customer = CustomerId::new();
     dotmac
         .customers()
-        .create_customer(
-            tenant,
-            customer,
-            NewCustomer::lead(CustomerKind::Person {
-                first_name: "A".into(),
-                last_name: "B".into(),
-            })
-            .signed(),
-        )
+        .create_customer(tenant, customer, signed("A", "B"))
         .await
         .unwrap();
     let service = dotmac
@@ -530,15 +507,7 @@ async fn services_take_their_plans_profile_and_follow_an_upgrade() {
         .unwrap();
     let customers = dotmac.customers();
     customers
-        .create_customer(
-            tenant,
-            customer,
-            NewCustomer::lead(CustomerKind::Person {
-                first_name: "Up".into(),
-                last_name: "Grader".into(),
-            })
-            .signed(),
-        )
+        .create_customer(tenant, customer, signed("Up", "Grader"))
         .await
         .unwrap();
     // A plan without a profile is refused, and nothing is written.

@@ -20,16 +20,13 @@ fn day(m: u32, d: u32) -> NaiveDate {
 
 /// A tenant on the professional plan, active, paying in EUR on net 30 in Lisbon with its own
 /// dunning policy.
-async fn configured_tenant(dotmac: &Dotmac) -> (TenantId, DunningPolicy) {
+/// A tenant requested on `plan`, provisioned and active, by the platform's onboarding.
+async fn active_tenant(dotmac: &Dotmac, name: &str, plan: PlanCode) -> TenantId {
     let tenancy = dotmac.tenancy();
     let ops = Actor::platform("onboarding");
     let tenant = TenantId::new();
     tenancy
-        .request_tenant(
-            tenant,
-            NewTenant::new("Lisboa Fibra").plan(PlanCode::PROFESSIONAL),
-            ops.clone(),
-        )
+        .request_tenant(tenant, NewTenant::new(name).plan(plan), ops.clone())
         .await
         .unwrap();
     for to in [TenantStatus::Provisioning, TenantStatus::Active] {
@@ -38,6 +35,13 @@ async fn configured_tenant(dotmac: &Dotmac) -> (TenantId, DunningPolicy) {
             .await
             .unwrap();
     }
+    tenant
+}
+
+async fn configured_tenant(dotmac: &Dotmac) -> (TenantId, DunningPolicy) {
+    let tenancy = dotmac.tenancy();
+    let ops = Actor::platform("onboarding");
+    let tenant = active_tenant(dotmac, "Lisboa Fibra", PlanCode::PROFESSIONAL).await;
     let policy = DunningPolicy::builder(Currency::EUR)
         .step(3, "overdue_notice")
         .build()
@@ -429,23 +433,7 @@ async fn the_facade_counts_customers_against_the_quota_where_they_are_created() 
         .connect()
         .await
         .unwrap();
-    let ops = Actor::platform("onboarding");
-    let tenant = TenantId::new();
-    let tenancy = dotmac.tenancy();
-    tenancy
-        .request_tenant(
-            tenant,
-            NewTenant::new("Small Fibre").plan(PlanCode::STARTER),
-            ops.clone(),
-        )
-        .await
-        .unwrap();
-    for to in [TenantStatus::Provisioning, TenantStatus::Active] {
-        tenancy
-            .transition(tenant, to, ops.clone(), None)
-            .await
-            .unwrap();
-    }
+    let tenant = active_tenant(&dotmac, "Small Fibre", PlanCode::STARTER).await;
     let person = || {
         NewCustomer::lead(CustomerKind::Person {
             first_name: "A".into(),
