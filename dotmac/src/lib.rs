@@ -242,6 +242,56 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(()) }).unwrap();
 //! ```
 //!
+//! ### The network: services on plans, provisioning, suspension
+//!
+//! [`Dotmac::customers`] keeps customers and their network services; each internet plan's
+//! technical profile (speed, fair usage) is a setting, and [`Dotmac::with_provisioner`] names
+//! where the provisioning commands go (`sql::freeradius::FreeRadiusProvisioner` writes
+//! FreeRADIUS's own tables; here the in-memory one). The dispatcher carries each change:
+//! a new service, a plan change, billing's suspension for non-payment and its restore.
+//!
+//! ```
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! use std::sync::Arc;
+//! use dotmac::billing::{Charge, NewSubscription, Plan, Product};
+//! use dotmac::customers::{
+//!     Access, CustomerKind, CustomersSettings, MemoryProvisioner, NewCustomer, PlanService, Rate,
+//!     TechnicalProfile,
+//! };
+//! use dotmac::{Currency, CustomerAccount, CustomerId, Dotmac, Money, PlanId, ProductId};
+//!
+//! let fibre = PlanId::new();
+//! let network = Arc::new(MemoryProvisioner::new());
+//! let dotmac = Dotmac::builder("sqlite::memory:")
+//!     .customers(CustomersSettings::default().with_plan_profile(fibre, TechnicalProfile::new(Rate::mbps(300, 50))))
+//!     .connect()
+//!     .await?
+//!     .with_provisioner(network.clone());
+//! let tenant = dotmac.create_tenant("Acme Fibre").await?;
+//! let product = Product { id: ProductId::new(), name: "Fibre".into() };
+//! let start = dotmac.today();
+//! let plan = Plan::builder(fibre, product.id, "Fibre 300")
+//!     .charge(Charge::recurring_flat([Money::from_minor(4999, Currency::USD)]))
+//!     .build(start)?;
+//! dotmac.publish_plan(tenant, product, plan).await?;
+//!
+//! let customer = CustomerId::new();
+//! let person = CustomerKind::Person { first_name: "Ada".into(), last_name: "L.".into() };
+//! dotmac.create_customer(tenant, customer, NewCustomer::lead(person).signed()).await?;
+//! let (sub, _) = dotmac
+//!     .subscribe(tenant, CustomerAccount::new(customer, Currency::USD), NewSubscription::new(customer, fibre, Currency::USD, start))
+//!     .await?;
+//! let service = dotmac
+//!     .customers()
+//!     .create_service_on_plan(tenant, PlanService::new(customer, sub.id, fibre, "ada", "s3cret"))
+//!     .await?;
+//! dotmac.customers().activate_service(tenant, service.id()).await?;
+//! dotmac.dispatch().await?; // the activation reaches the network
+//! let state = network.state(tenant, "ada").expect("provisioned");
+//! assert_eq!((state.access, state.rate), (Access::Allowed, Rate::mbps(300, 50)));
+//! # Ok::<(), Box<dyn std::error::Error>>(()) }).unwrap();
+//! ```
+//!
 //! ### Scale-out bill runs on PostgreSQL
 //!
 //! With the `postgres` feature, connect to `postgres://…`; several processes can then run
