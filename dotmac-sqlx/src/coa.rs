@@ -229,6 +229,37 @@ pub(crate) async fn exchange(
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        /// A NAS's answer is untrusted bytes: any answer to any request is an `Ok` or an
+        /// error, never a panic.
+        #[test]
+        fn any_answer_is_read_without_panicking(
+            request in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+            answer in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+        ) {
+            let nas: SocketAddr = "127.0.0.1:3799".parse().unwrap();
+            let _ = read_answer(&request, &answer, "s3cret", nas);
+        }
+
+        /// The same past the authenticator check: a correctly signed answer whose attributes
+        /// (and length field) are anything.
+        #[test]
+        fn any_signed_answer_is_read_without_panicking(
+            code in proptest::prelude::any::<u8>(),
+            length in proptest::prelude::any::<u16>(),
+            attributes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+        ) {
+            let nas: SocketAddr = "127.0.0.1:3799".parse().unwrap();
+            let request = encode(COA_REQUEST, 9, &[Attribute::user_name("ada")], "s3cret").unwrap();
+            let len = length.to_be_bytes();
+            let header = [code, 9, len[0], len[1]];
+            let body_end = usize::from(length).clamp(20, 20 + attributes.len()) - 20;
+            let auth = md5(&[&header, &request[4..20], &attributes[..body_end], b"s3cret"]);
+            let answer = [&header[..], &auth, &attributes].concat();
+            let _ = read_answer(&request, &answer, "s3cret", nas);
+        }
+    }
+
     #[test]
     fn a_request_carries_its_authenticator_and_an_answer_is_checked() {
         let attributes = [
