@@ -601,6 +601,14 @@ for_each_dialect! {
                 crate::docs::Written::UniqueViolation => 0,
             })
         }
+
+        /// A `radius_ingest_sessions` row read by `states`: the session and its state.
+        fn session_state_row(row: &DbRow) -> Result<(String, SessionState)> {
+            let id: String = row.try_get("unique_id").during("read radius session states")?;
+            let body: Json<serde_json::Value> =
+                row.try_get("body").during("read radius session states")?;
+            Ok((id, decode_state(body.0)?))
+        }
     }
     sqlite {
         /// The saved states of the page's sessions.
@@ -629,14 +637,7 @@ for_each_dialect! {
                 .fetch_all(&mut **tx)
                 .await
                 .during("read radius session states")?;
-            rows.iter()
-                .map(|row| {
-                    let id: String = row.try_get("unique_id").during("read radius session states")?;
-                    let body: Json<serde_json::Value> =
-                        row.try_get("body").during("read radius session states")?;
-                    Ok((id, decode_state(body.0)?))
-                })
-                .collect()
+            rows.iter().map(session_state_row).collect()
         }
 
         /// Inserts the events whose ids are new; how many were.
@@ -673,14 +674,7 @@ for_each_dialect! {
             .fetch_all(&mut **tx)
             .await
             .during("read radius session states")?;
-            rows.iter()
-                .map(|row| {
-                    let id: String = row.try_get("unique_id").during("read radius session states")?;
-                    let body: Json<serde_json::Value> =
-                        row.try_get("body").during("read radius session states")?;
-                    Ok((id, decode_state(body.0)?))
-                })
-                .collect()
+            rows.iter().map(session_state_row).collect()
         }
 
         /// Inserts the events whose ids are new; how many were.

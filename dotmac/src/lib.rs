@@ -179,7 +179,9 @@
 //! let terms = SettingsLayer::new().with_payment_terms(PaymentTerms::net(30)?);
 //! tenancy.update_settings(tenant, &terms, ops).await?;
 //!
-//! // Customers are counted where they are created: the starter plan admits 100.
+//! // Customers are counted where they are created (`Dotmac::create_customer` admits each
+//! // one with its record; an application with its own customer records admits them here):
+//! // the starter plan admits 100.
 //! let used = tenancy.admit_customers(tenant, &[CustomerId::new()]).await?;
 //! assert_eq!((used.used, used.limit.to_string()), (1, "100".to_string()));
 //!
@@ -745,19 +747,13 @@ impl Dotmac {
     /// (`invalid_setting`), the store's failure.
     pub async fn configured_for(&self, tenant: TenantId) -> Result<Dotmac, Error> {
         let resolved = self.tenancy.settings_of(tenant).await?;
+        let services = self.services();
         let services = Services {
-            billing: resolved.billing_settings(self.billing.settings().clone())?,
-            usage: resolved.usage_settings(self.usage.settings().clone()),
-            collections: resolved
-                .collections_settings(Some(self.collections.settings().clone()))?,
-            partners: self
-                .partners
-                .settings()
-                .with_zone(resolved.time_zone().value),
-            tenancy: self.tenancy.settings().clone(),
-            customers: self.customers.settings().clone(),
-            provisioning: self.provisioning.clone(),
-            dispatcher: self.dispatcher_settings.clone(),
+            billing: resolved.billing_settings(services.billing)?,
+            usage: resolved.usage_settings(services.usage),
+            collections: resolved.collections_settings(Some(services.collections))?,
+            partners: services.partners.with_zone(resolved.time_zone().value),
+            ..services
         };
         Ok(Dotmac::wire(
             self.db.clone(),

@@ -23,19 +23,42 @@ fn signed(first_name: &str, last_name: &str) -> NewCustomer {
     .signed()
 }
 
-#[tokio::test]
-async fn billing_suspensions_and_restores_reach_the_provisioner_once() {
-    let tenant = TenantId::new();
-    let clock = Arc::new(ManualClock::new(
-        Utc.with_ymd_and_hms(2026, 11, 2, 8, 0, 0).unwrap(),
-    ));
+/// A tenant's customers over an in-memory store and outbox, the clock at `now`, and an
+/// in-memory provisioner: what the memory tests wire their dispatchers over.
+struct MemoryNetwork {
+    tenant: TenantId,
+    clock: Arc<ManualClock>,
+    outbox: Arc<MemoryOutbox>,
+    customers: CustomerService<InMemoryCustomerStore, Arc<ManualClock>>,
+    network: Arc<MemoryProvisioner>,
+}
+
+fn memory_network(now: chrono::DateTime<Utc>) -> MemoryNetwork {
+    let clock = Arc::new(ManualClock::new(now));
     let outbox = Arc::new(MemoryOutbox::new());
     let customers = CustomerService::new(
         InMemoryCustomerStore::with_outbox(outbox.clone()),
         clock.clone(),
         CustomersSettings::default(),
     );
-    let network = Arc::new(MemoryProvisioner::new());
+    MemoryNetwork {
+        tenant: TenantId::new(),
+        clock,
+        outbox,
+        customers,
+        network: Arc::new(MemoryProvisioner::new()),
+    }
+}
+
+#[tokio::test]
+async fn billing_suspensions_and_restores_reach_the_provisioner_once() {
+    let MemoryNetwork {
+        tenant,
+        clock,
+        outbox,
+        customers,
+        network,
+    } = memory_network(Utc.with_ymd_and_hms(2026, 11, 2, 8, 0, 0).unwrap());
     let dispatcher = Dispatcher::new(outbox.clone(), clock.clone(), DispatcherSettings::new("t"))
         .handler(Arc::new(NetworkFollowsBilling::new(customers.clone())))
         .handler(Arc::new(ProvisioningHandler::new(network.clone())));
@@ -127,22 +150,18 @@ async fn a_paid_top_up_lifts_the_block_and_is_charged_once() {
     use dotmac::reactions::BillingFollowsFairUsage;
     use dotmac::{Clock as _, Currency, CustomerAccount, Money, PlanId, ProductId};
 
-    let tenant = TenantId::new();
-    let clock = Arc::new(ManualClock::new(
-        Utc.with_ymd_and_hms(2026, 11, 2, 8, 0, 0).unwrap(),
-    ));
-    let outbox = Arc::new(MemoryOutbox::new());
+    let MemoryNetwork {
+        tenant,
+        clock,
+        outbox,
+        customers,
+        network,
+    } = memory_network(Utc.with_ymd_and_hms(2026, 11, 2, 8, 0, 0).unwrap());
     let billing = BillingService::new(
         MemoryStore::new().with_outbox(outbox.clone()),
         clock.clone(),
         BillingSettings::default(),
     );
-    let customers = CustomerService::new(
-        InMemoryCustomerStore::with_outbox(outbox.clone()),
-        clock.clone(),
-        CustomersSettings::default(),
-    );
-    let network = Arc::new(MemoryProvisioner::new());
     let dispatcher = Dispatcher::new(outbox.clone(), clock.clone(), DispatcherSettings::new("t"))
         .handler(Arc::new(BillingFollowsFairUsage::new(billing.clone())))
         .handler(Arc::new(ProvisioningHandler::new(network.clone())));
@@ -289,16 +308,14 @@ async fn accounted_sessions_count_into_fair_usage_once() {
     use dotmac::usage::AccountingEvent;
 
     const GB: u64 = 1 << 30;
-    let tenant = TenantId::new();
     let now = Utc.with_ymd_and_hms(2026, 11, 2, 12, 0, 0).unwrap();
-    let clock = Arc::new(ManualClock::new(now));
-    let outbox = Arc::new(MemoryOutbox::new());
-    let customers = CustomerService::new(
-        InMemoryCustomerStore::with_outbox(outbox.clone()),
-        clock.clone(),
-        CustomersSettings::default(),
-    );
-    let network = Arc::new(MemoryProvisioner::new());
+    let MemoryNetwork {
+        tenant,
+        clock,
+        outbox,
+        customers,
+        network,
+    } = memory_network(now);
     let follow = Arc::new(FairUsageFollowsAccounting::new(customers.clone()));
     let dispatcher = Dispatcher::new(outbox.clone(), clock.clone(), DispatcherSettings::new("t"))
         .handler(follow.clone())

@@ -38,6 +38,25 @@ async fn active_tenant(dotmac: &Dotmac, name: &str, plan: PlanCode) -> TenantId 
     tenant
 }
 
+/// Publishes a monthly EUR plan of the "Fibra" product, valid from January 1st.
+async fn publish_monthly(dotmac: &Dotmac, tenant: TenantId, name: &str, price: &str) -> Plan {
+    let product = Product {
+        id: ProductId::new(),
+        name: "Fibra".into(),
+    };
+    let plan = Plan::builder(PlanId::new(), product.id, name)
+        .charge(Charge::recurring_flat([
+            Money::parse(price, Currency::EUR).unwrap()
+        ]))
+        .build(day(1, 1))
+        .unwrap();
+    dotmac
+        .publish_plan(tenant, product, plan.clone())
+        .await
+        .unwrap();
+    plan
+}
+
 async fn configured_tenant(dotmac: &Dotmac) -> (TenantId, DunningPolicy) {
     let tenancy = dotmac.tenancy();
     let ops = Actor::platform("onboarding");
@@ -90,22 +109,7 @@ async fn services_read_their_settings_from_the_tenant() {
     assert_eq!(configured.today(), day(4, 1));
 
     // A bill run of the configured services: due 30 days after issue.
-    let product = Product {
-        id: ProductId::new(),
-        name: "Fibra".into(),
-    };
-    let plan = Plan::builder(PlanId::new(), product.id, "Fibra 500")
-        .charge(Charge::recurring_flat([Money::parse(
-            "35.00",
-            Currency::EUR,
-        )
-        .unwrap()]))
-        .build(day(1, 1))
-        .unwrap();
-    configured
-        .publish_plan(tenant, product, plan.clone())
-        .await
-        .unwrap();
+    let plan = publish_monthly(&configured, tenant, "Fibra 500", "35.00").await;
     let customer = CustomerId::new();
     let used = configured
         .tenancy()
@@ -196,22 +200,7 @@ async fn numbers_and_platform_usage_follow_the_tenant(dotmac: Dotmac) {
 
     let configured = dotmac.configured_for(tenant).await.unwrap();
     assert_eq!(configured.billing().settings().number_format, format);
-    let product = Product {
-        id: ProductId::new(),
-        name: "Fibra".into(),
-    };
-    let plan = Plan::builder(PlanId::new(), product.id, "Fibra 300")
-        .charge(Charge::recurring_flat([Money::parse(
-            "25.00",
-            Currency::EUR,
-        )
-        .unwrap()]))
-        .build(day(1, 1))
-        .unwrap();
-    configured
-        .publish_plan(tenant, product, plan.clone())
-        .await
-        .unwrap();
+    let plan = publish_monthly(&configured, tenant, "Fibra 300", "25.00").await;
     let customers = [CustomerId::new(), CustomerId::new()];
     for customer in customers {
         configured
