@@ -51,6 +51,13 @@ pub(crate) fn from_json<T: DeserializeOwned>(
     serde_json::from_value(value).map_err(|source| SqlError::Json { what, source })
 }
 
+/// A record decoded from its stored JSON text.
+///
+/// [`SqlError::Json`] when the text is not a `T`.
+pub(crate) fn from_json_text<T: DeserializeOwned>(what: &'static str, text: &str) -> Result<T> {
+    serde_json::from_str(text).map_err(|source| SqlError::Json { what, source })
+}
+
 /// What a write did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Written {
@@ -105,6 +112,28 @@ for_each_dialect! {
             .collect()
     }
 
+    /// The `body` column of every row, decoded as `T` straight from its JSON text (no
+    /// intermediate `serde_json::Value`, which would parse each document twice).
+    pub(crate) async fn typed_bodies<T: DeserializeOwned>(
+        tx: &mut Tx,
+        what: &'static str,
+        sql: &'static str,
+        binds: &[Bind],
+    ) -> Result<Vec<T>> {
+        let rows = bind_all(sqlx::query(sql), binds)
+            .fetch_all(&mut **tx)
+            .await
+            .during("read records")?;
+        rows.iter()
+            .map(|row| {
+                let body = row
+                    .try_get::<Json<Box<RawValue>>, _>("body")
+                    .during("read record body")?;
+                from_json_text(what, body.0.get())
+            })
+            .collect()
+    }
+
     /// One row's integer column, if the row exists.
     pub(crate) async fn scalar_i64(tx: &mut Tx, sql: &'static str, binds: &[Bind]) -> Result<Option<i64>> {
         bind_all(sqlx::query(sql), binds)
@@ -144,13 +173,12 @@ impl Database {
         sql: &'static str,
         binds: &[Bind],
     ) -> Result<Vec<T>> {
-        let bodies = dispatch!(self, pool, d => {
+        Ok(dispatch!(self, pool, d => {
             let mut tx = d::begin_read(pool, tenant).await?;
-            let bodies = d::docs::bodies(&mut tx, sql, binds).await?;
+            let records = d::docs::typed_bodies(&mut tx, what, sql, binds).await?;
             tx.commit().await.during("end read")?;
-            bodies
-        });
-        bodies.into_iter().map(|b| from_json(what, b)).collect()
+            records
+        }))
     }
 
     /// Reads at most one row's `body`.

@@ -27,8 +27,7 @@ use std::sync::Arc;
 use chrono::NaiveDate;
 use chrono_tz::Tz;
 use dotmac_core::{
-    Clock, CustomerId, DomainEvent, EventId, EventPayload, Money, Period, PlanId, SubscriptionId,
-    TenantId,
+    Clock, CustomerId, DomainEvent, EventPayload, Money, Period, PlanId, SubscriptionId, TenantId,
 };
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -46,8 +45,8 @@ use crate::service::{BillRunSummary, BillingFailure, BillingService};
 use crate::store::BillingStore;
 use crate::subscription::Subscription;
 use allowance::{AllowancePeriod, AllowancePolicy};
-use dotmac_core::outbox::{Aggregate, OutboxEvent, OutboxPayload};
-use dotmac_core::{IdDigest, MeterId, PendingChargeId, local_midnight};
+use dotmac_core::outbox::{Aggregate, OutboxPayload};
+use dotmac_core::{MeterId, local_midnight};
 use dotmac_usage::{Aggregation, Meter, PeriodKey, UsageCalendar, UsageStore};
 
 /// An allowance policy that applies to the subscriptions of one plan.
@@ -141,26 +140,16 @@ where
     }
 }
 
-/// What usage billing did. Event name: `usage.charge_added`.
+/// What usage billing reports. Event name: `usage.rating_failed`.
+///
+/// An added charge publishes no event of its own: the pending charge is the record (read
+/// with [`InvoiceStore::pending_charges`](crate::InvoiceStore::pending_charges)), the bill
+/// run consumes it, and its invoice's `invoice.issued` carries it on. (A per-charge event
+/// that no reaction consumed cost one outbox row per rated subscription.)
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "type")]
 #[non_exhaustive]
 pub enum UsageBillingEvent {
-    /// A usage charge or usage adjustment was added for a subscription's next invoice.
-    ChargeAdded {
-        /// The subscription's customer.
-        customer: CustomerId,
-        /// The subscription.
-        subscription: SubscriptionId,
-        /// The pending charge.
-        charge: PendingChargeId,
-        /// `usage` or `usage_adjustment`.
-        kind: LineKind,
-        /// The start of the usage period.
-        period_start: NaiveDate,
-        /// The exact amount (quantity × unit price).
-        amount: Money,
-    },
     /// A subscription's usage could not be rated (a total that overflows, a usage charge
     /// without a meter, …): nothing was added for it, the others were rated, and a run after
     /// the data is fixed rates it (see [`UsageRunSummary::failures`]).
@@ -179,7 +168,6 @@ pub enum UsageBillingEvent {
 impl EventPayload for UsageBillingEvent {
     fn event_type(&self) -> &'static str {
         match self {
-            UsageBillingEvent::ChargeAdded { .. } => "usage.charge_added",
             UsageBillingEvent::RatingFailed { .. } => "usage.rating_failed",
         }
     }
@@ -188,8 +176,7 @@ impl EventPayload for UsageBillingEvent {
 impl OutboxPayload for UsageBillingEvent {
     fn aggregate(&self) -> Aggregate {
         match self {
-            UsageBillingEvent::ChargeAdded { customer, .. }
-            | UsageBillingEvent::RatingFailed { customer, .. } => Aggregate::customer(*customer),
+            UsageBillingEvent::RatingFailed { customer, .. } => Aggregate::customer(*customer),
         }
     }
 }
@@ -206,8 +193,7 @@ pub struct UsageRunSummary {
     /// Subscriptions whose usage could not be rated because of a domain error (one
     /// `RatingFailed` event each): nothing was added for them; the others were rated.
     pub failures: Vec<BillingFailure>,
-    /// One `ChargeAdded` event per added charge (event id derived from the charge id), and
-    /// one `RatingFailed` event per failure.
+    /// One `RatingFailed` event per failure.
     pub events: Vec<DomainEvent<UsageBillingEvent>>,
 }
 
@@ -656,8 +642,8 @@ impl<B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource> UsageBillingS
         }
         let mut out = Vec::with_capacity(subs.len());
         // The chunk's new charges, added with one store call once every subscription is
-        // rated: (position in `out`, subscription, (charge, period start, amount)).
-        let mut to_add: Vec<(usize, &Subscription, NewCharge)> = Vec::new();
+        // rated, each with its subscription's position in `out`.
+        let mut to_add: Vec<(usize, PendingCharge)> = Vec::new();
         for (sub, rating) in subs.iter().zip(planned) {
             let rating = match rating {
                 Ok(Some(rating)) => rating,
@@ -685,7 +671,7 @@ impl<B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource> UsageBillingS
             );
             match charges {
                 Ok((summary, charges)) => {
-                    to_add.extend(charges.into_iter().map(|charge| (out.len(), sub, charge)));
+                    to_add.extend(charges.into_iter().map(|charge| (out.len(), charge)));
                     out.push(Ok(summary));
                 }
                 Err(error) => out.push(Err(error)),
@@ -710,13 +696,13 @@ impl<B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource> UsageBillingS
         invoices: &[Invoice],
         mut pending: Vec<PendingCharge>,
         as_of: NaiveDate,
-    ) -> Result<(UsageRunSummary, Vec<NewCharge>), BillingError> {
+    ) -> Result<(UsageRunSummary, Vec<PendingCharge>), BillingError> {
         let sub = rating.sub;
         let mut summary = UsageRunSummary {
             subscriptions: 1,
             ..UsageRunSummary::default()
         };
-        let mut charges: Vec<NewCharge> = Vec::new();
+        let mut charges: Vec<PendingCharge> = Vec::new();
         let mut quantities = quantities.iter();
         for &(index, period) in &rating.periods {
             let mut usage = PeriodUsage {
@@ -739,9 +725,10 @@ impl<B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource> UsageBillingS
                 let Some(charge) = charge else {
                     continue;
                 };
-                let amount = charge.unit_price.checked_mul(charge.quantity)?;
+                // Its exact amount must exist, or the bill run would fail on the charge.
+                charge.unit_price.checked_mul(charge.quantity)?;
                 pending.push(charge.clone());
-                charges.push((charge, r.period.start(), amount));
+                charges.push(charge);
             }
             summary.rated.extend(rated);
         }
@@ -749,48 +736,30 @@ impl<B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource> UsageBillingS
     }
 
     /// Adds a chunk's rated charges with one store call (each at most once: the store's add
-    /// is idempotent), each with its `usage.charge_added` event in the outbox, written with
-    /// the charge; the charges actually added and their events go into the summaries of
-    /// their subscriptions (`out[position]`).
+    /// is idempotent); the charges actually added go into the summaries of their
+    /// subscriptions (`out[position]`).
     async fn add_charges(
         &self,
         tenant: TenantId,
-        charges: Vec<(usize, &Subscription, NewCharge)>,
+        charges: Vec<(usize, PendingCharge)>,
         out: &mut [Result<UsageRunSummary, BillingError>],
     ) -> Result<(), BillingError> {
         if charges.is_empty() {
             return Ok(());
         }
-        let at = self.billing.clock().now();
         let mut batch = Vec::with_capacity(charges.len());
         let mut placed = Vec::with_capacity(charges.len());
-        for (position, sub, (charge, period_start, amount)) in charges {
-            let event_id =
-                EventId::derived(IdDigest::new("usage.charge_added").uuid(charge.id.as_uuid()));
-            let event = DomainEvent::at(
-                event_id,
-                tenant,
-                at,
-                UsageBillingEvent::ChargeAdded {
-                    customer: sub.customer,
-                    subscription: sub.id,
-                    charge: charge.id,
-                    kind: charge.kind,
-                    period_start,
-                    amount,
-                },
-            );
-            batch.push((charge.clone(), vec![OutboxEvent::new(event.clone())]));
-            placed.push((position, charge, event));
+        for (position, charge) in charges {
+            batch.push((charge.clone(), Vec::new()));
+            placed.push((position, charge));
         }
         let added = self
             .billing
             .store()
             .add_pending_charges(tenant, batch)
             .await?;
-        for ((position, charge, event), added) in placed.into_iter().zip(added) {
+        for ((position, charge), added) in placed.into_iter().zip(added) {
             if let (true, Some(Ok(summary))) = (added, out.get_mut(position)) {
-                summary.events.push(event);
                 summary.added.push(charge);
             }
         }
@@ -823,10 +792,6 @@ impl<B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource> UsageBillingS
             .collect()
     }
 }
-
-/// A rated charge to add: the charge, the start of its usage period and its exact amount
-/// (added once all of its subscription's periods are rated).
-type NewCharge = (PendingCharge, NaiveDate, Money);
 
 /// One subscription's rating as planned before the chunk's reads (see
 /// `UsageBillingService::plan_rating`).
@@ -867,7 +832,8 @@ mod observability_tests {
 
     use chrono::{DateTime, TimeZone, Utc};
     use dotmac_core::{
-        BillingInterval, Currency, FixedClock, InvoiceId, MeterId, ProductId, UsageEventId,
+        BillingInterval, Currency, FixedClock, InvoiceId, MeterId, PendingChargeId, ProductId,
+        UsageEventId,
     };
     use dotmac_usage::{InMemoryUsageStore, UsageEvent};
 

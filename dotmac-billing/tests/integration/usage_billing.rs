@@ -160,9 +160,10 @@ async fn usage_above_the_allowance_is_billed_and_late_usage_adjusts_the_next_inv
     // invoice next to April's subscription line.
     let (rated, run) = usage.bill(TENANT, d(4, 1)).await.unwrap();
     assert_eq!(rated.added.len(), 1);
-    assert_eq!(rated.events.len(), 1);
+    assert!(rated.events.is_empty());
     assert_eq!(run.invoices, 1);
-    // The charge's event was written to the outbox with the charge, about its customer.
+    // The pending charge is the record: rating writes no outbox event of its own (the
+    // invoice's `invoice.issued` carries the charge on).
     let written: Vec<_> = billing
         .store()
         .outbox()
@@ -170,14 +171,9 @@ async fn usage_above_the_allowance_is_billed_and_late_usage_adjusts_the_next_inv
         .await
         .unwrap()
         .into_iter()
-        .filter(|m| m.event_type == "usage.charge_added")
+        .filter(|m| m.event_type.starts_with("usage."))
         .collect();
-    assert_eq!(written.len(), 1);
-    assert_eq!(written[0].id, rated.events[0].id);
-    assert_eq!(
-        written[0].aggregate,
-        dotmac_core::outbox::Aggregate::customer(CUSTOMER)
-    );
+    assert!(written.is_empty(), "{written:?}");
     let april = invoices(&billing)
         .await
         .into_iter()
