@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use dotmac_core::{CustomerId, SubscriptionId, TenantId};
 use dotmac_core::{MeterId, UsageEventId};
 use dotmac_usage::{
-    Aggregation, Meter, PeriodKey, PeriodTotals, UsageError, UsageEvent, UsageStore,
+    Aggregation, Meter, PeriodKey, PeriodTotals, UsageError, UsageEvent, UsageStore, WindowTotals,
     aggregate_events, key_windows,
 };
 use rust_decimal::Decimal;
@@ -346,6 +346,72 @@ for_each_dialect! {
             Ok((out, overflowed))
         }
 
+        /// One grouped pass over `meter`'s events in `[from, to)`: the totals of each
+        /// (customer, named subscription), with the same exactness rules as [`totals`];
+        /// `None` when SQLite refuses the sum (an integer overflow), and the caller reads its
+        /// keys one by one instead.
+        pub(crate) async fn window_totals(
+            tx: &mut Tx,
+            tenant: TenantId,
+            meter: MeterId,
+            from: DateTime<Utc>,
+            to: DateTime<Utc>,
+        ) -> Result<Option<WindowTotals>> {
+            let rows = sqlx::query(
+                "SELECT customer_id, subscription_id, COUNT(*) AS n, \
+                   MIN(quantity) < '0' AS negative, \
+                   SUM(quantity) AS total, typeof(SUM(quantity)) = 'integer' AS exact_total, \
+                   MAX(CAST(quantity AS INTEGER)) AS top, \
+                   MAX(instr(quantity, '.') > 0 OR length(quantity) > 18) AS irregular \
+                 FROM usage_events \
+                 WHERE tenant_id = $1 AND meter_id = $2 AND occurred_at >= $3 AND occurred_at < $4 \
+                 GROUP BY customer_id, subscription_id",
+            )
+            .bind(tenant.as_uuid())
+            .bind(meter.as_uuid())
+            .bind(from)
+            .bind(to)
+            .fetch_all(&mut **tx)
+            .await;
+            let rows = match rows {
+                Ok(rows) => rows,
+                Err(sqlx::Error::Database(e)) if e.message().contains("integer overflow") => {
+                    return Ok(None);
+                }
+                Err(e) => return Err(e).during("total usage window"),
+            };
+            let mut out = WindowTotals::new();
+            for row in &rows {
+                let customer: Uuid = row.try_get("customer_id").during("total usage window")?;
+                let subscription: Option<Uuid> =
+                    row.try_get("subscription_id").during("total usage window")?;
+                let n: i64 = row.try_get("n").during("total usage window")?;
+                let negative: i64 = row.try_get("negative").during("total usage window")?;
+                let exact_total: i64 = row.try_get("exact_total").during("total usage window")?;
+                let sum = if exact_total != 0 {
+                    let total: i64 = row.try_get("total").during("total usage window")?;
+                    Some(Decimal::from(total))
+                } else {
+                    None
+                };
+                let top: Option<i64> = row.try_get("top").during("total usage window")?;
+                let irregular: Option<i64> = row.try_get("irregular").during("total usage window")?;
+                out.insert(
+                    CustomerId::from_uuid(customer),
+                    subscription.map(SubscriptionId::from_uuid),
+                    PeriodTotals {
+                        count: n.unsigned_abs(),
+                        sum,
+                        max: top.filter(|_| irregular == Some(0)).map(Decimal::from),
+                        latest: None,
+                        distinct: 0,
+                        negative: negative != 0,
+                    },
+                );
+            }
+            Ok(Some(out))
+        }
+
         /// The quantity after the last `|` of `occurred_at|hex(event_id)|quantity`: the text
         /// maximum is the latest event, as instants are stored in one fixed-offset format.
         fn latest_quantity(text: &str) -> Result<Decimal> {
@@ -585,6 +651,55 @@ for_each_dialect! {
             Ok((out, Vec::new()))
         }
 
+        /// One grouped pass over `meter`'s events in `[from, to)`: the totals of each
+        /// (customer, named subscription), with the same exactness rules as [`totals`].
+        pub(crate) async fn window_totals(
+            tx: &mut Tx,
+            tenant: TenantId,
+            meter: MeterId,
+            from: DateTime<Utc>,
+            to: DateTime<Utc>,
+        ) -> Result<Option<WindowTotals>> {
+            let rows = sqlx::query(
+                "SELECT customer_id, subscription_id, COUNT(*) AS n, \
+                   bool_or(quantity < 0) AS negative, SUM(quantity)::text AS total, \
+                   MAX(quantity) AS top \
+                 FROM usage_events \
+                 WHERE tenant_id = $1 AND meter_id = $2 AND occurred_at >= $3 AND occurred_at < $4 \
+                 GROUP BY customer_id, subscription_id",
+            )
+            .bind(tenant.as_uuid())
+            .bind(meter.as_uuid())
+            .bind(from)
+            .bind(to)
+            .fetch_all(&mut **tx)
+            .await
+            .during("total usage window")?;
+            let mut out = WindowTotals::new();
+            for row in &rows {
+                let customer: Uuid = row.try_get("customer_id").during("total usage window")?;
+                let subscription: Option<Uuid> =
+                    row.try_get("subscription_id").during("total usage window")?;
+                let n: i64 = row.try_get("n").during("total usage window")?;
+                let total: Option<String> = row.try_get("total").during("total usage window")?;
+                let top: Option<Decimal> = row.try_get("top").during("total usage window")?;
+                let negative: Option<bool> = row.try_get("negative").during("total usage window")?;
+                out.insert(
+                    CustomerId::from_uuid(customer),
+                    subscription.map(SubscriptionId::from_uuid),
+                    PeriodTotals {
+                        count: n.unsigned_abs(),
+                        sum: total.and_then(|t| Decimal::from_str_exact(&t).ok()),
+                        max: top,
+                        latest: None,
+                        distinct: 0,
+                        negative: negative.unwrap_or(false),
+                    },
+                );
+            }
+            Ok(Some(out))
+        }
+
         /// The raw events of `keys`, each with the position of its key, in one statement.
         pub(crate) async fn key_events(
             tx: &mut Tx,
@@ -788,6 +903,25 @@ impl Database {
     }
 }
 
+impl Database {
+    /// One grouped pass over a meter's events in a window (see
+    /// [`UsageStore::window_totals`]), in a read transaction.
+    pub(crate) async fn usage_window_totals(
+        &self,
+        tenant: TenantId,
+        meter: MeterId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Option<WindowTotals>> {
+        Ok(dispatch!(self, pool, d => {
+            let mut tx = d::begin_read(pool, tenant).await?;
+            let totals = d::usage::window_totals(&mut tx, tenant, meter, from, to).await?;
+            tx.commit().await.during("end read")?;
+            totals
+        }))
+    }
+}
+
 /// Storage failures as usage errors: domain errors pass through, every other failure is
 /// [`UsageError::Storage`] with its kind and cause.
 fn usage_storage(error: SqlError) -> UsageError {
@@ -821,6 +955,20 @@ impl UsageStore for crate::store::SqlStore {
     ) -> std::result::Result<Vec<UsageEvent>, UsageError> {
         self.db
             .usage_between(tenant, customer, meter, from, to)
+            .await
+            .map_err(usage_storage)
+    }
+
+    #[tracing::instrument(name = "dotmac.store.usage_window_totals", level = "debug", skip_all, fields(tenant = %tenant, backend = self.db.backend_name()))]
+    async fn window_totals(
+        &self,
+        tenant: TenantId,
+        meter: &Meter,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> std::result::Result<Option<WindowTotals>, UsageError> {
+        self.db
+            .usage_window_totals(tenant, meter.id, from, to)
             .await
             .map_err(usage_storage)
     }

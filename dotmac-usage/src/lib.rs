@@ -65,6 +65,6 @@ pub use error::UsageError;
 pub use event::{Aggregation, Meter, UsageEvent};
 pub use period::PeriodAggregation;
 pub use store::{
-    InMemoryUsageStore, KeyWindow, PeriodKey, PeriodTotals, UsageStore, aggregate_events,
-    key_windows,
+    InMemoryUsageStore, KeyWindow, PeriodKey, PeriodTotals, UsageStore, WindowTotals,
+    aggregate_events, key_windows,
 };

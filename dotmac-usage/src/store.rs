@@ -175,6 +175,101 @@ impl PeriodTotals {
     }
 }
 
+/// The totals of one meter's events in one window `[from, to)`, grouped by customer and by
+/// the subscription each event names (or none): what one grouped pass over the window gives
+/// ([`UsageStore::window_totals`]), from which the aggregate of every key over that window is
+/// combined without reading its events again.
+///
+/// Usage rating takes this pass instead of a keyed read when many subscriptions of a run share
+/// one billing period (a whole tenant billed on the 1st): one sequential pass over the period's
+/// events in place of an index probe per subscription.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WindowTotals {
+    groups: FastMap<CustomerId, Vec<(Option<SubscriptionId>, PeriodTotals)>>,
+}
+
+impl WindowTotals {
+    /// No groups yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds the totals of one (customer, named subscription) group. A store adds each group
+    /// once; a group added again is combined with the first (see [`WindowTotals::quantity`]).
+    pub fn insert(
+        &mut self,
+        customer: CustomerId,
+        subscription: Option<SubscriptionId>,
+        totals: PeriodTotals,
+    ) {
+        self.groups
+            .entry(customer)
+            .or_default()
+            .push((subscription, totals));
+    }
+
+    /// How many groups it holds.
+    pub fn len(&self) -> usize {
+        self.groups.values().map(Vec::len).sum()
+    }
+
+    /// Whether it holds no group.
+    pub fn is_empty(&self) -> bool {
+        self.groups.is_empty()
+    }
+
+    /// The aggregate, under `aggregation`, of the events a key of `customer` and
+    /// `subscription` counts ([`PeriodKey::counts`]) in the window, exactly as
+    /// [`aggregate_events`] gives it; `None` when the groups cannot tell and the key must be
+    /// read on its own: an aggregation other than [`Aggregation::Count`], [`Aggregation::Sum`]
+    /// and [`Aggregation::Max`] (a latest value or a distinct count does not combine across
+    /// groups), and whatever [`PeriodTotals::quantity`] cannot tell (a negative quantity, an
+    /// inexact sum).
+    pub fn quantity(
+        &self,
+        aggregation: &Aggregation,
+        customer: CustomerId,
+        subscription: Option<SubscriptionId>,
+    ) -> Option<Decimal> {
+        if !matches!(
+            aggregation,
+            Aggregation::Count | Aggregation::Sum | Aggregation::Max
+        ) {
+            return None;
+        }
+        let mut combined = PeriodTotals::default();
+        let counted = self
+            .groups
+            .get(&customer)
+            .into_iter()
+            .flatten()
+            .filter(|(named, _)| {
+                subscription.is_none() || named.is_none() || *named == subscription
+            });
+        for (n, (_, totals)) in counted.enumerate() {
+            combined = if n == 0 {
+                *totals
+            } else {
+                PeriodTotals {
+                    count: combined.count.checked_add(totals.count)?,
+                    sum: match (combined.sum, totals.sum) {
+                        (Some(a), Some(b)) => a.checked_add(b),
+                        _ => None,
+                    },
+                    max: match (combined.max, totals.max) {
+                        (Some(a), Some(b)) => Some(a.max(b)),
+                        _ => None,
+                    },
+                    latest: None,
+                    distinct: 0,
+                    negative: combined.negative || totals.negative,
+                }
+            };
+        }
+        combined.quantity(aggregation)
+    }
+}
+
 /// Where usage events are kept. Every call is scoped to a tenant.
 pub trait UsageStore: Send + Sync {
     /// Stores the events whose ids are new for the tenant and returns, per event, whether it
@@ -231,6 +326,25 @@ pub trait UsageStore: Send + Sync {
             }
             Ok(out)
         }
+    }
+
+    /// One grouped pass over `meter`'s events with `from <= timestamp < to`: their totals per
+    /// customer and named subscription ([`WindowTotals`]), or `None` when the store has no
+    /// such pass (the default) or could not total the window exactly (an integer overflow),
+    /// and the caller reads its keys with [`UsageStore::period_aggregates`] instead.
+    ///
+    /// # Errors
+    ///
+    /// Storage failures, as the implementation reports them.
+    fn window_totals(
+        &self,
+        tenant: TenantId,
+        meter: &Meter,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Option<WindowTotals>, UsageError>> + Send {
+        let _ = (tenant, meter, from, to);
+        async { Ok(None) }
     }
 }
 
@@ -317,6 +431,16 @@ impl<T: UsageStore + ?Sized> UsageStore for &T {
     ) -> impl Future<Output = Result<Vec<Result<Decimal, UsageError>>, UsageError>> + Send {
         (**self).period_aggregates(tenant, meters, keys)
     }
+
+    fn window_totals(
+        &self,
+        tenant: TenantId,
+        meter: &Meter,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Option<WindowTotals>, UsageError>> + Send {
+        (**self).window_totals(tenant, meter, from, to)
+    }
 }
 
 impl<T: UsageStore + ?Sized> UsageStore for std::sync::Arc<T> {
@@ -346,6 +470,16 @@ impl<T: UsageStore + ?Sized> UsageStore for std::sync::Arc<T> {
         keys: &[PeriodKey],
     ) -> impl Future<Output = Result<Vec<Result<Decimal, UsageError>>, UsageError>> + Send {
         (**self).period_aggregates(tenant, meters, keys)
+    }
+
+    fn window_totals(
+        &self,
+        tenant: TenantId,
+        meter: &Meter,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Option<WindowTotals>, UsageError>> + Send {
+        (**self).window_totals(tenant, meter, from, to)
     }
 }
 
@@ -388,6 +522,41 @@ impl UsageStore for InMemoryUsageStore {
                 new
             })
             .collect())
+    }
+
+    #[tracing::instrument(name = "dotmac.store.usage_window_totals", level = "debug", skip_all, fields(backend = "memory", tenant = %tenant))]
+    async fn window_totals(
+        &self,
+        tenant: TenantId,
+        meter: &Meter,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Option<WindowTotals>, UsageError> {
+        let tenants = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
+        let mut groups: FastMap<(CustomerId, Option<SubscriptionId>), PeriodTotals> =
+            FastMap::default();
+        let events = tenants.get(&tenant).map(|u| u.events.as_slice());
+        for e in events.unwrap_or_default() {
+            if e.meter != meter.id || e.timestamp < from || e.timestamp >= to {
+                continue;
+            }
+            let totals = groups.entry((e.customer, e.subscription)).or_default();
+            // As a database's GROUP BY: a sum out of range is inexact (`None`), not an error.
+            let first = totals.count == 0;
+            totals.count = totals.count.saturating_add(1);
+            totals.sum = if first {
+                Some(e.quantity)
+            } else {
+                totals.sum.and_then(|s| s.checked_add(e.quantity))
+            };
+            totals.max = Some(totals.max.map_or(e.quantity, |m| m.max(e.quantity)));
+            totals.negative |= e.quantity.is_sign_negative() && !e.quantity.is_zero();
+        }
+        let mut out = WindowTotals::new();
+        for ((customer, subscription), totals) in groups {
+            out.insert(customer, subscription, totals);
+        }
+        Ok(Some(out))
     }
 
     #[tracing::instrument(name = "dotmac.store.usage_events_between", level = "debug", skip_all, fields(backend = "memory", tenant = %tenant))]

@@ -781,6 +781,35 @@ async fn check_aggregates<S: UsageStore>(
             "{what}: {key:?}: set-based {got:?}, per key {want:?}"
         );
     }
+    // The window pass (where the store has one): every key it can tell gets exactly the
+    // per-key aggregate, and it tells none whose aggregate is an error.
+    let windows = crate::store::key_windows(meters, keys);
+    let mut passes = std::collections::HashMap::new();
+    for ((key, window), want) in keys.iter().zip(&windows).zip(&want) {
+        let Ok((meter, from, to)) = window else {
+            continue;
+        };
+        let pass = match passes.get(&(meter.id, *from, *to)) {
+            Some(pass) => pass,
+            None => {
+                let totals = store
+                    .window_totals(tenant, meter, *from, *to)
+                    .await
+                    .map_err(err)?;
+                passes.entry((meter.id, *from, *to)).or_insert(totals)
+            }
+        };
+        let Some(totals) = pass else {
+            continue;
+        };
+        if let Some(quantity) = totals.quantity(&meter.aggregation, key.customer, key.subscription)
+        {
+            ensure!(
+                want.as_ref() == Ok(&quantity),
+                "{what}: {key:?}: window pass {quantity}, per key {want:?}"
+            );
+        }
+    }
     let Some(calendar) = keys.first().map(|k| k.calendar) else {
         return Ok(());
     };

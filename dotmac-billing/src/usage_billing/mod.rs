@@ -22,6 +22,8 @@ pub mod allowance;
 mod rating;
 
 use std::collections::{BTreeSet, HashMap};
+
+use chrono::{DateTime, Utc};
 use std::sync::Arc;
 
 use chrono::NaiveDate;
@@ -47,7 +49,9 @@ use crate::subscription::Subscription;
 use allowance::{AllowancePeriod, AllowancePolicy};
 use dotmac_core::outbox::{Aggregate, OutboxPayload};
 use dotmac_core::{MeterId, local_midnight};
-use dotmac_usage::{Aggregation, Meter, PeriodKey, UsageCalendar, UsageStore};
+use dotmac_usage::{
+    Aggregation, Meter, PeriodKey, UsageCalendar, UsageError, UsageStore, WindowTotals, key_windows,
+};
 
 /// An allowance policy that applies to the subscriptions of one plan.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -374,6 +378,7 @@ impl<B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource> UsageBillingS
     ) -> Result<UsageRunSummary, BillingError> {
         let plans = self.plan_map(tenant).await?;
         let mut summary = UsageRunSummary::default();
+        let mut passes = WindowPasses::default();
         let mut cursor = None;
         loop {
             let page = self
@@ -385,7 +390,9 @@ impl<B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource> UsageBillingS
                 break;
             };
             cursor = Some(last.id);
-            let rated = self.rate_chunk(tenant, &page, &plans, as_of).await?;
+            let rated = self
+                .rate_chunk(tenant, &page, &plans, as_of, &mut passes)
+                .await?;
             for (sub, rated) in page.iter().zip(rated) {
                 match rated {
                     Ok(rated) => summary.absorb(rated),
@@ -436,7 +443,13 @@ impl<B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource> UsageBillingS
             .ok_or(BillingError::UnknownSubscription(id))?;
         let plans = self.plan_map(tenant).await?;
         let rated = self
-            .rate_chunk(tenant, std::slice::from_ref(&sub), &plans, as_of)
+            .rate_chunk(
+                tenant,
+                std::slice::from_ref(&sub),
+                &plans,
+                as_of,
+                &mut WindowPasses::default(),
+            )
             .await?
             .pop()
             .unwrap_or_else(|| Ok(UsageRunSummary::default()));
@@ -579,6 +592,7 @@ impl<B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource> UsageBillingS
         subs: &[Subscription],
         plans: &HashMap<PlanId, Plan>,
         as_of: NaiveDate,
+        passes: &mut WindowPasses,
     ) -> Result<Vec<Result<UsageRunSummary, BillingError>>, BillingError> {
         let mut planned: Vec<Result<Option<PlannedRating<'_>>, BillingError>> = subs
             .iter()
@@ -600,14 +614,7 @@ impl<B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource> UsageBillingS
                 }
             }
         }
-        let quantities = if keys.is_empty() {
-            Vec::new()
-        } else {
-            self.inner
-                .usage
-                .period_aggregates(tenant, &self.inner.settings.meters, &keys)
-                .await?
-        };
+        let quantities = self.quantities(tenant, &keys, passes).await?;
         // What is already billed, for the customers with periods to rate.
         let mut customers: Vec<CustomerId> = planned
             .iter()
@@ -679,6 +686,77 @@ impl<B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource> UsageBillingS
         }
         self.add_charges(tenant, to_add, &mut out).await?;
         Ok(out)
+    }
+
+    /// The aggregate of each of `keys` (in order): a key whose meter and window many keys of
+    /// the chunk share (at least [`WINDOW_PASS_KEYS`]), or that a pass of this run already
+    /// read, is combined from that window's one grouped pass
+    /// ([`UsageStore::window_totals`], made once per run and window); the others, and any
+    /// the pass cannot tell, come from one keyed read ([`UsageStore::period_aggregates`]).
+    /// Both give exactly [`dotmac_usage::aggregate_events`]'s aggregate.
+    async fn quantities(
+        &self,
+        tenant: TenantId,
+        keys: &[PeriodKey],
+        passes: &mut WindowPasses,
+    ) -> Result<Vec<Result<Decimal, UsageError>>, BillingError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let meters = &self.inner.settings.meters;
+        let windows = key_windows(meters, keys);
+        let mut shared: HashMap<Window, usize> = HashMap::new();
+        for (meter, from, to) in windows.iter().flatten() {
+            if combines(&meter.aggregation) {
+                *shared.entry((meter.id, *from, *to)).or_default() += 1;
+            }
+        }
+        for (window, n) in shared {
+            if n < WINDOW_PASS_KEYS || passes.0.contains_key(&window) {
+                continue;
+            }
+            let (meter_id, from, to) = window;
+            if let Some(meter) = meters.iter().find(|m| m.id == meter_id) {
+                let totals = self
+                    .inner
+                    .usage
+                    .window_totals(tenant, meter, from, to)
+                    .await?;
+                passes.0.insert(window, totals);
+            }
+        }
+        let mut out: Vec<Option<Result<Decimal, UsageError>>> = keys
+            .iter()
+            .zip(&windows)
+            .map(|(key, window)| {
+                let (meter, from, to) = window.as_ref().ok()?;
+                let totals = passes.0.get(&(meter.id, *from, *to))?.as_ref()?;
+                totals
+                    .quantity(&meter.aggregation, key.customer, key.subscription)
+                    .map(Ok)
+            })
+            .collect();
+        let rest: Vec<PeriodKey> = keys
+            .iter()
+            .zip(&out)
+            .filter(|(_, q)| q.is_none())
+            .map(|(key, _)| *key)
+            .collect();
+        if !rest.is_empty() {
+            let mut read = self
+                .inner
+                .usage
+                .period_aggregates(tenant, meters, &rest)
+                .await?
+                .into_iter();
+            for slot in out.iter_mut().filter(|q| q.is_none()) {
+                *slot = read.next();
+            }
+        }
+        Ok(out
+            .into_iter()
+            .map(|q| q.unwrap_or(Ok(Decimal::ZERO)))
+            .collect())
     }
 
     /// The charges of one planned subscription (pure): each period's quantities (from
@@ -791,6 +869,29 @@ impl<B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource> UsageBillingS
             })
             .collect()
     }
+}
+
+/// A meter and the instants `[from, to)` of the events a key reads.
+type Window = (MeterId, DateTime<Utc>, DateTime<Utc>);
+
+/// A chunk takes a window's grouped pass once this many of its keys share the window (a
+/// tenant billed on one day puts all of a chunk's keys in one window; anchors spread over
+/// the month leave a few dozen per window, which the keyed read serves better than a pass
+/// over every customer's events of the window).
+const WINDOW_PASS_KEYS: usize = 256;
+
+/// The window passes a rating run made, for its later chunks: `None` where the store has no
+/// pass or could not total the window. A snapshot: events stored after a window's pass are
+/// rated by the next run (as late usage, with an adjustment when already billed).
+#[derive(Default)]
+struct WindowPasses(HashMap<Window, Option<WindowTotals>>);
+
+/// Whether a window's grouped totals give the aggregation (see [`WindowTotals::quantity`]).
+fn combines(aggregation: &Aggregation) -> bool {
+    matches!(
+        aggregation,
+        Aggregation::Count | Aggregation::Sum | Aggregation::Max
+    )
 }
 
 /// One subscription's rating as planned before the chunk's reads (see
@@ -1130,12 +1231,14 @@ mod chunk_tests {
     const DATA: MeterId = MeterId::from_u128(4);
     const SEATS: MeterId = MeterId::from_u128(5);
 
-    /// The memory store, counting its reads.
+    /// The memory store, counting its reads; its window pass only when `windows` is set.
     #[derive(Default)]
     struct Counting {
         store: InMemoryUsageStore,
         per_key: AtomicUsize,
         chunks: AtomicUsize,
+        windows: bool,
+        passes: AtomicUsize,
     }
 
     impl UsageStore for Counting {
@@ -1169,6 +1272,20 @@ mod chunk_tests {
         ) -> Result<Vec<Result<Decimal, UsageError>>, UsageError> {
             self.chunks.fetch_add(1, Ordering::Relaxed);
             self.store.period_aggregates(tenant, meters, keys).await
+        }
+
+        async fn window_totals(
+            &self,
+            tenant: TenantId,
+            meter: &Meter,
+            from: DateTime<Utc>,
+            to: DateTime<Utc>,
+        ) -> Result<Option<WindowTotals>, UsageError> {
+            if !self.windows {
+                return Ok(None);
+            }
+            self.passes.fetch_add(1, Ordering::Relaxed);
+            self.store.window_totals(tenant, meter, from, to).await
         }
     }
 
@@ -1293,6 +1410,89 @@ mod chunk_tests {
             .collect();
         used.sort();
         used
+    }
+
+    /// 300 customers on one plan from March 1st, one subscription each, rated on May 1st in
+    /// one chunk, over a usage store with or without its window pass.
+    async fn rate_300(windows: bool) -> (UsageRunSummary, Counting) {
+        let plan = plan();
+        let billing = BillingService::new(
+            MemoryStore::new(),
+            FixedClock::new(at(5, 1)),
+            BillingSettings::default().with_chunk_size(1000),
+        );
+        let product = Product {
+            id: plan.product,
+            name: "Business".into(),
+        };
+        billing.add_product(TENANT, product).await.unwrap();
+        billing.save_plan(TENANT, plan.clone()).await.unwrap();
+        let usage = Counting {
+            windows,
+            ..Counting::default()
+        };
+        let mut events = Vec::new();
+        for i in 0..300u128 {
+            let (customer, sub) = (
+                CustomerId::from_u128(1000 + i),
+                SubscriptionId::from_u128(5000 + i),
+            );
+            let account = CustomerAccount::new(customer, Currency::USD);
+            billing.save_account(TENANT, account).await.unwrap();
+            let new = NewSubscription::new(customer, plan.id, Currency::USD, d(3, 1)).id(sub);
+            billing.subscribe(TENANT, new).await.unwrap();
+            let gb = Decimal::from(i % 17);
+            // Every third event names no subscription (it counts for the customer's only one).
+            let named = if i % 3 == 0 { None } else { Some(sub) };
+            events.push(event(10 * i + 1, customer, named, DATA, gb, at(3, 9)));
+            events.push(event(
+                10 * i + 2,
+                customer,
+                Some(sub),
+                DATA,
+                gb + dec!(0.5),
+                at(4, 20),
+            ));
+            // Another customer's subscription named: never counted for this one.
+            events.push(event(
+                10 * i + 3,
+                customer,
+                Some(SubscriptionId::from_u128(9)),
+                DATA,
+                dec!(1000),
+                at(3, 10),
+            ));
+        }
+        usage.append_events(TENANT, &events).await.unwrap();
+        let settings = UsageBillingSettings::new(chrono_tz::UTC, meters());
+        let run = UsageBillingService::new(billing, &usage, settings)
+            .rate_due(TENANT, d(5, 1))
+            .await
+            .unwrap();
+        (run, usage)
+    }
+
+    #[tokio::test]
+    async fn a_window_most_of_a_chunk_shares_is_read_with_one_grouped_pass() {
+        let (passed, with_pass) = rate_300(true).await;
+        let (keyed, without) = rate_300(false).await;
+        // March and April of the data meter: one pass each; the gauge (seats) keyed.
+        assert_eq!(with_pass.passes.load(Ordering::Relaxed), 2);
+        assert_eq!(with_pass.chunks.load(Ordering::Relaxed), 1);
+        assert_eq!(without.chunks.load(Ordering::Relaxed), 1);
+        assert_eq!(with_pass.per_key.load(Ordering::Relaxed), 0);
+        assert!(passed.failures.is_empty());
+        assert_eq!(used(&passed.rated), used(&keyed.rated));
+        assert_eq!(passed.added, keyed.added);
+        // 300 × (March, April) × (data, seats: none used, charged at zero).
+        assert_eq!(passed.added.len(), 1200);
+        let march = used(&passed.rated)
+            .into_iter()
+            .find(|(sub, meter, start, _)| {
+                *sub == SubscriptionId::from_u128(5016) && *meter == DATA && *start == d(3, 1)
+            })
+            .map(|(_, _, _, used)| used);
+        assert_eq!(march, Some(dec!(16)));
     }
 
     #[tokio::test]
