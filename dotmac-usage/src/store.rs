@@ -210,7 +210,10 @@ impl WindowTotals {
 
     /// How many groups it holds.
     pub fn len(&self) -> usize {
-        self.groups.values().map(Vec::len).sum()
+        // Groups held in memory: their count cannot reach usize::MAX.
+        self.groups
+            .values()
+            .fold(0usize, |n, groups| n.saturating_add(groups.len()))
     }
 
     /// Whether it holds no group.

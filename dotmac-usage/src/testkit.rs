@@ -754,6 +754,14 @@ fn keys_for(
 /// Compares the store's set-based aggregates with the per-key path (over the same store) for
 /// every key, and with ingestion's aggregator over `sent` (every event as sent, in order) for
 /// the keys that count every subscription.
+/// What [`check_aggregates`] checked of the store's window pass: whether it has one, and how
+/// many keys it told.
+#[derive(Default)]
+struct WindowChecks {
+    passes: bool,
+    told: usize,
+}
+
 async fn check_aggregates<S: UsageStore>(
     what: &str,
     store: &S,
@@ -761,7 +769,7 @@ async fn check_aggregates<S: UsageStore>(
     meters: &[Meter],
     keys: &[PeriodKey],
     sent: &[UsageEvent],
-) -> Result<(), String> {
+) -> Result<WindowChecks, String> {
     let got = store
         .period_aggregates(tenant, meters, keys)
         .await
@@ -785,6 +793,7 @@ async fn check_aggregates<S: UsageStore>(
     // per-key aggregate, and it tells none whose aggregate is an error.
     let windows = crate::store::key_windows(meters, keys);
     let mut passes = std::collections::HashMap::new();
+    let mut checks = WindowChecks::default();
     for ((key, window), want) in keys.iter().zip(&windows).zip(&want) {
         let Ok((meter, from, to)) = window else {
             continue;
@@ -802,8 +811,10 @@ async fn check_aggregates<S: UsageStore>(
         let Some(totals) = pass else {
             continue;
         };
+        checks.passes = true;
         if let Some(quantity) = totals.quantity(&meter.aggregation, key.customer, key.subscription)
         {
+            checks.told += 1;
             ensure!(
                 want.as_ref() == Ok(&quantity),
                 "{what}: {key:?}: window pass {quantity}, per key {want:?}"
@@ -811,7 +822,7 @@ async fn check_aggregates<S: UsageStore>(
         }
     }
     let Some(calendar) = keys.first().map(|k| k.calendar) else {
-        return Ok(());
+        return Ok(checks);
     };
     let mut ingestion = UsageAggregator::new(calendar, meters.to_vec());
     for key in keys {
@@ -837,7 +848,7 @@ async fn check_aggregates<S: UsageStore>(
             "{what}: {key:?}: set-based {got:?}, ingestion's aggregator {want:?}"
         );
     }
-    Ok(())
+    Ok(checks)
 }
 
 /// New York local time on 2026-`m`-`d`, plus `micros`, as an instant.
@@ -1174,7 +1185,7 @@ async fn period_aggregates_of_random_usage_equal_the_aggregator<S: UsageStore>(
         }
         let periods = [date(1, 15)?, date(2, 15)?, date(3, 15)?, date(4, 15)?];
         let keys = keys_for(calendar, &who, &meters, &periods)?;
-        check_aggregates(
+        let checks = check_aggregates(
             &format!("seed {seed}"),
             &store,
             tenant,
@@ -1183,6 +1194,11 @@ async fn period_aggregates_of_random_usage_equal_the_aggregator<S: UsageStore>(
             &events,
         )
         .await?;
+        // A store with a window pass tells most of these keys (sums of integers, counts).
+        ensure!(
+            !checks.passes || checks.told > 0,
+            "seed {seed}: the window pass told no key"
+        );
     }
     Ok(())
 }

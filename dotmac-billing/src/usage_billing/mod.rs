@@ -708,7 +708,9 @@ impl<B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource> UsageBillingS
         let mut shared: HashMap<Window, usize> = HashMap::new();
         for (meter, from, to) in windows.iter().flatten() {
             if combines(&meter.aggregation) {
-                *shared.entry((meter.id, *from, *to)).or_default() += 1;
+                // Keys of one chunk: cannot reach usize::MAX.
+                let n = shared.entry((meter.id, *from, *to)).or_default();
+                *n = n.saturating_add(1);
             }
         }
         for (window, n) in shared {
