@@ -19,8 +19,11 @@
 //! * `re-rate (adds nothing)`: `rate_due` again: the same reads and rating, every charge
 //!   already pending, nothing written.
 //!
-//! With DOTMAC_BENCH_READ_ONLY=1 only the bare `GROUP BY` and the set-based read alone
-//! (`period_aggregates` over every subscription's key, a chunk at a time) are timed.
+//! Also timed, as reads alone: the keyed read (`period_aggregates` over every subscription's
+//! key, a chunk at a time: what rating takes for keys that share no window) and the window
+//! pass (`window_totals` over March, then every key combined from it: what rating takes when a
+//! chunk's subscriptions share their period, as here). With DOTMAC_BENCH_READ_ONLY=1 only the
+//! bare `GROUP BY` and these two reads are timed.
 //!
 //! With DOTMAC_BENCH_PER_KEY=1 the service reads usage through a wrapper that keeps only
 //! `events_between` (the trait's default `period_aggregates`: one read per subscription ×
@@ -296,6 +299,7 @@ impl Raw {
 struct Samples {
     group_by: Vec<Duration>,
     read: Vec<Duration>,
+    window: Vec<Duration>,
     adds: Vec<Duration>,
     rerate: Vec<Duration>,
 }
@@ -339,6 +343,36 @@ async fn read_only<U: UsageStore>(usage: &U, tenant: TenantId, n: usize, per: us
     took
 }
 
+/// The grouped pass alone, as rating takes it when a chunk's subscriptions share March:
+/// `UsageStore::window_totals` over March, then every subscription's quantity combined from it;
+/// checked against the events as seeded.
+async fn window_only<U: UsageStore>(usage: &U, tenant: TenantId, n: usize, per: usize) -> Duration {
+    let (from, to) = march();
+    let meter = meter();
+    let start = Instant::now();
+    let totals = usage
+        .window_totals(tenant, &meter, from, to)
+        .await
+        .unwrap()
+        .expect("the SQL stores have a window pass");
+    let mut total = Decimal::ZERO;
+    for i in 0..n {
+        total += totals
+            .quantity(
+                &meter.aggregation,
+                CustomerId::from_u128(i as u128 + 1),
+                Some(SubscriptionId::from_u128(i as u128 + 1)),
+            )
+            .unwrap();
+    }
+    let took = start.elapsed();
+    let seeded: Decimal = (0..n * per)
+        .map(|i| Decimal::from((i % 5000) as i64 * 1_048_576))
+        .sum();
+    assert_eq!(total, seeded);
+    took
+}
+
 /// The repetitions, interleaved: bare GROUP BY, the set-based read alone, rate (adds),
 /// re-rate (adds nothing).
 async fn measure<U: UsageStore>(
@@ -352,12 +386,15 @@ async fn measure<U: UsageStore>(
     let mut s = Samples {
         group_by: Vec::new(),
         read: Vec::new(),
+        window: Vec::new(),
         adds: Vec::new(),
         rerate: Vec::new(),
     };
     for _ in 0..reps {
         s.group_by.push(raw.group_by(tenant, n).await);
         s.read.push(read_only(&usage_store, tenant, n, per).await);
+        s.window
+            .push(window_only(&usage_store, tenant, n, per).await);
         if std::env::var_os("DOTMAC_BENCH_READ_ONLY").is_some() {
             continue;
         }
@@ -387,9 +424,10 @@ async fn measure_store(
 }
 
 fn report(backend: &str, n: usize, events: usize, s: Samples) {
-    let (g, u, a, r) = (
+    let (g, u, w, a, r) = (
         median(s.group_by),
         median(s.read),
+        median(s.window),
         median(s.adds),
         median(s.rerate),
     );
@@ -405,6 +443,7 @@ fn report(backend: &str, n: usize, events: usize, s: Samples) {
     );
     for (what, m) in [
         ("period_aggregates alone", u),
+        ("window pass alone", w),
         ("rate (adds)", a),
         ("re-rate (adds nothing)", r),
     ] {
