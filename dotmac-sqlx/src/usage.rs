@@ -346,33 +346,49 @@ for_each_dialect! {
             Ok((out, overflowed))
         }
 
-        /// One grouped pass over `meter`'s events in `[from, to)`: the totals of each
-        /// (customer, named subscription), with the same exactness rules as [`totals`];
-        /// `None` when SQLite refuses the sum (an integer overflow), and the caller reads its
-        /// keys one by one instead.
+        /// One grouped pass over `meter`'s events in `[from, to)`, with the same exactness
+        /// rules as [`totals`]; `None` when SQLite refuses the sum (an integer overflow), and
+        /// the caller reads its keys one by one instead.
+        ///
+        /// Grouped by customer and meter, the lookup index's own order, so that SQLite
+        /// streams the groups off the index instead of sorting every event into a temporary
+        /// B-tree: a customer whose events all name one subscription (or all name none) is
+        /// that subscription's group; one whose events name several is left
+        /// [`WindowTotals::unresolved`], and its keys take the keyed read.
         pub(crate) async fn window_totals(
             tx: &mut Tx,
             tenant: TenantId,
-            meter: MeterId,
+            meter: &Meter,
             from: DateTime<Utc>,
             to: DateTime<Utc>,
         ) -> Result<Option<WindowTotals>> {
-            let rows = sqlx::query(
-                "SELECT customer_id, subscription_id, COUNT(*) AS n, \
-                   MIN(quantity) < '0' AS negative, \
-                   SUM(quantity) AS total, typeof(SUM(quantity)) = 'integer' AS exact_total, \
-                   MAX(CAST(quantity AS INTEGER)) AS top, \
-                   MAX(instr(quantity, '.') > 0 OR length(quantity) > 18) AS irregular \
+            // Only the aggregate the meter needs: each extra one costs the pass a share.
+            let aggregate = match meter.aggregation {
+                Aggregation::Sum => {
+                    "SUM(quantity) AS total, typeof(SUM(quantity)) = 'integer' AS exact_total, \
+                     NULL AS top, NULL AS irregular"
+                }
+                Aggregation::Max => {
+                    "NULL AS total, 0 AS exact_total, MAX(CAST(quantity AS INTEGER)) AS top, \
+                     MAX(instr(quantity, '.') > 0 OR length(quantity) > 18) AS irregular"
+                }
+                _ => "NULL AS total, 0 AS exact_total, NULL AS top, NULL AS irregular",
+            };
+            let sql = format!(
+                "SELECT customer_id, MIN(subscription_id) AS first_sub, \
+                   MAX(subscription_id) AS last_sub, COUNT(subscription_id) AS named, \
+                   COUNT(*) AS n, MIN(quantity) < '0' AS negative, {aggregate} \
                  FROM usage_events \
                  WHERE tenant_id = $1 AND meter_id = $2 AND occurred_at >= $3 AND occurred_at < $4 \
-                 GROUP BY customer_id, subscription_id",
-            )
-            .bind(tenant.as_uuid())
-            .bind(meter.as_uuid())
-            .bind(from)
-            .bind(to)
-            .fetch_all(&mut **tx)
-            .await;
+                 GROUP BY customer_id, meter_id"
+            );
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(tenant.as_uuid())
+                .bind(meter.id.as_uuid())
+                .bind(from)
+                .bind(to)
+                .fetch_all(&mut **tx)
+                .await;
             let rows = match rows {
                 Ok(rows) => rows,
                 Err(sqlx::Error::Database(e)) if e.message().contains("integer overflow") => {
@@ -383,9 +399,19 @@ for_each_dialect! {
             let mut out = WindowTotals::new();
             for row in &rows {
                 let customer: Uuid = row.try_get("customer_id").during("total usage window")?;
-                let subscription: Option<Uuid> =
-                    row.try_get("subscription_id").during("total usage window")?;
+                let customer = CustomerId::from_uuid(customer);
+                let first: Option<Uuid> = row.try_get("first_sub").during("total usage window")?;
+                let last: Option<Uuid> = row.try_get("last_sub").during("total usage window")?;
+                let named: i64 = row.try_get("named").during("total usage window")?;
                 let n: i64 = row.try_get("n").during("total usage window")?;
+                let subscription = if named == 0 {
+                    None
+                } else if named == n && first == last {
+                    first.map(SubscriptionId::from_uuid)
+                } else {
+                    out.unresolved(customer);
+                    continue;
+                };
                 let negative: i64 = row.try_get("negative").during("total usage window")?;
                 let exact_total: i64 = row.try_get("exact_total").during("total usage window")?;
                 let sum = if exact_total != 0 {
@@ -397,8 +423,8 @@ for_each_dialect! {
                 let top: Option<i64> = row.try_get("top").during("total usage window")?;
                 let irregular: Option<i64> = row.try_get("irregular").during("total usage window")?;
                 out.insert(
-                    CustomerId::from_uuid(customer),
-                    subscription.map(SubscriptionId::from_uuid),
+                    customer,
+                    subscription,
                     PeriodTotals {
                         count: n.unsigned_abs(),
                         sum,
@@ -656,7 +682,7 @@ for_each_dialect! {
         pub(crate) async fn window_totals(
             tx: &mut Tx,
             tenant: TenantId,
-            meter: MeterId,
+            meter: &Meter,
             from: DateTime<Utc>,
             to: DateTime<Utc>,
         ) -> Result<Option<WindowTotals>> {
@@ -669,7 +695,7 @@ for_each_dialect! {
                  GROUP BY customer_id, subscription_id",
             )
             .bind(tenant.as_uuid())
-            .bind(meter.as_uuid())
+            .bind(meter.id.as_uuid())
             .bind(from)
             .bind(to)
             .fetch_all(&mut **tx)
@@ -909,7 +935,7 @@ impl Database {
     pub(crate) async fn usage_window_totals(
         &self,
         tenant: TenantId,
-        meter: MeterId,
+        meter: &Meter,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<Option<WindowTotals>> {
@@ -968,7 +994,7 @@ impl UsageStore for crate::store::SqlStore {
         to: DateTime<Utc>,
     ) -> std::result::Result<Option<WindowTotals>, UsageError> {
         self.db
-            .usage_window_totals(tenant, meter.id, from, to)
+            .usage_window_totals(tenant, meter, from, to)
             .await
             .map_err(usage_storage)
     }

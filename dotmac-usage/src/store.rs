@@ -186,6 +186,9 @@ impl PeriodTotals {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct WindowTotals {
     groups: FastMap<CustomerId, Vec<(Option<SubscriptionId>, PeriodTotals)>>,
+    /// Customers whose events the pass could not group by subscription: their keys are read
+    /// on their own.
+    unresolved: FastSet<CustomerId>,
 }
 
 impl WindowTotals {
@@ -208,6 +211,13 @@ impl WindowTotals {
             .push((subscription, totals));
     }
 
+    /// Marks a customer whose events the pass could not split by the subscription they name
+    /// (a store that groups by customer only, and found several): [`WindowTotals::quantity`]
+    /// tells none of its keys, which are read on their own.
+    pub fn unresolved(&mut self, customer: CustomerId) {
+        self.unresolved.insert(customer);
+    }
+
     /// How many groups it holds.
     pub fn len(&self) -> usize {
         // Groups held in memory: their count cannot reach usize::MAX.
@@ -216,9 +226,9 @@ impl WindowTotals {
             .fold(0usize, |n, groups| n.saturating_add(groups.len()))
     }
 
-    /// Whether it holds no group.
+    /// Whether it holds no group and no unresolved customer.
     pub fn is_empty(&self) -> bool {
-        self.groups.is_empty()
+        self.groups.is_empty() && self.unresolved.is_empty()
     }
 
     /// The aggregate, under `aggregation`, of the events a key of `customer` and
@@ -226,8 +236,8 @@ impl WindowTotals {
     /// [`aggregate_events`] gives it; `None` when the groups cannot tell and the key must be
     /// read on its own: an aggregation other than [`Aggregation::Count`], [`Aggregation::Sum`]
     /// and [`Aggregation::Max`] (a latest value or a distinct count does not combine across
-    /// groups), and whatever [`PeriodTotals::quantity`] cannot tell (a negative quantity, an
-    /// inexact sum).
+    /// groups), a customer marked [`WindowTotals::unresolved`], and whatever
+    /// [`PeriodTotals::quantity`] cannot tell (a negative quantity, an inexact sum).
     pub fn quantity(
         &self,
         aggregation: &Aggregation,
@@ -237,7 +247,8 @@ impl WindowTotals {
         if !matches!(
             aggregation,
             Aggregation::Count | Aggregation::Sum | Aggregation::Max
-        ) {
+        ) || self.unresolved.contains(&customer)
+        {
             return None;
         }
         let mut combined = PeriodTotals::default();

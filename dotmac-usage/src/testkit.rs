@@ -1162,13 +1162,18 @@ async fn period_aggregates_of_random_usage_equal_the_aggregator<S: UsageStore>(
             } else {
                 n as u128 + 1
             };
+            let customer = rng.below(3) as usize;
+            let subscription = match rng.below(3) {
+                // The third customer's events all name one subscription: a store that groups
+                // a window by customer can tell its keys; the others' it reads one by one.
+                _ if customer == 2 => Some(subs[0]),
+                0 => None,
+                i => Some(subs[i as usize - 1]),
+            };
             events.push(UsageEvent {
                 id: UsageEventId::from_u128(id),
-                customer: customers[rng.below(3) as usize],
-                subscription: match rng.below(3) {
-                    0 => None,
-                    i => Some(subs[i as usize - 1]),
-                },
+                customer: customers[customer],
+                subscription,
                 meter: meter.id,
                 quantity,
                 timestamp,
