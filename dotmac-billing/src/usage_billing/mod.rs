@@ -24,6 +24,7 @@ mod rating;
 use std::collections::{BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
+use futures_util::future::join;
 use std::sync::Arc;
 
 use chrono::NaiveDate;
@@ -379,20 +380,21 @@ impl<B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource> UsageBillingS
         let plans = self.plan_map(tenant).await?;
         let mut summary = UsageRunSummary::default();
         let mut passes = WindowPasses::default();
-        let mut cursor = None;
+        let store = self.billing.store();
+        let chunk = self.billing.settings().chunk_size.max(1);
+        let mut page = store.subscriptions_page(tenant, None, chunk).await?;
         loop {
-            let page = self
-                .billing
-                .store()
-                .subscriptions_page(tenant, cursor, self.billing.settings().chunk_size.max(1))
-                .await?;
             let Some(last) = page.last() else {
                 break;
             };
-            cursor = Some(last.id);
-            let rated = self
-                .rate_chunk(tenant, &page, &plans, as_of, &mut passes)
-                .await?;
+            // The next page is read while this one is rated: rating writes pending charges
+            // only, never the subscriptions a page holds.
+            let (next, rated) = join(
+                store.subscriptions_page(tenant, Some(last.id), chunk),
+                self.rate_chunk(tenant, &page, &plans, as_of, &mut passes),
+            )
+            .await;
+            let rated = rated?;
             for (sub, rated) in page.iter().zip(rated) {
                 match rated {
                     Ok(rated) => summary.absorb(rated),
@@ -416,6 +418,7 @@ impl<B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource> UsageBillingS
                     }
                 }
             }
+            page = next?;
         }
         observe_rating(&summary);
         Ok(summary)
@@ -614,7 +617,6 @@ impl<B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource> UsageBillingS
                 }
             }
         }
-        let quantities = self.quantities(tenant, &keys, passes).await?;
         // What is already billed, for the customers with periods to rate.
         let mut customers: Vec<CustomerId> = planned
             .iter()
@@ -625,27 +627,32 @@ impl<B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource> UsageBillingS
             .collect();
         customers.sort_unstable();
         customers.dedup();
+        // The chunk's three reads are independent: issued together, a database serves them
+        // on connections of their own while this task decodes what came back first.
+        let store = self.billing.store();
+        let billed = async {
+            if customers.is_empty() {
+                return Ok((Vec::new(), Vec::new()));
+            }
+            let (charges, invoices) = join(
+                store.pending_charges_for(tenant, &customers),
+                store.invoices_of_customers(tenant, &customers),
+            )
+            .await;
+            Ok::<_, BillingError>((charges?, invoices?))
+        };
+        let (quantities, billed) = join(self.quantities(tenant, &keys, passes), billed).await;
+        let quantities = quantities?;
+        let (billed_charges, billed_invoices) = billed?;
         let mut pending: HashMap<SubscriptionId, Vec<PendingCharge>> = HashMap::new();
+        for charge in billed_charges {
+            if let Some(sub) = charge.subscription {
+                pending.entry(sub).or_default().push(charge);
+            }
+        }
         let mut invoices: HashMap<CustomerId, Vec<Invoice>> = HashMap::new();
-        if !customers.is_empty() {
-            for charge in self
-                .billing
-                .store()
-                .pending_charges_for(tenant, &customers)
-                .await?
-            {
-                if let Some(sub) = charge.subscription {
-                    pending.entry(sub).or_default().push(charge);
-                }
-            }
-            for invoice in self
-                .billing
-                .store()
-                .invoices_of_customers(tenant, &customers)
-                .await?
-            {
-                invoices.entry(invoice.customer).or_default().push(invoice);
-            }
+        for invoice in billed_invoices {
+            invoices.entry(invoice.customer).or_default().push(invoice);
         }
         let mut out = Vec::with_capacity(subs.len());
         // The chunk's new charges, added with one store call once every subscription is
