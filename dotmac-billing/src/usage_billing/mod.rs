@@ -383,10 +383,7 @@ impl<B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource> UsageBillingS
         let store = self.billing.store();
         let chunk = self.billing.settings().chunk_size.max(1);
         let mut page = store.subscriptions_page(tenant, None, chunk).await?;
-        loop {
-            let Some(last) = page.last() else {
-                break;
-            };
+        while let Some(last) = page.last() {
             // The next page is read while this one is rated: rating writes pending charges
             // only, never the subscriptions a page holds.
             let (next, rated) = join(
