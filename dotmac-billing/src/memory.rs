@@ -350,7 +350,15 @@ impl TenantData {
             &commit.invoices,
         );
         // The events last: the issued documents' carry the numbers they are about to get.
-        if commit.issued_at.is_some() {
+        if let (Some(at), [only], true) = (
+            commit.issued_at,
+            issued.as_slice(),
+            commit.events.is_empty(),
+        ) {
+            // The bill run's commit: one event, written without a list.
+            let event = OutboxEvent::new(crate::service::invoice_issued_event(tenant, at, only));
+            write_events(outbox, tenant, std::slice::from_ref(&event))?;
+        } else if commit.issued_at.is_some() {
             write_events(outbox, tenant, &commit.outbox_events(tenant, &issued))?;
         } else {
             write_events(outbox, tenant, &commit.events)?;
