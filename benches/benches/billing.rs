@@ -303,6 +303,14 @@ fn minor_faults() -> u64 {
         .unwrap_or(0)
 }
 
+/// The documents' settings of the bill-run benches: VAT on everything.
+fn document_settings() -> DocumentSettings {
+    DocumentSettings {
+        taxes: vec![vat()],
+        ..DocumentSettings::default()
+    }
+}
+
 fn peak_memory_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
@@ -312,10 +320,7 @@ fn peak_memory_kib() -> Option<u64> {
 fn bill_run(c: &mut Criterion) {
     let plan = plan();
     let subs = subscriptions(&plan);
-    let settings = DocumentSettings {
-        taxes: vec![vat()],
-        ..DocumentSettings::default()
-    };
+    let settings = document_settings();
     let as_of = d(2026, 4, 1);
     let mut group = c.benchmark_group("bill_run");
     group.sample_size(10);
@@ -395,6 +400,25 @@ fn bill_run(c: &mut Criterion) {
     }
 }
 
+/// `run_bill` over `store` once, through `run_once`, its setup and the drop outside it.
+fn service_once<S: BillingStore>(
+    store: S,
+    plan: &Plan,
+    subs: &[Subscription],
+    as_of: NaiveDate,
+    run_once: &dyn Fn(&mut dyn FnMut() -> usize) -> usize,
+) -> usize {
+    let (service, tenant) = service_over(store, plan, subs);
+    let mut summary = None;
+    run_once(&mut || {
+        let s = block_on(service.run_bill(tenant, as_of)).unwrap();
+        let n = s.invoices;
+        summary = Some(s);
+        n
+    });
+    black_box((service, summary)).1.map_or(0, |s| s.invoices)
+}
+
 /// One pass of one bill-run bench outside criterion, for a profiler (`perf record`,
 /// `valgrind --tool=callgrind --toggle-collect='*run_once*'`): `DOTMAC_BENCH_ONCE=domain`,
 /// `kept`, `service` or `per_commit` runs that bench's routine once (its setup outside the
@@ -406,10 +430,7 @@ fn bill_run_once(which: &str) {
     }
     let plan = plan();
     let subs = subscriptions(&plan);
-    let settings = DocumentSettings {
-        taxes: vec![vat()],
-        ..DocumentSettings::default()
-    };
+    let settings = document_settings();
     let as_of = d(2026, 4, 1);
     let took = std::cell::Cell::new(Duration::ZERO);
     let faults = std::cell::Cell::new(0);
@@ -448,29 +469,14 @@ fn bill_run_once(which: &str) {
                 black_box(kept);
                 n
             }
-            "service" => {
-                let (service, tenant) = service_over(MemoryStore::new(), &plan, &subs);
-                let mut summary = None;
-                run_once(&mut || {
-                    let s = block_on(service.run_bill(tenant, as_of)).unwrap();
-                    let n = s.invoices;
-                    summary = Some(s);
-                    n
-                });
-                black_box((service, summary)).1.map_or(0, |s| s.invoices)
-            }
-            "per_commit" => {
-                let (service, tenant) =
-                    service_over(PerCommitStore(MemoryStore::new()), &plan, &subs);
-                let mut summary = None;
-                run_once(&mut || {
-                    let s = block_on(service.run_bill(tenant, as_of)).unwrap();
-                    let n = s.invoices;
-                    summary = Some(s);
-                    n
-                });
-                black_box((service, summary)).1.map_or(0, |s| s.invoices)
-            }
+            "service" => service_once(MemoryStore::new(), &plan, &subs, as_of, &run_once),
+            "per_commit" => service_once(
+                PerCommitStore(MemoryStore::new()),
+                &plan,
+                &subs,
+                as_of,
+                &run_once,
+            ),
             other => {
                 eprintln!("DOTMAC_BENCH_ONCE={other}: domain, kept, service or per_commit");
                 return;
