@@ -12,7 +12,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use chrono::{NaiveDate, TimeZone, Utc};
-use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BatchSize, Criterion, Throughput, criterion_group};
 // Through the facade, as an application uses it (the same code as `dotmac_billing`'s).
 use dotmac::billing::{
     AppliedDiscount, BillingCommit, BillingError, BillingService, BillingSettings, BillingStore,
@@ -292,6 +292,25 @@ fn service_over<S: BillingStore>(
     (service, tenant)
 }
 
+/// The process's minor page faults so far (`/proc/self/stat`, field 10).
+fn minor_faults() -> u64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            let after = s.rsplit_once(')')?.1.to_owned();
+            after.split_whitespace().nth(7)?.parse().ok()
+        })
+        .unwrap_or(0)
+}
+
+/// The documents' settings of the bill-run benches: VAT on everything.
+fn document_settings() -> DocumentSettings {
+    DocumentSettings {
+        taxes: vec![vat()],
+        ..DocumentSettings::default()
+    }
+}
+
 fn peak_memory_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
@@ -301,10 +320,7 @@ fn peak_memory_kib() -> Option<u64> {
 fn bill_run(c: &mut Criterion) {
     let plan = plan();
     let subs = subscriptions(&plan);
-    let settings = DocumentSettings {
-        taxes: vec![vat()],
-        ..DocumentSettings::default()
-    };
+    let settings = document_settings();
     let as_of = d(2026, 4, 1);
     let mut group = c.benchmark_group("bill_run");
     group.sample_size(10);
@@ -384,5 +400,103 @@ fn bill_run(c: &mut Criterion) {
     }
 }
 
+/// `run_bill` over `store` once, through `run_once`, its setup and the drop outside it.
+fn service_once<S: BillingStore>(
+    store: S,
+    plan: &Plan,
+    subs: &[Subscription],
+    as_of: NaiveDate,
+    run_once: &dyn Fn(&mut dyn FnMut() -> usize) -> usize,
+) -> usize {
+    let (service, tenant) = service_over(store, plan, subs);
+    let mut summary = None;
+    run_once(&mut || {
+        let s = block_on(service.run_bill(tenant, as_of)).unwrap();
+        let n = s.invoices;
+        summary = Some(s);
+        n
+    });
+    black_box((service, summary)).1.map_or(0, |s| s.invoices)
+}
+
+/// One pass of one bill-run bench outside criterion, for a profiler (`perf record`,
+/// `valgrind --tool=callgrind --toggle-collect='*run_once*'`): `DOTMAC_BENCH_ONCE=domain`,
+/// `kept`, `service` or `per_commit` runs that bench's routine once (its setup outside the
+/// function named `run_once`) and exits.
+fn bill_run_once(which: &str) {
+    #[inline(never)]
+    fn run_once(f: &mut dyn FnMut() -> usize) -> usize {
+        f()
+    }
+    let plan = plan();
+    let subs = subscriptions(&plan);
+    let settings = document_settings();
+    let as_of = d(2026, 4, 1);
+    let took = std::cell::Cell::new(Duration::ZERO);
+    let faults = std::cell::Cell::new(0);
+    let run_once = |f: &mut dyn FnMut() -> usize| -> usize {
+        let before = minor_faults();
+        let start = Instant::now();
+        let n = run_once(f);
+        took.set(start.elapsed());
+        faults.set(minor_faults().saturating_sub(before));
+        n
+    };
+    // As criterion runs them: setup, the routine, then the drop, each pass afresh.
+    let passes: usize = std::env::var("DOTMAC_BENCH_PASSES")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(1);
+    for _ in 0..passes {
+        let n = match which {
+            "domain" => run_once(&mut || {
+                let mut n = 0;
+                for sub in &subs {
+                    let out = bill_due(sub, &plan, &[], as_of, &settings).unwrap();
+                    n += out.invoices.len();
+                    black_box(out);
+                }
+                n
+            }),
+            "kept" => {
+                let mut kept = Vec::with_capacity(SUBSCRIPTIONS);
+                let n = run_once(&mut || {
+                    for sub in &subs {
+                        kept.push(bill_due(sub, &plan, &[], as_of, &settings).unwrap());
+                    }
+                    kept.len()
+                });
+                black_box(kept);
+                n
+            }
+            "service" => service_once(MemoryStore::new(), &plan, &subs, as_of, &run_once),
+            "per_commit" => service_once(
+                PerCommitStore(MemoryStore::new()),
+                &plan,
+                &subs,
+                as_of,
+                &run_once,
+            ),
+            other => {
+                eprintln!("DOTMAC_BENCH_ONCE={other}: domain, kept, service or per_commit");
+                return;
+            }
+        };
+        println!(
+            "{which}: {n} invoices in {:?}, {} page faults",
+            took.get(),
+            faults.get()
+        );
+    }
+}
+
 criterion_group!(benches, pricing, bill_run);
-criterion_main!(benches);
+
+fn main() {
+    if let Ok(which) = std::env::var("DOTMAC_BENCH_ONCE") {
+        bill_run_once(&which);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -221,6 +221,12 @@ pub fn bill_due(
                     applied.record(first_index, last_index);
                 }
             }
+            // One document is the common case: room for one first (a store keeps the
+            // outcome's allocation until it commits the page, and the default growth would
+            // reserve four).
+            if invoices.capacity() == 0 {
+                invoices.reserve_exact(1);
+            }
             invoices.push(builder.finish());
         }
     }

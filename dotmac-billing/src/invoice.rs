@@ -263,7 +263,9 @@ pub enum DocumentKey {
 impl DocumentKey {
     /// The invoice id this key always produces (so a preview and the issued invoice share it).
     pub fn invoice_id(&self) -> InvoiceId {
-        let digest = IdDigest::new("invoice");
+        // The namespace's digest is computed once, at compile time.
+        const INVOICE: IdDigest = IdDigest::new("invoice");
+        let digest = INVOICE;
         InvoiceId::derived(match *self {
             DocumentKey::Period {
                 subscription,
@@ -489,8 +491,10 @@ impl<'a> DocumentBuilder<'a> {
                 status: InvoiceStatus::Draft,
                 issue_date,
                 due_date,
-                lines: Vec::with_capacity(2),
-                taxes: Vec::new(),
+                // Sized for the common document (a regular invoice of one charge, with at
+                // most one summary per rate): a stored invoice keeps what is allocated here.
+                lines: Vec::with_capacity(1),
+                taxes: Vec::with_capacity(settings.taxes.len()),
                 subtotal: zero,
                 discount_total: zero,
                 tax_total: zero,

@@ -2,6 +2,7 @@
 //! and benchmarks, writing its outbox events to a [`MemoryOutbox`] under the same lock.
 
 use std::collections::BTreeMap;
+use std::collections::hash_map::Entry;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use dotmac_core::outbox::{MemoryOutbox, OutboxEvent};
@@ -69,6 +70,32 @@ impl InvoiceLog {
     }
 }
 
+/// A customer's invoices: their positions in the [`InvoiceLog`], in commit order. Most
+/// customers of a bill run get one invoice, held inline; a list is allocated from the second.
+#[derive(Clone, Debug)]
+enum CustomerInvoices {
+    One(usize),
+    Many(Vec<usize>),
+}
+
+impl CustomerInvoices {
+    fn push(&mut self, position: usize) {
+        match self {
+            CustomerInvoices::One(first) => {
+                *self = CustomerInvoices::Many(vec![*first, position]);
+            }
+            CustomerInvoices::Many(list) => list.push(position),
+        }
+    }
+
+    fn positions(&self) -> &[usize] {
+        match self {
+            CustomerInvoices::One(first) => std::slice::from_ref(first),
+            CustomerInvoices::Many(list) => list,
+        }
+    }
+}
+
 #[derive(Default)]
 struct TenantData {
     products: FastMap<ProductId, Product>,
@@ -80,8 +107,16 @@ struct TenantData {
     /// map of whole invoices).
     invoices: InvoiceLog,
     invoice_index: FastMap<InvoiceId, usize>,
-    keys: FastSet<DocumentKey>,
-    invoices_by_customer: FastMap<CustomerId, Vec<InvoiceId>>,
+    /// The keys of the stored invoices that `invoice_index` does not find under their key's
+    /// own id ([`DocumentKey::invoice_id`]): hand-built invoices with another id, and any
+    /// whose id a later invoice took. Every other key is found through `invoice_index`
+    /// (see [`TenantData::key_stored`]), so the bill run keeps no set of keys.
+    odd_keys: FastSet<DocumentKey>,
+    /// Each customer's invoices, built on demand: it covers the first `customers_indexed`
+    /// invoices of the log, and [`TenantData::invoices_of`] adds the rest before it reads
+    /// (storing an invoice, the bill run's step, does not touch it).
+    invoices_by_customer: FastMap<CustomerId, CustomerInvoices>,
+    customers_indexed: usize,
     pending: FastMap<CustomerId, Vec<PendingCharge>>,
     /// Every pending charge id ever added, so that a retried add of an invoiced charge is a
     /// no-op too.
@@ -204,6 +239,62 @@ impl TenantData {
         Ok(note)
     }
 
+    /// True when an invoice with `key` is stored.
+    fn key_stored(&self, key: &DocumentKey) -> bool {
+        key_stored(&self.invoice_index, &self.invoices, &self.odd_keys, key)
+    }
+
+    /// Stores `invoice` (its key not stored yet) and indexes it by id (the by-customer index
+    /// catches up when read).
+    fn store_invoice(&mut self, invoice: Invoice) {
+        let (id, key) = (invoice.id, invoice.key);
+        let position = self.invoices.push(invoice);
+        if id != key.invoice_id() {
+            self.odd_keys.insert(key);
+        }
+        if let Some(earlier) = self.invoice_index.insert(id, position)
+            && let Some(hidden) = self.invoices.get(earlier)
+        {
+            // The earlier invoice with this id is no longer found by it: keep its key.
+            self.odd_keys.insert(hidden.key);
+        }
+    }
+
+    /// `customer`'s invoices, in commit order, once the by-customer index covers every
+    /// stored invoice.
+    fn invoices_of(&mut self, customer: CustomerId) -> impl Iterator<Item = &Invoice> {
+        while let Some(invoice) = self.invoices.get(self.customers_indexed) {
+            let position = self.customers_indexed;
+            match self.invoices_by_customer.entry(invoice.customer) {
+                Entry::Occupied(mut list) => list.get_mut().push(position),
+                Entry::Vacant(slot) => {
+                    slot.insert(CustomerInvoices::One(position));
+                }
+            }
+            // One per invoice stored: cannot reach usize::MAX.
+            self.customers_indexed = position.saturating_add(1);
+        }
+        let invoices = &self.invoices;
+        self.invoices_by_customer
+            .get(&customer)
+            .map(CustomerInvoices::positions)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|p| invoices.get(*p))
+    }
+
+    /// Room for a batch of `commits` more invoices in the indexes (one each, the common
+    /// case), grown at once to the tenant's subscription count: a bill run issues about one
+    /// invoice per subscription, and growing the maps step by step rehashes every entry.
+    fn reserve_invoices(&mut self, commits: usize) {
+        let len = self.invoice_index.len();
+        if self.invoice_index.capacity() >= len.saturating_add(commits) {
+            return;
+        }
+        let more = commits.max(self.subscriptions.len()).max(len);
+        self.invoice_index.reserve(more);
+    }
+
     fn invoice(&self, id: InvoiceId) -> Option<&Invoice> {
         self.invoice_index
             .get(&id)
@@ -252,9 +343,22 @@ impl TenantData {
         {
             return Err(BillingError::PendingChargeTaken { charge: *charge });
         }
+        // What the loop below issues (its numbers, and what the result reports).
+        let issued = would_issue(
+            |key| key_stored(&self.invoice_index, &self.invoices, &self.odd_keys, key),
+            &self.last_invoice_number,
+            &commit.invoices,
+        );
         // The events last: the issued documents' carry the numbers they are about to get.
-        if commit.issued_at.is_some() {
-            let issued = would_issue(&self.keys, &self.last_invoice_number, &commit.invoices);
+        if let (Some(at), [only], true) = (
+            commit.issued_at,
+            issued.as_slice(),
+            commit.events.is_empty(),
+        ) {
+            // The bill run's commit: one event, written without a list.
+            let event = OutboxEvent::new(crate::service::invoice_issued_event(tenant, at, only));
+            write_events(outbox, tenant, std::slice::from_ref(&event))?;
+        } else if commit.issued_at.is_some() {
             write_events(outbox, tenant, &commit.outbox_events(tenant, &issued))?;
         } else {
             write_events(outbox, tenant, &commit.events)?;
@@ -265,25 +369,22 @@ impl TenantData {
             *stored = sub;
         }
         let mut result = CommitResult {
-            issued: Vec::with_capacity(commit.invoices.len()),
+            issued,
             duplicates: 0,
         };
+        // Every document new (the bill run's case) needs no second look.
+        let all_new = result.issued.len() == commit.invoices.len();
         for mut invoice in commit.invoices {
-            if !self.keys.insert(invoice.key) {
+            // The same choice as `would_issue`'s: a key stored before, or earlier in this
+            // commit (stored by this loop), is a duplicate.
+            if !all_new && self.key_stored(&invoice.key) {
                 result.duplicates = result.duplicates.saturating_add(1);
                 continue;
             }
             let number = self.last_invoice_number.take(&invoice);
             invoice.number = Some(number);
             invoice.status = InvoiceStatus::Open;
-            self.invoices_by_customer
-                .entry(invoice.customer)
-                .or_default()
-                .push(invoice.id);
-            result.issued.push(IssuedInvoice::of(&invoice, number));
-            let id = invoice.id;
-            let position = self.invoices.push(invoice);
-            self.invoice_index.insert(id, position);
+            self.store_invoice(invoice);
         }
         consumed.extend(commit.consumed_pending);
         for charge in commit.new_pending {
@@ -305,10 +406,24 @@ impl TenantData {
     }
 }
 
+/// [`TenantData::key_stored`] over the fields it reads.
+fn key_stored(
+    index: &FastMap<InvoiceId, usize>,
+    invoices: &InvoiceLog,
+    odd_keys: &FastSet<DocumentKey>,
+    key: &DocumentKey,
+) -> bool {
+    let own = index
+        .get(&key.invoice_id())
+        .and_then(|p| invoices.get(*p))
+        .is_some_and(|i| i.key == *key);
+    own || (!odd_keys.is_empty() && odd_keys.contains(key))
+}
+
 /// What [`TenantData::apply`] would issue of `invoices` given the stored document keys and the
 /// last numbers (the documents whose keys are new, numbered in order), without writing anything.
 fn would_issue(
-    stored: &FastSet<DocumentKey>,
+    stored: impl Fn(&DocumentKey) -> bool,
     last_numbers: &InvoiceNumbers,
     invoices: &[Invoice],
 ) -> Vec<IssuedInvoice> {
@@ -319,7 +434,7 @@ fn would_issue(
         .enumerate()
         // A commit holds a handful of documents: a scan finds a repeated key without a set.
         .filter(|(n, i)| {
-            !stored.contains(&i.key)
+            !stored(&i.key)
                 && !invoices
                     .get(..*n)
                     .unwrap_or_default()
@@ -689,6 +804,8 @@ impl InvoiceStore for MemoryStore {
             // One lock for the batch; consumed charges are removed in one pass at the end
             // (removal is idempotent, so this equals removing them commit by commit).
             let mut consumed = FastSet::default();
+            t.reserve_invoices(commits.len());
+            outbox.reserve(commits.len());
             let results = commits
                 .into_iter()
                 .map(|commit| t.apply(outbox, tenant, commit, &mut consumed))
@@ -714,13 +831,7 @@ impl InvoiceStore for MemoryStore {
         customer: CustomerId,
     ) -> Result<Vec<Invoice>, BillingError> {
         Ok(self.with(tenant, |t| {
-            let mut list: Vec<Invoice> = t
-                .invoices_by_customer
-                .get(&customer)
-                .into_iter()
-                .flatten()
-                .filter_map(|id| t.invoice(*id).cloned())
-                .collect();
+            let mut list: Vec<Invoice> = t.invoices_of(customer).cloned().collect();
             list.sort_by_key(|i| (i.issue_date, i.number));
             list
         }))

@@ -195,7 +195,7 @@ const SEPARATOR: u64 = 0xff;
 impl IdDigest {
     /// A digest for ids of one kind: `namespace` keeps an invoice key from ever deriving the
     /// id of a usage event.
-    pub fn new(namespace: &str) -> Self {
+    pub const fn new(namespace: &str) -> Self {
         IdDigest {
             a: BASIS_A,
             b: BASIS_B,
@@ -204,37 +204,42 @@ impl IdDigest {
     }
 
     /// Absorbs bytes (a string key, an external id), followed by a separator.
-    pub fn bytes(mut self, bytes: &[u8]) -> Self {
-        for byte in bytes {
-            self.a = (self.a ^ u64::from(*byte)).wrapping_mul(PRIME_A);
-            self.b = (self.b ^ u64::from(*byte)).wrapping_mul(PRIME_B);
+    pub const fn bytes(mut self, bytes: &[u8]) -> Self {
+        // A `while` loop, so that a namespace digest can be computed at compile time
+        // (`const`): the hot derivations start from one.
+        let mut rest = bytes;
+        while let [byte, tail @ ..] = rest {
+            let byte = *byte as u64;
+            self.a = (self.a ^ byte).wrapping_mul(PRIME_A);
+            self.b = (self.b ^ byte).wrapping_mul(PRIME_B);
+            rest = tail;
         }
         self.word(SEPARATOR ^ (bytes.len() as u64))
     }
 
     /// Absorbs a string.
-    pub fn str(self, text: &str) -> Self {
+    pub const fn str(self, text: &str) -> Self {
         self.bytes(text.as_bytes())
     }
 
     /// Absorbs a 64-bit number as one word (cheaper than its bytes).
-    pub fn u64(self, value: u64) -> Self {
+    pub const fn u64(self, value: u64) -> Self {
         self.word(value)
     }
 
     /// Absorbs a 128-bit number as two words.
-    pub fn u128(self, value: u128) -> Self {
+    pub const fn u128(self, value: u128) -> Self {
         // Truncation is the point: the high and the low word in turn.
         #[allow(clippy::cast_possible_truncation)]
         self.word((value >> 64) as u64).word(value as u64)
     }
 
     /// Absorbs a UUID (any DotMac id's [`as_uuid`](TenantId::as_uuid)).
-    pub fn uuid(self, uuid: uuid::Uuid) -> Self {
+    pub const fn uuid(self, uuid: uuid::Uuid) -> Self {
         self.u128(uuid.as_u128())
     }
 
-    fn word(mut self, word: u64) -> Self {
+    const fn word(mut self, word: u64) -> Self {
         self.a = (self.a ^ word).wrapping_mul(PRIME_A).rotate_left(29);
         self.b = (self.b ^ word.rotate_left(32))
             .wrapping_mul(PRIME_B)
