@@ -126,7 +126,7 @@ fn events(n: usize, per: usize) -> Vec<UsageEvent> {
                 customer: CustomerId::from_u128(who as u128 + 1),
                 subscription: Some(SubscriptionId::from_u128(who as u128 + 1)),
                 meter: METER,
-                quantity: Decimal::from((i % 5000) as i64 * 1_048_576),
+                quantity: quantity_of(i),
                 timestamp: start + chrono::Duration::microseconds(step * i as i64),
                 properties: BTreeMap::new(),
             }
@@ -336,11 +336,18 @@ async fn read_only<U: UsageStore>(usage: &U, tenant: TenantId, n: usize, per: us
         }
     }
     let took = start.elapsed();
-    let seeded: Decimal = (0..n * per)
-        .map(|i| Decimal::from((i % 5000) as i64 * 1_048_576))
-        .sum();
-    assert_eq!(total, seeded);
+    assert_eq!(total, seeded_total(n, per));
     took
+}
+
+/// The quantity of the `i`th event `seed` writes: up to 5,000 MiB.
+fn quantity_of(i: usize) -> Decimal {
+    Decimal::from((i % 5000) as i64 * 1_048_576)
+}
+
+/// The sum of every event's quantity as `seed` writes them.
+fn seeded_total(n: usize, per: usize) -> Decimal {
+    (0..n * per).map(quantity_of).sum()
 }
 
 /// The grouped pass alone, as rating takes it when a chunk's subscriptions share March:
@@ -366,10 +373,7 @@ async fn window_only<U: UsageStore>(usage: &U, tenant: TenantId, n: usize, per: 
             .unwrap();
     }
     let took = start.elapsed();
-    let seeded: Decimal = (0..n * per)
-        .map(|i| Decimal::from((i % 5000) as i64 * 1_048_576))
-        .sum();
-    assert_eq!(total, seeded);
+    assert_eq!(total, seeded_total(n, per));
     took
 }
 

@@ -97,19 +97,9 @@ for_each_dialect! {
         }
     }
 
-    /// The `body` column of every row.
+    /// The `body` column of every row, as JSON values.
     pub(crate) async fn bodies(tx: &mut Tx, sql: &'static str, binds: &[Bind]) -> Result<Vec<serde_json::Value>> {
-        let rows = bind_all(sqlx::query(sql), binds)
-            .fetch_all(&mut **tx)
-            .await
-            .during("read records")?;
-        rows.iter()
-            .map(|row| {
-                row.try_get::<Json<serde_json::Value>, _>("body")
-                    .map(|b| b.0)
-                    .during("read record body")
-            })
-            .collect()
+        typed_bodies(tx, "record", sql, binds).await
     }
 
     /// The `body` column of every row, decoded as `T` straight from its JSON text (no

@@ -317,16 +317,7 @@ for_each_dialect! {
                     let index = position(row.try_get("idx").during("aggregate usage")?, count)?;
                     let n: i64 = row.try_get("n").during("aggregate usage")?;
                     let negative: i64 = row.try_get("negative").during("aggregate usage")?;
-                    let exact_total: i64 = row.try_get("exact_total").during("aggregate usage")?;
-                    let sum = if exact_total != 0 {
-                        let total: i64 = row.try_get("total").during("aggregate usage")?;
-                        Some(Decimal::from(total))
-                    } else {
-                        None
-                    };
-                    let top: Option<i64> = row.try_get("top").during("aggregate usage")?;
-                    let irregular: Option<i64> =
-                        row.try_get("irregular").during("aggregate usage")?;
+                    let (sum, max) = sum_and_max(row, "aggregate usage")?;
                     let latest: Option<String> = row.try_get("latest").during("aggregate usage")?;
                     let distinct: i64 = row.try_get("distinct_values").during("aggregate usage")?;
                     let latest = match latest.as_deref() {
@@ -336,7 +327,7 @@ for_each_dialect! {
                     out.push((index, PeriodTotals {
                         count: n.unsigned_abs(),
                         sum,
-                        max: top.filter(|_| irregular == Some(0)).map(Decimal::from),
+                        max,
                         latest,
                         distinct: distinct.unsigned_abs(),
                         negative: negative != 0,
@@ -344,6 +335,21 @@ for_each_dialect! {
                 }
             }
             Ok((out, overflowed))
+        }
+
+        /// A totals row's exact sum and maximum (see [`select_list`]): the sum when SQLite
+        /// summed integers, the maximum when every quantity was an integer text.
+        fn sum_and_max(row: &sqlx::sqlite::SqliteRow, during: &'static str) -> Result<(Option<Decimal>, Option<Decimal>)> {
+            let exact_total: i64 = row.try_get("exact_total").during(during)?;
+            let sum = if exact_total != 0 {
+                let total: i64 = row.try_get("total").during(during)?;
+                Some(Decimal::from(total))
+            } else {
+                None
+            };
+            let top: Option<i64> = row.try_get("top").during(during)?;
+            let irregular: Option<i64> = row.try_get("irregular").during(during)?;
+            Ok((sum, top.filter(|_| irregular == Some(0)).map(Decimal::from)))
         }
 
         /// One grouped pass over `meter`'s events in `[from, to)`, with the same exactness
@@ -413,22 +419,14 @@ for_each_dialect! {
                     continue;
                 };
                 let negative: i64 = row.try_get("negative").during("total usage window")?;
-                let exact_total: i64 = row.try_get("exact_total").during("total usage window")?;
-                let sum = if exact_total != 0 {
-                    let total: i64 = row.try_get("total").during("total usage window")?;
-                    Some(Decimal::from(total))
-                } else {
-                    None
-                };
-                let top: Option<i64> = row.try_get("top").during("total usage window")?;
-                let irregular: Option<i64> = row.try_get("irregular").during("total usage window")?;
+                let (sum, max) = sum_and_max(row, "total usage window")?;
                 out.insert(
                     customer,
                     subscription,
                     PeriodTotals {
                         count: n.unsigned_abs(),
                         sum,
-                        max: top.filter(|_| irregular == Some(0)).map(Decimal::from),
+                        max,
                         latest: None,
                         distinct: 0,
                         negative: negative != 0,
