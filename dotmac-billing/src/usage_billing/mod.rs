@@ -383,83 +383,42 @@ impl<B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource> UsageBillingS
         let store = self.billing.store();
         let chunk = self.billing.settings().chunk_size.max(1);
         let mut page = store.subscriptions_page(tenant, None, chunk).await?;
-        // The chunk rated last, whose charges are written while this one is read and rated.
-        let mut writing: Option<(Vec<Subscription>, PreparedChunk)> = None;
-        loop {
-            let last = page.last().map(|s| s.id);
-            // Three things at once: the next page is read, this one is read and rated, and the
-            // previous one's charges are written. Rating writes pending charges only (never a
-            // page's subscriptions), and a chunk's reads are per subscription, so none of them
-            // waits on another's result.
-            let next = async {
-                match last {
-                    Some(last) => store.subscriptions_page(tenant, Some(last), chunk).await,
-                    None => Ok(Vec::new()),
-                }
-            };
-            let rated = async {
-                if page.is_empty() {
-                    return Ok(None);
-                }
-                self.prepare_chunk(tenant, &page, &plans, as_of, &mut passes)
-                    .await
-                    .map(Some)
-            };
-            let written = async {
-                match writing.as_mut() {
-                    Some((_, (out, to_add))) => {
-                        self.add_charges(tenant, std::mem::take(to_add), out).await
+        while let Some(last) = page.last() {
+            // The next page is read while this one is rated: rating writes pending charges
+            // only, never the subscriptions a page holds.
+            let (next, rated) = join(
+                store.subscriptions_page(tenant, Some(last.id), chunk),
+                self.rate_chunk(tenant, &page, &plans, as_of, &mut passes),
+            )
+            .await;
+            let rated = rated?;
+            for (sub, rated) in page.iter().zip(rated) {
+                match rated {
+                    Ok(rated) => summary.absorb(rated),
+                    Err(error) => {
+                        summary.events.push(DomainEvent::new(
+                            tenant,
+                            self.billing.clock(),
+                            UsageBillingEvent::RatingFailed {
+                                customer: sub.customer,
+                                subscription: sub.id,
+                                error_kind: error.kind().to_owned(),
+                                error: error.to_string(),
+                            },
+                        ));
+                        summary.subscriptions = summary.subscriptions.saturating_add(1);
+                        summary.failures.push(BillingFailure {
+                            customer: sub.customer,
+                            subscription: Some(sub.id),
+                            error,
+                        });
                     }
-                    None => Ok(()),
                 }
-            };
-            let (next, (rated, written)) = join(next, join(rated, written)).await;
-            written?;
-            if let Some((done, (out, _))) = writing.take() {
-                self.absorb_chunk(tenant, &mut summary, &done, out);
-            }
-            match rated? {
-                Some(prepared) => writing = Some((std::mem::take(&mut page), prepared)),
-                None => break,
             }
             page = next?;
         }
         observe_rating(&summary);
         Ok(summary)
-    }
-
-    /// Adds a rated chunk's results to the run's summary: each subscription's summary, or its
-    /// domain error as a failure with a `usage.rating_failed` event.
-    fn absorb_chunk(
-        &self,
-        tenant: TenantId,
-        summary: &mut UsageRunSummary,
-        subs: &[Subscription],
-        rated: Vec<Result<UsageRunSummary, BillingError>>,
-    ) {
-        for (sub, rated) in subs.iter().zip(rated) {
-            match rated {
-                Ok(rated) => summary.absorb(rated),
-                Err(error) => {
-                    summary.events.push(DomainEvent::new(
-                        tenant,
-                        self.billing.clock(),
-                        UsageBillingEvent::RatingFailed {
-                            customer: sub.customer,
-                            subscription: sub.id,
-                            error_kind: error.kind().to_owned(),
-                            error: error.to_string(),
-                        },
-                    ));
-                    summary.subscriptions = summary.subscriptions.saturating_add(1);
-                    summary.failures.push(BillingFailure {
-                        customer: sub.customer,
-                        subscription: Some(sub.id),
-                        error,
-                    });
-                }
-            }
-        }
     }
 
     /// Rates one subscription's usage up to `as_of` (see [`UsageBillingService::rate_due`]).
@@ -622,8 +581,10 @@ impl<B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource> UsageBillingS
         }))
     }
 
-    /// Rates a chunk of subscriptions and adds their charges (see
-    /// [`UsageBillingService::prepare_chunk`] and [`UsageBillingService::add_charges`]).
+    /// Rates a chunk of subscriptions: one set-based usage read
+    /// ([`UsageStore::period_aggregates`]) and one read of pending charges for the whole chunk,
+    /// one read of invoices per customer with periods to rate; then each subscription's
+    /// charges, added only when all of its rating succeeded, so a domain error adds nothing.
     /// Per subscription, in order: its summary or its domain error.
     async fn rate_chunk(
         &self,
@@ -633,27 +594,6 @@ impl<B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource> UsageBillingS
         as_of: NaiveDate,
         passes: &mut WindowPasses,
     ) -> Result<Vec<Result<UsageRunSummary, BillingError>>, BillingError> {
-        let (mut out, to_add) = self
-            .prepare_chunk(tenant, subs, plans, as_of, passes)
-            .await?;
-        self.add_charges(tenant, to_add, &mut out).await?;
-        Ok(out)
-    }
-
-    /// Rates a chunk of subscriptions without writing: one usage read (the window pass or
-    /// the keyed [`UsageStore::period_aggregates`]), one read of the chunk's pending charges
-    /// and one of its customers' invoices; then each subscription's charges, kept only when
-    /// all of its rating succeeded, so a domain error adds nothing. Per subscription, in order:
-    /// its summary or its domain error; and the charges to add, each with its subscription's
-    /// position.
-    async fn prepare_chunk(
-        &self,
-        tenant: TenantId,
-        subs: &[Subscription],
-        plans: &HashMap<PlanId, Plan>,
-        as_of: NaiveDate,
-        passes: &mut WindowPasses,
-    ) -> Result<PreparedChunk, BillingError> {
         let mut planned: Vec<Result<Option<PlannedRating<'_>>, BillingError>> = subs
             .iter()
             .map(|sub| self.plan_rating(sub, plans, as_of))
@@ -748,7 +688,8 @@ impl<B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource> UsageBillingS
                 Err(error) => out.push(Err(error)),
             }
         }
-        Ok((out, to_add))
+        self.add_charges(tenant, to_add, &mut out).await?;
+        Ok(out)
     }
 
     /// The aggregate of each of `keys` (in order): a key whose meter and window many keys of
@@ -935,13 +876,6 @@ impl<B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource> UsageBillingS
             .collect()
     }
 }
-
-/// A rated chunk before its write: per subscription its summary or domain error, and the
-/// charges to add, each with its subscription's position.
-type PreparedChunk = (
-    Vec<Result<UsageRunSummary, BillingError>>,
-    Vec<(usize, PendingCharge)>,
-);
 
 /// A meter and the instants `[from, to)` of the events a key reads.
 type Window = (MeterId, DateTime<Utc>, DateTime<Utc>);
