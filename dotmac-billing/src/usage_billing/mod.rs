@@ -367,6 +367,11 @@ impl<B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource> UsageBillingS
     /// `usage.rating_failed` event, and the others are rated; a run after the data is fixed
     /// rates it.
     ///
+    /// Usage is read a chunk at a time, or, for a period that most of a chunk's subscriptions
+    /// share (a tenant billed on one day), once per run with one grouped pass
+    /// ([`UsageStore::window_totals`]): events stored during the run after that pass are
+    /// rated by the next run, as late usage.
+    ///
     /// # Errors
     ///
     /// The first store error; charges added before it stay added, and a re-run continues
