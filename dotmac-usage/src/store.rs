@@ -661,6 +661,110 @@ mod tests {
     use super::*;
     use dotmac_core::span_recorder::record_spans;
 
+    fn totals(count: u64, sum: Option<Decimal>, max: i64) -> PeriodTotals {
+        PeriodTotals {
+            count,
+            sum,
+            max: Some(Decimal::from(max)),
+            latest: None,
+            distinct: 0,
+            negative: false,
+        }
+    }
+
+    #[test]
+    fn a_window_combines_each_keys_groups_as_the_key_counts_events() {
+        let (jane, omar, lee) = (
+            CustomerId::from_u128(1),
+            CustomerId::from_u128(2),
+            CustomerId::from_u128(3),
+        );
+        let (home, shop, other) = (
+            SubscriptionId::from_u128(10),
+            SubscriptionId::from_u128(11),
+            SubscriptionId::from_u128(12),
+        );
+        let mut window = WindowTotals::new();
+        window.insert(jane, Some(home), totals(2, Some(Decimal::from(10)), 7));
+        window.insert(jane, None, totals(1, Some(Decimal::from(5)), 5));
+        window.insert(jane, Some(shop), totals(1, Some(Decimal::from(100)), 100));
+        window.insert(omar, Some(home), totals(1, None, 3));
+        window.unresolved(lee);
+        assert_eq!(window.len(), 4);
+        let q = |aggregation: &Aggregation, customer, subscription| {
+            window.quantity(aggregation, customer, subscription)
+        };
+        // Home counts its own events and those naming none; never the shop's.
+        assert_eq!(
+            q(&Aggregation::Sum, jane, Some(home)),
+            Some(Decimal::from(15))
+        );
+        assert_eq!(
+            q(&Aggregation::Count, jane, Some(home)),
+            Some(Decimal::from(3))
+        );
+        assert_eq!(
+            q(&Aggregation::Max, jane, Some(home)),
+            Some(Decimal::from(7))
+        );
+        // A key without a subscription counts all of the customer's events.
+        assert_eq!(q(&Aggregation::Sum, jane, None), Some(Decimal::from(115)));
+        // A subscription with no events of its own gets those naming none.
+        assert_eq!(
+            q(&Aggregation::Sum, jane, Some(other)),
+            Some(Decimal::from(5))
+        );
+        // No events at all: zero.
+        assert_eq!(
+            q(&Aggregation::Sum, CustomerId::from_u128(9), None),
+            Some(Decimal::ZERO)
+        );
+        // What the groups cannot tell is read by key: an inexact sum (its count still
+        // combines), a latest value or distinct count, an unresolved customer.
+        assert_eq!(q(&Aggregation::Sum, omar, Some(home)), None);
+        assert_eq!(q(&Aggregation::Count, omar, Some(home)), Some(Decimal::ONE));
+        assert_eq!(q(&Aggregation::Latest, jane, Some(home)), None);
+        assert_eq!(
+            q(
+                &Aggregation::UniqueCount {
+                    property: "ip".into()
+                },
+                jane,
+                None
+            ),
+            None
+        );
+        assert_eq!(q(&Aggregation::Count, lee, None), None);
+        assert_eq!(q(&Aggregation::WeightedSum, jane, Some(home)), None);
+    }
+
+    #[test]
+    fn a_window_whose_sum_overflows_or_goes_negative_tells_nothing_for_it() {
+        let jane = CustomerId::from_u128(1);
+        let mut window = WindowTotals::new();
+        window.insert(jane, None, totals(1, Some(Decimal::MAX), 1));
+        window.insert(
+            jane,
+            Some(SubscriptionId::from_u128(10)),
+            totals(1, Some(Decimal::MAX), 1),
+        );
+        assert_eq!(window.quantity(&Aggregation::Sum, jane, None), None);
+        assert_eq!(
+            window.quantity(&Aggregation::Count, jane, None),
+            Some(Decimal::from(2))
+        );
+        let mut negative = WindowTotals::new();
+        negative.insert(
+            jane,
+            None,
+            PeriodTotals {
+                negative: true,
+                ..totals(1, Some(Decimal::from(-1)), -1)
+            },
+        );
+        assert_eq!(negative.quantity(&Aggregation::Sum, jane, None), None);
+    }
+
     #[test]
     fn the_memory_store_opens_debug_store_spans_without_event_properties() {
         let tenant = TenantId::new();
