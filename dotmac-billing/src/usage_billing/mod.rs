@@ -22,16 +22,14 @@ pub mod allowance;
 mod rating;
 
 use std::collections::{BTreeSet, HashMap};
-
-use chrono::{DateTime, Utc};
-use futures_util::future::join;
 use std::sync::Arc;
 
-use chrono::NaiveDate;
+use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Tz;
 use dotmac_core::{
     Clock, CustomerId, DomainEvent, EventPayload, Money, Period, PlanId, SubscriptionId, TenantId,
 };
+use futures_util::future::join;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
@@ -367,8 +365,9 @@ impl<B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource> UsageBillingS
     /// `usage.rating_failed` event, and the others are rated; a run after the data is fixed
     /// rates it.
     ///
-    /// Usage is read a chunk at a time, or, for a period that most of a chunk's subscriptions
-    /// share (a tenant billed on one day), once per run with one grouped pass
+    /// Usage is read a chunk at a time, or, for a meter and period that many of a chunk's
+    /// subscriptions share (256 keys or more: a tenant billed on one day), once per run with
+    /// one grouped pass
     /// ([`UsageStore::window_totals`]): events stored during the run after that pass are
     /// rated by the next run, as late usage.
     ///
@@ -586,10 +585,10 @@ impl<B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource> UsageBillingS
         }))
     }
 
-    /// Rates a chunk of subscriptions: one set-based usage read
-    /// ([`UsageStore::period_aggregates`]) and one read of pending charges for the whole chunk,
-    /// one read of invoices per customer with periods to rate; then each subscription's
-    /// charges, added only when all of its rating succeeded, so a domain error adds nothing.
+    /// Rates a chunk of subscriptions: its usage (see [`UsageBillingService::quantities`]),
+    /// its pending charges and its customers' invoices, three reads issued together; then
+    /// each subscription's charges, added with one store call only when all of its rating
+    /// succeeded, so a domain error adds nothing.
     /// Per subscription, in order: its summary or its domain error.
     async fn rate_chunk(
         &self,
