@@ -753,20 +753,21 @@ impl<B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource> UsageBillingS
             .map(|(key, _)| *key)
             .collect();
         if !rest.is_empty() {
-            let mut read = self
+            let read = self
                 .inner
                 .usage
                 .period_aggregates(tenant, meters, &rest)
-                .await?
-                .into_iter();
-            for slot in out.iter_mut().filter(|q| q.is_none()) {
-                *slot = read.next();
+                .await?;
+            // One aggregate per key, in order, or the read cannot be matched to its keys: a
+            // missing one must never be rated as no usage.
+            if read.len() != rest.len() {
+                return Err(SHORT_READ);
+            }
+            for (slot, aggregate) in out.iter_mut().filter(|q| q.is_none()).zip(read) {
+                *slot = Some(aggregate);
             }
         }
-        Ok(out
-            .into_iter()
-            .map(|q| q.unwrap_or(Ok(Decimal::ZERO)))
-            .collect())
+        out.into_iter().map(|q| q.ok_or(SHORT_READ)).collect()
     }
 
     /// The charges of one planned subscription (pure): each period's quantities (from
@@ -798,7 +799,7 @@ impl<B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource> UsageBillingS
                 ..PeriodUsage::default()
             };
             for meter in &rating.meters {
-                let quantity = quantities.next().cloned().unwrap_or(Ok(Decimal::ZERO))?;
+                let quantity = quantities.next().cloned().ok_or(SHORT_READ)??;
                 usage.quantities.insert(meter.id, quantity);
             }
             usage.allowances = self.allowances_of(tenant, sub, period);
@@ -883,6 +884,13 @@ impl<B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource> UsageBillingS
 
 /// A meter and the instants `[from, to)` of the events a key reads.
 type Window = (MeterId, DateTime<Utc>, DateTime<Utc>);
+
+/// A usage store that answered a keyed read with a different number of aggregates than keys:
+/// rating stops rather than take a missing aggregate for no usage.
+const SHORT_READ: BillingError = BillingError::InvalidConfiguration {
+    what: "usage store",
+    reason: "period_aggregates returned a different number of aggregates than keys",
+};
 
 /// A chunk takes a window's grouped pass once this many of its keys share the window (a
 /// tenant billed on one day puts all of a chunk's keys in one window; anchors spread over
@@ -1241,7 +1249,8 @@ mod chunk_tests {
     const DATA: MeterId = MeterId::from_u128(4);
     const SEATS: MeterId = MeterId::from_u128(5);
 
-    /// The memory store, counting its reads; its window pass only when `windows` is set.
+    /// The memory store, counting its reads; its window pass only when `windows` is set, and
+    /// a keyed read one aggregate short when `short` is.
     #[derive(Default)]
     struct Counting {
         store: InMemoryUsageStore,
@@ -1249,6 +1258,7 @@ mod chunk_tests {
         chunks: AtomicUsize,
         windows: bool,
         passes: AtomicUsize,
+        short: bool,
     }
 
     impl UsageStore for Counting {
@@ -1281,7 +1291,11 @@ mod chunk_tests {
             keys: &[PeriodKey],
         ) -> Result<Vec<Result<Decimal, UsageError>>, UsageError> {
             self.chunks.fetch_add(1, Ordering::Relaxed);
-            self.store.period_aggregates(tenant, meters, keys).await
+            let mut read = self.store.period_aggregates(tenant, meters, keys).await?;
+            if self.short {
+                read.pop();
+            }
+            Ok(read)
         }
 
         async fn window_totals(
@@ -1503,6 +1517,25 @@ mod chunk_tests {
             })
             .map(|(_, _, _, used)| used);
         assert_eq!(march, Some(dec!(16)));
+    }
+
+    #[tokio::test]
+    async fn a_usage_store_that_reads_fewer_aggregates_than_keys_stops_the_rating() {
+        let (billing, mut counting) = setup(10).await;
+        counting.short = true;
+        let settings = UsageBillingSettings::new(chrono_tz::UTC, meters());
+        let usage = UsageBillingService::new(billing.clone(), &counting, settings);
+        let error = usage.rate_due(TENANT, d(5, 1)).await.unwrap_err();
+        assert_eq!(error, SHORT_READ);
+        // Nothing rated as zero and nothing added: no customer has a pending charge.
+        for customer in [JANE, OMAR] {
+            let pending = billing
+                .store()
+                .pending_charges(TENANT, customer)
+                .await
+                .unwrap();
+            assert!(pending.is_empty(), "{pending:?}");
+        }
     }
 
     #[tokio::test]
