@@ -480,6 +480,26 @@ fn source_binds(tenant: TenantId, source: &str) -> [Bind; 2] {
     [Bind::Uuid(tenant.as_uuid()), Bind::Text(source.to_owned())]
 }
 
+/// A `network_services` row's user name, customer and subscription.
+fn account_row<R>(row: &R) -> Result<(String, (CustomerId, Option<SubscriptionId>))>
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Uuid: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let name: String = row.try_get(0).during("resolve RADIUS user names")?;
+    let customer: Uuid = row.try_get(1).during("resolve RADIUS user names")?;
+    let subscription: Uuid = row.try_get(2).during("resolve RADIUS user names")?;
+    Ok((
+        name,
+        (
+            CustomerId::from_uuid(customer),
+            Some(SubscriptionId::from_uuid(subscription)),
+        ),
+    ))
+}
+
 for_each_dialect! {
     shared {
         /// The mark row, created at the start when missing, and locked for the transaction
@@ -501,32 +521,6 @@ for_each_dialect! {
             decode_mark(docs::bodies(tx, sql, &[t, s]).await?.into_iter().next())
         }
 
-        /// The customer and subscription of the tenant's service named `username`.
-        pub(crate) async fn account(
-            tx: &mut Tx,
-            tenant: TenantId,
-            username: &str,
-        ) -> Result<Option<(CustomerId, Option<SubscriptionId>)>> {
-            let row = docs::bind_all(
-                sqlx::query(
-                    "SELECT customer_id, subscription_id FROM network_services \
-                     WHERE tenant_id = $1 AND username = $2",
-                ),
-                &[Bind::Uuid(tenant.as_uuid()), Bind::Text(username.to_owned())],
-            )
-            .fetch_optional(&mut **tx)
-            .await
-            .during("resolve a RADIUS user name")?;
-            row.map(|row| {
-                let customer: Uuid = row.try_get(0).during("resolve a RADIUS user name")?;
-                let subscription: Uuid = row.try_get(1).during("resolve a RADIUS user name")?;
-                Ok((
-                    CustomerId::from_uuid(customer),
-                    Some(SubscriptionId::from_uuid(subscription)),
-                ))
-            })
-            .transpose()
-        }
 
         pub(crate) async fn save_state(
             tx: &mut Tx,
@@ -611,6 +605,39 @@ for_each_dialect! {
         }
     }
     sqlite {
+        /// The customer and subscription of each of the tenant's services named in `names`
+        /// (the page's new sessions' user names), in one read per thousand names.
+        pub(crate) async fn accounts(
+            tx: &mut Tx,
+            tenant: TenantId,
+            names: &[&str],
+        ) -> Result<Accounts> {
+            let mut accounts = Accounts::new();
+            for batch in names.chunks(1000) {
+                let mut query = sqlx::QueryBuilder::<Db>::new(
+                    "SELECT username, customer_id, subscription_id FROM network_services \
+                     WHERE tenant_id = ",
+                );
+                query.push_bind(tenant.as_uuid());
+                query.push(" AND username IN (");
+                let mut list = query.separated(", ");
+                for name in batch {
+                    list.push_bind((*name).to_owned());
+                }
+                query.push(")");
+                let rows = query
+                    .build()
+                    .fetch_all(&mut **tx)
+                    .await
+                    .during("resolve RADIUS user names")?;
+                for row in &rows {
+                    let (name, account) = account_row(row)?;
+                    accounts.insert(name, account);
+                }
+            }
+            Ok(accounts)
+        }
+
         /// The saved states of the page's sessions.
         pub(crate) async fn states(
             tx: &mut Tx,
@@ -654,6 +681,25 @@ for_each_dialect! {
         }
     }
     postgres {
+        /// The customer and subscription of each of the tenant's services named in `names`
+        /// (the page's new sessions' user names), in one read.
+        pub(crate) async fn accounts(
+            tx: &mut Tx,
+            tenant: TenantId,
+            names: &[&str],
+        ) -> Result<Accounts> {
+            let rows = sqlx::query(
+                "SELECT username, customer_id, subscription_id FROM network_services \
+                 WHERE tenant_id = $1 AND username = ANY($2)",
+            )
+            .bind(tenant.as_uuid())
+            .bind(names)
+            .fetch_all(&mut **tx)
+            .await
+            .during("resolve RADIUS user names")?;
+            rows.iter().map(account_row).collect()
+        }
+
         /// The saved states of the page's sessions.
         pub(crate) async fn states(
             tx: &mut Tx,
@@ -769,12 +815,8 @@ impl Database {
                     names.insert(name);
                 }
             }
-            let mut accounts: Accounts = HashMap::new();
-            for name in names {
-                if let Some(account) = d::radacct::account(&mut tx, tenant, name).await? {
-                    accounts.insert(name.to_owned(), account);
-                }
-            }
+            let names: Vec<&str> = names.into_iter().collect();
+            let accounts = d::radacct::accounts(&mut tx, tenant, &names).await?;
             let states = states.into_iter().map(|(_, state)| state).collect();
             let mut page = normalise_page(tenant, settings, rows, states, &accounts);
             page.outcomes.rejected = page
