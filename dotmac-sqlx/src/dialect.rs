@@ -130,27 +130,27 @@ pub(crate) mod postgres {
     /// [`LeaseSettings`]): a worker frozen mid-transaction loses its session, and with it the
     /// locks (the tenant's invoice counter) the other workers wait for.
     ///
-    /// One statement, as [`begin_tenant`]'s, and transaction-local like it: the connection
-    /// returns to the pool with the server's defaults.
+    /// Sent with the `BEGIN` itself, in one message, and transaction-local like
+    /// [`begin_tenant`]'s settings: the connection returns to the pool with the server's
+    /// defaults. (A `BEGIN` followed by a separate statement left a window: a worker frozen
+    /// between the two sat idle in a transaction without the timeout, for ever.) The values
+    /// are a tenant id and two durations of digits, formatted here, never caller text.
     pub(crate) async fn begin_bill_run(
         pool: &PgPool,
         tenant: TenantId,
         lease: &LeaseSettings,
     ) -> Result<Tx> {
-        let mut tx = begin_write(pool).await?;
-        sqlx::query(
-            "SELECT set_config('role', 'dotmac_app', true), \
-                    set_config('dotmac.tenant_id', $1, true), \
-                    set_config('lock_timeout', $2, true), \
-                    set_config('idle_in_transaction_session_timeout', $3, true)",
-        )
-        .bind(tenant.to_string())
-        .bind(LeaseSettings::setting(lease.lock_timeout()))
-        .bind(LeaseSettings::setting(lease.idle_in_transaction_timeout()))
-        .execute(&mut *tx)
-        .await
-        .during("scope bill-run transaction to tenant")?;
-        Ok(tx)
+        let begin = format!(
+            "BEGIN; SELECT set_config('role', 'dotmac_app', true), \
+                    set_config('dotmac.tenant_id', '{tenant}', true), \
+                    set_config('lock_timeout', '{}', true), \
+                    set_config('idle_in_transaction_session_timeout', '{}', true)",
+            LeaseSettings::setting(lease.lock_timeout()),
+            LeaseSettings::setting(lease.idle_in_transaction_timeout()),
+        );
+        pool.begin_with(sqlx::AssertSqlSafe(begin))
+            .await
+            .during("begin bill-run transaction")
     }
 
     /// A bill run's read, with the same timeouts as its writes.
