@@ -165,8 +165,8 @@ pub use settlement::{
     InvoiceSettlement,
 };
 pub use store::{
-    BillingCommit, BillingStore, CatalogStore, CommitResult, CustomerAccount, InvoiceStore,
-    IssuedInvoice, SubscriptionStore,
+    BilledUsage, BillingCommit, BillingStore, CatalogStore, CommitResult, CustomerAccount,
+    InvoiceStore, IssuedInvoice, SubscriptionStore,
 };
 pub use subscription::{
     CHANGE_HORIZON_YEARS, FirstPeriod, NewSubscription, Segment, SegmentState, Subscription,

@@ -11,14 +11,18 @@ use std::future::Future;
 use chrono::{DateTime, NaiveDate, Utc};
 use dotmac_core::outbox::OutboxEvent;
 use dotmac_core::{
-    Currency, CustomerId, InvoiceId, Money, PendingChargeId, PlanId, SubscriptionId, TenantId,
+    Currency, CustomerId, InvoiceId, Money, PendingChargeId, Period, PlanId, SubscriptionId,
+    TenantId,
 };
+use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::{Plan, Product};
 use crate::error::BillingError;
 use crate::idempotency::{IdempotencyKey, IdempotencyRecord, KeyedRequest, KeyedWrite};
-use crate::invoice::{CreditNote, DocumentNumber, Invoice, InvoiceStatus, PendingCharge};
+use crate::invoice::{
+    CreditNote, DocumentNumber, Invoice, InvoiceStatus, LineKind, PendingCharge, PriceRef,
+};
 use crate::subscription::Subscription;
 use crate::tax::TaxExemption;
 
@@ -164,6 +168,76 @@ pub struct CommitResult {
     pub issued: Vec<IssuedInvoice>,
     /// Documents skipped because their key was already stored.
     pub duplicates: usize,
+}
+
+/// Usage already billed or waiting to be: one usage line of an invoice, or one usage charge
+/// (pending, or kept after it was invoiced), of a subscription's usage price and period. What
+/// [`InvoiceStore::billed_usage`] answers, so that rating bills late usage as an adjustment
+/// and never twice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct BilledUsage {
+    /// The subscription billed.
+    pub subscription: SubscriptionId,
+    /// [`LineKind::Usage`] or [`LineKind::UsageAdjustment`].
+    pub kind: LineKind,
+    /// The usage price it bills.
+    pub price: PriceRef,
+    /// The period it bills.
+    pub period: Period,
+    /// Units.
+    pub quantity: Decimal,
+    /// Exact price per unit.
+    pub unit_price: Money,
+}
+
+impl BilledUsage {
+    /// The usage `charge` bills, when it is a usage charge of a subscription's priced period.
+    pub fn of_charge(charge: &PendingCharge) -> Option<Self> {
+        BilledUsage::of(
+            charge.kind,
+            charge.subscription,
+            charge.price,
+            charge.period,
+            charge.quantity,
+            charge.unit_price,
+        )
+    }
+
+    /// The usage lines of `invoice` (of a subscription's priced periods).
+    pub fn of_invoice(invoice: &Invoice) -> impl Iterator<Item = Self> + '_ {
+        invoice.lines.iter().filter_map(|line| {
+            BilledUsage::of(
+                line.kind,
+                invoice.subscription,
+                line.price,
+                line.period,
+                line.quantity,
+                line.unit_price,
+            )
+        })
+    }
+
+    fn of(
+        kind: LineKind,
+        subscription: Option<SubscriptionId>,
+        price: Option<PriceRef>,
+        period: Option<Period>,
+        quantity: Decimal,
+        unit_price: Money,
+    ) -> Option<Self> {
+        if !matches!(kind, LineKind::Usage | LineKind::UsageAdjustment) {
+            return None;
+        }
+        Some(BilledUsage {
+            subscription: subscription?,
+            kind,
+            price: price?,
+            period: period?,
+            quantity,
+            unit_price,
+        })
+    }
 }
 
 /// Products and plans.
@@ -406,6 +480,47 @@ pub trait InvoiceStore: Send + Sync {
                 found.extend(self.invoices_of(tenant, *customer).await?);
             }
             Ok(found)
+        }
+    }
+
+    /// The usage billed on invoices, or pending, for the subscriptions of `subscriptions`
+    /// (each with its customer) in periods that start on or after `since`: what usage rating
+    /// reads for a chunk, with one call.
+    ///
+    /// The default reads the customers' pending charges and every invoice of theirs
+    /// ([`Self::pending_charges_for`], [`Self::invoices_of_customers`]) and keeps the usage
+    /// lines. A store that keeps every charge after it is invoiced may answer from its charges
+    /// alone, by subscription and period, since every usage line on an invoice comes from
+    /// one; dotmac-sqlx does, so rating does not read a customer's invoice history.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors.
+    fn billed_usage(
+        &self,
+        tenant: TenantId,
+        subscriptions: &[(CustomerId, SubscriptionId)],
+        since: NaiveDate,
+    ) -> impl Future<Output = Result<Vec<BilledUsage>, BillingError>> + Send {
+        async move {
+            if subscriptions.is_empty() {
+                return Ok(Vec::new());
+            }
+            let mut customers: Vec<CustomerId> = subscriptions.iter().map(|(c, _)| *c).collect();
+            customers.sort_unstable();
+            customers.dedup();
+            let wanted: crate::FastSet<SubscriptionId> =
+                subscriptions.iter().map(|(_, s)| *s).collect();
+            let keep =
+                |b: &BilledUsage| wanted.contains(&b.subscription) && b.period.start() >= since;
+            let invoices = self.invoices_of_customers(tenant, &customers).await?;
+            let pending = self.pending_charges_for(tenant, &customers).await?;
+            Ok(invoices
+                .iter()
+                .flat_map(BilledUsage::of_invoice)
+                .chain(pending.iter().filter_map(BilledUsage::of_charge))
+                .filter(keep)
+                .collect())
         }
     }
 

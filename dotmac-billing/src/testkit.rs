@@ -157,6 +157,9 @@ where
     an_ended_subscription_leaves_no_charge_unbilled(make())
         .await
         .map_err(|e| format!("an_ended_subscription_leaves_no_charge_unbilled: {e}"))?;
+    billed_usage_is_read_by_subscription_and_period(make())
+        .await
+        .map_err(|e| format!("billed_usage_is_read_by_subscription_and_period: {e}"))?;
     one_customers_bad_data_never_blocks_the_bill_run(make())
         .await
         .map_err(|e| format!("one_customers_bad_data_never_blocks_the_bill_run: {e}"))?;
@@ -1078,6 +1081,181 @@ async fn a_pending_charge_is_invoiced_once<S: BillingStore>(store: S) -> Result<
 /// A subscription cancelled at its period end: usage rated in arrears on the day it ends goes
 /// on a closing invoice from the run that ends it, and a fee added once it has ended is
 /// invoiced at once (no bill run would take it), once however often it is added.
+/// What [`InvoiceStore::billed_usage`](crate::InvoiceStore::billed_usage) answers, however
+/// the store finds it: the usage lines and usage charges of the subscriptions asked for, of
+/// periods from `since` on, invoiced or still pending, and nothing else (another
+/// subscription's, an earlier period's, a fee's); the same as reading every invoice and
+/// pending charge of the customers.
+async fn billed_usage_is_read_by_subscription_and_period<S: BillingStore>(
+    store: S,
+) -> Result<(), String> {
+    use crate::PriceRef;
+    use crate::store::BilledUsage;
+    use dotmac_core::Period;
+    let (service, tenant, customer, plan) = setup(store).await?;
+    let other = CustomerId::new();
+    service
+        .save_account(tenant, CustomerAccount::new(other, Currency::USD))
+        .await
+        .map_err(err)?;
+    let mut subs = Vec::new();
+    for who in [customer, customer, other] {
+        let (sub, _) = service
+            .subscribe(
+                tenant,
+                NewSubscription::new(who, plan.id, Currency::USD, day(2026, 3, 1)?),
+            )
+            .await
+            .map_err(err)?;
+        subs.push(sub.id);
+    }
+    let [home, shop, others] = [subs[0], subs[1], subs[2]];
+    service
+        .run_bill(tenant, day(2026, 3, 1)?)
+        .await
+        .map_err(err)?;
+    let price = PriceRef {
+        plan: plan.id,
+        version: 1,
+        charge: 7,
+    };
+    let period = |m: u32| -> Result<Period, String> {
+        Period::new(day(2026, m, 1)?, day(2026, m + 1, 1)?).map_err(|e| e.to_string())
+    };
+    let usage = |who, sub, id, kind, cents, month: u32| -> Result<PendingCharge, String> {
+        Ok(PendingCharge {
+            subscription: Some(sub),
+            kind,
+            text: Some("usage".into()),
+            period: Some(period(month)?),
+            price: Some(price),
+            ..charge(who, id, cents, day(2026, 4, 1)?)
+        })
+    };
+    let charges = [
+        usage(customer, home, 81, LineKind::Usage, 450, 3)?,
+        usage(customer, home, 82, LineKind::UsageAdjustment, -50, 3)?,
+        // An earlier period than asked: left out.
+        usage(customer, home, 83, LineKind::Usage, 700, 2)?,
+        usage(customer, shop, 84, LineKind::Usage, 120, 3)?,
+        // A fee on the subscription, and another customer's usage: left out.
+        PendingCharge {
+            subscription: Some(home),
+            period: Some(period(3)?),
+            ..charge(customer, 85, 500, day(2026, 4, 1)?)
+        },
+        usage(other, others, 86, LineKind::Usage, 990, 3)?,
+    ];
+    for c in charges {
+        service.add_pending_charge(tenant, c).await.map_err(err)?;
+    }
+    // The April run invoices them all; April's usage stays pending.
+    service
+        .run_bill(tenant, day(2026, 4, 1)?)
+        .await
+        .map_err(err)?;
+    service
+        .add_pending_charge(tenant, usage(customer, home, 87, LineKind::Usage, 30, 4)?)
+        .await
+        .map_err(err)?;
+    let store = service.store();
+    let invoiced = store
+        .invoices_of(tenant, customer)
+        .await
+        .map_err(err)?
+        .iter()
+        .flat_map(BilledUsage::of_invoice)
+        .count();
+    ensure!(invoiced == 4, "{invoiced} usage lines invoiced, not 4");
+    let key = |b: &BilledUsage| {
+        (
+            b.subscription,
+            b.period.start(),
+            format!("{:?}", b.kind),
+            b.unit_price.amount(),
+            b.quantity,
+        )
+    };
+    let asked = [(customer, home), (customer, shop)];
+    let mut got = store
+        .billed_usage(tenant, &asked, day(2026, 3, 1)?)
+        .await
+        .map_err(err)?;
+    got.sort_by_key(key);
+    // The same, read the long way: every invoice and pending charge of the customer.
+    let mut want: Vec<BilledUsage> = store
+        .invoices_of_customers(tenant, &[customer])
+        .await
+        .map_err(err)?
+        .iter()
+        .flat_map(BilledUsage::of_invoice)
+        .chain(
+            store
+                .pending_charges_for(tenant, &[customer])
+                .await
+                .map_err(err)?
+                .iter()
+                .filter_map(BilledUsage::of_charge),
+        )
+        .filter(|b| b.period.start() >= day(2026, 3, 1).unwrap_or_default())
+        .collect();
+    want.sort_by_key(key);
+    ensure!(
+        got == want,
+        "billed usage {got:?}, reading everything {want:?}"
+    );
+    // And exactly these: March's usage and adjustment of home, April's pending usage of
+    // home, March's usage of shop.
+    let mut listed: Vec<_> = got
+        .iter()
+        .map(|b| (b.subscription, b.period, b.kind, b.unit_price))
+        .collect();
+    let mut expected = vec![
+        (
+            home,
+            period(3)?,
+            LineKind::Usage,
+            Money::from_minor(450, Currency::USD),
+        ),
+        (
+            home,
+            period(3)?,
+            LineKind::UsageAdjustment,
+            Money::from_minor(-50, Currency::USD),
+        ),
+        (
+            home,
+            period(4)?,
+            LineKind::Usage,
+            Money::from_minor(30, Currency::USD),
+        ),
+        (
+            shop,
+            period(3)?,
+            LineKind::Usage,
+            Money::from_minor(120, Currency::USD),
+        ),
+    ];
+    let order = |x: &(SubscriptionId, Period, LineKind, Money)| {
+        (x.0, x.1.start(), format!("{:?}", x.2), x.3.amount())
+    };
+    listed.sort_by_key(order);
+    expected.sort_by_key(order);
+    ensure!(
+        listed == expected,
+        "billed usage {listed:?}, expected {expected:?}"
+    );
+    ensure!(
+        store
+            .billed_usage(tenant, &[], day(2026, 3, 1)?)
+            .await
+            .map_err(err)?
+            .is_empty(),
+        "usage billed for no subscription"
+    );
+    Ok(())
+}
+
 async fn an_ended_subscription_leaves_no_charge_unbilled<S: BillingStore>(
     store: S,
 ) -> Result<(), String> {

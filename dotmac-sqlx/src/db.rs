@@ -71,7 +71,8 @@ pub(crate) use for_each_dialect;
 pub(crate) static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator =
     sqlx::migrate!("./migrations/postgres");
 #[cfg(feature = "sqlite")]
-static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+pub(crate) static SQLITE_MIGRATIONS: sqlx::migrate::Migrator =
+    sqlx::migrate!("./migrations/sqlite");
 
 /// Which database a [`Database`] talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -19,8 +19,8 @@ use crate::input;
 #[derive(Debug, Clone)]
 pub(crate) enum Bind {
     Uuid(Uuid),
-    // The support store binds these; a build without it leaves them unused.
-    #[cfg_attr(not(feature = "support"), allow(dead_code))]
+    // The support and billing stores bind it; a build without both leaves it unused.
+    #[cfg_attr(not(any(feature = "support", feature = "billing")), allow(dead_code))]
     OptUuid(Option<Uuid>),
     Text(String),
     #[cfg_attr(not(feature = "support"), allow(dead_code))]

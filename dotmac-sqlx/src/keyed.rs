@@ -31,8 +31,8 @@ pub(crate) const SCOPE: &str = "dotmac-billing";
 
 /// Adds a pending charge; an id already stored is skipped (no row written).
 pub(crate) const INSERT_PENDING_CHARGE: &str = "INSERT INTO billing_pending_charges \
-     (tenant_id, charge_id, customer_id, consumed, body) \
-     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id, charge_id) DO NOTHING";
+     (tenant_id, charge_id, customer_id, consumed, body, subscription_id, period_day) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (tenant_id, charge_id) DO NOTHING";
 
 pub(crate) fn pending_charge_binds(tenant: TenantId, charge: &PendingCharge) -> Result<Vec<Bind>> {
     Ok(vec![
@@ -41,7 +41,18 @@ pub(crate) fn pending_charge_binds(tenant: TenantId, charge: &PendingCharge) -> 
         Bind::Uuid(charge.customer.as_uuid()),
         Bind::Bool(false),
         body("pending charge", charge)?,
+        Bind::OptUuid(charge.subscription.map(|s| s.as_uuid())),
+        Bind::OptI64(period_day(charge)),
     ])
+}
+
+/// The first day of `charge`'s period as `billing_pending_charges.period_day` keeps it
+/// (chrono's `num_days_from_ce`; migration 0017), for rating's read by subscription and period.
+pub(crate) fn period_day(charge: &PendingCharge) -> Option<i64> {
+    use chrono::Datelike;
+    charge
+        .period
+        .map(|p| i64::from(p.start().num_days_from_ce()))
 }
 
 /// A record as the JSON text kept in `idempotency_keys.reference`: any domain's record

@@ -107,6 +107,8 @@ pub mod freeradius;
 mod input;
 #[cfg(feature = "billing")]
 mod keyed;
+#[cfg(all(test, feature = "billing"))]
+mod migration_tests;
 mod numbers;
 mod outbox;
 #[cfg(feature = "partners")]

@@ -41,9 +41,9 @@ pub use rating::{
 use crate::billrun::PlanLookup;
 use crate::catalog::{ChargeKind, Plan};
 use crate::error::BillingError;
-use crate::invoice::{Invoice, LineKind, PendingCharge, PriceRef};
+use crate::invoice::{LineKind, PendingCharge};
 use crate::service::{BillRunSummary, BillingFailure, BillingService};
-use crate::store::BillingStore;
+use crate::store::{BilledUsage, BillingStore};
 use crate::subscription::Subscription;
 use allowance::{AllowancePeriod, AllowancePolicy};
 use dotmac_core::outbox::{Aggregate, OutboxPayload};
@@ -236,46 +236,19 @@ fn observe_rating(summary: &UsageRunSummary) {
     }
 }
 
-/// True when a line or charge bills the usage charge `price` for `period`.
-fn bills(
-    kind: LineKind,
-    line_price: Option<PriceRef>,
-    line_period: Option<Period>,
-    r: &RatedUsage,
-) -> bool {
-    matches!(kind, LineKind::Usage | LineKind::UsageAdjustment)
-        && line_price == Some(r.price)
-        && line_period == Some(r.period)
-}
-
-/// What invoices and pending charges already hold for a usage charge and period: whether its
-/// usage line exists, and the exact sum billed.
+/// What is already billed (on invoices, or pending) for a usage charge and period: whether
+/// its usage line exists, and the exact sum billed.
 fn already_billed(
     rated: &RatedUsage,
-    invoices: &[Invoice],
-    pending: &[PendingCharge],
+    billed: &[BilledUsage],
 ) -> Result<(bool, Money), BillingError> {
     let mut found = false;
     let mut total = Money::zero(rated.amount.currency());
-    for invoice in invoices
-        .iter()
-        .filter(|i| i.subscription == Some(rated.subscription))
-    {
-        for line in &invoice.lines {
-            if bills(line.kind, line.price, line.period, rated) {
-                found |= line.kind == LineKind::Usage;
-                total = total.checked_add(line.unit_price.checked_mul(line.quantity)?)?;
-            }
-        }
-    }
-    for charge in pending
-        .iter()
-        .filter(|c| c.subscription == Some(rated.subscription))
-    {
-        if bills(charge.kind, charge.price, charge.period, rated) {
-            found |= charge.kind == LineKind::Usage;
-            total = total.checked_add(charge.unit_price.checked_mul(charge.quantity)?)?;
-        }
+    for b in billed.iter().filter(|b| {
+        b.subscription == rated.subscription && b.price == rated.price && b.period == rated.period
+    }) {
+        found |= b.kind == LineKind::Usage;
+        total = total.checked_add(b.unit_price.checked_mul(b.quantity)?)?;
     }
     Ok((found, total))
 }
@@ -369,12 +342,16 @@ impl<B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource> UsageBillingS
     /// subscriptions share (256 keys or more: a tenant billed on one day), once per run with
     /// one grouped pass
     /// ([`UsageStore::window_totals`]): events stored during the run after that pass are
-    /// rated by the next run, as late usage.
+    /// rated by the next run, as late usage. What is already billed is read per chunk with
+    /// [`InvoiceStore::billed_usage`](crate::InvoiceStore::billed_usage), by subscription and
+    /// from the first period rated (on SQL stores never an invoice, so a customer's invoice
+    /// history does not slow rating down).
     ///
     /// # Errors
     ///
-    /// The first store error; charges added before it stay added, and a re-run continues
-    /// without adding them twice.
+    /// The first store error (a usage store that answers a keyed read with a different number
+    /// of aggregates than keys included: [`BillingError::InvalidConfiguration`]); charges added
+    /// before it stay added, and a re-run continues without adding them twice.
     #[tracing::instrument(name = "dotmac.usage.rate_due", level = "info", skip_all, fields(tenant = %tenant, subscriptions = tracing::field::Empty, charges = tracing::field::Empty, failures = tracing::field::Empty))]
     pub async fn rate_due(
         &self,
@@ -585,8 +562,9 @@ impl<B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource> UsageBillingS
         }))
     }
 
-    /// Rates a chunk of subscriptions: its usage (see [`UsageBillingService::quantities`]),
-    /// its pending charges and its customers' invoices, three reads issued together; then
+    /// Rates a chunk of subscriptions: its usage (see [`UsageBillingService::quantities`])
+    /// and what its subscriptions already have billed from the first period rated on
+    /// ([`crate::InvoiceStore::billed_usage`]), two reads issued together; then
     /// each subscription's charges, added with one store call only when all of its rating
     /// succeeded, so a domain error adds nothing.
     /// Per subscription, in order: its summary or its domain error.
@@ -618,42 +596,35 @@ impl<B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource> UsageBillingS
                 }
             }
         }
-        // What is already billed, for the customers with periods to rate.
-        let mut customers: Vec<CustomerId> = planned
+        // What is already billed, for the subscriptions with periods to rate, from the first
+        // of their periods on.
+        let rated: Vec<(CustomerId, SubscriptionId)> = planned
             .iter()
             .flatten()
             .flatten()
             .filter(|r| !r.periods.is_empty())
-            .map(|r| r.sub.customer)
+            .map(|r| (r.sub.customer, r.sub.id))
             .collect();
-        customers.sort_unstable();
-        customers.dedup();
-        // The chunk's three reads are independent: issued together, a database serves them
-        // on connections of their own while this task decodes what came back first.
+        let since = planned
+            .iter()
+            .flatten()
+            .flatten()
+            .flat_map(|r| r.periods.iter().map(|(_, p)| p.start()))
+            .min();
+        // The chunk's two reads are independent: issued together, a database serves them on
+        // connections of their own while this task decodes what came back first.
         let store = self.billing.store();
         let billed = async {
-            if customers.is_empty() {
-                return Ok((Vec::new(), Vec::new()));
+            match since {
+                Some(since) if !rated.is_empty() => store.billed_usage(tenant, &rated, since).await,
+                _ => Ok(Vec::new()),
             }
-            let (charges, invoices) = join(
-                store.pending_charges_for(tenant, &customers),
-                store.invoices_of_customers(tenant, &customers),
-            )
-            .await;
-            Ok::<_, BillingError>((charges?, invoices?))
         };
         let (quantities, billed) = join(self.quantities(tenant, &keys, passes), billed).await;
         let quantities = quantities?;
-        let (billed_charges, billed_invoices) = billed?;
-        let mut pending: HashMap<SubscriptionId, Vec<PendingCharge>> = HashMap::new();
-        for charge in billed_charges {
-            if let Some(sub) = charge.subscription {
-                pending.entry(sub).or_default().push(charge);
-            }
-        }
-        let mut invoices: HashMap<CustomerId, Vec<Invoice>> = HashMap::new();
-        for invoice in billed_invoices {
-            invoices.entry(invoice.customer).or_default().push(invoice);
+        let mut billed_of: HashMap<SubscriptionId, Vec<BilledUsage>> = HashMap::new();
+        for b in billed? {
+            billed_of.entry(b.subscription).or_default().push(b);
         }
         let mut out = Vec::with_capacity(subs.len());
         // The chunk's new charges, added with one store call once every subscription is
@@ -674,14 +645,12 @@ impl<B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource> UsageBillingS
                     continue;
                 }
             };
-            let no_invoices = Vec::new();
             let charges = self.charges_of(
                 tenant,
                 &rating,
                 quantities.get(rating.first_key..).unwrap_or_default(),
                 plans,
-                invoices.get(&sub.customer).unwrap_or(&no_invoices),
-                pending.remove(&sub.id).unwrap_or_default(),
+                billed_of.remove(&sub.id).unwrap_or_default(),
                 as_of,
             );
             match charges {
@@ -772,18 +741,16 @@ impl<B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource> UsageBillingS
 
     /// The charges of one planned subscription (pure): each period's quantities (from
     /// `quantities`, the chunk's aggregates from the subscription's first key on) and
-    /// allowances are rated, and each rating not yet billed on `invoices` (the customer's) or
-    /// `pending` (the subscription's pending charges) becomes a charge, or an adjustment of
-    /// what was billed.
-    #[allow(clippy::too_many_arguments)]
+    /// allowances are rated, and each rating not yet `billed` (the subscription's usage on
+    /// invoices and pending, [`crate::InvoiceStore::billed_usage`]) becomes a charge, or an
+    /// adjustment of what was billed.
     fn charges_of(
         &self,
         tenant: TenantId,
         rating: &PlannedRating<'_>,
         quantities: &[Result<Decimal, dotmac_usage::UsageError>],
         plans: &HashMap<PlanId, Plan>,
-        invoices: &[Invoice],
-        mut pending: Vec<PendingCharge>,
+        mut billed: Vec<BilledUsage>,
         as_of: NaiveDate,
     ) -> Result<(UsageRunSummary, Vec<PendingCharge>), BillingError> {
         let sub = rating.sub;
@@ -805,9 +772,9 @@ impl<B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource> UsageBillingS
             usage.allowances = self.allowances_of(tenant, sub, period);
             let rated = rate_period_usage(sub, plans, &self.inner.settings.meters, &usage)?;
             for r in &rated {
-                let (found, billed) = already_billed(r, invoices, &pending)?;
+                let (found, billed_sum) = already_billed(r, &billed)?;
                 let charge = if found {
-                    r.adjustment_charge(billed, as_of)?
+                    r.adjustment_charge(billed_sum, as_of)?
                 } else {
                     Some(r.pending_charge())
                 };
@@ -816,7 +783,7 @@ impl<B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource> UsageBillingS
                 };
                 // Its exact amount must exist, or the bill run would fail on the charge.
                 charge.unit_price.checked_mul(charge.quantity)?;
-                pending.push(charge.clone());
+                billed.extend(BilledUsage::of_charge(&charge));
                 charges.push(charge);
             }
             summary.rated.extend(rated);
@@ -962,7 +929,7 @@ mod observability_tests {
     use crate::MemoryStore;
     use crate::PriceModel;
     use crate::catalog::{Charge, CurrencyPrice, Product};
-    use crate::invoice::CreditRequest;
+    use crate::invoice::{CreditRequest, Invoice};
     use crate::service::{BillingSettings, ChargeRequest};
     use crate::store::{CustomerAccount, InvoiceStore};
     use crate::subscription::NewSubscription;

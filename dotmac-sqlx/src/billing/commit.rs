@@ -132,15 +132,8 @@ for_each_dialect! {
             for charge in &commit.new_pending {
                 docs::execute(
                     tx,
-                    "INSERT INTO billing_pending_charges (tenant_id, charge_id, customer_id, consumed, body) \
-                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id, charge_id) DO NOTHING",
-                    &[
-                        id(tenant),
-                        Bind::Uuid(charge.id.as_uuid()),
-                        Bind::Uuid(charge.customer.as_uuid()),
-                        Bind::Bool(false),
-                        body("pending charge", charge)?,
-                    ],
+                    crate::keyed::INSERT_PENDING_CHARGE,
+                    &crate::keyed::pending_charge_binds(tenant, charge)?,
                 )
                 .await
                 .map_err(storage)?;

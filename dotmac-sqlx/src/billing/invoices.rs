@@ -2,6 +2,8 @@
 //! outbox events in its own transaction.
 
 use super::*;
+use chrono::NaiveDate;
+use dotmac_billing::BilledUsage;
 use dotmac_core::outbox::OutboxEvent;
 
 /// The write of [`InvoiceStore::update_invoice`]: status, body and the settlement columns.
@@ -98,6 +100,31 @@ impl InvoiceStore for SqlStore {
             "AND NOT consumed ORDER BY seq",
         )
         .await
+    }
+
+    /// From the charges alone (kept after they are invoiced; every usage line on an invoice
+    /// comes from one), by subscription and period: rating never reads an invoice.
+    #[tracing::instrument(name = "dotmac.store.billed_usage", level = "debug", skip_all, fields(tenant = %tenant, backend = self.db.backend_name(), subscriptions = subscriptions.len()))]
+    async fn billed_usage(
+        &self,
+        tenant: TenantId,
+        subscriptions: &[(CustomerId, SubscriptionId)],
+        since: NaiveDate,
+    ) -> Result<Vec<BilledUsage>> {
+        if subscriptions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<Uuid> = subscriptions.iter().map(|(_, s)| s.as_uuid()).collect();
+        let since = i64::from(chrono::Datelike::num_days_from_ce(&since));
+        let charges = dispatch!(self.db, pool, d => {
+            let mut tx = d::begin_read(pool, tenant).await.map_err(storage)?;
+            let charges = d::billing::charges_of_subscriptions(&mut tx, tenant, &ids, since)
+                .await
+                .map_err(storage)?;
+            tx.commit().await.during("end read").map_err(storage)?;
+            charges
+        });
+        Ok(charges.iter().filter_map(BilledUsage::of_charge).collect())
     }
 
     #[tracing::instrument(name = "dotmac.store.commit", level = "debug", skip_all, fields(tenant = %tenant, backend = self.db.backend_name(), invoices = commit.invoices.len()))]

@@ -45,6 +45,34 @@ pub(crate) async fn bodies_in<T: serde::de::DeserializeOwned + Send + Unpin>(
         .collect()
 }
 
+/// The charges (pending or invoiced) of `subscriptions` whose period starts on or after day
+/// `since` (`period_day`, migration 0017), in one query.
+pub(crate) async fn charges_of_subscriptions(
+    tx: &mut Tx,
+    tenant: TenantId,
+    subscriptions: &[Uuid],
+    since: i64,
+) -> crate::error::Result<Vec<PendingCharge>> {
+    let rows = sqlx::query(
+        "SELECT body FROM billing_pending_charges \
+         WHERE tenant_id = $1 AND subscription_id = ANY($2) AND period_day >= $3 \
+         ORDER BY seq",
+    )
+    .bind(tenant.as_uuid())
+    .bind(subscriptions)
+    .bind(since)
+    .fetch_all(&mut **tx)
+    .await
+    .during("read billed usage")?;
+    rows.iter()
+        .map(|row| {
+            row.try_get::<sqlx::types::Json<PendingCharge>, _>("body")
+                .map(|b| b.0)
+                .during("read billed usage")
+        })
+        .collect()
+}
+
 /// Writes each subscription's new state (already carrying its bumped revision) where
 /// the stored revision is the one before, in one statement; returns the ids written.
 ///
@@ -211,12 +239,20 @@ pub(crate) async fn insert_pending(
             .into_iter()
             .map(sqlx::types::Json)
             .collect();
+    let subscriptions: Vec<Option<Uuid>> = charges
+        .iter()
+        .map(|c| c.subscription.map(|s| s.as_uuid()))
+        .collect();
+    let days: Vec<Option<i64>> = charges
+        .iter()
+        .map(|c| crate::keyed::period_day(c))
+        .collect();
     let rows = sqlx::query(
         "INSERT INTO billing_pending_charges (tenant_id, charge_id, customer_id, \
-           consumed, body) \
-         SELECT $1, u.id, u.customer, false, u.body \
-         FROM UNNEST($2::uuid[], $3::uuid[], $4::jsonb[]) WITH ORDINALITY \
-           AS u(id, customer, body, ord) \
+           consumed, body, subscription_id, period_day) \
+         SELECT $1, u.id, u.customer, false, u.body, u.subscription, u.day \
+         FROM UNNEST($2::uuid[], $3::uuid[], $4::jsonb[], $5::uuid[], $6::bigint[]) \
+           WITH ORDINALITY AS u(id, customer, body, subscription, day, ord) \
          ORDER BY u.ord \
          ON CONFLICT (tenant_id, charge_id) DO NOTHING RETURNING charge_id",
     )
@@ -224,6 +260,8 @@ pub(crate) async fn insert_pending(
     .bind(ids)
     .bind(customers)
     .bind(bodies)
+    .bind(subscriptions)
+    .bind(days)
     .fetch_all(&mut **tx)
     .await
     .during("write pending charges")?;

@@ -60,6 +60,38 @@ pub(crate) async fn bodies_in<T: serde::de::DeserializeOwned + Send + Unpin>(
     Ok(out)
 }
 
+/// The charges (pending or invoiced) of `subscriptions` whose period starts on or after day
+/// `since` (`period_day`, migration 0017), 1,000 subscriptions a query.
+pub(crate) async fn charges_of_subscriptions(
+    tx: &mut Tx,
+    tenant: TenantId,
+    subscriptions: &[Uuid],
+    since: i64,
+) -> crate::error::Result<Vec<PendingCharge>> {
+    let mut out = Vec::new();
+    for chunk in subscriptions.chunks(ROWS) {
+        let mut query = sqlx::QueryBuilder::<Db>::new(
+            "SELECT body FROM billing_pending_charges WHERE tenant_id = ",
+        );
+        query.push_bind(tenant.as_uuid());
+        query.push(" AND subscription_id IN ");
+        push_in_list(&mut query, chunk.iter().copied());
+        query.push(" AND period_day >= ").push_bind(since);
+        query.push(" ORDER BY seq");
+        let rows = query
+            .build()
+            .fetch_all(&mut **tx)
+            .await
+            .during("read billed usage")?;
+        for row in &rows {
+            let body: sqlx::types::Json<PendingCharge> =
+                row.try_get("body").during("read billed usage")?;
+            out.push(body.0);
+        }
+    }
+    Ok(out)
+}
+
 /// Writes each subscription's new state (already carrying its bumped revision) where
 /// the stored revision is the one before; returns the ids written.
 ///
@@ -245,14 +277,16 @@ pub(crate) async fn insert_pending(
         let bodies = documents("pending charge", chunk)?;
         let mut query = sqlx::QueryBuilder::<Db>::new(
             "INSERT INTO billing_pending_charges (tenant_id, charge_id, customer_id, \
-             consumed, body) ",
+             consumed, body, subscription_id, period_day) ",
         );
         query.push_values(chunk.iter().zip(bodies), |mut row, (charge, body)| {
             row.push_bind(tenant.as_uuid())
                 .push_bind(charge.id.as_uuid())
                 .push_bind(charge.customer.as_uuid())
                 .push_bind(false)
-                .push_bind(sqlx::types::Json(body));
+                .push_bind(sqlx::types::Json(body))
+                .push_bind(charge.subscription.map(|s| s.as_uuid()))
+                .push_bind(crate::keyed::period_day(charge));
         });
         query.push(" ON CONFLICT (tenant_id, charge_id) DO NOTHING RETURNING charge_id");
         let rows = query
