@@ -88,7 +88,8 @@ async fn sqlite_0017_derives_the_subscription_and_period_day_of_stored_charges()
 
 #[cfg(feature = "postgres")]
 #[tokio::test]
-async fn postgres_0017_derives_the_subscription_and_period_day_of_stored_charges() {
+async fn postgres_0017_derives_the_subscription_and_period_day_and_0018_keeps_the_bodies_of_stored_charges()
+ {
     use sqlx::Connection;
     let url = std::env::var("DATABASE_URL")
         .expect("the PostgreSQL tests need DATABASE_URL; they never skip");
@@ -139,6 +140,33 @@ async fn postgres_0017_derives_the_subscription_and_period_day_of_stored_charges
         .unwrap();
         assert_eq!(sub, charge.subscription.map(|s| s.as_uuid()));
         assert_eq!(day, written_day(charge));
+    }
+    // 0018 turns the bodies into `json` text: every stored charge reads back as it was.
+    let m18 = crate::db::POSTGRES_MIGRATIONS
+        .iter()
+        .find(|m| m.version == 18)
+        .unwrap();
+    sqlx::raw_sql(m18.sql.clone())
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let kind: String = sqlx::query_scalar(
+        "SELECT format_type(atttypid, atttypmod) FROM pg_attribute \
+         WHERE attrelid = 'pg_temp.billing_pending_charges'::regclass AND attname = 'body'",
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    assert_eq!(kind, "json");
+    for charge in &charges {
+        let body: sqlx::types::Json<PendingCharge> = sqlx::query_scalar(
+            "SELECT body FROM pg_temp.billing_pending_charges WHERE charge_id = $1",
+        )
+        .bind(charge.id.as_uuid())
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+        assert_eq!(&body.0, charge);
     }
     tx.rollback().await.unwrap();
 }

@@ -218,6 +218,17 @@ impl WindowTotals {
         self.unresolved.insert(customer);
     }
 
+    /// Adds every group and unresolved customer of `other`: the totals of a window split in
+    /// parts (a store that reads one window as several consecutive slices, each on its own
+    /// connection) are the totals of each part, combined as [`WindowTotals::quantity`]
+    /// combines the groups of one customer.
+    pub fn merge(&mut self, other: WindowTotals) {
+        for (customer, groups) in other.groups {
+            self.groups.entry(customer).or_default().extend(groups);
+        }
+        self.unresolved.extend(other.unresolved);
+    }
+
     /// How many groups it holds.
     pub fn len(&self) -> usize {
         // Groups held in memory: their count cannot reach usize::MAX.
@@ -763,6 +774,52 @@ mod tests {
             },
         );
         assert_eq!(negative.quantity(&Aggregation::Sum, jane, None), None);
+    }
+
+    #[test]
+    fn a_window_read_in_slices_and_merged_tells_what_the_whole_window_tells() {
+        let (jane, omar, lee) = (
+            CustomerId::from_u128(1),
+            CustomerId::from_u128(2),
+            CustomerId::from_u128(3),
+        );
+        let (home, shop) = (SubscriptionId::from_u128(10), SubscriptionId::from_u128(11));
+        // The first half of the window: Jane's home and shop, Omar's events naming none.
+        let mut first = WindowTotals::new();
+        first.insert(jane, Some(home), totals(2, Some(Decimal::from(10)), 7));
+        first.insert(jane, Some(shop), totals(1, Some(Decimal::from(100)), 100));
+        first.insert(omar, None, totals(1, Some(Decimal::from(4)), 4));
+        // The second: Jane's home again, Omar's home, and Lee whom the pass could not split.
+        let mut second = WindowTotals::new();
+        second.insert(jane, Some(home), totals(1, Some(Decimal::from(9)), 9));
+        second.insert(omar, Some(home), totals(2, Some(Decimal::from(6)), 5));
+        second.unresolved(lee);
+        let mut merged = first;
+        merged.merge(second);
+        assert_eq!(merged.len(), 5);
+        let q = |aggregation: &Aggregation, customer, subscription| {
+            merged.quantity(aggregation, customer, subscription)
+        };
+        assert_eq!(
+            q(&Aggregation::Sum, jane, Some(home)),
+            Some(Decimal::from(19))
+        );
+        assert_eq!(
+            q(&Aggregation::Count, jane, Some(home)),
+            Some(Decimal::from(3))
+        );
+        assert_eq!(
+            q(&Aggregation::Max, jane, Some(home)),
+            Some(Decimal::from(9))
+        );
+        assert_eq!(q(&Aggregation::Sum, jane, None), Some(Decimal::from(119)));
+        // Events naming no subscription in one slice count towards the subscription the
+        // other slice names, as in one pass.
+        assert_eq!(
+            q(&Aggregation::Sum, omar, Some(home)),
+            Some(Decimal::from(10))
+        );
+        assert_eq!(q(&Aggregation::Sum, lee, None), None);
     }
 
     #[test]

@@ -234,11 +234,12 @@ pub(crate) async fn insert_pending(
 ) -> crate::error::Result<std::collections::HashSet<Uuid>> {
     let ids: Vec<Uuid> = charges.iter().map(|c| c.id.as_uuid()).collect();
     let customers: Vec<Uuid> = charges.iter().map(|c| c.customer.as_uuid()).collect();
-    let bodies: Vec<sqlx::types::Json<Box<serde_json::value::RawValue>>> =
-        documents("pending charge", charges)?
-            .into_iter()
-            .map(sqlx::types::Json)
-            .collect();
+    // Sent as text and cast to `json` (the column's type, migration 0018): the server only
+    // validates it. A `Json` bind would be declared `jsonb` and parsed into the binary form.
+    let bodies: Vec<String> = documents("pending charge", charges)?
+        .into_iter()
+        .map(|raw| Box::<str>::from(raw).into_string())
+        .collect();
     let subscriptions: Vec<Option<Uuid>> = charges
         .iter()
         .map(|c| c.subscription.map(|s| s.as_uuid()))
@@ -250,8 +251,8 @@ pub(crate) async fn insert_pending(
     let rows = sqlx::query(
         "INSERT INTO billing_pending_charges (tenant_id, charge_id, customer_id, \
            consumed, body, subscription_id, period_day) \
-         SELECT $1, u.id, u.customer, false, u.body, u.subscription, u.day \
-         FROM UNNEST($2::uuid[], $3::uuid[], $4::jsonb[], $5::uuid[], $6::bigint[]) \
+         SELECT $1, u.id, u.customer, false, u.body::json, u.subscription, u.day \
+         FROM UNNEST($2::uuid[], $3::uuid[], $4::text[], $5::uuid[], $6::bigint[]) \
            WITH ORDINALITY AS u(id, customer, body, subscription, day, ord) \
          ORDER BY u.ord \
          ON CONFLICT (tenant_id, charge_id) DO NOTHING RETURNING charge_id",
