@@ -11,7 +11,9 @@
 //! one usage charge per subscription.
 //!
 //! After one untimed bare `GROUP BY` (and, on PostgreSQL, a `VACUUM ANALYZE` of the seeded
-//! tables, so that no measure pays for setting the new rows' hint bits), per repetition
+//! tables and a `CHECKPOINT`, so that no measure pays for setting the new rows' hint bits or
+//! shares the machine with the checkpoint of the seeding; the same after each untimed reset
+//! of the pending charges), per repetition
 //! (DOTMAC_BENCH_REPS, default 3), interleaved so that each sees the same tables and the same
 //! machine load:
 //!
@@ -277,6 +279,19 @@ impl Raw {
         }
     }
 
+    /// Runs one statement that takes no parameters.
+    async fn execute(&mut self, sql: &'static str) {
+        use sqlx::Executor;
+        match self {
+            Raw::Sqlite(conn) => {
+                conn.execute(sql).await.unwrap();
+            }
+            Raw::Postgres(conn) => {
+                conn.execute(sql).await.unwrap();
+            }
+        }
+    }
+
     async fn clear_pending(&mut self, tenant: TenantId) {
         let sql = "DELETE FROM billing_pending_charges WHERE tenant_id = $1";
         match self {
@@ -286,13 +301,26 @@ impl Raw {
                     .execute(&mut *conn)
                     .await
                     .unwrap();
+                // The write-ahead log copied back now, untimed, as PostgreSQL's checkpoint.
+                sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                    .execute(&mut *conn)
+                    .await
+                    .unwrap();
             }
             Raw::Postgres(conn) => {
+                use sqlx::Executor;
                 sqlx::query(sql)
                     .bind(tenant.as_uuid())
                     .execute(&mut *conn)
                     .await
                     .unwrap();
+                // The dead rows vacuumed and the pages written out now, untimed: otherwise
+                // autovacuum (due after deleting a whole run's charges) and the checkpointer
+                // land on whichever measure runs next.
+                conn.execute("VACUUM billing_pending_charges")
+                    .await
+                    .unwrap();
+                conn.execute("CHECKPOINT").await.unwrap();
             }
         }
     }
@@ -487,6 +515,7 @@ fn main() {
             let store = SqlStore::new(Database::connect(&url).await.unwrap());
             let tenant = seed(&store, &plan, n, per).await;
             let mut raw = Raw::Sqlite(sqlx::SqliteConnection::connect(&url).await.unwrap());
+            raw.execute("PRAGMA wal_checkpoint(TRUNCATE)").await;
             let samples = measure_store(&store, &mut raw, tenant, (n, per, reps)).await;
             report("sqlite", n, n * per, samples);
             if let Raw::Sqlite(conn) = raw {
@@ -519,6 +548,9 @@ fn main() {
             )
             .await
             .unwrap();
+            // And the seeding's dirty pages written out, so that no measure shares the
+            // machine with the checkpoint that would otherwise write them.
+            conn.execute("CHECKPOINT").await.unwrap();
             let mut raw = Raw::Postgres(conn);
             let samples = measure_store(&store, &mut raw, tenant, (n, per, reps)).await;
             report("postgres", n, n * per, samples);

@@ -352,15 +352,51 @@ for_each_dialect! {
             Ok((sum, top.filter(|_| irregular == Some(0)).map(Decimal::from)))
         }
 
-        /// How many slices one window pass is read in, each on a connection of its own: SQLite
-        /// runs a statement on its connection's one thread, so a pass over millions of events
-        /// is as fast as one core, while the pool's other connections (and cores) wait. As
-        /// many as the machine has cores, at most half the pool (the rest serve the reads
-        /// rating issues beside the pass); one for a pool of one connection (`:memory:`).
+        /// How many ranges of customers one window pass is read in, each on a connection of
+        /// its own: SQLite runs a statement on its connection's one thread, so a pass over
+        /// millions of events is as fast as one core, while the pool's other connections
+        /// (and cores) wait. As many as the machine has cores, at most half the pool (the
+        /// rest serve the reads rating issues beside the pass); one for a pool of one
+        /// connection (`:memory:`).
         pub(crate) fn window_parallelism(pool: &sqlx::SqlitePool) -> usize {
             let cores = std::thread::available_parallelism().map_or(1, usize::from);
             let connections = usize::try_from(pool.options().get_max_connections()).unwrap_or(1);
             cores.min(connections / 2).max(1)
+        }
+
+        /// The customer ids that cut the tenant's customers into `parts` ranges of about as
+        /// many customers each: its billing accounts' ids at each `i / parts` of their
+        /// number, read off the accounts' primary key (a few thousand index entries, where
+        /// the events' own index holds millions). Any cuts give exactly the window's events;
+        /// these balance the ranges when usage follows the accounts. None when `parts` is
+        /// one or the tenant has no accounts (a usage store used without billing).
+        pub(crate) async fn window_cuts(tx: &mut Tx, tenant: TenantId, parts: usize) -> Result<Vec<Uuid>> {
+            if parts < 2 {
+                return Ok(Vec::new());
+            }
+            let accounts: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM billing_accounts WHERE tenant_id = $1")
+                    .bind(tenant.as_uuid())
+                    .fetch_one(&mut **tx)
+                    .await
+                    .during("cut usage window")?;
+            let parts = i64::try_from(parts).unwrap_or(i64::MAX);
+            let mut cuts = Vec::new();
+            for i in 1..parts {
+                // i < parts: the offset stays below the count of accounts.
+                let offset = accounts / parts * i + accounts % parts * i / parts;
+                let cut: Option<Uuid> = sqlx::query_scalar(
+                    "SELECT customer_id FROM billing_accounts WHERE tenant_id = $1 \
+                     ORDER BY customer_id LIMIT 1 OFFSET $2",
+                )
+                .bind(tenant.as_uuid())
+                .bind(offset)
+                .fetch_optional(&mut **tx)
+                .await
+                .during("cut usage window")?;
+                cuts.extend(cut);
+            }
+            Ok(cuts)
         }
 
         /// One grouped pass over `meter`'s events in `[from, to)`, with the same exactness
@@ -378,6 +414,7 @@ for_each_dialect! {
             meter: &Meter,
             from: DateTime<Utc>,
             to: DateTime<Utc>,
+            (low, high): super::CustomerRange,
         ) -> Result<Option<WindowTotals>> {
             // Only the aggregate the meter needs: each extra one costs the pass a share.
             let aggregate = match meter.aggregation {
@@ -397,15 +434,24 @@ for_each_dialect! {
                    COUNT(*) AS n, MIN(quantity) < '0' AS negative, {aggregate} \
                  FROM usage_events \
                  WHERE tenant_id = $1 AND meter_id = $2 AND occurred_at >= $3 AND occurred_at < $4 \
-                 GROUP BY customer_id, meter_id"
+                   {} {} \
+                 GROUP BY customer_id, meter_id",
+                if low.is_some() { "AND customer_id >= $5" } else { "" },
+                match (low, high) {
+                    (_, None) => "",
+                    (Some(_), Some(_)) => "AND customer_id < $6",
+                    (None, Some(_)) => "AND customer_id < $5",
+                },
             );
-            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(tenant.as_uuid())
                 .bind(meter.id.as_uuid())
                 .bind(from)
-                .bind(to)
-                .fetch_all(&mut **tx)
-                .await;
+                .bind(to);
+            for bound in [low, high].into_iter().flatten() {
+                query = query.bind(bound);
+            }
+            let rows = query.fetch_all(&mut **tx).await;
             let rows = match rows {
                 Ok(rows) => rows,
                 Err(sqlx::Error::Database(e)) if e.message().contains("integer overflow") => {
@@ -692,6 +738,11 @@ for_each_dialect! {
             1
         }
 
+        /// One range: see [`window_parallelism`].
+        pub(crate) async fn window_cuts(_tx: &mut Tx, _tenant: TenantId, _parts: usize) -> Result<Vec<Uuid>> {
+            Ok(Vec::new())
+        }
+
         /// One grouped pass over `meter`'s events in `[from, to)`: the totals of each
         /// (customer, named subscription), with the same exactness rules as [`totals`].
         pub(crate) async fn window_totals(
@@ -700,6 +751,7 @@ for_each_dialect! {
             meter: &Meter,
             from: DateTime<Utc>,
             to: DateTime<Utc>,
+            (low, high): super::CustomerRange,
         ) -> Result<Option<WindowTotals>> {
             // Only the aggregate the meter needs (as on SQLite): each extra one costs the
             // pass a share (MAX over every event cost a sum-meter's pass a fifth).
@@ -713,13 +765,30 @@ for_each_dialect! {
                    MIN(quantity) < 0 AS negative, {aggregate} \
                  FROM usage_events \
                  WHERE tenant_id = $1 AND meter_id = $2 AND occurred_at >= $3 AND occurred_at < $4 \
-                 GROUP BY customer_id, subscription_id"
+                   {} {} \
+                 GROUP BY customer_id, subscription_id",
+                if low.is_some() || high.is_some() {
+                    "AND ($5::uuid IS NULL OR customer_id >= $5)"
+                } else {
+                    ""
+                },
+                if low.is_some() || high.is_some() {
+                    "AND ($6::uuid IS NULL OR customer_id < $6)"
+                } else {
+                    ""
+                },
             );
-            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(tenant.as_uuid())
-            .bind(meter.id.as_uuid())
-            .bind(from)
-            .bind(to)
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(tenant.as_uuid())
+                .bind(meter.id.as_uuid())
+                .bind(from)
+                .bind(to);
+            if low.is_some() || high.is_some() {
+                // Only a statement that names the bounds gets them (PostgreSQL must know
+                // every parameter's type).
+                query = query.bind(low).bind(high);
+            }
+            let rows = query
             .fetch_all(&mut **tx)
             .await
             .during("total usage window")?;
@@ -962,16 +1031,22 @@ impl Database {
         to: DateTime<Utc>,
     ) -> Result<Option<WindowTotals>> {
         Ok(dispatch!(self, pool, d => {
-            // Consecutive slices of the window, each read on a connection of its own at
-            // once and merged: together exactly the window's events.
-            let reads = window_slices(from, to, d::usage::window_parallelism(pool))
-                .into_iter()
-                .map(|(from, to)| async move {
-                    let mut tx = d::begin_read(pool, tenant).await?;
-                    let totals = d::usage::window_totals(&mut tx, tenant, meter, from, to).await?;
-                    tx.commit().await.during("end read")?;
-                    Ok::<_, SqlError>(totals)
-                });
+            // The window's customers cut into consecutive ranges, each read on a connection
+            // of its own at once and merged: together exactly the window's events.
+            let cuts = {
+                let mut tx = d::begin_read(pool, tenant).await?;
+                let cuts = d::usage::window_cuts(&mut tx, tenant, d::usage::window_parallelism(pool))
+                    .await?;
+                tx.commit().await.during("end read")?;
+                cuts
+            };
+            let reads = customer_ranges(&cuts).into_iter().map(|range| async move {
+                let mut tx = d::begin_read(pool, tenant).await?;
+                let totals =
+                    d::usage::window_totals(&mut tx, tenant, meter, from, to, range).await?;
+                tx.commit().await.during("end read")?;
+                Ok::<_, SqlError>(totals)
+            });
             let mut merged = Some(WindowTotals::new());
             for part in futures_util::future::try_join_all(reads).await? {
                 merged = match (merged, part) {
@@ -979,36 +1054,13 @@ impl Database {
                         whole.merge(part);
                         Some(whole)
                     }
-                    // A slice the database could not sum exactly: the keys are read one by one.
+                    // A range the database could not sum exactly: the keys are read one by one.
                     _ => None,
                 };
             }
             merged
         }))
     }
-}
-
-/// `[from, to)` cut into `parts` consecutive slices (fewer when the window has fewer
-/// microseconds than that), which cover it exactly: no instant in two slices or in none.
-fn window_slices(
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
-    parts: usize,
-) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
-    let span = (to - from).num_microseconds().unwrap_or(0);
-    let parts = i64::try_from(parts.max(1)).unwrap_or(1).min(span.max(1));
-    let mut out = Vec::new();
-    let mut start = from;
-    for i in 1..parts {
-        // i < parts ≤ span: i × (span / parts) stays below span, so `end` lies inside the
-        // window.
-        let step = chrono::Duration::microseconds((span / parts).saturating_mul(i));
-        let end = from.checked_add_signed(step).unwrap_or(to);
-        out.push((start, end));
-        start = end;
-    }
-    out.push((start, to));
-    out
 }
 
 /// Storage failures as usage errors: domain errors pass through, every other failure is
@@ -1076,36 +1128,144 @@ impl UsageStore for crate::store::SqlStore {
     }
 }
 
+/// A range of customer ids: from the first (inclusive, `None`: from the lowest) to the second
+/// (exclusive, `None`: to the highest).
+type CustomerRange = (Option<Uuid>, Option<Uuid>);
+
+/// The consecutive ranges that `cuts` (ascending) make of all customer ids: one more than
+/// there are distinct cuts, which together hold every id exactly once.
+fn customer_ranges(cuts: &[Uuid]) -> Vec<CustomerRange> {
+    let mut cuts = cuts.to_vec();
+    cuts.sort_unstable();
+    cuts.dedup();
+    let mut ranges = Vec::with_capacity(cuts.len().saturating_add(1));
+    let mut low = None;
+    for cut in cuts {
+        ranges.push((low, Some(cut)));
+        low = Some(cut);
+    }
+    ranges.push((low, None));
+    ranges
+}
+
 #[cfg(test)]
 mod tests {
-    use chrono::TimeZone;
-
     use super::*;
 
-    #[test]
-    fn a_window_is_cut_into_consecutive_slices_that_cover_it_exactly() {
+    /// A SQLite file (its pool has connections to spare, so a window pass is read in ranges)
+    /// whose tenant has billing accounts for `accounts`.
+    #[cfg(feature = "sqlite")]
+    async fn sqlite_file_with_accounts(accounts: &[CustomerId]) -> (Database, TenantId) {
+        use chrono::TimeZone;
+        let path = std::env::temp_dir().join(format!("dotmac-window-{}.db", Uuid::new_v4()));
+        let db = Database::connect(&format!("sqlite://{}", path.display()))
+            .await
+            .unwrap();
+        let tenant = TenantId::new();
+        db.create_tenant(
+            tenant,
+            "Cut ISP",
+            Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).unwrap(),
+        )
+        .await
+        .unwrap();
+        let crate::db::Backend::Sqlite(pool) = db.backend_pool() else {
+            unreachable!("a SQLite URL");
+        };
+        for customer in accounts {
+            sqlx::query(
+                "INSERT INTO billing_accounts (tenant_id, customer_id, body) VALUES ($1, $2, '{}')",
+            )
+            .bind(tenant.as_uuid())
+            .bind(customer.as_uuid())
+            .execute(pool)
+            .await
+            .unwrap();
+        }
+        (db, tenant)
+    }
+
+    #[cfg(feature = "sqlite")]
+    #[tokio::test]
+    async fn a_window_read_in_customer_ranges_totals_every_event_once() {
+        use chrono::TimeZone;
+        use dotmac_core::MeterId;
+        let meter = Meter {
+            id: MeterId::from_u128(7),
+            code: "data".into(),
+            aggregation: Aggregation::Sum,
+        };
+        // Accounts 10..=19; events also for customers below and above every account and
+        // without one; the events of even customers name their subscription, of odd ones none.
+        let accounts: Vec<CustomerId> = (10..20).map(CustomerId::from_u128).collect();
+        let (db, tenant) = sqlite_file_with_accounts(&accounts).await;
+        let crate::db::Backend::Sqlite(pool) = db.backend_pool() else {
+            unreachable!("a SQLite URL");
+        };
+        let parts = crate::backend::sqlite::usage::window_parallelism(pool);
+        let mut tx = pool.begin().await.unwrap();
+        let cuts = crate::backend::sqlite::usage::window_cuts(&mut tx, tenant, parts.max(2))
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        // Two ranges: cut at the sixth account, the middle of ten.
+        assert_eq!(cuts, vec![CustomerId::from_u128(15).as_uuid()]);
         let from = Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).unwrap();
         let to = Utc.with_ymd_and_hms(2026, 4, 1, 0, 0, 0).unwrap();
-        let middle = Utc.with_ymd_and_hms(2026, 3, 16, 12, 0, 0).unwrap();
-        assert_eq!(window_slices(from, to, 1), vec![(from, to)]);
-        assert_eq!(window_slices(from, to, 0), vec![(from, to)]);
+        let customers = [1_u128, 10, 14, 15, 16, 19, 25];
+        let events: Vec<UsageEvent> = customers
+            .iter()
+            .enumerate()
+            .flat_map(|(i, c)| {
+                (0..3_u32).map(move |n| UsageEvent {
+                    id: UsageEventId::from_u128(*c * 100 + u128::from(n)),
+                    customer: CustomerId::from_u128(*c),
+                    subscription: (c % 2 == 0).then(|| SubscriptionId::from_u128(*c)),
+                    meter: MeterId::from_u128(7),
+                    quantity: Decimal::from(i as u32 * 10 + n),
+                    timestamp: from + chrono::Duration::days(i64::from(n) * 9),
+                    properties: BTreeMap::new(),
+                })
+            })
+            .collect();
+        let store = crate::store::SqlStore::new(db.clone());
+        store.append_events(tenant, &events).await.unwrap();
+        let totals = store
+            .window_totals(tenant, &meter, from, to)
+            .await
+            .unwrap()
+            .unwrap();
+        for (i, c) in customers.iter().enumerate() {
+            let want = Decimal::from(i as u32 * 30 + 3);
+            for subscription in [None, Some(SubscriptionId::from_u128(*c))] {
+                assert_eq!(
+                    totals.quantity(&Aggregation::Sum, CustomerId::from_u128(*c), subscription),
+                    Some(want),
+                    "customer {c}"
+                );
+            }
+        }
+        assert_eq!(totals.len(), customers.len());
+        db.close().await;
+    }
+
+    #[test]
+    fn cuts_make_consecutive_customer_ranges_that_hold_every_id_once() {
+        let (a, b) = (Uuid::from_u128(10), Uuid::from_u128(20));
+        assert_eq!(customer_ranges(&[]), vec![(None, None)]);
         assert_eq!(
-            window_slices(from, to, 2),
-            vec![(from, middle), (middle, to)]
+            customer_ranges(&[b, a, b]),
+            vec![(None, Some(a)), (Some(a), Some(b)), (Some(b), None)]
         );
-        let three = window_slices(from, to, 3);
-        assert_eq!(three.len(), 3);
-        assert_eq!(three.first().map(|s| s.0), Some(from));
-        assert_eq!(three.last().map(|s| s.1), Some(to));
-        assert!(
-            three
-                .windows(2)
-                .all(|w| w[0].1 == w[1].0 && w[0].0 < w[0].1)
-        );
-        // Two microseconds make at most two slices; an empty or inverted window is one.
-        let tiny = from + chrono::Duration::microseconds(2);
-        assert_eq!(window_slices(from, tiny, 8).len(), 2);
-        assert_eq!(window_slices(to, from, 4), vec![(to, from)]);
-        assert_eq!(window_slices(from, from, 4), vec![(from, from)]);
+        let within = |id: Uuid, (low, high): CustomerRange| {
+            low.is_none_or(|l| id >= l) && high.is_none_or(|h| id < h)
+        };
+        for id in [0, 9, 10, 11, 19, 20, u128::MAX].map(Uuid::from_u128) {
+            let holding = customer_ranges(&[a, b])
+                .into_iter()
+                .filter(|r| within(id, *r))
+                .count();
+            assert_eq!(holding, 1, "{id}");
+        }
     }
 }
