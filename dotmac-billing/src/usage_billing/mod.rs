@@ -345,7 +345,8 @@ impl<B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource> UsageBillingS
     /// rated by the next run, as late usage. What is already billed is read per chunk with
     /// [`InvoiceStore::billed_usage`](crate::InvoiceStore::billed_usage), by subscription and
     /// from the first period rated (on SQL stores never an invoice, so a customer's invoice
-    /// history does not slow rating down).
+    /// history does not slow rating down). A chunk's charges are added (one store call) while
+    /// the next chunk is read and rated.
     ///
     /// # Errors
     ///

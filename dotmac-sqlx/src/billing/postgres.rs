@@ -53,6 +53,14 @@ pub(crate) async fn charges_of_subscriptions(
     subscriptions: &[Uuid],
     since: i64,
 ) -> crate::error::Result<Vec<PendingCharge>> {
+    // Pinned to the subscription index for this transaction (the read's own): while a rating
+    // run adds its charges, the statistics can still say the table is empty (a new tenant,
+    // or right after a VACUUM), and the planner then scans the whole, growing table for every
+    // chunk: measured at 36 s instead of 4 s for 100,000 subscriptions.
+    sqlx::raw_sql("SET LOCAL enable_seqscan = off")
+        .execute(&mut **tx)
+        .await
+        .during("pin the billed-usage read's plan")?;
     let rows = sqlx::query(
         "SELECT body FROM billing_pending_charges \
          WHERE tenant_id = $1 AND subscription_id = ANY($2) AND period_day >= $3 \
