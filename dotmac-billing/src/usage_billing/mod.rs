@@ -29,7 +29,7 @@ use chrono_tz::Tz;
 use dotmac_core::{
     Clock, CustomerId, DomainEvent, EventPayload, Money, Period, PlanId, SubscriptionId, TenantId,
 };
-use futures_util::future::{join, join3};
+use futures_util::future::join;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
@@ -345,8 +345,7 @@ impl<B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource> UsageBillingS
     /// rated by the next run, as late usage. What is already billed is read per chunk with
     /// [`InvoiceStore::billed_usage`](crate::InvoiceStore::billed_usage), by subscription and
     /// from the first period rated (on SQL stores never an invoice, so a customer's invoice
-    /// history does not slow rating down). A chunk's charges are added (one store call) while
-    /// the next chunk is read and rated.
+    /// history does not slow rating down).
     ///
     /// # Errors
     ///
@@ -365,40 +364,39 @@ impl<B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource> UsageBillingS
         let store = self.billing.store();
         let chunk = self.billing.settings().chunk_size.max(1);
         let mut page = store.subscriptions_page(tenant, None, chunk).await?;
-        // The chunk rated last, whose charges are written while this one is read and rated:
-        // the write is the database's work, the rating this task's, so each waits less for
-        // the other. Its summary is taken once its write is done.
-        let mut rated_before: Option<RatedChunk> = None;
-        loop {
-            let Some(last) = page.last() else {
-                if let Some(before) = rated_before.take() {
-                    let done = self.add_chunk_charges(tenant, before).await?;
-                    self.absorb_chunk(tenant, &mut summary, done);
-                }
-                break;
-            };
+        while let Some(last) = page.last() {
             // The next page is read while this one is rated: rating writes pending charges
             // only, never the subscriptions a page holds.
-            let (next, rated, written) = join3(
+            let (next, rated) = join(
                 store.subscriptions_page(tenant, Some(last.id), chunk),
-                self.rated_chunk(tenant, &page, &plans, as_of, &mut passes),
-                async {
-                    match rated_before.take() {
-                        Some(before) => self.add_chunk_charges(tenant, before).await.map(Some),
-                        None => Ok(None),
-                    }
-                },
+                self.rate_chunk(tenant, &page, &plans, as_of, &mut passes),
             )
             .await;
-            if let Some(done) = written? {
-                self.absorb_chunk(tenant, &mut summary, done);
+            let rated = rated?;
+            for (sub, rated) in page.iter().zip(rated) {
+                match rated {
+                    Ok(rated) => summary.absorb(rated),
+                    Err(error) => {
+                        summary.events.push(DomainEvent::new(
+                            tenant,
+                            self.billing.clock(),
+                            UsageBillingEvent::RatingFailed {
+                                customer: sub.customer,
+                                subscription: sub.id,
+                                error_kind: error.kind().to_owned(),
+                                error: error.to_string(),
+                            },
+                        ));
+                        summary.subscriptions = summary.subscriptions.saturating_add(1);
+                        summary.failures.push(BillingFailure {
+                            customer: sub.customer,
+                            subscription: Some(sub.id),
+                            error,
+                        });
+                    }
+                }
             }
-            let (out, to_add) = rated?;
-            rated_before = Some(RatedChunk {
-                subs: std::mem::replace(&mut page, next?),
-                out,
-                to_add,
-            });
+            page = next?;
         }
         observe_rating(&summary);
         Ok(summary)
@@ -578,62 +576,6 @@ impl<B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource> UsageBillingS
         as_of: NaiveDate,
         passes: &mut WindowPasses,
     ) -> Result<Vec<Result<UsageRunSummary, BillingError>>, BillingError> {
-        let (mut out, to_add) = self.rated_chunk(tenant, subs, plans, as_of, passes).await?;
-        self.add_charges(tenant, to_add, &mut out).await?;
-        Ok(out)
-    }
-
-    /// A rated chunk's charges written ([`UsageBillingService::add_charges`]): the chunk with
-    /// its summaries, each holding the charges actually added.
-    async fn add_chunk_charges(
-        &self,
-        tenant: TenantId,
-        mut chunk: RatedChunk,
-    ) -> Result<RatedChunk, BillingError> {
-        let to_add = std::mem::take(&mut chunk.to_add);
-        self.add_charges(tenant, to_add, &mut chunk.out).await?;
-        Ok(chunk)
-    }
-
-    /// A written chunk's summaries into the run's: a subscription whose rating failed is a
-    /// failure with its `usage.rating_failed` event.
-    fn absorb_chunk(&self, tenant: TenantId, summary: &mut UsageRunSummary, chunk: RatedChunk) {
-        for (sub, rated) in chunk.subs.iter().zip(chunk.out) {
-            match rated {
-                Ok(rated) => summary.absorb(rated),
-                Err(error) => {
-                    summary.events.push(DomainEvent::new(
-                        tenant,
-                        self.billing.clock(),
-                        UsageBillingEvent::RatingFailed {
-                            customer: sub.customer,
-                            subscription: sub.id,
-                            error_kind: error.kind().to_owned(),
-                            error: error.to_string(),
-                        },
-                    ));
-                    summary.subscriptions = summary.subscriptions.saturating_add(1);
-                    summary.failures.push(BillingFailure {
-                        customer: sub.customer,
-                        subscription: Some(sub.id),
-                        error,
-                    });
-                }
-            }
-        }
-    }
-
-    /// Reads and rates a chunk (see [`UsageBillingService::rate_chunk`]) without writing:
-    /// per subscription its summary or domain error, and the charges to add, each with its
-    /// subscription's position.
-    async fn rated_chunk(
-        &self,
-        tenant: TenantId,
-        subs: &[Subscription],
-        plans: &HashMap<PlanId, Plan>,
-        as_of: NaiveDate,
-        passes: &mut WindowPasses,
-    ) -> Result<RatedOut, BillingError> {
         let mut planned: Vec<Result<Option<PlannedRating<'_>>, BillingError>> = subs
             .iter()
             .map(|sub| self.plan_rating(sub, plans, as_of))
@@ -719,7 +661,8 @@ impl<B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource> UsageBillingS
                 Err(error) => out.push(Err(error)),
             }
         }
-        Ok((out, to_add))
+        self.add_charges(tenant, to_add, &mut out).await?;
+        Ok(out)
     }
 
     /// The aggregate of each of `keys` (in order): a key whose meter and window many keys of
@@ -908,21 +851,6 @@ impl<B: BillingStore, U: UsageStore, C: Clock, A: AllowanceSource> UsageBillingS
 
 /// A meter and the instants `[from, to)` of the events a key reads.
 type Window = (MeterId, DateTime<Utc>, DateTime<Utc>);
-
-/// Per subscription of a chunk, in order, its summary or domain error; and the chunk's new
-/// charges, each with its subscription's position.
-type RatedOut = (
-    Vec<Result<UsageRunSummary, BillingError>>,
-    Vec<(usize, PendingCharge)>,
-);
-
-/// A chunk rated and not yet absorbed into its run's summary: its subscriptions, their
-/// summaries and the charges still to write.
-struct RatedChunk {
-    subs: Vec<Subscription>,
-    out: Vec<Result<UsageRunSummary, BillingError>>,
-    to_add: Vec<(usize, PendingCharge)>,
-}
 
 /// A usage store that answered a keyed read with a different number of aggregates than keys:
 /// rating stops rather than take a missing aggregate for no usage.
