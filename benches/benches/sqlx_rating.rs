@@ -294,9 +294,10 @@ impl Raw {
 
     /// On PostgreSQL, the statistics of the pending charges brought up to date after rating
     /// added a run's worth, untimed, as autovacuum's analyze would before the next run: the
-    /// `VACUUM` after the reset left them at zero rows, and a re-rate planned on those reads
-    /// each chunk's billed usage with a scan of the whole table (36 s instead of 4 s in one
-    /// run), or meets autovacuum's own analyze halfway.
+    /// `VACUUM` after the reset left them at zero rows (before the billed-usage read was
+    /// pinned to its index, a re-rate planned on those scanned the whole table per chunk:
+    /// 36 s instead of 4 s in one run), and autovacuum's own analyze would otherwise land in
+    /// the re-rate.
     async fn analyze_pending(&mut self) {
         if matches!(self, Raw::Postgres(_)) {
             self.execute("ANALYZE billing_pending_charges").await;
@@ -313,13 +314,9 @@ impl Raw {
                     .await
                     .unwrap();
                 // The write-ahead log copied back now, untimed, as PostgreSQL's checkpoint.
-                sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-                    .execute(&mut *conn)
-                    .await
-                    .unwrap();
+                self.execute("PRAGMA wal_checkpoint(TRUNCATE)").await;
             }
             Raw::Postgres(conn) => {
-                use sqlx::Executor;
                 sqlx::query(sql)
                     .bind(tenant.as_uuid())
                     .execute(&mut *conn)
@@ -328,10 +325,8 @@ impl Raw {
                 // The dead rows vacuumed and the pages written out now, untimed: otherwise
                 // autovacuum (due after deleting a whole run's charges) and the checkpointer
                 // land on whichever measure runs next.
-                conn.execute("VACUUM billing_pending_charges")
-                    .await
-                    .unwrap();
-                conn.execute("CHECKPOINT").await.unwrap();
+                self.execute("VACUUM billing_pending_charges").await;
+                self.execute("CHECKPOINT").await;
             }
         }
     }

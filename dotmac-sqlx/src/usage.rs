@@ -399,6 +399,45 @@ for_each_dialect! {
             Ok(cuts)
         }
 
+        /// [`UsageStore::window_totals`] on SQLite: the window's customers cut into
+        /// consecutive ranges ([`window_cuts`]), each read on a connection of its own at once
+        /// ([`window_totals`]) and merged: together exactly the window's events.
+        pub(crate) async fn window_pass(
+            pool: &sqlx::SqlitePool,
+            tenant: TenantId,
+            meter: &Meter,
+            from: DateTime<Utc>,
+            to: DateTime<Utc>,
+        ) -> Result<Option<WindowTotals>> {
+            let parts = window_parallelism(pool);
+            let cuts = if parts < 2 {
+                Vec::new()
+            } else {
+                let mut tx = begin_read(pool, tenant).await?;
+                let cuts = window_cuts(&mut tx, tenant, parts).await?;
+                tx.commit().await.during("end read")?;
+                cuts
+            };
+            let reads = super::customer_ranges(&cuts).into_iter().map(|range| async move {
+                let mut tx = begin_read(pool, tenant).await?;
+                let totals = window_totals(&mut tx, tenant, meter, from, to, range).await?;
+                tx.commit().await.during("end read")?;
+                Ok::<_, SqlError>(totals)
+            });
+            let mut merged = Some(WindowTotals::new());
+            for part in futures_util::future::try_join_all(reads).await? {
+                merged = match (merged, part) {
+                    (Some(mut whole), Some(part)) => {
+                        whole.merge(part);
+                        Some(whole)
+                    }
+                    // A range SQLite could not sum exactly: the keys are read one by one.
+                    _ => None,
+                };
+            }
+            Ok(merged)
+        }
+
         /// One grouped pass over `meter`'s events in `[from, to)`, with the same exactness
         /// rules as [`totals`]; `None` when SQLite refuses the sum (an integer overflow), and
         /// the caller reads its keys one by one instead.
@@ -732,15 +771,19 @@ for_each_dialect! {
             Ok((out, Vec::new()))
         }
 
-        /// One statement: PostgreSQL spreads a large grouped pass over its own parallel
-        /// workers.
-        pub(crate) fn window_parallelism(_pool: &sqlx::PgPool) -> usize {
-            1
-        }
-
-        /// One range: see [`window_parallelism`].
-        pub(crate) async fn window_cuts(_tx: &mut Tx, _tenant: TenantId, _parts: usize) -> Result<Vec<Uuid>> {
-            Ok(Vec::new())
+        /// [`UsageStore::window_totals`] on PostgreSQL: one statement ([`window_totals`]),
+        /// which the server spreads over its own parallel workers.
+        pub(crate) async fn window_pass(
+            pool: &sqlx::PgPool,
+            tenant: TenantId,
+            meter: &Meter,
+            from: DateTime<Utc>,
+            to: DateTime<Utc>,
+        ) -> Result<Option<WindowTotals>> {
+            let mut tx = begin_read(pool, tenant).await?;
+            let totals = window_totals(&mut tx, tenant, meter, from, to).await?;
+            tx.commit().await.during("end read")?;
+            Ok(totals)
         }
 
         /// One grouped pass over `meter`'s events in `[from, to)`: the totals of each
@@ -751,7 +794,6 @@ for_each_dialect! {
             meter: &Meter,
             from: DateTime<Utc>,
             to: DateTime<Utc>,
-            (low, high): super::CustomerRange,
         ) -> Result<Option<WindowTotals>> {
             // Only the aggregate the meter needs (as on SQLite): each extra one costs the
             // pass a share (MAX over every event cost a sum-meter's pass a fifth).
@@ -765,30 +807,13 @@ for_each_dialect! {
                    MIN(quantity) < 0 AS negative, {aggregate} \
                  FROM usage_events \
                  WHERE tenant_id = $1 AND meter_id = $2 AND occurred_at >= $3 AND occurred_at < $4 \
-                   {} {} \
-                 GROUP BY customer_id, subscription_id",
-                if low.is_some() || high.is_some() {
-                    "AND ($5::uuid IS NULL OR customer_id >= $5)"
-                } else {
-                    ""
-                },
-                if low.is_some() || high.is_some() {
-                    "AND ($6::uuid IS NULL OR customer_id < $6)"
-                } else {
-                    ""
-                },
+                 GROUP BY customer_id, subscription_id"
             );
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(tenant.as_uuid())
-                .bind(meter.id.as_uuid())
-                .bind(from)
-                .bind(to);
-            if low.is_some() || high.is_some() {
-                // Only a statement that names the bounds gets them (PostgreSQL must know
-                // every parameter's type).
-                query = query.bind(low).bind(high);
-            }
-            let rows = query
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(tenant.as_uuid())
+            .bind(meter.id.as_uuid())
+            .bind(from)
+            .bind(to)
             .fetch_all(&mut **tx)
             .await
             .during("total usage window")?;
@@ -1030,36 +1055,7 @@ impl Database {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<Option<WindowTotals>> {
-        Ok(dispatch!(self, pool, d => {
-            // The window's customers cut into consecutive ranges, each read on a connection
-            // of its own at once and merged: together exactly the window's events.
-            let cuts = {
-                let mut tx = d::begin_read(pool, tenant).await?;
-                let cuts = d::usage::window_cuts(&mut tx, tenant, d::usage::window_parallelism(pool))
-                    .await?;
-                tx.commit().await.during("end read")?;
-                cuts
-            };
-            let reads = customer_ranges(&cuts).into_iter().map(|range| async move {
-                let mut tx = d::begin_read(pool, tenant).await?;
-                let totals =
-                    d::usage::window_totals(&mut tx, tenant, meter, from, to, range).await?;
-                tx.commit().await.during("end read")?;
-                Ok::<_, SqlError>(totals)
-            });
-            let mut merged = Some(WindowTotals::new());
-            for part in futures_util::future::try_join_all(reads).await? {
-                merged = match (merged, part) {
-                    (Some(mut whole), Some(part)) => {
-                        whole.merge(part);
-                        Some(whole)
-                    }
-                    // A range the database could not sum exactly: the keys are read one by one.
-                    _ => None,
-                };
-            }
-            merged
-        }))
+        dispatch!(self, pool, d => d::usage::window_pass(pool, tenant, meter, from, to).await)
     }
 }
 
@@ -1129,11 +1125,13 @@ impl UsageStore for crate::store::SqlStore {
 }
 
 /// A range of customer ids: from the first (inclusive, `None`: from the lowest) to the second
-/// (exclusive, `None`: to the highest).
+/// (exclusive, `None`: to the highest). SQLite's window pass reads one per connection.
+#[cfg(feature = "sqlite")]
 type CustomerRange = (Option<Uuid>, Option<Uuid>);
 
 /// The consecutive ranges that `cuts` (ascending) make of all customer ids: one more than
 /// there are distinct cuts, which together hold every id exactly once.
+#[cfg(feature = "sqlite")]
 fn customer_ranges(cuts: &[Uuid]) -> Vec<CustomerRange> {
     let mut cuts = cuts.to_vec();
     cuts.sort_unstable();
@@ -1249,6 +1247,7 @@ mod tests {
         db.close().await;
     }
 
+    #[cfg(feature = "sqlite")]
     #[test]
     fn cuts_make_consecutive_customer_ranges_that_hold_every_id_once() {
         let (a, b) = (Uuid::from_u128(10), Uuid::from_u128(20));
