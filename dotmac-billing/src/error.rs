@@ -196,6 +196,20 @@ pub enum BillingError {
         /// What is left.
         creditable: rust_decimal::Decimal,
     },
+    /// A credit note whose lines together exceed what the invoice's total has left to credit
+    /// (its total less its earlier credit notes): an invoice whose credit lines (prorations,
+    /// suspended days) offset its charges cannot be credited beyond what it billed.
+    #[error(
+        "cannot credit {requested} on invoice {invoice}: only {creditable} of its total is left to credit"
+    )]
+    CreditExceedsInvoice {
+        /// The invoice.
+        invoice: dotmac_core::InvoiceId,
+        /// The credit note's total.
+        requested: rust_decimal::Decimal,
+        /// The invoice's total less its earlier credit notes.
+        creditable: rust_decimal::Decimal,
+    },
     /// A line index that the invoice does not have.
     #[error("invoice {invoice} has no line {line}")]
     UnknownInvoiceLine {
@@ -438,6 +452,7 @@ impl BillingError {
             BillingError::InvalidDiscount { .. } => "invalid_discount",
             BillingError::NotCreditable { .. } => "not_creditable",
             BillingError::CreditExceedsLine { .. } => "credit_exceeds_line",
+            BillingError::CreditExceedsInvoice { .. } => "credit_exceeds_invoice",
             BillingError::UnknownInvoiceLine { .. } => "unknown_invoice_line",
             BillingError::NothingToCredit(_) => "nothing_to_credit",
             BillingError::UnknownSubscription(_) => "unknown_subscription",

@@ -781,7 +781,8 @@ pub struct CreditNoteLine {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CreditRequest {
-    /// Everything not credited yet.
+    /// Everything not credited yet: each line what it has left, in line order, up to what
+    /// the invoice's total has left (its credit lines offset its charges).
     Full,
     /// Given amounts (taxes included) of given lines.
     Lines(Vec<CreditNoteLine>),
@@ -819,8 +820,15 @@ pub struct CreditNote {
 /// # Errors
 ///
 /// [`BillingError::NotCreditable`] for an invoice that is not open, paid or uncollectible,
-/// [`BillingError::CreditExceedsLine`] when a line would be credited beyond its total, a
-/// currency mismatch, or an unknown line index.
+/// [`BillingError::CreditExceedsLine`] when a line would be credited beyond its total,
+/// [`BillingError::CreditExceedsInvoice`] when the lines together would credit more than the
+/// invoice's total less its earlier notes (credit lines on it offset its charges),
+/// [`BillingError::NothingToCredit`] when a full credit finds nothing left, a currency
+/// mismatch, or an unknown line index.
+///
+/// A full credit ([`CreditRequest::Full`]) credits each line what it has left, in line order,
+/// until the invoice's total is used up: an invoice of a 30.00 fee and a 30.00 suspended-days
+/// credit owes nothing and has nothing to credit; the payments ledger applies the same bound.
 pub fn credit_note(
     id: CreditNoteId,
     invoice: &Invoice,
@@ -858,15 +866,27 @@ pub fn credit_note(
         }
         Ok(left)
     };
+    // What the invoice's total has left: credit lines on it (prorations, suspended days)
+    // offset its charges, so its lines may have more left than the invoice billed.
+    let mut invoice_left = invoice.total;
+    for note in earlier.iter().filter(|n| n.invoice == invoice.id) {
+        invoice_left = invoice_left.checked_sub(note.total)?;
+    }
     let lines = match request {
         CreditRequest::Full => {
             let mut lines = Vec::new();
+            let mut budget = invoice_left;
             for index in 0..invoice.lines.len() {
+                if !budget.is_positive() {
+                    break;
+                }
                 let left = remaining(index)?;
                 if left.is_positive() {
+                    let amount = left.min(budget)?;
+                    budget = budget.checked_sub(amount)?;
                     lines.push(CreditNoteLine {
                         line: index,
-                        amount: left,
+                        amount,
                     });
                 }
             }
@@ -902,6 +922,13 @@ pub fn credit_note(
         return Err(BillingError::NothingToCredit(invoice.id));
     }
     let total = Money::sum(currency, lines.iter().map(|l| l.amount))?;
+    if total.amount() > invoice_left.amount() {
+        return Err(BillingError::CreditExceedsInvoice {
+            invoice: invoice.id,
+            requested: total.amount(),
+            creditable: invoice_left.amount().max(rust_decimal::Decimal::ZERO),
+        });
+    }
     Ok(CreditNote {
         id,
         number: None,
@@ -1156,6 +1183,98 @@ mod tests {
         assert!(Uncollectible.transition(Open).is_err());
         assert!(Open.is_outstanding() && Uncollectible.is_outstanding());
         assert!(!Paid.is_outstanding() && !Void.is_outstanding());
+    }
+
+    #[test]
+    fn a_credit_note_is_bounded_by_what_the_invoice_billed_not_only_by_its_lines() {
+        use dotmac_core::{CreditNoteId, Currency, CustomerId, Money, SubscriptionId};
+        let usd = |cents: i64| Money::new(Decimal::new(cents, 2), Currency::USD);
+        let settings = DocumentSettings::default();
+        let key = DocumentKey::Period {
+            subscription: SubscriptionId::from_u128(1),
+            index: 0,
+        };
+        let issue = chrono::NaiveDate::from_ymd_opt(2026, 5, 1).unwrap();
+        let line = |kind: LineKind, cents: i64| DraftLine {
+            kind,
+            text: None,
+            period: None,
+            quantity: Decimal::ONE,
+            unit_price: usd(cents),
+            price: None,
+            discountable: false,
+        };
+        let mut builder = DocumentBuilder::new(
+            key,
+            CustomerId::from_u128(1),
+            None,
+            Currency::USD,
+            issue,
+            &settings,
+        )
+        .unwrap();
+        // A month's fee, the suspended days credited back in full, and a late fee: 5.00 billed.
+        builder.push(line(LineKind::OneOff, 3000)).unwrap();
+        builder
+            .push(line(LineKind::ProrationCredit, -3000))
+            .unwrap();
+        builder.push(line(LineKind::LateFee, 500)).unwrap();
+        let mut invoice = builder.finish();
+        invoice.status = InvoiceStatus::Open;
+        assert_eq!(invoice.total, usd(500));
+        let note = |earlier: &[CreditNote], request: CreditRequest| {
+            credit_note(
+                CreditNoteId::from_u128(earlier.len() as u128 + 1),
+                &invoice,
+                earlier,
+                &request,
+                issue,
+                None,
+            )
+        };
+        let lines = |line: usize, cents: i64| {
+            CreditRequest::Lines(vec![CreditNoteLine {
+                line,
+                amount: usd(cents),
+            }])
+        };
+
+        // The first line has 30.00 left, the invoice 5.00.
+        assert_eq!(
+            note(&[], lines(0, 501)),
+            Err(BillingError::CreditExceedsInvoice {
+                invoice: invoice.id,
+                requested: usd(501).amount(),
+                creditable: usd(500).amount(),
+            })
+        );
+        // In full: the lines in order until the invoice's total is used up.
+        let full = note(&[], CreditRequest::Full).unwrap();
+        assert_eq!(
+            full.lines,
+            vec![CreditNoteLine {
+                line: 0,
+                amount: usd(500)
+            }]
+        );
+        assert_eq!(full.total, usd(500));
+        // After a part, the rest; then nothing is left.
+        let part = note(&[], lines(2, 200)).unwrap();
+        let rest = note(std::slice::from_ref(&part), CreditRequest::Full).unwrap();
+        assert_eq!(rest.total, usd(300));
+        let both = [part, rest];
+        assert_eq!(
+            note(&both, CreditRequest::Full),
+            Err(BillingError::NothingToCredit(invoice.id))
+        );
+        assert_eq!(
+            note(&both, lines(0, 1)),
+            Err(BillingError::CreditExceedsInvoice {
+                invoice: invoice.id,
+                requested: usd(1).amount(),
+                creditable: Decimal::ZERO,
+            })
+        );
     }
 
     #[test]
