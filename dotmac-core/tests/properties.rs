@@ -41,16 +41,8 @@ fn minor(m: &Money) -> i64 {
     m.to_minor().unwrap()
 }
 
-/// `default` cases, or `PROPTEST_CASES` when set (for long runs: `PROPTEST_CASES=100000`).
-fn cases(default: u32) -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(cases(512)))]
+    #![proptest_config(dotmac_testing::config(512))]
 
     #[test]
     fn allocation_sums_to_the_whole(
@@ -201,7 +193,7 @@ fn check_tiling(interval: BillingInterval, anchor: NaiveDate, years: i32) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(cases(512)))]
+    #![proptest_config(dotmac_testing::config(512))]
 
     #[test]
     fn period_containing_agrees_with_period(

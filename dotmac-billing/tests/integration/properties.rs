@@ -156,16 +156,8 @@ fn sum(docs: &[Invoice]) -> Decimal {
     docs.iter().map(|i| i.total.amount()).sum()
 }
 
-/// `default` cases, or `PROPTEST_CASES` when set (for long runs: `PROPTEST_CASES=100000`).
-fn cases(default: u32) -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(cases(256)))]
+    #![proptest_config(dotmac_testing::config(256))]
 
     /// Whatever the changes inside a billed period, the documents for it add up to what the
     /// period's prices say, day by day, within one cent per line.

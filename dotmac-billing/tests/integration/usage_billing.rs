@@ -817,7 +817,7 @@ mod properties {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(cases(48)))]
+        #![proptest_config(dotmac_testing::config(48))]
         #[test]
         fn late_usage_is_billed_exactly_once_and_never_edits_an_issued_invoice(
             graduated in any::<bool>(),
@@ -831,12 +831,4 @@ mod properties {
                 .block_on(scenario(graduated, included, march, april));
         }
     }
-}
-
-/// `default` cases, or `PROPTEST_CASES` when set (for long runs: `PROPTEST_CASES=100000`).
-fn cases(default: u32) -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }

@@ -447,7 +447,7 @@ async fn an_unreachable_server_is_an_error_not_a_skip() {
 }
 
 proptest::proptest! {
-    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+    #![proptest_config(dotmac_testing::config(24))]
     /// Any decimal a Money can hold comes back digit for digit, scale included.
     #[test]
     fn any_amount_round_trips_exactly(mantissa in proptest::num::i64::ANY, scale in 0_u32..=12) {
