@@ -33,6 +33,10 @@
 //! `events_between` (the trait's default `period_aggregates`: one read per subscription ×
 //! meter × period, as rating did before issue 11), for the before/after comparison.
 //!
+//! With DOTMAC_BENCH_MMAP_AB=1 every SQLite measure runs a second time per repetition, the
+//! store and the bare `GROUP BY` reading the file through a 1 GiB memory map
+//! (`DatabaseOptions::sqlite_mmap_size`; reported as `sqlite-m`).
+//!
 //! `cargo bench -p dotmac-benches --bench sqlx_rating` (DOTMAC_BENCH_BACKENDS=sqlite,postgres).
 //! Seeding (subscriptions bulk-imported, events appended 10,000 at a time) is not timed. On
 //! PostgreSQL the tables are analyzed after seeding, as after any bulk load.
@@ -60,6 +64,9 @@ use dotmac_core::{
     BillingInterval, Currency, CustomerId, FixedClock, PlanId, ProductId, SubscriptionId, TenantId,
 };
 use dotmac_sqlx::{Database, DatabaseOptions, SqlStore};
+
+/// The memory map of `DOTMAC_BENCH_MMAP_AB`'s second store: 1 GiB.
+const MAP: u64 = 1 << 30;
 use dotmac_usage::{
     Aggregation, Meter, MeterId, PeriodKey, UsageCalendar, UsageEvent, UsageEventId, UsageStore,
 };
@@ -332,12 +339,23 @@ impl Raw {
     }
 }
 
+#[derive(Default)]
 struct Samples {
     group_by: Vec<Duration>,
     read: Vec<Duration>,
     window: Vec<Duration>,
     adds: Vec<Duration>,
     rerate: Vec<Duration>,
+}
+
+impl Samples {
+    fn extend(&mut self, more: Samples) {
+        self.group_by.extend(more.group_by);
+        self.read.extend(more.read);
+        self.window.extend(more.window);
+        self.adds.extend(more.adds);
+        self.rerate.extend(more.rerate);
+    }
 }
 
 /// The set-based read alone, as the service issues it: `UsageStore::period_aggregates` over
@@ -523,8 +541,34 @@ fn main() {
             let tenant = seed(&store, &plan, n, per).await;
             let mut raw = Raw::Sqlite(sqlx::SqliteConnection::connect(&url).await.unwrap());
             raw.execute("PRAGMA wal_checkpoint(TRUNCATE)").await;
-            let samples = measure_store(&store, &mut raw, tenant, (n, per, reps)).await;
-            report("sqlite", n, n * per, samples);
+            if std::env::var_os("DOTMAC_BENCH_MMAP_AB").is_some() {
+                // The store and the bare GROUP BY through a 1 GiB memory map too
+                // (`DatabaseOptions::sqlite_mmap_size`), interleaved by repetition in one run.
+                let mapped_store = SqlStore::new(
+                    Database::connect_with(DatabaseOptions::new(&url).sqlite_mmap_size(MAP))
+                        .await
+                        .unwrap(),
+                );
+                let mut raw_mapped =
+                    Raw::Sqlite(sqlx::SqliteConnection::connect(&url).await.unwrap());
+                raw_mapped.execute("PRAGMA mmap_size = 1073741824").await;
+                let (mut plain, mut mapped) = (Samples::default(), Samples::default());
+                for _ in 0..reps {
+                    plain.extend(measure_store(&store, &mut raw, tenant, (n, per, 1)).await);
+                    mapped.extend(
+                        measure_store(&mapped_store, &mut raw_mapped, tenant, (n, per, 1)).await,
+                    );
+                }
+                report("sqlite", n, n * per, plain);
+                report("sqlite-m", n, n * per, mapped);
+                if let Raw::Sqlite(conn) = raw_mapped {
+                    conn.close().await.unwrap();
+                }
+                mapped_store.database().close().await;
+            } else {
+                let samples = measure_store(&store, &mut raw, tenant, (n, per, reps)).await;
+                report("sqlite", n, n * per, samples);
+            }
             if let Raw::Sqlite(conn) = raw {
                 conn.close().await.unwrap();
             }

@@ -1145,6 +1145,37 @@ pub fn document_totals(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dotmac_core::{Currency, CustomerId, Money, SubscriptionId};
+
+    /// One unit of `kind` at `unit_price`.
+    fn draft(kind: LineKind, unit_price: Money) -> DraftLine {
+        DraftLine {
+            kind,
+            text: None,
+            period: None,
+            quantity: Decimal::ONE,
+            unit_price,
+            price: None,
+            discountable: false,
+        }
+    }
+
+    /// A US-dollar document of subscription 1's first period, issued on `issue`.
+    fn document(settings: &DocumentSettings, issue: NaiveDate) -> DocumentBuilder<'_> {
+        let key = DocumentKey::Period {
+            subscription: SubscriptionId::from_u128(1),
+            index: 0,
+        };
+        DocumentBuilder::new(
+            key,
+            CustomerId::from_u128(1),
+            None,
+            Currency::USD,
+            issue,
+            settings,
+        )
+        .unwrap()
+    }
 
     #[test]
     fn invoice_states_follow_the_lifecycle() {
@@ -1187,32 +1218,12 @@ mod tests {
 
     #[test]
     fn a_credit_note_is_bounded_by_what_the_invoice_billed_not_only_by_its_lines() {
-        use dotmac_core::{CreditNoteId, Currency, CustomerId, Money, SubscriptionId};
+        use dotmac_core::CreditNoteId;
         let usd = |cents: i64| Money::new(Decimal::new(cents, 2), Currency::USD);
         let settings = DocumentSettings::default();
-        let key = DocumentKey::Period {
-            subscription: SubscriptionId::from_u128(1),
-            index: 0,
-        };
         let issue = chrono::NaiveDate::from_ymd_opt(2026, 5, 1).unwrap();
-        let line = |kind: LineKind, cents: i64| DraftLine {
-            kind,
-            text: None,
-            period: None,
-            quantity: Decimal::ONE,
-            unit_price: usd(cents),
-            price: None,
-            discountable: false,
-        };
-        let mut builder = DocumentBuilder::new(
-            key,
-            CustomerId::from_u128(1),
-            None,
-            Currency::USD,
-            issue,
-            &settings,
-        )
-        .unwrap();
+        let line = |kind: LineKind, cents: i64| draft(kind, usd(cents));
+        let mut builder = document(&settings, issue);
         // A month's fee, the suspended days credited back in full, and a late fee: 5.00 billed.
         builder.push(line(LineKind::OneOff, 3000)).unwrap();
         builder
@@ -1300,7 +1311,7 @@ mod tests {
     #[test]
     fn a_line_refused_for_overflow_leaves_the_document_as_it_was() {
         use crate::tax::{TaxExemption, TaxRate, TaxRateId};
-        use dotmac_core::{CoreError, Currency, CustomerId, Money, SubscriptionId};
+        use dotmac_core::CoreError;
         let settings = DocumentSettings {
             taxes: vec![
                 TaxRate::exclusive(TaxRateId::from_u128(1), "zero", Decimal::ZERO),
@@ -1309,31 +1320,9 @@ mod tests {
             exemption: TaxExemption::None,
             ..DocumentSettings::default()
         };
-        let key = DocumentKey::Period {
-            subscription: SubscriptionId::from_u128(1),
-            index: 0,
-        };
         let issue = chrono::NaiveDate::from_ymd_opt(2026, 1, 1).unwrap();
-        let line = |price: Decimal| DraftLine {
-            kind: LineKind::OneOff,
-            text: None,
-            period: None,
-            quantity: Decimal::ONE,
-            unit_price: Money::new(price, Currency::USD),
-            price: None,
-            discountable: false,
-        };
-        let builder = || {
-            DocumentBuilder::new(
-                key,
-                CustomerId::from_u128(1),
-                None,
-                Currency::USD,
-                issue,
-                &settings,
-            )
-            .unwrap()
-        };
+        let line = |price: Decimal| draft(LineKind::OneOff, Money::new(price, Currency::USD));
+        let builder = || document(&settings, issue);
         let mut refused = builder();
         // The second rate's tax on MAX does not fit; the first rate's summary had already
         // counted the line.

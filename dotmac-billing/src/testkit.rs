@@ -175,6 +175,9 @@ where
     batched_charges_write_only_the_new_ones_and_their_events(make(), &outbox)
         .await
         .map_err(|e| format!("batched_charges_write_only_the_new_ones_and_their_events: {e}"))?;
+    a_large_batch_of_charges_is_added_once_each(make())
+        .await
+        .map_err(|e| format!("a_large_batch_of_charges_is_added_once_each: {e}"))?;
     every_service_change_writes_its_events(make(), &outbox)
         .await
         .map_err(|e| format!("every_service_change_writes_its_events: {e}"))?;
@@ -2158,6 +2161,50 @@ fn wrote_exactly(
         "{what}: the outbox holds {:?}, the call returned {:?}",
         names(new),
         names(&expected)
+    );
+    Ok(())
+}
+
+/// `add_pending_charges` of more charges than one SQL statement writes (2,500): a charge
+/// stored before, in the middle, and a charge repeated two statements later are skipped, and
+/// every other one is added, in the batch's order.
+async fn a_large_batch_of_charges_is_added_once_each<S: BillingStore>(
+    store: S,
+) -> Result<(), String> {
+    let tenant = TenantId::new();
+    let customer = CustomerId::new();
+    let on = day(2026, 1, 10)?;
+    let stored = charge(customer, 1_500, 100, on);
+    store
+        .add_pending_charge(tenant, stored.clone(), Vec::new())
+        .await
+        .map_err(err)?;
+    let mut batch: Vec<(PendingCharge, Vec<OutboxEvent>)> = (0..2_500u128)
+        .map(|n| (charge(customer, n, 100, on), Vec::new()))
+        .collect();
+    // The 2,401st is the 11th again, two statements of 1,000 later.
+    batch[2_400] = (charge(customer, 10, 100, on), Vec::new());
+    let added = store
+        .add_pending_charges(tenant, batch)
+        .await
+        .map_err(err)?;
+    let skipped: Vec<usize> = added
+        .iter()
+        .enumerate()
+        .filter(|(_, added)| !**added)
+        .map(|(n, _)| n)
+        .collect();
+    ensure!(
+        added.len() == 2_500 && skipped == [1_500, 2_400],
+        "skipped {skipped:?} of {}",
+        added.len()
+    );
+    let pending = store.pending_charges(tenant, customer).await.map_err(err)?;
+    ensure!(
+        pending.len() == 2_499 && pending[0].id == stored.id,
+        "{} pending, the first {:?}",
+        pending.len(),
+        pending.first().map(|c| c.id)
     );
     Ok(())
 }

@@ -63,6 +63,17 @@
 //!   concurrent admissions at limit − 1 exactly one succeeds; the hourly API-call quota is one
 //!   conditional upsert of the hour's window row, shared by every process on the database.
 //!
+//! ## SQLite files
+//!
+//! A SQLite file is opened in WAL mode (readers never wait for the writer) with
+//! `synchronous = NORMAL`: a committed transaction survives a crash of the process, and a
+//! power loss may lose the last ones committed before it, never the file's consistency. Each
+//! connection keeps a 64 MiB page cache, statement journals in memory, checkpoints every
+//! 16,384 WAL pages, and reads pages with `pread`, not through a memory map unless
+//! [`DatabaseOptions::sqlite_mmap_size`] asks for one (its gain and its caveat are there). The
+//! pool has four connections unless [`DatabaseOptions::max_connections`] says
+//! otherwise; `sqlite::memory:` is one connection with SQLite's defaults.
+//!
 //! ## Features
 //!
 //! - `sqlite` (default): the embedded backend, bundling libsqlite3.

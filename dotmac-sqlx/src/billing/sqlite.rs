@@ -267,12 +267,19 @@ pub(crate) async fn insert_invoices(
 
 /// Adds pending charges (an id already stored, or repeated, is skipped); returns the ids
 /// inserted.
+///
+/// Without `RETURNING`: each statement's row count says whether it added every id it could
+/// (a rating run's fresh charges, the common case), and only a statement that skipped some (a
+/// retried add) reads back what it added: its rows are the table's newest, since SQLite has
+/// one writer and `seq` only grows. Handing 1,000 returned ids back one row at a time cost
+/// more than the insert's own index work (measured in docs/benchmarks.md).
 pub(crate) async fn insert_pending(
     tx: &mut Tx,
     tenant: TenantId,
     charges: &[&PendingCharge],
 ) -> crate::error::Result<std::collections::HashSet<Uuid>> {
     let mut inserted = std::collections::HashSet::with_capacity(charges.len());
+    let mut fresh = std::collections::HashSet::with_capacity(charges.len().min(ROWS));
     for chunk in charges.chunks(ROWS) {
         let bodies = documents("pending charge", chunk)?;
         let mut query = sqlx::QueryBuilder::<Db>::new(
@@ -288,16 +295,36 @@ pub(crate) async fn insert_pending(
                 .push_bind(charge.subscription.map(|s| s.as_uuid()))
                 .push_bind(crate::keyed::period_day(charge));
         });
-        query.push(" ON CONFLICT (tenant_id, charge_id) DO NOTHING RETURNING charge_id");
-        let rows = query
+        query.push(" ON CONFLICT (tenant_id, charge_id) DO NOTHING");
+        let added = query
             .build()
-            .fetch_all(&mut **tx)
+            .execute(&mut **tx)
             .await
-            .during("write pending charges")?;
+            .during("write pending charges")?
+            .rows_affected();
+        // The ids this statement could add: its own, once each, less those an earlier
+        // statement of this call added.
+        fresh.clear();
+        fresh.extend(
+            chunk
+                .iter()
+                .map(|c| c.id.as_uuid())
+                .filter(|id| !inserted.contains(id)),
+        );
+        if u64::try_from(fresh.len()).is_ok_and(|n| n == added) {
+            inserted.extend(fresh.drain());
+            continue;
+        }
+        let rows =
+            sqlx::query("SELECT charge_id FROM billing_pending_charges ORDER BY seq DESC LIMIT $1")
+                .bind(i64::try_from(added).unwrap_or(i64::MAX))
+                .fetch_all(&mut **tx)
+                .await
+                .during("read back pending charges")?;
         for row in &rows {
             inserted.insert(
                 row.try_get::<Uuid, _>("charge_id")
-                    .during("write pending charges")?,
+                    .during("read back pending charges")?,
             );
         }
     }
