@@ -64,9 +64,6 @@ use dotmac_core::{
     BillingInterval, Currency, CustomerId, FixedClock, PlanId, ProductId, SubscriptionId, TenantId,
 };
 use dotmac_sqlx::{Database, DatabaseOptions, SqlStore};
-
-/// The memory map of `DOTMAC_BENCH_MMAP_AB`'s second store: 1 GiB.
-const MAP: u64 = 1 << 30;
 use dotmac_usage::{
     Aggregation, Meter, MeterId, PeriodKey, UsageCalendar, UsageEvent, UsageEventId, UsageStore,
 };
@@ -74,6 +71,8 @@ use rust_decimal::Decimal;
 
 const SCHEMA: &str = "dotmac_bench_rating";
 const METER: MeterId = MeterId::from_u128(7);
+/// The memory map of `DOTMAC_BENCH_MMAP_AB`'s second store and bare `GROUP BY`: 1 GiB.
+const MAP: u64 = 1 << 30;
 
 fn d(m: u32, day: u32) -> NaiveDate {
     NaiveDate::from_ymd_opt(2026, m, day).unwrap()
@@ -296,6 +295,16 @@ impl Raw {
             Raw::Postgres(conn) => {
                 conn.execute(sql).await.unwrap();
             }
+        }
+    }
+
+    /// On SQLite, reads the file through a memory map of `bytes` from now on.
+    async fn map(&mut self, bytes: u64) {
+        use sqlx::Executor;
+        if let Raw::Sqlite(conn) = self {
+            conn.execute(sqlx::AssertSqlSafe(format!("PRAGMA mmap_size = {bytes}")))
+                .await
+                .unwrap();
         }
     }
 
@@ -551,7 +560,7 @@ fn main() {
                 );
                 let mut raw_mapped =
                     Raw::Sqlite(sqlx::SqliteConnection::connect(&url).await.unwrap());
-                raw_mapped.execute("PRAGMA mmap_size = 1073741824").await;
+                raw_mapped.map(MAP).await;
                 let (mut plain, mut mapped) = (Samples::default(), Samples::default());
                 for _ in 0..reps {
                     plain.extend(measure_store(&store, &mut raw, tenant, (n, per, 1)).await);

@@ -926,7 +926,7 @@ pub fn credit_note(
         return Err(BillingError::CreditExceedsInvoice {
             invoice: invoice.id,
             requested: total.amount(),
-            creditable: invoice_left.amount().max(rust_decimal::Decimal::ZERO),
+            creditable: invoice_left.amount().max(Decimal::ZERO),
         });
     }
     Ok(CreditNote {
