@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::collections::hash_map::Entry;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use dotmac_core::outbox::{MemoryOutbox, OutboxEvent};
+use dotmac_core::outbox::{MemoryOutbox, OutboxEvent, OutboxWriter};
 use dotmac_core::{
     CustomerId, InvoiceId, PendingChargeId, PlanId, ProductId, SubscriptionId, TenantId,
 };
@@ -158,21 +158,21 @@ impl InvoiceNumbers {
 /// other check passed and before anything is changed, so that a refused event refuses the
 /// change and a refused change writes no event.
 fn write_events(
-    outbox: &MemoryOutbox,
+    outbox: &mut OutboxWriter<'_>,
     tenant: TenantId,
     events: &[OutboxEvent],
 ) -> Result<(), BillingError> {
     if events.is_empty() {
         return Ok(());
     }
-    Ok(outbox.push(tenant, events)?)
+    Ok(outbox.push(tenant, events.to_vec())?)
 }
 
 impl TenantData {
     /// Adds a pending charge unless its id was ever added, with its events.
     fn add_pending(
         &mut self,
-        outbox: &MemoryOutbox,
+        outbox: &mut OutboxWriter<'_>,
         tenant: TenantId,
         charge: PendingCharge,
         events: &[OutboxEvent],
@@ -201,7 +201,7 @@ impl TenantData {
     /// events.
     fn insert_note(
         &mut self,
-        outbox: &MemoryOutbox,
+        outbox: &mut OutboxWriter<'_>,
         tenant: TenantId,
         mut note: CreditNote,
         events: &[OutboxEvent],
@@ -306,9 +306,9 @@ impl TenantData {
     /// [`TenantData::remove_pending`]).
     fn apply(
         &mut self,
-        outbox: &MemoryOutbox,
+        outbox: &mut OutboxWriter<'_>,
         tenant: TenantId,
-        commit: BillingCommit,
+        mut commit: BillingCommit,
         consumed: &mut FastSet<PendingChargeId>,
     ) -> Result<CommitResult, BillingError> {
         // Check everything first, so that a refused commit writes nothing.
@@ -357,11 +357,11 @@ impl TenantData {
         ) {
             // The bill run's commit: one event, written without a list.
             let event = OutboxEvent::new(crate::service::invoice_issued_event(tenant, at, only));
-            write_events(outbox, tenant, std::slice::from_ref(&event))?;
+            outbox.push_one(tenant, event)?;
         } else if commit.issued_at.is_some() {
-            write_events(outbox, tenant, &commit.outbox_events(tenant, &issued))?;
+            outbox.push(tenant, commit.outbox_events(tenant, &issued))?;
         } else {
-            write_events(outbox, tenant, &commit.events)?;
+            outbox.push(tenant, std::mem::take(&mut commit.events))?;
         }
         if let (Some(stored), Some(mut sub)) = (stored, commit.subscription) {
             // Checked above: the revision has a successor.
@@ -498,9 +498,15 @@ impl MemoryStore {
     }
 
     /// [`MemoryStore::with`] for a write, which also gets the outbox.
-    fn write<R>(&self, tenant: TenantId, f: impl FnOnce(&mut TenantData, &MemoryOutbox) -> R) -> R {
+    fn write<R>(
+        &self,
+        tenant: TenantId,
+        f: impl FnOnce(&mut TenantData, &mut OutboxWriter<'_>) -> R,
+    ) -> R {
         let mut guard = self.lock();
-        f(guard.entry(tenant).or_default(), &self.outbox)
+        // Taken after the store's own lock (the outbox's lock order), at the first event.
+        let mut outbox = self.outbox.writer();
+        f(guard.entry(tenant).or_default(), &mut outbox)
     }
 }
 

@@ -629,6 +629,16 @@ struct Delivery {
 }
 
 impl Slot {
+    /// A pending slot for `event`, never claimed.
+    fn new(event: OutboxEvent) -> Self {
+        Slot {
+            event,
+            attempts: 0,
+            status: OutboxStatus::Pending,
+            delivery: None,
+        }
+    }
+
     fn delivery(&self) -> Option<&Delivery> {
         self.delivery.as_deref()
     }
@@ -706,39 +716,17 @@ impl MemoryOutbox {
     ///
     /// As [`OutboxStore::append_outbox`] (nothing is written then).
     pub fn push(&self, tenant: TenantId, events: &[OutboxEvent]) -> Result<(), StorageError> {
-        let mut slots = self.lock();
-        check_events(&slots, tenant, events)?;
-        for event in events {
-            let index = slots.slots.len();
-            match slots.by_id.entry((tenant, event.id)) {
-                // A replay (checked above): written once.
-                std::collections::hash_map::Entry::Occupied(_) => continue,
-                std::collections::hash_map::Entry::Vacant(slot) => {
-                    slot.insert(index);
-                }
-            }
-            slots.slots.push(Slot {
-                event: event.clone(),
-                attempts: 0,
-                status: OutboxStatus::Pending,
-                delivery: None,
-            });
-        }
-        Ok(())
+        self.writer().push(tenant, events.to_vec())
     }
 
-    /// Makes room for about `additional` more events (a domain store calls it before a batch
-    /// of writes, one event each), growing at least to double: the id index then grows in
-    /// one step instead of rehashing every event at each doubling.
-    pub fn reserve(&self, additional: usize) {
-        let mut slots = self.lock();
-        let len = slots.slots.len();
-        if slots.by_id.capacity() >= len.saturating_add(additional) {
-            return;
+    /// A writer that holds the outbox from its first write until it is dropped: a domain
+    /// store makes one under its own lock for a batch of changes, so that the batch takes
+    /// this lock once and moves its events in rather than copying them.
+    pub fn writer(&self) -> OutboxWriter<'_> {
+        OutboxWriter {
+            outbox: self,
+            slots: None,
         }
-        let more = additional.max(len);
-        slots.by_id.reserve(more);
-        slots.slots.reserve(more);
     }
 
     /// How many events are kept, in every tenant and state.
@@ -752,6 +740,95 @@ impl MemoryOutbox {
     }
 }
 
+/// Writes to a [`MemoryOutbox`] for a batch of changes ([`MemoryOutbox::writer`]): the
+/// outbox's lock is taken at the first write (a batch that writes no event never takes it) and
+/// held until the writer is dropped, and events are moved in, not copied. Every write is
+/// checked as [`OutboxStore::append_outbox`] checks it.
+///
+/// Lock order: a store that holds its own lock may make a writer; nothing that holds a
+/// writer takes a store's lock.
+#[derive(Debug)]
+pub struct OutboxWriter<'a> {
+    outbox: &'a MemoryOutbox,
+    slots: Option<std::sync::MutexGuard<'a, Slots>>,
+}
+
+impl OutboxWriter<'_> {
+    fn slots(&mut self) -> &mut Slots {
+        let outbox = self.outbox;
+        self.slots.get_or_insert_with(|| outbox.lock())
+    }
+
+    /// Writes `events` (a replayed event is skipped), all or none.
+    ///
+    /// # Errors
+    ///
+    /// As [`OutboxStore::append_outbox`] (nothing is written then).
+    pub fn push(&mut self, tenant: TenantId, events: Vec<OutboxEvent>) -> Result<(), StorageError> {
+        if let [_] = events.as_slice() {
+            return events
+                .into_iter()
+                .try_for_each(|event| self.push_one(tenant, event));
+        }
+        if events.is_empty() {
+            return Ok(());
+        }
+        let slots = self.slots();
+        check_events(slots, tenant, &events)?;
+        for event in events {
+            let index = slots.slots.len();
+            match slots.by_id.entry((tenant, event.id)) {
+                // A replay (checked above): written once.
+                std::collections::hash_map::Entry::Occupied(_) => continue,
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    slot.insert(index);
+                }
+            }
+            slots.slots.push(Slot::new(event));
+        }
+        Ok(())
+    }
+
+    /// Writes one event (skipped when it is a replay), with one look into the id index.
+    ///
+    /// # Errors
+    ///
+    /// As [`OutboxStore::append_outbox`] (nothing is written then).
+    pub fn push_one(&mut self, tenant: TenantId, event: OutboxEvent) -> Result<(), StorageError> {
+        check_tenant(tenant, &event)?;
+        let slots = self.slots();
+        let index = slots.slots.len();
+        match slots.by_id.entry((tenant, event.id)) {
+            std::collections::hash_map::Entry::Occupied(earlier) => {
+                match slots.slots.get(*earlier.get()) {
+                    Some(earlier) => check_replay(&earlier.event, &event),
+                    // The index names only stored slots.
+                    None => Ok(()),
+                }
+            }
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(index);
+                slots.slots.push(Slot::new(event));
+                Ok(())
+            }
+        }
+    }
+
+    /// Makes room for about `additional` more events (a domain store calls it before a batch
+    /// of writes, one event each), growing at least to double: the id index then grows in
+    /// one step instead of rehashing every event at each doubling.
+    pub fn reserve(&mut self, additional: usize) {
+        let slots = self.slots();
+        let len = slots.slots.len();
+        if slots.by_id.capacity() >= len.saturating_add(additional) {
+            return;
+        }
+        let more = additional.max(len);
+        slots.by_id.reserve(more);
+        slots.slots.reserve(more);
+    }
+}
+
 fn check_events(
     slots: &Slots,
     tenant: TenantId,
@@ -762,15 +839,7 @@ fn check_events(
     const SCAN: usize = 8;
     let mut seen: FastMap<EventId, &OutboxEvent> = FastMap::default();
     for (n, event) in events.iter().enumerate() {
-        if event.tenant != tenant {
-            return Err(StorageError::new(
-                StorageErrorKind::TenantMismatch,
-                format!(
-                    "outbox event {} is tenant {}'s, not {tenant}'s",
-                    event.id, event.tenant
-                ),
-            ));
-        }
+        check_tenant(tenant, event)?;
         let in_write = if events.len() <= SCAN {
             events
                 .get(..n)
@@ -787,19 +856,39 @@ fn check_events(
                 .and_then(|&i| slots.slots.get(i))
                 .map(|slot| &slot.event)
         });
-        if let Some(earlier) = earlier
-            && !same_event(earlier, event)?
-        {
-            return Err(StorageError::new(
-                StorageErrorKind::Conflict,
-                format!(
-                    "outbox event {} names a different event of this tenant",
-                    event.id
-                ),
-            ));
+        if let Some(earlier) = earlier {
+            check_replay(earlier, event)?;
         }
     }
     Ok(())
+}
+
+/// Refuses an event of another tenant than the write's.
+fn check_tenant(tenant: TenantId, event: &OutboxEvent) -> Result<(), StorageError> {
+    if event.tenant == tenant {
+        return Ok(());
+    }
+    Err(StorageError::new(
+        StorageErrorKind::TenantMismatch,
+        format!(
+            "outbox event {} is tenant {}'s, not {tenant}'s",
+            event.id, event.tenant
+        ),
+    ))
+}
+
+/// Refuses `event` when `earlier`, written under the same id, is a different event.
+fn check_replay(earlier: &OutboxEvent, event: &OutboxEvent) -> Result<(), StorageError> {
+    if same_event(earlier, event)? {
+        return Ok(());
+    }
+    Err(StorageError::new(
+        StorageErrorKind::Conflict,
+        format!(
+            "outbox event {} names a different event of this tenant",
+            event.id
+        ),
+    ))
 }
 
 /// Whether two events with one id are one event (a replay): same type and payload. The
@@ -1651,6 +1740,60 @@ mod tests {
             assert_eq!(err.kind(), StorageErrorKind::TenantMismatch);
             assert_eq!(outbox.len(), 1);
         });
+    }
+
+    #[test]
+    fn a_writer_holds_the_outbox_only_once_it_writes_and_refuses_a_bad_write_whole() {
+        let (tenant, outbox, clock) = setup();
+        {
+            let writer = outbox.writer();
+            // No event written: the outbox is not held (this would wait forever otherwise).
+            assert_eq!(outbox.len(), 0);
+            drop(writer);
+        }
+        let first = step(tenant, &clock, 1, 1);
+        let mut writer = outbox.writer();
+        writer.push_one(tenant, first.clone()).unwrap();
+        // A replay under the same writer is skipped; a batch with a different event under a
+        // stored id is refused whole, its new event included.
+        writer.push(tenant, vec![first.clone()]).unwrap();
+        let imposter = OutboxEvent::new(DomainEvent::at(
+            first.id(),
+            tenant,
+            clock.now(),
+            Step {
+                customer: CustomerId::from_u128(1),
+                n: 7,
+            },
+        ));
+        let fresh = step(tenant, &clock, 2, 2);
+        let err = writer
+            .push(tenant, vec![fresh.clone(), imposter.clone()])
+            .unwrap_err();
+        assert_eq!(err.kind(), StorageErrorKind::Conflict);
+        let err = writer.push_one(tenant, imposter).unwrap_err();
+        assert_eq!(err.kind(), StorageErrorKind::Conflict);
+        let other = TenantId::from_u128(2);
+        let err = writer.push_one(other, fresh.clone()).unwrap_err();
+        assert_eq!(err.kind(), StorageErrorKind::TenantMismatch);
+        writer.push(tenant, Vec::new()).unwrap();
+        drop(writer);
+        let stored = block_on(outbox.outbox_messages(tenant)).unwrap();
+        assert_eq!(
+            stored.iter().map(|m| m.id).collect::<Vec<_>>(),
+            vec![first.id()]
+        );
+        // Two events in one write, both new: both written, in order.
+        let third = step(tenant, &clock, 3, 3);
+        outbox
+            .writer()
+            .push(tenant, vec![fresh.clone(), third.clone()])
+            .unwrap();
+        let stored = block_on(outbox.outbox_messages(tenant)).unwrap();
+        assert_eq!(
+            stored.iter().map(|m| m.id).collect::<Vec<_>>(),
+            vec![first.id(), fresh.id(), third.id()]
+        );
     }
 
     #[test]
