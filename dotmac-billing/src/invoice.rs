@@ -340,6 +340,36 @@ pub struct Invoice {
 /// The counter of invoices numbered in the default format ([`Invoice::number_series`]).
 pub const DEFAULT_INVOICE_SERIES: &str = "billing.invoice";
 
+/// The counter of credit notes numbered in the default format ([`CreditNote::number_series`]).
+pub const DEFAULT_CREDIT_NOTE_SERIES: &str = "billing.credit_note";
+
+/// A numbered document's sequence: `base` for the default format, otherwise `base/` followed
+/// by the format's series ([`InvoiceNumberFormat::series`]: the prefix, and the document
+/// date's year when numbering resets yearly).
+fn number_series_of(
+    base: &'static str,
+    format: Option<&InvoiceNumberFormat>,
+    date: NaiveDate,
+) -> Cow<'static, str> {
+    match format {
+        None => Cow::Borrowed(base),
+        Some(format) => Cow::Owned(format!("{base}/{}", format.series(date))),
+    }
+}
+
+/// A document number as the customer reads it, written with its format (the default's six
+/// digits without one).
+fn number_text_of(
+    number: DocumentNumber,
+    format: Option<&InvoiceNumberFormat>,
+    date: NaiveDate,
+) -> String {
+    match format {
+        None => number.to_string(),
+        Some(format) => format.format(number.0, date),
+    }
+}
+
 impl Invoice {
     /// The number sequence a store issues this invoice's number from: `billing.invoice` for
     /// the default format, otherwise `billing.invoice/` followed by the format's series
@@ -347,23 +377,22 @@ impl Invoice {
     /// numbering resets yearly), so each year of a yearly format starts again at 1 and
     /// numbers stay gapless per sequence.
     pub fn number_series(&self) -> Cow<'static, str> {
-        match &self.number_format {
-            None => Cow::Borrowed(DEFAULT_INVOICE_SERIES),
-            Some(format) => Cow::Owned(format!(
-                "{DEFAULT_INVOICE_SERIES}/{}",
-                format.series(self.issue_date)
-            )),
-        }
+        number_series_of(
+            DEFAULT_INVOICE_SERIES,
+            self.number_format.as_ref(),
+            self.issue_date,
+        )
     }
 
     /// Its number as the customer reads it, written with its format (`INV-2026-000042`);
     /// `None` until it is issued.
     pub fn number_text(&self) -> Option<String> {
         let number = self.number?;
-        Some(match &self.number_format {
-            None => number.to_string(),
-            Some(format) => format.format(number.0, self.issue_date),
-        })
+        Some(number_text_of(
+            number,
+            self.number_format.as_ref(),
+            self.issue_date,
+        ))
     }
 
     /// Σ exclusive taxes (the taxes added on top of the lines).
@@ -813,6 +842,37 @@ pub struct CreditNote {
     /// the caller asked for a refund). Notes stored before the field existed read as credit.
     #[serde(default)]
     pub settlement: crate::settlement::CreditSettlement,
+    /// How its number is written and which sequence it comes from (the tenant's credit-note
+    /// number format when it was issued, [`BillingSettings::credit_note_number_format`](crate::BillingSettings::credit_note_number_format));
+    /// `None` for the default format (six digits, no prefix, one sequence forever). See
+    /// [`CreditNote::number_series`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub number_format: Option<InvoiceNumberFormat>,
+}
+
+impl CreditNote {
+    /// The number sequence a store issues this note's number from: `billing.credit_note` for
+    /// the default format, otherwise `billing.credit_note/` followed by the format's series
+    /// (its prefix, and the note's year when numbering resets yearly). Credit notes never
+    /// share a sequence with invoices, whatever their formats.
+    pub fn number_series(&self) -> Cow<'static, str> {
+        number_series_of(
+            DEFAULT_CREDIT_NOTE_SERIES,
+            self.number_format.as_ref(),
+            self.issue_date,
+        )
+    }
+
+    /// Its number as the customer reads it, written with its format (`CN-2026-0007`); `None`
+    /// until it is issued.
+    pub fn number_text(&self) -> Option<String> {
+        let number = self.number?;
+        Some(number_text_of(
+            number,
+            self.number_format.as_ref(),
+            self.issue_date,
+        ))
+    }
 }
 
 /// Builds a credit note against `invoice`, given the notes already issued against it.
@@ -940,6 +1000,7 @@ pub fn credit_note(
         lines,
         total,
         settlement: crate::settlement::CreditSettlement::Credit,
+        number_format: None,
     })
 }
 

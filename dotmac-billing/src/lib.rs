@@ -144,9 +144,10 @@ pub use idempotency::{
     KeyedWrite,
 };
 pub use invoice::{
-    CreditNote, CreditNoteLine, CreditRequest, DEFAULT_INVOICE_SERIES, DocumentBuilder,
-    DocumentKey, DocumentNumber, DocumentSettings, DraftLine, Invoice, InvoiceLine, InvoiceStatus,
-    LineKind, PendingCharge, PriceRef, credit_note, inclusive_tax_total, invoice_pending_charges,
+    CreditNote, CreditNoteLine, CreditRequest, DEFAULT_CREDIT_NOTE_SERIES, DEFAULT_INVOICE_SERIES,
+    DocumentBuilder, DocumentKey, DocumentNumber, DocumentSettings, DraftLine, Invoice,
+    InvoiceLine, InvoiceStatus, LineKind, PendingCharge, PriceRef, credit_note,
+    inclusive_tax_total, invoice_pending_charges,
 };
 pub use invoice::{
     DocumentLineInput, DocumentLineTotals, DocumentTotals, DocumentTotalsSettings, document_totals,

@@ -24,6 +24,7 @@ use crate::store::{
     SubscriptionStore,
 };
 use crate::subscription::Subscription;
+use dotmac_core::InvoiceNumberFormat;
 
 use crate::{FastMap, FastSet};
 
@@ -126,31 +127,39 @@ struct TenantData {
     credit_notes: FastMap<InvoiceId, Vec<CreditNote>>,
     /// Idempotency keys of credit notes and manual charges, with their requests and results.
     idempotency: FastMap<IdempotencyKey, IdempotencyRecord>,
-    last_invoice_number: InvoiceNumbers,
-    last_credit_note_number: u64,
+    last_invoice_number: DocumentNumbers,
+    credit_note_numbers: DocumentNumbers,
 }
 
-/// The last invoice number of each sequence ([`Invoice::number_series`]): the default
-/// sequence's in a field (no lookup for a tenant on the default format), the others by name.
+/// The last number of each sequence of one kind of document ([`Invoice::number_series`],
+/// [`CreditNote::number_series`]): the default sequence's in a field (no lookup for a tenant
+/// on the default format), the others by name.
 #[derive(Default, Clone)]
-struct InvoiceNumbers {
+struct DocumentNumbers {
     default: u64,
     series: FastMap<String, u64>,
 }
 
-impl InvoiceNumbers {
-    /// The next number of `invoice`'s sequence, taken.
-    fn take(&mut self, invoice: &Invoice) -> DocumentNumber {
-        let last = match invoice.number_format {
+impl DocumentNumbers {
+    /// The next number of the sequence of a document in `format` (`None`: the default one),
+    /// named by `series`, taken.
+    fn take(
+        &mut self,
+        format: Option<&InvoiceNumberFormat>,
+        series: impl FnOnce() -> std::borrow::Cow<'static, str>,
+    ) -> DocumentNumber {
+        let last = match format {
             None => &mut self.default,
-            Some(_) => self
-                .series
-                .entry(invoice.number_series().into_owned())
-                .or_default(),
+            Some(_) => self.series.entry(series().into_owned()).or_default(),
         };
-        // One per invoice issued from 0: cannot reach u64::MAX.
+        // One per document issued from 0: cannot reach u64::MAX.
         *last = last.saturating_add(1);
         DocumentNumber(*last)
+    }
+
+    /// The next number of `invoice`'s sequence, taken.
+    fn take_invoice(&mut self, invoice: &Invoice) -> DocumentNumber {
+        self.take(invoice.number_format.as_ref(), || invoice.number_series())
     }
 }
 
@@ -230,8 +239,10 @@ impl TenantData {
             note.reason.clone(),
         )?;
         write_events(outbox, tenant, events)?;
-        self.last_credit_note_number = self.last_credit_note_number.saturating_add(1);
-        note.number = Some(DocumentNumber(self.last_credit_note_number));
+        note.number = Some(
+            self.credit_note_numbers
+                .take(note.number_format.as_ref(), || note.number_series()),
+        );
         self.credit_notes
             .entry(note.invoice)
             .or_default()
@@ -381,7 +392,7 @@ impl TenantData {
                 result.duplicates = result.duplicates.saturating_add(1);
                 continue;
             }
-            let number = self.last_invoice_number.take(&invoice);
+            let number = self.last_invoice_number.take_invoice(&invoice);
             invoice.number = Some(number);
             invoice.status = InvoiceStatus::Open;
             self.store_invoice(invoice);
@@ -424,7 +435,7 @@ fn key_stored(
 /// last numbers (the documents whose keys are new, numbered in order), without writing anything.
 fn would_issue(
     stored: impl Fn(&DocumentKey) -> bool,
-    last_numbers: &InvoiceNumbers,
+    last_numbers: &DocumentNumbers,
     invoices: &[Invoice],
 ) -> Vec<IssuedInvoice> {
     // Empty for a tenant on the default format: the clone allocates nothing.
@@ -441,7 +452,7 @@ fn would_issue(
                     .iter()
                     .any(|e| e.key == i.key)
         })
-        .map(|(_, i)| IssuedInvoice::of(i, numbers.take(i)))
+        .map(|(_, i)| IssuedInvoice::of(i, numbers.take_invoice(i)))
         .collect()
 }
 
@@ -862,7 +873,7 @@ impl InvoiceStore for MemoryStore {
             next.transition(to)?;
             write_events(outbox, tenant, &events)?;
             if was == InvoiceStatus::Draft && to == InvoiceStatus::Open {
-                next.number = Some(t.last_invoice_number.take(&next));
+                next.number = Some(t.last_invoice_number.take_invoice(&next));
             }
             *invoice = next;
             Ok(invoice.clone())

@@ -71,6 +71,11 @@ pub struct BillingSettings {
     /// ([`Invoice::number_series`]).
     #[serde(default)]
     pub number_format: InvoiceNumberFormat,
+    /// How credit-note numbers are written and sequenced, apart from invoices' (a `CN-`
+    /// prefix, say, reset yearly): every note issued carries it, and the store numbers it in
+    /// its own sequence ([`CreditNote::number_series`]).
+    #[serde(default)]
+    pub credit_note_number_format: InvoiceNumberFormat,
 }
 
 fn utc() -> Tz {
@@ -87,6 +92,7 @@ impl Default for BillingSettings {
             zone: Tz::UTC,
             suspension_billing: SuspensionBilling::KeepBilling,
             number_format: InvoiceNumberFormat::default(),
+            credit_note_number_format: InvoiceNumberFormat::default(),
         }
     }
 }
@@ -131,6 +137,12 @@ impl BillingSettings {
     /// With `format` for invoice numbers (the tenant's setting).
     pub fn with_number_format(mut self, format: InvoiceNumberFormat) -> Self {
         self.number_format = format;
+        self
+    }
+
+    /// With `format` for credit-note numbers (the tenant's setting; a sequence of its own).
+    pub fn with_credit_note_number_format(mut self, format: InvoiceNumberFormat) -> Self {
+        self.credit_note_number_format = format;
         self
     }
 
@@ -1655,6 +1667,8 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
                     request.reason,
                 )?;
                 note.settlement = request.settlement;
+                let format = &self.inner.settings.credit_note_number_format;
+                note.number_format = (!format.is_default()).then(|| format.clone());
                 let events = vec![credit_note_event(tenant, self.inner.clock.now(), &note)];
                 let written = match keyed {
                     Some(keyed) => {

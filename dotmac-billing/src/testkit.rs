@@ -148,6 +148,9 @@ where
     credit_notes_never_over_credit(make())
         .await
         .map_err(|e| format!("credit_notes_never_over_credit: {e}"))?;
+    credit_notes_follow_their_own_number_format(make())
+        .await
+        .map_err(|e| format!("credit_notes_follow_their_own_number_format: {e}"))?;
     commit_batch_skips_conflicts_and_applies_the_rest(make())
         .await
         .map_err(|e| format!("commit_batch_skips_conflicts_and_applies_the_rest: {e}"))?;
@@ -623,7 +626,15 @@ fn clock() -> FixedClock {
 async fn setup<S: BillingStore>(
     store: S,
 ) -> Result<(BillingService<S, FixedClock>, TenantId, CustomerId, Plan), String> {
-    let service = BillingService::new(store, clock(), BillingSettings::default());
+    setup_with(store, BillingSettings::default()).await
+}
+
+/// [`setup`] with `settings`.
+async fn setup_with<S: BillingStore>(
+    store: S,
+    settings: BillingSettings,
+) -> Result<(BillingService<S, FixedClock>, TenantId, CustomerId, Plan), String> {
+    let service = BillingService::new(store, clock(), settings);
     let tenant = TenantId::new();
     let product = Product {
         id: ProductId::new(),
@@ -815,6 +826,117 @@ async fn credit_notes_never_over_credit<S: BillingStore>(store: S) -> Result<(),
     ensure!(
         matches!(illegal, Err(BillingError::IllegalInvoiceTransition { .. })),
         "paid → void was allowed"
+    );
+    Ok(())
+}
+
+/// The tenant's credit-note number format: notes carry it, are numbered in a sequence of their
+/// own (not the invoices', whatever their format) and read back written with it; a note in the
+/// default format takes the default credit-note sequence.
+async fn credit_notes_follow_their_own_number_format<S: BillingStore>(
+    store: S,
+) -> Result<(), String> {
+    let invoices = crate::InvoiceNumberFormat::new("INV-", 4, crate::NumberReset::Yearly)
+        .map_err(|e| e.to_string())?;
+    let notes = crate::InvoiceNumberFormat::new("CN-", 4, crate::NumberReset::Yearly)
+        .map_err(|e| e.to_string())?;
+    let (service, tenant, customer, plan) = setup_with(
+        store,
+        BillingSettings::default()
+            .with_number_format(invoices.clone())
+            .with_credit_note_number_format(notes.clone()),
+    )
+    .await?;
+    service
+        .subscribe(
+            tenant,
+            NewSubscription::new(customer, plan.id, Currency::USD, day(2026, 4, 1)?),
+        )
+        .await
+        .map_err(err)?;
+    service
+        .run_bill(tenant, day(2026, 4, 1)?)
+        .await
+        .map_err(err)?;
+    let invoice = store_invoices(&service, tenant, customer)
+        .await?
+        .into_iter()
+        .next()
+        .ok_or("no invoice issued")?;
+    ensure!(
+        invoice.number_text().as_deref() == Some("INV-2026-0001"),
+        "the invoice is {:?}",
+        invoice.number_text()
+    );
+    let part = |minor| {
+        CreditRequest::Lines(vec![CreditNoteLine {
+            line: 0,
+            amount: Money::from_minor(minor, Currency::USD),
+        }])
+    };
+    let mut texts = Vec::new();
+    for minor in [500, 700] {
+        let (note, _) = service
+            .credit(tenant, invoice.id, part(minor), None)
+            .await
+            .map_err(err)?;
+        ensure!(
+            note.number_format.as_ref() == Some(&notes),
+            "the note does not carry the tenant's format: {:?}",
+            note.number_format
+        );
+        texts.push(note.number_text());
+    }
+    // The default format: the default credit-note sequence, apart from the formatted one.
+    let earlier = service
+        .store()
+        .credit_notes_of(tenant, invoice.id)
+        .await
+        .map_err(err)?;
+    let unformatted = crate::credit_note(
+        dotmac_core::CreditNoteId::new(),
+        &invoice,
+        &earlier,
+        &part(300),
+        day(2026, 4, 1)?,
+        None,
+    )
+    .map_err(err)?;
+    let default_note = service
+        .store()
+        .insert_credit_note(tenant, unformatted, Vec::new())
+        .await
+        .map_err(err)?;
+    texts.push(default_note.number_text());
+    ensure!(
+        texts == ["CN-2026-0001", "CN-2026-0002", "000001"].map(|t| Some(t.to_owned())),
+        "credit notes are not numbered in their own sequences: {texts:?}"
+    );
+    let stored: Vec<Option<String>> = service
+        .store()
+        .credit_notes_of(tenant, invoice.id)
+        .await
+        .map_err(err)?
+        .iter()
+        .map(crate::CreditNote::number_text)
+        .collect();
+    ensure!(
+        stored == texts,
+        "stored notes read back as {stored:?}, not {texts:?}"
+    );
+    // Notes took no invoice number: the next invoice of the format is the second.
+    service
+        .run_bill(tenant, day(2026, 5, 1)?)
+        .await
+        .map_err(err)?;
+    let second = store_invoices(&service, tenant, customer)
+        .await?
+        .into_iter()
+        .map(|i| i.number_text())
+        .collect::<Vec<_>>();
+    ensure!(
+        second == ["INV-2026-0001", "INV-2026-0002"].map(|t| Some(t.to_owned())),
+        "invoices after the notes are {second:?}"
     );
     Ok(())
 }

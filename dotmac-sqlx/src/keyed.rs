@@ -14,7 +14,7 @@ use dotmac_billing::{
 };
 use dotmac_core::TenantId;
 
-use crate::billing::{CREDIT_NOTE_SERIES, body, id, number, storage};
+use crate::billing::{body, id, number, storage};
 use crate::db::{dispatch, for_each_dialect};
 use crate::docs::{Bind, Written, from_json};
 use crate::error::{Context, SqlError};
@@ -138,7 +138,7 @@ for_each_dialect! {
             note.issue_date,
             note.reason.clone(),
         )?;
-        let n = numbers::reserve(tx, tenant, CREDIT_NOTE_SERIES, 1).await.map_err(storage)?;
+        let n = numbers::reserve(tx, tenant, &note.number_series(), 1).await.map_err(storage)?;
         note.number = Some(number(n));
         let written = docs::execute(
             tx,

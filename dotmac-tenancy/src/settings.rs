@@ -203,6 +203,10 @@ pub struct Settings {
     pub payment_terms: PaymentTerms,
     /// How invoice numbers are written.
     pub invoice_number_format: InvoiceNumberFormat,
+    /// How credit-note numbers are written (a sequence of their own, apart from invoices').
+    /// Settings stored before the setting existed read it as the default format.
+    #[serde(default)]
+    pub credit_note_number_format: InvoiceNumberFormat,
     /// Tax rates applied to every line (`dotmac-billing`'s `Vec<TaxRate>`).
     pub tax_rates: SettingDocument,
     /// The dunning policy (`dotmac-collections`' `DunningPolicy`).
@@ -216,8 +220,8 @@ pub struct Settings {
 
 impl Settings {
     /// DotMac's platform defaults: USD, UTC, `en-US`, half-up rounding, net 14 days, invoice
-    /// numbers of six digits without a prefix that never reset (`000042`, as `dotmac-billing`
-    /// writes them), and every domain document unset (each domain's own default: no taxes,
+    /// and credit-note numbers of six digits without a prefix that never reset (`000042`, as
+    /// `dotmac-billing` writes them), and every domain document unset (each domain's own default: no taxes,
     /// keep billing while suspended, a dunning policy without steps, no SLA calendar).
     pub fn platform_defaults() -> Self {
         Settings {
@@ -227,6 +231,7 @@ impl Settings {
             rounding_mode: RoundingMode::HalfUp,
             payment_terms: PaymentTerms(14),
             invoice_number_format: InvoiceNumberFormat::default(),
+            credit_note_number_format: InvoiceNumberFormat::default(),
             tax_rates: SettingDocument::UNSET,
             dunning_policy: SettingDocument::UNSET,
             suspension_billing: SettingDocument::UNSET,
@@ -265,6 +270,9 @@ pub struct SettingsLayer {
     /// See [`Settings::invoice_number_format`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub invoice_number_format: Option<InvoiceNumberFormat>,
+    /// See [`Settings::credit_note_number_format`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credit_note_number_format: Option<InvoiceNumberFormat>,
     /// See [`Settings::tax_rates`].
     #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "present")]
     pub tax_rates: Option<SettingDocument>,
@@ -327,6 +335,13 @@ impl SettingsLayer {
         self
     }
 
+    /// With the credit-note number format.
+    #[must_use]
+    pub fn with_credit_note_number_format(mut self, format: InvoiceNumberFormat) -> Self {
+        self.credit_note_number_format = Some(format);
+        self
+    }
+
     /// With a domain document for `setting` (one of tax rates, dunning policy, suspension
     /// billing or SLA calendar; any other key leaves the layer as it is).
     #[must_use]
@@ -350,6 +365,7 @@ impl SettingsLayer {
             self.rounding_mode.is_some(),
             self.payment_terms.is_some(),
             self.invoice_number_format.is_some(),
+            self.credit_note_number_format.is_some(),
             self.tax_rates.is_some(),
             self.dunning_policy.is_some(),
             self.suspension_billing.is_some(),
@@ -465,6 +481,9 @@ pub struct ResolvedSettings {
     rounding_mode: Resolved<RoundingMode>,
     payment_terms: Resolved<PaymentTerms>,
     invoice_number_format: Resolved<InvoiceNumberFormat>,
+    /// Resolved settings stored before the setting existed read it as the platform default.
+    #[serde(default = "default_credit_note_number_format")]
+    credit_note_number_format: Resolved<InvoiceNumberFormat>,
     tax_rates: Resolved<SettingDocument>,
     dunning_policy: Resolved<SettingDocument>,
     suspension_billing: Resolved<SettingDocument>,
@@ -502,6 +521,11 @@ impl ResolvedSettings {
         self.invoice_number_format.as_ref()
     }
 
+    /// The credit-note number format.
+    pub fn credit_note_number_format(&self) -> Resolved<&InvoiceNumberFormat> {
+        self.credit_note_number_format.as_ref()
+    }
+
     /// The tax rates (`dotmac-billing`'s document).
     pub fn tax_rates(&self) -> Resolved<&SettingDocument> {
         self.tax_rates.as_ref()
@@ -531,6 +555,7 @@ impl ResolvedSettings {
             SettingKey::RoundingMode => &self.rounding_mode.source,
             SettingKey::PaymentTerms => &self.payment_terms.source,
             SettingKey::InvoiceNumberFormat => &self.invoice_number_format.source,
+            SettingKey::CreditNoteNumberFormat => &self.credit_note_number_format.source,
             SettingKey::TaxRates => &self.tax_rates.source,
             SettingKey::DunningPolicy => &self.dunning_policy.source,
             SettingKey::SuspensionBilling => &self.suspension_billing.source,
@@ -555,11 +580,20 @@ impl ResolvedSettings {
             rounding_mode: self.rounding_mode.value,
             payment_terms: self.payment_terms.value,
             invoice_number_format: self.invoice_number_format.value.clone(),
+            credit_note_number_format: self.credit_note_number_format.value.clone(),
             tax_rates: self.tax_rates.value.clone(),
             dunning_policy: self.dunning_policy.value.clone(),
             suspension_billing: self.suspension_billing.value.clone(),
             sla_calendar: self.sla_calendar.value.clone(),
         }
+    }
+}
+
+/// The platform's credit-note number format, from the platform layer.
+fn default_credit_note_number_format() -> Resolved<InvoiceNumberFormat> {
+    Resolved {
+        value: InvoiceNumberFormat::default(),
+        source: SettingSource::Platform,
     }
 }
 
@@ -654,6 +688,7 @@ pub fn resolve(
         rounding_mode: layered!(rounding_mode),
         payment_terms: layered!(payment_terms, customer),
         invoice_number_format: layered!(invoice_number_format),
+        credit_note_number_format: layered!(credit_note_number_format),
         tax_rates: layered!(tax_rates, customer),
         dunning_policy: layered!(dunning_policy, customer),
         suspension_billing: layered!(suspension_billing),
@@ -719,6 +754,30 @@ mod tests {
         let json = r#"{"prefix":"INV-","padding":99,"reset":"never"}"#;
         assert!(serde_json::from_str::<InvoiceNumberFormat>(json).is_err());
         assert!(serde_json::from_str::<PaymentTerms>("5000").is_err());
+    }
+
+    #[test]
+    fn settings_stored_before_the_credit_note_format_read_it_as_the_default() {
+        let platform = Settings::platform_defaults();
+        let mut stored = serde_json::to_value(&platform).unwrap();
+        stored
+            .as_object_mut()
+            .unwrap()
+            .remove("credit_note_number_format");
+        let read: Settings = serde_json::from_value(stored).unwrap();
+        assert_eq!(read, platform);
+        let resolved = resolve(&platform, None, &SettingsLayer::new(), None);
+        let mut stored = serde_json::to_value(&resolved).unwrap();
+        stored
+            .as_object_mut()
+            .unwrap()
+            .remove("credit_note_number_format");
+        let read: ResolvedSettings = serde_json::from_value(stored).unwrap();
+        assert_eq!(read, resolved);
+        assert_eq!(
+            read.source(SettingKey::CreditNoteNumberFormat),
+            &SettingSource::Platform
+        );
     }
 
     #[test]

@@ -540,6 +540,8 @@ pub enum SettingKey {
     PaymentTerms,
     /// The invoice number format.
     InvoiceNumberFormat,
+    /// The credit-note number format.
+    CreditNoteNumberFormat,
     /// The tax rates.
     TaxRates,
     /// The dunning policy.
@@ -552,13 +554,14 @@ pub enum SettingKey {
 
 impl SettingKey {
     /// Every setting.
-    pub const ALL: [SettingKey; 10] = [
+    pub const ALL: [SettingKey; 11] = [
         SettingKey::Currency,
         SettingKey::TimeZone,
         SettingKey::Locale,
         SettingKey::RoundingMode,
         SettingKey::PaymentTerms,
         SettingKey::InvoiceNumberFormat,
+        SettingKey::CreditNoteNumberFormat,
         SettingKey::TaxRates,
         SettingKey::DunningPolicy,
         SettingKey::SuspensionBilling,
@@ -574,6 +577,7 @@ impl SettingKey {
             SettingKey::RoundingMode => "rounding_mode",
             SettingKey::PaymentTerms => "payment_terms",
             SettingKey::InvoiceNumberFormat => "invoice_number_format",
+            SettingKey::CreditNoteNumberFormat => "credit_note_number_format",
             SettingKey::TaxRates => "tax_rates",
             SettingKey::DunningPolicy => "dunning_policy",
             SettingKey::SuspensionBilling => "suspension_billing",

@@ -129,7 +129,8 @@ impl TenantSettingsExt for ResolvedSettings {
             .with_rounding(self.rounding_mode().value)
             .with_payment_terms_days(self.payment_terms().value.days())
             .with_zone(self.time_zone().value)
-            .with_number_format(self.invoice_number_format().value.clone());
+            .with_number_format(self.invoice_number_format().value.clone())
+            .with_credit_note_number_format(self.credit_note_number_format().value.clone());
         if !self.tax_rates().value.is_unset() {
             settings = settings.with_taxes(self.taxes()?.value);
         }

@@ -39,10 +39,6 @@ use crate::store::SqlStore;
 
 type Result<T> = std::result::Result<T, BillingError>;
 
-/// The number series of credit notes in `invoice_counters` (an invoice's is
-/// [`Invoice::number_series`]).
-pub(crate) const CREDIT_NOTE_SERIES: &str = "billing.credit_note";
-
 /// Storage failures as billing errors: a duplicate key keeps its domain meaning, domain errors
 /// pass through, and every other failure is [`BillingError::Storage`] with its kind and cause.
 pub(crate) fn storage(error: SqlError) -> BillingError {

@@ -89,13 +89,14 @@ fn layers() -> impl Strategy<Value = SettingsLayer> {
         ),
         (
             prop::option::of(formats()),
+            prop::option::of(formats()),
             prop::option::of(documents()),
             prop::option::of(documents()),
             prop::option::of(documents()),
             prop::option::of(documents()),
         ),
     )
-        .prop_map(|((c, z, l, r, t), (f, tax, dun, sus, sla))| {
+        .prop_map(|((c, z, l, r, t), (f, notes, tax, dun, sus, sla))| {
             let mut layer = SettingsLayer::new();
             layer.currency = c;
             layer.time_zone = z;
@@ -103,6 +104,7 @@ fn layers() -> impl Strategy<Value = SettingsLayer> {
             layer.rounding_mode = r;
             layer.payment_terms = t;
             layer.invoice_number_format = f;
+            layer.credit_note_number_format = notes;
             layer.tax_rates = tax;
             layer.dunning_policy = dun;
             layer.suspension_billing = sus;
@@ -133,15 +135,24 @@ fn customer_layers() -> impl Strategy<Value = CustomerSettings> {
 }
 
 fn platforms() -> impl Strategy<Value = Settings> {
-    (currencies(), zones(), roundings(), terms(), formats()).prop_map(|(c, z, r, t, f)| {
-        let mut platform = Settings::platform_defaults();
-        platform.currency = c;
-        platform.time_zone = z;
-        platform.rounding_mode = r;
-        platform.payment_terms = t;
-        platform.invoice_number_format = f;
-        platform
-    })
+    (
+        currencies(),
+        zones(),
+        roundings(),
+        terms(),
+        formats(),
+        formats(),
+    )
+        .prop_map(|(c, z, r, t, f, notes)| {
+            let mut platform = Settings::platform_defaults();
+            platform.currency = c;
+            platform.time_zone = z;
+            platform.rounding_mode = r;
+            platform.payment_terms = t;
+            platform.invoice_number_format = f;
+            platform.credit_note_number_format = notes;
+            platform
+        })
 }
 
 /// A layer as the JSON object of the settings it sets (a field present is set, `null`

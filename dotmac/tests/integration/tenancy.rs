@@ -188,9 +188,11 @@ async fn numbers_and_platform_usage_follow_the_tenant(dotmac: Dotmac) {
             .unwrap();
     }
     let format = InvoiceNumberFormat::new("PF-", 5, NumberReset::Yearly).unwrap();
+    let notes = InvoiceNumberFormat::new("NC-", 4, NumberReset::Never).unwrap();
     let layer = SettingsLayer::new()
         .with_currency(Currency::EUR)
-        .with_invoice_number_format(format.clone());
+        .with_invoice_number_format(format.clone())
+        .with_credit_note_number_format(notes.clone());
     tenancy.update_settings(tenant, &layer, ops).await.unwrap();
     let resolved = tenancy.settings_of(tenant).await.unwrap();
     assert_eq!(
@@ -200,6 +202,10 @@ async fn numbers_and_platform_usage_follow_the_tenant(dotmac: Dotmac) {
 
     let configured = dotmac.configured_for(tenant).await.unwrap();
     assert_eq!(configured.billing().settings().number_format, format);
+    assert_eq!(
+        configured.billing().settings().credit_note_number_format,
+        notes
+    );
     let plan = publish_monthly(&configured, tenant, "Fibra 300", "25.00").await;
     let customers = [CustomerId::new(), CustomerId::new()];
     for customer in customers {
@@ -232,6 +238,28 @@ async fn numbers_and_platform_usage_follow_the_tenant(dotmac: Dotmac) {
             "PF-2027-00002"
         ]
     );
+    // A credit note takes the tenant's credit-note format, in a sequence of its own.
+    let first = configured
+        .invoices_of(tenant, customers[0])
+        .await
+        .unwrap()
+        .into_iter()
+        .next()
+        .unwrap();
+    let (note, _) = configured
+        .billing()
+        .credit(
+            tenant,
+            first.id,
+            dotmac::billing::CreditRequest::Lines(vec![dotmac::billing::CreditNoteLine {
+                line: 0,
+                amount: dotmac::Money::from_minor(500, Currency::EUR),
+            }]),
+            Some("Outage".into()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(note.number_text().as_deref(), Some("NC-0001"));
 
     // Usage events: counted as they are stored, a replay not again.
     let meter = Meter {
