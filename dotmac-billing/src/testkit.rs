@@ -746,8 +746,21 @@ async fn store_invoices<S: BillingStore>(
         .map_err(err)
 }
 
-async fn credit_notes_never_over_credit<S: BillingStore>(store: S) -> Result<(), String> {
-    let (service, tenant, customer, plan) = setup(store).await?;
+/// A credit of `minor` USD cents on an invoice's first line.
+fn first_line_credit(minor: i64) -> CreditRequest {
+    CreditRequest::Lines(vec![CreditNoteLine {
+        line: 0,
+        amount: Money::from_minor(minor, Currency::USD),
+    }])
+}
+
+/// Subscribes `customer` to `plan` from 1 April 2026 and bills that day: the first invoice.
+async fn first_april_invoice<S: BillingStore>(
+    service: &BillingService<S, FixedClock>,
+    tenant: TenantId,
+    customer: CustomerId,
+    plan: &Plan,
+) -> Result<crate::Invoice, String> {
     service
         .subscribe(
             tenant,
@@ -759,8 +772,16 @@ async fn credit_notes_never_over_credit<S: BillingStore>(store: S) -> Result<(),
         .run_bill(tenant, day(2026, 4, 1)?)
         .await
         .map_err(err)?;
-    let invoices = store_invoices(&service, tenant, customer).await?;
-    let invoice = invoices.first().ok_or("no invoice issued")?;
+    store_invoices(service, tenant, customer)
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| "no invoice issued".to_owned())
+}
+
+async fn credit_notes_never_over_credit<S: BillingStore>(store: S) -> Result<(), String> {
+    let (service, tenant, customer, plan) = setup(store).await?;
+    let invoice = &first_april_invoice(&service, tenant, customer, &plan).await?;
     ensure!(
         invoice.key
             == DocumentKey::Period {
@@ -772,28 +793,12 @@ async fn credit_notes_never_over_credit<S: BillingStore>(store: S) -> Result<(),
     );
     let part = Money::from_minor(1000, Currency::USD);
     let (note, _) = service
-        .credit(
-            tenant,
-            invoice.id,
-            CreditRequest::Lines(vec![CreditNoteLine {
-                line: 0,
-                amount: part,
-            }]),
-            None,
-        )
+        .credit(tenant, invoice.id, first_line_credit(1000), None)
         .await
         .map_err(err)?;
     ensure!(note.total == part, "partial credit total {:?}", note.total);
     let too_much = service
-        .credit(
-            tenant,
-            invoice.id,
-            CreditRequest::Lines(vec![CreditNoteLine {
-                line: 0,
-                amount: Money::from_minor(2001, Currency::USD),
-            }]),
-            None,
-        )
+        .credit(tenant, invoice.id, first_line_credit(2001), None)
         .await;
     ensure!(
         matches!(too_much, Err(BillingError::CreditExceedsLine { .. })),
@@ -847,33 +852,13 @@ async fn credit_notes_follow_their_own_number_format<S: BillingStore>(
             .with_credit_note_number_format(notes.clone()),
     )
     .await?;
-    service
-        .subscribe(
-            tenant,
-            NewSubscription::new(customer, plan.id, Currency::USD, day(2026, 4, 1)?),
-        )
-        .await
-        .map_err(err)?;
-    service
-        .run_bill(tenant, day(2026, 4, 1)?)
-        .await
-        .map_err(err)?;
-    let invoice = store_invoices(&service, tenant, customer)
-        .await?
-        .into_iter()
-        .next()
-        .ok_or("no invoice issued")?;
+    let invoice = first_april_invoice(&service, tenant, customer, &plan).await?;
     ensure!(
         invoice.number_text().as_deref() == Some("INV-2026-0001"),
         "the invoice is {:?}",
         invoice.number_text()
     );
-    let part = |minor| {
-        CreditRequest::Lines(vec![CreditNoteLine {
-            line: 0,
-            amount: Money::from_minor(minor, Currency::USD),
-        }])
-    };
+    let part = first_line_credit;
     let mut texts = Vec::new();
     for minor in [500, 700] {
         let (note, _) = service
@@ -2117,12 +2102,7 @@ async fn keyed_charges_and_credit_notes_are_written_once<S: BillingStore>(
         .into_iter()
         .next()
         .ok_or("no invoice issued")?;
-    let lines = |minor| {
-        CreditRequest::Lines(vec![CreditNoteLine {
-            line: 0,
-            amount: Money::from_minor(minor, Currency::USD),
-        }])
-    };
+    let lines = first_line_credit;
     let request = crate::CreditNoteRequest::new(invoice.id, lines(500))
         .reason("Outage")
         .idempotency_key(key("note-1")?);

@@ -758,21 +758,20 @@ mod tests {
 
     #[test]
     fn settings_stored_before_the_credit_note_format_read_it_as_the_default() {
+        // As stored before the field existed.
+        fn stored_before<T: Serialize>(value: &T) -> serde_json::Value {
+            let mut stored = serde_json::to_value(value).unwrap();
+            stored
+                .as_object_mut()
+                .unwrap()
+                .remove("credit_note_number_format");
+            stored
+        }
         let platform = Settings::platform_defaults();
-        let mut stored = serde_json::to_value(&platform).unwrap();
-        stored
-            .as_object_mut()
-            .unwrap()
-            .remove("credit_note_number_format");
-        let read: Settings = serde_json::from_value(stored).unwrap();
+        let read: Settings = serde_json::from_value(stored_before(&platform)).unwrap();
         assert_eq!(read, platform);
         let resolved = resolve(&platform, None, &SettingsLayer::new(), None);
-        let mut stored = serde_json::to_value(&resolved).unwrap();
-        stored
-            .as_object_mut()
-            .unwrap()
-            .remove("credit_note_number_format");
-        let read: ResolvedSettings = serde_json::from_value(stored).unwrap();
+        let read: ResolvedSettings = serde_json::from_value(stored_before(&resolved)).unwrap();
         assert_eq!(read, resolved);
         assert_eq!(
             read.source(SettingKey::CreditNoteNumberFormat),
