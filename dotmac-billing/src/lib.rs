@@ -65,6 +65,29 @@
 //!   `plan.version(v)?.recurring_amount(plan.id, currency, quantity)` is one period's price,
 //!   and `plan.interval.periods_per_year()` normalises it for MRR.
 //!
+//! ## Document numbers
+//!
+//! A store numbers each document as it stores it, gapless, invoices and credit notes each in
+//! sequences of their own: one per kind of document, tenant, number format and (for a format
+//! that resets yearly) year of the document's date ([`Invoice::number_series`],
+//! [`CreditNote::number_series`]). The formats are the tenant's settings
+//! ([`BillingSettings::number_format`], [`BillingSettings::credit_note_number_format`]; the
+//! default is six digits without a prefix), carried by every document issued, and
+//! `number_text` writes a number with its document's format:
+//!
+//! ```
+//! use chrono::NaiveDate;
+//! use dotmac_billing::{BillingSettings, InvoiceNumberFormat, NumberReset};
+//!
+//! let settings = BillingSettings::default()
+//!     .with_number_format(InvoiceNumberFormat::new("INV-", 6, NumberReset::Yearly)?)
+//!     .with_credit_note_number_format(InvoiceNumberFormat::new("CN-", 4, NumberReset::Never)?);
+//! let on = NaiveDate::from_ymd_opt(2026, 12, 4).unwrap_or_default();
+//! assert_eq!(settings.number_format.format(42, on), "INV-2026-000042");
+//! assert_eq!(settings.credit_note_number_format.format(7, on), "CN-0007");
+//! # Ok::<(), dotmac_core::CoreError>(())
+//! ```
+//!
 //! ## The rounding point
 //!
 //! Nothing is rounded until a line is put on a document by [`DocumentBuilder::push`], which
