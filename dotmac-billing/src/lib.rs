@@ -68,8 +68,9 @@
 //! ## Document numbers
 //!
 //! A store numbers each document as it stores it, gapless, invoices and credit notes each in
-//! sequences of their own: one per kind of document, tenant, number format and (for a format
-//! that resets yearly) year of the document's date ([`Invoice::number_series`],
+//! sequences of their own: one per kind of document, tenant, format prefix and (for a format
+//! that resets yearly) year of the document's date (formats that differ only in padding share
+//! a sequence) ([`Invoice::number_series`],
 //! [`CreditNote::number_series`]). The formats are the tenant's settings
 //! ([`BillingSettings::number_format`], [`BillingSettings::credit_note_number_format`]; the
 //! default is six digits without a prefix), carried by every document issued, and

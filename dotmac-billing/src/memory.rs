@@ -169,12 +169,9 @@ impl DocumentNumbers {
 fn write_events(
     outbox: &mut OutboxWriter<'_>,
     tenant: TenantId,
-    events: &[OutboxEvent],
+    events: Vec<OutboxEvent>,
 ) -> Result<(), BillingError> {
-    if events.is_empty() {
-        return Ok(());
-    }
-    Ok(outbox.push(tenant, events.to_vec())?)
+    Ok(outbox.push(tenant, events)?)
 }
 
 impl TenantData {
@@ -184,7 +181,7 @@ impl TenantData {
         outbox: &mut OutboxWriter<'_>,
         tenant: TenantId,
         charge: PendingCharge,
-        events: &[OutboxEvent],
+        events: Vec<OutboxEvent>,
     ) -> Result<bool, BillingError> {
         if self.pending_seen.contains(&charge.id) {
             return Ok(false);
@@ -213,7 +210,7 @@ impl TenantData {
         outbox: &mut OutboxWriter<'_>,
         tenant: TenantId,
         mut note: CreditNote,
-        events: &[OutboxEvent],
+        events: Vec<OutboxEvent>,
     ) -> Result<CreditNote, BillingError> {
         let invoice = self
             .invoice(note.invoice)
@@ -515,7 +512,8 @@ impl MemoryStore {
         f: impl FnOnce(&mut TenantData, &mut OutboxWriter<'_>) -> R,
     ) -> R {
         let mut guard = self.lock();
-        // Taken after the store's own lock (the outbox's lock order), at the first event.
+        // Taken after the store's own lock (the outbox's lock order), at the first event (or
+        // when a batch that writes events reserves room).
         let mut outbox = self.outbox.writer();
         f(guard.entry(tenant).or_default(), &mut outbox)
     }
@@ -637,7 +635,7 @@ impl CatalogStore for MemoryStore {
                     });
                 }
             }
-            write_events(outbox, tenant, &events)?;
+            write_events(outbox, tenant, events)?;
             t.plans.insert(plan.id, plan);
             Ok(())
         })
@@ -704,7 +702,7 @@ impl SubscriptionStore for MemoryStore {
                     id: subscription.id.to_string(),
                 });
             }
-            write_events(outbox, tenant, &events)?;
+            write_events(outbox, tenant, events)?;
             t.subscriptions
                 .insert(sub_key(subscription.id), subscription);
             Ok(())
@@ -766,7 +764,7 @@ impl InvoiceStore for MemoryStore {
         events: Vec<OutboxEvent>,
     ) -> Result<bool, BillingError> {
         self.write(tenant, |t, outbox| {
-            t.add_pending(outbox, tenant, charge, &events)
+            t.add_pending(outbox, tenant, charge, events)
         })
     }
 
@@ -822,7 +820,13 @@ impl InvoiceStore for MemoryStore {
             // (removal is idempotent, so this equals removing them commit by commit).
             let mut consumed = FastSet::default();
             t.reserve_invoices(commits.len());
-            outbox.reserve(commits.len());
+            // Only a batch that writes events holds the outbox (from here to its end).
+            if commits
+                .iter()
+                .any(|c| c.issued_at.is_some() || !c.events.is_empty())
+            {
+                outbox.reserve(commits.len());
+            }
             let results = commits
                 .into_iter()
                 .map(|commit| t.apply(outbox, tenant, commit, &mut consumed))
@@ -871,7 +875,7 @@ impl InvoiceStore for MemoryStore {
             let was = invoice.status;
             let mut next = invoice.clone();
             next.transition(to)?;
-            write_events(outbox, tenant, &events)?;
+            write_events(outbox, tenant, events)?;
             if was == InvoiceStatus::Draft && to == InvoiceStatus::Open {
                 next.number = Some(t.last_invoice_number.take_invoice(&next));
             }
@@ -898,7 +902,7 @@ impl InvoiceStore for MemoryStore {
             if *invoice != expected {
                 return Err(BillingError::InvoiceChanged(expected.id));
             }
-            write_events(outbox, tenant, &events)?;
+            write_events(outbox, tenant, events)?;
             *invoice = updated;
             Ok(invoice.clone())
         })
@@ -912,7 +916,7 @@ impl InvoiceStore for MemoryStore {
         events: Vec<OutboxEvent>,
     ) -> Result<CreditNote, BillingError> {
         self.write(tenant, |t, outbox| {
-            t.insert_note(outbox, tenant, note, &events)
+            t.insert_note(outbox, tenant, note, events)
         })
     }
 
@@ -948,7 +952,7 @@ impl InvoiceStore for MemoryStore {
             if let Some(earlier) = t.idempotency.get(&keyed.key) {
                 return Ok(KeyedWrite::Replayed(Box::new(earlier.clone())));
             }
-            let added = t.add_pending(outbox, tenant, charge, &events)?;
+            let added = t.add_pending(outbox, tenant, charge, events)?;
             t.idempotency.insert(
                 keyed.key.clone(),
                 keyed.record(IdempotentResult::PendingCharge { added }),
@@ -969,7 +973,7 @@ impl InvoiceStore for MemoryStore {
             if let Some(earlier) = t.idempotency.get(&keyed.key) {
                 return Ok(KeyedWrite::Replayed(Box::new(earlier.clone())));
             }
-            let note = t.insert_note(outbox, tenant, note, &events)?;
+            let note = t.insert_note(outbox, tenant, note, events)?;
             t.idempotency.insert(
                 keyed.key.clone(),
                 keyed.record(IdempotentResult::CreditNote {

@@ -746,7 +746,9 @@ impl MemoryOutbox {
 /// checked as [`OutboxStore::append_outbox`] checks it.
 ///
 /// Lock order: a store that holds its own lock may make a writer; nothing that holds a
-/// writer takes a store's lock.
+/// writer takes a store's lock, and nothing calls the same [`MemoryOutbox`]'s other methods
+/// (`push`, `len`, [`OutboxStore`] calls) while a writer that has written is alive: its lock is
+/// not reentrant.
 #[derive(Debug)]
 pub struct OutboxWriter<'a> {
     outbox: &'a MemoryOutbox,
@@ -816,7 +818,8 @@ impl OutboxWriter<'_> {
 
     /// Makes room for about `additional` more events (a domain store calls it before a batch
     /// of writes, one event each), growing at least to double: the id index then grows in
-    /// one step instead of rehashing every event at each doubling.
+    /// one step instead of rehashing every event at each doubling. Takes the outbox's lock,
+    /// as a write does.
     pub fn reserve(&mut self, additional: usize) {
         let slots = self.slots();
         let len = slots.slots.len();

@@ -74,8 +74,8 @@ pub trait TenantSettingsExt {
     fn business_calendar(&self) -> Result<Resolved<Option<BusinessCalendar>>, Error>;
 
     /// `base` (for what tenancy does not set: the bill run's chunk size) with the tenant's
-    /// rounding mode, payment terms, time zone, invoice number format, and, when set, its
-    /// tax rates and suspension-billing policy.
+    /// rounding mode, payment terms, time zone, invoice and credit-note number formats, and,
+    /// when set, its tax rates and suspension-billing policy.
     ///
     /// # Errors
     ///
