@@ -343,17 +343,20 @@ pub const DEFAULT_INVOICE_SERIES: &str = "billing.invoice";
 /// The counter of credit notes numbered in the default format ([`CreditNote::number_series`]).
 pub const DEFAULT_CREDIT_NOTE_SERIES: &str = "billing.credit_note";
 
-/// A numbered document's sequence: `base` for the default format, otherwise `base/` followed
-/// by the format's series ([`InvoiceNumberFormat::series`]: the prefix, and the document
-/// date's year when numbering resets yearly).
+/// A numbered document's sequence: `base` for the default format (and a format that
+/// [continues it](InvoiceNumberFormat::continues_default_sequence): only its padding
+/// differs), otherwise `base/` followed by the format's series ([`InvoiceNumberFormat::series`]:
+/// the prefix, and the document date's year when numbering resets yearly).
 fn number_series_of(
     base: &'static str,
     format: Option<&InvoiceNumberFormat>,
     date: NaiveDate,
 ) -> Cow<'static, str> {
     match format {
-        None => Cow::Borrowed(base),
-        Some(format) => Cow::Owned(format!("{base}/{}", format.series(date))),
+        Some(format) if !format.continues_default_sequence() => {
+            Cow::Owned(format!("{base}/{}", format.series(date)))
+        }
+        _ => Cow::Borrowed(base),
     }
 }
 

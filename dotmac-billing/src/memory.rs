@@ -141,16 +141,18 @@ struct DocumentNumbers {
 }
 
 impl DocumentNumbers {
-    /// The next number of the sequence of a document in `format` (`None`: the default one),
-    /// named by `series`, taken.
+    /// The next number of the sequence of a document in `format` (`None`, or a format that
+    /// continues it: the default one), named by `series`, taken.
     fn take(
         &mut self,
         format: Option<&InvoiceNumberFormat>,
         series: impl FnOnce() -> std::borrow::Cow<'static, str>,
     ) -> DocumentNumber {
         let last = match format {
-            None => &mut self.default,
-            Some(_) => self.series.entry(series().into_owned()).or_default(),
+            Some(format) if !format.continues_default_sequence() => {
+                self.series.entry(series().into_owned()).or_default()
+            }
+            _ => &mut self.default,
         };
         // One per document issued from 0: cannot reach u64::MAX.
         *last = last.saturating_add(1);

@@ -540,6 +540,32 @@ async fn numbers_follow_the_tenant_format<S: BillingStore>(store: S) -> Result<(
             == Some((true, Some("000001".to_owned()))),
         "a default-format invoice did not take the default sequence: {stored:?}"
     );
+    // A format that differs from the default only in its padding continues the default
+    // sequence: its numbers read like the default's, so a new sequence would repeat them.
+    let wide = crate::DocumentSettings {
+        number_format: crate::InvoiceNumberFormat::new("", 8, crate::NumberReset::Never)
+            .map_err(|e| e.to_string())?,
+        ..Default::default()
+    };
+    let wide_sub =
+        NewSubscription::new(CustomerId::new(), plan.id, Currency::USD, day(2027, 1, 1)?)
+            .create(&plan, Currency::USD)
+            .map_err(err)?;
+    store
+        .insert_subscription(tenant, wide_sub.clone(), Vec::new())
+        .await
+        .map_err(err)?;
+    let widened = crate::bill_due(&wide_sub, &plan, &[], day(2027, 1, 1)?, &wide).map_err(err)?;
+    let result = store
+        .commit(tenant, BillingCommit::from(widened))
+        .await
+        .map_err(err)?;
+    let issued = result.issued.first().ok_or("nothing issued")?;
+    let stored = store.invoice(tenant, issued.id).await.map_err(err)?;
+    ensure!(
+        stored.as_ref().and_then(|i| i.number_text()) == Some("00000002".to_owned()),
+        "a padding-only format did not continue the default sequence: {stored:?}"
+    );
     Ok(())
 }
 

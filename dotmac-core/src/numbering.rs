@@ -123,11 +123,26 @@ impl InvoiceNumberFormat {
         *self == InvoiceNumberFormat::default()
     }
 
+    /// Whether documents in this format continue the default format's sequence: no prefix
+    /// (separators aside) and no yearly reset, so that only the padding differs and numbers
+    /// written in either read alike (`000042`, `00000042`). A store numbers them from the
+    /// default sequence, so that such a change of format never issues a number twice.
+    pub fn continues_default_sequence(&self) -> bool {
+        self.reset == NumberReset::Never && self.series_base().is_empty()
+    }
+
+    /// The prefix without a trailing separator.
+    fn series_base(&self) -> &str {
+        self.prefix.trim_end_matches(['-', '/', '_', '.'])
+    }
+
     /// The sequence a document issued on `issued` takes its number from: the prefix without a
     /// trailing separator (`"INV"` when empty), plus the year when numbering resets yearly
-    /// (`"INV-2026"`). Two documents of one series never share a number.
+    /// (`"INV-2026"`). Two documents of one series never share a number. (A format that
+    /// [continues the default sequence](Self::continues_default_sequence) is numbered from the
+    /// default's instead.)
     pub fn series(&self, issued: NaiveDate) -> String {
-        let base = self.prefix.trim_end_matches(['-', '/', '_', '.']);
+        let base = self.series_base();
         let base = if base.is_empty() { "INV" } else { base };
         match self.reset {
             NumberReset::Never => base.to_owned(),
@@ -151,6 +166,24 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    #[test]
+    fn only_a_format_without_prefix_or_reset_continues_the_default_sequence() {
+        let wide = InvoiceNumberFormat::new("", 8, NumberReset::Never).unwrap();
+        assert!(wide.continues_default_sequence());
+        assert!(InvoiceNumberFormat::default().continues_default_sequence());
+        assert!(
+            InvoiceNumberFormat::new("-", 6, NumberReset::Never)
+                .unwrap()
+                .continues_default_sequence()
+        );
+        for other in [
+            InvoiceNumberFormat::new("", 6, NumberReset::Yearly).unwrap(),
+            InvoiceNumberFormat::new("INV-", 6, NumberReset::Never).unwrap(),
+        ] {
+            assert!(!other.continues_default_sequence(), "{other:?}");
+        }
+    }
 
     #[test]
     fn numbers_are_written_with_the_format() {
