@@ -141,7 +141,7 @@ pub mod internal {
 
     pub use crate::service::{
         BilledChunk, ChunkCommit, bill_chunk, chunk_commits, chunk_customers, invoice_issued_event,
-        record_chunk, record_chunk_at,
+        numbered_credit_note_events, record_chunk, record_chunk_at,
     };
     pub use crate::settlement::check_invoice_update;
     pub use crate::subscription::{

@@ -237,11 +237,13 @@ impl TenantData {
             note.issue_date,
             note.reason.clone(),
         )?;
+        // Numbered before its events are written (they carry the number), the counter kept
+        // only once they are.
+        let mut numbers = self.credit_note_numbers.clone();
+        note.number = Some(numbers.take(note.number_format.as_ref(), || note.number_series()));
+        let events = crate::service::numbered_credit_note_events(&note, events);
         write_events(outbox, tenant, events)?;
-        note.number = Some(
-            self.credit_note_numbers
-                .take(note.number_format.as_ref(), || note.number_series()),
-        );
+        self.credit_note_numbers = numbers;
         self.credit_notes
             .entry(note.invoice)
             .or_default()

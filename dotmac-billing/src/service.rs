@@ -266,6 +266,11 @@ pub enum BillingEvent {
         issued: NaiveDate,
         /// What happens to the part the invoice no longer owes.
         settlement: CreditSettlement,
+        /// Its number, from the tenant's credit-note sequence, set by the store that numbered
+        /// it in the same step (events stored before the field existed read `None`). Write it
+        /// with the note's format: [`CreditNote::number_text`].
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        number: Option<DocumentNumber>,
     },
     /// A bill run skipped a customer because billing one of its subscriptions failed with a
     /// domain error (see [`BillingFailure`]); nothing of that customer was written, and a run
@@ -1688,8 +1693,20 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
             }
         };
         match (written, keyed) {
-            ((KeyedWrite::Written(note), events), _) => {
+            ((KeyedWrite::Written(note), mut events), _) => {
                 metrics::counter!("dotmac_billing_credit_notes_issued_total").increment(1);
+                // The number the store gave it, as on the event it wrote.
+                for event in &mut events {
+                    if let BillingEvent::CreditNoteIssued {
+                        credit_note,
+                        number,
+                        ..
+                    } = &mut event.payload
+                        && *credit_note == note.id
+                    {
+                        *number = note.number;
+                    }
+                }
                 Ok((note, events))
             }
             ((KeyedWrite::Replayed(earlier), _), Some(keyed)) => {
@@ -1962,8 +1979,50 @@ fn credit_note_event(
             amount: note.total,
             issued: note.issue_date,
             settlement: note.settlement,
+            number: note.number,
         },
     )
+}
+
+/// `events` with `note`'s number on its `billing.credit_note_issued` event (built before the
+/// store numbered it): a store calls it once it has numbered the note, before it writes the
+/// events, so the event and the stored note carry the same number. Other events pass as
+/// they are.
+pub fn numbered_credit_note_events(
+    note: &CreditNote,
+    events: Vec<OutboxEvent>,
+) -> Vec<OutboxEvent> {
+    let Some(number) = note.number else {
+        return events;
+    };
+    events
+        .into_iter()
+        .map(|event| match event.payload::<BillingEvent>() {
+            Some(BillingEvent::CreditNoteIssued {
+                credit_note,
+                invoice,
+                customer,
+                amount,
+                issued,
+                settlement,
+                number: None,
+            }) if *credit_note == note.id => OutboxEvent::new(DomainEvent::at(
+                event.id(),
+                event.tenant(),
+                event.occurred_at(),
+                BillingEvent::CreditNoteIssued {
+                    credit_note: *credit_note,
+                    invoice: *invoice,
+                    customer: *customer,
+                    amount: *amount,
+                    issued: *issued,
+                    settlement: *settlement,
+                    number: Some(number),
+                },
+            )),
+            _ => event,
+        })
+        .collect()
 }
 
 /// The `billing.subscription_status_changed` event of a bill-run item whose status billing

@@ -887,10 +887,19 @@ async fn credit_notes_follow_their_own_number_format<S: BillingStore>(
     let part = first_line_credit;
     let mut texts = Vec::new();
     for minor in [500, 700] {
-        let (note, _) = service
+        let (note, events) = service
             .credit(tenant, invoice.id, part(minor), None)
             .await
             .map_err(err)?;
+        // The returned event carries the number the store gave the note.
+        ensure!(
+            matches!(
+                events.as_slice(),
+                [DomainEvent { payload: crate::BillingEvent::CreditNoteIssued { number, .. }, .. }]
+                    if *number == note.number && number.is_some()
+            ),
+            "the event does not carry the note's number: {events:?}"
+        );
         ensure!(
             note.number_format.as_ref() == Some(&notes),
             "the note does not carry the tenant's format: {:?}",
@@ -2670,7 +2679,12 @@ async fn every_service_change_writes_its_events<S: BillingStore, R: ReadOutbox<S
         payload.get("customer") == Some(&serde_json::json!(customer))
             && payload.get("amount").is_some()
             && payload.get("settlement") == Some(&serde_json::json!("refund"))
-            && payload.get("issued") == Some(&serde_json::json!(note.issue_date.to_string())),
+            && payload.get("issued") == Some(&serde_json::json!(note.issue_date.to_string()))
+            && payload.get("number").is_some()
+            && payload.get("number")
+                == serde_json::to_value(note.number.ok_or("the note has no number")?)
+                    .ok()
+                    .as_ref(),
         "credit_note_issued is {payload:?}"
     );
     // The same key again replays: no event.

@@ -284,7 +284,8 @@ impl SqlStore {
                 credit_note: note.clone(),
             });
             d::keyed::set_record(&mut tx, tenant, &record).await.map_err(storage)?;
-            d::outbox::insert_core(&mut tx, tenant, events).await.map_err(storage)?;
+            let events = dotmac_billing::internal::numbered_credit_note_events(&note, events.to_vec());
+            d::outbox::insert_core(&mut tx, tenant, &events).await.map_err(storage)?;
             tx.commit().await.during("commit credit note").map_err(storage)?;
             Ok(KeyedWrite::Written(note))
         })

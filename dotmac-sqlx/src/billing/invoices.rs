@@ -313,6 +313,7 @@ impl InvoiceStore for SqlStore {
         dispatch!(self.db, pool, d => {
             let mut tx = d::begin_tenant(pool, tenant).await.map_err(storage)?;
             let note = d::keyed::insert_credit_note(&mut tx, tenant, note).await?;
+            let events = dotmac_billing::internal::numbered_credit_note_events(&note, events);
             d::outbox::insert_core(&mut tx, tenant, &events).await.map_err(storage)?;
             tx.commit().await.during("commit credit note").map_err(storage)?;
             Ok(note)
