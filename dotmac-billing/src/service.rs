@@ -1997,30 +1997,26 @@ pub fn numbered_credit_note_events(
     };
     events
         .into_iter()
-        .map(|event| match event.payload::<BillingEvent>() {
-            Some(BillingEvent::CreditNoteIssued {
-                credit_note,
-                invoice,
-                customer,
-                amount,
-                issued,
-                settlement,
-                number: None,
-            }) if *credit_note == note.id => OutboxEvent::new(DomainEvent::at(
-                event.id(),
-                event.tenant(),
-                event.occurred_at(),
+        .map(|event| {
+            let Some(mut payload) = event.payload::<BillingEvent>().cloned() else {
+                return event;
+            };
+            match &mut payload {
                 BillingEvent::CreditNoteIssued {
-                    credit_note: *credit_note,
-                    invoice: *invoice,
-                    customer: *customer,
-                    amount: *amount,
-                    issued: *issued,
-                    settlement: *settlement,
-                    number: Some(number),
-                },
-            )),
-            _ => event,
+                    credit_note,
+                    number: unset @ None,
+                    ..
+                } if *credit_note == note.id => {
+                    *unset = Some(number);
+                    OutboxEvent::new(DomainEvent::at(
+                        event.id(),
+                        event.tenant(),
+                        event.occurred_at(),
+                        payload,
+                    ))
+                }
+                _ => event,
+            }
         })
         .collect()
 }
