@@ -16,15 +16,14 @@ use crate::idempotency::{
     IdempotencyKey, IdempotencyRecord, IdempotentResult, KeyedRequest, KeyedWrite,
 };
 use crate::invoice::{
-    CreditNote, CreditRequest, DocumentKey, DocumentNumber, Invoice, InvoiceStatus, PendingCharge,
-    credit_note,
+    CreditNote, CreditRequest, DEFAULT_CREDIT_NOTE_SERIES, DEFAULT_INVOICE_SERIES, DocumentKey,
+    DocumentNumber, Invoice, InvoiceStatus, PendingCharge, credit_note,
 };
 use crate::store::{
     BillingCommit, CatalogStore, CommitResult, CustomerAccount, InvoiceStore, IssuedInvoice,
     SubscriptionStore,
 };
 use crate::subscription::Subscription;
-use dotmac_core::InvoiceNumberFormat;
 
 use crate::{FastMap, FastSet};
 
@@ -141,18 +140,13 @@ struct DocumentNumbers {
 }
 
 impl DocumentNumbers {
-    /// The next number of the sequence of a document in `format` (`None`, or a format that
-    /// continues it: the default one), named by `series`, taken.
-    fn take(
-        &mut self,
-        format: Option<&InvoiceNumberFormat>,
-        series: impl FnOnce() -> std::borrow::Cow<'static, str>,
-    ) -> DocumentNumber {
-        let last = match format {
-            Some(format) if !format.continues_default_sequence() => {
-                self.series.entry(series().into_owned()).or_default()
-            }
-            _ => &mut self.default,
+    /// The next number of `series` (the document's `number_series`), taken: the default
+    /// sequence when it is `default` (the kind's default series name).
+    fn take(&mut self, default: &str, series: std::borrow::Cow<'static, str>) -> DocumentNumber {
+        let last = if series == default {
+            &mut self.default
+        } else {
+            self.series.entry(series.into_owned()).or_default()
         };
         // One per document issued from 0: cannot reach u64::MAX.
         *last = last.saturating_add(1);
@@ -161,7 +155,7 @@ impl DocumentNumbers {
 
     /// The next number of `invoice`'s sequence, taken.
     fn take_invoice(&mut self, invoice: &Invoice) -> DocumentNumber {
-        self.take(invoice.number_format.as_ref(), || invoice.number_series())
+        self.take(DEFAULT_INVOICE_SERIES, invoice.number_series())
     }
 }
 
@@ -240,7 +234,7 @@ impl TenantData {
         // Numbered before its events are written (they carry the number), the counter kept
         // only once they are.
         let mut numbers = self.credit_note_numbers.clone();
-        note.number = Some(numbers.take(note.number_format.as_ref(), || note.number_series()));
+        note.number = Some(numbers.take(DEFAULT_CREDIT_NOTE_SERIES, note.number_series()));
         let events = crate::service::numbered_credit_note_events(&note, events);
         write_events(outbox, tenant, events)?;
         self.credit_note_numbers = numbers;

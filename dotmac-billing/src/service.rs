@@ -1697,15 +1697,7 @@ impl<S: BillingStore, C: Clock> BillingService<S, C> {
                 metrics::counter!("dotmac_billing_credit_notes_issued_total").increment(1);
                 // The number the store gave it, as on the event it wrote.
                 for event in &mut events {
-                    if let BillingEvent::CreditNoteIssued {
-                        credit_note,
-                        number,
-                        ..
-                    } = &mut event.payload
-                        && *credit_note == note.id
-                    {
-                        *number = note.number;
-                    }
+                    number_credit_note_event(&mut event.payload, &note);
                 }
                 Ok((note, events))
             }
@@ -1992,33 +1984,39 @@ pub fn numbered_credit_note_events(
     note: &CreditNote,
     events: Vec<OutboxEvent>,
 ) -> Vec<OutboxEvent> {
-    let Some(number) = note.number else {
-        return events;
-    };
     events
         .into_iter()
         .map(|event| {
             let Some(mut payload) = event.payload::<BillingEvent>().cloned() else {
                 return event;
             };
-            match &mut payload {
-                BillingEvent::CreditNoteIssued {
-                    credit_note,
-                    number: unset @ None,
-                    ..
-                } if *credit_note == note.id => {
-                    *unset = Some(number);
-                    OutboxEvent::new(DomainEvent::at(
-                        event.id(),
-                        event.tenant(),
-                        event.occurred_at(),
-                        payload,
-                    ))
-                }
-                _ => event,
+            if !number_credit_note_event(&mut payload, note) {
+                return event;
             }
+            OutboxEvent::new(DomainEvent::at(
+                event.id(),
+                event.tenant(),
+                event.occurred_at(),
+                payload,
+            ))
         })
         .collect()
+}
+
+/// Puts `note`'s number on `payload` when it is `note`'s `billing.credit_note_issued` without
+/// one; says whether it did.
+fn number_credit_note_event(payload: &mut BillingEvent, note: &CreditNote) -> bool {
+    match payload {
+        BillingEvent::CreditNoteIssued {
+            credit_note,
+            number: unset @ None,
+            ..
+        } if *credit_note == note.id && note.number.is_some() => {
+            *unset = note.number;
+            true
+        }
+        _ => false,
+    }
 }
 
 /// The `billing.subscription_status_changed` event of a bill-run item whose status billing

@@ -437,15 +437,7 @@ async fn numbers_follow_the_tenant_format<S: BillingStore>(store: S) -> Result<(
     };
     let mut subs = Vec::new();
     for _ in 0..3 {
-        let sub =
-            NewSubscription::new(CustomerId::new(), plan.id, Currency::USD, day(2026, 11, 1)?)
-                .create(&plan, Currency::USD)
-                .map_err(err)?;
-        store
-            .insert_subscription(tenant, sub.clone(), Vec::new())
-            .await
-            .map_err(err)?;
-        subs.push(sub);
+        subs.push(stored_subscription(&store, tenant, &plan, day(2026, 11, 1)?).await?);
     }
     // Nov 2026, Dec 2026, Jan 2027, Feb 2027 for the first, in one commit.
     let first = crate::bill_due(&subs[0], &plan, &[], day(2027, 2, 1)?, &settings).map_err(err)?;
@@ -511,34 +503,10 @@ async fn numbers_follow_the_tenant_format<S: BillingStore>(store: S) -> Result<(
         "batch numbers are not per year and gapless: {numbers:?}"
     );
     // A default-format invoice of the same tenant keeps the default sequence.
-    let plain_sub =
-        NewSubscription::new(CustomerId::new(), plan.id, Currency::USD, day(2027, 1, 1)?)
-            .create(&plan, Currency::USD)
-            .map_err(err)?;
-    store
-        .insert_subscription(tenant, plain_sub.clone(), Vec::new())
-        .await
-        .map_err(err)?;
-    let plain = crate::bill_due(
-        &plain_sub,
-        &plan,
-        &[],
-        day(2027, 1, 1)?,
-        &Default::default(),
-    )
-    .map_err(err)?;
-    let result = store
-        .commit(tenant, BillingCommit::from(plain))
-        .await
-        .map_err(err)?;
-    let issued = result.issued.first().ok_or("nothing issued")?;
-    let stored = store.invoice(tenant, issued.id).await.map_err(err)?;
+    let plain = first_invoice_billed(&store, tenant, &plan, &Default::default()).await?;
     ensure!(
-        stored
-            .as_ref()
-            .map(|i| (i.number_format.is_none(), i.number_text()))
-            == Some((true, Some("000001".to_owned()))),
-        "a default-format invoice did not take the default sequence: {stored:?}"
+        (plain.number_format.is_none(), plain.number_text()) == (true, Some("000001".to_owned())),
+        "a default-format invoice did not take the default sequence: {plain:?}"
     );
     // A format that differs from the default only in its padding continues the default
     // sequence: its numbers read like the default's, so a new sequence would repeat them.
@@ -547,26 +515,52 @@ async fn numbers_follow_the_tenant_format<S: BillingStore>(store: S) -> Result<(
             .map_err(|e| e.to_string())?,
         ..Default::default()
     };
-    let wide_sub =
-        NewSubscription::new(CustomerId::new(), plan.id, Currency::USD, day(2027, 1, 1)?)
-            .create(&plan, Currency::USD)
-            .map_err(err)?;
+    let widened = first_invoice_billed(&store, tenant, &plan, &wide).await?;
+    ensure!(
+        widened.number_text() == Some("00000002".to_owned()),
+        "a padding-only format did not continue the default sequence: {widened:?}"
+    );
+    Ok(())
+}
+
+/// A new customer's subscription to `plan` from `start`, stored.
+async fn stored_subscription<S: BillingStore>(
+    store: &S,
+    tenant: TenantId,
+    plan: &Plan,
+    start: NaiveDate,
+) -> Result<crate::Subscription, String> {
+    let sub = NewSubscription::new(CustomerId::new(), plan.id, Currency::USD, start)
+        .create(plan, Currency::USD)
+        .map_err(err)?;
     store
-        .insert_subscription(tenant, wide_sub.clone(), Vec::new())
+        .insert_subscription(tenant, sub.clone(), Vec::new())
         .await
         .map_err(err)?;
-    let widened = crate::bill_due(&wide_sub, &plan, &[], day(2027, 1, 1)?, &wide).map_err(err)?;
+    Ok(sub)
+}
+
+/// The first invoice of a new subscription from 1 January 2027, billed that day with
+/// `settings` and committed, as stored.
+async fn first_invoice_billed<S: BillingStore>(
+    store: &S,
+    tenant: TenantId,
+    plan: &Plan,
+    settings: &crate::DocumentSettings,
+) -> Result<crate::Invoice, String> {
+    let on = day(2027, 1, 1)?;
+    let sub = stored_subscription(store, tenant, plan, on).await?;
+    let billed = crate::bill_due(&sub, plan, &[], on, settings).map_err(err)?;
     let result = store
-        .commit(tenant, BillingCommit::from(widened))
+        .commit(tenant, BillingCommit::from(billed))
         .await
         .map_err(err)?;
     let issued = result.issued.first().ok_or("nothing issued")?;
-    let stored = store.invoice(tenant, issued.id).await.map_err(err)?;
-    ensure!(
-        stored.as_ref().and_then(|i| i.number_text()) == Some("00000002".to_owned()),
-        "a padding-only format did not continue the default sequence: {stored:?}"
-    );
-    Ok(())
+    store
+        .invoice(tenant, issued.id)
+        .await
+        .map_err(err)?
+        .ok_or_else(|| "the issued invoice is not stored".to_owned())
 }
 
 fn charge(customer: CustomerId, id: u128, cents: i64, on: NaiveDate) -> PendingCharge {

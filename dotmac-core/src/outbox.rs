@@ -699,7 +699,7 @@ impl MemoryOutbox {
     }
 
     /// Checks `events` as [`OutboxStore::append_outbox`] would, without writing: a domain
-    /// store calls it before changing its own state, then `push_checked`.
+    /// store calls it before changing its own state, then [`Self::push`].
     ///
     /// # Errors
     ///
