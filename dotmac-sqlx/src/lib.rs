@@ -74,6 +74,19 @@
 //! pool has four connections unless [`DatabaseOptions::max_connections`] says
 //! otherwise; `sqlite::memory:` is one connection with SQLite's defaults.
 //!
+//! ## PostgreSQL statistics
+//!
+//! The reads that take a chunk of ids at a time (a bill run's subscriptions, a rating run's
+//! billed usage) are planned from the tables' statistics, as every PostgreSQL query is. While
+//! a table's statistics say it holds no rows over pages it still has, such a statement reads
+//! the tenant's whole table for every chunk (every index leads with `tenant_id`, and an empty
+//! tenant looks free to scan); a run that fills the table grows slower with each chunk. That
+//! is the state `DELETE` of most of a table followed by a `VACUUM` that cannot give back the
+//! emptied pages leaves: a rating run then took 8 s instead of 4.6 s (docs/benchmarks.md).
+//! DotMac's stores never bulk-delete; to empty a table yourself, `TRUNCATE` it (its statistics
+//! then follow its real size), and `ANALYZE` a table after a bulk load, as autovacuum would on
+//! its own schedule.
+//!
 //! ## Features
 //!
 //! - `sqlite` (default): the embedded backend, bundling libsqlite3.

@@ -117,3 +117,79 @@ async fn every_postgres_primary_and_unique_key_leads_with_tenant_id() {
     assert_eq!(stand_in, Vec::<String>::new());
     assert_eq!(offenders(keys), Vec::new());
 }
+
+/// No PostgreSQL index repeats another of its table (the same columns in the same order, the
+/// same predicate; a unique index answers every query a plain one of its columns does): every
+/// write pays for each index, and a repeat answers no query the other does not (migration 0019 dropped the outbox's).
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn no_postgres_index_repeats_another() {
+    let Some(db) = crate::rls_tests::postgres().await else {
+        return;
+    };
+    let pool = crate::rls_tests::pool(&db);
+    let repeats: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT t.relname::text, a.relname::text, b.relname::text \
+         FROM pg_index x \
+         JOIN pg_index y ON y.indrelid = x.indrelid AND y.indexrelid > x.indexrelid \
+           AND y.indkey::text = x.indkey::text \
+           AND pg_get_expr(y.indpred, y.indrelid) IS NOT DISTINCT FROM \
+               pg_get_expr(x.indpred, x.indrelid) \
+           AND pg_get_expr(y.indexprs, y.indrelid) IS NOT DISTINCT FROM \
+               pg_get_expr(x.indexprs, x.indrelid) \
+         JOIN pg_class t ON t.oid = x.indrelid \
+         JOIN pg_class a ON a.oid = x.indexrelid \
+         JOIN pg_class b ON b.oid = y.indexrelid \
+         JOIN pg_namespace n ON n.oid = t.relnamespace \
+         WHERE n.nspname = current_schema() ORDER BY 1, 2",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert_eq!(repeats, Vec::new());
+    let outbox: Vec<String> = sqlx::query_scalar(
+        "SELECT i.relname::text FROM pg_index x \
+         JOIN pg_class t ON t.oid = x.indrelid JOIN pg_class i ON i.oid = x.indexrelid \
+         JOIN pg_namespace n ON n.oid = t.relnamespace \
+         WHERE n.nspname = current_schema() AND t.relname = 'outbox' ORDER BY 1",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        outbox,
+        [
+            "outbox_event_key",
+            "outbox_pending",
+            "outbox_pending_aggregate",
+            "outbox_pkey"
+        ]
+    );
+}
+
+/// The relay's statements that find outbox events by `seq` alone are answered by an index
+/// once `outbox_seq` is gone (migration 0019): each also asks for `status = 'pending'`,
+/// which `outbox_pending` covers.
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn the_postgres_relay_finds_events_by_seq_through_the_pending_index() {
+    let Some(db) = crate::rls_tests::postgres().await else {
+        return;
+    };
+    let mut tx = crate::rls_tests::pool(&db).begin().await.unwrap();
+    // The planner's choice on a table of any size: sequential scans priced out.
+    sqlx::query("SET LOCAL enable_seqscan = off")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let plan: Vec<String> = sqlx::query_scalar(
+        "EXPLAIN UPDATE outbox SET status = 'handled' \
+         WHERE seq = ANY('{1,2}'::bigint[]) AND claimed_by = 'relay' AND status = 'pending'",
+    )
+    .fetch_all(&mut *tx)
+    .await
+    .unwrap();
+    let plan = plan.join("\n");
+    assert!(plan.contains("outbox_pending"), "{plan}");
+    tx.rollback().await.unwrap();
+}
