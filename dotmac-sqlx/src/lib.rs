@@ -82,8 +82,9 @@
 //! the tenant's whole table for every chunk (every index leads with `tenant_id`, and an empty
 //! tenant looks free to scan); a run that fills the table grows slower with each chunk. That
 //! is the state `DELETE` of most of a table followed by a `VACUUM` that cannot give back the
-//! emptied pages leaves: a rating run then took 8 s instead of 4.6 s (docs/benchmarks.md).
-//! DotMac's stores never bulk-delete; to empty a table yourself, `TRUNCATE` it (its statistics
+//! emptied pages leaves: a rating run then took 7.0 s instead of 4.6 s (docs/benchmarks.md).
+//! DotMac's stores never delete pending charges, invoices or outbox events; to empty such a
+//! table yourself, `TRUNCATE` it (its statistics
 //! then follow its real size), and `ANALYZE` a table after a bulk load, as autovacuum would on
 //! its own schedule.
 //!
