@@ -84,9 +84,8 @@
 //! is the state `DELETE` of most of a table followed by a `VACUUM` that cannot give back the
 //! emptied pages leaves: a rating run then took 7.0 s instead of 4.6 s (docs/benchmarks.md).
 //! DotMac's stores never delete pending charges, invoices or outbox events; to empty such a
-//! table yourself, `TRUNCATE` it (its statistics
-//! then follow its real size), and `ANALYZE` a table after a bulk load, as autovacuum would on
-//! its own schedule.
+//! table yourself, `TRUNCATE` it (its statistics then follow its real size), and `ANALYZE` a
+//! table after a bulk load, as autovacuum would on its own schedule.
 //!
 //! ## Features
 //!
